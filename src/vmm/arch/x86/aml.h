@@ -1,0 +1,49 @@
+/* Tiny AML byte-code emitter, just enough for kvmm's DSDT: names, scopes,
+ * devices, packages, integers, strings, EISA IDs and raw buffers.
+ *
+ * Nested objects (Scope, Device, Package) are opened with *_begin() and
+ * closed with aml_end(); the PkgLength is only known at close time, so the
+ * body is shifted to make room for the minimal encoding.  Errors are sticky:
+ * after the first failure every call is a no-op and aml_finish() reports it,
+ * so callers need not check each step. */
+#ifndef KVMM_AML_H
+#define KVMM_AML_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AML_MAX_DEPTH 8
+
+struct aml {
+	uint8_t *buf;
+	size_t cap;
+	size_t len;
+	int err;			/* first error, negative errno */
+	int depth;
+	size_t open[AML_MAX_DEPTH];	/* body start of each open object */
+};
+
+void aml_init(struct aml *a, void *buf, size_t cap);
+/* Returns the number of bytes emitted, or the first error (-ENOSPC when
+ * the buffer is too small, -EINVAL on a bad name or unbalanced nesting). */
+int64_t aml_finish(struct aml *a);
+
+void aml_bytes(struct aml *a, const void *p, size_t n);
+/* "\_SB_.COM1", "_S5", "C00A": optional root prefix, dot-separated
+ * segments of up to 4 characters (padded with '_'). */
+void aml_namestring(struct aml *a, const char *path);
+void aml_integer(struct aml *a, uint64_t v);
+void aml_string(struct aml *a, const char *s);
+/* "PNP0501" -> the compressed 32-bit EISA ID integer. */
+void aml_eisaid(struct aml *a, const char *id);
+/* Buffer object with the given contents (e.g. a resource template). */
+void aml_buffer(struct aml *a, const void *p, size_t n);
+
+/* Name(path, <next emitted object>) */
+void aml_name(struct aml *a, const char *path);
+void aml_scope_begin(struct aml *a, const char *path);
+void aml_device_begin(struct aml *a, const char *path);
+void aml_package_begin(struct aml *a, uint8_t nelems);
+void aml_end(struct aml *a);
+
+#endif
