@@ -1,0 +1,474 @@
+/* ACPI table builder: layout, RSDP/XSDT/RSDT/FADT/FACS/MADT and checksums.
+ * The DSDT's AML comes from the tiny emitter in aml.c.
+ *
+ * Tables are written field by field at the byte offsets of the ACPI 6.3
+ * spec (chapter 5.2) rather than through packed structs, so the offsets can
+ * be checked against the spec tables one by one. */
+#include <errno.h>
+#include <string.h>
+
+#include "acpi.h"
+#include "aml.h"
+
+#define OEM_ID		"KVMM  "	/* 6 bytes */
+#define OEM_TABLE_ID	"KVMMVM  "	/* 8 bytes */
+#define OEM_REVISION	1
+#define CREATOR_ID	"KVMM"
+#define CREATOR_REV	1
+
+/* Common system description table header (spec 5.2.6). */
+#define SDT_LENGTH	4
+#define SDT_REVISION	8
+#define SDT_CHECKSUM	9
+#define SDT_OEM_ID	10
+#define SDT_OEM_TABLE	16
+#define SDT_OEM_REV	24
+#define SDT_CREATOR	28
+#define SDT_CREATOR_REV	32
+#define SDT_HDR_LEN	36
+
+/* RSDP (5.2.5.3). */
+#define RSDP_CHECKSUM	8
+#define RSDP_OEM_ID	9
+#define RSDP_REVISION	15
+#define RSDP_RSDT	16
+#define RSDP_LENGTH	20
+#define RSDP_XSDT	24
+#define RSDP_XCHECKSUM	32
+#define RSDP_V1_LEN	20
+#define RSDP_LEN	36
+
+/* FADT (5.2.9), revision 6. */
+#define FADT_FIRMWARE_CTRL	36
+#define FADT_DSDT		40
+#define FADT_PM_PROFILE		45
+#define FADT_SCI_INT		46
+#define FADT_SMI_CMD		48
+#define FADT_PM1A_EVT_BLK	56
+#define FADT_PM1A_CNT_BLK	64
+#define FADT_PM_TMR_BLK		76
+#define FADT_PM1_EVT_LEN	88
+#define FADT_PM1_CNT_LEN	89
+#define FADT_PM_TMR_LEN		91
+#define FADT_P_LVL2_LAT		96
+#define FADT_P_LVL3_LAT		98
+#define FADT_IAPC_BOOT_ARCH	109
+#define FADT_FLAGS		112
+#define FADT_RESET_REG		116
+#define FADT_RESET_VALUE	128
+#define FADT_MINOR_VERSION	131
+#define FADT_X_FIRMWARE_CTRL	132
+#define FADT_X_DSDT		140
+#define FADT_X_PM1A_EVT_BLK	148
+#define FADT_X_PM1A_CNT_BLK	172
+#define FADT_X_PM_TMR_BLK	208
+#define FADT_LEN		276
+
+#define FADT_F_WBINVD		(1u << 0)
+#define FADT_F_PROC_C1		(1u << 2)
+#define FADT_F_SLP_BUTTON	(1u << 5)	/* 1: no fixed sleep button */
+#define FADT_F_RESET_REG_SUP	(1u << 10)
+
+#define BOOT_ARCH_8042		(1u << 1)
+#define BOOT_ARCH_NO_VGA	(1u << 2)
+
+/* Values above 100 / 1000 us tell OSPM that C2 / C3 are not supported. */
+#define C2_UNSUPPORTED		101
+#define C3_UNSUPPORTED		1001
+
+/* Generic Address Structure (5.2.3.2). */
+#define GAS_SYSTEM_IO		1
+#define GAS_ACCESS_BYTE		1
+#define GAS_ACCESS_WORD		2
+#define GAS_ACCESS_DWORD	3
+
+/* FACS (5.2.10). */
+#define FACS_LENGTH		4
+#define FACS_VERSION		32
+#define FACS_LEN		64
+
+/* MADT (5.2.12), revision 5. */
+#define MADT_LAPIC_ADDR		36
+#define MADT_FLAGS		40
+#define MADT_PCAT_COMPAT	(1u << 0)
+#define MADT_T_LAPIC		0
+#define MADT_T_IOAPIC		1
+#define MADT_T_ISO		2
+#define MADT_T_LAPIC_NMI	4
+#define MADT_LAPIC_LEN		8
+#define MADT_IOAPIC_LEN		12
+#define MADT_ISO_LEN		10
+#define MADT_LAPIC_NMI_LEN	6
+#define MADT_LAPIC_ENABLED	(1u << 0)
+#define MADT_NISO		2
+
+/* MPS INTI flags: polarity in bits 1:0, trigger mode in bits 3:2. */
+#define INTI_CONFORMS		0x0
+#define INTI_HIGH_LEVEL		0xD
+
+#define ISA_IRQS		16
+
+struct acpi_ctx {
+	uint8_t *buf;
+	uint64_t base;
+	uint64_t size;
+	uint64_t off;		/* first free byte of the window */
+	int below_4g;		/* 32-bit pointers (and the RSDT) usable */
+};
+
+static void put_le(uint8_t *p, uint64_t v, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		p[i] = v >> (8 * i);
+}
+
+static uint8_t sum8(const uint8_t *p, uint64_t len)
+{
+	uint8_t s = 0;
+
+	while (len--)
+		s += *p++;
+	return s;
+}
+
+/* A 32-bit pointer field, or 0 when the target is above 4 GiB (then only
+ * the 64-bit twin is valid). */
+static uint32_t addr32(const struct acpi_ctx *c, uint64_t addr)
+{
+	return c->below_4g ? (uint32_t)addr : 0;
+}
+
+/* Reserves len bytes at a guest address aligned to `align` (a power of
+ * two) and zeroes them along with the alignment gap before them, so the
+ * guest never sees stale bytes between tables.  Returns the window
+ * offset, or -ENOSPC (nothing written then). */
+static int64_t place(struct acpi_ctx *c, uint64_t len, uint64_t align)
+{
+	uint64_t gpa = (c->base + c->off + align - 1) & ~(align - 1);
+	uint64_t off = gpa - c->base;
+
+	if (off > c->size || len > c->size - off)
+		return -ENOSPC;
+	memset(c->buf + c->off, 0, off + len - c->off);
+	c->off = off + len;
+	return off;
+}
+
+static void sdt_header(uint8_t *t, const char *sig, uint32_t len,
+		       uint8_t rev)
+{
+	memcpy(t, sig, 4);
+	put_le(t + SDT_LENGTH, len, 4);
+	t[SDT_REVISION] = rev;
+	memcpy(t + SDT_OEM_ID, OEM_ID, 6);
+	memcpy(t + SDT_OEM_TABLE, OEM_TABLE_ID, 8);
+	put_le(t + SDT_OEM_REV, OEM_REVISION, 4);
+	memcpy(t + SDT_CREATOR, CREATOR_ID, 4);
+	put_le(t + SDT_CREATOR_REV, CREATOR_REV, 4);
+}
+
+/* Must run after the table body is final. */
+static void sdt_checksum(uint8_t *t)
+{
+	uint32_t len = t[4] | t[5] << 8 | t[6] << 16 | (uint32_t)t[7] << 24;
+
+	t[SDT_CHECKSUM] = 0;
+	t[SDT_CHECKSUM] = -sum8(t, len);
+}
+
+static void gas(uint8_t *p, uint8_t bits, uint8_t access, uint64_t port)
+{
+	p[0] = GAS_SYSTEM_IO;
+	p[1] = bits;
+	p[2] = 0;		/* bit offset */
+	p[3] = access;
+	put_le(p + 4, port, 8);
+}
+
+/* COM1 _CRS: IO(Decode16, port, port, 1, 8), IRQNoFlags(){irq}, EndTag. */
+static size_t com1_resources(uint8_t *r, uint16_t port, uint8_t irq)
+{
+	uint16_t mask = 1u << irq;
+
+	r[0] = 0x47;		/* small item: I/O port, 7 bytes */
+	r[1] = 0x01;		/* 16-bit address decode */
+	put_le(r + 2, port, 2);	/* minimum base */
+	put_le(r + 4, port, 2);	/* maximum base */
+	r[6] = 1;		/* alignment */
+	r[7] = 8;		/* length: the 16550's 8 registers */
+	r[8] = 0x22;		/* small item: IRQ, 2 bytes (edge, high) */
+	put_le(r + 9, mask, 2);
+	r[11] = 0x79;		/* end tag */
+	r[12] = 0;		/* 0: checksum not used */
+	return 13;
+}
+
+static void dsdt_cpus(struct aml *a, unsigned int ncpus)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	unsigned int i;
+
+	/* Processor devices (ACPI0007); _UID matches the MADT processor
+	 * UID, which is also the APIC ID. */
+	for (i = 0; i < ncpus; i++) {
+		char name[5] = { 'C', hex[(i >> 8) & 0xF], hex[(i >> 4) & 0xF],
+				 hex[i & 0xF], 0 };
+
+		aml_device_begin(a, name);
+		aml_name(a, "_HID");
+		aml_string(a, "ACPI0007");
+		aml_name(a, "_UID");
+		aml_integer(a, i);
+		aml_end(a);
+	}
+}
+
+static void dsdt_com1(struct aml *a, const struct acpi_platform *p)
+{
+	uint8_t crs[16];
+	size_t n = com1_resources(crs, p->com1_port, p->com1_irq);
+
+	aml_device_begin(a, "COM1");
+	aml_name(a, "_HID");
+	aml_eisaid(a, "PNP0501");
+	aml_name(a, "_UID");
+	aml_integer(a, 1);
+	aml_name(a, "_CRS");
+	aml_buffer(a, crs, n);
+	aml_end(a);
+}
+
+/* The DSDT takes whatever room is left, so it is placed last. */
+static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
+{
+	int64_t off = place(c, SDT_HDR_LEN, 16);
+	int64_t len;
+	struct aml a;
+
+	if (off < 0)
+		return off;
+	aml_init(&a, c->buf + c->off, c->size - c->off);
+
+	/* SLP_TYPa, SLP_TYPb, reserved, reserved */
+	aml_name(&a, "_S5");
+	aml_package_begin(&a, 4);
+	aml_integer(&a, p->s5_slp_typ);
+	aml_integer(&a, p->s5_slp_typ);
+	aml_integer(&a, 0);
+	aml_integer(&a, 0);
+	aml_end(&a);
+
+	/* _SB_ rather than \_SB_: same object at the DSDT root, and
+	 * it is what iasl emits, so a disassemble/recompile round trip
+	 * reproduces the AML byte for byte. */
+	aml_scope_begin(&a, "_SB");
+	dsdt_cpus(&a, p->ncpus);
+	if (p->com1_port)
+		dsdt_com1(&a, p);
+	aml_end(&a);
+
+	len = aml_finish(&a);
+	if (len < 0)
+		return len;
+	c->off += len;
+	/* Revision 2: 64-bit AML integers. */
+	sdt_header(c->buf + off, "DSDT", SDT_HDR_LEN + len, 2);
+	sdt_checksum(c->buf + off);
+	return off;
+}
+
+static void build_facs(uint8_t *t)
+{
+	memcpy(t, "FACS", 4);
+	put_le(t + FACS_LENGTH, FACS_LEN, 4);
+	t[FACS_VERSION] = 2;
+	/* No checksum; hardware signature, waking vectors, global lock
+	 * and flags stay zero (no S4BIOS, no 64-bit wake). */
+}
+
+static void build_fadt(const struct acpi_ctx *c, const struct acpi_platform *p,
+		       uint8_t *t, uint64_t facs, uint64_t dsdt)
+{
+	uint32_t flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON |
+			 FADT_F_RESET_REG_SUP;
+
+	sdt_header(t, "FACP", FADT_LEN, 6);
+	put_le(t + FADT_FIRMWARE_CTRL, addr32(c, c->base + facs), 4);
+	put_le(t + FADT_DSDT, addr32(c, c->base + dsdt), 4);
+	t[FADT_PM_PROFILE] = 0;		/* unspecified */
+	put_le(t + FADT_SCI_INT, p->sci_irq, 2);
+	/* SMI_CMD = 0: there is no SMM to hand ACPI over, the platform is
+	 * always in ACPI mode and the guest must find SCI_EN already set in
+	 * PM1_CNT (the VMM's PM1 emulation reports it that way). */
+	put_le(t + FADT_SMI_CMD, 0, 4);
+	put_le(t + FADT_PM1A_EVT_BLK, p->pm1a_evt_port, 4);
+	put_le(t + FADT_PM1A_CNT_BLK, p->pm1a_cnt_port, 4);
+	put_le(t + FADT_PM_TMR_BLK, p->pm_tmr_port, 4);
+	t[FADT_PM1_EVT_LEN] = 4;
+	t[FADT_PM1_CNT_LEN] = 2;
+	t[FADT_PM_TMR_LEN] = 4;
+	put_le(t + FADT_P_LVL2_LAT, C2_UNSUPPORTED, 2);
+	put_le(t + FADT_P_LVL3_LAT, C3_UNSUPPORTED, 2);
+	put_le(t + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA, 2);
+	/* TMR_VAL_EXT = 0: 24-bit PM timer; PWR_BUTTON = 0: the power
+	 * button is the fixed-feature one (PM1 PWRBTN_STS/EN). */
+	put_le(t + FADT_FLAGS, flags, 4);
+	gas(t + FADT_RESET_REG, 8, GAS_ACCESS_BYTE, p->reset_port);
+	t[FADT_RESET_VALUE] = p->reset_value;
+	t[FADT_MINOR_VERSION] = 3;	/* ACPI 6.3 */
+	put_le(t + FADT_X_FIRMWARE_CTRL, c->base + facs, 8);
+	put_le(t + FADT_X_DSDT, c->base + dsdt, 8);
+	gas(t + FADT_X_PM1A_EVT_BLK, 32, GAS_ACCESS_WORD, p->pm1a_evt_port);
+	gas(t + FADT_X_PM1A_CNT_BLK, 16, GAS_ACCESS_WORD, p->pm1a_cnt_port);
+	gas(t + FADT_X_PM_TMR_BLK, 32, GAS_ACCESS_DWORD, p->pm_tmr_port);
+	sdt_checksum(t);
+}
+
+static uint64_t madt_len(unsigned int ncpus)
+{
+	return SDT_HDR_LEN + 8 + (uint64_t)ncpus * MADT_LAPIC_LEN +
+	       MADT_IOAPIC_LEN + MADT_NISO * MADT_ISO_LEN + MADT_LAPIC_NMI_LEN;
+}
+
+static uint8_t *madt_iso(uint8_t *e, uint8_t irq, uint32_t gsi,
+			 uint16_t flags)
+{
+	e[0] = MADT_T_ISO;
+	e[1] = MADT_ISO_LEN;
+	e[2] = 0;			/* bus: ISA */
+	e[3] = irq;
+	put_le(e + 4, gsi, 4);
+	put_le(e + 8, flags, 2);
+	return e + MADT_ISO_LEN;
+}
+
+static void build_madt(const struct acpi_platform *p, uint8_t *t)
+{
+	uint8_t *e = t + SDT_HDR_LEN + 8;
+	unsigned int i;
+
+	sdt_header(t, "APIC", madt_len(p->ncpus), 5);
+	put_le(t + MADT_LAPIC_ADDR, p->lapic_addr, 4);
+	/* Dual 8259s present: the OS must mask them when using APICs. */
+	put_le(t + MADT_FLAGS, MADT_PCAT_COMPAT, 4);
+
+	for (i = 0; i < p->ncpus; i++, e += MADT_LAPIC_LEN) {
+		e[0] = MADT_T_LAPIC;
+		e[1] = MADT_LAPIC_LEN;
+		e[2] = i;		/* ACPI processor UID */
+		e[3] = i;		/* APIC ID */
+		put_le(e + 4, MADT_LAPIC_ENABLED, 4);
+	}
+
+	e[0] = MADT_T_IOAPIC;
+	e[1] = MADT_IOAPIC_LEN;
+	e[2] = ACPI_IOAPIC_ID;
+	put_le(e + 4, p->ioapic_addr, 4);
+	put_le(e + 8, 0, 4);		/* GSI base */
+	e += MADT_IOAPIC_LEN;
+
+	/* The PIT is wired to IOAPIC pin 2, as on real chipsets. */
+	e = madt_iso(e, 0, 2, INTI_CONFORMS);
+	/* The VMM holds the SCI line high while an event is pending. */
+	e = madt_iso(e, p->sci_irq, p->sci_irq, INTI_HIGH_LEVEL);
+
+	e[0] = MADT_T_LAPIC_NMI;
+	e[1] = MADT_LAPIC_NMI_LEN;
+	e[2] = 0xFF;			/* all processors */
+	put_le(e + 3, INTI_CONFORMS, 2);
+	e[5] = 1;			/* LINT1 */
+
+	sdt_checksum(t);
+}
+
+/* XSDT (64-bit entries) or RSDT (32-bit entries) listing FADT and MADT. */
+static void build_sdt(const struct acpi_ctx *c, uint8_t *t, const char *sig,
+		      unsigned int width, const uint64_t *tables,
+		      unsigned int n)
+{
+	unsigned int i;
+
+	sdt_header(t, sig, SDT_HDR_LEN + width * n, 1);
+	for (i = 0; i < n; i++)
+		put_le(t + SDT_HDR_LEN + width * i, c->base + tables[i], width);
+	sdt_checksum(t);
+}
+
+static void build_rsdp(const struct acpi_ctx *c, uint8_t *t, int64_t rsdt,
+		       uint64_t xsdt)
+{
+
+	memcpy(t, "RSD PTR ", 8);
+	memcpy(t + RSDP_OEM_ID, OEM_ID, 6);
+	t[RSDP_REVISION] = 2;
+	put_le(t + RSDP_RSDT, rsdt < 0 ? 0 : c->base + rsdt, 4);
+	put_le(t + RSDP_LENGTH, RSDP_LEN, 4);
+	put_le(t + RSDP_XSDT, c->base + xsdt, 8);
+	/* The v1 checksum covers the first 20 bytes, the extended one
+	 * the whole structure (including the v1 checksum). */
+	t[RSDP_CHECKSUM] = -sum8(t, RSDP_V1_LEN);
+	t[RSDP_XCHECKSUM] = -sum8(t, RSDP_LEN);
+}
+
+static int check_platform(const struct acpi_platform *p)
+{
+	if (p->ncpus < 1 || p->ncpus > ACPI_MAX_CPUS)
+		return -EINVAL;
+	/* SCI and COM1 are ISA IRQs; IRQ 0 and 2 belong to the PIT/8259. */
+	if (p->sci_irq >= ISA_IRQS || p->sci_irq == 0 || p->sci_irq == 2)
+		return -EINVAL;
+	if (p->com1_port && p->com1_irq >= ISA_IRQS)
+		return -EINVAL;
+	if (p->s5_slp_typ > 7)		/* SLP_TYP is a 3-bit field */
+		return -EINVAL;
+	if (!p->pm1a_evt_port || !p->pm1a_cnt_port || !p->pm_tmr_port ||
+	    !p->reset_port)
+		return -EINVAL;
+	return 0;
+}
+
+int64_t acpi_build(const struct acpi_platform *p, void *buf, uint64_t base,
+		   uint64_t size)
+{
+	struct acpi_ctx c = { .buf = buf, .base = base, .size = size };
+	uint8_t *win = buf;
+	int64_t rsdp, xsdt, rsdt = -1, fadt, facs, madt, dsdt;
+	uint64_t tables[2];
+	int err;
+
+	if (!p || !buf || base % 16 || base + size < base)
+		return -EINVAL;
+	err = check_platform(p);
+	if (err)
+		return err;
+	c.below_4g = base + size <= (1ULL << 32);
+
+	rsdp = place(&c, RSDP_LEN, 16);
+	xsdt = place(&c, SDT_HDR_LEN + 8 * 2, 16);
+	if (c.below_4g)
+		rsdt = place(&c, SDT_HDR_LEN + 4 * 2, 16);
+	fadt = place(&c, FADT_LEN, 16);
+	facs = place(&c, FACS_LEN, 64);		/* FACS must be 64-aligned */
+	madt = place(&c, madt_len(p->ncpus), 16);
+	if (rsdp < 0 || xsdt < 0 || fadt < 0 || facs < 0 || madt < 0 ||
+	    (c.below_4g && rsdt < 0))
+		return -ENOSPC;
+	dsdt = build_dsdt(&c, p);
+	if (dsdt < 0)
+		return dsdt;
+
+	/* Host pointers come from `win`, not c.buf: GCC 12 with UBSan
+	 * cannot prove c.buf non-NULL once &c escapes and warns. */
+	build_facs(win + facs);
+	build_fadt(&c, p, win + fadt, facs, dsdt);
+	build_madt(p, win + madt);
+	tables[0] = fadt;
+	tables[1] = madt;
+	build_sdt(&c, win + xsdt, "XSDT", 8, tables, 2);
+	if (rsdt >= 0)
+		build_sdt(&c, win + rsdt, "RSDT", 4, tables, 2);
+	build_rsdp(&c, win + rsdp, rsdt, xsdt);
+	return base + rsdp;
+}

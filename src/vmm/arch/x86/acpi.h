@@ -1,0 +1,50 @@
+/* ACPI table builder for kvmm's x86 guests (ACPI 6.3 layouts).
+ *
+ * Produces RSDP, XSDT (+ RSDT when the window is below 4 GiB), FADT, FACS,
+ * MADT and DSDT describing kvmm's fixed platform: LAPIC + one IOAPIC,
+ * ACPI PM1a event/control blocks and PM timer in I/O space, the 0xCF9-style
+ * reset register and COM1. */
+#ifndef KVMM_ACPI_H
+#define KVMM_ACPI_H
+
+#include <stdint.h>
+
+/* LAPIC entries carry 8-bit APIC IDs and 0xFF is the broadcast ID. */
+#define ACPI_MAX_CPUS 255
+
+/* The IOAPIC's MADT ID.  0 matches the reset value of the ID register of
+ * KVM's in-kernel IOAPIC (and what QEMU advertises); IOAPIC and LAPIC IDs
+ * live in separate name spaces on xAPIC systems, so it does not clash with
+ * CPU 0. */
+#define ACPI_IOAPIC_ID 0
+
+/* Where the VMM's platform devices live; the tables describe them. */
+struct acpi_platform {
+	unsigned int ncpus;	/* vCPUs, APIC IDs 0..ncpus-1, all enabled */
+	uint32_t lapic_addr;	/* 0xFEE00000 */
+	uint32_t ioapic_addr;	/* 0xFEC00000, ID ACPI_IOAPIC_ID, GSI base 0 */
+	uint16_t pm1a_evt_port;	/* PM1_STS (2) + PM1_EN (2); 0x600 */
+	uint16_t pm1a_cnt_port;	/* PM1_CNT (2); 0x604 */
+	uint16_t pm_tmr_port;	/* 4 bytes, 24-bit counter; 0x608 */
+	uint16_t reset_port;	/* 1-byte system I/O reset register; 0xCF9 */
+	uint8_t reset_value;	/* 0x06 */
+	uint8_t sci_irq;	/* 9 */
+	uint8_t s5_slp_typ;	/* SLP_TYP for S5 (soft off); 5 */
+	uint16_t com1_port;	/* 0x3F8; 0 = no COM1 in the DSDT */
+	uint8_t com1_irq;	/* 4 */
+};
+
+/* Builds RSDP, XSDT, FADT (with FACS), MADT and DSDT into the guest-physical
+ * window [base, base+size) whose host view is `buf` (buf[0] is guest address
+ * `base`). The RSDP is placed at `base` (so base must be 16-byte aligned and,
+ * for legacy scanners, kvmm puts the window at 0xE0000). Returns the guest
+ * physical address of the RSDP, or a negative errno (-ENOSPC if it does not
+ * fit, -EINVAL on bad parameters). Pure function: no I/O, no globals.
+ * Bytes of the window past the last table are left untouched; on error
+ * the window's contents are unspecified, but nothing past `size` is
+ * written.  If the window reaches above 4 GiB, no RSDT is built and the
+ * FADT's 32-bit FACS/DSDT pointers are 0 (only the X_ fields are used). */
+int64_t acpi_build(const struct acpi_platform *p, void *buf, uint64_t base,
+		   uint64_t size);
+
+#endif
