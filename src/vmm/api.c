@@ -1,0 +1,420 @@
+/* Control socket: framing, the command table and event broadcast. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "api.h"
+#include "devices/devices.h"
+#include "log.h"
+#include "loop.h"
+#include "util.h"
+
+#define API_MAX_CLIENTS 16
+#define API_MAX_LINE (64 * 1024)
+
+struct api_client {
+	struct api *api;
+	int fd;
+	size_t len;
+	char buf[API_MAX_LINE];
+};
+
+struct api {
+	struct vm *vm;
+	int listen_fd;
+	char *path;
+	struct api_client *clients[API_MAX_CLIENTS];
+};
+
+struct api_cmd {
+	const char *name;
+	/* Returns the "return" object, or NULL with *err set. */
+	struct json_object *(*fn)(struct api *api, struct json_object *args,
+				  const char **code, const char **err);
+};
+
+static void api_drop(struct api *api, int slot)
+{
+	struct api_client *c = api->clients[slot];
+
+	loop_del(api->vm->loop, c->fd);
+	close(c->fd);
+	free(c);
+	api->clients[slot] = NULL;
+}
+
+static int api_slot(struct api *api, struct api_client *c)
+{
+	int i;
+
+	for (i = 0; i < API_MAX_CLIENTS; i++)
+		if (api->clients[i] == c)
+			return i;
+	return -1;
+}
+
+static void api_send(struct api *api, struct api_client *c, struct json_object *msg)
+{
+	const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+	size_t len = strlen(s);
+	char *line = malloc(len + 1);
+	int r;
+
+	if (!line)
+		return;
+	memcpy(line, s, len);
+	line[len] = '\n';
+	/* Client sockets are non-blocking: a client that stops reading
+	 * its events is dropped rather than allowed to stall the VMM. */
+	r = write_all(c->fd, line, len + 1);
+	free(line);
+	if (r)
+		api_drop(api, api_slot(api, c));
+}
+
+static void api_broadcast(struct api *api, struct json_object *msg)
+{
+	int i;
+
+	for (i = 0; i < API_MAX_CLIENTS; i++)
+		if (api->clients[i])
+			api_send(api, api->clients[i], msg);
+}
+
+static struct json_object *api_timestamp(void)
+{
+	struct json_object *t = json_object_new_object();
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	json_object_object_add(t, "seconds", json_object_new_int64(tv.tv_sec));
+	json_object_object_add(t, "microseconds", json_object_new_int64(tv.tv_usec));
+	return t;
+}
+
+static void api_emit(struct api *api, const char *event, struct json_object *data)
+{
+	struct json_object *msg = json_object_new_object();
+
+	json_object_object_add(msg, "event", json_object_new_string(event));
+	json_object_object_add(msg, "data", data);
+	json_object_object_add(msg, "timestamp", api_timestamp());
+	api_broadcast(api, msg);
+	json_object_put(msg);
+}
+
+void api_event_state(struct api *api, struct vm *vm, enum vm_reason reason)
+{
+	struct json_object *d;
+
+	if (!api)
+		return;
+	d = json_object_new_object();
+	json_object_object_add(d, "state", json_object_new_string(vm_state_name(vm->state)));
+	json_object_object_add(d, "reason", json_object_new_string(vm_reason_name(reason)));
+	if (vm->state == VM_SHUTDOWN)
+		json_object_object_add(d, "exit_status", json_object_new_int(vm->exit_status));
+	api_emit(api, "state-changed", d);
+}
+
+void api_event_reset(struct api *api, struct vm *vm)
+{
+	struct json_object *d;
+
+	if (!api)
+		return;
+	d = json_object_new_object();
+	json_object_object_add(d, "boots", json_object_new_int(vm->boots + 1));
+	api_emit(api, "reset", d);
+}
+
+static struct json_object *cmd_query_status(struct api *api, struct json_object *args,
+					    const char **code, const char **err)
+{
+	struct vm *vm = api->vm;
+	struct json_object *r = json_object_new_object();
+
+	json_object_object_add(r, "name", json_object_new_string(vm->cfg->name));
+	json_object_object_add(r, "state", json_object_new_string(vm_state_name(vm->state)));
+	json_object_object_add(r, "vcpus", json_object_new_int(vm->ncpus));
+	json_object_object_add(r, "memory", json_object_new_int64(vm->mem.size));
+	json_object_object_add(r, "uptime_ms",
+			       json_object_new_int64((now_ns() - vm->start_ns) / 1000000));
+	json_object_object_add(r, "boots", json_object_new_int(vm->boots));
+	json_object_object_add(r, "pid", json_object_new_int(getpid()));
+	return r;
+}
+
+static struct json_object *cmd_pause(struct api *api, struct json_object *args,
+				     const char **code, const char **err)
+{
+	if (vm_pause(api->vm)) {
+		*code = "InvalidState";
+		*err = "the VM is not running";
+		return NULL;
+	}
+	return json_object_new_object();
+}
+
+static struct json_object *cmd_resume(struct api *api, struct json_object *args,
+				      const char **code, const char **err)
+{
+	if (vm_resume(api->vm)) {
+		*code = "InvalidState";
+		*err = "the VM is not paused";
+		return NULL;
+	}
+	return json_object_new_object();
+}
+
+static struct json_object *cmd_power_button(struct api *api, struct json_object *args,
+					    const char **code, const char **err)
+{
+	if (api->vm->state != VM_RUNNING && api->vm->state != VM_PAUSED) {
+		*code = "InvalidState";
+		*err = "the VM is not running";
+		return NULL;
+	}
+	acpi_pm_power_button((struct device *)api->vm->pm);
+	return json_object_new_object();
+}
+
+static struct json_object *cmd_reset(struct api *api, struct json_object *args,
+				     const char **code, const char **err)
+{
+	if (api->vm->state != VM_RUNNING && api->vm->state != VM_PAUSED) {
+		*code = "InvalidState";
+		*err = "the VM is not running";
+		return NULL;
+	}
+	vm_request(api->vm, REASON_RESET, NULL);
+	return json_object_new_object();
+}
+
+static struct json_object *cmd_quit(struct api *api, struct json_object *args,
+				    const char **code, const char **err)
+{
+	/* Acted on from the loop, after this reply has been sent. */
+	vm_request(api->vm, REASON_QUIT, NULL);
+	return json_object_new_object();
+}
+
+static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
+					      const char **code, const char **err);
+
+static const struct api_cmd api_cmds[] = {
+	{ "query-status", cmd_query_status },
+	{ "query-commands", cmd_query_commands },
+	{ "pause", cmd_pause },
+	{ "resume", cmd_resume },
+	{ "power-button", cmd_power_button },
+	{ "reset", cmd_reset },
+	{ "quit", cmd_quit },
+};
+
+static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
+					      const char **code, const char **err)
+{
+	struct json_object *a = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(api_cmds); i++)
+		json_object_array_add(a, json_object_new_string(api_cmds[i].name));
+	return a;
+}
+
+static void api_reply_error(struct api *api, struct api_client *c, struct json_object *id,
+			    const char *code, const char *msg)
+{
+	struct json_object *r = json_object_new_object(), *e = json_object_new_object();
+
+	json_object_object_add(e, "code", json_object_new_string(code));
+	json_object_object_add(e, "message", json_object_new_string(msg));
+	if (id)
+		json_object_object_add(r, "id", json_object_get(id));
+	json_object_object_add(r, "error", e);
+	api_send(api, c, r);
+	json_object_put(r);
+}
+
+static void api_dispatch(struct api *api, struct api_client *c, const char *line)
+{
+	struct json_object *req = json_tokener_parse(line), *id = NULL, *ex, *args = NULL, *ret, *r;
+	const char *code = "GenericError", *err = "command failed", *name;
+	char msg[160];
+	size_t i;
+
+	if (!req || !json_object_is_type(req, json_type_object)) {
+		api_reply_error(api, c, NULL, "ParseError", "each request must be one JSON object on one line");
+		json_object_put(req);
+		return;
+	}
+	json_object_object_get_ex(req, "id", &id);
+	if (!json_object_object_get_ex(req, "execute", &ex) ||
+	    !json_object_is_type(ex, json_type_string)) {
+		api_reply_error(api, c, id, "InvalidRequest", "the request has no \"execute\" string");
+		goto out;
+	}
+	json_object_object_get_ex(req, "arguments", &args);
+	name = json_object_get_string(ex);
+	for (i = 0; i < ARRAY_SIZE(api_cmds); i++)
+		if (!strcmp(name, api_cmds[i].name))
+			break;
+	if (i == ARRAY_SIZE(api_cmds)) {
+		snprintf(msg, sizeof(msg), "unknown command '%.64s'; query-commands lists them", name);
+		api_reply_error(api, c, id, "CommandNotFound", msg);
+		goto out;
+	}
+	ret = api_cmds[i].fn(api, args, &code, &err);
+	if (!ret) {
+		api_reply_error(api, c, id, code, err);
+		goto out;
+	}
+	r = json_object_new_object();
+	if (id)
+		json_object_object_add(r, "id", json_object_get(id));
+	json_object_object_add(r, "return", ret);
+	api_send(api, c, r);
+	json_object_put(r);
+out:
+	json_object_put(req);
+}
+
+static void api_on_client(void *opaque, uint32_t events)
+{
+	struct api_client *c = opaque;
+	struct api *api = c->api;
+	char *nl;
+	ssize_t n;
+	int slot;
+
+	slot = api_slot(api, c);
+	if (slot < 0)
+		return;
+	n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		api_drop(api, slot);
+		return;
+	}
+	c->len += n;
+	c->buf[c->len] = '\0';
+	while ((nl = memchr(c->buf, '\n', c->len))) {
+		*nl = '\0';
+		api_dispatch(api, c, c->buf);
+		if (api_slot(api, c) < 0)
+			return;	/* dropped while replying */
+		c->len -= nl + 1 - c->buf;
+		memmove(c->buf, nl + 1, c->len);
+		c->buf[c->len] = '\0';
+	}
+	if (c->len == sizeof(c->buf) - 1) {
+		/* A line longer than any valid request: refuse and drop. */
+		api_reply_error(api, c, NULL, "ParseError", "request line too long");
+		if (api_slot(api, c) >= 0)
+			api_drop(api, slot);
+	}
+}
+
+static void api_on_accept(void *opaque, uint32_t events)
+{
+	struct api *api = opaque;
+	struct api_client *c;
+	struct json_object *g, *hello;
+	int fd, i;
+
+	fd = accept4(api->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	for (i = 0; i < API_MAX_CLIENTS && api->clients[i]; i++)
+		;
+	c = i < API_MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->api = api;
+	api->clients[i] = c;
+	if (loop_add(api->vm->loop, fd, EPOLLIN, api_on_client, c)) {
+		close(fd);
+		free(c);
+		api->clients[i] = NULL;
+		return;
+	}
+	hello = json_object_new_object();
+	g = json_object_new_object();
+	json_object_object_add(g, "name", json_object_new_string("kvmm"));
+	json_object_object_add(g, "version", json_object_new_string(PACKAGE_VERSION));
+	json_object_object_add(g, "api", json_object_new_int(KVMM_API_VERSION));
+	json_object_object_add(g, "vm", json_object_new_string(api->vm->cfg->name));
+	json_object_object_add(hello, "greeting", g);
+	api_send(api, c, hello);
+	json_object_put(hello);
+}
+
+int api_open(struct vm *vm, const char *path, struct api **out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct api *api;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		pr_err("control socket path %s is too long: use a path shorter than %zu bytes",
+		       path, sizeof(sa.sun_path));
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+		r = -errno;
+		pr_err("cannot listen on control socket %s: %s%s", path, strerror(-r),
+		       r == -EADDRINUSE ? " (another kvmm uses it, or a stale file is left: remove it)" : "");
+		close(fd);
+		return r;
+	}
+	api = calloc(1, sizeof(*api));
+	if (!api || !(api->path = strdup(path))) {
+		free(api);
+		unlink(path);
+		close(fd);
+		return -ENOMEM;
+	}
+	api->vm = vm;
+	api->listen_fd = fd;
+	r = loop_add(vm->loop, fd, EPOLLIN, api_on_accept, api);
+	if (r) {
+		api_close(api);
+		return r;
+	}
+	*out = api;
+	return 0;
+}
+
+void api_close(struct api *api)
+{
+	int i;
+
+	if (!api)
+		return;
+	for (i = 0; i < API_MAX_CLIENTS; i++)
+		if (api->clients[i])
+			api_drop(api, i);
+	loop_del(api->vm->loop, api->listen_fd);
+	close(api->listen_fd);
+	unlink(api->path);
+	free(api->path);
+	free(api);
+}

@@ -1,0 +1,21 @@
+/* The kvmm control socket (--api-socket): newline-delimited JSON.
+ * Commands get replies; state changes are broadcast as events.  The
+ * protocol is described by schemas/api.schema.json and docs/api.md. */
+#ifndef KVMM_API_H
+#define KVMM_API_H
+
+#include "vm.h"
+
+#define KVMM_API_VERSION 1
+
+struct api;
+
+/* Listens on path; -errno (and a message) if it cannot. */
+int api_open(struct vm *vm, const char *path, struct api **out);
+void api_close(struct api *api);
+
+/* Event broadcasts; api may be NULL (no control socket). */
+void api_event_state(struct api *api, struct vm *vm, enum vm_reason reason);
+void api_event_reset(struct api *api, struct vm *vm);
+
+#endif

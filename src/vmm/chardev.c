@@ -1,0 +1,265 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "chardev.h"
+#include "log.h"
+#include "loop.h"
+#include "util.h"
+
+static void chardev_restore_tty(struct chardev *c)
+{
+	if (c->raw) {
+		tcsetattr(STDIN_FILENO, TCSANOW, &c->saved);
+		c->raw = false;
+	}
+}
+
+static void set_nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static void chardev_stop_input(struct chardev *c)
+{
+	if (c->in_fd >= 0)
+		loop_del(c->loop, c->in_fd);
+}
+
+static void chardev_drop_client(struct chardev *c)
+{
+	pthread_mutex_lock(&c->lock);
+	chardev_stop_input(c);
+	close(c->in_fd);
+	c->in_fd = c->out_fd = -1;
+	c->input_paused = false;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void chardev_on_input(void *opaque, uint32_t events)
+{
+	struct chardev *c = opaque;
+	uint8_t buf[256];
+	size_t space, i, start = 0;
+	ssize_t n;
+
+	space = c->input_space(c->opaque);
+	if (!space) {
+		/* The device is full: stop reading until it drains, so the
+		 * backend's own buffer holds the rest and nothing is lost. */
+		pthread_mutex_lock(&c->lock);
+		c->input_paused = true;
+		loop_mod(c->loop, c->in_fd, 0);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	n = read(c->in_fd, buf, MIN(space, sizeof(buf)));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		if (c->mode == SERIAL_UNIX)
+			chardev_drop_client(c);
+		else if (c->mode != SERIAL_PTY)
+			chardev_stop_input(c);	/* stdin closed: keep running */
+		return;
+	}
+	if (c->escape_armed) {
+		for (i = 0; i < (size_t)n; i++) {
+			if (buf[i] == CHARDEV_ESCAPE) {
+				if (i > start)
+					c->input(c->opaque, buf + start, i - start);
+				if (c->escape)
+					c->escape(c->opaque_escape);
+				return;
+			}
+		}
+	}
+	c->input(c->opaque, buf + start, n - start);
+}
+
+static void chardev_on_accept(void *opaque, uint32_t events)
+{
+	struct chardev *c = opaque;
+	int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	if (c->in_fd >= 0)
+		chardev_drop_client(c);	/* the newest client takes over */
+	pthread_mutex_lock(&c->lock);
+	c->in_fd = c->out_fd = fd;
+	pthread_mutex_unlock(&c->lock);
+	loop_add(c->loop, fd, EPOLLIN, chardev_on_input, c);
+}
+
+static int chardev_open_stdio(struct chardev *c)
+{
+	struct termios raw;
+	int r;
+
+	c->in_fd = STDIN_FILENO;
+	c->out_fd = STDOUT_FILENO;
+	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &c->saved) == 0) {
+		raw = c->saved;
+		cfmakeraw(&raw);
+		/* Keep output post-processing so host log lines stay tidy. */
+		raw.c_oflag |= OPOST | ONLCR;
+		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+		c->raw = true;
+		c->escape_armed = true;
+	}
+	r = loop_add(c->loop, c->in_fd, EPOLLIN, chardev_on_input, c);
+	if (r == -EPERM) {
+		/* stdin is a regular file or /dev/null: no console input. */
+		c->in_fd = -1;
+		r = 0;
+	}
+	return r;
+}
+
+static int chardev_open_pty(struct chardev *c)
+{
+	struct termios t;
+	int master, slave;
+	char *name;
+
+	master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0 || grantpt(master) || unlockpt(master) ||
+	    !(name = ptsname(master)))
+		goto fail;
+	/* Holding the slave open keeps the master from reporting hang-ups
+	 * while no console client is attached. */
+	slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0)
+		goto fail;
+	if (tcgetattr(slave, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(slave, TCSANOW, &t);
+	}
+	c->path = strdup(name);
+	c->listen_fd = slave;	/* reused as "the fd we keep open" */
+	set_nonblock(master);
+	c->in_fd = c->out_fd = master;
+	fprintf(stderr, "kvmm: serial console is on %s\n", c->path);
+	return loop_add(c->loop, master, EPOLLIN, chardev_on_input, c);
+fail:
+	if (master >= 0)
+		close(master);
+	return -errno ? -errno : -EIO;
+}
+
+static int chardev_open_file(struct chardev *c, const char *path)
+{
+	c->out_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (c->out_fd < 0) {
+		pr_err("cannot open serial output file %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int chardev_open_unix(struct chardev *c, const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		pr_err("serial socket path %s is too long: use a path shorter than %zu bytes",
+		       path, sizeof(sa.sun_path));
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
+		int err = -errno;
+
+		pr_err("cannot listen on serial socket %s: %s%s", path, strerror(-err),
+		       err == -EADDRINUSE ? " (remove the stale file or choose another path)" : "");
+		close(fd);
+		return err;
+	}
+	c->listen_fd = fd;
+	c->path = strdup(path);
+	c->owns_path = true;
+	return loop_add(c->loop, fd, EPOLLIN, chardev_on_accept, c);
+}
+
+int chardev_open(struct chardev *c, const struct serial_config *sc,
+		 struct loop *loop)
+{
+	c->mode = sc->mode;
+	c->in_fd = c->out_fd = c->listen_fd = -1;
+	c->loop = loop;
+	pthread_mutex_init(&c->lock, NULL);
+	switch (sc->mode) {
+	case SERIAL_NONE:
+		return 0;
+	case SERIAL_STDIO:
+		return chardev_open_stdio(c);
+	case SERIAL_PTY:
+		return chardev_open_pty(c);
+	case SERIAL_FILE:
+		return chardev_open_file(c, sc->path);
+	case SERIAL_UNIX:
+		return chardev_open_unix(c, sc->path);
+	}
+	return -EINVAL;
+}
+
+void chardev_close(struct chardev *c)
+{
+	chardev_restore_tty(c);
+	if (c->mode == SERIAL_STDIO || c->mode == SERIAL_NONE) {
+		if (c->in_fd >= 0)
+			loop_del(c->loop, c->in_fd);
+		c->in_fd = c->out_fd = -1;
+		return;
+	}
+	if (c->in_fd >= 0) {
+		loop_del(c->loop, c->in_fd);
+		close(c->in_fd);
+	} else if (c->out_fd >= 0) {
+		close(c->out_fd);
+	}
+	if (c->listen_fd >= 0) {
+		if (c->mode == SERIAL_UNIX)
+			loop_del(c->loop, c->listen_fd);
+		close(c->listen_fd);
+	}
+	if (c->owns_path && c->path)
+		unlink(c->path);
+	free(c->path);
+	c->path = NULL;
+	c->in_fd = c->out_fd = c->listen_fd = -1;
+}
+
+void chardev_write(struct chardev *c, const uint8_t *buf, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->out_fd >= 0) {
+		/* Non-blocking backends (pty, socket) drop what their peer
+		 * does not read rather than stall the vCPU. */
+		if (write_all(c->out_fd, buf, len) == -EPIPE && c->mode == SERIAL_UNIX)
+			c->out_fd = -1;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void chardev_accept_input(struct chardev *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->input_paused && c->in_fd >= 0) {
+		c->input_paused = false;
+		loop_mod(c->loop, c->in_fd, EPOLLIN);
+	}
+	pthread_mutex_unlock(&c->lock);
+}

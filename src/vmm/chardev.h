@@ -1,0 +1,48 @@
+/* Host ends of the guest's character devices (the serial console):
+ * stdio, pty, file, unix socket or none.  Output comes from vCPU threads;
+ * input is read by the main loop and pushed to the device, which calls
+ * chardev_accept_input() again once it has room. */
+#ifndef KVMM_CHARDEV_H
+#define KVMM_CHARDEV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <termios.h>
+
+#include "config.h"
+
+struct loop;
+
+struct chardev {
+	enum serial_mode mode;
+	int in_fd, out_fd;	/* -1 when there is none (yet) */
+	int listen_fd;
+	char *path;		/* pty name or unix socket path */
+	bool owns_path;		/* we created the socket file */
+	bool raw;		/* stdio terminal put in raw mode */
+	struct termios saved;
+	bool input_paused;
+	bool escape_armed;
+	pthread_mutex_t lock;	/* out_fd may change under a writer */
+	struct loop *loop;
+
+	/* Returns how many bytes the device can take now. */
+	size_t (*input_space)(void *opaque);
+	void (*input)(void *opaque, const uint8_t *buf, size_t len);
+	void *opaque;
+	void (*escape)(void *opaque);	/* Ctrl-] on an interactive stdio */
+	void *opaque_escape;
+};
+
+#define CHARDEV_ESCAPE 0x1d	/* Ctrl-] */
+
+int chardev_open(struct chardev *c, const struct serial_config *sc,
+		 struct loop *loop);
+void chardev_close(struct chardev *c);
+void chardev_write(struct chardev *c, const uint8_t *buf, size_t len);
+/* The device has room again: resume reading input. */
+void chardev_accept_input(struct chardev *c);
+
+#endif

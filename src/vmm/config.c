@@ -1,0 +1,217 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "config.h"
+#include "util.h"
+
+struct cfg_ctx {
+	char *err;
+	size_t errlen;
+};
+
+static int cfg_error(struct cfg_ctx *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int cfg_error(struct cfg_ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, c->errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int get_string(struct cfg_ctx *c, struct json_object *v,
+		      const char *key, char **out)
+{
+	if (!json_object_is_type(v, json_type_string))
+		return cfg_error(c, "'%s' must be a string", key);
+	free(*out);
+	*out = strdup(json_object_get_string(v));
+	return *out ? 0 : -ENOMEM;
+}
+
+static int get_memory(struct cfg_ctx *c, struct json_object *v,
+		      struct vm_config *cfg)
+{
+	const char *s;
+	int64_t n;
+
+	if (json_object_is_type(v, json_type_int)) {
+		n = json_object_get_int64(v);
+		if (n <= 0)
+			return cfg_error(c, "memory must be positive, e.g. 512M");
+		cfg->memory = n;
+	} else if (json_object_is_type(v, json_type_string)) {
+		s = json_object_get_string(v);
+		if (parse_size(s, &cfg->memory))
+			return cfg_error(c, "memory size '%s' is not valid: use a number with an optional K, M, G or T suffix, e.g. 512M", s);
+	} else {
+		return cfg_error(c, "memory must be a size such as \"512M\" or a number of bytes");
+	}
+	if (cfg->memory < KVMM_MIN_MEMORY)
+		return cfg_error(c, "memory size %llu bytes is too small: give the guest at least 16M",
+				 (unsigned long long)cfg->memory);
+	if (cfg->memory > KVMM_MAX_MEMORY)
+		return cfg_error(c, "memory size %llu bytes is more than kvmm supports: give the guest at most 1T",
+				 (unsigned long long)cfg->memory);
+	if (cfg->memory % (4 * KiB))
+		return cfg_error(c, "memory size %llu bytes is not a multiple of 4K",
+				 (unsigned long long)cfg->memory);
+	return 0;
+}
+
+static int get_cpus(struct cfg_ctx *c, struct json_object *v,
+		    struct vm_config *cfg)
+{
+	int64_t n;
+	char *end;
+
+	if (json_object_is_type(v, json_type_int)) {
+		n = json_object_get_int64(v);
+	} else if (json_object_is_type(v, json_type_string)) {
+		n = strtoll(json_object_get_string(v), &end, 10);
+		if (!*json_object_get_string(v) || *end)
+			return cfg_error(c, "cpus '%s' is not a number: use e.g. --cpus 2",
+					 json_object_get_string(v));
+	} else {
+		return cfg_error(c, "cpus must be a number");
+	}
+	if (n < 1 || n > KVMM_MAX_CPUS)
+		return cfg_error(c, "cpus %lld is out of range: use a count from 1 to %d",
+				 (long long)n, KVMM_MAX_CPUS);
+	cfg->cpus = n;
+	return 0;
+}
+
+static const char *const serial_names[] = {
+	[SERIAL_NONE] = "none", [SERIAL_STDIO] = "stdio", [SERIAL_PTY] = "pty",
+	[SERIAL_FILE] = "file", [SERIAL_UNIX] = "unix",
+};
+
+const char *serial_mode_name(enum serial_mode mode)
+{
+	return serial_names[mode];
+}
+
+/* "stdio" | "pty" | "none" | "file:PATH" | "unix:PATH", or an object
+ * {"mode": ..., "path": ...}. */
+static int get_serial(struct cfg_ctx *c, struct json_object *v,
+		      struct vm_config *cfg)
+{
+	struct json_object *m, *p = NULL;
+	const char *mode, *path = NULL, *colon;
+	char buf[16];
+	size_t i;
+
+	if (json_object_is_type(v, json_type_object)) {
+		if (!json_object_object_get_ex(v, "mode", &m) ||
+		    !json_object_is_type(m, json_type_string))
+			return cfg_error(c, "serial.mode must be one of stdio, pty, file, unix, none");
+		mode = json_object_get_string(m);
+		if (json_object_object_get_ex(v, "path", &p)) {
+			if (!json_object_is_type(p, json_type_string))
+				return cfg_error(c, "serial.path must be a string");
+			path = json_object_get_string(p);
+		}
+	} else if (json_object_is_type(v, json_type_string)) {
+		mode = json_object_get_string(v);
+		colon = strchr(mode, ':');
+		if (colon) {
+			snprintf(buf, sizeof(buf), "%.*s",
+				 (int)MIN((size_t)(colon - mode), sizeof(buf) - 1), mode);
+			path = colon + 1;
+			mode = buf;
+		}
+	} else {
+		return cfg_error(c, "serial must be a string such as \"stdio\" or \"file:PATH\"");
+	}
+	for (i = 0; i < ARRAY_SIZE(serial_names); i++)
+		if (!strcmp(mode, serial_names[i]))
+			break;
+	if (i == ARRAY_SIZE(serial_names))
+		return cfg_error(c, "serial backend '%s' is unknown: use stdio, pty, file:PATH, unix:PATH or none", mode);
+	cfg->serial.mode = i;
+	free(cfg->serial.path);
+	cfg->serial.path = NULL;
+	if (i == SERIAL_FILE || i == SERIAL_UNIX) {
+		if (!path || !*path)
+			return cfg_error(c, "serial backend '%s' needs a path: use %s:PATH", mode, mode);
+		cfg->serial.path = strdup(path);
+	} else if (path) {
+		return cfg_error(c, "serial backend '%s' takes no path", mode);
+	}
+	return 0;
+}
+
+static int get_bool(struct cfg_ctx *c, struct json_object *v,
+		    const char *key, bool *out)
+{
+	if (!json_object_is_type(v, json_type_boolean))
+		return cfg_error(c, "'%s' must be true or false", key);
+	*out = json_object_get_boolean(v);
+	return 0;
+}
+
+int config_from_json(struct json_object *obj, struct vm_config *cfg,
+		     char *err, size_t errlen)
+{
+	struct cfg_ctx c = { err, errlen };
+	int r = 0;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->memory = 512 * MiB;
+	cfg->cpus = 1;
+	cfg->serial.mode = SERIAL_STDIO;
+	if (!json_object_is_type(obj, json_type_object))
+		return cfg_error(&c, "the VM configuration must be a JSON object");
+
+	json_object_object_foreach(obj, key, val) {
+		if (!strcmp(key, "name"))
+			r = get_string(&c, val, key, &cfg->name);
+		else if (!strcmp(key, "kernel"))
+			r = get_string(&c, val, key, &cfg->kernel);
+		else if (!strcmp(key, "initrd"))
+			r = get_string(&c, val, key, &cfg->initrd);
+		else if (!strcmp(key, "cmdline"))
+			r = get_string(&c, val, key, &cfg->cmdline);
+		else if (!strcmp(key, "memory"))
+			r = get_memory(&c, val, cfg);
+		else if (!strcmp(key, "cpus"))
+			r = get_cpus(&c, val, cfg);
+		else if (!strcmp(key, "serial"))
+			r = get_serial(&c, val, cfg);
+		else if (!strcmp(key, "api_socket"))
+			r = get_string(&c, val, key, &cfg->api_socket);
+		else if (!strcmp(key, "no_reboot"))
+			r = get_bool(&c, val, key, &cfg->no_reboot);
+		else
+			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
+		if (r)
+			return r;
+	}
+	if (!cfg->kernel)
+		return cfg_error(&c, "no kernel given: use --kernel PATH (a bzImage or an ELF vmlinux)");
+	if (!cfg->name && !(cfg->name = strdup("kvmm")))
+		return -ENOMEM;
+	if (!cfg->cmdline && !(cfg->cmdline = strdup("")))
+		return -ENOMEM;
+	return 0;
+}
+
+void config_free(struct vm_config *cfg)
+{
+	free(cfg->name);
+	free(cfg->kernel);
+	free(cfg->initrd);
+	free(cfg->cmdline);
+	free(cfg->serial.path);
+	free(cfg->api_socket);
+	memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,50 @@
+/* The VM description: one structure, filled from a JSON document by one
+ * parser.  The command line is turned into the same JSON first (main.c), so
+ * flags and --config files are validated by exactly the same code.
+ * Schema: schemas/vm-config.schema.json. */
+#ifndef KVMM_CONFIG_H
+#define KVMM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct json_object;
+
+#define KVMM_MAX_CPUS 254	/* xAPIC IDs, one IOAPIC ID above them */
+#define KVMM_MIN_MEMORY (16ULL << 20)
+#define KVMM_MAX_MEMORY (1ULL << 40)
+
+enum serial_mode {
+	SERIAL_NONE,
+	SERIAL_STDIO,
+	SERIAL_PTY,
+	SERIAL_FILE,
+	SERIAL_UNIX,
+};
+
+struct serial_config {
+	enum serial_mode mode;
+	char *path;		/* file: and unix: */
+};
+
+struct vm_config {
+	char *name;
+	char *kernel;
+	char *initrd;
+	char *cmdline;
+	uint64_t memory;	/* bytes */
+	unsigned int cpus;
+	struct serial_config serial;
+	char *api_socket;
+	bool no_reboot;
+};
+
+/* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one
+ * line naming the problem and its fix into err. */
+int config_from_json(struct json_object *obj, struct vm_config *cfg,
+		     char *err, size_t errlen);
+void config_free(struct vm_config *cfg);
+const char *serial_mode_name(enum serial_mode mode);
+
+#endif

@@ -1,0 +1,126 @@
+/* The only file issuing VM-level KVM ioctls. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include "arch/x86/arch.h"
+#include "log.h"
+#include "vm.h"
+
+int kvm_open(struct vm *vm)
+{
+	int r;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		r = -errno;
+		if (r == -ENOENT)
+			pr_err("/dev/kvm does not exist: enable virtualization in the firmware and load the KVM module (modprobe kvm_intel or kvm_amd)");
+		else if (r == -EACCES || r == -EPERM)
+			pr_err("no permission to open /dev/kvm: run kvmm as root or add your user to the 'kvm' group");
+		else
+			pr_err("cannot open /dev/kvm: %s", strerror(-r));
+		return r;
+	}
+	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+		pr_err("/dev/kvm speaks an unsupported KVM API version: use a Linux kernel with KVM API %d",
+		       KVM_API_VERSION);
+		return -ENOTSUP;
+	}
+	r = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (r <= 0)
+		r = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	vm->max_vcpus = r > 0 ? r : 1;
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size <= 0) {
+		pr_err("KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int kvm_set_region(struct vm *vm, unsigned int slot,
+			  const struct guest_region *r)
+{
+	struct kvm_userspace_memory_region reg = {
+		.slot = slot,
+		.guest_phys_addr = r->gpa,
+		.memory_size = r->size,
+		.userspace_addr = (uintptr_t)r->hva,
+	};
+
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
+		return -errno;
+	return 0;
+}
+
+int kvm_create_vm(struct vm *vm)
+{
+	unsigned int i;
+	int r;
+
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		r = -errno;
+		pr_err("KVM_CREATE_VM failed: %s", strerror(-r));
+		return r;
+	}
+	for (i = 0; i < vm->mem.nregions; i++) {
+		r = kvm_set_region(vm, i, &vm->mem.regions[i]);
+		if (r) {
+			pr_err("cannot give %llu MiB of guest memory to KVM: %s",
+			       (unsigned long long)(vm->mem.regions[i].size >> 20),
+			       strerror(-r));
+			return r;
+		}
+	}
+	return arch_vm_init(vm);
+}
+
+void kvm_destroy_vm(struct vm *vm)
+{
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	vm->vm_fd = -1;
+}
+
+int kvm_irq_line(struct vm *vm, unsigned int gsi, int level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+
+	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+		return -errno;
+	return 0;
+}
+
+/* kvmclock must not jump by the time spent paused, or the guest sees its
+ * clock leap forward and its watchdogs fire. */
+int kvm_clock_save(struct vm *vm)
+{
+	struct kvm_clock_data *c = (struct kvm_clock_data *)vm->clock_data;
+
+	_Static_assert(sizeof(vm->clock_data) >= sizeof(struct kvm_clock_data),
+		       "clock_data too small");
+	memset(c, 0, sizeof(*c));
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, c) < 0)
+		return -errno;
+	vm->clock_saved = true;
+	return 0;
+}
+
+int kvm_clock_restore(struct vm *vm)
+{
+	struct kvm_clock_data *c = (struct kvm_clock_data *)vm->clock_data;
+
+	if (!vm->clock_saved)
+		return 0;
+	vm->clock_saved = false;
+	c->flags = 0;
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, c) < 0)
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,238 @@
+/* kvmm: command line -> VM configuration -> run.  The flags are turned
+ * into the same JSON document a --config file holds, and both go through
+ * config_from_json(), so there is exactly one parser. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "api.h"
+#include "chardev.h"
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "vm.h"
+
+static const char usage[] =
+	"Usage: kvmm --kernel PATH [options]\n"
+	"Run one virtual machine on KVM.\n"
+	"\n"
+	"  --kernel PATH        bzImage (Linux boot protocol) or ELF vmlinux with a PVH note\n"
+	"  --initrd PATH        initial ramdisk\n"
+	"  --cmdline STRING     kernel command line\n"
+	"  --memory SIZE        guest RAM, e.g. 512M, 4G (default 512M)\n"
+	"  --cpus N             vCPUs (default 1)\n"
+	"  --serial BACKEND     COM1 backend: stdio, pty, file:PATH, unix:PATH, none (default stdio)\n"
+	"  --api-socket PATH    control socket (JSON, see docs/api.md)\n"
+	"  --name NAME          VM name, shown in status and logs\n"
+	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
+	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
+	"  -v, --verbose        more messages (repeat for debug)\n"
+	"  -h, --help           this text\n"
+	"  --version            print the version\n"
+	"\n"
+	"Exit status: 0 guest powered off or quit, 1 error, 2 guest reset with --no-reboot,\n"
+	"3 guest crashed, 4 stopped by a signal.  On an interactive stdio console, Ctrl-]\n"
+	"quits.\n";
+
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
+       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_CONFIG, OPT_VERSION };
+
+static const struct option long_opts[] = {
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+	{ "memory", required_argument, NULL, OPT_MEMORY },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "serial", required_argument, NULL, OPT_SERIAL },
+	{ "api-socket", required_argument, NULL, OPT_API },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The JSON key each flag sets. */
+static const char *opt_key(int opt)
+{
+	switch (opt) {
+	case OPT_KERNEL: return "kernel";
+	case OPT_INITRD: return "initrd";
+	case OPT_CMDLINE: return "cmdline";
+	case OPT_MEMORY: return "memory";
+	case OPT_CPUS: return "cpus";
+	case OPT_SERIAL: return "serial";
+	case OPT_API: return "api_socket";
+	case OPT_NAME: return "name";
+	}
+	return NULL;
+}
+
+static struct json_object *load_config_file(const char *path)
+{
+	struct json_object *o = json_object_from_file(path);
+
+	if (!o)
+		pr_err("cannot read configuration %s: %s; give --config a JSON file (schemas/vm-config.schema.json)",
+		       path, json_util_get_last_err() ? json_util_get_last_err() : "invalid");
+	return o;
+}
+
+/* Returns the config object, or NULL after printing why (exit 1), or
+ * sets *done for --help / --version. */
+static struct json_object *parse_args(int argc, char **argv, int *verbosity, bool *done)
+{
+	struct json_object *obj = NULL;
+	int opt, i;
+
+	/* --config first, so the flags given with it override its values
+	 * whatever their order. */
+	for (i = 1; i < argc - 1; i++) {
+		if (!strcmp(argv[i], "--config")) {
+			obj = load_config_file(argv[i + 1]);
+			if (!obj)
+				return NULL;
+		}
+	}
+	if (!obj)
+		obj = json_object_new_object();
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":vh", long_opts, NULL)) != -1) {
+		switch (opt) {
+		case 'v':
+			(*verbosity)++;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			*done = true;
+			goto out_done;
+		case OPT_VERSION:
+			printf("kvmm %s\n", PACKAGE_VERSION);
+			*done = true;
+			goto out_done;
+		case OPT_CONFIG:
+			break;
+		case OPT_NOREBOOT:
+			json_object_object_add(obj, "no_reboot", json_object_new_boolean(1));
+			break;
+		case ':':
+			pr_err("option '%s' needs a value; see kvmm --help", argv[optind - 1]);
+			goto fail;
+		case '?':
+			pr_err("unknown option '%s'; see kvmm --help", argv[optind - 1]);
+			goto fail;
+		default:
+			json_object_object_add(obj, opt_key(opt), json_object_new_string(optarg));
+			break;
+		}
+	}
+	if (optind < argc) {
+		pr_err("unexpected argument '%s'; see kvmm --help", argv[optind]);
+		goto fail;
+	}
+	return obj;
+out_done:
+fail:
+	json_object_put(obj);
+	return NULL;
+}
+
+static void on_request(void *opaque, uint32_t events)
+{
+	vm_handle_request(opaque);
+}
+
+struct sig_watch {
+	struct vm *vm;
+	int fd;
+};
+
+static void on_signal(void *opaque, uint32_t events)
+{
+	struct sig_watch *w = opaque;
+	struct signalfd_siginfo si;
+
+	if (read(w->fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	pr_info("stopping on signal %u", si.ssi_signo);
+	vm_stop(w->vm, REASON_SIGNAL, KVMM_EXIT_SIGNAL);
+}
+
+static void on_escape(void *opaque)
+{
+	vm_request(opaque, REASON_QUIT, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	static struct vm vm;
+	struct vm_config cfg;
+	struct json_object *obj;
+	struct sig_watch sw = { &vm, -1 };
+	struct loop *loop = NULL;
+	sigset_t stop_sigs;
+	int verbosity = 0, status = KVMM_EXIT_ERROR;
+	bool done = false;
+	char err[512];
+
+	log_init("kvmm", LOG_WARN);
+	obj = parse_args(argc, argv, &verbosity, &done);
+	if (!obj)
+		return done ? 0 : KVMM_EXIT_ERROR;
+	log_set_level(verbosity >= 2 ? LOG_DEBUG : verbosity ? LOG_INFO : LOG_WARN);
+	if (config_from_json(obj, &cfg, err, sizeof(err))) {
+		pr_err("%s", err);
+		json_object_put(obj);
+		config_free(&cfg);
+		return KVMM_EXIT_ERROR;
+	}
+	json_object_put(obj);
+
+	/* Termination signals are read from a signalfd by the main loop;
+	 * blocked here so every thread created later inherits the mask. */
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigaddset(&stop_sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	loop = loop_new();
+	sw.fd = signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (!loop || sw.fd < 0) {
+		pr_err("cannot set up the event loop: %s", strerror(errno));
+		goto out;
+	}
+	if (vm_create(&vm, &cfg, loop))
+		goto out;
+	vm.serial_backend->escape = on_escape;
+	vm.serial_backend->opaque_escape = &vm;
+	if (loop_add(loop, sw.fd, EPOLLIN, on_signal, &sw) ||
+	    loop_add(loop, vm.request_fd, EPOLLIN, on_request, &vm))
+		goto out;
+	if (cfg.api_socket && api_open(&vm, cfg.api_socket, &vm.api))
+		goto out;
+	if (vm_start(&vm))
+		goto out;
+	loop_run(loop);
+	status = vm.exit_status;
+out:
+	api_close(vm.api);
+	vm.api = NULL;
+	vm_destroy(&vm);
+	if (sw.fd >= 0)
+		close(sw.fd);
+	loop_free(loop);
+	config_free(&cfg);
+	return status;
+}

@@ -1,0 +1,45 @@
+/* Guest RAM: one memfd, mapped lazily (MAP_NORESERVE; pages cost host
+ * memory only once touched), split into regions around the 32-bit MMIO
+ * hole.  Every access from the VMM to guest memory goes through
+ * guest_mem_ptr(), which bounds-checks the whole range. */
+#ifndef KVMM_MEMORY_H
+#define KVMM_MEMORY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define GUEST_MEM_MAX_REGIONS 2
+
+struct guest_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *hva;
+	uint64_t offset;	/* into the memfd */
+};
+
+struct guest_memory {
+	int fd;
+	uint8_t *base;		/* host mapping of the whole memfd */
+	uint64_t size;		/* total RAM */
+	unsigned int nregions;
+	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+};
+
+/* low_limit: end of the RAM below the MMIO hole; RAM above it moves to
+ * high_base.  Returns 0 or -errno. */
+int guest_mem_init(struct guest_memory *m, uint64_t size,
+		   uint64_t low_limit, uint64_t high_base);
+void guest_mem_destroy(struct guest_memory *m);
+
+/* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM
+ * region, else NULL. */
+void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len);
+
+/* Gives all guest pages back to the host (used at reset): the guest then
+ * starts from zeroed memory, as after power-on. */
+void guest_mem_discard(struct guest_memory *m);
+
+/* End of the RAM below the hole (the "low memory" top). */
+uint64_t guest_mem_low_end(const struct guest_memory *m);
+
+#endif

@@ -1,0 +1,311 @@
+/* The VM object: creation, the state machine and its transitions. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "chardev.h"
+#include "loop.h"
+#include "arch/x86/arch.h"
+#include "arch/x86/layout.h"
+#include "devices/devices.h"
+#include "log.h"
+#include "util.h"
+#include "vm.h"
+
+static const char *const state_names[] = {
+	[VM_CREATED] = "created", [VM_RUNNING] = "running",
+	[VM_PAUSED] = "paused", [VM_SHUTDOWN] = "shutdown",
+};
+
+static const char *const reason_names[] = {
+	[REASON_NONE] = "none", [REASON_POWEROFF] = "poweroff",
+	[REASON_RESET] = "reset", [REASON_CRASH] = "crash",
+	[REASON_SIGNAL] = "signal", [REASON_QUIT] = "quit",
+	[REASON_USER] = "user", [REASON_BOOT] = "boot",
+};
+
+const char *vm_state_name(enum vm_state s)
+{
+	return state_names[s];
+}
+
+const char *vm_reason_name(enum vm_reason r)
+{
+	return reason_names[r];
+}
+
+static int vm_create_vcpus(struct vm *vm)
+{
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < vm->ncpus; i++) {
+		r = vcpu_create(vm, &vm->vcpus[i], i);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void vm_destroy_vcpus(struct vm *vm)
+{
+	unsigned int i;
+
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+}
+
+int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
+{
+	unsigned int i;
+	int r;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->cfg = cfg;
+	vm->loop = loop;
+	vm->kvm_fd = vm->vm_fd = vm->request_fd = -1;
+	vm->mem.fd = -1;
+	vm->ncpus = cfg->cpus;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+
+	r = kvm_open(vm);
+	if (r)
+		return r;
+	r = arch_prepare_boot(vm);
+	if (r)
+		return r;
+	if (cfg->cpus > vm->max_vcpus) {
+		pr_err("%u vCPUs requested but KVM allows at most %u on this host: lower --cpus",
+		       cfg->cpus, vm->max_vcpus);
+		return -EINVAL;
+	}
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+	vm->request_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->request_fd < 0)
+		return -errno;
+
+	r = guest_mem_init(&vm->mem, cfg->memory, X86_MMIO_HOLE_START,
+			   X86_HIGH_RAM_START);
+	if (r) {
+		pr_err("cannot map %llu MiB of guest memory: %s; lower --memory",
+		       (unsigned long long)(cfg->memory >> 20), strerror(-r));
+		return r;
+	}
+	r = kvm_create_vm(vm);
+	if (r)
+		return r;
+	vm->serial_backend = calloc(1, sizeof(*vm->serial_backend));
+	if (!vm->serial_backend)
+		return -ENOMEM;
+	r = chardev_open(vm->serial_backend, &cfg->serial, loop);
+	if (r) {
+		free(vm->serial_backend);
+		vm->serial_backend = NULL;
+		return r;
+	}
+	r = devices_create(vm);
+	if (r)
+		return r;
+	r = arch_load_kernel(vm);
+	if (r)
+		return r;
+	return vm_create_vcpus(vm);
+}
+
+int vm_start(struct vm *vm)
+{
+	unsigned int i;
+	int r;
+
+	vm->cmd = VCPU_RUN;
+	vm->start_ns = now_ns();
+	vm->boots++;
+	for (i = 0; i < vm->ncpus; i++) {
+		r = vcpu_start(&vm->vcpus[i]);
+		if (r)
+			return r;
+	}
+	vm->state = VM_RUNNING;
+	api_event_state(vm->api, vm, REASON_BOOT);
+	return 0;
+}
+
+static void vm_join_vcpus(struct vm *vm)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->cmd = VCPU_EXIT;
+	pthread_cond_broadcast(&vm->cond);
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	pthread_mutex_unlock(&vm->lock);
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_join(&vm->vcpus[i]);
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm->cfg)
+		return;		/* never created */
+	if (vm->vcpus) {
+		vm_join_vcpus(vm);
+		vm_destroy_vcpus(vm);
+		free(vm->vcpus);
+		vm->vcpus = NULL;
+	}
+	devices_destroy(vm);
+	if (vm->serial_backend) {
+		chardev_close(vm->serial_backend);
+		free(vm->serial_backend);
+		vm->serial_backend = NULL;
+	}
+	kvm_destroy_vm(vm);
+	guest_mem_destroy(&vm->mem);
+	free(vm->kernel);
+	free(vm->initrd);
+	vm->kernel = vm->initrd = NULL;
+	if (vm->request_fd >= 0)
+		close(vm->request_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	vm->request_fd = vm->kvm_fd = -1;
+}
+
+void vm_request(struct vm *vm, enum vm_reason reason, const char *msg)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&vm->lock);
+	/* The first request wins: a crash on one vCPU while another powers
+	 * off must not be overwritten. */
+	if (vm->request == REASON_NONE) {
+		vm->request = reason;
+		snprintf(vm->request_msg, sizeof(vm->request_msg), "%s", msg ? msg : "");
+	}
+	if (vm->cmd == VCPU_RUN)
+		vm->cmd = VCPU_PARK;
+	pthread_mutex_unlock(&vm->lock);
+	if (write(vm->request_fd, &one, sizeof(one)) < 0)
+		pr_debug("request eventfd: %s", strerror(errno));
+}
+
+void vm_stop(struct vm *vm, enum vm_reason reason, int status)
+{
+	if (vm->state == VM_SHUTDOWN)
+		return;
+	vcpus_park(vm);
+	vm->state = VM_SHUTDOWN;
+	vm->stop_reason = reason;
+	vm->exit_status = status;
+	api_event_state(vm->api, vm, reason);
+	loop_quit(vm->loop);
+}
+
+int vm_pause(struct vm *vm)
+{
+	if (vm->state == VM_PAUSED)
+		return 0;
+	if (vm->state != VM_RUNNING)
+		return -EINVAL;
+	vcpus_park(vm);
+	if (kvm_clock_save(vm))
+		pr_debug("KVM_GET_CLOCK failed; the guest clock will jump on resume");
+	vm->state = VM_PAUSED;
+	api_event_state(vm->api, vm, REASON_USER);
+	return 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+	if (vm->state == VM_RUNNING)
+		return 0;
+	if (vm->state != VM_PAUSED)
+		return -EINVAL;
+	if (kvm_clock_restore(vm))
+		pr_debug("KVM_SET_CLOCK failed");
+	vm->state = VM_RUNNING;
+	vcpus_unpark(vm);
+	api_event_state(vm->api, vm, REASON_USER);
+	return 0;
+}
+
+/* A reset rebuilds the KVM side from scratch (new VM fd, irqchip, vCPUs)
+ * rather than resetting each piece of in-kernel state by hand: it is the
+ * only way to be sure nothing of the old boot survives. */
+int vm_reset(struct vm *vm)
+{
+	int r;
+
+	vm_join_vcpus(vm);
+	vm_destroy_vcpus(vm);
+	kvm_destroy_vm(vm);
+	vm->clock_saved = false;
+	guest_mem_discard(&vm->mem);
+	devices_reset(vm);
+	r = kvm_create_vm(vm);
+	if (!r)
+		r = arch_load_kernel(vm);
+	if (!r)
+		r = vm_create_vcpus(vm);
+	if (r) {
+		vm_request(vm, REASON_CRASH, "the VM could not be rebuilt after a reset");
+		return r;
+	}
+	pthread_mutex_lock(&vm->lock);
+	vm->request = REASON_NONE;
+	pthread_mutex_unlock(&vm->lock);
+	api_event_reset(vm->api, vm);
+	return vm_start(vm);
+}
+
+void vm_handle_request(struct vm *vm)
+{
+	enum vm_reason req;
+	char msg[sizeof(vm->request_msg)];
+	uint64_t n;
+
+	if (read(vm->request_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		pr_debug("request eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&vm->lock);
+	req = vm->request;
+	memcpy(msg, vm->request_msg, sizeof(msg));
+	pthread_mutex_unlock(&vm->lock);
+	if (vm->state == VM_SHUTDOWN)
+		return;
+
+	switch (req) {
+	case REASON_NONE:
+		break;
+	case REASON_POWEROFF:
+		pr_info("guest powered off");
+		vm_stop(vm, REASON_POWEROFF, KVMM_EXIT_POWEROFF);
+		break;
+	case REASON_RESET:
+		if (vm->cfg->no_reboot) {
+			pr_info("guest reset; exiting because of --no-reboot");
+			vm_stop(vm, REASON_RESET, KVMM_EXIT_REBOOT);
+		} else {
+			pr_info("guest reset; rebooting");
+			if (vm_reset(vm))
+				vm_stop(vm, REASON_CRASH, KVMM_EXIT_CRASH);
+		}
+		break;
+	case REASON_CRASH:
+		pr_err("%s", msg);
+		vm_stop(vm, REASON_CRASH, KVMM_EXIT_CRASH);
+		break;
+	default:
+		vm_stop(vm, req, KVMM_EXIT_POWEROFF);
+		break;
+	}
+}

@@ -1,0 +1,140 @@
+/* The VM object and its state machine:
+ *
+ *   created --start--> running <--pause/resume--> paused
+ *      running/paused --poweroff|quit|crash|signal|reset(no-reboot)--> shutdown
+ *      running --reset--> running (same process, fresh KVM VM, kernel reloaded)
+ *
+ * vCPU threads never change the state themselves: they post a request
+ * (vm_request) and the main thread acts on it, so every transition
+ * happens in one place. */
+#ifndef KVMM_VM_H
+#define KVMM_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "device.h"
+#include "memory.h"
+
+/* Exit statuses of the kvmm process (documented in docs/kvmm.md). */
+enum {
+	KVMM_EXIT_POWEROFF = 0,	/* guest powered off, or quit requested */
+	KVMM_EXIT_ERROR = 1,	/* bad configuration or start-up failure */
+	KVMM_EXIT_REBOOT = 2,	/* guest reset with --no-reboot */
+	KVMM_EXIT_CRASH = 3,	/* triple fault or KVM internal error */
+	KVMM_EXIT_SIGNAL = 4,	/* stopped by SIGTERM / SIGINT / SIGHUP */
+};
+
+enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_SHUTDOWN };
+
+/* Why the VM stopped (or reset); named in events. */
+enum vm_reason {
+	REASON_NONE,
+	REASON_POWEROFF,	/* guest ACPI S5 */
+	REASON_RESET,		/* guest reset request */
+	REASON_CRASH,
+	REASON_SIGNAL,
+	REASON_QUIT,		/* control socket "quit" or console escape */
+	REASON_USER,		/* pause/resume/reset from the control socket */
+	REASON_BOOT,
+};
+
+enum vcpu_cmd { VCPU_RUN, VCPU_PARK, VCPU_EXIT };
+
+/* How the boot vCPU enters the kernel (set by arch_load_kernel). */
+enum boot_entry_mode { BOOT_ENTRY_64, BOOT_ENTRY_PVH };
+struct boot_entry {
+	enum boot_entry_mode mode;
+	uint64_t rip, rsi, rbx;
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	bool parked;
+};
+
+struct loop;
+struct api;
+struct chardev;
+struct acpi_pm;
+
+struct vm {
+	struct vm_config *cfg;
+	int kvm_fd;
+	int vm_fd;
+	int run_size;
+	unsigned int max_vcpus;
+
+	struct guest_memory mem;
+	uint8_t *kernel, *initrd;	/* image files, read once at start */
+	size_t kernel_len, initrd_len;
+	struct boot_entry entry;
+	struct bus pio, mmio;
+	struct device *devices;		/* creation order */
+	struct chardev *serial_backend;
+	struct acpi_pm *pm;
+
+	unsigned int ncpus;
+	struct vcpu *vcpus;
+
+	pthread_mutex_t lock;		/* state, cmd, request, parked flags */
+	pthread_cond_t cond;
+	enum vm_state state;
+	enum vcpu_cmd cmd;
+	enum vm_reason request;		/* posted by vm_request, taken by main */
+	char request_msg[512];
+	int request_fd;			/* eventfd: wakes the main loop */
+
+	uint64_t start_ns;		/* for uptime */
+	unsigned int boots;
+	enum vm_reason stop_reason;
+	int exit_status;
+	bool clock_saved;
+	uint8_t clock_data[48];		/* struct kvm_clock_data while paused */
+
+	struct loop *loop;
+	struct api *api;
+};
+
+int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop);
+int vm_start(struct vm *vm);
+void vm_destroy(struct vm *vm);
+
+/* From any thread: ask the main thread to stop or reset the VM. */
+void vm_request(struct vm *vm, enum vm_reason reason, const char *msg);
+/* Main thread: act on a posted request. */
+void vm_handle_request(struct vm *vm);
+
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+int vm_reset(struct vm *vm);
+void vm_stop(struct vm *vm, enum vm_reason reason, int status);
+
+const char *vm_state_name(enum vm_state s);
+const char *vm_reason_name(enum vm_reason r);
+
+/* kvm.c: the VM-level ioctls. */
+int kvm_open(struct vm *vm);
+int kvm_create_vm(struct vm *vm);
+void kvm_destroy_vm(struct vm *vm);
+int kvm_irq_line(struct vm *vm, unsigned int gsi, int level);
+int kvm_clock_save(struct vm *vm);
+int kvm_clock_restore(struct vm *vm);
+
+/* vcpu.c */
+int vcpu_create(struct vm *vm, struct vcpu *v, unsigned int id);
+int vcpu_start(struct vcpu *v);
+void vcpu_kick(struct vcpu *v);
+void vcpu_join(struct vcpu *v);
+void vcpu_destroy(struct vcpu *v);
+void vcpus_park(struct vm *vm);
+void vcpus_unpark(struct vm *vm);
+
+#endif
