@@ -1,0 +1,159 @@
+/* config_from_json: the one parser behind flags and --config files. */
+#include <json-c/json.h>
+
+#include "config.h"
+#include "unit.h"
+#include "util.h"
+
+static char err[512];
+
+static int parse(const char *json, struct vm_config *cfg)
+{
+	struct json_object *o = json_tokener_parse(json);
+	int r;
+
+	err[0] = '\0';
+	r = config_from_json(o, cfg, err, sizeof(err));
+	json_object_put(o);
+	return r;
+}
+
+UNIT_TEST(defaults_apply_when_only_kernel_given)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\"}", &c) == 0);
+	CHECK_STR(c.kernel, "/k");
+	CHECK_EQ_U64(c.memory, 512 * MiB);
+	CHECK_EQ_U64(c.cpus, 1);
+	CHECK(c.serial.mode == SERIAL_STDIO);
+	CHECK_STR(c.cmdline, "");
+	CHECK_STR(c.name, "kvmm");
+	CHECK(!c.no_reboot);
+	config_free(&c);
+}
+
+UNIT_TEST(all_keys_are_read)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"a b\","
+		    "\"memory\":\"4G\",\"cpus\":\"3\",\"serial\":\"file:/tmp/s\","
+		    "\"api_socket\":\"/tmp/a\",\"name\":\"n\",\"no_reboot\":true}", &c) == 0);
+	CHECK_STR(c.initrd, "/i");
+	CHECK_STR(c.cmdline, "a b");
+	CHECK_EQ_U64(c.memory, 4 * GiB);
+	CHECK_EQ_U64(c.cpus, 3);
+	CHECK(c.serial.mode == SERIAL_FILE);
+	CHECK_STR(c.serial.path, "/tmp/s");
+	CHECK_STR(c.api_socket, "/tmp/a");
+	CHECK_STR(c.name, "n");
+	CHECK(c.no_reboot);
+	config_free(&c);
+}
+
+UNIT_TEST(memory_accepts_bytes_and_suffixes)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":33554432}", &c) == 0);
+	CHECK_EQ_U64(c.memory, 32 * MiB);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":\"2GiB\"}", &c) == 0);
+	CHECK_EQ_U64(c.memory, 2 * GiB);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":\"64m\"}", &c) == 0);
+	CHECK_EQ_U64(c.memory, 64 * MiB);
+	config_free(&c);
+}
+
+UNIT_TEST(invalid_memory_is_refused_with_a_fix)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":\"12Q\"}", &c) < 0);
+	CHECK_STR(err, "memory size '12Q' is not valid: use a number with an optional K, M, G or T suffix, e.g. 512M");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":\"1M\"}", &c) < 0);
+	CHECK(strstr(err, "too small") != NULL);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":\"2T\"}", &c) < 0);
+	CHECK(strstr(err, "at most 1T") != NULL);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":\"99999999999999999999G\"}", &c) < 0);
+	config_free(&c);
+}
+
+UNIT_TEST(cpu_count_must_be_in_range)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"cpus\":0}", &c) < 0);
+	CHECK_STR(err, "cpus 0 is out of range: use a count from 1 to 254");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"cpus\":\"two\"}", &c) < 0);
+	CHECK_STR(err, "cpus 'two' is not a number: use e.g. --cpus 2");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"cpus\":255}", &c) < 0);
+	config_free(&c);
+}
+
+UNIT_TEST(serial_backends_parse)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":\"pty\"}", &c) == 0);
+	CHECK(c.serial.mode == SERIAL_PTY);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"unix\",\"path\":\"/s\"}}", &c) == 0);
+	CHECK(c.serial.mode == SERIAL_UNIX);
+	CHECK_STR(c.serial.path, "/s");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":\"none\"}", &c) == 0);
+	CHECK(c.serial.mode == SERIAL_NONE);
+	config_free(&c);
+}
+
+UNIT_TEST(bad_serial_backends_are_refused)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":\"tcp:1\"}", &c) < 0);
+	CHECK_STR(err, "serial backend 'tcp' is unknown: use stdio, pty, file:PATH, unix:PATH or none");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":\"file\"}", &c) < 0);
+	CHECK_STR(err, "serial backend 'file' needs a path: use file:PATH");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":\"pty:/x\"}", &c) < 0);
+	config_free(&c);
+}
+
+UNIT_TEST(missing_kernel_and_unknown_keys_are_refused)
+{
+	struct vm_config c;
+
+	CHECK(parse("{}", &c) < 0);
+	CHECK_STR(err, "no kernel given: use --kernel PATH (a bzImage or an ELF vmlinux)");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disk\":1}", &c) < 0);
+	CHECK_STR(err, "unknown configuration key 'disk': see schemas/vm-config.schema.json");
+	config_free(&c);
+	CHECK(parse("[1]", &c) < 0);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":5}", &c) < 0);
+	CHECK_STR(err, "'kernel' must be a string");
+	config_free(&c);
+}
+
+UNIT_TEST(parse_size_handles_edges)
+{
+	uint64_t v;
+
+	CHECK(parse_size("0", &v) == 0 && v == 0);
+	CHECK(parse_size("1k", &v) == 0 && v == 1024);
+	CHECK(parse_size("1T", &v) == 0 && v == 1ULL << 40);
+	CHECK(parse_size("", &v) < 0);
+	CHECK(parse_size("-1", &v) < 0);
+	CHECK(parse_size("1MX", &v) < 0);
+	CHECK(parse_size("17179869184G", &v) < 0);	/* 2^64: overflows */
+}
