@@ -1,0 +1,290 @@
+"""Helpers for the guest tests: start kvmm (or QEMU) with the test guest,
+collect its serial records, talk to the control socket."""
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("KVMM_BUILDDIR", TOP)
+KVMM = os.path.join(BUILD, "src", "vmm", "kvmm")
+GUEST = os.path.join(BUILD, "tests", "guest", "kvmm-testguest.bzImage")
+UNIT_DIR = os.path.join(BUILD, "tests", "unit")
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+RECORD = re.compile(r"KVMMTEST (\S+) ?(.*)")
+
+
+def kvm_unavailable():
+    """None if /dev/kvm is usable, else the reason it is not."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "no permission on /dev/kvm"
+    return None
+
+
+def hardware_virtualization():
+    """True where stock kernels can boot: the CPU has VMX or SVM and KVM is
+    not the PVM flavour (see DESIGN.md, 'The machines we build on')."""
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return False
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    return " vmx" in flags or " svm" in flags
+
+
+class Guest:
+    """A running VM process whose serial console is a pipe."""
+
+    def __init__(self, argv, env=None):
+        self.argv = argv
+        self.lines = []
+        self.cond = threading.Condition()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.stderr = b""
+        self._out = threading.Thread(target=self._read_stdout, daemon=True)
+        self._err = threading.Thread(target=self._read_stderr, daemon=True)
+        self._out.start()
+        self._err.start()
+
+    def _read_stdout(self):
+        buf = b""
+        while True:
+            chunk = self.proc.stdout.read1(4096)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                with self.cond:
+                    self.lines.append(line.decode(errors="replace").rstrip("\r"))
+                    self.cond.notify_all()
+        with self.cond:
+            if buf:
+                self.lines.append(buf.decode(errors="replace"))
+            self.cond.notify_all()
+
+    def _read_stderr(self):
+        for chunk in iter(lambda: self.proc.stderr.read1(4096), b""):
+            self.stderr += chunk
+
+    def records(self, kind=None):
+        out = []
+        with self.cond:
+            for line in self.lines:
+                m = RECORD.search(line)
+                if m and (kind is None or m.group(1) == kind):
+                    out.append((m.group(1), m.group(2)))
+        return out
+
+    def wait_for(self, pattern, timeout=30, count=1):
+        """Waits until `count` serial lines match the regex; returns the
+        last match.  Raises with the output so far on timeout."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [m for m in (rx.search(l) for l in self.lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._out.is_alive()):
+                    raise AssertionError(
+                        f"no {pattern!r} (x{count}) in serial output:\n" + "\n".join(self.lines[-60:])
+                        + "\nstderr:\n" + self.stderr.decode(errors="replace"))
+                self.cond.wait(min(left, 0.2))
+
+    def info(self):
+        """The guest's `info key=value` facts as a dict."""
+        facts = {}
+        for _, text in self.records("info"):
+            for m in re.finditer(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', text):
+                v = m.group(2)
+                facts[m.group(1)] = v[1:-1] if v.startswith('"') else v
+        return facts
+
+    def wait_exit(self, timeout=60):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("VM did not exit; serial:\n" + "\n".join(self.lines[-60:]))
+        self._out.join(5)
+        self._err.join(5)
+        return rc
+
+    def send(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except Exception:
+                pass
+
+
+def kvmm_argv(cmdline="", cpus=1, memory="256M", extra=(), kernel=None, initrd=None):
+    argv = [KVMM, "--kernel", kernel or GUEST, "--cmdline", cmdline,
+            "--cpus", str(cpus), "--memory", memory, "--serial", "stdio"]
+    if initrd:
+        argv += ["--initrd", initrd]
+    return argv + list(extra)
+
+
+def qemu_argv(cmdline="", cpus=1, memory="256M", extra=(), machine="q35", initrd=None):
+    argv = [QEMU, "-M", machine, "-accel", "kvm", "-cpu", "host,-arch-capabilities",
+            "-m", memory,
+            "-smp", str(cpus), "-kernel", GUEST, "-append", cmdline,
+            "-serial", "stdio", "-display", "none", "-nodefaults", "-no-user-config"]
+    if initrd:
+        argv += ["-initrd", initrd]
+    return argv + list(extra)
+
+
+def start(vms, argv):
+    g = Guest(argv)
+    vms.append(g)
+    return g
+
+
+class Api:
+    """A client of the kvmm control socket."""
+
+    def __init__(self, path, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.buf = b""
+        self.events = []
+        self.next_id = 1
+        self.greeting = self._read_msg(timeout)
+
+    def _read_msg(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no message from kvmm")
+            r, _, _ = select.select([self.sock], [], [], left)
+            if r:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError("kvmm closed the control socket")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, command, arguments=None, timeout=10):
+        req = {"id": self.next_id, "execute": command}
+        if arguments is not None:
+            req["arguments"] = arguments
+        self.next_id += 1
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        while True:
+            msg = self._read_msg(timeout)
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            assert msg.get("id") == req["id"], msg
+            return msg
+
+    def wait_event(self, name, timeout=10, **data):
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e["event"] == name and all(e["data"].get(k) == v for k, v in data.items()):
+                    self.events.remove(e)
+                    return e
+            self.events.append(self._read_msg(max(0.01, deadline - time.monotonic())))
+
+    def close(self):
+        self.sock.close()
+
+
+class Qmp:
+    """Just enough QMP to press QEMU's power button."""
+
+    def __init__(self, path, timeout=10):
+        self.api = Api.__new__(Api)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.api.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.api.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.api.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.api.buf = b""
+        self.api._read_msg(timeout)
+        self.execute("qmp_capabilities")
+
+    def execute(self, cmd):
+        self.api.sock.sendall(json.dumps({"execute": cmd}).encode() + b"\n")
+        while True:
+            msg = self.api._read_msg()
+            if "return" in msg or "error" in msg:
+                return msg
+
+    def close(self):
+        self.api.sock.close()
+
+
+class Runner:
+    """Starts the test guest under kvmm or QEMU with the same scenario, so
+    every scenario proves the guest against both (DESIGN.md section 7)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def start(self, vms, tmp, cmdline, cpus=1, memory="256M", initrd=None,
+              no_reboot=False, control=False):
+        self.sock = os.path.join(tmp, "ctl.sock")
+        if self.name == "kvmm":
+            extra = ["--no-reboot"] if no_reboot else []
+            if control:
+                extra += ["--api-socket", self.sock]
+            argv = kvmm_argv(cmdline, cpus, memory, extra, initrd=initrd)
+        else:
+            extra = ["-no-reboot"] if no_reboot else []
+            if control:
+                extra += ["-qmp", f"unix:{self.sock},server=on,wait=off"]
+            argv = qemu_argv(cmdline, cpus, memory, extra, initrd=initrd)
+        return start(vms, argv)
+
+    def power_button(self):
+        if self.name == "kvmm":
+            api = Api(self.sock)
+            assert "return" in api.call("power-button")
+            api.close()
+        else:
+            q = Qmp(self.sock)
+            assert "return" in q.execute("system_powerdown")
+            q.close()
+
+    def exit_status(self, kind):
+        """The process exit status for a guest poweroff/reboot/crash."""
+        if self.name == "qemu":
+            return 0
+        return {"poweroff": 0, "reboot": 2, "crash": 3}[kind]

@@ -1,0 +1,30 @@
+"""The C unit tests, one pytest item per case (collected with --list)."""
+import os
+import subprocess
+
+import pytest
+
+from kvmmtest import UNIT_DIR
+
+BINARIES = ["test_config", "test_acpi", "test_boot"]
+
+
+def cases():
+    out = []
+    for b in BINARIES:
+        path = os.path.join(UNIT_DIR, b)
+        if not os.path.exists(path):
+            out.append(pytest.param(b, None, id=f"{b}-missing"))
+            continue
+        names = subprocess.run([path, "--list"], capture_output=True, text=True, check=True).stdout.split()
+        out += [pytest.param(b, n, id=f"{b}.{n}") for n in names]
+    return out
+
+
+@pytest.mark.parametrize("binary,case", cases())
+def test_unit(binary, case):
+    path = os.path.join(UNIT_DIR, binary)
+    assert case is not None, f"{path} was not built: run make check"
+    r = subprocess.run([path, case], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"PASS {case}" in r.stdout

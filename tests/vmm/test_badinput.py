@@ -1,0 +1,159 @@
+"""Bad input gets one line naming the problem and the fix, a non-zero exit,
+and nothing left behind (no socket, no file)."""
+import os
+import subprocess
+
+import pytest
+
+from kvmmtest import GUEST, KVMM
+
+
+def run(tmp, *args, timeout=30):
+    """Runs kvmm with a control socket in tmp; checks nothing is left."""
+    sock = os.path.join(tmp, "api.sock")
+    before = set(os.listdir(tmp))
+    r = subprocess.run([KVMM, "--api-socket", sock, "--serial", "none", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert set(os.listdir(tmp)) == before, "kvmm left files behind"
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("kvmm: error: ")
+    return lines[0]
+
+
+def test_missing_kernel(tmp):
+    err = run(tmp, "--kernel", "/nonexistent/bzImage")
+    assert "cannot read kernel /nonexistent/bzImage: No such file or directory; check the --kernel path" in err
+
+
+def test_unreadable_kernel(tmp):
+    if os.geteuid() == 0:
+        err = run(tmp, "--kernel", tmp)      # a directory: root can read any file
+        assert "cannot read kernel" in err
+    else:
+        p = os.path.join(tmp, "k")
+        open(p, "w").close()
+        os.chmod(p, 0)
+        assert "Permission denied" in run(tmp, "--kernel", p)
+
+
+def test_not_a_kernel(tmp):
+    p = os.path.join(tmp, "notakernel")
+    with open(p, "wb") as f:
+        f.write(b"\x7fELF" + b"garbage" * 100)
+    err = run(tmp, "--kernel", p)
+    assert "is neither a bzImage nor an ELF vmlinux" in err or "without a PVH entry point" in err
+    with open(p, "wb") as f:
+        f.write(b"hello world\n" * 100)
+    assert "is neither a bzImage nor an ELF vmlinux: give --kernel a Linux kernel image" in run(tmp, "--kernel", p)
+
+
+def test_missing_initrd(tmp):
+    err = run(tmp, "--kernel", GUEST, "--initrd", "/nonexistent/initrd")
+    assert "cannot read initrd /nonexistent/initrd" in err and "--initrd" in err
+
+
+def test_initrd_too_big_for_memory(tmp):
+    p = os.path.join(tmp, "big.img")
+    with open(p, "wb") as f:
+        f.truncate(40 << 20)
+    err = run(tmp, "--kernel", GUEST, "--initrd", p, "--memory", "32M")
+    assert "does not fit in guest memory" in err and "--memory" in err
+
+
+@pytest.mark.parametrize("value,message", [
+    ("12Q", "memory size '12Q' is not valid"),
+    ("lots", "memory size 'lots' is not valid"),
+    ("1M", "is too small"),
+    ("5T", "more than kvmm supports"),
+])
+def test_invalid_memory(tmp, value, message):
+    assert message in run(tmp, "--kernel", GUEST, "--memory", value)
+
+
+def test_memory_that_cannot_be_mapped(kvm, tmp):
+    # Within the configuration limit, but more than this process may map.
+    r = subprocess.run(["sh", "-c", f"ulimit -v 2000000; exec {KVMM} --kernel {GUEST} --serial none "
+                        f"--api-socket {tmp}/api.sock --memory 900G"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "cannot map" in r.stderr and "lower --memory" in r.stderr
+    assert os.listdir(tmp) == []
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0", "cpus 0 is out of range: use a count from 1 to 254"),
+    ("-3", "cpus -3 is out of range"),
+    ("many", "cpus 'many' is not a number"),
+    ("4096", "cpus 4096 is out of range"),
+])
+def test_invalid_cpu_count(tmp, value, message):
+    assert message in run(tmp, "--kernel", GUEST, "--cpus", value)
+
+
+def test_unknown_flag(tmp):
+    assert "unknown option '--frobnicate'; see kvmm --help" in run(tmp, "--kernel", GUEST, "--frobnicate")
+
+
+def test_flag_without_value(tmp):
+    assert "option '--kernel' needs a value" in run(tmp, "--kernel")
+
+
+def test_no_kernel(tmp):
+    assert "no kernel given: use --kernel PATH" in run(tmp)
+
+
+def test_bad_config_file(tmp):
+    p = os.path.join(tmp, "vm.json")
+    with open(p, "w") as f:
+        f.write("{ not json")
+    assert "cannot read configuration" in run(tmp, "--config", p)
+    os.unlink(p)
+
+
+def test_unknown_serial_backend(tmp):
+    assert "serial backend 'tcp' is unknown" in run(tmp, "--kernel", GUEST, "--serial", "tcp:1234")
+
+
+def test_no_kvm_device(tmp):
+    # An empty mount namespace view of /dev: kvmm must say what to do.
+    r = subprocess.run(["unshare", "-m", "sh", "-c",
+                        f"mount -t tmpfs none /dev && exec {KVMM} --kernel {GUEST} --serial none"],
+                       capture_output=True, text=True, timeout=30)
+    if "unshare failed" in r.stderr or "Operation not permitted" in r.stderr:
+        pytest.skip("cannot create a mount namespace here")
+    assert r.returncode == 1
+    assert "/dev/kvm does not exist: enable virtualization" in r.stderr
+
+
+def test_no_permission_on_kvm(tmp):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    import shutil
+    os.chmod(tmp, 0o755)
+    kernel = os.path.join(tmp, "guest.bzImage")
+    shutil.copy(GUEST, kernel)
+    os.chmod(kernel, 0o644)
+    if os.stat("/dev/kvm").st_mode & 0o006:
+        pytest.skip("/dev/kvm is world-accessible here")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        KVMM, "--kernel", kernel, "--serial", "none"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "no permission to open /dev/kvm: run kvmm as root or add your user to the 'kvm' group" in r.stderr
+
+
+def test_config_file_and_flags_share_one_parser(kvm, tmp):
+    p = os.path.join(tmp, "vm.json")
+    with open(p, "w") as f:
+        f.write('{"kernel": "%s", "memory": "128M", "cmdline": "kvmmtest.action=poweroff", '
+                '"serial": "none", "cpus": 2}' % GUEST)
+    r = subprocess.run([KVMM, "--config", p], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(p, "w") as f:
+        f.write('{"kernel": "%s", "memory": "12Q"}' % GUEST)
+    r = subprocess.run([KVMM, "--config", p], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "memory size '12Q' is not valid" in r.stderr
+    os.unlink(p)

@@ -1,0 +1,181 @@
+"""kvmm's own behaviour with the test guest: control socket, pause and
+resume, signals, serial backends, lazy guest memory."""
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import subprocess
+import time
+
+from kvmmtest import Api, GUEST, KVMM, kvmm_argv, start
+
+
+def test_api_reports_status_and_events(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", cpus=2, memory="300M",
+                             extra=["--api-socket", sock, "--name", "demo"]))
+    g.wait_for(r"KVMMTEST tick")
+    api = Api(sock)
+    assert api.greeting["greeting"]["name"] == "kvmm"
+    assert api.greeting["greeting"]["api"] == 1
+    st = api.call("query-status")["return"]
+    assert st["state"] == "running"
+    assert st["vcpus"] == 2
+    assert st["memory"] == 300 << 20
+    assert st["name"] == "demo"
+    assert st["uptime_ms"] >= 0
+    assert st["pid"] == g.proc.pid
+    cmds = api.call("query-commands")["return"]
+    for c in ("query-status", "pause", "resume", "power-button", "reset", "quit"):
+        assert c in cmds
+    r = api.call("no-such-command")
+    assert r["error"]["code"] == "CommandNotFound"
+    api.sock.sendall(b"this is not json\n")
+    assert api._read_msg()["error"]["code"] == "ParseError"
+    assert api.call("quit")["return"] == {}
+    ev = api.wait_event("state-changed", state="shutdown")
+    assert ev["data"]["reason"] == "quit"
+    assert g.wait_exit() == 0
+    assert not os.path.exists(sock), "control socket left behind"
+
+
+def test_pause_stops_the_guest_and_resume_continues(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait kvmmtest.tick_ms=50", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST tick", count=3)
+    api = Api(sock)
+    assert "return" in api.call("pause")
+    assert api.wait_event("state-changed", state="paused")["data"]["reason"] == "user"
+    assert api.call("query-status")["return"]["state"] == "paused"
+    time.sleep(0.3)     # let a tick already in flight land
+    before = len(g.records("tick"))
+    time.sleep(1.0)
+    assert len(g.records("tick")) == before, "guest kept running while paused"
+    assert api.call("pause")["return"] == {}        # idempotent
+    assert "return" in api.call("resume")
+    api.wait_event("state-changed", state="running")
+    g.wait_for(r"KVMMTEST tick", count=before + 3)
+    assert api.call("query-status")["return"]["state"] == "running"
+    api.call("quit")
+    assert g.wait_exit() == 0
+
+
+def test_reset_from_the_control_socket_reboots(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST tick")
+    api = Api(sock)
+    assert "return" in api.call("reset")
+    api.wait_event("reset")
+    g.wait_for(r"KVMMTEST boot", count=2)
+    assert api.call("query-status")["return"]["boots"] == 2
+    api.call("quit")
+    assert g.wait_exit() == 0
+
+
+def test_sigterm_stops_cleanly_and_removes_the_socket(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST tick")
+    api = Api(sock)
+    g.proc.send_signal(signal.SIGTERM)
+    ev = api.wait_event("state-changed", state="shutdown")
+    assert ev["data"]["reason"] == "signal"
+    assert g.wait_exit() == 4
+    assert not os.path.exists(sock)
+
+
+def test_serial_to_file_appends(kvm, tmp):
+    out = os.path.join(tmp, "console.log")
+    with open(out, "w") as f:
+        f.write("previous run\n")
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--memory", "128M", "--serial", f"file:{out}",
+                        "--cmdline", "kvmmtest.action=poweroff"], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = open(out).read()
+    assert text.startswith("previous run\n")
+    assert "KVMMTEST done" in text
+
+
+def test_serial_none_runs_without_console(kvm, tmp):
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--memory", "128M", "--serial", "none",
+                        "--cmdline", "kvmmtest.action=poweroff"], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert b"KVMMTEST" not in r.stdout
+
+
+def test_serial_unix_socket_carries_the_console(kvm, vms, tmp):
+    path = os.path.join(tmp, "serial.sock")
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, [KVMM, "--kernel", GUEST, "--memory", "128M", "--serial", f"unix:{path}",
+                    "--api-socket", sock, "--cmdline", "kvmmtest.action=wait"])
+    deadline = time.time() + 10
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.02)
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    data = b""
+    deadline = time.time() + 20
+    while b"KVMMTEST tick" not in data and time.time() < deadline:
+        if select.select([c], [], [], 0.5)[0]:
+            data += c.recv(4096)
+    assert b"KVMMTEST tick" in data
+    c.close()
+    Api(sock).call("quit")
+    assert g.wait_exit() == 0
+    assert not os.path.exists(path), "serial socket left behind"
+
+
+def test_serial_pty_prints_its_path_and_carries_input(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, [KVMM, "--kernel", GUEST, "--memory", "128M", "--serial", "pty",
+                    "--api-socket", sock, "--cmdline", "kvmmtest.action=prompt"])
+    deadline = time.time() + 10
+    while b"serial console is on" not in g.stderr and time.time() < deadline:
+        time.sleep(0.02)
+    m = re.search(rb"serial console is on (/dev/pts/\d+)", g.stderr)
+    assert m, g.stderr
+    fd = os.open(m.group(1), os.O_RDWR | os.O_NOCTTY)
+    try:
+        data = b""
+        deadline = time.time() + 20
+        while b"kvmm-testguest> " not in data and time.time() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                data += os.read(fd, 4096)
+        assert b"kvmm-testguest> " in data, data
+        os.write(fd, b"poweroff\r")
+        assert g.wait_exit() == 0
+    finally:
+        os.close(fd)
+
+
+def test_interactive_prompt_over_stdio(kvm, vms):
+    g = start(vms, kvmm_argv("kvmmtest.action=prompt", cpus=2))
+    g.wait_for(r"kvmm-testguest> ")
+    g.send(b"info\r")
+    g.wait_for(r"cpus")
+    g.send(b"poweroff\r")
+    assert g.wait_exit() == 0
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_guest_memory_is_mapped_lazily(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", memory="4G", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST tick")
+    rss = rss_kib(g.proc.pid)
+    # A 4 GiB guest that touched only its own few pages must cost the
+    # host tens of MiB at most, not gigabytes.
+    assert rss < 64 * 1024, f"RSS {rss} KiB for a 4G guest that touched almost nothing"
+    Api(sock).call("quit")
+    g.wait_exit()
