@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "acpi.h"
+#include "arch/x86/acpi.h"
 
 #define WIN_BASE 0xE0000ULL
 #define WIN_SIZE 0x20000ULL
@@ -107,6 +107,7 @@ int main(int argc, char **argv)
 		.pm_tmr_port = 0x608, .reset_port = 0xCF9,
 		.reset_value = 0x06, .sci_irq = 9, .s5_slp_typ = 5,
 		.com1_port = 0x3F8, .com1_irq = 4,
+		.rtc_port = 0x70, .rtc_irq = 8,
 	};
 	const uint8_t *rsdp;
 	int64_t r;

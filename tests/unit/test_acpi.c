@@ -3,8 +3,8 @@
 #include <stdint.h>
 
 #include "unit.h"
-#include "acpi.h"
-#include "aml.h"
+#include "arch/x86/acpi.h"
+#include "arch/x86/aml.h"
 
 #define WIN_BASE 0xE0000ULL
 #define WIN_SIZE 0x20000ULL
@@ -21,6 +21,7 @@ static struct acpi_platform plat(unsigned int ncpus)
 		.pm_tmr_port = 0x608, .reset_port = 0xCF9,
 		.reset_value = 0x06, .sci_irq = 9, .s5_slp_typ = 5,
 		.com1_port = 0x3F8, .com1_irq = 4,
+		.rtc_port = 0x70, .rtc_irq = 8,
 	};
 	return p;
 }
@@ -371,6 +372,37 @@ UNIT_TEST(dsdt_s5_value)
 	memset(mem, 0, sizeof(mem));
 	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
 	CHECK(find(mem, WIN_SIZE, s5, sizeof(s5)) != NULL);
+}
+
+UNIT_TEST(dsdt_and_fadt_describe_the_rtc)
+{
+	struct acpi_platform p = plat(2);
+	/* Name(_HID, EisaId("PNP0B00")) */
+	static const uint8_t pnp0b00[] = { 0x08, '_', 'H', 'I', 'D', 0x0C,
+					   0x41, 0xD0, 0x0B, 0x00 };
+	/* IO(Decode16, 0x70, 0x70, 1, 2), IRQNoFlags(){8}, EndTag */
+	static const uint8_t crs[] = { 0x47, 0x01, 0x70, 0x00, 0x70, 0x00,
+				       0x01, 0x02, 0x22, 0x00, 0x01, 0x79, 0x00 };
+	const uint8_t *rsdp, *f;
+
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, pnp0b00, sizeof(pnp0b00)) != NULL);
+	CHECK(find(mem, WIN_SIZE, crs, sizeof(crs)) != NULL);
+	rsdp = rsdp_of(WIN_BASE, WIN_BASE);
+	f = rsdp ? xsdt_find(WIN_BASE, rsdp, "FACP") : NULL;
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	CHECK_EQ_U64(f[108], 0x32);			/* CENTURY */
+	CHECK_EQ_U64(le(f + 109, 2) & (1u << 5), 0);	/* CMOS RTC present */
+
+	p.rtc_port = 0;
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, pnp0b00, sizeof(pnp0b00)) == NULL);
+	f = xsdt_find(WIN_BASE, rsdp_of(WIN_BASE, WIN_BASE), "FACP");
+	CHECK(f && f[108] == 0 && (le(f + 109, 2) & (1u << 5)));
 }
 
 UNIT_TEST(dsdt_no_com1)

@@ -39,6 +39,10 @@ int devices_create(struct vm *vm)
 	if (!dev)
 		goto fail;
 	devices_add(vm, dev);
+	dev = rtc_create(vm, X86_RTC_PORT);
+	if (!dev)
+		goto fail;
+	devices_add(vm, dev);
 	return 0;
 fail:
 	pr_err("cannot create the platform devices");

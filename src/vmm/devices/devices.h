@@ -24,5 +24,6 @@ struct device *acpi_pm_create(struct vm *vm, uint16_t base, unsigned int sci,
 void acpi_pm_power_button(struct device *pm);
 struct device *sysreset_create(struct vm *vm, uint16_t port);
 struct device *i8042_create(struct vm *vm);
+struct device *rtc_create(struct vm *vm, uint16_t port);
 
 #endif

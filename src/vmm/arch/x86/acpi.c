@@ -52,6 +52,7 @@
 #define FADT_PM_TMR_LEN		91
 #define FADT_P_LVL2_LAT		96
 #define FADT_P_LVL3_LAT		98
+#define FADT_CENTURY		108
 #define FADT_IAPC_BOOT_ARCH	109
 #define FADT_FLAGS		112
 #define FADT_RESET_REG		116
@@ -71,6 +72,7 @@
 
 #define BOOT_ARCH_8042		(1u << 1)
 #define BOOT_ARCH_NO_VGA	(1u << 2)
+#define BOOT_ARCH_NO_CMOS_RTC	(1u << 5)
 
 /* Values above 100 / 1000 us tell OSPM that C2 / C3 are not supported. */
 #define C2_UNSUPPORTED		101
@@ -187,8 +189,9 @@ static void gas(uint8_t *p, uint8_t bits, uint8_t access, uint64_t port)
 	put_le(p + 4, port, 8);
 }
 
-/* COM1 _CRS: IO(Decode16, port, port, 1, 8), IRQNoFlags(){irq}, EndTag. */
-static size_t com1_resources(uint8_t *r, uint16_t port, uint8_t irq)
+/* An ISA device's _CRS: IO(Decode16, port, port, 1, len),
+ * IRQNoFlags(){irq}, EndTag. */
+static size_t isa_resources(uint8_t *r, uint16_t port, uint8_t len, uint8_t irq)
 {
 	uint16_t mask = 1u << irq;
 
@@ -197,7 +200,7 @@ static size_t com1_resources(uint8_t *r, uint16_t port, uint8_t irq)
 	put_le(r + 2, port, 2);	/* minimum base */
 	put_le(r + 4, port, 2);	/* maximum base */
 	r[6] = 1;		/* alignment */
-	r[7] = 8;		/* length: the 16550's 8 registers */
+	r[7] = len;		/* number of ports */
 	r[8] = 0x22;		/* small item: IRQ, 2 bytes (edge, high) */
 	put_le(r + 9, mask, 2);
 	r[11] = 0x79;		/* end tag */
@@ -225,14 +228,15 @@ static void dsdt_cpus(struct aml *a, unsigned int ncpus)
 	}
 }
 
-static void dsdt_com1(struct aml *a, const struct acpi_platform *p)
+static void dsdt_isa_device(struct aml *a, const char *name, const char *eisaid,
+			    uint16_t port, uint8_t len, uint8_t irq)
 {
 	uint8_t crs[16];
-	size_t n = com1_resources(crs, p->com1_port, p->com1_irq);
+	size_t n = isa_resources(crs, port, len, irq);
 
-	aml_device_begin(a, "COM1");
+	aml_device_begin(a, name);
 	aml_name(a, "_HID");
-	aml_eisaid(a, "PNP0501");
+	aml_eisaid(a, eisaid);
 	aml_name(a, "_UID");
 	aml_integer(a, 1);
 	aml_name(a, "_CRS");
@@ -266,7 +270,9 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 	aml_scope_begin(&a, "_SB");
 	dsdt_cpus(&a, p->ncpus);
 	if (p->com1_port)
-		dsdt_com1(&a, p);
+		dsdt_isa_device(&a, "COM1", "PNP0501", p->com1_port, 8, p->com1_irq);
+	if (p->rtc_port)
+		dsdt_isa_device(&a, "RTC", "PNP0B00", p->rtc_port, 2, p->rtc_irq);
 	aml_end(&a);
 
 	len = aml_finish(&a);
@@ -311,7 +317,9 @@ static void build_fadt(const struct acpi_ctx *c, const struct acpi_platform *p,
 	t[FADT_PM_TMR_LEN] = 4;
 	put_le(t + FADT_P_LVL2_LAT, C2_UNSUPPORTED, 2);
 	put_le(t + FADT_P_LVL3_LAT, C3_UNSUPPORTED, 2);
-	put_le(t + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA, 2);
+	put_le(t + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA |
+	       (p->rtc_port ? 0 : BOOT_ARCH_NO_CMOS_RTC), 2);
+	t[FADT_CENTURY] = p->rtc_port ? ACPI_RTC_CENTURY_INDEX : 0;
 	/* TMR_VAL_EXT = 0: 24-bit PM timer; PWR_BUTTON = 0: the power
 	 * button is the fixed-feature one (PM1 PWRBTN_STS/EN). */
 	put_le(t + FADT_FLAGS, flags, 4);
@@ -418,6 +426,8 @@ static int check_platform(const struct acpi_platform *p)
 		return -EINVAL;
 	/* SCI and COM1 are ISA IRQs; IRQ 0 and 2 belong to the PIT/8259. */
 	if (p->sci_irq >= ISA_IRQS || p->sci_irq == 0 || p->sci_irq == 2)
+		return -EINVAL;
+	if (p->rtc_port && p->rtc_irq >= ISA_IRQS)
 		return -EINVAL;
 	if (p->com1_port && p->com1_irq >= ISA_IRQS)
 		return -EINVAL;

@@ -32,7 +32,12 @@ struct acpi_platform {
 	uint8_t s5_slp_typ;	/* SLP_TYP for S5 (soft off); 5 */
 	uint16_t com1_port;	/* 0x3F8; 0 = no COM1 in the DSDT */
 	uint8_t com1_irq;	/* 4 */
+	uint16_t rtc_port;	/* 0x70, CMOS RTC (PNP0B00); 0 = none */
+	uint8_t rtc_irq;	/* 8 */
 };
+
+/* CMOS index of the century byte, named in the FADT. */
+#define ACPI_RTC_CENTURY_INDEX 0x32
 
 /* Builds RSDP, XSDT, FADT (with FACS), MADT and DSDT into the guest-physical
  * window [base, base+size) whose host view is `buf` (buf[0] is guest address

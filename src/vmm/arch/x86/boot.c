@@ -137,6 +137,8 @@ static int64_t load_acpi(struct vm *vm)
 		.s5_slp_typ = X86_S5_SLP_TYP,
 		.com1_port = X86_COM1_PORT,
 		.com1_irq = X86_COM1_IRQ,
+		.rtc_port = X86_RTC_PORT,
+		.rtc_irq = X86_RTC_IRQ,
 	};
 	void *buf = guest_mem_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);
 	int64_t rsdp;

@@ -29,6 +29,8 @@
 #define X86_COM1_IRQ		4
 #define X86_PM_BASE		0x600		/* PM1a_EVT 0x600, PM1a_CNT 0x604, PM_TMR 0x608 */
 #define X86_RESET_PORT		0xCF9
+#define X86_RTC_PORT		0x70
+#define X86_RTC_IRQ		8
 #define X86_SCI_IRQ		9
 /* SLP_TYP for soft-off: the PM device and the DSDT's \_S5 share it. */
 #define X86_S5_SLP_TYP		5
