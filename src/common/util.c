@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "util.h"
 
 int parse_size(const char *s, uint64_t *out)
@@ -102,4 +105,29 @@ uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+int unix_listen(const char *path, int backlog, const char *what)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, err;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		pr_err("%s path %s is too long: use a path shorter than %zu bytes",
+		       what, path, sizeof(sa.sun_path));
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, backlog) < 0) {
+		err = -errno;
+		pr_err("cannot listen on %s %s: %s%s", what, path, strerror(-err),
+		       err == -EADDRINUSE ? "; another process uses it, or a stale file is left: remove it or choose another path" :
+		       err == -ENOENT ? "; create its directory first" : "");
+		close(fd);
+		return err;
+	}
+	return fd;
 }

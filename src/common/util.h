@@ -27,4 +27,10 @@ int write_all(int fd, const void *buf, size_t len);
 
 uint64_t now_ns(void);
 
+
+/* A non-blocking, close-on-exec UNIX stream socket listening on path.
+ * On failure returns -errno and logs "cannot listen on <what> PATH: why;
+ * fix".  The caller unlinks path when done. */
+int unix_listen(const char *path, int backlog, const char *what);
+
 #endif

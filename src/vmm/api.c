@@ -7,7 +7,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -365,26 +364,12 @@ static void api_on_accept(void *opaque, uint32_t events)
 
 int api_open(struct vm *vm, const char *path, struct api **out)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct api *api;
 	int fd, r;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		pr_err("control socket path %s is too long: use a path shorter than %zu bytes",
-		       path, sizeof(sa.sun_path));
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	fd = unix_listen(path, 8, "control socket");
 	if (fd < 0)
-		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
-		r = -errno;
-		pr_err("cannot listen on control socket %s: %s%s", path, strerror(-r),
-		       r == -EADDRINUSE ? " (another kvmm uses it, or a stale file is left: remove it)" : "");
-		close(fd);
-		return r;
-	}
+		return fd;
 	api = calloc(1, sizeof(*api));
 	if (!api || !(api->path = strdup(path))) {
 		free(api);

@@ -6,7 +6,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "chardev.h"
@@ -167,26 +166,10 @@ static int chardev_open_file(struct chardev *c, const char *path)
 
 static int chardev_open_unix(struct chardev *c, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	int fd = unix_listen(path, 1, "serial socket");
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		pr_err("serial socket path %s is too long: use a path shorter than %zu bytes",
-		       path, sizeof(sa.sun_path));
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
-		int err = -errno;
-
-		pr_err("cannot listen on serial socket %s: %s%s", path, strerror(-err),
-		       err == -EADDRINUSE ? " (remove the stale file or choose another path)" : "");
-		close(fd);
-		return err;
-	}
+		return fd;
 	c->listen_fd = fd;
 	c->path = strdup(path);
 	c->owns_path = true;

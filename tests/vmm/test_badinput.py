@@ -157,3 +157,22 @@ def test_config_file_and_flags_share_one_parser(kvm, tmp):
     assert r.returncode == 1
     assert "memory size '12Q' is not valid" in r.stderr
     os.unlink(p)
+
+
+def test_control_socket_in_missing_directory(kvm, tmp):
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--serial", "none",
+                        "--api-socket", os.path.join(tmp, "nodir", "api.sock")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"cannot listen on control socket {tmp}/nodir/api.sock: No such file or directory; create its directory first" in r.stderr
+    assert os.listdir(tmp) == []
+
+
+def test_control_socket_already_in_use(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    open(sock, "w").close()
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--serial", "none", "--api-socket", sock],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "Address already in use; another process uses it, or a stale file is left" in r.stderr
+    assert os.path.exists(sock), "kvmm removed a file it did not create"
