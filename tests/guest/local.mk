@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: MIT
+#
+# Test guest build: tests/guest/kvmm-testguest.bzImage.
+#
+# Plain GNU make, meant to be included by the top-level Makefile.am and
+# usable on its own from the repository top directory:
+#	make -f tests/guest/local.mk tests/guest/kvmm-testguest.bzImage
+# Sources come from $(srcdir)/tests/guest when automake defines srcdir, so
+# VPATH builds work; products go to tests/guest/ in the build tree.
+
+GUEST_SRC ?= $(or $(srcdir),.)/tests/guest
+GUEST_OUT ?= tests/guest
+GUEST_CC ?= gcc
+GUEST_LD ?= ld
+GUEST_OBJCOPY ?= objcopy
+GUEST_OPT ?= -O2 -g
+
+GUEST_BZIMAGE = $(GUEST_OUT)/kvmm-testguest.bzImage
+GUEST_ELF = $(GUEST_OUT)/kvmm-testguest.elf
+
+GUEST_C_NAMES = acpi apic bootparams cpu crc32 fmt main pm report serial \
+	shell smp string timer
+GUEST_S_NAMES = header entry16 entry32 entry64 isr pagetables trampoline
+GUEST_HDRS = $(addprefix $(GUEST_SRC)/,bootparam.h guest.h io.h layout.h \
+	types.h)
+GUEST_C_OBJS = $(GUEST_C_NAMES:%=$(GUEST_OUT)/%.o)
+GUEST_S_OBJS = $(GUEST_S_NAMES:%=$(GUEST_OUT)/%.o)
+
+# Freestanding, no SSE/x87 (never touched at CPL0 or anywhere else), no
+# red zone (CPL0 interrupts land on the current stack), no CET endbr64
+# (the CPL0 instruction emulator may not know it), no memset/memcpy calls
+# synthesised from our own memset/memcpy loops.
+GUEST_CFLAGS = $(GUEST_OPT) -std=gnu11 -m64 -march=x86-64 -nostdinc \
+	-ffreestanding -fno-pic -fno-pie -fno-common -fno-stack-protector \
+	-fno-asynchronous-unwind-tables -fno-unwind-tables \
+	-fcf-protection=none -fno-tree-loop-distribute-patterns \
+	-mgeneral-regs-only -mno-red-zone -mcmodel=small \
+	-Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes \
+	-Wstrict-prototypes
+GUEST_ASFLAGS = -m64 -nostdinc -D__ASSEMBLY__ -g
+GUEST_LDFLAGS = -nostdlib -static -z noexecstack -z max-page-size=4096 \
+	--build-id=none \
+	$(shell $(GUEST_LD) --help 2>/dev/null | grep -q no-warn-rwx-segments \
+		&& echo --no-warn-rwx-segments)
+
+$(GUEST_BZIMAGE): $(GUEST_ELF)
+	$(GUEST_OBJCOPY) -O binary $(GUEST_ELF) $@
+
+$(GUEST_ELF): $(GUEST_S_OBJS) $(GUEST_C_OBJS) $(GUEST_SRC)/guest.ld
+	$(GUEST_LD) $(GUEST_LDFLAGS) -T $(GUEST_SRC)/guest.ld -o $@ \
+		$(GUEST_S_OBJS) $(GUEST_C_OBJS)
+
+$(GUEST_C_OBJS): $(GUEST_OUT)/%.o: $(GUEST_SRC)/%.c $(GUEST_HDRS)
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_CC) $(GUEST_CFLAGS) -c -o $@ $<
+
+$(GUEST_S_OBJS): $(GUEST_OUT)/%.o: $(GUEST_SRC)/%.S $(GUEST_HDRS)
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
+
+.PHONY: guest guest-clean
+guest: $(GUEST_BZIMAGE)
+
+guest-clean:
+	rm -f $(GUEST_BZIMAGE) $(GUEST_ELF) $(GUEST_C_OBJS) $(GUEST_S_OBJS)

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+/*
+ * CPL3 main program: the checks, in order, then the action chosen by
+ * kvmmtest.action= (poweroff, reboot, crash, wait, prompt).
+ */
+#include "guest.h"
+#include "io.h"
+
+#define DEFAULT_TICK_MS	250
+
+u32 boot_entry;
+
+static void ticks_forever(u64 tick_ms)
+{
+	u64 next = now_us() + tick_ms * 1000;
+	u64 n = 0;
+
+	for (;;) {
+		while (now_us() < next && !pwrbtn_pending)
+			wfi();
+		if (pwrbtn_pending) {
+			record("event power-button");
+			pm_poweroff();
+			asm volatile("int $0x80" : : "a"((u64)SYS_HALT));
+		}
+		record("tick %lu", ++n);
+		next += tick_ms * 1000;
+	}
+}
+
+void user_main(u64 zero_page, u32 entry)
+{
+	char action[16] = "poweroff", opt[16];
+	u64 tick_ms = DEFAULT_TICK_MS;
+	bool smp = true;
+
+	memset(_bss_start, 0, _bss_end - _bss_start);
+	io_bitmap_init();
+	boot_entry = entry;
+	bootparams_load(zero_page);
+
+	cmdline_option("kvmmtest.action", action, sizeof(action));
+	if (cmdline_option("kvmmtest.tick_ms", opt, sizeof(opt)))
+		tick_ms = parse_u64(opt, NULL) ?: DEFAULT_TICK_MS;
+	if (cmdline_option("kvmmtest.smp", opt, sizeof(opt)))
+		smp = strcmp(opt, "off") != 0;
+
+	bootparams_report();
+	acpi_init();
+	lapic_enable();
+	ioapic_init();
+	timer_init();
+	smp_boot(smp);
+
+	if (!strcmp(action, "wait") || !strcmp(action, "prompt"))
+		pm_power_button_enable();
+	report_done();
+
+	if (!strcmp(action, "poweroff")) {
+		pm_poweroff();
+	} else if (!strcmp(action, "reboot")) {
+		pm_reboot();
+	} else if (!strcmp(action, "crash")) {
+		pm_crash();
+	} else if (!strcmp(action, "wait")) {
+		ticks_forever(tick_ms);
+	} else if (!strcmp(action, "prompt")) {
+		shell_run();
+	} else {
+		fail("action", "unknown kvmmtest.action=%s", action);
+		pm_poweroff();
+	}
+	asm volatile("int $0x80" : : "a"((u64)SYS_HALT));
+	for (;;)
+		;
+}
+
+/*
+ * APs: enable the local APIC, check in, and park with interrupts off.
+ * (Parking in sti; hlt with nothing ever arriving makes QEMU hang at
+ * poweroff on KVM-PVM: the halted vCPU never answers the pause request.)
+ */
+void ap_main(u32 cpu)
+{
+	lapic_enable();
+	asm volatile("lock incl %0" : "+m"(cpus_online));
+	asm volatile("int $0x80" : : "a"((u64)SYS_HALT));
+	for (;;)
+		cpu_relax();
+}
