@@ -33,11 +33,15 @@ entry16:
 	jc	2f
 	cmpl	$SMAP, %eax
 	jne	2f
+	/* Some BIOSes (qboot) hand out an empty entry: drop it. */
+	movl	8(%di), %eax
+	orl	12(%di), %eax
+	jz	4f
 	addw	$20, %di
 	incb	0x1e8
 	cmpb	$128, 0x1e8
 	jae	2f
-	testl	%ebx, %ebx
+4:	testl	%ebx, %ebx
 	jnz	1b
 2:
 	/* Fast A20, only if off; never write bit 0 (that resets). */
