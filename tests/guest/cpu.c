@@ -68,6 +68,9 @@ static struct idt_gate idt[256] __aligned(16) __noclear;
 
 struct dtr idt_ptr = { sizeof(idt) - 1, (u64)idt };
 
+/* Interrupts seen by the generic path, per vector (the timer: jiffies). */
+volatile u64 irq_count[256];
+
 volatile u64 ap_boot_rsp;
 volatile u16 ap_boot_tr;
 volatile u32 ap_boot_cpu;
@@ -192,6 +195,7 @@ void interrupt_dispatch(struct frame *f)
 {
 	u64 v = f->vector;
 
+	irq_count[v]++;
 	if (v < 32) {
 		exception(f);
 	} else if (v == VEC_SYSCALL) {

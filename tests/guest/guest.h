@@ -147,6 +147,7 @@ void tss_setup(int cpu, u64 rsp0);
 void io_bitmap_init(void);
 void halt_forever(void) __noreturn;
 extern char boot_kstack_top[], bsp_ustack_top[], ap_stacks[];
+extern volatile u64 irq_count[256];
 extern volatile u64 ap_boot_rsp;
 extern volatile u16 ap_boot_tr;
 extern volatile u32 ap_boot_cpu;

@@ -31,7 +31,8 @@ static void run(const char *line)
 	else if (!strcmp(line, "info"))
 		cmd_info();
 	else if (!strcmp(line, "ticks"))
-		kprintf("ticks: %lu (%d ms each)\r\n", jiffies, 10);
+		kprintf("ticks: %lu (%d ms each); interrupts: com1=%lu sci=%lu\r\n",
+			jiffies, 10, irq_count[VEC_COM1], irq_count[VEC_SCI]);
 	else if (!strcmp(line, "poweroff"))
 		pm_poweroff();
 	else if (!strcmp(line, "reboot"))
