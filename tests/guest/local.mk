@@ -58,8 +58,29 @@ $(GUEST_S_OBJS): $(GUEST_OUT)/%.o: $(GUEST_SRC)/%.S $(GUEST_HDRS)
 	@mkdir -p $(GUEST_OUT)
 	$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
 
+# Test loader for the 32- and 64-bit entries under QEMU (see mbshim.c).
+GUEST_MBSHIM = $(GUEST_OUT)/kvmm-testguest-mbshim.elf
+GUEST_MBSHIM_OBJS = $(GUEST_OUT)/mbshim-S.o $(GUEST_OUT)/mbshim-c.o
+GUEST_MBSHIM_CFLAGS = -O2 -m32 -march=i686 -nostdinc -ffreestanding -fno-pic \
+	-fno-pie -fno-stack-protector -fno-asynchronous-unwind-tables \
+	-fcf-protection=none -mgeneral-regs-only \
+	-fno-tree-loop-distribute-patterns -Wall -Wextra
+
+$(GUEST_MBSHIM): $(GUEST_MBSHIM_OBJS) $(GUEST_SRC)/mbshim.ld
+	$(GUEST_LD) -m elf_i386 $(GUEST_LDFLAGS) -T $(GUEST_SRC)/mbshim.ld \
+		-o $@ $(GUEST_MBSHIM_OBJS)
+
+$(GUEST_OUT)/mbshim-S.o: $(GUEST_SRC)/mbshim.S
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_CC) -m32 -nostdinc -c -o $@ $<
+
+$(GUEST_OUT)/mbshim-c.o: $(GUEST_SRC)/mbshim.c
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_CC) $(GUEST_MBSHIM_CFLAGS) -c -o $@ $<
+
 .PHONY: guest guest-clean
-guest: $(GUEST_BZIMAGE)
+guest: $(GUEST_BZIMAGE) $(GUEST_MBSHIM)
 
 guest-clean:
-	rm -f $(GUEST_BZIMAGE) $(GUEST_ELF) $(GUEST_C_OBJS) $(GUEST_S_OBJS)
+	rm -f $(GUEST_BZIMAGE) $(GUEST_ELF) $(GUEST_C_OBJS) $(GUEST_S_OBJS) \
+		$(GUEST_MBSHIM) $(GUEST_MBSHIM_OBJS)
