@@ -22,27 +22,43 @@ u64 tsc_khz;
 static bool ticking;
 static const char *tsc_source = "guess";
 
-/* Mode 0 one-shot on channel 2; OUT2 shows up as bit 5 of port 0x61. */
+/*
+ * PIT channel 0 counts down at 1.193182 MHz whatever its gate; read it
+ * with latch commands (channel 2 would need port 0x61, which not every
+ * machine has).  Its IRQ 0 stays masked.  Every access is a VM exit, so
+ * the TSC is read right after each sample and the window is 10 ms.
+ */
+static u16 pit_count(u64 *tsc)
+{
+	u8 lo, hi;
+
+	outb(0x43, 0x00);	/* latch channel 0 */
+	lo = inb(0x40);
+	hi = inb(0x40);
+	*tsc = rdtsc();
+	return lo | (hi << 8);
+}
+
 static u64 pit_calibrate(void)
 {
-	u16 count = PIT_HZ * PIT_MS / 1000;
+	u32 want = PIT_HZ * PIT_MS / 1000, ticks = 0;
 	u64 t0, t1;
+	u16 c0, c;
 	int i;
 
-	outb(0x61, (inb(0x61) & ~0x02) | 0x01);	/* gate on, speaker off */
-	outb(0x43, 0xb0);
-	outb(0x42, count & 0xff);
-	outb(0x42, count >> 8);
-	if (inb(0x61) & 0x20)
-		return 0;	/* OUT2 should be low now: no PIT */
-	t0 = rdtsc();
-	for (i = 0; i < 200000; i++)
-		if (inb(0x61) & 0x20)
-			break;
-	t1 = rdtsc();
-	if (i == 200000)
+	outb(0x43, 0x30);	/* channel 0, lo/hi byte, mode 0 */
+	outb(0x40, 0xff);
+	outb(0x40, 0xff);
+	c0 = pit_count(&t0);
+	for (i = 0; i < 20000 && ticks < want; i++) {
+		c = pit_count(&t1);
+		if (i == 0 && c == c0)
+			return 0;	/* not counting: no PIT */
+		ticks = (u16)(c0 - c);
+	}
+	if (ticks < want)
 		return 0;
-	return (t1 - t0) / PIT_MS;
+	return (t1 - t0) * PIT_HZ / ticks / 1000;
 }
 
 static u64 cpuid_tsc_khz(const char **src)
