@@ -81,10 +81,16 @@ static const char *opt_key(int opt)
 static struct json_object *load_config_file(const char *path)
 {
 	struct json_object *o = json_object_from_file(path);
+	char why[256];
 
-	if (!o)
+	if (!o) {
+		/* json-c's message ends in a newline; keep ours one line. */
+		snprintf(why, sizeof(why), "%s",
+			 json_util_get_last_err() ? json_util_get_last_err() : "invalid JSON");
+		why[strcspn(why, "\n")] = '\0';
 		pr_err("cannot read configuration %s: %s; give --config a JSON file (schemas/vm-config.schema.json)",
-		       path, json_util_get_last_err() ? json_util_get_last_err() : "invalid");
+		       path, why);
+	}
 	return o;
 }
 

@@ -45,6 +45,7 @@ class Guest:
     def __init__(self, argv, env=None):
         self.argv = argv
         self.lines = []
+        self.partial = ""       # the current unterminated line (a prompt)
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
@@ -61,11 +62,12 @@ class Guest:
             if not chunk:
                 break
             buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                with self.cond:
+            with self.cond:
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
                     self.lines.append(line.decode(errors="replace").rstrip("\r"))
-                    self.cond.notify_all()
+                self.partial = buf.decode(errors="replace")
+                self.cond.notify_all()
         with self.cond:
             if buf:
                 self.lines.append(buf.decode(errors="replace"))
@@ -91,7 +93,7 @@ class Guest:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                found = [m for m in (rx.search(l) for l in self.lines) if m]
+                found = [m for m in (rx.search(l) for l in self.lines + [self.partial]) if m]
                 if len(found) >= count:
                     return found[count - 1]
                 left = deadline - time.monotonic()
