@@ -156,7 +156,7 @@ void timer_init(void)
 	ticking = start > 0;
 	if (start < 5)
 		fail("timer", "%u LAPIC timer interrupts in %lu ms", start, ms);
-	else if (ms < 20 || ms > 500)
+	else if (ms < 25 || ms > 1000)	/* generous: CI hosts are busy */
 		fail("timer", "5 ticks of %d ms took %lu ms", TICK_MS, ms);
 	else
 		pass("timer", "lapic period_ms=%d 5_ticks_ms=%lu", TICK_MS,
