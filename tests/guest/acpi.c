@@ -63,7 +63,7 @@ static void note_bad(const char *what)
 
 static bool rsdp_at(u64 a)
 {
-	const u8 *p = (const u8 *)a;
+	const u8 *p = phys(a);
 
 	return !memcmp(p, "RSD PTR ", 8) && sum_ok(p, 20);
 }
@@ -74,7 +74,10 @@ static u64 find_rsdp(const char **how)
 
 	if (bp_acpi_rsdp) {
 		*how = "boot_params";
-		return bp_acpi_rsdp;
+		if (bp_acpi_rsdp < 0x100000000ULL - 36 && rsdp_at(bp_acpi_rsdp))
+			return bp_acpi_rsdp;
+		fail("acpi-rsdp", "boot_params.acpi_rsdp_addr=0x%lx is no RSDP",
+		     bp_acpi_rsdp);
 	}
 	*how = "ebda";
 	if (ebda >= 0x80000 && ebda < 0xa0000)

@@ -6,6 +6,10 @@
  */
 #include "guest.h"
 #include "bootparam.h"
+#include "io.h"
+
+#define LOW_LIMIT	0x100000000ULL
+#define INITRD_ADDR_MAX	0x7fffffffULL	/* as advertised in header.S */
 
 char cmdline[CMDLINE_MAX + 1];
 struct e820_entry e820[E820_MAX_ZEROPAGE];
@@ -31,14 +35,26 @@ static u64 bp64(int off)
 	return v;
 }
 
+/* Only the low 4 GiB is mapped; a pointer beyond it is a loader bug. */
+static bool mapped(u64 addr, u64 len)
+{
+	return addr < LOW_LIMIT && len <= LOW_LIMIT - addr;
+}
+
 void bootparams_load(u64 zero_page)
 {
 	zero_page_addr = zero_page;
-	memcpy(bp, (void *)zero_page, BP_SIZE);
+	if (!mapped(zero_page, BP_SIZE)) {
+		fail("zero-page", "at 0x%lx, above 4 GiB", zero_page);
+		return;
+	}
+	memcpy(bp, phys(zero_page), BP_SIZE);
 
 	cmdline_addr = bp32(BP_CMD_LINE_PTR) |
 		       ((u64)bp32(BP_EXT_CMD_LINE_PTR) << 32);
-	if (cmdline_addr) {
+	if (cmdline_addr && !mapped(cmdline_addr, CMDLINE_MAX + 1)) {
+		fail("cmdline", "at 0x%lx, above 4 GiB", cmdline_addr);
+	} else if (cmdline_addr) {
 		const char *src = (const char *)cmdline_addr;
 		int i;
 
@@ -80,10 +96,14 @@ static bool overlaps(u64 a, u64 alen, u64 b, u64 blen)
 	return a < b + blen && b < a + alen;
 }
 
-/* The loader must keep its data out of [load address, + init_size). */
+/*
+ * The loader must put its data in RAM, outside [load address, + init_size),
+ * and the initrd below initrd_addr_max.
+ */
 static void check_layout(void)
 {
 	u64 kbase = KERNEL_BASE, klen = (u64)_end - KERNEL_BASE;
+	u64 clen = strlen(cmdline) + 1;
 
 	if (!e820_is_ram(kbase, klen))
 		fail("layout", "kernel 0x%lx-0x%lx not in e820 RAM", kbase,
@@ -91,11 +111,16 @@ static void check_layout(void)
 	else if (overlaps(zero_page_addr, BP_SIZE, kbase, klen))
 		fail("layout", "zero page 0x%lx inside the kernel",
 		     zero_page_addr);
-	else if (cmdline_addr &&
-		 overlaps(cmdline_addr, strlen(cmdline) + 1, kbase, klen))
+	else if (cmdline_addr && overlaps(cmdline_addr, clen, kbase, klen))
 		fail("layout", "cmdline 0x%lx inside the kernel", cmdline_addr);
 	else if (initrd_size && overlaps(initrd_addr, initrd_size, kbase, klen))
 		fail("layout", "initrd 0x%lx inside the kernel", initrd_addr);
+	else if (initrd_size && !e820_is_ram(initrd_addr, initrd_size))
+		fail("layout", "initrd 0x%lx-0x%lx not in e820 RAM",
+		     initrd_addr, initrd_addr + initrd_size);
+	else if (initrd_size && initrd_addr + initrd_size - 1 > INITRD_ADDR_MAX)
+		fail("layout", "initrd ends at 0x%lx, above initrd_addr_max",
+		     initrd_addr + initrd_size);
 	else
 		pass("layout", "kernel=0x%lx-0x%lx zero_page=0x%lx", kbase,
 		     kbase + klen, zero_page_addr);
@@ -128,12 +153,12 @@ void bootparams_report(void)
 
 	if (!initrd_addr || !initrd_size) {
 		info("initrd=none");
-	} else if (initrd_addr + initrd_size > 0x100000000ULL) {
+	} else if (!mapped(initrd_addr, initrd_size)) {
 		info("initrd_size=%lu initrd_addr=0x%lx", initrd_size,
 		     initrd_addr);
 		fail("initrd", "above 4 GiB, not mapped");
 	} else {
-		u32 crc = crc32(0, (void *)initrd_addr, initrd_size);
+		u32 crc = crc32(0, phys(initrd_addr), initrd_size);
 
 		info("initrd_size=%lu initrd_crc32=0x%08x initrd_addr=0x%lx",
 		     initrd_size, crc, initrd_addr);
