@@ -179,3 +179,32 @@ def test_guest_memory_is_mapped_lazily(kvm, vms, tmp):
     assert rss < 64 * 1024, f"RSS {rss} KiB for a 4G guest that touched almost nothing"
     Api(sock).call("quit")
     g.wait_exit()
+
+
+def test_stdio_terminal_is_raw_and_ctrl_bracket_quits(kvm, tmp):
+    """On a terminal, kvmm puts it in raw mode (keys go to the guest, not
+    the line discipline), Ctrl-] quits with status 0, and the terminal's
+    settings are restored."""
+    import termios
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    p = subprocess.Popen([KVMM, "--kernel", GUEST, "--memory", "128M",
+                          "--cmdline", "kvmmtest.action=prompt"],
+                         stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+    try:
+        data = b""
+        deadline = time.time() + 20
+        while b"kvmm-testguest> " not in data and time.time() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                data += os.read(master, 4096)
+        assert b"kvmm-testguest> " in data, data
+        assert not termios.tcgetattr(slave)[3] & termios.ICANON, "terminal not in raw mode"
+        os.write(master, b"\x1d")
+        assert p.wait(20) == 0
+        assert termios.tcgetattr(slave) == before, "terminal settings not restored"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+        os.close(slave)
