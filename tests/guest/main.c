@@ -76,9 +76,10 @@ void user_main(u64 zero_page, u32 entry)
 }
 
 /*
- * APs: enable the local APIC, check in, and park with interrupts off.
- * (Parking in sti; hlt with nothing ever arriving makes QEMU hang at
- * poweroff on KVM-PVM: the halted vCPU never answers the pause request.)
+ * APs: enable the local APIC, check in, and park with interrupts off:
+ * nothing is routed to them.  (Early on, APs parked in sti; hlt twice left
+ * QEMU hanging at poweroff on KVM-PVM; not reproducible since, but cli; hlt
+ * is all they need anyway.)
  */
 void ap_main(u32 cpu)
 {
