@@ -4,15 +4,15 @@ virtualization; on KVM-PVM hosts a stock kernel cannot boot under any VMM
 (see DESIGN.md, 'The machines we build on'), and the tier is skipped with
 that reason — the only skip the suite allows."""
 import glob
-import gzip
-import io
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from kvmmtest import KVMM, hardware_virtualization, kvm_unavailable, start
+from kvmmtest import KVMM, TOP, hardware_virtualization, kvm_unavailable, start
+
+MKINITRAMFS = os.path.join(TOP, "tools", "mkinitramfs")
 
 PVM_REASON = ("host KVM has no VMX/SVM (KVM-PVM): guest kernel code is emulated ~1000x slower, "
               "so a stock kernel cannot boot here under any VMM; the Linux tier runs on hosts "
@@ -35,32 +35,16 @@ def linux_host():
     return kernels[-1], busybox
 
 
-def cpio_newc(entries):
-    """entries: (name, mode, data) -> a newc cpio archive."""
-    out = io.BytesIO()
-    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
-        nb = name.encode() + b"\0"
-        hdr = "070701" + "".join(f"{v:08x}" for v in (
-            ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
-        out.write(hdr.encode() + nb)
-        out.write(b"\0" * (-(110 + len(nb)) % 4))
-        out.write(data)
-        out.write(b"\0" * (-len(data) % 4))
-    return out.getvalue()
-
-
 def build_initramfs(path, busybox):
     init = (b"#!/bin/busybox sh\n/bin/busybox mkdir -p /proc /sys\n"
             b"/bin/busybox mount -t proc proc /proc\n"
             b"echo KVMM-LINUX cpus=$(/bin/busybox grep -c ^processor /proc/cpuinfo)\n"
             b"echo KVMM-LINUX mem=$(/bin/busybox grep MemTotal /proc/meminfo)\n"
             b"/bin/busybox poweroff -f\n")
-    with open(busybox, "rb") as f:
-        bb = f.read()
-    entries = [("bin", 0o40755, b""), ("bin/busybox", 0o100755, bb),
-               ("bin/sh", 0o100755, bb), ("init", 0o100755, init)]
-    with open(path, "wb") as f:
-        f.write(gzip.compress(cpio_newc(entries)))
+    script = os.path.join(os.path.dirname(path), "init.sh")
+    with open(script, "wb") as f:
+        f.write(init)
+    subprocess.run([MKINITRAMFS, path, "--init", script, "--busybox", busybox], check=True)
 
 
 def test_debian_kernel_boots_to_init(linux_host, vms, tmp):
