@@ -208,3 +208,38 @@ def test_stdio_terminal_is_raw_and_ctrl_bracket_quits(kvm, tmp):
             p.wait()
         os.close(master)
         os.close(slave)
+
+
+def test_control_socket_survives_hostile_clients(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST tick")
+    # binary garbage, a request that is not an object, one without "execute"
+    a = Api(sock)
+    a.sock.sendall(b"\x00\xff\xfe garbage \x01\n[1,2,3]\n{\"id\": 7}\n")
+    assert a._read_msg()["error"]["code"] == "ParseError"
+    assert a._read_msg()["error"]["code"] == "ParseError"
+    r = a._read_msg()
+    assert r["error"]["code"] == "InvalidRequest" and r["id"] == 7
+    # a line longer than any request: refused and dropped
+    b = Api(sock)
+    b.sock.sendall(b"x" * (70 * 1024))
+    assert b._read_msg()["error"]["code"] == "ParseError"
+    # clients that vanish mid-request, and more clients than kvmm serves
+    for _ in range(5):
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(sock)
+        c.sendall(b'{"execute": "query-st')
+        c.close()
+    crowd = []
+    for _ in range(20):
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(sock)
+        crowd.append(c)
+    for c in crowd:
+        c.close()
+    # the VM and the first client are unharmed
+    assert a.call("query-status")["return"]["state"] == "running"
+    g.wait_for(r"KVMMTEST tick", count=len(g.records("tick")) + 1)
+    a.call("quit")
+    assert g.wait_exit() == 0
