@@ -5,6 +5,7 @@ import zlib
 
 import pytest
 
+import kvmmtest
 from kvmmtest import Runner
 
 RUNNERS = [pytest.param(Runner("kvmm"), id="kvmm"), pytest.param(Runner("qemu"), id="qemu")]
@@ -101,3 +102,30 @@ def test_triple_fault_stops_the_vm(kvm, vms, tmp, runner):
     if runner.name == "kvmm":
         err = g.stderr.decode()
         assert "triple fault" in err and "RIP 0x" in err and "instruction bytes [" in err
+
+
+@pytest.mark.parametrize("entry", ["32", "64"])
+def test_guest_32_and_64_bit_entries_under_qemu(kvm, vms, tmp, entry):
+    """QEMU's -kernel only takes the 16-bit path; the guest's multiboot
+    shim loads the bzImage as a 32- or 64-bit boot-protocol loader would,
+    proving those entries against QEMU rather than against kvmm."""
+    from kvmmtest import QEMU
+    shim = os.path.join(os.path.dirname(kvmmtest.GUEST), "kvmm-testguest-mbshim.elf")
+    data = os.urandom(4096 + 5)
+    initrd = os.path.join(tmp, "initrd.img")
+    with open(initrd, "wb") as f:
+        f.write(data)
+    cmdline = "kvmmtest.action=poweroff shim=yes"
+    g = kvmmtest.start(vms, [QEMU, "-M", "q35", "-accel", "kvm", "-cpu", "host,-arch-capabilities",
+                             "-m", "256", "-smp", "2", "-kernel", shim,
+                             "-initrd", f"{kvmmtest.GUEST} entry={entry},{initrd}",
+                             "-append", cmdline, "-serial", "stdio", "-display", "none",
+                             "-nodefaults", "-no-user-config", "-no-reboot"])
+    g.wait_for(r"KVMMTEST done")
+    facts = g.info()
+    assert g.records("boot")[0][1].startswith(f"v1 entry={entry}")
+    assert facts["cmdline"] == cmdline
+    assert facts["cpus_online"] == "2"
+    assert int(facts["initrd_crc32"], 16) == zlib.crc32(data)
+    no_failures(g)
+    assert g.wait_exit() == 0
