@@ -243,3 +243,53 @@ def test_control_socket_survives_hostile_clients(kvm, vms, tmp):
     g.wait_for(r"KVMMTEST tick", count=len(g.records("tick")) + 1)
     a.call("quit")
     assert g.wait_exit() == 0
+
+
+def tiny_bzimage(path, code):
+    """A bzImage (boot protocol 2.15, 64-bit entry) whose 64-bit entry
+    point runs `code` at CPL0 with kvmm's boot page tables."""
+    import struct
+    k = bytearray(1024)
+    k[0x1f1] = 1                                    # setup_sects
+    struct.pack_into("<H", k, 0x1fe, 0xAA55)
+    k[0x200:0x202] = b"\xeb\x66"
+    k[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", k, 0x206, 0x20F)
+    k[0x211] = 1                                    # LOADED_HIGH
+    struct.pack_into("<I", k, 0x22c, 0x7fffffff)
+    struct.pack_into("<H", k, 0x236, 1)             # XLF_KERNEL_64
+    struct.pack_into("<I", k, 0x238, 255)
+    struct.pack_into("<I", k, 0x260, 0x10000)
+    payload = bytearray(0x200) + code + bytes(512)
+    with open(path, "wb") as f:
+        f.write(k + payload)
+
+
+def test_cpl0_fault_reports_rip_and_instruction(kvm, tmp):
+    """int3 at CPL0 with no IDT: a KVM internal error on KVM-PVM (its
+    emulator stops on int3), a triple fault elsewhere; either way exit 3
+    and a message naming the vCPU, RIP and the instruction bytes."""
+    path = os.path.join(tmp, "int3.bzImage")
+    tiny_bzimage(path, b"\xcc\x90\x90\x90")
+    r = subprocess.run([KVMM, "--kernel", path, "--memory", "32M", "--serial", "none"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3, r.stderr
+    assert re.search(r"kvmm: error: (KVM internal error|guest triple fault).* on vCPU 0: RIP 0x[0-9a-f]+", r.stderr), r.stderr
+    if "internal error" in r.stderr:
+        assert "RIP 0x100200" in r.stderr and "instruction bytes [cc 90 90 90" in r.stderr
+
+
+def test_guest_port_writes_reach_the_serial_and_pm_devices(kvm, tmp):
+    """The smallest guest: three bytes to COM1 and an S5 write to PM1a_CNT,
+    executed at CPL0 through the 64-bit entry; kvmm prints them and exits 0."""
+    path = os.path.join(tmp, "hi.bzImage")
+    code = bytes([0x66, 0xba, 0xf8, 0x03,            # mov $0x3f8, %dx
+                  0xb0, 0x48, 0xee, 0xb0, 0x69, 0xee, 0xb0, 0x0a, 0xee,
+                  0x66, 0xba, 0x04, 0x06,            # mov $0x604, %dx
+                  0x66, 0xb8, 0x00, 0x34, 0x66, 0xef,  # out (5 << 10) | SLP_EN
+                  0xeb, 0xfe])
+    tiny_bzimage(path, code)
+    r = subprocess.run([KVMM, "--kernel", path, "--memory", "32M", "--serial", "stdio"],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"Hi\n"
