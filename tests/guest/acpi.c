@@ -73,10 +73,13 @@ static u64 find_rsdp(const char **how)
 	u64 ebda = (u64)*(volatile u16 *)phys(0x40e) << 4;
 
 	if (bp_acpi_rsdp) {
-		*how = "boot_params";
+		bool pvh = boot_entry == ENTRY_PVH;
+
+		*how = pvh ? "start_info" : "boot_params";
 		if (bp_acpi_rsdp < 0x100000000ULL - 36 && rsdp_at(bp_acpi_rsdp))
 			return bp_acpi_rsdp;
-		fail("acpi-rsdp", "boot_params.acpi_rsdp_addr=0x%lx is no RSDP",
+		fail("acpi-rsdp", "%s=0x%lx is no RSDP",
+		     pvh ? "start_info.rsdp_paddr" : "boot_params.acpi_rsdp_addr",
 		     bp_acpi_rsdp);
 	}
 	*how = "ebda";

@@ -16,6 +16,8 @@ struct e820_entry e820[E820_MAX_ZEROPAGE];
 int e820_count;
 u64 zero_page_addr, initrd_addr, initrd_size, mem_usable, mem_top;
 u64 bp_acpi_rsdp;
+/* What zero_page_addr points at: BP_SIZE, or the PVH start info's size. */
+static u64 zero_page_size;
 static u64 cmdline_addr;
 static u8 bp[BP_SIZE];
 
@@ -36,20 +38,14 @@ static u64 bp64(int off)
 }
 
 /* Only the low 4 GiB is mapped; a pointer beyond it is a loader bug. */
-static bool mapped(u64 addr, u64 len)
+bool mapped(u64 addr, u64 len)
 {
 	return addr < LOW_LIMIT && len <= LOW_LIMIT - addr;
 }
 
-void bootparams_load(u64 zero_page)
+/* Everything the guest uses from bp, copied out of it. */
+static void bootparams_parse(void)
 {
-	zero_page_addr = zero_page;
-	if (!mapped(zero_page, BP_SIZE)) {
-		fail("zero-page", "at 0x%lx, above 4 GiB", zero_page);
-		return;
-	}
-	memcpy(bp, phys(zero_page), BP_SIZE);
-
 	cmdline_addr = bp32(BP_CMD_LINE_PTR) |
 		       ((u64)bp32(BP_EXT_CMD_LINE_PTR) << 32);
 	if (cmdline_addr && !mapped(cmdline_addr, CMDLINE_MAX + 1)) {
@@ -81,6 +77,30 @@ void bootparams_load(u64 zero_page)
 		      ((u64)bp32(BP_EXT_RAMDISK_SIZE) << 32);
 }
 
+void bootparams_load(u64 zero_page)
+{
+	zero_page_addr = zero_page;
+	zero_page_size = BP_SIZE;
+	if (!mapped(zero_page, BP_SIZE)) {
+		fail("zero-page", "at 0x%lx, above 4 GiB", zero_page);
+		return;
+	}
+	memcpy(bp, phys(zero_page), BP_SIZE);
+	bootparams_parse();
+}
+
+/*
+ * A zero page built by the guest itself from another loader's boot info
+ * (pvh.c), which lives at addr and is size bytes long.
+ */
+void bootparams_adopt(const u8 *zp, u64 addr, u64 size)
+{
+	zero_page_addr = addr;
+	zero_page_size = size;
+	memcpy(bp, zp, BP_SIZE);
+	bootparams_parse();
+}
+
 /* Is [base, base+size) entirely inside one usable RAM entry? */
 bool e820_is_ram(u64 base, u64 size)
 {
@@ -98,7 +118,8 @@ static bool overlaps(u64 a, u64 alen, u64 b, u64 blen)
 
 /*
  * The loader must put its data in RAM, outside [load address, + init_size),
- * and the initrd below initrd_addr_max.
+ * and the initrd below initrd_addr_max (a bzImage header field: PVH has no
+ * such limit).
  */
 static void check_layout(void)
 {
@@ -108,7 +129,7 @@ static void check_layout(void)
 	if (!e820_is_ram(kbase, klen))
 		fail("layout", "kernel 0x%lx-0x%lx not in e820 RAM", kbase,
 		     kbase + klen);
-	else if (overlaps(zero_page_addr, BP_SIZE, kbase, klen))
+	else if (overlaps(zero_page_addr, zero_page_size, kbase, klen))
 		fail("layout", "zero page 0x%lx inside the kernel",
 		     zero_page_addr);
 	else if (cmdline_addr && overlaps(cmdline_addr, clen, kbase, klen))
@@ -118,7 +139,8 @@ static void check_layout(void)
 	else if (initrd_size && !e820_is_ram(initrd_addr, initrd_size))
 		fail("layout", "initrd 0x%lx-0x%lx not in e820 RAM",
 		     initrd_addr, initrd_addr + initrd_size);
-	else if (initrd_size && initrd_addr + initrd_size - 1 > INITRD_ADDR_MAX)
+	else if (initrd_size && boot_entry != ENTRY_PVH &&
+		 initrd_addr + initrd_size - 1 > INITRD_ADDR_MAX)
 		fail("layout", "initrd ends at 0x%lx, above initrd_addr_max",
 		     initrd_addr + initrd_size);
 	else
@@ -129,9 +151,13 @@ static void check_layout(void)
 void bootparams_report(void)
 {
 	info("cmdline=\"%s\"", cmdline);
-	info("boot_protocol=0x%x loader=0x%x zero_page=0x%lx cmdline_addr=0x%lx",
-	     *(u16 *)(bp + BP_VERSION), bp[BP_TYPE_OF_LOADER], zero_page_addr,
-	     cmdline_addr);
+	if (boot_entry == ENTRY_PVH)
+		info("boot_protocol=pvh start_info=0x%lx cmdline_addr=0x%lx",
+		     zero_page_addr, cmdline_addr);
+	else
+		info("boot_protocol=0x%x loader=0x%x zero_page=0x%lx cmdline_addr=0x%lx",
+		     *(u16 *)(bp + BP_VERSION), bp[BP_TYPE_OF_LOADER],
+		     zero_page_addr, cmdline_addr);
 
 	mem_usable = 0;
 	mem_top = 0;

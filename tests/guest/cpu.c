@@ -128,14 +128,19 @@ void io_bitmap_init(void)
 	tss_block.iomap[IOMAP_BYTES] = 0xff;
 }
 
+/* zero_page: the zero page, or for ENTRY_PVH the hvm_start_info. */
 void cpl0_main(u64 zero_page, u32 entry)
 {
 	char boot[] = "KVMMTEST boot v1 entry=NN\n";
 
 	/* First thing the host sees; everything else can wait. */
 	serial_init();
-	put_dec(boot + 23, entry);
-	serial_puts(boot);
+	if (entry == ENTRY_PVH) {
+		serial_puts("KVMMTEST boot v1 entry=pvh\n");
+	} else {
+		put_dec(boot + 23, entry);
+		serial_puts(boot);
+	}
 
 	idt_init();
 	tss_setup(0, (u64)boot_kstack_top);

@@ -17,6 +17,9 @@ entry32:
 	jne	1f
 	movl	$16, %ebp
 1:
+	/* entrypvh.S joins here, with %esi and %ebp already set. */
+	.globl	entry32_common
+entry32_common:
 	/* gdt_ptr holds a 64-bit base; 32-bit lgdt reads its low half. */
 	lgdt	gdt_ptr
 	movl	$SEL_KDATA, %eax

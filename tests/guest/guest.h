@@ -50,9 +50,14 @@ extern int e820_count;
 extern u64 zero_page_addr, initrd_addr, initrd_size, mem_usable, mem_top;
 extern u64 bp_acpi_rsdp;
 void bootparams_load(u64 zero_page);
+void bootparams_adopt(const u8 *zp, u64 addr, u64 size);
+bool mapped(u64 addr, u64 len);
 void bootparams_report(void);
 bool cmdline_option(const char *key, char *val, size_t len);
 bool e820_is_ram(u64 base, u64 size);
+
+/* pvh.c */
+void pvh_load(u64 start_info);
 
 /* acpi.c */
 struct gas {

@@ -39,6 +39,12 @@
 #define ENTRY16_MAGIC	0x4b564d10
 
 /*
+ * The entry path as handed to cpl0_main(): 16, 32 and 64 name themselves;
+ * PVH takes the note type of its ELF note (XEN_ELFNOTE_PHYS32_ENTRY).
+ */
+#define ENTRY_PVH	18
+
+/*
  * RFLAGS for CPL3: IOPL=3, IF=1 and the always-one bit 1.  Interrupts stay
  * on at CPL3: KVM-PVM forces IF=1 in user mode and traps cli/sti there.
  */

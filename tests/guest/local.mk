@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
-# Test guest build: tests/guest/kvmm-testguest.bzImage.
+# Test guest build: tests/guest/kvmm-testguest.bzImage, and the same program
+# as a PVH-bootable ELF, tests/guest/kvmm-testguest-pvh.elf.
 #
 # Plain GNU make, meant to be included by the top-level Makefile.am and
 # usable on its own from the repository top directory:
@@ -18,8 +19,8 @@ GUEST_OPT ?= -O2 -g
 GUEST_BZIMAGE = $(GUEST_OUT)/kvmm-testguest.bzImage
 GUEST_ELF = $(GUEST_OUT)/kvmm-testguest.elf
 
-GUEST_C_NAMES = acpi apic bootparams cpu crc32 fmt main pm report serial \
-	shell smp string timer
+GUEST_C_NAMES = acpi apic bootparams cpu crc32 fmt main pm pvh report \
+	serial shell smp string timer
 GUEST_S_NAMES = header entry16 entry32 entry64 isr pagetables trampoline
 GUEST_HDRS = $(addprefix $(GUEST_SRC)/,bootparam.h guest.h io.h layout.h \
 	types.h)
@@ -58,6 +59,19 @@ $(GUEST_S_OBJS): $(GUEST_OUT)/%.o: $(GUEST_SRC)/%.S $(GUEST_HDRS)
 	@mkdir -p $(GUEST_OUT)
 	$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
 
+# PVH ELF: no real-mode setup, plus the PVH entry and its ELF note.
+GUEST_PVH_ELF = $(GUEST_OUT)/kvmm-testguest-pvh.elf
+GUEST_PVH_OBJS = $(filter-out $(GUEST_OUT)/header.o $(GUEST_OUT)/entry16.o, \
+	$(GUEST_S_OBJS)) $(GUEST_OUT)/entrypvh.o $(GUEST_C_OBJS)
+
+$(GUEST_PVH_ELF): $(GUEST_PVH_OBJS) $(GUEST_SRC)/pvh.ld
+	$(GUEST_LD) $(GUEST_LDFLAGS) -T $(GUEST_SRC)/pvh.ld -o $@ \
+		$(GUEST_PVH_OBJS)
+
+$(GUEST_OUT)/entrypvh.o: $(GUEST_SRC)/entrypvh.S $(GUEST_HDRS)
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
+
 # Test loader for the 32- and 64-bit entries under QEMU (see mbshim.c).
 GUEST_MBSHIM = $(GUEST_OUT)/kvmm-testguest-mbshim.elf
 GUEST_MBSHIM_OBJS = $(GUEST_OUT)/mbshim-S.o $(GUEST_OUT)/mbshim-c.o
@@ -79,8 +93,9 @@ $(GUEST_OUT)/mbshim-c.o: $(GUEST_SRC)/mbshim.c
 	$(GUEST_CC) $(GUEST_MBSHIM_CFLAGS) -c -o $@ $<
 
 .PHONY: guest guest-clean
-guest: $(GUEST_BZIMAGE) $(GUEST_MBSHIM)
+guest: $(GUEST_BZIMAGE) $(GUEST_PVH_ELF) $(GUEST_MBSHIM)
 
 guest-clean:
 	rm -f $(GUEST_BZIMAGE) $(GUEST_ELF) $(GUEST_C_OBJS) $(GUEST_S_OBJS) \
-		$(GUEST_MBSHIM) $(GUEST_MBSHIM_OBJS)
+		$(GUEST_MBSHIM) $(GUEST_MBSHIM_OBJS) $(GUEST_PVH_ELF) \
+		$(GUEST_OUT)/entrypvh.o

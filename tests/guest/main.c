@@ -37,7 +37,10 @@ void user_main(u64 zero_page, u32 entry)
 	memset(_bss_start, 0, _bss_end - _bss_start);
 	io_bitmap_init();
 	boot_entry = entry;
-	bootparams_load(zero_page);
+	if (entry == ENTRY_PVH)
+		pvh_load(zero_page);
+	else
+		bootparams_load(zero_page);
 
 	cmdline_option("kvmmtest.action", action, sizeof(action));
 	if (cmdline_option("kvmmtest.tick_ms", opt, sizeof(opt)))

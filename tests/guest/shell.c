@@ -19,7 +19,10 @@ static void cmd_info(void)
 	kprintf("acpi: pm1a_evt=0x%lx pm1a_cnt=0x%lx sci=%u s5=%u\r\n",
 		acpi_pm.pm1a_evt.addr, acpi_pm.pm1a_cnt.addr, acpi_pm.sci,
 		acpi_pm.s5_typa);
-	kprintf("boot: entry=%u tsc_khz=%lu\r\n", boot_entry, tsc_khz);
+	if (boot_entry == ENTRY_PVH)
+		kprintf("boot: entry=pvh tsc_khz=%lu\r\n", tsc_khz);
+	else
+		kprintf("boot: entry=%u tsc_khz=%lu\r\n", boot_entry, tsc_khz);
 }
 
 static void run(const char *line)
