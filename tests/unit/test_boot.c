@@ -227,28 +227,40 @@ UNIT_TEST(command_line_longer_than_kernel_allows_is_refused)
 	free(k);
 }
 
-/* An ELF64 with one PT_LOAD and a Xen PHYS32_ENTRY note. */
-UNIT_TEST(elf_pvh_kernel_gets_start_info)
+/* An ELF64 x86-64 image with one PT_LOAD at `paddr` and a Xen
+ * PHYS32_ENTRY note pointing at `entry`. */
+static void make_pvh_elf(uint8_t *img, uint64_t paddr, uint32_t entry)
 {
-	uint8_t img[8192] = { 0 };
 	Elf64_Ehdr *eh = (Elf64_Ehdr *)img;
 	Elf64_Phdr *ph = (Elf64_Phdr *)(img + sizeof(*eh));
-	uint8_t *note = img + 512, *si;
+	uint8_t *note = img + 512;
 
+	memset(img, 0, 8192);
 	memcpy(eh->e_ident, ELFMAG, SELFMAG);
 	eh->e_ident[EI_CLASS] = ELFCLASS64;
+	eh->e_ident[EI_DATA] = ELFDATA2LSB;
+	eh->e_machine = EM_X86_64;
 	eh->e_phoff = sizeof(*eh);
 	eh->e_phentsize = sizeof(*ph);
 	eh->e_phnum = 2;
-	ph[0] = (Elf64_Phdr){ .p_type = PT_LOAD, .p_offset = 4096, .p_paddr = 0x200000,
+	ph[0] = (Elf64_Phdr){ .p_type = PT_LOAD, .p_offset = 4096, .p_paddr = paddr,
 			      .p_filesz = 4096, .p_memsz = 8192 };
 	ph[1] = (Elf64_Phdr){ .p_type = PT_NOTE, .p_offset = 512, .p_filesz = 20 };
 	memcpy(note, &(uint32_t){ 4 }, 4);
 	memcpy(note + 4, &(uint32_t){ 4 }, 4);
 	memcpy(note + 8, &(uint32_t){ XEN_ELFNOTE_PHYS32_ENTRY }, 4);
 	memcpy(note + 12, "Xen", 4);
-	memcpy(note + 16, &(uint32_t){ 0x200040 }, 4);
+	memcpy(note + 16, &entry, 4);
 	memset(img + 4096, 0xcc, 4096);
+}
+
+UNIT_TEST(elf_pvh_kernel_gets_start_info)
+{
+	uint8_t img[8192];
+	uint8_t *si;
+	uint64_t *gdt;
+
+	make_pvh_elf(img, 0x200000, 0x200040);
 	CHECK(boot(img, sizeof(img), "rd", 2, 64 * MiB) == 0);
 	CHECK(vm.entry.mode == BOOT_ENTRY_PVH);
 	CHECK_EQ_U64(vm.entry.rip, 0x200040);
@@ -261,7 +273,42 @@ UNIT_TEST(elf_pvh_kernel_gets_start_info)
 	CHECK_EQ_U64(rd(si, 48, 4), 4);			/* e820 entries */
 	CHECK_EQ_U64(*(uint8_t *)guest_mem_ptr(&vm.mem, 0x200000, 1), 0xcc);
 	CHECK_EQ_U64(*(uint8_t *)guest_mem_ptr(&vm.mem, 0x201000, 1), 0);	/* bss */
+	/* entered in 32-bit mode: the GDT's 0x10 is a 32-bit code segment */
+	gdt = guest_mem_ptr(&vm.mem, X86_GDT_ADDR, 32);
+	CHECK_EQ_U64(gdt[2], 0x00cf9b000000ffffULL);
 	unboot();
+}
+
+UNIT_TEST(elf_segment_below_1mib_is_refused)
+{
+	uint8_t img[8192];
+
+	make_pvh_elf(img, 0x8000, 0x8000);
+	CHECK(boot(img, sizeof(img), NULL, 0, 64 * MiB) == -ENOEXEC);
+	unboot();
+}
+
+UNIT_TEST(pvh_entry_outside_the_kernel_is_refused)
+{
+	uint8_t img[8192];
+
+	make_pvh_elf(img, 0x200000, 0x400000);
+	CHECK(boot(img, sizeof(img), NULL, 0, 64 * MiB) == -ENOEXEC);
+	unboot();
+}
+
+UNIT_TEST(elf_for_another_machine_is_refused)
+{
+	uint8_t img[8192];
+
+	make_pvh_elf(img, 0x200000, 0x200040);
+	((Elf64_Ehdr *)img)->e_machine = EM_AARCH64;
+	CHECK(boot(img, sizeof(img), NULL, 0, 64 * MiB) == -ENOEXEC);
+	free(vm.kernel);
+	make_pvh_elf(img, 0x200000, 0x200040);
+	img[EI_CLASS] = ELFCLASS32;
+	CHECK(boot(img, sizeof(img), NULL, 0, 64 * MiB) == -ENOEXEC);
+	free(vm.kernel);
 }
 
 UNIT_TEST(elf_without_pvh_note_is_refused)
@@ -271,6 +318,8 @@ UNIT_TEST(elf_without_pvh_note_is_refused)
 
 	memcpy(eh->e_ident, ELFMAG, SELFMAG);
 	eh->e_ident[EI_CLASS] = ELFCLASS64;
+	eh->e_ident[EI_DATA] = ELFDATA2LSB;
+	eh->e_machine = EM_X86_64;
 	eh->e_phoff = sizeof(*eh);
 	eh->e_phentsize = sizeof(Elf64_Phdr);
 	CHECK(boot(img, sizeof(img), NULL, 0, 64 * MiB) == -ENOEXEC);

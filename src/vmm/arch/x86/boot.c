@@ -43,10 +43,14 @@ int setup_page_tables(struct vm *vm)
 		pdpt[i] = (X86_PD_ADDR + i * 4096) | PTE_P | PTE_W;
 	for (i = 0; i < 4 * 512; i++)
 		pd[i] = ((uint64_t)i << 21) | PTE_P | PTE_W | PTE_PS;
-	/* GDT as Linux's boot code expects: 0x10 code, 0x18 data. */
+	/* GDT as Linux's boot code expects: 0x10 code, 0x18 data.  The code
+	 * descriptor matches the mode the kernel is entered in, so a kernel
+	 * that reloads CS before its own lgdt keeps the same mode. */
 	gdt[0] = 0;
 	gdt[1] = 0;
-	gdt[2] = 0x00af9b000000ffffULL;	/* 64-bit code */
+	gdt[2] = vm->entry.mode == BOOT_ENTRY_PVH ?
+		 0x00cf9b000000ffffULL :	/* 32-bit code */
+		 0x00af9b000000ffffULL;		/* 64-bit code */
 	gdt[3] = 0x00cf93000000ffffULL;	/* data */
 	return 0;
 }
@@ -57,10 +61,17 @@ static bool is_bzimage(const uint8_t *k, size_t len)
 	       get16(k, HDR_BOOT_FLAG) == 0xAA55;
 }
 
-static bool is_elf64(const uint8_t *k, size_t len)
+static bool is_elf(const uint8_t *k, size_t len)
 {
-	return len >= sizeof(Elf64_Ehdr) && !memcmp(k, ELFMAG, SELFMAG) &&
-	       k[EI_CLASS] == ELFCLASS64;
+	return len >= sizeof(Elf64_Ehdr) && !memcmp(k, ELFMAG, SELFMAG);
+}
+
+static bool is_elf64_x86(const uint8_t *k)
+{
+	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)k;
+
+	return k[EI_CLASS] == ELFCLASS64 && k[EI_DATA] == ELFDATA2LSB &&
+	       eh->e_machine == EM_X86_64;
 }
 
 int e820_build(uint64_t mem_size, uint64_t low_end, struct e820_entry *e, unsigned int max)
@@ -288,6 +299,13 @@ static int load_elf_segments(struct vm *vm, uint64_t *end)
 	for (i = 0; i < n; i++) {
 		if (ph[i].p_type != PT_LOAD)
 			continue;
+		/* Below 1 MiB live kvmm's own boot data (GDT, page tables,
+		 * start info, command line, ACPI tables). */
+		if (ph[i].p_paddr < X86_KERNEL_ADDR) {
+			pr_err("kernel %s has a segment at 0x%llx, below 1 MiB where kvmm keeps its boot data: link the kernel at 1 MiB or above",
+			       vm->cfg->kernel, (unsigned long long)ph[i].p_paddr);
+			return -ENOEXEC;
+		}
 		dst = guest_mem_ptr(&vm->mem, ph[i].p_paddr, ph[i].p_memsz);
 		if (!dst || ph[i].p_filesz > ph[i].p_memsz ||
 		    ph[i].p_offset > vm->kernel_len ||
@@ -315,6 +333,14 @@ static int load_pvh(struct vm *vm, struct boot_entry *entry, int64_t rsdp)
 		return -EFAULT;
 	elf_pvh_entry(vm->kernel, vm->kernel_len, &pvh_entry);
 	r = load_elf_segments(vm, &kernel_end);
+	/* The entry runs in 32-bit mode: it must be below 4 GiB and land
+	 * in what was just loaded. */
+	if (!r && (pvh_entry < X86_KERNEL_ADDR || pvh_entry >= kernel_end ||
+		   pvh_entry >= (1ULL << 32))) {
+		pr_err("kernel %s has its PVH entry point at 0x%llx, outside its loaded segments or above 4 GiB",
+		       vm->cfg->kernel, (unsigned long long)pvh_entry);
+		r = -ENOEXEC;
+	}
 	if (!r)
 		r = load_cmdline(vm, X86_CMDLINE_MAX);
 	if (r)
@@ -379,7 +405,12 @@ int arch_prepare_boot(struct vm *vm)
 			       path, off);
 			return -ENOEXEC;
 		}
-	} else if (is_elf64(vm->kernel, vm->kernel_len)) {
+	} else if (is_elf(vm->kernel, vm->kernel_len)) {
+		if (!is_elf64_x86(vm->kernel)) {
+			pr_err("kernel %s is an ELF file but not a 64-bit x86 one: give --kernel an x86_64 vmlinux or bzImage",
+			       path);
+			return -ENOEXEC;
+		}
 		if (elf_pvh_entry(vm->kernel, vm->kernel_len, &entry)) {
 			pr_err("kernel %s is an ELF file without a PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY): build it with CONFIG_PVH=y or use its bzImage",
 			       path);
