@@ -31,15 +31,15 @@ GUEST_S_OBJS = $(GUEST_S_NAMES:%=$(GUEST_OUT)/%.o)
 # red zone (CPL0 interrupts land on the current stack), no CET endbr64
 # (the CPL0 instruction emulator may not know it), no memset/memcpy calls
 # synthesised from our own memset/memcpy loops.
-GUEST_CFLAGS = $(GUEST_OPT) -std=gnu11 -m64 -march=x86-64 -nostdinc \
+GUEST_C_FLAGS = $(GUEST_OPT) -std=gnu11 -m64 -march=x86-64 -nostdinc \
 	-ffreestanding -fno-pic -fno-pie -fno-common -fno-stack-protector \
 	-fno-asynchronous-unwind-tables -fno-unwind-tables \
 	-fcf-protection=none -fno-tree-loop-distribute-patterns \
 	-mgeneral-regs-only -mno-red-zone -mcmodel=small \
 	-Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes \
 	-Wstrict-prototypes
-GUEST_ASFLAGS = -m64 -nostdinc -D__ASSEMBLY__ -g
-GUEST_LDFLAGS = -nostdlib -static -z noexecstack -z max-page-size=4096 \
+GUEST_AS_FLAGS = -m64 -nostdinc -D__ASSEMBLY__ -g
+GUEST_LINK_FLAGS = -nostdlib -static -z noexecstack -z max-page-size=4096 \
 	--build-id=none \
 	$(shell $(GUEST_LD) --help 2>/dev/null | grep -q no-warn-rwx-segments \
 		&& echo --no-warn-rwx-segments)
@@ -48,16 +48,16 @@ $(GUEST_BZIMAGE): $(GUEST_ELF)
 	$(GUEST_OBJCOPY) -O binary $(GUEST_ELF) $@
 
 $(GUEST_ELF): $(GUEST_S_OBJS) $(GUEST_C_OBJS) $(GUEST_SRC)/guest.ld
-	$(GUEST_LD) $(GUEST_LDFLAGS) -T $(GUEST_SRC)/guest.ld -o $@ \
+	$(GUEST_LD) $(GUEST_LINK_FLAGS) -T $(GUEST_SRC)/guest.ld -o $@ \
 		$(GUEST_S_OBJS) $(GUEST_C_OBJS)
 
 $(GUEST_C_OBJS): $(GUEST_OUT)/%.o: $(GUEST_SRC)/%.c $(GUEST_HDRS)
 	@mkdir -p $(GUEST_OUT)
-	$(GUEST_CC) $(GUEST_CFLAGS) -c -o $@ $<
+	$(GUEST_CC) $(GUEST_C_FLAGS) -c -o $@ $<
 
 $(GUEST_S_OBJS): $(GUEST_OUT)/%.o: $(GUEST_SRC)/%.S $(GUEST_HDRS)
 	@mkdir -p $(GUEST_OUT)
-	$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
+	$(GUEST_CC) $(GUEST_AS_FLAGS) -c -o $@ $<
 
 # PVH ELF: no real-mode setup, plus the PVH entry and its ELF note.
 GUEST_PVH_ELF = $(GUEST_OUT)/kvmm-testguest-pvh.elf
@@ -65,12 +65,12 @@ GUEST_PVH_OBJS = $(filter-out $(GUEST_OUT)/header.o $(GUEST_OUT)/entry16.o, \
 	$(GUEST_S_OBJS)) $(GUEST_OUT)/entrypvh.o $(GUEST_C_OBJS)
 
 $(GUEST_PVH_ELF): $(GUEST_PVH_OBJS) $(GUEST_SRC)/pvh.ld
-	$(GUEST_LD) $(GUEST_LDFLAGS) -T $(GUEST_SRC)/pvh.ld -o $@ \
+	$(GUEST_LD) $(GUEST_LINK_FLAGS) -T $(GUEST_SRC)/pvh.ld -o $@ \
 		$(GUEST_PVH_OBJS)
 
 $(GUEST_OUT)/entrypvh.o: $(GUEST_SRC)/entrypvh.S $(GUEST_HDRS)
 	@mkdir -p $(GUEST_OUT)
-	$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
+	$(GUEST_CC) $(GUEST_AS_FLAGS) -c -o $@ $<
 
 # Test loader for the 32- and 64-bit entries under QEMU (see mbshim.c).
 GUEST_MBSHIM = $(GUEST_OUT)/kvmm-testguest-mbshim.elf
@@ -81,7 +81,7 @@ GUEST_MBSHIM_CFLAGS = -O2 -m32 -march=i686 -nostdinc -ffreestanding -fno-pic \
 	-fno-tree-loop-distribute-patterns -Wall -Wextra
 
 $(GUEST_MBSHIM): $(GUEST_MBSHIM_OBJS) $(GUEST_SRC)/mbshim.ld
-	$(GUEST_LD) -m elf_i386 $(GUEST_LDFLAGS) -T $(GUEST_SRC)/mbshim.ld \
+	$(GUEST_LD) -m elf_i386 $(GUEST_LINK_FLAGS) -T $(GUEST_SRC)/mbshim.ld \
 		-o $@ $(GUEST_MBSHIM_OBJS)
 
 $(GUEST_OUT)/mbshim-S.o: $(GUEST_SRC)/mbshim.S
