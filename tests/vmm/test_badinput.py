@@ -43,7 +43,7 @@ def test_not_a_kernel(tmp):
     with open(p, "wb") as f:
         f.write(b"\x7fELF" + b"garbage" * 100)
     err = run(tmp, "--kernel", p)
-    assert "is neither a bzImage nor an ELF vmlinux" in err or "without a PVH entry point" in err
+    assert "is an ELF file but not a 64-bit x86 one: give --kernel an x86_64 vmlinux or bzImage" in err
     with open(p, "wb") as f:
         f.write(b"hello world\n" * 100)
     assert "is neither a bzImage nor an ELF vmlinux: give --kernel a Linux kernel image" in run(tmp, "--kernel", p)
