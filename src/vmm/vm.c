@@ -186,9 +186,11 @@ void vm_request(struct vm *vm, enum vm_reason reason, const char *msg)
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&vm->lock);
-	/* The first request wins: a crash on one vCPU while another powers
-	 * off must not be overwritten. */
-	if (vm->request == REASON_NONE) {
+	/* The first request to stop wins (a crash on one vCPU while another
+	 * powers off must not be overwritten), and any stop request wins over
+	 * a pending reset, or a quit right after a reset would be lost. */
+	if (vm->request == REASON_NONE ||
+	    (vm->request == REASON_RESET && reason != REASON_RESET)) {
 		vm->request = reason;
 		snprintf(vm->request_msg, sizeof(vm->request_msg), "%s", msg ? msg : "");
 	}

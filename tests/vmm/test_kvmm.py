@@ -293,3 +293,14 @@ def test_guest_port_writes_reach_the_serial_and_pm_devices(kvm, tmp):
                        capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"Hi\n"
+
+
+def test_quit_right_after_reset_is_not_lost(kvm, vms, tmp):
+    """Both requests reach the main loop in one batch: the stop must win
+    over the pending reset."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST tick")
+    api = Api(sock)
+    api.sock.sendall(b'{"id":1,"execute":"reset"}\n{"id":2,"execute":"quit"}\n')
+    assert g.wait_exit(30) == 0
