@@ -496,10 +496,28 @@ static struct domain_def *parse_root(xmlNodePtr root)
 	return NULL;
 }
 
+/* libxml2 goes on after some errors; like libvirt, report the first one. */
+struct first_error {
+	int line;
+	char *message;
+};
+
+static void keep_first_error(void *data, xmlErrorPtr err)
+{
+	xmlParserCtxtPtr ctxt = data;
+	struct first_error *first = ctxt->_private;
+
+	if (!first->message && err->level >= XML_ERR_ERROR) {
+		first->line = err->line;
+		first->message = g_strstrip(g_strdup(err->message ? err->message : "malformed XML"));
+	}
+}
+
 /* Malformed XML is reported as libvirt does: VIR_ERR_XML_DETAIL from
  * VIR_FROM_XML, "(domain_definition):LINE: libxml2's message". */
 static xmlDocPtr read_xml(const char *xml)
 {
+	struct first_error first = { 0, NULL };
 	xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
 	xmlDocPtr doc;
 
@@ -507,15 +525,14 @@ static xmlDocPtr read_xml(const char *xml)
 		drv_error_report_full(VIR_FROM_XML, VIR_ERR_NO_MEMORY, "out of memory");
 		return NULL;
 	}
+	ctxt->_private = &first;
+	ctxt->sax->serror = keep_first_error;
 	/* No network, no entity expansion, no messages on stderr. */
 	doc = xmlCtxtReadMemory(ctxt, xml, strlen(xml), "domain_definition", NULL,
 				XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc || !ctxt->wellFormed) {
-		const xmlError *e = xmlCtxtGetLastError(ctxt);
-		g_autofree char *msg = g_strdup(e && e->message ? e->message : "malformed XML");
-
 		drv_error_report_full(VIR_FROM_XML, VIR_ERR_XML_DETAIL, "(domain_definition):%d: %s",
-				      e ? e->line : 0, g_strstrip(msg));
+				      first.line, first.message ? first.message : "malformed XML");
 		if (doc)
 			xmlFreeDoc(doc);
 		doc = NULL;
@@ -524,6 +541,7 @@ static xmlDocPtr read_xml(const char *xml)
 		xmlFreeDoc(doc);
 		doc = NULL;
 	}
+	g_free(first.message);
 	xmlFreeParserCtxt(ctxt);
 	return doc;
 }
