@@ -25,3 +25,5 @@ check_PROGRAMS += tests/unit/xml2xml
 tests_unit_xml2xml_SOURCES = tests/unit/xml2xml.c
 tests_unit_xml2xml_CPPFLAGS = $(DRVCONF_CPPFLAGS)
 tests_unit_xml2xml_LDADD = $(DRVCONF_LIBS)
+
+EXTRA_DIST += tests/xml2xml tests/driver

@@ -150,11 +150,84 @@ static int validate_memory_cpus(const struct domain_def *def)
 	return 0;
 }
 
+/* The value restrictions of libvirt's schema (domaincommon.rng) for what we
+ * format: anything we accept must come out valid. */
+static bool chars_ok(const char *s, const char *extra)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!g_ascii_isalnum(*s) && !strchr(extra, *s))
+			return false;
+	return true;
+}
+
+static int check_path(const char *what, const char *path)
+{
+	if (path && (path[0] != '/' || strpbrk(path, "\r\n"))) {
+		drv_error_report(VIR_ERR_XML_ERROR, "%s '%s' must be an absolute path on one line", what, path);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_chr(const char *elem, const struct domain_chr *c)
+{
+	if (c->type != CHR_PTY && check_path(elem, c->path) < 0)
+		return -1;
+	return check_path("log file", c->log_file);
+}
+
+static int validate_paths(const struct domain_def *def)
+{
+	if (check_path("kernel", def->kernel) < 0 || check_path("initrd", def->initrd) < 0 ||
+	    check_path("emulator", def->emulator) < 0)
+		return -1;
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (check_path("disk source", def->disks[i].source) < 0)
+			return -1;
+	for (size_t i = 0; i < def->nserials; i++)
+		if (check_chr("serial source path", &def->serials[i]) < 0)
+			return -1;
+	for (size_t i = 0; i < def->nconsoles; i++)
+		if (check_chr("console source path", &def->consoles[i]) < 0)
+			return -1;
+	return 0;
+}
+
+static int validate_names(const struct domain_def *def)
+{
+	if (strpbrk(def->name, "\r\n") || (def->title && strpbrk(def->title, "\r\n"))) {
+		drv_error_report(VIR_ERR_XML_ERROR, "domain name and title can't contain newlines");
+		return -1;
+	}
+	for (size_t i = 0; i < def->ndisks; i++) {
+		const struct domain_disk *d = &def->disks[i];
+		if (d->serial && !chars_ok(d->serial, "_.+- ")) {
+			drv_error_report(VIR_ERR_XML_ERROR,
+					 "disk serial '%s' may contain only letters, digits, spaces and '_.+-'", d->serial);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < def->nnets; i++) {
+		const struct domain_net *n = &def->nets[i];
+		if (n->ifname && !chars_ok(n->ifname, "_.-\\:/")) {
+			drv_error_report(VIR_ERR_XML_ERROR, "invalid interface target dev '%s'", n->ifname);
+			return -1;
+		}
+		if (n->type == NET_BRIDGE && !chars_ok(n->source, "_.-\\:/ ")) {
+			drv_error_report(VIR_ERR_XML_ERROR, "invalid bridge name '%s'", n->source);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int validate_devices(const struct domain_def *def)
 {
 	for (size_t i = 0; i < def->ndisks; i++) {
 		const char *t = def->disks[i].target;
-		if (!g_str_has_prefix(t, "vd") || !t[2]) {
+		if (!g_str_has_prefix(t, "vd") || !chars_ok(t + 2, "_")) {
 			drv_error_report(VIR_ERR_XML_ERROR,
 					 "disk target '%s' does not name a virtio disk; use dev='vda', 'vdb', ...", t);
 			return -1;
@@ -172,10 +245,6 @@ static int validate_devices(const struct domain_def *def)
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
 				 "serial port %d is not supported by kvmm; it has one serial port (COM1), port 0",
 				 c->port);
-		return -1;
-	}
-	if (def->emulator && def->emulator[0] != '/') {
-		drv_error_report(VIR_ERR_XML_ERROR, "emulator '%s' must be an absolute path", def->emulator);
 		return -1;
 	}
 	return 0;
@@ -200,7 +269,8 @@ int domain_def_validate(const struct domain_def *def)
 			return -1;
 		}
 	}
-	if (validate_memory_cpus(def) < 0 || validate_devices(def) < 0)
+	if (validate_memory_cpus(def) < 0 || validate_devices(def) < 0 ||
+	    validate_paths(def) < 0 || validate_names(def) < 0)
 		return -1;
 	return 0;
 }
