@@ -230,8 +230,8 @@ static void format_machine(struct out *o, const struct domain_def *def)
 
 static void format_disk(struct out *o, const struct domain_disk *d)
 {
-	static const char *const dflt = NULL;
-	const char *cache = d->cache ? conf_enum_name(&conf_disk_cache, d->cache) : dflt;
+	/* 'default' (the VMM's choice) is shown as no attribute, as libvirt does. */
+	const char *cache = d->cache ? conf_enum_name(&conf_disk_cache, d->cache) : NULL;
 	const char *io = d->io ? conf_enum_name(&conf_disk_io, d->io) : NULL;
 	const char *discard = d->discard ? conf_enum_name(&conf_disk_discard, d->discard) : NULL;
 
