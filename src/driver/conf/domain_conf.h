@@ -1,0 +1,161 @@
+/* A domain definition: the subset of libvirt's domain XML that kvmm
+ * supports, parsed (domain_parse.c), completed with the defaults libvirt
+ * would show and checked (domain_validate.c), and formatted back in libvirt's
+ * canonical style (domain_format.c).  What is outside the subset is refused
+ * by name when parsing, never dropped.  Pure: no I/O, no daemon state.
+ *
+ * Enumerations index the value lists of domain_tables.c. */
+#ifndef KVMM_DOMAIN_CONF_H
+#define KVMM_DOMAIN_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <libxml/tree.h>
+
+#include "domain_tables.h"
+
+enum conf_cpu_mode { CPU_HOST_PASSTHROUGH, CPU_HOST_MODEL, CPU_MAXIMUM };
+enum conf_clock_offset { CLOCK_UTC, CLOCK_LOCALTIME };
+enum conf_timer_name { TIMER_RTC, TIMER_PIT, TIMER_HPET, TIMER_LAST };
+enum conf_lifecycle { LIFECYCLE_DESTROY, LIFECYCLE_RESTART };
+enum conf_disk_type { DISK_FILE, DISK_BLOCK };
+enum conf_disk_cache { CACHE_DEFAULT, CACHE_NONE, CACHE_WRITETHROUGH, CACHE_WRITEBACK,
+		       CACHE_DIRECTSYNC, CACHE_UNSAFE };
+enum conf_disk_io { IO_DEFAULT, IO_THREADS, IO_NATIVE, IO_URING };
+enum conf_disk_discard { DISCARD_DEFAULT, DISCARD_UNMAP, DISCARD_IGNORE };
+enum conf_net_type { NET_ETHERNET, NET_BRIDGE, NET_NETWORK };
+enum conf_chr_type { CHR_PTY, CHR_FILE, CHR_UNIX };
+enum conf_console_target { CONSOLE_SERIAL, CONSOLE_VIRTIO };
+enum conf_balloon_model { BALLOON_VIRTIO, BALLOON_NONE };
+enum conf_controller_type { CTRL_USB, CTRL_PCI };
+enum conf_sysinfo_entry { SYSINFO_ENTRIES = 7 };
+
+/* A tristate for optional on/off (yes/no) attributes: absent, or given. */
+enum conf_tristate { TRI_ABSENT, TRI_ON, TRI_OFF };
+
+struct domain_disk {
+	int type;		/* conf_disk_type */
+	int cache, io, discard;	/* *_DEFAULT: not given, the VMM's default */
+	char *source;		/* <source file=> or <source dev=> */
+	char *target;		/* vda, vdb, ... */
+	bool readonly;
+	char *serial;
+};
+
+struct domain_net {
+	int type;		/* conf_net_type */
+	unsigned char mac[6];
+	char *source;		/* bridge or network name; NULL for ethernet */
+	char *ifname;		/* <target dev=> */
+	bool ifname_generated;	/* libvirt's reserved 'vnet' prefix: not kept in inactive XML */
+	int managed;		/* conf_tristate: <target managed=> */
+	unsigned mtu;		/* 0: not given */
+};
+
+struct domain_chr {
+	int type;		/* conf_chr_type */
+	char *path;		/* file, unix socket; for pty the live /dev/pts/N */
+	int unix_mode;		/* 0 bind, 1 connect */
+	char *log_file;		/* <log file=> (nova's console log) */
+	int log_append;		/* conf_tristate */
+	int port;		/* target port */
+	int target;		/* consoles: conf_console_target */
+};
+
+struct domain_controller {
+	int type;		/* conf_controller_type */
+	int model;		/* index into conf_usb_model / conf_pci_model */
+	bool implicit;		/* added by the parser, omitted in migratable XML */
+};
+
+struct domain_timer {
+	bool given;
+	int present;		/* conf_tristate */
+	int tickpolicy;		/* -1: not given */
+};
+
+struct domain_def {
+	int id;			/* -1 when not running (live-only) */
+	char *name;
+	unsigned char uuid[16];
+	char *title;
+	char *description;
+	xmlDocPtr metadata;	/* <metadata> copy, each child carrying its namespace */
+
+	unsigned long long memory_kib;		/* <memory> */
+	unsigned long long current_memory_kib;	/* <currentMemory> */
+	unsigned long long max_memory_kib;	/* <maxMemory>, 0 when absent */
+	unsigned max_memory_slots;
+
+	unsigned vcpus;		/* maximum */
+	unsigned vcpus_current;
+
+	char *sysinfo[SYSINFO_ENTRIES];	/* <sysinfo type='smbios'><system> */
+	bool has_sysinfo;
+
+	char *machine;
+	char *kernel, *initrd, *cmdline;
+	bool boot_hd;		/* <boot dev='hd'/> */
+	bool smbios_sysinfo;	/* <smbios mode='sysinfo'/> */
+
+	bool acpi, apic;
+	bool vmport_off;
+
+	int cpu_mode;		/* conf_cpu_mode */
+	int cpu_check;		/* index in conf_cpu_check */
+	int cpu_migratable;	/* conf_tristate */
+	unsigned sockets, dies, cores, threads;	/* 0: no <topology> */
+
+	int clock_offset;
+	struct domain_timer timers[TIMER_LAST];
+	int timer_order[TIMER_LAST], ntimers;	/* as given, for a faithful round trip */
+
+	int on_poweroff, on_reboot, on_crash;	/* conf_lifecycle */
+	bool pm_suspend_to_mem_off, pm_suspend_to_disk_off;
+
+	char *emulator;
+	struct domain_disk *disks; size_t ndisks;
+	struct domain_controller *controllers; size_t ncontrollers;
+	struct domain_net *nets; size_t nnets;
+	struct domain_chr *serials; size_t nserials;
+	struct domain_chr *consoles; size_t nconsoles;
+	int balloon_model;	/* conf_balloon_model */
+	unsigned balloon_period;	/* <stats period=>, 0: not given */
+	struct domain_rng { int source; } *rngs; size_t nrngs;
+};
+
+/* Options of a parse; the daemon fills them from its configuration. */
+struct domain_parse_opts {
+	const char *default_emulator;	/* when <emulator> is absent; may be NULL */
+};
+
+/* Parses, completes and validates XML.  On failure reports the error
+ * (drv_error_report) and returns NULL. */
+struct domain_def *domain_def_parse_string(const char *xml, const struct domain_parse_opts *opts);
+void domain_def_free(struct domain_def *def);
+
+/* Formats DEF; FLAGS are libvirt's VIR_DOMAIN_XML_SECURE, _INACTIVE and
+ * _MIGRATABLE (others are refused).  Returns a g_malloc'ed string, or NULL
+ * after reporting. */
+char *domain_def_format(const struct domain_def *def, unsigned int flags);
+
+/* Random bytes for generated UUIDs and MAC addresses.  The default reads
+ * getrandom(2); tests install a seeded source to get stable output. */
+typedef void (*domain_random_fn)(unsigned char *buf, size_t len);
+void domain_conf_set_random(domain_random_fn fn);
+void domain_random_bytes(unsigned char *buf, size_t len);
+
+/* UUID text <-> bytes, as libvirt spells them (32 hex digits, dashes
+ * optional on input; lowercase 8-4-4-4-12 on output). */
+int domain_uuid_parse(const char *s, unsigned char uuid[16]);
+void domain_uuid_format(const unsigned char uuid[16], char out[37]);
+void domain_uuid_generate(unsigned char uuid[16]);
+int domain_mac_parse(const char *s, unsigned char mac[6]);
+void domain_mac_generate(unsigned char mac[6]);
+
+/* Internal, between the parse and validate files: defaults libvirt would
+ * make explicit, then the checks that span several elements. */
+int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts *opts);
+int domain_def_validate(const struct domain_def *def);
+
+#endif

@@ -1,0 +1,119 @@
+"""Domain XML round trips (tests/xml2xml/): the parser and formatter of
+src/driver/conf/ through the xml2xml tool.
+
+- in/<case>.xml is parsed and formatted; the result must equal
+  out/<case>.xml.  out/<case>.inactive.xml and out/<case>.migratable.xml,
+  when present, are the same input formatted with --inactive or
+  --migratable.  REGENERATE=1 rewrites the goldens instead; read the diff.
+- Every golden validates against libvirt's installed schema
+  (virt-xml-validate, package libvirt-clients).
+- Formatting a golden again gives the same document (idempotent).
+- refuse/<case>.xml must fail with exactly the line in refuse/<case>.err
+  ("error: <code> <domain>: message").
+
+Generated UUIDs and MAC addresses are made deterministic with
+KVMM_TEST_SEED (the tool seeds its random source with it)."""
+import glob
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from kvmmtest import UNIT_DIR
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(os.path.dirname(HERE), "xml2xml")
+TOOL = os.path.join(UNIT_DIR, "xml2xml")
+REGENERATE = os.environ.get("REGENERATE") == "1"
+VARIANTS = {"": [], "inactive": ["--inactive"], "migratable": ["--migratable"]}
+
+
+def run(path, *flags):
+    assert os.path.exists(TOOL), f"{TOOL} was not built: run make check"
+    env = dict(os.environ, KVMM_TEST_SEED="1")
+    return subprocess.run([TOOL, *flags, path], capture_output=True, text=True, env=env, timeout=30)
+
+
+def name(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def round_trips():
+    out = []
+    for src in sorted(glob.glob(os.path.join(DATA, "in", "*.xml"))):
+        case = name(src)
+        for variant in VARIANTS:
+            golden = os.path.join(DATA, "out", f"{case}.{variant}.xml" if variant else f"{case}.xml")
+            if variant and not os.path.exists(golden):
+                continue
+            out.append(pytest.param(src, golden, variant, id=f"{case}.{variant}" if variant else case))
+    return out
+
+
+def goldens():
+    return [pytest.param(p, id=name(p)) for p in sorted(glob.glob(os.path.join(DATA, "out", "*.xml")))]
+
+
+def refusals():
+    return [pytest.param(p, id=name(p)) for p in sorted(glob.glob(os.path.join(DATA, "refuse", "*.xml")))]
+
+
+def test_enough_cases():
+    assert len(glob.glob(os.path.join(DATA, "in", "*.xml"))) >= 15
+    assert len(refusals()) >= 12
+
+
+@pytest.mark.parametrize("src,golden,variant", round_trips())
+def test_round_trip(src, golden, variant):
+    r = run(src, *VARIANTS[variant])
+    assert r.returncode == 0, r.stdout + r.stderr
+    if REGENERATE:
+        with open(golden, "w") as f:
+            f.write(r.stdout)
+        return
+    assert os.path.exists(golden), f"no golden {golden}: run with REGENERATE=1 and review it"
+    with open(golden) as f:
+        assert r.stdout == f.read()
+
+
+@pytest.mark.skipif(not shutil.which("virt-xml-validate"), reason="virt-xml-validate missing (libvirt-clients)")
+@pytest.mark.parametrize("golden", goldens())
+def test_golden_validates_against_libvirt_schema(golden):
+    r = subprocess.run(["virt-xml-validate", golden, "domain"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("golden", goldens())
+def test_golden_is_a_fixed_point(golden):
+    flags = VARIANTS.get(name(golden).partition(".")[2], [])
+    r = run(golden, *flags)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(golden) as f:
+        assert r.stdout == f.read()
+
+
+@pytest.mark.parametrize("src", refusals())
+def test_refused(src):
+    err = os.path.splitext(src)[0] + ".err"
+    r = run(src)
+    if REGENERATE:
+        with open(err, "w") as f:
+            f.write(r.stdout)
+    assert r.returncode == 1, f"accepted:\n{r.stdout}{r.stderr}"
+    assert os.path.exists(err), f"no {err}: run with REGENERATE=1 and review it"
+    with open(err) as f:
+        assert r.stdout == f.read()
+    assert r.stderr == ""
+
+
+def test_uuid_and_mac_are_generated_randomly_without_seed():
+    src = os.path.join(DATA, "in", "generated-ids.xml")
+    env = {k: v for k, v in os.environ.items() if k != "KVMM_TEST_SEED"}
+    outs = [subprocess.run([TOOL, src], capture_output=True, text=True, env=env, check=True).stdout
+            for _ in range(2)]
+    assert outs[0] != outs[1]
+    import re
+    for out in outs:
+        assert re.search(r"<uuid>[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}</uuid>", out)
+        assert re.search(r"<mac address='52:54:00:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}'/>", out)
