@@ -65,3 +65,8 @@ check_PROGRAMS += tests/unit/rpc_fuzz
 tests_unit_rpc_fuzz_SOURCES = tests/unit/rpc_fuzz.c
 tests_unit_rpc_fuzz_CPPFLAGS = $(DRV_CPPFLAGS)
 tests_unit_rpc_fuzz_LDADD = $(DRV_LDADD)
+
+check_PROGRAMS += tests/unit/test_rpc
+tests_unit_test_rpc_SOURCES = tests/unit/test_rpc.c tests/unit/unit_main.c tests/unit/unit.h
+tests_unit_test_rpc_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
+tests_unit_test_rpc_LDADD = $(DRV_LDADD)

@@ -156,8 +156,11 @@ class Raw:
 
     def __init__(self, path, timeout=10):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
+        # Blocking connect: with a timeout set, Python makes the socket
+        # non-blocking, and a full listen backlog then fails with EAGAIN
+        # instead of waiting its turn.
         self.sock.connect(path)
+        self.sock.settimeout(timeout)
         self.buf = b""
         self.serial = 0
 

@@ -68,6 +68,17 @@ static void put_string(GByteArray *b, const char *s)
 	g_byte_array_append(b, pad, (4 - n % 4) % 4);
 }
 
+static const int known_procs[] = {
+	REMOTE_PROC_CONNECT_OPEN, REMOTE_PROC_CONNECT_CLOSE, REMOTE_PROC_CONNECT_GET_TYPE,
+	REMOTE_PROC_CONNECT_GET_VERSION, REMOTE_PROC_NODE_GET_INFO,
+	REMOTE_PROC_CONNECT_LIST_DEFINED_DOMAINS, REMOTE_PROC_CONNECT_NUM_OF_DEFINED_DOMAINS,
+	REMOTE_PROC_CONNECT_LIST_DOMAINS, REMOTE_PROC_CONNECT_NUM_OF_DOMAINS,
+	REMOTE_PROC_CONNECT_GET_HOSTNAME, REMOTE_PROC_CONNECT_SUPPORTS_FEATURE,
+	REMOTE_PROC_AUTH_LIST, REMOTE_PROC_CONNECT_GET_URI, REMOTE_PROC_CONNECT_GET_LIB_VERSION,
+	REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS, REMOTE_PROC_DOMAIN_DEFINE_XML,
+	REMOTE_PROC_DOMAIN_UNDEFINE_FLAGS,
+};
+
 /* A well-formed packet: header, then a body of one of a few shapes the
  * remote procedures take. */
 static GByteArray *seed_packet(void)
@@ -79,7 +90,9 @@ static GByteArray *seed_packet(void)
 	put32(b, 0);			/* length, fixed below */
 	put32(b, prog);
 	put32(b, rng() % 16 ? 1 : (uint32_t)rng());
-	put32(b, prog == KEEPALIVE_PROGRAM ? 1 + rng() % 2 : rng() % 450);
+	/* Mostly procedures the table knows, so handlers run too. */
+	put32(b, prog == KEEPALIVE_PROGRAM ? 1 + rng() % 2 :
+		 rng() % 4 ? (uint32_t)known_procs[rng() % G_N_ELEMENTS(known_procs)] : (uint32_t)(rng() % 450));
 	put32(b, rng() % 8 ? RPC_CALL : rng() % 8);
 	put32(b, rng());
 	put32(b, rng() % 16 ? RPC_OK : rng() % 4);
