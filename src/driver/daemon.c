@@ -1,0 +1,189 @@
+/* virtkvmmd: the libvirt hypervisor daemon for kvmm.  Sets up the
+ * instance (system or session, --root), listens where libvirt's client
+ * looks for kvmm:///system or ///session, and runs the GLib main loop
+ * until SIGTERM/SIGINT or --timeout of idleness. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib-unix.h>
+
+#include "driver.h"
+#include "log.h"
+#include "rpc/server.h"
+
+static gchar *opt_root;
+static gint opt_timeout;
+static gboolean opt_verbose;
+static gchar *opt_pid_file;
+static gint opt_keepalive_interval = 5;		/* libvirt's defaults */
+static gint opt_keepalive_count = 5;
+static gint opt_max_clients = 5000;
+
+static const GOptionEntry options[] = {
+	{ "root", 0, 0, G_OPTION_ARG_FILENAME, &opt_root,
+	  "Keep every file of this instance (sockets, and later definitions, state, logs) under DIR", "DIR" },
+	{ "timeout", 't', 0, G_OPTION_ARG_INT, &opt_timeout,
+	  "Exit after SECONDS without clients (0: never)", "SECONDS" },
+	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log every connection and call", NULL },
+	{ "pid-file", 'p', 0, G_OPTION_ARG_FILENAME, &opt_pid_file,
+	  "Write the daemon's PID to PATH, locked while it runs", "PATH" },
+	{ "keepalive-interval", 0, 0, G_OPTION_ARG_INT, &opt_keepalive_interval,
+	  "Ping a client after SECONDS of silence (0: never; default 5)", "SECONDS" },
+	{ "keepalive-count", 0, 0, G_OPTION_ARG_INT, &opt_keepalive_count,
+	  "Drop a client after N unanswered pings (default 5)", "N" },
+	{ "max-clients", 0, 0, G_OPTION_ARG_INT, &opt_max_clients,
+	  "Refuse connections beyond N clients (default 5000)", "N" },
+	{ NULL }
+};
+
+static gboolean on_signal(gpointer data)
+{
+	pr_info("exiting on signal");
+	g_main_loop_quit(data);
+	return G_SOURCE_REMOVE;
+}
+
+struct idle_check {
+	GMainLoop *loop;
+	struct rpc_server *srv;
+};
+
+static gboolean check_idle(gpointer data)
+{
+	struct idle_check *ic = data;
+	gint64 since = rpc_server_idle_since(ic->srv);
+
+	if (since && g_get_monotonic_time() - since >= (gint64)opt_timeout * G_USEC_PER_SEC) {
+		pr_info("no clients for %d seconds: exiting", opt_timeout);
+		g_main_loop_quit(ic->loop);
+		return G_SOURCE_REMOVE;
+	}
+	return G_SOURCE_CONTINUE;
+}
+
+/* Creates and locks the PID file: a second daemon given the same file
+ * refuses to start instead of overwriting it.  The fd stays open (and
+ * locked) until exit. */
+static int write_pid_file(const char *path)
+{
+	struct flock lk = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char buf[32];
+	int fd, n;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		pr_err("cannot create PID file %s: %s", path, g_strerror(errno));
+		return -1;
+	}
+	if (fcntl(fd, F_SETLK, &lk) < 0) {
+		pr_err("PID file %s is locked by another virtkvmmd: stop it first, or use another --pid-file",
+		       path);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || write(fd, buf, n) != n) {
+		pr_err("cannot write PID file %s: %s", path, g_strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
+	g_autoptr(GError) gerr = NULL;
+	g_autofree char *root = NULL, *rundir = NULL, *sock = NULL, *sock_ro = NULL;
+	struct rpc_server_config cfg;
+	struct rpc_server *srv = NULL;
+	struct idle_check ic;
+	GMainLoop *loop;
+	int pid_fd = -1, rc = 1;
+
+	log_init("virtkvmmd", LOG_WARN);
+	g_option_context_add_main_entries(ctx, options, NULL);
+	g_option_context_set_summary(ctx,
+		"Serves kvmm:///system (as root) or kvmm:///session to libvirt clients (virsh,\n"
+		"python3-libvirt, virt-manager) over /run/libvirt/virtkvmmd-sock and -sock-ro,\n"
+		"or $XDG_RUNTIME_DIR/libvirt/virtkvmmd-sock for a user.");
+	if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
+		pr_err("%s (try --help)", gerr->message);
+		return 2;
+	}
+	if (argc > 1) {
+		pr_err("unexpected argument '%s' (try --help)", argv[1]);
+		return 2;
+	}
+	if (opt_timeout < 0 || opt_keepalive_interval < 0 || opt_keepalive_count < 0 ||
+	    opt_max_clients < 1) {
+		pr_err("--timeout, --keepalive-* must not be negative and --max-clients must be at least 1");
+		return 2;
+	}
+	if (opt_verbose)
+		log_set_level(LOG_DEBUG);
+	/* A client vanishing mid-reply must not kill the daemon. */
+	signal(SIGPIPE, SIG_IGN);
+
+	drv_state.privileged = geteuid() == 0;
+	drv_state.uri = drv_state.privileged ? "kvmm:///system" : "kvmm:///session";
+	if (opt_root) {
+		root = g_canonicalize_filename(opt_root, NULL);
+		rundir = g_build_filename(root, "run", "libvirt", NULL);
+	} else {
+		root = g_strdup("");
+		/* libvirt's locations: the system runtime directory, or the
+		 * user's ($XDG_RUNTIME_DIR, else ~/.cache, as GLib and
+		 * libvirt's client both fall back). */
+		rundir = drv_state.privileged ? g_strdup("/run/libvirt")
+					      : g_build_filename(g_get_user_runtime_dir(), "libvirt", NULL);
+	}
+	drv_state.root = root;
+	if (g_mkdir_with_parents(rundir, drv_state.privileged ? 0755 : 0700) < 0) {
+		pr_err("cannot create %s: %s", rundir, g_strerror(errno));
+		return 1;
+	}
+	sock = g_build_filename(rundir, "virtkvmmd-sock", NULL);
+	sock_ro = g_build_filename(rundir, "virtkvmmd-sock-ro", NULL);
+
+	if (opt_pid_file && (pid_fd = write_pid_file(opt_pid_file)) < 0)
+		return 1;
+
+	loop = g_main_loop_new(NULL, FALSE);
+	cfg.keepalive_interval = opt_keepalive_interval;
+	cfg.keepalive_count = opt_keepalive_count;
+	cfg.max_clients = opt_max_clients;
+	srv = rpc_server_new(&cfg);
+	/* Read-write: root only (session: the user only); read-only: every
+	 * local user, as libvirt's daemons.  A session daemon has no
+	 * read-only socket, like libvirt's. */
+	if (rpc_server_listen(srv, sock, 0600, false) < 0)
+		goto out;
+	if (drv_state.privileged && rpc_server_listen(srv, sock_ro, 0666, true) < 0)
+		goto out;
+
+	g_unix_signal_add(SIGTERM, on_signal, loop);
+	g_unix_signal_add(SIGINT, on_signal, loop);
+	ic.loop = loop;
+	ic.srv = srv;
+	if (opt_timeout > 0)
+		g_timeout_add_seconds(1, check_idle, &ic);
+	pr_info("serving %s", drv_state.uri);
+	g_main_loop_run(loop);
+	rc = 0;
+out:
+	rpc_server_free(srv);
+	g_main_loop_unref(loop);
+	if (pid_fd >= 0) {
+		unlink(opt_pid_file);
+		close(pid_fd);
+	}
+	return rc;
+}

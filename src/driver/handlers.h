@@ -1,0 +1,32 @@
+/* The remote procedures' handlers, as named by the dispatch table
+ * (rpc/dispatch.c).  Each receives the decoded *_args body (or NULL) and
+ * fills the zeroed *_ret body, whose strings and arrays it allocates with
+ * malloc (the RPC layer frees them with xdr_free).  0, or -1 with the
+ * error reported. */
+#ifndef KVMM_DRV_HANDLERS_H
+#define KVMM_DRV_HANDLERS_H
+
+#include "rpc/dispatch.h"
+
+/* connect.c: the connection itself */
+int drv_auth_list(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_open(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_close(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_supports_feature(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_get_type(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_get_version(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_get_lib_version(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_get_hostname(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_get_uri(struct rpc_conn *conn, void *args, void *ret);
+
+/* list.c: listing and counting domains */
+int drv_connect_list_all_domains(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_num_of_domains(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_list_domains(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_num_of_defined_domains(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_list_defined_domains(struct rpc_conn *conn, void *args, void *ret);
+
+/* node.c: the host */
+int drv_node_get_info(struct rpc_conn *conn, void *args, void *ret);
+
+#endif

@@ -1,0 +1,245 @@
+/* The dispatch table and the path of one packet through it; see
+ * dispatch.h. */
+#include <string.h>
+
+#include "error.h"
+#include "handlers.h"
+#include "log.h"
+#include "message.h"
+#include "remote_xdr.h"
+#include "reply_error.h"
+#include "dispatch.h"
+
+#define VIR_FROM_THIS VIR_FROM_RPC
+
+#define ARGS(type)	(xdrproc_t)xdr_##type, sizeof(type)
+#define RET(type)	(xdrproc_t)xdr_##type, sizeof(type)
+#define NONE		(xdrproc_t)rpc_xdr_void, 0
+
+/* Indexed by procedure number.  Entries without a handler are procedures
+ * we recognise but do not implement yet: they are refused on read-only
+ * connections first, as libvirt checks write access before asking its
+ * driver, then answered "unknown procedure" like everything absent. */
+static const struct rpc_proc procs[] = {
+	/* connection */
+	[REMOTE_PROC_AUTH_LIST] = { "virConnectAuthList", NONE, RET(remote_auth_list_ret),
+		drv_auth_list, RPC_PROC_BEFORE_OPEN },
+	[REMOTE_PROC_CONNECT_OPEN] = { "virConnectOpen", ARGS(remote_connect_open_args), NONE,
+		drv_connect_open, RPC_PROC_BEFORE_OPEN },
+	[REMOTE_PROC_CONNECT_CLOSE] = { "virConnectClose", NONE, NONE,
+		drv_connect_close, RPC_PROC_BEFORE_OPEN },
+	/* The keepalive probe comes before CONNECT_OPEN. */
+	[REMOTE_PROC_CONNECT_SUPPORTS_FEATURE] = { "virConnectSupportsFeature",
+		ARGS(remote_connect_supports_feature_args), RET(remote_connect_supports_feature_ret),
+		drv_connect_supports_feature, RPC_PROC_BEFORE_OPEN },
+	[REMOTE_PROC_CONNECT_GET_TYPE] = { "virConnectGetType", NONE, RET(remote_connect_get_type_ret),
+		drv_connect_get_type, 0 },
+	[REMOTE_PROC_CONNECT_GET_VERSION] = { "virConnectGetVersion", NONE,
+		RET(remote_connect_get_version_ret), drv_connect_get_version, 0 },
+	[REMOTE_PROC_CONNECT_GET_LIB_VERSION] = { "virConnectGetLibVersion", NONE,
+		RET(remote_connect_get_lib_version_ret), drv_connect_get_lib_version, 0 },
+	[REMOTE_PROC_CONNECT_GET_HOSTNAME] = { "virConnectGetHostname", NONE,
+		RET(remote_connect_get_hostname_ret), drv_connect_get_hostname, 0 },
+	[REMOTE_PROC_CONNECT_GET_URI] = { "virConnectGetURI", NONE, RET(remote_connect_get_uri_ret),
+		drv_connect_get_uri, 0 },
+
+	/* listing */
+	[REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS] = { "virConnectListAllDomains",
+		ARGS(remote_connect_list_all_domains_args), RET(remote_connect_list_all_domains_ret),
+		drv_connect_list_all_domains, 0 },
+	[REMOTE_PROC_CONNECT_NUM_OF_DOMAINS] = { "virConnectNumOfDomains", NONE,
+		RET(remote_connect_num_of_domains_ret), drv_connect_num_of_domains, 0 },
+	[REMOTE_PROC_CONNECT_LIST_DOMAINS] = { "virConnectListDomains",
+		ARGS(remote_connect_list_domains_args), RET(remote_connect_list_domains_ret),
+		drv_connect_list_domains, 0 },
+	[REMOTE_PROC_CONNECT_NUM_OF_DEFINED_DOMAINS] = { "virConnectNumOfDefinedDomains", NONE,
+		RET(remote_connect_num_of_defined_domains_ret), drv_connect_num_of_defined_domains, 0 },
+	[REMOTE_PROC_CONNECT_LIST_DEFINED_DOMAINS] = { "virConnectListDefinedDomains",
+		ARGS(remote_connect_list_defined_domains_args),
+		RET(remote_connect_list_defined_domains_ret), drv_connect_list_defined_domains, 0 },
+
+	/* host */
+	[REMOTE_PROC_NODE_GET_INFO] = { "virNodeGetInfo", NONE, RET(remote_node_get_info_ret),
+		drv_node_get_info, 0 },
+
+	/* recognised, not implemented yet: write access only */
+#define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
+	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE, "virDomainAttachDevice"),
+	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE_FLAGS, "virDomainAttachDeviceFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_CREATE, "virDomainCreate"),
+	MUTATING(REMOTE_PROC_DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_CREATE_XML, "virDomainCreateXML"),
+	MUTATING(REMOTE_PROC_DOMAIN_DEFINE_XML, "virDomainDefineXML"),
+	MUTATING(REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS, "virDomainDefineXMLFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_DESTROY, "virDomainDestroy"),
+	MUTATING(REMOTE_PROC_DOMAIN_DESTROY_FLAGS, "virDomainDestroyFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE, "virDomainDetachDevice"),
+	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE_FLAGS, "virDomainDetachDeviceFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave"),
+	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove"),
+	MUTATING(REMOTE_PROC_DOMAIN_REBOOT, "virDomainReboot"),
+	MUTATING(REMOTE_PROC_DOMAIN_RENAME, "virDomainRename"),
+	MUTATING(REMOTE_PROC_DOMAIN_RESET, "virDomainReset"),
+	MUTATING(REMOTE_PROC_DOMAIN_RESTORE, "virDomainRestore"),
+	MUTATING(REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "virDomainRestoreFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_RESUME, "virDomainResume"),
+	MUTATING(REMOTE_PROC_DOMAIN_SAVE, "virDomainSave"),
+	MUTATING(REMOTE_PROC_DOMAIN_SAVE_FLAGS, "virDomainSaveFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_AUTOSTART, "virDomainSetAutostart"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_MAX_MEMORY, "virDomainSetMaxMemory"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_MEMORY, "virDomainSetMemory"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_MEMORY_FLAGS, "virDomainSetMemoryFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_METADATA, "virDomainSetMetadata"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus"),
+	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS_FLAGS, "virDomainSetVcpusFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_SHUTDOWN, "virDomainShutdown"),
+	MUTATING(REMOTE_PROC_DOMAIN_SHUTDOWN_FLAGS, "virDomainShutdownFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_SUSPEND, "virDomainSuspend"),
+	MUTATING(REMOTE_PROC_DOMAIN_UNDEFINE, "virDomainUndefine"),
+	MUTATING(REMOTE_PROC_DOMAIN_UNDEFINE_FLAGS, "virDomainUndefineFlags"),
+	MUTATING(REMOTE_PROC_DOMAIN_UPDATE_DEVICE_FLAGS, "virDomainUpdateDeviceFlags"),
+#undef MUTATING
+};
+
+const struct rpc_proc *rpc_proc_lookup(int proc)
+{
+	/* CLIENT: proc comes straight from the header; index only within
+	 * the table, and holes (api == NULL) are unknown procedures. */
+	if (proc < 0 || (size_t)proc >= G_N_ELEMENTS(procs) || !procs[proc].api)
+		return NULL;
+	return &procs[proc];
+}
+
+static void send_error(struct rpc_conn *conn, const struct rpc_header *call)
+{
+	const struct drv_error *err = drv_error_last();
+	GBytes *pkt;
+
+	if (err)
+		pr_debug("client %u: serial %u proc %d: error %d: %s", conn->id,
+			 call->serial, call->proc, err->code, err->message);
+	pkt = rpc_reply_error(call, err);
+	if (pkt)
+		conn->send(conn, pkt);
+	drv_error_reset();
+}
+
+/* A call to the remote program: look up, check, decode, run, answer. */
+static void dispatch_call(struct rpc_conn *conn, const struct rpc_header *hdr,
+			  const uint8_t *pkt, size_t len)
+{
+	const struct rpc_proc *p = rpc_proc_lookup(hdr->proc);
+	struct rpc_header reply = *hdr;
+	g_autofree void *args = NULL;
+	g_autofree void *ret = NULL;
+	GBytes *out;
+	int rc;
+
+	if (!p) {
+		/* Exactly libvirtd's answer: clients turn it into
+		 * VIR_ERR_NO_SUPPORT and fall back to older procedures. */
+		drv_error_report(VIR_ERR_RPC, "unknown procedure: %d", hdr->proc);
+		send_error(conn, hdr);
+		return;
+	}
+	pr_debug("client %u: call %s (%d) serial %u", conn->id, p->api, hdr->proc, hdr->serial);
+	if (!conn->open && !(p->flags & RPC_PROC_BEFORE_OPEN)) {
+		drv_error_report_full(VIR_FROM_REMOTE, VIR_ERR_INTERNAL_ERROR, "connection not open");
+		send_error(conn, hdr);
+		return;
+	}
+	if (conn->readonly && (p->flags & RPC_PROC_MUTATING)) {
+		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_OPERATION_DENIED,
+				      "read only access prevents %s", p->api);
+		send_error(conn, hdr);
+		return;
+	}
+	if (!p->fn) {
+		drv_error_report(VIR_ERR_RPC, "unknown procedure: %d", hdr->proc);
+		send_error(conn, hdr);
+		return;
+	}
+
+	args = g_malloc0(MAX(p->args_size, 1));
+	ret = g_malloc0(MAX(p->ret_size, 1));
+	if (rpc_msg_decode_body(pkt, len, p->args_filter, args) < 0) {
+		send_error(conn, hdr);
+		return;
+	}
+	rc = p->fn(conn, p->args_size ? args : NULL, ret);
+	xdr_free(p->args_filter, args);
+	if (rc < 0) {
+		xdr_free(p->ret_filter, ret);
+		send_error(conn, hdr);
+		return;
+	}
+	reply.type = RPC_REPLY;
+	reply.status = RPC_OK;
+	out = rpc_msg_encode(&reply, p->ret_filter, ret);
+	xdr_free(p->ret_filter, ret);
+	if (!out) {
+		send_error(conn, hdr);
+		return;
+	}
+	conn->send(conn, out);
+}
+
+static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *hdr)
+{
+	/* Only PING needs an answer; a PONG has already counted as a sign
+	 * of life by arriving at all. */
+	if (hdr->type == RPC_MESSAGE && hdr->proc == KEEPALIVE_PROC_PING) {
+		GBytes *pong = rpc_keepalive_packet(KEEPALIVE_PROC_PONG);
+
+		if (pong)
+			conn->send(conn, pong);
+	}
+}
+
+int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len)
+{
+	struct rpc_header hdr;
+
+	drv_error_reset();
+	if (rpc_msg_decode_header(pkt, len, &hdr) < 0) {
+		pr_warn("client %u: %s: dropping it", conn->id, drv_error_last()->message);
+		drv_error_reset();
+		return -1;
+	}
+
+	if (hdr.prog == KEEPALIVE_PROGRAM && hdr.vers == KEEPALIVE_PROTOCOL_VERSION &&
+	    hdr.type == RPC_MESSAGE) {
+		dispatch_keepalive(conn, &hdr);
+		return 0;
+	}
+
+	/* CLIENT: type, program, version and status are all client-chosen;
+	 * anything but a plain call to our program gets an error reply if
+	 * it expects a reply at all, and is otherwise ignored. */
+	switch (hdr.type) {
+	case RPC_CALL:
+		break;
+	case RPC_CALL_WITH_FDS:
+		/* The descriptors would follow in the byte stream; we never
+		 * offered FD passing (feature 8), so we cannot resync. */
+		pr_warn("client %u: sent file descriptors, which virtkvmmd does not accept: dropping it",
+			conn->id);
+		return -1;
+	default:
+		pr_debug("client %u: ignoring %s packet for program 0x%x proc %d", conn->id,
+			 rpc_msg_type_name(hdr.type), hdr.prog, hdr.proc);
+		return 0;
+	}
+	if (hdr.prog != REMOTE_PROGRAM || hdr.vers != REMOTE_PROTOCOL_VERSION) {
+		drv_error_report(VIR_ERR_RPC, "Cannot find program %d version %d", hdr.prog, hdr.vers);
+		send_error(conn, &hdr);
+		return 0;
+	}
+	if (hdr.status != RPC_OK) {
+		drv_error_report(VIR_ERR_RPC, "Unexpected message status %u", hdr.status);
+		send_error(conn, &hdr);
+		return 0;
+	}
+	dispatch_call(conn, &hdr, pkt, len);
+	return 0;
+}

@@ -1,0 +1,56 @@
+/* The one dispatch table: remote procedure number -> handler, with what
+ * each procedure needs (an open connection, write access).  rpc_dispatch
+ * takes one whole packet from a client and queues the answer, if any;
+ * it knows nothing of sockets, so tests can drive it directly. */
+#ifndef KVMM_RPC_DISPATCH_H
+#define KVMM_RPC_DISPATCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <glib.h>
+
+#include "keepalive.h"
+
+/* The protocol state of one client connection. */
+struct rpc_conn {
+	unsigned id;		/* for log lines */
+	pid_t pid;		/* SO_PEERCRED, at accept time */
+	uid_t uid;
+	gid_t gid;
+	bool readonly;		/* -ro socket, or opened read-only */
+	bool open;		/* CONNECT_OPEN succeeded */
+	bool closing;		/* CONNECT_CLOSE answered: drop once flushed */
+	struct rpc_keepalive keepalive;
+	/* Queues one packet to the client; takes the reference. */
+	void (*send)(struct rpc_conn *conn, GBytes *pkt);
+};
+
+/* Handlers return 0, or -1 with the error reported (error.h). */
+typedef int (*rpc_handler)(struct rpc_conn *conn, void *args, void *ret);
+
+enum {
+	RPC_PROC_BEFORE_OPEN = 1 << 0,	/* allowed before CONNECT_OPEN */
+	RPC_PROC_MUTATING = 1 << 1,	/* refused on read-only connections */
+};
+
+struct rpc_proc {
+	const char *api;	/* libvirt API name, for messages and logs */
+	xdrproc_t args_filter;
+	size_t args_size;
+	xdrproc_t ret_filter;
+	size_t ret_size;
+	rpc_handler fn;		/* NULL: known, not implemented yet */
+	unsigned flags;
+};
+
+/* The table entry for a remote procedure number, or NULL. */
+const struct rpc_proc *rpc_proc_lookup(int proc);
+
+/* Handles one packet pkt[0..len), length word included (already checked
+ * with rpc_msg_check_length by the reader).  Returns 0, or -1 when the
+ * client must be dropped (its byte stream can no longer be trusted). */
+int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len);
+
+#endif

@@ -1,0 +1,454 @@
+/* The RPC server; see server.h. */
+/* util.h before GLib: GLib redefines MIN/MAX quietly, util.h does not. */
+#include "util.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "dispatch.h"
+#include "error.h"
+#include "log.h"
+#include "message.h"
+#include "server.h"
+
+/* Read at most this much of a packet ahead of the data actually
+ * received, so a length word claiming 32 MiB costs memory only as the
+ * bytes arrive. */
+#define READ_CHUNK 65536
+/* Stop reading a client's calls while this much of its replies waits
+ * unread: a client that only writes cannot make us buffer without end. */
+#define OUT_HIGH (1024 * 1024)
+/* Packets handled per wake-up, so one busy client cannot starve others. */
+#define PACKETS_PER_WAKEUP 16
+
+struct listener {
+	struct rpc_server *srv;
+	int fd;
+	char *path;
+	bool readonly;
+	guint watch;
+};
+
+struct client {
+	struct rpc_conn conn;		/* first: send() finds the client */
+	struct rpc_server *srv;
+	int fd;
+	guint watch;
+	GIOCondition cond;
+	uint8_t *in;			/* the packet being read, length word first */
+	size_t in_cap;
+	size_t in_have;
+	size_t in_len;			/* from its length word; 0 until read */
+	GQueue out;			/* GBytes packets to write */
+	size_t out_off;			/* bytes of the head already written */
+	size_t out_bytes;		/* bytes queued, not yet written */
+};
+
+struct rpc_server {
+	struct rpc_server_config cfg;
+	GPtrArray *listeners;
+	GList *clients;
+	unsigned nclients;
+	unsigned next_id;
+	gint64 idle_since;
+	guint tick;
+};
+
+static void client_free(struct client *c);
+
+static GIOCondition client_wanted(const struct client *c)
+{
+	GIOCondition cond = G_IO_HUP | G_IO_ERR;
+
+	if (!c->conn.closing && c->out_bytes <= OUT_HIGH)
+		cond |= G_IO_IN;
+	if (c->out_bytes > 0)
+		cond |= G_IO_OUT;
+	return cond;
+}
+
+static gboolean client_io(gint fd, GIOCondition cond, gpointer data);
+
+/* Watches the client's socket for what it now needs.  Safe from inside
+ * the client's own callback: GLib allows destroying the source being
+ * dispatched. */
+static void client_rearm(struct client *c)
+{
+	GIOCondition want = client_wanted(c);
+
+	if (c->watch && want == c->cond)
+		return;
+	if (c->watch)
+		g_source_remove(c->watch);
+	c->cond = want;
+	c->watch = g_unix_fd_add(c->fd, want, client_io, c);
+}
+
+static void client_send(struct rpc_conn *conn, GBytes *pkt)
+{
+	struct client *c = (struct client *)conn;
+
+	c->out_bytes += g_bytes_get_size(pkt);
+	g_queue_push_tail(&c->out, pkt);
+}
+
+/* Reads what is available, dispatching each whole packet.  0, or -1 when
+ * the client must go (EOF, error, or a stream we cannot trust). */
+static int client_read(struct client *c)
+{
+	for (int packets = 0; packets < PACKETS_PER_WAKEUP;) {
+		size_t want;
+		ssize_t n;
+
+		if (c->conn.closing || c->out_bytes > OUT_HIGH)
+			return 0;
+		if (c->in_have < RPC_LEN_SIZE) {
+			want = RPC_LEN_SIZE - c->in_have;
+		} else {
+			/* Grow geometrically, but never past twice what has
+			 * arrived (plus a chunk) nor past the packet. */
+			if (c->in_cap < MIN(c->in_len, c->in_have + READ_CHUNK)) {
+				c->in_cap = MIN(c->in_len, MAX(c->in_cap * 2, c->in_have + READ_CHUNK));
+				c->in = g_realloc(c->in, c->in_cap);
+			}
+			want = MIN(c->in_len, c->in_cap) - c->in_have;
+		}
+		n = recv(c->fd, c->in + c->in_have, want, 0);
+		if (n == 0) {
+			if (c->in_have)
+				pr_debug("client %u: disconnected in the middle of a packet (%zu of %zu bytes)",
+					 c->conn.id, c->in_have, c->in_len);
+			else
+				pr_debug("client %u: disconnected", c->conn.id);
+			return -1;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			pr_debug("client %u: read: %s", c->conn.id, g_strerror(errno));
+			return -1;
+		}
+		c->in_have += n;
+		if (c->in_have == RPC_LEN_SIZE && c->in_len == 0) {
+			uint32_t len = rpc_msg_length(c->in);
+
+			/* CLIENT: the length word is checked before a byte of
+			 * the body is buffered; a bad one ends the client, as
+			 * nothing after it can be framed. */
+			if (rpc_msg_check_length(len) < 0) {
+				pr_warn("client %u (pid %ld): %s: dropping it", c->conn.id,
+					(long)c->conn.pid, drv_error_last()->message);
+				drv_error_reset();
+				return -1;
+			}
+			c->in_len = len;
+		}
+		if (c->in_len && c->in_have == c->in_len) {
+			int rc;
+
+			rpc_keepalive_received(&c->conn.keepalive, g_get_monotonic_time());
+			rc = rpc_dispatch(&c->conn, c->in, c->in_len);
+			c->in_have = 0;
+			c->in_len = 0;
+			packets++;
+			if (c->in_cap > READ_CHUNK) {
+				/* Do not keep a huge buffer for an idle client. */
+				c->in = g_realloc(c->in, READ_CHUNK);
+				c->in_cap = READ_CHUNK;
+			}
+			if (rc < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Writes what the socket takes.  0, or -1 when the client is gone. */
+static int client_write(struct client *c)
+{
+	while (!g_queue_is_empty(&c->out)) {
+		GBytes *pkt = g_queue_peek_head(&c->out);
+		size_t size;
+		const uint8_t *data = g_bytes_get_data(pkt, &size);
+		ssize_t n = send(c->fd, data + c->out_off, size - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			pr_debug("client %u: write: %s", c->conn.id, g_strerror(errno));
+			return -1;
+		}
+		c->out_off += n;
+		c->out_bytes -= n;
+		if (c->out_off == size) {
+			g_bytes_unref(g_queue_pop_head(&c->out));
+			c->out_off = 0;
+		}
+	}
+	return 0;
+}
+
+static gboolean client_io(gint fd, GIOCondition cond, gpointer data)
+{
+	struct client *c = data;
+
+	if ((cond & G_IO_IN) || ((cond & (G_IO_HUP | G_IO_ERR)) && (c->cond & G_IO_IN))) {
+		if (client_read(c) < 0)
+			goto drop;
+	} else if (cond & (G_IO_HUP | G_IO_ERR)) {
+		/* Not reading (replies backed up, or closing) and the peer
+		 * hung up: nobody will read what is queued. */
+		pr_debug("client %u: hung up", c->conn.id);
+		goto drop;
+	}
+	if (client_write(c) < 0)
+		goto drop;
+	if (c->conn.closing && g_queue_is_empty(&c->out)) {
+		pr_debug("client %u: closed the connection", c->conn.id);
+		goto drop;
+	}
+	client_rearm(c);
+	return G_SOURCE_CONTINUE;
+
+drop:
+	/* Returning REMOVE destroys this source; client_free must not. */
+	if (c->watch)
+		g_source_remove(c->watch);
+	c->watch = 0;
+	client_free(c);
+	return G_SOURCE_REMOVE;
+}
+
+static void client_new(struct rpc_server *srv, int fd, bool readonly)
+{
+	struct client *c = g_new0(struct client, 1);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	c->srv = srv;
+	c->fd = fd;
+	c->conn.id = ++srv->next_id;
+	c->conn.readonly = readonly;
+	c->conn.send = client_send;
+	c->conn.keepalive.last_rx = g_get_monotonic_time();
+	c->conn.pid = -1;
+	c->conn.uid = (uid_t)-1;
+	c->conn.gid = (gid_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		c->conn.pid = cred.pid;
+		c->conn.uid = cred.uid;
+		c->conn.gid = cred.gid;
+	}
+	c->in_cap = READ_CHUNK;
+	c->in = g_malloc(c->in_cap);
+	g_queue_init(&c->out);
+	srv->clients = g_list_prepend(srv->clients, c);
+	srv->nclients++;
+	srv->idle_since = 0;
+	pr_debug("client %u: connected (pid %ld, uid %ld, gid %ld)%s", c->conn.id,
+		 (long)c->conn.pid, (long)c->conn.uid, (long)c->conn.gid,
+		 readonly ? " on the read-only socket" : "");
+	client_rearm(c);
+}
+
+static void client_free(struct client *c)
+{
+	struct rpc_server *srv = c->srv;
+
+	if (c->watch)
+		g_source_remove(c->watch);
+	close(c->fd);
+	g_queue_clear_full(&c->out, (GDestroyNotify)g_bytes_unref);
+	g_free(c->in);
+	srv->clients = g_list_remove(srv->clients, c);
+	if (--srv->nclients == 0)
+		srv->idle_since = g_get_monotonic_time();
+	g_free(c);
+}
+
+static gboolean listener_io(gint fd, GIOCondition cond, gpointer data)
+{
+	struct listener *l = data;
+	struct rpc_server *srv = l->srv;
+
+	for (int i = 0; i < 16; i++) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (cfd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				pr_warn("cannot accept a client on %s: %s", l->path, g_strerror(errno));
+			break;
+		}
+		if (srv->nclients >= srv->cfg.max_clients) {
+			pr_warn("refusing a client on %s: already %u clients (the limit)", l->path,
+				srv->nclients);
+			close(cfd);
+			continue;
+		}
+		client_new(srv, cfd, l->readonly);
+	}
+	return G_SOURCE_CONTINUE;
+}
+
+static gboolean server_tick(gpointer data)
+{
+	struct rpc_server *srv = data;
+	gint64 now = g_get_monotonic_time();
+	GList *next;
+
+	for (GList *l = srv->clients; l; l = next) {
+		struct client *c = l->data;
+		GBytes *ping;
+
+		next = l->next;
+		switch (rpc_keepalive_tick(&c->conn.keepalive, now, srv->cfg.keepalive_interval,
+					   srv->cfg.keepalive_count)) {
+		case RPC_KEEPALIVE_NOTHING:
+			break;
+		case RPC_KEEPALIVE_PING:
+			ping = rpc_keepalive_packet(KEEPALIVE_PROC_PING);
+			if (ping) {
+				client_send(&c->conn, ping);
+				client_rearm(c);
+			}
+			break;
+		case RPC_KEEPALIVE_DEAD:
+			pr_warn("client %u (pid %ld): no answer to %u keepalive pings: dropping it",
+				c->conn.id, (long)c->conn.pid, srv->cfg.keepalive_count);
+			client_free(c);
+			break;
+		}
+	}
+	return G_SOURCE_CONTINUE;
+}
+
+struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg)
+{
+	struct rpc_server *srv = g_new0(struct rpc_server, 1);
+
+	srv->cfg = *cfg;
+	srv->listeners = g_ptr_array_new();
+	srv->idle_since = g_get_monotonic_time();
+	srv->tick = g_timeout_add_seconds(1, server_tick, srv);
+	return srv;
+}
+
+/* 0 if nothing answers on path (a missing file, or a leftover the dead
+ * owner did not remove, which is deleted); -1, logged, otherwise. */
+static int clear_stale_socket(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, rc;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : (pr_err("cannot check %s: %s", path, g_strerror(errno)), -1);
+	if (!S_ISSOCK(st.st_mode)) {
+		pr_err("%s exists and is not a socket: remove it, or use --root DIR", path);
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		pr_err("socket path %s is too long: use a path shorter than %zu bytes", path,
+		       sizeof(sa.sun_path));
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		pr_err("cannot create a socket: %s", g_strerror(errno));
+		return -1;
+	}
+	rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	if (rc == 0) {
+		pr_err("another daemon is already listening on %s: stop it first, or use --root DIR to run a separate instance",
+		       path);
+		return -1;
+	}
+	if (errno != ECONNREFUSED) {
+		pr_err("cannot check whether a daemon listens on %s: %s", path, g_strerror(errno));
+		return -1;
+	}
+	pr_info("removing stale socket %s", path);
+	if (unlink(path) < 0 && errno != ENOENT) {
+		pr_err("cannot remove stale socket %s: %s", path, g_strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, bool readonly)
+{
+	struct listener *l;
+	mode_t old;
+	int fd;
+
+	if (clear_stale_socket(path) < 0)
+		return -1;
+	/* Create the socket file private, then open it up: nobody may
+	 * connect to a read-write socket before its mode is right. */
+	old = umask(0177);
+	fd = unix_listen(path, 128, readonly ? "read-only socket" : "socket");
+	umask(old);
+	if (fd < 0)
+		return -1;
+	if (chmod(path, mode) < 0) {
+		pr_err("cannot set the mode of %s to %o: %s", path, (unsigned)mode, g_strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	l = g_new0(struct listener, 1);
+	l->srv = srv;
+	l->fd = fd;
+	l->path = g_strdup(path);
+	l->readonly = readonly;
+	l->watch = g_unix_fd_add(fd, G_IO_IN, listener_io, l);
+	g_ptr_array_add(srv->listeners, l);
+	pr_info("listening on %s%s", path, readonly ? " (read-only)" : "");
+	return 0;
+}
+
+unsigned rpc_server_nclients(const struct rpc_server *srv)
+{
+	return srv->nclients;
+}
+
+gint64 rpc_server_idle_since(const struct rpc_server *srv)
+{
+	return srv->nclients ? 0 : srv->idle_since;
+}
+
+void rpc_server_free(struct rpc_server *srv)
+{
+	if (!srv)
+		return;
+	while (srv->clients)
+		client_free(srv->clients->data);
+	for (guint i = 0; i < srv->listeners->len; i++) {
+		struct listener *l = g_ptr_array_index(srv->listeners, i);
+
+		g_source_remove(l->watch);
+		close(l->fd);
+		if (unlink(l->path) < 0 && errno != ENOENT)
+			pr_warn("cannot remove socket %s: %s", l->path, g_strerror(errno));
+		g_free(l->path);
+		g_free(l);
+	}
+	g_ptr_array_free(srv->listeners, TRUE);
+	g_source_remove(srv->tick);
+	g_free(srv);
+}

@@ -1,0 +1,38 @@
+/* The RPC server: listening UNIX sockets, and clients on the GLib main
+ * loop, each reading whole packets into rpc_dispatch and writing back
+ * what it queues.  Many clients at once; one misbehaving client is
+ * dropped alone. */
+#ifndef KVMM_RPC_SERVER_H
+#define KVMM_RPC_SERVER_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <glib.h>
+
+struct rpc_server_config {
+	unsigned keepalive_interval;	/* seconds of silence before a PING; 0: never ping */
+	unsigned keepalive_count;	/* unanswered PINGs before dropping */
+	unsigned max_clients;		/* beyond this, new connections are closed */
+};
+
+struct rpc_server;
+
+struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg);
+
+/* Listens on path with the socket file's mode set to mode; clients of a
+ * readonly socket may not change anything.  A socket file nobody listens
+ * on is a leftover and is replaced; one a live process answers on is
+ * not.  0, or -1 with the reason logged. */
+int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, bool readonly);
+
+unsigned rpc_server_nclients(const struct rpc_server *srv);
+
+/* Monotonic time (µs) since when the server has had no clients; 0 while
+ * it has some. */
+gint64 rpc_server_idle_since(const struct rpc_server *srv);
+
+/* Drops every client, stops listening and removes the socket files. */
+void rpc_server_free(struct rpc_server *srv);
+
+#endif
