@@ -42,16 +42,14 @@ static void escape(GString *s, const char *v)
 	}
 }
 
-/* One line: <NAME ATTRS...>TEXT</NAME>, or <NAME ATTRS.../> when TEXT is
- * NULL.  ATTRS are name/value pairs, NULL-terminated; NULL values skipped. */
-static void line(struct out *o, const char *name, const char *text, ...)
+/* Indentation, "<NAME" and the ATTRS (name/value pairs up to a NULL name;
+ * pairs whose value is NULL are skipped), without closing the tag. */
+static void start_tag(struct out *o, const char *name, va_list ap)
 {
-	va_list ap;
 	const char *k, *v;
 
 	indent(o);
 	g_string_append_printf(o->s, "<%s", name);
-	va_start(ap, text);
 	while ((k = va_arg(ap, const char *))) {
 		v = va_arg(ap, const char *);
 		if (!v)
@@ -60,6 +58,16 @@ static void line(struct out *o, const char *name, const char *text, ...)
 		escape(o->s, v);
 		g_string_append_c(o->s, '\'');
 	}
+}
+
+/* One line: <NAME ATTRS...>TEXT</NAME>, or <NAME ATTRS.../> when TEXT is
+ * NULL. */
+static void line(struct out *o, const char *name, const char *text, ...)
+{
+	va_list ap;
+
+	va_start(ap, text);
+	start_tag(o, name, ap);
 	va_end(ap);
 	if (text) {
 		g_string_append_c(o->s, '>');
@@ -74,19 +82,9 @@ static void line(struct out *o, const char *name, const char *text, ...)
 static void open_(struct out *o, const char *name, ...)
 {
 	va_list ap;
-	const char *k, *v;
 
-	indent(o);
-	g_string_append_printf(o->s, "<%s", name);
 	va_start(ap, name);
-	while ((k = va_arg(ap, const char *))) {
-		v = va_arg(ap, const char *);
-		if (!v)
-			continue;
-		g_string_append_printf(o->s, " %s='", k);
-		escape(o->s, v);
-		g_string_append_c(o->s, '\'');
-	}
+	start_tag(o, name, ap);
 	va_end(ap);
 	g_string_append(o->s, ">\n");
 	o->depth++;
