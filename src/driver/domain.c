@@ -301,9 +301,7 @@ int domain_undefine(struct domain_obj *obj)
 		goto out;
 	obj->removed = true;
 	obj->autostart = false;
-	domain_obj_ref(obj);	/* the caller's stays valid past the index's */
-	index_remove(obj);
-	domain_obj_unref(obj);
+	index_remove(obj);	/* the caller's reference keeps it alive */
 	rc = 0;
 out:
 	g_mutex_unlock(&list_lock);

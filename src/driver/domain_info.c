@@ -14,7 +14,8 @@
 
 #define XML_FLAGS (VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_MIGRATABLE)
 
-/* Runs the body with OBJ looked up from the args' dom, and drops it. */
+/* Declares OBJ, the domain the client names (a reference the handler
+ * drops), or returns -1 with VIR_ERR_NO_DOMAIN reported. */
 #define WITH_DOMAIN(dom, obj)					\
 	struct domain_obj *obj = api_domain_get(dom);		\
 	if (!obj)						\
