@@ -14,7 +14,9 @@
 #include <glib.h>
 #include <glib-unix.h>
 
+#include "domain.h"
 #include "driver.h"
+#include "error.h"
 #include "log.h"
 #include "rpc/server.h"
 
@@ -28,7 +30,7 @@ static gint opt_max_clients = 5000;
 
 static const GOptionEntry options[] = {
 	{ "root", 0, 0, G_OPTION_ARG_FILENAME, &opt_root,
-	  "Keep every file of this instance (sockets, and later definitions, state, logs) under DIR", "DIR" },
+	  "Keep every file of this instance (sockets, definitions in DIR/etc/libvirt/kvmm, later state and logs) under DIR", "DIR" },
 	{ "timeout", 't', 0, G_OPTION_ARG_INT, &opt_timeout,
 	  "Exit after SECONDS without clients (0: never)", "SECONDS" },
 	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log every connection and call", NULL },
@@ -102,6 +104,7 @@ int main(int argc, char **argv)
 	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *root = NULL, *rundir = NULL, *sock = NULL, *sock_ro = NULL;
+	g_autofree char *confdir = NULL;
 	struct rpc_server_config cfg;
 	struct rpc_server *srv = NULL;
 	struct idle_check ic;
@@ -146,6 +149,14 @@ int main(int argc, char **argv)
 					      : g_build_filename(g_get_user_runtime_dir(), "libvirt", NULL);
 	}
 	drv_state.root = root;
+	/* Definitions where libvirt's drivers keep theirs: /etc/libvirt/DRIVER
+	 * for the system instance, the user's config dir for a session. */
+	if (opt_root)
+		confdir = g_build_filename(root, "etc", "libvirt", "kvmm", NULL);
+	else if (drv_state.privileged)
+		confdir = g_strdup("/etc/libvirt/kvmm");
+	else
+		confdir = g_build_filename(g_get_user_config_dir(), "libvirt", "kvmm", NULL);
 	if (g_mkdir_with_parents(rundir, drv_state.privileged ? 0755 : 0700) < 0) {
 		pr_err("cannot create %s: %s", rundir, g_strerror(errno));
 		return 1;
@@ -155,6 +166,11 @@ int main(int argc, char **argv)
 
 	if (opt_pid_file && (pid_fd = write_pid_file(opt_pid_file)) < 0)
 		return 1;
+
+	if (domains_init(confdir, KVMM_EMULATOR) < 0) {
+		pr_err("%s", drv_error_last()->message);
+		return 1;
+	}
 
 	loop = g_main_loop_new(NULL, FALSE);
 	cfg.keepalive_interval = opt_keepalive_interval;
@@ -181,6 +197,7 @@ int main(int argc, char **argv)
 out:
 	rpc_server_free(srv);
 	g_main_loop_unref(loop);
+	domains_shutdown();
 	if (pid_fd >= 0) {
 		unlink(opt_pid_file);
 		close(pid_fd);

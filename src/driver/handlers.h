@@ -26,6 +26,35 @@ int drv_connect_list_domains(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_num_of_defined_domains(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_list_defined_domains(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_api.c: define, undefine, lookup */
+int drv_domain_define_xml(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_define_xml_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_undefine(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_undefine_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_lookup_by_name(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_lookup_by_uuid(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_lookup_by_id(struct rpc_conn *conn, void *args, void *ret);
+
+/* domain_info.c: queries about one domain, and autostart */
+int drv_domain_get_xml_desc(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_info(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_state(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_autostart(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_autostart(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_is_active(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_is_persistent(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_is_updated(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_has_managed_save_image(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_os_type(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_max_memory(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_vcpus_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_max_vcpus(struct rpc_conn *conn, void *args, void *ret);
+
+/* domain_edit.c: metadata and rename */
+int drv_domain_set_metadata(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_metadata(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret);
+
 /* node.c: the host */
 int drv_node_get_info(struct rpc_conn *conn, void *args, void *ret);
 

@@ -37,9 +37,11 @@ src_driver_rpc_librpcxdr_a_CFLAGS = -Wno-unused-variable -Wno-unused-parameter
 DRV_CPPFLAGS = -include $(top_builddir)/kvmm-build.h \
 	-I$(top_srcdir)/src/common -I$(top_srcdir)/src/driver \
 	-I$(top_srcdir)/src/driver/rpc -I$(top_builddir)/src/driver/rpc \
-	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS)
+	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) \
+	-DKVMM_EMULATOR='"$(bindir)/kvmm"'
 DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
-	src/driver/libdrvcommon.a src/common/libcommon.a $(GLIB_LIBS) $(TIRPC_LIBS)
+	src/driver/libdrvconf.a src/driver/libdrvcommon.a src/common/libcommon.a \
+	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS)
 
 # Everything but main(), so the tests link the same objects.
 noinst_LIBRARIES += src/driver/libvirtkvmmd.a
@@ -52,7 +54,13 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/driver.h src/driver/handlers.h \
 	src/driver/connect.c \
 	src/driver/list.c \
-	src/driver/node.c
+	src/driver/node.c \
+	src/driver/domain.c src/driver/domain.h \
+	src/driver/domain_persist.c src/driver/domain_persist.h \
+	src/driver/domain_schema.c src/driver/domain_schema.h \
+	src/driver/domain_api.c src/driver/domain_api.h \
+	src/driver/domain_info.c \
+	src/driver/domain_edit.c
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

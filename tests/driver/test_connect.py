@@ -98,8 +98,8 @@ def test_unsupported_commands_fail_cleanly(daemon, tmp):
     xml = os.path.join(tmp, "d.xml")
     with open(xml, "w") as f:
         f.write("<domain type='kvm'><name>x</name></domain>")
-    r = virsh(daemon.uri(), "define", xml)
-    assert r.returncode == 1 and "unknown procedure: 11" in r.stderr
+    r = virsh(daemon.uri(), "create", xml)
+    assert r.returncode == 1 and "unknown procedure: 10" in r.stderr
     c = libvirt.open(daemon.uri())
     with pytest.raises(libvirt.libvirtError) as e:
         c.getSysinfo()

@@ -135,7 +135,7 @@ UNIT_TEST(dispatch_checks_in_libvirt_order)
 	CHECK(call(&conn, REMOTE_PROC_AUTH_LIST) == 0);
 	conn.open = true;
 	CHECK(call(&conn, REMOTE_PROC_CONNECT_GET_TYPE) == 0);
-	CHECK(call(&conn, REMOTE_PROC_DOMAIN_DEFINE_XML) == VIR_ERR_RPC);	/* not yet */
+	CHECK(call(&conn, REMOTE_PROC_DOMAIN_CREATE) == VIR_ERR_RPC);	/* not yet */
 	conn.readonly = true;
 	CHECK(call(&conn, REMOTE_PROC_DOMAIN_DEFINE_XML) == VIR_ERR_OPERATION_DENIED);
 	CHECK(call(&conn, REMOTE_PROC_CONNECT_GET_TYPE) == 0);

@@ -29,6 +29,7 @@ static const struct {
 	{ VIR_ERR_NO_DOMAIN_METADATA, "metadata not found: ", "" },
 	{ VIR_ERR_OPERATION_UNSUPPORTED, "Operation not supported: ", "" },
 	{ VIR_ERR_ACCESS_DENIED, "access denied: ", "" },
+	{ VIR_ERR_XML_INVALID_SCHEMA, "XML document failed to validate against schema: ", "" },
 	{ VIR_ERR_NO_HOSTNAME, "no hostname found: ", "" },
 };
 

@@ -1,0 +1,412 @@
+/* Domain objects, their index and jobs; see domain.h. */
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+
+#include "domain.h"
+#include "domain_persist.h"
+#include "error.h"
+#include "log.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+#define JOB_WAIT_SECONDS 30
+
+static GMutex list_lock;
+static GHashTable *by_name;	/* name -> obj (the index's reference) */
+static GHashTable *by_uuid;	/* 16 bytes -> same obj, no reference */
+static struct domain_parse_opts parse_opts;
+static char *emulator_path;
+
+static guint uuid_hash(gconstpointer p)
+{
+	guint h;
+
+	memcpy(&h, p, sizeof(h));	/* random bytes already */
+	return h;
+}
+
+static gboolean uuid_equal(gconstpointer a, gconstpointer b)
+{
+	return memcmp(a, b, 16) == 0;
+}
+
+static struct domain_obj *obj_new(struct domain_def *def)
+{
+	struct domain_obj *obj = g_new0(struct domain_obj, 1);
+
+	obj->refs = 1;
+	g_mutex_init(&obj->lock);
+	g_cond_init(&obj->job_cond);
+	obj->def = def;
+	obj->id = -1;
+	/* What libvirt reports for a domain that never ran. */
+	obj->state = VIR_DOMAIN_SHUTOFF;
+	obj->reason = VIR_DOMAIN_SHUTOFF_UNKNOWN;
+	return obj;
+}
+
+struct domain_obj *domain_obj_ref(struct domain_obj *obj)
+{
+	g_atomic_int_inc(&obj->refs);
+	return obj;
+}
+
+void domain_obj_unref(struct domain_obj *obj)
+{
+	if (!obj || !g_atomic_int_dec_and_test(&obj->refs))
+		return;
+	domain_def_free(obj->def);
+	g_mutex_clear(&obj->lock);
+	g_cond_clear(&obj->job_cond);
+	g_free(obj);
+}
+
+static void index_add(struct domain_obj *obj)
+{
+	g_hash_table_insert(by_name, obj->def->name, obj);
+	g_hash_table_insert(by_uuid, obj->def->uuid, obj);
+}
+
+static void index_remove(struct domain_obj *obj)
+{
+	g_hash_table_remove(by_uuid, obj->def->uuid);
+	/* Last: the index's reference goes with it. */
+	g_hash_table_remove(by_name, obj->def->name);
+}
+
+static void load_one(const char *name, const char *path, const char *xml,
+		     const char *read_error, void *opaque)
+{
+	struct domain_def *def;
+	struct domain_obj *old;
+
+	if (!xml) {
+		pr_err("skipping domain definition %s: %s", path, read_error);
+		return;
+	}
+	drv_error_reset();
+	def = domain_def_parse_string(xml, &parse_opts);
+	if (!def) {
+		/* Never fatal, never rewritten: the file stays as it is for
+		 * its owner to fix, and its name stays taken (see define). */
+		pr_err("skipping domain definition %s: %s", path,
+		       drv_error_last() ? drv_error_last()->message : "invalid");
+		drv_error_reset();
+		return;
+	}
+	if (strcmp(def->name, name) != 0) {
+		pr_err("skipping domain definition %s: it defines domain '%s'; the file must be named %s.xml",
+		       path, def->name, def->name);
+		domain_def_free(def);
+		return;
+	}
+	if ((old = g_hash_table_lookup(by_uuid, def->uuid))) {
+		char uuid[37];
+
+		domain_uuid_format(def->uuid, uuid);
+		pr_err("skipping domain definition %s: domain '%s' has the same uuid %s", path,
+		       old->def->name, uuid);
+		domain_def_free(def);
+		return;
+	}
+	old = obj_new(def);
+	old->autostart = persist_autostart_get(name);
+	index_add(old);
+	pr_info("loaded domain '%s' from %s", name, path);
+}
+
+int domains_init(const char *config_dir, const char *emulator)
+{
+	by_name = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+					(GDestroyNotify)domain_obj_unref);
+	by_uuid = g_hash_table_new(uuid_hash, uuid_equal);
+	emulator_path = g_strdup(emulator);
+	parse_opts.default_emulator = emulator_path;
+	if (persist_init(config_dir) < 0)
+		return -1;
+	g_mutex_lock(&list_lock);
+	persist_load_all(load_one, NULL);
+	pr_info("%u domain definitions in %s", g_hash_table_size(by_name), config_dir);
+	g_mutex_unlock(&list_lock);
+	return 0;
+}
+
+void domains_shutdown(void)
+{
+	if (!by_name)
+		return;
+	g_hash_table_destroy(by_uuid);
+	g_hash_table_destroy(by_name);
+	by_uuid = by_name = NULL;
+	g_clear_pointer(&emulator_path, g_free);
+}
+
+const struct domain_parse_opts *domains_parse_opts(void)
+{
+	return &parse_opts;
+}
+
+static struct domain_obj *find(GHashTable *t, gconstpointer key)
+{
+	struct domain_obj *obj = NULL;
+
+	g_mutex_lock(&list_lock);
+	if (t && (obj = g_hash_table_lookup(t, key)))
+		domain_obj_ref(obj);
+	g_mutex_unlock(&list_lock);
+	return obj;
+}
+
+struct domain_obj *domain_find_by_uuid(const unsigned char uuid[16])
+{
+	return find(by_uuid, uuid);
+}
+
+struct domain_obj *domain_find_by_name(const char *name)
+{
+	return find(by_name, name);
+}
+
+struct domain_obj *domain_find_by_id(int id)
+{
+	GHashTableIter it;
+	gpointer v;
+	struct domain_obj *found = NULL;
+
+	if (id < 0)
+		return NULL;
+	g_mutex_lock(&list_lock);
+	if (by_name) {
+		g_hash_table_iter_init(&it, by_name);
+		while (!found && g_hash_table_iter_next(&it, NULL, &v))
+			if (((struct domain_obj *)v)->id == id)
+				found = domain_obj_ref(v);
+	}
+	g_mutex_unlock(&list_lock);
+	return found;
+}
+
+struct domain_obj *domain_get(const unsigned char uuid[16], const char *name)
+{
+	struct domain_obj *obj = domain_find_by_uuid(uuid);
+	char s[37];
+
+	if (!obj) {
+		domain_uuid_format(uuid, s);
+		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching uuid '%s' (%s)", s, name);
+	}
+	return obj;
+}
+
+GPtrArray *domain_list(void)
+{
+	GPtrArray *a = g_ptr_array_new_with_free_func((GDestroyNotify)domain_obj_unref);
+	GHashTableIter it;
+	gpointer v;
+
+	g_mutex_lock(&list_lock);
+	if (by_name) {
+		g_hash_table_iter_init(&it, by_name);
+		while (g_hash_table_iter_next(&it, NULL, &v))
+			g_ptr_array_add(a, domain_obj_ref(v));
+	}
+	g_mutex_unlock(&list_lock);
+	return a;
+}
+
+static char *format_persistent(const struct domain_def *def)
+{
+	/* What libvirt keeps on disk: the inactive definition, secrets
+	 * included. */
+	return domain_def_format(def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+}
+
+struct domain_obj *domain_define(struct domain_def *def, bool *updated)
+{
+	struct domain_obj *by_u, *by_n, *obj = NULL;
+	g_autofree char *xml = NULL;
+	char uuid[37];
+
+	g_mutex_lock(&list_lock);
+	if (!by_name) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "domain definitions are not available");
+		goto out;
+	}
+	by_u = g_hash_table_lookup(by_uuid, def->uuid);
+	by_n = g_hash_table_lookup(by_name, def->name);
+	/* libvirt's two conflicts, worded as libvirt words them. */
+	if (by_u && by_u != by_n) {
+		domain_uuid_format(def->uuid, uuid);
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "domain '%s' is already defined with uuid %s",
+				 by_u->def->name, uuid);
+		goto out;
+	}
+	if (by_n && !by_u) {
+		domain_uuid_format(by_n->def->uuid, uuid);
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "domain '%s' already exists with uuid %s",
+				 def->name, uuid);
+		goto out;
+	}
+	if (!by_n && persist_exists(def->name)) {
+		/* A file nobody loaded: corrupt, or dropped in by hand after
+		 * start.  Replacing it would destroy what may be the only
+		 * copy of someone's definition. */
+		g_autofree char *path = persist_path(def->name);
+
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "domain '%s' cannot be defined: %s exists but is not a loaded definition (see the daemon log); fix it and restart virtkvmmd, or move it away",
+				 def->name, path);
+		goto out;
+	}
+	xml = format_persistent(def);
+	if (!xml || persist_write(def->name, xml) < 0)
+		goto out;
+	if (by_n) {
+		/* Same name and uuid: the new definition replaces the old
+		 * one; the index keys point into the definition, so they
+		 * are re-inserted with it. */
+		g_mutex_lock(&by_n->lock);
+		g_hash_table_steal(by_uuid, by_n->def->uuid);
+		g_hash_table_steal(by_name, by_n->def->name);
+		domain_def_free(by_n->def);
+		by_n->def = def;
+		index_add(by_n);
+		g_mutex_unlock(&by_n->lock);
+		obj = domain_obj_ref(by_n);
+		*updated = true;
+	} else {
+		obj = obj_new(def);
+		index_add(obj);
+		domain_obj_ref(obj);
+		*updated = false;
+	}
+	def = NULL;
+out:
+	g_mutex_unlock(&list_lock);
+	domain_def_free(def);
+	return obj;
+}
+
+int domain_undefine(struct domain_obj *obj)
+{
+	int rc = -1;
+
+	g_mutex_lock(&list_lock);
+	if (obj->removed) {
+		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching name '%s'", obj->def->name);
+		goto out;
+	}
+	if (persist_remove(obj->def->name) < 0)
+		goto out;
+	obj->removed = true;
+	obj->autostart = false;
+	index_remove(obj);	/* the caller's reference keeps it alive */
+	rc = 0;
+out:
+	g_mutex_unlock(&list_lock);
+	return rc;
+}
+
+int domain_save(struct domain_obj *obj)
+{
+	g_autofree char *xml = NULL;
+
+	g_mutex_lock(&obj->lock);
+	xml = format_persistent(obj->def);
+	g_mutex_unlock(&obj->lock);
+	if (!xml)
+		return -1;
+	return persist_write(obj->def->name, xml);
+}
+
+int domain_set_autostart(struct domain_obj *obj, bool autostart)
+{
+	if (obj->autostart == autostart)
+		return 0;
+	if (persist_autostart_set(obj->def->name, autostart) < 0)
+		return -1;
+	obj->autostart = autostart;
+	return 0;
+}
+
+int domain_rename(struct domain_obj *obj, const char *new_name)
+{
+	g_autofree char *old_name = NULL;
+	g_autofree char *xml = NULL;
+	int rc = -1;
+
+	g_mutex_lock(&list_lock);
+	if (g_hash_table_contains(by_name, new_name)) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain with name '%s' already exists",
+				 new_name);
+		goto out;
+	}
+	if (persist_exists(new_name)) {
+		g_autofree char *path = persist_path(new_name);
+
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "cannot rename to '%s': %s exists but is not a loaded definition (see the daemon log)",
+				 new_name, path);
+		goto out;
+	}
+	g_mutex_lock(&obj->lock);
+	old_name = obj->def->name;
+	obj->def->name = g_strdup(new_name);
+	xml = format_persistent(obj->def);
+	/* New file first: a crash in between leaves two definitions with
+	 * one uuid, and the loader keeps the first, rather than none. */
+	if (!xml || persist_write(new_name, xml) < 0) {
+		g_free(obj->def->name);
+		obj->def->name = g_steal_pointer(&old_name);
+		g_mutex_unlock(&obj->lock);
+		goto out;
+	}
+	g_mutex_unlock(&obj->lock);
+	if (obj->autostart && persist_autostart_set(new_name, true) < 0)
+		pr_warn("domain '%s' renamed to '%s' but its autostart link could not follow",
+			old_name, new_name);
+	drv_error_reset();
+	persist_remove(old_name);
+	drv_error_reset();
+	domain_obj_ref(obj);
+	g_hash_table_remove(by_name, old_name);
+	g_hash_table_insert(by_name, obj->def->name, obj);
+	rc = 0;
+out:
+	g_mutex_unlock(&list_lock);
+	return rc;
+}
+
+int domain_job_begin(struct domain_obj *obj, const char *api)
+{
+	gint64 deadline = g_get_monotonic_time() + JOB_WAIT_SECONDS * G_TIME_SPAN_SECOND;
+	int rc = 0;
+
+	g_mutex_lock(&obj->lock);
+	while (obj->job) {
+		if (!g_cond_wait_until(&obj->job_cond, &obj->lock, deadline)) {
+			drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
+					 "cannot acquire state change lock (held by %s)", obj->job);
+			rc = -1;
+			goto out;
+		}
+	}
+	if (obj->removed) {
+		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching name '%s'", obj->def->name);
+		rc = -1;
+		goto out;
+	}
+	obj->job = api;
+out:
+	g_mutex_unlock(&obj->lock);
+	return rc;
+}
+
+void domain_job_end(struct domain_obj *obj)
+{
+	g_mutex_lock(&obj->lock);
+	obj->job = NULL;
+	g_cond_signal(&obj->job_cond);
+	g_mutex_unlock(&obj->lock);
+}

@@ -1,0 +1,82 @@
+/* Domain objects: every domain the daemon knows, indexed by name, UUID and
+ * (when running) id; their persistent definitions on disk (through
+ * domain_persist.c); and a per-domain job lock so that one change at a time
+ * happens to a domain.
+ *
+ * Locking: one lock guards the index (and makes define/undefine/rename
+ * atomic with their name and UUID checks); each object has its own lock
+ * for its fields.  Objects are reference counted: a lookup returns a
+ * reference the caller drops with domain_obj_unref(), so a domain
+ * undefined meanwhile stays valid memory until then. */
+#ifndef KVMM_DRV_DOMAIN_H
+#define KVMM_DRV_DOMAIN_H
+
+#include <stdbool.h>
+
+#include <glib.h>
+
+#include "conf/domain_conf.h"
+
+struct domain_obj {
+	gint refs;
+	GMutex lock;			/* the fields below */
+	struct domain_def *def;		/* persistent definition */
+	int id;				/* -1 when not running */
+	int state, reason;		/* virDomainState and its reason */
+	bool autostart;
+	bool removed;			/* undefined: no longer in the index */
+
+	/* The job: one API changing the domain at a time. */
+	GCond job_cond;
+	const char *job;		/* API name of the holder, NULL when free */
+};
+
+/* Loads every definition under CONFIG_DIR (created if missing); unreadable
+ * or invalid files are logged and skipped, never fatal.  Returns -1 only
+ * when CONFIG_DIR itself cannot be used. */
+int domains_init(const char *config_dir, const char *emulator);
+void domains_shutdown(void);
+const struct domain_parse_opts *domains_parse_opts(void);
+
+/* Lookups: a new reference, or NULL (nothing reported). */
+struct domain_obj *domain_find_by_uuid(const unsigned char uuid[16]);
+struct domain_obj *domain_find_by_name(const char *name);
+struct domain_obj *domain_find_by_id(int id);
+/* By the UUID a client sent with a domain; reports VIR_ERR_NO_DOMAIN
+ * naming NAME as libvirt does. */
+struct domain_obj *domain_get(const unsigned char uuid[16], const char *name);
+
+struct domain_obj *domain_obj_ref(struct domain_obj *obj);
+void domain_obj_unref(struct domain_obj *obj);
+
+/* A snapshot of every domain, each referenced; free with
+ * g_ptr_array_unref (the array drops the references). */
+GPtrArray *domain_list(void);
+
+/* Defines DEF (taken in every case): a new domain, or a new definition
+ * for the domain with the same name and UUID, written to disk before it
+ * is visible.  *UPDATED says which.  Returns a reference, or NULL after
+ * reporting. */
+struct domain_obj *domain_define(struct domain_def *def, bool *updated);
+
+/* Removes OBJ's definition and autostart link, then the object from the
+ * index.  The caller holds the job. */
+int domain_undefine(struct domain_obj *obj);
+
+/* Saves OBJ's current definition (after an edit); the caller holds the
+ * job and OBJ's lock is not held. */
+int domain_save(struct domain_obj *obj);
+
+int domain_set_autostart(struct domain_obj *obj, bool autostart);
+
+/* Renames an inactive domain: the new file is written before the old one
+ * goes, the autostart link follows.  The caller holds the job. */
+int domain_rename(struct domain_obj *obj, const char *new_name);
+
+/* The job lock.  Begin waits up to 30 s for the current holder (libvirt's
+ * wait), then fails with VIR_ERR_OPERATION_TIMEOUT; it also fails if the
+ * domain was undefined while waiting. */
+int domain_job_begin(struct domain_obj *obj, const char *api);
+void domain_job_end(struct domain_obj *obj);
+
+#endif

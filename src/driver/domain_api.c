@@ -1,0 +1,186 @@
+/* Define, undefine and look up domains. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+
+#include "domain_api.h"
+#include "domain_schema.h"
+#include "error.h"
+#include "handlers.h"
+#include "log.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+/* VIR_DOMAIN_UNDEFINE_* of libvirt 9.0: MANAGED_SAVE 1, SNAPSHOTS_METADATA
+ * 2, NVRAM 4, KEEP_NVRAM 8, CHECKPOINTS_METADATA 16, KEEP_TPM 32, TPM 64. */
+#define UNDEFINE_FLAGS_KNOWN 0x7fu
+
+struct domain_obj *api_domain_get(const remote_nonnull_domain *dom)
+{
+	/* CLIENT: the uuid is 16 opaque bytes (fixed by XDR), the name only
+	 * a label for the message; the lookup uses the uuid alone. */
+	return domain_get((const unsigned char *)dom->uuid, dom->name);
+}
+
+void api_domain_make(struct domain_obj *obj, remote_nonnull_domain *out)
+{
+	g_mutex_lock(&obj->lock);
+	out->name = strdup(obj->def->name);
+	memcpy(out->uuid, obj->def->uuid, 16);
+	out->id = obj->id;
+	g_mutex_unlock(&obj->lock);
+	if (!out->name)
+		g_error("out of memory");
+}
+
+int api_check_flags(unsigned flags, unsigned allowed, const char *api)
+{
+	/* CLIENT: unknown bits are refused, never ignored. */
+	if (flags & ~allowed) {
+		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_INVALID_ARG,
+				      "unsupported flags (0x%x) in function %s", flags & ~allowed, api);
+		return -1;
+	}
+	return 0;
+}
+
+static int define(const char *xml, unsigned flags, remote_nonnull_domain *out)
+{
+	struct domain_def *def;
+	struct domain_obj *obj;
+	bool updated;
+
+	if (api_check_flags(flags, VIR_DOMAIN_DEFINE_VALIDATE, "virDomainDefineXMLFlags") < 0)
+		return -1;
+	if ((flags & VIR_DOMAIN_DEFINE_VALIDATE) && domain_schema_validate(xml) < 0)
+		return -1;
+	/* CLIENT: the XML is any string up to REMOTE_STRING_MAX; the parser
+	 * refuses everything outside the subset, and names containing '/',
+	 * so a name is always a plain file name inside the config dir. */
+	def = domain_def_parse_string(xml, domains_parse_opts());
+	if (!def)
+		return -1;
+	obj = domain_define(def, &updated);
+	if (!obj)
+		return -1;
+	api_domain_make(obj, out);
+	pr_info("domain '%s' %s", out->name, updated ? "redefined" : "defined");
+	domain_obj_unref(obj);
+	return 0;
+}
+
+int drv_domain_define_xml(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_define_xml_args *a = args;
+	remote_domain_define_xml_ret *r = ret;
+
+	return define(a->xml, 0, &r->dom);
+}
+
+int drv_domain_define_xml_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_define_xml_flags_args *a = args;
+	remote_domain_define_xml_flags_ret *r = ret;
+
+	return define(a->xml, a->flags, &r->dom);
+}
+
+static int undefine(const remote_nonnull_domain *dom, unsigned flags)
+{
+	struct domain_obj *obj;
+	int rc = -1;
+
+	/* Every flag names something to remove along with the definition
+	 * (managed save image, snapshot or checkpoint metadata, NVRAM, TPM
+	 * state) or to keep.  kvmm domains have none of these, and libvirt
+	 * treats each flag as a no-op when there is nothing to act on, so
+	 * all are accepted; only the contradictory pairs are refused, as
+	 * libvirt does. */
+	if (api_check_flags(flags, UNDEFINE_FLAGS_KNOWN, "virDomainUndefineFlags") < 0)
+		return -1;
+	if ((flags & VIR_DOMAIN_UNDEFINE_NVRAM) && (flags & VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)) {
+		drv_error_report(VIR_ERR_INVALID_ARG,
+				 "Flags 'VIR_DOMAIN_UNDEFINE_NVRAM' and 'VIR_DOMAIN_UNDEFINE_KEEP_NVRAM' are mutually exclusive");
+		return -1;
+	}
+	if ((flags & VIR_DOMAIN_UNDEFINE_TPM) && (flags & VIR_DOMAIN_UNDEFINE_KEEP_TPM)) {
+		drv_error_report(VIR_ERR_INVALID_ARG,
+				 "Flags 'VIR_DOMAIN_UNDEFINE_TPM' and 'VIR_DOMAIN_UNDEFINE_KEEP_TPM' are mutually exclusive");
+		return -1;
+	}
+	obj = api_domain_get(dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainUndefine") < 0)
+		goto out;
+	rc = domain_undefine(obj);
+	domain_job_end(obj);
+	if (rc == 0)
+		pr_info("domain '%s' undefined", obj->def->name);
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_undefine(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_undefine_args *a = args;
+
+	return undefine(&a->dom, 0);
+}
+
+int drv_domain_undefine_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_undefine_flags_args *a = args;
+
+	return undefine(&a->dom, a->flags);
+}
+
+int drv_domain_lookup_by_name(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_lookup_by_name_args *a = args;
+	remote_domain_lookup_by_name_ret *r = ret;
+	struct domain_obj *obj = domain_find_by_name(a->name);
+
+	if (!obj) {
+		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching name '%s'", a->name);
+		return -1;
+	}
+	api_domain_make(obj, &r->dom);
+	domain_obj_unref(obj);
+	return 0;
+}
+
+int drv_domain_lookup_by_uuid(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_lookup_by_uuid_args *a = args;
+	remote_domain_lookup_by_uuid_ret *r = ret;
+	struct domain_obj *obj = domain_find_by_uuid((const unsigned char *)a->uuid);
+	char uuid[37];
+
+	if (!obj) {
+		domain_uuid_format((const unsigned char *)a->uuid, uuid);
+		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching uuid '%s'", uuid);
+		return -1;
+	}
+	api_domain_make(obj, &r->dom);
+	domain_obj_unref(obj);
+	return 0;
+}
+
+int drv_domain_lookup_by_id(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_lookup_by_id_args *a = args;
+	remote_domain_lookup_by_id_ret *r = ret;
+	struct domain_obj *obj = domain_find_by_id(a->id);
+
+	/* Only running domains have an id; none runs yet. */
+	if (!obj) {
+		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching id %d", a->id);
+		return -1;
+	}
+	api_domain_make(obj, &r->dom);
+	domain_obj_unref(obj);
+	return 0;
+}

@@ -1,0 +1,20 @@
+/* Helpers shared by the domain handlers (domain_api.c, domain_edit.c,
+ * list.c): between domain objects and the remote_nonnull_domain a
+ * client sends and receives. */
+#ifndef KVMM_DRV_DOMAIN_API_H
+#define KVMM_DRV_DOMAIN_API_H
+
+#include "domain.h"
+#include "remote_xdr.h"
+
+/* The domain a client names, by its UUID (as libvirtd looks it up), or
+ * NULL after reporting VIR_ERR_NO_DOMAIN. */
+struct domain_obj *api_domain_get(const remote_nonnull_domain *dom);
+
+/* Fills OUT (name malloc'ed for xdr_free) from OBJ. */
+void api_domain_make(struct domain_obj *obj, remote_nonnull_domain *out);
+
+/* Refuses flag bits outside ALLOWED with libvirt's wording. */
+int api_check_flags(unsigned flags, unsigned allowed, const char *api);
+
+#endif
