@@ -91,10 +91,10 @@ def test_readonly_socket_lists_and_refuses_changes(daemon, tmp):
 
 
 def test_unsupported_commands_fail_cleanly(daemon, tmp):
-    r = virsh(daemon.uri(), "sysinfo")
+    r = virsh(daemon.uri(), "cpu-models", "x86_64")
     assert r.returncode == 1
-    assert "error: failed to get sysinfo" in r.stderr
-    assert "unknown procedure: 203" in r.stderr
+    assert "error: failed to get CPU model names" in r.stderr
+    assert "unknown procedure: 312" in r.stderr
     xml = os.path.join(tmp, "d.xml")
     with open(xml, "w") as f:
         f.write("<domain type='kvm'><name>x</name></domain>")
@@ -102,7 +102,7 @@ def test_unsupported_commands_fail_cleanly(daemon, tmp):
     assert r.returncode == 1 and "unknown procedure: 11" in r.stderr
     c = libvirt.open(daemon.uri())
     with pytest.raises(libvirt.libvirtError) as e:
-        c.getSysinfo()
+        c.getCPUModelNames("x86_64")
     # The client maps libvirtd's "unknown procedure" to NO_SUPPORT.
     assert e.value.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT
     assert c.getType() == "KVMM"        # the connection survives
