@@ -1,5 +1,6 @@
 /* The host and capability calls (capabilities.c, domcaps.c, sysinfo.c,
- * nodestats.c) and the facts about this host and this kvmm they share
+ * nodestats.c), the close callback (connect.c), and the facts about this
+ * host and this kvmm they share
  * (host.c).  Handlers follow handlers.h's conventions. */
 #ifndef KVMM_DRV_HOST_H
 #define KVMM_DRV_HOST_H
@@ -29,6 +30,10 @@ int drv_node_get_cells_free_memory(struct rpc_conn *conn, void *args, void *ret)
 int drv_node_get_free_memory(struct rpc_conn *conn, void *args, void *ret);
 int drv_node_get_cpu_map(struct rpc_conn *conn, void *args, void *ret);
 int drv_node_get_free_pages(struct rpc_conn *conn, void *args, void *ret);
+
+/* connect.c */
+int drv_connect_register_close_callback(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_unregister_close_callback(struct rpc_conn *conn, void *args, void *ret);
 
 /* host.c: facts */
 

@@ -93,6 +93,10 @@ static const struct rpc_proc procs[] = {
 	[REMOTE_PROC_NODE_GET_CPU_MAP] = { "virNodeGetCPUMap",
 		ARGS(remote_node_get_cpu_map_args), RET(remote_node_get_cpu_map_ret),
 		drv_node_get_cpu_map, 0 },
+	[REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK] = { "virConnectRegisterCloseCallback", NONE,
+		NONE, drv_connect_register_close_callback, 0 },
+	[REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK] = { "virConnectUnregisterCloseCallback",
+		NONE, NONE, drv_connect_unregister_close_callback, 0 },
 
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
