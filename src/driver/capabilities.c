@@ -160,7 +160,9 @@ static void host_cpu(GString *x, const char *arch)
 	if (addr && atoi(addr) > 0)
 		g_string_append_printf(x, "      <maxphysaddr mode='emulate' bits='%d'/>\n", atoi(addr));
 	if (flags) {
-		/* Linux's names for CPUID bits, as /proc/cpuinfo shows them. */
+		/* The flags of /proc/cpuinfo under Linux's names (a few,
+		 * like constant_tsc, are Linux's own rather than CPUID
+		 * bits); libvirt's cpu_map spellings would need its map. */
 		g_auto(GStrv) f = g_strsplit(flags, " ", -1);
 		for (int i = 0; f[i]; i++) {
 			bool ok = *f[i] != '\0';

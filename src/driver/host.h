@@ -1,7 +1,7 @@
 /* The host and capability calls (capabilities.c, domcaps.c, sysinfo.c,
  * nodestats.c), the close callback (connect.c), and the facts about this
- * host and this kvmm they share
- * (host.c).  Handlers follow handlers.h's conventions. */
+ * host and this kvmm they share (host.c).  Handlers follow handlers.h's
+ * conventions. */
 #ifndef KVMM_DRV_HOST_H
 #define KVMM_DRV_HOST_H
 
