@@ -10,6 +10,7 @@
 #include "driver.h"
 #include "error.h"
 #include "handlers.h"
+#include "host.h"
 #include "log.h"
 #include "remote_xdr.h"
 
@@ -117,8 +118,13 @@ int drv_connect_supports_feature(struct rpc_conn *conn, void *args, void *ret)
 		conn->keepalive.enabled = true;
 		r->supported = 1;
 		break;
+	case FEATURE_REMOTE_CLOSE_CALLBACK:
+		/* The client then registers with CONNECT_REGISTER_CLOSE_CALLBACK;
+		 * its callback fires when the socket closes, which needs
+		 * nothing more from us. */
+		r->supported = 1;
+		break;
 	case FEATURE_REMOTE_EVENT_CALLBACK:	/* no events yet */
-	case FEATURE_REMOTE_CLOSE_CALLBACK:	/* no close callback yet */
 	default:
 		/* Migration, FD passing, typed-parameter strings and
 		 * the rest: not yet.  Unknown numbers are "no", as in
@@ -200,5 +206,29 @@ int drv_connect_get_uri(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_NO_MEMORY, "out of memory");
 		return -1;
 	}
+	return 0;
+}
+
+/* The close callback lives in the client library: it runs when the
+ * connection drops, whoever drops it.  The server only records that one
+ * is registered (for the log, and so a double registration is refused
+ * as libvirtd does). */
+int drv_connect_register_close_callback(struct rpc_conn *conn, void *args, void *ret)
+{
+	if (conn->close_callback) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "A close callback is already registered");
+		return -1;
+	}
+	conn->close_callback = true;
+	return 0;
+}
+
+int drv_connect_unregister_close_callback(struct rpc_conn *conn, void *args, void *ret)
+{
+	if (!conn->close_callback) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "A close callback is not registered");
+		return -1;
+	}
+	conn->close_callback = false;
 	return 0;
 }

@@ -16,6 +16,7 @@
 
 #include "domain.h"
 #include "driver.h"
+#include "host.h"
 #include "error.h"
 #include "log.h"
 #include "rpc/server.h"
@@ -167,7 +168,7 @@ int main(int argc, char **argv)
 	if (opt_pid_file && (pid_fd = write_pid_file(opt_pid_file)) < 0)
 		return 1;
 
-	if (domains_init(confdir, KVMM_EMULATOR) < 0) {
+	if (domains_init(confdir, host_emulator_path()) < 0) {
 		pr_err("%s", drv_error_last()->message);
 		return 1;
 	}

@@ -11,6 +11,10 @@ RPC_XDR_C = src/driver/rpc/protocol_xdr.c src/driver/rpc/remote_xdr.c \
 	src/driver/rpc/keepalive_xdr.c
 RPC_XDR_H = src/driver/rpc/protocol_xdr.h src/driver/rpc/remote_xdr.h \
 	src/driver/rpc/keepalive_xdr.h
+# The host and capability procedures (remote_host.x uses remote.x's types).
+RPC_XDR_X += src/driver/rpc/remote_host.x
+RPC_XDR_C += src/driver/rpc/remote_host_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_host_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -34,11 +38,12 @@ src_driver_rpc_librpcxdr_a_CFLAGS = -Wno-unused-variable -Wno-unused-parameter
 
 # --- the daemon ---------------------------------------------------------------
 # Not AM_CPPFLAGS: the VMM's headers are no business of the daemon's.
-DRV_CPPFLAGS = -include $(top_builddir)/kvmm-build.h \
+# KVMM_PATH: the installed kvmm, used when the daemon does not run from
+# the build tree (host.c: host_emulator_path).
+DRV_CPPFLAGS = -DKVMM_PATH='"$(bindir)/kvmm"' -include $(top_builddir)/kvmm-build.h \
 	-I$(top_srcdir)/src/common -I$(top_srcdir)/src/driver \
 	-I$(top_srcdir)/src/driver/rpc -I$(top_builddir)/src/driver/rpc \
-	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) \
-	-DKVMM_EMULATOR='"$(bindir)/kvmm"'
+	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS)
 DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
 	src/driver/libdrvconf.a src/driver/libdrvcommon.a src/common/libcommon.a \
 	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS)
@@ -61,6 +66,13 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/domain_api.c src/driver/domain_api.h \
 	src/driver/domain_info.c \
 	src/driver/domain_edit.c
+# host and capabilities
+src_driver_libvirtkvmmd_a_SOURCES += \
+	src/driver/host.c src/driver/host.h \
+	src/driver/capabilities.c \
+	src/driver/domcaps.c \
+	src/driver/sysinfo.c \
+	src/driver/nodestats.c
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

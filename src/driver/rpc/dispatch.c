@@ -4,9 +4,11 @@
 
 #include "error.h"
 #include "handlers.h"
+#include "host.h"
 #include "log.h"
 #include "message.h"
 #include "remote_xdr.h"
+#include "remote_host_xdr.h"
 #include "reply_error.h"
 #include "dispatch.h"
 
@@ -119,6 +121,40 @@ static const struct rpc_proc procs[] = {
 	/* host */
 	[REMOTE_PROC_NODE_GET_INFO] = { "virNodeGetInfo", NONE, RET(remote_node_get_info_ret),
 		drv_node_get_info, 0 },
+
+	/* host and capabilities */
+	[REMOTE_PROC_CONNECT_GET_CAPABILITIES] = { "virConnectGetCapabilities", NONE,
+		RET(remote_connect_get_capabilities_ret), drv_connect_get_capabilities, 0 },
+	[REMOTE_PROC_CONNECT_GET_DOMAIN_CAPABILITIES] = { "virConnectGetDomainCapabilities",
+		ARGS(remote_connect_get_domain_capabilities_args),
+		RET(remote_connect_get_domain_capabilities_ret), drv_connect_get_domain_capabilities, 0 },
+	[REMOTE_PROC_CONNECT_GET_MAX_VCPUS] = { "virConnectGetMaxVcpus",
+		ARGS(remote_connect_get_max_vcpus_args), RET(remote_connect_get_max_vcpus_ret),
+		drv_connect_get_max_vcpus, 0 },
+	[REMOTE_PROC_CONNECT_GET_SYSINFO] = { "virConnectGetSysinfo",
+		ARGS(remote_connect_get_sysinfo_args), RET(remote_connect_get_sysinfo_ret),
+		drv_connect_get_sysinfo, 0 },
+	[REMOTE_PROC_NODE_GET_CPU_STATS] = { "virNodeGetCPUStats",
+		ARGS(remote_node_get_cpu_stats_args), RET(remote_node_get_cpu_stats_ret),
+		drv_node_get_cpu_stats, 0 },
+	[REMOTE_PROC_NODE_GET_MEMORY_STATS] = { "virNodeGetMemoryStats",
+		ARGS(remote_node_get_memory_stats_args), RET(remote_node_get_memory_stats_ret),
+		drv_node_get_memory_stats, 0 },
+	[REMOTE_PROC_NODE_GET_CELLS_FREE_MEMORY] = { "virNodeGetCellsFreeMemory",
+		ARGS(remote_node_get_cells_free_memory_args), RET(remote_node_get_cells_free_memory_ret),
+		drv_node_get_cells_free_memory, 0 },
+	[REMOTE_PROC_NODE_GET_FREE_MEMORY] = { "virNodeGetFreeMemory", NONE,
+		RET(remote_node_get_free_memory_ret), drv_node_get_free_memory, 0 },
+	[REMOTE_PROC_NODE_GET_FREE_PAGES] = { "virNodeGetFreePages",
+		ARGS(remote_node_get_free_pages_args), RET(remote_node_get_free_pages_ret),
+		drv_node_get_free_pages, 0 },
+	[REMOTE_PROC_NODE_GET_CPU_MAP] = { "virNodeGetCPUMap",
+		ARGS(remote_node_get_cpu_map_args), RET(remote_node_get_cpu_map_ret),
+		drv_node_get_cpu_map, 0 },
+	[REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK] = { "virConnectRegisterCloseCallback", NONE,
+		NONE, drv_connect_register_close_callback, 0 },
+	[REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK] = { "virConnectUnregisterCloseCallback",
+		NONE, NONE, drv_connect_unregister_close_callback, 0 },
 
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }

@@ -22,6 +22,7 @@ struct rpc_conn {
 	bool readonly;		/* -ro socket, or opened read-only */
 	bool open;		/* CONNECT_OPEN succeeded */
 	bool closing;		/* CONNECT_CLOSE answered: drop once flushed */
+	bool close_callback;	/* the client registered a close callback */
 	struct rpc_keepalive keepalive;
 	/* Queues one packet to the client; takes the reference. */
 	void (*send)(struct rpc_conn *conn, GBytes *pkt);
