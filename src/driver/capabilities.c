@@ -55,17 +55,6 @@ static const char *vendor_name(const char *cpuid_vendor)
 	return cpuid_vendor;
 }
 
-/* A number from /sys/devices/system/cpu/cpuCPU/topology/FILE, or -1. */
-static long topo_long(int cpu, const char *file)
-{
-	g_autofree char *path = g_strdup_printf("/sys/devices/system/cpu/cpu%d/topology/%s", cpu, file);
-	g_autofree char *text = NULL;
-
-	if (!g_file_get_contents(path, &text, NULL, NULL))
-		return -1;
-	return strtol(text, NULL, 10);
-}
-
 /* Sockets, dies per socket, cores per die and threads per core of the
  * online CPUs; the flat layout (1, 1, cpus, 1) when they do not multiply
  * out, as libvirt does for asymmetric hosts. */
@@ -79,9 +68,9 @@ static void cpu_topology(GString *x)
 
 	for (guint i = 0; i < cpus->len; i++) {
 		int cpu = g_array_index(cpus, int, i);
-		long pkg = topo_long(cpu, "physical_package_id");
-		long die = topo_long(cpu, "die_id");
-		long core = topo_long(cpu, "core_id");
+		long pkg = host_cpu_long(cpu, "topology/physical_package_id");
+		long die = host_cpu_long(cpu, "topology/die_id");
+		long core = host_cpu_long(cpu, "topology/core_id");
 
 		if (die < 0)
 			die = 0;
@@ -233,9 +222,9 @@ static void numa_cell(GString *x, int cell, GArray *cells, GArray *sizes)
 	g_string_append_printf(x, "          <cpus num='%u'>\n", cpus->len);
 	for (guint i = 0; i < cpus->len; i++) {
 		int cpu = g_array_index(cpus, int, i);
-		long pkg = topo_long(cpu, "physical_package_id");
-		long die = topo_long(cpu, "die_id");
-		long core = topo_long(cpu, "core_id");
+		long pkg = host_cpu_long(cpu, "topology/physical_package_id");
+		long die = host_cpu_long(cpu, "topology/die_id");
+		long core = host_cpu_long(cpu, "topology/core_id");
 		g_autofree char *sib_path = g_strdup_printf("/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", cpu);
 		g_autofree char *sib = NULL;
 

@@ -42,6 +42,10 @@ int drv_connect_unregister_close_callback(struct rpc_conn *conn, void *args, voi
  * the installed one, KVMM_PATH ($bindir/kvmm, set at build time). */
 const char *host_emulator_path(void);
 
+/* A number from /sys/devices/system/cpu/cpuCPU/FILE (e.g. "online",
+ * "topology/core_id"), or -1 when absent (node.c). */
+long host_cpu_long(int cpu, const char *file);
+
 /* The most vCPUs a kvmm guest can have here: KVM's limit
  * (KVM_CAP_MAX_VCPUS, else KVM_CAP_NR_VCPUS) capped by kvmm's own. */
 int host_max_vcpus(void);

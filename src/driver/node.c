@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "handlers.h"
+#include "host.h"
 #include "remote_xdr.h"
 
 #define VIR_FROM_THIS VIR_FROM_NONE
@@ -37,8 +38,7 @@ static double proc_field(const char *path, const char *key)
 	return val;
 }
 
-/* A number from /sys/devices/system/cpu/cpuCPU/FILE, or -1. */
-static long cpu_long(int cpu, const char *file)
+long host_cpu_long(int cpu, const char *file)
 {
 	g_autofree char *path = g_strdup_printf("/sys/devices/system/cpu/cpu%d/%s", cpu, file);
 	g_autofree char *text = NULL;
@@ -73,10 +73,10 @@ static void topology(int cpus, remote_node_get_info_ret *r)
 		long pkg, core;
 
 		/* cpu0 often has no "online" file: it cannot go offline. */
-		if (cpu_long(cpu, "online") == 0)
+		if (host_cpu_long(cpu, "online") == 0)
 			continue;
-		pkg = cpu_long(cpu, "topology/physical_package_id");
-		core = cpu_long(cpu, "topology/core_id");
+		pkg = host_cpu_long(cpu, "topology/physical_package_id");
+		core = host_cpu_long(cpu, "topology/core_id");
 		if (pkg < 0 || core < 0)
 			continue;
 		online++;
