@@ -8,6 +8,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from kvmmtest import BUILD
@@ -92,6 +93,25 @@ class Daemon:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+_event_loop = []
+
+
+def event_loop():
+    """libvirt's default event loop, once per process (libvirt allows one),
+    on a daemon thread: close callbacks and domain events are delivered
+    from it.  Must run before the connections that use it are opened."""
+    import libvirt
+    if not _event_loop:
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        _event_loop.append(t)
 
 
 def virsh(uri, *args, readonly=False, timeout=30):
