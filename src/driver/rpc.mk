@@ -83,7 +83,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd
-src_driver_virtkvmmd_SOURCES = src/driver/daemon.c
+src_driver_virtkvmmd_SOURCES = src/driver/daemon.c \
+	src/driver/daemon_conf.c src/driver/daemon_conf.h
 src_driver_virtkvmmd_CPPFLAGS = $(DRV_CPPFLAGS)
 src_driver_virtkvmmd_LDADD = $(DRV_LDADD)
 

@@ -398,7 +398,8 @@ static int clear_stale_socket(const char *path)
 	return 0;
 }
 
-int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, bool readonly)
+int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_t mode,
+		      bool readonly)
 {
 	struct listener *l;
 	mode_t old;
@@ -413,6 +414,13 @@ int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, boo
 	umask(old);
 	if (fd < 0)
 		return -1;
+	/* The group first: the mode may open the socket to it. */
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) {
+		pr_err("cannot give %s to group %ld: %s", path, (long)gid, g_strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
 	if (chmod(path, mode) < 0) {
 		pr_err("cannot set the mode of %s to %o: %s", path, (unsigned)mode, g_strerror(errno));
 		close(fd);
