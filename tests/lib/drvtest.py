@@ -42,14 +42,15 @@ def version_number(v):
 class Daemon:
     """A private virtkvmmd whose files all live under root."""
 
-    def __init__(self, root, extra=(), user=None, env=None):
+    def __init__(self, root, extra=(), user=None, env=None, verbose=True):
         self.root = root
         self.rundir = os.path.join(root, "run", "libvirt")
         self.sock = os.path.join(self.rundir, "virtkvmmd-sock")
         self.sock_ro = self.sock + "-ro"
         self.pidfile = os.path.join(root, "virtkvmmd.pid")
         self.logpath = os.path.join(root, "virtkvmmd.log")
-        self.argv = [VIRTKVMMD, "--root", root, "--pid-file", self.pidfile, "--verbose"] + list(extra)
+        self.argv = ([VIRTKVMMD, "--root", root, "--pid-file", self.pidfile] +
+                     (["--verbose"] if verbose else []) + list(extra))
         self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env, user=user)
