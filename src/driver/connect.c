@@ -124,7 +124,11 @@ int drv_connect_supports_feature(struct rpc_conn *conn, void *args, void *ret)
 		 * nothing more from us. */
 		r->supported = 1;
 		break;
-	case FEATURE_REMOTE_EVENT_CALLBACK:	/* no events yet */
+	case FEATURE_REMOTE_EVENT_CALLBACK:
+		/* The client then registers with the callback RPCs (316/317)
+		 * and expects messages headed by its callbackID (events.c). */
+		r->supported = 1;
+		break;
 	default:
 		/* Migration, FD passing, typed-parameter strings and
 		 * the rest: not yet.  Unknown numbers are "no", as in

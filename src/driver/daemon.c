@@ -14,6 +14,7 @@
 #include <glib.h>
 #include <glib-unix.h>
 
+#include "daemon_conf.h"
 #include "domain.h"
 #include "driver.h"
 #include "host.h"
@@ -25,24 +26,30 @@ static gchar *opt_root;
 static gint opt_timeout;
 static gboolean opt_verbose;
 static gchar *opt_pid_file;
-static gint opt_keepalive_interval = 5;		/* libvirt's defaults */
-static gint opt_keepalive_count = 5;
-static gint opt_max_clients = 5000;
+static gchar *opt_config;
+/* NOT_GIVEN: the configuration file (or its default) decides. */
+#define NOT_GIVEN G_MININT
+static gint opt_keepalive_interval = NOT_GIVEN;
+static gint opt_keepalive_count = NOT_GIVEN;
+static gint opt_max_clients = NOT_GIVEN;
 
 static const GOptionEntry options[] = {
 	{ "root", 0, 0, G_OPTION_ARG_FILENAME, &opt_root,
 	  "Keep every file of this instance (sockets, definitions in DIR/etc/libvirt/kvmm, later state and logs) under DIR", "DIR" },
 	{ "timeout", 't', 0, G_OPTION_ARG_INT, &opt_timeout,
 	  "Exit after SECONDS without clients (0: never)", "SECONDS" },
-	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log every connection and call", NULL },
+	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose,
+	  "Log every connection and call (overrides log_level)", NULL },
+	{ "config", 'f', 0, G_OPTION_ARG_FILENAME, &opt_config,
+	  "Read the configuration from FILE (default: /etc/libvirt/virtkvmmd.conf, $XDG_CONFIG_HOME/libvirt/virtkvmmd.conf for a user, DIR/etc/libvirt/virtkvmmd.conf with --root)", "FILE" },
 	{ "pid-file", 'p', 0, G_OPTION_ARG_FILENAME, &opt_pid_file,
 	  "Write the daemon's PID to PATH, locked while it runs", "PATH" },
 	{ "keepalive-interval", 0, 0, G_OPTION_ARG_INT, &opt_keepalive_interval,
-	  "Ping a client after SECONDS of silence (0: never; default 5)", "SECONDS" },
+	  "Ping a client after SECONDS of silence (0: never; default 5, or keepalive_interval)", "SECONDS" },
 	{ "keepalive-count", 0, 0, G_OPTION_ARG_INT, &opt_keepalive_count,
-	  "Drop a client after N unanswered pings (default 5)", "N" },
+	  "Drop a client after N unanswered pings (default 5, or keepalive_count)", "N" },
 	{ "max-clients", 0, 0, G_OPTION_ARG_INT, &opt_max_clients,
-	  "Refuse connections beyond N clients (default 5000)", "N" },
+	  "Refuse connections beyond N clients (default 5000, or max_clients)", "N" },
 	{ NULL }
 };
 
@@ -105,7 +112,8 @@ int main(int argc, char **argv)
 	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *root = NULL, *rundir = NULL, *sock = NULL, *sock_ro = NULL;
-	g_autofree char *confdir = NULL;
+	g_autofree char *confdir = NULL, *conffile = NULL;
+	struct daemon_conf conf;
 	struct rpc_server_config cfg;
 	struct rpc_server *srv = NULL;
 	struct idle_check ic;
@@ -126,13 +134,13 @@ int main(int argc, char **argv)
 		pr_err("unexpected argument '%s' (try --help)", argv[1]);
 		return 2;
 	}
-	if (opt_timeout < 0 || opt_keepalive_interval < 0 || opt_keepalive_count < 0 ||
-	    opt_max_clients < 1) {
+	if (opt_timeout < 0 ||
+	    (opt_keepalive_interval != NOT_GIVEN && opt_keepalive_interval < 0) ||
+	    (opt_keepalive_count != NOT_GIVEN && opt_keepalive_count < 0) ||
+	    (opt_max_clients != NOT_GIVEN && opt_max_clients < 1)) {
 		pr_err("--timeout, --keepalive-* must not be negative and --max-clients must be at least 1");
 		return 2;
 	}
-	if (opt_verbose)
-		log_set_level(LOG_DEBUG);
 	/* A client vanishing mid-reply must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
 
@@ -150,6 +158,28 @@ int main(int argc, char **argv)
 					      : g_build_filename(g_get_user_runtime_dir(), "libvirt", NULL);
 	}
 	drv_state.root = root;
+
+	/* The configuration file, where libvirt's daemons keep theirs; read
+	 * before anything is created, so a bad one leaves nothing behind.
+	 * The command line overrides it. */
+	if (opt_config)
+		conffile = g_canonicalize_filename(opt_config, NULL);
+	else if (opt_root)
+		conffile = g_build_filename(root, "etc", "libvirt", "virtkvmmd.conf", NULL);
+	else if (drv_state.privileged)
+		conffile = g_strdup("/etc/libvirt/virtkvmmd.conf");
+	else
+		conffile = g_build_filename(g_get_user_config_dir(), "libvirt", "virtkvmmd.conf", NULL);
+	daemon_conf_defaults(&conf);
+	if (daemon_conf_load(&conf, conffile, opt_config != NULL) < 0)
+		return 1;
+	log_set_level(opt_verbose ? LOG_DEBUG : conf.log_level);
+	if (opt_keepalive_interval != NOT_GIVEN)
+		conf.keepalive_interval = opt_keepalive_interval;
+	if (opt_keepalive_count != NOT_GIVEN)
+		conf.keepalive_count = opt_keepalive_count;
+	if (opt_max_clients != NOT_GIVEN)
+		conf.max_clients = opt_max_clients;
 	/* Definitions where libvirt's drivers keep theirs: /etc/libvirt/DRIVER
 	 * for the system instance, the user's config dir for a session. */
 	if (opt_root)
@@ -174,16 +204,17 @@ int main(int argc, char **argv)
 	}
 
 	loop = g_main_loop_new(NULL, FALSE);
-	cfg.keepalive_interval = opt_keepalive_interval;
-	cfg.keepalive_count = opt_keepalive_count;
-	cfg.max_clients = opt_max_clients;
+	cfg.keepalive_interval = conf.keepalive_interval;
+	cfg.keepalive_count = conf.keepalive_count;
+	cfg.max_clients = conf.max_clients;
 	srv = rpc_server_new(&cfg);
-	/* Read-write: root only (session: the user only); read-only: every
-	 * local user, as libvirt's daemons.  A session daemon has no
-	 * read-only socket, like libvirt's. */
-	if (rpc_server_listen(srv, sock, 0600, false) < 0)
+	/* By default read-write: root only (session: the user only);
+	 * read-only: every local user, as libvirt's daemons.  A session
+	 * daemon has no read-only socket, like libvirt's. */
+	if (rpc_server_listen(srv, sock, conf.unix_sock_group, conf.unix_sock_rw_perms, false) < 0)
 		goto out;
-	if (drv_state.privileged && rpc_server_listen(srv, sock_ro, 0666, true) < 0)
+	if (drv_state.privileged &&
+	    rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0)
 		goto out;
 
 	g_unix_signal_add(SIGTERM, on_signal, loop);

@@ -7,6 +7,7 @@
 #include "domain_api.h"
 #include "domain_schema.h"
 #include "error.h"
+#include "events.h"
 #include "handlers.h"
 #include "log.h"
 
@@ -66,6 +67,8 @@ static int define(const char *xml, unsigned flags, remote_nonnull_domain *out)
 		return -1;
 	api_domain_make(obj, out);
 	pr_info("domain '%s' %s", out->name, updated ? "redefined" : "defined");
+	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_DEFINED,
+			     updated ? VIR_DOMAIN_EVENT_DEFINED_UPDATED : VIR_DOMAIN_EVENT_DEFINED_ADDED);
 	domain_obj_unref(obj);
 	return 0;
 }
@@ -116,8 +119,13 @@ static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 		goto out;
 	rc = domain_undefine(obj);
 	domain_job_end(obj);
-	if (rc == 0)
+	if (rc == 0) {
 		pr_info("domain '%s' undefined", obj->def->name);
+		/* obj is out of the index but still ours: its name and uuid
+		 * are those the clients knew. */
+		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_UNDEFINED,
+				     VIR_DOMAIN_EVENT_UNDEFINED_REMOVED);
+	}
 out:
 	domain_obj_unref(obj);
 	return rc;

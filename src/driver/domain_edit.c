@@ -8,6 +8,7 @@
 
 #include "domain_api.h"
 #include "error.h"
+#include "events.h"
 #include "handlers.h"
 #include "log.h"
 
@@ -142,6 +143,9 @@ int drv_domain_set_metadata(struct rpc_conn *conn, void *args, void *ret)
 	 * the next successful save carries the change. */
 	if (rc == 0)
 		rc = domain_save(obj);
+	if (rc == 0)
+		events_metadata_change(obj, a->type,
+				       a->type == VIR_DOMAIN_METADATA_ELEMENT ? *a->uri : NULL);
 end:
 	domain_job_end(obj);
 out:
@@ -234,8 +238,13 @@ int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret)
 	else
 		rc = domain_rename(obj, new_name);
 	domain_job_end(obj);
-	if (rc == 0)
+	if (rc == 0) {
 		pr_info("domain '%s' renamed to '%s'", old_name, new_name);
+		/* As libvirt: the old name goes, then the new one comes. */
+		events_lifecycle(old_name, obj->def->uuid, obj->id, VIR_DOMAIN_EVENT_UNDEFINED,
+				 VIR_DOMAIN_EVENT_UNDEFINED_RENAMED);
+		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_DEFINED, VIR_DOMAIN_EVENT_DEFINED_RENAMED);
+	}
 out:
 	domain_obj_unref(obj);
 	r->retcode = rc;

@@ -55,6 +55,12 @@ int drv_domain_set_metadata(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_metadata(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret);
 
+/* events.c: domain event callbacks */
+int drv_connect_domain_event_callback_register_any(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_domain_event_callback_deregister_any(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_domain_event_register_any(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_domain_event_deregister_any(struct rpc_conn *conn, void *args, void *ret);
+
 /* node.c: the host */
 int drv_node_get_info(struct rpc_conn *conn, void *args, void *ret);
 

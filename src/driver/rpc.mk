@@ -15,6 +15,10 @@ RPC_XDR_H = src/driver/rpc/protocol_xdr.h src/driver/rpc/remote_xdr.h \
 RPC_XDR_X += src/driver/rpc/remote_host.x
 RPC_XDR_C += src/driver/rpc/remote_host_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_host_xdr.h
+# The domain event procedures and messages (remote_events.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_events.x
+RPC_XDR_C += src/driver/rpc/remote_events_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_events_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -73,10 +77,14 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domcaps.c \
 	src/driver/sysinfo.c \
 	src/driver/nodestats.c
+# domain events
+src_driver_libvirtkvmmd_a_SOURCES += \
+	src/driver/events.c src/driver/events.h
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd
-src_driver_virtkvmmd_SOURCES = src/driver/daemon.c
+src_driver_virtkvmmd_SOURCES = src/driver/daemon.c \
+	src/driver/daemon_conf.c src/driver/daemon_conf.h
 src_driver_virtkvmmd_CPPFLAGS = $(DRV_CPPFLAGS)
 src_driver_virtkvmmd_LDADD = $(DRV_LDADD)
 

@@ -11,13 +11,14 @@ from drvtest import VIRTKVMMD, Daemon
 
 @pytest.fixture
 def start_daemon():
-    """start_daemon(extra=(), ...) -> a running Daemon in its own --root.
-    Every daemon started is stopped (by PID) and its root removed."""
+    """start_daemon(extra=(), ...) -> a running Daemon in its own --root
+    (a new temporary one, or root= one the test prepared).  Every daemon
+    started is stopped (by PID) and its root removed."""
     started = []
 
-    def start(extra=(), wait=True, **kw):
+    def start(extra=(), wait=True, root=None, **kw):
         assert os.path.exists(VIRTKVMMD), f"{VIRTKVMMD} was not built: run make"
-        root = tempfile.mkdtemp(prefix="kvd-")
+        root = root or tempfile.mkdtemp(prefix="kvd-")
         d = Daemon(root, extra, **kw)
         started.append(d)
         if wait:

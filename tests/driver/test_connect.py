@@ -167,8 +167,9 @@ def test_features_answered_truthfully(daemon):
     for feature in (8, 9, 10, 13, 14, 15, 9999):
         r = raw.call(PROC_SUPPORTS_FEATURE, xdr_int(feature))
         answers[feature] = struct.unpack(">i", r[6])[0]
-    # keepalive and the close callback; events, FD passing, migration later
-    assert answers == {8: 0, 9: 0, 10: 1, 13: 0, 14: 0, 15: 1, 9999: 0}
+    # keepalive, event callbacks and the close callback; FD passing,
+    # migration later
+    assert answers == {8: 0, 9: 0, 10: 1, 13: 0, 14: 1, 15: 1, 9999: 0}
     raw.close()
 
 

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from drvtest import virsh
+from drvtest import event_loop, virsh
 from kvmmtest import UNIT_DIR
 
 XML2XML = os.path.join(UNIT_DIR, "xml2xml")
@@ -420,23 +420,6 @@ def test_close_callback_feature_and_virsh_registration(daemon):
     # virsh registers a close callback when feature 15 is on, and drops it
     assert "call virConnectRegisterCloseCallback (360)" in log
     assert "call virConnectUnregisterCloseCallback (361)" in log
-
-
-_event_loop = []
-
-
-def event_loop():
-    """libvirt's default event loop, once per process, on a daemon thread:
-    the close callback is delivered from it."""
-    if not _event_loop:
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run():
-            while True:
-                libvirt.virEventRunDefaultImpl()
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        _event_loop.append(t)
 
 
 def test_close_callback_through_python(start_daemon):

@@ -8,6 +8,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from kvmmtest import BUILD
@@ -41,14 +42,15 @@ def version_number(v):
 class Daemon:
     """A private virtkvmmd whose files all live under root."""
 
-    def __init__(self, root, extra=(), user=None, env=None):
+    def __init__(self, root, extra=(), user=None, env=None, verbose=True):
         self.root = root
         self.rundir = os.path.join(root, "run", "libvirt")
         self.sock = os.path.join(self.rundir, "virtkvmmd-sock")
         self.sock_ro = self.sock + "-ro"
         self.pidfile = os.path.join(root, "virtkvmmd.pid")
         self.logpath = os.path.join(root, "virtkvmmd.log")
-        self.argv = [VIRTKVMMD, "--root", root, "--pid-file", self.pidfile, "--verbose"] + list(extra)
+        self.argv = ([VIRTKVMMD, "--root", root, "--pid-file", self.pidfile] +
+                     (["--verbose"] if verbose else []) + list(extra))
         self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env, user=user)
@@ -92,6 +94,25 @@ class Daemon:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+_event_loop = []
+
+
+def event_loop():
+    """libvirt's default event loop, once per process (libvirt allows one),
+    on a daemon thread: close callbacks and domain events are delivered
+    from it.  Must run before the connections that use it are opened."""
+    import libvirt
+    if not _event_loop:
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        _event_loop.append(t)
 
 
 def virsh(uri, *args, readonly=False, timeout=30):

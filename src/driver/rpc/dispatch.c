@@ -9,6 +9,8 @@
 #include "message.h"
 #include "remote_xdr.h"
 #include "remote_host_xdr.h"
+#include "remote_events_xdr.h"
+#include "events.h"
 #include "reply_error.h"
 #include "dispatch.h"
 
@@ -156,6 +158,24 @@ static const struct rpc_proc procs[] = {
 	[REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK] = { "virConnectUnregisterCloseCallback",
 		NONE, NONE, drv_connect_unregister_close_callback, 0 },
 
+	/* events */
+	[REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY] = {
+		"virConnectDomainEventRegisterAny",
+		ARGS(remote_connect_domain_event_callback_register_any_args),
+		RET(remote_connect_domain_event_callback_register_any_ret),
+		drv_connect_domain_event_callback_register_any, 0 },
+	[REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY] = {
+		"virConnectDomainEventDeregisterAny",
+		ARGS(remote_connect_domain_event_callback_deregister_any_args), NONE,
+		drv_connect_domain_event_callback_deregister_any, 0 },
+	/* The legacy form, for clients that see feature 14 as absent. */
+	[REMOTE_PROC_CONNECT_DOMAIN_EVENT_REGISTER_ANY] = { "virConnectDomainEventRegisterAny",
+		ARGS(remote_connect_domain_event_register_any_args), NONE,
+		drv_connect_domain_event_register_any, 0 },
+	[REMOTE_PROC_CONNECT_DOMAIN_EVENT_DEREGISTER_ANY] = { "virConnectDomainEventDeregisterAny",
+		ARGS(remote_connect_domain_event_deregister_any_args), NONE,
+		drv_connect_domain_event_deregister_any, 0 },
+
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
 	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE, "virDomainAttachDevice"),
@@ -281,6 +301,11 @@ static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *h
 		if (pong)
 			conn->send(conn, pong);
 	}
+}
+
+void rpc_conn_gone(struct rpc_conn *conn)
+{
+	events_conn_gone(conn);
 }
 
 int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len)

@@ -26,6 +26,9 @@ struct rpc_conn {
 	struct rpc_keepalive keepalive;
 	/* Queues one packet to the client; takes the reference. */
 	void (*send)(struct rpc_conn *conn, GBytes *pkt);
+	/* Bytes queued to the client and not yet written (NULL: none);
+	 * lets events skip a client that stopped reading. */
+	size_t (*backlog)(const struct rpc_conn *conn);
 };
 
 /* Handlers return 0, or -1 with the error reported (error.h). */
@@ -53,5 +56,9 @@ const struct rpc_proc *rpc_proc_lookup(int proc);
  * with rpc_msg_check_length by the reader).  Returns 0, or -1 when the
  * client must be dropped (its byte stream can no longer be trusted). */
 int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len);
+
+/* The server is about to free conn: forget what the driver holds of it
+ * (its event callbacks). */
+void rpc_conn_gone(struct rpc_conn *conn);
 
 #endif

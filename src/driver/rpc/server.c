@@ -96,6 +96,14 @@ static void client_send(struct rpc_conn *conn, GBytes *pkt)
 
 	c->out_bytes += g_bytes_get_size(pkt);
 	g_queue_push_tail(&c->out, pkt);
+	/* Events reach clients other than the one being served, whose
+	 * watch would not otherwise ask for G_IO_OUT. */
+	client_rearm(c);
+}
+
+static size_t client_backlog(const struct rpc_conn *conn)
+{
+	return ((const struct client *)conn)->out_bytes;
 }
 
 /* Reads what is available, dispatching each whole packet.  0, or -1 when
@@ -241,6 +249,7 @@ static void client_new(struct rpc_server *srv, int fd, bool readonly)
 	c->conn.id = ++srv->next_id;
 	c->conn.readonly = readonly;
 	c->conn.send = client_send;
+	c->conn.backlog = client_backlog;
 	c->conn.keepalive.last_rx = g_get_monotonic_time();
 	c->conn.pid = -1;
 	c->conn.uid = (uid_t)-1;
@@ -266,6 +275,7 @@ static void client_free(struct client *c)
 {
 	struct rpc_server *srv = c->srv;
 
+	rpc_conn_gone(&c->conn);
 	if (c->watch)
 		g_source_remove(c->watch);
 	close(c->fd);
@@ -320,10 +330,8 @@ static gboolean server_tick(gpointer data)
 			break;
 		case RPC_KEEPALIVE_PING:
 			ping = rpc_keepalive_packet(KEEPALIVE_PROC_PING);
-			if (ping) {
+			if (ping)
 				client_send(&c->conn, ping);
-				client_rearm(c);
-			}
 			break;
 		case RPC_KEEPALIVE_DEAD:
 			pr_warn("client %u (pid %ld): no answer to %u keepalive pings: dropping it",
@@ -390,7 +398,8 @@ static int clear_stale_socket(const char *path)
 	return 0;
 }
 
-int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, bool readonly)
+int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_t mode,
+		      bool readonly)
 {
 	struct listener *l;
 	mode_t old;
@@ -405,6 +414,13 @@ int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, boo
 	umask(old);
 	if (fd < 0)
 		return -1;
+	/* The group first: the mode may open the socket to it. */
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) {
+		pr_err("cannot give %s to group %ld: %s", path, (long)gid, g_strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
 	if (chmod(path, mode) < 0) {
 		pr_err("cannot set the mode of %s to %o: %s", path, (unsigned)mode, g_strerror(errno));
 		close(fd);

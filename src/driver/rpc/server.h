@@ -20,11 +20,13 @@ struct rpc_server;
 
 struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg);
 
-/* Listens on path with the socket file's mode set to mode; clients of a
- * readonly socket may not change anything.  A socket file nobody listens
+/* Listens on path with the socket file's group set to gid (unless
+ * (gid_t)-1) and its mode to mode; clients of a readonly socket may not
+ * change anything.  A socket file nobody listens
  * on is a leftover and is replaced; one a live process answers on is
  * not.  0, or -1 with the reason logged. */
-int rpc_server_listen(struct rpc_server *srv, const char *path, mode_t mode, bool readonly);
+int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_t mode,
+		      bool readonly);
 
 unsigned rpc_server_nclients(const struct rpc_server *srv);
 

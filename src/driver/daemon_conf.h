@@ -1,0 +1,38 @@
+/* virtkvmmd.conf: the daemon's configuration file, in the syntax of
+ * libvirt's daemons' files (virtqemud.conf and friends):
+ *
+ *     # a comment
+ *     unix_sock_group = "libvirt"
+ *     unix_sock_rw_perms = "0770"
+ *     log_level = 2
+ *
+ * Strings in double or single quotes, integers, '#' comments; one setting
+ * per line.  Unknown keys and bad values are errors naming the file, the
+ * line and the key: a daemon that cannot honour its configuration does
+ * not start.  docs/virtkvmmd.md lists the keys. */
+#ifndef KVMM_DRV_DAEMON_CONF_H
+#define KVMM_DRV_DAEMON_CONF_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "log.h"
+
+struct daemon_conf {
+	gid_t unix_sock_group;		/* (gid_t)-1: leave the daemon's group */
+	mode_t unix_sock_ro_perms;
+	mode_t unix_sock_rw_perms;
+	enum log_level log_level;
+	unsigned max_clients;
+	unsigned keepalive_interval;	/* 0: never ping */
+	unsigned keepalive_count;
+};
+
+/* The built-in settings, used for whatever the file does not set. */
+void daemon_conf_defaults(struct daemon_conf *conf);
+
+/* Reads PATH into CONF.  A missing file is fine unless MUST_EXIST (an
+ * explicit --config).  0, or -1 after logging the error. */
+int daemon_conf_load(struct daemon_conf *conf, const char *path, bool must_exist);
+
+#endif

@@ -1,0 +1,278 @@
+/* Domain event callbacks and event messages; see events.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+
+#include "error.h"
+#include "events.h"
+#include "handlers.h"
+#include "log.h"
+#include "message.h"
+#include "remote_xdr.h"
+#include "remote_events_xdr.h"
+
+#define VIR_FROM_THIS VIR_FROM_NONE
+
+/* VIR_DOMAIN_EVENT_ID_LAST of libvirt 9.0 (facts §6): virsh event --all
+ * registers every ID below it, so all are accepted, even those kvmm
+ * never raises. */
+#define EVENT_ID_COUNT 27
+/* CLIENT: a client library registers once per event ID (it counts its
+ * own callbacks); a bound keeps a raw client from growing the list
+ * without end. */
+#define CALLBACKS_PER_CONN_MAX 256
+/* A client that registered for events but does not read them: past this
+ * many unread bytes its events are dropped rather than buffered. */
+#define EVENT_BACKLOG_MAX (8 * 1024 * 1024)
+
+struct event_cb {
+	struct rpc_conn *conn;
+	int id;			/* callbackID (legacy form: unused) */
+	int event_id;		/* VIR_DOMAIN_EVENT_ID_* */
+	bool legacy;		/* registered with 167: messages without callbackID */
+	bool filtered;		/* only the domain with this uuid */
+	unsigned char uuid[16];
+	bool warned;		/* backlog warning logged once */
+};
+
+static GPtrArray *callbacks;	/* struct event_cb *, in registration order */
+static int next_callback_id;
+
+static unsigned conn_ncallbacks(const struct rpc_conn *conn)
+{
+	unsigned n = 0;
+
+	for (guint i = 0; callbacks && i < callbacks->len; i++)
+		n += ((struct event_cb *)g_ptr_array_index(callbacks, i))->conn == conn;
+	return n;
+}
+
+static int check_event_id(int event_id)
+{
+	if (event_id < 0 || event_id >= EVENT_ID_COUNT) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "unsupported event ID %d", event_id);
+		return -1;
+	}
+	return 0;
+}
+
+static struct event_cb *add_callback(struct rpc_conn *conn, int event_id, bool legacy)
+{
+	struct event_cb *cb;
+
+	if (conn_ncallbacks(conn) >= CALLBACKS_PER_CONN_MAX) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "too many event callbacks on this connection (at most %d)",
+				 CALLBACKS_PER_CONN_MAX);
+		return NULL;
+	}
+	if (!callbacks)
+		callbacks = g_ptr_array_new_with_free_func(g_free);
+	cb = g_new0(struct event_cb, 1);
+	cb->conn = conn;
+	cb->id = legacy ? -1 : ++next_callback_id;
+	cb->event_id = event_id;
+	cb->legacy = legacy;
+	g_ptr_array_add(callbacks, cb);
+	return cb;
+}
+
+/* The callback of CONN matching: the callbackID ID (callback form), or
+ * the legacy registration of EVENT_ID.  Its index, or -1. */
+static int find_callback(const struct rpc_conn *conn, bool legacy, int id, int event_id)
+{
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		const struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		if (cb->conn == conn && cb->legacy == legacy &&
+		    (legacy ? cb->event_id == event_id : cb->id == id))
+			return (int)i;
+	}
+	return -1;
+}
+
+int drv_connect_domain_event_callback_register_any(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_connect_domain_event_callback_register_any_args *a = args;
+	remote_connect_domain_event_callback_register_any_ret *r = ret;
+	struct event_cb *cb;
+
+	if (check_event_id(a->eventID) < 0)
+		return -1;
+	cb = add_callback(conn, a->eventID, false);
+	if (!cb)
+		return -1;
+	/* CLIENT: the filter is matched by its 16-byte uuid only, as
+	 * libvirtd does; the domain need not exist (yet). */
+	if (a->dom) {
+		cb->filtered = true;
+		memcpy(cb->uuid, a->dom->uuid, 16);
+	}
+	r->callbackID = cb->id;
+	pr_debug("client %u: event callback %d for event %d%s%s", conn->id, cb->id, cb->event_id,
+		 a->dom ? " of domain " : "", a->dom ? a->dom->name : "");
+	return 0;
+}
+
+int drv_connect_domain_event_callback_deregister_any(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_connect_domain_event_callback_deregister_any_args *a = args;
+	int i = find_callback(conn, false, a->callbackID, 0);
+
+	/* CLIENT: only a callback this connection registered. */
+	if (i < 0) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "domain event callback %d not registered",
+				 a->callbackID);
+		return -1;
+	}
+	g_ptr_array_remove_index(callbacks, i);
+	return 0;
+}
+
+/* The legacy form: one registration per event ID and connection, no
+ * filter, messages without a callbackID. */
+int drv_connect_domain_event_register_any(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_connect_domain_event_register_any_args *a = args;
+
+	if (check_event_id(a->eventID) < 0)
+		return -1;
+	if (find_callback(conn, true, 0, a->eventID) >= 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain event %d already registered",
+				 a->eventID);
+		return -1;
+	}
+	return add_callback(conn, a->eventID, true) ? 0 : -1;
+}
+
+int drv_connect_domain_event_deregister_any(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_connect_domain_event_deregister_any_args *a = args;
+	int i;
+
+	if (check_event_id(a->eventID) < 0)
+		return -1;
+	i = find_callback(conn, true, 0, a->eventID);
+	if (i < 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain event %d not registered",
+				 a->eventID);
+		return -1;
+	}
+	g_ptr_array_remove_index(callbacks, i);
+	return 0;
+}
+
+void events_conn_gone(struct rpc_conn *conn)
+{
+	for (guint i = 0; callbacks && i < callbacks->len;) {
+		if (((struct event_cb *)g_ptr_array_index(callbacks, i))->conn == conn)
+			g_ptr_array_remove_index(callbacks, i);
+		else
+			i++;
+	}
+}
+
+/* Whether CB wants event EVENT_ID of the domain UUID now. */
+static bool wants(struct event_cb *cb, int event_id, const unsigned char uuid[16])
+{
+	if (cb->event_id != event_id || (cb->filtered && memcmp(cb->uuid, uuid, 16)))
+		return false;
+	/* A client past CONNECT_CLOSE reads nothing more. */
+	if (cb->conn->closing)
+		return false;
+	if (cb->conn->backlog && cb->conn->backlog(cb->conn) > EVENT_BACKLOG_MAX) {
+		if (!cb->warned)
+			pr_warn("client %u (pid %ld) does not read its events: dropping them",
+				cb->conn->id, (long)cb->conn->pid);
+		cb->warned = true;
+		return false;
+	}
+	cb->warned = false;
+	return true;
+}
+
+/* Queues the event message PROC with BODY to CB's client: type MESSAGE,
+ * serial 0, status OK, as the client expects of server-initiated
+ * packets (facts §2, §6). */
+static void send_event(struct event_cb *cb, int proc, xdrproc_t filter, const void *body)
+{
+	struct rpc_header hdr = {
+		.prog = REMOTE_PROGRAM, .vers = REMOTE_PROTOCOL_VERSION, .proc = proc,
+		.type = RPC_MESSAGE, .serial = 0, .status = RPC_OK,
+	};
+	GBytes *pkt = rpc_msg_encode(&hdr, filter, body);
+
+	if (!pkt) {
+		/* Not the caller's error: its operation succeeded. */
+		pr_warn("cannot encode event %d for client %u: %s", proc, cb->conn->id,
+			drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+		return;
+	}
+	cb->conn->send(cb->conn, pkt);
+}
+
+void events_lifecycle(const char *name, const unsigned char uuid[16], int id, int event,
+		      int detail)
+{
+	remote_domain_event_callback_lifecycle_msg m = {
+		.msg = { .dom = { .name = (char *)name, .id = id }, .event = event, .detail = detail },
+	};
+
+	memcpy(m.msg.dom.uuid, uuid, 16);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		if (!wants(cb, VIR_DOMAIN_EVENT_ID_LIFECYCLE, uuid))
+			continue;
+		if (cb->legacy) {
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_LIFECYCLE,
+				   (xdrproc_t)xdr_remote_domain_event_lifecycle_msg, &m.msg);
+		} else {
+			m.callbackID = cb->id;
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_LIFECYCLE,
+				   (xdrproc_t)xdr_remote_domain_event_callback_lifecycle_msg, &m);
+		}
+	}
+}
+
+void events_lifecycle_obj(struct domain_obj *obj, int event, int detail)
+{
+	g_autofree char *name = NULL;
+	unsigned char uuid[16];
+	int id;
+
+	g_mutex_lock(&obj->lock);
+	name = g_strdup(obj->def->name);
+	memcpy(uuid, obj->def->uuid, 16);
+	id = obj->id;
+	g_mutex_unlock(&obj->lock);
+	events_lifecycle(name, uuid, id, event, detail);
+}
+
+void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
+{
+	remote_domain_event_callback_metadata_change_msg m = { .type = type };
+	g_autofree char *name = NULL;
+	char *uri = (char *)nsuri;
+
+	g_mutex_lock(&obj->lock);
+	name = g_strdup(obj->def->name);
+	memcpy(m.dom.uuid, obj->def->uuid, 16);
+	m.dom.id = obj->id;
+	g_mutex_unlock(&obj->lock);
+	m.dom.name = name;
+	m.nsuri = nsuri ? &uri : NULL;
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		/* No legacy form exists for this event (facts §6). */
+		if (cb->legacy || !wants(cb, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+					 (const unsigned char *)m.dom.uuid))
+			continue;
+		m.callbackID = cb->id;
+		send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_METADATA_CHANGE,
+			   (xdrproc_t)xdr_remote_domain_event_callback_metadata_change_msg, &m);
+	}
+}

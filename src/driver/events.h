@@ -1,0 +1,30 @@
+/* Domain events: the callbacks clients register (per connection, with
+ * an optional domain filter) and the event messages sent to them when a
+ * domain is defined, undefined, renamed or its metadata changes.
+ *
+ * Everything here runs on the main loop's thread, where the handlers and
+ * the server's client I/O run: an event is queued on every interested
+ * client before the handler that caused it returns, so a client sees the
+ * events of one domain in the order they happened. */
+#ifndef KVMM_DRV_EVENTS_H
+#define KVMM_DRV_EVENTS_H
+
+#include "domain.h"
+#include "rpc/dispatch.h"
+
+/* Forgets every callback of CONN (its client is going away). */
+void events_conn_gone(struct rpc_conn *conn);
+
+/* A lifecycle event (VIR_DOMAIN_EVENT_*, with its detail) for the domain
+ * NAME/UUID/ID; the explicit name lets a rename announce the old one. */
+void events_lifecycle(const char *name, const unsigned char uuid[16], int id, int event,
+		      int detail);
+
+/* The same for OBJ as it is now. */
+void events_lifecycle_obj(struct domain_obj *obj, int event, int detail);
+
+/* VIR_DOMAIN_EVENT_ID_METADATA_CHANGE: TYPE is VIR_DOMAIN_METADATA_*,
+ * NSURI the namespace of element metadata (NULL otherwise). */
+void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri);
+
+#endif
