@@ -103,7 +103,8 @@ int drv_connect_open(struct rpc_conn *conn, void *args, void *ret)
 int drv_connect_close(struct rpc_conn *conn, void *args, void *ret)
 {
 	/* The reply goes out first; the server drops the client after. */
-	conn->closing = true;
+	/* Read by other clients' workers deciding whom events go to. */
+	__atomic_store_n(&conn->closing, true, __ATOMIC_RELAXED);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 
 #include <glib.h>
 #include <glib-unix.h>
+#include <libxml/parser.h>
 
 #include "daemon_conf.h"
 #include "domain.h"
@@ -203,10 +204,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* libxml2 is used from every worker thread: initialise it once,
+	 * before any exists. */
+	xmlInitParser();
 	loop = g_main_loop_new(NULL, FALSE);
 	cfg.keepalive_interval = conf.keepalive_interval;
 	cfg.keepalive_count = conf.keepalive_count;
 	cfg.max_clients = conf.max_clients;
+	cfg.max_workers = conf.max_workers;
 	srv = rpc_server_new(&cfg);
 	/* By default read-write: root only (session: the user only);
 	 * read-only: every local user, as libvirt's daemons.  A session

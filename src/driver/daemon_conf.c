@@ -47,6 +47,7 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->unix_sock_rw_perms = 0600;
 	conf->log_level = LOG_WARN;
 	conf->max_clients = 5000;		/* libvirt's defaults */
+	conf->max_workers = 20;
 	conf->keepalive_interval = 5;
 	conf->keepalive_count = 5;
 }
@@ -139,6 +140,12 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		conf->max_clients = n;
 		return 0;
 	}
+	if (!strcmp(key, "max_workers")) {
+		if (want_int(w, key, v, 1, 1000, &n) < 0)
+			return -1;
+		conf->max_workers = n;
+		return 0;
+	}
 	if (!strcmp(key, "keepalive_interval")) {
 		/* libvirt spells "never" -1; 0 means the same here. */
 		if (want_int(w, key, v, -1, 86400, &n) < 0)
@@ -153,7 +160,7 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		return 0;
 	}
 	return conf_err(w, "unknown key '%s' (virtkvmmd knows unix_sock_group, unix_sock_ro_perms, "
-			"unix_sock_rw_perms, log_level, max_clients, keepalive_interval, keepalive_count)",
+			"unix_sock_rw_perms, log_level, max_clients, max_workers, keepalive_interval, keepalive_count)",
 			key);
 }
 

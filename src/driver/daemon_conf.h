@@ -24,6 +24,7 @@ struct daemon_conf {
 	mode_t unix_sock_rw_perms;
 	enum log_level log_level;
 	unsigned max_clients;
+	unsigned max_workers;
 	unsigned keepalive_interval;	/* 0: never ping */
 	unsigned keepalive_count;
 };

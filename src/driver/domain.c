@@ -15,6 +15,7 @@
 static GMutex list_lock;
 static GHashTable *by_name;	/* name -> obj (the index's reference) */
 static GHashTable *by_uuid;	/* 16 bytes -> same obj, no reference */
+static GHashTable *claimed;	/* names being renamed to (owned strings) */
 static struct domain_parse_opts parse_opts;
 static char *emulator_path;
 
@@ -121,6 +122,7 @@ int domains_init(const char *config_dir, const char *emulator)
 	by_name = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
 					(GDestroyNotify)domain_obj_unref);
 	by_uuid = g_hash_table_new(uuid_hash, uuid_equal);
+	claimed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	emulator_path = g_strdup(emulator);
 	parse_opts.default_emulator = emulator_path;
 	if (persist_init(config_dir) < 0)
@@ -138,7 +140,8 @@ void domains_shutdown(void)
 		return;
 	g_hash_table_destroy(by_uuid);
 	g_hash_table_destroy(by_name);
-	by_uuid = by_name = NULL;
+	g_hash_table_destroy(claimed);
+	by_uuid = by_name = claimed = NULL;
 	g_clear_pointer(&emulator_path, g_free);
 }
 
@@ -152,8 +155,10 @@ static struct domain_obj *find(GHashTable *t, gconstpointer key)
 	struct domain_obj *obj = NULL;
 
 	g_mutex_lock(&list_lock);
-	if (t && (obj = g_hash_table_lookup(t, key)))
+	if (t && (obj = g_hash_table_lookup(t, key)) && !obj->defining)
 		domain_obj_ref(obj);
+	else
+		obj = NULL;
 	g_mutex_unlock(&list_lock);
 	return obj;
 }
@@ -180,7 +185,7 @@ struct domain_obj *domain_find_by_id(int id)
 	if (by_name) {
 		g_hash_table_iter_init(&it, by_name);
 		while (!found && g_hash_table_iter_next(&it, NULL, &v))
-			if (((struct domain_obj *)v)->id == id)
+			if (((struct domain_obj *)v)->id == id && !((struct domain_obj *)v)->defining)
 				found = domain_obj_ref(v);
 	}
 	g_mutex_unlock(&list_lock);
@@ -209,7 +214,8 @@ GPtrArray *domain_list(void)
 	if (by_name) {
 		g_hash_table_iter_init(&it, by_name);
 		while (g_hash_table_iter_next(&it, NULL, &v))
-			g_ptr_array_add(a, domain_obj_ref(v));
+			if (!((struct domain_obj *)v)->defining)
+				g_ptr_array_add(a, domain_obj_ref(v));
 	}
 	g_mutex_unlock(&list_lock);
 	return a;
@@ -222,16 +228,18 @@ static char *format_persistent(const struct domain_def *def)
 	return domain_def_format(def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
 }
 
-struct domain_obj *domain_define(struct domain_def *def, bool *updated)
+/* Checks, under the list lock, whether DEF may be defined: NULL and
+ * *EXISTING NULL for a new domain; *EXISTING (referenced) for a
+ * redefinition of the same name and uuid; -1 after reporting. */
+static int define_check(const struct domain_def *def, struct domain_obj **existing)
 {
-	struct domain_obj *by_u, *by_n, *obj = NULL;
-	g_autofree char *xml = NULL;
+	struct domain_obj *by_u, *by_n;
 	char uuid[37];
 
-	g_mutex_lock(&list_lock);
+	*existing = NULL;
 	if (!by_name) {
 		drv_error_report(VIR_ERR_INTERNAL_ERROR, "domain definitions are not available");
-		goto out;
+		return -1;
 	}
 	by_u = g_hash_table_lookup(by_uuid, def->uuid);
 	by_n = g_hash_table_lookup(by_name, def->name);
@@ -240,13 +248,19 @@ struct domain_obj *domain_define(struct domain_def *def, bool *updated)
 		domain_uuid_format(def->uuid, uuid);
 		drv_error_report(VIR_ERR_OPERATION_FAILED, "domain '%s' is already defined with uuid %s",
 				 by_u->def->name, uuid);
-		goto out;
+		return -1;
 	}
 	if (by_n && !by_u) {
 		domain_uuid_format(by_n->def->uuid, uuid);
 		drv_error_report(VIR_ERR_OPERATION_FAILED, "domain '%s' already exists with uuid %s",
 				 def->name, uuid);
-		goto out;
+		return -1;
+	}
+	if (!by_n && g_hash_table_contains(claimed, def->name)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "domain '%s' cannot be defined: a domain is being renamed to that name",
+				 def->name);
+		return -1;
 	}
 	if (!by_n && persist_exists(def->name)) {
 		/* A file nobody loaded: corrupt, or dropped in by hand after
@@ -257,55 +271,135 @@ struct domain_obj *domain_define(struct domain_def *def, bool *updated)
 		drv_error_report(VIR_ERR_OPERATION_FAILED,
 				 "domain '%s' cannot be defined: %s exists but is not a loaded definition (see the daemon log); fix it and restart virtkvmmd, or move it away",
 				 def->name, path);
-		goto out;
+		return -1;
 	}
-	xml = format_persistent(def);
-	if (!xml || persist_write(def->name, xml) < 0)
-		goto out;
-	if (by_n) {
-		/* Same name and uuid: the new definition replaces the old
-		 * one; the index keys point into the definition, so they
-		 * are re-inserted with it. */
-		g_mutex_lock(&by_n->lock);
-		g_hash_table_steal(by_uuid, by_n->def->uuid);
-		g_hash_table_steal(by_name, by_n->def->name);
-		domain_def_free(by_n->def);
-		by_n->def = def;
-		index_add(by_n);
-		g_mutex_unlock(&by_n->lock);
-		obj = domain_obj_ref(by_n);
-		*updated = true;
-	} else {
-		obj = obj_new(def);
-		index_add(obj);
-		domain_obj_ref(obj);
-		*updated = false;
-	}
-	def = NULL;
-out:
+	if (by_n)
+		*existing = domain_obj_ref(by_n);
+	return 0;
+}
+
+/* A new domain: indexed at once, hidden from lookups and holding its job
+ * while its file is written, so a concurrent define of the same name or
+ * uuid finds it and waits (or conflicts) instead of racing. */
+static struct domain_obj *define_new(struct domain_def *def, const char *api)
+{
+	struct domain_obj *obj = obj_new(def);
+	g_autofree char *xml = NULL;
+
+	obj->defining = true;
+	obj->job = api;
+	index_add(obj);		/* the index's reference */
+	domain_obj_ref(obj);	/* ours */
 	g_mutex_unlock(&list_lock);
+
+	xml = format_persistent(def);
+	if (xml && persist_write(def->name, xml) == 0) {
+		g_mutex_lock(&list_lock);
+		obj->defining = false;
+		g_mutex_unlock(&list_lock);
+		domain_job_end(obj);
+		return obj;
+	}
+	g_mutex_lock(&list_lock);
+	obj->removed = true;
+	index_remove(obj);
+	g_mutex_unlock(&list_lock);
+	domain_job_end(obj);
+	domain_obj_unref(obj);
+	return NULL;
+}
+
+/* A new definition for OBJ (same name and uuid), under its job: written
+ * first, then swapped in. */
+static int define_replace(struct domain_obj *obj, struct domain_def *def)
+{
+	g_autofree char *xml = format_persistent(def);
+
+	if (!xml || persist_write(def->name, xml) < 0)
+		return -1;
+	g_mutex_lock(&list_lock);
+	g_mutex_lock(&obj->lock);
+	/* The index keys point into the definition: re-insert with it. */
+	g_hash_table_steal(by_uuid, obj->def->uuid);
+	g_hash_table_steal(by_name, obj->def->name);
+	domain_def_free(obj->def);
+	obj->def = def;
+	index_add(obj);
+	g_mutex_unlock(&obj->lock);
+	g_mutex_unlock(&list_lock);
+	return 0;
+}
+
+struct domain_obj *domain_define(struct domain_def *def, bool *updated)
+{
+	/* A redefinition waits for the domain's job; what it checked may
+	 * have changed meanwhile (undefined, renamed), so it checks again. */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		struct domain_obj *obj;
+		bool same;
+
+		g_mutex_lock(&list_lock);
+		if (define_check(def, &obj) < 0) {
+			g_mutex_unlock(&list_lock);
+			break;
+		}
+		if (!obj) {
+			*updated = false;
+			return define_new(def, "virDomainDefineXML");	/* unlocks */
+		}
+		g_mutex_unlock(&list_lock);
+
+		if (domain_job_begin(obj, "virDomainDefineXML") < 0) {
+			if (obj->removed) {
+				drv_error_reset();
+				domain_obj_unref(obj);
+				continue;
+			}
+			domain_obj_unref(obj);
+			break;
+		}
+		g_mutex_lock(&obj->lock);
+		same = !strcmp(obj->def->name, def->name) && !memcmp(obj->def->uuid, def->uuid, 16);
+		g_mutex_unlock(&obj->lock);
+		if (!same) {
+			domain_job_end(obj);
+			domain_obj_unref(obj);
+			continue;
+		}
+		if (define_replace(obj, def) < 0) {
+			domain_job_end(obj);
+			domain_obj_unref(obj);
+			break;
+		}
+		domain_job_end(obj);
+		*updated = true;
+		return obj;
+	}
+	if (!drv_error_last())
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "domain '%s' kept changing while being defined; try again", def->name);
 	domain_def_free(def);
-	return obj;
+	return NULL;
 }
 
 int domain_undefine(struct domain_obj *obj)
 {
-	int rc = -1;
-
-	g_mutex_lock(&list_lock);
+	/* The job keeps every other change away; the file goes first, then
+	 * the object leaves the index. */
 	if (obj->removed) {
 		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching name '%s'", obj->def->name);
-		goto out;
+		return -1;
 	}
 	if (persist_remove(obj->def->name) < 0)
-		goto out;
+		return -1;
+	g_mutex_lock(&list_lock);
+	g_mutex_lock(&obj->lock);
 	obj->removed = true;
 	obj->autostart = false;
+	g_mutex_unlock(&obj->lock);
 	index_remove(obj);	/* the caller's reference keeps it alive */
-	rc = 0;
-out:
 	g_mutex_unlock(&list_lock);
-	return rc;
+	return 0;
 }
 
 int domain_save(struct domain_obj *obj)
@@ -334,13 +428,17 @@ int domain_rename(struct domain_obj *obj, const char *new_name)
 {
 	g_autofree char *old_name = NULL;
 	g_autofree char *xml = NULL;
+	struct domain_def *copy;
 	int rc = -1;
 
+	/* Claim the new name (nobody else may define or rename to it),
+	 * write its file without the list lock, then switch the index. */
 	g_mutex_lock(&list_lock);
-	if (g_hash_table_contains(by_name, new_name)) {
+	if (g_hash_table_contains(by_name, new_name) || g_hash_table_contains(claimed, new_name)) {
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain with name '%s' already exists",
 				 new_name);
-		goto out;
+		g_mutex_unlock(&list_lock);
+		return -1;
 	}
 	if (persist_exists(new_name)) {
 		g_autofree char *path = persist_path(new_name);
@@ -348,33 +446,49 @@ int domain_rename(struct domain_obj *obj, const char *new_name)
 		drv_error_report(VIR_ERR_OPERATION_FAILED,
 				 "cannot rename to '%s': %s exists but is not a loaded definition (see the daemon log)",
 				 new_name, path);
-		goto out;
+		g_mutex_unlock(&list_lock);
+		return -1;
 	}
+	g_hash_table_add(claimed, g_strdup(new_name));
+	g_mutex_unlock(&list_lock);
+
 	g_mutex_lock(&obj->lock);
-	old_name = obj->def->name;
-	obj->def->name = g_strdup(new_name);
-	xml = format_persistent(obj->def);
-	/* New file first: a crash in between leaves two definitions with
-	 * one uuid, and the loader keeps the first, rather than none. */
-	if (!xml || persist_write(new_name, xml) < 0) {
-		g_free(obj->def->name);
-		obj->def->name = g_steal_pointer(&old_name);
-		g_mutex_unlock(&obj->lock);
-		goto out;
+	copy = obj->def;
+	old_name = g_strdup(copy->name);
+	/* Format the definition as it will be, without changing it yet. */
+	{
+		char *keep = copy->name;
+
+		copy->name = (char *)new_name;
+		xml = format_persistent(copy);
+		copy->name = keep;
 	}
 	g_mutex_unlock(&obj->lock);
-	if (obj->autostart && persist_autostart_set(new_name, true) < 0)
-		pr_warn("domain '%s' renamed to '%s' but its autostart link could not follow",
-			old_name, new_name);
-	drv_error_reset();
-	persist_remove(old_name);
-	drv_error_reset();
-	domain_obj_ref(obj);
-	g_hash_table_remove(by_name, old_name);
-	g_hash_table_insert(by_name, obj->def->name, obj);
-	rc = 0;
-out:
-	g_mutex_unlock(&list_lock);
+	/* New file first: a crash in between leaves two definitions with
+	 * one uuid, and the loader keeps the first, rather than none. */
+	if (xml && persist_write(new_name, xml) == 0) {
+		g_mutex_lock(&list_lock);
+		g_mutex_lock(&obj->lock);
+		domain_obj_ref(obj);	/* for the new by_name entry */
+		g_hash_table_remove(by_name, old_name);
+		g_free(obj->def->name);
+		obj->def->name = g_strdup(new_name);
+		g_hash_table_insert(by_name, obj->def->name, obj);
+		g_mutex_unlock(&obj->lock);
+		g_hash_table_remove(claimed, new_name);
+		g_mutex_unlock(&list_lock);
+		if (obj->autostart && persist_autostart_set(new_name, true) < 0)
+			pr_warn("domain '%s' renamed to '%s' but its autostart link could not follow",
+				old_name, new_name);
+		drv_error_reset();
+		persist_remove(old_name);
+		drv_error_reset();
+		rc = 0;
+	} else {
+		g_mutex_lock(&list_lock);
+		g_hash_table_remove(claimed, new_name);
+		g_mutex_unlock(&list_lock);
+	}
 	return rc;
 }
 

@@ -3,9 +3,10 @@
  * domain_persist.c); and a per-domain job lock so that one change at a time
  * happens to a domain.
  *
- * Locking: one lock guards the index (and makes define/undefine/rename
- * atomic with their name and UUID checks); each object has its own lock
- * for its fields.  Objects are reference counted: a lookup returns a
+ * Locking: one lock guards the index and the name and UUID checks of
+ * define/undefine/rename; it is never held across file I/O (a slow disk
+ * must not stall every lookup), the domain's job covers that.  Each
+ * object has its own lock for its fields.  Objects are reference counted: a lookup returns a
  * reference the caller drops with domain_obj_unref(), so a domain
  * undefined meanwhile stays valid memory until then. */
 #ifndef KVMM_DRV_DOMAIN_H
@@ -25,6 +26,8 @@ struct domain_obj {
 	int state, reason;		/* virDomainState and its reason */
 	bool autostart;
 	bool removed;			/* undefined: no longer in the index */
+	bool defining;			/* (list lock) new, file being written:
+					 * indexed but hidden from lookups */
 
 	/* The job: one API changing the domain at a time. */
 	GCond job_cond;

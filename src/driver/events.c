@@ -36,6 +36,10 @@ struct event_cb {
 	bool warned;		/* backlog warning logged once */
 };
 
+/* Handlers run on worker threads: one lock over the callback list, held
+ * while an event is queued on every client, so each client sees the
+ * events of one domain in the order they happened. */
+static GMutex lock;
 static GPtrArray *callbacks;	/* struct event_cb *, in registration order */
 static int next_callback_id;
 
@@ -61,6 +65,11 @@ static struct event_cb *add_callback(struct rpc_conn *conn, int event_id, bool l
 {
 	struct event_cb *cb;
 
+	if (conn->gone) {
+		/* Its call outlived the client; nothing would ever remove it. */
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "the connection is closed");
+		return NULL;
+	}
 	if (conn_ncallbacks(conn) >= CALLBACKS_PER_CONN_MAX) {
 		drv_error_report(VIR_ERR_OPERATION_FAILED,
 				 "too many event callbacks on this connection (at most %d)",
@@ -92,7 +101,7 @@ static int find_callback(const struct rpc_conn *conn, bool legacy, int id, int e
 	return -1;
 }
 
-int drv_connect_domain_event_callback_register_any(struct rpc_conn *conn, void *args, void *ret)
+static int cb_register_any(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_domain_event_callback_register_any_args *a = args;
 	remote_connect_domain_event_callback_register_any_ret *r = ret;
@@ -115,7 +124,7 @@ int drv_connect_domain_event_callback_register_any(struct rpc_conn *conn, void *
 	return 0;
 }
 
-int drv_connect_domain_event_callback_deregister_any(struct rpc_conn *conn, void *args, void *ret)
+static int cb_deregister_any(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_domain_event_callback_deregister_any_args *a = args;
 	int i = find_callback(conn, false, a->callbackID, 0);
@@ -132,7 +141,7 @@ int drv_connect_domain_event_callback_deregister_any(struct rpc_conn *conn, void
 
 /* The legacy form: one registration per event ID and connection, no
  * filter, messages without a callbackID. */
-int drv_connect_domain_event_register_any(struct rpc_conn *conn, void *args, void *ret)
+static int legacy_register_any(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_domain_event_register_any_args *a = args;
 
@@ -146,7 +155,7 @@ int drv_connect_domain_event_register_any(struct rpc_conn *conn, void *args, voi
 	return add_callback(conn, a->eventID, true) ? 0 : -1;
 }
 
-int drv_connect_domain_event_deregister_any(struct rpc_conn *conn, void *args, void *ret)
+static int legacy_deregister_any(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_domain_event_deregister_any_args *a = args;
 	int i;
@@ -163,14 +172,34 @@ int drv_connect_domain_event_deregister_any(struct rpc_conn *conn, void *args, v
 	return 0;
 }
 
+/* The handlers in the dispatch table: each under the lock. */
+#define LOCKED(api, impl)							\
+	int api(struct rpc_conn *conn, void *args, void *ret)			\
+	{									\
+		int rc;								\
+										\
+		g_mutex_lock(&lock);						\
+		rc = impl(conn, args, ret);					\
+		g_mutex_unlock(&lock);						\
+		return rc;							\
+	}
+LOCKED(drv_connect_domain_event_callback_register_any, cb_register_any)
+LOCKED(drv_connect_domain_event_callback_deregister_any, cb_deregister_any)
+LOCKED(drv_connect_domain_event_register_any, legacy_register_any)
+LOCKED(drv_connect_domain_event_deregister_any, legacy_deregister_any)
+#undef LOCKED
+
 void events_conn_gone(struct rpc_conn *conn)
 {
+	g_mutex_lock(&lock);
+	conn->gone = true;
 	for (guint i = 0; callbacks && i < callbacks->len;) {
 		if (((struct event_cb *)g_ptr_array_index(callbacks, i))->conn == conn)
 			g_ptr_array_remove_index(callbacks, i);
 		else
 			i++;
 	}
+	g_mutex_unlock(&lock);
 }
 
 /* Whether CB wants event EVENT_ID of the domain UUID now. */
@@ -179,7 +208,7 @@ static bool wants(struct event_cb *cb, int event_id, const unsigned char uuid[16
 	if (cb->event_id != event_id || (cb->filtered && memcmp(cb->uuid, uuid, 16)))
 		return false;
 	/* A client past CONNECT_CLOSE reads nothing more. */
-	if (cb->conn->closing)
+	if (__atomic_load_n(&cb->conn->closing, __ATOMIC_RELAXED))
 		return false;
 	if (cb->conn->backlog && cb->conn->backlog(cb->conn) > EVENT_BACKLOG_MAX) {
 		if (!cb->warned)
@@ -221,6 +250,7 @@ void events_lifecycle(const char *name, const unsigned char uuid[16], int id, in
 	};
 
 	memcpy(m.msg.dom.uuid, uuid, 16);
+	g_mutex_lock(&lock);
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
 		struct event_cb *cb = g_ptr_array_index(callbacks, i);
 
@@ -235,6 +265,7 @@ void events_lifecycle(const char *name, const unsigned char uuid[16], int id, in
 				   (xdrproc_t)xdr_remote_domain_event_callback_lifecycle_msg, &m);
 		}
 	}
+	g_mutex_unlock(&lock);
 }
 
 void events_lifecycle_obj(struct domain_obj *obj, int event, int detail)
@@ -264,6 +295,7 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 	g_mutex_unlock(&obj->lock);
 	m.dom.name = name;
 	m.nsuri = nsuri ? &uri : NULL;
+	g_mutex_lock(&lock);
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
 		struct event_cb *cb = g_ptr_array_index(callbacks, i);
 
@@ -275,4 +307,5 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 		send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_METADATA_CHANGE,
 			   (xdrproc_t)xdr_remote_domain_event_callback_metadata_change_msg, &m);
 	}
+	g_mutex_unlock(&lock);
 }

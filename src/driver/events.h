@@ -2,10 +2,10 @@
  * an optional domain filter) and the event messages sent to them when a
  * domain is defined, undefined, renamed or its metadata changes.
  *
- * Everything here runs on the main loop's thread, where the handlers and
- * the server's client I/O run: an event is queued on every interested
- * client before the handler that caused it returns, so a client sees the
- * events of one domain in the order they happened. */
+ * Handlers run on worker threads; one lock covers the callbacks, and an
+ * event is queued on every interested client before the handler that
+ * caused it returns, so a client sees the events of one domain in the
+ * order they happened. */
 #ifndef KVMM_DRV_EVENTS_H
 #define KVMM_DRV_EVENTS_H
 

@@ -135,6 +135,7 @@ BAD = [
     ('unix_sock_group = "nogroup\n', 1, "unix_sock_group: string without its closing"),
     ("max_clients =\n", 1, "max_clients: expected a value"),
     ("max_clients = 0\n", 1, "max_clients: 0 is out of range"),
+    ("max_workers = 0\n", 1, "max_workers: 0 is out of range"),
     ("keepalive_count = 2 3\n", 1, "keepalive_count: unexpected text after the value"),
     ("keepalive_interval 5\n", 1, "keepalive_interval: expected '=' after the key"),
     ("= 3\n", 1, "expected 'key = value'"),

@@ -308,6 +308,20 @@ void rpc_conn_gone(struct rpc_conn *conn)
 	events_conn_gone(conn);
 }
 
+bool rpc_dispatch_is_call(const uint8_t *pkt, size_t len)
+{
+	struct rpc_header hdr;
+	bool call;
+
+	if (rpc_msg_decode_header(pkt, len, &hdr) < 0) {
+		drv_error_reset();
+		return false;
+	}
+	call = hdr.type == RPC_CALL && hdr.prog == REMOTE_PROGRAM &&
+	       hdr.vers == REMOTE_PROTOCOL_VERSION && hdr.status == RPC_OK;
+	return call;
+}
+
 int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len)
 {
 	struct rpc_header hdr;

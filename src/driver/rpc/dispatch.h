@@ -22,6 +22,7 @@ struct rpc_conn {
 	bool readonly;		/* -ro socket, or opened read-only */
 	bool open;		/* CONNECT_OPEN succeeded */
 	bool closing;		/* CONNECT_CLOSE answered: drop once flushed */
+	bool gone;		/* dropped by the server (events.c, under its lock) */
 	bool close_callback;	/* the client registered a close callback */
 	struct rpc_keepalive keepalive;
 	/* Queues one packet to the client; takes the reference. */
@@ -57,8 +58,14 @@ const struct rpc_proc *rpc_proc_lookup(int proc);
  * client must be dropped (its byte stream can no longer be trusted). */
 int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len);
 
-/* The server is about to free conn: forget what the driver holds of it
- * (its event callbacks). */
+/* Whether pkt is a call to a remote procedure, which the server runs on
+ * a worker thread (handlers may block); everything else (keepalive,
+ * packets refused from their header alone) is answered at once. */
+bool rpc_dispatch_is_call(const uint8_t *pkt, size_t len);
+
+/* The server is dropping conn: forget what the driver holds of it (its
+ * event callbacks), so that nothing is sent to it any more.  A call of
+ * conn may still be running on a worker. */
 void rpc_conn_gone(struct rpc_conn *conn);
 
 #endif

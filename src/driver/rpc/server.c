@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,6 +27,9 @@
 #define OUT_HIGH (1024 * 1024)
 /* Packets handled per wake-up, so one busy client cannot starve others. */
 #define PACKETS_PER_WAKEUP 16
+/* Calls a client may have waiting behind the one a worker runs before we
+ * stop reading from it (libvirt's max_client_requests is 5). */
+#define CLIENT_MAX_CALLS 16
 
 struct listener {
 	struct rpc_server *srv;
@@ -35,9 +39,28 @@ struct listener {
 	guint watch;
 };
 
+/* Threads.  The main loop owns sockets, buffers and the client list;
+ * every call to the remote program runs on a worker, since handlers may
+ * block (fsync, locks held by other calls, later a starting guest), so a
+ * slow call never stalls another client.  One call per client at a
+ * time, in the order it sent them: a client sees its replies in order,
+ * and handlers need no locking against their own connection.  Workers
+ * never touch a client's buffers: what they send goes through the
+ * server's outbox, drained on the main loop.
+ *
+ * A client is freed on the main loop when its last reference goes: the
+ * list's, the running call's, and one per packet in the outbox.  Its
+ * event callbacks are removed when it is dropped (under the events lock),
+ * so after that nothing new is sent to it. */
 struct client {
 	struct rpc_conn conn;		/* first: send() finds the client */
 	struct rpc_server *srv;
+	int refs;			/* atomic; only the main loop drops to 0 */
+	bool dead;			/* dropped: socket closed, waits for refs */
+	bool busy;			/* a worker runs one of its calls */
+	bool closing;			/* conn.closing as of the last finished call */
+	GQueue calls;			/* GBytes calls waiting, main loop only */
+	GBytes *running;		/* the call a worker runs (set while busy) */
 	int fd;
 	guint watch;
 	GIOCondition cond;
@@ -50,6 +73,14 @@ struct client {
 	size_t out_bytes;		/* bytes queued, not yet written */
 };
 
+/* What a worker hands back to the main loop: a packet for a client, or
+ * (pkt NULL) the end of the client's running call. */
+struct outmsg {
+	struct client *c;		/* holds a reference */
+	GBytes *pkt;
+	int rc;				/* rpc_dispatch's, for the end of a call */
+};
+
 struct rpc_server {
 	struct rpc_server_config cfg;
 	GPtrArray *listeners;
@@ -58,15 +89,22 @@ struct rpc_server {
 	unsigned next_id;
 	gint64 idle_since;
 	guint tick;
+	GThread *main_thread;
+	GThreadPool *workers;
+	GMutex outbox_lock;
+	GQueue outbox;			/* struct outmsg * */
+	int outbox_fd;			/* eventfd: the outbox is not empty */
+	guint outbox_watch;
 };
 
-static void client_free(struct client *c);
+static void client_drop(struct client *c);
+static void client_next_call(struct client *c);
 
 static GIOCondition client_wanted(const struct client *c)
 {
 	GIOCondition cond = G_IO_HUP | G_IO_ERR;
 
-	if (!c->conn.closing && c->out_bytes <= OUT_HIGH)
+	if (!c->closing && c->out_bytes <= OUT_HIGH && c->calls.length < CLIENT_MAX_CALLS)
 		cond |= G_IO_IN;
 	if (c->out_bytes > 0)
 		cond |= G_IO_OUT;
@@ -90,20 +128,152 @@ static void client_rearm(struct client *c)
 	c->watch = g_unix_fd_add(c->fd, want, client_io, c);
 }
 
-static void client_send(struct rpc_conn *conn, GBytes *pkt)
+static void client_ref(struct client *c)
 {
-	struct client *c = (struct client *)conn;
+	g_atomic_int_inc(&c->refs);
+}
 
-	c->out_bytes += g_bytes_get_size(pkt);
+/* Main loop only. */
+static void client_unref(struct client *c)
+{
+	if (!g_atomic_int_dec_and_test(&c->refs))
+		return;
+	g_queue_clear_full(&c->calls, (GDestroyNotify)g_bytes_unref);
+	g_queue_clear_full(&c->out, (GDestroyNotify)g_bytes_unref);
+	g_free(c->in);
+	g_free(c);
+}
+
+/* Main loop: queue a packet on the client's socket. */
+static void client_queue_out(struct client *c, GBytes *pkt)
+{
+	if (c->dead) {
+		g_bytes_unref(pkt);
+		return;
+	}
+	/* Atomic stores: other clients' workers read it (backlog). */
+	__atomic_store_n(&c->out_bytes, c->out_bytes + g_bytes_get_size(pkt), __ATOMIC_RELAXED);
 	g_queue_push_tail(&c->out, pkt);
 	/* Events reach clients other than the one being served, whose
 	 * watch would not otherwise ask for G_IO_OUT. */
 	client_rearm(c);
 }
 
+/* Workers: hand a packet (or the end of a call) to the main loop. */
+static void outbox_post(struct client *c, GBytes *pkt, int rc)
+{
+	struct rpc_server *srv = c->srv;
+	struct outmsg *m = g_new(struct outmsg, 1);
+	uint64_t one = 1;
+	bool was_empty;
+
+	client_ref(c);
+	m->c = c;
+	m->pkt = pkt;
+	m->rc = rc;
+	g_mutex_lock(&srv->outbox_lock);
+	was_empty = g_queue_is_empty(&srv->outbox);
+	g_queue_push_tail(&srv->outbox, m);
+	g_mutex_unlock(&srv->outbox_lock);
+	if (was_empty && write(srv->outbox_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn("cannot wake the main loop: %s", g_strerror(errno));
+}
+
+static void client_send(struct rpc_conn *conn, GBytes *pkt)
+{
+	struct client *c = (struct client *)conn;
+
+	if (g_thread_self() == c->srv->main_thread)
+		client_queue_out(c, pkt);
+	else
+		outbox_post(c, pkt, 0);
+}
+
+/* Main loop: everything the workers handed over, in the order they did. */
+static void outbox_drain(struct rpc_server *srv)
+{
+	GQueue batch = G_QUEUE_INIT;
+	struct outmsg *m;
+
+	g_mutex_lock(&srv->outbox_lock);
+	batch = srv->outbox;
+	g_queue_init(&srv->outbox);
+	g_mutex_unlock(&srv->outbox_lock);
+	while ((m = g_queue_pop_head(&batch))) {
+		struct client *c = m->c;
+
+		if (m->pkt) {
+			client_queue_out(c, m->pkt);
+		} else {
+			/* The call's own reference goes with it. */
+			g_bytes_unref(c->running);
+			c->running = NULL;
+			c->busy = false;
+			c->closing = c->conn.closing;
+			if (!c->dead && m->rc < 0)
+				client_drop(c);
+			else if (!c->dead)
+				client_next_call(c);
+			client_unref(c);
+		}
+		client_unref(c);
+		g_free(m);
+	}
+}
+
+static gboolean outbox_io(gint fd, GIOCondition cond, gpointer data)
+{
+	struct rpc_server *srv = data;
+	uint64_t n;
+
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		pr_warn("cannot read the outbox eventfd: %s", g_strerror(errno));
+	outbox_drain(srv);
+	return G_SOURCE_CONTINUE;
+}
+
+/* Worker: one call of one client. */
+static void worker_run(gpointer data, gpointer user_data)
+{
+	struct client *c = data;
+	GBytes *pkt = c->running;
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(pkt, &len);
+	int rc = rpc_dispatch(&c->conn, p, len);
+
+	outbox_post(c, NULL, rc);
+}
+
+/* Main loop: start the client's next waiting call, if it has none
+ * running.  The worker sees only c->running, set before it starts. */
+static void client_next_call(struct client *c)
+{
+	GError *err = NULL;
+
+	if (c->busy || c->dead || g_queue_is_empty(&c->calls)) {
+		if (!c->dead)
+			client_rearm(c);
+		return;
+	}
+	c->busy = true;
+	c->running = g_queue_pop_head(&c->calls);
+	client_ref(c);
+	if (!g_thread_pool_push(c->srv->workers, c, &err)) {
+		pr_err("cannot run a call of client %u: %s", c->conn.id, err->message);
+		g_error_free(err);
+		g_bytes_unref(c->running);
+		c->running = NULL;
+		c->busy = false;
+		client_unref(c);
+		client_drop(c);
+		return;
+	}
+	client_rearm(c);
+}
+
 static size_t client_backlog(const struct rpc_conn *conn)
 {
-	return ((const struct client *)conn)->out_bytes;
+	return __atomic_load_n(&((const struct client *)conn)->out_bytes, __ATOMIC_RELAXED);
 }
 
 /* Reads what is available, dispatching each whole packet.  0, or -1 when
@@ -114,7 +284,7 @@ static int client_read(struct client *c)
 		size_t want;
 		ssize_t n;
 
-		if (c->conn.closing || c->out_bytes > OUT_HIGH)
+		if (c->closing || c->out_bytes > OUT_HIGH || c->calls.length >= CLIENT_MAX_CALLS)
 			return 0;
 		if (c->in_have < RPC_LEN_SIZE) {
 			want = RPC_LEN_SIZE - c->in_have;
@@ -163,7 +333,15 @@ static int client_read(struct client *c)
 			int rc;
 
 			rpc_keepalive_received(&c->conn.keepalive, g_get_monotonic_time());
-			rc = rpc_dispatch(&c->conn, c->in, c->in_len);
+			if (rpc_dispatch_is_call(c->in, c->in_len)) {
+				g_queue_push_tail(&c->calls, g_bytes_new(c->in, c->in_len));
+				client_next_call(c);
+				rc = 0;
+			} else {
+				/* Keepalive and packets answered from their
+				 * header alone never block: right here. */
+				rc = rpc_dispatch(&c->conn, c->in, c->in_len);
+			}
 			c->in_have = 0;
 			c->in_len = 0;
 			packets++;
@@ -198,7 +376,7 @@ static int client_write(struct client *c)
 			return -1;
 		}
 		c->out_off += n;
-		c->out_bytes -= n;
+		__atomic_store_n(&c->out_bytes, c->out_bytes - n, __ATOMIC_RELAXED);
 		if (c->out_off == size) {
 			g_bytes_unref(g_queue_pop_head(&c->out));
 			c->out_off = 0;
@@ -222,7 +400,7 @@ static gboolean client_io(gint fd, GIOCondition cond, gpointer data)
 	}
 	if (client_write(c) < 0)
 		goto drop;
-	if (c->conn.closing && g_queue_is_empty(&c->out)) {
+	if (c->closing && !c->busy && g_queue_is_empty(&c->out)) {
 		pr_debug("client %u: closed the connection", c->conn.id);
 		goto drop;
 	}
@@ -230,11 +408,11 @@ static gboolean client_io(gint fd, GIOCondition cond, gpointer data)
 	return G_SOURCE_CONTINUE;
 
 drop:
-	/* Returning REMOVE destroys this source; client_free must not. */
+	/* Returning REMOVE destroys this source; client_drop must not. */
 	if (c->watch)
 		g_source_remove(c->watch);
 	c->watch = 0;
-	client_free(c);
+	client_drop(c);
 	return G_SOURCE_REMOVE;
 }
 
@@ -245,6 +423,8 @@ static void client_new(struct rpc_server *srv, int fd, bool readonly)
 	socklen_t len = sizeof(cred);
 
 	c->srv = srv;
+	c->refs = 1;		/* the list's */
+	g_queue_init(&c->calls);
 	c->fd = fd;
 	c->conn.id = ++srv->next_id;
 	c->conn.readonly = readonly;
@@ -271,20 +451,31 @@ static void client_new(struct rpc_server *srv, int fd, bool readonly)
 	client_rearm(c);
 }
 
-static void client_free(struct client *c)
+/* Main loop: the client is gone for everyone; its memory goes with the
+ * last reference (a call still running on a worker keeps one). */
+static void client_drop(struct client *c)
 {
 	struct rpc_server *srv = c->srv;
 
+	if (c->dead)
+		return;
+	/* First: no event may be queued for it once this returns. */
 	rpc_conn_gone(&c->conn);
+	c->dead = true;
 	if (c->watch)
 		g_source_remove(c->watch);
+	c->watch = 0;
 	close(c->fd);
+	c->fd = -1;
 	g_queue_clear_full(&c->out, (GDestroyNotify)g_bytes_unref);
-	g_free(c->in);
+	g_queue_init(&c->out);
+	__atomic_store_n(&c->out_bytes, 0, __ATOMIC_RELAXED);
+	g_queue_clear_full(&c->calls, (GDestroyNotify)g_bytes_unref);
+	g_queue_init(&c->calls);
 	srv->clients = g_list_remove(srv->clients, c);
 	if (--srv->nclients == 0)
 		srv->idle_since = g_get_monotonic_time();
-	g_free(c);
+	client_unref(c);
 }
 
 static gboolean listener_io(gint fd, GIOCondition cond, gpointer data)
@@ -336,7 +527,7 @@ static gboolean server_tick(gpointer data)
 		case RPC_KEEPALIVE_DEAD:
 			pr_warn("client %u (pid %ld): no answer to %u keepalive pings: dropping it",
 				c->conn.id, (long)c->conn.pid, srv->cfg.keepalive_count);
-			client_free(c);
+			client_drop(c);
 			break;
 		}
 	}
@@ -350,6 +541,14 @@ struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg)
 	srv->cfg = *cfg;
 	srv->listeners = g_ptr_array_new();
 	srv->idle_since = g_get_monotonic_time();
+	srv->main_thread = g_thread_self();
+	g_mutex_init(&srv->outbox_lock);
+	g_queue_init(&srv->outbox);
+	srv->outbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (srv->outbox_fd < 0)
+		g_error("cannot create an eventfd: %s", g_strerror(errno));
+	srv->outbox_watch = g_unix_fd_add(srv->outbox_fd, G_IO_IN, outbox_io, srv);
+	srv->workers = g_thread_pool_new(worker_run, srv, MAX(cfg->max_workers, 1), FALSE, NULL);
 	srv->tick = g_timeout_add_seconds(1, server_tick, srv);
 	return srv;
 }
@@ -452,8 +651,12 @@ void rpc_server_free(struct rpc_server *srv)
 {
 	if (!srv)
 		return;
+	/* Let the calls handed to workers finish (a client has at most one),
+	 * then deliver what they produced to whoever is still there. */
+	g_thread_pool_free(srv->workers, FALSE, TRUE);
+	outbox_drain(srv);
 	while (srv->clients)
-		client_free(srv->clients->data);
+		client_drop(srv->clients->data);
 	for (guint i = 0; i < srv->listeners->len; i++) {
 		struct listener *l = g_ptr_array_index(srv->listeners, i);
 
@@ -466,5 +669,8 @@ void rpc_server_free(struct rpc_server *srv)
 	}
 	g_ptr_array_free(srv->listeners, TRUE);
 	g_source_remove(srv->tick);
+	g_source_remove(srv->outbox_watch);
+	close(srv->outbox_fd);
+	g_mutex_clear(&srv->outbox_lock);
 	g_free(srv);
 }

@@ -1,7 +1,8 @@
 /* The RPC server: listening UNIX sockets, and clients on the GLib main
  * loop, each reading whole packets into rpc_dispatch and writing back
- * what it queues.  Many clients at once; one misbehaving client is
- * dropped alone. */
+ * what it queues.  Calls run on a pool of worker threads, one at a time
+ * per client, so a call that blocks stalls nobody else.  Many clients at
+ * once; one misbehaving client is dropped alone. */
 #ifndef KVMM_RPC_SERVER_H
 #define KVMM_RPC_SERVER_H
 
@@ -14,6 +15,7 @@ struct rpc_server_config {
 	unsigned keepalive_interval;	/* seconds of silence before a PING; 0: never ping */
 	unsigned keepalive_count;	/* unanswered PINGs before dropping */
 	unsigned max_clients;		/* beyond this, new connections are closed */
+	unsigned max_workers;		/* threads running calls */
 };
 
 struct rpc_server;
