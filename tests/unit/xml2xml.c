@@ -3,6 +3,10 @@
  *   error: <VIR_ERR_...> <VIR_FROM_...>: message
  * and exits 1.  Used by tests/driver/test_xml2xml.py.
  *
+ * xml2xml --vm-config[=API_SOCKET] FILE prints instead the kvmm VM
+ * configuration the daemon would start the domain with (vmconfig.c), for
+ * tests/driver/test_xml2config.py.
+ *
  * With KVMM_TEST_SEED=N in the environment, generated UUIDs and MAC
  * addresses come from a PRNG seeded with N, so goldens are stable. */
 #include <stdio.h>
@@ -14,6 +18,7 @@
 
 #include "conf/domain_conf.h"
 #include "error.h"
+#include "vmconfig.h"
 
 /* The emulator shown when the XML names none (the daemon passes its own). */
 #define TEST_EMULATOR "/usr/bin/kvmm"
@@ -52,6 +57,8 @@ int main(int argc, char **argv)
 {
 	struct domain_parse_opts opts = { .default_emulator = TEST_EMULATOR };
 	unsigned flags = 0;
+	bool vm_config = false;
+	struct vmconfig_runtime rt = { 0 };
 	const char *file = NULL, *seed = getenv("KVMM_TEST_SEED");
 	g_autofree char *xml = NULL;
 	g_autoptr(GError) err = NULL;
@@ -63,13 +70,17 @@ int main(int argc, char **argv)
 			flags |= VIR_DOMAIN_XML_INACTIVE;
 		else if (!strcmp(argv[i], "--migratable"))
 			flags |= VIR_DOMAIN_XML_MIGRATABLE;
+		else if (!strcmp(argv[i], "--vm-config"))
+			vm_config = true;
+		else if (!strncmp(argv[i], "--vm-config=", 12))
+			vm_config = true, rt.api_socket = argv[i] + 12;
 		else if (!file && argv[i][0] != '-')
 			file = argv[i];
 		else
 			file = NULL, i = argc;
 	}
 	if (!file) {
-		fprintf(stderr, "usage: xml2xml [--inactive] [--migratable] FILE\n");
+		fprintf(stderr, "usage: xml2xml [--inactive] [--migratable] [--vm-config[=API_SOCKET]] FILE\n");
 		return 2;
 	}
 	if (seed) {
@@ -81,7 +92,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	def = domain_def_parse_string(xml, &opts);
-	out = def ? domain_def_format(def, flags) : NULL;
+	if (!def)
+		out = NULL;
+	else if (vm_config)
+		out = vmconfig_from_def(def, &rt);
+	else
+		out = domain_def_format(def, flags);
 	if (!out) {
 		const struct drv_error *e = drv_error_last();
 		printf("error: %s %s: %s\n", e ? code_name(e->code) : "?",
@@ -90,6 +106,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fputs(out, stdout);
+	if (vm_config)
+		putchar('\n');
 	g_free(out);
 	domain_def_free(def);
 	if (seeded)

@@ -105,7 +105,9 @@ int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts 
 	add_controller(def, CTRL_PCI, 0);
 	qsort(def->controllers, def->ncontrollers, sizeof(*def->controllers), ctrl_cmp);
 	if (def->balloon_model < 0)
-		def->balloon_model = BALLOON_VIRTIO;	/* libvirt adds one by default */
+		/* libvirt adds a virtio balloon by default; kvmm has none
+		 * yet, so its default is the honest one. */
+		def->balloon_model = BALLOON_NONE;
 	return serial_console(def);
 }
 

@@ -1,0 +1,98 @@
+/* XML -> VM config; see vmconfig.h.
+ *
+ * Mapping (docs/domain-xml.md, "What a running domain gets"):
+ *   name, os/kernel, os/initrd, os/cmdline -> name, kernel, initrd, cmdline
+ *   memory (KiB)                         -> memory (bytes)
+ *   vcpu                                 -> cpus
+ *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
+ *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
+ *                                           then stops the domain)
+ * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
+ * The machine has ACPI, APICs and the host's CPUID whatever the XML says
+ * (the parser shows them explicitly); timer tick policies describe what
+ * KVM's in-kernel PIT and kvmm's RTC do anyway. */
+#include <string.h>
+
+#include <glib.h>
+#include <json-c/json.h>
+#include <libvirt/libvirt.h>
+
+#include "error.h"
+#include "vmconfig.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+static int unsupported(const char *what)
+{
+	drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "%s", what);
+	return -1;
+}
+
+/* Everything kvmm cannot run yet, refused before anything starts. */
+static int check_runnable(const struct domain_def *def)
+{
+	if (def->ndisks)
+		return unsupported("disks are not supported by kvmm yet; remove the <disk> elements");
+	if (def->nnets)
+		return unsupported("network interfaces are not supported by kvmm yet; remove the <interface> elements");
+	if (def->nrngs)
+		return unsupported("rng devices are not supported by kvmm yet; remove the <rng> element");
+	if (def->balloon_model == BALLOON_VIRTIO)
+		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/>");
+	for (size_t i = 0; i < def->nconsoles; i++)
+		if (def->consoles[i].target == CONSOLE_VIRTIO)
+			return unsupported("virtio consoles are not supported by kvmm yet; use <target type='serial'/>");
+	if (def->clock_offset == CLOCK_LOCALTIME)
+		return unsupported("clock offset 'localtime' is not supported by kvmm yet; use offset='utc'");
+	if (def->smbios_sysinfo)
+		return unsupported("SMBIOS tables (<smbios mode='sysinfo'/>) are not supported by kvmm yet; remove it");
+	if (def->nserials && def->serials[0].log_file)
+		return unsupported("serial <log file> is not supported by kvmm yet; remove <log>");
+	return 0;
+}
+
+static json_object *serial_config(const struct domain_def *def)
+{
+	static const char *const modes[] = { [CHR_PTY] = "pty", [CHR_FILE] = "file",
+					     [CHR_UNIX] = "unix" };
+	const struct domain_chr *c;
+	json_object *o = json_object_new_object();
+
+	if (!def->nserials) {
+		json_object_object_add(o, "mode", json_object_new_string("none"));
+		return o;
+	}
+	c = &def->serials[0];
+	json_object_object_add(o, "mode", json_object_new_string(modes[c->type]));
+	/* A pty's path is allocated by kvmm at start; the one in a live
+	 * definition is that of an earlier run. */
+	if (c->type != CHR_PTY && c->path)
+		json_object_object_add(o, "path", json_object_new_string(c->path));
+	return o;
+}
+
+char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt)
+{
+	json_object *o;
+	char *out;
+
+	if (check_runnable(def) < 0)
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "name", json_object_new_string(def->name));
+	json_object_object_add(o, "kernel", json_object_new_string(def->kernel));
+	if (def->initrd)
+		json_object_object_add(o, "initrd", json_object_new_string(def->initrd));
+	json_object_object_add(o, "cmdline", json_object_new_string(def->cmdline ? def->cmdline : ""));
+	json_object_object_add(o, "memory", json_object_new_int64((int64_t)def->memory_kib * 1024));
+	json_object_object_add(o, "cpus", json_object_new_int((int)def->vcpus));
+	json_object_object_add(o, "serial", serial_config(def));
+	if (rt && rt->api_socket)
+		json_object_object_add(o, "api_socket", json_object_new_string(rt->api_socket));
+	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
+	out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+						      JSON_C_TO_STRING_SPACED |
+						      JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+	return out;
+}

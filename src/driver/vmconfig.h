@@ -1,0 +1,22 @@
+/* XML -> VM config: the one function that turns a domain definition into
+ * the JSON document kvmm reads with --config (schemas/vm-config.schema.json).
+ *
+ * Pure: no I/O, no daemon state; what only the daemon knows at start time
+ * (where the control socket goes) comes in struct vmconfig_runtime.  What
+ * the definition asks for and kvmm cannot do yet is refused here, by name,
+ * with VIR_ERR_CONFIG_UNSUPPORTED -- never dropped.  Golden tests:
+ * tests/xml2config/<case>.xml -> <case>.json (tests/driver/test_xml2config.py). */
+#ifndef KVMM_DRV_VMCONFIG_H
+#define KVMM_DRV_VMCONFIG_H
+
+#include "conf/domain_conf.h"
+
+struct vmconfig_runtime {
+	const char *api_socket;		/* kvmm's control socket; NULL: none */
+};
+
+/* The VM config for DEF as a JSON text (g_free it), or NULL after
+ * reporting the reason. */
+char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt);
+
+#endif
