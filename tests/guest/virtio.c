@@ -604,7 +604,8 @@ void virtio_run(void)
 			break;
 		}
 	}
-	info("virtio devices=%d rng=%d blk=%d console=%d net=%d", nd,
+	info("virtio-summary devices=%d rng=%d blk=%d console=%d net=%d", nd,
 	     count[VIRTIO_ID_RNG], count[VIRTIO_ID_BLK],
 	     count[VIRTIO_ID_CONSOLE], count[VIRTIO_ID_NET]);
+	virtio_net_serve();
 }

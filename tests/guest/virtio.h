@@ -97,5 +97,6 @@ void virtio_rng_run(struct virtio_dev *v);
 void virtio_blk_run(struct virtio_dev *v, int index);
 void virtio_console_run(struct virtio_dev *v, int index);
 void virtio_net_run(struct virtio_dev *v, int index);
+void virtio_net_serve(void);
 
 #endif
