@@ -2,10 +2,14 @@
 virtio devices: under QEMU now, as the reference that keeps the guest
 honest to the spec; under kvmm once kvmm has virtio-pci devices.  The
 guest's options and records are described in tests/guest/README.md."""
+import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
+import uuid
 import zlib
 
 import pytest
@@ -25,6 +29,13 @@ class Console:
         self.path = path
 
 
+class Nic:
+    """A virtio-net NIC on a tap device that already exists in netns."""
+
+    def __init__(self, netns, tap, mac):
+        self.netns, self.tap, self.mac = netns, tap, mac
+
+
 class VirtioRunner:
     """Starts the guest with a list of devices (Disk, Console, "rng"), in
     that order on the PCI bus: the guest numbers devices of one kind in
@@ -38,7 +49,7 @@ class VirtioRunner:
             # Left for kvmm's virtio-pci devices (branch pci): map each
             # device onto kvmm's own options here, same order.
             raise NotImplementedError("kvmm has no virtio-pci devices yet")
-        args = []
+        args, prefix = [], []
         for i, dev in enumerate(devices):
             addr = f"addr={0x04 + i:#x}"
             if dev == "rng":
@@ -57,8 +68,14 @@ class VirtioRunner:
                 args += ["-chardev", f"socket,id=c{i},path={dev.path},server=on,wait=on",
                          "-device", f"virtio-serial-pci,disable-legacy=on,{addr}",
                          "-device", f"virtconsole,chardev=c{i}"]
+            elif isinstance(dev, Nic):
+                # QEMU runs inside the namespace, where the taps are.
+                prefix = ["ip", "netns", "exec", dev.netns]
+                args += ["-netdev", f"tap,id=n{i},ifname={dev.tap},script=no,downscript=no",
+                         "-device", f"virtio-net-pci,netdev=n{i},mac={dev.mac},romfile=,"
+                                    f"disable-legacy=on,{addr}"]
         argv = kvmmtest.qemu_argv(cmdline, 1, memory, args + list(extra))
-        return kvmmtest.start(vms, argv)
+        return kvmmtest.start(vms, prefix + argv)
 
 
 RUNNERS = [
@@ -306,3 +323,58 @@ def test_virtio_bar_above_4g_under_qemu(kvm, vms, tmp):
     assert high and int(high[0].split(":")[1].split("+")[0], 16) >= 1 << 32, blk
     assert read(path)[8 * SECTOR:16 * SECTOR] == b"".join(pattern(s) for s in range(8, 16))
     msix_delivered(g, "blk0")
+
+
+@pytest.fixture
+def netns():
+    """A private network namespace, deleted (with its taps) even when the
+    test fails."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces and taps need root")
+    name = "kvmmt-" + uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def add_tap(ns, tap, host_cidr):
+    subprocess.run(["ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
+    subprocess.run(["ip", "-n", ns, "addr", "add", host_cidr, "dev", tap], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", tap, "up"], check=True)
+
+
+def probe(ns, ip, port):
+    script = os.path.join(os.path.dirname(kvmmtest.__file__), "netprobe.py")
+    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, script, ip, str(port)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_virtio_net_two_nics_answer_ping_and_udp(kvm, vms, tmp, runner, netns):
+    nics = [("tap0", "52:54:00:aa:00:01", "10.77.1.1/24", "10.77.1.15", 7),
+            ("tap1", "52:54:00:aa:00:02", "10.77.2.1/24", "10.77.2.15", 5001)]
+    for tap, _, cidr, _, _ in nics:
+        add_tap(netns, tap, cidr)
+    cmdline = "kvmmtest.virtio=net kvmmtest.net.serve=60 " + " ".join(
+        f"kvmmtest.net{i}.ip={ip} kvmmtest.net{i}.udp={port}"
+        for i, (_, _, _, ip, port) in enumerate(nics))
+    g = runner.start(vms, tmp, cmdline, [Nic(netns, tap, mac) for tap, mac, *_ in nics])
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=2", timeout=60)
+    cfg = by_dev(g, "info", "virtio-net")
+    for i, (tap, mac, _, ip, port) in enumerate(nics):
+        assert cfg[f"net{i}"]["mac"] == mac and cfg[f"net{i}"]["mac_from"] == "device"
+        r = probe(netns, ip, port)
+        assert r["ping"] == 3, r
+        assert r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    finish(g)
+    done = by_dev(g, "pass", "virtio-net")
+    for i in range(len(nics)):
+        d = done[f"net{i}"]
+        assert int(d["arp_replies"]) >= 1 and int(d["icmp_replies"]) >= 3
+        assert int(d["udp_echoes"]) == 7
+        msix_delivered(g, f"net{i}")
