@@ -471,6 +471,65 @@ int virtq_transfer(struct virtio_dev *v, struct virtq *q,
 	return 0;
 }
 
+/*
+ * A hostile request (DESIGN.md: a guest's bad descriptors must break its
+ * own device, never the VMM): head = an avail entry past the queue,
+ * next = a chain link past the queue, loop = a descriptor chained to
+ * itself, addr = a buffer far outside RAM.  Returns what the device did:
+ * "needs-reset" (what 2.1.2 asks for), "completed" or "ignored".
+ */
+const char *virtq_malformed(struct virtio_dev *v, struct virtq *q,
+			    const char *kind, u8 *status)
+{
+	u16 d = q->free_head;
+	u16 head = d;
+	u64 start = now_us();
+	volatile u16 *used_idx = (volatile u16 *)(q->used + 2);
+	u16 before = *used_idx;
+
+	q->desc[d].addr = (u64)q->desc;	/* harmless if it were used */
+	q->desc[d].len = 16;
+	q->desc[d].flags = VIRTQ_DESC_F_WRITE;
+	if (!strcmp(kind, "head"))
+		head = q->size;
+	else if (!strcmp(kind, "next")) {
+		q->desc[d].flags |= VIRTQ_DESC_F_NEXT;
+		q->desc[d].next = q->size;
+	} else if (!strcmp(kind, "loop")) {
+		q->desc[d].flags |= VIRTQ_DESC_F_NEXT;
+		q->desc[d].next = d;
+	} else if (!strcmp(kind, "addr")) {
+		q->desc[d].addr = 1ULL << 45;
+	} else {
+		return NULL;
+	}
+	q->avail[2 + q->avail_idx % q->size] = head;
+	barrier();
+	q->avail[1] = ++q->avail_idx;
+	virtq_kick(v, q);
+	while (now_us() - start < 1000000) {
+		*status = cc_read8(v, CC_STATUS);
+		if (*status & S_NEEDS_RESET)
+			return "needs-reset";
+		if (*used_idx != before)
+			return "completed";
+		delay_us(1000);
+	}
+	return "ignored";
+}
+
+/* Back to a fresh device: reset, forget the queues, keep the caps. */
+void virtio_reset(struct virtio_dev *v)
+{
+	cc_write8(v, CC_STATUS, 0);
+	for (int i = 0; i < 100000 && cc_read8(v, CC_STATUS); i++)
+		cpu_relax();
+	memset(v->vq, 0, sizeof(v->vq));
+	v->nvq = 0;
+	v->broken = false;
+	v->features = 0;
+}
+
 u64 virtio_interrupts(const struct virtio_dev *v)
 {
 	u64 n = 0;
@@ -591,7 +650,7 @@ void virtio_run(void)
 			continue;
 		switch (type) {
 		case VIRTIO_ID_RNG:
-			virtio_rng_run(v);
+			virtio_rng_run(v, index);
 			break;
 		case VIRTIO_ID_BLK:
 			virtio_blk_run(v, index);

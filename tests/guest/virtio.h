@@ -89,11 +89,14 @@ int virtq_transfer(struct virtio_dev *v, struct virtq *q,
 		   const struct vbuf *bufs, int n, u32 *len);
 bool virtio_check_status(struct virtio_dev *v);
 u64 virtio_interrupts(const struct virtio_dev *v);
+const char *virtq_malformed(struct virtio_dev *v, struct virtq *q,
+			    const char *kind, u8 *status);
+void virtio_reset(struct virtio_dev *v);
 void virtio_report_interrupts(struct virtio_dev *v, bool expected);
 void virtio_run(void);
 
 /* virtio_*.c: drivers, each given a device that is ready to initialise */
-void virtio_rng_run(struct virtio_dev *v);
+void virtio_rng_run(struct virtio_dev *v, int index);
 void virtio_blk_run(struct virtio_dev *v, int index);
 void virtio_console_run(struct virtio_dev *v, int index);
 void virtio_net_run(struct virtio_dev *v, int index);
