@@ -378,3 +378,24 @@ def test_virtio_net_two_nics_answer_ping_and_udp(kvm, vms, tmp, runner, netns):
         assert int(d["arp_replies"]) >= 1 and int(d["icmp_replies"]) >= 3
         assert int(d["udp_echoes"]) == 7
         msix_delivered(g, f"net{i}")
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("kind", ["head", "next", "loop", "addr"])
+def test_virtio_malformed_request_breaks_only_its_device(kvm, vms, tmp, runner, kind):
+    """A hostile chain on the rng's queue: the device should say
+    DEVICE_NEEDS_RESET (virtio 1.x, 2.1.2) for a chain it cannot walk, a
+    buffer outside RAM may be refused or completed; either way the VMM
+    lives on, the other device keeps working, and a reset revives the rng."""
+    path, data = make_image(tmp, "d0.img", 1 << 20)
+    g = runner.start(vms, tmp, f"kvmmtest.virtio=rng,blk kvmmtest.rng0.malformed={kind}",
+                     ["rng", Disk(path, "m0")])
+    finish(g)
+    outcome = by_dev(g, "info", "virtio-malformed")["rng0"]["outcome"]
+    if kind == "addr":
+        assert outcome in ("needs-reset", "completed"), outcome
+    else:
+        assert outcome == "needs-reset"
+    assert "rng0" in by_dev(g, "pass", "virtio-reset")
+    assert int(by_dev(g, "pass", "virtio-blk-read")["blk0"]["crc32"], 16) == \
+        zlib.crc32(data[:64 * SECTOR])
