@@ -65,13 +65,19 @@ void pci_write8(const struct pci_dev *d, u16 off, u8 v)
 	outb(CONFIG_DATA + (off & 3), v);
 }
 
-/* Size every BAR (decoding off while all-ones is written), keep addresses. */
+/*
+ * Size every BAR (decoding off while all-ones is written), keep addresses.
+ * Host bridges keep decoding, as Linux does: some route RAM or the
+ * configuration ports themselves.
+ */
 static void probe_bars(struct pci_dev *d)
 {
 	int nbars = (d->header & 0x7f) == 0 ? 6 : (d->header & 0x7f) == 1 ? 2 : 0;
 	u16 cmd = pci_read16(d, PCI_COMMAND);
+	bool host_bridge = (d->class >> 8) == 0x0600;
 
-	pci_write16(d, PCI_COMMAND, cmd & ~(PCI_CMD_IO | PCI_CMD_MEM));
+	if (!host_bridge)
+		pci_write16(d, PCI_COMMAND, cmd & ~(PCI_CMD_IO | PCI_CMD_MEM));
 	for (int i = 0; i < nbars; i++) {
 		struct pci_bar *b = &d->bar[i];
 		u16 off = PCI_BAR0 + 4 * i;
@@ -105,7 +111,8 @@ static void probe_bars(struct pci_dev *d)
 		if (b->is64)
 			i++;	/* the upper half is not a BAR of its own */
 	}
-	pci_write16(d, PCI_COMMAND, cmd);
+	if (!host_bridge)
+		pci_write16(d, PCI_COMMAND, cmd);
 }
 
 static void report(const struct pci_dev *d)
