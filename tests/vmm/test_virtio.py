@@ -44,7 +44,7 @@ class VirtioRunner:
     def __init__(self, name):
         self.name = name
 
-    def start(self, vms, tmp, cmdline, devices, memory="256M", extra=()):
+    def start(self, vms, tmp, cmdline, devices, memory="256M", extra=(), entry="16"):
         if self.name == "kvmm":
             # Left for kvmm's virtio-pci devices (branch pci): map each
             # device onto kvmm's own options here, same order.
@@ -75,6 +75,14 @@ class VirtioRunner:
                          "-device", f"virtio-net-pci,netdev=n{i},mac={dev.mac},romfile=,"
                                     f"disable-legacy=on,{addr}"]
         argv = kvmmtest.qemu_argv(cmdline, 1, memory, args + list(extra))
+        k = argv.index("-kernel") + 1
+        guest_dir = os.path.dirname(kvmmtest.GUEST)
+        if entry == "pvh":
+            argv[k] = os.path.join(guest_dir, "kvmm-testguest-pvh.elf")
+        elif entry in ("32", "64"):
+            # The multiboot shim enters the bzImage as a 32/64-bit loader.
+            argv[k] = os.path.join(guest_dir, "kvmm-testguest-mbshim.elf")
+            argv += ["-initrd", f"{kvmmtest.GUEST} entry={entry}"]
         return kvmmtest.start(vms, prefix + argv)
 
 
@@ -399,3 +407,19 @@ def test_virtio_malformed_request_breaks_only_its_device(kvm, vms, tmp, runner, 
     assert "rng0" in by_dev(g, "pass", "virtio-reset")
     assert int(by_dev(g, "pass", "virtio-blk-read")["blk0"]["crc32"], 16) == \
         zlib.crc32(data[:64 * SECTOR])
+
+
+@pytest.mark.parametrize("entry", ["pvh", "32", "64"])
+def test_virtio_through_the_other_entries_under_qemu(kvm, vms, tmp, entry):
+    """PCI and virtio do not care how the guest was entered; the memory
+    map they avoid when placing BARs comes from a different place on each
+    path (PVH start info, the shim's zero page), so check all of them."""
+    path, data = make_image(tmp, "d0.img", 1 << 20)
+    g = VirtioRunner("qemu").start(
+        vms, tmp, "kvmmtest.virtio=rng,blk kvmmtest.pci=reassign kvmmtest.blk0.write=4+4",
+        ["rng", Disk(path, "e0")], entry=entry)
+    finish(g)
+    assert g.records("boot")[0][1].startswith(f"v1 entry={entry}")
+    assert "rng0" in by_dev(g, "pass", "virtio-rng")
+    assert read(path)[4 * SECTOR:8 * SECTOR] == b"".join(pattern(s) for s in range(4, 8))
+    msix_delivered(g, "blk0")
