@@ -4,9 +4,11 @@
  * (GET_ID), and on request: a CRC32 of a sector range, a pattern written
  * and flushed and read back, WRITE_ZEROES, DISCARD.  Options, per disk
  * N in bus order: kvmmtest.blkN.{read,write,zeroes,discard}=START+COUNT
- * (512-byte sectors, as virtio-blk counts them).
+ * (512-byte sectors, as virtio-blk counts them); kvmmtest.blkN.resize=SECS
+ * waits for the host to resize the disk.
  */
 #include "guest.h"
+#include "io.h"
 #include "virtio.h"
 
 #define F_SIZE_MAX	1
@@ -261,6 +263,40 @@ static void do_segments(struct blk *b, u32 type, const char *check,
 	pass(check, "dev=%s sector=%lu count=%lu", b->v->name, start, count);
 }
 
+/*
+ * The host resizes the disk: a configuration change (4.1.5.3), seen in
+ * capacity (read under config_generation) and, with MSI-X, as an
+ * interrupt on table entry 0.
+ */
+static void wait_resize(struct blk *b, u64 secs)
+{
+	struct virtio_dev *v = b->v;
+	u64 start = now_us(), cap = b->capacity;
+	u64 before = v->vec_base >= 0 ? irq_count[v->vec_base] : 0, irqs = 0;
+
+	record("event virtio-blk-resize-ready dev=%s capacity=%lu", v->name, cap);
+	while (cap == b->capacity && now_us() - start < secs * 1000000) {
+		delay_us(1000);
+		cap = virtio_cfg64(v, CFG_CAPACITY);
+	}
+	if (cap == b->capacity) {
+		fail("virtio-blk-resize", "dev=%s capacity still %lu after %lu s",
+		     v->name, cap, secs);
+		return;
+	}
+	start = now_us();
+	while (v->vec_base >= 0 && now_us() - start < 500000 &&
+	       !(irqs = irq_count[v->vec_base] - before))
+		cpu_relax();
+	b->capacity = cap;
+	if (v->vec_base >= 0 && !irqs)
+		fail("virtio-blk-resize", "dev=%s capacity=%lu but no config interrupt",
+		     v->name, cap);
+	else
+		pass("virtio-blk-resize", "dev=%s capacity=%lu config_interrupts=%lu",
+		     v->name, cap, irqs);
+}
+
 static void report_config(struct blk *b)
 {
 	struct virtio_dev *v = b->v;
@@ -303,6 +339,7 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 		     1ULL << F_WRITE_ZEROES;
 	struct blk b = { .v = v };
 	u64 start, count;
+	char key[32], val[16];
 
 	if (!virtio_init(v, wanted, 1, 16))
 		return;
@@ -348,5 +385,8 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 		else
 			info("virtio-blk-discard dev=%s not offered", v->name);
 	}
+	snprintf(key, sizeof(key), "kvmmtest.blk%d.resize", index);
+	if (cmdline_option(key, val, sizeof(val)))
+		wait_resize(&b, parse_u64(val, NULL) ?: 10);
 	virtio_report_interrupts(v, true);
 }
