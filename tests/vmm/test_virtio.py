@@ -45,6 +45,7 @@ class VirtioRunner:
         self.name = name
 
     def start(self, vms, tmp, cmdline, devices, memory="256M", extra=(), entry="16"):
+        self.sock = os.path.join(tmp, "ctl.sock")
         if self.name == "kvmm":
             # Left for kvmm's virtio-pci devices (branch pci): map each
             # device onto kvmm's own options here, same order.
@@ -74,6 +75,7 @@ class VirtioRunner:
                 args += ["-netdev", f"tap,id=n{i},ifname={dev.tap},script=no,downscript=no",
                          "-device", f"virtio-net-pci,netdev=n{i},mac={dev.mac},romfile=,"
                                     f"disable-legacy=on,{addr}"]
+        args += ["-qmp", f"unix:{self.sock},server=on,wait=off"]
         argv = kvmmtest.qemu_argv(cmdline, 1, memory, args + list(extra))
         k = argv.index("-kernel") + 1
         guest_dir = os.path.dirname(kvmmtest.GUEST)
@@ -84,6 +86,15 @@ class VirtioRunner:
             argv[k] = os.path.join(guest_dir, "kvmm-testguest-mbshim.elf")
             argv += ["-initrd", f"{kvmmtest.GUEST} entry={entry}"]
         return kvmmtest.start(vms, prefix + argv)
+
+    def resize_disk(self, index, size):
+        """Grows disk `index` (its place in the device list) to size bytes."""
+        q = kvmmtest.Qmp(self.sock)
+        try:
+            r = q.execute("block_resize", {"device": f"d{index}", "size": size})
+            assert "return" in r, r
+        finally:
+            q.close()
 
 
 RUNNERS = [
@@ -423,3 +434,17 @@ def test_virtio_through_the_other_entries_under_qemu(kvm, vms, tmp, entry):
     assert "rng0" in by_dev(g, "pass", "virtio-rng")
     assert read(path)[4 * SECTOR:8 * SECTOR] == b"".join(pattern(s) for s in range(4, 8))
     msix_delivered(g, "blk0")
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_virtio_blk_resize_raises_a_config_interrupt(kvm, vms, tmp, runner):
+    path, _ = make_image(tmp, "d0.img", 1 << 20)
+    g = runner.start(vms, tmp, "kvmmtest.virtio=blk kvmmtest.blk0.resize=30",
+                     [Disk(path, "rs0")])
+    g.wait_for(r"KVMMTEST event virtio-blk-resize-ready dev=blk0 capacity=2048")
+    runner.resize_disk(0, 3 << 20)
+    finish(g)
+    r = by_dev(g, "pass", "virtio-blk-resize")["blk0"]
+    assert int(r["capacity"]) == (3 << 20) // SECTOR
+    assert int(r["config_interrupts"]) > 0
+    assert os.path.getsize(path) == 3 << 20
