@@ -19,6 +19,7 @@
 #include "domain.h"
 #include "driver.h"
 #include "host.h"
+#include "process.h"
 #include "error.h"
 #include "log.h"
 #include "rpc/server.h"
@@ -71,6 +72,10 @@ static gboolean check_idle(gpointer data)
 	struct idle_check *ic = data;
 	gint64 since = rpc_server_idle_since(ic->srv);
 
+	/* Running guests keep the daemon, as libvirt's: it would have
+	 * to re-adopt them on the next start. */
+	if (process_count())
+		return G_SOURCE_CONTINUE;
 	if (since && g_get_monotonic_time() - since >= (gint64)opt_timeout * G_USEC_PER_SEC) {
 		pr_info("no clients for %d seconds: exiting", opt_timeout);
 		g_main_loop_quit(ic->loop);
@@ -199,6 +204,20 @@ int main(int argc, char **argv)
 	if (opt_pid_file && (pid_fd = write_pid_file(opt_pid_file)) < 0)
 		return 1;
 
+	{
+		/* Running domains' files: the runtime directory, as libvirt's
+		 * /run/libvirt/qemu; logs where libvirt keeps its drivers'. */
+		g_autofree char *state_dir = g_build_filename(rundir, "kvmm", NULL);
+		g_autofree char *log_dir = NULL;
+
+		if (opt_root)
+			log_dir = g_build_filename(root, "log", "libvirt", "kvmm", NULL);
+		else if (drv_state.privileged)
+			log_dir = g_strdup("/var/log/libvirt/kvmm");
+		else
+			log_dir = g_build_filename(g_get_user_cache_dir(), "libvirt", "kvmm", "log", NULL);
+		process_init(state_dir, log_dir);
+	}
 	if (domains_init(confdir, host_emulator_path()) < 0) {
 		pr_err("%s", drv_error_last()->message);
 		return 1;

@@ -323,6 +323,7 @@ static int define_replace(struct domain_obj *obj, struct domain_def *def)
 	g_hash_table_steal(by_uuid, obj->def->uuid);
 	g_hash_table_steal(by_name, obj->def->name);
 	domain_def_free(obj->def);
+	def->id = obj->id;	/* a running domain keeps its id */
 	obj->def = def;
 	index_add(obj);
 	g_mutex_unlock(&obj->lock);
@@ -388,6 +389,14 @@ int domain_undefine(struct domain_obj *obj)
 	 * the object leaves the index. */
 	if (obj->removed) {
 		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching name '%s'", obj->def->name);
+		return -1;
+	}
+	if (obj->id >= 0) {
+		/* libvirt would keep it running as a transient domain; kvmm
+		 * has no transient domains yet. */
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "cannot undefine running domain '%s' yet: destroy or shut it down first",
+				 obj->def->name);
 		return -1;
 	}
 	if (persist_remove(obj->def->name) < 0)

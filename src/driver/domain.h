@@ -18,6 +18,8 @@
 
 #include "conf/domain_conf.h"
 
+struct domain_run;
+
 struct domain_obj {
 	gint refs;
 	GMutex lock;			/* the fields below */
@@ -28,6 +30,8 @@ struct domain_obj {
 	bool removed;			/* undefined: no longer in the index */
 	bool defining;			/* (list lock) new, file being written:
 					 * indexed but hidden from lookups */
+
+	struct domain_run *run;		/* the kvmm process while running (process.c) */
 
 	/* The job: one API changing the domain at a time. */
 	GCond job_cond;

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "handlers.h"
 #include "log.h"
+#include "process.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
@@ -62,8 +63,8 @@ int drv_domain_get_info(struct rpc_conn *conn, void *args, void *ret)
 	r->maxMem = obj->def->memory_kib;
 	r->memory = obj->def->current_memory_kib;
 	r->nrVirtCpu = obj->def->vcpus_current;
-	r->cpuTime = 0;		/* never ran */
 	g_mutex_unlock(&obj->lock);
+	r->cpuTime = process_cpu_time(obj);	/* 0 when shut off */
 	domain_obj_unref(obj);
 	return 0;
 }

@@ -64,4 +64,15 @@ int drv_connect_domain_event_deregister_any(struct rpc_conn *conn, void *args, v
 /* node.c: the host */
 int drv_node_get_info(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_lifecycle.c: start, stop, pause, reset */
+int drv_domain_create(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_create_with_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_destroy(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_destroy_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_shutdown(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_shutdown_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret);
+
 #endif

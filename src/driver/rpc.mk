@@ -47,10 +47,10 @@ src_driver_rpc_librpcxdr_a_CFLAGS = -Wno-unused-variable -Wno-unused-parameter
 DRV_CPPFLAGS = -DKVMM_PATH='"$(bindir)/kvmm"' -include $(top_builddir)/kvmm-build.h \
 	-I$(top_srcdir)/src/common -I$(top_srcdir)/src/driver \
 	-I$(top_srcdir)/src/driver/rpc -I$(top_builddir)/src/driver/rpc \
-	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS)
+	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) $(JSONC_CFLAGS)
 DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
 	src/driver/libdrvconf.a src/driver/libdrvcommon.a src/common/libcommon.a \
-	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS)
+	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS) $(JSONC_LIBS)
 
 # Everything but main(), so the tests link the same objects.
 noinst_LIBRARIES += src/driver/libvirtkvmmd.a
@@ -80,6 +80,12 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 # domain events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/events.c src/driver/events.h
+# running domains: XML -> VM config, kvmm processes, its control API
+src_driver_libvirtkvmmd_a_SOURCES += \
+	src/driver/vmconfig.c src/driver/vmconfig.h \
+	src/driver/process.c src/driver/process.h \
+	src/driver/monitor.c src/driver/monitor.h \
+	src/driver/domain_lifecycle.c
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

@@ -83,8 +83,10 @@ class Daemon:
         with open(self.logpath, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def stop(self, timeout=10):
-        """SIGTERM by PID, SIGKILL if it does not go; returns the exit code."""
+    def stop(self, timeout=10, keep_guests=False):
+        """SIGTERM by PID, SIGKILL if it does not go; returns the exit code.
+        The kvmm processes it started (they outlive the daemon by design)
+        are killed too unless keep_guests."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -92,8 +94,41 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
+        if not keep_guests:
+            kill_guests(self.root)
         return self.proc.returncode
+
+    def guests(self):
+        return guest_pids(self.root)
+
+
+def guest_pids(root):
+    """PIDs of live processes whose command line mentions root: the kvmm
+    processes a daemon with --root root started."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{p}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and root.encode() in cmd and b"--config" in cmd and b"virtkvmmd" not in cmd:
+            pids.append(int(p))
+    return pids
+
+
+def kill_guests(root):
+    for pid in guest_pids(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 _event_loop = []

@@ -1,0 +1,161 @@
+/* Handlers that change whether and how a domain runs: start, destroy,
+ * shutdown, suspend, resume, reset.  Each holds the domain's job, so one
+ * change at a time happens to a domain while other domains (and every
+ * query) go on. */
+#include <libvirt/libvirt.h>
+
+#include "domain_api.h"
+#include "error.h"
+#include "events.h"
+#include "handlers.h"
+#include "log.h"
+#include "monitor.h"
+#include "process.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+static int start(const remote_nonnull_domain *dom, unsigned flags, remote_nonnull_domain *out)
+{
+	struct domain_obj *obj;
+	int rc = -1;
+
+	/* PAUSED, AUTODESTROY, BYPASS_CACHE, FORCE_BOOT, RESET_NVRAM: not
+	 * yet, and refused rather than ignored. */
+	if (api_check_flags(flags, 0, "virDomainCreateWithFlags") < 0)
+		return -1;
+	obj = api_domain_get(dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainCreate") == 0) {
+		rc = process_start(obj);
+		domain_job_end(obj);
+	}
+	if (rc == 0 && out)
+		api_domain_make(obj, out);
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_create(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_args *a = args;
+
+	return start(&a->dom, 0, NULL);
+}
+
+int drv_domain_create_with_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+	remote_domain_ret *r = ret;
+
+	return start(&a->dom, a->flags, &r->dom);
+}
+
+static int destroy(const remote_nonnull_domain *dom, bool graceful)
+{
+	struct domain_obj *obj = api_domain_get(dom);
+	int rc = -1;
+
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainDestroy") == 0) {
+		rc = process_destroy(obj, graceful);
+		domain_job_end(obj);
+	}
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_destroy(struct rpc_conn *conn, void *args, void *ret)
+{
+	return destroy(&((remote_domain_args *)args)->dom, false);
+}
+
+int drv_domain_destroy_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+
+	if (api_check_flags(a->flags, VIR_DOMAIN_DESTROY_GRACEFUL, "virDomainDestroyFlags") < 0)
+		return -1;
+	return destroy(&a->dom, a->flags & VIR_DOMAIN_DESTROY_GRACEFUL);
+}
+
+/* Runs COMMAND on the running domain under its job; then, on success,
+ * sets STATE/REASON (unless STATE < 0) and raises EVENT/DETAIL (unless
+ * EVENT < 0). */
+static int vm_command(const remote_nonnull_domain *dom, const char *api, const char *command,
+		      int state, int reason, int event, int detail)
+{
+	struct domain_obj *obj = api_domain_get(dom);
+	g_autofree char *path = NULL;
+	int rc = -1;
+
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, api) < 0)
+		goto out;
+	path = process_api_path(obj);
+	if (path && state >= 0 && obj->state == state) {
+		/* As libvirt: suspending a paused domain does nothing;
+		 * resuming a running one is an error. */
+		if (state == VIR_DOMAIN_PAUSED)
+			rc = 0;
+		else
+			drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not paused");
+	} else if (path && monitor_command(path, command, NULL) == 0) {
+		if (state >= 0) {
+			g_mutex_lock(&obj->lock);
+			obj->state = state;
+			obj->reason = reason;
+			g_mutex_unlock(&obj->lock);
+		}
+		if (event >= 0)
+			events_lifecycle_obj(obj, event, detail);
+		rc = 0;
+	}
+	domain_job_end(obj);
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_shutdown(struct rpc_conn *conn, void *args, void *ret)
+{
+	/* The guest decides: it powers off (an event and shut off, reason
+	 * shutdown, follow when kvmm exits) or ignores the button. */
+	return vm_command(&((remote_domain_args *)args)->dom, "virDomainShutdown", "power-button",
+			  -1, 0, -1, 0);
+}
+
+int drv_domain_shutdown_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+
+	/* The ACPI power button is the one way kvmm has; DEFAULT picks it. */
+	if (api_check_flags(a->flags, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN, "virDomainShutdownFlags") < 0)
+		return -1;
+	return vm_command(&a->dom, "virDomainShutdown", "power-button", -1, 0, -1, 0);
+}
+
+int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret)
+{
+	return vm_command(&((remote_domain_args *)args)->dom, "virDomainSuspend", "pause",
+			  VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
+			  VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
+}
+
+int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret)
+{
+	return vm_command(&((remote_domain_args *)args)->dom, "virDomainResume", "resume",
+			  VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED,
+			  VIR_DOMAIN_EVENT_RESUMED, VIR_DOMAIN_EVENT_RESUMED_UNPAUSED);
+}
+
+int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+
+	if (api_check_flags(a->flags, 0, "virDomainReset") < 0)
+		return -1;
+	return vm_command(&a->dom, "virDomainReset", "reset", -1, 0, -1, 0);
+}

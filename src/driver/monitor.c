@@ -1,0 +1,181 @@
+/* kvmm's control API, daemon side; see monitor.h. */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <libvirt/libvirt.h>
+
+#include "error.h"
+#include "log.h"
+#include "monitor.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+/* A command's whole exchange; kvmm answers in microseconds unless the VM
+ * is wedged, which this turns into an error instead of a hung worker. */
+#define COMMAND_TIMEOUT_MS 10000
+/* KVMM: a line longer than this is not something kvmm sends. */
+#define LINE_MAX_BYTES (1024 * 1024)
+
+struct reader {
+	int fd;
+	gint64 deadline;	/* monotonic µs */
+	GString *buf;
+};
+
+/* The next line from kvmm, parsed: a new object, or NULL with *ERR set to
+ * a negative errno (-ETIMEDOUT, -EPIPE on EOF, -EPROTO on bad JSON). */
+static json_object *read_message(struct reader *r, int *err)
+{
+	for (;;) {
+		char *nl = memchr(r->buf->str, '\n', r->buf->len);
+		char chunk[4096];
+		struct pollfd p = { .fd = r->fd, .events = POLLIN };
+		gint64 left;
+		ssize_t n;
+
+		if (nl) {
+			json_object *o;
+
+			*nl = '\0';
+			o = json_tokener_parse(r->buf->str);
+			g_string_erase(r->buf, 0, nl - r->buf->str + 1);
+			if (!o || !json_object_is_type(o, json_type_object)) {
+				json_object_put(o);
+				*err = -EPROTO;
+				return NULL;
+			}
+			return o;
+		}
+		if (r->buf->len > LINE_MAX_BYTES) {
+			*err = -EPROTO;
+			return NULL;
+		}
+		left = (r->deadline - g_get_monotonic_time()) / 1000;
+		if (left <= 0) {
+			*err = -ETIMEDOUT;
+			return NULL;
+		}
+		n = poll(&p, 1, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			*err = n < 0 ? -errno : -ETIMEDOUT;
+			return NULL;
+		}
+		n = read(r->fd, chunk, sizeof(chunk));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0) {
+			*err = n < 0 ? -errno : -EPIPE;
+			return NULL;
+		}
+		g_string_append_len(r->buf, chunk, n);
+	}
+}
+
+int monitor_connect(const char *path, int timeout_ms)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct reader r;
+	json_object *greeting;
+	int fd, err = 0;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	r.fd = fd;
+	r.deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+	r.buf = g_string_new(NULL);
+	greeting = read_message(&r, &err);
+	g_string_free(r.buf, TRUE);
+	/* KVMM: the first message must be the greeting, or this is not kvmm
+	 * (or not a version we speak). */
+	if (!greeting || !json_object_object_get_ex(greeting, "greeting", NULL)) {
+		json_object_put(greeting);
+		close(fd);
+		return err ? err : -EPROTO;
+	}
+	json_object_put(greeting);
+	return fd;
+}
+
+static int report_kvmm_error(const char *command, json_object *error)
+{
+	json_object *code = NULL, *msg = NULL;
+	const char *c, *m;
+
+	json_object_object_get_ex(error, "code", &code);
+	json_object_object_get_ex(error, "message", &msg);
+	c = code ? json_object_get_string(code) : "";
+	m = msg ? json_object_get_string(msg) : "unknown error";
+	drv_error_report(!strcmp(c, "InvalidState") ? VIR_ERR_OPERATION_INVALID
+						    : VIR_ERR_OPERATION_FAILED,
+			 "kvmm refused '%s': %s", command, m);
+	return -1;
+}
+
+int monitor_command(const char *path, const char *command, json_object **ret)
+{
+	static gint next_id;
+	int id = g_atomic_int_add(&next_id, 1) + 1;
+	g_autofree char *line = g_strdup_printf("{\"id\":%d,\"execute\":\"%s\"}\n", id, command);
+	struct reader r = { .deadline = g_get_monotonic_time() + COMMAND_TIMEOUT_MS * 1000 };
+	int err = 0, rc = -1;
+
+	r.fd = monitor_connect(path, COMMAND_TIMEOUT_MS);
+	if (r.fd < 0) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot reach kvmm on %s: %s", path,
+				 g_strerror(-r.fd));
+		return -1;
+	}
+	r.buf = g_string_new(NULL);
+	if (send(r.fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot send '%s' to kvmm: %s", command,
+				 g_strerror(errno));
+		goto out;
+	}
+	for (;;) {
+		json_object *msg = read_message(&r, &err), *v;
+
+		if (!msg) {
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "no answer from kvmm to '%s': %s",
+					 command, err == -EPIPE ? "it closed the connection"
+								: g_strerror(-err));
+			goto out;
+		}
+		/* Events and other clients' traffic are not ours. */
+		if (!json_object_object_get_ex(msg, "id", &v) || json_object_get_int(v) != id) {
+			json_object_put(msg);
+			continue;
+		}
+		if (json_object_object_get_ex(msg, "error", &v)) {
+			report_kvmm_error(command, v);
+		} else if (json_object_object_get_ex(msg, "return", &v)) {
+			if (ret)
+				*ret = json_object_get(v);
+			rc = 0;
+		} else {
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm's answer to '%s' has neither return nor error",
+					 command);
+		}
+		json_object_put(msg);
+		break;
+	}
+out:
+	g_string_free(r.buf, TRUE);
+	close(r.fd);
+	return rc;
+}

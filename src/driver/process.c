@@ -1,0 +1,473 @@
+/* kvmm processes of running domains; see process.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib-unix.h>
+#include <libvirt/libvirt.h>
+
+#include "domain_persist.h"
+#include "error.h"
+#include "events.h"
+#include "log.h"
+#include "monitor.h"
+#include "process.h"
+#include "vmconfig.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+/* kvmm's exit statuses (docs/kvmm.md). */
+#define KVMM_EXIT_POWEROFF	0
+#define KVMM_EXIT_ERROR		1
+#define KVMM_EXIT_RESET		2
+#define KVMM_EXIT_CRASH		3
+#define KVMM_EXIT_SIGNAL	4
+
+/* From exec to a control socket that answers: kvmm needs milliseconds;
+ * the margin is for a loaded host. */
+#define START_TIMEOUT_MS 30000
+/* destroy: SIGTERM, then SIGKILL after this long. */
+#define TERM_GRACE_MS 5000
+#define LOG_TAIL_BYTES 4096
+
+struct domain_run {
+	pid_t pid;
+	int pidfd;
+	bool child;		/* ours to reap */
+	guint watch;
+	char *api_path, *config_path, *log_path;
+	bool destroying;	/* the daemon asked it to stop */
+};
+
+static char *state_dir, *log_dir;
+static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
+static gint nrunning;
+
+void process_init(const char *sdir, const char *ldir)
+{
+	state_dir = g_strdup(sdir);
+	log_dir = g_strdup(ldir);
+}
+
+unsigned process_count(void)
+{
+	return g_atomic_int_get(&nrunning);
+}
+
+static int pidfd_open(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_send_signal(int pidfd, int sig)
+{
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+static void run_free(struct domain_run *r)
+{
+	if (!r)
+		return;
+	if (r->pidfd >= 0)
+		close(r->pidfd);
+	if (r->api_path)
+		unlink(r->api_path);
+	if (r->config_path)
+		unlink(r->config_path);
+	g_free(r->api_path);
+	g_free(r->config_path);
+	g_free(r->log_path);
+	g_free(r);
+}
+
+/* A line in the domain's log, with libvirt's timestamp style. */
+static void log_line(const char *path, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void log_line(const char *path, const char *fmt, ...)
+{
+	g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+	g_autofree char *ts = g_date_time_format(now, "%Y-%m-%d %H:%M:%S.%f");
+	g_autofree char *msg = NULL;
+	va_list ap;
+	FILE *f = fopen(path, "ae");
+
+	if (!f)
+		return;
+	va_start(ap, fmt);
+	msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	/* %f is microseconds; libvirt shows milliseconds. */
+	fprintf(f, "%.23s+0000: %s\n", ts, msg);
+	fclose(f);
+}
+
+/* The last line kvmm wrote to the log after OFFSET: its own reason for
+ * failing, which becomes the error a user sees. */
+static char *log_last_line(const char *path, off_t offset)
+{
+	g_autofree char *text = NULL;
+	gsize len;
+	char *end, *start;
+
+	if (!g_file_get_contents(path, &text, &len, NULL) || (gsize)offset >= len)
+		return NULL;
+	start = text + MAX((gsize)offset, len > LOG_TAIL_BYTES ? len - LOG_TAIL_BYTES : 0);
+	end = text + len;
+	while (end > start && (end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	*end = '\0';
+	if ((char *)memrchr(start, '\n', end - start))
+		start = (char *)memrchr(start, '\n', end - start) + 1;
+	return *start ? g_strdup(start) : NULL;
+}
+
+static const char *exit_text(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
+	return buf;
+}
+
+/* Forks and execs kvmm with its output appended to LOGFD.  The pid, or -1
+ * after reporting. */
+static pid_t spawn(const char *emulator, const char *config, int logfd)
+{
+	char *argv[] = { (char *)emulator, "--config", (char *)config, NULL };
+	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pid_t pid;
+
+	if (devnull < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open /dev/null: %s", g_strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		/* Only async-signal-safe calls from here: other threads may
+		 * have held locks at fork time.  A session of its own, so the
+		 * VM outlives the daemon and its terminal signals. */
+		setsid();
+		if (dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
+			_exit(127);
+		syscall(SYS_close_range, 3, ~0U, 0);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(emulator, argv);
+		static const char msg[] = "virtkvmmd: cannot execute the emulator\n";
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(127);
+		_exit(127);
+	}
+	close(devnull);
+	if (pid < 0)
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot fork: %s", g_strerror(errno));
+	return pid;
+}
+
+/* What an exit means to libvirt: the STOPPED event detail and the shutoff
+ * reason. */
+static void exit_reason(const struct domain_run *r, int status, bool known, int *detail,
+			int *reason)
+{
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+
+	if (r->destroying) {
+		*detail = VIR_DOMAIN_EVENT_STOPPED_DESTROYED;
+		*reason = VIR_DOMAIN_SHUTOFF_DESTROYED;
+	} else if (known && (code == KVMM_EXIT_POWEROFF || code == KVMM_EXIT_RESET)) {
+		/* The guest powered off, or reset with on_reboot=destroy. */
+		*detail = VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN;
+		*reason = VIR_DOMAIN_SHUTOFF_SHUTDOWN;
+	} else if (known && code == KVMM_EXIT_ERROR) {
+		*detail = VIR_DOMAIN_EVENT_STOPPED_FAILED;
+		*reason = VIR_DOMAIN_SHUTOFF_FAILED;
+	} else {
+		/* Guest crash (exit 3), a signal nobody here sent, SIGKILL. */
+		*detail = VIR_DOMAIN_EVENT_STOPPED_CRASHED;
+		*reason = VIR_DOMAIN_SHUTOFF_CRASHED;
+	}
+}
+
+static gpointer restart_thread(gpointer data);
+
+/* Main loop: OBJ's kvmm exited. */
+static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
+{
+	struct domain_obj *obj = data;
+	struct domain_run *r;
+	int status = 0, detail, reason;
+	bool known = false, restart = false;
+	char text[96];
+
+	g_mutex_lock(&obj->lock);
+	r = obj->run;
+	if (r->child && waitpid(r->pid, &status, WNOHANG) == r->pid)
+		known = true;
+	exit_reason(r, status, known, &detail, &reason);
+	obj->run = NULL;
+	obj->id = obj->def->id = -1;
+	obj->state = VIR_DOMAIN_SHUTOFF;
+	obj->reason = reason;
+	restart = !r->destroying && known &&
+		  ((WEXITSTATUS(status) == KVMM_EXIT_POWEROFF && obj->def->on_poweroff == LIFECYCLE_RESTART) ||
+		   (WEXITSTATUS(status) == KVMM_EXIT_CRASH && obj->def->on_crash == LIFECYCLE_RESTART));
+	g_cond_broadcast(&obj->job_cond);
+	g_mutex_unlock(&obj->lock);
+	g_atomic_int_dec_and_test(&nrunning);
+
+	log_line(r->log_path, "kvmm (pid %ld) ended: %s", (long)r->pid,
+		 known ? exit_text(status, text, sizeof(text)) : "its exit status belongs to its parent");
+	pr_info("domain '%s' stopped (kvmm pid %ld, %s)", obj->def->name, (long)r->pid,
+		known ? exit_text(status, text, sizeof(text)) : "not our child");
+	r->watch = 0;
+	run_free(r);
+	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STOPPED, detail);
+	if (restart)
+		g_thread_unref(g_thread_new("restart", restart_thread, domain_obj_ref(obj)));
+	domain_obj_unref(obj);	/* the watch's */
+	return G_SOURCE_REMOVE;
+}
+
+/* on_poweroff / on_crash = restart: start it again, as its own job. */
+static gpointer restart_thread(gpointer data)
+{
+	struct domain_obj *obj = data;
+
+	if (domain_job_begin(obj, "on_poweroff/on_crash restart") == 0) {
+		if (obj->id < 0 && process_start(obj) < 0)
+			pr_warn("domain '%s' could not be restarted: %s", obj->def->name,
+				drv_error_last() ? drv_error_last()->message : "?");
+		domain_job_end(obj);
+	}
+	drv_error_reset();
+	domain_obj_unref(obj);
+	return NULL;
+}
+
+/* Waits until kvmm answers on its control socket.  0, or -1 after
+ * reporting (its exit, with its last words, or a timeout). */
+static int wait_ready(struct domain_run *r, off_t log_start)
+{
+	gint64 deadline = g_get_monotonic_time() + START_TIMEOUT_MS * 1000LL;
+
+	for (;;) {
+		struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
+		int fd;
+
+		if (poll(&p, 1, 5) > 0) {
+			g_autofree char *why = log_last_line(r->log_path, log_start);
+			int status = 0;
+			char text[96];
+
+			waitpid(r->pid, &status, 0);
+			r->child = false;
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm exited while starting (%s): %s",
+					 exit_text(status, text, sizeof(text)),
+					 why ? why : "no message; see the domain log");
+			return -1;
+		}
+		fd = monitor_connect(r->api_path, 1000);
+		if (fd >= 0) {
+			close(fd);
+			return 0;
+		}
+		if (g_get_monotonic_time() > deadline) {
+			drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
+					 "kvmm did not open its control socket %s within %d s: %s",
+					 r->api_path, START_TIMEOUT_MS / 1000, g_strerror(-fd));
+			return -1;
+		}
+	}
+}
+
+int process_start(struct domain_obj *obj)
+{
+	struct domain_run *r = g_new0(struct domain_run, 1);
+	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
+	struct vmconfig_runtime rt = { 0 };
+	char uuid[37];
+	off_t log_start;
+	int logfd = -1, id;
+	struct stat st;
+
+	r->pidfd = -1;
+	g_mutex_lock(&obj->lock);
+	if (obj->id >= 0) {
+		g_mutex_unlock(&obj->lock);
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is already running");
+		g_free(r);
+		return -1;
+	}
+	domain_uuid_format(obj->def->uuid, uuid);
+	name = g_strdup(obj->def->name);
+	emulator = g_strdup(obj->def->emulator);
+	r->api_path = g_strdup_printf("%s/%s.sock", state_dir, uuid);
+	rt.api_socket = r->api_path;
+	conf = vmconfig_from_def(obj->def, &rt);
+	g_mutex_unlock(&obj->lock);
+	if (!conf) {
+		g_free(r->api_path);
+		g_free(r);
+		return -1;
+	}
+	if (!emulator || access(emulator, X_OK) < 0) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "cannot execute the emulator '%s': %s",
+				 emulator ? emulator : "(none)", g_strerror(errno));
+		goto fail;
+	}
+	if (g_mkdir_with_parents(state_dir, 0700) < 0 || g_mkdir_with_parents(log_dir, 0700) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create %s or %s: %s", state_dir, log_dir,
+				 g_strerror(errno));
+		goto fail;
+	}
+	/* A socket left by a kvmm that died with the host would make kvmm
+	 * refuse to start. */
+	unlink(r->api_path);
+	r->config_path = g_strdup_printf("%s/%s.json", state_dir, uuid);
+	r->log_path = g_strdup_printf("%s/%s.log", log_dir, name);
+	{
+		g_autoptr(GError) err = NULL;
+
+		if (!g_file_set_contents_full(r->config_path, conf, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+					      0600, &err)) {
+			drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot write %s: %s", r->config_path,
+					 err->message);
+			goto fail;
+		}
+	}
+	logfd = open(r->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open the domain log %s: %s", r->log_path,
+				 g_strerror(errno));
+		goto fail;
+	}
+	log_line(r->log_path, "starting up: %s --config %s", emulator, r->config_path);
+	if (write(logfd, conf, strlen(conf)) < 0 || write(logfd, "\n", 1) < 0)
+		pr_warn("cannot write to %s: %s", r->log_path, g_strerror(errno));
+	log_start = fstat(logfd, &st) == 0 ? st.st_size : 0;
+
+	r->pid = spawn(emulator, r->config_path, logfd);
+	close(logfd);
+	logfd = -1;
+	if (r->pid < 0)
+		goto fail;
+	r->child = true;
+	r->pidfd = pidfd_open(r->pid);
+	if (r->pidfd < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "pidfd_open: %s", g_strerror(errno));
+		kill(r->pid, SIGKILL);
+		waitpid(r->pid, NULL, 0);
+		goto fail;
+	}
+	if (wait_ready(r, log_start) < 0) {
+		if (r->child) {
+			pidfd_send_signal(r->pidfd, SIGKILL);
+			waitpid(r->pid, NULL, 0);
+		}
+		goto fail;
+	}
+
+	id = g_atomic_int_add(&next_id, 1) + 1;
+	g_mutex_lock(&obj->lock);
+	obj->id = obj->def->id = id;
+	obj->state = VIR_DOMAIN_RUNNING;
+	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
+	obj->run = r;
+	g_mutex_unlock(&obj->lock);
+	g_atomic_int_inc(&nrunning);
+	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
+	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
+	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
+	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	return 0;
+
+fail:
+	if (logfd >= 0)
+		close(logfd);
+	if (r->log_path)
+		log_line(r->log_path, "start failed: %s",
+			 drv_error_last() ? drv_error_last()->message : "?");
+	run_free(r);
+	return -1;
+}
+
+int process_destroy(struct domain_obj *obj, bool graceful)
+{
+	gint64 deadline = g_get_monotonic_time() + TERM_GRACE_MS * 1000LL;
+	bool killed = false;
+	int rc = 0;
+
+	g_mutex_lock(&obj->lock);
+	if (!obj->run) {
+		g_mutex_unlock(&obj->lock);
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+		return -1;
+	}
+	obj->run->destroying = true;
+	log_line(obj->run->log_path, "destroy requested%s", graceful ? " (graceful)" : "");
+	pidfd_send_signal(obj->run->pidfd, SIGTERM);
+	/* The main loop notices the exit (pidfd) and clears obj->run. */
+	while (obj->run) {
+		if (!g_cond_wait_until(&obj->job_cond, &obj->lock, deadline) && obj->run) {
+			if (graceful || killed) {
+				obj->run->destroying = false;
+				drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
+						 "kvmm (pid %ld) did not stop within %d s",
+						 (long)obj->run->pid, TERM_GRACE_MS / 1000 * (killed ? 2 : 1));
+				rc = -1;
+				break;
+			}
+			pidfd_send_signal(obj->run->pidfd, SIGKILL);
+			killed = true;
+			deadline = g_get_monotonic_time() + TERM_GRACE_MS * 1000LL;
+		}
+	}
+	g_mutex_unlock(&obj->lock);
+	return rc;
+}
+
+uint64_t process_cpu_time(struct domain_obj *obj)
+{
+	g_autofree char *path = NULL, *stat = NULL;
+	unsigned long long ut = 0, stt = 0;
+	pid_t pid;
+	char *p;
+
+	g_mutex_lock(&obj->lock);
+	pid = obj->run ? obj->run->pid : 0;
+	g_mutex_unlock(&obj->lock);
+	if (!pid)
+		return 0;
+	path = g_strdup_printf("/proc/%ld/stat", (long)pid);
+	if (!g_file_get_contents(path, &stat, NULL, NULL))
+		return 0;
+	/* Fields after "(comm)": state is 3rd, utime 14th, stime 15th. */
+	p = strrchr(stat, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+			 &ut, &stt) != 2)
+		return 0;
+	return (ut + stt) * (1000000000ULL / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+char *process_api_path(struct domain_obj *obj)
+{
+	char *path = NULL;
+
+	g_mutex_lock(&obj->lock);
+	if (obj->run)
+		path = g_strdup(obj->run->api_path);
+	g_mutex_unlock(&obj->lock);
+	if (!path)
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+	return path;
+}

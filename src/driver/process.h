@@ -1,0 +1,42 @@
+/* One kvmm process per running domain: spawn it from the domain's
+ * definition (vmconfig.c), wait until its control socket answers, stop it,
+ * and notice at once when it exits -- through a pidfd watched by the main
+ * loop, never by polling kill(pid, 0) (PID 1 may reap orphans late).
+ *
+ * Files of a running domain: STATE_DIR/UUID.json (the configuration kvmm
+ * was started with), STATE_DIR/UUID.sock (its control socket), and the
+ * log LOG_DIR/NAME.log (what was started, kvmm's own messages, how it
+ * ended).  All but the log go when the domain stops. */
+#ifndef KVMM_DRV_PROCESS_H
+#define KVMM_DRV_PROCESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "domain.h"
+
+/* Where running domains' files go; set once by daemon.c. */
+void process_init(const char *state_dir, const char *log_dir);
+
+/* Starts OBJ (inactive; the caller holds its job).  On success the domain
+ * is running with an id; on failure nothing is left behind (no process,
+ * socket or config file) and the reason -- kvmm's own message when it
+ * exited -- is reported. */
+int process_start(struct domain_obj *obj);
+
+/* Stops OBJ's kvmm (the caller holds the job): SIGTERM, and unless
+ * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
+ * once the domain is shut off. */
+int process_destroy(struct domain_obj *obj, bool graceful);
+
+/* CPU time used by OBJ's kvmm (all its threads), in ns; 0 if inactive. */
+uint64_t process_cpu_time(struct domain_obj *obj);
+
+/* The control socket of a running OBJ (a copy), or NULL after reporting
+ * VIR_ERR_OPERATION_INVALID "domain is not running". */
+char *process_api_path(struct domain_obj *obj);
+
+/* How many domains run (the idle timeout waits for none). */
+unsigned process_count(void);
+
+#endif
