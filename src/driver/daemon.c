@@ -226,6 +226,9 @@ int main(int argc, char **argv)
 	/* libxml2 is used from every worker thread: initialise it once,
 	 * before any exists. */
 	xmlInitParser();
+	/* Guests the previous daemon started run on: take them back before
+	 * any client can ask about them. */
+	process_adopt_all();
 	loop = g_main_loop_new(NULL, FALSE);
 	cfg.keepalive_interval = conf.keepalive_interval;
 	cfg.keepalive_count = conf.keepalive_count;

@@ -108,6 +108,7 @@ static int vm_command(const remote_nonnull_domain *dom, const char *api, const c
 			obj->state = state;
 			obj->reason = reason;
 			g_mutex_unlock(&obj->lock);
+			process_save_status(obj);
 		}
 		if (event >= 0)
 			events_lifecycle_obj(obj, event, detail);

@@ -1,12 +1,15 @@
 /* kvmm's control API, daemon side; see monitor.h. */
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
 #include <glib.h>
+#include <glib-unix.h>
 #include <libvirt/libvirt.h>
 
 #include "error.h"
@@ -178,4 +181,102 @@ out:
 	g_string_free(r.buf, TRUE);
 	close(r.fd);
 	return rc;
+}
+
+struct monitor_watch {
+	int fd;
+	guint source;
+	GString *buf;
+	monitor_event_fn fn;
+	void *opaque;
+};
+
+static void dispatch_lines(struct monitor_watch *w)
+{
+	char *nl;
+
+	while ((nl = memchr(w->buf->str, '\n', w->buf->len))) {
+		json_object *o, *ev = NULL, *data = NULL;
+
+		*nl = '\0';
+		o = json_tokener_parse(w->buf->str);
+		g_string_erase(w->buf, 0, nl - w->buf->str + 1);
+		/* KVMM: anything but an object with a string "event" is not
+		 * for this connection (it sends no commands). */
+		if (o && json_object_object_get_ex(o, "event", &ev) &&
+		    json_object_is_type(ev, json_type_string)) {
+			json_object_object_get_ex(o, "data", &data);
+			w->fn(json_object_get_string(ev), data, w->opaque);
+		}
+		json_object_put(o);
+	}
+}
+
+/* Reads what is there.  false at EOF or error. */
+static bool watch_read(struct monitor_watch *w)
+{
+	for (;;) {
+		char chunk[4096];
+		ssize_t n = read(w->fd, chunk, sizeof(chunk));
+
+		if (n > 0) {
+			g_string_append_len(w->buf, chunk, n);
+			if (w->buf->len > LINE_MAX_BYTES)
+				return false;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		/* Before dispatching: the callbacks may change errno. */
+		bool more = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+
+		dispatch_lines(w);
+		return more;
+	}
+}
+
+static gboolean watch_io(gint fd, GIOCondition cond, gpointer data)
+{
+	struct monitor_watch *w = data;
+
+	if (watch_read(w))
+		return G_SOURCE_CONTINUE;
+	w->source = 0;
+	return G_SOURCE_REMOVE;
+}
+
+struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque)
+{
+	struct monitor_watch *w;
+	int fd = monitor_connect(path, COMMAND_TIMEOUT_MS);
+
+	if (fd < 0)
+		return NULL;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	w = g_new0(struct monitor_watch, 1);
+	w->fd = fd;
+	w->buf = g_string_new(NULL);
+	w->fn = fn;
+	w->opaque = opaque;
+	w->source = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
+	return w;
+}
+
+void monitor_watch_drain(struct monitor_watch *w)
+{
+	if (w && w->source && !watch_read(w)) {
+		g_source_remove(w->source);
+		w->source = 0;
+	}
+}
+
+void monitor_watch_free(struct monitor_watch *w)
+{
+	if (!w)
+		return;
+	if (w->source)
+		g_source_remove(w->source);
+	close(w->fd);
+	g_string_free(w->buf, TRUE);
+	g_free(w);
 }

@@ -22,4 +22,16 @@ int monitor_connect(const char *path, int timeout_ms);
  * for the rest, or why kvmm could not be reached. */
 int monitor_command(const char *path, const char *command, json_object **ret);
 
+/* An event connection on the main loop: FN(event, data, OPAQUE) for each
+ * event kvmm sends (data may be NULL), until kvmm closes the socket.
+ * NULL if kvmm cannot be reached. */
+typedef void (*monitor_event_fn)(const char *event, json_object *data, void *opaque);
+struct monitor_watch;
+struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque);
+/* Reads and dispatches what has already arrived (main loop): kvmm's last
+ * event is in the socket before its process ends, but the pidfd may be
+ * seen first. */
+void monitor_watch_drain(struct monitor_watch *w);
+void monitor_watch_free(struct monitor_watch *w);
+
 #endif

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "monitor.h"
 #include "process.h"
+#include "status.h"
 #include "vmconfig.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -42,10 +43,15 @@
 struct domain_run {
 	pid_t pid;
 	int pidfd;
-	bool child;		/* ours to reap */
+	bool child;		/* ours to reap (else adopted from a previous daemon) */
 	guint watch;
-	char *api_path, *config_path, *log_path;
+	char *api_path, *config_path, *log_path, *status_path;
+	gint64 started;		/* Unix time */
 	bool destroying;	/* the daemon asked it to stop */
+	/* Adopted processes are not our children: their exit status comes
+	 * from kvmm's last state-changed event. */
+	struct monitor_watch *events;
+	int exit_hint;		/* -1: none seen */
 };
 
 static char *state_dir, *log_dir;
@@ -83,8 +89,12 @@ static void run_free(struct domain_run *r)
 		unlink(r->api_path);
 	if (r->config_path)
 		unlink(r->config_path);
+	if (r->status_path)
+		unlink(r->status_path);
+	monitor_watch_free(r->events);
 	g_free(r->api_path);
 	g_free(r->config_path);
+	g_free(r->status_path);
 	g_free(r->log_path);
 	g_free(r);
 }
@@ -211,8 +221,15 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 
 	g_mutex_lock(&obj->lock);
 	r = obj->run;
-	if (r->child && waitpid(r->pid, &status, WNOHANG) == r->pid)
+	if (r->child && waitpid(r->pid, &status, WNOHANG) == r->pid) {
 		known = true;
+	} else if (!r->child) {
+		monitor_watch_drain(r->events);
+		if (r->exit_hint >= 0) {
+			status = W_EXITCODE(r->exit_hint, 0);
+			known = true;
+		}
+	}
 	exit_reason(r, status, known, &detail, &reason);
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
@@ -226,9 +243,9 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	g_atomic_int_dec_and_test(&nrunning);
 
 	log_line(r->log_path, "kvmm (pid %ld) ended: %s", (long)r->pid,
-		 known ? exit_text(status, text, sizeof(text)) : "its exit status belongs to its parent");
+		 known ? exit_text(status, text, sizeof(text)) : "exit status unknown (adopted, no final event)");
 	pr_info("domain '%s' stopped (kvmm pid %ld, %s)", obj->def->name, (long)r->pid,
-		known ? exit_text(status, text, sizeof(text)) : "not our child");
+		known ? exit_text(status, text, sizeof(text)) : "exit status unknown");
 	r->watch = 0;
 	run_free(r);
 	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STOPPED, detail);
@@ -252,6 +269,44 @@ static gpointer restart_thread(gpointer data)
 	drv_error_reset();
 	domain_obj_unref(obj);
 	return NULL;
+}
+
+/* Writes OBJ's status file (obj->lock held).  Failure is logged: the
+ * domain runs on, only a daemon restart would lose track of it. */
+static void save_status_locked(struct domain_obj *obj)
+{
+	struct domain_run *r = obj->run;
+	struct domain_status st = {
+		.state = obj->state, .reason = obj->reason, .pid = r->pid, .id = obj->id,
+		.started = r->started, .monitor_path = r->api_path, .config_path = r->config_path,
+		.log_path = r->log_path,
+	};
+	g_autofree char *live = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+
+	if (!live || status_write(r->status_path, &st, live) < 0) {
+		pr_warn("domain '%s': %s", obj->def->name,
+			drv_error_last() ? drv_error_last()->message : "cannot write its status");
+		drv_error_reset();
+	}
+}
+
+void process_save_status(struct domain_obj *obj)
+{
+	g_mutex_lock(&obj->lock);
+	if (obj->run)
+		save_status_locked(obj);
+	g_mutex_unlock(&obj->lock);
+}
+
+static void on_kvmm_event(const char *event, json_object *data, void *opaque)
+{
+	struct domain_run *r = opaque;
+	json_object *v;
+
+	pr_debug("kvmm pid %ld: event %s %s", (long)r->pid, event, data ? json_object_to_json_string(data) : "");
+	if (!strcmp(event, "state-changed") && data &&
+	    json_object_object_get_ex(data, "exit_status", &v))
+		r->exit_hint = json_object_get_int(v);
 }
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
@@ -301,6 +356,7 @@ int process_start(struct domain_obj *obj)
 	struct stat st;
 
 	r->pidfd = -1;
+	r->exit_hint = -1;
 	g_mutex_lock(&obj->lock);
 	if (obj->id >= 0) {
 		g_mutex_unlock(&obj->lock);
@@ -334,6 +390,7 @@ int process_start(struct domain_obj *obj)
 	 * refuse to start. */
 	unlink(r->api_path);
 	r->config_path = g_strdup_printf("%s/%s.json", state_dir, uuid);
+	r->status_path = g_strdup_printf("%s/%s.xml", state_dir, uuid);
 	r->log_path = g_strdup_printf("%s/%s.log", log_dir, name);
 	{
 		g_autoptr(GError) err = NULL;
@@ -383,6 +440,8 @@ int process_start(struct domain_obj *obj)
 	obj->state = VIR_DOMAIN_RUNNING;
 	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
+	r->started = g_get_real_time() / G_USEC_PER_SEC;
+	save_status_locked(obj);
 	g_mutex_unlock(&obj->lock);
 	g_atomic_int_inc(&nrunning);
 	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
@@ -470,4 +529,110 @@ char *process_api_path(struct domain_obj *obj)
 	if (!path)
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
 	return path;
+}
+
+/* Whether PID is the kvmm started with CONFIG (a pid can be reused). */
+static bool is_our_kvmm(pid_t pid, const char *config)
+{
+	g_autofree char *path = g_strdup_printf("/proc/%ld/cmdline", (long)pid);
+	g_autofree char *cmd = NULL;
+	gsize len;
+
+	if (!g_file_get_contents(path, &cmd, &len, NULL))
+		return false;
+	for (gsize i = 0; i + 1 < len; i++)
+		if (!cmd[i])
+			cmd[i] = ' ';
+	return strstr(cmd, config) != NULL;
+}
+
+/* One status file: adopt its kvmm, or clean up after it. */
+static void adopt_one(const char *path)
+{
+	struct domain_status st;
+	g_autofree char *why = NULL;
+	struct domain_obj *obj;
+	struct domain_run *r;
+	json_object *q = NULL, *v;
+
+	if (status_read(path, &st, &why) < 0) {
+		pr_err("ignoring status file %s: %s", path, why);
+		return;
+	}
+	obj = domain_find_by_uuid(st.uuid);
+	if (!obj) {
+		pr_err("status file %s: no such domain defined; leaving its kvmm (pid %ld) alone",
+		       path, (long)st.pid);
+		status_clear(&st);
+		return;
+	}
+	r = g_new0(struct domain_run, 1);
+	r->pid = st.pid;
+	r->exit_hint = -1;
+	r->api_path = st.monitor_path;
+	r->config_path = st.config_path;
+	r->log_path = st.log_path;
+	r->status_path = g_strdup(path);
+	r->started = st.started;
+	r->pidfd = is_our_kvmm(st.pid, st.config_path) ? pidfd_open(st.pid) : -1;
+	if (r->pidfd < 0 || !(r->events = monitor_watch_new(r->api_path, on_kvmm_event, r))) {
+		/* It died while nobody watched (or its pid went to another
+		 * process): shut off, as libvirt reports a vanished VM. */
+		pr_warn("domain '%s': its kvmm (pid %ld) is gone; shut off (crashed)", obj->def->name,
+			(long)st.pid);
+		log_line(r->log_path, "kvmm (pid %ld) was gone when the daemon started", (long)st.pid);
+		g_mutex_lock(&obj->lock);
+		obj->state = VIR_DOMAIN_SHUTOFF;
+		obj->reason = VIR_DOMAIN_SHUTOFF_CRASHED;
+		g_mutex_unlock(&obj->lock);
+		run_free(r);
+		domain_obj_unref(obj);
+		return;
+	}
+	g_mutex_lock(&obj->lock);
+	obj->id = obj->def->id = st.id;
+	obj->state = st.state;
+	obj->reason = st.reason;
+	/* kvmm knows best whether it is paused. */
+	if (monitor_command(r->api_path, "query-status", &q) == 0 &&
+	    json_object_object_get_ex(q, "state", &v)) {
+		if (!strcmp(json_object_get_string(v), "paused") && obj->state != VIR_DOMAIN_PAUSED) {
+			obj->state = VIR_DOMAIN_PAUSED;
+			obj->reason = VIR_DOMAIN_PAUSED_USER;
+		} else if (!strcmp(json_object_get_string(v), "running") && obj->state != VIR_DOMAIN_RUNNING) {
+			obj->state = VIR_DOMAIN_RUNNING;
+			obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
+		}
+	}
+	drv_error_reset();
+	json_object_put(q);
+	obj->run = r;
+	g_mutex_unlock(&obj->lock);
+	/* Ids stay unique across the restart. */
+	while (g_atomic_int_get(&next_id) < st.id)
+		g_atomic_int_set(&next_id, st.id);
+	g_atomic_int_inc(&nrunning);
+	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
+	log_line(r->log_path, "re-adopted by a new daemon: kvmm pid %ld, domain id %d", (long)r->pid,
+		 st.id);
+	pr_info("domain '%s' is running (id %d, kvmm pid %ld): adopted", obj->def->name, st.id,
+		(long)r->pid);
+	domain_obj_unref(obj);
+}
+
+void process_adopt_all(void)
+{
+	g_autoptr(GDir) d = g_dir_open(state_dir, 0, NULL);
+	const char *name;
+
+	if (!d)
+		return;
+	while ((name = g_dir_read_name(d))) {
+		g_autofree char *path = NULL;
+
+		if (!g_str_has_suffix(name, ".xml"))
+			continue;
+		path = g_build_filename(state_dir, name, NULL);
+		adopt_one(path);
+	}
 }

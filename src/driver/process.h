@@ -4,9 +4,11 @@
  * loop, never by polling kill(pid, 0) (PID 1 may reap orphans late).
  *
  * Files of a running domain: STATE_DIR/UUID.json (the configuration kvmm
- * was started with), STATE_DIR/UUID.sock (its control socket), and the
- * log LOG_DIR/NAME.log (what was started, kvmm's own messages, how it
- * ended).  All but the log go when the domain stops. */
+ * was started with), STATE_DIR/UUID.sock (its control socket),
+ * STATE_DIR/UUID.xml (its status: status.h), and the log LOG_DIR/NAME.log
+ * (what was started, kvmm's own messages, how it ended).  All but the log
+ * go when the domain stops.  kvmm runs in a session of its own, so it
+ * outlives the daemon; the next daemon re-adopts it. */
 #ifndef KVMM_DRV_PROCESS_H
 #define KVMM_DRV_PROCESS_H
 
@@ -35,6 +37,15 @@ uint64_t process_cpu_time(struct domain_obj *obj);
 /* The control socket of a running OBJ (a copy), or NULL after reporting
  * VIR_ERR_OPERATION_INVALID "domain is not running". */
 char *process_api_path(struct domain_obj *obj);
+
+/* Re-adopts the kvmm processes a previous daemon started, from their
+ * status files (status.c); domains whose kvmm died meanwhile are shut off
+ * (crashed) and their files removed.  Called once, after the definitions
+ * are loaded, before clients are served. */
+void process_adopt_all(void);
+
+/* Rewrites a running OBJ's status file (after a state change). */
+void process_save_status(struct domain_obj *obj);
 
 /* How many domains run (the idle timeout waits for none). */
 unsigned process_count(void);

@@ -85,6 +85,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/vmconfig.c src/driver/vmconfig.h \
 	src/driver/process.c src/driver/process.h \
 	src/driver/monitor.c src/driver/monitor.h \
+	src/driver/status.c src/driver/status.h \
 	src/driver/domain_lifecycle.c
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 

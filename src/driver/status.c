@@ -1,0 +1,149 @@
+/* Status files of running domains; see status.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <glib.h>
+#include <libvirt/libvirt.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "conf/domain_conf.h"
+#include "error.h"
+#include "status.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+static const char *const state_names[] = {
+	[VIR_DOMAIN_RUNNING] = "running", [VIR_DOMAIN_PAUSED] = "paused",
+};
+
+int status_write(const char *path, const struct domain_status *st, const char *live_xml)
+{
+	g_autoptr(GString) s = g_string_new(NULL);
+	g_autoptr(GError) err = NULL;
+	g_autofree char *mon = g_markup_escape_text(st->monitor_path, -1);
+	g_autofree char *conf = g_markup_escape_text(st->config_path, -1);
+	g_autofree char *log = g_markup_escape_text(st->log_path, -1);
+	const char *state = st->state == VIR_DOMAIN_PAUSED ? "paused" : "running";
+	char **lines = g_strsplit(live_xml, "\n", -1);
+
+	g_string_append_printf(s, "<domstatus state='%s' reason='%d' pid='%ld' id='%d' started='%lld'>\n",
+			       state, st->reason, (long)st->pid, st->id, (long long)st->started);
+	g_string_append_printf(s, "  <monitor path='%s'/>\n  <config path='%s'/>\n  <log path='%s'/>\n",
+			       mon, conf, log);
+	for (char **l = lines; *l; l++)
+		if (**l)
+			g_string_append_printf(s, "  %s\n", *l);
+	g_strfreev(lines);
+	g_string_append(s, "</domstatus>\n");
+	if (!g_file_set_contents_full(path, s->str, s->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot write the status file %s: %s", path,
+				 err->message);
+		return -1;
+	}
+	return 0;
+}
+
+static char *attr(xmlNodePtr n, const char *name)
+{
+	xmlChar *v = xmlGetProp(n, (const xmlChar *)name);
+	char *out = v ? g_strdup((const char *)v) : NULL;
+
+	xmlFree(v);
+	return out;
+}
+
+static xmlNodePtr child(xmlNodePtr n, const char *name)
+{
+	for (xmlNodePtr c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, name))
+			return c;
+	return NULL;
+}
+
+static bool number(const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+
+	if (!s || !*s)
+		return false;
+	errno = 0;
+	*out = strtoll(s, &end, 10);
+	return !errno && !*end && *out >= min && *out <= max;
+}
+
+int status_read(const char *path, struct domain_status *st, char **why)
+{
+	xmlDocPtr doc = xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlNodePtr root, n, dom;
+	g_autofree char *state = NULL, *reason = NULL, *pid = NULL, *id = NULL, *started = NULL;
+	g_autofree char *uuid = NULL;
+	long long v;
+	int rc = -1;
+
+	memset(st, 0, sizeof(*st));
+	*why = NULL;
+	if (!doc) {
+		*why = g_strdup("not well-formed XML");
+		return -1;
+	}
+	root = xmlDocGetRootElement(doc);
+	if (!root || strcmp((const char *)root->name, "domstatus")) {
+		*why = g_strdup("not a <domstatus> document");
+		goto out;
+	}
+	state = attr(root, "state");
+	reason = attr(root, "reason");
+	pid = attr(root, "pid");
+	id = attr(root, "id");
+	started = attr(root, "started");
+	st->state = -1;
+	for (size_t i = 0; i < G_N_ELEMENTS(state_names); i++)
+		if (state && state_names[i] && !strcmp(state, state_names[i]))
+			st->state = (int)i;
+	if (st->state < 0 || !number(reason, 0, 100, &v)) {
+		*why = g_strdup("bad state or reason");
+		goto out;
+	}
+	st->reason = (int)v;
+	if (!number(pid, 2, 0x7fffffff, &v)) {
+		*why = g_strdup("bad pid");
+		goto out;
+	}
+	st->pid = (pid_t)v;
+	if (!number(id, 1, 0x7fffffff, &v)) {
+		*why = g_strdup("bad id");
+		goto out;
+	}
+	st->id = (int)v;
+	st->started = number(started, 0, INT64_MAX, &v) ? v : 0;
+	if (!(n = child(root, "monitor")) || !(st->monitor_path = attr(n, "path")) ||
+	    !(n = child(root, "config")) || !(st->config_path = attr(n, "path")) ||
+	    !(n = child(root, "log")) || !(st->log_path = attr(n, "path"))) {
+		*why = g_strdup("monitor, config or log path missing");
+		goto out;
+	}
+	if (!(dom = child(root, "domain")) || !(n = child(dom, "uuid")) ||
+	    !(uuid = (char *)xmlNodeGetContent(n)) || domain_uuid_parse(uuid, st->uuid) < 0) {
+		*why = g_strdup("no live definition with a uuid");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (uuid) {
+		xmlFree(uuid);
+		uuid = NULL;
+	}
+	if (rc < 0)
+		status_clear(st);
+	xmlFreeDoc(doc);
+	return rc;
+}
+
+void status_clear(struct domain_status *st)
+{
+	g_clear_pointer(&st->monitor_path, g_free);
+	g_clear_pointer(&st->config_path, g_free);
+	g_clear_pointer(&st->log_path, g_free);
+}

@@ -1,0 +1,40 @@
+/* Status files: what the daemon knows of a running domain, kept in
+ * RUNDIR/kvmm/UUID.xml so that a restarted daemon re-adopts the kvmm
+ * processes the previous one started.  The only file that reads or
+ * writes them; schema: schemas/domstatus.rng (libvirt's domain schema for
+ * the live definition inside).
+ *
+ *   <domstatus state='running' reason='booted' pid='4242' id='1' started='1763750000'>
+ *     <monitor path='RUNDIR/kvmm/UUID.sock'/>
+ *     <config path='RUNDIR/kvmm/UUID.json'/>
+ *     <log path='LOGDIR/NAME.log'/>
+ *     <domain type='kvm' id='1'> ... live definition ... </domain>
+ *   </domstatus>
+ *
+ * Written atomically (temp file, rename) on start and on every state
+ * change; removed when the domain stops. */
+#ifndef KVMM_DRV_STATUS_H
+#define KVMM_DRV_STATUS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct domain_status {
+	int state, reason;		/* virDomainState and its reason */
+	pid_t pid;
+	int id;
+	int64_t started;		/* Unix time, seconds */
+	char *monitor_path, *config_path, *log_path;
+	unsigned char uuid[16];		/* read from the live definition */
+};
+
+/* Writes ST and the live definition LIVE_XML to PATH.  -1 after
+ * reporting. */
+int status_write(const char *path, const struct domain_status *st, const char *live_xml);
+
+/* Reads PATH into ST (free with status_clear).  -1 with the reason in
+ * *WHY (g_free it) when the file is not a status file we wrote. */
+int status_read(const char *path, struct domain_status *st, char **why);
+void status_clear(struct domain_status *st);
+
+#endif
