@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "api.h"
+#include "chardev.h"
 #include "devices/devices.h"
 #include "log.h"
 #include "loop.h"
@@ -150,6 +151,16 @@ static struct json_object *cmd_query_status(struct api *api, struct json_object 
 			       json_object_new_int64((now_ns() - vm->start_ns) / 1000000));
 	json_object_object_add(r, "boots", json_object_new_int(vm->boots));
 	json_object_object_add(r, "pid", json_object_new_int(getpid()));
+	if (vm->serial_backend && vm->serial_backend->path) {
+		/* Where a console client attaches: the pty kvmm allocated,
+		 * or the socket it listens on. */
+		struct json_object *s = json_object_new_object();
+
+		json_object_object_add(s, "mode", json_object_new_string(
+			vm->serial_backend->mode == SERIAL_PTY ? "pty" : "unix"));
+		json_object_object_add(s, "path", json_object_new_string(vm->serial_backend->path));
+		json_object_object_add(r, "serial", s);
+	}
 	return r;
 }
 

@@ -28,6 +28,7 @@ def test_api_reports_status_and_events(kvm, vms, tmp):
     assert st["name"] == "demo"
     assert st["uptime_ms"] >= 0
     assert st["pid"] == g.proc.pid
+    assert "serial" not in st          # stdio: nothing to attach to
     cmds = api.call("query-commands")["return"]
     for c in ("query-status", "pause", "resume", "power-button", "reset", "quit"):
         assert c in cmds
@@ -304,3 +305,31 @@ def test_quit_right_after_reset_is_not_lost(kvm, vms, tmp):
     api = Api(sock)
     api.sock.sendall(b'{"id":1,"execute":"reset"}\n{"id":2,"execute":"quit"}\n')
     assert g.wait_exit(30) == 0
+
+
+def test_status_names_the_serial_pty_and_socket(kvm, vms, tmp):
+    """What a console client needs: the pty kvmm allocated (a terminal
+    carrying the guest's output), or the socket it listens on."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock, "--serial", "pty"]))
+    st = Api(sock).call("query-status")["return"]
+    assert st["serial"]["mode"] == "pty"
+    fd = os.open(st["serial"]["path"], os.O_RDWR | os.O_NOCTTY)
+    try:
+        assert os.isatty(fd)
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"KVMMTEST done" not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                out += os.read(fd, 4096)
+        assert b"KVMMTEST done" in out
+    finally:
+        os.close(fd)
+    g.kill()
+
+    sock2 = os.path.join(tmp, "api2.sock")
+    serial = os.path.join(tmp, "serial.sock")
+    start(vms, kvmm_argv("kvmmtest.action=wait",
+                         extra=["--api-socket", sock2, "--serial", "unix:" + serial]))
+    st = Api(sock2).call("query-status")["return"]
+    assert st["serial"] == {"mode": "unix", "path": serial}
