@@ -19,6 +19,7 @@
 #include "conf/domain_conf.h"
 
 struct domain_run;
+struct rpc_stream;
 
 struct domain_obj {
 	gint refs;
@@ -32,6 +33,7 @@ struct domain_obj {
 					 * indexed but hidden from lookups */
 
 	struct domain_run *run;		/* the kvmm process while running (process.c) */
+	struct rpc_stream *console;	/* the client attached to the console (console.c) */
 
 	/* The job: one API changing the domain at a time. */
 	GCond job_cond;

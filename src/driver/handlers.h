@@ -75,4 +75,7 @@ int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret);
 
+/* console.c */
+int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);
+
 #endif

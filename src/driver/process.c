@@ -208,6 +208,44 @@ static void exit_reason(const struct domain_run *r, int status, bool known, int 
 	}
 }
 
+/* The pty kvmm allocated for COM1 shows in the live definition (serial
+ * port 0 and the serial console), as libvirt shows QEMU's; NULL clears it.
+ * obj->lock held. */
+static void set_pty_path(struct domain_obj *obj, const char *path)
+{
+	struct domain_def *def = obj->def;
+
+	if (def->nserials && def->serials[0].type == CHR_PTY) {
+		g_free(def->serials[0].path);
+		def->serials[0].path = g_strdup(path);
+	}
+	for (size_t i = 0; i < def->nconsoles; i++) {
+		if (def->consoles[i].target == CONSOLE_SERIAL && def->consoles[i].type == CHR_PTY) {
+			g_free(def->consoles[i].path);
+			def->consoles[i].path = g_strdup(path);
+		}
+	}
+}
+
+/* Asks kvmm where COM1 is (worker or start-up; obj->lock not held). */
+static char *query_pty(const char *api_path, char **state)
+{
+	json_object *q = NULL, *v, *p;
+	char *path = NULL;
+
+	if (monitor_command(api_path, "query-status", &q) < 0) {
+		drv_error_reset();
+		return NULL;
+	}
+	if (state && json_object_object_get_ex(q, "state", &v))
+		*state = g_strdup(json_object_get_string(v));
+	if (json_object_object_get_ex(q, "serial", &v) && json_object_object_get_ex(v, "mode", &p) &&
+	    !strcmp(json_object_get_string(p), "pty") && json_object_object_get_ex(v, "path", &p))
+		path = g_strdup(json_object_get_string(p));
+	json_object_put(q);
+	return path;
+}
+
 static gpointer restart_thread(gpointer data);
 
 /* Main loop: OBJ's kvmm exited. */
@@ -233,6 +271,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	exit_reason(r, status, known, &detail, &reason);
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
+	set_pty_path(obj, NULL);
 	obj->state = VIR_DOMAIN_SHUTOFF;
 	obj->reason = reason;
 	restart = !r->destroying && known &&
@@ -348,7 +387,7 @@ static int wait_ready(struct domain_run *r, off_t log_start)
 int process_start(struct domain_obj *obj)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
-	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
+	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL;
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
@@ -435,7 +474,9 @@ int process_start(struct domain_obj *obj)
 	}
 
 	id = g_atomic_int_add(&next_id, 1) + 1;
+	pty = query_pty(r->api_path, NULL);
 	g_mutex_lock(&obj->lock);
+	set_pty_path(obj, pty);
 	obj->id = obj->def->id = id;
 	obj->state = VIR_DOMAIN_RUNNING;
 	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
@@ -553,7 +594,7 @@ static void adopt_one(const char *path)
 	g_autofree char *why = NULL;
 	struct domain_obj *obj;
 	struct domain_run *r;
-	json_object *q = NULL, *v;
+	g_autofree char *pty = NULL, *state = NULL;
 
 	if (status_read(path, &st, &why) < 0) {
 		pr_err("ignoring status file %s: %s", path, why);
@@ -589,23 +630,20 @@ static void adopt_one(const char *path)
 		domain_obj_unref(obj);
 		return;
 	}
+	pty = query_pty(r->api_path, &state);
 	g_mutex_lock(&obj->lock);
 	obj->id = obj->def->id = st.id;
 	obj->state = st.state;
 	obj->reason = st.reason;
 	/* kvmm knows best whether it is paused. */
-	if (monitor_command(r->api_path, "query-status", &q) == 0 &&
-	    json_object_object_get_ex(q, "state", &v)) {
-		if (!strcmp(json_object_get_string(v), "paused") && obj->state != VIR_DOMAIN_PAUSED) {
-			obj->state = VIR_DOMAIN_PAUSED;
-			obj->reason = VIR_DOMAIN_PAUSED_USER;
-		} else if (!strcmp(json_object_get_string(v), "running") && obj->state != VIR_DOMAIN_RUNNING) {
-			obj->state = VIR_DOMAIN_RUNNING;
-			obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
-		}
+	if (state && !strcmp(state, "paused") && obj->state != VIR_DOMAIN_PAUSED) {
+		obj->state = VIR_DOMAIN_PAUSED;
+		obj->reason = VIR_DOMAIN_PAUSED_USER;
+	} else if (state && !strcmp(state, "running") && obj->state != VIR_DOMAIN_RUNNING) {
+		obj->state = VIR_DOMAIN_RUNNING;
+		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
-	drv_error_reset();
-	json_object_put(q);
+	set_pty_path(obj, pty);
 	obj->run = r;
 	g_mutex_unlock(&obj->lock);
 	/* Ids stay unique across the restart. */

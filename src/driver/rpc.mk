@@ -59,6 +59,7 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/reply_error.c src/driver/rpc/reply_error.h \
 	src/driver/rpc/keepalive.c src/driver/rpc/keepalive.h \
 	src/driver/rpc/dispatch.c src/driver/rpc/dispatch.h \
+	src/driver/rpc/stream.c src/driver/rpc/stream.h \
 	src/driver/rpc/server.c src/driver/rpc/server.h \
 	src/driver/driver.h src/driver/handlers.h \
 	src/driver/connect.c \
@@ -86,7 +87,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/process.c src/driver/process.h \
 	src/driver/monitor.c src/driver/monitor.h \
 	src/driver/status.c src/driver/status.h \
-	src/driver/domain_lifecycle.c
+	src/driver/domain_lifecycle.c \
+	src/driver/console.c
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

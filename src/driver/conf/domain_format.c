@@ -272,7 +272,12 @@ static void format_chr(struct out *o, const char *elem, const struct domain_chr 
 	const char *type = conf_enum_name(&conf_chr_type, c->type);
 	char port[16];
 
-	open_(o, elem, "type", type, NULL);
+	/* libvirt's legacy tty= on a live pty console, which `virsh
+	 * ttyconsole` reads. */
+	if (!serial && c->type == CHR_PTY && c->path && !(o->flags & VIR_DOMAIN_XML_INACTIVE))
+		open_(o, elem, "type", type, "tty", c->path, NULL);
+	else
+		open_(o, elem, "type", type, NULL);
 	if (c->type == CHR_FILE)
 		line(o, "source", NULL, "path", c->path, NULL);
 	else if (c->type == CHR_UNIX)

@@ -207,6 +207,9 @@ static int parse_console(xmlNodePtr node, struct domain_def *def)
 	c->target = CONSOLE_SERIAL;
 	if (parse_chr_source(node, c) < 0)
 		return -1;
+	/* Live XML repeats a pty's path as tty= (libvirt's legacy form);
+	 * <source path> says the same, so it is read and not kept. */
+	g_free(xml_attr(node, "tty"));
 	if ((t = xml_child(node, "target"))) {
 		unsigned port = ~0u;
 		if (xml_attr_enum(t, "type", &conf_console_target, CONSOLE_SERIAL, &c->target) < 0 ||

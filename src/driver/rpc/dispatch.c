@@ -13,6 +13,7 @@
 #include "events.h"
 #include "reply_error.h"
 #include "dispatch.h"
+#include "stream.h"
 
 #define VIR_FROM_THIS VIR_FROM_RPC
 
@@ -136,6 +137,8 @@ static const struct rpc_proc procs[] = {
 	    drv_domain_resume, W),
 	DOM(REMOTE_PROC_DOMAIN_RESET, "virDomainReset", ARGS(remote_domain_flags_args), NONE,
 	    drv_domain_reset, W),
+	DOM(REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole",
+	    ARGS(remote_domain_open_console_args), NONE, drv_domain_open_console, W),
 #undef W
 #undef DOM
 
@@ -283,9 +286,11 @@ static void dispatch_call(struct rpc_conn *conn, const struct rpc_header *hdr,
 		send_error(conn, hdr);
 		return;
 	}
+	conn->call = *hdr;
 	rc = p->fn(conn, p->args_size ? args : NULL, ret);
 	xdr_free(p->args_filter, args);
 	if (rc < 0) {
+		rpc_stream_discard_pending(conn);
 		xdr_free(p->ret_filter, ret);
 		send_error(conn, hdr);
 		return;
@@ -316,6 +321,7 @@ static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *h
 void rpc_conn_gone(struct rpc_conn *conn)
 {
 	events_conn_gone(conn);
+	rpc_streams_close_all(conn);
 }
 
 bool rpc_dispatch_is_call(const uint8_t *pkt, size_t len)
@@ -355,6 +361,10 @@ int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len)
 	switch (hdr.type) {
 	case RPC_CALL:
 		break;
+	case RPC_STREAM:
+		if (hdr.prog == REMOTE_PROGRAM && hdr.vers == REMOTE_PROTOCOL_VERSION)
+			rpc_stream_input(conn, &hdr, pkt, len);
+		return 0;
 	case RPC_CALL_WITH_FDS:
 		/* The descriptors would follow in the byte stream; we never
 		 * offered FD passing (feature 8), so we cannot resync. */

@@ -12,6 +12,9 @@
 #include <glib.h>
 
 #include "keepalive.h"
+#include "protocol_xdr.h"
+
+struct rpc_stream;
 
 /* The protocol state of one client connection. */
 struct rpc_conn {
@@ -23,6 +26,9 @@ struct rpc_conn {
 	bool open;		/* CONNECT_OPEN succeeded */
 	bool closing;		/* CONNECT_CLOSE answered: drop once flushed */
 	bool gone;		/* dropped by the server (events.c, under its lock) */
+	struct rpc_header call;	/* the call being handled (streams name it) */
+	struct rpc_stream *pending_stream;	/* opened by that call (stream.c) */
+	GList *streams;		/* open streams, main loop only (stream.c) */
 	bool close_callback;	/* the client registered a close callback */
 	struct rpc_keepalive keepalive;
 	/* Queues one packet to the client; takes the reference. */

@@ -107,6 +107,34 @@ GBytes *rpc_msg_encode(const struct rpc_header *hdr, xdrproc_t filter, const voi
 	}
 }
 
+GBytes *rpc_msg_encode_raw(const struct rpc_header *hdr, const void *data, size_t len)
+{
+	GBytes *head = rpc_msg_encode(hdr, (xdrproc_t)rpc_xdr_void, NULL);
+	size_t hlen, total;
+	const uint8_t *h;
+	uint8_t *buf;
+
+	if (!head)
+		return NULL;
+	h = g_bytes_get_data(head, &hlen);
+	total = hlen + len;
+	if (total > RPC_PACKET_MAX) {
+		g_bytes_unref(head);
+		drv_error_report(VIR_ERR_RPC, "stream data of %zu bytes does not fit in an RPC message", len);
+		return NULL;
+	}
+	buf = g_malloc(total);
+	memcpy(buf, h, hlen);
+	if (len)
+		memcpy(buf + hlen, data, len);
+	buf[0] = total >> 24;
+	buf[1] = total >> 16;
+	buf[2] = total >> 8;
+	buf[3] = total;
+	g_bytes_unref(head);
+	return g_bytes_new_take(buf, total);
+}
+
 bool_t rpc_xdr_void(XDR *xdr, void *obj)
 {
 	return TRUE;

@@ -37,6 +37,10 @@ int rpc_msg_decode_body(const uint8_t *pkt, size_t len, xdrproc_t filter, void *
  * RPC_PACKET_MAX. */
 GBytes *rpc_msg_encode(const struct rpc_header *hdr, xdrproc_t filter, const void *body);
 
+/* One packet with a raw body (stream data): length word, hdr, then LEN
+ * bytes of DATA.  NULL with the error reported if it would not fit. */
+GBytes *rpc_msg_encode_raw(const struct rpc_header *hdr, const void *data, size_t len);
+
 /* The XDR filter of an empty body (libtirpc's xdr_void has no
  * parameters, which the xdrproc_t cast would rightly warn about). */
 bool_t rpc_xdr_void(XDR *xdr, void *obj);

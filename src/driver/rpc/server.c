@@ -17,6 +17,7 @@
 #include "log.h"
 #include "message.h"
 #include "server.h"
+#include "stream.h"
 
 /* Read at most this much of a packet ahead of the data actually
  * received, so a length word claiming 32 MiB costs memory only as the
@@ -210,6 +211,12 @@ static void outbox_drain(struct rpc_server *srv)
 			c->running = NULL;
 			c->busy = false;
 			c->closing = c->conn.closing;
+			/* The reply is queued: a stream the call opened may
+			 * start now (never before its reply). */
+			if (c->dead)
+				rpc_stream_discard_pending(&c->conn);
+			else
+				rpc_stream_start_pending(&c->conn);
 			if (!c->dead && m->rc < 0)
 				client_drop(c);
 			else if (!c->dead)
