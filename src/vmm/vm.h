@@ -64,6 +64,7 @@ struct loop;
 struct api;
 struct chardev;
 struct acpi_pm;
+struct pci_bus;
 
 struct vm {
 	struct vm_config *cfg;
@@ -80,6 +81,7 @@ struct vm {
 	struct device *devices;		/* creation order */
 	struct chardev *serial_backend;
 	struct acpi_pm *pm;
+	struct pci_bus *pci;		/* bus 0; its BARs take MMIO the bus above does not */
 
 	unsigned int ncpus;
 	struct vcpu *vcpus;
