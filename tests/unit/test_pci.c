@@ -6,6 +6,7 @@
 
 #include "device.h"
 #include "pci/pci.h"
+#include "pci/msix.h"
 #include "pci/pci_devices.h"
 #include "unit.h"
 
@@ -289,5 +290,171 @@ UNIT_TEST(pci_conf1_and_ecam_reach_the_same_space)
 	c1->ops->destroy(c1);
 	ec->ops->destroy(ec);
 	hb->ops->destroy(hb);
+	pci_bus_destroy(&b);
+}
+
+/* A fake interrupt sink: records routes and deliveries. */
+struct sink_log {
+	int nalloc, fired[8];
+	uint64_t addr[8];
+	uint32_t data[8];
+};
+
+static int sink_alloc(void *o)
+{
+	struct sink_log *l = o;
+
+	return l->nalloc < 8 ? l->nalloc++ : -ENOSPC;
+}
+
+static void sink_route(void *o, unsigned int id, uint64_t addr, uint32_t data)
+{
+	struct sink_log *l = o;
+
+	l->addr[id] = addr;
+	l->data[id] = data;
+}
+
+static void sink_fire(void *o, unsigned int id)
+{
+	((struct sink_log *)o)->fired[id]++;
+}
+
+static void msix_setup(struct pci_bus *b, struct probe *p, struct msix *m,
+		       struct msix_sink *s, struct sink_log *log)
+{
+	memset(log, 0, sizeof(*log));
+	*s = (struct msix_sink){ sink_alloc, sink_route, sink_fire, log };
+	pci_bus_init(b);
+	memset(p, 0, sizeof(*p));
+	pci_func_init(&p->f, &probe_ops, NULL, NULL, 0x1af4, 0x1044, 0xff0000, 1);
+	CHECK(pci_func_add_bar(&p->f, 0, 0x4000, true, 0) == 0);
+	CHECK(msix_init(m, &p->f, s, 4, 0, 0x2000, 0x3000) == 0);
+	CHECK(pci_bus_add(b, &p->f, 1) == 0);
+}
+
+static void table_write(struct msix *m, unsigned int v, unsigned int word, uint32_t val)
+{
+	uint8_t d[4];
+
+	pci_put(d, val, 4);
+	CHECK(msix_bar_access(m, 0, 0x2000 + v * 16 + word * 4, d, 4, true));
+}
+
+static uint32_t bar_read32(struct msix *m, uint64_t off)
+{
+	uint8_t d[4] = { 0 };
+
+	msix_bar_access(m, 0, off, d, 4, false);
+	return pci_get(d, 4);
+}
+
+UNIT_TEST(msix_capability_and_table_layout)
+{
+	struct pci_bus b;
+	struct probe p;
+	struct msix m;
+	struct msix_sink s;
+	struct sink_log log;
+
+	msix_setup(&b, &p, &m, &s, &log);
+	CHECK_EQ_U64(m.cap, 0x40);
+	CHECK_EQ_U64(cfg_read(&b, 1, 0x40, 1), PCI_CAP_ID_MSIX);
+	CHECK_EQ_U64(cfg_read(&b, 1, 0x42, 2), 3);		/* N-1 */
+	CHECK_EQ_U64(cfg_read(&b, 1, 0x44, 4), 0x2000);	/* BIR 0 */
+	CHECK_EQ_U64(cfg_read(&b, 1, 0x48, 4), 0x3000);
+	/* the table size is read-only */
+	cfg_write(&b, 1, 0x42, 0xffff, 2);
+	CHECK_EQ_U64(cfg_read(&b, 1, 0x42, 2), 0xc003);
+	/* vectors start masked */
+	CHECK_EQ_U64(bar_read32(&m, 0x2000 + 12), 1);
+	CHECK_EQ_U64(bar_read32(&m, 0x2000 + 3 * 16 + 12), 1);
+	/* GUEST: odd widths and misaligned words are ignored */
+	{
+		uint8_t d[2] = { 0, 0 };
+
+		CHECK(msix_bar_access(&m, 0, 0x200c, d, 2, true));
+		CHECK_EQ_U64(bar_read32(&m, 0x200c), 1);
+		CHECK(msix_bar_access(&m, 0, 0x2002, d, 4, true) == true);
+	}
+	CHECK(!msix_bar_access(&m, 0, 0x1000, NULL, 4, false));
+	/* bad layouts are refused */
+	CHECK(msix_init(&m, &p.f, &s, 4, 0, 0x3ff8, 0x3000) == -EINVAL);
+	CHECK(msix_init(&m, &p.f, &s, 65, 0, 0, 0x3000) == -EINVAL);
+	CHECK(msix_init(&m, &p.f, &s, 4, 0, 0x2000, 0x2010) == -EINVAL);
+	pci_bus_destroy(&b);
+}
+
+UNIT_TEST(msix_masking_sets_pending_and_unmasking_delivers)
+{
+	struct pci_bus b;
+	struct probe p;
+	struct msix m;
+	struct msix_sink s;
+	struct sink_log log;
+
+	msix_setup(&b, &p, &m, &s, &log);
+	msix_notify(&m, 1);				/* MSI-X off: dropped */
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 0);
+	/* enable with the function masked, program vector 1 */
+	cfg_write(&b, 1, 0x42, 0xc000, 2);
+	msix_cfg_written(&m, 0x42, 2);
+	table_write(&m, 1, 0, 0xfee00000);
+	table_write(&m, 1, 1, 0);
+	table_write(&m, 1, 2, 0x41);
+	table_write(&m, 1, 3, 0);			/* vector unmasked */
+	msix_notify(&m, 1);
+	CHECK_EQ_U64(log.nalloc, 0);
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 2);	/* pending */
+	cfg_write(&b, 1, 0x42, 0x8000, 2);		/* function unmasked */
+	msix_cfg_written(&m, 0x42, 2);
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 0);
+	CHECK_EQ_U64(log.fired[0], 1);
+	CHECK_EQ_U64(log.addr[0], 0xfee00000);
+	CHECK_EQ_U64(log.data[0], 0x41);
+	/* per-vector mask */
+	table_write(&m, 1, 3, 1);
+	msix_notify(&m, 1);
+	CHECK_EQ_U64(log.fired[0], 1);
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 2);
+	table_write(&m, 1, 2, 0x42);			/* new data while masked */
+	table_write(&m, 1, 3, 0);
+	CHECK_EQ_U64(log.fired[0], 2);
+	CHECK_EQ_U64(log.data[0], 0x42);
+	/* out-of-range vectors are dropped; the PBA ignores writes */
+	msix_notify(&m, 4);
+	msix_notify(&m, 1000);
+	{
+		uint8_t d[4] = { 0xff, 0xff, 0xff, 0xff };
+
+		msix_bar_access(&m, 0, 0x3000, d, 4, true);
+	}
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 0);
+	pci_bus_destroy(&b);
+}
+
+UNIT_TEST(msix_reset_masks_and_state_round_trips)
+{
+	struct pci_bus b;
+	struct probe p;
+	struct msix m;
+	struct msix_sink s;
+	struct sink_log log;
+	struct state_buf st = { 0 };
+
+	msix_setup(&b, &p, &m, &s, &log);
+	cfg_write(&b, 1, 0x42, 0xc000, 2);
+	table_write(&m, 2, 2, 0x55);
+	table_write(&m, 2, 3, 0);
+	msix_notify(&m, 2);
+	CHECK(msix_save(&m, &st) == 0);
+	msix_reset(&m);
+	CHECK_EQ_U64(bar_read32(&m, 0x2000 + 2 * 16 + 12), 1);
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 0);
+	CHECK_EQ_U64(msix_load(&m, st.data, st.len), st.len);
+	CHECK_EQ_U64(bar_read32(&m, 0x2000 + 2 * 16 + 8), 0x55);
+	CHECK_EQ_U64(bar_read32(&m, 0x3000), 4);
+	CHECK(msix_load(&m, st.data, st.len - 1) == -EINVAL);
+	state_buf_free(&st);
 	pci_bus_destroy(&b);
 }
