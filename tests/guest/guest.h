@@ -150,6 +150,7 @@ void cpl0_main(u64 zero_page, u32 entry) __noreturn;
 void ap_cpl0_main(u32 cpu) __noreturn;
 void tss_setup(int cpu, u64 rsp0);
 void io_bitmap_init(void);
+void idt_count_gates_init(void);
 void halt_forever(void) __noreturn;
 extern char boot_kstack_top[], bsp_ustack_top[], ap_stacks[];
 extern volatile u64 irq_count[256];
@@ -164,7 +165,7 @@ void ap_main(u32 cpu) __noreturn;
 
 /* isr.S, trampoline.S */
 void enter_user(void *fn, u64 arg0, u64 arg1, u64 stack_top) __noreturn;
-extern char isr_stubs[], isr_timer[], isr_syscall[], isr_ud[];
+extern char isr_stubs[], isr_timer[], isr_syscall[], isr_ud[], isr_count[];
 extern char tramp_start[], tramp_end[], tramp_gdtr[], tramp_far32[];
 
 /* guest.ld */

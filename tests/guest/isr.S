@@ -75,6 +75,26 @@ isr_timer:
 	iretq
 
 	/*
+	 * Device interrupts (MSI-X): VEC_COUNT_NUM stubs of 32 bytes from
+	 * VEC_COUNT_BASE on, each counting in irq_count[vector] and sending
+	 * EOI; CPL3 reads the counts.
+	 */
+	.balign	32
+	.globl	isr_count
+isr_count:
+	.set	vec, VEC_COUNT_BASE
+	.rept	VEC_COUNT_NUM
+	.balign	32
+	pushq	%rax
+	incq	irq_count + 8 * vec
+	movq	lapic_base(%rip), %rax
+	movl	$0, 0xb0(%rax)
+	popq	%rax
+	iretq
+	.set	vec, vec + 1
+	.endr
+
+	/*
 	 * int $0x80 from CPL3.  SYS_WAIT halts until an interrupt arrives
 	 * (sti's one-instruction shadow makes sti; hlt race-free); the rest
 	 * goes to C.

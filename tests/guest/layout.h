@@ -27,6 +27,9 @@
 #define VEC_TIMER	0x40
 #define VEC_SCI		0x41
 #define VEC_COM1	0x42
+/* Count-only vectors (MSI-X): a tiny stub each, see isr.S. */
+#define VEC_COUNT_BASE	0x50
+#define VEC_COUNT_NUM	48
 #define VEC_SYSCALL	0x80
 #define VEC_SPURIOUS	0xff
 
@@ -34,6 +37,7 @@
 #define SYS_WAIT	0	/* sti; hlt; cli; return */
 #define SYS_CRASH	1	/* triple fault */
 #define SYS_HALT	2	/* stop this CPU for good */
+#define SYS_FLUSH_TLB	3	/* reload CR3 (mmio.c changed a present entry) */
 
 /* Set in %edi by the real-mode stub so the 32-bit entry can tell. */
 #define ENTRY16_MAGIC	0x4b564d10

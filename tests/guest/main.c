@@ -5,6 +5,7 @@
  */
 #include "guest.h"
 #include "io.h"
+#include "virtio.h"
 
 #define DEFAULT_TICK_MS	250
 
@@ -54,6 +55,7 @@ void user_main(u64 zero_page, u32 entry)
 	ioapic_init();
 	timer_init();
 	smp_boot(smp);
+	virtio_run();
 
 	if (!strcmp(action, "wait") || !strcmp(action, "prompt"))
 		pm_power_button_enable();

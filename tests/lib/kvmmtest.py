@@ -223,7 +223,7 @@ class Api:
 
 
 class Qmp:
-    """Just enough QMP to press QEMU's power button."""
+    """Just enough QMP to press QEMU's power button (or resize a disk)."""
 
     def __init__(self, path, timeout=10):
         self.api = Api.__new__(Api)
@@ -242,8 +242,11 @@ class Qmp:
         self.api._read_msg(timeout)
         self.execute("qmp_capabilities")
 
-    def execute(self, cmd):
-        self.api.sock.sendall(json.dumps({"execute": cmd}).encode() + b"\n")
+    def execute(self, cmd, arguments=None):
+        req = {"execute": cmd}
+        if arguments is not None:
+            req["arguments"] = arguments
+        self.api.sock.sendall(json.dumps(req).encode() + b"\n")
         while True:
             msg = self.api._read_msg()
             if "return" in msg or "error" in msg:

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: MIT
+/*
+ * virtio-net (virtio spec 5.1), one queue pair, no offloads: enough to
+ * answer ARP requests and ICMP echo for the guest's address and to echo
+ * UDP datagrams on one port, on every NIC at once.  Options per NIC N:
+ * kvmmtest.netN.ip=A.B.C.D, kvmmtest.netN.udp=PORT (default 7); and
+ * kvmmtest.net.serve=SECONDS, how long to answer at most (default 30).
+ * A UDP datagram "KVMMTEST-QUIT" on the echo port is echoed and ends
+ * serving on that NIC.
+ */
+#include "guest.h"
+#include "io.h"
+#include "virtio.h"
+
+#define F_MAC		5
+
+#define HDR_LEN		12	/* struct virtio_net_hdr with num_buffers */
+#define RX_BUFS		16
+#define BUF_LEN		2048	/* >= 1526: no MRG_RXBUF, no GSO (5.1.6.3.1) */
+#define MAX_NICS	4
+
+#define ETH_ARP		0x0806
+#define ETH_IP		0x0800
+#define IP_ICMP		1
+#define IP_UDP		17
+#define QUIT		"KVMMTEST-QUIT"
+
+struct nic {
+	struct virtio_dev *v;
+	u8 mac[6];
+	u32 ip;			/* host order */
+	u16 udp_port;
+	bool done;
+	u8 *rx[VIRTQ_MAX_SIZE];	/* receive buffer by head descriptor */
+	u8 *tx;
+	u64 arp, icmp, udp, frames;
+};
+
+static struct nic nics[MAX_NICS];
+static int nnics;
+
+static u16 get16(const u8 *p)
+{
+	return p[0] << 8 | p[1];
+}
+
+static void put16(u8 *p, u16 v)
+{
+	p[0] = v >> 8;
+	p[1] = v;
+}
+
+static u32 get32(const u8 *p)
+{
+	return (u32)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
+}
+
+static void put32(u8 *p, u32 v)
+{
+	put16(p, v >> 16);
+	put16(p + 2, v);
+}
+
+/* RFC 1071 Internet checksum. */
+static u16 csum(const u8 *p, u32 len)
+{
+	u32 sum = 0;
+
+	for (u32 i = 0; i + 1 < len; i += 2)
+		sum += get16(p + i);
+	if (len & 1)
+		sum += p[len - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+static bool parse_ip(const char *s, u32 *ip)
+{
+	*ip = 0;
+	for (int i = 0; i < 4; i++) {
+		const char *end;
+		u64 b = parse_u64(s, &end);
+
+		if (end == s || b > 255 || (i < 3 && *end != '.'))
+			return false;
+		*ip = *ip << 8 | b;
+		s = end + 1;
+	}
+	return true;
+}
+
+static bool post_rx(struct nic *n, u8 *buf)
+{
+	struct vbuf b = { buf, BUF_LEN, true };
+	int head = virtq_add(&n->v->vq[0], &b, 1);
+
+	if (head < 0)
+		return false;
+	n->rx[head] = buf;
+	return true;
+}
+
+/* The frame in n->tx + HDR_LEN, len bytes, padded to Ethernet's 60. */
+static void transmit(struct nic *n, u32 len)
+{
+	struct vbuf b = { n->tx, HDR_LEN + (len < 60 ? 60 : len), false };
+
+	if (len < 60)
+		memset(n->tx + HDR_LEN + len, 0, 60 - len);
+	memset(n->tx, 0, HDR_LEN);	/* no checksum offload, no GSO */
+	virtq_transfer(n->v, &n->v->vq[1], &b, 1, NULL);
+}
+
+static void reply_eth(struct nic *n, u8 *out, const u8 *in, u16 type)
+{
+	memcpy(out, in + 6, 6);
+	memcpy(out + 6, n->mac, 6);
+	put16(out + 12, type);
+}
+
+static void arp(struct nic *n, const u8 *f, u32 len)
+{
+	const u8 *a = f + 14;
+	u8 *o = n->tx + HDR_LEN, *r = o + 14;
+
+	if (len < 42 || get16(a) != 1 || get16(a + 2) != ETH_IP ||
+	    a[4] != 6 || a[5] != 4 || get16(a + 6) != 1 ||
+	    get32(a + 24) != n->ip)
+		return;
+	reply_eth(n, o, f, ETH_ARP);
+	memcpy(r, a, 6);		/* htype, ptype, hlen, plen */
+	put16(r + 6, 2);		/* reply */
+	memcpy(r + 8, n->mac, 6);
+	put32(r + 14, n->ip);
+	memcpy(r + 18, a + 8, 10);	/* requester's MAC and IP */
+	transmit(n, 42);
+	n->arp++;
+}
+
+/* IPv4 reply to ip (header in, ihl bytes), payload already at o + 14 + 20. */
+static void ip_reply(struct nic *n, const u8 *f, const u8 *ip, u8 proto,
+		     u32 payload)
+{
+	u8 *o = n->tx + HDR_LEN, *h = o + 14;
+
+	reply_eth(n, o, f, ETH_IP);
+	h[0] = 0x45;
+	h[1] = 0;
+	put16(h + 2, 20 + payload);
+	put16(h + 4, get16(ip + 4));
+	put16(h + 6, 0x4000);		/* don't fragment */
+	h[8] = 64;
+	h[9] = proto;
+	put16(h + 10, 0);
+	put32(h + 12, n->ip);
+	memcpy(h + 16, ip + 12, 4);
+	put16(h + 10, csum(h, 20));
+	transmit(n, 14 + 20 + payload);
+}
+
+static void ipv4(struct nic *n, const u8 *f, u32 len)
+{
+	const u8 *ip = f + 14, *p;
+	u32 ihl, total, plen;
+	u8 *o = n->tx + HDR_LEN + 14 + 20;
+
+	if (len < 34 || (ip[0] >> 4) != 4)
+		return;
+	ihl = (ip[0] & 0xf) * 4;
+	total = get16(ip + 2);
+	if (ihl < 20 || total < ihl || total > len - 14 ||
+	    get32(ip + 16) != n->ip || (get16(ip + 6) & 0x3fff))
+		return;	/* not ours, or a fragment */
+	p = ip + ihl;
+	plen = total - ihl;
+	if (plen > BUF_LEN - HDR_LEN - 14 - 20)
+		return;
+	if (ip[9] == IP_ICMP && plen >= 8 && p[0] == 8) {
+		memcpy(o, p, plen);
+		o[0] = 0;		/* echo reply, same id, seq, data */
+		put16(o + 2, 0);
+		put16(o + 2, csum(o, plen));
+		ip_reply(n, f, ip, IP_ICMP, plen);
+		n->icmp++;
+	} else if (ip[9] == IP_UDP && plen >= 8 && get16(p + 2) == n->udp_port &&
+		   get16(p + 4) >= 8 && get16(p + 4) <= plen) {
+		u32 ulen = get16(p + 4);
+
+		memcpy(o, p, ulen);
+		put16(o, get16(p + 2));
+		put16(o + 2, get16(p));
+		put16(o + 6, 0);	/* no checksum: allowed over IPv4 */
+		ip_reply(n, f, ip, IP_UDP, ulen);
+		n->udp++;
+		if (ulen - 8 == sizeof(QUIT) - 1 &&
+		    !memcmp(p + 8, QUIT, sizeof(QUIT) - 1))
+			n->done = true;
+	}
+}
+
+static void receive(struct nic *n, const u8 *f, u32 len)
+{
+	n->frames++;
+	if (len < 14)
+		return;
+	if (get16(f + 12) == ETH_ARP)
+		arp(n, f, len);
+	else if (get16(f + 12) == ETH_IP)
+		ipv4(n, f, len);
+}
+
+void virtio_net_run(struct virtio_dev *v, int index)
+{
+	struct nic *n;
+	char key[32], val[20];
+
+	if (nnics == MAX_NICS) {
+		info("virtio-net dev=%s not driven (more than %d NICs)",
+		     v->name, MAX_NICS);
+		return;
+	}
+	n = &nics[nnics];
+	memset(n, 0, sizeof(*n));
+	n->v = v;
+	snprintf(key, sizeof(key), "kvmmtest.net%d.ip", index);
+	if (!cmdline_option(key, val, sizeof(val)) || !parse_ip(val, &n->ip)) {
+		fail("virtio-net", "dev=%s needs %s=A.B.C.D", v->name, key);
+		return;
+	}
+	n->udp_port = 7;
+	snprintf(key, sizeof(key), "kvmmtest.net%d.udp", index);
+	if (cmdline_option(key, val, sizeof(val)))
+		n->udp_port = parse_u64(val, NULL);
+	if (!virtio_init(v, 1ULL << F_MAC, 2, 32))
+		return;
+	if (!virtio_has(v, F_MAC)) {
+		/* The device has no address for us: make one up, locally administered. */
+		u8 mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x50 + index };
+
+		memcpy(n->mac, mac, 6);
+	} else {
+		for (int i = 0; i < 6; i++)
+			n->mac[i] = virtio_cfg8(v, i);
+	}
+	n->tx = dma_alloc(BUF_LEN, 64);
+	for (int i = 0; i < RX_BUFS; i++) {
+		u8 *buf = dma_alloc(BUF_LEN, 64);
+
+		if (!buf || !n->tx || !post_rx(n, buf)) {
+			fail("virtio-net", "dev=%s out of DMA memory", v->name);
+			return;
+		}
+	}
+	if (!virtio_driver_ok(v))
+		return;
+	virtq_kick(v, &v->vq[0]);
+	nnics++;
+	info("virtio-net dev=%s mac=%02x:%02x:%02x:%02x:%02x:%02x mac_from=%s ip=%u.%u.%u.%u udp=%u",
+	     v->name, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4],
+	     n->mac[5], virtio_has(v, F_MAC) ? "device" : "guest",
+	     n->ip >> 24, (n->ip >> 16) & 0xff, (n->ip >> 8) & 0xff,
+	     n->ip & 0xff, n->udp_port);
+}
+
+/* Answer on every NIC until each got QUIT, or the time is up. */
+void virtio_net_serve(void)
+{
+	char opt[16];
+	u64 secs = 30, start;
+	bool all_done = false;
+
+	if (!nnics)
+		return;
+	if (cmdline_option("kvmmtest.net.serve", opt, sizeof(opt)))
+		secs = parse_u64(opt, NULL);
+	record("event virtio-net-ready nics=%d", nnics);
+	start = now_us();
+	while (!all_done && now_us() - start < secs * 1000000) {
+		all_done = true;
+		for (int i = 0; i < nnics; i++) {
+			struct nic *n = &nics[i];
+			u32 id, len;
+
+			if (n->done || n->v->broken)
+				continue;
+			all_done = false;
+			if (!virtq_poll(&n->v->vq[0], &id, &len)) {
+				cpu_relax();
+				continue;
+			}
+			if (id < VIRTQ_MAX_SIZE && n->rx[id]) {
+				u8 *buf = n->rx[id];
+
+				n->rx[id] = NULL;
+				if (len > HDR_LEN && len <= BUF_LEN)
+					receive(n, buf + HDR_LEN, len - HDR_LEN);
+				post_rx(n, buf);
+				virtq_kick(n->v, &n->v->vq[0]);
+			}
+		}
+	}
+	for (int i = 0; i < nnics; i++) {
+		struct nic *n = &nics[i];
+
+		if (n->done)
+			pass("virtio-net", "dev=%s frames=%lu arp_replies=%lu icmp_replies=%lu udp_echoes=%lu",
+			     n->v->name, n->frames, n->arp, n->icmp, n->udp);
+		else
+			fail("virtio-net", "dev=%s no %s after %lu s: frames=%lu arp_replies=%lu icmp_replies=%lu udp_echoes=%lu",
+			     n->v->name, QUIT, secs, n->frames, n->arp, n->icmp,
+			     n->udp);
+		virtio_report_interrupts(n->v, true);
+	}
+}
