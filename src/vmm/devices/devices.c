@@ -9,6 +9,7 @@
 #include "log.h"
 #include "pci/pci.h"
 #include "pci/pci_devices.h"
+#include "virtio/virtio.h"
 #include "vm.h"
 
 void devices_add(struct vm *vm, struct device *dev)
@@ -24,6 +25,8 @@ void devices_add(struct vm *vm, struct device *dev)
  * the reset register at 0xCF9) and ECAM. */
 static int pci_devices_create(struct vm *vm, struct device *reset)
 {
+	uint64_t bar = X86_PCI_MMIO_START;
+	unsigned int slot = 1;
 	struct device *dev;
 
 	vm->pci = calloc(1, sizeof(*vm->pci));
@@ -42,6 +45,16 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 	if (!dev)
 		goto fail;
 	devices_add(vm, dev);
+	/* virtio devices from slot 1, BARs placed one after another at the
+	 * start of the window (the guest may move them). */
+	if (vm->cfg->rng) {
+		dev = virtio_rng_create(vm, slot, bar);
+		if (!dev)
+			goto fail;
+		devices_add(vm, dev);
+		slot++;
+		bar += VIRTIO_PCI_BAR_SIZE;
+	}
 	return 0;
 fail:
 	pr_err("cannot create the PCI bus");
