@@ -84,9 +84,15 @@ static void update_ioeventfds(struct virtio_pci *vp)
 			kvm_ioeventfd(vp->f.dev.vm, q->ioeventfd_addr, 2, q->kick_fd, false);
 			q->ioeventfd_addr = 0;
 		}
-		if (on && !q->ioeventfd_addr &&
-		    !kvm_ioeventfd(vp->f.dev.vm, addr, 2, q->kick_fd, true))
-			q->ioeventfd_addr = addr;
+		if (on && !q->ioeventfd_addr) {
+			int r = kvm_ioeventfd(vp->f.dev.vm, addr, 2, q->kick_fd, true);
+
+			if (!r)
+				q->ioeventfd_addr = addr;
+			else
+				pr_debug("%s: no ioeventfd for queue %u (%s); kicks take the MMIO exit",
+					 vp->ops->name, i, strerror(-r));
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ static void rng_queue_notify(struct virtio_pci *vp, unsigned int q)
 	static __thread struct virtq_elem e;
 	uint8_t buf[RNG_CHUNK];
 	uint64_t budget = RNG_BUDGET;
+	bool failed = false;
 	int r;
 
 	while (budget && (r = virtio_pop(vp, q, &e)) > 0) {
@@ -26,21 +27,28 @@ static void rng_queue_notify(struct virtio_pci *vp, unsigned int q)
 
 		if (want > budget)
 			want = budget;
-		/* Fill the writable buffers in chunks; a short getrandom
-		 * (interrupted) just fills less. */
-		for (i = e.n_out; i < e.n_out + e.n_in && done < want; i++) {
-			uint64_t n = e.iov[i].iov_len;
-			ssize_t got;
+		/* Fill the writable buffers in chunks.  A chain with no
+		 * writable buffer completes with 0 bytes. */
+		for (i = e.n_out; i < e.n_out + e.n_in && done < want && !failed; i++) {
+			uint64_t off = 0;
 
-			if (n > want - done)
-				n = want - done;
-			if (n > RNG_CHUNK)
-				n = RNG_CHUNK;
-			got = getrandom(buf, n, 0);
-			if (got <= 0)
-				break;
-			memcpy(e.iov[i].iov_base, buf, got);
-			done += got;
+			while (off < e.iov[i].iov_len && done < want) {
+				uint64_t n = e.iov[i].iov_len - off;
+				ssize_t got;
+
+				if (n > want - done)
+					n = want - done;
+				if (n > RNG_CHUNK)
+					n = RNG_CHUNK;
+				got = getrandom(buf, n, 0);
+				if (got <= 0) {
+					failed = true;
+					break;
+				}
+				memcpy((uint8_t *)e.iov[i].iov_base + off, buf, got);
+				off += got;
+				done += got;
+			}
 		}
 		budget -= done < budget ? done : budget;
 		if (virtq_push(&vp->queues[q].vq, vp->mem, e.head, done)) {
@@ -48,7 +56,7 @@ static void rng_queue_notify(struct virtio_pci *vp, unsigned int q)
 			return;
 		}
 		virtio_queue_interrupt(vp, q);
-		if (!done)
+		if (failed)
 			break;	/* getrandom failed: try again on the next kick */
 	}
 }
