@@ -455,6 +455,18 @@ def test_virtio_rng_bar_moved_by_the_guest(kvm, vms, tmp, runner):
     msix_delivered(g, "rng0")
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_virtio_rng_works_again_after_a_reboot(kvm, vms, tmp, runner):
+    """A guest reset puts the device back to power-on (BAR, MSI-X table,
+    queues); on kvmm the new KVM VM gets the MSI routes and ioeventfds
+    again."""
+    g = runner.start(vms, tmp, "kvmmtest.virtio=rng kvmmtest.action=reboot", ["rng"])
+    g.wait_for(r"KVMMTEST pass virtio-msix dev=rng0", count=3, timeout=60)
+    g.kill()
+    assert not g.records("fail")
+    assert len(checks(g, "pass", "virtio-rng")) >= 3
+
+
 @pytest.mark.parametrize("entry", ["pvh", "32", "64"])
 def test_virtio_through_the_other_entries_under_qemu(kvm, vms, tmp, entry):
     """PCI and virtio do not care how the guest was entered; the memory
