@@ -400,3 +400,50 @@ UNIT_TEST(virtio_state_round_trip_and_bar_move)
 	}
 	teardown();
 }
+
+UNIT_TEST(virtio_pci_cfg_window_reaches_the_bar)
+{
+	unsigned int c;
+
+	setup();
+	c = find_cap(PCI_CAP_ID_VNDR, 5);
+	CHECK(c != 0);
+	if (!c) {
+		teardown();
+		return;
+	}
+	CHECK_EQ_U64(cfgr(c + 2, 1), 20);
+	/* device_status through the window: write, then read back */
+	cfgw(c + 4, 0, 1);
+	cfgw(c + 8, 20, 4);
+	cfgw(c + 12, 1, 4);
+	cfgw(c + 16, VIRTIO_STATUS_ACKNOWLEDGE, 4);
+	CHECK_EQ_U64(br(20, 1), VIRTIO_STATUS_ACKNOWLEDGE);
+	bw(20, 3, 1);
+	CHECK_EQ_U64(cfgr(c + 16, 1), 3);
+	/* num_queues as a 16-bit read */
+	cfgw(c + 8, 18, 4);
+	cfgw(c + 12, 2, 4);
+	CHECK_EQ_U64(cfgr(c + 16, 2), 1);
+	/* GUEST: odd lengths, misaligned offsets, other BARs, past the
+	 * BAR: nothing happens */
+	cfgw(c + 8, 20, 4);
+	cfgw(c + 12, 3, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	cfgw(c + 8, 19, 4);
+	cfgw(c + 12, 2, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	cfgw(c + 4, 2, 1);
+	cfgw(c + 8, 20, 4);
+	cfgw(c + 12, 1, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	cfgw(c + 4, 0, 1);
+	cfgw(c + 8, 0xfffffffc, 4);
+	cfgw(c + 12, 4, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	teardown();
+}

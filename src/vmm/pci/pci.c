@@ -146,6 +146,8 @@ void pci_cfg_access(struct pci_bus *bus, unsigned int slot, unsigned int fn,
 	}
 	if (!is_write) {
 		pthread_mutex_lock(&f->dev.lock);
+		if (f->pops && f->pops->cfg_read)
+			f->pops->cfg_read(f, off, len);
 		memcpy(data, f->cfg + off, len);
 		pthread_mutex_unlock(&f->dev.lock);
 		return;

@@ -66,6 +66,9 @@ struct pci_func_ops {
 			 uint8_t *data, unsigned int len);
 	void (*bar_write)(struct pci_func *f, int bar, uint64_t off,
 			  const uint8_t *data, unsigned int len);
+	/* Before a configuration read of [off, off+len): a chance to
+	 * refresh bytes that are windows onto something else. */
+	void (*cfg_read)(struct pci_func *f, unsigned int off, unsigned int len);
 	/* After a configuration write at [off, off+len) was applied. */
 	void (*cfg_written)(struct pci_func *f, unsigned int off, unsigned int len);
 	/* A BAR moved or memory decoding was switched (ioeventfds follow). */

@@ -35,6 +35,8 @@
 #define CAP_NOTIFY		2
 #define CAP_ISR			3
 #define CAP_DEVICE		4
+#define CAP_PCI_CFG		5
+#define PCI_CFG_DATA		16	/* pci_cfg_data, in the capability */
 
 /* Common configuration fields (4.1.4.3). */
 #define CC_DFSELECT		0
@@ -362,9 +364,56 @@ static void vp_bar_write(struct pci_func *f, int bar, uint64_t off,
 	}
 }
 
+static void vp_bar_read(struct pci_func *f, int bar, uint64_t off,
+			uint8_t *data, unsigned int len);
+static void vp_bar_write(struct pci_func *f, int bar, uint64_t off,
+			 const uint8_t *data, unsigned int len);
+
+/* VIRTIO_PCI_CAP_PCI_CFG (4.1.4.9): a window through configuration
+ * space onto the BAR, for drivers that cannot map it.  Returns the
+ * length of the access it describes, or 0 if the guest's bar, offset
+ * and length do not make one. */
+static unsigned int cfg_window(struct virtio_pci *vp, uint64_t *off)
+{
+	const uint8_t *c = vp->f.cfg + vp->cfg_cap;
+	unsigned int len = pci_get(c + 12, 4);
+
+	/* GUEST: BAR 0 only, 1/2/4 bytes, aligned, inside the BAR */
+	*off = pci_get(c + 8, 4);
+	if (c[4] != BAR || (len != 1 && len != 2 && len != 4) || (*off & (len - 1)) ||
+	    *off + len > VIRTIO_PCI_BAR_SIZE)
+		return 0;
+	return len;
+}
+
+static bool touches_cfg_data(struct virtio_pci *vp, unsigned int off, unsigned int len)
+{
+	unsigned int d = vp->cfg_cap + PCI_CFG_DATA;
+
+	return vp->cfg_cap && off < d + 4 && off + len > d;
+}
+
+static void vp_cfg_read(struct pci_func *f, unsigned int off, unsigned int len)
+{
+	struct virtio_pci *vp = (struct virtio_pci *)f;
+	uint64_t boff;
+	unsigned int n;
+
+	if (!touches_cfg_data(vp, off, len) || !(n = cfg_window(vp, &boff)))
+		return;
+	memset(f->cfg + vp->cfg_cap + PCI_CFG_DATA, 0, 4);
+	vp_bar_read(f, BAR, boff, f->cfg + vp->cfg_cap + PCI_CFG_DATA, n);
+}
+
 static void vp_cfg_written(struct pci_func *f, unsigned int off, unsigned int len)
 {
-	msix_cfg_written(&((struct virtio_pci *)f)->msix, off, len);
+	struct virtio_pci *vp = (struct virtio_pci *)f;
+	uint64_t boff;
+	unsigned int n;
+
+	msix_cfg_written(&vp->msix, off, len);
+	if (touches_cfg_data(vp, off, len) && (n = cfg_window(vp, &boff)))
+		vp_bar_write(f, BAR, boff, f->cfg + vp->cfg_cap + PCI_CFG_DATA, n);
 }
 
 static void vp_bars_changed(struct pci_func *f)
@@ -375,6 +424,7 @@ static void vp_bars_changed(struct pci_func *f)
 static const struct pci_func_ops virtio_pci_func_ops = {
 	.bar_read = vp_bar_read,
 	.bar_write = vp_bar_write,
+	.cfg_read = vp_cfg_read,
 	.cfg_written = vp_cfg_written,
 	.bars_changed = vp_bars_changed,
 };
@@ -553,20 +603,23 @@ static const struct device_ops virtio_pci_ops = {
 	.destroy = vp_destroy,
 };
 
-static void add_cap(struct pci_func *f, uint8_t type, uint32_t off,
-		    uint32_t len, int extra)
+/* Returns the capability's offset (0 if there was no room, which the
+ * fixed layout rules out). */
+static unsigned int add_cap(struct pci_func *f, uint8_t type, uint32_t off,
+			    uint32_t len, int extra)
 {
 	int cap = pci_func_add_cap(f, PCI_CAP_ID_VNDR, 16 + extra);
 
 	if (cap < 0)
-		return;		/* the layout is fixed: cannot happen */
+		return 0;
 	f->cfg[cap + 2] = 16 + extra;	/* cap_len */
 	f->cfg[cap + 3] = type;
 	f->cfg[cap + 4] = BAR;
 	pci_put(f->cfg + cap + 8, off, 4);
 	pci_put(f->cfg + cap + 12, len, 4);
-	if (extra)
+	if (extra && type == CAP_NOTIFY)
 		pci_put(f->cfg + cap + 16, NOTIFY_MULT, 4);
+	return cap;
 }
 
 struct virtio_pci *virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops,
@@ -601,6 +654,13 @@ struct virtio_pci *virtio_pci_create(struct vm *vm, const struct virtio_dev_ops 
 	add_cap(&vp->f, CAP_ISR, ISR_OFF, 1, 0);
 	if (ops->config_len)
 		add_cap(&vp->f, CAP_DEVICE, DEVICE_OFF, ops->config_len, 0);
+	vp->cfg_cap = add_cap(&vp->f, CAP_PCI_CFG, 0, 0, 4);
+	if (vp->cfg_cap) {
+		/* bar, offset, length and data are the driver's to write */
+		vp->f.wmask[vp->cfg_cap + 4] = 0xff;
+		memset(vp->f.wmask + vp->cfg_cap + 8, 0xff, 8);
+		memset(vp->f.wmask + vp->cfg_cap + PCI_CFG_DATA, 0xff, 4);
+	}
 	/* One vector for configuration changes, one per queue. */
 	if (msix_init(&vp->msix, &vp->f, &vp->sink, ops->nqueues + 1, BAR,
 		      MSIX_TABLE_OFF, MSIX_PBA_OFF))

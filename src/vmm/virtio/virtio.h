@@ -82,6 +82,7 @@ struct virtio_pci {
 	uint16_t config_vector;
 	uint16_t queue_select;
 	bool warned;			/* NEEDS_RESET was logged once */
+	unsigned int cfg_cap;		/* VIRTIO_PCI_CAP_PCI_CFG offset */
 	struct virtio_queue queues[VIRTIO_MAX_QUEUES];
 };
 
