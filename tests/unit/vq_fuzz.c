@@ -16,19 +16,9 @@
 #include "memory.h"
 #include "util.h"
 #include "virtio/virtqueue.h"
+#include "fuzz_rng.h"
 
 #define MEMSZ	(256 * 1024ULL)
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-	/* xorshift64*: reproducible from the seed. */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 2685821657736338717ULL;
-}
 
 /* Mostly plausible values, sometimes edge cases, sometimes noise. */
 static uint64_t pick_addr(void)
