@@ -3,6 +3,7 @@
  * functions the transport calls (MSI routes, ioeventfds, the main loop)
  * replaced by recorders below. */
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,5 +446,35 @@ UNIT_TEST(virtio_pci_cfg_window_reaches_the_bar)
 	cfgw(c + 12, 4, 4);
 	cfgw(c + 16, 0, 4);
 	CHECK_EQ_U64(br(20, 1), 3);
+	teardown();
+}
+
+UNIT_TEST(virtio_rng_shares_the_loop_and_requeues_itself)
+{
+	uint16_t i;
+
+	setup();
+	driver_ok();
+	/* three 192 KiB requests: more than one pass may fill */
+	for (i = 0; i < 3; i++) {
+		uint8_t *a = gm(AVAIL);
+
+		post(i, 0x10000 + i * 0x30000ULL, 0x30000, VIRTQ_DESC_F_WRITE, 0);
+		memcpy(a + 4 + 2 * avail_idx, &i, 2);
+		avail_idx++;
+	}
+	avail_idx--;
+	offer_and_kick(2);
+	CHECK_EQ_U64(used_idx(), 2);
+	CHECK_EQ_U64(pci_get(gm(USED + 8), 4), 0x30000);
+	CHECK_EQ_U64(pci_get(gm(USED + 16), 4), 0x10000);	/* budget's rest */
+	/* the device queued another pass for itself */
+	{
+		struct pollfd p = { .fd = watch[0].fd, .events = POLLIN };
+
+		CHECK(poll(&p, 1, 0) == 1);
+	}
+	watch[0].fn(watch[0].opaque, 1);
+	CHECK_EQ_U64(used_idx(), 3);
 	teardown();
 }

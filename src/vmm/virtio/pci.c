@@ -314,7 +314,7 @@ static void common_write(struct virtio_pci *vp, unsigned int off,
 	}
 }
 
-static void kick(struct virtio_pci *vp, unsigned int q)
+void virtio_queue_kick(struct virtio_pci *vp, unsigned int q)
 {
 	uint64_t one = 1;
 
@@ -356,7 +356,7 @@ static void vp_bar_write(struct pci_func *f, int bar, uint64_t off,
 		   off < NOTIFY_OFF + NOTIFY_MULT * vp->ops->nqueues) {
 		/* The exit path (no ioeventfd, or an odd width): the queue
 		 * is processed on the same thread as ioeventfd kicks. */
-		kick(vp, (off - NOTIFY_OFF) / NOTIFY_MULT);
+		virtio_queue_kick(vp, (off - NOTIFY_OFF) / NOTIFY_MULT);
 	} else if (off >= DEVICE_OFF && off - DEVICE_OFF < vp->ops->config_len &&
 		   len <= vp->ops->config_len - (off - DEVICE_OFF) &&
 		   vp->ops->config_write) {

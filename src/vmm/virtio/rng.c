@@ -10,7 +10,8 @@
 
 #define RNG_QUEUE_SIZE		256
 #define RNG_CHUNK		4096
-/* Bytes one kick may take, so a guest cannot keep the loop busy. */
+/* Bytes one pass may take, so a guest cannot keep the loop busy; what is
+ * left waits for the next pass, which the device queues itself. */
 #define RNG_BUDGET		(256 * 1024)
 
 static void rng_queue_notify(struct virtio_pci *vp, unsigned int q)
@@ -59,6 +60,8 @@ static void rng_queue_notify(struct virtio_pci *vp, unsigned int q)
 		if (failed)
 			break;	/* getrandom failed: try again on the next kick */
 	}
+	if (!budget)
+		virtio_queue_kick(vp, q);
 }
 
 /* The device keeps nothing between requests: reset, save and load

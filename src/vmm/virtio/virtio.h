@@ -95,6 +95,9 @@ struct virtio_pci *virtio_pci_create(struct vm *vm, const struct virtio_dev_ops 
 
 /* For devices: the queue was used; interrupt the guest if it wants one. */
 void virtio_queue_interrupt(struct virtio_pci *vp, unsigned int q);
+/* Queues q's processing again, as a guest notification would (for a
+ * device that stopped early to let other work run). */
+void virtio_queue_kick(struct virtio_pci *vp, unsigned int q);
 /* The guest broke a rule: DEVICE_NEEDS_RESET and a config interrupt. */
 void virtio_needs_reset(struct virtio_pci *vp);
 /* Pops the next element of queue q; on a malformed chain sets
