@@ -99,7 +99,7 @@ src_driver_virtkvmmd_LDADD = $(DRV_LDADD)
 
 # --- tests --------------------------------------------------------------------
 check_PROGRAMS += tests/unit/rpc_fuzz
-tests_unit_rpc_fuzz_SOURCES = tests/unit/rpc_fuzz.c
+tests_unit_rpc_fuzz_SOURCES = tests/unit/rpc_fuzz.c tests/unit/fuzz_rng.h
 tests_unit_rpc_fuzz_CPPFLAGS = $(DRV_CPPFLAGS)
 tests_unit_rpc_fuzz_LDADD = $(DRV_LDADD)
 

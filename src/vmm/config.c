@@ -191,6 +191,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_string(&c, val, key, &cfg->api_socket);
 		else if (!strcmp(key, "no_reboot"))
 			r = get_bool(&c, val, key, &cfg->no_reboot);
+		else if (!strcmp(key, "rng"))
+			r = get_bool(&c, val, key, &cfg->rng);
 		else
 			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
 		if (r)

@@ -38,6 +38,7 @@ struct vm_config {
 	struct serial_config serial;
 	char *api_socket;
 	bool no_reboot;
+	bool rng;		/* virtio-rng fed by the host's getrandom() */
 };
 
 /* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one

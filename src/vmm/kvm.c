@@ -1,6 +1,7 @@
 /* The only file issuing VM-level KVM ioctls. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -123,4 +124,73 @@ int kvm_clock_restore(struct vm *vm)
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, c) < 0)
 		return -errno;
 	return 0;
+}
+
+/* KVM_CREATE_IRQCHIP's default routes, which KVM_SET_GSI_ROUTING
+ * replaces wholesale and so must be repeated: GSIs 0-15 go to the
+ * IOAPIC pin of the same number and to the 8259 pair (master pins 0-7,
+ * slave pins 0-7), GSIs 16-23 to the IOAPIC only. */
+#define KVM_IOAPIC_PINS 24
+#define KVM_PIC_IRQS 16
+
+static unsigned int default_routes(struct kvm_irq_routing_entry *e)
+{
+	unsigned int gsi, n = 0;
+
+	for (gsi = 0; gsi < KVM_IOAPIC_PINS; gsi++) {
+		e[n++] = (struct kvm_irq_routing_entry){
+			.gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+			.u.irqchip = { KVM_IRQCHIP_IOAPIC, gsi } };
+		if (gsi < KVM_PIC_IRQS)
+			e[n++] = (struct kvm_irq_routing_entry){
+				.gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+				.u.irqchip = { gsi < 8 ? KVM_IRQCHIP_PIC_MASTER :
+					       KVM_IRQCHIP_PIC_SLAVE, gsi % 8 } };
+	}
+	return n;
+}
+
+int kvm_set_msi_routes(struct vm *vm, const struct kvm_msi_route *r,
+		       unsigned int n)
+{
+	struct kvm_irq_routing *t;
+	unsigned int i, k;
+	int ret = 0;
+
+	t = calloc(1, sizeof(*t) + (KVM_IOAPIC_PINS + KVM_PIC_IRQS + n) *
+		   sizeof(t->entries[0]));
+	if (!t)
+		return -ENOMEM;
+	k = default_routes(t->entries);
+	for (i = 0; i < n; i++) {
+		if (!r[i].used)
+			continue;
+		t->entries[k++] = (struct kvm_irq_routing_entry){
+			.gsi = r[i].gsi, .type = KVM_IRQ_ROUTING_MSI,
+			.u.msi = { .address_lo = (uint32_t)r[i].addr,
+				   .address_hi = r[i].addr >> 32,
+				   .data = r[i].data } };
+	}
+	t->nr = k;
+	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, t) < 0)
+		ret = -errno;
+	free(t);
+	return ret;
+}
+
+int kvm_irqfd(struct vm *vm, int fd, unsigned int gsi, bool assign)
+{
+	struct kvm_irqfd i = { .fd = fd, .gsi = gsi,
+			       .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN };
+
+	return ioctl(vm->vm_fd, KVM_IRQFD, &i) < 0 ? -errno : 0;
+}
+
+int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd,
+		  bool assign)
+{
+	struct kvm_ioeventfd e = { .addr = addr, .len = len, .fd = fd,
+				   .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN };
+
+	return ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0 ? -errno : 0;
 }

@@ -33,6 +33,7 @@ static const char usage[] =
 	"  --api-socket PATH    control socket (JSON, see docs/api.md)\n"
 	"  --name NAME          VM name, shown in status and logs\n"
 	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
+	"  --rng                a virtio-rng device (PCI) fed by the host's getrandom()\n"
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
@@ -43,7 +44,7 @@ static const char usage[] =
 	"quits.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
-       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_CONFIG, OPT_VERSION };
+       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_CONFIG, OPT_VERSION };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -55,6 +56,7 @@ static const struct option long_opts[] = {
 	{ "api-socket", required_argument, NULL, OPT_API },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
+	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -130,6 +132,9 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			break;
 		case OPT_NOREBOOT:
 			json_object_object_add(obj, "no_reboot", json_object_new_boolean(1));
+			break;
+		case OPT_RNG:
+			json_object_object_add(obj, "rng", json_object_new_boolean(1));
 			break;
 		case ':':
 			pr_err("option '%s' needs a value; see kvmm --help", argv[optind - 1]);

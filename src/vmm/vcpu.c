@@ -11,6 +11,7 @@
 
 #include "arch/x86/arch.h"
 #include "log.h"
+#include "pci/pci.h"
 #include "vm.h"
 
 #define VCPU_KICK_SIGNAL SIGUSR1
@@ -95,7 +96,10 @@ static void vcpu_handle_mmio(struct vcpu *v)
 	if (len > sizeof(run->mmio.data))
 		len = sizeof(run->mmio.data);
 	if (!bus_access(&v->vm->mmio, run->mmio.phys_addr, run->mmio.data, len,
-			run->mmio.is_write) && !run->mmio.is_write)
+			run->mmio.is_write) &&
+	    !(v->vm->pci && pci_mmio_access(v->vm->pci, run->mmio.phys_addr,
+					     run->mmio.data, len, run->mmio.is_write)) &&
+	    !run->mmio.is_write)
 		memset(run->mmio.data, 0xff, len);
 }
 

@@ -12,6 +12,7 @@
 #include "arch/x86/arch.h"
 #include "arch/x86/layout.h"
 #include "devices/devices.h"
+#include "irq.h"
 #include "log.h"
 #include "util.h"
 #include "vm.h"
@@ -103,6 +104,9 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	r = kvm_create_vm(vm);
 	if (r)
 		return r;
+	r = irq_init(vm);
+	if (r)
+		return r;
 	vm->serial_backend = calloc(1, sizeof(*vm->serial_backend));
 	if (!vm->serial_backend)
 		return -ENOMEM;
@@ -164,6 +168,7 @@ void vm_destroy(struct vm *vm)
 		vm->vcpus = NULL;
 	}
 	devices_destroy(vm);
+	irq_destroy(vm);
 	if (vm->serial_backend) {
 		chardev_close(vm->serial_backend);
 		free(vm->serial_backend);
@@ -255,6 +260,8 @@ int vm_reset(struct vm *vm)
 	guest_mem_discard(&vm->mem);
 	devices_reset(vm);
 	r = kvm_create_vm(vm);
+	if (!r)
+		r = irq_attach(vm);
 	if (!r)
 		r = arch_load_kernel(vm);
 	if (!r)

@@ -64,6 +64,8 @@ struct loop;
 struct api;
 struct chardev;
 struct acpi_pm;
+struct pci_bus;
+struct irq_routes;
 
 struct vm {
 	struct vm_config *cfg;
@@ -80,6 +82,8 @@ struct vm {
 	struct device *devices;		/* creation order */
 	struct chardev *serial_backend;
 	struct acpi_pm *pm;
+	struct irq_routes *irq;		/* MSI routes and their irqfds */
+	struct pci_bus *pci;		/* bus 0; its BARs take MMIO the bus above does not */
 
 	unsigned int ncpus;
 	struct vcpu *vcpus;
@@ -126,6 +130,20 @@ int kvm_create_vm(struct vm *vm);
 void kvm_destroy_vm(struct vm *vm);
 int kvm_irq_line(struct vm *vm, unsigned int gsi, int level);
 int kvm_clock_save(struct vm *vm);
+/* MSI routes (GSI -> address/data) set on top of the irqchip's defaults;
+ * unused entries are skipped. */
+struct kvm_msi_route {
+	bool used;
+	unsigned int gsi;
+	uint64_t addr;
+	uint32_t data;
+};
+int kvm_set_msi_routes(struct vm *vm, const struct kvm_msi_route *r,
+		       unsigned int n);
+int kvm_irqfd(struct vm *vm, int fd, unsigned int gsi, bool assign);
+/* Any-value ioeventfd on an MMIO address of len bytes. */
+int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd,
+		  bool assign);
 int kvm_clock_restore(struct vm *vm);
 
 /* vcpu.c */

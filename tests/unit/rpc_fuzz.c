@@ -20,17 +20,7 @@
 #include "log.h"
 #include "message.h"
 #include "remote_xdr.h"
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-	/* xorshift64*: reproducible from the seed, good enough here. */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 2685821657736338717ULL;
-}
+#include "fuzz_rng.h"
 
 static unsigned long replies, failures;
 

@@ -629,3 +629,113 @@ UNIT_TEST(aml_nesting)
 	CHECK_EQ_U64(aml_finish(&a), 7);
 	CHECK(!memcmp(small, "\x5B\x82\x05" "ABCD", 7));
 }
+
+static struct acpi_platform plat_pci(unsigned int ncpus)
+{
+	struct acpi_platform p = plat(ncpus);
+
+	p.pci_ecam_addr = 0xE0000000;
+	p.pci_mmio_base = 0xC0000000;
+	p.pci_mmio_size = 0x20000000;
+	p.pci_conf1_port = 0xCF8;
+	return p;
+}
+
+UNIT_TEST(mcfg_describes_ecam_for_bus_0)
+{
+	struct acpi_platform p = plat_pci(2);
+	const uint8_t *rsdp, *m, *x, *rs;
+
+	memset(mem, 0xA5, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	rsdp = rsdp_of(WIN_BASE, WIN_BASE);
+	m = rsdp ? xsdt_find(WIN_BASE, rsdp, "MCFG") : NULL;
+	CHECK(m != NULL);
+	if (!m)
+		return;
+	CHECK_EQ_U64(le(m + 4, 4), 60);
+	CHECK_EQ_U64(m[8], 1);
+	CHECK_EQ_U64(le(m + 36, 8), 0);			/* reserved */
+	CHECK_EQ_U64(le(m + 44, 8), 0xE0000000);
+	CHECK_EQ_U64(le(m + 52, 2), 0);			/* segment */
+	CHECK_EQ_U64(m[54], 0);				/* start bus */
+	CHECK_EQ_U64(m[55], 0);				/* end bus */
+	/* XSDT and RSDT both list FACP, APIC, MCFG */
+	x = sdt_at(WIN_BASE, le(rsdp + 24, 8), "XSDT");
+	rs = sdt_at(WIN_BASE, le(rsdp + 16, 4), "RSDT");
+	CHECK(x && le(x + 4, 4) == 36 + 3 * 8);
+	CHECK(rs && le(rs + 4, 4) == 36 + 3 * 4);
+	if (x && rs)
+		CHECK_EQ_U64(le(rs + 36 + 8, 4), le(x + 36 + 16, 8));
+	CHECK(memcmp(mem + WIN_SIZE, "\xA5\xA5\xA5\xA5", 4) == 0);
+
+	/* no PCI: no MCFG, no PCI0 */
+	CHECK_EQ_U64(build(2, WIN_BASE), WIN_BASE);
+	CHECK(xsdt_find(WIN_BASE, rsdp_of(WIN_BASE, WIN_BASE), "MCFG") == NULL);
+}
+
+UNIT_TEST(dsdt_pci0_host_bridge_and_ecam_reservation)
+{
+	struct acpi_platform p = plat_pci(2);
+	/* Name(_HID, EisaId("PNP0A08")), Name(_CID, EisaId("PNP0A03")) */
+	static const uint8_t hid[] = { 0x08, '_', 'H', 'I', 'D', 0x0C,
+				       0x41, 0xD0, 0x0A, 0x08,
+				       0x08, '_', 'C', 'I', 'D', 0x0C,
+				       0x41, 0xD0, 0x0A, 0x03 };
+	static const uint8_t pnp0c02[] = { 0x0C, 0x41, 0xD0, 0x0C, 0x02 };
+	/* Memory32Fixed(ReadWrite, 0xE0000000, 0x100000) */
+	static const uint8_t ecam[] = { 0x86, 0x09, 0x00, 0x01,
+					0x00, 0x00, 0x00, 0xE0,
+					0x00, 0x00, 0x10, 0x00 };
+	/* DWordMemory window 0xC0000000-0xDFFFFFFF */
+	static const uint8_t win[] = { 0x87, 0x17, 0x00, 0x00, 0x0C, 0x01,
+				       0, 0, 0, 0, 0x00, 0x00, 0x00, 0xC0,
+				       0xFF, 0xFF, 0xFF, 0xDF };
+	/* WordBusNumber 0..0 */
+	static const uint8_t busn[] = { 0x88, 0x0D, 0x00, 0x02, 0x0C, 0x00,
+					0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00 };
+
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, hid, sizeof(hid)) != NULL);
+	CHECK(find(mem, WIN_SIZE, pnp0c02, sizeof(pnp0c02)) != NULL);
+	CHECK(find(mem, WIN_SIZE, ecam, sizeof(ecam)) != NULL);
+	CHECK(find(mem, WIN_SIZE, win, sizeof(win)) != NULL);
+	CHECK(find(mem, WIN_SIZE, busn, sizeof(busn)) != NULL);
+	CHECK(find(mem, WIN_SIZE, "PCI0", 4) != NULL);
+
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(build(2, WIN_BASE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, hid, sizeof(hid)) == NULL);
+	CHECK(find(mem, WIN_SIZE, pnp0c02, sizeof(pnp0c02)) == NULL);
+}
+
+UNIT_TEST(pci_parameters_are_checked)
+{
+	struct acpi_platform p = plat_pci(1);
+
+	p.pci_ecam_addr = 0xE0001000;		/* not 1 MiB aligned */
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), -EINVAL);
+	p = plat_pci(1);
+	p.pci_mmio_size = 0;
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), -EINVAL);
+	p = plat_pci(1);
+	p.pci_mmio_base = 0xF0000000;
+	p.pci_mmio_size = 0x20000000;		/* past 4 GiB */
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), -EINVAL);
+	p = plat_pci(1);
+	p.pci_conf1_port = 0xFFFC;
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), -EINVAL);
+}
+
+UNIT_TEST(pci_tables_fit_with_255_cpus)
+{
+	struct acpi_platform p = plat_pci(255);
+	const uint8_t *rsdp;
+
+	memset(mem, 0xA5, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	rsdp = rsdp_of(WIN_BASE, WIN_BASE);
+	CHECK(rsdp && xsdt_find(WIN_BASE, rsdp, "MCFG") != NULL);
+	CHECK(rsdp && xsdt_find(WIN_BASE, rsdp, "DSDT") == NULL);
+}

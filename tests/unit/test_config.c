@@ -1,4 +1,5 @@
 /* config_from_json: the one parser behind flags and --config files. */
+#include <errno.h>
 #include <json-c/json.h>
 
 #include "config.h"
@@ -30,6 +31,7 @@ UNIT_TEST(defaults_apply_when_only_kernel_given)
 	CHECK_STR(c.cmdline, "");
 	CHECK_STR(c.name, "kvmm");
 	CHECK(!c.no_reboot);
+	CHECK(!c.rng);
 	config_free(&c);
 }
 
@@ -39,7 +41,8 @@ UNIT_TEST(all_keys_are_read)
 
 	CHECK(parse("{\"kernel\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"a b\","
 		    "\"memory\":\"4G\",\"cpus\":\"3\",\"serial\":\"file:/tmp/s\","
-		    "\"api_socket\":\"/tmp/a\",\"name\":\"n\",\"no_reboot\":true}", &c) == 0);
+		    "\"api_socket\":\"/tmp/a\",\"name\":\"n\",\"no_reboot\":true,"
+		    "\"rng\":true}", &c) == 0);
 	CHECK_STR(c.initrd, "/i");
 	CHECK_STR(c.cmdline, "a b");
 	CHECK_EQ_U64(c.memory, 4 * GiB);
@@ -49,6 +52,20 @@ UNIT_TEST(all_keys_are_read)
 	CHECK_STR(c.api_socket, "/tmp/a");
 	CHECK_STR(c.name, "n");
 	CHECK(c.no_reboot);
+	CHECK(c.rng);
+	config_free(&c);
+}
+
+UNIT_TEST(rng_must_be_a_boolean)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"rng\":\"yes\"}", &c) == -EINVAL);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"rng\":1}", &c) == -EINVAL);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"rng\":false}", &c) == 0);
+	CHECK(!c.rng);
 	config_free(&c);
 }
 

@@ -18,7 +18,7 @@ BAD = re.compile(r"incorrect|warning|error", re.I)
 def test_iasl_accepts_every_table(tmp, ncpus):
     subprocess.run([os.path.join(UNIT_DIR, "acpi_dump"), tmp, str(ncpus)], check=True)
     # iasl cannot read a lone RSDP; the unit tests check it.
-    tables = [os.path.join(tmp, f"{t}.dat") for t in ("apic", "facp", "facs", "xsdt", "rsdt", "dsdt")]
+    tables = [os.path.join(tmp, f"{t}.dat") for t in ("apic", "facp", "facs", "xsdt", "rsdt", "dsdt", "mcfg")]
     r = subprocess.run([IASL, "-d", *tables], cwd=tmp, capture_output=True, text=True)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
@@ -41,3 +41,14 @@ def test_iasl_accepts_every_table(tmp, ncpus):
     dsdt = open(os.path.join(tmp, "dsdt.dsl")).read()
     assert re.search(r"Device \(RTC\)", dsdt) and re.search(r"Device \(COM1\)", dsdt)
     assert re.search(r"Name \(_S5, Package \(0x04\)[^{]*\{\s*0x05,\s*0x05", dsdt), dsdt
+    # PCI: the host bridge with its windows, ECAM in the MCFG and reserved
+    # as a motherboard resource (what Linux's pci_mmcfg checks).
+    pci0 = dsdt[dsdt.index("Device (PCI0)"):]
+    assert 'EisaId ("PNP0A08")' in pci0 and 'EisaId ("PNP0A03")' in pci0
+    assert re.search(r"Name \(_SEG, Zero\)", pci0) and re.search(r"Name \(_BBN, Zero\)", pci0)
+    assert re.search(r"WordBusNumber.*\n.*\n\s*0x0000,\s*// Range Minimum\n\s*0x0000,\s*// Range Maximum", pci0)
+    assert re.search(r"0xC0000000,\s*// Range Minimum\n\s*0xDFFFFFFF,\s*// Range Maximum", pci0)
+    assert re.search(r'EisaId \("PNP0C02"\)[^}]*Memory32Fixed \(ReadWrite,\s*0xE0000000,\s*// Address Base\s*0x00100000', dsdt)
+    mcfg = open(os.path.join(tmp, "mcfg.dsl")).read()
+    assert re.search(r"Base Address : 00000000E0000000", mcfg), mcfg
+    assert re.search(r"Start Bus Number : 00", mcfg) and re.search(r"End Bus Number : 00", mcfg)

@@ -100,6 +100,18 @@ def test_flag_without_value(tmp):
     assert "option '--kernel' needs a value" in run(tmp, "--kernel")
 
 
+def test_rng_takes_no_value(tmp):
+    assert "unknown option '--rng=yes'" in run(tmp, "--kernel", GUEST, "--rng=yes")
+
+
+def test_rng_in_config_must_be_boolean(tmp):
+    p = os.path.join(tmp, "vm.json")
+    with open(p, "w") as f:
+        f.write('{"kernel": "%s", "rng": "yes"}' % GUEST)
+    assert "'rng' must be true or false" in run(tmp, "--config", p)
+    os.unlink(p)
+
+
 def test_no_kernel(tmp):
     assert "no kernel given: use --kernel PATH" in run(tmp)
 

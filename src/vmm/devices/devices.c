@@ -7,6 +7,9 @@
 #include "devices.h"
 #include "device.h"
 #include "log.h"
+#include "pci/pci.h"
+#include "pci/pci_devices.h"
+#include "virtio/virtio.h"
 #include "vm.h"
 
 void devices_add(struct vm *vm, struct device *dev)
@@ -18,9 +21,49 @@ void devices_add(struct vm *vm, struct device *dev)
 	*p = dev;
 }
 
+/* Bus 0 with its host bridge, reached through conf1 (which also carries
+ * the reset register at 0xCF9) and ECAM. */
+static int pci_devices_create(struct vm *vm, struct device *reset)
+{
+	uint64_t bar = X86_PCI_MMIO_START;
+	unsigned int slot = 1;
+	struct device *dev;
+
+	vm->pci = calloc(1, sizeof(*vm->pci));
+	if (!vm->pci)
+		goto fail;
+	pci_bus_init(vm->pci);
+	dev = pci_conf1_create(vm, vm->pci, &vm->pio, X86_PCI_CONF1_PORT, reset);
+	if (!dev)
+		goto fail;
+	devices_add(vm, dev);
+	dev = pci_ecam_create(vm, vm->pci, &vm->mmio, X86_PCI_ECAM_ADDR);
+	if (!dev)
+		goto fail;
+	devices_add(vm, dev);
+	dev = pci_host_bridge_create(vm, vm->pci);
+	if (!dev)
+		goto fail;
+	devices_add(vm, dev);
+	/* virtio devices from slot 1, BARs placed one after another at the
+	 * start of the window (the guest may move them). */
+	if (vm->cfg->rng) {
+		dev = virtio_rng_create(vm, slot, bar);
+		if (!dev)
+			goto fail;
+		devices_add(vm, dev);
+		slot++;
+		bar += VIRTIO_PCI_BAR_SIZE;
+	}
+	return 0;
+fail:
+	pr_err("cannot create the PCI bus");
+	return -ENOMEM;
+}
+
 int devices_create(struct vm *vm)
 {
-	struct device *dev;
+	struct device *dev, *reset;
 
 	dev = serial_create(vm, X86_COM1_PORT, X86_COM1_IRQ, vm->serial_backend);
 	if (!dev)
@@ -31,10 +74,10 @@ int devices_create(struct vm *vm)
 		goto fail;
 	devices_add(vm, dev);
 	vm->pm = (struct acpi_pm *)dev;
-	dev = sysreset_create(vm, X86_RESET_PORT);
-	if (!dev)
+	reset = sysreset_create(vm, 0);
+	if (!reset)
 		goto fail;
-	devices_add(vm, dev);
+	devices_add(vm, reset);
 	dev = i8042_create(vm);
 	if (!dev)
 		goto fail;
@@ -43,7 +86,7 @@ int devices_create(struct vm *vm)
 	if (!dev)
 		goto fail;
 	devices_add(vm, dev);
-	return 0;
+	return pci_devices_create(vm, reset);
 fail:
 	pr_err("cannot create the platform devices");
 	return -ENOMEM;
@@ -71,4 +114,9 @@ void devices_destroy(struct vm *vm)
 	}
 	vm->devices = NULL;
 	vm->pm = NULL;
+	if (vm->pci) {
+		pci_bus_destroy(vm->pci);
+		free(vm->pci);
+		vm->pci = NULL;
+	}
 }

@@ -68,7 +68,9 @@ struct device *sysreset_create(struct vm *vm, uint16_t port)
 	if (!r)
 		return NULL;
 	device_init(&r->dev, &sysreset_ops, vm);
-	if (bus_register(&vm->pio, port, 1, &r->dev)) {
+	/* port 0: another device (PCI conf1, which shares 0xCF8-0xCFF)
+	 * forwards the register's accesses. */
+	if (port && bus_register(&vm->pio, port, 1, &r->dev)) {
 		free(r);
 		return NULL;
 	}

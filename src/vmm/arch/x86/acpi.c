@@ -110,6 +110,23 @@
 
 #define ISA_IRQS		16
 
+/* MCFG (PCI Firmware 3.2, 4.1.2): one allocation for segment 0, bus 0. */
+#define MCFG_ALLOC		44
+#define MCFG_LEN		(MCFG_ALLOC + 16)
+#define PCI_ECAM_BUS0_SIZE	0x100000u
+
+/* Large resource descriptors (ACPI 6.3, 6.4.3). */
+#define RES_MEM32_FIXED		0x86
+#define RES_DWORD_ADDR		0x87
+#define RES_WORD_ADDR		0x88
+#define RES_SPACE_MEM		0
+#define RES_SPACE_IO		1
+#define RES_SPACE_BUS		2
+/* Producer, positive decode, minimum and maximum fixed. */
+#define RES_PRODUCER_FIXED	0x0C
+#define RES_IO_ENTIRE_RANGE	0x03
+#define RES_MEM_RW		0x01	/* non-cacheable, read/write */
+
 struct acpi_ctx {
 	uint8_t *buf;
 	uint64_t base;
@@ -244,6 +261,111 @@ static void dsdt_isa_device(struct aml *a, const char *name, const char *eisaid,
 	aml_end(a);
 }
 
+/* WordBusNumber / WordIO: 16 bytes. */
+static size_t word_addr(uint8_t *r, uint8_t space, uint8_t flags,
+			uint16_t min, uint16_t len)
+{
+	r[0] = RES_WORD_ADDR;
+	put_le(r + 1, 13, 2);
+	r[3] = space;
+	r[4] = RES_PRODUCER_FIXED;
+	r[5] = flags;
+	put_le(r + 6, 0, 2);			/* granularity */
+	put_le(r + 8, min, 2);
+	put_le(r + 10, min + len - 1, 2);
+	put_le(r + 12, 0, 2);			/* translation */
+	put_le(r + 14, len, 2);
+	return 16;
+}
+
+/* DWordMemory: 26 bytes. */
+static size_t dword_mem(uint8_t *r, uint32_t min, uint32_t len)
+{
+	r[0] = RES_DWORD_ADDR;
+	put_le(r + 1, 23, 2);
+	r[3] = RES_SPACE_MEM;
+	r[4] = RES_PRODUCER_FIXED;
+	r[5] = RES_MEM_RW;
+	put_le(r + 6, 0, 4);
+	put_le(r + 10, min, 4);
+	put_le(r + 14, min + len - 1, 4);
+	put_le(r + 18, 0, 4);
+	put_le(r + 22, len, 4);
+	return 26;
+}
+
+/* PCI0: the host bridge of segment 0.  Its _CRS hands the OS bus 0, the
+ * I/O ports around conf1 and the 32-bit BAR window; ISA devices stay
+ * outside it, directly under \_SB. */
+static void dsdt_pci(struct aml *a, const struct acpi_platform *p)
+{
+	uint8_t crs[128];
+	size_t n = 0;
+	uint16_t c1 = p->pci_conf1_port;
+
+	n += word_addr(crs + n, RES_SPACE_BUS, 0, 0, 1);
+	crs[n++] = 0x47;			/* IO(Decode16): conf1 itself */
+	crs[n++] = 0x01;
+	put_le(crs + n, c1, 2);
+	put_le(crs + n + 2, c1, 2);
+	crs[n + 4] = 1;
+	crs[n + 5] = 8;
+	n += 6;
+	n += word_addr(crs + n, RES_SPACE_IO, RES_IO_ENTIRE_RANGE, 0, c1);
+	n += word_addr(crs + n, RES_SPACE_IO, RES_IO_ENTIRE_RANGE, c1 + 8,
+		       0x10000 - (c1 + 8));
+	n += dword_mem(crs + n, p->pci_mmio_base, p->pci_mmio_size);
+	crs[n++] = 0x79;
+	crs[n++] = 0;
+
+	aml_device_begin(a, "PCI0");
+	aml_name(a, "_HID");
+	aml_eisaid(a, "PNP0A08");		/* PCI Express root bridge */
+	aml_name(a, "_CID");
+	aml_eisaid(a, "PNP0A03");		/* ... compatible with PCI */
+	aml_name(a, "_SEG");
+	aml_integer(a, 0);
+	aml_name(a, "_BBN");
+	aml_integer(a, 0);
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	aml_name(a, "_CRS");
+	aml_buffer(a, crs, n);
+	aml_end(a);
+
+	/* Motherboard resources: Linux only trusts the MCFG's ECAM area
+	 * when firmware also reserves it here (or in the e820 map). */
+	n = 0;
+	crs[n++] = RES_MEM32_FIXED;
+	put_le(crs + n, 9, 2);
+	crs[n + 2] = 1;				/* read/write */
+	put_le(crs + n + 3, p->pci_ecam_addr, 4);
+	put_le(crs + n + 7, PCI_ECAM_BUS0_SIZE, 4);
+	n += 11;
+	crs[n++] = 0x79;
+	crs[n++] = 0;
+	aml_device_begin(a, "PRES");
+	aml_name(a, "_HID");
+	aml_eisaid(a, "PNP0C02");
+	aml_name(a, "_UID");
+	aml_integer(a, 1);
+	aml_name(a, "_CRS");
+	aml_buffer(a, crs, n);
+	aml_end(a);
+}
+
+static void build_mcfg(const struct acpi_platform *p, uint8_t *t)
+{
+	uint8_t *e = t + MCFG_ALLOC;
+
+	sdt_header(t, "MCFG", MCFG_LEN, 1);
+	put_le(e, p->pci_ecam_addr, 8);
+	put_le(e + 8, 0, 2);		/* segment */
+	e[10] = 0;			/* start bus */
+	e[11] = 0;			/* end bus */
+	sdt_checksum(t);
+}
+
 /* The DSDT takes whatever room is left, so it is placed last. */
 static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 {
@@ -273,6 +395,8 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 		dsdt_isa_device(&a, "COM1", "PNP0501", p->com1_port, 8, p->com1_irq);
 	if (p->rtc_port)
 		dsdt_isa_device(&a, "RTC", "PNP0B00", p->rtc_port, 2, p->rtc_irq);
+	if (p->pci_ecam_addr)
+		dsdt_pci(&a, p);
 	aml_end(&a);
 
 	len = aml_finish(&a);
@@ -391,7 +515,8 @@ static void build_madt(const struct acpi_platform *p, uint8_t *t)
 	sdt_checksum(t);
 }
 
-/* XSDT (64-bit entries) or RSDT (32-bit entries) listing FADT and MADT. */
+/* XSDT (64-bit entries) or RSDT (32-bit entries) listing FADT, MADT and
+ * the MCFG when there is PCI. */
 static void build_sdt(const struct acpi_ctx *c, uint8_t *t, const char *sig,
 		      unsigned int width, const uint64_t *tables,
 		      unsigned int n)
@@ -436,6 +561,13 @@ static int check_platform(const struct acpi_platform *p)
 	if (!p->pm1a_evt_port || !p->pm1a_cnt_port || !p->pm_tmr_port ||
 	    !p->reset_port)
 		return -EINVAL;
+	/* The window is a 32-bit range; conf1 needs room for 8 ports
+	 * with I/O left on both sides of it. */
+	if (p->pci_ecam_addr &&
+	    (!p->pci_mmio_size || p->pci_ecam_addr % PCI_ECAM_BUS0_SIZE ||
+	     (uint64_t)p->pci_mmio_base + p->pci_mmio_size > (1ULL << 32) ||
+	     p->pci_conf1_port < 0x100 || p->pci_conf1_port > 0xfff0))
+		return -EINVAL;
 	return 0;
 }
 
@@ -444,8 +576,9 @@ int64_t acpi_build(const struct acpi_platform *p, void *buf, uint64_t base,
 {
 	struct acpi_ctx c = { .buf = buf, .base = base, .size = size };
 	uint8_t *win = buf;
-	int64_t rsdp, xsdt, rsdt = -1, fadt, facs, madt, dsdt;
-	uint64_t tables[2];
+	int64_t rsdp, xsdt, rsdt = -1, fadt, facs, madt, mcfg = 0, dsdt;
+	uint64_t tables[3];
+	unsigned int ntables = p && p->pci_ecam_addr ? 3 : 2;
 	int err;
 
 	if (!p || !buf || base % 16 || base + size < base)
@@ -456,13 +589,15 @@ int64_t acpi_build(const struct acpi_platform *p, void *buf, uint64_t base,
 	c.below_4g = base + size <= (1ULL << 32);
 
 	rsdp = place(&c, RSDP_LEN, 16);
-	xsdt = place(&c, SDT_HDR_LEN + 8 * 2, 16);
+	xsdt = place(&c, SDT_HDR_LEN + 8 * ntables, 16);
 	if (c.below_4g)
-		rsdt = place(&c, SDT_HDR_LEN + 4 * 2, 16);
+		rsdt = place(&c, SDT_HDR_LEN + 4 * ntables, 16);
 	fadt = place(&c, FADT_LEN, 16);
 	facs = place(&c, FACS_LEN, 64);		/* FACS must be 64-aligned */
 	madt = place(&c, madt_len(p->ncpus), 16);
-	if (rsdp < 0 || xsdt < 0 || fadt < 0 || facs < 0 || madt < 0 ||
+	if (ntables == 3)
+		mcfg = place(&c, MCFG_LEN, 16);
+	if (rsdp < 0 || xsdt < 0 || fadt < 0 || facs < 0 || madt < 0 || mcfg < 0 ||
 	    (c.below_4g && rsdt < 0))
 		return -ENOSPC;
 	dsdt = build_dsdt(&c, p);
@@ -476,9 +611,13 @@ int64_t acpi_build(const struct acpi_platform *p, void *buf, uint64_t base,
 	build_madt(p, win + madt);
 	tables[0] = fadt;
 	tables[1] = madt;
-	build_sdt(&c, win + xsdt, "XSDT", 8, tables, 2);
+	if (ntables == 3) {
+		build_mcfg(p, win + mcfg);
+		tables[2] = mcfg;
+	}
+	build_sdt(&c, win + xsdt, "XSDT", 8, tables, ntables);
 	if (rsdt >= 0)
-		build_sdt(&c, win + rsdt, "RSDT", 4, tables, 2);
+		build_sdt(&c, win + rsdt, "RSDT", 4, tables, ntables);
 	build_rsdp(&c, win + rsdp, rsdt, xsdt);
 	return base + rsdp;
 }

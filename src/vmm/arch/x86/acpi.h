@@ -1,9 +1,9 @@
 /* ACPI table builder for kvmm's x86 guests (ACPI 6.3 layouts).
  *
  * Produces RSDP, XSDT (+ RSDT when the window is below 4 GiB), FADT, FACS,
- * MADT and DSDT describing kvmm's fixed platform: LAPIC + one IOAPIC,
+ * MADT, DSDT and MCFG describing kvmm's fixed platform: LAPIC + one IOAPIC,
  * ACPI PM1a event/control blocks and PM timer in I/O space, the 0xCF9-style
- * reset register and COM1. */
+ * reset register, COM1, RTC and the PCI host bridge with its ECAM. */
 #ifndef KVMM_ACPI_H
 #define KVMM_ACPI_H
 
@@ -34,6 +34,13 @@ struct acpi_platform {
 	uint8_t com1_irq;	/* 4 */
 	uint16_t rtc_port;	/* 0x70, CMOS RTC (PNP0B00); 0 = none */
 	uint8_t rtc_irq;	/* 8 */
+	/* PCI segment 0, bus 0 (all 0 = no PCI): ECAM in the MCFG and
+	 * reserved by a PNP0C02 device; the host bridge PCI0 in the DSDT
+	 * with conf1 at pci_conf1_port and a 32-bit MMIO window. */
+	uint64_t pci_ecam_addr;		/* 0xE0000000; 1 MiB for bus 0 */
+	uint32_t pci_mmio_base;		/* 0xC0000000 */
+	uint32_t pci_mmio_size;		/* 0x20000000 */
+	uint16_t pci_conf1_port;	/* 0xCF8, 8 ports */
 };
 
 /* CMOS index of the century byte, named in the FADT. */

@@ -150,6 +150,10 @@ static int64_t load_acpi(struct vm *vm)
 		.com1_irq = X86_COM1_IRQ,
 		.rtc_port = X86_RTC_PORT,
 		.rtc_irq = X86_RTC_IRQ,
+		.pci_ecam_addr = X86_PCI_ECAM_ADDR,
+		.pci_mmio_base = X86_PCI_MMIO_START,
+		.pci_mmio_size = X86_PCI_MMIO_SIZE,
+		.pci_conf1_port = X86_PCI_CONF1_PORT,
 	};
 	void *buf = guest_mem_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);
 	int64_t rsdp;

@@ -1,6 +1,6 @@
 /* Guest-physical layout of an x86 kvmm machine.  Low RAM runs from 0 to
  * 3 GiB at most; the rest of RAM is mapped from 4 GiB up, leaving a 1 GiB
- * hole for MMIO (IOAPIC, LAPIC, and later PCI BARs and ECAM). */
+ * hole for MMIO (PCI BARs, ECAM, IOAPIC, LAPIC). */
 #ifndef KVMM_X86_LAYOUT_H
 #define KVMM_X86_LAYOUT_H
 
@@ -19,6 +19,12 @@
 
 #define X86_MMIO_HOLE_START	0xC0000000ULL
 #define X86_HIGH_RAM_START	0x100000000ULL
+/* PCI: the 32-bit BAR window starts the hole, ECAM for bus 0 follows it;
+ * both stay clear of the IOAPIC and LAPIC pages above. */
+#define X86_PCI_MMIO_START	0xC0000000ULL
+#define X86_PCI_MMIO_SIZE	0x20000000ULL
+#define X86_PCI_ECAM_ADDR	0xE0000000ULL
+#define X86_PCI_ECAM_SIZE	0x100000ULL	/* bus 0 only */
 #define X86_IOAPIC_ADDR		0xFEC00000ULL
 #define X86_LAPIC_ADDR		0xFEE00000ULL
 #define X86_IDMAP_ADDR		0xFFFBC000ULL	/* KVM's private pages (Intel) */
@@ -28,6 +34,7 @@
 #define X86_COM1_PORT		0x3F8
 #define X86_COM1_IRQ		4
 #define X86_PM_BASE		0x600		/* PM1a_EVT 0x600, PM1a_CNT 0x604, PM_TMR 0x608 */
+#define X86_PCI_CONF1_PORT	0xCF8		/* 0xCF8-0xCFF; 0xCF9 is the reset register */
 #define X86_RESET_PORT		0xCF9
 #define X86_RTC_PORT		0x70
 #define X86_RTC_IRQ		8

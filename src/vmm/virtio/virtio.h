@@ -1,0 +1,110 @@
+/* virtio devices over the modern PCI transport (virtio 1.x, 4.1).
+ *
+ * A device (rng, later blk, net, console) is one file with one
+ * struct virtio_dev_ops; the transport (virtio/pci.c) owns the PCI
+ * function, MSI-X, feature negotiation, device status and the queues.
+ *
+ * Threads: the guest's queue notifications arrive on one eventfd per
+ * queue (KVM_IOEVENTFD on the notify address, or written by the MMIO
+ * exit path when the ioeventfd is missing), and the main thread's epoll
+ * loop runs the device's queue_notify with the device lock held.
+ * Devices whose work blocks (blk's io_uring, net's tap) will watch the
+ * same eventfds from their own I/O thread instead; nothing in the
+ * transport assumes which thread calls it. */
+#ifndef KVMM_VIRTIO_H
+#define KVMM_VIRTIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "device.h"
+#include "pci/msix.h"
+#include "pci/pci.h"
+#include "virtqueue.h"
+
+#define VIRTIO_MAX_QUEUES	8
+#define VIRTIO_NO_VECTOR	0xffff
+
+#define VIRTIO_F_INDIRECT_DESC	28
+#define VIRTIO_F_VERSION_1	32
+
+#define VIRTIO_STATUS_ACKNOWLEDGE	1
+#define VIRTIO_STATUS_DRIVER		2
+#define VIRTIO_STATUS_DRIVER_OK		4
+#define VIRTIO_STATUS_FEATURES_OK	8
+#define VIRTIO_STATUS_NEEDS_RESET	0x40
+#define VIRTIO_STATUS_FAILED		0x80
+
+struct virtio_pci;
+
+struct virtio_dev_ops {
+	const char *name;
+	uint16_t type;			/* virtio device ID: 4 = entropy */
+	uint16_t pci_class;		/* class code (upper 16 bits) */
+	unsigned int nqueues;
+	uint16_t queue_size;		/* largest, a power of two */
+	uint64_t features;		/* beyond VERSION_1 and INDIRECT_DESC */
+	unsigned int config_len;	/* device-specific config bytes */
+	void (*config_read)(struct virtio_pci *vp, unsigned int off,
+			    uint8_t *data, unsigned int len);
+	void (*config_write)(struct virtio_pci *vp, unsigned int off,
+			     const uint8_t *data, unsigned int len);
+	/* Queue q was kicked: consume what is available. */
+	void (*queue_notify)(struct virtio_pci *vp, unsigned int q);
+	/* Device-specific state (the transport saves its own). */
+	void (*reset)(struct virtio_pci *vp);
+	int (*save)(struct virtio_pci *vp, struct state_buf *out);
+	int (*load)(struct virtio_pci *vp, const uint8_t *data, size_t len);
+	void (*destroy)(struct virtio_pci *vp);
+};
+
+struct virtio_queue {
+	struct virtio_pci *vp;
+	struct virtq vq;
+	uint16_t msix_vector;
+	int kick_fd;			/* eventfd the guest's notify lands on */
+	uint64_t ioeventfd_addr;	/* 0 when not given to KVM */
+};
+
+struct virtio_pci {
+	struct pci_func f;
+	struct msix msix;
+	struct msix_sink sink;
+	const struct virtio_dev_ops *ops;
+	void *priv;			/* the device's own state */
+	struct guest_memory *mem;
+
+	uint32_t dfselect, gfselect;
+	uint64_t driver_features;
+	uint8_t status;
+	uint8_t config_generation;
+	uint8_t isr;
+	uint16_t config_vector;
+	uint16_t queue_select;
+	bool warned;			/* NEEDS_RESET was logged once */
+	unsigned int cfg_cap;		/* VIRTIO_PCI_CAP_PCI_CFG offset */
+	struct virtio_queue queues[VIRTIO_MAX_QUEUES];
+};
+
+/* Creates the function in slot with its BAR at bar_addr (0: the guest
+ * places it) and plugs it into vm's PCI bus. */
+struct virtio_pci *virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops,
+				     void *priv, unsigned int slot, uint64_t bar_addr);
+/* The BAR's size, for the caller's address allocation. */
+#define VIRTIO_PCI_BAR_SIZE	0x8000ULL
+
+/* For devices: the queue was used; interrupt the guest if it wants one. */
+void virtio_queue_interrupt(struct virtio_pci *vp, unsigned int q);
+/* Queues q's processing again, as a guest notification would (for a
+ * device that stopped early to let other work run). */
+void virtio_queue_kick(struct virtio_pci *vp, unsigned int q);
+/* The guest broke a rule: DEVICE_NEEDS_RESET and a config interrupt. */
+void virtio_needs_reset(struct virtio_pci *vp);
+/* Pops the next element of queue q; on a malformed chain sets
+ * NEEDS_RESET and returns -EINVAL. */
+int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
+
+/* The devices. */
+struct device *virtio_rng_create(struct vm *vm, unsigned int slot, uint64_t bar_addr);
+
+#endif

@@ -1,0 +1,480 @@
+/* The virtio-pci transport and virtio-rng without KVM: the driver's side
+ * of the handshake done by hand through the PCI bus, with the few kvmm
+ * functions the transport calls (MSI routes, ioeventfds, the main loop)
+ * replaced by recorders below. */
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "irq.h"
+#include "loop.h"
+#include "pci/pci.h"
+#include "unit.h"
+#include "util.h"
+#include "virtio/virtio.h"
+#include "vm.h"
+
+/* --- stand-ins for kvmm's KVM and loop glue ------------------------- */
+
+static struct { loop_fn fn; void *opaque; int fd; } watch[4];
+static int nwatch, nroutes, fired[8];
+static uint32_t route_data[8];
+static int ioeventfd_result = -ENOSYS;
+
+int loop_add(struct loop *l, int fd, uint32_t events, loop_fn fn, void *opaque)
+{
+	watch[nwatch].fn = fn;
+	watch[nwatch].opaque = opaque;
+	watch[nwatch].fd = fd;
+	nwatch++;
+	return 0;
+}
+
+void loop_del(struct loop *l, int fd)
+{
+}
+
+int irq_msi_alloc(struct vm *vm)
+{
+	return nroutes < 8 ? nroutes++ : -ENOSPC;
+}
+
+int irq_msi_route(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data)
+{
+	route_data[id] = data;
+	return 0;
+}
+
+void irq_msi_fire(struct vm *vm, unsigned int id)
+{
+	fired[id]++;
+}
+
+int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd, bool assign)
+{
+	return assign ? ioeventfd_result : 0;
+}
+
+/* --- a hand-driven guest ------------------------------------------- */
+
+#define BAR	0xC0000000ULL
+#define DESC	0x1000ULL
+#define AVAIL	0x2000ULL
+#define USED	0x3000ULL
+#define BUF	0x8000ULL
+
+static struct vm vm;
+static struct virtio_pci *vp;
+static uint16_t avail_idx;
+
+static void cfgw(unsigned int off, uint32_t v, unsigned int len)
+{
+	uint8_t d[4];
+
+	pci_put(d, v, len);
+	pci_cfg_access(vm.pci, 1, 0, off, d, len, true);
+}
+
+static uint32_t cfgr(unsigned int off, unsigned int len)
+{
+	uint8_t d[4];
+
+	pci_cfg_access(vm.pci, 1, 0, off, d, len, false);
+	return pci_get(d, len);
+}
+
+static void bw(uint64_t off, uint32_t v, unsigned int len)
+{
+	uint8_t d[4];
+
+	pci_put(d, v, len);
+	CHECK(pci_mmio_access(vm.pci, BAR + off, d, len, true));
+}
+
+static uint32_t br(uint64_t off, unsigned int len)
+{
+	uint8_t d[4] = { 0 };
+
+	CHECK(pci_mmio_access(vm.pci, BAR + off, d, len, false));
+	return pci_get(d, len);
+}
+
+static uint8_t *gm(uint64_t gpa)
+{
+	return guest_mem_ptr(&vm.mem, gpa, 1);
+}
+
+static void setup(void)
+{
+	memset(&vm, 0, sizeof(vm));
+	nwatch = nroutes = 0;
+	memset(fired, 0, sizeof(fired));
+	avail_idx = 0;
+	CHECK(guest_mem_init(&vm.mem, 1 * MiB, 1 * MiB, 4 * GiB) == 0);
+	vm.pci = calloc(1, sizeof(*vm.pci));
+	pci_bus_init(vm.pci);
+	vp = (struct virtio_pci *)virtio_rng_create(&vm, 1, BAR);
+	CHECK(vp != NULL);
+	cfgw(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
+}
+
+static void teardown(void)
+{
+	vp->f.dev.ops->destroy(&vp->f.dev);
+	pci_bus_destroy(vm.pci);
+	free(vm.pci);
+	guest_mem_destroy(&vm.mem);
+}
+
+static unsigned int find_cap(uint8_t id, uint8_t vtype)
+{
+	unsigned int off;
+
+	for (off = cfgr(PCI_CAP_PTR, 1); off; off = cfgr(off + 1, 1))
+		if (cfgr(off, 1) == id && (!vtype || cfgr(off + 3, 1) == vtype))
+			return off;
+	return 0;
+}
+
+/* Features accepted?  Leaves the device at ACK|DRIVER(|FEATURES_OK). */
+static bool negotiate(uint32_t lo, uint32_t hi)
+{
+	bw(20, 0, 1);
+	bw(20, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER, 1);
+	bw(8, 0, 4);
+	bw(12, lo, 4);
+	bw(8, 1, 4);
+	bw(12, hi, 4);
+	bw(20, 0x0b, 1);
+	return br(20, 1) & VIRTIO_STATUS_FEATURES_OK;
+}
+
+static void msix_on(void)
+{
+	unsigned int cap = find_cap(PCI_CAP_ID_MSIX, 0);
+
+	cfgw(cap + 2, 0x8000, 2);
+	/* entry 0: config changes, entry 1: the queue */
+	bw(0x4000 + 0, 0xfee00000, 4);
+	bw(0x4000 + 8, 0x40, 4);
+	bw(0x4000 + 12, 0, 4);
+	bw(0x4010 + 0, 0xfee00000, 4);
+	bw(0x4010 + 8, 0x41, 4);
+	bw(0x4010 + 12, 0, 4);
+	bw(16, 0, 2);
+}
+
+static void queue_setup(uint16_t size)
+{
+	bw(22, 0, 2);
+	bw(26, 1, 2);
+	bw(24, size, 2);
+	bw(32, DESC, 4);
+	bw(36, 0, 4);
+	bw(40, AVAIL, 4);
+	bw(44, 0, 4);
+	bw(48, USED, 4);
+	bw(52, 0, 4);
+	bw(28, 1, 2);
+}
+
+static void driver_ok(void)
+{
+	CHECK(negotiate(0, 1));
+	msix_on();
+	queue_setup(8);
+	bw(20, 0x0f, 1);
+	CHECK_EQ_U64(br(20, 1), 0x0f);
+}
+
+static void post(uint16_t head, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	uint8_t *d = gm(DESC + 16 * head);
+
+	memcpy(d, &addr, 8);
+	memcpy(d + 8, &len, 4);
+	memcpy(d + 12, &flags, 2);
+	memcpy(d + 14, &next, 2);
+}
+
+static void offer_and_kick(uint16_t head)
+{
+	uint8_t *a = gm(AVAIL);
+
+	memcpy(a + 4 + 2 * (avail_idx % 8), &head, 2);
+	avail_idx++;
+	memcpy(a + 2, &avail_idx, 2);
+	bw(0x3000, 0, 2);			/* notify queue 0 (MMIO exit path) */
+	CHECK(nwatch == 1);
+	watch[0].fn(watch[0].opaque, 1);	/* what the main loop does */
+}
+
+static uint16_t used_idx(void)
+{
+	uint16_t v;
+
+	memcpy(&v, gm(USED + 2), 2);
+	return v;
+}
+
+UNIT_TEST(virtio_pci_identity_and_capabilities)
+{
+	unsigned int notify;
+
+	setup();
+	CHECK_EQ_U64(cfgr(PCI_VENDOR_ID, 4), 0x10441af4);
+	CHECK_EQ_U64(cfgr(PCI_REVISION_ID, 1), 1);
+	CHECK_EQ_U64(cfgr(PCI_SUBSYS_VENDOR_ID, 2), 0x1af4);
+	CHECK(find_cap(PCI_CAP_ID_VNDR, 1) && find_cap(PCI_CAP_ID_VNDR, 3));
+	CHECK(!find_cap(PCI_CAP_ID_VNDR, 4));	/* rng: no device config */
+	notify = find_cap(PCI_CAP_ID_VNDR, 2);
+	CHECK(notify != 0);
+	CHECK_EQ_U64(cfgr(notify + 2, 1), 20);
+	CHECK_EQ_U64(cfgr(notify + 16, 4), 4);	/* notify_off_multiplier */
+	CHECK_EQ_U64(cfgr(find_cap(PCI_CAP_ID_VNDR, 1) + 12, 4), 0x38);
+	CHECK_EQ_U64(cfgr(find_cap(PCI_CAP_ID_MSIX, 0) + 2, 2), 1);	/* 2 vectors */
+	CHECK_EQ_U64(br(18, 2), 1);		/* num_queues */
+	CHECK_EQ_U64(br(24, 2), 256);		/* queue_size: the maximum */
+	teardown();
+}
+
+UNIT_TEST(virtio_pci_feature_negotiation)
+{
+	setup();
+	bw(0, 0, 4);
+	CHECK(br(4, 4) & (1u << VIRTIO_F_INDIRECT_DESC));
+	bw(0, 1, 4);
+	CHECK_EQ_U64(br(4, 4), 1);		/* VERSION_1 */
+	bw(0, 7, 4);
+	CHECK_EQ_U64(br(4, 4), 0);
+	CHECK(!negotiate(0, 0));		/* no VERSION_1: refused */
+	CHECK(!negotiate(0, 1 | 1 << 8));	/* a bit we never offered */
+	CHECK(negotiate(1u << VIRTIO_F_INDIRECT_DESC, 1));
+	/* features are frozen once accepted */
+	bw(8, 1, 4);
+	bw(12, 0, 4);
+	CHECK_EQ_U64(br(12, 4), 1);
+	/* writing 0 resets */
+	bw(20, 0, 1);
+	CHECK_EQ_U64(br(20, 1), 0);
+	bw(8, 1, 4);
+	CHECK_EQ_U64(br(12, 4), 0);
+	teardown();
+}
+
+UNIT_TEST(virtio_rng_fills_a_buffer_and_interrupts)
+{
+	static const uint8_t zero[64];
+
+	setup();
+	driver_ok();
+	post(0, BUF, 64, VIRTQ_DESC_F_WRITE, 0);
+	offer_and_kick(0);
+	CHECK_EQ_U64(used_idx(), 1);
+	CHECK_EQ_U64(pci_get(gm(USED + 8), 4), 64);
+	CHECK(memcmp(gm(BUF), zero, 64) != 0);
+	CHECK_EQ_U64(fired[0], 1);
+	CHECK_EQ_U64(route_data[0], 0x41);
+	/* a chain without writable buffers completes empty, the next one
+	 * is still served in the same kick */
+	post(1, BUF, 16, 0, 0);
+	post(2, BUF + 0x100, 32, VIRTQ_DESC_F_WRITE, 0);
+	{
+		uint8_t *a = gm(AVAIL);
+		uint16_t h = 1;
+
+		memcpy(a + 4 + 2 * avail_idx, &h, 2);
+		avail_idx++;
+	}
+	offer_and_kick(2);
+	CHECK_EQ_U64(used_idx(), 3);
+	CHECK_EQ_U64(pci_get(gm(USED + 4 + 8 * 1 + 4), 4), 0);
+	CHECK_EQ_U64(pci_get(gm(USED + 4 + 8 * 2 + 4), 4), 32);
+	teardown();
+}
+
+UNIT_TEST(virtio_hostile_chain_needs_reset_then_recovers)
+{
+	setup();
+	driver_ok();
+	post(0, BUF, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);	/* loop */
+	offer_and_kick(0);
+	CHECK(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	CHECK_EQ_U64(used_idx(), 0);
+	/* the config interrupt (entry 0) was the first delivered: route 0 */
+	CHECK_EQ_U64(fired[0], 1);
+	CHECK_EQ_U64(route_data[0], 0x40);
+	CHECK_EQ_U64(br(0x1000, 1) & 2, 2);	/* ISR: config change */
+	CHECK_EQ_U64(br(0x1000, 1), 0);		/* read clears */
+	/* the driver cannot clear NEEDS_RESET but by resetting */
+	bw(20, 0x0f, 1);
+	CHECK(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	bw(20, 0, 1);
+	memset(gm(AVAIL), 0, 0x20);
+	memset(gm(USED), 0, 0x80);
+	avail_idx = 0;
+	driver_ok();
+	post(0, BUF, 64, VIRTQ_DESC_F_WRITE, 0);
+	offer_and_kick(0);
+	CHECK_EQ_U64(used_idx(), 1);
+	teardown();
+}
+
+UNIT_TEST(virtio_bad_queue_setup_and_disabled_queue)
+{
+	setup();
+	CHECK(negotiate(0, 1));
+	msix_on();
+	/* a kick on a queue never enabled is ignored */
+	bw(20, 0x0f, 1);
+	post(0, BUF, 64, VIRTQ_DESC_F_WRITE, 0);
+	offer_and_kick(0);
+	CHECK_EQ_U64(used_idx(), 0);
+	CHECK(!(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET));
+	/* a size that is not a power of two */
+	bw(20, 0, 1);
+	CHECK(negotiate(0, 1));
+	queue_setup(6);
+	CHECK(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	CHECK_EQ_U64(br(28, 2), 0);		/* not enabled */
+	/* rings outside RAM */
+	bw(20, 0, 1);
+	CHECK(negotiate(0, 1));
+	bw(22, 0, 2);
+	bw(32, 0, 4);
+	bw(36, 0x100, 4);			/* 1 TiB up */
+	bw(28, 1, 2);
+	CHECK(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	/* vectors past the table read back NO_VECTOR; so do other queues */
+	bw(20, 0, 1);
+	bw(16, 5, 2);
+	CHECK_EQ_U64(br(16, 2), VIRTIO_NO_VECTOR);
+	bw(22, 0, 2);
+	bw(26, 2, 2);
+	CHECK_EQ_U64(br(26, 2), VIRTIO_NO_VECTOR);
+	bw(22, 3, 2);
+	CHECK_EQ_U64(br(24, 2), 0);
+	bw(24, 8, 2);				/* ignored */
+	bw(28, 1, 2);
+	CHECK_EQ_U64(br(28, 2), 0);
+	/* a notify for a queue that does not exist goes nowhere */
+	{
+		uint8_t d[2] = { 0, 0 };
+
+		CHECK(pci_mmio_access(vm.pci, BAR + 0x3004, d, 2, true));
+	}
+	teardown();
+}
+
+UNIT_TEST(virtio_state_round_trip_and_bar_move)
+{
+	struct state_buf s = { 0 };
+
+	setup();
+	driver_ok();
+	post(0, BUF, 64, VIRTQ_DESC_F_WRITE, 0);
+	offer_and_kick(0);
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &s) == 0);
+	vp->f.dev.ops->reset(&vp->f.dev);
+	CHECK(!pci_mem_enabled(&vp->f));
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, s.data, s.len) == 0);
+	CHECK_EQ_U64(br(20, 1), 0x0f);
+	CHECK_EQ_U64(br(28, 2), 1);
+	post(1, BUF, 16, VIRTQ_DESC_F_WRITE, 0);
+	offer_and_kick(1);
+	CHECK_EQ_U64(used_idx(), 2);
+	/* truncated or corrupted streams are refused */
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, s.data, s.len - 1) == -EINVAL);
+	s.data[0] = 42;
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, s.data, s.len) == -EINVAL);
+	state_buf_free(&s);
+	/* the guest moves the BAR: the old address stops answering */
+	cfgw(PCI_BAR0, 0xd0000000, 4);
+	{
+		uint8_t d[1];
+
+		CHECK(!pci_mmio_access(vm.pci, BAR + 20, d, 1, false));
+		CHECK(pci_mmio_access(vm.pci, 0xd0000000 + 20, d, 1, false));
+	}
+	teardown();
+}
+
+UNIT_TEST(virtio_pci_cfg_window_reaches_the_bar)
+{
+	unsigned int c;
+
+	setup();
+	c = find_cap(PCI_CAP_ID_VNDR, 5);
+	CHECK(c != 0);
+	if (!c) {
+		teardown();
+		return;
+	}
+	CHECK_EQ_U64(cfgr(c + 2, 1), 20);
+	/* device_status through the window: write, then read back */
+	cfgw(c + 4, 0, 1);
+	cfgw(c + 8, 20, 4);
+	cfgw(c + 12, 1, 4);
+	cfgw(c + 16, VIRTIO_STATUS_ACKNOWLEDGE, 4);
+	CHECK_EQ_U64(br(20, 1), VIRTIO_STATUS_ACKNOWLEDGE);
+	bw(20, 3, 1);
+	CHECK_EQ_U64(cfgr(c + 16, 1), 3);
+	/* num_queues as a 16-bit read */
+	cfgw(c + 8, 18, 4);
+	cfgw(c + 12, 2, 4);
+	CHECK_EQ_U64(cfgr(c + 16, 2), 1);
+	/* GUEST: odd lengths, misaligned offsets, other BARs, past the
+	 * BAR: nothing happens */
+	cfgw(c + 8, 20, 4);
+	cfgw(c + 12, 3, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	cfgw(c + 8, 19, 4);
+	cfgw(c + 12, 2, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	cfgw(c + 4, 2, 1);
+	cfgw(c + 8, 20, 4);
+	cfgw(c + 12, 1, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	cfgw(c + 4, 0, 1);
+	cfgw(c + 8, 0xfffffffc, 4);
+	cfgw(c + 12, 4, 4);
+	cfgw(c + 16, 0, 4);
+	CHECK_EQ_U64(br(20, 1), 3);
+	teardown();
+}
+
+UNIT_TEST(virtio_rng_shares_the_loop_and_requeues_itself)
+{
+	uint16_t i;
+
+	setup();
+	driver_ok();
+	/* three 192 KiB requests: more than one pass may fill */
+	for (i = 0; i < 3; i++) {
+		uint8_t *a = gm(AVAIL);
+
+		post(i, 0x10000 + i * 0x30000ULL, 0x30000, VIRTQ_DESC_F_WRITE, 0);
+		memcpy(a + 4 + 2 * avail_idx, &i, 2);
+		avail_idx++;
+	}
+	avail_idx--;
+	offer_and_kick(2);
+	CHECK_EQ_U64(used_idx(), 2);
+	CHECK_EQ_U64(pci_get(gm(USED + 8), 4), 0x30000);
+	CHECK_EQ_U64(pci_get(gm(USED + 16), 4), 0x10000);	/* budget's rest */
+	/* the device queued another pass for itself */
+	{
+		struct pollfd p = { .fd = watch[0].fd, .events = POLLIN };
+
+		CHECK(poll(&p, 1, 0) == 1);
+	}
+	watch[0].fn(watch[0].opaque, 1);
+	CHECK_EQ_U64(used_idx(), 3);
+	teardown();
+}
