@@ -7,6 +7,8 @@
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
  *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
  *                                           then stops the domain)
+ *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
+ *                                           the same pool either path reads
  * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
  * The machine has ACPI, APICs and the host's CPUID whatever the XML says
  * (the parser shows them explicitly); timer tick policies describe what
@@ -35,8 +37,8 @@ static int check_runnable(const struct domain_def *def)
 		return unsupported("disks are not supported by kvmm yet; remove the <disk> elements");
 	if (def->nnets)
 		return unsupported("network interfaces are not supported by kvmm yet; remove the <interface> elements");
-	if (def->nrngs)
-		return unsupported("rng devices are not supported by kvmm yet; remove the <rng> element");
+	if (def->nrngs > 1)
+		return unsupported("kvmm has one rng device; remove all but one <rng> element");
 	if (def->balloon_model == BALLOON_VIRTIO)
 		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/>");
 	for (size_t i = 0; i < def->nconsoles; i++)
@@ -90,6 +92,8 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	if (rt && rt->api_socket)
 		json_object_object_add(o, "api_socket", json_object_new_string(rt->api_socket));
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
+	if (def->nrngs)
+		json_object_object_add(o, "rng", json_object_new_boolean(true));
 	out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_SPACED |
 						      JSON_C_TO_STRING_NOSLASHESCAPE));

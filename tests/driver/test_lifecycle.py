@@ -17,14 +17,14 @@ L = libvirt
 
 
 def guest_xml(root, name="g1", action="wait", on_poweroff="destroy", on_crash="destroy",
-              kernel=GUEST, extra_devices=""):
+              kernel=GUEST, extra_devices="", extra_cmdline=""):
     """The test guest with its serial port in a file under root."""
     return f"""<domain type='kvm'>
   <name>{name}</name>
   <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os><type>hvm</type><kernel>{kernel}</kernel>
-    <cmdline>kvmmtest.action={action} kvmmtest.tick_ms=100</cmdline></os>
+    <cmdline>kvmmtest.action={action} kvmmtest.tick_ms=100{extra_cmdline}</cmdline></os>
   <on_poweroff>{on_poweroff}</on_poweroff>
   <on_crash>{on_crash}</on_crash>
   <devices>
@@ -237,12 +237,12 @@ def test_failed_start_reports_kvmm_and_leaves_nothing(daemon, conn, kvm):
     assert_nothing_left(d)
 
     # what kvmm cannot run yet is refused before anything starts
-    dom = conn.defineXML(guest_xml(d.root, "withrng", extra_devices="""
-    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"""))
+    dom = conn.defineXML(guest_xml(d.root, "balloon", extra_devices="""
+    <memballoon model='virtio'/>"""))
     with pytest.raises(libvirt.libvirtError) as e:
         dom.create()
     assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
-    assert "rng devices are not supported by kvmm yet" in str(e.value)
+    assert "memballoon model 'virtio' is not supported by kvmm yet" in str(e.value)
     assert_nothing_left(d)
 
     # flags not supported yet are refused, not ignored
@@ -270,3 +270,18 @@ def test_running_domain_rules(daemon, conn, kvm):
     dom.destroy()
     dom.undefine()
     assert_nothing_left(d)
+
+
+def test_rng_reaches_the_guest(daemon, conn, kvm):
+    """<rng> becomes kvmm's virtio-rng: the guest finds it on the PCI bus
+    and reads random bytes from it."""
+    d = daemon
+    dom = conn.defineXML(guest_xml(d.root, "rng", action="poweroff", extra_cmdline=" kvmmtest.virtio=rng",
+                                   extra_devices="""
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"""))
+    dom.create()
+    wait_for(lambda: not dom.isActive(), "the guest to power off")
+    out = serial(d.root, "rng")
+    assert "KVMMTEST pass virtio-rng dev=rng0 bytes=64" in out, out
+    assert "KVMMTEST fail" not in out, out
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SHUTDOWN]
