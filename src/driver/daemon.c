@@ -229,6 +229,7 @@ int main(int argc, char **argv)
 	/* Guests the previous daemon started run on: take them back before
 	 * any client can ask about them. */
 	process_adopt_all();
+	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);
 	cfg.keepalive_interval = conf.keepalive_interval;
 	cfg.keepalive_count = conf.keepalive_count;

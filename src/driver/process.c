@@ -674,3 +674,63 @@ void process_adopt_all(void)
 		adopt_one(path);
 	}
 }
+
+static gpointer autostart_thread(gpointer data)
+{
+	GPtrArray *todo = data;
+
+	for (guint i = 0; i < todo->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(todo, i);
+
+		if (domain_job_begin(obj, "autostart") < 0) {
+			drv_error_reset();
+			continue;
+		}
+		if (obj->id < 0) {
+			if (process_start(obj) == 0)
+				pr_info("domain '%s' autostarted", obj->def->name);
+			else
+				pr_err("cannot autostart domain '%s': %s", obj->def->name,
+				       drv_error_last() ? drv_error_last()->message : "?");
+			drv_error_reset();
+		}
+		domain_job_end(obj);
+	}
+	g_ptr_array_unref(todo);
+	return NULL;
+}
+
+void process_autostart_all(void)
+{
+	g_autofree char *marker = g_build_filename(state_dir, "autostarted", NULL);
+	g_autoptr(GPtrArray) all = NULL;
+	GPtrArray *todo;
+	int fd;
+
+	/* Once per host boot, as libvirt: the runtime directory is on tmpfs,
+	 * so the marker goes with a reboot, and a daemon that restarts does
+	 * not start again what a user has since shut down. */
+	if (g_mkdir_with_parents(state_dir, 0700) < 0)
+		return;
+	fd = open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		if (errno != EEXIST)
+			pr_warn("cannot create %s: %s; not autostarting", marker, g_strerror(errno));
+		return;
+	}
+	close(fd);
+	all = domain_list();
+	todo = g_ptr_array_new_with_free_func((GDestroyNotify)domain_obj_unref);
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+
+		if (obj->autostart && obj->id < 0)
+			g_ptr_array_add(todo, domain_obj_ref(obj));
+	}
+	if (!todo->len) {
+		g_ptr_array_unref(todo);
+		return;
+	}
+	/* Off the main loop: a slow start must not delay serving clients. */
+	g_thread_unref(g_thread_new("autostart", autostart_thread, todo));
+}

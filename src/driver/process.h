@@ -44,6 +44,10 @@ char *process_api_path(struct domain_obj *obj);
  * are loaded, before clients are served. */
 void process_adopt_all(void);
 
+/* Starts the domains marked autostart, once per host boot (a marker in
+ * STATE_DIR, which is on tmpfs), on a thread of its own. */
+void process_autostart_all(void);
+
 /* Rewrites a running OBJ's status file (after a state change). */
 void process_save_status(struct domain_obj *obj);
 

@@ -125,3 +125,26 @@ def test_bad_status_file_is_skipped(start_daemon):
     assert f"ignoring status file {bad}: not well-formed XML" in d2.output()
     assert virsh(d2.uri(), "list", "--all").returncode == 0
     assert os.path.exists(bad)                           # reported, never destroyed
+
+
+def test_autostart_once_per_boot(start_daemon, kvm):
+    """Domains marked autostart start with the daemon -- once per host
+    boot, as libvirt does (a marker in the runtime directory): a restarted
+    daemon does not start again what was shut down meanwhile."""
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    auto = c.defineXML(guest_xml(d1.root, "auto"))
+    auto.setAutostart(1)
+    c.defineXML(guest_xml(d1.root, "manual"))
+    c.close()
+    d1.stop()
+    os.remove(os.path.join(state_dir(d1), "autostarted"))   # as a host reboot does
+    d2 = start_daemon(root=d1.root)
+    wait_for(lambda: virsh(d2.uri(), "domstate", "auto").stdout.strip() == "running",
+             "autostart")
+    assert virsh(d2.uri(), "domstate", "manual").stdout.strip() == "shut off"
+    assert "domain 'auto' autostarted" in d2.output()
+    assert virsh(d2.uri(), "destroy", "auto").returncode == 0
+    d2.stop()
+    d3 = start_daemon(root=d1.root)                      # same boot: not again
+    assert virsh(d3.uri(), "domstate", "auto").stdout.strip() == "shut off"
