@@ -41,6 +41,7 @@ static struct domain_obj *obj_new(struct domain_def *def)
 	g_cond_init(&obj->job_cond);
 	obj->def = def;
 	obj->id = -1;
+	obj->persistent = true;
 	/* What libvirt reports for a domain that never ran. */
 	obj->state = VIR_DOMAIN_SHUTOFF;
 	obj->reason = VIR_DOMAIN_SHUTOFF_UNKNOWN;
@@ -325,6 +326,7 @@ static int define_replace(struct domain_obj *obj, struct domain_def *def)
 	domain_def_free(obj->def);
 	def->id = obj->id;	/* a running domain keeps its id */
 	obj->def = def;
+	obj->persistent = true;	/* defining a transient domain keeps it */
 	index_add(obj);
 	g_mutex_unlock(&obj->lock);
 	g_mutex_unlock(&list_lock);
@@ -392,12 +394,15 @@ int domain_undefine(struct domain_obj *obj)
 		return -1;
 	}
 	if (obj->id >= 0) {
-		/* libvirt would keep it running as a transient domain; kvmm
-		 * has no transient domains yet. */
-		drv_error_report(VIR_ERR_OPERATION_INVALID,
-				 "cannot undefine running domain '%s' yet: destroy or shut it down first",
-				 obj->def->name);
-		return -1;
+		/* As libvirt: it runs on as a transient domain and leaves
+		 * the index when it stops. */
+		if (persist_remove(obj->def->name) < 0)
+			return -1;
+		g_mutex_lock(&obj->lock);
+		obj->persistent = false;
+		obj->autostart = false;
+		g_mutex_unlock(&obj->lock);
+		return 0;
 	}
 	if (persist_remove(obj->def->name) < 0)
 		return -1;
@@ -425,6 +430,10 @@ int domain_save(struct domain_obj *obj)
 
 int domain_set_autostart(struct domain_obj *obj, bool autostart)
 {
+	if (!obj->persistent) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot set autostart for transient domain");
+		return -1;
+	}
 	if (obj->autostart == autostart)
 		return 0;
 	if (persist_autostart_set(obj->def->name, autostart) < 0)
@@ -532,4 +541,55 @@ void domain_job_end(struct domain_obj *obj)
 	obj->job = NULL;
 	g_cond_signal(&obj->job_cond);
 	g_mutex_unlock(&obj->lock);
+}
+
+struct domain_obj *domain_add_transient(struct domain_def *def, const char *api)
+{
+	struct domain_obj *obj;
+
+	g_mutex_lock(&list_lock);
+	if (!by_name) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "domain definitions are not available");
+		goto fail;
+	}
+	if ((obj = g_hash_table_lookup(by_uuid, def->uuid)) ||
+	    (obj = g_hash_table_lookup(by_name, def->name))) {
+		char uuid[37];
+
+		domain_uuid_format(obj->def->uuid, uuid);
+		/* libvirt would run a defined, inactive domain with this
+		 * definition for once; kvmm asks for virsh start. */
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 obj->id >= 0 ? "domain '%s' is already active (uuid %s)"
+					      : "domain '%s' is already defined (uuid %s); start it with virsh start",
+				 obj->def->name, uuid);
+		goto fail;
+	}
+	if (g_hash_table_contains(claimed, def->name)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "domain '%s' cannot be created: a domain is being renamed to that name",
+				 def->name);
+		goto fail;
+	}
+	obj = obj_new(def);
+	obj->persistent = false;
+	obj->job = api;
+	index_add(obj);
+	domain_obj_ref(obj);
+	g_mutex_unlock(&list_lock);
+	return obj;
+fail:
+	g_mutex_unlock(&list_lock);
+	domain_def_free(def);
+	return NULL;
+}
+
+void domain_remove_transient(struct domain_obj *obj)
+{
+	g_mutex_lock(&list_lock);
+	if (!obj->removed && !obj->persistent) {
+		obj->removed = true;
+		index_remove(obj);
+	}
+	g_mutex_unlock(&list_lock);
 }

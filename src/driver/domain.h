@@ -29,6 +29,8 @@ struct domain_obj {
 	int state, reason;		/* virDomainState and its reason */
 	bool autostart;
 	bool removed;			/* undefined: no longer in the index */
+	bool persistent;		/* has a definition on disk (else transient:
+					 * gone from the index when it stops) */
 	bool defining;			/* (list lock) new, file being written:
 					 * indexed but hidden from lookups */
 
@@ -69,8 +71,17 @@ GPtrArray *domain_list(void);
 struct domain_obj *domain_define(struct domain_def *def, bool *updated);
 
 /* Removes OBJ's definition and autostart link, then the object from the
- * index.  The caller holds the job. */
+ * index -- or, while it runs, makes it transient (it leaves the index
+ * when it stops).  The caller holds the job. */
 int domain_undefine(struct domain_obj *obj);
+
+/* A transient domain for DEF (taken in every case), indexed with its job
+ * held by the caller (API names the job), nothing written to disk.  A
+ * reference, or NULL after reporting (name or uuid taken). */
+struct domain_obj *domain_add_transient(struct domain_def *def, const char *api);
+
+/* A transient OBJ that stopped (or never started): out of the index. */
+void domain_remove_transient(struct domain_obj *obj);
 
 /* Saves OBJ's current definition (after an edit); the caller holds the
  * job and OBJ's lock is not held. */

@@ -119,7 +119,7 @@ static int predicate(remote_domain_args *a, remote_domain_int_ret *r, int which)
 		r->value = is_active(obj);
 		break;
 	case 1:
-		r->value = 1;	/* every domain is defined; transient ones come with create */
+		r->value = obj->persistent;
 		break;
 	default:
 		r->value = 0;	/* no live definition to differ from the persistent one */

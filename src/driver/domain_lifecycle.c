@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include "domain_api.h"
+#include "domain_schema.h"
 #include "error.h"
 #include "events.h"
 #include "handlers.h"
@@ -32,6 +33,37 @@ static int start(const remote_nonnull_domain *dom, unsigned flags, remote_nonnul
 	}
 	if (rc == 0 && out)
 		api_domain_make(obj, out);
+	domain_obj_unref(obj);
+	return rc;
+}
+
+/* virsh create: a transient domain, started at once, gone when it stops. */
+int drv_domain_create_xml(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_define_xml_flags_args *a = args;	/* same body: xml, flags */
+	remote_domain_ret *r = ret;
+	struct domain_def *def;
+	struct domain_obj *obj;
+	int rc;
+
+	if (api_check_flags(a->flags, VIR_DOMAIN_START_VALIDATE, "virDomainCreateXML") < 0)
+		return -1;
+	if ((a->flags & VIR_DOMAIN_START_VALIDATE) && domain_schema_validate(a->xml) < 0)
+		return -1;
+	def = domain_def_parse_string(a->xml, domains_parse_opts());
+	if (!def)
+		return -1;
+	obj = domain_add_transient(def, "virDomainCreateXML");
+	if (!obj)
+		return -1;
+	rc = process_start(obj);
+	if (rc < 0)
+		domain_remove_transient(obj);
+	domain_job_end(obj);
+	if (rc == 0) {
+		pr_info("domain '%s' created (transient)", obj->def->name);
+		api_domain_make(obj, &r->dom);
+	}
 	domain_obj_unref(obj);
 	return rc;
 }

@@ -66,6 +66,7 @@ int drv_node_get_info(struct rpc_conn *conn, void *args, void *ret);
 
 /* domain_lifecycle.c: start, stop, pause, reset */
 int drv_domain_create(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_create_xml(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_create_with_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_destroy(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_destroy_flags(struct rpc_conn *conn, void *args, void *ret);

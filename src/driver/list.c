@@ -34,8 +34,8 @@ static bool matches(struct domain_obj *obj, unsigned f)
 
 	if (!group(f, VIR_CONNECT_LIST_DOMAINS_ACTIVE, VIR_CONNECT_LIST_DOMAINS_INACTIVE, active))
 		return false;
-	/* Every domain is persistent until transient ones (create) exist. */
-	if (!group(f, VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT, true))
+	if (!group(f, VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
+		   obj->persistent))
 		return false;
 	if (f & state_bits) {
 		unsigned bit = st == VIR_DOMAIN_RUNNING ? VIR_CONNECT_LIST_DOMAINS_RUNNING :

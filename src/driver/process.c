@@ -288,6 +288,11 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	r->watch = 0;
 	run_free(r);
 	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STOPPED, detail);
+	/* A transient domain is gone once stopped, restart or not. */
+	if (!obj->persistent) {
+		domain_remove_transient(obj);
+		restart = false;
+	}
 	if (restart)
 		g_thread_unref(g_thread_new("restart", restart_thread, domain_obj_ref(obj)));
 	domain_obj_unref(obj);	/* the watch's */
@@ -318,7 +323,7 @@ static void save_status_locked(struct domain_obj *obj)
 	struct domain_status st = {
 		.state = obj->state, .reason = obj->reason, .pid = r->pid, .id = obj->id,
 		.started = r->started, .monitor_path = r->api_path, .config_path = r->config_path,
-		.log_path = r->log_path,
+		.log_path = r->log_path, .transient = !obj->persistent,
 	};
 	g_autofree char *live = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
 
@@ -601,6 +606,14 @@ static void adopt_one(const char *path)
 		return;
 	}
 	obj = domain_find_by_uuid(st.uuid);
+	if (!obj && st.transient && st.live_xml) {
+		/* A transient domain: its live definition is all there is. */
+		struct domain_def *def = domain_def_parse_string(st.live_xml, domains_parse_opts());
+
+		if (def && (obj = domain_add_transient(def, "adopt")))
+			domain_job_end(obj);
+		drv_error_reset();
+	}
 	if (!obj) {
 		pr_err("status file %s: no such domain defined; leaving its kvmm (pid %ld) alone",
 		       path, (long)st.pid);
@@ -627,6 +640,9 @@ static void adopt_one(const char *path)
 		obj->reason = VIR_DOMAIN_SHUTOFF_CRASHED;
 		g_mutex_unlock(&obj->lock);
 		run_free(r);
+		if (!obj->persistent)
+			domain_remove_transient(obj);
+		g_free(st.live_xml);	/* the paths went with r */
 		domain_obj_unref(obj);
 		return;
 	}
@@ -655,6 +671,7 @@ static void adopt_one(const char *path)
 		 st.id);
 	pr_info("domain '%s' is running (id %d, kvmm pid %ld): adopted", obj->def->name, st.id,
 		(long)r->pid);
+	g_free(st.live_xml);
 	domain_obj_unref(obj);
 }
 

@@ -28,8 +28,9 @@ int status_write(const char *path, const struct domain_status *st, const char *l
 	const char *state = st->state == VIR_DOMAIN_PAUSED ? "paused" : "running";
 	char **lines = g_strsplit(live_xml, "\n", -1);
 
-	g_string_append_printf(s, "<domstatus state='%s' reason='%d' pid='%ld' id='%d' started='%lld'>\n",
-			       state, st->reason, (long)st->pid, st->id, (long long)st->started);
+	g_string_append_printf(s, "<domstatus state='%s' reason='%d' pid='%ld' id='%d' started='%lld'%s>\n",
+			       state, st->reason, (long)st->pid, st->id, (long long)st->started,
+			       st->transient ? " transient='yes'" : "");
 	g_string_append_printf(s, "  <monitor path='%s'/>\n  <config path='%s'/>\n  <log path='%s'/>\n",
 			       mon, conf, log);
 	for (char **l = lines; *l; l++)
@@ -129,6 +130,15 @@ int status_read(const char *path, struct domain_status *st, char **why)
 		*why = g_strdup("no live definition with a uuid");
 		goto out;
 	}
+	{
+		g_autofree char *t = attr(root, "transient");
+		xmlBufferPtr buf = xmlBufferCreate();
+
+		st->transient = t && !strcmp(t, "yes");
+		if (xmlNodeDump(buf, doc, dom, 0, 0) > 0)
+			st->live_xml = g_strdup((const char *)xmlBufferContent(buf));
+		xmlBufferFree(buf);
+	}
 	rc = 0;
 out:
 	if (uuid) {
@@ -146,4 +156,5 @@ void status_clear(struct domain_status *st)
 	g_clear_pointer(&st->monitor_path, g_free);
 	g_clear_pointer(&st->config_path, g_free);
 	g_clear_pointer(&st->log_path, g_free);
+	g_clear_pointer(&st->live_xml, g_free);
 }

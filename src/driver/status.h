@@ -4,7 +4,8 @@
  * writes them; schema: schemas/domstatus.rng (libvirt's domain schema for
  * the live definition inside).
  *
- *   <domstatus state='running' reason='booted' pid='4242' id='1' started='1763750000'>
+ *   <domstatus state='running' reason='booted' pid='4242' id='1' started='1763750000'
+ *              [transient='yes']>
  *     <monitor path='RUNDIR/kvmm/UUID.sock'/>
  *     <config path='RUNDIR/kvmm/UUID.json'/>
  *     <log path='LOGDIR/NAME.log'/>
@@ -25,7 +26,9 @@ struct domain_status {
 	int id;
 	int64_t started;		/* Unix time, seconds */
 	char *monitor_path, *config_path, *log_path;
+	bool transient;			/* no definition on disk: the live one is all */
 	unsigned char uuid[16];		/* read from the live definition */
+	char *live_xml;			/* the <domain> element (read only) */
 };
 
 /* Writes ST and the live definition LIVE_XML to PATH.  -1 after

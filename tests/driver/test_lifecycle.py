@@ -256,9 +256,6 @@ def test_running_domain_rules(daemon, conn, kvm):
     d = daemon
     dom = conn.defineXML(guest_xml(d.root))
     dom.create()
-    with pytest.raises(libvirt.libvirtError) as e:
-        dom.undefine()
-    assert e.value.get_error_code() == L.VIR_ERR_OPERATION_INVALID
     # read-only clients watch, they do not act
     r = virsh(d.uri(ro=True), "destroy", "g1", readonly=True)
     assert r.returncode != 0 and "read only" in r.stderr.lower()
@@ -271,6 +268,56 @@ def test_running_domain_rules(daemon, conn, kvm):
     dom.destroy()
     dom.undefine()
     assert_nothing_left(d)
+
+
+def test_transient_domains(daemon, conn, kvm):
+    """virsh create runs a domain nothing defines; undefining a running
+    domain makes it transient; either is gone once it stops."""
+    d = daemon
+    ev = Events(d.uri())
+    path = os.path.join(d.root, "t.xml")
+    with open(path, "w") as f:
+        f.write(guest_xml(d.root, "temp"))
+    r = virsh(d.uri(), "create", path)
+    assert r.returncode == 0, r.stderr
+    assert "Domain 'temp' created" in r.stdout
+    assert ev.next() == ("temp", L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    t = conn.lookupByName("temp")
+    assert t.isActive() and not t.isPersistent()
+    assert [x.name() for x in conn.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)] == ["temp"]
+    assert conn.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_PERSISTENT) == []
+    assert not os.path.exists(os.path.join(d.root, "etc", "libvirt", "kvmm", "temp.xml"))
+    with pytest.raises(libvirt.libvirtError) as e:
+        t.setAutostart(1)
+    assert "transient" in str(e.value)
+    r = virsh(d.uri(), "create", path)                   # the name is taken while it runs
+    assert r.returncode != 0 and "already active" in r.stderr
+    t.destroy()
+    assert ev.next() == ("temp", L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.lookupByName("temp")
+    assert e.value.get_error_code() == L.VIR_ERR_NO_DOMAIN
+    assert_nothing_left(d)
+
+    # a failed create leaves no domain behind
+    bad = guest_xml(d.root, "badtemp", kernel=os.path.join(d.root, "missing"))
+    with pytest.raises(libvirt.libvirtError):
+        conn.createXML(bad, 0)
+    assert [x.name() for x in conn.listAllDomains(0)] == []
+
+    # undefine while running: transient until it stops
+    dom = conn.defineXML(guest_xml(d.root, "keep"))
+    assert ev.next()[1] == L.VIR_DOMAIN_EVENT_DEFINED
+    dom.create()
+    assert ev.next()[1] == L.VIR_DOMAIN_EVENT_STARTED
+    dom.undefine()
+    assert ev.next() == ("keep", L.VIR_DOMAIN_EVENT_UNDEFINED, L.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED)
+    assert dom.isActive() and not dom.isPersistent()
+    assert not os.path.exists(os.path.join(d.root, "etc", "libvirt", "kvmm", "keep.xml"))
+    dom.destroy()
+    assert ev.next()[1] == L.VIR_DOMAIN_EVENT_STOPPED
+    assert conn.listAllDomains(0) == []
+    ev.conn.close()
 
 
 def test_rng_reaches_the_guest(daemon, conn, kvm):

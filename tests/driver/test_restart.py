@@ -148,3 +148,20 @@ def test_autostart_once_per_boot(start_daemon, kvm):
     d2.stop()
     d3 = start_daemon(root=d1.root)                      # same boot: not again
     assert virsh(d3.uri(), "domstate", "auto").stdout.strip() == "shut off"
+
+
+def test_transient_domain_survives_a_daemon_kill(start_daemon, kvm):
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    c.createXML(guest_xml(d1.root, "temp"), 0)
+    c.close()
+    crash_daemon(d1)
+    d2 = start_daemon(root=d1.root)
+    c = libvirt.open(d2.uri())
+    t = c.lookupByName("temp")                           # from its status file alone
+    assert t.isActive() and not t.isPersistent() and t.ID() == 1
+    t.destroy()
+    with pytest.raises(libvirt.libvirtError):
+        c.lookupByName("temp")
+    assert_nothing_left(d2)
+    c.close()

@@ -121,6 +121,8 @@ static const struct rpc_proc procs[] = {
 	/* running domains */
 	DOM(REMOTE_PROC_DOMAIN_CREATE, "virDomainCreate", ARGS(remote_domain_args), NONE,
 	    drv_domain_create, W),
+	DOM(REMOTE_PROC_DOMAIN_CREATE_XML, "virDomainCreateXML",
+	    ARGS(remote_domain_define_xml_flags_args), RET(remote_domain_ret), drv_domain_create_xml, W),
 	DOM(REMOTE_PROC_DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags",
 	    ARGS(remote_domain_flags_args), RET(remote_domain_ret), drv_domain_create_with_flags, W),
 	DOM(REMOTE_PROC_DOMAIN_DESTROY, "virDomainDestroy", ARGS(remote_domain_args), NONE,
@@ -202,7 +204,6 @@ static const struct rpc_proc procs[] = {
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
 	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE, "virDomainAttachDevice"),
 	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE_FLAGS, "virDomainAttachDeviceFlags"),
-	MUTATING(REMOTE_PROC_DOMAIN_CREATE_XML, "virDomainCreateXML"),
 	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE, "virDomainDetachDevice"),
 	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE_FLAGS, "virDomainDetachDeviceFlags"),
 	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave"),
