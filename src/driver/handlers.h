@@ -76,6 +76,12 @@ int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_stats.c: statistics of running domains */
+int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_cpu_stats(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *ret);
+
 /* console.c */
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);
 

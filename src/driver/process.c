@@ -20,6 +20,7 @@
 #include "events.h"
 #include "log.h"
 #include "monitor.h"
+#include "proc_stat.h"
 #include "process.h"
 #include "status.h"
 #include "vmconfig.h"
@@ -541,27 +542,24 @@ int process_destroy(struct domain_obj *obj, bool graceful)
 	return rc;
 }
 
-uint64_t process_cpu_time(struct domain_obj *obj)
+pid_t process_pid(struct domain_obj *obj)
 {
-	g_autofree char *path = NULL, *stat = NULL;
-	unsigned long long ut = 0, stt = 0;
 	pid_t pid;
-	char *p;
 
 	g_mutex_lock(&obj->lock);
 	pid = obj->run ? obj->run->pid : 0;
 	g_mutex_unlock(&obj->lock);
-	if (!pid)
+	return pid;
+}
+
+uint64_t process_cpu_time(struct domain_obj *obj)
+{
+	struct proc_times t;
+	pid_t pid = process_pid(obj);
+
+	if (!pid || proc_times(pid, -1, &t) < 0)
 		return 0;
-	path = g_strdup_printf("/proc/%ld/stat", (long)pid);
-	if (!g_file_get_contents(path, &stat, NULL, NULL))
-		return 0;
-	/* Fields after "(comm)": state is 3rd, utime 14th, stime 15th. */
-	p = strrchr(stat, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-			 &ut, &stt) != 2)
-		return 0;
-	return (ut + stt) * (1000000000ULL / (unsigned long long)sysconf(_SC_CLK_TCK));
+	return t.user_ns + t.system_ns;
 }
 
 char *process_api_path(struct domain_obj *obj)

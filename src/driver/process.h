@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "domain.h"
 
@@ -30,6 +31,9 @@ int process_start(struct domain_obj *obj);
  * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
  * once the domain is shut off. */
 int process_destroy(struct domain_obj *obj, bool graceful);
+
+/* The pid of OBJ's kvmm, 0 when it is not running. */
+pid_t process_pid(struct domain_obj *obj);
 
 /* CPU time used by OBJ's kvmm (all its threads), in ns; 0 if inactive. */
 uint64_t process_cpu_time(struct domain_obj *obj);

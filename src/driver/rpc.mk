@@ -19,6 +19,10 @@ RPC_XDR_H += src/driver/rpc/remote_host_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_events.x
 RPC_XDR_C += src/driver/rpc/remote_events_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_events_xdr.h
+# The statistics procedures and typed parameters (remote_stats.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_stats.x
+RPC_XDR_C += src/driver/rpc/remote_stats_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_stats_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -88,7 +92,9 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/monitor.c src/driver/monitor.h \
 	src/driver/status.c src/driver/status.h \
 	src/driver/domain_lifecycle.c \
-	src/driver/console.c
+	src/driver/console.c \
+	src/driver/proc_stat.c src/driver/proc_stat.h \
+	src/driver/domain_stats.c
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

@@ -10,6 +10,7 @@
 #include "remote_xdr.h"
 #include "remote_host_xdr.h"
 #include "remote_events_xdr.h"
+#include "remote_stats_xdr.h"
 #include "events.h"
 #include "reply_error.h"
 #include "dispatch.h"
@@ -181,6 +182,19 @@ static const struct rpc_proc procs[] = {
 		NONE, drv_connect_register_close_callback, 0 },
 	[REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK] = { "virConnectUnregisterCloseCallback",
 		NONE, NONE, drv_connect_unregister_close_callback, 0 },
+
+	/* statistics of running domains */
+	[REMOTE_PROC_DOMAIN_GET_VCPUS] = { "virDomainGetVcpus", ARGS(remote_domain_get_vcpus_args),
+		RET(remote_domain_get_vcpus_ret), drv_domain_get_vcpus, 0 },
+	[REMOTE_PROC_DOMAIN_MEMORY_STATS] = { "virDomainMemoryStats",
+		ARGS(remote_domain_memory_stats_args), RET(remote_domain_memory_stats_ret),
+		drv_domain_memory_stats, 0 },
+	[REMOTE_PROC_DOMAIN_GET_CPU_STATS] = { "virDomainGetCPUStats",
+		ARGS(remote_domain_get_cpu_stats_args), RET(remote_domain_get_cpu_stats_ret),
+		drv_domain_get_cpu_stats, 0 },
+	[REMOTE_PROC_CONNECT_GET_ALL_DOMAIN_STATS] = { "virConnectGetAllDomainStats",
+		ARGS(remote_connect_get_all_domain_stats_args),
+		RET(remote_connect_get_all_domain_stats_ret), drv_connect_get_all_domain_stats, 0 },
 
 	/* events */
 	[REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY] = {

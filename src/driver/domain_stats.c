@@ -1,0 +1,358 @@
+/* Statistics of running domains, from /proc (proc_stat.c): vCPU info
+ * (virsh vcpuinfo), memory (dommemstat), CPU time (cpu-stats --total),
+ * and the all-domain statistics (domstats: state, cpu-total, balloon,
+ * vcpu, interface and block groups).  Nothing is estimated: a figure we
+ * cannot measure is not reported, and what cannot be answered at all is
+ * refused. */
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+
+#include "domain_api.h"
+#include "error.h"
+#include "handlers.h"
+#include "proc_stat.h"
+#include "process.h"
+#include "remote_stats_xdr.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+/* virConnectGetAllDomainStats groups we answer. */
+#define GROUPS (VIR_DOMAIN_STATS_STATE | VIR_DOMAIN_STATS_CPU_TOTAL | VIR_DOMAIN_STATS_BALLOON | \
+		VIR_DOMAIN_STATS_VCPU | VIR_DOMAIN_STATS_INTERFACE | VIR_DOMAIN_STATS_BLOCK)
+#define LIST_FILTERS (VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_PAUSED | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_SHUTOFF | \
+		      VIR_CONNECT_GET_ALL_DOMAINS_STATS_OTHER)
+
+/* Typed parameters, malloc'ed as xdr_free expects. */
+struct params {
+	remote_typed_param *v;
+	unsigned n, cap;
+};
+
+static remote_typed_param *param(struct params *p, int type, const char *fmt, ...)
+	G_GNUC_PRINTF(3, 4);
+static remote_typed_param *param(struct params *p, int type, const char *fmt, ...)
+{
+	remote_typed_param *t;
+	va_list ap;
+
+	if (p->n == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 16;
+		p->v = realloc(p->v, p->cap * sizeof(*p->v));
+		if (!p->v)
+			g_error("out of memory");
+	}
+	t = &p->v[p->n++];
+	memset(t, 0, sizeof(*t));
+	va_start(ap, fmt);
+	if (vasprintf(&t->field, fmt, ap) < 0)
+		g_error("out of memory");
+	va_end(ap);
+	t->value.type = type;
+	return t;
+}
+
+#define ULL(p, val, ...) (param((p), VIR_TYPED_PARAM_ULLONG, __VA_ARGS__)->value.remote_typed_param_value_u.ul = (val))
+#define INT(p, val, ...) (param((p), VIR_TYPED_PARAM_INT, __VA_ARGS__)->value.remote_typed_param_value_u.i = (val))
+#define UINT(p, val, ...) (param((p), VIR_TYPED_PARAM_UINT, __VA_ARGS__)->value.remote_typed_param_value_u.ui = (val))
+
+/* The running domain's kvmm pid, or 0 after reporting. */
+static pid_t running_pid(struct domain_obj *obj)
+{
+	pid_t pid = process_pid(obj);
+
+	if (!pid)
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+	return pid;
+}
+
+int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_get_vcpus_args *a = args;
+	remote_domain_get_vcpus_ret *r = ret;
+	struct domain_obj *obj;
+	pid_t pid, *tids;
+	unsigned n;
+	int rc = -1;
+
+	/* CLIENT: both counts size what we send back; libvirt's limits. */
+	if (a->maxinfo < 0 || a->maxinfo > REMOTE_VCPUINFO_MAX || a->maplen < 0 ||
+	    (long long)a->maxinfo * a->maplen > REMOTE_CPUMAPS_MAX) {
+		drv_error_report(VIR_ERR_RPC, "%s", "vCPU info or map buffer length exceeds maximum");
+		return -1;
+	}
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	if (!(pid = running_pid(obj)))
+		goto out;
+	n = MIN(obj->def->vcpus, (unsigned)a->maxinfo);
+	tids = g_new0(pid_t, obj->def->vcpus);
+	proc_vcpu_tids(pid, tids, obj->def->vcpus);
+	r->info.info_val = calloc(MAX(n, 1), sizeof(*r->info.info_val));
+	r->cpumaps.cpumaps_val = calloc(MAX((size_t)n * a->maplen, 1), 1);
+	if (!r->info.info_val || !r->cpumaps.cpumaps_val)
+		g_error("out of memory");
+	r->info.info_len = n;
+	r->cpumaps.cpumaps_len = n * a->maplen;
+	for (unsigned i = 0; i < n; i++) {
+		remote_vcpu_info *v = &r->info.info_val[i];
+		struct proc_times t;
+		cpu_set_t set;
+
+		v->number = i;
+		v->cpu = -1;
+		if (!tids[i] || proc_times(pid, tids[i], &t) < 0) {
+			v->state = VIR_VCPU_OFFLINE;
+			continue;
+		}
+		v->state = VIR_VCPU_RUNNING;
+		v->cpu_time = t.user_ns + t.system_ns;
+		v->cpu = t.cpu;
+		if (sched_getaffinity(tids[i], sizeof(set), &set) == 0)
+			for (int c = 0; c < a->maplen * 8 && c < CPU_SETSIZE; c++)
+				if (CPU_ISSET(c, &set))
+					r->cpumaps.cpumaps_val[i * a->maplen + c / 8] |= 1 << (c % 8);
+	}
+	g_free(tids);
+	rc = 0;
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_memory_stats_args *a = args;
+	remote_domain_memory_stats_ret *r = ret;
+	struct domain_obj *obj;
+	long long rss;
+	pid_t pid;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, 0, "virDomainMemoryStats") < 0)
+		return -1;
+	if (a->maxStats > REMOTE_DOMAIN_MEMORY_STATS_MAX) {
+		drv_error_report(VIR_ERR_RPC, "%s", "too many memory stats requested");
+		return -1;
+	}
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	if (!(pid = running_pid(obj)))
+		goto out;
+	/* No balloon yet: the guest has all of its memory ("actual"), and
+	 * the host pays for what kvmm has resident (guest pages it touched). */
+	r->stats.stats_val = calloc(2, sizeof(*r->stats.stats_val));
+	if (!r->stats.stats_val)
+		g_error("out of memory");
+	if (r->stats.stats_len < a->maxStats) {
+		r->stats.stats_val[r->stats.stats_len].tag = VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON;
+		r->stats.stats_val[r->stats.stats_len++].val = obj->def->current_memory_kib;
+	}
+	rss = proc_rss_kib(pid);
+	if (rss >= 0 && r->stats.stats_len < a->maxStats) {
+		r->stats.stats_val[r->stats.stats_len].tag = VIR_DOMAIN_MEMORY_STAT_RSS;
+		r->stats.stats_val[r->stats.stats_len++].val = rss;
+	}
+	rc = 0;
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_get_cpu_stats(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_get_cpu_stats_args *a = args;
+	remote_domain_get_cpu_stats_ret *r = ret;
+	struct params p = { 0 };
+	struct domain_obj *obj;
+	struct proc_times t;
+	pid_t pid;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, 0, "virDomainGetCPUStats") < 0)
+		return -1;
+	/* Per host CPU, a process's time is not kept anywhere we can read
+	 * (libvirt takes it from cgroup cpuacct): refused, not invented. */
+	if (a->start_cpu != -1) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+				 "per-CPU statistics are not available from kvmm; ask for the total (virsh cpu-stats --total)");
+		return -1;
+	}
+	if (a->ncpus != 1 || a->nparams > REMOTE_DOMAIN_CPU_STATS_MAX) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "%s", "the domain total needs ncpus 1");
+		return -1;
+	}
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	if (!(pid = running_pid(obj)))
+		goto out;
+	if (a->nparams == 0) {
+		r->nparams = 3;		/* how many the client may ask for */
+		rc = 0;
+		goto out;
+	}
+	if (proc_times(pid, -1, &t) < 0) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot read the CPU time of kvmm (pid %ld)",
+				 (long)pid);
+		goto out;
+	}
+	ULL(&p, t.user_ns + t.system_ns, "%s", VIR_DOMAIN_CPU_STATS_CPUTIME);
+	if (a->nparams > 1)
+		ULL(&p, t.user_ns, "%s", VIR_DOMAIN_CPU_STATS_USERTIME);
+	if (a->nparams > 2)
+		ULL(&p, t.system_ns, "%s", VIR_DOMAIN_CPU_STATS_SYSTEMTIME);
+	r->params.params_val = p.v;
+	r->params.params_len = p.n;
+	r->nparams = p.n;
+	rc = 0;
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+/* One domain's record for GET_ALL_DOMAIN_STATS. */
+static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain_stats_record *rec)
+{
+	struct params p = { 0 };
+	pid_t pid = process_pid(obj);
+	int state, reason;
+	unsigned vcpus;
+
+	g_mutex_lock(&obj->lock);
+	state = obj->state;
+	reason = obj->reason;
+	vcpus = obj->def->vcpus;
+	g_mutex_unlock(&obj->lock);
+	api_domain_make(obj, &rec->dom);
+	if (groups & VIR_DOMAIN_STATS_STATE) {
+		INT(&p, state, "state.state");
+		INT(&p, reason, "state.reason");
+	}
+	if ((groups & VIR_DOMAIN_STATS_CPU_TOTAL) && pid) {
+		struct proc_times t;
+
+		if (proc_times(pid, -1, &t) == 0) {
+			ULL(&p, t.user_ns + t.system_ns, "cpu.time");
+			ULL(&p, t.user_ns, "cpu.user");
+			ULL(&p, t.system_ns, "cpu.system");
+		}
+	}
+	if (groups & VIR_DOMAIN_STATS_BALLOON) {
+		ULL(&p, obj->def->current_memory_kib, "balloon.current");
+		ULL(&p, obj->def->memory_kib, "balloon.maximum");
+		if (pid) {
+			long long rss = proc_rss_kib(pid);
+
+			if (rss >= 0)
+				ULL(&p, rss, "balloon.rss");
+		}
+	}
+	if (groups & VIR_DOMAIN_STATS_VCPU) {
+		UINT(&p, vcpus, "vcpu.current");
+		UINT(&p, vcpus, "vcpu.maximum");
+		if (pid) {
+			pid_t *tids = g_new0(pid_t, vcpus);
+
+			proc_vcpu_tids(pid, tids, vcpus);
+			for (unsigned i = 0; i < vcpus; i++) {
+				struct proc_times t;
+
+				if (!tids[i] || proc_times(pid, tids[i], &t) < 0)
+					continue;
+				INT(&p, VIR_VCPU_RUNNING, "vcpu.%u.state", i);
+				ULL(&p, t.user_ns + t.system_ns, "vcpu.%u.time", i);
+			}
+			g_free(tids);
+		}
+	}
+	/* kvmm has no disks or NICs yet: there are none to count. */
+	if (groups & VIR_DOMAIN_STATS_INTERFACE)
+		UINT(&p, 0, "net.count");
+	if (groups & VIR_DOMAIN_STATS_BLOCK)
+		UINT(&p, 0, "block.count");
+	rec->params.params_val = p.v;
+	rec->params.params_len = p.n;
+}
+
+static bool wanted(struct domain_obj *obj, unsigned f)
+{
+	bool active = obj->id >= 0;
+	int st = obj->state;
+	unsigned state_bits = VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING |
+			      VIR_CONNECT_GET_ALL_DOMAINS_STATS_PAUSED |
+			      VIR_CONNECT_GET_ALL_DOMAINS_STATS_SHUTOFF |
+			      VIR_CONNECT_GET_ALL_DOMAINS_STATS_OTHER;
+
+	if ((f & (VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)) &&
+	    !(f & (active ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE : VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)))
+		return false;
+	if ((f & (VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT | VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT)) &&
+	    !(f & (obj->persistent ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT
+				   : VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT)))
+		return false;
+	if (f & state_bits) {
+		unsigned bit = st == VIR_DOMAIN_RUNNING ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING :
+			       st == VIR_DOMAIN_PAUSED ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_PAUSED :
+			       st == VIR_DOMAIN_SHUTOFF ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_SHUTOFF :
+			       VIR_CONNECT_GET_ALL_DOMAINS_STATS_OTHER;
+		if (!(f & bit))
+			return false;
+	}
+	return true;
+}
+
+int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_connect_get_all_domain_stats_args *a = args;
+	remote_connect_get_all_domain_stats_ret *r = ret;
+	unsigned groups = a->stats ? a->stats : GROUPS;
+	g_autoptr(GPtrArray) objs = g_ptr_array_new_with_free_func((GDestroyNotify)domain_obj_unref);
+
+	if (api_check_flags(a->flags, LIST_FILTERS | VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS |
+			    VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT | VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING,
+			    "virConnectGetAllDomainStats") < 0)
+		return -1;
+	/* Groups we cannot answer: an error if the client insists, else
+	 * left out, as libvirt does. */
+	if ((a->stats & ~GROUPS) && (a->flags & VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS)) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED, "Stats types bits 0x%x are not supported by kvmm",
+				 a->stats & ~GROUPS);
+		return -1;
+	}
+	groups &= GROUPS;
+	if (a->doms.doms_len) {
+		/* Named domains: filters do not apply, as in libvirt. */
+		for (unsigned i = 0; i < a->doms.doms_len; i++) {
+			struct domain_obj *obj = api_domain_get(&a->doms.doms_val[i]);
+
+			if (!obj)
+				return -1;
+			g_ptr_array_add(objs, obj);
+		}
+	} else {
+		g_autoptr(GPtrArray) all = domain_list();
+
+		for (guint i = 0; i < all->len; i++) {
+			struct domain_obj *obj = g_ptr_array_index(all, i);
+
+			if (wanted(obj, a->flags & LIST_FILTERS))
+				g_ptr_array_add(objs, domain_obj_ref(obj));
+		}
+	}
+	r->retStats.retStats_val = calloc(MAX(objs->len, 1), sizeof(*r->retStats.retStats_val));
+	if (!r->retStats.retStats_val)
+		g_error("out of memory");
+	r->retStats.retStats_len = objs->len;
+	for (guint i = 0; i < objs->len; i++)
+		domain_record(g_ptr_array_index(objs, i), groups, &r->retStats.retStats_val[i]);
+	return 0;
+}
