@@ -309,3 +309,32 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 	}
 	g_mutex_unlock(&lock);
 }
+
+void events_reboot(struct domain_obj *obj)
+{
+	remote_domain_event_callback_reboot_msg m = { 0 };
+	g_autofree char *name = NULL;
+
+	g_mutex_lock(&obj->lock);
+	name = g_strdup(obj->def->name);
+	memcpy(m.msg.dom.uuid, obj->def->uuid, 16);
+	m.msg.dom.id = obj->id;
+	g_mutex_unlock(&obj->lock);
+	m.msg.dom.name = name;
+	g_mutex_lock(&lock);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		if (!wants(cb, VIR_DOMAIN_EVENT_ID_REBOOT, (const unsigned char *)m.msg.dom.uuid))
+			continue;
+		if (cb->legacy) {
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_REBOOT,
+				   (xdrproc_t)xdr_remote_domain_event_reboot_msg, &m.msg);
+		} else {
+			m.callbackID = cb->id;
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_REBOOT,
+				   (xdrproc_t)xdr_remote_domain_event_callback_reboot_msg, &m);
+		}
+	}
+	g_mutex_unlock(&lock);
+}

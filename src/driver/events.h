@@ -27,4 +27,8 @@ void events_lifecycle_obj(struct domain_obj *obj, int event, int detail);
  * NSURI the namespace of element metadata (NULL otherwise). */
 void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri);
 
+/* VIR_DOMAIN_EVENT_ID_REBOOT: the guest of OBJ was reset (by itself,
+ * virsh reset or reboot). */
+void events_reboot(struct domain_obj *obj);
+
 #endif

@@ -53,6 +53,7 @@ struct domain_run {
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
 	int exit_hint;		/* -1: none seen */
+	struct domain_obj *obj;	/* whose run this is (no reference: it owns us) */
 };
 
 static char *state_dir, *log_dir;
@@ -352,6 +353,8 @@ static void on_kvmm_event(const char *event, json_object *data, void *opaque)
 	if (!strcmp(event, "state-changed") && data &&
 	    json_object_object_get_ex(data, "exit_status", &v))
 		r->exit_hint = json_object_get_int(v);
+	else if (!strcmp(event, "reset") && r->obj)
+		events_reboot(r->obj);
 }
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
@@ -481,12 +484,17 @@ int process_start(struct domain_obj *obj)
 
 	id = g_atomic_int_add(&next_id, 1) + 1;
 	pty = query_pty(r->api_path, NULL);
+	/* kvmm's events (guest resets become reboot events), set up before
+	 * the run is published: the main loop may end it at once. */
+	r->obj = obj;
+	r->events = monitor_watch_new(r->api_path, on_kvmm_event, r);
 	g_mutex_lock(&obj->lock);
 	set_pty_path(obj, pty);
 	obj->id = obj->def->id = id;
 	obj->state = VIR_DOMAIN_RUNNING;
 	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
+	r->obj = obj;
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	save_status_locked(obj);
 	g_mutex_unlock(&obj->lock);
@@ -659,6 +667,7 @@ static void adopt_one(const char *path)
 	}
 	set_pty_path(obj, pty);
 	obj->run = r;
+	r->obj = obj;
 	g_mutex_unlock(&obj->lock);
 	/* Ids stay unique across the restart. */
 	while (g_atomic_int_get(&next_id) < st.id)

@@ -333,3 +333,31 @@ def test_rng_reaches_the_guest(daemon, conn, kvm):
     assert "KVMMTEST pass virtio-rng dev=rng0 bytes=64" in out, out
     assert "KVMMTEST fail" not in out, out
     assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SHUTDOWN]
+
+
+def test_reboot_events(daemon, conn, kvm):
+    """A guest reset -- by virsh reset or by the guest itself -- is a
+    reboot event (VIR_DOMAIN_EVENT_ID_REBOOT), the domain keeps its id."""
+    d = daemon
+    event_loop()
+    ev = libvirt.open(d.uri())
+    q = queue.Queue()
+    ev.domainEventRegisterAny(None, L.VIR_DOMAIN_EVENT_ID_REBOOT,
+                              lambda c, dom, _: q.put(dom.name()), None)
+    dom = conn.defineXML(guest_xml(d.root, "r1"))
+    dom.create()
+    wait_for(lambda: "KVMMTEST done" in serial(d.root, "r1"), "the guest's checks")
+    assert q.empty()
+    dom.reset()
+    assert q.get(timeout=10) == "r1"
+    assert dom.ID() == 1 and dom.isActive()
+    dom.destroy()
+
+    # the guest reboots itself (its action), again and again
+    self_reboot = conn.defineXML(guest_xml(d.root, "r2", action="reboot"))
+    self_reboot.create()
+    assert q.get(timeout=30) == "r2"
+    assert q.get(timeout=30) == "r2"
+    assert self_reboot.isActive() and self_reboot.ID() == 2
+    self_reboot.destroy()
+    ev.close()
