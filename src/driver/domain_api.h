@@ -17,4 +17,8 @@ void api_domain_make(struct domain_obj *obj, remote_nonnull_domain *out);
 /* Refuses flag bits outside ALLOWED with libvirt's wording. */
 int api_check_flags(unsigned flags, unsigned allowed, const char *api);
 
+/* Whether OBJ passes listAllDomains' filter FLAGS (VIR_CONNECT_LIST_DOMAINS_*,
+ * whose values getAllDomainStats' list filters share); list.c. */
+bool list_domain_matches(struct domain_obj *obj, unsigned flags);
+
 #endif

@@ -283,32 +283,15 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 	rec->params.params_len = p.n;
 }
 
-static bool wanted(struct domain_obj *obj, unsigned f)
-{
-	bool active = obj->id >= 0;
-	int st = obj->state;
-	unsigned state_bits = VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING |
-			      VIR_CONNECT_GET_ALL_DOMAINS_STATS_PAUSED |
-			      VIR_CONNECT_GET_ALL_DOMAINS_STATS_SHUTOFF |
-			      VIR_CONNECT_GET_ALL_DOMAINS_STATS_OTHER;
-
-	if ((f & (VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)) &&
-	    !(f & (active ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE : VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)))
-		return false;
-	if ((f & (VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT | VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT)) &&
-	    !(f & (obj->persistent ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT
-				   : VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT)))
-		return false;
-	if (f & state_bits) {
-		unsigned bit = st == VIR_DOMAIN_RUNNING ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING :
-			       st == VIR_DOMAIN_PAUSED ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_PAUSED :
-			       st == VIR_DOMAIN_SHUTOFF ? VIR_CONNECT_GET_ALL_DOMAINS_STATS_SHUTOFF :
-			       VIR_CONNECT_GET_ALL_DOMAINS_STATS_OTHER;
-		if (!(f & bit))
-			return false;
-	}
-	return true;
-}
+/* The stats list filters are libvirt's listAllDomains filters, bit for bit. */
+G_STATIC_ASSERT((unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE == (unsigned)VIR_CONNECT_LIST_DOMAINS_ACTIVE &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE == (unsigned)VIR_CONNECT_LIST_DOMAINS_INACTIVE &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT == (unsigned)VIR_CONNECT_LIST_DOMAINS_PERSISTENT &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT == (unsigned)VIR_CONNECT_LIST_DOMAINS_TRANSIENT &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING == (unsigned)VIR_CONNECT_LIST_DOMAINS_RUNNING &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_PAUSED == (unsigned)VIR_CONNECT_LIST_DOMAINS_PAUSED &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_SHUTOFF == (unsigned)VIR_CONNECT_LIST_DOMAINS_SHUTOFF &&
+		(unsigned)VIR_CONNECT_GET_ALL_DOMAINS_STATS_OTHER == (unsigned)VIR_CONNECT_LIST_DOMAINS_OTHER);
 
 int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *ret)
 {
@@ -344,7 +327,7 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 		for (guint i = 0; i < all->len; i++) {
 			struct domain_obj *obj = g_ptr_array_index(all, i);
 
-			if (wanted(obj, a->flags & LIST_FILTERS))
+			if (list_domain_matches(obj, a->flags & LIST_FILTERS))
 				g_ptr_array_add(objs, domain_obj_ref(obj));
 		}
 	}

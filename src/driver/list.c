@@ -25,7 +25,7 @@ static bool group(unsigned flags, unsigned yes, unsigned no, bool is)
 }
 
 /* libvirt's semantics: bits inside a group are OR'ed, groups AND'ed. */
-static bool matches(struct domain_obj *obj, unsigned f)
+bool list_domain_matches(struct domain_obj *obj, unsigned f)
 {
 	bool active = obj->id >= 0;
 	int st = obj->state;
@@ -88,7 +88,7 @@ int drv_connect_list_all_domains(struct rpc_conn *conn, void *args, void *ret)
 		bool ok;
 
 		g_mutex_lock(&obj->lock);
-		ok = matches(obj, a->flags);
+		ok = list_domain_matches(obj, a->flags);
 		g_mutex_unlock(&obj->lock);
 		if (!ok)
 			continue;
