@@ -106,5 +106,9 @@ int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
 
 /* The devices. */
 struct device *virtio_rng_create(struct vm *vm, unsigned int slot, uint64_t bar_addr);
+struct chardev;
+/* Takes backend's input callbacks; the backend outlives the device. */
+struct device *virtio_console_create(struct vm *vm, unsigned int slot, uint64_t bar_addr,
+				     struct chardev *backend);
 
 #endif
