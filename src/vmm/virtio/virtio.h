@@ -1,6 +1,6 @@
 /* virtio devices over the modern PCI transport (virtio 1.x, 4.1).
  *
- * A device (rng, later blk, net, console) is one file with one
+ * A device (rng, console, later blk, net) is one file with one
  * struct virtio_dev_ops; the transport (virtio/pci.c) owns the PCI
  * function, MSI-X, feature negotiation, device status and the queues.
  *
