@@ -390,6 +390,49 @@ class PtyLines:
         os.close(self.fd)
 
 
+def test_kvmm_console_on_stdio(kvm, tmp):
+    """--console stdio (the serial port elsewhere): the greeting on kvmm's
+    stdout, a line on its stdin echoed back."""
+    import select
+    log = os.path.join(tmp, "serial.log")
+    argv = kvmmtest.kvmm_argv("kvmmtest.virtio=console kvmmtest.console0.echo=20", 1, "256M",
+                              ["--serial", f"file:{log}", "--console", "stdio"])
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        def line():
+            assert select.select([p.stdout], [], [], 20)[0], "nothing on stdout"
+            return p.stdout.readline()
+        assert line() == b"KVMMTEST-HVC hello from console0\n"
+        p.stdin.write(b"via stdio\n")
+        p.stdin.flush()
+        assert line() == b"echo: via stdio\n"
+        assert p.wait(60) == 0, p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()
+    assert re.search(r"KVMMTEST done pass=\d+ fail=0", read(log).decode())
+
+
+def test_kvmm_console_survives_a_reset(kvm, vms, tmp):
+    """A VM reset resets the console with the machine: the rebooted
+    guest greets again on the same client connection."""
+    path, sock = os.path.join(tmp, "hvc0.sock"), os.path.join(tmp, "api.sock")
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(
+        "kvmmtest.virtio=console kvmmtest.action=wait", 1, "256M",
+        ["--console", f"unix:{path}", "--api-socket", sock]))
+    s = connect(path)
+    try:
+        assert read_line(s) == "KVMMTEST-HVC hello from console0\n"
+        api = kvmmtest.Api(sock)
+        assert "return" in api.call("reset")
+        assert read_line(s) == "KVMMTEST-HVC hello from console0\n"
+        assert "return" in api.call("quit")
+    finally:
+        s.close()
+    assert g.wait_exit() == 0
+
+
 def test_kvmm_console_to_a_file(kvm, vms, tmp):
     """--console file:PATH takes the guest's output (no input)."""
     path = os.path.join(tmp, "hvc0.log")
