@@ -26,8 +26,12 @@
 #define RXQ			0	/* receiveq, port 0 */
 #define TXQ			1	/* transmitq, port 0 */
 /* Bytes one transmit pass may take, so a guest cannot keep the loop
- * busy; the rest waits for a pass the device queues itself. */
+ * busy; the rest waits for a pass the device queues itself.  Chains are
+ * counted too: one with no readable byte costs nothing in bytes, and a
+ * guest refilling the ring from another vCPU could otherwise keep a pass
+ * going for ever. */
 #define TX_BUDGET		(256 * 1024)
+#define CHAIN_BUDGET		CONSOLE_QUEUE_SIZE
 
 /* struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr.
  * None of the features that give its fields meaning (SIZE, MULTIPORT,
@@ -73,10 +77,11 @@ static void console_transmit(struct virtio_pci *vp)
 	struct console *con = to_console(vp);
 	struct virtq_elem *e = &con->tx;
 	uint64_t budget = TX_BUDGET;
-	unsigned int i;
+	unsigned int i, chains = CHAIN_BUDGET;
 	int r;
 
-	while (budget && (r = virtio_pop(vp, TXQ, e)) > 0) {
+	while (budget && chains && (r = virtio_pop(vp, TXQ, e)) > 0) {
+		chains--;
 		/* GUEST: only the device-readable buffers are output (each
 		 * already checked inside guest RAM by the walker); writable
 		 * ones in a transmit chain are ignored and none is written,
@@ -88,7 +93,7 @@ static void console_transmit(struct virtio_pci *vp)
 		if (!queue_live(vp, TXQ))
 			return;
 	}
-	if (!budget)
+	if (!budget || !chains)
 		virtio_queue_kick(vp, TXQ);
 }
 
@@ -105,8 +110,12 @@ static void console_queue_notify(struct virtio_pci *vp, unsigned int q)
 static size_t rx_room(struct virtio_pci *vp)
 {
 	struct console *con = to_console(vp);
+	unsigned int chains = CHAIN_BUDGET;
 
-	while (!con->rx_held && queue_live(vp, RXQ) && virtio_pop(vp, RXQ, &con->rx) > 0) {
+	/* GUEST: bounded like a transmit pass; past it the chardev pauses
+	 * until the guest's next receiveq kick. */
+	while (!con->rx_held && chains-- && queue_live(vp, RXQ) &&
+	       virtio_pop(vp, RXQ, &con->rx) > 0) {
 		/* GUEST: a receive chain with nothing writable cannot take
 		 * input: give it back empty and look at the next. */
 		if (!con->rx.in_len)
