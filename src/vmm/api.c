@@ -137,6 +137,18 @@ void api_event_reset(struct api *api, struct vm *vm)
 	api_emit(api, "reset", d);
 }
 
+/* Where a console client attaches: the pty kvmm allocated, or the
+ * socket it listens on. */
+static struct json_object *attach_point(const struct chardev *c)
+{
+	struct json_object *s = json_object_new_object();
+
+	json_object_object_add(s, "mode", json_object_new_string(
+		c->mode == SERIAL_PTY ? "pty" : "unix"));
+	json_object_object_add(s, "path", json_object_new_string(c->path));
+	return s;
+}
+
 static struct json_object *cmd_query_status(struct api *api, struct json_object *args,
 					    const char **code, const char **err)
 {
@@ -151,16 +163,10 @@ static struct json_object *cmd_query_status(struct api *api, struct json_object 
 			       json_object_new_int64((now_ns() - vm->start_ns) / 1000000));
 	json_object_object_add(r, "boots", json_object_new_int(vm->boots));
 	json_object_object_add(r, "pid", json_object_new_int(getpid()));
-	if (vm->serial_backend && vm->serial_backend->path) {
-		/* Where a console client attaches: the pty kvmm allocated,
-		 * or the socket it listens on. */
-		struct json_object *s = json_object_new_object();
-
-		json_object_object_add(s, "mode", json_object_new_string(
-			vm->serial_backend->mode == SERIAL_PTY ? "pty" : "unix"));
-		json_object_object_add(s, "path", json_object_new_string(vm->serial_backend->path));
-		json_object_object_add(r, "serial", s);
-	}
+	if (vm->serial_backend && vm->serial_backend->path)
+		json_object_object_add(r, "serial", attach_point(vm->serial_backend));
+	if (vm->console_backend && vm->console_backend->path)
+		json_object_object_add(r, "console", attach_point(vm->console_backend));
 	return r;
 }
 

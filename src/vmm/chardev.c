@@ -94,6 +94,15 @@ static void chardev_on_accept(void *opaque, uint32_t events)
 		chardev_drop_client(c);	/* the newest client takes over */
 	pthread_mutex_lock(&c->lock);
 	c->in_fd = c->out_fd = fd;
+	if (!c->had_client && c->backlog_len) {
+		/* A fresh socket's buffer takes the bounded backlog whole;
+		 * if it does not, the rest is dropped like any output. */
+		write_all(fd, c->backlog, c->backlog_len);
+	}
+	free(c->backlog);
+	c->backlog = NULL;
+	c->backlog_len = 0;
+	c->had_client = true;
 	pthread_mutex_unlock(&c->lock);
 	loop_add(c->loop, fd, EPOLLIN, chardev_on_input, c);
 }
@@ -146,7 +155,7 @@ static int chardev_open_pty(struct chardev *c)
 	c->listen_fd = slave;	/* reused as "the fd we keep open" */
 	set_nonblock(master);
 	c->in_fd = c->out_fd = master;
-	fprintf(stderr, "kvmm: serial console is on %s\n", c->path);
+	fprintf(stderr, "kvmm: %s is on %s\n", c->what ? c->what : "serial console", c->path);
 	return loop_add(c->loop, master, EPOLLIN, chardev_on_input, c);
 fail:
 	if (master >= 0)
@@ -158,7 +167,8 @@ static int chardev_open_file(struct chardev *c, const char *path)
 {
 	c->out_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	if (c->out_fd < 0) {
-		pr_err("cannot open serial output file %s: %s", path, strerror(errno));
+		pr_err("cannot open %s output file %s: %s", c->what ? c->what : "serial",
+		       path, strerror(errno));
 		return -errno;
 	}
 	return 0;
@@ -166,7 +176,7 @@ static int chardev_open_file(struct chardev *c, const char *path)
 
 static int chardev_open_unix(struct chardev *c, const char *path)
 {
-	int fd = unix_listen(path, 1, "serial socket");
+	int fd = unix_listen(path, 1, c->what ? "virtio console socket" : "serial socket");
 
 	if (fd < 0)
 		return fd;
@@ -222,7 +232,28 @@ void chardev_close(struct chardev *c)
 		unlink(c->path);
 	free(c->path);
 	c->path = NULL;
+	free(c->backlog);
+	c->backlog = NULL;
+	c->backlog_len = 0;
 	c->in_fd = c->out_fd = c->listen_fd = -1;
+}
+
+/* Unix backend before its first client: keep up to backlog_max bytes,
+ * so a client that connects just after start misses nothing (the
+ * guest's first line races the client's connect). */
+static void chardev_keep(struct chardev *c, const uint8_t *buf, size_t len)
+{
+	size_t n = MIN(len, c->backlog_max - c->backlog_len);
+
+	if (!n)
+		return;
+	if (!c->backlog) {
+		c->backlog = malloc(c->backlog_max);
+		if (!c->backlog)
+			return;
+	}
+	memcpy(c->backlog + c->backlog_len, buf, n);
+	c->backlog_len += n;
 }
 
 void chardev_write(struct chardev *c, const uint8_t *buf, size_t len)
@@ -233,6 +264,8 @@ void chardev_write(struct chardev *c, const uint8_t *buf, size_t len)
 		 * does not read rather than stall the vCPU. */
 		if (write_all(c->out_fd, buf, len) == -EPIPE && c->mode == SERIAL_UNIX)
 			c->out_fd = -1;
+	} else if (c->mode == SERIAL_UNIX && !c->had_client && c->backlog_max) {
+		chardev_keep(c, buf, len);
 	}
 	pthread_mutex_unlock(&c->lock);
 }

@@ -1,7 +1,8 @@
-/* Host ends of the guest's character devices (the serial console):
- * stdio, pty, file, unix socket or none.  Output comes from vCPU threads;
- * input is read by the main loop and pushed to the device, which calls
- * chardev_accept_input() again once it has room. */
+/* Host ends of the guest's character devices (the serial console, the
+ * virtio console): stdio, pty, file, unix socket or none.  Output comes
+ * from vCPU threads or the main loop; input is read by the main loop and
+ * pushed to the device, which calls chardev_accept_input() again once it
+ * has room. */
 #ifndef KVMM_CHARDEV_H
 #define KVMM_CHARDEV_H
 
@@ -26,6 +27,12 @@ struct chardev {
 	bool input_paused;
 	bool escape_armed;
 	pthread_mutex_t lock;	/* out_fd may change under a writer */
+	/* Set before chardev_open(); zero means the serial port's ways. */
+	const char *what;	/* "virtio console" in messages; NULL: serial */
+	size_t backlog_max;	/* unix: output kept for the first client */
+	uint8_t *backlog;	/* what was written before it connected */
+	size_t backlog_len;
+	bool had_client;
 	struct loop *loop;
 
 	/* Returns how many bytes the device can take now. */

@@ -101,9 +101,10 @@ const char *serial_mode_name(enum serial_mode mode)
 }
 
 /* "stdio" | "pty" | "none" | "file:PATH" | "unix:PATH", or an object
- * {"mode": ..., "path": ...}. */
-static int get_serial(struct cfg_ctx *c, struct json_object *v,
-		      struct vm_config *cfg)
+ * {"mode": ..., "path": ...}.  key ("serial", "console") names the
+ * option in messages: both take the same backends. */
+static int get_chardev(struct cfg_ctx *c, struct json_object *v,
+		       const char *key, struct serial_config *sc)
 {
 	struct json_object *m, *p = NULL;
 	const char *mode, *path = NULL, *colon;
@@ -113,11 +114,11 @@ static int get_serial(struct cfg_ctx *c, struct json_object *v,
 	if (json_object_is_type(v, json_type_object)) {
 		if (!json_object_object_get_ex(v, "mode", &m) ||
 		    !json_object_is_type(m, json_type_string))
-			return cfg_error(c, "serial.mode must be one of stdio, pty, file, unix, none");
+			return cfg_error(c, "%s.mode must be one of stdio, pty, file, unix, none", key);
 		mode = json_object_get_string(m);
 		if (json_object_object_get_ex(v, "path", &p)) {
 			if (!json_object_is_type(p, json_type_string))
-				return cfg_error(c, "serial.path must be a string");
+				return cfg_error(c, "%s.path must be a string", key);
 			path = json_object_get_string(p);
 		}
 	} else if (json_object_is_type(v, json_type_string)) {
@@ -130,23 +131,40 @@ static int get_serial(struct cfg_ctx *c, struct json_object *v,
 			mode = buf;
 		}
 	} else {
-		return cfg_error(c, "serial must be a string such as \"stdio\" or \"file:PATH\"");
+		return cfg_error(c, "%s must be a string such as \"stdio\" or \"file:PATH\"", key);
 	}
 	for (i = 0; i < ARRAY_SIZE(serial_names); i++)
 		if (!strcmp(mode, serial_names[i]))
 			break;
 	if (i == ARRAY_SIZE(serial_names))
-		return cfg_error(c, "serial backend '%s' is unknown: use stdio, pty, file:PATH, unix:PATH or none", mode);
-	cfg->serial.mode = i;
-	free(cfg->serial.path);
-	cfg->serial.path = NULL;
+		return cfg_error(c, "%s backend '%s' is unknown: use stdio, pty, file:PATH, unix:PATH or none", key, mode);
+	sc->mode = i;
+	free(sc->path);
+	sc->path = NULL;
 	if (i == SERIAL_FILE || i == SERIAL_UNIX) {
 		if (!path || !*path)
-			return cfg_error(c, "serial backend '%s' needs a path: use %s:PATH", mode, mode);
-		cfg->serial.path = strdup(path);
+			return cfg_error(c, "%s backend '%s' needs a path: use %s:PATH", key, mode, mode);
+		sc->path = strdup(path);
+		if (!sc->path)
+			return -ENOMEM;
 	} else if (path) {
-		return cfg_error(c, "serial backend '%s' takes no path", mode);
+		return cfg_error(c, "%s backend '%s' takes no path", key, mode);
 	}
+	return 0;
+}
+
+/* The serial console and the virtio console are two host ends: they
+ * cannot both own stdin, nor listen on one socket. */
+static int check_consoles(struct cfg_ctx *c, const struct vm_config *cfg)
+{
+	if (!cfg->has_console)
+		return 0;
+	if (cfg->serial.mode == SERIAL_STDIO && cfg->console.mode == SERIAL_STDIO)
+		return cfg_error(c, "serial and console cannot both use stdio: give the serial port another backend, e.g. --serial none");
+	if (cfg->serial.mode == SERIAL_UNIX && cfg->console.mode == SERIAL_UNIX &&
+	    !strcmp(cfg->serial.path, cfg->console.path))
+		return cfg_error(c, "serial and console cannot share the socket %s: give each its own path",
+				 cfg->console.path);
 	return 0;
 }
 
@@ -186,7 +204,11 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 		else if (!strcmp(key, "cpus"))
 			r = get_cpus(&c, val, cfg);
 		else if (!strcmp(key, "serial"))
-			r = get_serial(&c, val, cfg);
+			r = get_chardev(&c, val, key, &cfg->serial);
+		else if (!strcmp(key, "console")) {
+			cfg->has_console = true;
+			r = get_chardev(&c, val, key, &cfg->console);
+		}
 		else if (!strcmp(key, "api_socket"))
 			r = get_string(&c, val, key, &cfg->api_socket);
 		else if (!strcmp(key, "no_reboot"))
@@ -200,6 +222,9 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 	}
 	if (!cfg->kernel)
 		return cfg_error(&c, "no kernel given: use --kernel PATH (a bzImage or an ELF vmlinux)");
+	r = check_consoles(&c, cfg);
+	if (r)
+		return r;
 	if (!cfg->name && !(cfg->name = strdup("kvmm")))
 		return -ENOMEM;
 	if (!cfg->cmdline && !(cfg->cmdline = strdup("")))
@@ -214,6 +239,7 @@ void config_free(struct vm_config *cfg)
 	free(cfg->initrd);
 	free(cfg->cmdline);
 	free(cfg->serial.path);
+	free(cfg->console.path);
 	free(cfg->api_socket);
 	memset(cfg, 0, sizeof(*cfg));
 }

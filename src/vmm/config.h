@@ -36,6 +36,8 @@ struct vm_config {
 	uint64_t memory;	/* bytes */
 	unsigned int cpus;
 	struct serial_config serial;
+	bool has_console;	/* a virtio-console ("console") ... */
+	struct serial_config console;	/* ... and its host end */
 	char *api_socket;
 	bool no_reboot;
 	bool rng;		/* virtio-rng fed by the host's getrandom() */

@@ -30,6 +30,7 @@ static const char usage[] =
 	"  --memory SIZE        guest RAM, e.g. 512M, 4G (default 512M)\n"
 	"  --cpus N             vCPUs (default 1)\n"
 	"  --serial BACKEND     COM1 backend: stdio, pty, file:PATH, unix:PATH, none (default stdio)\n"
+	"  --console BACKEND    a virtio console (PCI) on BACKEND: stdio, pty, file:PATH, unix:PATH, none\n"
 	"  --api-socket PATH    control socket (JSON, see docs/api.md)\n"
 	"  --name NAME          VM name, shown in status and logs\n"
 	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
@@ -44,7 +45,8 @@ static const char usage[] =
 	"quits.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
-       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_CONFIG, OPT_VERSION };
+       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_CONFIG, OPT_VERSION,
+       OPT_CONSOLE };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -53,6 +55,7 @@ static const struct option long_opts[] = {
 	{ "memory", required_argument, NULL, OPT_MEMORY },
 	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "serial", required_argument, NULL, OPT_SERIAL },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "api-socket", required_argument, NULL, OPT_API },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
@@ -74,6 +77,7 @@ static const char *opt_key(int opt)
 	case OPT_MEMORY: return "memory";
 	case OPT_CPUS: return "cpus";
 	case OPT_SERIAL: return "serial";
+	case OPT_CONSOLE: return "console";
 	case OPT_API: return "api_socket";
 	case OPT_NAME: return "name";
 	}
@@ -228,6 +232,10 @@ int main(int argc, char **argv)
 		goto out;
 	vm.serial_backend->escape = on_escape;
 	vm.serial_backend->opaque_escape = &vm;
+	if (vm.console_backend) {
+		vm.console_backend->escape = on_escape;
+		vm.console_backend->opaque_escape = &vm;
+	}
 	if (loop_add(loop, sw.fd, EPOLLIN, on_signal, &sw) ||
 	    loop_add(loop, vm.request_fd, EPOLLIN, on_request, &vm))
 		goto out;

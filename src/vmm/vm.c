@@ -60,6 +60,30 @@ static void vm_destroy_vcpus(struct vm *vm)
 		vcpu_destroy(&vm->vcpus[i]);
 }
 
+/* Output kept for the first client of a unix console socket: the
+ * guest's first lines race the client's connect (docs/kvmm.md). */
+#define CONSOLE_BACKLOG		(64 * 1024)
+
+/* The virtio console's host end, when the configuration asks for one. */
+static int console_open(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
+{
+	int r;
+
+	if (!cfg->has_console)
+		return 0;
+	vm->console_backend = calloc(1, sizeof(*vm->console_backend));
+	if (!vm->console_backend)
+		return -ENOMEM;
+	vm->console_backend->what = "virtio console";
+	vm->console_backend->backlog_max = CONSOLE_BACKLOG;
+	r = chardev_open(vm->console_backend, &cfg->console, loop);
+	if (r) {
+		free(vm->console_backend);
+		vm->console_backend = NULL;
+	}
+	return r;
+}
+
 int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 {
 	unsigned int i;
@@ -116,6 +140,9 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 		vm->serial_backend = NULL;
 		return r;
 	}
+	r = console_open(vm, cfg, loop);
+	if (r)
+		return r;
 	r = devices_create(vm);
 	if (r)
 		return r;
@@ -173,6 +200,11 @@ void vm_destroy(struct vm *vm)
 		chardev_close(vm->serial_backend);
 		free(vm->serial_backend);
 		vm->serial_backend = NULL;
+	}
+	if (vm->console_backend) {
+		chardev_close(vm->console_backend);
+		free(vm->console_backend);
+		vm->console_backend = NULL;
 	}
 	kvm_destroy_vm(vm);
 	guest_mem_destroy(&vm->mem);

@@ -81,6 +81,7 @@ struct vm {
 	struct bus pio, mmio;
 	struct device *devices;		/* creation order */
 	struct chardev *serial_backend;
+	struct chardev *console_backend;	/* the virtio console's, if any */
 	struct acpi_pm *pm;
 	struct irq_routes *irq;		/* MSI routes and their irqfds */
 	struct pci_bus *pci;		/* bus 0; its BARs take MMIO the bus above does not */

@@ -145,6 +145,62 @@ UNIT_TEST(bad_serial_backends_are_refused)
 	config_free(&c);
 }
 
+UNIT_TEST(console_backends_parse)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\"}", &c) == 0);
+	CHECK(!c.has_console);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"pty\"}", &c) == 0);
+	CHECK(c.has_console && c.console.mode == SERIAL_PTY);
+	CHECK(c.serial.mode == SERIAL_STDIO);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"unix:/c\",\"serial\":\"unix:/s\"}", &c) == 0);
+	CHECK(c.console.mode == SERIAL_UNIX);
+	CHECK_STR(c.console.path, "/c");
+	CHECK_STR(c.serial.path, "/s");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":{\"mode\":\"file\",\"path\":\"/f\"}}", &c) == 0);
+	CHECK(c.console.mode == SERIAL_FILE);
+	CHECK_STR(c.console.path, "/f");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"stdio\",\"serial\":\"none\"}", &c) == 0);
+	CHECK(c.has_console && c.console.mode == SERIAL_STDIO);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"none\"}", &c) == 0);
+	CHECK(c.has_console && c.console.mode == SERIAL_NONE);
+	config_free(&c);
+}
+
+UNIT_TEST(bad_console_backends_are_refused)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"tcp:1\"}", &c) < 0);
+	CHECK_STR(err, "console backend 'tcp' is unknown: use stdio, pty, file:PATH, unix:PATH or none");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"unix\"}", &c) < 0);
+	CHECK_STR(err, "console backend 'unix' needs a path: use unix:PATH");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"none:/x\"}", &c) < 0);
+	CHECK_STR(err, "console backend 'none' takes no path");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":true}", &c) < 0);
+	CHECK_STR(err, "console must be a string such as \"stdio\" or \"file:PATH\"");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":{\"path\":\"/x\"}}", &c) < 0);
+	CHECK_STR(err, "console.mode must be one of stdio, pty, file, unix, none");
+	config_free(&c);
+	/* two host ends on one stdin, or one socket */
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"stdio\"}", &c) < 0);
+	CHECK_STR(err, "serial and console cannot both use stdio: give the serial port another backend, e.g. --serial none");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"console\":\"unix:/s\",\"serial\":\"unix:/s\"}", &c) < 0);
+	CHECK_STR(err, "serial and console cannot share the socket /s: give each its own path");
+	config_free(&c);
+}
+
 UNIT_TEST(missing_kernel_and_unknown_keys_are_refused)
 {
 	struct vm_config c;

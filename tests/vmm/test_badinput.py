@@ -128,6 +128,41 @@ def test_unknown_serial_backend(tmp):
     assert "serial backend 'tcp' is unknown" in run(tmp, "--kernel", GUEST, "--serial", "tcp:1234")
 
 
+def test_bad_console_backends(tmp):
+    assert "console backend 'tcp' is unknown: use stdio, pty, file:PATH, unix:PATH or none" in \
+        run(tmp, "--kernel", GUEST, "--console", "tcp:1234")
+    assert "console backend 'unix' needs a path: use unix:PATH" in \
+        run(tmp, "--kernel", GUEST, "--console", "unix")
+    assert "console backend 'pty' takes no path" in run(tmp, "--kernel", GUEST, "--console", "pty:/x")
+    assert "option '--console' needs a value" in run(tmp, "--kernel", GUEST, "--console")
+
+
+def test_console_and_serial_cannot_share_a_host_end(tmp):
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--console", "stdio"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr == ("kvmm: error: serial and console cannot both use stdio: give the serial "
+                        "port another backend, e.g. --serial none\n")
+    s = os.path.join(tmp, "c.sock")
+    assert f"serial and console cannot share the socket {s}: give each its own path" in \
+        run(tmp, "--kernel", GUEST, "--serial", f"unix:{s}", "--console", f"unix:{s}")
+
+
+def test_console_socket_or_file_in_missing_directory(kvm, tmp):
+    err = run(tmp, "--kernel", GUEST, "--console", f"unix:{tmp}/nodir/c.sock")
+    assert f"cannot listen on virtio console socket {tmp}/nodir/c.sock: No such file or directory; " \
+           "create its directory first" in err
+    err = run(tmp, "--kernel", GUEST, "--console", f"file:{tmp}/nodir/c.log")
+    assert f"cannot open virtio console output file {tmp}/nodir/c.log: No such file or directory" in err
+
+
+def test_console_socket_removed_when_start_fails(kvm, tmp):
+    # The socket is made before the kernel is read: a bad kernel must
+    # not leave it behind (run() checks tmp is as it was).
+    err = run(tmp, "--kernel", "/nonexistent/bzImage", "--console", f"unix:{tmp}/c.sock")
+    assert "cannot read kernel /nonexistent/bzImage" in err
+
+
 def test_no_kvm_device(tmp):
     # An empty mount namespace view of /dev: kvmm must say what to do.
     r = subprocess.run(["unshare", "-m", "sh", "-c",

@@ -70,6 +70,8 @@ GOOD = [
     {"kernel": GUEST, "memory": "256M", "cpus": 2, "serial": "none", "cmdline": "x", "name": "n",
      "no_reboot": True},
     {"kernel": GUEST, "memory": 134217728, "cpus": "1", "serial": {"mode": "file", "path": "/dev/null"}},
+    {"kernel": GUEST, "console": "pty"},
+    {"kernel": GUEST, "console": {"mode": "file", "path": "/dev/null"}},
 ]
 BAD = [
     {},
@@ -78,6 +80,8 @@ BAD = [
     {"kernel": GUEST, "serial": "tcp:1"},
     {"kernel": GUEST, "disks": []},
     {"kernel": GUEST, "no_reboot": "yes"},
+    {"kernel": GUEST, "console": "tcp:1"},
+    {"kernel": GUEST, "console": True},
 ]
 
 

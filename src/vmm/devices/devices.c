@@ -55,6 +55,14 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 		slot++;
 		bar += VIRTIO_PCI_BAR_SIZE;
 	}
+	if (vm->console_backend) {
+		dev = virtio_console_create(vm, slot, bar, vm->console_backend);
+		if (!dev)
+			goto fail;
+		devices_add(vm, dev);
+		slot++;
+		bar += VIRTIO_PCI_BAR_SIZE;
+	}
 	return 0;
 fail:
 	pr_err("cannot create the PCI bus");

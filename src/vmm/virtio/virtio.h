@@ -1,6 +1,6 @@
 /* virtio devices over the modern PCI transport (virtio 1.x, 4.1).
  *
- * A device (rng, later blk, net, console) is one file with one
+ * A device (rng, console, later blk, net) is one file with one
  * struct virtio_dev_ops; the transport (virtio/pci.c) owns the PCI
  * function, MSI-X, feature negotiation, device status and the queues.
  *
@@ -106,5 +106,9 @@ int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
 
 /* The devices. */
 struct device *virtio_rng_create(struct vm *vm, unsigned int slot, uint64_t bar_addr);
+struct chardev;
+/* Takes backend's input callbacks; the backend outlives the device. */
+struct device *virtio_console_create(struct vm *vm, unsigned int slot, uint64_t bar_addr,
+				     struct chardev *backend);
 
 #endif

@@ -151,7 +151,10 @@ int virtq_pop(struct virtq *q, const struct guest_memory *mem,
 	/* GUEST: head is a descriptor index */
 	if (head >= n)
 		return -EINVAL;
+	/* The totals live after the (large) iov array: clear them too, or
+	 * an element reused across pops would add up. */
 	memset(e, 0, offsetof(struct virtq_elem, iov));
+	e->out_len = e->in_len = 0;
 	e->head = head;
 	i = head;
 	for (steps = 0; steps < n; steps++) {
