@@ -1,5 +1,5 @@
 /* virDomainOpenConsole: `virsh console` attaches to the guest's serial
- * console, the pty kvmm allocated for COM1, through an RPC stream
+ * console or its virtio console, a pty kvmm allocated, through an RPC stream
  * (rpc/stream.h).  One client at a time per domain; FORCE takes the
  * console over from the current one, whose stream then ends. */
 #include <errno.h>
@@ -29,24 +29,42 @@ static void console_released(struct rpc_stream *s, void *opaque)
 	domain_obj_unref(obj);
 }
 
-/* The device the client names, as libvirt names them: serial0 and
- * console0 are both COM1 here.  NULL name: the first console. */
-static int check_device(const struct domain_def *def, const char *name)
+/* The device the client names, as libvirt names them: serialN, consoleN
+ * (console0 is COM1 when it is the serial console; a virtio console
+ * follows it); no name: the first console.  The pty to attach to, or NULL
+ * after reporting. */
+static const char *device_pty(const struct domain_def *def, const char *name)
 {
-	if (name && strcmp(name, "serial0") && strcmp(name, "console0")) {
-		drv_error_report(VIR_ERR_INTERNAL_ERROR, "cannot find character device %s", name);
-		return -1;
+	const struct domain_chr *c = NULL;
+	unsigned i;
+	char tail;
+
+	if (!name)
+		c = def->nconsoles ? &def->consoles[0] : def->nserials ? &def->serials[0] : NULL;
+	else if (sscanf(name, "serial%u%c", &i, &tail) == 1 && i < def->nserials)
+		c = &def->serials[i];
+	else if (sscanf(name, "console%u%c", &i, &tail) == 1 && i < def->nconsoles)
+		c = &def->consoles[i];
+	if (!c) {
+		if (name)
+			drv_error_report(VIR_ERR_INTERNAL_ERROR, "cannot find character device %s", name);
+		else
+			drv_error_report(VIR_ERR_INTERNAL_ERROR, "cannot find default console device");
+		return NULL;
 	}
-	if (!def->nserials) {
-		drv_error_report(VIR_ERR_INTERNAL_ERROR, "cannot find default console device");
-		return -1;
+	if (c->type != CHR_PTY || !c->path) {
+		/* Named by its alias, as libvirt: the serial console is serial0. */
+		g_autofree char *alias =
+			name ? g_strdup(name) :
+			c >= def->serials && c < def->serials + def->nserials ?
+				g_strdup_printf("serial%td", c - def->serials) :
+			c->target == CONSOLE_SERIAL ? g_strdup("serial0") :
+				g_strdup_printf("console%td", c - def->consoles);
+
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "character device %s is not using a PTY", alias);
+		return NULL;
 	}
-	if (def->serials[0].type != CHR_PTY || !def->serials[0].path) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "character device %s is not using a PTY",
-				 name ? name : "serial0");
-		return -1;
-	}
-	return 0;
+	return c->path;
 }
 
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret)
@@ -68,13 +86,12 @@ int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
 		goto out;
 	}
-	if (check_device(obj->def, name) < 0)
+	if (!(path = g_strdup(device_pty(obj->def, name))))
 		goto out;
 	if (obj->console && !(a->flags & VIR_DOMAIN_CONSOLE_FORCE)) {
 		drv_error_report(VIR_ERR_OPERATION_FAILED, "Active console session exists for this domain");
 		goto out;
 	}
-	path = g_strdup(obj->def->serials[0].path);
 	fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot open console %s: %s", path,

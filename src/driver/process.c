@@ -210,42 +210,53 @@ static void exit_reason(const struct domain_run *r, int status, bool known, int 
 	}
 }
 
-/* The pty kvmm allocated for COM1 shows in the live definition (serial
- * port 0 and the serial console), as libvirt shows QEMU's; NULL clears it.
- * obj->lock held. */
-static void set_pty_path(struct domain_obj *obj, const char *path)
+/* The ptys kvmm allocated -- COM1's and the virtio console's -- show in
+ * the live definition (serial port 0 and the serial console; the virtio
+ * console), as libvirt shows QEMU's; NULL clears them.  obj->lock held. */
+static void set_pty_paths(struct domain_obj *obj, const char *serial, const char *console)
 {
 	struct domain_def *def = obj->def;
 
 	if (def->nserials && def->serials[0].type == CHR_PTY) {
 		g_free(def->serials[0].path);
-		def->serials[0].path = g_strdup(path);
+		def->serials[0].path = g_strdup(serial);
 	}
 	for (size_t i = 0; i < def->nconsoles; i++) {
-		if (def->consoles[i].target == CONSOLE_SERIAL && def->consoles[i].type == CHR_PTY) {
-			g_free(def->consoles[i].path);
-			def->consoles[i].path = g_strdup(path);
-		}
+		struct domain_chr *c = &def->consoles[i];
+
+		if (c->type != CHR_PTY)
+			continue;
+		g_free(c->path);
+		c->path = g_strdup(c->target == CONSOLE_SERIAL ? serial : console);
 	}
 }
 
-/* Asks kvmm where COM1 is (worker or start-up; obj->lock not held). */
-static char *query_pty(const char *api_path, char **state)
+/* The pty path of query-status' member NAME ("serial", "console"). */
+static char *pty_of(json_object *status, const char *name)
 {
-	json_object *q = NULL, *v, *p;
-	char *path = NULL;
+	json_object *v, *p;
+
+	if (json_object_object_get_ex(status, name, &v) && json_object_object_get_ex(v, "mode", &p) &&
+	    !strcmp(json_object_get_string(p), "pty") && json_object_object_get_ex(v, "path", &p))
+		return g_strdup(json_object_get_string(p));
+	return NULL;
+}
+
+/* Asks kvmm where COM1 and the virtio console are, and (STATE not NULL)
+ * whether it runs (worker or start-up; obj->lock not held). */
+static void query_ptys(const char *api_path, char **serial, char **console, char **state)
+{
+	json_object *q = NULL, *v;
 
 	if (monitor_command(api_path, "query-status", &q) < 0) {
 		drv_error_reset();
-		return NULL;
+		return;
 	}
 	if (state && json_object_object_get_ex(q, "state", &v))
 		*state = g_strdup(json_object_get_string(v));
-	if (json_object_object_get_ex(q, "serial", &v) && json_object_object_get_ex(v, "mode", &p) &&
-	    !strcmp(json_object_get_string(p), "pty") && json_object_object_get_ex(v, "path", &p))
-		path = g_strdup(json_object_get_string(p));
+	*serial = pty_of(q, "serial");
+	*console = pty_of(q, "console");
 	json_object_put(q);
-	return path;
 }
 
 static gpointer restart_thread(gpointer data);
@@ -273,7 +284,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	exit_reason(r, status, known, &detail, &reason);
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
-	set_pty_path(obj, NULL);
+	set_pty_paths(obj, NULL, NULL);
 	obj->state = VIR_DOMAIN_SHUTOFF;
 	obj->reason = reason;
 	restart = !r->destroying && known &&
@@ -396,7 +407,7 @@ static int wait_ready(struct domain_run *r, off_t log_start)
 int process_start(struct domain_obj *obj)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
-	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL;
+	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL, *cpty = NULL;
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
@@ -483,13 +494,13 @@ int process_start(struct domain_obj *obj)
 	}
 
 	id = g_atomic_int_add(&next_id, 1) + 1;
-	pty = query_pty(r->api_path, NULL);
+	query_ptys(r->api_path, &pty, &cpty, NULL);
 	/* kvmm's events (guest resets become reboot events), set up before
 	 * the run is published: the main loop may end it at once. */
 	r->obj = obj;
 	r->events = monitor_watch_new(r->api_path, on_kvmm_event, r);
 	g_mutex_lock(&obj->lock);
-	set_pty_path(obj, pty);
+	set_pty_paths(obj, pty, cpty);
 	obj->id = obj->def->id = id;
 	obj->state = VIR_DOMAIN_RUNNING;
 	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
@@ -605,7 +616,7 @@ static void adopt_one(const char *path)
 	g_autofree char *why = NULL;
 	struct domain_obj *obj;
 	struct domain_run *r;
-	g_autofree char *pty = NULL, *state = NULL;
+	g_autofree char *pty = NULL, *cpty = NULL, *state = NULL;
 
 	if (status_read(path, &st, &why) < 0) {
 		pr_err("ignoring status file %s: %s", path, why);
@@ -652,7 +663,7 @@ static void adopt_one(const char *path)
 		domain_obj_unref(obj);
 		return;
 	}
-	pty = query_pty(r->api_path, &state);
+	query_ptys(r->api_path, &pty, &cpty, &state);
 	g_mutex_lock(&obj->lock);
 	obj->id = obj->def->id = st.id;
 	obj->state = st.state;
@@ -665,7 +676,7 @@ static void adopt_one(const char *path)
 		obj->state = VIR_DOMAIN_RUNNING;
 		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
-	set_pty_path(obj, pty);
+	set_pty_paths(obj, pty, cpty);
 	obj->run = r;
 	r->obj = obj;
 	g_mutex_unlock(&obj->lock);

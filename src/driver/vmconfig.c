@@ -7,6 +7,7 @@
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
  *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
  *                                           then stops the domain)
+ *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
  * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
@@ -41,9 +42,15 @@ static int check_runnable(const struct domain_def *def)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
 	if (def->balloon_model == BALLOON_VIRTIO)
 		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/>");
+	size_t nvirtio = 0;
+
 	for (size_t i = 0; i < def->nconsoles; i++)
-		if (def->consoles[i].target == CONSOLE_VIRTIO)
-			return unsupported("virtio consoles are not supported by kvmm yet; use <target type='serial'/>");
+		nvirtio += def->consoles[i].target == CONSOLE_VIRTIO;
+	if (nvirtio > 1)
+		return unsupported("kvmm has one virtio console; remove all but one <console> with <target type='virtio'/>");
+	for (size_t i = 0; i < def->nconsoles; i++)
+		if (def->consoles[i].target == CONSOLE_VIRTIO && def->consoles[i].log_file)
+			return unsupported("console <log file> is not supported by kvmm yet; remove <log>");
 	if (def->clock_offset == CLOCK_LOCALTIME)
 		return unsupported("clock offset 'localtime' is not supported by kvmm yet; use offset='utc'");
 	if (def->smbios_sysinfo)
@@ -53,18 +60,17 @@ static int check_runnable(const struct domain_def *def)
 	return 0;
 }
 
-static json_object *serial_config(const struct domain_def *def)
+/* A character device's backend in kvmm's shape: {mode, path}; C NULL: none. */
+static json_object *chardev_config(const struct domain_chr *c)
 {
 	static const char *const modes[] = { [CHR_PTY] = "pty", [CHR_FILE] = "file",
 					     [CHR_UNIX] = "unix" };
-	const struct domain_chr *c;
 	json_object *o = json_object_new_object();
 
-	if (!def->nserials) {
+	if (!c) {
 		json_object_object_add(o, "mode", json_object_new_string("none"));
 		return o;
 	}
-	c = &def->serials[0];
 	json_object_object_add(o, "mode", json_object_new_string(modes[c->type]));
 	/* A pty's path is allocated by kvmm at start; the one in a live
 	 * definition is that of an earlier run. */
@@ -88,7 +94,10 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	json_object_object_add(o, "cmdline", json_object_new_string(def->cmdline ? def->cmdline : ""));
 	json_object_object_add(o, "memory", json_object_new_int64((int64_t)def->memory_kib * 1024));
 	json_object_object_add(o, "cpus", json_object_new_int((int)def->vcpus));
-	json_object_object_add(o, "serial", serial_config(def));
+	json_object_object_add(o, "serial", chardev_config(def->nserials ? &def->serials[0] : NULL));
+	for (size_t i = 0; i < def->nconsoles; i++)
+		if (def->consoles[i].target == CONSOLE_VIRTIO)
+			json_object_object_add(o, "console", chardev_config(&def->consoles[i]));
 	if (rt && rt->api_socket)
 		json_object_object_add(o, "api_socket", json_object_new_string(rt->api_socket));
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));

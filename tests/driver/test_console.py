@@ -232,3 +232,41 @@ def test_console_of_an_adopted_guest(start_daemon, consoles, kvm):
     c.send(b"\x1d")
     assert c.wait() == 0
     assert virsh(d2.uri(), "destroy", "g1").returncode == 0
+
+
+def test_virtio_console(daemon, consoles, kvm):
+    """<console type='pty'><target type='virtio'/> is kvmm's virtio
+    console (hvc0): its pty shows in the live XML and virsh console
+    --devname console1 reaches it; the guest's greeting and echo pass
+    through the daemon's stream."""
+    d = daemon
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(f"""<domain type='kvm'>
+  <name>hvc</name>
+  <memory unit='MiB'>128</memory>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=wait kvmmtest.virtio=console kvmmtest.console0.echo=60</cmdline></os>
+  <devices>
+    <serial type='file'><source path='{d.root}/hvc-serial.log'/><target port='0'/></serial>
+    <console type='pty'><target type='virtio'/></console>
+  </devices>
+</domain>""")
+    dom.create()
+    live = dom.XMLDesc(0)
+    assert live.count("<source path='/dev/pts/") == 1, live
+    c = attach(consoles, d.uri(), "hvc", "--devname", "console1")
+    c.read_until("(Ctrl + ])")
+    c.read_until("KVMMTEST-HVC hello from console0")      # the guest's greeting on hvc0
+    deadline = time.monotonic() + 30
+    while "virtio-console-ready" not in open(os.path.join(d.root, "hvc-serial.log")).read():
+        assert time.monotonic() < deadline, "the guest never got ready for input"
+        time.sleep(0.05)
+    c.send(b"ping-from-virsh\n")
+    c.read_until("echo: ping-from-virsh")
+    c.send(b"\x1d")
+    assert c.wait() == 0
+    # the serial port is a file: no console there
+    r = attach(consoles, d.uri(), "hvc", "--devname", "serial0")
+    assert r.wait() != 0 and b"character device serial0 is not using a PTY" in r.out
+    dom.destroy()
+    conn.close()
