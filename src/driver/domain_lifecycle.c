@@ -184,6 +184,17 @@ int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret)
 			  VIR_DOMAIN_EVENT_RESUMED, VIR_DOMAIN_EVENT_RESUMED_UNPAUSED);
 }
 
+int drv_domain_reboot(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+
+	/* The ACPI power button is kvmm's one way (DEFAULT picks it); the
+	 * guest shuts down and kvmm starts it again, same process and id. */
+	if (api_check_flags(a->flags, VIR_DOMAIN_REBOOT_ACPI_POWER_BTN, "virDomainReboot") < 0)
+		return -1;
+	return vm_command(&a->dom, "virDomainReboot", "reboot", -1, 0, -1, 0);
+}
+
 int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_flags_args *a = args;

@@ -75,6 +75,7 @@ int drv_domain_shutdown_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_reboot(struct rpc_conn *conn, void *args, void *ret);
 
 /* domain_stats.c: statistics of running domains */
 int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret);

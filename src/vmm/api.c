@@ -204,6 +204,16 @@ static struct json_object *cmd_power_button(struct api *api, struct json_object 
 	return json_object_new_object();
 }
 
+static struct json_object *cmd_reboot(struct api *api, struct json_object *args,
+				      const char **code, const char **err)
+{
+	struct json_object *r = cmd_power_button(api, args, code, err);
+
+	if (r)
+		api->vm->reboot_on_poweroff = true;
+	return r;
+}
+
 static struct json_object *cmd_reset(struct api *api, struct json_object *args,
 				     const char **code, const char **err)
 {
@@ -233,6 +243,7 @@ static const struct api_cmd api_cmds[] = {
 	{ "pause", cmd_pause },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },
+	{ "reboot", cmd_reboot },
 	{ "reset", cmd_reset },
 	{ "quit", cmd_quit },
 };

@@ -289,6 +289,7 @@ int vm_reset(struct vm *vm)
 	vm_destroy_vcpus(vm);
 	kvm_destroy_vm(vm);
 	vm->clock_saved = false;
+	vm->reboot_on_poweroff = false;	/* whatever reset it, it rebooted */
 	guest_mem_discard(&vm->mem);
 	devices_reset(vm);
 	r = kvm_create_vm(vm);
@@ -323,6 +324,10 @@ void vm_handle_request(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 	if (vm->state == VM_SHUTDOWN)
 		return;
+	if (req == REASON_POWEROFF && vm->reboot_on_poweroff) {
+		pr_info("guest powered off after a reboot request");
+		req = REASON_RESET;
+	}
 
 	switch (req) {
 	case REASON_NONE:

@@ -93,6 +93,10 @@ struct vm {
 	pthread_cond_t cond;
 	enum vm_state state;
 	enum vcpu_cmd cmd;
+	/* Main loop: a "reboot" was asked for, so the guest's next poweroff
+	 * resets it instead (libvirt's reboot by ACPI, as QEMU's fake
+	 * reboot). */
+	bool reboot_on_poweroff;
 	enum vm_reason request;		/* posted by vm_request, taken by main */
 	char request_msg[512];
 	int request_fd;			/* eventfd: wakes the main loop */

@@ -353,11 +353,27 @@ def test_reboot_events(daemon, conn, kvm):
     assert dom.ID() == 1 and dom.isActive()
     dom.destroy()
 
+    # virsh reboot: the guest shuts down through ACPI and boots again,
+    # same kvmm, same id
+    armed = serial(d.root, "r1").count("power-button armed")    # the serial file is appended to
+    dom.create()
+    wait_for(lambda: serial(d.root, "r1").count("power-button armed") > armed, "the guest armed")
+    boots = serial(d.root, "r1").count("KVMMTEST boot")
+    r = virsh(d.uri(), "reboot", "r1")
+    assert r.returncode == 0 and "is being rebooted" in r.stdout, r.stderr
+    assert q.get(timeout=30) == "r1"
+    wait_for(lambda: serial(d.root, "r1").count("KVMMTEST boot") > boots, "the second boot")
+    assert "KVMMTEST action poweroff" in serial(d.root, "r1")
+    assert dom.isActive() and dom.ID() == 2
+    r = virsh(d.uri(), "reboot", "r1", "--mode", "agent")
+    assert r.returncode != 0 and "unsupported flags" in r.stderr
+    dom.destroy()
+
     # the guest reboots itself (its action), again and again
     self_reboot = conn.defineXML(guest_xml(d.root, "r2", action="reboot"))
     self_reboot.create()
     assert q.get(timeout=30) == "r2"
     assert q.get(timeout=30) == "r2"
-    assert self_reboot.isActive() and self_reboot.ID() == 2
+    assert self_reboot.isActive() and self_reboot.ID() == 3
     self_reboot.destroy()
     ev.close()

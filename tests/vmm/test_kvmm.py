@@ -77,6 +77,25 @@ def test_reset_from_the_control_socket_reboots(kvm, vms, tmp):
     assert g.wait_exit() == 0
 
 
+def test_reboot_turns_the_guests_poweroff_into_a_reset(kvm, vms, tmp):
+    """'reboot' presses the power button; the guest powers off, and kvmm
+    boots it again instead of exiting (libvirt's ACPI reboot)."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))
+    g.wait_for(r"power-button armed")
+    api = Api(sock)
+    assert api.call("reboot")["return"] == {}
+    g.wait_for(r"KVMMTEST action poweroff")
+    api.wait_event("reset", timeout=30)
+    g.wait_for(r"KVMMTEST boot", count=2)
+    assert g.proc.poll() is None
+    assert api.call("query-status")["return"]["boots"] == 2
+    # only the next poweroff: the one after that ends kvmm as usual
+    g.wait_for(r"power-button armed", count=2)
+    assert api.call("power-button")["return"] == {}
+    assert g.wait_exit(30) == 0
+
+
 def test_sigterm_stops_cleanly_and_removes_the_socket(kvm, vms, tmp):
     sock = os.path.join(tmp, "api.sock")
     g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))

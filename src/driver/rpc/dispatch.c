@@ -140,6 +140,8 @@ static const struct rpc_proc procs[] = {
 	    drv_domain_resume, W),
 	DOM(REMOTE_PROC_DOMAIN_RESET, "virDomainReset", ARGS(remote_domain_flags_args), NONE,
 	    drv_domain_reset, W),
+	DOM(REMOTE_PROC_DOMAIN_REBOOT, "virDomainReboot", ARGS(remote_domain_flags_args), NONE,
+	    drv_domain_reboot, W),
 	DOM(REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole",
 	    ARGS(remote_domain_open_console_args), NONE, drv_domain_open_console, W),
 #undef W
@@ -222,7 +224,6 @@ static const struct rpc_proc procs[] = {
 	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE_FLAGS, "virDomainDetachDeviceFlags"),
 	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave"),
 	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove"),
-	MUTATING(REMOTE_PROC_DOMAIN_REBOOT, "virDomainReboot"),
 	MUTATING(REMOTE_PROC_DOMAIN_RESTORE, "virDomainRestore"),
 	MUTATING(REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "virDomainRestoreFlags"),
 	MUTATING(REMOTE_PROC_DOMAIN_SAVE, "virDomainSave"),
