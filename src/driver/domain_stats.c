@@ -5,15 +5,22 @@
  * cannot measure is not reported, and what cannot be answered at all is
  * refused. */
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <libvirt/libvirt.h>
 
 #include "domain_api.h"
 #include "error.h"
 #include "handlers.h"
+#include "monitor.h"
 #include "proc_stat.h"
 #include "process.h"
 #include "remote_stats_xdr.h"
@@ -219,6 +226,36 @@ out:
 	return rc;
 }
 
+static json_object *query_block_stats(struct domain_obj *obj);
+static long long counter(json_object *disk, const char *key);
+
+/* The block group: each disk's name and source, and while it runs,
+ * kvmm's counters. */
+static void block_params(struct domain_obj *obj, pid_t pid, struct params *p)
+{
+	json_object *all = pid ? query_block_stats(obj) : NULL;
+
+	drv_error_reset();	/* no counters is not the caller's error */
+	UINT(p, obj->def->ndisks, "block.count");
+	for (size_t i = 0; i < obj->def->ndisks; i++) {
+		json_object *d = all ? json_object_array_get_idx(all, i) : NULL;
+		remote_typed_param *t;
+
+		t = param(p, VIR_TYPED_PARAM_STRING, "block.%zu.name", i);
+		t->value.remote_typed_param_value_u.s = strdup(obj->def->disks[i].target);
+		t = param(p, VIR_TYPED_PARAM_STRING, "block.%zu.path", i);
+		t->value.remote_typed_param_value_u.s = strdup(obj->def->disks[i].source);
+		if (!d)
+			continue;
+		ULL(p, counter(d, "rd_operations"), "block.%zu.rd.reqs", i);
+		ULL(p, counter(d, "rd_bytes"), "block.%zu.rd.bytes", i);
+		ULL(p, counter(d, "wr_operations"), "block.%zu.wr.reqs", i);
+		ULL(p, counter(d, "wr_bytes"), "block.%zu.wr.bytes", i);
+		ULL(p, counter(d, "flush_operations"), "block.%zu.fl.reqs", i);
+	}
+	json_object_put(all);
+}
+
 /* One domain's record for GET_ALL_DOMAIN_STATS. */
 static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain_stats_record *rec)
 {
@@ -274,11 +311,11 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 			g_free(tids);
 		}
 	}
-	/* kvmm has no disks or NICs yet: there are none to count. */
+	/* kvmm has no NICs yet: there are none to count. */
 	if (groups & VIR_DOMAIN_STATS_INTERFACE)
 		UINT(&p, 0, "net.count");
 	if (groups & VIR_DOMAIN_STATS_BLOCK)
-		UINT(&p, 0, "block.count");
+		block_params(obj, pid, &p);
 	rec->params.params_val = p.v;
 	rec->params.params_len = p.n;
 }
@@ -338,4 +375,113 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 	for (guint i = 0; i < objs->len; i++)
 		domain_record(g_ptr_array_index(objs, i), groups, &r->retStats.retStats_val[i]);
 	return 0;
+}
+
+/* The index of the disk a client names: its target (vda) or its source
+ * path, as libvirt accepts; -1 after reporting. */
+static int disk_index(const struct domain_def *def, const char *name)
+{
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (!strcmp(def->disks[i].target, name) || !strcmp(def->disks[i].source, name))
+			return (int)i;
+	drv_error_report(VIR_ERR_INVALID_ARG, "invalid path: %s", name);
+	return -1;
+}
+
+/* kvmm's counters of every disk (query-block-stats), in disk order; NULL
+ * after reporting. */
+static json_object *query_block_stats(struct domain_obj *obj)
+{
+	g_autofree char *api = process_api_path(obj);
+	json_object *r = NULL;
+
+	if (!api || monitor_command(api, "query-block-stats", &r) < 0)
+		return NULL;
+	if (!json_object_is_type(r, json_type_array)) {
+		json_object_put(r);
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "%s", "kvmm's query-block-stats is not a list");
+		return NULL;
+	}
+	return r;
+}
+
+static long long counter(json_object *disk, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(disk, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+int drv_domain_block_stats(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_block_stats_args *a = args;
+	remote_domain_block_stats_ret *r = ret;
+	struct domain_obj *obj;
+	json_object *all = NULL, *d;
+	int i, rc = -1;
+
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	if (!running_pid(obj) || (i = disk_index(obj->def, a->path)) < 0 ||
+	    !(all = query_block_stats(obj)))
+		goto out;
+	if (!(d = json_object_array_get_idx(all, i))) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm reports no disk %d", i);
+		goto out;
+	}
+	r->rd_req = counter(d, "rd_operations");
+	r->rd_bytes = counter(d, "rd_bytes");
+	r->wr_req = counter(d, "wr_operations");
+	r->wr_bytes = counter(d, "wr_bytes");
+	r->errs = counter(d, "errors");
+	rc = 0;
+out:
+	json_object_put(all);
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_get_block_info_args *a = args;
+	remote_domain_get_block_info_ret *r = ret;
+	g_autofree char *path = NULL;
+	struct domain_obj *obj;
+	struct stat st;
+	int i, fd, rc = -1;
+
+	if (api_check_flags(a->flags, 0, "virDomainGetBlockInfo") < 0)
+		return -1;
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	g_mutex_lock(&obj->lock);
+	i = disk_index(obj->def, a->path);
+	if (i >= 0)
+		path = g_strdup(obj->def->disks[i].source);
+	g_mutex_unlock(&obj->lock);
+	if (!path)
+		goto out;
+	/* Raw images: capacity is the size; allocation what the host holds. */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot stat disk source '%s': %s", path,
+				 g_strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t size = 0;
+
+		ioctl(fd, BLKGETSIZE64, &size);
+		r->capacity = r->physical = r->allocation = size;
+	} else {
+		r->capacity = r->physical = st.st_size;
+		r->allocation = (uint64_t)st.st_blocks * 512;
+	}
+	close(fd);
+	rc = 0;
+out:
+	domain_obj_unref(obj);
+	return rc;
 }

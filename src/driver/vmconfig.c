@@ -7,6 +7,10 @@
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
  *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
  *                                           then stops the domain)
+ *   disk (file or block), in XML order   -> disks [{path, readonly, cache, serial}]:
+ *                                           virtio-blk, vda first; io= is how kvmm
+ *                                           does I/O anyway (io_uring), discards
+ *                                           reach the image
  *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
@@ -34,8 +38,25 @@ static int unsupported(const char *what)
 /* Everything kvmm cannot run yet, refused before anything starts. */
 static int check_runnable(const struct domain_def *def)
 {
-	if (def->ndisks)
-		return unsupported("disks are not supported by kvmm yet; remove the <disk> elements");
+	if (def->ndisks > 16)
+		return unsupported("kvmm takes at most 16 disks");
+	for (size_t i = 0; i < def->ndisks; i++) {
+		const struct domain_disk *d = &def->disks[i];
+		char msg[160];
+
+		/* kvmm writes through the page cache or around it, and
+		 * flushes on request: no mode that flushes every write. */
+		if (d->cache == CACHE_WRITETHROUGH || d->cache == CACHE_DIRECTSYNC) {
+			snprintf(msg, sizeof(msg),
+				 "disk cache mode '%s' is not supported by kvmm yet; use cache='none', 'writeback' or 'unsafe'",
+				 conf_enum_name(&conf_disk_cache, d->cache));
+			return unsupported(msg);
+		}
+		if (d->discard == DISCARD_IGNORE)
+			return unsupported("disk discard='ignore' is not supported by kvmm (it passes discards to the image); use discard='unmap' or leave it out");
+		if (d->serial && strlen(d->serial) > 20)
+			return unsupported("a disk serial longer than 20 characters is not supported by virtio-blk");
+	}
 	if (def->nnets)
 		return unsupported("network interfaces are not supported by kvmm yet; remove the <interface> elements");
 	if (def->nrngs > 1)
@@ -79,6 +100,21 @@ static json_object *chardev_config(const struct domain_chr *c)
 	return o;
 }
 
+static json_object *disk_config(const struct domain_disk *d)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "path", json_object_new_string(d->source));
+	if (d->readonly)
+		json_object_object_add(o, "readonly", json_object_new_boolean(true));
+	if (d->cache == CACHE_NONE || d->cache == CACHE_WRITEBACK || d->cache == CACHE_UNSAFE)
+		json_object_object_add(o, "cache", json_object_new_string(
+			conf_enum_name(&conf_disk_cache, d->cache)));
+	if (d->serial)
+		json_object_object_add(o, "serial", json_object_new_string(d->serial));
+	return o;
+}
+
 char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt)
 {
 	json_object *o;
@@ -95,6 +131,13 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	json_object_object_add(o, "memory", json_object_new_int64((int64_t)def->memory_kib * 1024));
 	json_object_object_add(o, "cpus", json_object_new_int((int)def->vcpus));
 	json_object_object_add(o, "serial", chardev_config(def->nserials ? &def->serials[0] : NULL));
+	if (def->ndisks) {
+		json_object *disks = json_object_new_array();
+
+		for (size_t i = 0; i < def->ndisks; i++)
+			json_object_array_add(disks, disk_config(&def->disks[i]));
+		json_object_object_add(o, "disks", disks);
+	}
 	for (size_t i = 0; i < def->nconsoles; i++)
 		if (def->consoles[i].target == CONSOLE_VIRTIO)
 			json_object_object_add(o, "console", chardev_config(&def->consoles[i]));

@@ -188,6 +188,11 @@ static const struct rpc_proc procs[] = {
 	/* statistics of running domains */
 	[REMOTE_PROC_DOMAIN_GET_VCPUS] = { "virDomainGetVcpus", ARGS(remote_domain_get_vcpus_args),
 		RET(remote_domain_get_vcpus_ret), drv_domain_get_vcpus, 0 },
+	[REMOTE_PROC_DOMAIN_BLOCK_STATS] = { "virDomainBlockStats", ARGS(remote_domain_block_stats_args),
+		RET(remote_domain_block_stats_ret), drv_domain_block_stats, 0 },
+	[REMOTE_PROC_DOMAIN_GET_BLOCK_INFO] = { "virDomainGetBlockInfo",
+		ARGS(remote_domain_get_block_info_args), RET(remote_domain_get_block_info_ret),
+		drv_domain_get_block_info, 0 },
 	[REMOTE_PROC_DOMAIN_MEMORY_STATS] = { "virDomainMemoryStats",
 		ARGS(remote_domain_memory_stats_args), RET(remote_domain_memory_stats_ret),
 		drv_domain_memory_stats, 0 },
