@@ -151,7 +151,10 @@ int virtq_pop(struct virtq *q, const struct guest_memory *mem,
 	/* GUEST: head is a descriptor index */
 	if (head >= n)
 		return -EINVAL;
+	/* The totals sit after the iovec array: clear them by name, or a
+	 * reused element would add this chain to the last one's. */
 	memset(e, 0, offsetof(struct virtq_elem, iov));
+	e->out_len = e->in_len = 0;
 	e->head = head;
 	i = head;
 	for (steps = 0; steps < n; steps++) {
