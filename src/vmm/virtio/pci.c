@@ -60,7 +60,7 @@
 
 static uint64_t offered(const struct virtio_pci *vp)
 {
-	return vp->ops->features | 1ULL << VIRTIO_F_VERSION_1 |
+	return vp->ops->features | vp->dev_features | 1ULL << VIRTIO_F_VERSION_1 |
 	       1ULL << VIRTIO_F_INDIRECT_DESC;
 }
 

@@ -72,6 +72,7 @@ struct virtio_pci {
 	struct msix_sink sink;
 	const struct virtio_dev_ops *ops;
 	void *priv;			/* the device's own state */
+	uint64_t dev_features;		/* this instance's own (blk's RO) */
 	struct guest_memory *mem;
 
 	uint32_t dfselect, gfselect;
@@ -106,5 +107,10 @@ int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
 
 /* The devices. */
 struct device *virtio_rng_create(struct vm *vm, unsigned int slot, uint64_t bar_addr);
+struct disk_config;
+/* Opens disk index of vm->cfg; on bad input prints one line and
+ * returns NULL. */
+struct device *virtio_blk_create(struct vm *vm, unsigned int index,
+				 unsigned int slot, uint64_t bar_addr);
 
 #endif
