@@ -508,3 +508,23 @@ def test_virtio_blk_resize_raises_a_config_interrupt(kvm, vms, tmp, runner):
     assert int(r["capacity"]) == (3 << 20) // SECTOR
     assert int(r["config_interrupts"]) > 0
     assert os.path.getsize(path) == 3 << 20
+
+
+@pytest.mark.parametrize("cache", ["none", "writeback"])
+@pytest.mark.parametrize("sync", [False, True], ids=["io_uring", "sync"])
+def test_kvmm_blk_flushed_writes_survive_sigkill(kvm, vms, tmp, cache, sync):
+    """What the guest wrote and flushed is in the file even when kvmm is
+    SIGKILLed right after the flush completed: kvmm buffers nothing of
+    its own between a completion and the file."""
+    path, data = make_image(tmp, "d0.img", 1 << 20)
+    start, count = 40, 100
+    env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
+    g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+        f"kvmmtest.virtio=blk kvmmtest.blk0.write={start}+{count}", 1, "256M",
+        ["--disk", f"path={path},cache={cache}"]))
+    g.wait_for(r"KVMMTEST pass virtio-blk-flush dev=blk0", timeout=60)
+    g.kill()
+    after = read(path)
+    assert after[start * SECTOR:(start + count) * SECTOR] == \
+        b"".join(pattern(s) for s in range(start, start + count))
+    assert after[:start * SECTOR] == data[:start * SECTOR]
