@@ -528,3 +528,31 @@ def test_kvmm_blk_flushed_writes_survive_sigkill(kvm, vms, tmp, cache, sync):
     assert after[start * SECTOR:(start + count) * SECTOR] == \
         b"".join(pattern(s) for s in range(start, start + count))
     assert after[:start * SECTOR] == data[:start * SECTOR]
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["io_uring", "sync"])
+def test_kvmm_blk_stats_on_the_control_socket(kvm, vms, tmp, sync):
+    import jsonschema
+    schema = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..",
+                                         "schemas", "api.schema.json")))
+    d0, _ = make_image(tmp, "d0.img", 1 << 20)
+    d1, _ = make_image(tmp, "d1.img", 1 << 20)
+    sock = os.path.join(tmp, "api.sock")
+    env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
+    g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+        "kvmmtest.virtio=blk kvmmtest.blk0.write=16+32 kvmmtest.blk1.write=0+8 "
+        "kvmmtest.action=wait", 1, "256M",
+        ["--disk", f"path={d0}", "--disk", f"path={d1},readonly=on", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST done", timeout=60)
+    api = kvmmtest.Api(sock)
+    r = api.call("query-block-stats")
+    api.call("quit")
+    g.wait_exit()
+    st = r["return"]
+    jsonschema.validate(st, {**schema["$defs"]["block-stats"], "$defs": schema["$defs"]})
+    assert [s["device"] for s in st] == ["disk0", "disk1"]
+    assert [s["path"] for s in st] == [d0, d1]
+    assert st[0]["wr_bytes"] == 32 * SECTOR and st[0]["wr_operations"] >= 1
+    assert st[0]["flush_operations"] >= 1 and st[0]["rd_bytes"] >= 32 * SECTOR
+    assert st[0]["other_operations"] >= 1 and st[0]["errors"] == 0   # GET_ID
+    assert st[1]["wr_bytes"] == 0 and st[1]["errors"] >= 1            # refused writes

@@ -523,6 +523,26 @@ static const struct virtio_dev_ops blk_ops = {
 	.destroy = blk_destroy,
 };
 
+int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st)
+{
+	struct virtio_pci *vp = virtio_pci_of(dev);
+	struct blk *b;
+
+	if (!vp || vp->ops != &blk_ops)
+		return -ENODEV;
+	pthread_mutex_lock(&dev->lock);
+	b = vp->priv;
+	*st = (struct virtio_blk_stats){
+		.path = b->path,
+		.rd_reqs = b->stats.rd_reqs, .wr_reqs = b->stats.wr_reqs,
+		.flush_reqs = b->stats.flush_reqs, .other_reqs = b->stats.other_reqs,
+		.rd_bytes = b->stats.rd_bytes, .wr_bytes = b->stats.wr_bytes,
+		.errors = b->stats.errors,
+	};
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}
+
 /* Opens the image, with O_DIRECT for cache=none when the file system
  * takes it.  Prints why not and returns -errno. */
 static int blk_open(struct blk *b, const struct disk_config *d)

@@ -603,6 +603,11 @@ static const struct device_ops virtio_pci_ops = {
 	.destroy = vp_destroy,
 };
 
+struct virtio_pci *virtio_pci_of(struct device *dev)
+{
+	return dev->ops == &virtio_pci_ops ? (struct virtio_pci *)dev : NULL;
+}
+
 /* Returns the capability's offset (0 if there was no room, which the
  * fixed layout rules out). */
 static unsigned int add_cap(struct pci_func *f, uint8_t type, uint32_t off,

@@ -113,4 +113,15 @@ struct disk_config;
 struct device *virtio_blk_create(struct vm *vm, unsigned int index,
 				 unsigned int slot, uint64_t bar_addr);
 
+/* A disk's counters since kvmm started (they survive guest resets). */
+struct virtio_blk_stats {
+	const char *path;
+	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
+	uint64_t rd_bytes, wr_bytes, errors;
+};
+/* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
+int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
+/* The virtio_pci behind dev, or NULL if dev is not a virtio device. */
+struct virtio_pci *virtio_pci_of(struct device *dev);
+
 #endif
