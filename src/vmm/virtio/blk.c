@@ -182,11 +182,14 @@ static int64_t sync_rw(int fd, bool write, struct iovec *iov, unsigned int n,
 	return done;
 }
 
+#define NOT_DONE	INT64_MIN
+
 /* Runs the batch's reads and writes: together through io_uring, or one
  * after the other. */
 static void run_io(struct blk *b)
 {
 	unsigned int i, queued = 0;
+	int s = 0;
 
 	for (i = 0; i < b->nreqs; i++) {
 		struct blk_req *r = &b->reqs[i];
@@ -194,13 +197,10 @@ static void run_io(struct blk *b)
 
 		if (!r->io)
 			continue;
-		r->res = -EIO;
+		r->res = NOT_DONE;
 		sqe = b->uring ? io_uring_get_sqe(&b->ring) : NULL;
-		if (!sqe) {
-			r->res = sync_rw(r->fd, r->type == VIRTIO_BLK_T_OUT, r->data,
-					 r->ndata, r->off, r->bytes);
-			continue;
-		}
+		if (!sqe)
+			continue;	/* done synchronously below */
 		if (r->type == VIRTIO_BLK_T_OUT)
 			io_uring_prep_writev(sqe, r->fd, r->data, r->ndata, r->off);
 		else
@@ -209,22 +209,36 @@ static void run_io(struct blk *b)
 		queued++;
 	}
 	if (queued) {
-		int s = io_uring_submit_and_wait(&b->ring, queued);
-
+		s = io_uring_submit_and_wait(&b->ring, queued);
 		if (s < 0)
-			pr_warn("%s: io_uring submit: %s", b->path, strerror(-s));
+			s = 0;
 	}
-	while (queued) {
+	/* Only what the kernel took can complete. */
+	for (i = 0; i < (unsigned int)s; ) {
 		struct io_uring_cqe *cqe;
 		int w = io_uring_wait_cqe(&b->ring, &cqe);
 
 		if (w == -EINTR)
 			continue;
 		if (w < 0)
-			break;	/* unreachable in practice: res stays -EIO */
+			break;
 		((struct blk_req *)io_uring_cqe_get_data(cqe))->res = cqe->res;
 		io_uring_cqe_seen(&b->ring, cqe);
-		queued--;
+		i++;
+	}
+	if ((unsigned int)s != queued || i != queued) {
+		/* The ring misbehaved: drop it (and any SQE it did not take,
+		 * whose iovecs will be reused) and go on without it. */
+		pr_warn("%s: io_uring failed, using preadv/pwritev from now on", b->path);
+		io_uring_queue_exit(&b->ring);
+		b->uring = false;
+	}
+	for (i = 0; i < b->nreqs; i++) {
+		struct blk_req *r = &b->reqs[i];
+
+		if (r->io && r->res == NOT_DONE)
+			r->res = sync_rw(r->fd, r->type == VIRTIO_BLK_T_OUT, r->data,
+					 r->ndata, r->off, r->bytes);
 	}
 	for (i = 0; i < b->nreqs; i++) {
 		struct blk_req *r = &b->reqs[i];
