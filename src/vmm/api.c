@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "virtio/virtio.h"
 
 #define API_MAX_CLIENTS 16
 #define API_MAX_LINE (64 * 1024)
@@ -234,12 +235,49 @@ static struct json_object *cmd_quit(struct api *api, struct json_object *args,
 	return json_object_new_object();
 }
 
+static void add_u64(struct json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_int64((int64_t)v));
+}
+
+/* One entry per disk, in --disk order. */
+static struct json_object *cmd_query_block_stats(struct api *api, struct json_object *args,
+						 const char **code, const char **err)
+{
+	struct json_object *a = json_object_new_array();
+	struct virtio_blk_stats st;
+	struct device *d;
+	unsigned int n = 0;
+	char name[16];
+
+	for (d = api->vm->devices; d; d = d->next) {
+		struct json_object *o;
+
+		if (virtio_blk_stats(d, &st))
+			continue;
+		o = json_object_new_object();
+		snprintf(name, sizeof(name), "disk%u", n++);
+		json_object_object_add(o, "device", json_object_new_string(name));
+		json_object_object_add(o, "path", json_object_new_string(st.path));
+		add_u64(o, "rd_operations", st.rd_reqs);
+		add_u64(o, "wr_operations", st.wr_reqs);
+		add_u64(o, "flush_operations", st.flush_reqs);
+		add_u64(o, "other_operations", st.other_reqs);
+		add_u64(o, "rd_bytes", st.rd_bytes);
+		add_u64(o, "wr_bytes", st.wr_bytes);
+		add_u64(o, "errors", st.errors);
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
 static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
 					      const char **code, const char **err);
 
 static const struct api_cmd api_cmds[] = {
 	{ "query-status", cmd_query_status },
 	{ "query-commands", cmd_query_commands },
+	{ "query-block-stats", cmd_query_block_stats },
 	{ "pause", cmd_pause },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },

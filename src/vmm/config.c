@@ -177,6 +177,142 @@ static int get_bool(struct cfg_ctx *c, struct json_object *v,
 	return 0;
 }
 
+static const char *const cache_names[] = {
+	[DISK_CACHE_WRITEBACK] = "writeback", [DISK_CACHE_NONE] = "none",
+	[DISK_CACHE_UNSAFE] = "unsafe",
+};
+
+const char *disk_cache_name(enum disk_cache cache)
+{
+	return cache_names[cache];
+}
+
+static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
+		    const char *key, struct json_object *v, const char *str)
+{
+	size_t i;
+
+	if (!strcmp(key, "path")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: path must be a string", n);
+		str = v ? json_object_get_string(v) : str;
+		if (!*str)
+			return cfg_error(c, "disk %u: path is empty: use path=IMAGE", n);
+		free(d->path);
+		d->path = strdup(str);
+		return d->path ? 0 : -ENOMEM;
+	}
+	if (!strcmp(key, "readonly")) {
+		if (v) {
+			if (!json_object_is_type(v, json_type_boolean))
+				return cfg_error(c, "disk %u: readonly must be true or false", n);
+			d->readonly = json_object_get_boolean(v);
+		} else if (!strcmp(str, "on") || !strcmp(str, "off")) {
+			d->readonly = !strcmp(str, "on");
+		} else {
+			return cfg_error(c, "disk %u: readonly=%s is not valid: use readonly=on or readonly=off", n, str);
+		}
+		return 0;
+	}
+	if (!strcmp(key, "cache")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: cache must be a string", n);
+		str = v ? json_object_get_string(v) : str;
+		for (i = 0; i < ARRAY_SIZE(cache_names); i++)
+			if (!strcmp(str, cache_names[i]))
+				break;
+		if (i == ARRAY_SIZE(cache_names))
+			return cfg_error(c, "disk %u: cache mode '%s' is unknown: use none, writeback or unsafe", n, str);
+		d->cache = i;
+		return 0;
+	}
+	if (!strcmp(key, "serial")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: serial must be a string", n);
+		str = v ? json_object_get_string(v) : str;
+		if (strlen(str) > KVMM_DISK_SERIAL_MAX)
+			return cfg_error(c, "disk %u: serial '%s' is longer than %d bytes: shorten it", n, str,
+					 KVMM_DISK_SERIAL_MAX);
+		free(d->serial);
+		d->serial = strdup(str);
+		return d->serial ? 0 : -ENOMEM;
+	}
+	if (!strcmp(key, "blk_size")) {
+		int64_t bs;
+		char *end = NULL;
+
+		if (v && !json_object_is_type(v, json_type_int))
+			return cfg_error(c, "disk %u: blk_size must be a number", n);
+		bs = v ? json_object_get_int64(v) : strtoll(str, &end, 10);
+		if ((end && (*end || end == str)) || bs < 512 || bs > 4096 || (bs & (bs - 1)))
+			return cfg_error(c, "disk %u: blk_size %s is not valid: use 512, 1024, 2048 or 4096", n,
+					 v ? json_object_get_string(v) : str);
+		d->blk_size = bs;
+		return 0;
+	}
+	return cfg_error(c, "disk %u: unknown option '%s': use path, readonly, cache, serial or blk_size", n, key);
+}
+
+/* "path=IMG,readonly=on,cache=none,serial=ID" (what --disk takes), or
+ * the same as an object.  Paths with commas need the object form. */
+static int get_disk(struct cfg_ctx *c, struct json_object *v,
+		    struct disk_config *d, unsigned int n)
+{
+	int r = 0;
+
+	d->blk_size = 512;
+	if (json_object_is_type(v, json_type_object)) {
+		json_object_object_foreach(v, key, val) {
+			r = disk_set(c, d, n, key, val, NULL);
+			if (r)
+				return r;
+		}
+	} else if (json_object_is_type(v, json_type_string)) {
+		char *s = strdup(json_object_get_string(v)), *save = NULL, *opt, *eq;
+
+		if (!s)
+			return -ENOMEM;
+		for (opt = strtok_r(s, ",", &save); opt && !r;
+		     opt = strtok_r(NULL, ",", &save)) {
+			eq = strchr(opt, '=');
+			if (!eq)
+				r = cfg_error(c, "disk %u: option '%s' has no value: use e.g. path=IMAGE,readonly=on", n, opt);
+			else {
+				*eq = '\0';
+				r = disk_set(c, d, n, opt, NULL, eq + 1);
+			}
+		}
+		free(s);
+		if (r)
+			return r;
+	} else {
+		return cfg_error(c, "disk %u must be a string such as \"path=IMAGE\" or an object", n);
+	}
+	if (!d->path)
+		return cfg_error(c, "disk %u has no path: use --disk path=IMAGE", n);
+	return 0;
+}
+
+static int get_disks(struct cfg_ctx *c, struct json_object *v,
+		     struct vm_config *cfg)
+{
+	size_t i, n;
+	int r;
+
+	if (!json_object_is_type(v, json_type_array))
+		return cfg_error(c, "disks must be an array of disks");
+	n = json_object_array_length(v);
+	if (n > KVMM_MAX_DISKS)
+		return cfg_error(c, "%zu disks given: kvmm supports at most %d", n, KVMM_MAX_DISKS);
+	for (i = 0; i < n; i++) {
+		cfg->ndisks = i + 1;
+		r = get_disk(c, json_object_array_get_idx(v, i), &cfg->disks[i], i);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
 int config_from_json(struct json_object *obj, struct vm_config *cfg,
 		     char *err, size_t errlen)
 {
@@ -215,6 +351,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->no_reboot);
 		else if (!strcmp(key, "rng"))
 			r = get_bool(&c, val, key, &cfg->rng);
+		else if (!strcmp(key, "disks"))
+			r = get_disks(&c, val, cfg);
 		else
 			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
 		if (r)
@@ -234,6 +372,12 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 
 void config_free(struct vm_config *cfg)
 {
+	unsigned int i;
+
+	for (i = 0; i < cfg->ndisks; i++) {
+		free(cfg->disks[i].path);
+		free(cfg->disks[i].serial);
+	}
 	free(cfg->name);
 	free(cfg->kernel);
 	free(cfg->initrd);

@@ -28,6 +28,25 @@ struct serial_config {
 	char *path;		/* file: and unix: */
 };
 
+/* --disk cache=: what the host's page cache may hold and what a guest
+ * FLUSH does (docs/kvmm.md). */
+enum disk_cache {
+	DISK_CACHE_WRITEBACK,	/* buffered, FLUSH = fdatasync (default) */
+	DISK_CACHE_NONE,	/* O_DIRECT, FLUSH = fdatasync */
+	DISK_CACHE_UNSAFE,	/* buffered, FLUSH does nothing */
+};
+
+#define KVMM_MAX_DISKS		16
+#define KVMM_DISK_SERIAL_MAX	20	/* virtio-blk GET_ID */
+
+struct disk_config {
+	char *path;
+	bool readonly;
+	enum disk_cache cache;
+	char *serial;		/* NULL: GET_ID answers an empty string */
+	unsigned int blk_size;	/* logical block: 512 (default) to 4096 */
+};
+
 struct vm_config {
 	char *name;
 	char *kernel;
@@ -41,6 +60,8 @@ struct vm_config {
 	char *api_socket;
 	bool no_reboot;
 	bool rng;		/* virtio-rng fed by the host's getrandom() */
+	struct disk_config disks[KVMM_MAX_DISKS];
+	unsigned int ndisks;
 };
 
 /* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one
@@ -49,5 +70,6 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 		     char *err, size_t errlen);
 void config_free(struct vm_config *cfg);
 const char *serial_mode_name(enum serial_mode mode);
+const char *disk_cache_name(enum disk_cache cache);
 
 #endif

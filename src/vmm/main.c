@@ -35,6 +35,8 @@ static const char usage[] =
 	"  --name NAME          VM name, shown in status and logs\n"
 	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
 	"  --rng                a virtio-rng device (PCI) fed by the host's getrandom()\n"
+	"  --disk path=IMG[,readonly=on][,cache=none|writeback|unsafe][,serial=ID][,blk_size=N]\n"
+	"                       a virtio-blk disk on a raw image (repeatable)\n"
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
@@ -45,7 +47,7 @@ static const char usage[] =
 	"quits.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
-       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_CONFIG, OPT_VERSION,
+       OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
        OPT_CONSOLE };
 
 static const struct option long_opts[] = {
@@ -60,6 +62,7 @@ static const struct option long_opts[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
 	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -104,7 +107,7 @@ static struct json_object *load_config_file(const char *path)
  * sets *done for --help / --version. */
 static struct json_object *parse_args(int argc, char **argv, int *verbosity, bool *done)
 {
-	struct json_object *obj = NULL;
+	struct json_object *obj = NULL, *disks = NULL;
 	int opt, i;
 
 	/* --config first, so the flags given with it override its values
@@ -139,6 +142,15 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			break;
 		case OPT_RNG:
 			json_object_object_add(obj, "rng", json_object_new_boolean(1));
+			break;
+		case OPT_DISK:
+			/* The first --disk replaces a config file's disks, the
+			 * others add to it; config.c parses each string. */
+			if (!disks) {
+				disks = json_object_new_array();
+				json_object_object_add(obj, "disks", disks);
+			}
+			json_object_array_add(disks, json_object_new_string(optarg));
 			break;
 		case ':':
 			pr_err("option '%s' needs a value; see kvmm --help", argv[optind - 1]);

@@ -230,3 +230,59 @@ UNIT_TEST(parse_size_handles_edges)
 	CHECK(parse_size("1MX", &v) < 0);
 	CHECK(parse_size("17179869184G", &v) < 0);	/* 2^64: overflows */
 }
+
+UNIT_TEST(disks_parse_from_strings_and_objects)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":["
+		    "\"path=/a.img,readonly=on,cache=none,serial=S1,blk_size=4096\","
+		    "{\"path\":\"/b,c.img\",\"cache\":\"unsafe\"},"
+		    "\"path=/d.img\"]}", &c) == 0);
+	CHECK_EQ_U64(c.ndisks, 3);
+	CHECK_STR(c.disks[0].path, "/a.img");
+	CHECK(c.disks[0].readonly);
+	CHECK(c.disks[0].cache == DISK_CACHE_NONE);
+	CHECK_STR(c.disks[0].serial, "S1");
+	CHECK_EQ_U64(c.disks[0].blk_size, 4096);
+	CHECK_STR(c.disks[1].path, "/b,c.img");
+	CHECK(!c.disks[1].readonly);
+	CHECK(c.disks[1].cache == DISK_CACHE_UNSAFE);
+	CHECK(!c.disks[1].serial);
+	CHECK_EQ_U64(c.disks[1].blk_size, 512);
+	CHECK(c.disks[2].cache == DISK_CACHE_WRITEBACK);
+	CHECK_STR(disk_cache_name(c.disks[2].cache), "writeback");
+	config_free(&c);
+}
+
+UNIT_TEST(bad_disks_are_refused_with_a_fix)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":\"path=/a\"}", &c) < 0);
+	CHECK_STR(err, "disks must be an array of disks");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a\",\"cache=none\"]}", &c) < 0);
+	CHECK_STR(err, "disk 1 has no path: use --disk path=IMAGE");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a,readonly=yes\"]}", &c) < 0);
+	CHECK_STR(err, "disk 0: readonly=yes is not valid: use readonly=on or readonly=off");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"readonly\":\"on\"}]}", &c) < 0);
+	CHECK_STR(err, "disk 0: readonly must be true or false");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a,serial=123456789012345678901\"]}", &c) < 0);
+	CHECK_STR(err, "disk 0: serial '123456789012345678901' is longer than 20 bytes: shorten it");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a,blk_size=4k\"]}", &c) < 0);
+	CHECK_STR(err, "disk 0: blk_size 4k is not valid: use 512, 1024, 2048 or 4096");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"blk_size\":8192}]}", &c) < 0);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[1]}", &c) < 0);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\","
+		    "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}", &c) < 0);
+	CHECK_STR(err, "17 disks given: kvmm supports at most 16");
+	config_free(&c);
+}

@@ -223,3 +223,70 @@ def test_control_socket_already_in_use(kvm, vms, tmp):
     assert r.returncode == 1
     assert "Address already in use; another process uses it, or a stale file is left" in r.stderr
     assert os.path.exists(sock), "kvmm removed a file it did not create"
+
+
+def image(tmp, name="d.img", size=1 << 20):
+    p = os.path.join(tmp, name)
+    with open(p, "wb") as f:
+        f.truncate(size)
+    return p
+
+
+def test_disk_missing_image(kvm, tmp):
+    err = run(tmp, "--kernel", GUEST, "--disk", "path=/nonexistent/d.img")
+    assert "cannot open disk /nonexistent/d.img: No such file or directory; check the --disk path" in err
+
+
+def test_disk_unopenable_image(kvm, tmp):
+    # A directory cannot be opened for writing, even by root.
+    d = os.path.join(tmp, "adir")
+    os.mkdir(d)
+    err = run(tmp, "--kernel", GUEST, "--disk", f"path={d}")
+    assert f"cannot open disk {d}: Is a directory" in err
+
+
+def test_disk_that_is_not_an_image(kvm, tmp):
+    err = run(tmp, "--kernel", GUEST, "--disk", "path=/dev/null,readonly=on")
+    assert "disk /dev/null is not a regular file or a block device" in err
+
+
+def test_disk_given_writable_twice(kvm, tmp):
+    p = image(tmp)
+    link = os.path.join(tmp, "other-name.img")
+    os.symlink(p, link)
+    for second in (f"path={link}", f"path={link},readonly=on"):
+        err = run(tmp, "--kernel", GUEST, "--disk", f"path={p}", "--disk", second)
+        assert f"disk {link} is given twice and is writable" in err
+    # Read-only both times is fine: the guest boots and powers off.
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--serial", "none", "--cmdline", "kvmmtest.action=poweroff",
+                        "--disk", f"path={p},readonly=on", "--disk", f"path={link},readonly=on"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_disk_in_use_by_another_process(kvm, tmp):
+    import fcntl
+    p = image(tmp)
+    with open(p, "rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        err = run(tmp, "--kernel", GUEST, "--disk", f"path={p}")
+    assert f"disk {p} is in use by another process" in err
+
+
+@pytest.mark.parametrize("value,message", [
+    ("path=IMG,cache=sometimes", "disk 0: cache mode 'sometimes' is unknown: use none, writeback or unsafe"),
+    ("path=IMG,readonly=maybe", "disk 0: readonly=maybe is not valid: use readonly=on or readonly=off"),
+    ("path=IMG,bus=ide", "disk 0: unknown option 'bus'"),
+    ("readonly=on", "disk 0 has no path: use --disk path=IMAGE"),
+    ("IMG", "has no value: use e.g. path=IMAGE,readonly=on"),
+    ("path=IMG,serial=" + "x" * 21, "is longer than 20 bytes"),
+    ("path=IMG,blk_size=1000", "disk 0: blk_size 1000 is not valid"),
+    ("path=", "disk 0: path is empty"),
+])
+def test_disk_bad_option(tmp, value, message):
+    p = image(tmp)
+    assert message in run(tmp, "--kernel", GUEST, "--disk", value.replace("IMG", p))
+
+
+def test_disk_needs_a_value(tmp):
+    assert "option '--disk' needs a value" in run(tmp, "--kernel", GUEST, "--disk")

@@ -72,13 +72,21 @@ GOOD = [
     {"kernel": GUEST, "memory": 134217728, "cpus": "1", "serial": {"mode": "file", "path": "/dev/null"}},
     {"kernel": GUEST, "console": "pty"},
     {"kernel": GUEST, "console": {"mode": "file", "path": "/dev/null"}},
+    # IMG: an image the test makes in its directory.
+    {"kernel": GUEST, "disks": [{"path": "IMG", "readonly": True, "cache": "none", "serial": "s1",
+                                  "blk_size": 4096},
+                                 "path=IMG,readonly=on,cache=unsafe"]},
 ]
 BAD = [
     {},
     {"kernel": GUEST, "memory": "12Q"},
     {"kernel": GUEST, "cpus": 0},
     {"kernel": GUEST, "serial": "tcp:1"},
-    {"kernel": GUEST, "disks": []},
+    {"kernel": GUEST, "floppies": []},
+    {"kernel": GUEST, "disks": [{"path": "/x", "cache": "sometimes"}]},
+    {"kernel": GUEST, "disks": [{"readonly": True}]},
+    {"kernel": GUEST, "disks": ["path=/x,bus=ide"]},
+    {"kernel": GUEST, "disks": [{"path": "/x", "serial": "s" * 21}]},
     {"kernel": GUEST, "no_reboot": "yes"},
     {"kernel": GUEST, "console": "tcp:1"},
     {"kernel": GUEST, "console": True},
@@ -88,6 +96,10 @@ BAD = [
 @pytest.mark.parametrize("cfg", GOOD)
 def test_configs_the_schema_accepts_kvmm_accepts(kvm, tmp, cfg):
     jsonschema.validate(cfg, load("vm-config.schema.json"))
+    img = os.path.join(tmp, "img")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    cfg = json.loads(json.dumps(cfg).replace('"IMG', '"' + img).replace("path=IMG", "path=" + img))
     path = os.path.join(tmp, "vm.json")
     with open(path, "w") as f:
         json.dump(dict(cfg, cmdline="kvmmtest.action=poweroff", serial="none"), f)

@@ -28,6 +28,7 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 	uint64_t bar = X86_PCI_MMIO_START;
 	unsigned int slot = 1;
 	struct device *dev;
+	unsigned int i;
 
 	vm->pci = calloc(1, sizeof(*vm->pci));
 	if (!vm->pci)
@@ -51,6 +52,15 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 		dev = virtio_rng_create(vm, slot, bar);
 		if (!dev)
 			goto fail;
+		devices_add(vm, dev);
+		slot++;
+		bar += VIRTIO_PCI_BAR_SIZE;
+	}
+	for (i = 0; i < vm->cfg->ndisks; i++) {
+		/* A disk that cannot be used has said why, in one line. */
+		dev = virtio_blk_create(vm, i, slot, bar);
+		if (!dev)
+			return -EINVAL;
 		devices_add(vm, dev);
 		slot++;
 		bar += VIRTIO_PCI_BAR_SIZE;

@@ -60,7 +60,7 @@
 
 static uint64_t offered(const struct virtio_pci *vp)
 {
-	return vp->ops->features | 1ULL << VIRTIO_F_VERSION_1 |
+	return vp->ops->features | vp->dev_features | 1ULL << VIRTIO_F_VERSION_1 |
 	       1ULL << VIRTIO_F_INDIRECT_DESC;
 }
 
@@ -602,6 +602,11 @@ static const struct device_ops virtio_pci_ops = {
 	.load = vp_load,
 	.destroy = vp_destroy,
 };
+
+struct virtio_pci *virtio_pci_of(struct device *dev)
+{
+	return dev->ops == &virtio_pci_ops ? (struct virtio_pci *)dev : NULL;
+}
 
 /* Returns the capability's offset (0 if there was no room, which the
  * fixed layout rules out). */

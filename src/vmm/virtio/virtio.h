@@ -72,6 +72,7 @@ struct virtio_pci {
 	struct msix_sink sink;
 	const struct virtio_dev_ops *ops;
 	void *priv;			/* the device's own state */
+	uint64_t dev_features;		/* this instance's own (blk's RO) */
 	struct guest_memory *mem;
 
 	uint32_t dfselect, gfselect;
@@ -110,5 +111,22 @@ struct chardev;
 /* Takes backend's input callbacks; the backend outlives the device. */
 struct device *virtio_console_create(struct vm *vm, unsigned int slot, uint64_t bar_addr,
 				     struct chardev *backend);
+
+struct disk_config;
+/* Opens disk index of vm->cfg; on bad input prints one line and
+ * returns NULL. */
+struct device *virtio_blk_create(struct vm *vm, unsigned int index,
+				 unsigned int slot, uint64_t bar_addr);
+
+/* A disk's counters since kvmm started (they survive guest resets). */
+struct virtio_blk_stats {
+	const char *path;
+	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
+	uint64_t rd_bytes, wr_bytes, errors;
+};
+/* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
+int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
+/* The virtio_pci behind dev, or NULL if dev is not a virtio device. */
+struct virtio_pci *virtio_pci_of(struct device *dev);
 
 #endif
