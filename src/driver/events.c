@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include "error.h"
+#include "domain_api.h"
 #include "events.h"
 #include "handlers.h"
 #include "log.h"
@@ -270,30 +271,19 @@ void events_lifecycle(const char *name, const unsigned char uuid[16], int id, in
 
 void events_lifecycle_obj(struct domain_obj *obj, int event, int detail)
 {
-	g_autofree char *name = NULL;
-	unsigned char uuid[16];
-	int id;
+	remote_nonnull_domain d;
 
-	g_mutex_lock(&obj->lock);
-	name = g_strdup(obj->def->name);
-	memcpy(uuid, obj->def->uuid, 16);
-	id = obj->id;
-	g_mutex_unlock(&obj->lock);
-	events_lifecycle(name, uuid, id, event, detail);
+	api_domain_make(obj, &d);
+	events_lifecycle(d.name, (const unsigned char *)d.uuid, d.id, event, detail);
+	free(d.name);
 }
 
 void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 {
 	remote_domain_event_callback_metadata_change_msg m = { .type = type };
-	g_autofree char *name = NULL;
 	char *uri = (char *)nsuri;
 
-	g_mutex_lock(&obj->lock);
-	name = g_strdup(obj->def->name);
-	memcpy(m.dom.uuid, obj->def->uuid, 16);
-	m.dom.id = obj->id;
-	g_mutex_unlock(&obj->lock);
-	m.dom.name = name;
+	api_domain_make(obj, &m.dom);
 	m.nsuri = nsuri ? &uri : NULL;
 	g_mutex_lock(&lock);
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
@@ -308,19 +298,14 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 			   (xdrproc_t)xdr_remote_domain_event_callback_metadata_change_msg, &m);
 	}
 	g_mutex_unlock(&lock);
+	free(m.dom.name);
 }
 
 void events_reboot(struct domain_obj *obj)
 {
 	remote_domain_event_callback_reboot_msg m = { 0 };
-	g_autofree char *name = NULL;
 
-	g_mutex_lock(&obj->lock);
-	name = g_strdup(obj->def->name);
-	memcpy(m.msg.dom.uuid, obj->def->uuid, 16);
-	m.msg.dom.id = obj->id;
-	g_mutex_unlock(&obj->lock);
-	m.msg.dom.name = name;
+	api_domain_make(obj, &m.msg.dom);
 	g_mutex_lock(&lock);
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
 		struct event_cb *cb = g_ptr_array_index(callbacks, i);
@@ -337,4 +322,5 @@ void events_reboot(struct domain_obj *obj)
 		}
 	}
 	g_mutex_unlock(&lock);
+	free(m.msg.dom.name);
 }

@@ -81,7 +81,9 @@ static json_object *read_message(struct reader *r, int *err)
 	}
 }
 
-int monitor_connect(const char *path, int timeout_ms)
+/* monitor_connect, keeping in KEEP (if not NULL) what arrived after the
+ * greeting: an event connection must not lose kvmm's first events. */
+static int connect_kvmm(const char *path, int timeout_ms, GString *keep)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct reader r;
@@ -103,6 +105,8 @@ int monitor_connect(const char *path, int timeout_ms)
 	r.deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 	r.buf = g_string_new(NULL);
 	greeting = read_message(&r, &err);
+	if (keep)
+		g_string_append_len(keep, r.buf->str, r.buf->len);
 	g_string_free(r.buf, TRUE);
 	/* KVMM: the first message must be the greeting, or this is not kvmm
 	 * (or not a version we speak). */
@@ -113,6 +117,11 @@ int monitor_connect(const char *path, int timeout_ms)
 	}
 	json_object_put(greeting);
 	return fd;
+}
+
+int monitor_connect(const char *path, int timeout_ms)
+{
+	return connect_kvmm(path, timeout_ms, NULL);
 }
 
 static int report_kvmm_error(const char *command, json_object *error)
@@ -248,17 +257,24 @@ static gboolean watch_io(gint fd, GIOCondition cond, gpointer data)
 struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque)
 {
 	struct monitor_watch *w;
-	int fd = monitor_connect(path, COMMAND_TIMEOUT_MS);
+	GString *buf = g_string_new(NULL);
+	int fd = connect_kvmm(path, COMMAND_TIMEOUT_MS, buf);
 
-	if (fd < 0)
+	if (fd < 0) {
+		g_string_free(buf, TRUE);
 		return NULL;
+	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	w = g_new0(struct monitor_watch, 1);
 	w->fd = fd;
-	w->buf = g_string_new(NULL);
+	w->buf = buf;
 	w->fn = fn;
 	w->opaque = opaque;
 	w->source = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
+	/* Events that came with the greeting: the socket will not wake us
+	 * for them again. */
+	if (w->buf->len)
+		dispatch_lines(w);
 	return w;
 }
 

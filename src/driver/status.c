@@ -79,7 +79,7 @@ int status_read(const char *path, struct domain_status *st, char **why)
 	xmlDocPtr doc = xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	xmlNodePtr root, n, dom;
 	g_autofree char *state = NULL, *reason = NULL, *pid = NULL, *id = NULL, *started = NULL;
-	g_autofree char *uuid = NULL;
+	xmlChar *uuid = NULL;
 	long long v;
 	int rc = -1;
 
@@ -126,7 +126,7 @@ int status_read(const char *path, struct domain_status *st, char **why)
 		goto out;
 	}
 	if (!(dom = child(root, "domain")) || !(n = child(dom, "uuid")) ||
-	    !(uuid = (char *)xmlNodeGetContent(n)) || domain_uuid_parse(uuid, st->uuid) < 0) {
+	    !(uuid = xmlNodeGetContent(n)) || domain_uuid_parse((const char *)uuid, st->uuid) < 0) {
 		*why = g_strdup("no live definition with a uuid");
 		goto out;
 	}
@@ -141,10 +141,7 @@ int status_read(const char *path, struct domain_status *st, char **why)
 	}
 	rc = 0;
 out:
-	if (uuid) {
-		xmlFree(uuid);
-		uuid = NULL;
-	}
+	xmlFree(uuid);
 	if (rc < 0)
 		status_clear(st);
 	xmlFreeDoc(doc);
