@@ -219,6 +219,11 @@ static void outbox_drain(struct rpc_server *srv)
 				rpc_stream_start_pending(&c->conn);
 			if (!c->dead && m->rc < 0)
 				client_drop(c);
+			else if (!c->dead && c->closing && g_queue_is_empty(&c->out))
+				/* Its reply may already be written, and a
+				 * closing client is not read: no socket
+				 * event would come to end it. */
+				client_drop(c);
 			else if (!c->dead)
 				client_next_call(c);
 			client_unref(c);
