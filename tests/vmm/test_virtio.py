@@ -1,6 +1,6 @@
 """The test guest's virtio drivers (modern virtio-pci, MSI-X) against
 virtio devices: under QEMU now, as the reference that keeps the guest
-honest to the spec; under kvmm for the devices it has (rng, console).  The
+honest to the spec; under kvmm for the devices it has (rng, blk, console, net).  The
 guest's options and records are described in tests/guest/README.md."""
 import json
 import os
