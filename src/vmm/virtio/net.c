@@ -212,8 +212,10 @@ static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 		n->nheld++;
 		n->held_room += e->in_len;
 	}
-	/* Mergeable buffers that cannot reach rx_need() even all held
-	 * still take what fits; a larger frame is dropped, not stuck. */
+	/* Mergeable buffers so small that RX_HELD of them cannot reach
+	 * rx_need() still take what fits; a larger frame is dropped, not
+	 * stuck.  (Short of that, the device waits for buffers rather than
+	 * risk dropping a frame it cannot size before reading it.) */
 	return n->nheld > 0;
 }
 
