@@ -72,13 +72,18 @@ def exchange(g, ns, nics):
     return out
 
 
-def net_stats(sock):
-    import jsonschema
+def call(sock, command):
+    """One command on kvmm's control socket; its reply."""
     api = kvmmtest.Api(sock)
     try:
-        st = api.call("query-net-stats")["return"]
+        return api.call(command)
     finally:
         api.close()
+
+
+def net_stats(sock):
+    import jsonschema
+    st = call(sock, "query-net-stats")["return"]
     schema = json.load(open(SCHEMA))
     jsonschema.validate(st, {**schema["$defs"]["net-stats"], "$defs": schema["$defs"]})
     return st
@@ -118,22 +123,14 @@ def test_kvmm_net_stats_match_the_guest_and_the_tap(kvm, vms, tmp, netns):
         assert 0 < s["rx_bytes"] <= host_tx["bytes"]
         assert s["rx_errors"] == s["rx_drops"] == s["tx_errors"] == s["tx_drops"] == 0, s
     # The counters survive a reset of the guest (and of the device).
-    api = kvmmtest.Api(sock)
-    try:
-        assert "return" in api.call("reset")
-    finally:
-        api.close()
+    assert "return" in call(sock, "reset")
     g.wait_for(r"KVMMTEST event virtio-net-ready nics=2", timeout=60, count=2)
     after = net_stats(sock)
     for a, b in zip(st, after):
         for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes"):
             assert a[k] <= b[k], (k, a, b)
         assert a["tx_packets"] > 0
-    api = kvmmtest.Api(sock)
-    try:
-        api.call("quit")
-    finally:
-        api.close()
+    assert "return" in call(sock, "quit")
     assert g.wait_exit() == 0
 
 
@@ -176,11 +173,7 @@ def test_kvmm_net_fd_is_a_tap_the_caller_opened(kvm, vms, tmp, netns):
     st = net_stats(sock)
     assert [(s["tap"], s["mac"]) for s in st] == [("fdtap0", "52:54:00:cc:00:01")]
     assert st[0]["tx_packets"] > 0 and st[0]["rx_packets"] > 0
-    api = kvmmtest.Api(sock)
-    try:
-        api.call("quit")
-    finally:
-        api.close()
+    assert "return" in call(sock, "quit")
     assert g.wait_exit() == 0
     assert "fdtap0" in links(netns)
 
