@@ -88,6 +88,7 @@ struct net {
 	bool rx_on;		/* DRIVER_OK seen since the last reset */
 	bool watching;		/* the loop polls the tap for input */
 	bool tap_dead;		/* the tap went away under us */
+	bool offload_warned;
 	unsigned int offload;	/* TUN_F_* the tap has now */
 	/* Receive chains popped but not yet used, oldest first (a ring of
 	 * RX_HELD), and the bytes they hold. */
@@ -367,10 +368,14 @@ static void tap_ready(void *opaque, uint32_t events)
 
 static void net_queue_notify(struct virtio_pci *vp, unsigned int q)
 {
+	struct net *n = to_net(vp);
+
 	if (q == TXQ)
 		net_transmit(vp);
-	else
+	else if (!n->watching)
 		net_receive(vp);	/* new buffers: read again */
+	/* else the loop reads when a frame comes: a kick per refill
+	 * would cost a read that finds nothing */
 }
 
 /* --- negotiation, config, reset, state --------------------------------- */
@@ -394,8 +399,17 @@ static unsigned int tun_offload(const struct virtio_pci *vp)
 
 static void apply_offload(struct net *n, unsigned int f)
 {
-	if (f != n->offload && !n->tap_dead && !tap_set_offload(&n->tap, f))
+	int r;
+
+	if (f == n->offload || n->tap_dead)
+		return;
+	r = tap_set_offload(&n->tap, f);
+	if (!r)
 		n->offload = f;
+	else if (!n->offload_warned)	/* once: the guest may retry for ever */
+		pr_warn("tap '%s': cannot set offloads 0x%x: %s; the guest's offloads stay off",
+			n->tap.name, f, strerror(-r));
+	n->offload_warned |= r != 0;
 }
 
 /* vCPU thread: features settle at FEATURES_OK, receiving starts at
