@@ -89,6 +89,7 @@ struct net {
 	bool watching;		/* the loop polls the tap for input */
 	bool tap_dead;		/* the tap went away under us */
 	bool offload_warned;
+	bool big_frames;	/* a frame did not fit: gather for the largest */
 	unsigned int offload;	/* TUN_F_* the tap has now */
 	/* Receive chains popped but not yet used, oldest first (a ring of
 	 * RX_HELD), and the bytes they hold. */
@@ -97,6 +98,7 @@ struct net {
 	struct virtq_elem *held;
 	struct virtq_elem tx;
 	struct iovec iov[RX_IOV];
+	uint8_t overflow;
 	struct virtio_net_stats st;
 };
 
@@ -178,29 +180,37 @@ static struct virtq_elem *held(struct net *n, unsigned int i)
 }
 
 /* The bytes a frame may need: with the guest taking segmentation
- * offloads, the largest; else a plain Ethernet frame. */
+ * offloads, or once a frame was larger than a plain Ethernet frame (the
+ * host raised the tap's MTU), the largest; else a plain frame. */
 static uint64_t rx_need(struct net *n)
 {
-	return NET_HDR_LEN + (n->offload & (TUN_F_TSO4 | TUN_F_TSO6) ?
+	return NET_HDR_LEN + ((n->offload & (TUN_F_TSO4 | TUN_F_TSO6)) || n->big_frames ?
 			      NET_MAX_FRAME : NET_PLAIN_FRAME);
 }
 
 /* Pops receive chains until those held can take a frame: one chain
- * without MRG_RXBUF, else as many as rx_need() asks.  Returns whether a
- * frame can be read now. */
+ * without MRG_RXBUF, else as many as rx_need() asks or the ring has.
+ * Returns whether a frame can be read now: with mergeable buffers, once
+ * a plain frame fits (a larger one may still not: the device cannot
+ * size a frame before reading it, and the guest has posted no more), or
+ * RX_HELD chains are held. */
 static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 {
 	struct net *n = to_net(vp);
 	bool mrg = negotiated(vp, VIRTIO_NET_F_MRG_RXBUF);
 	unsigned int budget = NET_BUDGET;
 	struct virtq_elem *e;
+	int r;
 
 	while (mrg ? n->held_room < rx_need(n) && n->nheld < RX_HELD : !n->nheld) {
 		if (!budget--)
-			return false;
+			break;
 		e = held(n, n->nheld);
-		if (virtio_pop(vp, RXQ, e) <= 0)
+		r = virtio_pop(vp, RXQ, e);
+		if (r < 0)
 			return false;
+		if (!r)
+			break;
 		/* GUEST: a receive chain must hold at least the header in
 		 * writable buffers; one that cannot is returned unused. */
 		if (e->in_len < NET_HDR_LEN) {
@@ -213,11 +223,9 @@ static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 		n->nheld++;
 		n->held_room += e->in_len;
 	}
-	/* Mergeable buffers so small that RX_HELD of them cannot reach
-	 * rx_need() still take what fits; a larger frame is dropped, not
-	 * stuck.  (Short of that, the device waits for buffers rather than
-	 * risk dropping a frame it cannot size before reading it.) */
-	return n->nheld > 0;
+	if (!mrg)
+		return n->nheld > 0;
+	return n->nheld == RX_HELD || n->held_room >= NET_HDR_LEN + NET_PLAIN_FRAME;
 }
 
 /* Writes len bytes at off into the element's writable buffers. */
@@ -264,14 +272,18 @@ static int rx_one(struct virtio_pci *vp)
 	uint8_t b[2];
 	ssize_t r;
 
-	for (c = 0; c < n->nheld && niov < RX_IOV; c++) {
+	for (c = 0; c < n->nheld && niov < RX_IOV - 1; c++) {
 		struct virtq_elem *e = held(n, c);
 
-		for (i = e->n_out; i < e->n_out + e->n_in && niov < RX_IOV; i++) {
+		for (i = e->n_out; i < e->n_out + e->n_in && niov < RX_IOV - 1; i++) {
 			n->iov[niov++] = e->iov[i];
 			room += e->iov[i].iov_len;
 		}
 	}
+	/* A read returns at most the room given: one byte past the
+	 * guest's buffers tells a frame that did not fit. */
+	n->iov[niov].iov_base = &n->overflow;
+	n->iov[niov++].iov_len = 1;
 	do
 		r = readv(n->tap.fd, n->iov, niov);
 	while (r < 0 && errno == EINTR);
@@ -283,10 +295,11 @@ static int rx_one(struct virtio_pci *vp)
 		n->st.rx_errors++;
 		return 0;
 	}
-	/* The tap says how long the frame was even when it did not fit:
-	 * then it is lost, and the buffers stay ours for the next. */
+	/* A frame that did not fit is lost; the buffers stay ours for
+	 * the next. */
 	if ((uint64_t)r > room || r < NET_HDR_LEN) {
 		n->st.rx_drops++;
+		n->big_frames = true;
 		return 1;
 	}
 	n->st.rx_packets++;
@@ -456,6 +469,7 @@ static void net_reset(struct virtio_pci *vp)
 	if (!n)
 		return;		/* the transport's first reset, before priv */
 	n->rx_on = false;
+	n->big_frames = false;
 	n->nheld = n->held_first = 0;
 	n->held_room = 0;
 	apply_offload(n, 0);
