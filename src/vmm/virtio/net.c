@@ -14,8 +14,9 @@
  * tap's own queue holds frames, and drops when it is full, counted by
  * the host's interface) until the guest kicks the receive queue.  With
  * MRG_RXBUF a frame may fill several buffers: chains are popped ahead
- * until they can hold the largest frame the tap may give, and those a
- * frame does not use are kept for the next one.
+ * until they can hold the largest frame the tap may give (or what the
+ * guest has posted, once a plain frame fits), and those a frame does not
+ * use are kept for the next one.
  *
  * Each pass is bounded (frames per wakeup), and interrupts the guest
  * once at its end, not per frame.  Everything runs on the main thread
