@@ -15,6 +15,7 @@
 #include <glib-unix.h>
 #include <libxml/parser.h>
 
+#include "autodestroy.h"
 #include "daemon_conf.h"
 #include "domain.h"
 #include "driver.h"
@@ -253,6 +254,8 @@ int main(int argc, char **argv)
 		g_timeout_add_seconds(1, check_idle, &ic);
 	pr_info("serving %s", drv_state.uri);
 	g_main_loop_run(loop);
+	/* The clients dropped on the way out are not closing connections. */
+	autodestroy_stop();
 	rc = 0;
 out:
 	rpc_server_free(srv);

@@ -406,6 +406,11 @@ static int wait_ready(struct domain_run *r, off_t log_start)
 
 int process_start(struct domain_obj *obj)
 {
+	return process_start_paused(obj, false);
+}
+
+int process_start_paused(struct domain_obj *obj, bool paused)
+{
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL, *cpty = NULL;
 	struct vmconfig_runtime rt = { 0 };
@@ -428,6 +433,7 @@ int process_start(struct domain_obj *obj)
 	emulator = g_strdup(obj->def->emulator);
 	r->api_path = g_strdup_printf("%s/%s.sock", state_dir, uuid);
 	rt.api_socket = r->api_path;
+	rt.paused = paused;
 	conf = vmconfig_from_def(obj->def, &rt);
 	g_mutex_unlock(&obj->lock);
 	if (!conf) {
@@ -502,8 +508,8 @@ int process_start(struct domain_obj *obj)
 	g_mutex_lock(&obj->lock);
 	set_pty_paths(obj, pty, cpty);
 	obj->id = obj->def->id = id;
-	obj->state = VIR_DOMAIN_RUNNING;
-	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
+	obj->state = paused ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING;
+	obj->reason = paused ? VIR_DOMAIN_PAUSED_USER : VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
 	r->obj = obj;
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
@@ -514,6 +520,8 @@ int process_start(struct domain_obj *obj)
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
 	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	if (paused)
+		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	return 0;
 
 fail:

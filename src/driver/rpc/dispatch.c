@@ -11,6 +11,7 @@
 #include "remote_host_xdr.h"
 #include "remote_events_xdr.h"
 #include "remote_stats_xdr.h"
+#include "autodestroy.h"
 #include "events.h"
 #include "reply_error.h"
 #include "dispatch.h"
@@ -342,6 +343,7 @@ static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *h
 void rpc_conn_gone(struct rpc_conn *conn)
 {
 	events_conn_gone(conn);
+	autodestroy_conn_gone(conn);
 	rpc_streams_close_all(conn);
 }
 
