@@ -133,17 +133,26 @@ static int report_kvmm_error(const char *command, json_object *error)
 	json_object_object_get_ex(error, "message", &msg);
 	c = code ? json_object_get_string(code) : "";
 	m = msg ? json_object_get_string(msg) : "unknown error";
-	drv_error_report(!strcmp(c, "InvalidState") ? VIR_ERR_OPERATION_INVALID
-						    : VIR_ERR_OPERATION_FAILED,
+	drv_error_report(!strcmp(c, "InvalidState")	  ? VIR_ERR_OPERATION_INVALID
+			 : !strcmp(c, "InvalidArgument") ? VIR_ERR_INVALID_ARG
+							  : VIR_ERR_OPERATION_FAILED,
 			 "kvmm refused '%s': %s", command, m);
 	return -1;
 }
 
 int monitor_command(const char *path, const char *command, json_object **ret)
 {
+	return monitor_command_args(path, command, NULL, ret);
+}
+
+int monitor_command_args(const char *path, const char *command, json_object *args,
+			 json_object **ret)
+{
 	static gint next_id;
 	int id = g_atomic_int_add(&next_id, 1) + 1;
-	g_autofree char *line = g_strdup_printf("{\"id\":%d,\"execute\":\"%s\"}\n", id, command);
+	g_autofree char *line = g_strdup_printf("{\"id\":%d,\"execute\":\"%s\"%s%s}\n", id, command,
+						args ? ",\"arguments\":" : "",
+						args ? json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN) : "");
 	struct reader r = { .deadline = g_get_monotonic_time() + COMMAND_TIMEOUT_MS * 1000 };
 	int err = 0, rc = -1;
 

@@ -21,6 +21,10 @@ int monitor_connect(const char *path, int timeout_ms);
  * VIR_ERR_OPERATION_INVALID for InvalidState, VIR_ERR_OPERATION_FAILED
  * for the rest, or why kvmm could not be reached. */
 int monitor_command(const char *path, const char *command, json_object **ret);
+/* The same with ARGS (not NULL) as the request's "arguments"; kvmm's
+ * InvalidArgument becomes VIR_ERR_INVALID_ARG. */
+int monitor_command_args(const char *path, const char *command, json_object *args,
+			 json_object **ret);
 
 /* An event connection on the main loop: FN(event, data, OPAQUE) for each
  * event kvmm sends (data may be NULL), until kvmm closes the socket.

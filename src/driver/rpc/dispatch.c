@@ -143,6 +143,8 @@ static const struct rpc_proc procs[] = {
 	    drv_domain_reset, W),
 	DOM(REMOTE_PROC_DOMAIN_REBOOT, "virDomainReboot", ARGS(remote_domain_flags_args), NONE,
 	    drv_domain_reboot, W),
+	DOM(REMOTE_PROC_DOMAIN_BLOCK_RESIZE, "virDomainBlockResize",
+	    ARGS(remote_domain_block_resize_args), NONE, drv_domain_block_resize, W),
 	DOM(REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole",
 	    ARGS(remote_domain_open_console_args), NONE, drv_domain_open_console, W),
 #undef W
