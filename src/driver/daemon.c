@@ -20,6 +20,7 @@
 #include "domain.h"
 #include "driver.h"
 #include "host.h"
+#include "monitor.h"
 #include "process.h"
 #include "error.h"
 #include "log.h"
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
 	xmlInitParser();
 	/* Guests the previous daemon started run on: take them back before
 	 * any client can ask about them. */
+	monitor_set_timeout(conf.monitor_timeout * 1000);
 	process_adopt_all();
 	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);

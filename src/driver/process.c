@@ -60,10 +60,13 @@ static char *state_dir, *log_dir;
 static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
 static gint nrunning;
 
+static void on_monitor_lost(const char *api_path, int err);
+
 void process_init(const char *sdir, const char *ldir)
 {
 	state_dir = g_strdup(sdir);
 	log_dir = g_strdup(ldir);
+	monitor_set_lost_handler(on_monitor_lost);
 }
 
 unsigned process_count(void)
@@ -366,6 +369,38 @@ static void on_kvmm_event(const char *event, json_object *data, void *opaque)
 		r->exit_hint = json_object_get_int(v);
 	else if (!strcmp(event, "reset") && r->obj)
 		events_reboot(r->obj);
+}
+
+/* A command to the kvmm behind API_PATH got no answer (worker).  If that
+ * kvmm still runs and nobody is stopping it, the daemon has lost control
+ * of it: a control-error event, as libvirt raises for a broken monitor. */
+static void on_monitor_lost(const char *api_path, int err)
+{
+	g_autoptr(GPtrArray) all = domain_list();
+
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+		struct pollfd p = { .fd = -1, .events = POLLIN };
+		pid_t pid = 0;
+
+		g_mutex_lock(&obj->lock);
+		if (obj->run && !obj->run->destroying && !strcmp(obj->run->api_path, api_path)) {
+			p.fd = dup(obj->run->pidfd);
+			pid = obj->run->pid;
+		}
+		g_mutex_unlock(&obj->lock);
+		if (p.fd < 0)
+			continue;
+		/* EOF or a refused connection may be kvmm on its way out: give
+		 * its exit a moment to show before calling it a loss. */
+		if (poll(&p, 1, err == -ETIMEDOUT || err == -EPROTO ? 0 : 1000) == 0) {
+			pr_warn("domain '%s': lost control of kvmm (pid %ld): %s", obj->def->name,
+				(long)pid, g_strerror(-err));
+			events_control_error(obj);
+		}
+		close(p.fd);
+		return;
+	}
 }
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
