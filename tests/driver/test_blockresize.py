@@ -8,8 +8,7 @@ import libvirt
 import pytest
 
 from drvtest import virsh
-from test_lifecycle import assert_nothing_left, serial, wait_for
-from kvmmtest import GUEST
+from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
 
 L = libvirt
 
@@ -19,25 +18,13 @@ def image(path, size):
         f.write(os.urandom(size))
 
 
-def disky_xml(root, root_img, seed_img, name="disky"):
-    return f"""<domain type='kvm'>
-  <name>{name}</name>
-  <memory unit='MiB'>128</memory>
-  <os><type>hvm</type><kernel>{GUEST}</kernel>
-    <cmdline>kvmmtest.action=wait kvmmtest.virtio=blk kvmmtest.blk0.resize=60</cmdline></os>
-  <devices>
-    <disk type='file' device='disk'>
-      <source file='{root_img}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <source file='{seed_img}'/>
-      <target dev='vdb' bus='virtio'/>
-      <readonly/>
-    </disk>
-    <serial type='file'><source path='{root}/{name}-serial.log'/><target port='0'/></serial>
-  </devices>
-</domain>"""
+def disky_xml(root, root_img, seed_img):
+    """The test guest with a writable vda, waiting to be resized, and a
+    read-only vdb."""
+    return guest_xml(root, "disky", extra_cmdline=" kvmmtest.virtio=blk kvmmtest.blk0.resize=60",
+                     extra_devices=f"""
+    <disk type='file' device='disk'><source file='{root_img}'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='disk'><source file='{seed_img}'/><target dev='vdb' bus='virtio'/><readonly/></disk>""")
 
 
 def refused(fn, code, words):
