@@ -136,11 +136,16 @@ def test_kvmm_net_stats_match_the_guest_and_the_tap(kvm, vms, tmp, netns):
 
 
 def test_kvmm_created_tap_goes_at_exit_persistent_tap_stays(kvm, vms, tmp, netns):
+    """The NICs come from a --config file in the shape virtkvmmd writes
+    ({"tap": NAME}, no MAC: kvmm makes them up)."""
     add_tap(netns, "keep0", "10.79.1.1/24")
     assert "made0" not in links(netns)
     addrs = [("10.79.1.15", 7), ("10.79.2.15", 7)]
+    conf = os.path.join(tmp, "vm.json")
+    with open(conf, "w") as f:
+        json.dump({"nets": [{"tap": "keep0"}, {"tap": "made0"}]}, f)
     g = kvmmtest.start(vms, ["ip", "netns", "exec", netns] + kvmmtest.kvmm_argv(
-        net_cmdline(addrs), 1, "256M", ["--net", "tap=keep0", "--net", "tap=made0"]))
+        net_cmdline(addrs), 1, "256M", ["--config", conf]))
     g.wait_for(r"KVMMTEST event virtio-net-ready nics=2", timeout=60)
     # kvmm made it, link up; the host end only needs an address.
     made = links(netns)["made0"]
