@@ -137,8 +137,12 @@ static void net_transmit(struct virtio_pci *vp)
 	struct virtq_elem *e = &n->tx;
 	unsigned int chains = NET_BUDGET, sent = 0;
 	ssize_t w;
-	int r;
+	int r = 0;
 
+	/* No kicks while this pass drains the queue; asked for again once
+	 * it is empty, then one more look for what came meanwhile. */
+	virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+again:
 	while (chains && (r = virtio_pop(vp, TXQ, e)) > 0) {
 		chains--;
 		/* GUEST: a frame is the header and 14 to NET_MAX_FRAME bytes
@@ -165,10 +169,19 @@ static void net_transmit(struct virtio_pci *vp)
 		}
 		sent++;
 		if (!used(vp, TXQ, e->head, 0))
-			break;
+			return;		/* broken: the guest must reset it */
+	}
+	if (chains && !r) {
+		virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, true);
+		if (virtq_has_avail(&vp->queues[TXQ].vq, vp->mem)) {
+			virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+			goto again;
+		}
 	}
 	if (sent)
 		virtio_queue_interrupt(vp, TXQ);
+	/* Past the budget the device queues its own next pass (kicks are
+	 * still off). */
 	if (!chains && queue_live(vp, TXQ))
 		virtio_queue_kick(vp, TXQ);
 }
@@ -346,7 +359,7 @@ static void net_receive(struct virtio_pci *vp)
 {
 	struct net *n = to_net(vp);
 	unsigned int frames = 0, budget = NET_BUDGET;
-	bool room = false;
+	bool room = false, live;
 	int r = 0;
 
 	while (n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && budget--) {
@@ -358,12 +371,24 @@ static void net_receive(struct virtio_pci *vp)
 			break;
 		frames++;
 	}
+	live = n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && r >= 0;
+	if (live && !room) {
+		/* Out of buffers: ask for the guest's kick when it adds some,
+		 * then look once more for those it added before it saw that. */
+		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, true);
+		if (virtq_has_avail(&vp->queues[RXQ].vq, vp->mem))
+			room = rx_fill(vp, &frames) && queue_live(vp, RXQ);
+	}
+	/* While there is room the tap's input drives the queue: refill
+	 * kicks would only cost the guest exits. */
+	if (live && room)
+		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, false);
 	if (frames)
 		virtio_queue_interrupt(vp, RXQ);
 	/* Poll the tap only while a frame has somewhere to go: without
 	 * buffers the guest's next receiveq kick starts it again.  Past
 	 * the budget, level-triggered epoll brings us back. */
-	set_watch(n, n->rx_on && queue_live(vp, RXQ) && r >= 0 && room);
+	set_watch(n, live && room);
 }
 
 /* Main loop: the tap has input (or an error). */
