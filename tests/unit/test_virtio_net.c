@@ -396,3 +396,29 @@ UNIT_TEST(virtio_net_hostile_chain_needs_reset_and_counters_survive)
 	CHECK_EQ_U64(stats().tx_packets, 2);
 	teardown();
 }
+
+UNIT_TEST(virtio_net_tap_gone_takes_the_link_down)
+{
+	uint8_t got[256];
+	unsigned int gen;
+
+	setup();
+	driver_ok(0);
+	gen = br(21, 1);
+	CHECK_EQ_U64(br(0x2006, 2), 1);
+	/* what the loop reports when the interface is deleted under us */
+	watch[0].fn(watch[0].opaque, EPOLLERR);
+	CHECK_EQ_U64(br(0x2006, 2), 0);			/* LINK_UP gone */
+	CHECK(br(21, 1) != gen);			/* config_generation moved */
+	CHECK_EQ_U64(fired_for(0x40), 1);		/* config interrupt */
+	/* transmits complete, counted as drops; nothing reaches the tap */
+	memset(gm(BUF), 0, HDR + 60);
+	vq_post(TXQ, 0, BUF, HDR + 60, 0, 0);
+	vq_offer(TXQ, 0);
+	kick(TXQ);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 1);
+	CHECK_EQ_U64(stats().tx_drops, 1);
+	CHECK(read(host, got, sizeof(got)) < 0);
+	CHECK(!(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET));
+	teardown();
+}
