@@ -47,10 +47,10 @@ class VirtioRunner:
     def start(self, vms, tmp, cmdline, devices, memory="256M", extra=(), entry="16"):
         self.sock = os.path.join(tmp, "ctl.sock")
         if self.name.startswith("kvmm"):
-            # kvmm's devices so far: rng, blk and one console.  Others
-            # skip until they exist.  kvmm places rng, then the disks,
-            # then the console.
-            extra_args = []
+            # kvmm's devices so far: rng, blk, one console and NICs.
+            # Others skip until they exist.  kvmm places rng, then the
+            # disks, then the console, then the NICs.
+            extra_args, prefix = [], []
             for dev in devices:
                 if dev == "rng":
                     extra_args.append("--rng")
@@ -62,6 +62,10 @@ class VirtioRunner:
                     # kvmm keeps what the guest writes before the test
                     # connects (docs/kvmm.md), as QEMU's wait=on does.
                     extra_args += ["--console", f"unix:{dev.path}"]
+                elif isinstance(dev, Nic):
+                    # kvmm runs inside the namespace, where the taps are.
+                    prefix = ["ip", "netns", "exec", dev.netns]
+                    extra_args += ["--net", f"tap={dev.tap},mac={dev.mac}"]
                 else:
                     pytest.skip(f"kvmm has no virtio {type(dev).__name__.lower()} device yet")
             if ".resize=" in cmdline:
@@ -70,7 +74,7 @@ class VirtioRunner:
                 pytest.skip("kvmm enters the guest at its 64-bit entry only")
             # kvmm-sync: the preadv/pwritev path kvmm takes without io_uring.
             env = ["env", "KVMM_NO_IO_URING=1"] if self.name == "kvmm-sync" else []
-            return kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+            return kvmmtest.start(vms, prefix + env + kvmmtest.kvmm_argv(
                 cmdline, 1, memory, extra_args + ["--api-socket", self.sock] + list(extra)))
         args, prefix = [], []
         for i, dev in enumerate(devices):
