@@ -59,6 +59,8 @@ int vmconfig_check(const struct domain_def *def)
 		if (d->serial && strlen(d->serial) > 20)
 			return unsupported("a disk serial longer than 20 characters is not supported by virtio-blk");
 	}
+	if (def->nnets > 8)
+		return unsupported("kvmm takes at most 8 network interfaces");
 	for (size_t i = 0; i < def->nnets; i++)
 		if (def->nets[i].mtu)
 			return unsupported("interface <mtu> is not supported by kvmm yet; remove <mtu>");
