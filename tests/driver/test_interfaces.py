@@ -19,12 +19,12 @@ import libvirt
 import pytest
 
 import kvmmtest
+import netns as netns_lib
 from drvtest import virsh
 from kvmmtest import KVMM
 from test_lifecycle import guest_xml, serial, state_dir, wait_for
 
 L = libvirt
-NETPROBE = os.path.join(os.path.dirname(kvmmtest.__file__), "netprobe.py")
 
 
 def kvmm_has_net():
@@ -55,15 +55,7 @@ def taps(ns):
 
 @pytest.fixture
 def netns():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and taps need root")
-    name = "kvdn-" + uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    yield from netns_lib.private("kvdn-")
 
 
 @pytest.fixture
@@ -100,8 +92,7 @@ def net_guest(d, name, nics, ips, action="wait", serve=60, **kw):
 
 
 def probe(ns, ip):
-    r = ns_run(ns, sys.executable, NETPROBE, ip, "7")
-    return json.loads(r.stdout)
+    return netns_lib.probe(ns, ip, 7)
 
 
 def live_targets(dom):
