@@ -9,9 +9,12 @@ The test guest answers ARP, ICMP echo and UDP on its NICs
 (tests/lib/netprobe.py drives that from inside the namespace)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -371,3 +374,90 @@ def test_network_refused_without_libvirt_network_driver(nsd):
             "on this host") in r.stderr, r.stderr
     assert "virtnetworkd" in r.stderr and "type='bridge'" in r.stderr
     assert taps(ns) == [] and not dom.isActive()
+
+
+# --- type='network' with a real libvirt network driver ----------------------
+
+LIBVIRTD = "/usr/sbin/libvirtd"
+NETWORK_DRIVER = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_network.so"
+
+
+@pytest.fixture
+def libvirt_network(netns):
+    """Debian's libvirtd with its network driver alone (LIBVIRT_DRIVER_DIR
+    names a directory holding only that module), as root, in the test's
+    namespace and a mount namespace of its own whose /run, /var/lib,
+    /var/cache, /var/log and /etc/libvirt are empty tmpfs: nothing of the
+    host's is seen or touched.  A network 'kvdnet' in forward mode bridge
+    on the bridge kvdbr0 the test made, started; 'kvdoff' defined, not
+    started.  Yields the nsenter prefix that enters both namespaces."""
+    if not (os.path.exists(LIBVIRTD) and os.path.exists(NETWORK_DRIVER)):
+        pytest.skip("libvirtd or its network driver is not installed (libvirt-daemon)")
+    tmp = tempfile.mkdtemp(prefix="kvdn-lv-")
+    os.mkdir(os.path.join(tmp, "drivers"))
+    os.symlink(NETWORK_DRIVER, os.path.join(tmp, "drivers", os.path.basename(NETWORK_DRIVER)))
+    subprocess.run(["ip", "-n", netns, "link", "add", "kvdbr0", "type", "bridge"], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "kvdbr0", "up"], check=True)
+    mounts = "; ".join(f"mount -t tmpfs kvdn {d} || exit 1"
+                       for d in ("/run", "/var/lib", "/var/cache", "/var/log", "/etc/libvirt"))
+    log = open(os.path.join(tmp, "libvirtd.log"), "wb")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"{mounts}; exec env LIBVIRT_DRIVER_DIR={tmp}/drivers {LIBVIRTD}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        prefix = ["nsenter", f"--mount=/proc/{proc.pid}/ns/mnt", f"--net=/proc/{proc.pid}/ns/net"]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"/proc/{proc.pid}/root/run/libvirt/libvirt-sock"):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                open(log.name).read()
+            time.sleep(0.05)
+        for name, bridge in (("kvdnet", "kvdbr0"), ("kvdoff", "kvdbr9")):
+            path = os.path.join(tmp, name + ".xml")
+            with open(path, "w") as f:
+                f.write(f"<network><name>{name}</name><forward mode='bridge'/>"
+                        f"<bridge name='{bridge}'/></network>")
+            subprocess.run(prefix + ["virsh", "-c", "network:///system", "net-define", path],
+                           check=True, capture_output=True)
+        subprocess.run(prefix + ["virsh", "-c", "network:///system", "net-start", "kvdnet"],
+                       check=True, capture_output=True)
+        yield prefix
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@needs_net
+def test_network_through_libvirts_network_driver(start_daemon, netns, libvirt_network, kvm):
+    ns = netns
+    d = start_daemon(prefix=libvirt_network)
+    conn = libvirt.open(d.uri())
+    subprocess.run(["ip", "-n", ns, "addr", "add", "10.99.8.1/24", "dev", "kvdbr0"], check=True)
+    dom = conn.defineXML(net_guest(d, "lvnet", [nic("network", source="kvdnet")], ["10.99.8.2"]))
+    dom.create()
+    assert live_targets(dom) == ["vnet0"]
+    assert links(ns)["vnet0"].get("master") == "kvdbr0"     # the network's bridge
+    r = virsh(d.uri(), "domiflist", "lvnet")
+    assert r.stdout.splitlines()[2].split()[:3] == ["vnet0", "network", "kvdnet"], r.stdout
+    wait_for(lambda: "virtio-net-ready" in serial(d.root, "lvnet"), "the guest's NIC", 60)
+    r = probe(ns, "10.99.8.2")
+    assert r["ping"] == 3 and r["udp"] == r["udp_sent"], r
+    dom.destroy()
+    assert taps(ns) == []
+    # an inactive network, one that does not exist
+    dom = conn.defineXML(guest_xml(d.root, "lvoff", extra_devices=nic("network", source="kvdoff")))
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.create()
+    assert "network 'kvdoff' is not active; start it with virsh net-start kvdoff" in str(e.value)
+    dom = conn.defineXML(guest_xml(d.root, "lvnone", extra_devices=nic("network", source="kvdnx")))
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.create()
+    assert "network 'kvdnx' cannot be used" in str(e.value) and "kvdnx" in str(e.value)
+    assert taps(ns) == []
+    conn.close()
