@@ -279,6 +279,20 @@ def test_adopted_domain_keeps_and_later_removes_its_tap(start_daemon, netns, kvm
     assert ifstat(d2, "adopt", "vnet0")["rx_bytes"] >= 0
     dom.destroy()
     assert taps(ns) == []
+    # a kvmm that dies while no daemon runs: its tap goes when the next
+    # daemon finds it gone
+    dom.create()
+    conn.close()
+    os.kill(d2.proc.pid, signal.SIGKILL)
+    d2.proc.wait()
+    os.kill(kvmm_pid(d2), signal.SIGKILL)
+    wait_for(lambda: not d2.guests(), "kvmm to die")
+    assert taps(ns) == ["vnet0"]
+    d3 = start_daemon(root=d.root, prefix=["ip", "netns", "exec", ns])
+    conn = libvirt.open(d3.uri())
+    assert conn.lookupByName("adopt").state()[:2] == [L.VIR_DOMAIN_SHUTOFF,
+                                                      L.VIR_DOMAIN_SHUTOFF_CRASHED]
+    assert taps(ns) == []
     conn.close()
 
 
