@@ -1,6 +1,6 @@
 """The test guest's virtio drivers (modern virtio-pci, MSI-X) against
 virtio devices: under QEMU now, as the reference that keeps the guest
-honest to the spec; under kvmm for the devices it has (rng, console).  The
+honest to the spec; under kvmm for the devices it has (rng, blk, console, net).  The
 guest's options and records are described in tests/guest/README.md."""
 import json
 import os
@@ -530,6 +530,29 @@ def test_virtio_net_two_nics_answer_ping_and_udp(kvm, vms, tmp, runner, netns):
         assert int(d["arp_replies"]) >= 1 and int(d["icmp_replies"]) >= 3
         assert int(d["udp_echoes"]) == 7
         msix_delivered(g, f"net{i}")
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("kind", ["head", "loop"])
+def test_virtio_net_malformed_tx_chain_breaks_only_its_nic(kvm, vms, tmp, runner, netns, kind):
+    """A hostile chain on one NIC's transmit queue puts that NIC in
+    DEVICE_NEEDS_RESET; the other NIC is untouched, and the broken one
+    works again once the guest has reset it."""
+    nics = [("tap0", "52:54:00:dd:00:01", "10.83.1.1/24", "10.83.1.15", 7),
+            ("tap1", "52:54:00:dd:00:02", "10.83.2.1/24", "10.83.2.15", 7)]
+    for tap, _, cidr, _, _ in nics:
+        add_tap(netns, tap, cidr)
+    cmdline = f"kvmmtest.virtio=net kvmmtest.net.serve=60 kvmmtest.net0.malformed={kind} " + \
+        " ".join(f"kvmmtest.net{i}.ip={ip} kvmmtest.net{i}.udp={port}"
+                 for i, (_, _, _, ip, port) in enumerate(nics))
+    g = runner.start(vms, tmp, cmdline, [Nic(netns, tap, mac) for tap, mac, *_ in nics])
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=2", timeout=60)
+    assert by_dev(g, "info", "virtio-malformed")["net0"]["outcome"] == "needs-reset"
+    for _, _, _, ip, port in reversed(nics):
+        r = probe(netns, ip, port)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    finish(g)
+    assert set(by_dev(g, "pass", "virtio-net")) == {"net0", "net1"}
 
 
 def rng_survived_malformed(g, kind):
