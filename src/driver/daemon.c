@@ -234,6 +234,10 @@ int main(int argc, char **argv)
 	process_adopt_all();
 	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);
+	/* Before the sockets exist: a client may signal us as soon as it
+	 * can connect, and the signal must end the loop, not the process. */
+	g_unix_signal_add(SIGTERM, on_signal, loop);
+	g_unix_signal_add(SIGINT, on_signal, loop);
 	cfg.keepalive_interval = conf.keepalive_interval;
 	cfg.keepalive_count = conf.keepalive_count;
 	cfg.max_clients = conf.max_clients;
@@ -248,8 +252,6 @@ int main(int argc, char **argv)
 	    rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0)
 		goto out;
 
-	g_unix_signal_add(SIGTERM, on_signal, loop);
-	g_unix_signal_add(SIGINT, on_signal, loop);
 	ic.loop = loop;
 	ic.srv = srv;
 	if (opt_timeout > 0)

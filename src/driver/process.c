@@ -20,6 +20,7 @@
 #include "events.h"
 #include "log.h"
 #include "monitor.h"
+#include "nics.h"
 #include "proc_stat.h"
 #include "process.h"
 #include "status.h"
@@ -53,6 +54,7 @@ struct domain_run {
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
 	int exit_hint;		/* -1: none seen */
+	struct nic_taps taps;	/* the NICs' taps, removed with the run */
 	struct domain_obj *obj;	/* whose run this is (no reference: it owns us) */
 };
 
@@ -97,6 +99,9 @@ static void run_free(struct domain_run *r)
 	if (r->status_path)
 		unlink(r->status_path);
 	monitor_watch_free(r->events);
+	/* Every end of a run -- stop, crash, failed start, a kvmm found dead
+	 * at adoption -- comes through here: the taps go with it. */
+	nics_remove(&r->taps);
 	g_free(r->api_path);
 	g_free(r->config_path);
 	g_free(r->status_path);
@@ -288,6 +293,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
+	nics_forget(obj->def);
 	obj->state = VIR_DOMAIN_SHUTOFF;
 	obj->reason = reason;
 	restart = !r->destroying && known &&
@@ -339,7 +345,7 @@ static void save_status_locked(struct domain_obj *obj)
 	struct domain_status st = {
 		.state = obj->state, .reason = obj->reason, .pid = r->pid, .id = obj->id,
 		.started = r->started, .monitor_path = r->api_path, .config_path = r->config_path,
-		.log_path = r->log_path, .transient = !obj->persistent,
+		.log_path = r->log_path, .transient = !obj->persistent, .taps = r->taps,
 	};
 	g_autofree char *live = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
 
@@ -451,7 +457,7 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
-	int logfd = -1, id;
+	int logfd = -1, id, rc;
 	struct stat st;
 
 	r->pidfd = -1;
@@ -469,13 +475,25 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	r->api_path = g_strdup_printf("%s/%s.sock", state_dir, uuid);
 	rt.api_socket = r->api_path;
 	rt.paused = paused;
-	conf = vmconfig_from_def(obj->def, &rt);
+	rc = vmconfig_check(obj->def);
 	g_mutex_unlock(&obj->lock);
-	if (!conf) {
+	if (rc < 0) {
 		g_free(r->api_path);
 		g_free(r);
 		return -1;
 	}
+	/* The NICs' taps, outside the lock (a network driver may be asked);
+	 * our job keeps the definition as it is. */
+	if (nics_create(obj->def, &r->taps) < 0)
+		goto fail;
+	g_mutex_lock(&obj->lock);
+	rt.taps = r->taps.names;
+	conf = vmconfig_from_def(obj->def, &rt);
+	if (conf)
+		nics_show(obj->def, &r->taps);
+	g_mutex_unlock(&obj->lock);
+	if (!conf)
+		goto fail;
 	if (!emulator || access(emulator, X_OK) < 0) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "cannot execute the emulator '%s': %s",
 				 emulator ? emulator : "(none)", g_strerror(errno));
@@ -565,6 +583,9 @@ fail:
 	if (r->log_path)
 		log_line(r->log_path, "start failed: %s",
 			 drv_error_last() ? drv_error_last()->message : "?");
+	g_mutex_lock(&obj->lock);
+	nics_forget(obj->def);
+	g_mutex_unlock(&obj->lock);
 	run_free(r);
 	return -1;
 }
@@ -688,6 +709,8 @@ static void adopt_one(const char *path)
 	r->log_path = st.log_path;
 	r->status_path = g_strdup(path);
 	r->started = st.started;
+	r->taps = st.taps;
+	memset(&st.taps, 0, sizeof(st.taps));
 	r->pidfd = is_our_kvmm(st.pid, st.config_path) ? pidfd_open(st.pid) : -1;
 	if (r->pidfd < 0 || !(r->events = monitor_watch_new(r->api_path, on_kvmm_event, r))) {
 		/* It died while nobody watched (or its pid went to another
@@ -720,6 +743,7 @@ static void adopt_one(const char *path)
 		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
 	set_pty_paths(obj, pty, cpty);
+	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
 	g_mutex_unlock(&obj->lock);

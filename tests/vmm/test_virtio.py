@@ -7,14 +7,13 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
-import uuid
 import zlib
 
 import pytest
 
 import kvmmtest
+import netns as netns_lib
 
 SECTOR = 512
 
@@ -499,17 +498,7 @@ def test_virtio_bar_above_4g_under_qemu(kvm, vms, tmp):
 
 @pytest.fixture
 def netns():
-    """A private network namespace, deleted (with its taps) even when the
-    test fails."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and taps need root")
-    name = "kvmmt-" + uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    yield from netns_lib.private("kvmmt-")
 
 
 def add_tap(ns, tap, host_cidr):
@@ -518,12 +507,7 @@ def add_tap(ns, tap, host_cidr):
     subprocess.run(["ip", "-n", ns, "link", "set", tap, "up"], check=True)
 
 
-def probe(ns, ip, port):
-    script = os.path.join(os.path.dirname(kvmmtest.__file__), "netprobe.py")
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, script, ip, str(port)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+probe = netns_lib.probe
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
