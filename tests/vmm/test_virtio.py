@@ -1,6 +1,6 @@
 """The test guest's virtio drivers (modern virtio-pci, MSI-X) against
 virtio devices: under QEMU now, as the reference that keeps the guest
-honest to the spec; under kvmm for the devices it has (rng, console).  The
+honest to the spec; under kvmm for the devices it has (rng, blk, console, net).  The
 guest's options and records are described in tests/guest/README.md."""
 import json
 import os
@@ -47,10 +47,10 @@ class VirtioRunner:
     def start(self, vms, tmp, cmdline, devices, memory="256M", extra=(), entry="16"):
         self.sock = os.path.join(tmp, "ctl.sock")
         if self.name.startswith("kvmm"):
-            # kvmm's devices so far: rng, blk and one console.  Others
-            # skip until they exist.  kvmm places rng, then the disks,
-            # then the console.
-            extra_args = []
+            # kvmm's devices so far: rng, blk, one console and NICs.
+            # Others skip until they exist.  kvmm places rng, then the
+            # disks, then the console, then the NICs.
+            extra_args, prefix = [], []
             for dev in devices:
                 if dev == "rng":
                     extra_args.append("--rng")
@@ -62,6 +62,10 @@ class VirtioRunner:
                     # kvmm keeps what the guest writes before the test
                     # connects (docs/kvmm.md), as QEMU's wait=on does.
                     extra_args += ["--console", f"unix:{dev.path}"]
+                elif isinstance(dev, Nic):
+                    # kvmm runs inside the namespace, where the taps are.
+                    prefix = ["ip", "netns", "exec", dev.netns]
+                    extra_args += ["--net", f"tap={dev.tap},mac={dev.mac}"]
                 else:
                     pytest.skip(f"kvmm has no virtio {type(dev).__name__.lower()} device yet")
             if ".resize=" in cmdline:
@@ -70,7 +74,7 @@ class VirtioRunner:
                 pytest.skip("kvmm enters the guest at its 64-bit entry only")
             # kvmm-sync: the preadv/pwritev path kvmm takes without io_uring.
             env = ["env", "KVMM_NO_IO_URING=1"] if self.name == "kvmm-sync" else []
-            return kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+            return kvmmtest.start(vms, prefix + env + kvmmtest.kvmm_argv(
                 cmdline, 1, memory, extra_args + ["--api-socket", self.sock] + list(extra)))
         args, prefix = [], []
         for i, dev in enumerate(devices):
@@ -602,6 +606,29 @@ def test_virtio_net_throughput_modes(kvm, vms, tmp, runner, netns):
     assert rx["mode"] == "rx" and int(rx["pkts"]) == count and int(rx["seq_end"]) == count, rx
     assert int(rx["bytes"]) == count * size and int(rx["bad"]) == 0, rx
     assert int(rx["reordered"]) == 0 and rx["ended"] == "1", rx
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("kind", ["head", "loop"])
+def test_virtio_net_malformed_tx_chain_breaks_only_its_nic(kvm, vms, tmp, runner, netns, kind):
+    """A hostile chain on one NIC's transmit queue puts that NIC in
+    DEVICE_NEEDS_RESET; the other NIC is untouched, and the broken one
+    works again once the guest has reset it."""
+    nics = [("tap0", "52:54:00:dd:00:01", "10.83.1.1/24", "10.83.1.15", 7),
+            ("tap1", "52:54:00:dd:00:02", "10.83.2.1/24", "10.83.2.15", 7)]
+    for tap, _, cidr, _, _ in nics:
+        add_tap(netns, tap, cidr)
+    cmdline = f"kvmmtest.virtio=net kvmmtest.net.serve=60 kvmmtest.net0.malformed={kind} " + \
+        " ".join(f"kvmmtest.net{i}.ip={ip} kvmmtest.net{i}.udp={port}"
+                 for i, (_, _, _, ip, port) in enumerate(nics))
+    g = runner.start(vms, tmp, cmdline, [Nic(netns, tap, mac) for tap, mac, *_ in nics])
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=2", timeout=60)
+    assert by_dev(g, "info", "virtio-malformed")["net0"]["outcome"] == "needs-reset"
+    for _, _, _, ip, port in reversed(nics):
+        r = probe(netns, ip, port)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    finish(g)
+    assert set(by_dev(g, "pass", "virtio-net")) == {"net0", "net1"}
 
 
 def rng_survived_malformed(g, kind):

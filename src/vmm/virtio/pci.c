@@ -205,6 +205,7 @@ static uint16_t vector_or_none(struct virtio_pci *vp, uint16_t v)
 static void write_status(struct virtio_pci *vp, uint8_t v)
 {
 	uint64_t f = vp->driver_features;
+	uint8_t old;
 
 	if (!v) {
 		virtio_reset(vp);
@@ -216,7 +217,10 @@ static void write_status(struct virtio_pci *vp, uint8_t v)
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(vp->status & VIRTIO_STATUS_FEATURES_OK) &&
 	    ((f & ~offered(vp)) || !(f & 1ULL << VIRTIO_F_VERSION_1)))
 		v &= ~VIRTIO_STATUS_FEATURES_OK;
+	old = vp->status;
 	vp->status = v;
+	if (vp->ops->status && v != old)
+		vp->ops->status(vp, old);
 }
 
 static void enable_queue(struct virtio_pci *vp, struct virtio_queue *q)
