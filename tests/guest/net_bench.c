@@ -9,14 +9,19 @@
  *   kvmmtest.netN.sink=SECONDS   count the datagrams sent to the NIC's UDP
  *       port until the end marker arrives or the time is up;
  *   kvmmtest.netN.size=BYTES     UDP payload, 16-1472 (default 1472:
- *       1514-byte frames, a full 1500-byte MTU).
+ *       1514-byte frames, a full 1500-byte MTU);
+ *   kvmmtest.net.idle=poll       spin when there is nothing to do, rather
+ *       than sleep until the queue's interrupt.
  *
  * Payload: bytes 0-7 a big-endian sequence number counting from 0 (all
  * ones: the end marker), byte i >= 8 is (i * 31 + 7) & 0xff.
  * The rings are polled with interrupts suppressed
- * (VIRTQ_AVAIL_F_NO_INTERRUPT) and refilled a quarter ring at a time with
- * one notification (on tx, left out while the device says it needs none,
- * VIRTQ_USED_F_NO_NOTIFY): every notification is a VM exit.
+ * (VIRTQ_AVAIL_F_NO_INTERRUPT) while there is work, as NAPI does, and
+ * refilled a quarter ring at a time with one notification (on tx, left
+ * out while the device says it needs none, VIRTQ_USED_F_NO_NOTIFY):
+ * every notification is a VM exit.  Idle, the guest sleeps until the
+ * queue's interrupt: a spinning vCPU would take a host core from the
+ * VMM's I/O thread and the host's peer on a small host.
  */
 #include "guest.h"
 #include "io.h"
@@ -37,7 +42,8 @@ struct bench {
 	struct virtq *q;
 	u32 size;		/* UDP payload */
 	u64 secs;
-	u64 pkts, bytes, kicks, rekicks;
+	u64 pkts, bytes, kicks, rekicks, sleeps;
+	bool halt;		/* idle: sleep until an interrupt, not spin */
 	u64 t0, t1;		/* TSC: first and last datagram */
 };
 
@@ -113,6 +119,28 @@ static void notify(struct bench *b)
 		return;
 	virtq_kick(b->n->v, b->q);
 	b->kicks++;
+}
+
+/*
+ * Nothing to do: spin, or sleep until the queue's interrupt (or the 10 ms
+ * tick).  Interrupts are asked for only while asleep, and the used ring
+ * is checked again after asking, so a completion in between wakes us.
+ */
+static void idle(struct bench *b)
+{
+	volatile u16 *used_idx = (volatile u16 *)(b->q->used + 2);
+
+	if (!b->halt) {
+		cpu_relax();
+		return;
+	}
+	b->q->avail[0] = 0;
+	asm volatile("mfence" : : : "memory");
+	if (*used_idx == b->q->last_used) {
+		wfi();
+		b->sleeps++;
+	}
+	b->q->avail[0] = AVAIL_F_NO_INTERRUPT;
 }
 
 /* The next received buffer, or NULL; *len is its frame's length (0: none). */
@@ -268,7 +296,7 @@ static void blast(struct bench *b)
 		if (rdtsc() >= end)
 			break;
 		if (q->num_free < batch) {
-			cpu_relax();
+			idle(b);
 			continue;
 		}
 		while (q->num_free) {
@@ -302,9 +330,9 @@ static void blast(struct bench *b)
 		for (u64 t = now_us(); !tx_reclaim(b) && now_us() - t < 1000000;)
 			cpu_relax();
 	}
-	info("net-bench dev=%s mode=tx size=%u bytes=%lu pkts=%lu ns=%lu kicks=%lu",
+	info("net-bench dev=%s mode=tx size=%u bytes=%lu pkts=%lu ns=%lu kicks=%lu sleeps=%lu",
 	     n->v->name, b->size, b->bytes, b->pkts, tsc_ns(b->t1 - b->t0),
-	     b->kicks);
+	     b->kicks, b->sleeps);
 }
 
 /* The UDP payload of f if it is a datagram for n's port, else NULL. */
@@ -335,7 +363,7 @@ static void sink(struct bench *b)
 	struct virtq *q = b->q;
 	u8 *used[VIRTQ_MAX_SIZE];
 	u32 nused = 0, batch = q->size / 4 ? q->size / 4 : 1;
-	u64 end, next_seq = 0, reordered = 0, bad = 0, idle;
+	u64 end, next_seq = 0, reordered = 0, bad = 0, last;
 	bool ended = false;
 
 	/* Fill the whole ring (virtio_net_run posted a few buffers). */
@@ -351,7 +379,7 @@ static void sink(struct bench *b)
 	record("event net-bench-ready dev=%s mode=rx port=%u", n->v->name,
 	       n->udp_port);
 	end = rdtsc() + b->secs * tsc_khz * 1000;
-	idle = rdtsc();
+	last = rdtsc();
 	while (!ended && rdtsc() < end) {
 		u32 len, plen;
 		u8 *buf = rx_next(n, &len);
@@ -359,15 +387,15 @@ static void sink(struct bench *b)
 
 		if (!buf) {
 			/* Idle 1 ms with buffers posted: notify again. */
-			if (rdtsc() - idle > tsc_khz) {
+			if (rdtsc() - last > tsc_khz) {
 				virtq_kick(n->v, q);
 				b->rekicks++;
-				idle = rdtsc();
+				last = rdtsc();
 			}
-			cpu_relax();
+			idle(b);
 			continue;
 		}
-		idle = rdtsc();
+		last = rdtsc();
 		pl = bench_payload(n, buf + NET_HDR_LEN, len, &plen);
 		if (pl && get64(pl) == END_SEQ) {
 			ended = true;
@@ -400,9 +428,9 @@ static void sink(struct bench *b)
 	while (nused)
 		net_post_rx(n, used[--nused]);
 	virtq_kick(n->v, q);
-	info("net-bench dev=%s mode=rx bytes=%lu pkts=%lu ns=%lu seq_end=%lu reordered=%lu bad=%lu kicks=%lu rekicks=%lu ended=%d",
+	info("net-bench dev=%s mode=rx bytes=%lu pkts=%lu ns=%lu seq_end=%lu reordered=%lu bad=%lu kicks=%lu rekicks=%lu sleeps=%lu ended=%d",
 	     n->v->name, b->bytes, b->pkts, tsc_ns(b->t1 - b->t0), next_seq,
-	     reordered, bad, b->kicks, b->rekicks, ended);
+	     reordered, bad, b->kicks, b->rekicks, b->sleeps, ended);
 }
 
 void net_bench_run(struct nic *n)
@@ -428,6 +456,8 @@ void net_bench_run(struct nic *n)
 		return;
 	}
 	b.q = q;
+	b.halt = !cmdline_option("kvmmtest.net.idle", val, sizeof(val)) ||
+		 strcmp(val, "poll");
 	q->avail[0] = AVAIL_F_NO_INTERRUPT;	/* we poll */
 	if (tx)
 		blast(&b);
