@@ -58,7 +58,7 @@ static int attach(struct tap *t, const char *name, unsigned int index)
 			pr_err("tap '%s' is busy: another process has it open; stop it or give this NIC another tap",
 			       name);
 		else if (e == EINVAL)
-			pr_err("tap '%s' cannot be opened as a tap: it is another kind of device (a tun?); give --net a tap",
+			pr_err("tap '%s' cannot be opened as a tap: it is another kind of device (a tun, or a multi_queue tap); give --net a single-queue tap",
 			       name);
 		else if (e == EPERM)
 			pr_err("tap '%s' cannot be opened: %s; run kvmm with CAP_NET_ADMIN or give the tap to its user (ip tuntap add ... user)",
@@ -127,8 +127,8 @@ int tap_open(struct tap *t, const char *name, int fd, unsigned int index)
 		pr_err("tap '%s': cannot set the virtio-net header size: %s", t->name, strerror(-r));
 	}
 	/* No offload until the guest negotiates one. */
-	if (!r)
-		r = tap_set_offload(t, 0);
+	if (!r && (r = tap_set_offload(t, 0)))
+		pr_err("tap '%s': cannot clear its offloads: %s", t->name, strerror(-r));
 	if (r)
 		tap_close(t);
 	return r;
@@ -136,11 +136,7 @@ int tap_open(struct tap *t, const char *name, int fd, unsigned int index)
 
 int tap_set_offload(struct tap *t, unsigned int tun_flags)
 {
-	if (ioctl(t->fd, TUNSETOFFLOAD, (unsigned long)tun_flags) < 0) {
-		pr_warn("tap '%s': cannot set offloads 0x%x: %s", t->name, tun_flags, strerror(errno));
-		return -errno;
-	}
-	return 0;
+	return ioctl(t->fd, TUNSETOFFLOAD, (unsigned long)tun_flags) < 0 ? -errno : 0;
 }
 
 void tap_close(struct tap *t)

@@ -20,7 +20,8 @@ struct tap {
  * naming the problem and its fix, leaves nothing behind and returns
  * -errno. */
 int tap_open(struct tap *t, const char *name, int fd, unsigned int index);
-/* TUN_F_* offloads the guest can take (TUNSETOFFLOAD): 0 or -errno. */
+/* TUN_F_* offloads the guest can take (TUNSETOFFLOAD): 0 or -errno,
+ * silently (the caller decides how often to say so). */
 int tap_set_offload(struct tap *t, unsigned int tun_flags);
 void tap_close(struct tap *t);
 

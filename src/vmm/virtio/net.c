@@ -14,8 +14,9 @@
  * tap's own queue holds frames, and drops when it is full, counted by
  * the host's interface) until the guest kicks the receive queue.  With
  * MRG_RXBUF a frame may fill several buffers: chains are popped ahead
- * until they can hold the largest frame the tap may give, and those a
- * frame does not use are kept for the next one.
+ * until they can hold the largest frame the tap may give (or what the
+ * guest has posted, once a plain frame fits), and those a frame does not
+ * use are kept for the next one.
  *
  * Each pass is bounded (frames per wakeup), and interrupts the guest
  * once at its end, not per frame.  Everything runs on the main thread
@@ -88,6 +89,8 @@ struct net {
 	bool rx_on;		/* DRIVER_OK seen since the last reset */
 	bool watching;		/* the loop polls the tap for input */
 	bool tap_dead;		/* the tap went away under us */
+	bool offload_warned;
+	bool big_frames;	/* a frame did not fit: gather for the largest */
 	unsigned int offload;	/* TUN_F_* the tap has now */
 	/* Receive chains popped but not yet used, oldest first (a ring of
 	 * RX_HELD), and the bytes they hold. */
@@ -96,6 +99,7 @@ struct net {
 	struct virtq_elem *held;
 	struct virtq_elem tx;
 	struct iovec iov[RX_IOV];
+	uint8_t overflow;
 	struct virtio_net_stats st;
 };
 
@@ -177,29 +181,37 @@ static struct virtq_elem *held(struct net *n, unsigned int i)
 }
 
 /* The bytes a frame may need: with the guest taking segmentation
- * offloads, the largest; else a plain Ethernet frame. */
+ * offloads, or once a frame was larger than a plain Ethernet frame (the
+ * host raised the tap's MTU), the largest; else a plain frame. */
 static uint64_t rx_need(struct net *n)
 {
-	return NET_HDR_LEN + (n->offload & (TUN_F_TSO4 | TUN_F_TSO6) ?
+	return NET_HDR_LEN + ((n->offload & (TUN_F_TSO4 | TUN_F_TSO6)) || n->big_frames ?
 			      NET_MAX_FRAME : NET_PLAIN_FRAME);
 }
 
 /* Pops receive chains until those held can take a frame: one chain
- * without MRG_RXBUF, else as many as rx_need() asks.  Returns whether a
- * frame can be read now. */
+ * without MRG_RXBUF, else as many as rx_need() asks or the ring has.
+ * Returns whether a frame can be read now: with mergeable buffers, once
+ * a plain frame fits (a larger one may still not: the device cannot
+ * size a frame before reading it, and the guest has posted no more), or
+ * RX_HELD chains are held. */
 static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 {
 	struct net *n = to_net(vp);
 	bool mrg = negotiated(vp, VIRTIO_NET_F_MRG_RXBUF);
 	unsigned int budget = NET_BUDGET;
 	struct virtq_elem *e;
+	int r;
 
 	while (mrg ? n->held_room < rx_need(n) && n->nheld < RX_HELD : !n->nheld) {
 		if (!budget--)
-			return false;
+			break;
 		e = held(n, n->nheld);
-		if (virtio_pop(vp, RXQ, e) <= 0)
+		r = virtio_pop(vp, RXQ, e);
+		if (r < 0)
 			return false;
+		if (!r)
+			break;
 		/* GUEST: a receive chain must hold at least the header in
 		 * writable buffers; one that cannot is returned unused. */
 		if (e->in_len < NET_HDR_LEN) {
@@ -212,11 +224,9 @@ static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 		n->nheld++;
 		n->held_room += e->in_len;
 	}
-	/* Mergeable buffers so small that RX_HELD of them cannot reach
-	 * rx_need() still take what fits; a larger frame is dropped, not
-	 * stuck.  (Short of that, the device waits for buffers rather than
-	 * risk dropping a frame it cannot size before reading it.) */
-	return n->nheld > 0;
+	if (!mrg)
+		return n->nheld > 0;
+	return n->nheld == RX_HELD || n->held_room >= NET_HDR_LEN + NET_PLAIN_FRAME;
 }
 
 /* Writes len bytes at off into the element's writable buffers. */
@@ -263,14 +273,18 @@ static int rx_one(struct virtio_pci *vp)
 	uint8_t b[2];
 	ssize_t r;
 
-	for (c = 0; c < n->nheld && niov < RX_IOV; c++) {
+	for (c = 0; c < n->nheld && niov < RX_IOV - 1; c++) {
 		struct virtq_elem *e = held(n, c);
 
-		for (i = e->n_out; i < e->n_out + e->n_in && niov < RX_IOV; i++) {
+		for (i = e->n_out; i < e->n_out + e->n_in && niov < RX_IOV - 1; i++) {
 			n->iov[niov++] = e->iov[i];
 			room += e->iov[i].iov_len;
 		}
 	}
+	/* A read returns at most the room given: one byte past the
+	 * guest's buffers tells a frame that did not fit. */
+	n->iov[niov].iov_base = &n->overflow;
+	n->iov[niov++].iov_len = 1;
 	do
 		r = readv(n->tap.fd, n->iov, niov);
 	while (r < 0 && errno == EINTR);
@@ -282,10 +296,11 @@ static int rx_one(struct virtio_pci *vp)
 		n->st.rx_errors++;
 		return 0;
 	}
-	/* The tap says how long the frame was even when it did not fit:
-	 * then it is lost, and the buffers stay ours for the next. */
+	/* A frame that did not fit is lost; the buffers stay ours for
+	 * the next. */
 	if ((uint64_t)r > room || r < NET_HDR_LEN) {
 		n->st.rx_drops++;
+		n->big_frames = true;
 		return 1;
 	}
 	n->st.rx_packets++;
@@ -367,10 +382,14 @@ static void tap_ready(void *opaque, uint32_t events)
 
 static void net_queue_notify(struct virtio_pci *vp, unsigned int q)
 {
+	struct net *n = to_net(vp);
+
 	if (q == TXQ)
 		net_transmit(vp);
-	else
+	else if (!n->watching)
 		net_receive(vp);	/* new buffers: read again */
+	/* else the loop reads when a frame comes: a kick per refill
+	 * would cost a read that finds nothing */
 }
 
 /* --- negotiation, config, reset, state --------------------------------- */
@@ -394,8 +413,17 @@ static unsigned int tun_offload(const struct virtio_pci *vp)
 
 static void apply_offload(struct net *n, unsigned int f)
 {
-	if (f != n->offload && !n->tap_dead && !tap_set_offload(&n->tap, f))
+	int r;
+
+	if (f == n->offload || n->tap_dead)
+		return;
+	r = tap_set_offload(&n->tap, f);
+	if (!r)
 		n->offload = f;
+	else if (!n->offload_warned)	/* once: the guest may retry for ever */
+		pr_warn("tap '%s': cannot set offloads 0x%x: %s; the guest's offloads stay off",
+			n->tap.name, f, strerror(-r));
+	n->offload_warned |= r != 0;
 }
 
 /* vCPU thread: features settle at FEATURES_OK, receiving starts at
@@ -442,6 +470,7 @@ static void net_reset(struct virtio_pci *vp)
 	if (!n)
 		return;		/* the transport's first reset, before priv */
 	n->rx_on = false;
+	n->big_frames = false;
 	n->nheld = n->held_first = 0;
 	n->held_room = 0;
 	apply_offload(n, 0);
