@@ -151,7 +151,7 @@ static u8 *rx_next(struct nic *n, u32 *len)
 
 	if (!virtq_poll(&n->v->vq[0], &id, &l))
 		return NULL;
-	/* GUEST: the device's id and length are checked before use. */
+	/* The device says which buffer and how long: checked before use. */
 	if (id >= VIRTQ_MAX_SIZE || !n->rx[id])
 		return NULL;
 	buf = n->rx[id];
@@ -341,7 +341,7 @@ static const u8 *bench_payload(struct nic *n, const u8 *f, u32 len, u32 *plen)
 	const u8 *ip = f + 14, *u;
 	u32 ihl, total;
 
-	/* GUEST: every length comes from the frame; checked against len. */
+	/* Every length comes from the frame: checked against len. */
 	if (len < 14 + 20 + 8 || get16(f + 12) != ETH_IP || (ip[0] >> 4) != 4)
 		return NULL;
 	ihl = (ip[0] & 0xf) * 4;
