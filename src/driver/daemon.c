@@ -15,10 +15,12 @@
 #include <glib-unix.h>
 #include <libxml/parser.h>
 
+#include "autodestroy.h"
 #include "daemon_conf.h"
 #include "domain.h"
 #include "driver.h"
 #include "host.h"
+#include "monitor.h"
 #include "process.h"
 #include "error.h"
 #include "log.h"
@@ -228,6 +230,7 @@ int main(int argc, char **argv)
 	xmlInitParser();
 	/* Guests the previous daemon started run on: take them back before
 	 * any client can ask about them. */
+	monitor_set_timeout(conf.monitor_timeout * 1000);
 	process_adopt_all();
 	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);
@@ -253,6 +256,8 @@ int main(int argc, char **argv)
 		g_timeout_add_seconds(1, check_idle, &ic);
 	pr_info("serving %s", drv_state.uri);
 	g_main_loop_run(loop);
+	/* The clients dropped on the way out are not closing connections. */
+	autodestroy_stop();
 	rc = 0;
 out:
 	rpc_server_free(srv);

@@ -377,15 +377,14 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 	return 0;
 }
 
-/* The index of the disk a client names: its target (vda) or its source
- * path, as libvirt accepts; -1 after reporting. */
+/* api_disk_index, reporting a disk that is not there; -1 after reporting. */
 static int disk_index(const struct domain_def *def, const char *name)
 {
-	for (size_t i = 0; i < def->ndisks; i++)
-		if (!strcmp(def->disks[i].target, name) || !strcmp(def->disks[i].source, name))
-			return (int)i;
-	drv_error_report(VIR_ERR_INVALID_ARG, "invalid path: %s", name);
-	return -1;
+	int i = api_disk_index(def, name);
+
+	if (i < 0)
+		drv_error_report(VIR_ERR_INVALID_ARG, "invalid path: %s", name);
+	return i;
 }
 
 /* kvmm's counters of every disk (query-block-stats), in disk order; NULL

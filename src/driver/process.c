@@ -60,10 +60,13 @@ static char *state_dir, *log_dir;
 static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
 static gint nrunning;
 
+static void on_monitor_lost(const char *api_path, int err);
+
 void process_init(const char *sdir, const char *ldir)
 {
 	state_dir = g_strdup(sdir);
 	log_dir = g_strdup(ldir);
+	monitor_set_lost_handler(on_monitor_lost);
 }
 
 unsigned process_count(void)
@@ -368,6 +371,38 @@ static void on_kvmm_event(const char *event, json_object *data, void *opaque)
 		events_reboot(r->obj);
 }
 
+/* A command to the kvmm behind API_PATH got no answer (worker).  If that
+ * kvmm still runs and nobody is stopping it, the daemon has lost control
+ * of it: a control-error event, as libvirt raises for a broken monitor. */
+static void on_monitor_lost(const char *api_path, int err)
+{
+	g_autoptr(GPtrArray) all = domain_list();
+
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+		struct pollfd p = { .fd = -1, .events = POLLIN };
+		pid_t pid = 0;
+
+		g_mutex_lock(&obj->lock);
+		if (obj->run && !obj->run->destroying && !strcmp(obj->run->api_path, api_path)) {
+			p.fd = dup(obj->run->pidfd);
+			pid = obj->run->pid;
+		}
+		g_mutex_unlock(&obj->lock);
+		if (p.fd < 0)
+			continue;
+		/* EOF or a refused connection may be kvmm on its way out: give
+		 * its exit a moment to show before calling it a loss. */
+		if (poll(&p, 1, err == -ETIMEDOUT || err == -EPROTO ? 0 : 1000) == 0) {
+			pr_warn("domain '%s': lost control of kvmm (pid %ld): %s", obj->def->name,
+				(long)pid, g_strerror(-err));
+			events_control_error(obj);
+		}
+		close(p.fd);
+		return;
+	}
+}
+
 /* Waits until kvmm answers on its control socket.  0, or -1 after
  * reporting (its exit, with its last words, or a timeout). */
 static int wait_ready(struct domain_run *r, off_t log_start)
@@ -406,6 +441,11 @@ static int wait_ready(struct domain_run *r, off_t log_start)
 
 int process_start(struct domain_obj *obj)
 {
+	return process_start_paused(obj, false);
+}
+
+int process_start_paused(struct domain_obj *obj, bool paused)
+{
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL, *cpty = NULL;
 	struct vmconfig_runtime rt = { 0 };
@@ -428,6 +468,7 @@ int process_start(struct domain_obj *obj)
 	emulator = g_strdup(obj->def->emulator);
 	r->api_path = g_strdup_printf("%s/%s.sock", state_dir, uuid);
 	rt.api_socket = r->api_path;
+	rt.paused = paused;
 	conf = vmconfig_from_def(obj->def, &rt);
 	g_mutex_unlock(&obj->lock);
 	if (!conf) {
@@ -502,8 +543,8 @@ int process_start(struct domain_obj *obj)
 	g_mutex_lock(&obj->lock);
 	set_pty_paths(obj, pty, cpty);
 	obj->id = obj->def->id = id;
-	obj->state = VIR_DOMAIN_RUNNING;
-	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
+	obj->state = paused ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING;
+	obj->reason = paused ? VIR_DOMAIN_PAUSED_USER : VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
 	r->obj = obj;
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
@@ -514,6 +555,8 @@ int process_start(struct domain_obj *obj)
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
 	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	if (paused)
+		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	return 0;
 
 fail:

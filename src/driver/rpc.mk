@@ -92,6 +92,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/monitor.c src/driver/monitor.h \
 	src/driver/status.c src/driver/status.h \
 	src/driver/domain_lifecycle.c \
+	src/driver/autodestroy.c src/driver/autodestroy.h \
+	src/driver/domain_block.c \
 	src/driver/console.c \
 	src/driver/proc_stat.c src/driver/proc_stat.h \
 	src/driver/domain_stats.c

@@ -143,6 +143,8 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 			json_object_object_add(o, "console", chardev_config(&def->consoles[i]));
 	if (rt && rt->api_socket)
 		json_object_object_add(o, "api_socket", json_object_new_string(rt->api_socket));
+	if (rt && rt->paused)
+		json_object_object_add(o, "paused", json_object_new_boolean(true));
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
 	if (def->nrngs)
 		json_object_object_add(o, "rng", json_object_new_boolean(true));

@@ -13,6 +13,7 @@
 
 struct vmconfig_runtime {
 	const char *api_socket;		/* kvmm's control socket; NULL: none */
+	bool paused;			/* virsh start --paused */
 };
 
 /* The VM config for DEF as a JSON text (g_free it), or NULL after

@@ -488,6 +488,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->no_reboot);
 		else if (!strcmp(key, "rng"))
 			r = get_bool(&c, val, key, &cfg->rng);
+		else if (!strcmp(key, "paused"))
+			r = get_bool(&c, val, key, &cfg->paused);
 		else if (!strcmp(key, "disks"))
 			r = get_disks(&c, val, cfg);
 		else if (!strcmp(key, "nets"))

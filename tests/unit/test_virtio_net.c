@@ -212,6 +212,8 @@ UNIT_TEST(virtio_net_transmit_checks_lengths)
 	CHECK_EQ_U64(vq_used_id(TXQ, 1), 3);
 	CHECK_EQ_U64(vq_used_id(TXQ, 2), 4);
 	CHECK_EQ_U64(fired_for(0x42), 1);		/* one interrupt for the pass */
+	/* the driver is asked to notify again once the pass is over */
+	CHECK_EQ_U64(pci_get(gm(VD_RING(TXQ) + 0x2000), 2), 0);
 	st = stats();
 	CHECK_EQ_U64(st.tx_packets, 1);
 	CHECK_EQ_U64(st.tx_bytes, 60);
@@ -250,8 +252,10 @@ UNIT_TEST(virtio_net_receive_waits_for_buffers)
 	CHECK_EQ_U64(pci_get(b + 10, 2), 1);	/* num_buffers */
 	CHECK(frame_ok(b + HDR, 0, 100));
 	CHECK_EQ_U64(fired_for(0x41), 1);
-	/* used up: watching stops again, and the next frame waits */
+	/* used up: watching stops again (the driver is asked for its
+	 * refill kick), and the next frame waits */
 	CHECK_EQ_U64(watch[0].events, 0);
+	CHECK_EQ_U64(pci_get(gm(VD_RING(RXQ) + 0x2000), 2), 0);
 	host_send(0, 60);
 	run_loop();
 	CHECK_EQ_U64(vq_used_idx(RXQ), 2);
@@ -287,6 +291,8 @@ UNIT_TEST(virtio_net_mergeable_buffers_take_a_frame_in_pieces)
 	}
 	kick(RXQ);
 	CHECK_EQ_U64(watch[0].events, EPOLLIN);
+	/* room, so refill kicks are not needed meanwhile */
+	CHECK_EQ_U64(pci_get(gm(VD_RING(RXQ) + 0x2000), 2), VIRTQ_USED_F_NO_NOTIFY);
 	host_send(0x02, 1400);
 	run_loop();
 	CHECK_EQ_U64(vq_used_idx(RXQ), 3);
@@ -388,5 +394,31 @@ UNIT_TEST(virtio_net_hostile_chain_needs_reset_and_counters_survive)
 	kick(TXQ);
 	CHECK_EQ_U64(read(host, got, sizeof(got)), HDR + 60);
 	CHECK_EQ_U64(stats().tx_packets, 2);
+	teardown();
+}
+
+UNIT_TEST(virtio_net_tap_gone_takes_the_link_down)
+{
+	uint8_t got[256];
+	unsigned int gen;
+
+	setup();
+	driver_ok(0);
+	gen = br(21, 1);
+	CHECK_EQ_U64(br(0x2006, 2), 1);
+	/* what the loop reports when the interface is deleted under us */
+	watch[0].fn(watch[0].opaque, EPOLLERR);
+	CHECK_EQ_U64(br(0x2006, 2), 0);			/* LINK_UP gone */
+	CHECK(br(21, 1) != gen);			/* config_generation moved */
+	CHECK_EQ_U64(fired_for(0x40), 1);		/* config interrupt */
+	/* transmits complete, counted as drops; nothing reaches the tap */
+	memset(gm(BUF), 0, HDR + 60);
+	vq_post(TXQ, 0, BUF, HDR + 60, 0, 0);
+	vq_offer(TXQ, 0);
+	kick(TXQ);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 1);
+	CHECK_EQ_U64(stats().tx_drops, 1);
+	CHECK(read(host, got, sizeof(got)) < 0);
+	CHECK(!(br(20, 1) & VIRTIO_STATUS_NEEDS_RESET));
 	teardown();
 }

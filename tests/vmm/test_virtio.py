@@ -68,8 +68,6 @@ class VirtioRunner:
                     extra_args += ["--net", f"tap={dev.tap},mac={dev.mac}"]
                 else:
                     pytest.skip(f"kvmm has no virtio {type(dev).__name__.lower()} device yet")
-            if ".resize=" in cmdline:
-                pytest.skip("kvmm cannot resize a disk yet")
             if entry != "16":
                 pytest.skip("kvmm enters the guest at its 64-bit entry only")
             # kvmm-sync: the preadv/pwritev path kvmm takes without io_uring.
@@ -116,7 +114,13 @@ class VirtioRunner:
     def resize_disk(self, index, size):
         """Grows disk `index` (its place in the device list) to size bytes."""
         if self.name.startswith("kvmm"):
-            pytest.skip("kvmm cannot resize a disk yet")
+            api = kvmmtest.Api(self.sock)
+            try:
+                r = api.call("block-resize", {"device": f"disk{index}", "size": size})
+                assert r.get("return") == {}, r
+            finally:
+                api.close()
+            return
         q = kvmmtest.Qmp(self.sock)
         try:
             r = q.execute("block_resize", {"device": f"d{index}", "size": size})
@@ -709,7 +713,7 @@ def test_virtio_through_the_other_entries_under_qemu(kvm, vms, tmp, entry):
     msix_delivered(g, "blk0")
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", BLK_RUNNERS)
 def test_virtio_blk_resize_raises_a_config_interrupt(kvm, vms, tmp, runner):
     path, _ = make_image(tmp, "d0.img", 1 << 20)
     g = runner.start(vms, tmp, "kvmmtest.virtio=blk kvmmtest.blk0.resize=30",
@@ -721,6 +725,39 @@ def test_virtio_blk_resize_raises_a_config_interrupt(kvm, vms, tmp, runner):
     assert int(r["capacity"]) == (3 << 20) // SECTOR
     assert int(r["config_interrupts"]) > 0
     assert os.path.getsize(path) == 3 << 20
+
+
+def test_kvmm_blk_shrink_and_resize_refusals(kvm, vms, tmp):
+    """block-resize by path shrinks the image and the guest reads only the
+    new size; bad requests are refused with a line naming the fix and
+    change nothing."""
+    path, data = make_image(tmp, "d0.img", 1 << 20)
+    ro, _ = make_image(tmp, "ro.img", 1 << 20)
+    runner = VirtioRunner("kvmm")
+    g = runner.start(vms, tmp, "kvmmtest.virtio=blk kvmmtest.blk0.resize=30",
+                     [Disk(path, "rs0"), Disk(ro, "ro1", readonly=True)])
+    g.wait_for(r"KVMMTEST event virtio-blk-resize-ready dev=blk0 capacity=2048")
+    api = kvmmtest.Api(runner.sock)
+    for args, code, words in [
+            ({"device": "disk1", "size": 2 << 20}, "GenericError", "read-only"),
+            ({"device": ro, "size": 2 << 20}, "GenericError", "read-only"),
+            ({"device": "disk7", "size": 2 << 20}, "InvalidArgument", "no disk 'disk7'"),
+            ({"device": "disk0", "size": 1000}, "InvalidArgument", "multiple of the block size"),
+            ({"device": "disk0", "size": 0}, "InvalidArgument", "positive"),
+            ({"device": "disk0"}, "InvalidArgument", "block-resize takes arguments"),
+            (None, "InvalidArgument", "block-resize takes arguments")]:
+        r = api.call("block-resize", args)
+        assert r["error"]["code"] == code, (args, r)
+        assert words in r["error"]["message"], (args, r)
+    assert os.path.getsize(path) == 1 << 20 and os.path.getsize(ro) == 1 << 20
+    assert api.call("block-resize", {"device": path, "size": 512 << 10})["return"] == {}
+    finish(g)
+    r = by_dev(g, "pass", "virtio-blk-resize")["blk0"]
+    assert int(r["capacity"]) == (512 << 10) // SECTOR
+    assert int(r["config_interrupts"]) > 0
+    assert os.path.getsize(path) == 512 << 10
+    with open(path, "rb") as f:
+        assert f.read() == data[:512 << 10]
 
 
 @pytest.mark.parametrize("cache", ["none", "writeback"])

@@ -89,6 +89,7 @@ struct net {
 	bool rx_on;		/* DRIVER_OK seen since the last reset */
 	bool watching;		/* the loop polls the tap for input */
 	bool tap_dead;		/* the tap went away under us */
+	bool link_up;		/* what config status says: until tap_dead */
 	bool offload_warned;
 	bool big_frames;	/* a frame did not fit: gather for the largest */
 	unsigned int offload;	/* TUN_F_* the tap has now */
@@ -137,8 +138,12 @@ static void net_transmit(struct virtio_pci *vp)
 	struct virtq_elem *e = &n->tx;
 	unsigned int chains = NET_BUDGET, sent = 0;
 	ssize_t w;
-	int r;
+	int r = 0;
 
+	/* No kicks while this pass drains the queue; asked for again once
+	 * it is empty, then one more look for what came meanwhile. */
+	virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+again:
 	while (chains && (r = virtio_pop(vp, TXQ, e)) > 0) {
 		chains--;
 		/* GUEST: a frame is the header and 14 to NET_MAX_FRAME bytes
@@ -165,10 +170,19 @@ static void net_transmit(struct virtio_pci *vp)
 		}
 		sent++;
 		if (!used(vp, TXQ, e->head, 0))
-			break;
+			return;		/* broken: the guest must reset it */
+	}
+	if (chains && !r) {
+		virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, true);
+		if (virtq_has_avail(&vp->queues[TXQ].vq, vp->mem)) {
+			virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+			goto again;
+		}
 	}
 	if (sent)
 		virtio_queue_interrupt(vp, TXQ);
+	/* Past the budget the device queues its own next pass (kicks are
+	 * still off). */
 	if (!chains && queue_live(vp, TXQ))
 		virtio_queue_kick(vp, TXQ);
 }
@@ -251,7 +265,8 @@ static void elem_put(const struct virtq_elem *e, uint64_t off, const void *src, 
 }
 
 /* The tap was deleted under us (ip link del): it reports errors for
- * ever, so the loop forgets it; transmits are dropped from now on. */
+ * ever, so the loop forgets it; transmits are dropped from now on, and
+ * the guest sees its link go down (a configuration change). */
 static void tap_gone(struct net *n)
 {
 	if (n->tap_dead)
@@ -260,6 +275,8 @@ static void tap_gone(struct net *n)
 	loop_del(n->loop, n->tap.fd);
 	n->tap_dead = true;
 	n->watching = false;
+	n->link_up = false;
+	virtio_config_changed(n->vp);
 }
 
 /* Reads one frame into the held chains.  Returns 1 when a frame went
@@ -346,7 +363,7 @@ static void net_receive(struct virtio_pci *vp)
 {
 	struct net *n = to_net(vp);
 	unsigned int frames = 0, budget = NET_BUDGET;
-	bool room = false;
+	bool room = false, live;
 	int r = 0;
 
 	while (n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && budget--) {
@@ -358,12 +375,24 @@ static void net_receive(struct virtio_pci *vp)
 			break;
 		frames++;
 	}
+	live = n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && r >= 0;
+	if (live && !room) {
+		/* Out of buffers: ask for the guest's kick when it adds some,
+		 * then look once more for those it added before it saw that. */
+		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, true);
+		if (virtq_has_avail(&vp->queues[RXQ].vq, vp->mem))
+			room = rx_fill(vp, &frames) && queue_live(vp, RXQ);
+	}
+	/* While there is room the tap's input drives the queue: refill
+	 * kicks would only cost the guest exits. */
+	if (live && room)
+		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, false);
 	if (frames)
 		virtio_queue_interrupt(vp, RXQ);
 	/* Poll the tap only while a frame has somewhere to go: without
 	 * buffers the guest's next receiveq kick starts it again.  Past
 	 * the budget, level-triggered epoll brings us back. */
-	set_watch(n, n->rx_on && queue_live(vp, RXQ) && r >= 0 && room);
+	set_watch(n, live && room);
 }
 
 /* Main loop: the tap has input (or an error). */
@@ -447,7 +476,7 @@ static void net_config_read(struct virtio_pci *vp, unsigned int off,
 	uint8_t c[NET_CONFIG_LEN];
 
 	memcpy(c, to_net(vp)->mac, 6);
-	pci_put(c + 6, VIRTIO_NET_S_LINK_UP, 2);
+	pci_put(c + 6, to_net(vp)->link_up ? VIRTIO_NET_S_LINK_UP : 0, 2);
 	pci_put(c + 8, 1, 2);	/* max_virtqueue_pairs: means nothing without MQ */
 	/* GUEST: off and len were bounded to config_len by the transport */
 	memcpy(data, c + off, len);
@@ -481,6 +510,7 @@ struct net_state {
 	uint8_t rx_on;
 	uint8_t mac[6];
 	uint16_t nheld;
+	uint8_t link_up;
 	uint32_t offload;
 };
 
@@ -494,6 +524,7 @@ static int net_save(struct virtio_pci *vp, struct state_buf *out)
 	s.rx_on = n->rx_on;
 	memcpy(s.mac, n->mac, 6);
 	s.nheld = n->nheld;
+	s.link_up = n->link_up;
 	s.offload = n->offload;
 	return state_put(out, &s, sizeof(s));
 }
@@ -510,11 +541,12 @@ static int net_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
 		return -EINVAL;
 	memcpy(&s, data, sizeof(s));
 	/* GUEST: the stream is as untrusted as the guest that made it */
-	if (s.version != NET_STATE_VERSION || s.rx_on > 1 || s.nheld > RX_HELD ||
+	if (s.version != NET_STATE_VERSION || s.rx_on > 1 || s.link_up > 1 || s.nheld > RX_HELD ||
 	    (s.nheld && !vp->queues[RXQ].vq.ready) || (s.mac[0] & 1) ||
 	    s.offload != tun_offload(vp))
 		return -EINVAL;
 	memcpy(n->mac, s.mac, 6);
+	n->link_up = s.link_up && !n->tap_dead;	/* this side's tap decides */
 	vp->queues[RXQ].vq.last_avail -= s.nheld;
 	n->nheld = n->held_first = 0;
 	n->held_room = 0;
@@ -613,6 +645,7 @@ struct device *virtio_net_create(struct vm *vm, unsigned int index,
 			n->mac[5] = index + 1;
 	}
 	n->st.tap = n->tap.name;
+	n->link_up = true;
 	memcpy(n->st.mac, n->mac, 6);
 	vp = virtio_pci_create(vm, &net_ops, n, slot, bar_addr);
 	if (!vp)

@@ -125,6 +125,14 @@ static void virtio_reset(struct virtio_pci *vp)
 		vp->ops->reset(vp);
 }
 
+/* The configuration-change interrupt: ISR bit 1, and the config vector. */
+static void config_interrupt(struct virtio_pci *vp)
+{
+	vp->isr |= 2;
+	if (vp->config_vector != VIRTIO_NO_VECTOR)
+		msix_notify(&vp->msix, vp->config_vector);
+}
+
 void virtio_needs_reset(struct virtio_pci *vp)
 {
 	if (vp->status & VIRTIO_STATUS_NEEDS_RESET)
@@ -137,9 +145,15 @@ void virtio_needs_reset(struct virtio_pci *vp)
 		pr_debug("%s: device needs a reset again", vp->ops->name);
 	vp->warned = true;
 	vp->status |= VIRTIO_STATUS_NEEDS_RESET;
-	vp->isr |= 2;
-	if (vp->config_vector != VIRTIO_NO_VECTOR)
-		msix_notify(&vp->msix, vp->config_vector);
+	config_interrupt(vp);
+}
+
+void virtio_config_changed(struct virtio_pci *vp)
+{
+	/* A driver reading a multi-byte field around this sees the
+	 * generation move and reads again (4.1.4.3.1). */
+	vp->config_generation++;
+	config_interrupt(vp);
 }
 
 void virtio_queue_interrupt(struct virtio_pci *vp, unsigned int q)

@@ -105,6 +105,9 @@ void virtio_queue_interrupt(struct virtio_pci *vp, unsigned int q);
 void virtio_queue_kick(struct virtio_pci *vp, unsigned int q);
 /* The guest broke a rule: DEVICE_NEEDS_RESET and a config interrupt. */
 void virtio_needs_reset(struct virtio_pci *vp);
+/* The device-specific configuration changed (caller holds the device
+ * lock): a new config_generation and a config interrupt. */
+void virtio_config_changed(struct virtio_pci *vp);
 /* Pops the next element of queue q; on a malformed chain sets
  * NEEDS_RESET and returns -EINVAL. */
 int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
@@ -130,7 +133,12 @@ struct virtio_blk_stats {
 };
 /* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
 int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
-struct net_config;
+/* Resizes the image of the virtio-blk device dev to size bytes and tells
+ * the guest (config change).  -ENODEV if dev is not virtio-blk; other
+ * errors write one line into err: read-only disk, block device, size
+ * not a positive multiple of the block size, ftruncate's failure. */
+int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errlen);
+
 /* Opens (or creates) NIC index's tap of vm->cfg; on bad input prints
  * one line and returns NULL, leaving no tap behind. */
 struct device *virtio_net_create(struct vm *vm, unsigned int index,
