@@ -19,12 +19,12 @@ GUEST_OPT ?= -O2 -g
 GUEST_BZIMAGE = $(GUEST_OUT)/kvmm-testguest.bzImage
 GUEST_ELF = $(GUEST_OUT)/kvmm-testguest.elf
 
-GUEST_C_NAMES = acpi apic bootparams cpu crc32 fmt main mmio pci pm pvh \
+GUEST_C_NAMES = acpi apic bootparams cpu crc32 fmt main mmio net_bench pci pm pvh \
 	report serial shell smp string timer virtio virtio_blk virtio_console \
 	virtio_net virtio_rng
 GUEST_S_NAMES = header entry16 entry32 entry64 isr pagetables trampoline
 GUEST_HDRS = $(addprefix $(GUEST_SRC)/,bootparam.h guest.h io.h layout.h \
-	pci.h types.h virtio.h)
+	pci.h types.h virtio.h virtio_net.h)
 GUEST_C_OBJS = $(GUEST_C_NAMES:%=$(GUEST_OUT)/%.o)
 GUEST_S_OBJS = $(GUEST_S_NAMES:%=$(GUEST_OUT)/%.o)
 

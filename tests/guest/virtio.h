@@ -20,7 +20,7 @@
 #define VIRTQ_DESC_F_WRITE	2
 
 #define VIRTIO_MAX_QUEUES	4
-#define VIRTQ_MAX_SIZE		64	/* we never need more in flight */
+#define VIRTQ_MAX_SIZE		128	/* net_bench.c's rings; others use 8-32 */
 
 struct virtq_desc {
 	u64 addr;

@@ -8,63 +8,26 @@
  * A UDP datagram "KVMMTEST-QUIT" on the echo port is echoed and ends
  * serving on that NIC.  kvmmtest.netN.malformed=KIND first puts a hostile
  * chain (virtq_malformed) on NIC N's transmit queue, reports what the
- * device did, and resets it before bringing it up as usual.
+ * device did, and resets it before bringing it up as usual.  A NIC
+ * given a throughput mode (net_bench.c) runs that instead of serving.
  */
 #include "guest.h"
 #include "io.h"
-#include "virtio.h"
+#include "virtio_net.h"
 
 #define F_MAC		5
 
-#define HDR_LEN		12	/* struct virtio_net_hdr with num_buffers */
 #define RX_BUFS		16
-#define BUF_LEN		2048	/* >= 1526: no MRG_RXBUF, no GSO (5.1.6.3.1) */
 #define MAX_NICS	4
 
-#define ETH_ARP		0x0806
-#define ETH_IP		0x0800
 #define IP_ICMP		1
-#define IP_UDP		17
 #define QUIT		"KVMMTEST-QUIT"
-
-struct nic {
-	struct virtio_dev *v;
-	u8 mac[6];
-	u32 ip;			/* host order */
-	u16 udp_port;
-	bool done;
-	u8 *rx[VIRTQ_MAX_SIZE];	/* receive buffer by head descriptor */
-	u8 *tx;
-	u64 arp, icmp, udp, frames;
-};
 
 static struct nic nics[MAX_NICS];
 static int nnics;
 
-static u16 get16(const u8 *p)
-{
-	return p[0] << 8 | p[1];
-}
-
-static void put16(u8 *p, u16 v)
-{
-	p[0] = v >> 8;
-	p[1] = v;
-}
-
-static u32 get32(const u8 *p)
-{
-	return (u32)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
-}
-
-static void put32(u8 *p, u32 v)
-{
-	put16(p, v >> 16);
-	put16(p + 2, v);
-}
-
 /* RFC 1071 Internet checksum. */
-static u16 csum(const u8 *p, u32 len)
+u16 net_csum(const u8 *p, u32 len)
 {
 	u32 sum = 0;
 
@@ -77,24 +40,28 @@ static u16 csum(const u8 *p, u32 len)
 	return ~sum;
 }
 
-static bool parse_ip(const char *s, u32 *ip)
+/* A.B.C.D; *end (if asked) after the last digit. */
+bool net_parse_ip(const char *s, u32 *ip, const char **end)
 {
+	const char *e = s;
+
 	*ip = 0;
 	for (int i = 0; i < 4; i++) {
-		const char *end;
-		u64 b = parse_u64(s, &end);
+		u64 b = parse_u64(s, &e);
 
-		if (end == s || b > 255 || (i < 3 && *end != '.'))
+		if (e == s || b > 255 || (i < 3 && *e != '.'))
 			return false;
 		*ip = *ip << 8 | b;
-		s = end + 1;
+		s = e + 1;
 	}
+	if (end)
+		*end = e;
 	return true;
 }
 
-static bool post_rx(struct nic *n, u8 *buf)
+bool net_post_rx(struct nic *n, u8 *buf)
 {
-	struct vbuf b = { buf, BUF_LEN, true };
+	struct vbuf b = { buf, NET_BUF_LEN, true };
 	int head = virtq_add(&n->v->vq[0], &b, 1);
 
 	if (head < 0)
@@ -103,14 +70,14 @@ static bool post_rx(struct nic *n, u8 *buf)
 	return true;
 }
 
-/* The frame in n->tx + HDR_LEN, len bytes, padded to Ethernet's 60. */
-static void transmit(struct nic *n, u32 len)
+/* The frame in n->tx + NET_HDR_LEN, len bytes, padded to Ethernet's 60. */
+void net_transmit(struct nic *n, u32 len)
 {
-	struct vbuf b = { n->tx, HDR_LEN + (len < 60 ? 60 : len), false };
+	struct vbuf b = { n->tx, NET_HDR_LEN + (len < 60 ? 60 : len), false };
 
 	if (len < 60)
-		memset(n->tx + HDR_LEN + len, 0, 60 - len);
-	memset(n->tx, 0, HDR_LEN);	/* no checksum offload, no GSO */
+		memset(n->tx + NET_HDR_LEN + len, 0, 60 - len);
+	memset(n->tx, 0, NET_HDR_LEN);	/* no checksum offload, no GSO */
 	virtq_transfer(n->v, &n->v->vq[1], &b, 1, NULL);
 }
 
@@ -124,7 +91,7 @@ static void reply_eth(struct nic *n, u8 *out, const u8 *in, u16 type)
 static void arp(struct nic *n, const u8 *f, u32 len)
 {
 	const u8 *a = f + 14;
-	u8 *o = n->tx + HDR_LEN, *r = o + 14;
+	u8 *o = n->tx + NET_HDR_LEN, *r = o + 14;
 
 	if (len < 42 || get16(a) != 1 || get16(a + 2) != ETH_IP ||
 	    a[4] != 6 || a[5] != 4 || get16(a + 6) != 1 ||
@@ -136,7 +103,7 @@ static void arp(struct nic *n, const u8 *f, u32 len)
 	memcpy(r + 8, n->mac, 6);
 	put32(r + 14, n->ip);
 	memcpy(r + 18, a + 8, 10);	/* requester's MAC and IP */
-	transmit(n, 42);
+	net_transmit(n, 42);
 	n->arp++;
 }
 
@@ -144,7 +111,7 @@ static void arp(struct nic *n, const u8 *f, u32 len)
 static void ip_reply(struct nic *n, const u8 *f, const u8 *ip, u8 proto,
 		     u32 payload)
 {
-	u8 *o = n->tx + HDR_LEN, *h = o + 14;
+	u8 *o = n->tx + NET_HDR_LEN, *h = o + 14;
 
 	reply_eth(n, o, f, ETH_IP);
 	h[0] = 0x45;
@@ -157,15 +124,15 @@ static void ip_reply(struct nic *n, const u8 *f, const u8 *ip, u8 proto,
 	put16(h + 10, 0);
 	put32(h + 12, n->ip);
 	memcpy(h + 16, ip + 12, 4);
-	put16(h + 10, csum(h, 20));
-	transmit(n, 14 + 20 + payload);
+	put16(h + 10, net_csum(h, 20));
+	net_transmit(n, 14 + 20 + payload);
 }
 
 static void ipv4(struct nic *n, const u8 *f, u32 len)
 {
 	const u8 *ip = f + 14, *p;
 	u32 ihl, total, plen;
-	u8 *o = n->tx + HDR_LEN + 14 + 20;
+	u8 *o = n->tx + NET_HDR_LEN + 14 + 20;
 
 	if (len < 34 || (ip[0] >> 4) != 4)
 		return;
@@ -176,13 +143,13 @@ static void ipv4(struct nic *n, const u8 *f, u32 len)
 		return;	/* not ours, or a fragment */
 	p = ip + ihl;
 	plen = total - ihl;
-	if (plen > BUF_LEN - HDR_LEN - 14 - 20)
+	if (plen > NET_BUF_LEN - NET_HDR_LEN - 14 - 20)
 		return;
 	if (ip[9] == IP_ICMP && plen >= 8 && p[0] == 8) {
 		memcpy(o, p, plen);
 		o[0] = 0;		/* echo reply, same id, seq, data */
 		put16(o + 2, 0);
-		put16(o + 2, csum(o, plen));
+		put16(o + 2, net_csum(o, plen));
 		ip_reply(n, f, ip, IP_ICMP, plen);
 		n->icmp++;
 	} else if (ip[9] == IP_UDP && plen >= 8 && get16(p + 2) == n->udp_port &&
@@ -201,7 +168,7 @@ static void ipv4(struct nic *n, const u8 *f, u32 len)
 	}
 }
 
-static void receive(struct nic *n, const u8 *f, u32 len)
+void net_receive(struct nic *n, const u8 *f, u32 len)
 {
 	n->frames++;
 	if (len < 14)
@@ -249,8 +216,11 @@ void virtio_net_run(struct virtio_dev *v, int index)
 	n = &nics[nnics];
 	memset(n, 0, sizeof(*n));
 	n->v = v;
+	n->index = index;
+	n->bench = net_bench_wanted(index);
 	snprintf(key, sizeof(key), "kvmmtest.net%d.ip", index);
-	if (!cmdline_option(key, val, sizeof(val)) || !parse_ip(val, &n->ip)) {
+	if (!cmdline_option(key, val, sizeof(val)) ||
+	    !net_parse_ip(val, &n->ip, NULL)) {
 		fail("virtio-net", "dev=%s needs %s=A.B.C.D", v->name, key);
 		return;
 	}
@@ -260,7 +230,7 @@ void virtio_net_run(struct virtio_dev *v, int index)
 	snprintf(key, sizeof(key), "kvmmtest.net%d.udp", index);
 	if (cmdline_option(key, val, sizeof(val)))
 		n->udp_port = parse_u64(val, NULL);
-	if (!virtio_init(v, 1ULL << F_MAC, 2, 32))
+	if (!virtio_init(v, 1ULL << F_MAC, 2, n->bench ? NET_BENCH_QSIZE : 32))
 		return;
 	if (!virtio_has(v, F_MAC)) {
 		/* The device has no address for us: make one up, locally administered. */
@@ -271,11 +241,11 @@ void virtio_net_run(struct virtio_dev *v, int index)
 		for (int i = 0; i < 6; i++)
 			n->mac[i] = virtio_cfg8(v, i);
 	}
-	n->tx = dma_alloc(BUF_LEN, 64);
+	n->tx = dma_alloc(NET_BUF_LEN, 64);
 	for (int i = 0; i < RX_BUFS; i++) {
-		u8 *buf = dma_alloc(BUF_LEN, 64);
+		u8 *buf = dma_alloc(NET_BUF_LEN, 64);
 
-		if (!buf || !n->tx || !post_rx(n, buf)) {
+		if (!buf || !n->tx || !net_post_rx(n, buf)) {
 			fail("virtio-net", "dev=%s out of DMA memory", v->name);
 			return;
 		}
@@ -303,6 +273,9 @@ void virtio_net_serve(void)
 	if (cmdline_option("kvmmtest.net.serve", opt, sizeof(opt)))
 		secs = parse_u64(opt, NULL);
 	record("event virtio-net-ready nics=%d", nnics);
+	for (int i = 0; i < nnics; i++)
+		if (nics[i].bench)
+			net_bench_run(&nics[i]);
 	start = now_us();
 	while (!all_done && now_us() - start < secs * 1000000) {
 		all_done = true;
@@ -310,7 +283,7 @@ void virtio_net_serve(void)
 			struct nic *n = &nics[i];
 			u32 id, len;
 
-			if (n->done || n->v->broken)
+			if (n->done || n->bench || n->v->broken)
 				continue;
 			all_done = false;
 			if (!virtq_poll(&n->v->vq[0], &id, &len)) {
@@ -321,9 +294,9 @@ void virtio_net_serve(void)
 				u8 *buf = n->rx[id];
 
 				n->rx[id] = NULL;
-				if (len > HDR_LEN && len <= BUF_LEN)
-					receive(n, buf + HDR_LEN, len - HDR_LEN);
-				post_rx(n, buf);
+				if (len > NET_HDR_LEN && len <= NET_BUF_LEN)
+					net_receive(n, buf + NET_HDR_LEN, len - NET_HDR_LEN);
+				net_post_rx(n, buf);
 				virtq_kick(n->v, &n->v->vq[0]);
 			}
 		}
@@ -331,6 +304,8 @@ void virtio_net_serve(void)
 	for (int i = 0; i < nnics; i++) {
 		struct nic *n = &nics[i];
 
+		if (n->bench)
+			continue;	/* net_bench_run reported */
 		if (n->done)
 			pass("virtio-net", "dev=%s frames=%lu arp_replies=%lu icmp_replies=%lu udp_echoes=%lu",
 			     n->v->name, n->frames, n->arp, n->icmp, n->udp);

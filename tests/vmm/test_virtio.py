@@ -536,6 +536,66 @@ def test_virtio_net_two_nics_answer_ping_and_udp(kvm, vms, tmp, runner, netns):
         msix_delivered(g, f"net{i}")
 
 
+def bench_probe(ns, *args, **kw):
+    script = os.path.join(os.path.dirname(kvmmtest.__file__), "netbench_probe.py")
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, script]
+                            + [str(a) for a in args], text=True, **kw)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_virtio_net_throughput_modes(kvm, vms, tmp, runner, netns):
+    """tools/bench/net's guest side: net0 sends datagrams flat out for a
+    second (the host checks what arrives: content, order, source), then
+    net1 counts datagrams the host sends at a modest rate (all of them
+    must arrive, in order, intact)."""
+    add_tap(netns, "tap0", "10.77.3.1/24")
+    add_tap(netns, "tap1", "10.77.4.1/24")
+    # A fixed neighbour: no ARP while the host sends to net1.
+    subprocess.run(["ip", "-n", netns, "neigh", "replace", "10.77.4.15", "lladdr",
+                    "52:54:00:aa:00:04", "dev", "tap1", "nud", "permanent"], check=True)
+    size, count = 1000, 2000
+    recv = bench_probe(netns, "recv", 9000, 90, stdout=subprocess.PIPE)
+    send = None
+    try:
+        assert json.loads(recv.stdout.readline())["ready"]
+        cmdline = ("kvmmtest.virtio=net kvmmtest.net.serve=60 "
+                   "kvmmtest.net0.ip=10.77.3.15 kvmmtest.net0.udp=9001 kvmmtest.net0.blast=1 "
+                   "kvmmtest.net0.peer=10.77.3.1:9000 kvmmtest.net0.size=1200 "
+                   "kvmmtest.net1.ip=10.77.4.15 kvmmtest.net1.udp=9002 kvmmtest.net1.sink=60")
+        g = runner.start(vms, tmp, cmdline, [Nic(netns, "tap0", "52:54:00:aa:00:03"),
+                                             Nic(netns, "tap1", "52:54:00:aa:00:04")])
+        g.wait_for(r"KVMMTEST event net-bench-ready dev=net1", timeout=90)
+        host = json.loads(recv.communicate(timeout=30)[0])
+        send = bench_probe(netns, "send", "10.77.4.15", 9002, count, size, 10000,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        sent = json.loads(send.stdout.readline())
+        g.wait_for(r"KVMMTEST info net-bench dev=net1", timeout=60)
+        send.stdin.write("done\n")
+        send.stdin.flush()
+        send.wait(10)
+        finish(g)
+    finally:
+        for p in (recv, send):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
+    start = by_dev(g, "event", "net-bench-start")["net0"]
+    assert start["peermac_from"] == "arp", start
+    tx = by_dev(g, "info", "net-bench")["net0"]
+    assert tx["mode"] == "tx" and int(tx["size"]) == 1200
+    pkts = int(tx["pkts"])
+    assert pkts > 0 and int(tx["bytes"]) == pkts * 1200 and int(tx["ns"]) >= 1e9, tx
+    # The host may drop some of a flat-out stream, never alter or reorder it.
+    assert host["sources"] == ["10.77.3.15:9001"] and host["sizes"] == [1200], host
+    assert 0 < host["pkts"] <= pkts and host["seq_max"] < pkts, (host, tx)
+    assert host["bad"] == 0 and host["reordered"] == 0, host
+    rx = by_dev(g, "info", "net-bench")["net1"]
+    assert sent["pkts"] == count
+    assert rx["mode"] == "rx" and int(rx["pkts"]) == count and int(rx["seq_end"]) == count, rx
+    assert int(rx["bytes"]) == count * size and int(rx["bad"]) == 0, rx
+    assert int(rx["reordered"]) == 0 and rx["ended"] == "1", rx
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("kind", ["head", "loop"])
 def test_virtio_net_malformed_tx_chain_breaks_only_its_nic(kvm, vms, tmp, runner, netns, kind):
