@@ -525,12 +525,34 @@ static unsigned int start(struct blk *b, struct blk_req *r)
 	return 1;
 }
 
+/* Gives back what the ring has completed and starts a parked barrier
+ * once nothing before it is in flight; *resume if popping had stopped. */
+static unsigned int collect(struct blk *b, bool *resume)
+{
+	unsigned int done;
+
+	*resume = !b->nfree;
+	done = reap(b, false, true);
+	if (b->barrier && !b->inflight) {
+		struct blk_req *r = b->barrier;
+
+		b->barrier = NULL;
+		*resume = true;
+		done += start(b, r);
+	}
+	return done;
+}
+
 static void blk_queue_notify(struct virtio_pci *vp, unsigned int q)
 {
 	struct blk *b = vp->priv;
-	unsigned int pops = 0, done = 0;
+	unsigned int pops = 0, done;
+	bool resume;
 	int r = 0;
 
+	/* Completions the loop has not seen yet go back with this pass's
+	 * interrupt, and a barrier they unblock runs before what follows. */
+	done = collect(b, &resume);
 	while (!b->barrier && b->nfree && pops < BLK_POPS_PER_PASS) {
 		struct blk_req *req = b->free[b->nfree - 1];
 
@@ -575,16 +597,8 @@ static void blk_completed(void *opaque, uint32_t events)
 	if (read(b->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
 		return;
 	pthread_mutex_lock(&vp->f.dev.lock);
-	resume = !b->nfree;
-	done = reap(b, false, true);
-	if (b->barrier && !b->inflight) {
-		struct blk_req *r = b->barrier;
-
-		b->barrier = NULL;
-		resume = true;
-		done += start(b, r);
-		done += submit(b);
-	}
+	done = collect(b, &resume);
+	done += submit(b);
 	if (done)
 		virtio_queue_interrupt(vp, 0);
 	/* Popping stopped for the barrier or an empty pool: go on. */
