@@ -15,10 +15,12 @@
 #include <glib-unix.h>
 #include <libxml/parser.h>
 
+#include "autodestroy.h"
 #include "daemon_conf.h"
 #include "domain.h"
 #include "driver.h"
 #include "host.h"
+#include "monitor.h"
 #include "process.h"
 #include "error.h"
 #include "log.h"
@@ -228,9 +230,14 @@ int main(int argc, char **argv)
 	xmlInitParser();
 	/* Guests the previous daemon started run on: take them back before
 	 * any client can ask about them. */
+	monitor_set_timeout(conf.monitor_timeout * 1000);
 	process_adopt_all();
 	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);
+	/* Before the sockets exist: a client may signal us as soon as it
+	 * can connect, and the signal must end the loop, not the process. */
+	g_unix_signal_add(SIGTERM, on_signal, loop);
+	g_unix_signal_add(SIGINT, on_signal, loop);
 	cfg.keepalive_interval = conf.keepalive_interval;
 	cfg.keepalive_count = conf.keepalive_count;
 	cfg.max_clients = conf.max_clients;
@@ -245,14 +252,14 @@ int main(int argc, char **argv)
 	    rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0)
 		goto out;
 
-	g_unix_signal_add(SIGTERM, on_signal, loop);
-	g_unix_signal_add(SIGINT, on_signal, loop);
 	ic.loop = loop;
 	ic.srv = srv;
 	if (opt_timeout > 0)
 		g_timeout_add_seconds(1, check_idle, &ic);
 	pr_info("serving %s", drv_state.uri);
 	g_main_loop_run(loop);
+	/* The clients dropped on the way out are not closing connections. */
+	autodestroy_stop();
 	rc = 0;
 out:
 	rpc_server_free(srv);

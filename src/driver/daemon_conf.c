@@ -50,6 +50,7 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->max_workers = 20;
 	conf->keepalive_interval = 5;
 	conf->keepalive_count = 5;
+	conf->monitor_timeout = 10;
 }
 
 static int want_string(const struct where *w, const char *key, const struct value *v,
@@ -159,8 +160,15 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		conf->keepalive_count = n;
 		return 0;
 	}
+	if (!strcmp(key, "monitor_timeout")) {
+		if (want_int(w, key, v, 1, 600, &n) < 0)
+			return -1;
+		conf->monitor_timeout = n;
+		return 0;
+	}
 	return conf_err(w, "unknown key '%s' (virtkvmmd knows unix_sock_group, unix_sock_ro_perms, "
-			"unix_sock_rw_perms, log_level, max_clients, max_workers, keepalive_interval, keepalive_count)",
+			"unix_sock_rw_perms, log_level, max_clients, max_workers, keepalive_interval, keepalive_count, "
+			"monitor_timeout)",
 			key);
 }
 

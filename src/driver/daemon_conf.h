@@ -27,6 +27,7 @@ struct daemon_conf {
 	unsigned max_workers;
 	unsigned keepalive_interval;	/* 0: never ping */
 	unsigned keepalive_count;
+	unsigned monitor_timeout;	/* seconds a kvmm command may take */
 };
 
 /* The built-in settings, used for whatever the file does not set. */

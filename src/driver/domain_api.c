@@ -46,6 +46,14 @@ int api_check_flags(unsigned flags, unsigned allowed, const char *api)
 	return 0;
 }
 
+int api_disk_index(const struct domain_def *def, const char *name)
+{
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (!strcmp(def->disks[i].target, name) || !strcmp(def->disks[i].source, name))
+			return (int)i;
+	return -1;
+}
+
 static int define(const char *xml, unsigned flags, remote_nonnull_domain *out)
 {
 	struct domain_def *def;

@@ -1,9 +1,10 @@
-/* Handlers that change whether and how a domain runs: start, destroy,
- * shutdown, suspend, resume, reset.  Each holds the domain's job, so one
+/* Handlers that change whether and how a domain runs: start (paused,
+ * autodestroy), destroy, shutdown, suspend, resume, reset.  Each holds the domain's job, so one
  * change at a time happens to a domain while other domains (and every
  * query) go on. */
 #include <libvirt/libvirt.h>
 
+#include "autodestroy.h"
 #include "domain_api.h"
 #include "domain_schema.h"
 #include "error.h"
@@ -15,20 +16,40 @@
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
-static int start(const remote_nonnull_domain *dom, unsigned flags, remote_nonnull_domain *out)
+/* The start flags kvmm supports; BYPASS_CACHE, FORCE_BOOT (no managed
+ * save) and RESET_NVRAM (no firmware) are refused rather than ignored. */
+#define START_FLAGS (VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY)
+
+/* Starts OBJ (its job held) as FLAGS ask; CONN is the caller's, for
+ * AUTODESTROY. */
+static int start_obj(struct rpc_conn *conn, struct domain_obj *obj, unsigned flags)
+{
+	if (process_start_paused(obj, flags & VIR_DOMAIN_START_PAUSED) < 0)
+		return -1;
+	if ((flags & VIR_DOMAIN_START_AUTODESTROY) && autodestroy_add(conn, obj) < 0) {
+		/* The client went away while its domain was starting. */
+		process_destroy(obj, false);
+		drv_error_reset();
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "the connection closed while the domain started; destroyed (autodestroy)");
+		return -1;
+	}
+	return 0;
+}
+
+static int start(struct rpc_conn *conn, const remote_nonnull_domain *dom, unsigned flags,
+		 remote_nonnull_domain *out)
 {
 	struct domain_obj *obj;
 	int rc = -1;
 
-	/* PAUSED, AUTODESTROY, BYPASS_CACHE, FORCE_BOOT, RESET_NVRAM: not
-	 * yet, and refused rather than ignored. */
-	if (api_check_flags(flags, 0, "virDomainCreateWithFlags") < 0)
+	if (api_check_flags(flags, START_FLAGS, "virDomainCreateWithFlags") < 0)
 		return -1;
 	obj = api_domain_get(dom);
 	if (!obj)
 		return -1;
 	if (domain_job_begin(obj, "virDomainCreate") == 0) {
-		rc = process_start(obj);
+		rc = start_obj(conn, obj, flags);
 		domain_job_end(obj);
 	}
 	if (rc == 0 && out)
@@ -46,7 +67,7 @@ int drv_domain_create_xml(struct rpc_conn *conn, void *args, void *ret)
 	struct domain_obj *obj;
 	int rc;
 
-	if (api_check_flags(a->flags, VIR_DOMAIN_START_VALIDATE, "virDomainCreateXML") < 0)
+	if (api_check_flags(a->flags, START_FLAGS | VIR_DOMAIN_START_VALIDATE, "virDomainCreateXML") < 0)
 		return -1;
 	if ((a->flags & VIR_DOMAIN_START_VALIDATE) && domain_schema_validate(a->xml) < 0)
 		return -1;
@@ -56,7 +77,7 @@ int drv_domain_create_xml(struct rpc_conn *conn, void *args, void *ret)
 	obj = domain_add_transient(def, "virDomainCreateXML");
 	if (!obj)
 		return -1;
-	rc = process_start(obj);
+	rc = start_obj(conn, obj, a->flags);
 	if (rc < 0)
 		domain_remove_transient(obj);
 	domain_job_end(obj);
@@ -72,7 +93,7 @@ int drv_domain_create(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_args *a = args;
 
-	return start(&a->dom, 0, NULL);
+	return start(conn, &a->dom, 0, NULL);
 }
 
 int drv_domain_create_with_flags(struct rpc_conn *conn, void *args, void *ret)
@@ -80,7 +101,7 @@ int drv_domain_create_with_flags(struct rpc_conn *conn, void *args, void *ret)
 	remote_domain_flags_args *a = args;
 	remote_domain_ret *r = ret;
 
-	return start(&a->dom, a->flags, &r->dom);
+	return start(conn, &a->dom, a->flags, &r->dom);
 }
 
 static int destroy(const remote_nonnull_domain *dom, bool graceful)

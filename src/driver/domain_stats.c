@@ -1,7 +1,8 @@
 /* Statistics of running domains, from /proc (proc_stat.c): vCPU info
  * (virsh vcpuinfo), memory (dommemstat), CPU time (cpu-stats --total),
  * and the all-domain statistics (domstats: state, cpu-total, balloon,
- * vcpu, interface and block groups).  Nothing is estimated: a figure we
+ * vcpu, interface and block groups); disks (domblkstat, domblkinfo) and
+ * NICs (domifstat).  Nothing is estimated: a figure we
  * cannot measure is not reported, and what cannot be answered at all is
  * refused. */
 
@@ -21,6 +22,8 @@
 #include "error.h"
 #include "handlers.h"
 #include "monitor.h"
+#include "netdev.h"
+#include "nics.h"
 #include "proc_stat.h"
 #include "process.h"
 #include "remote_stats_xdr.h"
@@ -256,6 +259,58 @@ static void block_params(struct domain_obj *obj, pid_t pid, struct params *p)
 	json_object_put(all);
 }
 
+/* A NIC's counters as the guest sees them: the host's view of its tap,
+ * swapped (what the host receives, the guest sent), as libvirt does for
+ * taps.  The tap's counters, not kvmm's: they are what libvirt reports, and
+ * they count every frame that crossed, including those the host dropped. */
+static int nic_stats(const char *tap, struct netdev_stats *guest)
+{
+	struct netdev_stats host;
+
+	if (netdev_stats(tap, &host) < 0)
+		return -1;
+	*guest = (struct netdev_stats){ host.tx_bytes, host.tx_packets, host.tx_errs, host.tx_drop,
+					host.rx_bytes, host.rx_packets, host.rx_errs, host.rx_drop };
+	return 0;
+}
+
+/* The interface group: each NIC's tap and counters while it runs (none
+ * while shut off: there is no tap then). */
+static void net_params(struct domain_obj *obj, pid_t pid, struct params *p)
+{
+	g_auto(GStrv) taps = NULL;
+	unsigned n = 0;
+
+	g_mutex_lock(&obj->lock);
+	if (pid) {
+		taps = g_new0(char *, obj->def->nnets + 1);
+		for (size_t i = 0; i < obj->def->nnets; i++)
+			if (obj->def->nets[i].ifname)
+				taps[n++] = g_strdup(obj->def->nets[i].ifname);
+	}
+	g_mutex_unlock(&obj->lock);
+	UINT(p, n, "net.count");
+	for (unsigned i = 0; i < n; i++) {
+		struct netdev_stats st;
+		remote_typed_param *t;
+
+		t = param(p, VIR_TYPED_PARAM_STRING, "net.%u.name", i);
+		t->value.remote_typed_param_value_u.s = strdup(taps[i]);
+		if (nic_stats(taps[i], &st) < 0) {
+			drv_error_reset();
+			continue;
+		}
+		ULL(p, st.rx_bytes, "net.%u.rx.bytes", i);
+		ULL(p, st.rx_packets, "net.%u.rx.pkts", i);
+		ULL(p, st.rx_errs, "net.%u.rx.errs", i);
+		ULL(p, st.rx_drop, "net.%u.rx.drop", i);
+		ULL(p, st.tx_bytes, "net.%u.tx.bytes", i);
+		ULL(p, st.tx_packets, "net.%u.tx.pkts", i);
+		ULL(p, st.tx_errs, "net.%u.tx.errs", i);
+		ULL(p, st.tx_drop, "net.%u.tx.drop", i);
+	}
+}
+
 /* One domain's record for GET_ALL_DOMAIN_STATS. */
 static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain_stats_record *rec)
 {
@@ -311,9 +366,8 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 			g_free(tids);
 		}
 	}
-	/* kvmm has no NICs yet: there are none to count. */
 	if (groups & VIR_DOMAIN_STATS_INTERFACE)
-		UINT(&p, 0, "net.count");
+		net_params(obj, pid, &p);
 	if (groups & VIR_DOMAIN_STATS_BLOCK)
 		block_params(obj, pid, &p);
 	rec->params.params_val = p.v;
@@ -377,15 +431,14 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 	return 0;
 }
 
-/* The index of the disk a client names: its target (vda) or its source
- * path, as libvirt accepts; -1 after reporting. */
+/* api_disk_index, reporting a disk that is not there; -1 after reporting. */
 static int disk_index(const struct domain_def *def, const char *name)
 {
-	for (size_t i = 0; i < def->ndisks; i++)
-		if (!strcmp(def->disks[i].target, name) || !strcmp(def->disks[i].source, name))
-			return (int)i;
-	drv_error_report(VIR_ERR_INVALID_ARG, "invalid path: %s", name);
-	return -1;
+	int i = api_disk_index(def, name);
+
+	if (i < 0)
+		drv_error_report(VIR_ERR_INVALID_ARG, "invalid path: %s", name);
+	return i;
 }
 
 /* kvmm's counters of every disk (query-block-stats), in disk order; NULL
@@ -480,6 +533,44 @@ int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
 		r->allocation = (uint64_t)st.st_blocks * 512;
 	}
 	close(fd);
+	rc = 0;
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_interface_stats(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_interface_stats_args *a = args;
+	remote_domain_interface_stats_ret *r = ret;
+	g_autofree char *tap = NULL;
+	struct domain_obj *obj;
+	struct netdev_stats st;
+	int i, rc = -1;
+
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	if (!running_pid(obj))
+		goto out;
+	g_mutex_lock(&obj->lock);
+	i = nics_find(obj->def, a->device);
+	if (i >= 0)
+		tap = g_strdup(obj->def->nets[i].ifname);
+	g_mutex_unlock(&obj->lock);
+	if (i < 0)
+		goto out;
+	if (!tap || nic_stats(tap, &st) < 0) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "interface '%s' has no tap to count", a->device);
+		goto out;
+	}
+	r->rx_bytes = (int64_t)st.rx_bytes;
+	r->rx_packets = (int64_t)st.rx_packets;
+	r->rx_errs = (int64_t)st.rx_errs;
+	r->rx_drop = (int64_t)st.rx_drop;
+	r->tx_bytes = (int64_t)st.tx_bytes;
+	r->tx_packets = (int64_t)st.tx_packets;
+	r->tx_errs = (int64_t)st.tx_errs;
+	r->tx_drop = (int64_t)st.tx_drop;
 	rc = 0;
 out:
 	domain_obj_unref(obj);

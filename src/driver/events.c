@@ -301,7 +301,9 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 	free(m.dom.name);
 }
 
-void events_reboot(struct domain_obj *obj)
+/* An event whose body is the domain alone (reboot, control error):
+ * LEGACY_PROC without a callbackID, CB_PROC with one. */
+static void domain_only_event(struct domain_obj *obj, int event_id, int legacy_proc, int cb_proc)
 {
 	remote_domain_event_callback_reboot_msg m = { 0 };
 
@@ -310,17 +312,27 @@ void events_reboot(struct domain_obj *obj)
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
 		struct event_cb *cb = g_ptr_array_index(callbacks, i);
 
-		if (!wants(cb, VIR_DOMAIN_EVENT_ID_REBOOT, (const unsigned char *)m.msg.dom.uuid))
+		if (!wants(cb, event_id, (const unsigned char *)m.msg.dom.uuid))
 			continue;
 		if (cb->legacy) {
-			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_REBOOT,
-				   (xdrproc_t)xdr_remote_domain_event_reboot_msg, &m.msg);
+			send_event(cb, legacy_proc, (xdrproc_t)xdr_remote_domain_event_reboot_msg, &m.msg);
 		} else {
 			m.callbackID = cb->id;
-			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_REBOOT,
-				   (xdrproc_t)xdr_remote_domain_event_callback_reboot_msg, &m);
+			send_event(cb, cb_proc, (xdrproc_t)xdr_remote_domain_event_callback_reboot_msg, &m);
 		}
 	}
 	g_mutex_unlock(&lock);
 	free(m.msg.dom.name);
+}
+
+void events_reboot(struct domain_obj *obj)
+{
+	domain_only_event(obj, VIR_DOMAIN_EVENT_ID_REBOOT, REMOTE_PROC_DOMAIN_EVENT_REBOOT,
+			  REMOTE_PROC_DOMAIN_EVENT_CALLBACK_REBOOT);
+}
+
+void events_control_error(struct domain_obj *obj)
+{
+	domain_only_event(obj, VIR_DOMAIN_EVENT_ID_CONTROL_ERROR, REMOTE_PROC_DOMAIN_EVENT_CONTROL_ERROR,
+			  REMOTE_PROC_DOMAIN_EVENT_CALLBACK_CONTROL_ERROR);
 }

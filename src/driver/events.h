@@ -31,4 +31,9 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
  * virsh reset or reboot). */
 void events_reboot(struct domain_obj *obj);
 
+/* VIR_DOMAIN_EVENT_ID_CONTROL_ERROR: the daemon lost control of OBJ's
+ * kvmm, which still runs (a command timed out, or the control socket
+ * broke). */
+void events_control_error(struct domain_obj *obj);
+
 #endif

@@ -81,9 +81,13 @@ int drv_domain_reboot(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_block_stats(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_interface_stats(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_cpu_stats(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *ret);
+
+/* domain_block.c: changing a running domain's disks */
+int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
 
 /* console.c */
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);

@@ -1,5 +1,6 @@
 /* kvmm's control API, daemon side; see monitor.h. */
 #include <errno.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <string.h>
@@ -19,8 +20,10 @@
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
 /* A command's whole exchange; kvmm answers in microseconds unless the VM
- * is wedged, which this turns into an error instead of a hung worker. */
-#define COMMAND_TIMEOUT_MS 10000
+ * is wedged, which this turns into an error instead of a hung worker.
+ * virtkvmmd.conf's monitor_timeout sets it. */
+static int command_timeout_ms = 10000;
+static monitor_lost_fn lost_fn;
 /* KVMM: a line longer than this is not something kvmm sends. */
 #define LINE_MAX_BYTES (1024 * 1024)
 
@@ -119,6 +122,33 @@ static int connect_kvmm(const char *path, int timeout_ms, GString *keep)
 	return fd;
 }
 
+void monitor_set_timeout(unsigned ms)
+{
+	command_timeout_ms = (int)ms;
+}
+
+void monitor_set_lost_handler(monitor_lost_fn fn)
+{
+	lost_fn = fn;
+}
+
+/* A command got no usable answer: report it (a timeout as such) and let
+ * the handler judge whether control of a live VM is lost. */
+static void lost(const char *path, int err, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void lost(const char *path, int err, const char *fmt, ...)
+{
+	g_autofree char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	drv_error_report(err == -ETIMEDOUT ? VIR_ERR_OPERATION_TIMEOUT : VIR_ERR_OPERATION_FAILED,
+			 "%s", msg);
+	if (lost_fn)
+		lost_fn(path, err);
+}
+
 int monitor_connect(const char *path, int timeout_ms)
 {
 	return connect_kvmm(path, timeout_ms, NULL);
@@ -133,39 +163,46 @@ static int report_kvmm_error(const char *command, json_object *error)
 	json_object_object_get_ex(error, "message", &msg);
 	c = code ? json_object_get_string(code) : "";
 	m = msg ? json_object_get_string(msg) : "unknown error";
-	drv_error_report(!strcmp(c, "InvalidState") ? VIR_ERR_OPERATION_INVALID
-						    : VIR_ERR_OPERATION_FAILED,
+	drv_error_report(!strcmp(c, "InvalidState")	  ? VIR_ERR_OPERATION_INVALID
+			 : !strcmp(c, "InvalidArgument") ? VIR_ERR_INVALID_ARG
+							  : VIR_ERR_OPERATION_FAILED,
 			 "kvmm refused '%s': %s", command, m);
 	return -1;
 }
 
 int monitor_command(const char *path, const char *command, json_object **ret)
 {
+	return monitor_command_args(path, command, NULL, ret);
+}
+
+int monitor_command_args(const char *path, const char *command, json_object *args,
+			 json_object **ret)
+{
 	static gint next_id;
 	int id = g_atomic_int_add(&next_id, 1) + 1;
-	g_autofree char *line = g_strdup_printf("{\"id\":%d,\"execute\":\"%s\"}\n", id, command);
-	struct reader r = { .deadline = g_get_monotonic_time() + COMMAND_TIMEOUT_MS * 1000 };
+	g_autofree char *line = g_strdup_printf("{\"id\":%d,\"execute\":\"%s\"%s%s}\n", id, command,
+						args ? ",\"arguments\":" : "",
+						args ? json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN) : "");
+	struct reader r = { .deadline = g_get_monotonic_time() + command_timeout_ms * 1000LL };
 	int err = 0, rc = -1;
 
-	r.fd = monitor_connect(path, COMMAND_TIMEOUT_MS);
+	r.fd = monitor_connect(path, command_timeout_ms);
 	if (r.fd < 0) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot reach kvmm on %s: %s", path,
-				 g_strerror(-r.fd));
+		lost(path, r.fd, "cannot reach kvmm on %s: %s", path, g_strerror(-r.fd));
 		return -1;
 	}
 	r.buf = g_string_new(NULL);
 	if (send(r.fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot send '%s' to kvmm: %s", command,
-				 g_strerror(errno));
+		err = -errno;
+		lost(path, err, "cannot send '%s' to kvmm: %s", command, g_strerror(-err));
 		goto out;
 	}
 	for (;;) {
 		json_object *msg = read_message(&r, &err), *v;
 
 		if (!msg) {
-			drv_error_report(VIR_ERR_OPERATION_FAILED, "no answer from kvmm to '%s': %s",
-					 command, err == -EPIPE ? "it closed the connection"
-								: g_strerror(-err));
+			lost(path, err, "no answer from kvmm to '%s': %s", command,
+			     err == -EPIPE ? "it closed the connection" : g_strerror(-err));
 			goto out;
 		}
 		/* Events and other clients' traffic are not ours. */
@@ -180,8 +217,8 @@ int monitor_command(const char *path, const char *command, json_object **ret)
 				*ret = json_object_get(v);
 			rc = 0;
 		} else {
-			drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm's answer to '%s' has neither return nor error",
-					 command);
+			lost(path, -EPROTO, "kvmm's answer to '%s' has neither return nor error",
+			     command);
 		}
 		json_object_put(msg);
 		break;
@@ -258,7 +295,7 @@ struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, v
 {
 	struct monitor_watch *w;
 	GString *buf = g_string_new(NULL);
-	int fd = connect_kvmm(path, COMMAND_TIMEOUT_MS, buf);
+	int fd = connect_kvmm(path, command_timeout_ms, buf);
 
 	if (fd < 0) {
 		g_string_free(buf, TRUE);

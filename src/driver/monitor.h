@@ -11,6 +11,17 @@
 
 #include <json-c/json.h>
 
+/* How long a command may take, kvmm's greeting included (virtkvmmd.conf
+ * monitor_timeout); set once at start. */
+void monitor_set_timeout(unsigned ms);
+
+/* Called (from the worker) when a command fails for want of an answer --
+ * a timeout, EOF, garbage, no connection -- rather than kvmm's refusal:
+ * FN(path, -errno).  Whether the daemon lost control of a VM that still
+ * runs is the handler's to decide. */
+typedef void (*monitor_lost_fn)(const char *path, int err);
+void monitor_set_lost_handler(monitor_lost_fn fn);
+
 /* Connects to PATH and reads the greeting: a connected fd, or -errno
  * (-ENOENT/-ECONNREFUSED while kvmm is still starting). */
 int monitor_connect(const char *path, int timeout_ms);
@@ -21,6 +32,10 @@ int monitor_connect(const char *path, int timeout_ms);
  * VIR_ERR_OPERATION_INVALID for InvalidState, VIR_ERR_OPERATION_FAILED
  * for the rest, or why kvmm could not be reached. */
 int monitor_command(const char *path, const char *command, json_object **ret);
+/* The same with ARGS (not NULL) as the request's "arguments"; kvmm's
+ * InvalidArgument becomes VIR_ERR_INVALID_ARG. */
+int monitor_command_args(const char *path, const char *command, json_object *args,
+			 json_object **ret);
 
 /* An event connection on the main loop: FN(event, data, OPAQUE) for each
  * event kvmm sends (data may be NULL), until kvmm closes the socket.

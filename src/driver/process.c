@@ -20,6 +20,7 @@
 #include "events.h"
 #include "log.h"
 #include "monitor.h"
+#include "nics.h"
 #include "proc_stat.h"
 #include "process.h"
 #include "status.h"
@@ -53,6 +54,7 @@ struct domain_run {
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
 	int exit_hint;		/* -1: none seen */
+	struct nic_taps taps;	/* the NICs' taps, removed with the run */
 	struct domain_obj *obj;	/* whose run this is (no reference: it owns us) */
 };
 
@@ -60,10 +62,13 @@ static char *state_dir, *log_dir;
 static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
 static gint nrunning;
 
+static void on_monitor_lost(const char *api_path, int err);
+
 void process_init(const char *sdir, const char *ldir)
 {
 	state_dir = g_strdup(sdir);
 	log_dir = g_strdup(ldir);
+	monitor_set_lost_handler(on_monitor_lost);
 }
 
 unsigned process_count(void)
@@ -94,6 +99,9 @@ static void run_free(struct domain_run *r)
 	if (r->status_path)
 		unlink(r->status_path);
 	monitor_watch_free(r->events);
+	/* Every end of a run -- stop, crash, failed start, a kvmm found dead
+	 * at adoption -- comes through here: the taps go with it. */
+	nics_remove(&r->taps);
 	g_free(r->api_path);
 	g_free(r->config_path);
 	g_free(r->status_path);
@@ -285,6 +293,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
+	nics_forget(obj->def);
 	obj->state = VIR_DOMAIN_SHUTOFF;
 	obj->reason = reason;
 	restart = !r->destroying && known &&
@@ -336,7 +345,7 @@ static void save_status_locked(struct domain_obj *obj)
 	struct domain_status st = {
 		.state = obj->state, .reason = obj->reason, .pid = r->pid, .id = obj->id,
 		.started = r->started, .monitor_path = r->api_path, .config_path = r->config_path,
-		.log_path = r->log_path, .transient = !obj->persistent,
+		.log_path = r->log_path, .transient = !obj->persistent, .taps = r->taps,
 	};
 	g_autofree char *live = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
 
@@ -366,6 +375,38 @@ static void on_kvmm_event(const char *event, json_object *data, void *opaque)
 		r->exit_hint = json_object_get_int(v);
 	else if (!strcmp(event, "reset") && r->obj)
 		events_reboot(r->obj);
+}
+
+/* A command to the kvmm behind API_PATH got no answer (worker).  If that
+ * kvmm still runs and nobody is stopping it, the daemon has lost control
+ * of it: a control-error event, as libvirt raises for a broken monitor. */
+static void on_monitor_lost(const char *api_path, int err)
+{
+	g_autoptr(GPtrArray) all = domain_list();
+
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+		struct pollfd p = { .fd = -1, .events = POLLIN };
+		pid_t pid = 0;
+
+		g_mutex_lock(&obj->lock);
+		if (obj->run && !obj->run->destroying && !strcmp(obj->run->api_path, api_path)) {
+			p.fd = dup(obj->run->pidfd);
+			pid = obj->run->pid;
+		}
+		g_mutex_unlock(&obj->lock);
+		if (p.fd < 0)
+			continue;
+		/* EOF or a refused connection may be kvmm on its way out: give
+		 * its exit a moment to show before calling it a loss. */
+		if (poll(&p, 1, err == -ETIMEDOUT || err == -EPROTO ? 0 : 1000) == 0) {
+			pr_warn("domain '%s': lost control of kvmm (pid %ld): %s", obj->def->name,
+				(long)pid, g_strerror(-err));
+			events_control_error(obj);
+		}
+		close(p.fd);
+		return;
+	}
 }
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
@@ -406,12 +447,17 @@ static int wait_ready(struct domain_run *r, off_t log_start)
 
 int process_start(struct domain_obj *obj)
 {
+	return process_start_paused(obj, false);
+}
+
+int process_start_paused(struct domain_obj *obj, bool paused)
+{
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL, *cpty = NULL;
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
-	int logfd = -1, id;
+	int logfd = -1, id, rc;
 	struct stat st;
 
 	r->pidfd = -1;
@@ -428,13 +474,26 @@ int process_start(struct domain_obj *obj)
 	emulator = g_strdup(obj->def->emulator);
 	r->api_path = g_strdup_printf("%s/%s.sock", state_dir, uuid);
 	rt.api_socket = r->api_path;
-	conf = vmconfig_from_def(obj->def, &rt);
+	rt.paused = paused;
+	rc = vmconfig_check(obj->def);
 	g_mutex_unlock(&obj->lock);
-	if (!conf) {
+	if (rc < 0) {
 		g_free(r->api_path);
 		g_free(r);
 		return -1;
 	}
+	/* The NICs' taps, outside the lock (a network driver may be asked);
+	 * our job keeps the definition as it is. */
+	if (nics_create(obj->def, &r->taps) < 0)
+		goto fail;
+	g_mutex_lock(&obj->lock);
+	rt.taps = r->taps.names;
+	conf = vmconfig_from_def(obj->def, &rt);
+	if (conf)
+		nics_show(obj->def, &r->taps);
+	g_mutex_unlock(&obj->lock);
+	if (!conf)
+		goto fail;
 	if (!emulator || access(emulator, X_OK) < 0) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "cannot execute the emulator '%s': %s",
 				 emulator ? emulator : "(none)", g_strerror(errno));
@@ -502,8 +561,8 @@ int process_start(struct domain_obj *obj)
 	g_mutex_lock(&obj->lock);
 	set_pty_paths(obj, pty, cpty);
 	obj->id = obj->def->id = id;
-	obj->state = VIR_DOMAIN_RUNNING;
-	obj->reason = VIR_DOMAIN_RUNNING_BOOTED;
+	obj->state = paused ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING;
+	obj->reason = paused ? VIR_DOMAIN_PAUSED_USER : VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
 	r->obj = obj;
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
@@ -514,6 +573,8 @@ int process_start(struct domain_obj *obj)
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
 	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	if (paused)
+		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	return 0;
 
 fail:
@@ -522,6 +583,9 @@ fail:
 	if (r->log_path)
 		log_line(r->log_path, "start failed: %s",
 			 drv_error_last() ? drv_error_last()->message : "?");
+	g_mutex_lock(&obj->lock);
+	nics_forget(obj->def);
+	g_mutex_unlock(&obj->lock);
 	run_free(r);
 	return -1;
 }
@@ -645,6 +709,8 @@ static void adopt_one(const char *path)
 	r->log_path = st.log_path;
 	r->status_path = g_strdup(path);
 	r->started = st.started;
+	r->taps = st.taps;
+	memset(&st.taps, 0, sizeof(st.taps));
 	r->pidfd = is_our_kvmm(st.pid, st.config_path) ? pidfd_open(st.pid) : -1;
 	if (r->pidfd < 0 || !(r->events = monitor_watch_new(r->api_path, on_kvmm_event, r))) {
 		/* It died while nobody watched (or its pid went to another
@@ -677,6 +743,7 @@ static void adopt_one(const char *path)
 		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
 	set_pty_paths(obj, pty, cpty);
+	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
 	g_mutex_unlock(&obj->lock);

@@ -27,6 +27,11 @@ void process_init(const char *state_dir, const char *log_dir);
  * exited -- is reported. */
 int process_start(struct domain_obj *obj);
 
+/* process_start; PAUSED (virsh start --paused): kvmm holds the vCPUs
+ * before their first instruction and the domain is paused (user), with
+ * the Started and then the Suspended event, as libvirt's QEMU driver. */
+int process_start_paused(struct domain_obj *obj, bool paused);
+
 /* Stops OBJ's kvmm (the caller holds the job): SIGTERM, and unless
  * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
  * once the domain is shut off. */

@@ -54,7 +54,7 @@ DRV_CPPFLAGS = -DKVMM_PATH='"$(bindir)/kvmm"' -include $(top_builddir)/kvmm-buil
 	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) $(JSONC_CFLAGS)
 DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
 	src/driver/libdrvconf.a src/driver/libdrvcommon.a src/common/libcommon.a \
-	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS) $(JSONC_LIBS)
+	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS) $(JSONC_LIBS) $(LIBVIRT_LIBS)
 
 # Everything but main(), so the tests link the same objects.
 noinst_LIBRARIES += src/driver/libvirtkvmmd.a
@@ -92,9 +92,16 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/monitor.c src/driver/monitor.h \
 	src/driver/status.c src/driver/status.h \
 	src/driver/domain_lifecycle.c \
+	src/driver/autodestroy.c src/driver/autodestroy.h \
+	src/driver/domain_block.c \
 	src/driver/console.c \
 	src/driver/proc_stat.c src/driver/proc_stat.h \
 	src/driver/domain_stats.c
+# NICs: taps and bridges, libvirt's networks
+src_driver_libvirtkvmmd_a_SOURCES += \
+	src/driver/nics.c src/driver/nics.h \
+	src/driver/netdev.c src/driver/netdev.h \
+	src/driver/network.c src/driver/network.h
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

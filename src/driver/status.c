@@ -33,6 +33,12 @@ int status_write(const char *path, const struct domain_status *st, const char *l
 			       st->transient ? " transient='yes'" : "");
 	g_string_append_printf(s, "  <monitor path='%s'/>\n  <config path='%s'/>\n  <log path='%s'/>\n",
 			       mon, conf, log);
+	for (size_t i = 0; i < st->taps.n; i++) {
+		g_autofree char *dev = g_markup_escape_text(st->taps.names[i], -1);
+
+		g_string_append_printf(s, "  <tap nic='%zu' dev='%s' owned='%s'/>\n", i, dev,
+				       st->taps.owned[i] ? "yes" : "no");
+	}
 	for (char **l = lines; *l; l++)
 		if (**l)
 			g_string_append_printf(s, "  %s\n", *l);
@@ -72,6 +78,38 @@ static bool number(const char *s, long long min, long long max, long long *out)
 	errno = 0;
 	*out = strtoll(s, &end, 10);
 	return !errno && !*end && *out >= min && *out <= max;
+}
+
+/* The <tap> elements, in NIC order. */
+static int read_taps(xmlNodePtr root, struct nic_taps *t)
+{
+	size_t n = 0;
+
+	for (xmlNodePtr c = root->children; c; c = c->next)
+		n += c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, "tap");
+	if (!n)
+		return 0;
+	t->n = n;
+	t->names = g_new0(char *, n + 1);
+	t->owned = g_new0(bool, n);
+	for (xmlNodePtr c = root->children; c; c = c->next) {
+		g_autofree char *nic = NULL, *owned = NULL;
+		long long i;
+
+		if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, "tap"))
+			continue;
+		nic = attr(c, "nic");
+		owned = attr(c, "owned");
+		if (!number(nic, 0, (long long)n - 1, &i) || t->names[i])
+			return -1;
+		if (!(t->names[i] = attr(c, "dev")))
+			return -1;
+		t->owned[i] = owned && !strcmp(owned, "yes");
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!t->names[i])
+			return -1;
+	return 0;
 }
 
 int status_read(const char *path, struct domain_status *st, char **why)
@@ -125,6 +163,10 @@ int status_read(const char *path, struct domain_status *st, char **why)
 		*why = g_strdup("monitor, config or log path missing");
 		goto out;
 	}
+	if (read_taps(root, &st->taps) < 0) {
+		*why = g_strdup("bad <tap> element");
+		goto out;
+	}
 	if (!(dom = child(root, "domain")) || !(n = child(dom, "uuid")) ||
 	    !(uuid = xmlNodeGetContent(n)) || domain_uuid_parse((const char *)uuid, st->uuid) < 0) {
 		*why = g_strdup("no live definition with a uuid");
@@ -154,4 +196,5 @@ void status_clear(struct domain_status *st)
 	g_clear_pointer(&st->config_path, g_free);
 	g_clear_pointer(&st->log_path, g_free);
 	g_clear_pointer(&st->live_xml, g_free);
+	nics_clear(&st->taps);
 }

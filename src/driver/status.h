@@ -9,6 +9,8 @@
  *     <monitor path='RUNDIR/kvmm/UUID.sock'/>
  *     <config path='RUNDIR/kvmm/UUID.json'/>
  *     <log path='LOGDIR/NAME.log'/>
+ *     <tap nic='0' dev='vnet0' owned='yes'/>     one per <interface>: removed
+ *                                                 when the domain stops if owned
  *     <domain type='kvm' id='1'> ... live definition ... </domain>
  *   </domstatus>
  *
@@ -20,6 +22,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "nics.h"
+
 struct domain_status {
 	int state, reason;		/* virDomainState and its reason */
 	pid_t pid;
@@ -29,6 +33,7 @@ struct domain_status {
 	bool transient;			/* no definition on disk: the live one is all */
 	unsigned char uuid[16];		/* read from the live definition */
 	char *live_xml;			/* the <domain> element (read only) */
+	struct nic_taps taps;		/* the NICs' taps */
 };
 
 /* Writes ST and the live definition LIVE_XML to PATH.  -1 after

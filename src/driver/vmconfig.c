@@ -14,6 +14,9 @@
  *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
+ *   interface (any type), in XML order   -> nets [{tap, mac}]: virtio-net on the
+ *                                           tap the daemon made for it (nics.c),
+ *                                           named in struct vmconfig_runtime
  * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
  * The machine has ACPI, APICs and the host's CPUID whatever the XML says
  * (the parser shows them explicitly); timer tick policies describe what
@@ -35,8 +38,7 @@ static int unsupported(const char *what)
 	return -1;
 }
 
-/* Everything kvmm cannot run yet, refused before anything starts. */
-static int check_runnable(const struct domain_def *def)
+int vmconfig_check(const struct domain_def *def)
 {
 	if (def->ndisks > 16)
 		return unsupported("kvmm takes at most 16 disks");
@@ -57,8 +59,11 @@ static int check_runnable(const struct domain_def *def)
 		if (d->serial && strlen(d->serial) > 20)
 			return unsupported("a disk serial longer than 20 characters is not supported by virtio-blk");
 	}
-	if (def->nnets)
-		return unsupported("network interfaces are not supported by kvmm yet; remove the <interface> elements");
+	if (def->nnets > 8)
+		return unsupported("kvmm takes at most 8 network interfaces");
+	for (size_t i = 0; i < def->nnets; i++)
+		if (def->nets[i].mtu)
+			return unsupported("interface <mtu> is not supported by kvmm yet; remove <mtu>");
 	if (def->nrngs > 1)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
 	if (def->balloon_model == BALLOON_VIRTIO)
@@ -115,13 +120,29 @@ static json_object *disk_config(const struct domain_disk *d)
 	return o;
 }
 
+static json_object *net_config(const struct domain_net *n, const char *tap)
+{
+	json_object *o = json_object_new_object();
+	const unsigned char *m = n->mac;
+	char mac[18];
+
+	g_snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	json_object_object_add(o, "tap", json_object_new_string(tap));
+	json_object_object_add(o, "mac", json_object_new_string(mac));
+	return o;
+}
+
 char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt)
 {
 	json_object *o;
 	char *out;
 
-	if (check_runnable(def) < 0)
+	if (vmconfig_check(def) < 0)
 		return NULL;
+	if (def->nnets && (!rt || !rt->taps)) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "no taps for the domain's interfaces");
+		return NULL;
+	}
 	o = json_object_new_object();
 	json_object_object_add(o, "name", json_object_new_string(def->name));
 	json_object_object_add(o, "kernel", json_object_new_string(def->kernel));
@@ -141,8 +162,17 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	for (size_t i = 0; i < def->nconsoles; i++)
 		if (def->consoles[i].target == CONSOLE_VIRTIO)
 			json_object_object_add(o, "console", chardev_config(&def->consoles[i]));
+	if (def->nnets) {
+		json_object *nets = json_object_new_array();
+
+		for (size_t i = 0; i < def->nnets; i++)
+			json_object_array_add(nets, net_config(&def->nets[i], rt->taps[i]));
+		json_object_object_add(o, "nets", nets);
+	}
 	if (rt && rt->api_socket)
 		json_object_object_add(o, "api_socket", json_object_new_string(rt->api_socket));
+	if (rt && rt->paused)
+		json_object_object_add(o, "paused", json_object_new_boolean(true));
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
 	if (def->nrngs)
 		json_object_object_add(o, "rng", json_object_new_boolean(true));

@@ -13,7 +13,13 @@
 
 struct vmconfig_runtime {
 	const char *api_socket;		/* kvmm's control socket; NULL: none */
+	bool paused;			/* virsh start --paused */
+	char *const *taps;		/* per <interface>, the tap kvmm opens */
 };
+
+/* Refuses (VIR_ERR_CONFIG_UNSUPPORTED) what kvmm cannot run yet in DEF,
+ * before anything is made for it.  0, or -1 after reporting. */
+int vmconfig_check(const struct domain_def *def);
 
 /* The VM config for DEF as a JSON text (g_free it), or NULL after
  * reporting the reason. */

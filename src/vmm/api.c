@@ -271,6 +271,92 @@ static struct json_object *cmd_query_block_stats(struct api *api, struct json_ob
 	return a;
 }
 
+/* One entry per NIC, in --net order. */
+static struct json_object *cmd_query_net_stats(struct api *api, struct json_object *args,
+					       const char **code, const char **err)
+{
+	struct json_object *a = json_object_new_array();
+	struct virtio_net_stats st;
+	struct device *d;
+	unsigned int n = 0;
+	char name[24];
+
+	for (d = api->vm->devices; d; d = d->next) {
+		struct json_object *o;
+
+		if (virtio_net_stats(d, &st))
+			continue;
+		o = json_object_new_object();
+		snprintf(name, sizeof(name), "net%u", n++);
+		json_object_object_add(o, "id", json_object_new_string(name));
+		json_object_object_add(o, "tap", json_object_new_string(st.tap));
+		snprintf(name, sizeof(name), "%02x:%02x:%02x:%02x:%02x:%02x", st.mac[0],
+			 st.mac[1], st.mac[2], st.mac[3], st.mac[4], st.mac[5]);
+		json_object_object_add(o, "mac", json_object_new_string(name));
+		add_u64(o, "rx_bytes", st.rx_bytes);
+		add_u64(o, "rx_packets", st.rx_packets);
+		add_u64(o, "rx_errors", st.rx_errors);
+		add_u64(o, "rx_drops", st.rx_drops);
+		add_u64(o, "tx_bytes", st.tx_bytes);
+		add_u64(o, "tx_packets", st.tx_packets);
+		add_u64(o, "tx_errors", st.tx_errors);
+		add_u64(o, "tx_drops", st.tx_drops);
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
+/* CLIENT: "device" names a disk as query-block-stats does (disk0, ...)
+ * or by its path; "size" is the new size in bytes. */
+static struct json_object *cmd_block_resize(struct api *api, struct json_object *args,
+					    const char **code, const char **err)
+{
+	static char msg[320];	/* the main thread's only */
+	struct json_object *dv = NULL, *sv = NULL;
+	struct virtio_blk_stats st;
+	const char *want;
+	struct device *d;
+	unsigned int n = 0;
+	char name[16];
+	int64_t size;
+	int r;
+
+	if (!args || !json_object_object_get_ex(args, "device", &dv) ||
+	    !json_object_is_type(dv, json_type_string) ||
+	    !json_object_object_get_ex(args, "size", &sv) || !json_object_is_type(sv, json_type_int)) {
+		*code = "InvalidArgument";
+		*err = "block-resize takes arguments {\"device\": \"disk0\" or the disk's path, \"size\": bytes}";
+		return NULL;
+	}
+	want = json_object_get_string(dv);
+	size = json_object_get_int64(sv);
+	for (d = api->vm->devices; d; d = d->next) {
+		if (virtio_blk_stats(d, &st))
+			continue;
+		snprintf(name, sizeof(name), "disk%u", n++);
+		if (strcmp(want, name) && strcmp(want, st.path))
+			continue;
+		if (size <= 0) {
+			*code = "InvalidArgument";
+			*err = "block-resize: size must be a positive number of bytes";
+			return NULL;
+		}
+		r = virtio_blk_resize(d, (uint64_t)size, msg, sizeof(msg));
+		if (r) {
+			*code = r == -EINVAL ? "InvalidArgument" : "GenericError";
+			*err = msg;
+			return NULL;
+		}
+		pr_info("disk %s resized to %lld bytes", st.path, (long long)size);
+		return json_object_new_object();
+	}
+	snprintf(msg, sizeof(msg), "no disk '%.200s': name it as query-block-stats does (disk0, ...) or by its path",
+		 want);
+	*code = "InvalidArgument";
+	*err = msg;
+	return NULL;
+}
+
 static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
 					      const char **code, const char **err);
 
@@ -278,6 +364,8 @@ static const struct api_cmd api_cmds[] = {
 	{ "query-status", cmd_query_status },
 	{ "query-commands", cmd_query_commands },
 	{ "query-block-stats", cmd_query_block_stats },
+	{ "query-net-stats", cmd_query_net_stats },
+	{ "block-resize", cmd_block_resize },
 	{ "pause", cmd_pause },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },

@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -253,17 +254,21 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 	return cfg_error(c, "disk %u: unknown option '%s': use path, readonly, cache, serial or blk_size", n, key);
 }
 
-/* "path=IMG,readonly=on,cache=none,serial=ID" (what --disk takes), or
- * the same as an object.  Paths with commas need the object form. */
-static int get_disk(struct cfg_ctx *c, struct json_object *v,
-		    struct disk_config *d, unsigned int n)
+typedef int (*item_set_fn)(struct cfg_ctx *c, void *item, unsigned int n,
+			   const char *key, struct json_object *v, const char *str);
+
+/* "key=value,key=value" (what --disk and --net take), or the same as an
+ * object; set() applies each option.  what names the item in messages
+ * ("disk", "net") and example shows the string form. */
+static int get_options(struct cfg_ctx *c, struct json_object *v, void *item,
+		       unsigned int n, item_set_fn set, const char *what,
+		       const char *example)
 {
 	int r = 0;
 
-	d->blk_size = 512;
 	if (json_object_is_type(v, json_type_object)) {
 		json_object_object_foreach(v, key, val) {
-			r = disk_set(c, d, n, key, val, NULL);
+			r = set(c, item, n, key, val, NULL);
 			if (r)
 				return r;
 		}
@@ -276,18 +281,36 @@ static int get_disk(struct cfg_ctx *c, struct json_object *v,
 		     opt = strtok_r(NULL, ",", &save)) {
 			eq = strchr(opt, '=');
 			if (!eq)
-				r = cfg_error(c, "disk %u: option '%s' has no value: use e.g. path=IMAGE,readonly=on", n, opt);
+				r = cfg_error(c, "%s %u: option '%s' has no value: use e.g. %s", what, n, opt, example);
 			else {
 				*eq = '\0';
-				r = disk_set(c, d, n, opt, NULL, eq + 1);
+				r = set(c, item, n, opt, NULL, eq + 1);
 			}
 		}
 		free(s);
-		if (r)
-			return r;
 	} else {
-		return cfg_error(c, "disk %u must be a string such as \"path=IMAGE\" or an object", n);
+		r = cfg_error(c, "%s %u must be a string such as \"%s\" or an object", what, n, example);
 	}
+	return r;
+}
+
+static int disk_set_item(struct cfg_ctx *c, void *item, unsigned int n,
+			 const char *key, struct json_object *v, const char *str)
+{
+	return disk_set(c, item, n, key, v, str);
+}
+
+/* "path=IMG,readonly=on,cache=none,serial=ID" (what --disk takes), or
+ * the same as an object.  Paths with commas need the object form. */
+static int get_disk(struct cfg_ctx *c, struct json_object *v,
+		    struct disk_config *d, unsigned int n)
+{
+	int r;
+
+	d->blk_size = 512;
+	r = get_options(c, v, d, n, disk_set_item, "disk", "path=IMAGE,readonly=on");
+	if (r)
+		return r;
 	if (!d->path)
 		return cfg_error(c, "disk %u has no path: use --disk path=IMAGE", n);
 	return 0;
@@ -309,6 +332,120 @@ static int get_disks(struct cfg_ctx *c, struct json_object *v,
 		r = get_disk(c, json_object_array_get_idx(v, i), &cfg->disks[i], i);
 		if (r)
 			return r;
+	}
+	return 0;
+}
+
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = tolower((unsigned char)ch);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* "52:54:00:12:34:56": six hex bytes, a unicast address. */
+static bool parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned int i;
+
+	for (i = 0; i < 6; i++, s += 3) {
+		int hi = hex_digit(s[0]), lo = hi < 0 ? -1 : hex_digit(s[1]);
+
+		if (lo < 0 || s[2] != (i < 5 ? ':' : '\0'))
+			return false;
+		mac[i] = hi << 4 | lo;
+	}
+	/* multicast bit set, or all zero: no NIC may have it */
+	return !(mac[0] & 1) && (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]);
+}
+
+static int net_set(struct cfg_ctx *c, void *item, unsigned int n,
+		   const char *key, struct json_object *v, const char *str)
+{
+	struct net_config *nc = item;
+
+	if (!strcmp(key, "tap")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "net %u: tap must be a string", n);
+		str = v ? json_object_get_string(v) : str;
+		/* An interface name: IFNAMSIZ less its NUL, no '/' or space. */
+		if (!*str || strlen(str) > 15 || strpbrk(str, "/: \t\n") ||
+		    !strcmp(str, ".") || !strcmp(str, ".."))
+			return cfg_error(c, "net %u: tap name '%s' is not valid: use 1 to 15 characters without '/', ':' or spaces", n, str);
+		free(nc->tap);
+		nc->tap = strdup(str);
+		return nc->tap ? 0 : -ENOMEM;
+	}
+	if (!strcmp(key, "fd")) {
+		int64_t fd;
+		char *end = NULL;
+
+		if (v && !json_object_is_type(v, json_type_int))
+			return cfg_error(c, "net %u: fd must be a number", n);
+		fd = v ? json_object_get_int64(v) : strtoll(str, &end, 10);
+		if ((end && (*end || end == str)) || fd < 0 || fd > INT32_MAX)
+			return cfg_error(c, "net %u: fd %s is not valid: give the number of an open tap file descriptor", n,
+					 v ? json_object_get_string(v) : str);
+		nc->fd = fd;
+		return 0;
+	}
+	if (!strcmp(key, "mac")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "net %u: mac must be a string", n);
+		str = v ? json_object_get_string(v) : str;
+		if (!parse_mac(str, nc->mac))
+			return cfg_error(c, "net %u: mac '%s' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56", n, str);
+		nc->has_mac = true;
+		return 0;
+	}
+	return cfg_error(c, "net %u: unknown option '%s': use tap, fd or mac", n, key);
+}
+
+/* "tap=NAME,mac=52:54:00:12:34:56" or "fd=N,mac=..." (what --net
+ * takes), or the same as an object. */
+static int get_net(struct cfg_ctx *c, struct json_object *v,
+		   struct net_config *nc, unsigned int n)
+{
+	int r;
+
+	nc->fd = -1;
+	r = get_options(c, v, nc, n, net_set, "net", "tap=NAME,mac=52:54:00:12:34:56");
+	if (r)
+		return r;
+	if (!nc->tap == (nc->fd < 0))
+		return cfg_error(c, "net %u needs exactly one of tap and fd: use --net tap=NAME or --net fd=N", n);
+	return 0;
+}
+
+static int get_nets(struct cfg_ctx *c, struct json_object *v,
+		    struct vm_config *cfg)
+{
+	size_t i, j, n;
+	int r;
+
+	if (!json_object_is_type(v, json_type_array))
+		return cfg_error(c, "nets must be an array of NICs");
+	n = json_object_array_length(v);
+	if (n > KVMM_MAX_NETS)
+		return cfg_error(c, "%zu NICs given: kvmm supports at most %d", n, KVMM_MAX_NETS);
+	for (i = 0; i < n; i++) {
+		struct net_config *nc = &cfg->nets[i];
+
+		cfg->nnets = i + 1;
+		r = get_net(c, json_object_array_get_idx(v, i), nc, i);
+		if (r)
+			return r;
+		for (j = 0; j < i; j++) {
+			const struct net_config *o = &cfg->nets[j];
+
+			if (nc->tap && o->tap && !strcmp(nc->tap, o->tap))
+				return cfg_error(c, "net %zu: tap '%s' is given twice: give each NIC its own tap", i, nc->tap);
+			if (nc->fd >= 0 && nc->fd == o->fd)
+				return cfg_error(c, "net %zu: fd %d is given twice: give each NIC its own tap", i, nc->fd);
+			if (nc->has_mac && o->has_mac && !memcmp(nc->mac, o->mac, 6))
+				return cfg_error(c, "net %zu: its mac is the one net %zu has: give each NIC its own", i, j);
+		}
 	}
 	return 0;
 }
@@ -351,8 +488,12 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->no_reboot);
 		else if (!strcmp(key, "rng"))
 			r = get_bool(&c, val, key, &cfg->rng);
+		else if (!strcmp(key, "paused"))
+			r = get_bool(&c, val, key, &cfg->paused);
 		else if (!strcmp(key, "disks"))
 			r = get_disks(&c, val, cfg);
+		else if (!strcmp(key, "nets"))
+			r = get_nets(&c, val, cfg);
 		else
 			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
 		if (r)
@@ -378,6 +519,8 @@ void config_free(struct vm_config *cfg)
 		free(cfg->disks[i].path);
 		free(cfg->disks[i].serial);
 	}
+	for (i = 0; i < cfg->nnets; i++)
+		free(cfg->nets[i].tap);
 	free(cfg->name);
 	free(cfg->kernel);
 	free(cfg->initrd);

@@ -47,6 +47,17 @@ struct disk_config {
 	unsigned int blk_size;	/* logical block: 512 (default) to 4096 */
 };
 
+#define KVMM_MAX_NETS		8
+
+/* --net: a virtio-net NIC on a tap device, named (kvmm opens it, and
+ * creates it if it does not exist) or already open (fd=N). */
+struct net_config {
+	char *tap;		/* NULL with fd */
+	int fd;			/* -1 with tap */
+	bool has_mac;		/* else the device picks 52:54:00:xx:xx:xx */
+	uint8_t mac[6];
+};
+
 struct vm_config {
 	char *name;
 	char *kernel;
@@ -59,9 +70,12 @@ struct vm_config {
 	struct serial_config console;	/* ... and its host end */
 	char *api_socket;
 	bool no_reboot;
+	bool paused;		/* first boot waits for "resume" (no reset does) */
 	bool rng;		/* virtio-rng fed by the host's getrandom() */
 	struct disk_config disks[KVMM_MAX_DISKS];
 	unsigned int ndisks;
+	struct net_config nets[KVMM_MAX_NETS];
+	unsigned int nnets;
 };
 
 /* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one

@@ -34,9 +34,12 @@ static const char usage[] =
 	"  --api-socket PATH    control socket (JSON, see docs/api.md)\n"
 	"  --name NAME          VM name, shown in status and logs\n"
 	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
+	"  --paused             start with the vCPUs stopped; the control socket's resume runs them\n"
 	"  --rng                a virtio-rng device (PCI) fed by the host's getrandom()\n"
 	"  --disk path=IMG[,readonly=on][,cache=none|writeback|unsafe][,serial=ID][,blk_size=N]\n"
 	"                       a virtio-blk disk on a raw image (repeatable)\n"
+	"  --net tap=NAME[,mac=MAC] | fd=N[,mac=MAC]\n"
+	"                       a virtio-net NIC on a tap device (repeatable, at most 8)\n"
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
@@ -48,7 +51,7 @@ static const char usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
-       OPT_CONSOLE };
+       OPT_CONSOLE, OPT_PAUSED, OPT_NET };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -61,8 +64,10 @@ static const struct option long_opts[] = {
 	{ "api-socket", required_argument, NULL, OPT_API },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
+	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -107,7 +112,7 @@ static struct json_object *load_config_file(const char *path)
  * sets *done for --help / --version. */
 static struct json_object *parse_args(int argc, char **argv, int *verbosity, bool *done)
 {
-	struct json_object *obj = NULL, *disks = NULL;
+	struct json_object *obj = NULL, *disks = NULL, *nets = NULL;
 	int opt, i;
 
 	/* --config first, so the flags given with it override its values
@@ -143,6 +148,9 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 		case OPT_RNG:
 			json_object_object_add(obj, "rng", json_object_new_boolean(1));
 			break;
+		case OPT_PAUSED:
+			json_object_object_add(obj, "paused", json_object_new_boolean(1));
+			break;
 		case OPT_DISK:
 			/* The first --disk replaces a config file's disks, the
 			 * others add to it; config.c parses each string. */
@@ -151,6 +159,14 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 				json_object_object_add(obj, "disks", disks);
 			}
 			json_object_array_add(disks, json_object_new_string(optarg));
+			break;
+		case OPT_NET:
+			/* Like --disk: the first replaces a config file's NICs. */
+			if (!nets) {
+				nets = json_object_new_array();
+				json_object_object_add(obj, "nets", nets);
+			}
+			json_object_array_add(nets, json_object_new_string(optarg));
 			break;
 		case ':':
 			pr_err("option '%s' needs a value; see kvmm --help", argv[optind - 1]);

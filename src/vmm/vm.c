@@ -156,7 +156,12 @@ int vm_start(struct vm *vm)
 	unsigned int i;
 	int r;
 
-	vm->cmd = VCPU_RUN;
+	/* --paused holds the first boot only (as QEMU's -S): the threads
+	 * park before their first KVM_RUN, so "resume" runs the guest from
+	 * its first instruction; a reset afterwards runs at once. */
+	bool paused = vm->cfg->paused && vm->boots == 0;
+
+	vm->cmd = paused ? VCPU_PARK : VCPU_RUN;
 	vm->start_ns = now_ns();
 	vm->boots++;
 	for (i = 0; i < vm->ncpus; i++) {
@@ -164,7 +169,7 @@ int vm_start(struct vm *vm)
 		if (r)
 			return r;
 	}
-	vm->state = VM_RUNNING;
+	vm->state = paused ? VM_PAUSED : VM_RUNNING;
 	api_event_state(vm->api, vm, REASON_BOOT);
 	return 0;
 }

@@ -136,6 +136,7 @@ BAD = [
     ("max_clients =\n", 1, "max_clients: expected a value"),
     ("max_clients = 0\n", 1, "max_clients: 0 is out of range"),
     ("max_workers = 0\n", 1, "max_workers: 0 is out of range"),
+    ("monitor_timeout = 0\n", 1, "monitor_timeout: 0 is out of range (1 to 600)"),
     ("keepalive_count = 2 3\n", 1, "keepalive_count: unexpected text after the value"),
     ("keepalive_interval 5\n", 1, "keepalive_interval: expected '=' after the key"),
     ("= 3\n", 1, "expected 'key = value'"),

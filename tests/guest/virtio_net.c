@@ -6,7 +6,9 @@
  * kvmmtest.netN.ip=A.B.C.D, kvmmtest.netN.udp=PORT (default 7); and
  * kvmmtest.net.serve=SECONDS, how long to answer at most (default 30).
  * A UDP datagram "KVMMTEST-QUIT" on the echo port is echoed and ends
- * serving on that NIC.
+ * serving on that NIC.  kvmmtest.netN.malformed=KIND first puts a hostile
+ * chain (virtq_malformed) on NIC N's transmit queue, reports what the
+ * device did, and resets it before bringing it up as usual.
  */
 #include "guest.h"
 #include "io.h"
@@ -210,6 +212,30 @@ static void receive(struct nic *n, const u8 *f, u32 len)
 		ipv4(n, f, len);
 }
 
+/* A hostile transmit chain first; the NIC is then reset and set up as
+ * if nothing happened (it must work: the test pings it). */
+static bool malformed(struct virtio_dev *v, int index)
+{
+	char key[32], kind[16];
+	const char *what;
+	u8 status = 0;
+
+	snprintf(key, sizeof(key), "kvmmtest.net%d.malformed", index);
+	if (!cmdline_option(key, kind, sizeof(kind)))
+		return true;
+	if (!virtio_init(v, 0, 2, 32) || !virtio_driver_ok(v))
+		return false;
+	what = virtq_malformed(v, &v->vq[1], kind, &status);
+	if (!what) {
+		fail("virtio-malformed", "dev=%s unknown kind %s", v->name, kind);
+		return false;
+	}
+	info("virtio-malformed dev=%s kind=%s outcome=%s status=0x%02x",
+	     v->name, kind, what, status);
+	virtio_reset(v);
+	return true;
+}
+
 void virtio_net_run(struct virtio_dev *v, int index)
 {
 	struct nic *n;
@@ -228,6 +254,8 @@ void virtio_net_run(struct virtio_dev *v, int index)
 		fail("virtio-net", "dev=%s needs %s=A.B.C.D", v->name, key);
 		return;
 	}
+	if (!malformed(v, index))
+		return;
 	n->udp_port = 7;
 	snprintf(key, sizeof(key), "kvmmtest.net%d.udp", index);
 	if (cmdline_option(key, val, sizeof(val)))

@@ -42,14 +42,16 @@ def version_number(v):
 class Daemon:
     """A private virtkvmmd whose files all live under root."""
 
-    def __init__(self, root, extra=(), user=None, env=None, verbose=True):
+    def __init__(self, root, extra=(), user=None, env=None, verbose=True, prefix=()):
+        """prefix: a command the daemon runs under, which must exec it (so
+        the PID stays the daemon's), e.g. ["ip", "netns", "exec", NS]."""
         self.root = root
         self.rundir = os.path.join(root, "run", "libvirt")
         self.sock = os.path.join(self.rundir, "virtkvmmd-sock")
         self.sock_ro = self.sock + "-ro"
         self.pidfile = os.path.join(root, "virtkvmmd.pid")
         self.logpath = os.path.join(root, "virtkvmmd.log")
-        self.argv = ([VIRTKVMMD, "--root", root, "--pid-file", self.pidfile] +
+        self.argv = (list(prefix) + [VIRTKVMMD, "--root", root, "--pid-file", self.pidfile] +
                      (["--verbose"] if verbose else []) + list(extra))
         self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,

@@ -1,6 +1,8 @@
 /* config_from_json: the one parser behind flags and --config files. */
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "config.h"
 #include "unit.h"
@@ -285,4 +287,76 @@ UNIT_TEST(bad_disks_are_refused_with_a_fix)
 		    "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}", &c) < 0);
 	CHECK_STR(err, "17 disks given: kvmm supports at most 16");
 	config_free(&c);
+}
+
+UNIT_TEST(nets_parse_from_strings_and_objects)
+{
+	static const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef };
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"nets\":["
+		    "\"tap=vnet0,mac=52:54:00:AB:cd:ef\","
+		    "{\"tap\":\"t1\",\"mac\":\"02:00:00:00:00:01\"},"
+		    "\"fd=7\",{\"fd\":9}]}", &c) == 0);
+	CHECK_EQ_U64(c.nnets, 4);
+	CHECK_STR(c.nets[0].tap, "vnet0");
+	CHECK(c.nets[0].fd == -1);
+	CHECK(c.nets[0].has_mac && !memcmp(c.nets[0].mac, mac, 6));
+	CHECK_STR(c.nets[1].tap, "t1");
+	CHECK(c.nets[1].has_mac && c.nets[1].mac[0] == 2 && c.nets[1].mac[5] == 1);
+	CHECK(!c.nets[2].tap && c.nets[2].fd == 7 && !c.nets[2].has_mac);
+	CHECK(c.nets[3].fd == 9);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\"}", &c) == 0);
+	CHECK_EQ_U64(c.nnets, 0);
+	config_free(&c);
+}
+
+static void net_refused(const char *nets, const char *want)
+{
+	struct vm_config c;
+	char json[1024];
+
+	snprintf(json, sizeof(json), "{\"kernel\":\"/k\",\"nets\":%s}", nets);
+	CHECK(parse(json, &c) < 0);
+	CHECK_STR(err, want);
+	config_free(&c);
+}
+
+UNIT_TEST(bad_nets_are_refused_with_a_fix)
+{
+	net_refused("\"tap=a\"", "nets must be an array of NICs");
+	net_refused("[\"mac=52:54:00:00:00:01\"]",
+		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
+	net_refused("[\"tap=a,fd=3\"]",
+		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
+	net_refused("[\"tap=a,model=e1000\"]", "net 0: unknown option 'model': use tap, fd or mac");
+	net_refused("[\"tap=a,mac\"]", "net 0: option 'mac' has no value: use e.g. tap=NAME,mac=52:54:00:12:34:56");
+	net_refused("[\"tap=a,mac=52:54:00:12:34\"]",
+		    "net 0: mac '52:54:00:12:34' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
+	net_refused("[\"tap=a,mac=52:54:00:12:34:5g\"]",
+		    "net 0: mac '52:54:00:12:34:5g' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
+	net_refused("[\"tap=a,mac=52:54:00:12:34:567\"]",
+		    "net 0: mac '52:54:00:12:34:567' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
+	net_refused("[\"tap=a,mac=01:00:5e:00:00:01\"]",
+		    "net 0: mac '01:00:5e:00:00:01' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
+	net_refused("[\"tap=a,mac=00:00:00:00:00:00\"]",
+		    "net 0: mac '00:00:00:00:00:00' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
+	net_refused("[\"tap=0123456789abcdef\"]",
+		    "net 0: tap name '0123456789abcdef' is not valid: use 1 to 15 characters without '/', ':' or spaces");
+	net_refused("[\"tap=a/b\"]",
+		    "net 0: tap name 'a/b' is not valid: use 1 to 15 characters without '/', ':' or spaces");
+	net_refused("[{\"tap\":\"\"}]",
+		    "net 0: tap name '' is not valid: use 1 to 15 characters without '/', ':' or spaces");
+	net_refused("[\"fd=-1\"]", "net 0: fd -1 is not valid: give the number of an open tap file descriptor");
+	net_refused("[\"fd=3x\"]", "net 0: fd 3x is not valid: give the number of an open tap file descriptor");
+	net_refused("[{\"fd\":\"3\"}]", "net 0: fd must be a number");
+	net_refused("[{\"tap\":1}]", "net 0: tap must be a string");
+	net_refused("[1]", "net 0 must be a string such as \"tap=NAME,mac=52:54:00:12:34:56\" or an object");
+	net_refused("[\"tap=a\",\"tap=a\"]", "net 1: tap 'a' is given twice: give each NIC its own tap");
+	net_refused("[\"fd=4\",\"fd=4\"]", "net 1: fd 4 is given twice: give each NIC its own tap");
+	net_refused("[\"tap=a,mac=52:54:00:00:00:01\",\"tap=b,mac=52:54:00:00:00:01\"]",
+		    "net 1: its mac is the one net 0 has: give each NIC its own");
+	net_refused("[\"tap=a\",\"tap=b\",\"tap=c\",\"tap=d\",\"tap=e\",\"tap=f\",\"tap=g\",\"tap=h\",\"tap=i\"]",
+		    "9 NICs given: kvmm supports at most 8");
 }

@@ -1,7 +1,7 @@
-/* The virtio-pci transport and virtio-rng without KVM: the driver's side
- * of the handshake done by hand through the PCI bus, with the few kvmm
- * functions the transport calls (MSI routes, ioeventfds, the main loop)
- * replaced by recorders below. */
+/* The virtio-pci transport, virtio-rng and virtio-blk without KVM: the
+ * driver's side of the handshake done by hand through the PCI bus, with
+ * the few kvmm functions the transport calls (MSI routes, ioeventfds, the
+ * main loop) replaced by vdriver.c's recorders. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,113 +12,28 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "irq.h"
-#include "loop.h"
 #include "pci/pci.h"
 #include "unit.h"
 #include "util.h"
+#include "vdriver.h"
 #include "virtio/virtio.h"
 #include "vm.h"
 
-/* --- stand-ins for kvmm's KVM and loop glue ------------------------- */
-
-static struct { loop_fn fn; void *opaque; int fd; } watch[4];
-static int nwatch, nroutes, fired[8];
-static uint32_t route_data[8];
-static int ioeventfd_result = -ENOSYS;
-
-int loop_add(struct loop *l, int fd, uint32_t events, loop_fn fn, void *opaque)
-{
-	watch[nwatch].fn = fn;
-	watch[nwatch].opaque = opaque;
-	watch[nwatch].fd = fd;
-	nwatch++;
-	return 0;
-}
-
-void loop_del(struct loop *l, int fd)
-{
-}
-
-int irq_msi_alloc(struct vm *vm)
-{
-	return nroutes < 8 ? nroutes++ : -ENOSPC;
-}
-
-int irq_msi_route(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data)
-{
-	route_data[id] = data;
-	return 0;
-}
-
-void irq_msi_fire(struct vm *vm, unsigned int id)
-{
-	fired[id]++;
-}
-
-int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd, bool assign)
-{
-	return assign ? ioeventfd_result : 0;
-}
-
 /* --- a hand-driven guest ------------------------------------------- */
 
-#define BAR	0xC0000000ULL
+#define BAR	VD_BAR
 #define DESC	0x1000ULL
 #define AVAIL	0x2000ULL
 #define USED	0x3000ULL
 #define BUF	0x8000ULL
 
-static struct vm vm;
 static struct virtio_pci *vp;
 static uint16_t avail_idx;
 
-static void cfgw(unsigned int off, uint32_t v, unsigned int len)
-{
-	uint8_t d[4];
-
-	pci_put(d, v, len);
-	pci_cfg_access(vm.pci, 1, 0, off, d, len, true);
-}
-
-static uint32_t cfgr(unsigned int off, unsigned int len)
-{
-	uint8_t d[4];
-
-	pci_cfg_access(vm.pci, 1, 0, off, d, len, false);
-	return pci_get(d, len);
-}
-
-static void bw(uint64_t off, uint32_t v, unsigned int len)
-{
-	uint8_t d[4];
-
-	pci_put(d, v, len);
-	CHECK(pci_mmio_access(vm.pci, BAR + off, d, len, true));
-}
-
-static uint32_t br(uint64_t off, unsigned int len)
-{
-	uint8_t d[4] = { 0 };
-
-	CHECK(pci_mmio_access(vm.pci, BAR + off, d, len, false));
-	return pci_get(d, len);
-}
-
-static uint8_t *gm(uint64_t gpa)
-{
-	return guest_mem_ptr(&vm.mem, gpa, 1);
-}
-
 static void setup(void)
 {
-	memset(&vm, 0, sizeof(vm));
-	nwatch = nroutes = 0;
-	memset(fired, 0, sizeof(fired));
+	vd_setup();
 	avail_idx = 0;
-	CHECK(guest_mem_init(&vm.mem, 1 * MiB, 1 * MiB, 4 * GiB) == 0);
-	vm.pci = calloc(1, sizeof(*vm.pci));
-	pci_bus_init(vm.pci);
 	vp = (struct virtio_pci *)virtio_rng_create(&vm, 1, BAR);
 	CHECK(vp != NULL);
 	cfgw(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
@@ -127,19 +42,7 @@ static void setup(void)
 static void teardown(void)
 {
 	vp->f.dev.ops->destroy(&vp->f.dev);
-	pci_bus_destroy(vm.pci);
-	free(vm.pci);
-	guest_mem_destroy(&vm.mem);
-}
-
-static unsigned int find_cap(uint8_t id, uint8_t vtype)
-{
-	unsigned int off;
-
-	for (off = cfgr(PCI_CAP_PTR, 1); off; off = cfgr(off + 1, 1))
-		if (cfgr(off, 1) == id && (!vtype || cfgr(off + 3, 1) == vtype))
-			return off;
-	return 0;
+	vd_teardown();
 }
 
 /* Features accepted?  Leaves the device at ACK|DRIVER(|FEATURES_OK). */
@@ -239,7 +142,7 @@ static uint16_t used_idx(void)
  * blk request on the ring completes later, on its own eventfd). */
 static void run_loop_until_used(void)
 {
-	struct pollfd p[4];
+	struct pollfd p[8];
 	int i, rounds;
 
 	for (rounds = 0; rounds < 1000 && used_idx() != avail_idx; rounds++) {
@@ -545,14 +448,9 @@ static void setup_blk(bool readonly, bool sync)
 	blk_cfg.ndisks = 1;
 	blk_cfg.disks[0] = (struct disk_config){ .path = img, .readonly = readonly,
 						 .serial = "unit-serial", .blk_size = 512 };
-	memset(&vm, 0, sizeof(vm));
+	vd_setup();
 	vm.cfg = &blk_cfg;
-	nwatch = nroutes = 0;
-	memset(fired, 0, sizeof(fired));
 	avail_idx = 0;
-	CHECK(guest_mem_init(&vm.mem, 1 * MiB, 1 * MiB, 4 * GiB) == 0);
-	vm.pci = calloc(1, sizeof(*vm.pci));
-	pci_bus_init(vm.pci);
 	vp = (struct virtio_pci *)virtio_blk_create(&vm, 0, 1, BAR);
 	CHECK(vp != NULL);
 	cfgw(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
@@ -681,6 +579,7 @@ UNIT_TEST(virtio_blk_read_only_refuses_writes)
 UNIT_TEST(virtio_blk_save_and_reset_with_requests_in_flight)
 {
 	struct state_buf st = { 0 };
+	char err[128];
 	uint32_t used;
 
 	setup_blk(false, false);
@@ -702,6 +601,12 @@ UNIT_TEST(virtio_blk_save_and_reset_with_requests_in_flight)
 	memset(gm(BLK_DATA), 0, 512);
 	CHECK_EQ_U64(blk_req(0, 2, 16, 512, true, &used), 0);
 	CHECK(gm(BLK_DATA)[0] == 0x5a && !memcmp(gm(BLK_DATA), gm(BLK_DATA) + 1, 511));
+	/* A resize lets what is in flight finish first. */
+	blk_post(0, 3, 16, 512, true);
+	CHECK_EQ_U64(used_idx(), 4);
+	CHECK(virtio_blk_resize(&vp->f.dev, 2 * IMG_SECTORS * 512, err, sizeof(err)) == 0);
+	CHECK_EQ_U64(used_idx(), 5);
+	CHECK(!memcmp(gm(BLK_DATA), img_data + 3 * 512, 512));
 	/* The driver resets the device under a read and sets it up again:
 	 * only the new request is used, however late the old one ends. */
 	blk_post(0, 7, 16, 1024, true);

@@ -285,3 +285,31 @@ UNIT_TEST(vq_disabled_queue_yields_nothing)
 	CHECK(virtq_pop(&f.q, &f.m, &e) == 0);
 	guest_mem_destroy(&f.m);
 }
+
+UNIT_TEST(vq_notification_hint_and_pending_entries)
+{
+	static struct virtq_elem e;
+	struct fake f;
+	uint16_t flags;
+
+	setup(&f);
+	CHECK(!virtq_has_avail(&f.q, &f.m));
+	virtq_set_notify(&f.q, &f.m, false);
+	memcpy(&flags, g(&f, USED), 2);
+	CHECK_EQ_U64(flags, VIRTQ_USED_F_NO_NOTIFY);
+	set_desc(&f, DESC, 0, BUF, 16, 0, 0);
+	offer(&f, 0);
+	CHECK(virtq_has_avail(&f.q, &f.m));
+	CHECK(virtq_pop(&f.q, &f.m, &e) == 1);
+	CHECK(!virtq_has_avail(&f.q, &f.m));
+	virtq_set_notify(&f.q, &f.m, true);
+	memcpy(&flags, g(&f, USED), 2);
+	CHECK_EQ_U64(flags, 0);
+	/* a queue that is not ready is left alone */
+	f.q.ready = false;
+	virtq_set_notify(&f.q, &f.m, false);
+	memcpy(&flags, g(&f, USED), 2);
+	CHECK_EQ_U64(flags, 0);
+	offer(&f, 0);
+	CHECK(!virtq_has_avail(&f.q, &f.m));
+}

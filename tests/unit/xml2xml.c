@@ -94,8 +94,17 @@ int main(int argc, char **argv)
 	def = domain_def_parse_string(xml, &opts);
 	if (!def)
 		out = NULL;
-	else if (vm_config)
+	else if (vm_config) {
+		/* The taps the daemon would make: the named ones, else vnetN
+		 * in order (the real ones are the lowest free on the host). */
+		g_auto(GStrv) taps = g_new0(char *, def->nnets + 1);
+
+		for (size_t i = 0, gen = 0; i < def->nnets; i++)
+			taps[i] = def->nets[i].ifname && !def->nets[i].ifname_generated ?
+				  g_strdup(def->nets[i].ifname) : g_strdup_printf("vnet%zu", gen++);
+		rt.taps = taps;
 		out = vmconfig_from_def(def, &rt);
+	}
 	else
 		out = domain_def_format(def, flags);
 	if (!out) {

@@ -64,6 +64,46 @@ def test_pause_stops_the_guest_and_resume_continues(kvm, vms, tmp):
     assert g.wait_exit() == 0
 
 
+def test_paused_start_waits_for_resume(kvm, vms, tmp):
+    """--paused: the vCPUs wait before their first instruction; the guest
+    prints nothing until resume, then boots from the start."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock, "--paused"]))
+    api = Api(sock)
+    st = api.call("query-status")["return"]
+    assert st["state"] == "paused"
+    assert st["boots"] == 1
+    time.sleep(1.0)
+    assert g.lines == [] and g.partial == "", "guest ran while paused"
+    assert g.proc.poll() is None
+    assert api.call("pause")["return"] == {}        # already paused: idempotent
+    assert api.call("resume")["return"] == {}
+    assert api.wait_event("state-changed", state="running")["data"]["reason"] == "user"
+    g.wait_for(r"KVMMTEST boot")
+    assert g.records()[0][0] == "boot", g.lines[:3]
+    g.wait_for(r"KVMMTEST tick")
+    # a reset afterwards runs at once: only the first boot waits
+    assert "return" in api.call("reset")
+    g.wait_for(r"KVMMTEST boot", count=2)
+    assert api.call("query-status")["return"]["state"] == "running"
+    api.call("quit")
+    assert g.wait_exit() == 0
+
+
+def test_paused_config_key(kvm, vms, tmp):
+    sock = os.path.join(tmp, "api.sock")
+    cfg = os.path.join(tmp, "vm.json")
+    with open(cfg, "w") as f:
+        json.dump({"kernel": GUEST, "cmdline": "kvmmtest.action=poweroff", "memory": "64M",
+                   "serial": "stdio", "api_socket": sock, "paused": True}, f)
+    g = start(vms, [KVMM, "--config", cfg])
+    api = Api(sock)
+    assert api.call("query-status")["return"]["state"] == "paused"
+    assert api.call("resume")["return"] == {}
+    assert g.wait_exit() == 0
+    assert any("KVMMTEST boot" in l for l in g.lines)
+
+
 def test_reset_from_the_control_socket_reboots(kvm, vms, tmp):
     sock = os.path.join(tmp, "api.sock")
     g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))

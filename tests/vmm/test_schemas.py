@@ -90,6 +90,12 @@ BAD = [
     {"kernel": GUEST, "no_reboot": "yes"},
     {"kernel": GUEST, "console": "tcp:1"},
     {"kernel": GUEST, "console": True},
+    {"kernel": GUEST, "nets": [{"tap": "t0", "fd": 3}]},
+    {"kernel": GUEST, "nets": [{"mac": "52:54:00:12:34:56"}]},
+    {"kernel": GUEST, "nets": ["tap=t0,model=e1000"]},
+    {"kernel": GUEST, "nets": [{"tap": "t0", "mac": "01:54:00:12:34:56"}]},
+    {"kernel": GUEST, "nets": [{"tap": "a/b"}]},
+    {"kernel": GUEST, "nets": [{"tap": "t%d" % i} for i in range(9)]},
 ]
 
 

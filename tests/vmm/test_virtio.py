@@ -1,20 +1,19 @@
 """The test guest's virtio drivers (modern virtio-pci, MSI-X) against
 virtio devices: under QEMU now, as the reference that keeps the guest
-honest to the spec; under kvmm for the devices it has (rng, console).  The
+honest to the spec; under kvmm for the devices it has (rng, blk, console, net).  The
 guest's options and records are described in tests/guest/README.md."""
 import json
 import os
 import re
 import socket
 import subprocess
-import sys
 import time
-import uuid
 import zlib
 
 import pytest
 
 import kvmmtest
+import netns as netns_lib
 
 SECTOR = 512
 
@@ -47,10 +46,10 @@ class VirtioRunner:
     def start(self, vms, tmp, cmdline, devices, memory="256M", extra=(), entry="16"):
         self.sock = os.path.join(tmp, "ctl.sock")
         if self.name.startswith("kvmm"):
-            # kvmm's devices so far: rng, blk and one console.  Others
-            # skip until they exist.  kvmm places rng, then the disks,
-            # then the console.
-            extra_args = []
+            # kvmm's devices so far: rng, blk, one console and NICs.
+            # Others skip until they exist.  kvmm places rng, then the
+            # disks, then the console, then the NICs.
+            extra_args, prefix = [], []
             for dev in devices:
                 if dev == "rng":
                     extra_args.append("--rng")
@@ -62,15 +61,17 @@ class VirtioRunner:
                     # kvmm keeps what the guest writes before the test
                     # connects (docs/kvmm.md), as QEMU's wait=on does.
                     extra_args += ["--console", f"unix:{dev.path}"]
+                elif isinstance(dev, Nic):
+                    # kvmm runs inside the namespace, where the taps are.
+                    prefix = ["ip", "netns", "exec", dev.netns]
+                    extra_args += ["--net", f"tap={dev.tap},mac={dev.mac}"]
                 else:
                     pytest.skip(f"kvmm has no virtio {type(dev).__name__.lower()} device yet")
-            if ".resize=" in cmdline:
-                pytest.skip("kvmm cannot resize a disk yet")
             if entry != "16":
                 pytest.skip("kvmm enters the guest at its 64-bit entry only")
             # kvmm-sync: the preadv/pwritev path kvmm takes without io_uring.
             env = ["env", "KVMM_NO_IO_URING=1"] if self.name == "kvmm-sync" else []
-            return kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+            return kvmmtest.start(vms, prefix + env + kvmmtest.kvmm_argv(
                 cmdline, 1, memory, extra_args + ["--api-socket", self.sock] + list(extra)))
         args, prefix = [], []
         for i, dev in enumerate(devices):
@@ -112,7 +113,13 @@ class VirtioRunner:
     def resize_disk(self, index, size):
         """Grows disk `index` (its place in the device list) to size bytes."""
         if self.name.startswith("kvmm"):
-            pytest.skip("kvmm cannot resize a disk yet")
+            api = kvmmtest.Api(self.sock)
+            try:
+                r = api.call("block-resize", {"device": f"disk{index}", "size": size})
+                assert r.get("return") == {}, r
+            finally:
+                api.close()
+            return
         q = kvmmtest.Qmp(self.sock)
         try:
             r = q.execute("block_resize", {"device": f"d{index}", "size": size})
@@ -528,17 +535,7 @@ def test_virtio_bar_above_4g_under_qemu(kvm, vms, tmp):
 
 @pytest.fixture
 def netns():
-    """A private network namespace, deleted (with its taps) even when the
-    test fails."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and taps need root")
-    name = "kvmmt-" + uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    yield from netns_lib.private("kvmmt-")
 
 
 def add_tap(ns, tap, host_cidr):
@@ -547,12 +544,7 @@ def add_tap(ns, tap, host_cidr):
     subprocess.run(["ip", "-n", ns, "link", "set", tap, "up"], check=True)
 
 
-def probe(ns, ip, port):
-    script = os.path.join(os.path.dirname(kvmmtest.__file__), "netprobe.py")
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, script, ip, str(port)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+probe = netns_lib.probe
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -579,6 +571,29 @@ def test_virtio_net_two_nics_answer_ping_and_udp(kvm, vms, tmp, runner, netns):
         assert int(d["arp_replies"]) >= 1 and int(d["icmp_replies"]) >= 3
         assert int(d["udp_echoes"]) == 7
         msix_delivered(g, f"net{i}")
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("kind", ["head", "loop"])
+def test_virtio_net_malformed_tx_chain_breaks_only_its_nic(kvm, vms, tmp, runner, netns, kind):
+    """A hostile chain on one NIC's transmit queue puts that NIC in
+    DEVICE_NEEDS_RESET; the other NIC is untouched, and the broken one
+    works again once the guest has reset it."""
+    nics = [("tap0", "52:54:00:dd:00:01", "10.83.1.1/24", "10.83.1.15", 7),
+            ("tap1", "52:54:00:dd:00:02", "10.83.2.1/24", "10.83.2.15", 7)]
+    for tap, _, cidr, _, _ in nics:
+        add_tap(netns, tap, cidr)
+    cmdline = f"kvmmtest.virtio=net kvmmtest.net.serve=60 kvmmtest.net0.malformed={kind} " + \
+        " ".join(f"kvmmtest.net{i}.ip={ip} kvmmtest.net{i}.udp={port}"
+                 for i, (_, _, _, ip, port) in enumerate(nics))
+    g = runner.start(vms, tmp, cmdline, [Nic(netns, tap, mac) for tap, mac, *_ in nics])
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=2", timeout=60)
+    assert by_dev(g, "info", "virtio-malformed")["net0"]["outcome"] == "needs-reset"
+    for _, _, _, ip, port in reversed(nics):
+        r = probe(netns, ip, port)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    finish(g)
+    assert set(by_dev(g, "pass", "virtio-net")) == {"net0", "net1"}
 
 
 def rng_survived_malformed(g, kind):
@@ -659,7 +674,7 @@ def test_virtio_through_the_other_entries_under_qemu(kvm, vms, tmp, entry):
     msix_delivered(g, "blk0")
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", BLK_RUNNERS)
 def test_virtio_blk_resize_raises_a_config_interrupt(kvm, vms, tmp, runner):
     path, _ = make_image(tmp, "d0.img", 1 << 20)
     g = runner.start(vms, tmp, "kvmmtest.virtio=blk kvmmtest.blk0.resize=30",
@@ -671,6 +686,39 @@ def test_virtio_blk_resize_raises_a_config_interrupt(kvm, vms, tmp, runner):
     assert int(r["capacity"]) == (3 << 20) // SECTOR
     assert int(r["config_interrupts"]) > 0
     assert os.path.getsize(path) == 3 << 20
+
+
+def test_kvmm_blk_shrink_and_resize_refusals(kvm, vms, tmp):
+    """block-resize by path shrinks the image and the guest reads only the
+    new size; bad requests are refused with a line naming the fix and
+    change nothing."""
+    path, data = make_image(tmp, "d0.img", 1 << 20)
+    ro, _ = make_image(tmp, "ro.img", 1 << 20)
+    runner = VirtioRunner("kvmm")
+    g = runner.start(vms, tmp, "kvmmtest.virtio=blk kvmmtest.blk0.resize=30",
+                     [Disk(path, "rs0"), Disk(ro, "ro1", readonly=True)])
+    g.wait_for(r"KVMMTEST event virtio-blk-resize-ready dev=blk0 capacity=2048")
+    api = kvmmtest.Api(runner.sock)
+    for args, code, words in [
+            ({"device": "disk1", "size": 2 << 20}, "GenericError", "read-only"),
+            ({"device": ro, "size": 2 << 20}, "GenericError", "read-only"),
+            ({"device": "disk7", "size": 2 << 20}, "InvalidArgument", "no disk 'disk7'"),
+            ({"device": "disk0", "size": 1000}, "InvalidArgument", "multiple of the block size"),
+            ({"device": "disk0", "size": 0}, "InvalidArgument", "positive"),
+            ({"device": "disk0"}, "InvalidArgument", "block-resize takes arguments"),
+            (None, "InvalidArgument", "block-resize takes arguments")]:
+        r = api.call("block-resize", args)
+        assert r["error"]["code"] == code, (args, r)
+        assert words in r["error"]["message"], (args, r)
+    assert os.path.getsize(path) == 1 << 20 and os.path.getsize(ro) == 1 << 20
+    assert api.call("block-resize", {"device": path, "size": 512 << 10})["return"] == {}
+    finish(g)
+    r = by_dev(g, "pass", "virtio-blk-resize")["blk0"]
+    assert int(r["capacity"]) == (512 << 10) // SECTOR
+    assert int(r["config_interrupts"]) > 0
+    assert os.path.getsize(path) == 512 << 10
+    with open(path, "rb") as f:
+        assert f.read() == data[:512 << 10]
 
 
 @pytest.mark.parametrize("cache", ["none", "writeback"])

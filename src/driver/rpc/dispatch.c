@@ -11,6 +11,7 @@
 #include "remote_host_xdr.h"
 #include "remote_events_xdr.h"
 #include "remote_stats_xdr.h"
+#include "autodestroy.h"
 #include "events.h"
 #include "reply_error.h"
 #include "dispatch.h"
@@ -142,6 +143,8 @@ static const struct rpc_proc procs[] = {
 	    drv_domain_reset, W),
 	DOM(REMOTE_PROC_DOMAIN_REBOOT, "virDomainReboot", ARGS(remote_domain_flags_args), NONE,
 	    drv_domain_reboot, W),
+	DOM(REMOTE_PROC_DOMAIN_BLOCK_RESIZE, "virDomainBlockResize",
+	    ARGS(remote_domain_block_resize_args), NONE, drv_domain_block_resize, W),
 	DOM(REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole",
 	    ARGS(remote_domain_open_console_args), NONE, drv_domain_open_console, W),
 #undef W
@@ -190,6 +193,9 @@ static const struct rpc_proc procs[] = {
 		RET(remote_domain_get_vcpus_ret), drv_domain_get_vcpus, 0 },
 	[REMOTE_PROC_DOMAIN_BLOCK_STATS] = { "virDomainBlockStats", ARGS(remote_domain_block_stats_args),
 		RET(remote_domain_block_stats_ret), drv_domain_block_stats, 0 },
+	[REMOTE_PROC_DOMAIN_INTERFACE_STATS] = { "virDomainInterfaceStats",
+		ARGS(remote_domain_interface_stats_args), RET(remote_domain_interface_stats_ret),
+		drv_domain_interface_stats, 0 },
 	[REMOTE_PROC_DOMAIN_GET_BLOCK_INFO] = { "virDomainGetBlockInfo",
 		ARGS(remote_domain_get_block_info_args), RET(remote_domain_get_block_info_ret),
 		drv_domain_get_block_info, 0 },
@@ -342,6 +348,7 @@ static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *h
 void rpc_conn_gone(struct rpc_conn *conn)
 {
 	events_conn_gone(conn);
+	autodestroy_conn_gone(conn);
 	rpc_streams_close_all(conn);
 }
 

@@ -73,6 +73,16 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 		slot++;
 		bar += VIRTIO_PCI_BAR_SIZE;
 	}
+	/* NICs last, so adding them moves no other device's slot. */
+	for (i = 0; i < vm->cfg->nnets; i++) {
+		/* A tap that cannot be used has said why, in one line. */
+		dev = virtio_net_create(vm, i, slot, bar);
+		if (!dev)
+			return -EINVAL;
+		devices_add(vm, dev);
+		slot++;
+		bar += VIRTIO_PCI_BAR_SIZE;
+	}
 	return 0;
 fail:
 	pr_err("cannot create the PCI bus");

@@ -26,6 +26,8 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -732,6 +734,43 @@ int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st)
 	};
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
+}
+
+int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errlen)
+{
+	struct virtio_pci *vp = virtio_pci_of(dev);
+	struct stat st;
+	struct blk *b;
+	int r = 0;
+
+	if (!vp || vp->ops != &blk_ops)
+		return -ENODEV;
+	pthread_mutex_lock(&dev->lock);
+	b = vp->priv;
+	/* Requests in flight were checked against the old size: they finish
+	 * first (new ones wait for the lock), so none straddles the change. */
+	if (reap(b, true, true))
+		virtio_queue_interrupt(vp, 0);
+	if (b->readonly) {
+		snprintf(err, errlen, "disk %s is read-only", b->path);
+		r = -EROFS;
+	} else if (fstat(b->bfd, &st) || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "disk %s is not an image file: kvmm resizes image files only",
+			 b->path);
+		r = -ENOTSUP;
+	} else if (!size || size % b->blk_size || size > (uint64_t)INT64_MAX) {
+		snprintf(err, errlen, "size %llu is not valid: give a positive multiple of the block size (%u bytes)",
+			 (unsigned long long)size, b->blk_size);
+		r = -EINVAL;
+	} else if (ftruncate(b->bfd, (off_t)size)) {
+		r = -errno;
+		snprintf(err, errlen, "cannot resize disk %s: %s", b->path, strerror(-r));
+	} else {
+		b->capacity = size / SECTOR;
+		virtio_config_changed(vp);
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return r;
 }
 
 /* Opens the image, with O_DIRECT for cache=none when the file system

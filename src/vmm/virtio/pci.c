@@ -125,6 +125,14 @@ static void virtio_reset(struct virtio_pci *vp)
 		vp->ops->reset(vp);
 }
 
+/* The configuration-change interrupt: ISR bit 1, and the config vector. */
+static void config_interrupt(struct virtio_pci *vp)
+{
+	vp->isr |= 2;
+	if (vp->config_vector != VIRTIO_NO_VECTOR)
+		msix_notify(&vp->msix, vp->config_vector);
+}
+
 void virtio_needs_reset(struct virtio_pci *vp)
 {
 	if (vp->status & VIRTIO_STATUS_NEEDS_RESET)
@@ -137,9 +145,15 @@ void virtio_needs_reset(struct virtio_pci *vp)
 		pr_debug("%s: device needs a reset again", vp->ops->name);
 	vp->warned = true;
 	vp->status |= VIRTIO_STATUS_NEEDS_RESET;
-	vp->isr |= 2;
-	if (vp->config_vector != VIRTIO_NO_VECTOR)
-		msix_notify(&vp->msix, vp->config_vector);
+	config_interrupt(vp);
+}
+
+void virtio_config_changed(struct virtio_pci *vp)
+{
+	/* A driver reading a multi-byte field around this sees the
+	 * generation move and reads again (4.1.4.3.1). */
+	vp->config_generation++;
+	config_interrupt(vp);
 }
 
 void virtio_queue_interrupt(struct virtio_pci *vp, unsigned int q)
@@ -205,6 +219,7 @@ static uint16_t vector_or_none(struct virtio_pci *vp, uint16_t v)
 static void write_status(struct virtio_pci *vp, uint8_t v)
 {
 	uint64_t f = vp->driver_features;
+	uint8_t old;
 
 	if (!v) {
 		virtio_reset(vp);
@@ -216,7 +231,10 @@ static void write_status(struct virtio_pci *vp, uint8_t v)
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(vp->status & VIRTIO_STATUS_FEATURES_OK) &&
 	    ((f & ~offered(vp)) || !(f & 1ULL << VIRTIO_F_VERSION_1)))
 		v &= ~VIRTIO_STATUS_FEATURES_OK;
+	old = vp->status;
 	vp->status = v;
+	if (vp->ops->status && v != old)
+		vp->ops->status(vp, old);
 }
 
 static void enable_queue(struct virtio_pci *vp, struct virtio_queue *q)

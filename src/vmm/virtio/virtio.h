@@ -8,9 +8,10 @@
  * queue (KVM_IOEVENTFD on the notify address, or written by the MMIO
  * exit path when the ioeventfd is missing), and the main thread's epoll
  * loop runs the device's queue_notify with the device lock held.
- * Devices whose work blocks (blk's io_uring, net's tap) will watch the
- * same eventfds from their own I/O thread instead; nothing in the
- * transport assumes which thread calls it. */
+ * Devices whose work blocks (blk's io_uring) may watch the same
+ * eventfds from their own I/O thread instead; nothing in the transport
+ * assumes which thread calls it.  net watches its tap from the main loop
+ * too. */
 #ifndef KVMM_VIRTIO_H
 #define KVMM_VIRTIO_H
 
@@ -51,6 +52,9 @@ struct virtio_dev_ops {
 			     const uint8_t *data, unsigned int len);
 	/* Queue q was kicked: consume what is available. */
 	void (*queue_notify)(struct virtio_pci *vp, unsigned int q);
+	/* The driver changed device_status from old to vp->status (not
+	 * to 0: that is reset); optional. */
+	void (*status)(struct virtio_pci *vp, uint8_t old);
 	/* Device-specific state (the transport saves its own). */
 	void (*reset)(struct virtio_pci *vp);
 	int (*save)(struct virtio_pci *vp, struct state_buf *out);
@@ -101,6 +105,9 @@ void virtio_queue_interrupt(struct virtio_pci *vp, unsigned int q);
 void virtio_queue_kick(struct virtio_pci *vp, unsigned int q);
 /* The guest broke a rule: DEVICE_NEEDS_RESET and a config interrupt. */
 void virtio_needs_reset(struct virtio_pci *vp);
+/* The device-specific configuration changed (caller holds the device
+ * lock): a new config_generation and a config interrupt. */
+void virtio_config_changed(struct virtio_pci *vp);
 /* Pops the next element of queue q; on a malformed chain sets
  * NEEDS_RESET and returns -EINVAL. */
 int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
@@ -126,6 +133,28 @@ struct virtio_blk_stats {
 };
 /* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
 int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
+/* Resizes the image of the virtio-blk device dev to size bytes and tells
+ * the guest (config change).  -ENODEV if dev is not virtio-blk; other
+ * errors write one line into err: read-only disk, block device, size
+ * not a positive multiple of the block size, ftruncate's failure. */
+int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errlen);
+
+/* Opens (or creates) NIC index's tap of vm->cfg; on bad input prints
+ * one line and returns NULL, leaving no tap behind. */
+struct device *virtio_net_create(struct vm *vm, unsigned int index,
+				 unsigned int slot, uint64_t bar_addr);
+
+/* A NIC's counters since kvmm started (they survive guest resets); rx
+ * is what the guest received, tx what it sent. */
+struct virtio_net_stats {
+	const char *tap;
+	uint8_t mac[6];
+	uint64_t rx_bytes, rx_packets, rx_errors, rx_drops;
+	uint64_t tx_bytes, tx_packets, tx_errors, tx_drops;
+};
+/* 0 and *st filled if dev is a virtio-net device, else -ENODEV. */
+int virtio_net_stats(struct device *dev, struct virtio_net_stats *st);
+
 /* The virtio_pci behind dev, or NULL if dev is not a virtio device. */
 struct virtio_pci *virtio_pci_of(struct device *dev);
 

@@ -211,6 +211,24 @@ bool virtq_should_notify(const struct virtq *q, const struct guest_memory *mem)
 	return !avail || !(ld16(avail) & VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
+void virtq_set_notify(struct virtq *q, const struct guest_memory *mem, bool on)
+{
+	uint8_t *used = ring(mem, q->used, 2);
+
+	if (!q->ready || !used)
+		return;
+	st16(used, on ? 0 : VIRTQ_USED_F_NO_NOTIFY);
+	/* The flag must be visible before the avail index is read again. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+bool virtq_has_avail(const struct virtq *q, const struct guest_memory *mem)
+{
+	const uint8_t *avail = ring(mem, q->avail, 4);
+
+	return q->ready && avail && ld16(avail + 2) != q->last_avail;
+}
+
 uint64_t virtq_elem_write(const struct virtq_elem *e, const void *src, uint64_t len)
 {
 	const uint8_t *s = src;

@@ -24,6 +24,7 @@
 #define VIRTQ_DESC_F_WRITE	2
 #define VIRTQ_DESC_F_INDIRECT	4
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
+#define VIRTQ_USED_F_NO_NOTIFY	1
 
 struct virtq {
 	uint16_t size;		/* a power of two <= VIRTQ_MAX_SIZE once ready */
@@ -58,6 +59,13 @@ int virtq_push(struct virtq *q, const struct guest_memory *mem,
 	       uint16_t head, uint32_t len);
 /* Whether the driver wants an interrupt now (VIRTQ_AVAIL_F_NO_INTERRUPT). */
 bool virtq_should_notify(const struct virtq *q, const struct guest_memory *mem);
+/* Asks the driver for notifications (on) or to skip them while the
+ * device drains the queue anyway (VIRTQ_USED_F_NO_NOTIFY: a hint only). */
+void virtq_set_notify(struct virtq *q, const struct guest_memory *mem, bool on);
+/* Whether the driver made entries available that were not popped yet;
+ * after virtq_set_notify(q, mem, true), to catch those added before the
+ * driver saw the flag. */
+bool virtq_has_avail(const struct virtq *q, const struct guest_memory *mem);
 /* Copies up to len bytes into the element's writable buffers. */
 uint64_t virtq_elem_write(const struct virtq_elem *e, const void *src, uint64_t len);
 

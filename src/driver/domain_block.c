@@ -1,0 +1,85 @@
+/* Handlers that change a running domain's disks: blockresize.  The
+ * rules and errors are those of libvirt's QEMU driver; kvmm does the
+ * resize (its block-resize command) and tells the guest. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <glib.h>
+#include <json-c/json.h>
+#include <libvirt/libvirt.h>
+
+#include "domain_api.h"
+#include "error.h"
+#include "handlers.h"
+#include "log.h"
+#include "monitor.h"
+#include "process.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_block_resize_args *a = args;
+	unsigned long long size = a->size;
+	g_autofree char *api = NULL, *target = NULL;
+	struct domain_obj *obj;
+	json_object *req;
+	bool readonly = false;
+	char dev[16];
+	int i, rc = -1;
+
+	if (api_check_flags(a->flags, VIR_DOMAIN_BLOCK_RESIZE_BYTES, "virDomainBlockResize") < 0)
+		return -1;
+	/* CLIENT: KiB unless BYTES; the product must fit. */
+	if (!(a->flags & VIR_DOMAIN_BLOCK_RESIZE_BYTES)) {
+		if (size > ULLONG_MAX / 1024) {
+			drv_error_report(VIR_ERR_OVERFLOW, "size must be less than %llu",
+					 ULLONG_MAX / 1024);
+			return -1;
+		}
+		size *= 1024;
+	}
+	/* CLIENT: no file is larger than off_t holds. */
+	if (size > INT64_MAX) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "size %llu is too large for an image file", size);
+		return -1;
+	}
+	if (!(obj = api_domain_get(&a->dom)))
+		return -1;
+	if (domain_job_begin(obj, "virDomainBlockResize") < 0)
+		goto out;
+	if (!(api = process_api_path(obj)))
+		goto end;
+	g_mutex_lock(&obj->lock);
+	i = api_disk_index(obj->def, a->disk);
+	if (i >= 0) {
+		target = g_strdup(obj->def->disks[i].target);
+		readonly = obj->def->disks[i].readonly;
+	}
+	g_mutex_unlock(&obj->lock);
+	if (i < 0) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "disk '%s' was not found in the domain config",
+				 a->disk);
+		goto end;
+	}
+	if (readonly) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "can't resize empty or readonly disk '%s'",
+				 target);
+		goto end;
+	}
+	/* kvmm names its disks in --disk order, which is the XML's. */
+	req = json_object_new_object();
+	snprintf(dev, sizeof(dev), "disk%d", i);
+	json_object_object_add(req, "device", json_object_new_string(dev));
+	json_object_object_add(req, "size", json_object_new_int64((int64_t)size));
+	rc = monitor_command_args(api, "block-resize", req, NULL);
+	json_object_put(req);
+	if (rc == 0)
+		pr_info("domain '%s': disk %s resized to %llu bytes", obj->def->name, target, size);
+end:
+	domain_job_end(obj);
+out:
+	domain_obj_unref(obj);
+	return rc;
+}

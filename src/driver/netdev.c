@@ -1,0 +1,261 @@
+/* Taps, bridge ports and their counters; see netdev.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+
+#include <glib.h>
+#include <libvirt/libvirt.h>
+
+#include "error.h"
+#include "log.h"
+#include "netdev.h"
+
+#define VIR_FROM_THIS VIR_FROM_NONE
+
+/* Generated names: vnet0 upwards, the lowest one free. */
+#define GENERATED_MAX 10000
+
+static int ctl_socket(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open a socket for interface control: %s",
+				 g_strerror(errno));
+	return s;
+}
+
+static void set_ifname(struct ifreq *ifr, const char *name)
+{
+	memset(ifr, 0, sizeof(*ifr));
+	g_strlcpy(ifr->ifr_name, name, sizeof(ifr->ifr_name));
+}
+
+bool netdev_exists(const char *name)
+{
+	return if_nametoindex(name) != 0;
+}
+
+/* TUNSETIFF on a new /dev/net/tun descriptor: the fd, or -errno. */
+static int tun_attach(const char *name, short extra)
+{
+	struct ifreq ifr;
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	set_ifname(&ifr, name);
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | extra;
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* The tap itself: a descriptor attached to it, *NAME filled when
+ * generated; -1 after reporting. */
+static int tap_open(char **name)
+{
+	int fd;
+
+	if (*name) {
+		if (strlen(*name) >= IFNAMSIZ) {
+			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+					 "interface name '%s' is too long: at most %d characters", *name,
+					 IFNAMSIZ - 1);
+			return -1;
+		}
+		fd = tun_attach(*name, 0);
+		if (fd == -EBUSY)
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "tap device '%s' is in use by another process; choose another <target dev='...'/> or leave it out",
+					 *name);
+		else if (fd == -EINVAL)
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "cannot create tap device '%s': a network device of another kind has that name",
+					 *name);
+		else if (fd < 0)
+			drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create tap device '%s': %s%s", *name,
+					 g_strerror(-fd), fd == -EPERM ? " (creating taps needs CAP_NET_ADMIN)" : "");
+		return fd < 0 ? -1 : fd;
+	}
+	/* IFF_TUN_EXCL: a name taken (by anything) is EBUSY, so two starts
+	 * at once can never share a tap. */
+	for (int n = 0; n < GENERATED_MAX; n++) {
+		g_autofree char *try = g_strdup_printf("vnet%d", n);
+
+		fd = tun_attach(try, IFF_TUN_EXCL);
+		if (fd >= 0) {
+			*name = g_steal_pointer(&try);
+			return fd;
+		}
+		if (fd != -EBUSY) {
+			drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create tap device '%s': %s%s", try,
+					 g_strerror(-fd), fd == -EPERM ? " (creating taps needs CAP_NET_ADMIN)" : "");
+			return -1;
+		}
+	}
+	drv_error_report(VIR_ERR_OPERATION_FAILED, "no free tap name: vnet0 to vnet%d all exist",
+			 GENERATED_MAX - 1);
+	return -1;
+}
+
+/* Host-side address, bridge port, link up; -1 after reporting. */
+static int tap_setup(int s, const char *name, const unsigned char mac[6], const char *bridge)
+{
+	struct ifreq ifr;
+
+	set_ifname(&ifr, name);
+	ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+	memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+	ifr.ifr_hwaddr.sa_data[0] = (char)0xFE;
+	if (ioctl(s, SIOCSIFHWADDR, &ifr) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot set the MAC address of tap '%s': %s", name,
+				 g_strerror(errno));
+		return -1;
+	}
+	if (bridge) {
+		unsigned idx = if_nametoindex(name);
+
+		if (!netdev_exists(bridge)) {
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "bridge '%s' does not exist on this host; create it, or change <source bridge='...'/>",
+					 bridge);
+			return -1;
+		}
+		/* The bridge adopts the smallest MTU of its ports: match it
+		 * before joining, as libvirt does. */
+		set_ifname(&ifr, bridge);
+		if (ioctl(s, SIOCGIFMTU, &ifr) == 0) {
+			int mtu = ifr.ifr_mtu;
+
+			set_ifname(&ifr, name);
+			ifr.ifr_mtu = mtu;
+			if (ioctl(s, SIOCSIFMTU, &ifr) < 0)
+				pr_warn("cannot set the MTU of tap '%s' to %d: %s", name, mtu, g_strerror(errno));
+		}
+		set_ifname(&ifr, bridge);
+		ifr.ifr_ifindex = (int)idx;
+		if (!idx || ioctl(s, SIOCBRADDIF, &ifr) < 0) {
+			int e = errno;
+
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot add tap '%s' to bridge '%s': %s%s",
+					 name, bridge, g_strerror(e),
+					 e == EOPNOTSUPP ? " (it is not a Linux bridge)" : "");
+			return -1;
+		}
+	}
+	set_ifname(&ifr, name);
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr) == 0)
+			return 0;
+	}
+	drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot bring tap '%s' up: %s", name, g_strerror(errno));
+	return -1;
+}
+
+int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge)
+{
+	bool generated = !*name;
+	int fd, s;
+
+	if (mac[0] == 0xFE) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+				 "cannot use MAC address %02x:%02x:%02x:%02x:%02x:%02x: the first byte 0xfe is reserved for the host side of the tap",
+				 mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+		return -1;
+	}
+	if ((fd = tap_open(name)) < 0)
+		return -1;
+	if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot make tap '%s' persistent: %s", *name,
+				 g_strerror(errno));
+		goto fail;
+	}
+	if ((s = ctl_socket()) < 0)
+		goto fail;
+	if (tap_setup(s, *name, mac, bridge) < 0) {
+		close(s);
+		goto fail;
+	}
+	close(s);
+	close(fd);
+	pr_info("tap '%s' created%s%s", *name, bridge ? " on bridge " : "", bridge ? bridge : "");
+	return 0;
+
+fail:
+	/* Not persistent any more: it goes with our descriptor. */
+	ioctl(fd, TUNSETPERSIST, 0);
+	close(fd);
+	if (generated)
+		g_clear_pointer(name, g_free);
+	return -1;
+}
+
+void netdev_tap_delete(const char *name)
+{
+	int fd;
+
+	if (!netdev_exists(name))
+		return;
+	fd = tun_attach(name, 0);
+	if (fd < 0) {
+		pr_warn("cannot remove tap '%s': %s", name, g_strerror(-fd));
+		return;
+	}
+	if (ioctl(fd, TUNSETPERSIST, 0) < 0)
+		pr_warn("cannot remove tap '%s': %s", name, g_strerror(errno));
+	else
+		pr_info("tap '%s' removed", name);
+	close(fd);
+}
+
+int netdev_stats(const char *name, struct netdev_stats *st)
+{
+	g_autofree char *text = NULL;
+	char **lines;
+	int rc = -1;
+
+	/* /proc/net/dev, not sysfs: it always shows the reader's network
+	 * namespace, whatever sysfs instance is mounted. */
+	if (!g_file_get_contents("/proc/net/dev", &text, NULL, NULL)) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot read /proc/net/dev");
+		return -1;
+	}
+	lines = g_strsplit(text, "\n", -1);
+	for (char **l = lines; *l && rc < 0; l++) {
+		char *colon = strchr(*l, ':');
+		unsigned long long v[16];
+
+		if (!colon)
+			continue;
+		*colon = '\0';
+		if (strcmp(g_strstrip(*l), name))
+			continue;
+		/* Receive: bytes packets errs drop fifo frame compressed
+		 * multicast; transmit: bytes packets errs drop ... */
+		if (sscanf(colon + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu",
+			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
+			   &v[10], &v[11]) != 12)
+			break;
+		*st = (struct netdev_stats){ v[0], v[1], v[2], v[3], v[8], v[9], v[10], v[11] };
+		rc = 0;
+	}
+	g_strfreev(lines);
+	if (rc < 0)
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "no counters for network device '%s'", name);
+	return rc;
+}

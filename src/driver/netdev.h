@@ -1,0 +1,40 @@
+/* Host network devices behind a domain's NICs: persistent taps that kvmm
+ * opens by name, their place on a Linux bridge, their counters.  The only
+ * file with tun/tap and bridge ioctls.  Everything acts in the daemon's
+ * own network namespace.
+ *
+ * The tap's own (host-side) MAC is the guest's with the first byte 0xFE,
+ * as libvirt sets it: a bridge takes the lowest MAC of its ports, and the
+ * host must not see the guest's address as its own. */
+#ifndef KVMM_DRV_NETDEV_H
+#define KVMM_DRV_NETDEV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Counters as the host sees them (rx: what the host received from the
+ * tap, i.e. what the guest sent). */
+struct netdev_stats {
+	uint64_t rx_bytes, rx_packets, rx_errs, rx_drop;
+	uint64_t tx_bytes, tx_packets, tx_errs, tx_drop;
+};
+
+/* Creates the persistent tap *NAME -- or, *NAME being NULL, the lowest
+ * free vnetN, whose name goes to *NAME (g_free it) -- with MAC the guest's
+ * address, attached to BRIDGE when not NULL (taking its MTU), link up.
+ * A tap of that name that exists and nobody holds is taken over, as
+ * libvirt does; one in use is refused.  -1 after reporting, nothing left
+ * behind. */
+int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge);
+
+/* Whether a network device called NAME exists. */
+bool netdev_exists(const char *name);
+
+/* Removes the persistent tap NAME (the kernel deletes it once nobody
+ * holds it).  Gone already is fine; failures are logged. */
+void netdev_tap_delete(const char *name);
+
+/* NAME's counters (/proc/net/dev).  -1 after reporting. */
+int netdev_stats(const char *name, struct netdev_stats *st);
+
+#endif

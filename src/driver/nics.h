@@ -1,0 +1,38 @@
+/* The host side of a running domain's NICs: one persistent tap per
+ * <interface> (ethernet: the tap alone; bridge: a port of that bridge;
+ * network: a port of the bridge of that libvirt network), made before
+ * kvmm starts and removed when the domain stops, whichever way it stops.
+ * The names go into kvmm's configuration (it opens the taps by name), the
+ * live XML (<target dev=>) and the status file. */
+#ifndef KVMM_DRV_NICS_H
+#define KVMM_DRV_NICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "conf/domain_conf.h"
+
+struct nic_taps {
+	size_t n;
+	char **names;		/* per NIC, in XML order */
+	bool *owned;		/* made here, removed here (not managed='no') */
+};
+
+/* Creates the taps of DEF's interfaces into T.  -1 after reporting, with
+ * nothing left behind. */
+int nics_create(const struct domain_def *def, struct nic_taps *t);
+
+/* Removes the taps T owns and empties T; nics_clear only empties it. */
+void nics_remove(struct nic_taps *t);
+void nics_clear(struct nic_taps *t);
+
+/* Shows T's names as DEF's <target dev=> (generated ones are live-only);
+ * nics_forget takes the generated ones away again when the domain stops. */
+void nics_show(struct domain_def *def, const struct nic_taps *t);
+void nics_forget(struct domain_def *def);
+
+/* The NIC of DEF a client names by its target dev or its MAC address, as
+ * libvirt accepts; -1 after reporting. */
+int nics_find(const struct domain_def *def, const char *device);
+
+#endif
