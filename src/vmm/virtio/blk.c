@@ -21,7 +21,8 @@
  * WRITE_ZEROES, rare, run synchronously.  A device reset, and the
  * device's destruction, wait for what is in flight and drop it before
  * the rings go away; a save waits for it and completes it, so nothing of
- * the device's own is left to save. */
+ * the device's own is left to save, and so does a resize, so that no
+ * request checked against the old size runs under the new one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
