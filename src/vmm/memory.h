@@ -1,5 +1,6 @@
-/* Guest RAM: one memfd, mapped lazily (MAP_NORESERVE; pages cost host
- * memory only once touched), split into regions around the 32-bit MMIO
+/* Guest RAM: one anonymous mapping, committed lazily (MAP_NORESERVE;
+ * pages cost host memory only once touched), with huge pages if the host
+ * gives them, split into regions around the 32-bit MMIO
  * hole.  Every access from the VMM to guest memory goes through
  * guest_mem_ptr(), which bounds-checks the whole range. */
 #ifndef KVMM_MEMORY_H
@@ -14,12 +15,10 @@ struct guest_region {
 	uint64_t gpa;
 	uint64_t size;
 	uint8_t *hva;
-	uint64_t offset;	/* into the memfd */
 };
 
 struct guest_memory {
-	int fd;
-	uint8_t *base;		/* host mapping of the whole memfd */
+	uint8_t *base;		/* host mapping of all of it */
 	uint64_t size;		/* total RAM */
 	unsigned int nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];

@@ -93,7 +93,6 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	vm->cfg = cfg;
 	vm->loop = loop;
 	vm->kvm_fd = vm->vm_fd = vm->request_fd = -1;
-	vm->mem.fd = -1;
 	vm->ncpus = cfg->cpus;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);

@@ -101,5 +101,9 @@ void virtio_blk_run(struct virtio_dev *v, int index);
 void virtio_console_run(struct virtio_dev *v, int index);
 void virtio_net_run(struct virtio_dev *v, int index);
 void virtio_net_serve(void);
+/* blk_bench.c: the queue size blk N wants, and its load (if asked for) */
+u16 blk_bench_queue_size(int index);
+void blk_bench_run(struct virtio_dev *v, int index, u64 capacity, u32 blk_size,
+		   u64 features);
 
 #endif

@@ -5,7 +5,8 @@
  * and flushed and read back, WRITE_ZEROES, DISCARD.  Options, per disk
  * N in bus order: kvmmtest.blkN.{read,write,zeroes,discard}=START+COUNT
  * (512-byte sectors, as virtio-blk counts them); kvmmtest.blkN.resize=SECS
- * waits for the host to resize the disk.
+ * waits for the host to resize the disk; kvmmtest.blkN.bench=MODE runs
+ * blk_bench.c's load last.
  */
 #include "guest.h"
 #include "io.h"
@@ -341,7 +342,7 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 	u64 start, count;
 	char key[32], val[16];
 
-	if (!virtio_init(v, wanted, 1, 16))
+	if (!virtio_init(v, wanted, 1, blk_bench_queue_size(index)))
 		return;
 	if (!shared_buf)
 		shared_buf = dma_alloc(BUF_BYTES, 4096);
@@ -388,5 +389,7 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 	snprintf(key, sizeof(key), "kvmmtest.blk%d.resize", index);
 	if (cmdline_option(key, val, sizeof(val)))
 		wait_resize(&b, parse_u64(val, NULL) ?: 10);
+	blk_bench_run(v, index, b.capacity, virtio_has(v, F_BLK_SIZE) ?
+		      virtio_cfg32(v, CFG_BLK_SIZE) : SECTOR, v->features);
 	virtio_report_interrupts(v, true);
 }

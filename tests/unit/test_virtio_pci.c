@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -105,6 +106,18 @@ static void post(uint16_t head, uint64_t addr, uint32_t len, uint16_t flags, uin
 	memcpy(d + 14, &next, 2);
 }
 
+/* The loop's watch of queue 0's kicks (blk also has one for its ring). */
+static int kick_watch(void)
+{
+	int i;
+
+	for (i = 0; i < nwatch; i++)
+		if (watch[i].opaque == &vp->queues[0])
+			return i;
+	CHECK(!"no watch on the queue's kick eventfd");
+	return 0;
+}
+
 static void offer_and_kick(uint16_t head)
 {
 	uint8_t *a = gm(AVAIL);
@@ -113,8 +126,8 @@ static void offer_and_kick(uint16_t head)
 	avail_idx++;
 	memcpy(a + 2, &avail_idx, 2);
 	bw(0x3000, 0, 2);			/* notify queue 0 (MMIO exit path) */
-	CHECK(nwatch == 1);
-	watch[0].fn(watch[0].opaque, 1);	/* what the main loop does */
+	/* what the main loop does */
+	watch[kick_watch()].fn(&vp->queues[0], 1);
 }
 
 static uint16_t used_idx(void)
@@ -123,6 +136,26 @@ static uint16_t used_idx(void)
 
 	memcpy(&v, gm(USED + 2), 2);
 	return v;
+}
+
+/* What the main loop does until the device used every chain offered (a
+ * blk request on the ring completes later, on its own eventfd). */
+static void run_loop_until_used(void)
+{
+	struct pollfd p[8];
+	int i, rounds;
+
+	for (rounds = 0; rounds < 1000 && used_idx() != avail_idx; rounds++) {
+		for (i = 0; i < nwatch; i++)
+			p[i] = (struct pollfd){ .fd = watch[i].fd, .events = POLLIN };
+		if (poll(p, nwatch, 1000) <= 0) {
+			CHECK(!"the device never used what was offered");
+			return;
+		}
+		for (i = 0; i < nwatch; i++)
+			if (p[i].revents & POLLIN)
+				watch[i].fn(watch[i].opaque, EPOLLIN);
+	}
 }
 
 UNIT_TEST(virtio_pci_identity_and_capabilities)
@@ -431,12 +464,11 @@ static void teardown_blk(void)
 }
 
 /* Posts header (hdr_len bytes of it), data (data_len, device-writable
- * for reads) and a status byte; returns the status, *used the length. */
-static int blk_req(uint32_t type, uint64_t sector, uint32_t hdr_len,
-		   uint32_t data_len, bool data_in, uint32_t *used)
+ * for reads) and a status byte, and kicks. */
+static void blk_post(uint32_t type, uint64_t sector, uint32_t hdr_len,
+		     uint32_t data_len, bool data_in)
 {
 	uint16_t head = (avail_idx * 3) % 8, d = (head + 1) % 8, s = (head + 2) % 8;
-	uint16_t slot = avail_idx % 8;
 
 	memcpy(gm(BLK_HDR), &type, 4);
 	memset(gm(BLK_HDR + 4), 0, 4);
@@ -450,6 +482,16 @@ static int blk_req(uint32_t type, uint64_t sector, uint32_t hdr_len,
 	}
 	post(s, BLK_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
 	offer_and_kick(head);
+}
+
+/* blk_post, then the loop until it is used: the status, *used the length. */
+static int blk_req(uint32_t type, uint64_t sector, uint32_t hdr_len,
+		   uint32_t data_len, bool data_in, uint32_t *used)
+{
+	uint16_t slot = avail_idx % 8;
+
+	blk_post(type, sector, hdr_len, data_len, data_in);
+	run_loop_until_used();
 	CHECK_EQ_U64(used_idx(), avail_idx);
 	*used = pci_get(gm(USED + 4 + 8 * slot + 4), 4);
 	return *gm(BLK_STATUS);
@@ -529,5 +571,54 @@ UNIT_TEST(virtio_blk_read_only_refuses_writes)
 	CHECK_EQ_U64(blk_req(1, 0, 16, 512, false, &used), 1);
 	CHECK_EQ_U64(blk_req(0, 0, 16, 512, true, &used), 0);
 	CHECK(!memcmp(gm(BLK_DATA), img_data, 512));
+	teardown_blk();
+}
+
+/* On the ring, requests outlive the kick: a save completes them, a
+ * reset waits for them and drops them with the rings. */
+UNIT_TEST(virtio_blk_save_and_reset_with_requests_in_flight)
+{
+	struct state_buf st = { 0 };
+	char err[128];
+	uint32_t used;
+
+	setup_blk(false, false);
+	CHECK(nwatch == 2);			/* the ring's completions */
+	blk_post(0, 5, 16, 1024, true);
+	CHECK_EQ_U64(used_idx(), 0);		/* not before the loop reaps */
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(used_idx(), 1);
+	CHECK_EQ_U64(*gm(BLK_STATUS), 0);
+	CHECK(!memcmp(gm(BLK_DATA), img_data + 5 * 512, 1024));
+	state_buf_free(&st);
+	/* A FLUSH behind a write waits for it, then goes on the ring too. */
+	memset(gm(BLK_DATA), 0x5a, 512);
+	blk_post(1, 2, 16, 512, false);
+	blk_post(4, 0, 16, 0, false);
+	run_loop_until_used();
+	CHECK_EQ_U64(used_idx(), 3);
+	CHECK_EQ_U64(*gm(BLK_STATUS), 0);
+	memset(gm(BLK_DATA), 0, 512);
+	CHECK_EQ_U64(blk_req(0, 2, 16, 512, true, &used), 0);
+	CHECK(gm(BLK_DATA)[0] == 0x5a && !memcmp(gm(BLK_DATA), gm(BLK_DATA) + 1, 511));
+	/* A resize lets what is in flight finish first. */
+	blk_post(0, 3, 16, 512, true);
+	CHECK_EQ_U64(used_idx(), 4);
+	CHECK(virtio_blk_resize(&vp->f.dev, 2 * IMG_SECTORS * 512, err, sizeof(err)) == 0);
+	CHECK_EQ_U64(used_idx(), 5);
+	CHECK(!memcmp(gm(BLK_DATA), img_data + 3 * 512, 512));
+	/* The driver resets the device under a read and sets it up again:
+	 * only the new request is used, however late the old one ends. */
+	blk_post(0, 7, 16, 1024, true);
+	bw(20, 0, 1);
+	memset(gm(AVAIL), 0, 0x1000);
+	memset(gm(USED), 0, 0x1000);
+	avail_idx = 0;
+	driver_ok();
+	CHECK_EQ_U64(blk_req(0, 9, 16, 512, true, &used), 0);
+	CHECK(!memcmp(gm(BLK_DATA), img_data + 9 * 512, 512));
+	usleep(20000);
+	watch[!kick_watch()].fn(watch[!kick_watch()].opaque, EPOLLIN);
+	CHECK_EQ_U64(used_idx(), 1);
 	teardown_blk();
 }

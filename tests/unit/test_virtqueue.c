@@ -1,5 +1,5 @@
-/* The split virtqueue walker against a fake guest memory (a real memfd
- * region, no KVM) fed well-formed and hostile chains. */
+/* The split virtqueue walker against a fake guest memory (real guest RAM
+ * from memory.c, no KVM) fed well-formed and hostile chains. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>

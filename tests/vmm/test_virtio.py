@@ -301,6 +301,43 @@ def test_virtio_blk_several_disks(kvm, vms, tmp, runner):
     assert read(disks[0][0].path) == disks[0][1]
 
 
+@pytest.mark.parametrize("runner", BLK_RUNNERS)
+@pytest.mark.parametrize("mode,bs,qd", [("seqread", 65536, 8), ("seqwrite", 65536, 8),
+                                        ("randread", 4096, 16)])
+def test_virtio_blk_bench_mode_counts_what_it_did(kvm, vms, tmp, runner, mode, bs, qd):
+    """tools/bench/disk's load: the record adds up, nothing failed, and a
+    sequential write put its bytes in the file."""
+    size, total = 8 << 20, 3 << 20
+    path, data = make_image(tmp, "b0.img", size)
+    g = runner.start(vms, tmp, f"kvmmtest.virtio=blk kvmmtest.blk0.bench={mode} "
+                               f"kvmmtest.blk0.bs={bs} kvmmtest.blk0.qd={qd} "
+                               f"kvmmtest.blk0.bytes={total}", [Disk(path, "b0")])
+    finish(g)
+    rec = by_dev(g, "info", "blk-bench")["blk0"]
+    assert (rec["mode"], int(rec["bs"]), int(rec["qd"])) == (mode, bs, qd)
+    assert int(rec["reqs"]) == total // bs and int(rec["bytes"]) == int(rec["reqs"]) * bs
+    assert rec["errors"] == "0" and int(rec["ns"]) > 0
+    assert 0 < int(rec["kicks"]) <= int(rec["reqs"])
+    assert by_dev(g, "pass", "virtio-blk-bench")["blk0"]["reqs"] == rec["reqs"]
+    after = read(path)
+    if mode == "seqwrite":
+        assert after[:total] == b"\x5a" * total and after[total:] == data[total:]
+    else:
+        assert after == data
+
+
+@pytest.mark.parametrize("runner", BLK_RUNNERS)
+def test_virtio_blk_reset_with_requests_in_flight(kvm, vms, tmp, runner):
+    """The driver resets the device under qd reads, brings it up again and
+    gets exactly its one new read back."""
+    path, _ = make_image(tmp, "r0.img", 16 << 20)
+    g = runner.start(vms, tmp, "kvmmtest.virtio=blk kvmmtest.blk0.bench=seqread "
+                               "kvmmtest.blk0.bs=262144 kvmmtest.blk0.qd=16 "
+                               "kvmmtest.blk0.abort=1", [Disk(path, "r0")])
+    finish(g)
+    assert "blk0" in by_dev(g, "pass", "virtio-blk-bench-reset")
+
+
 def connect(path, timeout=10):
     deadline = time.monotonic() + timeout
     while True:
