@@ -1,7 +1,7 @@
 """Disks through virtkvmmd: <disk> elements become kvmm's virtio-blk
 devices; the test guest reads what the host wrote into the image, sees the
-serial and the read-only flag; domblkstat, domblkinfo and domstats report
-kvmm's own counters and the image's sizes."""
+serial and the read-only flag; domblklist lists the disks; domblkstat,
+domblkinfo and domstats report kvmm's own counters and the image's sizes."""
 import os
 import zlib
 
@@ -67,6 +67,10 @@ def test_disks_reach_the_guest_and_count(daemon, kvm):
     [(_, rec)] = conn.domainListGetStats([dom], L.VIR_DOMAIN_STATS_BLOCK)
     assert rec["block.count"] == 2 and rec["block.0.name"] == "vda"
     assert rec["block.0.path"] == root_img and rec["block.0.rd.reqs"] > 0
+    r = virsh(d.uri(), "domblklist", "disky", "--details")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.strip().splitlines()[2:]]
+    assert rows == [["file", "disk", "vda", root_img], ["file", "disk", "vdb", seed_img]], r.stdout
     r = virsh(d.uri(), "domblkstat", "disky", "vdz")
     assert r.returncode != 0 and "invalid path" in r.stderr
     dom.destroy()
