@@ -81,6 +81,7 @@ int drv_domain_reboot(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_block_stats(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_block_stats_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_interface_stats(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_cpu_stats(struct rpc_conn *conn, void *args, void *ret);

@@ -61,12 +61,19 @@ def test_disks_reach_the_guest_and_count(daemon, kvm):
     assert r.returncode == 0, r.stderr
     stats = dict(line.split()[1:] for line in r.stdout.strip().splitlines())
     assert int(stats["rd_req"]) > 0 and int(stats["rd_bytes"]) >= 64 * 512
+    # virsh got them through virDomainBlockStatsFlags: the times are only there
+    assert int(stats["rd_total_times"]) > 0 and "flush_operations" in stats, r.stdout
+    flags = dom.blockStatsFlags("vda")
+    assert flags["rd_operations"] == int(stats["rd_req"])
+    assert flags["rd_total_times"] > 0 and flags["errs"] == 0
+    assert dom.blockStats("vda")[:2] == (flags["rd_operations"], flags["rd_bytes"])
     info = dom.blockInfo("vda")
     assert info[0] == 2048 * 512                           # capacity
     assert dom.blockInfo(seed_img)[0] == 128 * 512          # by source path
     [(_, rec)] = conn.domainListGetStats([dom], L.VIR_DOMAIN_STATS_BLOCK)
     assert rec["block.count"] == 2 and rec["block.0.name"] == "vda"
     assert rec["block.0.path"] == root_img and rec["block.0.rd.reqs"] > 0
+    assert rec["block.0.rd.times"] > 0 and "block.0.fl.times" in rec
     r = virsh(d.uri(), "domblklist", "disky", "--details")
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.strip().splitlines()[2:]]

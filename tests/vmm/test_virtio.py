@@ -811,6 +811,7 @@ def test_kvmm_blk_stats_on_the_control_socket(kvm, vms, tmp, sync):
     d1, _ = make_image(tmp, "d1.img", 1 << 20)
     sock = os.path.join(tmp, "api.sock")
     env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
+    t0 = time.monotonic()
     g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
         "kvmmtest.virtio=blk kvmmtest.blk0.write=16+32 kvmmtest.blk1.write=0+8 "
         "kvmmtest.action=wait", 1, "256M",
@@ -828,3 +829,8 @@ def test_kvmm_blk_stats_on_the_control_socket(kvm, vms, tmp, sync):
     assert st[0]["flush_operations"] >= 1 and st[0]["rd_bytes"] >= 32 * SECTOR
     assert st[0]["other_operations"] >= 1 and st[0]["errors"] == 0   # GET_ID
     assert st[1]["wr_bytes"] == 0 and st[1]["errors"] >= 1            # refused writes
+    # Each request's time is counted: positive where requests ran, and
+    # at most what the guest's whole run took.
+    run_ns = (time.monotonic() - t0) * 1e9
+    for k in ("rd_total_time_ns", "wr_total_time_ns", "flush_total_time_ns"):
+        assert 0 < st[0][k] < run_ns, (k, st[0])

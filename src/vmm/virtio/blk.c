@@ -91,6 +91,7 @@ struct blk_req {
 	unsigned int ndata;
 	bool queued;			/* on the ring */
 	int64_t res;
+	uint64_t start_ns;		/* popped: its time counts from here */
 };
 
 struct blk {
@@ -110,6 +111,7 @@ struct blk {
 	struct blk_stats {
 		uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
 		uint64_t rd_bytes, wr_bytes, errors;
+		uint64_t rd_ns, wr_ns, flush_ns;	/* pop to give-back */
 	} stats;
 	unsigned int inflight;		/* queued on the ring, not yet reaped */
 	struct blk_req *barrier;	/* popped, waiting for inflight == 0 */
@@ -307,6 +309,8 @@ static enum blk_next parse(struct blk *b, struct blk_req *r)
 	/* GUEST: the header is the first 16 readable bytes, the status the
 	 * last writable byte, whatever the descriptors' boundaries. */
 	r->status = NULL;
+	r->type = UINT32_MAX;		/* no header read: no timed type */
+	r->start_ns = now_ns();
 	for (i = e->n_out + e->n_in; i > e->n_out; i--) {
 		if (e->iov[i - 1].iov_len) {
 			r->status = (uint8_t *)e->iov[i - 1].iov_base + e->iov[i - 1].iov_len - 1;
@@ -377,9 +381,17 @@ static int give_back(struct blk *b, struct blk_req *r)
 {
 	struct virtio_queue *q = &b->vp->queues[0];
 
+	uint64_t ns = now_ns() - r->start_ns;
+
 	b->free[b->nfree++] = r;
 	if (!r->status || *r->status != VIRTIO_BLK_S_OK)
 		b->stats.errors++;
+	if (r->type == VIRTIO_BLK_T_IN)
+		b->stats.rd_ns += ns;
+	else if (r->type == VIRTIO_BLK_T_OUT)
+		b->stats.wr_ns += ns;
+	else if (r->type == VIRTIO_BLK_T_FLUSH)
+		b->stats.flush_ns += ns;
 	if (!q->vq.ready)
 		return 0;
 	return virtq_push(&q->vq, b->vp->mem, r->e.head, r->used);
@@ -732,6 +744,8 @@ int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st)
 		.flush_reqs = b->stats.flush_reqs, .other_reqs = b->stats.other_reqs,
 		.rd_bytes = b->stats.rd_bytes, .wr_bytes = b->stats.wr_bytes,
 		.errors = b->stats.errors,
+		.rd_ns = b->stats.rd_ns, .wr_ns = b->stats.wr_ns,
+		.flush_ns = b->stats.flush_ns,
 	};
 	pthread_mutex_unlock(&dev->lock);
 	return 0;

@@ -130,6 +130,7 @@ struct virtio_blk_stats {
 	const char *path;
 	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
 	uint64_t rd_bytes, wr_bytes, errors;
+	uint64_t rd_ns, wr_ns, flush_ns;	/* total time, request by request */
 };
 /* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
 int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
