@@ -70,6 +70,7 @@ struct vm_config {
 	struct serial_config console;	/* ... and its host end */
 	char *api_socket;
 	bool no_reboot;
+	bool thp;		/* guest RAM on transparent huge pages (default) */
 	bool paused;		/* first boot waits for "resume" (no reset does) */
 	bool rng;		/* virtio-rng fed by the host's getrandom() */
 	struct disk_config disks[KVMM_MAX_DISKS];

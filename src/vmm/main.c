@@ -34,6 +34,7 @@ static const char usage[] =
 	"  --api-socket PATH    control socket (JSON, see docs/api.md)\n"
 	"  --name NAME          VM name, shown in status and logs\n"
 	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
+	"  --no-thp             guest RAM on small pages only: a smaller footprint, slower big I/O\n"
 	"  --paused             start with the vCPUs stopped; the control socket's resume runs them\n"
 	"  --rng                a virtio-rng device (PCI) fed by the host's getrandom()\n"
 	"  --disk path=IMG[,readonly=on][,cache=none|writeback|unsafe][,serial=ID][,blk_size=N]\n"
@@ -51,7 +52,7 @@ static const char usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
-       OPT_CONSOLE, OPT_PAUSED, OPT_NET };
+       OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -65,6 +66,7 @@ static const struct option long_opts[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
 	{ "paused", no_argument, NULL, OPT_PAUSED },
+	{ "no-thp", no_argument, NULL, OPT_NOTHP },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
@@ -150,6 +152,9 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			break;
 		case OPT_PAUSED:
 			json_object_object_add(obj, "paused", json_object_new_boolean(1));
+			break;
+		case OPT_NOTHP:
+			json_object_object_add(obj, "thp", json_object_new_boolean(0));
 			break;
 		case OPT_DISK:
 			/* The first --disk replaces a config file's disks, the

@@ -27,15 +27,20 @@ int guest_mem_init(struct guest_memory *m, uint64_t size,
 			high_base, size - low, m->base + low };
 		m->nregions = 2;
 	}
+	/* Guest RAM has no business in a core dump of the VMM. */
+	madvise(m->base, size, MADV_DONTDUMP);
+	return 0;
+}
+
+void guest_mem_use_thp(struct guest_memory *m)
+{
 	/* Transparent huge pages where the host offers them (THP "madvise"
 	 * is Debian's default): fewer TLB misses for the guest, and a
 	 * device's O_DIRECT I/O on guest buffers is built from 2 MiB
 	 * segments, so a 1 MiB request is not split at the disk's segment
-	 * limit (254 x 4 KiB on virtio disks).  Guest RAM has no business
-	 * in a core dump of the VMM. */
-	madvise(m->base, size, MADV_HUGEPAGE);
-	madvise(m->base, size, MADV_DONTDUMP);
-	return 0;
+	 * limit (254 x 4 KiB on virtio disks).  The price: each 2 MiB block
+	 * the guest touches is committed whole. */
+	madvise(m->base, m->size, MADV_HUGEPAGE);
 }
 
 void guest_mem_destroy(struct guest_memory *m)

@@ -29,6 +29,8 @@ struct guest_memory {
 int guest_mem_init(struct guest_memory *m, uint64_t size,
 		   uint64_t low_limit, uint64_t high_base);
 void guest_mem_destroy(struct guest_memory *m);
+/* Asks for transparent huge pages behind all of the guest's RAM. */
+void guest_mem_use_thp(struct guest_memory *m);
 
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM
  * region, else NULL. */

@@ -124,6 +124,8 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 		       (unsigned long long)(cfg->memory >> 20), strerror(-r));
 		return r;
 	}
+	if (cfg->thp)
+		guest_mem_use_thp(&vm->mem);
 	r = kvm_create_vm(vm);
 	if (r)
 		return r;

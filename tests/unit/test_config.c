@@ -34,6 +34,7 @@ UNIT_TEST(defaults_apply_when_only_kernel_given)
 	CHECK_STR(c.name, "kvmm");
 	CHECK(!c.no_reboot);
 	CHECK(!c.rng);
+	CHECK(c.thp);
 	config_free(&c);
 }
 
@@ -44,7 +45,7 @@ UNIT_TEST(all_keys_are_read)
 	CHECK(parse("{\"kernel\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"a b\","
 		    "\"memory\":\"4G\",\"cpus\":\"3\",\"serial\":\"file:/tmp/s\","
 		    "\"api_socket\":\"/tmp/a\",\"name\":\"n\",\"no_reboot\":true,"
-		    "\"rng\":true}", &c) == 0);
+		    "\"rng\":true,\"thp\":false}", &c) == 0);
 	CHECK_STR(c.initrd, "/i");
 	CHECK_STR(c.cmdline, "a b");
 	CHECK_EQ_U64(c.memory, 4 * GiB);
@@ -55,6 +56,7 @@ UNIT_TEST(all_keys_are_read)
 	CHECK_STR(c.name, "n");
 	CHECK(c.no_reboot);
 	CHECK(c.rng);
+	CHECK(!c.thp);
 	config_free(&c);
 }
 

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from kvmmtest import Api, GUEST, KVMM, kvmm_argv, start
 
 
@@ -240,6 +242,35 @@ def test_guest_memory_is_mapped_lazily(kvm, vms, tmp):
     assert rss < 64 * 1024, f"RSS {rss} KiB for a 4G guest that touched almost nothing"
     Api(sock).call("quit")
     g.wait_exit()
+
+
+def guest_ram_vmflags(pid, size):
+    """VmFlags of the mapping of SIZE bytes (the guest's RAM) in smaps."""
+    flags, found = None, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                found = hi - lo == size
+            elif found and line.startswith("VmFlags:"):
+                flags = line.split()[1:]
+    assert flags is not None, "no mapping of the guest's RAM"
+    return flags
+
+
+@pytest.mark.parametrize("thp", [True, False], ids=["default", "no-thp"])
+def test_guest_ram_huge_pages_by_default(kvm, vms, tmp, thp):
+    """Guest RAM asks for transparent huge pages (smaps "hg", MADV_HUGEPAGE)
+    unless --no-thp; either way it is left out of core dumps ("dd")."""
+    sock = os.path.join(tmp, "api.sock")
+    extra = ["--api-socket", sock] + ([] if thp else ["--no-thp"])
+    g = start(vms, kvmm_argv("kvmmtest.action=wait", memory="96M", extra=extra))
+    g.wait_for(r"KVMMTEST tick")
+    flags = guest_ram_vmflags(g.proc.pid, 96 << 20)
+    assert ("hg" in flags) == thp, flags
+    assert "dd" in flags, flags
+    Api(sock).call("quit")
+    assert g.wait_exit() == 0
 
 
 def test_stdio_terminal_is_raw_and_ctrl_bracket_quits(kvm, tmp):
