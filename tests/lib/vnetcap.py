@@ -52,7 +52,8 @@ def main():
         if struct.unpack("!H", f[udp_at:udp_at + 2])[0] != sport:
             continue
         if flags & NEEDS_CSUM:
-            struct.pack_into("!H", f, start + off, checksum(bytes(f[start:])))
+            # 0 is sent as 0xffff (RFC 768: 0 would mean none)
+            struct.pack_into("!H", f, start + off, checksum(bytes(f[start:])) or 0xffff)
         ulen = struct.unpack("!H", f[udp_at + 4:udp_at + 6])[0]
         out.append({"flags": flags, "csum_start": start, "csum_offset": off,
                     "ok": udp_ok(ip, bytes(f[udp_at:udp_at + ulen]))})
