@@ -26,20 +26,6 @@
 static struct nic nics[MAX_NICS];
 static int nnics;
 
-/* RFC 1071 Internet checksum. */
-u16 net_csum(const u8 *p, u32 len)
-{
-	u32 sum = 0;
-
-	for (u32 i = 0; i + 1 < len; i += 2)
-		sum += get16(p + i);
-	if (len & 1)
-		sum += p[len - 1] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
-}
-
 /* A.B.C.D; *end (if asked) after the last digit. */
 bool net_parse_ip(const char *s, u32 *ip, const char **end)
 {
@@ -61,7 +47,7 @@ bool net_parse_ip(const char *s, u32 *ip, const char **end)
 
 bool net_post_rx(struct nic *n, u8 *buf)
 {
-	struct vbuf b = { buf, NET_BUF_LEN, true };
+	struct vbuf b = { buf, n->rxbuf, true };
 	int head = virtq_add(&n->v->vq[0], &b, 1);
 
 	if (head < 0)
@@ -70,15 +56,29 @@ bool net_post_rx(struct nic *n, u8 *buf)
 	return true;
 }
 
-/* The frame in n->tx + NET_HDR_LEN, len bytes, padded to Ethernet's 60. */
-void net_transmit(struct nic *n, u32 len)
+/* The frame in n->tx + NET_HDR_LEN, len bytes, padded to Ethernet's 60;
+ * csum_start not 0: NEEDS_CSUM, the checksum field csum_offset past it
+ * (zero padding leaves the device's sum unchanged). */
+static void transmit(struct nic *n, u32 len, u16 csum_start, u16 csum_offset)
 {
 	struct vbuf b = { n->tx, NET_HDR_LEN + (len < 60 ? 60 : len), false };
 
 	if (len < 60)
 		memset(n->tx + NET_HDR_LEN + len, 0, 60 - len);
-	memset(n->tx, 0, NET_HDR_LEN);	/* no checksum offload, no GSO */
+	memset(n->tx, 0, NET_HDR_LEN);	/* no GSO */
+	if (csum_start) {
+		n->tx[0] = 1;		/* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+		n->tx[6] = csum_start;
+		n->tx[7] = csum_start >> 8;
+		n->tx[8] = csum_offset;
+		n->tx[9] = csum_offset >> 8;
+	}
 	virtq_transfer(n->v, &n->v->vq[1], &b, 1, NULL);
+}
+
+void net_transmit(struct nic *n, u32 len)
+{
+	transmit(n, len, 0, 0);
 }
 
 static void reply_eth(struct nic *n, u8 *out, const u8 *in, u16 type)
@@ -107,9 +107,9 @@ static void arp(struct nic *n, const u8 *f, u32 len)
 	n->arp++;
 }
 
-/* IPv4 reply to ip (header in, ihl bytes), payload already at o + 14 + 20. */
-static void ip_reply(struct nic *n, const u8 *f, const u8 *ip, u8 proto,
-		     u32 payload)
+/* IPv4 header of a reply to ip (header in, ihl bytes), at o + 14. */
+static void ip_header(struct nic *n, const u8 *f, const u8 *ip, u8 proto,
+		      u32 payload)
 {
 	u8 *o = n->tx + NET_HDR_LEN, *h = o + 14;
 
@@ -125,7 +125,6 @@ static void ip_reply(struct nic *n, const u8 *f, const u8 *ip, u8 proto,
 	put32(h + 12, n->ip);
 	memcpy(h + 16, ip + 12, 4);
 	put16(h + 10, net_csum(h, 20));
-	net_transmit(n, 14 + 20 + payload);
 }
 
 static void ipv4(struct nic *n, const u8 *f, u32 len)
@@ -150,17 +149,23 @@ static void ipv4(struct nic *n, const u8 *f, u32 len)
 		o[0] = 0;		/* echo reply, same id, seq, data */
 		put16(o + 2, 0);
 		put16(o + 2, net_csum(o, plen));
-		ip_reply(n, f, ip, IP_ICMP, plen);
+		ip_header(n, f, ip, IP_ICMP, plen);
+		net_transmit(n, 14 + 20 + plen);
 		n->icmp++;
 	} else if (ip[9] == IP_UDP && plen >= 8 && get16(p + 2) == n->udp_port &&
 		   get16(p + 4) >= 8 && get16(p + 4) <= plen) {
 		u32 ulen = get16(p + 4);
+		u16 start;
 
+		if (!net_udp_csum_ok(n, ip, p, ulen))
+			return;		/* dropped, as a stack would */
 		memcpy(o, p, ulen);
 		put16(o, get16(p + 2));
 		put16(o + 2, get16(p));
-		put16(o + 6, 0);	/* no checksum: allowed over IPv4 */
-		ip_reply(n, f, ip, IP_UDP, ulen);
+		put16(o + 6, 0);	/* none unless udpcsum or CSUM */
+		ip_header(n, f, ip, IP_UDP, ulen);
+		start = net_udp_csum_fill(n, o - 20, o, ulen);
+		transmit(n, 14 + 20 + ulen, start, 6);
 		n->udp++;
 		if (ulen - 8 == sizeof(QUIT) - 1 &&
 		    !memcmp(p + 8, QUIT, sizeof(QUIT) - 1))
@@ -207,6 +212,8 @@ void virtio_net_run(struct virtio_dev *v, int index)
 {
 	struct nic *n;
 	char key[32], val[20];
+	u64 wanted = 1ULL << F_MAC;
+	int bufs = RX_BUFS;
 
 	if (nnics == MAX_NICS) {
 		info("virtio-net dev=%s not driven (more than %d NICs)",
@@ -230,7 +237,10 @@ void virtio_net_run(struct virtio_dev *v, int index)
 	snprintf(key, sizeof(key), "kvmmtest.net%d.udp", index);
 	if (cmdline_option(key, val, sizeof(val)))
 		n->udp_port = parse_u64(val, NULL);
-	if (!virtio_init(v, 1ULL << F_MAC, 2, n->bench ? NET_BENCH_QSIZE : 32))
+	if (!net_offload_options(n, &wanted))
+		return;
+	if (!virtio_init(v, wanted, 2, n->bench ? NET_BENCH_QSIZE : 32) ||
+	    !net_offload_negotiated(n, wanted))
 		return;
 	if (!virtio_has(v, F_MAC)) {
 		/* The device has no address for us: make one up, locally administered. */
@@ -242,10 +252,16 @@ void virtio_net_run(struct virtio_dev *v, int index)
 			n->mac[i] = virtio_cfg8(v, i);
 	}
 	n->tx = dma_alloc(NET_BUF_LEN, 64);
-	for (int i = 0; i < RX_BUFS; i++) {
-		u8 *buf = dma_alloc(NET_BUF_LEN, 64);
+	if (n->rxbuf < NET_BUF_LEN) {
+		/* small buffers, a frame over several: fill the ring */
+		n->frame = dma_alloc(NET_BUF_LEN, 64);
+		bufs = v->vq[0].size;
+	}
+	for (int i = 0; i < bufs; i++) {
+		u8 *buf = dma_alloc(n->rxbuf, 64);
 
-		if (!buf || !n->tx || !net_post_rx(n, buf)) {
+		if (!buf || !n->tx || (n->rxbuf < NET_BUF_LEN && !n->frame) ||
+		    !net_post_rx(n, buf)) {
 			fail("virtio-net", "dev=%s out of DMA memory", v->name);
 			return;
 		}
@@ -281,24 +297,12 @@ void virtio_net_serve(void)
 		all_done = true;
 		for (int i = 0; i < nnics; i++) {
 			struct nic *n = &nics[i];
-			u32 id, len;
 
 			if (n->done || n->bench || n->v->broken)
 				continue;
 			all_done = false;
-			if (!virtq_poll(&n->v->vq[0], &id, &len)) {
+			if (!net_rx_frame(n))
 				cpu_relax();
-				continue;
-			}
-			if (id < VIRTQ_MAX_SIZE && n->rx[id]) {
-				u8 *buf = n->rx[id];
-
-				n->rx[id] = NULL;
-				if (len > NET_HDR_LEN && len <= NET_BUF_LEN)
-					net_receive(n, buf + NET_HDR_LEN, len - NET_HDR_LEN);
-				net_post_rx(n, buf);
-				virtq_kick(n->v, &n->v->vq[0]);
-			}
 		}
 	}
 	for (int i = 0; i < nnics; i++) {
@@ -313,6 +317,7 @@ void virtio_net_serve(void)
 			fail("virtio-net", "dev=%s no %s after %lu s: frames=%lu arp_replies=%lu icmp_replies=%lu udp_echoes=%lu",
 			     n->v->name, QUIT, secs, n->frames, n->arp, n->icmp,
 			     n->udp);
+		net_offload_report(n);
 		virtio_report_interrupts(n->v, true);
 	}
 }

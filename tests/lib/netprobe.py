@@ -1,7 +1,9 @@
 """Run inside the test's network namespace (ip netns exec NS python3
-netprobe.py IP PORT): ICMP echo to the guest through a raw socket (the
-kernel resolves the guest's MAC with ARP first), then UDP datagrams to
-its echo port, then the KVMMTEST-QUIT datagram.  Prints one JSON line."""
+netprobe.py IP PORT [--big] [--timeout S]): ICMP echo to the guest through
+a raw socket (the kernel resolves the guest's MAC with ARP first), then
+UDP datagrams to its echo port, then the KVMMTEST-QUIT datagram.  --big:
+pings and one datagram fill 1514-byte frames.  Prints one JSON line."""
+import argparse
 import json
 import os
 import socket
@@ -19,12 +21,14 @@ def checksum(data):
     return ~s & 0xffff
 
 
-def ping(ip, count, timeout):
+def ping(ip, count, timeout, big):
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     s.settimeout(timeout)
     ident, ok = os.getpid() & 0xffff, 0
     for seq in range(1, count + 1):
         payload = b"kvmmtest-ping-%d" % seq + bytes(range(32))
+        if big:     # 20 + 8 + 1472: a 1500-byte IP packet
+            payload += bytes(i * 7 & 0xff for i in range(1472 - len(payload)))
         hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
         pkt = struct.pack("!BBHHH", 8, 0, checksum(hdr + payload), ident, seq) + payload
         s.sendto(pkt, (ip, 0))
@@ -60,13 +64,21 @@ def udp(ip, port, messages, timeout):
 
 
 def main():
-    ip, port = sys.argv[1], int(sys.argv[2])
-    result = {"ping": ping(ip, 3, 2)}
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ip")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--big", action="store_true")
+    ap.add_argument("--timeout", type=float, default=2)
+    a = ap.parse_args()
+    result = {"ping": ping(a.ip, 3, a.timeout, a.big)}
     msgs = [b"hello %d " % i * (i + 1) for i in range(5)] + [os.urandom(1400)]
-    result["udp"] = udp(ip, port, msgs, 2)
+    if a.big:
+        msgs.append(os.urandom(1472))   # 20 + 8 + 1472: a 1514-byte frame
+    result["udp"] = udp(a.ip, a.port, msgs, a.timeout)
     result["udp_sent"] = len(msgs)
-    result["quit"] = udp(ip, port, [b"KVMMTEST-QUIT"], 2)
+    result["quit"] = udp(a.ip, a.port, [b"KVMMTEST-QUIT"], a.timeout)
     print(json.dumps(result))
 
 
-main()
+if __name__ == "__main__":
+    main()

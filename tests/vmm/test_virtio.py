@@ -574,6 +574,90 @@ def test_virtio_net_two_nics_answer_ping_and_udp(kvm, vms, tmp, runner, netns):
         msix_delivered(g, f"net{i}")
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_virtio_net_offloads_and_mergeable_buffers(kvm, vms, tmp, runner, netns):
+    """The guest negotiates virtio-net's offloads per NIC and is driven
+    with 1514-byte frames.  net0 (MRG_RXBUF with 256-byte buffers,
+    GUEST_CSUM, CSUM): frames span several buffers and still get answers;
+    the host's UDP arrives with NEEDS_CSUM, which the guest completes and
+    verifies; its echoes leave with only the pseudo-header sum and
+    NEEDS_CSUM, and the host's socket (which drops bad UDP checksums)
+    gets them, and they complete right from the header's csum_start and
+    csum_offset as the host saw them.  net1 (MRG_RXBUF with 512-byte buffers, no GUEST_CSUM,
+    full checksums by the guest): no NEEDS_CSUM reaches a driver that
+    did not take it.  net2, the negative control: echoes with a wrong
+    checksum and no CSUM are dropped by the host, counted in its
+    InCsumErrors.  net3: the checksum offloads without MRG_RXBUF (one
+    2 KiB buffer a frame)."""
+    nics = [("tap0", "52:54:00:aa:00:05", "10.77.5.1/24", "10.77.5.15",
+             "features=mrg,gcsum,csum rxbuf=256"),
+            ("tap1", "52:54:00:aa:00:06", "10.77.6.1/24", "10.77.6.15",
+             "features=mrg rxbuf=512 udpcsum=full"),
+            ("tap2", "52:54:00:aa:00:07", "10.77.7.1/24", "10.77.7.15", "udpcsum=bad"),
+            ("tap3", "52:54:00:aa:00:08", "10.77.8.1/24", "10.77.8.15", "features=gcsum,csum")]
+    for tap, _, cidr, _, _ in nics:
+        add_tap(netns, tap, cidr)
+    cmdline = "kvmmtest.virtio=net kvmmtest.net.serve=90 " + " ".join(
+        f"kvmmtest.net{i}.ip={ip} " + " ".join(f"kvmmtest.net{i}.{o}" for o in opts.split())
+        for i, (_, _, _, ip, opts) in enumerate(nics))
+    g = runner.start(vms, tmp, cmdline, [Nic(netns, tap, mac) for tap, mac, *_ in nics])
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=4", timeout=60)
+    feats = {r["dev"]: int(r["features"], 16) for r in checks(g, "info", "virtio")
+             if "features" in r}
+    assert feats["net0"] & 0x8003 == 0x8003, feats      # MRG_RXBUF, GUEST_CSUM, CSUM
+    assert feats["net1"] & 0x8003 == 0x8000, feats
+    assert feats["net2"] & 0x8003 == 0, feats
+    assert feats["net3"] & 0x8003 == 0x0003, feats
+    # The echoes as they enter the host, with their virtio-net header: the
+    # host's stack trusts a NEEDS_CSUM checksum, so it is completed and
+    # checked there from the csum_start and csum_offset the device passed.
+    wire = {}
+    for i, ip in ((0, "10.77.5.15"), (1, "10.77.6.15"), (3, "10.77.8.15")):
+        r, wire[i] = netns_lib.captured(netns, f"tap{i}", 7, 8,
+                                        lambda: probe(netns, ip, 7, "--big"))
+        assert r["ping"] == 3, r
+        assert r["udp"] == r["udp_sent"] == 7 and r["quit"] == 1, r
+    before = netns_lib.udp_mib(netns)
+    r, wire[2] = netns_lib.captured(netns, "tap2", 7, 8,
+                                    lambda: probe(netns, "10.77.7.15", 7, "--big",
+                                                  "--timeout", 0.5))
+    after = netns_lib.udp_mib(netns)
+    assert r["ping"] == 3, r
+    assert r["udp"] == 0 and r["quit"] == 0, r
+    assert after["InCsumErrors"] - before["InCsumErrors"] >= 8, (before, after)
+    for i in (0, 3):
+        assert len(wire[i]) == 8 and all(d == {"flags": 1, "csum_start": 34, "csum_offset": 6,
+                                               "ok": True} for d in wire[i]), wire[i]
+    assert len(wire[1]) == 8 and all(d["flags"] == 0 and d["ok"] for d in wire[1]), wire[1]
+    # The checker itself tells a wrong checksum.
+    assert len(wire[2]) == 8 and all(d["flags"] == 0 and d["ok"] is False
+                                     for d in wire[2]), wire[2]
+    finish(g)
+    done = by_dev(g, "pass", "virtio-net")
+    for i in range(4):
+        assert int(done[f"net{i}"]["udp_echoes"]) == 8, done    # 7 and QUIT
+    off = by_dev(g, "pass", "virtio-net-offload")
+    o = off["net0"]
+    assert o["mrg"] == "1" and o["gcsum"] == "1" and o["tx_csum"] == "partial", o
+    # Pings (3), the 1400- and 1472-byte datagrams at least, over buffers
+    # of 256 bytes: a 1514-byte frame and its header take 6.
+    assert int(o["multi_buffer_frames"]) >= 5 and int(o["max_buffers"]) == 6, o
+    assert int(o["needs_csum"]) >= 8 and int(o["udp_csum_ok"]) >= 8, o
+    assert int(o["tx_partial"]) == 8, o
+    o = off["net1"]
+    assert o["mrg"] == "1" and o["gcsum"] == "0" and o["tx_csum"] == "full", o
+    assert int(o["multi_buffer_frames"]) >= 5 and int(o["max_buffers"]) == 3, o
+    assert int(o["needs_csum"]) == 0 and int(o["udp_csum_ok"]) >= 8, o
+    o = off["net2"]
+    assert o["mrg"] == "0" and o["tx_csum"] == "bad" and int(o["max_buffers"]) == 1, o
+    o = off["net3"]
+    assert o["mrg"] == "0" and o["gcsum"] == "1" and o["tx_csum"] == "partial", o
+    assert int(o["max_buffers"]) == 1 and int(o["needs_csum"]) >= 8, o
+    assert int(o["udp_csum_ok"]) >= 8 and int(o["tx_partial"]) == 8, o
+    for o in off.values():
+        assert o["udp_csum_bad"] == "0" and o["rx_errors"] == "0", o
+
+
 def bench_probe(ns, *args, **kw):
     script = os.path.join(os.path.dirname(kvmmtest.__file__), "netbench_probe.py")
     return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, script]
