@@ -6,10 +6,9 @@ only starts the VMM (tests/linux/test_linux.py: kvmm)."""
 import hashlib
 import os
 import re
-import socket
 import subprocess
-import time
 import uuid
+
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MKINITRAMFS = os.path.join(TOP, "tools", "mkinitramfs")
@@ -103,19 +102,6 @@ class Case:
             argv += ["--module", m]
         subprocess.run(argv, check=True)
 
-    def connect_console(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(self.console)
-                return s
-            except (FileNotFoundError, ConnectionRefusedError):
-                s.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
     def check(self, g, console, timeout=120):
         """Waits for the guest's report on G's serial, checks it, the
         console socket's line and the images after the VMM exits."""
@@ -150,7 +136,6 @@ class Case:
         assert re.fullmatch(r"[0-9a-f]{64}", rng["a"]) and re.fullmatch(r"[0-9a-f]{64}", rng["b"]), rng
         assert rng["a"] != rng["b"], rng
 
-        console.settimeout(timeout)
         buf = b""
         while b"KVMM-LINUX-HVC" not in buf or not buf.endswith(b"\n"):
             chunk = console.recv(4096)

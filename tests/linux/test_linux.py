@@ -12,7 +12,7 @@ import pytest
 
 import linuxguest
 import netns as netns_lib
-from kvmmtest import KVMM, TOP, hardware_virtualization, kvm_unavailable, start
+from kvmmtest import KVMM, TOP, connect, hardware_virtualization, kvm_unavailable, start
 
 MKINITRAMFS = os.path.join(TOP, "tools", "mkinitramfs")
 
@@ -81,7 +81,7 @@ def test_debian_kernel_uses_kvmm_virtio_devices(linux_host, linux_netns, vms, tm
     for path, serial, ro in case.disks:
         argv += ["--disk", f"path={path},serial={serial}" + (",readonly=on" if ro else "")]
     g = start(vms, argv)
-    console = case.connect_console()
+    console = connect(case.console, timeout=120)
     try:
         case.check(g, console)
     finally:
