@@ -154,6 +154,23 @@ def qemu_argv(cmdline="", cpus=1, memory="256M", extra=(), machine="q35", initrd
     return argv + list(extra)
 
 
+def connect(path, timeout=10):
+    """A client of the UNIX socket a VM process listens on, retried until
+    the process has created it; recv() then times out after TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            s.settimeout(timeout)
+            return s
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def start(vms, argv):
     g = Guest(argv)
     vms.append(g)

@@ -5,7 +5,6 @@ guest's options and records are described in tests/guest/README.md."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -338,19 +337,7 @@ def test_virtio_blk_reset_with_requests_in_flight(kvm, vms, tmp, runner):
     assert "blk0" in by_dev(g, "pass", "virtio-blk-bench-reset")
 
 
-def connect(path, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            s.settimeout(timeout)
-            return s
-        except (FileNotFoundError, ConnectionRefusedError):
-            s.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+connect = kvmmtest.connect
 
 
 def read_line(s):

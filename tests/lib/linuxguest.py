@@ -1,0 +1,155 @@
+"""The Linux tier's guest side, the same whichever VMM runs it: a busybox
+initramfs whose /init loads Debian's virtio modules (from the guest
+kernel's /lib/modules/VERSION), uses the disks, the NIC, the rng and the
+console, and reports on ttyS0; and the checks of that report.  The caller
+only starts the VMM (tests/linux/test_linux.py: kvmm)."""
+import hashlib
+import os
+import re
+import subprocess
+import uuid
+
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MKINITRAMFS = os.path.join(TOP, "tools", "mkinitramfs")
+
+# virtio_pci pulls in virtio, virtio_ring and the pci transport libraries
+# (all modular in Debian 12's kernel), virtio_net pulls in net_failover.
+MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtio_console"]
+DISK_BYTES = 2 << 20
+MARKER_SECTOR = 100
+HOST_IP, GUEST_IP = "10.91.0.1", "10.91.0.2"
+RESULT = re.compile(r"KVMM-LINUX (\S+) ?(.*)")
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/load-order); do
+	insmod /lib/modules/$m.ko || echo "KVMM-LINUX insmod-failed $m"
+done
+# PCI drivers probe as they register; give slow machines (TCG) time.
+settle() {{
+	n=0
+	while [ ! -e "$1" ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done
+}}
+settle /dev/vdb
+settle /sys/class/net/eth0
+settle /dev/hvc0
+echo "KVMM-LINUX modules $(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
+for d in /sys/block/vd*; do
+	n=${{d##*/}}
+	echo "KVMM-LINUX disk serial=$(cat $d/serial) ro=$(cat $d/ro) sectors=$(cat $d/size) md5=$(md5sum < /dev/$n | cut -d' ' -f1)"
+	if printf '{marker}' | dd of=/dev/$n bs=512 seek={sector} conv=notrunc,fsync 2>/dev/null; then
+		echo "KVMM-LINUX disk-write serial=$(cat $d/serial) result=written"
+	else
+		echo "KVMM-LINUX disk-write serial=$(cat $d/serial) result=refused"
+	fi
+done
+ip link set eth0 up
+ip addr add {guest_ip}/24 dev eth0
+echo "KVMM-LINUX net mac=$(cat /sys/class/net/eth0/address) $(ping -c 3 -w 30 {host_ip} | grep 'packets transmitted')"
+echo "KVMM-LINUX rng current=$(cat /sys/class/misc/hw_random/rng_current) a=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \\n') b=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \\n')"
+echo "KVMM-LINUX-HVC {token}" > /dev/hvc0
+sync
+echo "KVMM-LINUX done"
+poweroff -f
+"""
+
+
+def modules_dir(kernel):
+    """/boot/vmlinuz-VERSION -> /lib/modules/VERSION"""
+    return os.path.join("/lib/modules", os.path.basename(kernel).split("-", 1)[1])
+
+
+class Case:
+    """One run's guest side: two disk images (one read-only), a tap in
+    NETNS, a console socket path and the initramfs.  A VMM starter reads
+    kernel, initrd, cmdline, disks ((path, serial, readonly)), netns, tap,
+    mac and console from it."""
+
+    def __init__(self, tmp, netns, kernel, busybox, moddir=None):
+        self.kernel, self.netns = kernel, netns
+        tag = uuid.uuid4().hex[:8]
+        self.token = "hvc-" + tag
+        self.marker = "KVMM-LINUX-MARK " + tag
+        self.mac = "52:54:00:4c:%s:%s" % (tag[:2], tag[2:4])
+        self.tap = "tap0"
+        self.console = os.path.join(tmp, "hvc.sock")
+        self.cmdline = "console=ttyS0 panic=-1 quiet"
+        self.disks, self.content = [], {}
+        for name, ro in (("rw", False), ("ro", True)):
+            path, serial = os.path.join(tmp, name + ".img"), f"kvmm-{name}-{tag}"
+            data = os.urandom(DISK_BYTES)
+            with open(path, "wb") as f:
+                f.write(data)
+            self.disks.append((path, serial, ro))
+            self.content[serial] = data
+        for args in (["tuntap", "add", "dev", self.tap, "mode", "tap"],
+                     ["addr", "add", HOST_IP + "/24", "dev", self.tap],
+                     ["link", "set", self.tap, "up"]):
+            subprocess.run(["ip", "-n", netns] + args, check=True)
+        script = os.path.join(tmp, "init.sh")
+        with open(script, "w") as f:
+            f.write(INIT.format(marker=self.marker, sector=MARKER_SECTOR, guest_ip=GUEST_IP,
+                                host_ip=HOST_IP, token=self.token))
+        self.initrd = os.path.join(tmp, "initramfs.gz")
+        argv = [MKINITRAMFS, self.initrd, "--init", script, "--busybox", busybox,
+                "--modules", moddir or modules_dir(kernel)]
+        for m in MODULES:
+            argv += ["--module", m]
+        subprocess.run(argv, check=True)
+
+    def check(self, g, console, timeout=120):
+        """Waits for the guest's report on G's serial, checks it, the
+        console socket's line and the images after the VMM exits."""
+        g.wait_for(r"KVMM-LINUX done", timeout=timeout)
+        found = {}
+        for line in g.lines:
+            m = RESULT.search(line)
+            if m:
+                found.setdefault(m.group(1), []).append(m.group(2))
+        out = "\n".join(g.lines[-60:])
+        assert "insmod-failed" not in found, out
+        loaded = found["modules"][0].split()
+        for m in MODULES + ["virtio", "virtio_ring", "net_failover", "failover"]:
+            assert m in loaded, f"{m} not loaded: {loaded}"
+
+        disks = {}
+        for text in found["disk"]:
+            kv = dict(re.findall(r"(\w+)=(\S+)", text))
+            disks[kv["serial"]] = kv
+        writes = dict(re.findall(r"serial=(\S+) result=(\S+)", " ".join(found["disk-write"])))
+        assert sorted(disks) == sorted(self.content), out
+        for path, serial, ro in self.disks:
+            d = disks[serial]
+            assert d["md5"] == hashlib.md5(self.content[serial]).hexdigest(), d
+            assert d["sectors"] == str(DISK_BYTES // 512) and d["ro"] == ("1" if ro else "0"), d
+            assert writes[serial] == ("refused" if ro else "written"), writes
+        net = found["net"][0]
+        assert net.startswith(f"mac={self.mac} "), net
+        assert re.search(r"3 packets transmitted, 3 packets received", net), net
+        rng = dict(re.findall(r"(\w+)=(\S*)", found["rng"][0]))
+        assert rng["current"] == "virtio_rng.0", rng
+        assert re.fullmatch(r"[0-9a-f]{64}", rng["a"]) and re.fullmatch(r"[0-9a-f]{64}", rng["b"]), rng
+        assert rng["a"] != rng["b"], rng
+
+        buf = b""
+        while b"KVMM-LINUX-HVC" not in buf or not buf.endswith(b"\n"):
+            chunk = console.recv(4096)
+            assert chunk, f"console closed after {buf!r}"
+            buf += chunk
+        lines = [l.strip() for l in buf.decode(errors="replace").splitlines()]
+        assert f"KVMM-LINUX-HVC {self.token}" in lines, buf
+
+        assert g.wait_exit(timeout) == 0
+        for path, serial, ro in self.disks:
+            with open(path, "rb") as f:
+                now = f.read()
+            want = bytearray(self.content[serial])
+            if not ro:
+                at = MARKER_SECTOR * 512
+                want[at:at + len(self.marker)] = self.marker.encode()
+            assert now == bytes(want), f"{path}: not the content the guest left"
