@@ -1,13 +1,11 @@
 /* Taps, bridge ports and their counters; see netdev.h. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <net/if_arp.h>
@@ -18,6 +16,7 @@
 #include "error.h"
 #include "log.h"
 #include "netdev.h"
+#include "tun.h"
 
 #define VIR_FROM_THIS VIR_FROM_NONE
 
@@ -45,25 +44,6 @@ bool netdev_exists(const char *name)
 	return if_nametoindex(name) != 0;
 }
 
-/* TUNSETIFF on a new /dev/net/tun descriptor: the fd, or -errno. */
-static int tun_attach(const char *name, short extra)
-{
-	struct ifreq ifr;
-	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	set_ifname(&ifr, name);
-	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | extra;
-	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	return fd;
-}
-
 /* The tap itself: a descriptor attached to it, *NAME filled when
  * generated; -1 after reporting. */
 static int tap_open(char **name)
@@ -77,7 +57,7 @@ static int tap_open(char **name)
 					 IFNAMSIZ - 1);
 			return -1;
 		}
-		fd = tun_attach(*name, 0);
+		fd = tun_open_tap(*name, 0, 0);
 		if (fd == -EBUSY)
 			drv_error_report(VIR_ERR_OPERATION_FAILED,
 					 "tap device '%s' is in use by another process; choose another <target dev='...'/> or leave it out",
@@ -96,7 +76,7 @@ static int tap_open(char **name)
 	for (int n = 0; n < GENERATED_MAX; n++) {
 		g_autofree char *try = g_strdup_printf("vnet%d", n);
 
-		fd = tun_attach(try, IFF_TUN_EXCL);
+		fd = tun_open_tap(try, IFF_TUN_EXCL, 0);
 		if (fd >= 0) {
 			*name = g_steal_pointer(&try);
 			return fd;
@@ -116,6 +96,7 @@ static int tap_open(char **name)
 static int tap_setup(int s, const char *name, const unsigned char mac[6], const char *bridge)
 {
 	struct ifreq ifr;
+	int r;
 
 	set_ifname(&ifr, name);
 	ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
@@ -157,14 +138,11 @@ static int tap_setup(int s, const char *name, const unsigned char mac[6], const 
 			return -1;
 		}
 	}
-	set_ifname(&ifr, name);
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) == 0)
-			return 0;
+	if ((r = netif_set_up(name)) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot bring tap '%s' up: %s", name, g_strerror(-r));
+		return -1;
 	}
-	drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot bring tap '%s' up: %s", name, g_strerror(errno));
-	return -1;
+	return 0;
 }
 
 int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge)
@@ -211,7 +189,7 @@ void netdev_tap_delete(const char *name)
 
 	if (!netdev_exists(name))
 		return;
-	fd = tun_attach(name, 0);
+	fd = tun_open_tap(name, 0, 0);
 	if (fd < 0) {
 		pr_warn("cannot remove tap '%s': %s", name, g_strerror(-fd));
 		return;

@@ -76,9 +76,15 @@ UNIT_TEST(vq_pops_a_chain_and_pushes_it_back)
 	CHECK_EQ_U64(e.out_len, 16);
 	CHECK_EQ_U64(e.in_len, 96);
 	CHECK(e.iov[1].iov_base == g(&f, BUF + 0x100));
-	CHECK_EQ_U64(virtq_elem_write(&e, "0123456789abcdef0123456789abcdef"
+	CHECK_EQ_U64(virtq_elem_write(&e, 0, "0123456789abcdef0123456789abcdef"
 				      "0123456789abcdef0123456789abcdef0123", 68), 68);
 	CHECK(!memcmp(g(&f, BUF + 0x200), "0123", 4));
+	/* from an offset, across the buffers' boundary, cut at their end */
+	CHECK_EQ_U64(virtq_elem_write(&e, 62, "wxyz", 4), 4);
+	CHECK(!memcmp(g(&f, BUF + 0x100 + 62), "wx", 2));
+	CHECK(!memcmp(g(&f, BUF + 0x200), "yz23", 4));
+	CHECK_EQ_U64(virtq_elem_write(&e, 94, "ABCD", 4), 2);
+	CHECK(!memcmp(g(&f, BUF + 0x200 + 30), "AB", 2));
 	CHECK(virtq_pop(&f.q, &f.m, &e) == 0);
 	CHECK(virtq_push(&f.q, &f.m, 3, 68) == 0);
 	memcpy(&idx, g(&f, USED + 2), 2);

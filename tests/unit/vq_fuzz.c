@@ -141,7 +141,7 @@ int main(int argc, char **argv)
 					return 1;
 				}
 			}
-			virtq_elem_write(&e, desc, 64);
+			virtq_elem_write(&e, 0, desc, 64);
 			virtq_push(&q, &m, e.head, 64);
 		}
 		iters++;

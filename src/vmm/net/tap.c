@@ -1,59 +1,26 @@
 /* tap devices for virtio-net; see tap.h. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/if_tun.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "net/tap.h"
+#include "tun.h"
 
 /* struct virtio_net_hdr with num_buffers: what virtio 1.x always uses. */
 #define TAP_VNET_HDR_LEN	12
-#define TAP_FLAGS		(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-
-/* A tap kvmm made is its own: bring its link up so it works without
- * anyone else's help.  Taps made by others are left as they are. */
-static int link_up(const char *name)
-{
-	struct ifreq ifr;
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r = 0;
-
-	if (s < 0)
-		return -errno;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
-		r = -errno;
-	} else if (!(ifr.ifr_flags & IFF_UP)) {
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-			r = -errno;
-	}
-	close(s);
-	return r;
-}
 
 static int attach(struct tap *t, const char *name, unsigned int index)
 {
 	struct ifreq ifr;
 	int e;
 
-	t->fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	t->fd = tun_open_tap(name, 0, O_NONBLOCK);
 	if (t->fd < 0) {
-		e = errno;
-		pr_err("net %u: cannot open /dev/net/tun: %s; load the tun module and run kvmm with CAP_NET_ADMIN",
-		       index, strerror(e));
-		return -e;
-	}
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	ifr.ifr_flags = TAP_FLAGS;
-	if (ioctl(t->fd, TUNSETIFF, &ifr) < 0) {
-		e = errno;
+		e = -t->fd;
 		if (e == EBUSY)
 			pr_err("tap '%s' is busy: another process has it open; stop it or give this NIC another tap",
 			       name);
@@ -63,6 +30,8 @@ static int attach(struct tap *t, const char *name, unsigned int index)
 		else if (e == EPERM)
 			pr_err("tap '%s' cannot be opened: %s; run kvmm with CAP_NET_ADMIN or give the tap to its user (ip tuntap add ... user)",
 			       name, strerror(e));
+		else if (e == ENOENT || e == ENODEV || e == ENXIO)
+			pr_err("net %u: cannot open /dev/net/tun: %s; load the tun module", index, strerror(e));
 		else
 			pr_err("tap '%s' cannot be opened: %s", name, strerror(e));
 		return -e;
@@ -76,7 +45,9 @@ static int attach(struct tap *t, const char *name, unsigned int index)
 	}
 	t->created = !(ifr.ifr_flags & IFF_PERSIST);
 	snprintf(t->name, sizeof(t->name), "%s", ifr.ifr_name);
-	if (t->created && (e = -link_up(t->name))) {
+	/* A tap kvmm made is its own: its link goes up so it works without
+	 * anyone else's help.  Taps made by others are left as they are. */
+	if (t->created && (e = -netif_set_up(t->name))) {
 		pr_err("tap '%s': cannot bring its link up: %s", t->name, strerror(e));
 		return -e;
 	}
@@ -97,7 +68,7 @@ static int adopt(struct tap *t, int fd, unsigned int index)
 		       index, fd, strerror(e));
 		return -e;
 	}
-	if ((ifr.ifr_flags & TAP_FLAGS) != TAP_FLAGS) {
+	if ((ifr.ifr_flags & TUN_TAP_FLAGS) != TUN_TAP_FLAGS) {
 		pr_err("net %u: fd %d (%.*s) is not a tap opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR; open it with those flags",
 		       index, fd, IF_NAMESIZE, ifr.ifr_name);
 		return -EINVAL;

@@ -362,7 +362,7 @@ static enum blk_next parse(struct blk *b, struct blk_req *r)
 		b->stats.other_reqs++;
 		/* GUEST: at most the buffer's room, less the status byte. */
 		len = MIN(e->in_len - 1, sizeof(b->serial));
-		r->used += virtq_elem_write(e, b->serial, len);
+		r->used += virtq_elem_write(e, 0, b->serial, len);
 		*r->status = VIRTIO_BLK_S_OK;
 		return REQ_DONE;
 	case VIRTIO_BLK_T_DISCARD:

@@ -151,7 +151,7 @@ static void console_input(void *opaque, const uint8_t *buf, size_t len)
 	/* A reset between the two calls dropped the buffer (and the
 	 * input with it, as a reset does); else it is still ours. */
 	if (con->rx_held || rx_room(vp)) {
-		n = virtq_elem_write(&con->rx, buf, len);
+		n = virtq_elem_write(&con->rx, 0, buf, len);
 		if (n < len)
 			pr_debug("virtio-console: %zu input bytes dropped", len - (size_t)n);
 		con->rx_held = false;

@@ -243,27 +243,6 @@ static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 	return n->nheld == RX_HELD || n->held_room >= NET_HDR_LEN + NET_PLAIN_FRAME;
 }
 
-/* Writes len bytes at off into the element's writable buffers. */
-static void elem_put(const struct virtq_elem *e, uint64_t off, const void *src, uint64_t len)
-{
-	const uint8_t *s = src;
-	unsigned int i;
-
-	for (i = e->n_out; i < e->n_out + e->n_in && len; i++) {
-		uint64_t l = e->iov[i].iov_len, k;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		k = MIN(l - off, len);
-		memcpy((uint8_t *)e->iov[i].iov_base + off, s, k);
-		s += k;
-		len -= k;
-		off = 0;
-	}
-}
-
 /* The tap was deleted under us (ip link del): it reports errors for
  * ever, so the loop forgets it; transmits are dropped from now on, and
  * the guest sees its link go down (a configuration change). */
@@ -328,11 +307,11 @@ static int rx_one(struct virtio_pci *vp)
 		left -= MIN(left, held(n, c)->in_len);
 	b[0] = c;
 	b[1] = c >> 8;
-	elem_put(held(n, 0), NET_HDR_NUM_BUFFERS, b, 2);
+	virtq_elem_write(held(n, 0), NET_HDR_NUM_BUFFERS, b, 2);
 	/* DATA_VALID and NEEDS_CSUM mean nothing to a driver that did not
 	 * take GUEST_CSUM (5.1.6.4). */
 	if (!negotiated(vp, VIRTIO_NET_F_GUEST_CSUM))
-		elem_put(held(n, 0), NET_HDR_FLAGS, "", 1);
+		virtq_elem_write(held(n, 0), NET_HDR_FLAGS, "", 1);
 	left = r;
 	for (i = 0; i < c; i++) {
 		struct virtq_elem *e = held(n, 0);

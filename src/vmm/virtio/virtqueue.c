@@ -229,7 +229,7 @@ bool virtq_has_avail(const struct virtq *q, const struct guest_memory *mem)
 	return q->ready && avail && ld16(avail + 2) != q->last_avail;
 }
 
-uint64_t virtq_elem_write(const struct virtq_elem *e, const void *src, uint64_t len)
+uint64_t virtq_elem_write(const struct virtq_elem *e, uint64_t off, const void *src, uint64_t len)
 {
 	const uint8_t *s = src;
 	uint64_t done = 0;
@@ -238,10 +238,16 @@ uint64_t virtq_elem_write(const struct virtq_elem *e, const void *src, uint64_t 
 	for (i = e->n_out; i < e->n_out + e->n_in && done < len; i++) {
 		uint64_t n = e->iov[i].iov_len;
 
+		if (off >= n) {
+			off -= n;
+			continue;
+		}
+		n -= off;
 		if (n > len - done)
 			n = len - done;
-		memcpy(e->iov[i].iov_base, s + done, n);
+		memcpy((uint8_t *)e->iov[i].iov_base + off, s + done, n);
 		done += n;
+		off = 0;
 	}
 	return done;
 }

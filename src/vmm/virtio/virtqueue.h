@@ -66,7 +66,8 @@ void virtq_set_notify(struct virtq *q, const struct guest_memory *mem, bool on);
  * after virtq_set_notify(q, mem, true), to catch those added before the
  * driver saw the flag. */
 bool virtq_has_avail(const struct virtq *q, const struct guest_memory *mem);
-/* Copies up to len bytes into the element's writable buffers. */
-uint64_t virtq_elem_write(const struct virtq_elem *e, const void *src, uint64_t len);
+/* Copies up to len bytes into the element's writable buffers, from off
+ * bytes into them; returns how many fitted. */
+uint64_t virtq_elem_write(const struct virtq_elem *e, uint64_t off, const void *src, uint64_t len);
 
 #endif
