@@ -22,7 +22,7 @@ DRVCONF_LIBS = src/driver/libdrvconf.a src/driver/libdrvcommon.a $(LIBXML_LIBS) 
 
 # xml2xml: the golden round-trip tool (tests/driver/test_xml2xml.py).
 check_PROGRAMS += tests/unit/xml2xml
-tests_unit_xml2xml_SOURCES = tests/unit/xml2xml.c src/driver/vmconfig.c
+tests_unit_xml2xml_SOURCES = tests/unit/xml2xml.c src/driver/kvmm/vmconfig.c
 tests_unit_xml2xml_CPPFLAGS = $(DRVCONF_CPPFLAGS) $(JSONC_CFLAGS)
 tests_unit_xml2xml_LDADD = $(DRVCONF_LIBS) $(JSONC_LIBS)
 

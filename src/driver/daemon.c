@@ -15,13 +15,13 @@
 #include <glib-unix.h>
 #include <libxml/parser.h>
 
-#include "autodestroy.h"
+#include "domain/autodestroy.h"
 #include "daemon_conf.h"
-#include "domain.h"
+#include "domain/domain.h"
 #include "driver.h"
 #include "host.h"
-#include "monitor.h"
-#include "process.h"
+#include "kvmm/monitor.h"
+#include "kvmm/process.h"
 #include "error.h"
 #include "log.h"
 #include "rpc/server.h"

@@ -57,6 +57,8 @@ DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
 	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS) $(JSONC_LIBS) $(LIBVIRT_LIBS)
 
 # Everything but main(), so the tests link the same objects.
+# Grouped by role: rpc/ the wire, api/ the handlers, domain/ domain objects
+# and their persistence, kvmm/ the kvmm processes, net/ NICs' host side.
 noinst_LIBRARIES += src/driver/libvirtkvmmd.a
 src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/message.c src/driver/rpc/message.h \
@@ -65,43 +67,44 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/dispatch.c src/driver/rpc/dispatch.h \
 	src/driver/rpc/stream.c src/driver/rpc/stream.h \
 	src/driver/rpc/server.c src/driver/rpc/server.h \
-	src/driver/driver.h src/driver/handlers.h \
-	src/driver/connect.c \
-	src/driver/list.c \
-	src/driver/node.c \
-	src/driver/domain.c src/driver/domain.h \
-	src/driver/domain_persist.c src/driver/domain_persist.h \
-	src/driver/domain_schema.c src/driver/domain_schema.h \
-	src/driver/domain_api.c src/driver/domain_api.h \
-	src/driver/domain_info.c \
-	src/driver/domain_edit.c
-# host and capabilities
+	src/driver/driver.h \
+	src/driver/host.c src/driver/host.h
+# handlers
 src_driver_libvirtkvmmd_a_SOURCES += \
-	src/driver/host.c src/driver/host.h \
-	src/driver/capabilities.c \
-	src/driver/domcaps.c \
-	src/driver/sysinfo.c \
-	src/driver/nodestats.c
-# domain events
+	src/driver/api/handlers.h src/driver/api/domain_api.h \
+	src/driver/api/connect.c \
+	src/driver/api/node.c \
+	src/driver/api/capabilities.c \
+	src/driver/api/domcaps.c \
+	src/driver/api/sysinfo.c \
+	src/driver/api/nodestats.c \
+	src/driver/api/domain_list.c \
+	src/driver/api/domain_define.c \
+	src/driver/api/domain_info.c \
+	src/driver/api/domain_edit.c \
+	src/driver/api/domain_lifecycle.c \
+	src/driver/api/domain_block.c \
+	src/driver/api/domain_console.c \
+	src/driver/api/domain_stats.c
+# domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
-	src/driver/events.c src/driver/events.h
+	src/driver/domain/domain.c src/driver/domain/domain.h \
+	src/driver/domain/domain_persist.c src/driver/domain/domain_persist.h \
+	src/driver/domain/status.c src/driver/domain/status.h \
+	src/driver/domain/events.c src/driver/domain/events.h \
+	src/driver/domain/autodestroy.c src/driver/domain/autodestroy.h \
+	src/driver/conf/domain_schema.c src/driver/conf/domain_schema.h
 # running domains: XML -> VM config, kvmm processes, its control API
 src_driver_libvirtkvmmd_a_SOURCES += \
-	src/driver/vmconfig.c src/driver/vmconfig.h \
-	src/driver/process.c src/driver/process.h \
-	src/driver/monitor.c src/driver/monitor.h \
-	src/driver/status.c src/driver/status.h \
-	src/driver/domain_lifecycle.c \
-	src/driver/autodestroy.c src/driver/autodestroy.h \
-	src/driver/domain_block.c \
-	src/driver/console.c \
-	src/driver/proc_stat.c src/driver/proc_stat.h \
-	src/driver/domain_stats.c
+	src/driver/kvmm/vmconfig.c src/driver/kvmm/vmconfig.h \
+	src/driver/kvmm/process.c src/driver/kvmm/process.h \
+	src/driver/kvmm/monitor.c src/driver/kvmm/monitor.h \
+	src/driver/kvmm/proc_stat.c src/driver/kvmm/proc_stat.h
 # NICs: taps and bridges, libvirt's networks
 src_driver_libvirtkvmmd_a_SOURCES += \
-	src/driver/nics.c src/driver/nics.h \
-	src/driver/netdev.c src/driver/netdev.h \
-	src/driver/network.c src/driver/network.h
+	src/driver/net/nics.c src/driver/net/nics.h \
+	src/driver/net/netdev.c src/driver/net/netdev.h \
+	src/driver/net/network.c src/driver/net/network.h
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

@@ -1,4 +1,4 @@
-"""XML -> VM config (src/driver/vmconfig.c) through the xml2xml tool's
+"""XML -> VM config (src/driver/kvmm/vmconfig.c) through the xml2xml tool's
 --vm-config mode.
 
 - tests/xml2config/<case>.xml gives exactly <case>.json (REGENERATE=1

@@ -18,7 +18,7 @@
 
 #include "conf/domain_conf.h"
 #include "error.h"
-#include "vmconfig.h"
+#include "kvmm/vmconfig.h"
 
 /* The emulator shown when the XML names none (the daemon passes its own). */
 #define TEST_EMULATOR "/usr/bin/kvmm"

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "handlers.h"
+#include "api/handlers.h"
 #include "host.h"
 #include "log.h"
 #include "message.h"
@@ -11,8 +11,8 @@
 #include "remote_host_xdr.h"
 #include "remote_events_xdr.h"
 #include "remote_stats_xdr.h"
-#include "autodestroy.h"
-#include "events.h"
+#include "domain/autodestroy.h"
+#include "domain/events.h"
 #include "reply_error.h"
 #include "dispatch.h"
 #include "stream.h"

@@ -15,15 +15,15 @@
 #include <glib-unix.h>
 #include <libvirt/libvirt.h>
 
-#include "domain_persist.h"
+#include "domain/domain_persist.h"
 #include "error.h"
-#include "events.h"
+#include "domain/events.h"
 #include "log.h"
 #include "monitor.h"
-#include "nics.h"
+#include "net/nics.h"
 #include "proc_stat.h"
 #include "process.h"
-#include "status.h"
+#include "domain/status.h"
 #include "vmconfig.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN

@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "nics.h"
+#include "net/nics.h"
 
 struct domain_status {
 	int state, reason;		/* virDomainState and its reason */

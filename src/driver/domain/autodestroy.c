@@ -5,7 +5,7 @@
 #include "autodestroy.h"
 #include "error.h"
 #include "log.h"
-#include "process.h"
+#include "kvmm/process.h"
 
 struct entry {
 	struct rpc_conn *conn;

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 
 /* Where running domains' files go; set once by daemon.c. */
 void process_init(const char *state_dir, const char *log_dir);

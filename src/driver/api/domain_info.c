@@ -9,7 +9,7 @@
 #include "error.h"
 #include "handlers.h"
 #include "log.h"
-#include "process.h"
+#include "kvmm/process.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 

@@ -8,7 +8,7 @@
 
 #include "domain_api.h"
 #include "error.h"
-#include "events.h"
+#include "domain/events.h"
 #include "handlers.h"
 #include "log.h"
 

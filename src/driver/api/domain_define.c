@@ -5,9 +5,9 @@
 #include <libvirt/libvirt.h>
 
 #include "domain_api.h"
-#include "domain_schema.h"
+#include "conf/domain_schema.h"
 #include "error.h"
-#include "events.h"
+#include "domain/events.h"
 #include "handlers.h"
 #include "log.h"
 

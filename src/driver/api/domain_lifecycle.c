@@ -4,15 +4,15 @@
  * query) go on. */
 #include <libvirt/libvirt.h>
 
-#include "autodestroy.h"
+#include "domain/autodestroy.h"
 #include "domain_api.h"
-#include "domain_schema.h"
+#include "conf/domain_schema.h"
 #include "error.h"
-#include "events.h"
+#include "domain/events.h"
 #include "handlers.h"
 #include "log.h"
-#include "monitor.h"
-#include "process.h"
+#include "kvmm/monitor.h"
+#include "kvmm/process.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 

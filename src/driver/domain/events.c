@@ -5,9 +5,9 @@
 #include <libvirt/libvirt.h>
 
 #include "error.h"
-#include "domain_api.h"
+#include "api/domain_api.h"
 #include "events.h"
-#include "handlers.h"
+#include "api/handlers.h"
 #include "log.h"
 #include "message.h"
 #include "remote_xdr.h"

@@ -21,11 +21,11 @@
 #include "domain_api.h"
 #include "error.h"
 #include "handlers.h"
-#include "monitor.h"
-#include "netdev.h"
-#include "nics.h"
-#include "proc_stat.h"
-#include "process.h"
+#include "kvmm/monitor.h"
+#include "net/netdev.h"
+#include "net/nics.h"
+#include "kvmm/proc_stat.h"
+#include "kvmm/process.h"
 #include "remote_stats_xdr.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN

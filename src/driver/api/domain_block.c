@@ -13,8 +13,8 @@
 #include "error.h"
 #include "handlers.h"
 #include "log.h"
-#include "monitor.h"
-#include "process.h"
+#include "kvmm/monitor.h"
+#include "kvmm/process.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 

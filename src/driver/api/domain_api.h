@@ -4,7 +4,7 @@
 #ifndef KVMM_DRV_DOMAIN_API_H
 #define KVMM_DRV_DOMAIN_API_H
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "remote_xdr.h"
 
 /* The domain a client names, by its UUID (as libvirtd looks it up), or
