@@ -67,11 +67,12 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/dispatch.c src/driver/rpc/dispatch.h \
 	src/driver/rpc/stream.c src/driver/rpc/stream.h \
 	src/driver/rpc/server.c src/driver/rpc/server.h \
+	src/driver/rpc/domain_wire.c src/driver/rpc/domain_wire.h \
 	src/driver/driver.h \
 	src/driver/host.c src/driver/host.h
 # handlers
 src_driver_libvirtkvmmd_a_SOURCES += \
-	src/driver/api/handlers.h src/driver/api/domain_api.h \
+	src/driver/api/handlers.h src/driver/api/domain_api.c src/driver/api/domain_api.h \
 	src/driver/api/connect.c \
 	src/driver/api/node.c \
 	src/driver/api/capabilities.c \

@@ -45,7 +45,7 @@ int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_INVALID_ARG, "size %llu is too large for an image file", size);
 		return -1;
 	}
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (domain_job_begin(obj, "virDomainBlockResize") < 0)
 		goto out;

@@ -78,7 +78,7 @@ int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret)
 	if (api_check_flags(a->flags, VIR_DOMAIN_CONSOLE_FORCE | VIR_DOMAIN_CONSOLE_SAFE,
 			    "virDomainOpenConsole") < 0)
 		return -1;
-	obj = api_domain_get(&a->dom);
+	obj = wire_domain_get(&a->dom);
 	if (!obj)
 		return -1;
 	g_mutex_lock(&obj->lock);

@@ -17,43 +17,6 @@
  * 2, NVRAM 4, KEEP_NVRAM 8, CHECKPOINTS_METADATA 16, KEEP_TPM 32, TPM 64. */
 #define UNDEFINE_FLAGS_KNOWN 0x7fu
 
-struct domain_obj *api_domain_get(const remote_nonnull_domain *dom)
-{
-	/* CLIENT: the uuid is 16 opaque bytes (fixed by XDR), the name only
-	 * a label for the message; the lookup uses the uuid alone. */
-	return domain_get((const unsigned char *)dom->uuid, dom->name);
-}
-
-void api_domain_make(struct domain_obj *obj, remote_nonnull_domain *out)
-{
-	g_mutex_lock(&obj->lock);
-	out->name = strdup(obj->def->name);
-	memcpy(out->uuid, obj->def->uuid, 16);
-	out->id = obj->id;
-	g_mutex_unlock(&obj->lock);
-	if (!out->name)
-		g_error("out of memory");
-}
-
-int api_check_flags(unsigned flags, unsigned allowed, const char *api)
-{
-	/* CLIENT: unknown bits are refused, never ignored. */
-	if (flags & ~allowed) {
-		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_INVALID_ARG,
-				      "unsupported flags (0x%x) in function %s", flags & ~allowed, api);
-		return -1;
-	}
-	return 0;
-}
-
-int api_disk_index(const struct domain_def *def, const char *name)
-{
-	for (size_t i = 0; i < def->ndisks; i++)
-		if (!strcmp(def->disks[i].target, name) || !strcmp(def->disks[i].source, name))
-			return (int)i;
-	return -1;
-}
-
 static int define(const char *xml, unsigned flags, remote_nonnull_domain *out)
 {
 	struct domain_def *def;
@@ -73,7 +36,7 @@ static int define(const char *xml, unsigned flags, remote_nonnull_domain *out)
 	obj = domain_define(def, &updated);
 	if (!obj)
 		return -1;
-	api_domain_make(obj, out);
+	wire_domain_make(obj, out);
 	pr_info("domain '%s' %s", out->name, updated ? "redefined" : "defined");
 	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_DEFINED,
 			     updated ? VIR_DOMAIN_EVENT_DEFINED_UPDATED : VIR_DOMAIN_EVENT_DEFINED_ADDED);
@@ -120,7 +83,7 @@ static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 				 "Flags 'VIR_DOMAIN_UNDEFINE_TPM' and 'VIR_DOMAIN_UNDEFINE_KEEP_TPM' are mutually exclusive");
 		return -1;
 	}
-	obj = api_domain_get(dom);
+	obj = wire_domain_get(dom);
 	if (!obj)
 		return -1;
 	if (domain_job_begin(obj, "virDomainUndefine") < 0)
@@ -163,7 +126,7 @@ int drv_domain_lookup_by_name(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching name '%s'", a->name);
 		return -1;
 	}
-	api_domain_make(obj, &r->dom);
+	wire_domain_make(obj, &r->dom);
 	domain_obj_unref(obj);
 	return 0;
 }
@@ -180,7 +143,7 @@ int drv_domain_lookup_by_uuid(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching uuid '%s'", uuid);
 		return -1;
 	}
-	api_domain_make(obj, &r->dom);
+	wire_domain_make(obj, &r->dom);
 	domain_obj_unref(obj);
 	return 0;
 }
@@ -196,7 +159,7 @@ int drv_domain_lookup_by_id(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_NO_DOMAIN, "no domain with matching id %d", a->id);
 		return -1;
 	}
-	api_domain_make(obj, &r->dom);
+	wire_domain_make(obj, &r->dom);
 	domain_obj_unref(obj);
 	return 0;
 }

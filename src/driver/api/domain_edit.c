@@ -109,7 +109,7 @@ int drv_domain_set_metadata(struct rpc_conn *conn, void *args, void *ret)
 
 	if (api_check_flags(a->flags, AFFECT_FLAGS, "virDomainSetMetadata") < 0)
 		return -1;
-	struct domain_obj *obj = api_domain_get(&a->dom);
+	struct domain_obj *obj = wire_domain_get(&a->dom);
 	if (!obj)
 		return -1;
 	if (domain_job_begin(obj, "virDomainSetMetadata") < 0)
@@ -188,7 +188,7 @@ int drv_domain_get_metadata(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_INVALID_ARG, "unknown metadata type '%d'", a->type);
 		return -1;
 	}
-	struct domain_obj *obj = api_domain_get(&a->dom);
+	struct domain_obj *obj = wire_domain_get(&a->dom);
 	if (!obj)
 		return -1;
 	g_mutex_lock(&obj->lock);
@@ -225,7 +225,7 @@ int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret)
 				 strchr(new_name, '/') ? "/" : "newline");
 		return -1;
 	}
-	struct domain_obj *obj = api_domain_get(&a->dom);
+	struct domain_obj *obj = wire_domain_get(&a->dom);
 	if (!obj)
 		return -1;
 	if (domain_job_begin(obj, "virDomainRename") < 0)

@@ -18,7 +18,7 @@
 /* Declares OBJ, the domain the client names (a reference the handler
  * drops), or returns -1 with VIR_ERR_NO_DOMAIN reported. */
 #define WITH_DOMAIN(dom, obj)					\
-	struct domain_obj *obj = api_domain_get(dom);		\
+	struct domain_obj *obj = wire_domain_get(dom);		\
 	if (!obj)						\
 		return -1
 

@@ -45,7 +45,7 @@ static int start(struct rpc_conn *conn, const remote_nonnull_domain *dom, unsign
 
 	if (api_check_flags(flags, START_FLAGS, "virDomainCreateWithFlags") < 0)
 		return -1;
-	obj = api_domain_get(dom);
+	obj = wire_domain_get(dom);
 	if (!obj)
 		return -1;
 	if (domain_job_begin(obj, "virDomainCreate") == 0) {
@@ -53,7 +53,7 @@ static int start(struct rpc_conn *conn, const remote_nonnull_domain *dom, unsign
 		domain_job_end(obj);
 	}
 	if (rc == 0 && out)
-		api_domain_make(obj, out);
+		wire_domain_make(obj, out);
 	domain_obj_unref(obj);
 	return rc;
 }
@@ -83,7 +83,7 @@ int drv_domain_create_xml(struct rpc_conn *conn, void *args, void *ret)
 	domain_job_end(obj);
 	if (rc == 0) {
 		pr_info("domain '%s' created (transient)", obj->def->name);
-		api_domain_make(obj, &r->dom);
+		wire_domain_make(obj, &r->dom);
 	}
 	domain_obj_unref(obj);
 	return rc;
@@ -106,7 +106,7 @@ int drv_domain_create_with_flags(struct rpc_conn *conn, void *args, void *ret)
 
 static int destroy(const remote_nonnull_domain *dom, bool graceful)
 {
-	struct domain_obj *obj = api_domain_get(dom);
+	struct domain_obj *obj = wire_domain_get(dom);
 	int rc = -1;
 
 	if (!obj)
@@ -139,7 +139,7 @@ int drv_domain_destroy_flags(struct rpc_conn *conn, void *args, void *ret)
 static int vm_command(const remote_nonnull_domain *dom, const char *api, const char *command,
 		      int state, int reason, int event, int detail)
 {
-	struct domain_obj *obj = api_domain_get(dom);
+	struct domain_obj *obj = wire_domain_get(dom);
 	g_autofree char *path = NULL;
 	int rc = -1;
 

@@ -15,49 +15,6 @@
 /* Every VIR_CONNECT_LIST_DOMAINS_* filter bit libvirt 9.0 defines. */
 #define LIST_DOMAINS_FLAGS_ALL 0xffffu
 
-/* Whether OBJ passes one filter group: no bit of the group given, or the
- * bit for OBJ's side of it. */
-static bool group(unsigned flags, unsigned yes, unsigned no, bool is)
-{
-	if (!(flags & (yes | no)))
-		return true;
-	return (flags & (is ? yes : no)) != 0;
-}
-
-/* libvirt's semantics: bits inside a group are OR'ed, groups AND'ed. */
-bool list_domain_matches(struct domain_obj *obj, unsigned f)
-{
-	bool active = obj->id >= 0;
-	int st = obj->state;
-	unsigned state_bits = VIR_CONNECT_LIST_DOMAINS_RUNNING | VIR_CONNECT_LIST_DOMAINS_PAUSED |
-			      VIR_CONNECT_LIST_DOMAINS_SHUTOFF | VIR_CONNECT_LIST_DOMAINS_OTHER;
-
-	if (!group(f, VIR_CONNECT_LIST_DOMAINS_ACTIVE, VIR_CONNECT_LIST_DOMAINS_INACTIVE, active))
-		return false;
-	if (!group(f, VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
-		   obj->persistent))
-		return false;
-	if (f & state_bits) {
-		unsigned bit = st == VIR_DOMAIN_RUNNING ? VIR_CONNECT_LIST_DOMAINS_RUNNING :
-			       st == VIR_DOMAIN_PAUSED ? VIR_CONNECT_LIST_DOMAINS_PAUSED :
-			       st == VIR_DOMAIN_SHUTOFF ? VIR_CONNECT_LIST_DOMAINS_SHUTOFF :
-			       VIR_CONNECT_LIST_DOMAINS_OTHER;
-		if (!(f & bit))
-			return false;
-	}
-	/* No managed save, snapshots or checkpoints exist yet. */
-	if (!group(f, VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
-		   false) ||
-	    !group(f, VIR_CONNECT_LIST_DOMAINS_AUTOSTART, VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
-		   obj->autostart) ||
-	    !group(f, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
-		   false) ||
-	    !group(f, VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT,
-		   false))
-		return false;
-	return true;
-}
-
 int drv_connect_list_all_domains(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_list_all_domains_args *a = args;
@@ -93,7 +50,7 @@ int drv_connect_list_all_domains(struct rpc_conn *conn, void *args, void *ret)
 		if (!ok)
 			continue;
 		if (a->need_results)
-			api_domain_make(obj, &r->domains.domains_val[n]);
+			wire_domain_make(obj, &r->domains.domains_val[n]);
 		n++;
 	}
 	r->domains.domains_len = a->need_results ? n : 0;
@@ -113,7 +70,7 @@ static int collect(bool active, int max, remote_nonnull_domain *out)
 		if ((obj->id >= 0) != active)
 			continue;
 		if (out)
-			api_domain_make(obj, &out[n]);
+			wire_domain_make(obj, &out[n]);
 		n++;
 	}
 	return n;

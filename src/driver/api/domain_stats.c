@@ -100,7 +100,7 @@ int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_RPC, "%s", "vCPU info or map buffer length exceeds maximum");
 		return -1;
 	}
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!(pid = running_pid(obj)))
 		goto out;
@@ -154,7 +154,7 @@ int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_RPC, "%s", "too many memory stats requested");
 		return -1;
 	}
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!(pid = running_pid(obj)))
 		goto out;
@@ -201,7 +201,7 @@ int drv_domain_get_cpu_stats(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_INVALID_ARG, "%s", "the domain total needs ncpus 1");
 		return -1;
 	}
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!(pid = running_pid(obj)))
 		goto out;
@@ -327,7 +327,7 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 	reason = obj->reason;
 	vcpus = obj->def->vcpus;
 	g_mutex_unlock(&obj->lock);
-	api_domain_make(obj, &rec->dom);
+	wire_domain_make(obj, &rec->dom);
 	if (groups & VIR_DOMAIN_STATS_STATE) {
 		INT(&p, state, "state.state");
 		INT(&p, reason, "state.reason");
@@ -409,7 +409,7 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 	if (a->doms.doms_len) {
 		/* Named domains: filters do not apply, as in libvirt. */
 		for (unsigned i = 0; i < a->doms.doms_len; i++) {
-			struct domain_obj *obj = api_domain_get(&a->doms.doms_val[i]);
+			struct domain_obj *obj = wire_domain_get(&a->doms.doms_val[i]);
 
 			if (!obj)
 				return -1;
@@ -476,7 +476,7 @@ int drv_domain_block_stats(struct rpc_conn *conn, void *args, void *ret)
 	json_object *all = NULL, *d;
 	int i, rc = -1;
 
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!running_pid(obj) || (i = disk_index(obj->def, a->path)) < 0 ||
 	    !(all = query_block_stats(obj)))
@@ -526,7 +526,7 @@ int drv_domain_block_stats_flags(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_RPC, "nparams %d is out of range", a->nparams);
 		return -1;
 	}
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!running_pid(obj) || (i = disk_index(obj->def, a->path)) < 0)
 		goto out;
@@ -565,7 +565,7 @@ int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
 
 	if (api_check_flags(a->flags, 0, "virDomainGetBlockInfo") < 0)
 		return -1;
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	g_mutex_lock(&obj->lock);
 	i = disk_index(obj->def, a->path);
@@ -608,7 +608,7 @@ int drv_domain_interface_stats(struct rpc_conn *conn, void *args, void *ret)
 	struct netdev_stats st;
 	int i, rc = -1;
 
-	if (!(obj = api_domain_get(&a->dom)))
+	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!running_pid(obj))
 		goto out;

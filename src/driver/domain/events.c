@@ -5,7 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include "error.h"
-#include "api/domain_api.h"
+#include "rpc/domain_wire.h"
 #include "events.h"
 #include "api/handlers.h"
 #include "log.h"
@@ -273,7 +273,7 @@ void events_lifecycle_obj(struct domain_obj *obj, int event, int detail)
 {
 	remote_nonnull_domain d;
 
-	api_domain_make(obj, &d);
+	wire_domain_make(obj, &d);
 	events_lifecycle(d.name, (const unsigned char *)d.uuid, d.id, event, detail);
 	free(d.name);
 }
@@ -283,7 +283,7 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 	remote_domain_event_callback_metadata_change_msg m = { .type = type };
 	char *uri = (char *)nsuri;
 
-	api_domain_make(obj, &m.dom);
+	wire_domain_make(obj, &m.dom);
 	m.nsuri = nsuri ? &uri : NULL;
 	g_mutex_lock(&lock);
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
@@ -307,7 +307,7 @@ static void domain_only_event(struct domain_obj *obj, int event_id, int legacy_p
 {
 	remote_domain_event_callback_reboot_msg m = { 0 };
 
-	api_domain_make(obj, &m.msg.dom);
+	wire_domain_make(obj, &m.msg.dom);
 	g_mutex_lock(&lock);
 	for (guint i = 0; callbacks && i < callbacks->len; i++) {
 		struct event_cb *cb = g_ptr_array_index(callbacks, i);
