@@ -39,7 +39,7 @@ static gint opt_max_clients = NOT_GIVEN;
 
 static const GOptionEntry options[] = {
 	{ "root", 0, 0, G_OPTION_ARG_FILENAME, &opt_root,
-	  "Keep every file of this instance (sockets, definitions in DIR/etc/libvirt/kvmm, later state and logs) under DIR", "DIR" },
+	  "Keep every file of this instance (sockets, definitions in DIR/etc/libvirt/kvmm, status files, logs) under DIR", "DIR" },
 	{ "timeout", 't', 0, G_OPTION_ARG_INT, &opt_timeout,
 	  "Exit after SECONDS without clients (0: never)", "SECONDS" },
 	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose,

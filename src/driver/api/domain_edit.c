@@ -16,8 +16,8 @@
 
 #define AFFECT_FLAGS (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG)
 
-/* Every domain is inactive for now: "current" means the configuration,
- * and the live definition does not exist. */
+/* A domain has one definition, live and persistent alike: LIVE needs a
+ * running domain, and either flag edits that one definition. */
 static int check_affect(struct domain_obj *obj, unsigned flags)
 {
 	if ((flags & VIR_DOMAIN_AFFECT_LIVE) && obj->id < 0) {

@@ -42,7 +42,7 @@ struct listener {
 
 /* Threads.  The main loop owns sockets, buffers and the client list;
  * every call to the remote program runs on a worker, since handlers may
- * block (fsync, locks held by other calls, later a starting guest), so a
+ * block (fsync, locks held by other calls, a starting guest), so a
  * slow call never stalls another client.  One call per client at a
  * time, in the order it sent them: a client sees its replies in order,
  * and handlers need no locking against their own connection.  Workers
