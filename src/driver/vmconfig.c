@@ -28,6 +28,7 @@
 #include <libvirt/libvirt.h>
 
 #include "error.h"
+#include "vm_limits.h"
 #include "vmconfig.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -40,11 +41,14 @@ static int unsupported(const char *what)
 
 int vmconfig_check(const struct domain_def *def)
 {
-	if (def->ndisks > 16)
-		return unsupported("kvmm takes at most 16 disks");
+	char msg[200];
+
+	if (def->ndisks > VM_MAX_DISKS) {
+		snprintf(msg, sizeof(msg), "kvmm takes at most %d disks", VM_MAX_DISKS);
+		return unsupported(msg);
+	}
 	for (size_t i = 0; i < def->ndisks; i++) {
 		const struct domain_disk *d = &def->disks[i];
-		char msg[160];
 
 		/* kvmm writes through the page cache or around it, and
 		 * flushes on request: no mode that flushes every write. */
@@ -56,15 +60,21 @@ int vmconfig_check(const struct domain_def *def)
 		}
 		if (d->discard == DISCARD_IGNORE)
 			return unsupported("disk discard='ignore' is not supported by kvmm (it passes discards to the image); use discard='unmap' or leave it out");
-		if (d->serial && strlen(d->serial) > 20)
-			return unsupported("a disk serial longer than 20 characters is not supported by virtio-blk");
+		if (d->serial && strlen(d->serial) > VM_DISK_SERIAL_MAX) {
+			snprintf(msg, sizeof(msg),
+				 "a disk serial longer than %d characters is not supported by virtio-blk",
+				 VM_DISK_SERIAL_MAX);
+			return unsupported(msg);
+		}
 	}
-	if (def->nnets > 8)
-		return unsupported("kvmm takes at most 8 network interfaces");
+	if (def->nnets > VM_MAX_NETS) {
+		snprintf(msg, sizeof(msg), "kvmm takes at most %d network interfaces", VM_MAX_NETS);
+		return unsupported(msg);
+	}
 	for (size_t i = 0; i < def->nnets; i++)
 		if (def->nets[i].mtu)
 			return unsupported("interface <mtu> is not supported by kvmm yet; remove <mtu>");
-	if (def->nrngs > 1)
+	if (def->nrngs > VM_MAX_RNGS)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
 	if (def->balloon_model == BALLOON_VIRTIO)
 		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/>");
@@ -72,7 +82,7 @@ int vmconfig_check(const struct domain_def *def)
 
 	for (size_t i = 0; i < def->nconsoles; i++)
 		nvirtio += def->consoles[i].target == CONSOLE_VIRTIO;
-	if (nvirtio > 1)
+	if (nvirtio > VM_MAX_CONSOLES)
 		return unsupported("kvmm has one virtio console; remove all but one <console> with <target type='virtio'/>");
 	for (size_t i = 0; i < def->nconsoles; i++)
 		if (def->consoles[i].target == CONSOLE_VIRTIO && def->consoles[i].log_file)
