@@ -395,3 +395,40 @@ def test_python_libvirt(daemon):
         assert c.listAllDomains() == []
     finally:
         c.close()
+
+
+def test_memory_is_rounded_to_pages_at_define_and_runs(daemon, kvm, tmp):
+    """16385 KiB is no whole number of 4 KiB pages: define rounds it up
+    (dumpxml, live and inactive, shows 16388 KiB), and the domain starts
+    with that size in kvmm instead of failing there."""
+    d = daemon
+    log = os.path.join(tmp, "serial.log")
+    xml = f"""<domain type='kvm'>
+  <name>odd</name>
+  <memory unit='KiB'>16385</memory>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=wait</cmdline></os>
+  <devices><serial type='file'><source path='{log}'/></serial></devices>
+</domain>
+"""
+    ok(virsh(d.uri(), "define", write(tmp, "odd.xml", xml)))
+    for flags in ((), ("--inactive",)):
+        out = ok(virsh(d.uri(), "dumpxml", "odd", *flags))
+        assert "<memory unit='KiB'>16388</memory>" in out, out
+        assert "<currentMemory unit='KiB'>16388</currentMemory>" in out, out
+    with open(os.path.join(confdir(d), "odd.xml")) as f:
+        assert "<memory unit='KiB'>16388</memory>" in f.read()
+    r = virsh(d.uri(), "start", "odd")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while "KVMMTEST done" not in (open(log).read() if os.path.exists(log) else ""):
+            assert time.monotonic() < deadline, "the guest did not finish its checks"
+            assert ok(virsh(d.uri(), "domstate", "odd")).strip() == "running"
+            time.sleep(0.05)
+        assert "KVMMTEST fail" not in open(log).read()
+        assert "<memory unit='KiB'>16388</memory>" in ok(virsh(d.uri(), "dumpxml", "odd"))
+        with open(os.path.join(d.root, "log", "libvirt", "kvmm", "odd.log")) as f:
+            assert f'"memory": {16388 * 1024},' in f.read()
+    finally:
+        ok(virsh(d.uri(), "destroy", "odd"))
