@@ -6,6 +6,11 @@
   schemas/vm-config.schema.json.
 - refuse/<case>.xml fails with exactly the line in refuse/<case>.err: what
   kvmm cannot run yet is refused by name, never dropped.
+- kvmm's own config parser (config_from_json, behind `kvmm --config`, run
+  by the config_dump tool) accepts every golden and reads from it exactly
+  what the daemon meant; so does it every configuration made from a
+  definition the daemon accepts (tests/xml2xml/in), unless the daemon
+  refuses to start that one by name.
 - kvmm itself boots the test guest from a generated configuration."""
 import glob
 import json
@@ -19,6 +24,8 @@ from kvmmtest import GUEST, KVMM, TOP, UNIT_DIR
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(os.path.dirname(HERE), "xml2config")
 TOOL = os.path.join(UNIT_DIR, "xml2xml")
+DUMP = os.path.join(UNIT_DIR, "config_dump")
+XML2XML_IN = os.path.join(os.path.dirname(HERE), "xml2xml", "in")
 SCHEMA = os.path.join(TOP, "schemas", "vm-config.schema.json")
 REGENERATE = os.environ.get("REGENERATE") == "1"
 API_SOCKET = "/run/libvirt/kvmm/NAME.sock"
@@ -62,6 +69,65 @@ def test_golden_is_valid(src):
         doc = json.load(f)
     jsonschema.validate(doc, schema)
     assert doc["api_socket"] == API_SOCKET
+
+
+def kvmm_reads(path):
+    """What kvmm's config parser understood from PATH (config_dump)."""
+    assert os.path.exists(DUMP), f"{DUMP} was not built: run make check"
+    r = subprocess.run([DUMP, path], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"kvmm refuses what the daemon made: {r.stdout}{r.stderr}"
+    return json.loads(r.stdout)
+
+
+# The keys the daemon writes, each with what kvmm makes of it when absent
+# (kvmm's defaults, docs/kvmm.md).
+def meaning(doc):
+    """What kvmm must understand from DOC, a configuration the daemon made."""
+    def chardev(c):
+        return {"mode": c["mode"], "path": c.get("path")}
+    known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "serial", "console",
+             "api_socket", "no_reboot", "paused", "rng", "disks", "nets"}
+    assert set(doc) <= known, f"the daemon writes keys this test does not know: {set(doc) - known}"
+    return {
+        "name": doc["name"], "kernel": doc["kernel"], "initrd": doc.get("initrd"),
+        "cmdline": doc.get("cmdline", ""), "memory": doc["memory"], "cpus": doc["cpus"],
+        "serial": chardev(doc["serial"]),
+        "console": chardev(doc["console"]) if "console" in doc else None,
+        "api_socket": doc.get("api_socket"), "no_reboot": doc.get("no_reboot", False),
+        "thp": True, "paused": doc.get("paused", False), "rng": doc.get("rng", False),
+        "disks": [{"path": d["path"], "readonly": d.get("readonly", False),
+                   "cache": d.get("cache", "writeback"), "serial": d.get("serial"),
+                   "blk_size": 512} for d in doc.get("disks", [])],
+        "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"]} for n in doc.get("nets", [])],
+    }
+
+
+@pytest.mark.parametrize("src", cases())
+def test_kvmm_reads_the_golden_as_meant(src):
+    golden = src[:-4] + ".json"
+    with open(golden) as f:
+        doc = json.load(f)
+    assert kvmm_reads(golden) == meaning(doc)
+
+
+def definitions():
+    return [pytest.param(p, id=os.path.splitext(os.path.basename(p))[0])
+            for p in sorted(glob.glob(os.path.join(XML2XML_IN, "*.xml")))]
+
+
+@pytest.mark.parametrize("src", definitions())
+def test_kvmm_takes_what_the_daemon_defines(src, tmp):
+    """Whatever defines either starts in kvmm or is refused by the daemon,
+    by name, before kvmm is run: kvmm never refuses a configuration."""
+    r = run(src)
+    if r.returncode == 1:
+        assert r.stdout.startswith("error: VIR_ERR_CONFIG_UNSUPPORTED VIR_FROM_DOMAIN: "), r.stdout
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    conf = os.path.join(tmp, "vm.json")
+    with open(conf, "w") as f:
+        f.write(r.stdout)
+    assert kvmm_reads(conf) == meaning(json.loads(r.stdout))
 
 
 @pytest.mark.parametrize("src", cases("refuse"))
