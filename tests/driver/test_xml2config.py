@@ -5,7 +5,8 @@
   rewrites the goldens; read the diff), and every golden is valid against
   schemas/vm-config.schema.json.
 - refuse/<case>.xml fails with exactly the line in refuse/<case>.err: what
-  kvmm cannot run yet is refused by name, never dropped.
+  kvmm cannot run yet is refused by name, never dropped; every refusal of
+  vmconfig.c has a case.
 - kvmm's own config parser (config_from_json, behind `kvmm --config`, run
   by the config_dump tool) accepts every golden and reads from it exactly
   what the daemon meant; so does it every configuration made from a
@@ -20,6 +21,7 @@ import subprocess
 import pytest
 
 from kvmmtest import GUEST, KVMM, TOP, UNIT_DIR
+from test_xml2xml import uncovered
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(os.path.dirname(HERE), "xml2config")
@@ -141,6 +143,16 @@ def test_refused(src):
     with open(err) as f:
         assert r.stdout == f.read()
     assert r.stdout.startswith("error: VIR_ERR_CONFIG_UNSUPPORTED VIR_FROM_DOMAIN: ")
+
+
+def test_every_refusal_has_a_case():
+    # vmconfig.c moves to src/driver/kvmm/; either place will do.
+    src = [p for p in (os.path.join(TOP, "src", "driver", "vmconfig.c"),
+                       os.path.join(TOP, "src", "driver", "kvmm", "vmconfig.c")) if os.path.exists(p)]
+    assert len(src) == 1, src
+    # "%s": the daemon's own slip (no taps made), not a definition's.
+    missing = uncovered(src, os.path.join(DATA, "refuse"), unreachable={"%s"})
+    assert not missing, "refusals without a tests/xml2config/refuse case:\n" + "\n".join(missing)
 
 
 def test_kvmm_runs_the_generated_config(kvm, tmp):
