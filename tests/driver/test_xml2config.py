@@ -45,7 +45,7 @@ def cases(sub=""):
 
 
 def test_enough_cases():
-    assert len(cases()) >= 4 and len(cases("refuse")) >= 8
+    assert len(cases()) >= 30 and len(cases("refuse")) >= 20
 
 
 @pytest.mark.parametrize("src", cases())

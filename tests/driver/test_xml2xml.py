@@ -64,8 +64,8 @@ def refusals():
 
 
 def test_enough_cases():
-    assert len(glob.glob(os.path.join(DATA, "in", "*.xml"))) >= 15
-    assert len(refusals()) >= 12
+    assert len(glob.glob(os.path.join(DATA, "in", "*.xml"))) >= 20
+    assert len(refusals()) >= 100
 
 
 @pytest.mark.parametrize("src,golden,variant", round_trips())
