@@ -16,6 +16,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -143,6 +144,31 @@ def test_refused(src):
     with open(err) as f:
         assert r.stdout == f.read()
     assert r.stdout.startswith("error: VIR_ERR_CONFIG_UNSUPPORTED VIR_FROM_DOMAIN: ")
+
+
+def vm_limits():
+    """The #defines of src/common/vm_limits.h, evaluated."""
+    with open(os.path.join(TOP, "src", "common", "vm_limits.h")) as f:
+        defs = dict(re.findall(r"^#define (VM_\w+)\s+([^/\n]+?)\s*(?:/\*.*)?$", f.read(), re.M))
+    return {k: eval(re.sub(r"(\d+)ULL", r"\1", v)) for k, v in defs.items() if not k.endswith("_H")}
+
+
+def test_schema_has_the_shared_limits():
+    """schemas/vm-config.schema.json states the ranges of vm_limits.h, which
+    kvmm and the daemon both compile in; they cannot drift apart."""
+    lim = vm_limits()
+    with open(SCHEMA) as f:
+        props = json.load(f)["properties"]
+    mem = props["memory"]["oneOf"][0]
+    assert (mem["minimum"], mem["maximum"], mem["multipleOf"]) == \
+        (lim["VM_MIN_MEMORY"], lim["VM_MAX_MEMORY"], lim["VM_MEMORY_ALIGN"])
+    assert props["cpus"]["oneOf"][0]["maximum"] == lim["VM_MAX_CPUS"]
+    assert props["disks"]["maxItems"] == lim["VM_MAX_DISKS"]
+    disk = props["disks"]["items"]["oneOf"][1]["properties"]
+    assert disk["serial"]["maxLength"] == lim["VM_DISK_SERIAL_MAX"]
+    assert props["nets"]["maxItems"] == lim["VM_MAX_NETS"]
+    net = props["nets"]["items"]["oneOf"][1]["properties"]
+    assert net["tap"]["maxLength"] == lim["VM_TAP_NAME_MAX"]
 
 
 def test_every_refusal_has_a_case():
