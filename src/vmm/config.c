@@ -57,14 +57,14 @@ static int get_memory(struct cfg_ctx *c, struct json_object *v,
 		return cfg_error(c, "memory must be a size such as \"512M\" or a number of bytes");
 	}
 	if (cfg->memory < KVMM_MIN_MEMORY)
-		return cfg_error(c, "memory size %llu bytes is too small: give the guest at least 16M",
-				 (unsigned long long)cfg->memory);
+		return cfg_error(c, "memory size %llu bytes is too small: give the guest at least %lluM",
+				 (unsigned long long)cfg->memory, VM_MIN_MEMORY / MiB);
 	if (cfg->memory > KVMM_MAX_MEMORY)
-		return cfg_error(c, "memory size %llu bytes is more than kvmm supports: give the guest at most 1T",
-				 (unsigned long long)cfg->memory);
-	if (cfg->memory % (4 * KiB))
-		return cfg_error(c, "memory size %llu bytes is not a multiple of 4K",
-				 (unsigned long long)cfg->memory);
+		return cfg_error(c, "memory size %llu bytes is more than kvmm supports: give the guest at most %lluT",
+				 (unsigned long long)cfg->memory, VM_MAX_MEMORY / (1024 * GiB));
+	if (cfg->memory % VM_MEMORY_ALIGN)
+		return cfg_error(c, "memory size %llu bytes is not a multiple of %lluK",
+				 (unsigned long long)cfg->memory, VM_MEMORY_ALIGN / KiB);
 	return 0;
 }
 
@@ -369,9 +369,7 @@ static int net_set(struct cfg_ctx *c, void *item, unsigned int n,
 		if (v && !json_object_is_type(v, json_type_string))
 			return cfg_error(c, "net %u: tap must be a string", n);
 		str = v ? json_object_get_string(v) : str;
-		/* An interface name: IFNAMSIZ less its NUL, no '/' or space. */
-		if (!*str || strlen(str) > 15 || strpbrk(str, "/: \t\n") ||
-		    !strcmp(str, ".") || !strcmp(str, ".."))
+		if (!vm_tap_name_valid(str))
 			return cfg_error(c, "net %u: tap name '%s' is not valid: use 1 to 15 characters without '/', ':' or spaces", n, str);
 		free(nc->tap);
 		nc->tap = strdup(str);

@@ -9,11 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vm_limits.h"	/* the ranges, shared with virtkvmmd */
+
 struct json_object;
 
-#define KVMM_MAX_CPUS 254	/* xAPIC IDs, one IOAPIC ID above them */
-#define KVMM_MIN_MEMORY (16ULL << 20)
-#define KVMM_MAX_MEMORY (1ULL << 40)
+#define KVMM_MAX_CPUS VM_MAX_CPUS
+#define KVMM_MIN_MEMORY VM_MIN_MEMORY
+#define KVMM_MAX_MEMORY VM_MAX_MEMORY
 
 enum serial_mode {
 	SERIAL_NONE,
@@ -36,8 +38,8 @@ enum disk_cache {
 	DISK_CACHE_UNSAFE,	/* buffered, FLUSH does nothing */
 };
 
-#define KVMM_MAX_DISKS		16
-#define KVMM_DISK_SERIAL_MAX	20	/* virtio-blk GET_ID */
+#define KVMM_MAX_DISKS		VM_MAX_DISKS
+#define KVMM_DISK_SERIAL_MAX	VM_DISK_SERIAL_MAX	/* virtio-blk GET_ID */
 
 struct disk_config {
 	char *path;
@@ -47,7 +49,7 @@ struct disk_config {
 	unsigned int blk_size;	/* logical block: 512 (default) to 4096 */
 };
 
-#define KVMM_MAX_NETS		8
+#define KVMM_MAX_NETS		VM_MAX_NETS
 
 /* --net: a virtio-net NIC on a tap device, named (kvmm opens it, and
  * creates it if it does not exist) or already open (fd=N). */

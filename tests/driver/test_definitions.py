@@ -49,6 +49,18 @@ def fail(r, text):
     return r.stderr
 
 
+def refused(call, code, text, domain=None):
+    """CALL() fails with libvirt's error CODE (and DOMAIN, when given),
+    TEXT in its message: the code is what programs act on."""
+    with pytest.raises(libvirt.libvirtError) as e:
+        call()
+    err = e.value
+    assert (err.get_error_code(), err.get_error_domain() if domain is not None else None) == \
+        (code, domain), str(err)
+    assert text in str(err), str(err)
+    return err
+
+
 def confdir(d):
     return os.path.join(d.root, "etc", "libvirt", "kvmm")
 
@@ -101,6 +113,14 @@ def test_define_validate(daemon, tmp):
     # without --validate our own parser refuses it by name
     fail(virsh(daemon.uri(), "define", write(tmp, "b.xml", bad)),
          "element <bogus> is not supported by kvmm")
+    c = libvirt.open(daemon.uri())
+    try:
+        refused(lambda: c.defineXMLFlags(bad, libvirt.VIR_DOMAIN_DEFINE_VALIDATE),
+                libvirt.VIR_ERR_XML_INVALID_SCHEMA, "Unable to validate doc against")
+        refused(lambda: c.defineXML(bad), libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+                "element <bogus> is not supported by kvmm", libvirt.VIR_FROM_DOMAIN)
+    finally:
+        c.close()
 
 
 def test_redefine_updates(defined, tmp):
@@ -119,6 +139,14 @@ def test_name_or_uuid_taken(defined, tmp):
          f"operation failed: domain 'g1' already exists with uuid {UUID1}")
     fail(virsh(d.uri(), "define", write(tmp, "x.xml", domain_xml(name="g9"))),
          f"operation failed: domain 'g1' is already defined with uuid {UUID1}")
+    c = libvirt.open(d.uri())
+    try:
+        refused(lambda: c.defineXML(domain_xml(uuid=other)), libvirt.VIR_ERR_OPERATION_FAILED,
+                f"domain 'g1' already exists with uuid {UUID1}")
+        refused(lambda: c.defineXML(domain_xml(name="g9")), libvirt.VIR_ERR_OPERATION_FAILED,
+                f"domain 'g1' is already defined with uuid {UUID1}")
+    finally:
+        c.close()
     assert names(ok(virsh(d.uri(), "list", "--all"))) == ["g1"]
 
 
@@ -155,9 +183,7 @@ def test_unknown_domain_errors(defined):
             c.lookupByUUIDString(u)
         assert e.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
         assert f"no domain with matching uuid '{u}'" in str(e.value)
-        with pytest.raises(libvirt.libvirtError) as e:
-            c.lookupByID(7)
-        assert "no domain with matching id 7" in str(e.value)
+        refused(lambda: c.lookupByID(7), libvirt.VIR_ERR_NO_DOMAIN, "no domain with matching id 7")
         # a domain object whose domain went away
         dom = c.lookupByName("g1")
         dom.undefine()
@@ -175,6 +201,15 @@ def test_xml_errors(daemon, tmp):
     fail(virsh(daemon.uri(), "define",
                write(tmp, "s.xml", domain_xml(devices="<sound model='ich6'/>"))),
          "device 'sound' is not supported by kvmm")
+    c = libvirt.open(daemon.uri())
+    try:
+        refused(lambda: c.defineXML("<domain type='kvm'>\n<name>x</name>\n<oops>\n</domain>\n"),
+                libvirt.VIR_ERR_XML_DETAIL, "(domain_definition):4:", libvirt.VIR_FROM_XML)
+        refused(lambda: c.defineXML(domain_xml(devices="<sound model='ich6'/>")),
+                libvirt.VIR_ERR_CONFIG_UNSUPPORTED, "device 'sound' is not supported by kvmm",
+                libvirt.VIR_FROM_DOMAIN)
+    finally:
+        c.close()
     assert names(ok(virsh(daemon.uri(), "list", "--all"))) == []
 
 
@@ -213,6 +248,17 @@ def test_desc_and_metadata(defined):
     ok(virsh(d.uri(), "metadata", "g1", "--uri", "https://example.org/app", "--remove"))
     fail(virsh(d.uri(), "metadata", "g1", "--uri", "https://example.org/app"),
          "metadata not found: Requested metadata element is not present")
+    c = libvirt.open(d.uri())
+    try:
+        dom = c.lookupByName("g1")
+        refused(lambda: dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, "https://example.org/app",
+                                     libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+                libvirt.VIR_ERR_NO_DOMAIN_METADATA, "Requested metadata element is not present")
+        refused(lambda: dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, "x", None, None,
+                                        libvirt.VIR_DOMAIN_AFFECT_LIVE),
+                libvirt.VIR_ERR_OPERATION_INVALID, "domain is not running")
+    finally:
+        c.close()
 
 
 def test_domrename(defined, tmp):
@@ -226,6 +272,12 @@ def test_domrename(defined, tmp):
     assert os.listdir(os.path.join(confdir(d), "autostart")) == ["g2.xml"]
     ok(virsh(d.uri(), "define", write(tmp, "g3.xml", domain_xml(name="g3", uuid=None))))
     fail(virsh(d.uri(), "domrename", "g2", "g3"), "domain with name 'g3' already exists")
+    c = libvirt.open(d.uri())
+    try:
+        refused(lambda: c.lookupByName("g2").rename("g3"), libvirt.VIR_ERR_OPERATION_INVALID,
+                "domain with name 'g3' already exists")
+    finally:
+        c.close()
 
 
 def test_undefine(defined, tmp):
@@ -259,6 +311,16 @@ def test_readonly_refusals(defined, tmp):
                       (("desc", "g1", "--config", "x"), "virDomainSetMetadata")):
         fail(virsh(d.uri(ro=True), *args, readonly=True),
              f"operation forbidden: read only access prevents {api}")
+    ro = libvirt.openReadOnly(d.uri(ro=True))
+    try:
+        dom = ro.lookupByName("g1")
+        for call, api in ((lambda: ro.defineXML(domain_xml(name="g5", uuid=None)), "virDomainDefineXML"),
+                          (dom.undefine, "virDomainUndefine"),
+                          (lambda: dom.setAutostart(1), "virDomainSetAutostart")):
+            refused(call, libvirt.VIR_ERR_OPERATION_DENIED,
+                    f"read only access prevents {api}")
+    finally:
+        ro.close()
     # reading works read-only
     assert names(ok(virsh(d.uri(ro=True), "list", "--all", readonly=True))) == ["g1"]
     ok(virsh(d.uri(ro=True), "dumpxml", "g1", readonly=True))
@@ -297,6 +359,12 @@ def test_corrupt_file_is_skipped(start_daemon, tmp):
         # never overwritten by a define of that name
         fail(virsh(d2.uri(), "define", write(tmp, "b.xml", domain_xml(name="broken", uuid=None))),
              f"{bad} exists but is not a loaded definition")
+        c = libvirt.open(d2.uri())
+        try:
+            refused(lambda: c.defineXML(domain_xml(name="broken", uuid=None)),
+                    libvirt.VIR_ERR_OPERATION_FAILED, f"{bad} exists but is not a loaded definition")
+        finally:
+            c.close()
         with open(bad) as f:
             assert f.read() == "<domain type='kvm'><name>broken</name>"
         assert d2.alive()
@@ -395,3 +463,40 @@ def test_python_libvirt(daemon):
         assert c.listAllDomains() == []
     finally:
         c.close()
+
+
+def test_memory_is_rounded_to_pages_at_define_and_runs(daemon, kvm, tmp):
+    """16385 KiB is no whole number of 4 KiB pages: define rounds it up
+    (dumpxml, live and inactive, shows 16388 KiB), and the domain starts
+    with that size in kvmm instead of failing there."""
+    d = daemon
+    log = os.path.join(tmp, "serial.log")
+    xml = f"""<domain type='kvm'>
+  <name>odd</name>
+  <memory unit='KiB'>16385</memory>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=wait</cmdline></os>
+  <devices><serial type='file'><source path='{log}'/></serial></devices>
+</domain>
+"""
+    ok(virsh(d.uri(), "define", write(tmp, "odd.xml", xml)))
+    for flags in ((), ("--inactive",)):
+        out = ok(virsh(d.uri(), "dumpxml", "odd", *flags))
+        assert "<memory unit='KiB'>16388</memory>" in out, out
+        assert "<currentMemory unit='KiB'>16388</currentMemory>" in out, out
+    with open(os.path.join(confdir(d), "odd.xml")) as f:
+        assert "<memory unit='KiB'>16388</memory>" in f.read()
+    r = virsh(d.uri(), "start", "odd")
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while "KVMMTEST done" not in (open(log).read() if os.path.exists(log) else ""):
+            assert time.monotonic() < deadline, "the guest did not finish its checks"
+            assert ok(virsh(d.uri(), "domstate", "odd")).strip() == "running"
+            time.sleep(0.05)
+        assert "KVMMTEST fail" not in open(log).read()
+        assert "<memory unit='KiB'>16388</memory>" in ok(virsh(d.uri(), "dumpxml", "odd"))
+        with open(os.path.join(d.root, "log", "libvirt", "kvmm", "odd.log")) as f:
+            assert f'"memory": {16388 * 1024},' in f.read()
+    finally:
+        ok(virsh(d.uri(), "destroy", "odd"))

@@ -9,23 +9,27 @@ src/driver/conf/ through the xml2xml tool.
   (virt-xml-validate, package libvirt-clients).
 - Formatting a golden again gives the same document (idempotent).
 - refuse/<case>.xml must fail with exactly the line in refuse/<case>.err
-  ("error: <code> <domain>: message").
+  ("error: <code> <domain>: message"); every refusal the parser and
+  validator (src/driver/conf/) can report, and every value list of
+  domain_tables.c, has a case there.
 
 Generated UUIDs and MAC addresses are made deterministic with
 KVMM_TEST_SEED (the tool seeds its random source with it)."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 
-from kvmmtest import UNIT_DIR
+from kvmmtest import TOP, UNIT_DIR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(os.path.dirname(HERE), "xml2xml")
 TOOL = os.path.join(UNIT_DIR, "xml2xml")
 REGENERATE = os.environ.get("REGENERATE") == "1"
+CONF = os.path.join(TOP, "src", "driver", "conf")
 VARIANTS = {"": [], "inactive": ["--inactive"], "migratable": ["--migratable"]}
 
 
@@ -60,8 +64,8 @@ def refusals():
 
 
 def test_enough_cases():
-    assert len(glob.glob(os.path.join(DATA, "in", "*.xml"))) >= 15
-    assert len(refusals()) >= 12
+    assert len(glob.glob(os.path.join(DATA, "in", "*.xml"))) >= 20
+    assert len(refusals()) >= 100
 
 
 @pytest.mark.parametrize("src,golden,variant", round_trips())
@@ -117,3 +121,62 @@ def test_uuid_and_mac_are_generated_randomly_without_seed():
     for out in outs:
         assert re.search(r"<uuid>[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}</uuid>", out)
         assert re.search(r"<mac address='52:54:00:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}'/>", out)
+
+
+def refusal_formats(path):
+    """(code, format, regex) of each error the C file PATH reports with
+    drv_error_report() (or vmconfig.c's unsupported(), whose code is
+    VIR_ERR_CONFIG_UNSUPPORTED); the regex has a wildcard per conversion."""
+    with open(path) as f:
+        src = f.read()
+    call = re.compile(r'(?:drv_error_report(?:_full)?\(\s*(?:VIR_FROM_\w+,\s*)?(VIR_ERR_\w+),|unsupported\()'
+                      r'\s*((?:"(?:[^"\\]|\\.)*"\s*)+)')
+    out = []
+    for m in call.finditer(src):
+        fmt = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(2)))
+        parts = re.split(r"%[-#0-9.]*(?:ll|l|z|h)?[diuxsc]", fmt.replace('\\"', '"'))
+        out.append((m.group(1) or "VIR_ERR_CONFIG_UNSUPPORTED", fmt, ".*".join(map(re.escape, parts))))
+    assert out, f"no error reports found in {path}"
+    return out
+
+
+def uncovered(sources, err_dir, unreachable=()):
+    """The refusal formats of SOURCES that no ERR_DIR/*.err line shows."""
+    errs = []
+    for p in glob.glob(os.path.join(err_dir, "*.err")):
+        with open(p) as f:
+            errs.append(f.read())
+    missing = []
+    for path in sources:
+        for code, fmt, rx in refusal_formats(path):
+            if fmt in unreachable:
+                continue
+            want = re.compile(rf"error: {code} VIR_FROM_\w+: {rx}\n", re.S)
+            if not any(want.fullmatch(e) for e in errs):
+                missing.append(f"{os.path.basename(path)}: {code} {fmt}")
+    return missing
+
+
+# Reported only when libxml2 itself fails without a parse error.
+UNREACHABLE = {"out of memory", "missing root element"}
+
+
+def test_every_refusal_has_a_case():
+    sources = [os.path.join(CONF, f) for f in ("domain_parse.c", "domain_parse_devices.c",
+                                                 "domain_validate.c", "domain_xml.c", "domain_tables.c")]
+    missing = uncovered(sources, os.path.join(DATA, "refuse"), UNREACHABLE)
+    assert not missing, "refusals without a tests/xml2xml/refuse case:\n" + "\n".join(missing)
+
+
+def test_every_value_list_refuses_by_name():
+    """Each conf_enum of domain_tables.c names what it refuses, in a case."""
+    with open(os.path.join(CONF, "domain_tables.c")) as f:
+        whats = re.findall(r'const struct conf_enum conf_\w+ = \{\s*"([^"]+)"', f.read())
+    assert len(whats) > 30
+    errs = ""
+    for p in glob.glob(os.path.join(DATA, "refuse", "*.err")):
+        with open(p) as f:
+            errs += f.read()
+    missing = [w for w in set(whats) if not re.search(
+        rf"VIR_ERR_CONFIG_UNSUPPORTED VIR_FROM_DOMAIN: {re.escape(w)} '[^']*' is not supported by kvmm", errs)]
+    assert not missing, f"value lists without a refusal case: {sorted(missing)}"

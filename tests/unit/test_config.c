@@ -362,3 +362,34 @@ UNIT_TEST(bad_nets_are_refused_with_a_fix)
 	net_refused("[\"tap=a\",\"tap=b\",\"tap=c\",\"tap=d\",\"tap=e\",\"tap=f\",\"tap=g\",\"tap=h\",\"tap=i\"]",
 		    "9 NICs given: kvmm supports at most 8");
 }
+
+/* The edges of the shared ranges (vm_limits.h), which virtkvmmd refuses
+ * the same way before it runs kvmm. */
+UNIT_TEST(shared_limits_hold_at_their_edges)
+{
+	struct vm_config c;
+	char json[256];
+
+	snprintf(json, sizeof(json), "{\"kernel\":\"/k\",\"memory\":%llu,\"cpus\":%d}",
+		 VM_MIN_MEMORY, VM_MAX_CPUS);
+	CHECK(parse(json, &c) == 0);
+	CHECK_EQ_U64(c.memory, VM_MIN_MEMORY);
+	CHECK_EQ_U64(c.cpus, VM_MAX_CPUS);
+	config_free(&c);
+	snprintf(json, sizeof(json), "{\"kernel\":\"/k\",\"memory\":%llu}", VM_MAX_MEMORY);
+	CHECK(parse(json, &c) == 0);
+	config_free(&c);
+	/* 16385 KiB: what a domain's <memory> is rounded up from */
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":16778240}", &c) < 0);
+	CHECK_STR(err, "memory size 16778240 bytes is not a multiple of 4K");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"memory\":16781312}", &c) == 0);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"nets\":[\"tap=0123456789abcde\"]}", &c) == 0);
+	config_free(&c);
+	net_refused("[\"tap=tap:0\"]",
+		    "net 0: tap name 'tap:0' is not valid: use 1 to 15 characters without '/', ':' or spaces");
+	net_refused("[\"tap=..\"]",
+		    "net 0: tap name '..' is not valid: use 1 to 15 characters without '/', ':' or spaces");
+	CHECK(vm_tap_name_valid("vnet0") && !vm_tap_name_valid("a b") && !vm_tap_name_valid("."));
+}

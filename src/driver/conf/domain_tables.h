@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "vm_limits.h"
+
 #define CONF_ENUM_MAX 8
 
 struct conf_enum {
@@ -70,10 +72,12 @@ extern const struct conf_enum conf_pci_model;
 extern const struct conf_enum conf_sysinfo_type;
 extern const struct conf_enum conf_sysinfo_entry;
 
-/* Limits the validator enforces (and domcapabilities will report). */
-#define CONF_MAX_VCPUS 254		/* kvmm --cpus */
-#define CONF_MIN_MEMORY_KIB (16ULL * 1024)		/* 16 MiB */
-#define CONF_MAX_MEMORY_KIB (1024ULL * 1024 * 1024)	/* 1 TiB */
-#define CONF_SERIAL_PORTS 1		/* COM1 only */
+/* Limits the validator enforces (and domcapabilities will report): kvmm's,
+ * from the one header both sides read, in the XML's units. */
+#define CONF_MAX_VCPUS VM_MAX_CPUS
+#define CONF_MIN_MEMORY_KIB (VM_MIN_MEMORY / 1024)
+#define CONF_MAX_MEMORY_KIB (VM_MAX_MEMORY / 1024)
+#define CONF_MEMORY_ALIGN_KIB (VM_MEMORY_ALIGN / 1024)	/* <memory> is rounded up to it */
+#define CONF_SERIAL_PORTS VM_MAX_SERIALS		/* COM1 only */
 
 #endif

@@ -78,6 +78,13 @@ static int serial_console(struct domain_def *def)
 	return 0;
 }
 
+static unsigned long long round_memory(unsigned long long kib)
+{
+	if (kib > CONF_MAX_MEMORY_KIB)
+		return kib;
+	return (kib + CONF_MEMORY_ALIGN_KIB - 1) / CONF_MEMORY_ALIGN_KIB * CONF_MEMORY_ALIGN_KIB;
+}
+
 int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts *opts)
 {
 	if (!def->emulator && opts->default_emulator)
@@ -95,6 +102,15 @@ int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts 
 		def->cpu_check = def->cpu_mode == CPU_HOST_MODEL ? 1 : 0;
 	if (def->cpu_migratable == TRI_ABSENT && def->cpu_mode != CPU_HOST_MODEL)
 		def->cpu_migratable = TRI_ON;
+	/* kvmm gives a guest whole pages (vm_limits.h): both sizes are
+	 * rounded up to them here, right after the parse, so the definition
+	 * and dumpxml show what the guest gets and kvmm never refuses the
+	 * size at start.  libvirt's qemu driver does the like when a domain
+	 * starts (qemuDomainAlignMemorySizes: <memory> up to 1 MiB on x86,
+	 * in the live definition only).  Sizes past the maximum are left for
+	 * the validator to refuse as given. */
+	def->memory_kib = round_memory(def->memory_kib);
+	def->current_memory_kib = round_memory(def->current_memory_kib);
 	/* As libvirt: no currentMemory means all of it, and it never exceeds
 	 * <memory>. */
 	if (!def->current_memory_kib || def->current_memory_kib > def->memory_kib)
@@ -120,8 +136,8 @@ static int validate_memory_cpus(const struct domain_def *def)
 	}
 	if (def->memory_kib < CONF_MIN_MEMORY_KIB || def->memory_kib > CONF_MAX_MEMORY_KIB) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
-				 "memory size %llu KiB is not supported by kvmm; use 16 MiB to 1 TiB",
-				 def->memory_kib);
+				 "memory size %llu KiB is not supported by kvmm; use %llu MiB to %llu TiB",
+				 def->memory_kib, CONF_MIN_MEMORY_KIB >> 10, CONF_MAX_MEMORY_KIB >> 30);
 		return -1;
 	}
 	if (def->vcpus > CONF_MAX_VCPUS) {

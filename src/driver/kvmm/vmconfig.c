@@ -28,43 +28,60 @@
 #include <libvirt/libvirt.h>
 
 #include "error.h"
+#include "vm_limits.h"
 #include "vmconfig.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
-static int unsupported(const char *what)
-{
-	drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "%s", what);
-	return -1;
-}
+/* Reports VIR_ERR_CONFIG_UNSUPPORTED and returns -1. */
+#define unsupported(...) (drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, __VA_ARGS__), -1)
 
 int vmconfig_check(const struct domain_def *def)
 {
-	if (def->ndisks > 16)
-		return unsupported("kvmm takes at most 16 disks");
+	if (def->ndisks > VM_MAX_DISKS)
+		return unsupported("kvmm takes at most %d disks", VM_MAX_DISKS);
 	for (size_t i = 0; i < def->ndisks; i++) {
 		const struct domain_disk *d = &def->disks[i];
-		char msg[160];
 
 		/* kvmm writes through the page cache or around it, and
 		 * flushes on request: no mode that flushes every write. */
-		if (d->cache == CACHE_WRITETHROUGH || d->cache == CACHE_DIRECTSYNC) {
-			snprintf(msg, sizeof(msg),
-				 "disk cache mode '%s' is not supported by kvmm yet; use cache='none', 'writeback' or 'unsafe'",
-				 conf_enum_name(&conf_disk_cache, d->cache));
-			return unsupported(msg);
-		}
+		if (d->cache == CACHE_WRITETHROUGH || d->cache == CACHE_DIRECTSYNC)
+			return unsupported("disk cache mode '%s' is not supported by kvmm yet; use cache='none', 'writeback' or 'unsafe'",
+					   conf_enum_name(&conf_disk_cache, d->cache));
 		if (d->discard == DISCARD_IGNORE)
 			return unsupported("disk discard='ignore' is not supported by kvmm (it passes discards to the image); use discard='unmap' or leave it out");
-		if (d->serial && strlen(d->serial) > 20)
-			return unsupported("a disk serial longer than 20 characters is not supported by virtio-blk");
+		if (d->serial && strlen(d->serial) > VM_DISK_SERIAL_MAX)
+			return unsupported("a disk serial longer than %d characters is not supported by virtio-blk",
+					   VM_DISK_SERIAL_MAX);
 	}
-	if (def->nnets > 8)
-		return unsupported("kvmm takes at most 8 network interfaces");
-	for (size_t i = 0; i < def->nnets; i++)
-		if (def->nets[i].mtu)
+	if (def->nnets > VM_MAX_NETS)
+		return unsupported("kvmm takes at most %d network interfaces", VM_MAX_NETS);
+	for (size_t i = 0; i < def->nnets; i++) {
+		const struct domain_net *n = &def->nets[i];
+		const unsigned char *m = n->mac;
+		/* A name from the definition (not one generated for a run). */
+		const char *tap = n->ifname && !n->ifname_generated ? n->ifname : NULL;
+
+		if (n->mtu)
 			return unsupported("interface <mtu> is not supported by kvmm yet; remove <mtu>");
-	if (def->nrngs > 1)
+		/* What kvmm refuses in its "nets" (config.c), refused here. */
+		if (!(m[0] | m[1] | m[2] | m[3] | m[4] | m[5]))
+			return unsupported("MAC address 00:00:00:00:00:00 cannot be a NIC's in kvmm; give another <mac address=> or leave it out");
+		if (tap && !vm_tap_name_valid(tap))
+			return unsupported("interface target dev '%s' is not a tap name kvmm can use; use 1 to %d characters without '/', ':' or spaces",
+					   tap, VM_TAP_NAME_MAX);
+		for (size_t j = 0; j < i; j++) {
+			const struct domain_net *o = &def->nets[j];
+
+			if (!memcmp(m, o->mac, 6))
+				return unsupported("MAC address %02x:%02x:%02x:%02x:%02x:%02x is given to two interfaces; give each its own",
+						   m[0], m[1], m[2], m[3], m[4], m[5]);
+			if (tap && o->ifname && !o->ifname_generated && !strcmp(tap, o->ifname))
+				return unsupported("interface target dev '%s' is given twice; give each interface its own tap",
+						   tap);
+		}
+	}
+	if (def->nrngs > VM_MAX_RNGS)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
 	if (def->balloon_model == BALLOON_VIRTIO)
 		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/>");
@@ -72,11 +89,22 @@ int vmconfig_check(const struct domain_def *def)
 
 	for (size_t i = 0; i < def->nconsoles; i++)
 		nvirtio += def->consoles[i].target == CONSOLE_VIRTIO;
-	if (nvirtio > 1)
+	if (nvirtio > VM_MAX_CONSOLES)
 		return unsupported("kvmm has one virtio console; remove all but one <console> with <target type='virtio'/>");
-	for (size_t i = 0; i < def->nconsoles; i++)
-		if (def->consoles[i].target == CONSOLE_VIRTIO && def->consoles[i].log_file)
+	for (size_t i = 0; i < def->nconsoles; i++) {
+		const struct domain_chr *c = &def->consoles[i];
+
+		if (c->target != CONSOLE_VIRTIO)
+			continue;
+		if (c->log_file)
 			return unsupported("console <log file> is not supported by kvmm yet; remove <log>");
+		/* kvmm's serial port and console each listen on a socket of
+		 * their own. */
+		if (c->type == CHR_UNIX && def->nserials && def->serials[0].type == CHR_UNIX &&
+		    !g_strcmp0(c->path, def->serials[0].path))
+			return unsupported("the serial port and the virtio console cannot listen on the same socket %s; give each its own path",
+					   c->path);
+	}
 	if (def->clock_offset == CLOCK_LOCALTIME)
 		return unsupported("clock offset 'localtime' is not supported by kvmm yet; use offset='utc'");
 	if (def->smbios_sysinfo)
