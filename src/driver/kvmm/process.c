@@ -239,32 +239,13 @@ static void set_pty_paths(struct domain_obj *obj, const char *serial, const char
 	}
 }
 
-/* The pty path of query-status' member NAME ("serial", "console"). */
-static char *pty_of(json_object *status, const char *name)
+/* Asks kvmm where COM1 and the virtio console are, and what it is doing
+ * (worker or start-up; obj->lock not held).  Failure leaves ST empty:
+ * the domain runs on without pty paths. */
+static void query_status(const char *api_path, struct kvmm_status *st)
 {
-	json_object *v, *p;
-
-	if (json_object_object_get_ex(status, name, &v) && json_object_object_get_ex(v, "mode", &p) &&
-	    !strcmp(json_object_get_string(p), "pty") && json_object_object_get_ex(v, "path", &p))
-		return g_strdup(json_object_get_string(p));
-	return NULL;
-}
-
-/* Asks kvmm where COM1 and the virtio console are, and (STATE not NULL)
- * whether it runs (worker or start-up; obj->lock not held). */
-static void query_ptys(const char *api_path, char **serial, char **console, char **state)
-{
-	json_object *q = NULL, *v;
-
-	if (monitor_command(api_path, "query-status", &q) < 0) {
+	if (monitor_query_status(api_path, st) < 0)
 		drv_error_reset();
-		return;
-	}
-	if (state && json_object_object_get_ex(q, "state", &v))
-		*state = g_strdup(json_object_get_string(v));
-	*serial = pty_of(q, "serial");
-	*console = pty_of(q, "console");
-	json_object_put(q);
 }
 
 static gpointer restart_thread(gpointer data);
@@ -364,16 +345,13 @@ void process_save_status(struct domain_obj *obj)
 	g_mutex_unlock(&obj->lock);
 }
 
-static void on_kvmm_event(const char *event, json_object *data, void *opaque)
+static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 {
 	struct domain_run *r = opaque;
-	json_object *v;
 
-	pr_debug("kvmm pid %ld: event %s %s", (long)r->pid, event, data ? json_object_to_json_string(data) : "");
-	if (!strcmp(event, "state-changed") && data &&
-	    json_object_object_get_ex(data, "exit_status", &v))
-		r->exit_hint = json_object_get_int(v);
-	else if (!strcmp(event, "reset") && r->obj)
+	if (ev->kind == MONITOR_EVENT_STATE_CHANGED && ev->exit_status >= 0)
+		r->exit_hint = ev->exit_status;
+	else if (ev->kind == MONITOR_EVENT_RESET && r->obj)
 		events_reboot(r->obj);
 }
 
@@ -453,7 +431,8 @@ int process_start(struct domain_obj *obj)
 int process_start_paused(struct domain_obj *obj, bool paused)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
-	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL, *cpty = NULL;
+	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
+	struct kvmm_status ks;
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
@@ -553,13 +532,14 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	}
 
 	id = g_atomic_int_add(&next_id, 1) + 1;
-	query_ptys(r->api_path, &pty, &cpty, NULL);
+	query_status(r->api_path, &ks);
 	/* kvmm's events (guest resets become reboot events), set up before
 	 * the run is published: the main loop may end it at once. */
 	r->obj = obj;
 	r->events = monitor_watch_new(r->api_path, on_kvmm_event, r);
 	g_mutex_lock(&obj->lock);
-	set_pty_paths(obj, pty, cpty);
+	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
+	kvmm_status_clear(&ks);
 	obj->id = obj->def->id = id;
 	obj->state = paused ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING;
 	obj->reason = paused ? VIR_DOMAIN_PAUSED_USER : VIR_DOMAIN_RUNNING_BOOTED;
@@ -680,7 +660,7 @@ static void adopt_one(const char *path)
 	g_autofree char *why = NULL;
 	struct domain_obj *obj;
 	struct domain_run *r;
-	g_autofree char *pty = NULL, *cpty = NULL, *state = NULL;
+	struct kvmm_status ks;
 
 	if (status_read(path, &st, &why) < 0) {
 		pr_err("ignoring status file %s: %s", path, why);
@@ -729,20 +709,21 @@ static void adopt_one(const char *path)
 		domain_obj_unref(obj);
 		return;
 	}
-	query_ptys(r->api_path, &pty, &cpty, &state);
+	query_status(r->api_path, &ks);
 	g_mutex_lock(&obj->lock);
 	obj->id = obj->def->id = st.id;
 	obj->state = st.state;
 	obj->reason = st.reason;
 	/* kvmm knows best whether it is paused. */
-	if (state && !strcmp(state, "paused") && obj->state != VIR_DOMAIN_PAUSED) {
+	if (ks.state == KVMM_STATE_PAUSED && obj->state != VIR_DOMAIN_PAUSED) {
 		obj->state = VIR_DOMAIN_PAUSED;
 		obj->reason = VIR_DOMAIN_PAUSED_USER;
-	} else if (state && !strcmp(state, "running") && obj->state != VIR_DOMAIN_RUNNING) {
+	} else if (ks.state == KVMM_STATE_RUNNING && obj->state != VIR_DOMAIN_RUNNING) {
 		obj->state = VIR_DOMAIN_RUNNING;
 		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
-	set_pty_paths(obj, pty, cpty);
+	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
+	kvmm_status_clear(&ks);
 	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
