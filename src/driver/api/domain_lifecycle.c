@@ -8,7 +8,6 @@
 #include "domain_api.h"
 #include "conf/domain_schema.h"
 #include "error.h"
-#include "domain/events.h"
 #include "handlers.h"
 #include "log.h"
 #include "kvmm/monitor.h"
@@ -133,9 +132,9 @@ int drv_domain_destroy_flags(struct rpc_conn *conn, void *args, void *ret)
 	return destroy(&a->dom, a->flags & VIR_DOMAIN_DESTROY_GRACEFUL);
 }
 
-/* Runs COMMAND on the running domain under its job; then, on success,
- * sets STATE/REASON (unless STATE < 0) and raises EVENT/DETAIL (unless
- * EVENT < 0). */
+/* Runs COMMAND on the running domain under its job; then, on success and
+ * unless STATE < 0, the domain's state becomes STATE/REASON with the event
+ * EVENT/DETAIL. */
 static int vm_command(const remote_nonnull_domain *dom, const char *api,
 		      int (*command)(const char *path), int state, int reason, int event, int detail)
 {
@@ -156,15 +155,11 @@ static int vm_command(const remote_nonnull_domain *dom, const char *api,
 		else
 			drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not paused");
 	} else if (path && command(path) == 0) {
-		if (state >= 0) {
-			g_mutex_lock(&obj->lock);
-			obj->state = state;
-			obj->reason = reason;
-			g_mutex_unlock(&obj->lock);
-			process_save_status(obj);
-		}
-		if (event >= 0)
-			events_lifecycle_obj(obj, event, detail);
+		g_mutex_lock(&obj->lock);
+		/* Unless kvmm ended meanwhile: shut off is the newer state. */
+		if (state >= 0 && obj->run)
+			domain_set_state(obj, state, reason, event, detail);
+		g_mutex_unlock(&obj->lock);
 		rc = 0;
 	}
 	domain_job_end(obj);

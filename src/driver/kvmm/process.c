@@ -271,26 +271,25 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 		}
 	}
 	exit_reason(r, status, known, &detail, &reason);
+	restart = !r->destroying && known &&
+		  ((WEXITSTATUS(status) == KVMM_EXIT_POWEROFF && obj->def->on_poweroff == LIFECYCLE_RESTART) ||
+		   (WEXITSTATUS(status) == KVMM_EXIT_CRASH && obj->def->on_crash == LIFECYCLE_RESTART));
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
-	obj->state = VIR_DOMAIN_SHUTOFF;
-	obj->reason = reason;
-	restart = !r->destroying && known &&
-		  ((WEXITSTATUS(status) == KVMM_EXIT_POWEROFF && obj->def->on_poweroff == LIFECYCLE_RESTART) ||
-		   (WEXITSTATUS(status) == KVMM_EXIT_CRASH && obj->def->on_crash == LIFECYCLE_RESTART));
-	g_cond_broadcast(&obj->job_cond);
-	g_mutex_unlock(&obj->lock);
-	g_atomic_int_dec_and_test(&nrunning);
-
 	log_line(r->log_path, "kvmm (pid %ld) ended: %s", (long)r->pid,
 		 known ? exit_text(status, text, sizeof(text)) : "exit status unknown (adopted, no final event)");
 	pr_info("domain '%s' stopped (kvmm pid %ld, %s)", obj->def->name, (long)r->pid,
 		known ? exit_text(status, text, sizeof(text)) : "exit status unknown");
 	r->watch = 0;
+	/* Its files and taps go before the event: a client that sees the
+	 * domain stopped finds nothing of the run left. */
 	run_free(r);
-	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STOPPED, detail);
+	domain_set_state(obj, VIR_DOMAIN_SHUTOFF, reason, VIR_DOMAIN_EVENT_STOPPED, detail);
+	g_cond_broadcast(&obj->job_cond);
+	g_mutex_unlock(&obj->lock);
+	g_atomic_int_dec_and_test(&nrunning);
 	/* A transient domain is gone once stopped, restart or not. */
 	if (!obj->persistent) {
 		domain_remove_transient(obj);
@@ -318,9 +317,7 @@ static gpointer restart_thread(gpointer data)
 	return NULL;
 }
 
-/* Writes OBJ's status file (obj->lock held).  Failure is logged: the
- * domain runs on, only a daemon restart would lose track of it. */
-static void save_status_locked(struct domain_obj *obj)
+void process_save_status_locked(struct domain_obj *obj)
 {
 	struct domain_run *r = obj->run;
 	struct domain_status st = {
@@ -335,14 +332,6 @@ static void save_status_locked(struct domain_obj *obj)
 			drv_error_last() ? drv_error_last()->message : "cannot write its status");
 		drv_error_reset();
 	}
-}
-
-void process_save_status(struct domain_obj *obj)
-{
-	g_mutex_lock(&obj->lock);
-	if (obj->run)
-		save_status_locked(obj);
-	g_mutex_unlock(&obj->lock);
 }
 
 static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
@@ -541,20 +530,20 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
 	kvmm_status_clear(&ks);
 	obj->id = obj->def->id = id;
-	obj->state = paused ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING;
-	obj->reason = paused ? VIR_DOMAIN_PAUSED_USER : VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
 	r->obj = obj;
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
-	save_status_locked(obj);
+	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
+	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
+	domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED, VIR_DOMAIN_EVENT_STARTED,
+			 VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	/* As libvirt's QEMU driver: started, then suspended. */
+	if (paused)
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
+				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	g_mutex_unlock(&obj->lock);
 	g_atomic_int_inc(&nrunning);
 	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
-	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
-	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
-	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
-	if (paused)
-		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	return 0;
 
 fail:
@@ -661,6 +650,7 @@ static void adopt_one(const char *path)
 	struct domain_obj *obj;
 	struct domain_run *r;
 	struct kvmm_status ks;
+	int state, reason;
 
 	if (status_read(path, &st, &why) < 0) {
 		pr_err("ignoring status file %s: %s", path, why);
@@ -699,8 +689,7 @@ static void adopt_one(const char *path)
 			(long)st.pid);
 		log_line(r->log_path, "kvmm (pid %ld) was gone when the daemon started", (long)st.pid);
 		g_mutex_lock(&obj->lock);
-		obj->state = VIR_DOMAIN_SHUTOFF;
-		obj->reason = VIR_DOMAIN_SHUTOFF_CRASHED;
+		domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);
 		g_mutex_unlock(&obj->lock);
 		run_free(r);
 		if (!obj->persistent)
@@ -712,21 +701,23 @@ static void adopt_one(const char *path)
 	query_status(r->api_path, &ks);
 	g_mutex_lock(&obj->lock);
 	obj->id = obj->def->id = st.id;
-	obj->state = st.state;
-	obj->reason = st.reason;
+	state = st.state;
+	reason = st.reason;
 	/* kvmm knows best whether it is paused. */
-	if (ks.state == KVMM_STATE_PAUSED && obj->state != VIR_DOMAIN_PAUSED) {
-		obj->state = VIR_DOMAIN_PAUSED;
-		obj->reason = VIR_DOMAIN_PAUSED_USER;
-	} else if (ks.state == KVMM_STATE_RUNNING && obj->state != VIR_DOMAIN_RUNNING) {
-		obj->state = VIR_DOMAIN_RUNNING;
-		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
+	if (ks.state == KVMM_STATE_PAUSED && state != VIR_DOMAIN_PAUSED) {
+		state = VIR_DOMAIN_PAUSED;
+		reason = VIR_DOMAIN_PAUSED_USER;
+	} else if (ks.state == KVMM_STATE_RUNNING && state != VIR_DOMAIN_RUNNING) {
+		state = VIR_DOMAIN_RUNNING;
+		reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
 	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
 	kvmm_status_clear(&ks);
 	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
+	/* No event: no client was there to miss one. */
+	domain_set_state(obj, state, reason, -1, 0);
 	g_mutex_unlock(&obj->lock);
 	/* Ids stay unique across the restart. */
 	while (g_atomic_int_get(&next_id) < st.id)
