@@ -86,15 +86,22 @@ def test_running_guests_survive_a_daemon_kill(start_daemon, kvm):
     c.close()
 
 
-def test_guest_that_died_meanwhile_is_shut_off(start_daemon, kvm):
+def died_while_no_daemon(start_daemon, name):
+    """A daemon that ran domain NAME, killed; then NAME's kvmm killed too.
+    The daemon and the pid kvmm had."""
     d1 = start_daemon()
     c = libvirt.open(d1.uri())
-    c.defineXML(guest_xml(d1.root, "gone")).create()
+    c.defineXML(guest_xml(d1.root, name)).create()
     c.close()
     [pid] = d1.guests()
     crash_daemon(d1)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not d1.guests(), "kvmm to die")
+    return d1, pid
+
+
+def test_guest_that_died_meanwhile_is_shut_off(start_daemon, kvm):
+    d1, pid = died_while_no_daemon(start_daemon, "gone")
     d2 = start_daemon(root=d1.root)
     assert "its kvmm (pid %d) is gone" % pid in d2.output()
     r = virsh(d2.uri(), "domstate", "--reason", "gone")
@@ -204,14 +211,7 @@ def test_recycled_pid_is_not_adopted(start_daemon, kvm):
     """A status file whose kvmm died while no daemon watched, its pid now
     another process's -- one that even answers on the control socket: the
     daemon must neither adopt that process nor signal it."""
-    d1 = start_daemon()
-    c = libvirt.open(d1.uri())
-    c.defineXML(guest_xml(d1.root, "reused")).create()
-    c.close()
-    [pid] = d1.guests()
-    crash_daemon(d1)
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not d1.guests(), "kvmm to die")
+    d1, _ = died_while_no_daemon(start_daemon, "reused")
     [path] = status_files(d1)
     with open(path) as f:
         text = f.read()

@@ -168,24 +168,12 @@ static bool reported(int code, const char *words)
 	return true;
 }
 
-UNIT_TEST(pause_sends_the_command_and_takes_the_empty_reply)
-{
-	struct fake f = { .reply = OK };
-
-	reset();
-	fake_start(&f);
-	CHECK(monitor_pause(f.path) == 0);
-	fake_stop(&f);
-	CHECK(strstr(f.request, "\"execute\":\"pause\"") != NULL);
-	CHECK(!strstr(f.request, "arguments"));
-	CHECK(!drv_error_last() && lost_calls == 0);
-}
-
-UNIT_TEST(each_command_has_its_name)
+UNIT_TEST(each_command_has_its_name_and_no_arguments)
 {
 	static const struct { int (*fn)(const char *); const char *name; } cmds[] = {
-		{ monitor_resume, "resume" },	   { monitor_powerdown, "power-button" },
-		{ monitor_reboot, "reboot" },	   { monitor_reset, "reset" },
+		{ monitor_pause, "pause" },	   { monitor_resume, "resume" },
+		{ monitor_powerdown, "power-button" }, { monitor_reboot, "reboot" },
+		{ monitor_reset, "reset" },
 	};
 
 	for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
@@ -197,18 +185,30 @@ UNIT_TEST(each_command_has_its_name)
 		CHECK(cmds[i].fn(f.path) == 0);
 		fake_stop(&f);
 		CHECK(strstr(f.request, want) != NULL);
+		CHECK(!strstr(f.request, "arguments"));
+		CHECK(!drv_error_last() && lost_calls == 0);
 	}
+}
+
+/* monitor_query_status against a fake kvmm answering REPLY. */
+static int status_of(const char *reply, bool split, struct kvmm_status *st)
+{
+	struct fake f = { .reply = reply, .split = split };
+	int rc;
+
+	reset();
+	fake_start(&f);
+	rc = monitor_query_status(f.path, st);
+	fake_stop(&f);
+	CHECK(strstr(f.request, "\"execute\":\"query-status\"") != NULL);
+	return rc;
 }
 
 UNIT_TEST(query_status_parses_state_and_ptys)
 {
-	struct fake f = { .reply = STATUS_RUNNING };
 	struct kvmm_status st;
 
-	reset();
-	fake_start(&f);
-	CHECK(monitor_query_status(f.path, &st) == 0);
-	fake_stop(&f);
+	CHECK(status_of(STATUS_RUNNING, false, &st) == 0);
 	CHECK(st.state == KVMM_STATE_RUNNING);
 	CHECK_STR(st.serial_pty, "/dev/pts/0");
 	CHECK_STR(st.console_pty, "/dev/pts/1");
@@ -218,14 +218,11 @@ UNIT_TEST(query_status_parses_state_and_ptys)
 
 UNIT_TEST(query_status_paused_without_ptys)
 {
-	struct fake f = { .reply = "{\"id\":@ID,\"return\":{\"state\":\"paused\",\"serial\":"
-				   "{\"mode\":\"unix\",\"path\":\"/tmp/s\"},\"console\":{\"mode\":\"pty\"}}}\n" };
 	struct kvmm_status st;
 
-	reset();
-	fake_start(&f);
-	CHECK(monitor_query_status(f.path, &st) == 0);
-	fake_stop(&f);
+	CHECK(status_of("{\"id\":@ID,\"return\":{\"state\":\"paused\",\"serial\":"
+			"{\"mode\":\"unix\",\"path\":\"/tmp/s\"},\"console\":{\"mode\":\"pty\"}}}\n",
+			false, &st) == 0);
 	CHECK(st.state == KVMM_STATE_PAUSED);
 	/* a unix socket is no pty; a pty without a path is no use */
 	CHECK(!st.serial_pty && !st.console_pty);
@@ -234,42 +231,65 @@ UNIT_TEST(query_status_paused_without_ptys)
 
 UNIT_TEST(query_status_mistyped_keys)
 {
-	struct fake f = { .reply = "{\"id\":@ID,\"return\":{\"state\":7,\"serial\":"
-				   "{\"mode\":\"pty\",\"path\":5},\"console\":\"pty\"}}\n" };
 	struct kvmm_status st;
 
-	reset();
-	fake_start(&f);
-	CHECK(monitor_query_status(f.path, &st) == 0);
-	fake_stop(&f);
+	CHECK(status_of("{\"id\":@ID,\"return\":{\"state\":7,\"serial\":"
+			"{\"mode\":\"pty\",\"path\":5},\"console\":\"pty\"}}\n", false, &st) == 0);
 	CHECK(st.state == KVMM_STATE_UNKNOWN);
 	CHECK(!st.serial_pty && !st.console_pty);
 }
 
 UNIT_TEST(query_status_not_an_object)
 {
-	struct fake f = { .reply = "{\"id\":@ID,\"return\":[\"running\"]}\n" };
 	struct kvmm_status st;
 
-	reset();
-	fake_start(&f);
-	CHECK(monitor_query_status(f.path, &st) < 0);
-	fake_stop(&f);
+	CHECK(status_of("{\"id\":@ID,\"return\":[\"running\"]}\n", false, &st) < 0);
 	CHECK(reported(VIR_ERR_OPERATION_FAILED, "malformed"));
 	CHECK(lost_calls == 0);
 	CHECK(!st.serial_pty && !st.console_pty);
 }
 
-UNIT_TEST(block_stats_parses_every_counter)
+UNIT_TEST(reply_split_across_reads)
 {
-	struct fake f = { .reply = BLOCK_STATS };
-	struct kvmm_blk_stats *s = NULL;
-	size_t n = 0;
+	struct kvmm_status st;
+
+	CHECK(status_of(STATUS_RUNNING, true, &st) == 0);
+	CHECK(st.state == KVMM_STATE_RUNNING);
+	CHECK_STR(st.serial_pty, "/dev/pts/0");
+	kvmm_status_clear(&st);
+}
+
+UNIT_TEST(events_and_other_ids_before_the_reply_are_skipped)
+{
+	struct kvmm_status st;
+
+	CHECK(status_of(EV_PAUSED "{\"id\":\"other\",\"return\":{\"state\":\"shutdown\"}}\n"
+			"{\"id\":-5,\"return\":{\"state\":\"shutdown\"}}\n" EV_RESET STATUS_RUNNING,
+			false, &st) == 0);
+	CHECK(st.state == KVMM_STATE_RUNNING);
+	kvmm_status_clear(&st);
+}
+
+/* monitor_block_stats against a fake kvmm answering REPLY. */
+static int block_stats_of(const char *reply, struct kvmm_blk_stats **s, size_t *n)
+{
+	struct fake f = { .reply = reply };
+	int rc;
 
 	reset();
 	fake_start(&f);
-	CHECK(monitor_block_stats(f.path, &s, &n) == 0);
+	rc = monitor_block_stats(f.path, s, n);
 	fake_stop(&f);
+	CHECK(strstr(f.request, "\"execute\":\"query-block-stats\"") != NULL);
+	return rc;
+}
+
+UNIT_TEST(block_stats_parses_every_counter)
+{
+	struct kvmm_blk_stats *s = NULL;
+	size_t n = 0;
+
+	CHECK(block_stats_of(BLOCK_STATS, &s, &n) == 0);
 	CHECK_EQ_U64(n, 2);
 	if (n != 2)
 		return;
@@ -290,43 +310,36 @@ UNIT_TEST(block_stats_parses_every_counter)
 
 UNIT_TEST(block_stats_no_disks)
 {
-	struct fake f = { .reply = "{\"id\":@ID,\"return\":[]}\n" };
 	struct kvmm_blk_stats *s = NULL;
 	size_t n = 1;
 
-	reset();
-	fake_start(&f);
-	CHECK(monitor_block_stats(f.path, &s, &n) == 0);
-	fake_stop(&f);
+	CHECK(block_stats_of("{\"id\":@ID,\"return\":[]}\n", &s, &n) == 0);
 	CHECK_EQ_U64(n, 0);
 	g_free(s);
 }
 
-static void block_stats_refused(const char *reply, const char *words)
-{
-	struct fake f = { .reply = reply };
-	struct kvmm_blk_stats *s = (void *)1;
-	size_t n = 1;
-
-	reset();
-	fake_start(&f);
-	CHECK(monitor_block_stats(f.path, &s, &n) < 0);
-	fake_stop(&f);
-	CHECK(reported(VIR_ERR_OPERATION_FAILED, words));
-	CHECK(s == NULL && n == 0);
-	CHECK(lost_calls == 0);
-}
-
 UNIT_TEST(block_stats_missing_mistyped_or_negative_counter)
 {
-	block_stats_refused("{\"id\":@ID,\"return\":{\"disk0\":{}}}\n", "not a list");
-	block_stats_refused("{\"id\":@ID,\"return\":[{\"rd_operations\":1}]}\n",
-			    "disk 0 has no counter 'rd_bytes'");
-	block_stats_refused("{\"id\":@ID,\"return\":[{\"rd_operations\":\"1\"}]}\n",
-			    "disk 0 has no counter 'rd_operations'");
-	block_stats_refused("{\"id\":@ID,\"return\":[{\"rd_operations\":-1}]}\n",
-			    "disk 0 has no counter 'rd_operations'");
-	block_stats_refused("{\"id\":@ID,\"return\":[7]}\n", "disk 0 has no counter");
+	static const struct { const char *reply, *words; } cases[] = {
+		{ "{\"id\":@ID,\"return\":{\"disk0\":{}}}\n", "not a list" },
+		{ "{\"id\":@ID,\"return\":[{\"rd_operations\":1}]}\n", "disk 0 has no counter 'rd_bytes'" },
+		{ "{\"id\":@ID,\"return\":[{\"rd_operations\":\"1\"}]}\n",
+		  "disk 0 has no counter 'rd_operations'" },
+		{ "{\"id\":@ID,\"return\":[{\"rd_operations\":-1}]}\n",
+		  "disk 0 has no counter 'rd_operations'" },
+		{ "{\"id\":@ID,\"return\":[7]}\n", "disk 0 has no counter" },
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		struct kvmm_blk_stats *s = (void *)1;
+		size_t n = 1;
+
+		CHECK(block_stats_of(cases[i].reply, &s, &n) < 0);
+		CHECK(reported(VIR_ERR_OPERATION_FAILED, cases[i].words));
+		CHECK(s == NULL && n == 0);
+		/* kvmm answered: control is not lost */
+		CHECK(lost_calls == 0);
+	}
 }
 
 UNIT_TEST(block_resize_names_the_disk_and_size)
@@ -369,78 +382,29 @@ UNIT_TEST(kvmm_errors_map_to_libvirt_codes)
 	}
 }
 
-UNIT_TEST(reply_split_across_reads)
+UNIT_TEST(broken_answers_are_a_lost_monitor)
 {
-	struct fake f = { .reply = STATUS_RUNNING, .split = true };
-	struct kvmm_status st;
+	static const struct { const char *reply; bool no_greeting; int err; const char *words; } cases[] = {
+		{ "{\"id\":@ID,\"return\":{\n", false, -EPROTO, "no answer from kvmm to 'pause'" },
+		{ "[1,2]\n", false, -EPROTO, "no answer from kvmm to 'pause'" },
+		{ "{\"id\":@ID}\n", false, -EPROTO, "neither return nor error" },
+		/* EOF mid-reply */
+		{ "{\"id\":@ID,\"ret", false, -EPIPE, "it closed the connection" },
+		/* not kvmm: the first line is no greeting */
+		{ OK, true, -EPROTO, "cannot reach kvmm" },
+	};
 
-	reset();
-	fake_start(&f);
-	CHECK(monitor_query_status(f.path, &st) == 0);
-	fake_stop(&f);
-	CHECK(st.state == KVMM_STATE_RUNNING);
-	CHECK_STR(st.serial_pty, "/dev/pts/0");
-	kvmm_status_clear(&st);
-}
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		struct fake f = { .reply = cases[i].reply, .no_greeting = cases[i].no_greeting };
 
-UNIT_TEST(events_and_other_ids_before_the_reply_are_skipped)
-{
-	struct fake f = { .reply = EV_PAUSED "{\"id\":\"other\",\"return\":{\"state\":\"shutdown\"}}\n"
-				   "{\"id\":-5,\"return\":{\"state\":\"shutdown\"}}\n" EV_RESET STATUS_RUNNING };
-	struct kvmm_status st;
-
-	reset();
-	fake_start(&f);
-	CHECK(monitor_query_status(f.path, &st) == 0);
-	fake_stop(&f);
-	CHECK(st.state == KVMM_STATE_RUNNING);
-	kvmm_status_clear(&st);
-}
-
-static void lost_with(struct fake *f, int err, int code, const char *words)
-{
-	reset();
-	fake_start(f);
-	CHECK(monitor_pause(f->path) < 0);
-	fake_stop(f);
-	CHECK(reported(code, words));
-	CHECK(lost_calls == 1);
-	CHECK(lost_err == err);
-}
-
-UNIT_TEST(malformed_json_is_a_lost_monitor)
-{
-	struct fake f = { .reply = "{\"id\":@ID,\"return\":{\n" };
-
-	lost_with(&f, -EPROTO, VIR_ERR_OPERATION_FAILED, "no answer from kvmm to 'pause'");
-}
-
-UNIT_TEST(not_an_object_is_a_lost_monitor)
-{
-	struct fake f = { .reply = "[1,2]\n" };
-
-	lost_with(&f, -EPROTO, VIR_ERR_OPERATION_FAILED, "no answer from kvmm to 'pause'");
-}
-
-UNIT_TEST(neither_return_nor_error_is_a_lost_monitor)
-{
-	struct fake f = { .reply = "{\"id\":@ID}\n" };
-
-	lost_with(&f, -EPROTO, VIR_ERR_OPERATION_FAILED, "neither return nor error");
-}
-
-UNIT_TEST(eof_mid_reply_is_a_lost_monitor)
-{
-	struct fake f = { .reply = "{\"id\":@ID,\"ret" };
-
-	lost_with(&f, -EPIPE, VIR_ERR_OPERATION_FAILED, "it closed the connection");
-}
-
-UNIT_TEST(no_greeting_is_not_kvmm)
-{
-	struct fake f = { .reply = OK, .no_greeting = true };
-
-	lost_with(&f, -EPROTO, VIR_ERR_OPERATION_FAILED, "cannot reach kvmm");
+		reset();
+		fake_start(&f);
+		CHECK(monitor_pause(f.path) < 0);
+		fake_stop(&f);
+		CHECK(reported(VIR_ERR_OPERATION_FAILED, cases[i].words));
+		CHECK(lost_calls == 1);
+		CHECK(lost_err == cases[i].err);
+	}
 }
 
 UNIT_TEST(nobody_listening)
