@@ -54,7 +54,7 @@ static const GOptionEntry options[] = {
 	  "Drop a client after N unanswered pings (default 5, or keepalive_count)", "N" },
 	{ "max-clients", 0, 0, G_OPTION_ARG_INT, &opt_max_clients,
 	  "Refuse connections beyond N clients (default 5000, or max_clients)", "N" },
-	{ NULL }
+	{ NULL, 0, 0, 0, NULL, NULL, NULL }
 };
 
 static gboolean on_signal(gpointer data)

@@ -124,3 +124,8 @@ check_PROGRAMS += tests/unit/test_rpc
 tests_unit_test_rpc_SOURCES = tests/unit/test_rpc.c tests/unit/unit_main.c tests/unit/unit.h
 tests_unit_test_rpc_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
 tests_unit_test_rpc_LDADD = $(DRV_LDADD)
+
+check_PROGRAMS += tests/unit/test_monitor
+tests_unit_test_monitor_SOURCES = tests/unit/test_monitor.c tests/unit/unit_main.c tests/unit/unit.h
+tests_unit_test_monitor_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
+tests_unit_test_monitor_LDADD = $(DRV_LDADD)

@@ -3,10 +3,8 @@
  * resize (its block-resize command) and tells the guest. */
 #include <limits.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include <glib.h>
-#include <json-c/json.h>
 #include <libvirt/libvirt.h>
 
 #include "domain_api.h"
@@ -24,9 +22,7 @@ int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret)
 	unsigned long long size = a->size;
 	g_autofree char *api = NULL, *target = NULL;
 	struct domain_obj *obj;
-	json_object *req;
 	bool readonly = false;
-	char dev[16];
 	int i, rc = -1;
 
 	if (api_check_flags(a->flags, VIR_DOMAIN_BLOCK_RESIZE_BYTES, "virDomainBlockResize") < 0)
@@ -68,13 +64,8 @@ int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret)
 				 target);
 		goto end;
 	}
-	/* kvmm names its disks in --disk order, which is the XML's. */
-	req = json_object_new_object();
-	snprintf(dev, sizeof(dev), "disk%d", i);
-	json_object_object_add(req, "device", json_object_new_string(dev));
-	json_object_object_add(req, "size", json_object_new_int64((int64_t)size));
-	rc = monitor_command_args(api, "block-resize", req, NULL);
-	json_object_put(req);
+	/* kvmm numbers its disks in --disk order, which is the XML's. */
+	rc = monitor_block_resize(api, (unsigned)i, size);
 	if (rc == 0)
 		pr_info("domain '%s': disk %s resized to %llu bytes", obj->def->name, target, size);
 end:

@@ -8,7 +8,6 @@
 #include "domain_api.h"
 #include "conf/domain_schema.h"
 #include "error.h"
-#include "domain/events.h"
 #include "handlers.h"
 #include "log.h"
 #include "kvmm/monitor.h"
@@ -133,11 +132,11 @@ int drv_domain_destroy_flags(struct rpc_conn *conn, void *args, void *ret)
 	return destroy(&a->dom, a->flags & VIR_DOMAIN_DESTROY_GRACEFUL);
 }
 
-/* Runs COMMAND on the running domain under its job; then, on success,
- * sets STATE/REASON (unless STATE < 0) and raises EVENT/DETAIL (unless
- * EVENT < 0). */
-static int vm_command(const remote_nonnull_domain *dom, const char *api, const char *command,
-		      int state, int reason, int event, int detail)
+/* Runs COMMAND on the running domain under its job; then, on success and
+ * unless STATE < 0, the domain's state becomes STATE/REASON with the event
+ * EVENT/DETAIL. */
+static int vm_command(const remote_nonnull_domain *dom, const char *api,
+		      int (*command)(const char *path), int state, int reason, int event, int detail)
 {
 	struct domain_obj *obj = wire_domain_get(dom);
 	g_autofree char *path = NULL;
@@ -155,16 +154,12 @@ static int vm_command(const remote_nonnull_domain *dom, const char *api, const c
 			rc = 0;
 		else
 			drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not paused");
-	} else if (path && monitor_command(path, command, NULL) == 0) {
-		if (state >= 0) {
-			g_mutex_lock(&obj->lock);
-			obj->state = state;
-			obj->reason = reason;
-			g_mutex_unlock(&obj->lock);
-			process_save_status(obj);
-		}
-		if (event >= 0)
-			events_lifecycle_obj(obj, event, detail);
+	} else if (path && command(path) == 0) {
+		g_mutex_lock(&obj->lock);
+		/* Unless kvmm ended meanwhile: shut off is the newer state. */
+		if (state >= 0 && obj->run)
+			domain_set_state(obj, state, reason, event, detail);
+		g_mutex_unlock(&obj->lock);
 		rc = 0;
 	}
 	domain_job_end(obj);
@@ -177,7 +172,7 @@ int drv_domain_shutdown(struct rpc_conn *conn, void *args, void *ret)
 {
 	/* The guest decides: it powers off (an event and shut off, reason
 	 * shutdown, follow when kvmm exits) or ignores the button. */
-	return vm_command(&((remote_domain_args *)args)->dom, "virDomainShutdown", "power-button",
+	return vm_command(&((remote_domain_args *)args)->dom, "virDomainShutdown", monitor_powerdown,
 			  -1, 0, -1, 0);
 }
 
@@ -188,19 +183,19 @@ int drv_domain_shutdown_flags(struct rpc_conn *conn, void *args, void *ret)
 	/* The ACPI power button is the one way kvmm has; DEFAULT picks it. */
 	if (api_check_flags(a->flags, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN, "virDomainShutdownFlags") < 0)
 		return -1;
-	return vm_command(&a->dom, "virDomainShutdown", "power-button", -1, 0, -1, 0);
+	return vm_command(&a->dom, "virDomainShutdown", monitor_powerdown, -1, 0, -1, 0);
 }
 
 int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret)
 {
-	return vm_command(&((remote_domain_args *)args)->dom, "virDomainSuspend", "pause",
+	return vm_command(&((remote_domain_args *)args)->dom, "virDomainSuspend", monitor_pause,
 			  VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
 			  VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 }
 
 int drv_domain_resume(struct rpc_conn *conn, void *args, void *ret)
 {
-	return vm_command(&((remote_domain_args *)args)->dom, "virDomainResume", "resume",
+	return vm_command(&((remote_domain_args *)args)->dom, "virDomainResume", monitor_resume,
 			  VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED,
 			  VIR_DOMAIN_EVENT_RESUMED, VIR_DOMAIN_EVENT_RESUMED_UNPAUSED);
 }
@@ -213,7 +208,7 @@ int drv_domain_reboot(struct rpc_conn *conn, void *args, void *ret)
 	 * guest shuts down and kvmm starts it again, same process and id. */
 	if (api_check_flags(a->flags, VIR_DOMAIN_REBOOT_ACPI_POWER_BTN, "virDomainReboot") < 0)
 		return -1;
-	return vm_command(&a->dom, "virDomainReboot", "reboot", -1, 0, -1, 0);
+	return vm_command(&a->dom, "virDomainReboot", monitor_reboot, -1, 0, -1, 0);
 }
 
 int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret)
@@ -222,5 +217,5 @@ int drv_domain_reset(struct rpc_conn *conn, void *args, void *ret)
 
 	if (api_check_flags(a->flags, 0, "virDomainReset") < 0)
 		return -1;
-	return vm_command(&a->dom, "virDomainReset", "reset", -1, 0, -1, 0);
+	return vm_command(&a->dom, "virDomainReset", monitor_reset, -1, 0, -1, 0);
 }

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -229,19 +230,21 @@ out:
 	return rc;
 }
 
-static json_object *query_block_stats(struct domain_obj *obj);
-static long long counter(json_object *disk, const char *key);
+static int query_block_stats(struct domain_obj *obj, struct kvmm_blk_stats **stats, size_t *n);
 
 /* The block group: each disk's name and source, and while it runs,
  * kvmm's counters. */
 static void block_params(struct domain_obj *obj, pid_t pid, struct params *p)
 {
-	json_object *all = pid ? query_block_stats(obj) : NULL;
+	g_autofree struct kvmm_blk_stats *all = NULL;
+	size_t n = 0;
 
+	if (pid)
+		query_block_stats(obj, &all, &n);
 	drv_error_reset();	/* no counters is not the caller's error */
 	UINT(p, obj->def->ndisks, "block.count");
 	for (size_t i = 0; i < obj->def->ndisks; i++) {
-		json_object *d = all ? json_object_array_get_idx(all, i) : NULL;
+		const struct kvmm_blk_stats *d = i < n ? &all[i] : NULL;
 		remote_typed_param *t;
 
 		t = param(p, VIR_TYPED_PARAM_STRING, "block.%zu.name", i);
@@ -250,16 +253,15 @@ static void block_params(struct domain_obj *obj, pid_t pid, struct params *p)
 		t->value.remote_typed_param_value_u.s = strdup(obj->def->disks[i].source);
 		if (!d)
 			continue;
-		ULL(p, counter(d, "rd_operations"), "block.%zu.rd.reqs", i);
-		ULL(p, counter(d, "rd_bytes"), "block.%zu.rd.bytes", i);
-		ULL(p, counter(d, "wr_operations"), "block.%zu.wr.reqs", i);
-		ULL(p, counter(d, "wr_bytes"), "block.%zu.wr.bytes", i);
-		ULL(p, counter(d, "flush_operations"), "block.%zu.fl.reqs", i);
-		ULL(p, counter(d, "rd_total_time_ns"), "block.%zu.rd.times", i);
-		ULL(p, counter(d, "wr_total_time_ns"), "block.%zu.wr.times", i);
-		ULL(p, counter(d, "flush_total_time_ns"), "block.%zu.fl.times", i);
+		ULL(p, d->rd_reqs, "block.%zu.rd.reqs", i);
+		ULL(p, d->rd_bytes, "block.%zu.rd.bytes", i);
+		ULL(p, d->wr_reqs, "block.%zu.wr.reqs", i);
+		ULL(p, d->wr_bytes, "block.%zu.wr.bytes", i);
+		ULL(p, d->fl_reqs, "block.%zu.fl.reqs", i);
+		ULL(p, d->rd_time_ns, "block.%zu.rd.times", i);
+		ULL(p, d->wr_time_ns, "block.%zu.wr.times", i);
+		ULL(p, d->fl_time_ns, "block.%zu.fl.times", i);
 	}
-	json_object_put(all);
 }
 
 /* A NIC's counters as the guest sees them: the host's view of its tap,
@@ -444,55 +446,49 @@ static int disk_index(const struct domain_def *def, const char *name)
 	return i;
 }
 
-/* kvmm's counters of every disk (query-block-stats), in disk order; NULL
- * after reporting. */
-static json_object *query_block_stats(struct domain_obj *obj)
+/* kvmm's counters of every disk, in disk order: 0, or -1 after
+ * reporting. */
+static int query_block_stats(struct domain_obj *obj, struct kvmm_blk_stats **stats, size_t *n)
 {
 	g_autofree char *api = process_api_path(obj);
-	json_object *r = NULL;
 
-	if (!api || monitor_command(api, "query-block-stats", &r) < 0)
-		return NULL;
-	if (!json_object_is_type(r, json_type_array)) {
-		json_object_put(r);
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "%s", "kvmm's query-block-stats is not a list");
-		return NULL;
-	}
-	return r;
+	*stats = NULL;
+	*n = 0;
+	return api ? monitor_block_stats(api, stats, n) : -1;
 }
 
-static long long counter(json_object *disk, const char *key)
+/* Disk I's counters among N from kvmm; NULL after reporting. */
+static const struct kvmm_blk_stats *disk_stats(const struct kvmm_blk_stats *all, size_t n, int i)
 {
-	json_object *v;
-
-	return json_object_object_get_ex(disk, key, &v) ? json_object_get_int64(v) : 0;
+	if ((size_t)i >= n) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm reports no disk %d", i);
+		return NULL;
+	}
+	return &all[i];
 }
 
 int drv_domain_block_stats(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_block_stats_args *a = args;
 	remote_domain_block_stats_ret *r = ret;
+	g_autofree struct kvmm_blk_stats *all = NULL;
+	const struct kvmm_blk_stats *d;
 	struct domain_obj *obj;
-	json_object *all = NULL, *d;
+	size_t n;
 	int i, rc = -1;
 
 	if (!(obj = wire_domain_get(&a->dom)))
 		return -1;
 	if (!running_pid(obj) || (i = disk_index(obj->def, a->path)) < 0 ||
-	    !(all = query_block_stats(obj)))
+	    query_block_stats(obj, &all, &n) < 0 || !(d = disk_stats(all, n, i)))
 		goto out;
-	if (!(d = json_object_array_get_idx(all, i))) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm reports no disk %d", i);
-		goto out;
-	}
-	r->rd_req = counter(d, "rd_operations");
-	r->rd_bytes = counter(d, "rd_bytes");
-	r->wr_req = counter(d, "wr_operations");
-	r->wr_bytes = counter(d, "wr_bytes");
-	r->errs = counter(d, "errors");
+	r->rd_req = (int64_t)d->rd_reqs;
+	r->rd_bytes = (int64_t)d->rd_bytes;
+	r->wr_req = (int64_t)d->wr_reqs;
+	r->wr_bytes = (int64_t)d->wr_bytes;
+	r->errs = (int64_t)d->errors;
 	rc = 0;
 out:
-	json_object_put(all);
 	domain_obj_unref(obj);
 	return rc;
 }
@@ -501,22 +497,26 @@ out:
  * libvirt's named typed parameters. */
 int drv_domain_block_stats_flags(struct rpc_conn *conn, void *args, void *ret)
 {
-	static const struct { const char *field, *key; } map[] = {
-		{ VIR_DOMAIN_BLOCK_STATS_READ_REQ, "rd_operations" },
-		{ VIR_DOMAIN_BLOCK_STATS_READ_BYTES, "rd_bytes" },
-		{ VIR_DOMAIN_BLOCK_STATS_READ_TOTAL_TIMES, "rd_total_time_ns" },
-		{ VIR_DOMAIN_BLOCK_STATS_WRITE_REQ, "wr_operations" },
-		{ VIR_DOMAIN_BLOCK_STATS_WRITE_BYTES, "wr_bytes" },
-		{ VIR_DOMAIN_BLOCK_STATS_WRITE_TOTAL_TIMES, "wr_total_time_ns" },
-		{ VIR_DOMAIN_BLOCK_STATS_FLUSH_REQ, "flush_operations" },
-		{ VIR_DOMAIN_BLOCK_STATS_FLUSH_TOTAL_TIMES, "flush_total_time_ns" },
-		{ VIR_DOMAIN_BLOCK_STATS_ERRS, "errors" },
+#define F(name) offsetof(struct kvmm_blk_stats, name)
+	static const struct { const char *field; size_t off; } map[] = {
+		{ VIR_DOMAIN_BLOCK_STATS_READ_REQ, F(rd_reqs) },
+		{ VIR_DOMAIN_BLOCK_STATS_READ_BYTES, F(rd_bytes) },
+		{ VIR_DOMAIN_BLOCK_STATS_READ_TOTAL_TIMES, F(rd_time_ns) },
+		{ VIR_DOMAIN_BLOCK_STATS_WRITE_REQ, F(wr_reqs) },
+		{ VIR_DOMAIN_BLOCK_STATS_WRITE_BYTES, F(wr_bytes) },
+		{ VIR_DOMAIN_BLOCK_STATS_WRITE_TOTAL_TIMES, F(wr_time_ns) },
+		{ VIR_DOMAIN_BLOCK_STATS_FLUSH_REQ, F(fl_reqs) },
+		{ VIR_DOMAIN_BLOCK_STATS_FLUSH_TOTAL_TIMES, F(fl_time_ns) },
+		{ VIR_DOMAIN_BLOCK_STATS_ERRS, F(errors) },
 	};
+#undef F
 	remote_domain_block_stats_flags_args *a = args;
 	remote_domain_block_stats_flags_ret *r = ret;
+	g_autofree struct kvmm_blk_stats *all = NULL;
+	const struct kvmm_blk_stats *d;
 	struct params p = { 0 };
 	struct domain_obj *obj;
-	json_object *all = NULL, *d;
+	size_t n;
 	int i, rc = -1;
 
 	if (api_check_flags(a->flags, VIR_TYPED_PARAM_STRING_OKAY, "virDomainBlockStatsFlags") < 0)
@@ -535,21 +535,16 @@ int drv_domain_block_stats_flags(struct rpc_conn *conn, void *args, void *ret)
 		rc = 0;
 		goto out;
 	}
-	if (!(all = query_block_stats(obj)))
+	if (query_block_stats(obj, &all, &n) < 0 || !(d = disk_stats(all, n, i)))
 		goto out;
-	if (!(d = json_object_array_get_idx(all, i))) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm reports no disk %d", i);
-		goto out;
-	}
 	for (size_t k = 0; k < G_N_ELEMENTS(map) && p.n < (unsigned)a->nparams; k++)
 		param(&p, VIR_TYPED_PARAM_LLONG, "%s", map[k].field)->value.remote_typed_param_value_u.l =
-			counter(d, map[k].key);
+			(int64_t)*(const uint64_t *)((const char *)d + map[k].off);
 	r->params.params_val = p.v;
 	r->params.params_len = p.n;
 	r->nparams = p.n;
 	rc = 0;
 out:
-	json_object_put(all);
 	domain_obj_unref(obj);
 	return rc;
 }

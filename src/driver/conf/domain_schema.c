@@ -21,6 +21,8 @@
 static GMutex schema_lock;
 static xmlRelaxNGPtr schema;
 
+/* libxml2's messages: printf formats, as its callback type says. */
+static void collect(void *ctx, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static void collect(void *ctx, const char *fmt, ...)
 {
 	va_list ap;

@@ -6,6 +6,8 @@
 #include "domain.h"
 #include "domain_persist.h"
 #include "error.h"
+#include "events.h"
+#include "kvmm/process.h"
 #include "log.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -46,6 +48,16 @@ static struct domain_obj *obj_new(struct domain_def *def)
 	obj->state = VIR_DOMAIN_SHUTOFF;
 	obj->reason = VIR_DOMAIN_SHUTOFF_UNKNOWN;
 	return obj;
+}
+
+void domain_set_state(struct domain_obj *obj, int state, int reason, int event, int detail)
+{
+	obj->state = state;
+	obj->reason = reason;
+	if (obj->run)
+		process_save_status_locked(obj);
+	if (event >= 0)
+		events_lifecycle(obj->def->name, obj->def->uuid, obj->id, event, detail);
 }
 
 struct domain_obj *domain_obj_ref(struct domain_obj *obj)

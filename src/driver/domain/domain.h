@@ -49,6 +49,14 @@ int domains_init(const char *config_dir, const char *emulator);
 void domains_shutdown(void);
 const struct domain_parse_opts *domains_parse_opts(void);
 
+/* The one way a domain's state changes, OBJ's lock held: STATE and
+ * REASON (virDomainState and its reason); while it runs, its status file
+ * rewritten, so a restarted daemon sees what clients saw; and unless
+ * EVENT < 0, the lifecycle event EVENT/DETAIL queued -- under the lock, so
+ * a domain's events leave in the order its state changed.  A run that
+ * ends clears obj->run (and its status file) first. */
+void domain_set_state(struct domain_obj *obj, int state, int reason, int event, int detail);
+
 /* Lookups: a new reference, or NULL (nothing reported). */
 struct domain_obj *domain_find_by_uuid(const unsigned char uuid[16]);
 struct domain_obj *domain_find_by_name(const char *name);

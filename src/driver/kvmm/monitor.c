@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,6 +12,7 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <glib-unix.h>
+#include <json-c/json.h>
 #include <libvirt/libvirt.h>
 
 #include "error.h"
@@ -170,13 +172,10 @@ static int report_kvmm_error(const char *command, json_object *error)
 	return -1;
 }
 
-int monitor_command(const char *path, const char *command, json_object **ret)
-{
-	return monitor_command_args(path, command, NULL, ret);
-}
-
-int monitor_command_args(const char *path, const char *command, json_object *args,
-			 json_object **ret)
+/* Runs COMMAND (with ARGS as its "arguments" unless NULL) on the VM
+ * whose control socket is PATH: 0 and (RET not NULL) the "return" value,
+ * which the caller puts, or -1 after reporting. */
+static int command(const char *path, const char *command, json_object *args, json_object **ret)
 {
 	static gint next_id;
 	int id = g_atomic_int_add(&next_id, 1) + 1;
@@ -206,7 +205,8 @@ int monitor_command_args(const char *path, const char *command, json_object *arg
 			goto out;
 		}
 		/* Events and other clients' traffic are not ours. */
-		if (!json_object_object_get_ex(msg, "id", &v) || json_object_get_int(v) != id) {
+		if (!json_object_object_get_ex(msg, "id", &v) || !json_object_is_type(v, json_type_int) ||
+		    json_object_get_int(v) != id) {
 			json_object_put(msg);
 			continue;
 		}
@@ -229,31 +229,220 @@ out:
 	return rc;
 }
 
+/* KVMM: a reply of the wrong shape; reported, -1. */
+static int malformed(const char *command, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static int malformed(const char *command, const char *fmt, ...)
+{
+	g_autofree char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm's reply to '%s' is malformed: %s", command,
+			 msg);
+	return -1;
+}
+
+int monitor_pause(const char *path)
+{
+	return command(path, "pause", NULL, NULL);
+}
+
+int monitor_resume(const char *path)
+{
+	return command(path, "resume", NULL, NULL);
+}
+
+int monitor_powerdown(const char *path)
+{
+	return command(path, "power-button", NULL, NULL);
+}
+
+int monitor_reboot(const char *path)
+{
+	return command(path, "reboot", NULL, NULL);
+}
+
+int monitor_reset(const char *path)
+{
+	return command(path, "reset", NULL, NULL);
+}
+
+/* KVMM: a state is one of a few strings; others are a newer kvmm's. */
+static enum kvmm_run_state parse_state(json_object *v)
+{
+	const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+
+	return !strcmp(s, "running")  ? KVMM_STATE_RUNNING
+	       : !strcmp(s, "paused")   ? KVMM_STATE_PAUSED
+	       : !strcmp(s, "shutdown") ? KVMM_STATE_SHUTDOWN
+					: KVMM_STATE_UNKNOWN;
+}
+
+/* The pty path of query-status' member NAME ("serial", "console"), when
+ * that device is on a pty. */
+static char *pty_of(json_object *status, const char *name)
+{
+	json_object *v, *mode, *p;
+
+	/* KVMM: anything but {"mode":"pty","path":STRING} is not a pty. */
+	if (json_object_object_get_ex(status, name, &v) && json_object_object_get_ex(v, "mode", &mode) &&
+	    json_object_is_type(mode, json_type_string) && !strcmp(json_object_get_string(mode), "pty") &&
+	    json_object_object_get_ex(v, "path", &p) && json_object_is_type(p, json_type_string))
+		return g_strdup(json_object_get_string(p));
+	return NULL;
+}
+
+int monitor_query_status(const char *path, struct kvmm_status *st)
+{
+	json_object *q = NULL, *v = NULL;
+
+	memset(st, 0, sizeof(*st));
+	if (command(path, "query-status", NULL, &q) < 0)
+		return -1;
+	if (!json_object_is_type(q, json_type_object)) {
+		json_object_put(q);
+		return malformed("query-status", "not an object");
+	}
+	json_object_object_get_ex(q, "state", &v);
+	st->state = parse_state(v);
+	st->serial_pty = pty_of(q, "serial");
+	st->console_pty = pty_of(q, "console");
+	json_object_put(q);
+	return 0;
+}
+
+void kvmm_status_clear(struct kvmm_status *st)
+{
+	g_clear_pointer(&st->serial_pty, g_free);
+	g_clear_pointer(&st->console_pty, g_free);
+}
+
+/* KVMM: a counter is a non-negative integer. */
+static bool get_counter(json_object *o, const char *key, uint64_t *out)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int) ||
+	    json_object_get_int64(v) < 0)
+		return false;
+	*out = (uint64_t)json_object_get_int64(v);
+	return true;
+}
+
+int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t *n)
+{
+	json_object *all = NULL;
+	struct kvmm_blk_stats *s;
+	size_t len;
+
+	*stats = NULL;
+	*n = 0;
+	if (command(path, "query-block-stats", NULL, &all) < 0)
+		return -1;
+	if (!json_object_is_type(all, json_type_array)) {
+		json_object_put(all);
+		return malformed("query-block-stats", "not a list");
+	}
+	len = json_object_array_length(all);
+	s = g_new0(struct kvmm_blk_stats, MAX(len, 1));
+	for (size_t i = 0; i < len; i++) {
+		static const struct { const char *key; size_t off; } keys[] = {
+			{ "rd_operations", offsetof(struct kvmm_blk_stats, rd_reqs) },
+			{ "rd_bytes", offsetof(struct kvmm_blk_stats, rd_bytes) },
+			{ "rd_total_time_ns", offsetof(struct kvmm_blk_stats, rd_time_ns) },
+			{ "wr_operations", offsetof(struct kvmm_blk_stats, wr_reqs) },
+			{ "wr_bytes", offsetof(struct kvmm_blk_stats, wr_bytes) },
+			{ "wr_total_time_ns", offsetof(struct kvmm_blk_stats, wr_time_ns) },
+			{ "flush_operations", offsetof(struct kvmm_blk_stats, fl_reqs) },
+			{ "flush_total_time_ns", offsetof(struct kvmm_blk_stats, fl_time_ns) },
+			{ "errors", offsetof(struct kvmm_blk_stats, errors) },
+		};
+		json_object *d = json_object_array_get_idx(all, i);
+
+		for (size_t k = 0; k < G_N_ELEMENTS(keys); k++) {
+			if (!get_counter(d, keys[k].key, (uint64_t *)((char *)&s[i] + keys[k].off))) {
+				json_object_put(all);
+				g_free(s);
+				return malformed("query-block-stats", "disk %zu has no counter '%s'", i,
+						 keys[k].key);
+			}
+		}
+	}
+	json_object_put(all);
+	*stats = s;
+	*n = len;
+	return 0;
+}
+
+int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes)
+{
+	json_object *args = json_object_new_object();
+	g_autofree char *dev = g_strdup_printf("disk%u", disk);	/* kvmm's name for it */
+	int rc;
+
+	json_object_object_add(args, "device", json_object_new_string(dev));
+	json_object_object_add(args, "size", json_object_new_int64((int64_t)bytes));
+	rc = command(path, "block-resize", args, NULL);
+	json_object_put(args);
+	return rc;
+}
+
 struct monitor_watch {
 	int fd;
 	guint source;
 	GString *buf;
+	char *path;		/* for the log */
 	monitor_event_fn fn;
 	void *opaque;
 };
+
+/* KVMM: an event this daemon knows, parsed into EV; false for the rest
+ * (clients ignore events they do not know). */
+static bool parse_event(json_object *o, struct monitor_event *ev)
+{
+	json_object *name = NULL, *data = NULL, *v;
+	const char *s;
+
+	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "event", &name) ||
+	    !json_object_is_type(name, json_type_string))
+		return false;
+	s = json_object_get_string(name);
+	json_object_object_get_ex(o, "data", &data);
+	memset(ev, 0, sizeof(*ev));
+	ev->exit_status = -1;
+	if (!strcmp(s, "reset")) {
+		ev->kind = MONITOR_EVENT_RESET;
+		return true;
+	}
+	if (strcmp(s, "state-changed"))
+		return false;
+	ev->kind = MONITOR_EVENT_STATE_CHANGED;
+	if (!json_object_is_type(data, json_type_object))
+		return true;
+	if (json_object_object_get_ex(data, "state", &v))
+		ev->state = parse_state(v);
+	if (json_object_object_get_ex(data, "exit_status", &v) && json_object_is_type(v, json_type_int))
+		ev->exit_status = json_object_get_int(v);
+	return true;
+}
 
 static void dispatch_lines(struct monitor_watch *w)
 {
 	char *nl;
 
 	while ((nl = memchr(w->buf->str, '\n', w->buf->len))) {
-		json_object *o, *ev = NULL, *data = NULL;
+		struct monitor_event ev;
+		json_object *o;
 
 		*nl = '\0';
+		pr_debug("kvmm %s: %s", w->path, w->buf->str);
 		o = json_tokener_parse(w->buf->str);
 		g_string_erase(w->buf, 0, nl - w->buf->str + 1);
-		/* KVMM: anything but an object with a string "event" is not
-		 * for this connection (it sends no commands). */
-		if (o && json_object_object_get_ex(o, "event", &ev) &&
-		    json_object_is_type(ev, json_type_string)) {
-			json_object_object_get_ex(o, "data", &data);
-			w->fn(json_object_get_string(ev), data, w->opaque);
-		}
+		/* This connection sends no commands: only events are for it. */
+		if (parse_event(o, &ev))
+			w->fn(&ev, w->opaque);
 		json_object_put(o);
 	}
 }
@@ -305,6 +494,7 @@ struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, v
 	w = g_new0(struct monitor_watch, 1);
 	w->fd = fd;
 	w->buf = buf;
+	w->path = g_strdup(path);
 	w->fn = fn;
 	w->opaque = opaque;
 	w->source = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
@@ -331,5 +521,6 @@ void monitor_watch_free(struct monitor_watch *w)
 		g_source_remove(w->source);
 	close(w->fd);
 	g_string_free(w->buf, TRUE);
+	g_free(w->path);
 	g_free(w);
 }

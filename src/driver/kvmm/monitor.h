@@ -1,15 +1,24 @@
 /* The daemon's side of kvmm's control API (docs/api.md): the only file
- * in virtkvmmd that speaks it.
+ * in virtkvmmd that speaks it.  One typed call per command the daemon
+ * uses, kvmm's replies and events parsed here into C structs, so no other
+ * file knows a command name or a JSON key.
  *
  * A command opens its own connection to the VM's socket, reads the
  * greeting, sends one request and reads until the reply with its id
  * (events on the way are skipped), then closes.  Blocking, with a
  * deadline, so it is called from worker threads only; kvmm accepts
- * several clients, so concurrent commands need no coordination. */
+ * several clients, so concurrent commands need no coordination.
+ *
+ * Every call returns 0, or -1 after reporting: kvmm's own error message
+ * with VIR_ERR_OPERATION_INVALID for InvalidState, VIR_ERR_INVALID_ARG for
+ * InvalidArgument, VIR_ERR_OPERATION_FAILED for the rest and for a reply
+ * of the wrong shape, or why kvmm could not be reached (then the lost
+ * handler runs too). */
 #ifndef KVMM_DRV_MONITOR_H
 #define KVMM_DRV_MONITOR_H
 
-#include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /* How long a command may take, kvmm's greeting included (virtkvmmd.conf
  * monitor_timeout); set once at start. */
@@ -26,21 +35,60 @@ void monitor_set_lost_handler(monitor_lost_fn fn);
  * (-ENOENT/-ECONNREFUSED while kvmm is still starting). */
 int monitor_connect(const char *path, int timeout_ms);
 
-/* Runs COMMAND on the VM whose control socket is PATH.  On success, 0
- * and (when RET is not NULL) the "return" object, which the caller puts.
- * Otherwise -1 after reporting: kvmm's own error message with
- * VIR_ERR_OPERATION_INVALID for InvalidState, VIR_ERR_OPERATION_FAILED
- * for the rest, or why kvmm could not be reached. */
-int monitor_command(const char *path, const char *command, json_object **ret);
-/* The same with ARGS (not NULL) as the request's "arguments"; kvmm's
- * InvalidArgument becomes VIR_ERR_INVALID_ARG. */
-int monitor_command_args(const char *path, const char *command, json_object *args,
-			 json_object **ret);
+/* The commands without arguments or a reply worth keeping. */
+int monitor_pause(const char *path);
+int monitor_resume(const char *path);
+int monitor_powerdown(const char *path);	/* the ACPI power button */
+int monitor_reboot(const char *path);		/* power button, then reset */
+int monitor_reset(const char *path);		/* hard reset */
 
-/* An event connection on the main loop: FN(event, data, OPAQUE) for each
- * event kvmm sends (data may be NULL), until kvmm closes the socket.
- * NULL if kvmm cannot be reached. */
-typedef void (*monitor_event_fn)(const char *event, json_object *data, void *opaque);
+/* What kvmm says its VM is doing. */
+enum kvmm_run_state {
+	KVMM_STATE_UNKNOWN,	/* a state this daemon does not know */
+	KVMM_STATE_RUNNING,
+	KVMM_STATE_PAUSED,
+	KVMM_STATE_SHUTDOWN,
+};
+
+/* query-status, the parts the daemon uses.  The pty paths are NULL unless
+ * that device is on a pty; free with kvmm_status_clear. */
+struct kvmm_status {
+	enum kvmm_run_state state;
+	char *serial_pty;	/* COM1 */
+	char *console_pty;	/* the virtio console */
+};
+int monitor_query_status(const char *path, struct kvmm_status *st);
+void kvmm_status_clear(struct kvmm_status *st);
+
+/* One disk's counters since kvmm started (query-block-stats). */
+struct kvmm_blk_stats {
+	uint64_t rd_reqs, rd_bytes, rd_time_ns;
+	uint64_t wr_reqs, wr_bytes, wr_time_ns;
+	uint64_t fl_reqs, fl_time_ns;
+	uint64_t errors;
+};
+/* Every disk's, in --disk order (the XML's): *STATS (g_free) holds *N. */
+int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t *n);
+
+/* Resizes disk number DISK (in --disk order) to BYTES. */
+int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes);
+
+/* An event kvmm sent; those this daemon does not know are not delivered. */
+enum monitor_event_kind {
+	MONITOR_EVENT_STATE_CHANGED,
+	MONITOR_EVENT_RESET,		/* the guest was reset (any cause) */
+};
+struct monitor_event {
+	enum monitor_event_kind kind;
+	enum kvmm_run_state state;	/* STATE_CHANGED: the new state */
+	int exit_status;		/* STATE_CHANGED: kvmm's exit status when
+					 * it is ending, else -1 */
+};
+
+/* An event connection on the main loop: FN(event, OPAQUE) for each event
+ * kvmm sends, until kvmm closes the socket.  NULL if kvmm cannot be
+ * reached. */
+typedef void (*monitor_event_fn)(const struct monitor_event *ev, void *opaque);
 struct monitor_watch;
 struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque);
 /* Reads and dispatches what has already arrived (main loop): kvmm's last

@@ -239,32 +239,13 @@ static void set_pty_paths(struct domain_obj *obj, const char *serial, const char
 	}
 }
 
-/* The pty path of query-status' member NAME ("serial", "console"). */
-static char *pty_of(json_object *status, const char *name)
+/* Asks kvmm where COM1 and the virtio console are, and what it is doing
+ * (worker or start-up; obj->lock not held).  Failure leaves ST empty:
+ * the domain runs on without pty paths. */
+static void query_status(const char *api_path, struct kvmm_status *st)
 {
-	json_object *v, *p;
-
-	if (json_object_object_get_ex(status, name, &v) && json_object_object_get_ex(v, "mode", &p) &&
-	    !strcmp(json_object_get_string(p), "pty") && json_object_object_get_ex(v, "path", &p))
-		return g_strdup(json_object_get_string(p));
-	return NULL;
-}
-
-/* Asks kvmm where COM1 and the virtio console are, and (STATE not NULL)
- * whether it runs (worker or start-up; obj->lock not held). */
-static void query_ptys(const char *api_path, char **serial, char **console, char **state)
-{
-	json_object *q = NULL, *v;
-
-	if (monitor_command(api_path, "query-status", &q) < 0) {
+	if (monitor_query_status(api_path, st) < 0)
 		drv_error_reset();
-		return;
-	}
-	if (state && json_object_object_get_ex(q, "state", &v))
-		*state = g_strdup(json_object_get_string(v));
-	*serial = pty_of(q, "serial");
-	*console = pty_of(q, "console");
-	json_object_put(q);
 }
 
 static gpointer restart_thread(gpointer data);
@@ -290,26 +271,25 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 		}
 	}
 	exit_reason(r, status, known, &detail, &reason);
+	restart = !r->destroying && known &&
+		  ((WEXITSTATUS(status) == KVMM_EXIT_POWEROFF && obj->def->on_poweroff == LIFECYCLE_RESTART) ||
+		   (WEXITSTATUS(status) == KVMM_EXIT_CRASH && obj->def->on_crash == LIFECYCLE_RESTART));
 	obj->run = NULL;
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
-	obj->state = VIR_DOMAIN_SHUTOFF;
-	obj->reason = reason;
-	restart = !r->destroying && known &&
-		  ((WEXITSTATUS(status) == KVMM_EXIT_POWEROFF && obj->def->on_poweroff == LIFECYCLE_RESTART) ||
-		   (WEXITSTATUS(status) == KVMM_EXIT_CRASH && obj->def->on_crash == LIFECYCLE_RESTART));
-	g_cond_broadcast(&obj->job_cond);
-	g_mutex_unlock(&obj->lock);
-	g_atomic_int_dec_and_test(&nrunning);
-
 	log_line(r->log_path, "kvmm (pid %ld) ended: %s", (long)r->pid,
 		 known ? exit_text(status, text, sizeof(text)) : "exit status unknown (adopted, no final event)");
 	pr_info("domain '%s' stopped (kvmm pid %ld, %s)", obj->def->name, (long)r->pid,
 		known ? exit_text(status, text, sizeof(text)) : "exit status unknown");
 	r->watch = 0;
+	/* Its files and taps go before the event: a client that sees the
+	 * domain stopped finds nothing of the run left. */
 	run_free(r);
-	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STOPPED, detail);
+	domain_set_state(obj, VIR_DOMAIN_SHUTOFF, reason, VIR_DOMAIN_EVENT_STOPPED, detail);
+	g_cond_broadcast(&obj->job_cond);
+	g_mutex_unlock(&obj->lock);
+	g_atomic_int_dec_and_test(&nrunning);
 	/* A transient domain is gone once stopped, restart or not. */
 	if (!obj->persistent) {
 		domain_remove_transient(obj);
@@ -337,9 +317,7 @@ static gpointer restart_thread(gpointer data)
 	return NULL;
 }
 
-/* Writes OBJ's status file (obj->lock held).  Failure is logged: the
- * domain runs on, only a daemon restart would lose track of it. */
-static void save_status_locked(struct domain_obj *obj)
+void process_save_status_locked(struct domain_obj *obj)
 {
 	struct domain_run *r = obj->run;
 	struct domain_status st = {
@@ -356,24 +334,13 @@ static void save_status_locked(struct domain_obj *obj)
 	}
 }
 
-void process_save_status(struct domain_obj *obj)
-{
-	g_mutex_lock(&obj->lock);
-	if (obj->run)
-		save_status_locked(obj);
-	g_mutex_unlock(&obj->lock);
-}
-
-static void on_kvmm_event(const char *event, json_object *data, void *opaque)
+static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 {
 	struct domain_run *r = opaque;
-	json_object *v;
 
-	pr_debug("kvmm pid %ld: event %s %s", (long)r->pid, event, data ? json_object_to_json_string(data) : "");
-	if (!strcmp(event, "state-changed") && data &&
-	    json_object_object_get_ex(data, "exit_status", &v))
-		r->exit_hint = json_object_get_int(v);
-	else if (!strcmp(event, "reset") && r->obj)
+	if (ev->kind == MONITOR_EVENT_STATE_CHANGED && ev->exit_status >= 0)
+		r->exit_hint = ev->exit_status;
+	else if (ev->kind == MONITOR_EVENT_RESET && r->obj)
 		events_reboot(r->obj);
 }
 
@@ -453,7 +420,8 @@ int process_start(struct domain_obj *obj)
 int process_start_paused(struct domain_obj *obj, bool paused)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
-	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL, *pty = NULL, *cpty = NULL;
+	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
+	struct kvmm_status ks;
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
@@ -553,28 +521,29 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	}
 
 	id = g_atomic_int_add(&next_id, 1) + 1;
-	query_ptys(r->api_path, &pty, &cpty, NULL);
+	query_status(r->api_path, &ks);
 	/* kvmm's events (guest resets become reboot events), set up before
 	 * the run is published: the main loop may end it at once. */
 	r->obj = obj;
 	r->events = monitor_watch_new(r->api_path, on_kvmm_event, r);
 	g_mutex_lock(&obj->lock);
-	set_pty_paths(obj, pty, cpty);
+	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
+	kvmm_status_clear(&ks);
 	obj->id = obj->def->id = id;
-	obj->state = paused ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING;
-	obj->reason = paused ? VIR_DOMAIN_PAUSED_USER : VIR_DOMAIN_RUNNING_BOOTED;
 	obj->run = r;
 	r->obj = obj;
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
-	save_status_locked(obj);
+	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
+	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
+	domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED, VIR_DOMAIN_EVENT_STARTED,
+			 VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	/* As libvirt's QEMU driver: started, then suspended. */
+	if (paused)
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
+				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	g_mutex_unlock(&obj->lock);
 	g_atomic_int_inc(&nrunning);
 	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
-	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
-	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
-	events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
-	if (paused)
-		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	return 0;
 
 fail:
@@ -680,7 +649,8 @@ static void adopt_one(const char *path)
 	g_autofree char *why = NULL;
 	struct domain_obj *obj;
 	struct domain_run *r;
-	g_autofree char *pty = NULL, *cpty = NULL, *state = NULL;
+	struct kvmm_status ks;
+	int state, reason;
 
 	if (status_read(path, &st, &why) < 0) {
 		pr_err("ignoring status file %s: %s", path, why);
@@ -719,8 +689,7 @@ static void adopt_one(const char *path)
 			(long)st.pid);
 		log_line(r->log_path, "kvmm (pid %ld) was gone when the daemon started", (long)st.pid);
 		g_mutex_lock(&obj->lock);
-		obj->state = VIR_DOMAIN_SHUTOFF;
-		obj->reason = VIR_DOMAIN_SHUTOFF_CRASHED;
+		domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);
 		g_mutex_unlock(&obj->lock);
 		run_free(r);
 		if (!obj->persistent)
@@ -729,23 +698,26 @@ static void adopt_one(const char *path)
 		domain_obj_unref(obj);
 		return;
 	}
-	query_ptys(r->api_path, &pty, &cpty, &state);
+	query_status(r->api_path, &ks);
 	g_mutex_lock(&obj->lock);
 	obj->id = obj->def->id = st.id;
-	obj->state = st.state;
-	obj->reason = st.reason;
+	state = st.state;
+	reason = st.reason;
 	/* kvmm knows best whether it is paused. */
-	if (state && !strcmp(state, "paused") && obj->state != VIR_DOMAIN_PAUSED) {
-		obj->state = VIR_DOMAIN_PAUSED;
-		obj->reason = VIR_DOMAIN_PAUSED_USER;
-	} else if (state && !strcmp(state, "running") && obj->state != VIR_DOMAIN_RUNNING) {
-		obj->state = VIR_DOMAIN_RUNNING;
-		obj->reason = VIR_DOMAIN_RUNNING_UNPAUSED;
+	if (ks.state == KVMM_STATE_PAUSED && state != VIR_DOMAIN_PAUSED) {
+		state = VIR_DOMAIN_PAUSED;
+		reason = VIR_DOMAIN_PAUSED_USER;
+	} else if (ks.state == KVMM_STATE_RUNNING && state != VIR_DOMAIN_RUNNING) {
+		state = VIR_DOMAIN_RUNNING;
+		reason = VIR_DOMAIN_RUNNING_UNPAUSED;
 	}
-	set_pty_paths(obj, pty, cpty);
+	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
+	kvmm_status_clear(&ks);
 	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
+	/* No event: no client was there to miss one. */
+	domain_set_state(obj, state, reason, -1, 0);
 	g_mutex_unlock(&obj->lock);
 	/* Ids stay unique across the restart. */
 	while (g_atomic_int_get(&next_id) < st.id)

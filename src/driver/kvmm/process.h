@@ -57,8 +57,10 @@ void process_adopt_all(void);
  * STATE_DIR, which is on tmpfs), on a thread of its own. */
 void process_autostart_all(void);
 
-/* Rewrites a running OBJ's status file (after a state change). */
-void process_save_status(struct domain_obj *obj);
+/* Rewrites a running OBJ's status file (domain_set_state; obj->lock
+ * held).  A failure is logged: the domain runs on, only a daemon restart
+ * would lose track of it. */
+void process_save_status_locked(struct domain_obj *obj);
 
 /* How many domains run (the idle timeout waits for none). */
 unsigned process_count(void);
