@@ -45,6 +45,43 @@ def vms():
         vm.kill()
 
 
+# --- under KVMM_REQUIRE_KVM=1 (CI) a skip is a failure ------------------------
+# A skipped test proves nothing, and CI only shows the count.  The one skip
+# allowed: the Linux tier where the host cannot run it (no VMX/SVM).
+LINUX_TIER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "linux")
+
+
+def _skip_allowed(path):
+    path = os.path.abspath(str(path))
+    in_linux_tier = os.path.commonpath([path, LINUX_TIER]) == LINUX_TIER
+    return in_linux_tier and not kvmmtest.hardware_virtualization()
+
+
+def _refuse_skip(report, path):
+    if not (report.skipped and os.environ.get("KVMM_REQUIRE_KVM") == "1"):
+        return
+    if hasattr(report, "wasxfail") or _skip_allowed(path):
+        return
+    longrepr = report.longrepr
+    why = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"KVMM_REQUIRE_KVM=1 allows no skip outside the Linux tier: {why}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _refuse_skip(outcome.get_result(), item.path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Module-level skips (pytest.skip(allow_module_level=True),
+    importorskip) happen while collecting."""
+    outcome = yield
+    _refuse_skip(outcome.get_result(), collector.path)
+
+
 def pytest_terminal_summary(terminalreporter):
     stats = terminalreporter.stats
     passed = len(stats.get("passed", []))

@@ -18,6 +18,9 @@ def cases():
             out.append(pytest.param(b, None, id=f"{b}-missing"))
             continue
         names = subprocess.run([path, "--list"], capture_output=True, text=True, check=True).stdout.split()
+        if not names:
+            # A binary whose cases were not registered would pass unseen.
+            out.append(pytest.param(b, "", id=f"{b}-no-cases"))
         out += [pytest.param(b, n, id=f"{b}.{n}") for n in names]
     return out
 
@@ -26,6 +29,7 @@ def cases():
 def test_unit(binary, case):
     path = os.path.join(UNIT_DIR, binary)
     assert case is not None, f"{path} was not built: run make check"
+    assert case, f"{path} --list names no test case"
     r = subprocess.run([path, case], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"PASS {case}" in r.stdout

@@ -4,6 +4,7 @@ overrides the file, and a bad file is refused with file:line and leaves
 nothing behind."""
 import grp
 import os
+import select
 import stat
 import tempfile
 import time
@@ -113,8 +114,14 @@ def test_keepalive_disabled_by_file(start_daemon):
     d = start_daemon(root=root_with_conf("keepalive_interval = -1\n"))
     c = open_client(d)
     c.call(PROC_SUPPORTS_FEATURE, xdr_int(10))
-    with pytest.raises(TimeoutError):                   # no ping ever comes
-        c.recv(timeout=3)
+    # A daemon on the default interval, asked after c: once its client got
+    # a ping, c would have one waiting too, were the file ignored.
+    ref = start_daemon()
+    r = open_client(ref)
+    r.call(PROC_SUPPORTS_FEATURE, xdr_int(10))
+    assert r.recv(timeout=30) == (KEEPALIVE_PROGRAM, 1, 1, MESSAGE, 0, OK, b"")
+    assert not c.buf and not select.select([c.sock], [], [], 0)[0], "a ping came"
+    r.close()
     c.close()
 
 

@@ -2,6 +2,7 @@
 metadata change, a domain filter, deregistration), the real `virsh event`,
 and the wire form of the event messages seen by a raw client."""
 import queue
+import re
 import struct
 import subprocess
 import time
@@ -12,6 +13,7 @@ import pytest
 from drvtest import (CALL, MESSAGE, OK, ERROR, REMOTE_PROGRAM, Raw, call_packet,
                      decode_error, event_loop, virsh, xdr_int, xdr_uint)
 from kvmmtest import GUEST
+from test_lifecycle import wait_for
 
 UUID1 = "5d3b8f36-3c1b-4f2e-9a57-0c1d2e3f4a5b"
 UUID2 = "6e4c9047-4d2c-4a3f-8b68-1d2e3f4a5b6c"
@@ -71,9 +73,12 @@ class Events:
         except queue.Empty:
             raise AssertionError("no event within %ss" % timeout) from None
 
-    def none(self, wait=1.0):
-        time.sleep(wait)
-        assert self.q.empty(), f"unexpected event {self.q.get_nowait()}"
+    def next_is(self, marker):
+        """The next event is MARKER, one the test caused after an action
+        that must send nothing: the daemon sends a connection's events in
+        order, so any event of that action would have come first."""
+        got = self.next()
+        assert got == marker, f"unexpected event {got} before {marker}"
 
     def close(self):
         for cid in self.ids:
@@ -105,7 +110,8 @@ def test_lifecycle_define_redefine_rename_undefine_in_order(daemon, events):
         assert events.next() == ("g2", UUID1) + DEFINED_RENAMED
         other.lookupByName("g2").undefine()
         assert events.next() == ("g2", UUID1) + UNDEFINED_REMOVED
-        events.none(0.5)
+        other.defineXML(domain_xml("mk", UUID2))
+        events.next_is(("mk", UUID2) + DEFINED_ADDED)
     finally:
         other.close()
 
@@ -118,7 +124,8 @@ def test_failed_define_sends_nothing(daemon, events):
         events.conn.defineXML(domain_xml(uuid=UUID2))
     with pytest.raises(libvirt.libvirtError):
         events.conn.defineXML("<domain type='kvm'><name>bad</name></domain>")
-    events.none(0.5)
+    events.conn.defineXML(domain_xml("mk", UUID2))
+    events.next_is(("mk", UUID2) + DEFINED_ADDED)
 
 
 def test_callback_for_one_domain_sees_only_it(daemon, events):
@@ -128,17 +135,23 @@ def test_callback_for_one_domain_sees_only_it(daemon, events):
     events.conn.lookupByName("g2").undefine()
     d1.undefine()
     assert events.next() == ("g1", UUID1) + UNDEFINED_REMOVED
-    events.none(0.5)
+    events.conn.defineXML(domain_xml("g2", UUID2))     # again: still not ours
+    events.conn.defineXML(domain_xml("g1", UUID1))
+    events.next_is(("g1", UUID1) + DEFINED_ADDED)
 
 
 def test_deregister_stops_events(daemon, events):
     cid = events.lifecycle()
     events.conn.defineXML(domain_xml())
     assert events.next()[2:] == DEFINED_ADDED
+    mk = events.conn.defineXML(domain_xml("mk", UUID2))
+    assert events.next() == ("mk", UUID2) + DEFINED_ADDED
+    events.lifecycle(mk)                    # the marker's own callback stays
     events.conn.domainEventDeregisterAny(cid)
     events.ids.remove(cid)
     events.conn.lookupByName("g1").undefine()
-    events.none(1.0)
+    mk.undefine()
+    events.next_is(("mk", UUID2) + UNDEFINED_REMOVED)
     assert "call virConnectDomainEventDeregisterAny (317)" in daemon.output()
 
 
@@ -152,7 +165,8 @@ def test_metadata_change_event(daemon, events):
                              "http://example.org/app")
     with pytest.raises(libvirt.libvirtError):       # refused: no event
         dom.setMetadata(L.VIR_DOMAIN_METADATA_TITLE, "two\nlines", None, None)
-    events.none(0.5)
+    dom.setMetadata(L.VIR_DOMAIN_METADATA_TITLE, "one line", None, None)
+    events.next_is(("metadata", "g1", L.VIR_DOMAIN_METADATA_TITLE, None))
 
 
 def test_virsh_event_all_loop(daemon, tmp_path):
@@ -264,20 +278,22 @@ def test_bad_registrations_refused(daemon):
 def test_closed_clients_events_are_dropped(daemon, events):
     gone = Raw(daemon.sock).open()
     assert gone.call(PROC_CB_REGISTER_ANY, xdr_int(0) + xdr_uint(0))[5] == OK
+    # the newest client the daemon logged is this one
+    gone_id = re.findall(r"client (\d+): connected", daemon.output())[-1]
     gone.close()
     # a read-only client may listen too
     ro = Events(daemon.uri(ro=True))
     try:
         ro.lifecycle()
         events.lifecycle()
-        time.sleep(0.2)                     # the daemon has seen the hang-up
+        wait_for(lambda: f"client {gone_id}: disconnected" in daemon.output(),
+                 "the daemon to see the hang-up")
         events.conn.defineXML(domain_xml())
         assert events.next()[2:] == DEFINED_ADDED
         assert ro.next()[2:] == DEFINED_ADDED
     finally:
         ro.close()
     assert daemon.alive()
-    assert "disconnected" in daemon.output()
 
 
 def test_supports_event_callback_feature(daemon):

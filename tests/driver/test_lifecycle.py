@@ -77,6 +77,19 @@ class Events:
         return self.q.get(timeout=timeout)
 
 
+def paused_long_enough(d, conn, ev, name="ref", ticks=3):
+    """The condition that shows a paused guest stayed paused: the same
+    guest, started now and running, prints its boot line and TICKS ticks,
+    in which time a running guest would have ticked as well.  The
+    reference is destroyed and its events taken off ev."""
+    ref = conn.createXML(guest_xml(d.root, name), 0)
+    assert ev.next() == (name, L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    wait_for(lambda: serial(d.root, name).count("KVMMTEST tick") >= ticks,
+             "the reference guest's ticks")
+    ref.destroy()
+    assert ev.next() == (name, L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
+
+
 @pytest.fixture
 def conn(daemon):
     c = libvirt.open(daemon.uri())
@@ -143,7 +156,7 @@ def test_suspend_resume_reset_shutdown_and_their_events(daemon, conn, kvm):
     assert dom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_USER]
     # paused for real: the guest's tick counter stops
     ticks = serial(d.root).count("KVMMTEST tick")
-    time.sleep(0.5)
+    paused_long_enough(d, conn, ev)
     assert serial(d.root).count("KVMMTEST tick") <= ticks + 1
     dom.suspend()                                        # a no-op, as in libvirt
     dom.resume()
@@ -347,7 +360,15 @@ def test_reboot_events(daemon, conn, kvm):
     dom = conn.defineXML(guest_xml(d.root, "r1"))
     dom.create()
     wait_for(lambda: "KVMMTEST done" in serial(d.root, "r1"), "the guest's checks")
-    assert q.empty()
+    # No reboot event for the boot: a lifecycle event caused now comes
+    # after any, on the same connection.
+    marker = ev.domainEventRegisterAny(
+        None, L.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        lambda c, dom, event, detail, _: q.put((dom.name(), event)), None)
+    dom.suspend()
+    assert q.get(timeout=10) == ("r1", L.VIR_DOMAIN_EVENT_SUSPENDED)
+    ev.domainEventDeregisterAny(marker)
+    dom.resume()
     dom.reset()
     assert q.get(timeout=10) == "r1"
     assert dom.ID() == 1 and dom.isActive()

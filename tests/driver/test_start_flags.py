@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import libvirt
 import pytest
 
 from drvtest import virsh
-from test_lifecycle import Events, assert_nothing_left, guest_xml, serial, wait_for
+from test_lifecycle import (Events, assert_nothing_left, guest_xml, paused_long_enough, serial,
+                            wait_for)
 
 L = libvirt
 
@@ -43,7 +43,7 @@ def test_start_paused_with_virsh(daemon, conn, kvm):
     assert conn.lookupByName("g1").state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_USER]
     assert len(d.guests()) == 1
     # the guest's console (COM1, a file here) stays empty: nothing ran
-    time.sleep(1.0)
+    paused_long_enough(d, conn, ev)
     assert serial(d.root) == ""
     assert virsh(d.uri(), "suspend", "g1").returncode == 0      # paused already: nothing to do
     r = virsh(d.uri(), "resume", "g1")
@@ -67,7 +67,7 @@ def test_create_xml_paused(daemon, conn, kvm):
     assert ev.next() == ("tp", L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
     assert ev.next() == ("tp", L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
     assert dom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_USER]
-    time.sleep(0.5)
+    paused_long_enough(d, conn, ev)
     assert serial(d.root, "tp") == ""
     dom.resume()
     wait_for(lambda: "KVMMTEST boot" in serial(d.root, "tp"), "the guest's first line")
@@ -115,6 +115,40 @@ def client(d, name, flags, xml=""):
     return p
 
 
+def sockets(d):
+    """The daemon's sockets.  A client's goes when the daemon drops it,
+    after it decided on the client's autodestroy domains."""
+    found = set()
+    for fd in os.listdir(f"/proc/{d.proc.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{d.proc.pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def sockets_of_client(d, pid):
+    """The daemon's sockets connected to process PID's (ss pairs the two
+    ends of a UNIX connection by inode)."""
+    peers = {t[len("socket:["):-1] for t in
+             (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+             if t.startswith("socket:")}
+    out = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[4] == d.sock and f[7] in peers and f"pid={d.proc.pid}," in line:
+            found.add(f"socket:[{f[5]}]")
+    return found
+
+
+def wait_dropped(d, theirs):
+    assert theirs, "no socket of the client's in the daemon"
+    wait_for(lambda: not sockets(d) & theirs, "the daemon to drop the client")
+
+
 def kill(p):
     if p.poll() is None:
         p.kill()
@@ -134,9 +168,11 @@ def test_autodestroy_when_the_connection_closes(daemon, conn, kvm):
     pid = d.guests()
     assert len(pid) == 1
     # another connection closing changes nothing
+    before = sockets(d)
     other = libvirt.open(d.uri())
+    theirs = sockets(d) - before
     other.close()
-    time.sleep(0.5)
+    wait_dropped(d, theirs)
     assert conn.lookupByName("g1").isActive()
     del dom                                 # else close() keeps the connection open
     assert c.close() == 0
@@ -147,13 +183,17 @@ def test_autodestroy_when_the_connection_closes(daemon, conn, kvm):
     with pytest.raises(ProcessLookupError):
         os.kill(pid[0], 0)
     # started again without the flag, it outlives its connection
+    before = sockets(d)
     c = libvirt.open(d.uri())
+    theirs = sockets(d) - before
     c.lookupByName("g1").create()
     assert ev.next()[1] == L.VIR_DOMAIN_EVENT_STARTED
     c.close()
-    time.sleep(0.5)
+    wait_dropped(d, theirs)
     assert g1.isActive() and len(d.guests()) == 1
+    # the destroy that stops it is ours: nothing stopped it before
     g1.destroy()
+    assert ev.next() == ("g1", L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
     ev.conn.close()
 
 
@@ -194,12 +234,14 @@ def test_autodestroy_when_the_client_dies(daemon, conn, kvm):
     p = client(d, "g1", 0)
     try:
         assert ev.next()[1] == L.VIR_DOMAIN_EVENT_STARTED
+        theirs = sockets_of_client(d, p.pid)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        time.sleep(1.0)
+        wait_dropped(d, theirs)
         assert conn.lookupByName("g1").isActive() and len(d.guests()) == 1
-        assert ev.q.empty()
     finally:
         kill(p)
     conn.lookupByName("g1").destroy()
+    # the destroy that stops it is ours: no event came before
+    assert ev.next() == ("g1", L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
     ev.conn.close()

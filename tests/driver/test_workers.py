@@ -42,7 +42,7 @@ def frozen_fs(tmp):
         pytest.skip("freezing a file system needs root")
     for tool in ("mkfs.ext4", "fsfreeze"):
         if not shutil.which(tool):
-            pytest.skip(f"{tool} is not installed (e2fsprogs, util-linux)")
+            pytest.fail(f"{tool} is not installed: run tools/install-deps (e2fsprogs, util-linux)")
     img = os.path.join(tmp, "defs.img")
     mnt = os.path.join(tmp, "root", "etc", "libvirt", "kvmm")
     os.makedirs(mnt)

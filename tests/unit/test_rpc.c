@@ -1,8 +1,14 @@
 /* virtkvmmd's RPC pieces without a socket: length limits, header and
  * body encoding, error wording, keepalive timing, dispatch checks. */
+/* VIR_ERR_NUMBER_LAST: every error code libvirt has. */
+#define VIR_ENUM_SENTINELS
+#include <dlfcn.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <glib.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include "dispatch.h"
 #include "error.h"
@@ -55,17 +61,146 @@ UNIT_TEST(node_info_model_is_128_bytes)
 	g_bytes_unref(pkt);
 }
 
-UNIT_TEST(error_wording_follows_libvirt)
+static void quiet(void *opaque, virErrorPtr err)
 {
-	g_autofree char *a = rpc_error_text(VIR_ERR_NO_DOMAIN, "no domain with matching name 'x'");
-	g_autofree char *b = rpc_error_text(VIR_ERR_RPC, "unknown procedure: 5");
-	g_autofree char *c = rpc_error_text(VIR_ERR_DOM_EXIST, "x");
-	g_autofree char *d = rpc_error_text(VIR_ERR_NO_CONNECT, "qemu:///system");
+	(void)opaque;
+	(void)err;
+}
 
-	CHECK_STR(a, "Domain not found: no domain with matching name 'x'");
-	CHECK_STR(b, "unknown procedure: 5");
-	CHECK_STR(c, "domain x exists already");
-	CHECK_STR(d, "no connection driver available for qemu:///system");
+/* libvirt's own wording, from the libvirt library the daemon links,
+ * never spelled out here: libvirt formats an error as its per-code
+ * format (virErrorMsg) around the detail, and keeps that format in str1
+ * and the detail in str2.  The last libvirt error must have CODE, and
+ * the daemon's wording for CODE must be libvirt's. */
+static void check_like_libvirt(int code, const char *what)
+{
+	virErrorPtr e = virGetLastError();
+	g_autofree char *ours = NULL;
+
+	if (!e || e->code != code || !e->str1) {
+		printf("  %s: libvirt gave %s (code %d, str1 %s)\n", what,
+		       e ? e->message : "no error", e ? e->code : -1,
+		       e && e->str1 ? e->str1 : "none");
+		unit_failed = 1;
+		return;
+	}
+	ours = rpc_error_text(code, "%s");
+	if (strcmp(ours, e->str1)) {
+		printf("  %s: code %d: ours \"%s\", libvirt's \"%s\"\n", what, code, ours, e->str1);
+		unit_failed = 1;
+	}
+	/* str2 is the detail: around it, ours reads as libvirt's message */
+	if (e->str2) {
+		g_autofree char *msg = rpc_error_text(code, e->str2);
+
+		if (strcmp(msg, e->message)) {
+			printf("  %s: ours \"%s\", libvirt's \"%s\"\n", what, msg, e->message);
+			unit_failed = 1;
+		}
+	}
+	virResetLastError();
+}
+
+UNIT_TEST(error_wording_is_libvirts_own)
+{
+	virConnectPtr c, ro;
+	virDomainPtr d;
+	const char *other_uuid = "11111111-2222-3333-4444-555555555555";
+	g_autofree char *xml = NULL, *dup = NULL;
+
+	virSetErrorFunc(NULL, quiet);
+	/* libvirt's test driver runs inside the library: no daemon. */
+	c = virConnectOpen("test:///default");
+	ro = virConnectOpenReadOnly("test:///default");
+	CHECK(c && ro);
+	if (!c || !ro)
+		return;
+	d = virDomainLookupByName(c, "test");
+	CHECK(d);
+	if (!d)
+		return;
+
+	CHECK(virDomainCreate(d) < 0);			/* running already */
+	check_like_libvirt(VIR_ERR_INTERNAL_ERROR, "create a running domain");
+	CHECK(virDomainGetBlockJobInfo(d, "vda", &(virDomainBlockJobInfo){ 0 }, 0) < 0);
+	check_like_libvirt(VIR_ERR_NO_SUPPORT, "an API the test driver lacks");
+	CHECK(!virDomainGetMetadata(d, VIR_DOMAIN_METADATA_TITLE, NULL, 0));
+	check_like_libvirt(VIR_ERR_NO_DOMAIN_METADATA, "a missing title");
+	CHECK(virDomainInterfaceStats(d, "nosuch", &(virDomainInterfaceStatsStruct){ 0 },
+				      sizeof(virDomainInterfaceStatsStruct)) < 0);
+	check_like_libvirt(VIR_ERR_INVALID_ARG, "an unknown interface");
+	CHECK(!virDomainDefineXML(c, "<domain type='bogus'><name>x</name><memory>1024</memory>"
+				  "<os><type>hvm</type></os></domain>"));
+	check_like_libvirt(VIR_ERR_CONFIG_UNSUPPORTED, "an unknown domain type");
+	CHECK(!virDomainDefineXMLFlags(c, "<domain type='test'><name>x</name><bogus/>"
+				       "<memory>1024</memory><os><type>hvm</type></os></domain>",
+				       VIR_DOMAIN_DEFINE_VALIDATE));
+	check_like_libvirt(VIR_ERR_XML_INVALID_SCHEMA, "XML the schema refuses");
+	xml = virDomainGetXMLDesc(d, 0);
+	CHECK(xml);
+	if (xml) {
+		char uuid[VIR_UUID_STRING_BUFLEN];
+		g_auto(GStrv) pieces = NULL;
+
+		CHECK(!virDomainCreateXML(c, xml, 0));	/* its name is active */
+		check_like_libvirt(VIR_ERR_OPERATION_INVALID, "a second domain 'test'");
+		CHECK(virDomainGetUUIDString(d, uuid) == 0);
+		pieces = g_strsplit(xml, uuid, -1);
+		dup = g_strjoinv(other_uuid, pieces);
+		CHECK(!virDomainDefineXML(c, dup));	/* its name, another UUID */
+		check_like_libvirt(VIR_ERR_OPERATION_FAILED, "a name taken by another UUID");
+	}
+	{
+		virDomainPtr rod = virDomainLookupByName(ro, "test");
+
+		CHECK(rod && virDomainDestroy(rod) < 0);
+		check_like_libvirt(VIR_ERR_OPERATION_DENIED, "destroy on a read-only connection");
+		if (rod)
+			virDomainFree(rod);
+	}
+	virDomainFree(d);
+	virConnectClose(ro);
+	virConnectClose(c);
+}
+
+/* Codes the test driver cannot be made to raise: every format of ours
+ * must at least be one of the strings of the libvirt library itself. */
+UNIT_TEST(every_error_format_is_in_libvirt)
+{
+	Dl_info info;
+	g_autofree char *lib = NULL;
+	gsize len = 0;
+	int formats = 0;
+
+	CHECK(dladdr((void *)virGetLastError, &info) && info.dli_fname);
+	if (!info.dli_fname || !g_file_get_contents(info.dli_fname, &lib, &len, NULL)) {
+		printf("  cannot read the libvirt library\n");
+		unit_failed = 1;
+		return;
+	}
+	for (int code = 0; code < VIR_ERR_NUMBER_LAST; code++) {
+		g_autofree char *t = rpc_error_text(code, "\x01");
+		g_auto(GStrv) parts = g_strsplit(t, "\x01", 2);
+		bool found = false;
+
+		if (!strcmp(t, "\x01"))
+			continue;			/* passed through as is */
+		formats++;
+		/* A string's end in the library (the linker may store it as the
+		 * tail of a longer one), with %s or (newer libvirt) %1$s. */
+		for (int positional = 0; positional < 2 && !found; positional++) {
+			g_autofree char *needle = g_strconcat(parts[0], positional ? "%1$s" : "%s",
+							      parts[1], NULL);
+
+			found = memmem(lib, len, needle, strlen(needle) + 1) != NULL;
+		}
+		if (!found) {
+			printf("  code %d: \"%s%%s%s\" is not a string of %s\n", code, parts[0],
+			       parts[1], info.dli_fname);
+			unit_failed = 1;
+		}
+	}
+	CHECK(formats > 10);
 }
 
 UNIT_TEST(keepalive_timing)
