@@ -208,6 +208,10 @@ static void syscall(struct frame *f)
 		asm volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
 		break;
 	}
+	case SYS_WRMSR:
+		asm volatile("wrmsr" : : "c"((u32)f->rdi), "a"((u32)f->rsi),
+			     "d"((u32)(f->rsi >> 32)) : "memory");
+		break;
 	}
 }
 
