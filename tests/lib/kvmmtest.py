@@ -20,6 +20,34 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 RECORD = re.compile(r"KVMMTEST (\S+) ?(.*)")
 
 
+def complete_lines(text):
+    """The complete lines of serial output (str or bytes), CR stripped (the
+    guest ends lines with CRLF): a line counts once its newline has
+    arrived, never while it is still being written."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return [l.rstrip("\r") for l in text.split("\n")[:-1]]
+
+
+def wait_record(read, pattern, what=None, timeout=30, count=1):
+    """Polls read() -- the serial output so far, str or bytes (a log file,
+    a socket's buffer) -- until COUNT complete lines match the regex
+    PATTERN; returns the last match (an re.Match).  The one way to wait
+    for a record and then parse it: a match on a partial line could cut
+    a value short."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = complete_lines(read())
+        found = [m for m in map(rx.search, lines) if m]
+        if len(found) >= count:
+            return found[count - 1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or repr(pattern)} (x{count}); "
+                                 "last lines:\n" + "\n".join(lines[-30:]))
+        time.sleep(0.05)
+
+
 def kvm_unavailable():
     """None if /dev/kvm is usable, else the reason it is not."""
     if not os.path.exists("/dev/kvm"):
@@ -44,7 +72,8 @@ class Guest:
 
     def __init__(self, argv, env=None):
         self.argv = argv
-        self.lines = []
+        self.lines = []         # complete lines, CR stripped
+        self.stamps = []        # time.monotonic() when each line was complete
         self.partial = ""       # the current unterminated line (a prompt)
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -63,15 +92,15 @@ class Guest:
                 break
             buf += chunk
             with self.cond:
+                now = time.monotonic()
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     self.lines.append(line.decode(errors="replace").rstrip("\r"))
+                    self.stamps.append(now)
                 self.partial = buf.decode(errors="replace")
                 self.cond.notify_all()
         with self.cond:
-            if buf:
-                self.lines.append(buf.decode(errors="replace"))
-            self.cond.notify_all()
+            self.cond.notify_all()      # an unterminated last line stays partial
 
     def _read_stderr(self):
         for chunk in iter(lambda: self.proc.stderr.read1(4096), b""):
@@ -86,14 +115,25 @@ class Guest:
                     out.append((m.group(1), m.group(2)))
         return out
 
-    def wait_for(self, pattern, timeout=30, count=1):
-        """Waits until `count` serial lines match the regex; returns the
-        last match.  Raises with the output so far on timeout."""
+    def wait_for(self, pattern, timeout=30, count=1, partial=False):
+        """Waits until `count` complete serial lines match the regex;
+        returns the last match.  partial=True also looks at the line still
+        being written (a prompt, which has no newline).  Raises with the
+        output so far on timeout."""
+        return self.wait_line(pattern, timeout, count, partial)[0]
+
+    def wait_line(self, pattern, timeout=30, count=1, partial=False):
+        """As wait_for, but returns (match, index of its line in
+        self.lines, or None for the partial line)."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                found = [m for m in (rx.search(l) for l in self.lines + [self.partial]) if m]
+                found = [(m, i) for i, m in enumerate(map(rx.search, self.lines)) if m]
+                if partial:
+                    m = rx.search(self.partial)
+                    if m:
+                        found.append((m, None))
                 if len(found) >= count:
                     return found[count - 1]
                 left = deadline - time.monotonic()
