@@ -67,6 +67,34 @@ def hardware_virtualization():
     return " vmx" in flags or " svm" in flags
 
 
+def host_tsc_khz():
+    """The host's TSC frequency in kHz as its kernel knows it, or None:
+    sysfs's tsc_freq_khz where the kernel has one, else its calibration in
+    the kernel log, else "cpu MHz" under a hypervisor with a known,
+    constant TSC and no cpufreq (there it is the TSC's frequency)."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/tsc_freq_khz") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        pass
+    try:
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        log = ""
+    for rx in (r"tsc: Refined TSC clocksource calibration: ([\d.]+) MHz",
+               r"tsc: Detected ([\d.]+) MHz (?:processor|TSC)"):
+        found = re.findall(rx, log)
+        if found:
+            return round(float(found[-1]) * 1000)
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    flags = re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()
+    if ({"hypervisor", "constant_tsc", "tsc_known_freq"} <= set(flags)
+            and not os.path.exists("/sys/devices/system/cpu/cpu0/cpufreq")):
+        return round(float(re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M).group(1)) * 1000)
+    return None
+
+
 class Guest:
     """A running VM process whose serial console is a pipe."""
 
