@@ -29,6 +29,25 @@ def complete_lines(text):
     return [l.rstrip("\r") for l in text.split("\n")[:-1]]
 
 
+def stream(src):
+    """A read() for wait_record over a socket or a file descriptor (a pty):
+    everything that has arrived so far, taking what is there without
+    blocking."""
+    buf = bytearray()
+
+    def read():
+        while select.select([src], [], [], 0.05)[0]:
+            try:
+                chunk = src.recv(4096) if hasattr(src, "recv") else os.read(src, 4096)
+            except OSError:     # a pty whose other side has gone
+                chunk = b""
+            if not chunk:
+                break
+            buf.extend(chunk)
+        return bytes(buf)
+    return read
+
+
 def wait_record(read, pattern, what=None, timeout=30, count=1):
     """Polls read() -- the serial output so far, str or bytes (a log file,
     a socket's buffer) -- until COUNT complete lines match the regex

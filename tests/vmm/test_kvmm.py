@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kvmmtest import Api, GUEST, KVMM, kvmm_argv, start
+from kvmmtest import Api, GUEST, KVMM, kvmm_argv, start, stream, wait_record
 
 
 def test_api_reports_status_and_events(kvm, vms, tmp):
@@ -196,12 +196,7 @@ def test_serial_unix_socket_carries_the_console(kvm, vms, tmp):
         time.sleep(0.02)
     c = socket.socket(socket.AF_UNIX)
     c.connect(path)
-    data = b""
-    deadline = time.time() + 20
-    while b"KVMMTEST tick" not in data and time.time() < deadline:
-        if select.select([c], [], [], 0.5)[0]:
-            data += c.recv(4096)
-    assert b"KVMMTEST tick" in data
+    wait_record(stream(c), r"^KVMMTEST tick \d+$", "a tick on the serial socket", timeout=20)
     c.close()
     Api(sock).call("quit")
     assert g.wait_exit() == 0
@@ -429,12 +424,7 @@ def test_status_names_the_serial_pty_and_socket(kvm, vms, tmp):
     fd = os.open(st["serial"]["path"], os.O_RDWR | os.O_NOCTTY)
     try:
         assert os.isatty(fd)
-        out = b""
-        deadline = time.monotonic() + 30
-        while b"KVMMTEST done" not in out and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.5)[0]:
-                out += os.read(fd, 4096)
-        assert b"KVMMTEST done" in out
+        wait_record(stream(fd), r"^KVMMTEST done pass=\d+ fail=0$", "the guest's checks on the pty")
     finally:
         os.close(fd)
     g.kill()
