@@ -23,6 +23,7 @@
 
 volatile u64 jiffies;
 u64 tsc_khz;
+static u64 tsc_base;	/* the TSC at timer_init: now_us() counts from there */
 static bool ticking;
 static const char *tsc_source = "guess";
 
@@ -169,9 +170,14 @@ static bool plausible(u64 khz)
 	return khz >= 100000 && khz <= 20000000;
 }
 
+/*
+ * From tsc_base, not from 0: a guest's TSC may count from the host's boot
+ * (KVM-PVM does not offset it), and TSC * 1000 overflows 64 bits after
+ * ~80 days at 2.6 GHz.
+ */
 u64 now_us(void)
 {
-	return rdtsc() * 1000 / tsc_khz;
+	return (rdtsc() - tsc_base) * 1000 / tsc_khz;
 }
 
 void delay_us(u64 us)
@@ -200,6 +206,7 @@ void timer_init(void)
 	u32 per_ms, start;
 	u64 t0, j0, ms;
 
+	tsc_base = rdtsc();
 	tsc_khz = kvmclock_tsc_khz();
 	tsc_source = "kvmclock";
 	if (!plausible(tsc_khz))
