@@ -162,14 +162,18 @@ class Guest:
                     out.append((m.group(1), m.group(2)))
         return out
 
-    def wait_for(self, pattern, timeout=30, count=1, partial=False):
+    # Generous: only a failure waits this long, and on a busy host QEMU's
+    # SeaBIOS (CPL0, emulated under KVM-PVM) alone took over 30 s.
+    WAIT = 120
+
+    def wait_for(self, pattern, timeout=WAIT, count=1, partial=False):
         """Waits until `count` complete serial lines match the regex;
         returns the last match.  partial=True also looks at the line still
         being written (a prompt, which has no newline).  Raises with the
         output so far on timeout."""
         return self.wait_line(pattern, timeout, count, partial)[0]
 
-    def wait_line(self, pattern, timeout=30, count=1, partial=False):
+    def wait_line(self, pattern, timeout=WAIT, count=1, partial=False):
         """As wait_for, but returns (match, index of its line in
         self.lines, or None for the partial line)."""
         rx = re.compile(pattern)
