@@ -8,6 +8,7 @@ import libvirt
 import pytest
 
 from drvtest import virsh
+from kvmmtest import wait_record
 from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
 
 L = libvirt
@@ -51,8 +52,8 @@ def test_blockresize_reaches_the_guest(daemon, kvm):
     assert os.path.getsize(root_img) == 1 << 20
 
     dom.create()
-    wait_for(lambda: "virtio-blk-resize-ready dev=blk0 capacity=2048" in serial(d.root, "disky"),
-             "the guest ready for the resize")
+    wait_record(lambda: serial(d.root, "disky"), r"virtio-blk-resize-ready dev=blk0 capacity=2048$",
+                "the guest ready for the resize")
     refused(lambda: dom.blockResize("vdz", 2 << 20, L.VIR_DOMAIN_BLOCK_RESIZE_BYTES),
             L.VIR_ERR_INVALID_ARG, "disk 'vdz' was not found in the domain config")
     refused(lambda: dom.blockResize(seed_img, 2 << 20, L.VIR_DOMAIN_BLOCK_RESIZE_BYTES),
@@ -73,11 +74,10 @@ def test_blockresize_reaches_the_guest(daemon, kvm):
     assert "Capacity:       3145728" in r.stdout, r.stdout
     assert os.path.getsize(root_img) == 3 << 20
     # the guest saw it: new capacity, through the config-change interrupt
-    rec = wait_for(lambda: [l for l in serial(d.root, "disky").splitlines()
-                            if "KVMMTEST pass virtio-blk-resize" in l or
-                            "KVMMTEST fail virtio-blk-resize" in l], "the guest's resize record")
-    assert "pass virtio-blk-resize dev=blk0 capacity=6144" in rec[0], rec
-    assert int(rec[0].split("config_interrupts=")[1].split()[0]) > 0
+    rec = wait_record(lambda: serial(d.root, "disky"), r"KVMMTEST (pass|fail) virtio-blk-resize .*",
+                      "the guest's resize record").group(0)
+    assert "pass virtio-blk-resize dev=blk0 capacity=6144" in rec, rec
+    assert int(rec.split("config_interrupts=")[1].split()[0]) > 0
 
     # KiB without the BYTES flag; shrinking is allowed, as in libvirt
     dom.blockResize("vda", 512)

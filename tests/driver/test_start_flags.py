@@ -12,6 +12,7 @@ import libvirt
 import pytest
 
 from drvtest import virsh
+from kvmmtest import complete_lines
 from test_lifecycle import (Events, assert_nothing_left, guest_xml, paused_long_enough, serial,
                             wait_for)
 
@@ -51,7 +52,7 @@ def test_start_paused_with_virsh(daemon, conn, kvm):
     assert ev.next() == ("g1", L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED)
     assert virsh(d.uri(), "domstate", "--reason", "g1").stdout.strip() == "running (unpaused)"
     # the guest starts from its first instruction: its first line is the boot record
-    first = wait_for(lambda: serial(d.root).splitlines(), "the guest's first line")
+    first = wait_for(lambda: complete_lines(serial(d.root)), "the guest's first line")
     assert "KVMMTEST boot" in first[0], first[:3]
     wait_for(lambda: "KVMMTEST done" in serial(d.root), "the guest's checks")
     assert virsh(d.uri(), "destroy", "g1").returncode == 0

@@ -142,12 +142,12 @@ void io_bitmap_init(void)
 /* zero_page: the zero page, or for ENTRY_PVH the hvm_start_info. */
 void cpl0_main(u64 zero_page, u32 entry)
 {
-	char boot[] = "KVMMTEST boot v1 entry=NN\n";
+	char boot[] = "KVMMTEST boot v1 entry=NN\r\n";
 
 	/* First thing the host sees; everything else can wait. */
 	serial_init();
 	if (entry == ENTRY_PVH) {
-		serial_puts("KVMMTEST boot v1 entry=pvh\n");
+		serial_puts("KVMMTEST boot v1 entry=pvh\r\n");
 	} else {
 		put_dec(boot + 23, entry);
 		serial_puts(boot);
@@ -177,7 +177,7 @@ static void exception(struct frame *f)
 
 	asm volatile("mov %%cr2, %0" : "=r"(cr2));
 	n = snprintf(buf, sizeof(buf),
-		     "KVMMTEST fail exception vector=%lu error=0x%lx rip=0x%lx cs=0x%lx rsp=0x%lx cr2=0x%lx\n",
+		     "KVMMTEST fail exception vector=%lu error=0x%lx rip=0x%lx cs=0x%lx rsp=0x%lx cr2=0x%lx\r\n",
 		     f->vector, f->error, f->rip, f->cs, f->rsp, cr2);
 	serial_write(buf, n);
 	pm_emergency_poweroff();
@@ -208,6 +208,10 @@ static void syscall(struct frame *f)
 		asm volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
 		break;
 	}
+	case SYS_WRMSR:
+		asm volatile("wrmsr" : : "c"((u32)f->rdi), "a"((u32)f->rsi),
+			     "d"((u32)(f->rsi >> 32)) : "memory");
+		break;
 	}
 }
 

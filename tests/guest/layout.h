@@ -38,6 +38,7 @@
 #define SYS_CRASH	1	/* triple fault */
 #define SYS_HALT	2	/* stop this CPU for good */
 #define SYS_FLUSH_TLB	3	/* reload CR3 (mmio.c changed a present entry) */
+#define SYS_WRMSR	4	/* wrmsr: %rdi = MSR, %rsi = value */
 
 /* Set in %edi by the real-mode stub so the 32-bit entry can tell. */
 #define ENTRY16_MAGIC	0x4b564d10

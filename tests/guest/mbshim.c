@@ -51,6 +51,7 @@ static void die(const char *msg)
 		outb(0x3f8, *p);
 	for (; *msg; msg++)
 		outb(0x3f8, *msg);
+	outb(0x3f8, '\r');
 	outb(0x3f8, '\n');
 	for (;;)
 		asm volatile("cli; hlt");

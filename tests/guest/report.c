@@ -10,7 +10,11 @@ int checks_passed, checks_failed;
 /* Long enough for "info cmdline=" plus a full command line. */
 static char line[CMDLINE_MAX + 512];
 
-/* "KVMMTEST [kind] [check] [formatted]\n", one write per record. */
+/*
+ * "KVMMTEST [kind] [check] [formatted]\r\n", one write per record: CRLF,
+ * as Linux's serial console ends lines, so a terminal shows each record
+ * from column 0.
+ */
 static void emit(const char *kind, const char *check, const char *fmt,
 		 va_list ap)
 {
@@ -22,11 +26,12 @@ static void emit(const char *kind, const char *check, const char *fmt,
 		n += snprintf(line + n, sizeof(line) - n, "%s ", check);
 	if (fmt && n < sizeof(line))
 		n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
+	if (n > sizeof(line) - 3)
+		n = sizeof(line) - 3;
 	/* Drop the separator left when there was nothing after it. */
 	if (line[n - 1] == ' ')
 		n--;
+	line[n++] = '\r';
 	line[n++] = '\n';
 	serial_write(line, n);
 }

@@ -20,6 +20,53 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 RECORD = re.compile(r"KVMMTEST (\S+) ?(.*)")
 
 
+def complete_lines(text):
+    """The complete lines of serial output (str or bytes), CR stripped (the
+    guest ends lines with CRLF): a line counts once its newline has
+    arrived, never while it is still being written."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return [l.rstrip("\r") for l in text.split("\n")[:-1]]
+
+
+def stream(src):
+    """A read() for wait_record over a socket or a file descriptor (a pty):
+    everything that has arrived so far, taking what is there without
+    blocking."""
+    buf = bytearray()
+
+    def read():
+        while select.select([src], [], [], 0.05)[0]:
+            try:
+                chunk = src.recv(4096) if hasattr(src, "recv") else os.read(src, 4096)
+            except OSError:     # a pty whose other side has gone
+                chunk = b""
+            if not chunk:
+                break
+            buf.extend(chunk)
+        return bytes(buf)
+    return read
+
+
+def wait_record(read, pattern, what=None, timeout=30, count=1):
+    """Polls read() -- the serial output so far, str or bytes (a log file,
+    a socket's buffer) -- until COUNT complete lines match the regex
+    PATTERN; returns the last match (an re.Match).  The one way to wait
+    for a record and then parse it: a match on a partial line could cut
+    a value short."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = complete_lines(read())
+        found = [m for m in map(rx.search, lines) if m]
+        if len(found) >= count:
+            return found[count - 1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or repr(pattern)} (x{count}); "
+                                 "last lines:\n" + "\n".join(lines[-30:]))
+        time.sleep(0.05)
+
+
 def kvm_unavailable():
     """None if /dev/kvm is usable, else the reason it is not."""
     if not os.path.exists("/dev/kvm"):
@@ -39,12 +86,41 @@ def hardware_virtualization():
     return " vmx" in flags or " svm" in flags
 
 
+def host_tsc_khz():
+    """The host's TSC frequency in kHz as its kernel knows it, or None:
+    sysfs's tsc_freq_khz where the kernel has one, else its calibration in
+    the kernel log, else "cpu MHz" under a hypervisor with a known,
+    constant TSC and no cpufreq (there it is the TSC's frequency)."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/tsc_freq_khz") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        pass
+    try:
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        log = ""
+    for rx in (r"tsc: Refined TSC clocksource calibration: ([\d.]+) MHz",
+               r"tsc: Detected ([\d.]+) MHz (?:processor|TSC)"):
+        found = re.findall(rx, log)
+        if found:
+            return round(float(found[-1]) * 1000)
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    flags = re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()
+    if ({"hypervisor", "constant_tsc", "tsc_known_freq"} <= set(flags)
+            and not os.path.exists("/sys/devices/system/cpu/cpu0/cpufreq")):
+        return round(float(re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M).group(1)) * 1000)
+    return None
+
+
 class Guest:
     """A running VM process whose serial console is a pipe."""
 
     def __init__(self, argv, env=None):
         self.argv = argv
-        self.lines = []
+        self.lines = []         # complete lines, CR stripped
+        self.stamps = []        # time.monotonic() when each line was complete
         self.partial = ""       # the current unterminated line (a prompt)
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -63,15 +139,15 @@ class Guest:
                 break
             buf += chunk
             with self.cond:
+                now = time.monotonic()
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     self.lines.append(line.decode(errors="replace").rstrip("\r"))
+                    self.stamps.append(now)
                 self.partial = buf.decode(errors="replace")
                 self.cond.notify_all()
         with self.cond:
-            if buf:
-                self.lines.append(buf.decode(errors="replace"))
-            self.cond.notify_all()
+            self.cond.notify_all()      # an unterminated last line stays partial
 
     def _read_stderr(self):
         for chunk in iter(lambda: self.proc.stderr.read1(4096), b""):
@@ -86,14 +162,29 @@ class Guest:
                     out.append((m.group(1), m.group(2)))
         return out
 
-    def wait_for(self, pattern, timeout=30, count=1):
-        """Waits until `count` serial lines match the regex; returns the
-        last match.  Raises with the output so far on timeout."""
+    # Generous: only a failure waits this long, and on a busy host QEMU's
+    # SeaBIOS (CPL0, emulated under KVM-PVM) alone took over 30 s.
+    WAIT = 120
+
+    def wait_for(self, pattern, timeout=WAIT, count=1, partial=False):
+        """Waits until `count` complete serial lines match the regex;
+        returns the last match.  partial=True also looks at the line still
+        being written (a prompt, which has no newline).  Raises with the
+        output so far on timeout."""
+        return self.wait_line(pattern, timeout, count, partial)[0]
+
+    def wait_line(self, pattern, timeout=WAIT, count=1, partial=False):
+        """As wait_for, but returns (match, index of its line in
+        self.lines, or None for the partial line)."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                found = [m for m in (rx.search(l) for l in self.lines + [self.partial]) if m]
+                found = [(m, i) for i, m in enumerate(map(rx.search, self.lines)) if m]
+                if partial:
+                    m = rx.search(self.partial)
+                    if m:
+                        found.append((m, None))
                 if len(found) >= count:
                     return found[count - 1]
                 left = deadline - time.monotonic()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kvmmtest import Api, GUEST, KVMM, kvmm_argv, start
+from kvmmtest import Api, GUEST, KVMM, kvmm_argv, start, stream, wait_record
 
 
 def test_api_reports_status_and_events(kvm, vms, tmp):
@@ -45,22 +45,39 @@ def test_api_reports_status_and_events(kvm, vms, tmp):
     assert not os.path.exists(sock), "control socket left behind"
 
 
+def witness(vms):
+    """A second guest ticking every 50 ms of its TSC clock: while another
+    guest must stay silent, waiting for the witness's ticks is waiting for
+    time in which a running guest would have printed, on the same busy
+    host (a sleep would prove nothing on a host that starves both)."""
+    w = start(vms, kvmm_argv("kvmmtest.action=wait kvmmtest.tick_ms=50", memory="64M"))
+    w.wait_for(r"KVMMTEST tick")
+    return w
+
+
+def witness_ticks(w, n):
+    w.wait_for(r"KVMMTEST tick", count=len(w.records("tick")) + n)
+
+
 def test_pause_stops_the_guest_and_resume_continues(kvm, vms, tmp):
     sock = os.path.join(tmp, "api.sock")
     g = start(vms, kvmm_argv("kvmmtest.action=wait kvmmtest.tick_ms=50", extra=["--api-socket", sock]))
+    w = witness(vms)
     g.wait_for(r"KVMMTEST tick", count=3)
     api = Api(sock)
     assert "return" in api.call("pause")
     assert api.wait_event("state-changed", state="paused")["data"]["reason"] == "user"
     assert api.call("query-status")["return"]["state"] == "paused"
-    time.sleep(0.3)     # let a tick already in flight land
-    before = len(g.records("tick"))
-    time.sleep(1.0)
-    assert len(g.records("tick")) == before, "guest kept running while paused"
+    # The vCPUs are parked and their serial writes done before the event;
+    # two witness ticks let this side read what is still in the pipe.
+    witness_ticks(w, 2)
+    before = (len(g.lines), g.partial)
+    witness_ticks(w, 20)
+    assert (len(g.lines), g.partial) == before, "guest kept running while paused"
     assert api.call("pause")["return"] == {}        # idempotent
     assert "return" in api.call("resume")
     api.wait_event("state-changed", state="running")
-    g.wait_for(r"KVMMTEST tick", count=before + 3)
+    g.wait_for(r"KVMMTEST tick", count=len(g.records("tick")) + 3)
     assert api.call("query-status")["return"]["state"] == "running"
     api.call("quit")
     assert g.wait_exit() == 0
@@ -75,15 +92,14 @@ def test_paused_start_waits_for_resume(kvm, vms, tmp):
     st = api.call("query-status")["return"]
     assert st["state"] == "paused"
     assert st["boots"] == 1
-    time.sleep(1.0)
+    w = witness(vms)
+    witness_ticks(w, 20)
     assert g.lines == [] and g.partial == "", "guest ran while paused"
     assert g.proc.poll() is None
     assert api.call("pause")["return"] == {}        # already paused: idempotent
     assert api.call("resume")["return"] == {}
     assert api.wait_event("state-changed", state="running")["data"]["reason"] == "user"
-    # wait_for also matches the line being written: wait for the tick
-    # that follows, so the boot record's line is complete.
-    g.wait_for(r"KVMMTEST tick")
+    g.wait_for(r"KVMMTEST boot")
     assert g.records()[0][0] == "boot", g.lines[:3]
     # a reset afterwards runs at once: only the first boot waits
     assert "return" in api.call("reset")
@@ -180,12 +196,7 @@ def test_serial_unix_socket_carries_the_console(kvm, vms, tmp):
         time.sleep(0.02)
     c = socket.socket(socket.AF_UNIX)
     c.connect(path)
-    data = b""
-    deadline = time.time() + 20
-    while b"KVMMTEST tick" not in data and time.time() < deadline:
-        if select.select([c], [], [], 0.5)[0]:
-            data += c.recv(4096)
-    assert b"KVMMTEST tick" in data
+    wait_record(stream(c), r"^KVMMTEST tick \d+$", "a tick on the serial socket", timeout=20)
     c.close()
     Api(sock).call("quit")
     assert g.wait_exit() == 0
@@ -217,9 +228,14 @@ def test_serial_pty_prints_its_path_and_carries_input(kvm, vms, tmp):
 
 def test_interactive_prompt_over_stdio(kvm, vms):
     g = start(vms, kvmm_argv("kvmmtest.action=prompt", cpus=2))
-    g.wait_for(r"kvmm-testguest> ")
+    g.wait_for(r"kvmm-testguest> $", partial=True)
     g.send(b"info\r")
-    g.wait_for(r"cpus")
+    # the reply, not the boot records: the shell's own lines, after the
+    # echo of what was typed
+    echo = g.wait_line(r"^kvmm-testguest> info$")[1]
+    m, at = g.wait_line(r"^cpus: madt=(\d+) online=(\d+)$")
+    assert at > echo and m.groups() == ("2", "2"), g.lines[echo:]
+    g.wait_for(r"^cmdline: kvmmtest\.action=prompt$")
     g.send(b"poweroff\r")
     assert g.wait_exit() == 0
 
@@ -408,12 +424,7 @@ def test_status_names_the_serial_pty_and_socket(kvm, vms, tmp):
     fd = os.open(st["serial"]["path"], os.O_RDWR | os.O_NOCTTY)
     try:
         assert os.isatty(fd)
-        out = b""
-        deadline = time.monotonic() + 30
-        while b"KVMMTEST done" not in out and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.5)[0]:
-                out += os.read(fd, 4096)
-        assert b"KVMMTEST done" in out
+        wait_record(stream(fd), r"^KVMMTEST done pass=\d+ fail=0$", "the guest's checks on the pty")
     finally:
         os.close(fd)
     g.kill()
