@@ -13,8 +13,9 @@
 
 /* capabilities.c */
 int drv_connect_get_capabilities(struct rpc_conn *conn, void *args, void *ret);
-/* The whole <capabilities> document, or NULL with the error reported. */
-char *host_capabilities_format(void);
+/* The whole <capabilities> document, or NULL with the error reported;
+ * READONLY: for a read-only client (no root-only facts). */
+char *host_capabilities_format(bool readonly);
 
 /* domcaps.c */
 int drv_connect_get_domain_capabilities(struct rpc_conn *conn, void *args, void *ret);
@@ -67,6 +68,12 @@ GArray *host_cpulist_read(const char *path);	/* of int */
 GArray *host_online_cpus(void);	/* of int, ascending */
 /* One more than the highest CPU id present. */
 int host_present_cpus(void);
+
+/* The host's UUID (capabilities' <host><uuid>): the SMBIOS system UUID
+ * when this daemon can read it (*FROM_DMI set: it is root-only, see
+ * capabilities.c), else one generated on first use and kept in the
+ * instance's state directory (var/lib/libvirt/kvmm/host-uuid). */
+const char *host_uuid(bool *from_dmi);
 
 /* XML text and attribute escaping for the formatters (&, <, >, ', "). */
 void xml_append_escaped(GString *out, const char *text);

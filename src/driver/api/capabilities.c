@@ -275,10 +275,11 @@ static void guests(GString *x)
 	}
 }
 
-char *host_capabilities_format(void)
+char *host_capabilities_format(bool readonly)
 {
 	g_autoptr(GString) x = g_string_new("<capabilities>\n\n  <host>\n");
-	g_autofree char *uuid = NULL;
+	const char *uuid;
+	bool dmi = false;
 	struct utsname uts;
 
 	if (uname(&uts) < 0) {
@@ -286,9 +287,11 @@ char *host_capabilities_format(void)
 				 g_strerror(errno));
 		return NULL;
 	}
-	/* SMBIOS system UUID, readable by root only. */
-	if (g_file_get_contents("/sys/class/dmi/id/product_uuid", &uuid, NULL, NULL) &&
-	    strlen(g_strstrip(uuid)) == 36)
+	/* The SMBIOS system UUID is readable by root only on the host: a
+	 * read-only client, which needs no privilege, does not get it
+	 * through us (a generated UUID is no secret). */
+	uuid = host_uuid(&dmi);
+	if (uuid && !(readonly && dmi))
 		xml_append_printf(x, "    <uuid>%s</uuid>\n", uuid);
 	host_cpu(x, uts.machine);
 	topology(x);
@@ -301,7 +304,7 @@ char *host_capabilities_format(void)
 int drv_connect_get_capabilities(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_get_capabilities_ret *r = ret;
-	char *xml = host_capabilities_format();
+	char *xml = host_capabilities_format(conn->readonly);
 
 	if (!xml)
 		return -1;
