@@ -20,6 +20,11 @@ char *host_capabilities_format(bool readonly);
 /* domcaps.c */
 int drv_connect_get_domain_capabilities(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_max_vcpus(struct rpc_conn *conn, void *args, void *ret);
+/* Whether kvmm runs guests for this emulator, arch, machine type and
+ * virttype (each NULL: the default), as domcapabilities answers them;
+ * 0, or -1 with VIR_ERR_INVALID_ARG reported. */
+int domcaps_check_target(const char *emulatorbin, const char *arch, const char *machine,
+			 const char *virttype);
 
 /* sysinfo.c */
 int drv_connect_get_sysinfo(struct rpc_conn *conn, void *args, void *ret);

@@ -458,30 +458,13 @@ int drv_connect_baseline_cpu(struct rpc_conn *conn, void *args, void *ret)
 	return r->cpu ? 0 : -1;
 }
 
-/* The hypervisor forms name what the guest would run under: kvmm's own
- * (domcapabilities' defaults), refused otherwise as domcapabilities
- * refuses them. */
+/* The hypervisor forms name what the guest would run under: kvmm's,
+ * checked as domcapabilities checks them. */
 static int hypervisor_check(remote_string emulator, remote_string arch, remote_string machine,
 			    remote_string virttype)
 {
-	if (emulator && strcmp(*emulator, host_emulator_path()) != 0) {
-		drv_error_report(VIR_ERR_INVALID_ARG, "emulator '%s' is not kvmm (%s)", *emulator,
-				 host_emulator_path());
-		return -1;
-	}
-	if (arch && strcmp(*arch, "x86_64") != 0) {
-		drv_error_report(VIR_ERR_INVALID_ARG, "kvmm does not support architecture '%s'", *arch);
-		return -1;
-	}
-	if (machine && strcmp(*machine, "pc") != 0) {
-		drv_error_report(VIR_ERR_INVALID_ARG, "kvmm does not support machine type '%s'", *machine);
-		return -1;
-	}
-	if (virttype && strcmp(*virttype, "kvm") != 0) {
-		drv_error_report(VIR_ERR_INVALID_ARG, "kvmm does not support virttype '%s'", *virttype);
-		return -1;
-	}
-	return 0;
+	return domcaps_check_target(emulator ? *emulator : NULL, arch ? *arch : NULL,
+				    machine ? *machine : NULL, virttype ? *virttype : NULL);
 }
 
 int drv_connect_compare_hypervisor_cpu(struct rpc_conn *conn, void *args, void *ret)
