@@ -14,6 +14,7 @@ import pytest
 from drvtest import virsh
 from kvmmtest import GUEST
 from test_console import Console
+from test_lifecycle import Events
 
 L = libvirt
 
@@ -120,14 +121,18 @@ def test_virt_install_sequence_with_virsh(daemon, consoles, kvm):
 
 def test_is_updated_metadata_and_undefine_while_running(daemon, consoles, kvm):
     d = daemon
+    ev = Events(d.uri())
     conn = libvirt.open(d.uri())
     dom = conn.defineXML(xml())
     assert dom.isPersistent() == 1 and dom.isUpdated() == 0
     dom.create()
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_ADDED)
+    assert ev.next()[1] == L.VIR_DOMAIN_EVENT_STARTED
     assert dom.isUpdated() == 0                         # started as defined
     live_before = dom.XMLDesc(0)
 
     dom = conn.defineXML(xml(NEXT, description="next"))
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_UPDATED)
     assert dom.isActive() == 1 and dom.isPersistent() == 1
     assert dom.isUpdated() == 1
     assert dom.XMLDesc(0) == live_before                # the live definition untouched
@@ -145,15 +150,40 @@ def test_is_updated_metadata_and_undefine_while_running(daemon, consoles, kvm):
 
     # Undefine while running: it runs on, transient, with nothing next.
     dom.undefine()
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_UNDEFINED, L.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED)
     assert dom.isActive() == 1 and dom.isPersistent() == 0 and dom.isUpdated() == 0
     assert not os.path.exists(os.path.join(d.root, "etc", "libvirt", "kvmm", "vi.xml"))
     assert dominfo(d.uri())["Persistent"] == "no"
     assert guest_cmdline(consoles, d.uri()) == "kvmmtest.action=prompt"
     dom.destroy()
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
     with pytest.raises(libvirt.libvirtError) as e:
         conn.lookupByName("vi")
     assert e.value.get_error_code() == L.VIR_ERR_NO_DOMAIN
     conn.close()
+    ev.conn.close()
+
+
+def test_defining_a_created_domain_adds_it(daemon, kvm):
+    """The event virt-install's define raises: a transient domain made
+    persistent is added (libvirt has no earlier definition to update)."""
+    ev = Events(daemon.uri())
+    conn = libvirt.open(daemon.uri())
+    dom = conn.createXML(xml())
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    conn.defineXML(xml(NEXT))
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_ADDED)
+    assert dom.isPersistent() == 1 and dom.isUpdated() == 1
+    conn.defineXML(xml(NEXT + " kvmmtest.smp=off"))    # and again: now an update
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_UPDATED)
+    assert "smp=off" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    dom.destroy()
+    assert ev.next() == ("vi", L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
+    assert dom.isPersistent() == 1 and dom.isUpdated() == 0
+    assert "smp=off" in dom.XMLDesc(0)
+    dom.undefine()
+    conn.close()
+    ev.conn.close()
 
 
 def test_define_while_running_survives_a_daemon_restart(start_daemon, consoles, kvm):

@@ -75,6 +75,7 @@ void domain_obj_unref(struct domain_obj *obj)
 		return;
 	domain_def_free(obj->def);
 	domain_def_free(obj->newdef);
+	domain_def_free(obj->retired);
 	g_mutex_clear(&obj->lock);
 	g_cond_clear(&obj->job_cond);
 	g_free(obj);
@@ -330,7 +331,7 @@ static struct domain_obj *define_new(struct domain_def *def, const char *api)
  * first, then swapped in -- or, while OBJ runs, kept for its next start
  * beside the live definition, which the run still uses (its pty paths,
  * taps and devices are the running guest's). */
-static int define_replace(struct domain_obj *obj, struct domain_def *def)
+static int define_replace(struct domain_obj *obj, struct domain_def *def, bool *was_persistent)
 {
 	g_autofree char *xml = format_persistent(def);
 
@@ -344,6 +345,7 @@ static int define_replace(struct domain_obj *obj, struct domain_def *def)
 		domain_def_free(obj->def);
 		obj->def = def;
 	}
+	*was_persistent = obj->persistent;
 	if (!obj->persistent) {
 		/* Defining a transient domain makes it persistent; a
 		 * restarted daemon must know it from the status file. */
@@ -391,13 +393,12 @@ struct domain_obj *domain_define(struct domain_def *def, bool *updated)
 			domain_obj_unref(obj);
 			continue;
 		}
-		if (define_replace(obj, def) < 0) {
+		if (define_replace(obj, def, updated) < 0) {
 			domain_job_end(obj);
 			domain_obj_unref(obj);
 			break;
 		}
 		domain_job_end(obj);
-		*updated = true;
 		return obj;
 	}
 	if (!drv_error_last())
@@ -465,7 +466,8 @@ void domain_run_ended_locked(struct domain_obj *obj)
 		return;
 	/* Same name and uuid (define checks them), so the index is
 	 * untouched. */
-	domain_def_free(obj->def);
+	domain_def_free(obj->retired);
+	obj->retired = obj->def;
 	obj->def = obj->newdef;
 	obj->newdef = NULL;
 }

@@ -32,6 +32,11 @@ struct domain_obj {
 					 * start's (libvirt's newDef); NULL when
 					 * the run's definition is also the
 					 * persistent one */
+	struct domain_def *retired;	/* the live definition newdef replaced when
+					 * the last run ended; kept until the next
+					 * such swap or the end of the object, as
+					 * some readers of a running domain's def
+					 * (statistics) do not take the lock */
 	int id;				/* -1 when not running */
 	int state, reason;		/* virDomainState and its reason */
 	bool autostart;
@@ -81,7 +86,8 @@ GPtrArray *domain_list(void);
 
 /* Defines DEF (taken in every case): a new domain, or a new definition
  * for the domain with the same name and UUID, written to disk before it
- * is visible.  *UPDATED says which.  A running domain keeps its live
+ * is visible.  *UPDATED says which (as libvirt's event detail: a
+ * transient domain that becomes persistent is added, not updated).  A running domain keeps its live
  * definition: DEF waits in obj->newdef for the next start, as in
  * libvirt.  Returns a reference, or NULL after reporting. */
 struct domain_obj *domain_define(struct domain_def *def, bool *updated);
