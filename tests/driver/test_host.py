@@ -543,6 +543,21 @@ def test_cpu_compare_and_baseline_through_python(daemon):
         libvirt.VIR_CPU_COMPARE_SUPERSET
     assert conn.compareCPU("<cpu mode='custom'><feature policy='forbid' name='fpu'/></cpu>") == \
         libvirt.VIR_CPU_COMPARE_INCOMPATIBLE
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.compareCPU("<cpu mode='custom'><feature policy='forbid' name='fpu'/></cpu>",
+                        libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE
+    assert "Host CPU provides forbidden features: fpu" in str(e.value)
+    # strict: the host may have nothing more than the guest CPU names
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.compareCPU("<cpu mode='custom' match='strict'><feature policy='require' name='fpu'/></cpu>",
+                        libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+    assert "Host CPU does not strictly match guest CPU: Extra features: " in str(e.value)
+    # the host's own baseline names every feature it has: identical, even strictly
+    base = conn.baselineCPU([host])
+    assert conn.compareCPU(base) == libvirt.VIR_CPU_COMPARE_IDENTICAL
+    assert conn.compareCPU(base.replace("match='exact'", "match='strict'")) == \
+        libvirt.VIR_CPU_COMPARE_IDENTICAL
     # a named model: kvmm cannot tell, with the code nova proceeds on
     with pytest.raises(libvirt.libvirtError) as e:
         conn.compareCPU("<cpu mode='custom'><model>Skylake-Client</model></cpu>")

@@ -103,14 +103,17 @@ static void host_cpu_clear(struct host_cpu *h)
 /* One CPU definition a client sent. */
 struct cpu_def {
 	char *mode;		/* NULL for a host CPU (capabilities' form) */
+	char *match;		/* a guest CPU's: exact, minimum, strict */
 	char *arch, *vendor, *model;
 	GPtrArray *required;	/* feature names it needs */
 	GPtrArray *forbidden;	/* feature names it must not have */
+	GPtrArray *listed;	/* every feature it names but the forbidden */
 };
 
 static void cpu_def_clear(struct cpu_def *c)
 {
 	g_free(c->mode);
+	g_free(c->match);
 	g_free(c->arch);
 	g_free(c->vendor);
 	g_free(c->model);
@@ -118,6 +121,8 @@ static void cpu_def_clear(struct cpu_def *c)
 		g_ptr_array_unref(c->required);
 	if (c->forbidden)
 		g_ptr_array_unref(c->forbidden);
+	if (c->listed)
+		g_ptr_array_unref(c->listed);
 }
 
 static char *child_text(xmlNodePtr n, const char *name)
@@ -152,6 +157,7 @@ static int cpu_def_parse(const char *xml, struct cpu_def *c)
 	memset(c, 0, sizeof(*c));
 	c->required = g_ptr_array_new_with_free_func(g_free);
 	c->forbidden = g_ptr_array_new_with_free_func(g_free);
+	c->listed = g_ptr_array_new_with_free_func(g_free);
 	/* CLIENT: any text; no network, no entities. */
 	doc = xmlReadMemory(xml, strlen(xml), "(CPU_definition)", NULL,
 			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
@@ -163,6 +169,7 @@ static int cpu_def_parse(const char *xml, struct cpu_def *c)
 		goto out;
 	}
 	c->mode = prop(root, "mode");
+	c->match = prop(root, "match");
 	c->arch = child_text(root, "arch");
 	c->model = child_text(root, "model");
 	if (c->model && !*c->model)
@@ -180,14 +187,17 @@ static int cpu_def_parse(const char *xml, struct cpu_def *c)
 			goto out;
 		}
 		/* A host CPU's features have no policy: all are there. */
-		if (!policy || !strcmp(policy, "require") || !strcmp(policy, "force"))
-			g_ptr_array_add(c->required, g_steal_pointer(&name));
-		else if (!strcmp(policy, "forbid"))
+		if (!policy || !strcmp(policy, "require")) {
+			g_ptr_array_add(c->required, g_strdup(name));
+		} else if (!strcmp(policy, "forbid")) {
 			g_ptr_array_add(c->forbidden, g_steal_pointer(&name));
-		else if (strcmp(policy, "optional") && strcmp(policy, "disable")) {
+			continue;
+		} else if (strcmp(policy, "optional") && strcmp(policy, "disable") &&
+			   strcmp(policy, "force")) {
 			drv_error_report(VIR_ERR_XML_ERROR, "Invalid CPU feature policy '%s'", policy);
 			goto out;
 		}
+		g_ptr_array_add(c->listed, g_steal_pointer(&name));
 	}
 	rc = 0;
 out:
@@ -243,30 +253,52 @@ static int compare(const char *xml, unsigned flags)
 		g_string_append_printf(missing, "host CPU vendor does not match required CPU vendor %s",
 				       c.vendor);
 	} else {
-		guint present = 0;
+		g_autoptr(GHashTable) extra = g_hash_table_new(g_str_hash, g_str_equal);
+		GHashTableIter it;
+		gpointer k;
 
-		for (guint i = 0; i < c.required->len; i++) {
-			g_autofree char *k = feature_key(g_ptr_array_index(c.required, i));
+		/* As libvirt's x86 driver: forbidden features first, then
+		 * required ones; identical when the CPU names every feature
+		 * the host has. */
+		for (guint i = 0; i < c.forbidden->len; i++) {
+			const char *name = g_ptr_array_index(c.forbidden, i);
+			g_autofree char *key = feature_key(name);
 
-			if (g_hash_table_contains(h.features, k)) {
-				present++;
-				continue;
-			}
-			g_string_append_printf(missing, "%s%s", missing->len ? ", " : "",
-					       (char *)g_ptr_array_index(c.required, i));
+			if (g_hash_table_contains(h.features, key))
+				g_string_append_printf(missing, "%s%s", missing->len ? ", " : "", name);
 		}
 		if (missing->len)
-			g_string_prepend(missing, "Host CPU does not provide required features: ");
-		for (guint i = 0; !missing->len && i < c.forbidden->len; i++) {
-			g_autofree char *k = feature_key(g_ptr_array_index(c.forbidden, i));
+			g_string_prepend(missing, "Host CPU provides forbidden features: ");
+		for (guint i = 0; !missing->len && i < c.required->len; i++) {
+			const char *name = g_ptr_array_index(c.required, i);
+			g_autofree char *key = feature_key(name);
 
-			if (g_hash_table_contains(h.features, k))
-				g_string_printf(missing, "Host CPU provides forbidden feature: %s",
-						(char *)g_ptr_array_index(c.forbidden, i));
+			if (!g_hash_table_contains(h.features, key))
+				g_string_append_printf(missing, "%s%s", missing->len ? ", " : "", name);
 		}
-		if (!missing->len)
-			result = present == g_hash_table_size(h.features) && !c.mode
-				 ? VIR_CPU_COMPARE_IDENTICAL : VIR_CPU_COMPARE_SUPERSET;
+		if (missing->len && !g_str_has_prefix(missing->str, "Host CPU provides"))
+			g_string_prepend(missing, "Host CPU does not provide required features: ");
+		if (!missing->len) {
+			g_hash_table_iter_init(&it, h.features);
+			while (g_hash_table_iter_next(&it, &k, NULL))
+				g_hash_table_add(extra, k);
+			for (guint i = 0; i < c.listed->len; i++) {
+				g_autofree char *key = feature_key(g_ptr_array_index(c.listed, i));
+
+				g_hash_table_remove(extra, key);
+			}
+			result = g_hash_table_size(extra) ? VIR_CPU_COMPARE_SUPERSET
+							  : VIR_CPU_COMPARE_IDENTICAL;
+			if (result == VIR_CPU_COMPARE_SUPERSET && !g_strcmp0(c.match, "strict")) {
+				g_string_assign(missing,
+						"Host CPU does not strictly match guest CPU: Extra features: ");
+				g_hash_table_iter_init(&it, extra);
+				for (bool first = true; g_hash_table_iter_next(&it, &k, NULL); first = false)
+					g_string_append_printf(missing, "%s%s", first ? "" : ", ",
+							       (char *)k);
+				result = VIR_CPU_COMPARE_INCOMPATIBLE;
+			}
+		}
 	}
 	if (result == VIR_CPU_COMPARE_INCOMPATIBLE && (flags & VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)) {
 		drv_error_report(VIR_ERR_CPU_INCOMPATIBLE, "the CPU is incompatible with host CPU: %s",
