@@ -227,3 +227,26 @@ def test_undefined_while_running_stays_transient_across_a_restart(start_daemon, 
     with pytest.raises(libvirt.libvirtError):
         conn.lookupByName("vi")
     conn.close()
+
+
+def test_adoption_without_a_redefinition_is_not_updated(start_daemon, kvm):
+    """A restarted daemon compares the status file's live definition with
+    the one on disk: the same definition is not reported as updated."""
+    d1 = start_daemon()
+    conn = libvirt.open(d1.uri())
+    dom = conn.defineXML(xml())
+    dom.create()
+    inactive = dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    conn.close()
+    os.kill(d1.proc.pid, signal.SIGKILL)
+    d1.proc.wait()
+
+    d2 = start_daemon(root=d1.root)
+    conn = libvirt.open(d2.uri())
+    dom = conn.lookupByName("vi")
+    assert dom.isActive() == 1 and dom.isPersistent() == 1 and dom.isUpdated() == 0
+    assert dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE) == inactive
+    assert "<source path='/dev/pts/" in dom.XMLDesc(0)
+    dom.destroy()
+    dom.undefine()
+    conn.close()
