@@ -16,9 +16,10 @@
 
 #define AFFECT_FLAGS (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG)
 
-/* A domain has one definition, live and persistent alike, until it is
- * redefined while running (obj->newdef): LIVE needs a running domain,
- * and either flag edits that one definition, or then the one chosen. */
+/* A domain has one definition, live and persistent alike: LIVE needs a
+ * running domain, and either flag edits that one definition.  Once it is
+ * redefined while running (obj->newdef) there are two, and the flags
+ * choose (set_metadata). */
 static int check_affect(struct domain_obj *obj, unsigned flags)
 {
 	if ((flags & VIR_DOMAIN_AFFECT_LIVE) && obj->id < 0) {

@@ -87,9 +87,10 @@ GPtrArray *domain_list(void);
 /* Defines DEF (taken in every case): a new domain, or a new definition
  * for the domain with the same name and UUID, written to disk before it
  * is visible.  *UPDATED says which (as libvirt's event detail: a
- * transient domain that becomes persistent is added, not updated).  A running domain keeps its live
- * definition: DEF waits in obj->newdef for the next start, as in
- * libvirt.  Returns a reference, or NULL after reporting. */
+ * transient domain that becomes persistent is added, not updated).  A
+ * running domain keeps its live definition: DEF waits in obj->newdef
+ * for the next start, as in libvirt.  Returns a reference, or NULL
+ * after reporting. */
 struct domain_obj *domain_define(struct domain_def *def, bool *updated);
 
 /* Removes OBJ's definition and autostart link, then the object from the
