@@ -284,3 +284,14 @@ const char *host_uuid(bool *from_dmi)
 		*from_dmi = dmi;
 	return uuid;
 }
+
+const char *host_cpu_vendor_name(const char *cpuid_vendor)
+{
+	if (!g_strcmp0(cpuid_vendor, "GenuineIntel"))
+		return "Intel";
+	if (!g_strcmp0(cpuid_vendor, "AuthenticAMD"))
+		return "AMD";
+	if (!g_strcmp0(cpuid_vendor, "HygonGenuine"))
+		return "Hygon";
+	return cpuid_vendor;
+}

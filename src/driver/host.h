@@ -80,6 +80,10 @@ int host_present_cpus(void);
  * instance's state directory (var/lib/libvirt/kvmm/host-uuid). */
 const char *host_uuid(bool *from_dmi);
 
+/* libvirt's name (its cpu_map's) for a CPUID vendor string:
+ * "AuthenticAMD" is "AMD"; others as they are. */
+const char *host_cpu_vendor_name(const char *cpuid_vendor);
+
 /* XML text and attribute escaping for the formatters (&, <, >, ', "). */
 void xml_append_escaped(GString *out, const char *text);
 void xml_append_printf(GString *out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);

@@ -42,19 +42,6 @@ static char *cpuinfo_field(const char *text, const char *key)
 	return NULL;
 }
 
-/* libvirt names CPU vendors by their cpu_map names, not the CPUID
- * string. */
-static const char *vendor_name(const char *cpuid_vendor)
-{
-	if (!g_strcmp0(cpuid_vendor, "GenuineIntel"))
-		return "Intel";
-	if (!g_strcmp0(cpuid_vendor, "AuthenticAMD"))
-		return "AMD";
-	if (!g_strcmp0(cpuid_vendor, "HygonGenuine"))
-		return "Hygon";
-	return cpuid_vendor;
-}
-
 /* Sockets, dies per socket, cores per die and threads per core of the
  * online CPUs; the flat layout (1, 1, cpus, 1) when they do not multiply
  * out, as libvirt does for asymmetric hosts. */
@@ -136,7 +123,7 @@ static void host_cpu(GString *x, const char *arch)
 	 * CPUID as it is (host-passthrough), so the flags below are what a
 	 * guest sees. */
 	if (vendor)
-		xml_append_printf(x, "      <vendor>%s</vendor>\n", vendor_name(vendor));
+		xml_append_printf(x, "      <vendor>%s</vendor>\n", host_cpu_vendor_name(vendor));
 	if (microcode) {
 		unsigned long long v = g_ascii_strtoull(microcode, NULL, 0);
 		if (v)

@@ -78,9 +78,7 @@ static void host_cpu_read(struct host_cpu *h)
 			g_autofree char *id = g_strndup(v + 1, strchrnul(v, '\n') - v - 1);
 
 			g_strstrip(id);
-			h->vendor = g_strdup(!strcmp(id, "GenuineIntel") ? "Intel" :
-					     !strcmp(id, "AuthenticAMD") ? "AMD" :
-					     !strcmp(id, "HygonGenuine") ? "Hygon" : id);
+			h->vendor = g_strdup(host_cpu_vendor_name(id));
 		}
 	}
 	if ((line = strstr(info, "\nflags"))) {
