@@ -7,6 +7,7 @@ makes it transient: it runs on and is gone once it stops.  All through
 the real virsh and python3-libvirt, with the test guest running in kvmm."""
 import os
 import signal
+import subprocess
 
 import libvirt
 import pytest
@@ -250,3 +251,31 @@ def test_adoption_without_a_redefinition_is_not_updated(start_daemon, kvm):
     dom.destroy()
     dom.undefine()
     conn.close()
+
+
+def test_virt_install(daemon, consoles, kvm):
+    """The real virt-install (virtinst): it creates the guest, then defines
+    it while it runs; the guest's console stays reachable and the
+    definition is saved for the next start."""
+    uri = daemon.uri()
+    r = subprocess.run(
+        ["virt-install", "--connect", uri, "--name", "vi", "--memory", "128", "--vcpus", "1",
+         "--osinfo", "detect=on,require=off", "--import",
+         "--boot", f"kernel={GUEST},kernel_args=kvmmtest.action=prompt",
+         "--disk", "none", "--network", "none", "--graphics", "none", "--noautoconsole",
+         "--serial", "pty", "--console", "pty,target_type=serial"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = dominfo(uri)
+    assert info["State"] == "running" and info["Persistent"] == "yes", info
+    tty = virsh(uri, "ttyconsole", "vi").stdout.strip()
+    assert tty.startswith("/dev/pts/")
+    assert f"<source path='{tty}'/>" in virsh(uri, "dumpxml", "vi").stdout
+    assert guest_cmdline(consoles, uri) == "kvmmtest.action=prompt"
+    inactive = virsh(uri, "dumpxml", "--inactive", "vi").stdout
+    assert "<cmdline>kvmmtest.action=prompt</cmdline>" in inactive and "/dev/pts/" not in inactive
+    assert virsh(uri, "destroy", "vi").returncode == 0
+    assert virsh(uri, "start", "vi").returncode == 0       # the saved definition runs
+    assert guest_cmdline(consoles, uri) == "kvmmtest.action=prompt"
+    assert virsh(uri, "destroy", "vi").returncode == 0
+    assert virsh(uri, "undefine", "vi").returncode == 0
