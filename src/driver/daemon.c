@@ -231,6 +231,7 @@ int main(int argc, char **argv)
 	/* Guests the previous daemon started run on: take them back before
 	 * any client can ask about them. */
 	monitor_set_timeout(conf.monitor_timeout * 1000);
+	drv_state.hypervisor_version = conf.hypervisor_version;
 	process_adopt_all();
 	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);

@@ -51,6 +51,27 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->keepalive_interval = 5;
 	conf->keepalive_count = 5;
 	conf->monitor_timeout = 10;
+	conf->hypervisor_version = 0;
+}
+
+/* "MAJOR.MINOR.MICRO" (each 0-999, libvirt's encoding) as libvirt's
+ * version number; -1 if it is not that. */
+static long long version_parse(const char *s)
+{
+	unsigned long part[3];
+	const char *p = s;
+	char *end;
+
+	for (int i = 0; i < 3; i++) {
+		if (!g_ascii_isdigit(*p))
+			return -1;
+		errno = 0;
+		part[i] = strtoul(p, &end, 10);
+		if (errno || part[i] > 999 || (i < 2 ? *end != '.' : *end != '\0'))
+			return -1;
+		p = end + 1;
+	}
+	return part[0] * 1000000LL + part[1] * 1000 + part[2];
 }
 
 static int want_string(const struct where *w, const char *key, const struct value *v,
@@ -166,9 +187,22 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		conf->monitor_timeout = n;
 		return 0;
 	}
+	if (!strcmp(key, "hypervisor_version")) {
+		/* What clients are told the hypervisor's version is; see
+		 * docs/virtkvmmd.md for what nova makes of it. */
+		long long ver;
+
+		if (want_string(w, key, v, "\"4.2.0\"") < 0)
+			return -1;
+		if ((ver = version_parse(v->str)) < 0)
+			return conf_err(w, "%s: \"%s\" is not a version MAJOR.MINOR.MICRO (each 0-999)",
+					key, v->str);
+		conf->hypervisor_version = ver;
+		return 0;
+	}
 	return conf_err(w, "unknown key '%s' (virtkvmmd knows unix_sock_group, unix_sock_ro_perms, "
 			"unix_sock_rw_perms, log_level, max_clients, max_workers, keepalive_interval, keepalive_count, "
-			"monitor_timeout)",
+			"monitor_timeout, hypervisor_version)",
 			key);
 }
 

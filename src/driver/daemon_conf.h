@@ -28,6 +28,9 @@ struct daemon_conf {
 	unsigned keepalive_interval;	/* 0: never ping */
 	unsigned keepalive_count;
 	unsigned monitor_timeout;	/* seconds a kvmm command may take */
+	unsigned long long hypervisor_version;	/* what virConnectGetVersion
+						 * answers, libvirt's encoding;
+						 * 0: kvmm's own version */
 };
 
 /* The built-in settings, used for whatever the file does not set. */

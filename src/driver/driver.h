@@ -9,6 +9,8 @@ struct drv_state {
 	bool privileged;	/* system instance (root) or session */
 	const char *uri;	/* canonical URI: kvmm:///system or ///session */
 	const char *root;	/* --root prefix for every file, "" if none */
+	unsigned long long hypervisor_version;	/* virConnectGetVersion's
+						 * answer; 0: kvmm's version */
 };
 
 extern struct drv_state drv_state;

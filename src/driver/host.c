@@ -10,6 +10,7 @@
 #include <linux/kvm.h>
 
 #include "conf/domain_tables.h"
+#include "driver.h"
 #include "host.h"
 #include "log.h"
 
@@ -204,4 +205,93 @@ void xml_append_printf(GString *out, const char *fmt, ...)
 	s = g_markup_vprintf_escaped(fmt, ap);
 	va_end(ap);
 	g_string_append(out, s);
+}
+
+/* A UUID as libvirt accepts a host's: 36 characters in the 8-4-4-4-12
+ * form, and not one hex digit repeated (firmware placeholders such as
+ * all zeros or all 'f', which libvirt refuses too). */
+static bool host_uuid_valid(const char *s)
+{
+	bool varied = false;
+
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return false;
+		} else if (!g_ascii_isxdigit(s[i])) {
+			return false;
+		} else if (g_ascii_tolower(s[i]) != g_ascii_tolower(s[0])) {
+			varied = true;
+		}
+	}
+	return varied;
+}
+
+/* Where a generated host UUID is kept: the instance's state directory
+ * (libvirt's /var/lib/libvirt/DRIVER, under --root for a private one;
+ * the user's data directory for a session). */
+static char *host_uuid_file(void)
+{
+	if (drv_state.root && *drv_state.root)
+		return g_build_filename(drv_state.root, "var", "lib", "libvirt", "kvmm", "host-uuid",
+					NULL);
+	if (drv_state.privileged)
+		return g_strdup("/var/lib/libvirt/kvmm/host-uuid");
+	return g_build_filename(g_get_user_data_dir(), "libvirt", "kvmm", "host-uuid", NULL);
+}
+
+static char *host_uuid_generated(void)
+{
+	g_autofree char *path = host_uuid_file();
+	g_autofree char *dir = g_path_get_dirname(path);
+	g_autoptr(GError) err = NULL;
+	char *text = NULL;
+
+	if (g_file_get_contents(path, &text, NULL, NULL) && host_uuid_valid(g_strstrip(text)))
+		return text;
+	g_free(text);
+	text = g_uuid_string_random();
+	if (g_mkdir_with_parents(dir, 0755) < 0 ||
+	    !g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0644, &err))
+		pr_warn("cannot keep the host UUID in %s (%s): it changes with every daemon start",
+			path, err ? err->message : g_strerror(errno));
+	return text;
+}
+
+const char *host_uuid(bool *from_dmi)
+{
+	static char *uuid;
+	static bool dmi;
+
+	if (g_once_init_enter(&uuid)) {
+		char *found = NULL;
+
+		/* The SMBIOS system UUID (root-readable only), as libvirt's
+		 * default host_uuid_source; without one, a UUID generated
+		 * once and kept. */
+		if (g_file_get_contents("/sys/class/dmi/id/product_uuid", &found, NULL, NULL) &&
+		    host_uuid_valid(g_strstrip(found))) {
+			dmi = true;
+		} else {
+			g_free(found);
+			found = host_uuid_generated();
+		}
+		g_once_init_leave(&uuid, found);
+	}
+	if (from_dmi)
+		*from_dmi = dmi;
+	return uuid;
+}
+
+const char *host_cpu_vendor_name(const char *cpuid_vendor)
+{
+	if (!g_strcmp0(cpuid_vendor, "GenuineIntel"))
+		return "Intel";
+	if (!g_strcmp0(cpuid_vendor, "AuthenticAMD"))
+		return "AMD";
+	if (!g_strcmp0(cpuid_vendor, "HygonGenuine"))
+		return "Hygon";
+	return cpuid_vendor;
 }

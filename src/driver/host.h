@@ -13,12 +13,18 @@
 
 /* capabilities.c */
 int drv_connect_get_capabilities(struct rpc_conn *conn, void *args, void *ret);
-/* The whole <capabilities> document, or NULL with the error reported. */
-char *host_capabilities_format(void);
+/* The whole <capabilities> document, or NULL with the error reported;
+ * READONLY: for a read-only client (no root-only facts). */
+char *host_capabilities_format(bool readonly);
 
 /* domcaps.c */
 int drv_connect_get_domain_capabilities(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_max_vcpus(struct rpc_conn *conn, void *args, void *ret);
+/* Whether kvmm runs guests for this emulator, arch, machine type and
+ * virttype (each NULL: the default), as domcapabilities answers them;
+ * 0, or -1 with VIR_ERR_INVALID_ARG reported. */
+int domcaps_check_target(const char *emulatorbin, const char *arch, const char *machine,
+			 const char *virttype);
 
 /* sysinfo.c */
 int drv_connect_get_sysinfo(struct rpc_conn *conn, void *args, void *ret);
@@ -67,6 +73,16 @@ GArray *host_cpulist_read(const char *path);	/* of int */
 GArray *host_online_cpus(void);	/* of int, ascending */
 /* One more than the highest CPU id present. */
 int host_present_cpus(void);
+
+/* The host's UUID (capabilities' <host><uuid>): the SMBIOS system UUID
+ * when this daemon can read it (*FROM_DMI set: it is root-only, see
+ * capabilities.c), else one generated on first use and kept in the
+ * instance's state directory (var/lib/libvirt/kvmm/host-uuid). */
+const char *host_uuid(bool *from_dmi);
+
+/* libvirt's name (its cpu_map's) for a CPUID vendor string:
+ * "AuthenticAMD" is "AMD"; others as they are. */
+const char *host_cpu_vendor_name(const char *cpuid_vendor);
 
 /* XML text and attribute escaping for the formatters (&, <, >, ', "). */
 void xml_append_escaped(GString *out, const char *text);

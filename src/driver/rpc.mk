@@ -23,6 +23,14 @@ RPC_XDR_H += src/driver/rpc/remote_events_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_stats.x
 RPC_XDR_C += src/driver/rpc/remote_stats_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_stats_xdr.h
+# The host CPU procedures (remote_cpu.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_cpu.x
+RPC_XDR_C += src/driver/rpc/remote_cpu_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_cpu_xdr.h
+# The guest time procedures (remote_time.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_time.x
+RPC_XDR_C += src/driver/rpc/remote_time_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_time_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -86,7 +94,9 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/domain_lifecycle.c \
 	src/driver/api/domain_block.c \
 	src/driver/api/domain_console.c \
-	src/driver/api/domain_stats.c
+	src/driver/api/domain_stats.c \
+	src/driver/api/cpu.c \
+	src/driver/api/domain_time.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/domain.c src/driver/domain/domain.h \

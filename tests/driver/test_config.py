@@ -149,6 +149,11 @@ BAD = [
     ("= 3\n", 1, "expected 'key = value'"),
     ("log_level = 1\nlog_level = 2\n", 2, "log_level: set a second time (line 1)"),
     ('max_clients = [ "a" ]\n', 1, "max_clients: lists are not used"),
+    ("hypervisor_version = 4\n", 1, "hypervisor_version: expected a string in quotes"),
+    ('hypervisor_version = "4.2"\n', 1,
+     'hypervisor_version: "4.2" is not a version MAJOR.MINOR.MICRO (each 0-999)'),
+    ('hypervisor_version = "4.1000.0"\n', 1, 'hypervisor_version: "4.1000.0" is not a version'),
+    ('hypervisor_version = "4.2.0-rc1"\n', 1, 'hypervisor_version: "4.2.0-rc1" is not a version'),
 ]
 
 

@@ -445,3 +445,161 @@ def test_close_callback_through_python(start_daemon):
     assert closed.wait(15), "close callback never ran"
     assert reasons[0] in (libvirt.VIR_CONNECT_CLOSE_REASON_EOF,
                           libvirt.VIR_CONNECT_CLOSE_REASON_ERROR)
+
+
+# --- the host's UUID, the CPU calls, guest time ------------------------------
+
+def host_uuid_of(caps):
+    m = re.search(r"<host>\s*<uuid>([0-9a-f-]{36})</uuid>", caps)
+    return m.group(1) if m else None
+
+
+def test_host_uuid_is_stable_and_kept(start_daemon):
+    d1 = start_daemon()
+    uuid = host_uuid_of(ok(virsh(d1.uri(), "capabilities")))
+    assert uuid, "no <host><uuid>"
+    dmi = None
+    try:
+        with open("/sys/class/dmi/id/product_uuid") as f:
+            dmi = f.read().strip().lower()
+    except OSError:
+        pass
+    if dmi:
+        assert uuid == dmi
+        # root-only on the host: not for read-only clients
+        assert host_uuid_of(ok(virsh(d1.uri(ro=True), "capabilities"))) is None
+    else:
+        kept = os.path.join(d1.root, "var", "lib", "libvirt", "kvmm", "host-uuid")
+        with open(kept) as f:
+            assert f.read().strip() == uuid
+        assert host_uuid_of(ok(virsh(d1.uri(ro=True), "capabilities"))) == uuid
+    d1.stop()
+    d2 = start_daemon(root=d1.root)                  # the same instance again
+    assert host_uuid_of(libvirt.open(d2.uri()).getCapabilities()) == uuid
+
+
+def cpu_map_models():
+    """Every x86 model of libvirt's cpu_map, read independently."""
+    names = []
+    index = ET.parse("/usr/share/libvirt/cpu_map/index.xml").getroot()
+    for inc in index.find("arch[@name='x86']").iter("include"):
+        root = ET.parse(os.path.join("/usr/share/libvirt/cpu_map", inc.get("filename"))).getroot()
+        names += [m.get("name") for m in root.findall("model")]
+    return names
+
+
+def test_cpu_models(daemon):
+    want = cpu_map_models()
+    assert "Skylake-Client" in want and len(want) > 20
+    assert ok(virsh(daemon.uri(), "cpu-models", "x86_64")).split() == want
+    conn = libvirt.open(daemon.uri(ro=True))
+    assert conn.getCPUModelNames("x86_64") == want
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.getCPUModelNames("sparc64")
+    assert e.value.get_error_code() == libvirt.VIR_ERR_INVALID_ARG
+
+
+def host_cpu_xml(uri):
+    caps = ET.fromstring(libvirt.open(uri).getCapabilities())
+    return ET.tostring(caps.find("host/cpu"), encoding="unicode")
+
+
+def test_cpu_compare_and_baseline_with_virsh(daemon, tmp_path):
+    uri = daemon.uri()
+    host = tmp_path / "host.xml"
+    host.write_text(host_cpu_xml(uri))
+    r = virsh(uri, "cpu-compare", str(host))
+    assert r.returncode == 0 and "identical to host CPU" in r.stdout, r.stdout + r.stderr
+    r = virsh(uri, "hypervisor-cpu-compare", str(host))
+    assert r.returncode == 0 and "identical to the CPU provided by hypervisor" in r.stdout, r.stderr
+    # a CPU needing a feature this host lacks
+    other = tmp_path / "other.xml"
+    other.write_text("<cpu><arch>x86_64</arch><feature name='kvmm-no-such-feature'/></cpu>")
+    r = virsh(uri, "cpu-compare", str(other))
+    assert "incompatible" in r.stdout + r.stderr
+    r = virsh(uri, "cpu-compare", "--error", str(other))
+    assert r.returncode != 0 and "kvmm-no-such-feature" in r.stderr
+    # baselines: the host's own features, as a custom CPU
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split(":")[1].split()
+    for cmd in ("cpu-baseline", "hypervisor-cpu-baseline"):
+        cpu = ET.fromstring(ok(virsh(uri, cmd, str(host))))
+        assert cpu.get("mode") == "custom"
+        assert [f.get("name") for f in cpu.findall("feature")] == flags
+        assert all(f.get("policy") == "require" for f in cpu.findall("feature"))
+
+
+def test_cpu_compare_and_baseline_through_python(daemon):
+    conn = libvirt.open(daemon.uri())
+    host = host_cpu_xml(daemon.uri())
+    assert conn.compareCPU(host) == libvirt.VIR_CPU_COMPARE_IDENTICAL
+    # a guest with the host's CPU: what kvmm runs every guest with
+    for mode in ("host-passthrough", "host-model"):
+        assert conn.compareCPU(f"<cpu mode='{mode}'/>") == libvirt.VIR_CPU_COMPARE_IDENTICAL
+        assert conn.compareHypervisorCPU(None, "x86_64", "pc", "kvm", f"<cpu mode='{mode}'/>") == \
+            libvirt.VIR_CPU_COMPARE_IDENTICAL
+    # fewer features than the host: the host is a superset
+    assert conn.compareCPU("<cpu mode='custom'><feature policy='require' name='fpu'/></cpu>") == \
+        libvirt.VIR_CPU_COMPARE_SUPERSET
+    assert conn.compareCPU("<cpu mode='custom'><feature policy='forbid' name='fpu'/></cpu>") == \
+        libvirt.VIR_CPU_COMPARE_INCOMPATIBLE
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.compareCPU("<cpu mode='custom'><feature policy='forbid' name='fpu'/></cpu>",
+                        libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE
+    assert "Host CPU provides forbidden features: fpu" in str(e.value)
+    # strict: the host may have nothing more than the guest CPU names
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.compareCPU("<cpu mode='custom' match='strict'><feature policy='require' name='fpu'/></cpu>",
+                        libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+    assert "Host CPU does not strictly match guest CPU: Extra features: " in str(e.value)
+    # the host's own baseline names every feature it has: identical, even strictly
+    base = conn.baselineCPU([host])
+    assert conn.compareCPU(base) == libvirt.VIR_CPU_COMPARE_IDENTICAL
+    assert conn.compareCPU(base.replace("match='exact'", "match='strict'")) == \
+        libvirt.VIR_CPU_COMPARE_IDENTICAL
+    # a named model: kvmm cannot tell, with the code nova proceeds on
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.compareCPU("<cpu mode='custom'><model>Skylake-Client</model></cpu>")
+    assert e.value.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.compareHypervisorCPU(None, "x86_64", "q35", None, "<cpu mode='host-model'/>")
+    assert e.value.get_error_code() == libvirt.VIR_ERR_INVALID_ARG
+    # a baseline of two CPUs: what both have
+    two = ["<cpu><vendor>AMD</vendor><feature name='fpu'/><feature name='sse2'/></cpu>",
+           "<cpu><vendor>AMD</vendor><feature name='sse2'/><feature name='avx'/></cpu>"]
+    cpu = ET.fromstring(conn.baselineCPU(two, libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES))
+    assert cpu.findtext("vendor") == "AMD"
+    assert [f.get("name") for f in cpu.findall("feature")] == ["sse2"]
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.baselineCPU([two[0], "<cpu><vendor>Intel</vendor></cpu>"])
+    assert e.value.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED
+    conn.close()
+
+
+def test_set_time_without_guest_agent(daemon, kvm):
+    from kvmmtest import GUEST
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(f"""<domain type='kvm'><name>t</name><memory unit='MiB'>128</memory>
+  <os><type>hvm</type><kernel>{GUEST}</kernel><cmdline>kvmmtest.action=wait</cmdline></os>
+</domain>""")
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.setTime({"seconds": 1, "nseconds": 0})
+    assert e.value.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
+    dom.create()
+    # libvirt's answer for a guest without an agent; nova's sync_guest_time
+    # logs this code at debug level and goes on
+    for call in (lambda: dom.setTime({"seconds": 1, "nseconds": 0}),
+                 lambda: dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC),
+                 lambda: dom.getTime()):
+        with pytest.raises(libvirt.libvirtError) as e:
+            call()
+        assert e.value.get_error_code() == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED
+        assert "guest agent is not configured" in str(e.value)
+    r = virsh(daemon.uri(), "domtime", "t", "--now")
+    assert r.returncode != 0 and "guest agent is not configured" in r.stderr
+    with pytest.raises(libvirt.libvirtError) as e:
+        libvirt.open(daemon.uri(ro=True)).lookupByName("t").setTime({"seconds": 1})
+    assert e.value.get_error_code() == libvirt.VIR_ERR_OPERATION_DENIED
+    dom.destroy()
+    conn.close()

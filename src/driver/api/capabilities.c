@@ -42,19 +42,6 @@ static char *cpuinfo_field(const char *text, const char *key)
 	return NULL;
 }
 
-/* libvirt names CPU vendors by their cpu_map names, not the CPUID
- * string. */
-static const char *vendor_name(const char *cpuid_vendor)
-{
-	if (!g_strcmp0(cpuid_vendor, "GenuineIntel"))
-		return "Intel";
-	if (!g_strcmp0(cpuid_vendor, "AuthenticAMD"))
-		return "AMD";
-	if (!g_strcmp0(cpuid_vendor, "HygonGenuine"))
-		return "Hygon";
-	return cpuid_vendor;
-}
-
 /* Sockets, dies per socket, cores per die and threads per core of the
  * online CPUs; the flat layout (1, 1, cpus, 1) when they do not multiply
  * out, as libvirt does for asymmetric hosts. */
@@ -136,7 +123,7 @@ static void host_cpu(GString *x, const char *arch)
 	 * CPUID as it is (host-passthrough), so the flags below are what a
 	 * guest sees. */
 	if (vendor)
-		xml_append_printf(x, "      <vendor>%s</vendor>\n", vendor_name(vendor));
+		xml_append_printf(x, "      <vendor>%s</vendor>\n", host_cpu_vendor_name(vendor));
 	if (microcode) {
 		unsigned long long v = g_ascii_strtoull(microcode, NULL, 0);
 		if (v)
@@ -275,10 +262,11 @@ static void guests(GString *x)
 	}
 }
 
-char *host_capabilities_format(void)
+char *host_capabilities_format(bool readonly)
 {
 	g_autoptr(GString) x = g_string_new("<capabilities>\n\n  <host>\n");
-	g_autofree char *uuid = NULL;
+	const char *uuid;
+	bool dmi = false;
 	struct utsname uts;
 
 	if (uname(&uts) < 0) {
@@ -286,9 +274,11 @@ char *host_capabilities_format(void)
 				 g_strerror(errno));
 		return NULL;
 	}
-	/* SMBIOS system UUID, readable by root only. */
-	if (g_file_get_contents("/sys/class/dmi/id/product_uuid", &uuid, NULL, NULL) &&
-	    strlen(g_strstrip(uuid)) == 36)
+	/* The SMBIOS system UUID is readable by root only on the host: a
+	 * read-only client, which needs no privilege, does not get it
+	 * through us (a generated UUID is no secret). */
+	uuid = host_uuid(&dmi);
+	if (uuid && !(readonly && dmi))
 		xml_append_printf(x, "    <uuid>%s</uuid>\n", uuid);
 	host_cpu(x, uts.machine);
 	topology(x);
@@ -301,7 +291,7 @@ char *host_capabilities_format(void)
 int drv_connect_get_capabilities(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_get_capabilities_ret *r = ret;
-	char *xml = host_capabilities_format();
+	char *xml = host_capabilities_format(conn->readonly);
 
 	if (!xml)
 		return -1;

@@ -169,7 +169,10 @@ int drv_connect_get_version(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_get_version_ret *r = ret;
 
-	r->hv_ver = version_number(PACKAGE_VERSION);
+	/* kvmm's own version, unless the operator set hypervisor_version
+	 * (the QEMU level nova requires, docs/virtkvmmd.md). */
+	r->hv_ver = drv_state.hypervisor_version ? drv_state.hypervisor_version
+						 : version_number(PACKAGE_VERSION);
 	return 0;
 }
 

@@ -17,7 +17,9 @@
 #define AFFECT_FLAGS (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG)
 
 /* A domain has one definition, live and persistent alike: LIVE needs a
- * running domain, and either flag edits that one definition. */
+ * running domain, and either flag edits that one definition.  Once it is
+ * redefined while running (obj->newdef) there are two, and the flags
+ * choose (set_metadata). */
 static int check_affect(struct domain_obj *obj, unsigned flags)
 {
 	if ((flags & VIR_DOMAIN_AFFECT_LIVE) && obj->id < 0) {
@@ -101,10 +103,34 @@ static void set_text(char **field, const char *value)
 	*field = value && *value ? g_strdup(value) : NULL;
 }
 
+/* One metadata change to DEF; 0, or -1 after reporting. */
+static int metadata_set(struct domain_def *def, int type, const char *value, const char *key,
+			const char *uri)
+{
+	switch (type) {
+	case VIR_DOMAIN_METADATA_DESCRIPTION:
+		set_text(&def->description, value);
+		return 0;
+	case VIR_DOMAIN_METADATA_TITLE:
+		if (value && strchr(value, '\n')) {
+			drv_error_report(VIR_ERR_INVALID_ARG, "title can't contain newlines");
+			return -1;
+		}
+		set_text(&def->title, value);
+		return 0;
+	case VIR_DOMAIN_METADATA_ELEMENT:
+		return metadata_set_element(def, value && *value ? value : NULL, key, uri);
+	default:
+		drv_error_report(VIR_ERR_INVALID_ARG, "unknown metadata type '%d'", type);
+		return -1;
+	}
+}
+
 int drv_domain_set_metadata(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_set_metadata_args *a = args;
 	const char *value = a->metadata ? *a->metadata : NULL;
+	const char *key = a->key ? *a->key : NULL, *uri = a->uri ? *a->uri : NULL;
 	int rc = -1;
 
 	if (api_check_flags(a->flags, AFFECT_FLAGS, "virDomainSetMetadata") < 0)
@@ -117,26 +143,17 @@ int drv_domain_set_metadata(struct rpc_conn *conn, void *args, void *ret)
 	if (check_affect(obj, a->flags) < 0)
 		goto end;
 	g_mutex_lock(&obj->lock);
-	switch (a->type) {
-	case VIR_DOMAIN_METADATA_DESCRIPTION:
-		set_text(&obj->def->description, value);
+	if (!obj->newdef) {
+		rc = metadata_set(obj->def, a->type, value, key, uri);
+	} else {
+		/* Redefined while running: the live definition and the next
+		 * start's are two, and the flags choose as in libvirt
+		 * (CURRENT on a running domain is LIVE). */
 		rc = 0;
-		break;
-	case VIR_DOMAIN_METADATA_TITLE:
-		if (value && strchr(value, '\n')) {
-			drv_error_report(VIR_ERR_INVALID_ARG, "title can't contain newlines");
-			break;
-		}
-		set_text(&obj->def->title, value);
-		rc = 0;
-		break;
-	case VIR_DOMAIN_METADATA_ELEMENT:
-		rc = metadata_set_element(obj->def, value && *value ? value : NULL,
-					  a->key ? *a->key : NULL, a->uri ? *a->uri : NULL);
-		break;
-	default:
-		drv_error_report(VIR_ERR_INVALID_ARG, "unknown metadata type '%d'", a->type);
-		break;
+		if (!(a->flags & VIR_DOMAIN_AFFECT_CONFIG) || (a->flags & VIR_DOMAIN_AFFECT_LIVE))
+			rc = metadata_set(obj->def, a->type, value, key, uri);
+		if (rc == 0 && (a->flags & VIR_DOMAIN_AFFECT_CONFIG))
+			rc = metadata_set(obj->newdef, a->type, value, key, uri);
 	}
 	g_mutex_unlock(&obj->lock);
 	/* Saved once changed in memory: a failure to save is reported, and
@@ -194,7 +211,9 @@ int drv_domain_get_metadata(struct rpc_conn *conn, void *args, void *ret)
 	g_mutex_lock(&obj->lock);
 	if (check_affect(obj, a->flags) < 0) {
 		rc = -1;
-	} else if (!(r->metadata = metadata_get(obj->def, a->type, a->uri ? *a->uri : NULL))) {
+	} else if (!(r->metadata = metadata_get(a->flags & VIR_DOMAIN_AFFECT_CONFIG
+						? domain_persistent_def(obj) : obj->def,
+						a->type, a->uri ? *a->uri : NULL))) {
 		/* virsh turns this code into "No description" / "No title". */
 		drv_error_report(VIR_ERR_NO_DOMAIN_METADATA, "Requested metadata element is not present");
 		rc = -1;

@@ -39,7 +39,9 @@ int drv_domain_get_xml_desc(struct rpc_conn *conn, void *args, void *ret)
 		return -1;
 	WITH_DOMAIN(&a->dom, obj);
 	g_mutex_lock(&obj->lock);
-	xml = domain_def_format(obj->def, a->flags);
+	/* INACTIVE: the definition the next start uses, as libvirt's. */
+	xml = domain_def_format(a->flags & VIR_DOMAIN_XML_INACTIVE ? domain_persistent_def(obj)
+								  : obj->def, a->flags);
 	g_mutex_unlock(&obj->lock);
 	domain_obj_unref(obj);
 	if (!xml)
@@ -122,7 +124,10 @@ static int predicate(remote_domain_args *a, remote_domain_int_ret *r, int which)
 		r->value = obj->persistent;
 		break;
 	default:
-		r->value = 0;	/* no live definition to differ from the persistent one */
+		/* Defined again since it started: the next start differs. */
+		g_mutex_lock(&obj->lock);
+		r->value = obj->newdef != NULL;
+		g_mutex_unlock(&obj->lock);
 		break;
 	}
 	domain_obj_unref(obj);
@@ -220,7 +225,10 @@ int drv_domain_get_vcpus_flags(struct rpc_conn *conn, void *args, void *ret)
 	} else {
 		/* Current (inactive: the config) and config agree: vCPU
 		 * hotplug is refused by the parser, so current == maximum. */
-		r->value = flags & VIR_DOMAIN_VCPU_MAXIMUM ? obj->def->vcpus : obj->def->vcpus_current;
+		const struct domain_def *def = flags & VIR_DOMAIN_AFFECT_CONFIG ?
+					       domain_persistent_def(obj) : obj->def;
+
+		r->value = flags & VIR_DOMAIN_VCPU_MAXIMUM ? def->vcpus : def->vcpus_current;
 	}
 	g_mutex_unlock(&obj->lock);
 	domain_obj_unref(obj);

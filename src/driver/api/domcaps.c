@@ -124,6 +124,32 @@ static int check_choice(const char *opt, const char *value, const struct conf_en
 	return -1;
 }
 
+int domcaps_check_target(const char *emulatorbin, const char *arch, const char *machine,
+			 const char *virttype)
+{
+	const char *emulator = host_emulator_path();
+
+	/* CLIENT: every string is the client's (up to REMOTE_STRING_MAX);
+	 * each is only compared against our tables, and messages cut it. */
+	if (emulatorbin && strcmp(emulatorbin, emulator) != 0) {
+		g_autofree char *given = g_canonicalize_filename(emulatorbin, "/");
+		g_autofree char *real_given = realpath(given, NULL);
+		g_autofree char *real_ours = realpath(emulator, NULL);
+
+		if (!real_given || !real_ours || strcmp(real_given, real_ours) != 0) {
+			drv_error_report(VIR_ERR_INVALID_ARG,
+					 "emulator '%.256s' is not kvmm's; kvmm guests run %s",
+					 emulatorbin, emulator);
+			return -1;
+		}
+	}
+	if ((virttype && check_choice("virttype", virttype, &conf_domain_type) < 0) ||
+	    (arch && check_choice("arch", arch, &conf_arch) < 0) ||
+	    (machine && check_choice("machine type", machine, &conf_machine) < 0))
+		return -1;
+	return 0;
+}
+
 int drv_connect_get_domain_capabilities(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_connect_get_domain_capabilities_args *a = args;
@@ -138,23 +164,8 @@ int drv_connect_get_domain_capabilities(struct rpc_conn *conn, void *args, void 
 				 a->flags, "virConnectGetDomainCapabilities");
 		return -1;
 	}
-	/* CLIENT: every string is the client's (up to REMOTE_STRING_MAX);
-	 * each is only compared against our tables, and messages cut it. */
-	if (a->emulatorbin && strcmp(*a->emulatorbin, emulator) != 0) {
-		g_autofree char *given = g_canonicalize_filename(*a->emulatorbin, "/");
-		g_autofree char *real_given = realpath(given, NULL);
-		g_autofree char *real_ours = realpath(emulator, NULL);
-
-		if (!real_given || !real_ours || strcmp(real_given, real_ours) != 0) {
-			drv_error_report(VIR_ERR_INVALID_ARG,
-					 "emulator '%.256s' is not kvmm's; kvmm guests run %s",
-					 *a->emulatorbin, emulator);
-			return -1;
-		}
-	}
-	if (check_choice("virttype", virttype, &conf_domain_type) < 0 ||
-	    check_choice("arch", arch, &conf_arch) < 0 ||
-	    check_choice("machine type", machine, &conf_machine) < 0)
+	if (domcaps_check_target(a->emulatorbin ? *a->emulatorbin : NULL, arch, machine,
+				 virttype) < 0)
 		return -1;
 	r->capabilities = domcaps_format(emulator, virttype, machine, arch);
 	return 0;

@@ -93,4 +93,15 @@ int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
 /* console.c */
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_time.c */
+int drv_domain_get_time(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_time(struct rpc_conn *conn, void *args, void *ret);
+
+/* cpu.c */
+int drv_connect_get_cpu_model_names(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_compare_cpu(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_baseline_cpu(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_compare_hypervisor_cpu(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_baseline_hypervisor_cpu(struct rpc_conn *conn, void *args, void *ret);
+
 #endif

@@ -15,6 +15,9 @@
 #define JOB_WAIT_SECONDS 30
 
 static GMutex list_lock;
+/* The keys are the index's own copies: a running domain's definition
+ * is swapped for its next one when the run ends, under the domain's
+ * lock only, while the name and uuid stay the same. */
 static GHashTable *by_name;	/* name -> obj (the index's reference) */
 static GHashTable *by_uuid;	/* 16 bytes -> same obj, no reference */
 static GHashTable *claimed;	/* names being renamed to (owned strings) */
@@ -71,6 +74,8 @@ void domain_obj_unref(struct domain_obj *obj)
 	if (!obj || !g_atomic_int_dec_and_test(&obj->refs))
 		return;
 	domain_def_free(obj->def);
+	domain_def_free(obj->newdef);
+	domain_def_free(obj->retired);
 	g_mutex_clear(&obj->lock);
 	g_cond_clear(&obj->job_cond);
 	g_free(obj);
@@ -78,8 +83,8 @@ void domain_obj_unref(struct domain_obj *obj)
 
 static void index_add(struct domain_obj *obj)
 {
-	g_hash_table_insert(by_name, obj->def->name, obj);
-	g_hash_table_insert(by_uuid, obj->def->uuid, obj);
+	g_hash_table_insert(by_name, g_strdup(obj->def->name), obj);
+	g_hash_table_insert(by_uuid, g_memdup2(obj->def->uuid, 16), obj);
 }
 
 static void index_remove(struct domain_obj *obj)
@@ -132,9 +137,9 @@ static void load_one(const char *name, const char *path, const char *xml,
 
 int domains_init(const char *config_dir, const char *emulator)
 {
-	by_name = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+	by_name = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
 					(GDestroyNotify)domain_obj_unref);
-	by_uuid = g_hash_table_new(uuid_hash, uuid_equal);
+	by_uuid = g_hash_table_new_full(uuid_hash, uuid_equal, g_free, NULL);
 	claimed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	emulator_path = g_strdup(emulator);
 	parse_opts.default_emulator = emulator_path;
@@ -323,25 +328,32 @@ static struct domain_obj *define_new(struct domain_def *def, const char *api)
 }
 
 /* A new definition for OBJ (same name and uuid), under its job: written
- * first, then swapped in. */
-static int define_replace(struct domain_obj *obj, struct domain_def *def)
+ * first, then swapped in -- or, while OBJ runs, kept for its next start
+ * beside the live definition, which the run still uses (its pty paths,
+ * taps and devices are the running guest's). */
+static int define_replace(struct domain_obj *obj, struct domain_def *def, bool *was_persistent)
 {
 	g_autofree char *xml = format_persistent(def);
 
 	if (!xml || persist_write(def->name, xml) < 0)
 		return -1;
-	g_mutex_lock(&list_lock);
 	g_mutex_lock(&obj->lock);
-	/* The index keys point into the definition: re-insert with it. */
-	g_hash_table_steal(by_uuid, obj->def->uuid);
-	g_hash_table_steal(by_name, obj->def->name);
-	domain_def_free(obj->def);
-	def->id = obj->id;	/* a running domain keeps its id */
-	obj->def = def;
-	obj->persistent = true;	/* defining a transient domain keeps it */
-	index_add(obj);
+	if (obj->run) {
+		domain_def_free(obj->newdef);
+		obj->newdef = def;
+	} else {
+		domain_def_free(obj->def);
+		obj->def = def;
+	}
+	*was_persistent = obj->persistent;
+	if (!obj->persistent) {
+		/* Defining a transient domain makes it persistent; a
+		 * restarted daemon must know it from the status file. */
+		obj->persistent = true;
+		if (obj->run)
+			process_save_status_locked(obj);
+	}
 	g_mutex_unlock(&obj->lock);
-	g_mutex_unlock(&list_lock);
 	return 0;
 }
 
@@ -381,13 +393,12 @@ struct domain_obj *domain_define(struct domain_def *def, bool *updated)
 			domain_obj_unref(obj);
 			continue;
 		}
-		if (define_replace(obj, def) < 0) {
+		if (define_replace(obj, def, updated) < 0) {
 			domain_job_end(obj);
 			domain_obj_unref(obj);
 			break;
 		}
 		domain_job_end(obj);
-		*updated = true;
 		return obj;
 	}
 	if (!drv_error_last())
@@ -413,6 +424,10 @@ int domain_undefine(struct domain_obj *obj)
 		g_mutex_lock(&obj->lock);
 		obj->persistent = false;
 		obj->autostart = false;
+		/* Nothing is started again: no next definition. */
+		g_clear_pointer(&obj->newdef, domain_def_free);
+		if (obj->run)
+			process_save_status_locked(obj);
 		g_mutex_unlock(&obj->lock);
 		return 0;
 	}
@@ -433,11 +448,28 @@ int domain_save(struct domain_obj *obj)
 	g_autofree char *xml = NULL;
 
 	g_mutex_lock(&obj->lock);
-	xml = format_persistent(obj->def);
+	xml = format_persistent(domain_persistent_def(obj));
 	g_mutex_unlock(&obj->lock);
 	if (!xml)
 		return -1;
 	return persist_write(obj->def->name, xml);
+}
+
+struct domain_def *domain_persistent_def(struct domain_obj *obj)
+{
+	return obj->newdef ? obj->newdef : obj->def;
+}
+
+void domain_run_ended_locked(struct domain_obj *obj)
+{
+	if (!obj->newdef)
+		return;
+	/* Same name and uuid (define checks them), so the index is
+	 * untouched. */
+	domain_def_free(obj->retired);
+	obj->retired = obj->def;
+	obj->def = obj->newdef;
+	obj->newdef = NULL;
 }
 
 int domain_set_autostart(struct domain_obj *obj, bool autostart)
@@ -503,7 +535,7 @@ int domain_rename(struct domain_obj *obj, const char *new_name)
 		g_hash_table_remove(by_name, old_name);
 		g_free(obj->def->name);
 		obj->def->name = g_strdup(new_name);
-		g_hash_table_insert(by_name, obj->def->name, obj);
+		g_hash_table_insert(by_name, g_strdup(new_name), obj);
 		g_mutex_unlock(&obj->lock);
 		g_hash_table_remove(claimed, new_name);
 		g_mutex_unlock(&list_lock);

@@ -24,7 +24,19 @@ struct rpc_stream;
 struct domain_obj {
 	gint refs;
 	GMutex lock;			/* the fields below */
-	struct domain_def *def;		/* persistent definition */
+	struct domain_def *def;		/* the definition: the live one while it
+					 * runs (pty paths, taps, id), else the
+					 * persistent one */
+	struct domain_def *newdef;	/* while it runs, a persistent definition
+					 * defined since it started: the next
+					 * start's (libvirt's newDef); NULL when
+					 * the run's definition is also the
+					 * persistent one */
+	struct domain_def *retired;	/* the live definition newdef replaced when
+					 * the last run ended; kept until the next
+					 * such swap or the end of the object, as
+					 * some readers of a running domain's def
+					 * (statistics) do not take the lock */
 	int id;				/* -1 when not running */
 	int state, reason;		/* virDomainState and its reason */
 	bool autostart;
@@ -74,8 +86,11 @@ GPtrArray *domain_list(void);
 
 /* Defines DEF (taken in every case): a new domain, or a new definition
  * for the domain with the same name and UUID, written to disk before it
- * is visible.  *UPDATED says which.  Returns a reference, or NULL after
- * reporting. */
+ * is visible.  *UPDATED says which (as libvirt's event detail: a
+ * transient domain that becomes persistent is added, not updated).  A
+ * running domain keeps its live definition: DEF waits in obj->newdef
+ * for the next start, as in libvirt.  Returns a reference, or NULL
+ * after reporting. */
 struct domain_obj *domain_define(struct domain_def *def, bool *updated);
 
 /* Removes OBJ's definition and autostart link, then the object from the
@@ -91,9 +106,17 @@ struct domain_obj *domain_add_transient(struct domain_def *def, const char *api)
 /* A transient OBJ that stopped (or never started): out of the index. */
 void domain_remove_transient(struct domain_obj *obj);
 
-/* Saves OBJ's current definition (after an edit); the caller holds the
- * job and OBJ's lock is not held. */
+/* Saves OBJ's persistent definition (after an edit); the caller holds
+ * the job and OBJ's lock is not held. */
 int domain_save(struct domain_obj *obj);
+
+/* The definition the next start uses (what `dumpxml --inactive` shows):
+ * obj->newdef when one waits, else obj->def.  OBJ's lock held. */
+struct domain_def *domain_persistent_def(struct domain_obj *obj);
+
+/* OBJ's run ended (obj->lock held, obj->run already cleared): a
+ * definition defined while it ran becomes the definition. */
+void domain_run_ended_locked(struct domain_obj *obj);
 
 int domain_set_autostart(struct domain_obj *obj, bool autostart);
 

@@ -278,6 +278,9 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
+	/* A definition defined while it ran is the next start's: it takes
+	 * over now, before the event, as libvirt's does. */
+	domain_run_ended_locked(obj);
 	log_line(r->log_path, "kvmm (pid %ld) ended: %s", (long)r->pid,
 		 known ? exit_text(status, text, sizeof(text)) : "exit status unknown (adopted, no final event)");
 	pr_info("domain '%s' stopped (kvmm pid %ld, %s)", obj->def->name, (long)r->pid,
@@ -642,6 +645,35 @@ static bool is_our_kvmm(pid_t pid, const char *config)
 	return strstr(cmd, config) != NULL;
 }
 
+/* The run's definition is the status file's LIVE_XML: a persistent
+ * domain redefined while it ran keeps running what it was started with,
+ * and the definition on disk waits for its next start.  When both say
+ * the same, the one on disk serves for both (obj->lock held). */
+static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
+{
+	struct domain_def *live;
+	g_autofree char *a = NULL, *b = NULL;
+
+	if (!obj->persistent || !live_xml || obj->newdef)
+		return;
+	live = domain_def_parse_string(live_xml, domains_parse_opts());
+	if (!live) {
+		pr_warn("domain '%s': the live definition in its status file does not parse (%s); using the persistent one",
+			obj->def->name, drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+		return;
+	}
+	a = domain_def_format(live, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	b = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	if (a && b && strcmp(a, b) != 0) {
+		obj->newdef = obj->def;
+		obj->def = live;
+	} else {
+		domain_def_free(live);
+	}
+	drv_error_reset();
+}
+
 /* One status file: adopt its kvmm, or clean up after it. */
 static void adopt_one(const char *path)
 {
@@ -700,6 +732,7 @@ static void adopt_one(const char *path)
 	}
 	query_status(r->api_path, &ks);
 	g_mutex_lock(&obj->lock);
+	adopt_live_def(obj, st.live_xml);
 	obj->id = obj->def->id = st.id;
 	state = st.state;
 	reason = st.reason;

@@ -11,6 +11,8 @@
 #include "remote_host_xdr.h"
 #include "remote_events_xdr.h"
 #include "remote_stats_xdr.h"
+#include "remote_cpu_xdr.h"
+#include "remote_time_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
 #include "reply_error.h"
@@ -148,6 +150,11 @@ static const struct rpc_proc procs[] = {
 	    ARGS(remote_domain_block_resize_args), NONE, drv_domain_block_resize, W),
 	P(REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole",
 	    ARGS(remote_domain_open_console_args), NONE, drv_domain_open_console, W),
+	/* guest time: through a guest agent, which kvmm guests lack */
+	P(REMOTE_PROC_DOMAIN_GET_TIME, "virDomainGetTime", ARGS(remote_domain_get_time_args),
+		RET(remote_domain_get_time_ret), drv_domain_get_time, W),
+	P(REMOTE_PROC_DOMAIN_SET_TIME, "virDomainSetTime", ARGS(remote_domain_set_time_args), NONE,
+		drv_domain_set_time, W),
 #undef W
 
 	/* host */
@@ -187,6 +194,23 @@ static const struct rpc_proc procs[] = {
 		NONE, drv_connect_register_close_callback, 0),
 	P(REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK, "virConnectUnregisterCloseCallback",
 		NONE, NONE, drv_connect_unregister_close_callback, 0),
+
+	/* the host CPU */
+	P(REMOTE_PROC_CONNECT_GET_CPU_MODEL_NAMES, "virConnectGetCPUModelNames",
+		ARGS(remote_connect_get_cpu_model_names_args),
+		RET(remote_connect_get_cpu_model_names_ret), drv_connect_get_cpu_model_names, 0),
+	P(REMOTE_PROC_CONNECT_COMPARE_CPU, "virConnectCompareCPU",
+		ARGS(remote_connect_compare_cpu_args), RET(remote_connect_compare_cpu_ret),
+		drv_connect_compare_cpu, 0),
+	P(REMOTE_PROC_CONNECT_BASELINE_CPU, "virConnectBaselineCPU",
+		ARGS(remote_connect_baseline_cpu_args), RET(remote_connect_baseline_cpu_ret),
+		drv_connect_baseline_cpu, 0),
+	P(REMOTE_PROC_CONNECT_COMPARE_HYPERVISOR_CPU, "virConnectCompareHypervisorCPU",
+		ARGS(remote_connect_compare_hypervisor_cpu_args),
+		RET(remote_connect_compare_hypervisor_cpu_ret), drv_connect_compare_hypervisor_cpu, 0),
+	P(REMOTE_PROC_CONNECT_BASELINE_HYPERVISOR_CPU, "virConnectBaselineHypervisorCPU",
+		ARGS(remote_connect_baseline_hypervisor_cpu_args),
+		RET(remote_connect_baseline_hypervisor_cpu_ret), drv_connect_baseline_hypervisor_cpu, 0),
 
 	/* statistics of running domains */
 	P(REMOTE_PROC_DOMAIN_GET_VCPUS, "virDomainGetVcpus", ARGS(remote_domain_get_vcpus_args),
