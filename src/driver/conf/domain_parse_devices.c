@@ -68,6 +68,7 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 		return -1;
 	}
 	d->readonly = xml_child(node, "readonly") != NULL;
+	d->shareable = xml_child(node, "shareable") != NULL;
 	if ((n = xml_child(node, "serial")))
 		d->serial = xml_text(n);
 	return 0;
