@@ -186,13 +186,22 @@ static int chardev_open_unix(struct chardev *c, const char *path)
 	return loop_add(c->loop, fd, EPOLLIN, chardev_on_accept, c);
 }
 
-int chardev_open(struct chardev *c, const struct serial_config *sc,
-		 struct loop *loop)
+/* The log is opened once, at start: a guest reset keeps writing on. */
+static int chardev_open_log(struct chardev *c, const struct serial_config *sc)
 {
-	c->mode = sc->mode;
-	c->in_fd = c->out_fd = c->listen_fd = -1;
-	c->loop = loop;
-	pthread_mutex_init(&c->lock, NULL);
+	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (sc->log_append ? O_APPEND : O_TRUNC);
+
+	c->log_fd = open(sc->log, flags, 0644);
+	if (c->log_fd < 0) {
+		pr_err("cannot open %s log file %s: %s", c->what ? c->what : "serial",
+		       sc->log, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int chardev_open_backend(struct chardev *c, const struct serial_config *sc)
+{
 	switch (sc->mode) {
 	case SERIAL_NONE:
 		return 0;
@@ -208,9 +217,31 @@ int chardev_open(struct chardev *c, const struct serial_config *sc,
 	return -EINVAL;
 }
 
+int chardev_open(struct chardev *c, const struct serial_config *sc,
+		 struct loop *loop)
+{
+	int r;
+
+	c->mode = sc->mode;
+	c->in_fd = c->out_fd = c->listen_fd = c->log_fd = -1;
+	c->loop = loop;
+	pthread_mutex_init(&c->lock, NULL);
+	if (sc->log && chardev_open_log(c, sc))
+		return -errno;
+	r = chardev_open_backend(c, sc);
+	if (r && c->log_fd >= 0) {
+		close(c->log_fd);
+		c->log_fd = -1;
+	}
+	return r;
+}
+
 void chardev_close(struct chardev *c)
 {
 	chardev_restore_tty(c);
+	if (c->log_fd >= 0)
+		close(c->log_fd);
+	c->log_fd = -1;
 	if (c->mode == SERIAL_STDIO || c->mode == SERIAL_NONE) {
 		if (c->in_fd >= 0)
 			loop_del(c->loop, c->in_fd);
@@ -259,6 +290,10 @@ static void chardev_keep(struct chardev *c, const uint8_t *buf, size_t len)
 void chardev_write(struct chardev *c, const uint8_t *buf, size_t len)
 {
 	pthread_mutex_lock(&c->lock);
+	/* Whoever is (or is not) attached, the log gets everything; a
+	 * failing log (disk full) does not stop the guest. */
+	if (c->log_fd >= 0)
+		write_all(c->log_fd, buf, len);
 	if (c->out_fd >= 0) {
 		/* Non-blocking backends (pty, socket) drop what their peer
 		 * does not read rather than stall the vCPU. */

@@ -20,6 +20,7 @@ struct chardev {
 	enum serial_mode mode;
 	int in_fd, out_fd;	/* -1 when there is none (yet) */
 	int listen_fd;
+	int log_fd;		/* a copy of the output (serial_config.log); -1: none */
 	char *path;		/* pty name or unix socket path */
 	bool owns_path;		/* we created the socket file */
 	bool raw;		/* stdio terminal put in raw mode */
