@@ -332,7 +332,7 @@ UNIT_TEST(bad_nets_are_refused_with_a_fix)
 		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
 	net_refused("[\"tap=a,fd=3\"]",
 		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
-	net_refused("[\"tap=a,model=e1000\"]", "net 0: unknown option 'model': use tap, fd or mac");
+	net_refused("[\"tap=a,model=e1000\"]", "net 0: unknown option 'model': use tap, fd, mac or mtu");
 	net_refused("[\"tap=a,mac\"]", "net 0: option 'mac' has no value: use e.g. tap=NAME,mac=52:54:00:12:34:56");
 	net_refused("[\"tap=a,mac=52:54:00:12:34\"]",
 		    "net 0: mac '52:54:00:12:34' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
