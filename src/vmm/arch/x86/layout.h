@@ -14,7 +14,11 @@
 #define X86_CMDLINE_MAX		0x10000ULL
 #define X86_EBDA_ADDR		0x9FC00ULL
 #define X86_ACPI_ADDR		0xE0000ULL	/* RSDP here, where legacy scanners look */
-#define X86_ACPI_SIZE		0x20000ULL
+#define X86_ACPI_SIZE		0x10000ULL
+/* SMBIOS entry points and tables: Linux's dmi_scan looks for the anchors
+ * in 0xF0000-0xFFFFF when it has no EFI.  e820 reserves both windows. */
+#define X86_SMBIOS_ADDR		0xF0000ULL
+#define X86_SMBIOS_SIZE		0x10000ULL
 #define X86_KERNEL_ADDR		0x100000ULL
 
 #define X86_MMIO_HOLE_START	0xC0000000ULL
