@@ -757,3 +757,25 @@ UNIT_TEST(tables_fit_kvmm_window_with_254_cpus)
 	printf("  254 CPUs: %llu of %llu bytes\n", (unsigned long long)i,
 	       (unsigned long long)X86_ACPI_SIZE);
 }
+
+/* vmcoreinfo's fw_cfg: Device (FWCF) with _HID "QEMU0002" (Linux's
+ * qemu_fw_cfg binds to it), _STA 0x0B and 12 I/O ports at 0x510; none
+ * without it. */
+UNIT_TEST(dsdt_fw_cfg_device)
+{
+	struct acpi_platform p = plat_pci(2);
+	static const uint8_t crs[] = { 0x47, 0x01, 0x10, 0x05, 0x10, 0x05, 0x01, 0x0C, 0x79, 0x00 };
+	static const uint8_t sta[] = { '_', 'S', 'T', 'A', 0x0A, 0x0B };
+
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, "FWCF", 4) == NULL);
+	CHECK(find(mem, WIN_SIZE, "QEMU0002", 8) == NULL);
+	p.fw_cfg_port = 0x510;
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, "FWCF", 4) != NULL);
+	CHECK(find(mem, WIN_SIZE, "QEMU0002", 9) != NULL);	/* with its NUL */
+	CHECK(find(mem, WIN_SIZE, crs, sizeof(crs)) != NULL);
+	CHECK(find(mem, WIN_SIZE, sta, sizeof(sta)) != NULL);
+}
