@@ -5,16 +5,22 @@
  *   memory (KiB)                         -> memory (bytes)
  *   vcpu                                 -> cpus
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
+ *   <log file append> (serial, console)  -> the chardev's log {path, append}
+ *   <smbios mode='sysinfo'/> + <sysinfo> -> smbios {bios, system (with the
+ *                                           domain's UUID), baseboard,
+ *                                           chassis, oem_strings}
+ *   <features><vmcoreinfo state='on'/>   -> vmcoreinfo (fw_cfg etc/vmcoreinfo)
  *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
  *                                           then stops the domain)
- *   disk (file or block), in XML order   -> disks [{path, readonly, cache, serial}]:
+ *   disk (file or block), in XML order   -> disks [{path, readonly, cache, serial,
+ *                                           shareable}]:
  *                                           virtio-blk, vda first; io= is how kvmm
  *                                           does I/O anyway (io_uring), discards
  *                                           reach the image
  *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
- *   interface (any type), in XML order   -> nets [{tap, mac}]: virtio-net on the
+ *   interface (any type), in XML order   -> nets [{tap, mac, mtu}]: virtio-net on the
  *                                           tap the daemon made for it (nics.c),
  *                                           named in struct vmconfig_runtime
  * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
