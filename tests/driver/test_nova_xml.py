@@ -168,6 +168,21 @@ def test_nova_spawn_defines_starts_and_is_honoured(nsd, tmp):
     # <mtu>: the tap's, not the bridge's 1500
     assert link_mtu(ns, "tapnova0") == 1400
 
+    # The live XML: valid for libvirt's schema; serial and console share
+    # the pty kvmm allocated (virsh console and ttyconsole find it) and
+    # the log
+    live = dom.XMLDesc()
+    path = os.path.join(tmp, "live.xml")
+    with open(path, "w") as f:
+        f.write(live)
+    r = subprocess.run(["virt-xml-validate", path, "domain"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr + live
+    root = ET.fromstring(live)
+    pty = root.find("devices/serial/source").get("path")
+    assert pty.startswith("/dev/pts/") and root.find("devices/console").get("tty") == pty
+    assert root.find("devices/console/log").get("file") == log
+    assert root.find("devices/interface/mtu").get("size") == "1400"
+
     # <smbios mode='sysinfo'/>: nova's values where the guest looks
     window = guest_window(d, SMBIOS_ADDR, SMBIOS_SIZE)
     dump = os.path.join(tmp, "dmi.bin")
