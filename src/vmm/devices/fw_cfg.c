@@ -103,6 +103,9 @@ static void vmcoreinfo_written(struct fw_cfg *f)
 		f->note_given = false;
 		return;
 	}
+	/* GUEST: said once per value, so rewriting it cannot flood the log. */
+	if (f->note_given && f->note_paddr == paddr && f->note_size == size)
+		return;
 	f->note_given = true;
 	f->note_paddr = paddr;
 	f->note_size = size;
