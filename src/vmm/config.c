@@ -114,9 +114,13 @@ static int get_chardev_log(struct cfg_ctx *c, struct json_object *v, const char 
 	    !*json_object_get_string(p))
 		return cfg_error(c, "%s.log must be an object {\"path\": FILE, \"append\": true|false}", key);
 	json_object_object_foreach(v, k, val) {
-		(void)val;
-		if (strcmp(k, "path") && strcmp(k, "append"))
-			return cfg_error(c, "%s.log: unknown key '%s': use path and append", key, k);
+		if (!strcmp(k, "max_size")) {
+			if (!json_object_is_type(val, json_type_int) || json_object_get_int64(val) < 1)
+				return cfg_error(c, "%s.log.max_size must be a positive number of bytes", key);
+			sc->log_max = json_object_get_int64(val);
+		} else if (strcmp(k, "path") && strcmp(k, "append")) {
+			return cfg_error(c, "%s.log: unknown key '%s': use path, append and max_size", key, k);
+		}
 	}
 	if (json_object_object_get_ex(v, "append", &a)) {
 		if (!json_object_is_type(a, json_type_boolean))

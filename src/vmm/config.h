@@ -33,6 +33,7 @@ struct serial_config {
 	 * log_append false truncates it at start. */
 	char *log;
 	bool log_append;
+	uint64_t log_max;	/* rotate past this many bytes; 0: CHARDEV_LOG_MAX */
 };
 
 /* --disk cache=: what the host's page cache may hold and what a guest

@@ -425,7 +425,9 @@ UNIT_TEST(chardev_logs_parse)
 	refused("{\"kernel\":\"/k\",\"console\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\",\"append\":1}}}",
 		"console.log.append must be true or false");
 	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\",\"mode\":1}}}",
-		"serial.log: unknown key 'mode': use path and append");
+		"serial.log: unknown key 'mode': use path, append and max_size");
+	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\",\"max_size\":0}}}",
+		"serial.log.max_size must be a positive number of bytes");
 	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"logfile\":\"/l\"}}",
 		"serial: unknown key 'logfile': use mode, path and log");
 }

@@ -45,3 +45,22 @@ def test_virtio_console_log_and_a_log_kvmm_cannot_open(kvm, tmp):
     r = run(tmp, {"mode": "none", "log": {"path": bad}})
     assert r.returncode == 1
     assert f"cannot open serial log file {bad}: No such file or directory" in r.stderr.decode()
+
+
+def test_log_is_rotated_like_virtlogd(kvm, tmp):
+    """Past max_size the log becomes FILE.0 (FILE.0 FILE.1, up to FILE.2),
+    so a chatty guest cannot fill the host's disk: what is kept is the
+    newest output, in order, and every file within the size."""
+    log = os.path.join(tmp, "console.log")
+    r = run(tmp, {"mode": "stdio", "log": {"path": log, "max_size": 300}})
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) > 4 * 300, "the guest wrote too little to rotate 3 times"
+    files = [log + ".2", log + ".1", log + ".0", log]
+    kept = b""
+    for p in files:
+        with open(p, "rb") as f:
+            data = f.read()
+        assert 0 < len(data) <= 300, (p, len(data))
+        kept += data
+    assert not os.path.exists(log + ".3")
+    assert r.stdout.endswith(kept)
