@@ -33,6 +33,13 @@
 #define VM_MAX_NETS		8
 /* A network interface name: IFNAMSIZ (16) less its NUL. */
 #define VM_TAP_NAME_MAX		15
+#define VM_NET_MTU_MIN		68	/* IPv4's minimum */
+#define VM_NET_MTU_MAX		65535	/* virtio-net's mtu is 16 bits */
+
+/* SMBIOS strings (<sysinfo>): each bounded, so all of them fit the
+ * 64 KiB at 0xF0000 kvmm gives the tables. */
+#define VM_SMBIOS_STRING_MAX	1024	/* bytes */
+#define VM_SMBIOS_OEM_STRINGS	32
 
 /* One of each: COM1, one virtio console, one virtio-rng. */
 #define VM_MAX_SERIALS		1

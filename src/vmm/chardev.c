@@ -186,13 +186,57 @@ static int chardev_open_unix(struct chardev *c, const char *path)
 	return loop_add(c->loop, fd, EPOLLIN, chardev_on_accept, c);
 }
 
-int chardev_open(struct chardev *c, const struct serial_config *sc,
-		 struct loop *loop)
+/* The log is opened once, at start: a guest reset keeps writing on. */
+static int chardev_open_log(struct chardev *c, const struct serial_config *sc)
 {
-	c->mode = sc->mode;
-	c->in_fd = c->out_fd = c->listen_fd = -1;
-	c->loop = loop;
-	pthread_mutex_init(&c->lock, NULL);
+	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (sc->log_append ? O_APPEND : O_TRUNC);
+	struct stat st;
+
+	c->log_fd = open(sc->log, flags, 0644);
+	if (c->log_fd < 0) {
+		pr_err("cannot open %s log file %s: %s", c->what ? c->what : "serial",
+		       sc->log, strerror(errno));
+		return -errno;
+	}
+	c->log_path = strdup(sc->log);
+	c->log_size = fstat(c->log_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	c->log_max = sc->log_max ? sc->log_max : CHARDEV_LOG_MAX;
+	return 0;
+}
+
+/* FILE.1 -> FILE.2, FILE.0 -> FILE.1, FILE -> FILE.0, a new FILE.  Called
+ * with c->lock held.  If the new file cannot be made, logging stops. */
+static void chardev_rotate_log(struct chardev *c)
+{
+	size_t n = strlen(c->log_path) + 16;
+	char from[n], to[n];
+
+	for (int i = CHARDEV_LOG_BACKUPS - 1; i > 0; i--) {
+		snprintf(from, n, "%s.%d", c->log_path, i - 1);
+		snprintf(to, n, "%s.%d", c->log_path, i);
+		rename(from, to);
+	}
+	snprintf(to, n, "%s.0", c->log_path);
+	rename(c->log_path, to);
+	close(c->log_fd);
+	c->log_fd = open(c->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	c->log_size = 0;
+	if (c->log_fd < 0)
+		pr_warn("cannot start a new log file %s: %s; the guest's output is no longer logged",
+			c->log_path, strerror(errno));
+}
+
+static void chardev_log(struct chardev *c, const uint8_t *buf, size_t len)
+{
+	if (c->log_size && c->log_size + len > c->log_max)
+		chardev_rotate_log(c);
+	/* A failing log (disk full) does not stop the guest. */
+	if (c->log_fd >= 0 && write_all(c->log_fd, buf, len) == 0)
+		c->log_size += len;
+}
+
+static int chardev_open_backend(struct chardev *c, const struct serial_config *sc)
+{
 	switch (sc->mode) {
 	case SERIAL_NONE:
 		return 0;
@@ -208,9 +252,35 @@ int chardev_open(struct chardev *c, const struct serial_config *sc,
 	return -EINVAL;
 }
 
+int chardev_open(struct chardev *c, const struct serial_config *sc,
+		 struct loop *loop)
+{
+	int r;
+
+	c->mode = sc->mode;
+	c->in_fd = c->out_fd = c->listen_fd = c->log_fd = -1;
+	c->loop = loop;
+	pthread_mutex_init(&c->lock, NULL);
+	if (sc->log && chardev_open_log(c, sc))
+		return -errno;
+	r = chardev_open_backend(c, sc);
+	if (r && c->log_fd >= 0) {
+		close(c->log_fd);
+		c->log_fd = -1;
+		free(c->log_path);
+		c->log_path = NULL;
+	}
+	return r;
+}
+
 void chardev_close(struct chardev *c)
 {
 	chardev_restore_tty(c);
+	if (c->log_fd >= 0)
+		close(c->log_fd);
+	c->log_fd = -1;
+	free(c->log_path);
+	c->log_path = NULL;
 	if (c->mode == SERIAL_STDIO || c->mode == SERIAL_NONE) {
 		if (c->in_fd >= 0)
 			loop_del(c->loop, c->in_fd);
@@ -259,6 +329,9 @@ static void chardev_keep(struct chardev *c, const uint8_t *buf, size_t len)
 void chardev_write(struct chardev *c, const uint8_t *buf, size_t len)
 {
 	pthread_mutex_lock(&c->lock);
+	/* Whoever is (or is not) attached, the log gets everything. */
+	if (c->log_fd >= 0)
+		chardev_log(c, buf, len);
 	if (c->out_fd >= 0) {
 		/* Non-blocking backends (pty, socket) drop what their peer
 		 * does not read rather than stall the vCPU. */

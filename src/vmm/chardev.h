@@ -20,6 +20,9 @@ struct chardev {
 	enum serial_mode mode;
 	int in_fd, out_fd;	/* -1 when there is none (yet) */
 	int listen_fd;
+	int log_fd;		/* a copy of the output (serial_config.log); -1: none */
+	char *log_path;
+	uint64_t log_size, log_max;
 	char *path;		/* pty name or unix socket path */
 	bool owns_path;		/* we created the socket file */
 	bool raw;		/* stdio terminal put in raw mode */
@@ -44,6 +47,11 @@ struct chardev {
 };
 
 #define CHARDEV_ESCAPE 0x1d	/* Ctrl-] */
+/* A log is rotated as virtlogd rotates QEMU's (its defaults): past 2 MiB
+ * it becomes FILE.0, FILE.0 becomes FILE.1, ..., up to FILE.2; so a guest
+ * cannot fill the host's disk through its console. */
+#define CHARDEV_LOG_MAX		(2ULL << 20)
+#define CHARDEV_LOG_BACKUPS	3
 
 int chardev_open(struct chardev *c, const struct serial_config *sc,
 		 struct loop *loop);

@@ -101,13 +101,44 @@ const char *serial_mode_name(enum serial_mode mode)
 	return serial_names[mode];
 }
 
+/* "log": {"path": FILE, "append": true|false}: a copy of the guest's
+ * output, appended to FILE or (append false, the default) written over
+ * it at start. */
+static int get_chardev_log(struct cfg_ctx *c, struct json_object *v, const char *key,
+			   struct serial_config *sc)
+{
+	struct json_object *p, *a;
+
+	if (!json_object_is_type(v, json_type_object) ||
+	    !json_object_object_get_ex(v, "path", &p) || !json_object_is_type(p, json_type_string) ||
+	    !*json_object_get_string(p))
+		return cfg_error(c, "%s.log must be an object {\"path\": FILE, \"append\": true|false}", key);
+	json_object_object_foreach(v, k, val) {
+		if (!strcmp(k, "max_size")) {
+			if (!json_object_is_type(val, json_type_int) || json_object_get_int64(val) < 1)
+				return cfg_error(c, "%s.log.max_size must be a positive number of bytes", key);
+			sc->log_max = json_object_get_int64(val);
+		} else if (strcmp(k, "path") && strcmp(k, "append")) {
+			return cfg_error(c, "%s.log: unknown key '%s': use path, append and max_size", key, k);
+		}
+	}
+	if (json_object_object_get_ex(v, "append", &a)) {
+		if (!json_object_is_type(a, json_type_boolean))
+			return cfg_error(c, "%s.log.append must be true or false", key);
+		sc->log_append = json_object_get_boolean(a);
+	}
+	free(sc->log);
+	sc->log = strdup(json_object_get_string(p));
+	return sc->log ? 0 : -ENOMEM;
+}
+
 /* "stdio" | "pty" | "none" | "file:PATH" | "unix:PATH", or an object
  * {"mode": ..., "path": ...}.  key ("serial", "console") names the
  * option in messages: both take the same backends. */
 static int get_chardev(struct cfg_ctx *c, struct json_object *v,
 		       const char *key, struct serial_config *sc)
 {
-	struct json_object *m, *p = NULL;
+	struct json_object *m, *p = NULL, *l = NULL;
 	const char *mode, *path = NULL, *colon;
 	char buf[16];
 	size_t i;
@@ -122,6 +153,12 @@ static int get_chardev(struct cfg_ctx *c, struct json_object *v,
 				return cfg_error(c, "%s.path must be a string", key);
 			path = json_object_get_string(p);
 		}
+		json_object_object_foreach(v, k, val) {
+			(void)val;
+			if (strcmp(k, "mode") && strcmp(k, "path") && strcmp(k, "log"))
+				return cfg_error(c, "%s: unknown key '%s': use mode, path and log", key, k);
+		}
+		json_object_object_get_ex(v, "log", &l);
 	} else if (json_object_is_type(v, json_type_string)) {
 		mode = json_object_get_string(v);
 		colon = strchr(mode, ':');
@@ -151,7 +188,7 @@ static int get_chardev(struct cfg_ctx *c, struct json_object *v,
 	} else if (path) {
 		return cfg_error(c, "%s backend '%s' takes no path", key, mode);
 	}
-	return 0;
+	return l ? get_chardev_log(c, l, key, sc) : 0;
 }
 
 /* The serial console and the virtio console are two host ends: they
@@ -251,7 +288,19 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 		d->blk_size = bs;
 		return 0;
 	}
-	return cfg_error(c, "disk %u: unknown option '%s': use path, readonly, cache, serial or blk_size", n, key);
+	if (!strcmp(key, "shareable")) {
+		if (v) {
+			if (!json_object_is_type(v, json_type_boolean))
+				return cfg_error(c, "disk %u: shareable must be true or false", n);
+			d->shareable = json_object_get_boolean(v);
+		} else if (!strcmp(str, "on") || !strcmp(str, "off")) {
+			d->shareable = !strcmp(str, "on");
+		} else {
+			return cfg_error(c, "disk %u: shareable=%s is not valid: use shareable=on or shareable=off", n, str);
+		}
+		return 0;
+	}
+	return cfg_error(c, "disk %u: unknown option '%s': use path, readonly, cache, serial, blk_size or shareable", n, key);
 }
 
 typedef int (*item_set_fn)(struct cfg_ctx *c, void *item, unsigned int n,
@@ -397,7 +446,20 @@ static int net_set(struct cfg_ctx *c, void *item, unsigned int n,
 		nc->has_mac = true;
 		return 0;
 	}
-	return cfg_error(c, "net %u: unknown option '%s': use tap, fd or mac", n, key);
+	if (!strcmp(key, "mtu")) {
+		int64_t mtu;
+		char *end = NULL;
+
+		if (v && !json_object_is_type(v, json_type_int))
+			return cfg_error(c, "net %u: mtu must be a number", n);
+		mtu = v ? json_object_get_int64(v) : strtoll(str, &end, 10);
+		if ((end && (*end || end == str)) || mtu < KVMM_NET_MTU_MIN || mtu > KVMM_NET_MTU_MAX)
+			return cfg_error(c, "net %u: mtu %s is not valid: use %d to %d", n,
+					 v ? json_object_get_string(v) : str, KVMM_NET_MTU_MIN, KVMM_NET_MTU_MAX);
+		nc->mtu = mtu;
+		return 0;
+	}
+	return cfg_error(c, "net %u: unknown option '%s': use tap, fd, mac or mtu", n, key);
 }
 
 /* "tap=NAME,mac=52:54:00:12:34:56" or "fd=N,mac=..." (what --net
@@ -444,6 +506,132 @@ static int get_nets(struct cfg_ctx *c, struct json_object *v,
 			if (nc->has_mac && o->has_mac && !memcmp(nc->mac, o->mac, 6))
 				return cfg_error(c, "net %zu: its mac is the one net %zu has: give each NIC its own", i, j);
 		}
+	}
+	return 0;
+}
+
+const char *const smbios_group_names[SMBIOS_GROUPS] = {
+	"bios", "system", "baseboard", "chassis",
+};
+const char *const smbios_field_names[SMBIOS_GROUPS][SMBIOS_MAX_FIELDS + 1] = {
+	[SMBIOS_BIOS] = { "vendor", "version", "date", "release" },
+	[SMBIOS_SYSTEM] = { "manufacturer", "product", "version", "serial", "uuid", "sku", "family" },
+	[SMBIOS_BASEBOARD] = { "manufacturer", "product", "version", "serial", "asset", "location" },
+	[SMBIOS_CHASSIS] = { "manufacturer", "version", "serial", "asset", "sku" },
+};
+
+/* A string SMBIOS can hold: not empty (index 0 means "none"), bounded. */
+static int smbios_string(struct cfg_ctx *c, struct json_object *v, const char *what,
+			 char **out)
+{
+	const char *s;
+
+	if (!json_object_is_type(v, json_type_string))
+		return cfg_error(c, "smbios %s must be a string", what);
+	s = json_object_get_string(v);
+	if (!*s || strlen(s) != (size_t)json_object_get_string_len(v) || strlen(s) > SMBIOS_STRING_MAX)
+		return cfg_error(c, "smbios %s must be 1 to %d bytes without NUL", what, SMBIOS_STRING_MAX);
+	free(*out);
+	*out = strdup(s);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* 8-4-4-4-12 hex digits. */
+static bool parse_uuid(const char *s, uint8_t u[16])
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; s[i] && n < 32; i++) {
+		int d;
+
+		if ((i == 8 || i == 13 || i == 18 || i == 23)) {
+			if (s[i] != '-')
+				return false;
+			continue;
+		}
+		d = hex_digit(s[i]);
+		if (d < 0)
+			return false;
+		u[n / 2] = n % 2 ? (u[n / 2] | d) : d << 4;
+		n++;
+	}
+	return n == 32 && !s[i] && i == 36;
+}
+
+static int get_smbios_group(struct cfg_ctx *c, struct json_object *v, struct smbios_config *sm,
+			    int g)
+{
+	const char *const *names = smbios_field_names[g];
+	char what[64];
+	int r;
+
+	if (!json_object_is_type(v, json_type_object))
+		return cfg_error(c, "smbios.%s must be an object of strings", smbios_group_names[g]);
+	json_object_object_foreach(v, key, val) {
+		int f;
+
+		for (f = 0; names[f]; f++)
+			if (!strcmp(key, names[f]))
+				break;
+		if (!names[f])
+			return cfg_error(c, "smbios.%s: unknown field '%s': see schemas/vm-config.schema.json",
+					 smbios_group_names[g], key);
+		snprintf(what, sizeof(what), "%s.%s", smbios_group_names[g], key);
+		r = smbios_string(c, val, what, &sm->fields[g][f]);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int get_smbios(struct cfg_ctx *c, struct json_object *v, struct smbios_config *sm)
+{
+	const char *s;
+	unsigned int major, minor;
+	int r, len = -1;
+
+	if (!json_object_is_type(v, json_type_object))
+		return cfg_error(c, "smbios must be an object: {\"system\": {\"product\": ...}, ...}");
+	sm->present = true;
+	json_object_object_foreach(v, key, val) {
+		int g;
+
+		for (g = 0; g < SMBIOS_GROUPS; g++)
+			if (!strcmp(key, smbios_group_names[g]))
+				break;
+		if (g < SMBIOS_GROUPS) {
+			r = get_smbios_group(c, val, sm, g);
+		} else if (!strcmp(key, "oem_strings")) {
+			size_t i, n;
+
+			if (!json_object_is_type(val, json_type_array))
+				return cfg_error(c, "smbios.oem_strings must be an array of strings");
+			n = json_object_array_length(val);
+			if (n > SMBIOS_MAX_OEM_STRINGS)
+				return cfg_error(c, "smbios.oem_strings has %zu strings: kvmm takes at most %d",
+						 n, SMBIOS_MAX_OEM_STRINGS);
+			for (i = 0, r = 0; i < n && !r; i++) {
+				sm->noem_strings = i + 1;
+				r = smbios_string(c, json_object_array_get_idx(val, i), "oem string",
+						  &sm->oem_strings[i]);
+			}
+		} else {
+			r = cfg_error(c, "smbios: unknown key '%s': use bios, system, baseboard, chassis or oem_strings", key);
+		}
+		if (r)
+			return r;
+	}
+	if ((s = sm->fields[SMBIOS_SYSTEM][SMBIOS_SYS_UUID])) {
+		if (!parse_uuid(s, sm->uuid))
+			return cfg_error(c, "smbios system.uuid '%s' is not a UUID: use 8-4-4-4-12 hex digits", s);
+		sm->has_uuid = true;
+	}
+	if ((s = sm->fields[SMBIOS_BIOS][SMBIOS_BIOS_RELEASE])) {
+		if (sscanf(s, "%3u.%3u%n", &major, &minor, &len) != 2 || s[len] || !isdigit((unsigned char)*s) ||
+		    major > 255 || minor > 255)
+			return cfg_error(c, "smbios bios.release '%s' is not valid: use MAJOR.MINOR, each 0 to 255", s);
+		sm->bios_release[0] = major;
+		sm->bios_release[1] = minor;
 	}
 	return 0;
 }
@@ -495,6 +683,10 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_disks(&c, val, cfg);
 		else if (!strcmp(key, "nets"))
 			r = get_nets(&c, val, cfg);
+		else if (!strcmp(key, "smbios"))
+			r = get_smbios(&c, val, &cfg->smbios);
+		else if (!strcmp(key, "vmcoreinfo"))
+			r = get_bool(&c, val, key, &cfg->vmcoreinfo);
 		else
 			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
 		if (r)
@@ -527,7 +719,14 @@ void config_free(struct vm_config *cfg)
 	free(cfg->initrd);
 	free(cfg->cmdline);
 	free(cfg->serial.path);
+	free(cfg->serial.log);
 	free(cfg->console.path);
+	free(cfg->console.log);
+	for (i = 0; i < SMBIOS_GROUPS; i++)
+		for (unsigned int f = 0; f < SMBIOS_MAX_FIELDS; f++)
+			free(cfg->smbios.fields[i][f]);
+	for (i = 0; i < cfg->smbios.noem_strings; i++)
+		free(cfg->smbios.oem_strings[i]);
 	free(cfg->api_socket);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -28,6 +28,12 @@ enum serial_mode {
 struct serial_config {
 	enum serial_mode mode;
 	char *path;		/* file: and unix: */
+	/* Everything the guest writes is also appended to this file (as
+	 * QEMU's chardev logfile=; nova reads it for the console log);
+	 * log_append false truncates it at start. */
+	char *log;
+	bool log_append;
+	uint64_t log_max;	/* rotate past this many bytes; 0: CHARDEV_LOG_MAX */
 };
 
 /* --disk cache=: what the host's page cache may hold and what a guest
@@ -47,6 +53,7 @@ struct disk_config {
 	enum disk_cache cache;
 	char *serial;		/* NULL: GET_ID answers an empty string */
 	unsigned int blk_size;	/* logical block: 512 (default) to 4096 */
+	bool shareable;		/* other VMs may use the image at once: no exclusive lock */
 };
 
 #define KVMM_MAX_NETS		VM_MAX_NETS
@@ -58,6 +65,38 @@ struct net_config {
 	int fd;			/* -1 with tap */
 	bool has_mac;		/* else the device picks 52:54:00:xx:xx:xx */
 	uint8_t mac[6];
+	unsigned int mtu;	/* 0: not given; else told to the guest (VIRTIO_NET_F_MTU) */
+};
+
+#define KVMM_NET_MTU_MIN	VM_NET_MTU_MIN
+#define KVMM_NET_MTU_MAX	VM_NET_MTU_MAX
+
+/* "smbios": the strings of SMBIOS structures types 0 to 3 and 11 the guest
+ * finds in its tables (arch/x86/smbios.c).  Fields are indexed by the
+ * names in smbios_field_names; NULL: not given. */
+enum smbios_group { SMBIOS_BIOS, SMBIOS_SYSTEM, SMBIOS_BASEBOARD, SMBIOS_CHASSIS,
+		    SMBIOS_GROUPS };
+#define SMBIOS_MAX_FIELDS	7
+#define SMBIOS_STRING_MAX	VM_SMBIOS_STRING_MAX
+#define SMBIOS_MAX_OEM_STRINGS	VM_SMBIOS_OEM_STRINGS
+enum { SMBIOS_BIOS_VENDOR, SMBIOS_BIOS_VERSION, SMBIOS_BIOS_DATE, SMBIOS_BIOS_RELEASE };
+enum { SMBIOS_SYS_MANUFACTURER, SMBIOS_SYS_PRODUCT, SMBIOS_SYS_VERSION, SMBIOS_SYS_SERIAL,
+       SMBIOS_SYS_UUID, SMBIOS_SYS_SKU, SMBIOS_SYS_FAMILY };
+enum { SMBIOS_BOARD_MANUFACTURER, SMBIOS_BOARD_PRODUCT, SMBIOS_BOARD_VERSION,
+       SMBIOS_BOARD_SERIAL, SMBIOS_BOARD_ASSET, SMBIOS_BOARD_LOCATION };
+enum { SMBIOS_CHASSIS_MANUFACTURER, SMBIOS_CHASSIS_VERSION, SMBIOS_CHASSIS_SERIAL,
+       SMBIOS_CHASSIS_ASSET, SMBIOS_CHASSIS_SKU };
+extern const char *const smbios_group_names[SMBIOS_GROUPS];
+extern const char *const smbios_field_names[SMBIOS_GROUPS][SMBIOS_MAX_FIELDS + 1];
+
+struct smbios_config {
+	bool present;			/* "smbios" given: tables are built */
+	char *fields[SMBIOS_GROUPS][SMBIOS_MAX_FIELDS];
+	bool has_uuid;			/* system.uuid, parsed */
+	uint8_t uuid[16];		/* as written: time_low first (big-endian text order) */
+	uint8_t bios_release[2];	/* bios.release "MAJOR.MINOR" */
+	char *oem_strings[SMBIOS_MAX_OEM_STRINGS];
+	unsigned int noem_strings;
 };
 
 struct vm_config {
@@ -79,6 +118,10 @@ struct vm_config {
 	unsigned int ndisks;
 	struct net_config nets[KVMM_MAX_NETS];
 	unsigned int nnets;
+	struct smbios_config smbios;
+	/* fw_cfg's etc/vmcoreinfo: the guest kernel writes where its
+	 * VMCOREINFO note is; kvmm reports it when the guest crashes. */
+	bool vmcoreinfo;
 };
 
 /* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one

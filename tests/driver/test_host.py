@@ -197,7 +197,6 @@ UNSUPPORTED_SAMPLES = {
     "devices/channel": dict(devices="<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"),
     "os/loader": dict(os_extra="<loader>/usr/share/OVMF/OVMF_CODE.fd</loader>"),
     "iothreads": dict(extra="<iothreads>2</iothreads>"),
-    "features/vmcoreinfo": dict(extra="<features><vmcoreinfo/></features>"),
     "features/genid": dict(extra="<genid/>"),
     "features/hyperv": dict(extra="<features><hyperv mode='custom'/></features>"),
     "features/sev": dict(extra="<launchSecurity type='sev'><policy>0x0003</policy></launchSecurity>"),
@@ -245,6 +244,11 @@ def test_domcapabilities_lists_exactly_what_the_parser_accepts(daemon):
         for backend in enum(r, "backendModel"):
             accepted, msg = parse(domain_xml(devices=rng(model, backend)))
             assert accepted, (model, backend, msg)
+
+    # vmcoreinfo (kvmm's fw_cfg etc/vmcoreinfo): listed and accepted
+    assert dc.find("features/vmcoreinfo").get("supported") == "yes"
+    accepted, msg = parse(domain_xml(extra="<features><vmcoreinfo/></features>"))
+    assert accepted, msg
 
     # everything marked unsupported is refused
     marked = {p for p in UNSUPPORTED_SAMPLES

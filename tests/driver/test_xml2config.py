@@ -87,9 +87,20 @@ def kvmm_reads(path):
 def meaning(doc):
     """What kvmm must understand from DOC, a configuration the daemon made."""
     def chardev(c):
-        return {"mode": c["mode"], "path": c.get("path")}
+        log = c.get("log", {})
+        return {"mode": c["mode"], "path": c.get("path"), "log": log.get("path"),
+                "log_append": log.get("append", False)}
+
+    def smbios(sm):
+        if sm is None:
+            return None
+        out = {g: dict(sm.get(g, {})) for g in ("bios", "system", "baseboard", "chassis")}
+        out["oem_strings"] = sm.get("oem_strings", [])
+        uuid = sm.get("system", {}).get("uuid")
+        out["uuid_bytes"] = uuid.replace("-", "").lower() if uuid else None
+        return out
     known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "serial", "console",
-             "api_socket", "no_reboot", "paused", "rng", "disks", "nets"}
+             "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo"}
     assert set(doc) <= known, f"the daemon writes keys this test does not know: {set(doc) - known}"
     return {
         "name": doc["name"], "kernel": doc["kernel"], "initrd": doc.get("initrd"),
@@ -100,8 +111,11 @@ def meaning(doc):
         "thp": True, "paused": doc.get("paused", False), "rng": doc.get("rng", False),
         "disks": [{"path": d["path"], "readonly": d.get("readonly", False),
                    "cache": d.get("cache", "writeback"), "serial": d.get("serial"),
-                   "blk_size": 512} for d in doc.get("disks", [])],
-        "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"]} for n in doc.get("nets", [])],
+                   "blk_size": 512, "shareable": d.get("shareable", False)}
+                  for d in doc.get("disks", [])],
+        "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"], "mtu": n.get("mtu", 0)}
+                 for n in doc.get("nets", [])],
+        "smbios": smbios(doc.get("smbios")), "vmcoreinfo": doc.get("vmcoreinfo", False),
     }
 
 

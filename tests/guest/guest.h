@@ -144,6 +144,9 @@ void pm_emergency_poweroff(void);
 /* shell.c */
 void shell_run(void) __noreturn;
 
+/* fwinfo.c: SMBIOS and fw_cfg, on request (kvmmtest.smbios, kvmmtest.vmcoreinfo) */
+void fwinfo_run(void);
+
 /* cpu.c */
 extern u64 gdt[];
 void cpl0_main(u64 zero_page, u32 entry) __noreturn;

@@ -56,6 +56,7 @@ void user_main(u64 zero_page, u32 entry)
 	timer_init();
 	smp_boot(smp);
 	virtio_run();
+	fwinfo_run();
 
 	if (!strcmp(action, "wait") || !strcmp(action, "prompt"))
 		pm_power_button_enable();

@@ -2,7 +2,7 @@
  * OUTDIR/<sig>.dat (rsdp, xsdt, rsdt, facp, facs, apic, dsdt) so the test
  * suite can feed them to `iasl -d`.
  *
- * Usage: acpi_dump OUTDIR NCPUS */
+ * Usage: acpi_dump OUTDIR NCPUS [fw_cfg] (fw_cfg: with vmcoreinfo's device) */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -114,11 +114,13 @@ int main(int argc, char **argv)
 	const uint8_t *rsdp;
 	int64_t r;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: acpi_dump OUTDIR NCPUS\n");
+	if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "fw_cfg"))) {
+		fprintf(stderr, "usage: acpi_dump OUTDIR NCPUS [fw_cfg]\n");
 		return 2;
 	}
 	p.ncpus = strtoul(argv[2], NULL, 0);
+	if (argc == 4)
+		p.fw_cfg_port = 0x510;	/* kvmm's with "vmcoreinfo" */
 	r = acpi_build(&p, win, WIN_BASE, WIN_SIZE);
 	if (r < 0) {
 		fprintf(stderr, "acpi_dump: acpi_build: %s\n", strerror(-r));

@@ -24,6 +24,37 @@ static json_object *chardev(const struct serial_config *sc)
 
 	json_object_object_add(o, "mode", json_object_new_string(serial_mode_name(sc->mode)));
 	json_object_object_add(o, "path", str_or_null(sc->path));
+	json_object_object_add(o, "log", str_or_null(sc->log));
+	json_object_object_add(o, "log_append", json_object_new_boolean(sc->log_append));
+	return o;
+}
+
+/* Only what was given: {group: {field: value}}, "oem_strings", and the
+ * UUID as kvmm parsed it (hex, byte order as written). */
+static json_object *smbios(const struct smbios_config *sm)
+{
+	json_object *o, *a;
+	char hex[33];
+
+	if (!sm->present)
+		return NULL;
+	o = json_object_new_object();
+	for (int g = 0; g < SMBIOS_GROUPS; g++) {
+		json_object *grp = json_object_new_object();
+
+		for (int f = 0; f < SMBIOS_MAX_FIELDS; f++)
+			if (sm->fields[g][f])
+				json_object_object_add(grp, smbios_field_names[g][f],
+						       json_object_new_string(sm->fields[g][f]));
+		json_object_object_add(o, smbios_group_names[g], grp);
+	}
+	a = json_object_new_array();
+	for (unsigned int i = 0; i < sm->noem_strings; i++)
+		json_object_array_add(a, json_object_new_string(sm->oem_strings[i]));
+	json_object_object_add(o, "oem_strings", a);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", sm->uuid[i]);
+	json_object_object_add(o, "uuid_bytes", sm->has_uuid ? json_object_new_string(hex) : NULL);
 	return o;
 }
 
@@ -55,6 +86,7 @@ static json_object *dump(const struct vm_config *c)
 		json_object_object_add(e, "cache", json_object_new_string(disk_cache_name(d->cache)));
 		json_object_object_add(e, "serial", str_or_null(d->serial));
 		json_object_object_add(e, "blk_size", json_object_new_int((int)d->blk_size));
+		json_object_object_add(e, "shareable", json_object_new_boolean(d->shareable));
 		json_object_array_add(a, e);
 	}
 	json_object_object_add(o, "disks", a);
@@ -72,9 +104,12 @@ static json_object *dump(const struct vm_config *c)
 		} else {
 			json_object_object_add(e, "mac", NULL);
 		}
+		json_object_object_add(e, "mtu", json_object_new_int((int)n->mtu));
 		json_object_array_add(a, e);
 	}
 	json_object_object_add(o, "nets", a);
+	json_object_object_add(o, "smbios", smbios(&c->smbios));
+	json_object_object_add(o, "vmcoreinfo", json_object_new_boolean(c->vmcoreinfo));
 	return o;
 }
 

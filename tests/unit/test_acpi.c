@@ -5,6 +5,7 @@
 #include "unit.h"
 #include "arch/x86/acpi.h"
 #include "arch/x86/aml.h"
+#include "arch/x86/layout.h"
 
 #define WIN_BASE 0xE0000ULL
 #define WIN_SIZE 0x20000ULL
@@ -738,4 +739,43 @@ UNIT_TEST(pci_tables_fit_with_255_cpus)
 	rsdp = rsdp_of(WIN_BASE, WIN_BASE);
 	CHECK(rsdp && xsdt_find(WIN_BASE, rsdp, "MCFG") != NULL);
 	CHECK(rsdp && xsdt_find(WIN_BASE, rsdp, "DSDT") == NULL);
+}
+
+/* kvmm's ACPI window is the 64 KiB below the SMBIOS one (layout.h): the
+ * largest machine's tables fit it. */
+UNIT_TEST(tables_fit_kvmm_window_with_254_cpus)
+{
+	struct acpi_platform p = plat_pci(254);
+	uint64_t i;
+
+	memset(mem, 0xA5, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, X86_ACPI_ADDR, X86_ACPI_SIZE), X86_ACPI_ADDR);
+	for (i = WIN_SIZE; i > 0 && mem[i - 1] == 0xA5; i--)
+		;
+	CHECK(i <= X86_ACPI_SIZE);
+	CHECK_EQ_U64(X86_ACPI_ADDR + X86_ACPI_SIZE, X86_SMBIOS_ADDR);
+	printf("  254 CPUs: %llu of %llu bytes\n", (unsigned long long)i,
+	       (unsigned long long)X86_ACPI_SIZE);
+}
+
+/* vmcoreinfo's fw_cfg: Device (FWCF) with _HID "QEMU0002" (Linux's
+ * qemu_fw_cfg binds to it), _STA 0x0B and 12 I/O ports at 0x510; none
+ * without it. */
+UNIT_TEST(dsdt_fw_cfg_device)
+{
+	struct acpi_platform p = plat_pci(2);
+	static const uint8_t crs[] = { 0x47, 0x01, 0x10, 0x05, 0x10, 0x05, 0x01, 0x0C, 0x79, 0x00 };
+	static const uint8_t sta[] = { '_', 'S', 'T', 'A', 0x0A, 0x0B };
+
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, "FWCF", 4) == NULL);
+	CHECK(find(mem, WIN_SIZE, "QEMU0002", 8) == NULL);
+	p.fw_cfg_port = 0x510;
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, "FWCF", 4) != NULL);
+	CHECK(find(mem, WIN_SIZE, "QEMU0002", 9) != NULL);	/* with its NUL */
+	CHECK(find(mem, WIN_SIZE, crs, sizeof(crs)) != NULL);
+	CHECK(find(mem, WIN_SIZE, sta, sizeof(sta)) != NULL);
 }

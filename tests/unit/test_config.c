@@ -332,7 +332,7 @@ UNIT_TEST(bad_nets_are_refused_with_a_fix)
 		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
 	net_refused("[\"tap=a,fd=3\"]",
 		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
-	net_refused("[\"tap=a,model=e1000\"]", "net 0: unknown option 'model': use tap, fd or mac");
+	net_refused("[\"tap=a,model=e1000\"]", "net 0: unknown option 'model': use tap, fd, mac or mtu");
 	net_refused("[\"tap=a,mac\"]", "net 0: option 'mac' has no value: use e.g. tap=NAME,mac=52:54:00:12:34:56");
 	net_refused("[\"tap=a,mac=52:54:00:12:34\"]",
 		    "net 0: mac '52:54:00:12:34' is not valid: use six hex bytes of a unicast address, e.g. 52:54:00:12:34:56");
@@ -392,4 +392,66 @@ UNIT_TEST(shared_limits_hold_at_their_edges)
 	net_refused("[\"tap=..\"]",
 		    "net 0: tap name '..' is not valid: use 1 to 15 characters without '/', ':' or spaces");
 	CHECK(vm_tap_name_valid("vnet0") && !vm_tap_name_valid("a b") && !vm_tap_name_valid("."));
+}
+
+static void refused(const char *json, const char *want)
+{
+	struct vm_config c;
+
+	CHECK(parse(json, &c) < 0);
+	CHECK_STR(err, want);
+	config_free(&c);
+}
+
+/* nova's console log: a log on either chardev, appended or written over. */
+UNIT_TEST(chardev_logs_parse)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\"}},"
+		    "\"console\":{\"mode\":\"none\",\"log\":{\"path\":\"/m\",\"append\":true}}}", &c) == 0);
+	CHECK_STR(c.serial.log, "/l");
+	CHECK(!c.serial.log_append);
+	CHECK_STR(c.console.log, "/m");
+	CHECK(c.console.log_append);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"serial\":\"pty\"}", &c) == 0);
+	CHECK(c.serial.log == NULL);
+	config_free(&c);
+	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":\"/l\"}}",
+		"serial.log must be an object {\"path\": FILE, \"append\": true|false}");
+	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":{\"path\":\"\"}}}",
+		"serial.log must be an object {\"path\": FILE, \"append\": true|false}");
+	refused("{\"kernel\":\"/k\",\"console\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\",\"append\":1}}}",
+		"console.log.append must be true or false");
+	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\",\"mode\":1}}}",
+		"serial.log: unknown key 'mode': use path, append and max_size");
+	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"log\":{\"path\":\"/l\",\"max_size\":0}}}",
+		"serial.log.max_size must be a positive number of bytes");
+	refused("{\"kernel\":\"/k\",\"serial\":{\"mode\":\"pty\",\"logfile\":\"/l\"}}",
+		"serial: unknown key 'logfile': use mode, path and log");
+}
+
+UNIT_TEST(shareable_mtu_and_vmcoreinfo_parse)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"vmcoreinfo\":true,"
+		    "\"disks\":[\"path=/a,shareable=on\",{\"path\":\"/b\",\"shareable\":true},\"path=/c\"],"
+		    "\"nets\":[\"tap=t0,mtu=1450\",{\"tap\":\"t1\",\"mtu\":65535},\"tap=t2\"]}", &c) == 0);
+	CHECK(c.vmcoreinfo);
+	CHECK(c.disks[0].shareable && c.disks[1].shareable && !c.disks[2].shareable);
+	CHECK_EQ_U64(c.nets[0].mtu, 1450);
+	CHECK_EQ_U64(c.nets[1].mtu, 65535);
+	CHECK_EQ_U64(c.nets[2].mtu, 0);
+	config_free(&c);
+	refused("{\"kernel\":\"/k\",\"vmcoreinfo\":1}", "'vmcoreinfo' must be true or false");
+	refused("{\"kernel\":\"/k\",\"disks\":[\"path=/a,shareable=yes\"]}",
+		"disk 0: shareable=yes is not valid: use shareable=on or shareable=off");
+	refused("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"shareable\":\"on\"}]}",
+		"disk 0: shareable must be true or false");
+	net_refused("[\"tap=a,mtu=67\"]", "net 0: mtu 67 is not valid: use 68 to 65535");
+	net_refused("[{\"tap\":\"a\",\"mtu\":65536}]", "net 0: mtu 65536 is not valid: use 68 to 65535");
+	net_refused("[\"tap=a,mtu=15x\"]", "net 0: mtu 15x is not valid: use 68 to 65535");
+	net_refused("[{\"tap\":\"a\",\"mtu\":\"1500\"}]", "net 0: mtu must be a number");
 }

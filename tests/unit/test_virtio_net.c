@@ -79,6 +79,8 @@ static struct virtio_net_stats stats(void)
 	return st;
 }
 
+static unsigned int setup_mtu;	/* the next setup's net mtu (0: none) */
+
 static void setup(void)
 {
 	static const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0x01, 0x02, 0x03 };
@@ -91,6 +93,7 @@ static void setup(void)
 	cfg.nets[0].fd = -1;
 	cfg.nets[0].has_mac = true;
 	memcpy(cfg.nets[0].mac, mac, 6);
+	cfg.nets[0].mtu = setup_mtu;
 	vm.cfg = &cfg;
 	vp = (struct virtio_pci *)virtio_net_create(&vm, 0, 1, VD_BAR);
 	CHECK(vp != NULL);
@@ -179,6 +182,24 @@ UNIT_TEST(virtio_net_identity_config_and_features)
 	bw(0x2000, 0xffffffff, 4);
 	CHECK_EQ_U64(br(0x2000, 4), 0x01005452);
 	CHECK_EQ_U64(stats().mac[5], 3);
+	teardown();
+}
+
+/* VIRTIO_NET_F_MTU (bit 3) and the mtu field (config offset 10) only
+ * when the configuration gives one (libvirt's <mtu size=>). */
+UNIT_TEST(virtio_net_mtu_offered_when_configured)
+{
+	setup();
+	bw(0, 0, 4);
+	CHECK(!(br(4, 4) & 1u << 3));
+	teardown();
+	setup_mtu = 1450;
+	setup();
+	setup_mtu = 0;
+	bw(0, 0, 4);
+	CHECK(br(4, 4) & 1u << 3);
+	CHECK_EQ_U64(br(0x200A, 2), 1450);
+	CHECK_EQ_U64(br(0x2000, 4), 0x01005452);	/* the rest unchanged */
 	teardown();
 }
 

@@ -14,9 +14,10 @@ IASL = "/usr/bin/iasl"
 BAD = re.compile(r"incorrect|warning|error", re.I)
 
 
-@pytest.mark.parametrize("ncpus", [1, 2, 8, 254])
-def test_iasl_accepts_every_table(tmp, ncpus):
-    subprocess.run([os.path.join(UNIT_DIR, "acpi_dump"), tmp, str(ncpus)], check=True)
+@pytest.mark.parametrize("ncpus,extra", [(1, []), (2, []), (8, []), (254, []), (2, ["fw_cfg"])],
+                         ids=["1", "2", "8", "254", "2-fw_cfg"])
+def test_iasl_accepts_every_table(tmp, ncpus, extra):
+    subprocess.run([os.path.join(UNIT_DIR, "acpi_dump"), tmp, str(ncpus), *extra], check=True)
     # iasl cannot read a lone RSDP; the unit tests check it.
     tables = [os.path.join(tmp, f"{t}.dat") for t in ("apic", "facp", "facs", "xsdt", "rsdt", "dsdt", "mcfg")]
     r = subprocess.run([IASL, "-d", *tables], cwd=tmp, capture_output=True, text=True)
@@ -38,6 +39,8 @@ def test_iasl_accepts_every_table(tmp, ncpus):
     ours = open(os.path.join(tmp, "dsdt.dat"), "rb").read()
     theirs = open(os.path.join(tmp, "dsdt.aml"), "rb").read()
     assert ours[36:] == theirs[36:], "recompiled DSDT differs from ours"
+    dsdt = open(os.path.join(tmp, "dsdt.dsl")).read()
+    assert ('Name (_HID, "QEMU0002")' in dsdt) == bool(extra), dsdt
     dsdt = open(os.path.join(tmp, "dsdt.dsl")).read()
     assert re.search(r"Device \(RTC\)", dsdt) and re.search(r"Device \(COM1\)", dsdt)
     assert re.search(r"Name \(_S5, Package \(0x04\)[^{]*\{\s*0x05,\s*0x05", dsdt), dsdt

@@ -247,7 +247,7 @@ def test_kvmm_net_fd_without_vnet_header(kvm, tmp, netns):
      "net 0: mac '52:54:00:12:34' is not valid: use six hex bytes of a unicast address"),
     (["--net", "tap=t0,mac=01:54:00:12:34:56"],
      "net 0: mac '01:54:00:12:34:56' is not valid"),
-    (["--net", "tap=t0,model=e1000"], "net 0: unknown option 'model': use tap, fd or mac"),
+    (["--net", "tap=t0,model=e1000"], "net 0: unknown option 'model': use tap, fd, mac or mtu"),
     (["--net", "mac=52:54:00:12:34:56"], "net 0 needs exactly one of tap and fd"),
     (["--net", "tap=this-name-is-too-long"], "net 0: tap name 'this-name-is-too-long' is not valid"),
     ([a for i in range(9) for a in ("--net", f"tap=t{i}")], "9 NICs given: kvmm supports at most 8"),

@@ -98,7 +98,7 @@ static char *domcaps_format(const char *emulator, const char *virttype, const ch
 			   "    <channel supported='no'/>\n"
 			   "  </devices>\n");
 	g_string_append(x, "  <features>\n"
-			   "    <vmcoreinfo supported='no'/>\n"
+			   "    <vmcoreinfo supported='yes'/>\n"
 			   "    <genid supported='no'/>\n"
 			   "    <backingStoreInput supported='no'/>\n"
 			   "    <backup supported='no'/>\n"

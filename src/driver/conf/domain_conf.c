@@ -128,8 +128,12 @@ void domain_def_free(struct domain_def *def)
 	g_free(def->description);
 	if (def->metadata)
 		xmlFreeDoc(def->metadata);
-	for (int i = 0; i < SYSINFO_ENTRIES; i++)
-		g_free(def->sysinfo[i]);
+	for (int g = 0; g < SYSINFO_GROUPS; g++)
+		for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++)
+			g_free(def->sysinfo[g][i]);
+	for (size_t i = 0; i < def->noem_strings; i++)
+		g_free(def->oem_strings[i]);
+	g_free(def->oem_strings);
 	g_free(def->machine);
 	g_free(def->kernel);
 	g_free(def->initrd);

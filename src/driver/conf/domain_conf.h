@@ -28,7 +28,12 @@ enum conf_chr_type { CHR_PTY, CHR_FILE, CHR_UNIX };
 enum conf_console_target { CONSOLE_SERIAL, CONSOLE_VIRTIO };
 enum conf_balloon_model { BALLOON_VIRTIO, BALLOON_NONE };
 enum conf_controller_type { CTRL_USB, CTRL_PCI };
-enum conf_sysinfo_entry { SYSINFO_ENTRIES = 7 };
+/* The <sysinfo type='smbios'> groups with named entries, in libvirt's
+ * order; each group's entry names are a table of domain_tables.c. */
+enum conf_sysinfo_groups { SYSINFO_BIOS, SYSINFO_SYSTEM, SYSINFO_BASEBOARD, SYSINFO_CHASSIS,
+			  SYSINFO_GROUPS };
+#define SYSINFO_MAX_ENTRIES 7
+#define SYSINFO_SYSTEM_UUID 4	/* <system><entry name='uuid'> */
 
 /* A tristate for optional on/off (yes/no) attributes: absent, or given. */
 enum conf_tristate { TRI_ABSENT, TRI_ON, TRI_OFF };
@@ -39,6 +44,7 @@ struct domain_disk {
 	char *source;		/* <source file=> or <source dev=> */
 	char *target;		/* vda, vdb, ... */
 	bool readonly;
+	bool shareable;		/* <shareable/>: other VMs may open the image too */
 	char *serial;
 };
 
@@ -90,7 +96,10 @@ struct domain_def {
 	unsigned vcpus;		/* maximum */
 	unsigned vcpus_current;
 
-	char *sysinfo[SYSINFO_ENTRIES];	/* <sysinfo type='smbios'><system> */
+	/* <sysinfo type='smbios'>: [group][entry], NULL where not given; the
+	 * groups and entry names are the tables of conf_sysinfo_groups. */
+	char *sysinfo[SYSINFO_GROUPS][SYSINFO_MAX_ENTRIES];
+	char **oem_strings; size_t noem_strings;	/* <oemStrings> */
 	bool has_sysinfo;
 
 	char *machine;
@@ -100,6 +109,7 @@ struct domain_def {
 
 	bool acpi, apic;
 	bool vmport_off;
+	int vmcoreinfo;		/* conf_tristate: <vmcoreinfo state=> */
 
 	int cpu_mode;		/* conf_cpu_mode */
 	int cpu_check;		/* index in conf_cpu_check */

@@ -125,6 +125,44 @@ static void format_metadata(struct out *o, const struct domain_def *def)
 	close_(o, "metadata");
 }
 
+/* <sysinfo type='smbios'>: the groups in libvirt's order, entries in each
+ * group's table order, then <oemStrings>. */
+static void format_sysinfo(struct out *o, const struct domain_def *def)
+{
+	bool any = def->noem_strings > 0;
+
+	for (int g = 0; g < SYSINFO_GROUPS; g++)
+		for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++)
+			any |= def->sysinfo[g][i] != NULL;
+	if (!any) {
+		line(o, "sysinfo", NULL, "type", "smbios", NULL);
+		return;
+	}
+	open_(o, "sysinfo", "type", "smbios", NULL);
+	for (int g = 0; g < SYSINFO_GROUPS; g++) {
+		const struct conf_sysinfo_group *grp = &conf_sysinfo_groups[g];
+		bool group = false;
+
+		for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++)
+			group |= def->sysinfo[g][i] != NULL;
+		if (!group)
+			continue;
+		open_(o, grp->element, NULL);
+		for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++)
+			if (def->sysinfo[g][i])
+				line(o, "entry", def->sysinfo[g][i], "name",
+				     conf_enum_name(grp->entries, i), NULL);
+		close_(o, grp->element);
+	}
+	if (def->noem_strings) {
+		open_(o, "oemStrings", NULL);
+		for (size_t i = 0; i < def->noem_strings; i++)
+			line(o, "entry", def->oem_strings[i], NULL);
+		close_(o, "oemStrings");
+	}
+	close_(o, "sysinfo");
+}
+
 static void format_general(struct out *o, const struct domain_def *def)
 {
 	char uuid[37], b1[32], b2[32];
@@ -141,23 +179,8 @@ static void format_general(struct out *o, const struct domain_def *def)
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
 	line(o, "vcpu", U(b1, def->vcpus), "placement", "static",
 	     "current", def->vcpus_current != def->vcpus ? U(b2, def->vcpus_current) : NULL, NULL);
-	if (def->has_sysinfo) {
-		bool any = false;
-		for (int i = 0; i < SYSINFO_ENTRIES; i++)
-			any |= def->sysinfo[i] != NULL;
-		if (!any) {
-			line(o, "sysinfo", NULL, "type", "smbios", NULL);
-		} else {
-			open_(o, "sysinfo", "type", "smbios", NULL);
-			open_(o, "system", NULL);
-			for (int i = 0; i < SYSINFO_ENTRIES; i++)
-				if (def->sysinfo[i])
-					line(o, "entry", def->sysinfo[i], "name",
-					     conf_enum_name(&conf_sysinfo_entry, i), NULL);
-			close_(o, "system");
-			close_(o, "sysinfo");
-		}
-	}
+	if (def->has_sysinfo)
+		format_sysinfo(o, def);
 }
 
 static void format_machine(struct out *o, const struct domain_def *def)
@@ -185,6 +208,8 @@ static void format_machine(struct out *o, const struct domain_def *def)
 		line(o, "apic", NULL, NULL);
 	if (def->vmport_off)
 		line(o, "vmport", NULL, "state", "off", NULL);
+	if (def->vmcoreinfo != TRI_ABSENT)
+		line(o, "vmcoreinfo", NULL, "state", tri(def->vmcoreinfo, "on", "off"), NULL);
 	close_(o, "features");
 
 	const char *mode = conf_enum_name(&conf_cpu_mode, def->cpu_mode);
@@ -240,6 +265,8 @@ static void format_disk(struct out *o, const struct domain_disk *d)
 	line(o, "target", NULL, "dev", d->target, "bus", "virtio", NULL);
 	if (d->readonly)
 		line(o, "readonly", NULL, NULL);
+	if (d->shareable)
+		line(o, "shareable", NULL, NULL);
 	if (d->serial)
 		line(o, "serial", d->serial, NULL);
 	close_(o, "disk");

@@ -1,6 +1,7 @@
 /* Domain XML -> struct domain_def: the document and everything outside
  * <devices> (devices are in domain_parse_devices.c). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,9 +247,56 @@ static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 	return 0;
 }
 
+/* libvirt's check of a BIOS date: mm/dd/yy or mm/dd/yyyy. */
+static bool bios_date_ok(const char *s)
+{
+	unsigned month, day, year;
+	int n = -1;
+
+	if (sscanf(s, "%2u/%2u/%4u%n", &month, &day, &year, &n) != 3 || s[n] ||
+	    !g_ascii_isdigit(s[0]))
+		return false;
+	return month >= 1 && month <= 12 && day >= 1 && day <= 31 && (year < 100 || year >= 1900);
+}
+
+/* SMBIOS type 0 keeps the BIOS release as two bytes: "MAJOR.MINOR". */
+static bool bios_release_ok(const char *s)
+{
+	unsigned major, minor;
+	int n = -1;
+
+	return sscanf(s, "%3u.%3u%n", &major, &minor, &n) == 2 && !s[n] && g_ascii_isdigit(s[0]) &&
+	       major <= 255 && minor <= 255;
+}
+
+static int parse_sysinfo_group(xmlNodePtr n, struct domain_def *def, int g)
+{
+	const struct conf_sysinfo_group *grp = &conf_sysinfo_groups[g];
+	xmlNodePtr node = xml_child(n, grp->element);
+
+	if (!node)
+		return 0;
+	for (xmlNodePtr e = node->children; e; e = e->next) {
+		int which;
+		if (!xml_is_element(e, "entry"))
+			continue;
+		xml_take(e);
+		if (xml_attr_enum(e, "name", grp->entries, XML_REQUIRED, &which) < 0)
+			return -1;
+		if (def->sysinfo[g][which]) {
+			drv_error_report(VIR_ERR_XML_ERROR, "sysinfo %s entry '%s' appears twice",
+					 grp->element, conf_enum_name(grp->entries, which));
+			return -1;
+		}
+		def->sysinfo[g][which] = xml_text(e);
+	}
+	return 0;
+}
+
 static int parse_sysinfo(xmlNodePtr root, struct domain_def *def)
 {
-	xmlNodePtr n = xml_child(root, "sysinfo"), sys;
+	xmlNodePtr n = xml_child(root, "sysinfo"), oem;
+	const char *date, *release;
 	int type;
 
 	if (!n)
@@ -256,21 +304,29 @@ static int parse_sysinfo(xmlNodePtr root, struct domain_def *def)
 	if (xml_attr_enum(n, "type", &conf_sysinfo_type, -1, &type) < 0)
 		return -1;
 	def->has_sysinfo = true;
-	if (!(sys = xml_child(n, "system")))
-		return 0;
-	for (xmlNodePtr e = sys->children; e; e = e->next) {
-		int which;
-		if (!xml_is_element(e, "entry"))
-			continue;
-		xml_take(e);
-		if (xml_attr_enum(e, "name", &conf_sysinfo_entry, -1, &which) < 0)
+	for (int g = 0; g < SYSINFO_GROUPS; g++)
+		if (parse_sysinfo_group(n, def, g) < 0)
 			return -1;
-		if (def->sysinfo[which]) {
-			drv_error_report(VIR_ERR_XML_ERROR, "sysinfo system entry '%s' appears twice",
-					 conf_enum_name(&conf_sysinfo_entry, which));
-			return -1;
+	if ((oem = xml_child(n, "oemStrings"))) {
+		for (xmlNodePtr e = oem->children; e; e = e->next) {
+			if (!xml_is_element(e, "entry"))
+				continue;
+			xml_take(e);
+			def->oem_strings = g_renew(char *, def->oem_strings, def->noem_strings + 1);
+			def->oem_strings[def->noem_strings++] = xml_text(e);
 		}
-		def->sysinfo[which] = xml_text(e);
+	}
+	date = def->sysinfo[SYSINFO_BIOS][2];
+	if (date && !bios_date_ok(date)) {
+		drv_error_report(VIR_ERR_XML_DETAIL, "Invalid BIOS 'date' format: %s; use mm/dd/yyyy", date);
+		return -1;
+	}
+	release = def->sysinfo[SYSINFO_BIOS][3];
+	if (release && !bios_release_ok(release)) {
+		drv_error_report(VIR_ERR_XML_DETAIL,
+				 "Invalid BIOS 'release' '%s'; use MAJOR.MINOR, each 0 to 255 (SMBIOS keeps two bytes)",
+				 release);
+		return -1;
 	}
 	return 0;
 }
@@ -328,6 +384,13 @@ static int parse_features(xmlNodePtr root, struct domain_def *def)
 		if (xml_attr_enum(n, "state", &conf_vmport_state, -1, &v) < 0)
 			return -1;
 		def->vmport_off = true;
+	}
+	/* nova always asks for it: the guest kernel's VMCOREINFO note, found
+	 * through kvmm's fw_cfg file etc/vmcoreinfo, for crash dumps. */
+	if ((n = xml_child(f, "vmcoreinfo"))) {
+		if (xml_attr_enum(n, "state", &conf_on_off, 0, &v) < 0)
+			return -1;
+		def->vmcoreinfo = v == 0 ? TRI_ON : TRI_OFF;
 	}
 	return 0;
 }

@@ -68,6 +68,7 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 		return -1;
 	}
 	d->readonly = xml_child(node, "readonly") != NULL;
+	d->shareable = xml_child(node, "shareable") != NULL;
 	if ((n = xml_child(node, "serial")))
 		d->serial = xml_text(n);
 	return 0;
@@ -263,10 +264,14 @@ static int parse_controller(xmlNodePtr node, struct domain_def *def)
 {
 	struct domain_controller *c;
 	unsigned index = 0;
-	int type;
+	int type, pci_model = 0;
 
 	if (xml_attr_enum(node, "type", &conf_controller_type, XML_REQUIRED, &type) < 0 ||
 	    xml_attr_uint(node, "index", &index) < 0)
+		return -1;
+	/* The model first: a q35 definition's pcie-root-port (with no
+	 * index) is told what to use rather than that index 0 is taken. */
+	if (type == CTRL_PCI && xml_attr_enum(node, "model", &conf_pci_model, 0, &pci_model) < 0)
 		return -1;
 	if (index != 0) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
@@ -286,8 +291,10 @@ static int parse_controller(xmlNodePtr node, struct domain_def *def)
 	/* pci index 0 is the root bus and defaults to it, as in libvirt.  A usb
 	 * controller without a model would be libvirt's default USB controller,
 	 * which kvmm does not have. */
-	if (type == CTRL_PCI)
-		return xml_attr_enum(node, "model", &conf_pci_model, 0, &c->model);
+	if (type == CTRL_PCI) {
+		c->model = pci_model;
+		return 0;
+	}
 	g_autofree char *model = xml_attr(node, "model");
 	if ((c->model = conf_enum_lookup(&conf_usb_model, model ? model : "default")) < 0) {
 		conf_enum_refuse(&conf_usb_model, model ? model : "default");
@@ -325,6 +332,12 @@ int parse_devices(xmlNodePtr root, struct domain_def *def)
 			rc = parse_rng(n, def);
 		else if (xml_is_element(n, "memballoon") && !balloon)
 			rc = parse_memballoon(n, def), balloon = true;
+		else if (xml_is_element(n, "channel")) {
+			/* virt-install's default for QEMU: the guest agent's */
+			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+					 "device 'channel' (virtio-serial, such as the QEMU guest agent's) is not supported by kvmm; remove it (virt-install: --channel none)");
+			return -1;
+		}
 		else
 			continue;	/* refused after the parse, by name */
 		if (!xml_is_element(n, "emulator") && rc < 0)

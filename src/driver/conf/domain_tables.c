@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "domain_conf.h"
 #include "domain_tables.h"
 #include "error.h"
 
@@ -69,10 +70,25 @@ const struct conf_enum conf_usb_model = { "usb controller model", "model", { "no
 const struct conf_enum conf_pci_model = { "pci controller model", "model", { "pci-root" } };
 
 const struct conf_enum conf_sysinfo_type = { "sysinfo type", "type", { "smbios" } };
-/* SMBIOS type 1 (system) fields, in libvirt's output order. */
+/* The SMBIOS structures kvmm builds from <sysinfo> (src/vmm/arch/x86/smbios.c):
+ * type 0 (bios), 1 (system), 2 (baseBoard), 3 (chassis); the entry names
+ * in libvirt's output order. */
+const struct conf_enum conf_sysinfo_bios_entry = {
+	"sysinfo bios entry", "name", { "vendor", "version", "date", "release" } };
 const struct conf_enum conf_sysinfo_entry = {
 	"sysinfo system entry", "name",
 	{ "manufacturer", "product", "version", "serial", "uuid", "sku", "family" } };
+const struct conf_enum conf_sysinfo_baseboard_entry = {
+	"sysinfo baseBoard entry", "name",
+	{ "manufacturer", "product", "version", "serial", "asset", "location" } };
+const struct conf_enum conf_sysinfo_chassis_entry = {
+	"sysinfo chassis entry", "name", { "manufacturer", "version", "serial", "asset", "sku" } };
+const struct conf_sysinfo_group conf_sysinfo_groups[] = {
+	[SYSINFO_BIOS] = { "bios", &conf_sysinfo_bios_entry },
+	[SYSINFO_SYSTEM] = { "system", &conf_sysinfo_entry },
+	[SYSINFO_BASEBOARD] = { "baseBoard", &conf_sysinfo_baseboard_entry },
+	[SYSINFO_CHASSIS] = { "chassis", &conf_sysinfo_chassis_entry },
+};
 
 int conf_enum_lookup(const struct conf_enum *e, const char *value)
 {

@@ -70,7 +70,17 @@ extern const struct conf_enum conf_controller_type;
 extern const struct conf_enum conf_usb_model;
 extern const struct conf_enum conf_pci_model;
 extern const struct conf_enum conf_sysinfo_type;
+extern const struct conf_enum conf_sysinfo_bios_entry;
 extern const struct conf_enum conf_sysinfo_entry;
+extern const struct conf_enum conf_sysinfo_baseboard_entry;
+extern const struct conf_enum conf_sysinfo_chassis_entry;
+/* The element of each sysinfo group and its entry names, indexed by
+ * enum conf_sysinfo_group. */
+struct conf_sysinfo_group {
+	const char *element;		/* "baseBoard" */
+	const struct conf_enum *entries;
+};
+extern const struct conf_sysinfo_group conf_sysinfo_groups[];
 
 /* Limits the validator enforces (and domcapabilities will report): kvmm's,
  * from the one header both sides read, in the XML's units. */

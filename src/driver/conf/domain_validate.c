@@ -39,8 +39,11 @@ static bool chr_same_source(const struct domain_chr *a, const struct domain_chr 
 }
 
 /* libvirt keeps a serial console twice: as <serial> port 0 and as the first
- * <console> (target type 'serial'), both describing the same device.  Each
- * is completed from the other. */
+ * <console> (target type 'serial' or none), both describing the same
+ * device.  Each is completed from the other; as in libvirt, a console that
+ * aliases an existing <serial> is that port, whatever source it gave
+ * (nova writes <console type='pty'/> beside a logged <serial type='pty'>),
+ * and is formatted back as a copy of it. */
 static int serial_console(struct domain_def *def)
 {
 	struct domain_chr *con0 = def->nconsoles ? &def->consoles[0] : NULL;
@@ -52,9 +55,10 @@ static int serial_console(struct domain_def *def)
 			def->serials[0].port = 0;
 			def->nserials = 1;
 		} else if (!chr_same_source(con0, &def->serials[0])) {
-			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
-					 "the serial console and <serial> port 0 are the same device in kvmm but have different sources; make them equal or remove the <console>");
-			return -1;
+			g_free(con0->path);
+			g_free(con0->log_file);
+			chr_copy(con0, &def->serials[0]);
+			con0->target = CONSOLE_SERIAL;
 		}
 		con0->port = def->serials[0].port;
 	} else if (def->nserials) {
@@ -279,9 +283,10 @@ int domain_def_validate(const struct domain_def *def)
 		drv_error_report(VIR_ERR_XML_ERROR, "Domain requires <sysinfo> element if <smbios mode='sysinfo'/> is used");
 		return -1;
 	}
-	if (def->sysinfo[4]) {	/* entry 'uuid' */
+	if (def->sysinfo[SYSINFO_SYSTEM][SYSINFO_SYSTEM_UUID]) {
 		unsigned char u[16];
-		if (domain_uuid_parse(def->sysinfo[4], u) < 0 || memcmp(u, def->uuid, 16)) {
+		if (domain_uuid_parse(def->sysinfo[SYSINFO_SYSTEM][SYSINFO_SYSTEM_UUID], u) < 0 ||
+		    memcmp(u, def->uuid, 16)) {
 			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
 					 "UUID mismatch between <uuid> and <sysinfo>");
 			return -1;

@@ -179,9 +179,9 @@ static int refuse_element(xmlNodePtr c, xmlNodePtr parent)
 		/* kvmm has no display: say what to change rather than ignore it,
 		 * since libvirt's define API has no way to carry a warning. */
 		if (!strcmp(name, "graphics") || !strcmp(name, "video"))
-			why = " (it has no display); remove it (nova: [vnc] enabled = False and [spice] enabled = False)";
+			why = " (it has no display); remove it (nova: [vnc] enabled = False and [spice] enabled = False; virt-install: --graphics none)";
 		else if (!strcmp(name, "input"))
-			why = " (it has no display); remove it";
+			why = " (it has no display); remove it (virt-install: --graphics none)";
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "device '%s' is not supported by kvmm%s",
 				 name, why);
 	} else if (!parent->parent || parent->parent->type != XML_ELEMENT_NODE) {

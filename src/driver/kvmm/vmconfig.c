@@ -5,16 +5,22 @@
  *   memory (KiB)                         -> memory (bytes)
  *   vcpu                                 -> cpus
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
+ *   <log file append> (serial, console)  -> the chardev's log {path, append}
+ *   <smbios mode='sysinfo'/> + <sysinfo> -> smbios {bios, system (with the
+ *                                           domain's UUID), baseboard,
+ *                                           chassis, oem_strings}
+ *   <features><vmcoreinfo state='on'/>   -> vmcoreinfo (fw_cfg etc/vmcoreinfo)
  *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
  *                                           then stops the domain)
- *   disk (file or block), in XML order   -> disks [{path, readonly, cache, serial}]:
+ *   disk (file or block), in XML order   -> disks [{path, readonly, cache, serial,
+ *                                           shareable}]:
  *                                           virtio-blk, vda first; io= is how kvmm
  *                                           does I/O anyway (io_uring), discards
  *                                           reach the image
  *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
- *   interface (any type), in XML order   -> nets [{tap, mac}]: virtio-net on the
+ *   interface (any type), in XML order   -> nets [{tap, mac, mtu}]: virtio-net on the
  *                                           tap the daemon made for it (nics.c),
  *                                           named in struct vmconfig_runtime
  * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
@@ -62,8 +68,9 @@ int vmconfig_check(const struct domain_def *def)
 		/* A name from the definition (not one generated for a run). */
 		const char *tap = n->ifname && !n->ifname_generated ? n->ifname : NULL;
 
-		if (n->mtu)
-			return unsupported("interface <mtu> is not supported by kvmm yet; remove <mtu>");
+		if (n->mtu && (n->mtu < VM_NET_MTU_MIN || n->mtu > VM_NET_MTU_MAX))
+			return unsupported("interface MTU %u is not supported by kvmm; use %d to %d",
+					   n->mtu, VM_NET_MTU_MIN, VM_NET_MTU_MAX);
 		/* What kvmm refuses in its "nets" (config.c), refused here. */
 		if (!(m[0] | m[1] | m[2] | m[3] | m[4] | m[5]))
 			return unsupported("MAC address 00:00:00:00:00:00 cannot be a NIC's in kvmm; give another <mac address=> or leave it out");
@@ -84,7 +91,7 @@ int vmconfig_check(const struct domain_def *def)
 	if (def->nrngs > VM_MAX_RNGS)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
 	if (def->balloon_model == BALLOON_VIRTIO)
-		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/>");
+		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/> (nova: [libvirt] mem_stats_period_seconds = 0)");
 	size_t nvirtio = 0;
 
 	for (size_t i = 0; i < def->nconsoles; i++)
@@ -96,8 +103,6 @@ int vmconfig_check(const struct domain_def *def)
 
 		if (c->target != CONSOLE_VIRTIO)
 			continue;
-		if (c->log_file)
-			return unsupported("console <log file> is not supported by kvmm yet; remove <log>");
 		/* kvmm's serial port and console each listen on a socket of
 		 * their own. */
 		if (c->type == CHR_UNIX && def->nserials && def->serials[0].type == CHR_UNIX &&
@@ -105,12 +110,24 @@ int vmconfig_check(const struct domain_def *def)
 			return unsupported("the serial port and the virtio console cannot listen on the same socket %s; give each its own path",
 					   c->path);
 	}
+	if (def->smbios_sysinfo) {
+		for (int g = 0; g < SYSINFO_GROUPS; g++)
+			for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++)
+				if (def->sysinfo[g][i] && strlen(def->sysinfo[g][i]) > VM_SMBIOS_STRING_MAX)
+					return unsupported("sysinfo %s entry '%s' is longer than the %d bytes kvmm puts in an SMBIOS string",
+							   conf_sysinfo_groups[g].element,
+							   conf_enum_name(conf_sysinfo_groups[g].entries, i),
+							   VM_SMBIOS_STRING_MAX);
+		if (def->noem_strings > VM_SMBIOS_OEM_STRINGS)
+			return unsupported("%zu <oemStrings> entries are more than kvmm's %d", def->noem_strings,
+					   VM_SMBIOS_OEM_STRINGS);
+		for (size_t i = 0; i < def->noem_strings; i++)
+			if (strlen(def->oem_strings[i]) > VM_SMBIOS_STRING_MAX)
+				return unsupported("<oemStrings> entry %zu is longer than the %d bytes kvmm puts in an SMBIOS string",
+						   i + 1, VM_SMBIOS_STRING_MAX);
+	}
 	if (def->clock_offset == CLOCK_LOCALTIME)
 		return unsupported("clock offset 'localtime' is not supported by kvmm yet; use offset='utc'");
-	if (def->smbios_sysinfo)
-		return unsupported("SMBIOS tables (<smbios mode='sysinfo'/>) are not supported by kvmm yet; remove it");
-	if (def->nserials && def->serials[0].log_file)
-		return unsupported("serial <log file> is not supported by kvmm yet; remove <log>");
 	return 0;
 }
 
@@ -130,6 +147,60 @@ static json_object *chardev_config(const struct domain_chr *c)
 	 * definition is that of an earlier run. */
 	if (c->type != CHR_PTY && c->path)
 		json_object_object_add(o, "path", json_object_new_string(c->path));
+	if (c->log_file) {
+		json_object *log = json_object_new_object();
+
+		json_object_object_add(log, "path", json_object_new_string(c->log_file));
+		/* libvirt's default, and QEMU's logappend: off, the file
+		 * starts empty with each run. */
+		json_object_object_add(log, "append", json_object_new_boolean(c->log_append == TRI_ON));
+		json_object_object_add(o, "log", log);
+	}
+	return o;
+}
+
+/* <smbios mode='sysinfo'/>: the <sysinfo> entries by kvmm's group and field
+ * names (the same lists, config.c and domain_tables.c), and the domain's
+ * UUID as the system's, as QEMU gives it. */
+static json_object *smbios_config(const struct domain_def *def)
+{
+	static const char *const groups[SYSINFO_GROUPS] = {
+		[SYSINFO_BIOS] = "bios", [SYSINFO_SYSTEM] = "system",
+		[SYSINFO_BASEBOARD] = "baseboard", [SYSINFO_CHASSIS] = "chassis" };
+	json_object *o = json_object_new_object();
+	char uuid[37];
+
+	for (int g = 0; g < SYSINFO_GROUPS; g++) {
+		const struct conf_enum *names = conf_sysinfo_groups[g].entries;
+		json_object *grp = json_object_new_object();
+
+		for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++) {
+			const char *v = def->sysinfo[g][i];
+
+			if (g == SYSINFO_SYSTEM && i == SYSINFO_SYSTEM_UUID)
+				continue;
+			/* SMBIOS cannot hold an empty string: none is the
+			 * same to the guest. */
+			if (v && *v)
+				json_object_object_add(grp, conf_enum_name(names, i), json_object_new_string(v));
+		}
+		if (g == SYSINFO_SYSTEM) {
+			domain_uuid_format(def->uuid, uuid);
+			json_object_object_add(grp, "uuid", json_object_new_string(uuid));
+		}
+		if (json_object_object_length(grp))
+			json_object_object_add(o, groups[g], grp);
+		else
+			json_object_put(grp);
+	}
+	if (def->noem_strings) {
+		json_object *oem = json_object_new_array();
+
+		for (size_t i = 0; i < def->noem_strings; i++)
+			if (*def->oem_strings[i])
+				json_object_array_add(oem, json_object_new_string(def->oem_strings[i]));
+		json_object_object_add(o, "oem_strings", oem);
+	}
 	return o;
 }
 
@@ -145,6 +216,8 @@ static json_object *disk_config(const struct domain_disk *d)
 			conf_enum_name(&conf_disk_cache, d->cache)));
 	if (d->serial)
 		json_object_object_add(o, "serial", json_object_new_string(d->serial));
+	if (d->shareable)
+		json_object_object_add(o, "shareable", json_object_new_boolean(true));
 	return o;
 }
 
@@ -157,6 +230,8 @@ static json_object *net_config(const struct domain_net *n, const char *tap)
 	g_snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
 	json_object_object_add(o, "tap", json_object_new_string(tap));
 	json_object_object_add(o, "mac", json_object_new_string(mac));
+	if (n->mtu)
+		json_object_object_add(o, "mtu", json_object_new_int((int)n->mtu));
 	return o;
 }
 
@@ -204,6 +279,10 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
 	if (def->nrngs)
 		json_object_object_add(o, "rng", json_object_new_boolean(true));
+	if (def->smbios_sysinfo)
+		json_object_object_add(o, "smbios", smbios_config(def));
+	if (def->vmcoreinfo == TRI_ON)
+		json_object_object_add(o, "vmcoreinfo", json_object_new_boolean(true));
 	out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_SPACED |
 						      JSON_C_TO_STRING_NOSLASHESCAPE));

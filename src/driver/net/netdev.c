@@ -39,6 +39,24 @@ static void set_ifname(struct ifreq *ifr, const char *name)
 	g_strlcpy(ifr->ifr_name, name, sizeof(ifr->ifr_name));
 }
 
+int netdev_set_mtu(const char *name, unsigned mtu)
+{
+	struct ifreq ifr;
+	int s = ctl_socket(), r = 0;
+
+	if (s < 0)
+		return -1;
+	set_ifname(&ifr, name);
+	ifr.ifr_mtu = (int)mtu;
+	if (ioctl(s, SIOCSIFMTU, &ifr) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot set the MTU of tap '%s' to %u: %s", name, mtu,
+				 g_strerror(errno));
+		r = -1;
+	}
+	close(s);
+	return r;
+}
+
 bool netdev_exists(const char *name)
 {
 	return if_nametoindex(name) != 0;

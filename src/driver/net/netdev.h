@@ -27,6 +27,9 @@ struct netdev_stats {
  * behind. */
 int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge);
 
+/* Sets NAME's MTU (an interface's <mtu size=>).  -1 after reporting. */
+int netdev_set_mtu(const char *name, unsigned mtu);
+
 /* Whether a network device called NAME exists. */
 bool netdev_exists(const char *name);
 

@@ -45,7 +45,9 @@ static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i)
 		goto fail;
 	t->names[i] = name;
 	t->owned[i] = true;
-	return 0;
+	/* <mtu size=>: the tap's own (on a bridge, in place of the bridge's,
+	 * as libvirt does); the guest is told the same (VIRTIO_NET_F_MTU). */
+	return n->mtu ? netdev_set_mtu(name, n->mtu) : 0;
 fail:
 	g_free(name);
 	return -1;

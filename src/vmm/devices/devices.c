@@ -5,6 +5,7 @@
 #include "arch/x86/layout.h"
 #include "chardev.h"
 #include "devices.h"
+#include "fw_cfg.h"
 #include "device.h"
 #include "log.h"
 #include "pci/pci.h"
@@ -114,6 +115,13 @@ int devices_create(struct vm *vm)
 	if (!dev)
 		goto fail;
 	devices_add(vm, dev);
+	/* Only for vmcoreinfo: without it the machine stays as it was. */
+	if (vm->cfg->vmcoreinfo) {
+		dev = fw_cfg_create(vm, X86_FW_CFG_PORT);
+		if (!dev)
+			goto fail;
+		devices_add(vm, dev);
+	}
 	return pci_devices_create(vm, reset);
 fail:
 	pr_err("cannot create the platform devices");

@@ -851,9 +851,10 @@ static int blk_check(struct blk *b, const struct vm_config *cfg, unsigned int in
 		}
 	}
 	/* Another kvmm (or anyone honouring flock) writing it too would
-	 * corrupt it under the guest. */
-	if (flock(b->fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
-		pr_err("disk %s is in use by another process: stop it, or give readonly=on to both",
+	 * corrupt it under the guest -- unless each says it shares it
+	 * (libvirt's <shareable/>: a cluster file system's disk). */
+	if (flock(b->fd, (d->readonly || d->shareable ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
+		pr_err("disk %s is in use by another process: stop it, or give readonly=on or shareable=on to both",
 		       d->path);
 		return -EBUSY;
 	}

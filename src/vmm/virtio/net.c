@@ -42,6 +42,7 @@
 /* Feature bits (5.1.3). */
 #define VIRTIO_NET_F_CSUM		0
 #define VIRTIO_NET_F_GUEST_CSUM		1
+#define VIRTIO_NET_F_MTU		3
 #define VIRTIO_NET_F_MAC		5
 #define VIRTIO_NET_F_GUEST_TSO4		7
 #define VIRTIO_NET_F_GUEST_TSO6		8
@@ -77,8 +78,8 @@
 #define RX_HELD			48
 #define RX_IOV			1024	/* UIO_MAXIOV */
 
-/* mac[6], status, max_virtqueue_pairs (5.1.4) */
-#define NET_CONFIG_LEN		10
+/* mac[6], status, max_virtqueue_pairs, mtu (5.1.4) */
+#define NET_CONFIG_LEN		12
 #define NET_STATE_VERSION	1
 
 struct net {
@@ -86,6 +87,7 @@ struct net {
 	struct loop *loop;
 	struct tap tap;
 	uint8_t mac[6];
+	uint16_t mtu;		/* offered with VIRTIO_NET_F_MTU when not 0 */
 	bool rx_on;		/* DRIVER_OK seen since the last reset */
 	bool watching;		/* the loop polls the tap for input */
 	bool tap_dead;		/* the tap went away under us */
@@ -457,6 +459,7 @@ static void net_config_read(struct virtio_pci *vp, unsigned int off,
 	memcpy(c, to_net(vp)->mac, 6);
 	pci_put(c + 6, to_net(vp)->link_up ? VIRTIO_NET_S_LINK_UP : 0, 2);
 	pci_put(c + 8, 1, 2);	/* max_virtqueue_pairs: means nothing without MQ */
+	pci_put(c + 10, to_net(vp)->mtu, 2);
 	/* GUEST: off and len were bounded to config_len by the transport */
 	memcpy(data, c + off, len);
 }
@@ -623,6 +626,7 @@ struct device *virtio_net_create(struct vm *vm, unsigned int index,
 		if (getrandom(n->mac + 3, 3, 0) != 3)
 			n->mac[5] = index + 1;
 	}
+	n->mtu = nc->mtu;
 	n->st.tap = n->tap.name;
 	n->link_up = true;
 	memcpy(n->st.mac, n->mac, 6);
@@ -630,5 +634,7 @@ struct device *virtio_net_create(struct vm *vm, unsigned int index,
 	if (!vp)
 		return NULL;	/* the transport's destroy closed the tap */
 	n->vp = vp;
+	if (n->mtu)
+		vp->dev_features |= 1ULL << VIRTIO_NET_F_MTU;
 	return &vp->f.dev;
 }

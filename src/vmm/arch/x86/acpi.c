@@ -366,6 +366,31 @@ static void build_mcfg(const struct acpi_platform *p, uint8_t *t)
 	sdt_checksum(t);
 }
 
+/* fw_cfg as QEMU describes it: Device (FWCF) { _HID "QEMU0002", _STA 0x0B
+ * (present, enabled, not shown in UI), _CRS IO (Decode16, port, port, 1,
+ * 12) }; Linux's qemu_fw_cfg driver binds to it. */
+static void dsdt_fw_cfg(struct aml *a, uint16_t port)
+{
+	uint8_t crs[10];
+
+	crs[0] = 0x47;		/* small item: I/O port, 7 bytes */
+	crs[1] = 0x01;		/* 16-bit address decode */
+	put_le(crs + 2, port, 2);
+	put_le(crs + 4, port, 2);
+	crs[6] = 1;
+	crs[7] = 0x0C;		/* selector, data, DMA */
+	crs[8] = 0x79;		/* end tag */
+	crs[9] = 0;
+	aml_device_begin(a, "FWCF");
+	aml_name(a, "_HID");
+	aml_string(a, "QEMU0002");
+	aml_name(a, "_STA");
+	aml_integer(a, 0x0B);
+	aml_name(a, "_CRS");
+	aml_buffer(a, crs, sizeof(crs));
+	aml_end(a);
+}
+
 /* The DSDT takes whatever room is left, so it is placed last. */
 static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 {
@@ -397,6 +422,8 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 		dsdt_isa_device(&a, "RTC", "PNP0B00", p->rtc_port, 2, p->rtc_irq);
 	if (p->pci_ecam_addr)
 		dsdt_pci(&a, p);
+	if (p->fw_cfg_port)
+		dsdt_fw_cfg(&a, p->fw_cfg_port);
 	aml_end(&a);
 
 	len = aml_finish(&a);

@@ -41,6 +41,8 @@ struct acpi_platform {
 	uint32_t pci_mmio_base;		/* 0xC0000000 */
 	uint32_t pci_mmio_size;		/* 0x20000000 */
 	uint16_t pci_conf1_port;	/* 0xCF8, 8 ports */
+	/* QEMU's fw_cfg with DMA (QEMU0002, 12 ports); 0 = none. */
+	uint16_t fw_cfg_port;		/* 0x510 */
 };
 
 /* CMOS index of the century byte, named in the FADT. */

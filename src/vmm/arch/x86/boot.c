@@ -11,6 +11,7 @@
 #include "bootparams.h"
 #include "layout.h"
 #include "log.h"
+#include "smbios.h"
 #include "util.h"
 #include "vm.h"
 
@@ -83,7 +84,8 @@ int e820_build(uint64_t mem_size, uint64_t low_end, struct e820_entry *e, unsign
 	e[n++] = (struct e820_entry){ 0, X86_EBDA_ADDR, E820_RAM };
 	e[n++] = (struct e820_entry){ X86_EBDA_ADDR, 0xA0000 - X86_EBDA_ADDR, E820_RESERVED };
 	/* 0xE0000-0xFFFFF: ACPI tables and the area legacy scanners search. */
-	e[n++] = (struct e820_entry){ X86_ACPI_ADDR, X86_ACPI_SIZE, E820_RESERVED };
+	e[n++] = (struct e820_entry){ X86_ACPI_ADDR, X86_SMBIOS_ADDR + X86_SMBIOS_SIZE - X86_ACPI_ADDR,
+				      E820_RESERVED };
 	e[n++] = (struct e820_entry){ X86_KERNEL_ADDR, low_end - X86_KERNEL_ADDR, E820_RAM };
 	if (mem_size > low_end) {
 		if (max < 5)
@@ -154,6 +156,7 @@ static int64_t load_acpi(struct vm *vm)
 		.pci_mmio_base = X86_PCI_MMIO_START,
 		.pci_mmio_size = X86_PCI_MMIO_SIZE,
 		.pci_conf1_port = X86_PCI_CONF1_PORT,
+		.fw_cfg_port = vm->cfg->vmcoreinfo ? X86_FW_CFG_PORT : 0,
 	};
 	void *buf = guest_mem_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);
 	int64_t rsdp;
@@ -164,6 +167,25 @@ static int64_t load_acpi(struct vm *vm)
 	if (rsdp < 0)
 		pr_err("cannot build the ACPI tables: %s", strerror((int)-rsdp));
 	return rsdp;
+}
+
+/* SMBIOS tables, when the configuration describes them. */
+static int load_smbios(struct vm *vm)
+{
+	void *buf;
+	int64_t r;
+
+	if (!vm->cfg->smbios.present)
+		return 0;
+	buf = guest_mem_ptr(&vm->mem, X86_SMBIOS_ADDR, X86_SMBIOS_SIZE);
+	if (!buf)
+		return -EFAULT;
+	r = smbios_build(&vm->cfg->smbios, buf, X86_SMBIOS_ADDR, X86_SMBIOS_SIZE);
+	if (r < 0) {
+		pr_err("cannot build the SMBIOS tables: %s", strerror((int)-r));
+		return (int)r;
+	}
+	return 0;
 }
 
 /* The BIOS data area's EBDA pointer, for guests that scan for the RSDP. */
@@ -453,6 +475,9 @@ int arch_load_kernel(struct vm *vm)
 	rsdp = load_acpi(vm);
 	if (rsdp < 0)
 		return (int)rsdp;
+	r = load_smbios(vm);
+	if (r)
+		return r;
 	set_ebda_pointer(vm);
 	if (is_bzimage(vm->kernel, vm->kernel_len))
 		r = load_bzimage(vm, &vm->entry, rsdp);

@@ -10,6 +10,7 @@
 
 #include "arch.h"
 #include "boot.h"
+#include "devices/fw_cfg.h"
 #include "layout.h"
 #include "log.h"
 #include "util.h"
@@ -171,6 +172,8 @@ void arch_describe_vcpu(struct vcpu *v, char *buf, size_t len)
 	char bytes[64] = "";
 	const uint8_t *code;
 	unsigned int i, n = 0;
+	uint64_t note;
+	uint32_t note_size;
 
 	if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0 ||
 	    ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
@@ -185,8 +188,13 @@ void arch_describe_vcpu(struct vcpu *v, char *buf, size_t len)
 	code = tr.valid ? guest_mem_ptr(&v->vm->mem, tr.physical_address, 8) : NULL;
 	for (i = 0; code && i < 8; i++)
 		n += snprintf(bytes + n, sizeof(bytes) - n, "%s%02x", i ? " " : "", code[i]);
-	snprintf(buf, len, "RIP 0x%llx (CS 0x%x, CPL %u), instruction bytes [%s], RSP 0x%llx, CR0 0x%llx",
-		 (unsigned long long)regs.rip, sregs.cs.selector, sregs.cs.selector & 3,
-		 code ? bytes : "unreadable", (unsigned long long)regs.rsp,
-		 (unsigned long long)sregs.cr0);
+	n = snprintf(buf, len, "RIP 0x%llx (CS 0x%x, CPL %u), instruction bytes [%s], RSP 0x%llx, CR0 0x%llx",
+		     (unsigned long long)regs.rip, sregs.cs.selector, sregs.cs.selector & 3,
+		     code ? bytes : "unreadable", (unsigned long long)regs.rsp,
+		     (unsigned long long)sregs.cr0);
+	/* What a dump of the guest needs to be read: the kernel's own
+	 * description of itself, where it said it is (fw_cfg vmcoreinfo). */
+	if (fw_cfg_vmcoreinfo(v->vm, &note, &note_size) && n < len)
+		snprintf(buf + n, len - n, ", VMCOREINFO note at 0x%llx (%u bytes)",
+			 (unsigned long long)note, note_size);
 }

@@ -14,7 +14,11 @@
 #define X86_CMDLINE_MAX		0x10000ULL
 #define X86_EBDA_ADDR		0x9FC00ULL
 #define X86_ACPI_ADDR		0xE0000ULL	/* RSDP here, where legacy scanners look */
-#define X86_ACPI_SIZE		0x20000ULL
+#define X86_ACPI_SIZE		0x10000ULL
+/* SMBIOS entry points and tables: Linux's dmi_scan looks for the anchors
+ * in 0xF0000-0xFFFFF when it has no EFI.  e820 reserves both windows. */
+#define X86_SMBIOS_ADDR		0xF0000ULL
+#define X86_SMBIOS_SIZE		0x10000ULL
 #define X86_KERNEL_ADDR		0x100000ULL
 
 #define X86_MMIO_HOLE_START	0xC0000000ULL
@@ -37,6 +41,7 @@
 #define X86_PCI_CONF1_PORT	0xCF8		/* 0xCF8-0xCFF; 0xCF9 is the reset register */
 #define X86_RESET_PORT		0xCF9
 #define X86_RTC_PORT		0x70
+#define X86_FW_CFG_PORT		0x510		/* 0x510-0x51B: selector, data, DMA (QEMU's) */
 #define X86_RTC_IRQ		8
 #define X86_SCI_IRQ		9
 /* SLP_TYP for soft-off: the PM device and the DSDT's \_S5 share it. */
