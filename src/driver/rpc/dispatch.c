@@ -15,6 +15,7 @@
 #include "domain/events.h"
 #include "reply_error.h"
 #include "dispatch.h"
+#include "forward.h"
 #include "proc_names.h"
 #include "stream.h"
 
@@ -386,6 +387,7 @@ static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *h
 
 void rpc_conn_gone(struct rpc_conn *conn)
 {
+	rpc_fwd_conn_gone(conn);
 	events_conn_gone(conn);
 	autodestroy_conn_gone(conn);
 	rpc_streams_close_all(conn);
@@ -429,7 +431,12 @@ int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len)
 	case RPC_CALL:
 		break;
 	case RPC_STREAM:
-		if (hdr.prog == REMOTE_PROGRAM && hdr.vers == REMOTE_PROTOCOL_VERSION)
+	case RPC_STREAM_HOLE:
+		if (hdr.prog != REMOTE_PROGRAM || hdr.vers != REMOTE_PROTOCOL_VERSION)
+			return 0;
+		/* Volume uploads and downloads are the storage daemon's;
+		 * our own streams (consoles) take no holes. */
+		if (!rpc_fwd_stream(conn, &hdr, pkt, len) && hdr.type == RPC_STREAM)
 			rpc_stream_input(conn, &hdr, pkt, len);
 		return 0;
 	case RPC_CALL_WITH_FDS:
