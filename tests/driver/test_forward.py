@@ -1,0 +1,454 @@
+"""Networks, storage, node devices, secrets, network filters and host
+interfaces through virtkvmmd: it relays those procedures to libvirt's own
+daemon (here Debian's libvirtd with only those drivers, in the test's
+private namespaces, tests/lib/libvirtd.py), so stock clients (virsh,
+python3-libvirt, Sys::Virt, virt-install) get libvirt's own answers over
+kvmm:///system.  And the APIs virtkvmmd neither implements nor forwards
+answer libvirt's VIR_ERR_NO_SUPPORT wording."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import xml.etree.ElementTree as ET
+import zlib
+
+import libvirt
+import pytest
+
+import netns as netns_lib
+from drvtest import assert_healthy, event_loop, virsh
+from kvmmtest import GUEST
+from libvirtd import Libvirtd
+from test_lifecycle import wait_for
+
+L = libvirt
+SECONDARY = ("network", "storage", "nodedev", "secret", "nwfilter", "interface")
+PROC_NAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "driver",
+                          "rpc", "proc_names.c")
+
+
+@pytest.fixture
+def netns():
+    yield from netns_lib.private("kvdf-")
+
+
+@pytest.fixture
+def lvd(netns):
+    """libvirtd with every secondary driver, in its own namespaces."""
+    d = Libvirtd(netns, SECONDARY)
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def fwd(start_daemon, lvd):
+    """(virtkvmmd in libvirtd's namespaces, libvirtd)."""
+    return start_daemon(prefix=lvd.prefix), lvd
+
+
+def ok(r):
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def table(out):
+    """virsh's table rows (after the header and its rule), split."""
+    return [line.split() for line in out.strip().splitlines()[2:] if line.strip()]
+
+
+# --- storage ------------------------------------------------------------------
+
+def test_storage_pool_volumes_and_streams(fwd, tmp_path):
+    d, lvd = fwd
+    uri = d.uri()
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    ok(virsh(uri, "pool-define-as", "kvdpool", "dir", "--target", str(pool_dir)))
+    ok(virsh(uri, "pool-start", "kvdpool"))
+    ok(virsh(uri, "vol-create-as", "kvdpool", "v1", "4M", "--format", "raw"))
+    assert (pool_dir / "v1").stat().st_size == 4 << 20     # libvirt's driver made it
+    assert [r[:2] for r in table(ok(virsh(uri, "vol-list", "kvdpool")))] == \
+        [["v1", str(pool_dir / "v1")]]
+    # libvirt's own storage driver holds the pool: asked directly, it has it
+    assert ["kvdpool", "active", "no"] in table(lvd.virsh("storage:///system", "pool-list").stdout)
+
+    # several chunks of libvirt's stream size, and an odd tail
+    data = os.urandom(3 * 262120 + 4097)
+    (tmp_path / "up.bin").write_bytes(data)
+    ok(virsh(uri, "vol-upload", "--pool", "kvdpool", "v1", str(tmp_path / "up.bin")))
+    assert (pool_dir / "v1").read_bytes()[:len(data)] == data
+    ok(virsh(uri, "vol-download", "--pool", "kvdpool", "v1", str(tmp_path / "down.bin")))
+    down = (tmp_path / "down.bin").read_bytes()
+    assert len(down) == 4 << 20 and down[:len(data)] == data and down[len(data):] == \
+        bytes(len(down) - len(data))
+
+    ok(virsh(uri, "vol-delete", "--pool", "kvdpool", "v1"))
+    assert table(ok(virsh(uri, "vol-list", "kvdpool"))) == []
+    assert not (pool_dir / "v1").exists()
+    # libvirt's errors come back as libvirt made them
+    r = virsh(uri, "vol-info", "--pool", "kvdpool", "nope")
+    assert r.returncode != 0 and "Storage volume not found" in r.stderr, r.stderr
+    ok(virsh(uri, "pool-destroy", "kvdpool"))
+    ok(virsh(uri, "pool-undefine", "kvdpool"))
+    assert table(ok(virsh(uri, "pool-list", "--all"))) == []
+    assert_healthy(d)
+
+
+def test_volume_lookup_by_path_is_libvirts(fwd, tmp_path):
+    """virt-install's flow: a path outside every pool is no volume
+    (VIR_ERR_NO_STORAGE_VOL, so it defines a pool for the directory)."""
+    d, _ = fwd
+    conn = libvirt.open(d.uri())
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.storageVolLookupByPath(str(tmp_path / "disk.img"))
+    assert e.value.get_error_code() == L.VIR_ERR_NO_STORAGE_VOL
+    assert conn.listAllStoragePools() == []
+    conn.close()
+
+
+# --- the other families ---------------------------------------------------------
+
+def test_networks_node_devices_secrets_filters_interfaces(fwd, tmp_path, netns):
+    d, lvd = fwd
+    uri = d.uri()
+    subprocess.run(["ip", "-n", netns, "link", "add", "kvdfbr0", "type", "bridge"], check=True)
+    net_xml = tmp_path / "net.xml"
+    net_xml.write_text("<network><name>kvdfnet</name><forward mode='bridge'/>"
+                       "<bridge name='kvdfbr0'/></network>")
+    ok(virsh(uri, "net-define", str(net_xml)))
+    assert table(ok(virsh(uri, "net-list", "--all"))) == [["kvdfnet", "inactive", "no", "yes"]]
+    ok(virsh(uri, "net-start", "kvdfnet"))
+    assert table(ok(virsh(uri, "net-list"))) == [["kvdfnet", "active", "no", "yes"]]
+    root = ET.fromstring(ok(virsh(uri, "net-dumpxml", "kvdfnet")))
+    assert root.find("bridge").get("name") == "kvdfbr0" and root.find("uuid").text
+
+    # node devices: the host's, as libvirt's nodedev driver sees them
+    devs = ok(virsh(uri, "nodedev-list")).split()
+    assert "computer" in devs and "net_lo_00_00_00_00_00_00" in devs, devs
+    assert "<name>computer</name>" in ok(virsh(uri, "nodedev-dumpxml", "computer"))
+
+    secret_xml = tmp_path / "secret.xml"
+    secret_xml.write_text("<secret ephemeral='no' private='yes'><uuid>"
+                          "8f0a5bd0-1c1e-4a5e-9a8b-2c6b3c1d0e01</uuid><usage type='volume'>"
+                          "<volume>/kvdf/vol</volume></usage></secret>")
+    ok(virsh(uri, "secret-define", str(secret_xml)))
+    assert table(ok(virsh(uri, "secret-list"))) == [
+        ["8f0a5bd0-1c1e-4a5e-9a8b-2c6b3c1d0e01", "volume", "/kvdf/vol"]]
+
+    filter_xml = tmp_path / "filter.xml"
+    filter_xml.write_text("<filter name='kvdf-filter' chain='root'><rule action='accept' "
+                          "direction='in' priority='500'><all/></rule></filter>")
+    ok(virsh(uri, "nwfilter-define", str(filter_xml)))
+    assert ["kvdf-filter"] == [r[1] for r in table(ok(virsh(uri, "nwfilter-list")))]
+
+    # the namespace's interfaces, as libvirt's interface driver sees them
+    ifaces = table(ok(virsh(uri, "iface-list", "--all")))
+    assert {"lo", "kvdfbr0"} <= {r[0] for r in ifaces}, ifaces
+    assert ifaces == table(lvd.virsh("interface:///system", "iface-list", "--all").stdout)
+    # what libvirtd answers directly is what came through virtkvmmd
+    assert table(lvd.virsh("secret:///system", "secret-list").stdout) == \
+        table(ok(virsh(uri, "secret-list")))
+    ok(virsh(uri, "net-destroy", "kvdfnet"))
+    ok(virsh(uri, "net-undefine", "kvdfnet"))
+    assert table(ok(virsh(uri, "net-list", "--all"))) == []
+    assert_healthy(d)
+
+
+def test_events_of_pools_and_networks_reach_the_client(fwd, tmp_path):
+    d, lvd = fwd
+    event_loop()
+    conn = libvirt.open(d.uri())
+    seen = []
+    got = threading.Event()
+
+    def pool_cb(c, pool, event, detail, opaque):
+        seen.append(("pool", pool.name(), event))
+        got.set()
+
+    def net_cb(c, net, event, detail, opaque):
+        seen.append(("net", net.name(), event))
+        got.set()
+
+    pool_id = conn.storagePoolEventRegisterAny(None, L.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+                                               pool_cb, None)
+    net_id = conn.networkEventRegisterAny(None, L.VIR_NETWORK_EVENT_ID_LIFECYCLE, net_cb, None)
+    # made by someone else, straight at libvirtd: the events still come
+    (tmp_path / "p").mkdir()
+    lvd.virsh("storage:///system", "pool-define-as", "evpool", "dir", "--target",
+              str(tmp_path / "p"))
+    net = tmp_path / "n.xml"
+    net.write_text("<network><name>evnet</name><bridge name='kvdevbr0'/></network>")
+    lvd.virsh("network:///system", "net-define", str(net))
+    wait_for(lambda: ("pool", "evpool", L.VIR_STORAGE_POOL_EVENT_DEFINED) in seen and
+             ("net", "evnet", L.VIR_NETWORK_EVENT_DEFINED) in seen, "both events")
+    conn.storagePoolEventDeregisterAny(pool_id)
+    conn.networkEventDeregisterAny(net_id)
+    conn.close()
+
+
+# --- libvirt's tools ---------------------------------------------------------------
+
+TCK_START = r"""
+use strict; use warnings; use Sys::Virt;
+# what libvirt-tck's set-up does before its first test: list (and would
+# clean up) every domain, network and storage pool
+my $c = Sys::Virt->new(uri => $ARGV[0]);
+my @d = ($c->list_domains(), $c->list_defined_domains());
+my @n = ($c->list_networks(), $c->list_defined_networks());
+my @p = ($c->list_storage_pools(), $c->list_defined_storage_pools());
+printf "domains=%s\n", join(",", sort map { $_->get_name } @d);
+printf "networks=%s\n", join(",", sort map { $_->get_name } @n);
+printf "pools=%s\n", join(",", sort map { $_->get_name } @p);
+printf "nodedevs=%d secrets=%d\n", scalar($c->list_all_node_devices()), $c->num_of_secrets();
+"""
+
+
+def test_sys_virt_lists_like_libvirt_tck(fwd, tmp_path):
+    d, lvd = fwd
+    if subprocess.run(["perl", "-MSys::Virt", "-e", "1"], capture_output=True).returncode:
+        pytest.skip("Sys::Virt is not installed (libsys-virt-perl)")
+    conn = libvirt.open(d.uri())
+    conn.defineXML(f"<domain type='kvm'><name>tck1</name><memory unit='MiB'>128</memory>"
+                   f"<os><type>hvm</type><kernel>{GUEST}</kernel></os></domain>")
+    conn.networkDefineXML("<network><name>tcknet</name><bridge name='kvdtck0'/></network>")
+    (tmp_path / "p").mkdir()
+    conn.storagePoolDefineXML(f"<pool type='dir'><name>tckpool</name><target><path>"
+                              f"{tmp_path / 'p'}</path></target></pool>")
+    conn.close()
+    script = tmp_path / "tck.pl"
+    script.write_text(TCK_START)
+    r = subprocess.run(["perl", str(script), d.uri()], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = dict(line.split("=", 1) for line in r.stdout.splitlines()[:3])
+    assert out == {"domains": "tck1", "networks": "tcknet", "pools": "tckpool"}, r.stdout
+    m = re.search(r"nodedevs=(\d+) secrets=0", r.stdout)
+    assert m and int(m.group(1)) > 1, r.stdout
+
+
+def test_virt_install_import_with_a_path_disk(fwd, tmp_path, kvm):
+    """virt-install looks the disk's path up in storage pools and defines
+    one for its directory (libvirt's storage driver does that here); the
+    guest then runs and reads the disk.  --memballoon none: the balloon
+    virt-install adds by default is not there yet."""
+    d, lvd = fwd
+    img = tmp_path / "img" / "disk.img"
+    img.parent.mkdir()
+    data = os.urandom(64 * 512)
+    with open(img, "wb") as f:
+        f.write(data)
+        f.truncate(1 << 20)
+    log = tmp_path / "vi-serial.log"
+    r = subprocess.run(
+        ["virt-install", "--connect", d.uri(), "--name", "vi1", "--memory", "128", "--vcpus", "1",
+         "--import", "--disk", f"path={img},bus=virtio,format=raw", "--memballoon", "none",
+         "--boot", f"kernel={GUEST},cmdline=kvmmtest.action=wait kvmmtest.virtio=blk "
+                   "kvmmtest.blk0.read=0+64",
+         "--osinfo", "detect=on,require=off", "--network", "none", "--graphics", "none",
+         "--serial", f"file,path={log}", "--console", "none", "--noautoconsole"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
+    assert r.returncode == 0, r.stdout + r.stderr + d.output()
+    conn = libvirt.open(d.uri())
+    dom = conn.lookupByName("vi1")
+    assert dom.isActive()
+    wait_for(lambda: "KVMMTEST done" in log.read_text() if log.exists() else False,
+             "the guest's disk checks")
+    crc = "0x%08x" % zlib.crc32(data)
+    assert f"virtio-blk-read dev=blk0 sector=0 count=64 crc32={crc}" in log.read_text()
+    # the pool virt-install made for the image's directory is libvirt's
+    pools = {p.name(): p for p in conn.listAllStoragePools()}
+    assert [p.XMLDesc().count(str(img.parent)) > 0 for p in pools.values()] == [True], pools
+    assert conn.storageVolLookupByPath(str(img)).path() == str(img)
+    dom.destroy()
+    conn.close()
+
+
+# --- access, absence, clean-up, a stuck daemon ------------------------------------
+
+def test_read_only_clients_stay_read_only(fwd, tmp_path):
+    d, lvd = fwd
+    (tmp_path / "p").mkdir()
+    ok(virsh(d.uri(), "pool-define-as", "ropool", "dir", "--target", str(tmp_path / "p")))
+    # virsh -r: refused by the client library itself; without -r, on the
+    # read-only socket: virtkvmmd reached libvirtd's read-only socket,
+    # and libvirt's storage driver refused
+    for ro in (True, False):
+        r = virsh(d.uri(ro=True), "pool-define-as", "ropool2", "dir", "--target", "/tmp",
+                  readonly=ro)
+        assert r.returncode != 0
+        assert "read only access prevents virStoragePoolDefineXML" in r.stderr, r.stderr
+        r = virsh(d.uri(ro=True), "pool-start", "ropool", readonly=ro)
+        assert "read only access prevents virStoragePoolCreate" in r.stderr, r.stderr
+    # reading is allowed
+    assert table(ok(virsh(d.uri(ro=True), "pool-list", "--all"))) == [["ropool", "inactive", "no"]]
+    assert "ropool2" not in lvd.virsh("storage:///system", "pool-list", "--all").stdout
+    assert "libvirt-sock-ro" in d.output()
+
+
+def test_daemon_not_running_is_named(start_daemon, tmp_path):
+    """No libvirt daemon at all (a mount namespace whose /run is empty):
+    the error names the driver, the daemon and how to start it; the
+    connection goes on working."""
+    d = start_daemon(prefix=["unshare", "-m", "--propagation", "private", "sh", "-c",
+                             'mount -t tmpfs kvdf /run && exec "$0" "$@"'])
+    r = virsh(d.uri(), "pool-list")
+    assert r.returncode != 0
+    assert ("no connection driver available for storage:///system: virtkvmmd hands storage "
+            "pools and volumes to libvirt's storage driver, which is not running on this host"
+            in r.stderr), r.stderr
+    assert "/run/libvirt/virtstoraged-sock nor /run/libvirt/libvirt-sock" in r.stderr
+    assert "start virtstoraged (or libvirtd)" in r.stderr
+    conn = libvirt.open(d.uri())
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.listAllNetworks()
+    assert e.value.get_error_code() == L.VIR_ERR_NO_CONNECT
+    assert e.value.get_error_domain() == L.VIR_FROM_NETWORK
+    assert "start virtnetworkd" in str(e.value)
+    assert conn.getType() == "KVMM" and conn.listAllDomains() == []
+    conn.close()
+    assert_healthy(d)
+
+
+UPLOAD_AND_DIE = textwrap.dedent("""
+    import os, sys, libvirt
+    conn = libvirt.open(sys.argv[1])
+    vol = conn.storagePoolLookupByName("cut").storageVolLookupByName("v")
+    st = conn.newStream(0)
+    vol.upload(st, 0, 4 << 20, 0)
+    st.send(b"x" * 65536)
+    print("sending", flush=True)
+    sys.stdin.read()      # until the test kills us
+""")
+
+
+def test_client_gone_mid_stream_leaves_nothing(fwd, tmp_path):
+    d, lvd = fwd
+    (tmp_path / "p").mkdir()
+    ok(virsh(d.uri(), "pool-create-as", "cut", "dir", "--target", str(tmp_path / "p")))
+    ok(virsh(d.uri(), "vol-create-as", "cut", "v", "4M"))
+    wait_for(lambda: lvd.nclients() == 0, "virsh's connections to libvirtd to close")
+    script = tmp_path / "up.py"
+    script.write_text(UPLOAD_AND_DIE)
+    p = subprocess.Popen([sys.executable, str(script), d.uri()], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "sending"
+        assert lvd.nclients() == 1            # the client's storage link, mid-upload
+        p.kill()
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_for(lambda: lvd.nclients() == 0, "virtkvmmd to close its link to libvirtd")
+    # the volume is free again: a whole upload goes through
+    data = os.urandom(1 << 20)
+    (tmp_path / "up.bin").write_bytes(data)
+    ok(virsh(d.uri(), "vol-upload", "--pool", "cut", "v", str(tmp_path / "up.bin")))
+    assert (tmp_path / "p" / "v").read_bytes()[:len(data)] == data
+    assert_healthy(d)
+
+
+def test_stuck_daemon_fails_the_call_not_virtkvmmd(start_daemon, lvd):
+    """libvirtd stopped (SIGSTOP) while a call waits on it: virtkvmmd's
+    other clients are served meanwhile, and the call fails once the
+    keepalive gives up on the daemon (interval 1 s, 2 pings)."""
+    d = start_daemon(extra=["--keepalive-interval", "1", "--keepalive-count", "2"],
+                     prefix=lvd.prefix)
+    conn = libvirt.open(d.uri())
+    assert conn.listAllStoragePools() == []        # the link is up
+    os.kill(lvd.pid, signal.SIGSTOP)
+    try:
+        result = {}
+
+        def call():
+            t0 = time.monotonic()
+            try:
+                conn.listAllStoragePools()
+                result["ok"] = True
+            except libvirt.libvirtError as e:
+                result["error"] = e
+            result["seconds"] = time.monotonic() - t0
+        t = threading.Thread(target=call)
+        t.start()
+        # meanwhile, virtkvmmd answers everyone else (and this client's
+        # own connection stays alive: its keepalive is ours)
+        r = virsh(d.uri(), "list", "--all", timeout=10)
+        assert r.returncode == 0, r.stderr
+        t.join(30)
+        assert not t.is_alive(), "the call never returned"
+        e = result.get("error")
+        assert e is not None, result
+        assert e.get_error_code() == L.VIR_ERR_OPERATION_TIMEOUT
+        assert "/run/libvirt/libvirt-sock stopped answering" in str(e), str(e)
+        assert 2 <= result["seconds"] < 20, result
+    finally:
+        os.kill(lvd.pid, signal.SIGCONT)
+    # the next call opens a new link to the daemon, alive again
+    assert conn.listAllStoragePools() == []
+    assert conn.getType() == "KVMM"
+    conn.close()
+
+
+# --- VIR_ERR_NO_SUPPORT -------------------------------------------------------------
+
+def test_no_support_wording_as_libvirts_drivers(daemon):
+    """For APIs neither virtkvmmd nor libvirt's test driver implement, the
+    same error: code, domain and message."""
+    conn = libvirt.open(daemon.uri())
+    conn.defineXML(f"<domain type='kvm'><name>ns1</name><memory unit='MiB'>128</memory>"
+                   f"<os><type>hvm</type><kernel>{GUEST}</kernel></os></domain>")
+    ref = libvirt.open("test:///default")
+
+    def error(fn):
+        with pytest.raises(libvirt.libvirtError) as e:
+            fn()
+        return e.value.get_error_code(), e.value.get_error_domain(), str(e.value)
+
+    ours, theirs = conn.lookupByName("ns1"), ref.lookupByName("test")
+    for call in (lambda c, dom: dom.blockPeek("vda", 0, 512),
+                 lambda c, dom: dom.migrateGetMaxSpeed(),
+                 lambda c, dom: c.suspendForDuration(0, 60)):
+        expected = error(lambda: call(ref, theirs))
+        assert expected[0] == L.VIR_ERR_NO_SUPPORT, expected
+        assert error(lambda: call(conn, ours)) == expected
+    assert error(lambda: ours.injectNMI()) == (
+        L.VIR_ERR_NO_SUPPORT, L.VIR_FROM_DOMAIN,
+        "this function is not supported by the connection driver: virDomainInjectNMI")
+    assert error(lambda: ours.snapshotNum())[:2] == (L.VIR_ERR_NO_SUPPORT,
+                                                     L.VIR_FROM_DOMAIN_SNAPSHOT)
+    for args, api in ((("inject-nmi", "ns1"), "virDomainInjectNMI"),
+                      (("domtime", "ns1"), "virDomainGetTime"),
+                      (("send-key", "ns1", "KEY_A"), "virDomainSendKey")):
+        r = virsh(daemon.uri(), *args)
+        assert r.returncode != 0
+        assert f"error: this function is not supported by the connection driver: {api}" \
+            in r.stderr, r.stderr
+    conn.close()
+    ref.close()
+
+
+def test_every_procedure_name_is_libvirts():
+    """proc_names.c: every API name is one of libvirt's public APIs
+    (libvirt-api.xml), or an internal one (migration steps, features)."""
+    api_xml = "/usr/share/libvirt/api/libvirt-api.xml"
+    if not os.path.exists(api_xml):
+        pytest.skip("libvirt-dev's libvirt-api.xml is not installed")
+    public = {f.get("name") for f in ET.parse(api_xml).iter("function")}
+    with open(PROC_NAMES) as f:
+        entries = re.findall(r'N\((\d+), (NULL|"(\w+)"), [^)]*\)*\),\t/\* (\w+) \*/', f.read())
+    assert len(entries) > 380
+    internal = {"virConnectSupportsFeature"}
+    for num, _, api, proc in entries:
+        if not api:
+            continue
+        # the procedure's name is the API's, whatever the capitals (the
+        # callback form of the domain event registration is the same API)
+        assert api[3:].upper() == proc.replace("_", "").replace("EVENTCALLBACK", "EVENT"), \
+            (num, api, proc)
+        assert api in public or api in internal or api.startswith("virDomainMigrate"), (num, api)
+    numbers = [int(n) for n, *_ in entries]
+    assert numbers == sorted(set(numbers)) and max(numbers) == 443
