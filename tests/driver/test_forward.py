@@ -5,9 +5,11 @@ private namespaces, tests/lib/libvirtd.py), so stock clients (virsh,
 python3-libvirt, Sys::Virt, virt-install) get libvirt's own answers over
 kvmm:///system.  And the APIs virtkvmmd neither implements nor forwards
 answer libvirt's VIR_ERR_NO_SUPPORT wording."""
+import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -20,7 +22,7 @@ import libvirt
 import pytest
 
 import netns as netns_lib
-from drvtest import assert_healthy, event_loop, virsh
+from drvtest import Raw, assert_healthy, call_packet, event_loop, virsh, xdr_int, xdr_uint
 from kvmmtest import GUEST
 from libvirtd import Libvirtd
 from test_lifecycle import wait_for
@@ -292,6 +294,7 @@ def test_daemon_not_running_is_named(start_daemon, tmp_path):
     """No libvirt daemon at all (a mount namespace whose /run is empty):
     the error names the driver, the daemon and how to start it; the
     connection goes on working."""
+    needs_root()
     d = start_daemon(prefix=["unshare", "-m", "--propagation", "private", "sh", "-c",
                              'mount -t tmpfs kvdf /run && exec "$0" "$@"'])
     r = virsh(d.uri(), "pool-list")
@@ -390,6 +393,238 @@ def test_stuck_daemon_fails_the_call_not_virtkvmmd(start_daemon, lvd):
     # the next call opens a new link to the daemon, alive again
     assert conn.listAllStoragePools() == []
     assert conn.getType() == "KVMM"
+    conn.close()
+
+
+# --- the relay against a scripted daemon ---------------------------------------------
+
+FAKE_DAEMON = textwrap.dedent(r"""
+    # A stand-in for virtstoraged on /run/libvirt/virtstoraged-sock{,-ro}
+    # (its own mount namespace): logs every packet it gets as a JSON line
+    # and answers as MODE says.
+    import json, os, socket, struct, sys, threading
+    mode, log = sys.argv[1], open(sys.argv[2], "a", buffering=1)
+    os.makedirs("/run/libvirt", exist_ok=True)
+    nconn = [0]
+
+    def send(c, proc, serial, body=b"", mtype=1, status=0):
+        hdr = struct.pack(">IIiIII", 0x20008086, 1, proc, mtype, serial, status)
+        c.sendall(struct.pack(">I", 28 + len(body)) + hdr + body)
+
+    def serve(c, path):
+        nconn[0] += 1
+        n = nconn[0]
+        buf = b""
+        while True:
+            while len(buf) < 4 or len(buf) < struct.unpack(">I", buf[:4])[0]:
+                chunk = c.recv(65536)
+                if not chunk:
+                    log.write(json.dumps({"conn": n, "eof": True}) + "\n")
+                    return
+                buf += chunk
+            size = struct.unpack(">I", buf[:4])[0]
+            pkt, buf = buf[:size], buf[size:]
+            prog, vers, proc, mtype, serial, status = struct.unpack(">IIiIII", pkt[4:28])
+            body = pkt[28:]
+            rec = {"conn": n, "path": path, "prog": prog, "proc": proc, "type": mtype,
+                   "serial": serial, "body": body.hex()}
+            if proc == 1 and prog == 0x20008086:
+                ln = struct.unpack(">I", body[4:8])[0]
+                rec["name"] = body[8:8 + ln].decode()
+                rec["flags"] = struct.unpack(">I", body[8 + ln + (-ln % 4):][:4])[0]
+            log.write(json.dumps(rec) + "\n")
+            if mode == "silent" or prog != 0x20008086:
+                continue
+            if proc == 66:
+                types = {"polkit": [2], "sasl": [1]}.get(mode, [0])
+                send(c, proc, serial, struct.pack(">I", len(types)) + b"".join(
+                    struct.pack(">i", t) for t in types))
+            elif proc == 70:
+                send(c, proc, serial, struct.pack(">i", 1))
+            elif proc in (1, 2):
+                send(c, proc, serial)
+            elif mode == "die":
+                log.write(json.dumps({"conn": n, "closed": True}) + "\n")
+                c.close()
+                return
+            elif proc == 281:
+                # two answers for one call: an event first, then the reply
+                send(c, 370, 0, struct.pack(">i", 99), mtype=2)
+                send(c, proc, serial, struct.pack(">II", 0, 0))
+
+    socks = []
+    for path in ("/run/libvirt/virtstoraged-sock", "/run/libvirt/virtstoraged-sock-ro"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(16)
+        socks.append((s, path))
+    for s, path in socks:
+        def accept(s=s, path=path):
+            while True:
+                c, _ = s.accept()
+                threading.Thread(target=serve, args=(c, path), daemon=True).start()
+        threading.Thread(target=accept, daemon=True).start()
+    print("ready", flush=True)
+    threading.Event().wait()
+""")
+
+
+class FakeDaemon:
+    def __init__(self, tmp_path, mode):
+        self.log = tmp_path / f"fake-{mode}.jsonl"
+        self.log.touch()
+        script = tmp_path / "fake_daemon.py"
+        script.write_text(FAKE_DAEMON)
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f'mount -t tmpfs kvdf /run && exec {sys.executable} {script} {mode} {self.log}'],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.prefix = ["nsenter", f"--mount=/proc/{self.proc.pid}/ns/mnt"]
+
+    def records(self):
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("private mount namespaces need root")
+
+
+@pytest.fixture
+def fake(tmp_path):
+    needs_root()
+    made = []
+
+    def make(mode):
+        f = FakeDaemon(tmp_path, mode)
+        made.append(f)
+        return f
+    yield make
+    for f in made:
+        f.stop()
+
+
+def list_pools_raw(raw, serial):
+    """CONNECT_LIST_ALL_STORAGE_POOLS (281) with need_results=1, flags 0,
+    sent with the given serial; the reply."""
+    raw.send(call_packet(281, serial, xdr_int(1) + xdr_uint(0)))
+    while True:
+        r = raw.recv()
+        assert r is not None, "virtkvmmd closed the connection"
+        if r[3] == 1:
+            return r
+
+
+def test_relay_is_verbatim_with_the_clients_serials(start_daemon, fake):
+    """The set-up virtkvmmd makes (auth list, open of storage:///system),
+    the modular daemon's socket preferred, the call passed byte for byte
+    with the client's own serial, events and the reply passed back."""
+    f = fake("normal")
+    d = start_daemon(prefix=f.prefix)
+    raw = Raw(d.sock).open()
+    r = list_pools_raw(raw, 4242)
+    assert r[:6] == (0x20008086, 1, 281, 1, 4242, 0) and r[6] == bytes(8), r
+    recs = f.records()
+    setup = [(x["proc"], x["serial"]) for x in recs if x.get("conn") == 1 and "proc" in x]
+    assert setup[:2] == [(66, 0), (1, 2)], setup
+    [opened] = [x for x in recs if x.get("proc") == 1]
+    assert opened["name"] == "storage:///system" and opened["flags"] == 0
+    assert opened["path"] == "/run/libvirt/virtstoraged-sock"
+    [call] = [x for x in recs if x.get("proc") == 281]
+    assert call["serial"] == 4242 and call["body"] == (b"\0\0\0\1" + b"\0\0\0\0").hex()
+    # read-only clients: the -ro socket and the read-only open flag
+    ro = Raw(d.sock_ro).open()
+    list_pools_raw(ro, 7)
+    [ro_open] = [x for x in f.records() if x.get("proc") == 1 and x["conn"] == 2]
+    assert ro_open["path"] == "/run/libvirt/virtstoraged-sock-ro" and ro_open["flags"] == 1
+    raw.close()
+    ro.close()
+    # both clients gone: so are their connections to the daemon
+    wait_for(lambda: sum(1 for x in f.records() if x.get("eof")) == 2,
+             "virtkvmmd to close both links")
+    assert_healthy(d)
+
+
+def test_relay_event_reaches_the_client(start_daemon, fake):
+    f = fake("normal")
+    d = start_daemon(prefix=f.prefix)
+    raw = Raw(d.sock).open()
+    raw.send(call_packet(281, 9, xdr_int(1) + xdr_uint(0)))
+    first = raw.recv()
+    assert first[:6] == (0x20008086, 1, 370, 2, 0, 0) and first[6] == struct.pack(">i", 99), first
+    assert raw.recv()[:5] == (0x20008086, 1, 281, 1, 9)
+    raw.close()
+
+
+def test_relay_polkit_and_sasl(start_daemon, fake):
+    """A daemon that asks for polkit gets AUTH_POLKIT before the open; one
+    that asks only for SASL is refused with the reason."""
+    f = fake("polkit")
+    d = start_daemon(prefix=f.prefix)
+    conn = libvirt.open(d.uri())
+    assert conn.listAllStoragePools() == []
+    assert [x["proc"] for x in f.records() if "proc" in x][:3] == [66, 70, 1]
+    conn.close()
+    f2 = fake("sasl")
+    d2 = start_daemon(prefix=f2.prefix)
+    conn = libvirt.open(d2.uri())
+    with pytest.raises(libvirt.libvirtError) as e:
+        conn.listAllStoragePools()
+    assert "asks for SASL authentication, which virtkvmmd does not do" in str(e.value)
+    assert e.value.get_error_code() == L.VIR_ERR_AUTH_FAILED
+    assert conn.getType() == "KVMM"
+    conn.close()
+
+
+def test_relay_daemon_gone_mid_call_fails_the_call(start_daemon, fake):
+    """A daemon that drops the connection while a call waits: the call
+    fails (no client waits forever), the next call connects again."""
+    f = fake("die")
+    d = start_daemon(prefix=f.prefix)
+    conn = libvirt.open(d.uri())
+    for attempt in (1, 2):
+        with pytest.raises(libvirt.libvirtError) as e:
+            conn.listAllStoragePools()
+        assert "the daemon closed the connection" in str(e.value), str(e.value)
+        # a new connection each time (the fake logs after closing)
+        wait_for(lambda: sum(1 for x in f.records() if x.get("closed")) == attempt,
+                 f"connection {attempt} to be dropped by the fake daemon")
+    assert conn.getType() == "KVMM"
+    conn.close()
+
+
+def test_relay_silent_daemon_bounded(start_daemon, fake):
+    """A daemon that accepts and never answers: the call fails after the
+    set-up's bound (10 s); other clients are served meanwhile."""
+    f = fake("silent")
+    d = start_daemon(prefix=f.prefix)
+    conn = libvirt.open(d.uri())
+    result = {}
+
+    def call():
+        t0 = time.monotonic()
+        try:
+            conn.listAllStoragePools()
+        except libvirt.libvirtError as e:
+            result["error"] = e
+        result["seconds"] = time.monotonic() - t0
+    t = threading.Thread(target=call)
+    t.start()
+    wait_for(lambda: any(x.get("proc") == 66 for x in f.records()), "the set-up to start")
+    t0 = time.monotonic()
+    r = virsh(d.uri(), "list", "--all", timeout=10)
+    assert r.returncode == 0 and time.monotonic() - t0 < 8, r.stderr
+    t.join(40)
+    assert not t.is_alive()
+    e = result["error"]
+    assert e.get_error_code() == L.VIR_ERR_OPERATION_TIMEOUT
+    assert "/run/libvirt/virtstoraged-sock did not answer within 10 seconds" in str(e), str(e)
+    assert 9 <= result["seconds"] < 30, result
     conn.close()
 
 
