@@ -547,6 +547,11 @@ def test_relay_is_verbatim_with_the_clients_serials(start_daemon, fake):
     # both clients gone: so are their connections to the daemon
     wait_for(lambda: sum(1 for x in f.records() if x.get("eof")) == 2,
              "virtkvmmd to close both links")
+    # virsh's own opening calls (features, close callback, keepalive)
+    # stay virtkvmmd's: the daemon sees only the set-up and the family
+    ok(virsh(d.uri(), "pool-list", "--all"))
+    wait_for(lambda: sum(1 for x in f.records() if x.get("eof")) == 3, "virsh's link to close")
+    assert [x["proc"] for x in f.records() if x.get("conn") == 3 and "proc" in x] == [66, 1, 281]
     assert_healthy(d)
 
 
