@@ -100,6 +100,99 @@ def test_storage_pool_volumes_and_streams(fwd, tmp_path):
     assert_healthy(d)
 
 
+def test_sparse_volume_streams_keep_their_holes(fwd, tmp_path):
+    """--sparse: holes go as STREAM_HOLE packets both ways, relayed."""
+    d, _ = fwd
+    uri = d.uri()
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    ok(virsh(uri, "pool-create-as", "sparse", "dir", "--target", str(pool_dir)))
+    ok(virsh(uri, "vol-create-as", "sparse", "v", "64M", "--allocation", "0"))
+    head, tail = os.urandom(1 << 20), os.urandom(300000)
+    src = tmp_path / "src.bin"
+    with open(src, "wb") as f:
+        f.write(head)
+        f.seek(40 << 20)
+        f.write(tail)
+    ok(virsh(uri, "vol-upload", "--sparse", "--pool", "sparse", "v", str(src)))
+    vol = pool_dir / "v"
+    assert vol.stat().st_blocks * 512 < 4 << 20         # the hole stayed a hole
+    ok(virsh(uri, "vol-download", "--sparse", "--pool", "sparse", "v", str(tmp_path / "dl.bin")))
+    dl = tmp_path / "dl.bin"
+    assert dl.stat().st_blocks * 512 < 4 << 20
+    data = dl.read_bytes()
+    assert data[:len(head)] == head and data[40 << 20:(40 << 20) + len(tail)] == tail
+    assert data[len(head):40 << 20] == bytes((40 << 20) - len(head))
+
+
+def vm_rss_kib(pid, field="VmHWM"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_volume_streams_at_the_pace_of_the_slower_side(fwd, tmp_path):
+    """A download the client reads slowly, an upload while libvirtd is
+    stopped: virtkvmmd holds a few MiB at most, never the volume."""
+    d, lvd = fwd
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    data = os.urandom(32 << 20)
+    (pool_dir / "big").write_bytes(data)
+    ok(virsh(d.uri(), "pool-create-as", "pace", "dir", "--target", str(pool_dir)))
+    conn = libvirt.open(d.uri())
+    vol = conn.storagePoolLookupByName("pace").storageVolLookupByName("big")
+    pid = d.proc.pid
+    before = vm_rss_kib(pid)
+    st = conn.newStream(0)
+    vol.download(st, 0, 0, 0)
+    got = []
+    while True:
+        chunk = st.recv(256 << 10)
+        if not chunk:
+            break
+        got.append(chunk)
+        time.sleep(0.005)        # a slow reader: libvirtd sends far faster
+    st.finish()
+    assert b"".join(got) == data
+    assert vm_rss_kib(pid) - before < 12 << 10, (before, vm_rss_kib(pid))
+
+    # upload while libvirtd does not read: virtkvmmd stops reading us, so
+    # the client cannot hand over the volume
+    new = os.urandom(32 << 20)
+    before = vm_rss_kib(pid)
+    progress = {"sent": 0}
+
+    def upload():
+        st = conn.newStream(0)
+        vol.upload(st, 0, len(new), 0)          # answered by libvirtd
+        for off in range(0, len(new), 256 << 10):
+            st.send(new[off:off + (256 << 10)])
+            progress["sent"] = off + (256 << 10)
+        st.finish()
+        progress["done"] = True
+    t = threading.Thread(target=upload)
+    t.start()
+    try:
+        wait_for(lambda: progress["sent"] > 0, "the upload to start")
+        os.kill(lvd.pid, signal.SIGSTOP)
+        stopped_at = progress["sent"]
+        # given 2 s, an unthrottled relay would take all 32 MiB
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and progress["sent"] < len(new):
+            time.sleep(0.05)
+        assert progress["sent"] - stopped_at < 16 << 20, progress
+        assert vm_rss_kib(pid) - before < 12 << 10, (before, vm_rss_kib(pid))
+    finally:
+        os.kill(lvd.pid, signal.SIGCONT)
+    t.join(60)
+    assert progress.get("done")
+    assert (pool_dir / "big").read_bytes() == new
+    conn.close()
+
+
 def test_volume_lookup_by_path_is_libvirts(fwd, tmp_path):
     """virt-install's flow: a path outside every pool is no volume
     (VIR_ERR_NO_STORAGE_VOL, so it defines a pool for the directory)."""
