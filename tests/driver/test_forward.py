@@ -7,6 +7,7 @@ kvmm:///system.  And the APIs virtkvmmd neither implements nor forwards
 answer libvirt's VIR_ERR_NO_SUPPORT wording."""
 import json
 import os
+import pwd
 import re
 import signal
 import struct
@@ -22,7 +23,7 @@ import libvirt
 import pytest
 
 import netns as netns_lib
-from drvtest import Raw, assert_healthy, call_packet, event_loop, virsh, xdr_int, xdr_uint
+from drvtest import VIRTKVMMD, Raw, assert_healthy, call_packet, event_loop, virsh, xdr_int, xdr_uint
 from kvmmtest import GUEST
 from libvirtd import Libvirtd
 from test_lifecycle import wait_for
@@ -492,12 +493,13 @@ def test_stuck_daemon_fails_the_call_not_virtkvmmd(start_daemon, lvd):
 # --- the relay against a scripted daemon ---------------------------------------------
 
 FAKE_DAEMON = textwrap.dedent(r"""
-    # A stand-in for virtstoraged on /run/libvirt/virtstoraged-sock{,-ro}
-    # (its own mount namespace): logs every packet it gets as a JSON line
+    # A stand-in for virtstoraged on SOCKDIR/virtstoraged-sock{,-ro}
+    # (/run/libvirt in its own mount namespace): logs every packet it gets as a JSON line
     # and answers as MODE says.
     import json, os, socket, struct, sys, threading
     mode, log = sys.argv[1], open(sys.argv[2], "a", buffering=1)
-    os.makedirs("/run/libvirt", exist_ok=True)
+    sockdir = sys.argv[3] if len(sys.argv) > 3 else "/run/libvirt"
+    os.makedirs(sockdir, exist_ok=True)
     nconn = [0]
 
     def send(c, proc, serial, body=b"", mtype=1, status=0):
@@ -546,7 +548,7 @@ FAKE_DAEMON = textwrap.dedent(r"""
                 send(c, proc, serial, struct.pack(">II", 0, 0))
 
     socks = []
-    for path in ("/run/libvirt/virtstoraged-sock", "/run/libvirt/virtstoraged-sock-ro"):
+    for path in (sockdir + "/virtstoraged-sock", sockdir + "/virtstoraged-sock-ro"):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(path)
         s.listen(16)
@@ -724,6 +726,48 @@ def test_relay_silent_daemon_bounded(start_daemon, fake):
     assert "/run/libvirt/virtstoraged-sock did not answer within 10 seconds" in str(e), str(e)
     assert 9 <= result["seconds"] < 30, result
     conn.close()
+
+
+def test_relay_session_instance(tmp):
+    """A session virtkvmmd (an unprivileged user) reaches the user's own
+    daemon under $XDG_RUNTIME_DIR/libvirt and opens storage:///session."""
+    needs_root()
+    nobody = pwd.getpwnam("nobody")
+    as_nobody = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    os.chmod(tmp, 0o755)
+    runtime = os.path.join(tmp, "xdg")
+    os.mkdir(runtime, 0o700)
+    os.chown(runtime, nobody.pw_uid, nobody.pw_gid)
+    log = os.path.join(tmp, "fake.jsonl")
+    script = os.path.join(tmp, "fake_daemon.py")
+    with open(script, "w") as f:
+        f.write(FAKE_DAEMON)
+    open(log, "w").close()
+    os.chown(log, nobody.pw_uid, nobody.pw_gid)
+    sockdir = os.path.join(runtime, "libvirt")
+    env = dict(os.environ, XDG_RUNTIME_DIR=runtime, HOME=runtime)
+    fake = subprocess.Popen([sys.executable, script, "normal", log, sockdir], env=env,
+                            stdout=subprocess.PIPE, text=True, **as_nobody)
+    kv = None
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        kv = subprocess.Popen([VIRTKVMMD], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, **as_nobody)
+        sock = os.path.join(sockdir, "virtkvmmd-sock")
+        wait_for(lambda: os.path.exists(sock) or kv.poll() is not None, "virtkvmmd's socket")
+        r = subprocess.run(["virsh", "-c", f"kvmm:///session?socket={sock}", "pool-list"],
+                           env=env, capture_output=True, text=True, timeout=30, **as_nobody)
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(line) for line in open(log).read().splitlines()]
+        [opened] = [x for x in recs if x.get("proc") == 1]
+        assert opened["name"] == "storage:///session" and opened["flags"] == 0
+        assert opened["path"] == os.path.join(sockdir, "virtstoraged-sock")
+        assert [x["proc"] for x in recs if "proc" in x] == [66, 1, 281]
+    finally:
+        for p in (kv, fake):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 # --- VIR_ERR_NO_SUPPORT -------------------------------------------------------------
