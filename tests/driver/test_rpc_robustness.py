@@ -17,7 +17,8 @@ from drvtest import (CALL, CALL_WITH_FDS, ERROR, KEEPALIVE_PROGRAM, MESSAGE, OK,
                      call_packet, decode_error, open_body, packet, xdr_int, xdr_string, xdr_uint)
 
 VIR_ERR_INTERNAL_ERROR, VIR_ERR_NO_SUPPORT, VIR_ERR_OPERATION_DENIED, VIR_ERR_RPC = 1, 3, 29, 39
-VIR_FROM_RPC, VIR_FROM_REMOTE, VIR_FROM_DOMAIN, VIR_FROM_DOMAIN_SNAPSHOT = 7, 13, 20, 35
+VIR_FROM_RPC, VIR_FROM_REMOTE, VIR_FROM_DOMAIN, VIR_FROM_NODEDEV = 7, 13, 20, 22
+VIR_FROM_DOMAIN_SNAPSHOT = 35
 
 
 def expect_error(reply, code, domain, message):
@@ -102,7 +103,8 @@ def test_wrong_program_version_and_procedure(daemon):
                               (250, "virNodeSuspendForDuration", VIR_FROM_DOMAIN),
                               (289, "virNodeGetMemoryParameters", VIR_FROM_DOMAIN),
                               (302, "virDomainMigrateBegin3Params", VIR_FROM_DOMAIN),
-                              (187, "virDomainSnapshotNum", VIR_FROM_DOMAIN_SNAPSHOT)):
+                              (187, "virDomainSnapshotNum", VIR_FROM_DOMAIN_SNAPSHOT),
+                              (301, "virNodeDeviceDetachFlags", VIR_FROM_NODEDEV)):
         r = raw.call(proc)
         expect_error(r, VIR_ERR_NO_SUPPORT, domain,
                      f"this function is not supported by the connection driver: {api}")

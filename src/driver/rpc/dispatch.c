@@ -277,8 +277,8 @@ static void send_error(struct rpc_conn *conn, const struct rpc_header *call)
 }
 
 /* libvirt's error domain for an API's VIR_ERR_NO_SUPPORT: that of the
- * libvirt source file the API lives in.  Snapshots and checkpoints have
- * their own files; the host and domain APIs (libvirt-host.c and
+ * libvirt source file the API lives in.  Snapshots, checkpoints and node
+ * devices have their own files; the host and domain APIs (libvirt-host.c and
  * libvirt-domain.c) both say DOMAIN; the connection's own (libvirt.c)
  * are all implemented here. */
 static int api_error_domain(const char *api)
@@ -287,6 +287,8 @@ static int api_error_domain(const char *api)
 		return VIR_FROM_DOMAIN_SNAPSHOT;
 	if (strstr(api, "Checkpoint"))
 		return VIR_FROM_DOMAIN_CHECKPOINT;
+	if (g_str_has_prefix(api, "virNodeDevice"))
+		return VIR_FROM_NODEDEV;
 	return VIR_FROM_DOMAIN;
 }
 

@@ -14,8 +14,10 @@
 #define N(num, name, fl) [num] = { name, fl }
 #define FAM(f) ((unsigned)(f) << FWD_SHIFT)
 
-/* Families forwarded to libvirt's secondary daemons carry FWD_*;
- * RPC_PROC_MUTATING marks the APIs libvirt refuses on a read-only
+/* Families forwarded to libvirt's secondary daemons carry FWD_* (but
+ * detaching a host device for a guest, Dettach/ReAttach/Reset/
+ * DetachFlags, is the hypervisor driver's business in libvirt, so those
+ * stay here); RPC_PROC_MUTATING marks the APIs libvirt refuses on a read-only
  * connection (everything but getters, lookups and listings, plus the
  * getters that talk to the guest or read its memory). */
 static const struct rpc_proc_name names[] = {
@@ -136,9 +138,9 @@ static const struct rpc_proc_name names[] = {
 	N(115, "virNodeDeviceGetParent", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_GET_PARENT */
 	N(116, "virNodeDeviceNumOfCaps", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_NUM_OF_CAPS */
 	N(117, "virNodeDeviceListCaps", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_LIST_CAPS */
-	N(118, "virNodeDeviceDettach", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_DETTACH */
-	N(119, "virNodeDeviceReAttach", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_RE_ATTACH */
-	N(120, "virNodeDeviceReset", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_RESET */
+	N(118, "virNodeDeviceDettach", RPC_PROC_MUTATING),	/* NODE_DEVICE_DETTACH */
+	N(119, "virNodeDeviceReAttach", RPC_PROC_MUTATING),	/* NODE_DEVICE_RE_ATTACH */
+	N(120, "virNodeDeviceReset", RPC_PROC_MUTATING),	/* NODE_DEVICE_RESET */
 	N(121, "virDomainGetSecurityLabel", 0),	/* DOMAIN_GET_SECURITY_LABEL */
 	N(122, "virNodeGetSecurityModel", 0),	/* NODE_GET_SECURITY_MODEL */
 	N(123, "virNodeDeviceCreateXML", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_CREATE_XML */
@@ -319,7 +321,7 @@ static const struct rpc_proc_name names[] = {
 	N(298, "virDomainGetJobStats", 0),	/* DOMAIN_GET_JOB_STATS */
 	N(299, "virDomainMigrateGetCompressionCache", 0),	/* DOMAIN_MIGRATE_GET_COMPRESSION_CACHE */
 	N(300, "virDomainMigrateSetCompressionCache", RPC_PROC_MUTATING),	/* DOMAIN_MIGRATE_SET_COMPRESSION_CACHE */
-	N(301, "virNodeDeviceDetachFlags", FAM(FWD_NODEDEV)),	/* NODE_DEVICE_DETACH_FLAGS */
+	N(301, "virNodeDeviceDetachFlags", RPC_PROC_MUTATING),	/* NODE_DEVICE_DETACH_FLAGS */
 	N(302, "virDomainMigrateBegin3Params", RPC_PROC_MUTATING),	/* DOMAIN_MIGRATE_BEGIN3_PARAMS */
 	N(303, "virDomainMigratePrepare3Params", RPC_PROC_MUTATING),	/* DOMAIN_MIGRATE_PREPARE3_PARAMS */
 	N(304, "virDomainMigratePrepareTunnel3Params", RPC_PROC_MUTATING),	/* DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS */
