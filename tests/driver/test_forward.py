@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -763,6 +764,18 @@ def test_relay_session_instance(tmp):
         assert opened["name"] == "storage:///session" and opened["flags"] == 0
         assert opened["path"] == os.path.join(sockdir, "virtstoraged-sock")
         assert [x["proc"] for x in recs if "proc" in x] == [66, 1, 281]
+        # a daemon's socket that is there but not for this user: said so,
+        # not taken for an absent daemon
+        root_only = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        root_only.bind(os.path.join(sockdir, "virtnetworkd-sock"))
+        root_only.listen(1)
+        os.chmod(os.path.join(sockdir, "virtnetworkd-sock"), 0o600)
+        r = subprocess.run(["virsh", "-c", f"kvmm:///session?socket={sock}", "net-list"],
+                           env=env, capture_output=True, text=True, timeout=30, **as_nobody)
+        root_only.close()
+        assert r.returncode != 0
+        assert ("cannot connect to libvirt's network driver at "
+                f"{sockdir}/virtnetworkd-sock: Permission denied") in r.stderr, r.stderr
     finally:
         for p in (kv, fake):
             if p and p.poll() is None:

@@ -527,8 +527,15 @@ static void socket_paths(enum fwd_family fam, bool readonly, char *paths[2])
 	paths[1] = g_strdup_printf("%s/libvirt-sock%s", dir, ro);
 }
 
-/* A connected socket to the family's daemon, or -1 with *tried listing
- * what was tried and *err the last connect error. */
+/* Whether a connect error means nobody serves that socket. */
+static bool absent(int err)
+{
+	return err == ENOENT || err == ECONNREFUSED || err == ENOTDIR;
+}
+
+/* A connected socket to the family's daemon, or -1 with *err the reason
+ * and *path the socket that failed: the last one tried when nobody
+ * serves either (*tried lists them), else the one that refused us. */
 static int connect_daemon(enum fwd_family fam, bool readonly, char **path, GString *tried,
 			  int *err)
 {
@@ -541,8 +548,12 @@ static int connect_daemon(enum fwd_family fam, bool readonly, char **path, GStri
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
 		g_string_append_printf(tried, "%s%s", i ? " nor " : "", paths[i]);
-		if (strlen(paths[i]) >= sizeof(sa.sun_path))
-			continue;
+		g_free(*path);
+		*path = g_strdup(paths[i]);
+		if (strlen(paths[i]) >= sizeof(sa.sun_path)) {
+			*err = ENAMETOOLONG;
+			break;
+		}
 		strcpy(sa.sun_path, paths[i]);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
@@ -555,9 +566,9 @@ static int connect_daemon(enum fwd_family fam, bool readonly, char **path, GStri
 			*err = errno;
 			close(fd);
 			fd = -1;
-			continue;
+			if (!absent(*err))
+				break;	/* there, but not for us: say so */
 		}
-		*path = g_strdup(paths[i]);
 	}
 	g_free(paths[0]);
 	g_free(paths[1]);
@@ -581,12 +592,20 @@ static struct link *link_get(struct rpc_conn *conn, enum fwd_family fam,
 	if (fc->links[fam])
 		return fc->links[fam];
 	fd = connect_daemon(fam, conn->readonly, &path, tried, &err);
-	if (fd < 0) {
+	if (fd < 0 && absent(err)) {
 		/* Named so that a person knows what to start. */
 		send_error(conn, call->proc, call->serial, RPC_REPLY, f->domain, VIR_ERR_NO_CONNECT,
 			   "%s:///%s: virtkvmmd hands %s to libvirt's %s driver, which is not running on this host (neither %s answers: %s); start %s (or libvirtd), e.g. systemctl start %s.socket",
 			   f->scheme, drv_state.privileged ? "system" : "session", f->what, f->scheme,
 			   tried->str, g_strerror(err), f->daemon, f->daemon);
+		g_free(path);
+		return NULL;
+	}
+	if (fd < 0) {
+		send_error(conn, call->proc, call->serial, RPC_REPLY, f->domain, VIR_ERR_SYSTEM_ERROR,
+			   "cannot connect to libvirt's %s driver at %s: %s", f->scheme, path,
+			   g_strerror(err));
+		g_free(path);
 		return NULL;
 	}
 	l = g_new0(struct link, 1);
