@@ -227,6 +227,14 @@ def test_networks_node_devices_secrets_filters_interfaces(fwd, tmp_path, netns):
     devs = ok(virsh(uri, "nodedev-list")).split()
     assert "computer" in devs and "net_lo_00_00_00_00_00_00" in devs, devs
     assert "<name>computer</name>" in ok(virsh(uri, "nodedev-dumpxml", "computer"))
+    # and nova's calls: the list, the legacy count and names
+    conn = libvirt.open(uri)
+    names = sorted(dev.name() for dev in conn.listAllDevices())
+    assert names == sorted(devs) and conn.numOfDevices(None) == len(names)
+    assert sorted(conn.listDevices(None)) == names
+    assert "net_lo_00_00_00_00_00_00" in conn.listDevices("net")
+    assert "computer" not in conn.listDevices("net")
+    conn.close()
 
     secret_xml = tmp_path / "secret.xml"
     secret_xml.write_text("<secret ephemeral='no' private='yes'><uuid>"
