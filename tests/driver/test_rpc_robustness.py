@@ -308,7 +308,11 @@ def test_fuzz_through_the_socket(daemon):
     seeds = [call_packet(PROC_AUTH_LIST, 0), call_packet(PROC_OPEN, 1, open_body()),
              call_packet(PROC_LIST_ALL_DOMAINS, 2, xdr_int(1) + xdr_uint(0)),
              call_packet(PROC_SUPPORTS_FEATURE, 3, xdr_int(10)),
-             packet(KEEPALIVE_PROGRAM, 1, 1, MESSAGE, 0)]
+             packet(KEEPALIVE_PROGRAM, 1, 1, MESSAGE, 0),
+             # forwarded families (no daemon here: refused) and their streams
+             call_packet(281, 4, xdr_int(1) + xdr_uint(0)),
+             packet(REMOTE_PROGRAM, 1, 208, 3, 4, status=2, body=b"data"),
+             packet(REMOTE_PROGRAM, 1, 209, 6, 4, status=2, body=bytes(12))]
     deadline = time.monotonic() + 8
     n = 0
     while time.monotonic() < deadline:
