@@ -8,6 +8,7 @@ answer libvirt's VIR_ERR_NO_SUPPORT wording."""
 import json
 import os
 import pwd
+import random
 import re
 import signal
 import socket
@@ -24,7 +25,8 @@ import libvirt
 import pytest
 
 import netns as netns_lib
-from drvtest import VIRTKVMMD, Raw, assert_healthy, call_packet, event_loop, virsh, xdr_int, xdr_uint
+from drvtest import (VIRTKVMMD, Raw, assert_healthy, call_packet, event_loop, open_body, packet,
+                     virsh, xdr_int, xdr_uint)
 from kvmmtest import GUEST
 from libvirtd import Libvirtd
 from test_lifecycle import wait_for
@@ -789,6 +791,39 @@ def test_relay_session_instance(tmp):
             if p and p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_mutated_family_packets_through_the_relay(fwd, tmp_path):
+    """Mutated storage calls and stream packets from many short clients:
+    virtkvmmd relays or drops them and stays up; so does libvirtd; no
+    link is left behind."""
+    d, lvd = fwd
+    rng = random.Random(7)
+    seeds = [call_packet(281, 5, xdr_int(1) + xdr_uint(0)),
+             call_packet(84, 6, struct.pack(">I", 4) + b"nope"),
+             call_packet(97, 7, struct.pack(">I", 8) + b"/tmp/x/y"),
+             packet(0x20008086, 1, 208, 3, 7, status=2, body=b"data"),
+             packet(0x20008086, 1, 209, 6, 7, status=2, body=bytes(12))]
+    deadline = time.monotonic() + 5
+    n = 0
+    while time.monotonic() < deadline:
+        raw = Raw(d.sock, timeout=2)
+        raw.send(call_packet(66, 0) + call_packet(1, 1, open_body()))
+        for _ in range(rng.randrange(1, 6)):
+            p = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(0, 3)):
+                p[rng.randrange(28, len(p))] = rng.randrange(256)
+            try:
+                raw.send(bytes(p))
+            except OSError:
+                break
+        raw.close()
+        n += 1
+    assert n > 10
+    assert_healthy(d)
+    assert lvd.proc.poll() is None, lvd.output()
+    assert table(ok(virsh(d.uri(), "pool-list", "--all"))) == []
+    wait_for(lambda: lvd.nclients() == 0, "every link to close")
 
 
 # --- VIR_ERR_NO_SUPPORT -------------------------------------------------------------
