@@ -29,7 +29,8 @@ class Libvirtd:
         self.tmp = tempfile.mkdtemp(prefix="kvdlv-")
         os.mkdir(os.path.join(self.tmp, "drivers"))
         for d in drivers:
-            os.symlink(driver_path(d), os.path.join(self.tmp, "drivers", os.path.basename(driver_path(d))))
+            os.symlink(driver_path(d),
+                       os.path.join(self.tmp, "drivers", os.path.basename(driver_path(d))))
         mounts = "; ".join(f"mount -t tmpfs kvdlv {d} || exit 1"
                            for d in ("/run", "/var/lib", "/var/cache", "/var/log", "/etc/libvirt"))
         self.logpath = os.path.join(self.tmp, "libvirtd.log")
