@@ -86,8 +86,6 @@ struct fwd_client {
 	struct link *links[FWD_NFAMILIES];
 };
 
-static unsigned nlinks;
-
 static void link_rearm(struct link *l);
 static void link_free(struct link *l);
 
@@ -141,9 +139,9 @@ static void send_error(struct rpc_conn *conn, int proc, unsigned serial, int typ
 }
 
 /* Ends the link: every call still waiting for it (those held back
- * during the set-up included) gets an error reply
- * (so no client waits for an answer that cannot come), every stream an
- * error, then the socket closes.  The next call opens a new link. */
+ * during the set-up included) gets an error reply, so no client waits
+ * for an answer that cannot come, and every stream an error; then the
+ * socket closes.  The next call opens a new link. */
 static void link_fail(struct link *l, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void link_fail(struct link *l, int code, const char *fmt, ...)
@@ -166,7 +164,7 @@ static void link_fail(struct link *l, int code, const char *fmt, ...)
 	while (g_hash_table_iter_next(&it, &k, &v))
 		send_error(l->conn, GPOINTER_TO_INT(v), GPOINTER_TO_UINT(k), RPC_STREAM, f->domain, code,
 			   "%s", why);
-	((struct fwd_client *)l->conn->fwd)->links[l->fam] = NULL;
+	l->conn->fwd->links[l->fam] = NULL;
 	link_free(l);
 }
 
@@ -185,7 +183,6 @@ static void link_free(struct link *l)
 	g_free(l->in);
 	g_free(l->path);
 	g_free(l);
-	nlinks--;
 }
 
 static void link_queue(struct link *l, GBytes *pkt)
@@ -623,7 +620,6 @@ static struct link *link_get(struct rpc_conn *conn, enum fwd_family fam,
 	l->ka.last_rx = g_get_monotonic_time();
 	l->state = LINK_AUTH;
 	fc->links[fam] = l;
-	nlinks++;
 	l->timer = g_timeout_add_seconds(FWD_OPEN_TIMEOUT, setup_timeout, l);
 	link_call(l, REMOTE_PROC_AUTH_LIST, SERIAL_AUTH_LIST, (xdrproc_t)rpc_xdr_void, NULL);
 	return l;
@@ -760,9 +756,4 @@ void rpc_fwd_conn_gone(struct rpc_conn *conn)
 		}
 	g_free(fc);
 	conn->fwd = NULL;
-}
-
-unsigned rpc_fwd_nlinks(void)
-{
-	return nlinks;
 }

@@ -58,7 +58,4 @@ void rpc_fwd_tick(struct rpc_conn *conn, gint64 now, unsigned interval, unsigned
 /* Main loop: the client is gone; close its links. */
 void rpc_fwd_conn_gone(struct rpc_conn *conn);
 
-/* The number of open links of every client (tests, logs). */
-unsigned rpc_fwd_nlinks(void);
-
 #endif
