@@ -420,6 +420,26 @@ def test_daemon_not_running_is_named(start_daemon, tmp_path):
     assert_healthy(d)
 
 
+def test_libvirtd_without_the_driver_is_named(start_daemon, netns):
+    """libvirtd runs, but without its storage driver: libvirtd's refusal,
+    with what to start."""
+    lvd = Libvirtd(netns, ["network"])
+    try:
+        d = start_daemon(prefix=lvd.prefix)
+        r = virsh(d.uri(), "pool-list")
+        assert r.returncode != 0
+        assert ("no connection driver available for storage:///system: the daemon on "
+                "/run/libvirt/libvirt-sock does not serve it (no connection driver available "
+                "for storage:///system); start virtstoraged, or libvirtd with its storage "
+                "driver") in r.stderr, r.stderr
+        # its network driver is there, and serves
+        assert table(ok(virsh(d.uri(), "net-list", "--all"))) == []
+        wait_for(lambda: lvd.nclients() == 0, "the failed link to close")
+        assert_healthy(d)
+    finally:
+        lvd.stop()
+
+
 UPLOAD_AND_DIE = textwrap.dedent("""
     import os, sys, libvirt
     conn = libvirt.open(sys.argv[1])

@@ -242,6 +242,17 @@ static int setup_reply(struct link *l, const struct rpc_header *hdr, const uint8
 	bool none = false, polkit = false;
 
 	/* DAEMON: a reply that is not the one expected ends the link. */
+	if (hdr->status != RPC_OK && l->state == LINK_OPENING) {
+		g_autofree char *m = reply_message(pkt, len);
+
+		/* Typically a libvirtd built or started without that
+		 * driver: "no connection driver available for ...". */
+		link_fail(l, VIR_ERR_NO_CONNECT,
+			  "%s:///%s: the daemon on %s does not serve it (%s); start %s, or libvirtd with its %s driver",
+			  f->scheme, drv_state.privileged ? "system" : "session", l->path, m, f->daemon,
+			  f->scheme);
+		return -1;
+	}
 	if (hdr->status != RPC_OK) {
 		g_autofree char *m = reply_message(pkt, len);
 
