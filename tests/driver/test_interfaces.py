@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -24,7 +25,6 @@ import kvmmtest
 import netns as netns_lib
 from drvtest import virsh
 from kvmmtest import KVMM
-from libvirtd import Libvirtd
 from test_lifecycle import guest_xml, serial, state_dir, wait_for
 
 L = libvirt
@@ -392,29 +392,59 @@ def test_network_refused_without_libvirt_network_driver(nsd):
 
 # --- type='network' with a real libvirt network driver ----------------------
 
+LIBVIRTD = "/usr/sbin/libvirtd"
+NETWORK_DRIVER = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_network.so"
+
+
 @pytest.fixture
 def libvirt_network(netns):
-    """Debian's libvirtd with its network driver alone, in the test's
-    namespace and a mount namespace of its own (tests/lib/libvirtd.py).
-    A network 'kvdnet' in forward mode bridge on the bridge kvdbr0 the
-    test made, started; 'kvdoff' defined, not started.  Yields the
-    nsenter prefix that enters both namespaces."""
+    """Debian's libvirtd with its network driver alone (LIBVIRT_DRIVER_DIR
+    names a directory holding only that module), as root, in the test's
+    namespace and a mount namespace of its own whose /run, /var/lib,
+    /var/cache, /var/log and /etc/libvirt are empty tmpfs: nothing of the
+    host's is seen or touched.  A network 'kvdnet' in forward mode bridge
+    on the bridge kvdbr0 the test made, started; 'kvdoff' defined, not
+    started.  Yields the nsenter prefix that enters both namespaces."""
+    if not (os.path.exists(LIBVIRTD) and os.path.exists(NETWORK_DRIVER)):
+        pytest.skip("libvirtd or its network driver is not installed (libvirt-daemon)")
+    tmp = tempfile.mkdtemp(prefix="kvdn-lv-")
+    os.mkdir(os.path.join(tmp, "drivers"))
+    os.symlink(NETWORK_DRIVER, os.path.join(tmp, "drivers", os.path.basename(NETWORK_DRIVER)))
     subprocess.run(["ip", "-n", netns, "link", "add", "kvdbr0", "type", "bridge"], check=True)
     subprocess.run(["ip", "-n", netns, "link", "set", "kvdbr0", "up"], check=True)
-    lvd = Libvirtd(netns, ["network"])
+    mounts = "; ".join(f"mount -t tmpfs kvdn {d} || exit 1"
+                       for d in ("/run", "/var/lib", "/var/cache", "/var/log", "/etc/libvirt"))
+    log = open(os.path.join(tmp, "libvirtd.log"), "wb")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"{mounts}; exec env LIBVIRT_DRIVER_DIR={tmp}/drivers {LIBVIRTD}"],
+        stdout=log, stderr=subprocess.STDOUT)
     try:
-        tmp = tempfile.mkdtemp(prefix="kvdn-lv-")
+        prefix = ["nsenter", f"--mount=/proc/{proc.pid}/ns/mnt", f"--net=/proc/{proc.pid}/ns/net"]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"/proc/{proc.pid}/root/run/libvirt/libvirt-sock"):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                open(log.name).read()
+            time.sleep(0.05)
         for name, bridge in (("kvdnet", "kvdbr0"), ("kvdoff", "kvdbr9")):
             path = os.path.join(tmp, name + ".xml")
             with open(path, "w") as f:
                 f.write(f"<network><name>{name}</name><forward mode='bridge'/>"
                         f"<bridge name='{bridge}'/></network>")
-            lvd.virsh("network:///system", "net-define", path)
-        shutil.rmtree(tmp)
-        lvd.virsh("network:///system", "net-start", "kvdnet")
-        yield lvd.prefix
+            subprocess.run(prefix + ["virsh", "-c", "network:///system", "net-define", path],
+                           check=True, capture_output=True)
+        subprocess.run(prefix + ["virsh", "-c", "network:///system", "net-start", "kvdnet"],
+                       check=True, capture_output=True)
+        yield prefix
     finally:
-        lvd.stop()
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @needs_net

@@ -25,7 +25,8 @@ class Libvirtd:
     def __init__(self, netns, drivers):
         missing = [d for d in drivers if not os.path.exists(driver_path(d))]
         if not os.path.exists(LIBVIRTD) or missing:
-            pytest.skip(f"libvirtd or its drivers {missing} are not installed (libvirt-daemon)")
+            pytest.fail(f"libvirtd or its drivers {missing} are not installed: run "
+                        "tools/install-deps (libvirt-daemon)")
         self.tmp = tempfile.mkdtemp(prefix="kvdlv-")
         os.mkdir(os.path.join(self.tmp, "drivers"))
         for d in drivers:
