@@ -30,7 +30,9 @@
 /* Indexed by procedure number.  Entries without a handler are procedures
  * we recognise but do not implement yet: they are refused on read-only
  * connections first, as libvirt checks write access before asking its
- * driver, then answered "unknown procedure" like everything absent. */
+ * driver, then answered VIR_ERR_NO_SUPPORT like every procedure absent
+ * here (proc_names.c names them; forward.c relays the secondary
+ * drivers' before they get here). */
 static const struct rpc_proc procs[] = {
 	/* connection */
 	P(REMOTE_PROC_AUTH_LIST, "virConnectAuthList", NONE, RET(remote_auth_list_ret),
@@ -256,7 +258,7 @@ static const struct rpc_proc procs[] = {
 const struct rpc_proc *rpc_proc_lookup(int proc)
 {
 	/* CLIENT: proc comes straight from the header; index only within
-	 * the table, and holes (api == NULL) are unknown procedures. */
+	 * the table, and holes (api == NULL) are not ours. */
 	if (proc < 0 || (size_t)proc >= G_N_ELEMENTS(procs) || !procs[proc].api)
 		return NULL;
 	return &procs[proc];
