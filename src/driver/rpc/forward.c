@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -724,6 +725,15 @@ void rpc_fwd_tick(struct rpc_conn *conn, gint64 now, unsigned interval, unsigned
 
 	if (!fc)
 		return;
+	/* Clients may go without keepalive (interval 0, or -1 in the
+	 * configuration); links may not, or a stopped daemon would hold its
+	 * callers for ever.  And at least one ping: a daemon busy with a
+	 * long call still answers pings. */
+	if (interval == 0 || interval == UINT_MAX) {
+		interval = FWD_KEEPALIVE_INTERVAL;
+		count = FWD_KEEPALIVE_COUNT;
+	}
+	count = MAX(count, 1);
 	for (int i = 0; i < FWD_NFAMILIES; i++) {
 		struct link *l = fc->links[i];
 		GBytes *ping;

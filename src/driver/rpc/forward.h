@@ -30,6 +30,10 @@
 
 /* Seconds a secondary daemon has to accept and open a connection. */
 #define FWD_OPEN_TIMEOUT 10
+/* Keepalive towards a daemon when the clients' is off (libvirt's
+ * defaults). */
+#define FWD_KEEPALIVE_INTERVAL 5
+#define FWD_KEEPALIVE_COUNT 5
 
 /* Whether the call pkt (a whole packet, a CALL to the remote program)
  * belongs to a forwarded family. */
