@@ -879,7 +879,7 @@ def test_no_support_wording_as_libvirts_drivers(daemon):
     assert error(lambda: ours.snapshotNum())[:2] == (L.VIR_ERR_NO_SUPPORT,
                                                      L.VIR_FROM_DOMAIN_SNAPSHOT)
     for args, api in ((("inject-nmi", "ns1"), "virDomainInjectNMI"),
-                      (("domtime", "ns1"), "virDomainGetTime"),
+                      (("domhostname", "ns1"), "virDomainGetHostname"),
                       (("send-key", "ns1", "KEY_A"), "virDomainSendKey")):
         r = virsh(daemon.uri(), *args)
         assert r.returncode != 0
