@@ -764,6 +764,43 @@ def test_relay_silent_daemon_bounded(start_daemon, fake):
     conn.close()
 
 
+def test_relay_holds_back_a_client_while_the_daemon_sets_up(start_daemon, fake):
+    """Calls a client pipelines while the daemon has not opened (here it
+    never does) wait in virtkvmmd only up to a bound: then it stops
+    reading that client.  When the set-up fails, each gets its error,
+    and the client is read again."""
+    f = fake("silent")
+    d = start_daemon(prefix=f.prefix)
+    raw = Raw(d.sock).open()
+    pid = d.proc.pid
+    before = vm_rss_kib(pid)
+    sent = {"n": 0}
+
+    def flood():
+        try:
+            for i in range(40):      # calls with 1 MiB of arguments each
+                raw.sock.sendall(call_packet(281, 1000 + i, bytes(1 << 20)))
+                sent["n"] += 1
+        except OSError:
+            pass
+    raw.sock.settimeout(None)
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    wait_for(lambda: any(x.get("proc") == 66 for x in f.records()), "the set-up to start")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and sent["n"] < 40:
+        time.sleep(0.05)
+    assert sent["n"] < 16, sent                          # held back
+    assert vm_rss_kib(pid) - before < 12 << 10, (before, vm_rss_kib(pid))
+    # the set-up's bound passes: the calls held get their errors, in order
+    raw.sock.settimeout(40)
+    r = raw.recv(timeout=40)
+    assert r[:5] == (0x20008086, 1, 281, 1, 1000) and r[5] == 1, r
+    assert b"did not answer within 10 seconds" in r[6]
+    raw.close()
+    assert_healthy(d)
+
+
 def test_relay_session_instance(tmp):
     """A session virtkvmmd (an unprivileged user) reaches the user's own
     daemon under $XDG_RUNTIME_DIR/libvirt and opens storage:///session."""

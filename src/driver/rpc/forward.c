@@ -72,6 +72,7 @@ struct link {
 	GIOCondition cond;
 	guint timer;		/* the set-up's deadline */
 	GQueue pending;		/* client packets waiting for LINK_READY */
+	size_t pending_bytes;
 	GQueue out;		/* packets to the daemon */
 	size_t out_off;
 	size_t out_bytes;
@@ -89,6 +90,12 @@ struct fwd_client {
 
 static void link_rearm(struct link *l);
 static void link_free(struct link *l);
+
+/* What the client sent that the daemon has not taken yet. */
+static size_t link_backlog(const struct link *l)
+{
+	return l->out_bytes + l->pending_bytes;
+}
 
 static enum fwd_family proc_family(int proc)
 {
@@ -148,6 +155,7 @@ static void link_fail(struct link *l, int code, const char *fmt, ...)
 static void link_fail(struct link *l, int code, const char *fmt, ...)
 {
 	const struct family *f = &families[l->fam];
+	struct rpc_conn *conn = l->conn;
 	g_autofree char *why = NULL;
 	GHashTableIter it;
 	gpointer k, v;
@@ -167,6 +175,9 @@ static void link_fail(struct link *l, int code, const char *fmt, ...)
 			   "%s", why);
 	l->conn->fwd->links[l->fam] = NULL;
 	link_free(l);
+	/* The client may have stopped being read for this link's sake. */
+	if (conn->wake)
+		conn->wake(conn);
 }
 
 static void link_free(struct link *l)
@@ -304,6 +315,7 @@ static int setup_reply(struct link *l, const struct rpc_header *hdr, const uint8
 		pr_debug("client %u: %s through %s", l->conn->id, f->what, l->path);
 		while (!g_queue_is_empty(&l->pending))
 			link_queue(l, g_queue_pop_head(&l->pending));
+		l->pending_bytes = 0;
 		return 0;
 	case LINK_READY:
 		break;
@@ -442,7 +454,7 @@ static int link_read(struct link *l)
 /* Writes what the socket takes.  0, or -1 once the link is gone. */
 static int link_write(struct link *l)
 {
-	bool was_high = l->out_bytes > LINK_OUT_HIGH;
+	bool was_high = link_backlog(l) > LINK_OUT_HIGH;
 
 	while (!g_queue_is_empty(&l->out)) {
 		GBytes *pkt = g_queue_peek_head(&l->out);
@@ -468,7 +480,7 @@ static int link_write(struct link *l)
 		}
 	}
 	/* The client's reading paused on us: it may go on. */
-	if (was_high && l->out_bytes <= LINK_OUT_HIGH && l->conn->wake)
+	if (was_high && link_backlog(l) <= LINK_OUT_HIGH && l->conn->wake)
 		l->conn->wake(l->conn);
 	return 0;
 }
@@ -642,10 +654,12 @@ static void link_forward(struct link *l, const uint8_t *pkt, size_t len)
 {
 	GBytes *b = g_bytes_new(pkt, len);
 
-	if (l->state == LINK_READY)
+	if (l->state == LINK_READY) {
 		link_queue(l, b);
-	else
+	} else {
+		l->pending_bytes += len;
 		g_queue_push_tail(&l->pending, b);
+	}
 }
 
 void rpc_fwd_call(struct rpc_conn *conn, const uint8_t *pkt, size_t len)
@@ -698,7 +712,7 @@ bool rpc_fwd_blocked(const struct rpc_conn *conn)
 	if (!fc)
 		return false;
 	for (int i = 0; i < FWD_NFAMILIES; i++)
-		if (fc->links[i] && fc->links[i]->out_bytes > LINK_OUT_HIGH)
+		if (fc->links[i] && link_backlog(fc->links[i]) > LINK_OUT_HIGH)
 			return true;
 	return false;
 }
