@@ -74,6 +74,8 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/keepalive.c src/driver/rpc/keepalive.h \
 	src/driver/rpc/dispatch.c src/driver/rpc/dispatch.h \
 	src/driver/rpc/stream.c src/driver/rpc/stream.h \
+	src/driver/rpc/proc_names.c src/driver/rpc/proc_names.h \
+	src/driver/rpc/forward.c src/driver/rpc/forward.h \
 	src/driver/rpc/server.c src/driver/rpc/server.h \
 	src/driver/rpc/domain_wire.c src/driver/rpc/domain_wire.h \
 	src/driver/driver.h \

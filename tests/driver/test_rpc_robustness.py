@@ -16,8 +16,9 @@ from drvtest import (CALL, CALL_WITH_FDS, ERROR, KEEPALIVE_PROGRAM, MESSAGE, OK,
                      PROC_SUPPORTS_FEATURE, REMOTE_PROGRAM, REPLY, RPC_FUZZ, Raw, assert_healthy,
                      call_packet, decode_error, open_body, packet, xdr_int, xdr_string, xdr_uint)
 
-VIR_ERR_INTERNAL_ERROR, VIR_ERR_RPC = 1, 39
-VIR_FROM_RPC, VIR_FROM_REMOTE = 7, 13
+VIR_ERR_INTERNAL_ERROR, VIR_ERR_NO_SUPPORT, VIR_ERR_OPERATION_DENIED, VIR_ERR_RPC = 1, 3, 29, 39
+VIR_FROM_RPC, VIR_FROM_REMOTE, VIR_FROM_DOMAIN, VIR_FROM_NODEDEV = 7, 13, 20, 22
+VIR_FROM_DOMAIN_SNAPSHOT = 35
 
 
 def expect_error(reply, code, domain, message):
@@ -91,9 +92,22 @@ def test_wrong_program_version_and_procedure(daemon):
     expect_error(r, VIR_ERR_RPC, VIR_FROM_RPC, "Cannot find program 305419896 version 1")
     raw.send(packet(REMOTE_PROGRAM, 2, PROC_GET_TYPE, CALL, 42))
     expect_error(raw.recv(), VIR_ERR_RPC, VIR_FROM_RPC, f"Cannot find program {REMOTE_PROGRAM} version 2")
-    for proc in (9999, -5, 0, 289, 100000):
+    # numbers libvirt 9.0 does not have, event messages (server to client
+    # only) and authentication steps we do not offer: libvirtd's answer
+    for proc in (9999, -5, 0, 444, 100000, 107, 318, 67, 70):
         r = raw.call(proc)
         expect_error(r, VIR_ERR_RPC, VIR_FROM_RPC, f"unknown procedure: {proc}")
+    # libvirt's APIs we do not implement: the wording of libvirt's drivers,
+    # with the API's name, whatever the arguments (none are read)
+    for proc, api, domain in ((210, "virDomainInjectNMI", VIR_FROM_DOMAIN),
+                              (250, "virNodeSuspendForDuration", VIR_FROM_DOMAIN),
+                              (289, "virNodeGetMemoryParameters", VIR_FROM_DOMAIN),
+                              (302, "virDomainMigrateBegin3Params", VIR_FROM_DOMAIN),
+                              (187, "virDomainSnapshotNum", VIR_FROM_DOMAIN_SNAPSHOT),
+                              (301, "virNodeDeviceDetachFlags", VIR_FROM_NODEDEV)):
+        r = raw.call(proc)
+        expect_error(r, VIR_ERR_NO_SUPPORT, domain,
+                     f"this function is not supported by the connection driver: {api}")
     # a call carrying a non-OK status
     raw.send(packet(REMOTE_PROGRAM, 1, PROC_GET_TYPE, CALL, 43, status=ERROR))
     expect_error(raw.recv(), VIR_ERR_RPC, VIR_FROM_RPC, "Unexpected message status 1")
@@ -102,6 +116,25 @@ def test_wrong_program_version_and_procedure(daemon):
         raw.send(packet(REMOTE_PROGRAM, 1, PROC_GET_TYPE, mtype, 44))
     assert raw.call(PROC_GET_TYPE)[5] == OK     # and nothing else came first
     raw.close()
+    assert_healthy(daemon)
+
+
+def test_unimplemented_apis_read_only_first(daemon):
+    """libvirt's order for an API virtkvmmd lacks: not before the open,
+    then write access, then NO_SUPPORT."""
+    raw = Raw(daemon.sock)
+    expect_error(raw.call(210), VIR_ERR_INTERNAL_ERROR, VIR_FROM_REMOTE,
+                 "internal error: connection not open")
+    raw.close()
+    ro = Raw(daemon.sock_ro).open()
+    expect_error(ro.call(210), VIR_ERR_OPERATION_DENIED, VIR_FROM_DOMAIN,
+                 "operation forbidden: read only access prevents virDomainInjectNMI")
+    expect_error(ro.call(55), VIR_ERR_OPERATION_DENIED, VIR_FROM_DOMAIN,
+                 "operation forbidden: read only access prevents virDomainSave")
+    # a getter is no write: read-only clients get NO_SUPPORT like anyone
+    expect_error(ro.call(187), VIR_ERR_NO_SUPPORT, VIR_FROM_DOMAIN_SNAPSHOT,
+                 "this function is not supported by the connection driver: virDomainSnapshotNum")
+    ro.close()
     assert_healthy(daemon)
 
 
@@ -272,7 +305,11 @@ def test_fuzz_through_the_socket(daemon):
     seeds = [call_packet(PROC_AUTH_LIST, 0), call_packet(PROC_OPEN, 1, open_body()),
              call_packet(PROC_LIST_ALL_DOMAINS, 2, xdr_int(1) + xdr_uint(0)),
              call_packet(PROC_SUPPORTS_FEATURE, 3, xdr_int(10)),
-             packet(KEEPALIVE_PROGRAM, 1, 1, MESSAGE, 0)]
+             packet(KEEPALIVE_PROGRAM, 1, 1, MESSAGE, 0),
+             # forwarded families (no daemon here: refused) and their streams
+             call_packet(281, 4, xdr_int(1) + xdr_uint(0)),
+             packet(REMOTE_PROGRAM, 1, 208, 3, 4, status=2, body=b"data"),
+             packet(REMOTE_PROGRAM, 1, 209, 6, 4, status=2, body=bytes(12))]
     deadline = time.monotonic() + 8
     n = 0
     while time.monotonic() < deadline:

@@ -17,6 +17,8 @@
 #include "domain/events.h"
 #include "reply_error.h"
 #include "dispatch.h"
+#include "forward.h"
+#include "proc_names.h"
 #include "stream.h"
 
 #define VIR_FROM_THIS VIR_FROM_RPC
@@ -30,7 +32,9 @@
 /* Indexed by procedure number.  Entries without a handler are procedures
  * we recognise but do not implement yet: they are refused on read-only
  * connections first, as libvirt checks write access before asking its
- * driver, then answered "unknown procedure" like everything absent. */
+ * driver, then answered VIR_ERR_NO_SUPPORT like every procedure absent
+ * here (proc_names.c names them; forward.c relays the secondary
+ * drivers' before they get here). */
 static const struct rpc_proc procs[] = {
 	/* connection */
 	P(REMOTE_PROC_AUTH_LIST, "virConnectAuthList", NONE, RET(remote_auth_list_ret),
@@ -278,7 +282,7 @@ static const struct rpc_proc procs[] = {
 const struct rpc_proc *rpc_proc_lookup(int proc)
 {
 	/* CLIENT: proc comes straight from the header; index only within
-	 * the table, and holes (api == NULL) are unknown procedures. */
+	 * the table, and holes (api == NULL) are not ours. */
 	if (proc < 0 || (size_t)proc >= G_N_ELEMENTS(procs) || !procs[proc].api)
 		return NULL;
 	return &procs[proc];
@@ -298,6 +302,51 @@ static void send_error(struct rpc_conn *conn, const struct rpc_header *call)
 	drv_error_reset();
 }
 
+/* libvirt's error domain for an API's VIR_ERR_NO_SUPPORT: that of the
+ * libvirt source file the API lives in.  Snapshots, checkpoints and node
+ * devices have their own files; the host and domain APIs (libvirt-host.c and
+ * libvirt-domain.c) both say DOMAIN; the connection's own (libvirt.c)
+ * are all implemented here. */
+static int api_error_domain(const char *api)
+{
+	if (strstr(api, "Snapshot"))
+		return VIR_FROM_DOMAIN_SNAPSHOT;
+	if (strstr(api, "Checkpoint"))
+		return VIR_FROM_DOMAIN_CHECKPOINT;
+	if (g_str_has_prefix(api, "virNodeDevice"))
+		return VIR_FROM_NODEDEV;
+	return VIR_FROM_DOMAIN;
+}
+
+/* A procedure we do not run ourselves (and forward.c does not relay):
+ * libvirt's answers, in libvirt's order.  Read-only clients are refused
+ * a mutating API first, as libvirt checks write access before asking
+ * its driver; then VIR_ERR_NO_SUPPORT with the API's name, as libvirt's
+ * drivers answer for an API they lack.  A number that names no API
+ * (unknown, an event message, an authentication step we do not offer)
+ * gets libvirtd's "unknown procedure", which clients also read as
+ * NO_SUPPORT. */
+static void refuse_unimplemented(struct rpc_conn *conn, const struct rpc_header *hdr,
+				 const struct rpc_proc *p)
+{
+	const struct rpc_proc_name *n = rpc_proc_name(hdr->proc);
+	const char *api = p ? p->api : n ? n->api : NULL;
+	bool mutating = p ? (p->flags & RPC_PROC_MUTATING) : n && (n->flags & RPC_PROC_MUTATING);
+
+	if (!api) {
+		drv_error_report(VIR_ERR_RPC, "unknown procedure: %d", hdr->proc);
+	} else if (!conn->open) {
+		drv_error_report_full(VIR_FROM_REMOTE, VIR_ERR_INTERNAL_ERROR, "connection not open");
+	} else if (conn->readonly && mutating) {
+		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_OPERATION_DENIED,
+				      "read only access prevents %s", api);
+	} else {
+		pr_debug("client %u: %s (%d) is not supported", conn->id, api, hdr->proc);
+		drv_error_report_full(api_error_domain(api), VIR_ERR_NO_SUPPORT, "%s", api);
+	}
+	send_error(conn, hdr);
+}
+
 /* A call to the remote program: look up, check, decode, run, answer. */
 static void dispatch_call(struct rpc_conn *conn, const struct rpc_header *hdr,
 			  const uint8_t *pkt, size_t len)
@@ -309,11 +358,8 @@ static void dispatch_call(struct rpc_conn *conn, const struct rpc_header *hdr,
 	GBytes *out;
 	int rc;
 
-	if (!p) {
-		/* Exactly libvirtd's answer: clients turn it into
-		 * VIR_ERR_NO_SUPPORT and fall back to older procedures. */
-		drv_error_report(VIR_ERR_RPC, "unknown procedure: %d", hdr->proc);
-		send_error(conn, hdr);
+	if (!p || !p->fn) {
+		refuse_unimplemented(conn, hdr, p);
 		return;
 	}
 	pr_debug("client %u: call %s (%d) serial %u", conn->id, p->api, hdr->proc, hdr->serial);
@@ -325,11 +371,6 @@ static void dispatch_call(struct rpc_conn *conn, const struct rpc_header *hdr,
 	if (conn->readonly && (p->flags & RPC_PROC_MUTATING)) {
 		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_OPERATION_DENIED,
 				      "read only access prevents %s", p->api);
-		send_error(conn, hdr);
-		return;
-	}
-	if (!p->fn) {
-		drv_error_report(VIR_ERR_RPC, "unknown procedure: %d", hdr->proc);
 		send_error(conn, hdr);
 		return;
 	}
@@ -374,6 +415,7 @@ static void dispatch_keepalive(struct rpc_conn *conn, const struct rpc_header *h
 
 void rpc_conn_gone(struct rpc_conn *conn)
 {
+	rpc_fwd_conn_gone(conn);
 	events_conn_gone(conn);
 	autodestroy_conn_gone(conn);
 	rpc_streams_close_all(conn);
@@ -417,7 +459,12 @@ int rpc_dispatch(struct rpc_conn *conn, const uint8_t *pkt, size_t len)
 	case RPC_CALL:
 		break;
 	case RPC_STREAM:
-		if (hdr.prog == REMOTE_PROGRAM && hdr.vers == REMOTE_PROTOCOL_VERSION)
+	case RPC_STREAM_HOLE:
+		if (hdr.prog != REMOTE_PROGRAM || hdr.vers != REMOTE_PROTOCOL_VERSION)
+			return 0;
+		/* Volume uploads and downloads are the storage daemon's;
+		 * our own streams (consoles) take no holes. */
+		if (!rpc_fwd_stream(conn, &hdr, pkt, len) && hdr.type == RPC_STREAM)
 			rpc_stream_input(conn, &hdr, pkt, len);
 		return 0;
 	case RPC_CALL_WITH_FDS:

@@ -15,6 +15,7 @@
 #include "protocol_xdr.h"
 
 struct rpc_stream;
+struct fwd_client;
 
 /* The protocol state of one client connection. */
 struct rpc_conn {
@@ -36,6 +37,10 @@ struct rpc_conn {
 	/* Bytes queued to the client and not yet written (NULL: none);
 	 * lets events skip a client that stopped reading. */
 	size_t (*backlog)(const struct rpc_conn *conn);
+	/* Main loop: reading from the client may resume (forward.c's
+	 * links drained); NULL: nothing to do. */
+	void (*wake)(struct rpc_conn *conn);
+	struct fwd_client *fwd;	/* forward.c's links, main loop only */
 };
 
 /* Handlers return 0, or -1 with the error reported (error.h). */

@@ -14,6 +14,7 @@
 
 #include "dispatch.h"
 #include "error.h"
+#include "forward.h"
 #include "log.h"
 #include "message.h"
 #include "server.h"
@@ -105,7 +106,8 @@ static GIOCondition client_wanted(const struct client *c)
 {
 	GIOCondition cond = G_IO_HUP | G_IO_ERR;
 
-	if (!c->closing && c->out_bytes <= OUT_HIGH && c->calls.length < CLIENT_MAX_CALLS)
+	if (!c->closing && c->out_bytes <= OUT_HIGH && c->calls.length < CLIENT_MAX_CALLS &&
+	    !rpc_fwd_blocked(&c->conn))
 		cond |= G_IO_IN;
 	if (c->out_bytes > 0)
 		cond |= G_IO_OUT;
@@ -262,6 +264,19 @@ static void client_next_call(struct client *c)
 {
 	GError *err = NULL;
 
+	/* Calls forward.c relays never block: they leave right here, in
+	 * their turn, so the client's calls keep their order. */
+	while (!c->busy && !c->dead && !g_queue_is_empty(&c->calls)) {
+		GBytes *head = g_queue_peek_head(&c->calls);
+		size_t len;
+		const uint8_t *p = g_bytes_get_data(head, &len);
+
+		if (!rpc_fwd_handles(p, len))
+			break;
+		g_queue_pop_head(&c->calls);
+		rpc_fwd_call(&c->conn, p, len);
+		g_bytes_unref(head);
+	}
 	if (c->busy || c->dead || g_queue_is_empty(&c->calls)) {
 		if (!c->dead)
 			client_rearm(c);
@@ -283,6 +298,14 @@ static void client_next_call(struct client *c)
 	client_rearm(c);
 }
 
+static void client_wake(struct rpc_conn *conn)
+{
+	struct client *c = (struct client *)conn;
+
+	if (!c->dead)
+		client_rearm(c);
+}
+
 static size_t client_backlog(const struct rpc_conn *conn)
 {
 	return __atomic_load_n(&((const struct client *)conn)->out_bytes, __ATOMIC_RELAXED);
@@ -296,7 +319,8 @@ static int client_read(struct client *c)
 		size_t want;
 		ssize_t n;
 
-		if (c->closing || c->out_bytes > OUT_HIGH || c->calls.length >= CLIENT_MAX_CALLS)
+		if (c->closing || c->out_bytes > OUT_HIGH || c->calls.length >= CLIENT_MAX_CALLS ||
+		    rpc_fwd_blocked(&c->conn))
 			return 0;
 		if (c->in_have < RPC_LEN_SIZE) {
 			want = RPC_LEN_SIZE - c->in_have;
@@ -394,6 +418,9 @@ static int client_write(struct client *c)
 			c->out_off = 0;
 		}
 	}
+	/* Links to libvirt's daemons that paused for us may read again. */
+	if (c->out_bytes <= OUT_HIGH)
+		rpc_fwd_resume(&c->conn);
 	return 0;
 }
 
@@ -442,6 +469,7 @@ static void client_new(struct rpc_server *srv, int fd, bool readonly)
 	c->conn.readonly = readonly;
 	c->conn.send = client_send;
 	c->conn.backlog = client_backlog;
+	c->conn.wake = client_wake;
 	c->conn.keepalive.last_rx = g_get_monotonic_time();
 	c->conn.pid = -1;
 	c->conn.uid = (uid_t)-1;
@@ -527,6 +555,7 @@ static gboolean server_tick(gpointer data)
 		GBytes *ping;
 
 		next = l->next;
+		rpc_fwd_tick(&c->conn, now, srv->cfg.keepalive_interval, srv->cfg.keepalive_count);
 		switch (rpc_keepalive_tick(&c->conn.keepalive, now, srv->cfg.keepalive_interval,
 					   srv->cfg.keepalive_count)) {
 		case RPC_KEEPALIVE_NOTHING:
