@@ -17,6 +17,8 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
 #include "virtio/virtio.h"
 
 #define API_MAX_CLIENTS 16

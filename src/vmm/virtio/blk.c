@@ -23,10 +23,13 @@
  * the rings go away; a save waits for it and completes it, so nothing of
  * the device's own is left to save, and so does a resize, so that no
  * request checked against the old size runs under the new one. */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/virtio_blk.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +49,7 @@
 #include "loop.h"
 #include "util.h"
 #include "virtio.h"
+#include "virtio/blk.h"
 #include "vm.h"
 
 #define BLK_QUEUE_SIZE		256
@@ -56,29 +60,16 @@
 #define BLK_SEG_MAX		(VIRTQ_MAX_SEGS - 2)	/* header and status */
 #define BLK_MAX_RANGE		(1U << 22)	/* sectors per DISCARD/WRITE_ZEROES */
 
-#define VIRTIO_BLK_F_SEG_MAX		2
-#define VIRTIO_BLK_F_RO			5
-#define VIRTIO_BLK_F_BLK_SIZE		6
-#define VIRTIO_BLK_F_FLUSH		9
-#define VIRTIO_BLK_F_DISCARD		13
-#define VIRTIO_BLK_F_WRITE_ZEROES	14
 
-#define VIRTIO_BLK_T_IN			0
-#define VIRTIO_BLK_T_OUT		1
-#define VIRTIO_BLK_T_FLUSH		4
-#define VIRTIO_BLK_T_GET_ID		8
-#define VIRTIO_BLK_T_DISCARD		11
-#define VIRTIO_BLK_T_WRITE_ZEROES	13
 
-#define VIRTIO_BLK_S_OK		0
-#define VIRTIO_BLK_S_IOERR	1
-#define VIRTIO_BLK_S_UNSUPP	2
 
 #define BLK_WZ_F_UNMAP		1
 
 #define BLK_HDR_LEN		16	/* type, reserved, sector */
 #define BLK_SEG_LEN		16	/* sector, num_sectors, flags */
-#define BLK_CONFIG_LEN		60	/* through write_zeroes_may_unmap */
+/* Through write_zeroes_may_unmap and its padding (secure erase is not
+ * offered). */
+#define BLK_CONFIG_LEN		offsetof(struct virtio_blk_config, max_secure_erase_sectors)
 
 struct blk_req {
 	struct virtq_elem e;
@@ -376,11 +367,9 @@ static enum blk_next parse(struct blk *b, struct blk_req *r)
 }
 
 /* Gives r's chain back (unless the queue broke meanwhile) and r back
- * to the pool; -errno if the used ring is out of reach. */
-static int give_back(struct blk *b, struct blk_req *r)
+ * to the pool. */
+static void give_back(struct blk *b, struct blk_req *r)
 {
-	struct virtio_queue *q = &b->vp->queues[0];
-
 	uint64_t ns = now_ns() - r->start_ns;
 
 	b->free[b->nfree++] = r;
@@ -392,9 +381,7 @@ static int give_back(struct blk *b, struct blk_req *r)
 		b->stats.wr_ns += ns;
 	else if (r->type == VIRTIO_BLK_T_FLUSH)
 		b->stats.flush_ns += ns;
-	if (!q->vq.ready)
-		return 0;
-	return virtq_push(&q->vq, b->vp->mem, r->e.head, r->used);
+	virtio_push(b->vp, 0, r->e.head, r->used);
 }
 
 /* Runs r on this thread, now. */
@@ -464,8 +451,7 @@ static unsigned int uring_fail(struct blk *b, bool complete)
 		r->queued = false;
 		if (complete) {
 			run_sync(b, r);
-			if (give_back(b, r))
-				virtio_needs_reset(b->vp);
+			give_back(b, r);
 			n++;
 		} else {
 			b->free[b->nfree++] = r;
@@ -514,8 +500,7 @@ static unsigned int reap(struct blk *b, bool wait, bool complete)
 			continue;
 		}
 		finish(b, r);
-		if (give_back(b, r))
-			virtio_needs_reset(b->vp);
+		give_back(b, r);
 		n++;
 	}
 	return n;
@@ -535,8 +520,7 @@ static unsigned int start(struct blk *b, struct blk_req *r)
 			return 0;
 	}
 	run_sync(b, r);
-	if (give_back(b, r))
-		virtio_needs_reset(b->vp);
+	give_back(b, r);
 	return 1;
 }
 
@@ -578,8 +562,7 @@ static void blk_queue_notify(struct virtio_pci *vp, unsigned int q)
 		pops++;
 		switch (parse(b, req)) {
 		case REQ_DONE:
-			if (give_back(b, req))
-				virtio_needs_reset(vp);
+			give_back(b, req);
 			done++;
 			break;
 		case REQ_BARRIER:
@@ -631,27 +614,23 @@ static void blk_drop_inflight(struct blk *b)
 	b->barrier = NULL;
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
 static void blk_config_read(struct virtio_pci *vp, unsigned int off,
 			    uint8_t *data, unsigned int len)
 {
 	struct blk *b = vp->priv;
-	uint8_t cfg[BLK_CONFIG_LEN] = { 0 };
+	struct virtio_blk_config c = {
+		.capacity = htole64(b->capacity),
+		.seg_max = htole32(BLK_SEG_MAX),
+		.blk_size = htole32(b->blk_size),
+		.max_discard_sectors = htole32(BLK_MAX_RANGE),
+		.max_discard_seg = htole32(1),
+		.discard_sector_alignment = htole32(b->blk_size / SECTOR),
+		.max_write_zeroes_sectors = htole32(BLK_MAX_RANGE),
+		.max_write_zeroes_seg = htole32(1),
+	};
 
-	memcpy(cfg, &b->capacity, 8);
-	put32(cfg + 12, BLK_SEG_MAX);
-	put32(cfg + 20, b->blk_size);
-	put32(cfg + 36, BLK_MAX_RANGE);		/* max_discard_sectors */
-	put32(cfg + 40, 1);			/* max_discard_seg */
-	put32(cfg + 44, b->blk_size / SECTOR);	/* discard_sector_alignment */
-	put32(cfg + 48, BLK_MAX_RANGE);		/* max_write_zeroes_sectors */
-	put32(cfg + 52, 1);			/* max_write_zeroes_seg */
-	/* The transport checked off + len <= config_len. */
-	memcpy(data, cfg + off, len);
+	/* GUEST: off and len were bounded to config_len by the transport */
+	memcpy(data, (uint8_t *)&c + off, len);
 }
 
 /* GUEST: a reset with requests in flight waits for them (their data may

@@ -22,7 +22,10 @@
  * once at its end, not per frame.  Everything runs on the main thread
  * under the device lock, except the status hook and reset (vCPU thread,
  * also under the lock), which therefore never touch the loop. */
+#include <endian.h>
 #include <errno.h>
+#include <linux/virtio_net.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -37,22 +40,11 @@
 #include "net/tap.h"
 #include "util.h"
 #include "virtio.h"
+#include "virtio/net.h"
 #include "vm.h"
 
 /* Feature bits (5.1.3). */
-#define VIRTIO_NET_F_CSUM		0
-#define VIRTIO_NET_F_GUEST_CSUM		1
-#define VIRTIO_NET_F_MAC		5
-#define VIRTIO_NET_F_GUEST_TSO4		7
-#define VIRTIO_NET_F_GUEST_TSO6		8
-#define VIRTIO_NET_F_GUEST_ECN		9
-#define VIRTIO_NET_F_HOST_TSO4		11
-#define VIRTIO_NET_F_HOST_TSO6		12
-#define VIRTIO_NET_F_HOST_ECN		13
-#define VIRTIO_NET_F_MRG_RXBUF		15
-#define VIRTIO_NET_F_STATUS		16
 
-#define VIRTIO_NET_S_LINK_UP		1
 
 /* struct virtio_net_hdr (5.1.6): flags, gso_type, hdr_len, gso_size,
  * csum_start, csum_offset, num_buffers; 12 bytes in virtio 1.x whatever
@@ -78,7 +70,7 @@
 #define RX_IOV			1024	/* UIO_MAXIOV */
 
 /* mac[6], status, max_virtqueue_pairs (5.1.4) */
-#define NET_CONFIG_LEN		10
+#define NET_CONFIG_LEN		offsetof(struct virtio_net_config, mtu)
 #define NET_STATE_VERSION	1
 
 struct net {
@@ -114,22 +106,6 @@ static bool negotiated(const struct virtio_pci *vp, unsigned int bit)
 	return vp->driver_features & 1ULL << bit;
 }
 
-static bool queue_live(struct virtio_pci *vp, unsigned int q)
-{
-	return (vp->status & VIRTIO_STATUS_DRIVER_OK) &&
-	       !(vp->status & VIRTIO_STATUS_NEEDS_RESET) && vp->queues[q].vq.ready;
-}
-
-/* Returns a chain; false if the used ring is broken (device reset). */
-static bool used(struct virtio_pci *vp, unsigned int q, uint16_t head, uint32_t len)
-{
-	if (virtq_push(&vp->queues[q].vq, vp->mem, head, len)) {
-		virtio_needs_reset(vp);
-		return false;
-	}
-	return true;
-}
-
 /* --- transmit ----------------------------------------------------------- */
 
 static void net_transmit(struct virtio_pci *vp)
@@ -142,7 +118,7 @@ static void net_transmit(struct virtio_pci *vp)
 
 	/* No kicks while this pass drains the queue; asked for again once
 	 * it is empty, then one more look for what came meanwhile. */
-	virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+	virtio_queue_set_notify(vp, TXQ, false);
 again:
 	while (chains && (r = virtio_pop(vp, TXQ, e)) > 0) {
 		chains--;
@@ -169,13 +145,13 @@ again:
 			}
 		}
 		sent++;
-		if (!used(vp, TXQ, e->head, 0))
+		if (virtio_push(vp, TXQ, e->head, 0))
 			return;		/* broken: the guest must reset it */
 	}
 	if (chains && !r) {
-		virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, true);
-		if (virtq_has_avail(&vp->queues[TXQ].vq, vp->mem)) {
-			virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+		virtio_queue_set_notify(vp, TXQ, true);
+		if (virtio_queue_has_avail(vp, TXQ)) {
+			virtio_queue_set_notify(vp, TXQ, false);
 			goto again;
 		}
 	}
@@ -183,7 +159,7 @@ again:
 		virtio_queue_interrupt(vp, TXQ);
 	/* Past the budget the device queues its own next pass (kicks are
 	 * still off). */
-	if (!chains && queue_live(vp, TXQ))
+	if (!chains && virtio_queue_live(vp, TXQ))
 		virtio_queue_kick(vp, TXQ);
 }
 
@@ -231,7 +207,7 @@ static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 		if (e->in_len < NET_HDR_LEN) {
 			n->st.rx_errors++;
 			(*rejected)++;
-			if (!used(vp, RXQ, e->head, 0))
+			if (virtio_push(vp, RXQ, e->head, 0))
 				return false;
 			continue;
 		}
@@ -321,7 +297,7 @@ static int rx_one(struct virtio_pci *vp)
 		n->held_room -= e->in_len;
 		n->held_first = (n->held_first + 1) % RX_HELD;
 		n->nheld--;
-		if (!used(vp, RXQ, e->head, len))
+		if (virtio_push(vp, RXQ, e->head, len))
 			return -1;
 	}
 	return 1;
@@ -345,27 +321,27 @@ static void net_receive(struct virtio_pci *vp)
 	bool room = false, live;
 	int r = 0;
 
-	while (n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && budget--) {
+	while (n->rx_on && !n->tap_dead && virtio_queue_live(vp, RXQ) && budget--) {
 		room = rx_fill(vp, &frames);
-		if (!room || !queue_live(vp, RXQ))
+		if (!room || !virtio_queue_live(vp, RXQ))
 			break;
 		r = rx_one(vp);
 		if (r <= 0)
 			break;
 		frames++;
 	}
-	live = n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && r >= 0;
+	live = n->rx_on && !n->tap_dead && virtio_queue_live(vp, RXQ) && r >= 0;
 	if (live && !room) {
 		/* Out of buffers: ask for the guest's kick when it adds some,
 		 * then look once more for those it added before it saw that. */
-		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, true);
-		if (virtq_has_avail(&vp->queues[RXQ].vq, vp->mem))
-			room = rx_fill(vp, &frames) && queue_live(vp, RXQ);
+		virtio_queue_set_notify(vp, RXQ, true);
+		if (virtio_queue_has_avail(vp, RXQ))
+			room = rx_fill(vp, &frames) && virtio_queue_live(vp, RXQ);
 	}
 	/* While there is room the tap's input drives the queue: refill
 	 * kicks would only cost the guest exits. */
 	if (live && room)
-		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, false);
+		virtio_queue_set_notify(vp, RXQ, false);
 	if (frames)
 		virtio_queue_interrupt(vp, RXQ);
 	/* Poll the tap only while a frame has somewhere to go: without
@@ -452,13 +428,14 @@ static void net_status(struct virtio_pci *vp, uint8_t old)
 static void net_config_read(struct virtio_pci *vp, unsigned int off,
 			    uint8_t *data, unsigned int len)
 {
-	uint8_t c[NET_CONFIG_LEN];
+	struct virtio_net_config c = {
+		.status = htole16(to_net(vp)->link_up ? VIRTIO_NET_S_LINK_UP : 0),
+		.max_virtqueue_pairs = htole16(1),	/* means nothing without MQ */
+	};
 
-	memcpy(c, to_net(vp)->mac, 6);
-	pci_put(c + 6, to_net(vp)->link_up ? VIRTIO_NET_S_LINK_UP : 0, 2);
-	pci_put(c + 8, 1, 2);	/* max_virtqueue_pairs: means nothing without MQ */
+	memcpy(c.mac, to_net(vp)->mac, sizeof(c.mac));
 	/* GUEST: off and len were bounded to config_len by the transport */
-	memcpy(data, c + off, len);
+	memcpy(data, (uint8_t *)&c + off, len);
 }
 
 /* Read-only in virtio 1.x: the MAC changes only through the control
