@@ -20,6 +20,7 @@ struct virtio_blk_stats {
 	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
 	uint64_t rd_bytes, wr_bytes, errors;
 	uint64_t rd_ns, wr_ns, flush_ns;	/* total time, request by request */
+	uint64_t syncs;			/* issued to the host: block_syncs() */
 };
 /* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
 int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
