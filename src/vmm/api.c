@@ -271,6 +271,7 @@ static struct json_object *cmd_query_block_stats(struct api *api, struct json_ob
 		add_u64(o, "rd_total_time_ns", st.rd_ns);
 		add_u64(o, "wr_total_time_ns", st.wr_ns);
 		add_u64(o, "flush_total_time_ns", st.flush_ns);
+		add_u64(o, "sync_operations", st.syncs);
 		json_object_array_add(a, o);
 	}
 	return a;
