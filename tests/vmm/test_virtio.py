@@ -263,11 +263,12 @@ def test_virtio_blk_write_zeroes_and_discard(kvm, vms, tmp, runner):
     finish(g)
     cfg = by_dev(g, "info", "virtio-blk")["blk0"]
     after = read(path)
-    if cfg["write_zeroes"] == "1":
-        assert "blk0" in by_dev(g, "pass", "virtio-blk-write-zeroes")
-        assert after[64 * SECTOR:128 * SECTOR] == bytes(64 * SECTOR)
-    if cfg["discard"] == "1":
-        assert "blk0" in by_dev(g, "pass", "virtio-blk-discard")
+    # Both are offered (kvmm always; QEMU by default on a raw file) and the
+    # guest ran them.
+    assert (cfg["write_zeroes"], cfg["discard"]) == ("1", "1"), cfg
+    assert "blk0" in by_dev(g, "pass", "virtio-blk-write-zeroes")
+    assert after[64 * SECTOR:128 * SECTOR] == bytes(64 * SECTOR)
+    assert "blk0" in by_dev(g, "pass", "virtio-blk-discard")
     assert after[:64 * SECTOR] == data[:64 * SECTOR]
     assert after[128 * SECTOR:512 * SECTOR] == data[128 * SECTOR:512 * SECTOR]
     assert after[640 * SECTOR:] == data[640 * SECTOR:]
@@ -853,20 +854,91 @@ def test_kvmm_blk_shrink_and_resize_refusals(kvm, vms, tmp):
         assert f.read() == data[:512 << 10]
 
 
-@pytest.mark.parametrize("cache", ["none", "writeback"])
+def dirty_pages(path):
+    """(dirty, under writeback) pages of path in the host's page cache, by
+    cachestat(2) (Linux 6.5); None where the kernel has no cachestat."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    whole = ctypes.create_string_buffer(struct.pack("QQ", 0, 0))   # offset 0, length 0: all
+    out = ctypes.create_string_buffer(48)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        r = libc.syscall(451, fd, whole, out, 0)      # __NR_cachestat on x86-64
+    finally:
+        os.close(fd)
+    if r < 0:
+        assert ctypes.get_errno() == 38, os.strerror(ctypes.get_errno())   # ENOSYS
+        return None
+    _, dirty, writeback, _, _ = struct.unpack("5Q", out.raw[:40])
+    return dirty, writeback
+
+
+def block_stats(sock):
+    api = kvmmtest.Api(sock)
+    try:
+        r = api.call("query-block-stats")
+        api.call("quit")
+    finally:
+        api.close()
+    return r["return"]
+
+
+@pytest.mark.parametrize("cache,synced", [("none", True), ("writeback", True), ("unsafe", False)])
 @pytest.mark.parametrize("sync", [False, True], ids=["io_uring", "sync"])
-def test_kvmm_blk_flushed_writes_survive_sigkill(kvm, vms, tmp, cache, sync):
-    """What the guest wrote and flushed is in the file even when kvmm is
-    SIGKILLed right after the flush completed: kvmm buffers nothing of
-    its own between a completion and the file."""
+def test_kvmm_blk_flush_syncs_the_host_per_cache_mode(kvm, vms, tmp, cache, synced, sync):
+    """A guest FLUSH is a sync of the image on the host with cache=none and
+    writeback, and none with unsafe: counted where kvmm issues it
+    (sync_operations) and, on the preadv/pwritev path, seen by strace as
+    fdatasync() calls.  What the guest wrote is in the file."""
     path, data = make_image(tmp, "d0.img", 1 << 20)
     start, count = 40, 100
-    env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
-    g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
-        f"kvmmtest.virtio=blk kvmmtest.blk0.write={start}+{count}", 1, "256M",
-        ["--disk", f"path={path},cache={cache}"]))
-    g.wait_for(r"KVMMTEST pass virtio-blk-flush dev=blk0", timeout=60)
-    g.kill()
+    sock = os.path.join(tmp, "api.sock")
+    trace = os.path.join(tmp, "syncs.trace")
+    argv = kvmmtest.kvmm_argv(
+        f"kvmmtest.virtio=blk kvmmtest.blk0.write={start}+{count} kvmmtest.action=wait",
+        1, "256M", ["--disk", f"path={path},cache={cache}", "--api-socket", sock])
+    if sync:
+        # Only the sync calls stop in strace (seccomp filter): the guest
+        # runs at its usual pace.
+        argv = ["env", "KVMM_NO_IO_URING=1", "strace", "-f", "-qq", "--seccomp-bpf",
+                "-e", "trace=fdatasync,fsync", "-o", trace] + argv
+    g = kvmmtest.start(vms, argv)
+    try:
+        check_flush_syncs(g, sock, path, data, start, count, cache, synced, sync and trace)
+    finally:
+        # Under strace kvmm is strace's child: killing strace alone (as
+        # the vms fixture does) would leave kvmm running.
+        for kid in child_pids(g.proc.pid):
+            os.kill(kid, 9)
+
+
+def child_pids(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(k) for k in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def check_flush_syncs(g, sock, path, data, start, count, cache, synced, trace):
+    g.wait_for(r"KVMMTEST done", timeout=60)
+    no_failures(g)
+    assert "blk0" in by_dev(g, "pass", "virtio-blk-flush")
+    # The flush left nothing of the image dirty in the host's cache (the
+    # guest writes nothing after it).  Only writeback goes through the
+    # cache; unsafe may or may not have been written back by now.
+    dirty = dirty_pages(path)
+    if cache == "writeback" and dirty is not None:
+        assert dirty == (0, 0), dirty
+    st = block_stats(sock)[0]
+    g.wait_exit()
+    assert st["flush_operations"] >= 1 and st["errors"] == 0, st
+    assert st["sync_operations"] == (st["flush_operations"] if synced else 0), st
+    if trace:
+        with open(trace) as f:
+            calls = [line for line in f if re.search(r"\bf(data)?sync\(", line)]
+        assert len(calls) == st["sync_operations"], calls
     after = read(path)
     assert after[start * SECTOR:(start + count) * SECTOR] == \
         b"".join(pattern(s) for s in range(start, start + count))
@@ -898,6 +970,8 @@ def test_kvmm_blk_stats_on_the_control_socket(kvm, vms, tmp, sync):
     assert [s["path"] for s in st] == [d0, d1]
     assert st[0]["wr_bytes"] == 32 * SECTOR and st[0]["wr_operations"] >= 1
     assert st[0]["flush_operations"] >= 1 and st[0]["rd_bytes"] >= 32 * SECTOR
+    assert st[0]["sync_operations"] == st[0]["flush_operations"]
+    assert st[1]["sync_operations"] == 0                             # read-only
     assert st[0]["other_operations"] >= 1 and st[0]["errors"] == 0   # GET_ID
     assert st[1]["wr_bytes"] == 0 and st[1]["errors"] >= 1            # refused writes
     # Each request's time is counted: positive where requests ran, and
