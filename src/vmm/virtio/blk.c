@@ -83,22 +83,15 @@ struct blk {
 static bool iov_read(const struct iovec *iov, unsigned int n, uint64_t skip,
 		     void *buf, uint64_t len)
 {
-	unsigned int i;
+	struct iovec v[VIRTQ_MAX_SEGS];
+	unsigned int i, k = block_iov_slice(iov, n, skip, len, v);
+	uint64_t got = 0;
 
-	for (i = 0; i < n && len; i++) {
-		uint64_t take;
-
-		if (skip >= iov[i].iov_len) {
-			skip -= iov[i].iov_len;
-			continue;
-		}
-		take = MIN(iov[i].iov_len - skip, len);
-		memcpy(buf, (uint8_t *)iov[i].iov_base + skip, take);
-		buf = (uint8_t *)buf + take;
-		len -= take;
-		skip = 0;
+	for (i = 0; i < k; i++) {
+		memcpy((uint8_t *)buf + got, v[i].iov_base, v[i].iov_len);
+		got += v[i].iov_len;
 	}
-	return !len;
+	return got == len;
 }
 
 /* GUEST: a sector range is valid only inside the disk and on whole
