@@ -261,16 +261,18 @@ int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
 		snprintf(err, errlen, "disk %s is read-only", bd->path);
 		return -EROFS;
 	}
+	if (bd->blkdev) {
+		snprintf(err, errlen, "disk %s is not an image file: kvmm resizes image files only",
+			 bd->path);
+		return -ENOTSUP;
+	}
 	if (!size || size % bd->blk_size || size > (uint64_t)INT64_MAX) {
 		snprintf(err, errlen, "size %llu is not valid: give a positive multiple of the block size (%u bytes)",
 			 (unsigned long long)size, bd->blk_size);
 		return -EINVAL;
 	}
 	r = bd->fmt->resize(bd, size);
-	if (r == -ENOTSUP)
-		snprintf(err, errlen, "disk %s is not an image file: kvmm resizes image files only",
-			 bd->path);
-	else if (r)
+	if (r)
 		snprintf(err, errlen, "cannot resize disk %s: %s", bd->path, strerror(-r));
 	else
 		bd->size = size;

@@ -22,8 +22,8 @@ struct block_format {
 		   uint64_t *host, uint64_t *run);
 	int (*discard)(struct block_dev *bd, uint64_t off, uint64_t len);
 	int (*write_zeroes)(struct block_dev *bd, uint64_t off, uint64_t len);
-	/* The new guest-visible size; -ENOTSUP when the image cannot grow or
-	 * shrink (a block device). */
+	/* The new guest-visible size, on an image file (not a block
+	 * device). */
 	int (*resize)(struct block_dev *bd, uint64_t size);
 	void (*close)(struct block_dev *bd);
 };

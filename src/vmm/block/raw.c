@@ -53,8 +53,6 @@ static int raw_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len)
 
 static int raw_resize(struct block_dev *bd, uint64_t size)
 {
-	if (bd->blkdev)
-		return -ENOTSUP;
 	return ftruncate(bd->bfd, (off_t)size) ? -errno : 0;
 }
 
