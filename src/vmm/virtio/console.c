@@ -205,9 +205,9 @@ static int console_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
 		return -EINVAL;
 	con->rx_held = false;
 	if (s.rx_held) {
-		if (!vp->queues[RXQ].vq.ready)
+		if (!virtio_queue_ready(vp, RXQ))
 			return -EINVAL;
-		vp->queues[RXQ].vq.last_avail--;
+		virtio_queue_unpop(vp, RXQ, 1);
 	}
 	return 0;
 }

@@ -498,12 +498,12 @@ static int net_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
 	memcpy(&s, data, sizeof(s));
 	/* GUEST: the stream is as untrusted as the guest that made it */
 	if (s.version != NET_STATE_VERSION || s.rx_on > 1 || s.link_up > 1 || s.nheld > RX_HELD ||
-	    (s.nheld && !vp->queues[RXQ].vq.ready) || (s.mac[0] & 1) ||
+	    (s.nheld && !virtio_queue_ready(vp, RXQ)) || (s.mac[0] & 1) ||
 	    s.offload != tun_offload(vp))
 		return -EINVAL;
 	memcpy(n->mac, s.mac, 6);
 	n->link_up = s.link_up && !n->tap_dead;	/* this side's tap decides */
-	vp->queues[RXQ].vq.last_avail -= s.nheld;
+	virtio_queue_unpop(vp, RXQ, s.nheld);
 	n->nheld = n->held_first = 0;
 	n->held_room = 0;
 	apply_offload(n, s.offload);

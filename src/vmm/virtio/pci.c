@@ -199,6 +199,16 @@ bool virtio_queue_live(const struct virtio_pci *vp, unsigned int q)
 	       !(vp->status & VIRTIO_STATUS_NEEDS_RESET) && vp->queues[q].vq.ready;
 }
 
+bool virtio_queue_ready(const struct virtio_pci *vp, unsigned int q)
+{
+	return vp->queues[q].vq.ready;
+}
+
+void virtio_queue_unpop(struct virtio_pci *vp, unsigned int q, uint16_t n)
+{
+	vp->queues[q].vq.last_avail -= n;
+}
+
 void virtio_queue_set_notify(struct virtio_pci *vp, unsigned int q, bool on)
 {
 	virtq_set_notify(&vp->queues[q].vq, vp->mem, on);

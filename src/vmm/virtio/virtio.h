@@ -120,6 +120,11 @@ int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
 int virtio_push(struct virtio_pci *vp, unsigned int q, uint16_t head, uint32_t len);
 /* Whether queue q may be used now: the driver is up and nothing broke. */
 bool virtio_queue_live(const struct virtio_pci *vp, unsigned int q);
+/* Whether the driver enabled queue q (and nothing broke it since). */
+bool virtio_queue_ready(const struct virtio_pci *vp, unsigned int q);
+/* The last n chains popped from queue q are available again: for a
+ * load, whose device held them when it was saved. */
+void virtio_queue_unpop(struct virtio_pci *vp, unsigned int q, uint16_t n);
 /* virtq_set_notify and virtq_has_avail on queue q. */
 void virtio_queue_set_notify(struct virtio_pci *vp, unsigned int q, bool on);
 bool virtio_queue_has_avail(const struct virtio_pci *vp, unsigned int q);
