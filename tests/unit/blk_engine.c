@@ -15,6 +15,7 @@ static struct held {
 	bool finished;
 } held[HELD_MAX];
 static unsigned int nheld;
+int he_submit_error;
 static int efd = -1;
 
 unsigned int he_held(void)
@@ -87,7 +88,10 @@ static int he_queue(struct block_dev *bd, struct block_req *req)
 
 static int he_submit(struct block_dev *bd)
 {
-	return 0;
+	int r = he_submit_error;
+
+	he_submit_error = 0;
+	return r;
 }
 
 /* Completes the finished requests (all of them, finished now, if wait),

@@ -13,5 +13,7 @@ uint64_t he_off(unsigned int i);
 /* Does held request i for real (pwritev/preadv/fdatasync) and signals
  * its completion; the layer takes it at its next poll. */
 void he_finish(unsigned int i);
+/* The engine's next submit fails with this (0: it does not). */
+extern int he_submit_error;
 
 #endif
