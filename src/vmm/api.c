@@ -17,6 +17,8 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
 #include "virtio/virtio.h"
 
 #define API_MAX_CLIENTS 16
@@ -269,6 +271,7 @@ static struct json_object *cmd_query_block_stats(struct api *api, struct json_ob
 		add_u64(o, "rd_total_time_ns", st.rd_ns);
 		add_u64(o, "wr_total_time_ns", st.wr_ns);
 		add_u64(o, "flush_total_time_ns", st.flush_ns);
+		add_u64(o, "sync_operations", st.syncs);
 		json_object_array_add(a, o);
 	}
 	return a;

@@ -11,6 +11,7 @@
 #include "unit.h"
 #include "util.h"
 #include "vdriver.h"
+#include "virtio/console.h"
 #include "virtio/virtio.h"
 
 /* --- a chardev that records ------------------------------------------ */

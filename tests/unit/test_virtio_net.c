@@ -17,6 +17,7 @@
 #include "unit.h"
 #include "util.h"
 #include "vdriver.h"
+#include "virtio/net.h"
 #include "virtio/virtio.h"
 
 /* --- a tap: the device's end of a datagram socket pair --------------- */

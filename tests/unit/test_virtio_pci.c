@@ -16,6 +16,8 @@
 #include "unit.h"
 #include "util.h"
 #include "vdriver.h"
+#include "virtio/blk.h"
+#include "virtio/rng.h"
 #include "virtio/virtio.h"
 #include "vm.h"
 

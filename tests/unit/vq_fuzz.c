@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 	while (now_ns() < end) {
 		struct virtq q = { .ready = true, .indirect = rng() & 1 };
 		unsigned int n, k, pops;
-		uint8_t *desc;
+		uint8_t *desc, out[64];
 
 		q.size = 1u << (rng() % 9);		/* 1..256 */
 		if (!(rng() % 16))
@@ -141,8 +141,13 @@ int main(int argc, char **argv)
 					return 1;
 				}
 			}
-			virtq_elem_write(&e, 0, desc, 64);
-			virtq_push(&q, &m, e.head, 64);
+			/* From a buffer of our own: a device writes what it
+			 * made, never guest memory into guest memory, and the
+			 * chain's buffers may cover the descriptor table. */
+			for (k = 0; k < sizeof(out); k++)
+				out[k] = rng();
+			virtq_elem_write(&e, 0, out, sizeof(out));
+			virtq_push(&q, &m, e.head, sizeof(out));
 		}
 		iters++;
 	}

@@ -1,4 +1,4 @@
-"""kvmm's virtio-net on tap devices, beyond what tests/vmm/test_virtio.py
+"""kvmm's virtio-net on tap devices, beyond what tests/vmm/test_virtio_net.py
 checks against QEMU too: the counters of query-net-stats against the
 guest's own and the host tap's, taps kvmm creates (gone at exit) next to
 persistent ones (kept), a tap passed as an open fd, and bad input (one
@@ -13,7 +13,7 @@ import time
 import pytest
 
 import kvmmtest
-from test_virtio import add_tap, by_dev, netns, no_failures, probe  # noqa: F401 (fixture)
+from virtiotest import add_tap, by_dev, no_failures, probe
 
 SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "schemas", "api.schema.json")
 

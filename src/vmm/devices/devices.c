@@ -10,6 +10,10 @@
 #include "log.h"
 #include "pci/pci.h"
 #include "pci/pci_devices.h"
+#include "virtio/blk.h"
+#include "virtio/console.h"
+#include "virtio/net.h"
+#include "virtio/rng.h"
 #include "virtio/virtio.h"
 #include "vm.h"
 

@@ -13,7 +13,9 @@
  * Every callback runs on the main thread (queue kicks, chardev input)
  * or a vCPU thread (config, status writes), always under the device
  * lock. */
+#include <endian.h>
 #include <errno.h>
+#include <linux/virtio_console.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +23,7 @@
 #include "log.h"
 #include "util.h"
 #include "virtio.h"
+#include "virtio/console.h"
 
 #define CONSOLE_QUEUE_SIZE	256
 #define RXQ			0	/* receiveq, port 0 */
@@ -37,7 +40,8 @@
  * None of the features that give its fields meaning (SIZE, MULTIPORT,
  * EMERG_WRITE) is offered; the structure is there because the device
  * type has one (4.1.4.6). */
-#define CONSOLE_CONFIG_LEN	12
+/* Through emerg_wr (EMERG_WRITE is not offered: writes are ignored). */
+#define CONSOLE_CONFIG_LEN	sizeof(struct virtio_console_config)
 #define CONSOLE_STATE_VERSION	1
 
 struct console {
@@ -55,21 +59,11 @@ static struct console *to_console(struct virtio_pci *vp)
 	return vp->priv;
 }
 
-/* Whether queue q may be used now: the driver is up and nothing broke. */
-static bool queue_live(struct virtio_pci *vp, unsigned int q)
-{
-	return (vp->status & VIRTIO_STATUS_DRIVER_OK) &&
-	       !(vp->status & VIRTIO_STATUS_NEEDS_RESET) && vp->queues[q].vq.ready;
-}
-
 static void console_used(struct virtio_pci *vp, unsigned int q, uint16_t head,
 			 uint32_t len)
 {
-	if (virtq_push(&vp->queues[q].vq, vp->mem, head, len)) {
-		virtio_needs_reset(vp);
-		return;
-	}
-	virtio_queue_interrupt(vp, q);
+	if (!virtio_push(vp, q, head, len))
+		virtio_queue_interrupt(vp, q);
 }
 
 static void console_transmit(struct virtio_pci *vp)
@@ -90,7 +84,7 @@ static void console_transmit(struct virtio_pci *vp)
 			chardev_write(con->backend, e->iov[i].iov_base, e->iov[i].iov_len);
 		budget -= MIN(e->out_len, budget);
 		console_used(vp, TXQ, e->head, 0);
-		if (!queue_live(vp, TXQ))
+		if (!virtio_queue_live(vp, TXQ))
 			return;
 	}
 	if (!budget || !chains)
@@ -114,7 +108,7 @@ static size_t rx_room(struct virtio_pci *vp)
 
 	/* GUEST: bounded like a transmit pass; past it the chardev pauses
 	 * until the guest's next receiveq kick. */
-	while (!con->rx_held && chains-- && queue_live(vp, RXQ) &&
+	while (!con->rx_held && chains-- && virtio_queue_live(vp, RXQ) &&
 	       virtio_pop(vp, RXQ, &con->rx) > 0) {
 		/* GUEST: a receive chain with nothing writable cannot take
 		 * input: give it back empty and look at the next. */
@@ -163,11 +157,12 @@ static void console_input(void *opaque, const uint8_t *buf, size_t len)
 static void console_config_read(struct virtio_pci *vp, unsigned int off,
 				uint8_t *data, unsigned int len)
 {
-	uint8_t c[CONSOLE_CONFIG_LEN] = { 0 };
+	struct virtio_console_config c = {
+		.max_nr_ports = htole32(1),	/* port 0 alone */
+	};
 
-	pci_put(c + 4, 1, 4);	/* max_nr_ports: port 0 alone */
 	/* GUEST: off and len were bounded to config_len by the transport */
-	memcpy(data, c + off, len);
+	memcpy(data, (uint8_t *)&c + off, len);
 }
 
 /* Writes (emerg_wr) mean nothing without EMERG_WRITE: ignored. */
@@ -210,9 +205,9 @@ static int console_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
 		return -EINVAL;
 	con->rx_held = false;
 	if (s.rx_held) {
-		if (!vp->queues[RXQ].vq.ready)
+		if (!virtio_queue_ready(vp, RXQ))
 			return -EINVAL;
-		vp->queues[RXQ].vq.last_avail--;
+		virtio_queue_unpop(vp, RXQ, 1);
 	}
 	return 0;
 }

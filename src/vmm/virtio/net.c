@@ -22,7 +22,10 @@
  * once at its end, not per frame.  Everything runs on the main thread
  * under the device lock, except the status hook and reset (vCPU thread,
  * also under the lock), which therefore never touch the loop. */
+#include <endian.h>
 #include <errno.h>
+#include <linux/virtio_net.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -37,23 +40,11 @@
 #include "net/tap.h"
 #include "util.h"
 #include "virtio.h"
+#include "virtio/net.h"
 #include "vm.h"
 
 /* Feature bits (5.1.3). */
-#define VIRTIO_NET_F_CSUM		0
-#define VIRTIO_NET_F_GUEST_CSUM		1
-#define VIRTIO_NET_F_MTU		3
-#define VIRTIO_NET_F_MAC		5
-#define VIRTIO_NET_F_GUEST_TSO4		7
-#define VIRTIO_NET_F_GUEST_TSO6		8
-#define VIRTIO_NET_F_GUEST_ECN		9
-#define VIRTIO_NET_F_HOST_TSO4		11
-#define VIRTIO_NET_F_HOST_TSO6		12
-#define VIRTIO_NET_F_HOST_ECN		13
-#define VIRTIO_NET_F_MRG_RXBUF		15
-#define VIRTIO_NET_F_STATUS		16
 
-#define VIRTIO_NET_S_LINK_UP		1
 
 /* struct virtio_net_hdr (5.1.6): flags, gso_type, hdr_len, gso_size,
  * csum_start, csum_offset, num_buffers; 12 bytes in virtio 1.x whatever
@@ -79,7 +70,7 @@
 #define RX_IOV			1024	/* UIO_MAXIOV */
 
 /* mac[6], status, max_virtqueue_pairs, mtu (5.1.4) */
-#define NET_CONFIG_LEN		12
+#define NET_CONFIG_LEN		offsetof(struct virtio_net_config, speed)
 #define NET_STATE_VERSION	1
 
 struct net {
@@ -116,22 +107,6 @@ static bool negotiated(const struct virtio_pci *vp, unsigned int bit)
 	return vp->driver_features & 1ULL << bit;
 }
 
-static bool queue_live(struct virtio_pci *vp, unsigned int q)
-{
-	return (vp->status & VIRTIO_STATUS_DRIVER_OK) &&
-	       !(vp->status & VIRTIO_STATUS_NEEDS_RESET) && vp->queues[q].vq.ready;
-}
-
-/* Returns a chain; false if the used ring is broken (device reset). */
-static bool used(struct virtio_pci *vp, unsigned int q, uint16_t head, uint32_t len)
-{
-	if (virtq_push(&vp->queues[q].vq, vp->mem, head, len)) {
-		virtio_needs_reset(vp);
-		return false;
-	}
-	return true;
-}
-
 /* --- transmit ----------------------------------------------------------- */
 
 static void net_transmit(struct virtio_pci *vp)
@@ -144,7 +119,7 @@ static void net_transmit(struct virtio_pci *vp)
 
 	/* No kicks while this pass drains the queue; asked for again once
 	 * it is empty, then one more look for what came meanwhile. */
-	virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+	virtio_queue_set_notify(vp, TXQ, false);
 again:
 	while (chains && (r = virtio_pop(vp, TXQ, e)) > 0) {
 		chains--;
@@ -171,13 +146,13 @@ again:
 			}
 		}
 		sent++;
-		if (!used(vp, TXQ, e->head, 0))
+		if (virtio_push(vp, TXQ, e->head, 0))
 			return;		/* broken: the guest must reset it */
 	}
 	if (chains && !r) {
-		virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, true);
-		if (virtq_has_avail(&vp->queues[TXQ].vq, vp->mem)) {
-			virtq_set_notify(&vp->queues[TXQ].vq, vp->mem, false);
+		virtio_queue_set_notify(vp, TXQ, true);
+		if (virtio_queue_has_avail(vp, TXQ)) {
+			virtio_queue_set_notify(vp, TXQ, false);
 			goto again;
 		}
 	}
@@ -185,7 +160,7 @@ again:
 		virtio_queue_interrupt(vp, TXQ);
 	/* Past the budget the device queues its own next pass (kicks are
 	 * still off). */
-	if (!chains && queue_live(vp, TXQ))
+	if (!chains && virtio_queue_live(vp, TXQ))
 		virtio_queue_kick(vp, TXQ);
 }
 
@@ -233,7 +208,7 @@ static bool rx_fill(struct virtio_pci *vp, unsigned int *rejected)
 		if (e->in_len < NET_HDR_LEN) {
 			n->st.rx_errors++;
 			(*rejected)++;
-			if (!used(vp, RXQ, e->head, 0))
+			if (virtio_push(vp, RXQ, e->head, 0))
 				return false;
 			continue;
 		}
@@ -323,7 +298,7 @@ static int rx_one(struct virtio_pci *vp)
 		n->held_room -= e->in_len;
 		n->held_first = (n->held_first + 1) % RX_HELD;
 		n->nheld--;
-		if (!used(vp, RXQ, e->head, len))
+		if (virtio_push(vp, RXQ, e->head, len))
 			return -1;
 	}
 	return 1;
@@ -347,27 +322,27 @@ static void net_receive(struct virtio_pci *vp)
 	bool room = false, live;
 	int r = 0;
 
-	while (n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && budget--) {
+	while (n->rx_on && !n->tap_dead && virtio_queue_live(vp, RXQ) && budget--) {
 		room = rx_fill(vp, &frames);
-		if (!room || !queue_live(vp, RXQ))
+		if (!room || !virtio_queue_live(vp, RXQ))
 			break;
 		r = rx_one(vp);
 		if (r <= 0)
 			break;
 		frames++;
 	}
-	live = n->rx_on && !n->tap_dead && queue_live(vp, RXQ) && r >= 0;
+	live = n->rx_on && !n->tap_dead && virtio_queue_live(vp, RXQ) && r >= 0;
 	if (live && !room) {
 		/* Out of buffers: ask for the guest's kick when it adds some,
 		 * then look once more for those it added before it saw that. */
-		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, true);
-		if (virtq_has_avail(&vp->queues[RXQ].vq, vp->mem))
-			room = rx_fill(vp, &frames) && queue_live(vp, RXQ);
+		virtio_queue_set_notify(vp, RXQ, true);
+		if (virtio_queue_has_avail(vp, RXQ))
+			room = rx_fill(vp, &frames) && virtio_queue_live(vp, RXQ);
 	}
 	/* While there is room the tap's input drives the queue: refill
 	 * kicks would only cost the guest exits. */
 	if (live && room)
-		virtq_set_notify(&vp->queues[RXQ].vq, vp->mem, false);
+		virtio_queue_set_notify(vp, RXQ, false);
 	if (frames)
 		virtio_queue_interrupt(vp, RXQ);
 	/* Poll the tap only while a frame has somewhere to go: without
@@ -454,14 +429,15 @@ static void net_status(struct virtio_pci *vp, uint8_t old)
 static void net_config_read(struct virtio_pci *vp, unsigned int off,
 			    uint8_t *data, unsigned int len)
 {
-	uint8_t c[NET_CONFIG_LEN];
+	struct virtio_net_config c = {
+		.status = htole16(to_net(vp)->link_up ? VIRTIO_NET_S_LINK_UP : 0),
+		.max_virtqueue_pairs = htole16(1),	/* means nothing without MQ */
+	};
 
-	memcpy(c, to_net(vp)->mac, 6);
-	pci_put(c + 6, to_net(vp)->link_up ? VIRTIO_NET_S_LINK_UP : 0, 2);
-	pci_put(c + 8, 1, 2);	/* max_virtqueue_pairs: means nothing without MQ */
-	pci_put(c + 10, to_net(vp)->mtu, 2);
+	memcpy(c.mac, to_net(vp)->mac, sizeof(c.mac));
+	c.mtu = htole16(to_net(vp)->mtu);
 	/* GUEST: off and len were bounded to config_len by the transport */
-	memcpy(data, c + off, len);
+	memcpy(data, (uint8_t *)&c + off, len);
 }
 
 /* Read-only in virtio 1.x: the MAC changes only through the control
@@ -524,12 +500,12 @@ static int net_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
 	memcpy(&s, data, sizeof(s));
 	/* GUEST: the stream is as untrusted as the guest that made it */
 	if (s.version != NET_STATE_VERSION || s.rx_on > 1 || s.link_up > 1 || s.nheld > RX_HELD ||
-	    (s.nheld && !vp->queues[RXQ].vq.ready) || (s.mac[0] & 1) ||
+	    (s.nheld && !virtio_queue_ready(vp, RXQ)) || (s.mac[0] & 1) ||
 	    s.offload != tun_offload(vp))
 		return -EINVAL;
 	memcpy(n->mac, s.mac, 6);
 	n->link_up = s.link_up && !n->tap_dead;	/* this side's tap decides */
-	vp->queues[RXQ].vq.last_avail -= s.nheld;
+	virtio_queue_unpop(vp, RXQ, s.nheld);
 	n->nheld = n->held_first = 0;
 	n->held_room = 0;
 	apply_offload(n, s.offload);

@@ -178,6 +178,47 @@ int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e)
 	return r;
 }
 
+int virtio_push(struct virtio_pci *vp, unsigned int q, uint16_t head, uint32_t len)
+{
+	struct virtq *vq = &vp->queues[q].vq;
+
+	/* A reset or a broken chain took the queue away meanwhile: the
+	 * chain has nowhere to go. */
+	if (!vq->ready)
+		return 0;
+	if (virtq_push(vq, vp->mem, head, len)) {
+		virtio_needs_reset(vp);
+		return -EFAULT;
+	}
+	return 0;
+}
+
+bool virtio_queue_live(const struct virtio_pci *vp, unsigned int q)
+{
+	return (vp->status & VIRTIO_STATUS_DRIVER_OK) &&
+	       !(vp->status & VIRTIO_STATUS_NEEDS_RESET) && vp->queues[q].vq.ready;
+}
+
+bool virtio_queue_ready(const struct virtio_pci *vp, unsigned int q)
+{
+	return vp->queues[q].vq.ready;
+}
+
+void virtio_queue_unpop(struct virtio_pci *vp, unsigned int q, uint16_t n)
+{
+	vp->queues[q].vq.last_avail -= n;
+}
+
+void virtio_queue_set_notify(struct virtio_pci *vp, unsigned int q, bool on)
+{
+	virtq_set_notify(&vp->queues[q].vq, vp->mem, on);
+}
+
+bool virtio_queue_has_avail(const struct virtio_pci *vp, unsigned int q)
+{
+	return virtq_has_avail(&vp->queues[q].vq, vp->mem);
+}
+
 /* The common configuration as the guest sees it, little-endian. */
 static void common_image(struct virtio_pci *vp, uint8_t *c)
 {

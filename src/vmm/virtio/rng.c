@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "virtio.h"
+#include "virtio/rng.h"
 
 #define RNG_QUEUE_SIZE		256
 #define RNG_CHUNK		4096
@@ -52,10 +53,8 @@ static void rng_queue_notify(struct virtio_pci *vp, unsigned int q)
 			}
 		}
 		budget -= done < budget ? done : budget;
-		if (virtq_push(&vp->queues[q].vq, vp->mem, e.head, done)) {
-			virtio_needs_reset(vp);
+		if (virtio_push(vp, q, e.head, done))
 			return;
-		}
 		virtio_queue_interrupt(vp, q);
 		if (failed)
 			break;	/* getrandom failed: try again on the next kick */

@@ -1,8 +1,10 @@
 /* virtio devices over the modern PCI transport (virtio 1.x, 4.1).
  *
- * A device (rng, console, later blk, net) is one file with one
- * struct virtio_dev_ops; the transport (virtio/pci.c) owns the PCI
- * function, MSI-X, feature negotiation, device status and the queues.
+ * A device (rng, console, blk, net) is one file with one struct
+ * virtio_dev_ops and its own header for the rest of kvmm (virtio/rng.h,
+ * ...); this header is the transport only.  The transport (virtio/pci.c)
+ * owns the PCI function, MSI-X, feature negotiation, device status and
+ * the queues.
  *
  * Threads: the guest's queue notifications arrive on one eventfd per
  * queue (KVM_IOEVENTFD on the notify address, or written by the MMIO
@@ -111,50 +113,21 @@ void virtio_config_changed(struct virtio_pci *vp);
 /* Pops the next element of queue q; on a malformed chain sets
  * NEEDS_RESET and returns -EINVAL. */
 int virtio_pop(struct virtio_pci *vp, unsigned int q, struct virtq_elem *e);
-
-/* The devices. */
-struct device *virtio_rng_create(struct vm *vm, unsigned int slot, uint64_t bar_addr);
-struct chardev;
-/* Takes backend's input callbacks; the backend outlives the device. */
-struct device *virtio_console_create(struct vm *vm, unsigned int slot, uint64_t bar_addr,
-				     struct chardev *backend);
-
-struct disk_config;
-/* Opens disk index of vm->cfg; on bad input prints one line and
- * returns NULL. */
-struct device *virtio_blk_create(struct vm *vm, unsigned int index,
-				 unsigned int slot, uint64_t bar_addr);
-
-/* A disk's counters since kvmm started (they survive guest resets). */
-struct virtio_blk_stats {
-	const char *path;
-	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
-	uint64_t rd_bytes, wr_bytes, errors;
-	uint64_t rd_ns, wr_ns, flush_ns;	/* total time, request by request */
-};
-/* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
-int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
-/* Resizes the image of the virtio-blk device dev to size bytes and tells
- * the guest (config change).  -ENODEV if dev is not virtio-blk; other
- * errors write one line into err: read-only disk, block device, size
- * not a positive multiple of the block size, ftruncate's failure. */
-int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errlen);
-
-/* Opens (or creates) NIC index's tap of vm->cfg; on bad input prints
- * one line and returns NULL, leaving no tap behind. */
-struct device *virtio_net_create(struct vm *vm, unsigned int index,
-				 unsigned int slot, uint64_t bar_addr);
-
-/* A NIC's counters since kvmm started (they survive guest resets); rx
- * is what the guest received, tx what it sent. */
-struct virtio_net_stats {
-	const char *tap;
-	uint8_t mac[6];
-	uint64_t rx_bytes, rx_packets, rx_errors, rx_drops;
-	uint64_t tx_bytes, tx_packets, tx_errors, tx_drops;
-};
-/* 0 and *st filled if dev is a virtio-net device, else -ENODEV. */
-int virtio_net_stats(struct device *dev, struct virtio_net_stats *st);
+/* Gives chain head of queue q back with len bytes written.  If the used
+ * ring is out of reach the device is put in NEEDS_RESET and -EFAULT
+ * returned; if the queue is no longer ready (reset, broken) the chain is
+ * dropped and 0 returned. */
+int virtio_push(struct virtio_pci *vp, unsigned int q, uint16_t head, uint32_t len);
+/* Whether queue q may be used now: the driver is up and nothing broke. */
+bool virtio_queue_live(const struct virtio_pci *vp, unsigned int q);
+/* Whether the driver enabled queue q (and nothing broke it since). */
+bool virtio_queue_ready(const struct virtio_pci *vp, unsigned int q);
+/* The last n chains popped from queue q are available again: for a
+ * load, whose device held them when it was saved. */
+void virtio_queue_unpop(struct virtio_pci *vp, unsigned int q, uint16_t n);
+/* virtq_set_notify and virtq_has_avail on queue q. */
+void virtio_queue_set_notify(struct virtio_pci *vp, unsigned int q, bool on);
+bool virtio_queue_has_avail(const struct virtio_pci *vp, unsigned int q);
 
 /* The virtio_pci behind dev, or NULL if dev is not a virtio device. */
 struct virtio_pci *virtio_pci_of(struct device *dev);

@@ -1,0 +1,451 @@
+/* The block layer's core: opening and checking an image, cache modes,
+ * and the request path from block_start() to the done callback through
+ * the format's map and an engine (block.h has the model). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block_int.h"
+#include "log.h"
+#include "loop.h"
+#include "util.h"
+
+const char *block_path(const struct block_dev *bd)
+{
+	return bd->path;
+}
+
+bool block_readonly(const struct block_dev *bd)
+{
+	return bd->readonly;
+}
+
+uint32_t block_blk_size(const struct block_dev *bd)
+{
+	return bd->blk_size;
+}
+
+uint64_t block_size(const struct block_dev *bd)
+{
+	return bd->size;
+}
+
+uint64_t block_syncs(const struct block_dev *bd)
+{
+	return bd->syncs;
+}
+
+unsigned int block_inflight(const struct block_dev *bd)
+{
+	return bd->inflight;
+}
+
+static bool iov_aligned(const struct iovec *iov, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (BLOCK_SECTOR - 1))
+			return false;
+	return true;
+}
+
+/* Nothing to sync: the host's cache is allowed to lose it, or nothing
+ * was written. */
+static bool flush_is_noop(const struct block_dev *bd)
+{
+	return bd->cache == DISK_CACHE_UNSAFE || bd->readonly;
+}
+
+static void log_rw_error(struct block_dev *bd, struct block_req *req)
+{
+	pr_debug("%s: %s of %llu bytes at %llu: %s", bd->path,
+		 req->op == BLOCK_WRITE ? "write" : "read", (unsigned long long)req->bytes,
+		 (unsigned long long)req->off, req->res < 0 ? strerror(-req->res) : "short");
+}
+
+/* An engine's read or write is over: what O_DIRECT refused or a short
+ * transfer left is redone here. */
+static void redo_rw(struct block_dev *bd, struct block_req *req)
+{
+	bool write = req->op == BLOCK_WRITE;
+
+	/* The file system's direct-I/O alignment may be larger than a
+	 * sector: do what it refused through the page cache. */
+	if (req->res == -EINVAL && req->fd != bd->bfd)
+		req->res = block_sync_rw(bd->bfd, write, req->iov, req->niov, req->host,
+					 req->bytes);
+	else if (req->res >= 0 && (uint64_t)req->res < req->bytes)
+		req->res = block_sync_rw(req->fd, write, req->iov, req->niov, req->host,
+					 req->bytes);	/* short: redo whole */
+	if (req->res < 0 || (uint64_t)req->res != req->bytes)
+		log_rw_error(bd, req);
+}
+
+/* Runs req on this thread, now. */
+static void run_sync(struct block_dev *bd, struct block_req *req)
+{
+	bool write = req->op == BLOCK_WRITE;
+	uint64_t done, host, run;
+
+	if (req->op == BLOCK_FLUSH) {
+		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		return;
+	}
+	/* Run by run as the format maps them (raw: one). */
+	req->res = req->bytes;
+	for (done = 0; done < req->bytes; done += run) {
+		struct iovec v[BLOCK_MAX_IOV];
+		unsigned int k;
+		int64_t n;
+		int r = bd->fmt->map(bd, req->off + done, req->bytes - done, write, &host, &run);
+
+		if (r) {
+			req->res = r;
+			break;
+		}
+		k = block_iov_slice(req->iov, req->niov, done, run, v);
+		n = block_sync_rw(req->fd, write, v, k, host, run);
+		if (n == -EINVAL && req->fd != bd->bfd)	/* as in redo_rw */
+			n = block_sync_rw(bd->bfd, write, v, k, host, run);
+		if (n < 0) {
+			req->res = n;
+			break;
+		}
+	}
+	if (req->res < 0)
+		log_rw_error(bd, req);
+}
+
+static void unlink_req(struct block_dev *bd, struct block_req *req)
+{
+	if (req->prev)
+		req->prev->next = req->next;
+	else
+		bd->queued = req->next;
+	if (req->next)
+		req->next->prev = req->prev;
+	bd->inflight--;
+}
+
+void block_complete(struct block_dev *bd, struct block_req *req)
+{
+	unlink_req(bd, req);
+	if (bd->dropping) {
+		bd->done(bd->opaque, req, true);
+		return;
+	}
+	if (req->op == BLOCK_FLUSH) {
+		if (req->res >= 0)
+			bd->syncs++;
+	} else {
+		redo_rw(bd, req);
+	}
+	bd->done(bd->opaque, req, false);
+}
+
+/* The engine misbehaved: close it and redo what it held here, or drop
+ * it; the synchronous path from now on. */
+static void engine_fail(struct block_dev *bd, int err)
+{
+	pr_warn("%s: %s failed (%s), using preadv/pwritev from now on", bd->path,
+		bd->engine->name, strerror(-err));
+	loop_del(bd->loop, bd->efd);
+	bd->engine->exit(bd);
+	bd->engine = NULL;
+	while (bd->queued) {
+		struct block_req *req = bd->queued;
+
+		unlink_req(bd, req);
+		if (bd->dropping) {
+			bd->done(bd->opaque, req, true);
+			continue;
+		}
+		run_sync(bd, req);
+		bd->done(bd->opaque, req, false);
+	}
+}
+
+void block_submit(struct block_dev *bd)
+{
+	int r;
+
+	if (!bd->engine || !bd->inflight)
+		return;
+	r = bd->engine->submit(bd);
+	if (r < 0)
+		engine_fail(bd, r);
+}
+
+void block_poll(struct block_dev *bd, bool wait)
+{
+	int r;
+
+	if (!bd->engine || !bd->inflight)
+		return;
+	r = bd->engine->reap(bd, wait);
+	if (r < 0)
+		engine_fail(bd, r);
+}
+
+void block_cancel(struct block_dev *bd)
+{
+	bd->dropping = true;
+	block_poll(bd, true);
+	bd->dropping = false;
+}
+
+/* Hands req to the engine; false if it cannot take it. */
+static bool queue(struct block_dev *bd, struct block_req *req)
+{
+	int r = bd->engine->queue(bd, req);
+
+	if (r == -EAGAIN) {
+		block_submit(bd);	/* full: make room */
+		r = bd->engine ? bd->engine->queue(bd, req) : -EIO;
+	}
+	if (r)
+		return false;
+	req->prev = NULL;
+	req->next = bd->queued;
+	if (bd->queued)
+		bd->queued->prev = req;
+	bd->queued = req;
+	bd->inflight++;
+	return true;
+}
+
+void block_start(struct block_dev *bd, struct block_req *req)
+{
+	uint64_t run = 0;
+
+	/* O_DIRECT takes sector-aligned buffers only. */
+	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
+		  bd->fd : bd->bfd;
+	if (req->op == BLOCK_FLUSH) {
+		if (bd->engine && !flush_is_noop(bd) && queue(bd, req))
+			return;
+	} else if (bd->engine &&
+		   !bd->fmt->map(bd, req->off, req->bytes, req->op == BLOCK_WRITE,
+				 &req->host, &run) && run == req->bytes && queue(bd, req)) {
+		return;
+	}
+	run_sync(bd, req);
+	bd->done(bd->opaque, req, false);
+}
+
+int block_discard(struct block_dev *bd, uint64_t off, uint64_t len)
+{
+	return bd->readonly ? -EROFS : bd->fmt->discard(bd, off, len);
+}
+
+int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len)
+{
+	return bd->readonly ? -EROFS : bd->fmt->write_zeroes(bd, off, len);
+}
+
+int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
+{
+	int r;
+
+	if (bd->readonly) {
+		snprintf(err, errlen, "disk %s is read-only", bd->path);
+		return -EROFS;
+	}
+	if (bd->blkdev) {
+		snprintf(err, errlen, "disk %s is not an image file: kvmm resizes image files only",
+			 bd->path);
+		return -ENOTSUP;
+	}
+	if (!size || size % bd->blk_size || size > (uint64_t)INT64_MAX) {
+		snprintf(err, errlen, "size %llu is not valid: give a positive multiple of the block size (%u bytes)",
+			 (unsigned long long)size, bd->blk_size);
+		return -EINVAL;
+	}
+	r = bd->fmt->resize(bd, size);
+	if (r)
+		snprintf(err, errlen, "cannot resize disk %s: %s", bd->path, strerror(-r));
+	else
+		bd->size = size;
+	return r;
+}
+
+/* Opens the image, with O_DIRECT for cache=none when the file system
+ * takes it.  Prints why not and returns -errno. */
+static int open_files(struct block_dev *bd, const struct disk_config *d)
+{
+	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+
+	if (d->cache == DISK_CACHE_NONE) {
+		bd->fd = open(d->path, flags | O_DIRECT);
+		if (bd->fd >= 0) {
+			bd->direct = true;
+			bd->bfd = open(d->path, flags);
+			if (bd->bfd < 0)
+				goto fail;
+			return 0;
+		}
+		if (errno != EINVAL)
+			goto fail;
+		pr_warn("disk %s: the file system refuses O_DIRECT; cache=none goes through the page cache",
+			d->path);
+	}
+	bd->fd = bd->bfd = open(d->path, flags);
+	if (bd->fd >= 0)
+		return 0;
+fail:
+	pr_err("cannot open disk %s: %s; check the --disk path and its permissions",
+	       d->path, strerror(errno));
+	return -errno;
+}
+
+/* The file's size, and the checks a person needs before boot: the right
+ * kind of file, not given twice for writing, not in use. */
+static int check_file(struct block_dev *bd, const struct vm_config *cfg, unsigned int index,
+		      uint64_t *file_size)
+{
+	const struct disk_config *d = &cfg->disks[index];
+	struct stat st, other;
+	unsigned int i;
+
+	if (fstat(bd->fd, &st))
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		bd->blkdev = true;
+		if (ioctl(bd->fd, BLKGETSIZE64, file_size)) {
+			pr_err("cannot read the size of disk %s: %s", d->path, strerror(errno));
+			return -errno;
+		}
+	} else if (S_ISREG(st.st_mode)) {
+		*file_size = st.st_size;
+	} else {
+		pr_err("disk %s is not a regular file or a block device: give --disk path= an image",
+		       d->path);
+		return -EINVAL;
+	}
+	for (i = 0; i < index; i++) {
+		if (stat(cfg->disks[i].path, &other) || other.st_dev != st.st_dev ||
+		    other.st_ino != st.st_ino)
+			continue;
+		if (!d->readonly || !cfg->disks[i].readonly) {
+			pr_err("disk %s is given twice and is writable: give it once, or readonly=on each time",
+			       d->path);
+			return -EINVAL;
+		}
+	}
+	/* Another kvmm (or anyone honouring flock) writing it too would
+	 * corrupt it under the guest -- unless each says it shares it
+	 * (libvirt's <shareable/>: a cluster file system's disk). */
+	if (flock(bd->fd, (d->readonly || d->shareable ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
+		pr_err("disk %s is in use by another process: stop it, or give readonly=on or shareable=on to both",
+		       d->path);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* Main loop: the engine has completions. */
+static void engine_ready(void *opaque, uint32_t events)
+{
+	struct block_dev *bd = opaque;
+	uint64_t n;
+
+	if (read(bd->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		return;
+	bd->ready(bd->opaque);
+}
+
+/* The asynchronous engine if there is one, else the synchronous path;
+ * -errno (printed) if the loop cannot watch it. */
+static int start_engine(struct block_dev *bd, unsigned int depth, struct loop *loop)
+{
+	const char *no_uring = getenv("KVMM_NO_IO_URING");
+	int r;
+
+	if (no_uring && !strcmp(no_uring, "1")) {
+		pr_info("disk %s: KVMM_NO_IO_URING=1, using preadv/pwritev", bd->path);
+		return 0;
+	}
+	bd->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r = bd->efd < 0 ? -errno : block_async_engine.init(bd, depth, bd->efd);
+	if (r) {
+		pr_info("disk %s: no %s (%s), using preadv/pwritev", bd->path,
+			block_async_engine.name, strerror(-r));
+		return 0;
+	}
+	r = loop_add(loop, bd->efd, EPOLLIN, engine_ready, bd);
+	if (r) {
+		block_async_engine.exit(bd);
+		pr_err("cannot create disk %s: %s", bd->path, strerror(-r));
+		return r;
+	}
+	bd->engine = &block_async_engine;
+	bd->loop = loop;
+	return 0;
+}
+
+void block_close(struct block_dev *bd)
+{
+	if (!bd)
+		return;
+	if (bd->engine) {
+		block_cancel(bd);
+		loop_del(bd->loop, bd->efd);
+		bd->engine->exit(bd);
+	}
+	if (bd->fmt)
+		bd->fmt->close(bd);
+	if (bd->efd >= 0)
+		close(bd->efd);
+	if (bd->bfd >= 0 && bd->bfd != bd->fd)
+		close(bd->bfd);
+	if (bd->fd >= 0)
+		close(bd->fd);
+	free(bd);
+}
+
+struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
+			     unsigned int depth, struct loop *loop,
+			     block_done_fn *done, block_ready_fn *ready, void *opaque)
+{
+	const struct disk_config *d = &cfg->disks[index];
+	struct block_dev *bd = calloc(1, sizeof(*bd));
+	uint64_t file_size, size;
+
+	if (!bd) {
+		pr_err("cannot open disk %s: out of memory", d->path);
+		return NULL;
+	}
+	bd->fd = bd->bfd = bd->efd = -1;
+	bd->path = d->path;
+	bd->readonly = d->readonly;
+	bd->cache = d->cache;
+	bd->blk_size = d->blk_size ? d->blk_size : BLOCK_SECTOR;
+	bd->done = done;
+	bd->ready = ready;
+	bd->opaque = opaque;
+	if (open_files(bd, d) || check_file(bd, cfg, index, &file_size))
+		goto fail;
+	bd->fmt = &block_raw;
+	if (bd->fmt->open(bd, file_size, &size)) {
+		bd->fmt = NULL;
+		goto fail;
+	}
+	/* A partial last block is out of the guest's reach. */
+	bd->size = size / bd->blk_size * bd->blk_size;
+	if (start_engine(bd, depth, loop))
+		goto fail;
+	return bd;
+fail:
+	block_close(bd);
+	return NULL;
+}

@@ -1,0 +1,33 @@
+/* virtio-blk: what the rest of kvmm calls (the device is virtio/blk.c,
+ * its images and I/O the block layer's, block/). */
+#ifndef KVMM_VIRTIO_BLK_H
+#define KVMM_VIRTIO_BLK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct device;
+struct vm;
+
+/* Opens disk index of vm->cfg; on bad input prints one line and
+ * returns NULL. */
+struct device *virtio_blk_create(struct vm *vm, unsigned int index,
+				 unsigned int slot, uint64_t bar_addr);
+
+/* A disk's counters since kvmm started (they survive guest resets). */
+struct virtio_blk_stats {
+	const char *path;
+	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
+	uint64_t rd_bytes, wr_bytes, errors;
+	uint64_t rd_ns, wr_ns, flush_ns;	/* total time, request by request */
+	uint64_t syncs;			/* issued to the host: block_syncs() */
+};
+/* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
+int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
+/* Resizes the image of the virtio-blk device dev to size bytes and tells
+ * the guest (config change).  -ENODEV if dev is not virtio-blk; other
+ * errors write one line into err: read-only disk, block device, size
+ * not a positive multiple of the block size, ftruncate's failure. */
+int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errlen);
+
+#endif
