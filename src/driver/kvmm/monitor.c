@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -101,13 +102,28 @@ static int connect_kvmm(const char *path, int timeout_ms, GString *keep)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		err = -errno;
+	r.deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+	/* connect() too is bounded: a kvmm that stopped accepting (SIGSTOP,
+	 * wedged) fills its listen backlog, and a UNIX connect then sleeps
+	 * until there is room -- for as long as the send timeout allows,
+	 * after which it fails with EAGAIN. */
+	{
+		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000 };
+
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+			err = -errno;
+			close(fd);
+			return err;
+		}
+	}
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = errno == EAGAIN ? -ETIMEDOUT : -errno;
+		if (err == -EINTR && g_get_monotonic_time() < r.deadline)
+			continue;
 		close(fd);
 		return err;
 	}
 	r.fd = fd;
-	r.deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 	r.buf = g_string_new(NULL);
 	greeting = read_message(&r, &err);
 	if (keep)
@@ -480,7 +496,7 @@ static gboolean watch_io(gint fd, GIOCondition cond, gpointer data)
 	return G_SOURCE_REMOVE;
 }
 
-struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque)
+struct monitor_watch *monitor_watch_connect(const char *path)
 {
 	struct monitor_watch *w;
 	GString *buf = g_string_new(NULL);
@@ -495,13 +511,26 @@ struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, v
 	w->fd = fd;
 	w->buf = buf;
 	w->path = g_strdup(path);
+	return w;
+}
+
+void monitor_watch_start(struct monitor_watch *w, monitor_event_fn fn, void *opaque)
+{
 	w->fn = fn;
 	w->opaque = opaque;
-	w->source = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
+	w->source = g_unix_fd_add(w->fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
 	/* Events that came with the greeting: the socket will not wake us
 	 * for them again. */
 	if (w->buf->len)
 		dispatch_lines(w);
+}
+
+struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque)
+{
+	struct monitor_watch *w = monitor_watch_connect(path);
+
+	if (w)
+		monitor_watch_start(w, fn, opaque);
 	return w;
 }
 
