@@ -15,6 +15,7 @@
 #include "dispatch.h"
 #include "error.h"
 #include "remote_xdr.h"
+#include "remote_host_xdr.h"
 #include "log.h"
 #include "message.h"
 #include "server.h"
@@ -308,6 +309,8 @@ static bool is_priority(GBytes *call)
 		REMOTE_PROC_DOMAIN_IS_ACTIVE, REMOTE_PROC_DOMAIN_IS_PERSISTENT,
 		REMOTE_PROC_DOMAIN_GET_OS_TYPE, REMOTE_PROC_DOMAIN_GET_MAX_MEMORY,
 		REMOTE_PROC_DOMAIN_DESTROY, REMOTE_PROC_DOMAIN_DESTROY_FLAGS,
+		REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK,
+		REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK,
 	};
 	size_t len;
 	const uint8_t *p = g_bytes_get_data(call, &len);
