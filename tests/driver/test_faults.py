@@ -536,8 +536,16 @@ def test_fault_run_kill_during_start_destroy_define(start_daemon, netns, kvm):
                 argv = [op, n]
             ops.append(subprocess.Popen(["virsh", "-c", d.uri()] + argv,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        # a random point: no later than the slowest call would finish
-        time.sleep(rng.uniform(0, 0.6))
+        # A random point: in half the rounds the moment a new kvmm shows
+        # (a start in flight, where a daemon that records runs late loses
+        # them), else a random delay into the calls.
+        if rnd % 2 == 0:
+            before = set(d.guests())
+            deadline = time.monotonic() + 10
+            while not set(d.guests()) - before and time.monotonic() < deadline:
+                pass
+        else:
+            time.sleep(rng.uniform(0, 0.6))
         crash_daemon(d)
         for p in ops:
             p.wait(60)
