@@ -188,6 +188,46 @@ static int report_kvmm_error(const char *command, json_object *error)
 	return -1;
 }
 
+/* Commands to one kvmm at a time, at most: a kvmm that stopped answering
+ * then holds this many connections (and its listen backlog no more),
+ * and further callers wait for a turn within their own deadline. */
+#define INFLIGHT_MAX 4
+static GMutex inflight_lock;
+static GCond inflight_cond;
+static GHashTable *inflight;	/* control socket path -> commands running */
+
+static bool inflight_enter(const char *path, gint64 deadline)
+{
+	int n;
+
+	g_mutex_lock(&inflight_lock);
+	if (!inflight)
+		inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	while ((n = GPOINTER_TO_INT(g_hash_table_lookup(inflight, path))) >= INFLIGHT_MAX) {
+		if (!g_cond_wait_until(&inflight_cond, &inflight_lock, deadline)) {
+			g_mutex_unlock(&inflight_lock);
+			return false;
+		}
+	}
+	g_hash_table_replace(inflight, g_strdup(path), GINT_TO_POINTER(n + 1));
+	g_mutex_unlock(&inflight_lock);
+	return true;
+}
+
+static void inflight_leave(const char *path)
+{
+	int n;
+
+	g_mutex_lock(&inflight_lock);
+	n = GPOINTER_TO_INT(g_hash_table_lookup(inflight, path)) - 1;
+	if (n > 0)
+		g_hash_table_replace(inflight, g_strdup(path), GINT_TO_POINTER(n));
+	else
+		g_hash_table_remove(inflight, path);
+	g_cond_broadcast(&inflight_cond);
+	g_mutex_unlock(&inflight_lock);
+}
+
 /* Runs COMMAND (with ARGS as its "arguments" unless NULL) on the VM
  * whose control socket is PATH: 0 and (RET not NULL) the "return" value,
  * which the caller puts, or -1 after reporting. */
@@ -201,8 +241,14 @@ static int command(const char *path, const char *command, json_object *args, jso
 	struct reader r = { .deadline = g_get_monotonic_time() + command_timeout_ms * 1000LL };
 	int err = 0, rc = -1;
 
-	r.fd = monitor_connect(path, command_timeout_ms);
+	if (!inflight_enter(path, r.deadline)) {
+		lost(path, -ETIMEDOUT, "kvmm on %s did not answer: %d commands already wait for it",
+		     path, INFLIGHT_MAX);
+		return -1;
+	}
+	r.fd = monitor_connect(path, MAX((r.deadline - g_get_monotonic_time()) / 1000, 1));
 	if (r.fd < 0) {
+		inflight_leave(path);
 		lost(path, r.fd, "cannot reach kvmm on %s: %s", path, g_strerror(-r.fd));
 		return -1;
 	}
@@ -242,6 +288,7 @@ static int command(const char *path, const char *command, json_object *args, jso
 out:
 	g_string_free(r.buf, TRUE);
 	close(r.fd);
+	inflight_leave(path);
 	return rc;
 }
 

@@ -6,8 +6,11 @@
  * A command opens its own connection to the VM's socket, reads the
  * greeting, sends one request and reads until the reply with its id
  * (events on the way are skipped), then closes.  Blocking, with a
- * deadline, so it is called from worker threads only; kvmm accepts
- * several clients, so concurrent commands need no coordination.
+ * deadline (monitor_timeout) that covers connect() too, so it is called
+ * from worker threads only; kvmm accepts several clients, and at most 4
+ * commands to one kvmm run at once (further ones wait their turn within
+ * their deadline), so a kvmm that stopped answering holds few
+ * connections.
  *
  * Every call returns 0, or -1 after reporting: kvmm's own error message
  * with VIR_ERR_OPERATION_INVALID for InvalidState, VIR_ERR_INVALID_ARG for
