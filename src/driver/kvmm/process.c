@@ -801,6 +801,25 @@ static int open_our_kvmm(pid_t pid, const char *config)
 	return fd;
 }
 
+/* A kvmm found dead may still be on its way out: its main thread a
+ * zombie (no command line any more) while its other threads exit, the
+ * taps still open.  Wait (bounded) until the whole process is gone, so
+ * its taps can be removed.  A live process that took the pid has a
+ * command line and is not waited for. */
+static void wait_exited(pid_t pid)
+{
+	struct pollfd p = { .fd = pidfd_open(pid), .events = POLLIN };
+	gsize len;
+	g_autofree char *cmd = NULL;
+
+	if (p.fd < 0)
+		return;
+	cmd = read_cmdline(pid, &len);
+	if (!cmd)
+		poll(&p, 1, 2000);
+	close(p.fd);
+}
+
 /* SIGKILL through PIDFD and wait (bounded) for the process to go: its
  * taps and files may be removed only once it no longer uses them. */
 static void kill_and_wait(int pidfd)
@@ -961,6 +980,8 @@ static void adopt_one(const char *path)
 		}
 		if (r->pidfd >= 0)
 			kill_and_wait(r->pidfd);
+		else
+			wait_exited(r->pid);
 		g_mutex_lock(&obj->lock);
 		if (!starting)
 			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);
