@@ -831,6 +831,109 @@ static void kill_and_wait(int pidfd)
 		pr_warn("a killed kvmm has not exited within %d s", TERM_GRACE_MS / 1000);
 }
 
+/* Taps an interrupted start may have made before it recorded them (the
+ * daemon killed between a tap's creation and the record that names it):
+ * known by their name when the definition gives one, else by the MAC
+ * address the daemon gives a tap (the guest's with 0xfe first).  Removed
+ * by sweep() unless a running domain uses them. */
+struct orphan_nic {
+	char *name;
+	unsigned char mac[6];
+};
+static GPtrArray *orphan_nics;
+
+static void orphan_nic_free(gpointer p)
+{
+	struct orphan_nic *o = p;
+
+	g_free(o->name);
+	g_free(o);
+}
+
+/* The NICs of the run recorded in LIVE_XML whose taps TAPS does not name. */
+static void note_unrecorded_taps(const char *live_xml, const struct nic_taps *taps)
+{
+	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_parse_opts()) : NULL;
+
+	drv_error_reset();
+	if (!def)
+		return;
+	if (!orphan_nics)
+		orphan_nics = g_ptr_array_new_with_free_func(orphan_nic_free);
+	for (size_t i = 0; i < def->nnets; i++) {
+		const struct domain_net *n = &def->nets[i];
+		struct orphan_nic *o;
+
+		if ((i < taps->n && taps->names[i]) || n->managed == TRI_OFF)
+			continue;
+		o = g_new0(struct orphan_nic, 1);
+		o->name = n->ifname && !n->ifname_generated ? g_strdup(n->ifname) : NULL;
+		memcpy(o->mac, n->mac, 6);
+		o->mac[0] = 0xfe;
+		g_ptr_array_add(orphan_nics, o);
+	}
+	domain_def_free(def);
+}
+
+/* Removes tap NAME (a tun device, used by no running domain). */
+static void remove_orphan_tap(const char *name, GHashTable *in_use)
+{
+	g_autofree char *flags = g_strdup_printf("/sys/class/net/%s/tun_flags", name);
+	struct nic_taps t = { .n = 1 };
+
+	if (g_hash_table_contains(in_use, name) || access(flags, F_OK) < 0)
+		return;
+	pr_warn("removing tap '%s': made by a start the daemon did not finish", name);
+	t.names = g_new0(char *, 2);
+	t.owned = g_new0(bool, 1);
+	t.names[0] = g_strdup(name);
+	t.owned[0] = true;
+	nics_remove(&t);
+}
+
+static void sweep_orphan_taps(void)
+{
+	g_autoptr(GHashTable) in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_autoptr(GPtrArray) all = NULL;
+	g_autoptr(GDir) d = NULL;
+	const char *name;
+
+	if (!orphan_nics)
+		return;
+	all = domain_list();
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+
+		g_mutex_lock(&obj->lock);
+		for (size_t k = 0; obj->run && k < obj->run->taps.n; k++)
+			if (obj->run->taps.names[k])
+				g_hash_table_add(in_use, g_strdup(obj->run->taps.names[k]));
+		g_mutex_unlock(&obj->lock);
+	}
+	d = g_dir_open("/sys/class/net", 0, NULL);
+	for (guint i = 0; i < orphan_nics->len; i++) {
+		struct orphan_nic *o = g_ptr_array_index(orphan_nics, i);
+		char want[18];
+
+		if (o->name) {
+			remove_orphan_tap(o->name, in_use);
+			continue;
+		}
+		snprintf(want, sizeof(want), "%02x:%02x:%02x:%02x:%02x:%02x", o->mac[0], o->mac[1],
+			 o->mac[2], o->mac[3], o->mac[4], o->mac[5]);
+		if (d)
+			g_dir_rewind(d);
+		while (d && (name = g_dir_read_name(d))) {
+			g_autofree char *path = g_strdup_printf("/sys/class/net/%s/address", name);
+			g_autofree char *addr = NULL;
+
+			if (g_file_get_contents(path, &addr, NULL, NULL) && !strcmp(g_strstrip(addr), want))
+				remove_orphan_tap(name, in_use);
+		}
+	}
+	g_clear_pointer(&orphan_nics, g_ptr_array_unref);
+}
+
 /* Worker of an adopted run: connect the event connection and ask kvmm
  * what it is doing, off the start-up path -- a stopped or wedged kvmm
  * must not delay the daemon, nor be taken for a dead one.  Until kvmm
@@ -982,6 +1085,8 @@ static void adopt_one(const char *path)
 			kill_and_wait(r->pidfd);
 		else
 			wait_exited(r->pid);
+		if (starting)
+			note_unrecorded_taps(st.live_xml, &r->taps);
 		g_mutex_lock(&obj->lock);
 		if (!starting)
 			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);
@@ -1092,6 +1197,7 @@ static void sweep(void)
 		kill_and_wait(fd);
 		close(fd);
 	}
+	sweep_orphan_taps();
 }
 
 void process_adopt_all(void)
