@@ -816,7 +816,7 @@ static void wait_exited(pid_t pid)
 		return;
 	cmd = read_cmdline(pid, &len);
 	if (!cmd)
-		poll(&p, 1, 2000);
+		poll(&p, 1, TERM_GRACE_MS);
 	close(p.fd);
 }
 
