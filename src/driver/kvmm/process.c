@@ -64,7 +64,7 @@ struct domain_run {
 static char *state_dir, *log_dir;
 static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
 static gint nrunning;
-static guint64 run_serial;	/* under a domain's lock; atomic */
+static guint64 run_serial;	/* atomic: runs of every domain draw from it */
 
 static void on_monitor_lost(const char *api_path, int err);
 
@@ -477,7 +477,7 @@ static const char *file_kind(const struct stat *st)
 {
 	return S_ISFIFO(st->st_mode) ? "a FIFO" : S_ISSOCK(st->st_mode) ? "a socket"
 	       : S_ISDIR(st->st_mode) ? "a directory" : S_ISCHR(st->st_mode) ? "a character device"
-	       : "not a regular file";
+	       : S_ISBLK(st->st_mode) ? "a block device" : "not a regular file";
 }
 
 /* CLIENT: a path of the definition that kvmm opens must be a regular file
@@ -647,7 +647,7 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	obj->id = obj->def->id = id;
 	obj->run = r;
 	r->obj = obj;
-	r->serial = ++run_serial;
+	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
@@ -1103,7 +1103,7 @@ static void adopt_one(const char *path)
 	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
-	r->serial = ++run_serial;
+	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	/* No event: no client was there to miss one.  The recorded state
 	 * until kvmm says otherwise (adopt_thread). */
 	domain_set_state(obj, st.state, st.reason, -1, 0);
