@@ -169,6 +169,37 @@ def test_stray_kvmm_and_stale_files_are_cleaned_up(start_daemon, kvm):
     assert virsh(d2.uri(), "domstate", "stray").stdout.strip() == "shut off"
 
 
+def test_tap_made_before_the_record_named_it_is_removed(start_daemon, netns, kvm):
+    """A start killed after making its tap but before its record named it:
+    the record (starting, no tap) is all the next daemon has; it finds the
+    tap by the host MAC the daemon gives taps and removes it."""
+    ns = netns
+    d = start_daemon(prefix=in_ns(ns))
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "u", extra_devices=nic(mac="52:54:00:12:34:56")))
+    dom.create()
+    uuid = dom.UUIDString()
+    conn.close()
+    crash_daemon(d)
+    [pid] = d.guests()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not d.guests(), "kvmm to die")
+    path = os.path.join(state_dir(d), uuid + ".xml")
+    with open(path) as f:
+        text = f.read()
+    # what the record said before the taps were made
+    text = re.sub(r"<domstatus state='\w+' reason='\d+'", "<domstatus state='paused' reason='11'", text)
+    text = re.sub(r"\s*<tap nic='0'[^>]*/>", "", text)
+    with open(path, "w") as f:
+        f.write(text)
+    assert taps(ns) == ["vnet0"]
+    d2 = start_daemon(root=d.root, prefix=in_ns(ns))
+    assert "removing tap 'vnet0': made by a start the daemon did not finish" in d2.output()
+    assert taps(ns) == []
+    assert_nothing_left(d2)
+    assert virsh(d2.uri(), "domstate", "u").stdout.strip() == "shut off"
+
+
 # --- 2. stopped kvmm at daemon start -----------------------------------------
 
 def test_stopped_kvmm_at_restart_stays_the_domains(start_daemon, kvm):
