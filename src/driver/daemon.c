@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -115,6 +116,22 @@ static int write_pid_file(const char *path)
 	return fd;
 }
 
+/* Every client is a descriptor, and max_clients defaults to 5000: the
+ * soft limit (often 1024) goes up to the hard one, as libvirt's daemons
+ * do.  kvmm is started with its own descriptors only (close_range), so
+ * it inherits the limit but none of ours. */
+static void raise_nofile_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		pr_warn("cannot raise the open-file limit to %llu: %s", (unsigned long long)rl.rlim_max,
+			g_strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
@@ -151,6 +168,7 @@ int main(int argc, char **argv)
 	}
 	/* A client vanishing mid-reply must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile_limit();
 
 	drv_state.privileged = geteuid() == 0;
 	drv_state.uri = drv_state.privileged ? "kvmm:///system" : "kvmm:///session";
@@ -243,6 +261,9 @@ int main(int argc, char **argv)
 	cfg.keepalive_count = conf.keepalive_count;
 	cfg.max_clients = conf.max_clients;
 	cfg.max_workers = conf.max_workers;
+	cfg.prio_workers = conf.prio_workers;
+	cfg.max_client_requests = conf.max_client_requests;
+	cfg.max_anonymous_clients = conf.max_anonymous_clients;
 	srv = rpc_server_new(&cfg);
 	/* By default read-write: root only (session: the user only);
 	 * read-only: every local user, as libvirt's daemons.  A session

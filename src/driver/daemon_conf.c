@@ -48,6 +48,9 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->log_level = LOG_WARN;
 	conf->max_clients = 5000;		/* libvirt's defaults */
 	conf->max_workers = 20;
+	conf->prio_workers = 5;
+	conf->max_client_requests = 5;
+	conf->max_anonymous_clients = 20;
 	conf->keepalive_interval = 5;
 	conf->keepalive_count = 5;
 	conf->monitor_timeout = 10;
@@ -168,6 +171,24 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		conf->max_workers = n;
 		return 0;
 	}
+	if (!strcmp(key, "prio_workers")) {
+		if (want_int(w, key, v, 1, 1000, &n) < 0)
+			return -1;
+		conf->prio_workers = n;
+		return 0;
+	}
+	if (!strcmp(key, "max_client_requests")) {
+		if (want_int(w, key, v, 1, 1000, &n) < 0)
+			return -1;
+		conf->max_client_requests = n;
+		return 0;
+	}
+	if (!strcmp(key, "max_anonymous_clients")) {
+		if (want_int(w, key, v, 1, 1000000, &n) < 0)
+			return -1;
+		conf->max_anonymous_clients = n;
+		return 0;
+	}
 	if (!strcmp(key, "keepalive_interval")) {
 		/* libvirt spells "never" -1; 0 means the same here. */
 		if (want_int(w, key, v, -1, 86400, &n) < 0)
@@ -201,8 +222,9 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		return 0;
 	}
 	return conf_err(w, "unknown key '%s' (virtkvmmd knows unix_sock_group, unix_sock_ro_perms, "
-			"unix_sock_rw_perms, log_level, max_clients, max_workers, keepalive_interval, keepalive_count, "
-			"monitor_timeout, hypervisor_version)",
+			"unix_sock_rw_perms, log_level, max_clients, max_workers, prio_workers, max_client_requests, "
+			"max_anonymous_clients, keepalive_interval, keepalive_count, monitor_timeout, "
+			"hypervisor_version)",
 			key);
 }
 

@@ -25,6 +25,9 @@ struct daemon_conf {
 	enum log_level log_level;
 	unsigned max_clients;
 	unsigned max_workers;
+	unsigned prio_workers;
+	unsigned max_client_requests;
+	unsigned max_anonymous_clients;
 	unsigned keepalive_interval;	/* 0: never ping */
 	unsigned keepalive_count;
 	unsigned monitor_timeout;	/* seconds a kvmm command may take */

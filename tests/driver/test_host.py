@@ -330,6 +330,40 @@ def test_sysinfo(daemon):
         assert len(si) == 0, "no DMI on this host, yet sysinfo has entries"
 
 
+# DMI files as the kernel has them: root-only serials and UUID (0400).
+DMI = {"sys_vendor": ("Acme Computers", 0o444), "product_name": ("Roadrunner", 0o444),
+       "product_serial": ("SER-4242", 0o400), "product_uuid": ("4c4c4544-0042-3510-8052-b4c04f4e3232", 0o400),
+       "board_serial": ("BRD-77", 0o400), "chassis_serial": ("CHS-99", 0o400)}
+
+
+def test_sysinfo_root_only_fields_not_for_read_only_clients(start_daemon):
+    """The daemon reads DMI as root; a read-only client (the socket anyone
+    may use) must not get what the kernel shows only to root.  The DMI
+    directory is a tmpfs in a mount namespace of the daemon's own, so the
+    test does not depend on the host's firmware."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (a mount namespace for the daemon)")
+    setup = ["mount -t tmpfs dmi /sys/class", "mkdir -p /sys/class/dmi/id"]
+    for f, (v, mode) in DMI.items():
+        setup += [f"printf '%s\\n' '{v}' > /sys/class/dmi/id/{f}", f"chmod {mode:o} /sys/class/dmi/id/{f}"]
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-ec",
+              " && ".join(setup) + ' && exec "$@"', "sh"]
+    d = start_daemon(prefix=prefix)
+    full = ET.fromstring(ok(virsh(d.uri(), "sysinfo")))
+    assert full.findtext("system/entry[@name='serial']") == "SER-4242"
+    assert full.findtext("system/entry[@name='uuid']") == DMI["product_uuid"][0]
+    ro = ok(virsh(d.uri(ro=True), "sysinfo", readonly=True))
+    si = ET.fromstring(ro)
+    assert si.findtext("system/entry[@name='manufacturer']") == "Acme Computers"
+    assert si.findtext("system/entry[@name='product']") == "Roadrunner"
+    for f, (v, mode) in DMI.items():
+        if mode == 0o400:
+            assert v not in ro, (f, ro)
+    assert si.find("system/entry[@name='serial']") is None
+    assert si.find("system/entry[@name='uuid']") is None
+    assert si.find("baseBoard") is None and si.find("chassis") is None
+
+
 # --- node statistics ----------------------------------------------------------
 
 def stats(out):

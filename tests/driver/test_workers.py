@@ -197,9 +197,10 @@ def test_client_gone_while_its_call_blocks(frozen_fs, tmp):
 
 def test_max_workers_bounds_concurrent_calls(frozen_fs, tmp):
     """max_workers = 1 in virtkvmmd.conf: the one worker is taken by the
-    blocked define, so another client's call waits until the file system
-    thaws -- the key is applied.  (With the default, it is answered at
-    once: the test above.)"""
+    blocked define, so another client's ordinary call waits until the file
+    system thaws -- the key is applied.  (With the default, it is answered
+    at once: the test above.)  Priority calls (opening a connection,
+    listing domains) go to a priority worker meanwhile and are answered."""
     mnt, freeze, thaw = frozen_fs
     root = os.path.join(tmp, "root")
     with open(os.path.join(root, "etc", "libvirt", "virtkvmmd.conf"), "w") as f:
@@ -218,18 +219,25 @@ def test_max_workers_bounds_concurrent_calls(frozen_fs, tmp):
         w.start()
         wait_log(d, "call virDomainDefineXML")
 
+        listed = threading.Event()
+
         def lister():
             c = libvirt.open(d.uri())
             result["list"] = [dom.name() for dom in c.listAllDomains(0)]
+            listed.set()
+            result["caps"] = "<capabilities>" in c.getCapabilities()
             c.close()
         t = threading.Thread(target=lister, daemon=True)
         t.start()
+        # the open and the list: priority calls, answered while the define blocks
+        assert listed.wait(30), result
+        assert result == {"list": []}, result
         t.join(2)
-        assert t.is_alive() and "list" not in result, result
+        assert t.is_alive() and "caps" not in result, result
         thaw()
         w.join(30)
         t.join(30)
-        assert result == {"define": True, "list": ["slow"]}, result
+        assert result == {"define": True, "list": [], "caps": True}, result
     finally:
         thaw()
         assert d.stop() == 0, d.output()

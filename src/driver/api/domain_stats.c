@@ -569,13 +569,30 @@ int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
 	g_mutex_unlock(&obj->lock);
 	if (!path)
 		goto out;
-	/* Raw images: capacity is the size; allocation what the host holds. */
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
+	/* Raw images: capacity is the size; allocation what the host holds.
+	 * CLIENT: a read-only caller chooses when this runs, on whatever the
+	 * definition names: only a regular file or a block device is opened,
+	 * without blocking (O_NONBLOCK: a FIFO would wait for a writer), and
+	 * what was opened is checked again. */
+	if (stat(path, &st) < 0) {
 		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot stat disk source '%s': %s", path,
 				 g_strerror(errno));
-		if (fd >= 0)
-			close(fd);
+		goto out;
+	}
+	fd = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)
+		     ? open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) : -1;
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))) {
+		close(fd);
+		fd = -1;
+		errno = EINVAL;
+	}
+	if (fd < 0) {
+		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "disk source '%s' is not a regular file or a block device", path);
+		else
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot open disk source '%s': %s",
+					 path, g_strerror(errno));
 		goto out;
 	}
 	if (S_ISBLK(st.st_mode)) {

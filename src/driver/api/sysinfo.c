@@ -1,9 +1,12 @@
 /* virConnectGetSysinfo: the host's SMBIOS tables as libvirt's <sysinfo>
  * XML, read from /sys/class/dmi/id (the kernel's copy of SMBIOS, no
- * dmidecode needed).  Fields the kernel does not show, or shows only to
- * root (serials, UUID), are left out; a host without DMI (some virtual
+ * dmidecode needed).  Fields the kernel does not show are left out, and
+ * so, for read-only connections, are those it shows only to root (serial
+ * numbers, the UUID: mode 0400) -- the daemon reads them as root, its
+ * read-only socket is anyone's.  A host without DMI (some virtual
  * machines) gets an empty <sysinfo type='smbios'/>. */
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 
@@ -40,12 +43,16 @@ static const struct dmi_block blocks[] = {
 		       { "serial", "chassis_serial" }, { "asset", "chassis_asset_tag" } } },
 };
 
-/* A DMI string, trimmed, or NULL when absent, unreadable or empty. */
-static char *dmi_read(const char *file)
+/* A DMI string, trimmed, or NULL when absent, unreadable or empty --
+ * or, unless PRIVILEGED, not readable by every user. */
+static char *dmi_read(const char *file, bool privileged)
 {
 	g_autofree char *path = g_strconcat(DMI_DIR, file, NULL);
 	char *text = NULL;
+	struct stat st;
 
+	if (!privileged && (stat(path, &st) < 0 || !(st.st_mode & S_IROTH)))
+		return NULL;
 	if (!g_file_get_contents(path, &text, NULL, NULL))
 		return NULL;
 	g_strstrip(text);
@@ -61,7 +68,7 @@ static char *dmi_read(const char *file)
 	return text;
 }
 
-static char *sysinfo_format(void)
+static char *sysinfo_format(bool privileged)
 {
 	g_autoptr(GString) x = g_string_new(NULL);
 	bool any = false;
@@ -70,7 +77,7 @@ static char *sysinfo_format(void)
 		g_autoptr(GString) body = g_string_new(NULL);
 
 		for (const struct dmi_entry *e = blocks[b].entries; e->name; e++) {
-			g_autofree char *v = dmi_read(e->file);
+			g_autofree char *v = dmi_read(e->file, privileged);
 			if (v)
 				xml_append_printf(body, "    <entry name='%s'>%s</entry>\n", e->name, v);
 		}
@@ -97,6 +104,6 @@ int drv_connect_get_sysinfo(struct rpc_conn *conn, void *args, void *ret)
 				 a->flags, "virConnectGetSysinfo");
 		return -1;
 	}
-	r->sysinfo = sysinfo_format();
+	r->sysinfo = sysinfo_format(!conn->readonly);
 	return 0;
 }

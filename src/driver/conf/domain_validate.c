@@ -1,6 +1,7 @@
 /* After the parse: the defaults libvirt would show explicitly in dumpxml,
  * then the checks that span several elements.  Values of single attributes
  * are checked while parsing, against domain_tables.c. */
+#include <limits.h>
 #include <string.h>
 
 #include <glib.h>
@@ -217,10 +218,23 @@ static int validate_paths(const struct domain_def *def)
 	return 0;
 }
 
+/* The longest name whose files fit NAME_MAX: the longest is the
+ * definition's temporary file, ".NAME.xml.new-XXXXXX" (domain_persist.c);
+ * NAME.xml, the autostart link, NAME.log and the status file (a UUID) are
+ * shorter. */
+#define NAME_LEN_MAX (NAME_MAX - (sizeof(".") - 1) - (sizeof(".xml.new-XXXXXX") - 1))
+
 static int validate_names(const struct domain_def *def)
 {
 	if (strpbrk(def->name, "\r\n") || (def->title && strpbrk(def->title, "\r\n"))) {
 		drv_error_report(VIR_ERR_XML_ERROR, "domain name and title can't contain newlines");
+		return -1;
+	}
+	/* CLIENT: refused here, not as a failed file creation at define. */
+	if (strlen(def->name) > NAME_LEN_MAX) {
+		drv_error_report(VIR_ERR_XML_ERROR,
+				 "domain name is %zu bytes long; it names files, so at most %zu",
+				 strlen(def->name), (size_t)NAME_LEN_MAX);
 		return -1;
 	}
 	for (size_t i = 0; i < def->ndisks; i++) {

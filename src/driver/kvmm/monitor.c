@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -101,13 +102,28 @@ static int connect_kvmm(const char *path, int timeout_ms, GString *keep)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		err = -errno;
+	r.deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+	/* connect() too is bounded: a kvmm that stopped accepting (SIGSTOP,
+	 * wedged) fills its listen backlog, and a UNIX connect then sleeps
+	 * until there is room -- for as long as the send timeout allows,
+	 * after which it fails with EAGAIN. */
+	{
+		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000 };
+
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+			err = -errno;
+			close(fd);
+			return err;
+		}
+	}
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = errno == EAGAIN ? -ETIMEDOUT : -errno;
+		if (err == -EINTR && g_get_monotonic_time() < r.deadline)
+			continue;
 		close(fd);
 		return err;
 	}
 	r.fd = fd;
-	r.deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 	r.buf = g_string_new(NULL);
 	greeting = read_message(&r, &err);
 	if (keep)
@@ -172,6 +188,46 @@ static int report_kvmm_error(const char *command, json_object *error)
 	return -1;
 }
 
+/* Commands to one kvmm at a time, at most: a kvmm that stopped answering
+ * then holds this many connections (and its listen backlog no more),
+ * and further callers wait for a turn within their own deadline. */
+#define INFLIGHT_MAX 4
+static GMutex inflight_lock;
+static GCond inflight_cond;
+static GHashTable *inflight;	/* control socket path -> commands running */
+
+static bool inflight_enter(const char *path, gint64 deadline)
+{
+	int n;
+
+	g_mutex_lock(&inflight_lock);
+	if (!inflight)
+		inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	while ((n = GPOINTER_TO_INT(g_hash_table_lookup(inflight, path))) >= INFLIGHT_MAX) {
+		if (!g_cond_wait_until(&inflight_cond, &inflight_lock, deadline)) {
+			g_mutex_unlock(&inflight_lock);
+			return false;
+		}
+	}
+	g_hash_table_replace(inflight, g_strdup(path), GINT_TO_POINTER(n + 1));
+	g_mutex_unlock(&inflight_lock);
+	return true;
+}
+
+static void inflight_leave(const char *path)
+{
+	int n;
+
+	g_mutex_lock(&inflight_lock);
+	n = GPOINTER_TO_INT(g_hash_table_lookup(inflight, path)) - 1;
+	if (n > 0)
+		g_hash_table_replace(inflight, g_strdup(path), GINT_TO_POINTER(n));
+	else
+		g_hash_table_remove(inflight, path);
+	g_cond_broadcast(&inflight_cond);
+	g_mutex_unlock(&inflight_lock);
+}
+
 /* Runs COMMAND (with ARGS as its "arguments" unless NULL) on the VM
  * whose control socket is PATH: 0 and (RET not NULL) the "return" value,
  * which the caller puts, or -1 after reporting. */
@@ -185,8 +241,14 @@ static int command(const char *path, const char *command, json_object *args, jso
 	struct reader r = { .deadline = g_get_monotonic_time() + command_timeout_ms * 1000LL };
 	int err = 0, rc = -1;
 
-	r.fd = monitor_connect(path, command_timeout_ms);
+	if (!inflight_enter(path, r.deadline)) {
+		lost(path, -ETIMEDOUT, "kvmm on %s did not answer: %d commands already wait for it",
+		     path, INFLIGHT_MAX);
+		return -1;
+	}
+	r.fd = monitor_connect(path, MAX((r.deadline - g_get_monotonic_time()) / 1000, 1));
 	if (r.fd < 0) {
+		inflight_leave(path);
 		lost(path, r.fd, "cannot reach kvmm on %s: %s", path, g_strerror(-r.fd));
 		return -1;
 	}
@@ -226,6 +288,7 @@ static int command(const char *path, const char *command, json_object *args, jso
 out:
 	g_string_free(r.buf, TRUE);
 	close(r.fd);
+	inflight_leave(path);
 	return rc;
 }
 
@@ -480,7 +543,7 @@ static gboolean watch_io(gint fd, GIOCondition cond, gpointer data)
 	return G_SOURCE_REMOVE;
 }
 
-struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque)
+struct monitor_watch *monitor_watch_connect(const char *path)
 {
 	struct monitor_watch *w;
 	GString *buf = g_string_new(NULL);
@@ -495,13 +558,26 @@ struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, v
 	w->fd = fd;
 	w->buf = buf;
 	w->path = g_strdup(path);
+	return w;
+}
+
+void monitor_watch_start(struct monitor_watch *w, monitor_event_fn fn, void *opaque)
+{
 	w->fn = fn;
 	w->opaque = opaque;
-	w->source = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
+	w->source = g_unix_fd_add(w->fd, G_IO_IN | G_IO_HUP | G_IO_ERR, watch_io, w);
 	/* Events that came with the greeting: the socket will not wake us
 	 * for them again. */
 	if (w->buf->len)
 		dispatch_lines(w);
+}
+
+struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque)
+{
+	struct monitor_watch *w = monitor_watch_connect(path);
+
+	if (w)
+		monitor_watch_start(w, fn, opaque);
 	return w;
 }
 

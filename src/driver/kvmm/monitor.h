@@ -6,8 +6,11 @@
  * A command opens its own connection to the VM's socket, reads the
  * greeting, sends one request and reads until the reply with its id
  * (events on the way are skipped), then closes.  Blocking, with a
- * deadline, so it is called from worker threads only; kvmm accepts
- * several clients, so concurrent commands need no coordination.
+ * deadline (monitor_timeout) that covers connect() too, so it is called
+ * from worker threads only; kvmm accepts several clients, and at most 4
+ * commands to one kvmm run at once (further ones wait their turn within
+ * their deadline), so a kvmm that stopped answering holds few
+ * connections.
  *
  * Every call returns 0, or -1 after reporting: kvmm's own error message
  * with VIR_ERR_OPERATION_INVALID for InvalidState, VIR_ERR_INVALID_ARG for
@@ -31,8 +34,9 @@ void monitor_set_timeout(unsigned ms);
 typedef void (*monitor_lost_fn)(const char *path, int err);
 void monitor_set_lost_handler(monitor_lost_fn fn);
 
-/* Connects to PATH and reads the greeting: a connected fd, or -errno
- * (-ENOENT/-ECONNREFUSED while kvmm is still starting). */
+/* Connects to PATH and reads the greeting, all within TIMEOUT_MS (a
+ * full listen backlog included): a connected fd, or -errno
+ * (-ENOENT/-ECONNREFUSED while kvmm is still starting, -ETIMEDOUT). */
 int monitor_connect(const char *path, int timeout_ms);
 
 /* The commands without arguments or a reply worth keeping. */
@@ -91,6 +95,11 @@ struct monitor_event {
 typedef void (*monitor_event_fn)(const struct monitor_event *ev, void *opaque);
 struct monitor_watch;
 struct monitor_watch *monitor_watch_new(const char *path, monitor_event_fn fn, void *opaque);
+/* The same in two steps: connect and read the greeting (blocking, any
+ * thread; NULL if kvmm cannot be reached within monitor_timeout), then
+ * deliver events on the main loop from monitor_watch_start on. */
+struct monitor_watch *monitor_watch_connect(const char *path);
+void monitor_watch_start(struct monitor_watch *w, monitor_event_fn fn, void *opaque);
 /* Reads and dispatches what has already arrived (main loop): kvmm's last
  * event is in the socket before its process ends, but the pidfd may be
  * seen first. */

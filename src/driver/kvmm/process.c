@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,11 +58,13 @@ struct domain_run {
 	int exit_hint;		/* -1: none seen */
 	struct nic_taps taps;	/* the NICs' taps, removed with the run */
 	struct domain_obj *obj;	/* whose run this is (no reference: it owns us) */
+	guint64 serial;		/* tells this run from a later one of the domain */
 };
 
 static char *state_dir, *log_dir;
 static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
 static gint nrunning;
+static guint64 run_serial;	/* atomic: runs of every domain draw from it */
 
 static void on_monitor_lost(const char *api_path, int err);
 
@@ -158,27 +162,50 @@ static const char *exit_text(int status, char *buf, size_t len)
 	return buf;
 }
 
-/* Forks and execs kvmm with its output appended to LOGFD.  The pid, or -1
- * after reporting. */
-static pid_t spawn(const char *emulator, const char *config, int logfd)
+/* Forks the process that becomes kvmm, its output appended to LOGFD.  It
+ * waits, before exec, for a byte on *GATE (the write end, which the
+ * caller keeps): the run is recorded in its status file first, so that no
+ * kvmm ever runs that a restarted daemon would not know of.  If the
+ * daemon dies before it writes the byte, the child reads EOF and exits
+ * without becoming kvmm.  The pid, or -1 after reporting. */
+static pid_t spawn(const char *emulator, const char *config, int logfd, int *gate)
 {
 	char *argv[] = { (char *)emulator, "--config", (char *)config, NULL };
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int pipefd[2];
 	pid_t pid;
 
+	*gate = -1;
 	if (devnull < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open /dev/null: %s", g_strerror(errno));
 		return -1;
 	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create a pipe: %s", g_strerror(errno));
+		close(devnull);
+		return -1;
+	}
 	pid = fork();
 	if (pid == 0) {
+		char go = 0;
+		ssize_t n;
+
 		/* Only async-signal-safe calls from here: other threads may
 		 * have held locks at fork time.  A session of its own, so the
 		 * VM outlives the daemon and its terminal signals. */
 		setsid();
-		if (dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
+		if (dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 ||
+		    dup2(pipefd[0], 3) < 0)
 			_exit(127);
-		syscall(SYS_close_range, 3, ~0U, 0);
+		/* Nothing else of the daemon's: above all no write end of
+		 * another start's gate, which would keep its EOF away. */
+		syscall(SYS_close_range, 4, ~0U, 0);
+		do
+			n = read(3, &go, 1);
+		while (n < 0 && errno == EINTR);
+		if (n != 1 || go != 'g')
+			_exit(126);
+		close(3);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -189,8 +216,13 @@ static pid_t spawn(const char *emulator, const char *config, int logfd)
 		_exit(127);
 	}
 	close(devnull);
-	if (pid < 0)
+	close(pipefd[0]);
+	if (pid < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot fork: %s", g_strerror(errno));
+		close(pipefd[1]);
+		return -1;
+	}
+	*gate = pipefd[1];
 	return pid;
 }
 
@@ -420,6 +452,83 @@ int process_start(struct domain_obj *obj)
 	return process_start_paused(obj, false);
 }
 
+/* Writes the status record of a run that is starting: libvirt's paused
+ * (starting up), which a restarted daemon ends (kills its kvmm, removes
+ * its taps and files) instead of adopting, as libvirt does with a VM it
+ * was still starting.  The domain itself shows nothing of it (still shut
+ * off): obj->run is not set until kvmm answers.  -1 after reporting. */
+static int record_starting(struct domain_obj *obj, struct domain_run *r, int id)
+{
+	struct domain_status st = {
+		.state = VIR_DOMAIN_PAUSED, .reason = VIR_DOMAIN_PAUSED_STARTING_UP, .pid = r->pid,
+		.id = id, .monitor_path = r->api_path, .config_path = r->config_path,
+		.log_path = r->log_path, .taps = r->taps,
+	};
+	g_autofree char *live = NULL;
+
+	g_mutex_lock(&obj->lock);
+	st.transient = !obj->persistent;
+	live = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+	g_mutex_unlock(&obj->lock);
+	if (!live)
+		return -1;
+	return status_write(r->status_path, &st, live);
+}
+
+/* What kind of file ST is, for a message. */
+static const char *file_kind(const struct stat *st)
+{
+	return S_ISFIFO(st->st_mode) ? "a FIFO" : S_ISSOCK(st->st_mode) ? "a socket"
+	       : S_ISDIR(st->st_mode) ? "a directory" : S_ISCHR(st->st_mode) ? "a character device"
+	       : S_ISBLK(st->st_mode) ? "a block device" : "not a regular file";
+}
+
+/* CLIENT: a path of the definition that kvmm opens must be a regular file
+ * (or, where BLOCK_OK, a block device): a FIFO, a socket, a directory or
+ * a file of /proc or /sys would block kvmm or the daemon, or hand a guest
+ * something of the host's.  A path that does not exist is kvmm's to
+ * report (or to create, for an output).  0, or -1 after reporting. */
+static int check_source(const char *what, const char *path, bool block_ok)
+{
+	struct stat st;
+	struct statfs fs;
+
+	if (!path || stat(path, &st) < 0)
+		return 0;
+	if (!S_ISREG(st.st_mode) && !(block_ok && S_ISBLK(st.st_mode))) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "%s '%s' is %s; kvmm needs a regular file%s",
+				 what, path, file_kind(&st), block_ok ? " or a block device" : "");
+		return -1;
+	}
+	if (statfs(path, &fs) == 0 && (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC)) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "%s '%s' is in %s, not a file kvmm may use",
+				 what, path, fs.f_type == PROC_SUPER_MAGIC ? "/proc" : "/sys");
+		return -1;
+	}
+	return 0;
+}
+
+/* The files DEF gives kvmm; obj->lock held (stat only: never blocks on a
+ * FIFO). */
+static int check_sources(const struct domain_def *def)
+{
+	if (check_source("kernel", def->kernel, false) < 0 ||
+	    check_source("initrd", def->initrd, false) < 0)
+		return -1;
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (check_source("disk source", def->disks[i].source, true) < 0)
+			return -1;
+	for (size_t i = 0; i < def->nserials + def->nconsoles; i++) {
+		const struct domain_chr *c = i < def->nserials ? &def->serials[i]
+							       : &def->consoles[i - def->nserials];
+
+		if ((c->type == CHR_FILE && check_source("serial output", c->path, false) < 0) ||
+		    check_source("serial log", c->log_file, false) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int process_start_paused(struct domain_obj *obj, bool paused)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
@@ -428,7 +537,7 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	struct vmconfig_runtime rt = { 0 };
 	char uuid[37];
 	off_t log_start;
-	int logfd = -1, id, rc;
+	int logfd = -1, gate = -1, id, rc;
 	struct stat st;
 
 	r->pidfd = -1;
@@ -447,24 +556,14 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	rt.api_socket = r->api_path;
 	rt.paused = paused;
 	rc = vmconfig_check(obj->def);
+	if (rc == 0)
+		rc = check_sources(obj->def);
 	g_mutex_unlock(&obj->lock);
 	if (rc < 0) {
 		g_free(r->api_path);
 		g_free(r);
 		return -1;
 	}
-	/* The NICs' taps, outside the lock (a network driver may be asked);
-	 * our job keeps the definition as it is. */
-	if (nics_create(obj->def, &r->taps) < 0)
-		goto fail;
-	g_mutex_lock(&obj->lock);
-	rt.taps = r->taps.names;
-	conf = vmconfig_from_def(obj->def, &rt);
-	if (conf)
-		nics_show(obj->def, &r->taps);
-	g_mutex_unlock(&obj->lock);
-	if (!conf)
-		goto fail;
 	if (!emulator || access(emulator, X_OK) < 0) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "cannot execute the emulator '%s': %s",
 				 emulator ? emulator : "(none)", g_strerror(errno));
@@ -481,6 +580,40 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	r->config_path = g_strdup_printf("%s/%s.json", state_dir, uuid);
 	r->status_path = g_strdup_printf("%s/%s.xml", state_dir, uuid);
 	r->log_path = g_strdup_printf("%s/%s.log", log_dir, name);
+	logfd = open(r->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open the domain log %s: %s", r->log_path,
+				 g_strerror(errno));
+		goto fail;
+	}
+	/* Crash-consistent: the process first (held before exec), then its
+	 * record, then what outlives us (taps, files), then kvmm runs.  A
+	 * daemon killed anywhere in between leaves a record the next one
+	 * cleans up after, or a child that exits by itself. */
+	id = g_atomic_int_add(&next_id, 1) + 1;
+	r->pid = spawn(emulator, r->config_path, logfd, &gate);
+	if (r->pid < 0)
+		goto fail;
+	r->child = true;
+	r->pidfd = pidfd_open(r->pid);
+	if (r->pidfd < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "pidfd_open: %s", g_strerror(errno));
+		goto fail;
+	}
+	if (record_starting(obj, r, id) < 0)
+		goto fail;
+	/* The NICs' taps, outside the lock (a network driver may be asked);
+	 * our job keeps the definition as it is. */
+	if (nics_create(obj->def, &r->taps) < 0)
+		goto fail;
+	g_mutex_lock(&obj->lock);
+	rt.taps = r->taps.names;
+	conf = vmconfig_from_def(obj->def, &rt);
+	if (conf)
+		nics_show(obj->def, &r->taps);
+	g_mutex_unlock(&obj->lock);
+	if (!conf || record_starting(obj, r, id) < 0)
+		goto fail;
 	{
 		g_autoptr(GError) err = NULL;
 
@@ -491,39 +624,21 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 			goto fail;
 		}
 	}
-	logfd = open(r->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (logfd < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open the domain log %s: %s", r->log_path,
-				 g_strerror(errno));
-		goto fail;
-	}
 	log_line(r->log_path, "starting up: %s --config %s", emulator, r->config_path);
 	if (write(logfd, conf, strlen(conf)) < 0 || write(logfd, "\n", 1) < 0)
 		pr_warn("cannot write to %s: %s", r->log_path, g_strerror(errno));
 	log_start = fstat(logfd, &st) == 0 ? st.st_size : 0;
-
-	r->pid = spawn(emulator, r->config_path, logfd);
 	close(logfd);
 	logfd = -1;
-	if (r->pid < 0)
-		goto fail;
-	r->child = true;
-	r->pidfd = pidfd_open(r->pid);
-	if (r->pidfd < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "pidfd_open: %s", g_strerror(errno));
-		kill(r->pid, SIGKILL);
-		waitpid(r->pid, NULL, 0);
+	if (write(gate, "g", 1) != 1) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot start kvmm: %s", g_strerror(errno));
 		goto fail;
 	}
-	if (wait_ready(r, log_start) < 0) {
-		if (r->child) {
-			pidfd_send_signal(r->pidfd, SIGKILL);
-			waitpid(r->pid, NULL, 0);
-		}
+	close(gate);
+	gate = -1;
+	if (wait_ready(r, log_start) < 0)
 		goto fail;
-	}
 
-	id = g_atomic_int_add(&next_id, 1) + 1;
 	query_status(r->api_path, &ks);
 	/* kvmm's events (guest resets become reboot events), set up before
 	 * the run is published: the main loop may end it at once. */
@@ -535,6 +650,7 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	obj->id = obj->def->id = id;
 	obj->run = r;
 	r->obj = obj;
+	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
@@ -550,8 +666,17 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	return 0;
 
 fail:
+	if (gate >= 0)
+		close(gate);	/* a child still held before exec exits */
 	if (logfd >= 0)
 		close(logfd);
+	if (r->pid > 0 && r->child) {
+		if (r->pidfd >= 0)
+			pidfd_send_signal(r->pidfd, SIGKILL);
+		else
+			kill(r->pid, SIGKILL);
+		waitpid(r->pid, NULL, 0);
+	}
 	if (r->log_path)
 		log_line(r->log_path, "start failed: %s",
 			 drv_error_last() ? drv_error_last()->message : "?");
@@ -630,19 +755,273 @@ char *process_api_path(struct domain_obj *obj)
 	return path;
 }
 
+/* The argument after "--config" in a NUL-separated command line (its
+ * copy in CMD), or NULL.  An emulator may be a wrapper, so any position. */
+static const char *config_arg(const char *cmd, gsize len)
+{
+	for (const char *a = cmd; a < cmd + len; a += strlen(a) + 1)
+		if (!strcmp(a, "--config") && a + 9 < cmd + len)
+			return a + 9;
+	return NULL;
+}
+
+/* PID's command line (NUL-separated, NUL-terminated), or NULL. */
+static char *read_cmdline(pid_t pid, gsize *len)
+{
+	g_autofree char *path = g_strdup_printf("/proc/%ld/cmdline", (long)pid);
+	char *cmd = NULL;
+
+	if (!g_file_get_contents(path, &cmd, len, NULL) || !*len || cmd[*len - 1]) {
+		g_free(cmd);
+		return NULL;
+	}
+	return cmd;
+}
+
 /* Whether PID is the kvmm started with CONFIG (a pid can be reused). */
 static bool is_our_kvmm(pid_t pid, const char *config)
 {
-	g_autofree char *path = g_strdup_printf("/proc/%ld/cmdline", (long)pid);
-	g_autofree char *cmd = NULL;
 	gsize len;
+	g_autofree char *cmd = read_cmdline(pid, &len);
+	const char *arg = cmd ? config_arg(cmd, len) : NULL;
 
-	if (!g_file_get_contents(path, &cmd, &len, NULL))
-		return false;
-	for (gsize i = 0; i + 1 < len; i++)
-		if (!cmd[i])
-			cmd[i] = ' ';
-	return strstr(cmd, config) != NULL;
+	return arg && !strcmp(arg, config);
+}
+
+/* A pidfd for PID if it is the kvmm of CONFIG, else -1.  Opened before
+ * the check, so the process checked is the one the pidfd holds. */
+static int open_our_kvmm(pid_t pid, const char *config)
+{
+	int fd = pidfd_open(pid);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (fd < 0)
+		return -1;
+	if (!is_our_kvmm(pid, config) || poll(&p, 1, 0) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* A kvmm found dead may still be on its way out: its main thread a
+ * zombie (no command line any more) while its other threads exit, the
+ * taps still open.  Wait (bounded) until the whole process is gone, so
+ * its taps can be removed.  A live process that took the pid has a
+ * command line and is not waited for. */
+static void wait_exited(pid_t pid)
+{
+	struct pollfd p = { .fd = pidfd_open(pid), .events = POLLIN };
+	gsize len;
+	g_autofree char *cmd = NULL;
+
+	if (p.fd < 0)
+		return;
+	cmd = read_cmdline(pid, &len);
+	if (!cmd)
+		poll(&p, 1, TERM_GRACE_MS);
+	close(p.fd);
+}
+
+/* SIGKILL through PIDFD and wait (bounded) for the process to go: its
+ * taps and files may be removed only once it no longer uses them. */
+static void kill_and_wait(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	pidfd_send_signal(pidfd, SIGKILL);
+	if (poll(&p, 1, TERM_GRACE_MS) <= 0)
+		pr_warn("a killed kvmm has not exited within %d s", TERM_GRACE_MS / 1000);
+}
+
+/* Taps an interrupted start may have made before it recorded them (the
+ * daemon killed between a tap's creation and the record that names it):
+ * known by their name when the definition gives one, else by the MAC
+ * address the daemon gives a tap (the guest's with 0xfe first).  Removed
+ * by sweep() unless a running domain uses them. */
+struct orphan_nic {
+	char *name;
+	unsigned char mac[6];
+};
+static GPtrArray *orphan_nics;
+
+static void orphan_nic_free(gpointer p)
+{
+	struct orphan_nic *o = p;
+
+	g_free(o->name);
+	g_free(o);
+}
+
+/* The NICs of the run recorded in LIVE_XML whose taps TAPS does not name. */
+static void note_unrecorded_taps(const char *live_xml, const struct nic_taps *taps)
+{
+	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_parse_opts()) : NULL;
+
+	drv_error_reset();
+	if (!def)
+		return;
+	if (!orphan_nics)
+		orphan_nics = g_ptr_array_new_with_free_func(orphan_nic_free);
+	for (size_t i = 0; i < def->nnets; i++) {
+		const struct domain_net *n = &def->nets[i];
+		struct orphan_nic *o;
+
+		if ((i < taps->n && taps->names[i]) || n->managed == TRI_OFF)
+			continue;
+		o = g_new0(struct orphan_nic, 1);
+		o->name = n->ifname && !n->ifname_generated ? g_strdup(n->ifname) : NULL;
+		memcpy(o->mac, n->mac, 6);
+		o->mac[0] = 0xfe;
+		g_ptr_array_add(orphan_nics, o);
+	}
+	domain_def_free(def);
+}
+
+/* Removes tap NAME (a tun device, used by no running domain). */
+static void remove_orphan_tap(const char *name, GHashTable *in_use)
+{
+	g_autofree char *flags = g_strdup_printf("/sys/class/net/%s/tun_flags", name);
+	struct nic_taps t = { .n = 1 };
+
+	if (g_hash_table_contains(in_use, name) || access(flags, F_OK) < 0)
+		return;
+	pr_warn("removing tap '%s': made by a start the daemon did not finish", name);
+	t.names = g_new0(char *, 2);
+	t.owned = g_new0(bool, 1);
+	t.names[0] = g_strdup(name);
+	t.owned[0] = true;
+	nics_remove(&t);
+}
+
+static void sweep_orphan_taps(void)
+{
+	g_autoptr(GHashTable) in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_autoptr(GPtrArray) all = NULL;
+	g_autoptr(GDir) d = NULL;
+	const char *name;
+
+	if (!orphan_nics)
+		return;
+	all = domain_list();
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+
+		g_mutex_lock(&obj->lock);
+		for (size_t k = 0; obj->run && k < obj->run->taps.n; k++)
+			if (obj->run->taps.names[k])
+				g_hash_table_add(in_use, g_strdup(obj->run->taps.names[k]));
+		g_mutex_unlock(&obj->lock);
+	}
+	d = g_dir_open("/sys/class/net", 0, NULL);
+	for (guint i = 0; i < orphan_nics->len; i++) {
+		struct orphan_nic *o = g_ptr_array_index(orphan_nics, i);
+		char want[18];
+
+		if (o->name) {
+			remove_orphan_tap(o->name, in_use);
+			continue;
+		}
+		snprintf(want, sizeof(want), "%02x:%02x:%02x:%02x:%02x:%02x", o->mac[0], o->mac[1],
+			 o->mac[2], o->mac[3], o->mac[4], o->mac[5]);
+		if (d)
+			g_dir_rewind(d);
+		while (d && (name = g_dir_read_name(d))) {
+			g_autofree char *path = g_strdup_printf("/sys/class/net/%s/address", name);
+			g_autofree char *addr = NULL;
+
+			if (g_file_get_contents(path, &addr, NULL, NULL) && !strcmp(g_strstrip(addr), want))
+				remove_orphan_tap(name, in_use);
+		}
+	}
+	g_clear_pointer(&orphan_nics, g_ptr_array_unref);
+}
+
+/* Worker of an adopted run: connect the event connection and ask kvmm
+ * what it is doing, off the start-up path -- a stopped or wedged kvmm
+ * must not delay the daemon, nor be taken for a dead one.  Until kvmm
+ * answers the domain keeps the state its status file recorded; a kvmm
+ * that does not answer gets a control-error event, and is tried again
+ * until it answers or its run ends. */
+struct adopt_job {
+	struct domain_obj *obj;
+	guint64 serial;
+	char *api_path;
+};
+
+/* obj->lock held: OBJ still has the run JOB was made for. */
+static struct domain_run *job_run(struct adopt_job *job)
+{
+	struct domain_run *r = job->obj->run;
+
+	return r && r->serial == job->serial ? r : NULL;
+}
+
+static gpointer adopt_thread(gpointer data)
+{
+	struct adopt_job *job = data;
+	struct domain_obj *obj = job->obj;
+	bool complained = false;
+	struct kvmm_status ks;
+
+	for (;;) {
+		struct monitor_watch *w = monitor_watch_connect(job->api_path);
+		struct domain_run *r;
+		struct pollfd p = { .fd = -1, .events = POLLIN };
+
+		g_mutex_lock(&obj->lock);
+		r = job_run(job);
+		if (r && w) {
+			/* Under the lock: the run cannot end (and free r)
+			 * before its watch is in place. */
+			r->events = w;
+			monitor_watch_start(w, on_kvmm_event, r);
+		} else if (r) {
+			p.fd = dup(r->pidfd);
+		}
+		g_mutex_unlock(&obj->lock);
+		if (!r) {
+			monitor_watch_free(w);
+			goto out;
+		}
+		if (w)
+			break;
+		if (!complained) {
+			pr_warn("domain '%s': its kvmm does not answer on %s; keeping it, trying again",
+				obj->def->name, job->api_path);
+			events_control_error(obj);
+			complained = true;
+		}
+		/* Until its exit or a second passes. */
+		if (p.fd >= 0) {
+			poll(&p, 1, 1000);
+			close(p.fd);
+		}
+	}
+	if (monitor_query_status(job->api_path, &ks) < 0) {
+		drv_error_reset();
+		goto out;
+	}
+	g_mutex_lock(&obj->lock);
+	if (job_run(job)) {
+		/* kvmm knows best whether it is paused. */
+		if (ks.state == KVMM_STATE_PAUSED && obj->state != VIR_DOMAIN_PAUSED)
+			domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
+					 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
+		else if (ks.state == KVMM_STATE_RUNNING && obj->state != VIR_DOMAIN_RUNNING)
+			domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED,
+					 VIR_DOMAIN_EVENT_RESUMED, VIR_DOMAIN_EVENT_RESUMED_UNPAUSED);
+		set_pty_paths(obj, ks.serial_pty, ks.console_pty);
+	}
+	g_mutex_unlock(&obj->lock);
+	kvmm_status_clear(&ks);
+	if (complained)
+		pr_info("domain '%s': its kvmm answers again", obj->def->name);
+out:
+	g_free(job->api_path);
+	domain_obj_unref(obj);
+	g_free(job);
+	return NULL;
 }
 
 /* The run's definition is the status file's LIVE_XML: a persistent
@@ -674,15 +1053,16 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 	drv_error_reset();
 }
 
-/* One status file: adopt its kvmm, or clean up after it. */
+/* One status file: adopt its kvmm, or clean up after it.  Never waits on
+ * kvmm: only /proc and a pidfd decide. */
 static void adopt_one(const char *path)
 {
 	struct domain_status st;
 	g_autofree char *why = NULL;
 	struct domain_obj *obj;
 	struct domain_run *r;
-	struct kvmm_status ks;
-	int state, reason;
+	struct adopt_job *job;
+	bool starting;
 
 	if (status_read(path, &st, &why) < 0) {
 		pr_err("ignoring status file %s: %s", path, why);
@@ -713,15 +1093,35 @@ static void adopt_one(const char *path)
 	r->started = st.started;
 	r->taps = st.taps;
 	memset(&st.taps, 0, sizeof(st.taps));
-	r->pidfd = is_our_kvmm(st.pid, st.config_path) ? pidfd_open(st.pid) : -1;
-	if (r->pidfd < 0 || !(r->events = monitor_watch_new(r->api_path, on_kvmm_event, r))) {
-		/* It died while nobody watched (or its pid went to another
-		 * process): shut off, as libvirt reports a vanished VM. */
-		pr_warn("domain '%s': its kvmm (pid %ld) is gone; shut off (crashed)", obj->def->name,
-			(long)st.pid);
-		log_line(r->log_path, "kvmm (pid %ld) was gone when the daemon started", (long)st.pid);
+	r->pidfd = open_our_kvmm(st.pid, st.config_path);
+	/* A run still starting when the daemon died: its client got no
+	 * answer, and what it left is ended, as libvirt kills a VM it was
+	 * starting (a child still held before exec exits by itself). */
+	starting = st.state == VIR_DOMAIN_PAUSED && st.reason == VIR_DOMAIN_PAUSED_STARTING_UP;
+	if (starting || r->pidfd < 0) {
+		if (starting) {
+			pr_warn("domain '%s': it was starting when the daemon stopped; %s", obj->def->name,
+				r->pidfd >= 0 ? "killing its kvmm" : "cleaning up");
+			log_line(r->log_path, "start interrupted by the daemon's end%s",
+				 r->pidfd >= 0 ? ": kvmm killed" : "");
+		} else {
+			/* It died while nobody watched (or its pid went to
+			 * another process): shut off, as libvirt reports a
+			 * vanished VM. */
+			pr_warn("domain '%s': its kvmm (pid %ld) is gone; shut off (crashed)",
+				obj->def->name, (long)st.pid);
+			log_line(r->log_path, "kvmm (pid %ld) was gone when the daemon started",
+				 (long)st.pid);
+		}
+		if (r->pidfd >= 0)
+			kill_and_wait(r->pidfd);
+		else
+			wait_exited(r->pid);
+		if (starting)
+			note_unrecorded_taps(st.live_xml, &r->taps);
 		g_mutex_lock(&obj->lock);
-		domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);
+		if (!starting)
+			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);
 		g_mutex_unlock(&obj->lock);
 		run_free(r);
 		if (!obj->persistent)
@@ -730,27 +1130,20 @@ static void adopt_one(const char *path)
 		domain_obj_unref(obj);
 		return;
 	}
-	query_status(r->api_path, &ks);
 	g_mutex_lock(&obj->lock);
 	adopt_live_def(obj, st.live_xml);
 	obj->id = obj->def->id = st.id;
-	state = st.state;
-	reason = st.reason;
-	/* kvmm knows best whether it is paused. */
-	if (ks.state == KVMM_STATE_PAUSED && state != VIR_DOMAIN_PAUSED) {
-		state = VIR_DOMAIN_PAUSED;
-		reason = VIR_DOMAIN_PAUSED_USER;
-	} else if (ks.state == KVMM_STATE_RUNNING && state != VIR_DOMAIN_RUNNING) {
-		state = VIR_DOMAIN_RUNNING;
-		reason = VIR_DOMAIN_RUNNING_UNPAUSED;
-	}
-	set_pty_paths(obj, ks.serial_pty, ks.console_pty);
-	kvmm_status_clear(&ks);
 	nics_show(obj->def, &r->taps);
 	obj->run = r;
 	r->obj = obj;
-	/* No event: no client was there to miss one. */
-	domain_set_state(obj, state, reason, -1, 0);
+	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
+	/* No event: no client was there to miss one.  The recorded state
+	 * until kvmm says otherwise (adopt_thread). */
+	domain_set_state(obj, st.state, st.reason, -1, 0);
+	job = g_new0(struct adopt_job, 1);
+	job->obj = domain_obj_ref(obj);
+	job->serial = r->serial;
+	job->api_path = g_strdup(r->api_path);
 	g_mutex_unlock(&obj->lock);
 	/* Ids stay unique across the restart. */
 	while (g_atomic_int_get(&next_id) < st.id)
@@ -761,8 +1154,83 @@ static void adopt_one(const char *path)
 		 st.id);
 	pr_info("domain '%s' is running (id %d, kvmm pid %ld): adopted", obj->def->name, st.id,
 		(long)r->pid);
+	g_thread_unref(g_thread_new("adopt", adopt_thread, job));
 	g_free(st.live_xml);
 	domain_obj_unref(obj);
+}
+
+/* The UUID a file of STATE_DIR belongs to ("UUID.xml", "UUID.json",
+ * "UUID.sock", and their temporary "UUID.xml.XXXXXX"), or NULL. */
+static char *file_uuid(const char *name)
+{
+	unsigned char uuid[16];
+	g_autofree char *head = g_strndup(name, 36);
+
+	if (strlen(name) < 37 || name[36] != '.' || domain_uuid_parse(head, uuid) < 0)
+		return NULL;
+	return g_steal_pointer(&head);
+}
+
+/* After adoption: every kvmm of this instance that no run owns is killed
+ * (one started by a daemon that died before recording it), and every
+ * file no run owns is removed -- configurations, sockets, half-written
+ * temporary files.  A status file that could not be read stays (it was
+ * reported), and so do the files of its run. */
+static void sweep(void)
+{
+	g_autoptr(GHashTable) owned = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_autoptr(GDir) d = g_dir_open(state_dir, 0, NULL);
+	g_autoptr(GDir) proc = NULL;
+	g_autofree char *prefix = g_strconcat(state_dir, "/", NULL);
+	const char *name;
+
+	if (!d)
+		return;
+	/* Owned: UUIDs with a status file still there (adopted, or unreadable). */
+	while ((name = g_dir_read_name(d))) {
+		char *uuid = file_uuid(name);
+
+		if (uuid && !strcmp(name + 36, ".xml"))
+			g_hash_table_add(owned, uuid);
+		else
+			g_free(uuid);
+	}
+	g_dir_rewind(d);
+	while ((name = g_dir_read_name(d))) {
+		g_autofree char *uuid = file_uuid(name);
+		g_autofree char *path = NULL;
+
+		if (!uuid || (g_hash_table_contains(owned, uuid) && !strchr(name + 37, '.')))
+			continue;
+		path = g_build_filename(state_dir, name, NULL);
+		pr_info("removing %s: no run of this daemon owns it", path);
+		if (unlink(path) < 0 && errno != ENOENT)
+			pr_warn("cannot remove %s: %s", path, g_strerror(errno));
+	}
+	proc = g_dir_open("/proc", 0, NULL);
+	while (proc && (name = g_dir_read_name(proc))) {
+		g_autofree char *cmd = NULL, *uuid = NULL;
+		const char *arg;
+		gsize len;
+		long pid;
+		int fd;
+
+		if (!g_ascii_isdigit(*name))
+			continue;
+		pid = strtol(name, NULL, 10);
+		/* "EMULATOR --config STATE_DIR/UUID.json" */
+		if (!(cmd = read_cmdline((pid_t)pid, &len)) || !(arg = config_arg(cmd, len)) ||
+		    !g_str_has_prefix(arg, prefix) || !g_str_has_suffix(arg, ".json") ||
+		    !(uuid = file_uuid(arg + strlen(prefix))) || g_hash_table_contains(owned, uuid))
+			continue;
+		fd = open_our_kvmm((pid_t)pid, arg);
+		if (fd < 0)
+			continue;
+		pr_warn("killing kvmm (pid %ld) of %s: no run of this daemon owns it", pid, arg);
+		kill_and_wait(fd);
+		close(fd);
+	}
+	sweep_orphan_taps();
 }
 
 void process_adopt_all(void)
@@ -780,6 +1248,7 @@ void process_adopt_all(void)
 		path = g_build_filename(state_dir, name, NULL);
 		adopt_one(path);
 	}
+	sweep();
 }
 
 static gpointer autostart_thread(gpointer data)

@@ -24,7 +24,9 @@ void process_init(const char *state_dir, const char *log_dir);
 /* Starts OBJ (inactive; the caller holds its job).  On success the domain
  * is running with an id; on failure nothing is left behind (no process,
  * socket or config file) and the reason -- kvmm's own message when it
- * exited -- is reported. */
+ * exited -- is reported.  Crash-consistent: the run's status file
+ * (paused, starting up) exists before kvmm runs.  Sources that are not
+ * regular files (or block devices, for disks) are refused first. */
 int process_start(struct domain_obj *obj);
 
 /* process_start; PAUSED (virsh start --paused): kvmm holds the vCPUs
@@ -48,9 +50,13 @@ uint64_t process_cpu_time(struct domain_obj *obj);
 char *process_api_path(struct domain_obj *obj);
 
 /* Re-adopts the kvmm processes a previous daemon started, from their
- * status files (status.c); domains whose kvmm died meanwhile are shut off
- * (crashed) and their files removed.  Called once, after the definitions
- * are loaded, before clients are served. */
+ * status files (status.c), without waiting on any of them (a stopped kvmm
+ * stays its domain's; its event connection and status follow on a
+ * thread); domains whose kvmm died meanwhile are shut off (crashed), runs
+ * that were still starting are ended (kvmm killed); their files and taps
+ * removed.  Then kills every kvmm of this instance and removes every file
+ * of STATE_DIR that no status file owns.  Called once, after the
+ * definitions are loaded, before clients are served. */
 void process_adopt_all(void);
 
 /* Starts the domains marked autostart, once per host boot (a marker in

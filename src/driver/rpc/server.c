@@ -14,6 +14,8 @@
 
 #include "dispatch.h"
 #include "error.h"
+#include "remote_xdr.h"
+#include "remote_host_xdr.h"
 #include "forward.h"
 #include "log.h"
 #include "message.h"
@@ -29,16 +31,23 @@
 #define OUT_HIGH (1024 * 1024)
 /* Packets handled per wake-up, so one busy client cannot starve others. */
 #define PACKETS_PER_WAKEUP 16
-/* Calls a client may have waiting behind the one a worker runs before we
- * stop reading from it (libvirt's max_client_requests is 5). */
-#define CLIENT_MAX_CALLS 16
+/* CLIENT: the longest packet a client may send before CONNECT_OPEN or on
+ * a read-only connection: nothing such a client may call needs more, and
+ * anyone may connect to the read-only socket.  Read-write clients get the
+ * protocol's 32 MiB. */
+#define SMALL_PACKET_MAX (1024 * 1024)
+/* After EMFILE (or ENFILE, ENOMEM) from accept, stop accepting for this
+ * long, or until a client goes: the listening socket stays readable, and
+ * retrying at once would only spin. */
+#define ACCEPT_PAUSE_MS 500
 
 struct listener {
 	struct rpc_server *srv;
 	int fd;
 	char *path;
 	bool readonly;
-	guint watch;
+	guint watch;			/* 0 while accepting is suspended */
+	unsigned anonymous;		/* its clients that have not opened yet */
 };
 
 /* Threads.  The main loop owns sockets, buffers and the client list;
@@ -61,6 +70,9 @@ struct client {
 	bool dead;			/* dropped: socket closed, waits for refs */
 	bool busy;			/* a worker runs one of its calls */
 	bool closing;			/* conn.closing as of the last finished call */
+	bool anonymous;			/* counted in listener->anonymous */
+	bool prio;			/* its running call is on a priority worker */
+	struct listener *listener;
 	GQueue calls;			/* GBytes calls waiting, main loop only */
 	GBytes *running;		/* the call a worker runs (set while busy) */
 	int fd;
@@ -93,6 +105,11 @@ struct rpc_server {
 	guint tick;
 	GThread *main_thread;
 	GThreadPool *workers;
+	GThreadPool *prio_workers;	/* priority calls only, when workers are all busy */
+	unsigned normal_busy;		/* calls handed to workers, not yet ended */
+	guint accept_resume;		/* timer re-enabling accept after EMFILE */
+	bool accept_suspended;
+	bool accept_logged;		/* EMFILE logged once */
 	GMutex outbox_lock;
 	GQueue outbox;			/* struct outmsg * */
 	int outbox_fd;			/* eventfd: the outbox is not empty */
@@ -101,12 +118,24 @@ struct rpc_server {
 
 static void client_drop(struct client *c);
 static void client_next_call(struct client *c);
+static void client_not_anonymous(struct client *c);
+static void listeners_update(struct rpc_server *srv);
+static void listener_update(struct listener *l);
+static void accept_resume(struct rpc_server *srv);
+static gboolean listener_io(gint fd, GIOCondition cond, gpointer data);
+
+/* CLIENT: max_client_requests, the calls a client may have waiting and
+ * running; beyond them its socket is not read. */
+static bool client_calls_full(const struct client *c)
+{
+	return c->calls.length + (c->busy ? 1 : 0) >= c->srv->cfg.max_client_requests;
+}
 
 static GIOCondition client_wanted(const struct client *c)
 {
 	GIOCondition cond = G_IO_HUP | G_IO_ERR;
 
-	if (!c->closing && c->out_bytes <= OUT_HIGH && c->calls.length < CLIENT_MAX_CALLS &&
+	if (!c->closing && c->out_bytes <= OUT_HIGH && !client_calls_full(c) &&
 	    !rpc_fwd_blocked(&c->conn))
 		cond |= G_IO_IN;
 	if (c->out_bytes > 0)
@@ -212,7 +241,11 @@ static void outbox_drain(struct rpc_server *srv)
 			g_bytes_unref(c->running);
 			c->running = NULL;
 			c->busy = false;
+			if (!c->prio)
+				srv->normal_busy--;
 			c->closing = c->conn.closing;
+			if (c->anonymous && c->conn.open)
+				client_not_anonymous(c);
 			/* The reply is queued: a stream the call opened may
 			 * start now (never before its reply). */
 			if (c->dead)
@@ -258,6 +291,45 @@ static void worker_run(gpointer data, gpointer user_data)
 	outbox_post(c, NULL, rc);
 }
 
+/* Calls that never wait on a kvmm, a disk or a long job: lookups,
+ * lists, state, connection set-up, and destroy (which signals kvmm and
+ * waits at most a few seconds for it) -- libvirt's high-priority
+ * procedures among those implemented here. */
+static bool is_priority(GBytes *call)
+{
+	static const int procs[] = {
+		REMOTE_PROC_AUTH_LIST, REMOTE_PROC_CONNECT_OPEN, REMOTE_PROC_CONNECT_CLOSE,
+		REMOTE_PROC_CONNECT_SUPPORTS_FEATURE, REMOTE_PROC_CONNECT_GET_TYPE,
+		REMOTE_PROC_CONNECT_GET_VERSION, REMOTE_PROC_CONNECT_GET_LIB_VERSION,
+		REMOTE_PROC_CONNECT_GET_HOSTNAME, REMOTE_PROC_CONNECT_GET_URI,
+		REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS, REMOTE_PROC_CONNECT_LIST_DOMAINS,
+		REMOTE_PROC_CONNECT_NUM_OF_DOMAINS, REMOTE_PROC_CONNECT_LIST_DEFINED_DOMAINS,
+		REMOTE_PROC_CONNECT_NUM_OF_DEFINED_DOMAINS, REMOTE_PROC_DOMAIN_LOOKUP_BY_ID,
+		REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME, REMOTE_PROC_DOMAIN_LOOKUP_BY_UUID,
+		REMOTE_PROC_DOMAIN_GET_STATE, REMOTE_PROC_DOMAIN_GET_INFO,
+		REMOTE_PROC_DOMAIN_GET_XML_DESC, REMOTE_PROC_DOMAIN_GET_AUTOSTART,
+		REMOTE_PROC_DOMAIN_IS_ACTIVE, REMOTE_PROC_DOMAIN_IS_PERSISTENT,
+		REMOTE_PROC_DOMAIN_GET_OS_TYPE, REMOTE_PROC_DOMAIN_GET_MAX_MEMORY,
+		REMOTE_PROC_DOMAIN_DESTROY, REMOTE_PROC_DOMAIN_DESTROY_FLAGS,
+		REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK,
+		REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK,
+	};
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(call, &len);
+	struct rpc_header hdr;
+
+	if (rpc_msg_decode_header(p, len, &hdr) < 0) {
+		drv_error_reset();
+		return false;
+	}
+	if (hdr.prog != REMOTE_PROGRAM)
+		return false;
+	for (size_t i = 0; i < G_N_ELEMENTS(procs); i++)
+		if (hdr.proc == procs[i])
+			return true;
+	return false;
+}
+
 /* Main loop: start the client's next waiting call, if it has none
  * running.  The worker sees only c->running, set before it starts. */
 static void client_next_call(struct client *c)
@@ -285,12 +357,20 @@ static void client_next_call(struct client *c)
 	c->busy = true;
 	c->running = g_queue_pop_head(&c->calls);
 	client_ref(c);
-	if (!g_thread_pool_push(c->srv->workers, c, &err)) {
+	/* A priority call goes to a priority worker only when every worker
+	 * is taken (as libvirt's prio_workers): calls stuck on a wedged
+	 * kvmm must not keep destroy and lookups waiting. */
+	c->prio = c->srv->normal_busy >= c->srv->cfg.max_workers && is_priority(c->running);
+	if (!c->prio)
+		c->srv->normal_busy++;
+	if (!g_thread_pool_push(c->prio ? c->srv->prio_workers : c->srv->workers, c, &err)) {
 		pr_err("cannot run a call of client %u: %s", c->conn.id, err->message);
 		g_error_free(err);
 		g_bytes_unref(c->running);
 		c->running = NULL;
 		c->busy = false;
+		if (!c->prio)
+			c->srv->normal_busy--;
 		client_unref(c);
 		client_drop(c);
 		return;
@@ -319,7 +399,7 @@ static int client_read(struct client *c)
 		size_t want;
 		ssize_t n;
 
-		if (c->closing || c->out_bytes > OUT_HIGH || c->calls.length >= CLIENT_MAX_CALLS ||
+		if (c->closing || c->out_bytes > OUT_HIGH || client_calls_full(c) ||
 		    rpc_fwd_blocked(&c->conn))
 			return 0;
 		if (c->in_have < RPC_LEN_SIZE) {
@@ -361,6 +441,12 @@ static int client_read(struct client *c)
 				pr_warn("client %u (pid %ld): %s: dropping it", c->conn.id,
 					(long)c->conn.pid, drv_error_last()->message);
 				drv_error_reset();
+				return -1;
+			}
+			if ((!c->conn.open || c->conn.readonly) && len > SMALL_PACKET_MAX) {
+				pr_warn("client %u (pid %ld): a packet of %u bytes from a %s client (at most %u): dropping it",
+					c->conn.id, (long)c->conn.pid, len,
+					c->conn.open ? "read-only" : "not yet open", SMALL_PACKET_MAX);
 				return -1;
 			}
 			c->in_len = len;
@@ -455,8 +541,9 @@ drop:
 	return G_SOURCE_REMOVE;
 }
 
-static void client_new(struct rpc_server *srv, int fd, bool readonly)
+static void client_new(struct rpc_server *srv, int fd, struct listener *l)
 {
+	bool readonly = l->readonly;
 	struct client *c = g_new0(struct client, 1);
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
@@ -484,6 +571,16 @@ static void client_new(struct rpc_server *srv, int fd, bool readonly)
 	g_queue_init(&c->out);
 	srv->clients = g_list_prepend(srv->clients, c);
 	srv->nclients++;
+	c->listener = l;
+	/* Anonymous: on the read-only socket (anyone's), until it opens.
+	 * The read-write socket's mode already says who its peers are. */
+	if (l->readonly) {
+		c->anonymous = true;
+		if (++l->anonymous == srv->cfg.max_anonymous_clients)
+			pr_warn("%u clients on %s have not opened a connection (max_anonymous_clients): new ones wait",
+				l->anonymous, l->path);
+		listener_update(l);
+	}
 	srv->idle_since = 0;
 	pr_debug("client %u: connected (pid %ld, uid %ld, gid %ld)%s", c->conn.id,
 		 (long)c->conn.pid, (long)c->conn.uid, (long)c->conn.gid,
@@ -515,7 +612,64 @@ static void client_drop(struct client *c)
 	srv->clients = g_list_remove(srv->clients, c);
 	if (--srv->nclients == 0)
 		srv->idle_since = g_get_monotonic_time();
+	if (c->anonymous)
+		client_not_anonymous(c);
+	/* A descriptor is free again: accept if EMFILE stopped us. */
+	if (srv->accept_suspended)
+		accept_resume(srv);
 	client_unref(c);
+}
+
+/* Whether the listener is watched: not while accepting is suspended
+ * (EMFILE) nor while max_anonymous_clients of its clients have not yet
+ * opened their connection -- as libvirt, new clients then wait in the
+ * listen backlog (the read-only socket's; see client_new). */
+static void listener_update(struct listener *l)
+{
+	struct rpc_server *srv = l->srv;
+	bool want = !srv->accept_suspended && l->anonymous < srv->cfg.max_anonymous_clients;
+
+	if (want && !l->watch) {
+		l->watch = g_unix_fd_add(l->fd, G_IO_IN, listener_io, l);
+	} else if (!want && l->watch) {
+		g_source_remove(l->watch);
+		l->watch = 0;
+	}
+}
+
+static void listeners_update(struct rpc_server *srv)
+{
+	for (guint i = 0; i < srv->listeners->len; i++)
+		listener_update(g_ptr_array_index(srv->listeners, i));
+}
+
+/* Main loop: C opened its connection (or went before it did). */
+static void client_not_anonymous(struct client *c)
+{
+	struct listener *l = c->listener;
+
+	c->anonymous = false;
+	if (l->anonymous-- == c->srv->cfg.max_anonymous_clients)
+		pr_info("accepting clients on %s again", l->path);
+	listener_update(l);
+}
+
+static void accept_resume(struct rpc_server *srv)
+{
+	srv->accept_suspended = false;
+	if (srv->accept_resume)
+		g_source_remove(srv->accept_resume);
+	srv->accept_resume = 0;
+	listeners_update(srv);
+}
+
+static gboolean accept_resume_cb(gpointer data)
+{
+	struct rpc_server *srv = data;
+
+	srv->accept_resume = 0;
+	accept_resume(srv);
+	return G_SOURCE_REMOVE;
 }
 
 static gboolean listener_io(gint fd, GIOCondition cond, gpointer data)
@@ -523,12 +677,28 @@ static gboolean listener_io(gint fd, GIOCondition cond, gpointer data)
 	struct listener *l = data;
 	struct rpc_server *srv = l->srv;
 
-	for (int i = 0; i < 16; i++) {
+	for (int i = 0; i < 16 && l->watch; i++) {
 		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (cfd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* The connection stays in the backlog and the
+				 * socket readable: stop watching it for a while
+				 * (or until a client goes), logging once. */
+				if (!srv->accept_logged)
+					pr_warn("cannot accept clients on %s: %s; not accepting for %d ms or until a client goes (logged once)",
+						l->path, g_strerror(errno), ACCEPT_PAUSE_MS);
+				srv->accept_logged = true;
+				srv->accept_suspended = true;
+				if (!srv->accept_resume)
+					srv->accept_resume = g_timeout_add(ACCEPT_PAUSE_MS, accept_resume_cb, srv);
+				/* REMOVE below drops this source. */
+				l->watch = 0;
+				listeners_update(srv);
+				return G_SOURCE_REMOVE;
+			}
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				pr_warn("cannot accept a client on %s: %s", l->path, g_strerror(errno));
 			break;
@@ -539,8 +709,11 @@ static gboolean listener_io(gint fd, GIOCondition cond, gpointer data)
 			close(cfd);
 			continue;
 		}
-		client_new(srv, cfd, l->readonly);
+		srv->accept_logged = false;
+		client_new(srv, cfd, l);
 	}
+	if (!l->watch)
+		return G_SOURCE_REMOVE;	/* max_anonymous_clients reached */
 	return G_SOURCE_CONTINUE;
 }
 
@@ -590,6 +763,7 @@ struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg)
 		g_error("cannot create an eventfd: %s", g_strerror(errno));
 	srv->outbox_watch = g_unix_fd_add(srv->outbox_fd, G_IO_IN, outbox_io, srv);
 	srv->workers = g_thread_pool_new(worker_run, srv, MAX(cfg->max_workers, 1), FALSE, NULL);
+	srv->prio_workers = g_thread_pool_new(worker_run, srv, MAX(cfg->prio_workers, 1), FALSE, NULL);
 	srv->tick = g_timeout_add_seconds(1, server_tick, srv);
 	return srv;
 }
@@ -672,8 +846,8 @@ int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_
 	l->fd = fd;
 	l->path = g_strdup(path);
 	l->readonly = readonly;
-	l->watch = g_unix_fd_add(fd, G_IO_IN, listener_io, l);
 	g_ptr_array_add(srv->listeners, l);
+	listener_update(l);
 	pr_info("listening on %s%s", path, readonly ? " (read-only)" : "");
 	return 0;
 }
@@ -694,14 +868,19 @@ void rpc_server_free(struct rpc_server *srv)
 		return;
 	/* Let the calls handed to workers finish (a client has at most one),
 	 * then deliver what they produced to whoever is still there. */
-	g_thread_pool_free(srv->workers, FALSE, TRUE);
+	/* Calls not started yet are dropped (immediate): at most each
+	 * running one's monitor_timeout, never a queue of them, delays the
+	 * exit. */
+	g_thread_pool_free(srv->workers, TRUE, TRUE);
+	g_thread_pool_free(srv->prio_workers, TRUE, TRUE);
 	outbox_drain(srv);
 	while (srv->clients)
 		client_drop(srv->clients->data);
 	for (guint i = 0; i < srv->listeners->len; i++) {
 		struct listener *l = g_ptr_array_index(srv->listeners, i);
 
-		g_source_remove(l->watch);
+		if (l->watch)
+			g_source_remove(l->watch);
 		close(l->fd);
 		if (unlink(l->path) < 0 && errno != ENOENT)
 			pr_warn("cannot remove socket %s: %s", l->path, g_strerror(errno));
@@ -710,6 +889,8 @@ void rpc_server_free(struct rpc_server *srv)
 	}
 	g_ptr_array_free(srv->listeners, TRUE);
 	g_source_remove(srv->tick);
+	if (srv->accept_resume)
+		g_source_remove(srv->accept_resume);
 	g_source_remove(srv->outbox_watch);
 	close(srv->outbox_fd);
 	g_mutex_clear(&srv->outbox_lock);

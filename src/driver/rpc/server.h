@@ -16,6 +16,11 @@ struct rpc_server_config {
 	unsigned keepalive_count;	/* unanswered PINGs before dropping */
 	unsigned max_clients;		/* beyond this, new connections are closed */
 	unsigned max_workers;		/* threads running calls */
+	unsigned prio_workers;		/* threads running only priority calls (lookups,
+					 * lists, destroy) once max_workers are all busy */
+	unsigned max_client_requests;	/* calls one client may have waiting and running */
+	unsigned max_anonymous_clients;	/* per socket: clients not yet open; beyond it,
+					 * new connections wait in the backlog */
 };
 
 struct rpc_server;
