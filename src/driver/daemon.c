@@ -49,7 +49,7 @@ static const GOptionEntry options[] = {
 	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose,
 	  "Log every connection and call (overrides log_level)", NULL },
 	{ "config", 'f', 0, G_OPTION_ARG_FILENAME, &opt_config,
-	  "Read the configuration from FILE (default: /etc/libvirt/virtkvmmd.conf, $XDG_CONFIG_HOME/libvirt/virtkvmmd.conf for a user, DIR/etc/libvirt/virtkvmmd.conf with --root)", "FILE" },
+	  "Read the configuration from FILE (default: " SYSCONFDIR "/libvirt/virtkvmmd.conf, $XDG_CONFIG_HOME/libvirt/virtkvmmd.conf for a user, DIR/etc/libvirt/virtkvmmd.conf with --root)", "FILE" },
 	{ "pid-file", 'p', 0, G_OPTION_ARG_FILENAME, &opt_pid_file,
 	  "Write the daemon's PID to PATH, locked while it runs", "PATH" },
 	{ "keepalive-interval", 0, 0, G_OPTION_ARG_INT, &opt_keepalive_interval,
@@ -303,7 +303,7 @@ int main(int argc, char **argv)
 	else if (opt_root)
 		conffile = g_build_filename(root, "etc", "libvirt", "virtkvmmd.conf", NULL);
 	else if (drv_state.privileged)
-		conffile = g_strdup("/etc/libvirt/virtkvmmd.conf");
+		conffile = g_strdup(SYSCONFDIR "/libvirt/virtkvmmd.conf");
 	else
 		conffile = g_build_filename(g_get_user_config_dir(), "libvirt", "virtkvmmd.conf", NULL);
 	daemon_conf_defaults(&conf);
@@ -316,12 +316,12 @@ int main(int argc, char **argv)
 		conf.keepalive_count = opt_keepalive_count;
 	if (opt_max_clients != NOT_GIVEN)
 		conf.max_clients = opt_max_clients;
-	/* Definitions where libvirt's drivers keep theirs: /etc/libvirt/DRIVER
+	/* Definitions where libvirt's drivers keep theirs: SYSCONFDIR/libvirt/DRIVER
 	 * for the system instance, the user's config dir for a session. */
 	if (opt_root)
 		confdir = g_build_filename(root, "etc", "libvirt", "kvmm", NULL);
 	else if (drv_state.privileged)
-		confdir = g_strdup("/etc/libvirt/kvmm");
+		confdir = g_strdup(SYSCONFDIR "/libvirt/kvmm");
 	else
 		confdir = g_build_filename(g_get_user_config_dir(), "libvirt", "kvmm", NULL);
 	if (g_mkdir_with_parents(rundir, drv_state.privileged ? 0755 : 0700) < 0) {
