@@ -282,6 +282,10 @@ int main(int argc, char **argv)
 
 	drv_state.privileged = geteuid() == 0;
 	drv_state.uri = drv_state.privileged ? "kvmm:///system" : "kvmm:///session";
+	if (act_ro >= 0 && !drv_state.privileged) {
+		pr_err("a session daemon has no read-only socket, but systemd passed %s", act_ro_path);
+		return 1;
+	}
 	if (opt_root) {
 		root = g_canonicalize_filename(opt_root, NULL);
 		rundir = g_build_filename(root, "run", "libvirt", NULL);
@@ -377,10 +381,6 @@ int main(int argc, char **argv)
 	 * daemon has no read-only socket, like libvirt's.
 	 * Sockets systemd passes are used as they are (their modes are the
 	 * socket units'); the others are created, as libvirt's daemons do. */
-	if (act_ro >= 0 && !drv_state.privileged) {
-		pr_err("a session daemon has no read-only socket, but systemd passed %s", act_ro_path);
-		goto out;
-	}
 	if (act_rw >= 0 ? rpc_server_listen_fd(srv, act_rw, act_rw_path, false) < 0 :
 	    rpc_server_listen(srv, sock, conf.unix_sock_group, conf.unix_sock_rw_perms, false) < 0)
 		goto out;
