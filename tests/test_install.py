@@ -485,3 +485,56 @@ def test_listen_pid_of_another_process_is_ignored(activation_root):
         assert virsh(d.uri(ro=True), "list", readonly=True).returncode == 0
     finally:
         d.stop()
+
+
+def unit_values(path, key):
+    with open(path) as f:
+        return [l.split("=", 1)[1].strip() for l in f.read().splitlines() if l.startswith(key + "=")]
+
+
+def test_units_serve_plain_kvmm_system_uri(installed, tmp):
+    """The installed units run as systemd would run them (their
+    ListenStream= sockets named after the units, ExecStart= with its
+    Environment=), in a mount namespace whose /run and /var/log are empty
+    tmpfs: plain `virsh -c kvmm:///system`, without ?socket=, reaches the
+    installed daemon, read-write and read-only."""
+    units = f"{installed['prefix']}/lib/systemd/system"
+    listen, names = [], []
+    for u in ("virtkvmmd.socket", "virtkvmmd-ro.socket"):
+        (path,) = unit_values(f"{units}/{u}", "ListenStream")
+        listen += ["-l", path]
+        names.append(u)
+    service = f"{units}/virtkvmmd.service"
+    (env,) = unit_values(service, "Environment")
+    (execstart,) = unit_values(service, "ExecStart")
+    var, value = env.split("=", 1)
+    argv = execstart.replace(f"${var}", value.strip('"')).split()
+    assert argv[0] == f"{installed['prefix']}/sbin/virtkvmmd" and argv[1:] == ["--timeout", "120"]
+    script = f"""
+mount -t tmpfs kvi /run || exit 1
+mount -t tmpfs kvi /var/log || exit 1
+mkdir -p /run/libvirt
+systemd-socket-activate {' '.join(listen)} --fdname={':'.join(names)} {' '.join(argv)} -v \
+    >{tmp}/daemon.log 2>&1 &
+act=$!
+i=0
+while [ ! -S /run/libvirt/virtkvmmd-sock-ro ]; do
+    i=$((i + 1)); [ $i -lt 600 ] || {{ echo "no socket"; exit 1; }}; sleep 0.05
+done
+virsh -c kvmm:///system uri && virsh -c kvmm:///system list --all &&
+virsh -r -c kvmm:///system list && virsh -r -c kvmm:///system define /dev/null
+echo "define-ro: $?"
+kill $act; wait $act
+echo "daemon: $?"
+"""
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, LC_ALL="C"))
+    log = output(os.path.join(tmp, "daemon.log"))
+    assert r.stdout.startswith("kvmm:///system\n"), r.stdout + r.stderr + log
+    assert " Id   Name   State" in r.stdout
+    assert "define-ro: 1" in r.stdout and "read only" in r.stderr.lower(), r.stderr
+    assert "daemon: 0" in r.stdout, log
+    assert "listening on /run/libvirt/virtkvmmd-sock (from systemd)" in log
+    assert "listening on /run/libvirt/virtkvmmd-sock-ro (read-only) (from systemd)" in log
+    assert "opened kvmm:///system read-only" in log
+    assert not os.path.exists("/run/libvirt/virtkvmmd-sock")   # nothing on the host
