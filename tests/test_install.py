@@ -538,3 +538,48 @@ echo "daemon: $?"
     assert "listening on /run/libvirt/virtkvmmd-sock-ro (read-only) (from systemd)" in log
     assert "opened kvmm:///system read-only" in log
     assert not os.path.exists("/run/libvirt/virtkvmmd-sock")   # nothing on the host
+
+
+def test_debian_package_builds_lintian_clean(installed):
+    """debian/: dpkg-buildpackage on the shipped tree, lintian without a
+    warning, and the package holds what `make install` installs (units
+    where Debian keeps them, man pages compressed), the configuration
+    file as a conffile, the sockets started by its scripts."""
+    version = drvtest.package_version()
+    src = os.path.join(installed["top"], "deb", f"kvmm-{version}")
+    os.makedirs(os.path.dirname(src))
+    run(["make", "-C", BUILD, "distdir", f"distdir={src}"])
+    run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, timeout=1800)
+    deb = os.path.join(installed["top"], "deb", f"kvmm_{version}-1_amd64.deb")
+    changes = deb[:-len(".deb")] + ".changes"
+    r = subprocess.run(["lintian", changes], capture_output=True, text=True)
+    complaints = [l for l in (r.stdout + r.stderr).splitlines()
+                  if l and "running with root privileges is not recommended" not in l]
+    assert r.returncode == 0 and not complaints, "\n".join(complaints)
+
+    listing = run(["dpkg-deb", "--contents", deb]).stdout.splitlines()
+    got = {}
+    for line in listing:
+        fields = line.split()
+        if not fields[0].startswith("d"):
+            got[fields[5][1:]] = fields[0]
+    want = {}
+    for path, mode in expected_files("/usr", "/etc").items():
+        path = path.replace("/usr/lib/systemd/system/", "/lib/systemd/system/")
+        if "/share/man/" in path:
+            path += ".gz"
+        want[path] = "-rwxr-xr-x" if mode == 0o755 else "-rw-r--r--"
+    want["/usr/share/doc/kvmm/copyright"] = want["/usr/share/doc/kvmm/changelog.Debian.gz"] = "-rw-r--r--"
+    want["/usr/share/lintian/overrides/kvmm"] = "-rw-r--r--"
+    assert got == want
+    ctl = os.path.join(installed["top"], "deb", "control")
+    run(["dpkg-deb", "--control", deb, ctl])
+    with open(os.path.join(ctl, "conffiles")) as f:
+        assert f.read().split() == ["/etc/libvirt/virtkvmmd.conf"]
+    with open(os.path.join(ctl, "postinst")) as f:
+        postinst = f.read()
+    # The sockets are started at installation; the service waits for its
+    # first client.
+    invoked = [l for l in postinst.splitlines() if "deb-systemd-invoke" in l]
+    assert any("'virtkvmmd.socket'" in l and "'virtkvmmd-ro.socket'" in l for l in invoked), invoked
+    assert not any("virtkvmmd.service" in l for l in invoked), invoked
