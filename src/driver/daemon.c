@@ -1,15 +1,19 @@
 /* virtkvmmd: the libvirt hypervisor daemon for kvmm.  Sets up the
  * instance (system or session, --root), listens where libvirt's client
- * looks for kvmm:///system or ///session, and runs the GLib main loop
- * until SIGTERM/SIGINT or --timeout of idleness. */
+ * looks for kvmm:///system or ///session (or on the sockets systemd
+ * passes it), and runs the GLib main loop until SIGTERM/SIGINT or
+ * --timeout of idleness. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -46,7 +50,7 @@ static const GOptionEntry options[] = {
 	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose,
 	  "Log every connection and call (overrides log_level)", NULL },
 	{ "config", 'f', 0, G_OPTION_ARG_FILENAME, &opt_config,
-	  "Read the configuration from FILE (default: /etc/libvirt/virtkvmmd.conf, $XDG_CONFIG_HOME/libvirt/virtkvmmd.conf for a user, DIR/etc/libvirt/virtkvmmd.conf with --root)", "FILE" },
+	  "Read the configuration from FILE (default: " SYSCONFDIR "/libvirt/virtkvmmd.conf, $XDG_CONFIG_HOME/libvirt/virtkvmmd.conf for a user, DIR/etc/libvirt/virtkvmmd.conf with --root)", "FILE" },
 	{ "pid-file", 'p', 0, G_OPTION_ARG_FILENAME, &opt_pid_file,
 	  "Write the daemon's PID to PATH, locked while it runs", "PATH" },
 	{ "keepalive-interval", 0, 0, G_OPTION_ARG_INT, &opt_keepalive_interval,
@@ -132,12 +136,134 @@ static void raise_nofile_limit(void)
 			g_strerror(errno));
 }
 
+/* Socket activation, as sd_listen_fds_with_names(3) without libsystemd:
+ * systemd passes the listening sockets as fds 3.. (LISTEN_FDS) to the
+ * process LISTEN_PID, named after their socket units (LISTEN_FDNAMES).
+ * virtkvmmd.socket is the read-write socket, virtkvmmd-ro.socket the
+ * read-only one; without names, the socket's file name tells.  *rw and
+ * *ro get the fds (-1: not passed) and *rw_path, *ro_path their paths.
+ * 0, or -1 with the reason logged. */
+static int activation_fds(int *rw, int *ro, char **rw_path, char **ro_path)
+{
+	const char *pid_s = getenv("LISTEN_PID"), *n_s = getenv("LISTEN_FDS");
+	const char *names_s = getenv("LISTEN_FDNAMES");
+	g_auto(GStrv) names = NULL;
+	char *end;
+	long n, pid;
+	int rc = -1;
+
+	*rw = *ro = -1;
+	if (!pid_s || !n_s)
+		return 0;
+	errno = 0;
+	pid = strtol(pid_s, &end, 10);
+	/* Meant for another process (a parent that was activated). */
+	if (errno || *end || pid != getpid())
+		return 0;
+	errno = 0;
+	n = strtol(n_s, &end, 10);
+	if (errno || *end || n < 1 || n > 2) {
+		pr_err("LISTEN_FDS=%s: expected 1 or 2 sockets from systemd (virtkvmmd.socket, virtkvmmd-ro.socket)",
+		       n_s);
+		goto out;
+	}
+	if (names_s) {
+		names = g_strsplit(names_s, ":", -1);
+		if (g_strv_length(names) != (guint)n) {
+			pr_err("LISTEN_FDNAMES=%s names %u sockets, LISTEN_FDS=%ld", names_s,
+			       g_strv_length(names), n);
+			goto out;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		int fd = 3 + i, type = 0, acc = 0;
+		struct sockaddr_un sa = { 0 };
+		socklen_t len = sizeof(type), alen = sizeof(sa);
+		const char *name = names ? names[i] : "unknown";
+		g_autofree char *base = NULL;
+		int *slot;
+		char **path;
+
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){ sizeof(acc) }) < 0 ||
+		    getsockname(fd, (struct sockaddr *)&sa, &alen) < 0 ||
+		    sa.sun_family != AF_UNIX || type != SOCK_STREAM || !acc ||
+		    alen <= offsetof(struct sockaddr_un, sun_path) || !sa.sun_path[0]) {
+			pr_err("fd %d (%s) from systemd is not a listening UNIX stream socket with a path",
+			       fd, name);
+			goto out;
+		}
+		sa.sun_path[sizeof(sa.sun_path) - 1] = '\0';
+		base = g_path_get_basename(sa.sun_path);
+		if (!strcmp(name, "virtkvmmd.socket") ||
+		    (!strcmp(name, "unknown") && !strcmp(base, "virtkvmmd-sock"))) {
+			slot = rw;
+			path = rw_path;
+		} else if (!strcmp(name, "virtkvmmd-ro.socket") ||
+			   (!strcmp(name, "unknown") && !strcmp(base, "virtkvmmd-sock-ro"))) {
+			slot = ro;
+			path = ro_path;
+		} else {
+			pr_err("socket %s (%s) from systemd is neither virtkvmmd.socket nor virtkvmmd-ro.socket",
+			       sa.sun_path, name);
+			goto out;
+		}
+		if (*slot >= 0) {
+			pr_err("systemd passed two sockets as %s", name);
+			goto out;
+		}
+		*slot = fd;
+		*path = g_strdup(sa.sun_path);
+	}
+	rc = 0;
+out:
+	/* Not for the kvmm processes this daemon starts. */
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return rc;
+}
+
+/* Tells systemd (Type=notify) the daemon serves: guests adopted and
+ * every socket listening.  A datagram "READY=1" to $NOTIFY_SOCKET, as
+ * sd_notify(3); '@' names an abstract socket.  Failure is only logged:
+ * systemd then times the start out itself. */
+static void notify_ready(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len;
+	int fd;
+
+	if (!path)
+		return;
+	len = strlen(path);
+	if (len < 2 || len >= sizeof(sa.sun_path) || (path[0] != '/' && path[0] != '@')) {
+		pr_warn("NOTIFY_SOCKET=%s is not a socket path: systemd is not told the daemon is ready",
+			path);
+		goto out;
+	}
+	memcpy(sa.sun_path, path, len);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+			     offsetof(struct sockaddr_un, sun_path) + len) != 7)
+		pr_warn("cannot tell systemd the daemon is ready (%s): %s", path, g_strerror(errno));
+	if (fd >= 0)
+		close(fd);
+out:
+	unsetenv("NOTIFY_SOCKET");
+}
+
 int main(int argc, char **argv)
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *root = NULL, *rundir = NULL, *sock = NULL, *sock_ro = NULL;
 	g_autofree char *confdir = NULL, *conffile = NULL;
+	g_autofree char *act_rw_path = NULL, *act_ro_path = NULL;
+	int act_rw = -1, act_ro = -1;
 	struct daemon_conf conf;
 	struct rpc_server_config cfg;
 	struct rpc_server *srv = NULL;
@@ -169,9 +295,15 @@ int main(int argc, char **argv)
 	/* A client vanishing mid-reply must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile_limit();
+	if (activation_fds(&act_rw, &act_ro, &act_rw_path, &act_ro_path) < 0)
+		return 1;
 
 	drv_state.privileged = geteuid() == 0;
 	drv_state.uri = drv_state.privileged ? "kvmm:///system" : "kvmm:///session";
+	if (act_ro >= 0 && !drv_state.privileged) {
+		pr_err("a session daemon has no read-only socket, but systemd passed %s", act_ro_path);
+		return 1;
+	}
 	if (opt_root) {
 		root = g_canonicalize_filename(opt_root, NULL);
 		rundir = g_build_filename(root, "run", "libvirt", NULL);
@@ -193,7 +325,7 @@ int main(int argc, char **argv)
 	else if (opt_root)
 		conffile = g_build_filename(root, "etc", "libvirt", "virtkvmmd.conf", NULL);
 	else if (drv_state.privileged)
-		conffile = g_strdup("/etc/libvirt/virtkvmmd.conf");
+		conffile = g_strdup(SYSCONFDIR "/libvirt/virtkvmmd.conf");
 	else
 		conffile = g_build_filename(g_get_user_config_dir(), "libvirt", "virtkvmmd.conf", NULL);
 	daemon_conf_defaults(&conf);
@@ -206,12 +338,12 @@ int main(int argc, char **argv)
 		conf.keepalive_count = opt_keepalive_count;
 	if (opt_max_clients != NOT_GIVEN)
 		conf.max_clients = opt_max_clients;
-	/* Definitions where libvirt's drivers keep theirs: /etc/libvirt/DRIVER
+	/* Definitions where libvirt's drivers keep theirs: SYSCONFDIR/libvirt/DRIVER
 	 * for the system instance, the user's config dir for a session. */
 	if (opt_root)
 		confdir = g_build_filename(root, "etc", "libvirt", "kvmm", NULL);
 	else if (drv_state.privileged)
-		confdir = g_strdup("/etc/libvirt/kvmm");
+		confdir = g_strdup(SYSCONFDIR "/libvirt/kvmm");
 	else
 		confdir = g_build_filename(g_get_user_config_dir(), "libvirt", "kvmm", NULL);
 	if (g_mkdir_with_parents(rundir, drv_state.privileged ? 0755 : 0700) < 0) {
@@ -267,11 +399,15 @@ int main(int argc, char **argv)
 	srv = rpc_server_new(&cfg);
 	/* By default read-write: root only (session: the user only);
 	 * read-only: every local user, as libvirt's daemons.  A session
-	 * daemon has no read-only socket, like libvirt's. */
-	if (rpc_server_listen(srv, sock, conf.unix_sock_group, conf.unix_sock_rw_perms, false) < 0)
+	 * daemon has no read-only socket, like libvirt's.
+	 * Sockets systemd passes are used as they are (their modes are the
+	 * socket units'); the others are created, as libvirt's daemons do. */
+	if (act_rw >= 0 ? rpc_server_listen_fd(srv, act_rw, act_rw_path, false) < 0 :
+	    rpc_server_listen(srv, sock, conf.unix_sock_group, conf.unix_sock_rw_perms, false) < 0)
 		goto out;
 	if (drv_state.privileged &&
-	    rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0)
+	    (act_ro >= 0 ? rpc_server_listen_fd(srv, act_ro, act_ro_path, true) < 0 :
+	     rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0))
 		goto out;
 
 	ic.loop = loop;
@@ -279,6 +415,7 @@ int main(int argc, char **argv)
 	if (opt_timeout > 0)
 		g_timeout_add_seconds(1, check_idle, &ic);
 	pr_info("serving %s", drv_state.uri);
+	notify_ready();
 	g_main_loop_run(loop);
 	/* The clients dropped on the way out are not closing connections. */
 	autodestroy_stop();

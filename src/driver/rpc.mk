@@ -55,8 +55,9 @@ src_driver_rpc_librpcxdr_a_CFLAGS = -Wno-unused-variable -Wno-unused-parameter
 # --- the daemon ---------------------------------------------------------------
 # Not AM_CPPFLAGS: the VMM's headers are no business of the daemon's.
 # KVMM_PATH: the installed kvmm, used when the daemon does not run from
-# the build tree (host.c: host_emulator_path).
-DRV_CPPFLAGS = -DKVMM_PATH='"$(bindir)/kvmm"' -include $(top_builddir)/kvmm-build.h \
+# the build tree (host.c: host_emulator_path).  SYSCONFDIR: where the
+# system instance's virtkvmmd.conf and definitions are (daemon.c).
+DRV_CPPFLAGS = -DKVMM_PATH='"$(bindir)/kvmm"' -DSYSCONFDIR='"$(sysconfdir)"' -include $(top_builddir)/kvmm-build.h \
 	-I$(top_srcdir)/src/common -I$(top_srcdir)/src/driver \
 	-I$(top_srcdir)/src/driver/rpc -I$(top_builddir)/src/driver/rpc \
 	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) $(JSONC_CFLAGS)

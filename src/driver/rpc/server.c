@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -46,6 +47,7 @@ struct listener {
 	int fd;
 	char *path;
 	bool readonly;
+	bool inherited;		/* systemd's: its file is not ours to remove */
 	guint watch;			/* 0 while accepting is suspended */
 	unsigned anonymous;		/* its clients that have not opened yet */
 };
@@ -812,10 +814,25 @@ static int clear_stale_socket(const char *path)
 	return 0;
 }
 
+static void add_listener(struct rpc_server *srv, int fd, const char *path, bool readonly,
+			 bool inherited)
+{
+	struct listener *l = g_new0(struct listener, 1);
+
+	l->srv = srv;
+	l->fd = fd;
+	l->path = g_strdup(path);
+	l->readonly = readonly;
+	l->inherited = inherited;
+	g_ptr_array_add(srv->listeners, l);
+	listener_update(l);
+	pr_info("listening on %s%s%s", path, readonly ? " (read-only)" : "",
+		inherited ? " (from systemd)" : "");
+}
+
 int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_t mode,
 		      bool readonly)
 {
-	struct listener *l;
 	mode_t old;
 	int fd;
 
@@ -841,14 +858,22 @@ int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_
 		unlink(path);
 		return -1;
 	}
-	l = g_new0(struct listener, 1);
-	l->srv = srv;
-	l->fd = fd;
-	l->path = g_strdup(path);
-	l->readonly = readonly;
-	g_ptr_array_add(srv->listeners, l);
-	listener_update(l);
-	pr_info("listening on %s%s", path, readonly ? " (read-only)" : "");
+	add_listener(srv, fd, path, readonly, false);
+	return 0;
+}
+
+int rpc_server_listen_fd(struct rpc_server *srv, int fd, const char *path, bool readonly)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	/* listener_io accepts until EAGAIN; systemd hands sockets over
+	 * blocking, and they must not leak into kvmm. */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		pr_err("cannot use the inherited socket %s (fd %d): %s", path, fd, g_strerror(errno));
+		return -1;
+	}
+	add_listener(srv, fd, path, readonly, true);
 	return 0;
 }
 
@@ -882,7 +907,9 @@ void rpc_server_free(struct rpc_server *srv)
 		if (l->watch)
 			g_source_remove(l->watch);
 		close(l->fd);
-		if (unlink(l->path) < 0 && errno != ENOENT)
+		/* systemd keeps listening on its sockets (and starts the
+		 * daemon again on the next client). */
+		if (!l->inherited && unlink(l->path) < 0 && errno != ENOENT)
 			pr_warn("cannot remove socket %s: %s", l->path, g_strerror(errno));
 		g_free(l->path);
 		g_free(l);

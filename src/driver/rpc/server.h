@@ -35,13 +35,19 @@ struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg);
 int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_t mode,
 		      bool readonly);
 
+/* Listens on fd, a listening socket inherited from systemd (socket
+ * activation) for path: its file, group and mode are the socket unit's,
+ * and it is left in place at exit.  0, or -1 with the reason logged. */
+int rpc_server_listen_fd(struct rpc_server *srv, int fd, const char *path, bool readonly);
+
 unsigned rpc_server_nclients(const struct rpc_server *srv);
 
 /* Monotonic time (µs) since when the server has had no clients; 0 while
  * it has some. */
 gint64 rpc_server_idle_since(const struct rpc_server *srv);
 
-/* Drops every client, stops listening and removes the socket files. */
+/* Drops every client, stops listening and removes the socket files it
+ * created. */
 void rpc_server_free(struct rpc_server *srv);
 
 #endif
