@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -70,6 +71,26 @@ void guest_mem_discard(struct guest_memory *m)
 {
 	/* Private anonymous pages read back as zeros once dropped. */
 	madvise(m->base, m->size, MADV_DONTNEED);
+}
+
+int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len)
+{
+	uintptr_t start = ((uintptr_t)hva + 4095) & ~(uintptr_t)4095;
+	uintptr_t end = ((uintptr_t)hva + len) & ~(uintptr_t)4095;
+
+	/* Only ever guest RAM, whatever the caller computed. */
+	if ((uint8_t *)hva < m->base || len > m->size ||
+	    (uint8_t *)hva - m->base > (ptrdiff_t)(m->size - len))
+		return -EINVAL;
+	if (end <= start)
+		return 0;
+	/* The mapping is private and anonymous: MADV_DONTNEED frees the
+	 * pages now (RSS drops at once) and later reads see zeros.
+	 * MADV_FREE would leave them counted until the host runs short, and
+	 * MADV_REMOVE is for shared or file-backed memory only. */
+	if (madvise((void *)start, end - start, MADV_DONTNEED))
+		return -errno;
+	return 0;
 }
 
 uint64_t guest_mem_low_end(const struct guest_memory *m)

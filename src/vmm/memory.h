@@ -40,6 +40,12 @@ void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len);
  * starts from zeroed memory, as after power-on. */
 void guest_mem_discard(struct guest_memory *m);
 
+/* Returns [hva, hva+len) of guest RAM to the host now (the balloon, free
+ * page reporting): the host's pages are freed at once and the guest reads
+ * zeros there when it touches them again, which faults fresh pages in.
+ * The range is shrunk to whole host pages.  0 or -errno. */
+int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len);
+
 /* End of the RAM below the hole (the "low memory" top). */
 uint64_t guest_mem_low_end(const struct guest_memory *m);
 
