@@ -2,9 +2,15 @@
 driver (tests/guest/virtio_balloon.c): the host's memory follows the
 balloon, statistics arrive, free page reporting returns memory,
 DEFLATE_ON_OOM is honoured, and hostile requests leave the VM running."""
+import json
+import os
+import subprocess
+
+import jsonschema
 import pytest
 
 import kvmmtest
+from test_schemas import load, validator
 from virtiotest import RUNNERS, Balloon, by_dev, checks, finish
 
 MiB = 1 << 20
@@ -67,12 +73,23 @@ def test_balloon_inflate_frees_host_memory_and_deflate_gives_it_back(kvm, vms, t
 
 
 def test_balloon_change_events_follow_the_guest(kvm, vms, tmp):
+    """Each change of the guest's actual is an event; the replies, events
+    and arguments match schemas/api.schema.json."""
     runner = RUNNERS[0].values[0]
-    g = start(runner, vms, tmp, "")
+    schema = load("api.schema.json")
+    g = start(runner, vms, tmp, "", Balloon(stats_period=1))
+    g.wait_for(r"KVMMTEST info balloon-stats dev=balloon0 seq=2 ", timeout=60)
     api = kvmmtest.Api(runner.sock)
     try:
-        assert api.call("balloon-set", {"target": MEMORY - 64 * MiB}) == {"id": 1, "return": {}}
-        api.wait_event("balloon-change", timeout=60, actual=MEMORY - 64 * MiB)
+        validator(schema, "balloon").validate(api.call("query-balloon")["return"])
+        args = {"target": MEMORY - 64 * MiB}
+        validator(schema, "balloon-set").validate(args)
+        assert api.call("balloon-set", args) == {"id": 2, "return": {}}
+        e = api.wait_event("balloon-change", timeout=60, actual=MEMORY - 64 * MiB)
+        validator(schema, "event").validate(e)
+        q = api.call("query-balloon")["return"]
+        validator(schema, "balloon").validate(q)
+        assert q["stats"]["minor_faults"] >= 2 and q["stats_period"] == 1, q
         r = api.call("balloon-set", {"target": MEMORY + 4096})
         assert r["error"]["code"] == "InvalidArgument", r
         r = api.call("balloon-set", {"target": "1G"})
@@ -165,3 +182,50 @@ def test_balloon_hostile_requests_leave_the_vm_running(kvm, vms, tmp, runner, ki
     runner.balloon_set(MEMORY - 32 * MiB)
     state(g, "target", actual=8192, target=8192)
     stop(runner, g)
+
+
+def test_balloon_refused_without_the_device(kvm, vms, tmp):
+    sock = os.path.join(tmp, "ctl.sock")
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST done", timeout=60)
+    api = kvmmtest.Api(sock)
+    try:
+        for cmd, args in (("query-balloon", None), ("balloon-set", {"target": 0})):
+            r = api.call(cmd, args)
+            validator(load("api.schema.json"), "reply").validate(r)
+            assert r["error"]["code"] == "DeviceNotFound", r
+    finally:
+        api.close()
+    g.kill()
+
+
+GOOD = [True, "", "stats_period=5", "deflate_on_oom=on,free_page_reporting=off",
+        {"deflate_on_oom": True, "free_page_reporting": True, "stats_period": 0}]
+BAD = ["stats_period=-1", "stats_period=86401", "autodeflate=on", "deflate_on_oom=yes",
+       {"stats_period": "5"}, {"free_page_reporting": 1}, 3]
+
+
+@pytest.mark.parametrize("balloon", GOOD)
+def test_balloon_configs_the_schema_accepts_kvmm_accepts(kvm, tmp, balloon):
+    cfg = {"kernel": kvmmtest.GUEST, "balloon": balloon, "memory": "128M",
+           "cmdline": "kvmmtest.virtio=balloon kvmmtest.balloon.serve=0", "serial": "none"}
+    jsonschema.validate(cfg, load("vm-config.schema.json"))
+    path = os.path.join(tmp, "vm.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    r = subprocess.run([kvmmtest.KVMM, "--config", path], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("balloon", BAD)
+def test_balloon_configs_the_schema_refuses_kvmm_refuses(tmp, balloon):
+    cfg = {"kernel": kvmmtest.GUEST, "balloon": balloon}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cfg, load("vm-config.schema.json"))
+    path = os.path.join(tmp, "vm.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    r = subprocess.run([kvmmtest.KVMM, "--config", path], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.startswith("kvmm: error: balloon"), r.stderr
