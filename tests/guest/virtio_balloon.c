@@ -356,27 +356,31 @@ static void oom(u64 mib)
 	     b.actual);
 }
 
+/* Follows num_pages: read once at start and again on each configuration
+ * interrupt (MSI-X entry 0), or every tick without MSI-X.  Sleeps in
+ * between (wfi): a completion, a config change, the power button or the
+ * tick wakes it. */
 static void serve(u64 oom_mib)
 {
+	struct virtio_dev *v = b.v;
 	char opt[16];
 	u64 secs = 120, start = now_us();
 	u32 target = 0;
-	u64 seen_irqs = 0;
+	u64 seen = ~0ULL;
 
 	if (cmdline_option("kvmmtest.balloon.serve", opt, sizeof(opt)))
 		secs = parse_u64(opt, NULL);
 	pm_power_button_enable();
-	record("event balloon-ready dev=%s", b.v->name);
-	while (now_us() - start < secs * 1000000 && !pwrbtn_pending && !b.v->broken) {
-		u32 want = virtio_cfg32(b.v, CFG_NUM_PAGES);
-		u64 irqs = virtio_interrupts(b.v);
+	record("event balloon-ready dev=%s", v->name);
+	while (now_us() - start < secs * 1000000 && !pwrbtn_pending && !v->broken) {
+		u64 cfg_irqs = v->vec_base >= 0 ? irq_count[v->vec_base] : seen + 1;
 
 		stats_poll();
-		/* The target moved (config interrupt) or is not met yet. */
-		if (want != target || irqs != seen_irqs) {
+		if (cfg_irqs != seen) {
+			u32 want = virtio_cfg32(v, CFG_NUM_PAGES);
 			bool ok;
 
-			seen_irqs = irqs;
+			seen = cfg_irqs;
 			ok = want > b.actual ? inflate(want) : deflate(want, true);
 			if (want != target || !ok) {
 				target = want;
@@ -387,8 +391,9 @@ static void serve(u64 oom_mib)
 				oom_mib = 0;
 				report_state("oom", target);
 			}
+			continue;	/* a change may have come meanwhile */
 		}
-		cpu_relax();
+		wfi();
 	}
 	report_state("end", target);
 	if (pwrbtn_pending)
