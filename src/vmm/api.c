@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/virtio.h"
@@ -138,6 +139,27 @@ void api_event_reset(struct api *api, struct vm *vm)
 	d = json_object_new_object();
 	json_object_object_add(d, "boots", json_object_new_int(vm->boots + 1));
 	api_emit(api, "reset", d);
+}
+
+/* The guest's balloon moved: its RAM is now actual bytes. */
+static void api_event_balloon(void *opaque, uint64_t actual)
+{
+	struct api *api = opaque;
+	struct json_object *d = json_object_new_object();
+
+	json_object_object_add(d, "actual", json_object_new_int64((int64_t)actual));
+	api_emit(api, "balloon-change", d);
+}
+
+static struct device *find_balloon(struct api *api)
+{
+	struct virtio_balloon_info info;
+	struct device *d;
+
+	for (d = api->vm->devices; d; d = d->next)
+		if (!virtio_balloon_info(d, &info))
+			return d;
+	return NULL;
 }
 
 /* Where a console client attaches: the pty kvmm allocated, or the
@@ -363,6 +385,91 @@ static struct json_object *cmd_block_resize(struct api *api, struct json_object 
 	return NULL;
 }
 
+/* Sizes in bytes as libvirt counts them (virDomainSetMemory,
+ * virDomainMemoryStats): "actual" is the RAM the guest has left, "target"
+ * what it was asked to keep. */
+static struct json_object *cmd_query_balloon(struct api *api, struct json_object *args,
+					     const char **code, const char **err)
+{
+	struct device *d = find_balloon(api);
+	struct virtio_balloon_info in;
+	struct json_object *r, *st;
+	unsigned int i;
+
+	if (!d) {
+		*code = "DeviceNotFound";
+		*err = "this VM has no balloon: start kvmm with --balloon";
+		return NULL;
+	}
+	virtio_balloon_info(d, &in);
+	r = json_object_new_object();
+	add_u64(r, "memory", in.memory);
+	add_u64(r, "target", in.memory - MIN((uint64_t)in.num_pages * BALLOON_PAGE_SIZE, in.memory));
+	add_u64(r, "actual", in.memory - MIN((uint64_t)in.actual * BALLOON_PAGE_SIZE, in.memory));
+	add_u64(r, "inflated", in.inflated * BALLOON_PAGE_SIZE);
+	add_u64(r, "reported", in.reported);
+	add_u64(r, "bad_pfns", in.bad_pfns);
+	add_u64(r, "bad_stats", in.bad_stats);
+	json_object_object_add(r, "deflate_on_oom", json_object_new_boolean(in.deflate_on_oom));
+	json_object_object_add(r, "free_page_reporting",
+			       json_object_new_boolean(in.free_page_reporting));
+	json_object_object_add(r, "stats_period", json_object_new_int(in.stats_period));
+	st = json_object_new_object();
+	for (i = 0; i < BALLOON_S_NR; i++)
+		if (in.stats_valid & (1ULL << i))
+			add_u64(st, balloon_stat_names[i], in.stats[i]);
+	if (in.has_stats)
+		add_u64(st, "last_update", in.last_update);
+	json_object_object_add(r, "stats", st);
+	return r;
+}
+
+/* CLIENT: "target" in bytes, at most the VM's memory; "stats_period"
+ * in seconds.  Either or both. */
+static struct json_object *cmd_balloon_set(struct api *api, struct json_object *args,
+					   const char **code, const char **err)
+{
+	static char msg[160];
+	struct device *d = find_balloon(api);
+	struct json_object *tv = NULL, *pv = NULL;
+	int64_t target = -1, period = -1;
+
+	if (!d) {
+		*code = "DeviceNotFound";
+		*err = "this VM has no balloon: start kvmm with --balloon";
+		return NULL;
+	}
+	if (args && json_object_object_get_ex(args, "target", &tv)) {
+		if (!json_object_is_type(tv, json_type_int) || (target = json_object_get_int64(tv)) < 0)
+			goto bad;
+	}
+	if (args && json_object_object_get_ex(args, "stats_period", &pv)) {
+		if (!json_object_is_type(pv, json_type_int) ||
+		    (period = json_object_get_int64(pv)) < 0 || period > KVMM_BALLOON_MAX_PERIOD)
+			goto bad;
+	}
+	if (!tv && !pv)
+		goto bad;
+	if (tv && (uint64_t)target > api->vm->mem.size) {
+		snprintf(msg, sizeof(msg), "balloon-set: target %lld is above the VM's memory (%llu bytes)",
+			 (long long)target, (unsigned long long)api->vm->mem.size);
+		*code = "InvalidArgument";
+		*err = msg;
+		return NULL;
+	}
+	if (tv)
+		virtio_balloon_set_target(d, target);
+	if (pv && virtio_balloon_set_stats_period(d, period)) {
+		*err = "balloon-set: cannot arm the statistics timer";
+		return NULL;
+	}
+	return json_object_new_object();
+bad:
+	*code = "InvalidArgument";
+	*err = "balloon-set takes {\"target\": bytes the guest keeps, \"stats_period\": seconds (0 to 86400)}";
+	return NULL;
+}
+
 static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
 					      const char **code, const char **err);
 
@@ -372,6 +479,8 @@ static const struct api_cmd api_cmds[] = {
 	{ "query-block-stats", cmd_query_block_stats },
 	{ "query-net-stats", cmd_query_net_stats },
 	{ "block-resize", cmd_block_resize },
+	{ "query-balloon", cmd_query_balloon },
+	{ "balloon-set", cmd_balloon_set },
 	{ "pause", cmd_pause },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },
@@ -525,6 +634,7 @@ static void api_on_accept(void *opaque, uint32_t events)
 int api_open(struct vm *vm, const char *path, struct api **out)
 {
 	struct api *api;
+	struct device *d;
 	int fd, r;
 
 	fd = unix_listen(path, 8, "control socket");
@@ -544,16 +654,23 @@ int api_open(struct vm *vm, const char *path, struct api **out)
 		api_close(api);
 		return r;
 	}
+	d = find_balloon(api);
+	if (d)
+		virtio_balloon_set_listener(d, api_event_balloon, api);
 	*out = api;
 	return 0;
 }
 
 void api_close(struct api *api)
 {
+	struct device *d;
 	int i;
 
 	if (!api)
 		return;
+	d = find_balloon(api);
+	if (d)
+		virtio_balloon_set_listener(d, NULL, NULL);
 	for (i = 0; i < API_MAX_CLIENTS; i++)
 		if (api->clients[i])
 			api_drop(api, i);

@@ -365,6 +365,63 @@ static int get_disk(struct cfg_ctx *c, struct json_object *v,
 	return 0;
 }
 
+/* --- balloon ----------------------------------------------------------- */
+
+static int balloon_bool(struct cfg_ctx *c, const char *key, struct json_object *v,
+			const char *str, bool *out)
+{
+	if (v) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return cfg_error(c, "balloon: %s must be true or false", key);
+		*out = json_object_get_boolean(v);
+	} else if (!strcmp(str, "on") || !strcmp(str, "off")) {
+		*out = !strcmp(str, "on");
+	} else {
+		return cfg_error(c, "balloon: %s=%s is not valid: use %s=on or %s=off", key, str, key, key);
+	}
+	return 0;
+}
+
+static int balloon_set_item(struct cfg_ctx *c, void *item, unsigned int n,
+			    const char *key, struct json_object *v, const char *str)
+{
+	struct balloon_config *b = item;
+
+	if (!strcmp(key, "deflate_on_oom"))
+		return balloon_bool(c, key, v, str, &b->deflate_on_oom);
+	if (!strcmp(key, "free_page_reporting"))
+		return balloon_bool(c, key, v, str, &b->free_page_reporting);
+	if (!strcmp(key, "stats_period")) {
+		int64_t s;
+		char *end = NULL;
+
+		if (v && !json_object_is_type(v, json_type_int))
+			return cfg_error(c, "balloon: stats_period must be a number of seconds");
+		s = v ? json_object_get_int64(v) : strtoll(str, &end, 10);
+		if ((end && (*end || end == str)) || s < 0 || s > KVMM_BALLOON_MAX_PERIOD)
+			return cfg_error(c, "balloon: stats_period %s is not valid: use 0 (off) to %d seconds",
+					 v ? json_object_get_string(v) : str, KVMM_BALLOON_MAX_PERIOD);
+		b->stats_period = s;
+		return 0;
+	}
+	return cfg_error(c, "balloon: unknown option '%s': use deflate_on_oom, free_page_reporting or stats_period",
+			 key);
+}
+
+/* true, "deflate_on_oom=on,free_page_reporting=on,stats_period=5" (what
+ * --balloon takes; "" for none), or the same as an object. */
+static int get_balloon(struct cfg_ctx *c, struct json_object *v, struct balloon_config *b)
+{
+	memset(b, 0, sizeof(*b));
+	if (json_object_is_type(v, json_type_boolean)) {
+		b->present = json_object_get_boolean(v);
+		return 0;
+	}
+	b->present = true;
+	return get_options(c, v, b, 0, balloon_set_item, "balloon",
+			   "deflate_on_oom=on,free_page_reporting=on,stats_period=5");
+}
+
 static int get_disks(struct cfg_ctx *c, struct json_object *v,
 		     struct vm_config *cfg)
 {
@@ -687,6 +744,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_smbios(&c, val, &cfg->smbios);
 		else if (!strcmp(key, "vmcoreinfo"))
 			r = get_bool(&c, val, key, &cfg->vmcoreinfo);
+		else if (!strcmp(key, "balloon"))
+			r = get_balloon(&c, val, &cfg->balloon);
 		else
 			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
 		if (r)

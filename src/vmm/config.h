@@ -99,6 +99,16 @@ struct smbios_config {
 	unsigned int noem_strings;
 };
 
+/* "balloon": a virtio-balloon device (virtio/balloon.c). */
+struct balloon_config {
+	bool present;
+	bool deflate_on_oom;		/* offer DEFLATE_ON_OOM (libvirt autodeflate) */
+	bool free_page_reporting;	/* offer PAGE_REPORTING */
+	unsigned int stats_period;	/* seconds between statistics; 0: not polled */
+};
+
+#define KVMM_BALLOON_MAX_PERIOD	(24 * 3600)
+
 struct vm_config {
 	char *name;
 	char *kernel;
@@ -122,6 +132,7 @@ struct vm_config {
 	/* fw_cfg's etc/vmcoreinfo: the guest kernel writes where its
 	 * VMCOREINFO note is; kvmm reports it when the guest crashes. */
 	bool vmcoreinfo;
+	struct balloon_config balloon;
 };
 
 /* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one

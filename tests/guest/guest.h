@@ -146,6 +146,8 @@ void shell_run(void) __noreturn;
 
 /* fwinfo.c: SMBIOS and fw_cfg, on request (kvmmtest.smbios, kvmmtest.vmcoreinfo) */
 void fwinfo_run(void);
+/* highmem.c */
+void highmem_run(void);
 
 /* cpu.c */
 extern u64 gdt[];

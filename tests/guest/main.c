@@ -57,6 +57,7 @@ void user_main(u64 zero_page, u32 entry)
 	smp_boot(smp);
 	virtio_run();
 	fwinfo_run();
+	highmem_run();
 
 	if (!strcmp(action, "wait") || !strcmp(action, "prompt"))
 		pm_power_button_enable();

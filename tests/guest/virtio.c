@@ -590,6 +590,8 @@ static const char *type_name(u16 type)
 		return "console";
 	case VIRTIO_ID_RNG:
 		return "rng";
+	case VIRTIO_ID_BALLOON:
+		return "balloon";
 	}
 	return NULL;
 }
@@ -661,10 +663,13 @@ void virtio_run(void)
 		case VIRTIO_ID_NET:
 			virtio_net_run(v, index);
 			break;
+		case VIRTIO_ID_BALLOON:
+			virtio_balloon_run(v, index);
+			break;
 		}
 	}
-	info("virtio-summary devices=%d rng=%d blk=%d console=%d net=%d", nd,
+	info("virtio-summary devices=%d rng=%d blk=%d console=%d net=%d balloon=%d", nd,
 	     count[VIRTIO_ID_RNG], count[VIRTIO_ID_BLK],
-	     count[VIRTIO_ID_CONSOLE], count[VIRTIO_ID_NET]);
+	     count[VIRTIO_ID_CONSOLE], count[VIRTIO_ID_NET], count[VIRTIO_ID_BALLOON]);
 	virtio_net_serve();
 }

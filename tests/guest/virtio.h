@@ -13,6 +13,7 @@
 #define VIRTIO_ID_BLK		2
 #define VIRTIO_ID_CONSOLE	3
 #define VIRTIO_ID_RNG		4
+#define VIRTIO_ID_BALLOON	5
 
 #define VIRTIO_F_VERSION_1	32
 
@@ -100,6 +101,7 @@ void virtio_rng_run(struct virtio_dev *v, int index);
 void virtio_blk_run(struct virtio_dev *v, int index);
 void virtio_console_run(struct virtio_dev *v, int index);
 void virtio_net_run(struct virtio_dev *v, int index);
+void virtio_balloon_run(struct virtio_dev *v, int index);
 void virtio_net_serve(void);
 /* blk_bench.c: the queue size blk N wants, and its load (if asked for) */
 u16 blk_bench_queue_size(int index);

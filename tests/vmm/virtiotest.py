@@ -30,6 +30,18 @@ class Nic:
         self.netns, self.tap, self.mac = netns, tap, mac
 
 
+class Balloon:
+    """A virtio-balloon: kvmm's --balloon, QEMU's virtio-balloon-pci."""
+
+    def __init__(self, deflate_on_oom=True, free_page_reporting=True, stats_period=0):
+        self.deflate_on_oom, self.free_page_reporting = deflate_on_oom, free_page_reporting
+        self.stats_period = stats_period
+
+
+def onoff(b):
+    return "on" if b else "off"
+
+
 class VirtioRunner:
     """Starts the guest with a list of devices (Disk, Console, "rng"), in
     that order on the PCI bus: the guest numbers devices of one kind in
@@ -41,9 +53,9 @@ class VirtioRunner:
     def start(self, vms, tmp, cmdline, devices, memory="256M", extra=(), entry="16"):
         self.sock = os.path.join(tmp, "ctl.sock")
         if self.name.startswith("kvmm"):
-            # kvmm's devices so far: rng, blk, one console and NICs.
-            # Others skip until they exist.  kvmm places rng, then the
-            # disks, then the console, then the NICs.
+            # kvmm's devices so far: rng, blk, one console, a balloon
+            # and NICs.  Others skip until they exist.  kvmm places rng,
+            # then the disks, the console, the balloon, the NICs.
             extra_args, prefix = [], []
             for dev in devices:
                 if dev == "rng":
@@ -56,6 +68,10 @@ class VirtioRunner:
                     # kvmm keeps what the guest writes before the test
                     # connects (docs/kvmm.md), as QEMU's wait=on does.
                     extra_args += ["--console", f"unix:{dev.path}"]
+                elif isinstance(dev, Balloon):
+                    extra_args.append(f"--balloon=deflate_on_oom={onoff(dev.deflate_on_oom)},"
+                                      f"free_page_reporting={onoff(dev.free_page_reporting)},"
+                                      f"stats_period={dev.stats_period}")
                 elif isinstance(dev, Nic):
                     # kvmm runs inside the namespace, where the taps are.
                     prefix = ["ip", "netns", "exec", dev.netns]
@@ -87,6 +103,10 @@ class VirtioRunner:
                 args += ["-chardev", f"socket,id=c{i},path={dev.path},server=on,wait=on",
                          "-device", f"virtio-serial-pci,disable-legacy=on,{addr}",
                          "-device", f"virtconsole,chardev=c{i}"]
+            elif isinstance(dev, Balloon):
+                args += ["-device", f"virtio-balloon-pci,id=bal0,disable-legacy=on,"
+                                    f"deflate-on-oom={onoff(dev.deflate_on_oom)},"
+                                    f"free-page-reporting={onoff(dev.free_page_reporting)},{addr}"]
             elif isinstance(dev, Nic):
                 # QEMU runs inside the namespace, where the taps are.
                 prefix = ["ip", "netns", "exec", dev.netns]
@@ -119,6 +139,62 @@ class VirtioRunner:
         try:
             r = q.execute("block_resize", {"device": f"d{index}", "size": size})
             assert "return" in r, r
+        finally:
+            q.close()
+
+
+    def balloon_set(self, target):
+        """Asks the guest to keep target bytes of RAM."""
+        if self.name.startswith("kvmm"):
+            r = self.api_call("balloon-set", {"target": target})
+        else:
+            r = self.qmp_call("balloon", {"value": target})
+        assert "return" in r, r
+
+    def balloon_stats_period(self, seconds):
+        if self.name.startswith("kvmm"):
+            r = self.api_call("balloon-set", {"stats_period": seconds})
+        else:
+            r = self.qmp_call("qom-set", {"path": "/machine/peripheral/bal0",
+                                          "property": "guest-stats-polling-interval",
+                                          "value": seconds})
+        assert "return" in r, r
+
+    def balloon_stats(self):
+        """The guest's last statistics as the VMM holds them, named as
+        kvmm's query-balloon names them ({} before any arrived)."""
+        if self.name.startswith("kvmm"):
+            return self.api_call("query-balloon")["return"]["stats"]
+        r = self.qmp_call("qom-get", {"path": "/machine/peripheral/bal0",
+                                      "property": "guest-stats"})["return"]
+        names = {"stat-swap-in": "swap_in", "stat-swap-out": "swap_out",
+                 "stat-major-faults": "major_faults", "stat-minor-faults": "minor_faults",
+                 "stat-free-memory": "free_memory", "stat-total-memory": "total_memory",
+                 "stat-available-memory": "available_memory", "stat-disk-caches": "disk_caches"}
+        if not r.get("last-update"):
+            return {}
+        out = {names[k]: v for k, v in r["stats"].items() if k in names and v != -1}
+        out["last_update"] = r["last-update"]
+        return out
+
+    def power_button(self):
+        if self.name.startswith("kvmm"):
+            r = self.api_call("power-button")
+        else:
+            r = self.qmp_call("system_powerdown")
+        assert "return" in r, r
+
+    def api_call(self, cmd, args=None):
+        api = kvmmtest.Api(self.sock)
+        try:
+            return api.call(cmd, args)
+        finally:
+            api.close()
+
+    def qmp_call(self, cmd, args=None):
+        q = kvmmtest.Qmp(self.sock)
+        try:
+            return q.execute(cmd, args)
         finally:
             q.close()
 

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "pci/pci.h"
 #include "pci/pci_devices.h"
+#include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/console.h"
 #include "virtio/net.h"
@@ -72,6 +73,14 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 	}
 	if (vm->console_backend) {
 		dev = virtio_console_create(vm, slot, bar, vm->console_backend);
+		if (!dev)
+			goto fail;
+		devices_add(vm, dev);
+		slot++;
+		bar += VIRTIO_PCI_BAR_SIZE;
+	}
+	if (vm->cfg->balloon.present) {
+		dev = virtio_balloon_create(vm, slot, bar);
 		if (!dev)
 			goto fail;
 		devices_add(vm, dev);
