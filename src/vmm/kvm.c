@@ -1,6 +1,5 @@
 /* The only file issuing VM-level KVM ioctls. */
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +10,6 @@
 
 #include "arch/x86/arch.h"
 #include "log.h"
-#include "util.h"
 #include "vm.h"
 
 int kvm_open(struct vm *vm)
@@ -61,75 +59,9 @@ static int kvm_set_region(struct vm *vm, unsigned int slot,
 	return 0;
 }
 
-/* KVM keeps bookkeeping per guest page of every slot from the moment the
- * slot exists (on this host's shadow MMU: rmaps, 8 bytes a page, and
- * large-page info): a 1 TiB slot cost 2.6 GiB of host kernel memory and
- * 5 s before the first instruction.  So the RAM above the hole becomes
- * slots of LAZY_CHUNK as it is first used: a guest access to a chunk
- * without a slot exits as MMIO (vcpu.c asks guest_mem_ptr, which lands
- * here), a device's access through guest_mem_ptr does the same. */
-#define LAZY_CHUNK	(1ULL << 30)
-#define LAZY_SLOT0	1	/* slot 0 is the RAM below the hole */
-
-static void kvm_lazy_fault(void *opaque, uint64_t gpa, uint64_t len)
-{
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	struct vm *vm = opaque;
-	struct guest_memory *m = &vm->mem;
-	const struct guest_region *hi = &m->regions[GUEST_MEM_LAZY_REGION];
-	uint64_t c, first = (gpa - hi->gpa) / m->lazy_chunk;
-	uint64_t last = (gpa - hi->gpa + len - 1) / m->lazy_chunk;
-
-	pthread_mutex_lock(&lock);
-	for (c = first; c <= last; c++) {
-		uint64_t bit = 1ULL << (c % 64), off = c * m->lazy_chunk;
-		struct guest_region r = {
-			hi->gpa + off, MIN(m->lazy_chunk, hi->size - off), hi->hva + off };
-		int e;
-
-		if (__atomic_load_n(&m->lazy_present[c / 64], __ATOMIC_ACQUIRE) & bit)
-			continue;
-		e = kvm_set_region(vm, LAZY_SLOT0 + c, &r);
-		if (e) {
-			/* The access goes on through the host mapping; only
-			 * the guest's own use of the chunk would fail. */
-			pr_warn("cannot give guest memory at 0x%llx to KVM: %s",
-				(unsigned long long)r.gpa, strerror(-e));
-			break;
-		}
-		__atomic_or_fetch(&m->lazy_present[c / 64], bit, __ATOMIC_RELEASE);
-	}
-	pthread_mutex_unlock(&lock);
-}
-
-static int kvm_setup_memory(struct vm *vm)
-{
-	struct guest_memory *m = &vm->mem;
-	uint64_t chunk = LAZY_CHUNK;
-	int r, slots;
-
-	r = kvm_set_region(vm, 0, &m->regions[0]);
-	if (r) {
-		pr_err("cannot give %llu MiB of guest memory to KVM: %s",
-		       (unsigned long long)(m->regions[0].size >> 20), strerror(-r));
-		return r;
-	}
-	if (m->nregions < 2)
-		return 0;
-	slots = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
-	if (slots < 32)
-		slots = 32;
-	/* Bigger chunks if the slots would run out (1 TiB needs 1024). */
-	while (m->regions[1].size / chunk >= (uint64_t)slots - LAZY_SLOT0 - 8)
-		chunk *= 2;
-	r = guest_mem_set_lazy(m, chunk, kvm_lazy_fault, vm);
-	if (r)
-		pr_err("cannot allocate the guest memory slot map: %s", strerror(-r));
-	return r;
-}
-
 int kvm_create_vm(struct vm *vm)
 {
+	unsigned int i;
 	int r;
 
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
@@ -138,9 +70,15 @@ int kvm_create_vm(struct vm *vm)
 		pr_err("KVM_CREATE_VM failed: %s", strerror(-r));
 		return r;
 	}
-	r = kvm_setup_memory(vm);
-	if (r)
-		return r;
+	for (i = 0; i < vm->mem.nregions; i++) {
+		r = kvm_set_region(vm, i, &vm->mem.regions[i]);
+		if (r) {
+			pr_err("cannot give %llu MiB of guest memory to KVM: %s",
+			       (unsigned long long)(vm->mem.regions[i].size >> 20),
+			       strerror(-r));
+			return r;
+		}
+	}
 	return arch_vm_init(vm);
 }
 

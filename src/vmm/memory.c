@@ -1,6 +1,5 @@
 #include <errno.h>
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -45,36 +44,11 @@ void guest_mem_use_thp(struct guest_memory *m)
 	madvise(m->base, m->size, MADV_HUGEPAGE);
 }
 
-int guest_mem_set_lazy(struct guest_memory *m, uint64_t chunk,
-		       guest_mem_fault_fn fault, void *opaque)
-{
-	uint64_t n = (m->regions[GUEST_MEM_LAZY_REGION].size + chunk - 1) / chunk;
-
-	free(m->lazy_present);
-	m->lazy_chunk = 0;
-	m->lazy_present = calloc((n + 63) / 64, sizeof(uint64_t));
-	if (!m->lazy_present)
-		return -ENOMEM;
-	m->lazy_fault = fault;
-	m->lazy_opaque = opaque;
-	m->lazy_chunk = chunk;
-	return 0;
-}
-
 void guest_mem_destroy(struct guest_memory *m)
 {
-	free(m->lazy_present);
-	m->lazy_present = NULL;
-	m->lazy_chunk = 0;
 	if (m->base)
 		munmap(m->base, m->size);
 	m->base = NULL;
-}
-
-static bool lazy_present(const struct guest_memory *m, uint64_t chunk)
-{
-	return __atomic_load_n(&m->lazy_present[chunk / 64], __ATOMIC_ACQUIRE) &
-	       (1ULL << (chunk % 64));
 }
 
 void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len)
@@ -87,18 +61,8 @@ void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len)
 		/* GUEST: written so that neither gpa+len nor the region end
 		 * can overflow: the range must sit wholly inside one region. */
 		if (gpa >= r->gpa && gpa - r->gpa <= r->size &&
-		    len <= r->size - (gpa - r->gpa)) {
-			/* A device may write memory the guest then runs or
-			 * walks as page tables, which KVM needs in a slot. */
-			if (i == GUEST_MEM_LAZY_REGION && m->lazy_chunk && len) {
-				uint64_t first = (gpa - r->gpa) / m->lazy_chunk;
-				uint64_t last = (gpa - r->gpa + len - 1) / m->lazy_chunk;
-
-				if (!lazy_present(m, first) || !lazy_present(m, last))
-					m->lazy_fault(m->lazy_opaque, gpa, len);
-			}
+		    len <= r->size - (gpa - r->gpa))
 			return r->hva + (gpa - r->gpa);
-		}
 	}
 	return NULL;
 }

