@@ -91,6 +91,12 @@ static void redo_rw(struct block_dev *bd, struct block_req *req)
 		log_rw_error(bd, req);
 }
 
+/* The format's metadata written ahead of a FLUSH. */
+static int flush_meta(struct block_dev *bd)
+{
+	return bd->fmt->flush && !bd->readonly ? bd->fmt->flush(bd) : 0;
+}
+
 /* Runs req on this thread, now. */
 static void run_sync(struct block_dev *bd, struct block_req *req)
 {
@@ -98,7 +104,9 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 	uint64_t done, host, run;
 
 	if (req->op == BLOCK_FLUSH) {
-		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		req->res = flush_meta(bd);
+		if (!req->res)
+			req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
 		return;
 	}
 	/* Run by run as the format maps them (raw: one). */
@@ -109,11 +117,19 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 		int64_t n;
 		int r = bd->fmt->map(bd, req->off + done, req->bytes - done, write, &host, &run);
 
-		if (r) {
+		if (r < 0) {
 			req->res = r;
 			break;
 		}
 		k = block_iov_slice(req->iov, req->niov, done, run, v);
+		if (r == BLOCK_MAP_SELF) {
+			r = bd->fmt->rw(bd, write, v, k, req->off + done, run);
+			if (r) {
+				req->res = r;
+				break;
+			}
+			continue;
+		}
 		n = block_sync_rw(req->fd, write, v, k, host, run);
 		if (n == -EINVAL && req->fd != bd->bfd)	/* as in redo_rw */
 			n = block_sync_rw(bd->bfd, write, v, k, host, run);
@@ -232,8 +248,18 @@ void block_start(struct block_dev *bd, struct block_req *req)
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;
 	if (req->op == BLOCK_FLUSH) {
+		int r = flush_meta(bd);
+
+		if (r) {
+			req->res = r;
+			bd->done(bd->opaque, req, false);
+			return;
+		}
 		if (bd->engine && !flush_is_noop(bd) && queue(bd, req))
 			return;
+		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		bd->done(bd->opaque, req, false);
+		return;
 	} else if (bd->engine &&
 		   !bd->fmt->map(bd, req->off, req->bytes, req->op == BLOCK_WRITE,
 				 &req->host, &run) && run == req->bytes && queue(bd, req)) {
@@ -435,8 +461,8 @@ struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
 	bd->opaque = opaque;
 	if (open_files(bd, d) || check_file(bd, cfg, index, &file_size))
 		goto fail;
-	bd->fmt = &block_raw;
-	if (bd->fmt->open(bd, file_size, &size)) {
+	bd->fmt = d->format == DISK_FORMAT_QCOW2 ? &block_qcow2 : &block_raw;
+	if (bd->fmt->open(bd, d, file_size, &size)) {
 		bd->fmt = NULL;
 		goto fail;
 	}
