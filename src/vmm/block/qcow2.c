@@ -89,6 +89,7 @@ struct q2img {
 	uint64_t *pending;	/* clusters to free once the L2 tables are durable */
 	size_t npending, pending_cap;
 	bool logged;		/* one corruption message per image */
+	uint64_t autoclear;	/* the header's autoclear feature bits */
 	struct q2img *backing;
 };
 
@@ -455,6 +456,7 @@ static uint64_t *l2_get(struct q2img *img, uint32_t i, bool alloc, int *err)
 {
 	uint64_t e = be64toh(img->l1[i]), off = e & Q2_OFF_MASK;
 	uint64_t *t;
+	uint32_t k;
 
 	*err = 0;
 	if (img->l2[i])
@@ -468,6 +470,11 @@ static uint64_t *l2_get(struct q2img *img, uint32_t i, bool alloc, int *err)
 	}
 	if (off && (*err = check_cluster(img, off, "an L2 table")))
 		return NULL;
+	for (k = 0; off && k < img->rt_size; k++)
+		if ((be64toh(img->rt[k]) & Q2_OFF_MASK) == off) {
+			*err = corrupt(img, "L1 entry %u points at a refcount block", i);
+			return NULL;
+		}
 	while (img->l2_loaded >= img->l2_cap) {
 		uint32_t h = img->l2_hand++ % img->l1_size;
 
@@ -863,6 +870,13 @@ static int drop_range(struct block_dev *bd, uint64_t off, uint64_t len, bool zer
 		old = be64toh(t[c & (nentries(img) - 1)]);
 		if (old == newe)
 			continue;
+		if (!(old & Q2_COMPRESSED)) {
+			enum q2_kind kind;
+
+			r = classify(img, old, &kind);
+			if (r)
+				return r;
+		}
 		if (old & (Q2_COMPRESSED | Q2_OFF_MASK))
 			pend_free(img, old);
 		t[c & (nentries(img) - 1)] = htobe64(newe);
@@ -993,6 +1007,7 @@ static int parse_header(struct q2img *img, char *backing, size_t blen, char *bac
 	uint8_t h[4096];
 	uint64_t incompat = 0, autoclear = 0, hlen = 72, boff, bsize, need, span, ext;
 	uint32_t nb_snap, rt_clusters;
+	const char *tables;
 	uint64_t i;
 	int r;
 
@@ -1090,7 +1105,7 @@ static int parse_header(struct q2img *img, char *backing, size_t blen, char *bac
 		       img->path, img->l1_size, (unsigned long long)img->size);
 		return -EINVAL;
 	}
-	if (img->l1_size && ((img->l1_off & (img->cs - 1)) || img->l1_off > img->file_end ||
+	if (img->l1_size && ((img->l1_off & (img->cs - 1)) || !img->l1_off || img->l1_off > img->file_end ||
 			     img->file_end - img->l1_off < (uint64_t)img->l1_size * 8)) {
 		pr_err("qcow2 image %s: its L1 table offset %#llx is not valid", img->path,
 		       (unsigned long long)img->l1_off);
@@ -1104,6 +1119,11 @@ static int parse_header(struct q2img *img, char *backing, size_t blen, char *bac
 		return -EINVAL;
 	}
 	img->rt_size = ((uint64_t)rt_clusters << img->cb) / 8;
+	if (img->l1_size && img->l1_off < img->rt_off + ((uint64_t)rt_clusters << img->cb) &&
+	    img->rt_off < img->l1_off + (uint64_t)img->l1_size * 8) {
+		pr_err("qcow2 image %s: its L1 and refcount tables overlap", img->path);
+		return -EINVAL;
+	}
 	img->rb_bits = img->cb + 3 - img->refcount_order;
 	/* The backing file's name, and the header extensions. */
 	boff = get_be(h + 8, 8);
@@ -1141,17 +1161,7 @@ static int parse_header(struct q2img *img, char *backing, size_t blen, char *bac
 		}
 		ext += 8 + ALIGN_UP((uint64_t)len, 8);
 	}
-	/* Autoclear features kvmm does not keep (bitmaps) are dropped when it
-	 * writes, as the format asks. */
-	if (!img->readonly && autoclear) {
-		r = write_header_field(img, 88, 0, 8);
-		if (!r)
-			r = sync_img(img);
-		if (r) {
-			pr_err("cannot write disk %s: %s", img->path, strerror(-r));
-			return r;
-		}
-	}
+	img->autoclear = autoclear;
 	img->l1 = calloc(img->l1_size ? img->l1_size : 1, 8);
 	img->l2 = calloc(img->l1_size ? img->l1_size : 1, sizeof(*img->l2));
 	img->l2_dirty = calloc(img->l1_size ? img->l1_size : 1, 1);
@@ -1177,6 +1187,10 @@ static int parse_header(struct q2img *img, char *backing, size_t blen, char *bac
 		}
 	img->l2_cap = MAX(16u, MIN(img->l1_size, Q2_L2_CACHE >> img->cb));
 	img->rb_cap = MAX(4u, MIN(img->rt_size, Q2_RB_CACHE >> img->cb));
+	/* The unit tests' way to make tables leave the caches. */
+	tables = getenv("KVMM_QCOW2_CACHE_TABLES");
+	if (tables && atoi(tables) > 0)
+		img->l2_cap = img->rb_cap = atoi(tables);
 	return 0;
 }
 
@@ -1339,6 +1353,18 @@ static int q2_open(struct block_dev *bd, const struct disk_config *d, uint64_t f
 	r = open_chain(img, d, backing, bfmt, seen);
 	if (r)
 		goto fail;
+	/* Autoclear features kvmm does not keep (bitmaps) are dropped once
+	 * it may write, as the format asks; nothing is written before the
+	 * whole chain is accepted. */
+	if (!img->readonly && img->autoclear) {
+		r = write_header_field(img, 88, 0, 8);
+		if (!r)
+			r = sync_img(img);
+		if (r) {
+			pr_err("cannot write disk %s: %s", img->path, strerror(-r));
+			goto fail;
+		}
+	}
 	*size = img->size;
 	return 0;
 fail:
