@@ -143,6 +143,28 @@ def test_qcow2_backing_file_reads_and_copy_on_write(kvm, vms, tmp, runner, base_
     assert allocated(top, 0, size) == 2 * 65536       # the two clusters written
 
 
+@pytest.mark.parametrize("runner", BLK_RUNNERS)
+def test_qcow2_fragmented_clusters(kvm, vms, tmp, runner):
+    """4 KiB clusters allocated in reverse order: each of the guest's
+    64 KiB requests lands in 16 runs of the file (on io_uring, one host
+    request each), read and then rewritten in place."""
+    n, cs = 256, 4096
+    path = create(tmp, "f.qcow2", n * cs, "1.1", cs)
+    qemu_io(path, "qcow2", *[f"write -P {i & 0xff} {(n - 1 - i) * cs} {cs}" for i in range(n)])
+    want = bytearray(b"".join(bytes([(n - 1 - c) & 0xff]) * cs for c in range(n)))
+    r = json.loads(qemu_img("map", "--output=json", path).stdout)
+    assert len([e for e in r if e["data"]]) >= n // 2        # really scattered
+    g = runner.start(vms, tmp, f"kvmmtest.virtio=blk kvmmtest.blk0.read=0+{n * cs // SECTOR} "
+                               f"kvmmtest.blk0.write=8+{n * cs // SECTOR - 16}",
+                     [Disk(path, "f0", fmt="qcow2")])
+    finish(g)
+    assert int(by_dev(g, "pass", "virtio-blk-read")["blk0"]["crc32"], 16) == zlib.crc32(want)
+    want[8 * SECTOR:n * cs - 8 * SECTOR] = patterns(8, n * cs // SECTOR - 16)
+    check_clean(path)
+    same_as(tmp, path, bytes(want))
+    assert allocated(path, 0, n * cs) == n * cs
+
+
 def qemu_io_image(tmp, compat):
     """An image qemu-io wrote: plain, partial, compressed and (v3) zeroed
     clusters; and the disk it shows."""
