@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import subprocess
+import time
 import zlib
 
 import pytest
@@ -420,3 +421,53 @@ def test_qcow2_hostile_l2_entry_is_an_io_error(kvm, vms, tmp, entry, words):
     err = g.stderr.decode()
     assert words in err and err.count("is corrupt") == 1, err
     assert open(path, "rb").read() == before
+
+
+def check_json(path):
+    r = qemu_img("check", "--output=json", path, check=False)
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_qcow2_killed_after_flush_keeps_what_was_flushed(kvm, vms, tmp):
+    """The guest's FLUSH completes only once the tables are in the file:
+    kvmm killed right after leaves a clean image showing the writes."""
+    size = 4 * MiB
+    path = create(tmp, "k.qcow2", size, "1.1", 4096)
+    start, count = 1000, 3000
+    runner = VirtioRunner("kvmm")
+    g = runner.start(vms, tmp, f"kvmmtest.virtio=blk kvmmtest.blk0.write={start}+{count} "
+                               "kvmmtest.blk0.resize=60", [Disk(path, "k0", fmt="qcow2")])
+    g.wait_for(r"KVMMTEST pass virtio-blk-write dev=blk0")
+    g.kill()
+    rc, info = check_json(path)
+    assert rc == 0 and not info.get("corruptions") and not info.get("leaks"), info
+    want = bytearray(size)
+    want[start * SECTOR:(start + count) * SECTOR] = patterns(start, count)
+    same_as(tmp, path, bytes(want))
+
+
+def test_qcow2_killed_while_allocating_is_not_corrupt(kvm, vms, tmp):
+    """kvmm killed in the middle of allocating writes, with caches of two
+    tables so that L2 tables and refcount blocks keep leaving them (and
+    reaching the file) as it goes: the image may leak clusters but holds
+    no corruption."""
+    size = 256 * MiB
+    path = create(tmp, "c.qcow2", size, "1.1", 4096)     # a refcount block per 8 MiB
+    start_size = os.path.getsize(path)
+    g = kvmmtest.start(vms, ["env", "KVMM_QCOW2_CACHE_TABLES=2"] + kvmmtest.kvmm_argv(
+        "kvmmtest.virtio=blk kvmmtest.blk0.bench=seqwrite "
+        f"kvmmtest.blk0.bs={256 << 10} kvmmtest.blk0.qd=8", 1, "256M",
+        ["--disk", f"path={path},format=qcow2,cache=none"]))
+    try:
+        # Killed once data is landing in new clusters (the file grows).
+        deadline = time.monotonic() + 120
+        while os.path.getsize(path) <= start_size + 24 * MiB:
+            assert time.monotonic() < deadline and g.proc.poll() is None, \
+                "the image never grew:\n" + "\n".join(g.lines[-20:])
+            time.sleep(0.02)        # polling the condition
+    finally:
+        g.kill()
+    rc, info = check_json(path)
+    assert rc in (0, 3) and not info.get("corruptions"), info
+    # Refcount blocks did reach the file ahead of the tables using them.
+    assert info.get("leaks", 0) > 0, info
