@@ -271,8 +271,8 @@ static void rb_mark(struct q2img *img, uint32_t i)
 
 /* n new clusters, contiguous, at the end of the file, each with
  * refcount 1 (in the cache); *host is the first.  A refcount block
- * missing for them is made in the first cluster of its range, where it
- * counts itself. */
+ * missing for them is made in the cluster where they would have
+ * started, and they start after it. */
 static int alloc_clusters(struct q2img *img, uint64_t n, uint64_t *host)
 {
 	uint64_t end = ALIGN_UP(img->file_end, img->cs), c, first;
@@ -291,17 +291,25 @@ again:
 			return -ENOSPC;
 		}
 		if (!img->rt[i]) {
-			uint8_t *b = calloc(1, img->cs);
+			/* The new block goes at the head of the range (nothing
+			 * skipped), counted in its own block or in first's,
+			 * which exists: the loop passed it. */
+			uint64_t fi = first >> img->rb_bits;
+			uint8_t *b = calloc(1, img->cs), *fb;
 
 			if (!b)
 				return -ENOMEM;
 			img->rb[i] = b;
 			img->rb_loaded++;
-			img->rt[i] = htobe64(c << img->cb);
+			img->rt[i] = htobe64(first << img->cb);
 			img->rt_dirty = true;
-			rc_set(img, b, c & ((1ULL << img->rb_bits) - 1), 1);
 			rb_mark(img, i);
-			end = (c + 1) << img->cb;
+			fb = fi == i ? b : rb_get(img, fi, &r);
+			if (!fb)
+				return r ? r : -EIO;
+			rc_set(img, fb, first & ((1ULL << img->rb_bits) - 1), 1);
+			rb_mark(img, fi);
+			end = (first + 1) << img->cb;
 			img->file_end = end;
 			goto again;
 		}
