@@ -62,6 +62,7 @@ enum q2_kind { Q2_UNALLOC, Q2_ZEROES, Q2_COMPRESSED_C, Q2_DATA };
 struct q2img {
 	char *path;
 	int fd;			/* metadata and the synchronous path */
+	int dfd;		/* O_DIRECT (cache=none) for new clusters' data, or -1 */
 	bool own_fd;		/* a backing layer's, closed with it */
 	bool raw, readonly, nosync;
 	uint64_t size;		/* the disk it shows */
@@ -323,9 +324,9 @@ again:
 		rc_set(img, b, c & ((1ULL << img->rb_bits) - 1), 1);
 		rb_mark(img, i);
 	}
+	/* The file grows as they are written: data at once, tables before
+	 * anything points at them. */
 	end = (first + n) << img->cb;
-	if (ftruncate(img->fd, (off_t)end))
-		return -errno;
 	img->file_end = end;
 	*host = first << img->cb;
 	return 0;
@@ -716,6 +717,16 @@ static int img_read(struct q2img *img, uint64_t off, uint8_t *buf, uint64_t len)
 	return 0;
 }
 
+static bool iov_direct(const struct iovec *v, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (((uintptr_t)v[i].iov_base | v[i].iov_len) & (BLOCK_SECTOR - 1))
+			return false;
+	return true;
+}
+
 /* A write over clusters that are not data to write in place: new
  * clusters for the whole of them, what the write leaves of the first
  * and last copied in from what the disk showed there, then the L2
@@ -736,12 +747,12 @@ static int write_alloc(struct q2img *img, const struct iovec *iov, unsigned int 
 
 	if (!l2_get(img, l1i, true, &r))
 		return r ? r : -EIO;
-	if (head && (!(hb = malloc(head)) || (r = img_read(img, first << img->cb, hb, head))))
-		goto out;
-	if (tail && (!(tb = malloc(tail)) || (r = img_read(img, off + len, tb, tail))))
-		goto out;
 	r = -ENOMEM;
-	if ((head && !hb) || (tail && !tb))
+	if ((head && posix_memalign((void **)&hb, 4096, head)) ||
+	    (tail && posix_memalign((void **)&tb, 4096, tail)))
+		goto out;
+	if ((head && (r = img_read(img, first << img->cb, hb, head))) ||
+	    (tail && (r = img_read(img, off + len, tb, tail))))
 		goto out;
 	r = alloc_clusters(img, nc, &host);
 	if (r)
@@ -752,7 +763,13 @@ static int write_alloc(struct q2img *img, const struct iovec *iov, unsigned int 
 		v[nv++] = iov[i];
 	if (tail)
 		v[nv++] = (struct iovec){ tb, tail };
-	w = block_sync_rw(img->fd, true, v, nv, host, nc << img->cb);
+	/* cache=none: new clusters bypass the page cache too, where the
+	 * guest's buffers allow it. */
+	w = -EINVAL;
+	if (img->dfd >= 0 && iov_direct(v, nv))
+		w = block_sync_rw(img->dfd, true, v, nv, host, nc << img->cb);
+	if (w == -EINVAL)
+		w = block_sync_rw(img->fd, true, v, nv, host, nc << img->cb);
 	if (w < 0) {
 		r = w;	/* the clusters leak */
 		goto out;
@@ -786,6 +803,33 @@ static int q2_map(struct block_dev *bd, uint64_t off, uint64_t len, bool write,
 	return q2_map_img(img_of(bd), off, len, write, host, run);
 }
 
+/* 1 if [off, off + len) reads as zeros without reading the file (an
+ * empty image's common case), 0 if not, or -errno. */
+static int all_zero(struct q2img *img, uint64_t off, uint64_t len)
+{
+	uint64_t vc, last = (off + len - 1) >> img->cb;
+	enum q2_kind kind;
+	int r;
+
+	for (vc = off >> img->cb; vc <= last; vc++) {
+		uint64_t *t = l2_get(img, vc >> img->l2_bits, false, &r);
+
+		if (r)
+			return r;
+		if (!t) {
+			if (img->backing)
+				return 0;
+			continue;
+		}
+		r = classify(img, be64toh(t[vc & (nentries(img) - 1)]), &kind);
+		if (r)
+			return r;
+		if (kind != Q2_ZEROES && (kind != Q2_UNALLOC || img->backing))
+			return 0;
+	}
+	return 1;
+}
+
 static int q2_rw(struct block_dev *bd, bool write, const struct iovec *iov, unsigned int n,
 		 uint64_t off, uint64_t len)
 {
@@ -797,6 +841,14 @@ static int q2_rw(struct block_dev *bd, bool write, const struct iovec *iov, unsi
 
 	if (write)
 		return write_alloc(img, iov, n, off, len);
+	r = all_zero(img, off, len);
+	if (r < 0)
+		return r;
+	if (r) {
+		for (i = 0; i < n; i++)
+			memset(iov[i].iov_base, 0, iov[i].iov_len);
+		return 0;
+	}
 	buf = malloc(len);
 	if (!buf)
 		return -ENOMEM;
@@ -1299,6 +1351,7 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 			return -ENOMEM;
 		upper->backing = img;
 		img->own_fd = true;
+		img->dfd = -1;
 		img->readonly = img->nosync = true;
 		img->raw = fmt == DISK_FORMAT_RAW;
 		img->path = strdup(d->backing[depth]);
@@ -1343,6 +1396,7 @@ static int q2_open(struct block_dev *bd, const struct disk_config *d, uint64_t f
 	}
 	bd->fmt_priv = img;
 	img->fd = bd->bfd;
+	img->dfd = bd->direct ? bd->fd : -1;
 	img->readonly = bd->readonly;
 	img->nosync = bd->cache == DISK_CACHE_UNSAFE;
 	img->file_end = file_size;
