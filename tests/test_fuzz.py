@@ -30,6 +30,7 @@ def san_build():
 @pytest.mark.parametrize("fuzzer,counted", [
     ("vq_fuzz", r"(\d+) rounds, (\d+) chains accepted"),
     ("rpc_fuzz", r"(\d+) packets, (\d+) replies"),
+    ("qcow2_fuzz", r"opened, (\d+) requests, (\d+) succeeded"),
 ])
 def test_fuzzer_under_sanitizers(san_build, fuzzer, counted):
     path = os.path.join(UNIT_DIR, fuzzer + "-san")

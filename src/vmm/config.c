@@ -225,10 +225,93 @@ const char *disk_cache_name(enum disk_cache cache)
 	return cache_names[cache];
 }
 
+static const char *const format_names[] = {
+	[DISK_FORMAT_RAW] = "raw", [DISK_FORMAT_QCOW2] = "qcow2",
+};
+
+const char *disk_format_name(enum disk_format format)
+{
+	return format_names[format];
+}
+
+static int format_of(struct cfg_ctx *c, unsigned int n, const char *str,
+		     enum disk_format *format)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(format_names); i++)
+		if (!strcmp(str, format_names[i])) {
+			*format = i;
+			return 0;
+		}
+	return cfg_error(c, "disk %u: format '%s' is unknown: use raw or qcow2", n, str);
+}
+
+/* backing / backing_format: a JSON array of strings, or one string
+ * with the layers separated by ':'. */
+static int disk_set_chain(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
+			  const char *key, struct json_object *v, const char *str)
+{
+	bool fmt = !strcmp(key, "backing_format");
+	unsigned int *count = fmt ? &d->nbacking_format : &d->nbacking;
+	const char *items[KVMM_MAX_BACKING + 1];
+	char *s = NULL, *save = NULL, *tok;
+	size_t i, k = 0;
+	int r = 0;
+
+	if (v && json_object_is_type(v, json_type_array)) {
+		for (i = 0; i < json_object_array_length(v); i++) {
+			struct json_object *e = json_object_array_get_idx(v, i);
+
+			if (!json_object_is_type(e, json_type_string))
+				return cfg_error(c, "disk %u: %s must hold strings", n, key);
+			if (k == KVMM_MAX_BACKING)
+				return cfg_error(c, "disk %u: %s has more than %d layers", n, key, KVMM_MAX_BACKING);
+			items[k++] = json_object_get_string(e);
+		}
+	} else {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: %s must be a string or an array of strings", n, key);
+		s = strdup(v ? json_object_get_string(v) : str);
+		if (!s)
+			return -ENOMEM;
+		for (tok = strtok_r(s, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+			if (k == KVMM_MAX_BACKING) {
+				free(s);
+				return cfg_error(c, "disk %u: %s has more than %d layers", n, key, KVMM_MAX_BACKING);
+			}
+			items[k++] = tok;
+		}
+	}
+	for (i = 0; i < *count && !fmt; i++)
+		free(d->backing[i]);
+	*count = 0;
+	for (i = 0; i < k && !r; i++) {
+		if (!*items[i])
+			r = cfg_error(c, "disk %u: %s has an empty layer", n, key);
+		else if (fmt)
+			r = format_of(c, n, items[i], &d->backing_format[i]);
+		else if (!(d->backing[i] = strdup(items[i])))
+			r = -ENOMEM;
+		if (!r)
+			*count = i + 1;
+	}
+	free(s);
+	return r;
+}
+
 static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 		    const char *key, struct json_object *v, const char *str)
 {
 	size_t i;
+
+	if (!strcmp(key, "format")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: format must be a string", n);
+		return format_of(c, n, v ? json_object_get_string(v) : str, &d->format);
+	}
+	if (!strcmp(key, "backing") || !strcmp(key, "backing_format"))
+		return disk_set_chain(c, d, n, key, v, str);
 
 	if (!strcmp(key, "path")) {
 		if (v && !json_object_is_type(v, json_type_string))
@@ -300,7 +383,7 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 		}
 		return 0;
 	}
-	return cfg_error(c, "disk %u: unknown option '%s': use path, readonly, cache, serial, blk_size or shareable", n, key);
+	return cfg_error(c, "disk %u: unknown option '%s': use path, format, backing, backing_format, readonly, cache, serial, blk_size or shareable", n, key);
 }
 
 typedef int (*item_set_fn)(struct cfg_ctx *c, void *item, unsigned int n,
@@ -362,6 +445,11 @@ static int get_disk(struct cfg_ctx *c, struct json_object *v,
 		return r;
 	if (!d->path)
 		return cfg_error(c, "disk %u has no path: use --disk path=IMAGE", n);
+	if (d->nbacking && d->format == DISK_FORMAT_RAW)
+		return cfg_error(c, "disk %u: a raw image has no backing file: give format=qcow2 or drop backing", n);
+	if (d->nbacking_format > d->nbacking)
+		return cfg_error(c, "disk %u: backing_format names %u layers but backing only %u", n,
+				 d->nbacking_format, d->nbacking);
 	return 0;
 }
 
@@ -770,6 +858,8 @@ void config_free(struct vm_config *cfg)
 	for (i = 0; i < cfg->ndisks; i++) {
 		free(cfg->disks[i].path);
 		free(cfg->disks[i].serial);
+		for (unsigned int j = 0; j < cfg->disks[i].nbacking; j++)
+			free(cfg->disks[i].backing[j]);
 	}
 	for (i = 0; i < cfg->nnets; i++)
 		free(cfg->nets[i].tap);

@@ -44,7 +44,14 @@ enum disk_cache {
 	DISK_CACHE_UNSAFE,	/* buffered, FLUSH does nothing */
 };
 
+/* --disk format=: how the image maps the disk (never probed). */
+enum disk_format {
+	DISK_FORMAT_RAW,
+	DISK_FORMAT_QCOW2,
+};
+
 #define KVMM_MAX_DISKS		VM_MAX_DISKS
+#define KVMM_MAX_BACKING	16	/* backing files below one disk image */
 #define KVMM_DISK_SERIAL_MAX	VM_DISK_SERIAL_MAX	/* virtio-blk GET_ID */
 
 struct disk_config {
@@ -54,6 +61,12 @@ struct disk_config {
 	char *serial;		/* NULL: GET_ID answers an empty string */
 	unsigned int blk_size;	/* logical block: 512 (default) to 4096 */
 	bool shareable;		/* other VMs may use the image at once: no exclusive lock */
+	enum disk_format format;
+	/* The backing chain the image may use, top's backing first: an
+	 * image naming any other file is refused. */
+	char *backing[KVMM_MAX_BACKING];
+	enum disk_format backing_format[KVMM_MAX_BACKING];
+	unsigned int nbacking, nbacking_format;
 };
 
 #define KVMM_MAX_NETS		VM_MAX_NETS
@@ -142,5 +155,6 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 void config_free(struct vm_config *cfg);
 const char *serial_mode_name(enum serial_mode mode);
 const char *disk_cache_name(enum disk_cache cache);
+const char *disk_format_name(enum disk_format format);
 
 #endif

@@ -455,3 +455,38 @@ UNIT_TEST(shareable_mtu_and_vmcoreinfo_parse)
 	net_refused("[\"tap=a,mtu=15x\"]", "net 0: mtu 15x is not valid: use 68 to 65535");
 	net_refused("[{\"tap\":\"a\",\"mtu\":\"1500\"}]", "net 0: mtu must be a number");
 }
+
+UNIT_TEST(disk_format_and_backing_chain_parse)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":["
+		    "\"path=/t,format=qcow2,backing=/b1:/b2,backing_format=qcow2:raw\","
+		    "{\"path\":\"/u\",\"format\":\"qcow2\",\"backing\":[\"/x:y\"],"
+		    "\"backing_format\":[\"qcow2\"]},\"path=/r\"]}", &c) == 0);
+	CHECK(c.disks[0].format == DISK_FORMAT_QCOW2);
+	CHECK_EQ_U64(c.disks[0].nbacking, 2);
+	CHECK_STR(c.disks[0].backing[0], "/b1");
+	CHECK_STR(c.disks[0].backing[1], "/b2");
+	CHECK_EQ_U64(c.disks[0].nbacking_format, 2);
+	CHECK(c.disks[0].backing_format[0] == DISK_FORMAT_QCOW2 &&
+	      c.disks[0].backing_format[1] == DISK_FORMAT_RAW);
+	CHECK_EQ_U64(c.disks[1].nbacking, 1);
+	CHECK_STR(c.disks[1].backing[0], "/x:y");	/* the array form keeps colons */
+	CHECK(c.disks[2].format == DISK_FORMAT_RAW && !c.disks[2].nbacking);
+	config_free(&c);
+	refused("{\"kernel\":\"/k\",\"disks\":[\"path=/a,format=vmdk\"]}",
+		"disk 0: format 'vmdk' is unknown: use raw or qcow2");
+	refused("{\"kernel\":\"/k\",\"disks\":[\"path=/a,backing=/b\"]}",
+		"disk 0: a raw image has no backing file: give format=qcow2 or drop backing");
+	refused("{\"kernel\":\"/k\",\"disks\":[\"path=/a,format=qcow2,backing=/b,backing_format=raw:raw\"]}",
+		"disk 0: backing_format names 2 layers but backing only 1");
+	refused("{\"kernel\":\"/k\",\"disks\":[\"path=/a,format=qcow2,backing=/b,backing_format=vhd\"]}",
+		"disk 0: format 'vhd' is unknown: use raw or qcow2");
+	refused("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"format\":\"qcow2\",\"backing\":[1]}]}",
+		"disk 0: backing must hold strings");
+	refused("{\"kernel\":\"/k\",\"disks\":[\"path=/a,format=qcow2,backing=1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16:17\"]}",
+		"disk 0: backing has more than 16 layers");
+	refused("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"format\":2}]}",
+		"disk 0: format must be a string");
+}

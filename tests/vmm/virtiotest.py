@@ -14,8 +14,14 @@ SECTOR = 512
 
 
 class Disk:
-    def __init__(self, path, serial, readonly=False, blk_size=512):
+    """backing: the chain below a qcow2 image, [(path, format), ...], top's
+    backing first (kvmm takes it in its configuration; QEMU follows the
+    image's header)."""
+
+    def __init__(self, path, serial, readonly=False, blk_size=512, fmt="raw", backing=(),
+                 cache="none"):
         self.path, self.serial, self.readonly, self.blk_size = path, serial, readonly, blk_size
+        self.fmt, self.backing, self.cache = fmt, list(backing), cache
 
 
 class Console:
@@ -62,7 +68,12 @@ class VirtioRunner:
                     extra_args.append("--rng")
                 elif isinstance(dev, Disk):
                     ro = ",readonly=on" if dev.readonly else ""
-                    extra_args += ["--disk", f"path={dev.path},serial={dev.serial},cache=none,"
+                    chain = ""
+                    if dev.backing:
+                        chain = (",backing=" + ":".join(p for p, _ in dev.backing) +
+                                 ",backing_format=" + ":".join(f for _, f in dev.backing))
+                    extra_args += ["--disk", f"path={dev.path},serial={dev.serial},"
+                                             f"cache={dev.cache},format={dev.fmt}{chain},"
                                              f"blk_size={dev.blk_size}{ro}"]
                 elif isinstance(dev, Console) and "--console" not in extra_args:
                     # kvmm keeps what the guest writes before the test
@@ -91,8 +102,10 @@ class VirtioRunner:
                 args += ["-device", f"virtio-rng-pci,disable-legacy=on,{addr}"]
             elif isinstance(dev, Disk):
                 ro = ",readonly=on" if dev.readonly else ""
-                args += ["-drive", f"file={dev.path},if=none,id=d{i},format=raw,"
-                                   f"cache=none,aio=io_uring{ro}",
+                # QEMU passes discards down to a qcow2 image only so.
+                disc = ",discard=unmap" if dev.fmt != "raw" else ""
+                args += ["-drive", f"file={dev.path},if=none,id=d{i},format={dev.fmt},"
+                                   f"cache={dev.cache},aio=io_uring{disc}{ro}",
                          "-device", f"virtio-blk-pci,drive=d{i},serial={dev.serial},"
                                     f"logical_block_size={dev.blk_size},"
                                     f"physical_block_size={dev.blk_size},"

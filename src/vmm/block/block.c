@@ -91,6 +91,12 @@ static void redo_rw(struct block_dev *bd, struct block_req *req)
 		log_rw_error(bd, req);
 }
 
+/* The format's metadata written ahead of a FLUSH. */
+static int flush_meta(struct block_dev *bd)
+{
+	return bd->fmt->flush && !bd->readonly ? bd->fmt->flush(bd) : 0;
+}
+
 /* Runs req on this thread, now. */
 static void run_sync(struct block_dev *bd, struct block_req *req)
 {
@@ -98,7 +104,9 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 	uint64_t done, host, run;
 
 	if (req->op == BLOCK_FLUSH) {
-		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		req->res = flush_meta(bd);
+		if (!req->res)
+			req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
 		return;
 	}
 	/* Run by run as the format maps them (raw: one). */
@@ -109,11 +117,19 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 		int64_t n;
 		int r = bd->fmt->map(bd, req->off + done, req->bytes - done, write, &host, &run);
 
-		if (r) {
+		if (r < 0) {
 			req->res = r;
 			break;
 		}
 		k = block_iov_slice(req->iov, req->niov, done, run, v);
+		if (r == BLOCK_MAP_SELF) {
+			r = bd->fmt->rw(bd, write, v, k, req->off + done, run);
+			if (r) {
+				req->res = r;
+				break;
+			}
+			continue;
+		}
 		n = block_sync_rw(req->fd, write, v, k, host, run);
 		if (n == -EINVAL && req->fd != bd->bfd)	/* as in redo_rw */
 			n = block_sync_rw(bd->bfd, write, v, k, host, run);
@@ -137,11 +153,37 @@ static void unlink_req(struct block_dev *bd, struct block_req *req)
 	bd->inflight--;
 }
 
+/* A run of a larger request (struct part) and its iovec. */
+struct part {
+	struct block_req req;
+	struct iovec iov[BLOCK_MAX_IOV];
+};
+
+/* req is over: to the caller, or, for a part, into its parent, which is
+ * over with its last part (the parts are freed with it). */
+static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
+{
+	struct block_req *parent = req->parent;
+
+	if (!parent) {
+		bd->done(bd->opaque, req, dropped);
+		return;
+	}
+	if (!dropped && req->res < 0 && !parent->parts_err)
+		parent->parts_err = req->res;
+	if (--parent->parts_left)
+		return;
+	parent->res = parent->parts_err ? parent->parts_err : (int64_t)parent->bytes;
+	free(parent->parts);
+	parent->parts = NULL;
+	bd->done(bd->opaque, parent, dropped);
+}
+
 void block_complete(struct block_dev *bd, struct block_req *req)
 {
 	unlink_req(bd, req);
 	if (bd->dropping) {
-		bd->done(bd->opaque, req, true);
+		finish(bd, req, true);
 		return;
 	}
 	if (req->op == BLOCK_FLUSH) {
@@ -150,7 +192,7 @@ void block_complete(struct block_dev *bd, struct block_req *req)
 	} else {
 		redo_rw(bd, req);
 	}
-	bd->done(bd->opaque, req, false);
+	finish(bd, req, false);
 }
 
 /* The engine misbehaved: close it and redo what it held here, or drop
@@ -167,11 +209,11 @@ static void engine_fail(struct block_dev *bd, int err)
 
 		unlink_req(bd, req);
 		if (bd->dropping) {
-			bd->done(bd->opaque, req, true);
+			finish(bd, req, true);
 			continue;
 		}
 		run_sync(bd, req);
-		bd->done(bd->opaque, req, false);
+		finish(bd, req, false);
 	}
 }
 
@@ -224,20 +266,76 @@ static bool queue(struct block_dev *bd, struct block_req *req)
 	return true;
 }
 
+#define BLOCK_MAX_PARTS	16
+
+/* req maps to several runs of data in the file (the first, run bytes
+ * long, at req->host): each goes to the engine as a part.  False if it
+ * is not all data or has too many runs: then it runs synchronously. */
+static bool start_parts(struct block_dev *bd, struct block_req *req, uint64_t run)
+{
+	uint64_t off[BLOCK_MAX_PARTS], len[BLOCK_MAX_PARTS], host[BLOCK_MAX_PARTS], done;
+	bool write = req->op == BLOCK_WRITE;
+	unsigned int n = 0, i;
+	struct part *parts;
+
+	off[0] = 0;
+	len[0] = run;
+	host[0] = req->host;
+	for (done = run, n = 1; done < req->bytes; done += run, n++) {
+		if (n == BLOCK_MAX_PARTS ||
+		    bd->fmt->map(bd, req->off + done, req->bytes - done, write, &host[n], &run))
+			return false;
+		off[n] = done;
+		len[n] = run;
+	}
+	parts = calloc(n, sizeof(*parts));
+	if (!parts)
+		return false;
+	req->parts = parts;
+	req->parts_left = n;
+	req->parts_err = 0;
+	for (i = 0; i < n; i++) {
+		struct block_req *p = &parts[i].req;
+
+		*p = (struct block_req){ .op = req->op, .off = req->off + off[i], .bytes = len[i],
+					 .iov = parts[i].iov, .fd = req->fd, .host = host[i],
+					 .parent = req };
+		p->niov = block_iov_slice(req->iov, req->niov, off[i], len[i], parts[i].iov);
+		if (!queue(bd, p)) {
+			run_sync(bd, p);
+			finish(bd, p, false);
+		}
+	}
+	return true;
+}
+
 void block_start(struct block_dev *bd, struct block_req *req)
 {
 	uint64_t run = 0;
+	int r;
 
+	req->parent = NULL;
 	/* O_DIRECT takes sector-aligned buffers only. */
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;
 	if (req->op == BLOCK_FLUSH) {
+		r = flush_meta(bd);
+		if (r) {
+			req->res = r;
+			bd->done(bd->opaque, req, false);
+			return;
+		}
 		if (bd->engine && !flush_is_noop(bd) && queue(bd, req))
 			return;
-	} else if (bd->engine &&
-		   !bd->fmt->map(bd, req->off, req->bytes, req->op == BLOCK_WRITE,
-				 &req->host, &run) && run == req->bytes && queue(bd, req)) {
+		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		bd->done(bd->opaque, req, false);
 		return;
+	} else if (bd->engine) {
+		r = bd->fmt->map(bd, req->off, req->bytes, req->op == BLOCK_WRITE, &req->host, &run);
+		if (!r && run == req->bytes && queue(bd, req))
+			return;
+		if (!r && run < req->bytes && start_parts(bd, req, run))
+			return;
 	}
 	run_sync(bd, req);
 	bd->done(bd->opaque, req, false);
@@ -435,8 +533,8 @@ struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
 	bd->opaque = opaque;
 	if (open_files(bd, d) || check_file(bd, cfg, index, &file_size))
 		goto fail;
-	bd->fmt = &block_raw;
-	if (bd->fmt->open(bd, file_size, &size)) {
+	bd->fmt = d->format == DISK_FORMAT_QCOW2 ? &block_qcow2 : &block_raw;
+	if (bd->fmt->open(bd, d, file_size, &size)) {
 		bd->fmt = NULL;
 		goto fail;
 	}

@@ -38,6 +38,12 @@ struct block_req {
 	int fd;
 	uint64_t host;			/* where off lands in the file */
 	struct block_req *prev, *next;	/* on the engine */
+	/* A request the format maps to several runs in the file goes to the
+	 * engine as parts, each a block_req of its own. */
+	struct block_req *parent;	/* a part's */
+	void *parts;			/* a parent's, */
+	unsigned int parts_left;	/* not done yet, */
+	int64_t parts_err;		/* and their first error */
 };
 
 struct block_dev;

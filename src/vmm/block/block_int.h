@@ -15,11 +15,21 @@ struct block_format {
 	/* The file is open and locked, file_size its length: the guest-visible
 	 * size in bytes (before rounding down to whole blocks), or -errno
 	 * after printing why. */
-	int (*open)(struct block_dev *bd, uint64_t file_size, uint64_t *size);
+	int (*open)(struct block_dev *bd, const struct disk_config *d, uint64_t file_size,
+		    uint64_t *size);
 	/* Where [off, off + len) of the disk starts in the file, and how many
-	 * of its bytes follow there (*run, 1..len). */
+	 * of its bytes follow there (*run, 1..len); or BLOCK_MAP_SELF: the
+	 * first *run bytes are not plain data in the file (zeros, a backing
+	 * file's, to allocate), the format's rw does them. */
 	int (*map)(struct block_dev *bd, uint64_t off, uint64_t len, bool write,
 		   uint64_t *host, uint64_t *run);
+	/* Synchronous I/O of a run map answered BLOCK_MAP_SELF for:
+	 * 0 or -errno. */
+	int (*rw)(struct block_dev *bd, bool write, const struct iovec *iov, unsigned int n,
+		  uint64_t off, uint64_t len);
+	/* Before a FLUSH goes to the host: the format's metadata written, so
+	 * the FLUSH makes it durable with the data (NULL: nothing kept). */
+	int (*flush)(struct block_dev *bd);
 	int (*discard)(struct block_dev *bd, uint64_t off, uint64_t len);
 	int (*write_zeroes)(struct block_dev *bd, uint64_t off, uint64_t len);
 	/* The new guest-visible size, on an image file (not a block
@@ -69,7 +79,10 @@ struct block_dev {
 	void *opaque;
 };
 
+#define BLOCK_MAP_SELF	1
+
 extern const struct block_format block_raw;
+extern const struct block_format block_qcow2;
 /* io_uring.c's; the unit tests link an engine of their own under this
  * name instead. */
 extern const struct block_engine block_async_engine;

@@ -8,7 +8,8 @@
 #include "block_int.h"
 #include "util.h"
 
-static int raw_open(struct block_dev *bd, uint64_t file_size, uint64_t *size)
+static int raw_open(struct block_dev *bd, const struct disk_config *d, uint64_t file_size,
+		    uint64_t *size)
 {
 	*size = file_size;
 	return 0;

@@ -1,0 +1,302 @@
+/* The qcow2 format over the block layer's synchronous path, on images
+ * crafted here: reads and writes against a model of the disk, what is
+ * left in the file at each step (refcounts never below the references:
+ * a crash leaks at worst), tables through small caches, a full refcount
+ * table, and hostile headers and tables refused without a write. */
+#include <errno.h>
+#include <stdio.h>
+
+#include "qcow2_img.h"
+#include "unit.h"
+#include "util.h"
+
+static char path[64];
+
+static void tmp_image(unsigned int cb, unsigned int version, uint64_t size)
+{
+	int fd;
+
+	strcpy(path, "/tmp/kvmm-unit-qcow2-XXXXXX");
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(qi_create(path, cb, version, size) == 0);
+}
+
+/* The file as a crash at this point would leave it: no reference without
+ * its refcount. */
+static void check_file(unsigned int *leaks_out)
+{
+	uint64_t len;
+	uint8_t *f = qi_slurp(path, &len);
+	unsigned int leaks, errors;
+
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	CHECK(qi_check(f, len, &leaks, &errors) == 0);
+	CHECK_EQ_U64(errors, 0);
+	if (leaks_out)
+		*leaks_out = leaks;
+	free(f);
+}
+
+static void fill(uint8_t *b, uint64_t len, uint64_t seed)
+{
+	uint64_t i;
+
+	for (i = 0; i < len; i++)
+		b[i] = (uint8_t)((i >> 9) * 131 + seed * 7 + i);
+}
+
+/* Writes at awkward places (partial clusters, across clusters and L2
+ * tables), read back at once, after FLUSH and after reopening; the file
+ * consistent after each step and without leaks at the end. */
+static void roundtrip(unsigned int cb, unsigned int version, uint64_t size)
+{
+	uint64_t cs = 1ULL << cb, span = cs * (cs / 8);
+	struct { uint64_t off, len; } w[] = {
+		{ 0, 512 }, { cs - 512, 1024 }, { 3 * cs + 1024, 3 * cs },
+		{ span - cs, 2 * cs }, { size - 4096, 4096 }, { cs * 5, cs },
+		{ 0, 2 * cs + 512 },
+	};
+	uint8_t *model = calloc(1, size), *buf = malloc(size);
+	struct qi_dev d;
+	unsigned int i, leaks = 1;
+
+	tmp_image(cb, version, size);
+	CHECK(qi_open(&d, path, false) != NULL);
+	if (!d.bd)
+		goto out;
+	CHECK_EQ_U64(block_size(d.bd), size);
+	for (i = 0; i < ARRAY_SIZE(w); i++) {
+		if (w[i].off + w[i].len > size)
+			continue;	/* across L2 tables: not with 64 KiB clusters */
+		fill(model + w[i].off, w[i].len, i + 1);
+		memcpy(buf, model + w[i].off, w[i].len);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, w[i].off, buf, w[i].len), w[i].len);
+		check_file(NULL);
+		memset(buf, 0xee, w[i].len);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, w[i].off, buf, w[i].len), w[i].len);
+		CHECK(!memcmp(buf, model + w[i].off, w[i].len));
+		if (i == 3) {
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+			check_file(NULL);
+		}
+	}
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, size), size);
+	CHECK(!memcmp(buf, model, size));
+	block_close(d.bd);
+	check_file(&leaks);
+	CHECK_EQ_U64(leaks, 0);
+	CHECK(qi_open(&d, path, true) != NULL);
+	if (d.bd) {
+		memset(buf, 0xee, size);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, size), size);
+		CHECK(!memcmp(buf, model, size));
+		block_close(d.bd);
+	}
+out:
+	unlink(path);
+	free(model);
+	free(buf);
+}
+
+UNIT_TEST(qcow2_v3_64k_roundtrip) { roundtrip(16, 3, 64 * MiB); }
+UNIT_TEST(qcow2_v2_64k_roundtrip) { roundtrip(16, 2, 64 * MiB); }
+UNIT_TEST(qcow2_v3_4k_roundtrip) { roundtrip(12, 3, 8 * MiB); }
+UNIT_TEST(qcow2_v2_512b_roundtrip) { roundtrip(9, 2, 1 * MiB); }
+
+/* One table per cache: every L2 table and refcount block leaves it
+ * (written back in order) and comes back from the file. */
+UNIT_TEST(qcow2_tables_through_small_caches)
+{
+	setenv("KVMM_QCOW2_CACHE_TABLES", "1", 1);
+	roundtrip(9, 3, 1 * MiB);
+	roundtrip(12, 2, 8 * MiB);
+	unsetenv("KVMM_QCOW2_CACHE_TABLES");
+}
+
+/* 512-byte clusters: 64 refcount blocks of 256 clusters each, 8 MiB of
+ * file; writes past that fail with ENOSPC and the image stays sound. */
+UNIT_TEST(qcow2_full_refcount_table)
+{
+	uint64_t size = 16 * MiB, off;
+	uint8_t *buf = malloc(64 * 1024);
+	struct qi_dev d;
+	int64_t r = 0;
+	unsigned int leaks;
+
+	tmp_image(9, 3, size);
+	CHECK(qi_open(&d, path, false) != NULL);
+	if (!d.bd)
+		goto out;
+	for (off = 0; off < size; off += 64 * 1024) {
+		fill(buf, 64 * 1024, off);
+		r = qi_io(d.bd, BLOCK_WRITE, off, buf, 64 * 1024);
+		if (r < 0)
+			break;
+	}
+	CHECK_EQ_U64(r, -ENOSPC);
+	CHECK(off > 4 * MiB && off < 8 * MiB);
+	block_close(d.bd);
+	check_file(&leaks);
+	CHECK(qi_open(&d, path, true) != NULL);
+	if (d.bd) {
+		fill(buf, 64 * 1024, off - 64 * 1024);
+		{
+			uint8_t *back = malloc(64 * 1024);
+
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, off - 64 * 1024, back, 64 * 1024), 64 * 1024);
+			CHECK(!memcmp(back, buf, 64 * 1024));
+			free(back);
+		}
+		block_close(d.bd);
+	}
+out:
+	unlink(path);
+	free(buf);
+}
+
+/* Discard of whole clusters: unallocated, reading zeros, refcounts
+ * dropped, space given back to the file system. */
+UNIT_TEST(qcow2_discard_frees)
+{
+	uint64_t size = 8 * MiB;
+	uint8_t *buf = malloc(size);
+	struct qi_dev d;
+	struct stat before, after;
+	unsigned int leaks = 1;
+
+	tmp_image(16, 3, size);
+	CHECK(qi_open(&d, path, false) != NULL);
+	if (!d.bd)
+		goto out;
+	fill(buf, size, 9);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, size), size);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+	CHECK(stat(path, &before) == 0);
+	CHECK_EQ_U64(block_discard(d.bd, MiB + 512, 4 * MiB), 0);	/* partial ends kept */
+	check_file(NULL);
+	CHECK(stat(path, &after) == 0);
+	CHECK((uint64_t)after.st_blocks * 512 <= (uint64_t)before.st_blocks * 512 - 3 * MiB);
+	memset(buf + MiB + 65536, 0, 4 * MiB - 65536);
+	{
+		uint8_t *back = malloc(size);
+
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, back, size), size);
+		CHECK(!memcmp(back, buf, size));
+		free(back);
+	}
+	CHECK_EQ_U64(block_write_zeroes(d.bd, 100, 70000), 0);
+	block_close(d.bd);
+	check_file(&leaks);
+	CHECK_EQ_U64(leaks, 0);
+out:
+	unlink(path);
+	free(buf);
+}
+
+/* Each patch (offset, bytes, value) makes the image one kvmm refuses to
+ * open; the file is left as it was. */
+UNIT_TEST(qcow2_bad_headers_refused)
+{
+	static const struct { unsigned int off, bytes; uint64_t v; } bad[] = {
+		{ 0, 4, 0x514649fa }, { 4, 4, 1 }, { 4, 4, 4 }, { 20, 4, 8 }, { 20, 4, 22 },
+		{ 20, 4, 63 }, { 24, 8, UINT64_MAX }, { 32, 4, 1 }, { 36, 4, 0 },
+		{ 36, 4, 0xffffffff }, { 40, 8, 0x30001 }, { 40, 8, UINT64_MAX - 7 },
+		{ 48, 8, 0 }, { 48, 8, 0x10200 }, { 48, 8, 1ULL << 50 }, { 56, 4, 0 },
+		{ 56, 4, 0xffffffff }, { 60, 4, 1 }, { 72, 8, 1 }, { 72, 8, 2 }, { 72, 8, 4 },
+		{ 72, 8, 8 }, { 72, 8, 16 }, { 72, 8, 1ULL << 63 }, { 96, 4, 7 },
+		{ 96, 4, 0xffffffff }, { 100, 4, 8 }, { 100, 4, 105 }, { 100, 4, 1 << 20 },
+		{ 8, 8, 8 }, { 8, 8, UINT64_MAX }, { 16, 4, 5000 },
+		/* a refcount table entry with reserved bits */
+		{ 65536, 8, 0x20001 },
+	};
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		uint8_t v[8], *f0, *f1;
+		uint64_t l0 = 0, l1 = 1;
+		struct qi_dev d;
+		int fd;
+
+		tmp_image(16, 3, 64 * MiB);
+		if (bad[i].off == 16)	/* a name too long, at a sane place */
+			qi_put(v, 200, 8), fd = open(path, O_RDWR), pwrite(fd, v, 8, 8), close(fd);
+		qi_put(v, bad[i].v, bad[i].bytes);
+		fd = open(path, O_RDWR);
+		CHECK(pwrite(fd, v, bad[i].bytes, bad[i].off) == (ssize_t)bad[i].bytes);
+		close(fd);
+		f0 = qi_slurp(path, &l0);
+		if (qi_open(&d, path, false)) {
+			printf("  patch %u (offset %u = %#llx) was accepted\n", i, bad[i].off,
+			       (unsigned long long)bad[i].v);
+			unit_failed = 1;
+			block_close(d.bd);
+		}
+		f1 = qi_slurp(path, &l1);
+		CHECK(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0));
+		free(f0);
+		free(f1);
+		unlink(path);
+	}
+}
+
+/* An L1 or L2 entry of an image that opened: pointing past the file,
+ * unaligned, over the header or the tables, reserved bits set.  Reads
+ * and writes through it fail with EIO and nothing is written. */
+UNIT_TEST(qcow2_bad_tables_are_io_errors)
+{
+	const uint64_t cs = 65536, copied = 1ULL << 63;
+	static const uint64_t l2e[] = {
+		1ULL << 40, 0x50200, 0, 1 * 65536, 3 * 65536, 0x50000 | 0x100, 0x50000 | (1ULL << 57),
+	};
+	uint8_t buf[4096], v[8];
+	unsigned int i, which;
+
+	for (which = 0; which < 2; which++)
+		for (i = 0; i < ARRAY_SIZE(l2e); i++) {
+			struct qi_dev d;
+			uint8_t *f0, *f1;
+			uint64_t l0 = 0, l1 = 1;
+			int fd;
+
+			tmp_image(16, 3, 64 * MiB);
+			CHECK(qi_open(&d, path, false) != NULL);
+			if (!d.bd)
+				return;
+			memset(buf, 0x11, sizeof(buf));
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, sizeof(buf)), sizeof(buf));
+			block_close(d.bd);	/* L2 at cluster 4, data at 5 */
+			fd = open(path, O_RDWR);
+			if (which == 0) {
+				qi_put(v, copied | l2e[i], 8);
+				CHECK(pwrite(fd, v, 8, 4 * cs) == 8);
+			} else {
+				qi_put(v, copied | (l2e[i] ? l2e[i] : 2 * cs), 8);
+				CHECK(pwrite(fd, v, 8, 3 * cs) == 8);
+			}
+			close(fd);
+			f0 = qi_slurp(path, &l0);
+			CHECK(qi_open(&d, path, false) != NULL);
+			if (d.bd) {
+				if (which == 0 && !l2e[i]) {
+					/* COPIED alone: unallocated, reads zeros */
+					CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, 512), 512);
+				} else {
+					CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, 512), -EIO);
+					CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), -EIO);
+					CHECK_EQ_U64(block_discard(d.bd, 0, cs), -EIO);
+					CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+				}
+				block_close(d.bd);
+			}
+			f1 = qi_slurp(path, &l1);
+			if (which == 1 || l2e[i])
+				CHECK(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0));
+			free(f0);
+			free(f1);
+			unlink(path);
+		}
+}
