@@ -99,8 +99,17 @@ def meaning(doc):
         uuid = sm.get("system", {}).get("uuid")
         out["uuid_bytes"] = uuid.replace("-", "").lower() if uuid else None
         return out
+    def balloon(b):
+        if b is None or b is False:
+            return None
+        b = {} if b is True else b
+        return {"deflate_on_oom": b.get("deflate_on_oom", False),
+                "free_page_reporting": b.get("free_page_reporting", False),
+                "stats_period": b.get("stats_period", 0)}
+
     known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "serial", "console",
-             "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo"}
+             "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo",
+             "balloon"}
     assert set(doc) <= known, f"the daemon writes keys this test does not know: {set(doc) - known}"
     return {
         "name": doc["name"], "kernel": doc["kernel"], "initrd": doc.get("initrd"),
@@ -116,6 +125,7 @@ def meaning(doc):
         "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"], "mtu": n.get("mtu", 0)}
                  for n in doc.get("nets", [])],
         "smbios": smbios(doc.get("smbios")), "vmcoreinfo": doc.get("vmcoreinfo", False),
+        "balloon": balloon(doc.get("balloon")),
     }
 
 

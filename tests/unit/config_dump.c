@@ -110,6 +110,17 @@ static json_object *dump(const struct vm_config *c)
 	json_object_object_add(o, "nets", a);
 	json_object_object_add(o, "smbios", smbios(&c->smbios));
 	json_object_object_add(o, "vmcoreinfo", json_object_new_boolean(c->vmcoreinfo));
+	if (c->balloon.present) {
+		json_object *b = json_object_new_object();
+
+		json_object_object_add(b, "deflate_on_oom", json_object_new_boolean(c->balloon.deflate_on_oom));
+		json_object_object_add(b, "free_page_reporting",
+				       json_object_new_boolean(c->balloon.free_page_reporting));
+		json_object_object_add(b, "stats_period", json_object_new_int((int)c->balloon.stats_period));
+		json_object_object_add(o, "balloon", b);
+	} else {
+		json_object_object_add(o, "balloon", NULL);
+	}
 	return o;
 }
 

@@ -131,6 +131,8 @@ struct domain_def {
 	struct domain_chr *consoles; size_t nconsoles;
 	int balloon_model;	/* conf_balloon_model */
 	unsigned balloon_period;	/* <stats period=>, 0: not given */
+	int balloon_autodeflate;	/* TRI_*: autodeflate= */
+	int balloon_free_page_reporting;	/* TRI_*: freePageReporting= */
 	struct domain_rng { int source; } *rngs; size_t nrngs;
 };
 

@@ -349,10 +349,19 @@ static void format_devices(struct out *o, const struct domain_def *def)
 		format_chr(o, "serial", &def->serials[i], true);
 	for (size_t i = 0; i < def->nconsoles; i++)
 		format_chr(o, "console", &def->consoles[i], false);
-	if (def->balloon_model == BALLOON_VIRTIO && def->balloon_period) {
-		open_(o, "memballoon", "model", "virtio", NULL);
-		line(o, "stats", NULL, "period", U(period, def->balloon_period), NULL);
-		close_(o, "memballoon");
+	if (def->balloon_model == BALLOON_VIRTIO) {
+		const char *deflate = tri(def->balloon_autodeflate, "on", "off");
+		const char *reporting = tri(def->balloon_free_page_reporting, "on", "off");
+
+		if (def->balloon_period) {
+			open_(o, "memballoon", "model", "virtio", "autodeflate", deflate,
+			      "freePageReporting", reporting, NULL);
+			line(o, "stats", NULL, "period", U(period, def->balloon_period), NULL);
+			close_(o, "memballoon");
+		} else {
+			line(o, "memballoon", NULL, "model", "virtio", "autodeflate", deflate,
+			     "freePageReporting", reporting, NULL);
+		}
 	} else {
 		line(o, "memballoon", NULL, "model", conf_enum_name(&conf_balloon_model, def->balloon_model), NULL);
 	}
