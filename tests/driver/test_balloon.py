@@ -9,6 +9,7 @@ import subprocess
 import libvirt
 import pytest
 
+from drvtest import virsh
 from kvmmtest import GUEST
 from test_forward import fwd, lvd, netns  # noqa: F401 (fixtures)
 from test_lifecycle import guest_xml, serial, wait_for
@@ -74,4 +75,112 @@ def test_virt_install_import_with_its_default_balloon(fwd, tmp_path, kvm):  # no
     rec = balloon_record(str(tmp_path), "vi")
     assert rec["deflate_on_oom"] == "1", rec
     dom.destroy()
+    conn.close()
+
+
+MiB_KIB = 1024
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+def balloon_xml(root, name="g1", memory_mib=256, touch_mib=128, period=""):
+    stats = f"<stats period='{period}'/>" if period else ""
+    return guest_xml(root, name, extra_cmdline=f" kvmmtest.virtio=balloon "
+                     f"kvmmtest.balloon0.touch={touch_mib}",
+                     extra_devices=f"\n    <memballoon model='virtio'>{stats}</memballoon>"
+                     ).replace("<memory unit='MiB'>128</memory>",
+                               f"<memory unit='MiB'>{memory_mib}</memory>")
+
+
+@pytest.fixture
+def ballooned(daemon, kvm):
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(balloon_xml(daemon.root))
+    dom.create()
+    wait_for(lambda: "KVMMTEST event balloon-ready dev=balloon0" in serial(daemon.root),
+             "the guest's balloon driver", timeout=60)
+    [pid] = daemon.guests()
+    yield daemon, conn, dom, pid
+    if dom.isActive():
+        dom.destroy()
+    conn.close()
+
+
+def guest_reached(root, pages):
+    """The guest's record of the balloon holding PAGES 4 KiB pages."""
+    want = f"why=target actual={pages} target={pages} "
+    return any("KVMMTEST info balloon dev=balloon0 " in line and want in line
+               for line in serial(root).splitlines())
+
+
+def test_setmem_live_shrinks_and_grows_the_guest(ballooned):
+    """virsh setmem --live: the guest inflates its balloon, kvmm gives the
+    pages back to the host (its RSS drops), dommemstat and dominfo report
+    the new size; setmem back to the maximum deflates it."""
+    d, conn, dom, pid = ballooned
+    wait_for(lambda: "KVMMTEST info balloon-touch dev=balloon0 mib=128" in serial(d.root),
+             "the guest touching its memory")
+    before = proc_rss_kib(pid)
+    r = virsh(d.uri(), "setmem", "g1", "160M", "--live")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: guest_reached(d.root, 96 * 256), "the balloon inflated by 96 MiB", timeout=60)
+    wait_for(lambda: dom.memoryStats()["actual"] == 160 * MiB_KIB, "dommemstat's actual")
+    assert before - proc_rss_kib(pid) > 64 * MiB_KIB, (before, proc_rss_kib(pid))
+    assert dom.info()[1:3] == [256 * MiB_KIB, 160 * MiB_KIB]
+    r = virsh(d.uri(), "dommemstat", "g1")
+    assert r.returncode == 0 and "actual 163840" in r.stdout and "rss " in r.stdout, r.stdout
+    # the persistent definition is not the live one's
+    assert "<currentMemory unit='KiB'>262144</currentMemory>" in dom.XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE)
+    dom.setMemoryFlags(256 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    wait_for(lambda: guest_reached(d.root, 0), "the balloon deflated", timeout=60)
+    wait_for(lambda: dom.memoryStats()["actual"] == 256 * MiB_KIB, "dommemstat's actual")
+
+
+def test_setmem_config_is_the_next_boot(ballooned):
+    """--config changes <currentMemory> of the definition only; setmaxmem
+    is for the next boot, refused live as libvirt's qemu driver does."""
+    d, conn, dom, pid = ballooned
+    r = virsh(d.uri(), "setmem", "g1", "200M", "--config")
+    assert r.returncode == 0, r.stderr
+    assert "<currentMemory unit='KiB'>204800</currentMemory>" in dom.XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert dom.info()[2] == 256 * MiB_KIB
+    r = virsh(d.uri(), "setmaxmem", "g1", "192M", "--live")
+    assert r.returncode != 0 and "cannot resize the maximum memory on an active domain" in r.stderr
+    r = virsh(d.uri(), "setmaxmem", "g1", "192M", "--config")
+    assert r.returncode == 0, r.stderr
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<memory unit='KiB'>196608</memory>" in xml
+    assert "<currentMemory unit='KiB'>196608</currentMemory>" in xml
+
+
+def test_setmem_refusals(daemon, kvm):
+    """libvirt's errors: above the maximum, --live on an inactive domain,
+    a running domain without a balloon, below kvmm's floor."""
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(balloon_xml(daemon.root))
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.setMemoryFlags(128 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
+    assert "domain is not running" in str(e.value)
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.setMemoryFlags(512 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_INVALID_ARG
+    assert "cannot set memory higher than max memory" in str(e.value)
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.setMemoryFlags(8 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_INVALID_ARG
+    plain = conn.defineXML(guest_xml(daemon.root, "g2"))
+    plain.create()
+    with pytest.raises(libvirt.libvirtError) as e:
+        plain.setMemory(64 * MiB_KIB)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
+    assert "without the balloon device" in str(e.value)
+    plain.destroy()
     conn.close()
