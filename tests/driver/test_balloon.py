@@ -184,3 +184,25 @@ def test_setmem_refusals(daemon, kvm):
     assert "without the balloon device" in str(e.value)
     plain.destroy()
     conn.close()
+
+
+def test_dommemstat_period_gives_fresh_statistics(ballooned):
+    """dommemstat --period --live has kvmm ask the guest for statistics
+    every period: fresh rounds arrive and dommemstat shows the guest's
+    figures; --config is the definition's <stats period>."""
+    d, conn, dom, pid = ballooned
+    r = virsh(d.uri(), "dommemstat", "g1", "--period", "1", "--live")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "KVMMTEST info balloon-stats dev=balloon0 seq=3 " in serial(d.root),
+             "rounds of statistics", timeout=60)
+    stats = wait_for(lambda: (lambda s: s if "last_update" in s else None)(dom.memoryStats()),
+                     "the guest's statistics in dommemstat")
+    assert 0 < stats["unused"] < stats["available"] <= 256 * MiB_KIB, stats
+    assert stats["minor_fault"] >= 1, stats
+    assert "<stats period='1'/>" in dom.XMLDesc()
+    assert "<stats period=" not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    dom.setMemoryStatsPeriod(7, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert "<stats period='7'/>" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.setMemoryStatsPeriod(-1, 0)
+    assert e.value.get_error_code() == libvirt.VIR_ERR_INVALID_ARG

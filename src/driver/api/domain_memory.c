@@ -1,6 +1,7 @@
 /* Handlers that change a domain's memory: setmem (virDomainSetMemory,
  * virDomainSetMemoryFlags) through kvmm's balloon, setmaxmem
- * (virDomainSetMaxMemory, for the next boot).  The rules and errors are
+ * (virDomainSetMaxMemory, for the next boot), dommemstat --period
+ * (virDomainSetMemoryStatsPeriod).  The rules and errors are
  * those of libvirt's QEMU driver. */
 #include <glib.h>
 #include <libvirt/libvirt.h>
@@ -150,4 +151,74 @@ int drv_domain_set_max_memory(struct rpc_conn *conn, void *args, void *ret)
 	remote_domain_set_max_memory_args *a = args;
 
 	return set_memory(&a->dom, a->memory, VIR_DOMAIN_MEM_MAXIMUM, "virDomainSetMaxMemory");
+}
+
+int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_set_memory_stats_period_args *a = args;
+	const char *api = "virDomainSetMemoryStatsPeriod";
+	g_autofree char *path = NULL;
+	struct domain_obj *obj;
+	bool live, config;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG, api) < 0)
+		return -1;
+	/* CLIENT: kvmm polls at most daily. */
+	if (a->period < 0 || a->period > VM_BALLOON_PERIOD_MAX) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "invalid stats period '%d' (kvmm takes 0 to %d)",
+				 a->period, VM_BALLOON_PERIOD_MAX);
+		return -1;
+	}
+	if (!(obj = wire_domain_get(&a->dom)))
+		return -1;
+	if (domain_job_begin(obj, api) < 0)
+		goto out;
+	live = a->flags & VIR_DOMAIN_AFFECT_LIVE;
+	config = a->flags & VIR_DOMAIN_AFFECT_CONFIG;
+	if (!live && !config)
+		(obj->id >= 0 ? &live : &config)[0] = true;
+	if (live && obj->id < 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+		goto end;
+	}
+	if (config && !obj->persistent) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "cannot change persistent config of a transient domain");
+		goto end;
+	}
+	g_mutex_lock(&obj->lock);
+	bool live_none = live && obj->def->balloon_model != BALLOON_VIRTIO;
+	bool config_none = config &&
+		(obj->newdef ? obj->newdef : obj->def)->balloon_model != BALLOON_VIRTIO;
+	g_mutex_unlock(&obj->lock);
+	if (live_none || config_none) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "No memory balloon device configured, can not set the collection period");
+		goto end;
+	}
+	if (live && (!(path = process_api_path(obj)) ||
+		     monitor_balloon_set(path, 0, a->period) < 0))
+		goto end;
+	if (obj->id >= 0 && !obj->newdef && live != config) {
+		struct domain_def *copy = def_copy(obj->def);
+
+		if (!copy)
+			goto end;
+		g_mutex_lock(&obj->lock);
+		obj->newdef = copy;
+		g_mutex_unlock(&obj->lock);
+	}
+	g_mutex_lock(&obj->lock);
+	if (live)
+		obj->def->balloon_period = (unsigned)a->period;
+	if (config)
+		(obj->newdef ? obj->newdef : obj->def)->balloon_period = (unsigned)a->period;
+	g_mutex_unlock(&obj->lock);
+	rc = domain_save(obj);
+end:
+	domain_job_end(obj);
+out:
+	domain_obj_unref(obj);
+	return rc;
 }

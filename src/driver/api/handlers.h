@@ -92,6 +92,7 @@ int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_max_memory(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *ret);
 
 /* console.c */
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);
