@@ -4,12 +4,13 @@ starts with kvmm's virtio-balloon, its options reach the guest's driver
 (tests/guest/virtio_balloon.c), and the real virt-install --import with
 its default balloon starts a guest."""
 import os
+import queue
 import subprocess
 
 import libvirt
 import pytest
 
-from drvtest import virsh
+from drvtest import event_loop, virsh
 from kvmmtest import GUEST
 from test_forward import fwd, lvd, netns  # noqa: F401 (fixtures)
 from test_lifecycle import guest_xml, serial, wait_for
@@ -206,3 +207,28 @@ def test_dommemstat_period_gives_fresh_statistics(ballooned):
     with pytest.raises(libvirt.libvirtError) as e:
         dom.setMemoryStatsPeriod(-1, 0)
     assert e.value.get_error_code() == libvirt.VIR_ERR_INVALID_ARG
+
+
+def test_balloon_change_event(ballooned):
+    """setmem --live: the balloon-change event (ID 13) arrives as the
+    guest's actual moves, ending at the new size, on python3-libvirt's
+    callback."""
+    d, conn, dom, pid = ballooned
+    event_loop()
+    econn = libvirt.open(d.uri())
+    q = queue.Queue()
+    cid = econn.domainEventRegisterAny(
+        None, libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE,
+        lambda c, dm, actual, opaque: q.put((dm.name(), actual)), None)
+    try:
+        dom.setMemoryFlags(192 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        seen = []
+        while not seen or seen[-1] != ("g1", 192 * MiB_KIB):
+            try:
+                seen.append(q.get(timeout=60))
+            except queue.Empty:
+                raise AssertionError(f"no balloon-change to 192 MiB: {seen}") from None
+        assert all(n == "g1" and 192 * MiB_KIB <= a <= 256 * MiB_KIB for n, a in seen), seen
+    finally:
+        econn.domainEventDeregisterAny(cid)
+        econn.close()

@@ -526,6 +526,12 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 		ev->kind = MONITOR_EVENT_RESET;
 		return true;
 	}
+	if (!strcmp(s, "balloon-change")) {
+		ev->kind = MONITOR_EVENT_BALLOON_CHANGE;
+		/* KVMM: without its size the event says nothing. */
+		return json_object_is_type(data, json_type_object) &&
+		       get_counter(data, "actual", &ev->balloon_actual);
+	}
 	if (strcmp(s, "state-changed"))
 		return false;
 	ev->kind = MONITOR_EVENT_STATE_CHANGED;

@@ -96,12 +96,14 @@ int monitor_query_balloon(const char *path, struct kvmm_balloon *b);
 enum monitor_event_kind {
 	MONITOR_EVENT_STATE_CHANGED,
 	MONITOR_EVENT_RESET,		/* the guest was reset (any cause) */
+	MONITOR_EVENT_BALLOON_CHANGE,	/* the guest's balloon moved */
 };
 struct monitor_event {
 	enum monitor_event_kind kind;
 	enum kvmm_run_state state;	/* STATE_CHANGED: the new state */
 	int exit_status;		/* STATE_CHANGED: kvmm's exit status when
 					 * it is ending, else -1 */
+	uint64_t balloon_actual;	/* BALLOON_CHANGE: bytes the guest keeps */
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

@@ -377,6 +377,8 @@ static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 		r->exit_hint = ev->exit_status;
 	else if (ev->kind == MONITOR_EVENT_RESET && r->obj)
 		events_reboot(r->obj);
+	else if (ev->kind == MONITOR_EVENT_BALLOON_CHANGE && r->obj)
+		events_balloon_change(r->obj, ev->balloon_actual / 1024);
 }
 
 /* A command to the kvmm behind API_PATH got no answer (worker).  If that
