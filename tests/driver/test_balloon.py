@@ -135,6 +135,13 @@ def test_setmem_live_shrinks_and_grows_the_guest(ballooned):
     assert dom.info()[1:3] == [256 * MiB_KIB, 160 * MiB_KIB]
     r = virsh(d.uri(), "dommemstat", "g1")
     assert r.returncode == 0 and "actual 163840" in r.stdout and "rss " in r.stdout, r.stdout
+    [(_, st)] = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_BALLOON)
+    assert st["balloon.current"] == 160 * MiB_KIB and st["balloon.maximum"] == 256 * MiB_KIB, st
+    # the guest's first round of statistics, under libvirt's names
+    assert st["balloon.last-update"] > 0 and 0 < st["balloon.unused"] < 256 * MiB_KIB, st
+    assert "balloon.rss" in st
+    r = virsh(d.uri(), "domstats", "--balloon", "g1")
+    assert r.returncode == 0 and "balloon.current=163840" in r.stdout, r.stdout
     # the persistent definition is not the live one's
     assert "<currentMemory unit='KiB'>262144</currentMemory>" in dom.XMLDesc(
         libvirt.VIR_DOMAIN_XML_INACTIVE)

@@ -363,6 +363,48 @@ static void net_params(struct domain_obj *obj, pid_t pid, struct params *p)
 	}
 }
 
+/* domstats' balloon group: with a balloon, kvmm's figures (actual as
+ * balloon.current) and the guest's statistics under libvirt's names;
+ * without, the definition's size. */
+static void balloon_group(struct domain_obj *obj, pid_t pid, struct params *p)
+{
+	static const char *const names[KVMM_BALLOON_NSTATS] = {
+		"balloon.swap_in", "balloon.swap_out", "balloon.major_fault",
+		"balloon.minor_fault", "balloon.unused", "balloon.available", "balloon.usable",
+		"balloon.disk_caches", "balloon.last-update",
+	};
+	static const bool bytes[KVMM_BALLOON_NSTATS] = { 1, 1, 0, 0, 1, 1, 1, 1, 0 };
+	g_autofree char *path = NULL;
+	struct kvmm_balloon b;
+	bool have = false;
+
+	g_mutex_lock(&obj->lock);
+	unsigned long long cur = obj->def->current_memory_kib, max = obj->def->memory_kib;
+	bool balloon = obj->def->balloon_model == BALLOON_VIRTIO;
+	g_mutex_unlock(&obj->lock);
+	if (pid && balloon) {
+		/* A statistic that cannot be read is left out, not an error. */
+		have = (path = process_api_path(obj)) && monitor_query_balloon(path, &b) == 0;
+		if (!have)
+			drv_error_reset();
+	}
+	ULL(p, have ? b.actual / 1024 : cur, "balloon.current");
+	ULL(p, max, "balloon.maximum");
+	if (have) {
+		const uint64_t *v = &b.swap_in;
+
+		for (int k = 0; k < KVMM_BALLOON_NSTATS; k++)
+			if (b.have & (1u << k))
+				ULL(p, bytes[k] ? v[k] / 1024 : v[k], "%s", names[k]);
+	}
+	if (pid) {
+		long long rss = proc_rss_kib(pid);
+
+		if (rss >= 0)
+			ULL(p, rss, "balloon.rss");
+	}
+}
+
 /* One domain's record for GET_ALL_DOMAIN_STATS. */
 static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain_stats_record *rec)
 {
@@ -390,16 +432,8 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 			ULL(&p, t.system_ns, "cpu.system");
 		}
 	}
-	if (groups & VIR_DOMAIN_STATS_BALLOON) {
-		ULL(&p, obj->def->current_memory_kib, "balloon.current");
-		ULL(&p, obj->def->memory_kib, "balloon.maximum");
-		if (pid) {
-			long long rss = proc_rss_kib(pid);
-
-			if (rss >= 0)
-				ULL(&p, rss, "balloon.rss");
-		}
-	}
+	if (groups & VIR_DOMAIN_STATS_BALLOON)
+		balloon_group(obj, pid, &p);
 	if (groups & VIR_DOMAIN_STATS_VCPU) {
 		UINT(&p, vcpus, "vcpu.current");
 		UINT(&p, vcpus, "vcpu.maximum");
