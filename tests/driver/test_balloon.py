@@ -239,3 +239,31 @@ def test_balloon_change_event(ballooned):
     finally:
         econn.domainEventDeregisterAny(cid)
         econn.close()
+
+
+def test_a_restarted_daemon_keeps_the_figures(start_daemon, kvm):
+    """After setmem --live and dommemstat --period --live, a daemon that
+    was killed and started again adopts the guest with the live target
+    and period (the status file), and kvmm's figures are read again."""
+    from test_restart import crash_daemon
+    d1 = start_daemon()
+    conn = libvirt.open(d1.uri())
+    dom = conn.defineXML(balloon_xml(d1.root))
+    dom.create()
+    wait_for(lambda: "KVMMTEST event balloon-ready dev=balloon0" in serial(d1.root),
+             "the guest's balloon driver", timeout=60)
+    dom.setMemoryFlags(200 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    dom.setMemoryStatsPeriod(3, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    wait_for(lambda: guest_reached(d1.root, 56 * 256), "the balloon inflated", timeout=60)
+    conn.close()
+    crash_daemon(d1)
+    d2 = start_daemon(root=d1.root)
+    conn = libvirt.open(d2.uri())
+    dom = conn.lookupByName("g1")
+    assert dom.info()[1:3] == [256 * MiB_KIB, 200 * MiB_KIB]
+    assert dom.memoryStats()["actual"] == 200 * MiB_KIB
+    assert "<stats period='3'/>" in dom.XMLDesc()
+    assert "<currentMemory unit='KiB'>262144</currentMemory>" in dom.XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE)
+    dom.destroy()
+    conn.close()

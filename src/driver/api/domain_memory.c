@@ -104,8 +104,12 @@ static int set_memory(remote_nonnull_domain *dom, unsigned long long kib, unsign
 		g_mutex_unlock(&obj->lock);
 	}
 	g_mutex_lock(&obj->lock);
-	if (live)
+	if (live) {
 		obj->def->current_memory_kib = kib;
+		/* A restarted daemon reports the target from the status file. */
+		if (obj->run)
+			process_save_status_locked(obj);
+	}
 	if (config) {
 		struct domain_def *def = obj->newdef ? obj->newdef : obj->def;
 
@@ -210,8 +214,11 @@ int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *
 		g_mutex_unlock(&obj->lock);
 	}
 	g_mutex_lock(&obj->lock);
-	if (live)
+	if (live) {
 		obj->def->balloon_period = (unsigned)a->period;
+		if (obj->run)
+			process_save_status_locked(obj);
+	}
 	if (config)
 		(obj->newdef ? obj->newdef : obj->def)->balloon_period = (unsigned)a->period;
 	g_mutex_unlock(&obj->lock);
