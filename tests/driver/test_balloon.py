@@ -267,3 +267,20 @@ def test_a_restarted_daemon_keeps_the_figures(start_daemon, kvm):
         libvirt.VIR_DOMAIN_XML_INACTIVE)
     dom.destroy()
     conn.close()
+
+
+def test_current_memory_below_memory_starts_ballooned(daemon, kvm):
+    """<currentMemory> below <memory>: the balloon asks for the rest as
+    the guest starts, and the guest inflates to it."""
+    conn = libvirt.open(daemon.uri())
+    xml = balloon_xml(daemon.root).replace(
+        "<memory unit='MiB'>256</memory>",
+        "<memory unit='MiB'>256</memory>\n  <currentMemory unit='MiB'>192</currentMemory>")
+    dom = conn.defineXML(xml)
+    dom.create()
+    wait_for(lambda: guest_reached(daemon.root, 64 * 256), "the balloon inflated by 64 MiB",
+             timeout=60)
+    wait_for(lambda: dom.memoryStats()["actual"] == 192 * MiB_KIB, "dommemstat's actual")
+    assert dom.info()[1:3] == [256 * MiB_KIB, 192 * MiB_KIB]
+    dom.destroy()
+    conn.close()

@@ -641,6 +641,12 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	if (wait_ready(r, log_start) < 0)
 		goto fail;
 
+	/* <currentMemory> below <memory>: the balloon asks for the rest
+	 * from the start, as libvirt's qemu driver sets it up. */
+	if (obj->def->balloon_model == BALLOON_VIRTIO &&
+	    obj->def->current_memory_kib < obj->def->memory_kib &&
+	    monitor_balloon_set(r->api_path, obj->def->current_memory_kib * 1024, -1) < 0)
+		goto fail;
 	query_status(r->api_path, &ks);
 	/* kvmm's events (guest resets become reboot events), set up before
 	 * the run is published: the main loop may end it at once. */
