@@ -126,6 +126,8 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	}
 	if (cfg->thp)
 		guest_mem_use_thp(&vm->mem);
+	if (cfg->ksm)
+		guest_mem_use_ksm(&vm->mem);
 	r = kvm_create_vm(vm);
 	if (r)
 		return r;

@@ -284,3 +284,33 @@ def test_current_memory_below_memory_starts_ballooned(daemon, kvm):
     assert dom.info()[1:3] == [256 * MiB_KIB, 192 * MiB_KIB]
     dom.destroy()
     conn.close()
+
+
+def guest_ram_flags(pid, size_kib):
+    """The VmFlags of kvmm's mapping of guest RAM (the one of SIZE_KIB)."""
+    size = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line.startswith("Size:"):
+                size = int(line.split()[1])
+            elif line.startswith("VmFlags:") and size == size_kib:
+                return line.split()[1:]
+    raise AssertionError("no mapping of the guest's RAM")
+
+
+@pytest.mark.parametrize("backing,merged", [("", True),
+                                            ("<memoryBacking><nosharepages/></memoryBacking>",
+                                             False)])
+def test_guest_ram_is_offered_to_ksm_unless_nosharepages(daemon, kvm, backing, merged):
+    """KSM: kvmm marks the guest's RAM mergeable (MADV_MERGEABLE, `mg` in
+    smaps) unless <memoryBacking><nosharepages/>."""
+    conn = libvirt.open(daemon.uri())
+    xml = guest_xml(daemon.root).replace(
+        "<memory unit='MiB'>128</memory>",
+        f"<memory unit='MiB'>200</memory>{backing}")
+    dom = conn.defineXML(xml)
+    dom.create()
+    [pid] = daemon.guests()
+    assert ("mg" in guest_ram_flags(pid, 200 * MiB_KIB)) == merged
+    dom.destroy()
+    conn.close()

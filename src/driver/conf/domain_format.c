@@ -177,6 +177,11 @@ static void format_general(struct out *o, const struct domain_def *def)
 	format_metadata(o, def);
 	line(o, "memory", U(b1, def->memory_kib), "unit", "KiB", NULL);
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
+	if (def->nosharepages) {
+		open_(o, "memoryBacking", NULL);
+		line(o, "nosharepages", NULL, NULL);
+		close_(o, "memoryBacking");
+	}
 	line(o, "vcpu", U(b1, def->vcpus), "placement", "static",
 	     "current", def->vcpus_current != def->vcpus ? U(b2, def->vcpus_current) : NULL, NULL);
 	if (def->has_sysinfo)

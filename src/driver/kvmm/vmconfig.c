@@ -280,6 +280,8 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
 	if (def->nrngs)
 		json_object_object_add(o, "rng", json_object_new_boolean(true));
+	if (def->nosharepages)
+		json_object_object_add(o, "ksm", json_object_new_boolean(false));
 	if (def->balloon_model == BALLOON_VIRTIO) {
 		json_object *b = json_object_new_object();
 
