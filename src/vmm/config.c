@@ -737,6 +737,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->thp);
 		else if (!strcmp(key, "ksm"))
 			r = get_bool(&c, val, key, &cfg->ksm);
+		else if (!strcmp(key, "locked"))
+			r = get_bool(&c, val, key, &cfg->locked);
 		else if (!strcmp(key, "paused"))
 			r = get_bool(&c, val, key, &cfg->paused);
 		else if (!strcmp(key, "disks"))

@@ -53,6 +53,13 @@ void guest_mem_use_ksm(struct guest_memory *m)
 	madvise(m->base, m->size, MADV_MERGEABLE);
 }
 
+int guest_mem_lock(struct guest_memory *m)
+{
+	/* Never swapped, never faulted in late: the whole size is resident
+	 * from here on, the footprint of a guest that touched everything. */
+	return mlock(m->base, m->size) ? -errno : 0;
+}
+
 void guest_mem_destroy(struct guest_memory *m)
 {
 	if (m->base)

@@ -314,3 +314,20 @@ def test_guest_ram_is_offered_to_ksm_unless_nosharepages(daemon, kvm, backing, m
     assert ("mg" in guest_ram_flags(pid, 200 * MiB_KIB)) == merged
     dom.destroy()
     conn.close()
+
+
+def test_locked_memory_is_resident_and_locked(daemon, kvm):
+    """<memoryBacking><locked/>: kvmm locks the guest's RAM (VmLck covers
+    all of it) from the start."""
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(guest_xml(daemon.root).replace(
+        "<memory unit='MiB'>128</memory>",
+        "<memory unit='MiB'>128</memory><memoryBacking><locked/></memoryBacking>"))
+    dom.create()
+    [pid] = daemon.guests()
+    with open(f"/proc/{pid}/status") as f:
+        lck = [int(line.split()[1]) for line in f if line.startswith("VmLck:")][0]
+    assert lck >= 128 * MiB_KIB, lck
+    assert proc_rss_kib(pid) >= 128 * MiB_KIB
+    dom.destroy()
+    conn.close()

@@ -177,9 +177,12 @@ static void format_general(struct out *o, const struct domain_def *def)
 	format_metadata(o, def);
 	line(o, "memory", U(b1, def->memory_kib), "unit", "KiB", NULL);
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
-	if (def->nosharepages) {
+	if (def->nosharepages || def->mem_locked) {
 		open_(o, "memoryBacking", NULL);
-		line(o, "nosharepages", NULL, NULL);
+		if (def->nosharepages)
+			line(o, "nosharepages", NULL, NULL);
+		if (def->mem_locked)
+			line(o, "locked", NULL, NULL);
 		close_(o, "memoryBacking");
 	}
 	line(o, "vcpu", U(b1, def->vcpus), "placement", "static",

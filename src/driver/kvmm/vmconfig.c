@@ -90,6 +90,10 @@ int vmconfig_check(const struct domain_def *def)
 	}
 	if (def->nrngs > VM_MAX_RNGS)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
+	/* Locked pages cannot be given back to the host: a balloon would
+	 * take the guest's memory and free none. */
+	if (def->balloon_model == BALLOON_VIRTIO && def->mem_locked)
+		return unsupported("<memoryBacking><locked/> with <memballoon model='virtio'> is not supported by kvmm: locked memory cannot be returned to the host; use one or the other");
 	if (def->balloon_model == BALLOON_VIRTIO && def->balloon_period > VM_BALLOON_PERIOD_MAX)
 		return unsupported("memballoon stats period %u is longer than kvmm's %d seconds",
 				   def->balloon_period, VM_BALLOON_PERIOD_MAX);
@@ -282,6 +286,8 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 		json_object_object_add(o, "rng", json_object_new_boolean(true));
 	if (def->nosharepages)
 		json_object_object_add(o, "ksm", json_object_new_boolean(false));
+	if (def->mem_locked)
+		json_object_object_add(o, "locked", json_object_new_boolean(true));
 	if (def->balloon_model == BALLOON_VIRTIO) {
 		json_object *b = json_object_new_object();
 
