@@ -131,6 +131,7 @@ struct domain_def {
 	struct domain_chr *consoles; size_t nconsoles;
 	bool nosharepages;	/* <memoryBacking><nosharepages/>: no KSM */
 	bool mem_locked;	/* <memoryBacking><locked/>: mlock */
+	bool mem_discard;	/* <memoryBacking><discard/>: kvmm's way anyway */
 	int balloon_model;	/* conf_balloon_model */
 	unsigned balloon_period;	/* <stats period=>, 0: not given */
 	int balloon_autodeflate;	/* TRI_*: autodeflate= */

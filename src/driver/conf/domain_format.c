@@ -177,12 +177,14 @@ static void format_general(struct out *o, const struct domain_def *def)
 	format_metadata(o, def);
 	line(o, "memory", U(b1, def->memory_kib), "unit", "KiB", NULL);
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
-	if (def->nosharepages || def->mem_locked) {
+	if (def->nosharepages || def->mem_locked || def->mem_discard) {
 		open_(o, "memoryBacking", NULL);
 		if (def->nosharepages)
 			line(o, "nosharepages", NULL, NULL);
 		if (def->mem_locked)
 			line(o, "locked", NULL, NULL);
+		if (def->mem_discard)
+			line(o, "discard", NULL, NULL);
 		close_(o, "memoryBacking");
 	}
 	line(o, "vcpu", U(b1, def->vcpus), "placement", "static",

@@ -219,6 +219,9 @@ static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 	if ((n = xml_child(root, "memoryBacking"))) {
 		def->nosharepages = xml_child(n, "nosharepages") != NULL;
 		def->mem_locked = xml_child(n, "locked") != NULL;
+		/* Guest RAM is anonymous memory, gone when kvmm exits: what
+		 * discard asks of a memory backend is what kvmm always does. */
+		def->mem_discard = xml_child(n, "discard") != NULL;
 	}
 	if ((n = xml_child(root, "maxMemory"))) {
 		if (parse_memory(n, &def->max_memory_kib) < 0 ||
