@@ -46,6 +46,10 @@
 #define VM_MAX_CONSOLES		1
 #define VM_MAX_RNGS		1
 
+/* The longest balloon statistics period kvmm takes (its --balloon
+ * stats_period), seconds. */
+#define VM_BALLOON_PERIOD_MAX	86400
+
 /* A tap name the kernel takes (its dev_valid_name): 1 to VM_TAP_NAME_MAX
  * characters, no '/', ':' or white space, not "." or "..". */
 static inline bool vm_tap_name_valid(const char *s)

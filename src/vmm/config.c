@@ -790,6 +790,7 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->memory = 512 * MiB;
 	cfg->thp = true;
+	cfg->ksm = true;
 	cfg->cpus = 1;
 	cfg->serial.mode = SERIAL_STDIO;
 	if (!json_object_is_type(obj, json_type_object))
@@ -822,6 +823,10 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->rng);
 		else if (!strcmp(key, "thp"))
 			r = get_bool(&c, val, key, &cfg->thp);
+		else if (!strcmp(key, "ksm"))
+			r = get_bool(&c, val, key, &cfg->ksm);
+		else if (!strcmp(key, "locked"))
+			r = get_bool(&c, val, key, &cfg->locked);
 		else if (!strcmp(key, "paused"))
 			r = get_bool(&c, val, key, &cfg->paused);
 		else if (!strcmp(key, "disks"))

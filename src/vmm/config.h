@@ -135,6 +135,8 @@ struct vm_config {
 	char *api_socket;
 	bool no_reboot;
 	bool thp;		/* guest RAM on transparent huge pages (default) */
+	bool ksm;		/* guest RAM mergeable by KSM (default) */
+	bool locked;		/* guest RAM locked in host memory (mlock) */
 	bool paused;		/* first boot waits for "resume" (no reset does) */
 	bool rng;		/* virtio-rng fed by the host's getrandom() */
 	struct disk_config disks[KVMM_MAX_DISKS];

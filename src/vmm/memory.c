@@ -44,6 +44,22 @@ void guest_mem_use_thp(struct guest_memory *m)
 	madvise(m->base, m->size, MADV_HUGEPAGE);
 }
 
+void guest_mem_use_ksm(struct guest_memory *m)
+{
+	/* KSM merges identical pages of guests (zeroed pages, shared
+	 * libraries) when the host runs ksmd (/sys/kernel/mm/ksm/run): less
+	 * host memory, for ksmd's scanning CPU and a copy on the guest's
+	 * next write.  Without ksmd running this costs nothing. */
+	madvise(m->base, m->size, MADV_MERGEABLE);
+}
+
+int guest_mem_lock(struct guest_memory *m)
+{
+	/* Never swapped, never faulted in late: the whole size is resident
+	 * from here on, the footprint of a guest that touched everything. */
+	return mlock(m->base, m->size) ? -errno : 0;
+}
+
 void guest_mem_destroy(struct guest_memory *m)
 {
 	if (m->base)

@@ -31,6 +31,10 @@ int guest_mem_init(struct guest_memory *m, uint64_t size,
 void guest_mem_destroy(struct guest_memory *m);
 /* Asks for transparent huge pages behind all of the guest's RAM. */
 void guest_mem_use_thp(struct guest_memory *m);
+/* Offers guest RAM to KSM (same-page merging). */
+void guest_mem_use_ksm(struct guest_memory *m);
+/* Locks guest RAM in host memory, all of it committed now: 0 or -errno. */
+int guest_mem_lock(struct guest_memory *m);
 
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM
  * region, else NULL. */

@@ -126,6 +126,16 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	}
 	if (cfg->thp)
 		guest_mem_use_thp(&vm->mem);
+	if (cfg->ksm)
+		guest_mem_use_ksm(&vm->mem);
+	if (cfg->locked) {
+		r = guest_mem_lock(&vm->mem);
+		if (r) {
+			pr_err("cannot lock %llu MiB of guest memory: %s",
+			       (unsigned long long)(cfg->memory >> 20), strerror(-r));
+			return r;
+		}
+	}
 	r = kvm_create_vm(vm);
 	if (r)
 		return r;

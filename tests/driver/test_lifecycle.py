@@ -252,11 +252,11 @@ def test_failed_start_reports_kvmm_and_leaves_nothing(daemon, conn, kvm):
 
     # what kvmm cannot run yet is refused before anything starts
     dom = conn.defineXML(guest_xml(d.root, "balloon", extra_devices="""
-    <memballoon model='virtio'/>"""))
+    <memballoon model='virtio'><stats period='86401'/></memballoon>"""))
     with pytest.raises(libvirt.libvirtError) as e:
         dom.create()
     assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
-    assert "memballoon model 'virtio' is not supported by kvmm yet" in str(e.value)
+    assert "memballoon stats period 86401 is longer than kvmm's 86400 seconds" in str(e.value)
     assert_nothing_left(d)
 
     # flags not supported yet are refused, not ignored

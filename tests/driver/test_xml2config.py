@@ -99,8 +99,17 @@ def meaning(doc):
         uuid = sm.get("system", {}).get("uuid")
         out["uuid_bytes"] = uuid.replace("-", "").lower() if uuid else None
         return out
+    def balloon(b):
+        if b is None or b is False:
+            return None
+        b = {} if b is True else b
+        return {"deflate_on_oom": b.get("deflate_on_oom", False),
+                "free_page_reporting": b.get("free_page_reporting", False),
+                "stats_period": b.get("stats_period", 0)}
+
     known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "serial", "console",
-             "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo"}
+             "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo",
+             "balloon", "ksm", "locked"}
     assert set(doc) <= known, f"the daemon writes keys this test does not know: {set(doc) - known}"
     return {
         "name": doc["name"], "kernel": doc["kernel"], "initrd": doc.get("initrd"),
@@ -108,7 +117,8 @@ def meaning(doc):
         "serial": chardev(doc["serial"]),
         "console": chardev(doc["console"]) if "console" in doc else None,
         "api_socket": doc.get("api_socket"), "no_reboot": doc.get("no_reboot", False),
-        "thp": True, "paused": doc.get("paused", False), "rng": doc.get("rng", False),
+        "thp": True, "ksm": doc.get("ksm", True),
+        "locked": doc.get("locked", False), "paused": doc.get("paused", False), "rng": doc.get("rng", False),
         "disks": [{"path": d["path"], "readonly": d.get("readonly", False),
                    "cache": d.get("cache", "writeback"), "serial": d.get("serial"),
                    "blk_size": 512, "shareable": d.get("shareable", False)}
@@ -116,6 +126,7 @@ def meaning(doc):
         "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"], "mtu": n.get("mtu", 0)}
                  for n in doc.get("nets", [])],
         "smbios": smbios(doc.get("smbios")), "vmcoreinfo": doc.get("vmcoreinfo", False),
+        "balloon": balloon(doc.get("balloon")),
     }
 
 

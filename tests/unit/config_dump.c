@@ -74,6 +74,8 @@ static json_object *dump(const struct vm_config *c)
 	json_object_object_add(o, "api_socket", str_or_null(c->api_socket));
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(c->no_reboot));
 	json_object_object_add(o, "thp", json_object_new_boolean(c->thp));
+	json_object_object_add(o, "ksm", json_object_new_boolean(c->ksm));
+	json_object_object_add(o, "locked", json_object_new_boolean(c->locked));
 	json_object_object_add(o, "paused", json_object_new_boolean(c->paused));
 	json_object_object_add(o, "rng", json_object_new_boolean(c->rng));
 	a = json_object_new_array();
@@ -110,6 +112,17 @@ static json_object *dump(const struct vm_config *c)
 	json_object_object_add(o, "nets", a);
 	json_object_object_add(o, "smbios", smbios(&c->smbios));
 	json_object_object_add(o, "vmcoreinfo", json_object_new_boolean(c->vmcoreinfo));
+	if (c->balloon.present) {
+		json_object *b = json_object_new_object();
+
+		json_object_object_add(b, "deflate_on_oom", json_object_new_boolean(c->balloon.deflate_on_oom));
+		json_object_object_add(b, "free_page_reporting",
+				       json_object_new_boolean(c->balloon.free_page_reporting));
+		json_object_object_add(b, "stats_period", json_object_new_int((int)c->balloon.stats_period));
+		json_object_object_add(o, "balloon", b);
+	} else {
+		json_object_object_add(o, "balloon", NULL);
+	}
 	return o;
 }
 

@@ -140,6 +140,52 @@ out:
 	return rc;
 }
 
+#define STAT(r, max, t, v) do { \
+		if ((r)->stats.stats_len < (max)) { \
+			(r)->stats.stats_val[(r)->stats.stats_len].tag = (t); \
+			(r)->stats.stats_val[(r)->stats.stats_len++].val = (v); \
+		} \
+	} while (0)
+
+/* dommemstat's balloon figures: without a balloon the guest has all of
+ * its memory ("actual"); with one, what kvmm's balloon says (bytes there,
+ * KiB here as libvirt's qemu driver gives them) and the statistics the
+ * guest gave, in libvirt's tag order. */
+static int balloon_stats(struct domain_obj *obj, remote_domain_memory_stats_ret *r,
+			 unsigned max)
+{
+	static const int tags[KVMM_BALLOON_NSTATS] = {
+		VIR_DOMAIN_MEMORY_STAT_SWAP_IN, VIR_DOMAIN_MEMORY_STAT_SWAP_OUT,
+		VIR_DOMAIN_MEMORY_STAT_MAJOR_FAULT, VIR_DOMAIN_MEMORY_STAT_MINOR_FAULT,
+		VIR_DOMAIN_MEMORY_STAT_UNUSED, VIR_DOMAIN_MEMORY_STAT_AVAILABLE,
+		VIR_DOMAIN_MEMORY_STAT_USABLE, VIR_DOMAIN_MEMORY_STAT_DISK_CACHES,
+		VIR_DOMAIN_MEMORY_STAT_LAST_UPDATE,
+	};
+	/* Which are sizes (KiB here) rather than counts or a time. */
+	static const bool bytes[KVMM_BALLOON_NSTATS] = { 1, 1, 0, 0, 1, 1, 1, 1, 0 };
+	g_autofree char *path = NULL;
+	struct kvmm_balloon b;
+	bool balloon;
+
+	g_mutex_lock(&obj->lock);
+	balloon = obj->def->balloon_model == BALLOON_VIRTIO;
+	unsigned long long cur = obj->def->current_memory_kib;
+	g_mutex_unlock(&obj->lock);
+	if (!balloon) {
+		STAT(r, max, VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON, cur);
+		return 0;
+	}
+	if (!(path = process_api_path(obj)) || monitor_query_balloon(path, &b) < 0)
+		return -1;
+	const uint64_t *v = &b.swap_in;
+
+	for (int k = 0; k < KVMM_BALLOON_NSTATS; k++)
+		if (b.have & (1u << k))
+			STAT(r, max, tags[k], bytes[k] ? v[k] / 1024 : v[k]);
+	STAT(r, max, VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON, b.actual / 1024);
+	return 0;
+}
+
 int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_memory_stats_args *a = args;
@@ -159,15 +205,16 @@ int drv_domain_memory_stats(struct rpc_conn *conn, void *args, void *ret)
 		return -1;
 	if (!(pid = running_pid(obj)))
 		goto out;
-	/* No balloon yet: the guest has all of its memory ("actual"), and
-	 * the host pays for what kvmm has resident (guest pages it touched). */
-	r->stats.stats_val = calloc(2, sizeof(*r->stats.stats_val));
+	r->stats.stats_val = calloc(KVMM_BALLOON_NSTATS + 2, sizeof(*r->stats.stats_val));
 	if (!r->stats.stats_val)
 		g_error("out of memory");
-	if (r->stats.stats_len < a->maxStats) {
-		r->stats.stats_val[r->stats.stats_len].tag = VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON;
-		r->stats.stats_val[r->stats.stats_len++].val = obj->def->current_memory_kib;
+	if (balloon_stats(obj, r, a->maxStats) < 0) {
+		free(r->stats.stats_val);
+		r->stats.stats_val = NULL;
+		r->stats.stats_len = 0;
+		goto out;
 	}
+	/* The host pays for what kvmm has resident (guest pages it touched). */
 	rss = proc_rss_kib(pid);
 	if (rss >= 0 && r->stats.stats_len < a->maxStats) {
 		r->stats.stats_val[r->stats.stats_len].tag = VIR_DOMAIN_MEMORY_STAT_RSS;
@@ -316,6 +363,48 @@ static void net_params(struct domain_obj *obj, pid_t pid, struct params *p)
 	}
 }
 
+/* domstats' balloon group: with a balloon, kvmm's figures (actual as
+ * balloon.current) and the guest's statistics under libvirt's names;
+ * without, the definition's size. */
+static void balloon_group(struct domain_obj *obj, pid_t pid, struct params *p)
+{
+	static const char *const names[KVMM_BALLOON_NSTATS] = {
+		"balloon.swap_in", "balloon.swap_out", "balloon.major_fault",
+		"balloon.minor_fault", "balloon.unused", "balloon.available", "balloon.usable",
+		"balloon.disk_caches", "balloon.last-update",
+	};
+	static const bool bytes[KVMM_BALLOON_NSTATS] = { 1, 1, 0, 0, 1, 1, 1, 1, 0 };
+	g_autofree char *path = NULL;
+	struct kvmm_balloon b;
+	bool have = false;
+
+	g_mutex_lock(&obj->lock);
+	unsigned long long cur = obj->def->current_memory_kib, max = obj->def->memory_kib;
+	bool balloon = obj->def->balloon_model == BALLOON_VIRTIO;
+	g_mutex_unlock(&obj->lock);
+	if (pid && balloon) {
+		/* A statistic that cannot be read is left out, not an error. */
+		have = (path = process_api_path(obj)) && monitor_query_balloon(path, &b) == 0;
+		if (!have)
+			drv_error_reset();
+	}
+	ULL(p, have ? b.actual / 1024 : cur, "balloon.current");
+	ULL(p, max, "balloon.maximum");
+	if (have) {
+		const uint64_t *v = &b.swap_in;
+
+		for (int k = 0; k < KVMM_BALLOON_NSTATS; k++)
+			if (b.have & (1u << k))
+				ULL(p, bytes[k] ? v[k] / 1024 : v[k], "%s", names[k]);
+	}
+	if (pid) {
+		long long rss = proc_rss_kib(pid);
+
+		if (rss >= 0)
+			ULL(p, rss, "balloon.rss");
+	}
+}
+
 /* One domain's record for GET_ALL_DOMAIN_STATS. */
 static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain_stats_record *rec)
 {
@@ -343,16 +432,8 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 			ULL(&p, t.system_ns, "cpu.system");
 		}
 	}
-	if (groups & VIR_DOMAIN_STATS_BALLOON) {
-		ULL(&p, obj->def->current_memory_kib, "balloon.current");
-		ULL(&p, obj->def->memory_kib, "balloon.maximum");
-		if (pid) {
-			long long rss = proc_rss_kib(pid);
-
-			if (rss >= 0)
-				ULL(&p, rss, "balloon.rss");
-		}
-	}
+	if (groups & VIR_DOMAIN_STATS_BALLOON)
+		balloon_group(obj, pid, &p);
 	if (groups & VIR_DOMAIN_STATS_VCPU) {
 		UINT(&p, vcpus, "vcpu.current");
 		UINT(&p, vcpus, "vcpu.maximum");

@@ -89,6 +89,10 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 
 /* domain_block.c: changing a running domain's disks */
 int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_memory(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_memory_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_max_memory(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *ret);
 
 /* console.c */
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);

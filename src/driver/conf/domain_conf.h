@@ -129,8 +129,13 @@ struct domain_def {
 	struct domain_net *nets; size_t nnets;
 	struct domain_chr *serials; size_t nserials;
 	struct domain_chr *consoles; size_t nconsoles;
+	bool nosharepages;	/* <memoryBacking><nosharepages/>: no KSM */
+	bool mem_locked;	/* <memoryBacking><locked/>: mlock */
+	bool mem_discard;	/* <memoryBacking><discard/>: kvmm's way anyway */
 	int balloon_model;	/* conf_balloon_model */
 	unsigned balloon_period;	/* <stats period=>, 0: not given */
+	int balloon_autodeflate;	/* TRI_*: autodeflate= */
+	int balloon_free_page_reporting;	/* TRI_*: freePageReporting= */
 	struct domain_rng { int source; } *rngs; size_t nrngs;
 };
 

@@ -177,6 +177,16 @@ static void format_general(struct out *o, const struct domain_def *def)
 	format_metadata(o, def);
 	line(o, "memory", U(b1, def->memory_kib), "unit", "KiB", NULL);
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
+	if (def->nosharepages || def->mem_locked || def->mem_discard) {
+		open_(o, "memoryBacking", NULL);
+		if (def->nosharepages)
+			line(o, "nosharepages", NULL, NULL);
+		if (def->mem_locked)
+			line(o, "locked", NULL, NULL);
+		if (def->mem_discard)
+			line(o, "discard", NULL, NULL);
+		close_(o, "memoryBacking");
+	}
 	line(o, "vcpu", U(b1, def->vcpus), "placement", "static",
 	     "current", def->vcpus_current != def->vcpus ? U(b2, def->vcpus_current) : NULL, NULL);
 	if (def->has_sysinfo)
@@ -349,10 +359,19 @@ static void format_devices(struct out *o, const struct domain_def *def)
 		format_chr(o, "serial", &def->serials[i], true);
 	for (size_t i = 0; i < def->nconsoles; i++)
 		format_chr(o, "console", &def->consoles[i], false);
-	if (def->balloon_model == BALLOON_VIRTIO && def->balloon_period) {
-		open_(o, "memballoon", "model", "virtio", NULL);
-		line(o, "stats", NULL, "period", U(period, def->balloon_period), NULL);
-		close_(o, "memballoon");
+	if (def->balloon_model == BALLOON_VIRTIO) {
+		const char *deflate = tri(def->balloon_autodeflate, "on", "off");
+		const char *reporting = tri(def->balloon_free_page_reporting, "on", "off");
+
+		if (def->balloon_period) {
+			open_(o, "memballoon", "model", "virtio", "autodeflate", deflate,
+			      "freePageReporting", reporting, NULL);
+			line(o, "stats", NULL, "period", U(period, def->balloon_period), NULL);
+			close_(o, "memballoon");
+		} else {
+			line(o, "memballoon", NULL, "model", "virtio", "autodeflate", deflate,
+			     "freePageReporting", reporting, NULL);
+		}
 	} else {
 		line(o, "memballoon", NULL, "model", conf_enum_name(&conf_balloon_model, def->balloon_model), NULL);
 	}

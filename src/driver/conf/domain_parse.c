@@ -214,6 +214,15 @@ static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 		return -1;
 	if ((n = xml_child(root, "currentMemory")) && parse_memory(n, &def->current_memory_kib) < 0)
 		return -1;
+	/* Of memoryBacking, kvmm has KSM (on unless nosharepages); the rest
+	 * is refused by name. */
+	if ((n = xml_child(root, "memoryBacking"))) {
+		def->nosharepages = xml_child(n, "nosharepages") != NULL;
+		def->mem_locked = xml_child(n, "locked") != NULL;
+		/* Guest RAM is anonymous memory, gone when kvmm exits: what
+		 * discard asks of a memory backend is what kvmm always does. */
+		def->mem_discard = xml_child(n, "discard") != NULL;
+	}
 	if ((n = xml_child(root, "maxMemory"))) {
 		if (parse_memory(n, &def->max_memory_kib) < 0 ||
 		    xml_attr_uint(n, "slots", &def->max_memory_slots) < 0)

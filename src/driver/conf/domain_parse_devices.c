@@ -250,9 +250,14 @@ static int parse_rng(xmlNodePtr node, struct domain_def *def)
 static int parse_memballoon(xmlNodePtr node, struct domain_def *def)
 {
 	xmlNodePtr n;
+	int deflate, reporting;
 
-	if (xml_attr_enum(node, "model", &conf_balloon_model, XML_REQUIRED, &def->balloon_model) < 0)
+	if (xml_attr_enum(node, "model", &conf_balloon_model, XML_REQUIRED, &def->balloon_model) < 0 ||
+	    xml_attr_enum(node, "autodeflate", &conf_on_off, XML_OPTIONAL, &deflate) < 0 ||
+	    xml_attr_enum(node, "freePageReporting", &conf_on_off, XML_OPTIONAL, &reporting) < 0)
 		return -1;
+	def->balloon_autodeflate = deflate == 0 ? TRI_ON : deflate == 1 ? TRI_OFF : TRI_ABSENT;
+	def->balloon_free_page_reporting = reporting == 0 ? TRI_ON : reporting == 1 ? TRI_OFF : TRI_ABSENT;
 	if ((n = xml_child(node, "stats")) && def->balloon_model == BALLOON_VIRTIO) {
 		if (xml_attr_uint(n, "period", &def->balloon_period) < 0)
 			return -1;

@@ -336,3 +336,27 @@ void events_control_error(struct domain_obj *obj)
 	domain_only_event(obj, VIR_DOMAIN_EVENT_ID_CONTROL_ERROR, REMOTE_PROC_DOMAIN_EVENT_CONTROL_ERROR,
 			  REMOTE_PROC_DOMAIN_EVENT_CALLBACK_CONTROL_ERROR);
 }
+
+void events_balloon_change(struct domain_obj *obj, unsigned long long actual_kib)
+{
+	remote_domain_event_callback_balloon_change_msg m = { .msg.actual = actual_kib };
+
+	wire_domain_make(obj, &m.msg.dom);
+	g_mutex_lock(&lock);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		if (!wants(cb, VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE, (const unsigned char *)m.msg.dom.uuid))
+			continue;
+		if (cb->legacy) {
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_BALLOON_CHANGE,
+				   (xdrproc_t)xdr_remote_domain_event_balloon_change_msg, &m.msg);
+		} else {
+			m.callbackID = cb->id;
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE,
+				   (xdrproc_t)xdr_remote_domain_event_callback_balloon_change_msg, &m);
+		}
+	}
+	g_mutex_unlock(&lock);
+	free(m.msg.dom.name);
+}

@@ -36,4 +36,8 @@ void events_reboot(struct domain_obj *obj);
  * broke). */
 void events_control_error(struct domain_obj *obj);
 
+/* The guest's balloon changed: it now keeps ACTUAL_KIB (event ID 13, as
+ * libvirt's qemu driver raises it when the guest's actual changes). */
+void events_balloon_change(struct domain_obj *obj, unsigned long long actual_kib);
+
 #endif

@@ -452,6 +452,53 @@ int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes)
 	return rc;
 }
 
+int monitor_balloon_set(const char *path, uint64_t target, int stats_period)
+{
+	json_object *args = json_object_new_object();
+	int rc;
+
+	if (target)
+		json_object_object_add(args, "target", json_object_new_int64((int64_t)target));
+	if (stats_period >= 0)
+		json_object_object_add(args, "stats_period", json_object_new_int(stats_period));
+	rc = command(path, "balloon-set", args, NULL);
+	json_object_put(args);
+	return rc;
+}
+
+int monitor_query_balloon(const char *path, struct kvmm_balloon *b)
+{
+	static const struct { const char *key; size_t off; } stats[] = {
+		{ "swap_in", offsetof(struct kvmm_balloon, swap_in) },
+		{ "swap_out", offsetof(struct kvmm_balloon, swap_out) },
+		{ "major_faults", offsetof(struct kvmm_balloon, major_faults) },
+		{ "minor_faults", offsetof(struct kvmm_balloon, minor_faults) },
+		{ "free_memory", offsetof(struct kvmm_balloon, free_memory) },
+		{ "total_memory", offsetof(struct kvmm_balloon, total_memory) },
+		{ "available_memory", offsetof(struct kvmm_balloon, available_memory) },
+		{ "disk_caches", offsetof(struct kvmm_balloon, disk_caches) },
+		{ "last_update", offsetof(struct kvmm_balloon, last_update) },
+	};
+	json_object *o = NULL, *st;
+
+	memset(b, 0, sizeof(*b));
+	if (command(path, "query-balloon", NULL, &o) < 0)
+		return -1;
+	/* KVMM: the sizes are required; each statistic only once the guest
+	 * gave it. */
+	if (!get_counter(o, "memory", &b->memory) || !get_counter(o, "target", &b->target) ||
+	    !get_counter(o, "actual", &b->actual)) {
+		json_object_put(o);
+		return malformed("query-balloon", "no memory, target or actual");
+	}
+	if (json_object_object_get_ex(o, "stats", &st) && json_object_is_type(st, json_type_object))
+		for (size_t k = 0; k < G_N_ELEMENTS(stats); k++)
+			if (get_counter(st, stats[k].key, (uint64_t *)((char *)b + stats[k].off)))
+				b->have |= 1u << k;
+	json_object_put(o);
+	return 0;
+}
+
 struct monitor_watch {
 	int fd;
 	guint source;
@@ -478,6 +525,12 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 	if (!strcmp(s, "reset")) {
 		ev->kind = MONITOR_EVENT_RESET;
 		return true;
+	}
+	if (!strcmp(s, "balloon-change")) {
+		ev->kind = MONITOR_EVENT_BALLOON_CHANGE;
+		/* KVMM: without its size the event says nothing. */
+		return json_object_is_type(data, json_type_object) &&
+		       get_counter(data, "actual", &ev->balloon_actual);
 	}
 	if (strcmp(s, "state-changed"))
 		return false;

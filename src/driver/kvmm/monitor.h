@@ -77,16 +77,33 @@ int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t 
 /* Resizes disk number DISK (in --disk order) to BYTES. */
 int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes);
 
+/* balloon-set: the RAM the guest is asked to keep, TARGET bytes (0: not
+ * changed), and the statistics period in seconds (-1: not changed). */
+int monitor_balloon_set(const char *path, uint64_t target, int stats_period);
+
+/* query-balloon, in bytes (last_update in epoch seconds).  HAVE has bit
+ * N set when the guest gave the Nth statistic, in the order below. */
+struct kvmm_balloon {
+	uint64_t memory, target, actual;
+	uint64_t swap_in, swap_out, major_faults, minor_faults, free_memory,
+		 total_memory, available_memory, disk_caches, last_update;
+	unsigned have;
+};
+#define KVMM_BALLOON_NSTATS 9
+int monitor_query_balloon(const char *path, struct kvmm_balloon *b);
+
 /* An event kvmm sent; those this daemon does not know are not delivered. */
 enum monitor_event_kind {
 	MONITOR_EVENT_STATE_CHANGED,
 	MONITOR_EVENT_RESET,		/* the guest was reset (any cause) */
+	MONITOR_EVENT_BALLOON_CHANGE,	/* the guest's balloon moved */
 };
 struct monitor_event {
 	enum monitor_event_kind kind;
 	enum kvmm_run_state state;	/* STATE_CHANGED: the new state */
 	int exit_status;		/* STATE_CHANGED: kvmm's exit status when
 					 * it is ending, else -1 */
+	uint64_t balloon_actual;	/* BALLOON_CHANGE: bytes the guest keeps */
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

@@ -377,6 +377,8 @@ static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 		r->exit_hint = ev->exit_status;
 	else if (ev->kind == MONITOR_EVENT_RESET && r->obj)
 		events_reboot(r->obj);
+	else if (ev->kind == MONITOR_EVENT_BALLOON_CHANGE && r->obj)
+		events_balloon_change(r->obj, ev->balloon_actual / 1024);
 }
 
 /* A command to the kvmm behind API_PATH got no answer (worker).  If that
@@ -639,6 +641,12 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	if (wait_ready(r, log_start) < 0)
 		goto fail;
 
+	/* <currentMemory> below <memory>: the balloon asks for the rest
+	 * from the start, as libvirt's qemu driver sets it up. */
+	if (obj->def->balloon_model == BALLOON_VIRTIO &&
+	    obj->def->current_memory_kib < obj->def->memory_kib &&
+	    monitor_balloon_set(r->api_path, obj->def->current_memory_kib * 1024, -1) < 0)
+		goto fail;
 	query_status(r->api_path, &ks);
 	/* kvmm's events (guest resets become reboot events), set up before
 	 * the run is published: the main loop may end it at once. */

@@ -90,8 +90,13 @@ int vmconfig_check(const struct domain_def *def)
 	}
 	if (def->nrngs > VM_MAX_RNGS)
 		return unsupported("kvmm has one rng device; remove all but one <rng> element");
-	if (def->balloon_model == BALLOON_VIRTIO)
-		return unsupported("memballoon model 'virtio' is not supported by kvmm yet; use <memballoon model='none'/> (nova: [libvirt] mem_stats_period_seconds = 0)");
+	/* Locked pages cannot be given back to the host: a balloon would
+	 * take the guest's memory and free none. */
+	if (def->balloon_model == BALLOON_VIRTIO && def->mem_locked)
+		return unsupported("<memoryBacking><locked/> with <memballoon model='virtio'> is not supported by kvmm: locked memory cannot be returned to the host; use one or the other");
+	if (def->balloon_model == BALLOON_VIRTIO && def->balloon_period > VM_BALLOON_PERIOD_MAX)
+		return unsupported("memballoon stats period %u is longer than kvmm's %d seconds",
+				   def->balloon_period, VM_BALLOON_PERIOD_MAX);
 	size_t nvirtio = 0;
 
 	for (size_t i = 0; i < def->nconsoles; i++)
@@ -279,6 +284,20 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	json_object_object_add(o, "no_reboot", json_object_new_boolean(def->on_reboot == LIFECYCLE_DESTROY));
 	if (def->nrngs)
 		json_object_object_add(o, "rng", json_object_new_boolean(true));
+	if (def->nosharepages)
+		json_object_object_add(o, "ksm", json_object_new_boolean(false));
+	if (def->mem_locked)
+		json_object_object_add(o, "locked", json_object_new_boolean(true));
+	if (def->balloon_model == BALLOON_VIRTIO) {
+		json_object *b = json_object_new_object();
+
+		json_object_object_add(b, "deflate_on_oom",
+				       json_object_new_boolean(def->balloon_autodeflate == TRI_ON));
+		json_object_object_add(b, "free_page_reporting",
+				       json_object_new_boolean(def->balloon_free_page_reporting == TRI_ON));
+		json_object_object_add(b, "stats_period", json_object_new_int64(def->balloon_period));
+		json_object_object_add(o, "balloon", b);
+	}
 	if (def->smbios_sysinfo)
 		json_object_object_add(o, "smbios", smbios_config(def));
 	if (def->vmcoreinfo == TRI_ON)
