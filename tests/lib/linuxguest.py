@@ -68,10 +68,12 @@ for e in /sys/class/input/event*; do
 	grep -q "Power Button" $e/device/name 2>/dev/null && button=/dev/input/${{e##*/}}
 done
 sync
+# Open the button's event device before saying "done": the host presses
+# the ACPI power button on that line, and an event before the open is lost.
+[ -n "$button" ] && exec 3< $button
 echo "KVMM-LINUX done button=$button"
-# The host presses the ACPI power button: wait for its key event, then
-# power off as a desktop's acpid would.
-[ -n "$button" ] && dd if=$button of=/dev/null bs=24 count=1 2>/dev/null && echo "KVMM-LINUX pressed"
+# Wait for the key event, then power off as a desktop's acpid would.
+[ -n "$button" ] && dd of=/dev/null bs=24 count=1 <&3 2>/dev/null && echo "KVMM-LINUX pressed"
 poweroff -f
 """
 
