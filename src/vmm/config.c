@@ -821,6 +821,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->no_reboot);
 		else if (!strcmp(key, "rng"))
 			r = get_bool(&c, val, key, &cfg->rng);
+		else if (!strcmp(key, "pvm_compat"))
+			r = get_bool(&c, val, key, &cfg->pvm_compat);
 		else if (!strcmp(key, "thp"))
 			r = get_bool(&c, val, key, &cfg->thp);
 		else if (!strcmp(key, "ksm"))

@@ -139,6 +139,9 @@ struct vm_config {
 	bool locked;		/* guest RAM locked in host memory (mlock) */
 	bool paused;		/* first boot waits for "resume" (no reset does) */
 	bool rng;		/* virtio-rng fed by the host's getrandom() */
+	/* KVM-PVM hosts only: stand in for what hardware virtualization
+	 * would do (arch/x86/pvm_compat.c, docs/pvm-compat.md). */
+	bool pvm_compat;
 	struct disk_config disks[KVMM_MAX_DISKS];
 	unsigned int ndisks;
 	struct net_config nets[KVMM_MAX_NETS];

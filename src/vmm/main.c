@@ -39,6 +39,7 @@ static const char usage[] =
 	"  --rng                a virtio-rng device (PCI) fed by the host's getrandom()\n"
 	"  --balloon[=OPTS]     a virtio-balloon device (PCI); OPTS: deflate_on_oom=on,\n"
 	"                       free_page_reporting=on,stats_period=SECONDS\n"
+	"  --pvm-compat         KVM-PVM test hosts only: run a stock kernel (docs/pvm-compat.md)\n"
 	"  --disk path=IMG[,readonly=on][,cache=none|writeback|unsafe][,serial=ID][,blk_size=N]\n"
 	"         [,shareable=on]  a virtio-blk disk on a raw image (repeatable); shareable: others may\n"
 	"                       use the image at once (a shared lock)\n"
@@ -55,7 +56,8 @@ static const char usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
-       OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON };
+       OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON,
+       OPT_PVM_COMPAT };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -72,6 +74,7 @@ static const struct option long_opts[] = {
 	{ "no-thp", no_argument, NULL, OPT_NOTHP },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
+	{ "pvm-compat", no_argument, NULL, OPT_PVM_COMPAT },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -159,6 +162,9 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			break;
 		case OPT_PAUSED:
 			json_object_object_add(obj, "paused", json_object_new_boolean(1));
+			break;
+		case OPT_PVM_COMPAT:
+			json_object_object_add(obj, "pvm_compat", json_object_new_boolean(1));
 			break;
 		case OPT_NOTHP:
 			json_object_object_add(obj, "thp", json_object_new_boolean(0));

@@ -10,6 +10,7 @@
 #include <linux/kvm.h>
 
 #include "arch/x86/arch.h"
+#include "arch/x86/pvm_compat.h"
 #include "log.h"
 #include "pci/pci.h"
 #include "vm.h"
@@ -92,6 +93,8 @@ static void vcpu_handle_mmio(struct vcpu *v)
 	struct kvm_run *run = v->run;
 	unsigned int len = run->mmio.len;
 
+	if (pvm_compat_mmio(v))
+		return;
 	/* GUEST: len is at most 8 (the size of run->mmio.data). */
 	if (len > sizeof(run->mmio.data))
 		len = sizeof(run->mmio.data);
@@ -139,7 +142,14 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	case KVM_EXIT_SHUTDOWN:
 		vcpu_crash(v, "guest triple fault");
 		return false;
+	case KVM_EXIT_X86_WRMSR:
+		if (pvm_compat_wrmsr(v))
+			return true;
+		vcpu_crash(v, "unexpected MSR write exit");
+		return false;
 	case KVM_EXIT_INTERNAL_ERROR:
+		if (pvm_compat_emulation_failure(v))
+			return true;
 		snprintf(what, sizeof(what), "KVM internal error (%s, suberror %u)",
 			 run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ?
 			 "instruction emulation failed" : "unexpected",

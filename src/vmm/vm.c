@@ -11,6 +11,7 @@
 #include "loop.h"
 #include "arch/x86/arch.h"
 #include "arch/x86/layout.h"
+#include "arch/x86/pvm_compat.h"
 #include "devices/devices.h"
 #include "irq.h"
 #include "log.h"
@@ -222,6 +223,7 @@ void vm_destroy(struct vm *vm)
 		free(vm->console_backend);
 		vm->console_backend = NULL;
 	}
+	pvm_compat_destroy(vm);
 	kvm_destroy_vm(vm);
 	guest_mem_destroy(&vm->mem);
 	free(vm->kernel);

@@ -66,6 +66,7 @@ struct chardev;
 struct acpi_pm;
 struct pci_bus;
 struct irq_routes;
+struct pvm_compat;
 
 struct vm {
 	struct vm_config *cfg;
@@ -85,6 +86,7 @@ struct vm {
 	struct acpi_pm *pm;
 	struct irq_routes *irq;		/* MSI routes and their irqfds */
 	struct pci_bus *pci;		/* bus 0; its BARs take MMIO the bus above does not */
+	struct pvm_compat *pvm;		/* --pvm-compat's state, NULL when off */
 
 	unsigned int ncpus;
 	struct vcpu *vcpus;

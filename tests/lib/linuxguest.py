@@ -16,6 +16,10 @@ MKINITRAMFS = os.path.join(TOP, "tools", "mkinitramfs")
 # virtio_pci pulls in virtio, virtio_ring and the pci transport libraries
 # (all modular in Debian 12's kernel), virtio_net pulls in net_failover.
 MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtio_console"]
+# The ACPI power button and the event device it reports through.
+BUTTON_MODULES = ["button", "evdev"]
+# What Linux says when it dislikes our ACPI tables or PCI resources.
+COMPLAINTS = r"ACPI BIOS Error|ACPI Error|PCI: .*conflict|BAR .* no space|failed to assign"
 DISK_BYTES = 2 << 20
 MARKER_SECTOR = 100
 HOST_IP, GUEST_IP = "10.91.0.1", "10.91.0.2"
@@ -38,6 +42,7 @@ settle() {{
 settle /dev/vdb
 settle /sys/class/net/eth0
 settle /dev/hvc0
+echo "KVMM-LINUX cpus n=$(grep -c ^processor /proc/cpuinfo) $(grep MemTotal /proc/meminfo)"
 echo "KVMM-LINUX modules $(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
 for d in /sys/block/vd*; do
 	n=${{d##*/}}
@@ -53,8 +58,22 @@ ip addr add {guest_ip}/24 dev eth0
 echo "KVMM-LINUX net mac=$(cat /sys/class/net/eth0/address) $(ping -c 3 -w 30 {host_ip} | grep 'packets transmitted')"
 echo "KVMM-LINUX rng current=$(cat /sys/class/misc/hw_random/rng_current) a=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \\n') b=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \\n')"
 echo "KVMM-LINUX-HVC {token}" > /dev/hvc0
+dmesg | grep -E '{complaints}' | while read -r l; do echo "KVMM-LINUX complaint $l"; done
+for d in /sys/bus/virtio/devices/virtio*; do
+	echo "KVMM-LINUX virtio ${{d##*/}} device=$(cat $d/device)"
+done
+grep virtio /proc/interrupts | while read -r l; do echo "KVMM-LINUX irq $l"; done
+button=
+for e in /sys/class/input/event*; do
+	grep -q "Power Button" $e/device/name 2>/dev/null && button=/dev/input/${{e##*/}}
+done
 sync
-echo "KVMM-LINUX done"
+# Open the button's event device before saying "done": the host presses
+# the ACPI power button on that line, and an event before the open is lost.
+[ -n "$button" ] && exec 3< $button
+echo "KVMM-LINUX done button=$button"
+# Wait for the key event, then power off as a desktop's acpid would.
+[ -n "$button" ] && dd of=/dev/null bs=24 count=1 <&3 2>/dev/null && echo "KVMM-LINUX pressed"
 poweroff -f
 """
 
@@ -70,7 +89,7 @@ class Case:
     kernel, initrd, cmdline, disks ((path, serial, readonly)), netns, tap,
     mac and console from it."""
 
-    def __init__(self, tmp, netns, kernel, busybox, moddir=None):
+    def __init__(self, tmp, netns, kernel, busybox, moddir=None, cmdline="", compress=True):
         self.kernel, self.netns = kernel, netns
         tag = uuid.uuid4().hex[:8]
         self.token = "hvc-" + tag
@@ -78,7 +97,7 @@ class Case:
         self.mac = "52:54:00:4c:%s:%s" % (tag[:2], tag[2:4])
         self.tap = "tap0"
         self.console = os.path.join(tmp, "hvc.sock")
-        self.cmdline = "console=ttyS0 panic=-1 quiet"
+        self.cmdline = ("console=ttyS0 panic=-1 quiet " + cmdline).strip()
         self.disks, self.content = [], {}
         for name, ro in (("rw", False), ("ro", True)):
             path, serial = os.path.join(tmp, name + ".img"), f"kvmm-{name}-{tag}"
@@ -94,17 +113,18 @@ class Case:
         script = os.path.join(tmp, "init.sh")
         with open(script, "w") as f:
             f.write(INIT.format(marker=self.marker, sector=MARKER_SECTOR, guest_ip=GUEST_IP,
-                                host_ip=HOST_IP, token=self.token))
-        self.initrd = os.path.join(tmp, "initramfs.gz")
+                                host_ip=HOST_IP, token=self.token, complaints=COMPLAINTS))
+        self.initrd = os.path.join(tmp, "initramfs.gz" if compress else "initramfs.cpio")
         argv = [MKINITRAMFS, self.initrd, "--init", script, "--busybox", busybox,
-                "--modules", moddir or modules_dir(kernel)]
-        for m in MODULES:
+                "--modules", moddir or modules_dir(kernel)] + ([] if compress else ["--uncompressed"])
+        for m in MODULES + BUTTON_MODULES:
             argv += ["--module", m]
         subprocess.run(argv, check=True)
 
-    def check(self, g, console, timeout=120):
-        """Waits for the guest's report on G's serial, checks it, the
-        console socket's line and the images after the VMM exits."""
+    def check(self, g, console, press_power_button, cpus, timeout=120):
+        """Waits for the guest's report on G's serial, checks it and the
+        console socket's line, presses the power button (a callable) and
+        checks the images after the VMM exits."""
         g.wait_for(r"KVMM-LINUX done", timeout=timeout)
         found = {}
         for line in g.lines:
@@ -113,6 +133,21 @@ class Case:
                 found.setdefault(m.group(1), []).append(m.group(2))
         out = "\n".join(g.lines[-60:])
         assert "insmod-failed" not in found, out
+        m = re.fullmatch(r"n=(\d+) MemTotal:\s+\d+ kB", found["cpus"][0]) if "cpus" in found else None
+        assert m and int(m.group(1)) == cpus, found.get("cpus")
+        # Linux has no complaint about our ACPI tables or PCI resources.
+        assert "complaint" not in found, "\n".join(found["complaint"])
+        # Every virtio device has its config vector and per-queue
+        # vectors, all MSI-X: none fell back to a shared vector or INTx.
+        irqs = found.get("irq", [])
+        for text in found["virtio"]:
+            dev = text.split()[0]
+            mine = [l for l in irqs if re.search(rf"\b{dev}-", l)]
+            assert any(f"{dev}-config" in l for l in mine), (dev, irqs)
+            queues = [l for l in mine if f"{dev}-config" not in l]
+            assert queues and not any(f"{dev}-virtqueues" in l for l in queues), (dev, irqs)
+            assert all("MSI" in l for l in mine), (dev, mine)
+        assert len(found["virtio"]) == 5, found["virtio"]
         loaded = found["modules"][0].split()
         for m in MODULES + ["virtio", "virtio_ring", "net_failover", "failover"]:
             assert m in loaded, f"{m} not loaded: {loaded}"
@@ -144,6 +179,9 @@ class Case:
         lines = [l.strip() for l in buf.decode(errors="replace").splitlines()]
         assert f"KVMM-LINUX-HVC {self.token}" in lines, buf
 
+        assert re.search(r"button=/dev/input/event\d+", found["done"][0]), found["done"]
+        press_power_button()
+        g.wait_for(r"KVMM-LINUX pressed", timeout=timeout)
         assert g.wait_exit(timeout) == 0
         for path, serial, ro in self.disks:
             with open(path, "rb") as f:

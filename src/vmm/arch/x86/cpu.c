@@ -13,6 +13,7 @@
 #include "devices/fw_cfg.h"
 #include "layout.h"
 #include "log.h"
+#include "pvm_compat.h"
 #include "util.h"
 #include "vm.h"
 
@@ -43,7 +44,7 @@ int arch_vm_init(struct vm *vm)
 		pr_err("cannot create the in-kernel PIT: %s", strerror(errno));
 		return -errno;
 	}
-	return 0;
+	return pvm_compat_init(vm);
 }
 
 static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code64)
