@@ -210,10 +210,11 @@ struct state {
 	bool sregs_dirty;
 };
 
-static uint64_t *gpr(struct state *s, unsigned int n)
+/* kvm_regs' fields are __u64 (unsigned long long), not uint64_t. */
+static __u64 *gpr(struct state *s, unsigned int n)
 {
 	struct kvm_regs *r = &s->regs;
-	uint64_t *map[16] = { &r->rax, &r->rcx, &r->rdx, &r->rbx, &r->rsp, &r->rbp,
+	__u64 *map[16] = { &r->rax, &r->rcx, &r->rdx, &r->rbx, &r->rsp, &r->rbp,
 			      &r->rsi, &r->rdi, &r->r8, &r->r9, &r->r10, &r->r11,
 			      &r->r12, &r->r13, &r->r14, &r->r15 };
 	return map[n & 15];
@@ -378,7 +379,8 @@ static int fpu_update(struct vcpu *v, bool reset)
 static int do_popcnt(struct state *s, struct insn_ctx *c)
 {
 	unsigned int size = c->rex_w ? 8 : c->opsize ? 2 : 4;
-	uint64_t src = 0, *dst;
+	uint64_t src = 0;
+	__u64 *dst;
 
 	if (c->mod == 3) {
 		src = *gpr(s, c->rm);
@@ -550,8 +552,8 @@ static int execute(struct state *s, struct insn_ctx *c, enum insn *what)
 		if (!modrm(c, s))
 			return -EINVAL;
 		if (c->rep && c->mod == 3 && (c->reg & 7) < 4) {
-			uint64_t *r = gpr(s, c->rm);
-			uint64_t *base = (c->reg & 1) ? &s->sregs.gs.base : &s->sregs.fs.base;
+			__u64 *r = gpr(s, c->rm);
+			__u64 *base = (c->reg & 1) ? &s->sregs.gs.base : &s->sregs.fs.base;
 
 			*what = I_RWFSGSBASE;
 			if (c->reg & 2) {
@@ -593,7 +595,8 @@ static int execute(struct state *s, struct insn_ctx *c, enum insn *what)
 			return 0;
 		}
 		if ((c->reg & 7) == 6) {
-			uint64_t val = 0, *dst = gpr(s, c->rm);
+			uint64_t val = 0;
+			__u64 *dst = gpr(s, c->rm);
 
 			*what = I_RDRAND;
 			if (getentropy(&val, sizeof(val)))
