@@ -16,14 +16,23 @@
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
-/* A copy of DEF, the persistent one a running domain gets when only its
- * next start's definition changes (libvirt's newDef). */
-static struct domain_def *def_copy(const struct domain_def *def)
+/* When only one of a running domain's two definitions is to change and
+ * it has just one, the next start gets a copy of its own first (libvirt's
+ * newDef).  0, or -1 after reporting. */
+static int split_next_def(struct domain_obj *obj, bool live, bool config)
 {
-	g_autofree char *xml = domain_def_format(def, VIR_DOMAIN_XML_INACTIVE |
-						 VIR_DOMAIN_XML_SECURE);
+	g_autofree char *xml = NULL;
+	struct domain_def *copy;
 
-	return xml ? domain_def_parse_string(xml, domains_parse_opts()) : NULL;
+	if (obj->id < 0 || obj->newdef || live == config)
+		return 0;
+	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	if (!xml || !(copy = domain_def_parse_string(xml, domains_parse_opts())))
+		return -1;
+	g_mutex_lock(&obj->lock);
+	obj->newdef = copy;
+	g_mutex_unlock(&obj->lock);
+	return 0;
 }
 
 static int set_memory(remote_nonnull_domain *dom, unsigned long long kib, unsigned flags,
@@ -92,17 +101,8 @@ static int set_memory(remote_nonnull_domain *dom, unsigned long long kib, unsign
 		if (!(path = process_api_path(obj)) || monitor_balloon_set(path, kib * 1024, -1) < 0)
 			goto end;
 	}
-	/* A running domain without a definition of its own for the next
-	 * start gets one before either changes alone. */
-	if (obj->id >= 0 && !obj->newdef && live != config) {
-		struct domain_def *copy = def_copy(obj->def);
-
-		if (!copy)
-			goto end;
-		g_mutex_lock(&obj->lock);
-		obj->newdef = copy;
-		g_mutex_unlock(&obj->lock);
-	}
+	if (split_next_def(obj, live, config) < 0)
+		goto end;
 	g_mutex_lock(&obj->lock);
 	if (live) {
 		obj->def->current_memory_kib = kib;
@@ -204,15 +204,8 @@ int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *
 	if (live && (!(path = process_api_path(obj)) ||
 		     monitor_balloon_set(path, 0, a->period) < 0))
 		goto end;
-	if (obj->id >= 0 && !obj->newdef && live != config) {
-		struct domain_def *copy = def_copy(obj->def);
-
-		if (!copy)
-			goto end;
-		g_mutex_lock(&obj->lock);
-		obj->newdef = copy;
-		g_mutex_unlock(&obj->lock);
-	}
+	if (split_next_def(obj, live, config) < 0)
+		goto end;
 	g_mutex_lock(&obj->lock);
 	if (live) {
 		obj->def->balloon_period = (unsigned)a->period;
