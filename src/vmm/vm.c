@@ -91,6 +91,7 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	int r;
 
 	memset(vm, 0, sizeof(*vm));
+	vm->create_ns = now_ns();
 	vm->cfg = cfg;
 	vm->loop = loop;
 	vm->kvm_fd = vm->vm_fd = vm->request_fd = -1;
@@ -176,6 +177,11 @@ int vm_start(struct vm *vm)
 
 	vm->cmd = paused ? VCPU_PARK : VCPU_RUN;
 	vm->start_ns = now_ns();
+	if (vm->boots == 0)
+		pr_info("start: %llu us of setup before the vCPUs run, %llu us of it KVM taking %llu MiB of guest RAM into its memory slots",
+			(unsigned long long)((vm->start_ns - vm->create_ns) / 1000),
+			(unsigned long long)(vm->slots_ns / 1000),
+			(unsigned long long)(vm->mem.size >> 20));
 	vm->boots++;
 	for (i = 0; i < vm->ncpus; i++) {
 		r = vcpu_start(&vm->vcpus[i]);

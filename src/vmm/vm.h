@@ -104,6 +104,10 @@ struct vm {
 	int request_fd;			/* eventfd: wakes the main loop */
 
 	uint64_t start_ns;		/* for uptime */
+	/* Where the start's time goes (-v): KVM's memory slots grow with
+	 * the configured RAM on shadow-paging hosts, the rest must not. */
+	uint64_t create_ns;		/* vm_create began */
+	uint64_t slots_ns;		/* spent in KVM_SET_USER_MEMORY_REGION */
 	unsigned int boots;
 	enum vm_reason stop_reason;
 	int exit_status;
