@@ -206,9 +206,13 @@ static int validate_paths(const struct domain_def *def)
 	if (check_path("kernel", def->kernel) < 0 || check_path("initrd", def->initrd) < 0 ||
 	    check_path("emulator", def->emulator) < 0)
 		return -1;
-	for (size_t i = 0; i < def->ndisks; i++)
+	for (size_t i = 0; i < def->ndisks; i++) {
 		if (check_path("disk source", def->disks[i].source) < 0)
 			return -1;
+		for (size_t j = 0; j < def->disks[i].nbacking; j++)
+			if (check_path("backing store source", def->disks[i].backing[j].path) < 0)
+				return -1;
+	}
 	for (size_t i = 0; i < def->nserials; i++)
 		if (check_chr("serial source path", &def->serials[i]) < 0)
 			return -1;
