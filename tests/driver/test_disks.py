@@ -2,10 +2,13 @@
 devices; the test guest reads what the host wrote into the image, sees the
 serial and the read-only flag; domblklist lists the disks; domblkstat,
 domblkinfo and domstats report kvmm's own counters and the image's sizes."""
+import json
 import os
+import subprocess
 import zlib
 
 import libvirt
+import pytest
 
 from drvtest import virsh
 from test_lifecycle import serial, wait_for
@@ -82,4 +85,101 @@ def test_disks_reach_the_guest_and_count(daemon, kvm):
     assert r.returncode != 0 and "invalid path" in r.stderr
     dom.destroy()
     assert open(root_img, "rb").read() == data              # reading changed nothing
+    conn.close()
+
+
+SECTOR = 512
+
+
+def pattern(sector):
+    """What the test guest writes to a sector (tests/guest/README.md)."""
+    return sector.to_bytes(8, "little") + bytes((sector * 37 + i) & 0xff for i in range(8, SECTOR))
+
+
+def qemu_img(*args):
+    r = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def check_clean(path):
+    info = json.loads(qemu_img("check", "--output=json", path))
+    assert not info.get("corruptions") and not info.get("leaks") and not info.get("check-errors"), info
+
+
+def as_raw(path, fmt, root):
+    """The disk PATH shows, as qemu-img reads it (the whole chain)."""
+    out = os.path.join(root, "converted.raw")
+    qemu_img("convert", "-f", fmt, "-O", "raw", path, out)
+    with open(out, "rb") as f:
+        data = f.read()
+    os.unlink(out)
+    return data
+
+
+def qcow2_guest(d, name, disk, cmdline):
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>128</memory>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=poweroff kvmmtest.virtio=blk {cmdline}</cmdline></os>
+  <devices>
+    <disk type='file' device='disk'>
+{disk}
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'><source path='{d.root}/{name}-serial.log'/><target port='0'/></serial>
+  </devices>
+</domain>"""
+
+
+def run_to_poweroff(d, dom, name):
+    dom.create()
+    wait_for(lambda: dom.state()[0] == L.VIR_DOMAIN_SHUTOFF, f"{name} to power off", timeout=120)
+    out = serial(d.root, name)
+    assert "KVMMTEST fail" not in out and "KVMMTEST done" in out, out
+    return out
+
+
+def test_qcow2_disk_written_by_the_guest(daemon, kvm):
+    """<driver type='qcow2'>: kvmm maps the image as qcow2 (the guest sees
+    its virtual size, not the file's), the guest's writes land in it, and
+    qemu-img finds the image clean and reads back what the guest wrote."""
+    d = daemon
+    img = os.path.join(d.root, "disk.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "4M")
+    r = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", img],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "error" not in r.stdout.lower(), r.stdout + r.stderr
+    before = bytearray(4 << 20)
+    before[1 << 20:(1 << 20) + 65536] = b"\xab" * 65536
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(qcow2_guest(d, "q2", f"""      <driver name='qemu' type='qcow2'/>
+      <source file='{img}'/>""", "kvmmtest.blk0.write=100+40 kvmmtest.blk0.read=0+8192"))
+    xml = dom.XMLDesc(0)
+    assert "<driver name='qemu' type='qcow2'/>" in xml, xml
+    out = run_to_poweroff(d, dom, "q2")
+    assert "virtio-blk dev=blk0 capacity=8192 " in out, out
+    assert "virtio-blk-write dev=blk0 sector=100 count=40 " in out, out
+    check_clean(img)
+    want = bytearray(before)
+    for s in range(100, 140):
+        want[s * SECTOR:(s + 1) * SECTOR] = pattern(s)
+    assert as_raw(img, "qcow2", d.root) == bytes(want)
+    # the guest read the whole disk first: what qemu-io wrote, zeros elsewhere
+    crc = "0x%08x" % zlib.crc32(before)
+    assert f"virtio-blk-read dev=blk0 sector=0 count=8192 crc32={crc}" in out, out
+    assert "<driver name='qemu' type='qcow2'/>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    conn.close()
+
+
+def test_unknown_disk_format_refused_at_define(daemon):
+    conn = libvirt.open(daemon.uri())
+    for fmt in ("vmdk", "vpc"):
+        xml = qcow2_guest(daemon, "bad", f"""      <driver name='qemu' type='{fmt}'/>
+      <source file='/var/lib/kvmm/disk.img'/>""", "")
+        with pytest.raises(libvirt.libvirtError) as e:
+            conn.defineXML(xml)
+        assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
+        assert f"disk format '{fmt}' is not supported by kvmm; supported: 'raw', 'qcow2'" in str(e.value)
     conn.close()
