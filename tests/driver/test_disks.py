@@ -117,12 +117,12 @@ def as_raw(path, fmt, root):
     return data
 
 
-def qcow2_guest(d, name, disk, cmdline):
+def qcow2_guest(d, name, disk, cmdline, action="poweroff"):
     return f"""<domain type='kvm'>
   <name>{name}</name>
   <memory unit='MiB'>128</memory>
   <os><type>hvm</type><kernel>{GUEST}</kernel>
-    <cmdline>kvmmtest.action=poweroff kvmmtest.virtio=blk {cmdline}</cmdline></os>
+    <cmdline>kvmmtest.action={action} kvmmtest.virtio=blk {cmdline}</cmdline></os>
   <devices>
     <disk type='file' device='disk'>
 {disk}
@@ -182,4 +182,105 @@ def test_unknown_disk_format_refused_at_define(daemon):
             conn.defineXML(xml)
         assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
         assert f"disk format '{fmt}' is not supported by kvmm; supported: 'raw', 'qcow2'" in str(e.value)
+    conn.close()
+
+
+def test_qcow2_backing_chains(daemon, kvm):
+    """A qcow2 overlay on a raw base: without <backingStore> the chain is
+    read from the image's header (which must record the base's format, as
+    libvirt requires), shown with node indexes in the live XML only, and
+    the guest reads the base through the overlay while its writes stay in
+    the overlay; a <backingStore> the header contradicts is refused by
+    kvmm, with kvmm's reason."""
+    d = daemon
+    base = os.path.join(d.root, "base.raw")
+    data = image(base, 8192)
+    overlay = os.path.join(d.root, "overlay.qcow2")
+    # relative to the overlay's directory, as qemu-img records it
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", overlay)
+    conn = libvirt.open(d.uri())
+    disk = f"""      <driver name='qemu' type='qcow2'/>
+      <source file='{overlay}'/>"""
+    dom = conn.defineXML(qcow2_guest(d, "chain", disk,
+                                     "kvmmtest.blk0.read=0+8192 kvmmtest.blk0.write=100+8", "wait"))
+    assert "backingStore" not in dom.XMLDesc(0)
+    dom.create()
+    wait_for(lambda: "KVMMTEST done" in serial(d.root, "chain"), "the guest's checks", timeout=120)
+    live = dom.XMLDesc(0)
+    assert f"""      <source file='{overlay}' index='1'/>
+      <backingStore type='file' index='2'>
+        <format type='raw'/>
+        <source file='{base}'/>
+        <backingStore/>
+      </backingStore>
+      <target dev='vda' bus='virtio'/>""" in live, live
+    assert "backingStore" not in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    out = serial(d.root, "chain")
+    assert "KVMMTEST fail" not in out, out
+    assert f"virtio-blk-read dev=blk0 sector=0 count=8192 crc32=0x{zlib.crc32(data):08x}" in out, out
+    dom.shutdown()      # the guest powers off at the ACPI power button
+    wait_for(lambda: dom.state()[0] == L.VIR_DOMAIN_SHUTOFF, "the guest to power off", timeout=120)
+    stopped = dom.XMLDesc(0)
+    assert "backingStore" not in stopped and f"<source file='{overlay}'/>" in stopped, stopped
+    check_clean(overlay)
+    with open(base, "rb") as f:
+        assert f.read() == data                             # the base only read
+    want = bytearray(data)
+    for s in range(100, 108):
+        want[s * SECTOR:(s + 1) * SECTOR] = pattern(s)
+    assert as_raw(overlay, "qcow2", d.root) == bytes(want)
+
+    # A <backingStore> naming another file than the header: kvmm's refusal.
+    other = os.path.join(d.root, "other.raw")
+    image(other, 8192)
+    dom = conn.defineXML(qcow2_guest(d, "contradicted", disk + f"""
+      <backingStore type='file'>
+        <format type='raw'/>
+        <source file='{other}'/>
+        <backingStore/>
+      </backingStore>""", ""))
+    assert f"<source file='{other}'/>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.create()
+    assert e.value.get_error_code() == L.VIR_ERR_OPERATION_FAILED
+    assert "kvmm exited while starting (exit status 1)" in str(e.value), str(e.value)
+    assert f"names backing file 'base.raw', not {other} as backing= says" in str(e.value), str(e.value)
+    conn.close()
+
+
+def test_backing_format_not_in_the_image(daemon, kvm):
+    """An overlay whose header names its backing file but not its format:
+    refused at start as libvirt refuses it, unless the domain XML gives
+    the chain itself."""
+    d = daemon
+    base = os.path.join(d.root, "base.raw")
+    image(base, 2048)
+    overlay = os.path.join(d.root, "noformat.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay)
+    # Turn the backing-format extension into an unknown one (ignored).
+    with open(overlay, "r+b") as f:
+        head = f.read(4096)
+        at = head.index(bytes.fromhex("e2792aca"))
+        f.seek(at)
+        f.write(bytes.fromhex("7e570001"))
+    conn = libvirt.open(d.uri())
+    disk = f"""      <driver name='qemu' type='qcow2'/>
+      <source file='{overlay}'/>"""
+    dom = conn.defineXML(qcow2_guest(d, "nofmt", disk, "", "wait"))
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.create()
+    assert e.value.get_error_code() == L.VIR_ERR_OPERATION_INVALID
+    assert (f"format of backing image '{base}' of image '{overlay}' was not specified in the image metadata"
+            in str(e.value)), str(e.value)
+    assert dom.state()[0] == L.VIR_DOMAIN_SHUTOFF
+    dom = conn.defineXML(qcow2_guest(d, "given", disk + f"""
+      <backingStore type='file'>
+        <format type='raw'/>
+        <source file='{base}'/>
+      </backingStore>""", "", "wait"))
+    dom.create()
+    wait_for(lambda: "KVMMTEST done" in serial(d.root, "given"), "the guest", timeout=120)
+    live = dom.XMLDesc(0)
+    assert f"<source file='{base}'/>\n        <backingStore/>" in live, live
+    dom.destroy()
     conn.close()

@@ -20,6 +20,7 @@
 #include "domain/domain_persist.h"
 #include "error.h"
 #include "domain/events.h"
+#include "disk_chain.h"
 #include "log.h"
 #include "monitor.h"
 #include "net/nics.h"
@@ -310,6 +311,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
+	disk_chain_forget(obj->def);
 	/* A definition defined while it ran is the next start's: it takes
 	 * over now, before the event, as libvirt's does. */
 	domain_run_ended_locked(obj);
@@ -560,6 +562,9 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	rc = vmconfig_check(obj->def);
 	if (rc == 0)
 		rc = check_sources(obj->def);
+	/* The chains kvmm is to open, as the live XML shows them. */
+	if (rc == 0)
+		rc = disk_chain_prepare(obj->def);
 	g_mutex_unlock(&obj->lock);
 	if (rc < 0) {
 		g_free(r->api_path);
@@ -690,6 +695,7 @@ fail:
 			 drv_error_last() ? drv_error_last()->message : "?");
 	g_mutex_lock(&obj->lock);
 	nics_forget(obj->def);
+	disk_chain_forget(obj->def);
 	g_mutex_unlock(&obj->lock);
 	run_free(r);
 	return -1;

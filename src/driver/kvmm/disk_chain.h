@@ -1,0 +1,18 @@
+/* The disks' backing chains of a starting domain: completed from the
+ * qcow2 headers where the definition leaves them open, and numbered as
+ * libvirt's live XML shows them. */
+#ifndef KVMM_DISK_CHAIN_H
+#define KVMM_DISK_CHAIN_H
+
+#include "conf/domain_conf.h"
+
+/* Before kvmm is run (the object's lock held): each qcow2 disk without a
+ * complete chain gets the layers its headers name, and every image its
+ * node index.  0, or -1 after reporting (a backing format the header does
+ * not record, one kvmm does not read, too many layers), DEF unchanged. */
+int disk_chain_prepare(struct domain_def *def);
+
+/* When the run ends: back to the definition's chains, without indexes. */
+void disk_chain_forget(struct domain_def *def);
+
+#endif
