@@ -158,6 +158,8 @@ def test_qcow2_disk_written_by_the_guest(daemon, kvm):
       <source file='{img}'/>""", "kvmmtest.blk0.write=100+40 kvmmtest.blk0.read=0+8192"))
     xml = dom.XMLDesc(0)
     assert "<driver name='qemu' type='qcow2'/>" in xml, xml
+    # domblkinfo: the disk's size, not the file's
+    assert dom.blockInfo("vda")[0] == 4 << 20 and dom.blockInfo("vda")[2] == os.path.getsize(img)
     out = run_to_poweroff(d, dom, "q2")
     assert "virtio-blk dev=blk0 capacity=8192 " in out, out
     assert "virtio-blk-write dev=blk0 sector=100 count=40 " in out, out

@@ -4,6 +4,8 @@
 #ifndef KVMM_DISK_CHAIN_H
 #define KVMM_DISK_CHAIN_H
 
+#include <stdint.h>
+
 #include "conf/domain_conf.h"
 
 /* Before kvmm is run (the object's lock held): each qcow2 disk without a
@@ -14,5 +16,9 @@ int disk_chain_prepare(struct domain_def *def);
 
 /* When the run ends: back to the definition's chains, without indexes. */
 void disk_chain_forget(struct domain_def *def);
+
+/* The virtual size a qcow2 header on FD states: 1 (*SIZE set), or 0 when
+ * FD does not start with a qcow2 header. */
+int disk_chain_qcow2_size(int fd, uint64_t *size);
 
 #endif
