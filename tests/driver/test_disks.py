@@ -286,3 +286,27 @@ def test_backing_format_not_in_the_image(daemon, kvm):
     assert f"<source file='{base}'/>\n        <backingStore/>" in live, live
     dom.destroy()
     conn.close()
+
+
+def test_backing_store_must_be_a_regular_file(daemon):
+    """CLIENT: a backing file, given in the XML or named by a header, that
+    is a FIFO is refused before kvmm runs: it would block whoever opened it."""
+    d = daemon
+    fifo = os.path.join(d.root, "fifo")
+    os.mkfifo(fifo)
+    overlay = os.path.join(d.root, "over.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", fifo, "-F", "raw", overlay, "1M")
+    conn = libvirt.open(d.uri())
+    disk = f"""      <driver name='qemu' type='qcow2'/>
+      <source file='{overlay}'/>"""
+    given = conn.defineXML(qcow2_guest(d, "given", disk + f"""
+      <backingStore type='file'><format type='raw'/><source file='{fifo}'/></backingStore>""", ""))
+    read = conn.defineXML(qcow2_guest(d, "read", disk, ""))
+    for dom, msg in ((given, f"backing store '{fifo}' is a FIFO; kvmm needs a regular file"),
+                     (read, f"backing store '{fifo}' is a FIFO; kvmm needs a regular file")):
+        with pytest.raises(libvirt.libvirtError) as e:
+            dom.create()
+        assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
+        assert msg in str(e.value), str(e.value)
+        assert dom.state()[0] == L.VIR_DOMAIN_SHUTOFF
+    conn.close()

@@ -38,8 +38,8 @@ static uint64_t be64(const unsigned char *p)
 
 /* What a qcow2 header says of its backing file: *NAME and *FMT (g_malloc'ed,
  * NULL when absent).  Returns 1 for a qcow2 header read, 0 for a file that
- * is not one or cannot be read (kvmm says why when it opens it), -1 after
- * reporting.  CLIENT: the image is whoever made it's; every offset and
+ * is not one, not a regular file or cannot be read (the daemon's checks
+ * or kvmm say why).  CLIENT: the image is whoever made it's; every offset and
  * length is checked against what was read, and nothing blocks (O_NONBLOCK,
  * regular files only). */
 static int read_header(const char *path, char **name, char **fmt)
@@ -55,11 +55,11 @@ static int read_header(const char *path, char **name, char **fmt)
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
+	/* Anything else is refused with the domain's other files
+	 * (process.c, check_sources). */
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
-				 "backing store '%s' is not a regular file; kvmm needs one", path);
-		return -1;
+		return 0;
 	}
 	n = pread(fd, h, HEADER_READ, 0);
 	if (n < QCOW2_V2_HEADER || be32(h) != QCOW2_MAGIC || (be32(h + 4) != 2 && be32(h + 4) != 3)) {

@@ -519,9 +519,13 @@ static int check_sources(const struct domain_def *def)
 	if (check_source("kernel", def->kernel, false) < 0 ||
 	    check_source("initrd", def->initrd, false) < 0)
 		return -1;
-	for (size_t i = 0; i < def->ndisks; i++)
+	for (size_t i = 0; i < def->ndisks; i++) {
 		if (check_source("disk source", def->disks[i].source, true) < 0)
 			return -1;
+		for (size_t j = 0; j < def->disks[i].nbacking; j++)
+			if (check_source("backing store", def->disks[i].backing[j].path, false) < 0)
+				return -1;
+	}
 	for (size_t i = 0; i < def->nserials + def->nconsoles; i++) {
 		const struct domain_chr *c = i < def->nserials ? &def->serials[i]
 							       : &def->consoles[i - def->nserials];
@@ -560,11 +564,12 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	rt.api_socket = r->api_path;
 	rt.paused = paused;
 	rc = vmconfig_check(obj->def);
-	if (rc == 0)
-		rc = check_sources(obj->def);
-	/* The chains kvmm is to open, as the live XML shows them. */
+	/* The chains kvmm is to open, as the live XML shows them; their
+	 * files are checked with the others. */
 	if (rc == 0)
 		rc = disk_chain_prepare(obj->def);
+	if (rc == 0 && (rc = check_sources(obj->def)) < 0)
+		disk_chain_forget(obj->def);
 	g_mutex_unlock(&obj->lock);
 	if (rc < 0) {
 		g_free(r->api_path);
