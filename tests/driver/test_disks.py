@@ -2,8 +2,10 @@
 devices; the test guest reads what the host wrote into the image, sees the
 serial and the read-only flag; domblklist lists the disks; domblkstat,
 domblkinfo and domstats report kvmm's own counters and the image's sizes."""
+import glob
 import json
 import os
+import signal
 import subprocess
 import zlib
 
@@ -15,6 +17,7 @@ from test_lifecycle import serial, wait_for
 from kvmmtest import GUEST
 
 L = libvirt
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def image(path, sectors):
@@ -309,4 +312,37 @@ def test_backing_store_must_be_a_regular_file(daemon):
         assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
         assert msg in str(e.value), str(e.value)
         assert dom.state()[0] == L.VIR_DOMAIN_SHUTOFF
+    conn.close()
+
+
+def test_backing_chain_of_a_run_survives_a_daemon_restart(start_daemon, kvm):
+    """The chain read at start is in the status file (valid for its
+    schema); a restarted daemon shows it in the live XML, never in the
+    definition, and forgets it when the run ends."""
+    d1 = start_daemon()
+    base = os.path.join(d1.root, "base.raw")
+    image(base, 2048)
+    overlay = os.path.join(d1.root, "overlay.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay)
+    conn = libvirt.open(d1.uri())
+    dom = conn.defineXML(qcow2_guest(d1, "adopt", f"""      <driver name='qemu' type='qcow2'/>
+      <source file='{overlay}'/>""", "", "wait"))
+    dom.create()
+    live = dom.XMLDesc(0)
+    conn.close()
+    status = glob.glob(os.path.join(d1.root, "run", "libvirt", "kvmm", "*.xml"))
+    schema = os.path.join(os.path.dirname(os.path.dirname(HERE)), "schemas", "domstatus.rng")
+    r = subprocess.run(["xmllint", "--noout", "--relaxng", schema] + status, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and len(status) == 1, r.stderr
+    os.kill(d1.proc.pid, signal.SIGKILL)
+    d1.proc.wait()
+    d2 = start_daemon(root=d1.root)
+    conn = libvirt.open(d2.uri())
+    dom = conn.lookupByName("adopt")
+    assert dom.isActive() and dom.XMLDesc(0) == live
+    assert f"<source file='{base}'/>" in live and "index='2'" in live, live
+    assert "backingStore" not in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    dom.destroy()
+    assert "backingStore" not in dom.XMLDesc(0)
     conn.close()

@@ -186,3 +186,32 @@ int disk_chain_qcow2_size(int fd, uint64_t *size)
 	*size = be64(h + 24);
 	return 1;
 }
+
+void disk_chain_adopt(struct domain_def *def, struct domain_def *live)
+{
+	if (def->ndisks != live->ndisks)
+		return;
+	for (size_t i = 0; i < def->ndisks; i++) {
+		struct domain_disk *d = &def->disks[i], *l = &live->disks[i];
+
+		/* The same definition (the caller compared them): the live
+		 * chain continues the given one. */
+		if (g_strcmp0(d->source, l->source) || l->nbacking < d->nbacking)
+			return;
+	}
+	disk_chain_forget(def);
+	for (size_t i = 0; i < def->ndisks; i++) {
+		struct domain_disk *d = &def->disks[i], *l = &live->disks[i];
+
+		d->index = l->index;
+		d->backing = g_renew(struct domain_backing, d->backing, l->nbacking);
+		for (size_t j = 0; j < l->nbacking; j++) {
+			if (j >= d->nbacking) {
+				d->backing[j].path = g_steal_pointer(&l->backing[j].path);
+				d->backing[j].format = l->backing[j].format;
+			}
+			d->backing[j].index = l->backing[j].index;
+		}
+		d->nbacking = l->nbacking;
+	}
+}

@@ -17,6 +17,11 @@ int disk_chain_prepare(struct domain_def *def);
 /* When the run ends: back to the definition's chains, without indexes. */
 void disk_chain_forget(struct domain_def *def);
 
+/* A restarted daemon adopting a run: DEF, the persistent definition
+ * that also serves as the run's, takes the chains and indexes of LIVE,
+ * the same definition as the run's status file has it. */
+void disk_chain_adopt(struct domain_def *def, struct domain_def *live);
+
 /* The virtual size a qcow2 header on FD states: 1 (*SIZE set), or 0 when
  * FD does not start with a qcow2 header. */
 int disk_chain_qcow2_size(int fd, uint64_t *size);

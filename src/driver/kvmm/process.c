@@ -1067,6 +1067,9 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 		obj->newdef = obj->def;
 		obj->def = live;
 	} else {
+		/* What only the run has, and the inactive XML leaves out. */
+		if (a && b)
+			disk_chain_adopt(obj->def, live);
 		domain_def_free(live);
 	}
 	drv_error_reset();
