@@ -160,6 +160,8 @@ struct domain_def {
 /* Options of a parse; the daemon fills them from its configuration. */
 struct domain_parse_opts {
 	const char *default_emulator;	/* when <emulator> is absent; may be NULL */
+	bool status;		/* a run's status XML: the disks' node indexes
+				 * and the chains they number are the run's */
 };
 
 /* Parses, completes and validates XML.  On failure reports the error

@@ -116,11 +116,7 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 	}
 	if (parse_backing_chain(node, d) < 0)
 		return -1;
-	/* Indexes are a run's (status XML): its chain is the run's too, read
-	 * from the images or not; the definition is kept apart. */
-	d->nbacking_given = d->index ? 0 : d->nbacking;
-	if (d->index)
-		d->backing_end = false;
+	d->nbacking_given = d->nbacking;
 	d->readonly = xml_child(node, "readonly") != NULL;
 	d->shareable = xml_child(node, "shareable") != NULL;
 	if ((n = xml_child(node, "serial")))

@@ -94,6 +94,22 @@ int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts 
 {
 	if (!def->emulator && opts->default_emulator)
 		def->emulator = g_strdup(opts->default_emulator);
+	/* Node indexes belong to a run, as in libvirt (parsed from status
+	 * XML only): there, the chain they number is the run's, read from
+	 * the images or not, and the definition is kept apart; elsewhere
+	 * (a running domain's dumpxml defined again) they mean nothing. */
+	for (size_t i = 0; i < def->ndisks; i++) {
+		struct domain_disk *d = &def->disks[i];
+
+		if (opts->status && d->index) {
+			d->nbacking_given = 0;
+			d->backing_end = false;
+			continue;
+		}
+		d->index = 0;
+		for (size_t j = 0; j < d->nbacking; j++)
+			d->backing[j].index = 0;
+	}
 	if (!def->machine)
 		def->machine = g_strdup(conf_enum_name(&conf_machine, 0));
 	/* kvmm's machine always has ACPI and APICs (CPUs are found through the

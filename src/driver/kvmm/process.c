@@ -875,7 +875,7 @@ static void orphan_nic_free(gpointer p)
 /* The NICs of the run recorded in LIVE_XML whose taps TAPS does not name. */
 static void note_unrecorded_taps(const char *live_xml, const struct nic_taps *taps)
 {
-	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_parse_opts()) : NULL;
+	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_status_parse_opts()) : NULL;
 
 	drv_error_reset();
 	if (!def)
@@ -1054,7 +1054,7 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 
 	if (!obj->persistent || !live_xml || obj->newdef)
 		return;
-	live = domain_def_parse_string(live_xml, domains_parse_opts());
+	live = domain_def_parse_string(live_xml, domains_status_parse_opts());
 	if (!live) {
 		pr_warn("domain '%s': the live definition in its status file does not parse (%s); using the persistent one",
 			obj->def->name, drv_error_last() ? drv_error_last()->message : "?");
@@ -1093,7 +1093,7 @@ static void adopt_one(const char *path)
 	obj = domain_find_by_uuid(st.uuid);
 	if (!obj && st.transient && st.live_xml) {
 		/* A transient domain: its live definition is all there is. */
-		struct domain_def *def = domain_def_parse_string(st.live_xml, domains_parse_opts());
+		struct domain_def *def = domain_def_parse_string(st.live_xml, domains_status_parse_opts());
 
 		if (def && (obj = domain_add_transient(def, "adopt")))
 			domain_job_end(obj);
