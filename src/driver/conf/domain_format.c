@@ -289,11 +289,10 @@ static void format_disk(struct out *o, const struct domain_disk *d)
 	const char *cache = d->cache ? conf_enum_name(&conf_disk_cache, d->cache) : NULL;
 	const char *io = d->io ? conf_enum_name(&conf_disk_io, d->io) : NULL;
 	const char *discard = d->discard ? conf_enum_name(&conf_disk_discard, d->discard) : NULL;
-
-	open_(o, "disk", "type", conf_enum_name(&conf_disk_type, d->type), "device", "disk", NULL);
 	bool live = !(o->flags & VIR_DOMAIN_XML_INACTIVE);
 	char idx[16];
 
+	open_(o, "disk", "type", conf_enum_name(&conf_disk_type, d->type), "device", "disk", NULL);
 	line(o, "driver", NULL, "name", "qemu", "type", conf_enum_name(&conf_disk_format, d->format),
 	     "cache", cache, "io", io, "discard", discard, NULL);
 	line(o, "source", NULL, d->type == DISK_FILE ? "file" : "dev", d->source,

@@ -6,7 +6,6 @@
  * to guess is refused, since a guessed format lets an image's content
  * decide which files the VM opens.  The same rules here; kvmm itself then
  * checks every layer against the headers again when it opens them. */
-#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
