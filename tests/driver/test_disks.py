@@ -346,3 +346,56 @@ def test_backing_chain_of_a_run_survives_a_daemon_restart(start_daemon, kvm):
     dom.destroy()
     assert "backingStore" not in dom.XMLDesc(0)
     conn.close()
+
+
+def test_hostile_qcow2_headers_are_refused_at_start(daemon):
+    """CLIENT: the daemon reads the headers of images anyone may have made:
+    extension lengths past the header, a backing name outside the file or
+    too long, a backing chain that loops; each start fails with a message
+    and the daemon goes on serving."""
+    d = daemon
+    base = os.path.join(d.root, "base.raw")
+    image(base, 64)
+
+    def overlay(name, patch):
+        path = os.path.join(d.root, name)
+        qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", path)
+        with open(path, "r+b") as f:
+            head = bytearray(f.read(65536))
+            patch(head)
+            f.seek(0)
+            f.write(head)
+        return path
+
+    def ext_len(h):         # the backing-format extension's length, past everything
+        at = h.index(bytes.fromhex("e2792aca"))
+        h[at + 4:at + 8] = (0x7fffffff).to_bytes(4, "big")
+
+    def name_far(h):        # backing file name offset past the end of the file
+        h[8:16] = (1 << 40).to_bytes(8, "big")
+
+    def name_long(h):       # backing file name size over 1023
+        h[16:20] = (5000).to_bytes(4, "big")
+
+    def loop(h):            # an image that is its own backing file, as qcow2
+        at = h.index(bytes.fromhex("e2792aca"))
+        h[at + 8:at + 13] = b"qcow2"
+        h[at + 4:at + 8] = (5).to_bytes(4, "big")
+        boff, bsize = int.from_bytes(h[8:16], "big"), int.from_bytes(h[16:20], "big")
+        new = b"loop.qcow2"
+        h[boff:boff + len(new)] = new
+        h[16:20] = len(new).to_bytes(4, "big")
+
+    conn = libvirt.open(d.uri())
+    for name, patch in (("extlen", ext_len), ("far", name_far), ("long", name_long),
+                        ("loop", loop)):
+        path = overlay(f"{name}.qcow2", patch)
+        dom = conn.defineXML(qcow2_guest(d, name, f"""      <driver name='qemu' type='qcow2'/>
+      <source file='{path}'/>""", ""))
+        with pytest.raises(libvirt.libvirtError) as e:
+            dom.create()
+        assert str(e.value), name
+        assert dom.state()[0] == L.VIR_DOMAIN_SHUTOFF and "backingStore" not in dom.XMLDesc(0)
+    assert "a backing chain longer than 16 layers" in str(e.value), str(e.value)
+    assert conn.getLibVersion() and len(conn.listAllDomains()) == 4
+    conn.close()
