@@ -201,7 +201,6 @@ UNSUPPORTED_SAMPLES = {
     "features/hyperv": dict(extra="<features><hyperv mode='custom'/></features>"),
     "features/sev": dict(extra="<launchSecurity type='sev'><policy>0x0003</policy></launchSecurity>"),
     "features/sgx": dict(extra="<features><sgx/></features>"),
-    "features/backingStoreInput": None,     # no domain XML of its own
     "features/backup": None,                # an API, not domain XML
 }
 
@@ -248,6 +247,15 @@ def test_domcapabilities_lists_exactly_what_the_parser_accepts(daemon):
     # vmcoreinfo (kvmm's fw_cfg etc/vmcoreinfo): listed and accepted
     assert dc.find("features/vmcoreinfo").get("supported") == "yes"
     accepted, msg = parse(domain_xml(extra="<features><vmcoreinfo/></features>"))
+    assert accepted, msg
+
+    # backingStoreInput: a <backingStore> chain in the domain XML is taken
+    assert dc.find("features/backingStoreInput").get("supported") == "yes"
+    accepted, msg = parse(domain_xml(devices=(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        "<source file='/var/lib/x.qcow2'/><backingStore type='file'><format type='raw'/>"
+        "<source file='/var/lib/base.raw'/><backingStore/></backingStore>"
+        "<target dev='vda' bus='virtio'/></disk>")))
     assert accepted, msg
 
     # everything marked unsupported is refused

@@ -121,7 +121,10 @@ def meaning(doc):
         "locked": doc.get("locked", False), "paused": doc.get("paused", False), "rng": doc.get("rng", False),
         "disks": [{"path": d["path"], "readonly": d.get("readonly", False),
                    "cache": d.get("cache", "writeback"), "serial": d.get("serial"),
-                   "blk_size": 512, "shareable": d.get("shareable", False)}
+                   "blk_size": 512, "shareable": d.get("shareable", False),
+                   "format": d.get("format", "raw"), "backing": d.get("backing", []),
+                   "backing_format": d.get("backing_format", []) +
+                   ["raw"] * (len(d.get("backing", [])) - len(d.get("backing_format", [])))}
                   for d in doc.get("disks", [])],
         "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"], "mtu": n.get("mtu", 0)}
                  for n in doc.get("nets", [])],

@@ -89,6 +89,19 @@ static json_object *dump(const struct vm_config *c)
 		json_object_object_add(e, "serial", str_or_null(d->serial));
 		json_object_object_add(e, "blk_size", json_object_new_int((int)d->blk_size));
 		json_object_object_add(e, "shareable", json_object_new_boolean(d->shareable));
+		json_object_object_add(e, "format", json_object_new_string(disk_format_name(d->format)));
+		{
+			json_object *b = json_object_new_array(), *bf = json_object_new_array();
+
+			/* Layers without a backing_format are raw (docs/kvmm.md). */
+			for (unsigned int j = 0; j < d->nbacking; j++) {
+				json_object_array_add(b, json_object_new_string(d->backing[j]));
+				json_object_array_add(bf, json_object_new_string(disk_format_name(
+					j < d->nbacking_format ? d->backing_format[j] : DISK_FORMAT_RAW)));
+			}
+			json_object_object_add(e, "backing", b);
+			json_object_object_add(e, "backing_format", bf);
+		}
 		json_object_array_add(a, e);
 	}
 	json_object_object_add(o, "disks", a);

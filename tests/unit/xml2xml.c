@@ -70,6 +70,8 @@ int main(int argc, char **argv)
 			flags |= VIR_DOMAIN_XML_INACTIVE;
 		else if (!strcmp(argv[i], "--migratable"))
 			flags |= VIR_DOMAIN_XML_MIGRATABLE;
+		else if (!strcmp(argv[i], "--status"))
+			opts.status = true;
 		else if (!strcmp(argv[i], "--vm-config"))
 			vm_config = true;
 		else if (!strncmp(argv[i], "--vm-config=", 12))
@@ -80,7 +82,7 @@ int main(int argc, char **argv)
 			file = NULL, i = argc;
 	}
 	if (!file) {
-		fprintf(stderr, "usage: xml2xml [--inactive] [--migratable] [--vm-config[=API_SOCKET]] FILE\n");
+		fprintf(stderr, "usage: xml2xml [--inactive] [--migratable] [--status] [--vm-config[=API_SOCKET]] FILE\n");
 		return 2;
 	}
 	if (seed) {

@@ -22,6 +22,7 @@
 #include "domain_api.h"
 #include "error.h"
 #include "handlers.h"
+#include "kvmm/disk_chain.h"
 #include "kvmm/monitor.h"
 #include "net/netdev.h"
 #include "net/nics.h"
@@ -637,6 +638,7 @@ int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
 	g_autofree char *path = NULL;
 	struct domain_obj *obj;
 	struct stat st;
+	bool qcow2 = false;
 	int i, fd, rc = -1;
 
 	if (api_check_flags(a->flags, 0, "virDomainGetBlockInfo") < 0)
@@ -645,12 +647,15 @@ int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
 		return -1;
 	g_mutex_lock(&obj->lock);
 	i = disk_index(obj->def, a->path);
-	if (i >= 0)
+	if (i >= 0) {
 		path = g_strdup(obj->def->disks[i].source);
+		qcow2 = obj->def->disks[i].format == FORMAT_QCOW2;
+	}
 	g_mutex_unlock(&obj->lock);
 	if (!path)
 		goto out;
 	/* Raw images: capacity is the size; allocation what the host holds.
+	 * qcow2 images: capacity is the disk's size in the header.
 	 * CLIENT: a read-only caller chooses when this runs, on whatever the
 	 * definition names: only a regular file or a block device is opened,
 	 * without blocking (O_NONBLOCK: a FIFO would wait for a writer), and
@@ -684,6 +689,8 @@ int drv_domain_get_block_info(struct rpc_conn *conn, void *args, void *ret)
 	} else {
 		r->capacity = r->physical = st.st_size;
 		r->allocation = (uint64_t)st.st_blocks * 512;
+		if (qcow2)
+			disk_chain_qcow2_size(fd, &r->capacity);
 	}
 	close(fd);
 	rc = 0;

@@ -100,7 +100,7 @@ static char *domcaps_format(const char *emulator, const char *virttype, const ch
 	g_string_append(x, "  <features>\n"
 			   "    <vmcoreinfo supported='yes'/>\n"
 			   "    <genid supported='no'/>\n"
-			   "    <backingStoreInput supported='no'/>\n"
+			   "    <backingStoreInput supported='yes'/>\n"
 			   "    <backup supported='no'/>\n"
 			   "    <sev supported='no'/>\n"
 			   "    <sgx supported='no'/>\n"

@@ -143,6 +143,9 @@ void domain_def_free(struct domain_def *def)
 		g_free(def->disks[i].source);
 		g_free(def->disks[i].target);
 		g_free(def->disks[i].serial);
+		for (size_t j = 0; j < def->disks[i].nbacking; j++)
+			g_free(def->disks[i].backing[j].path);
+		g_free(def->disks[i].backing);
 	}
 	g_free(def->disks);
 	g_free(def->controllers);

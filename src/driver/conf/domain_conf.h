@@ -19,6 +19,7 @@ enum conf_clock_offset { CLOCK_UTC, CLOCK_LOCALTIME };
 enum conf_timer_name { TIMER_RTC, TIMER_PIT, TIMER_HPET, TIMER_LAST };
 enum conf_lifecycle { LIFECYCLE_DESTROY, LIFECYCLE_RESTART };
 enum conf_disk_type { DISK_FILE, DISK_BLOCK };
+enum conf_disk_format { FORMAT_RAW, FORMAT_QCOW2 };
 enum conf_disk_cache { CACHE_DEFAULT, CACHE_NONE, CACHE_WRITETHROUGH, CACHE_WRITEBACK,
 		       CACHE_DIRECTSYNC, CACHE_UNSAFE };
 enum conf_disk_io { IO_DEFAULT, IO_THREADS, IO_NATIVE, IO_URING };
@@ -38,8 +39,25 @@ enum conf_sysinfo_groups { SYSINFO_BIOS, SYSINFO_SYSTEM, SYSINFO_BASEBOARD, SYSI
 /* A tristate for optional on/off (yes/no) attributes: absent, or given. */
 enum conf_tristate { TRI_ABSENT, TRI_ON, TRI_OFF };
 
+/* kvmm's limit on the layers below one image (KVMM_MAX_BACKING). */
+#define DOMAIN_MAX_BACKING 16
+
+/* One layer of a disk's backing chain (<backingStore type='file'>). */
+struct domain_backing {
+	int format;		/* conf_disk_format */
+	char *path;
+	unsigned index;		/* live: libvirt's node index; 0 when not running */
+};
+
 struct domain_disk {
 	int type;		/* conf_disk_type */
+	int format;		/* conf_disk_format: <driver type=> */
+	unsigned index;		/* live: the image's node index (<source index=>); 0: none */
+	/* The backing chain, the image's own backing file first.  The first
+	 * nbacking_given layers are the definition's; the rest were read from
+	 * the images' headers at start and belong to the run (live only). */
+	struct domain_backing *backing; size_t nbacking, nbacking_given;
+	bool backing_end;	/* the definition ends the chain: <backingStore/> */
 	int cache, io, discard;	/* *_DEFAULT: not given, the VMM's default */
 	char *source;		/* <source file=> or <source dev=> */
 	char *target;		/* vda, vdb, ... */
@@ -142,6 +160,8 @@ struct domain_def {
 /* Options of a parse; the daemon fills them from its configuration. */
 struct domain_parse_opts {
 	const char *default_emulator;	/* when <emulator> is absent; may be NULL */
+	bool status;		/* a run's status XML: the disks' node indexes
+				 * and the chains they number are the run's */
 };
 
 /* Parses, completes and validates XML.  On failure reports the error

@@ -261,17 +261,43 @@ static void format_machine(struct out *o, const struct domain_def *def)
 	}
 }
 
+/* The backing chain below D from layer I on, nested as libvirt writes it.
+ * Live, each layer has its index and a complete chain ends with an empty
+ * <backingStore/>; inactive, only the definition's layers are shown. */
+static void format_backing(struct out *o, const struct domain_disk *d, size_t i, bool live)
+{
+	size_t n = live ? d->nbacking : d->nbacking_given;
+	char idx[16];
+
+	if (i == n) {
+		/* A running disk's chain is complete: kvmm opened all of it. */
+		if (d->backing_end || (live && d->index))
+			line(o, "backingStore", NULL, NULL);
+		return;
+	}
+	open_(o, "backingStore", "type", "file",
+	      "index", live && d->backing[i].index ? U(idx, d->backing[i].index) : NULL, NULL);
+	line(o, "format", NULL, "type", conf_enum_name(&conf_disk_format, d->backing[i].format), NULL);
+	line(o, "source", NULL, "file", d->backing[i].path, NULL);
+	format_backing(o, d, i + 1, live);
+	close_(o, "backingStore");
+}
+
 static void format_disk(struct out *o, const struct domain_disk *d)
 {
 	/* 'default' (the VMM's choice) is shown as no attribute, as libvirt does. */
 	const char *cache = d->cache ? conf_enum_name(&conf_disk_cache, d->cache) : NULL;
 	const char *io = d->io ? conf_enum_name(&conf_disk_io, d->io) : NULL;
 	const char *discard = d->discard ? conf_enum_name(&conf_disk_discard, d->discard) : NULL;
+	bool live = !(o->flags & VIR_DOMAIN_XML_INACTIVE);
+	char idx[16];
 
 	open_(o, "disk", "type", conf_enum_name(&conf_disk_type, d->type), "device", "disk", NULL);
-	line(o, "driver", NULL, "name", "qemu", "type", "raw", "cache", cache, "io", io,
-	     "discard", discard, NULL);
-	line(o, "source", NULL, d->type == DISK_FILE ? "file" : "dev", d->source, NULL);
+	line(o, "driver", NULL, "name", "qemu", "type", conf_enum_name(&conf_disk_format, d->format),
+	     "cache", cache, "io", io, "discard", discard, NULL);
+	line(o, "source", NULL, d->type == DISK_FILE ? "file" : "dev", d->source,
+	     "index", live && d->index ? U(idx, d->index) : NULL, NULL);
+	format_backing(o, d, 0, live);
 	line(o, "target", NULL, "dev", d->target, "bus", "virtio", NULL);
 	if (d->readonly)
 		line(o, "readonly", NULL, NULL);

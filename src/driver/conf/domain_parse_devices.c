@@ -32,6 +32,50 @@ static const char *bus_from_target(const char *dev)
 	return dev;
 }
 
+/* The <backingStore> chain under NODE (a <disk> or a <backingStore>):
+ * each layer a file with its format; an empty <backingStore/> ends the
+ * chain.  index= is the running domain's (status XML). */
+static int parse_backing_chain(xmlNodePtr node, struct domain_disk *d)
+{
+	xmlNodePtr bs, n;
+	int v;
+
+	while ((bs = xml_child(node, "backingStore"))) {
+		struct domain_backing *b;
+		bool empty = !xmlHasProp(bs, BAD_CAST "type");
+
+		for (xmlNodePtr c = bs->children; c && empty; c = c->next)
+			empty = c->type != XML_ELEMENT_NODE;
+		if (empty) {
+			d->backing_end = true;
+			return 0;
+		}
+		if (d->nbacking == DOMAIN_MAX_BACKING) {
+			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+					 "disk %s: a backing chain longer than %d layers is not supported by kvmm",
+					 d->source ? d->source : "", DOMAIN_MAX_BACKING);
+			return -1;
+		}
+		b = APPEND(d->backing, d->nbacking);
+		if (xml_attr_enum(bs, "type", &conf_backing_type, XML_REQUIRED, &v) < 0 ||
+		    xml_attr_uint(bs, "index", &b->index) < 0)
+			return -1;
+		if (!(n = xml_child(bs, "format"))) {
+			drv_error_report(VIR_ERR_XML_ERROR, "missing disk backing store format");
+			return -1;
+		}
+		if (xml_attr_enum(n, "type", &conf_disk_format, XML_REQUIRED, &b->format) < 0)
+			return -1;
+		if (!(n = xml_child(bs, "source")) || !(b->path = xml_attr(n, "file")) || !*b->path) {
+			drv_error_report(VIR_ERR_NO_SOURCE, "missing source information for the backing store of %s",
+					 d->source ? d->source : "");
+			return -1;
+		}
+		node = bs;
+	}
+	return 0;
+}
+
 static int parse_disk(xmlNodePtr node, struct domain_def *def)
 {
 	struct domain_disk *d = APPEND(def->disks, def->ndisks);
@@ -43,14 +87,17 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 		return -1;
 	if ((n = xml_child(node, "driver"))) {
 		if (xml_attr_enum(n, "name", &conf_disk_driver, 0, &v) < 0 ||
-		    xml_attr_enum(n, "type", &conf_disk_format, 0, &v) < 0 ||
+		    xml_attr_enum(n, "type", &conf_disk_format, FORMAT_RAW, &d->format) < 0 ||
 		    xml_attr_enum(n, "cache", &conf_disk_cache, CACHE_DEFAULT, &d->cache) < 0 ||
 		    xml_attr_enum(n, "io", &conf_disk_io, IO_DEFAULT, &d->io) < 0 ||
 		    xml_attr_enum(n, "discard", &conf_disk_discard, DISCARD_DEFAULT, &d->discard) < 0)
 			return -1;
 	}
-	if ((n = xml_child(node, "source")))
+	if ((n = xml_child(node, "source"))) {
 		d->source = xml_attr(n, d->type == DISK_FILE ? "file" : "dev");
+		if (xml_attr_uint(n, "index", &d->index) < 0)
+			return -1;
+	}
 	if (!(n = xml_child(node, "target")) || !(d->target = xml_attr(n, "dev"))) {
 		drv_error_report(VIR_ERR_NO_TARGET, "missing target information for device %s",
 				 d->source ? d->source : "disk");
@@ -67,6 +114,9 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 		drv_error_report(VIR_ERR_NO_SOURCE, "missing source information for %s", d->target);
 		return -1;
 	}
+	if (parse_backing_chain(node, d) < 0)
+		return -1;
+	d->nbacking_given = d->nbacking;
 	d->readonly = xml_child(node, "readonly") != NULL;
 	d->shareable = xml_child(node, "shareable") != NULL;
 	if ((n = xml_child(node, "serial")))

@@ -41,7 +41,8 @@ const struct conf_enum conf_lifecycle_action = { "lifecycle action", "action", {
 const struct conf_enum conf_disk_type = { "disk type", "type", { "file", "block" } };
 const struct conf_enum conf_disk_device = { "disk device", "device", { "disk" } };
 const struct conf_enum conf_disk_driver = { "disk driver", "name", { "qemu" } };
-const struct conf_enum conf_disk_format = { "disk format", "type", { "raw" } };
+const struct conf_enum conf_disk_format = { "disk format", "type", { "raw", "qcow2" } };
+const struct conf_enum conf_backing_type = { "backing store type", "type", { "file" } };
 const struct conf_enum conf_disk_cache = {
 	"disk cache mode", "cache",
 	{ "default", "none", "writethrough", "writeback", "directsync", "unsafe" } };

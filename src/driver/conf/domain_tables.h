@@ -51,6 +51,7 @@ extern const struct conf_enum conf_disk_type;
 extern const struct conf_enum conf_disk_device;
 extern const struct conf_enum conf_disk_driver;
 extern const struct conf_enum conf_disk_format;
+extern const struct conf_enum conf_backing_type;
 extern const struct conf_enum conf_disk_cache;
 extern const struct conf_enum conf_disk_io;
 extern const struct conf_enum conf_disk_discard;

@@ -94,6 +94,22 @@ int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts 
 {
 	if (!def->emulator && opts->default_emulator)
 		def->emulator = g_strdup(opts->default_emulator);
+	/* Node indexes belong to a run, as in libvirt (parsed from status
+	 * XML only): there, the chain they number is the run's, read from
+	 * the images or not, and the definition is kept apart; elsewhere
+	 * (a running domain's dumpxml defined again) they mean nothing. */
+	for (size_t i = 0; i < def->ndisks; i++) {
+		struct domain_disk *d = &def->disks[i];
+
+		if (opts->status && d->index) {
+			d->nbacking_given = 0;
+			d->backing_end = false;
+			continue;
+		}
+		d->index = 0;
+		for (size_t j = 0; j < d->nbacking; j++)
+			d->backing[j].index = 0;
+	}
 	if (!def->machine)
 		def->machine = g_strdup(conf_enum_name(&conf_machine, 0));
 	/* kvmm's machine always has ACPI and APICs (CPUs are found through the
@@ -206,9 +222,13 @@ static int validate_paths(const struct domain_def *def)
 	if (check_path("kernel", def->kernel) < 0 || check_path("initrd", def->initrd) < 0 ||
 	    check_path("emulator", def->emulator) < 0)
 		return -1;
-	for (size_t i = 0; i < def->ndisks; i++)
+	for (size_t i = 0; i < def->ndisks; i++) {
 		if (check_path("disk source", def->disks[i].source) < 0)
 			return -1;
+		for (size_t j = 0; j < def->disks[i].nbacking; j++)
+			if (check_path("backing store source", def->disks[i].backing[j].path) < 0)
+				return -1;
+	}
 	for (size_t i = 0; i < def->nserials; i++)
 		if (check_chr("serial source path", &def->serials[i]) < 0)
 			return -1;

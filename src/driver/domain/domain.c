@@ -21,7 +21,7 @@ static GMutex list_lock;
 static GHashTable *by_name;	/* name -> obj (the index's reference) */
 static GHashTable *by_uuid;	/* 16 bytes -> same obj, no reference */
 static GHashTable *claimed;	/* names being renamed to (owned strings) */
-static struct domain_parse_opts parse_opts;
+static struct domain_parse_opts parse_opts, status_parse_opts;
 static char *emulator_path;
 
 static guint uuid_hash(gconstpointer p)
@@ -143,6 +143,8 @@ int domains_init(const char *config_dir, const char *emulator)
 	claimed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	emulator_path = g_strdup(emulator);
 	parse_opts.default_emulator = emulator_path;
+	status_parse_opts = parse_opts;
+	status_parse_opts.status = true;
 	if (persist_init(config_dir) < 0)
 		return -1;
 	g_mutex_lock(&list_lock);
@@ -166,6 +168,11 @@ void domains_shutdown(void)
 const struct domain_parse_opts *domains_parse_opts(void)
 {
 	return &parse_opts;
+}
+
+const struct domain_parse_opts *domains_status_parse_opts(void)
+{
+	return &status_parse_opts;
 }
 
 static struct domain_obj *find(GHashTable *t, gconstpointer key)

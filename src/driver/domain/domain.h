@@ -60,6 +60,8 @@ struct domain_obj {
 int domains_init(const char *config_dir, const char *emulator);
 void domains_shutdown(void);
 const struct domain_parse_opts *domains_parse_opts(void);
+/* The same, for a run's status XML (its live definition). */
+const struct domain_parse_opts *domains_status_parse_opts(void);
 
 /* The one way a domain's state changes, OBJ's lock held: STATE and
  * REASON (virDomainState and its reason); while it runs, its status file

@@ -20,6 +20,7 @@
 #include "domain/domain_persist.h"
 #include "error.h"
 #include "domain/events.h"
+#include "disk_chain.h"
 #include "log.h"
 #include "monitor.h"
 #include "net/nics.h"
@@ -310,6 +311,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	obj->id = obj->def->id = -1;
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
+	disk_chain_forget(obj->def);
 	/* A definition defined while it ran is the next start's: it takes
 	 * over now, before the event, as libvirt's does. */
 	domain_run_ended_locked(obj);
@@ -517,9 +519,13 @@ static int check_sources(const struct domain_def *def)
 	if (check_source("kernel", def->kernel, false) < 0 ||
 	    check_source("initrd", def->initrd, false) < 0)
 		return -1;
-	for (size_t i = 0; i < def->ndisks; i++)
+	for (size_t i = 0; i < def->ndisks; i++) {
 		if (check_source("disk source", def->disks[i].source, true) < 0)
 			return -1;
+		for (size_t j = 0; j < def->disks[i].nbacking; j++)
+			if (check_source("backing store", def->disks[i].backing[j].path, false) < 0)
+				return -1;
+	}
 	for (size_t i = 0; i < def->nserials + def->nconsoles; i++) {
 		const struct domain_chr *c = i < def->nserials ? &def->serials[i]
 							       : &def->consoles[i - def->nserials];
@@ -558,8 +564,12 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	rt.api_socket = r->api_path;
 	rt.paused = paused;
 	rc = vmconfig_check(obj->def);
+	/* The chains kvmm is to open, as the live XML shows them; their
+	 * files are checked with the others. */
 	if (rc == 0)
-		rc = check_sources(obj->def);
+		rc = disk_chain_prepare(obj->def);
+	if (rc == 0 && (rc = check_sources(obj->def)) < 0)
+		disk_chain_forget(obj->def);
 	g_mutex_unlock(&obj->lock);
 	if (rc < 0) {
 		g_free(r->api_path);
@@ -690,6 +700,7 @@ fail:
 			 drv_error_last() ? drv_error_last()->message : "?");
 	g_mutex_lock(&obj->lock);
 	nics_forget(obj->def);
+	disk_chain_forget(obj->def);
 	g_mutex_unlock(&obj->lock);
 	run_free(r);
 	return -1;
@@ -864,7 +875,7 @@ static void orphan_nic_free(gpointer p)
 /* The NICs of the run recorded in LIVE_XML whose taps TAPS does not name. */
 static void note_unrecorded_taps(const char *live_xml, const struct nic_taps *taps)
 {
-	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_parse_opts()) : NULL;
+	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_status_parse_opts()) : NULL;
 
 	drv_error_reset();
 	if (!def)
@@ -1043,7 +1054,7 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 
 	if (!obj->persistent || !live_xml || obj->newdef)
 		return;
-	live = domain_def_parse_string(live_xml, domains_parse_opts());
+	live = domain_def_parse_string(live_xml, domains_status_parse_opts());
 	if (!live) {
 		pr_warn("domain '%s': the live definition in its status file does not parse (%s); using the persistent one",
 			obj->def->name, drv_error_last() ? drv_error_last()->message : "?");
@@ -1056,6 +1067,9 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 		obj->newdef = obj->def;
 		obj->def = live;
 	} else {
+		/* What only the run has, and the inactive XML leaves out. */
+		if (a && b)
+			disk_chain_adopt(obj->def, live);
 		domain_def_free(live);
 	}
 	drv_error_reset();
@@ -1079,7 +1093,7 @@ static void adopt_one(const char *path)
 	obj = domain_find_by_uuid(st.uuid);
 	if (!obj && st.transient && st.live_xml) {
 		/* A transient domain: its live definition is all there is. */
-		struct domain_def *def = domain_def_parse_string(st.live_xml, domains_parse_opts());
+		struct domain_def *def = domain_def_parse_string(st.live_xml, domains_status_parse_opts());
 
 		if (def && (obj = domain_add_transient(def, "adopt")))
 			domain_job_end(obj);

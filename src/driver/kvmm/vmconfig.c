@@ -12,11 +12,17 @@
  *   <features><vmcoreinfo state='on'/>   -> vmcoreinfo (fw_cfg etc/vmcoreinfo)
  *   on_reboot destroy                    -> no_reboot (kvmm exits, the daemon
  *                                           then stops the domain)
- *   disk (file or block), in XML order   -> disks [{path, readonly, cache, serial,
- *                                           shareable}]:
+ *   disk (file or block), in XML order   -> disks [{path, format, backing,
+ *                                           backing_format, readonly, cache,
+ *                                           serial, shareable}]:
  *                                           virtio-blk, vda first; io= is how kvmm
  *                                           does I/O anyway (io_uring), discards
- *                                           reach the image
+ *                                           reach the image; <driver type>
+ *                                           is format, the <backingStore>
+ *                                           chain (given, or read from the
+ *                                           headers at start) backing= and
+ *                                           backing_format=, which kvmm
+ *                                           checks against the headers
  *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
@@ -56,6 +62,17 @@ int vmconfig_check(const struct domain_def *def)
 					   conf_enum_name(&conf_disk_cache, d->cache));
 		if (d->discard == DISCARD_IGNORE)
 			return unsupported("disk discard='ignore' is not supported by kvmm (it passes discards to the image); use discard='unmap' or leave it out");
+		/* kvmm maps qcow2 only in a file, and a chain only below qcow2. */
+		if (d->format == FORMAT_QCOW2 && d->type == DISK_BLOCK)
+			return unsupported("disk %s: a qcow2 image on a block device is not supported by kvmm; use type='raw' or an image file",
+					   d->source);
+		for (size_t j = 0; j < d->nbacking; j++) {
+			int upper = j ? d->backing[j - 1].format : d->format;
+
+			if (upper == FORMAT_RAW)
+				return unsupported("disk %s: raw image %s cannot have a backing store; make it qcow2 or end the chain above it",
+						   d->target, j ? d->backing[j - 1].path : d->source);
+		}
 		if (d->serial && strlen(d->serial) > VM_DISK_SERIAL_MAX)
 			return unsupported("a disk serial longer than %d characters is not supported by virtio-blk",
 					   VM_DISK_SERIAL_MAX);
@@ -214,6 +231,19 @@ static json_object *disk_config(const struct domain_disk *d)
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "path", json_object_new_string(d->source));
+	if (d->format == FORMAT_QCOW2)
+		json_object_object_add(o, "format", json_object_new_string("qcow2"));
+	if (d->nbacking) {
+		json_object *paths = json_object_new_array(), *formats = json_object_new_array();
+
+		for (size_t i = 0; i < d->nbacking; i++) {
+			json_object_array_add(paths, json_object_new_string(d->backing[i].path));
+			json_object_array_add(formats, json_object_new_string(
+				conf_enum_name(&conf_disk_format, d->backing[i].format)));
+		}
+		json_object_object_add(o, "backing", paths);
+		json_object_object_add(o, "backing_format", formats);
+	}
 	if (d->readonly)
 		json_object_object_add(o, "readonly", json_object_new_boolean(true));
 	if (d->cache == CACHE_NONE || d->cache == CACHE_WRITEBACK || d->cache == CACHE_UNSAFE)
