@@ -190,6 +190,16 @@ static const char *refused_hint(const char *parent, const char *name)
 	return "";
 }
 
+static const char *refused_attr_hint(const char *element, const char *attr)
+{
+	if (!strcmp(element, "os") && !strcmp(attr, "firmware"))
+		return " (it boots a kernel directly, without firmware); remove it and add <kernel> (virt-install: --boot kernel=PATH)";
+	/* virt-install's USB controller; its model='none' takes no ports. */
+	if (!strcmp(element, "controller") && !strcmp(attr, "ports"))
+		return " (it has no USB); remove it";
+	return "";
+}
+
 static int refuse_element(xmlNodePtr c, xmlNodePtr parent)
 {
 	char name[128], pname[128];
@@ -228,8 +238,7 @@ int xml_refuse_unconsumed(xmlNodePtr node)
 		else
 			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
 					 "attribute '%s' of <%s> is not supported by kvmm%s", a->name, name,
-					 xml_is_element(node, "os") && xmlStrEqual(a->name, BAD_CAST "firmware") ?
-					 " (it boots a kernel directly, without firmware); remove it and add <kernel> (virt-install: --boot kernel=PATH)" : "");
+					 refused_attr_hint(name, (const char *)a->name));
 		return -1;
 	}
 	for (xmlNodePtr c = node->children; c; c = c->next) {
