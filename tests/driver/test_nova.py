@@ -409,3 +409,17 @@ def test_nova_spawns_reboots_pauses_powers_off_on_and_destroys(nova):
     assert e.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
     assert not os.path.exists(n.dir)
     assert d.guests() == []
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "kvmm keeps its pty's slave open, so the guest's early output waits in the pty; nova's "
+    "get_console_output reads it (readpty) and appends it to console.log, which kvmm writes "
+    "at its own offset: the output holds the boot twice (docs/virtkvmmd.md, OpenStack nova)"))
+def test_nova_console_output_is_the_guests_output_once(nova):
+    d, n, conn = nova
+    assert n.call("spawn")["state"] == RUNNING
+    log = os.path.join(n.dir, "console.log")
+    wait_for(lambda: os.path.exists(log) and "KVMMTEST done" in open(log, errors="replace").read(),
+             "the guest's records in the log kvmm writes", timeout=120)
+    text = n.console()
+    assert text.count("KVMMTEST boot") == 1, text
