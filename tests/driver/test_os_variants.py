@@ -187,7 +187,7 @@ def test_virt_install_with_kvmms_options_defines_and_runs(fwd, tmp_path, osinfo)
         dom = conn.defineXML(xml.replace('<clock offset="localtime"/>', '<clock offset="utc"/>'))
     dom.create()
     wait_for(lambda: os.path.exists(log) and "KVMMTEST done" in open(log).read(),
-             f"the guest's records ({osinfo})", timeout=60)
+             f"the guest's records ({osinfo})", timeout=120)
     assert "KVMMTEST fail" not in open(log).read()
     dom.destroy()
     dom.undefine()
