@@ -325,9 +325,20 @@ static int parse_controller(xmlNodePtr node, struct domain_def *def)
 	    xml_attr_uint(node, "index", &index) < 0)
 		return -1;
 	/* The model first: a q35 definition's pcie-root-port (with no
-	 * index) is told what to use rather than that index 0 is taken. */
-	if (type == CTRL_PCI && xml_attr_enum(node, "model", &conf_pci_model, 0, &pci_model) < 0)
-		return -1;
+	 * index) is told what to do rather than that index 0 is taken. */
+	if (type == CTRL_PCI) {
+		g_autofree char *model = xml_attr(node, "model");
+
+		/* Only the root has an alternative; ports and bridges go. */
+		if (model && strcmp(model, "pci-root") && strcmp(model, "pcie-root")) {
+			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+					 "pci controller model '%s' is not supported by kvmm (it has one PCI bus, the root); remove it",
+					 model);
+			return -1;
+		}
+		if (xml_attr_enum(node, "model", &conf_pci_model, 0, &pci_model) < 0)
+			return -1;
+	}
 	if (index != 0) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
 				 "%s controller index %u is not supported by kvmm; it has only index 0",

@@ -163,10 +163,46 @@ static void qualified(xmlNodePtr n, char *buf, size_t len)
 		g_snprintf(buf, len, "%s", n->name);
 }
 
+/* What to do instead, for elements virt-install, virt-manager and nova
+ * add by default: libvirt's define API has no way to carry a warning, so
+ * the refusal names the change (and the tool's switch that makes it). */
+static const struct {
+	const char *parent, *name, *hint;
+} refused_hints[] = {
+	{ "devices", "graphics", " (it has no display); remove it (nova: [vnc] enabled = False and [spice] enabled = False; virt-install: --graphics none)" },
+	{ "devices", "video", " (it has no display); remove it (nova: [vnc] enabled = False and [spice] enabled = False; virt-install: --graphics none)" },
+	{ "devices", "input", " (it has no display); remove it (virt-install: --graphics none)" },
+	{ "devices", "sound", "; remove it (virt-install: --sound none)" },
+	{ "devices", "audio", "; remove it (virt-install: --sound none)" },
+	{ "devices", "redirdev", " (it has no USB); remove it (virt-install: --redirdev none)" },
+	{ "devices", "smartcard", " (it has no USB); remove it (virt-install: --smartcard none)" },
+	{ "devices", "tpm", "; remove it (virt-install: --tpm none)" },
+	{ "devices", "watchdog", "; remove it (virt-install: --watchdog none)" },
+	{ "features", "hyperv", " (it offers no Hyper-V enlightenments); remove it" },
+	{ "features", "smm", " (it boots a kernel directly, without firmware); remove it" },
+};
+
+static const char *refused_hint(const char *parent, const char *name)
+{
+	for (size_t i = 0; i < G_N_ELEMENTS(refused_hints); i++)
+		if (!strcmp(refused_hints[i].parent, parent) && !strcmp(refused_hints[i].name, name))
+			return refused_hints[i].hint;
+	return "";
+}
+
+static const char *refused_attr_hint(const char *element, const char *attr)
+{
+	if (!strcmp(element, "os") && !strcmp(attr, "firmware"))
+		return " (it boots a kernel directly, without firmware); remove it and add <kernel> (virt-install: --boot kernel=PATH)";
+	/* virt-install's USB controller; its model='none' takes no ports. */
+	if (!strcmp(element, "controller") && !strcmp(attr, "ports"))
+		return " (it has no USB); remove it";
+	return "";
+}
+
 static int refuse_element(xmlNodePtr c, xmlNodePtr parent)
 {
 	char name[128], pname[128];
-	const char *why = "";
 
 	qualified(c, name, sizeof(name));
 	qualified(parent, pname, sizeof(pname));
@@ -176,19 +212,13 @@ static int refuse_element(xmlNodePtr c, xmlNodePtr parent)
 		return -1;
 	}
 	if (xml_is_element(parent, "devices")) {
-		/* kvmm has no display: say what to change rather than ignore it,
-		 * since libvirt's define API has no way to carry a warning. */
-		if (!strcmp(name, "graphics") || !strcmp(name, "video"))
-			why = " (it has no display); remove it (nova: [vnc] enabled = False and [spice] enabled = False; virt-install: --graphics none)";
-		else if (!strcmp(name, "input"))
-			why = " (it has no display); remove it (virt-install: --graphics none)";
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "device '%s' is not supported by kvmm%s",
-				 name, why);
+				 name, refused_hint(pname, name));
 	} else if (!parent->parent || parent->parent->type != XML_ELEMENT_NODE) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "element <%s> is not supported by kvmm", name);
 	} else {
-		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "element <%s> in <%s> is not supported by kvmm",
-				 name, pname);
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "element <%s> in <%s> is not supported by kvmm%s",
+				 name, pname, refused_hint(pname, name));
 	}
 	return -1;
 }
@@ -207,7 +237,8 @@ int xml_refuse_unconsumed(xmlNodePtr node)
 					 a->ns->prefix, a->name, name);
 		else
 			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
-					 "attribute '%s' of <%s> is not supported by kvmm", a->name, name);
+					 "attribute '%s' of <%s> is not supported by kvmm%s", a->name, name,
+					 refused_attr_hint(name, (const char *)a->name));
 		return -1;
 	}
 	for (xmlNodePtr c = node->children; c; c = c->next) {
