@@ -30,10 +30,12 @@
 #include "error.h"
 #include "log.h"
 #include "rpc/server.h"
+#include "rpc/tls.h"
 
 static gchar *opt_root;
 static gint opt_timeout;
 static gboolean opt_verbose;
+static gboolean opt_listen;
 static gchar *opt_pid_file;
 static gchar *opt_config;
 /* NOT_GIVEN: the configuration file (or its default) decides. */
@@ -47,6 +49,8 @@ static const GOptionEntry options[] = {
 	  "Keep every file of this instance (sockets, definitions in DIR/etc/libvirt/kvmm, status files, logs) under DIR", "DIR" },
 	{ "timeout", 't', 0, G_OPTION_ARG_INT, &opt_timeout,
 	  "Exit after SECONDS without clients (0: never)", "SECONDS" },
+	{ "listen", 'l', 0, G_OPTION_ARG_NONE, &opt_listen,
+	  "Listen for TLS clients (kvmm+tls://HOST/system) on tls_port, as listen_tls = 1 does", NULL },
 	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose,
 	  "Log every connection and call (overrides log_level)", NULL },
 	{ "config", 'f', 0, G_OPTION_ARG_FILENAME, &opt_config,
@@ -256,6 +260,30 @@ out:
 	unsetenv("NOTIFY_SOCKET");
 }
 
+/* The TLS listener's credentials and checks, from CONF; files default
+ * to libvirt's locations (under --root's DIR with --root).  NULL after
+ * logging. */
+static struct tls_context *tls_setup(const struct daemon_conf *conf, const char *root)
+{
+	g_autofree char *ca = g_strconcat(root, "/etc/pki/CA/cacert.pem", NULL);
+	g_autofree char *cert = g_strconcat(root, "/etc/pki/libvirt/servercert.pem", NULL);
+	g_autofree char *key = g_strconcat(root, "/etc/pki/libvirt/private/serverkey.pem", NULL);
+	struct tls_config tc = {
+		.ca_file = conf->ca_file ? conf->ca_file : ca,
+		.cert_file = conf->cert_file ? conf->cert_file : cert,
+		.key_file = conf->key_file ? conf->key_file : key,
+		.crl_file = conf->crl_file,
+		.no_verify = conf->tls_no_verify_certificate,
+		.allowed_dn = conf->tls_allowed_dn_list,
+		.priority = conf->tls_priority,
+	};
+	struct tls_context *ctx = tls_context_new(&tc);
+
+	if (ctx && tc.no_verify)
+		pr_warn("tls_no_verify_certificate is set: any TLS client may use the daemon");
+	return ctx;
+}
+
 int main(int argc, char **argv)
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
@@ -267,6 +295,7 @@ int main(int argc, char **argv)
 	struct daemon_conf conf;
 	struct rpc_server_config cfg;
 	struct rpc_server *srv = NULL;
+	struct tls_context *tls = NULL;
 	struct idle_check ic;
 	GMainLoop *loop;
 	int pid_fd = -1, rc = 1;
@@ -338,6 +367,14 @@ int main(int argc, char **argv)
 		conf.keepalive_count = opt_keepalive_count;
 	if (opt_max_clients != NOT_GIVEN)
 		conf.max_clients = opt_max_clients;
+	if (opt_listen)
+		conf.listen_tls = true;
+	/* Certificates are checked now: a daemon that could not serve TLS
+	 * must not start (and leave nothing behind). */
+	if (conf.listen_tls && !(tls = tls_setup(&conf, root))) {
+		daemon_conf_clear(&conf);
+		return 1;
+	}
 	/* Definitions where libvirt's drivers keep theirs: SYSCONFDIR/libvirt/DRIVER
 	 * for the system instance, the user's config dir for a session. */
 	if (opt_root)
@@ -409,6 +446,8 @@ int main(int argc, char **argv)
 	    (act_ro >= 0 ? rpc_server_listen_fd(srv, act_ro, act_ro_path, true) < 0 :
 	     rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0))
 		goto out;
+	if (tls && rpc_server_listen_tls(srv, conf.listen_addr, conf.tls_port, tls) < 0)
+		goto out;
 
 	ic.loop = loop;
 	ic.srv = srv;
@@ -422,6 +461,8 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	rpc_server_free(srv);
+	tls_context_free(tls);
+	daemon_conf_clear(&conf);
 	g_main_loop_unref(loop);
 	domains_shutdown();
 	if (pid_fd >= 0) {
