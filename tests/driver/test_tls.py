@@ -10,6 +10,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import subprocess
 import time
 
 import libvirt
@@ -178,6 +179,10 @@ def test_virsh_over_tls(tls_daemon, pki):
     assert r.returncode == 0, r.stderr + d.output()
     assert "remote1" in r.stdout and "shut off" in r.stdout, r.stdout
     assert f"x509 Distinguished Name '{DN_ALLOWED}' allowed" in d.output()
+    # Spelled as libvirt's own tool prints it, which the docs point to.
+    r = subprocess.run(["virt-pki-query-dn", os.path.join(pki["allowed"], "clientcert.pem")],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == DN_ALLOWED, r.stdout + r.stderr
 
 
 def test_python_define_start_console_over_tls(tls_daemon, pki, consoles, kvm):
