@@ -24,7 +24,8 @@ from kvmmtest import BUILD, GUEST
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SYSTEM_UNITS = ["virtkvmmd.service", "virtkvmmd.socket", "virtkvmmd-ro.socket"]
+SYSTEM_UNITS = ["virtkvmmd.service", "virtkvmmd.socket", "virtkvmmd-ro.socket",
+                "virtkvmmd-tls.socket"]
 USER_UNITS = ["virtkvmmd.service", "virtkvmmd.socket"]
 
 

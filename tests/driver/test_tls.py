@@ -361,3 +361,75 @@ def test_default_certificate_locations_under_root(start_daemon, pki, tmp):
     # No tls_allowed_dn_list: any certificate from the CA.
     r = virsh(tls_uri(port, pki["other"]), "list", "--all")
     assert r.returncode == 0, r.stderr + d.output()
+
+
+# Run in the child: the socket onto fd 3, LISTEN_PID its own pid (the
+# exec keeps it), as systemd's service manager does.
+ACTIVATE = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def test_socket_activation_of_the_tls_port(pki, tmp):
+    """virtkvmmd-tls.socket: a TCP socket from systemd is served with TLS
+    (listen_tls need not be set), and left open at exit."""
+    import subprocess as sp
+    import signal
+    import sys
+    from drvtest import VIRTKVMMD
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    port = lsock.getsockname()[1]
+    conf = tls_conf(tmp, pki, port)
+    with open(conf) as f:
+        text = f.read().replace("listen_tls = 1\n", "")
+    with open(conf, "w") as f:
+        f.write(text)
+    root = os.path.join(tmp, "root")
+    log = os.path.join(tmp, "daemon.log")
+    env = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="virtkvmmd-tls.socket")
+    with open(log, "wb") as out:
+        d = sp.Popen([sys.executable, "-c", ACTIVATE, str(lsock.fileno()), VIRTKVMMD,
+                      "--root", root, "--config", conf, "--verbose"],
+                     pass_fds=[lsock.fileno()], env=env, stdout=out, stderr=sp.STDOUT)
+    try:
+        r = virsh(tls_uri(port, pki["allowed"]), "list", "--all")
+        assert r.returncode == 0, r.stderr + open(log).read()
+        assert f"listening on tls 127.0.0.1:{port} (from systemd)" in open(log).read()
+        os.kill(d.pid, signal.SIGTERM)
+        assert d.wait(30) == 0
+    finally:
+        if d.poll() is None:
+            d.kill()
+            d.wait()
+    # Still systemd's, still listening: the next client waits for the next daemon.
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    lsock.close()
+
+
+def test_silent_clients_count_against_max_anonymous_clients(start_daemon, pki, tmp):
+    """Clients in the handshake are anonymous: with max_anonymous_clients
+    of them, the next waits in the backlog until the bound drops one."""
+    port = free_port()
+    d = start_daemon(["--config", tls_conf(tmp, pki, port, "max_anonymous_clients = 2\n")])
+    wait_tcp(d, port)       # its probe goes at once: it closes
+    deadline = time.monotonic() + 10
+    while "TLS handshake failed" not in d.output():
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+    t0 = time.monotonic()
+    r = virsh(tls_uri(port, pki["allowed"]), "list", "--all", timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr + d.output()
+    assert took >= HANDSHAKE_BOUND - 1, took
+    assert "have not opened a connection (max_anonymous_clients): new ones wait" in d.output()
+    for s in silent:
+        s.close()

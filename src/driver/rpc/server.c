@@ -1046,6 +1046,27 @@ fail:
 	return -1;
 }
 
+int rpc_server_listen_tls_fd(struct rpc_server *srv, int fd, struct tls_context *tls)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	char h[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+	g_autofree char *name = NULL;
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		pr_err("cannot use the inherited TLS socket (fd %d): %s", fd, g_strerror(errno));
+		return -1;
+	}
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		getnameinfo((struct sockaddr *)&sa, len, h, sizeof(h), serv, sizeof(serv),
+			    NI_NUMERICHOST | NI_NUMERICSERV);
+	name = g_strdup_printf(strchr(h, ':') ? "tls [%s]:%s" : "tls %s:%s", h, serv);
+	add_listener(srv, fd, name, false, true)->tls = tls;
+	return 0;
+}
+
 unsigned rpc_server_nclients(const struct rpc_server *srv)
 {
 	return srv->nclients;

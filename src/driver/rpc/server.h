@@ -51,6 +51,10 @@ struct tls_context;
 int rpc_server_listen_tls(struct rpc_server *srv, const char *addr, const char *port,
 			  struct tls_context *tls);
 
+/* The same on fd, a listening TCP socket inherited from systemd
+ * (virtkvmmd-tls.socket).  0, or -1 with the reason logged. */
+int rpc_server_listen_tls_fd(struct rpc_server *srv, int fd, struct tls_context *tls);
+
 unsigned rpc_server_nclients(const struct rpc_server *srv);
 
 /* Monotonic time (µs) since when the server has had no clients; 0 while
