@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from drvtest import virsh
+from drvtest import event_loop, virsh
 from test_console import Console, consoles, pty_guest_xml  # noqa: F401 (fixture)
 
 # Written as gnutls (and so libvirt, and tls_allowed_dn_list) spells
@@ -188,11 +188,28 @@ def test_virsh_over_tls(tls_daemon, pki):
 def test_python_define_start_console_over_tls(tls_daemon, pki, consoles, kvm):
     d, port = tls_daemon
     uri = tls_uri(port, pki["allowed"])
+    event_loop()            # stream data arrives through libvirt's event loop
     conn = libvirt.open(uri)
     dom = conn.defineXML(pty_guest_xml("remote2"))
     dom.create()
     assert dom.isActive() == 1
     assert [x.name() for x in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)] == ["remote2"]
+    # The console through python3-libvirt's own stream over TLS...
+    st = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+    dom.openConsole(None, st, 0)
+    got, deadline, nudge = b"", time.monotonic() + 30, 0.0
+    while b"kvmm-testguest> " not in got:
+        assert time.monotonic() < deadline, got
+        if time.monotonic() > nudge:        # a fresh prompt per Enter
+            st.send(b"\r")
+            nudge = time.monotonic() + 1
+        data = st.recv(4096)
+        if data == -2:                      # nothing yet
+            time.sleep(0.05)
+        else:
+            got += data
+    st.finish()
+    # ... and virsh console on a terminal, also over TLS.
     c = Console(uri, "remote2")
     consoles.append(c)
     c.ready()
