@@ -54,6 +54,17 @@ class CA:
                                                   False, False), critical=True)
                      .sign(self.key, hashes.SHA256()))
 
+    def crl(self, revoked):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+             .last_update(now - datetime.timedelta(days=1))
+             .next_update(now + datetime.timedelta(days=30)))
+        for cert in revoked:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+                .revocation_date(now - datetime.timedelta(hours=1)).build())
+        return b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     def issue(self, dn, server=False, expired=False):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -130,6 +141,10 @@ def pki(tmp_path_factory):
     # its own certificate against its cacert.pem, so that file holds both
     # CAs; the daemon trusts only the real one.
     p["rogue"] = client_dir(base, "rogue", [rogue.cert, ca.cert], *rogue.issue(DN_ALLOWED))
+    # An allowed DN, revoked by the CA's revocation list.
+    rkey, rcert = ca.issue("C=GB,O=kvmm test,CN=allowed-revoked")
+    p["revoked"] = client_dir(base, "revoked", [ca.cert], rkey, rcert)
+    p["crl"] = write(os.path.join(base, "server", "crl.pem"), ca.crl([rcert]))
     return p
 
 
@@ -450,3 +465,59 @@ def test_silent_clients_count_against_max_anonymous_clients(start_daemon, pki, t
     assert "have not opened a connection (max_anonymous_clients): new ones wait" in d.output()
     for s in silent:
         s.close()
+
+
+def test_revoked_certificate_refused(start_daemon, pki, tmp):
+    port = free_port()
+    d = start_daemon(["--config", tls_conf(tmp, pki, port, f'crl_file = "{pki["crl"]}"\n')])
+    wait_tcp(d, port)
+    r = refused(d, port, pki["revoked"])
+    out = d.output()
+    assert "the client's certificate is not valid" in out and "revoked" in out, out + r.stderr
+    assert virsh(tls_uri(port, pki["allowed"]), "list").returncode == 0, d.output()
+
+
+def test_large_packets_and_concurrent_calls_over_tls(tls_daemon, pki):
+    """Packets over many TLS records both ways, and calls from threads
+    sharing one connection (records queued in the session, not on the
+    socket)."""
+    import threading
+    d, port = tls_daemon
+    conn = libvirt.open(tls_uri(port, pki["allowed"]))
+    dom = conn.defineXML(pty_guest_xml("big"))
+    text = "".join(f"line {i:07d} of a long description\n" for i in range(30000))   # ~1 MiB
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, text, None, None,
+                    libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert dom.metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None,
+                        libvirt.VIR_DOMAIN_AFFECT_CONFIG) == text
+    assert text in dom.XMLDesc(0)
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(40):
+                assert conn.lookupByName("big").name() == "big"
+                assert len(conn.listAllDomains()) == 1
+        except Exception as e:          # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and errors == [], errors
+    conn.close()
+
+
+def test_no_verify_certificate_lets_any_client_in(start_daemon, pki, tmp):
+    port = free_port()
+    d = start_daemon(["--config", tls_conf(tmp, pki, port, "tls_no_verify_certificate = 1\n")])
+    wait_tcp(d, port)
+    assert "tls_no_verify_certificate is set: any TLS client may use the daemon" in d.output()
+    for name in ("other", "allowed"):
+        r = virsh(tls_uri(port, pki[name]), "list", "--all")
+        assert r.returncode == 0, r.stderr + d.output()
+    ok = raw_tls(port, pki["rogue"])
+    assert ok.recv(1) == b"\x01"
+    ok.close()
+    assert "client certificate not valid" in d.output()
