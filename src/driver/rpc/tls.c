@@ -146,6 +146,12 @@ int tls_session_handshake(struct tls_session *s, bool *want_write, const char *w
 			*want_write = gnutls_record_get_direction(s->s) == 1;
 			return 0;
 		}
+		/* A peer that just connects and goes (a port probe) is
+		 * no failure worth a warning. */
+		if (rc == GNUTLS_E_PREMATURE_TERMINATION) {
+			pr_info("%s: closed the connection during the TLS handshake", who);
+			return -1;
+		}
 		if (gnutls_error_is_fatal(rc)) {
 			pr_warn("%s: TLS handshake failed: %s", who, gnutls_strerror(rc));
 			return -1;
