@@ -5,7 +5,8 @@ side.  The helper finds virtkvmmd by the socket name libvirt derives from
 the URI's driver (/run/libvirt/virtkvmmd-sock): sshd runs in a private
 mount namespace whose /run/libvirt is the test daemon's, so nothing on
 the host is touched (nc is not installed here: only the helper can have
-carried these connections)."""
+carried these connections).  And the documented route for a host without
+the helper: proxy=netcat with socket= (a stand-in for nc -U)."""
 import os
 import shutil
 import signal
@@ -141,3 +142,54 @@ def test_python_over_ssh_read_only(daemon, sshd_for):
     rw.defineXML(pty_guest_xml("rw"))
     assert [x.name() for x in rw.listAllDomains()] == ["rw"]
     rw.close()
+
+
+# A stand-in for `nc -U PATH` (no netcat is installed here): what
+# libvirt's netcat mode runs on the remote side.
+NC = """#!/usr/bin/python3
+import os, selectors, socket, sys
+if "-U" not in sys.argv:
+    sys.exit("usage: nc -U PATH")
+path = sys.argv[sys.argv.index("-U") + 1]
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(path)
+except OSError as e:
+    sys.exit(f"nc: {path}: {e.strerror}")
+sel = selectors.DefaultSelector()
+sel.register(0, selectors.EVENT_READ)
+sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj == 0:
+            data = os.read(0, 65536)
+            if not data:
+                s.shutdown(socket.SHUT_WR)
+                sel.unregister(0)
+            else:
+                s.sendall(data)
+        else:
+            data = s.recv(65536)
+            if not data:
+                sys.exit(0)
+            os.write(1, data)
+"""
+
+
+def test_socket_parameter_with_netcat(daemon, sshd_for):
+    """The documented route where the remote host has no virt-ssh-helper:
+    proxy=netcat and socket= naming virtkvmmd's socket."""
+    d = daemon
+    libvirt.open(d.uri()).defineXML(pty_guest_xml("vianc"))
+    s = sshd_for(d)
+    nc = os.path.join(s.dir, "nc")
+    with open(nc, "w") as f:
+        f.write(NC)
+    os.chmod(nc, 0o755)
+    # Without socket=, netcat goes to libvirt's own socket: nothing there.
+    r = virsh(s.uri(f"&proxy=netcat&netcat={nc}"), "list", "--all")
+    assert r.returncode != 0, r.stdout
+    assert "nc: /var/run/libvirt/libvirt-sock: No such file" in r.stderr, r.stderr
+    r = virsh(s.uri(f"&proxy=netcat&netcat={nc}&socket={d.sock}"), "list", "--all")
+    assert r.returncode == 0, r.stderr + s.output()
+    assert "vianc" in r.stdout, r.stdout
