@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netdb.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -30,10 +31,12 @@
 #include "error.h"
 #include "log.h"
 #include "rpc/server.h"
+#include "rpc/tls.h"
 
 static gchar *opt_root;
 static gint opt_timeout;
 static gboolean opt_verbose;
+static gboolean opt_listen;
 static gchar *opt_pid_file;
 static gchar *opt_config;
 /* NOT_GIVEN: the configuration file (or its default) decides. */
@@ -47,6 +50,8 @@ static const GOptionEntry options[] = {
 	  "Keep every file of this instance (sockets, definitions in DIR/etc/libvirt/kvmm, status files, logs) under DIR", "DIR" },
 	{ "timeout", 't', 0, G_OPTION_ARG_INT, &opt_timeout,
 	  "Exit after SECONDS without clients (0: never)", "SECONDS" },
+	{ "listen", 'l', 0, G_OPTION_ARG_NONE, &opt_listen,
+	  "Listen for TLS clients (kvmm+tls://HOST/system) on tls_port, as listen_tls = 1 does", NULL },
 	{ "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose,
 	  "Log every connection and call (overrides log_level)", NULL },
 	{ "config", 'f', 0, G_OPTION_ARG_FILENAME, &opt_config,
@@ -140,10 +145,11 @@ static void raise_nofile_limit(void)
  * systemd passes the listening sockets as fds 3.. (LISTEN_FDS) to the
  * process LISTEN_PID, named after their socket units (LISTEN_FDNAMES).
  * virtkvmmd.socket is the read-write socket, virtkvmmd-ro.socket the
- * read-only one; without names, the socket's file name tells.  *rw and
- * *ro get the fds (-1: not passed) and *rw_path, *ro_path their paths.
+ * read-only one, virtkvmmd-tls.socket the TLS port; without names, the
+ * socket's file name (or being TCP) tells.  *rw, *ro and *tls get the fds
+ * (-1: not passed) and *rw_path, *ro_path the UNIX sockets' paths.
  * 0, or -1 with the reason logged. */
-static int activation_fds(int *rw, int *ro, char **rw_path, char **ro_path)
+static int activation_fds(int *rw, int *ro, int *tls, char **rw_path, char **ro_path)
 {
 	const char *pid_s = getenv("LISTEN_PID"), *n_s = getenv("LISTEN_FDS");
 	const char *names_s = getenv("LISTEN_FDNAMES");
@@ -152,7 +158,7 @@ static int activation_fds(int *rw, int *ro, char **rw_path, char **ro_path)
 	long n, pid;
 	int rc = -1;
 
-	*rw = *ro = -1;
+	*rw = *ro = *tls = -1;
 	if (!pid_s || !n_s)
 		return 0;
 	errno = 0;
@@ -162,8 +168,8 @@ static int activation_fds(int *rw, int *ro, char **rw_path, char **ro_path)
 		return 0;
 	errno = 0;
 	n = strtol(n_s, &end, 10);
-	if (errno || *end || n < 1 || n > 2) {
-		pr_err("LISTEN_FDS=%s: expected 1 or 2 sockets from systemd (virtkvmmd.socket, virtkvmmd-ro.socket)",
+	if (errno || *end || n < 1 || n > 3) {
+		pr_err("LISTEN_FDS=%s: expected 1 to 3 sockets from systemd (virtkvmmd.socket, virtkvmmd-ro.socket, virtkvmmd-tls.socket)",
 		       n_s);
 		goto out;
 	}
@@ -178,12 +184,35 @@ static int activation_fds(int *rw, int *ro, char **rw_path, char **ro_path)
 	for (int i = 0; i < n; i++) {
 		int fd = 3 + i, type = 0, acc = 0;
 		struct sockaddr_un sa = { 0 };
-		socklen_t len = sizeof(type), alen = sizeof(sa);
+		struct sockaddr_storage ss = { 0 };
+		socklen_t len = sizeof(type), alen = sizeof(sa), slen = sizeof(ss);
 		const char *name = names ? names[i] : "unknown";
 		g_autofree char *base = NULL;
 		int *slot;
 		char **path;
 
+		/* The TLS port: a listening TCP socket. */
+		if (getsockname(fd, (struct sockaddr *)&ss, &slen) == 0 &&
+		    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+			if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+			    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc,
+				       &(socklen_t){ sizeof(acc) }) < 0 ||
+			    type != SOCK_STREAM || !acc) {
+				pr_err("fd %d (%s) from systemd is not a listening TCP socket", fd, name);
+				goto out;
+			}
+			if (strcmp(name, "virtkvmmd-tls.socket") && strcmp(name, "unknown")) {
+				pr_err("TCP socket fd %d (%s) from systemd is not virtkvmmd-tls.socket", fd,
+				       name);
+				goto out;
+			}
+			if (*tls >= 0) {
+				pr_err("systemd passed two TCP sockets");
+				goto out;
+			}
+			*tls = fd;
+			continue;
+		}
 		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
 		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){ sizeof(acc) }) < 0 ||
 		    getsockname(fd, (struct sockaddr *)&sa, &alen) < 0 ||
@@ -204,7 +233,7 @@ static int activation_fds(int *rw, int *ro, char **rw_path, char **ro_path)
 			slot = ro;
 			path = ro_path;
 		} else {
-			pr_err("socket %s (%s) from systemd is neither virtkvmmd.socket nor virtkvmmd-ro.socket",
+			pr_err("socket %s (%s) from systemd is neither virtkvmmd.socket nor virtkvmmd-ro.socket (nor a TCP socket for virtkvmmd-tls.socket)",
 			       sa.sun_path, name);
 			goto out;
 		}
@@ -256,6 +285,30 @@ out:
 	unsetenv("NOTIFY_SOCKET");
 }
 
+/* The TLS listener's credentials and checks, from CONF; files default
+ * to libvirt's locations (under --root's DIR with --root).  NULL after
+ * logging. */
+static struct tls_context *tls_setup(const struct daemon_conf *conf, const char *root)
+{
+	g_autofree char *ca = g_strconcat(root, "/etc/pki/CA/cacert.pem", NULL);
+	g_autofree char *cert = g_strconcat(root, "/etc/pki/libvirt/servercert.pem", NULL);
+	g_autofree char *key = g_strconcat(root, "/etc/pki/libvirt/private/serverkey.pem", NULL);
+	struct tls_config tc = {
+		.ca_file = conf->ca_file ? conf->ca_file : ca,
+		.cert_file = conf->cert_file ? conf->cert_file : cert,
+		.key_file = conf->key_file ? conf->key_file : key,
+		.crl_file = conf->crl_file,
+		.no_verify = conf->tls_no_verify_certificate,
+		.allowed_dn = conf->tls_allowed_dn_list,
+		.priority = conf->tls_priority,
+	};
+	struct tls_context *ctx = tls_context_new(&tc);
+
+	if (ctx && tc.no_verify)
+		pr_warn("tls_no_verify_certificate is set: any TLS client may use the daemon");
+	return ctx;
+}
+
 int main(int argc, char **argv)
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new("- libvirt hypervisor daemon for kvmm");
@@ -263,10 +316,11 @@ int main(int argc, char **argv)
 	g_autofree char *root = NULL, *rundir = NULL, *sock = NULL, *sock_ro = NULL;
 	g_autofree char *confdir = NULL, *conffile = NULL;
 	g_autofree char *act_rw_path = NULL, *act_ro_path = NULL;
-	int act_rw = -1, act_ro = -1;
+	int act_rw = -1, act_ro = -1, act_tls = -1;
 	struct daemon_conf conf;
 	struct rpc_server_config cfg;
 	struct rpc_server *srv = NULL;
+	struct tls_context *tls = NULL;
 	struct idle_check ic;
 	GMainLoop *loop;
 	int pid_fd = -1, rc = 1;
@@ -295,7 +349,7 @@ int main(int argc, char **argv)
 	/* A client vanishing mid-reply must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile_limit();
-	if (activation_fds(&act_rw, &act_ro, &act_rw_path, &act_ro_path) < 0)
+	if (activation_fds(&act_rw, &act_ro, &act_tls, &act_rw_path, &act_ro_path) < 0)
 		return 1;
 
 	drv_state.privileged = geteuid() == 0;
@@ -338,6 +392,15 @@ int main(int argc, char **argv)
 		conf.keepalive_count = opt_keepalive_count;
 	if (opt_max_clients != NOT_GIVEN)
 		conf.max_clients = opt_max_clients;
+	/* systemd's virtkvmmd-tls.socket decides, as libvirt's. */
+	if (opt_listen || act_tls >= 0)
+		conf.listen_tls = true;
+	/* Certificates are checked now: a daemon that could not serve TLS
+	 * must not start (and leave nothing behind). */
+	if (conf.listen_tls && !(tls = tls_setup(&conf, root))) {
+		daemon_conf_clear(&conf);
+		return 1;
+	}
 	/* Definitions where libvirt's drivers keep theirs: SYSCONFDIR/libvirt/DRIVER
 	 * for the system instance, the user's config dir for a session. */
 	if (opt_root)
@@ -409,6 +472,9 @@ int main(int argc, char **argv)
 	    (act_ro >= 0 ? rpc_server_listen_fd(srv, act_ro, act_ro_path, true) < 0 :
 	     rpc_server_listen(srv, sock_ro, conf.unix_sock_group, conf.unix_sock_ro_perms, true) < 0))
 		goto out;
+	if (act_tls >= 0 ? rpc_server_listen_tls_fd(srv, act_tls, tls) < 0 :
+	    tls && rpc_server_listen_tls(srv, conf.listen_addr, conf.tls_port, tls) < 0)
+		goto out;
 
 	ic.loop = loop;
 	ic.srv = srv;
@@ -422,6 +488,8 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	rpc_server_free(srv);
+	tls_context_free(tls);
+	daemon_conf_clear(&conf);
 	g_main_loop_unref(loop);
 	domains_shutdown();
 	if (pid_fd >= 0) {

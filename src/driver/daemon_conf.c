@@ -14,12 +14,13 @@
  * path such as a disk image. */
 #define CONF_SIZE_MAX (1024 * 1024)
 
-enum value_kind { VALUE_STRING, VALUE_INT };
+enum value_kind { VALUE_STRING, VALUE_INT, VALUE_LIST };
 
 struct value {
 	enum value_kind kind;
 	char *str;		/* VALUE_STRING, NUL-terminated copy */
 	long long num;		/* VALUE_INT */
+	char **list;		/* VALUE_LIST: of strings, NULL-terminated */
 };
 
 /* Where a problem is: file and line, for every message. */
@@ -55,6 +56,25 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->keepalive_count = 5;
 	conf->monitor_timeout = 10;
 	conf->hypervisor_version = 0;
+	conf->listen_tls = false;
+	conf->tls_port = g_strdup("16514");
+	conf->listen_addr = NULL;
+	conf->key_file = conf->cert_file = conf->ca_file = conf->crl_file = NULL;
+	conf->tls_no_verify_certificate = false;
+	conf->tls_allowed_dn_list = NULL;
+	conf->tls_priority = NULL;
+}
+
+void daemon_conf_clear(struct daemon_conf *conf)
+{
+	g_clear_pointer(&conf->tls_port, g_free);
+	g_clear_pointer(&conf->listen_addr, g_free);
+	g_clear_pointer(&conf->key_file, g_free);
+	g_clear_pointer(&conf->cert_file, g_free);
+	g_clear_pointer(&conf->ca_file, g_free);
+	g_clear_pointer(&conf->crl_file, g_free);
+	g_clear_pointer(&conf->tls_allowed_dn_list, g_strfreev);
+	g_clear_pointer(&conf->tls_priority, g_free);
 }
 
 /* "MAJOR.MINOR.MICRO" (each 0-999, libvirt's encoding) as libvirt's
@@ -138,12 +158,37 @@ static int set_group(const struct where *w, const char *key, const struct value 
 	return 0;
 }
 
+static int set_bool(const struct where *w, const char *key, const struct value *v, bool *out)
+{
+	long long n;
+
+	if (want_int(w, key, v, 0, 1, &n) < 0)
+		return -1;
+	*out = n;
+	return 0;
+}
+
+/* A string setting; an empty one is refused (it would name no file). */
+static int set_string(const struct where *w, const char *key, const struct value *v,
+		      const char *example, char **out)
+{
+	if (want_string(w, key, v, example) < 0)
+		return -1;
+	if (!*v->str)
+		return conf_err(w, "%s: must not be empty", key);
+	g_free(*out);
+	*out = g_strdup(v->str);
+	return 0;
+}
+
 /* Applies one setting; -1 after logging. */
 static int apply(struct daemon_conf *conf, const struct where *w, const char *key,
 		 const struct value *v)
 {
 	long long n;
 
+	if (v->kind == VALUE_LIST && strcmp(key, "tls_allowed_dn_list"))
+		return conf_err(w, "%s: expected a single value, not a list", key);
 	if (!strcmp(key, "unix_sock_group"))
 		return set_group(w, key, v, &conf->unix_sock_group);
 	if (!strcmp(key, "unix_sock_ro_perms"))
@@ -221,10 +266,47 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		conf->hypervisor_version = ver;
 		return 0;
 	}
+	if (!strcmp(key, "listen_tls"))
+		return set_bool(w, key, v, &conf->listen_tls);
+	if (!strcmp(key, "listen_tcp")) {
+		bool on;
+
+		if (set_bool(w, key, v, &on) < 0)
+			return -1;
+		if (on)
+			return conf_err(w, "%s: unencrypted, unauthenticated TCP is not offered: use listen_tls",
+					key);
+		return 0;
+	}
+	if (!strcmp(key, "tls_port"))
+		return set_string(w, key, v, "\"16514\"", &conf->tls_port);
+	if (!strcmp(key, "listen_addr"))
+		return set_string(w, key, v, "\"192.168.0.1\"", &conf->listen_addr);
+	if (!strcmp(key, "key_file"))
+		return set_string(w, key, v, "\"/etc/pki/libvirt/private/serverkey.pem\"",
+				  &conf->key_file);
+	if (!strcmp(key, "cert_file"))
+		return set_string(w, key, v, "\"/etc/pki/libvirt/servercert.pem\"", &conf->cert_file);
+	if (!strcmp(key, "ca_file"))
+		return set_string(w, key, v, "\"/etc/pki/CA/cacert.pem\"", &conf->ca_file);
+	if (!strcmp(key, "crl_file"))
+		return set_string(w, key, v, "\"/etc/pki/CA/crl.pem\"", &conf->crl_file);
+	if (!strcmp(key, "tls_no_verify_certificate"))
+		return set_bool(w, key, v, &conf->tls_no_verify_certificate);
+	if (!strcmp(key, "tls_priority"))
+		return set_string(w, key, v, "\"NORMAL\"", &conf->tls_priority);
+	if (!strcmp(key, "tls_allowed_dn_list")) {
+		if (v->kind != VALUE_LIST)
+			return conf_err(w, "%s: expected a list of strings, like [\"CN=client*\"]", key);
+		g_strfreev(conf->tls_allowed_dn_list);
+		conf->tls_allowed_dn_list = g_strdupv(v->list);
+		return 0;
+	}
 	return conf_err(w, "unknown key '%s' (virtkvmmd knows unix_sock_group, unix_sock_ro_perms, "
 			"unix_sock_rw_perms, log_level, max_clients, max_workers, prio_workers, max_client_requests, "
 			"max_anonymous_clients, keepalive_interval, keepalive_count, monitor_timeout, "
-			"hypervisor_version)",
+			"hypervisor_version, listen_tls, listen_tcp, tls_port, listen_addr, key_file, cert_file, "
+			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority)",
 			key);
 }
 
@@ -255,8 +337,42 @@ static int parse_value(const struct where *w, const char *key, const char **p, s
 		*p = end;
 		return 0;
 	}
-	if (*s == '[')
-		return conf_err(w, "%s: lists are not used by any virtkvmmd setting", key);
+	if (*s == '[') {
+		/* A list of strings on this one line: [ "a", 'b' ]. */
+		g_autoptr(GPtrArray) items = g_ptr_array_new_with_free_func(g_free);
+
+		s++;
+		for (;;) {
+			const char *end;
+
+			while (*s == ' ' || *s == '\t')
+				s++;
+			if (*s == ']' && items->len == 0)
+				break;
+			if (*s != '"' && *s != '\'')
+				return conf_err(w, "%s: expected a string in quotes in the list", key);
+			end = strchr(s + 1, *s);
+			if (!end)
+				return conf_err(w, "%s: string without its closing %c", key, *s);
+			g_ptr_array_add(items, g_strndup(s + 1, end - s - 1));
+			s = end + 1;
+			while (*s == ' ' || *s == '\t')
+				s++;
+			if (*s == ',') {
+				s++;
+				continue;
+			}
+			if (*s == ']')
+				break;
+			return conf_err(w, "%s: expected ',' or ']' in the list (a list stays on one line)",
+					key);
+		}
+		g_ptr_array_add(items, NULL);
+		v->kind = VALUE_LIST;
+		v->list = (char **)g_ptr_array_free(g_steal_pointer(&items), FALSE);
+		*p = s + 1;
+		return 0;
+	}
 	return conf_err(w, "%s: expected a value (a string in quotes or a number)", key);
 }
 
@@ -294,16 +410,19 @@ static int parse_line(struct daemon_conf *conf, const struct where *w, char *lin
 		p++;
 	if (*p && *p != '#') {
 		g_free(v.str);
+		g_strfreev(v.list);
 		return conf_err(w, "%s: unexpected text after the value: '%s'", key, p);
 	}
 	if (g_hash_table_contains(seen, key)) {
 		g_free(v.str);
+		g_strfreev(v.list);
 		return conf_err(w, "%s: set a second time (line %u)", key,
 				GPOINTER_TO_UINT(g_hash_table_lookup(seen, key)));
 	}
 	g_hash_table_insert(seen, g_strdup(key), GUINT_TO_POINTER(w->line));
 	rc = apply(conf, w, key, &v);
 	g_free(v.str);
+	g_strfreev(v.list);
 	return rc;
 }
 

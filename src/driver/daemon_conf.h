@@ -34,10 +34,25 @@ struct daemon_conf {
 	unsigned long long hypervisor_version;	/* what virConnectGetVersion
 						 * answers, libvirt's encoding;
 						 * 0: kvmm's own version */
+	/* Remote access over TLS (libvirtd.conf's keys).  Unauthenticated
+	 * TCP (listen_tcp) is not offered. */
+	bool listen_tls;
+	char *tls_port;			/* a port number or service name */
+	char *listen_addr;		/* NULL: every address */
+	char *key_file;			/* NULL: libvirt's default location */
+	char *cert_file;
+	char *ca_file;
+	char *crl_file;			/* NULL: no revocation list */
+	bool tls_no_verify_certificate;
+	char **tls_allowed_dn_list;	/* NULL: any DN; empty: none */
+	char *tls_priority;		/* NULL: gnutls's "NORMAL" */
 };
 
 /* The built-in settings, used for whatever the file does not set. */
 void daemon_conf_defaults(struct daemon_conf *conf);
+
+/* Frees what CONF's strings hold. */
+void daemon_conf_clear(struct daemon_conf *conf);
 
 /* Reads PATH into CONF.  A missing file is fine unless MUST_EXIST (an
  * explicit --config).  0, or -1 after logging the error. */

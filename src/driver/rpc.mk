@@ -60,10 +60,11 @@ src_driver_rpc_librpcxdr_a_CFLAGS = -Wno-unused-variable -Wno-unused-parameter
 DRV_CPPFLAGS = -DKVMM_PATH='"$(bindir)/kvmm"' -DSYSCONFDIR='"$(sysconfdir)"' -include $(top_builddir)/kvmm-build.h \
 	-I$(top_srcdir)/src/common -I$(top_srcdir)/src/driver \
 	-I$(top_srcdir)/src/driver/rpc -I$(top_builddir)/src/driver/rpc \
-	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) $(JSONC_CFLAGS)
+	$(GLIB_CFLAGS) $(TIRPC_CFLAGS) $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) $(JSONC_CFLAGS) \
+	$(GNUTLS_CFLAGS)
 DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
 	src/driver/libdrvconf.a src/driver/libdrvcommon.a src/common/libcommon.a \
-	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS) $(JSONC_LIBS) $(LIBVIRT_LIBS)
+	$(LIBXML_LIBS) $(GLIB_LIBS) $(TIRPC_LIBS) $(JSONC_LIBS) $(LIBVIRT_LIBS) $(GNUTLS_LIBS)
 
 # Everything but main(), so the tests link the same objects.
 # Grouped by role: rpc/ the wire, api/ the handlers, domain/ domain objects
@@ -78,6 +79,7 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/proc_names.c src/driver/rpc/proc_names.h \
 	src/driver/rpc/forward.c src/driver/rpc/forward.h \
 	src/driver/rpc/server.c src/driver/rpc/server.h \
+	src/driver/rpc/tls.c src/driver/rpc/tls.h \
 	src/driver/rpc/domain_wire.c src/driver/rpc/domain_wire.h \
 	src/driver/driver.h \
 	src/driver/host.c src/driver/host.h

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -22,6 +24,7 @@
 #include "message.h"
 #include "server.h"
 #include "stream.h"
+#include "tls.h"
 
 /* Read at most this much of a packet ahead of the data actually
  * received, so a length word claiming 32 MiB costs memory only as the
@@ -41,6 +44,10 @@
  * long, or until a client goes: the listening socket stays readable, and
  * retrying at once would only spin. */
 #define ACCEPT_PAUSE_MS 500
+/* CLIENT: a TLS client that has not finished its handshake by then is
+ * dropped: one that connects and stays silent must not hold a
+ * descriptor (and an anonymous slot) for ever. */
+#define TLS_HANDSHAKE_MS 10000
 
 struct listener {
 	struct rpc_server *srv;
@@ -48,6 +55,7 @@ struct listener {
 	char *path;
 	bool readonly;
 	bool inherited;		/* systemd's: its file is not ours to remove */
+	struct tls_context *tls;	/* a TLS listener on TCP (path: its address) */
 	guint watch;			/* 0 while accepting is suspended */
 	unsigned anonymous;		/* its clients that have not opened yet */
 };
@@ -74,6 +82,12 @@ struct client {
 	bool closing;			/* conn.closing as of the last finished call */
 	bool anonymous;			/* counted in listener->anonymous */
 	bool prio;			/* its running call is on a priority worker */
+	struct tls_session *tls;	/* TLS clients: their session */
+	bool handshaking;		/* TLS: not yet through the handshake and check */
+	bool hs_want_write;		/* TLS handshake waits for the socket to take data */
+	guint hs_timer;			/* TLS: drops it if the handshake takes too long */
+	guint pending_idle;		/* TLS: reads decrypted bytes the socket won't signal */
+	char *peer;			/* TCP clients: address:port, for log lines */
 	struct listener *listener;
 	GQueue calls;			/* GBytes calls waiting, main loop only */
 	GBytes *running;		/* the call a worker runs (set while busy) */
@@ -137,6 +151,8 @@ static GIOCondition client_wanted(const struct client *c)
 {
 	GIOCondition cond = G_IO_HUP | G_IO_ERR;
 
+	if (c->handshaking)
+		return cond | (c->hs_want_write ? G_IO_OUT : G_IO_IN);
 	if (!c->closing && c->out_bytes <= OUT_HIGH && !client_calls_full(c) &&
 	    !rpc_fwd_blocked(&c->conn))
 		cond |= G_IO_IN;
@@ -146,6 +162,8 @@ static GIOCondition client_wanted(const struct client *c)
 }
 
 static gboolean client_io(gint fd, GIOCondition cond, gpointer data);
+static gboolean client_pending_cb(gpointer data);
+static void client_ref(struct client *c);
 
 /* Watches the client's socket for what it now needs.  Safe from inside
  * the client's own callback: GLib allows destroying the source being
@@ -154,6 +172,12 @@ static void client_rearm(struct client *c)
 {
 	GIOCondition want = client_wanted(c);
 
+	/* TLS: records already decrypted make no noise on the socket. */
+	if (c->tls && !c->handshaking && (want & G_IO_IN) && !c->pending_idle &&
+	    tls_session_pending(c->tls)) {
+		client_ref(c);
+		c->pending_idle = g_idle_add(client_pending_cb, c);
+	}
 	if (c->watch && want == c->cond)
 		return;
 	if (c->watch)
@@ -175,6 +199,7 @@ static void client_unref(struct client *c)
 	g_queue_clear_full(&c->calls, (GDestroyNotify)g_bytes_unref);
 	g_queue_clear_full(&c->out, (GDestroyNotify)g_bytes_unref);
 	g_free(c->in);
+	g_free(c->peer);
 	g_free(c);
 }
 
@@ -415,7 +440,8 @@ static int client_read(struct client *c)
 			}
 			want = MIN(c->in_len, c->in_cap) - c->in_have;
 		}
-		n = recv(c->fd, c->in + c->in_have, want, 0);
+		n = c->tls ? tls_session_recv(c->tls, c->in + c->in_have, want)
+			   : recv(c->fd, c->in + c->in_have, want, 0);
 		if (n == 0) {
 			if (c->in_have)
 				pr_debug("client %u: disconnected in the middle of a packet (%zu of %zu bytes)",
@@ -488,8 +514,11 @@ static int client_write(struct client *c)
 		GBytes *pkt = g_queue_peek_head(&c->out);
 		size_t size;
 		const uint8_t *data = g_bytes_get_data(pkt, &size);
-		ssize_t n = send(c->fd, data + c->out_off, size - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		/* TLS: after EAGAIN gnutls wants the same buffer again,
+		 * which this is. */
+		ssize_t n = c->tls ? tls_session_send(c->tls, data + c->out_off, size - c->out_off)
+				   : send(c->fd, data + c->out_off, size - c->out_off,
+					  MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -512,10 +541,49 @@ static int client_write(struct client *c)
 	return 0;
 }
 
+/* Main loop: a step of a TLS client's handshake.  Once through it and
+ * its certificate check, the client is told with the one byte libvirt's
+ * client waits for and may call like any other.  0, or -1: drop it. */
+static int client_handshake(struct client *c)
+{
+	int rc = tls_session_handshake(c->tls, &c->hs_want_write, c->peer);
+
+	if (rc <= 0)
+		return rc;
+	if (tls_session_check_client(c->tls, c->peer) < 0)
+		return -1;
+	c->handshaking = false;
+	g_source_remove(c->hs_timer);
+	c->hs_timer = 0;
+	c->conn.keepalive.last_rx = g_get_monotonic_time();
+	client_queue_out(c, g_bytes_new_static("\1", 1));
+	pr_debug("client %u (%s): TLS session established", c->conn.id, c->peer);
+	return 0;
+}
+
+static gboolean client_hs_timeout(gpointer data)
+{
+	struct client *c = data;
+
+	c->hs_timer = 0;
+	pr_warn("client %u (%s): no TLS handshake within %d ms: dropping it", c->conn.id, c->peer,
+		TLS_HANDSHAKE_MS);
+	client_drop(c);
+	return G_SOURCE_REMOVE;
+}
+
 static gboolean client_io(gint fd, GIOCondition cond, gpointer data)
 {
 	struct client *c = data;
 
+	if (c->handshaking) {
+		if (client_handshake(c) < 0)
+			goto drop;
+		if (c->handshaking) {
+			client_rearm(c);
+			return G_SOURCE_CONTINUE;
+		}
+	}
 	if ((cond & G_IO_IN) || ((cond & (G_IO_HUP | G_IO_ERR)) && (c->cond & G_IO_IN))) {
 		if (client_read(c) < 0)
 			goto drop;
@@ -543,12 +611,26 @@ drop:
 	return G_SOURCE_REMOVE;
 }
 
+static gboolean client_pending_cb(gpointer data)
+{
+	struct client *c = data;
+
+	c->pending_idle = 0;
+	/* client_io drops the client itself if it must. */
+	if (!c->dead)
+		client_io(c->fd, G_IO_IN, c);
+	client_unref(c);
+	return G_SOURCE_REMOVE;
+}
+
 static void client_new(struct rpc_server *srv, int fd, struct listener *l)
 {
 	bool readonly = l->readonly;
 	struct client *c = g_new0(struct client, 1);
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
+	struct sockaddr_storage sa;
+	socklen_t salen = sizeof(sa);
 
 	c->srv = srv;
 	c->refs = 1;		/* the list's */
@@ -563,7 +645,15 @@ static void client_new(struct rpc_server *srv, int fd, struct listener *l)
 	c->conn.pid = -1;
 	c->conn.uid = (uid_t)-1;
 	c->conn.gid = (gid_t)-1;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+	if (l->tls) {
+		/* A TCP peer: no credentials, its address for the logs. */
+		char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+
+		if (getpeername(fd, (struct sockaddr *)&sa, &salen) == 0)
+			getnameinfo((struct sockaddr *)&sa, salen, host, sizeof(host), serv,
+				    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
+		c->peer = g_strdup_printf(strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, serv);
+	} else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
 		c->conn.pid = cred.pid;
 		c->conn.uid = cred.uid;
 		c->conn.gid = cred.gid;
@@ -574,9 +664,22 @@ static void client_new(struct rpc_server *srv, int fd, struct listener *l)
 	srv->clients = g_list_prepend(srv->clients, c);
 	srv->nclients++;
 	c->listener = l;
-	/* Anonymous: on the read-only socket (anyone's), until it opens.
-	 * The read-write socket's mode already says who its peers are. */
-	if (l->readonly) {
+	if (l->tls) {
+		c->tls = tls_session_new(l->tls, fd);
+		if (!c->tls) {
+			srv->clients = g_list_remove(srv->clients, c);
+			srv->nclients--;
+			close(fd);
+			client_unref(c);
+			return;
+		}
+		c->handshaking = true;
+		c->hs_timer = g_timeout_add(TLS_HANDSHAKE_MS, client_hs_timeout, c);
+	}
+	/* Anonymous: on the read-only socket (anyone's) or from the network,
+	 * until it opens.  The read-write socket's mode already says who its
+	 * peers are. */
+	if (l->readonly || l->tls) {
 		c->anonymous = true;
 		if (++l->anonymous == srv->cfg.max_anonymous_clients)
 			pr_warn("%u clients on %s have not opened a connection (max_anonymous_clients): new ones wait",
@@ -584,9 +687,12 @@ static void client_new(struct rpc_server *srv, int fd, struct listener *l)
 		listener_update(l);
 	}
 	srv->idle_since = 0;
-	pr_debug("client %u: connected (pid %ld, uid %ld, gid %ld)%s", c->conn.id,
-		 (long)c->conn.pid, (long)c->conn.uid, (long)c->conn.gid,
-		 readonly ? " on the read-only socket" : "");
+	if (l->tls)
+		pr_debug("client %u: connected from %s over TLS", c->conn.id, c->peer);
+	else
+		pr_debug("client %u: connected (pid %ld, uid %ld, gid %ld)%s", c->conn.id,
+			 (long)c->conn.pid, (long)c->conn.uid, (long)c->conn.gid,
+			 readonly ? " on the read-only socket" : "");
 	client_rearm(c);
 }
 
@@ -604,6 +710,11 @@ static void client_drop(struct client *c)
 	if (c->watch)
 		g_source_remove(c->watch);
 	c->watch = 0;
+	if (c->hs_timer)
+		g_source_remove(c->hs_timer);
+	c->hs_timer = 0;
+	tls_session_free(c->tls);
+	c->tls = NULL;
 	close(c->fd);
 	c->fd = -1;
 	g_queue_clear_full(&c->out, (GDestroyNotify)g_bytes_unref);
@@ -730,6 +841,8 @@ static gboolean server_tick(gpointer data)
 		GBytes *ping;
 
 		next = l->next;
+		if (c->handshaking)
+			continue;	/* no packet may go before the handshake */
 		rpc_fwd_tick(&c->conn, now, srv->cfg.keepalive_interval, srv->cfg.keepalive_count);
 		switch (rpc_keepalive_tick(&c->conn.keepalive, now, srv->cfg.keepalive_interval,
 					   srv->cfg.keepalive_count)) {
@@ -814,8 +927,8 @@ static int clear_stale_socket(const char *path)
 	return 0;
 }
 
-static void add_listener(struct rpc_server *srv, int fd, const char *path, bool readonly,
-			 bool inherited)
+static struct listener *add_listener(struct rpc_server *srv, int fd, const char *path,
+				     bool readonly, bool inherited)
 {
 	struct listener *l = g_new0(struct listener, 1);
 
@@ -828,6 +941,7 @@ static void add_listener(struct rpc_server *srv, int fd, const char *path, bool 
 	listener_update(l);
 	pr_info("listening on %s%s%s", path, readonly ? " (read-only)" : "",
 		inherited ? " (from systemd)" : "");
+	return l;
 }
 
 int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_t mode,
@@ -877,6 +991,82 @@ int rpc_server_listen_fd(struct rpc_server *srv, int fd, const char *path, bool 
 	return 0;
 }
 
+int rpc_server_listen_tls(struct rpc_server *srv, const char *addr, const char *port,
+			  struct tls_context *tls)
+{
+	struct addrinfo hints = {
+		.ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
+		.ai_socktype = SOCK_STREAM,
+	};
+	struct addrinfo *res, *ai;
+	const char *host = addr && *addr ? addr : NULL;
+	int rc, n = 0;
+
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc) {
+		pr_err("cannot listen for TLS on %s port %s: %s", host ? host : "every address",
+		       port, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		char h[NI_MAXHOST] = "?";
+		g_autofree char *name = NULL;
+		int one = 1, fd;
+
+		getnameinfo(ai->ai_addr, ai->ai_addrlen, h, sizeof(h), NULL, 0, NI_NUMERICHOST);
+		name = g_strdup_printf(ai->ai_family == AF_INET6 ? "tls [%s]:%s" : "tls %s:%s", h, port);
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			pr_err("cannot create a socket for %s: %s", name, g_strerror(errno));
+			goto fail;
+		}
+		/* Every address: IPv4 and IPv6 on sockets of their own. */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+			pr_err("cannot listen on %s: %s", name, g_strerror(errno));
+			close(fd);
+			goto fail;
+		}
+		add_listener(srv, fd, name, false, false)->tls = tls;
+		n++;
+	}
+	freeaddrinfo(res);
+	if (!n) {
+		pr_err("no address to listen on for TLS (%s port %s)", host ? host : "every address",
+		       port);
+		return -1;
+	}
+	return 0;
+
+fail:
+	freeaddrinfo(res);
+	return -1;
+}
+
+int rpc_server_listen_tls_fd(struct rpc_server *srv, int fd, struct tls_context *tls)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	char h[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+	g_autofree char *name = NULL;
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		pr_err("cannot use the inherited TLS socket (fd %d): %s", fd, g_strerror(errno));
+		return -1;
+	}
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		getnameinfo((struct sockaddr *)&sa, len, h, sizeof(h), serv, sizeof(serv),
+			    NI_NUMERICHOST | NI_NUMERICSERV);
+	name = g_strdup_printf(strchr(h, ':') ? "tls [%s]:%s" : "tls %s:%s", h, serv);
+	add_listener(srv, fd, name, false, true)->tls = tls;
+	return 0;
+}
+
 unsigned rpc_server_nclients(const struct rpc_server *srv)
 {
 	return srv->nclients;
@@ -909,7 +1099,7 @@ void rpc_server_free(struct rpc_server *srv)
 		close(l->fd);
 		/* systemd keeps listening on its sockets (and starts the
 		 * daemon again on the next client). */
-		if (!l->inherited && unlink(l->path) < 0 && errno != ENOENT)
+		if (!l->inherited && !l->tls && unlink(l->path) < 0 && errno != ENOENT)
 			pr_warn("cannot remove socket %s: %s", l->path, g_strerror(errno));
 		g_free(l->path);
 		g_free(l);

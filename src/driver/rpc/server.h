@@ -1,4 +1,4 @@
-/* The RPC server: listening UNIX sockets, and clients on the GLib main
+/* The RPC server: listening UNIX sockets (and TLS over TCP), and clients on the GLib main
  * loop, each reading whole packets into rpc_dispatch and writing back
  * what it queues.  Calls run on a pool of worker threads, one at a time
  * per client, so a call that blocks stalls nobody else.  Many clients at
@@ -39,6 +39,21 @@ int rpc_server_listen(struct rpc_server *srv, const char *path, gid_t gid, mode_
  * activation) for path: its file, group and mode are the socket unit's,
  * and it is left in place at exit.  0, or -1 with the reason logged. */
 int rpc_server_listen_fd(struct rpc_server *srv, int fd, const char *path, bool readonly);
+
+struct tls_context;
+
+/* Listens on TCP port PORT of ADDR (NULL or "": every address, IPv4 and
+ * IPv6) for TLS clients of TLS (kept, not owned): each does the
+ * handshake first (bounded in time, never blocking the loop), is checked
+ * by tls_session_check_client and told so with the byte 1 libvirt's
+ * client waits for; then it is a read-write client like the UNIX
+ * socket's.  0, or -1 with the reason logged. */
+int rpc_server_listen_tls(struct rpc_server *srv, const char *addr, const char *port,
+			  struct tls_context *tls);
+
+/* The same on fd, a listening TCP socket inherited from systemd
+ * (virtkvmmd-tls.socket).  0, or -1 with the reason logged. */
+int rpc_server_listen_tls_fd(struct rpc_server *srv, int fd, struct tls_context *tls);
 
 unsigned rpc_server_nclients(const struct rpc_server *srv);
 
