@@ -165,6 +165,9 @@ void hotplug_run(void)
 			if ((down & (1u << s)) && unplug(s))
 				removed++;
 	}
+	/* Off again: nothing here serves the SCI for GPEs. */
+	gpe_write8(half, gpe_read8(half) & ~HP_GPE);
+	gpe_write8(0, HP_GPE);
 	if ((u64)removed < want)
 		fail("hotplug", "added=%d removed=%d of %lu within %lu s", added, removed,
 		     want, secs);
