@@ -2,9 +2,11 @@
 guest, enumerated and read by it, then removed at the host's request and
 ejected by the guest; the same scenario under QEMU's pc machine, whose
 ACPI hotplug interface kvmm's follows.  Then a NIC, and the refusals."""
+import json
 import os
 import zlib
 
+import jsonschema
 import pytest
 
 import kvmmtest
@@ -27,6 +29,17 @@ def crc_of(path, count=64):
         return zlib.crc32(f.read(count * SECTOR))
 
 
+with open(os.path.join(kvmmtest.TOP, "schemas", "api.schema.json")) as f:
+    SCHEMA = json.load(f)
+
+
+def valid(ref, doc):
+    """doc matches $defs/ref of schemas/api.schema.json."""
+    sub = {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": f"#/$defs/{ref}"}
+    jsonschema.Draft202012Validator(sub).validate(doc)
+    return doc
+
+
 def nfds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -43,7 +56,10 @@ def start(vms, tmp, vmm, cmdline=CMDLINE, prefix=()):
     return kvmmtest.start(vms, list(prefix) + argv), sock
 
 
-def power_off(vmm, sock):
+def power_off(g, vmm, sock):
+    """Presses the power button once the guest armed it (it does just
+    before its done record) and waits for it to power off."""
+    g.wait_for(r"KVMMTEST done", timeout=60)
     if vmm == "kvmm":
         api = kvmmtest.Api(sock)
         assert "return" in api.call("power-button")
@@ -52,6 +68,7 @@ def power_off(vmm, sock):
         q = kvmmtest.Qmp(sock)
         assert "return" in q.execute("system_powerdown")
         q.close()
+    finish(g)
 
 
 def guest_handled_one_disk(g, path):
@@ -74,9 +91,10 @@ def test_hotplug_disk_kvmm(kvm, vms, tmp):
     api = kvmmtest.Api(sock)
     try:
         before = nfds(pid)
-        r = api.call("device-add", {"type": "blk", "id": "hd1", "path": path, "serial": "hot1"})
+        args = valid("device-add", {"type": "blk", "id": "hd1", "path": path, "serial": "hot1"})
+        r = valid("reply", api.call("device-add", args))
         assert r["return"] == {"id": "hd1", "slot": 1}, r
-        assert api.call("query-devices")["return"] == [
+        assert valid("devices", api.call("query-devices")["return"]) == [
             {"id": "hd1", "type": "blk", "slot": 1, "path": path, "state": "plugged"}]
         g.wait_for(r"KVMMTEST pass virtio-msix dev=blk0")
         # A complete device: its counters are kvmm's like any disk's.
@@ -84,7 +102,7 @@ def test_hotplug_disk_kvmm(kvm, vms, tmp):
         assert len(st) == 1 and st[0]["path"] == path and st[0]["rd_operations"] >= 1, st
         assert nfds(pid) > before
         assert "return" in api.call("device-del", {"id": "hd1"})
-        ev = api.wait_event("device-deleted", timeout=60, id="hd1")
+        ev = valid("event", api.wait_event("device-deleted", timeout=60, id="hd1"))
         assert ev["data"]["slot"] == 1
         guest_handled_one_disk(g, path)
         # Nothing left: no device, no counters, every descriptor closed
@@ -96,8 +114,7 @@ def test_hotplug_disk_kvmm(kvm, vms, tmp):
         assert r["return"] == {"id": "hd2", "slot": 1}, r
     finally:
         api.close()
-    power_off("kvmm", sock)
-    finish(g)
+    power_off(g, "kvmm", sock)
 
 
 def test_hotplug_disk_qemu(kvm, vms, tmp):
@@ -120,8 +137,7 @@ def test_hotplug_disk_qemu(kvm, vms, tmp):
         assert checks(g, "pass", "hotplug-add")[0]["slot"] == "5"
     finally:
         q.close()
-    power_off("qemu", sock)
-    finish(g)
+    power_off(g, "qemu", sock)
 
 
 def test_hotplug_nic_kvmm(kvm, vms, tmp, netns):
@@ -147,8 +163,7 @@ def test_hotplug_nic_kvmm(kvm, vms, tmp, netns):
         assert nfds(pid) == before
     finally:
         api.close()
-    power_off("kvmm", sock)
-    finish(g)
+    power_off(g, "kvmm", sock)
 
 
 def test_hotplug_refusals_leave_nothing_behind(kvm, vms, tmp):
@@ -159,7 +174,7 @@ def test_hotplug_refusals_leave_nothing_behind(kvm, vms, tmp):
     api = kvmmtest.Api(sock)
 
     def refused(cmd, args, code, text):
-        r = api.call(cmd, args)
+        r = valid("reply", api.call(cmd, args))
         assert "error" in r, r
         assert r["error"]["code"] == code and text in r["error"]["message"], r
 
@@ -201,8 +216,8 @@ def test_hotplug_refusals_leave_nothing_behind(kvm, vms, tmp):
         assert "return" in api.call("device-del", {"id": "a"})
         with pytest.raises(TimeoutError):
             api.wait_event("device-deleted", timeout=2)
-        assert api.call("query-devices")["return"][0]["state"] == "removing"
+        devs = valid("devices", api.call("query-devices")["return"])
+        assert devs[0]["id"] == "a" and devs[0]["state"] == "removing", devs
     finally:
         api.close()
-    power_off("kvmm", sock)
-    finish(g)
+    power_off(g, "kvmm", sock)
