@@ -221,3 +221,33 @@ def test_hotplug_refusals_leave_nothing_behind(kvm, vms, tmp):
     finally:
         api.close()
     power_off(g, "kvmm", sock)
+
+
+def test_hotplug_reset_completes_a_pending_removal(kvm, vms, tmp):
+    """A guest that ignores the request keeps the device until it resets:
+    then the removal completes, as a power cycle would; a device not asked
+    back stays through the reset."""
+    path = make_disk(tmp, "d.img", 64)
+    g, sock = start(vms, tmp, "kvmm", "kvmmtest.action=wait kvmmtest.pci=on")
+    g.wait_for(r"KVMMTEST done")
+    api = kvmmtest.Api(sock)
+    try:
+        for dev_id in ("gone", "stays"):
+            r = api.call("device-add", {"type": "blk", "id": dev_id, "path": path,
+                                        "readonly": True, "shareable": True})
+            assert "return" in r, r
+        assert "return" in api.call("device-del", {"id": "gone"})
+        assert "return" in api.call("reset")
+        ev = valid("event", api.wait_event("device-deleted", timeout=60, id="gone"))
+        assert ev["data"]["slot"] == 1
+        devs = api.call("query-devices")["return"]
+        assert [(d["id"], d["slot"], d["state"]) for d in devs] == [("stays", 2, "plugged")], devs
+    finally:
+        api.close()
+    # The rebooted guest finds the device that stayed on its bus.
+    g.wait_for(r"KVMMTEST info pci bdf=00:02.0 vendor=1af4 device=1042", timeout=60)
+    # ... and not the one it was asked to give back (the first boot
+    # scanned before either was added).
+    assert not any("bdf=00:01.0" in line for line in g.lines)
+    g.wait_for(r"KVMMTEST done", count=2, timeout=60)
+    power_off(g, "kvmm", sock)

@@ -60,7 +60,9 @@ static struct pci_hotplug *hp_of(struct vm *vm)
 }
 
 /* Slots the guest may eject from: those of hot-added devices, and the
- * empty ones; cold-plugged devices stay (docs/hotplug.md). */
+ * empty ones; cold-plugged devices stay (docs/hotplug.md).  Read from a
+ * vCPU without the main thread's view locked: a slot changing meanwhile
+ * shows its old or new bit, both of which the guest must expect. */
 static uint32_t removable(struct pci_hotplug *hp)
 {
 	uint32_t m = 0;
