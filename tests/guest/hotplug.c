@@ -120,6 +120,24 @@ static bool unplug(int slot)
 	return true;
 }
 
+/*
+ * kvmmtest.hotplug.rogue=SLOT: an eject the host never asked for (of a
+ * cold-plugged device, say).  kvmm ignores it; QEMU would take away any
+ * hotpluggable device, so only kvmm's tests use this.
+ */
+static void rogue_eject(int slot)
+{
+	struct pci_dev probe = { .bus = 0, .dev = slot };
+	u32 before = pci_read32(&probe, PCI_VENDOR), after;
+
+	outl(HP_SEL, 0);
+	outl(HP_EJECT, 1u << slot);
+	/* A VMM that honoured it would be done within this. */
+	delay_us(200000);
+	after = pci_read32(&probe, PCI_VENDOR);
+	info("hotplug rogue-eject slot=%d before=%08x after=%08x", slot, before, after);
+}
+
 void hotplug_run(void)
 {
 	char opt[16];
@@ -136,6 +154,8 @@ void hotplug_run(void)
 		fail("hotplug", "no GPE0 block in I/O space in the FADT");
 		return;
 	}
+	if (cmdline_option("kvmmtest.hotplug.rogue", opt, sizeof(opt)))
+		rogue_eject(parse_u64(opt, NULL));
 	half = acpi_pm.gpe0_len / 2;
 	gpe_write8(0, HP_GPE);			/* write 1 to clear */
 	gpe_write8(half, gpe_read8(half) | HP_GPE);

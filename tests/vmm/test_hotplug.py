@@ -251,3 +251,18 @@ def test_hotplug_reset_completes_a_pending_removal(kvm, vms, tmp):
     assert not any("bdf=00:01.0" in line for line in g.lines)
     g.wait_for(r"KVMMTEST done", count=2, timeout=60)
     power_off(g, "kvmm", sock)
+
+
+def test_hotplug_unasked_eject_is_ignored(kvm, vms, tmp):
+    """GUEST: an eject of a slot kvmm did not ask back (here a cold-plugged
+    disk's, which QEMU would remove) changes nothing: the disk stays on the
+    bus."""
+    path = make_disk(tmp, "cold.img", 64)
+    sock = os.path.join(tmp, "ctl.sock")
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(
+        "kvmmtest.hotplug=5 kvmmtest.hotplug.rogue=1 kvmmtest.hotplug.removals=0 "
+        "kvmmtest.virtio=blk", 1, "256M",
+        ["--disk", f"path={path}", "--api-socket", sock]))
+    rogue = g.wait_for(r"KVMMTEST info hotplug rogue-eject slot=1 before=(\w+) after=(\w+)")
+    assert rogue.group(1) == rogue.group(2) == "10421af4", rogue.group(0)
+    finish(g)
