@@ -22,6 +22,7 @@
 #define HP_SLOTS	32
 
 static struct virtio_dev hp_dev[HP_SLOTS];
+static bool rogue_added;		/* kvmmtest.hotplug.rogue=added */
 static struct pci_dev *hp_pci[HP_SLOTS];
 
 static u8 gpe_read8(u32 off)
@@ -59,6 +60,8 @@ static int kind_index(const struct pci_dev *d, int kind)
 	return n;
 }
 
+static void rogue_eject(int slot);
+
 static void plug(int slot)
 {
 	struct pci_dev *d = pci_add_slot(0, slot);
@@ -83,6 +86,8 @@ static void plug(int slot)
 	}
 	pass("hotplug-add", "slot=%d dev=%s vendor=%04x device=%04x", slot, v->name,
 	     d->vendor, d->device);
+	if (rogue_added)
+		rogue_eject(slot);
 	/* A disk is read (its CRC compared by the host); a NIC is only
 	 * enumerated and enabled. */
 	if (kind == VIRTIO_ID_BLK)
@@ -121,8 +126,8 @@ static bool unplug(int slot)
 }
 
 /*
- * kvmmtest.hotplug.rogue=SLOT: an eject the host never asked for (of a
- * cold-plugged device, say).  kvmm ignores it; QEMU would take away any
+ * kvmmtest.hotplug.rogue=SLOT or =added (each added device, before it is
+ * driven): an eject the host never asked for.  kvmm ignores it; QEMU would take away any
  * hotpluggable device, so only kvmm's tests use this.
  */
 static void rogue_eject(int slot)
@@ -154,8 +159,12 @@ void hotplug_run(void)
 		fail("hotplug", "no GPE0 block in I/O space in the FADT");
 		return;
 	}
-	if (cmdline_option("kvmmtest.hotplug.rogue", opt, sizeof(opt)))
-		rogue_eject(parse_u64(opt, NULL));
+	if (cmdline_option("kvmmtest.hotplug.rogue", opt, sizeof(opt))) {
+		if (!strcmp(opt, "added"))
+			rogue_added = true;
+		else
+			rogue_eject(parse_u64(opt, NULL));
+	}
 	half = acpi_pm.gpe0_len / 2;
 	gpe_write8(0, HP_GPE);			/* write 1 to clear */
 	gpe_write8(half, gpe_read8(half) | HP_GPE);

@@ -85,7 +85,9 @@ def guest_handled_one_disk(g, path):
 
 def test_hotplug_disk_kvmm(kvm, vms, tmp):
     path = make_disk(tmp, "hot.img")
-    g, sock = start(vms, tmp, "kvmm")
+    # GUEST: the guest also ejects the new slot before kvmm asked for it;
+    # kvmm keeps the device (the guest then reads it).
+    g, sock = start(vms, tmp, "kvmm", CMDLINE + " kvmmtest.hotplug.rogue=added")
     g.wait_for(r"KVMMTEST event hotplug-ready")
     pid = g.proc.pid
     api = kvmmtest.Api(sock)
@@ -105,6 +107,8 @@ def test_hotplug_disk_kvmm(kvm, vms, tmp):
         ev = valid("event", api.wait_event("device-deleted", timeout=60, id="hd1"))
         assert ev["data"]["slot"] == 1
         guest_handled_one_disk(g, path)
+        rogue = g.wait_for(r"KVMMTEST info hotplug rogue-eject slot=1 before=(\w+) after=(\w+)")
+        assert rogue.group(1) == rogue.group(2) == "10421af4", rogue.group(0)
         # Nothing left: no device, no counters, every descriptor closed
         # (image, io_uring, eventfds, MSI irqfds), the slot free again.
         assert api.call("query-devices")["return"] == []
