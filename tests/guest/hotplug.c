@@ -88,10 +88,15 @@ static void plug(int slot)
 	     d->vendor, d->device);
 	if (rogue_added)
 		rogue_eject(slot);
-	/* A disk is read (its CRC compared by the host); a NIC is only
-	 * enumerated and enabled. */
-	if (kind == VIRTIO_ID_BLK)
+	/* A disk is read (its CRC compared by the host); a NIC with
+	 * kvmmtest.netN.ip serves ARP, ping and UDP echo until the host's
+	 * QUIT, as a cold-plugged one does. */
+	if (kind == VIRTIO_ID_BLK) {
 		virtio_blk_run(v, index);
+	} else if (kind == VIRTIO_ID_NET) {
+		virtio_net_run(v, index);
+		virtio_net_serve();
+	}
 }
 
 static bool unplug(int slot)

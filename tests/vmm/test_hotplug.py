@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 import kvmmtest
-from virtiotest import add_tap, by_dev, checks, finish
+from virtiotest import add_tap, by_dev, checks, finish, probe
 
 SECTOR = 512
 CMDLINE = "kvmmtest.hotplug=120 kvmmtest.action=wait kvmmtest.smp=off"
@@ -145,10 +145,11 @@ def test_hotplug_disk_qemu(kvm, vms, tmp):
 
 
 def test_hotplug_nic_kvmm(kvm, vms, tmp, netns):
-    """A NIC on a tap: enumerated by the guest, counted by query-net-stats,
-    gone with its tap descriptor once ejected."""
+    """A NIC on a tap: the guest answers ping and UDP on it, query-net-stats
+    counts it, and it is gone with its tap descriptor once ejected."""
     add_tap(netns, "hp0", "10.0.9.1/24")
-    g, sock = start(vms, tmp, "kvmm", prefix=["ip", "netns", "exec", netns])
+    g, sock = start(vms, tmp, "kvmm", CMDLINE + " kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=60",
+                    prefix=["ip", "netns", "exec", netns])
     g.wait_for(r"KVMMTEST event hotplug-ready")
     pid = g.proc.pid
     api = kvmmtest.Api(sock)
@@ -158,8 +159,13 @@ def test_hotplug_nic_kvmm(kvm, vms, tmp, netns):
                                     "mac": "52:54:00:12:34:99"})
         assert r["return"] == {"id": "nic1", "slot": 1}, r
         g.wait_for(r"KVMMTEST pass hotplug-add slot=1 dev=net0 vendor=1af4 device=1041")
+        g.wait_for(r"KVMMTEST event virtio-net-ready nics=1", timeout=60)
+        r = probe(netns, "10.0.9.15", 7)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+        g.wait_for(r"KVMMTEST pass virtio-net dev=net0")
         st = api.call("query-net-stats")["return"]
         assert len(st) == 1 and st[0]["tap"] == "hp0" and st[0]["mac"] == "52:54:00:12:34:99", st
+        assert st[0]["rx_packets"] > 0 and st[0]["tx_packets"] > 0, st
         assert "return" in api.call("device-del", {"id": "nic1"})
         api.wait_event("device-deleted", timeout=60, id="nic1")
         g.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)
@@ -168,6 +174,33 @@ def test_hotplug_nic_kvmm(kvm, vms, tmp, netns):
     finally:
         api.close()
     power_off(g, "kvmm", sock)
+
+
+def test_hotplug_nic_qemu(kvm, vms, tmp, netns):
+    """The NIC scenario against QEMU's pc machine."""
+    add_tap(netns, "hp0", "10.0.9.1/24")
+    g, sock = start(vms, tmp, "qemu", CMDLINE + " kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=60",
+                    prefix=["ip", "netns", "exec", netns])
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    q = kvmmtest.Qmp(sock)
+    try:
+        r = q.execute("netdev_add", {"type": "tap", "id": "n1", "ifname": "hp0",
+                                     "script": "no", "downscript": "no"})
+        assert "return" in r, r
+        r = q.execute("device_add", {"driver": "virtio-net-pci", "id": "nic1", "netdev": "n1",
+                                     "mac": "52:54:00:12:34:99", "romfile": "",
+                                     "addr": "0x6", "disable-legacy": "on"})
+        assert "return" in r, r
+        g.wait_for(r"KVMMTEST pass hotplug-add slot=6 dev=net0 vendor=1af4 device=1041")
+        g.wait_for(r"KVMMTEST event virtio-net-ready nics=1", timeout=60)
+        r = probe(netns, "10.0.9.15", 7)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+        g.wait_for(r"KVMMTEST pass virtio-net dev=net0")
+        assert "return" in q.execute("device_del", {"id": "nic1"})
+        g.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)
+    finally:
+        q.close()
+    power_off(g, "qemu", sock)
 
 
 def test_hotplug_refusals_leave_nothing_behind(kvm, vms, tmp):
