@@ -129,6 +129,11 @@ static void hp_unplug(struct pci_hotplug *hp, unsigned int s)
 
 	if (!sl->dev)
 		return;
+	/* A device-del that came after the eject left its bit behind. */
+	pthread_mutex_lock(&hp->dev.lock);
+	hp->down &= ~(1u << s);
+	hp->up &= ~(1u << s);
+	pthread_mutex_unlock(&hp->dev.lock);
 	pci_bus_remove(vm->pci, s);
 	for (p = &vm->devices; *p; p = &(*p)->next) {
 		if (*p == sl->dev) {
