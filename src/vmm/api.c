@@ -16,6 +16,7 @@
 #include "devices/devices.h"
 #include "log.h"
 #include "loop.h"
+#include "pci/hotplug.h"
 #include "util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
@@ -142,6 +143,19 @@ void api_event_reset(struct api *api, struct vm *vm)
 }
 
 /* The guest's balloon moved: its RAM is now actual bytes. */
+void api_event_device(struct api *api, const char *event, const char *id,
+		      unsigned int slot)
+{
+	struct json_object *d;
+
+	if (!api)
+		return;
+	d = json_object_new_object();
+	json_object_object_add(d, "id", json_object_new_string(id));
+	json_object_object_add(d, "slot", json_object_new_int(slot));
+	api_emit(api, event, d);
+}
+
 static void api_event_balloon(void *opaque, uint64_t actual)
 {
 	struct api *api = opaque;
@@ -470,6 +484,134 @@ bad:
 	return NULL;
 }
 
+static const char *hotplug_code(int r)
+{
+	switch (r) {
+	case -EEXIST:
+		return "DeviceInUse";
+	case -ENOSPC:
+		return "NoSpace";
+	case -ENODEV:
+		return "DeviceNotFound";
+	default:
+		return "InvalidArgument";
+	}
+}
+
+/* CLIENT: {"type": "blk" or "net", "id": name, "slot": 1-31 (optional),
+ * then a disk's keys as in the configuration's "disks" (path, format,
+ * readonly, cache, serial, ...) or a NIC's (tap, mac, mtu)}.  Answers once
+ * the device is on the bus and the guest was signalled. */
+static struct json_object *cmd_device_add(struct api *api, struct json_object *args,
+					  const char **code, const char **err)
+{
+	static char msg[320];	/* the main thread's only */
+	struct json_object *tv = NULL, *iv = NULL, *sv = NULL, *opts, *r;
+	const char *type, *id;
+	unsigned int slot = 0, got;
+	int64_t sl = 0;
+	int rc;
+
+	if (!args || !json_object_is_type(args, json_type_object) ||
+	    !json_object_object_get_ex(args, "type", &tv) || !json_object_is_type(tv, json_type_string) ||
+	    !json_object_object_get_ex(args, "id", &iv) || !json_object_is_type(iv, json_type_string) ||
+	    (json_object_object_get_ex(args, "slot", &sv) && !json_object_is_type(sv, json_type_int))) {
+		*code = "InvalidArgument";
+		*err = "device-add takes {\"type\": \"blk\" or \"net\", \"id\": name, \"slot\": 1-31 (optional), and the disk's or NIC's keys}";
+		return NULL;
+	}
+	type = json_object_get_string(tv);
+	id = json_object_get_string(iv);
+	if (sv) {
+		sl = json_object_get_int64(sv);
+		if (sl < 1 || sl > 0xffff) {
+			snprintf(msg, sizeof(msg), "slot %lld is out of range: hotplug slots are 1 to 31", (long long)sl);
+			*code = "InvalidArgument";
+			*err = msg;
+			return NULL;
+		}
+		slot = sl;
+	}
+	/* The rest is the device's own configuration. */
+	opts = json_object_new_object();
+	json_object_object_foreach(args, key, val) {
+		if (strcmp(key, "type") && strcmp(key, "id") && strcmp(key, "slot"))
+			json_object_object_add(opts, key, json_object_get(val));
+	}
+	if (!strcmp(type, "blk")) {
+		struct disk_config d;
+
+		rc = config_disk_parse(opts, &d, api->vm->cfg->ndisks, msg, sizeof(msg));
+		if (!rc)
+			rc = pci_hotplug_add_blk(api->vm, id, slot, &d, &got, msg, sizeof(msg));
+	} else if (!strcmp(type, "net")) {
+		struct net_config n;
+
+		rc = config_net_parse(opts, &n, api->vm->cfg->nnets, msg, sizeof(msg));
+		if (!rc)
+			rc = pci_hotplug_add_net(api->vm, id, slot, &n, &got, msg, sizeof(msg));
+	} else {
+		snprintf(msg, sizeof(msg), "device type '%.32s' cannot be hot-added: use blk or net", type);
+		rc = -EINVAL;
+	}
+	json_object_put(opts);
+	if (rc) {
+		*code = hotplug_code(rc);
+		*err = msg;
+		return NULL;
+	}
+	r = json_object_new_object();
+	json_object_object_add(r, "id", json_object_new_string(id));
+	json_object_object_add(r, "slot", json_object_new_int(got));
+	return r;
+}
+
+/* CLIENT: {"id": a hot-added device's}.  Answers once the guest was asked;
+ * "device-deleted" says when it ejected the device. */
+static struct json_object *cmd_device_del(struct api *api, struct json_object *args,
+					  const char **code, const char **err)
+{
+	static char msg[200];
+	struct json_object *iv = NULL;
+	int rc;
+
+	if (!args || !json_object_object_get_ex(args, "id", &iv) ||
+	    !json_object_is_type(iv, json_type_string)) {
+		*code = "InvalidArgument";
+		*err = "device-del takes {\"id\": the id given to device-add}";
+		return NULL;
+	}
+	rc = pci_hotplug_del(api->vm, json_object_get_string(iv), msg, sizeof(msg));
+	if (rc) {
+		*code = hotplug_code(rc);
+		*err = msg;
+		return NULL;
+	}
+	return json_object_new_object();
+}
+
+/* The hot-added devices, in slot order. */
+static struct json_object *cmd_query_devices(struct api *api, struct json_object *args,
+					     const char **code, const char **err)
+{
+	struct pci_hotplug_info in[32];
+	struct json_object *a = json_object_new_array();
+	unsigned int i, n = pci_hotplug_list(api->vm, in, ARRAY_SIZE(in));
+
+	for (i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		bool blk = in[i].kind == PCI_HOTPLUG_BLK;
+
+		json_object_object_add(o, "id", json_object_new_string(in[i].id));
+		json_object_object_add(o, "type", json_object_new_string(blk ? "blk" : "net"));
+		json_object_object_add(o, "slot", json_object_new_int(in[i].slot));
+		json_object_object_add(o, blk ? "path" : "tap", json_object_new_string(in[i].backend));
+		json_object_object_add(o, "state", json_object_new_string(in[i].removing ? "removing" : "plugged"));
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
 static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
 					      const char **code, const char **err);
 
@@ -481,6 +623,9 @@ static const struct api_cmd api_cmds[] = {
 	{ "block-resize", cmd_block_resize },
 	{ "query-balloon", cmd_query_balloon },
 	{ "balloon-set", cmd_balloon_set },
+	{ "device-add", cmd_device_add },
+	{ "device-del", cmd_device_del },
+	{ "query-devices", cmd_query_devices },
 	{ "pause", cmd_pause },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },

@@ -17,5 +17,8 @@ void api_close(struct api *api);
 /* Event broadcasts; api may be NULL (no control socket). */
 void api_event_state(struct api *api, struct vm *vm, enum vm_reason reason);
 void api_event_reset(struct api *api, struct vm *vm);
+/* "device-deleted" (a hot-added device's removal completed). */
+void api_event_device(struct api *api, const char *event, const char *id,
+		      unsigned int slot);
 
 #endif

@@ -858,17 +858,56 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 	return 0;
 }
 
+void config_disk_free(struct disk_config *d)
+{
+	free(d->path);
+	free(d->serial);
+	for (unsigned int j = 0; j < d->nbacking; j++)
+		free(d->backing[j]);
+	memset(d, 0, sizeof(*d));
+}
+
+void config_net_free(struct net_config *nc)
+{
+	free(nc->tap);
+	memset(nc, 0, sizeof(*nc));
+	nc->fd = -1;
+}
+
+int config_disk_parse(struct json_object *v, struct disk_config *d, unsigned int n,
+		      char *err, size_t errlen)
+{
+	struct cfg_ctx c = { err, errlen };
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	r = get_disk(&c, v, d, n);
+	if (r)
+		config_disk_free(d);
+	return r;
+}
+
+int config_net_parse(struct json_object *v, struct net_config *nc, unsigned int n,
+		     char *err, size_t errlen)
+{
+	struct cfg_ctx c = { err, errlen };
+	int r;
+
+	memset(nc, 0, sizeof(*nc));
+	r = get_net(&c, v, nc, n);
+	if (r)
+		config_net_free(nc);
+	return r;
+}
+
 void config_free(struct vm_config *cfg)
 {
 	unsigned int i;
 
-	for (i = 0; i < cfg->ndisks; i++) {
-		free(cfg->disks[i].path);
-		free(cfg->disks[i].serial);
-		for (unsigned int j = 0; j < cfg->disks[i].nbacking; j++)
-			free(cfg->disks[i].backing[j]);
-	}
-	for (i = 0; i < cfg->nnets; i++)
+	/* Hot-added disks and NICs sit past the configured ones. */
+	for (i = 0; i < KVMM_MAX_DISKS; i++)
+		config_disk_free(&cfg->disks[i]);
+	for (i = 0; i < KVMM_MAX_NETS; i++)
 		free(cfg->nets[i].tap);
 	free(cfg->name);
 	free(cfg->kernel);

@@ -158,6 +158,15 @@ struct vm_config {
 int config_from_json(struct json_object *obj, struct vm_config *cfg,
 		     char *err, size_t errlen);
 void config_free(struct vm_config *cfg);
+/* One disk or NIC as in "disks"/"nets" (for a hot-added device; n only
+ * names it in messages).  On error: -EINVAL, one line in err, nothing
+ * left allocated. */
+int config_disk_parse(struct json_object *v, struct disk_config *d, unsigned int n,
+		      char *err, size_t errlen);
+int config_net_parse(struct json_object *v, struct net_config *nc, unsigned int n,
+		     char *err, size_t errlen);
+void config_disk_free(struct disk_config *d);
+void config_net_free(struct net_config *nc);
 const char *serial_mode_name(enum serial_mode mode);
 const char *disk_cache_name(enum disk_cache cache);
 const char *disk_format_name(enum disk_format format);

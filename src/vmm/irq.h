@@ -18,6 +18,9 @@ void irq_destroy(struct vm *vm);
 int irq_attach(struct vm *vm);
 /* A new route (initially to nowhere: address 0); returns its id or -errno. */
 int irq_msi_alloc(struct vm *vm);
+/* Gives route id back (a hot-removed device's): irqfd and eventfd closed,
+ * the id reused by the next irq_msi_alloc(). */
+void irq_msi_free(struct vm *vm, unsigned int id);
 int irq_msi_route(struct vm *vm, unsigned int id, uint64_t addr, uint32_t data);
 void irq_msi_fire(struct vm *vm, unsigned int id);
 

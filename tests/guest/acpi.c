@@ -304,6 +304,8 @@ static void parse_fadt(const u8 *t)
 	fadt_block(t, len, 60, 160, pm->pm1_evt_len, &pm->pm1b_evt);
 	fadt_block(t, len, 64, 172, t[89], &pm->pm1a_cnt);
 	fadt_block(t, len, 68, 184, t[89], &pm->pm1b_cnt);
+	pm->gpe0_len = t[92];
+	fadt_block(t, len, 80, 220, pm->gpe0_len, &pm->gpe0);
 	if (len >= 129) {
 		gas_parse(t + 116, &pm->reset);
 		pm->reset_value = t[128];

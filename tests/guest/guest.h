@@ -74,6 +74,8 @@ struct acpi_pm {
 	u8 acpi_enable;
 	struct gas pm1a_evt, pm1b_evt, pm1a_cnt, pm1b_cnt;
 	u8 pm1_evt_len;
+	struct gas gpe0;	/* status half, then enable half */
+	u8 gpe0_len;
 	struct gas reset;
 	u8 reset_value;
 	struct gas sleep_ctl, sleep_sts;
@@ -148,6 +150,7 @@ void shell_run(void) __noreturn;
 void fwinfo_run(void);
 /* highmem.c */
 void highmem_run(void);
+void hotplug_run(void);
 
 /* cpu.c */
 extern u64 gdt[];

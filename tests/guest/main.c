@@ -56,6 +56,7 @@ void user_main(u64 zero_page, u32 entry)
 	timer_init();
 	smp_boot(smp);
 	virtio_run();
+	hotplug_run();
 	fwinfo_run();
 	highmem_run();
 

@@ -176,6 +176,34 @@ static void scan_bus(u8 bus, int depth)
 	}
 }
 
+struct pci_dev *pci_add_slot(u8 bus, u8 dev)
+{
+	u32 id = cfg_read32(bus, dev, 0, PCI_VENDOR);
+	struct pci_dev *d;
+
+	if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0 || pci_count == PCI_MAX_FUNCS)
+		return NULL;
+	d = &pci_devs[pci_count++];
+	memset(d, 0, sizeof(*d));
+	d->bus = bus;
+	d->dev = dev;
+	d->vendor = id & 0xffff;
+	d->device = id >> 16;
+	d->class = pci_read32(d, PCI_CLASS_REV) >> 8;
+	d->header = pci_read8(d, PCI_HEADER_TYPE);
+	if ((d->header & 0x7f) == 0)
+		d->subsys = pci_read16(d, PCI_SUBSYS_ID);
+	probe_bars(d);
+	report(d);
+	return d;
+}
+
+void pci_forget(struct pci_dev *d)
+{
+	memset(d->bar, 0, sizeof(d->bar));
+	d->vendor = 0xffff;
+}
+
 void pci_scan(void)
 {
 	pci_count = 0;

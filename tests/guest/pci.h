@@ -52,6 +52,11 @@ void pci_write16(const struct pci_dev *d, u16 off, u16 v);
 void pci_write32(const struct pci_dev *d, u16 off, u32 v);
 
 void pci_scan(void);
+/* Function 0 of a slot that just got a device (hotplug): probed,
+ * reported and appended to pci_devs; NULL if the slot is empty. */
+struct pci_dev *pci_add_slot(u8 bus, u8 dev);
+/* The device was ejected: its BARs no longer take address space. */
+void pci_forget(struct pci_dev *d);
 /* Offset of the next capability with this id after `after` (0: first). */
 u8 pci_find_cap(const struct pci_dev *d, u8 id, u8 after);
 /*

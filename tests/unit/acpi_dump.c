@@ -110,6 +110,7 @@ int main(int argc, char **argv)
 		.rtc_port = 0x70, .rtc_irq = 8,
 		.pci_ecam_addr = 0xE0000000, .pci_mmio_base = 0xC0000000,
 		.pci_mmio_size = 0x20000000, .pci_conf1_port = 0xCF8,
+		.gpe0_port = 0x60C, .pci_hotplug_port = 0xAE00,
 	};
 	const uint8_t *rsdp;
 	int64_t r;

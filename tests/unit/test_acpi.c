@@ -572,6 +572,58 @@ UNIT_TEST(aml_eisaid)
 	CHECK(!memcmp(abuf, want, sizeof(want)));
 }
 
+/* The hotplug statements, byte for byte as the ACPI spec (20.2.5) encodes
+ * them: Method(_EJ0, 1) { Store(0x04, B0EJ) }, If (And(PCIU, 0x04, Zero))
+ * { Notify(S02, 3) }, an operation region and its field list. */
+UNIT_TEST(aml_methods)
+{
+	static const uint8_t want[] = {
+		0x14, 0x0D, '_', 'E', 'J', '0', 0x01,
+		0x70, 0x0A, 0x04, 'B', '0', 'E', 'J',
+		0xA0, 0x10, 0x7B, 'P', 'C', 'I', 'U', 0x0A, 0x04, 0x00,
+		0x86, 'S', '0', '2', '_', 0x0A, 0x03,
+		0x5B, 0x80, 'P', 'C', 'S', 'T', 0x01, 0x0B, 0x00, 0xAE, 0x0A, 0x08,
+		0x5B, 0x81, 0x10, 'P', 'C', 'S', 'T', 0x43,
+		'P', 'C', 'I', 'U', 32, 'P', 'C', 'I', 'D', 32,
+		0x69,
+	};
+	static const char *const names[] = { "PCIU", "PCID" };
+	static const unsigned int bits[] = { 32, 32 };
+	struct aml a;
+
+	aml_init(&a, abuf, sizeof(abuf));
+	aml_method_begin(&a, "_EJ0", 1);
+	aml_store(&a);
+	aml_integer(&a, 4);
+	aml_namestring(&a, "B0EJ");
+	aml_end(&a);
+	aml_if_begin(&a);
+	aml_and(&a);
+	aml_namestring(&a, "PCIU");
+	aml_integer(&a, 4);
+	aml_null_target(&a);
+	aml_notify(&a);
+	aml_namestring(&a, "S02");
+	aml_integer(&a, 3);
+	aml_end(&a);
+	aml_operation_region(&a, "PCST", AML_SPACE_SYSTEM_IO, 0xAE00, 8);
+	aml_field(&a, "PCST", AML_FIELD_DWORD_ACC | AML_FIELD_WRITE_ZEROS, names, bits, 2);
+	aml_arg(&a, 1);
+	CHECK_EQ_U64(aml_finish(&a), sizeof(want));
+	CHECK(!memcmp(abuf, want, sizeof(want)));
+
+	/* Out-of-range arguments and field widths are refused. */
+	aml_init(&a, abuf, sizeof(abuf));
+	aml_method_begin(&a, "M", 8);
+	CHECK_EQ_U64(aml_finish(&a), (uint64_t)-EINVAL);
+	aml_init(&a, abuf, sizeof(abuf));
+	aml_arg(&a, 7);
+	CHECK_EQ_U64(aml_finish(&a), (uint64_t)-EINVAL);
+	aml_init(&a, abuf, sizeof(abuf));
+	aml_field(&a, "PCST", 0, names, (const unsigned int[]){ 0, 1 }, 2);
+	CHECK_EQ_U64(aml_finish(&a), (uint64_t)-EINVAL);
+}
+
 /* Package(1) whose body (NumElements + n bytes) is 1 + n long. */
 static int64_t pkg_with(size_t n)
 {

@@ -54,6 +54,10 @@ int irq_msi_route(struct vm *v, unsigned int id, uint64_t addr, uint32_t data)
 	return 0;
 }
 
+void irq_msi_free(struct vm *v, unsigned int id)
+{
+}
+
 void irq_msi_fire(struct vm *v, unsigned int id)
 {
 	fired[id]++;

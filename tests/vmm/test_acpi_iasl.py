@@ -52,6 +52,26 @@ def test_iasl_accepts_every_table(tmp, ncpus, extra):
     assert re.search(r"WordBusNumber.*\n.*\n\s*0x0000,\s*// Range Minimum\n\s*0x0000,\s*// Range Maximum", pci0)
     assert re.search(r"0xC0000000,\s*// Range Minimum\n\s*0xDFFFFFFF,\s*// Range Maximum", pci0)
     assert re.search(r'EisaId \("PNP0C02"\)[^}]*Memory32Fixed \(ReadWrite,\s*0xE0000000,\s*// Address Base\s*0x00100000', dsdt)
+    # PCI hotplug (docs/hotplug.md): GPE0 in the FADT, the slot registers,
+    # a device per slot with _ADR, _SUN and an _EJ0 writing its bit, PCNT
+    # notifying each slot, and the GPE 1 handler calling it.
+    assert re.search(r"GPE0 Block Address : 0000060C", facp), facp
+    assert re.search(r"GPE0 Block Length : 04", facp), facp
+    assert re.search(r"OperationRegion \(PCST, SystemIO, 0xAE00, 0x08\)", pci0)
+    assert re.search(r"OperationRegion \(SEJ, SystemIO, 0xAE08, 0x04\)", pci0)
+    for slot in range(1, 32):
+        name = f"S{slot:02X}"
+        m = re.search(r"Device \(%s\)\s*\{\s*Name \(_ADR, (0x[0-9A-F]+|One|Zero)\)[^\n]*\n\s*"
+                      r"Name \(_SUN, (0x[0-9A-F]+|One)\)[^\n]*\n\s*Method \(_EJ0, 1, NotSerialized\)[^{]*"
+                      r"\{\s*B0EJ = (0x[0-9A-F]+)" % name, pci0)
+        assert m, name
+        assert int(m.group(1), 16) == slot << 16
+        assert (1 if m.group(2) == "One" else int(m.group(2), 16)) == slot
+        assert int(m.group(3), 16) == 1 << slot
+        bit = "0x%02X" % (1 << slot) if slot < 8 else "0x%04X" % (1 << slot) if slot < 16 else "0x%08X" % (1 << slot)
+        assert re.search(r"If \(\(PCIU & %s\)\)\s*\{\s*Notify \(%s, One\)" % (bit, name), pci0), name
+        assert re.search(r"If \(\(PCID & %s\)\)\s*\{\s*Notify \(%s, 0x03\)" % (bit, name), pci0), name
+    assert re.search(r"Scope \(_GPE\)\s*\{\s*Method \(_E01, 0, NotSerialized\)[^{]*\{\s*\\_SB\.PCI0\.PCNT \(\)", dsdt), dsdt
     mcfg = open(os.path.join(tmp, "mcfg.dsl")).read()
     assert re.search(r"Base Address : 00000000E0000000", mcfg), mcfg
     assert re.search(r"Start Bus Number : 00", mcfg) and re.search(r"End Bus Number : 00", mcfg)

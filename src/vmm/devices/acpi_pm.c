@@ -1,7 +1,8 @@
 /* ACPI fixed-hardware power management: the PM1a event block (status and
- * enable), the PM1a control block (sleep = power off) and the PM timer.
- * The fixed power button raises the SCI, a level interrupt that stays
- * asserted while an enabled status bit is set. */
+ * enable), the PM1a control block (sleep = power off), the PM timer and
+ * the GPE0 block (GPE 1: PCI hotplug).  The fixed power button and the
+ * GPEs raise the SCI, a level interrupt that stays asserted while an
+ * enabled status bit is set. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,9 @@
 #define PM1_EN		2	/* 2 bytes */
 #define PM1_CNT		4	/* 2 bytes */
 #define PM_TMR		8	/* 4 bytes, read-only */
-#define PM_BLOCK_LEN	12
+#define GPE0_STS	12	/* 2 bytes, write 1 to clear */
+#define GPE0_EN		14	/* 2 bytes */
+#define PM_BLOCK_LEN	16
 
 #define PM1_PWRBTN	(1u << 8)
 #define PM1_WAK		(1u << 15)
@@ -28,6 +31,7 @@
 struct acpi_pm_state {
 	uint32_t version;
 	uint16_t sts, en, cnt;
+	uint16_t gpe_sts, gpe_en;
 };
 
 struct acpi_pm {
@@ -38,7 +42,7 @@ struct acpi_pm {
 	struct acpi_pm_state s;
 };
 
-#define ACPI_PM_STATE_VERSION 1
+#define ACPI_PM_STATE_VERSION 2
 
 static struct acpi_pm *to_pm(struct device *dev)
 {
@@ -47,7 +51,8 @@ static struct acpi_pm *to_pm(struct device *dev)
 
 static void acpi_pm_update_sci(struct acpi_pm *pm)
 {
-	int level = !!(pm->s.sts & pm->s.en & PM1_PWRBTN);
+	int level = !!(pm->s.sts & pm->s.en & PM1_PWRBTN) ||
+		    !!(pm->s.gpe_sts & pm->s.gpe_en);
 
 	if (level != pm->sci_level) {
 		pm->sci_level = level;
@@ -80,6 +85,8 @@ static void acpi_pm_read(struct device *dev, uint64_t addr, uint8_t *data, unsig
 	memcpy(regs + PM1_CNT, &cnt, 2);
 	memset(regs + 6, 0, 2);
 	memcpy(regs + PM_TMR, &tmr, 4);
+	memcpy(regs + GPE0_STS, &pm->s.gpe_sts, 2);
+	memcpy(regs + GPE0_EN, &pm->s.gpe_en, 2);
 	memcpy(data, regs + addr, len);
 }
 
@@ -94,12 +101,35 @@ static void acpi_pm_write_cnt(struct acpi_pm *pm, uint16_t v)
 	pm->s.cnt = v & ~PM1_CNT_SLP_EN;
 }
 
+/* GUEST: any byte or word of the GPE0 block; status bits are cleared by
+ * writing 1, enable bits are stored as written. */
+static void acpi_pm_write_gpe(struct acpi_pm *pm, uint64_t addr, const uint8_t *data,
+			      unsigned int len)
+{
+	uint8_t regs[4] = { 0 };
+	uint16_t v;
+
+	memcpy(regs + 2, &pm->s.gpe_en, 2);
+	memcpy(regs + (addr - GPE0_STS), data, MIN(len, sizeof(regs) - (addr - GPE0_STS)));
+	if (addr < GPE0_EN) {
+		memcpy(&v, regs, 2);
+		pm->s.gpe_sts &= ~v;
+	}
+	if (addr + len > GPE0_EN)
+		memcpy(&pm->s.gpe_en, regs + 2, 2);
+	acpi_pm_update_sci(pm);
+}
+
 static void acpi_pm_write(struct device *dev, uint64_t addr, const uint8_t *data, unsigned int len)
 {
 	struct acpi_pm *pm = to_pm(dev);
 	uint8_t regs[8];
 	uint16_t v;
 
+	if (addr >= GPE0_STS) {
+		acpi_pm_write_gpe(pm, addr, data, len);
+		return;
+	}
 	if (addr >= PM_TMR)
 		return;
 	/* Merge the access into the current values so byte writes work. */
@@ -127,6 +157,16 @@ void acpi_pm_power_button(struct device *dev)
 
 	pthread_mutex_lock(&dev->lock);
 	pm->s.sts |= PM1_PWRBTN;
+	acpi_pm_update_sci(pm);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+void acpi_pm_gpe_raise(struct device *dev, unsigned int gpe)
+{
+	struct acpi_pm *pm = to_pm(dev);
+
+	pthread_mutex_lock(&dev->lock);
+	pm->s.gpe_sts |= 1u << gpe;
 	acpi_pm_update_sci(pm);
 	pthread_mutex_unlock(&dev->lock);
 }

@@ -8,6 +8,7 @@
 #include "fw_cfg.h"
 #include "device.h"
 #include "log.h"
+#include "pci/hotplug.h"
 #include "pci/pci.h"
 #include "pci/pci_devices.h"
 #include "virtio/balloon.h"
@@ -97,6 +98,11 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 		slot++;
 		bar += VIRTIO_PCI_BAR_SIZE;
 	}
+	/* The free slots take hot-added devices (docs/hotplug.md). */
+	dev = pci_hotplug_create(vm, (struct device *)vm->pm);
+	if (!dev)
+		goto fail;
+	devices_add(vm, dev);
 	return 0;
 fail:
 	pr_err("cannot create the PCI bus");

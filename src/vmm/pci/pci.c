@@ -83,13 +83,34 @@ int pci_func_add_cap(struct pci_func *f, uint8_t id, unsigned int len)
 
 int pci_bus_add(struct pci_bus *bus, struct pci_func *f, unsigned int slot)
 {
-	if (slot >= PCI_MAX_DEVICES || bus->slots[slot])
+	int r = 0;
+
+	if (slot >= PCI_MAX_DEVICES)
 		return -EEXIST;
 	f->bus = bus;
 	f->slot = slot;
 	memcpy(f->reset_cfg, f->cfg, sizeof(f->cfg));
-	bus->slots[slot] = f;
-	return 0;
+	/* Exclusive: a hot-added function appears while vCPUs scan. */
+	pthread_rwlock_wrlock(&bus->lock);
+	if (bus->slots[slot])
+		r = -EEXIST;
+	else
+		bus->slots[slot] = f;
+	pthread_rwlock_unlock(&bus->lock);
+	return r;
+}
+
+struct pci_func *pci_bus_remove(struct pci_bus *bus, unsigned int slot)
+{
+	struct pci_func *f;
+
+	if (slot >= PCI_MAX_DEVICES)
+		return NULL;
+	pthread_rwlock_wrlock(&bus->lock);
+	f = bus->slots[slot];
+	bus->slots[slot] = NULL;
+	pthread_rwlock_unlock(&bus->lock);
+	return f;
 }
 
 uint64_t pci_bar_addr(const struct pci_func *f, int bar)
@@ -132,8 +153,14 @@ void pci_cfg_access(struct pci_bus *bus, unsigned int slot, unsigned int fn,
 		    bool is_write)
 {
 	struct pci_func *f;
-	bool remap;
+	bool remap = is_write && touches_decoding(off, len);
 
+	/* The bus lock also keeps a hot-removed function from going away
+	 * under this access (pci_bus_remove takes it exclusive). */
+	if (remap)
+		pthread_rwlock_wrlock(&bus->lock);
+	else
+		pthread_rwlock_rdlock(&bus->lock);
 	/* GUEST: slot, function and offset come from the guest's address;
 	 * only function 0 of a populated slot exists, and an access must
 	 * be 1, 2 or 4 bytes inside one aligned dword of the 4 KiB space. */
@@ -142,26 +169,21 @@ void pci_cfg_access(struct pci_bus *bus, unsigned int slot, unsigned int fn,
 	    (off & 3) + len > 4) {
 		if (!is_write)
 			memset(data, 0xff, len);
-		return;
+		goto out;
 	}
+	pthread_mutex_lock(&f->dev.lock);
 	if (!is_write) {
-		pthread_mutex_lock(&f->dev.lock);
 		if (f->pops && f->pops->cfg_read)
 			f->pops->cfg_read(f, off, len);
 		memcpy(data, f->cfg + off, len);
-		pthread_mutex_unlock(&f->dev.lock);
-		return;
+	} else {
+		cfg_write(f, off, data, len);
+		if (remap && f->pops && f->pops->bars_changed)
+			f->pops->bars_changed(f);
 	}
-	remap = touches_decoding(off, len);
-	if (remap)
-		pthread_rwlock_wrlock(&bus->lock);
-	pthread_mutex_lock(&f->dev.lock);
-	cfg_write(f, off, data, len);
-	if (remap && f->pops && f->pops->bars_changed)
-		f->pops->bars_changed(f);
 	pthread_mutex_unlock(&f->dev.lock);
-	if (remap)
-		pthread_rwlock_unlock(&bus->lock);
+out:
+	pthread_rwlock_unlock(&bus->lock);
 }
 
 /* The BAR of f that decodes [addr, addr+len), or -1. */

@@ -115,6 +115,10 @@ int pci_func_add_bar(struct pci_func *f, int bar, uint64_t size, bool mem64,
  * returns its offset, or a negative errno. */
 int pci_func_add_cap(struct pci_func *f, uint8_t id, unsigned int len);
 int pci_bus_add(struct pci_bus *bus, struct pci_func *f, unsigned int slot);
+/* Unplugs slot's function (hot removal): once this returns no vCPU
+ * reaches it through configuration space or its BARs.  Returns it, or
+ * NULL if the slot was empty. */
+struct pci_func *pci_bus_remove(struct pci_bus *bus, unsigned int slot);
 
 /* The current guest address of a BAR (0 if unassigned). */
 uint64_t pci_bar_addr(const struct pci_func *f, int bar);

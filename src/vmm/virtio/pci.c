@@ -645,9 +645,16 @@ static void vp_destroy(struct device *dev)
 
 	if (vp->ops->destroy)
 		vp->ops->destroy(vp);
+	/* A hot-removed device leaves nothing in KVM or the route table. */
+	for (i = 0; vp->msix.f && i < MSIX_MAX_VECTORS; i++)
+		if (vp->msix.route[i] >= 0)
+			irq_msi_free(vp->f.dev.vm, vp->msix.route[i]);
 	for (i = 0; i < vp->ops->nqueues; i++) {
 		if (vp->queues[i].kick_fd < 0)
 			continue;
+		if (vp->queues[i].ioeventfd_addr)
+			kvm_ioeventfd(vp->f.dev.vm, vp->queues[i].ioeventfd_addr, 2,
+				      vp->queues[i].kick_fd, false);
 		loop_del(vp->f.dev.vm->loop, vp->queues[i].kick_fd);
 		close(vp->queues[i].kick_fd);
 	}

@@ -47,9 +47,11 @@
 #define FADT_PM1A_EVT_BLK	56
 #define FADT_PM1A_CNT_BLK	64
 #define FADT_PM_TMR_BLK		76
+#define FADT_GPE0_BLK		80
 #define FADT_PM1_EVT_LEN	88
 #define FADT_PM1_CNT_LEN	89
 #define FADT_PM_TMR_LEN		91
+#define FADT_GPE0_BLK_LEN	92
 #define FADT_P_LVL2_LAT		96
 #define FADT_P_LVL3_LAT		98
 #define FADT_CENTURY		108
@@ -63,6 +65,7 @@
 #define FADT_X_PM1A_EVT_BLK	148
 #define FADT_X_PM1A_CNT_BLK	172
 #define FADT_X_PM_TMR_BLK	208
+#define FADT_X_GPE0_BLK		220
 #define FADT_LEN		276
 
 #define FADT_F_WBINVD		(1u << 0)
@@ -294,6 +297,85 @@ static size_t dword_mem(uint8_t *r, uint32_t min, uint32_t len)
 	return 26;
 }
 
+#define HOTPLUG_SLOTS	32	/* bus 0; slot 0 is the host bridge */
+
+static void slot_name(char name[5], unsigned int slot)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	name[0] = 'S';
+	name[1] = hex[slot >> 4];
+	name[2] = hex[slot & 0xF];
+	name[3] = 0;
+}
+
+/* If (And (reg, bit)) { Notify (slot, code) } */
+static void notify_if_set(struct aml *a, const char *reg, unsigned int slot,
+			  uint8_t code)
+{
+	char name[5];
+
+	slot_name(name, slot);
+	aml_if_begin(a);
+	aml_and(a);
+	aml_namestring(a, reg);
+	aml_integer(a, 1ULL << slot);
+	aml_null_target(a);
+	aml_notify(a);
+	aml_namestring(a, name);
+	aml_integer(a, code);
+	aml_end(a);
+}
+
+/* ACPI PCI hotplug as QEMU's pc machine does it (docs/hotplug.md): the
+ * slot registers as fields of PCI0, one device per slot whose _EJ0 writes
+ * its bit to the eject register, and PCNT, which the GPE 1 handler calls:
+ * Device Check (1) for each slot in PCIU, Eject Request (3) for each in
+ * PCID. */
+static void dsdt_pci_hotplug(struct aml *a, uint16_t port)
+{
+	static const char *const ud[] = { "PCIU", "PCID" };
+	static const char *const ej[] = { "B0EJ" };
+	static const unsigned int bits[] = { 32, 32 };
+	unsigned int s;
+	char name[5];
+
+	aml_operation_region(a, "PCST", AML_SPACE_SYSTEM_IO, port, 8);
+	aml_field(a, "PCST", AML_FIELD_DWORD_ACC | AML_FIELD_WRITE_ZEROS, ud, bits, 2);
+	aml_operation_region(a, "SEJ", AML_SPACE_SYSTEM_IO, port + 8, 4);
+	aml_field(a, "SEJ", AML_FIELD_DWORD_ACC | AML_FIELD_WRITE_ZEROS, ej, bits, 1);
+	for (s = 1; s < HOTPLUG_SLOTS; s++) {
+		slot_name(name, s);
+		aml_device_begin(a, name);
+		aml_name(a, "_ADR");
+		aml_integer(a, (uint64_t)s << 16);
+		aml_name(a, "_SUN");
+		aml_integer(a, s);
+		aml_method_begin(a, "_EJ0", 1);
+		aml_store(a);
+		aml_integer(a, 1ULL << s);
+		aml_namestring(a, "B0EJ");
+		aml_end(a);
+		aml_end(a);
+	}
+	aml_method_begin(a, "PCNT", 0);
+	for (s = 1; s < HOTPLUG_SLOTS; s++) {
+		notify_if_set(a, "PCIU", s, 1);
+		notify_if_set(a, "PCID", s, 3);
+	}
+	aml_end(a);
+}
+
+/* \_GPE._E01: the hotplug GPE's handler. */
+static void dsdt_gpe(struct aml *a)
+{
+	aml_scope_begin(a, "_GPE");
+	aml_method_begin(a, "_E01", 0);
+	aml_namestring(a, "\\_SB.PCI0.PCNT");
+	aml_end(a);
+	aml_end(a);
+}
+
 /* PCI0: the host bridge of segment 0.  Its _CRS hands the OS bus 0, the
  * I/O ports around conf1 and the 32-bit BAR window; ISA devices stay
  * outside it, directly under \_SB. */
@@ -331,6 +413,8 @@ static void dsdt_pci(struct aml *a, const struct acpi_platform *p)
 	aml_integer(a, 0);
 	aml_name(a, "_CRS");
 	aml_buffer(a, crs, n);
+	if (p->pci_hotplug_port)
+		dsdt_pci_hotplug(a, p->pci_hotplug_port);
 	aml_end(a);
 
 	/* Motherboard resources: Linux only trusts the MCFG's ECAM area
@@ -425,6 +509,8 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 	if (p->fw_cfg_port)
 		dsdt_fw_cfg(&a, p->fw_cfg_port);
 	aml_end(&a);
+	if (p->pci_ecam_addr && p->pci_hotplug_port)
+		dsdt_gpe(&a);
 
 	len = aml_finish(&a);
 	if (len < 0)
@@ -482,6 +568,11 @@ static void build_fadt(const struct acpi_ctx *c, const struct acpi_platform *p,
 	gas(t + FADT_X_PM1A_EVT_BLK, 32, GAS_ACCESS_WORD, p->pm1a_evt_port);
 	gas(t + FADT_X_PM1A_CNT_BLK, 16, GAS_ACCESS_WORD, p->pm1a_cnt_port);
 	gas(t + FADT_X_PM_TMR_BLK, 32, GAS_ACCESS_DWORD, p->pm_tmr_port);
+	if (p->gpe0_port) {
+		put_le(t + FADT_GPE0_BLK, p->gpe0_port, 4);
+		t[FADT_GPE0_BLK_LEN] = 4;
+		gas(t + FADT_X_GPE0_BLK, 32, GAS_ACCESS_BYTE, p->gpe0_port);
+	}
 	sdt_checksum(t);
 }
 
@@ -587,6 +678,10 @@ static int check_platform(const struct acpi_platform *p)
 		return -EINVAL;
 	if (!p->pm1a_evt_port || !p->pm1a_cnt_port || !p->pm_tmr_port ||
 	    !p->reset_port)
+		return -EINVAL;
+	/* Hotplug is of PCI slots and signalled by a GPE. */
+	if (!!p->gpe0_port != !!p->pci_hotplug_port ||
+	    (p->pci_hotplug_port && !p->pci_ecam_addr))
 		return -EINVAL;
 	/* The window is a 32-bit range; conf1 needs room for 8 ports
 	 * with I/O left on both sides of it. */

@@ -41,6 +41,12 @@ struct acpi_platform {
 	uint32_t pci_mmio_base;		/* 0xC0000000 */
 	uint32_t pci_mmio_size;		/* 0x20000000 */
 	uint16_t pci_conf1_port;	/* 0xCF8, 8 ports */
+	/* ACPI PCI hotplug of bus 0 (docs/hotplug.md): the GPE0 block
+	 * (status 2 bytes, enable 2 bytes; GPE 1 is the hotplug event)
+	 * and the slot registers of QEMU's PIIX4 interface (up, down,
+	 * eject).  Both 0 = no hotplug; needs PCI. */
+	uint16_t gpe0_port;		/* 0x60C */
+	uint16_t pci_hotplug_port;	/* 0xAE00, 0x14 ports */
 	/* QEMU's fw_cfg with DMA (QEMU0002, 12 ports); 0 = none. */
 	uint16_t fw_cfg_port;		/* 0x510 */
 };

@@ -16,10 +16,19 @@
 #define AML_SCOPE_OP	0x10
 #define AML_BUFFER_OP	0x11
 #define AML_PACKAGE_OP	0x12
+#define AML_METHOD_OP	0x14
 #define AML_DUAL_NAME	0x2E
 #define AML_MULTI_NAME	0x2F
 #define AML_EXT_PREFIX	0x5B
+#define AML_OPREGION_OP	0x80	/* after AML_EXT_PREFIX */
+#define AML_FIELD_OP	0x81	/* after AML_EXT_PREFIX */
 #define AML_DEVICE_OP	0x82	/* after AML_EXT_PREFIX */
+#define AML_ARG0_OP	0x68
+#define AML_STORE_OP	0x70
+#define AML_AND_OP	0x7B
+#define AML_NOTIFY_OP	0x86
+#define AML_IF_OP	0xA0
+#define AML_NULL_NAME	0x00
 #define AML_ROOT_CHAR	'\\'
 
 #define AML_MAX_SEGS	16
@@ -303,4 +312,86 @@ void aml_package_begin(struct aml *a, uint8_t nelems)
 	aml_byte(a, AML_PACKAGE_OP);
 	aml_open(a);
 	aml_byte(a, nelems);
+}
+
+void aml_method_begin(struct aml *a, const char *path, unsigned int nargs)
+{
+	if (nargs > 7) {
+		aml_fail(a, -EINVAL);
+		return;
+	}
+	aml_byte(a, AML_METHOD_OP);
+	aml_open(a);
+	aml_namestring(a, path);
+	aml_byte(a, nargs);	/* NotSerialized, SyncLevel 0 */
+}
+
+void aml_if_begin(struct aml *a)
+{
+	aml_byte(a, AML_IF_OP);
+	aml_open(a);
+}
+
+void aml_store(struct aml *a)
+{
+	aml_byte(a, AML_STORE_OP);
+}
+
+void aml_and(struct aml *a)
+{
+	aml_byte(a, AML_AND_OP);
+}
+
+void aml_notify(struct aml *a)
+{
+	aml_byte(a, AML_NOTIFY_OP);
+}
+
+void aml_arg(struct aml *a, unsigned int n)
+{
+	if (n > 6) {
+		aml_fail(a, -EINVAL);
+		return;
+	}
+	aml_byte(a, AML_ARG0_OP + n);
+}
+
+void aml_null_target(struct aml *a)
+{
+	aml_byte(a, AML_NULL_NAME);
+}
+
+void aml_operation_region(struct aml *a, const char *path, uint8_t space,
+			  uint64_t offset, uint64_t len)
+{
+	aml_byte(a, AML_EXT_PREFIX);
+	aml_byte(a, AML_OPREGION_OP);
+	aml_namestring(a, path);
+	aml_byte(a, space);
+	aml_integer(a, offset);
+	aml_integer(a, len);
+}
+
+void aml_field(struct aml *a, const char *region, uint8_t flags,
+	       const char *const *names, const unsigned int *bits, unsigned int n)
+{
+	unsigned int i;
+
+	aml_byte(a, AML_EXT_PREFIX);
+	aml_byte(a, AML_FIELD_OP);
+	aml_open(a);
+	aml_namestring(a, region);
+	aml_byte(a, flags);
+	for (i = 0; i < n; i++) {
+		/* NamedField: a NameSeg, then the width as a PkgLength
+		 * that does not count itself (widths here fit in one byte:
+		 * below 64 bits). */
+		if (bits[i] == 0 || bits[i] >= 64 || strchr(names[i], '.')) {
+			aml_fail(a, -EINVAL);
+			return;
+		}
+		aml_nameseg(a, names[i], strlen(names[i]));
+		aml_byte(a, bits[i]);
+	}
+	aml_end(a);
 }

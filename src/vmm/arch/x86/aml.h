@@ -1,5 +1,7 @@
 /* Tiny AML byte-code emitter, just enough for kvmm's DSDT: names, scopes,
- * devices, packages, integers, strings, EISA IDs and raw buffers.
+ * devices, packages, integers, strings, EISA IDs, raw buffers, and the few
+ * statements the PCI hotplug methods need (Method, If, Store, And,
+ * Notify, OperationRegion and Field).
  *
  * Nested objects (Scope, Device, Package) are opened with *_begin() and
  * closed with aml_end(); the PkgLength is only known at close time, so the
@@ -45,5 +47,32 @@ void aml_scope_begin(struct aml *a, const char *path);
 void aml_device_begin(struct aml *a, const char *path);
 void aml_package_begin(struct aml *a, uint8_t nelems);
 void aml_end(struct aml *a);
+
+/* Method(path, nargs, NotSerialized) { ... aml_end() } */
+void aml_method_begin(struct aml *a, const char *path, unsigned int nargs);
+/* If (<next emitted term>) { ... aml_end() } */
+void aml_if_begin(struct aml *a);
+/* Store(<src>, <dst>): the two terms emitted next. */
+void aml_store(struct aml *a);
+/* And(<a>, <b>, <target>): the three terms emitted next; as a value,
+ * the target is aml_null_target(). */
+void aml_and(struct aml *a);
+void aml_null_target(struct aml *a);
+/* Notify(<object>, <value>): the two terms emitted next. */
+void aml_notify(struct aml *a);
+/* ArgN, 0..6. */
+void aml_arg(struct aml *a, unsigned int n);
+
+#define AML_SPACE_SYSTEM_IO	1
+/* OperationRegion(path, space, offset, len) */
+void aml_operation_region(struct aml *a, const char *path, uint8_t space,
+			  uint64_t offset, uint64_t len);
+/* Field flags: access type in bits 3:0, lock rule in bit 4, update rule
+ * in bits 6:5. */
+#define AML_FIELD_DWORD_ACC	3
+#define AML_FIELD_WRITE_ZEROS	(2 << 5)
+/* Field(region, flags) { names[i], bits[i] ... }: n named fields. */
+void aml_field(struct aml *a, const char *region, uint8_t flags,
+	       const char *const *names, const unsigned int *bits, unsigned int n);
 
 #endif

@@ -156,6 +156,8 @@ static int64_t load_acpi(struct vm *vm)
 		.pci_mmio_base = X86_PCI_MMIO_START,
 		.pci_mmio_size = X86_PCI_MMIO_SIZE,
 		.pci_conf1_port = X86_PCI_CONF1_PORT,
+		.gpe0_port = X86_GPE0_PORT,
+		.pci_hotplug_port = X86_PCI_HOTPLUG_PORT,
 		.fw_cfg_port = vm->cfg->vmcoreinfo ? X86_FW_CFG_PORT : 0,
 	};
 	void *buf = guest_mem_ptr(&vm->mem, X86_ACPI_ADDR, X86_ACPI_SIZE);

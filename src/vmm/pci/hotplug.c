@@ -1,0 +1,434 @@
+/* ACPI PCI hotplug of bus 0; see hotplug.h and docs/hotplug.md. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "arch/x86/layout.h"
+#include "config.h"
+#include "devices/devices.h"
+#include "hotplug.h"
+#include "log.h"
+#include "loop.h"
+#include "pci.h"
+#include "util.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
+#include "vm.h"
+
+#define HP_UP		0x00	/* read: slots added since the last read */
+#define HP_DOWN		0x04	/* read: slots with a removal request */
+#define HP_EJECT	0x08	/* write: eject these slots; read: features (0) */
+#define HP_RMV		0x0c	/* read: slots a device may be removed from */
+#define HP_SEL		0x10	/* bus selector; only bus 0 exists */
+#define HP_LEN		0x14
+
+#define HP_GPE		1	/* GPE0 bit of the hotplug event */
+
+struct hp_slot {
+	char id[PCI_HOTPLUG_ID_MAX];
+	enum pci_hotplug_kind kind;
+	unsigned int cfg_index;		/* in vm->cfg->disks or ->nets */
+	struct device *dev;		/* NULL: no hot-added device here */
+};
+
+struct pci_hotplug {
+	struct device dev;
+	struct device *pm;
+	int efd;			/* wakes the main thread for an eject */
+	/* Guarded by dev.lock: the registers and the ejects not yet
+	 * acted on. */
+	uint32_t up, down, sel, ejected;
+	/* Main thread only. */
+	struct hp_slot slots[PCI_MAX_DEVICES];
+};
+
+static const struct device_ops hp_ops;
+
+static struct pci_hotplug *hp_of(struct vm *vm)
+{
+	struct device *d;
+
+	for (d = vm->devices; d; d = d->next)
+		if (d->ops == &hp_ops)
+			return (struct pci_hotplug *)d;
+	return NULL;
+}
+
+/* Slots the guest may eject from: those of hot-added devices, and the
+ * empty ones; cold-plugged devices stay (docs/hotplug.md).  Read from a
+ * vCPU without the main thread's view locked: a slot changing meanwhile
+ * shows its old or new bit, both of which the guest must expect. */
+static uint32_t removable(struct pci_hotplug *hp)
+{
+	uint32_t m = 0;
+	unsigned int s;
+
+	for (s = 1; s < PCI_MAX_DEVICES; s++)
+		if (hp->slots[s].dev || !hp->dev.vm->pci->slots[s])
+			m |= 1u << s;
+	return m;
+}
+
+static void hp_read(struct device *dev, uint64_t addr, uint8_t *data, unsigned int len)
+{
+	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+	uint8_t regs[HP_LEN] = { 0 };
+
+	/* GUEST: any width at any offset is served from this snapshot (the
+	 * bus checked that addr+len fits); reading any byte of "up"
+	 * consumes it, as QEMU does. */
+	memcpy(regs + HP_UP, &hp->up, 4);
+	memcpy(regs + HP_DOWN, &hp->down, 4);
+	if (hp->sel == 0) {
+		uint32_t rmv = removable(hp);
+
+		memcpy(regs + HP_RMV, &rmv, 4);
+	}
+	memcpy(regs + HP_SEL, &hp->sel, 4);
+	memcpy(data, regs + addr, len);
+	if (addr < HP_UP + 4)
+		hp->up = 0;
+}
+
+static void hp_write(struct device *dev, uint64_t addr, const uint8_t *data, unsigned int len)
+{
+	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+	uint64_t one = 1;
+	uint32_t v = 0;
+
+	if (len != 4 || (addr != HP_EJECT && addr != HP_SEL))
+		return;
+	memcpy(&v, data, 4);
+	if (addr == HP_SEL) {
+		hp->sel = v;
+		return;
+	}
+	/* GUEST: only a slot the host asked back is ejected; any other bit
+	 * (a cold-plugged device, an empty slot, another bus) is ignored. */
+	v &= hp->down;
+	if (hp->sel != 0 || !v)
+		return;
+	hp->down &= ~v;
+	hp->up &= ~v;
+	hp->ejected |= v;
+	if (write(hp->efd, &one, sizeof(one)) < 0)
+		pr_debug("hotplug eventfd: %s", strerror(errno));
+}
+
+static void hp_unplug(struct pci_hotplug *hp, unsigned int s)
+{
+	struct vm *vm = hp->dev.vm;
+	struct hp_slot *sl = &hp->slots[s];
+	struct device **p;
+	char id[PCI_HOTPLUG_ID_MAX];
+
+	if (!sl->dev)
+		return;
+	/* A device-del that came after the eject left its bit behind. */
+	pthread_mutex_lock(&hp->dev.lock);
+	hp->down &= ~(1u << s);
+	hp->up &= ~(1u << s);
+	pthread_mutex_unlock(&hp->dev.lock);
+	pci_bus_remove(vm->pci, s);
+	for (p = &vm->devices; *p; p = &(*p)->next) {
+		if (*p == sl->dev) {
+			*p = sl->dev->next;
+			break;
+		}
+	}
+	sl->dev->ops->destroy(sl->dev);
+	if (sl->kind == PCI_HOTPLUG_BLK)
+		config_disk_free(&vm->cfg->disks[sl->cfg_index]);
+	else
+		config_net_free(&vm->cfg->nets[sl->cfg_index]);
+	memcpy(id, sl->id, sizeof(id));
+	memset(sl, 0, sizeof(*sl));
+	pr_info("device %s removed from slot %u", id, s);
+	api_event_device(vm->api, "device-deleted", id, s);
+}
+
+/* Main thread: the ejects the guest wrote. */
+static void hp_ejected(void *opaque, uint32_t events)
+{
+	struct pci_hotplug *hp = opaque;
+	uint64_t n;
+	uint32_t ej;
+	unsigned int s;
+
+	if (read(hp->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		pr_debug("hotplug eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&hp->dev.lock);
+	ej = hp->ejected;
+	hp->ejected = 0;
+	pthread_mutex_unlock(&hp->dev.lock);
+	for (s = 1; s < PCI_MAX_DEVICES; s++)
+		if (ej & (1u << s))
+			hp_unplug(hp, s);
+}
+
+/* A guest reset completes the removals it was asked for, as a power
+ * cycle would; the added devices stay. */
+static void hp_reset(struct device *dev)
+{
+	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+	uint64_t one = 1;
+
+	hp->ejected |= hp->down;
+	hp->up = hp->down = hp->sel = 0;
+	if (hp->ejected && write(hp->efd, &one, sizeof(one)) < 0)
+		pr_debug("hotplug eventfd: %s", strerror(errno));
+}
+
+static void hp_destroy(struct device *dev)
+{
+	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+
+	/* The hot-added devices are on vm->devices and go with the rest. */
+	loop_del(dev->vm->loop, hp->efd);
+	close(hp->efd);
+	free(hp);
+}
+
+static const struct device_ops hp_ops = {
+	.name = "pci-hotplug",
+	.read = hp_read,
+	.write = hp_write,
+	.reset = hp_reset,
+	.destroy = hp_destroy,
+};
+
+struct device *pci_hotplug_create(struct vm *vm, struct device *pm)
+{
+	struct pci_hotplug *hp = calloc(1, sizeof(*hp));
+
+	if (!hp)
+		return NULL;
+	device_init(&hp->dev, &hp_ops, vm);
+	hp->pm = pm;
+	hp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (hp->efd < 0) {
+		free(hp);
+		return NULL;
+	}
+	if (loop_add(vm->loop, hp->efd, EPOLLIN, hp_ejected, hp)) {
+		close(hp->efd);
+		free(hp);
+		return NULL;
+	}
+	if (bus_register(&vm->pio, X86_PCI_HOTPLUG_PORT, HP_LEN, &hp->dev)) {
+		loop_del(vm->loop, hp->efd);
+		close(hp->efd);
+		free(hp);
+		return NULL;
+	}
+	return &hp->dev;
+}
+
+static struct hp_slot *find_id(struct pci_hotplug *hp, const char *id)
+{
+	unsigned int s;
+
+	for (s = 1; s < PCI_MAX_DEVICES; s++)
+		if (hp->slots[s].dev && !strcmp(hp->slots[s].id, id))
+			return &hp->slots[s];
+	return NULL;
+}
+
+/* Checks id and slot; returns the slot to use or a negative errno. */
+static int pick_slot(struct pci_hotplug *hp, const char *id, unsigned int slot,
+		     char *err, size_t errlen)
+{
+	struct pci_bus *bus = hp->dev.vm->pci;
+	unsigned int s;
+
+	if (!*id || strlen(id) >= PCI_HOTPLUG_ID_MAX) {
+		snprintf(err, errlen, "device id must be 1 to %d characters", PCI_HOTPLUG_ID_MAX - 1);
+		return -EINVAL;
+	}
+	if (find_id(hp, id)) {
+		snprintf(err, errlen, "device id '%s' is taken", id);
+		return -EEXIST;
+	}
+	if (slot) {
+		if (slot >= PCI_MAX_DEVICES) {
+			snprintf(err, errlen, "slot %u is out of range: hotplug slots are 1 to %d",
+				 slot, PCI_MAX_DEVICES - 1);
+			return -EINVAL;
+		}
+		if (bus->slots[slot]) {
+			snprintf(err, errlen, "slot %u is taken", slot);
+			return -EEXIST;
+		}
+		return slot;
+	}
+	for (s = 1; s < PCI_MAX_DEVICES; s++)
+		if (!bus->slots[s])
+			return s;
+	snprintf(err, errlen, "no free PCI slot: all %d are taken", PCI_MAX_DEVICES - 1);
+	return -ENOSPC;
+}
+
+static void plugged(struct pci_hotplug *hp, unsigned int s, const char *id,
+		    enum pci_hotplug_kind kind, unsigned int index, struct device *dev)
+{
+	struct hp_slot *sl = &hp->slots[s];
+
+	snprintf(sl->id, sizeof(sl->id), "%s", id);
+	sl->kind = kind;
+	sl->cfg_index = index;
+	sl->dev = dev;
+	devices_add(hp->dev.vm, dev);
+	pthread_mutex_lock(&hp->dev.lock);
+	hp->up |= 1u << s;
+	pthread_mutex_unlock(&hp->dev.lock);
+	acpi_pm_gpe_raise(hp->pm, HP_GPE);
+	pr_info("device %s added in slot %u", id, s);
+}
+
+int pci_hotplug_add_blk(struct vm *vm, const char *id, unsigned int slot,
+			struct disk_config *disk, unsigned int *slot_out,
+			char *err, size_t errlen)
+{
+	struct pci_hotplug *hp = hp_of(vm);
+	struct device *dev;
+	unsigned int i;
+	int s;
+
+	if (!hp) {
+		config_disk_free(disk);
+		snprintf(err, errlen, "this machine has no PCI hotplug");
+		return -ENODEV;
+	}
+	s = pick_slot(hp, id, slot, err, errlen);
+	if (s < 0) {
+		config_disk_free(disk);
+		return s;
+	}
+	/* CLIENT: the image must be there; block_open says the rest. */
+	if (access(disk->path, disk->readonly ? R_OK : R_OK | W_OK)) {
+		snprintf(err, errlen, "cannot use disk image %.200s: %s", disk->path, strerror(errno));
+		config_disk_free(disk);
+		return -EINVAL;
+	}
+	/* Past the configured disks: the entries removals freed. */
+	for (i = vm->cfg->ndisks; i < KVMM_MAX_DISKS && vm->cfg->disks[i].path; i++)
+		;
+	if (i == KVMM_MAX_DISKS) {
+		snprintf(err, errlen, "kvmm takes at most %d disks", KVMM_MAX_DISKS);
+		config_disk_free(disk);
+		return -ENOSPC;
+	}
+	vm->cfg->disks[i] = *disk;
+	memset(disk, 0, sizeof(*disk));
+	dev = virtio_blk_create(vm, i, s, 0);
+	if (!dev) {
+		snprintf(err, errlen, "cannot open disk image %.200s (kvmm's log says why)",
+			 vm->cfg->disks[i].path);
+		config_disk_free(&vm->cfg->disks[i]);
+		return -EINVAL;
+	}
+	plugged(hp, s, id, PCI_HOTPLUG_BLK, i, dev);
+	*slot_out = s;
+	return 0;
+}
+
+int pci_hotplug_add_net(struct vm *vm, const char *id, unsigned int slot,
+			struct net_config *net, unsigned int *slot_out,
+			char *err, size_t errlen)
+{
+	struct pci_hotplug *hp = hp_of(vm);
+	struct device *dev;
+	unsigned int i;
+	int s;
+
+	if (!hp) {
+		config_net_free(net);
+		snprintf(err, errlen, "this machine has no PCI hotplug");
+		return -ENODEV;
+	}
+	s = pick_slot(hp, id, slot, err, errlen);
+	if (s < 0) {
+		config_net_free(net);
+		return s;
+	}
+	/* CLIENT: a descriptor cannot come over the socket yet. */
+	if (!net->tap) {
+		snprintf(err, errlen, "a hot-added NIC needs tap=NAME");
+		config_net_free(net);
+		return -EINVAL;
+	}
+	for (i = vm->cfg->nnets; i < KVMM_MAX_NETS && vm->cfg->nets[i].tap; i++)
+		;
+	if (i == KVMM_MAX_NETS) {
+		snprintf(err, errlen, "kvmm takes at most %d NICs", KVMM_MAX_NETS);
+		config_net_free(net);
+		return -ENOSPC;
+	}
+	vm->cfg->nets[i] = *net;
+	memset(net, 0, sizeof(*net));
+	dev = virtio_net_create(vm, i, s, 0);
+	if (!dev) {
+		snprintf(err, errlen, "cannot open tap %.32s (kvmm's log says why)",
+			 vm->cfg->nets[i].tap);
+		config_net_free(&vm->cfg->nets[i]);
+		return -EINVAL;
+	}
+	plugged(hp, s, id, PCI_HOTPLUG_NET, i, dev);
+	*slot_out = s;
+	return 0;
+}
+
+int pci_hotplug_del(struct vm *vm, const char *id, char *err, size_t errlen)
+{
+	struct pci_hotplug *hp = hp_of(vm);
+	struct hp_slot *sl = hp ? find_id(hp, id) : NULL;
+	unsigned int s;
+
+	if (!sl) {
+		snprintf(err, errlen, "no hot-added device '%.64s' (cold-plugged devices cannot be removed)", id);
+		return -ENODEV;
+	}
+	s = sl - hp->slots;
+	/* Asking again signals again: the guest may have missed it. */
+	pthread_mutex_lock(&hp->dev.lock);
+	hp->down |= 1u << s;
+	pthread_mutex_unlock(&hp->dev.lock);
+	acpi_pm_gpe_raise(hp->pm, HP_GPE);
+	pr_info("device %s in slot %u: removal requested", id, s);
+	return 0;
+}
+
+unsigned int pci_hotplug_list(struct vm *vm, struct pci_hotplug_info *out,
+			      unsigned int max)
+{
+	struct pci_hotplug *hp = hp_of(vm);
+	unsigned int s, n = 0;
+	uint32_t down;
+
+	if (!hp)
+		return 0;
+	pthread_mutex_lock(&hp->dev.lock);
+	down = hp->down | hp->ejected;
+	pthread_mutex_unlock(&hp->dev.lock);
+	for (s = 1; s < PCI_MAX_DEVICES && n < max; s++) {
+		struct hp_slot *sl = &hp->slots[s];
+		struct pci_hotplug_info *i = &out[n];
+
+		if (!sl->dev)
+			continue;
+		memcpy(i->id, sl->id, sizeof(i->id));
+		i->kind = sl->kind;
+		i->slot = s;
+		i->backend = sl->kind == PCI_HOTPLUG_BLK ? vm->cfg->disks[sl->cfg_index].path :
+			     vm->cfg->nets[sl->cfg_index].tap;
+		i->removing = !!(down & (1u << s));
+		i->dev = sl->dev;
+		n++;
+	}
+	return n;
+}
