@@ -66,9 +66,11 @@ static bool flush_is_noop(const struct block_dev *bd)
 	return bd->cache == DISK_CACHE_UNSAFE || bd->readonly;
 }
 
+/* The host failed a read or write: a person needs to know (a full file
+ * system, a failing disk). */
 static void log_rw_error(struct block_dev *bd, struct block_req *req)
 {
-	pr_debug("%s: %s of %llu bytes at %llu: %s", bd->path,
+	pr_warn("%s: %s of %llu bytes at %llu: %s", bd->path,
 		 req->op == BLOCK_WRITE ? "write" : "read", (unsigned long long)req->bytes,
 		 (unsigned long long)req->off, req->res < 0 ? strerror(-req->res) : "short");
 }
@@ -91,6 +93,20 @@ static void redo_rw(struct block_dev *bd, struct block_req *req)
 		log_rw_error(bd, req);
 }
 
+/* A flush ended with res: once one failed, it and every later one fail
+ * (-EIO for those: the first said why). */
+static int64_t flush_result(struct block_dev *bd, int64_t res)
+{
+	if (bd->flush_latched)
+		return res < 0 ? res : -EIO;
+	if (res < 0) {
+		bd->flush_latched = true;
+		pr_err("disk %s: flush failed (%s): data the guest wrote may be lost; every later flush of this disk fails until it is reopened",
+		       bd->path, strerror((int)-res));
+	}
+	return res;
+}
+
 /* The format's metadata written ahead of a FLUSH. */
 static int flush_meta(struct block_dev *bd)
 {
@@ -104,9 +120,10 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 	uint64_t done, host, run;
 
 	if (req->op == BLOCK_FLUSH) {
-		req->res = flush_meta(bd);
+		req->res = bd->flush_latched ? -EIO : flush_meta(bd);
 		if (!req->res)
 			req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		req->res = flush_result(bd, req->res);
 		return;
 	}
 	/* Run by run as the format maps them (raw: one). */
@@ -189,6 +206,7 @@ void block_complete(struct block_dev *bd, struct block_req *req)
 	if (req->op == BLOCK_FLUSH) {
 		if (req->res >= 0)
 			bd->syncs++;
+		req->res = flush_result(bd, req->res);
 	} else {
 		redo_rw(bd, req);
 	}
@@ -319,15 +337,15 @@ void block_start(struct block_dev *bd, struct block_req *req)
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;
 	if (req->op == BLOCK_FLUSH) {
-		r = flush_meta(bd);
+		r = bd->flush_latched ? -EIO : flush_meta(bd);
 		if (r) {
-			req->res = r;
+			req->res = flush_result(bd, r);
 			bd->done(bd->opaque, req, false);
 			return;
 		}
 		if (bd->engine && !flush_is_noop(bd) && queue(bd, req))
 			return;
-		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		req->res = flush_result(bd, flush_is_noop(bd) ? 0 : block_sync_flush(bd));
 		bd->done(bd->opaque, req, false);
 		return;
 	} else if (bd->engine) {

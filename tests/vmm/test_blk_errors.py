@@ -1,0 +1,103 @@
+"""Host I/O errors under kvmm's disks, on real failing file systems: a
+failed flush stays failed, and the error policies (docs/kvmm.md)."""
+import contextlib
+import os
+import subprocess
+import uuid
+
+import pytest
+
+import kvmmtest
+from virtiotest import by_dev, no_failures
+
+SYNC_IDS = ["io_uring", "sync"]
+
+
+def run(*argv):
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@contextlib.contextmanager
+def tmpfs(path, size):
+    """A tmpfs of size bytes at path: writes past that fail with ENOSPC."""
+    os.makedirs(path, exist_ok=True)
+    try:
+        run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {e}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+
+
+@contextlib.contextmanager
+def writeback_fails(tmp, room):
+    """A directory on ext4 (no journal) on a loop device whose backing file
+    sits on a tmpfs with room bytes: writes there succeed into the page
+    cache and fail only when written back, so the next fdatasync() fails
+    (ENOSPC), and the one after says nothing more."""
+    with tmpfs(os.path.join(tmp, "small"), room) as small:
+        back = os.path.join(small, "ext4.img")
+        with open(back, "wb") as f:
+            f.truncate(64 << 20)
+        run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", back)
+        try:
+            loop = subprocess.run(["losetup", "-f", "--show", back], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        except (subprocess.CalledProcessError, FileNotFoundError) as e:
+            pytest.skip(f"no loop device here: {e}")
+        mnt = os.path.join(tmp, f"ext4-{uuid.uuid4().hex[:8]}")
+        os.makedirs(mnt)
+        try:
+            run("mount", loop, mnt)
+            try:
+                yield mnt
+            finally:
+                subprocess.run(["umount", "-l", mnt], check=False)
+        finally:
+            subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def sparse(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def start_kvmm(vms, tmp, cmdline, disk, sync, extra=()):
+    sock = os.path.join(tmp, "api.sock")
+    env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
+    g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+        f"kvmmtest.virtio=blk {cmdline} kvmmtest.action=wait", 1, "256M",
+        ["--disk", disk, "--api-socket", sock] + list(extra)))
+    return g, sock
+
+
+def quit_vm(g, sock):
+    api = kvmmtest.Api(sock)
+    try:
+        api.call("quit")
+    finally:
+        api.close()
+    g.wait_exit()
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=SYNC_IDS)
+def test_kvmm_blk_failed_flush_stays_failed(kvm, vms, tmp, sync):
+    """cache=writeback: the guest's 4 MiB land in the host's page cache,
+    writing them back fails (the loop device's file system is full), so
+    the FLUSH fails; the kernel reports that once only, and a second
+    FLUSH (nothing new written) would succeed though the data is gone:
+    kvmm fails it too, and says so on stderr."""
+    with writeback_fails(tmp, 2 << 20) as mnt:
+        img = sparse(os.path.join(mnt, "d0.img"), 16 << 20)
+        g, sock = start_kvmm(vms, tmp, "kvmmtest.blk0.wflush=0+8192",
+                             f"path={img},cache=writeback", sync)
+        g.wait_for(r"KVMMTEST done", timeout=120)
+        no_failures(g)
+        r = by_dev(g, "info", "virtio-blk-wflush")["blk0"]
+        assert (r["write"], r["flush"], r["reflush"]) == ("ok", "ioerr", "ioerr"), r
+        quit_vm(g, sock)
+        err = g.stderr.decode(errors="replace")
+        assert "flush failed" in err and "every later flush" in err, err
