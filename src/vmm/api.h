@@ -17,5 +17,6 @@ void api_close(struct api *api);
 /* Event broadcasts; api may be NULL (no control socket). */
 void api_event_state(struct api *api, struct vm *vm, enum vm_reason reason);
 void api_event_reset(struct api *api, struct vm *vm);
+void api_event_block_io_error(struct api *api, const struct vm_io_error *e);
 
 #endif

@@ -225,6 +225,17 @@ const char *disk_cache_name(enum disk_cache cache)
 	return cache_names[cache];
 }
 
+static const char *const error_policy_names[] = {
+	[DISK_ERROR_DEFAULT] = "default", [DISK_ERROR_REPORT] = "report",
+	[DISK_ERROR_IGNORE] = "ignore", [DISK_ERROR_STOP] = "stop",
+	[DISK_ERROR_ENOSPACE] = "enospace",
+};
+
+const char *disk_error_policy_name(enum disk_error_policy p)
+{
+	return error_policy_names[p];
+}
+
 static const char *const format_names[] = {
 	[DISK_FORMAT_RAW] = "raw", [DISK_FORMAT_QCOW2] = "qcow2",
 };
@@ -347,6 +358,20 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 		d->cache = i;
 		return 0;
 	}
+	if (!strcmp(key, "error_policy") || !strcmp(key, "rerror_policy")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: %s must be a string", n, key);
+		str = v ? json_object_get_string(v) : str;
+		/* "default" is not a name to give: leaving the key out is. */
+		for (i = DISK_ERROR_REPORT; i < ARRAY_SIZE(error_policy_names); i++)
+			if (!strcmp(str, error_policy_names[i]))
+				break;
+		if (i == ARRAY_SIZE(error_policy_names))
+			return cfg_error(c, "disk %u: %s '%s' is unknown: use stop, report, ignore or enospace",
+					 n, key, str);
+		*(key[0] == 'e' ? &d->werror : &d->rerror) = i;
+		return 0;
+	}
 	if (!strcmp(key, "serial")) {
 		if (v && !json_object_is_type(v, json_type_string))
 			return cfg_error(c, "disk %u: serial must be a string", n);
@@ -383,7 +408,7 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 		}
 		return 0;
 	}
-	return cfg_error(c, "disk %u: unknown option '%s': use path, format, backing, backing_format, readonly, cache, serial, blk_size or shareable", n, key);
+	return cfg_error(c, "disk %u: unknown option '%s': use path, format, backing, backing_format, readonly, cache, error_policy, rerror_policy, serial, blk_size or shareable", n, key);
 }
 
 typedef int (*item_set_fn)(struct cfg_ctx *c, void *item, unsigned int n,

@@ -93,7 +93,7 @@ def test_kvmm_blk_failed_flush_stays_failed(kvm, vms, tmp, sync):
     with writeback_fails(tmp, 2 << 20) as mnt:
         img = sparse(os.path.join(mnt, "d0.img"), 16 << 20)
         g, sock = start_kvmm(vms, tmp, "kvmmtest.blk0.wflush=0+8192",
-                             f"path={img},cache=writeback", sync)
+                             f"path={img},cache=writeback,error_policy=report", sync)
         g.wait_for(r"KVMMTEST done", timeout=120)
         no_failures(g)
         r = by_dev(g, "info", "virtio-blk-wflush")["blk0"]
@@ -101,3 +101,78 @@ def test_kvmm_blk_failed_flush_stays_failed(kvm, vms, tmp, sync):
         quit_vm(g, sock)
         err = g.stderr.decode(errors="replace")
         assert "flush failed" in err and "every later flush" in err, err
+
+
+def pattern_ok(path, start, count):
+    from virtiotest import SECTOR, pattern
+    with open(path, "rb") as f:
+        f.seek(start * SECTOR)
+        return f.read(count * SECTOR) == b"".join(pattern(s) for s in range(start, start + count))
+
+
+@pytest.mark.parametrize("policy", ["stop", None])
+@pytest.mark.parametrize("sync", [False, True], ids=SYNC_IDS)
+def test_kvmm_blk_enospc_stops_the_vm_and_resume_retries(kvm, vms, tmp, sync, policy):
+    """error_policy=stop, and the default (enospace, as QEMU's werror): the
+    guest's write meets a full file system; kvmm announces block-io-error,
+    pauses the VM (reason io-error) and holds the write; once there is
+    room, resume retries it and the guest sees its write, and the flushes
+    after it, succeed."""
+    with tmpfs(os.path.join(tmp, "small"), 3 << 20) as small:
+        filler = os.path.join(small, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\1" * (2 << 20))
+        img = sparse(os.path.join(small, "d0.img"), 4 << 20)
+        disk = f"path={img},cache=writeback" + (f",error_policy={policy}" if policy else "")
+        g, sock = start_kvmm(vms, tmp, "kvmmtest.blk0.wflush=0+4096", disk, sync)
+        api = kvmmtest.Api(sock)
+        try:
+            e = api.wait_event("block-io-error", timeout=120)
+            assert e["data"] == {"device": "disk0", "op": "write", "error": "ENOSPC",
+                                 "message": os.strerror(28), "action": "stop"}, e
+            api.wait_event("state-changed", timeout=30, state="paused", reason="io-error")
+            assert api.call("query-status")["return"]["state"] == "paused"
+            # Held, not failed: the guest has not been answered.
+            assert not by_dev(g, "info", "virtio-blk-wflush")
+            os.unlink(filler)
+            assert api.call("resume")["return"] == {}
+            g.wait_for(r"KVMMTEST done", timeout=120)
+            no_failures(g)
+            r = by_dev(g, "info", "virtio-blk-wflush")["blk0"]
+            assert (r["write"], r["flush"], r["reflush"]) == ("ok", "ok", "ok"), r
+            st = api.call("query-block-stats")["return"][0]
+            assert st["failed_operations"] >= 1 and st["invalid_operations"] == 0, st
+            assert st["errors"] == 0, st     # nothing failed to the guest
+            api.call("quit")
+        finally:
+            api.close()
+        g.wait_exit()
+        assert pattern_ok(img, 0, 4096)
+        assert "No space left on device" in g.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("policy,status", [("report", "ioerr"), ("ignore", "ok")])
+def test_kvmm_blk_enospc_reported_or_ignored(kvm, vms, tmp, policy, status):
+    """error_policy=report fails the guest's write; ignore tells it the
+    write was done.  Either way the VM keeps running and kvmm announces
+    the error with the action taken."""
+    with tmpfs(os.path.join(tmp, "small"), 1 << 20) as small:
+        img = sparse(os.path.join(small, "d0.img"), 4 << 20)
+        g, sock = start_kvmm(vms, tmp, "kvmmtest.blk0.wflush=0+4096",
+                             f"path={img},cache=writeback,error_policy={policy}", False)
+        api = kvmmtest.Api(sock)
+        try:
+            e = api.wait_event("block-io-error", timeout=120)
+            assert (e["data"]["op"], e["data"]["error"], e["data"]["action"]) == \
+                ("write", "ENOSPC", policy), e
+            g.wait_for(r"KVMMTEST done", timeout=120)
+            no_failures(g)
+            r = by_dev(g, "info", "virtio-blk-wflush")["blk0"]
+            assert r["write"] == status, r
+            assert api.call("query-status")["return"]["state"] == "running"
+            st = api.call("query-block-stats")["return"][0]
+            assert st["failed_operations"] >= 1 and st["invalid_operations"] == 0, st
+            api.call("quit")
+        finally:
+            api.close()
+        g.wait_exit()
