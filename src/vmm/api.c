@@ -309,6 +309,8 @@ static struct json_object *cmd_query_block_stats(struct api *api, struct json_ob
 		add_u64(o, "errors", st.errors);
 		add_u64(o, "invalid_operations", st.invalid);
 		add_u64(o, "failed_operations", st.failed);
+		json_object_object_add(o, "io_status", json_object_new_string(
+			!st.io_status ? "ok" : st.io_status == ENOSPC ? "nospace" : "failed"));
 		add_u64(o, "rd_total_time_ns", st.rd_ns);
 		add_u64(o, "wr_total_time_ns", st.wr_ns);
 		add_u64(o, "flush_total_time_ns", st.flush_ns);

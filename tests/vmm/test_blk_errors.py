@@ -132,6 +132,7 @@ def test_kvmm_blk_enospc_stops_the_vm_and_resume_retries(kvm, vms, tmp, sync, po
                                  "message": os.strerror(28), "action": "stop"}, e
             api.wait_event("state-changed", timeout=30, state="paused", reason="io-error")
             assert api.call("query-status")["return"]["state"] == "paused"
+            assert api.call("query-block-stats")["return"][0]["io_status"] == "nospace"
             # Held, not failed: the guest has not been answered.
             assert not by_dev(g, "info", "virtio-blk-wflush")
             os.unlink(filler)
@@ -143,6 +144,7 @@ def test_kvmm_blk_enospc_stops_the_vm_and_resume_retries(kvm, vms, tmp, sync, po
             st = api.call("query-block-stats")["return"][0]
             assert st["failed_operations"] >= 1 and st["invalid_operations"] == 0, st
             assert st["errors"] == 0, st     # nothing failed to the guest
+            assert st["io_status"] == "ok", st
             api.call("quit")
         finally:
             api.close()

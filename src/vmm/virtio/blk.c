@@ -86,6 +86,7 @@ struct blk {
 	unsigned int given;		/* chains given back: a pass interrupts */
 	struct blk_req *barrier;	/* popped, waiting for nothing in flight */
 	struct blk_req *held, **held_tail;	/* failed under policy stop */
+	int io_status;			/* what the held ones met (errno), 0: none */
 	unsigned int nfree;
 	struct blk_req *free[BLK_QUEUE_SIZE];
 	struct blk_req reqs[BLK_QUEUE_SIZE];
@@ -300,6 +301,7 @@ static void blk_io_done(void *opaque, struct block_req *io, bool dropped)
 			    "ignore" : "report");
 		if (act == DISK_ERROR_STOP) {
 			/* Kept, chain and all, for virtio_blk_retry. */
+			b->io_status = err;
 			r->held_next = NULL;
 			*b->held_tail = r;
 			b->held_tail = &r->held_next;
@@ -425,6 +427,7 @@ static void blk_drop_inflight(struct blk *b)
 	for (; b->held; b->held = b->held->held_next)
 		b->free[b->nfree++] = b->held;
 	b->held_tail = &b->held;
+	b->io_status = 0;
 }
 
 static void blk_config_read(struct virtio_pci *vp, unsigned int off,
@@ -531,6 +534,7 @@ int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st)
 		.rd_bytes = b->stats.rd_bytes, .wr_bytes = b->stats.wr_bytes,
 		.errors = b->stats.errors,
 		.invalid = b->stats.invalid, .failed = b->stats.failed,
+		.io_status = b->io_status,
 		.rd_ns = b->stats.rd_ns, .wr_ns = b->stats.wr_ns,
 		.flush_ns = b->stats.flush_ns,
 		.syncs = block_syncs(b->bd),
@@ -559,6 +563,7 @@ int virtio_blk_retry(struct device *dev)
 	/* What fails again is held again, on a list of its own. */
 	b->held = NULL;
 	b->held_tail = &b->held;
+	b->io_status = 0;
 	given = b->given;
 	for (; r; r = next) {
 		next = r->held_next;

@@ -21,6 +21,7 @@ struct virtio_blk_stats {
 	uint64_t rd_bytes, wr_bytes, errors;
 	uint64_t invalid, failed;	/* of errors: the guest's bad requests, */
 					/* the host's I/O errors */
+	int io_status;			/* errno the held requests met, 0: none */
 	uint64_t rd_ns, wr_ns, flush_ns;	/* total time, request by request */
 	uint64_t syncs;			/* issued to the host: block_syncs() */
 };
