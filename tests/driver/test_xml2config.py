@@ -121,7 +121,9 @@ def meaning(doc):
         "locked": doc.get("locked", False), "paused": doc.get("paused", False), "rng": doc.get("rng", False),
         "disks": [{"path": d["path"], "readonly": d.get("readonly", False),
                    "cache": d.get("cache", "writeback"), "serial": d.get("serial"),
-                   "blk_size": 512, "shareable": d.get("shareable", False)}
+                   "blk_size": 512, "shareable": d.get("shareable", False),
+                   "error_policy": d.get("error_policy", "default"),
+                   "rerror_policy": d.get("rerror_policy", "default")}
                   for d in doc.get("disks", [])],
         "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"], "mtu": n.get("mtu", 0)}
                  for n in doc.get("nets", [])],

@@ -22,6 +22,9 @@ enum conf_disk_type { DISK_FILE, DISK_BLOCK };
 enum conf_disk_cache { CACHE_DEFAULT, CACHE_NONE, CACHE_WRITETHROUGH, CACHE_WRITEBACK,
 		       CACHE_DIRECTSYNC, CACHE_UNSAFE };
 enum conf_disk_io { IO_DEFAULT, IO_THREADS, IO_NATIVE, IO_URING };
+/* <driver error_policy=> (rerror_policy= has no ENOSPACE), as libvirt's. */
+enum conf_disk_error_policy { ERRPOL_DEFAULT, ERRPOL_STOP, ERRPOL_REPORT, ERRPOL_IGNORE,
+			      ERRPOL_ENOSPACE };
 enum conf_disk_discard { DISCARD_DEFAULT, DISCARD_UNMAP, DISCARD_IGNORE };
 enum conf_net_type { NET_ETHERNET, NET_BRIDGE, NET_NETWORK };
 enum conf_chr_type { CHR_PTY, CHR_FILE, CHR_UNIX };
@@ -41,6 +44,7 @@ enum conf_tristate { TRI_ABSENT, TRI_ON, TRI_OFF };
 struct domain_disk {
 	int type;		/* conf_disk_type */
 	int cache, io, discard;	/* *_DEFAULT: not given, the VMM's default */
+	int error_policy, rerror_policy;	/* conf_disk_error_policy, likewise */
 	char *source;		/* <source file=> or <source dev=> */
 	char *target;		/* vda, vdb, ... */
 	bool readonly;

@@ -219,6 +219,13 @@ static json_object *disk_config(const struct domain_disk *d)
 	if (d->cache == CACHE_NONE || d->cache == CACHE_WRITEBACK || d->cache == CACHE_UNSAFE)
 		json_object_object_add(o, "cache", json_object_new_string(
 			conf_enum_name(&conf_disk_cache, d->cache)));
+	/* Not given: kvmm's defaults, QEMU's (libvirt leaves them to it). */
+	if (d->error_policy)
+		json_object_object_add(o, "error_policy", json_object_new_string(
+			conf_enum_name(&conf_disk_error_policy, d->error_policy)));
+	if (d->rerror_policy)
+		json_object_object_add(o, "rerror_policy", json_object_new_string(
+			conf_enum_name(&conf_disk_rerror_policy, d->rerror_policy)));
 	if (d->serial)
 		json_object_object_add(o, "serial", json_object_new_string(d->serial));
 	if (d->shareable)
