@@ -217,7 +217,8 @@ static int get_bool(struct cfg_ctx *c, struct json_object *v,
 
 static const char *const cache_names[] = {
 	[DISK_CACHE_WRITEBACK] = "writeback", [DISK_CACHE_NONE] = "none",
-	[DISK_CACHE_UNSAFE] = "unsafe",
+	[DISK_CACHE_UNSAFE] = "unsafe", [DISK_CACHE_WRITETHROUGH] = "writethrough",
+	[DISK_CACHE_DIRECTSYNC] = "directsync",
 };
 
 const char *disk_cache_name(enum disk_cache cache)
@@ -354,7 +355,7 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 			if (!strcmp(str, cache_names[i]))
 				break;
 		if (i == ARRAY_SIZE(cache_names))
-			return cfg_error(c, "disk %u: cache mode '%s' is unknown: use none, writeback or unsafe", n, str);
+			return cfg_error(c, "disk %u: cache mode '%s' is unknown: use none, writeback, writethrough, directsync or unsafe", n, str);
 		d->cache = i;
 		return 0;
 	}

@@ -42,6 +42,8 @@ enum disk_cache {
 	DISK_CACHE_WRITEBACK,	/* buffered, FLUSH = fdatasync (default) */
 	DISK_CACHE_NONE,	/* O_DIRECT, FLUSH = fdatasync */
 	DISK_CACHE_UNSAFE,	/* buffered, FLUSH does nothing */
+	DISK_CACHE_WRITETHROUGH,	/* buffered, O_DSYNC: a write is durable when done */
+	DISK_CACHE_DIRECTSYNC,	/* O_DIRECT and O_DSYNC */
 };
 
 /* --disk error_policy= (writes and flushes) and rerror_policy= (reads):

@@ -6,7 +6,8 @@
  * N in bus order: kvmmtest.blkN.{read,write,zeroes,discard}=START+COUNT
  * (512-byte sectors, as virtio-blk counts them); kvmmtest.blkN.wflush=START+COUNT
  * writes, flushes and flushes again, reporting each status (the host's
- * error policies); kvmmtest.blkN.resize=SECS
+ * error policies); kvmmtest.blkN.noflush=START+COUNT writes without a
+ * flush; kvmmtest.blkN.resize=SECS
  * waits for the host to resize the disk; kvmmtest.blkN.bench=MODE runs
  * blk_bench.c's load last.
  */
@@ -282,6 +283,31 @@ static void do_wflush(struct blk *b, u64 start, u64 count)
 	     b->v->name, start, count, status_name(st), status_name(fl), status_name(fl2));
 }
 
+/*
+ * Pattern and no FLUSH: what the host keeps of a write it said was done
+ * (its cache mode, or the writeback byte set with kvmmtest.blkN.wce=).
+ */
+static void do_noflush(struct blk *b, u64 start, u64 count)
+{
+	int st = S_OK;
+
+	if (!in_range(b, "virtio-blk-noflush", start, count))
+		return;
+	for (u64 s = start; s < start + count && st == S_OK;) {
+		u32 n = b->chunk / SECTOR;
+
+		if (n > start + count - s)
+			n = start + count - s;
+		for (u32 i = 0; i < n; i++)
+			fill_pattern(b->buf + i * SECTOR, s + i);
+		st = request(b, T_OUT, s, b->buf, n * SECTOR, false);
+		s += n;
+	}
+	if (st >= 0)
+		info("virtio-blk-noflush dev=%s sector=%lu count=%lu write=%s",
+		     b->v->name, start, count, status_name(st));
+}
+
 /* DISCARD or WRITE_ZEROES of a range, in pieces the device accepts. */
 static void do_segments(struct blk *b, u32 type, const char *check,
 			u64 start, u64 count, u32 max)
@@ -435,6 +461,8 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 		do_write(&b, start, count);
 	if (range_option(index, "wflush", &start, &count))
 		do_wflush(&b, start, count);
+	if (range_option(index, "noflush", &start, &count))
+		do_noflush(&b, start, count);
 	if (range_option(index, "zeroes", &start, &count)) {
 		if (virtio_has(v, F_WRITE_ZEROES))
 			do_segments(&b, T_WRITE_ZEROES, "virtio-blk-write-zeroes",

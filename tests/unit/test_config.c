@@ -258,6 +258,12 @@ UNIT_TEST(disks_parse_from_strings_and_objects)
 	CHECK_STR(disk_cache_name(c.disks[2].cache), "writeback");
 	CHECK(c.disks[2].werror == DISK_ERROR_DEFAULT && c.disks[2].rerror == DISK_ERROR_DEFAULT);
 	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a,cache=writethrough\","
+		    "{\"path\":\"/b\",\"cache\":\"directsync\"}]}", &c) == 0);
+	CHECK(c.disks[0].cache == DISK_CACHE_WRITETHROUGH);
+	CHECK(c.disks[1].cache == DISK_CACHE_DIRECTSYNC);
+	CHECK_STR(disk_cache_name(c.disks[1].cache), "directsync");
+	config_free(&c);
 }
 
 UNIT_TEST(disk_error_policies)

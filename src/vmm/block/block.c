@@ -395,13 +395,19 @@ int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
 	return r;
 }
 
-/* Opens the image, with O_DIRECT for cache=none when the file system
- * takes it.  Prints why not and returns -errno. */
+/* Opens the image, with O_DIRECT for cache=none and directsync when the
+ * file system takes it, and O_DSYNC for writethrough and directsync (on
+ * both files: what O_DIRECT refuses goes through the other).  Prints why
+ * not and returns -errno. */
 static int open_files(struct block_dev *bd, const struct disk_config *d)
 {
 	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 
-	if (d->cache == DISK_CACHE_NONE) {
+	/* The guest is told a write is done only once it is durable. */
+	if (!d->readonly &&
+	    (d->cache == DISK_CACHE_WRITETHROUGH || d->cache == DISK_CACHE_DIRECTSYNC))
+		flags |= O_DSYNC;
+	if (d->cache == DISK_CACHE_NONE || d->cache == DISK_CACHE_DIRECTSYNC) {
 		bd->fd = open(d->path, flags | O_DIRECT);
 		if (bd->fd >= 0) {
 			bd->direct = true;
@@ -412,8 +418,8 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 		}
 		if (errno != EINVAL)
 			goto fail;
-		pr_warn("disk %s: the file system refuses O_DIRECT; cache=none goes through the page cache",
-			d->path);
+		pr_warn("disk %s: the file system refuses O_DIRECT; cache=%s goes through the page cache",
+			d->path, disk_cache_name(d->cache));
 	}
 	bd->fd = bd->bfd = open(d->path, flags);
 	if (bd->fd >= 0)
