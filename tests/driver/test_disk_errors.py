@@ -3,7 +3,7 @@ error_policy='stop'> the guest's write stops the domain (paused, I/O
 error) with libvirt's IO_ERROR and IO_ERROR_REASON events as
 python3-libvirt receives them; virsh domblkerror names the disk; once
 there is room, virsh resume retries the write and the guest sees it
-done."""
+done.  And the write-cache modes kvmm took on: writethrough reaches it."""
 import contextlib
 import os
 import queue
@@ -139,5 +139,51 @@ def test_get_disk_errors_without_errors_and_refused_when_inactive(daemon, kvm):
     assert dom.diskErrors() == {}
     r = virsh(d.uri(), "domblkerror", "fine")
     assert r.returncode == 0 and "No errors found" in r.stdout, r
+    dom.destroy()
+    dom.undefine()
+
+
+def dirty_pages(path):
+    """Dirty plus under-writeback pages of path in the host's page cache
+    (cachestat(2)); None where the kernel has none."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    whole = ctypes.create_string_buffer(struct.pack("QQ", 0, 0))
+    out = ctypes.create_string_buffer(48)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        r = libc.syscall(451, fd, whole, out, 0)      # __NR_cachestat on x86-64
+    finally:
+        os.close(fd)
+    if r < 0:
+        return None
+    _, dirty, writeback, _, _ = struct.unpack("5Q", out.raw[:40])
+    return dirty + writeback
+
+
+def test_cache_writethrough_reaches_kvmm(daemon, kvm):
+    """<driver cache='writethrough'> starts (kvmm's O_DSYNC mode): the
+    guest's writes, never flushed, leave nothing dirty on the host."""
+    d = daemon
+    conn = libvirt.open(d.uri())
+    img = os.path.join(d.root, "wt.img")
+    with open(img, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        os.fsync(f.fileno())
+    if dirty_pages(img) is None:
+        pytest.skip("the kernel has no cachestat(2)")
+    dom = conn.defineXML(guest_xml(
+        d.root, "wt", extra_cmdline=" kvmmtest.virtio=blk kvmmtest.blk0.noflush=8+512",
+        extra_devices=f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='writethrough'/>
+      <source file='{img}'/><target dev='vda' bus='virtio'/>
+    </disk>"""))
+    dom.create()
+    rec = wait_record(lambda: serial(d.root, "wt"), r"KVMMTEST info virtio-blk-noflush .*",
+                      "the guest's write record", timeout=120).group(0)
+    assert rec.endswith("write=ok"), rec
+    assert dirty_pages(img) == 0
     dom.destroy()
     dom.undefine()
