@@ -7,7 +7,8 @@
  * (512-byte sectors, as virtio-blk counts them); kvmmtest.blkN.wflush=START+COUNT
  * writes, flushes and flushes again, reporting each status (the host's
  * error policies); kvmmtest.blkN.noflush=START+COUNT writes without a
- * flush; kvmmtest.blkN.resize=SECS
+ * flush, after kvmmtest.blkN.wce=0|1 if given (CONFIG_WCE's writeback
+ * byte); kvmmtest.blkN.resize=SECS
  * waits for the host to resize the disk; kvmmtest.blkN.bench=MODE runs
  * blk_bench.c's load last.
  */
@@ -22,6 +23,7 @@
 #define F_FLUSH		9
 #define F_DISCARD	13
 #define F_WRITE_ZEROES	14
+#define F_CONFIG_WCE	11
 
 #define CFG_CAPACITY	0
 #define CFG_SIZE_MAX	8
@@ -29,6 +31,7 @@
 #define CFG_BLK_SIZE	20
 #define CFG_MAX_DISCARD	36
 #define CFG_MAX_WZ	48
+#define CFG_WCE		32
 
 #define T_IN		0
 #define T_OUT		1
@@ -283,6 +286,21 @@ static void do_wflush(struct blk *b, u64 start, u64 count)
 	     b->v->name, start, count, status_name(st), status_name(fl), status_name(fl2));
 }
 
+/* CONFIG_WCE: the writeback byte as the device had it, then set to wce
+ * and read back. */
+static void set_wce(struct blk *b, u64 wce)
+{
+	u8 was;
+
+	if (!virtio_has(b->v, F_CONFIG_WCE)) {
+		info("virtio-blk-wce dev=%s not offered", b->v->name);
+		return;
+	}
+	was = virtio_cfg8(b->v, CFG_WCE);
+	virtio_cfg_write8(b->v, CFG_WCE, (u8)wce);
+	info("virtio-blk-wce dev=%s was=%u now=%u", b->v->name, was, virtio_cfg8(b->v, CFG_WCE));
+}
+
 /*
  * Pattern and no FLUSH: what the host keeps of a write it said was done
  * (its cache mode, or the writeback byte set with kvmmtest.blkN.wce=).
@@ -424,7 +442,7 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 {
 	u64 wanted = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO |
 		     1ULL << F_BLK_SIZE | 1ULL << F_FLUSH | 1ULL << F_DISCARD |
-		     1ULL << F_WRITE_ZEROES;
+		     1ULL << F_WRITE_ZEROES | 1ULL << F_CONFIG_WCE;
 	struct blk b = { .v = v };
 	u64 start, count;
 	char key[32], val[16];
@@ -459,6 +477,9 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 		do_read(&b, start, count);
 	if (range_option(index, "write", &start, &count))
 		do_write(&b, start, count);
+	snprintf(key, sizeof(key), "kvmmtest.blk%d.wce", index);
+	if (cmdline_option(key, val, sizeof(val)))
+		set_wce(&b, parse_u64(val, NULL));
 	if (range_option(index, "wflush", &start, &count))
 		do_wflush(&b, start, count);
 	if (range_option(index, "noflush", &start, &count))

@@ -44,6 +44,16 @@ uint64_t block_syncs(const struct block_dev *bd)
 	return bd->syncs;
 }
 
+void block_set_writethrough(struct block_dev *bd, bool on)
+{
+	bd->writethrough = on;
+}
+
+bool block_dsync(const struct block_dev *bd)
+{
+	return bd->dsync;
+}
+
 unsigned int block_inflight(const struct block_dev *bd)
 {
 	return bd->inflight;
@@ -111,6 +121,34 @@ static int64_t flush_result(struct block_dev *bd, int64_t res)
 static int flush_meta(struct block_dev *bd)
 {
 	return bd->fmt->flush && !bd->readonly ? bd->fmt->flush(bd) : 0;
+}
+
+/* With the guest's write cache off, a write (or discard, zeroing) that
+ * succeeded is made durable before it completes: the format's metadata
+ * and an fdatasync(), as a FLUSH.  0 or -errno. */
+static int write_through(struct block_dev *bd)
+{
+	int r;
+
+	if (!bd->writethrough || bd->dsync || flush_is_noop(bd))
+		return 0;
+	r = bd->flush_latched ? -EIO : flush_meta(bd);
+	if (!r)
+		r = block_sync_flush(bd);
+	return (int)flush_result(bd, r);
+}
+
+/* req is over: to the caller, durable first if it must be. */
+static void to_caller(struct block_dev *bd, struct block_req *req, bool dropped)
+{
+	if (!dropped && req->op == BLOCK_WRITE && req->res >= 0 &&
+	    (uint64_t)req->res == req->bytes) {
+		int r = write_through(bd);
+
+		if (r)
+			req->res = r;
+	}
+	bd->done(bd->opaque, req, dropped);
 }
 
 /* Runs req on this thread, now. */
@@ -183,7 +221,7 @@ static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
 	struct block_req *parent = req->parent;
 
 	if (!parent) {
-		bd->done(bd->opaque, req, dropped);
+		to_caller(bd, req, dropped);
 		return;
 	}
 	if (!dropped && req->res < 0 && !parent->parts_err)
@@ -193,7 +231,7 @@ static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
 	parent->res = parent->parts_err ? parent->parts_err : (int64_t)parent->bytes;
 	free(parent->parts);
 	parent->parts = NULL;
-	bd->done(bd->opaque, parent, dropped);
+	to_caller(bd, parent, dropped);
 }
 
 void block_complete(struct block_dev *bd, struct block_req *req)
@@ -356,17 +394,21 @@ void block_start(struct block_dev *bd, struct block_req *req)
 			return;
 	}
 	run_sync(bd, req);
-	bd->done(bd->opaque, req, false);
+	to_caller(bd, req, false);
 }
 
 int block_discard(struct block_dev *bd, uint64_t off, uint64_t len)
 {
-	return bd->readonly ? -EROFS : bd->fmt->discard(bd, off, len);
+	int r = bd->readonly ? -EROFS : bd->fmt->discard(bd, off, len);
+
+	return r ? r : write_through(bd);
 }
 
 int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len)
 {
-	return bd->readonly ? -EROFS : bd->fmt->write_zeroes(bd, off, len);
+	int r = bd->readonly ? -EROFS : bd->fmt->write_zeroes(bd, off, len);
+
+	return r ? r : write_through(bd);
 }
 
 int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
@@ -404,8 +446,9 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 
 	/* The guest is told a write is done only once it is durable. */
-	if (!d->readonly &&
-	    (d->cache == DISK_CACHE_WRITETHROUGH || d->cache == DISK_CACHE_DIRECTSYNC))
+	bd->dsync = !d->readonly &&
+		    (d->cache == DISK_CACHE_WRITETHROUGH || d->cache == DISK_CACHE_DIRECTSYNC);
+	if (bd->dsync)
 		flags |= O_DSYNC;
 	if (d->cache == DISK_CACHE_NONE || d->cache == DISK_CACHE_DIRECTSYNC) {
 		bd->fd = open(d->path, flags | O_DIRECT);

@@ -87,6 +87,7 @@ struct blk {
 	struct blk_req *barrier;	/* popped, waiting for nothing in flight */
 	struct blk_req *held, **held_tail;	/* failed under policy stop */
 	int io_status;			/* what the held ones met (errno), 0: none */
+	uint8_t wce;			/* config writeback: the guest's write cache on */
 	unsigned int nfree;
 	struct blk_req *free[BLK_QUEUE_SIZE];
 	struct blk_req reqs[BLK_QUEUE_SIZE];
@@ -444,17 +445,43 @@ static void blk_config_read(struct virtio_pci *vp, unsigned int off,
 		.discard_sector_alignment = htole32(blk_size / SECTOR),
 		.max_write_zeroes_sectors = htole32(BLK_MAX_RANGE),
 		.max_write_zeroes_seg = htole32(1),
+		.wce = b->wce,
 	};
 
 	/* GUEST: off and len were bounded to config_len by the transport */
 	memcpy(data, (uint8_t *)&c + off, len);
 }
 
+/* The writeback byte's value at reset: what the cache mode is. */
+static uint8_t wce_default(const struct blk *b)
+{
+	return !block_dsync(b->bd);
+}
+
+/* CONFIG_WCE: the guest turns its write cache off (each write durable
+ * before it completes) or on. */
+static void blk_config_write(struct virtio_pci *vp, unsigned int off,
+			     const uint8_t *data, unsigned int len)
+{
+	struct blk *b = vp->priv;
+
+	/* GUEST: only the writeback byte is writable (5.2.4), and only 0 or
+	 * 1 means anything: any other value is on. */
+	if (off != offsetof(struct virtio_blk_config, wce) || len != 1)
+		return;
+	b->wce = !!data[0];
+	block_set_writethrough(b->bd, !b->wce);
+}
+
 /* GUEST: a reset with requests in flight waits for them (their data may
  * still be landing in guest memory) and drops them with the rings. */
 static void blk_reset(struct virtio_pci *vp)
 {
-	blk_drop_inflight(vp->priv);
+	struct blk *b = vp->priv;
+
+	blk_drop_inflight(b);
+	b->wce = wce_default(b);
+	block_set_writethrough(b->bd, false);
 }
 
 /* Completes what is in flight, so nothing of the device's own is left to
@@ -508,9 +535,10 @@ static const struct virtio_dev_ops blk_ops = {
 	.queue_size = BLK_QUEUE_SIZE,
 	.features = 1ULL << VIRTIO_BLK_F_SEG_MAX | 1ULL << VIRTIO_BLK_F_BLK_SIZE |
 		    1ULL << VIRTIO_BLK_F_FLUSH | 1ULL << VIRTIO_BLK_F_DISCARD |
-		    1ULL << VIRTIO_BLK_F_WRITE_ZEROES,
+		    1ULL << VIRTIO_BLK_F_WRITE_ZEROES | 1ULL << VIRTIO_BLK_F_CONFIG_WCE,
 	.config_len = BLK_CONFIG_LEN,
 	.config_read = blk_config_read,
+	.config_write = blk_config_write,
 	.queue_notify = blk_queue_notify,
 	.reset = blk_reset,
 	.save = blk_save,
@@ -631,6 +659,7 @@ struct device *virtio_blk_create(struct vm *vm, unsigned int index,
 		blk_free(b);
 		return NULL;
 	}
+	b->wce = wce_default(b);
 	vp = virtio_pci_create(vm, &blk_ops, b, slot, bar_addr);
 	if (!vp)
 		return NULL;	/* destroy freed b */
