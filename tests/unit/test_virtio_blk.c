@@ -33,7 +33,7 @@ static struct virtio_pci *vp;
 static struct vm_config cfg;
 static char img[64];
 
-static void setup(enum disk_cache cache)
+static void setup_with(enum disk_cache cache, enum disk_error_policy werror)
 {
 	static const uint8_t junk[IMG_SECTORS * 512] = { [0 ... IMG_SECTORS * 512 - 1] = 0xee };
 	int fd;
@@ -47,13 +47,18 @@ static void setup(enum disk_cache cache)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.ndisks = 1;
 	cfg.disks[0] = (struct disk_config){ .path = img, .cache = cache,
-					     .blk_size = 512 };
+					     .blk_size = 512, .werror = werror };
 	vd_setup();
 	vm.cfg = &cfg;
 	vp = (struct virtio_pci *)virtio_blk_create(&vm, 0, 1, VD_BAR);
 	CHECK(vp != NULL);
 	cfgw(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
 	vd_driver_ok(F_FLUSH | F_WRITE_ZEROES, 1);
+}
+
+static void setup(enum disk_cache cache)
+{
+	setup_with(cache, DISK_ERROR_DEFAULT);
 }
 
 static void teardown(void)
@@ -244,5 +249,132 @@ UNIT_TEST(virtio_blk_unsafe_flush_issues_no_sync)
 	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
 	CHECK_EQ_U64(st.flush_reqs, 1);
 	CHECK_EQ_U64(st.syncs, 0);
+	teardown();
+}
+
+/* Error policy stop: a write the host fails with ENOSPC is held, not
+ * answered; the disk takes no new requests and a FLUSH behind it waits;
+ * the error goes to the VM (vm_io_error) to pause it; a save is refused;
+ * virtio_blk_retry (resume) starts it again, and then the rest runs. */
+UNIT_TEST(virtio_blk_error_policy_stop_holds_and_retries)
+{
+	struct virtio_blk_stats st;
+	struct state_buf sb = { 0 };
+
+	setup(DISK_CACHE_WRITEBACK);		/* default werror: enospace */
+	post_write(0, 0, 2, 0x11, false);
+	post_write(3, 1, 9, 0x22, false);
+	post_flush(6, 2);
+	kick();
+	CHECK_EQ_U64(he_held(), 2);
+	he_fail(0, ENOSPC);
+	he_finish(0);				/* the second write */
+	run_loop();
+	CHECK_EQ_U64(vd_nio_errors, 1);
+	CHECK_STR(vd_io_errors[0].device, "disk0");
+	CHECK_STR(vd_io_errors[0].op, "write");
+	CHECK_STR(vd_io_errors[0].action, "stop");
+	CHECK_EQ_U64(vd_io_errors[0].error, ENOSPC);
+	CHECK_EQ_U64(vq_used_idx(0), 1);	/* the second write only */
+	CHECK_EQ_U64(vq_used_id(0, 0), 3);
+	CHECK_EQ_U64(he_held(), 0);		/* the flush waits for the held write */
+	CHECK_EQ_U64(*gm(STATUS(0)), 0xff);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.failed, 1);
+	CHECK_EQ_U64(st.errors, 0);
+	CHECK_EQ_U64(st.io_status, ENOSPC);
+	post_write(3, 3, 20, 0x33, false);	/* not taken while one is held */
+	kick();
+	CHECK_EQ_U64(he_held(), 0);
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &sb) == -EBUSY);
+	state_buf_free(&sb);
+
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);
+	run_loop();
+	CHECK_EQ_U64(he_held(), 1);		/* the write, again */
+	CHECK(he_op(0) == BLOCK_WRITE && he_off(0) == 2 * 512);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.io_status, 0);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 2);
+	CHECK_EQ_U64(vq_used_id(0, 1), 0);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	/* Now the flush, and popping goes on behind it: the third write. */
+	CHECK_EQ_U64(he_held(), 2);
+	CHECK(he_op(0) == BLOCK_FLUSH);
+	CHECK(he_op(1) == BLOCK_WRITE && he_off(1) == 20 * 512);
+	he_finish(1);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 4);
+	CHECK_EQ_U64(sector_byte(2), 0x11);
+	CHECK_EQ_U64(sector_byte(20), 0x33);
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);	/* nothing held: nothing to do */
+	teardown();
+}
+
+/* Error policy report fails the request at once; ignore answers OK. */
+UNIT_TEST(virtio_blk_error_policy_report_and_ignore)
+{
+	struct virtio_blk_stats st;
+
+	setup_with(DISK_CACHE_WRITEBACK, DISK_ERROR_REPORT);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_fail(0, ENOSPC);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 1);	/* IOERR */
+	CHECK_STR(vd_io_errors[0].action, "report");
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.failed, 1);
+	CHECK_EQ_U64(st.invalid, 0);
+	CHECK_EQ_U64(st.errors, 1);
+	teardown();
+	setup_with(DISK_CACHE_WRITEBACK, DISK_ERROR_IGNORE);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_fail(0, EIO);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	CHECK_STR(vd_io_errors[0].action, "ignore");
+	teardown();
+}
+
+/* CONFIG_WCE: the writeback byte (config offset 32) reads 1 on a
+ * writeback disk; at 0 a write is synced before it completes (a sync
+ * with no FLUSH), back at 1 it is not; a reset makes it 1 again; other
+ * config bytes are not writable. */
+UNIT_TEST(virtio_blk_config_wce_turns_the_write_cache_off)
+{
+	struct virtio_blk_stats st;
+
+	setup(DISK_CACHE_WRITEBACK);
+	CHECK_EQ_U64(br(0x2000 + 32, 1), 1);
+	bw(0x2000, 0x55, 4);			/* capacity: read-only */
+	CHECK_EQ_U64(br(0x2000, 4), IMG_SECTORS);
+	bw(0x2000 + 32, 0, 1);
+	CHECK_EQ_U64(br(0x2000 + 32, 1), 0);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.flush_reqs, 0);
+	CHECK_EQ_U64(st.syncs, 1);
+	bw(0x2000 + 32, 1, 1);
+	post_write(3, 1, 3, 0x22, false);
+	kick();
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(*gm(STATUS(1)), 0);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.syncs, 1);
+	bw(0x2000 + 32, 0, 1);
+	vd_driver_ok(F_FLUSH | F_WRITE_ZEROES, 1);	/* resets the device first */
+	CHECK_EQ_U64(br(0x2000 + 32, 1), 1);
 	teardown();
 }

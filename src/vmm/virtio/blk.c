@@ -491,6 +491,13 @@ static int blk_save(struct virtio_pci *vp, struct state_buf *out)
 	struct blk *b = vp->priv;
 	unsigned int given = b->given;
 
+	/* Held requests are the device's own and have no saved form: they
+	 * are retried (resume) or dropped (reset) first. */
+	if (b->held) {
+		pr_err("disk %s: requests are held for an I/O error; resume the VM before saving it",
+		       block_path(b->bd));
+		return -EBUSY;
+	}
 	block_poll(b->bd, true);
 	if (b->barrier) {
 		struct blk_req *r = b->barrier;
