@@ -314,7 +314,8 @@ UNIT_TEST(virtio_blk_error_policy_stop_holds_and_retries)
 	teardown();
 }
 
-/* Error policy report fails the request at once; ignore answers OK. */
+/* Error policy report fails the request at once; ignore answers OK;
+ * enospace (the default) reports what is not ENOSPC. */
 UNIT_TEST(virtio_blk_error_policy_report_and_ignore)
 {
 	struct virtio_blk_stats st;
@@ -340,6 +341,17 @@ UNIT_TEST(virtio_blk_error_policy_report_and_ignore)
 	CHECK_EQ_U64(vq_used_idx(0), 1);
 	CHECK_EQ_U64(*gm(STATUS(0)), 0);
 	CHECK_STR(vd_io_errors[0].action, "ignore");
+	teardown();
+	/* The default, enospace: an error other than ENOSPC is reported. */
+	setup(DISK_CACHE_WRITEBACK);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_fail(0, EIO);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 1);
+	CHECK_STR(vd_io_errors[0].action, "report");
+	CHECK_EQ_U64(vd_io_errors[0].error, EIO);
 	teardown();
 }
 
