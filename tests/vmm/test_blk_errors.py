@@ -103,6 +103,23 @@ def test_kvmm_blk_failed_flush_stays_failed(kvm, vms, tmp, sync):
         assert "flush failed" in err and "every later flush" in err, err
 
 
+def test_qemu_blk_failed_flush_stays_failed(kvm, vms, tmp):
+    """The reference: QEMU (cache=writeback, werror=report) on the same
+    failing file system fails the second FLUSH too."""
+    with writeback_fails(tmp, 2 << 20) as mnt:
+        img = sparse(os.path.join(mnt, "d0.img"), 16 << 20)
+        g = kvmmtest.start(vms, kvmmtest.qemu_argv(
+            "kvmmtest.virtio=blk kvmmtest.blk0.wflush=0+8192", 1, "256M",
+            ["-drive", f"file={img},if=none,id=d0,format=raw,cache=writeback,aio=threads,"
+                       "werror=report,rerror=report",
+             "-device", "virtio-blk-pci,drive=d0,disable-legacy=on,addr=0x04"]))
+        g.wait_for(r"KVMMTEST done", timeout=180)
+        no_failures(g)
+        r = by_dev(g, "info", "virtio-blk-wflush")["blk0"]
+        assert (r["write"], r["flush"], r["reflush"]) == ("ok", "ioerr", "ioerr"), r
+        assert g.wait_exit() == 0
+
+
 def pattern_ok(path, start, count):
     from virtiotest import SECTOR, pattern
     with open(path, "rb") as f:
