@@ -23,6 +23,7 @@
 #define DATA(k)		(0x20000ULL + 0x1000 * (k))
 #define STATUS(k)	(0x30000ULL + (k))
 #define IMG_SECTORS	64
+#define T_IN		0
 #define T_OUT		1
 #define T_FLUSH		4
 #define T_WRITE_ZEROES	13
@@ -31,6 +32,7 @@
 
 static struct virtio_pci *vp;
 static struct vm_config cfg;
+static enum disk_error_policy setup_rerror;	/* the next setup's rerror_policy */
 static char img[64];
 
 static void setup_with(enum disk_cache cache, enum disk_error_policy werror)
@@ -47,7 +49,8 @@ static void setup_with(enum disk_cache cache, enum disk_error_policy werror)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.ndisks = 1;
 	cfg.disks[0] = (struct disk_config){ .path = img, .cache = cache,
-					     .blk_size = 512, .werror = werror };
+					     .blk_size = 512, .werror = werror,
+					     .rerror = setup_rerror };
 	vd_setup();
 	vm.cfg = &cfg;
 	vp = (struct virtio_pci *)virtio_blk_create(&vm, 0, 1, VD_BAR);
@@ -112,6 +115,16 @@ static void post_write(uint16_t d, unsigned int k, uint64_t sector, uint8_t fill
 		vq_post(0, d + 1, DATA(k), 512, VIRTQ_DESC_F_NEXT, d + 2);
 	}
 	vq_post(0, d, HDR(k), 16, VIRTQ_DESC_F_NEXT, d + 1);
+	vq_post(0, d + 2, STATUS(k), 1, VIRTQ_DESC_F_WRITE, 0);
+	vq_offer(0, d);
+}
+
+/* Request k on descriptors d, d+1, d+2: a read of one sector. */
+static void post_read(uint16_t d, unsigned int k, uint64_t sector)
+{
+	header(k, T_IN, sector);
+	vq_post(0, d, HDR(k), 16, VIRTQ_DESC_F_NEXT, d + 1);
+	vq_post(0, d + 1, DATA(k), 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, d + 2);
 	vq_post(0, d + 2, STATUS(k), 1, VIRTQ_DESC_F_WRITE, 0);
 	vq_offer(0, d);
 }
@@ -388,5 +401,46 @@ UNIT_TEST(virtio_blk_config_wce_turns_the_write_cache_off)
 	bw(0x2000 + 32, 0, 1);
 	vd_driver_ok(F_FLUSH | F_WRITE_ZEROES, 1);	/* resets the device first */
 	CHECK_EQ_U64(br(0x2000 + 32, 1), 1);
+	teardown();
+}
+
+/* Reads go by rerror_policy: by default (report) even ENOSPC fails the
+ * read; with stop it is held and retried like a write. */
+UNIT_TEST(virtio_blk_read_error_policy)
+{
+	struct virtio_blk_stats st;
+
+	setup(DISK_CACHE_WRITEBACK);
+	post_read(0, 0, 4);
+	kick();
+	CHECK_EQ_U64(he_held(), 1);
+	he_fail(0, ENOSPC);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 1);
+	CHECK_STR(vd_io_errors[0].op, "read");
+	CHECK_STR(vd_io_errors[0].action, "report");
+	teardown();
+
+	setup_rerror = DISK_ERROR_STOP;
+	setup(DISK_CACHE_WRITEBACK);
+	setup_rerror = DISK_ERROR_DEFAULT;
+	post_read(0, 0, 4);
+	kick();
+	he_fail(0, EIO);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 0);	/* held */
+	CHECK_STR(vd_io_errors[0].action, "stop");
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.io_status, EIO);
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);
+	run_loop();
+	CHECK_EQ_U64(he_held(), 1);
+	CHECK(he_op(0) == BLOCK_READ);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	CHECK_EQ_U64(*gm(DATA(0)), 0xee);	/* the image's byte */
 	teardown();
 }
