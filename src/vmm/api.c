@@ -142,6 +142,23 @@ void api_event_reset(struct api *api, struct vm *vm)
 	api_emit(api, "reset", d);
 }
 
+void api_event_block_io_error(struct api *api, const struct vm_io_error *e)
+{
+	struct json_object *d;
+	const char *name;
+
+	if (!api)
+		return;
+	name = strerrorname_np(e->error);
+	d = json_object_new_object();
+	json_object_object_add(d, "device", json_object_new_string(e->device));
+	json_object_object_add(d, "op", json_object_new_string(e->op));
+	json_object_object_add(d, "error", json_object_new_string(name ? name : "EIO"));
+	json_object_object_add(d, "message", json_object_new_string(strerror(e->error)));
+	json_object_object_add(d, "action", json_object_new_string(e->action));
+	api_emit(api, "block-io-error", d);
+}
+
 /* The guest's balloon moved: its RAM is now actual bytes. */
 void api_event_device(struct api *api, const char *event, const char *id,
 		      unsigned int slot)
@@ -304,6 +321,10 @@ static struct json_object *cmd_query_block_stats(struct api *api, struct json_ob
 		add_u64(o, "rd_bytes", st.rd_bytes);
 		add_u64(o, "wr_bytes", st.wr_bytes);
 		add_u64(o, "errors", st.errors);
+		add_u64(o, "invalid_operations", st.invalid);
+		add_u64(o, "failed_operations", st.failed);
+		json_object_object_add(o, "io_status", json_object_new_string(
+			!st.io_status ? "ok" : st.io_status == ENOSPC ? "nospace" : "failed"));
 		add_u64(o, "rd_total_time_ns", st.rd_ns);
 		add_u64(o, "wr_total_time_ns", st.wr_ns);
 		add_u64(o, "flush_total_time_ns", st.flush_ns);

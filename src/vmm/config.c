@@ -217,12 +217,24 @@ static int get_bool(struct cfg_ctx *c, struct json_object *v,
 
 static const char *const cache_names[] = {
 	[DISK_CACHE_WRITEBACK] = "writeback", [DISK_CACHE_NONE] = "none",
-	[DISK_CACHE_UNSAFE] = "unsafe",
+	[DISK_CACHE_UNSAFE] = "unsafe", [DISK_CACHE_WRITETHROUGH] = "writethrough",
+	[DISK_CACHE_DIRECTSYNC] = "directsync",
 };
 
 const char *disk_cache_name(enum disk_cache cache)
 {
 	return cache_names[cache];
+}
+
+static const char *const error_policy_names[] = {
+	[DISK_ERROR_DEFAULT] = "default", [DISK_ERROR_REPORT] = "report",
+	[DISK_ERROR_IGNORE] = "ignore", [DISK_ERROR_STOP] = "stop",
+	[DISK_ERROR_ENOSPACE] = "enospace",
+};
+
+const char *disk_error_policy_name(enum disk_error_policy p)
+{
+	return error_policy_names[p];
 }
 
 static const char *const format_names[] = {
@@ -343,8 +355,22 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 			if (!strcmp(str, cache_names[i]))
 				break;
 		if (i == ARRAY_SIZE(cache_names))
-			return cfg_error(c, "disk %u: cache mode '%s' is unknown: use none, writeback or unsafe", n, str);
+			return cfg_error(c, "disk %u: cache mode '%s' is unknown: use none, writeback, writethrough, directsync or unsafe", n, str);
 		d->cache = i;
+		return 0;
+	}
+	if (!strcmp(key, "error_policy") || !strcmp(key, "rerror_policy")) {
+		if (v && !json_object_is_type(v, json_type_string))
+			return cfg_error(c, "disk %u: %s must be a string", n, key);
+		str = v ? json_object_get_string(v) : str;
+		/* "default" is not a name to give: leaving the key out is. */
+		for (i = DISK_ERROR_REPORT; i < ARRAY_SIZE(error_policy_names); i++)
+			if (!strcmp(str, error_policy_names[i]))
+				break;
+		if (i == ARRAY_SIZE(error_policy_names))
+			return cfg_error(c, "disk %u: %s '%s' is unknown: use stop, report, ignore or enospace",
+					 n, key, str);
+		*(key[0] == 'e' ? &d->werror : &d->rerror) = i;
 		return 0;
 	}
 	if (!strcmp(key, "serial")) {
@@ -383,7 +409,7 @@ static int disk_set(struct cfg_ctx *c, struct disk_config *d, unsigned int n,
 		}
 		return 0;
 	}
-	return cfg_error(c, "disk %u: unknown option '%s': use path, format, backing, backing_format, readonly, cache, serial, blk_size or shareable", n, key);
+	return cfg_error(c, "disk %u: unknown option '%s': use path, format, backing, backing_format, readonly, cache, error_policy, rerror_policy, serial, blk_size or shareable", n, key);
 }
 
 typedef int (*item_set_fn)(struct cfg_ctx *c, void *item, unsigned int n,

@@ -42,6 +42,19 @@ enum disk_cache {
 	DISK_CACHE_WRITEBACK,	/* buffered, FLUSH = fdatasync (default) */
 	DISK_CACHE_NONE,	/* O_DIRECT, FLUSH = fdatasync */
 	DISK_CACHE_UNSAFE,	/* buffered, FLUSH does nothing */
+	DISK_CACHE_WRITETHROUGH,	/* buffered, O_DSYNC: a write is durable when done */
+	DISK_CACHE_DIRECTSYNC,	/* O_DIRECT and O_DSYNC */
+};
+
+/* --disk error_policy= (writes and flushes) and rerror_policy= (reads):
+ * what a host I/O error does, as QEMU's werror/rerror (docs/kvmm.md).
+ * DEFAULT is enospace for writes, report for reads, as QEMU's. */
+enum disk_error_policy {
+	DISK_ERROR_DEFAULT,
+	DISK_ERROR_REPORT,	/* the guest's request fails */
+	DISK_ERROR_IGNORE,	/* the guest's request succeeds */
+	DISK_ERROR_STOP,	/* the VM pauses; resuming retries the request */
+	DISK_ERROR_ENOSPACE,	/* stop on ENOSPC, report otherwise */
 };
 
 /* --disk format=: how the image maps the disk (never probed). */
@@ -58,6 +71,7 @@ struct disk_config {
 	char *path;
 	bool readonly;
 	enum disk_cache cache;
+	enum disk_error_policy werror, rerror;
 	char *serial;		/* NULL: GET_ID answers an empty string */
 	unsigned int blk_size;	/* logical block: 512 (default) to 4096 */
 	bool shareable;		/* other VMs may use the image at once: no exclusive lock */
@@ -169,6 +183,7 @@ void config_disk_free(struct disk_config *d);
 void config_net_free(struct net_config *nc);
 const char *serial_mode_name(enum serial_mode mode);
 const char *disk_cache_name(enum disk_cache cache);
+const char *disk_error_policy_name(enum disk_error_policy p);
 const char *disk_format_name(enum disk_format format);
 
 #endif

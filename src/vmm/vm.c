@@ -28,6 +28,7 @@ static const char *const reason_names[] = {
 	[REASON_RESET] = "reset", [REASON_CRASH] = "crash",
 	[REASON_SIGNAL] = "signal", [REASON_QUIT] = "quit",
 	[REASON_USER] = "user", [REASON_BOOT] = "boot",
+	[REASON_IO_ERROR] = "io-error",
 };
 
 const char *vm_state_name(enum vm_state s)
@@ -274,7 +275,7 @@ void vm_stop(struct vm *vm, enum vm_reason reason, int status)
 	loop_quit(vm->loop);
 }
 
-int vm_pause(struct vm *vm)
+static int pause_for(struct vm *vm, enum vm_reason reason)
 {
 	if (vm->state == VM_PAUSED)
 		return 0;
@@ -284,8 +285,58 @@ int vm_pause(struct vm *vm)
 	if (kvm_clock_save(vm))
 		pr_debug("KVM_GET_CLOCK failed; the guest clock will jump on resume");
 	vm->state = VM_PAUSED;
-	api_event_state(vm->api, vm, REASON_USER);
+	api_event_state(vm->api, vm, reason);
 	return 0;
+}
+
+int vm_pause(struct vm *vm)
+{
+	return pause_for(vm, REASON_USER);
+}
+
+void vm_io_error(struct vm *vm, const char *device, const char *op, int error,
+		 const char *action)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&vm->lock);
+	/* Past the ring's room the events are dropped, never the stop. */
+	if (vm->nio_errors < VM_IO_ERRORS_PENDING) {
+		struct vm_io_error *e = &vm->io_errors[vm->nio_errors++];
+
+		snprintf(e->device, sizeof(e->device), "%s", device);
+		e->op = op;
+		e->error = error;
+		e->action = action;
+	}
+	if (!strcmp(action, "stop"))
+		vm->io_stop = true;
+	pthread_mutex_unlock(&vm->lock);
+	if (write(vm->request_fd, &one, sizeof(one)) < 0)
+		pr_debug("request eventfd: %s", strerror(errno));
+}
+
+/* Main thread: announces the pending host I/O errors and stops the VM
+ * if one asked for it. */
+static void take_io_errors(struct vm *vm)
+{
+	struct vm_io_error errs[VM_IO_ERRORS_PENDING];
+	unsigned int i, n;
+	bool stop;
+
+	pthread_mutex_lock(&vm->lock);
+	n = vm->nio_errors;
+	memcpy(errs, vm->io_errors, n * sizeof(errs[0]));
+	stop = vm->io_stop;
+	vm->nio_errors = 0;
+	vm->io_stop = false;
+	pthread_mutex_unlock(&vm->lock);
+	for (i = 0; i < n; i++)
+		api_event_block_io_error(vm->api, &errs[i]);
+	if (stop && vm->state == VM_RUNNING) {
+		pr_warn("VM paused: a disk's error policy is stop; resume retries the failed requests");
+		pause_for(vm, REASON_IO_ERROR);
+	}
 }
 
 int vm_resume(struct vm *vm)
@@ -299,6 +350,7 @@ int vm_resume(struct vm *vm)
 	vm->state = VM_RUNNING;
 	vcpus_unpark(vm);
 	api_event_state(vm->api, vm, REASON_USER);
+	devices_resume(vm);
 	return 0;
 }
 
@@ -348,6 +400,7 @@ void vm_handle_request(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 	if (vm->state == VM_SHUTDOWN)
 		return;
+	take_io_errors(vm);
 	if (req == REASON_POWEROFF && vm->reboot_on_poweroff) {
 		pr_info("guest powered off after a reboot request");
 		req = REASON_RESET;

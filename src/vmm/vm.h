@@ -39,7 +39,18 @@ enum vm_reason {
 	REASON_QUIT,		/* control socket "quit" or console escape */
 	REASON_USER,		/* pause/resume/reset from the control socket */
 	REASON_BOOT,
+	REASON_IO_ERROR,	/* a disk's error policy stopped it */
 };
+
+/* A host I/O error a disk met, for the block-io-error event. */
+struct vm_io_error {
+	char device[16];	/* "disk0" */
+	const char *op;		/* "read", "write", "flush" */
+	int error;		/* positive errno */
+	const char *action;	/* "stop", "report", "ignore" */
+};
+
+#define VM_IO_ERRORS_PENDING	16
 
 enum vcpu_cmd { VCPU_RUN, VCPU_PARK, VCPU_EXIT };
 
@@ -102,6 +113,11 @@ struct vm {
 	enum vm_reason request;		/* posted by vm_request, taken by main */
 	char request_msg[512];
 	int request_fd;			/* eventfd: wakes the main loop */
+	/* Host I/O errors not yet announced, and whether one asked for a
+	 * stop (vm_io_error; taken by main). */
+	struct vm_io_error io_errors[VM_IO_ERRORS_PENDING];
+	unsigned int nio_errors;
+	bool io_stop;
 
 	uint64_t start_ns;		/* for uptime */
 	/* Where the start's time goes (-v): KVM's memory slots grow with
@@ -124,6 +140,11 @@ void vm_destroy(struct vm *vm);
 
 /* From any thread: ask the main thread to stop or reset the VM. */
 void vm_request(struct vm *vm, enum vm_reason reason, const char *msg);
+/* From any thread, a device's lock held or not: a disk met a host I/O
+ * error and its policy chose action; the main thread announces it
+ * (block-io-error) and, for "stop", pauses the VM (reason io-error). */
+void vm_io_error(struct vm *vm, const char *device, const char *op, int error,
+		 const char *action);
 /* Main thread: act on a posted request. */
 void vm_handle_request(struct vm *vm);
 

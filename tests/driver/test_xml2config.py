@@ -124,7 +124,9 @@ def meaning(doc):
                    "blk_size": 512, "shareable": d.get("shareable", False),
                    "format": d.get("format", "raw"), "backing": d.get("backing", []),
                    "backing_format": d.get("backing_format", []) +
-                   ["raw"] * (len(d.get("backing", [])) - len(d.get("backing_format", [])))}
+                   ["raw"] * (len(d.get("backing", [])) - len(d.get("backing_format", []))),
+                   "error_policy": d.get("error_policy", "default"),
+                   "rerror_policy": d.get("rerror_policy", "default")}
                   for d in doc.get("disks", [])],
         "nets": [{"tap": n["tap"], "fd": -1, "mac": n["mac"], "mtu": n.get("mtu", 0)}
                  for n in doc.get("nets", [])],

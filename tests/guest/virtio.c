@@ -107,6 +107,12 @@ u8 virtio_cfg8(struct virtio_dev *v, u32 off)
 	return off < v->device_len ? mmio_read8(v->device + off) : 0;
 }
 
+void virtio_cfg_write8(struct virtio_dev *v, u32 off, u8 val)
+{
+	if (off < v->device_len)
+		mmio_write8(v->device + off, val);
+}
+
 u16 virtio_cfg16(struct virtio_dev *v, u32 off)
 {
 	return off + 2 <= v->device_len ? mmio_read16(v->device + off) : 0;

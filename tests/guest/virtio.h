@@ -77,6 +77,7 @@ void *dma_alloc(size_t size, size_t align);
 bool virtio_init(struct virtio_dev *v, u64 wanted, int nqueues, u16 qsize);
 bool virtio_driver_ok(struct virtio_dev *v);
 u8 virtio_cfg8(struct virtio_dev *v, u32 off);
+void virtio_cfg_write8(struct virtio_dev *v, u32 off, u8 val);
 u16 virtio_cfg16(struct virtio_dev *v, u32 off);
 u32 virtio_cfg32(struct virtio_dev *v, u32 off);
 u64 virtio_cfg64(struct virtio_dev *v, u32 off);

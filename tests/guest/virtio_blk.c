@@ -4,7 +4,11 @@
  * (GET_ID), and on request: a CRC32 of a sector range, a pattern written
  * and flushed and read back, WRITE_ZEROES, DISCARD.  Options, per disk
  * N in bus order: kvmmtest.blkN.{read,write,zeroes,discard}=START+COUNT
- * (512-byte sectors, as virtio-blk counts them); kvmmtest.blkN.resize=SECS
+ * (512-byte sectors, as virtio-blk counts them); kvmmtest.blkN.wflush=START+COUNT
+ * writes, flushes and flushes again, reporting each status (the host's
+ * error policies); kvmmtest.blkN.noflush=START+COUNT writes without a
+ * flush, after kvmmtest.blkN.wce=0|1 if given (CONFIG_WCE's writeback
+ * byte); kvmmtest.blkN.resize=SECS
  * waits for the host to resize the disk; kvmmtest.blkN.bench=MODE runs
  * blk_bench.c's load last.
  */
@@ -19,6 +23,7 @@
 #define F_FLUSH		9
 #define F_DISCARD	13
 #define F_WRITE_ZEROES	14
+#define F_CONFIG_WCE	11
 
 #define CFG_CAPACITY	0
 #define CFG_SIZE_MAX	8
@@ -26,6 +31,7 @@
 #define CFG_BLK_SIZE	20
 #define CFG_MAX_DISCARD	36
 #define CFG_MAX_WZ	48
+#define CFG_WCE		32
 
 #define T_IN		0
 #define T_OUT		1
@@ -97,6 +103,34 @@ static int request(struct blk *b, u32 type, u64 sector, void *data,
 	bufs[n++] = (struct vbuf){ b->status, 1, true };
 	if (virtq_transfer(b->v, &b->v->vq[0], bufs, n, NULL) < 0)
 		return -1;
+	return *b->status;
+}
+
+/* request(), waiting up to 120 s: the host may pause the VM on an I/O
+ * error and resume it once that is fixed. */
+static int request_patient(struct blk *b, u32 type, u64 sector, void *data, u32 len)
+{
+	struct virtq *q = &b->v->vq[0];
+	struct vbuf bufs[3];
+	int n = 0, head;
+	u32 id, l;
+
+	b->hdr->type = type;
+	b->hdr->reserved = 0;
+	b->hdr->sector = sector;
+	*b->status = 0xff;
+	bufs[n++] = (struct vbuf){ b->hdr, sizeof(*b->hdr), false };
+	if (len)
+		bufs[n++] = (struct vbuf){ data, len, false };
+	bufs[n++] = (struct vbuf){ b->status, 1, true };
+	head = virtq_add(q, bufs, n);
+	if (head < 0)
+		return -1;
+	virtq_kick(b->v, q);
+	if (!virtq_wait(b->v, q, &id, &l, 120000000) || id != (u32)head) {
+		fail("virtio-blk-wflush", "dev=%s no completion in 120 s", b->v->name);
+		return -1;
+	}
 	return *b->status;
 }
 
@@ -221,6 +255,77 @@ static void do_write(struct blk *b, u64 start, u64 count)
 		     b->v->name, start, count, got);
 }
 
+/*
+ * Pattern, FLUSH, FLUSH again, each status reported whatever it is: the
+ * host decides (error policies, a failed flush staying failed).
+ */
+static void do_wflush(struct blk *b, u64 start, u64 count)
+{
+	int st = S_OK, fl = -1, fl2 = -1;
+
+	if (!in_range(b, "virtio-blk-wflush", start, count))
+		return;
+	for (u64 s = start; s < start + count && st == S_OK;) {
+		u32 n = b->chunk / SECTOR;
+
+		if (n > start + count - s)
+			n = start + count - s;
+		for (u32 i = 0; i < n; i++)
+			fill_pattern(b->buf + i * SECTOR, s + i);
+		st = request_patient(b, T_OUT, s, b->buf, n * SECTOR);
+		s += n;
+	}
+	if (st < 0)
+		return;
+	fl = request_patient(b, T_FLUSH, 0, NULL, 0);
+	if (fl >= 0)
+		fl2 = request_patient(b, T_FLUSH, 0, NULL, 0);
+	if (fl2 < 0)
+		return;
+	info("virtio-blk-wflush dev=%s sector=%lu count=%lu write=%s flush=%s reflush=%s",
+	     b->v->name, start, count, status_name(st), status_name(fl), status_name(fl2));
+}
+
+/* CONFIG_WCE: the writeback byte as the device had it, then set to wce
+ * and read back. */
+static void set_wce(struct blk *b, u64 wce)
+{
+	u8 was;
+
+	if (!virtio_has(b->v, F_CONFIG_WCE)) {
+		info("virtio-blk-wce dev=%s not offered", b->v->name);
+		return;
+	}
+	was = virtio_cfg8(b->v, CFG_WCE);
+	virtio_cfg_write8(b->v, CFG_WCE, (u8)wce);
+	info("virtio-blk-wce dev=%s was=%u now=%u", b->v->name, was, virtio_cfg8(b->v, CFG_WCE));
+}
+
+/*
+ * Pattern and no FLUSH: what the host keeps of a write it said was done
+ * (its cache mode, or the writeback byte set with kvmmtest.blkN.wce=).
+ */
+static void do_noflush(struct blk *b, u64 start, u64 count)
+{
+	int st = S_OK;
+
+	if (!in_range(b, "virtio-blk-noflush", start, count))
+		return;
+	for (u64 s = start; s < start + count && st == S_OK;) {
+		u32 n = b->chunk / SECTOR;
+
+		if (n > start + count - s)
+			n = start + count - s;
+		for (u32 i = 0; i < n; i++)
+			fill_pattern(b->buf + i * SECTOR, s + i);
+		st = request(b, T_OUT, s, b->buf, n * SECTOR, false);
+		s += n;
+	}
+	if (st >= 0)
+		info("virtio-blk-noflush dev=%s sector=%lu count=%lu write=%s",
+		     b->v->name, start, count, status_name(st));
+}
+
 /* DISCARD or WRITE_ZEROES of a range, in pieces the device accepts. */
 static void do_segments(struct blk *b, u32 type, const char *check,
 			u64 start, u64 count, u32 max)
@@ -337,7 +442,7 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 {
 	u64 wanted = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO |
 		     1ULL << F_BLK_SIZE | 1ULL << F_FLUSH | 1ULL << F_DISCARD |
-		     1ULL << F_WRITE_ZEROES;
+		     1ULL << F_WRITE_ZEROES | 1ULL << F_CONFIG_WCE;
 	struct blk b = { .v = v };
 	u64 start, count;
 	char key[32], val[16];
@@ -372,6 +477,13 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 		do_read(&b, start, count);
 	if (range_option(index, "write", &start, &count))
 		do_write(&b, start, count);
+	snprintf(key, sizeof(key), "kvmmtest.blk%d.wce", index);
+	if (cmdline_option(key, val, sizeof(val)))
+		set_wce(&b, parse_u64(val, NULL));
+	if (range_option(index, "wflush", &start, &count))
+		do_wflush(&b, start, count);
+	if (range_option(index, "noflush", &start, &count))
+		do_noflush(&b, start, count);
 	if (range_option(index, "zeroes", &start, &count)) {
 		if (virtio_has(v, F_WRITE_ZEROES))
 			do_segments(&b, T_WRITE_ZEROES, "virtio-blk-write-zeroes",

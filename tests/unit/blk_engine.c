@@ -70,6 +70,16 @@ void he_finish(unsigned int i)
 	run(the_bd, nth(i));
 }
 
+void he_fail(unsigned int i, int err)
+{
+	struct held *h = nth(i);
+	uint64_t one = 1;
+
+	h->req->res = -err;
+	h->finished = true;
+	CHECK(write(efd, &one, sizeof(one)) == sizeof(one));
+}
+
 static int he_init(struct block_dev *bd, unsigned int depth, int fd)
 {
 	the_bd = bd;

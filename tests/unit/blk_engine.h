@@ -13,6 +13,8 @@ uint64_t he_off(unsigned int i);
 /* Does held request i for real (pwritev/preadv/fdatasync) and signals
  * its completion; the layer takes it at its next poll. */
 void he_finish(unsigned int i);
+/* Finishes held request i as the host failing it with -err (no I/O). */
+void he_fail(unsigned int i, int err);
 /* The engine's next submit fails with this (0: it does not). */
 extern int he_submit_error;
 

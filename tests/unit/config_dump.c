@@ -86,6 +86,10 @@ static json_object *dump(const struct vm_config *c)
 		json_object_object_add(e, "path", json_object_new_string(d->path));
 		json_object_object_add(e, "readonly", json_object_new_boolean(d->readonly));
 		json_object_object_add(e, "cache", json_object_new_string(disk_cache_name(d->cache)));
+		json_object_object_add(e, "error_policy",
+				       json_object_new_string(disk_error_policy_name(d->werror)));
+		json_object_object_add(e, "rerror_policy",
+				       json_object_new_string(disk_error_policy_name(d->rerror)));
 		json_object_object_add(e, "serial", str_or_null(d->serial));
 		json_object_object_add(e, "blk_size", json_object_new_int((int)d->blk_size));
 		json_object_object_add(e, "shareable", json_object_new_boolean(d->shareable));

@@ -256,6 +256,33 @@ UNIT_TEST(disks_parse_from_strings_and_objects)
 	CHECK_EQ_U64(c.disks[1].blk_size, 512);
 	CHECK(c.disks[2].cache == DISK_CACHE_WRITEBACK);
 	CHECK_STR(disk_cache_name(c.disks[2].cache), "writeback");
+	CHECK(c.disks[2].werror == DISK_ERROR_DEFAULT && c.disks[2].rerror == DISK_ERROR_DEFAULT);
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a,cache=writethrough\","
+		    "{\"path\":\"/b\",\"cache\":\"directsync\"}]}", &c) == 0);
+	CHECK(c.disks[0].cache == DISK_CACHE_WRITETHROUGH);
+	CHECK(c.disks[1].cache == DISK_CACHE_DIRECTSYNC);
+	CHECK_STR(disk_cache_name(c.disks[1].cache), "directsync");
+	config_free(&c);
+}
+
+UNIT_TEST(disk_error_policies)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":["
+		    "\"path=/a.img,error_policy=stop,rerror_policy=ignore\","
+		    "{\"path\":\"/b.img\",\"error_policy\":\"enospace\",\"rerror_policy\":\"report\"}]}",
+		    &c) == 0);
+	CHECK(c.disks[0].werror == DISK_ERROR_STOP && c.disks[0].rerror == DISK_ERROR_IGNORE);
+	CHECK(c.disks[1].werror == DISK_ERROR_ENOSPACE && c.disks[1].rerror == DISK_ERROR_REPORT);
+	CHECK_STR(disk_error_policy_name(c.disks[1].werror), "enospace");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[\"path=/a,error_policy=default\"]}", &c) < 0);
+	CHECK_STR(err, "disk 0: error_policy 'default' is unknown: use stop, report, ignore or enospace");
+	config_free(&c);
+	CHECK(parse("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"rerror_policy\":1}]}", &c) < 0);
+	CHECK_STR(err, "disk 0: rerror_policy must be a string");
 	config_free(&c);
 }
 

@@ -26,7 +26,7 @@
 	"{\"id\":@ID,\"return\":[{\"device\":\"disk0\",\"path\":\"d.img\",\"rd_operations\":3,"     \
 	"\"wr_operations\":5,\"flush_operations\":7,\"other_operations\":1,\"rd_bytes\":1536,"      \
 	"\"wr_bytes\":2560,\"errors\":2,\"rd_total_time_ns\":11,\"wr_total_time_ns\":13,"           \
-	"\"flush_total_time_ns\":17},"                                                              \
+	"\"flush_total_time_ns\":17,\"io_status\":\"nospace\"},"                                     \
 	"{\"device\":\"disk1\",\"path\":\"e.img\",\"rd_operations\":0,\"wr_operations\":0,"         \
 	"\"flush_operations\":0,\"other_operations\":0,\"rd_bytes\":0,\"wr_bytes\":0,\"errors\":0," \
 	"\"rd_total_time_ns\":0,\"wr_total_time_ns\":0,\"flush_total_time_ns\":9007199254740993}]}\n"
@@ -305,6 +305,8 @@ UNIT_TEST(block_stats_parses_every_counter)
 	/* beyond a double's 53 bits: read as an integer */
 	CHECK_EQ_U64(s[1].fl_time_ns, 9007199254740993ULL);
 	CHECK_EQ_U64(s[1].rd_reqs, 0);
+	/* io_status: given, or absent (ok) */
+	CHECK(s[0].io_status == KVMM_IO_NOSPACE && s[1].io_status == KVMM_IO_OK);
 	g_free(s);
 }
 
@@ -524,4 +526,33 @@ UNIT_TEST(watch_without_kvmm)
 
 	reset();
 	CHECK(monitor_watch_new("/nonexistent/kvmm-monitor/api.sock", on_event, &s) == NULL);
+}
+
+/* block-io-error as kvmm sends it, and shapes the daemon cannot act on
+ * (no disk, a disk name not diskN, an unknown action): not delivered. */
+#define IO_EVENTS \
+	"{\"event\":\"block-io-error\",\"data\":{\"device\":\"disk2\",\"op\":\"write\",\"error\":\"ENOSPC\",\"message\":\"No space left on device\",\"action\":\"stop\"}}\n" \
+	"{\"event\":\"block-io-error\",\"data\":{\"action\":\"stop\"}}\n" \
+	"{\"event\":\"block-io-error\",\"data\":{\"device\":\"vda\",\"action\":\"stop\"}}\n" \
+	"{\"event\":\"block-io-error\",\"data\":{\"device\":\"disk1x\",\"action\":\"stop\"}}\n" \
+	"{\"event\":\"block-io-error\",\"data\":{\"device\":\"disk0\",\"error\":\"EIO\",\"action\":\"retry\"}}\n" \
+	"{\"event\":\"block-io-error\",\"data\":{\"device\":\"disk0\",\"op\":\"read\",\"error\":\"EIO\",\"action\":\"report\"}}\n" \
+	"{\"event\":\"block-io-error\",\"data\":{\"device\":\"disk1\",\"op\":\"flush\",\"action\":\"ignore\"}}\n" \
+	EV_QUIT
+
+UNIT_TEST(block_io_error_events)
+{
+	struct seen s = { 0 };
+
+	watch(IO_EVENTS, false, &s, 4);
+	CHECK(s.n == 4);
+	if (s.n != 4)
+		return;
+	CHECK(s.ev[0].kind == MONITOR_EVENT_BLOCK_IO_ERROR);
+	CHECK(s.ev[0].disk == 2 && s.ev[0].io_action == KVMM_IO_ACTION_STOP && s.ev[0].io_nospace);
+	CHECK(s.ev[1].kind == MONITOR_EVENT_BLOCK_IO_ERROR);
+	CHECK(s.ev[1].disk == 0 && s.ev[1].io_action == KVMM_IO_ACTION_REPORT && !s.ev[1].io_nospace);
+	CHECK(s.ev[2].kind == MONITOR_EVENT_BLOCK_IO_ERROR);
+	CHECK(s.ev[2].disk == 1 && s.ev[2].io_action == KVMM_IO_ACTION_IGNORE && !s.ev[2].io_nospace);
+	CHECK(s.ev[3].kind == MONITOR_EVENT_STATE_CHANGED);
 }

@@ -23,6 +23,7 @@
 #define DATA(k)		(0x20000ULL + 0x1000 * (k))
 #define STATUS(k)	(0x30000ULL + (k))
 #define IMG_SECTORS	64
+#define T_IN		0
 #define T_OUT		1
 #define T_FLUSH		4
 #define T_WRITE_ZEROES	13
@@ -31,9 +32,10 @@
 
 static struct virtio_pci *vp;
 static struct vm_config cfg;
+static enum disk_error_policy setup_rerror;	/* the next setup's rerror_policy */
 static char img[64];
 
-static void setup(enum disk_cache cache)
+static void setup_with(enum disk_cache cache, enum disk_error_policy werror)
 {
 	static const uint8_t junk[IMG_SECTORS * 512] = { [0 ... IMG_SECTORS * 512 - 1] = 0xee };
 	int fd;
@@ -47,13 +49,19 @@ static void setup(enum disk_cache cache)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.ndisks = 1;
 	cfg.disks[0] = (struct disk_config){ .path = img, .cache = cache,
-					     .blk_size = 512 };
+					     .blk_size = 512, .werror = werror,
+					     .rerror = setup_rerror };
 	vd_setup();
 	vm.cfg = &cfg;
 	vp = (struct virtio_pci *)virtio_blk_create(&vm, 0, 1, VD_BAR);
 	CHECK(vp != NULL);
 	cfgw(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
 	vd_driver_ok(F_FLUSH | F_WRITE_ZEROES, 1);
+}
+
+static void setup(enum disk_cache cache)
+{
+	setup_with(cache, DISK_ERROR_DEFAULT);
 }
 
 static void teardown(void)
@@ -107,6 +115,16 @@ static void post_write(uint16_t d, unsigned int k, uint64_t sector, uint8_t fill
 		vq_post(0, d + 1, DATA(k), 512, VIRTQ_DESC_F_NEXT, d + 2);
 	}
 	vq_post(0, d, HDR(k), 16, VIRTQ_DESC_F_NEXT, d + 1);
+	vq_post(0, d + 2, STATUS(k), 1, VIRTQ_DESC_F_WRITE, 0);
+	vq_offer(0, d);
+}
+
+/* Request k on descriptors d, d+1, d+2: a read of one sector. */
+static void post_read(uint16_t d, unsigned int k, uint64_t sector)
+{
+	header(k, T_IN, sector);
+	vq_post(0, d, HDR(k), 16, VIRTQ_DESC_F_NEXT, d + 1);
+	vq_post(0, d + 1, DATA(k), 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, d + 2);
 	vq_post(0, d + 2, STATUS(k), 1, VIRTQ_DESC_F_WRITE, 0);
 	vq_offer(0, d);
 }
@@ -244,5 +262,185 @@ UNIT_TEST(virtio_blk_unsafe_flush_issues_no_sync)
 	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
 	CHECK_EQ_U64(st.flush_reqs, 1);
 	CHECK_EQ_U64(st.syncs, 0);
+	teardown();
+}
+
+/* Error policy stop: a write the host fails with ENOSPC is held, not
+ * answered; the disk takes no new requests and a FLUSH behind it waits;
+ * the error goes to the VM (vm_io_error) to pause it; a save is refused;
+ * virtio_blk_retry (resume) starts it again, and then the rest runs. */
+UNIT_TEST(virtio_blk_error_policy_stop_holds_and_retries)
+{
+	struct virtio_blk_stats st;
+	struct state_buf sb = { 0 };
+
+	setup(DISK_CACHE_WRITEBACK);		/* default werror: enospace */
+	post_write(0, 0, 2, 0x11, false);
+	post_write(3, 1, 9, 0x22, false);
+	post_flush(6, 2);
+	kick();
+	CHECK_EQ_U64(he_held(), 2);
+	he_fail(0, ENOSPC);
+	he_finish(0);				/* the second write */
+	run_loop();
+	CHECK_EQ_U64(vd_nio_errors, 1);
+	CHECK_STR(vd_io_errors[0].device, "disk0");
+	CHECK_STR(vd_io_errors[0].op, "write");
+	CHECK_STR(vd_io_errors[0].action, "stop");
+	CHECK_EQ_U64(vd_io_errors[0].error, ENOSPC);
+	CHECK_EQ_U64(vq_used_idx(0), 1);	/* the second write only */
+	CHECK_EQ_U64(vq_used_id(0, 0), 3);
+	CHECK_EQ_U64(he_held(), 0);		/* the flush waits for the held write */
+	CHECK_EQ_U64(*gm(STATUS(0)), 0xff);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.failed, 1);
+	CHECK_EQ_U64(st.errors, 0);
+	CHECK_EQ_U64(st.io_status, ENOSPC);
+	post_write(3, 3, 20, 0x33, false);	/* not taken while one is held */
+	kick();
+	CHECK_EQ_U64(he_held(), 0);
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &sb) == -EBUSY);
+	state_buf_free(&sb);
+
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);
+	run_loop();
+	CHECK_EQ_U64(he_held(), 1);		/* the write, again */
+	CHECK(he_op(0) == BLOCK_WRITE && he_off(0) == 2 * 512);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.io_status, 0);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 2);
+	CHECK_EQ_U64(vq_used_id(0, 1), 0);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	/* Now the flush, and popping goes on behind it: the third write. */
+	CHECK_EQ_U64(he_held(), 2);
+	CHECK(he_op(0) == BLOCK_FLUSH);
+	CHECK(he_op(1) == BLOCK_WRITE && he_off(1) == 20 * 512);
+	he_finish(1);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 4);
+	CHECK_EQ_U64(sector_byte(2), 0x11);
+	CHECK_EQ_U64(sector_byte(20), 0x33);
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);	/* nothing held: nothing to do */
+	teardown();
+}
+
+/* Error policy report fails the request at once; ignore answers OK;
+ * enospace (the default) reports what is not ENOSPC. */
+UNIT_TEST(virtio_blk_error_policy_report_and_ignore)
+{
+	struct virtio_blk_stats st;
+
+	setup_with(DISK_CACHE_WRITEBACK, DISK_ERROR_REPORT);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_fail(0, ENOSPC);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 1);	/* IOERR */
+	CHECK_STR(vd_io_errors[0].action, "report");
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.failed, 1);
+	CHECK_EQ_U64(st.invalid, 0);
+	CHECK_EQ_U64(st.errors, 1);
+	teardown();
+	setup_with(DISK_CACHE_WRITEBACK, DISK_ERROR_IGNORE);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_fail(0, EIO);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	CHECK_STR(vd_io_errors[0].action, "ignore");
+	teardown();
+	/* The default, enospace: an error other than ENOSPC is reported. */
+	setup(DISK_CACHE_WRITEBACK);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_fail(0, EIO);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 1);
+	CHECK_STR(vd_io_errors[0].action, "report");
+	CHECK_EQ_U64(vd_io_errors[0].error, EIO);
+	teardown();
+}
+
+/* CONFIG_WCE: the writeback byte (config offset 32) reads 1 on a
+ * writeback disk; at 0 a write is synced before it completes (a sync
+ * with no FLUSH), back at 1 it is not; a reset makes it 1 again; other
+ * config bytes are not writable. */
+UNIT_TEST(virtio_blk_config_wce_turns_the_write_cache_off)
+{
+	struct virtio_blk_stats st;
+
+	setup(DISK_CACHE_WRITEBACK);
+	CHECK_EQ_U64(br(0x2000 + 32, 1), 1);
+	bw(0x2000, 0x55, 4);			/* capacity: read-only */
+	CHECK_EQ_U64(br(0x2000, 4), IMG_SECTORS);
+	bw(0x2000 + 32, 0, 1);
+	CHECK_EQ_U64(br(0x2000 + 32, 1), 0);
+	post_write(0, 0, 2, 0x11, false);
+	kick();
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.flush_reqs, 0);
+	CHECK_EQ_U64(st.syncs, 1);
+	bw(0x2000 + 32, 1, 1);
+	post_write(3, 1, 3, 0x22, false);
+	kick();
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(*gm(STATUS(1)), 0);
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.syncs, 1);
+	bw(0x2000 + 32, 0, 1);
+	vd_driver_ok(F_FLUSH | F_WRITE_ZEROES, 1);	/* resets the device first */
+	CHECK_EQ_U64(br(0x2000 + 32, 1), 1);
+	teardown();
+}
+
+/* Reads go by rerror_policy: by default (report) even ENOSPC fails the
+ * read; with stop it is held and retried like a write. */
+UNIT_TEST(virtio_blk_read_error_policy)
+{
+	struct virtio_blk_stats st;
+
+	setup(DISK_CACHE_WRITEBACK);
+	post_read(0, 0, 4);
+	kick();
+	CHECK_EQ_U64(he_held(), 1);
+	he_fail(0, ENOSPC);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 1);
+	CHECK_STR(vd_io_errors[0].op, "read");
+	CHECK_STR(vd_io_errors[0].action, "report");
+	teardown();
+
+	setup_rerror = DISK_ERROR_STOP;
+	setup(DISK_CACHE_WRITEBACK);
+	setup_rerror = DISK_ERROR_DEFAULT;
+	post_read(0, 0, 4);
+	kick();
+	he_fail(0, EIO);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 0);	/* held */
+	CHECK_STR(vd_io_errors[0].action, "stop");
+	CHECK(virtio_blk_stats(&vp->f.dev, &st) == 0);
+	CHECK_EQ_U64(st.io_status, EIO);
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);
+	run_loop();
+	CHECK_EQ_U64(he_held(), 1);
+	CHECK(he_op(0) == BLOCK_READ);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	CHECK_EQ_U64(*gm(DATA(0)), 0xee);	/* the image's byte */
 	teardown();
 }

@@ -1,6 +1,7 @@
 /* The hand-driven virtio-pci guest of the device unit tests; see
  * vdriver.h. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,19 @@ void irq_msi_fire(struct vm *v, unsigned int id)
 	fired[id]++;
 }
 
+struct vm_io_error vd_io_errors[8];
+unsigned int vd_nio_errors;
+
+void vm_io_error(struct vm *v, const char *device, const char *op, int error, const char *action)
+{
+	struct vm_io_error *e = &vd_io_errors[vd_nio_errors++ % 8];
+
+	snprintf(e->device, sizeof(e->device), "%s", device);
+	e->op = op;
+	e->error = error;
+	e->action = action;
+}
+
 int kvm_ioeventfd(struct vm *v, uint64_t addr, unsigned int len, int fd, bool assign)
 {
 	return assign ? ioeventfd_result : 0;
@@ -74,6 +88,7 @@ void vd_setup(void)
 {
 	memset(&vm, 0, sizeof(vm));
 	nwatch = nroutes = 0;
+	vd_nio_errors = 0;
 	memset(fired, 0, sizeof(fired));
 	memset(avail_idx, 0, sizeof(avail_idx));
 	ioeventfd_result = -ENOSYS;

@@ -35,6 +35,10 @@ extern uint32_t route_data[8];
  * notify writes take the MMIO exit path). */
 extern int ioeventfd_result;
 
+/* What vm_io_error() was told, the last 8 (vd_nio_errors counts all). */
+extern struct vm_io_error vd_io_errors[8];
+extern unsigned int vd_nio_errors;
+
 /* Clears the recorders and makes vm's RAM and PCI bus. */
 void vd_setup(void);
 /* Frees what vd_setup() made. */

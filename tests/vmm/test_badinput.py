@@ -279,7 +279,7 @@ def test_disk_in_use_by_another_process(kvm, tmp):
 
 
 @pytest.mark.parametrize("value,message", [
-    ("path=IMG,cache=sometimes", "disk 0: cache mode 'sometimes' is unknown: use none, writeback or unsafe"),
+    ("path=IMG,cache=sometimes", "disk 0: cache mode 'sometimes' is unknown: use none, writeback, writethrough, directsync or unsafe"),
     ("path=IMG,readonly=maybe", "disk 0: readonly=maybe is not valid: use readonly=on or readonly=off"),
     ("path=IMG,bus=ide", "disk 0: unknown option 'bus'"),
     ("readonly=on", "disk 0 has no path: use --disk path=IMAGE"),

@@ -312,3 +312,78 @@ def test_kvmm_blk_stats_on_the_control_socket(kvm, vms, tmp, sync):
     run_ns = (time.monotonic() - t0) * 1e9
     for k in ("rd_total_time_ns", "wr_total_time_ns", "flush_total_time_ns"):
         assert 0 < st[0][k] < run_ns, (k, st[0])
+
+
+@pytest.mark.parametrize("cache,durable", [("writethrough", True), ("directsync", True),
+                                           ("writeback", False)])
+@pytest.mark.parametrize("sync", [False, True], ids=["io_uring", "sync"])
+def test_kvmm_blk_write_is_durable_when_done_per_cache_mode(kvm, vms, tmp, cache, durable, sync):
+    """writethrough and directsync: once the guest is told a write is done
+    (no FLUSH), nothing of it waits in the host's page cache (cachestat:
+    no dirty pages), so a host crash keeps it.  writeback, the control:
+    the same write is still dirty until a FLUSH.  Killing kvmm loses none
+    of it from the file."""
+    path = os.path.join(tmp, "d0.img")
+    data = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())        # the test's own pages clean first
+    if dirty_pages(path) is None:
+        pytest.skip("the kernel has no cachestat(2)")
+    assert dirty_pages(path) == (0, 0)
+    start, count = 64, 256
+    env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
+    g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+        f"kvmmtest.virtio=blk kvmmtest.blk0.noflush={start}+{count} kvmmtest.action=wait",
+        1, "256M", ["--disk", f"path={path},cache={cache}"]))
+    g.wait_for(r"KVMMTEST done", timeout=60)
+    no_failures(g)
+    assert by_dev(g, "info", "virtio-blk-noflush")["blk0"]["write"] == "ok"
+    dirty = dirty_pages(path)
+    if durable:
+        assert dirty == (0, 0), dirty
+    else:
+        assert dirty[0] + dirty[1] > 0, dirty
+    g.kill()
+    after = read(path)
+    assert after[start * SECTOR:(start + count) * SECTOR] == \
+        b"".join(pattern(s) for s in range(start, start + count))
+    assert after[:start * SECTOR] == data[:start * SECTOR]
+
+
+@pytest.mark.parametrize("cache,was", [("writeback", "1"), ("none", "1"), ("writethrough", "0")])
+@pytest.mark.parametrize("sync", [False, True], ids=["io_uring", "sync"])
+def test_kvmm_blk_guest_turns_its_write_cache_off(kvm, vms, tmp, cache, was, sync):
+    """CONFIG_WCE: the writeback byte says what the cache mode is (1 but
+    for writethrough); the guest sets it to 0 and from then on each write
+    is durable before it completes: no FLUSH, yet nothing of it is dirty
+    in the host's page cache, and kvmm synced for it (sync_operations
+    with no flush_operations)."""
+    path = os.path.join(tmp, "d0.img")
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    if dirty_pages(path) is None:
+        pytest.skip("the kernel has no cachestat(2)")
+    sock = os.path.join(tmp, "api.sock")
+    start, count = 64, 256
+    env = ["env", "KVMM_NO_IO_URING=1"] if sync else []
+    g = kvmmtest.start(vms, env + kvmmtest.kvmm_argv(
+        f"kvmmtest.virtio=blk kvmmtest.blk0.wce=0 kvmmtest.blk0.noflush={start}+{count} "
+        "kvmmtest.action=wait", 1, "256M",
+        ["--disk", f"path={path},cache={cache}", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST done", timeout=60)
+    no_failures(g)
+    w = by_dev(g, "info", "virtio-blk-wce")["blk0"]
+    assert (w.get("was"), w.get("now")) == (was, "0"), w
+    assert by_dev(g, "info", "virtio-blk-noflush")["blk0"]["write"] == "ok"
+    assert dirty_pages(path) == (0, 0)
+    st = block_stats(sock)[0]
+    g.wait_exit()
+    assert st["flush_operations"] == 0, st
+    if cache != "writethrough":        # O_DSYNC needs no sync of its own
+        assert st["sync_operations"] >= 1, st
+    assert read(path)[start * SECTOR:(start + count) * SECTOR] == \
+        b"".join(pattern(s) for s in range(start, start + count))

@@ -89,6 +89,7 @@ int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *re
 
 /* domain_block.c: changing a running domain's disks */
 int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_disk_errors(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_max_memory(struct rpc_conn *conn, void *args, void *ret);

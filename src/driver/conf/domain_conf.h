@@ -23,6 +23,9 @@ enum conf_disk_format { FORMAT_RAW, FORMAT_QCOW2 };
 enum conf_disk_cache { CACHE_DEFAULT, CACHE_NONE, CACHE_WRITETHROUGH, CACHE_WRITEBACK,
 		       CACHE_DIRECTSYNC, CACHE_UNSAFE };
 enum conf_disk_io { IO_DEFAULT, IO_THREADS, IO_NATIVE, IO_URING };
+/* <driver error_policy=> (rerror_policy= has no ENOSPACE), as libvirt's. */
+enum conf_disk_error_policy { ERRPOL_DEFAULT, ERRPOL_STOP, ERRPOL_REPORT, ERRPOL_IGNORE,
+			      ERRPOL_ENOSPACE };
 enum conf_disk_discard { DISCARD_DEFAULT, DISCARD_UNMAP, DISCARD_IGNORE };
 enum conf_net_type { NET_ETHERNET, NET_BRIDGE, NET_NETWORK };
 enum conf_chr_type { CHR_PTY, CHR_FILE, CHR_UNIX };
@@ -59,6 +62,7 @@ struct domain_disk {
 	struct domain_backing *backing; size_t nbacking, nbacking_given;
 	bool backing_end;	/* the definition ends the chain: <backingStore/> */
 	int cache, io, discard;	/* *_DEFAULT: not given, the VMM's default */
+	int error_policy, rerror_policy;	/* conf_disk_error_policy, likewise */
 	char *source;		/* <source file=> or <source dev=> */
 	char *target;		/* vda, vdb, ... */
 	bool readonly;

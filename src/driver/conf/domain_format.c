@@ -289,12 +289,18 @@ static void format_disk(struct out *o, const struct domain_disk *d)
 	const char *cache = d->cache ? conf_enum_name(&conf_disk_cache, d->cache) : NULL;
 	const char *io = d->io ? conf_enum_name(&conf_disk_io, d->io) : NULL;
 	const char *discard = d->discard ? conf_enum_name(&conf_disk_discard, d->discard) : NULL;
+	const char *werr = d->error_policy ?
+			   conf_enum_name(&conf_disk_error_policy, d->error_policy) : NULL;
+	const char *rerr = d->rerror_policy ?
+			   conf_enum_name(&conf_disk_rerror_policy, d->rerror_policy) : NULL;
 	bool live = !(o->flags & VIR_DOMAIN_XML_INACTIVE);
 	char idx[16];
 
 	open_(o, "disk", "type", conf_enum_name(&conf_disk_type, d->type), "device", "disk", NULL);
+	/* libvirt's attribute order. */
 	line(o, "driver", NULL, "name", "qemu", "type", conf_enum_name(&conf_disk_format, d->format),
-	     "cache", cache, "io", io, "discard", discard, NULL);
+	     "cache", cache, "error_policy", werr, "rerror_policy", rerr, "io", io,
+	     "discard", discard, NULL);
 	line(o, "source", NULL, d->type == DISK_FILE ? "file" : "dev", d->source,
 	     "index", live && d->index ? U(idx, d->index) : NULL, NULL);
 	format_backing(o, d, 0, live);

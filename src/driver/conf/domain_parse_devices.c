@@ -89,6 +89,10 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 		if (xml_attr_enum(n, "name", &conf_disk_driver, 0, &v) < 0 ||
 		    xml_attr_enum(n, "type", &conf_disk_format, FORMAT_RAW, &d->format) < 0 ||
 		    xml_attr_enum(n, "cache", &conf_disk_cache, CACHE_DEFAULT, &d->cache) < 0 ||
+		    xml_attr_enum(n, "error_policy", &conf_disk_error_policy, ERRPOL_DEFAULT,
+				  &d->error_policy) < 0 ||
+		    xml_attr_enum(n, "rerror_policy", &conf_disk_rerror_policy, ERRPOL_DEFAULT,
+				  &d->rerror_policy) < 0 ||
 		    xml_attr_enum(n, "io", &conf_disk_io, IO_DEFAULT, &d->io) < 0 ||
 		    xml_attr_enum(n, "discard", &conf_disk_discard, DISCARD_DEFAULT, &d->discard) < 0)
 			return -1;

@@ -48,6 +48,10 @@ const struct conf_enum conf_disk_cache = {
 	{ "default", "none", "writethrough", "writeback", "directsync", "unsafe" } };
 const struct conf_enum conf_disk_io = { "disk io mode", "io", { "default", "threads", "native", "io_uring" } };
 const struct conf_enum conf_disk_discard = { "disk discard mode", "discard", { "default", "unmap", "ignore" } };
+const struct conf_enum conf_disk_error_policy = {
+	"disk error policy", "error_policy", { "default", "stop", "report", "ignore", "enospace" } };
+const struct conf_enum conf_disk_rerror_policy = {
+	"disk read error policy", "rerror_policy", { "default", "stop", "report", "ignore" } };
 const struct conf_enum conf_disk_bus = { "disk bus", "bus", { "virtio" } };
 
 const struct conf_enum conf_net_type = { "interface type", "type", { "ethernet", "bridge", "network" } };

@@ -55,6 +55,8 @@ extern const struct conf_enum conf_backing_type;
 extern const struct conf_enum conf_disk_cache;
 extern const struct conf_enum conf_disk_io;
 extern const struct conf_enum conf_disk_discard;
+extern const struct conf_enum conf_disk_error_policy;
+extern const struct conf_enum conf_disk_rerror_policy;
 extern const struct conf_enum conf_disk_bus;
 extern const struct conf_enum conf_net_type;
 extern const struct conf_enum conf_net_model;

@@ -360,3 +360,48 @@ void events_balloon_change(struct domain_obj *obj, unsigned long long actual_kib
 	g_mutex_unlock(&lock);
 	free(m.msg.dom.name);
 }
+
+void events_io_error(struct domain_obj *obj, const char *path, const char *dev, int action,
+		     const char *reason)
+{
+	remote_domain_event_callback_io_error_msg m = { 0 };
+	remote_domain_event_callback_io_error_reason_msg mr = { 0 };
+
+	wire_domain_make(obj, &m.msg.dom);
+	m.msg.srcPath = (char *)path;
+	m.msg.devAlias = (char *)dev;
+	m.msg.action = action;
+	mr.msg.dom = m.msg.dom;
+	mr.msg.srcPath = m.msg.srcPath;
+	mr.msg.devAlias = m.msg.devAlias;
+	mr.msg.action = action;
+	mr.msg.reason = (char *)reason;
+	g_mutex_lock(&lock);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+		const unsigned char *uuid = (const unsigned char *)m.msg.dom.uuid;
+
+		if (wants(cb, VIR_DOMAIN_EVENT_ID_IO_ERROR, uuid)) {
+			if (cb->legacy) {
+				send_event(cb, REMOTE_PROC_DOMAIN_EVENT_IO_ERROR,
+					   (xdrproc_t)xdr_remote_domain_event_io_error_msg, &m.msg);
+			} else {
+				m.callbackID = cb->id;
+				send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_IO_ERROR,
+					   (xdrproc_t)xdr_remote_domain_event_callback_io_error_msg, &m);
+			}
+		} else if (wants(cb, VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON, uuid)) {
+			if (cb->legacy) {
+				send_event(cb, REMOTE_PROC_DOMAIN_EVENT_IO_ERROR_REASON,
+					   (xdrproc_t)xdr_remote_domain_event_io_error_reason_msg, &mr.msg);
+			} else {
+				mr.callbackID = cb->id;
+				send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_IO_ERROR_REASON,
+					   (xdrproc_t)xdr_remote_domain_event_callback_io_error_reason_msg,
+					   &mr);
+			}
+		}
+	}
+	g_mutex_unlock(&lock);
+	free(m.msg.dom.name);
+}

@@ -40,4 +40,11 @@ void events_control_error(struct domain_obj *obj);
  * libvirt's qemu driver raises it when the guest's actual changes). */
 void events_balloon_change(struct domain_obj *obj, unsigned long long actual_kib);
 
+/* A disk of OBJ met a host I/O error: VIR_DOMAIN_EVENT_ID_IO_ERROR and
+ * IO_ERROR_REASON (IDs 4 and 6) with its source PATH, its name DEV, the
+ * ACTION taken (VIR_DOMAIN_EVENT_IO_ERROR_*) and REASON ("enospc" or
+ * ""), as libvirt's qemu driver raises them. */
+void events_io_error(struct domain_obj *obj, const char *path, const char *dev, int action,
+		     const char *reason);
+
 #endif

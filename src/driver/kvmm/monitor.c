@@ -1,5 +1,7 @@
 /* kvmm's control API, daemon side; see monitor.h. */
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -422,7 +424,8 @@ int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t 
 			{ "flush_total_time_ns", offsetof(struct kvmm_blk_stats, fl_time_ns) },
 			{ "errors", offsetof(struct kvmm_blk_stats, errors) },
 		};
-		json_object *d = json_object_array_get_idx(all, i);
+		json_object *d = json_object_array_get_idx(all, i), *v;
+		const char *io;
 
 		for (size_t k = 0; k < G_N_ELEMENTS(keys); k++) {
 			if (!get_counter(d, keys[k].key, (uint64_t *)((char *)&s[i] + keys[k].off))) {
@@ -432,6 +435,12 @@ int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t 
 						 keys[k].key);
 			}
 		}
+		/* KVMM: absent or unknown (an older or newer kvmm) is not an
+		 * error it says it has. */
+		io = json_object_object_get_ex(d, "io_status", &v) &&
+		     json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "ok";
+		s[i].io_status = !strcmp(io, "nospace") ? KVMM_IO_NOSPACE :
+				 !strcmp(io, "failed") ? KVMM_IO_FAILED : KVMM_IO_OK;
 	}
 	json_object_put(all);
 	*stats = s;
@@ -531,6 +540,40 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 		/* KVMM: without its size the event says nothing. */
 		return json_object_is_type(data, json_type_object) &&
 		       get_counter(data, "actual", &ev->balloon_actual);
+	}
+	if (!strcmp(s, "block-io-error")) {
+		const char *dev, *act, *err;
+		char *end;
+		unsigned long n;
+
+		ev->kind = MONITOR_EVENT_BLOCK_IO_ERROR;
+		/* KVMM: without the disk "diskN" and a known action it says
+		 * nothing the daemon can act on. */
+		if (!json_object_is_type(data, json_type_object) ||
+		    !json_object_object_get_ex(data, "device", &v) || !json_object_is_type(v, json_type_string))
+			return false;
+		dev = json_object_get_string(v);
+		if (strncmp(dev, "disk", 4) || !g_ascii_isdigit(dev[4]))
+			return false;
+		n = strtoul(dev + 4, &end, 10);
+		if (*end || n > UINT_MAX)
+			return false;
+		ev->disk = (unsigned)n;
+		if (!json_object_object_get_ex(data, "action", &v) || !json_object_is_type(v, json_type_string))
+			return false;
+		act = json_object_get_string(v);
+		if (!strcmp(act, "stop"))
+			ev->io_action = KVMM_IO_ACTION_STOP;
+		else if (!strcmp(act, "report"))
+			ev->io_action = KVMM_IO_ACTION_REPORT;
+		else if (!strcmp(act, "ignore"))
+			ev->io_action = KVMM_IO_ACTION_IGNORE;
+		else
+			return false;
+		err = json_object_object_get_ex(data, "error", &v) && json_object_is_type(v, json_type_string) ?
+		      json_object_get_string(v) : "";
+		ev->io_nospace = !strcmp(err, "ENOSPC");
+		return true;
 	}
 	if (strcmp(s, "state-changed"))
 		return false;

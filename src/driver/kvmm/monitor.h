@@ -20,6 +20,7 @@
 #ifndef KVMM_DRV_MONITOR_H
 #define KVMM_DRV_MONITOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,12 +65,17 @@ struct kvmm_status {
 int monitor_query_status(const char *path, struct kvmm_status *st);
 void kvmm_status_clear(struct kvmm_status *st);
 
+/* Whether a disk holds requests for error policy stop, and what they
+ * met (query-block-stats io_status, QEMU's io-status). */
+enum kvmm_io_status { KVMM_IO_OK, KVMM_IO_FAILED, KVMM_IO_NOSPACE };
+
 /* One disk's counters since kvmm started (query-block-stats). */
 struct kvmm_blk_stats {
 	uint64_t rd_reqs, rd_bytes, rd_time_ns;
 	uint64_t wr_reqs, wr_bytes, wr_time_ns;
 	uint64_t fl_reqs, fl_time_ns;
 	uint64_t errors;
+	enum kvmm_io_status io_status;	/* requests held by error policy stop */
 };
 /* Every disk's, in --disk order (the XML's): *STATS (g_free) holds *N. */
 int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t *n);
@@ -97,13 +103,21 @@ enum monitor_event_kind {
 	MONITOR_EVENT_STATE_CHANGED,
 	MONITOR_EVENT_RESET,		/* the guest was reset (any cause) */
 	MONITOR_EVENT_BALLOON_CHANGE,	/* the guest's balloon moved */
+	MONITOR_EVENT_BLOCK_IO_ERROR,	/* a disk met a host I/O error */
 };
+/* What a disk's error policy did about it. */
+enum kvmm_io_action { KVMM_IO_ACTION_REPORT, KVMM_IO_ACTION_IGNORE, KVMM_IO_ACTION_STOP };
 struct monitor_event {
 	enum monitor_event_kind kind;
 	enum kvmm_run_state state;	/* STATE_CHANGED: the new state */
 	int exit_status;		/* STATE_CHANGED: kvmm's exit status when
 					 * it is ending, else -1 */
 	uint64_t balloon_actual;	/* BALLOON_CHANGE: bytes the guest keeps */
+	/* BLOCK_IO_ERROR: the disk (in --disk order, the XML's), what it
+	 * did, and whether the error was ENOSPC. */
+	unsigned disk;
+	enum kvmm_io_action io_action;
+	bool io_nospace;
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

@@ -57,6 +57,7 @@ struct domain_run {
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
 	int exit_hint;		/* -1: none seen */
+	bool draining;		/* events dispatched with obj->lock held */
 	struct nic_taps taps;	/* the NICs' taps, removed with the run */
 	struct domain_obj *obj;	/* whose run this is (no reference: it owns us) */
 	guint64 serial;		/* tells this run from a later one of the domain */
@@ -297,7 +298,9 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	if (r->child && waitpid(r->pid, &status, WNOHANG) == r->pid) {
 		known = true;
 	} else if (!r->child) {
+		r->draining = true;
 		monitor_watch_drain(r->events);
+		r->draining = false;
 		if (r->exit_hint >= 0) {
 			status = W_EXITCODE(r->exit_hint, 0);
 			known = true;
@@ -371,6 +374,44 @@ void process_save_status_locked(struct domain_obj *obj)
 	}
 }
 
+/* A disk of R's domain met a host I/O error (main loop): libvirt's
+ * IO_ERROR events, and with action stop the domain is paused for it
+ * (kvmm paused the VM), as libvirt's qemu driver does on QEMU's
+ * BLOCK_IO_ERROR. */
+static void on_block_io_error(struct domain_run *r, const struct monitor_event *ev)
+{
+	static const int actions[] = {
+		[KVMM_IO_ACTION_REPORT] = VIR_DOMAIN_EVENT_IO_ERROR_REPORT,
+		[KVMM_IO_ACTION_IGNORE] = VIR_DOMAIN_EVENT_IO_ERROR_NONE,
+		[KVMM_IO_ACTION_STOP] = VIR_DOMAIN_EVENT_IO_ERROR_PAUSE,
+	};
+	struct domain_obj *obj = r->obj;
+	g_autofree char *path = NULL, *dev = NULL;
+	bool paused = false;
+
+	if (!r->draining)
+		g_mutex_lock(&obj->lock);
+	/* KVMM: its disk numbers are the XML's order; another is not ours. */
+	if (ev->disk < obj->def->ndisks) {
+		path = g_strdup(obj->def->disks[ev->disk].source);
+		dev = g_strdup(obj->def->disks[ev->disk].target);
+	}
+	if (path && ev->io_action == KVMM_IO_ACTION_STOP && obj->run == r &&
+	    obj->state == VIR_DOMAIN_RUNNING) {
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_IOERROR, -1, 0);
+		paused = true;
+	}
+	if (!r->draining)
+		g_mutex_unlock(&obj->lock);
+	if (!path)
+		return;
+	pr_warn("domain '%s': I/O error on disk %s (%s)%s", obj->def->name, dev, path,
+		paused ? ": paused by its error policy" : "");
+	events_io_error(obj, path, dev, actions[ev->io_action], ev->io_nospace ? "enospc" : "");
+	if (paused)
+		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_IOERROR);
+}
+
 static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 {
 	struct domain_run *r = opaque;
@@ -381,6 +422,8 @@ static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 		events_reboot(r->obj);
 	else if (ev->kind == MONITOR_EVENT_BALLOON_CHANGE && r->obj)
 		events_balloon_change(r->obj, ev->balloon_actual / 1024);
+	else if (ev->kind == MONITOR_EVENT_BLOCK_IO_ERROR && r->obj)
+		on_block_io_error(r, ev);
 }
 
 /* A command to the kvmm behind API_PATH got no answer (worker).  If that

@@ -55,11 +55,6 @@ int vmconfig_check(const struct domain_def *def)
 	for (size_t i = 0; i < def->ndisks; i++) {
 		const struct domain_disk *d = &def->disks[i];
 
-		/* kvmm writes through the page cache or around it, and
-		 * flushes on request: no mode that flushes every write. */
-		if (d->cache == CACHE_WRITETHROUGH || d->cache == CACHE_DIRECTSYNC)
-			return unsupported("disk cache mode '%s' is not supported by kvmm yet; use cache='none', 'writeback' or 'unsafe'",
-					   conf_enum_name(&conf_disk_cache, d->cache));
 		if (d->discard == DISCARD_IGNORE)
 			return unsupported("disk discard='ignore' is not supported by kvmm (it passes discards to the image); use discard='unmap' or leave it out");
 		/* kvmm maps qcow2 only in a file, and a chain only below qcow2. */
@@ -246,9 +241,17 @@ static json_object *disk_config(const struct domain_disk *d)
 	}
 	if (d->readonly)
 		json_object_object_add(o, "readonly", json_object_new_boolean(true));
-	if (d->cache == CACHE_NONE || d->cache == CACHE_WRITEBACK || d->cache == CACHE_UNSAFE)
+	/* Every libvirt mode is one of kvmm's, by the same name. */
+	if (d->cache != CACHE_DEFAULT)
 		json_object_object_add(o, "cache", json_object_new_string(
 			conf_enum_name(&conf_disk_cache, d->cache)));
+	/* Not given: kvmm's defaults, QEMU's (libvirt leaves them to it). */
+	if (d->error_policy)
+		json_object_object_add(o, "error_policy", json_object_new_string(
+			conf_enum_name(&conf_disk_error_policy, d->error_policy)));
+	if (d->rerror_policy)
+		json_object_object_add(o, "rerror_policy", json_object_new_string(
+			conf_enum_name(&conf_disk_rerror_policy, d->rerror_policy)));
 	if (d->serial)
 		json_object_object_add(o, "serial", json_object_new_string(d->serial));
 	if (d->shareable)

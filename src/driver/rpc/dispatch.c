@@ -161,6 +161,9 @@ static const struct rpc_proc procs[] = {
 	    drv_domain_set_memory_stats_period, W),
 	P(REMOTE_PROC_DOMAIN_BLOCK_RESIZE, "virDomainBlockResize",
 	    ARGS(remote_domain_block_resize_args), NONE, drv_domain_block_resize, W),
+	P(REMOTE_PROC_DOMAIN_GET_DISK_ERRORS, "virDomainGetDiskErrors",
+	    ARGS(remote_domain_get_disk_errors_args), RET(remote_domain_get_disk_errors_ret),
+	    drv_domain_get_disk_errors, 0),	/* read-only connections may ask */
 	P(REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole",
 	    ARGS(remote_domain_open_console_args), NONE, drv_domain_open_console, W),
 	/* guest time: through a guest agent, which kvmm guests lack */

@@ -44,6 +44,16 @@ uint64_t block_syncs(const struct block_dev *bd)
 	return bd->syncs;
 }
 
+void block_set_writethrough(struct block_dev *bd, bool on)
+{
+	bd->writethrough = on;
+}
+
+bool block_dsync(const struct block_dev *bd)
+{
+	return bd->dsync;
+}
+
 unsigned int block_inflight(const struct block_dev *bd)
 {
 	return bd->inflight;
@@ -66,9 +76,11 @@ static bool flush_is_noop(const struct block_dev *bd)
 	return bd->cache == DISK_CACHE_UNSAFE || bd->readonly;
 }
 
+/* The host failed a read or write: a person needs to know (a full file
+ * system, a failing disk). */
 static void log_rw_error(struct block_dev *bd, struct block_req *req)
 {
-	pr_debug("%s: %s of %llu bytes at %llu: %s", bd->path,
+	pr_warn("%s: %s of %llu bytes at %llu: %s", bd->path,
 		 req->op == BLOCK_WRITE ? "write" : "read", (unsigned long long)req->bytes,
 		 (unsigned long long)req->off, req->res < 0 ? strerror(-req->res) : "short");
 }
@@ -91,10 +103,52 @@ static void redo_rw(struct block_dev *bd, struct block_req *req)
 		log_rw_error(bd, req);
 }
 
+/* A flush ended with res: once one failed, it and every later one fail
+ * (-EIO for those: the first said why). */
+static int64_t flush_result(struct block_dev *bd, int64_t res)
+{
+	if (bd->flush_latched)
+		return res < 0 ? res : -EIO;
+	if (res < 0) {
+		bd->flush_latched = true;
+		pr_err("disk %s: flush failed (%s): data the guest wrote may be lost; every later flush of this disk fails until it is reopened",
+		       bd->path, strerror((int)-res));
+	}
+	return res;
+}
+
 /* The format's metadata written ahead of a FLUSH. */
 static int flush_meta(struct block_dev *bd)
 {
 	return bd->fmt->flush && !bd->readonly ? bd->fmt->flush(bd) : 0;
+}
+
+/* With the guest's write cache off, a write (or discard, zeroing) that
+ * succeeded is made durable before it completes: the format's metadata
+ * and an fdatasync(), as a FLUSH.  0 or -errno. */
+static int write_through(struct block_dev *bd)
+{
+	int r;
+
+	if (!bd->writethrough || bd->dsync || flush_is_noop(bd))
+		return 0;
+	r = bd->flush_latched ? -EIO : flush_meta(bd);
+	if (!r)
+		r = block_sync_flush(bd);
+	return (int)flush_result(bd, r);
+}
+
+/* req is over: to the caller, durable first if it must be. */
+static void to_caller(struct block_dev *bd, struct block_req *req, bool dropped)
+{
+	if (!dropped && req->op == BLOCK_WRITE && req->res >= 0 &&
+	    (uint64_t)req->res == req->bytes) {
+		int r = write_through(bd);
+
+		if (r)
+			req->res = r;
+	}
+	bd->done(bd->opaque, req, dropped);
 }
 
 /* Runs req on this thread, now. */
@@ -104,9 +158,10 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 	uint64_t done, host, run;
 
 	if (req->op == BLOCK_FLUSH) {
-		req->res = flush_meta(bd);
+		req->res = bd->flush_latched ? -EIO : flush_meta(bd);
 		if (!req->res)
 			req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		req->res = flush_result(bd, req->res);
 		return;
 	}
 	/* Run by run as the format maps them (raw: one). */
@@ -166,7 +221,7 @@ static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
 	struct block_req *parent = req->parent;
 
 	if (!parent) {
-		bd->done(bd->opaque, req, dropped);
+		to_caller(bd, req, dropped);
 		return;
 	}
 	if (!dropped && req->res < 0 && !parent->parts_err)
@@ -176,7 +231,7 @@ static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
 	parent->res = parent->parts_err ? parent->parts_err : (int64_t)parent->bytes;
 	free(parent->parts);
 	parent->parts = NULL;
-	bd->done(bd->opaque, parent, dropped);
+	to_caller(bd, parent, dropped);
 }
 
 void block_complete(struct block_dev *bd, struct block_req *req)
@@ -189,6 +244,7 @@ void block_complete(struct block_dev *bd, struct block_req *req)
 	if (req->op == BLOCK_FLUSH) {
 		if (req->res >= 0)
 			bd->syncs++;
+		req->res = flush_result(bd, req->res);
 	} else {
 		redo_rw(bd, req);
 	}
@@ -319,15 +375,15 @@ void block_start(struct block_dev *bd, struct block_req *req)
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;
 	if (req->op == BLOCK_FLUSH) {
-		r = flush_meta(bd);
+		r = bd->flush_latched ? -EIO : flush_meta(bd);
 		if (r) {
-			req->res = r;
+			req->res = flush_result(bd, r);
 			bd->done(bd->opaque, req, false);
 			return;
 		}
 		if (bd->engine && !flush_is_noop(bd) && queue(bd, req))
 			return;
-		req->res = flush_is_noop(bd) ? 0 : block_sync_flush(bd);
+		req->res = flush_result(bd, flush_is_noop(bd) ? 0 : block_sync_flush(bd));
 		bd->done(bd->opaque, req, false);
 		return;
 	} else if (bd->engine) {
@@ -338,17 +394,21 @@ void block_start(struct block_dev *bd, struct block_req *req)
 			return;
 	}
 	run_sync(bd, req);
-	bd->done(bd->opaque, req, false);
+	to_caller(bd, req, false);
 }
 
 int block_discard(struct block_dev *bd, uint64_t off, uint64_t len)
 {
-	return bd->readonly ? -EROFS : bd->fmt->discard(bd, off, len);
+	int r = bd->readonly ? -EROFS : bd->fmt->discard(bd, off, len);
+
+	return r ? r : write_through(bd);
 }
 
 int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len)
 {
-	return bd->readonly ? -EROFS : bd->fmt->write_zeroes(bd, off, len);
+	int r = bd->readonly ? -EROFS : bd->fmt->write_zeroes(bd, off, len);
+
+	return r ? r : write_through(bd);
 }
 
 int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
@@ -377,13 +437,20 @@ int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
 	return r;
 }
 
-/* Opens the image, with O_DIRECT for cache=none when the file system
- * takes it.  Prints why not and returns -errno. */
+/* Opens the image, with O_DIRECT for cache=none and directsync when the
+ * file system takes it, and O_DSYNC for writethrough and directsync (on
+ * both files: what O_DIRECT refuses goes through the other).  Prints why
+ * not and returns -errno. */
 static int open_files(struct block_dev *bd, const struct disk_config *d)
 {
 	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 
-	if (d->cache == DISK_CACHE_NONE) {
+	/* The guest is told a write is done only once it is durable. */
+	bd->dsync = !d->readonly &&
+		    (d->cache == DISK_CACHE_WRITETHROUGH || d->cache == DISK_CACHE_DIRECTSYNC);
+	if (bd->dsync)
+		flags |= O_DSYNC;
+	if (d->cache == DISK_CACHE_NONE || d->cache == DISK_CACHE_DIRECTSYNC) {
 		bd->fd = open(d->path, flags | O_DIRECT);
 		if (bd->fd >= 0) {
 			bd->direct = true;
@@ -394,8 +461,8 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 		}
 		if (errno != EINVAL)
 			goto fail;
-		pr_warn("disk %s: the file system refuses O_DIRECT; cache=none goes through the page cache",
-			d->path);
+		pr_warn("disk %s: the file system refuses O_DIRECT; cache=%s goes through the page cache",
+			d->path, disk_cache_name(d->cache));
 	}
 	bd->fd = bd->bfd = open(d->path, flags);
 	if (bd->fd >= 0)

@@ -73,6 +73,13 @@ uint64_t block_size(const struct block_dev *bd);
  * succeeded, since kvmm started: none with cache=unsafe or read-only. */
 uint64_t block_syncs(const struct block_dev *bd);
 
+/* The guest's write cache off (on): each write is durable before it
+ * completes (a flush after it), or, on, as the cache mode has it. */
+void block_set_writethrough(struct block_dev *bd, bool on);
+/* Whether writes are durable once done, whatever the guest asked:
+ * cache=writethrough or directsync. */
+bool block_dsync(const struct block_dev *bd);
+
 void block_start(struct block_dev *bd, struct block_req *req);
 void block_submit(struct block_dev *bd);
 /* Requests on the engine, not yet done. */

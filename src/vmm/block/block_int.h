@@ -74,6 +74,13 @@ struct block_dev {
 	struct block_req *queued;	/* on the engine */
 	bool dropping;
 	uint64_t syncs;
+	/* A flush failed: the host may have dropped written pages, and a
+	 * later fdatasync() would not say so again, so every later flush
+	 * fails until the disk is reopened. */
+	bool flush_latched;
+	/* Each write is followed by a flush before it completes (the guest
+	 * turned its write cache off); not needed on O_DSYNC files. */
+	bool writethrough, dsync;
 	block_done_fn *done;
 	block_ready_fn *ready;
 	void *opaque;

@@ -159,6 +159,14 @@ void devices_reset(struct vm *vm)
 	}
 }
 
+void devices_resume(struct vm *vm)
+{
+	struct device *d;
+
+	for (d = vm->devices; d; d = d->next)
+		virtio_blk_retry(d);	/* -ENODEV for the others */
+}
+
 void devices_destroy(struct vm *vm)
 {
 	struct device *d, *next;

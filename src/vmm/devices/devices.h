@@ -12,6 +12,8 @@ struct acpi_pm;
 
 int devices_create(struct vm *vm);
 void devices_reset(struct vm *vm);
+/* The VM runs again: devices retry what an I/O error held. */
+void devices_resume(struct vm *vm);
 void devices_destroy(struct vm *vm);
 
 /* Adds dev to the VM's device list (after its creation succeeded). */

@@ -21,6 +21,11 @@
  * does a resize, so that no request checked against the old size runs
  * under the new one.
  *
+ * A host I/O error goes by the disk's error policy (docs/kvmm.md):
+ * report fails the request, ignore completes it as done, stop holds it
+ * and asks the VM to pause; popping stops while a request is held, and
+ * resuming the VM restarts the held ones (virtio_blk_retry), in order.
+ *
  * The request counters and their times are kept here, per virtio
  * request kind, from pop to give-back; the block layer counts the syncs
  * it really issues to the host. */
@@ -61,19 +66,28 @@ struct blk_req {
 	uint32_t type;
 	struct iovec data[VIRTQ_MAX_SEGS];
 	uint64_t start_ns;		/* popped: its time counts from here */
+	bool host_failed;		/* its error is the host's, not the guest's */
+	struct blk_req *held_next;	/* on b->held */
 };
 
 struct blk {
 	struct block_dev *bd;
+	struct vm *vm;
+	char name[16];			/* "disk0": the control socket's */
+	enum disk_error_policy werror, rerror;
 	char serial[KVMM_DISK_SERIAL_MAX];
 	struct virtio_pci *vp;
 	struct blk_stats {
 		uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
 		uint64_t rd_bytes, wr_bytes, errors;
+		uint64_t invalid, failed;	/* guest's bad requests, host errors */
 		uint64_t rd_ns, wr_ns, flush_ns;	/* pop to give-back */
 	} stats;
 	unsigned int given;		/* chains given back: a pass interrupts */
 	struct blk_req *barrier;	/* popped, waiting for nothing in flight */
+	struct blk_req *held, **held_tail;	/* failed under policy stop */
+	int io_status;			/* what the held ones met (errno), 0: none */
+	uint8_t wce;			/* config writeback: the guest's write cache on */
 	unsigned int nfree;
 	struct blk_req *free[BLK_QUEUE_SIZE];
 	struct blk_req reqs[BLK_QUEUE_SIZE];
@@ -128,10 +142,12 @@ static uint8_t do_ranges(struct blk *b, struct blk_req *r)
 	if (block_readonly(b->bd) || num > BLK_MAX_RANGE || !in_range(b, sector, num))
 		return VIRTIO_BLK_S_IOERR;
 	if (r->type == VIRTIO_BLK_T_WRITE_ZEROES)
-		return block_write_zeroes(b->bd, sector * SECTOR, num * SECTOR) ?
-		       VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
-	return block_discard(b->bd, sector * SECTOR, num * SECTOR) ?
-	       VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		r->host_failed = block_write_zeroes(b->bd, sector * SECTOR, num * SECTOR) != 0;
+	else
+		r->host_failed = block_discard(b->bd, sector * SECTOR, num * SECTOR) != 0;
+	if (r->host_failed)
+		b->stats.failed++;
+	return r->host_failed ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
 }
 
 enum blk_next {
@@ -152,6 +168,7 @@ static enum blk_next parse(struct blk *b, struct blk_req *r)
 	/* GUEST: the header is the first 16 readable bytes, the status the
 	 * last writable byte, whatever the descriptors' boundaries. */
 	r->status = NULL;
+	r->host_failed = false;
 	r->type = UINT32_MAX;		/* no header read: no timed type */
 	r->start_ns = now_ns();
 	for (i = e->n_out + e->n_in; i > e->n_out; i--) {
@@ -229,8 +246,11 @@ static void give_back(struct blk *b, struct blk_req *r)
 
 	b->free[b->nfree++] = r;
 	b->given++;
-	if (!r->status || *r->status != VIRTIO_BLK_S_OK)
+	if (!r->status || *r->status != VIRTIO_BLK_S_OK) {
 		b->stats.errors++;
+		if (!r->host_failed)
+			b->stats.invalid++;
+	}
 	if (r->type == VIRTIO_BLK_T_IN)
 		b->stats.rd_ns += ns;
 	else if (r->type == VIRTIO_BLK_T_OUT)
@@ -240,15 +260,60 @@ static void give_back(struct blk *b, struct blk_req *r)
 	virtio_push(b->vp, 0, r->e.head, r->used);
 }
 
+static const char *const op_names[] = {
+	[BLOCK_READ] = "read", [BLOCK_WRITE] = "write", [BLOCK_FLUSH] = "flush",
+};
+
+/* What the disk's policy does with a host error err (positive errno) on
+ * an op: DISK_ERROR_REPORT, _IGNORE or _STOP. */
+static enum disk_error_policy error_action(const struct blk *b, enum block_op op, int err)
+{
+	enum disk_error_policy p = op == BLOCK_READ ? b->rerror : b->werror;
+
+	/* QEMU's defaults: werror=enospc, rerror=report. */
+	if (p == DISK_ERROR_DEFAULT)
+		p = op == BLOCK_READ ? DISK_ERROR_REPORT : DISK_ERROR_ENOSPACE;
+	if (p == DISK_ERROR_ENOSPACE)
+		p = err == ENOSPC ? DISK_ERROR_STOP : DISK_ERROR_REPORT;
+	return p;
+}
+
 /* The block layer is done with r's I/O (or dropped it with the rings). */
 static void blk_io_done(void *opaque, struct block_req *io, bool dropped)
 {
 	struct blk *b = opaque;
 	struct blk_req *r = (struct blk_req *)((uint8_t *)io - offsetof(struct blk_req, io));
+	int err = 0;
 
 	if (dropped) {
 		b->free[b->nfree++] = r;
 		return;
+	}
+	if (io->res < 0)
+		err = (int)-io->res;
+	else if (io->op != BLOCK_FLUSH && (uint64_t)io->res != io->bytes)
+		err = EIO;		/* short, even when redone */
+	if (err) {
+		enum disk_error_policy act = error_action(b, io->op, err);
+
+		b->stats.failed++;
+		vm_io_error(b->vm, b->name, op_names[io->op], err,
+			    act == DISK_ERROR_STOP ? "stop" : act == DISK_ERROR_IGNORE ?
+			    "ignore" : "report");
+		if (act == DISK_ERROR_STOP) {
+			/* Kept, chain and all, for virtio_blk_retry. */
+			b->io_status = err;
+			r->held_next = NULL;
+			*b->held_tail = r;
+			b->held_tail = &r->held_next;
+			return;
+		}
+		if (act == DISK_ERROR_IGNORE) {
+			*r->status = VIRTIO_BLK_S_OK;
+			give_back(b, r);
+			return;
+		}
+		r->host_failed = true;
 	}
 	if (io->op == BLOCK_FLUSH) {
 		*r->status = io->res < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
@@ -282,7 +347,7 @@ static void collect(struct blk *b, bool *resume)
 {
 	*resume = !b->nfree;
 	block_poll(b->bd, false);
-	if (b->barrier && !block_inflight(b->bd)) {
+	if (b->barrier && !block_inflight(b->bd) && !b->held) {
 		struct blk_req *r = b->barrier;
 
 		b->barrier = NULL;
@@ -301,7 +366,8 @@ static void blk_queue_notify(struct virtio_pci *vp, unsigned int q)
 	/* Completions the loop has not seen yet go back with this pass's
 	 * interrupt, and a barrier they unblock runs before what follows. */
 	collect(b, &resume);
-	while (!b->barrier && b->nfree && pops < BLK_POPS_PER_PASS) {
+	/* Nothing new while a request is held: the VM is pausing for it. */
+	while (!b->barrier && !b->held && b->nfree && pops < BLK_POPS_PER_PASS) {
 		struct blk_req *req = b->free[b->nfree - 1];
 
 		r = virtio_pop(vp, q, &req->e);
@@ -314,7 +380,7 @@ static void blk_queue_notify(struct virtio_pci *vp, unsigned int q)
 			give_back(b, req);
 			break;
 		case REQ_BARRIER:
-			if (block_inflight(b->bd)) {
+			if (block_inflight(b->bd) || b->held) {
 				b->barrier = req;	/* collect() starts it */
 				break;
 			}
@@ -351,13 +417,18 @@ static void blk_ready(void *opaque)
 	pthread_mutex_unlock(&vp->f.dev.lock);
 }
 
-/* Waits for and drops what is in flight: the rings are going away. */
+/* Waits for and drops what is in flight, and what is held: the rings
+ * are going away. */
 static void blk_drop_inflight(struct blk *b)
 {
 	block_cancel(b->bd);
 	if (b->barrier)
 		b->free[b->nfree++] = b->barrier;
 	b->barrier = NULL;
+	for (; b->held; b->held = b->held->held_next)
+		b->free[b->nfree++] = b->held;
+	b->held_tail = &b->held;
+	b->io_status = 0;
 }
 
 static void blk_config_read(struct virtio_pci *vp, unsigned int off,
@@ -374,17 +445,43 @@ static void blk_config_read(struct virtio_pci *vp, unsigned int off,
 		.discard_sector_alignment = htole32(blk_size / SECTOR),
 		.max_write_zeroes_sectors = htole32(BLK_MAX_RANGE),
 		.max_write_zeroes_seg = htole32(1),
+		.wce = b->wce,
 	};
 
 	/* GUEST: off and len were bounded to config_len by the transport */
 	memcpy(data, (uint8_t *)&c + off, len);
 }
 
+/* The writeback byte's value at reset: what the cache mode is. */
+static uint8_t wce_default(const struct blk *b)
+{
+	return !block_dsync(b->bd);
+}
+
+/* CONFIG_WCE: the guest turns its write cache off (each write durable
+ * before it completes) or on. */
+static void blk_config_write(struct virtio_pci *vp, unsigned int off,
+			     const uint8_t *data, unsigned int len)
+{
+	struct blk *b = vp->priv;
+
+	/* GUEST: only the writeback byte is writable (5.2.4), and only 0 or
+	 * 1 means anything: any other value is on. */
+	if (off != offsetof(struct virtio_blk_config, wce) || len != 1)
+		return;
+	b->wce = !!data[0];
+	block_set_writethrough(b->bd, !b->wce);
+}
+
 /* GUEST: a reset with requests in flight waits for them (their data may
  * still be landing in guest memory) and drops them with the rings. */
 static void blk_reset(struct virtio_pci *vp)
 {
-	blk_drop_inflight(vp->priv);
+	struct blk *b = vp->priv;
+
+	blk_drop_inflight(b);
+	b->wce = wce_default(b);
+	block_set_writethrough(b->bd, false);
 }
 
 /* Completes what is in flight, so nothing of the device's own is left to
@@ -394,6 +491,13 @@ static int blk_save(struct virtio_pci *vp, struct state_buf *out)
 	struct blk *b = vp->priv;
 	unsigned int given = b->given;
 
+	/* Held requests are the device's own and have no saved form: they
+	 * are retried (resume) or dropped (reset) first. */
+	if (b->held) {
+		pr_err("disk %s: requests are held for an I/O error; resume the VM before saving it",
+		       block_path(b->bd));
+		return -EBUSY;
+	}
 	block_poll(b->bd, true);
 	if (b->barrier) {
 		struct blk_req *r = b->barrier;
@@ -438,9 +542,10 @@ static const struct virtio_dev_ops blk_ops = {
 	.queue_size = BLK_QUEUE_SIZE,
 	.features = 1ULL << VIRTIO_BLK_F_SEG_MAX | 1ULL << VIRTIO_BLK_F_BLK_SIZE |
 		    1ULL << VIRTIO_BLK_F_FLUSH | 1ULL << VIRTIO_BLK_F_DISCARD |
-		    1ULL << VIRTIO_BLK_F_WRITE_ZEROES,
+		    1ULL << VIRTIO_BLK_F_WRITE_ZEROES | 1ULL << VIRTIO_BLK_F_CONFIG_WCE,
 	.config_len = BLK_CONFIG_LEN,
 	.config_read = blk_config_read,
+	.config_write = blk_config_write,
 	.queue_notify = blk_queue_notify,
 	.reset = blk_reset,
 	.save = blk_save,
@@ -463,10 +568,49 @@ int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st)
 		.flush_reqs = b->stats.flush_reqs, .other_reqs = b->stats.other_reqs,
 		.rd_bytes = b->stats.rd_bytes, .wr_bytes = b->stats.wr_bytes,
 		.errors = b->stats.errors,
+		.invalid = b->stats.invalid, .failed = b->stats.failed,
+		.io_status = b->io_status,
 		.rd_ns = b->stats.rd_ns, .wr_ns = b->stats.wr_ns,
 		.flush_ns = b->stats.flush_ns,
 		.syncs = block_syncs(b->bd),
 	};
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}
+
+int virtio_blk_retry(struct device *dev)
+{
+	struct virtio_pci *vp = virtio_pci_of(dev);
+	struct blk_req *r, *next;
+	unsigned int given;
+	struct blk *b;
+	bool resume;
+
+	if (!vp || vp->ops != &blk_ops)
+		return -ENODEV;
+	pthread_mutex_lock(&dev->lock);
+	b = vp->priv;
+	r = b->held;
+	if (!r) {
+		pthread_mutex_unlock(&dev->lock);
+		return 0;
+	}
+	/* What fails again is held again, on a list of its own. */
+	b->held = NULL;
+	b->held_tail = &b->held;
+	b->io_status = 0;
+	given = b->given;
+	for (; r; r = next) {
+		next = r->held_next;
+		block_start(b->bd, &r->io);
+	}
+	block_submit(b->bd);
+	collect(b, &resume);
+	block_submit(b->bd);
+	if (b->given != given)
+		virtio_queue_interrupt(vp, 0);
+	/* Popping stopped for the held requests: go on. */
+	virtio_queue_kick(vp, 0);
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
 }
@@ -509,6 +653,11 @@ struct device *virtio_blk_create(struct vm *vm, unsigned int index,
 	}
 	for (i = 0; i < BLK_QUEUE_SIZE; i++)
 		b->free[b->nfree++] = &b->reqs[i];
+	b->vm = vm;
+	snprintf(b->name, sizeof(b->name), "disk%u", index);
+	b->werror = d->werror;
+	b->rerror = d->rerror;
+	b->held_tail = &b->held;
 	if (d->serial)
 		memcpy(b->serial, d->serial, strnlen(d->serial, sizeof(b->serial)));
 	/* The loop runs only once the device is complete (b->vp set). */
@@ -517,6 +666,7 @@ struct device *virtio_blk_create(struct vm *vm, unsigned int index,
 		blk_free(b);
 		return NULL;
 	}
+	b->wce = wce_default(b);
 	vp = virtio_pci_create(vm, &blk_ops, b, slot, bar_addr);
 	if (!vp)
 		return NULL;	/* destroy freed b */

@@ -19,11 +19,17 @@ struct virtio_blk_stats {
 	const char *path;
 	uint64_t rd_reqs, wr_reqs, flush_reqs, other_reqs;
 	uint64_t rd_bytes, wr_bytes, errors;
+	uint64_t invalid, failed;	/* of errors: the guest's bad requests, */
+					/* the host's I/O errors */
+	int io_status;			/* errno the held requests met, 0: none */
 	uint64_t rd_ns, wr_ns, flush_ns;	/* total time, request by request */
 	uint64_t syncs;			/* issued to the host: block_syncs() */
 };
 /* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
 int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
+/* Restarts the requests a host I/O error held under error policy stop
+ * (the VM was resumed).  -ENODEV if dev is not virtio-blk. */
+int virtio_blk_retry(struct device *dev);
 /* Resizes the image of the virtio-blk device dev to size bytes and tells
  * the guest (config change).  -ENODEV if dev is not virtio-blk; other
  * errors write one line into err: read-only disk, block device, size
