@@ -245,15 +245,17 @@ def qemu_argv(cmdline="", cpus=1, memory="256M", extra=(), machine="q35", initrd
     return argv + list(extra)
 
 
-def connect(path, timeout=10):
-    """A client of the UNIX socket a VM process listens on, retried until
-    the process has created it; recv() then times out after TIMEOUT."""
+def connect(path, timeout=10, recv_timeout=None):
+    """A client of the UNIX socket a VM process listens on, retried for up
+    to TIMEOUT until the process has created it.  recv() then waits as
+    long as Guest.wait_for does: what comes on the socket may follow a
+    whole boot (SeaBIOS under QEMU), slow on a loaded machine."""
     deadline = time.monotonic() + timeout
     while True:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(path)
-            s.settimeout(timeout)
+            s.settimeout(recv_timeout or Guest.WAIT)
             return s
         except (FileNotFoundError, ConnectionRefusedError):
             s.close()

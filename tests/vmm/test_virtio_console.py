@@ -97,7 +97,7 @@ class PtyLines:
 
     def recv(self, n):
         import select
-        assert select.select([self.fd], [], [], 20)[0], "nothing on the pty"
+        assert select.select([self.fd], [], [], kvmmtest.Guest.WAIT)[0], "nothing on the pty"
         return os.read(self.fd, n)
 
     def sendall(self, data):
