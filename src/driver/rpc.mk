@@ -122,7 +122,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/net/nics.c src/driver/net/nics.h \
 	src/driver/net/netdev.c src/driver/net/netdev.h \
-	src/driver/net/network.c src/driver/net/network.h
+	src/driver/net/network.c src/driver/net/network.h \
+	src/driver/testpoint.h
 src_driver_libvirtkvmmd_a_CPPFLAGS = $(DRV_CPPFLAGS)
 
 sbin_PROGRAMS = src/driver/virtkvmmd

@@ -16,8 +16,11 @@ import time
 import libvirt
 import pytest
 
-from drvtest import (PROC_SUPPORTS_FEATURE, VIRTKVMMD, Daemon, Raw, package_version,
+from drvtest import (OK, PROC_SUPPORTS_FEATURE, VIRTKVMMD, Daemon, Raw, package_version,
                      version_number, virsh, xdr_int)
+from test_tls import pki, tls_daemon, tls_uri  # noqa: F401 (fixtures)
+
+PROC_CONNECT_IS_SECURE = 149
 
 
 def meminfo_kib():
@@ -173,6 +176,32 @@ def test_features_answered_truthfully(daemon):
     # migration later
     assert answers == {8: 0, 9: 0, 10: 1, 13: 0, 14: 1, 15: 1, 9999: 0}
     raw.close()
+
+
+def test_is_secure_and_is_encrypted_over_unix_sockets(daemon):
+    """virConnectIsSecure and IsEncrypted both ask procedure 149; the
+    client ANDs the daemon's answer with its transport's own: a local
+    socket is secure, not encrypted -- as with libvirt's own daemons."""
+    raw = Raw(daemon.sock).open()
+    r = raw.call(PROC_CONNECT_IS_SECURE)
+    assert r[5] == OK and struct.unpack(">i", r[6])[0] == 1
+    raw.close()
+    for c in (libvirt.open(daemon.uri()), libvirt.openReadOnly(daemon.uri(ro=True))):
+        try:
+            assert c.isSecure() == 1
+            assert c.isEncrypted() == 0
+        finally:
+            c.close()
+
+
+def test_is_secure_and_is_encrypted_over_tls(tls_daemon, pki):
+    d, port = tls_daemon
+    c = libvirt.open(tls_uri(port, pki["allowed"]))
+    try:
+        assert c.isSecure() == 1
+        assert c.isEncrypted() == 1
+    finally:
+        c.close()
 
 
 def test_sigterm_removes_sockets_and_pid_file(start_daemon):

@@ -172,7 +172,7 @@ def test_stray_kvmm_and_stale_files_are_cleaned_up(start_daemon, kvm):
 def test_tap_made_before_the_record_named_it_is_removed(start_daemon, netns, kvm):
     """A start killed after making its tap but before its record named it:
     the record (starting, no tap) is all the next daemon has; it finds the
-    tap by the host MAC the daemon gives taps and removes it."""
+    tap by the mark the daemon gives its taps and removes it."""
     ns = netns
     d = start_daemon(prefix=in_ns(ns))
     conn = libvirt.open(d.uri())
@@ -194,10 +194,96 @@ def test_tap_made_before_the_record_named_it_is_removed(start_daemon, netns, kvm
         f.write(text)
     assert taps(ns) == ["vnet0"]
     d2 = start_daemon(root=d.root, prefix=in_ns(ns))
-    assert "removing tap 'vnet0': made by a start the daemon did not finish" in d2.output()
+    assert "removing tap 'vnet0': made by this daemon for a run that is not running" in d2.output()
     assert taps(ns) == []
     assert_nothing_left(d2)
     assert virsh(d2.uri(), "domstate", "u").stdout.strip() == "shut off"
+
+
+def foreign_tap(ns, name, mac):
+    """A tap as libvirtd makes them -- vnetN, persistent, the host side of
+    a guest's MAC -- which no virtkvmmd may remove."""
+    subprocess.run(in_ns(ns) + ["ip", "tuntap", "add", "dev", name, "mode", "tap"], check=True)
+    subprocess.run(in_ns(ns) + ["ip", "link", "set", name, "address", mac], check=True)
+
+
+@pytest.mark.parametrize("point", ["tap-persistent", "run-unrecorded"])
+def test_tap_no_record_names_is_removed(start_daemon, netns, kvm, point):
+    """The daemon killed (-9, by itself at a named point) where a tap of
+    its own exists that no record names: just after a start made the tap
+    persistent, or, as a domain stops, between removing its record and its
+    taps.  The next daemon removes that tap, found by its mark -- and not
+    a tap of another manager with the same form of name and the same MAC,
+    which no one holds either."""
+    ns = netns
+    d = start_daemon(prefix=in_ns(ns), env=dict(os.environ, VIRTKVMMD_TEST_CRASH_AT=point))
+    foreign_tap(ns, "vnet9", "fe:54:00:12:34:56")
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "w", extra_devices=nic(mac="52:54:00:12:34:56")))
+    uuid = dom.UUIDString()
+    if point == "tap-persistent":
+        with pytest.raises(libvirt.libvirtError):
+            dom.create()
+    else:
+        dom.create()
+        assert taps(ns) == ["vnet0", "vnet9"]
+        with pytest.raises(libvirt.libvirtError):
+            dom.destroy()
+    assert d.proc.wait(60) == -signal.SIGKILL, d.output()
+    # in the window: our tap is there, and no record names it
+    assert taps(ns) == ["vnet0", "vnet9"]
+    text = status_text(d, uuid)
+    assert text is None or "<tap " not in text, text
+    wait_for(lambda: not d.guests(), "kvmm, or the child held before it, to go")
+
+    d2 = start_daemon(root=d.root, prefix=in_ns(ns))
+    out = d2.output()
+    assert "removing tap 'vnet0': made by this daemon for a run that is not running" in out, out
+    assert "vnet9" not in out, out
+    assert taps(ns) == ["vnet9"]
+    assert_nothing_left(d2)
+    conn = libvirt.open(d2.uri())
+    dom = conn.lookupByName("w")
+    assert dom.state()[0] == L.VIR_DOMAIN_SHUTOFF
+    # and it runs again, on a tap of its own
+    dom.create()
+    assert taps(ns) == ["vnet0", "vnet9"]
+    dom.destroy()
+    assert taps(ns) == ["vnet9"]
+    assert_nothing_left(d2)
+    conn.close()
+
+
+def test_restart_leaves_other_instances_taps(start_daemon, netns, kvm):
+    """Two daemons (two --root instances) in one network namespace: a
+    restart of one sweeps only its own taps, never the other's."""
+    ns = netns
+    a = start_daemon(prefix=in_ns(ns))
+    b = start_daemon(prefix=in_ns(ns))
+    ca, cb = libvirt.open(a.uri()), libvirt.open(b.uri())
+    ca.defineXML(guest_xml(a.root, "a", extra_devices=nic())).create()
+    cb.defineXML(guest_xml(b.root, "b", extra_devices=nic())).create()
+    assert len(taps(ns)) == 2
+    # b's guest stops while its daemon is down: its record and tap remain
+    ca.close()
+    cb.close()
+    crash_daemon(b)
+    crash_daemon(a)
+    for pid in b.guests():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not b.guests(), "b's kvmm to die")
+    a2 = start_daemon(root=a.root, prefix=in_ns(ns))
+    assert "removing tap" not in a2.output(), a2.output()
+    assert len(taps(ns)) == 2
+    b2 = start_daemon(root=b.root, prefix=in_ns(ns))
+    assert "removing tap" not in b2.output(), b2.output()   # named by its record: removed with it
+    ca = libvirt.open(a2.uri())
+    assert [x.name() for x in ca.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_ACTIVE)] == ["a"]
+    [tap] = taps(ns)
+    assert f"<target dev='{tap}'/>" in ca.lookupByName("a").XMLDesc(0)
+    ca.lookupByName("a").destroy()
+    assert taps(ns) == []
+    ca.close()
 
 
 # --- 2. stopped kvmm at daemon start -----------------------------------------

@@ -18,6 +18,7 @@ int drv_connect_get_version(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_lib_version(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_hostname(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_uri(struct rpc_conn *conn, void *args, void *ret);
+int drv_connect_is_secure(struct rpc_conn *conn, void *args, void *ret);
 
 /* list.c: listing and counting domains */
 int drv_connect_list_all_domains(struct rpc_conn *conn, void *args, void *ret);

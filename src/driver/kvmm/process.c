@@ -27,6 +27,8 @@
 #include "proc_stat.h"
 #include "process.h"
 #include "domain/status.h"
+#include "net/netdev.h"
+#include "testpoint.h"
 #include "vmconfig.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -64,6 +66,10 @@ struct domain_run {
 };
 
 static char *state_dir, *log_dir;
+/* This instance's tap mark: "virtkvmmd " and a digest of its state
+ * directory, so that two instances (system, session, --root) on one host
+ * never sweep each other's taps; a domain's taps add its UUID. */
+static char *tap_mark;
 static gint next_id;		/* ids: 1, 2, ... for this daemon's life */
 static gint nrunning;
 static guint64 run_serial;	/* atomic: runs of every domain draw from it */
@@ -72,8 +78,11 @@ static void on_monitor_lost(const char *api_path, int err);
 
 void process_init(const char *sdir, const char *ldir)
 {
+	g_autofree char *digest = g_compute_checksum_for_string(G_CHECKSUM_SHA256, sdir, -1);
+
 	state_dir = g_strdup(sdir);
 	log_dir = g_strdup(ldir);
+	tap_mark = g_strdup_printf("virtkvmmd %.16s ", digest);
 	monitor_set_lost_handler(on_monitor_lost);
 }
 
@@ -104,6 +113,9 @@ static void run_free(struct domain_run *r)
 		unlink(r->config_path);
 	if (r->status_path)
 		unlink(r->status_path);
+	/* Tests kill the daemon here: taps no record names any more. */
+	if (r->taps.n)
+		test_crash_point("run-unrecorded");
 	monitor_watch_free(r->events);
 	/* Every end of a run -- stop, crash, failed start, a kvmm found dead
 	 * at adoption -- comes through here: the taps go with it. */
@@ -644,7 +656,8 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	/* Crash-consistent: the process first (held before exec), then its
 	 * record, then what outlives us (taps, files), then kvmm runs.  A
 	 * daemon killed anywhere in between leaves a record the next one
-	 * cleans up after, or a child that exits by itself. */
+	 * cleans up after, or a child that exits by itself -- and taps the
+	 * record does not name yet, which it finds by their mark. */
 	id = g_atomic_int_add(&next_id, 1) + 1;
 	r->pid = spawn(emulator, r->config_path, logfd, &gate);
 	if (r->pid < 0)
@@ -659,8 +672,12 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 		goto fail;
 	/* The NICs' taps, outside the lock (a network driver may be asked);
 	 * our job keeps the definition as it is. */
-	if (nics_create(obj->def, &r->taps) < 0)
-		goto fail;
+	{
+		g_autofree char *mark = g_strconcat(tap_mark, uuid, NULL);
+
+		if (nics_create(obj->def, &r->taps, mark) < 0)
+			goto fail;
+	}
 	g_mutex_lock(&obj->lock);
 	rt.taps = r->taps.names;
 	conf = vmconfig_from_def(obj->def, &rt);
@@ -896,76 +913,20 @@ static void kill_and_wait(int pidfd)
 		pr_warn("a killed kvmm has not exited within %d s", TERM_GRACE_MS / 1000);
 }
 
-/* Taps an interrupted start may have made before it recorded them (the
- * daemon killed between a tap's creation and the record that names it):
- * known by their name when the definition gives one, else by the MAC
- * address the daemon gives a tap (the guest's with 0xfe first).  Removed
- * by sweep() unless a running domain uses them. */
-struct orphan_nic {
-	char *name;
-	unsigned char mac[6];
-};
-static GPtrArray *orphan_nics;
-
-static void orphan_nic_free(gpointer p)
-{
-	struct orphan_nic *o = p;
-
-	g_free(o->name);
-	g_free(o);
-}
-
-/* The NICs of the run recorded in LIVE_XML whose taps TAPS does not name. */
-static void note_unrecorded_taps(const char *live_xml, const struct nic_taps *taps)
-{
-	struct domain_def *def = live_xml ? domain_def_parse_string(live_xml, domains_status_parse_opts()) : NULL;
-
-	drv_error_reset();
-	if (!def)
-		return;
-	if (!orphan_nics)
-		orphan_nics = g_ptr_array_new_with_free_func(orphan_nic_free);
-	for (size_t i = 0; i < def->nnets; i++) {
-		const struct domain_net *n = &def->nets[i];
-		struct orphan_nic *o;
-
-		if ((i < taps->n && taps->names[i]) || n->managed == TRI_OFF)
-			continue;
-		o = g_new0(struct orphan_nic, 1);
-		o->name = n->ifname && !n->ifname_generated ? g_strdup(n->ifname) : NULL;
-		memcpy(o->mac, n->mac, 6);
-		o->mac[0] = 0xfe;
-		g_ptr_array_add(orphan_nics, o);
-	}
-	domain_def_free(def);
-}
-
-/* Removes tap NAME (a tun device, used by no running domain). */
-static void remove_orphan_tap(const char *name, GHashTable *in_use)
-{
-	g_autofree char *flags = g_strdup_printf("/sys/class/net/%s/tun_flags", name);
-	struct nic_taps t = { .n = 1 };
-
-	if (g_hash_table_contains(in_use, name) || access(flags, F_OK) < 0)
-		return;
-	pr_warn("removing tap '%s': made by a start the daemon did not finish", name);
-	t.names = g_new0(char *, 2);
-	t.owned = g_new0(bool, 1);
-	t.names[0] = g_strdup(name);
-	t.owned[0] = true;
-	nics_remove(&t);
-}
-
+/* Taps of this instance (by their mark) that no running domain uses:
+ * the daemon was killed between making a tap and the record that names
+ * it, or between removing a run's record and its taps.  Taps of other
+ * managers (libvirtd's vnetN among them) and of other instances carry no
+ * such mark and are left alone; one something holds cannot be removed
+ * (netdev_tap_delete cannot attach to it). */
 static void sweep_orphan_taps(void)
 {
 	g_autoptr(GHashTable) in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	g_autoptr(GPtrArray) all = NULL;
-	g_autoptr(GDir) d = NULL;
-	const char *name;
+	g_autoptr(GPtrArray) all = domain_list();
+	g_autoptr(GPtrArray) ours = netdev_marked(tap_mark);
 
-	if (!orphan_nics)
+	if (!ours)
 		return;
-	all = domain_list();
 	for (guint i = 0; i < all->len; i++) {
 		struct domain_obj *obj = g_ptr_array_index(all, i);
 
@@ -975,28 +936,14 @@ static void sweep_orphan_taps(void)
 				g_hash_table_add(in_use, g_strdup(obj->run->taps.names[k]));
 		g_mutex_unlock(&obj->lock);
 	}
-	d = g_dir_open("/sys/class/net", 0, NULL);
-	for (guint i = 0; i < orphan_nics->len; i++) {
-		struct orphan_nic *o = g_ptr_array_index(orphan_nics, i);
-		char want[18];
+	for (guint i = 0; i < ours->len; i++) {
+		const char *name = g_ptr_array_index(ours, i);
 
-		if (o->name) {
-			remove_orphan_tap(o->name, in_use);
+		if (g_hash_table_contains(in_use, name))
 			continue;
-		}
-		snprintf(want, sizeof(want), "%02x:%02x:%02x:%02x:%02x:%02x", o->mac[0], o->mac[1],
-			 o->mac[2], o->mac[3], o->mac[4], o->mac[5]);
-		if (d)
-			g_dir_rewind(d);
-		while (d && (name = g_dir_read_name(d))) {
-			g_autofree char *path = g_strdup_printf("/sys/class/net/%s/address", name);
-			g_autofree char *addr = NULL;
-
-			if (g_file_get_contents(path, &addr, NULL, NULL) && !strcmp(g_strstrip(addr), want))
-				remove_orphan_tap(name, in_use);
-		}
+		pr_warn("removing tap '%s': made by this daemon for a run that is not running", name);
+		netdev_tap_delete(name);
 	}
-	g_clear_pointer(&orphan_nics, g_ptr_array_unref);
 }
 
 /* Worker of an adopted run: connect the event connection and ask kvmm
@@ -1182,8 +1129,6 @@ static void adopt_one(const char *path)
 			kill_and_wait(r->pidfd);
 		else
 			wait_exited(r->pid);
-		if (starting)
-			note_unrecorded_taps(st.live_xml, &r->taps);
 		g_mutex_lock(&obj->lock);
 		if (!starting)
 			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_CRASHED, -1, 0);

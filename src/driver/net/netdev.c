@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <net/if_arp.h>
@@ -16,12 +18,16 @@
 #include "error.h"
 #include "log.h"
 #include "netdev.h"
+#include "testpoint.h"
 #include "tun.h"
 
 #define VIR_FROM_THIS VIR_FROM_NONE
 
 /* Generated names: vnet0 upwards, the lowest one free. */
 #define GENERATED_MAX 10000
+/* The kernel's bound on an interface alias, NUL included (IFALIASZ in
+ * linux/if.h, which clashes with net/if.h). */
+#define ALIAS_MAX 256
 
 static int ctl_socket(void)
 {
@@ -60,6 +66,135 @@ int netdev_set_mtu(const char *name, unsigned mtu)
 bool netdev_exists(const char *name)
 {
 	return if_nametoindex(name) != 0;
+}
+
+/* rtnetlink, not sysfs, for the alias: it always acts in the caller's
+ * network namespace, whatever sysfs instance is mounted. */
+static int rtnl_socket(void)
+{
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+	int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+
+	if (s < 0)
+		return -errno;
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+
+		close(s);
+		return -e;
+	}
+	return s;
+}
+
+/* Sets the alias (IFLA_IFALIAS) of interface INDEX: 0 or -errno. */
+static int set_alias(unsigned index, const char *alias)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+		char attrs[RTA_SPACE(ALIAS_MAX)];
+	} req;
+	struct {
+		struct nlmsghdr nh;
+		struct nlmsgerr err;
+		char rest[256];
+	} ack;
+	struct rtattr *rta;
+	size_t len = strlen(alias);
+	ssize_t n;
+	int s, r;
+
+	if (len >= ALIAS_MAX)
+		return -ENAMETOOLONG;
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_type = RTM_NEWLINK;
+	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	req.nh.nlmsg_seq = 1;
+	req.ifi.ifi_family = AF_UNSPEC;
+	req.ifi.ifi_index = (int)index;
+	rta = (struct rtattr *)req.attrs;
+	rta->rta_type = IFLA_IFALIAS;
+	rta->rta_len = RTA_LENGTH(len);
+	memcpy(RTA_DATA(rta), alias, len);
+	req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(req.ifi)) + RTA_ALIGN(rta->rta_len);
+	if ((s = rtnl_socket()) < 0)
+		return s;
+	if (send(s, &req, req.nh.nlmsg_len, 0) < 0) {
+		r = -errno;
+	} else {
+		do
+			n = recv(s, &ack, sizeof(ack), 0);
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
+			r = -errno;
+		else if (n < (ssize_t)NLMSG_LENGTH(sizeof(ack.err)) || ack.nh.nlmsg_type != NLMSG_ERROR)
+			r = -EPROTO;
+		else
+			r = ack.err.error;
+	}
+	close(s);
+	return r;
+}
+
+GPtrArray *netdev_marked(const char *prefix)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+	} req = {
+		.nh = { .nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)), .nlmsg_type = RTM_GETLINK,
+			.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1 },
+		.ifi = { .ifi_family = AF_UNSPEC },
+	};
+	g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func(g_free);
+	g_autofree char *buf = g_malloc(65536);
+	bool done = false;
+	int s = rtnl_socket();
+
+	if (s < 0 || send(s, &req, req.nh.nlmsg_len, 0) < 0) {
+		pr_warn("cannot list network devices: %s", g_strerror(s < 0 ? -s : errno));
+		if (s >= 0)
+			close(s);
+		return NULL;
+	}
+	while (!done) {
+		ssize_t n = recv(s, buf, 65536, 0);
+		struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			pr_warn("cannot list network devices: %s", n < 0 ? g_strerror(errno) : "no answer");
+			close(s);
+			return NULL;
+		}
+		for (; NLMSG_OK(nh, (unsigned)n); nh = NLMSG_NEXT(nh, n)) {
+			struct ifinfomsg *ifi = NLMSG_DATA(nh);
+			int alen = (int)IFLA_PAYLOAD(nh);
+			const char *ifname = NULL, *alias = NULL;
+			size_t alias_len = 0;
+
+			if (nh->nlmsg_type == NLMSG_DONE || nh->nlmsg_type == NLMSG_ERROR) {
+				done = true;
+				break;
+			}
+			if (nh->nlmsg_type != RTM_NEWLINK)
+				continue;
+			for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+				if (a->rta_type == IFLA_IFNAME)
+					ifname = RTA_DATA(a);
+				else if (a->rta_type == IFLA_IFALIAS) {
+					alias = RTA_DATA(a);
+					alias_len = RTA_PAYLOAD(a);
+				}
+			}
+			if (ifname && alias && alias_len >= strlen(prefix) &&
+			    !strncmp(alias, prefix, strlen(prefix)))
+				g_ptr_array_add(out, g_strdup(ifname));
+		}
+	}
+	close(s);
+	return g_steal_pointer(&out);
 }
 
 /* The tap itself: a descriptor attached to it, *NAME filled when
@@ -163,10 +298,10 @@ static int tap_setup(int s, const char *name, const unsigned char mac[6], const 
 	return 0;
 }
 
-int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge)
+int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge, const char *mark)
 {
 	bool generated = !*name;
-	int fd, s;
+	int fd, s, r;
 
 	if (mac[0] == 0xFE) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
@@ -176,11 +311,21 @@ int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridg
 	}
 	if ((fd = tap_open(name)) < 0)
 		return -1;
+	/* Marked while it still goes with our descriptor: a tap that
+	 * outlives a daemon killed at any point after TUNSETPERSIST carries
+	 * the mark the next one sweeps by. */
+	if ((r = set_alias(if_nametoindex(*name), mark)) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot mark tap '%s' as this daemon's: %s", *name,
+				 g_strerror(-r));
+		goto fail;
+	}
 	if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot make tap '%s' persistent: %s", *name,
 				 g_strerror(errno));
 		goto fail;
 	}
+	/* Tests kill the daemon here: a tap no record names yet. */
+	test_crash_point("tap-persistent");
 	if ((s = ctl_socket()) < 0)
 		goto fail;
 	if (tap_setup(s, *name, mac, bridge) < 0) {

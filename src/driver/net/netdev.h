@@ -5,12 +5,21 @@
  *
  * The tap's own (host-side) MAC is the guest's with the first byte 0xFE,
  * as libvirt sets it: a bridge takes the lowest MAC of its ports, and the
- * host must not see the guest's address as its own. */
+ * host must not see the guest's address as its own.
+ *
+ * Every tap the daemon makes carries a mark, its interface alias (`ip
+ * link` shows it), set before the tap can outlive the daemon: a daemon
+ * killed between making a tap and recording it, or between forgetting a
+ * run and removing its taps, leaves a tap the next one finds by the mark.
+ * The MAC cannot tell: libvirtd gives its own vnet taps the same form of
+ * address, and a tap is persistent before its MAC is set. */
 #ifndef KVMM_DRV_NETDEV_H
 #define KVMM_DRV_NETDEV_H
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <glib.h>
 
 /* Counters as the host sees them (rx: what the host received from the
  * tap, i.e. what the guest sent). */
@@ -21,11 +30,15 @@ struct netdev_stats {
 
 /* Creates the persistent tap *NAME -- or, *NAME being NULL, the lowest
  * free vnetN, whose name goes to *NAME (g_free it) -- with MAC the guest's
- * address, attached to BRIDGE when not NULL (taking its MTU), link up.
- * A tap of that name that exists and nobody holds is taken over, as
- * libvirt does; one in use is refused.  -1 after reporting, nothing left
- * behind. */
-int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge);
+ * address, attached to BRIDGE when not NULL (taking its MTU), link up,
+ * marked MARK (its alias, under 256 bytes).  A tap of that name that
+ * exists and nobody holds is taken over, as libvirt does; one in use is
+ * refused.  -1 after reporting, nothing left behind. */
+int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge, const char *mark);
+
+/* The names of the network devices whose mark begins with PREFIX (free
+ * with g_ptr_array_unref), or NULL after a warning. */
+GPtrArray *netdev_marked(const char *prefix);
 
 /* Sets NAME's MTU (an interface's <mtu size=>).  -1 after reporting. */
 int netdev_set_mtu(const char *name, unsigned mtu);

@@ -12,7 +12,7 @@
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
 /* One NIC's tap into T's slot I; -1 after reporting. */
-static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i)
+static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i, const char *mark)
 {
 	g_autofree char *bridge = NULL;
 	/* A 'vnet' name in a definition belonged to an earlier run (libvirt
@@ -41,7 +41,7 @@ static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i)
 		bridge = g_strdup(n->source);
 	else if (n->type == NET_NETWORK && !(bridge = network_bridge(n->source)))
 		goto fail;
-	if (netdev_tap_create(&name, n->mac, bridge) < 0)
+	if (netdev_tap_create(&name, n->mac, bridge, mark) < 0)
 		goto fail;
 	t->names[i] = name;
 	t->owned[i] = true;
@@ -53,7 +53,7 @@ fail:
 	return -1;
 }
 
-int nics_create(const struct domain_def *def, struct nic_taps *t)
+int nics_create(const struct domain_def *def, struct nic_taps *t, const char *mark)
 {
 	memset(t, 0, sizeof(*t));
 	if (!def->nnets)
@@ -62,7 +62,7 @@ int nics_create(const struct domain_def *def, struct nic_taps *t)
 	t->names = g_new0(char *, t->n + 1);
 	t->owned = g_new0(bool, t->n);
 	for (size_t i = 0; i < t->n; i++) {
-		if (nic_create(&def->nets[i], t, i) < 0) {
+		if (nic_create(&def->nets[i], t, i, mark) < 0) {
 			nics_remove(t);
 			return -1;
 		}

@@ -18,9 +18,9 @@ struct nic_taps {
 	bool *owned;		/* made here, removed here (not managed='no') */
 };
 
-/* Creates the taps of DEF's interfaces into T.  -1 after reporting, with
- * nothing left behind. */
-int nics_create(const struct domain_def *def, struct nic_taps *t);
+/* Creates the taps of DEF's interfaces into T, each marked MARK (see
+ * netdev.h).  -1 after reporting, with nothing left behind. */
+int nics_create(const struct domain_def *def, struct nic_taps *t, const char *mark);
 
 /* Removes the taps T owns and empties T; nics_clear only empties it. */
 void nics_remove(struct nic_taps *t);

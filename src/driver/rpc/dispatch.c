@@ -57,6 +57,9 @@ static const struct rpc_proc procs[] = {
 		RET(remote_connect_get_hostname_ret), drv_connect_get_hostname, 0),
 	P(REMOTE_PROC_CONNECT_GET_URI, "virConnectGetURI", NONE, RET(remote_connect_get_uri_ret),
 		drv_connect_get_uri, 0),
+	/* virConnectIsEncrypted asks this too. */
+	P(REMOTE_PROC_CONNECT_IS_SECURE, "virConnectIsSecure", NONE,
+		RET(remote_connect_is_secure_ret), drv_connect_is_secure, 0),
 
 	/* listing */
 	P(REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS, "virConnectListAllDomains",
