@@ -312,6 +312,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
 	disk_chain_forget(obj->def);
+	domain_def_forget_aliases(obj->def);
 	/* A definition defined while it ran is the next start's: it takes
 	 * over now, before the event, as libvirt's does. */
 	domain_run_ended_locked(obj);
@@ -621,8 +622,10 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	g_mutex_lock(&obj->lock);
 	rt.taps = r->taps.names;
 	conf = vmconfig_from_def(obj->def, &rt);
-	if (conf)
+	if (conf) {
 		nics_show(obj->def, &r->taps);
+		domain_def_assign_aliases(obj->def);	/* the run's, in its status file */
+	}
 	g_mutex_unlock(&obj->lock);
 	if (!conf || record_starting(obj, r, id) < 0)
 		goto fail;
@@ -701,6 +704,7 @@ fail:
 	g_mutex_lock(&obj->lock);
 	nics_forget(obj->def);
 	disk_chain_forget(obj->def);
+	domain_def_forget_aliases(obj->def);
 	g_mutex_unlock(&obj->lock);
 	run_free(r);
 	return -1;
@@ -1156,6 +1160,9 @@ static void adopt_one(const char *path)
 	adopt_live_def(obj, st.live_xml);
 	obj->id = obj->def->id = st.id;
 	nics_show(obj->def, &r->taps);
+	/* The status file's, or (its live definition was the persistent
+	 * one) the same names made again. */
+	domain_def_assign_aliases(obj->def);
 	obj->run = r;
 	r->obj = obj;
 	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
