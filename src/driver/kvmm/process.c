@@ -1051,6 +1051,18 @@ out:
  * domain redefined while it ran keeps running what it was started with,
  * and the definition on disk waits for its next start.  When both say
  * the same, the one on disk serves for both (obj->lock held). */
+static void adopt_pty_paths(struct domain_obj *obj, const struct domain_def *live)
+{
+	const char *serial = NULL, *console = NULL;
+
+	if (live->nserials && live->serials[0].type == CHR_PTY)
+		serial = live->serials[0].path;
+	for (size_t i = 0; i < live->nconsoles; i++)
+		if (live->consoles[i].type == CHR_PTY && live->consoles[i].target == CONSOLE_VIRTIO)
+			console = live->consoles[i].path;
+	set_pty_paths(obj, serial, console);
+}
+
 static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 {
 	struct domain_def *live;
@@ -1071,9 +1083,13 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 		obj->newdef = obj->def;
 		obj->def = live;
 	} else {
-		/* What only the run has, and the inactive XML leaves out. */
-		if (a && b)
+		/* What only the run has, and the inactive XML leaves out: its
+		 * chains, and its ptys (until kvmm itself is asked), so the
+		 * live XML has them as soon as the domain is adopted. */
+		if (a && b) {
 			disk_chain_adopt(obj->def, live);
+			adopt_pty_paths(obj, live);
+		}
 		domain_def_free(live);
 	}
 	drv_error_reset();
