@@ -1,11 +1,13 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "chardev.h"
@@ -42,6 +44,85 @@ static void chardev_drop_client(struct chardev *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Does some process hold the pty's slave open?  While none does, the
+ * master reports a hang-up (the kernel's TTY_OTHER_CLOSED), as QEMU's pty
+ * chardev relies on. */
+static bool chardev_pty_has_client(int master)
+{
+	struct pollfd p = { .fd = master, .events = POLLOUT };
+
+	return poll(&p, 1, 0) >= 0 && !(p.revents & (POLLHUP | POLLERR));
+}
+
+static void chardev_pty_arm(struct chardev *c, bool on)
+{
+	struct itimerspec its = { 0 };
+
+	if (on) {
+		its.it_value.tv_nsec = CHARDEV_PTY_POLL_MS * 1000000L;
+		its.it_interval = its.it_value;
+	}
+	timerfd_settime(c->pty_timer, 0, &its, NULL);
+}
+
+static void chardev_on_input(void *opaque, uint32_t events);
+
+/* Empties what the guest wrote to the pty and no client read, which would
+ * greet the next one.  Only through the slave can its input queue be
+ * flushed; the lock keeps writers off while kvmm holds it open. */
+static void chardev_pty_flush(struct chardev *c)
+{
+	int slave;
+
+	pthread_mutex_lock(&c->lock);
+	slave = open(c->path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (slave >= 0) {
+		tcflush(slave, TCIFLUSH);
+		close(slave);
+	}
+	c->pty_unread = false;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The last client closed the pty: stop reading (the master would report
+ * the hang-up forever) and look for the next client by timer. */
+static void chardev_pty_hangup(struct chardev *c)
+{
+	pthread_mutex_lock(&c->lock);
+	chardev_stop_input(c);
+	c->in_fd = -1;
+	c->input_paused = false;
+	pthread_mutex_unlock(&c->lock);
+	chardev_pty_flush(c);
+	pr_debug("%s: the client of %s left", c->what ? c->what : "serial console", c->path);
+	chardev_pty_arm(c, true);
+}
+
+static void chardev_pty_on_timer(void *opaque, uint32_t events)
+{
+	struct chardev *c = opaque;
+	uint64_t ticks;
+
+	if (read(c->pty_timer, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
+		return;
+	if (c->in_fd >= 0)
+		return;
+	if (!chardev_pty_has_client(c->out_fd)) {
+		/* A client came and went between two ticks (nova reads the
+		 * pty that way): what it left unread goes too. */
+		if (c->pty_unread)
+			chardev_pty_flush(c);
+		return;
+	}
+	if (loop_add(c->loop, c->out_fd, EPOLLIN, chardev_on_input, c))
+		return;		/* try again on the next tick */
+	pthread_mutex_lock(&c->lock);
+	c->in_fd = c->out_fd;
+	pthread_mutex_unlock(&c->lock);
+	pr_debug("%s: a client opened %s", c->what ? c->what : "serial console", c->path);
+	chardev_pty_arm(c, false);
+}
+
 static void chardev_on_input(void *opaque, uint32_t events)
 {
 	struct chardev *c = opaque;
@@ -49,6 +130,12 @@ static void chardev_on_input(void *opaque, uint32_t events)
 	size_t space, i, start = 0;
 	ssize_t n;
 
+	/* A hang-up comes even while input is paused (events 0); pending
+	 * input (EPOLLIN beside it) is read first. */
+	if (c->mode == SERIAL_PTY && (events & (EPOLLHUP | EPOLLERR)) && !(events & EPOLLIN)) {
+		chardev_pty_hangup(c);
+		return;
+	}
 	space = c->input_space(c->opaque);
 	if (!space) {
 		/* The device is full: stop reading until it drains, so the
@@ -65,7 +152,9 @@ static void chardev_on_input(void *opaque, uint32_t events)
 	if (n <= 0) {
 		if (c->mode == SERIAL_UNIX)
 			chardev_drop_client(c);
-		else if (c->mode != SERIAL_PTY)
+		else if (c->mode == SERIAL_PTY)
+			chardev_pty_hangup(c);	/* EIO: the slave is closed */
+		else
 			chardev_stop_input(c);	/* stdin closed: keep running */
 		return;
 	}
@@ -132,6 +221,10 @@ static int chardev_open_stdio(struct chardev *c)
 	return r;
 }
 
+/* As QEMU's pty chardev: the slave is opened only to make it raw, then
+ * closed, so that the master tells whether a client has it open.  Output
+ * while none has is dropped (else it would wait in the pty and greet a
+ * later reader, such as nova's, with old output); the log gets it. */
 static int chardev_open_pty(struct chardev *c)
 {
 	struct termios t;
@@ -142,8 +235,6 @@ static int chardev_open_pty(struct chardev *c)
 	if (master < 0 || grantpt(master) || unlockpt(master) ||
 	    !(name = ptsname(master)))
 		goto fail;
-	/* Holding the slave open keeps the master from reporting hang-ups
-	 * while no console client is attached. */
 	slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (slave < 0)
 		goto fail;
@@ -151,12 +242,18 @@ static int chardev_open_pty(struct chardev *c)
 		cfmakeraw(&t);
 		tcsetattr(slave, TCSANOW, &t);
 	}
+	close(slave);
 	c->path = strdup(name);
-	c->listen_fd = slave;	/* reused as "the fd we keep open" */
+	if (!c->path)
+		goto fail;
 	set_nonblock(master);
-	c->in_fd = c->out_fd = master;
+	c->out_fd = master;
+	c->pty_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (c->pty_timer < 0)
+		return -errno;	/* chardev_close() closes the master */
 	fprintf(stderr, "kvmm: %s is on %s\n", c->what ? c->what : "serial console", c->path);
-	return loop_add(c->loop, master, EPOLLIN, chardev_on_input, c);
+	chardev_pty_arm(c, true);
+	return loop_add(c->loop, c->pty_timer, EPOLLIN, chardev_pty_on_timer, c);
 fail:
 	if (master >= 0)
 		close(master);
@@ -186,10 +283,13 @@ static int chardev_open_unix(struct chardev *c, const char *path)
 	return loop_add(c->loop, fd, EPOLLIN, chardev_on_accept, c);
 }
 
-/* The log is opened once, at start: a guest reset keeps writing on. */
+/* The log is opened once, at start: a guest reset keeps writing on.  It
+ * is always written with O_APPEND (append off only empties it first), so
+ * another appender (nova adds what it read from the pty) is never
+ * written over. */
 static int chardev_open_log(struct chardev *c, const struct serial_config *sc)
 {
-	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (sc->log_append ? O_APPEND : O_TRUNC);
+	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_APPEND | (sc->log_append ? 0 : O_TRUNC);
 	struct stat st;
 
 	c->log_fd = open(sc->log, flags, 0644);
@@ -219,7 +319,7 @@ static void chardev_rotate_log(struct chardev *c)
 	snprintf(to, n, "%s.0", c->log_path);
 	rename(c->log_path, to);
 	close(c->log_fd);
-	c->log_fd = open(c->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	c->log_fd = open(c->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
 	c->log_size = 0;
 	if (c->log_fd < 0)
 		pr_warn("cannot start a new log file %s: %s; the guest's output is no longer logged",
@@ -258,7 +358,7 @@ int chardev_open(struct chardev *c, const struct serial_config *sc,
 	int r;
 
 	c->mode = sc->mode;
-	c->in_fd = c->out_fd = c->listen_fd = c->log_fd = -1;
+	c->in_fd = c->out_fd = c->listen_fd = c->log_fd = c->pty_timer = -1;
 	c->loop = loop;
 	pthread_mutex_init(&c->lock, NULL);
 	if (sc->log && chardev_open_log(c, sc))
@@ -294,9 +394,12 @@ void chardev_close(struct chardev *c)
 		close(c->out_fd);
 	}
 	if (c->listen_fd >= 0) {
-		if (c->mode == SERIAL_UNIX)
-			loop_del(c->loop, c->listen_fd);
+		loop_del(c->loop, c->listen_fd);
 		close(c->listen_fd);
+	}
+	if (c->pty_timer >= 0) {
+		loop_del(c->loop, c->pty_timer);
+		close(c->pty_timer);
 	}
 	if (c->owns_path && c->path)
 		unlink(c->path);
@@ -305,7 +408,7 @@ void chardev_close(struct chardev *c)
 	free(c->backlog);
 	c->backlog = NULL;
 	c->backlog_len = 0;
-	c->in_fd = c->out_fd = c->listen_fd = -1;
+	c->in_fd = c->out_fd = c->listen_fd = c->pty_timer = -1;
 }
 
 /* Unix backend before its first client: keep up to backlog_max bytes,
@@ -332,7 +435,11 @@ void chardev_write(struct chardev *c, const uint8_t *buf, size_t len)
 	/* Whoever is (or is not) attached, the log gets everything. */
 	if (c->log_fd >= 0)
 		chardev_log(c, buf, len);
-	if (c->out_fd >= 0) {
+	if (c->mode == SERIAL_PTY && c->out_fd >= 0 && !chardev_pty_has_client(c->out_fd)) {
+		/* Nobody has the pty open: dropped, as by QEMU. */
+	} else if (c->out_fd >= 0) {
+		if (c->mode == SERIAL_PTY && c->in_fd < 0)
+			c->pty_unread = true;	/* a client the loop has not seen */
 		/* Non-blocking backends (pty, socket) drop what their peer
 		 * does not read rather than stall the vCPU. */
 		if (write_all(c->out_fd, buf, len) == -EPIPE && c->mode == SERIAL_UNIX)

@@ -18,12 +18,16 @@ struct loop;
 
 struct chardev {
 	enum serial_mode mode;
-	int in_fd, out_fd;	/* -1 when there is none (yet) */
+	/* -1 when there is none (yet); a pty's in_fd only while a client
+	 * has it open, its out_fd (the master) always. */
+	int in_fd, out_fd;
 	int listen_fd;
 	int log_fd;		/* a copy of the output (serial_config.log); -1: none */
 	char *log_path;
 	uint64_t log_size, log_max;
 	char *path;		/* pty name or unix socket path */
+	int pty_timer;		/* pty: looks for a client while none is there */
+	bool pty_unread;	/* written to a client not yet attached */
 	bool owns_path;		/* we created the socket file */
 	bool raw;		/* stdio terminal put in raw mode */
 	struct termios saved;
@@ -47,6 +51,8 @@ struct chardev {
 };
 
 #define CHARDEV_ESCAPE 0x1d	/* Ctrl-] */
+/* How often a pty with no client looks for one (to read its input). */
+#define CHARDEV_PTY_POLL_MS	250
 /* A log is rotated as virtlogd rotates QEMU's (its defaults): past 2 MiB
  * it becomes FILE.0, FILE.0 becomes FILE.1, ..., up to FILE.2; so a guest
  * cannot fill the host's disk through its console. */

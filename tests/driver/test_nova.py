@@ -437,10 +437,6 @@ def test_nova_spawns_reboots_pauses_powers_off_on_and_destroys(nova):
     wait_for(lambda: d.guests() == [], "kvmm gone after destroy")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "kvmm keeps its pty's slave open, so the guest's early output waits in the pty; nova's "
-    "get_console_output reads it (readpty) and appends it to console.log, which kvmm writes "
-    "at its own offset: the output holds the boot twice (docs/virtkvmmd.md, OpenStack nova)"))
 def test_nova_console_output_is_the_guests_output_once(nova):
     d, n, conn = nova
     assert n.call("spawn")["state"] == RUNNING

@@ -37,7 +37,7 @@ VARIANTS = {"": [], "inactive": ["--inactive"], "migratable": ["--migratable"]}
 # Cases that are a run's status XML, parsed as the daemon parses a status
 # file (--status: the disks' node indexes and the chains they number are
 # the run's).
-STATUS = {"disk-qcow2-live"}
+STATUS = {"disk-qcow2-live", "aliases-live"}
 
 
 def run(path, *flags):

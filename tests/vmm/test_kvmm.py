@@ -205,7 +205,8 @@ def test_serial_unix_socket_carries_the_console(kvm, vms, tmp):
 
 def test_serial_pty_prints_its_path_and_carries_input(kvm, vms, tmp):
     sock = os.path.join(tmp, "api.sock")
-    g = start(vms, [KVMM, "--kernel", GUEST, "--memory", "128M", "--serial", "pty",
+    # Paused until the client is on: a pty drops what nobody reads.
+    g = start(vms, [KVMM, "--kernel", GUEST, "--memory", "128M", "--serial", "pty", "--paused",
                     "--api-socket", sock, "--cmdline", "kvmmtest.action=prompt"])
     deadline = time.time() + 10
     while b"serial console is on" not in g.stderr and time.time() < deadline:
@@ -214,6 +215,7 @@ def test_serial_pty_prints_its_path_and_carries_input(kvm, vms, tmp):
     assert m, g.stderr
     fd = os.open(m.group(1), os.O_RDWR | os.O_NOCTTY)
     try:
+        assert "return" in Api(sock).call("resume")
         data = b""
         deadline = time.time() + 20
         while b"kvmm-testguest> " not in data and time.time() < deadline:
@@ -418,12 +420,15 @@ def test_status_names_the_serial_pty_and_socket(kvm, vms, tmp):
     """What a console client needs: the pty kvmm allocated (a terminal
     carrying the guest's output), or the socket it listens on."""
     sock = os.path.join(tmp, "api.sock")
-    g = start(vms, kvmm_argv("kvmmtest.action=wait", extra=["--api-socket", sock, "--serial", "pty"]))
-    st = Api(sock).call("query-status")["return"]
+    g = start(vms, kvmm_argv("kvmmtest.action=wait",
+                             extra=["--api-socket", sock, "--serial", "pty", "--paused"]))
+    api = Api(sock)
+    st = api.call("query-status")["return"]
     assert st["serial"]["mode"] == "pty"
     fd = os.open(st["serial"]["path"], os.O_RDWR | os.O_NOCTTY)
     try:
         assert os.isatty(fd)
+        assert "return" in api.call("resume")     # the guest's first line once we read
         wait_record(stream(fd), r"^KVMMTEST done pass=\d+ fail=0$", "the guest's checks on the pty")
     finally:
         os.close(fd)

@@ -76,8 +76,9 @@ def test_kvmm_console_on_a_pty_named_by_status(kvm, vms, tmp):
     sock = os.path.join(tmp, "api.sock")
     g = kvmmtest.start(vms, kvmmtest.kvmm_argv(
         "kvmmtest.virtio=console kvmmtest.console0.echo=20", 1, "256M",
-        ["--console", "pty", "--api-socket", sock]))
-    st = kvmmtest.Api(sock).call("query-status")["return"]
+        ["--console", "pty", "--api-socket", sock, "--paused"]))
+    api = kvmmtest.Api(sock)
+    st = api.call("query-status")["return"]
     with open(os.path.join(kvmmtest.TOP, "schemas", "api.schema.json")) as f:
         schema = json.load(f)
     jsonschema.Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"],
@@ -85,6 +86,8 @@ def test_kvmm_console_on_a_pty_named_by_status(kvm, vms, tmp):
     assert st["console"]["mode"] == "pty" and "serial" not in st
     fd = os.open(st["console"]["path"], os.O_RDWR | os.O_NOCTTY)
     assert os.isatty(fd)
+    # Resumed once the pty is open: it drops what nobody reads.
+    assert "return" in api.call("resume")
     console_exchange(g, PtyLines(fd))
     finish(g)
 

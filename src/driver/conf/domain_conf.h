@@ -68,6 +68,7 @@ struct domain_disk {
 	bool readonly;
 	bool shareable;		/* <shareable/>: other VMs may open the image too */
 	char *serial;
+	char *alias;		/* <alias name=>: see domain_def_assign_aliases() */
 };
 
 struct domain_net {
@@ -78,6 +79,7 @@ struct domain_net {
 	bool ifname_generated;	/* libvirt's reserved 'vnet' prefix: not kept in inactive XML */
 	int managed;		/* conf_tristate: <target managed=> */
 	unsigned mtu;		/* 0: not given */
+	char *alias;
 };
 
 struct domain_chr {
@@ -88,12 +90,14 @@ struct domain_chr {
 	int log_append;		/* conf_tristate */
 	int port;		/* target port */
 	int target;		/* consoles: conf_console_target */
+	char *alias;
 };
 
 struct domain_controller {
 	int type;		/* conf_controller_type */
 	int model;		/* index into conf_usb_model / conf_pci_model */
 	bool implicit;		/* added by the parser, omitted in migratable XML */
+	char *alias;
 };
 
 struct domain_timer {
@@ -158,7 +162,8 @@ struct domain_def {
 	unsigned balloon_period;	/* <stats period=>, 0: not given */
 	int balloon_autodeflate;	/* TRI_*: autodeflate= */
 	int balloon_free_page_reporting;	/* TRI_*: freePageReporting= */
-	struct domain_rng { int source; } *rngs; size_t nrngs;
+	char *balloon_alias;
+	struct domain_rng { int source; char *alias; } *rngs; size_t nrngs;
 };
 
 /* Options of a parse; the daemon fills them from its configuration. */
@@ -177,6 +182,24 @@ void domain_def_free(struct domain_def *def);
  * _MIGRATABLE (others are refused).  Returns a g_malloc'ed string, or NULL
  * after reporting. */
 char *domain_def_format(const struct domain_def *def, unsigned int flags);
+
+/* Device aliases (<alias name=>), as libvirt's: a user alias ('ua-' then
+ * letters, digits, '_' or '-') belongs to the definition and shows in
+ * inactive XML too; the others belong to a run, assigned when it starts
+ * (the names libvirt's qemu driver gives: virtio-disk0, net0, serial0,
+ * console1, usb, pci.0, balloon0, rng0), kept in its status file and shown
+ * in live XML only. */
+bool domain_alias_is_user(const char *alias);
+/* Whether ALIAS may be given in XML: a user alias, or (STATUS: a run's
+ * status file) any name libvirt's schema allows. */
+bool domain_alias_valid(const char *alias, bool status);
+/* Gives every device without an alias the run's; the same definition
+ * always gets the same names (an adopted run's are made again alike). */
+void domain_def_assign_aliases(struct domain_def *def);
+/* Drops the run's aliases, keeping the user's. */
+void domain_def_forget_aliases(struct domain_def *def);
+/* Refuses a user alias given twice, as libvirt does. */
+int domain_def_check_aliases(const struct domain_def *def);
 
 /* Random bytes for generated UUIDs and MAC addresses.  The default reads
  * getrandom(2); tests install a seeded source to get stable output. */

@@ -104,6 +104,19 @@ static const char *tri(int v, const char *on, const char *off)
 
 #define U(buf, v) (g_snprintf(buf, sizeof(buf), "%llu", (unsigned long long)(v)), buf)
 
+/* A device's alias is shown live; inactive, only a user alias (the run's
+ * are not the definition's). */
+static bool show_alias(const struct out *o, const char *alias)
+{
+	return alias && (!(o->flags & VIR_DOMAIN_XML_INACTIVE) || domain_alias_is_user(alias));
+}
+
+static void format_alias(struct out *o, const char *alias)
+{
+	if (show_alias(o, alias))
+		line(o, "alias", NULL, "name", alias, NULL);
+}
+
 static void format_metadata(struct out *o, const struct domain_def *def)
 {
 	xmlNodePtr md = def->metadata ? xmlDocGetRootElement(def->metadata) : NULL;
@@ -311,6 +324,7 @@ static void format_disk(struct out *o, const struct domain_disk *d)
 		line(o, "shareable", NULL, NULL);
 	if (d->serial)
 		line(o, "serial", d->serial, NULL);
+	format_alias(o, d->alias);
 	close_(o, "disk");
 }
 
@@ -332,6 +346,7 @@ static void format_net(struct out *o, const struct domain_net *n)
 	line(o, "model", NULL, "type", "virtio", NULL);
 	if (n->mtu)
 		line(o, "mtu", NULL, "size", U(mtu, n->mtu), NULL);
+	format_alias(o, n->alias);
 	close_(o, "interface");
 }
 
@@ -364,6 +379,7 @@ static void format_chr(struct out *o, const char *elem, const struct domain_chr 
 		line(o, "target", NULL, "type", conf_enum_name(&conf_console_target, c->target),
 		     "port", port, NULL);
 	}
+	format_alias(o, c->alias);
 	close_(o, elem);
 }
 
@@ -380,10 +396,16 @@ static void format_devices(struct out *o, const struct domain_def *def)
 		const struct domain_controller *c = &def->controllers[i];
 		if (c->implicit && (o->flags & VIR_DOMAIN_XML_MIGRATABLE))
 			continue;	/* libvirt's destination adds its own defaults */
-		line(o, "controller", NULL, "type", conf_enum_name(&conf_controller_type, c->type),
-		     "index", "0",
-		     "model", c->type == CTRL_USB ? conf_enum_name(&conf_usb_model, c->model)
-						  : conf_enum_name(&conf_pci_model, c->model), NULL);
+		const char *type = conf_enum_name(&conf_controller_type, c->type);
+		const char *model = c->type == CTRL_USB ? conf_enum_name(&conf_usb_model, c->model)
+							: conf_enum_name(&conf_pci_model, c->model);
+		if (show_alias(o, c->alias)) {
+			open_(o, "controller", "type", type, "index", "0", "model", model, NULL);
+			format_alias(o, c->alias);
+			close_(o, "controller");
+		} else {
+			line(o, "controller", NULL, "type", type, "index", "0", "model", model, NULL);
+		}
 	}
 	for (size_t i = 0; i < def->nnets; i++)
 		format_net(o, &def->nets[i]);
@@ -395,10 +417,12 @@ static void format_devices(struct out *o, const struct domain_def *def)
 		const char *deflate = tri(def->balloon_autodeflate, "on", "off");
 		const char *reporting = tri(def->balloon_free_page_reporting, "on", "off");
 
-		if (def->balloon_period) {
+		if (def->balloon_period || show_alias(o, def->balloon_alias)) {
 			open_(o, "memballoon", "model", "virtio", "autodeflate", deflate,
 			      "freePageReporting", reporting, NULL);
-			line(o, "stats", NULL, "period", U(period, def->balloon_period), NULL);
+			if (def->balloon_period)
+				line(o, "stats", NULL, "period", U(period, def->balloon_period), NULL);
+			format_alias(o, def->balloon_alias);
 			close_(o, "memballoon");
 		} else {
 			line(o, "memballoon", NULL, "model", "virtio", "autodeflate", deflate,
@@ -410,6 +434,7 @@ static void format_devices(struct out *o, const struct domain_def *def)
 	for (size_t i = 0; i < def->nrngs; i++) {
 		open_(o, "rng", "model", "virtio", NULL);
 		line(o, "backend", conf_enum_name(&conf_rng_source, def->rngs[i].source), "model", "random", NULL);
+		format_alias(o, def->rngs[i].alias);
 		close_(o, "rng");
 	}
 	close_(o, "devices");

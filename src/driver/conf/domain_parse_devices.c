@@ -76,6 +76,33 @@ static int parse_backing_chain(xmlNodePtr node, struct domain_disk *d)
 	return 0;
 }
 
+/* <alias name=>.  Every one is read here; the postparse keeps a run's
+ * only from a status file.  CLIENT: a user alias is checked as it is kept
+ * (and named by the guest's hot-unplug later), any other against libvirt's
+ * schema. */
+static int parse_alias(xmlNodePtr node, char **alias)
+{
+	xmlNodePtr n = xml_child(node, "alias");
+	g_autofree char *name = NULL;
+
+	if (!n)
+		return 0;
+	if (!(name = xml_attr_required(n, "name")))
+		return -1;
+	if (domain_alias_is_user(name) && !domain_alias_valid(name, false)) {
+		drv_error_report(VIR_ERR_XML_ERROR,
+				 "alias '%s' is not a valid user alias: after 'ua-' it takes letters, digits, '_' and '-' only",
+				 name);
+		return -1;
+	}
+	if (!domain_alias_valid(name, true)) {
+		drv_error_report(VIR_ERR_XML_ERROR, "alias '%s' has characters a device alias cannot have", name);
+		return -1;
+	}
+	*alias = g_steal_pointer(&name);
+	return 0;
+}
+
 static int parse_disk(xmlNodePtr node, struct domain_def *def)
 {
 	struct domain_disk *d = APPEND(def->disks, def->ndisks);
@@ -125,7 +152,7 @@ static int parse_disk(xmlNodePtr node, struct domain_def *def)
 	d->shareable = xml_child(node, "shareable") != NULL;
 	if ((n = xml_child(node, "serial")))
 		d->serial = xml_text(n);
-	return 0;
+	return parse_alias(node, &d->alias);
 }
 
 static int parse_interface(xmlNodePtr node, struct domain_def *def)
@@ -182,7 +209,7 @@ static int parse_interface(xmlNodePtr node, struct domain_def *def)
 			return -1;
 		}
 	}
-	return 0;
+	return parse_alias(node, &net->alias);
 }
 
 /* The parts of <serial> and <console> they share: type, source, log. */
@@ -228,7 +255,7 @@ static int parse_chr_source(xmlNodePtr node, struct domain_chr *c)
 			return -1;
 		c->log_append = v == 0 ? TRI_ON : v == 1 ? TRI_OFF : TRI_ABSENT;
 	}
-	return 0;
+	return parse_alias(node, &c->alias);
 }
 
 static int parse_serial(xmlNodePtr node, struct domain_def *def)
@@ -298,7 +325,7 @@ static int parse_rng(xmlNodePtr node, struct domain_def *def)
 		conf_enum_refuse(&conf_rng_source, path);
 		return -1;
 	}
-	return 0;
+	return parse_alias(node, &r->alias);
 }
 
 static int parse_memballoon(xmlNodePtr node, struct domain_def *def)
@@ -316,7 +343,7 @@ static int parse_memballoon(xmlNodePtr node, struct domain_def *def)
 		if (xml_attr_uint(n, "period", &def->balloon_period) < 0)
 			return -1;
 	}
-	return 0;
+	return parse_alias(node, &def->balloon_alias);
 }
 
 static int parse_controller(xmlNodePtr node, struct domain_def *def)
@@ -358,6 +385,8 @@ static int parse_controller(xmlNodePtr node, struct domain_def *def)
 	}
 	c = APPEND(def->controllers, def->ncontrollers);
 	c->type = type;
+	if (parse_alias(node, &c->alias) < 0)
+		return -1;
 	/* pci index 0 is the root bus and defaults to it, as in libvirt.  A usb
 	 * controller without a model would be libvirt's default USB controller,
 	 * which kvmm does not have. */

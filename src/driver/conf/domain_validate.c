@@ -31,6 +31,7 @@ static void chr_copy(struct domain_chr *dst, const struct domain_chr *src)
 	*dst = *src;
 	dst->path = g_strdup(src->path);
 	dst->log_file = g_strdup(src->log_file);
+	dst->alias = g_strdup(src->alias);
 }
 
 static bool chr_same_source(const struct domain_chr *a, const struct domain_chr *b)
@@ -58,10 +59,14 @@ static int serial_console(struct domain_def *def)
 		} else if (!chr_same_source(con0, &def->serials[0])) {
 			g_free(con0->path);
 			g_free(con0->log_file);
+			g_free(con0->alias);
 			chr_copy(con0, &def->serials[0]);
 			con0->target = CONSOLE_SERIAL;
 		}
 		con0->port = def->serials[0].port;
+		/* One device, one alias: the serial's. */
+		g_free(con0->alias);
+		con0->alias = g_strdup(def->serials[0].alias);
 	} else if (def->nserials) {
 		def->consoles = g_renew(struct domain_chr, def->consoles, def->nconsoles + 1);
 		memmove(def->consoles + 1, def->consoles, def->nconsoles * sizeof(*def->consoles));
@@ -98,6 +103,9 @@ int domain_def_postparse(struct domain_def *def, const struct domain_parse_opts 
 	 * XML only): there, the chain they number is the run's, read from
 	 * the images or not, and the definition is kept apart; elsewhere
 	 * (a running domain's dumpxml defined again) they mean nothing. */
+	/* So are aliases but the user's, as in libvirt. */
+	if (!opts->status)
+		domain_def_forget_aliases(def);
 	for (size_t i = 0; i < def->ndisks; i++) {
 		struct domain_disk *d = &def->disks[i];
 
@@ -308,6 +316,8 @@ static int validate_devices(const struct domain_def *def)
 
 int domain_def_validate(const struct domain_def *def)
 {
+	if (domain_def_check_aliases(def) < 0)
+		return -1;
 	if (!def->kernel || !*def->kernel) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
 				 "kvmm boots a kernel directly: add <kernel> to <os> (firmware, disk and network boot are not supported)");

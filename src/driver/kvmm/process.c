@@ -327,6 +327,7 @@ static gboolean on_exit_cb(gint fd, GIOCondition cond, gpointer data)
 	set_pty_paths(obj, NULL, NULL);
 	nics_forget(obj->def);
 	disk_chain_forget(obj->def);
+	domain_def_forget_aliases(obj->def);
 	/* A definition defined while it ran is the next start's: it takes
 	 * over now, before the event, as libvirt's does. */
 	domain_run_ended_locked(obj);
@@ -681,8 +682,10 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	g_mutex_lock(&obj->lock);
 	rt.taps = r->taps.names;
 	conf = vmconfig_from_def(obj->def, &rt);
-	if (conf)
+	if (conf) {
 		nics_show(obj->def, &r->taps);
+		domain_def_assign_aliases(obj->def);	/* the run's, in its status file */
+	}
 	g_mutex_unlock(&obj->lock);
 	if (!conf || record_starting(obj, r, id) < 0)
 		goto fail;
@@ -761,6 +764,7 @@ fail:
 	g_mutex_lock(&obj->lock);
 	nics_forget(obj->def);
 	disk_chain_forget(obj->def);
+	domain_def_forget_aliases(obj->def);
 	g_mutex_unlock(&obj->lock);
 	run_free(r);
 	return -1;
@@ -1037,6 +1041,18 @@ out:
  * domain redefined while it ran keeps running what it was started with,
  * and the definition on disk waits for its next start.  When both say
  * the same, the one on disk serves for both (obj->lock held). */
+static void adopt_pty_paths(struct domain_obj *obj, const struct domain_def *live)
+{
+	const char *serial = NULL, *console = NULL;
+
+	if (live->nserials && live->serials[0].type == CHR_PTY)
+		serial = live->serials[0].path;
+	for (size_t i = 0; i < live->nconsoles; i++)
+		if (live->consoles[i].type == CHR_PTY && live->consoles[i].target == CONSOLE_VIRTIO)
+			console = live->consoles[i].path;
+	set_pty_paths(obj, serial, console);
+}
+
 static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 {
 	struct domain_def *live;
@@ -1057,9 +1073,13 @@ static void adopt_live_def(struct domain_obj *obj, const char *live_xml)
 		obj->newdef = obj->def;
 		obj->def = live;
 	} else {
-		/* What only the run has, and the inactive XML leaves out. */
-		if (a && b)
+		/* What only the run has, and the inactive XML leaves out: its
+		 * chains, and its ptys (until kvmm itself is asked), so the
+		 * live XML has them as soon as the domain is adopted. */
+		if (a && b) {
 			disk_chain_adopt(obj->def, live);
+			adopt_pty_paths(obj, live);
+		}
 		domain_def_free(live);
 	}
 	drv_error_reset();
@@ -1144,6 +1164,9 @@ static void adopt_one(const char *path)
 	adopt_live_def(obj, st.live_xml);
 	obj->id = obj->def->id = st.id;
 	nics_show(obj->def, &r->taps);
+	/* The status file's, or (its live definition was the persistent
+	 * one) the same names made again. */
+	domain_def_assign_aliases(obj->def);
 	obj->run = r;
 	r->obj = obj;
 	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
