@@ -28,6 +28,28 @@
 #define FAIL(name, err, why)		{ SCMP_SYS(name), -1, 0, err, why }
 #define IOCTL(req, why)			ALLOW_IF(ioctl, 1, req, why)
 
+/* What a vCPU thread asks of KVM: running the guest, and the devices it
+ * drives on the guest's accesses.  In both lists, as a vCPU thread runs
+ * under both. */
+#define VCPU_IOCTLS \
+	IOCTL(KVM_RUN, "run the guest"), \
+	IOCTL(KVM_GET_REGS, "exit handling (pvm-compat), a crash report"), \
+	IOCTL(KVM_SET_REGS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_SREGS, "exit handling (pvm-compat), a crash report"), \
+	IOCTL(KVM_SET_SREGS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_FPU, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_FPU, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_MSRS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_MSRS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_VCPU_EVENTS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_VCPU_EVENTS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_TRANSLATE, "guest addresses in a crash report"), \
+	IOCTL(KVM_IRQ_LINE, "legacy devices raise their interrupt on the guest's access"), \
+	IOCTL(KVM_SET_GSI_ROUTING, "the guest programs an MSI-X table entry"), \
+	IOCTL(KVM_IRQFD, "the guest enables an MSI-X vector"), \
+	IOCTL(KVM_IOEVENTFD, "a virtio driver sets DRIVER_OK or resets"), \
+	IOCTL(TUNSETOFFLOAD, "virtio-net feature negotiation")
+
 static const struct seccomp_rule main_rules[] = {
 	/* the event loop */
 	ALLOW(epoll_wait, "the main loop waits on every fd"),
@@ -75,8 +97,25 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(mremap, "realloc"),
 	ALLOW(brk, "malloc"),
 	ALLOW(madvise, "balloon and reset discard guest RAM; thread stacks freed"),
-	/* KVM, taps and terminals: this thread sets the VM up again at reset */
-	ALLOW(ioctl, "KVM VM and vCPU setup at reset, interrupts, clock, tap offloads"),
+	/* ioctl: KVM, with the VM built again at reset, and the terminal --
+	 * none other (TIOCSTI on a terminal would type into the host). */
+	VCPU_IOCTLS,
+	IOCTL(KVM_CREATE_VM, "reset: a new VM"),
+	IOCTL(KVM_CHECK_EXTENSION, "reset: what the new VM offers"),
+	IOCTL(KVM_SET_TSS_ADDR, "reset: the new VM's layout"),
+	IOCTL(KVM_SET_IDENTITY_MAP_ADDR, "reset: the new VM's layout"),
+	IOCTL(KVM_CREATE_IRQCHIP, "reset: the new VM's interrupt controllers"),
+	IOCTL(KVM_CREATE_PIT2, "reset: the new VM's timer"),
+	IOCTL(KVM_SET_USER_MEMORY_REGION, "reset: guest RAM into the new VM"),
+	IOCTL(KVM_ENABLE_CAP, "reset: the new VM's MSR exits (pvm-compat)"),
+	IOCTL(KVM_X86_SET_MSR_FILTER, "reset: the new VM's MSR exits (pvm-compat)"),
+	IOCTL(KVM_CREATE_VCPU, "reset: the new VM's vCPUs"),
+	IOCTL(KVM_GET_SUPPORTED_CPUID, "reset: the new vCPUs' CPUID"),
+	IOCTL(KVM_SET_CPUID2, "reset: the new vCPUs' CPUID"),
+	IOCTL(KVM_GET_CLOCK, "pause keeps the guest's clock"),
+	IOCTL(KVM_SET_CLOCK, "resume gives the guest's clock back"),
+	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
+	IOCTL(TCSETS, "the stdio console's terminal, put back at exit"),
 	/* threads and signals */
 	/* clone3's flags are in memory, out of a filter's reach: glibc falls
 	 * back to clone, whose flags must be exactly pthread_create's (no new
@@ -107,24 +146,7 @@ static const struct seccomp_rule main_rules[] = {
 };
 
 static const struct seccomp_rule vcpu_rules[] = {
-	IOCTL(KVM_RUN, "run the guest"),
-	IOCTL(KVM_GET_REGS, "exit handling (pvm-compat), a crash report"),
-	IOCTL(KVM_SET_REGS, "exit handling (pvm-compat)"),
-	IOCTL(KVM_GET_SREGS, "exit handling (pvm-compat), a crash report"),
-	IOCTL(KVM_SET_SREGS, "exit handling (pvm-compat)"),
-	IOCTL(KVM_GET_FPU, "exit handling (pvm-compat)"),
-	IOCTL(KVM_SET_FPU, "exit handling (pvm-compat)"),
-	IOCTL(KVM_GET_MSRS, "exit handling (pvm-compat)"),
-	IOCTL(KVM_SET_MSRS, "exit handling (pvm-compat)"),
-	IOCTL(KVM_GET_VCPU_EVENTS, "exit handling (pvm-compat)"),
-	IOCTL(KVM_SET_VCPU_EVENTS, "exit handling (pvm-compat)"),
-	IOCTL(KVM_TRANSLATE, "guest addresses in a crash report"),
-	IOCTL(KVM_IRQ_LINE, "legacy devices raise their interrupt on the guest's access"),
-	IOCTL(KVM_SIGNAL_MSI, "an MSI-X vector unmasked with its interrupt pending"),
-	IOCTL(KVM_SET_GSI_ROUTING, "the guest programs an MSI-X table entry"),
-	IOCTL(KVM_IRQFD, "the guest enables an MSI-X vector"),
-	IOCTL(KVM_IOEVENTFD, "a virtio driver sets DRIVER_OK or resets"),
-	IOCTL(TUNSETOFFLOAD, "virtio-net feature negotiation"),
+	VCPU_IOCTLS,
 	ALLOW(read, "the guest's access to a device reads host state (console input)"),
 	ALLOW(write, "serial/console output, eventfds, requests to the main loop, stderr"),
 	ALLOW(writev, "serial output to a socket"),

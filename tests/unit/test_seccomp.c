@@ -66,7 +66,9 @@ static int do_clone_newuser(void)
 		_exit(0);
 	return 0;
 }
-static int do_vcpu_socket_ioctl(void) { syscall(SYS_ioctl, 0, 0x5401 /* TCGETS */, 0); return 0; }
+static int do_tcgets(void) { syscall(SYS_ioctl, 0, 0x5401 /* TCGETS */, 0); return 0; }
+/* Typing into the host's terminal. */
+static int do_tiocsti(void) { char c = 'x'; syscall(SYS_ioctl, 0, 0x5412 /* TIOCSTI */, &c); return 0; }
 
 struct forbidden {
 	const char *what;
@@ -82,6 +84,7 @@ static const struct forbidden forbidden[] = {
 	{ "setuid", do_setuid, SYS_setuid },
 	{ "unshare", do_unshare, SYS_unshare },
 	{ "clone(CLONE_NEWUSER)", do_clone_newuser, SYS_clone },
+	{ "ioctl(TIOCSTI)", do_tiocsti, SYS_ioctl },
 };
 
 UNIT_TEST(forbidden_calls_kill_with_sigsys_and_say_which)
@@ -109,8 +112,11 @@ UNIT_TEST(vcpu_ioctls_are_kvms_only)
 {
 	char err[512];
 
-	CHECK(killed_by_sigsys(run_filtered(SANDBOX_THREAD_VCPU, false, do_vcpu_socket_ioctl,
+	/* The main thread puts the terminal back at exit; a vCPU never. */
+	CHECK(killed_by_sigsys(run_filtered(SANDBOX_THREAD_VCPU, false, do_tcgets,
 					    err, sizeof(err))));
+	CHECK(!killed_by_sigsys(run_filtered(SANDBOX_THREAD_MAIN, false, do_tcgets,
+					     err, sizeof(err))));
 }
 
 /* What the threads do all the time: ids for the SIGSYS report, memory,
