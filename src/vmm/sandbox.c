@@ -32,6 +32,10 @@
  * system calls no thread may make later); applied with one system call. */
 static struct sock_fprog progs[SANDBOX_THREAD_KINDS];
 static bool filters_ready, log_mode;
+/* System call names for the SIGSYS report, resolved while malloc and
+ * libseccomp may still run (the handler can do neither). */
+#define SYSCALL_NAMES 512
+static char *syscall_names[SYSCALL_NAMES];
 /* The list a thread runs under: a new thread has its creator's until it
  * adds its own. */
 static __thread const char *thread_kind = "main";
@@ -66,14 +70,20 @@ static char *put_str(char *p, const char *s)
 static void on_sigsys(int sig, siginfo_t *si, void *ctx)
 {
 	ucontext_t *uc = ctx;
-	char msg[192], *p = msg;
+	char msg[256], *p = msg;
 
 	(void)sig;
 	p = put_str(p, "kvmm: sandbox: system call ");
 	p = put_num(p, si->si_syscall);
+	if (si->si_syscall >= 0 && si->si_syscall < SYSCALL_NAMES &&
+	    syscall_names[si->si_syscall]) {
+		p = put_str(p, " (");
+		p = put_str(p, syscall_names[si->si_syscall]);
+		p = put_str(p, ")");
+	}
 	p = put_str(p, " is not in the ");
 	p = put_str(p, thread_kind);
-	p = put_str(p, " threads' allow-list (scmp_sys_resolver names it); ");
+	p = put_str(p, " threads' allow-list; ");
 	p = put_str(p, log_mode ? "it fails with EPERM (--sandbox-log)\n" : "kvmm stops\n");
 	if (write(STDERR_FILENO, msg, p - msg) < 0) {
 		/* nothing more to do */
@@ -142,6 +152,9 @@ int sandbox_filters_prepare(bool log)
 	int k, r;
 
 	log_mode = log;
+	for (k = 0; k < SYSCALL_NAMES; k++)
+		if (!syscall_names[k])
+			syscall_names[k] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, k);
 	for (k = 0; k < SANDBOX_THREAD_KINDS; k++) {
 		r = compile(k, &progs[k]);
 		if (r) {

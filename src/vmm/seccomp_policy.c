@@ -3,6 +3,12 @@
  * over the test guest's scenarios and --sandbox-log; anything not listed
  * traps: kvmm says which call and dies of SIGSYS.
  *
+ * Two kinds of thread: kvmm has no I/O or console threads of its own --
+ * the block layer submits and reaps its io_uring on the main thread, and
+ * the sync path runs there too; the kernel's io_uring and KVM workers
+ * (iou-wrk, kvm-nx-lpage-recovery) inherit the filter of the thread that
+ * made them and never run kvmm's code.
+ *
  * A thread inherits its creator's filter and adds its own, so a vCPU
  * thread runs under both lists: what it does must be in each.  Calls that
  * name a path are listed as failing with EACCES rather than killing: the
