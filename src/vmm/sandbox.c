@@ -118,9 +118,11 @@ static int compile(enum sandbox_thread kind, struct sock_fprog *out)
 			r = seccomp_rule_add(ctx, act, rl->nr, 0);
 		else
 			r = seccomp_rule_add(ctx, act, rl->nr, 1,
-					     /* ioctl requests are 32 bits: the
-					      * kernel ignores the upper half */
-					     SCMP_CMP(rl->arg, SCMP_CMP_MASKED_EQ, 0xffffffffu,
+					     /* by default the low 32 bits: the
+					      * kernel ignores the upper half of
+					      * an ioctl request */
+					     SCMP_CMP(rl->arg, SCMP_CMP_MASKED_EQ,
+						      rl->mask ? rl->mask : 0xffffffffu,
 						      rl->value));
 		if (r)
 			pr_err("sandbox: %s rule %u (system call %d) refused by libseccomp: %s",

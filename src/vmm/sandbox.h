@@ -15,10 +15,12 @@ enum sandbox_thread {
 };
 
 /* One row of an allow-list: the system call nr, allowed (err 0) or failing
- * with err; arg >= 0 allows it only when argument arg equals value. */
+ * with err; arg >= 0 allows it only when argument arg, masked with mask
+ * (0: its low 32 bits), equals value. */
 struct seccomp_rule {
 	int nr;
 	int arg;
+	uint64_t mask;
 	uint64_t value;
 	int err;
 	const char *why;

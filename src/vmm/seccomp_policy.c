@@ -22,6 +22,7 @@
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 
 #include "sandbox.h"
@@ -29,9 +30,10 @@
 #define PTHREAD_CLONE_FLAGS (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SIGHAND | \
 			     CLONE_THREAD | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 
-#define ALLOW(name, why)		{ SCMP_SYS(name), -1, 0, 0, why }
-#define ALLOW_IF(name, arg, val, why)	{ SCMP_SYS(name), arg, val, 0, why }
-#define FAIL(name, err, why)		{ SCMP_SYS(name), -1, 0, err, why }
+#define ALLOW(name, why)		{ SCMP_SYS(name), -1, 0, 0, 0, why }
+#define ALLOW_IF(name, arg, val, why)	{ SCMP_SYS(name), arg, 0, val, 0, why }
+#define ALLOW_MASKED(name, arg, mask, val, why) { SCMP_SYS(name), arg, mask, val, 0, why }
+#define FAIL(name, err, why)		{ SCMP_SYS(name), -1, 0, 0, err, why }
 #define IOCTL(req, why)			ALLOW_IF(ioctl, 1, req, why)
 
 /* What a vCPU thread asks of KVM: running the guest, and the devices it
@@ -97,9 +99,10 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW_IF(newfstatat, 3, AT_EMPTY_PATH, "glibc's fstat: on an fd, never a path"),
 	ALLOW(io_uring_enter, "submitting and reaping disk requests"),
 	/* memory */
-	ALLOW(mmap, "malloc, a vCPU's kvm_run page at reset"),
+	/* W^X: no new executable memory (kvmm loads no code once running) */
+	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc, a vCPU's kvm_run page at reset"),
 	ALLOW(munmap, "free, a vCPU's kvm_run page at reset"),
-	ALLOW(mprotect, "malloc's arenas"),
+	ALLOW_MASKED(mprotect, 2, PROT_EXEC, 0, "malloc's arenas"),
 	ALLOW(mremap, "realloc"),
 	ALLOW(brk, "malloc"),
 	ALLOW(madvise, "balloon and reset discard guest RAM; thread stacks freed"),
@@ -170,9 +173,9 @@ static const struct seccomp_rule vcpu_rules[] = {
 	ALLOW(madvise, "balloon and free page reporting; the thread's stack at exit"),
 	ALLOW(futex, "the VM lock and condition variable"),
 	ALLOW(clock_gettime, "timestamps (the vDSO's fallback)"),
-	ALLOW(mmap, "malloc in the thread's arena"),
+	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc in the thread's arena"),
 	ALLOW(munmap, "free in the thread's arena"),
-	ALLOW(mprotect, "malloc growing the thread's arena"),
+	ALLOW_MASKED(mprotect, 2, PROT_EXEC, 0, "malloc growing the thread's arena"),
 	ALLOW(brk, "malloc"),
 	ALLOW(rt_sigreturn, "return from the kick handler"),
 	ALLOW(rt_sigprocmask, "glibc at thread exit"),

@@ -70,6 +70,20 @@ static int do_tcgets(void) { syscall(SYS_ioctl, 0, 0x5401 /* TCGETS */, 0); retu
 /* Typing into the host's terminal. */
 static int do_tiocsti(void) { char c = 'x'; syscall(SYS_ioctl, 0, 0x5412 /* TIOCSTI */, &c); return 0; }
 
+/* New executable memory: where injected code would go. */
+static int do_mmap_exec(void)
+{
+	syscall(SYS_mmap, 0, 4096, 7 /* RWX */, 0x22 /* PRIVATE|ANONYMOUS */, -1, 0);
+	return 0;
+}
+static int do_mprotect_exec(void)
+{
+	static char page[4096] __attribute__((aligned(4096)));
+
+	syscall(SYS_mprotect, page, 4096, 5 /* R-X */);
+	return 0;
+}
+
 struct forbidden {
 	const char *what;
 	int (*fn)(void);
@@ -85,6 +99,8 @@ static const struct forbidden forbidden[] = {
 	{ "unshare", do_unshare, SYS_unshare },
 	{ "clone(CLONE_NEWUSER)", do_clone_newuser, SYS_clone },
 	{ "ioctl(TIOCSTI)", do_tiocsti, SYS_ioctl },
+	{ "mmap(PROT_EXEC)", do_mmap_exec, SYS_mmap },
+	{ "mprotect(PROT_EXEC)", do_mprotect_exec, SYS_mprotect },
 };
 
 UNIT_TEST(forbidden_calls_kill_with_sigsys_and_say_which)
