@@ -256,3 +256,20 @@ def test_non_files_are_refused(kvm, tmp, odd_files, what, sandbox):
                  "serial": [f"is a {kind}", "FIFO or a socket", "Is a directory"],
                  "log": [f"is a {kind}", "FIFO or a socket", "Is a directory"]}[what]
         assert any(w in err for w in words), (what, kind, err)
+
+
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox"]], ids=["plain", "sandboxed"])
+@pytest.mark.parametrize("kind", ["FIFO", "/proc file"])
+def test_non_file_qcow2_backing_is_refused(kvm, tmp, odd_files, kind, sandbox):
+    """A qcow2 image naming a FIFO (which open would wait on) or a /proc
+    file as its backing file."""
+    backing = odd_files[kind]
+    img = os.path.join(tmp, "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw",
+                    img, "1M"], check=True)
+    r = subprocess.run([KVMM, "--kernel", GUEST, "--disk",
+                        f"path={img},format=qcow2,backing={backing},backing_format=raw"] + sandbox,
+                       capture_output=True, timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert f"backing file {backing} of disk {img} is not a regular file or a block device" in err, err
