@@ -5,9 +5,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include "log.h"
 #include "util.h"
@@ -42,6 +45,32 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+const char *file_refused(int fd, unsigned int ok)
+{
+	struct statfs sfs;
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return "unreadable";
+	if (S_ISFIFO(st.st_mode))
+		return "a FIFO";
+	if (S_ISSOCK(st.st_mode))
+		return "a socket";
+	if (S_ISDIR(st.st_mode))
+		return "a directory";
+	if (S_ISBLK(st.st_mode) && !(ok & FILE_OK_BLK))
+		return "a block device";
+	if (S_ISCHR(st.st_mode) && !(ok & FILE_OK_CHR))
+		return "a character device";
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode))
+		return "not a regular file";
+	if (fstatfs(fd, &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC)
+		return "a /proc file";
+	if (fstatfs(fd, &sfs) == 0 && sfs.f_type == SYSFS_MAGIC)
+		return "a /sys file";
+	return NULL;
+}
+
 int read_file(const char *path, uint8_t **data, size_t *len)
 {
 	struct stat st;
@@ -49,10 +78,11 @@ int read_file(const char *path, uint8_t **data, size_t *len)
 	size_t got = 0;
 	int fd, err;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must be refused, not wait for a writer. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		return errno == ENXIO ? -EINVAL : -errno;	/* a socket */
+	if (fstat(fd, &st) < 0 || file_refused(fd, 0)) {
 		err = fstat(fd, &st) < 0 ? -errno :
 		      S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		close(fd);

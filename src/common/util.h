@@ -19,7 +19,17 @@
  * binary multiples, like QEMU's -m).  Returns 0 or -EINVAL / -ERANGE. */
 int parse_size(const char *s, uint64_t *out);
 
-/* Reads a whole file into a malloc'd buffer; returns 0 or -errno. */
+/* What kind of file fd is when it is none kvmm should take as a disk,
+ * kernel or log (a FIFO, socket or directory would block or mislead; a
+ * /proc or /sys file is the host's state, not an image): "a FIFO", ...;
+ * NULL when it is a regular file, or a block/character device that
+ * FILE_OK_BLK/FILE_OK_CHR allow. */
+#define FILE_OK_BLK	1
+#define FILE_OK_CHR	2
+const char *file_refused(int fd, unsigned int ok);
+
+/* Reads a whole regular file into a malloc'd buffer; returns 0 or -errno
+ * (-EINVAL: not a regular file, or one of /proc or /sys). */
 int read_file(const char *path, uint8_t **data, size_t *len);
 
 /* Writes all of buf, retrying on EINTR/short writes; -errno on error. */

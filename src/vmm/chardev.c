@@ -260,15 +260,44 @@ fail:
 	return -errno ? -errno : -EIO;
 }
 
+/* fd, opened O_NONBLOCK so that a FIFO is refused instead of waiting for
+ * a reader: a file or a character device (a terminal, /dev/null) is
+ * taken and made blocking again; anything else is refused. */
+static int check_output(struct chardev *c, int fd, const char *kind, const char *path)
+{
+	const char *why = file_refused(fd, FILE_OK_CHR);
+
+	if (why) {
+		pr_err("%s %s file %s is %s: give a regular file", c->what ? c->what : "serial",
+		       kind, path, why);
+		return -EINVAL;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK))
+		return -errno;
+	return 0;
+}
+
 static int chardev_open_file(struct chardev *c, const char *path)
 {
-	c->out_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	int r;
+
+	c->out_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
+	if (c->out_fd < 0 && errno == ENXIO) {
+		pr_err("%s output file %s is a FIFO or a socket: give a regular file",
+		       c->what ? c->what : "serial", path);
+		return -EINVAL;
+	}
 	if (c->out_fd < 0) {
 		pr_err("cannot open %s output file %s: %s", c->what ? c->what : "serial",
 		       path, strerror(errno));
 		return -errno;
 	}
-	return 0;
+	r = check_output(c, c->out_fd, "output", path);
+	if (r) {
+		close(c->out_fd);
+		c->out_fd = -1;
+	}
+	return r;
 }
 
 static int chardev_open_unix(struct chardev *c, const char *path)
@@ -291,12 +320,24 @@ static int chardev_open_log(struct chardev *c, const struct serial_config *sc)
 {
 	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_APPEND | (sc->log_append ? 0 : O_TRUNC);
 	struct stat st;
+	int r;
 
-	c->log_fd = open(sc->log, flags, 0644);
+	c->log_fd = open(sc->log, flags | O_NONBLOCK, 0644);
+	if (c->log_fd < 0 && errno == ENXIO) {
+		pr_err("%s log file %s is a FIFO or a socket: give a regular file",
+		       c->what ? c->what : "serial", sc->log);
+		return -EINVAL;
+	}
 	if (c->log_fd < 0) {
 		pr_err("cannot open %s log file %s: %s", c->what ? c->what : "serial",
 		       sc->log, strerror(errno));
 		return -errno;
+	}
+	r = check_output(c, c->log_fd, "log", sc->log);
+	if (r) {
+		close(c->log_fd);
+		c->log_fd = -1;
+		return r;
 	}
 	c->log_path = strdup(sc->log);
 	c->log_size = fstat(c->log_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -317,7 +358,18 @@ static void chardev_rotate_log(struct chardev *c)
 		rename(from, to);
 	}
 	snprintf(to, n, "%s.0", c->log_path);
-	rename(c->log_path, to);
+	if (rename(c->log_path, to)) {
+		/* No name to rotate by (kvmm --sandbox reaches no host path):
+		 * the same file starts again, so the newest output is kept. */
+		if (ftruncate(c->log_fd, 0) || lseek(c->log_fd, 0, SEEK_SET)) {
+			pr_warn("cannot rotate the log file %s: %s; the guest's output is no longer logged",
+				c->log_path, strerror(errno));
+			close(c->log_fd);
+			c->log_fd = -1;
+		}
+		c->log_size = 0;
+		return;
+	}
 	close(c->log_fd);
 	c->log_fd = open(c->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
 	c->log_size = 0;

@@ -1,5 +1,7 @@
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -536,6 +538,72 @@ static int get_balloon(struct cfg_ctx *c, struct json_object *v, struct balloon_
 			   "deflate_on_oom=on,free_page_reporting=on,stats_period=5");
 }
 
+/* A user or group: a number, or a name looked up in the host's
+ * passwd/group (--uid nobody). */
+static int get_id(struct cfg_ctx *c, struct json_object *v, bool group,
+		  unsigned int *out)
+{
+	const char *what = group ? "sandbox gid" : "sandbox uid";
+	const char *s;
+	char *end;
+	long long n;
+
+	if (json_object_is_type(v, json_type_int)) {
+		n = json_object_get_int64(v);
+	} else if (json_object_is_type(v, json_type_string)) {
+		s = json_object_get_string(v);
+		errno = 0;
+		n = strtoll(s, &end, 10);
+		if (!*s || *end || errno) {
+			struct passwd *pw = group ? NULL : getpwnam(s);
+			struct group *gr = group ? getgrnam(s) : NULL;
+
+			if (!pw && !gr)
+				return cfg_error(c, "%s '%s' is not a number nor a known %s name",
+						 what, s, group ? "group" : "user");
+			n = pw ? (long long)pw->pw_uid : (long long)gr->gr_gid;
+		}
+	} else {
+		return cfg_error(c, "'%s' must be a number or a name", what);
+	}
+	/* Sandboxed as root would keep root's files writable: refused. */
+	if (n <= 0 || n >= 0xffffffffLL)
+		return cfg_error(c, "%s %lld is not valid: give an unprivileged %s (not 0), e.g. nobody",
+				 what, n, group ? "group" : "user");
+	*out = n;
+	return 0;
+}
+
+static int get_sandbox(struct cfg_ctx *c, struct json_object *v, struct sandbox_config *sb)
+{
+	int r = 0;
+
+	memset(sb, 0, sizeof(*sb));
+	if (json_object_is_type(v, json_type_boolean)) {
+		sb->enabled = json_object_get_boolean(v);
+		return 0;
+	}
+	if (!json_object_is_type(v, json_type_object))
+		return cfg_error(c, "sandbox must be true, false or an object {\"uid\", \"gid\", \"log\"}");
+	sb->enabled = true;
+	json_object_object_foreach(v, key, val) {
+		if (!strcmp(key, "uid")) {
+			r = get_id(c, val, false, &sb->uid);
+			sb->has_uid = true;
+		} else if (!strcmp(key, "gid")) {
+			r = get_id(c, val, true, &sb->gid);
+			sb->has_gid = true;
+		} else if (!strcmp(key, "log")) {
+			r = get_bool(c, val, "sandbox log", &sb->log);
+		} else {
+			r = cfg_error(c, "sandbox: unknown key '%s': use uid, gid or log", key);
+		}
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
 static int get_disks(struct cfg_ctx *c, struct json_object *v,
 		     struct vm_config *cfg)
 {
@@ -867,6 +935,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->vmcoreinfo);
 		else if (!strcmp(key, "balloon"))
 			r = get_balloon(&c, val, &cfg->balloon);
+		else if (!strcmp(key, "sandbox"))
+			r = get_sandbox(&c, val, &cfg->sandbox);
 		else
 			r = cfg_error(&c, "unknown configuration key '%s': see schemas/vm-config.schema.json", key);
 		if (r)

@@ -136,6 +136,18 @@ struct balloon_config {
 
 #define KVMM_BALLOON_MAX_PERIOD	(24 * 3600)
 
+/* "sandbox": run confined once everything is open (sandbox.c,
+ * docs/kvmm.md).  uid/gid: who kvmm becomes; names are looked up here,
+ * while /etc is still reachable. */
+struct sandbox_config {
+	bool enabled;
+	bool has_uid, has_gid;	/* else nobody / nogroup */
+	unsigned int uid, gid;
+	/* A forbidden system call fails with EPERM and is logged instead of
+	 * killing kvmm: for finding what a new code path needs. */
+	bool log;
+};
+
 struct vm_config {
 	char *name;
 	char *kernel;
@@ -165,6 +177,7 @@ struct vm_config {
 	 * VMCOREINFO note is; kvmm reports it when the guest crashes. */
 	bool vmcoreinfo;
 	struct balloon_config balloon;
+	struct sandbox_config sandbox;
 };
 
 /* Fills *cfg from a JSON object.  On error returns -EINVAL and writes one

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "log.h"
 #include "loop.h"
+#include "sandbox.h"
 #include "vm.h"
 
 static const char usage[] =
@@ -47,6 +48,12 @@ static const char usage[] =
 	"                       MODE: writeback, none, writethrough, directsync or unsafe\n"
 	"  --net tap=NAME[,mac=MAC][,mtu=N] | fd=N[,mac=MAC][,mtu=N]\n"
 	"                       a virtio-net NIC on a tap device (repeatable, at most 8)\n"
+	"  --sandbox            once everything is open, run confined: empty private root,\n"
+	"                       unprivileged, no capabilities, seccomp (docs/kvmm.md)\n"
+	"  --uid USER, --gid GROUP  who the sandbox runs as (default nobody/nogroup;\n"
+	"                       either implies --sandbox)\n"
+	"  --sandbox-log        debugging: a forbidden system call fails with EPERM and is\n"
+	"                       logged instead of killing kvmm (implies --sandbox)\n"
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
@@ -59,7 +66,7 @@ static const char usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
        OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON,
-       OPT_PVM_COMPAT };
+       OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -77,6 +84,10 @@ static const struct option long_opts[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "pvm-compat", no_argument, NULL, OPT_PVM_COMPAT },
+	{ "sandbox", no_argument, NULL, OPT_SANDBOX },
+	{ "uid", required_argument, NULL, OPT_UID },
+	{ "gid", required_argument, NULL, OPT_GID },
+	{ "sandbox-log", no_argument, NULL, OPT_SANDBOX_LOG },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -117,6 +128,20 @@ static struct json_object *load_config_file(const char *path)
 		       path, why);
 	}
 	return o;
+}
+
+/* The "sandbox" object the sandbox flags fill (a config file's true
+ * becomes {}). */
+static struct json_object *sandbox_obj(struct json_object *obj)
+{
+	struct json_object *sb;
+
+	if (json_object_object_get_ex(obj, "sandbox", &sb) &&
+	    json_object_is_type(sb, json_type_object))
+		return sb;
+	sb = json_object_new_object();
+	json_object_object_add(obj, "sandbox", sb);
+	return sb;
 }
 
 /* Returns the config object, or NULL after printing why (exit 1), or
@@ -167,6 +192,17 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			break;
 		case OPT_PVM_COMPAT:
 			json_object_object_add(obj, "pvm_compat", json_object_new_boolean(1));
+			break;
+		case OPT_SANDBOX:
+			sandbox_obj(obj);
+			break;
+		case OPT_UID:
+		case OPT_GID:
+			json_object_object_add(sandbox_obj(obj), opt == OPT_UID ? "uid" : "gid",
+					       json_object_new_string(optarg));
+			break;
+		case OPT_SANDBOX_LOG:
+			json_object_object_add(sandbox_obj(obj), "log", json_object_new_boolean(1));
 			break;
 		case OPT_NOTHP:
 			json_object_object_add(obj, "thp", json_object_new_boolean(0));
@@ -288,6 +324,10 @@ int main(int argc, char **argv)
 	    loop_add(loop, vm.request_fd, EPOLLIN, on_request, &vm))
 		goto out;
 	if (cfg.api_socket && api_open(&vm, cfg.api_socket, &vm.api))
+		goto out;
+	/* Everything opened by path is open; no thread runs yet, so each
+	 * vCPU thread starts with what this one dropped. */
+	if (cfg.sandbox.enabled && sandbox_enter(&cfg.sandbox))
 		goto out;
 	if (vm_start(&vm))
 		goto out;

@@ -13,6 +13,7 @@
 #include "arch/x86/pvm_compat.h"
 #include "log.h"
 #include "pci/pci.h"
+#include "sandbox.h"
 #include "vm.h"
 
 #define VCPU_KICK_SIGNAL SIGUSR1
@@ -197,6 +198,10 @@ static void *vcpu_thread(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	if (sandbox_thread_enter(SANDBOX_THREAD_VCPU)) {
+		vm_request(v->vm, REASON_CRASH, "a vCPU thread could not enter the sandbox");
+		return NULL;
+	}
 	while (vcpu_wait_runnable(v)) {
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)

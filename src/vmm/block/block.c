@@ -443,7 +443,9 @@ int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen)
  * not and returns -errno. */
 static int open_files(struct block_dev *bd, const struct disk_config *d)
 {
-	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	/* O_NONBLOCK: a FIFO must be refused (check_file), not wait for a
+	 * writer; check_file clears it before any I/O. */
+	int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
 
 	/* The guest is told a write is done only once it is durable. */
 	bd->dsync = !d->readonly &&
@@ -468,6 +470,11 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 	if (bd->fd >= 0)
 		return 0;
 fail:
+	if (errno == ENXIO) {
+		pr_err("disk %s is not a regular file or a block device (it is a socket or a FIFO): give --disk path= an image",
+		       d->path);
+		return -EINVAL;
+	}
 	pr_err("cannot open disk %s: %s; check the --disk path and its permissions",
 	       d->path, strerror(errno));
 	return -errno;
@@ -490,13 +497,17 @@ static int check_file(struct block_dev *bd, const struct vm_config *cfg, unsigne
 			pr_err("cannot read the size of disk %s: %s", d->path, strerror(errno));
 			return -errno;
 		}
-	} else if (S_ISREG(st.st_mode)) {
+	} else if (S_ISREG(st.st_mode) && !file_refused(bd->fd, 0)) {
 		*file_size = st.st_size;
 	} else {
-		pr_err("disk %s is not a regular file or a block device: give --disk path= an image",
-		       d->path);
+		pr_err("disk %s is not a regular file or a block device (it is %s): give --disk path= an image",
+		       d->path, file_refused(bd->fd, FILE_OK_BLK));
 		return -EINVAL;
 	}
+	/* io_uring would answer EAGAIN instead of waiting on an O_NONBLOCK fd. */
+	if (fcntl(bd->fd, F_SETFL, fcntl(bd->fd, F_GETFL) & ~O_NONBLOCK) ||
+	    (bd->bfd != bd->fd && fcntl(bd->bfd, F_SETFL, fcntl(bd->bfd, F_GETFL) & ~O_NONBLOCK)))
+		return -errno;
 	for (i = 0; i < index; i++) {
 		if (stat(cfg->disks[i].path, &other) || other.st_dev != st.st_dev ||
 		    other.st_ino != st.st_ino)

@@ -1330,6 +1330,12 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 			       strerror(errno));
 			return -errno;
 		}
+		/* Before open: a FIFO would wait there for a writer. */
+		if (!S_ISREG(want.st_mode) && !S_ISBLK(want.st_mode)) {
+			pr_err("backing file %s of disk %s is not a regular file or a block device: give backing= an image",
+			       d->backing[depth], d->path);
+			return -EINVAL;
+		}
 		if (r || st.st_dev != want.st_dev || st.st_ino != want.st_ino) {
 			pr_err("disk %s: %s names backing file '%s', not %s as backing= says",
 			       d->path, upper->path, nbuf, d->backing[depth]);
@@ -1360,6 +1366,11 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 			pr_err("cannot open backing file %s of disk %s: %s", d->backing[depth], d->path,
 			       strerror(errno ? errno : ENOMEM));
 			return -EIO;
+		}
+		if (file_refused(img->fd, FILE_OK_BLK)) {
+			pr_err("backing file %s of disk %s is not a regular file or a block device (it is %s): give backing= an image",
+			       d->backing[depth], d->path, file_refused(img->fd, FILE_OK_BLK));
+			return -EINVAL;
 		}
 		if (flock(img->fd, LOCK_SH | LOCK_NB)) {
 			pr_err("backing file %s of disk %s is being written by another process",

@@ -1,0 +1,186 @@
+/* The seccomp allow-lists of a sandboxed kvmm (sandbox.c), one per kind
+ * of thread, each system call with why it is there.  Found with strace -f
+ * over the test guest's scenarios and --sandbox-log; anything not listed
+ * traps: kvmm says which call and dies of SIGSYS.
+ *
+ * Two kinds of thread: kvmm has no I/O or console threads of its own --
+ * the block layer submits and reaps its io_uring on the main thread, and
+ * the sync path runs there too; the kernel's io_uring and KVM workers
+ * (iou-wrk, kvm-nx-lpage-recovery) inherit the filter of the thread that
+ * made them and never run kvmm's code.
+ *
+ * A thread inherits its creator's filter and adds its own, so a vCPU
+ * thread runs under both lists: what it does must be in each.  Calls that
+ * name a path are listed as failing with EACCES rather than killing: the
+ * root is empty anyway, and cleanup paths (unlinking a socket at exit)
+ * then fail the ordinary way. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <linux/kvm.h>
+#include <linux/if_tun.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include "sandbox.h"
+
+#define PTHREAD_CLONE_FLAGS (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SIGHAND | \
+			     CLONE_THREAD | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
+
+#define ALLOW(name, why)		{ SCMP_SYS(name), -1, 0, 0, 0, why }
+#define ALLOW_IF(name, arg, val, why)	{ SCMP_SYS(name), arg, 0, val, 0, why }
+#define ALLOW_MASKED(name, arg, mask, val, why) { SCMP_SYS(name), arg, mask, val, 0, why }
+#define FAIL(name, err, why)		{ SCMP_SYS(name), -1, 0, 0, err, why }
+#define IOCTL(req, why)			ALLOW_IF(ioctl, 1, req, why)
+
+/* What a vCPU thread asks of KVM: running the guest, and the devices it
+ * drives on the guest's accesses.  In both lists, as a vCPU thread runs
+ * under both. */
+#define VCPU_IOCTLS \
+	IOCTL(KVM_RUN, "run the guest"), \
+	IOCTL(KVM_GET_REGS, "exit handling (pvm-compat), a crash report"), \
+	IOCTL(KVM_SET_REGS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_SREGS, "exit handling (pvm-compat), a crash report"), \
+	IOCTL(KVM_SET_SREGS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_FPU, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_FPU, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_MSRS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_MSRS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_GET_VCPU_EVENTS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_VCPU_EVENTS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_TRANSLATE, "guest addresses in a crash report"), \
+	IOCTL(KVM_IRQ_LINE, "legacy devices raise their interrupt on the guest's access"), \
+	IOCTL(KVM_SET_GSI_ROUTING, "the guest programs an MSI-X table entry"), \
+	IOCTL(KVM_IRQFD, "the guest enables an MSI-X vector"), \
+	IOCTL(KVM_IOEVENTFD, "a virtio driver sets DRIVER_OK or resets"), \
+	IOCTL(TUNSETOFFLOAD, "virtio-net feature negotiation")
+
+static const struct seccomp_rule main_rules[] = {
+	/* the event loop */
+	ALLOW(epoll_wait, "the main loop waits on every fd"),
+	ALLOW(epoll_ctl, "fds come and go: control clients, console clients"),
+	ALLOW(read, "eventfds, signalfd, control and console sockets, tap frames, console input"),
+	ALLOW(write, "eventfds, control replies and events, tap frames, console and log output, stderr"),
+	ALLOW(readv, "tap frames into guest buffers"),
+	ALLOW(writev, "tap frames from guest buffers"),
+	ALLOW(close, "closing a control or console client, a vCPU at reset"),
+	ALLOW(fcntl, "a new client socket made non-blocking"),
+	ALLOW(accept4, "control socket and unix console clients"),
+	ALLOW(getrandom, "virtio-rng's entropy"),
+	ALLOW(clock_gettime, "timestamps (the vDSO's fallback)"),
+	ALLOW(eventfd2, "a virtio queue's notify and irq eventfds, made again when its driver resets it"),
+	ALLOW(timerfd_settime, "balloon statistics period"),
+	ALLOW(timerfd_gettime, "balloon statistics period"),
+	/* disks: the block layer and its engines run on this thread */
+	ALLOW(pread64, "disk reads (sync path, qcow2 metadata)"),
+	ALLOW(pwrite64, "disk writes (sync path, qcow2 metadata), serial log"),
+	ALLOW(preadv, "disk reads (sync path)"),
+	ALLOW(pwritev, "disk writes (sync path)"),
+	ALLOW(fdatasync, "a guest FLUSH (sync path, qcow2 metadata)"),
+	ALLOW(fallocate, "DISCARD and WRITE_ZEROES"),
+	ALLOW(ftruncate, "block-resize; a serial log cut back"),
+	ALLOW(lseek, "a serial log cut back to its start"),
+	ALLOW_IF(newfstatat, 3, AT_EMPTY_PATH, "glibc's fstat: on an fd, never a path"),
+	ALLOW(io_uring_enter, "submitting and reaping disk requests"),
+	/* memory */
+	/* W^X: no new executable memory (kvmm loads no code once running) */
+	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc, a vCPU's kvm_run page at reset"),
+	ALLOW(munmap, "free, a vCPU's kvm_run page at reset"),
+	ALLOW_MASKED(mprotect, 2, PROT_EXEC, 0, "malloc's arenas"),
+	ALLOW(mremap, "realloc"),
+	ALLOW(brk, "malloc"),
+	ALLOW(madvise, "balloon and reset discard guest RAM; thread stacks freed"),
+	/* ioctl: KVM, with the VM built again at reset, and the terminal --
+	 * none other (TIOCSTI on a terminal would type into the host). */
+	VCPU_IOCTLS,
+	IOCTL(KVM_CREATE_VM, "reset: a new VM"),
+	IOCTL(KVM_CHECK_EXTENSION, "reset: what the new VM offers"),
+	IOCTL(KVM_SET_TSS_ADDR, "reset: the new VM's layout"),
+	IOCTL(KVM_SET_IDENTITY_MAP_ADDR, "reset: the new VM's layout"),
+	IOCTL(KVM_CREATE_IRQCHIP, "reset: the new VM's interrupt controllers"),
+	IOCTL(KVM_CREATE_PIT2, "reset: the new VM's timer"),
+	IOCTL(KVM_SET_USER_MEMORY_REGION, "reset: guest RAM into the new VM"),
+	IOCTL(KVM_ENABLE_CAP, "reset: the new VM's MSR exits (pvm-compat)"),
+	IOCTL(KVM_X86_SET_MSR_FILTER, "reset: the new VM's MSR exits (pvm-compat)"),
+	IOCTL(KVM_CREATE_VCPU, "reset: the new VM's vCPUs"),
+	IOCTL(KVM_GET_SUPPORTED_CPUID, "reset: the new vCPUs' CPUID"),
+	IOCTL(KVM_SET_CPUID2, "reset: the new vCPUs' CPUID"),
+	IOCTL(KVM_GET_CLOCK, "pause keeps the guest's clock"),
+	IOCTL(KVM_SET_CLOCK, "resume gives the guest's clock back"),
+	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
+	IOCTL(TCSETS, "the stdio console's terminal, put back at exit"),
+	/* threads and signals */
+	/* clone3's flags are in memory, out of a filter's reach: glibc falls
+	 * back to clone, whose flags must be exactly pthread_create's (no new
+	 * namespace, no new process). */
+	FAIL(clone3, ENOSYS, "glibc then uses clone"),
+	ALLOW_IF(clone, 0, PTHREAD_CLONE_FLAGS, "vCPU threads, started again at reset"),
+	ALLOW(set_robust_list, "a new thread's first call (glibc)"),
+	ALLOW(rseq, "a new thread's first call (glibc)"),
+	ALLOW(futex, "locks and condition variables"),
+	ALLOW(rt_sigaction, "the vCPU kick handler"),
+	ALLOW(rt_sigprocmask, "glibc around thread creation"),
+	ALLOW(rt_sigreturn, "return from a signal handler"),
+	ALLOW(tgkill, "kicking a vCPU out of KVM_RUN; the SIGSYS report"),
+	ALLOW(getpid, "tgkill's target"),
+	ALLOW(gettid, "tgkill's target"),
+	ALLOW_IF(seccomp, 0, SECCOMP_SET_MODE_FILTER, "a new vCPU thread adds its own list"),
+	ALLOW_IF(prctl, 0, PR_SET_NAME, "a new vCPU thread names itself"),
+	ALLOW(exit, "a thread ends"),
+	ALLOW(exit_group, "kvmm ends"),
+	/* paths: nothing to find in the empty root; fail, do not kill */
+	FAIL(openat, EACCES, "no host path is reachable"),
+	FAIL(open, EACCES, "no host path is reachable"),
+	FAIL(unlink, EACCES, "sockets left for whoever started kvmm to remove"),
+	FAIL(unlinkat, EACCES, "sockets left for whoever started kvmm to remove"),
+	FAIL(rename, EACCES, "no log rotation by name: the log is cut back"),
+	FAIL(renameat, EACCES, "no log rotation by name: the log is cut back"),
+	FAIL(renameat2, EACCES, "no log rotation by name: the log is cut back"),
+};
+
+static const struct seccomp_rule vcpu_rules[] = {
+	VCPU_IOCTLS,
+	ALLOW(read, "the guest's access to a device reads host state (console input)"),
+	ALLOW(write, "serial/console output, eventfds, requests to the main loop, stderr"),
+	ALLOW(writev, "serial output to a socket"),
+	ALLOW(pwrite64, "serial log; qcow2 metadata on the guest's notify"),
+	ALLOW(ftruncate, "a serial log cut back"),
+	ALLOW(lseek, "a serial log cut back to its start"),
+	ALLOW(getrandom, "virtio-rng's entropy when the guest notifies"),
+	ALLOW(io_uring_enter, "a disk request submitted on the guest's notify"),
+	ALLOW(preadv, "disk reads (sync path) on the guest's notify"),
+	ALLOW(pwritev, "disk writes (sync path) on the guest's notify"),
+	ALLOW(pread64, "qcow2 metadata on the guest's notify"),
+	ALLOW(fdatasync, "a guest FLUSH on the guest's notify"),
+	ALLOW(fallocate, "DISCARD and WRITE_ZEROES on the guest's notify"),
+	ALLOW(madvise, "balloon and free page reporting; the thread's stack at exit"),
+	ALLOW(futex, "the VM lock and condition variable"),
+	ALLOW(clock_gettime, "timestamps (the vDSO's fallback)"),
+	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc in the thread's arena"),
+	ALLOW(munmap, "free in the thread's arena"),
+	ALLOW_MASKED(mprotect, 2, PROT_EXEC, 0, "malloc growing the thread's arena"),
+	ALLOW(brk, "malloc"),
+	ALLOW(rt_sigreturn, "return from the kick handler"),
+	ALLOW(rt_sigprocmask, "glibc at thread exit"),
+	ALLOW(tgkill, "the SIGSYS report"),
+	ALLOW(getpid, "the SIGSYS report"),
+	ALLOW(gettid, "the SIGSYS report"),
+	ALLOW(exit, "the thread ends"),
+	/* The serial log rotates on the vCPU that wrote past its limit: by
+	 * name it fails, and the file is cut back instead (chardev.c).  A
+	 * vCPU thread has main's list too, whose EACCES a trap here would
+	 * override. */
+	FAIL(openat, EACCES, "no host path is reachable"),
+	FAIL(rename, EACCES, "no log rotation by name"),
+	FAIL(renameat, EACCES, "no log rotation by name"),
+	FAIL(renameat2, EACCES, "no log rotation by name"),
+	ALLOW(exit_group, "abort() on a broken invariant"),
+};
+
+const struct seccomp_policy seccomp_policies[SANDBOX_THREAD_KINDS] = {
+	[SANDBOX_THREAD_MAIN] = { "main", main_rules, sizeof(main_rules) / sizeof(main_rules[0]) },
+	[SANDBOX_THREAD_VCPU] = { "vcpu", vcpu_rules, sizeof(vcpu_rules) / sizeof(vcpu_rules[0]) },
+};
