@@ -1,7 +1,6 @@
 """Guest RAM: above 4 GiB it is usable, and kvmm starts a guest far larger
 than the host (1 TiB on a 24 GiB machine), paying only for what the guest
 touches in host pages (RSS); and on the host's huge pages when asked."""
-import contextlib
 import os
 import resource
 import subprocess
@@ -9,6 +8,7 @@ import subprocess
 import pytest
 
 import kvmmtest
+from hugetlb import hugetlb_counts, reserved_2m_pages
 
 RUNNERS = [pytest.param(kvmmtest.Runner("kvmm"), id="kvmm"),
            pytest.param(kvmmtest.Runner("qemu"), id="qemu")]
@@ -48,36 +48,6 @@ def test_a_1t_guest_starts_and_costs_what_it_touches(kvm, vms, tmp):
 
 
 # --- huge pages -------------------------------------------------------------
-HUGE_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB"
-
-
-def hugetlb_counts():
-    """HugePages_Total, _Free and _Rsvd of /proc/meminfo (2 MiB pages, the
-    host's default size)."""
-    with open("/proc/meminfo") as f:
-        m = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
-    return m["HugePages_Total"], m["HugePages_Free"], m["HugePages_Rsvd"]
-
-
-@contextlib.contextmanager
-def reserved_2m_pages(n):
-    """Sets the host's pool of 2 MiB pages to n for the test (the host
-    keeps none), and puts the old size back whatever happens."""
-    path = os.path.join(HUGE_2M, "nr_hugepages")
-    with open(path) as f:
-        old = f.read().strip()
-    try:
-        with open(path, "w") as f:
-            f.write(str(n))
-        with open(path) as f:
-            got = int(f.read())
-        assert got == n, f"the host gave {got} of {n} huge pages"
-        yield
-    finally:
-        with open(path, "w") as f:
-            f.write(old)
-
-
 def mapping_page_size_kib(pid, size_kib):
     """KernelPageSize of the process's mapping of exactly size_kib."""
     size = None
