@@ -128,3 +128,15 @@ def test_hugepages_bad_configurations_refused(kvm, extra, message):
     p = subprocess.run(kvmmtest.kvmm_argv("kvmmtest.smp=off", memory="64M", extra=extra),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert (p.returncode, p.stderr) == (1, f"kvmm: error: {message}\n")
+
+
+def test_hugepages_guest_reboots(kvm, vms):
+    """A reset gives the huge pages back and boots the guest again on the
+    same mapping (guest_mem_discard on hugetlb memory)."""
+    with reserved_2m_pages(40):
+        g = kvmmtest.start(vms, kvmmtest.kvmm_argv("kvmmtest.action=reboot kvmmtest.smp=off",
+                                                   memory="64M", extra=["--hugepages", "2M"]))
+        g.wait_for(r"KVMMTEST done", count=3)
+        assert not g.records("fail"), g.records("fail")
+        g.kill()
+        assert hugetlb_counts() == (40, 40, 0)
