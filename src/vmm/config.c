@@ -481,6 +481,25 @@ static int get_disk(struct cfg_ctx *c, struct json_object *v,
 	return 0;
 }
 
+/* "hugepages": the size of the host's hugetlb pages guest RAM comes
+ * from, "2M" or "1G" (a number of bytes also does). */
+static int get_hugepages(struct cfg_ctx *c, struct json_object *v, struct vm_config *cfg)
+{
+	uint64_t n;
+
+	if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0)
+		n = json_object_get_int64(v);
+	else if (!json_object_is_type(v, json_type_string) ||
+		 parse_size(json_object_get_string(v), &n))
+		return cfg_error(c, "hugepages must be a huge page size such as \"2M\" or \"1G\"");
+	/* Whether the host has a pool of this size is known at start. */
+	if (n < 2 * MiB || (n & (n - 1)))
+		return cfg_error(c, "hugepages size %llu bytes is not a huge page size: use 2M or 1G",
+				 (unsigned long long)n);
+	cfg->hugepages = n;
+	return 0;
+}
+
 /* --- balloon ----------------------------------------------------------- */
 
 static int balloon_bool(struct cfg_ctx *c, const char *key, struct json_object *v,
@@ -923,6 +942,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_bool(&c, val, key, &cfg->ksm);
 		else if (!strcmp(key, "locked"))
 			r = get_bool(&c, val, key, &cfg->locked);
+		else if (!strcmp(key, "hugepages"))
+			r = get_hugepages(&c, val, cfg);
 		else if (!strcmp(key, "paused"))
 			r = get_bool(&c, val, key, &cfg->paused);
 		else if (!strcmp(key, "disks"))
@@ -947,6 +968,14 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 	r = check_consoles(&c, cfg);
 	if (r)
 		return r;
+	if (cfg->hugepages && cfg->memory % cfg->hugepages)
+		return cfg_error(&c, "memory size %llu MiB is not a multiple of the %llu KiB huge pages: round it to whole huge pages",
+				 (unsigned long long)(cfg->memory / MiB),
+				 (unsigned long long)(cfg->hugepages / KiB));
+	/* A huge page goes back to the host whole or not at all, and the
+	 * guest balloons 4 KiB pages: freeing would be rare and partial. */
+	if (cfg->hugepages && cfg->balloon.present)
+		return cfg_error(&c, "hugepages and balloon cannot be combined: huge-page-backed RAM cannot be returned to the host page by page; drop one");
 	if (!cfg->name && !(cfg->name = strdup("kvmm")))
 		return -ENOMEM;
 	if (!cfg->cmdline && !(cfg->cmdline = strdup("")))

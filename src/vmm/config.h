@@ -163,6 +163,7 @@ struct vm_config {
 	bool thp;		/* guest RAM on transparent huge pages (default) */
 	bool ksm;		/* guest RAM mergeable by KSM (default) */
 	bool locked;		/* guest RAM locked in host memory (mlock) */
+	uint64_t hugepages;	/* guest RAM on hugetlb pages of this size; 0: not */
 	bool paused;		/* first boot waits for "resume" (no reset does) */
 	bool rng;		/* virtio-rng fed by the host's getrandom() */
 	/* KVM-PVM hosts only: stand in for what hardware virtualization

@@ -36,6 +36,8 @@ static const char usage[] =
 	"  --name NAME          VM name, shown in status and logs\n"
 	"  --no-reboot          exit (status 2) when the guest resets instead of rebooting\n"
 	"  --no-thp             guest RAM on small pages only: a smaller footprint, slower big I/O\n"
+	"  --hugepages SIZE     guest RAM from the host's reserved huge pages of SIZE (2M or 1G),\n"
+	"                       all of it taken at start; not with --balloon\n"
 	"  --paused             start with the vCPUs stopped; the control socket's resume runs them\n"
 	"  --rng                a virtio-rng device (PCI) fed by the host's getrandom()\n"
 	"  --balloon[=OPTS]     a virtio-balloon device (PCI); OPTS: deflate_on_oom=on,\n"
@@ -66,7 +68,7 @@ static const char usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
        OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON,
-       OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG };
+       OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG, OPT_HUGEPAGES };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -81,6 +83,7 @@ static const struct option long_opts[] = {
 	{ "no-reboot", no_argument, NULL, OPT_NOREBOOT },
 	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "no-thp", no_argument, NULL, OPT_NOTHP },
+	{ "hugepages", required_argument, NULL, OPT_HUGEPAGES },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "pvm-compat", no_argument, NULL, OPT_PVM_COMPAT },
@@ -110,6 +113,7 @@ static const char *opt_key(int opt)
 	case OPT_CONSOLE: return "console";
 	case OPT_API: return "api_socket";
 	case OPT_NAME: return "name";
+	case OPT_HUGEPAGES: return "hugepages";
 	}
 	return NULL;
 }

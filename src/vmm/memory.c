@@ -1,26 +1,91 @@
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "log.h"
 #include "memory.h"
 #include "util.h"
 
-int guest_mem_init(struct guest_memory *m, uint64_t size,
-		   uint64_t low_limit, uint64_t high_base)
+#define HUGEPAGES_SYSFS "/sys/kernel/mm/hugepages/hugepages-%llukB"
+
+static long huge_pool_read(uint64_t page_kib, const char *what)
+{
+	char path[128];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), HUGEPAGES_SYSFS "/%s", (unsigned long long)page_kib, what);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &n) != 1)
+		n = -1;
+	fclose(f);
+	return n;
+}
+
+/* Guest RAM from the host's hugetlb pool of huge_size pages, all of it
+ * reserved by mmap (no MAP_NORESERVE): a short pool fails the start here,
+ * not the guest with SIGBUS later.  The pool is checked first only to
+ * say what is missing; mmap's own check is the one that counts. */
+static void *map_huge(uint64_t size, uint64_t huge_size)
+{
+	unsigned long long kib = huge_size / KiB;
+	long free_pages = huge_pool_read(kib, "free_hugepages");
+	long resv = huge_pool_read(kib, "resv_hugepages");
+	uint64_t needed = size / huge_size;
+	void *p;
+
+	if (free_pages < 0) {
+		pr_err("huge page size %llu KiB is not offered by this host (no " HUGEPAGES_SYSFS "): use one it has",
+		       kib, kib);
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	/* Reserved pages are free but promised to another mapping. */
+	if (resv > 0)
+		free_pages = resv < free_pages ? free_pages - resv : 0;
+	if ((uint64_t)free_pages < needed) {
+		pr_err("not enough free %llu KiB huge pages: %llu needed, %ld free; reserve them in " HUGEPAGES_SYSFS "/nr_hugepages",
+		       kib, (unsigned long long)needed, free_pages, kib);
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB |
+		 (__builtin_ctzll(huge_size) << MAP_HUGE_SHIFT), -1, 0);
+	if (p == MAP_FAILED) {
+		int e = errno;
+
+		pr_err("cannot map %llu MiB of guest memory on %llu KiB huge pages: %s; reserve more in " HUGEPAGES_SYSFS "/nr_hugepages",
+		       (unsigned long long)(size / MiB), kib, strerror(e), kib);
+		errno = e;
+	}
+	return p;
+}
+
+int guest_mem_init_huge(struct guest_memory *m, uint64_t size, uint64_t huge_size,
+			uint64_t low_limit, uint64_t high_base)
 {
 	uint64_t low = MIN(size, low_limit);
 
 	memset(m, 0, sizeof(*m));
-	/* MAP_NORESERVE: the guest's RAM is committed page by page as the
-	 * guest touches it, which is what makes overcommit possible. */
-	m->base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (huge_size)
+		m->base = map_huge(size, huge_size);
+	else
+		/* MAP_NORESERVE: the guest's RAM is committed page by page as
+		 * the guest touches it, which is what makes overcommit
+		 * possible. */
+		m->base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m->base == MAP_FAILED) {
 		m->base = NULL;
 		return -errno;
 	}
 	m->size = size;
+	m->page_size = huge_size;
 	m->regions[0] = (struct guest_region){ 0, low, m->base };
 	m->nregions = 1;
 	if (size > low) {
@@ -31,6 +96,12 @@ int guest_mem_init(struct guest_memory *m, uint64_t size,
 	/* Guest RAM has no business in a core dump of the VMM. */
 	madvise(m->base, size, MADV_DONTDUMP);
 	return 0;
+}
+
+int guest_mem_init(struct guest_memory *m, uint64_t size,
+		   uint64_t low_limit, uint64_t high_base)
+{
+	return guest_mem_init_huge(m, size, 0, low_limit, high_base);
 }
 
 void guest_mem_use_thp(struct guest_memory *m)
@@ -100,6 +171,9 @@ int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len)
 		return -EINVAL;
 	if (end <= start)
 		return 0;
+	/* config.c keeps the balloon from huge pages. */
+	if (m->page_size)
+		return -EOPNOTSUPP;
 	/* The mapping is private and anonymous: MADV_DONTNEED frees the
 	 * pages now (RSS drops at once) and later reads see zeros.
 	 * MADV_FREE would leave them counted until the host runs short, and

@@ -20,6 +20,7 @@ struct guest_region {
 struct guest_memory {
 	uint8_t *base;		/* host mapping of all of it */
 	uint64_t size;		/* total RAM */
+	uint64_t page_size;	/* hugetlb page size; 0: normal pages */
 	unsigned int nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
 };
@@ -28,6 +29,11 @@ struct guest_memory {
  * high_base.  Returns 0 or -errno. */
 int guest_mem_init(struct guest_memory *m, uint64_t size,
 		   uint64_t low_limit, uint64_t high_base);
+/* The same with huge_size (if not 0): all of it taken now from the host's
+ * hugetlb pages of that size (size a multiple of it), a failure reported
+ * on stderr here. */
+int guest_mem_init_huge(struct guest_memory *m, uint64_t size, uint64_t huge_size,
+			uint64_t low_limit, uint64_t high_base);
 void guest_mem_destroy(struct guest_memory *m);
 /* Asks for transparent huge pages behind all of the guest's RAM. */
 void guest_mem_use_thp(struct guest_memory *m);

@@ -120,13 +120,15 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	if (vm->request_fd < 0)
 		return -errno;
 
-	r = guest_mem_init(&vm->mem, cfg->memory, X86_MMIO_HOLE_START,
-			   X86_HIGH_RAM_START);
-	if (r) {
+	r = guest_mem_init_huge(&vm->mem, cfg->memory, cfg->hugepages,
+				X86_MMIO_HOLE_START, X86_HIGH_RAM_START);
+	if (r && !cfg->hugepages) {
 		pr_err("cannot map %llu MiB of guest memory: %s; lower --memory",
 		       (unsigned long long)(cfg->memory >> 20), strerror(-r));
 		return r;
 	}
+	if (r)
+		return r;	/* guest_mem_init_huge() said why */
 	if (cfg->thp)
 		guest_mem_use_thp(&vm->mem);
 	if (cfg->ksm)

@@ -150,6 +150,55 @@ def test_setmem_live_shrinks_and_grows_the_guest(ballooned):
     wait_for(lambda: dom.memoryStats()["actual"] == 256 * MiB_KIB, "dommemstat's actual")
 
 
+def dominfo_used_kib(uri, name="g1"):
+    r = virsh(uri, "dominfo", name)
+    assert r.returncode == 0, r.stderr
+    [used] = [line.split(":", 1)[1].split() for line in r.stdout.splitlines()
+              if line.startswith("Used memory:")]
+    assert used[1] == "KiB", r.stdout
+    return int(used[0])
+
+
+def test_dominfo_used_memory_is_the_balloons_actual(ballooned):
+    """virsh dominfo's "Used memory" of a ballooned guest is what the guest
+    keeps, as libvirt's qemu driver reports: after setmem it reaches the
+    target once the guest has inflated its balloon, and back."""
+    d, conn, dom, pid = ballooned
+    assert dominfo_used_kib(d.uri()) == 256 * MiB_KIB
+    r = virsh(d.uri(), "setmem", "g1", "160M", "--live")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: guest_reached(d.root, 96 * 256), "the balloon inflated by 96 MiB", timeout=60)
+    wait_for(lambda: dominfo_used_kib(d.uri()) == 160 * MiB_KIB, "dominfo's used memory at 160 MiB")
+    dom.setMemoryFlags(256 * MiB_KIB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    wait_for(lambda: dominfo_used_kib(d.uri()) == 256 * MiB_KIB, "dominfo's used memory at 256 MiB",
+             timeout=60)
+
+
+def test_dominfo_used_memory_stays_while_the_guest_ignores_the_balloon(daemon, kvm):
+    """A guest that never drives its balloon keeps all of its memory:
+    setmem sets the target, and dominfo goes on showing the balloon's
+    actual (the full size), not the target; without a balloon dominfo
+    shows the definition's current memory."""
+    conn = libvirt.open(daemon.uri())
+    xml = balloon_xml(daemon.root).replace(" kvmmtest.virtio=balloon", "")
+    dom = conn.defineXML(xml)
+    dom.create()
+    wait_for(lambda: "KVMMTEST done" in serial(daemon.root), "the guest's tests", timeout=60)
+    r = virsh(daemon.uri(), "setmem", "g1", "160M", "--live")
+    assert r.returncode == 0, r.stderr
+    assert dom.memoryStats()["actual"] == 256 * MiB_KIB
+    assert dominfo_used_kib(daemon.uri()) == 256 * MiB_KIB
+    assert "<currentMemory unit='KiB'>163840</currentMemory>" in dom.XMLDesc()
+    dom.destroy()
+    plain = conn.defineXML(guest_xml(daemon.root, "g2").replace(
+        "<memory unit='MiB'>128</memory>",
+        "<memory unit='MiB'>128</memory><currentMemory unit='MiB'>96</currentMemory>"))
+    plain.create()
+    assert dominfo_used_kib(daemon.uri(), "g2") == 96 * MiB_KIB
+    plain.destroy()
+    conn.close()
+
+
 def test_setmem_config_is_the_next_boot(ballooned):
     """--config changes <currentMemory> of the definition only; setmaxmem
     is for the next boot, refused live as libvirt's qemu driver does."""

@@ -109,7 +109,7 @@ def meaning(doc):
 
     known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "serial", "console",
              "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo",
-             "balloon", "ksm", "locked"}
+             "balloon", "ksm", "locked", "hugepages"}
     assert set(doc) <= known, f"the daemon writes keys this test does not know: {set(doc) - known}"
     return {
         "name": doc["name"], "kernel": doc["kernel"], "initrd": doc.get("initrd"),
@@ -118,7 +118,8 @@ def meaning(doc):
         "console": chardev(doc["console"]) if "console" in doc else None,
         "api_socket": doc.get("api_socket"), "no_reboot": doc.get("no_reboot", False),
         "thp": True, "ksm": doc.get("ksm", True),
-        "locked": doc.get("locked", False), "paused": doc.get("paused", False), "rng": doc.get("rng", False),
+        "locked": doc.get("locked", False), "hugepages": doc.get("hugepages", 0),
+        "paused": doc.get("paused", False), "rng": doc.get("rng", False),
         "disks": [{"path": d["path"], "readonly": d.get("readonly", False),
                    "cache": d.get("cache", "writeback"), "serial": d.get("serial"),
                    "blk_size": 512, "shareable": d.get("shareable", False),

@@ -76,6 +76,7 @@ static json_object *dump(const struct vm_config *c)
 	json_object_object_add(o, "thp", json_object_new_boolean(c->thp));
 	json_object_object_add(o, "ksm", json_object_new_boolean(c->ksm));
 	json_object_object_add(o, "locked", json_object_new_boolean(c->locked));
+	json_object_object_add(o, "hugepages", json_object_new_int64((int64_t)c->hugepages));
 	json_object_object_add(o, "paused", json_object_new_boolean(c->paused));
 	json_object_object_add(o, "rng", json_object_new_boolean(c->rng));
 	a = json_object_new_array();

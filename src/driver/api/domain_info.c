@@ -9,6 +9,7 @@
 #include "error.h"
 #include "handlers.h"
 #include "log.h"
+#include "kvmm/monitor.h"
 #include "kvmm/process.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -59,13 +60,28 @@ int drv_domain_get_info(struct rpc_conn *conn, void *args, void *ret)
 	remote_domain_args *a = args;
 	remote_domain_get_info_ret *r = ret;
 
+	g_autofree char *path = NULL;
+	struct kvmm_balloon b;
+	bool balloon;
+
 	WITH_DOMAIN(&a->dom, obj);
 	g_mutex_lock(&obj->lock);
 	r->state = obj->state;
 	r->maxMem = obj->def->memory_kib;
 	r->memory = obj->def->current_memory_kib;
 	r->nrVirtCpu = obj->def->vcpus_current;
+	balloon = is_active(obj) && obj->def->balloon_model == BALLOON_VIRTIO;
 	g_mutex_unlock(&obj->lock);
+	/* "Used memory" of a running guest with a balloon is what the guest
+	 * keeps (the balloon's actual), as libvirt's qemu driver reports:
+	 * after setmem it follows the guest, not the target.  If kvmm cannot
+	 * say, the size it was asked for stands in, as there. */
+	if (balloon) {
+		if ((path = process_api_path(obj)) && monitor_query_balloon(path, &b) == 0)
+			r->memory = b.actual / 1024;
+		else
+			drv_error_reset();
+	}
 	r->cpuTime = process_cpu_time(obj);	/* 0 when shut off */
 	domain_obj_unref(obj);
 	return 0;

@@ -158,6 +158,10 @@ struct domain_def {
 	bool nosharepages;	/* <memoryBacking><nosharepages/>: no KSM */
 	bool mem_locked;	/* <memoryBacking><locked/>: mlock */
 	bool mem_discard;	/* <memoryBacking><discard/>: kvmm's way anyway */
+	/* <memoryBacking><hugepages>: the page size in KiB (the host's
+	 * default when no <page> names one), 0 without hugepages. */
+	unsigned long long hugepage_kib;
+	bool hugepage_page;	/* ... given as <page size=...> */
 	int balloon_model;	/* conf_balloon_model */
 	unsigned balloon_period;	/* <stats period=>, 0: not given */
 	int balloon_autodeflate;	/* TRI_*: autodeflate= */

@@ -190,8 +190,15 @@ static void format_general(struct out *o, const struct domain_def *def)
 	format_metadata(o, def);
 	line(o, "memory", U(b1, def->memory_kib), "unit", "KiB", NULL);
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
-	if (def->nosharepages || def->mem_locked || def->mem_discard) {
+	if (def->nosharepages || def->mem_locked || def->mem_discard || def->hugepage_kib) {
 		open_(o, "memoryBacking", NULL);
+		if (def->hugepage_page) {
+			open_(o, "hugepages", NULL);
+			line(o, "page", NULL, "size", U(b1, def->hugepage_kib), "unit", "KiB", NULL);
+			close_(o, "hugepages");
+		} else if (def->hugepage_kib) {
+			line(o, "hugepages", NULL, NULL);
+		}
 		if (def->nosharepages)
 			line(o, "nosharepages", NULL, NULL);
 		if (def->mem_locked)

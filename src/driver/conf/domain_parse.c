@@ -206,6 +206,63 @@ static int parse_metadata(xmlNodePtr root, struct domain_def *def)
 	return 0;
 }
 
+/* The host's default huge page size in KiB (Hugepagesize in
+ * /proc/meminfo); x86's 2 MiB if the kernel does not say. */
+static unsigned long long host_hugepage_kib(void)
+{
+	g_autofree char *text = NULL;
+	const char *p;
+	unsigned long long kib = 0;
+
+	if (g_file_get_contents("/proc/meminfo", &text, NULL, NULL) &&
+	    (p = strstr(text, "\nHugepagesize:")))
+		kib = g_ascii_strtoull(p + strlen("\nHugepagesize:"), NULL, 10);
+	return kib ? kib : 2048;
+}
+
+/* <hugepages>, with at most one <page size=.. unit=..> (a nodeset is left
+ * unconsumed: kvmm's guest has one NUMA node, so it is refused by name).
+ * A size the host has no pool of is refused here, at define; whether the
+ * pool has enough free pages is kvmm's to check at start. */
+static int parse_hugepages(xmlNodePtr hp, struct domain_def *def)
+{
+	xmlNodePtr page = xml_child(hp, "page");
+	g_autofree char *dir = NULL;
+
+	def->hugepage_kib = host_hugepage_kib();
+	if (page) {
+		g_autofree char *size = xml_attr_required(page, "size");
+		g_autofree char *unit = xml_attr(page, "unit");
+		unsigned long long n, scale;
+		char *end;
+
+		if (!size)
+			return -1;
+		errno = 0;
+		n = strtoull(size, &end, 10);
+		if (!*size || *end || size[0] == '-' || errno || !n) {
+			drv_error_report(VIR_ERR_XML_ERROR, "unable to parse size attribute '%s' of hugepage", size);
+			return -1;
+		}
+		if (scale_of(unit, 1024, &scale) < 0)
+			return -1;
+		if (scale > ~0ULL / n) {
+			drv_error_report(VIR_ERR_OVERFLOW, "value too large: %s%s", size, unit ? unit : "");
+			return -1;
+		}
+		def->hugepage_kib = n * scale / 1024;
+		def->hugepage_page = true;
+	}
+	dir = g_strdup_printf("/sys/kernel/mm/hugepages/hugepages-%llukB", def->hugepage_kib);
+	if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+				 "hugepage size %llu KiB is not available on this host (no %s)",
+				 def->hugepage_kib, dir);
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 {
 	xmlNodePtr n;
@@ -214,14 +271,18 @@ static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 		return -1;
 	if ((n = xml_child(root, "currentMemory")) && parse_memory(n, &def->current_memory_kib) < 0)
 		return -1;
-	/* Of memoryBacking, kvmm has KSM (on unless nosharepages); the rest
-	 * is refused by name. */
+	/* Of memoryBacking, kvmm has KSM (on unless nosharepages), locked,
+	 * discard and hugepages; the rest is refused by name. */
 	if ((n = xml_child(root, "memoryBacking"))) {
 		def->nosharepages = xml_child(n, "nosharepages") != NULL;
 		def->mem_locked = xml_child(n, "locked") != NULL;
 		/* Guest RAM is anonymous memory, gone when kvmm exits: what
 		 * discard asks of a memory backend is what kvmm always does. */
 		def->mem_discard = xml_child(n, "discard") != NULL;
+		xmlNodePtr hp = xml_child(n, "hugepages");
+
+		if (hp && parse_hugepages(hp, def) < 0)
+			return -1;
 	}
 	if ((n = xml_child(root, "maxMemory"))) {
 		if (parse_memory(n, &def->max_memory_kib) < 0 ||

@@ -3,6 +3,8 @@
  * Mapping (docs/domain-xml.md, "What a running domain gets"):
  *   name, os/kernel, os/initrd, os/cmdline -> name, kernel, initrd, cmdline
  *   memory (KiB)                         -> memory (bytes)
+ *   memoryBacking: nosharepages, locked, -> ksm false, locked, hugepages
+ *   hugepages (page size)                   (bytes); discard: kvmm's way
  *   vcpu                                 -> cpus
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
  *   <log file append> (serial, console)  -> the chardev's log {path, append}
@@ -106,6 +108,13 @@ int vmconfig_check(const struct domain_def *def)
 	 * take the guest's memory and free none. */
 	if (def->balloon_model == BALLOON_VIRTIO && def->mem_locked)
 		return unsupported("<memoryBacking><locked/> with <memballoon model='virtio'> is not supported by kvmm: locked memory cannot be returned to the host; use one or the other");
+	/* The guest balloons 4 KiB pages; a huge page goes back to the host
+	 * whole or not at all. */
+	if (def->balloon_model == BALLOON_VIRTIO && def->hugepage_kib)
+		return unsupported("<memoryBacking><hugepages/> with <memballoon model='virtio'> is not supported by kvmm: huge-page-backed memory cannot be returned to the host page by page; use one or the other");
+	if (def->hugepage_kib && def->memory_kib % def->hugepage_kib)
+		return unsupported("memory size %llu KiB is not a multiple of the %llu KiB huge page size; round it to whole huge pages",
+				   def->memory_kib, def->hugepage_kib);
 	if (def->balloon_model == BALLOON_VIRTIO && def->balloon_period > VM_BALLOON_PERIOD_MAX)
 		return unsupported("memballoon stats period %u is longer than kvmm's %d seconds",
 				   def->balloon_period, VM_BALLOON_PERIOD_MAX);
@@ -321,6 +330,8 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 		json_object_object_add(o, "ksm", json_object_new_boolean(false));
 	if (def->mem_locked)
 		json_object_object_add(o, "locked", json_object_new_boolean(true));
+	if (def->hugepage_kib)
+		json_object_object_add(o, "hugepages", json_object_new_int64(def->hugepage_kib * 1024));
 	if (def->balloon_model == BALLOON_VIRTIO) {
 		json_object *b = json_object_new_object();
 
