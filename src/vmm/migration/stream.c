@@ -399,6 +399,15 @@ int stream_read_mem_meta(struct stream_reader *r, const struct stream_section_hd
 		ret = rd(r, pad, n, "memory section");
 		if (ret)
 			goto fail;
+		/* No checksum covers the padding: it must be what a writer
+		 * puts there, so that no byte of a stream goes unchecked. */
+		for (p = 0; p < n; p++) {
+			if (pad[p]) {
+				snprintf(r->err, sizeof(r->err), "memory section: padding not zero (corrupt stream)");
+				ret = -EINVAL;
+				goto fail;
+			}
+		}
 	}
 	if (r->off % STREAM_PAGE_SIZE) {
 		snprintf(r->err, sizeof(r->err), "memory section: pages not page-aligned in the stream");
