@@ -59,7 +59,7 @@ void user_main(u64 zero_page, u32 entry)
 	fwinfo_run();
 	highmem_run();
 
-	if (!strcmp(action, "wait") || !strcmp(action, "prompt"))
+	if (!strcmp(action, "wait") || !strcmp(action, "prompt") || !strcmp(action, "live"))
 		pm_power_button_enable();
 	report_done();
 
@@ -73,6 +73,8 @@ void user_main(u64 zero_page, u32 entry)
 		ticks_forever(tick_ms);
 	} else if (!strcmp(action, "prompt")) {
 		shell_run();
+	} else if (!strcmp(action, "live")) {
+		live_run(tick_ms);
 	} else {
 		fail("action", "unknown kvmmtest.action=%s", action);
 		pm_poweroff();

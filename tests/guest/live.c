@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvmmtest.action=live: a guest that keeps going, for save and restore
+ * (and migration) tests to watch from outside.  Every tick_ms of its own
+ * clock (the TSC) it prints
+ *
+ *   KVMMTEST live n=<tick> us=<now_us> blk0=0x<crc32 of sectors 0-7> blk_irqs=<n>
+ *
+ * so a host test sees the tick count go on by one, the clock never go
+ * back, the disk still read (its MSI-X interrupts still counted); a line
+ * typed on COM1 (serial interrupt through the IOAPIC) comes back as
+ * `KVMMTEST live-echo line="..."`, and the power button powers off.
+ */
+#include "guest.h"
+#include "io.h"
+
+#define LIVE_LINE_MAX	64
+
+void live_run(u64 tick_ms)
+{
+	u64 next = now_us() + tick_ms * 1000, n = 0, irqs = 0;
+	char line[LIVE_LINE_MAX + 1], blk[24];
+	int len = 0, c;
+	bool level, low;
+	u32 crc;
+
+	ioapic_route(isa_irq_to_gsi(4, &level, &low), VEC_COM1, level, low);
+	serial_rx_irq_enable();
+	for (;;) {
+		if (pwrbtn_pending) {
+			record("event power-button");
+			pm_poweroff();
+			return;
+		}
+		c = serial_getc();
+		if (c == '\r' || c == '\n') {
+			line[len] = '\0';
+			if (len)
+				record("live-echo line=\"%s\"", line);
+			len = 0;
+		} else if (c >= 0x20 && c < 0x7f && len < LIVE_LINE_MAX) {
+			line[len++] = c;
+		}
+		if (c >= 0)
+			continue;
+		if (now_us() < next) {
+			wfi();
+			continue;
+		}
+		if (virtio_blk_read_crc(0, 0, 8, &crc, &irqs))
+			snprintf(blk, sizeof(blk), "0x%08x", crc);
+		else
+			snprintf(blk, sizeof(blk), "none");
+		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu", ++n, now_us(), blk, irqs);
+		next += tick_ms * 1000;
+	}
+}
