@@ -1,0 +1,300 @@
+"""The VM state stream (docs/state-stream.md): the control socket's save,
+kvmm --restore in a new process, and hostile stream files refused before
+the guest runs.  The guest is the test guest's `live` action: ticks of its
+own clock with a disk read each, a COM1 echo, the power button."""
+import os
+import re
+import shutil
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from kvmmtest import Api, KVMM, kvmm_argv, start
+
+LIVE = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) blk0=(\S+) blk_irqs=(\d+)")
+
+
+def live(g):
+    """The guest's live records as (n, us, blk0, blk_irqs)."""
+    out = []
+    for line in list(g.lines):
+        m = LIVE.search(line)
+        if m:
+            out.append((int(m[1]), int(m[2]), m[3], int(m[4])))
+    return out
+
+
+def disk_image(tmp, name="disk.img"):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    return path
+
+
+def start_live(vms, tmp, disk, cpus=2, sock_name="a.sock"):
+    sock = os.path.join(tmp, sock_name)
+    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.virtio=blk",
+                             cpus=cpus, extra=["--api-socket", sock, "--disk", f"path={disk}"]))
+    g.wait_for(r"KVMMTEST live n=3 ")
+    return g, Api(sock)
+
+
+def save(api, path):
+    r = api.call("save", {"path": path}, timeout=60)
+    assert "return" in r, r
+    assert api.wait_event("save-completed", path=path)["data"]["bytes"] == os.path.getsize(path)
+    return r["return"]
+
+
+def saved_guest(vms, tmp, cpus=2):
+    """A live guest saved to a file and quit: (file, disk, its records)."""
+    disk = disk_image(tmp)
+    g, api = start_live(vms, tmp, disk, cpus=cpus)
+    state = os.path.join(tmp, "vm.state")
+    save(api, state)
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    return state, disk, live(g)
+
+
+def test_save_then_restore_in_a_new_process_continues_the_guest(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = start_live(vms, tmp, disk, cpus=2)
+    state = os.path.join(tmp, "vm.state")
+    res = save(api, state)
+    # The save leaves the VM paused; its file is complete and alone.
+    assert api.call("query-status")["return"]["state"] == "paused"
+    assert not os.path.exists(state + ".new")
+    assert res["pages"] > 0
+    # Only what the guest touched: a few hundred KiB of a 256 MiB guest.
+    assert os.path.getsize(state) < 16 << 20, os.path.getsize(state)
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    before = live(g)
+    last = before[-1]
+
+    # The disk moves (a host-side path may change); its content does not.
+    moved = os.path.join(tmp, "moved.img")
+    shutil.copy(disk, moved)
+    sock = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", state, "--api-socket", sock, "--disk", f"path={moved}"])
+    h.wait_for(r"KVMMTEST live n=%d " % (last[0] + 4))
+    after = live(h)
+    assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
+    # The tick count goes on by one, the guest's clock never goes back.
+    assert after[0][0] == last[0] + 1, (last, after[:3])
+    seq = before + after
+    assert all(b[1] > a[1] for a, b in zip(seq, seq[1:])), "the guest's clock went back"
+    # The disk still reads the same, with its MSI-X interrupts arriving
+    # in the new process.
+    assert {r[2] for r in seq} == {before[0][2]} and before[0][2] != "none"
+    assert after[-1][3] > after[0][3] >= last[3]
+    # COM1 input (an IOAPIC interrupt) and the power button (SCI).
+    h.send(b"after restore\r")
+    h.wait_for(r'KVMMTEST live-echo line="after restore"')
+    api2 = Api(sock)
+    assert api2.call("query-status")["return"]["state"] == "running"
+    assert api2.call("power-button")["return"] == {}
+    h.wait_for(r"KVMMTEST event power-button")
+    assert h.wait_exit() == 0
+
+
+def test_save_leaves_the_vm_paused_and_resume_continues_it(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = start_live(vms, tmp, disk, cpus=1)
+    save(api, os.path.join(tmp, "vm.state"))
+    n = live(g)[-1][0]
+    assert api.call("resume")["return"] == {}
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert [r[0] for r in live(g)] == list(range(1, len(live(g)) + 1))
+    api.call("quit")
+    assert g.wait_exit() == 0
+
+
+def test_restore_paused_waits_for_resume(kvm, vms, tmp):
+    state, disk, before = saved_guest(vms, tmp, cpus=1)
+    sock = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", state, "--paused", "--api-socket", sock])
+    api = Api(sock)
+    assert api.call("query-status")["return"]["state"] == "paused"
+    assert live(h) == []
+    assert api.call("resume")["return"] == {}
+    h.wait_for(r"KVMMTEST live n=%d " % (before[-1][0] + 1))
+    assert live(h)[0][0] == before[-1][0] + 1
+    api.call("quit")
+    assert h.wait_exit() == 0
+
+
+def test_save_failure_removes_the_file_and_keeps_the_guest_running(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = start_live(vms, tmp, disk, cpus=1)
+    r = api.call("save", {"path": "/proc/kvmm-cannot-write-here"})
+    assert r["error"]["code"] == "SaveFailed", r
+    assert "cannot create /proc/kvmm-cannot-write-here.new" in r["error"]["message"], r
+    # Full disk (ENOSPC): a 64 KiB tmpfs cannot hold the stream.
+    full = os.path.join(tmp, "full")
+    os.mkdir(full)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", full], check=True)
+    try:
+        r = api.call("save", {"path": os.path.join(full, "vm.state")}, timeout=60)
+        assert r["error"]["code"] == "SaveFailed", r
+        assert "No space left on device" in r["error"]["message"], r
+        assert os.listdir(full) == [], "partial file left behind"
+    finally:
+        subprocess.run(["umount", full])
+    assert api.call("query-status")["return"]["state"] == "running"
+    n = live(g)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    for bad in ({}, {"path": 3}, {"path": ""}):
+        assert api.call("save", bad)["error"]["code"] == "InvalidArgument"
+    api.call("quit")
+    assert g.wait_exit() == 0
+
+
+def test_restore_through_a_pipe_reads_and_checks_every_page(kvm, vms, tmp):
+    """A stream that cannot be mapped (a FIFO, as a socket will be) is read
+    page by page and its pages' checksum checked: a flipped byte in guest
+    memory is refused there."""
+    state, disk, before = saved_guest(vms, tmp, cpus=1)
+    data = open(state, "rb").read()
+    mem = [s for s in sections(data) if s[0] == 8][0]
+    fifo = os.path.join(tmp, "stream.fifo")
+    os.mkfifo(fifo)
+
+    def feed(blob):
+        fd = os.open(fifo, os.O_WRONLY)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+        except BrokenPipeError:
+            pass            # kvmm stopped reading: the refusal case
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=feed, args=(data,))
+    t.start()
+    sock = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", fifo, "--api-socket", sock])
+    h.wait_for(r"KVMMTEST live n=%d " % (before[-1][0] + 2))
+    t.join()
+    Api(sock).call("quit")
+    assert h.wait_exit() == 0
+
+    bad = bytearray(data)
+    bad[mem[2] + mem[3] - 100] ^= 1        # in the last page
+    t = threading.Thread(target=feed, args=(bytes(bad),))
+    t.start()
+    r = subprocess.run([KVMM, "--restore", fifo], capture_output=True, text=True, timeout=60)
+    t.join()
+    assert r.returncode == 1 and "memory pages: checksum mismatch" in r.stderr, r.stderr
+    assert "KVMMTEST" not in r.stdout
+
+
+# --- hostile stream files -----------------------------------------------------
+
+def sections(data):
+    """(type, index, payload offset, payload length) of each section."""
+    out, off = [], 16
+    while off < len(data):
+        t, i, n = struct.unpack_from("<IIQ", data, off)
+        out.append((t, i, off + 24, n))
+        off += 24 + n
+    return out
+
+
+def page_bitmap(path):
+    """The memory section's bitmap of pages present."""
+    data = open(path, "rb").read()
+    t, _, off, _ = [s for s in sections(data) if s[0] == 8][0]
+    bitmap_len = struct.unpack_from("<Q", data, off + 24)[0]
+    return data[off + 48:off + 48 + bitmap_len]
+
+
+def refused(path, *extra):
+    r = subprocess.run([KVMM, "--restore", path, "--serial", "stdio", *extra],
+                       capture_output=True, text=True, timeout=60)
+    assert "KVMMTEST" not in r.stdout, "guest code ran: " + r.stdout[:200]
+    return r.returncode, r.stderr
+
+
+def test_hostile_streams_are_refused_before_the_guest_runs(kvm, vms, tmp):
+    state, disk, _ = saved_guest(vms, tmp, cpus=2)
+    data = open(state, "rb").read()
+    secs = sections(data)
+    names = [t for t, _, _, _ in secs]
+    assert names[:3] == [1, 2, 3] and names[-2:] == [8, 9], names
+    bad = os.path.join(tmp, "bad.state")
+
+    def write(blob):
+        with open(bad, "wb") as f:
+            f.write(blob)
+
+    # Truncated at every section boundary, and inside the memory pages.
+    cuts = [0, 10, 16] + [off - 24 for _, _, off, _ in secs] + [off for _, _, off, _ in secs]
+    mem = secs[-2]
+    cuts.append(mem[2] + mem[3] - 4096)
+    for cut in sorted(c for c in set(cuts) if c < len(data)):
+        write(data[:cut])
+        rc, err = refused(bad)
+        assert rc == 1 and "truncated" in err, (cut, err)
+
+    # A flipped byte in each section's header and in each payload (the
+    # memory section's descriptor and bitmap: its pages are checked when
+    # read, see the pipe test).
+    for t, i, off, n in secs:
+        for at in (off - 20, off + min(n, 60) // 2) if n else (off - 20,):
+            blob = bytearray(data)
+            blob[at] ^= 0x04
+            write(bytes(blob))
+            rc, err = refused(bad)
+            assert rc == 1 and re.search(r"checksum mismatch|corrupt", err), (t, i, at, err)
+
+    # Newer version, not a stream.
+    blob = bytearray(data)
+    struct.pack_into("<I", blob, 8, 2)
+    write(bytes(blob))
+    rc, err = refused(bad)
+    assert rc == 1 and "written by a newer kvmm: stream version 2, this kvmm reads up to 1" in err, err
+    write(b"KVMMSTRX" + data[8:])
+    rc, err = refused(bad)
+    assert rc == 1 and "not a kvmm state stream" in err, err
+
+    # A configuration that does not fit the stream: more vCPUs, less
+    # memory, another disk.
+    rc, err = refused(state, "--cpus", "3")
+    assert rc == 1 and "2 vCPUs, not 3" in err, err
+    rc, err = refused(state, "--memory", "128M")
+    assert rc == 1 and "256 MiB of memory, not 128 MiB" in err, err
+    rc, err = refused(state, "--disk", f"path={disk}", "--disk", f"path={disk},readonly=on")
+    assert rc == 1 and "devices differ" in err, err
+
+
+def test_a_restored_guest_saves_and_restores_again(kvm, vms, tmp):
+    """Pages a restore mapped from its file and the guest has not touched
+    since must be in the next save too (they are not resident)."""
+    state, disk, before = saved_guest(vms, tmp, cpus=2)
+    sock = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", state, "--api-socket", sock])
+    h.wait_for(r"KVMMTEST live n=%d " % (before[-1][0] + 2))
+    api = Api(sock)
+    again = os.path.join(tmp, "again.state")
+    save(api, again)
+    api.call("quit")
+    assert h.wait_exit() == 0
+    # Every page of the first stream is in the second (the guest freed
+    # none), whether or not the guest touched it in between.
+    first, second = page_bitmap(state), page_bitmap(again)
+    assert first and all(a & ~b == 0 for a, b in zip(first, second)), "pages lost"
+    os.unlink(state)        # nothing may still come from the first file
+    n = live(h)[-1][0]
+    sock3 = os.path.join(tmp, "c.sock")
+    k = start(vms, [KVMM, "--restore", again, "--api-socket", sock3])
+    k.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert live(k)[0][0] == n + 1
+    k.send(b"third\r")
+    k.wait_for(r'KVMMTEST live-echo line="third"')
+    Api(sock3).call("quit")
+    assert k.wait_exit() == 0
