@@ -12,6 +12,9 @@ import threading
 import pytest
 
 from kvmmtest import Api, KVMM, kvmm_argv, start
+from test_schemas import load, validator
+
+SCHEMA = load("api.schema.json")
 
 LIVE = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) blk0=(\S+) blk_irqs=(\d+)")
 
@@ -43,8 +46,13 @@ def start_live(vms, tmp, disk, cpus=2, sock_name="a.sock"):
 
 def save(api, path):
     r = api.call("save", {"path": path}, timeout=60)
-    assert "return" in r, r
-    assert api.wait_event("save-completed", path=path)["data"]["bytes"] == os.path.getsize(path)
+    validator(SCHEMA, "save").validate({"path": path})
+    validator(SCHEMA, "reply").validate(r)
+    validator(SCHEMA, "save-result").validate(r["return"])
+    ev = api.wait_event("save-completed", path=path)
+    validator(SCHEMA, "event").validate(ev)
+    assert ev["data"] == r["return"]
+    assert r["return"]["bytes"] == os.path.getsize(path)
     return r["return"]
 
 
@@ -132,6 +140,7 @@ def test_save_failure_removes_the_file_and_keeps_the_guest_running(kvm, vms, tmp
     g, api = start_live(vms, tmp, disk, cpus=1)
     r = api.call("save", {"path": "/proc/kvmm-cannot-write-here"})
     assert r["error"]["code"] == "SaveFailed", r
+    validator(SCHEMA, "reply").validate(r)
     assert "cannot create /proc/kvmm-cannot-write-here.new" in r["error"]["message"], r
     # Full disk (ENOSPC): a 64 KiB tmpfs cannot hold the stream.
     full = os.path.join(tmp, "full")
