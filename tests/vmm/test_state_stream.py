@@ -7,11 +7,14 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 
 import pytest
 
 from kvmmtest import Api, KVMM, kvmm_argv, start
+from netns import probe, NETPROBE as netprobe_path
+from virtiotest import add_tap
 from test_schemas import load, validator
 
 SCHEMA = load("api.schema.json")
@@ -307,3 +310,38 @@ def test_a_restored_guest_saves_and_restores_again(kvm, vms, tmp):
     k.wait_for(r'KVMMTEST live-echo line="third"')
     Api(sock3).call("quit")
     assert k.wait_exit() == 0
+
+
+def test_the_nic_answers_after_a_restore(kvm, vms, tmp, netns):
+    """Saved while the guest serves its NIC, restored in a new process on
+    the same tap: pings and UDP echoes are answered, the guest goes on."""
+    add_tap(netns, "sstap0", "10.81.1.1/24")
+    sock = os.path.join(tmp, "a.sock")
+    cmdline = ("kvmmtest.virtio=net kvmmtest.net.serve=120 kvmmtest.net0.ip=10.81.1.15 "
+               "kvmmtest.action=live kvmmtest.tick_ms=50")
+    g = start(vms, ["ip", "netns", "exec", netns] + kvmm_argv(
+        cmdline, 1, "256M", ["--api-socket", sock, "--net", "tap=sstap0,mac=52:54:00:dd:00:01"]))
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=1", timeout=60)
+    # Pings only: the probe's UDP "quit" would end the guest's serving.
+    ping = ["ip", "netns", "exec", netns, sys.executable, "-c",
+            "import sys; sys.path.insert(0, %r); import netprobe; print(netprobe.ping(%r, 2, 5, False))"
+            % (os.path.dirname(netprobe_path), "10.81.1.15")]
+    assert subprocess.run(ping, capture_output=True, text=True, timeout=60).stdout.strip() == "2"
+    api = Api(sock)
+    state = os.path.join(tmp, "vm.state")
+    save(api, state)
+    api.call("quit")
+    assert g.wait_exit() == 0
+    assert live(g) == []            # still serving when saved
+
+    sock2 = os.path.join(tmp, "b.sock")
+    h = start(vms, ["ip", "netns", "exec", netns, KVMM, "--restore", state,
+                    "--api-socket", sock2, "--net", "tap=sstap0,mac=52:54:00:dd:00:01"])
+    Api(sock2).call("query-status")
+    r = probe(netns, "10.81.1.15", 7)
+    assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    h.wait_for(r"KVMMTEST pass virtio-net dev=net0")
+    h.wait_for(r"KVMMTEST live n=2 ")
+    assert not [l for l in h.lines if "KVMMTEST boot" in l]
+    Api(sock2).call("quit")
+    assert h.wait_exit() == 0
