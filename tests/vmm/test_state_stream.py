@@ -345,3 +345,40 @@ def test_the_nic_answers_after_a_restore(kvm, vms, tmp, netns):
     assert not [l for l in h.lines if "KVMMTEST boot" in l]
     Api(sock2).call("quit")
     assert h.wait_exit() == 0
+
+
+def test_disk_requests_in_flight_at_the_save_complete(kvm, vms, tmp):
+    """Saved while the guest keeps 16 disk reads in flight: the device
+    finishes them before the state is taken, so the restored guest's
+    load ends without a lost or repeated completion."""
+    disk = os.path.join(tmp, "disk.img")
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    sock = os.path.join(tmp, "a.sock")
+    cmdline = ("kvmmtest.virtio=blk kvmmtest.blk0.bench=randread kvmmtest.blk0.qd=16 "
+               "kvmmtest.blk0.bytes=1099511627776 kvmmtest.blk0.ms=4000 "
+               "kvmmtest.action=live kvmmtest.tick_ms=50")
+    # cache=none: O_DIRECT reads stay in flight in io_uring (cached ones
+    # may complete as they are submitted).
+    g = start(vms, kvmm_argv(cmdline, 1, "256M", ["--api-socket", sock,
+                                                  "--disk", f"path={disk},cache=none"]))
+    g.wait_for(r"KVMMTEST pass virtio-blk-read dev=blk0")
+    api = Api(sock)
+    # The load is running: reads complete between two looks.
+    ops = lambda: api.call("query-block-stats")["return"][0]["rd_operations"]
+    first = ops()
+    while ops() == first:
+        pass
+    state = os.path.join(tmp, "vm.state")
+    save(api, state)
+    api.call("quit")
+    assert g.wait_exit() == 0
+    assert not [l for l in g.lines if "blk-bench" in l], "the load ended before the save"
+
+    h = start(vms, [KVMM, "--restore", state, "--api-socket", os.path.join(tmp, "b.sock")])
+    m = h.wait_for(r"KVMMTEST info blk-bench dev=blk0 .*reqs=(\d+) .*errors=(\d+)", timeout=120)
+    assert int(m[1]) > 16 and m[2] == "0", m[0]
+    h.wait_for(r"KVMMTEST live n=2 ")
+    assert not [l for l in h.lines if "KVMMTEST fail" in l], h.lines
+    Api(os.path.join(tmp, "b.sock")).call("quit")
+    assert h.wait_exit() == 0
