@@ -712,6 +712,13 @@ static int restore_memory(struct restore *rs, struct vm *vm,
 		idx += p - start;
 	}
 	vm->mem.file_backed = true;
+	/* The new mappings replaced the advice and lock on guest RAM. */
+	madvise(vm->mem.base, vm->mem.size, MADV_DONTDUMP);
+	if (vm->cfg->locked && mlock(vm->mem.base, vm->mem.size)) {
+		r = -errno;
+		ERR("cannot lock the restored guest memory: %s", strerror(-r));
+		goto out;
+	}
 	if (lseek(rs->fd, data_off + data_len, SEEK_SET) < 0) {
 		r = -errno;
 		goto out;
