@@ -4,17 +4,49 @@
  * (and migration) tests to watch from outside.  Every tick_ms of its own
  * clock (the TSC) it prints
  *
- *   KVMMTEST live n=<tick> us=<now_us> blk0=0x<crc32 of sectors 0-7> blk_irqs=<n>
+ *   KVMMTEST live n=<tick> us=<now_us> blk0=0x<crc32 of sectors 0-7> blk_irqs=<n> mem=<ok|bad|none>
  *
  * so a host test sees the tick count go on by one, the clock never go
  * back, the disk still read (its MSI-X interrupts still counted); a line
  * typed on COM1 (serial interrupt through the IOAPIC) comes back as
  * `KVMMTEST live-echo line="..."`, and the power button powers off.
+ * kvmmtest.live.touch=MIB first writes MIB of RAM from 16 MiB up (one
+ * word a page), for benchmarks that need memory touched.
  */
 #include "guest.h"
 #include "io.h"
 
 #define LIVE_LINE_MAX	64
+#define TOUCH_BASE	(16ULL << 20)
+
+static u64 touched_mib;
+
+/* "ok" if every touched page still holds what touch() wrote. */
+static const char *touched_check(void)
+{
+	for (u64 a = TOUCH_BASE; a < TOUCH_BASE + (touched_mib << 20); a += 4096)
+		if (*(volatile u64 *)a != (a | 1))
+			return "bad";
+	return touched_mib ? "ok" : "none";
+}
+
+static void touch(void)
+{
+	char opt[16];
+	u64 mib, a;
+
+	if (!cmdline_option("kvmmtest.live.touch", opt, sizeof(opt)))
+		return;
+	mib = parse_u64(opt, NULL);
+	if (!mib || !e820_is_ram(TOUCH_BASE, mib << 20)) {
+		fail("live-touch", "mib=%lu not in RAM from 16 MiB", mib);
+		return;
+	}
+	for (a = TOUCH_BASE; a < TOUCH_BASE + (mib << 20); a += 4096)
+		*(volatile u64 *)a = a | 1;
+	touched_mib = mib;
+	info("live-touch mib=%lu", mib);
+}
 
 void live_run(u64 tick_ms)
 {
@@ -24,6 +56,7 @@ void live_run(u64 tick_ms)
 	bool level, low;
 	u32 crc;
 
+	touch();
 	ioapic_route(isa_irq_to_gsi(4, &level, &low), VEC_COM1, level, low);
 	serial_rx_irq_enable();
 	for (;;) {
@@ -51,7 +84,8 @@ void live_run(u64 tick_ms)
 			snprintf(blk, sizeof(blk), "0x%08x", crc);
 		else
 			snprintf(blk, sizeof(blk), "none");
-		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu", ++n, now_us(), blk, irqs);
+		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu mem=%s", ++n, now_us(), blk, irqs,
+		       touched_check());
 		next += tick_ms * 1000;
 	}
 }
