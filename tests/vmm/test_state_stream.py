@@ -410,7 +410,8 @@ def test_touched_memory_comes_back_and_only_it_is_written(kvm, vms, tmp):
     """32 MiB the guest wrote are in the stream (and little else), mapped
     back from the file and read right by the restored guest at each tick."""
     sock = os.path.join(tmp, "a.sock")
-    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.live.touch=32",
+    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.live.touch=32 "
+                             "kvmmtest.live.check=on",
                              1, "1G", ["--api-socket", sock]))
     g.wait_for(r"KVMMTEST live n=2 .* mem=ok")
     api = Api(sock)
