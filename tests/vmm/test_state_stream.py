@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from kvmmtest import Api, KVMM, kvmm_argv, start
+from kvmmtest import Api, KVMM, Qmp, kvmm_argv, qemu_argv, start
 from netns import probe, NETPROBE as netprobe_path
 from virtiotest import add_tap
 from test_schemas import load, validator
@@ -428,3 +428,40 @@ def test_touched_memory_comes_back_and_only_it_is_written(kvm, vms, tmp):
     assert mems and set(mems) == {"ok"}, mems
     Api(os.path.join(tmp, "b.sock")).call("quit")
     assert h.wait_exit() == 0
+
+
+def test_the_live_guest_continues_across_qemus_save_and_restore_too(kvm, vms, tmp):
+    """The reference: what the tests above expect of the live guest holds
+    under QEMU's own save and restore (exec: migration to a file)."""
+    state = os.path.join(tmp, "qemu.state")
+    cmdline = "kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.live.touch=32 kvmmtest.live.check=on"
+    qmp = os.path.join(tmp, "q.sock")
+    g = start(vms, qemu_argv(cmdline, 2, "256M", ["-qmp", f"unix:{qmp},server=on,wait=off"]))
+    g.wait_for(r"KVMMTEST live n=3 .* mem=ok")
+    q = Qmp(qmp)
+    q.execute("stop")
+    q.execute("migrate", {"uri": f"exec:cat > {state}"})
+    while q.execute("query-migrate")["return"].get("status") not in ("completed", "failed"):
+        pass
+    assert q.execute("query-migrate")["return"]["status"] == "completed"
+    q.execute("quit")
+    g.wait_exit()
+    qmp2 = os.path.join(tmp, "q2.sock")
+    h = start(vms, qemu_argv(cmdline, 2, "256M", ["-qmp", f"unix:{qmp2},server=on,wait=off",
+                                                 "-incoming", f"exec:cat {state}"]))
+    q = Qmp(qmp2)
+    while q.execute("query-migrate")["return"].get("status") not in ("completed", "failed"):
+        pass
+    assert q.execute("query-migrate")["return"]["status"] == "completed"
+    q.execute("cont")
+    n = live(g)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    seq = continued(g, h)
+    assert seq[0][0] == 1 and consecutive(seq), seq
+    assert all(b[1] > a[1] for a, b in zip(seq, seq[1:])), "the guest's clock went back"
+    mems = [l.rsplit("mem=", 1)[1] for l in h.lines if "KVMMTEST live n=" in l]
+    assert set(mems) == {"ok"}, mems
+    h.send(b"on qemu\r")
+    h.wait_for(r'KVMMTEST live-echo line="on qemu"')
+    q.execute("quit")
+    h.wait_exit()
