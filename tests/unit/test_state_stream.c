@@ -72,7 +72,7 @@ static int read_all(const uint8_t *data, size_t len, char *why, size_t whylen,
 		if (h.type == SEC_END)
 			break;
 		if (h.type == SEC_MEMORY) {
-			ret = stream_read_mem_meta(&r, &h, &d, &bm);
+			ret = stream_read_mem_meta(&r, &h, NPAGES * STREAM_PAGE_SIZE, &d, &bm);
 			if (!ret) {
 				ret = stream_read_mem_pages(&r, &d, bm, ram, NPAGES * STREAM_PAGE_SIZE);
 				free(bm);
@@ -113,7 +113,7 @@ UNIT_TEST(a_stream_reads_back_with_pages_page_aligned)
 	free(p);
 	CHECK(stream_read_section_hdr(&r, &h) == 0);
 	CHECK(h.type == SEC_MEMORY);
-	CHECK(stream_read_mem_meta(&r, &h, &d, &bm) == 0);
+	CHECK(stream_read_mem_meta(&r, &h, NPAGES * STREAM_PAGE_SIZE, &d, &bm) == 0);
 	CHECK(d.npages == NPAGES && d.present == 3);
 	CHECK(r.off % STREAM_PAGE_SIZE == 0);
 	/* The pages sit in the file where the descriptor says, in order. */
@@ -253,4 +253,33 @@ UNIT_TEST(crc32c_is_castagnoli)
 	/* The check value of CRC-32C (iSCSI, RFC 3720). */
 	CHECK_EQ_U64(crc32c(0, "123456789", 9), 0xE3069283);
 	CHECK_EQ_U64(crc32c(crc32c(0, "1234", 4), "56789", 5), 0xE3069283);
+}
+
+UNIT_TEST(a_memory_section_for_another_ram_size_is_refused_before_its_bitmap)
+{
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	struct stream_mem_desc d;
+	uint8_t *ram, *bm = NULL;
+	size_t len;
+	uint8_t *s = make_stream(&len, &ram);
+	int fd = fd_of(s, len);
+
+	stream_reader_init(&r, fd);
+	CHECK(stream_read_header(&r) == 0);
+	do {
+		CHECK(stream_read_section_hdr(&r, &h) == 0);
+		if (h.type != SEC_MEMORY) {
+			uint8_t *p;
+
+			CHECK(stream_read_payload(&r, &h, &p) == 0);
+			free(p);
+		}
+	} while (h.type != SEC_MEMORY);
+	CHECK(stream_read_mem_meta(&r, &h, 2 * NPAGES * STREAM_PAGE_SIZE, &d, &bm) == -EINVAL);
+	CHECK(bm == NULL);
+	CHECK(strstr(r.err, "40 pages for") != NULL);
+	close(fd);
+	free(s);
+	free(ram);
 }

@@ -666,16 +666,10 @@ static int restore_memory(struct restore *rs, struct vm *vm,
 	uint64_t p, start, idx = 0, runs = 0, data_off, data_len;
 	int r;
 
-	r = stream_read_mem_meta(&rs->r, h, &d, &bm);
+	r = stream_read_mem_meta(&rs->r, h, vm->mem.size, &d, &bm);
 	if (r) {
 		ERR("%s", rs->r.err);
 		return r;
-	}
-	if (d.npages * STREAM_PAGE_SIZE != vm->mem.size) {
-		ERR("memory section: %llu pages for %llu MiB of RAM",
-		    (unsigned long long)d.npages, (unsigned long long)(vm->mem.size >> 20));
-		r = -EINVAL;
-		goto out;
 	}
 	data_off = rs->r.off;
 	data_len = d.present * STREAM_PAGE_SIZE;

@@ -343,7 +343,7 @@ int stream_read_payload(struct stream_reader *r, const struct stream_section_hdr
 }
 
 int stream_read_mem_meta(struct stream_reader *r, const struct stream_section_hdr *h,
-			 struct stream_mem_desc *d, uint8_t **bitmap)
+			 uint64_t ram_size, struct stream_mem_desc *d, uint8_t **bitmap)
 {
 	uint8_t db[MEM_DESC_LEN], pad[256];
 	uint8_t *bm = NULL;
@@ -374,6 +374,12 @@ int stream_read_mem_meta(struct stream_reader *r, const struct stream_section_hd
 	    d->pad_len >= STREAM_PAGE_SIZE || d->present > d->npages ||
 	    h->len != MEM_DESC_LEN + d->bitmap_len + d->pad_len + d->present * STREAM_PAGE_SIZE) {
 		snprintf(r->err, sizeof(r->err), "memory section: inconsistent descriptor (corrupt stream)");
+		return -EINVAL;
+	}
+	/* Before the bitmap is allocated: its size follows from npages. */
+	if (d->npages != ram_size / STREAM_PAGE_SIZE) {
+		snprintf(r->err, sizeof(r->err), "memory section: %llu pages for %llu MiB of RAM",
+			 (unsigned long long)d->npages, (unsigned long long)(ram_size >> 20));
 		return -EINVAL;
 	}
 	bm = malloc(d->bitmap_len ? d->bitmap_len : 1);

@@ -87,10 +87,10 @@ int stream_read_section_hdr(struct stream_reader *r, struct stream_section_hdr *
 int stream_read_payload(struct stream_reader *r, const struct stream_section_hdr *h,
 			uint8_t **payload);
 /* The memory section after its header: descriptor and bitmap (malloc'd)
- * read and checked; leaves the reader at the first page, r->off page
- * aligned. */
+ * read and checked, for a RAM of ram_size bytes; leaves the reader at the
+ * first page, r->off page aligned. */
 int stream_read_mem_meta(struct stream_reader *r, const struct stream_section_hdr *h,
-			 struct stream_mem_desc *d, uint8_t **bitmap);
+			 uint64_t ram_size, struct stream_mem_desc *d, uint8_t **bitmap);
 /* Reads the pages into base (size bytes, zero where not present) and
  * checks data_crc: the path for an fd that cannot be mapped. */
 int stream_read_mem_pages(struct stream_reader *r, const struct stream_mem_desc *d,
