@@ -215,7 +215,7 @@ static int load_vcpu(struct vm *vm, struct vcpu *v, const uint8_t *p, size_t len
 	if (len < sizeof(b))
 		goto bad;
 	memcpy(&b, p, sizeof(b));
-	/* The record is checked like guest input: KVM checks the values. */
+	/* GUEST: sizes are checked here, the values by KVM's ioctls. */
 	if (b.nmsrs > VCPU_MAX_MSRS || b.xsave_len > VCPU_MAX_XSAVE ||
 	    len != sizeof(b) + b.nmsrs * sizeof(*rec) + b.xsave_len)
 		goto bad;
@@ -803,6 +803,7 @@ int migration_restore_load(struct restore *rs, struct vm *vm, char *err, size_t 
 		r = next_payload(rs, SEC_DEVICE, i, &p, &len, err, errlen);
 		if (r)
 			return r;
+		/* GUEST: the device's own load checks its record. */
 		if (len < DEV_NAME_LEN || strncmp((char *)p, d->ops->name, DEV_NAME_LEN)) {
 			ERR("device %u: the stream has %.*s where this VM has %s", i,
 			    DEV_NAME_LEN, len < DEV_NAME_LEN ? "nothing" : (char *)p, d->ops->name);

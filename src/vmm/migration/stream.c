@@ -295,8 +295,9 @@ int stream_read_section_hdr(struct stream_reader *r, struct stream_section_hdr *
 	h->len = get64(b + 8);
 	h->crc = get32(b + 16);
 	h->hdr_crc = get32(b + 20);
-	/* Checked before any field is trusted: a flipped length must not
-	 * send the reader off allocating or skipping. */
+	/* GUEST: a stream is as untrusted as the guest that made it.  The
+	 * header's checksum first: a flipped length must not send the reader
+	 * off allocating or skipping; then type and length bounds. */
 	if (crc32c(0, b, 20) != h->hdr_crc) {
 		snprintf(r->err, sizeof(r->err), "corrupt section header at offset %llu (checksum mismatch)",
 			 (unsigned long long)at);
@@ -366,7 +367,7 @@ int stream_read_mem_meta(struct stream_reader *r, const struct stream_section_hd
 	d->pad_len = get64(db + 32);
 	d->data_crc = get32(db + 40);
 	d->reserved = get32(db + 44);
-	/* The crc comes after the bitmap; until then every field is
+	/* GUEST: the crc comes after the bitmap; until then every field is
 	 * bounded before use. */
 	if (d->page_size != STREAM_PAGE_SIZE || d->flags ||
 	    d->npages > (UINT64_MAX / STREAM_PAGE_SIZE) ||
