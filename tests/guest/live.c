@@ -4,12 +4,14 @@
  * (and migration) tests to watch from outside.  Every tick_ms of its own
  * clock (the TSC) it prints
  *
- *   KVMMTEST live n=<tick> us=<now_us> blk0=0x<crc32 of sectors 0-7> blk_irqs=<n> mem=<ok|bad|none>
+ *   KVMMTEST live n=<tick> us=<now_us> blk0=0x<crc32 of sectors 0-7> blk_irqs=<n> mem=<ok|bad|none> ap_irqs=<n>
  *
  * so a host test sees the tick count go on by one, the clock never go
  * back, the disk still read (its MSI-X interrupts still counted); a line
  * typed on COM1 (serial interrupt through the IOAPIC) comes back as
  * `KVMMTEST live-echo line="..."`, and the power button powers off.
+ * Each tick also sends an IPI to the other CPUs, which wait for it with
+ * interrupts on (live_ap): ap_irqs= counts those that arrived.
  * kvmmtest.live.touch=MIB first writes MIB of RAM from 16 MiB up (one
  * word a page), for benchmarks that need memory touched; with
  * kvmmtest.live.check=on each tick reads it back (mem=ok).
@@ -18,6 +20,20 @@
 #include "io.h"
 
 #define LIVE_LINE_MAX	64
+#define VEC_LIVE_IPI	(VEC_COUNT_BASE + VEC_COUNT_NUM - 1)	/* count-only */
+#define LAPIC_ICR_LO	0x300
+#define LAPIC_ICR_HI	0x310
+#define ICR_ALL_BUT_SELF (3u << 18)
+
+volatile bool live_aps;
+
+/* An AP in action=live: halted with interrupts on, woken by each IPI
+ * (counted by the vector's stub), forever. */
+void live_ap(void)
+{
+	for (;;)
+		wfi();
+}
 #define TOUCH_BASE	(16ULL << 20)
 
 static u64 touched_mib;
@@ -64,6 +80,7 @@ void live_run(u64 tick_ms)
 	u32 crc;
 
 	touch();
+	idt_count_gates_init();
 	ioapic_route(isa_irq_to_gsi(4, &level, &low), VEC_COM1, level, low);
 	serial_rx_irq_enable();
 	for (;;) {
@@ -91,8 +108,10 @@ void live_run(u64 tick_ms)
 			snprintf(blk, sizeof(blk), "0x%08x", crc);
 		else
 			snprintf(blk, sizeof(blk), "none");
-		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu mem=%s", ++n, now_us(), blk, irqs,
-		       touched_check());
+		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu mem=%s ap_irqs=%lu", ++n, now_us(),
+		       blk, irqs, touched_check(), irq_count[VEC_LIVE_IPI]);
+		lapic_write(LAPIC_ICR_HI, 0);
+		lapic_write(LAPIC_ICR_LO, ICR_ALL_BUT_SELF | VEC_LIVE_IPI);
 		next += tick_ms * 1000;
 	}
 }

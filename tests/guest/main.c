@@ -54,6 +54,7 @@ void user_main(u64 zero_page, u32 entry)
 	lapic_enable();
 	ioapic_init();
 	timer_init();
+	live_aps = !strcmp(action, "live");
 	smp_boot(smp);
 	virtio_run();
 	fwinfo_run();
@@ -94,6 +95,8 @@ void ap_main(u32 cpu)
 {
 	lapic_enable();
 	asm volatile("lock incl %0" : "+m"(cpus_online));
+	if (live_aps)
+		live_ap();
 	asm volatile("int $0x80" : : "a"((u64)SYS_HALT));
 	for (;;)
 		cpu_relax();
