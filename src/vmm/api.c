@@ -17,6 +17,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pci/hotplug.h"
+#include "migration/migration.h"
 #include "util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
@@ -246,6 +247,51 @@ static struct json_object *cmd_resume(struct api *api, struct json_object *args,
 		return NULL;
 	}
 	return json_object_new_object();
+}
+
+static void add_u64(struct json_object *o, const char *key, uint64_t v);
+
+/* CLIENT: "path", the file to write (as path.new, renamed when
+ * complete).  The VM is left paused: the caller quits or resumes. */
+static struct json_object *cmd_save(struct api *api, struct json_object *args,
+				    const char **code, const char **err)
+{
+	static char msg[600];
+	struct vm *vm = api->vm;
+	struct json_object *pv, *r, *d;
+	struct save_result res;
+	bool was_running = vm->state == VM_RUNNING;
+	const char *path;
+
+	if (!args || !json_object_object_get_ex(args, "path", &pv) ||
+	    !json_object_is_type(pv, json_type_string) || !*(path = json_object_get_string(pv))) {
+		*code = "InvalidArgument";
+		*err = "save takes {\"path\": the file to write}";
+		return NULL;
+	}
+	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
+		*code = "InvalidState";
+		*err = "the VM is not running";
+		return NULL;
+	}
+	/* The vCPUs parked, their last port or MMIO access completed; the
+	 * devices finish what they have in flight in their save hooks. */
+	vm_pause(vm);
+	if (migration_save_file(vm, path, &res, msg, sizeof(msg))) {
+		if (was_running)
+			vm_resume(vm);
+		*code = "SaveFailed";
+		*err = msg;
+		return NULL;
+	}
+	d = json_object_new_object();
+	json_object_object_add(d, "path", json_object_new_string(path));
+	add_u64(d, "bytes", res.bytes);
+	add_u64(d, "pages", res.pages);
+	add_u64(d, "ms", res.ns / 1000000);
+	r = json_object_get(d);
+	api_emit(api, "save-completed", d);
+	return r;
 }
 
 static struct json_object *cmd_power_button(struct api *api, struct json_object *args,
@@ -648,6 +694,7 @@ static const struct api_cmd api_cmds[] = {
 	{ "device-del", cmd_device_del },
 	{ "query-devices", cmd_query_devices },
 	{ "pause", cmd_pause },
+	{ "save", cmd_save },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },
 	{ "reboot", cmd_reboot },

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "sandbox.h"
+#include "migration/migration.h"
 #include "vm.h"
 
 static const char usage[] =
@@ -57,6 +58,9 @@ static const char usage[] =
 	"  --sandbox-log        debugging: a forbidden system call fails with EPERM and is\n"
 	"                       logged instead of killing kvmm (implies --sandbox)\n"
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
+	"  --restore FILE       continue the VM a \"save\" wrote to FILE (docs/state-stream.md);\n"
+	"                       options given too may change host-side paths only; with --paused\n"
+	"                       it waits for resume\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
 	"  --version            print the version\n"
@@ -68,7 +72,8 @@ static const char usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERIAL,
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
        OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON,
-       OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG, OPT_HUGEPAGES };
+       OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG, OPT_HUGEPAGES,
+       OPT_RESTORE };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -94,6 +99,7 @@ static const struct option long_opts[] = {
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -148,6 +154,8 @@ static struct json_object *sandbox_obj(struct json_object *obj)
 	return sb;
 }
 
+static const char *restore_path;	/* --restore */
+
 /* Returns the config object, or NULL after printing why (exit 1), or
  * sets *done for --help / --version. */
 static struct json_object *parse_args(int argc, char **argv, int *verbosity, bool *done)
@@ -181,6 +189,9 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			*done = true;
 			goto out_done;
 		case OPT_CONFIG:
+			break;
+		case OPT_RESTORE:
+			restore_path = optarg;
 			break;
 		case OPT_NOREBOOT:
 			json_object_object_add(obj, "no_reboot", json_object_new_boolean(1));
@@ -282,6 +293,8 @@ int main(int argc, char **argv)
 	struct vm_config cfg;
 	struct json_object *obj;
 	struct sig_watch sw = { &vm, -1 };
+	struct restore rs = { .fd = -1 };
+	char *config_json = NULL;
 	struct loop *loop = NULL;
 	sigset_t stop_sigs;
 	int verbosity = 0, status = KVMM_EXIT_ERROR;
@@ -293,12 +306,19 @@ int main(int argc, char **argv)
 	if (!obj)
 		return done ? 0 : KVMM_EXIT_ERROR;
 	log_set_level(verbosity >= 2 ? LOG_DEBUG : verbosity ? LOG_INFO : LOG_WARN);
-	if (config_from_json(obj, &cfg, err, sizeof(err))) {
+	memset(&cfg, 0, sizeof(cfg));
+	if (restore_path ?
+	    migration_restore_open(&rs, restore_path, err, sizeof(err)) ||
+	    migration_restore_config(&rs, obj, &cfg, &config_json, err, sizeof(err)) :
+	    config_from_json(obj, &cfg, err, sizeof(err))) {
 		pr_err("%s", err);
 		json_object_put(obj);
 		config_free(&cfg);
+		migration_restore_close(&rs);
 		return KVMM_EXIT_ERROR;
 	}
+	if (!config_json)
+		config_json = strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
 	json_object_put(obj);
 
 	/* Termination signals are read from a signalfd by the main loop;
@@ -316,8 +336,9 @@ int main(int argc, char **argv)
 		pr_err("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
-	if (vm_create(&vm, &cfg, loop))
+	if (restore_path ? vm_create_for_restore(&vm, &cfg, loop) : vm_create(&vm, &cfg, loop))
 		goto out;
+	vm.config_json = config_json;
 	vm.serial_backend->escape = on_escape;
 	vm.serial_backend->opaque_escape = &vm;
 	if (vm.console_backend) {
@@ -329,6 +350,16 @@ int main(int argc, char **argv)
 		goto out;
 	if (cfg.api_socket && api_open(&vm, cfg.api_socket, &vm.api))
 		goto out;
+	if (restore_path) {
+		/* Everything is checked before the guest runs an instruction. */
+		if (migration_restore_load(&rs, &vm, err, sizeof(err))) {
+			pr_err("cannot restore %s: %s", restore_path, err);
+			goto out;
+		}
+		migration_restore_close(&rs);
+		if (!cfg.paused && kvm_clock_restore(&vm))
+			pr_debug("KVM_SET_CLOCK failed");
+	}
 	/* Everything opened by path is open; no thread runs yet, so each
 	 * vCPU thread starts with what this one dropped. */
 	if (cfg.sandbox.enabled && sandbox_enter(&cfg.sandbox))
@@ -345,5 +376,7 @@ out:
 		close(sw.fd);
 	loop_free(loop);
 	config_free(&cfg);
+	migration_restore_close(&rs);
+	free(config_json);
 	return status;
 }

@@ -154,10 +154,21 @@ void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len)
 	return NULL;
 }
 
+/* Zeros [p, p+len) and frees its pages.  Private anonymous pages read
+ * back as zeros once dropped; pages mapped from a restored stream would
+ * read the file again, so fresh anonymous memory replaces them. */
+static int mem_zap(struct guest_memory *m, void *p, uint64_t len)
+{
+	if (m->file_backed)
+		return mmap(p, len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+			    -1, 0) == MAP_FAILED ? -errno : 0;
+	return madvise(p, len, MADV_DONTNEED) ? -errno : 0;
+}
+
 void guest_mem_discard(struct guest_memory *m)
 {
-	/* Private anonymous pages read back as zeros once dropped. */
-	madvise(m->base, m->size, MADV_DONTNEED);
+	mem_zap(m, m->base, m->size);
 }
 
 int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len)
@@ -178,9 +189,7 @@ int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len)
 	 * pages now (RSS drops at once) and later reads see zeros.
 	 * MADV_FREE would leave them counted until the host runs short, and
 	 * MADV_REMOVE is for shared or file-backed memory only. */
-	if (madvise((void *)start, end - start, MADV_DONTNEED))
-		return -errno;
-	return 0;
+	return mem_zap(m, (void *)start, end - start);
 }
 
 uint64_t guest_mem_low_end(const struct guest_memory *m)

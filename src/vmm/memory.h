@@ -23,6 +23,9 @@ struct guest_memory {
 	uint64_t page_size;	/* hugetlb page size; 0: normal pages */
 	unsigned int nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+	/* Parts are private mappings of a restored state stream: dropping
+	 * a page there would read the file again, not zeros. */
+	bool file_backed;
 };
 
 /* low_limit: end of the RAM below the MMIO hole; RAM above it moves to

@@ -131,9 +131,11 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
 		vcpu_handle_io(v);
+		v->io_pending = true;
 		return true;
 	case KVM_EXIT_MMIO:
 		vcpu_handle_mmio(v);
+		v->io_pending = true;
 		return true;
 	case KVM_EXIT_INTR:
 		return true;
@@ -177,6 +179,17 @@ static bool vcpu_wait_runnable(struct vcpu *v)
 
 	pthread_mutex_lock(&vm->lock);
 	while (vm->cmd == VCPU_PARK) {
+		if (v->io_pending) {
+			/* With immediate_exit set, KVM_RUN completes the
+			 * instruction and returns EINTR without running on. */
+			v->io_pending = false;
+			v->run->immediate_exit = 1;
+			pthread_mutex_unlock(&vm->lock);
+			if (ioctl(v->fd, KVM_RUN, 0) == 0)
+				vcpu_handle_exit(v);	/* may set io_pending again */
+			pthread_mutex_lock(&vm->lock);
+			continue;
+		}
 		if (!v->parked) {
 			v->parked = true;
 			pthread_cond_broadcast(&vm->cond);

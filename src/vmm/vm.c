@@ -86,7 +86,7 @@ static int console_open(struct vm *vm, const struct vm_config *cfg, struct loop 
 	return r;
 }
 
-int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
+static int vm_build(struct vm *vm, struct vm_config *cfg, struct loop *loop, bool boot)
 {
 	unsigned int i;
 	int r;
@@ -162,10 +162,22 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
 	r = devices_create(vm);
 	if (r)
 		return r;
-	r = arch_load_kernel(vm);
-	if (r)
-		return r;
+	if (boot) {
+		r = arch_load_kernel(vm);
+		if (r)
+			return r;
+	}
 	return vm_create_vcpus(vm);
+}
+
+int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop)
+{
+	return vm_build(vm, cfg, loop, true);
+}
+
+int vm_create_for_restore(struct vm *vm, struct vm_config *cfg, struct loop *loop)
+{
+	return vm_build(vm, cfg, loop, false);
 }
 
 int vm_start(struct vm *vm)
@@ -235,6 +247,8 @@ void vm_destroy(struct vm *vm)
 	pvm_compat_destroy(vm);
 	kvm_destroy_vm(vm);
 	guest_mem_destroy(&vm->mem);
+	free(vm->restored_pages);
+	vm->restored_pages = NULL;
 	free(vm->kernel);
 	free(vm->initrd);
 	vm->kernel = vm->initrd = NULL;
@@ -369,6 +383,8 @@ int vm_reset(struct vm *vm)
 	vm->clock_saved = false;
 	vm->reboot_on_poweroff = false;	/* whatever reset it, it rebooted */
 	guest_mem_discard(&vm->mem);
+	free(vm->restored_pages);	/* all zeros now */
+	vm->restored_pages = NULL;
 	devices_reset(vm);
 	r = kvm_create_vm(vm);
 	if (!r)

@@ -69,6 +69,10 @@ struct vcpu {
 	pthread_t thread;
 	bool thread_started;
 	bool parked;
+	/* The last exit was port I/O or MMIO: KVM finishes the instruction
+	 * only on the next KVM_RUN, so one runs before parking (a saved
+	 * state must not miss it). */
+	bool io_pending;
 };
 
 struct loop;
@@ -129,12 +133,20 @@ struct vm {
 	int exit_status;
 	bool clock_saved;
 	uint8_t clock_data[48];		/* struct kvm_clock_data while paused */
+	/* The configuration as JSON, for the state stream (main.c owns it). */
+	const char *config_json;
+	/* Pages a restore mapped from its stream (bitmap), which a later
+	 * save must carry even if the guest never touched them since. */
+	uint8_t *restored_pages;
 
 	struct loop *loop;
 	struct api *api;
 };
 
 int vm_create(struct vm *vm, struct vm_config *cfg, struct loop *loop);
+/* For a restore: the same VM, its memory left for the stream to fill
+ * (no kernel, tables or boot registers written). */
+int vm_create_for_restore(struct vm *vm, struct vm_config *cfg, struct loop *loop);
 int vm_start(struct vm *vm);
 void vm_destroy(struct vm *vm);
 

@@ -146,6 +146,14 @@ void pm_emergency_poweroff(void);
 /* shell.c */
 void shell_run(void) __noreturn;
 
+/* live.c: kvmmtest.action=live (live_aps: the APs run live_ap) */
+extern volatile bool live_aps;
+void live_run(u64 tick_ms);
+void live_ap(void) __noreturn;
+/* virtio_blk.c: CRC32 of sectors [start, start+count) of blk N, driven
+ * earlier, and the MSI-X interrupts it took; false if there is none */
+bool virtio_blk_read_crc(int index, u64 start, u64 count, u32 *crc, u64 *irqs);
+
 /* fwinfo.c: SMBIOS and fw_cfg, on request (kvmmtest.smbios, kvmmtest.vmcoreinfo) */
 void fwinfo_run(void);
 /* highmem.c */

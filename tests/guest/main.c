@@ -54,13 +54,14 @@ void user_main(u64 zero_page, u32 entry)
 	lapic_enable();
 	ioapic_init();
 	timer_init();
+	live_aps = !strcmp(action, "live");
 	smp_boot(smp);
 	virtio_run();
 	hotplug_run();
 	fwinfo_run();
 	highmem_run();
 
-	if (!strcmp(action, "wait") || !strcmp(action, "prompt"))
+	if (!strcmp(action, "wait") || !strcmp(action, "prompt") || !strcmp(action, "live"))
 		pm_power_button_enable();
 	report_done();
 
@@ -74,6 +75,8 @@ void user_main(u64 zero_page, u32 entry)
 		ticks_forever(tick_ms);
 	} else if (!strcmp(action, "prompt")) {
 		shell_run();
+	} else if (!strcmp(action, "live")) {
+		live_run(tick_ms);
 	} else {
 		fail("action", "unknown kvmmtest.action=%s", action);
 		pm_poweroff();
@@ -93,6 +96,8 @@ void ap_main(u32 cpu)
 {
 	lapic_enable();
 	asm volatile("lock incl %0" : "+m"(cpus_online));
+	if (live_aps)
+		live_ap();
 	asm volatile("int $0x80" : : "a"((u64)SYS_HALT));
 	for (;;)
 		cpu_relax();

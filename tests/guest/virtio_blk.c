@@ -73,6 +73,10 @@ struct blk {
 
 static u8 *shared_buf;
 
+/* The disks driven, for later reads (virtio_blk_read_crc). */
+#define BLK_KEPT	4
+static struct blk kept[BLK_KEPT];
+
 static const char *status_name(int s)
 {
 	switch (s) {
@@ -438,6 +442,18 @@ static void report_config(struct blk *b)
 		     b->capacity);
 }
 
+bool virtio_blk_read_crc(int index, u64 start, u64 count, u32 *crc, u64 *irqs)
+{
+	struct blk *b = index < BLK_KEPT ? &kept[index] : NULL;
+
+	if (!b || !b->v || b->v->broken || !in_range(b, "virtio-blk-read", start, count))
+		return false;
+	if (!read_crc(b, "virtio-blk-read", start, count, crc))
+		return false;
+	*irqs = virtio_interrupts(b->v);
+	return true;
+}
+
 void virtio_blk_run(struct virtio_dev *v, int index)
 {
 	u64 wanted = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO |
@@ -469,6 +485,8 @@ void virtio_blk_run(struct virtio_dev *v, int index)
 		return;
 
 	report_config(&b);
+	if (index < BLK_KEPT)
+		kept[index] = b;
 	if (!range_option(index, "read", &start, &count)) {
 		start = 0;
 		count = b.capacity < DEFAULT_READ ? b.capacity : DEFAULT_READ;

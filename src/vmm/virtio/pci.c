@@ -552,10 +552,20 @@ struct vp_state {
 static int vp_save(struct device *dev, struct state_buf *out)
 {
 	struct virtio_pci *vp = (struct virtio_pci *)dev;
+	struct state_buf own = { 0 };
 	struct vp_state s;
 	unsigned int i;
-	int r;
+	int r = 0;
 
+	/* The device's own record first: its hook completes what is in
+	 * flight (virtio-blk), which moves used indices and may raise
+	 * interrupts; the transport's state is taken after that. */
+	if (vp->ops->save)
+		r = vp->ops->save(vp, &own);
+	if (r) {
+		state_buf_free(&own);
+		return r;
+	}
 	memset(&s, 0, sizeof(s));
 	s.version = VIRTIO_STATE_VERSION;
 	s.status = vp->status;
@@ -583,8 +593,9 @@ static int vp_save(struct device *dev, struct state_buf *out)
 		r = msix_save(&vp->msix, out);
 	if (!r)
 		r = state_put(out, &s, sizeof(s));
-	if (!r && vp->ops->save)
-		r = vp->ops->save(vp, out);
+	if (!r && own.len)
+		r = state_put(out, own.data, own.len);
+	state_buf_free(&own);
 	return r;
 }
 

@@ -1,0 +1,285 @@
+/* The state stream's framing (src/vmm/migration/stream.c): what is
+ * written reads back, and every truncated, corrupt, unknown or newer
+ * stream is refused with a reason, never read past. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "migration/stream.h"
+#include "unit.h"
+#include "util.h"
+
+#define NPAGES 40
+
+/* A stream in a memory file: header, a config section, a device section,
+ * memory (pages 1, 2 and 30 present), end. */
+static uint8_t *make_stream(size_t *len, uint8_t **ram_out)
+{
+	struct stream_writer w;
+	uint8_t *ram = calloc(NPAGES, STREAM_PAGE_SIZE);
+	uint8_t bitmap[(NPAGES + 7) / 8] = { 0 };
+	uint8_t *buf;
+	int fd = memfd_create("stream", 0);
+	unsigned int p;
+
+	for (p = 0; p < NPAGES; p++)
+		memset(ram + p * STREAM_PAGE_SIZE, 0x40 + p, STREAM_PAGE_SIZE);
+	bitmap[0] = 0x06;		/* pages 1 and 2 */
+	bitmap[30 / 8] |= 1 << (30 % 8);
+	stream_writer_init(&w, fd);
+	CHECK(stream_write_header(&w) == 0);
+	CHECK(stream_write_section(&w, SEC_CONFIG, 0, "{\"cpus\":1}", 10) == 0);
+	CHECK(stream_write_section(&w, SEC_DEVICE, 3, "abc", 3) == 0);
+	CHECK(stream_write_memory(&w, ram, NPAGES * STREAM_PAGE_SIZE, bitmap) == 0);
+	CHECK(stream_write_section(&w, SEC_END, 0, "", 0) == 0);
+	*len = w.off;
+	buf = malloc(*len);
+	CHECK(pread(fd, buf, *len, 0) == (ssize_t)*len);
+	close(fd);
+	*ram_out = ram;
+	return buf;
+}
+
+static int fd_of(const uint8_t *data, size_t len)
+{
+	int fd = memfd_create("stream", 0);
+
+	CHECK(write(fd, data, len) == (ssize_t)len);
+	lseek(fd, 0, SEEK_SET);
+	return fd;
+}
+
+/* Reads a whole stream as a restore would: 0 or the first error. */
+static int read_all(const uint8_t *data, size_t len, char *why, size_t whylen,
+		    uint8_t *ram)
+{
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	struct stream_mem_desc d;
+	uint8_t *p, *bm;
+	int fd = fd_of(data, len), ret;
+
+	stream_reader_init(&r, fd);
+	ret = stream_read_header(&r);
+	while (!ret) {
+		ret = stream_read_section_hdr(&r, &h);
+		if (ret)
+			break;
+		if (h.type == SEC_END)
+			break;
+		if (h.type == SEC_MEMORY) {
+			ret = stream_read_mem_meta(&r, &h, NPAGES * STREAM_PAGE_SIZE, &d, &bm);
+			if (!ret) {
+				ret = stream_read_mem_pages(&r, &d, bm, ram, NPAGES * STREAM_PAGE_SIZE);
+				free(bm);
+			}
+			continue;
+		}
+		ret = stream_read_payload(&r, &h, &p);
+		if (!ret)
+			free(p);
+	}
+	snprintf(why, whylen, "%s", r.err);
+	close(fd);
+	return ret;
+}
+
+UNIT_TEST(a_stream_reads_back_with_pages_page_aligned)
+{
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	struct stream_mem_desc d;
+	uint8_t *ram, *p, *bm, *got = calloc(NPAGES, STREAM_PAGE_SIZE);
+	size_t len;
+	uint8_t *s = make_stream(&len, &ram);
+	int fd = fd_of(s, len);
+	unsigned int i;
+
+	stream_reader_init(&r, fd);
+	CHECK(stream_read_header(&r) == 0);
+	CHECK(r.version == STREAM_VERSION);
+	CHECK(stream_read_section_hdr(&r, &h) == 0);
+	CHECK(h.type == SEC_CONFIG && h.len == 10);
+	CHECK(stream_read_payload(&r, &h, &p) == 0);
+	CHECK(!memcmp(p, "{\"cpus\":1}", 10));
+	free(p);
+	CHECK(stream_read_section_hdr(&r, &h) == 0);
+	CHECK(h.type == SEC_DEVICE && h.index == 3 && h.len == 3);
+	CHECK(stream_read_payload(&r, &h, &p) == 0);
+	free(p);
+	CHECK(stream_read_section_hdr(&r, &h) == 0);
+	CHECK(h.type == SEC_MEMORY);
+	CHECK(stream_read_mem_meta(&r, &h, NPAGES * STREAM_PAGE_SIZE, &d, &bm) == 0);
+	CHECK(d.npages == NPAGES && d.present == 3);
+	CHECK(r.off % STREAM_PAGE_SIZE == 0);
+	/* The pages sit in the file where the descriptor says, in order. */
+	CHECK(!memcmp(s + r.off, ram + 1 * STREAM_PAGE_SIZE, STREAM_PAGE_SIZE));
+	CHECK(!memcmp(s + r.off + 2 * STREAM_PAGE_SIZE, ram + 30 * STREAM_PAGE_SIZE,
+		      STREAM_PAGE_SIZE));
+	CHECK(stream_read_mem_pages(&r, &d, bm, got, NPAGES * STREAM_PAGE_SIZE) == 0);
+	for (i = 0; i < NPAGES; i++) {
+		bool present = i == 1 || i == 2 || i == 30;
+
+		CHECK(got[i * STREAM_PAGE_SIZE + 17] == (present ? 0x40 + i : 0));
+	}
+	free(bm);
+	CHECK(stream_read_section_hdr(&r, &h) == 0);
+	CHECK(h.type == SEC_END && h.len == 0);
+	CHECK(r.off == len);
+	close(fd);
+	free(s);
+	free(ram);
+	free(got);
+}
+
+UNIT_TEST(every_truncation_is_refused_as_truncated)
+{
+	uint8_t *ram, *got = calloc(NPAGES, STREAM_PAGE_SIZE);
+	size_t len, cut;
+	uint8_t *s = make_stream(&len, &ram);
+	char why[256];
+
+	CHECK(read_all(s, len, why, sizeof(why), got) == 0);
+	/* Every byte before the end section's last one (the page data in
+	 * page steps, to stay quick). */
+	for (cut = 0; cut < len; cut += cut > 8192 && cut < len - 8192 ? 509 : 1) {
+		int r = read_all(s, cut, why, sizeof(why), got);
+
+		if (r != -EIO || !strstr(why, "truncated")) {
+			printf("  cut at %zu: %d %s\n", cut, r, why);
+			CHECK(0);
+			break;
+		}
+	}
+	free(s);
+	free(ram);
+	free(got);
+}
+
+UNIT_TEST(every_flipped_byte_is_refused)
+{
+	uint8_t *ram, *got = calloc(NPAGES, STREAM_PAGE_SIZE);
+	size_t len, at;
+	uint8_t *s = make_stream(&len, &ram);
+	char why[256];
+
+	for (at = 0; at < len; at += at > 8192 && at < len - 8192 ? 509 : 1) {
+		int r;
+
+		s[at] ^= 0x10;
+		r = read_all(s, len, why, sizeof(why), got);
+		s[at] ^= 0x10;
+		if (r == 0) {
+			printf("  flip at %zu not noticed\n", at);
+			CHECK(0);
+			break;
+		}
+	}
+	free(s);
+	free(ram);
+	free(got);
+}
+
+UNIT_TEST(bad_magic_newer_version_and_unknown_sections_are_named)
+{
+	uint8_t *ram, *got = calloc(NPAGES, STREAM_PAGE_SIZE);
+	size_t len;
+	uint8_t *s = make_stream(&len, &ram);
+	char why[256];
+	uint32_t v;
+
+	s[0] = 'X';
+	CHECK(read_all(s, len, why, sizeof(why), got) == -EINVAL);
+	CHECK(strstr(why, "bad magic") != NULL);
+	s[0] = 'K';
+	v = STREAM_VERSION + 1;
+	memcpy(s + 8, &v, 4);
+	CHECK(read_all(s, len, why, sizeof(why), got) == -EINVAL);
+	CHECK(strstr(why, "written by a newer kvmm: stream version 2, this kvmm reads up to 1") != NULL);
+	v = STREAM_VERSION;
+	memcpy(s + 8, &v, 4);
+
+	/* A section type from the future, with a right header checksum. */
+	{
+		uint8_t *t = malloc(len);
+		uint32_t type = 77, crc;
+
+		memcpy(t, s, len);
+		memcpy(t + 16, &type, 4);
+		crc = crc32c(0, t + 16, 20);
+		memcpy(t + 16 + 20, &crc, 4);
+		CHECK(read_all(t, len, why, sizeof(why), got) == -EINVAL);
+		CHECK(strstr(why, "unknown section type 77") != NULL);
+		free(t);
+	}
+	free(s);
+	free(ram);
+	free(got);
+}
+
+UNIT_TEST(a_huge_length_with_a_right_header_checksum_is_refused_unread)
+{
+	struct stream_writer w;
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	uint8_t hdr[24];
+	uint64_t big = 1ULL << 40;
+	uint32_t type = SEC_DEVICE, idx = 0, crc = 0, hc;
+	int fd = memfd_create("stream", 0);
+
+	stream_writer_init(&w, fd);
+	CHECK(stream_write_header(&w) == 0);
+	memcpy(hdr, &type, 4);
+	memcpy(hdr + 4, &idx, 4);
+	memcpy(hdr + 8, &big, 8);
+	memcpy(hdr + 16, &crc, 4);
+	hc = crc32c(0, hdr, 20);
+	memcpy(hdr + 20, &hc, 4);
+	CHECK(write(fd, hdr, 24) == 24);
+	lseek(fd, 0, SEEK_SET);
+	stream_reader_init(&r, fd);
+	CHECK(stream_read_header(&r) == 0);
+	CHECK(stream_read_section_hdr(&r, &h) == -EINVAL);
+	CHECK(strstr(r.err, "too long") != NULL);
+	close(fd);
+}
+
+UNIT_TEST(crc32c_is_castagnoli)
+{
+	/* The check value of CRC-32C (iSCSI, RFC 3720). */
+	CHECK_EQ_U64(crc32c(0, "123456789", 9), 0xE3069283);
+	CHECK_EQ_U64(crc32c(crc32c(0, "1234", 4), "56789", 5), 0xE3069283);
+}
+
+UNIT_TEST(a_memory_section_for_another_ram_size_is_refused_before_its_bitmap)
+{
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	struct stream_mem_desc d;
+	uint8_t *ram, *bm = NULL;
+	size_t len;
+	uint8_t *s = make_stream(&len, &ram);
+	int fd = fd_of(s, len);
+
+	stream_reader_init(&r, fd);
+	CHECK(stream_read_header(&r) == 0);
+	do {
+		CHECK(stream_read_section_hdr(&r, &h) == 0);
+		if (h.type != SEC_MEMORY) {
+			uint8_t *p;
+
+			CHECK(stream_read_payload(&r, &h, &p) == 0);
+			free(p);
+		}
+	} while (h.type != SEC_MEMORY);
+	CHECK(stream_read_mem_meta(&r, &h, 2 * NPAGES * STREAM_PAGE_SIZE, &d, &bm) == -EINVAL);
+	CHECK(bm == NULL);
+	CHECK(strstr(r.err, "40 pages for") != NULL);
+	close(fd);
+	free(s);
+	free(ram);
+}
