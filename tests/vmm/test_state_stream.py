@@ -188,6 +188,26 @@ def test_save_failure_removes_the_file_and_keeps_the_guest_running(kvm, vms, tmp
     assert g.wait_exit() == 0
 
 
+def test_save_refused_while_a_hot_added_device_is_plugged(kvm, vms, tmp):
+    """The stream carries the configuration the VM started with; a device
+    added since would be missing under the restored guest, so the save is
+    refused, nothing is written, and the guest runs on."""
+    disk = disk_image(tmp)
+    g, api = start_live(vms, tmp, disk, cpus=1)
+    extra = disk_image(tmp, "hot.img")
+    assert api.call("device-add", {"type": "blk", "id": "hd1", "path": extra})["return"]["id"] == "hd1"
+    state = os.path.join(tmp, "vm.state")
+    r = api.call("save", {"path": state}, timeout=60)
+    assert r["error"]["code"] == "SaveFailed", r
+    assert "device hd1 was hot-added" in r["error"]["message"], r
+    assert not os.path.exists(state) and not os.path.exists(state + ".new")
+    assert api.call("query-status")["return"]["state"] == "running"
+    n = live(g)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    api.call("quit")
+    assert g.wait_exit() == 0
+
+
 def test_restore_through_a_pipe_reads_and_checks_every_page(kvm, vms, tmp):
     """A stream that cannot be mapped (a FIFO, as a socket will be) is read
     page by page and its pages' checksum checked: a flipped byte in guest

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "migration.h"
+#include "pci/hotplug.h"
 #include "util.h"
 #include "vm.h"
 
@@ -352,12 +353,20 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 	struct kvm_clock_data clk;
 	struct state_buf b = { 0 };
 	struct device *d;
+	struct pci_hotplug_info hp;
 	uint32_t msrs[VCPU_MAX_MSRS];
 	unsigned int nmsrs = 0, i, k;
 	uint64_t t0 = now_ns(), pages = 0;
 	uint8_t *bm;
 	int xlen, r;
 
+	/* A hot-added device is not in the configuration the stream carries,
+	 * so a restore would lose it under the guest: refuse until it is. */
+	if (pci_hotplug_list(vm, &hp, 1)) {
+		ERR("device %s was hot-added; the state stream does not carry hot-added "
+		    "devices yet: detach it before saving", hp.id);
+		return -EBUSY;
+	}
 	memset(&lay, 0, sizeof(lay));
 	lay.page_size = STREAM_PAGE_SIZE;
 	lay.nregions = vm->mem.nregions;
