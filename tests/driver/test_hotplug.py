@@ -4,9 +4,11 @@ gives it back on detach; DEVICE_ADDED / DEVICE_REMOVED events, the live
 XML and the status file follow, a daemon restart in between adopts the
 device; libvirt's refusals leave nothing half-attached."""
 import glob
+import json
 import os
 import queue
 import signal
+import subprocess
 import zlib
 
 import libvirt
@@ -14,6 +16,7 @@ import pytest
 
 from drvtest import event_loop, virsh
 from kvmmtest import Api, wait_record
+import netns as netns_lib
 from test_lifecycle import guest_xml, serial, state_dir, wait_for
 
 L = libvirt
@@ -188,9 +191,6 @@ def test_hotplug_refusals(daemon, kvm):
             L.VIR_ERR_OPERATION_UNSUPPORTED, "not supported")
     refused(lambda: dom.detachDeviceAlias("virtio-disk0", L.VIR_DOMAIN_AFFECT_LIVE),
             L.VIR_ERR_NO_SUPPORT, "virDomainDetachDeviceAlias")
-    nic = "<interface type='ethernet'><mac address='52:54:00:12:34:99'/><model type='virtio'/></interface>"
-    refused(lambda: dom.attachDeviceFlags(nic, L.VIR_DOMAIN_AFFECT_LIVE),
-            L.VIR_ERR_OPERATION_UNSUPPORTED, "use --config")
     # nothing of the refused ones is left in kvmm
     assert api.call("query-devices")["return"] == []
     assert nfds(pid) == before
@@ -240,4 +240,64 @@ def test_attach_detach_config(daemon, kvm):
               "--config")
     assert r.returncode == 0, r.stderr
     assert "52:54:00:12:34:98" not in dom.XMLDesc(0)
+    conn.close()
+
+
+@pytest.fixture
+def netns():
+    yield from netns_lib.private("kvdh-")
+
+
+def ns_taps(ns):
+    out = subprocess.run(["ip", "-j", "-d", "-n", ns, "link", "show"], capture_output=True,
+                         text=True, check=True).stdout
+    return sorted(link["ifname"] for link in json.loads(out)
+                  if link.get("linkinfo", {}).get("info_kind") == "tun")
+
+
+def test_attach_detach_interface_live(start_daemon, netns, kvm):
+    """A NIC on a bridge of the daemon's network namespace: the guest
+    answers on it, and its tap is gone once the guest gave it back."""
+    ns = netns
+    for cmd in (["link", "add", "kvbr0", "type", "bridge"],
+                ["addr", "add", "10.0.9.1/24", "dev", "kvbr0"],
+                ["link", "set", "kvbr0", "up"]):
+        subprocess.run(["ip", "-n", ns] + cmd, check=True)
+    d = start_daemon(prefix=["ip", "netns", "exec", ns])
+    conn = libvirt.open(d.uri())
+    ev = DeviceEvents(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "hp", extra_cmdline=CMDLINE +
+                                   " kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=60"))
+    dom.create()
+    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    mac = "52:54:00:12:34:99"
+
+    r = virsh(d.uri(), "attach-interface", "hp", "bridge", "kvbr0", "--mac", mac, "--model",
+              "virtio", "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("added", "hp", "net-525400123499")
+    assert ns_taps(ns) == ["vnet0"]
+    live = dom.XMLDesc(0)
+    assert f"<mac address='{mac}'/>" in live and "<target dev='vnet0'/>" in live, live
+    assert "vnet0" in open(glob.glob(os.path.join(state_dir(d), "*.xml"))[0]).read()
+    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event virtio-net-ready nics=1",
+                "the guest's new NIC", timeout=60)
+    r = netns_lib.probe(ns, "10.0.9.15", 7)
+    assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    # the MAC is taken now
+    r = virsh(d.uri(), "attach-interface", "hp", "bridge", "kvbr0", "--mac", mac, "--live")
+    assert r.returncode != 0 and f"mac {mac} already exists" in r.stderr, r.stderr
+    assert ns_taps(ns) == ["vnet0"]
+
+    r = virsh(d.uri(), "detach-interface", "hp", "bridge", "--mac", mac, "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("removed", "hp", "net-525400123499")
+    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST pass hotplug added=1 removed=1",
+                "the guest's eject", timeout=60)
+    assert mac not in dom.XMLDesc(0)
+    assert ns_taps(ns) == []
+    r = virsh(d.uri(), "detach-interface", "hp", "bridge", "--mac", mac, "--live")
+    assert r.returncode != 0 and "No interface found" in r.stderr, r.stderr
+    dom.destroy()
+    ev.conn.close()
     conn.close()

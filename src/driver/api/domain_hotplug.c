@@ -205,17 +205,16 @@ static int attach_live(struct domain_obj *obj, const char *device, enum dev_kind
 	struct domain_def *newdef;
 	int rc = -1;
 
-	if (kind == DEV_NET) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
-				 "attaching an interface to a running kvmm domain is not supported yet; use --config");
-		return -1;
-	}
 	g_mutex_lock(&obj->lock);
 	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
 	g_mutex_unlock(&obj->lock);
 	if (!xml || !(newdef = def_with(obj->def, xml, device, kind, domains_status_parse_opts())))
 		return -1;
-	if (vmconfig_check(newdef) == 0 && check_disk_free(obj, &newdef->disks[newdef->ndisks - 1]) == 0)
+	if (vmconfig_check(newdef) < 0)
+		rc = -1;
+	else if (kind == DEV_NET)
+		rc = process_attach_net(obj, newdef, newdef->nnets - 1);
+	else if (check_disk_free(obj, &newdef->disks[newdef->ndisks - 1]) == 0)
 		rc = process_attach_disk(obj, newdef, newdef->ndisks - 1);
 	if (rc < 0)
 		domain_def_free(newdef);

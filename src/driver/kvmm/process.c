@@ -1394,6 +1394,57 @@ int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_
 	return 0;
 }
 
+int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
+{
+	struct domain_net *n = &newdef->nets[idx];
+	g_autofree char *api = NULL, *keys = NULL, *alias = process_net_alias(n), *mark = NULL;
+	struct domain_def one = { .nets = n, .nnets = 1 };
+	struct nic_taps t = { 0 };
+	struct domain_run *r;
+	char uuid[37];
+	unsigned slot;
+
+	if (!(api = process_api_path(obj)))
+		return -1;
+	domain_uuid_format(newdef->uuid, uuid);
+	mark = g_strconcat(tap_mark, uuid, NULL);
+	/* The tap first, marked as at start: a daemon killed before the
+	 * status names it leaves it to the next one's sweep. */
+	if (nics_create(&one, &t, mark) < 0)
+		return -1;
+	keys = vmconfig_net_json(n, t.names[0]);
+	if (monitor_device_add_net(api, alias, keys, &slot) < 0) {
+		nics_remove(&t);
+		return -1;
+	}
+	g_mutex_lock(&obj->lock);
+	r = obj->run;
+	if (r && !strcmp(r->api_path, api) && r->taps.n == idx) {
+		/* The run's taps stay in the order of the live XML's NICs. */
+		r->taps.names = g_renew(char *, r->taps.names, idx + 1);
+		r->taps.owned = g_renew(bool, r->taps.owned, idx + 1);
+		r->taps.names[idx] = t.names[0];
+		r->taps.owned[idx] = t.owned[0];
+		r->taps.n = idx + 1;
+		g_free(t.names);
+		g_free(t.owned);
+		memset(&t, 0, sizeof(t));
+		nics_show(newdef, &r->taps);
+		swap_live_def(obj, newdef);
+		process_save_status_locked(obj);
+	} else {
+		domain_def_free(newdef);
+		n = NULL;
+	}
+	g_mutex_unlock(&obj->lock);
+	nics_remove(&t);
+	if (!n)
+		return 0;
+	pr_info("domain '%s': interface %s attached in slot %u", obj->def->name, alias, slot);
+	events_device_added(obj, alias);
+	return 0;
+}
+
 /* The index of the disk or NIC with kvmm id ID in DEF, *NET set for a
  * NIC; -1 when none has it. */
 static int find_alias(const struct domain_def *def, const char *id, bool *net)
@@ -1457,6 +1508,17 @@ static void on_device_deleted(struct domain_run *r, const struct monitor_event *
 	if (obj->run == r && (i = find_alias(obj->def, ev->device_id, &net)) >= 0) {
 		known = true;
 		copy = def_without(obj->def, i, net);
+		if (copy && net && (size_t)i < r->taps.n) {
+			struct nic_taps gone = { .n = 1, .names = g_new(char *, 1), .owned = g_new(bool, 1) };
+
+			/* Its tap, which kvmm has closed. */
+			gone.names[0] = r->taps.names[i];
+			gone.owned[0] = r->taps.owned[i];
+			memmove(&r->taps.names[i], &r->taps.names[i + 1], (r->taps.n - i - 1) * sizeof(char *));
+			memmove(&r->taps.owned[i], &r->taps.owned[i + 1], (r->taps.n - i - 1) * sizeof(bool));
+			r->taps.n--;
+			nics_remove(&gone);
+		}
 		if (copy) {
 			swap_live_def(obj, copy);
 			process_save_status_locked(obj);

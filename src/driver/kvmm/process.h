@@ -82,6 +82,10 @@ char *process_net_alias(const struct domain_net *n);
  * sent.  On failure nothing was added and NEWDEF is the caller's. */
 int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx);
 
+/* The same for NIC number IDX of NEWDEF: its tap made (as at start) and
+ * removed again on failure, and once the guest gave the NIC back. */
+int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t idx);
+
 /* Asks the guest to give back the hot-added device ALIAS (the job held)
  * and waits up to 5 s for it: *REMOVED when it is gone (from the live XML
  * too), else the removal is pending and DEVICE_REMOVED comes later.  A
