@@ -301,3 +301,30 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     dom.destroy()
     ev.conn.close()
     conn.close()
+
+
+def test_removal_pending_while_the_guest_keeps_the_disk(daemon, kvm):
+    """A guest that ignores the request (no hotplug driver) keeps the
+    disk: detach returns once libvirt's wait is over, with the removal
+    pending, and the disk stays in the live XML."""
+    d = daemon
+    img = make_disk(os.path.join(d.root, "hot.img"))
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "deaf"))
+    dom.create()
+    wait_for(lambda: "power-button armed" in serial(d.root, "deaf"), "the guest to be up")
+    # --persistent: the running guest and the definition
+    r = virsh(d.uri(), "attach-disk", "deaf", img, "vdb", "--persistent")
+    assert r.returncode == 0, r.stderr
+    assert img in dom.XMLDesc(0) and img in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    r = virsh(d.uri(), "detach-disk", "deaf", "vdb", "--live")
+    assert r.returncode == 0, r.stderr
+    assert img in dom.XMLDesc(0)
+    api = api_of(d, dom)
+    assert [(x["id"], x["state"]) for x in api.call("query-devices")["return"]] == [
+        ("virtio-disk1", "removing")]
+    api.close()
+    dom.destroy()
+    # the definition kept it
+    assert img in dom.XMLDesc(0)
+    conn.close()

@@ -221,7 +221,9 @@ static int attach_live(struct domain_obj *obj, const char *device, enum dev_kind
 	return rc;
 }
 
-static int attach_config(struct domain_obj *obj, const char *device, enum dev_kind kind)
+/* The persistent definition with DEVICE: a new definition, checked, or
+ * NULL after reporting. */
+static struct domain_def *config_with(struct domain_obj *obj, const char *device, enum dev_kind kind)
 {
 	g_autofree char *xml = NULL;
 	struct domain_def *newdef, *cur;
@@ -231,20 +233,18 @@ static int attach_config(struct domain_obj *obj, const char *device, enum dev_ki
 	xml = domain_def_format(cur, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
 	g_mutex_unlock(&obj->lock);
 	if (!xml || !(newdef = def_with(cur, xml, device, kind, domains_parse_opts())))
-		return -1;
+		return NULL;
 	if (vmconfig_check(newdef) < 0) {
 		domain_def_free(newdef);
-		return -1;
+		return NULL;
 	}
-	g_mutex_lock(&obj->lock);
-	set_persistent_def(obj, newdef);
-	g_mutex_unlock(&obj->lock);
-	return domain_save(obj);
+	return newdef;
 }
 
 static int attach(remote_nonnull_domain *dom, const char *device, unsigned flags, const char *api)
 {
 	g_autoptr(domain_def_t) dev = NULL;
+	struct domain_def *newdef = NULL;
 	struct domain_obj *obj;
 	enum dev_kind kind;
 	bool live, config;
@@ -263,13 +263,20 @@ static int attach(remote_nonnull_domain *dom, const char *device, unsigned flags
 	rc = (live ? check_taken(obj->def, dev, kind) : 0) == 0 &&
 	     (config ? check_taken(domain_persistent_def(obj), dev, kind) : 0) == 0 ? 0 : -1;
 	g_mutex_unlock(&obj->lock);
-	/* The persistent definition first, as libvirt: a live attach that
-	 * fails after it leaves the definition changed, never the guest
-	 * half-plugged. */
-	if (rc == 0 && config)
-		rc = attach_config(obj, device, kind);
+	/* As libvirt: the persistent definition is checked first, the
+	 * guest's device plugged, then the definition saved. */
+	if (rc == 0 && config && !(newdef = config_with(obj, device, kind)))
+		rc = -1;
 	if (rc == 0 && live)
 		rc = attach_live(obj, device, kind);
+	if (rc == 0 && config) {
+		g_mutex_lock(&obj->lock);
+		set_persistent_def(obj, newdef);
+		g_mutex_unlock(&obj->lock);
+		newdef = NULL;
+		rc = domain_save(obj);
+	}
+	domain_def_free(newdef);
 end:
 	domain_job_end(obj);
 out:
