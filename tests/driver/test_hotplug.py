@@ -257,7 +257,8 @@ def ns_taps(ns):
 
 def test_attach_detach_interface_live(start_daemon, netns, kvm):
     """A NIC on a bridge of the daemon's network namespace: the guest
-    answers on it, and its tap is gone once the guest gave it back."""
+    answers on it; a daemon restart keeps it, and its tap is gone once the
+    guest gave it back."""
     ns = netns
     for cmd in (["link", "add", "kvbr0", "type", "bridge"],
                 ["addr", "add", "10.0.9.1/24", "dev", "kvbr0"],
@@ -289,6 +290,17 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     assert r.returncode != 0 and f"mac {mac} already exists" in r.stderr, r.stderr
     assert ns_taps(ns) == ["vnet0"]
 
+    # a restarted daemon adopts the NIC with its tap, and removes that
+    ev.conn.close()
+    conn.close()
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    d = start_daemon(root=d.root, prefix=["ip", "netns", "exec", ns])
+    conn = libvirt.open(d.uri())
+    ev = DeviceEvents(d.uri())
+    dom = conn.lookupByName("hp")
+    assert f"<mac address='{mac}'/>" in dom.XMLDesc(0)
+    assert ns_taps(ns) == ["vnet0"]
     r = virsh(d.uri(), "detach-interface", "hp", "bridge", "--mac", mac, "--live")
     assert r.returncode == 0, r.stderr
     assert ev.next() == ("removed", "hp", "net-525400123499")
