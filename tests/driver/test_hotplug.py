@@ -340,3 +340,33 @@ def test_removal_pending_while_the_guest_keeps_the_disk(daemon, kvm):
     # the definition kept it
     assert img in dom.XMLDesc(0)
     conn.close()
+
+
+def test_persistent_attach_then_restart_then_live_detach(start_daemon, kvm):
+    """attach --persistent, a daemon restart (live and persistent XML now
+    alike), detach --live: the guest loses the disk, the definition keeps
+    it, and the next start has it again."""
+    d1 = start_daemon()
+    img = make_disk(os.path.join(d1.root, "hot.img"))
+    conn = libvirt.open(d1.uri())
+    start_ready(d1, conn)
+    r = virsh(d1.uri(), "attach-disk", "hp", img, "vdb", "--persistent")
+    assert r.returncode == 0, r.stderr
+    guest_read(d1, "hp", img)
+    conn.close()
+    os.kill(d1.proc.pid, signal.SIGKILL)
+    d1.proc.wait()
+
+    d2 = start_daemon(root=d1.root)
+    ev = DeviceEvents(d2.uri())
+    conn = libvirt.open(d2.uri())
+    dom = conn.lookupByName("hp")
+    r = virsh(d2.uri(), "detach-disk", "hp", "vdb", "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("removed", "hp", "virtio-disk1")
+    assert img not in dom.XMLDesc(0)
+    assert img in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    dom.destroy()
+    assert "<target dev='vdb' bus='virtio'/>" in dom.XMLDesc(0)
+    ev.conn.close()
+    conn.close()

@@ -1344,17 +1344,47 @@ char *process_net_alias(const struct domain_net *n)
 	return g_strdup_printf("net-%02x%02x%02x%02x%02x%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
 }
 
-/* Puts NEWDEF in place of OBJ's live definition (obj->lock held); the old
- * one is kept as retired, for readers without the lock.  A persistent
- * definition that was the live one stays as it was (newdef). */
-static void swap_live_def(struct domain_obj *obj, struct domain_def *newdef)
+/* When OBJ's live definition is also its persistent one, a copy of the
+ * persistent part (as split off by virsh setmem --live): the live one is
+ * about to change alone.  NULL when there is nothing to split or after
+ * reporting (*ERR set). */
+static struct domain_def *persistent_copy_locked(struct domain_obj *obj, bool *err)
 {
-	if (obj->persistent && !obj->newdef) {
-		obj->newdef = obj->def;
-	} else {
-		domain_def_free(obj->retired);
-		obj->retired = obj->def;
-	}
+	g_autofree char *xml = NULL;
+	struct domain_def *copy;
+
+	*err = false;
+	if (obj->persistent && !obj->newdef)
+		xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	if (!xml)
+		return NULL;
+	if (!(copy = domain_def_parse_string(xml, domains_parse_opts())))
+		*err = true;
+	return copy;
+}
+
+static struct domain_def *persistent_copy(struct domain_obj *obj, bool *err)
+{
+	struct domain_def *copy;
+
+	g_mutex_lock(&obj->lock);
+	copy = persistent_copy_locked(obj, err);
+	g_mutex_unlock(&obj->lock);
+	return copy;
+}
+
+/* Puts NEWDEF in place of OBJ's live definition (obj->lock held), PERSIST
+ * (from persistent_copy, or NULL) as the persistent one if it has none of
+ * its own yet; the old live one is kept as retired, for readers without
+ * the lock. */
+static void swap_live_def(struct domain_obj *obj, struct domain_def *newdef, struct domain_def *persist)
+{
+	if (persist && obj->persistent && !obj->newdef)
+		obj->newdef = persist;
+	else
+		domain_def_free(persist);
+	domain_def_free(obj->retired);
+	obj->retired = obj->def;
 	obj->def = newdef;
 }
 
@@ -1362,6 +1392,9 @@ int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_
 {
 	struct domain_disk *d = &newdef->disks[idx];
 	g_autofree char *api = NULL, *keys = NULL, *alias = process_disk_alias(d);
+	g_autofree char *target = g_strdup(d->target), *source = g_strdup(d->source);
+	struct domain_def *persist;
+	bool err;
 	unsigned slot;
 
 	if (!(api = process_api_path(obj)))
@@ -1377,19 +1410,24 @@ int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_
 				 g_strerror(errno));
 		return -1;
 	}
-	keys = vmconfig_disk_json(d);
-	if (monitor_device_add_disk(api, alias, keys, &slot) < 0)
+	persist = persistent_copy(obj, &err);
+	if (err)
 		return -1;
+	keys = vmconfig_disk_json(d);
+	if (monitor_device_add_disk(api, alias, keys, &slot) < 0) {
+		domain_def_free(persist);
+		return -1;
+	}
 	g_mutex_lock(&obj->lock);
 	if (obj->run && !strcmp(obj->run->api_path, api)) {
-		swap_live_def(obj, newdef);
+		swap_live_def(obj, newdef, persist);
 		process_save_status_locked(obj);
 	} else {
 		domain_def_free(newdef);
+		domain_def_free(persist);
 	}
 	g_mutex_unlock(&obj->lock);
-	pr_info("domain '%s': disk %s (%s) attached in slot %u", obj->def->name, d->target, d->source,
-		slot);
+	pr_info("domain '%s': disk %s (%s) attached in slot %u", obj->def->name, target, source, slot);
 	events_device_added(obj, alias);
 	return 0;
 }
@@ -1401,20 +1439,28 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	struct domain_def one = { .nets = n, .nnets = 1 };
 	struct nic_taps t = { 0 };
 	struct domain_run *r;
+	struct domain_def *persist;
+	bool err;
 	char uuid[37];
 	unsigned slot;
 
 	if (!(api = process_api_path(obj)))
 		return -1;
+	persist = persistent_copy(obj, &err);
+	if (err)
+		return -1;
 	domain_uuid_format(newdef->uuid, uuid);
 	mark = g_strconcat(tap_mark, uuid, NULL);
 	/* The tap first, marked as at start: a daemon killed before the
 	 * status names it leaves it to the next one's sweep. */
-	if (nics_create(&one, &t, mark) < 0)
+	if (nics_create(&one, &t, mark) < 0) {
+		domain_def_free(persist);
 		return -1;
+	}
 	keys = vmconfig_net_json(n, t.names[0]);
 	if (monitor_device_add_net(api, alias, keys, &slot) < 0) {
 		nics_remove(&t);
+		domain_def_free(persist);
 		return -1;
 	}
 	g_mutex_lock(&obj->lock);
@@ -1430,10 +1476,11 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 		g_free(t.owned);
 		memset(&t, 0, sizeof(t));
 		nics_show(newdef, &r->taps);
-		swap_live_def(obj, newdef);
+		swap_live_def(obj, newdef, persist);
 		process_save_status_locked(obj);
 	} else {
 		domain_def_free(newdef);
+		domain_def_free(persist);
 		n = NULL;
 	}
 	g_mutex_unlock(&obj->lock);
@@ -1520,7 +1567,17 @@ static void on_device_deleted(struct domain_run *r, const struct monitor_event *
 			nics_remove(&gone);
 		}
 		if (copy) {
-			swap_live_def(obj, copy);
+			bool err;
+			/* The live definition changes alone (a definition adopted
+			 * after a restart may also be the persistent one). */
+			struct domain_def *persist = persistent_copy_locked(obj, &err);
+
+			if (err) {
+				pr_warn("domain '%s': %s", obj->def->name,
+					drv_error_last() ? drv_error_last()->message : "?");
+				drv_error_reset();
+			}
+			swap_live_def(obj, copy, persist);
 			process_save_status_locked(obj);
 		} else {
 			pr_warn("domain '%s': cannot drop device %s from its live XML: %s", obj->def->name,
