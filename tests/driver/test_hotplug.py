@@ -104,6 +104,8 @@ def test_attach_detach_disk_live(daemon, kvm):
     assert r.returncode == 0, r.stderr
     assert ev.next() == ("added", "hp", "virtio-disk1")
     guest_read(d, "hp", img)
+    # kvmm counts the new disk after the others, where the live XML has it
+    assert dom.blockStats("vdb")[0] >= 1
     live = dom.XMLDesc(0)
     assert f"<source file='{img}'/>" in live and "<target dev='vdb' bus='virtio'/>" in live, live
     # --live only: the persistent definition has no vdb
