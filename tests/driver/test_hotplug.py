@@ -189,8 +189,15 @@ def test_hotplug_refusals(daemon, kvm):
     r = virsh(d.uri(), "detach-disk", "hp", "vda", "--live")
     assert r.returncode != 0 and "plugged in at start" in r.stderr, r.stderr
     assert cold in dom.XMLDesc(0)
+    # update-device: only asking for what is there succeeds
+    same = f"<disk type='file' device='disk'><source file='{cold}'/><target dev='vda' bus='virtio'/></disk>"
+    dom.updateDeviceFlags(same, L.VIR_DOMAIN_AFFECT_LIVE | L.VIR_DOMAIN_AFFECT_CONFIG)
+    refused(lambda: dom.updateDeviceFlags(same.replace("</disk>", "<readonly/></disk>"),
+                                          L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_OPERATION_UNSUPPORTED, "updating a device is not supported by kvmm")
     refused(lambda: dom.updateDeviceFlags(disk, L.VIR_DOMAIN_AFFECT_LIVE),
-            L.VIR_ERR_OPERATION_UNSUPPORTED, "not supported")
+            L.VIR_ERR_DEVICE_MISSING, "disk vdb not found")
+    assert "<readonly/>" not in dom.XMLDesc(0)
     refused(lambda: dom.detachDeviceAlias("virtio-disk0", L.VIR_DOMAIN_AFFECT_LIVE),
             L.VIR_ERR_NO_SUPPORT, "virDomainDetachDeviceAlias")
     # nothing of the refused ones is left in kvmm

@@ -411,18 +411,83 @@ int drv_domain_detach_device_flags(struct rpc_conn *conn, void *args, void *ret)
 	return detach(&a->dom, a->xml, a->flags, "virDomainDetachDeviceFlags");
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* Whether the device XML asks for what A already is: update-device is a
+ * no-op then.  What the definition may leave out (a generated tap name)
+ * counts only where given. */
+static bool disk_same(const struct domain_disk *a, const struct domain_disk *b)
+{
+	if (a->type != b->type || a->format != b->format || !same_str(a->source, b->source) ||
+	    a->readonly != b->readonly || a->shareable != b->shareable || !same_str(a->serial, b->serial) ||
+	    a->cache != b->cache || a->io != b->io || a->discard != b->discard ||
+	    a->error_policy != b->error_policy || a->rerror_policy != b->rerror_policy ||
+	    a->nbacking_given != b->nbacking_given || a->backing_end != b->backing_end)
+		return false;
+	for (size_t i = 0; i < a->nbacking_given; i++)
+		if (!same_str(a->backing[i].path, b->backing[i].path) ||
+		    a->backing[i].format != b->backing[i].format)
+			return false;
+	return true;
+}
+
+static bool net_same(const struct domain_net *a, const struct domain_net *b)
+{
+	return a->type == b->type && same_str(a->source, b->source) && a->mtu == b->mtu &&
+	       a->managed == b->managed &&
+	       (!b->ifname || b->ifname_generated || same_str(a->ifname, b->ifname));
+}
+
 int drv_domain_update_device_flags(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_update_device_flags_args *a = args;
+	const char *api = "virDomainUpdateDeviceFlags";
+	g_autoptr(domain_def_t) dev = NULL;
+	struct domain_obj *obj;
+	enum dev_kind kind;
+	bool live, config, same = true;
+	int rc = -1;
 
 	if (api_check_flags(a->flags, VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG |
-			    VIR_DOMAIN_DEVICE_MODIFY_FORCE, "virDomainUpdateDeviceFlags") < 0)
+			    VIR_DOMAIN_DEVICE_MODIFY_FORCE, api) < 0 ||
+	    device_kind(a->xml, &kind) < 0 || !(dev = device_alone(a->xml, kind)))
 		return -1;
+	if (!(obj = wire_domain_get(&a->dom)))
+		return -1;
+	if (domain_job_begin(obj, api) < 0)
+		goto out;
+	if (resolve_flags(obj, a->flags, &live, &config) < 0)
+		goto end;
+	g_mutex_lock(&obj->lock);
+	for (int k = 0; k < 2 && same; k++) {
+		const struct domain_def *def = k ? domain_persistent_def(obj) : obj->def;
+		int i;
+
+		if (!(k ? config : live))
+			continue;
+		if ((i = find_device(def, dev, kind)) < 0) {
+			g_mutex_unlock(&obj->lock);
+			goto end;
+		}
+		same = kind == DEV_DISK ? disk_same(&def->disks[i], &dev->disks[0])
+					: net_same(&def->nets[i], &dev->nets[0]);
+	}
+	g_mutex_unlock(&obj->lock);
 	/* kvmm has no media to change (no CD-ROM) and cannot change a NIC's
-	 * link or a disk in place. */
-	drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
-			 "updating a device is not supported by kvmm; detach it and attach the new one");
-	return -1;
+	 * link or a disk in place: only asking for what is there succeeds. */
+	if (!same)
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+				 "updating a device is not supported by kvmm; detach it and attach the new one");
+	else
+		rc = 0;
+end:
+	domain_job_end(obj);
+out:
+	domain_obj_unref(obj);
+	return rc;
 }
 
 int drv_domain_detach_device_alias(struct rpc_conn *conn, void *args, void *ret)
