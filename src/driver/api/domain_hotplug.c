@@ -202,13 +202,15 @@ static void set_persistent_def(struct domain_obj *obj, struct domain_def *newdef
 static int attach_live(struct domain_obj *obj, const char *device, enum dev_kind kind)
 {
 	g_autofree char *xml = NULL;
-	struct domain_def *newdef;
+	struct domain_def *newdef, before;
 	int rc = -1;
 
+	/* The counts of the definition formatted, whatever comes after. */
 	g_mutex_lock(&obj->lock);
 	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+	before = *obj->def;
 	g_mutex_unlock(&obj->lock);
-	if (!xml || !(newdef = def_with(obj->def, xml, device, kind, domains_status_parse_opts())))
+	if (!xml || !(newdef = def_with(&before, xml, device, kind, domains_status_parse_opts())))
 		return -1;
 	if (vmconfig_check(newdef) < 0)
 		rc = -1;
@@ -226,13 +228,13 @@ static int attach_live(struct domain_obj *obj, const char *device, enum dev_kind
 static struct domain_def *config_with(struct domain_obj *obj, const char *device, enum dev_kind kind)
 {
 	g_autofree char *xml = NULL;
-	struct domain_def *newdef, *cur;
+	struct domain_def *newdef, before;
 
 	g_mutex_lock(&obj->lock);
-	cur = domain_persistent_def(obj);
-	xml = domain_def_format(cur, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	xml = domain_def_format(domain_persistent_def(obj), VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	before = *domain_persistent_def(obj);
 	g_mutex_unlock(&obj->lock);
-	if (!xml || !(newdef = def_with(cur, xml, device, kind, domains_parse_opts())))
+	if (!xml || !(newdef = def_with(&before, xml, device, kind, domains_parse_opts())))
 		return NULL;
 	if (vmconfig_check(newdef) < 0) {
 		domain_def_free(newdef);
