@@ -1388,6 +1388,33 @@ static void swap_live_def(struct domain_obj *obj, struct domain_def *newdef, str
 	obj->def = newdef;
 }
 
+/* OBJ's live definition as it is now (obj->lock held) with disk or NIC
+ * IDX of NEWDEF moved to its end: a removal the guest completed while the
+ * device was being added is not undone.  NEWDEF is freed; NULL (after
+ * reporting) only if the live definition does not parse again. */
+static struct domain_def *live_with_locked(struct domain_obj *obj, struct domain_def *newdef, bool net,
+					   size_t idx)
+{
+	g_autofree char *xml = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+	struct domain_def *copy = xml ? domain_def_parse_string(xml, domains_status_parse_opts()) : NULL;
+
+	if (!copy) {
+		domain_def_free(newdef);
+		return NULL;
+	}
+	if (net) {
+		copy->nets = g_renew(struct domain_net, copy->nets, copy->nnets + 1);
+		copy->nets[copy->nnets++] = newdef->nets[idx];
+		memset(&newdef->nets[idx], 0, sizeof(newdef->nets[idx]));
+	} else {
+		copy->disks = g_renew(struct domain_disk, copy->disks, copy->ndisks + 1);
+		copy->disks[copy->ndisks++] = newdef->disks[idx];
+		memset(&newdef->disks[idx], 0, sizeof(newdef->disks[idx]));
+	}
+	domain_def_free(newdef);
+	return copy;
+}
+
 int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
 {
 	struct domain_disk *d = &newdef->disks[idx];
@@ -1420,8 +1447,15 @@ int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_
 	}
 	g_mutex_lock(&obj->lock);
 	if (obj->run && !strcmp(obj->run->api_path, api)) {
-		swap_live_def(obj, newdef, persist);
-		process_save_status_locked(obj);
+		if ((newdef = live_with_locked(obj, newdef, false, idx))) {
+			swap_live_def(obj, newdef, persist);
+			process_save_status_locked(obj);
+		} else {
+			pr_warn("domain '%s': disk %s is attached but not in the live XML: %s",
+				obj->def->name, target, drv_error_last() ? drv_error_last()->message : "?");
+			drv_error_reset();
+			domain_def_free(persist);
+		}
 	} else {
 		domain_def_free(newdef);
 		domain_def_free(persist);
@@ -1465,18 +1499,28 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	}
 	g_mutex_lock(&obj->lock);
 	r = obj->run;
-	if (r && !strcmp(r->api_path, api) && r->taps.n == idx) {
+	if (r && !strcmp(r->api_path, api)) {
+		size_t k = r->taps.n;
+
 		/* The run's taps stay in the order of the live XML's NICs. */
-		r->taps.names = g_renew(char *, r->taps.names, idx + 1);
-		r->taps.owned = g_renew(bool, r->taps.owned, idx + 1);
-		r->taps.names[idx] = t.names[0];
-		r->taps.owned[idx] = t.owned[0];
-		r->taps.n = idx + 1;
+		r->taps.names = g_renew(char *, r->taps.names, k + 1);
+		r->taps.owned = g_renew(bool, r->taps.owned, k + 1);
+		r->taps.names[k] = t.names[0];
+		r->taps.owned[k] = t.owned[0];
+		r->taps.n = k + 1;
 		g_free(t.names);
 		g_free(t.owned);
 		memset(&t, 0, sizeof(t));
-		nics_show(newdef, &r->taps);
-		swap_live_def(obj, newdef, persist);
+		if ((newdef = live_with_locked(obj, newdef, true, idx))) {
+			nics_show(newdef, &r->taps);
+			swap_live_def(obj, newdef, persist);
+		} else {
+			pr_warn("domain '%s': interface %s is attached but not in the live XML: %s",
+				obj->def->name, alias, drv_error_last() ? drv_error_last()->message : "?");
+			drv_error_reset();
+			domain_def_free(persist);
+		}
+		/* The status names the tap either way: it goes with the run. */
 		process_save_status_locked(obj);
 	} else {
 		domain_def_free(newdef);
