@@ -78,8 +78,9 @@ char *process_net_alias(const struct domain_net *n);
 
 /* Plugs disk number IDX of NEWDEF -- OBJ's live definition with that disk
  * added -- into the running guest (the caller holds the job); on success
- * NEWDEF is OBJ's live definition (and in its status file), DEVICE_ADDED
- * sent.  On failure nothing was added and NEWDEF is the caller's. */
+ * NEWDEF is taken, the disk is in the live definition (and the status
+ * file), DEVICE_ADDED sent.  On failure nothing was added and NEWDEF is
+ * the caller's. */
 int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx);
 
 /* The same for NIC number IDX of NEWDEF: its tap made (as at start) and
