@@ -229,6 +229,14 @@ def test_attach_detach_config(daemon, kvm):
     img = make_disk(os.path.join(d.root, "hot.img"))
     conn = libvirt.open(d.uri())
     dom = conn.defineXML(hot_xml(d.root))
+    disk = f"<disk type='file' device='disk'><source file='{img}'/><target dev='vdb' bus='virtio'/></disk>"
+    # without flags: the definition of a domain that does not run
+    dom.attachDevice(disk)
+    assert f"<source file='{img}'/>" in dom.XMLDesc(0)
+    dom.detachDevice(disk)
+    assert img not in dom.XMLDesc(0)
+    refused(lambda: dom.attachDevice("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"),
+            L.VIR_ERR_OPERATION_UNSUPPORTED, "only <disk> and <interface>")
     r = virsh(d.uri(), "attach-disk", "hp", img, "vdb", "--config")
     assert r.returncode == 0, r.stderr
     assert f"<source file='{img}'/>" in dom.XMLDesc(0)
@@ -319,6 +327,9 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     assert ns_taps(ns) == []
     r = virsh(d.uri(), "detach-interface", "hp", "bridge", "--mac", mac, "--live")
     assert r.returncode != 0 and "No interface found" in r.stderr, r.stderr
+    nic = f"<interface type='bridge'><mac address='{mac}'/><source bridge='kvbr0'/></interface>"
+    refused(lambda: dom.detachDeviceFlags(nic, L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_DEVICE_MISSING, f"no device matching MAC address {mac} found")
     dom.destroy()
     ev.conn.close()
     conn.close()
