@@ -556,3 +556,30 @@ UNIT_TEST(block_io_error_events)
 	CHECK(s.ev[2].disk == 1 && s.ev[2].io_action == KVMM_IO_ACTION_IGNORE && !s.ev[2].io_nospace);
 	CHECK(s.ev[3].kind == MONITOR_EVENT_STATE_CHANGED);
 }
+
+/* device-deleted as kvmm sends it, and shapes without a usable id: not
+ * delivered. */
+#define DEVICE_EVENTS \
+	"{\"event\":\"device-deleted\",\"data\":{\"id\":\"virtio-disk1\",\"slot\":5}}\n" \
+	"{\"event\":\"device-deleted\",\"data\":{\"slot\":6}}\n" \
+	"{\"event\":\"device-deleted\",\"data\":{\"id\":7,\"slot\":6}}\n" \
+	"{\"event\":\"device-deleted\",\"data\":{\"id\":\"\",\"slot\":6}}\n" \
+	"{\"event\":\"device-deleted\",\"data\":{\"id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}\n" \
+	"{\"event\":\"device-deleted\"}\n" \
+	"{\"event\":\"device-deleted\",\"data\":{\"id\":\"net-525400123499\",\"slot\":2}}\n" \
+	EV_QUIT
+
+UNIT_TEST(device_deleted_events)
+{
+	struct seen s = { 0 };
+
+	watch(DEVICE_EVENTS, false, &s, 3);
+	CHECK(s.n == 3);
+	if (s.n != 3)
+		return;
+	CHECK(s.ev[0].kind == MONITOR_EVENT_DEVICE_DELETED);
+	CHECK(!strcmp(s.ev[0].device_id, "virtio-disk1") && s.ev[0].slot == 5);
+	CHECK(s.ev[1].kind == MONITOR_EVENT_DEVICE_DELETED);
+	CHECK(!strcmp(s.ev[1].device_id, "net-525400123499") && s.ev[1].slot == 2);
+	CHECK(s.ev[2].kind == MONITOR_EVENT_STATE_CHANGED);
+}

@@ -89,6 +89,13 @@ int drv_domain_get_cpu_stats(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_get_all_domain_stats(struct rpc_conn *conn, void *args, void *ret);
 
 /* domain_block.c: changing a running domain's disks */
+/* domain_hotplug.c */
+int drv_domain_attach_device(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_attach_device_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_detach_device(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_detach_device_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_update_device_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_detach_device_alias(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_disk_errors(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory(struct rpc_conn *conn, void *args, void *ret);

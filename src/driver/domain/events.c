@@ -405,3 +405,61 @@ void events_io_error(struct domain_obj *obj, const char *path, const char *dev, 
 	g_mutex_unlock(&lock);
 	free(m.msg.dom.name);
 }
+
+void events_device_removed(struct domain_obj *obj, const char *alias)
+{
+	remote_domain_event_callback_device_removed_msg m = { 0 };
+
+	wire_domain_make(obj, &m.msg.dom);
+	m.msg.devAlias = (char *)alias;
+	g_mutex_lock(&lock);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		if (!wants(cb, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, (const unsigned char *)m.msg.dom.uuid))
+			continue;
+		if (cb->legacy) {
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_DEVICE_REMOVED,
+				   (xdrproc_t)xdr_remote_domain_event_device_removed_msg, &m.msg);
+		} else {
+			m.callbackID = cb->id;
+			send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_DEVICE_REMOVED,
+				   (xdrproc_t)xdr_remote_domain_event_callback_device_removed_msg, &m);
+		}
+	}
+	g_mutex_unlock(&lock);
+	free(m.msg.dom.name);
+}
+
+/* DEVICE_ADDED and DEVICE_REMOVAL_FAILED: the same message, callback form
+ * only (a legacy registration of them gets nothing, as from libvirt). */
+static void device_event(struct domain_obj *obj, int id, int proc, const char *alias)
+{
+	remote_domain_event_callback_device_added_msg m = { 0 };
+
+	wire_domain_make(obj, &m.dom);
+	m.devAlias = (char *)alias;
+	g_mutex_lock(&lock);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		if (cb->legacy || !wants(cb, id, (const unsigned char *)m.dom.uuid))
+			continue;
+		m.callbackID = cb->id;
+		send_event(cb, proc, (xdrproc_t)xdr_remote_domain_event_callback_device_added_msg, &m);
+	}
+	g_mutex_unlock(&lock);
+	free(m.dom.name);
+}
+
+void events_device_added(struct domain_obj *obj, const char *alias)
+{
+	device_event(obj, VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_DEVICE_ADDED,
+		     alias);
+}
+
+void events_device_removal_failed(struct domain_obj *obj, const char *alias)
+{
+	device_event(obj, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
+		     REMOTE_PROC_DOMAIN_EVENT_CALLBACK_DEVICE_REMOVAL_FAILED, alias);
+}

@@ -47,4 +47,10 @@ void events_balloon_change(struct domain_obj *obj, unsigned long long actual_kib
 void events_io_error(struct domain_obj *obj, const char *path, const char *dev, int action,
 		     const char *reason);
 
+/* Hotplug: a device of OBJ with alias ALIAS was added (ID 19), removed
+ * once the guest gave it back (ID 15), or its removal failed (ID 22). */
+void events_device_added(struct domain_obj *obj, const char *alias);
+void events_device_removed(struct domain_obj *obj, const char *alias);
+void events_device_removal_failed(struct domain_obj *obj, const char *alias);
+
 #endif

@@ -508,6 +508,108 @@ int monitor_query_balloon(const char *path, struct kvmm_balloon *b)
 	return 0;
 }
 
+/* KVMM: a device id as device-add takes it, and fits struct
+ * kvmm_hot_device / monitor_event. */
+static bool id_ok(const char *id)
+{
+	return id && *id && strlen(id) < 64;
+}
+
+static int device_add(const char *path, const char *type, const char *id, const char *keys_json,
+		      unsigned *slot)
+{
+	json_object *args = json_tokener_parse(keys_json), *ret = NULL, *v;
+	int rc;
+
+	if (!args || !json_object_is_type(args, json_type_object) || !id_ok(id)) {
+		json_object_put(args);
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "bad device-add arguments for '%s'", id ? id : "");
+		return -1;
+	}
+	json_object_object_add(args, "type", json_object_new_string(type));
+	json_object_object_add(args, "id", json_object_new_string(id));
+	rc = command(path, "device-add", args, &ret);
+	json_object_put(args);
+	if (rc < 0)
+		return -1;
+	/* KVMM: the slot it took, 1-31. */
+	if (!json_object_object_get_ex(ret, "slot", &v) || !json_object_is_type(v, json_type_int) ||
+	    json_object_get_int(v) < 1 || json_object_get_int(v) > 31) {
+		json_object_put(ret);
+		return malformed("device-add", "no slot 1-31");
+	}
+	*slot = (unsigned)json_object_get_int(v);
+	json_object_put(ret);
+	return 0;
+}
+
+int monitor_device_add_disk(const char *path, const char *id, const char *keys_json, unsigned *slot)
+{
+	return device_add(path, "blk", id, keys_json, slot);
+}
+
+int monitor_device_add_net(const char *path, const char *id, const char *keys_json, unsigned *slot)
+{
+	return device_add(path, "net", id, keys_json, slot);
+}
+
+int monitor_device_del(const char *path, const char *id)
+{
+	json_object *args = json_object_new_object();
+	int rc;
+
+	json_object_object_add(args, "id", json_object_new_string(id));
+	rc = command(path, "device-del", args, NULL);
+	json_object_put(args);
+	return rc;
+}
+
+int monitor_query_devices(const char *path, struct kvmm_hot_device **devs, size_t *n)
+{
+	json_object *all = NULL, *d, *v;
+	struct kvmm_hot_device *out;
+	size_t len;
+
+	if (command(path, "query-devices", NULL, &all) < 0)
+		return -1;
+	if (!json_object_is_type(all, json_type_array)) {
+		json_object_put(all);
+		return malformed("query-devices", "not an array");
+	}
+	len = json_object_array_length(all);
+	out = g_new0(struct kvmm_hot_device, len ? len : 1);
+	for (size_t i = 0; i < len; i++) {
+		const char *s;
+
+		d = json_object_array_get_idx(all, i);
+		/* KVMM: each entry needs its id, type and slot. */
+		if (!json_object_object_get_ex(d, "id", &v) || !json_object_is_type(v, json_type_string) ||
+		    !id_ok(json_object_get_string(v)))
+			goto bad;
+		g_strlcpy(out[i].id, json_object_get_string(v), sizeof(out[i].id));
+		if (!json_object_object_get_ex(d, "type", &v) || !json_object_is_type(v, json_type_string))
+			goto bad;
+		s = json_object_get_string(v);
+		if (strcmp(s, "blk") && strcmp(s, "net"))
+			goto bad;
+		out[i].net = !strcmp(s, "net");
+		if (!json_object_object_get_ex(d, "slot", &v) || !json_object_is_type(v, json_type_int))
+			goto bad;
+		out[i].slot = (unsigned)json_object_get_int(v);
+		out[i].removing = json_object_object_get_ex(d, "state", &v) &&
+				  json_object_is_type(v, json_type_string) &&
+				  !strcmp(json_object_get_string(v), "removing");
+	}
+	json_object_put(all);
+	*devs = out;
+	*n = len;
+	return 0;
+bad:
+	g_free(out);
+	json_object_put(all);
+	return malformed("query-devices", "an entry without id, type or slot");
+}
+
 struct monitor_watch {
 	int fd;
 	guint source;
@@ -573,6 +675,18 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 		err = json_object_object_get_ex(data, "error", &v) && json_object_is_type(v, json_type_string) ?
 		      json_object_get_string(v) : "";
 		ev->io_nospace = !strcmp(err, "ENOSPC");
+		return true;
+	}
+	if (!strcmp(s, "device-deleted")) {
+		ev->kind = MONITOR_EVENT_DEVICE_DELETED;
+		/* KVMM: without the id the daemon cannot tell which device left. */
+		if (!json_object_is_type(data, json_type_object) ||
+		    !json_object_object_get_ex(data, "id", &v) || !json_object_is_type(v, json_type_string) ||
+		    !id_ok(json_object_get_string(v)))
+			return false;
+		g_strlcpy(ev->device_id, json_object_get_string(v), sizeof(ev->device_id));
+		if (json_object_object_get_ex(data, "slot", &v) && json_object_is_type(v, json_type_int))
+			ev->slot = (unsigned)json_object_get_int(v);
 		return true;
 	}
 	if (strcmp(s, "state-changed"))

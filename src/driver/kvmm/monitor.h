@@ -98,12 +98,35 @@ struct kvmm_balloon {
 #define KVMM_BALLOON_NSTATS 9
 int monitor_query_balloon(const char *path, struct kvmm_balloon *b);
 
+/* PCI hotplug (docs/hotplug.md).  device-add of a virtio disk or NIC with
+ * id ID; KEYS_JSON is a JSON object of the disk's or NIC's keys as in the
+ * VM config (vmconfig_disk_json / vmconfig_net_json).  *SLOT: the PCI slot
+ * kvmm put it in. */
+int monitor_device_add_disk(const char *path, const char *id, const char *keys_json,
+			    unsigned *slot);
+int monitor_device_add_net(const char *path, const char *id, const char *keys_json,
+			   unsigned *slot);
+/* device-del: asks the guest to give device ID back; the device-deleted
+ * event says when it did.  A cold-plugged device or an unknown id is
+ * refused (VIR_ERR_OPERATION_INVALID, saying so). */
+int monitor_device_del(const char *path, const char *id);
+/* query-devices: the hot-added devices, in slot order. */
+struct kvmm_hot_device {
+	char id[64];
+	bool net;		/* else a disk */
+	unsigned slot;
+	bool removing;		/* device-del asked, the guest has not ejected it */
+};
+/* *DEVS (g_free) holds *N. */
+int monitor_query_devices(const char *path, struct kvmm_hot_device **devs, size_t *n);
+
 /* An event kvmm sent; those this daemon does not know are not delivered. */
 enum monitor_event_kind {
 	MONITOR_EVENT_STATE_CHANGED,
 	MONITOR_EVENT_RESET,		/* the guest was reset (any cause) */
 	MONITOR_EVENT_BALLOON_CHANGE,	/* the guest's balloon moved */
 	MONITOR_EVENT_BLOCK_IO_ERROR,	/* a disk met a host I/O error */
+	MONITOR_EVENT_DEVICE_DELETED,	/* the guest ejected a hot-added device */
 };
 /* What a disk's error policy did about it. */
 enum kvmm_io_action { KVMM_IO_ACTION_REPORT, KVMM_IO_ACTION_IGNORE, KVMM_IO_ACTION_STOP };
@@ -118,6 +141,9 @@ struct monitor_event {
 	unsigned disk;
 	enum kvmm_io_action io_action;
 	bool io_nospace;
+	/* DEVICE_DELETED: the device's id and the slot it left. */
+	char device_id[64];
+	unsigned slot;
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

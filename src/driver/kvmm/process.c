@@ -425,6 +425,8 @@ static void on_block_io_error(struct domain_run *r, const struct monitor_event *
 		events_lifecycle_obj(obj, VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_IOERROR);
 }
 
+static void on_device_deleted(struct domain_run *r, const struct monitor_event *ev);
+
 static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 {
 	struct domain_run *r = opaque;
@@ -437,6 +439,8 @@ static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 		events_balloon_change(r->obj, ev->balloon_actual / 1024);
 	else if (ev->kind == MONITOR_EVENT_BLOCK_IO_ERROR && r->obj)
 		on_block_io_error(r, ev);
+	else if (ev->kind == MONITOR_EVENT_DEVICE_DELETED && r->obj)
+		on_device_deleted(r, ev);
 }
 
 /* A command to the kvmm behind API_PATH got no answer (worker).  If that
@@ -1342,4 +1346,351 @@ void process_autostart_all(void)
 	}
 	/* Off the main loop: a slow start must not delay serving clients. */
 	g_thread_unref(g_thread_new("autostart", autostart_thread, todo));
+}
+
+char *process_disk_alias(const struct domain_disk *d)
+{
+	unsigned idx = 0, i = 0;
+
+	/* libvirt's alias: virtio-disk and the target's index (vda 0, vdb 1,
+	 * ..., vdaa 26); the parser allows only vd and letters. */
+	for (const char *p = d->target + (strlen(d->target) > 2 ? 2 : strlen(d->target)); *p >= 'a' && *p <= 'z' && i < 6; p++, i++)
+		idx = (idx + (i ? 1 : 0)) * 26 + (unsigned)(*p - 'a');
+	return g_strdup_printf("virtio-disk%u", idx);
+}
+
+char *process_net_alias(const struct domain_net *n)
+{
+	const unsigned char *m = n->mac;
+
+	/* By the MAC, which is unique in a domain and survives a restart. */
+	return g_strdup_printf("net-%02x%02x%02x%02x%02x%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+/* When OBJ's live definition is also its persistent one, a copy of the
+ * persistent part (as split off by virsh setmem --live): the live one is
+ * about to change alone.  NULL when there is nothing to split or after
+ * reporting (*ERR set). */
+static struct domain_def *persistent_copy_locked(struct domain_obj *obj, bool *err)
+{
+	g_autofree char *xml = NULL;
+	struct domain_def *copy;
+
+	*err = false;
+	if (obj->persistent && !obj->newdef)
+		xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	if (!xml)
+		return NULL;
+	if (!(copy = domain_def_parse_string(xml, domains_parse_opts())))
+		*err = true;
+	return copy;
+}
+
+static struct domain_def *persistent_copy(struct domain_obj *obj, bool *err)
+{
+	struct domain_def *copy;
+
+	g_mutex_lock(&obj->lock);
+	copy = persistent_copy_locked(obj, err);
+	g_mutex_unlock(&obj->lock);
+	return copy;
+}
+
+/* Puts NEWDEF in place of OBJ's live definition (obj->lock held), PERSIST
+ * (from persistent_copy, or NULL) as the persistent one if it has none of
+ * its own yet; the old live one is kept as retired, for readers without
+ * the lock. */
+static void swap_live_def(struct domain_obj *obj, struct domain_def *newdef, struct domain_def *persist)
+{
+	if (persist && obj->persistent && !obj->newdef)
+		obj->newdef = persist;
+	else
+		domain_def_free(persist);
+	domain_def_free(obj->retired);
+	obj->retired = obj->def;
+	obj->def = newdef;
+}
+
+/* OBJ's live definition as it is now (obj->lock held) with disk or NIC
+ * IDX of NEWDEF moved to its end: a removal the guest completed while the
+ * device was being added is not undone.  NEWDEF is freed; NULL (after
+ * reporting) only if the live definition does not parse again. */
+static struct domain_def *live_with_locked(struct domain_obj *obj, struct domain_def *newdef, bool net,
+					   size_t idx)
+{
+	g_autofree char *xml = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+	struct domain_def *copy = xml ? domain_def_parse_string(xml, domains_status_parse_opts()) : NULL;
+
+	if (!copy) {
+		domain_def_free(newdef);
+		return NULL;
+	}
+	if (net) {
+		copy->nets = g_renew(struct domain_net, copy->nets, copy->nnets + 1);
+		copy->nets[copy->nnets++] = newdef->nets[idx];
+		memset(&newdef->nets[idx], 0, sizeof(newdef->nets[idx]));
+	} else {
+		copy->disks = g_renew(struct domain_disk, copy->disks, copy->ndisks + 1);
+		copy->disks[copy->ndisks++] = newdef->disks[idx];
+		memset(&newdef->disks[idx], 0, sizeof(newdef->disks[idx]));
+	}
+	domain_def_free(newdef);
+	return copy;
+}
+
+int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
+{
+	struct domain_disk *d = &newdef->disks[idx];
+	g_autofree char *api = NULL, *keys = NULL, *alias = process_disk_alias(d);
+	g_autofree char *target = g_strdup(d->target), *source = g_strdup(d->source);
+	struct domain_def *persist;
+	bool err;
+	unsigned slot;
+
+	if (!(api = process_api_path(obj)))
+		return -1;
+	if (check_source("disk source", d->source, true) < 0)
+		return -1;
+	for (size_t j = 0; j < d->nbacking; j++)
+		if (check_source("backing store", d->backing[j].path, false) < 0)
+			return -1;
+	/* A missing image is refused here, before kvmm is asked. */
+	if (access(d->source, F_OK) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Cannot access storage file '%s': %s", d->source,
+				 g_strerror(errno));
+		return -1;
+	}
+	persist = persistent_copy(obj, &err);
+	if (err)
+		return -1;
+	keys = vmconfig_disk_json(d);
+	if (monitor_device_add_disk(api, alias, keys, &slot) < 0) {
+		domain_def_free(persist);
+		return -1;
+	}
+	g_mutex_lock(&obj->lock);
+	if (obj->run && !strcmp(obj->run->api_path, api)) {
+		if ((newdef = live_with_locked(obj, newdef, false, idx))) {
+			swap_live_def(obj, newdef, persist);
+			process_save_status_locked(obj);
+		} else {
+			pr_warn("domain '%s': disk %s is attached but not in the live XML: %s",
+				obj->def->name, target, drv_error_last() ? drv_error_last()->message : "?");
+			drv_error_reset();
+			domain_def_free(persist);
+		}
+	} else {
+		domain_def_free(newdef);
+		domain_def_free(persist);
+	}
+	g_mutex_unlock(&obj->lock);
+	pr_info("domain '%s': disk %s (%s) attached in slot %u", obj->def->name, target, source, slot);
+	events_device_added(obj, alias);
+	return 0;
+}
+
+int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
+{
+	struct domain_net *n = &newdef->nets[idx];
+	g_autofree char *api = NULL, *keys = NULL, *alias = process_net_alias(n), *mark = NULL;
+	struct domain_def one = { .nets = n, .nnets = 1 };
+	struct nic_taps t = { 0 };
+	struct domain_run *r;
+	struct domain_def *persist;
+	bool err;
+	char uuid[37];
+	unsigned slot;
+
+	if (!(api = process_api_path(obj)))
+		return -1;
+	persist = persistent_copy(obj, &err);
+	if (err)
+		return -1;
+	domain_uuid_format(newdef->uuid, uuid);
+	mark = g_strconcat(tap_mark, uuid, NULL);
+	/* The tap first, marked as at start: a daemon killed before the
+	 * status names it leaves it to the next one's sweep. */
+	if (nics_create(&one, &t, mark) < 0) {
+		domain_def_free(persist);
+		return -1;
+	}
+	keys = vmconfig_net_json(n, t.names[0]);
+	if (monitor_device_add_net(api, alias, keys, &slot) < 0) {
+		nics_remove(&t);
+		domain_def_free(persist);
+		return -1;
+	}
+	g_mutex_lock(&obj->lock);
+	r = obj->run;
+	if (r && !strcmp(r->api_path, api)) {
+		size_t k = r->taps.n;
+
+		/* The run's taps stay in the order of the live XML's NICs. */
+		r->taps.names = g_renew(char *, r->taps.names, k + 1);
+		r->taps.owned = g_renew(bool, r->taps.owned, k + 1);
+		r->taps.names[k] = t.names[0];
+		r->taps.owned[k] = t.owned[0];
+		r->taps.n = k + 1;
+		g_free(t.names);
+		g_free(t.owned);
+		memset(&t, 0, sizeof(t));
+		if ((newdef = live_with_locked(obj, newdef, true, idx))) {
+			nics_show(newdef, &r->taps);
+			swap_live_def(obj, newdef, persist);
+		} else {
+			pr_warn("domain '%s': interface %s is attached but not in the live XML: %s",
+				obj->def->name, alias, drv_error_last() ? drv_error_last()->message : "?");
+			drv_error_reset();
+			domain_def_free(persist);
+		}
+		/* The status names the tap either way: it goes with the run. */
+		process_save_status_locked(obj);
+	} else {
+		domain_def_free(newdef);
+		domain_def_free(persist);
+		n = NULL;
+	}
+	g_mutex_unlock(&obj->lock);
+	nics_remove(&t);
+	if (!n)
+		return 0;
+	pr_info("domain '%s': interface %s attached in slot %u", obj->def->name, alias, slot);
+	events_device_added(obj, alias);
+	return 0;
+}
+
+/* The index of the disk or NIC with kvmm id ID in DEF, *NET set for a
+ * NIC; -1 when none has it. */
+static int find_alias(const struct domain_def *def, const char *id, bool *net)
+{
+	for (size_t i = 0; i < def->ndisks; i++) {
+		g_autofree char *a = process_disk_alias(&def->disks[i]);
+
+		if (!strcmp(a, id))
+			return *net = false, (int)i;
+	}
+	for (size_t i = 0; i < def->nnets; i++) {
+		g_autofree char *a = process_net_alias(&def->nets[i]);
+
+		if (!strcmp(a, id))
+			return *net = true, (int)i;
+	}
+	return -1;
+}
+
+/* DEF without its disk or NIC number I: a new definition, or NULL after
+ * reporting. */
+static struct domain_def *def_without(const struct domain_def *def, int i, bool net)
+{
+	g_autofree char *xml = domain_def_format(def, VIR_DOMAIN_XML_SECURE);
+	struct domain_def *copy = xml ? domain_def_parse_string(xml, domains_status_parse_opts()) : NULL;
+	struct domain_def *gone;
+
+	if (!copy)
+		return NULL;
+	/* The entry goes to a definition of its own, freed with it. */
+	gone = g_new0(struct domain_def, 1);
+	if (net) {
+		gone->nets = g_new(struct domain_net, 1);
+		gone->nets[0] = copy->nets[i];
+		gone->nnets = 1;
+		memmove(&copy->nets[i], &copy->nets[i + 1], (copy->nnets - i - 1) * sizeof(*copy->nets));
+		copy->nnets--;
+	} else {
+		gone->disks = g_new(struct domain_disk, 1);
+		gone->disks[0] = copy->disks[i];
+		gone->ndisks = 1;
+		memmove(&copy->disks[i], &copy->disks[i + 1], (copy->ndisks - i - 1) * sizeof(*copy->disks));
+		copy->ndisks--;
+	}
+	domain_def_free(gone);
+	return copy;
+}
+
+/* kvmm freed a hot-added device the guest ejected (main loop): it leaves
+ * the live XML and the status file, then DEVICE_REMOVED. */
+static void on_device_deleted(struct domain_run *r, const struct monitor_event *ev)
+{
+	struct domain_obj *obj = r->obj;
+	struct domain_def *copy = NULL;
+	bool net = false, known = false;
+	int i;
+
+	if (!r->draining)
+		g_mutex_lock(&obj->lock);
+	/* KVMM: an id that is none of ours is ignored. */
+	if (obj->run == r && (i = find_alias(obj->def, ev->device_id, &net)) >= 0) {
+		known = true;
+		copy = def_without(obj->def, i, net);
+		if (copy && net && (size_t)i < r->taps.n) {
+			struct nic_taps gone = { .n = 1, .names = g_new(char *, 1), .owned = g_new(bool, 1) };
+
+			/* Its tap, which kvmm has closed. */
+			gone.names[0] = r->taps.names[i];
+			gone.owned[0] = r->taps.owned[i];
+			memmove(&r->taps.names[i], &r->taps.names[i + 1], (r->taps.n - i - 1) * sizeof(char *));
+			memmove(&r->taps.owned[i], &r->taps.owned[i + 1], (r->taps.n - i - 1) * sizeof(bool));
+			r->taps.n--;
+			nics_remove(&gone);
+		}
+		if (copy) {
+			bool err;
+			/* The live definition changes alone (a definition adopted
+			 * after a restart may also be the persistent one). */
+			struct domain_def *persist = persistent_copy_locked(obj, &err);
+
+			if (err) {
+				pr_warn("domain '%s': %s", obj->def->name,
+					drv_error_last() ? drv_error_last()->message : "?");
+				drv_error_reset();
+			}
+			swap_live_def(obj, copy, persist);
+			process_save_status_locked(obj);
+		} else {
+			pr_warn("domain '%s': cannot drop device %s from its live XML: %s", obj->def->name,
+				ev->device_id, drv_error_last() ? drv_error_last()->message : "?");
+			drv_error_reset();
+		}
+		g_cond_broadcast(&obj->job_cond);
+	}
+	if (!r->draining)
+		g_mutex_unlock(&obj->lock);
+	if (!known)
+		return;
+	pr_info("domain '%s': device %s removed from slot %u", obj->def->name, ev->device_id, ev->slot);
+	events_device_removed(obj, ev->device_id);
+}
+
+int process_detach_device(struct domain_obj *obj, const char *alias, bool *removed)
+{
+	g_autofree char *api = NULL;
+	g_autofree struct kvmm_hot_device *devs = NULL;
+	size_t n = 0;
+	bool hot = false, net = false;
+	gint64 deadline;
+
+	*removed = false;
+	if (!(api = process_api_path(obj)) || monitor_query_devices(api, &devs, &n) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		hot |= !strcmp(devs[i].id, alias);
+	if (!hot) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "device %s was plugged in at start; kvmm can only detach devices attached while the domain runs",
+				 alias);
+		return -1;
+	}
+	if (monitor_device_del(api, alias) < 0)
+		return -1;
+	/* As libvirt's qemu driver: the guest has a few seconds to give the
+	 * device back; after that the removal is pending and the event says
+	 * when it happened. */
+	deadline = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+	g_mutex_lock(&obj->lock);
+	while (obj->def && find_alias(obj->def, alias, &net) >= 0 && obj->id >= 0)
+		if (!g_cond_wait_until(&obj->job_cond, &obj->lock, deadline))
+			break;
+	*removed = find_alias(obj->def, alias, &net) < 0;
+	g_mutex_unlock(&obj->lock);
+	return 0;
 }

@@ -71,4 +71,26 @@ void process_save_status_locked(struct domain_obj *obj);
 /* How many domains run (the idle timeout waits for none). */
 unsigned process_count(void);
 
+/* Hotplug.  kvmm's id of a disk or NIC, which is also its alias in
+ * libvirt's events: virtio-diskN for target vdX, net-MAC for a NIC. */
+char *process_disk_alias(const struct domain_disk *d);
+char *process_net_alias(const struct domain_net *n);
+
+/* Plugs disk number IDX of NEWDEF -- OBJ's live definition with that disk
+ * added -- into the running guest (the caller holds the job); on success
+ * NEWDEF is taken, the disk is in the live definition (and the status
+ * file), DEVICE_ADDED sent.  On failure nothing was added and NEWDEF is
+ * the caller's. */
+int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx);
+
+/* The same for NIC number IDX of NEWDEF: its tap made (as at start) and
+ * removed again on failure, and once the guest gave the NIC back. */
+int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t idx);
+
+/* Asks the guest to give back the hot-added device ALIAS (the job held)
+ * and waits up to 5 s for it: *REMOVED when it is gone (from the live XML
+ * too), else the removal is pending and DEVICE_REMOVED comes later.  A
+ * device plugged in at start is refused. */
+int process_detach_device(struct domain_obj *obj, const char *alias, bool *removed);
+
 #endif

@@ -282,6 +282,24 @@ static json_object *net_config(const struct domain_net *n, const char *tap)
 	return o;
 }
 
+static char *to_text(json_object *o)
+{
+	char *out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+
+	json_object_put(o);
+	return out;
+}
+
+char *vmconfig_disk_json(const struct domain_disk *d)
+{
+	return to_text(disk_config(d));
+}
+
+char *vmconfig_net_json(const struct domain_net *n, const char *tap)
+{
+	return to_text(net_config(n, tap));
+}
+
 char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt)
 {
 	json_object *o;

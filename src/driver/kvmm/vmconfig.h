@@ -25,4 +25,10 @@ int vmconfig_check(const struct domain_def *def);
  * reporting the reason. */
 char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt);
 
+/* One disk's or NIC's keys as in the config's "disks" / "nets" (the same
+ * a hot-added device takes: docs/api.md device-add), as JSON text
+ * (g_free it). */
+char *vmconfig_disk_json(const struct domain_disk *d);
+char *vmconfig_net_json(const struct domain_net *n, const char *tap);
+
 #endif

@@ -162,6 +162,18 @@ static const struct rpc_proc procs[] = {
 	P(REMOTE_PROC_DOMAIN_SET_MEMORY_STATS_PERIOD, "virDomainSetMemoryStatsPeriod",
 	    ARGS(remote_domain_set_memory_stats_period_args), NONE,
 	    drv_domain_set_memory_stats_period, W),
+	P(REMOTE_PROC_DOMAIN_ATTACH_DEVICE, "virDomainAttachDevice",
+	    ARGS(remote_domain_attach_device_args), NONE, drv_domain_attach_device, W),
+	P(REMOTE_PROC_DOMAIN_ATTACH_DEVICE_FLAGS, "virDomainAttachDeviceFlags",
+	    ARGS(remote_domain_attach_device_flags_args), NONE, drv_domain_attach_device_flags, W),
+	P(REMOTE_PROC_DOMAIN_DETACH_DEVICE, "virDomainDetachDevice",
+	    ARGS(remote_domain_detach_device_args), NONE, drv_domain_detach_device, W),
+	P(REMOTE_PROC_DOMAIN_DETACH_DEVICE_FLAGS, "virDomainDetachDeviceFlags",
+	    ARGS(remote_domain_detach_device_flags_args), NONE, drv_domain_detach_device_flags, W),
+	P(REMOTE_PROC_DOMAIN_UPDATE_DEVICE_FLAGS, "virDomainUpdateDeviceFlags",
+	    ARGS(remote_domain_update_device_flags_args), NONE, drv_domain_update_device_flags, W),
+	P(REMOTE_PROC_DOMAIN_DETACH_DEVICE_ALIAS, "virDomainDetachDeviceAlias",
+	    ARGS(remote_domain_detach_device_alias_args), NONE, drv_domain_detach_device_alias, W),
 	P(REMOTE_PROC_DOMAIN_BLOCK_RESIZE, "virDomainBlockResize",
 	    ARGS(remote_domain_block_resize_args), NONE, drv_domain_block_resize, W),
 	P(REMOTE_PROC_DOMAIN_GET_DISK_ERRORS, "virDomainGetDiskErrors",
@@ -275,10 +287,6 @@ static const struct rpc_proc procs[] = {
 
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
-	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE, "virDomainAttachDevice"),
-	MUTATING(REMOTE_PROC_DOMAIN_ATTACH_DEVICE_FLAGS, "virDomainAttachDeviceFlags"),
-	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE, "virDomainDetachDevice"),
-	MUTATING(REMOTE_PROC_DOMAIN_DETACH_DEVICE_FLAGS, "virDomainDetachDeviceFlags"),
 	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave"),
 	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove"),
 	MUTATING(REMOTE_PROC_DOMAIN_RESTORE, "virDomainRestore"),
@@ -287,7 +295,6 @@ static const struct rpc_proc procs[] = {
 	MUTATING(REMOTE_PROC_DOMAIN_SAVE_FLAGS, "virDomainSaveFlags"),
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus"),
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS_FLAGS, "virDomainSetVcpusFlags"),
-	MUTATING(REMOTE_PROC_DOMAIN_UPDATE_DEVICE_FLAGS, "virDomainUpdateDeviceFlags"),
 #undef MUTATING
 };
 
