@@ -104,3 +104,18 @@ def test_the_map_reader_is_not_blind():
     arch = dict(map_entries("docs/ARCHITECTURE.md"))
     assert "src/vmm/main.c" in arch and "src/common/log.h" in arch
     assert not covered("src/vmm/no-such-file.c", list(arch.items()))
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by their base name (tests/ has no
+    packages): two files of one name in different folders stop the whole
+    run at collection."""
+    seen = {}
+    clashes = []
+    for path in tracked("tests"):
+        name = os.path.basename(path)
+        if name.startswith("test_") and name.endswith(".py"):
+            if name in seen:
+                clashes.append(f"{seen[name]} and {path}")
+            seen[name] = path
+    assert not clashes, "test files sharing a name:\n  " + "\n  ".join(clashes)
