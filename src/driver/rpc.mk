@@ -116,6 +116,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/kvmm/vmconfig.c src/driver/kvmm/vmconfig.h \
 	src/driver/kvmm/disk_chain.c src/driver/kvmm/disk_chain.h \
 	src/driver/kvmm/process.c src/driver/kvmm/process.h \
+	src/driver/kvmm/cgroup.c src/driver/kvmm/cgroup.h \
 	src/driver/kvmm/monitor.c src/driver/kvmm/monitor.h \
 	src/driver/kvmm/proc_stat.c src/driver/kvmm/proc_stat.h
 # NICs: taps and bridges, libvirt's networks

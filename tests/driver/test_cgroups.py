@@ -1,0 +1,183 @@
+"""A cgroup per running domain (src/driver/kvmm/cgroup.c): the test guest
+started by virtkvmmd runs in MOUNT/machine/kvmm-INSTANCE/UUID, whose
+files carry the domain's <cputune> and <memtune>; the cgroup goes with
+the run, is re-adopted by a restarted daemon, and a restart removes one
+that no run owns."""
+import os
+import re
+import signal
+
+import libvirt
+import pytest
+
+from drvtest import virsh
+from test_faults import status_text
+from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
+
+L = libvirt
+
+TUNE = """<vcpu>1</vcpu>
+  <memtune>
+    <hard_limit unit='MiB'>1024</hard_limit>
+    <soft_limit unit='MiB'>768</soft_limit>
+  </memtune>
+  <cputune>
+    <shares>512</shares>
+    <period>50000</period>
+    <quota>40000</quota>
+  </cputune>"""
+
+
+def tuned_xml(root, name):
+    xml = guest_xml(root, name)
+    assert "<vcpu>1</vcpu>" in xml
+    return xml.replace("<vcpu>1</vcpu>", TUNE)
+
+
+def mounts():
+    """{controller: mount point} of v1 hierarchies, and the v2 mount."""
+    v1, v2 = {}, None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, (fstype, _src, opts) = left.split(), right.split()[:3]
+            if fields[3] != "/":
+                continue
+            if fstype == "cgroup2":
+                v2 = fields[4]
+            elif fstype == "cgroup":
+                for o in opts.split(","):
+                    v1.setdefault(o, fields[4])
+    return v1, v2
+
+
+def cgroup_dirs(pid):
+    """{controller: directory} of PID's cpu and memory cgroups."""
+    v1, v2 = mounts()
+    out = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in ctrls.split(","):
+                if c in ("cpu", "memory") and c in v1:
+                    out[c] = v1[c] + path
+            if ctrls == "" and v2:
+                unified = v2 + path
+    for c in ("cpu", "memory"):
+        out.setdefault(c, unified)
+    return out
+
+
+def read(d, name):
+    with open(os.path.join(d, name)) as f:
+        return f.read().strip()
+
+
+def recorded_cgroup(d, uuid):
+    m = re.search(r"<cgroup path='([^']+)'/>", status_text(d, uuid) or "")
+    assert m, status_text(d, uuid)
+    return m.group(1)
+
+
+def check_limits(dirs):
+    cpu, mem = dirs["cpu"], dirs["memory"]
+    if os.path.exists(os.path.join(cpu, "cpu.shares")):
+        assert read(cpu, "cpu.shares") == "512"
+        assert read(cpu, "cpu.cfs_period_us") == "50000"
+        assert read(cpu, "cpu.cfs_quota_us") == "40000"
+        assert read(mem, "memory.limit_in_bytes") == str(1024 << 20)
+        assert read(mem, "memory.soft_limit_in_bytes") == str(768 << 20)
+    else:
+        assert read(cpu, "cpu.weight") == "512"
+        assert read(cpu, "cpu.max") == "40000 50000"
+        assert read(mem, "memory.max") == str(1024 << 20)
+        assert read(mem, "memory.high") == str(768 << 20)
+
+
+def test_guest_runs_in_its_cgroup_with_its_limits(daemon, kvm):
+    c = libvirt.open(daemon.uri())
+    dom = c.defineXML(tuned_xml(daemon.root, "tuned"))
+    uuid = dom.UUIDString()
+    dumped = dom.XMLDesc(0)
+    assert "<shares>512</shares>" in dumped and "<hard_limit unit='KiB'>1048576</hard_limit>" in dumped
+    dom.create()
+    wait_for(lambda: "power-button armed" in serial(daemon.root, "tuned"), "the guest to run")
+    [pid] = daemon.guests()
+    path = recorded_cgroup(daemon, uuid)
+    assert re.fullmatch(r"/machine/kvmm-[0-9a-f]{16}/" + uuid, path), path
+    dirs = cgroup_dirs(pid)
+    for d in dirs.values():
+        assert d.endswith(path), dirs
+    check_limits(dirs)
+    dom.destroy()
+    for d in dirs.values():
+        assert not os.path.exists(d)
+    assert_nothing_left(daemon)
+    c.close()
+
+
+def test_restart_adopts_the_cgroup(start_daemon, kvm):
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    dom = c.defineXML(tuned_xml(d1.root, "kept"))
+    uuid = dom.UUIDString()
+    dom.create()
+    c.close()
+    [pid] = d1.guests()
+    dirs = cgroup_dirs(pid)
+    os.kill(d1.proc.pid, signal.SIGKILL)
+    d1.proc.wait()
+    d2 = start_daemon(root=d1.root)
+    assert "adopted" in d2.output()
+    assert d2.guests() == [pid]
+    assert cgroup_dirs(pid) == dirs                       # swept by no one
+    check_limits(dirs)
+    assert recorded_cgroup(d2, uuid) in dirs["cpu"]
+    r = virsh(d2.uri(), "destroy", "kept")
+    assert r.returncode == 0, r.stderr
+    for d in dirs.values():
+        assert not os.path.exists(d)
+    assert_nothing_left(d2)
+
+
+@pytest.mark.parametrize("point", ["cgroup-unrecorded", "cgroup-unremoved"])
+def test_restart_sweeps_a_cgroup_no_run_owns(start_daemon, kvm, point):
+    """The daemon killed (-9, by itself at a named point) while a cgroup of
+    its own exists that no record names: just made for a start, or as a
+    run ends, between removing its record and its cgroup.  The next daemon
+    removes it."""
+    d = start_daemon(env=dict(os.environ, VIRTKVMMD_TEST_CRASH_AT=point))
+    c = libvirt.open(d.uri())
+    dom = c.defineXML(tuned_xml(d.root, "swept"))
+    uuid = dom.UUIDString()
+    if point == "cgroup-unrecorded":
+        with pytest.raises(libvirt.libvirtError):
+            dom.create()
+    else:
+        dom.create()
+        [pid] = d.guests()
+        dirs = cgroup_dirs(pid)
+        with pytest.raises(libvirt.libvirtError):
+            dom.destroy()
+    assert d.proc.wait(60) == -signal.SIGKILL, d.output()
+    wait_for(lambda: not d.guests(), "kvmm, or the child held before it, to go")
+    assert status_text(d, uuid) is None
+    v1, v2 = mounts()
+    if point == "cgroup-unrecorded":
+        bases = [v2] if v2 and os.path.exists(os.path.join(v2, "machine")) and not os.path.exists(
+            os.path.join(v1.get("cpu", "/nonexistent"), "machine")) else [v1["cpu"], v1["memory"]]
+        dirs = {}
+        for b in bases:
+            parent = os.path.join(b, "machine")
+            found = [os.path.join(parent, k, uuid) for k in os.listdir(parent)
+                     if os.path.isdir(os.path.join(parent, k, uuid))]
+            assert len(found) == 1, found
+            dirs[b] = found[0]
+    for x in dirs.values():
+        assert os.path.isdir(x), x                      # in the window: it is there
+    d2 = start_daemon(root=d.root)
+    out = d2.output()
+    assert "removing cgroup" in out, out
+    for x in dirs.values():
+        assert not os.path.exists(x), x
+    assert_nothing_left(d2)
