@@ -181,3 +181,72 @@ def test_restart_sweeps_a_cgroup_no_run_owns(start_daemon, kvm, point):
     for x in dirs.values():
         assert not os.path.exists(x), x
     assert_nothing_left(d2)
+
+
+def test_schedinfo_and_memtune_change_the_cgroup(daemon, kvm):
+    """virsh schedinfo and memtune as libvirt's: --live writes the run's
+    cgroup and the live XML, --config the definition only."""
+    c = libvirt.open(daemon.uri())
+    dom = c.defineXML(tuned_xml(daemon.root, "knobs"))
+    dom.create()
+    [pid] = daemon.guests()
+    dirs = cgroup_dirs(pid)
+    v2 = not os.path.exists(os.path.join(dirs["cpu"], "cpu.shares"))
+    uri = daemon.uri()
+
+    r = virsh(uri, "schedinfo", "knobs")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"Scheduler\s*: posix", r.stdout), r.stdout
+    assert re.search(r"cpu_shares\s*: 512\n", r.stdout), r.stdout
+    assert re.search(r"vcpu_period\s*: 50000\n", r.stdout), r.stdout
+    assert re.search(r"vcpu_quota\s*: 40000\n", r.stdout), r.stdout
+
+    r = virsh(uri, "schedinfo", "knobs", "--live", "--set", "cpu_shares=300")
+    assert r.returncode == 0, r.stderr
+    assert read(dirs["cpu"], "cpu.weight" if v2 else "cpu.shares") == "300"
+    r = virsh(uri, "schedinfo", "knobs", "--live", "--set", "vcpu_quota=20000")
+    assert r.returncode == 0, r.stderr
+    assert read(dirs["cpu"], "cpu.max" if v2 else "cpu.cfs_quota_us") == (
+        "20000 50000" if v2 else "20000")
+    assert "<shares>300</shares>" in dom.XMLDesc(0)
+    assert "<shares>512</shares>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+
+    r = virsh(uri, "schedinfo", "knobs", "--config", "--set", "cpu_shares=700")
+    assert r.returncode == 0, r.stderr
+    assert read(dirs["cpu"], "cpu.weight" if v2 else "cpu.shares") == "300"
+    assert "<shares>700</shares>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+
+    # refused by name: kvmm's VM is one cgroup
+    r = virsh(uri, "schedinfo", "knobs", "--live", "--set", "emulator_period=100000")
+    assert r.returncode != 0
+    r = virsh(uri, "schedinfo", "knobs", "--live", "--set", "vcpu_period=10")
+    assert r.returncode != 0 and "out of range" in r.stderr, r.stderr
+
+    r = virsh(uri, "memtune", "knobs")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"hard_limit\s*: 1048576\n", r.stdout), r.stdout
+    assert re.search(r"soft_limit\s*: 786432\n", r.stdout), r.stdout
+    assert re.search(r"swap_hard_limit\s*: unlimited\n", r.stdout), r.stdout
+    r = virsh(uri, "memtune", "knobs", "--live", "--hard-limit", "900000")
+    assert r.returncode == 0, r.stderr
+    assert read(dirs["memory"], "memory.max" if v2 else "memory.limit_in_bytes") == str(900000 * 1024)
+    assert "<hard_limit unit='KiB'>900000</hard_limit>" in dom.XMLDesc(0)
+    assert "<hard_limit unit='KiB'>1048576</hard_limit>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    r = virsh(uri, "memtune", "knobs", "--live", "--soft-limit", "-1")
+    assert r.returncode == 0, r.stderr
+    assert "<soft_limit" not in dom.XMLDesc(0)
+    assert int(read(dirs["memory"], "memory.soft_limit_in_bytes")) > 1 << 50 if not v2 else \
+        read(dirs["memory"], "memory.high") == "max"
+    r = virsh(uri, "memtune", "knobs", "--config", "--hard-limit", "2000000")
+    assert r.returncode == 0, r.stderr
+    assert "<hard_limit unit='KiB'>2000000</hard_limit>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    assert read(dirs["memory"], "memory.max" if v2 else "memory.limit_in_bytes") == str(900000 * 1024)
+    dom.destroy()
+    # the next start takes the config values
+    dom.create()
+    [pid] = daemon.guests()
+    dirs = cgroup_dirs(pid)
+    assert read(dirs["cpu"], "cpu.weight" if v2 else "cpu.shares") == "700"
+    assert read(dirs["memory"], "memory.max" if v2 else "memory.limit_in_bytes") == str(2000000 * 1024)
+    dom.destroy()
+    c.close()

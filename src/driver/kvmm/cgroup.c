@@ -235,61 +235,142 @@ static int check(const struct domain_def *def)
 
 #define ULL(buf, v) (g_snprintf(buf, sizeof(buf), "%llu", (unsigned long long)(v)), buf)
 
-static int apply(const char *rel, const struct domain_def *def)
+/* Writes VALUE quietly: -errno. */
+static int try_write(const char *dir, const char *file, const char *value)
 {
-	g_autofree char *cpu = mounts[CG_CPU] ? full_path(CG_CPU, rel) : NULL;
-	g_autofree char *mem = mounts[CG_MEMORY] ? full_path(CG_MEMORY, rel) : NULL;
-	char b[64];
+	g_autofree char *path = g_build_filename(dir, file, NULL);
+	FILE *f = fopen(path, "we");
+	int rc = 0;
+
+	if (!f)
+		return -errno;
+	if (fputs(value, f) < 0)
+		rc = -errno;
+	if (fclose(f) != 0 && !rc)
+		rc = -errno;
+	return rc;
+}
+
+/* The whole VM is one cgroup: a per-vCPU <quota> is a quota of VCPUS
+ * times it for the VM, as libvirt sets a VM's own cgroup. */
+static long long vm_quota(const struct domain_def *def)
+{
+	return def->cpu_quota > 0 ? def->cpu_quota * (long long)def->vcpus : -1;
+}
+
+/* Every cpu file, unset values back to the kernel's defaults (a live
+ * change may unset one). */
+static int apply_cpu(const char *rel, const struct domain_def *def)
+{
+	g_autofree char *cpu = full_path(CG_CPU, rel);
+	unsigned long long period = def->cpu_period ? def->cpu_period : 100000;
+	char b[64], q[32];
 
 	if (v2) {
-		if (def->cpu_shares && write_file(cpu, "cpu.weight", ULL(b, def->cpu_shares)) < 0)
+		if (write_file(cpu, "cpu.weight", ULL(b, def->cpu_shares ? def->cpu_shares : 100)) < 0)
 			return -1;
-		if (def->cpu_period || def->cpu_quota) {
-			/* cpu.max: "QUOTA PERIOD", "max" for no quota. */
-			char q[32];
+		/* cpu.max: "QUOTA PERIOD", "max" for none. */
+		if (vm_quota(def) > 0)
+			g_snprintf(q, sizeof(q), "%lld", vm_quota(def));
+		else
+			g_strlcpy(q, "max", sizeof(q));
+		g_snprintf(b, sizeof(b), "%s %llu", q, period);
+		return write_file(cpu, "cpu.max", b);
+	}
+	if (write_file(cpu, "cpu.shares", ULL(b, def->cpu_shares ? def->cpu_shares : 1024)) < 0)
+		return -1;
+	/* A quota must fit the period in force: no quota while it changes. */
+	if (write_file(cpu, "cpu.cfs_quota_us", "-1") < 0 ||
+	    write_file(cpu, "cpu.cfs_period_us", ULL(b, period)) < 0)
+		return -1;
+	g_snprintf(b, sizeof(b), "%lld", vm_quota(def));
+	return write_file(cpu, "cpu.cfs_quota_us", b);
+}
 
-			if (def->cpu_quota > 0)
-				ULL(q, def->cpu_quota);
-			else
-				g_strlcpy(q, "max", sizeof(q));
-			g_snprintf(b, sizeof(b), "%s %llu", q, def->cpu_period ? def->cpu_period : 100000ULL);
-			if (write_file(cpu, "cpu.max", b) < 0)
-				return -1;
-		}
-		if (def->mem_hard_limit_kib &&
-		    write_file(mem, "memory.max", ULL(b, def->mem_hard_limit_kib * 1024)) < 0)
+static const char *limit(char *buf, size_t len, unsigned long long kib, const char *none)
+{
+	if (!kib)
+		return none;
+	g_snprintf(buf, len, "%llu", kib * 1024);
+	return buf;
+}
+
+static int apply_memory(const char *rel, const struct domain_def *def)
+{
+	g_autofree char *mem = full_path(CG_MEMORY, rel);
+	g_autofree char *memsw = g_build_filename(mem, "memory.memsw.limit_in_bytes", NULL);
+	char hb[32], sb[32], wb[32];
+	const char *h = limit(hb, sizeof(hb), def->mem_hard_limit_kib, v2 ? "max" : "-1");
+	const char *s = limit(sb, sizeof(sb), def->mem_soft_limit_kib, v2 ? "max" : "-1");
+	const char *w = limit(wb, sizeof(wb), def->mem_swap_hard_limit_kib, "-1");
+	int rc;
+
+	if (v2) {
+		if (write_file(mem, "memory.max", h) < 0 || write_file(mem, "memory.high", s) < 0)
 			return -1;
-		if (def->mem_soft_limit_kib &&
-		    write_file(mem, "memory.high", ULL(b, def->mem_soft_limit_kib * 1024)) < 0)
-			return -1;
-		/* memory.swap.max limits swap alone; libvirt's swap_hard_limit
-		 * is memory and swap together. */
-		if (def->mem_swap_hard_limit_kib &&
-		    write_file(mem, "memory.swap.max",
-			       ULL(b, (def->mem_swap_hard_limit_kib - def->mem_hard_limit_kib) * 1024)) < 0)
-			return -1;
-		return 0;
+		/* memory.swap.max is swap alone; libvirt's swap_hard_limit is
+		 * memory and swap together. */
+		w = "max";
+		if (def->mem_swap_hard_limit_kib)
+			w = ULL(wb, (def->mem_swap_hard_limit_kib - def->mem_hard_limit_kib) * 1024);
+		return write_file(mem, "memory.swap.max", w);
 	}
-	if (def->cpu_shares && write_file(cpu, "cpu.shares", ULL(b, def->cpu_shares)) < 0)
+	if (write_file(mem, "memory.soft_limit_in_bytes", s) < 0)
 		return -1;
-	if (def->cpu_period && write_file(cpu, "cpu.cfs_period_us", ULL(b, def->cpu_period)) < 0)
-		return -1;
-	if (def->cpu_quota) {
-		g_snprintf(b, sizeof(b), "%lld", def->cpu_quota);
-		if (write_file(cpu, "cpu.cfs_quota_us", b) < 0)
+	if (!g_file_test(memsw, G_FILE_TEST_EXISTS))
+		return write_file(mem, "memory.limit_in_bytes", h);
+	/* memsw may never be below the memory limit: whichever order
+	 * keeps that at each step. */
+	rc = try_write(mem, "memory.limit_in_bytes", h);
+	if (rc == -EINVAL) {
+		if (write_file(mem, "memory.memsw.limit_in_bytes", w) < 0)
 			return -1;
+		return write_file(mem, "memory.limit_in_bytes", h);
 	}
-	/* memsw must stay at or above the memory limit: the memory one first. */
-	if (def->mem_hard_limit_kib &&
-	    write_file(mem, "memory.limit_in_bytes", ULL(b, def->mem_hard_limit_kib * 1024)) < 0)
+	if (rc < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Unable to write to '%s/memory.limit_in_bytes': %s",
+				 mem, g_strerror(-rc));
 		return -1;
-	if (def->mem_soft_limit_kib &&
-	    write_file(mem, "memory.soft_limit_in_bytes", ULL(b, def->mem_soft_limit_kib * 1024)) < 0)
+	}
+	return write_file(mem, "memory.memsw.limit_in_bytes", w);
+}
+
+static int apply(const char *rel, const struct domain_def *def)
+{
+	if (mounts[CG_CPU] && apply_cpu(rel, def) < 0)
 		return -1;
-	if (def->mem_swap_hard_limit_kib &&
-	    write_file(mem, "memory.memsw.limit_in_bytes", ULL(b, def->mem_swap_hard_limit_kib * 1024)) < 0)
+	if (mounts[CG_MEMORY] && apply_memory(rel, def) < 0)
 		return -1;
 	return 0;
+}
+
+static int live_path(const char *path, int c, const char *what)
+{
+	if (!path || !*path || !mounts[c]) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "cgroup %s controller is not mounted: %s cannot be changed", cg_names[c], what);
+		return -1;
+	}
+	return 0;
+}
+
+int cgroup_set_cpu(const char *path, const struct domain_def *def)
+{
+	if (live_path(path, CG_CPU, "the scheduler parameters") < 0 || check(def) < 0)
+		return -1;
+	return apply_cpu(path, def);
+}
+
+int cgroup_set_memory(const char *path, const struct domain_def *def)
+{
+	if (live_path(path, CG_MEMORY, "the memory parameters") < 0 || check(def) < 0)
+		return -1;
+	return apply_memory(path, def);
+}
+
+bool cgroup_v2(void)
+{
+	return v2;
 }
 
 char *cgroup_create(const char *uuid, const struct domain_def *def, pid_t pid)

@@ -30,6 +30,14 @@ void cgroup_init(const char *state_dir, const char *fake_root);
  * (whatever was created is removed). */
 char *cgroup_create(const char *uuid, const struct domain_def *def, pid_t pid);
 
+/* A running domain's tunables changed: rewrites the cpu (memory) files of
+ * its cgroup at PATH from DEF.  -1 after reporting. */
+int cgroup_set_cpu(const char *path, const struct domain_def *def);
+int cgroup_set_memory(const char *path, const struct domain_def *def);
+
+/* Whether the hierarchy in use is cgroup v2 (cpu.weight's range). */
+bool cgroup_v2(void);
+
 /* Removes the cgroup at PATH (a recorded one; NULL or "" is none).  Its
  * processes must be gone. */
 void cgroup_remove(const char *path);

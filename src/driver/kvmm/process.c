@@ -848,6 +848,11 @@ char *process_api_path(struct domain_obj *obj)
 	return path;
 }
 
+const char *process_cgroup_locked(struct domain_obj *obj)
+{
+	return obj->run && obj->run->cgroup ? obj->run->cgroup : "";
+}
+
 /* The argument after "--config" in a NUL-separated command line (its
  * copy in CMD), or NULL.  An emulator may be a wrapper, so any position. */
 static const char *config_arg(const char *cmd, gsize len)
