@@ -250,3 +250,48 @@ def test_schedinfo_and_memtune_change_the_cgroup(daemon, kvm):
     assert read(dirs["memory"], "memory.max" if v2 else "memory.limit_in_bytes") == str(2000000 * 1024)
     dom.destroy()
     c.close()
+
+
+def fake_cgroup_root(controllers):
+    """A --root whose daemon sees, instead of the host's hierarchies, a v1
+    layout with only CONTROLLERS (virtkvmmd.conf's cgroup_root, for tests)."""
+    from test_config import root_with_conf
+    root = root_with_conf("")
+    cg = os.path.join(root, "cgroup")
+    for c in controllers:
+        os.makedirs(os.path.join(cg, c))
+    os.makedirs(cg, exist_ok=True)
+    with open(os.path.join(root, "etc", "libvirt", "virtkvmmd.conf"), "w") as f:
+        f.write(f'cgroup_root = "{cg}"\n')
+    return root, cg
+
+
+def test_missing_controller_refuses_the_tunable(start_daemon, kvm):
+    root, cg = fake_cgroup_root([])
+    d = start_daemon(root=root)
+    c = libvirt.open(d.uri())
+    # no hierarchy and nothing asked of one: it runs in the daemon's cgroup
+    plain = c.defineXML(guest_xml(root, "plain"))
+    plain.create()
+    assert "<cgroup" not in status_text(d, plain.UUIDString())
+    plain.destroy()
+    tuned = c.defineXML(tuned_xml(root, "tuned"))
+    with pytest.raises(libvirt.libvirtError) as e:
+        tuned.create()
+    assert e.value.get_error_code() == L.VIR_ERR_CONFIG_UNSUPPORTED
+    assert "cgroup cpu controller is not mounted: <cputune> cannot be honoured" in str(e.value)
+    assert_nothing_left(d)
+    c.close()
+
+
+def test_missing_memory_controller_refuses_memtune(start_daemon, kvm):
+    root, cg = fake_cgroup_root(["cpu"])
+    d = start_daemon(root=root)
+    c = libvirt.open(d.uri())
+    dom = c.defineXML(tuned_xml(root, "tuned"))
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.create()
+    assert "cgroup memory controller is not mounted: <memtune> cannot be honoured" in str(e.value)
+    assert_nothing_left(d)
+    assert not os.path.exists(os.path.join(cg, "cpu", "machine"))     # checked before any is made
+    c.close()

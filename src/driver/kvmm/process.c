@@ -86,7 +86,6 @@ void process_init(const char *sdir, const char *ldir)
 	log_dir = g_strdup(ldir);
 	tap_mark = g_strdup_printf("virtkvmmd %.16s ", digest);
 	monitor_set_lost_handler(on_monitor_lost);
-	cgroup_init(sdir, NULL);
 }
 
 unsigned process_count(void)
