@@ -295,3 +295,42 @@ def test_missing_memory_controller_refuses_memtune(start_daemon, kvm):
     assert_nothing_left(d)
     assert not os.path.exists(os.path.join(cg, "cpu", "machine"))     # checked before any is made
     c.close()
+
+
+def test_v2_files(start_daemon, kvm):
+    """cgroup v2's files, through a fake v2 root (this host may have its
+    cpu and memory controllers on v1): controllers enabled down the path,
+    cpu.weight, cpu.max with the VM's quota (per-vCPU quota x vCPUs),
+    memory.max, memory.high, memory.swap.max (swap alone), and the pid."""
+    from test_config import root_with_conf
+    root = root_with_conf("")
+    cg = os.path.join(root, "cgroup")
+    os.makedirs(cg)
+    with open(os.path.join(cg, "cgroup.controllers"), "w") as f:
+        f.write("cpuset cpu io memory pids\n")
+    with open(os.path.join(root, "etc", "libvirt", "virtkvmmd.conf"), "w") as f:
+        f.write(f'cgroup_root = "{cg}"\n')
+    d = start_daemon(root=root)
+    c = libvirt.open(d.uri())
+    xml = tuned_xml(root, "v2").replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>").replace(
+        "</memtune>", "<swap_hard_limit unit='MiB'>1536</swap_hard_limit></memtune>")
+    dom = c.defineXML(xml)
+    dom.create()
+    [pid] = d.guests()
+    path = recorded_cgroup(d, dom.UUIDString())
+    vm = cg + path
+    assert read(vm, "cgroup.procs") == str(pid)
+    assert read(cg, "cgroup.subtree_control") == "+memory"          # the last one written
+    assert read(os.path.dirname(vm), "cgroup.subtree_control") == "+memory"
+    assert read(vm, "cpu.weight") == "512"
+    assert read(vm, "cpu.max") == "80000 50000"
+    assert read(vm, "memory.max") == str(1024 << 20)
+    assert read(vm, "memory.high") == str(768 << 20)
+    assert read(vm, "memory.swap.max") == str(512 << 20)
+    r = virsh(d.uri(), "schedinfo", "v2", "--live", "--set", "cpu_shares=20000")
+    assert r.returncode != 0 and "must be in range [1, 10000]" in r.stderr, r.stderr
+    r = virsh(d.uri(), "schedinfo", "v2", "--live", "--set", "vcpu_quota=-1")
+    assert r.returncode == 0, r.stderr
+    assert read(vm, "cpu.max") == "max 50000"
+    dom.destroy()
+    c.close()
