@@ -346,6 +346,12 @@ static int apply(const char *rel, const struct domain_def *def)
 
 static int live_path(const char *path, int c, const char *what)
 {
+	if (mounts[c] && (!path || !*path)) {
+		/* Adopted from a daemon that made none. */
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "the domain's run has no cgroup: %s cannot be changed live", what);
+		return -1;
+	}
 	if (!path || !*path || !mounts[c]) {
 		drv_error_report(VIR_ERR_OPERATION_INVALID,
 				 "cgroup %s controller is not mounted: %s cannot be changed", cg_names[c], what);
