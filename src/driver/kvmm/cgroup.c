@@ -299,6 +299,7 @@ static int apply_memory(const char *rel, const struct domain_def *def)
 {
 	g_autofree char *mem = full_path(CG_MEMORY, rel);
 	g_autofree char *memsw = g_build_filename(mem, "memory.memsw.limit_in_bytes", NULL);
+	g_autofree char *swapmax = g_build_filename(mem, "memory.swap.max", NULL);
 	char hb[32], sb[32], wb[32];
 	const char *h = limit(hb, sizeof(hb), def->mem_hard_limit_kib, v2 ? "max" : "-1");
 	const char *s = limit(sb, sizeof(sb), def->mem_soft_limit_kib, v2 ? "max" : "-1");
@@ -313,6 +314,9 @@ static int apply_memory(const char *rel, const struct domain_def *def)
 		w = "max";
 		if (def->mem_swap_hard_limit_kib)
 			w = ULL(wb, (def->mem_swap_hard_limit_kib - def->mem_hard_limit_kib) * 1024);
+		/* A kernel without swap has no swap file: nothing to reset. */
+		else if (!g_file_test(swapmax, G_FILE_TEST_EXISTS))
+			return 0;
 		return write_file(mem, "memory.swap.max", w);
 	}
 	if (write_file(mem, "memory.soft_limit_in_bytes", s) < 0)
