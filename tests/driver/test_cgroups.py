@@ -246,6 +246,11 @@ def test_schedinfo_and_memtune_change_the_cgroup(daemon, kvm):
     assert "<soft_limit" not in dom.XMLDesc(0)
     assert int(read(dirs["memory"], "memory.soft_limit_in_bytes")) > 1 << 50 if not v2 else \
         read(dirs["memory"], "memory.high") == "max"
+    # refused by the daemon, by name (virsh sends what it is given)
+    r = virsh(uri, "memtune", "knobs", "--live", "--min-guarantee", "1000")
+    assert r.returncode != 0 and "parameter 'min_guarantee' not supported" in r.stderr, r.stderr
+    r = virsh(uri, "memtune", "knobs", "--live", "--swap-hard-limit", "1000")
+    assert r.returncode != 0 and "less than or equal to swap_hard_limit" in r.stderr, r.stderr
     r = virsh(uri, "memtune", "knobs", "--config", "--hard-limit", "2000000")
     assert r.returncode == 0, r.stderr
     assert "<hard_limit unit='KiB'>2000000</hard_limit>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
