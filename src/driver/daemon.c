@@ -26,6 +26,7 @@
 #include "domain/domain.h"
 #include "driver.h"
 #include "host.h"
+#include "kvmm/cgroup.h"
 #include "kvmm/monitor.h"
 #include "kvmm/process.h"
 #include "error.h"
@@ -432,6 +433,7 @@ int main(int argc, char **argv)
 		else
 			log_dir = g_build_filename(g_get_user_cache_dir(), "libvirt", "kvmm", "log", NULL);
 		process_init(state_dir, log_dir);
+		cgroup_init(state_dir, conf.cgroup_root);
 	}
 	if (domains_init(confdir, host_emulator_path()) < 0) {
 		pr_err("%s", drv_error_last()->message);

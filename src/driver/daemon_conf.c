@@ -75,6 +75,7 @@ void daemon_conf_clear(struct daemon_conf *conf)
 	g_clear_pointer(&conf->crl_file, g_free);
 	g_clear_pointer(&conf->tls_allowed_dn_list, g_strfreev);
 	g_clear_pointer(&conf->tls_priority, g_free);
+	g_clear_pointer(&conf->cgroup_root, g_free);
 }
 
 /* "MAJOR.MINOR.MICRO" (each 0-999, libvirt's encoding) as libvirt's
@@ -295,6 +296,8 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		return set_bool(w, key, v, &conf->tls_no_verify_certificate);
 	if (!strcmp(key, "tls_priority"))
 		return set_string(w, key, v, "\"NORMAL\"", &conf->tls_priority);
+	if (!strcmp(key, "cgroup_root"))
+		return set_string(w, key, v, "\"/tmp/fake-cgroups\"", &conf->cgroup_root);
 	if (!strcmp(key, "tls_allowed_dn_list")) {
 		if (v->kind != VALUE_LIST)
 			return conf_err(w, "%s: expected a list of strings, like [\"CN=client*\"]", key);
@@ -306,7 +309,7 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 			"unix_sock_rw_perms, log_level, max_clients, max_workers, prio_workers, max_client_requests, "
 			"max_anonymous_clients, keepalive_interval, keepalive_count, monitor_timeout, "
 			"hypervisor_version, listen_tls, listen_tcp, tls_port, listen_addr, key_file, cert_file, "
-			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority)",
+			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority, cgroup_root)",
 			key);
 }
 

@@ -46,6 +46,9 @@ struct daemon_conf {
 	bool tls_no_verify_certificate;
 	char **tls_allowed_dn_list;	/* NULL: any DN; empty: none */
 	char *tls_priority;		/* NULL: gnutls's "NORMAL" */
+	/* Tests only: a directory standing for the cgroup hierarchies
+	 * (kvmm/cgroup.h); NULL: the host's, from /proc/self/mountinfo. */
+	char *cgroup_root;
 };
 
 /* The built-in settings, used for whatever the file does not set. */

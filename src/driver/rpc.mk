@@ -31,6 +31,10 @@ RPC_XDR_H += src/driver/rpc/remote_cpu_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_time.x
 RPC_XDR_C += src/driver/rpc/remote_time_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_time_xdr.h
+# The scheduler and memory tuning procedures (remote_sched.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_sched.x
+RPC_XDR_C += src/driver/rpc/remote_sched_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_sched_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -103,6 +107,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/domain_console.c \
 	src/driver/api/domain_stats.c \
 	src/driver/api/cpu.c \
+	src/driver/api/domain_sched.c \
 	src/driver/api/domain_time.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
@@ -117,6 +122,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/kvmm/vmconfig.c src/driver/kvmm/vmconfig.h \
 	src/driver/kvmm/disk_chain.c src/driver/kvmm/disk_chain.h \
 	src/driver/kvmm/process.c src/driver/kvmm/process.h \
+	src/driver/kvmm/cgroup.c src/driver/kvmm/cgroup.h \
 	src/driver/kvmm/monitor.c src/driver/kvmm/monitor.h \
 	src/driver/kvmm/proc_stat.c src/driver/kvmm/proc_stat.h
 # NICs: taps and bridges, libvirt's networks

@@ -106,6 +106,15 @@ int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *
 /* console.c */
 int drv_domain_open_console(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_sched.c */
+int drv_domain_get_scheduler_type(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_scheduler_parameters(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_scheduler_parameters_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_scheduler_parameters(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_scheduler_parameters_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_memory_parameters(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_memory_parameters(struct rpc_conn *conn, void *args, void *ret);
+
 /* domain_time.c */
 int drv_domain_get_time(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_time(struct rpc_conn *conn, void *args, void *ret);

@@ -119,7 +119,14 @@ struct domain_def {
 	unsigned long long max_memory_kib;	/* <maxMemory>, 0 when absent */
 	unsigned max_memory_slots;
 
+	/* <memtune>, KiB; 0: not given (libvirt's "unlimited" is not kept). */
+	unsigned long long mem_hard_limit_kib, mem_soft_limit_kib, mem_swap_hard_limit_kib;
+
 	unsigned vcpus;		/* maximum */
+	/* <cputune>: applied to the run's cgroup; 0: not given. */
+	unsigned long long cpu_shares;
+	unsigned long long cpu_period;	/* microseconds */
+	long long cpu_quota;		/* microseconds; -1: unlimited */
 	unsigned vcpus_current;
 
 	/* <sysinfo type='smbios'>: [group][entry], NULL where not given; the

@@ -190,6 +190,16 @@ static void format_general(struct out *o, const struct domain_def *def)
 	format_metadata(o, def);
 	line(o, "memory", U(b1, def->memory_kib), "unit", "KiB", NULL);
 	line(o, "currentMemory", U(b1, def->current_memory_kib), "unit", "KiB", NULL);
+	if (def->mem_hard_limit_kib || def->mem_soft_limit_kib || def->mem_swap_hard_limit_kib) {
+		open_(o, "memtune", NULL);
+		if (def->mem_hard_limit_kib)
+			line(o, "hard_limit", U(b1, def->mem_hard_limit_kib), "unit", "KiB", NULL);
+		if (def->mem_soft_limit_kib)
+			line(o, "soft_limit", U(b1, def->mem_soft_limit_kib), "unit", "KiB", NULL);
+		if (def->mem_swap_hard_limit_kib)
+			line(o, "swap_hard_limit", U(b1, def->mem_swap_hard_limit_kib), "unit", "KiB", NULL);
+		close_(o, "memtune");
+	}
 	if (def->nosharepages || def->mem_locked || def->mem_discard || def->hugepage_kib) {
 		open_(o, "memoryBacking", NULL);
 		if (def->hugepage_page) {
@@ -209,6 +219,18 @@ static void format_general(struct out *o, const struct domain_def *def)
 	}
 	line(o, "vcpu", U(b1, def->vcpus), "placement", "static",
 	     "current", def->vcpus_current != def->vcpus ? U(b2, def->vcpus_current) : NULL, NULL);
+	if (def->cpu_shares || def->cpu_period || def->cpu_quota) {
+		open_(o, "cputune", NULL);
+		if (def->cpu_shares)
+			line(o, "shares", U(b1, def->cpu_shares), NULL);
+		if (def->cpu_period)
+			line(o, "period", U(b1, def->cpu_period), NULL);
+		if (def->cpu_quota) {
+			g_snprintf(b1, sizeof(b1), "%lld", def->cpu_quota);
+			line(o, "quota", b1, NULL);
+		}
+		close_(o, "cputune");
+	}
 	if (def->has_sysinfo)
 		format_sysinfo(o, def);
 }

@@ -1,6 +1,7 @@
 /* Domain XML -> struct domain_def: the document and everything outside
  * <devices> (devices are in domain_parse_devices.c). */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -263,6 +264,85 @@ static int parse_hugepages(xmlNodePtr hp, struct domain_def *def)
 	return 0;
 }
 
+/* libvirt's "unlimited" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB): a
+ * limit at or above it is no limit. */
+#define MEMTUNE_UNLIMITED_KIB 9007199254740991ULL
+
+/* <memtune>: hard_limit, soft_limit, swap_hard_limit; the rest
+ * (min_guarantee) is refused by name, as kvmm's cgroups cannot honour it. */
+static int parse_memtune(xmlNodePtr root, struct domain_def *def)
+{
+	static const char *const names[] = { "hard_limit", "soft_limit", "swap_hard_limit" };
+	unsigned long long *const vals[] = { &def->mem_hard_limit_kib, &def->mem_soft_limit_kib,
+					     &def->mem_swap_hard_limit_kib };
+	xmlNodePtr mt = xml_child(root, "memtune"), n;
+
+	if (!mt)
+		return 0;
+	for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+		if (!(n = xml_child(mt, names[i])))
+			continue;
+		if (parse_memory(n, vals[i]) < 0)
+			return -1;
+		if (*vals[i] >= MEMTUNE_UNLIMITED_KIB)
+			*vals[i] = 0;
+	}
+	return 0;
+}
+
+static int parse_ull_text(xmlNodePtr n, long long min, long long max, long long *out)
+{
+	g_autofree char *text = xml_text(n);
+	char *end;
+
+	g_strstrip(text);
+	errno = 0;
+	*out = strtoll(text, &end, 10);
+	if (!*text || *end || errno || *out < min || *out > max) {
+		drv_error_report(VIR_ERR_XML_ERROR, "invalid value '%s' for <cputune><%s>", text,
+				 (const char *)n->name);
+		return -1;
+	}
+	return 0;
+}
+
+/* <cputune>: shares, period, quota (libvirt's ranges); emulator_*,
+ * global_*, iothread_* and pinning are refused by name. */
+static int parse_cputune(xmlNodePtr root, struct domain_def *def)
+{
+	xmlNodePtr ct = xml_child(root, "cputune"), n;
+	long long v;
+
+	if (!ct)
+		return 0;
+	if ((n = xml_child(ct, "shares"))) {
+		if (parse_ull_text(n, 0, 262144, &v) < 0)
+			return -1;
+		def->cpu_shares = v;
+	}
+	if ((n = xml_child(ct, "period"))) {
+		if (parse_ull_text(n, 0, 1000000, &v) < 0)
+			return -1;
+		if (v && v < 1000) {
+			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+					 "Value of cputune 'period' must be in range [1000, 1000000]");
+			return -1;
+		}
+		def->cpu_period = v;
+	}
+	if ((n = xml_child(ct, "quota"))) {
+		if (parse_ull_text(n, LLONG_MIN, 17592186044415LL, &v) < 0)
+			return -1;
+		if (v > 0 && v < 1000) {
+			drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+					 "Value of cputune 'quota' must be in range [1000, 17592186044415] or less than 0");
+			return -1;
+		}
+		def->cpu_quota = v < 0 ? -1 : v;
+	}
+	return 0;
+}
+
 static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 {
 	xmlNodePtr n;
@@ -294,6 +374,9 @@ static int parse_memory_vcpu(xmlNodePtr root, struct domain_def *def)
 				 "Memory size must be specified via <memory> or in the <numa> configuration");
 		return -1;
 	}
+
+	if (parse_memtune(root, def) < 0 || parse_cputune(root, def) < 0)
+		return -1;
 
 	def->vcpus = 1;		/* libvirt's default when <vcpu> is absent */
 	if ((n = xml_child(root, "vcpu"))) {

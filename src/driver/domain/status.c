@@ -39,6 +39,11 @@ int status_write(const char *path, const struct domain_status *st, const char *l
 		g_string_append_printf(s, "  <tap nic='%zu' dev='%s' owned='%s'/>\n", i, dev,
 				       st->taps.owned[i] ? "yes" : "no");
 	}
+	if (st->cgroup && *st->cgroup) {
+		g_autofree char *cg = g_markup_escape_text(st->cgroup, -1);
+
+		g_string_append_printf(s, "  <cgroup path='%s'/>\n", cg);
+	}
 	for (char **l = lines; *l; l++)
 		if (**l)
 			g_string_append_printf(s, "  %s\n", *l);
@@ -167,6 +172,8 @@ int status_read(const char *path, struct domain_status *st, char **why)
 		*why = g_strdup("bad <tap> element");
 		goto out;
 	}
+	if ((n = child(root, "cgroup")))
+		st->cgroup = attr(n, "path");
 	if (!(dom = child(root, "domain")) || !(n = child(dom, "uuid")) ||
 	    !(uuid = xmlNodeGetContent(n)) || domain_uuid_parse((const char *)uuid, st->uuid) < 0) {
 		*why = g_strdup("no live definition with a uuid");
@@ -196,5 +203,6 @@ void status_clear(struct domain_status *st)
 	g_clear_pointer(&st->config_path, g_free);
 	g_clear_pointer(&st->log_path, g_free);
 	g_clear_pointer(&st->live_xml, g_free);
+	g_clear_pointer(&st->cgroup, g_free);
 	nics_clear(&st->taps);
 }

@@ -11,6 +11,8 @@
  *     <log path='LOGDIR/NAME.log'/>
  *     <tap nic='0' dev='vnet0' owned='yes'/>     one per <interface>: removed
  *                                                 when the domain stops if owned
+ *     <cgroup path='/machine/kvmm-INSTANCE/UUID'/>  its cgroup (kvmm/cgroup.h),
+ *                                                 absent when it has none
  *     <domain type='kvm' id='1'> ... live definition ... </domain>
  *   </domstatus>
  *
@@ -34,6 +36,7 @@ struct domain_status {
 	unsigned char uuid[16];		/* read from the live definition */
 	char *live_xml;			/* the <domain> element (read only) */
 	struct nic_taps taps;		/* the NICs' taps */
+	char *cgroup;			/* NULL or "": none */
 };
 
 /* Writes ST and the live definition LIVE_XML to PATH.  -1 after

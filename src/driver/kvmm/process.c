@@ -20,6 +20,7 @@
 #include "domain/domain_persist.h"
 #include "error.h"
 #include "domain/events.h"
+#include "cgroup.h"
 #include "disk_chain.h"
 #include "log.h"
 #include "monitor.h"
@@ -53,6 +54,7 @@ struct domain_run {
 	bool child;		/* ours to reap (else adopted from a previous daemon) */
 	guint watch;
 	char *api_path, *config_path, *log_path, *status_path;
+	char *cgroup;		/* its cgroup (cgroup.h), "" for none */
 	gint64 started;		/* Unix time */
 	bool destroying;	/* the daemon asked it to stop */
 	/* Adopted processes are not our children: their exit status comes
@@ -120,6 +122,8 @@ static void run_free(struct domain_run *r)
 	/* Every end of a run -- stop, crash, failed start, a kvmm found dead
 	 * at adoption -- comes through here: the taps go with it. */
 	nics_remove(&r->taps);
+	cgroup_remove(r->cgroup);	/* its processes are gone */
+	g_free(r->cgroup);
 	g_free(r->api_path);
 	g_free(r->config_path);
 	g_free(r->status_path);
@@ -377,6 +381,7 @@ void process_save_status_locked(struct domain_obj *obj)
 		.state = obj->state, .reason = obj->reason, .pid = r->pid, .id = obj->id,
 		.started = r->started, .monitor_path = r->api_path, .config_path = r->config_path,
 		.log_path = r->log_path, .transient = !obj->persistent, .taps = r->taps,
+		.cgroup = r->cgroup,
 	};
 	g_autofree char *live = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
 
@@ -526,7 +531,7 @@ static int record_starting(struct domain_obj *obj, struct domain_run *r, int id)
 	struct domain_status st = {
 		.state = VIR_DOMAIN_PAUSED, .reason = VIR_DOMAIN_PAUSED_STARTING_UP, .pid = r->pid,
 		.id = id, .monitor_path = r->api_path, .config_path = r->config_path,
-		.log_path = r->log_path, .taps = r->taps,
+		.log_path = r->log_path, .taps = r->taps, .cgroup = r->cgroup,
 	};
 	g_autofree char *live = NULL;
 
@@ -673,7 +678,11 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "pidfd_open: %s", g_strerror(errno));
 		goto fail;
 	}
-	if (record_starting(obj, r, id) < 0)
+	/* Still held before exec: no guest instruction runs outside it. */
+	g_mutex_lock(&obj->lock);
+	r->cgroup = cgroup_create(uuid, obj->def, r->pid);
+	g_mutex_unlock(&obj->lock);
+	if (!r->cgroup || record_starting(obj, r, id) < 0)
 		goto fail;
 	/* The NICs' taps, outside the lock (a network driver may be asked);
 	 * our job keeps the definition as it is. */
@@ -840,6 +849,11 @@ char *process_api_path(struct domain_obj *obj)
 	if (!path)
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
 	return path;
+}
+
+const char *process_cgroup_locked(struct domain_obj *obj)
+{
+	return obj->run && obj->run->cgroup ? obj->run->cgroup : "";
 }
 
 /* The argument after "--config" in a NUL-separated command line (its
@@ -1129,6 +1143,7 @@ static void adopt_one(const char *path)
 	r->started = st.started;
 	r->taps = st.taps;
 	memset(&st.taps, 0, sizeof(st.taps));
+	r->cgroup = g_steal_pointer(&st.cgroup);
 	r->pidfd = open_our_kvmm(st.pid, st.config_path);
 	/* A run still starting when the daemon died: its client got no
 	 * answer, and what it left is ended, as libvirt kills a VM it was
@@ -1268,6 +1283,7 @@ static void sweep(void)
 		close(fd);
 	}
 	sweep_orphan_taps();
+	cgroup_sweep(owned);
 }
 
 void process_adopt_all(void)

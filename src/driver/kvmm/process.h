@@ -45,6 +45,10 @@ pid_t process_pid(struct domain_obj *obj);
 /* CPU time used by OBJ's kvmm (all its threads), in ns; 0 if inactive. */
 uint64_t process_cpu_time(struct domain_obj *obj);
 
+/* The cgroup of OBJ's run (kvmm/cgroup.h), "" when it has none or does
+ * not run; OBJ's lock held. */
+const char *process_cgroup_locked(struct domain_obj *obj);
+
 /* The control socket of a running OBJ (a copy), or NULL after reporting
  * VIR_ERR_OPERATION_INVALID "domain is not running". */
 char *process_api_path(struct domain_obj *obj);

@@ -12,6 +12,7 @@
 #include "remote_events_xdr.h"
 #include "remote_stats_xdr.h"
 #include "remote_cpu_xdr.h"
+#include "remote_sched_xdr.h"
 #include "remote_time_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
@@ -186,6 +187,29 @@ static const struct rpc_proc procs[] = {
 		RET(remote_domain_get_time_ret), drv_domain_get_time, W),
 	P(REMOTE_PROC_DOMAIN_SET_TIME, "virDomainSetTime", ARGS(remote_domain_set_time_args), NONE,
 		drv_domain_set_time, W),
+	/* cgroup tunables: schedinfo, memtune */
+	P(REMOTE_PROC_DOMAIN_GET_SCHEDULER_TYPE, "virDomainGetSchedulerType",
+		ARGS(remote_domain_get_scheduler_type_args), RET(remote_domain_get_scheduler_type_ret),
+		drv_domain_get_scheduler_type, 0),
+	P(REMOTE_PROC_DOMAIN_GET_SCHEDULER_PARAMETERS, "virDomainGetSchedulerParameters",
+		ARGS(remote_domain_get_scheduler_parameters_args),
+		RET(remote_domain_get_scheduler_parameters_ret), drv_domain_get_scheduler_parameters, 0),
+	P(REMOTE_PROC_DOMAIN_GET_SCHEDULER_PARAMETERS_FLAGS, "virDomainGetSchedulerParametersFlags",
+		ARGS(remote_domain_get_scheduler_parameters_flags_args),
+		RET(remote_domain_get_scheduler_parameters_flags_ret),
+		drv_domain_get_scheduler_parameters_flags, 0),
+	P(REMOTE_PROC_DOMAIN_SET_SCHEDULER_PARAMETERS, "virDomainSetSchedulerParameters",
+		ARGS(remote_domain_set_scheduler_parameters_args), NONE,
+		drv_domain_set_scheduler_parameters, W),
+	P(REMOTE_PROC_DOMAIN_SET_SCHEDULER_PARAMETERS_FLAGS, "virDomainSetSchedulerParametersFlags",
+		ARGS(remote_domain_set_scheduler_parameters_flags_args), NONE,
+		drv_domain_set_scheduler_parameters_flags, W),
+	P(REMOTE_PROC_DOMAIN_GET_MEMORY_PARAMETERS, "virDomainGetMemoryParameters",
+		ARGS(remote_domain_get_memory_parameters_args),
+		RET(remote_domain_get_memory_parameters_ret), drv_domain_get_memory_parameters, 0),
+	P(REMOTE_PROC_DOMAIN_SET_MEMORY_PARAMETERS, "virDomainSetMemoryParameters",
+		ARGS(remote_domain_set_memory_parameters_args), NONE,
+		drv_domain_set_memory_parameters, W),
 #undef W
 
 	/* host */
