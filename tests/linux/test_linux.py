@@ -6,8 +6,9 @@ On hosts with VMX/SVM it boots the bzImage as it is.  On KVM-PVM hosts
 (DESIGN.md §7) it can boot the vmlinux inside the same bzImage through its
 PVH entry with kvmm's --pvm-compat mode (docs/pvm-compat.md): one vCPU, a
 slowed guest clock and hidden CPU features, minutes instead of seconds.
-That path passes every check but took 26 minutes on a loaded build machine,
-over the tier's 20-minute budget, so there it runs only with
+That path passes every check, in 15.6 minutes as the build machine's load
+fell from 13 to 4, but did not reach /init within 25 minutes at load 15-24:
+not reliably inside the tier's 20-minute budget, so there it runs only with
 KVMM_LINUX_PVM=1 and is otherwise skipped with the reason, as before."""
 import glob
 import os
