@@ -1350,21 +1350,14 @@ void process_autostart_all(void)
 
 char *process_disk_alias(const struct domain_disk *d)
 {
-	unsigned idx = 0, i = 0;
-
-	/* libvirt's alias: virtio-disk and the target's index (vda 0, vdb 1,
-	 * ..., vdaa 26); the parser allows only vd and letters. */
-	for (const char *p = d->target + (strlen(d->target) > 2 ? 2 : strlen(d->target)); *p >= 'a' && *p <= 'z' && i < 6; p++, i++)
-		idx = (idx + (i ? 1 : 0)) * 26 + (unsigned)(*p - 'a');
-	return g_strdup_printf("virtio-disk%u", idx);
+	/* kvmm's id of a hot-added device is its alias, unique in the live
+	 * definition (assigned by domain_def_assign_aliases before the attach). */
+	return g_strdup(d->alias ? d->alias : "");
 }
 
 char *process_net_alias(const struct domain_net *n)
 {
-	const unsigned char *m = n->mac;
-
-	/* By the MAC, which is unique in a domain and survives a restart. */
-	return g_strdup_printf("net-%02x%02x%02x%02x%02x%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	return g_strdup(n->alias ? n->alias : "");
 }
 
 /* When OBJ's live definition is also its persistent one, a copy of the
@@ -1563,18 +1556,12 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
  * NIC; -1 when none has it. */
 static int find_alias(const struct domain_def *def, const char *id, bool *net)
 {
-	for (size_t i = 0; i < def->ndisks; i++) {
-		g_autofree char *a = process_disk_alias(&def->disks[i]);
-
-		if (!strcmp(a, id))
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (def->disks[i].alias && !strcmp(def->disks[i].alias, id))
 			return *net = false, (int)i;
-	}
-	for (size_t i = 0; i < def->nnets; i++) {
-		g_autofree char *a = process_net_alias(&def->nets[i]);
-
-		if (!strcmp(a, id))
+	for (size_t i = 0; i < def->nnets; i++)
+		if (def->nets[i].alias && !strcmp(def->nets[i].alias, id))
 			return *net = true, (int)i;
-	}
 	return -1;
 }
 
