@@ -149,6 +149,7 @@ def test_attached_disk_survives_a_daemon_restart(start_daemon, kvm):
     conn = libvirt.open(d2.uri())
     dom = conn.lookupByName("hp")
     assert f"<source file='{img}'/>" in dom.XMLDesc(0)
+    assert "<alias name='virtio-disk1'/>" in dom.XMLDesc(0)     # from the status file
     assert "vdb" not in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
     r = virsh(d2.uri(), "detach-disk", "hp", "vdb", "--live")
     assert r.returncode == 0, r.stderr
@@ -380,6 +381,7 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     assert ns_taps(ns) == ["vnet0"]
     live = dom.XMLDesc(0)
     assert f"<mac address='{mac}'/>" in live and "<target dev='vnet0'/>" in live, live
+    assert "<alias name='net0'/>" in live, live
     assert "vnet0" in open(glob.glob(os.path.join(state_dir(d), "*.xml"))[0]).read()
     wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event virtio-net-ready nics=1",
                 "the guest's new NIC", timeout=60)
@@ -400,6 +402,7 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     ev = DeviceEvents(d.uri())
     dom = conn.lookupByName("hp")
     assert f"<mac address='{mac}'/>" in dom.XMLDesc(0)
+    assert "<alias name='net0'/>" in dom.XMLDesc(0)
     assert ns_taps(ns) == ["vnet0"]
     r = virsh(d.uri(), "detach-interface", "hp", "bridge", "--mac", mac, "--live")
     assert r.returncode == 0, r.stderr
