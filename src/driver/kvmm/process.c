@@ -1348,18 +1348,6 @@ void process_autostart_all(void)
 	g_thread_unref(g_thread_new("autostart", autostart_thread, todo));
 }
 
-char *process_disk_alias(const struct domain_disk *d)
-{
-	/* kvmm's id of a hot-added device is its alias, unique in the live
-	 * definition (assigned by domain_def_assign_aliases before the attach). */
-	return g_strdup(d->alias ? d->alias : "");
-}
-
-char *process_net_alias(const struct domain_net *n)
-{
-	return g_strdup(n->alias ? n->alias : "");
-}
-
 /* When OBJ's live definition is also its persistent one, a copy of the
  * persistent part (as split off by virsh setmem --live): the live one is
  * about to change alone.  NULL when there is nothing to split or after
@@ -1434,12 +1422,16 @@ static struct domain_def *live_with_locked(struct domain_obj *obj, struct domain
 int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
 {
 	struct domain_disk *d = &newdef->disks[idx];
-	g_autofree char *api = NULL, *keys = NULL, *alias = process_disk_alias(d);
+	g_autofree char *api = NULL, *keys = NULL, *alias = g_strdup(d->alias);
 	g_autofree char *target = g_strdup(d->target), *source = g_strdup(d->source);
 	struct domain_def *persist;
 	bool err;
 	unsigned slot;
 
+	if (!alias) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "the disk has no alias");
+		return -1;
+	}
 	if (!(api = process_api_path(obj)))
 		return -1;
 	if (check_source("disk source", d->source, true) < 0)
@@ -1485,7 +1477,7 @@ int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_
 int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
 {
 	struct domain_net *n = &newdef->nets[idx];
-	g_autofree char *api = NULL, *keys = NULL, *alias = process_net_alias(n), *mark = NULL;
+	g_autofree char *api = NULL, *keys = NULL, *alias = g_strdup(n->alias), *mark = NULL;
 	struct domain_def one = { .nets = n, .nnets = 1 };
 	struct nic_taps t = { 0 };
 	struct domain_run *r;
@@ -1494,6 +1486,10 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	char uuid[37];
 	unsigned slot;
 
+	if (!alias) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "the interface has no alias");
+		return -1;
+	}
 	if (!(api = process_api_path(obj)))
 		return -1;
 	persist = persistent_copy(obj, &err);
@@ -1552,8 +1548,8 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	return 0;
 }
 
-/* The index of the disk or NIC with kvmm id ID in DEF, *NET set for a
- * NIC; -1 when none has it. */
+/* The index of the disk or NIC with kvmm id ID (its alias) in DEF, *NET
+ * set for a NIC; -1 when none has it. */
 static int find_alias(const struct domain_def *def, const char *id, bool *net)
 {
 	for (size_t i = 0; i < def->ndisks; i++)
