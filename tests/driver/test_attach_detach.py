@@ -149,6 +149,7 @@ def test_attached_disk_survives_a_daemon_restart(start_daemon, kvm):
     conn = libvirt.open(d2.uri())
     dom = conn.lookupByName("hp")
     assert f"<source file='{img}'/>" in dom.XMLDesc(0)
+    assert "<alias name='virtio-disk1'/>" in dom.XMLDesc(0)     # from the status file
     assert "vdb" not in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
     r = virsh(d2.uri(), "detach-disk", "hp", "vdb", "--live")
     assert r.returncode == 0, r.stderr
@@ -198,8 +199,9 @@ def test_hotplug_refusals(daemon, kvm):
     refused(lambda: dom.updateDeviceFlags(disk, L.VIR_DOMAIN_AFFECT_LIVE),
             L.VIR_ERR_DEVICE_MISSING, "disk vdb not found")
     assert "<readonly/>" not in dom.XMLDesc(0)
+    # by alias too, a disk of the definition stays
     refused(lambda: dom.detachDeviceAlias("virtio-disk0", L.VIR_DOMAIN_AFFECT_LIVE),
-            L.VIR_ERR_NO_SUPPORT, "virDomainDetachDeviceAlias")
+            L.VIR_ERR_OPERATION_UNSUPPORTED, "plugged in at start")
     # nothing of the refused ones is left in kvmm
     assert api.call("query-devices")["return"] == []
     assert nfds(pid) == before
@@ -220,6 +222,88 @@ def test_hotplug_refusals(daemon, kvm):
     api.close()
     assert "vdz" not in dom.XMLDesc(0)
     dom.destroy()
+    conn.close()
+
+
+def test_aliases_of_hot_added_devices(daemon, kvm):
+    """A hot-added disk gets libvirt's alias (or keeps the user's ua-
+    one): the live XML, the status file, kvmm's device id and the events
+    name it, and detach-device-alias removes the device by it."""
+    d = daemon
+    img = make_disk(os.path.join(d.root, "hot.img"))
+    img2 = make_disk(os.path.join(d.root, "hot2.img"))
+    conn = libvirt.open(d.uri())
+    ev = DeviceEvents(d.uri())
+    # the guest gives back two disks
+    dom = conn.defineXML(guest_xml(d.root, "hp", extra_cmdline=CMDLINE + " kvmmtest.hotplug.removals=2"))
+    dom.create()
+    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    api = api_of(d, dom)
+
+    r = virsh(d.uri(), "attach-disk", "hp", img, "vdb", "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("added", "hp", "virtio-disk1")
+    live = dom.XMLDesc(0)
+    disk = live[live.index(f"<source file='{img}'/>"):]
+    disk = disk[:disk.index("</disk>")]
+    assert "<alias name='virtio-disk1'/>" in disk, live
+    status = glob.glob(os.path.join(state_dir(d), "*.xml"))
+    assert len(status) == 1 and "<alias name='virtio-disk1'/>" in open(status[0]).read()
+    assert [x["id"] for x in api.call("query-devices")["return"]] == ["virtio-disk1"]
+
+    # unknown aliases, and devices kvmm cannot detach
+    refused(lambda: dom.detachDeviceAlias("virtio-disk7", L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_DEVICE_MISSING, "no device found with alias virtio-disk7")
+    refused(lambda: dom.detachDeviceAlias("ua-nope", 0),
+            L.VIR_ERR_DEVICE_MISSING, "no device found with alias ua-nope")
+    refused(lambda: dom.detachDeviceAlias("serial0", L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_OPERATION_UNSUPPORTED, "cannot be detached")
+
+    r = virsh(d.uri(), "detach-device-alias", "hp", "virtio-disk1")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("removed", "hp", "virtio-disk1")
+    assert img not in dom.XMLDesc(0)
+    assert "virtio-disk1" not in open(status[0]).read()
+    assert api.call("query-devices")["return"] == []
+
+    # a user alias is kept and is kvmm's id; a run's alias given by the
+    # client is not
+    ua = f"""<disk type='file' device='disk'><source file='{img2}'/><target dev='vdc' bus='virtio'/>
+             <alias name='ua-hot-{{}}'/></disk>"""
+    long_ua = ua.format("x" * 57)          # 64 characters
+    refused(lambda: dom.attachDeviceFlags(long_ua, L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_CONFIG_UNSUPPORTED, "is too long")
+    assert api.call("query-devices")["return"] == []
+    dom.attachDeviceFlags(ua.format("data"), L.VIR_DOMAIN_AFFECT_LIVE)
+    assert ev.next() == ("added", "hp", "ua-hot-data")
+    assert "<alias name='ua-hot-data'/>" in dom.XMLDesc(0)
+    assert [x["id"] for x in api.call("query-devices")["return"]] == ["ua-hot-data"]
+    # the alias is taken now
+    refused(lambda: dom.attachDeviceFlags(ua.format("data").replace("vdc", "vdd"),
+                                          L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_CONFIG_UNSUPPORTED, "non unique alias detected: ua-hot-data")
+    run_alias = ua.format("data").replace("ua-hot-data", "net0").replace("vdc", "vdd").replace(
+        img2, img)
+    dom.attachDeviceFlags(run_alias, L.VIR_DOMAIN_AFFECT_LIVE)
+    assert ev.next() == ("added", "hp", "virtio-disk3")
+    dom.detachDeviceAlias("ua-hot-data", L.VIR_DOMAIN_AFFECT_LIVE)
+    assert ev.next() == ("removed", "hp", "ua-hot-data")
+    assert img2 not in dom.XMLDesc(0)
+    assert [x["id"] for x in api.call("query-devices")["return"]] == ["virtio-disk3"]
+    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST pass hotplug added=3 removed=2",
+                "the guest's ejects")
+    api.close()
+    assert "KVMMTEST fail" not in serial(d.root, "hp")
+    dom.destroy()
+
+    # --config: the definition knows only user aliases
+    dom.attachDeviceFlags(ua.format("cfg"), L.VIR_DOMAIN_AFFECT_CONFIG)
+    assert "<alias name='ua-hot-cfg'/>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    refused(lambda: dom.detachDeviceAlias("virtio-disk2", L.VIR_DOMAIN_AFFECT_CONFIG),
+            L.VIR_ERR_DEVICE_MISSING, "no device found with alias virtio-disk2")
+    dom.detachDeviceAlias("ua-hot-cfg", L.VIR_DOMAIN_AFFECT_CONFIG)
+    assert img2 not in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    ev.conn.close()
     conn.close()
 
 
@@ -293,10 +377,11 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     r = virsh(d.uri(), "attach-interface", "hp", "bridge", "kvbr0", "--mac", mac, "--model",
               "virtio", "--live")
     assert r.returncode == 0, r.stderr
-    assert ev.next() == ("added", "hp", "net-525400123499")
+    assert ev.next() == ("added", "hp", "net0")
     assert ns_taps(ns) == ["vnet0"]
     live = dom.XMLDesc(0)
     assert f"<mac address='{mac}'/>" in live and "<target dev='vnet0'/>" in live, live
+    assert "<alias name='net0'/>" in live, live
     assert "vnet0" in open(glob.glob(os.path.join(state_dir(d), "*.xml"))[0]).read()
     wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event virtio-net-ready nics=1",
                 "the guest's new NIC", timeout=60)
@@ -317,10 +402,11 @@ def test_attach_detach_interface_live(start_daemon, netns, kvm):
     ev = DeviceEvents(d.uri())
     dom = conn.lookupByName("hp")
     assert f"<mac address='{mac}'/>" in dom.XMLDesc(0)
+    assert "<alias name='net0'/>" in dom.XMLDesc(0)
     assert ns_taps(ns) == ["vnet0"]
     r = virsh(d.uri(), "detach-interface", "hp", "bridge", "--mac", mac, "--live")
     assert r.returncode == 0, r.stderr
-    assert ev.next() == ("removed", "hp", "net-525400123499")
+    assert ev.next() == ("removed", "hp", "net0")
     wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST pass hotplug added=1 removed=1",
                 "the guest's eject", timeout=60)
     assert mac not in dom.XMLDesc(0)

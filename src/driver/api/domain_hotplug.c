@@ -23,6 +23,10 @@
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
+/* The longest device id kvmm takes: PCI_HOTPLUG_ID_MAX of
+ * src/vmm/pci/hotplug.h less its NUL. */
+#define KVMM_DEVICE_ID_MAX 63
+
 enum dev_kind { DEV_DISK, DEV_NET };
 
 typedef struct domain_def domain_def_t;
@@ -203,6 +207,7 @@ static int attach_live(struct domain_obj *obj, const char *device, enum dev_kind
 {
 	g_autofree char *xml = NULL;
 	struct domain_def *newdef, before;
+	char **slot;
 	int rc = -1;
 
 	/* The counts of the definition formatted, whatever comes after. */
@@ -212,7 +217,20 @@ static int attach_live(struct domain_obj *obj, const char *device, enum dev_kind
 	g_mutex_unlock(&obj->lock);
 	if (!xml || !(newdef = def_with(&before, xml, device, kind, domains_status_parse_opts())))
 		return -1;
-	if (vmconfig_check(newdef) < 0)
+	/* CLIENT: the status parser keeps any alias; of the device's, only a
+	 * user one is kept, as libvirt does.  The others get the run's next
+	 * (virtio-diskN by the target, netN the next free), which is also
+	 * kvmm's id of the device. */
+	slot = kind == DEV_DISK ? &newdef->disks[newdef->ndisks - 1].alias : &newdef->nets[newdef->nnets - 1].alias;
+	if (*slot && !domain_alias_is_user(*slot))
+		g_clear_pointer(slot, g_free);
+	domain_def_assign_aliases(newdef);
+	if (strlen(*slot) > KVMM_DEVICE_ID_MAX) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
+				 "alias '%s' is too long: kvmm's device ids take at most %d characters",
+				 *slot, KVMM_DEVICE_ID_MAX);
+		rc = -1;
+	} else if (vmconfig_check(newdef) < 0)
 		rc = -1;
 	else if (kind == DEV_NET)
 		rc = process_attach_net(obj, newdef, newdef->nnets - 1);
@@ -286,25 +304,49 @@ out:
 	return rc;
 }
 
-/* The index of DEV's disk or NIC in DEF, or -1 after reporting it missing. */
-static int find_device(const struct domain_def *def, const struct domain_def *dev, enum dev_kind kind)
+/* What a detach removes: the device DEV of KIND, or (DEV NULL) the disk or
+ * NIC whose alias is ALIAS. */
+struct target {
+	const struct domain_def *dev;
+	enum dev_kind kind;
+	const char *alias;
+};
+
+/* The index of T's disk or NIC in DEF (T->kind set when found by alias),
+ * or -1 after reporting it missing. */
+static int find_device(const struct domain_def *def, struct target *t)
 {
 	char mac[18];
 	int i;
 
-	if (kind == DEV_DISK) {
-		if ((i = find_disk(def, dev->disks[0].target)) < 0)
-			drv_error_report(VIR_ERR_DEVICE_MISSING, "disk %s not found", dev->disks[0].target);
+	if (!t->dev) {
+		for (size_t k = 0; k < def->ndisks; k++)
+			if (def->disks[k].alias && !strcmp(def->disks[k].alias, t->alias))
+				return t->kind = DEV_DISK, (int)k;
+		for (size_t k = 0; k < def->nnets; k++)
+			if (def->nets[k].alias && !strcmp(def->nets[k].alias, t->alias))
+				return t->kind = DEV_NET, (int)k;
+		if (domain_def_has_alias(def, t->alias))
+			drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+					 "device with alias %s cannot be detached: kvmm detaches only <disk> and <interface> devices",
+					 t->alias);
+		else
+			drv_error_report(VIR_ERR_DEVICE_MISSING, "no device found with alias %s", t->alias);
+		return -1;
+	}
+	if (t->kind == DEV_DISK) {
+		if ((i = find_disk(def, t->dev->disks[0].target)) < 0)
+			drv_error_report(VIR_ERR_DEVICE_MISSING, "disk %s not found", t->dev->disks[0].target);
 		return i;
 	}
-	if ((i = find_net(def, dev->nets[0].mac)) < 0) {
-		mac_text(dev->nets[0].mac, mac);
+	if ((i = find_net(def, t->dev->nets[0].mac)) < 0) {
+		mac_text(t->dev->nets[0].mac, mac);
 		drv_error_report(VIR_ERR_DEVICE_MISSING, "no device matching MAC address %s found", mac);
 	}
 	return i;
 }
 
-static int detach_config(struct domain_obj *obj, const struct domain_def *dev, enum dev_kind kind)
+static int detach_config(struct domain_obj *obj, struct target *t)
 {
 	g_autofree char *xml = NULL;
 	struct domain_def *newdef, *gone;
@@ -315,13 +357,13 @@ static int detach_config(struct domain_obj *obj, const struct domain_def *dev, e
 	g_mutex_unlock(&obj->lock);
 	if (!xml || !(newdef = domain_def_parse_string(xml, domains_parse_opts())))
 		return -1;
-	if ((i = find_device(newdef, dev, kind)) < 0) {
+	if ((i = find_device(newdef, t)) < 0) {
 		domain_def_free(newdef);
 		return -1;
 	}
 	/* The entry goes to a definition of its own, freed with it. */
 	gone = g_new0(struct domain_def, 1);
-	if (kind == DEV_NET) {
+	if (t->kind == DEV_NET) {
 		gone->nets = g_new(struct domain_net, 1);
 		gone->nets[0] = newdef->nets[i];
 		gone->nnets = 1;
@@ -342,46 +384,57 @@ static int detach_config(struct domain_obj *obj, const struct domain_def *dev, e
 	return domain_save(obj);
 }
 
-static int detach(remote_nonnull_domain *dom, const char *device, unsigned flags, const char *api)
+/* Detaches T from the live and/or persistent definition of DOM as FLAGS
+ * say; both are looked up before anything changes. */
+static int detach_target(remote_nonnull_domain *dom, struct target *t, unsigned flags, const char *api)
 {
-	g_autoptr(domain_def_t) dev = NULL;
 	g_autofree char *alias = NULL;
 	struct domain_obj *obj;
-	enum dev_kind kind;
 	bool live, config, removed;
 	int i, rc = -1;
 
-	if (api_check_flags(flags, VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG, api) < 0 ||
-	    device_kind(device, &kind) < 0 || !(dev = device_alone(device, kind)))
-		return -1;
 	if (!(obj = wire_domain_get(dom)))
 		return -1;
 	if (domain_job_begin(obj, api) < 0)
 		goto out;
 	if (resolve_flags(obj, flags, &live, &config) < 0)
 		goto end;
-	/* Both are looked up before anything changes. */
 	g_mutex_lock(&obj->lock);
-	i = live ? find_device(obj->def, dev, kind) : 0;
+	i = live ? find_device(obj->def, t) : 0;
 	if (i >= 0 && live)
-		alias = kind == DEV_DISK ? process_disk_alias(&obj->def->disks[i])
-					 : process_net_alias(&obj->def->nets[i]);
+		alias = g_strdup(t->kind == DEV_DISK ? obj->def->disks[i].alias : obj->def->nets[i].alias);
 	if (i >= 0 && config)
-		i = find_device(domain_persistent_def(obj), dev, kind);
+		i = find_device(domain_persistent_def(obj), t);
 	g_mutex_unlock(&obj->lock);
 	if (i < 0)
 		goto end;
+	if (live && !alias) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "the device has no alias");
+		goto end;
+	}
 	if (live && process_detach_device(obj, alias, &removed) < 0)
 		goto end;
 	if (live && !removed)
 		pr_info("domain '%s': removal of %s asked; the guest has not given it back yet",
 			obj->def->name, alias);
-	rc = config ? detach_config(obj, dev, kind) : 0;
+	rc = config ? detach_config(obj, t) : 0;
 end:
 	domain_job_end(obj);
 out:
 	domain_obj_unref(obj);
 	return rc;
+}
+
+static int detach(remote_nonnull_domain *dom, const char *device, unsigned flags, const char *api)
+{
+	g_autoptr(domain_def_t) dev = NULL;
+	struct target t = { 0 };
+
+	if (api_check_flags(flags, VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG, api) < 0 ||
+	    device_kind(device, &t.kind) < 0 || !(dev = device_alone(device, t.kind)))
+		return -1;
+	t.dev = dev;
+	return detach_target(dom, &t, flags, api);
 }
 
 int drv_domain_attach_device(struct rpc_conn *conn, void *args, void *ret)
@@ -466,11 +519,12 @@ int drv_domain_update_device_flags(struct rpc_conn *conn, void *args, void *ret)
 	g_mutex_lock(&obj->lock);
 	for (int k = 0; k < 2 && same; k++) {
 		const struct domain_def *def = k ? domain_persistent_def(obj) : obj->def;
+		struct target t = { .dev = dev, .kind = kind };
 		int i;
 
 		if (!(k ? config : live))
 			continue;
-		if ((i = find_device(def, dev, kind)) < 0) {
+		if ((i = find_device(def, &t)) < 0) {
 			g_mutex_unlock(&obj->lock);
 			goto end;
 		}
@@ -495,12 +549,12 @@ out:
 int drv_domain_detach_device_alias(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_detach_device_alias_args *a = args;
+	struct target t = { .alias = a->alias };
 
 	if (api_check_flags(a->flags, VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG,
 			    "virDomainDetachDeviceAlias") < 0)
 		return -1;
-	/* The domain XML carries no <alias> yet, so no client can know one. */
-	drv_error_report(VIR_ERR_NO_SUPPORT, "%s",
-			 "this function is not supported by the connection driver: virDomainDetachDeviceAlias");
-	return -1;
+	/* As libvirt's: the live definition holds every alias, the
+	 * persistent one only the user's (ua-). */
+	return detach_target(&a->dom, &t, a->flags, "virDomainDetachDeviceAlias");
 }

@@ -159,6 +159,16 @@ void domain_def_forget_aliases(struct domain_def *def)
 	FOR_EACH_ALIAS(def, a, if (*a && !domain_alias_is_user(*a)) g_clear_pointer(a, g_free));
 }
 
+bool domain_def_has_alias(const struct domain_def *cdef, const char *alias)
+{
+	/* The walk only reads. */
+	struct domain_def *def = (struct domain_def *)cdef;
+	bool found = false;
+
+	FOR_EACH_ALIAS(def, a, found |= *a && !strcmp(*a, alias));
+	return found;
+}
+
 /* The next free PREFIX<n> among the aliases of N items STRIDE bytes apart
  * from FIRST (each a char *): libvirt numbers nets and rngs past the
  * highest already taken. */

@@ -209,6 +209,8 @@ bool domain_alias_valid(const char *alias, bool status);
 void domain_def_assign_aliases(struct domain_def *def);
 /* Drops the run's aliases, keeping the user's. */
 void domain_def_forget_aliases(struct domain_def *def);
+/* Whether any device of DEF has ALIAS. */
+bool domain_def_has_alias(const struct domain_def *def, const char *alias);
 /* Refuses a user alias given twice, as libvirt does. */
 int domain_def_check_aliases(const struct domain_def *def);
 

@@ -1364,25 +1364,6 @@ void process_autostart_all(void)
 	g_thread_unref(g_thread_new("autostart", autostart_thread, todo));
 }
 
-char *process_disk_alias(const struct domain_disk *d)
-{
-	unsigned idx = 0, i = 0;
-
-	/* libvirt's alias: virtio-disk and the target's index (vda 0, vdb 1,
-	 * ..., vdaa 26); the parser allows only vd and letters. */
-	for (const char *p = d->target + (strlen(d->target) > 2 ? 2 : strlen(d->target)); *p >= 'a' && *p <= 'z' && i < 6; p++, i++)
-		idx = (idx + (i ? 1 : 0)) * 26 + (unsigned)(*p - 'a');
-	return g_strdup_printf("virtio-disk%u", idx);
-}
-
-char *process_net_alias(const struct domain_net *n)
-{
-	const unsigned char *m = n->mac;
-
-	/* By the MAC, which is unique in a domain and survives a restart. */
-	return g_strdup_printf("net-%02x%02x%02x%02x%02x%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-}
-
 /* When OBJ's live definition is also its persistent one, a copy of the
  * persistent part (as split off by virsh setmem --live): the live one is
  * about to change alone.  NULL when there is nothing to split or after
@@ -1457,12 +1438,16 @@ static struct domain_def *live_with_locked(struct domain_obj *obj, struct domain
 int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
 {
 	struct domain_disk *d = &newdef->disks[idx];
-	g_autofree char *api = NULL, *keys = NULL, *alias = process_disk_alias(d);
+	g_autofree char *api = NULL, *keys = NULL, *alias = g_strdup(d->alias);
 	g_autofree char *target = g_strdup(d->target), *source = g_strdup(d->source);
 	struct domain_def *persist;
 	bool err;
 	unsigned slot;
 
+	if (!alias) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "the disk has no alias");
+		return -1;
+	}
 	if (!(api = process_api_path(obj)))
 		return -1;
 	if (check_source("disk source", d->source, true) < 0)
@@ -1508,7 +1493,7 @@ int process_attach_disk(struct domain_obj *obj, struct domain_def *newdef, size_
 int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t idx)
 {
 	struct domain_net *n = &newdef->nets[idx];
-	g_autofree char *api = NULL, *keys = NULL, *alias = process_net_alias(n), *mark = NULL;
+	g_autofree char *api = NULL, *keys = NULL, *alias = g_strdup(n->alias), *mark = NULL;
 	struct domain_def one = { .nets = n, .nnets = 1 };
 	struct nic_taps t = { 0 };
 	struct domain_run *r;
@@ -1517,6 +1502,10 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	char uuid[37];
 	unsigned slot;
 
+	if (!alias) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "the interface has no alias");
+		return -1;
+	}
 	if (!(api = process_api_path(obj)))
 		return -1;
 	persist = persistent_copy(obj, &err);
@@ -1575,22 +1564,16 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	return 0;
 }
 
-/* The index of the disk or NIC with kvmm id ID in DEF, *NET set for a
- * NIC; -1 when none has it. */
+/* The index of the disk or NIC with kvmm id ID (its alias) in DEF, *NET
+ * set for a NIC; -1 when none has it. */
 static int find_alias(const struct domain_def *def, const char *id, bool *net)
 {
-	for (size_t i = 0; i < def->ndisks; i++) {
-		g_autofree char *a = process_disk_alias(&def->disks[i]);
-
-		if (!strcmp(a, id))
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (def->disks[i].alias && !strcmp(def->disks[i].alias, id))
 			return *net = false, (int)i;
-	}
-	for (size_t i = 0; i < def->nnets; i++) {
-		g_autofree char *a = process_net_alias(&def->nets[i]);
-
-		if (!strcmp(a, id))
+	for (size_t i = 0; i < def->nnets; i++)
+		if (def->nets[i].alias && !strcmp(def->nets[i].alias, id))
 			return *net = true, (int)i;
-	}
 	return -1;
 }
 

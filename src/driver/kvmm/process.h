@@ -75,12 +75,10 @@ void process_save_status_locked(struct domain_obj *obj);
 /* How many domains run (the idle timeout waits for none). */
 unsigned process_count(void);
 
-/* Hotplug.  kvmm's id of a disk or NIC, which is also its alias in
- * libvirt's events: virtio-diskN for target vdX, net-MAC for a NIC. */
-char *process_disk_alias(const struct domain_disk *d);
-char *process_net_alias(const struct domain_net *n);
-
-/* Plugs disk number IDX of NEWDEF -- OBJ's live definition with that disk
+/* Hotplug.  kvmm's id of a hot-added disk or NIC is its alias, which the
+ * caller assigned in NEWDEF (domain_def_assign_aliases).
+ *
+ * Plugs disk number IDX of NEWDEF -- OBJ's live definition with that disk
  * added -- into the running guest (the caller holds the job); on success
  * NEWDEF is taken, the disk is in the live definition (and the status
  * file), DEVICE_ADDED sent.  On failure nothing was added and NEWDEF is
