@@ -1,0 +1,178 @@
+"""virsh save / restore through virtkvmmd with the test guest's `live`
+scenario (a tick counter and its clock on COM1): the saved domain is shut
+off (saved), the restored one continues -- ticks go on from where they
+were, the guest's clock never goes back -- with libvirt's events; a save
+that fails leaves the domain running and no image behind."""
+import os
+import re
+
+import libvirt
+import pytest
+
+from drvtest import virsh
+from kvmmtest import GUEST
+from test_lifecycle import Events, serial, wait_for
+
+L = libvirt
+LIVE = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) ")
+
+
+def live_xml(root, name="s1"):
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=live kvmmtest.tick_ms=50</cmdline></os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <serial type='file'><source path='{root}/{name}-serial.log'/><target port='0'/></serial>
+  </devices>
+</domain>
+"""
+
+
+def ticks(root, name="s1"):
+    return [(int(n), int(us)) for n, us in LIVE.findall(serial(root, name))]
+
+
+def wait_ticks(root, n, name="s1"):
+    wait_for(lambda: len(ticks(root, name)) >= n and ticks(root, name)[-1][0] >= n,
+             f"tick {n} of {name}")
+
+
+def assert_continued(root, before, name="s1", more=3):
+    """The guest, restored, went on from tick BEFORE's count: the serial
+    file (appended to) shows one sequence, its clock never going back."""
+    last = before[-1][0]
+    wait_for(lambda: ticks(root, name)[-1][0] >= last + more, f"ticks after {last}")
+    t = ticks(root, name)
+    assert [n for n, _ in t] == list(range(1, len(t) + 1)), "the tick count restarted or skipped"
+    assert all(b[1] <= a[1] for b, a in zip(t, t[1:])), "the guest's clock went back"
+    # Restored, not booted again: one boot line.
+    assert serial(root, name).count("KVMMTEST boot") == 1
+
+
+@pytest.fixture
+def conn(daemon):
+    c = libvirt.open(daemon.uri())
+    yield c
+    c.close()
+
+
+def test_save_restore_with_virsh_continues_the_guest(daemon, conn, kvm, tmp_path):
+    d = daemon
+    ev = Events(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_ADDED)
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    wait_ticks(d.root, 3)
+    img = str(tmp_path / "s1.save")
+    r = virsh(d.uri(), "save", "s1", img, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # Shut off because saved, with libvirt's event; the image is complete.
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_SAVED)
+    assert d.guests() == []
+    assert os.path.getsize(img) > 0 and not os.path.exists(img + ".new")
+    before = ticks(d.root)
+    r = virsh(d.uri(), "domstate", "s1", "--reason")
+    assert r.stdout.strip() == "shut off (saved)", r.stdout
+
+    r = virsh(d.uri(), "save-image-dumpxml", img)
+    assert r.returncode == 0, r.stderr
+    assert "<name>s1</name>" in r.stdout and dom.UUIDString() in r.stdout
+
+    r = virsh(d.uri(), "restore", img, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_RESTORED)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert_continued(d.root, before)
+    dom.destroy()
+
+
+def test_save_paused_restores_paused_and_restore_running_overrides(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    img = str(tmp_path / "p.save")
+    dom.saveFlags(img, None, L.VIR_DOMAIN_SAVE_PAUSED)
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    conn.restore(img)
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    before = ticks(d.root)
+    dom.resume()
+    assert_continued(d.root, before)
+    # --running overrides what the image says.
+    dom.saveFlags(img, None, L.VIR_DOMAIN_SAVE_PAUSED)
+    conn.restoreFlags(img, None, L.VIR_DOMAIN_SAVE_RUNNING)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    dom.destroy()
+
+
+def test_restore_of_an_undefined_domain_is_transient(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.createXML(live_xml(d.root, "t1"), 0)
+    wait_ticks(d.root, 2, "t1")
+    img = str(tmp_path / "t.save")
+    dom.save(img)
+    # A transient domain is gone once saved; restore brings it back, transient.
+    assert "t1" not in [x.name() for x in conn.listAllDomains()]
+    before = ticks(d.root, "t1")
+    conn.restore(img)
+    dom = conn.lookupByName("t1")
+    assert dom.isActive() and not dom.isPersistent()
+    assert_continued(d.root, before, "t1")
+    dom.destroy()
+
+
+def test_failed_save_leaves_the_domain_running(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+
+    def still_running():
+        assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+        n = ticks(d.root)[-1][0]
+        wait_ticks(d.root, n + 2)
+
+    # The daemon cannot write the image's XML (its directory is missing,
+    # and root writes anywhere else): nothing is asked of kvmm.
+    r = virsh(d.uri(), "save", "s1", str(tmp_path / "missing" / "x.save"), timeout=120)
+    assert r.returncode != 0 and "cannot write the save image" in r.stderr, r.stderr
+    still_running()
+    # kvmm cannot write its stream (FILE.new, which it writes first, is a
+    # directory): kvmm's SaveFailed, the guest runs on, no file is left.
+    img = tmp_path / "y.save"
+    (tmp_path / "y.save.new").mkdir()
+    r = virsh(d.uri(), "save", "s1", str(img), timeout=120)
+    assert r.returncode != 0, r.stderr
+    still_running()
+    assert sorted(os.listdir(str(tmp_path))) == ["y.save.new"]
+    dom.destroy()
+
+
+def test_save_restore_refusals(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    with pytest.raises(libvirt.libvirtError, match="domain is not running"):
+        dom.save(str(tmp_path / "a.save"))
+    with pytest.raises(libvirt.libvirtError, match="mutually exclusive"):
+        dom.saveFlags(str(tmp_path / "a.save"), None,
+                      L.VIR_DOMAIN_SAVE_PAUSED | L.VIR_DOMAIN_SAVE_RUNNING)
+    with pytest.raises(libvirt.libvirtError, match="cannot read the save image"):
+        conn.restore(str(tmp_path / "none.save"))
+    # Not an image of ours.
+    bad = tmp_path / "bad.save"
+    bad.write_text("x")
+    (tmp_path / "bad.save.xml").write_text("<domain/>")
+    with pytest.raises(libvirt.libvirtError, match="not a save image"):
+        conn.restore(str(bad))
+    # Read-only connections may not save or restore.
+    ro = libvirt.openReadOnly(d.uri(ro=True))
+    with pytest.raises(libvirt.libvirtError):
+        ro.restore(str(bad))
+    ro.close()
