@@ -176,3 +176,72 @@ def test_save_restore_refusals(daemon, conn, kvm, tmp_path):
     with pytest.raises(libvirt.libvirtError):
         ro.restore(str(bad))
     ro.close()
+
+
+def test_managedsave_start_restores_and_removes_the_image(daemon, conn, kvm):
+    d = daemon
+    ev = Events(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    ev.next()
+    dom.create()
+    ev.next()
+    wait_ticks(d.root, 3)
+    r = virsh(d.uri(), "managedsave", "s1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_SAVED)
+    img = os.path.join(d.root, "lib", "kvmm", "save", "s1.save")
+    assert os.path.isfile(img)
+    assert dom.hasManagedSaveImage() == 1
+    assert "Managed save:   yes" in virsh(d.uri(), "dominfo", "s1").stdout
+    r = virsh(d.uri(), "list", "--all", "--managed-save")
+    assert re.search(r"s1\s+saved", r.stdout), r.stdout
+    assert [x.name() for x in conn.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)] == ["s1"]
+    assert conn.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE) == []
+    # Undefine is refused while the image exists, in libvirt's words.
+    r = virsh(d.uri(), "undefine", "s1")
+    assert r.returncode != 0
+    assert "Refusing to undefine while domain managed save image exists" in r.stderr, r.stderr
+    before = ticks(d.root)
+
+    r = virsh(d.uri(), "start", "s1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_RESTORED)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert not os.path.exists(img) and not os.path.exists(img + ".xml")
+    assert dom.hasManagedSaveImage() == 0
+    assert_continued(d.root, before)
+    assert "Managed save:   no" in virsh(d.uri(), "dominfo", "s1").stdout
+
+    # managedsave-remove, then start boots afresh; undefine --managed-save.
+    dom.managedSave()
+    assert dom.hasManagedSaveImage() == 1
+    assert virsh(d.uri(), "managedsave-remove", "s1").returncode == 0
+    assert dom.hasManagedSaveImage() == 0 and not os.path.exists(img)
+    dom.create()
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    wait_for(lambda: serial(d.root, "s1").count("KVMMTEST boot") == 2, "a second boot")
+    dom.managedSave()
+    r = virsh(d.uri(), "undefine", "s1", "--managed-save")
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(img) and not os.path.exists(img + ".xml")
+
+
+def test_managedsave_start_force_boot_and_transient(daemon, conn, kvm):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    dom.managedSave(L.VIR_DOMAIN_SAVE_PAUSED)
+    # start --paused of an image: restored, paused.
+    dom.createWithFlags(L.VIR_DOMAIN_START_PAUSED)
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    dom.managedSave()
+    dom.createWithFlags(L.VIR_DOMAIN_START_FORCE_BOOT)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    assert dom.hasManagedSaveImage() == 0
+    dom.destroy()
+    t = conn.createXML(live_xml(d.root, "t2"), 0)
+    with pytest.raises(libvirt.libvirtError, match="cannot do managed save for transient domain"):
+        t.managedSave()
+    assert t.isActive()
+    t.destroy()

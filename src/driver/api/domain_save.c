@@ -252,3 +252,130 @@ int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *
 	r->xml = strdup(xml);	/* freed by xdr_free */
 	return r->xml ? 0 : (drv_error_report(VIR_ERR_NO_MEMORY, "out of memory"), -1);
 }
+
+/* --- managed save: one image per domain, in the daemon's own directory,
+ * which the next start restores from. */
+
+#include "driver.h"
+
+/* Where libvirt's qemu driver keeps its managed images, for kvmm. */
+static char *managed_dir(void)
+{
+	if (drv_state.root && drv_state.root[0])
+		return g_build_filename(drv_state.root, "lib", "kvmm", "save", NULL);
+	if (drv_state.privileged)
+		return g_strdup("/var/lib/libvirt/kvmm/save");
+	return g_build_filename(g_get_user_config_dir(), "libvirt", "kvmm", "save", NULL);
+}
+
+char *managed_save_path_locked(struct domain_obj *obj)
+{
+	g_autofree char *dir = managed_dir();
+	g_autofree char *file = g_strconcat(obj->def->name, ".save", NULL);
+
+	return g_build_filename(dir, file, NULL);
+}
+
+bool managed_save_exists_locked(struct domain_obj *obj)
+{
+	g_autofree char *path = managed_save_path_locked(obj);
+
+	return access(path, F_OK) == 0;
+}
+
+static char *managed_save_path(struct domain_obj *obj)
+{
+	char *path;
+
+	g_mutex_lock(&obj->lock);
+	path = managed_save_path_locked(obj);
+	g_mutex_unlock(&obj->lock);
+	return path;
+}
+
+int managed_save_remove(struct domain_obj *obj)
+{
+	g_autofree char *path = managed_save_path(obj);
+	g_autofree char *xpath = xml_path(path);
+
+	if ((unlink(path) < 0 && errno != ENOENT) || (unlink(xpath) < 0 && errno != ENOENT)) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Failed to remove managed save file '%s': %s",
+				 path, g_strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int managed_save_start(struct domain_obj *obj, bool paused, bool *restored)
+{
+	g_autofree char *path = managed_save_path(obj);
+	g_autofree char *xml = NULL;
+	bool image_paused;
+
+	*restored = false;
+	if (access(path, F_OK) < 0)
+		return 0;
+	*restored = true;
+	xml = read_image_xml(path, &image_paused);
+	if (!xml || process_restore(obj, path, paused || image_paused) < 0)
+		return -1;
+	/* kvmm keeps the file mapped; removing it is fine, its pages stay. */
+	if (managed_save_remove(obj) < 0) {
+		pr_warn("domain '%s': %s", obj->def->name,
+			drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+	}
+	pr_info("domain '%s' restored from its managed save image", obj->def->name);
+	return 0;
+}
+
+int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+	g_autofree char *dir = managed_dir();
+	struct domain_obj *obj;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, SAVE_FLAGS, "virDomainManagedSave") < 0 ||
+	    check_state_flags(a->flags) < 0)
+		return -1;
+	obj = wire_domain_get(&a->dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainManagedSave") < 0)
+		goto out;
+	if (!obj->persistent) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "cannot do managed save for transient domain");
+	} else if (g_mkdir_with_parents(dir, 0700) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create %s: %s", dir,
+				 g_strerror(errno));
+	} else {
+		g_autofree char *path = managed_save_path(obj);
+
+		rc = save_obj(obj, path, a->flags);
+	}
+	domain_job_end(obj);
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+	struct domain_obj *obj;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, 0, "virDomainManagedSaveRemove") < 0)
+		return -1;
+	obj = wire_domain_get(&a->dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainManagedSaveRemove") == 0) {
+		rc = managed_save_remove(obj);
+		domain_job_end(obj);
+	}
+	domain_obj_unref(obj);
+	return rc;
+}

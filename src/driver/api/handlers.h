@@ -125,6 +125,8 @@ int drv_domain_save_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_restore(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_restore_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret);
 
 /* cpu.c */
 int drv_connect_get_cpu_model_names(struct rpc_conn *conn, void *args, void *ret);

@@ -322,11 +322,13 @@ static const struct rpc_proc procs[] = {
 	P(REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "virDomainSaveImageGetXMLDesc",
 		ARGS(remote_domain_save_image_get_xml_desc_args),
 		RET(remote_domain_save_image_get_xml_desc_ret), drv_domain_save_image_get_xml_desc, 0),
+	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave", ARGS(remote_domain_flags_args),
+		NONE, drv_domain_managed_save, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove",
+		ARGS(remote_domain_flags_args), NONE, drv_domain_managed_save_remove, RPC_PROC_MUTATING),
 
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
-	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave"),
-	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove"),
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus"),
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS_FLAGS, "virDomainSetVcpusFlags"),
 #undef MUTATING
