@@ -201,6 +201,10 @@ def test_managedsave_start_restores_and_removes_the_image(daemon, conn, kvm):
     r = virsh(d.uri(), "undefine", "s1")
     assert r.returncode != 0
     assert "Refusing to undefine while domain managed save image exists" in r.stderr, r.stderr
+    # Nor is rename: the image is named after the domain.
+    r = virsh(d.uri(), "domrename", "s1", "s9")
+    assert r.returncode != 0
+    assert "domain with a managed saved state can't be renamed" in r.stderr, r.stderr
     before = ticks(d.root)
 
     r = virsh(d.uri(), "start", "s1", timeout=120)
