@@ -249,3 +249,35 @@ def test_managedsave_start_force_boot_and_transient(daemon, conn, kvm):
         t.managedSave()
     assert t.isActive()
     t.destroy()
+
+
+def test_failed_restore_leaves_the_domain_shut_off(daemon, conn, kvm, tmp_path):
+    """A damaged image: kvmm refuses it before the guest runs; the error
+    is kvmm's, nothing of the run is left, a managed image stays."""
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    # Saved while paused: restored paused.
+    dom.suspend()
+    img = str(tmp_path / "c.save")
+    dom.save(img)
+    conn.restore(img)
+    assert dom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_USER]
+    dom.save(img)
+    with open(img, "r+b") as f:
+        f.truncate(os.path.getsize(img) // 2)
+    with pytest.raises(libvirt.libvirtError, match="truncated"):
+        conn.restore(img)
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert d.guests() == []
+    # The same through a managed image: start fails, the image stays.
+    managed = os.path.join(d.root, "lib", "kvmm", "save", "s1.save")
+    os.makedirs(os.path.dirname(managed))
+    os.rename(img, managed)
+    os.rename(img + ".xml", managed + ".xml")
+    assert dom.hasManagedSaveImage() == 1
+    with pytest.raises(libvirt.libvirtError, match="truncated"):
+        dom.create()
+    assert not dom.isActive() and dom.hasManagedSaveImage() == 1
+    assert d.guests() == []
