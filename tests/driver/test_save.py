@@ -303,3 +303,29 @@ def test_save_refused_while_a_hot_added_disk_is_plugged(daemon, conn, kvm, tmp_p
         dom.managedSave()
     assert dom.isActive() and dom.hasManagedSaveImage() == 0
     dom.destroy()
+
+
+def test_restored_domain_is_adopted_by_the_next_daemon(start_daemon, kvm, tmp_path):
+    """A restored kvmm (started with --restore) is its domain's after a
+    daemon restart, running on; the guest still ticks."""
+    from test_restart import crash_daemon
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    dom = c.defineXML(live_xml(d1.root))
+    dom.create()
+    wait_ticks(d1.root, 2)
+    img = str(tmp_path / "a.save")
+    dom.save(img)
+    c.restore(img)
+    pids = d1.guests()
+    c.close()
+    crash_daemon(d1)
+    d2 = start_daemon(root=d1.root)
+    assert "adopted" in d2.output()
+    c = libvirt.open(d2.uri())
+    dom = c.lookupByName("s1")
+    assert dom.isActive() and d2.guests() == pids
+    n = ticks(d2.root)[-1][0]
+    wait_ticks(d2.root, n + 2)
+    dom.destroy()
+    c.close()
