@@ -152,6 +152,17 @@ def test_failed_save_leaves_the_domain_running(daemon, conn, kvm, tmp_path):
     assert r.returncode != 0, r.stderr
     still_running()
     assert sorted(os.listdir(str(tmp_path))) == ["y.save.new"]
+    # A failed save over an existing image leaves that image whole.
+    (tmp_path / "y.save.new").rmdir()
+    dom.save(str(img))
+    xml = (tmp_path / "y.save.xml").read_text()
+    dom.create()
+    wait_ticks(d.root, ticks(d.root)[-1][0] + 2)
+    (tmp_path / "y.save.new").mkdir()
+    assert virsh(d.uri(), "save", "s1", str(img), timeout=120).returncode != 0
+    still_running()
+    assert (tmp_path / "y.save.xml").read_text() == xml
+    assert sorted(os.listdir(str(tmp_path))) == ["y.save", "y.save.new", "y.save.xml"]
     dom.destroy()
 
 

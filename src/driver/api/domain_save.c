@@ -9,8 +9,10 @@
  *     <!-- virtkvmmd save image: state=paused -->
  *     <domain type='kvm'>...
  *
- * The XML is written (atomically) before kvmm saves and removed again if
- * the save fails, so FILE only ever appears complete. */
+ * The XML is written to FILE.xml.new before kvmm saves (kvmm writes
+ * FILE.new), and renamed once kvmm renamed FILE, or removed if the save
+ * fails: FILE only ever appears complete, and a failed save leaves an
+ * image already there as it was. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +63,7 @@ static int check_state_flags(unsigned flags)
 static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
 {
 	g_autofree char *xml = NULL, *body = NULL, *xpath = xml_path(file);
+	g_autofree char *xnew = g_strconcat(xpath, ".new", NULL);
 	g_autoptr(GError) err = NULL;
 	bool paused;
 
@@ -80,13 +83,20 @@ static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
 	if (!xml)
 		return -1;
 	body = g_strconcat(paused ? HEADER_PAUSED : HEADER_RUNNING, xml, NULL);
-	if (!g_file_set_contents_full(xpath, body, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot write the save image %s: %s", xpath,
+	if (!g_file_set_contents_full(xnew, body, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot write the save image %s: %s", xnew,
 				 err->message);
 		return -1;
 	}
 	if (process_save(obj, file) < 0) {
-		unlink(xpath);
+		unlink(xnew);
+		return -1;
+	}
+	/* In the directory kvmm just renamed FILE in: only a file system
+	 * gone bad fails here, and the domain is saved and stopped by now. */
+	if (rename(xnew, xpath) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot rename %s to %s: %s", xnew, xpath,
+				 g_strerror(errno));
 		return -1;
 	}
 	pr_info("domain '%s' saved to %s", obj->def->name, file);
