@@ -35,6 +35,10 @@ RPC_XDR_H += src/driver/rpc/remote_time_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_sched.x
 RPC_XDR_C += src/driver/rpc/remote_sched_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_sched_xdr.h
+# The save and restore procedures (remote_save.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_save.x
+RPC_XDR_C += src/driver/rpc/remote_save_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_save_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -108,7 +112,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/domain_stats.c \
 	src/driver/api/cpu.c \
 	src/driver/api/domain_sched.c \
-	src/driver/api/domain_time.c
+	src/driver/api/domain_time.c \
+	src/driver/api/domain_save.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/domain.c src/driver/domain/domain.h \

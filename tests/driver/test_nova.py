@@ -226,6 +226,8 @@ for line in sys.stdin:
             drv.destroy(ctx, inst, nets)
         elif cmd[0] == 'suspend':
             drv.suspend(ctx, inst)
+        elif cmd[0] == 'resume':
+            drv.resume(ctx, inst, nets)
         elif cmd[0] == 'trigger_crash_dump':
             drv.trigger_crash_dump(inst)
         elif cmd[0] == 'console':
@@ -319,10 +321,10 @@ def nova(start_daemon, nova_available, tmp_path):
 
 def test_nova_spawns_reboots_pauses_powers_off_on_and_destroys(nova):
     """nova 26's LibvirtDriver.spawn, reboot (soft and hard), pause,
-    unpause, power_off (clean and hard), power_on, get_console_output,
-    get_instance_diagnostics and destroy on one instance, each checked in
-    nova's get_info and in libvirt's view; suspend and trigger_crash_dump
-    refused (kvmm has no managed save or NMI yet).
+    unpause, power_off (clean and hard), power_on, suspend and resume
+    (libvirt's managed save), get_console_output, get_instance_diagnostics
+    and destroy on one instance, each checked in nova's get_info and in
+    libvirt's view; trigger_crash_dump refused (kvmm has no NMI yet).
 
     nova runs as nova-compute would, with [libvirt]images_type=raw (a
     plain copy of the image; the qcow2 overlay is another test's
@@ -371,12 +373,8 @@ def test_nova_spawns_reboots_pauses_powers_off_on_and_destroys(nova):
     diag = n.call("diagnostics")["diagnostics"]
     assert diag["state"] == "running" and diag["num_cpus"] == 1 and diag["num_disks"] == 1
 
-    # What kvmm cannot do yet (save the guest's memory, inject an NMI) is
-    # refused as libvirt refuses what a driver lacks, and nova says so;
-    # the guest runs on
-    out = n.call("suspend", fails=True)
-    assert out["error"] == "libvirtError: this function is not supported by the connection " \
-        "driver: virDomainManagedSave"
+    # What kvmm cannot do yet (inject an NMI) is refused as libvirt
+    # refuses what a driver lacks, and nova says so; the guest runs on
     out = n.call("trigger_crash_dump", fails=True)
     assert out["error"] == "TriggerCrashDumpNotSupported: Triggering crash dump is not supported"
     assert n.call("state")["state"] == RUNNING
@@ -427,6 +425,31 @@ def test_nova_spawns_reboots_pauses_powers_off_on_and_destroys(nova):
     assert n.call("power_off 0")["state"] == SHUTDOWN
     assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
     dom, _ = restarted("power_on", -1)
+
+    # suspend: nova's managed save -- the domain saved and shut off; resume
+    # redefines it and starts it, which restores the image: the guest goes
+    # on where it was (its ticks continue, no new boot), the image gone.
+    # Last, as the restored run's log starts without the boot record.
+    wait_for(lambda: ticks(n.console()), "a tick before suspend", 60)
+    before = n.console()
+    last = max(ticks(before))
+    assert n.call("suspend")["state"] == SHUTDOWN
+    assert dom.state() == [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert dom.hasManagedSaveImage() == 1
+    assert n.call("resume")["state"] == RUNNING
+    dom = conn.lookupByUUIDString(n.uuid)
+    assert dom.state() == [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_RESTORED]
+    assert dom.hasManagedSaveImage() == 0
+
+    def after_resume():
+        text = n.console()
+        # append='off': the restored run's log is written over, or (if not
+        # shorter yet) goes on after what was there
+        return text[len(before):] if text.startswith(before) else text
+    wait_for(lambda: len(ticks(after_resume())) >= 2, "ticks after resume", 60)
+    new = after_resume()
+    assert BOOT.decode() not in new, new[:300]
+    assert min(ticks(new)) > last and ticks(new) == sorted(ticks(new)), new[:300]
 
     out = n.call("destroy")
     assert out["state"] == "InstanceNotFound"

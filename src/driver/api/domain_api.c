@@ -55,9 +55,11 @@ bool list_domain_matches(struct domain_obj *obj, unsigned f)
 		if (!(f & bit))
 			return false;
 	}
-	/* No managed save, snapshots or checkpoints exist yet. */
-	if (!group(f, VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
-		   false) ||
+	/* No snapshots or checkpoints exist yet.  A managed image is looked
+	 * for only when asked about. */
+	if (((f & (VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE | VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE)) &&
+	     !group(f, VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
+		    managed_save_exists_locked(obj))) ||
 	    !group(f, VIR_CONNECT_LIST_DOMAINS_AUTOSTART, VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
 		   obj->autostart) ||
 	    !group(f, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,

@@ -17,4 +17,15 @@ int api_disk_index(const struct domain_def *def, const char *name);
  * whose values getAllDomainStats' list filters share). */
 bool list_domain_matches(struct domain_obj *obj, unsigned flags);
 
+/* Managed save (domain_save.c): OBJ's image, under the daemon's state
+ * directory (lib/kvmm/save/NAME.save); obj->lock held. */
+char *managed_save_path_locked(struct domain_obj *obj);
+bool managed_save_exists_locked(struct domain_obj *obj);
+/* Removes OBJ's image, if any (its job held). */
+int managed_save_remove(struct domain_obj *obj);
+/* Start (the job held): when OBJ has a managed image, *RESTORED and the
+ * result of restoring from it (paused if PAUSED or saved so), the image
+ * removed once restored; else 0 and nothing done. */
+int managed_save_start(struct domain_obj *obj, bool paused, bool *restored);
+
 #endif

@@ -63,14 +63,16 @@ int drv_domain_define_xml_flags(struct rpc_conn *conn, void *args, void *ret)
 static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 {
 	struct domain_obj *obj;
+	bool managed;
 	int rc = -1;
 
 	/* Every flag names something to remove along with the definition
 	 * (managed save image, snapshot or checkpoint metadata, NVRAM, TPM
-	 * state) or to keep.  kvmm domains have none of these, and libvirt
-	 * treats each flag as a no-op when there is nothing to act on, so
-	 * all are accepted; only the contradictory pairs are refused, as
-	 * libvirt does. */
+	 * state) or to keep.  kvmm domains have none but the managed image
+	 * (refused without its flag, as libvirt), and libvirt treats each
+	 * flag as a no-op when there is nothing to act on, so all are
+	 * accepted; only the contradictory pairs are refused, as libvirt
+	 * does. */
 	if (api_check_flags(flags, UNDEFINE_FLAGS_KNOWN, "virDomainUndefineFlags") < 0)
 		return -1;
 	if ((flags & VIR_DOMAIN_UNDEFINE_NVRAM) && (flags & VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)) {
@@ -88,6 +90,19 @@ static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 		return -1;
 	if (domain_job_begin(obj, "virDomainUndefine") < 0)
 		goto out;
+	g_mutex_lock(&obj->lock);
+	managed = obj->persistent && managed_save_exists_locked(obj);
+	g_mutex_unlock(&obj->lock);
+	if (managed && !(flags & VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "Refusing to undefine while domain managed save image exists");
+		domain_job_end(obj);
+		goto out;
+	}
+	if (managed && managed_save_remove(obj) < 0) {
+		domain_job_end(obj);
+		goto out;
+	}
 	rc = domain_undefine(obj);
 	domain_job_end(obj);
 	if (rc == 0) {

@@ -223,6 +223,16 @@ int drv_domain_get_metadata(struct rpc_conn *conn, void *args, void *ret)
 	return rc;
 }
 
+static bool has_managed_save(struct domain_obj *obj)
+{
+	bool has;
+
+	g_mutex_lock(&obj->lock);
+	has = managed_save_exists_locked(obj);
+	g_mutex_unlock(&obj->lock);
+	return has;
+}
+
 int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_rename_args *a = args;
@@ -254,6 +264,10 @@ int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot rename active domain");
 	else if (!strcmp(old_name, new_name))
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "Can't rename domain to itself");
+	else if (has_managed_save(obj))
+		/* The image is named after the domain (libvirt's rule too). */
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "domain with a managed saved state can't be renamed");
 	else
 		rc = domain_rename(obj, new_name);
 	domain_job_end(obj);

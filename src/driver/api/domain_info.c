@@ -173,7 +173,9 @@ int drv_domain_has_managed_save_image(struct rpc_conn *conn, void *args, void *r
 	if (api_check_flags(a->flags, 0, "virDomainHasManagedSaveImage") < 0)
 		return -1;
 	WITH_DOMAIN(&a->dom, obj);
-	r->value = 0;		/* managed save does not exist yet */
+	g_mutex_lock(&obj->lock);
+	r->value = managed_save_exists_locked(obj);
+	g_mutex_unlock(&obj->lock);
 	domain_obj_unref(obj);
 	return 0;
 }

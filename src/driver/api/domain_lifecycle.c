@@ -15,15 +15,26 @@
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
-/* The start flags kvmm supports; BYPASS_CACHE, FORCE_BOOT (no managed
- * save) and RESET_NVRAM (no firmware) are refused rather than ignored. */
+/* The start flags kvmm supports; BYPASS_CACHE and RESET_NVRAM (no
+ * firmware) are refused rather than ignored. */
 #define START_FLAGS (VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY)
+/* virDomainCreateWithFlags also: a managed image is discarded, not restored. */
+#define CREATE_FLAGS (START_FLAGS | VIR_DOMAIN_START_FORCE_BOOT)
 
 /* Starts OBJ (its job held) as FLAGS ask; CONN is the caller's, for
  * AUTODESTROY. */
 static int start_obj(struct rpc_conn *conn, struct domain_obj *obj, unsigned flags)
 {
-	if (process_start_paused(obj, flags & VIR_DOMAIN_START_PAUSED) < 0)
+	bool restored = false;
+
+	/* As libvirt: a managed image is restored (and removed), unless
+	 * FORCE_BOOT removes it first. */
+	if ((flags & VIR_DOMAIN_START_FORCE_BOOT) && obj->id < 0 && managed_save_remove(obj) < 0)
+		return -1;
+	if (obj->persistent && obj->id < 0 &&
+	    managed_save_start(obj, flags & VIR_DOMAIN_START_PAUSED, &restored) < 0)
+		return -1;
+	if (!restored && process_start_paused(obj, flags & VIR_DOMAIN_START_PAUSED) < 0)
 		return -1;
 	if ((flags & VIR_DOMAIN_START_AUTODESTROY) && autodestroy_add(conn, obj) < 0) {
 		/* The client went away while its domain was starting. */
@@ -42,7 +53,7 @@ static int start(struct rpc_conn *conn, const remote_nonnull_domain *dom, unsign
 	struct domain_obj *obj;
 	int rc = -1;
 
-	if (api_check_flags(flags, START_FLAGS, "virDomainCreateWithFlags") < 0)
+	if (api_check_flags(flags, CREATE_FLAGS, "virDomainCreateWithFlags") < 0)
 		return -1;
 	obj = wire_domain_get(dom);
 	if (!obj)

@@ -119,6 +119,15 @@ int drv_domain_set_memory_parameters(struct rpc_conn *conn, void *args, void *re
 int drv_domain_get_time(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_time(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_save.c: save, restore, managed save */
+int drv_domain_save(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_save_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_restore(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_restore_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret);
+
 /* cpu.c */
 int drv_connect_get_cpu_model_names(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_compare_cpu(struct rpc_conn *conn, void *args, void *ret);

@@ -233,14 +233,15 @@ static void inflight_leave(const char *path)
 /* Runs COMMAND (with ARGS as its "arguments" unless NULL) on the VM
  * whose control socket is PATH: 0 and (RET not NULL) the "return" value,
  * which the caller puts, or -1 after reporting. */
-static int command(const char *path, const char *command, json_object *args, json_object **ret)
+static int command_ms(const char *path, const char *command, json_object *args, json_object **ret,
+		      int timeout_ms)
 {
 	static gint next_id;
 	int id = g_atomic_int_add(&next_id, 1) + 1;
 	g_autofree char *line = g_strdup_printf("{\"id\":%d,\"execute\":\"%s\"%s%s}\n", id, command,
 						args ? ",\"arguments\":" : "",
 						args ? json_object_to_json_string_ext(args, JSON_C_TO_STRING_PLAIN) : "");
-	struct reader r = { .deadline = g_get_monotonic_time() + command_timeout_ms * 1000LL };
+	struct reader r = { .deadline = g_get_monotonic_time() + timeout_ms * 1000LL };
 	int err = 0, rc = -1;
 
 	if (!inflight_enter(path, r.deadline)) {
@@ -294,6 +295,11 @@ out:
 	return rc;
 }
 
+static int command(const char *path, const char *command, json_object *args, json_object **ret)
+{
+	return command_ms(path, command, args, ret, command_timeout_ms);
+}
+
 /* KVMM: a reply of the wrong shape; reported, -1. */
 static int malformed(const char *command, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static int malformed(const char *command, const char *fmt, ...)
@@ -312,6 +318,19 @@ static int malformed(const char *command, const char *fmt, ...)
 int monitor_pause(const char *path)
 {
 	return command(path, "pause", NULL, NULL);
+}
+
+int monitor_save(const char *path, const char *file)
+{
+	json_object *args = json_object_new_object();
+	int rc;
+
+	json_object_object_add(args, "path", json_object_new_string(file));
+	/* Writing the guest's RAM takes seconds on a loaded host; the
+	 * deadline still catches a kvmm that stopped answering. */
+	rc = command_ms(path, "save", args, NULL, MAX(command_timeout_ms, MONITOR_SAVE_TIMEOUT_MS));
+	json_object_put(args);
+	return rc;
 }
 
 int monitor_resume(const char *path)

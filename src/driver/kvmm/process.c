@@ -57,6 +57,7 @@ struct domain_run {
 	char *cgroup;		/* its cgroup (cgroup.h), "" for none */
 	gint64 started;		/* Unix time */
 	bool destroying;	/* the daemon asked it to stop */
+	bool saved;		/* ... after saving it (virDomainSave) */
 	/* Adopted processes are not our children: their exit status comes
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
@@ -186,9 +187,12 @@ static const char *exit_text(int status, char *buf, size_t len)
  * kvmm ever runs that a restarted daemon would not know of.  If the
  * daemon dies before it writes the byte, the child reads EOF and exits
  * without becoming kvmm.  The pid, or -1 after reporting. */
-static pid_t spawn(const char *emulator, const char *config, int logfd, int *gate)
+static pid_t spawn(const char *emulator, const char *config, const char *restore, int logfd,
+		   int *gate)
 {
-	char *argv[] = { (char *)emulator, "--config", (char *)config, NULL };
+	/* --restore: the stream's VM with this run's host side laid over. */
+	char *argv[] = { (char *)emulator, "--config", (char *)config,
+			 restore ? "--restore" : NULL, (char *)restore, NULL };
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	int pipefd[2];
 	pid_t pid;
@@ -251,7 +255,10 @@ static void exit_reason(const struct domain_run *r, int status, bool known, int 
 {
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 
-	if (r->destroying) {
+	if (r->saved) {
+		*detail = VIR_DOMAIN_EVENT_STOPPED_SAVED;
+		*reason = VIR_DOMAIN_SHUTOFF_SAVED;
+	} else if (r->destroying) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_DESTROYED;
 		*reason = VIR_DOMAIN_SHUTOFF_DESTROYED;
 	} else if (known && (code == KVMM_EXIT_POWEROFF || code == KVMM_EXIT_RESET)) {
@@ -602,7 +609,9 @@ static int check_sources(const struct domain_def *def)
 	return 0;
 }
 
-int process_start_paused(struct domain_obj *obj, bool paused)
+/* Starts OBJ, booting it or (RESTORE) continuing the VM saved in that
+ * state stream. */
+static int start_run(struct domain_obj *obj, bool paused, const char *restore)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
@@ -669,7 +678,7 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	 * cleans up after, or a child that exits by itself -- and taps the
 	 * record does not name yet, which it finds by their mark. */
 	id = g_atomic_int_add(&next_id, 1) + 1;
-	r->pid = spawn(emulator, r->config_path, logfd, &gate);
+	r->pid = spawn(emulator, r->config_path, restore, logfd, &gate);
 	if (r->pid < 0)
 		goto fail;
 	r->child = true;
@@ -712,7 +721,8 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 			goto fail;
 		}
 	}
-	log_line(r->log_path, "starting up: %s --config %s", emulator, r->config_path);
+	log_line(r->log_path, "starting up: %s --config %s%s%s", emulator, r->config_path,
+		 restore ? " --restore " : "", restore ? restore : "");
 	if (write(logfd, conf, strlen(conf)) < 0 || write(logfd, "\n", 1) < 0)
 		pr_warn("cannot write to %s: %s", r->log_path, g_strerror(errno));
 	log_start = fstat(logfd, &st) == 0 ? st.st_size : 0;
@@ -728,8 +738,9 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 		goto fail;
 
 	/* <currentMemory> below <memory>: the balloon asks for the rest
-	 * from the start, as libvirt's qemu driver sets it up. */
-	if (obj->def->balloon_model == BALLOON_VIRTIO &&
+	 * from the start, as libvirt's qemu driver sets it up (a restored
+	 * balloon's target is in the stream). */
+	if (!restore && obj->def->balloon_model == BALLOON_VIRTIO &&
 	    obj->def->current_memory_kib < obj->def->memory_kib &&
 	    monitor_balloon_set(r->api_path, obj->def->current_memory_kib * 1024, -1) < 0)
 		goto fail;
@@ -748,8 +759,12 @@ int process_start_paused(struct domain_obj *obj, bool paused)
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
-	domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED, VIR_DOMAIN_EVENT_STARTED,
-			 VIR_DOMAIN_EVENT_STARTED_BOOTED);
+	if (restore)
+		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_RESTORED,
+				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
+	else
+		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED,
+				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
 	/* As libvirt's QEMU driver: started, then suspended. */
 	if (paused)
 		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
@@ -783,7 +798,19 @@ fail:
 	return -1;
 }
 
-int process_destroy(struct domain_obj *obj, bool graceful)
+int process_start_paused(struct domain_obj *obj, bool paused)
+{
+	return start_run(obj, paused, NULL);
+}
+
+int process_restore(struct domain_obj *obj, const char *file, bool paused)
+{
+	return start_run(obj, paused, file);
+}
+
+/* Stops OBJ's kvmm (SIGTERM, SIGKILL after TERM_GRACE_MS unless GRACEFUL);
+ * SAVED: its VM was saved, the domain stops as such. */
+static int stop_run(struct domain_obj *obj, bool graceful, bool saved)
 {
 	gint64 deadline = g_get_monotonic_time() + TERM_GRACE_MS * 1000LL;
 	bool killed = false;
@@ -796,13 +823,16 @@ int process_destroy(struct domain_obj *obj, bool graceful)
 		return -1;
 	}
 	obj->run->destroying = true;
-	log_line(obj->run->log_path, "destroy requested%s", graceful ? " (graceful)" : "");
+	obj->run->saved = saved;
+	log_line(obj->run->log_path, "%s requested%s", saved ? "stop after save" : "destroy",
+		 graceful ? " (graceful)" : "");
 	pidfd_send_signal(obj->run->pidfd, SIGTERM);
 	/* The main loop notices the exit (pidfd) and clears obj->run. */
 	while (obj->run) {
 		if (!g_cond_wait_until(&obj->job_cond, &obj->lock, deadline) && obj->run) {
 			if (graceful || killed) {
 				obj->run->destroying = false;
+				obj->run->saved = false;
 				drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
 						 "kvmm (pid %ld) did not stop within %d s",
 						 (long)obj->run->pid, TERM_GRACE_MS / 1000 * (killed ? 2 : 1));
@@ -816,6 +846,21 @@ int process_destroy(struct domain_obj *obj, bool graceful)
 	}
 	g_mutex_unlock(&obj->lock);
 	return rc;
+}
+
+int process_destroy(struct domain_obj *obj, bool graceful)
+{
+	return stop_run(obj, graceful, false);
+}
+
+int process_save(struct domain_obj *obj, const char *file)
+{
+	g_autofree char *path = process_api_path(obj);
+
+	if (!path || monitor_save(path, file) < 0)
+		return -1;
+	/* The VM is paused and whole in FILE: this kvmm's part is over. */
+	return stop_run(obj, false, true);
 }
 
 pid_t process_pid(struct domain_obj *obj)

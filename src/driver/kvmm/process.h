@@ -34,6 +34,19 @@ int process_start(struct domain_obj *obj);
  * the Started and then the Suspended event, as libvirt's QEMU driver. */
 int process_start_paused(struct domain_obj *obj, bool paused);
 
+/* Starts OBJ (inactive; the job held) from FILE, a state stream kvmm's
+ * save wrote: kvmm --restore FILE with the host side (taps, ptys, log,
+ * socket) made as process_start makes them.  The domain is running
+ * (RESTORED; PAUSED: paused after it, as process_start_paused), event
+ * STARTED/RESTORED.  FILE must stay in place while the VM runs (kvmm maps
+ * the guest's memory from it; removing it is fine). */
+int process_restore(struct domain_obj *obj, const char *file, bool paused);
+
+/* Saves a running OBJ's VM to FILE (monitor_save) and stops its kvmm: the
+ * domain is shut off (saved), event STOPPED/SAVED.  On failure the VM runs
+ * on as it was and nothing is left under FILE. */
+int process_save(struct domain_obj *obj, const char *file);
+
 /* Stops OBJ's kvmm (the caller holds the job): SIGTERM, and unless
  * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
  * once the domain is shut off. */

@@ -14,6 +14,7 @@
 #include "remote_cpu_xdr.h"
 #include "remote_sched_xdr.h"
 #include "remote_time_xdr.h"
+#include "remote_save_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
 #include "reply_error.h"
@@ -309,14 +310,25 @@ static const struct rpc_proc procs[] = {
 		ARGS(remote_connect_domain_event_deregister_any_args), NONE,
 		drv_connect_domain_event_deregister_any, 0),
 
+	/* save and restore (domain_save.c) */
+	P(REMOTE_PROC_DOMAIN_SAVE, "virDomainSave", ARGS(remote_domain_save_args), NONE,
+		drv_domain_save, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_SAVE_FLAGS, "virDomainSaveFlags", ARGS(remote_domain_save_flags_args),
+		NONE, drv_domain_save_flags, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_RESTORE, "virDomainRestore", ARGS(remote_domain_restore_args), NONE,
+		drv_domain_restore, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "virDomainRestoreFlags",
+		ARGS(remote_domain_restore_flags_args), NONE, drv_domain_restore_flags, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "virDomainSaveImageGetXMLDesc",
+		ARGS(remote_domain_save_image_get_xml_desc_args),
+		RET(remote_domain_save_image_get_xml_desc_ret), drv_domain_save_image_get_xml_desc, 0),
+	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave", ARGS(remote_domain_flags_args),
+		NONE, drv_domain_managed_save, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove",
+		ARGS(remote_domain_flags_args), NONE, drv_domain_managed_save_remove, RPC_PROC_MUTATING),
+
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
-	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave"),
-	MUTATING(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove"),
-	MUTATING(REMOTE_PROC_DOMAIN_RESTORE, "virDomainRestore"),
-	MUTATING(REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "virDomainRestoreFlags"),
-	MUTATING(REMOTE_PROC_DOMAIN_SAVE, "virDomainSave"),
-	MUTATING(REMOTE_PROC_DOMAIN_SAVE_FLAGS, "virDomainSaveFlags"),
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus"),
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS_FLAGS, "virDomainSetVcpusFlags"),
 #undef MUTATING

@@ -1,0 +1,391 @@
+/* virDomainSave / Restore and managed save.
+ *
+ * A save image is two files: FILE, kvmm's state stream exactly as its
+ * `save` wrote it (docs/state-stream.md: kvmm maps guest memory from it
+ * at restore, page-aligned, so nothing may be put in front of it), and
+ * FILE.xml, the domain's XML behind a comment giving the state to restore
+ * it in (running or paused):
+ *
+ *     <!-- virtkvmmd save image: state=paused -->
+ *     <domain type='kvm'>...
+ *
+ * The XML is written to FILE.xml.new before kvmm saves (kvmm writes
+ * FILE.new), and renamed once kvmm renamed FILE, or removed if the save
+ * fails: FILE only ever appears complete, and a failed save leaves an
+ * image already there as it was. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+
+#include "domain_api.h"
+#include "error.h"
+#include "handlers.h"
+#include "log.h"
+#include "kvmm/process.h"
+#include "remote_save_xdr.h"
+
+#define VIR_FROM_THIS VIR_FROM_DOMAIN
+
+#define SAVE_FLAGS (VIR_DOMAIN_SAVE_BYPASS_CACHE | VIR_DOMAIN_SAVE_RUNNING | VIR_DOMAIN_SAVE_PAUSED)
+#define HEADER_RUNNING "<!-- virtkvmmd save image: state=running -->\n"
+#define HEADER_PAUSED "<!-- virtkvmmd save image: state=paused -->\n"
+
+static char *xml_path(const char *file)
+{
+	return g_strconcat(file, ".xml", NULL);
+}
+
+/* CLIENT: libvirt's client library makes the path absolute; one that is
+ * not did not come through it. */
+static int check_path(const char *path)
+{
+	if (!path || path[0] != '/') {
+		drv_error_report(VIR_ERR_INVALID_ARG, "the save image path '%s' is not absolute",
+				 path ? path : "");
+		return -1;
+	}
+	return 0;
+}
+
+static int check_state_flags(unsigned flags)
+{
+	if ((flags & VIR_DOMAIN_SAVE_RUNNING) && (flags & VIR_DOMAIN_SAVE_PAUSED)) {
+		drv_error_report(VIR_ERR_INVALID_ARG,
+				 "flags 'running' and 'paused' are mutually exclusive");
+		return -1;
+	}
+	return 0;
+}
+
+/* Saves OBJ (running; its job held) into FILE and FILE.xml. */
+static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
+{
+	g_autofree char *xml = NULL, *body = NULL, *xpath = xml_path(file);
+	g_autofree char *xnew = g_strconcat(xpath, ".new", NULL);
+	g_autoptr(GError) err = NULL;
+	bool paused;
+
+	g_mutex_lock(&obj->lock);
+	if (obj->id < 0) {
+		g_mutex_unlock(&obj->lock);
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+		return -1;
+	}
+	paused = flags & VIR_DOMAIN_SAVE_PAUSED ? true
+	       : flags & VIR_DOMAIN_SAVE_RUNNING ? false
+	       : obj->state == VIR_DOMAIN_PAUSED;
+	/* The definition the run has, without what only a run has (ids,
+	 * pty paths, generated names): the restore's run makes its own. */
+	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	g_mutex_unlock(&obj->lock);
+	if (!xml)
+		return -1;
+	body = g_strconcat(paused ? HEADER_PAUSED : HEADER_RUNNING, xml, NULL);
+	if (!g_file_set_contents_full(xnew, body, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot write the save image %s: %s", xnew,
+				 err->message);
+		return -1;
+	}
+	if (process_save(obj, file) < 0) {
+		unlink(xnew);
+		return -1;
+	}
+	/* In the directory kvmm just renamed FILE in: only a file system
+	 * gone bad fails here, and the domain is saved and stopped by now. */
+	if (rename(xnew, xpath) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot rename %s to %s: %s", xnew, xpath,
+				 g_strerror(errno));
+		return -1;
+	}
+	pr_info("domain '%s' saved to %s", obj->def->name, file);
+	return 0;
+}
+
+static int save(const remote_nonnull_domain *dom, const char *to, const char *dxml,
+		unsigned flags, const char *api)
+{
+	struct domain_obj *obj;
+	int rc = -1;
+
+	if (api_check_flags(flags, SAVE_FLAGS, api) < 0 || check_state_flags(flags) < 0 ||
+	    check_path(to) < 0)
+		return -1;
+	if (dxml) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
+				 "an alternative XML for the save image is not supported");
+		return -1;
+	}
+	obj = wire_domain_get(dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, api) == 0) {
+		rc = save_obj(obj, to, flags);
+		domain_job_end(obj);
+	}
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_save(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_save_args *a = args;
+
+	return save(&a->dom, a->to, NULL, 0, "virDomainSave");
+}
+
+int drv_domain_save_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_save_flags_args *a = args;
+
+	return save(&a->dom, a->to, a->dxml ? *a->dxml : NULL, a->flags, "virDomainSaveFlags");
+}
+
+/* The XML of save image FILE (g_free) and the state it was saved to be
+ * restored in; NULL after reporting. */
+static char *read_image_xml(const char *file, bool *paused)
+{
+	g_autofree char *xpath = xml_path(file);
+	g_autoptr(GError) err = NULL;
+	char *body = NULL, *xml;
+
+	if (!g_file_get_contents(xpath, &body, NULL, &err)) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot read the save image %s: %s", xpath,
+				 err->message);
+		return NULL;
+	}
+	/* CLIENT: any file could be named; ours start with our header. */
+	if (g_str_has_prefix(body, HEADER_RUNNING)) {
+		*paused = false;
+		xml = g_strdup(body + strlen(HEADER_RUNNING));
+	} else if (g_str_has_prefix(body, HEADER_PAUSED)) {
+		*paused = true;
+		xml = g_strdup(body + strlen(HEADER_PAUSED));
+	} else {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "%s is not a save image of virtkvmmd (no header)", xpath);
+		xml = NULL;
+	}
+	g_free(body);
+	return xml;
+}
+
+
+static int restore(const char *from, const char *dxml, unsigned flags, const char *api)
+{
+	struct domain_def *def;
+	struct domain_obj *obj;
+	g_autofree char *xml = NULL;
+	bool paused, added = false;
+	int rc = -1;
+
+	if (api_check_flags(flags, SAVE_FLAGS, api) < 0 || check_state_flags(flags) < 0 ||
+	    check_path(from) < 0)
+		return -1;
+	if (dxml) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
+				 "an alternative XML for the restored domain is not supported");
+		return -1;
+	}
+	xml = read_image_xml(from, &paused);
+	if (!xml)
+		return -1;
+	def = domain_def_parse_string(xml, domains_parse_opts());
+	if (!def)
+		return -1;
+	/* A defined domain restores with its own definition (kvmm checks
+	 * that the guest sees the same machine); else the image's becomes
+	 * a transient domain, as libvirt does. */
+	obj = domain_find_by_uuid(def->uuid);
+	if (obj) {
+		if (strcmp(obj->def->name, def->name) != 0) {
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "domain '%s' is already defined with the uuid of the save image's '%s'",
+					 obj->def->name, def->name);
+			domain_def_free(def);
+			domain_obj_unref(obj);
+			return -1;
+		}
+		domain_def_free(def);
+		if (domain_job_begin(obj, api) < 0) {
+			domain_obj_unref(obj);
+			return -1;
+		}
+	} else {
+		obj = domain_add_transient(def, api);
+		if (!obj)
+			return -1;
+		added = true;
+	}
+	if (flags & VIR_DOMAIN_SAVE_PAUSED)
+		paused = true;
+	else if (flags & VIR_DOMAIN_SAVE_RUNNING)
+		paused = false;
+	rc = process_restore(obj, from, paused);
+	if (rc < 0 && added)
+		domain_remove_transient(obj);
+	domain_job_end(obj);
+	if (rc == 0)
+		pr_info("domain '%s' restored from %s", obj->def->name, from);
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_restore(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_restore_args *a = args;
+
+	return restore(a->from, NULL, 0, "virDomainRestore");
+}
+
+int drv_domain_restore_flags(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_restore_flags_args *a = args;
+
+	return restore(a->from, a->dxml ? *a->dxml : NULL, a->flags, "virDomainRestoreFlags");
+}
+
+int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_save_image_get_xml_desc_args *a = args;
+	remote_domain_save_image_get_xml_desc_ret *r = ret;
+	g_autofree char *xml = NULL;
+	bool paused;
+
+	if (api_check_flags(a->flags, VIR_DOMAIN_SAVE_IMAGE_XML_SECURE,
+			    "virDomainSaveImageGetXMLDesc") < 0 || check_path(a->file) < 0)
+		return -1;
+	xml = read_image_xml(a->file, &paused);
+	if (!xml)
+		return -1;
+	r->xml = strdup(xml);	/* freed by xdr_free */
+	return r->xml ? 0 : (drv_error_report(VIR_ERR_NO_MEMORY, "out of memory"), -1);
+}
+
+/* --- managed save: one image per domain, in the daemon's own directory,
+ * which the next start restores from. */
+
+#include "driver.h"
+
+/* Where libvirt's qemu driver keeps its managed images, for kvmm. */
+static char *managed_dir(void)
+{
+	if (drv_state.root && drv_state.root[0])
+		return g_build_filename(drv_state.root, "lib", "kvmm", "save", NULL);
+	if (drv_state.privileged)
+		return g_strdup("/var/lib/libvirt/kvmm/save");
+	return g_build_filename(g_get_user_config_dir(), "libvirt", "kvmm", "save", NULL);
+}
+
+char *managed_save_path_locked(struct domain_obj *obj)
+{
+	g_autofree char *dir = managed_dir();
+	g_autofree char *file = g_strconcat(obj->def->name, ".save", NULL);
+
+	return g_build_filename(dir, file, NULL);
+}
+
+bool managed_save_exists_locked(struct domain_obj *obj)
+{
+	g_autofree char *path = managed_save_path_locked(obj);
+
+	return access(path, F_OK) == 0;
+}
+
+static char *managed_save_path(struct domain_obj *obj)
+{
+	char *path;
+
+	g_mutex_lock(&obj->lock);
+	path = managed_save_path_locked(obj);
+	g_mutex_unlock(&obj->lock);
+	return path;
+}
+
+int managed_save_remove(struct domain_obj *obj)
+{
+	g_autofree char *path = managed_save_path(obj);
+	g_autofree char *xpath = xml_path(path);
+
+	if ((unlink(path) < 0 && errno != ENOENT) || (unlink(xpath) < 0 && errno != ENOENT)) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Failed to remove managed save file '%s': %s",
+				 path, g_strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int managed_save_start(struct domain_obj *obj, bool paused, bool *restored)
+{
+	g_autofree char *path = managed_save_path(obj);
+	g_autofree char *xml = NULL;
+	bool image_paused;
+
+	*restored = false;
+	if (access(path, F_OK) < 0)
+		return 0;
+	*restored = true;
+	xml = read_image_xml(path, &image_paused);
+	if (!xml || process_restore(obj, path, paused || image_paused) < 0)
+		return -1;
+	/* kvmm keeps the file mapped; removing it is fine, its pages stay. */
+	if (managed_save_remove(obj) < 0) {
+		pr_warn("domain '%s': %s", obj->def->name,
+			drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+	}
+	pr_info("domain '%s' restored from its managed save image", obj->def->name);
+	return 0;
+}
+
+int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+	g_autofree char *dir = managed_dir();
+	struct domain_obj *obj;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, SAVE_FLAGS, "virDomainManagedSave") < 0 ||
+	    check_state_flags(a->flags) < 0)
+		return -1;
+	obj = wire_domain_get(&a->dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainManagedSave") < 0)
+		goto out;
+	if (!obj->persistent) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "cannot do managed save for transient domain");
+	} else if (g_mkdir_with_parents(dir, 0700) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create %s: %s", dir,
+				 g_strerror(errno));
+	} else {
+		g_autofree char *path = managed_save_path(obj);
+
+		rc = save_obj(obj, path, a->flags);
+	}
+	domain_job_end(obj);
+out:
+	domain_obj_unref(obj);
+	return rc;
+}
+
+int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+	struct domain_obj *obj;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, 0, "virDomainManagedSaveRemove") < 0)
+		return -1;
+	obj = wire_domain_get(&a->dom);
+	if (!obj)
+		return -1;
+	if (domain_job_begin(obj, "virDomainManagedSaveRemove") == 0) {
+		rc = managed_save_remove(obj);
+		domain_job_end(obj);
+	}
+	domain_obj_unref(obj);
+	return rc;
+}

@@ -1,0 +1,342 @@
+"""virsh save / restore through virtkvmmd with the test guest's `live`
+scenario (a tick counter and its clock on COM1): the saved domain is shut
+off (saved), the restored one continues -- ticks go on from where they
+were, the guest's clock never goes back -- with libvirt's events; a save
+that fails leaves the domain running and no image behind."""
+import os
+import re
+
+import libvirt
+import pytest
+
+from drvtest import virsh
+from kvmmtest import GUEST
+from test_lifecycle import Events, serial, wait_for
+
+L = libvirt
+LIVE = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) ")
+
+
+def live_xml(root, name="s1"):
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=live kvmmtest.tick_ms=50</cmdline></os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <serial type='file'><source path='{root}/{name}-serial.log'/><target port='0'/></serial>
+  </devices>
+</domain>
+"""
+
+
+def ticks(root, name="s1"):
+    return [(int(n), int(us)) for n, us in LIVE.findall(serial(root, name))]
+
+
+def wait_ticks(root, n, name="s1"):
+    wait_for(lambda: len(ticks(root, name)) >= n and ticks(root, name)[-1][0] >= n,
+             f"tick {n} of {name}")
+
+
+def assert_continued(root, before, name="s1", more=3):
+    """The guest, restored, went on from tick BEFORE's count: the serial
+    file (appended to) shows one sequence, its clock never going back."""
+    last = before[-1][0]
+    wait_for(lambda: ticks(root, name)[-1][0] >= last + more, f"ticks after {last}")
+    t = ticks(root, name)
+    assert [n for n, _ in t] == list(range(1, len(t) + 1)), "the tick count restarted or skipped"
+    assert all(b[1] <= a[1] for b, a in zip(t, t[1:])), "the guest's clock went back"
+    # Restored, not booted again: one boot line.
+    assert serial(root, name).count("KVMMTEST boot") == 1
+
+
+@pytest.fixture
+def conn(daemon):
+    c = libvirt.open(daemon.uri())
+    yield c
+    c.close()
+
+
+def test_save_restore_with_virsh_continues_the_guest(daemon, conn, kvm, tmp_path):
+    d = daemon
+    ev = Events(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_ADDED)
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    wait_ticks(d.root, 3)
+    img = str(tmp_path / "s1.save")
+    r = virsh(d.uri(), "save", "s1", img, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # Shut off because saved, with libvirt's event; the image is complete.
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_SAVED)
+    assert d.guests() == []
+    assert os.path.getsize(img) > 0 and not os.path.exists(img + ".new")
+    before = ticks(d.root)
+    r = virsh(d.uri(), "domstate", "s1", "--reason")
+    assert r.stdout.strip() == "shut off (saved)", r.stdout
+
+    r = virsh(d.uri(), "save-image-dumpxml", img)
+    assert r.returncode == 0, r.stderr
+    assert "<name>s1</name>" in r.stdout and dom.UUIDString() in r.stdout
+
+    r = virsh(d.uri(), "restore", img, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_RESTORED)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert_continued(d.root, before)
+    dom.destroy()
+
+
+def test_save_paused_restores_paused_and_restore_running_overrides(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    img = str(tmp_path / "p.save")
+    dom.saveFlags(img, None, L.VIR_DOMAIN_SAVE_PAUSED)
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    conn.restore(img)
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    before = ticks(d.root)
+    dom.resume()
+    assert_continued(d.root, before)
+    # --running overrides what the image says.
+    dom.saveFlags(img, None, L.VIR_DOMAIN_SAVE_PAUSED)
+    conn.restoreFlags(img, None, L.VIR_DOMAIN_SAVE_RUNNING)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    dom.destroy()
+
+
+def test_restore_of_an_undefined_domain_is_transient(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.createXML(live_xml(d.root, "t1"), 0)
+    wait_ticks(d.root, 2, "t1")
+    img = str(tmp_path / "t.save")
+    dom.save(img)
+    # A transient domain is gone once saved; restore brings it back, transient.
+    assert "t1" not in [x.name() for x in conn.listAllDomains()]
+    before = ticks(d.root, "t1")
+    conn.restore(img)
+    dom = conn.lookupByName("t1")
+    assert dom.isActive() and not dom.isPersistent()
+    assert_continued(d.root, before, "t1")
+    dom.destroy()
+
+
+def test_failed_save_leaves_the_domain_running(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+
+    def still_running():
+        assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+        n = ticks(d.root)[-1][0]
+        wait_ticks(d.root, n + 2)
+
+    # The daemon cannot write the image's XML (its directory is missing,
+    # and root writes anywhere else): nothing is asked of kvmm.
+    r = virsh(d.uri(), "save", "s1", str(tmp_path / "missing" / "x.save"), timeout=120)
+    assert r.returncode != 0 and "cannot write the save image" in r.stderr, r.stderr
+    still_running()
+    # kvmm cannot write its stream (FILE.new, which it writes first, is a
+    # directory): kvmm's SaveFailed, the guest runs on, no file is left.
+    img = tmp_path / "y.save"
+    (tmp_path / "y.save.new").mkdir()
+    r = virsh(d.uri(), "save", "s1", str(img), timeout=120)
+    assert r.returncode != 0, r.stderr
+    still_running()
+    assert sorted(os.listdir(str(tmp_path))) == ["y.save.new"]
+    # A failed save over an existing image leaves that image whole.
+    (tmp_path / "y.save.new").rmdir()
+    dom.save(str(img))
+    xml = (tmp_path / "y.save.xml").read_text()
+    dom.create()
+    wait_ticks(d.root, ticks(d.root)[-1][0] + 2)
+    (tmp_path / "y.save.new").mkdir()
+    assert virsh(d.uri(), "save", "s1", str(img), timeout=120).returncode != 0
+    still_running()
+    assert (tmp_path / "y.save.xml").read_text() == xml
+    assert sorted(os.listdir(str(tmp_path))) == ["y.save", "y.save.new", "y.save.xml"]
+    dom.destroy()
+
+
+def test_save_restore_refusals(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    with pytest.raises(libvirt.libvirtError, match="domain is not running"):
+        dom.save(str(tmp_path / "a.save"))
+    with pytest.raises(libvirt.libvirtError, match="mutually exclusive"):
+        dom.saveFlags(str(tmp_path / "a.save"), None,
+                      L.VIR_DOMAIN_SAVE_PAUSED | L.VIR_DOMAIN_SAVE_RUNNING)
+    with pytest.raises(libvirt.libvirtError, match="cannot read the save image"):
+        conn.restore(str(tmp_path / "none.save"))
+    # Not an image of ours.
+    bad = tmp_path / "bad.save"
+    bad.write_text("x")
+    (tmp_path / "bad.save.xml").write_text("<domain/>")
+    with pytest.raises(libvirt.libvirtError, match="not a save image"):
+        conn.restore(str(bad))
+    # Read-only connections may not save or restore.
+    ro = libvirt.openReadOnly(d.uri(ro=True))
+    with pytest.raises(libvirt.libvirtError):
+        ro.restore(str(bad))
+    ro.close()
+
+
+def test_managedsave_start_restores_and_removes_the_image(daemon, conn, kvm):
+    d = daemon
+    ev = Events(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    ev.next()
+    dom.create()
+    ev.next()
+    wait_ticks(d.root, 3)
+    r = virsh(d.uri(), "managedsave", "s1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_SAVED)
+    img = os.path.join(d.root, "lib", "kvmm", "save", "s1.save")
+    assert os.path.isfile(img)
+    assert dom.hasManagedSaveImage() == 1
+    assert "Managed save:   yes" in virsh(d.uri(), "dominfo", "s1").stdout
+    r = virsh(d.uri(), "list", "--all", "--managed-save")
+    assert re.search(r"s1\s+saved", r.stdout), r.stdout
+    assert [x.name() for x in conn.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)] == ["s1"]
+    assert conn.listAllDomains(L.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE) == []
+    # Undefine is refused while the image exists, in libvirt's words.
+    r = virsh(d.uri(), "undefine", "s1")
+    assert r.returncode != 0
+    assert "Refusing to undefine while domain managed save image exists" in r.stderr, r.stderr
+    # Nor is rename: the image is named after the domain.
+    r = virsh(d.uri(), "domrename", "s1", "s9")
+    assert r.returncode != 0
+    assert "domain with a managed saved state can't be renamed" in r.stderr, r.stderr
+    before = ticks(d.root)
+
+    r = virsh(d.uri(), "start", "s1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ev.next()[1:] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_RESTORED)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert not os.path.exists(img) and not os.path.exists(img + ".xml")
+    assert dom.hasManagedSaveImage() == 0
+    assert_continued(d.root, before)
+    assert "Managed save:   no" in virsh(d.uri(), "dominfo", "s1").stdout
+
+    # managedsave-remove, then start boots afresh; undefine --managed-save.
+    dom.managedSave()
+    assert dom.hasManagedSaveImage() == 1
+    assert virsh(d.uri(), "managedsave-remove", "s1").returncode == 0
+    assert dom.hasManagedSaveImage() == 0 and not os.path.exists(img)
+    dom.create()
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    wait_for(lambda: serial(d.root, "s1").count("KVMMTEST boot") == 2, "a second boot")
+    dom.managedSave()
+    r = virsh(d.uri(), "undefine", "s1", "--managed-save")
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(img) and not os.path.exists(img + ".xml")
+
+
+def test_managedsave_start_force_boot_and_transient(daemon, conn, kvm):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    dom.managedSave(L.VIR_DOMAIN_SAVE_PAUSED)
+    # start --paused of an image: restored, paused.
+    dom.createWithFlags(L.VIR_DOMAIN_START_PAUSED)
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    dom.managedSave()
+    dom.createWithFlags(L.VIR_DOMAIN_START_FORCE_BOOT)
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    assert dom.hasManagedSaveImage() == 0
+    dom.destroy()
+    t = conn.createXML(live_xml(d.root, "t2"), 0)
+    with pytest.raises(libvirt.libvirtError, match="cannot do managed save for transient domain"):
+        t.managedSave()
+    assert t.isActive()
+    t.destroy()
+
+
+def test_failed_restore_leaves_the_domain_shut_off(daemon, conn, kvm, tmp_path):
+    """A damaged image: kvmm refuses it before the guest runs; the error
+    is kvmm's, nothing of the run is left, a managed image stays."""
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    # Saved while paused: restored paused.
+    dom.suspend()
+    img = str(tmp_path / "c.save")
+    dom.save(img)
+    conn.restore(img)
+    assert dom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_USER]
+    dom.save(img)
+    with open(img, "r+b") as f:
+        f.truncate(os.path.getsize(img) // 2)
+    with pytest.raises(libvirt.libvirtError, match="truncated"):
+        conn.restore(img)
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert d.guests() == []
+    # The same through a managed image: start fails, the image stays.
+    managed = os.path.join(d.root, "lib", "kvmm", "save", "s1.save")
+    os.makedirs(os.path.dirname(managed))
+    os.rename(img, managed)
+    os.rename(img + ".xml", managed + ".xml")
+    assert dom.hasManagedSaveImage() == 1
+    with pytest.raises(libvirt.libvirtError, match="truncated"):
+        dom.create()
+    assert not dom.isActive() and dom.hasManagedSaveImage() == 1
+    assert d.guests() == []
+
+
+def test_save_refused_while_a_hot_added_disk_is_plugged(daemon, conn, kvm, tmp_path):
+    from test_attach_detach import hot_xml, make_disk
+    from kvmmtest import wait_record
+    d = daemon
+    img = make_disk(os.path.join(d.root, "hot.img"))
+    dom = conn.defineXML(hot_xml(d.root))
+    dom.create()
+    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    dom.attachDeviceFlags(f"<disk type='file' device='disk'><source file='{img}'/>"
+                          "<target dev='vdb' bus='virtio'/></disk>", L.VIR_DOMAIN_AFFECT_LIVE)
+    out = str(tmp_path / "h.save")
+    with pytest.raises(libvirt.libvirtError, match="was hot-added") as e:
+        dom.save(out)
+    assert e.value.get_error_code() == L.VIR_ERR_OPERATION_FAILED
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    assert os.listdir(str(tmp_path)) == []
+    with pytest.raises(libvirt.libvirtError, match="was hot-added"):
+        dom.managedSave()
+    assert dom.isActive() and dom.hasManagedSaveImage() == 0
+    dom.destroy()
+
+
+def test_restored_domain_is_adopted_by_the_next_daemon(start_daemon, kvm, tmp_path):
+    """A restored kvmm (started with --restore) is its domain's after a
+    daemon restart, running on; the guest still ticks."""
+    from test_restart import crash_daemon
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    dom = c.defineXML(live_xml(d1.root))
+    dom.create()
+    wait_ticks(d1.root, 2)
+    img = str(tmp_path / "a.save")
+    dom.save(img)
+    c.restore(img)
+    pids = d1.guests()
+    c.close()
+    crash_daemon(d1)
+    d2 = start_daemon(root=d1.root)
+    assert "adopted" in d2.output()
+    c = libvirt.open(d2.uri())
+    dom = c.lookupByName("s1")
+    assert dom.isActive() and d2.guests() == pids
+    n = ticks(d2.root)[-1][0]
+    wait_ticks(d2.root, n + 2)
+    dom.destroy()
+    c.close()
