@@ -405,3 +405,59 @@ out:
 	unlink(path);
 	free(model);
 }
+
+/* A write of whole clusters not yet allocated goes to the engine at new
+ * clusters; the disk shows it only once it is written (until then: the
+ * zeros it showed before), and nothing leaks.  A partial cluster is
+ * allocated at once, synchronously. */
+UNIT_TEST(qcow2_allocating_write_on_the_engine)
+{
+	const uint64_t cs = 65536, size = 64 * MiB;
+	uint8_t *model = calloc(1, size), *buf = malloc(4 * cs);
+	struct iovec v = { buf, 4 * cs };
+	struct block_req req = { .op = BLOCK_WRITE, .off = 8 * cs, .bytes = 4 * cs, .iov = &v,
+				 .niov = 1 };
+	uint64_t bytes[64] = { 0 };
+	unsigned int leaks = 1;
+	struct qi_dev d;
+
+	CHECK(model && buf);
+	tmp_image(16, 3, size);
+	CHECK(open_engine(&d) != NULL);
+	if (!d.bd || !model || !buf)
+		return;
+	fill(model + 8 * cs, 4 * cs, 9);
+	memcpy(buf, model + 8 * cs, 4 * cs);
+	engine_done = NULL;
+	block_start(d.bd, &req);
+	block_submit(d.bd);
+	CHECK_EQ_U64(he_held(), 1);
+	CHECK_EQ_U64(he_bytes(0), 4 * cs);
+	CHECK_EQ_U64(he_host(0) % cs, 0);
+	CHECK(engine_done == NULL);
+	/* Not written yet: still zeros (the read runs at once). */
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 8 * cs, buf + 0, cs), cs);
+	CHECK(!memcmp(buf, model, cs));
+	memcpy(buf, model + 8 * cs, 4 * cs);	/* the write's buffer again */
+	block_poll(d.bd, true);
+	CHECK(engine_done == &req);
+	CHECK_EQ_U64(req.res, 4 * cs);
+	CHECK_EQ_U64(engine_read(d.bd, 8 * cs, 4 * cs, model, bytes), 1);
+	/* Half a cluster: write_alloc, on this thread. */
+	fill(model + 20 * cs, cs / 2, 10);
+	memcpy(buf, model + 20 * cs, cs / 2);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 20 * cs, buf, cs / 2), cs / 2);
+	CHECK_EQ_U64(he_held(), 0);
+	CHECK_EQ_U64(engine_read(d.bd, 20 * cs, cs, model, bytes), 1);
+	block_close(d.bd);
+	check_file(&leaks);
+	CHECK_EQ_U64(leaks, 0);
+	CHECK(open_engine(&d) != NULL);
+	if (d.bd) {
+		CHECK_EQ_U64(engine_read(d.bd, 0, size, model, bytes), 2);
+		block_close(d.bd);
+	}
+	unlink(path);
+	free(model);
+	free(buf);
+}

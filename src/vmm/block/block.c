@@ -164,6 +164,16 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 		req->res = flush_result(bd, req->res);
 		return;
 	}
+	/* Clusters allocated for it already: where they are. */
+	if (req->commit) {
+		req->res = block_sync_rw(req->fd, write, req->iov, req->niov, req->host, req->bytes);
+		if (req->res == -EINVAL && req->fd != bd->bfd)
+			req->res = block_sync_rw(bd->bfd, write, req->iov, req->niov, req->host,
+						 req->bytes);
+		if (req->res < 0)
+			log_rw_error(bd, req);
+		return;
+	}
 	/* Run by run as the format maps them (raw: one). */
 	req->res = req->bytes;
 	for (done = 0; done < req->bytes; done += run) {
@@ -217,6 +227,12 @@ static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
 	if (!parent) {
 		to_caller(bd, req, dropped);
 		return;
+	}
+	if (!dropped && req->commit && req->res >= 0 && (uint64_t)req->res == req->bytes) {
+		int r = bd->fmt->commit(bd, req->off, req->bytes, req->host);
+
+		if (r)
+			req->res = r;	/* the clusters leak */
 	}
 	if (!dropped && req->res < 0 && !parent->parts_err)
 		parent->parts_err = req->res;
@@ -324,7 +340,7 @@ static bool queue(struct block_dev *bd, struct block_req *req)
  * format's own (self). */
 struct seg {
 	uint64_t off, len, host;
-	bool self;
+	bool self, commit;
 };
 
 /* The runs of req from its first (run bytes, self or data at req->host)
@@ -372,11 +388,28 @@ static bool start_parts(struct block_dev *bd, struct block_req *req, bool self, 
 	struct block_req *parts;
 	struct iovec *iov;
 
+	/* A write's runs the format only needs to allocate for go to the
+	 * engine too, at their new clusters. */
+	for (i = 0; write && bd->fmt->alloc && i < n; i++) {
+		int r;
+
+		if (!seg[i].self)
+			continue;
+		r = bd->fmt->alloc(bd, req->off + seg[i].off, seg[i].len, &seg[i].host);
+		if (r < 0) {
+			req->res = r;	/* what was allocated before leaks */
+			log_rw_error(bd, req);
+			to_caller(bd, req, false);
+			return true;
+		}
+		if (!r)
+			seg[i].self = false, seg[i].commit = true;
+	}
 	for (i = 0; i < n; i++)
 		ndata += !seg[i].self;
 	if (!ndata)
 		return false;	/* the format's alone: the synchronous path */
-	if (n == 1) {
+	if (n == 1 && !seg[0].commit) {
 		/* One run in the file after all. */
 		req->host = seg[0].host;
 		return queue(bd, req);
@@ -416,7 +449,8 @@ static bool start_parts(struct block_dev *bd, struct block_req *req, bool self, 
 		p = &parts[k++];
 		*p = (struct block_req){ .op = req->op, .off = req->off + seg[i].off,
 					 .bytes = seg[i].len, .iov = iov, .fd = req->fd,
-					 .host = seg[i].host, .parent = req };
+					 .host = seg[i].host, .parent = req,
+					 .commit = seg[i].commit };
 		p->niov = block_iov_slice(req->iov, req->niov, seg[i].off, seg[i].len, iov);
 		iov += p->niov;
 		if (!queue(bd, p)) {
@@ -433,6 +467,7 @@ void block_start(struct block_dev *bd, struct block_req *req)
 	int r;
 
 	req->parent = NULL;
+	req->commit = false;
 	/* O_DIRECT takes sector-aligned buffers only. */
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;
@@ -452,7 +487,9 @@ void block_start(struct block_dev *bd, struct block_req *req)
 		r = bd->fmt->map(bd, req->off, req->bytes, req->op == BLOCK_WRITE, &req->host, &run);
 		if (!r && run == req->bytes && queue(bd, req))
 			return;
-		if (r >= 0 && run < req->bytes && start_parts(bd, req, r == BLOCK_MAP_SELF, run))
+		if (r >= 0 && (run < req->bytes || (r == BLOCK_MAP_SELF && bd->fmt->alloc &&
+						     req->op == BLOCK_WRITE)) &&
+		    start_parts(bd, req, r == BLOCK_MAP_SELF, run))
 			return;
 	}
 	run_sync(bd, req);
