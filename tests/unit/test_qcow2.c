@@ -409,7 +409,8 @@ out:
 /* A write of whole clusters not yet allocated goes to the engine at new
  * clusters; the disk shows it only once it is written (until then: the
  * zeros it showed before), and nothing leaks.  A partial cluster is
- * allocated at once, synchronously. */
+ * allocated at once, synchronously.  The file is grown ahead of such
+ * writes (sparse) and cut back to the image at close. */
 UNIT_TEST(qcow2_allocating_write_on_the_engine)
 {
 	const uint64_t cs = 65536, size = 64 * MiB;
@@ -420,6 +421,7 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 	uint64_t bytes[64] = { 0 };
 	unsigned int leaks = 1;
 	struct qi_dev d;
+	struct stat st;
 
 	CHECK(model && buf);
 	tmp_image(16, 3, size);
@@ -435,6 +437,7 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 	CHECK_EQ_U64(he_bytes(0), 4 * cs);
 	CHECK_EQ_U64(he_host(0) % cs, 0);
 	CHECK(engine_done == NULL);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size >= he_host(0) + 4 * cs);
 	/* Not written yet: still zeros (the read runs at once). */
 	CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 8 * cs, buf + 0, cs), cs);
 	CHECK(!memcmp(buf, model, cs));
@@ -449,7 +452,9 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 20 * cs, buf, cs / 2), cs / 2);
 	CHECK_EQ_U64(he_held(), 0);
 	CHECK_EQ_U64(engine_read(d.bd, 20 * cs, cs, model, bytes), 1);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size >= 16 * MiB);
 	block_close(d.bd);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size < 2 * MiB);
 	check_file(&leaks);
 	CHECK_EQ_U64(leaks, 0);
 	CHECK(open_engine(&d) != NULL);

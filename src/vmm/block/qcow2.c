@@ -37,6 +37,7 @@
 #define Q2_L2_CACHE		(32u << 20)
 #define Q2_RB_CACHE		(4u << 20)
 #define Q2_MAX_L1_BYTES		(32u << 20)
+#define Q2_GROW_AHEAD		(16ULL << 20)
 #define Q2_MAX_RT_BYTES		(8u << 20)
 
 #define Q2_INCOMPAT_DIRTY	(1ULL << 0)
@@ -67,6 +68,7 @@ struct q2img {
 	bool raw, readonly, nosync;
 	uint64_t size;		/* the disk it shows */
 	uint64_t file_end;	/* the file's size: nothing of the image lies past it */
+	uint64_t grown;		/* the file's size set ahead of file_end */
 	/* qcow2 only */
 	uint32_t version;
 	unsigned int cb;	/* cluster_bits */
@@ -829,7 +831,18 @@ static int q2_alloc(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *
 		if (kind != Q2_UNALLOC && kind != Q2_ZEROES)
 			return 1;
 	}
-	return alloc_clusters(img, nc, host);
+	r = alloc_clusters(img, nc, host);
+	/* The file's size ahead of the clusters the engine writes: a direct
+	 * write past the end of a file is one the file system serializes
+	 * (ext4: exclusive inode lock, done before io_uring gets on).  The
+	 * tail is a hole, cut off at close. */
+	if (!r && img->file_end > img->grown) {
+		uint64_t to = ALIGN_UP(img->file_end, Q2_GROW_AHEAD);
+
+		if (!ftruncate(img->fd, to))
+			img->grown = to;
+	}
+	return r;
 }
 
 /* q2_alloc's clusters at host hold the write's data now: the L2 entries
@@ -1515,6 +1528,9 @@ static void q2_close(struct block_dev *bd)
 	if (!img->readonly && (meta_flush(img) || sync_img(img)))
 		pr_err("qcow2 image %s: its tables could not be written back; qemu-img check -r leaks repairs it",
 		       img->path);
+	/* Nothing of the image lies in what q2_alloc grew ahead. */
+	else if (img->grown > img->file_end && ftruncate(img->fd, img->file_end))
+		pr_warn("qcow2 image %s: cannot cut its unused tail: %s", img->path, strerror(errno));
 	q2_free(img);
 	bd->fmt_priv = NULL;
 }
