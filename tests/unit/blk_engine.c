@@ -49,6 +49,16 @@ uint64_t he_off(unsigned int i)
 	return nth(i)->req->off;
 }
 
+uint64_t he_bytes(unsigned int i)
+{
+	return nth(i)->req->bytes;
+}
+
+uint64_t he_host(unsigned int i)
+{
+	return nth(i)->req->host;
+}
+
 static void run(struct block_dev *bd, struct held *h)
 {
 	struct block_req *req = h->req;

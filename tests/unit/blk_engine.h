@@ -10,6 +10,9 @@
 unsigned int he_held(void);
 enum block_op he_op(unsigned int i);
 uint64_t he_off(unsigned int i);
+/* Its length, and where in the file it goes. */
+uint64_t he_bytes(unsigned int i);
+uint64_t he_host(unsigned int i);
 /* Does held request i for real (pwritev/preadv/fdatasync) and signals
  * its completion; the layer takes it at its next poll. */
 void he_finish(unsigned int i);

@@ -16,10 +16,11 @@
 #include "config.h"
 #include "loop.h"
 
-/* The synchronous path never reaches the main loop (one program each). */
+/* No main loop (one program each): the synchronous path never reaches
+ * it, and a test over an engine polls the block layer itself. */
 int loop_add(struct loop *l, int fd, uint32_t events, loop_fn fn, void *opaque)
 {
-	return -ENOSYS;
+	return 0;
 }
 
 void loop_del(struct loop *l, int fd)

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include "blk_engine.h"
 #include "qcow2_img.h"
 #include "unit.h"
 #include "util.h"
@@ -299,4 +300,169 @@ UNIT_TEST(qcow2_bad_tables_are_io_errors)
 			free(f1);
 			unlink(path);
 		}
+}
+
+/* --- what goes to an asynchronous engine -------------------------------- */
+
+static struct block_req *engine_done;
+
+static void engine_req_done(void *opaque, struct block_req *req, bool dropped)
+{
+	CHECK(!dropped);
+	engine_done = req;
+}
+
+/* path as a qcow2 disk over the hand-driven engine (blk_engine.h). */
+static struct block_dev *open_engine(struct qi_dev *d)
+{
+	unsetenv("KVMM_NO_IO_URING");
+	memset(&d->cfg, 0, sizeof(d->cfg));
+	d->cfg.ndisks = 1;
+	d->cfg.disks[0] = (struct disk_config){ .path = path, .blk_size = 512,
+						.format = DISK_FORMAT_QCOW2,
+						.cache = DISK_CACHE_WRITEBACK };
+	d->bd = block_open(&d->cfg, 0, 64, NULL, engine_req_done, qi_ready, NULL);
+	return d->bd;
+}
+
+/* Reads [off, off + len) through the engine: the requests it was handed
+ * (at most 64, their lengths in bytes[]), then the data, which must be
+ * model's. */
+static unsigned int engine_read(struct block_dev *bd, uint64_t off, uint64_t len,
+				const uint8_t *model, uint64_t *bytes)
+{
+	uint8_t *buf = malloc(len);
+	struct iovec v = { buf, len };
+	struct block_req req = { .op = BLOCK_READ, .off = off, .bytes = len, .iov = &v,
+				 .niov = 1 };
+	unsigned int n, i;
+
+	engine_done = NULL;
+	memset(buf, 0xee, len);
+	block_start(bd, &req);
+	block_submit(bd);
+	n = he_held();
+	for (i = 0; i < n && i < 64; i++)
+		bytes[i] = he_bytes(i);
+	block_poll(bd, true);
+	CHECK(engine_done == &req);
+	CHECK_EQ_U64(req.res, len);
+	CHECK(!memcmp(buf, model + off, len));
+	free(buf);
+	return n;
+}
+
+/* A request whose data clusters follow each other in the file goes to
+ * the engine whole, also across the end of an L2 table; one over data
+ * and clusters that are not (zeros here) sends its data runs and does
+ * the rest at once; one over clusters scattered in the file sends a part
+ * per run, however many. */
+UNIT_TEST(qcow2_runs_merged_for_the_engine)
+{
+	const uint64_t cs = 4096, span = cs * (cs / 8), size = 8 * MiB;
+	uint8_t *model = calloc(1, size);
+	uint64_t bytes[64] = { 0 }, i;
+	struct qi_dev d;
+
+	CHECK(model != NULL);
+	tmp_image(12, 3, size);
+	CHECK(qi_open(&d, path, false) != NULL);
+	if (!d.bd || !model)
+		return;
+	/* The second L2 table first, so that the data around the first
+	 * table's end is allocated in one piece after it. */
+	fill(model + 2 * span - cs, cs, 1);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 2 * span - cs, model + 2 * span - cs, cs), cs);
+	fill(model + span - 2 * cs, 4 * cs, 2);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, span - 2 * cs, model + span - 2 * cs, 4 * cs),
+		     4 * cs);
+	/* 20 clusters written last to first: each lies before the previous
+	 * one in the file. */
+	for (i = 20; i--;) {
+		fill(model + 3 * span + i * cs, cs, 3 + i);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 3 * span + i * cs, model + 3 * span + i * cs,
+				   cs), cs);
+	}
+	block_close(d.bd);
+	check_file(NULL);
+
+	CHECK(open_engine(&d) != NULL);
+	if (!d.bd)
+		goto out;
+	CHECK_EQ_U64(engine_read(d.bd, span - 2 * cs, 4 * cs, model, bytes), 1);
+	CHECK_EQ_U64(bytes[0], 4 * cs);
+	/* Zeros, the four data clusters, zeros. */
+	CHECK_EQ_U64(engine_read(d.bd, span - 3 * cs, 6 * cs, model, bytes), 1);
+	CHECK_EQ_U64(bytes[0], 4 * cs);
+	/* Half a cluster of zeros before the scattered ones, and after. */
+	CHECK_EQ_U64(engine_read(d.bd, 3 * span - cs / 2, 21 * cs, model, bytes), 20);
+	for (i = 0; i < 20; i++)
+		CHECK_EQ_U64(bytes[i], cs);
+	/* Unallocated only: nothing for the engine. */
+	CHECK_EQ_U64(engine_read(d.bd, 2 * span, 4 * cs, model, bytes), 0);
+	block_close(d.bd);
+out:
+	unlink(path);
+	free(model);
+}
+
+/* A write of whole clusters not yet allocated goes to the engine at new
+ * clusters; the disk shows it only once it is written (until then: the
+ * zeros it showed before), and nothing leaks.  A partial cluster is
+ * allocated at once, synchronously.  The file is grown ahead of such
+ * writes (sparse) and cut back to the image at close. */
+UNIT_TEST(qcow2_allocating_write_on_the_engine)
+{
+	const uint64_t cs = 65536, size = 64 * MiB;
+	uint8_t *model = calloc(1, size), *buf = malloc(4 * cs);
+	struct iovec v = { buf, 4 * cs };
+	struct block_req req = { .op = BLOCK_WRITE, .off = 8 * cs, .bytes = 4 * cs, .iov = &v,
+				 .niov = 1 };
+	uint64_t bytes[64] = { 0 };
+	unsigned int leaks = 1;
+	struct qi_dev d;
+	struct stat st;
+
+	CHECK(model && buf);
+	tmp_image(16, 3, size);
+	CHECK(open_engine(&d) != NULL);
+	if (!d.bd || !model || !buf)
+		return;
+	fill(model + 8 * cs, 4 * cs, 9);
+	memcpy(buf, model + 8 * cs, 4 * cs);
+	engine_done = NULL;
+	block_start(d.bd, &req);
+	block_submit(d.bd);
+	CHECK_EQ_U64(he_held(), 1);
+	CHECK_EQ_U64(he_bytes(0), 4 * cs);
+	CHECK_EQ_U64(he_host(0) % cs, 0);
+	CHECK(engine_done == NULL);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size >= he_host(0) + 4 * cs);
+	/* Not written yet: still zeros (the read runs at once). */
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 8 * cs, buf + 0, cs), cs);
+	CHECK(!memcmp(buf, model, cs));
+	memcpy(buf, model + 8 * cs, 4 * cs);	/* the write's buffer again */
+	block_poll(d.bd, true);
+	CHECK(engine_done == &req);
+	CHECK_EQ_U64(req.res, 4 * cs);
+	CHECK_EQ_U64(engine_read(d.bd, 8 * cs, 4 * cs, model, bytes), 1);
+	/* Half a cluster: write_alloc, on this thread. */
+	fill(model + 20 * cs, cs / 2, 10);
+	memcpy(buf, model + 20 * cs, cs / 2);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 20 * cs, buf, cs / 2), cs / 2);
+	CHECK_EQ_U64(he_held(), 0);
+	CHECK_EQ_U64(engine_read(d.bd, 20 * cs, cs, model, bytes), 1);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size >= 16 * MiB);
+	block_close(d.bd);
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size < 2 * MiB);
+	check_file(&leaks);
+	CHECK_EQ_U64(leaks, 0);
+	CHECK(open_engine(&d) != NULL);
+	if (d.bd) {
+		CHECK_EQ_U64(engine_read(d.bd, 0, size, model, bytes), 2);
+		block_close(d.bd);
+	}
+	unlink(path);
+	free(model);
+	free(buf);
 }

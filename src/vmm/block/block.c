@@ -164,6 +164,16 @@ static void run_sync(struct block_dev *bd, struct block_req *req)
 		req->res = flush_result(bd, req->res);
 		return;
 	}
+	/* Clusters allocated for it already: where they are. */
+	if (req->commit) {
+		req->res = block_sync_rw(req->fd, write, req->iov, req->niov, req->host, req->bytes);
+		if (req->res == -EINVAL && req->fd != bd->bfd)
+			req->res = block_sync_rw(bd->bfd, write, req->iov, req->niov, req->host,
+						 req->bytes);
+		if (req->res < 0)
+			log_rw_error(bd, req);
+		return;
+	}
 	/* Run by run as the format maps them (raw: one). */
 	req->res = req->bytes;
 	for (done = 0; done < req->bytes; done += run) {
@@ -208,12 +218,6 @@ static void unlink_req(struct block_dev *bd, struct block_req *req)
 	bd->inflight--;
 }
 
-/* A run of a larger request (struct part) and its iovec. */
-struct part {
-	struct block_req req;
-	struct iovec iov[BLOCK_MAX_IOV];
-};
-
 /* req is over: to the caller, or, for a part, into its parent, which is
  * over with its last part (the parts are freed with it). */
 static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
@@ -223,6 +227,12 @@ static void finish(struct block_dev *bd, struct block_req *req, bool dropped)
 	if (!parent) {
 		to_caller(bd, req, dropped);
 		return;
+	}
+	if (!dropped && req->commit && req->res >= 0 && (uint64_t)req->res == req->bytes) {
+		int r = bd->fmt->commit(bd, req->off, req->bytes, req->host);
+
+		if (r)
+			req->res = r;	/* the clusters leak */
 	}
 	if (!dropped && req->res < 0 && !parent->parts_err)
 		parent->parts_err = req->res;
@@ -322,41 +332,127 @@ static bool queue(struct block_dev *bd, struct block_req *req)
 	return true;
 }
 
-#define BLOCK_MAX_PARTS	16
+/* Runs of a request, at most (a 1 MiB request on 4 KiB clusters
+ * scattered over the file has 256); more run synchronously. */
+#define BLOCK_MAX_PARTS	256
 
-/* req maps to several runs of data in the file (the first, run bytes
- * long, at req->host): each goes to the engine as a part.  False if it
- * is not all data or has too many runs: then it runs synchronously. */
-static bool start_parts(struct block_dev *bd, struct block_req *req, uint64_t run)
+/* One run of a request as the format maps it: data at host, or the
+ * format's own (self). */
+struct seg {
+	uint64_t off, len, host;
+	bool self, commit;
+};
+
+/* The runs of req from its first (run bytes, self or data at req->host)
+ * on, data runs that follow each other in the file merged into one (the
+ * format's map stops at its table boundaries; the file need not); 0 if
+ * there are too many or the map fails (the synchronous path then says
+ * why). */
+static unsigned int map_segs(struct block_dev *bd, struct block_req *req, bool self,
+			     uint64_t run, struct seg *seg)
 {
-	uint64_t off[BLOCK_MAX_PARTS], len[BLOCK_MAX_PARTS], host[BLOCK_MAX_PARTS], done;
 	bool write = req->op == BLOCK_WRITE;
-	unsigned int n = 0, i;
-	struct part *parts;
+	unsigned int n = 1;
+	uint64_t done;
 
-	off[0] = 0;
-	len[0] = run;
-	host[0] = req->host;
-	for (done = run, n = 1; done < req->bytes; done += run, n++) {
-		if (n == BLOCK_MAX_PARTS ||
-		    bd->fmt->map(bd, req->off + done, req->bytes - done, write, &host[n], &run))
-			return false;
-		off[n] = done;
-		len[n] = run;
+	seg[0] = (struct seg){ .off = 0, .len = run, .host = req->host, .self = self };
+	for (done = run; done < req->bytes; done += run) {
+		struct seg *prev = &seg[n - 1];
+		uint64_t host = 0;
+		int r = bd->fmt->map(bd, req->off + done, req->bytes - done, write, &host, &run);
+
+		if (r < 0)
+			return 0;
+		self = r == BLOCK_MAP_SELF;
+		if (!self && !prev->self && prev->host + prev->len == host) {
+			prev->len += run;
+			continue;
+		}
+		if (n == BLOCK_MAX_PARTS)
+			return 0;
+		seg[n++] = (struct seg){ .off = done, .len = run, .host = host, .self = self };
 	}
-	parts = calloc(n, sizeof(*parts));
+	return n;
+}
+
+/* req maps to several runs in the file (the first, run bytes long, is
+ * the format's own if self, else data at req->host).  The format's runs
+ * are done here first, then each data run goes to the engine as a part,
+ * with its slice of the caller's iovec.  False if nothing was done: the
+ * request then runs synchronously. */
+static bool start_parts(struct block_dev *bd, struct block_req *req, bool self, uint64_t run)
+{
+	bool write = req->op == BLOCK_WRITE;
+	struct seg seg[BLOCK_MAX_PARTS];
+	unsigned int n = map_segs(bd, req, self, run, seg), ndata = 0, i, k;
+	struct block_req *parts;
+	struct iovec *iov;
+
+	/* A write's runs the format only needs to allocate for go to the
+	 * engine too, at their new clusters. */
+	for (i = 0; write && bd->fmt->alloc && i < n; i++) {
+		int r;
+
+		if (!seg[i].self)
+			continue;
+		r = bd->fmt->alloc(bd, req->off + seg[i].off, seg[i].len, &seg[i].host);
+		if (r < 0) {
+			req->res = r;	/* what was allocated before leaks */
+			log_rw_error(bd, req);
+			to_caller(bd, req, false);
+			return true;
+		}
+		if (!r)
+			seg[i].self = false, seg[i].commit = true;
+	}
+	for (i = 0; i < n; i++)
+		ndata += !seg[i].self;
+	if (!ndata)
+		return false;	/* the format's alone: the synchronous path */
+	if (n == 1 && !seg[0].commit) {
+		/* One run in the file after all. */
+		req->host = seg[0].host;
+		return queue(bd, req);
+	}
+	/* Each part's slice takes at most one buffer more than its share. */
+	parts = calloc(1, ndata * sizeof(*parts) + (req->niov + ndata) * sizeof(*iov));
 	if (!parts)
 		return false;
-	req->parts = parts;
-	req->parts_left = n;
-	req->parts_err = 0;
+	iov = (struct iovec *)(parts + ndata);
 	for (i = 0; i < n; i++) {
-		struct block_req *p = &parts[i].req;
+		struct iovec v[BLOCK_MAX_IOV];
+		unsigned int nv;
+		int r;
 
-		*p = (struct block_req){ .op = req->op, .off = req->off + off[i], .bytes = len[i],
-					 .iov = parts[i].iov, .fd = req->fd, .host = host[i],
-					 .parent = req };
-		p->niov = block_iov_slice(req->iov, req->niov, off[i], len[i], parts[i].iov);
+		if (!seg[i].self)
+			continue;
+		nv = block_iov_slice(req->iov, req->niov, seg[i].off, seg[i].len, v);
+		r = bd->fmt->rw(bd, write, v, nv, req->off + seg[i].off, seg[i].len);
+		if (r) {
+			/* Nothing went to the engine: over now, as the
+			 * synchronous path would end it. */
+			free(parts);
+			req->res = r;
+			log_rw_error(bd, req);
+			to_caller(bd, req, false);
+			return true;
+		}
+	}
+	req->parts = parts;
+	req->parts_left = ndata;
+	req->parts_err = 0;
+	for (i = 0, k = 0; i < n; i++) {
+		struct block_req *p;
+
+		if (seg[i].self)
+			continue;
+		p = &parts[k++];
+		*p = (struct block_req){ .op = req->op, .off = req->off + seg[i].off,
+					 .bytes = seg[i].len, .iov = iov, .fd = req->fd,
+					 .host = seg[i].host, .parent = req,
+					 .commit = seg[i].commit };
+		p->niov = block_iov_slice(req->iov, req->niov, seg[i].off, seg[i].len, iov);
+		iov += p->niov;
 		if (!queue(bd, p)) {
 			run_sync(bd, p);
 			finish(bd, p, false);
@@ -371,6 +467,7 @@ void block_start(struct block_dev *bd, struct block_req *req)
 	int r;
 
 	req->parent = NULL;
+	req->commit = false;
 	/* O_DIRECT takes sector-aligned buffers only. */
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;
@@ -390,7 +487,9 @@ void block_start(struct block_dev *bd, struct block_req *req)
 		r = bd->fmt->map(bd, req->off, req->bytes, req->op == BLOCK_WRITE, &req->host, &run);
 		if (!r && run == req->bytes && queue(bd, req))
 			return;
-		if (!r && run < req->bytes && start_parts(bd, req, run))
+		if (r >= 0 && (run < req->bytes || (r == BLOCK_MAP_SELF && bd->fmt->alloc &&
+						     req->op == BLOCK_WRITE)) &&
+		    start_parts(bd, req, r == BLOCK_MAP_SELF, run))
 			return;
 	}
 	run_sync(bd, req);

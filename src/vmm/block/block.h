@@ -44,6 +44,9 @@ struct block_req {
 	void *parts;			/* a parent's, */
 	unsigned int parts_left;	/* not done yet, */
 	int64_t parts_err;		/* and their first error */
+	/* A part writing clusters the format allocated for it: the format
+	 * points its tables at them once the data is written. */
+	bool commit;
 };
 
 struct block_dev;

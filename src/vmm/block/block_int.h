@@ -23,6 +23,13 @@ struct block_format {
 	 * file's, to allocate), the format's rw does them. */
 	int (*map)(struct block_dev *bd, uint64_t off, uint64_t len, bool write,
 		   uint64_t *host, uint64_t *run);
+	/* For a write of a run map answered BLOCK_MAP_SELF for (NULL: none
+	 * is): new clusters in the file for all of it at *host, 0, if that is
+	 * all the run needs (whole clusters, nothing in them to keep);
+	 * commit then points the tables at them once the data is written
+	 * there.  1 if the run is not such (rw does it), or -errno. */
+	int (*alloc)(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *host);
+	int (*commit)(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t host);
 	/* Synchronous I/O of a run map answered BLOCK_MAP_SELF for:
 	 * 0 or -errno. */
 	int (*rw)(struct block_dev *bd, bool write, const struct iovec *iov, unsigned int n,

@@ -37,6 +37,7 @@
 #define Q2_L2_CACHE		(32u << 20)
 #define Q2_RB_CACHE		(4u << 20)
 #define Q2_MAX_L1_BYTES		(32u << 20)
+#define Q2_GROW_AHEAD		(16ULL << 20)
 #define Q2_MAX_RT_BYTES		(8u << 20)
 
 #define Q2_INCOMPAT_DIRTY	(1ULL << 0)
@@ -67,6 +68,7 @@ struct q2img {
 	bool raw, readonly, nosync;
 	uint64_t size;		/* the disk it shows */
 	uint64_t file_end;	/* the file's size: nothing of the image lies past it */
+	uint64_t grown;		/* the file's size set ahead of file_end */
 	/* qcow2 only */
 	uint32_t version;
 	unsigned int cb;	/* cluster_bits */
@@ -803,6 +805,76 @@ static int q2_map(struct block_dev *bd, uint64_t off, uint64_t len, bool write,
 	return q2_map_img(img_of(bd), off, len, write, host, run);
 }
 
+/* A write of whole clusters [off, off + len), within one L2 table, over
+ * clusters unallocated or zero: new ones for the engine to write at
+ * *host (0), the L2 entries left for q2_commit; else 1 (write_alloc
+ * does it: a partial cluster's rest to copy, data to move). */
+static int q2_alloc(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *host)
+{
+	struct q2img *img = img_of(bd);
+	uint64_t first = off >> img->cb, nc = len >> img->cb, k;
+	uint64_t l2i = first & (nentries(img) - 1);
+	uint32_t l1i = first >> img->l2_bits;
+	enum q2_kind kind;
+	uint64_t *t;
+	int r;
+
+	if (!len || ((off | len) & (img->cs - 1)) || l2i + nc > nentries(img))
+		return 1;
+	t = l2_get(img, l1i, true, &r);
+	if (!t)
+		return r ? r : -EIO;
+	for (k = 0; k < nc; k++) {
+		r = classify(img, be64toh(t[l2i + k]), &kind);
+		if (r)
+			return r;
+		if (kind != Q2_UNALLOC && kind != Q2_ZEROES)
+			return 1;
+	}
+	r = alloc_clusters(img, nc, host);
+	/* The file's size ahead of the clusters the engine writes: a direct
+	 * write past the end of a file is one the file system serializes
+	 * (ext4: exclusive inode lock, done before io_uring gets on).  The
+	 * tail is a hole, cut off at close. */
+	if (!r && img->file_end > img->grown) {
+		uint64_t to = ALIGN_UP(img->file_end, Q2_GROW_AHEAD);
+
+		if (!ftruncate(img->fd, to))
+			img->grown = to;
+	}
+	return r;
+}
+
+/* q2_alloc's clusters at host hold the write's data now: the L2 entries
+ * point at them (what they held before is freed once that is durable,
+ * as in write_alloc). */
+static int q2_commit(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t host)
+{
+	struct q2img *img = img_of(bd);
+	uint64_t first = off >> img->cb, nc = len >> img->cb, k;
+	uint64_t l2i = first & (nentries(img) - 1);
+	uint32_t l1i = first >> img->l2_bits;
+	uint64_t *t;
+	int r;
+
+	t = l2_get(img, l1i, true, &r);
+	if (!t)
+		return r ? r : -EIO;
+	for (k = 0; k < nc; k++) {
+		uint64_t old = be64toh(t[l2i + k]);
+		enum q2_kind kind;
+
+		/* GUEST: a table reloaded from the file since q2_alloc. */
+		if (!(old & Q2_COMPRESSED) && (r = classify(img, old, &kind)))
+			return r;
+		if (old & (Q2_COMPRESSED | Q2_OFF_MASK))
+			pend_free(img, old);
+		t[l2i + k] = htobe64((host + (k << img->cb)) | Q2_COPIED);
+	}
+	l2_mark(img, l1i);
+	return 0;
+}
+
 /* 1 if [off, off + len) reads as zeros without reading the file (an
  * empty image's common case), 0 if not, or -errno. */
 static int all_zero(struct q2img *img, uint64_t off, uint64_t len)
@@ -1456,6 +1528,9 @@ static void q2_close(struct block_dev *bd)
 	if (!img->readonly && (meta_flush(img) || sync_img(img)))
 		pr_err("qcow2 image %s: its tables could not be written back; qemu-img check -r leaks repairs it",
 		       img->path);
+	/* Nothing of the image lies in what q2_alloc grew ahead. */
+	else if (img->grown > img->file_end && ftruncate(img->fd, img->file_end))
+		pr_warn("qcow2 image %s: cannot cut its unused tail: %s", img->path, strerror(errno));
 	q2_free(img);
 	bd->fmt_priv = NULL;
 }
@@ -1464,6 +1539,8 @@ const struct block_format block_qcow2 = {
 	.name = "qcow2",
 	.open = q2_open,
 	.map = q2_map,
+	.alloc = q2_alloc,
+	.commit = q2_commit,
 	.rw = q2_rw,
 	.flush = q2_flush,
 	.discard = q2_discard,
