@@ -69,6 +69,7 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(close, "closing a control or console client, a vCPU at reset"),
 	ALLOW(fcntl, "a new client socket made non-blocking"),
 	ALLOW(accept4, "control socket and unix console clients"),
+	ALLOW(recvmsg, "control requests and the descriptors sent with them (getfd)"),
 	ALLOW(getrandom, "virtio-rng's entropy"),
 	ALLOW(clock_gettime, "timestamps (the vDSO's fallback)"),
 	ALLOW(eventfd2, "a virtio queue's notify and irq eventfds, made again when its driver resets it"),
@@ -85,6 +86,12 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(lseek, "a serial log cut back to its start"),
 	ALLOW_IF(newfstatat, 3, AT_EMPTY_PATH, "glibc's fstat: on an fd, never a path"),
 	ALLOW(io_uring_enter, "submitting and reaping disk requests"),
+	ALLOW(flock, "a disk hot-added by descriptor, locked as at start"),
+	ALLOW(fstatfs, "a disk hot-added by descriptor: not a /proc or /sys file"),
+	/* No new io_uring instance once confined: a disk hot-added then
+	 * uses the synchronous path (block.c falls back on the error). */
+	FAIL(io_uring_setup, EPERM, "a hot-added disk uses preadv/pwritev"),
+	ALLOW(fsync, "save to a descriptor: the state made durable"),
 	/* memory */
 	/* W^X: no new executable memory (kvmm loads no code once running) */
 	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc, a vCPU's kvm_run page at reset"),

@@ -452,6 +452,16 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 		    (d->cache == DISK_CACHE_WRITETHROUGH || d->cache == DISK_CACHE_DIRECTSYNC);
 	if (bd->dsync)
 		flags |= O_DSYNC;
+	if (d->has_fd) {
+		/* Opened by whoever passed it, with the flags it chose;
+		 * kvmm keeps its own copy, as the configuration's is freed
+		 * with the disk. */
+		bd->fd = bd->bfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 3);
+		if (bd->fd >= 0)
+			return 0;
+		pr_err("disk %s: cannot duplicate its descriptor: %s", d->path, strerror(errno));
+		return -errno;
+	}
 	if (d->cache == DISK_CACHE_NONE || d->cache == DISK_CACHE_DIRECTSYNC) {
 		bd->fd = open(d->path, flags | O_DIRECT);
 		if (bd->fd >= 0) {
