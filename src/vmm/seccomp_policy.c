@@ -117,6 +117,16 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_SET_CPUID2, "reset: the new vCPUs' CPUID"),
 	IOCTL(KVM_GET_CLOCK, "pause keeps the guest's clock"),
 	IOCTL(KVM_SET_CLOCK, "resume gives the guest's clock back"),
+	/* save (to a descriptor): the paused VM's state, read only */
+	IOCTL(KVM_GET_MSR_INDEX_LIST, "save: the MSRs to read"),
+	IOCTL(KVM_GET_LAPIC, "save: a vCPU's local APIC"),
+	IOCTL(KVM_GET_MP_STATE, "save: a vCPU's run state"),
+	IOCTL(KVM_GET_XCRS, "save: a vCPU's XCR0"),
+	IOCTL(KVM_GET_DEBUGREGS, "save: a vCPU's debug registers"),
+	IOCTL(KVM_GET_XSAVE, "save: a vCPU's extended state"),
+	IOCTL(KVM_GET_XSAVE2, "save: a vCPU's extended state (AMX)"),
+	IOCTL(KVM_GET_IRQCHIP, "save: the PICs and IOAPIC"),
+	IOCTL(KVM_GET_PIT2, "save: the PIT"),
 	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
 	IOCTL(TCSETS, "the stdio console's terminal, put back at exit"),
 	/* threads and signals */
