@@ -186,10 +186,41 @@ static const char *exit_text(int status, char *buf, size_t len)
  * kvmm ever runs that a restarted daemon would not know of.  If the
  * daemon dies before it writes the byte, the child reads EOF and exits
  * without becoming kvmm.  The pid, or -1 after reporting. */
+static struct {
+	bool on;
+	char uid[16], gid[16];		/* "": kvmm's default */
+} sandbox;
+
+void process_set_sandbox(bool on, uid_t uid, gid_t gid)
+{
+	sandbox.on = on;
+	sandbox.uid[0] = sandbox.gid[0] = '\0';
+	if (uid != (uid_t)-1)
+		snprintf(sandbox.uid, sizeof(sandbox.uid), "%u", (unsigned)uid);
+	if (gid != (gid_t)-1)
+		snprintf(sandbox.gid, sizeof(sandbox.gid), "%u", (unsigned)gid);
+	monitor_set_pass_fds(on);
+}
+
 static pid_t spawn(const char *emulator, const char *config, int logfd, int *gate)
 {
-	char *argv[] = { (char *)emulator, "--config", (char *)config, NULL };
+	/* Built before the fork: the child only execs. */
+	char *argv[10] = { (char *)emulator, "--config", (char *)config };
+	int argc = 3;
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (sandbox.on) {
+		argv[argc++] = "--sandbox";
+		if (sandbox.uid[0]) {
+			argv[argc++] = "--uid";
+			argv[argc++] = sandbox.uid;
+		}
+		if (sandbox.gid[0]) {
+			argv[argc++] = "--gid";
+			argv[argc++] = sandbox.gid;
+		}
+	}
+	argv[argc] = NULL;
 	int pipefd[2];
 	pid_t pid;
 

@@ -456,6 +456,19 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 		/* Opened by whoever passed it, with the flags it chose;
 		 * kvmm keeps its own copy, as the configuration's is freed
 		 * with the disk. */
+		int fl = fcntl(d->fd, F_GETFL);
+
+		/* CLIENT: O_DSYNC cannot be added to an open file: a write
+		 * the guest is told is durable must be. */
+		if (fl >= 0 && bd->dsync && !(fl & O_DSYNC)) {
+			pr_err("disk %s: cache=%s needs its descriptor opened with O_DSYNC",
+			       d->path, disk_cache_name(d->cache));
+			return -EINVAL;
+		}
+		/* One file for aligned and unaligned I/O: without O_DIRECT. */
+		if (fl >= 0 && (fl & O_DIRECT) && fcntl(d->fd, F_SETFL, fl & ~O_DIRECT) == 0)
+			pr_warn("disk %s: its descriptor's O_DIRECT is dropped; cache=%s goes through the page cache",
+				d->path, disk_cache_name(d->cache));
 		bd->fd = bd->bfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 3);
 		if (bd->fd >= 0)
 			return 0;

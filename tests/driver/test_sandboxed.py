@@ -1,0 +1,99 @@
+"""virtkvmmd with sandbox = 1 in virtkvmmd.conf: each guest's kvmm runs
+with --sandbox (docs/kvmm.md), every thread unprivileged and filtered, and
+what libvirt asks of a running guest still works -- a hot-added disk goes
+to kvmm as a descriptor the daemon opened (a sandboxed kvmm opens no
+path)."""
+import os
+import grp
+import tempfile
+
+import libvirt
+
+from drvtest import virsh
+from kvmmtest import wait_record
+from test_attach_detach import CMDLINE, DeviceEvents, api_of, guest_read, kvmm_pid, make_disk, nfds
+from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
+
+L = libvirt
+NOGROUP = grp.getgrnam("nogroup").gr_gid
+
+
+def status(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def assert_confined(pid, uid, gid):
+    """Every thread of kvmm: the sandbox's uid/gid, no capabilities,
+    no_new_privs, a seccomp filter."""
+    tids = os.listdir(f"/proc/{pid}/task")
+    assert len(tids) >= 2, tids
+    for tid in tids:
+        st = status(f"/proc/{pid}/task/{tid}/status")
+        who = f"thread {tid} ({st['Name']})"
+        assert st["Uid"].split() == [str(uid)] * 4, (who, st["Uid"])
+        assert st["Gid"].split() == [str(gid)] * 4, (who, st["Gid"])
+        assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, who
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", who
+
+
+def sandboxed_daemon(start_daemon, conf):
+    root = tempfile.mkdtemp(prefix="kvd-")
+    os.makedirs(os.path.join(root, "etc", "libvirt"))
+    with open(os.path.join(root, "etc", "libvirt", "virtkvmmd.conf"), "w") as f:
+        f.write(conf)
+    return start_daemon(root=root)
+
+
+def test_sandboxed_guest_hotplug_and_lifecycle(start_daemon, kvm):
+    """The guest runs with every kvmm thread confined; attach-disk (the
+    image passed as a descriptor) and detach-disk; suspend, resume and a
+    guest shutdown."""
+    d = sandboxed_daemon(start_daemon, 'sandbox = 1\nuser = "+4343"\ngroup = "nogroup"\n')
+    img = make_disk(os.path.join(d.root, "hot.img"))
+    conn = libvirt.open(d.uri())
+    ev = DeviceEvents(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "sb", extra_cmdline=CMDLINE))
+    dom.create()
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    pid = kvmm_pid(d)
+    assert_confined(pid, 4343, NOGROUP)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    assert b"--sandbox" in argv and argv[argv.index(b"--uid") + 1] == b"4343", argv
+
+    api = api_of(d, dom)
+    before = nfds(pid)
+    r = virsh(d.uri(), "attach-disk", "sb", img, "vdb", "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("added", "sb", "virtio-disk1")
+    guest_read(d, "sb", img)
+    assert dom.blockStats("vdb")[0] >= 1
+    devs = api.call("query-devices")["return"]
+    assert [(x["id"], x["path"]) for x in devs] == [("virtio-disk1", img)], devs
+    assert nfds(pid) > before
+    r = virsh(d.uri(), "detach-disk", "sb", "vdb", "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("removed", "sb", "virtio-disk1")
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST pass hotplug added=1 removed=1",
+                "the guest's eject")
+    assert nfds(pid) == before
+    api.close()
+
+    dom.suspend()
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    ticks = serial(d.root, "sb").count("KVMMTEST tick")
+    dom.resume()
+    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
+    wait_for(lambda: serial(d.root, "sb").count("KVMMTEST tick") > ticks + 2, "ticks after resume")
+    dom.shutdown()
+    wait_for(lambda: not dom.isActive(), "the guest's shutdown", timeout=60)
+    assert "KVMMTEST fail" not in serial(d.root, "sb")
+    # The sockets a sandboxed kvmm cannot remove, the daemon does.
+    assert_nothing_left(d)
+    ev.conn.close()
+    conn.close()
