@@ -5,6 +5,7 @@ to kvmm as a descriptor the daemon opened (a sandboxed kvmm opens no
 path)."""
 import os
 import grp
+import pwd
 import tempfile
 
 import libvirt
@@ -15,6 +16,7 @@ from test_attach_detach import CMDLINE, DeviceEvents, api_of, guest_read, kvmm_p
 from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
 
 L = libvirt
+NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = grp.getgrnam("nogroup").gr_gid
 
 
@@ -96,4 +98,46 @@ def test_sandboxed_guest_hotplug_and_lifecycle(start_daemon, kvm):
     # The sockets a sandboxed kvmm cannot remove, the daemon does.
     assert_nothing_left(d)
     ev.conn.close()
+    conn.close()
+
+
+def test_sandboxed_guest_stats_balloon_and_resize(start_daemon, kvm):
+    """With kvmm confined (kvmm's default user): domblkstat counts the
+    guest's disk reads, blockresize reaches the guest, dommemstat reports
+    the balloon and setmem inflates it."""
+    d = sandboxed_daemon(start_daemon, "sandbox = 1\n")
+    img = os.path.join(d.root, "root.img")
+    with open(img, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    xml = guest_xml(d.root, "sb", extra_cmdline=" kvmmtest.virtio=blk,balloon kvmmtest.blk0.resize=60",
+                    extra_devices=f"""
+    <disk type='file' device='disk'><source file='{img}'/><target dev='vda' bus='virtio'/></disk>
+    <memballoon model='virtio'/>""").replace("<memory unit='MiB'>128</memory>",
+                                              "<memory unit='MiB'>256</memory>")
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(xml)
+    dom.create()
+    wait_record(lambda: serial(d.root, "sb"), r"virtio-blk-resize-ready dev=blk0 capacity=2048$",
+                "the guest ready for the resize", timeout=60)
+    pid = kvmm_pid(d)
+    assert_confined(pid, NOBODY, NOGROUP)
+    assert dom.blockStats("vda")[0] >= 1
+    r = virsh(d.uri(), "domblkstat", "sb", "vda")
+    assert r.returncode == 0 and "rd_req" in r.stdout, r.stderr
+    r = virsh(d.uri(), "blockresize", "sb", "vda", "3M")
+    assert r.returncode == 0, r.stderr
+    assert os.path.getsize(img) == 3 << 20
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST pass virtio-blk-resize dev=blk0 .*",
+                "the guest's new capacity", timeout=60)
+    # the guest's scenarios run in turn: the balloon's after the disk's
+    wait_for(lambda: "KVMMTEST event balloon-ready dev=balloon0" in serial(d.root, "sb"),
+             "the guest's balloon driver", timeout=60)
+    r = virsh(d.uri(), "setmem", "sb", "192M", "--live")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: dom.memoryStats().get("actual") == 192 * 1024, "dommemstat's actual", timeout=60)
+    r = virsh(d.uri(), "dommemstat", "sb")
+    assert r.returncode == 0 and "actual 196608" in r.stdout, r.stdout
+    assert "KVMMTEST fail" not in serial(d.root, "sb")
+    dom.destroy()
+    assert_nothing_left(d)
     conn.close()
