@@ -6,13 +6,17 @@ path)."""
 import os
 import grp
 import pwd
+import subprocess
 import tempfile
 
 import libvirt
+import pytest
 
 from drvtest import virsh
 from kvmmtest import wait_record
-from test_attach_detach import CMDLINE, DeviceEvents, api_of, guest_read, kvmm_pid, make_disk, nfds
+import netns as netns_lib
+from test_attach_detach import (CMDLINE, DeviceEvents, api_of, guest_read, kvmm_pid, make_disk,
+                                nfds, ns_taps)
 from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
 
 L = libvirt
@@ -43,12 +47,12 @@ def assert_confined(pid, uid, gid):
         assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", who
 
 
-def sandboxed_daemon(start_daemon, conf):
+def sandboxed_daemon(start_daemon, conf, **kw):
     root = tempfile.mkdtemp(prefix="kvd-")
     os.makedirs(os.path.join(root, "etc", "libvirt"))
     with open(os.path.join(root, "etc", "libvirt", "virtkvmmd.conf"), "w") as f:
         f.write(conf)
-    return start_daemon(root=root)
+    return start_daemon(root=root, **kw)
 
 
 def test_sandboxed_guest_hotplug_and_lifecycle(start_daemon, kvm):
@@ -140,4 +144,27 @@ def test_sandboxed_guest_stats_balloon_and_resize(start_daemon, kvm):
     assert "KVMMTEST fail" not in serial(d.root, "sb")
     dom.destroy()
     assert_nothing_left(d)
+    conn.close()
+
+
+@pytest.fixture
+def netns():
+    yield from netns_lib.private("kvds-")
+
+
+def test_sandboxed_guest_refuses_a_nic_hotplug(start_daemon, netns, kvm):
+    """Not there yet: a hot-added NIC's tap cannot reach a confined kvmm.
+    The attach is refused with libvirt's unsupported-operation error and
+    leaves no tap behind."""
+    subprocess.run(["ip", "-n", netns, "link", "add", "kvbr0", "type", "bridge"], check=True)
+    d = sandboxed_daemon(start_daemon, "sandbox = 1\n", prefix=["ip", "netns", "exec", netns])
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "sb", extra_cmdline=CMDLINE))
+    dom.create()
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    r = virsh(d.uri(), "attach-interface", "sb", "bridge", "kvbr0", "--model", "virtio", "--live")
+    assert r.returncode != 0 and "sandboxed guest cannot hot-add a network interface" in r.stderr, r.stderr
+    assert ns_taps(netns) == []
+    assert "<interface" not in dom.XMLDesc(0)
+    dom.destroy()
     conn.close()

@@ -630,7 +630,15 @@ static int device_add(const char *path, const char *type, const char *id, const 
 	}
 	json_object_object_add(args, "type", json_object_new_string(type));
 	json_object_object_add(args, "id", json_object_new_string(id));
-	if (pass_fds && !strcmp(type, "blk")) {
+	/* A confined kvmm cannot open a tap by name, and a tap descriptor
+	 * is not passed yet: refused here, before kvmm's own failure. */
+	if (pass_fds && strcmp(type, "blk")) {
+		json_object_put(args);
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "a sandboxed guest cannot hot-add a network interface yet (sandbox = 1 in virtkvmmd.conf)");
+		return -1;
+	}
+	if (pass_fds) {
 		fd = open_image(args, id);
 		if (fd < 0) {
 			json_object_put(args);
