@@ -131,6 +131,26 @@ def test_save_to_a_descriptor_then_restore(kvm, vms, tmp, sandbox):
     h.kill()
 
 
+def test_sandboxed_serial_on_a_pty(kvm, vms, tmp):
+    """COM1 on a pty: the vCPU writing the guest's output asks whether a
+    client holds the slave (poll, never waiting), confined too."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait",
+                             extra=["--api-socket", sock, "--serial", "pty", "--sandbox"]))
+    api = Api(sock)
+    st = api.call("query-status")["return"]
+    assert_confined(g.proc.pid)
+    fd = os.open(st["serial"]["path"], os.O_RDWR | os.O_NOCTTY)
+    try:
+        kvmmtest.wait_record(kvmmtest.stream(fd),
+                             r"KVMMTEST tick", "the guest's output on the pty")
+    finally:
+        os.close(fd)
+    assert g.proc.poll() is None
+    assert "return" in api.call("quit")
+    assert g.wait_exit() == 0
+
+
 def test_sandbox_config_key(kvm, vms, tmp):
     path = os.path.join(tmp, "vm.json")
     with open(path, "w") as f:
