@@ -152,6 +152,9 @@ static const struct seccomp_rule main_rules[] = {
 	/* paths: nothing to find in the empty root; fail, do not kill */
 	FAIL(openat, EACCES, "no host path is reachable"),
 	FAIL(open, EACCES, "no host path is reachable"),
+	FAIL(access, EACCES, "no host path is reachable: device-add of a path is refused"),
+	FAIL(faccessat, EACCES, "no host path is reachable: device-add of a path is refused"),
+	FAIL(faccessat2, EACCES, "no host path is reachable: device-add of a path is refused"),
 	FAIL(unlink, EACCES, "sockets left for whoever started kvmm to remove"),
 	FAIL(unlinkat, EACCES, "sockets left for whoever started kvmm to remove"),
 	FAIL(rename, EACCES, "no log rotation by name: the log is cut back"),

@@ -164,6 +164,40 @@ def test_hotplug_disk_by_descriptor_kvmm(kvm, vms, tmp, sandbox):
     power_off(g, "kvmm", sock)
 
 
+def test_sandboxed_hotplug_next_to_a_cold_disk(kvm, vms, tmp):
+    """Sandboxed, with a disk from the start: a path is refused (kvmm
+    reaches none) and kvmm lives on; the cold disk's image passed again
+    for writing is refused by its lock, not by a stat of paths; another
+    image passed as a descriptor is plugged."""
+    import fcntl
+    cold = make_disk(tmp, "cold.img", 64)
+    hot = make_disk(tmp, "hot.img", 64)
+    g, sock = start(vms, tmp, "kvmm", "kvmmtest.action=wait",
+                    extra=["--disk", f"path={cold}", "--sandbox"])
+    g.wait_for(r"KVMMTEST done")
+    api = kvmmtest.Api(sock)
+    try:
+        r = api.call("device-add", {"type": "blk", "id": "p", "path": hot})
+        assert r["error"]["code"] == "InvalidArgument" and "Permission denied" in r["error"]["message"], r
+        for name, path in (("c", cold), ("h", hot)):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                assert api.call("getfd", {"fdname": name}, fds=[fd])["return"] == {}
+            finally:
+                os.close(fd)
+        r = api.call("device-add", {"type": "blk", "id": "c", "fdname": "c", "path": cold})
+        assert r["error"]["code"] == "InvalidArgument", r
+        r = api.call("device-add", {"type": "blk", "id": "h", "fdname": "h", "path": hot})
+        assert r["return"] == {"id": "h", "slot": 2}, r
+        with open(hot, "rb") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert api.call("query-status")["return"]["state"] == "running"
+    finally:
+        api.close()
+    power_off(g, "kvmm", sock)
+
+
 def test_hotplug_descriptor_refusals(kvm, vms, tmp):
     """A getfd without a descriptor, an unknown name, a read-only
     descriptor for a writable disk: each refused, nothing kept; a client's

@@ -531,7 +531,9 @@ static int check_file(struct block_dev *bd, const struct vm_config *cfg, unsigne
 	if (fcntl(bd->fd, F_SETFL, fcntl(bd->fd, F_GETFL) & ~O_NONBLOCK) ||
 	    (bd->bfd != bd->fd && fcntl(bd->bfd, F_SETFL, fcntl(bd->bfd, F_GETFL) & ~O_NONBLOCK)))
 		return -errno;
-	for (i = 0; i < index; i++) {
+	/* A passed descriptor (a sandboxed kvmm, which may stat no path):
+	 * the exclusive flock below still refuses an image written twice. */
+	for (i = 0; i < index && !d->has_fd; i++) {
 		if (stat(cfg->disks[i].path, &other) || other.st_dev != st.st_dev ||
 		    other.st_ino != st.st_ino)
 			continue;
