@@ -168,3 +168,21 @@ def test_sandboxed_guest_refuses_a_nic_hotplug(start_daemon, netns, kvm):
     assert "<interface" not in dom.XMLDesc(0)
     dom.destroy()
     conn.close()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("sandbox = 2\n", "sandbox: 2 is out of range (0 to 1)"),
+    ('user = "root"\n', "user: the sandbox's user must not be root"),
+    ('user = "+0"\n', "user: the sandbox's user must not be root"),
+    ('user = "no-such-user-kvmm"\n', 'user: no user named "no-such-user-kvmm"'),
+    ('user = "+x"\n', 'user: "+x" is not a user number'),
+    ('group = "root"\n', "group: the sandbox's group must not be root"),
+    ('group = "no-such-group-kvmm"\n', "group: no group named"),
+])
+def test_bad_sandbox_keys_refused(start_daemon, tmp_path, text, message):
+    path = str(tmp_path / "virtkvmmd.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    d = start_daemon(["--config", path], wait=False)
+    assert d.proc.wait(10) == 1
+    assert f"{path}:1: {message}" in d.output(), d.output()
