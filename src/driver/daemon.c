@@ -446,6 +446,7 @@ int main(int argc, char **argv)
 	/* Guests the previous daemon started run on: take them back before
 	 * any client can ask about them. */
 	monitor_set_timeout(conf.monitor_timeout * 1000);
+	process_set_sandbox(conf.sandbox, conf.sandbox_uid, conf.sandbox_gid);
 	drv_state.hypervisor_version = conf.hypervisor_version;
 	process_adopt_all();
 	process_autostart_all();

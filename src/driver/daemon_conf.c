@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,9 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->tls_no_verify_certificate = false;
 	conf->tls_allowed_dn_list = NULL;
 	conf->tls_priority = NULL;
+	conf->sandbox = false;
+	conf->sandbox_uid = (uid_t)-1;
+	conf->sandbox_gid = (gid_t)-1;
 }
 
 void daemon_conf_clear(struct daemon_conf *conf)
@@ -156,6 +160,35 @@ static int set_group(const struct where *w, const char *key, const struct value 
 		return conf_err(w, "%s: no group named \"%s\"%s%s", key, v->str,
 				errno ? ": " : "", errno ? g_strerror(errno) : "");
 	*out = gr->gr_gid;
+	return 0;
+}
+
+/* The sandbox's user: a name, or a number written "+N"; never root,
+ * which kvmm refuses. */
+static int set_user(const struct where *w, const char *key, const struct value *v, uid_t *out)
+{
+	struct passwd *pw;
+	char *end;
+	unsigned long n;
+
+	if (want_string(w, key, v, "\"nobody\"") < 0)
+		return -1;
+	if (v->str[0] == '+') {
+		errno = 0;
+		n = strtoul(v->str + 1, &end, 10);
+		if (!v->str[1] || *end || errno || n >= (uid_t)-1)
+			return conf_err(w, "%s: \"%s\" is not a user number", key, v->str);
+		*out = (uid_t)n;
+	} else {
+		errno = 0;
+		pw = getpwnam(v->str);
+		if (!pw)
+			return conf_err(w, "%s: no user named \"%s\"%s%s", key, v->str,
+					errno ? ": " : "", errno ? g_strerror(errno) : "");
+		*out = pw->pw_uid;
+	}
+	if (*out == 0)
+		return conf_err(w, "%s: the sandbox's user must not be root", key);
 	return 0;
 }
 
@@ -296,6 +329,17 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		return set_bool(w, key, v, &conf->tls_no_verify_certificate);
 	if (!strcmp(key, "tls_priority"))
 		return set_string(w, key, v, "\"NORMAL\"", &conf->tls_priority);
+	if (!strcmp(key, "sandbox"))
+		return set_bool(w, key, v, &conf->sandbox);
+	if (!strcmp(key, "user"))
+		return set_user(w, key, v, &conf->sandbox_uid);
+	if (!strcmp(key, "group")) {
+		if (set_group(w, key, v, &conf->sandbox_gid) < 0)
+			return -1;
+		if (conf->sandbox_gid == 0)
+			return conf_err(w, "%s: the sandbox's group must not be root", key);
+		return 0;
+	}
 	if (!strcmp(key, "cgroup_root"))
 		return set_string(w, key, v, "\"/tmp/fake-cgroups\"", &conf->cgroup_root);
 	if (!strcmp(key, "tls_allowed_dn_list")) {
@@ -309,7 +353,7 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 			"unix_sock_rw_perms, log_level, max_clients, max_workers, prio_workers, max_client_requests, "
 			"max_anonymous_clients, keepalive_interval, keepalive_count, monitor_timeout, "
 			"hypervisor_version, listen_tls, listen_tcp, tls_port, listen_addr, key_file, cert_file, "
-			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority, cgroup_root)",
+			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority, sandbox, user, group, cgroup_root)",
 			key);
 }
 

@@ -46,6 +46,12 @@ struct daemon_conf {
 	bool tls_no_verify_certificate;
 	char **tls_allowed_dn_list;	/* NULL: any DN; empty: none */
 	char *tls_priority;		/* NULL: gnutls's "NORMAL" */
+	/* kvmm --sandbox for every guest started (docs/virtkvmmd.md), as
+	 * sandbox_uid/sandbox_gid ((uid_t)-1, (gid_t)-1: kvmm's default,
+	 * nobody/nogroup). */
+	bool sandbox;
+	uid_t sandbox_uid;
+	gid_t sandbox_gid;
 	/* Tests only: a directory standing for the cgroup hierarchies
 	 * (kvmm/cgroup.h); NULL: the host's, from /proc/self/mountinfo. */
 	char *cgroup_root;

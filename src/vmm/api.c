@@ -1,5 +1,6 @@
 /* Control socket: framing, the command table and event broadcast. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -26,12 +28,25 @@
 
 #define API_MAX_CLIENTS 16
 #define API_MAX_LINE (64 * 1024)
+/* Descriptors a client may hold at once: received, and named by getfd. */
+#define API_MAX_FDS 8
+#define API_FDNAME_MAX 64
+
+struct api_fd {
+	int fd;				/* -1: free */
+	char name[API_FDNAME_MAX];	/* "": received, not yet named */
+	unsigned long seq;		/* arrival order */
+};
 
 struct api_client {
 	struct api *api;
 	int fd;
 	size_t len;
 	char buf[API_MAX_LINE];
+	/* SCM_RIGHTS descriptors, in the order they came; getfd names the
+	 * oldest unnamed one.  Closed with the connection. */
+	struct api_fd fds[API_MAX_FDS];
+	unsigned long fd_seq;
 };
 
 struct api {
@@ -39,6 +54,7 @@ struct api {
 	int listen_fd;
 	char *path;
 	struct api_client *clients[API_MAX_CLIENTS];
+	struct api_client *cur;		/* the client whose command runs */
 };
 
 struct api_cmd {
@@ -51,9 +67,13 @@ struct api_cmd {
 static void api_drop(struct api *api, int slot)
 {
 	struct api_client *c = api->clients[slot];
+	int i;
 
 	loop_del(api->vm->loop, c->fd);
 	close(c->fd);
+	for (i = 0; i < API_MAX_FDS; i++)
+		if (c->fds[i].fd >= 0)
+			close(c->fds[i].fd);
 	free(c);
 	api->clients[slot] = NULL;
 }
@@ -66,6 +86,56 @@ static int api_slot(struct api *api, struct api_client *c)
 		if (api->clients[i] == c)
 			return i;
 	return -1;
+}
+
+/* Keeps a received descriptor unnamed, or closes it when the client
+ * already holds as many as it may. */
+static void client_keep_fd(struct api_client *c, int fd)
+{
+	int i;
+
+	for (i = 0; i < API_MAX_FDS; i++) {
+		if (c->fds[i].fd < 0) {
+			c->fds[i].fd = fd;
+			c->fds[i].name[0] = '\0';
+			c->fds[i].seq = c->fd_seq++;
+			return;
+		}
+	}
+	pr_warn("control socket: a client sent more than %d descriptors; closing the extra one",
+		API_MAX_FDS);
+	close(fd);
+}
+
+static struct api_fd *client_find_fd(struct api_client *c, const char *name)
+{
+	int i;
+
+	for (i = 0; i < API_MAX_FDS; i++)
+		if (c->fds[i].fd >= 0 && c->fds[i].name[0] && !strcmp(c->fds[i].name, name))
+			return &c->fds[i];
+	return NULL;
+}
+
+/* The descriptor getfd named, now the caller's; -ENOENT if none. */
+static int api_take_fd(struct api *api, const char *name)
+{
+	struct api_fd *f = api->cur ? client_find_fd(api->cur, name) : NULL;
+	int fd;
+
+	if (!f)
+		return -ENOENT;
+	fd = f->fd;
+	f->fd = -1;
+	return fd;
+}
+
+/* The descriptor getfd named, still the client's; -ENOENT if none. */
+static int client_find_fd_of(struct api *api, const char *name)
+{
+	struct api_fd *f = api->cur ? client_find_fd(api->cur, name) : NULL;
+
+	return f ? f->fd : -ENOENT;
 }
 
 static void api_send(struct api *api, struct api_client *c, struct json_object *msg)
@@ -252,7 +322,9 @@ static struct json_object *cmd_resume(struct api *api, struct json_object *args,
 static void add_u64(struct json_object *o, const char *key, uint64_t v);
 
 /* CLIENT: "path", the file to write (as path.new, renamed when
- * complete).  The VM is left paused: the caller quits or resumes. */
+ * complete), or "fdname", a descriptor getfd named, opened for writing
+ * (a file or a pipe; closed once written).  The VM is left paused: the
+ * caller quits or resumes. */
 static struct json_object *cmd_save(struct api *api, struct json_object *args,
 				    const char **code, const char **err)
 {
@@ -261,12 +333,30 @@ static struct json_object *cmd_save(struct api *api, struct json_object *args,
 	struct json_object *pv, *r, *d;
 	struct save_result res;
 	bool was_running = vm->state == VM_RUNNING;
-	const char *path;
+	const char *path = NULL, *fdname = NULL;
+	int fd = -1, rc, fl;
 
-	if (!args || !json_object_object_get_ex(args, "path", &pv) ||
-	    !json_object_is_type(pv, json_type_string) || !*(path = json_object_get_string(pv))) {
+	if (args && json_object_object_get_ex(args, "fdname", &pv) &&
+	    json_object_is_type(pv, json_type_string) && !json_object_object_get_ex(args, "path", NULL)) {
+		fdname = json_object_get_string(pv);
+		fl = client_find_fd_of(api, fdname);
+		if (fl < 0) {
+			snprintf(msg, sizeof(msg), "no descriptor named '%.64s': getfd names one", fdname);
+			*code = "InvalidArgument";
+			*err = msg;
+			return NULL;
+		}
+		fl = fcntl(fl, F_GETFL);
+		if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY) {
+			*code = "InvalidArgument";
+			*err = "save's descriptor is not open for writing";
+			return NULL;
+		}
+	} else if (!args || !json_object_object_get_ex(args, "path", &pv) ||
+		   json_object_object_get_ex(args, "fdname", NULL) ||
+		   !json_object_is_type(pv, json_type_string) || !*(path = json_object_get_string(pv))) {
 		*code = "InvalidArgument";
-		*err = "save takes {\"path\": the file to write}";
+		*err = "save takes {\"path\": the file to write} or {\"fdname\": a descriptor getfd named}";
 		return NULL;
 	}
 	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
@@ -277,7 +367,14 @@ static struct json_object *cmd_save(struct api *api, struct json_object *args,
 	/* The vCPUs parked, their last port or MMIO access completed; the
 	 * devices finish what they have in flight in their save hooks. */
 	vm_pause(vm);
-	if (migration_save_file(vm, path, &res, msg, sizeof(msg))) {
+	if (fdname) {
+		fd = api_take_fd(api, fdname);
+		rc = migration_save_fd(vm, fd, &res, msg, sizeof(msg));
+		close(fd);
+	} else {
+		rc = migration_save_file(vm, path, &res, msg, sizeof(msg));
+	}
+	if (rc) {
 		if (was_running)
 			vm_resume(vm);
 		*code = "SaveFailed";
@@ -285,7 +382,7 @@ static struct json_object *cmd_save(struct api *api, struct json_object *args,
 		return NULL;
 	}
 	d = json_object_new_object();
-	json_object_object_add(d, "path", json_object_new_string(path));
+	json_object_object_add(d, fdname ? "fdname" : "path", json_object_new_string(fdname ? fdname : path));
 	add_u64(d, "bytes", res.bytes);
 	add_u64(d, "pages", res.pages);
 	add_u64(d, "ms", res.ns / 1000000);
@@ -573,8 +670,8 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 					  const char **code, const char **err)
 {
 	static char msg[320];	/* the main thread's only */
-	struct json_object *tv = NULL, *iv = NULL, *sv = NULL, *opts, *r;
-	const char *type, *id;
+	struct json_object *tv = NULL, *iv = NULL, *sv = NULL, *fv, *opts, *r;
+	const char *type, *id, *fdname = NULL;
 	unsigned int slot = 0, got;
 	int64_t sl = 0;
 	int rc;
@@ -599,24 +696,55 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 		}
 		slot = sl;
 	}
+	/* CLIENT: "fdname", a descriptor getfd named, stands for the disk
+	 * image (opened for reading, or reading and writing unless
+	 * readonly) -- the path, if given too, is only its name. */
+	if (json_object_object_get_ex(args, "fdname", &fv)) {
+		if (!json_object_is_type(fv, json_type_string)) {
+			*code = "InvalidArgument";
+			*err = "device-add's fdname must be a name getfd gave";
+			return NULL;
+		}
+		fdname = json_object_get_string(fv);
+		if (client_find_fd_of(api, fdname) < 0) {
+			snprintf(msg, sizeof(msg), "no descriptor named '%.64s': getfd names one", fdname);
+			*code = "InvalidArgument";
+			*err = msg;
+			return NULL;
+		}
+	}
 	/* The rest is the device's own configuration. */
 	opts = json_object_new_object();
 	json_object_object_foreach(args, key, val) {
-		if (strcmp(key, "type") && strcmp(key, "id") && strcmp(key, "slot"))
+		if (strcmp(key, "type") && strcmp(key, "id") && strcmp(key, "slot") && strcmp(key, "fdname"))
 			json_object_object_add(opts, key, json_object_get(val));
+	}
+	if (fdname && !strcmp(type, "blk") && !json_object_object_get_ex(opts, "path", NULL)) {
+		snprintf(msg, sizeof(msg), "fd:%s", fdname);
+		json_object_object_add(opts, "path", json_object_new_string(msg));
 	}
 	if (!strcmp(type, "blk")) {
 		struct disk_config d;
 
 		rc = config_disk_parse(opts, &d, api->vm->cfg->ndisks, msg, sizeof(msg));
-		if (!rc)
+		if (!rc) {
+			if (fdname) {
+				d.fd = api_take_fd(api, fdname);
+				d.has_fd = true;
+			}
 			rc = pci_hotplug_add_blk(api->vm, id, slot, &d, &got, msg, sizeof(msg));
+		}
 	} else if (!strcmp(type, "net")) {
 		struct net_config n;
 
-		rc = config_net_parse(opts, &n, api->vm->cfg->nnets, msg, sizeof(msg));
-		if (!rc)
-			rc = pci_hotplug_add_net(api->vm, id, slot, &n, &got, msg, sizeof(msg));
+		if (fdname) {
+			snprintf(msg, sizeof(msg), "a hot-added NIC takes a tap name, not a descriptor (yet)");
+			rc = -EINVAL;
+		} else {
+			rc = config_net_parse(opts, &n, api->vm->cfg->nnets, msg, sizeof(msg));
+			if (!rc)
+				rc = pci_hotplug_add_net(api->vm, id, slot, &n, &got, msg, sizeof(msg));
+		}
 	} else {
 		snprintf(msg, sizeof(msg), "device type '%.32s' cannot be hot-added: use blk or net", type);
 		rc = -EINVAL;
@@ -679,12 +807,75 @@ static struct json_object *cmd_query_devices(struct api *api, struct json_object
 	return a;
 }
 
+/* CLIENT: {"fdname": name}, the line sent with one descriptor attached
+ * (SCM_RIGHTS): names the oldest descriptor received and not yet named,
+ * for device-add's or save's "fdname".  A name given again replaces the
+ * descriptor it named. */
+static struct json_object *cmd_getfd(struct api *api, struct json_object *args,
+				     const char **code, const char **err)
+{
+	struct api_client *c = api->cur;
+	struct json_object *nv;
+	struct api_fd *f = NULL, *old;
+	const char *name;
+	int i;
+
+	if (!args || !json_object_object_get_ex(args, "fdname", &nv) ||
+	    !json_object_is_type(nv, json_type_string) || !*(name = json_object_get_string(nv)) ||
+	    strlen(name) >= API_FDNAME_MAX) {
+		*code = "InvalidArgument";
+		*err = "getfd takes {\"fdname\": a name of 1 to 63 bytes}, sent with one descriptor (SCM_RIGHTS)";
+		return NULL;
+	}
+	for (i = 0; i < API_MAX_FDS; i++)
+		if (c->fds[i].fd >= 0 && !c->fds[i].name[0] && (!f || c->fds[i].seq < f->seq))
+			f = &c->fds[i];
+	if (!f) {
+		*code = "InvalidArgument";
+		*err = "getfd came without a descriptor: send it in the same sendmsg as the line (SCM_RIGHTS)";
+		return NULL;
+	}
+	old = client_find_fd(c, name);
+	if (old) {
+		close(old->fd);
+		old->fd = -1;
+	}
+	strcpy(f->name, name);
+	return json_object_new_object();
+}
+
+/* CLIENT: {"fdname": name}: closes a descriptor getfd named and no
+ * command used. */
+static struct json_object *cmd_closefd(struct api *api, struct json_object *args,
+				       const char **code, const char **err)
+{
+	struct json_object *nv;
+	int fd;
+
+	if (!args || !json_object_object_get_ex(args, "fdname", &nv) ||
+	    !json_object_is_type(nv, json_type_string)) {
+		*code = "InvalidArgument";
+		*err = "closefd takes {\"fdname\": a name getfd gave}";
+		return NULL;
+	}
+	fd = api_take_fd(api, json_object_get_string(nv));
+	if (fd < 0) {
+		*code = "InvalidArgument";
+		*err = "no descriptor of that name: getfd names one";
+		return NULL;
+	}
+	close(fd);
+	return json_object_new_object();
+}
+
 static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
 					      const char **code, const char **err);
 
 static const struct api_cmd api_cmds[] = {
 	{ "query-status", cmd_query_status },
 	{ "query-commands", cmd_query_commands },
+	{ "getfd", cmd_getfd },
+	{ "closefd", cmd_closefd },
 	{ "query-block-stats", cmd_query_block_stats },
 	{ "query-net-stats", cmd_query_net_stats },
 	{ "block-resize", cmd_block_resize },
@@ -755,7 +946,9 @@ static void api_dispatch(struct api *api, struct api_client *c, const char *line
 		api_reply_error(api, c, id, "CommandNotFound", msg);
 		goto out;
 	}
+	api->cur = c;
 	ret = api_cmds[i].fn(api, args, &code, &err);
+	api->cur = NULL;
 	if (!ret) {
 		api_reply_error(api, c, id, code, err);
 		goto out;
@@ -774,6 +967,13 @@ static void api_on_client(void *opaque, uint32_t events)
 {
 	struct api_client *c = opaque;
 	struct api *api = c->api;
+	union {
+		char buf[CMSG_SPACE(API_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	struct iovec iov;
 	char *nl;
 	ssize_t n;
 	int slot;
@@ -781,9 +981,31 @@ static void api_on_client(void *opaque, uint32_t events)
 	slot = api_slot(api, c);
 	if (slot < 0)
 		return;
-	n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+	iov.iov_base = c->buf + c->len;
+	iov.iov_len = sizeof(c->buf) - 1 - c->len;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf.buf;
+	mh.msg_controllen = sizeof(cbuf.buf);
+	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	/* CLIENT: any descriptors that came are kept for getfd (or closed
+	 * past the limit); a truncated set is closed by the kernel. */
+	for (cm = CMSG_FIRSTHDR(&mh); n > 0 && cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t k, nfd;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (k = 0; k < nfd; k++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+			client_keep_fd(c, fd);
+		}
+	}
 	if (n <= 0) {
 		api_drop(api, slot);
 		return;
@@ -812,7 +1034,7 @@ static void api_on_accept(void *opaque, uint32_t events)
 	struct api *api = opaque;
 	struct api_client *c;
 	struct json_object *g, *hello;
-	int fd, i;
+	int fd, i, i2;
 
 	fd = accept4(api->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
@@ -826,6 +1048,8 @@ static void api_on_accept(void *opaque, uint32_t events)
 	}
 	c->fd = fd;
 	c->api = api;
+	for (i2 = 0; i2 < API_MAX_FDS; i2++)
+		c->fds[i2].fd = -1;
 	api->clients[i] = c;
 	if (loop_add(api->vm->loop, fd, EPOLLIN, api_on_client, c)) {
 		close(fd);

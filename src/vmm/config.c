@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -985,6 +986,8 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 
 void config_disk_free(struct disk_config *d)
 {
+	if (d->has_fd && d->fd >= 0)
+		close(d->fd);
 	free(d->path);
 	free(d->serial);
 	for (unsigned int j = 0; j < d->nbacking; j++)

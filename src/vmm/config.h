@@ -81,6 +81,10 @@ struct disk_config {
 	char *backing[KVMM_MAX_BACKING];
 	enum disk_format backing_format[KVMM_MAX_BACKING];
 	unsigned int nbacking, nbacking_format;
+	/* The image already open (device-add's fdname), owned here; path
+	 * only names it. */
+	bool has_fd;
+	int fd;
 };
 
 #define KVMM_MAX_NETS		VM_MAX_NETS

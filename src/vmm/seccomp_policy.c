@@ -69,6 +69,8 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(close, "closing a control or console client, a vCPU at reset"),
 	ALLOW(fcntl, "a new client socket made non-blocking"),
 	ALLOW(accept4, "control socket and unix console clients"),
+	ALLOW_IF(poll, 2, 0, "a pty: does a client hold its slave open (never waits)"),
+	ALLOW(recvmsg, "control requests and the descriptors sent with them (getfd)"),
 	ALLOW(getrandom, "virtio-rng's entropy"),
 	ALLOW(clock_gettime, "timestamps (the vDSO's fallback)"),
 	ALLOW(eventfd2, "a virtio queue's notify and irq eventfds, made again when its driver resets it"),
@@ -85,6 +87,12 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(lseek, "a serial log cut back to its start"),
 	ALLOW_IF(newfstatat, 3, AT_EMPTY_PATH, "glibc's fstat: on an fd, never a path"),
 	ALLOW(io_uring_enter, "submitting and reaping disk requests"),
+	ALLOW(flock, "a disk hot-added by descriptor, locked as at start"),
+	ALLOW(fstatfs, "a disk hot-added by descriptor: not a /proc or /sys file"),
+	/* No new io_uring instance once confined: a disk hot-added then
+	 * uses the synchronous path (block.c falls back on the error). */
+	FAIL(io_uring_setup, EPERM, "a hot-added disk uses preadv/pwritev"),
+	ALLOW(fsync, "save to a descriptor: the state made durable"),
 	/* memory */
 	/* W^X: no new executable memory (kvmm loads no code once running) */
 	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc, a vCPU's kvm_run page at reset"),
@@ -110,6 +118,16 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_SET_CPUID2, "reset: the new vCPUs' CPUID"),
 	IOCTL(KVM_GET_CLOCK, "pause keeps the guest's clock"),
 	IOCTL(KVM_SET_CLOCK, "resume gives the guest's clock back"),
+	/* save (to a descriptor): the paused VM's state, read only */
+	IOCTL(KVM_GET_MSR_INDEX_LIST, "save: the MSRs to read"),
+	IOCTL(KVM_GET_LAPIC, "save: a vCPU's local APIC"),
+	IOCTL(KVM_GET_MP_STATE, "save: a vCPU's run state"),
+	IOCTL(KVM_GET_XCRS, "save: a vCPU's XCR0"),
+	IOCTL(KVM_GET_DEBUGREGS, "save: a vCPU's debug registers"),
+	IOCTL(KVM_GET_XSAVE, "save: a vCPU's extended state"),
+	IOCTL(KVM_GET_XSAVE2, "save: a vCPU's extended state (AMX)"),
+	IOCTL(KVM_GET_IRQCHIP, "save: the PICs and IOAPIC"),
+	IOCTL(KVM_GET_PIT2, "save: the PIT"),
 	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
 	IOCTL(TCSETS, "the stdio console's terminal, put back at exit"),
 	/* threads and signals */
@@ -134,6 +152,9 @@ static const struct seccomp_rule main_rules[] = {
 	/* paths: nothing to find in the empty root; fail, do not kill */
 	FAIL(openat, EACCES, "no host path is reachable"),
 	FAIL(open, EACCES, "no host path is reachable"),
+	FAIL(access, EACCES, "no host path is reachable: device-add of a path is refused"),
+	FAIL(faccessat, EACCES, "no host path is reachable: device-add of a path is refused"),
+	FAIL(faccessat2, EACCES, "no host path is reachable: device-add of a path is refused"),
 	FAIL(unlink, EACCES, "sockets left for whoever started kvmm to remove"),
 	FAIL(unlinkat, EACCES, "sockets left for whoever started kvmm to remove"),
 	FAIL(rename, EACCES, "no log rotation by name: the log is cut back"),
@@ -146,6 +167,7 @@ static const struct seccomp_rule vcpu_rules[] = {
 	ALLOW(read, "the guest's access to a device reads host state (console input)"),
 	ALLOW(write, "serial/console output, eventfds, requests to the main loop, stderr"),
 	ALLOW(writev, "serial output to a socket"),
+	ALLOW_IF(poll, 2, 0, "serial output to a pty: does a client hold its slave open (never waits)"),
 	ALLOW(pwrite64, "serial log; qcow2 metadata on the guest's notify"),
 	ALLOW(ftruncate, "a serial log cut back"),
 	ALLOW(lseek, "a serial log cut back to its start"),

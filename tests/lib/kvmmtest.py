@@ -305,12 +305,18 @@ class Api:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def call(self, command, arguments=None, timeout=10):
+    def call(self, command, arguments=None, timeout=10, fds=()):
+        """fds: descriptors sent with the request line (SCM_RIGHTS)."""
         req = {"id": self.next_id, "execute": command}
         if arguments is not None:
             req["arguments"] = arguments
         self.next_id += 1
-        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        line = json.dumps(req).encode() + b"\n"
+        if fds:
+            n = socket.send_fds(self.sock, [line], list(fds))
+            line = line[n:]
+        if line:
+            self.sock.sendall(line)
         while True:
             msg = self._read_msg(timeout)
             if "event" in msg:

@@ -44,10 +44,10 @@ def nfds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def start(vms, tmp, vmm, cmdline=CMDLINE, prefix=()):
+def start(vms, tmp, vmm, cmdline=CMDLINE, prefix=(), extra=()):
     sock = os.path.join(tmp, "ctl.sock")
     if vmm == "kvmm":
-        argv = kvmmtest.kvmm_argv(cmdline, 1, "256M", ["--api-socket", sock])
+        argv = kvmmtest.kvmm_argv(cmdline, 1, "256M", ["--api-socket", sock] + list(extra))
     else:
         # The pc machine: ACPI PCI hotplug of the root bus (q35 has
         # PCIe slots instead).
@@ -118,6 +118,130 @@ def test_hotplug_disk_kvmm(kvm, vms, tmp):
         assert r["return"] == {"id": "hd2", "slot": 1}, r
     finally:
         api.close()
+    power_off(g, "kvmm", sock)
+
+
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox"]], ids=["plain", "sandboxed"])
+def test_hotplug_disk_by_descriptor_kvmm(kvm, vms, tmp, sandbox):
+    """The image opened by the caller and passed over the control socket
+    (getfd, SCM_RIGHTS): the guest reads it, kvmm locks it as it would a
+    path, and closes it once the device is ejected.  Sandboxed, kvmm
+    cannot open a path at all: a descriptor is the only way."""
+    import fcntl
+    path = make_disk(tmp, "hot.img")
+    g, sock = start(vms, tmp, "kvmm", CMDLINE, extra=sandbox)
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    pid = g.proc.pid
+    api = kvmmtest.Api(sock)
+    try:
+        before = nfds(pid)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            r = valid("reply", api.call("getfd", valid("getfd", {"fdname": "img"}), fds=[fd]))
+            assert r["return"] == {}, r
+        finally:
+            os.close(fd)
+        assert nfds(pid) == before + 1
+        args = valid("device-add", {"type": "blk", "id": "hd1", "fdname": "img"})
+        r = valid("reply", api.call("device-add", args))
+        assert r["return"] == {"id": "hd1", "slot": 1}, r
+        # The name is used up with the descriptor.
+        r = api.call("device-add", {"type": "blk", "id": "hd2", "fdname": "img"})
+        assert r["error"]["code"] == "InvalidArgument" and "getfd" in r["error"]["message"], r
+        g.wait_for(r"KVMMTEST pass virtio-msix dev=blk0")
+        # Writable, so locked exclusively, as with a path.
+        with open(path, "rb") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert "return" in api.call("device-del", {"id": "hd1"})
+        api.wait_event("device-deleted", timeout=60, id="hd1")
+        guest_handled_one_disk(g, path)
+        assert nfds(pid) == before
+        with open(path, "rb") as other:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        api.close()
+    power_off(g, "kvmm", sock)
+
+
+def test_sandboxed_hotplug_next_to_a_cold_disk(kvm, vms, tmp):
+    """Sandboxed, with a disk from the start: a path is refused (kvmm
+    reaches none) and kvmm lives on; the cold disk's image passed again
+    for writing is refused by its lock, not by a stat of paths; another
+    image passed as a descriptor is plugged."""
+    import fcntl
+    cold = make_disk(tmp, "cold.img", 64)
+    hot = make_disk(tmp, "hot.img", 64)
+    g, sock = start(vms, tmp, "kvmm", "kvmmtest.action=wait",
+                    extra=["--disk", f"path={cold}", "--sandbox"])
+    g.wait_for(r"KVMMTEST done")
+    api = kvmmtest.Api(sock)
+    try:
+        r = api.call("device-add", {"type": "blk", "id": "p", "path": hot})
+        assert r["error"]["code"] == "InvalidArgument" and "Permission denied" in r["error"]["message"], r
+        for name, path in (("c", cold), ("h", hot)):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                assert api.call("getfd", {"fdname": name}, fds=[fd])["return"] == {}
+            finally:
+                os.close(fd)
+        r = api.call("device-add", {"type": "blk", "id": "c", "fdname": "c", "path": cold})
+        assert r["error"]["code"] == "InvalidArgument", r
+        r = api.call("device-add", {"type": "blk", "id": "h", "fdname": "h", "path": hot})
+        assert r["return"] == {"id": "h", "slot": 2}, r
+        with open(hot, "rb") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert api.call("query-status")["return"]["state"] == "running"
+    finally:
+        api.close()
+    power_off(g, "kvmm", sock)
+
+
+def test_hotplug_descriptor_refusals(kvm, vms, tmp):
+    """A getfd without a descriptor, an unknown name, a read-only
+    descriptor for a writable disk: each refused, nothing kept; a client's
+    named descriptors are closed when it goes."""
+    path = make_disk(tmp, "d.img", 64)
+    g, sock = start(vms, tmp, "kvmm", "kvmmtest.action=wait")
+    g.wait_for(r"KVMMTEST done")
+    pid = g.proc.pid
+    api = kvmmtest.Api(sock)
+    try:
+        before = nfds(pid)
+        r = api.call("getfd", {"fdname": "x"})
+        assert r["error"]["code"] == "InvalidArgument" and "without a descriptor" in r["error"]["message"], r
+        r = api.call("device-add", {"type": "blk", "id": "a", "fdname": "nope"})
+        assert r["error"]["code"] == "InvalidArgument" and "no descriptor named" in r["error"]["message"], r
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert api.call("getfd", {"fdname": "ro"}, fds=[fd])["return"] == {}
+            # Given again, a name stands for the new descriptor only.
+            assert api.call("getfd", {"fdname": "ro"}, fds=[fd])["return"] == {}
+        finally:
+            os.close(fd)
+        assert nfds(pid) == before + 1
+        r = api.call("device-add", {"type": "blk", "id": "a", "fdname": "ro"})
+        assert r["error"]["code"] == "InvalidArgument" and "read-only" in r["error"]["message"], r
+        assert nfds(pid) == before
+        assert api.call("query-devices")["return"] == []
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert api.call("getfd", {"fdname": "ro"}, fds=[fd])["return"] == {}
+            assert api.call("getfd", {"fdname": "ro2"}, fds=[fd])["return"] == {}
+        finally:
+            os.close(fd)
+        assert nfds(pid) == before + 2
+        assert api.call("closefd", {"fdname": "ro"})["return"] == {}
+        assert api.call("closefd", {"fdname": "ro"})["error"]["code"] == "InvalidArgument"
+        assert nfds(pid) == before + 1
+    finally:
+        api.close()
+    # The connection gone, so is what it held.
+    api = kvmmtest.Api(sock)
+    assert api.call("query-status")["return"]
+    assert nfds(pid) == before
+    api.close()
     power_off(g, "kvmm", sock)
 
 

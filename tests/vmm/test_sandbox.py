@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import grp
+import re
 import socket
 import subprocess
 
@@ -89,6 +90,65 @@ def test_sandboxed_kvmm_is_confined_and_obeys_its_control_socket(kvm, vms, tmp, 
     assert g.wait_exit() == 0
     # sandboxed, kvmm cannot remove the socket it made: its starter does
     assert os.path.exists(sock)
+
+
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox"]], ids=["plain", "sandboxed"])
+def test_save_to_a_descriptor_then_restore(kvm, vms, tmp, sandbox):
+    """save with fdname: the state stream written to a file the caller
+    opened and passed (getfd), the only way a sandboxed kvmm can write
+    one; kvmm --restore of that file goes on with the guest's ticks."""
+    sock = os.path.join(tmp, "api.sock")
+    disk = os.path.join(tmp, "d.img")
+    with open(disk, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.virtio=blk",
+                             extra=["--api-socket", sock, "--disk", f"path={disk}"] + sandbox))
+    g.wait_for(r"KVMMTEST live n=3 ")
+    if sandbox:
+        assert_confined(g.proc.pid)
+    api = Api(sock)
+    state = os.path.join(tmp, "vm.state")
+    fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        assert api.call("getfd", {"fdname": "state"}, fds=[fd])["return"] == {}
+    finally:
+        os.close(fd)
+    r = api.call("save", {"fdname": "state"}, timeout=60)
+    assert set(r["return"]) == {"fdname", "bytes", "pages", "ms"}, r
+    assert r["return"]["fdname"] == "state" and r["return"]["bytes"] == os.path.getsize(state) > 0, r
+    assert api.wait_event("save-completed", fdname="state")["data"] == r["return"]
+    assert api.call("query-status")["return"]["state"] == "paused"
+    # Used up: a second save by that name is refused, the VM stays paused.
+    r = api.call("save", {"fdname": "state"})
+    assert r["error"]["code"] == "InvalidArgument" and "getfd" in r["error"]["message"], r
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    last = max(int(m[1]) for m in (re.search(r"KVMMTEST live n=(\d+) ", l) for l in g.lines) if m)
+    h = start(vms, [KVMM, "--restore", state, "--api-socket", os.path.join(tmp, "b.sock"),
+                    "--disk", f"path={disk}"] + sandbox)
+    h.wait_for(r"KVMMTEST live n=%d " % (last + 3))
+    assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
+    h.kill()
+
+
+def test_sandboxed_serial_on_a_pty(kvm, vms, tmp):
+    """COM1 on a pty: the vCPU writing the guest's output asks whether a
+    client holds the slave (poll, never waiting), confined too."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait",
+                             extra=["--api-socket", sock, "--serial", "pty", "--sandbox"]))
+    api = Api(sock)
+    st = api.call("query-status")["return"]
+    assert_confined(g.proc.pid)
+    fd = os.open(st["serial"]["path"], os.O_RDWR | os.O_NOCTTY)
+    try:
+        kvmmtest.wait_record(kvmmtest.stream(fd),
+                             r"KVMMTEST tick", "the guest's output on the pty")
+    finally:
+        os.close(fd)
+    assert g.proc.poll() is None
+    assert "return" in api.call("quit")
+    assert g.wait_exit() == 0
 
 
 def test_sandbox_config_key(kvm, vms, tmp):

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,6 +30,8 @@
  * virtkvmmd.conf's monitor_timeout sets it. */
 static int command_timeout_ms = 10000;
 static monitor_lost_fn lost_fn;
+/* A sandboxed kvmm opens no path: hot-added disks go as descriptors. */
+static bool pass_fds;
 /* KVMM: a line longer than this is not something kvmm sends. */
 #define LINE_MAX_BYTES (1024 * 1024)
 
@@ -147,6 +150,11 @@ void monitor_set_timeout(unsigned ms)
 	command_timeout_ms = (int)ms;
 }
 
+void monitor_set_pass_fds(bool on)
+{
+	pass_fds = on;
+}
+
 void monitor_set_lost_handler(monitor_lost_fn fn)
 {
 	lost_fn = fn;
@@ -233,8 +241,50 @@ static void inflight_leave(const char *path)
 /* Runs COMMAND (with ARGS as its "arguments" unless NULL) on the VM
  * whose control socket is PATH: 0 and (RET not NULL) the "return" value,
  * which the caller puts, or -1 after reporting. */
+/* FD >= 0: sent first, on the same connection, with a getfd naming it
+ * FDNAME; the command then names it (kvmm keeps it per connection).  A
+ * getfd kvmm refused shows as the command's "no descriptor named" error.
+ * TIMEOUT_MS bounds the whole exchange. */
+static int command_fd(const char *path, const char *command, json_object *args, int fd,
+		      const char *fdname, json_object **ret, int timeout_ms);
+
 static int command_ms(const char *path, const char *command, json_object *args, json_object **ret,
 		      int timeout_ms)
+{
+	return command_fd(path, command, args, -1, NULL, ret, timeout_ms);
+}
+
+/* Sends LINE with FD attached (SCM_RIGHTS); 0 or -errno. */
+static int send_with_fd(int sock, const char *line, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)line, .iov_len = strlen(line) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(&cbuf, 0, sizeof(cbuf));
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	if (n < 0)
+		return -errno;
+	/* The rest of a short write goes without the descriptor. */
+	if ((size_t)n < iov.iov_len &&
+	    send(sock, line + n, iov.iov_len - n, MSG_NOSIGNAL) != (ssize_t)(iov.iov_len - n))
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+static int command_fd(const char *path, const char *command, json_object *args, int fd,
+		      const char *fdname, json_object **ret, int timeout_ms)
 {
 	static gint next_id;
 	int id = g_atomic_int_add(&next_id, 1) + 1;
@@ -256,6 +306,20 @@ static int command_ms(const char *path, const char *command, json_object *args, 
 		return -1;
 	}
 	r.buf = g_string_new(NULL);
+	if (fd >= 0) {
+		json_object *ga = json_object_new_object();
+		g_autofree char *gl = NULL;
+
+		json_object_object_add(ga, "fdname", json_object_new_string(fdname));
+		gl = g_strdup_printf("{\"id\":\"getfd\",\"execute\":\"getfd\",\"arguments\":%s}\n",
+				     json_object_to_json_string_ext(ga, JSON_C_TO_STRING_PLAIN));
+		json_object_put(ga);
+		err = send_with_fd(r.fd, gl, fd);
+		if (err) {
+			lost(path, err, "cannot send '%s' its descriptor: %s", command, g_strerror(-err));
+			goto out;
+		}
+	}
 	if (send(r.fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
 		err = -errno;
 		lost(path, err, "cannot send '%s' to kvmm: %s", command, g_strerror(-err));
@@ -325,6 +389,14 @@ int monitor_save(const char *path, const char *file)
 	json_object *args = json_object_new_object();
 	int rc;
 
+	/* A confined kvmm opens no path, and the daemon does not pass the
+	 * state file as a descriptor yet. */
+	if (pass_fds) {
+		json_object_put(args);
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "a sandboxed guest cannot be saved yet (sandbox = 1 in virtkvmmd.conf)");
+		return -1;
+	}
 	json_object_object_add(args, "path", json_object_new_string(file));
 	/* Writing the guest's RAM takes seconds on a loaded host; the
 	 * deadline still catches a kvmm that stopped answering. */
@@ -534,11 +606,50 @@ static bool id_ok(const char *id)
 	return id && *id && strlen(id) < 64;
 }
 
+/* A hot-added disk's image opened for a sandboxed kvmm, as kvmm would
+ * open its path (block.c): read-only or read-write, O_DSYNC for the cache
+ * modes that need it; O_DIRECT is not used (one descriptor serves aligned
+ * and unaligned I/O).  A backing chain kvmm would open by path is
+ * refused.  The descriptor, or -1 after reporting. */
+static int open_image(json_object *args, const char *id)
+{
+	json_object *v;
+	const char *src, *cache = "";
+	bool ro = false;
+	int fd, flags;
+
+	if (!json_object_object_get_ex(args, "path", &v) || !json_object_is_type(v, json_type_string)) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "bad device-add arguments for '%s'", id);
+		return -1;
+	}
+	src = json_object_get_string(v);
+	if (json_object_object_get_ex(args, "backing", NULL)) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "disk '%s' has a backing chain: a sandboxed guest cannot open it (set sandbox = 0 in virtkvmmd.conf to hot-add it)",
+				 src);
+		return -1;
+	}
+	if (json_object_object_get_ex(args, "readonly", &v))
+		ro = json_object_get_boolean(v);
+	if (json_object_object_get_ex(args, "cache", &v) && json_object_is_type(v, json_type_string))
+		cache = json_object_get_string(v);
+	flags = (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
+	if (!ro && (!strcmp(cache, "writethrough") || !strcmp(cache, "directsync")))
+		flags |= O_DSYNC;
+	fd = open(src, flags);
+	if (fd < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open disk image '%s': %s", src,
+				 g_strerror(errno));
+		return -1;
+	}
+	return fd;
+}
+
 static int device_add(const char *path, const char *type, const char *id, const char *keys_json,
 		      unsigned *slot)
 {
 	json_object *args = json_tokener_parse(keys_json), *ret = NULL, *v;
-	int rc;
+	int rc, fd = -1;
 
 	if (!args || !json_object_is_type(args, json_type_object) || !id_ok(id)) {
 		json_object_put(args);
@@ -547,7 +658,25 @@ static int device_add(const char *path, const char *type, const char *id, const 
 	}
 	json_object_object_add(args, "type", json_object_new_string(type));
 	json_object_object_add(args, "id", json_object_new_string(id));
-	rc = command(path, "device-add", args, &ret);
+	/* A confined kvmm cannot open a tap by name, and a tap descriptor
+	 * is not passed yet: refused here, before kvmm's own failure. */
+	if (pass_fds && strcmp(type, "blk")) {
+		json_object_put(args);
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "a sandboxed guest cannot hot-add a network interface yet (sandbox = 1 in virtkvmmd.conf)");
+		return -1;
+	}
+	if (pass_fds) {
+		fd = open_image(args, id);
+		if (fd < 0) {
+			json_object_put(args);
+			return -1;
+		}
+		json_object_object_add(args, "fdname", json_object_new_string(id));
+	}
+	rc = command_fd(path, "device-add", args, fd, id, &ret, command_timeout_ms);
+	if (fd >= 0)
+		close(fd);
 	json_object_put(args);
 	if (rc < 0)
 		return -1;

@@ -27,6 +27,9 @@
 /* How long a command may take, kvmm's greeting included (virtkvmmd.conf
  * monitor_timeout); set once at start. */
 void monitor_set_timeout(unsigned ms);
+/* On: device-add of a disk opens its image here and passes the
+ * descriptor (getfd, SCM_RIGHTS), for a sandboxed kvmm.  Set once. */
+void monitor_set_pass_fds(bool on);
 
 /* Called (from the worker) when a command fails for want of an answer --
  * a timeout, EOF, garbage, no connection -- rather than kvmm's refusal:

@@ -181,6 +181,22 @@ static const char *exit_text(int status, char *buf, size_t len)
 	return buf;
 }
 
+static struct {
+	bool on;
+	char uid[16], gid[16];		/* "": kvmm's default */
+} sandbox;
+
+void process_set_sandbox(bool on, uid_t uid, gid_t gid)
+{
+	sandbox.on = on;
+	sandbox.uid[0] = sandbox.gid[0] = '\0';
+	if (uid != (uid_t)-1)
+		snprintf(sandbox.uid, sizeof(sandbox.uid), "%u", (unsigned)uid);
+	if (gid != (gid_t)-1)
+		snprintf(sandbox.gid, sizeof(sandbox.gid), "%u", (unsigned)gid);
+	monitor_set_pass_fds(on);
+}
+
 /* Forks the process that becomes kvmm, its output appended to LOGFD.  It
  * waits, before exec, for a byte on *GATE (the write end, which the
  * caller keeps): the run is recorded in its status file first, so that no
@@ -190,10 +206,28 @@ static const char *exit_text(int status, char *buf, size_t len)
 static pid_t spawn(const char *emulator, const char *config, const char *restore, int logfd,
 		   int *gate)
 {
-	/* --restore: the stream's VM with this run's host side laid over. */
-	char *argv[] = { (char *)emulator, "--config", (char *)config,
-			 restore ? "--restore" : NULL, (char *)restore, NULL };
+	/* Built before the fork: the child only execs. */
+	char *argv[12] = { (char *)emulator, "--config", (char *)config };
+	int argc = 3;
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (sandbox.on) {
+		argv[argc++] = "--sandbox";
+		if (sandbox.uid[0]) {
+			argv[argc++] = "--uid";
+			argv[argc++] = sandbox.uid;
+		}
+		if (sandbox.gid[0]) {
+			argv[argc++] = "--gid";
+			argv[argc++] = sandbox.gid;
+		}
+	}
+	if (restore) {
+		/* The stream's VM with this run's host side laid over. */
+		argv[argc++] = "--restore";
+		argv[argc++] = (char *)restore;
+	}
+	argv[argc] = NULL;
 	int pipefd[2];
 	pid_t pid;
 

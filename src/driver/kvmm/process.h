@@ -21,6 +21,11 @@
 /* Where running domains' files go; set once by daemon.c. */
 void process_init(const char *state_dir, const char *log_dir);
 
+/* virtkvmmd.conf's sandbox: kvmm started with --sandbox, as UID/GID
+ * ((uid_t)-1/(gid_t)-1: kvmm's default); hot-added disks then go to it
+ * as descriptors (monitor.c).  Set once by daemon.c. */
+void process_set_sandbox(bool on, uid_t uid, gid_t gid);
+
 /* Starts OBJ (inactive; the caller holds its job).  On success the domain
  * is running with an id; on failure nothing is left behind (no process,
  * socket or config file) and the reason -- kvmm's own message when it

@@ -551,6 +551,29 @@ static int open_files(struct block_dev *bd, const struct disk_config *d)
 		    (d->cache == DISK_CACHE_WRITETHROUGH || d->cache == DISK_CACHE_DIRECTSYNC);
 	if (bd->dsync)
 		flags |= O_DSYNC;
+	if (d->has_fd) {
+		/* Opened by whoever passed it, with the flags it chose;
+		 * kvmm keeps its own copy, as the configuration's is freed
+		 * with the disk. */
+		int fl = fcntl(d->fd, F_GETFL);
+
+		/* CLIENT: O_DSYNC cannot be added to an open file: a write
+		 * the guest is told is durable must be. */
+		if (fl >= 0 && bd->dsync && !(fl & O_DSYNC)) {
+			pr_err("disk %s: cache=%s needs its descriptor opened with O_DSYNC",
+			       d->path, disk_cache_name(d->cache));
+			return -EINVAL;
+		}
+		/* One file for aligned and unaligned I/O: without O_DIRECT. */
+		if (fl >= 0 && (fl & O_DIRECT) && fcntl(d->fd, F_SETFL, fl & ~O_DIRECT) == 0)
+			pr_warn("disk %s: its descriptor's O_DIRECT is dropped; cache=%s goes through the page cache",
+				d->path, disk_cache_name(d->cache));
+		bd->fd = bd->bfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 3);
+		if (bd->fd >= 0)
+			return 0;
+		pr_err("disk %s: cannot duplicate its descriptor: %s", d->path, strerror(errno));
+		return -errno;
+	}
 	if (d->cache == DISK_CACHE_NONE || d->cache == DISK_CACHE_DIRECTSYNC) {
 		bd->fd = open(d->path, flags | O_DIRECT);
 		if (bd->fd >= 0) {
@@ -607,7 +630,9 @@ static int check_file(struct block_dev *bd, const struct vm_config *cfg, unsigne
 	if (fcntl(bd->fd, F_SETFL, fcntl(bd->fd, F_GETFL) & ~O_NONBLOCK) ||
 	    (bd->bfd != bd->fd && fcntl(bd->bfd, F_SETFL, fcntl(bd->bfd, F_GETFL) & ~O_NONBLOCK)))
 		return -errno;
-	for (i = 0; i < index; i++) {
+	/* A passed descriptor (a sandboxed kvmm, which may stat no path):
+	 * the exclusive flock below still refuses an image written twice. */
+	for (i = 0; i < index && !d->has_fd; i++) {
 		if (stat(cfg->disks[i].path, &other) || other.st_dev != st.st_dev ||
 		    other.st_ino != st.st_ino)
 			continue;

@@ -28,6 +28,12 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 int migration_save_file(struct vm *vm, const char *path, struct save_result *res,
 			char *err, size_t errlen);
 
+/* Writes to fd, a file or a pipe already open (the control socket's
+ * save with fdname), and fsyncs it if it is a file; the caller closes
+ * it.  A failure leaves what was written: the sender removes it. */
+int migration_save_fd(struct vm *vm, int fd, struct save_result *res,
+		      char *err, size_t errlen);
+
 struct restore {
 	int fd;
 	struct stream_reader r;

@@ -522,6 +522,19 @@ int migration_save_file(struct vm *vm, const char *path, struct save_result *res
 	return r;
 }
 
+int migration_save_fd(struct vm *vm, int fd, struct save_result *res,
+		      char *err, size_t errlen)
+{
+	int r = migration_save(vm, fd, res, err, errlen);
+
+	/* EINVAL: a pipe or socket, nothing to make durable. */
+	if (!r && fsync(fd) && errno != EINVAL) {
+		r = -errno;
+		ERR("cannot write the state: fsync: %s", strerror(-r));
+	}
+	return r;
+}
+
 /* --- restore --- */
 
 static int next_section(struct restore *rs, uint32_t type, uint32_t index,

@@ -1,5 +1,6 @@
 /* ACPI PCI hotplug of bus 0; see hotplug.h and docs/hotplug.md. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,8 +310,20 @@ int pci_hotplug_add_blk(struct vm *vm, const char *id, unsigned int slot,
 		config_disk_free(disk);
 		return s;
 	}
-	/* CLIENT: the image must be there; block_open says the rest. */
-	if (access(disk->path, disk->readonly ? R_OK : R_OK | W_OK)) {
+	/* CLIENT: the image must be there, or its descriptor open for what
+	 * the disk does; block_open says the rest. */
+	if (disk->has_fd) {
+		int fl = fcntl(disk->fd, F_GETFL);
+		int acc = fl & O_ACCMODE;
+
+		if (fl < 0 || acc == O_WRONLY || (!disk->readonly && acc != O_RDWR)) {
+			snprintf(err, errlen, "the descriptor of disk image %.200s is %s: give one opened %s",
+				 disk->path, fl < 0 ? "not open" : acc == O_WRONLY ? "write-only" : "read-only",
+				 disk->readonly ? "for reading" : "for reading and writing (or readonly=on)");
+			config_disk_free(disk);
+			return -EINVAL;
+		}
+	} else if (access(disk->path, disk->readonly ? R_OK : R_OK | W_OK)) {
 		snprintf(err, errlen, "cannot use disk image %.200s: %s", disk->path, strerror(errno));
 		config_disk_free(disk);
 		return -EINVAL;
