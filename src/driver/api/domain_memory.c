@@ -16,25 +16,6 @@
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
-/* When only one of a running domain's two definitions is to change and
- * it has just one, the next start gets a copy of its own first (libvirt's
- * newDef).  0, or -1 after reporting. */
-static int split_next_def(struct domain_obj *obj, bool live, bool config)
-{
-	g_autofree char *xml = NULL;
-	struct domain_def *copy;
-
-	if (obj->id < 0 || obj->newdef || live == config)
-		return 0;
-	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
-	if (!xml || !(copy = domain_def_parse_string(xml, domains_parse_opts())))
-		return -1;
-	g_mutex_lock(&obj->lock);
-	obj->newdef = copy;
-	g_mutex_unlock(&obj->lock);
-	return 0;
-}
-
 static int set_memory(remote_nonnull_domain *dom, unsigned long long kib, unsigned flags,
 		      const char *api)
 {
@@ -101,7 +82,7 @@ static int set_memory(remote_nonnull_domain *dom, unsigned long long kib, unsign
 		if (!(path = process_api_path(obj)) || monitor_balloon_set(path, kib * 1024, -1) < 0)
 			goto end;
 	}
-	if (split_next_def(obj, live, config) < 0)
+	if (domain_split_next_def(obj, live, config) < 0)
 		goto end;
 	g_mutex_lock(&obj->lock);
 	if (live) {
@@ -204,7 +185,7 @@ int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *
 	if (live && (!(path = process_api_path(obj)) ||
 		     monitor_balloon_set(path, 0, a->period) < 0))
 		goto end;
-	if (split_next_def(obj, live, config) < 0)
+	if (domain_split_next_def(obj, live, config) < 0)
 		goto end;
 	g_mutex_lock(&obj->lock);
 	if (live) {

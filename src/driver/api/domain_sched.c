@@ -131,25 +131,6 @@ static int impact(struct domain_obj *obj, unsigned flags, bool get, bool *live, 
 	return 0;
 }
 
-/* When only one of a running domain's two definitions is to change and
- * it has just one, the next start gets a copy of its own first (libvirt's
- * newDef; as domain_memory.c).  0, or -1 after reporting. */
-static int split_next_def(struct domain_obj *obj, bool live, bool config)
-{
-	g_autofree char *xml = NULL;
-	struct domain_def *copy;
-
-	if (obj->id < 0 || obj->newdef || live == config)
-		return 0;
-	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
-	if (!xml || !(copy = domain_def_parse_string(xml, domains_parse_opts())))
-		return -1;
-	g_mutex_lock(&obj->lock);
-	obj->newdef = copy;
-	g_mutex_unlock(&obj->lock);
-	return 0;
-}
-
 /* ---- schedinfo ---- */
 
 int drv_domain_get_scheduler_type(struct rpc_conn *conn, void *args, void *ret)
@@ -311,7 +292,7 @@ static int set_tunables(const remote_nonnull_domain *dom, const remote_typed_par
 	g_mutex_lock(&obj->lock);
 	rc = impact(obj, flags, false, &live, &config);
 	g_mutex_unlock(&obj->lock);
-	if (rc < 0 || (rc = split_next_def(obj, live, config)) < 0)
+	if (rc < 0 || (rc = domain_split_next_def(obj, live, config)) < 0)
 		goto end;
 	rc = -1;
 	g_mutex_lock(&obj->lock);

@@ -170,6 +170,25 @@ const struct domain_parse_opts *domains_parse_opts(void)
 	return &parse_opts;
 }
 
+/* When only one of a running domain's two definitions is to change and
+ * it has just one, the next start gets a copy of its own first (libvirt's
+ * newDef).  0, or -1 after reporting. */
+int domain_split_next_def(struct domain_obj *obj, bool live, bool config)
+{
+	g_autofree char *xml = NULL;
+	struct domain_def *copy;
+
+	if (obj->id < 0 || obj->newdef || live == config)
+		return 0;
+	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	if (!xml || !(copy = domain_def_parse_string(xml, domains_parse_opts())))
+		return -1;
+	g_mutex_lock(&obj->lock);
+	obj->newdef = copy;
+	g_mutex_unlock(&obj->lock);
+	return 0;
+}
+
 const struct domain_parse_opts *domains_status_parse_opts(void)
 {
 	return &status_parse_opts;

@@ -60,6 +60,10 @@ struct domain_obj {
 int domains_init(const char *config_dir, const char *emulator);
 void domains_shutdown(void);
 const struct domain_parse_opts *domains_parse_opts(void);
+/* When only one of a running domain's two definitions is to change (LIVE
+ * xor CONFIG) and it has just one, the next start gets a copy of its own
+ * first (libvirt's newDef).  0, or -1 after reporting. */
+int domain_split_next_def(struct domain_obj *obj, bool live, bool config);
 /* The same, for a run's status XML (its live definition). */
 const struct domain_parse_opts *domains_status_parse_opts(void);
 
