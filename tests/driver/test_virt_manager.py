@@ -20,6 +20,7 @@ from drvtest import virsh
 from kvmmtest import GUEST
 from libvirtd import Libvirtd
 from test_lifecycle import wait_for
+from xsession import Near
 
 NAME = "vmtest"
 WINDOW = f"^{NAME} on kvmm$"        # the VM window: console and details pages
@@ -173,7 +174,7 @@ def test_virt_manager_connect_start_console_details_host(fwd, xs, kvm):
     # --- the details pages --------------------------------------------------
     vm.show("--show-domain-editor", NAME)
     xs.park_pointer()
-    xs.wait_text(["Basic Details", NAME, xs.lenient(dom.UUIDString()), "Running (Booted)",
+    xs.wait_text(["Basic Details", NAME, Near(dom.UUIDString()), "Running (Booted)",
                   "Hypervisor:", "KVM", "x86_64"], window, "details-overview")
     x, y = xs.find_word("CPUs", window, "details-list")
     xs.click(x, y)

@@ -31,6 +31,36 @@ def _read_line(f, what, timeout, proc):
     return buf.decode().strip()
 
 
+class Near:
+    """A string read by OCR with at most `edits` characters wrong, missing
+    or added (0/o/O and 1/l/I count as the same): for long strings, such as
+    a UUID, that one misread glyph must not hide, yet that no other text
+    on a screen comes within a few edits of."""
+
+    SAME = {"o": "0", "O": "0", "l": "1", "I": "1"}
+
+    def __init__(self, s, edits=2):
+        self.s, self.edits = s, edits
+
+    def __repr__(self):
+        return f"Near({self.s!r}, edits={self.edits})"
+
+    def search(self, text):
+        # Sellers' approximate substring match: the edit distance of
+        # self.s to the best-matching substring of text ending at each
+        # position, one column at a time.
+        fold = lambda c: self.SAME.get(c, c)
+        pat = [fold(c) for c in self.s]
+        col = list(range(len(pat) + 1))
+        for c in map(fold, text):
+            prev, col[0] = col[0], 0
+            for i, p in enumerate(pat, 1):
+                prev, col[i] = col[i], min(col[i] + 1, col[i - 1] + 1, prev + (p != c))
+            if col[-1] <= self.edits:
+                return True
+        return False
+
+
 class Word:
     def __init__(self, text, left, top, width, height):
         self.text, self.left, self.top, self.width, self.height = text, left, top, width, height
@@ -218,10 +248,11 @@ class XSession:
 
     @staticmethod
     def missing(want, text):
-        """The strings (or compiled regexes) of want not in text."""
+        """The strings (or compiled regexes, or Near strings) of want not
+        in text."""
         flat = " ".join(text.split())       # a phrase may be read across lines
         return [t for t in want
-                if not (t.search(flat) if isinstance(t, re.Pattern) else t in flat)]
+                if not (t in flat if isinstance(t, str) else t.search(flat))]
 
     @staticmethod
     def lenient(s):
