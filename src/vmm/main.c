@@ -2,7 +2,9 @@
  * into the same JSON document a --config file holds, and both go through
  * config_from_json(), so there is exactly one parser. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +62,8 @@ static const char usage[] =
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  --restore FILE       continue the VM a \"save\" wrote to FILE (docs/state-stream.md);\n"
 	"                       options given too may change host-side paths only; with --paused\n"
-	"                       it waits for resume\n"
+	"                       it waits for resume.  fd:N reads the stream whole from inherited\n"
+	"                       descriptor N (a connected socket or a pipe)\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
 	"  --version            print the version\n"
@@ -287,6 +290,29 @@ static void on_escape(void *opaque)
 	vm_request(opaque, REASON_QUIT, NULL);
 }
 
+/* --restore FILE, or fd:N: a descriptor inherited open -- a connected
+ * socket or a pipe (a migration's connection), read whole as a FIFO is. */
+static int restore_open(struct restore *rs, const char *path, char *err, size_t errlen)
+{
+	char *end;
+	long fd;
+	int fl;
+
+	if (strncmp(path, "fd:", 3) != 0)
+		return migration_restore_open(rs, path, err, errlen);
+	errno = 0;
+	fd = strtol(path + 3, &end, 10);
+	if (errno || end == path + 3 || *end || fd < 0 || fd > INT_MAX ||
+	    (fl = fcntl((int)fd, F_GETFL)) < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+		snprintf(err, errlen, "--restore %s: not a descriptor open for reading", path);
+		rs->fd = -1;
+		return -EBADF;
+	}
+	/* Not the guest's, nor a child's. */
+	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+	return migration_restore_open_fd(rs, (int)fd, path, err, errlen);
+}
+
 int main(int argc, char **argv)
 {
 	static struct vm vm;
@@ -308,7 +334,7 @@ int main(int argc, char **argv)
 	log_set_level(verbosity >= 2 ? LOG_DEBUG : verbosity ? LOG_INFO : LOG_WARN);
 	memset(&cfg, 0, sizeof(cfg));
 	if (restore_path ?
-	    migration_restore_open(&rs, restore_path, err, sizeof(err)) ||
+	    restore_open(&rs, restore_path, err, sizeof(err)) ||
 	    migration_restore_config(&rs, obj, &cfg, &config_json, err, sizeof(err)) :
 	    config_from_json(obj, &cfg, err, sizeof(err))) {
 		pr_err("%s", err);
