@@ -16,6 +16,7 @@
 #include <json-c/json.h>
 
 #include "api.h"
+#include "block/block.h"
 #include "chardev.h"
 #include "config.h"
 #include "log.h"
@@ -362,8 +363,13 @@ int main(int argc, char **argv)
 		pr_err("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
+	/* A stream from a descriptor is a migration's: its source holds the
+	 * disks' locks until it has sent everything; they are taken when
+	 * the VM first runs. */
+	block_defer_locks(restore_path && !strncmp(restore_path, "fd:", 3));
 	if (restore_path ? vm_create_for_restore(&vm, &cfg, loop) : vm_create(&vm, &cfg, loop))
 		goto out;
+	block_defer_locks(false);
 	vm.config_json = config_json;
 	vm.serial_backend->escape = on_escape;
 	vm.serial_backend->opaque_escape = &vm;
@@ -385,6 +391,8 @@ int main(int argc, char **argv)
 		migration_restore_close(&rs);
 		if (!cfg.paused && kvm_clock_restore(&vm))
 			pr_debug("KVM_SET_CLOCK failed");
+		if (!cfg.paused && block_lock_all(true))
+			goto out;
 	}
 	/* Everything opened by path is open; no thread runs yet, so each
 	 * vCPU thread starts with what this one dropped. */
