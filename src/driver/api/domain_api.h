@@ -28,4 +28,7 @@ int managed_save_remove(struct domain_obj *obj);
  * removed once restored; else 0 and nothing done. */
 int managed_save_start(struct domain_obj *obj, bool paused, bool *restored);
 
+/* Whether peer-to-peer migration can be driven from here (domain_migrate.c). */
+bool migrate_p2p_supported(void);
+
 #endif
