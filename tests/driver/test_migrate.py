@@ -20,9 +20,11 @@ from kvmmtest import GUEST, KVMM
 from netns import private
 from test_lifecycle import Events, serial, wait_for
 from test_save import LIVE
+from test_tls import DN_ALLOWED, pki  # noqa: F401 (fixture)
 
 L = libvirt
 SRC_IP, DST_IP = "10.199.0.1", "10.199.0.2"
+TLS_PORT = 16514
 
 
 def live_xml(shared, name="m1", disk=None, emulator=None):
@@ -103,7 +105,26 @@ def ns_dst():
 
 
 @pytest.fixture
-def hosts(start_daemon, ns_src, ns_dst, kvm):
+def tls_dst_conf(pki):
+    """The destination's virtkvmmd.conf: TLS on DST_IP (the peer-to-peer
+    tests' dconnuri); the clients' pkipath= directory."""
+    d = tempfile.mkdtemp(prefix="kvmig-tls-")
+    conf = os.path.join(d, "virtkvmmd.conf")
+    with open(conf, "w") as f:
+        f.write(f"""listen_tls = 1
+tls_port = "{TLS_PORT}"
+listen_addr = "{DST_IP}"
+ca_file = "{pki['ca']}"
+cert_file = "{pki['cert']}"
+key_file = "{pki['key']}"
+tls_allowed_dn_list = ["{DN_ALLOWED}"]
+""")
+    yield conf
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def hosts(start_daemon, ns_src, ns_dst, kvm, tls_dst_conf):
     veth = "kmv" + ns_src[-6:]
     subprocess.run(["ip", "link", "add", veth + "a", "netns", ns_src, "type", "veth",
                     "peer", "name", veth + "b", "netns", ns_dst], check=True)
@@ -114,7 +135,8 @@ def hosts(start_daemon, ns_src, ns_dst, kvm):
     with open(os.path.join(shared, "disk.img"), "wb") as f:
         f.write(os.urandom(1 << 20))
     src = Host(start_daemon(prefix=["ip", "netns", "exec", ns_src]), ns_src, SRC_IP)
-    dst = Host(start_daemon(prefix=["ip", "netns", "exec", ns_dst]), ns_dst, DST_IP)
+    dst = Host(start_daemon(["--config", tls_dst_conf], prefix=["ip", "netns", "exec", ns_dst]),
+               ns_dst, DST_IP)
     yield src, dst, shared
     shutil.rmtree(shared, ignore_errors=True)
 
@@ -321,3 +343,31 @@ def test_capabilities_and_features(hosts):
     caps = src.conn.getCapabilities()
     assert "<migration_features>" in caps and "<uri_transport>tcp</uri_transport>" in caps
     assert "<live/>" not in caps
+
+
+def test_p2p_the_source_daemon_drives_the_destination(hosts, pki):
+    """--p2p: virsh talks to the source daemon only; it opens dconnuri (TLS
+    to the destination's daemon, across the veth) with libvirt's client
+    library and runs Prepare and Finish there itself."""
+    src, dst, shared = hosts
+    sdom = running(src, shared)
+    dconnuri = f"kvmm+tls://{DST_IP}:{TLS_PORT}/system?pkipath={pki['allowed']}&no_verify=1"
+    r = virsh(src.uri, "migrate", "--p2p", "--persistent", "m1", dconnuri,
+              "--migrateuri", f"tcp://{DST_IP}", timeout=180)
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    before = ticks(shared)
+    ddom = dst.conn.lookupByName("m1")
+    assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert ddom.isPersistent()
+    assert dst.events("m1", 3) == [(L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_MIGRATED),
+                                   (L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_MIGRATED),
+                                   (L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_ADDED)]
+    assert sdom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_MIGRATED]
+    assert src.d.guests() == []
+    assert_continued(shared, before)
+    # The daemon's own connection came from the source's namespace.
+    assert f"from {SRC_IP}" in dst.d.output() or SRC_IP in dst.d.output()
+    # Refusals reach virsh through the source daemon too.
+    r = virsh(src.uri, "migrate", "--p2p", "m1", dconnuri.replace(DST_IP, SRC_IP), timeout=60)
+    assert r.returncode != 0
+    ddom.destroy()

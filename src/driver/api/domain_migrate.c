@@ -1198,6 +1198,33 @@ static void report_peer(int code, const char *what)
 		drv_error_report(code, "%s failed on the destination", what);
 }
 
+/* The parameters the destination gets: the user's, the XML Begin chose
+ * and, unless NULL, URI as migrate_uri.  -1 when out of memory. */
+static int p2p_params(const remote_typed_param *params, unsigned nparams, const char *xml,
+		      const char *uri, virTypedParameterPtr *tp, int *ntp)
+{
+	int maxtp = 0;
+
+	for (unsigned i = 0; i < nparams; i++) {
+		const remote_typed_param *p = &params[i];
+
+		if (!strcmp(p->field, VIR_MIGRATE_PARAM_DEST_XML) ||
+		    (uri && !strcmp(p->field, VIR_MIGRATE_PARAM_URI)))
+			continue;
+		if ((p->value.type == VIR_TYPED_PARAM_STRING &&
+		     virTypedParamsAddString(tp, ntp, &maxtp, p->field,
+					     p->value.remote_typed_param_value_u.s) < 0) ||
+		    (p->value.type == VIR_TYPED_PARAM_ULLONG &&
+		     virTypedParamsAddULLong(tp, ntp, &maxtp, p->field,
+					     p->value.remote_typed_param_value_u.ul) < 0))
+			return -1;
+	}
+	if (virTypedParamsAddString(tp, ntp, &maxtp, VIR_MIGRATE_PARAM_DEST_XML, xml) < 0 ||
+	    (uri && virTypedParamsAddString(tp, ntp, &maxtp, VIR_MIGRATE_PARAM_URI, uri) < 0))
+		return -1;
+	return 0;
+}
+
 static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struct mig_params *mp,
 		       const remote_typed_param *params, unsigned nparams, unsigned flags)
 {
@@ -1230,21 +1257,7 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 		mark_clear(obj->def);
 		goto out;
 	}
-	/* The user's parameters, and the XML Begin chose. */
-	for (unsigned i = 0; i < nparams; i++) {
-		const remote_typed_param *p = &params[i];
-
-		if (!strcmp(p->field, VIR_MIGRATE_PARAM_DEST_XML))
-			continue;
-		if ((p->value.type == VIR_TYPED_PARAM_STRING &&
-		     virTypedParamsAddString(&tp, &ntp, &maxtp, p->field,
-					     p->value.remote_typed_param_value_u.s) < 0) ||
-		    (p->value.type == VIR_TYPED_PARAM_ULLONG &&
-		     virTypedParamsAddULLong(&tp, &ntp, &maxtp, p->field,
-					     p->value.remote_typed_param_value_u.ul) < 0))
-			goto nomem;
-	}
-	if (virTypedParamsAddString(&tp, &ntp, &maxtp, VIR_MIGRATE_PARAM_DEST_XML, xml) < 0)
+	if (p2p_params(params, nparams, xml, NULL, &tp, &ntp) < 0)
 		goto nomem;
 	if (virDomainMigratePrepare3Params(dconn, tp, ntp, cookie1, strlen(cookie1), &cookie2,
 					   &cookie2len, &uri_out, flags) < 0) {
@@ -1252,11 +1265,15 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 		mark_clear(obj->def);
 		goto out;
 	}
-	/* The user's migrate_uri, else the destination's. */
-	if (!mp->uri && uri_out &&
-	    virTypedParamsAddString(&tp, &ntp, &maxtp, VIR_MIGRATE_PARAM_URI, uri_out) < 0)
+	/* Where the destination listens (as the client library does in
+	 * the managed case), else what the user gave. */
+	virTypedParamsFree(tp, ntp);
+	tp = NULL;
+	ntp = 0;
+	if (p2p_params(params, nparams, xml, uri_out ? uri_out : mp->uri, &tp, &ntp) < 0)
 		goto nomem_prepared;
-	rc = perform(obj, mp->uri ? mp->uri : uri_out, flags);
+	maxtp = ntp;
+	rc = perform(obj, uri_out ? uri_out : mp->uri, flags);
 	cancelled = rc < 0;
 	if (!mp->dname &&
 	    virTypedParamsAddString(&tp, &ntp, &maxtp, VIR_MIGRATE_PARAM_DEST_NAME,
@@ -1290,7 +1307,10 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 	goto out;
 
 nomem_prepared:
-	virDomainMigrateFinish3Params(dconn, tp, ntp, NULL, 0, NULL, NULL, flags, 1);
+	/* What Prepare made there goes. */
+	ddom = virDomainMigrateFinish3Params(dconn, tp, ntp, NULL, 0, &cookie4, &cookie4len, flags, 1);
+	if (ddom)
+		virDomainFree(ddom);
 nomem:
 	drv_error_report(VIR_ERR_NO_MEMORY, "out of memory");
 	mark_clear(obj->def);
