@@ -259,6 +259,37 @@ exec {kvmm} "$@"
 """
 
 
+# One that reads the whole stream, then dies: Perform succeeds, Finish
+# fails, and Confirm(cancelled) resumes the source.
+DYING_AFTER = """#!/bin/sh
+case "$*" in *"--restore fd:4"*) cat <&4 >/dev/null; kill -KILL $$;; esac
+exec {kvmm} "$@"
+"""
+
+
+def test_destination_kvmm_dead_after_the_transfer_the_source_resumes(hosts):
+    src, dst, shared = hosts
+    emu = os.path.join(shared, "kvmm-dying-after")
+    with open(emu, "w") as f:
+        f.write(DYING_AFTER.format(kvmm=KVMM))
+    os.chmod(emu, 0o755)
+    sdom = src.conn.defineXML(live_xml(shared, emulator=emu))
+    sdom.create()
+    assert src.events("m1", 2)[1] == (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    wait_ticks(shared, 3)
+    r = migrate(src, dst, "m1")
+    assert r.returncode != 0 and "kvmm exited while starting" in r.stderr, r.stderr
+    assert src.events("m1", 2) == [(L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+                                   (L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_MIGRATED)]
+    assert sdom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED]
+    before = ticks(shared)
+    # It took its disk's lock back and runs on.
+    wait_for(lambda: ticks(shared)[-1][0] >= before[-1][0] + 3, "ticks on the source")
+    dst.no_domain("m1")
+    assert dst.d.guests() == [] and dst.listening() == []
+    sdom.destroy()
+
+
 def test_destination_kvmm_killed_mid_transfer_the_source_runs_on(hosts):
     src, dst, shared = hosts
     emu = os.path.join(shared, "kvmm-dying")
@@ -279,6 +310,45 @@ def test_destination_kvmm_killed_mid_transfer_the_source_runs_on(hosts):
     assert dst.d.guests() == [] and dst.listening() == []
     # And it can still go, once the destination is sane.
     sdom.destroy()
+
+
+# A destination kvmm held before it reads the stream until the test opens
+# the FIFO: the first migration stays in its transfer meanwhile.
+HELD = """#!/bin/sh
+case "$*" in *"--restore fd:4"*) cat {fifo} >/dev/null;; esac
+exec {kvmm} "$@"
+"""
+
+
+def test_a_second_migration_of_the_domain_is_refused(hosts):
+    src, dst, shared = hosts
+    fifo = os.path.join(shared, "hold")
+    os.mkfifo(fifo)
+    emu = os.path.join(shared, "kvmm-held")
+    with open(emu, "w") as f:
+        f.write(HELD.format(fifo=fifo, kvmm=KVMM))
+    os.chmod(emu, 0o755)
+    sdom = src.conn.defineXML(live_xml(shared, emulator=emu))
+    sdom.create()
+    wait_ticks(shared, 3)
+    env = dict(os.environ, LC_ALL="C")
+    first = subprocess.Popen(["virsh", "-c", src.uri, "migrate", "m1", dst.uri, "--migrateuri",
+                              f"tcp://{dst.ip}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        # The state sent (into the connection), the destination not done.
+        wait_for(lambda: sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_MIGRATION],
+                 "the source paused for the transfer", timeout=60)
+        r = migrate(src, dst, "m1")
+        assert r.returncode != 0 and "domain 'm1' is already being migrated" in r.stderr, r.stderr
+    finally:
+        with open(fifo, "w"):
+            pass
+    out, err = first.communicate(timeout=180)
+    assert first.returncode == 0, err + dst.d.output()
+    assert dst.conn.lookupByName("m1").isActive()
+    assert sdom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_MIGRATED]
+    dst.conn.lookupByName("m1").destroy()
 
 
 def test_refusals(hosts):
