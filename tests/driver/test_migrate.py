@@ -362,10 +362,14 @@ def test_refusals(hosts):
         (["--compressed"], "compressed migration is not supported"),
         (["--auto-converge"], "auto-converge"),
         (["--dname", "other"], "renaming domain 'm1' to 'other' on migration is not supported"),
+        (["--disks-port", "5000"], "migration parameter 'disks_port' is not supported"),
     ]
     for flags, msg in cases:
         r = migrate(src, dst, "m1", *flags)
         assert r.returncode != 0 and msg in r.stderr, (flags, r.stderr)
+    # Tunnelled needs peer-to-peer; the source daemon refuses it.
+    r = virsh(src.uri, "migrate", "--p2p", "--tunnelled", "m1", f"kvmm+tls://{DST_IP}/system")
+    assert r.returncode != 0 and "tunnelled migration is not supported" in r.stderr, r.stderr
     # A destination without the disk: refused in Prepare, nothing left.
     xml = os.path.join(shared, "nodisk.xml")
     with open(xml, "w") as f:
