@@ -211,6 +211,41 @@ def test_persistent_undefinesource_and_back(hosts):
     src.conn.lookupByName("m1").destroy()
 
 
+def test_back_to_a_host_that_kept_the_definition(hosts):
+    """Migrated away without --undefinesource, then back: the source's
+    definition stays the domain's (the next start's), the run is the
+    migrated one; the transient copy on the other host is gone."""
+    src, dst, shared = hosts
+    sdom = running(src, shared)
+    r = migrate(src, dst, "m1")
+    assert r.returncode == 0, r.stderr + dst.d.output()
+    r = migrate(dst, src, "m1")
+    assert r.returncode == 0, r.stderr + src.d.output()
+    before = ticks(shared)
+    dst.no_domain("m1")
+    assert sdom.isPersistent() and sdom.state() == [L.VIR_DOMAIN_RUNNING,
+                                                    L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert_continued(shared, before)
+    # Its own definition comes back when the run ends.
+    sdom.destroy()
+    assert sdom.isPersistent() and "kvmmtest.action=live" in sdom.XMLDesc(0)
+    # A failed incoming run leaves the definition as it was, too.
+    emu = os.path.join(shared, "kvmm-dying-after")
+    with open(emu, "w") as f:
+        f.write(DYING_AFTER.format(kvmm=KVMM))
+    os.chmod(emu, 0o755)
+    ddom = dst.conn.createXML(live_xml(shared, emulator=emu).replace(
+        "<name>m1</name>", f"<name>m1</name><uuid>{sdom.UUIDString()}</uuid>"), 0)
+    wait_for(lambda: serial(shared, "m1").count("KVMMTEST boot") == 2, "the second boot")
+    r = migrate(dst, src, "m1")
+    assert r.returncode != 0 and "kvmm exited while starting" in r.stderr, r.stderr
+    assert ddom.state()[0] == L.VIR_DOMAIN_RUNNING
+    assert not sdom.isActive() and sdom.isPersistent()
+    assert "kvmm-dying-after" not in sdom.XMLDesc(0)
+    assert src.d.guests() == [] and src.listening() == []
+    ddom.destroy()
+
+
 def test_suspend_leaves_it_paused_on_the_destination(hosts):
     src, dst, shared = hosts
     running(src, shared)

@@ -697,7 +697,8 @@ int drv_domain_migrate_confirm3_params(struct rpc_conn *conn, void *args, void *
 
 struct incoming {
 	char uuid[37];
-	struct domain_obj *obj;		/* transient, its job held */
+	struct domain_obj *obj;		/* its job held: transient, or */
+	bool took_over;			/* a defined one with the migrated def */
 	bool offline;
 	int lfd;			/* listening socket, -1 once closed */
 	int cfd;			/* the source's connection while kvmm reads it */
@@ -723,16 +724,50 @@ static void incoming_free(struct incoming *in)
 	g_free(in);
 }
 
+/* Prepare on a domain defined here (OBJ, inactive): its job taken, DEF
+ * (taken on success) its definition for the run, its own kept in
+ * obj->newdef for the next start.  -1 after reporting. */
+static int take_over(struct domain_obj *obj, struct domain_def *def)
+{
+	if (memcmp(obj->def->uuid, def->uuid, 16) != 0 || strcmp(obj->def->name, def->name) != 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "domain '%s' is defined on the destination with another %s",
+				 obj->def->name,
+				 strcmp(obj->def->name, def->name) ? "name" : "uuid");
+		return -1;
+	}
+	if (domain_job_begin(obj, "virDomainMigratePrepare3Params") < 0)
+		return -1;
+	g_mutex_lock(&obj->lock);
+	if (obj->id >= 0 || obj->newdef) {
+		g_mutex_unlock(&obj->lock);
+		domain_job_end(obj);
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "domain '%s' is already active on the destination", def->name);
+		return -1;
+	}
+	obj->newdef = obj->def;
+	obj->def = def;
+	g_mutex_unlock(&obj->lock);
+	return 0;
+}
+
 /* Removes what Prepare made for IN (taken out of the table): a kvmm that
- * runs, the transient domain, the job. */
+ * runs, the transient domain (or a defined one's own definition back),
+ * the job. */
 static void incoming_remove(struct incoming *in)
 {
 	struct domain_obj *obj = in->obj;
 
 	if (obj->id >= 0 && process_destroy(obj, false) < 0)
 		pr_warn("domain '%s': cannot stop the incoming kvmm", obj->def->name);
-	/* A run's end removes a transient domain itself. */
-	if (!obj->removed && !obj->persistent && obj->id < 0)
+	/* A run's end removes a transient domain itself, and puts a
+	 * defined one's definition back. */
+	g_mutex_lock(&obj->lock);
+	if (in->took_over && obj->id < 0)
+		domain_run_ended_locked(obj);
+	g_mutex_unlock(&obj->lock);
+	if (!in->took_over && !obj->removed && !obj->persistent && obj->id < 0)
 		domain_remove_transient(obj);
 	domain_job_end(obj);
 	domain_obj_unref(obj);
@@ -898,7 +933,7 @@ static int prepare(const struct mig_params *mp, const char *cookie, u_int cookie
 	struct domain_obj *obj;
 	struct incoming *in;
 	int uri_port = 0, port = 0;
-	bool offline = flags & VIR_MIGRATE_OFFLINE;
+	bool offline = flags & VIR_MIGRATE_OFFLINE, took_over = false;
 
 	*uri_out = NULL;
 	if (!mp->dxml) {
@@ -935,19 +970,22 @@ static int prepare(const struct mig_params *mp, const char *cookie, u_int cookie
 	if (!obj)
 		obj = domain_find_by_name(def->name);
 	if (obj) {
-		bool active = obj->id >= 0;
-
-		drv_error_report(VIR_ERR_OPERATION_INVALID,
-				 active ? "domain '%s' is already active on the destination"
-					: "domain '%s' is already defined on the destination; undefine it there first",
-				 obj->def->name);
-		domain_obj_unref(obj);
-		goto fail_def;
+		/* Defined here already (say, it left this host before
+		 * without --undefinesource): the run gets the migrated
+		 * definition, the one here stays the next start's, as a
+		 * definition changed while a domain runs. */
+		if (take_over(obj, def) < 0) {
+			domain_obj_unref(obj);
+			goto fail_def;
+		}
+		took_over = true;
+	} else {
+		obj = domain_add_transient(def, "virDomainMigratePrepare3Params");
+		if (!obj)
+			return -1;
 	}
-	obj = domain_add_transient(def, "virDomainMigratePrepare3Params");
-	if (!obj)
-		return -1;
 	in = g_new0(struct incoming, 1);
+	in->took_over = took_over;
 	domain_uuid_format(obj->def->uuid, in->uuid);
 	in->obj = obj;
 	in->offline = offline;
@@ -1096,15 +1134,12 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 			return NULL;
 		}
 	}
-	/* The job goes first: defining takes it. */
-	domain_job_end(obj);
 	if (flags & VIR_MIGRATE_PERSIST_DEST) {
-		const char *xml = mp->pxml ? mp->pxml : NULL;
 		struct domain_def *def;
 		struct domain_obj *defined;
 		bool updated;
 
-		if (!xml) {
+		if (!mp->pxml) {
 			g_autofree char *x = NULL;
 
 			g_mutex_lock(&obj->lock);
@@ -1112,18 +1147,27 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 			g_mutex_unlock(&obj->lock);
 			def = x ? domain_def_parse_string(x, domains_parse_opts()) : NULL;
 		} else {
-			def = domain_def_parse_string(xml, domains_parse_opts());
+			def = domain_def_parse_string(mp->pxml, domains_parse_opts());
 		}
-		/* The job is ours: domain_define takes the index lock only. */
+		/* Offline nothing runs: a definition that was here is the
+		 * one to replace. */
+		if (in->offline && in->took_over) {
+			g_mutex_lock(&obj->lock);
+			domain_run_ended_locked(obj);
+			g_mutex_unlock(&obj->lock);
+		}
+		/* Defining takes the job. */
+		domain_job_end(obj);
 		defined = def ? domain_define(def, &updated) : NULL;
 		if (!defined) {
-			/* The domain runs here now: keep it, transient, and
-			 * say why it is not persistent. */
+			/* The domain runs here now: keep it, and say why it
+			 * is not (newly) persistent. */
 			pr_warn("domain '%s': migrated but not made persistent: %s", obj->def->name,
 				drv_error_last() ? drv_error_last()->message : "?");
 			if (in->offline) {
 				/* Nothing came but the definition: nothing stays. */
-				domain_remove_transient(obj);
+				if (!in->took_over)
+					domain_remove_transient(obj);
 				domain_obj_unref(in->obj);
 				incoming_free(in);
 				return NULL;
@@ -1135,6 +1179,8 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 						     : VIR_DOMAIN_EVENT_DEFINED_ADDED);
 			domain_obj_unref(defined);
 		}
+	} else {
+		domain_job_end(obj);
 	}
 	pr_info("domain '%s' migrated here%s", obj->def->name, in->offline ? " (offline)" : "");
 	domain_obj_ref(obj);
