@@ -323,7 +323,7 @@ static int transfer_state(struct domain_obj *obj, int fd, enum process_migrate_m
 					 TRANSFER_TIMEOUT_MS / 1000);
 			break;
 		}
-		/* PEER: the destination sends nothing; whatever comes is
+		/* CLIENT (the destination host): it sends nothing; whatever comes is
 		 * read and dropped until the end. */
 		n = read(fd, buf, sizeof(buf));
 		if (n == 0 || (n < 0 && errno == ECONNRESET))
