@@ -325,6 +325,27 @@ def test_destination_kvmm_dead_after_the_transfer_the_source_resumes(hosts):
     sdom.destroy()
 
 
+def test_a_failed_migration_leaves_a_paused_domain_paused(hosts):
+    src, dst, shared = hosts
+    emu = os.path.join(shared, "kvmm-dying-after")
+    with open(emu, "w") as f:
+        f.write(DYING_AFTER.format(kvmm=KVMM))
+    os.chmod(emu, 0o755)
+    sdom = src.conn.defineXML(live_xml(shared, emulator=emu))
+    sdom.create()
+    wait_ticks(shared, 3)
+    sdom.suspend()
+    r = migrate(src, dst, "m1")
+    assert r.returncode != 0
+    assert sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_USER]
+    # Its resume takes the disk's lock back.
+    before = ticks(shared)
+    sdom.resume()
+    wait_for(lambda: ticks(shared)[-1][0] >= before[-1][0] + 3, "ticks after resume")
+    dst.no_domain("m1")
+    sdom.destroy()
+
+
 def test_destination_kvmm_killed_mid_transfer_the_source_runs_on(hosts):
     src, dst, shared = hosts
     emu = os.path.join(shared, "kvmm-dying")

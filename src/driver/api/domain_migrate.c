@@ -298,17 +298,22 @@ static void mark_clear(const struct domain_def *def)
 
 /* --- the transfer ------------------------------------------------------------ */
 
-/* Sends OBJ's state (running, its job held) to the connected socket FD by
+/* Sends OBJ's state (active, its job held) to the connected socket FD by
  * MODE and waits until the destination has it all: kvmm there closes the
- * connection once it read the stream (or gave up).  The source is left
- * paused; on failure it runs as before.  The one place a VM's state
- * leaves: live pre-copy comes in through MODE. */
+ * connection once it read the stream (an end with data unread, a reset,
+ * is a kvmm that gave up).  The source is left paused; on failure it is
+ * as before.  The one place a VM's state leaves: live pre-copy comes in
+ * through MODE. */
 static int transfer_state(struct domain_obj *obj, int fd, enum process_migrate_mode mode)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	char buf[256];
 	ssize_t n;
+	bool was_running;
 
+	g_mutex_lock(&obj->lock);
+	was_running = obj->state == VIR_DOMAIN_RUNNING;
+	g_mutex_unlock(&obj->lock);
 	if (process_migrate_out(obj, fd, mode) < 0)
 		return -1;
 	shutdown(fd, SHUT_WR);
@@ -326,7 +331,7 @@ static int transfer_state(struct domain_obj *obj, int fd, enum process_migrate_m
 		/* CLIENT (the destination host): it sends nothing; whatever comes is
 		 * read and dropped until the end. */
 		n = read(fd, buf, sizeof(buf));
-		if (n == 0 || (n < 0 && errno == ECONNRESET))
+		if (n == 0)
 			return 0;
 		if (n < 0 && errno != EINTR) {
 			drv_error_report(VIR_ERR_OPERATION_FAILED,
@@ -335,7 +340,8 @@ static int transfer_state(struct domain_obj *obj, int fd, enum process_migrate_m
 		}
 	}
 	/* The state went out but may not have arrived: the source runs on. */
-	if (process_resume_as(obj, VIR_DOMAIN_RUNNING_MIGRATION_CANCELED,
+	if (was_running &&
+	    process_resume_as(obj, VIR_DOMAIN_RUNNING_MIGRATION_CANCELED,
 			      VIR_DOMAIN_EVENT_RESUMED_MIGRATED) < 0)
 		pr_warn("domain '%s': cannot resume it after a failed migration", obj->def->name);
 	return -1;

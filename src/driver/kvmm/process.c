@@ -932,8 +932,9 @@ int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mod
 	}
 	if (!path || monitor_save_fd(path, fd) < 0)
 		return -1;
+	/* A domain the user paused stays paused by the user. */
 	g_mutex_lock(&obj->lock);
-	if (obj->run)
+	if (obj->run && obj->state == VIR_DOMAIN_RUNNING)
 		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION,
 				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED);
 	g_mutex_unlock(&obj->lock);

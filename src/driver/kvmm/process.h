@@ -65,10 +65,10 @@ enum process_migrate_mode {
 	PROCESS_MIGRATE_STOP_COPY,	/* paused, then its whole state sent */
 	PROCESS_MIGRATE_LIVE,		/* pre-copy while it runs: not in this kvmm yet */
 };
-/* The outgoing side: writes the running OBJ's state to FD (a connected
+/* The outgoing side: writes the active OBJ's state to FD (a connected
  * socket; FD stays the caller's) by MODE, the job held.  The VM is left
- * paused (migration), event SUSPENDED/MIGRATED; on failure a running VM
- * runs on. */
+ * paused: a running one as paused (migration), event SUSPENDED/MIGRATED;
+ * on failure a running VM runs on. */
 int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mode mode);
 /* Stops OBJ's kvmm after its state went to a destination that now runs
  * it: shut off (migrated), event STOPPED/MIGRATED. */
