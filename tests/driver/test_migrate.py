@@ -407,6 +407,47 @@ def test_a_second_migration_of_the_domain_is_refused(hosts):
     dst.conn.lookupByName("m1").destroy()
 
 
+def test_client_gone_mid_migration(hosts):
+    """virsh killed while the transfer runs: the destination removes what
+    it prepared once virsh's connection is gone; the source stays paused
+    for the migration (libvirt leaves it so too), resumes on request and
+    can migrate again."""
+    src, dst, shared = hosts
+    fifo = os.path.join(shared, "hold")
+    os.mkfifo(fifo)
+    emu = os.path.join(shared, "kvmm-held")
+    with open(emu, "w") as f:
+        f.write(HELD.format(fifo=fifo, kvmm=KVMM))
+    os.chmod(emu, 0o755)
+    sdom = src.conn.defineXML(live_xml(shared, emulator=emu))
+    sdom.create()
+    wait_ticks(shared, 3)
+    first = subprocess.Popen(["virsh", "-c", src.uri, "migrate", "m1", dst.uri, "--migrateuri",
+                              f"tcp://{dst.ip}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_MIGRATION],
+                 "the source paused for the transfer", timeout=60)
+        first.kill()
+        first.wait()
+        wait_for(lambda: "the client of its incoming migration went away" in dst.d.output(),
+                 "the destination to notice")
+    finally:
+        with open(fifo, "w"):
+            pass
+    wait_for(lambda: not dst.d.guests() and not dst.listening() and
+             "m1" not in virsh(dst.uri, "list", "--all", "--name").stdout, "nothing left there")
+    assert sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_MIGRATION]
+    before = ticks(shared)
+    sdom.resume()
+    wait_for(lambda: ticks(shared)[-1][0] >= before[-1][0] + 3, "ticks after resume")
+    os.unlink(fifo)
+    with open(emu, "w") as f:
+        f.write(HELD.format(fifo="/dev/null", kvmm=KVMM))
+    r = migrate(src, dst, "m1")
+    assert r.returncode == 0, r.stderr + dst.d.output()
+    dst.conn.lookupByName("m1").destroy()
+
+
 def test_refusals(hosts):
     src, dst, shared = hosts
     running(src, shared)

@@ -238,7 +238,9 @@ struct outgoing {
 static GMutex out_lock;
 static GHashTable *out_marks;	/* uuid string -> struct outgoing */
 
-static int mark_begin(const struct domain_def *def)
+/* HELD: the domain is paused for a migration (a performed one's mark
+ * without it is left from a client that went away before Confirm). */
+static int mark_begin(const struct domain_def *def, bool held)
 {
 	char uuid[37];
 	struct outgoing *o;
@@ -248,7 +250,8 @@ static int mark_begin(const struct domain_def *def)
 	if (!out_marks)
 		out_marks = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	o = g_hash_table_lookup(out_marks, uuid);
-	if (o && !(o->phase == OUT_BEGUN && g_get_monotonic_time() - o->since > BEGIN_STALE_US)) {
+	if (o && !(o->phase == OUT_BEGUN && g_get_monotonic_time() - o->since > BEGIN_STALE_US) &&
+	    !(o->phase == OUT_PERFORMED && !held)) {
 		g_mutex_unlock(&out_lock);
 		drv_error_report(VIR_ERR_OPERATION_INVALID,
 				 "domain '%s' is already being migrated", def->name);
@@ -505,11 +508,12 @@ static int begin(struct domain_obj *obj, const struct mig_params *mp, unsigned f
 		 char **xml, char **cookie)
 {
 	bool offline = flags & VIR_MIGRATE_OFFLINE;
-	bool active, persistent;
+	bool active, persistent, held;
 
 	g_mutex_lock(&obj->lock);
 	active = obj->id >= 0;
 	persistent = obj->persistent;
+	held = obj->state == VIR_DOMAIN_PAUSED && obj->reason == VIR_DOMAIN_PAUSED_MIGRATION;
 	g_mutex_unlock(&obj->lock);
 	if (check_dname(obj, mp->dname) < 0)
 		return -1;
@@ -523,7 +527,7 @@ static int begin(struct domain_obj *obj, const struct mig_params *mp, unsigned f
 				 "cannot migrate a transient domain offline");
 		return -1;
 	}
-	if (mark_begin(obj->def) < 0)
+	if (mark_begin(obj->def, held) < 0)
 		return -1;
 	*xml = migration_xml(obj, mp->dxml, offline);
 	if (!*xml) {
@@ -703,6 +707,8 @@ int drv_domain_migrate_confirm3_params(struct rpc_conn *conn, void *args, void *
 
 struct incoming {
 	char uuid[37];
+	struct rpc_conn *conn;		/* whose Prepare (compared only: it goes
+					 * before its calls' incomings do) */
 	struct domain_obj *obj;		/* its job held: transient, or */
 	bool took_over;			/* a defined one with the migrated def */
 	bool offline;
@@ -805,6 +811,66 @@ static void incoming_done(struct incoming *in, int rc)
 	g_cond_broadcast(&in->cond);
 	g_mutex_unlock(&in->lock);
 	drv_error_reset();
+}
+
+/* Cancels IN (taken out of the table): its thread woken if it still
+ * waits for the source, a kvmm still reading cut off; returns once the
+ * thread is done. */
+static void incoming_cancel(struct incoming *in)
+{
+	uint64_t one = 1;
+
+	if (in->offline)
+		return;
+	if (in->cancel_fd >= 0 && write(in->cancel_fd, &one, sizeof(one)) < 0)
+		pr_warn("cannot wake the incoming migration: %s", g_strerror(errno));
+	g_mutex_lock(&in->lock);
+	if (in->cfd >= 0)
+		shutdown(in->cfd, SHUT_RDWR);
+	while (!in->done)
+		g_cond_wait(&in->cond, &in->lock);
+	g_mutex_unlock(&in->lock);
+}
+
+static gpointer conn_gone_thread(gpointer data)
+{
+	GPtrArray *gone = data;
+
+	for (guint i = 0; i < gone->len; i++) {
+		struct incoming *in = g_ptr_array_index(gone, i);
+
+		pr_info("domain '%s': the client of its incoming migration went away; removed",
+			in->obj->def->name);
+		incoming_cancel(in);
+		incoming_remove(in);
+	}
+	drv_error_reset();
+	g_ptr_array_unref(gone);
+	return NULL;
+}
+
+void migrate_conn_gone(struct rpc_conn *conn)
+{
+	GPtrArray *gone = g_ptr_array_new();
+	GHashTableIter it;
+	gpointer key, value;
+
+	g_mutex_lock(&in_lock);
+	if (in_table) {
+		g_hash_table_iter_init(&it, in_table);
+		while (g_hash_table_iter_next(&it, &key, &value)) {
+			if (((struct incoming *)value)->conn == conn) {
+				g_ptr_array_add(gone, value);
+				g_hash_table_iter_steal(&it);
+			}
+		}
+	}
+	g_mutex_unlock(&in_lock);
+	/* Stopping a kvmm blocks: not on the main loop. */
+	if (gone->len)
+		g_thread_unref(g_thread_new("migrate-gone", conn_gone_thread, gone));
+	else
+		g_ptr_array_unref(gone);
 }
 
 /* Thread: accepts the source's connection, then runs kvmm on it. */
@@ -931,8 +997,8 @@ static int check_files(const struct domain_def *def)
 
 /* Prepare: IN for the domain of DXML, with a port listening unless
  * offline; *URI_OUT (g_free) where the source is to connect. */
-static int prepare(const struct mig_params *mp, const char *cookie, u_int cookielen,
-		   unsigned flags, char **uri_out, char **cookie_out)
+static int prepare(struct rpc_conn *conn, const struct mig_params *mp, const char *cookie,
+		   u_int cookielen, unsigned flags, char **uri_out, char **cookie_out)
 {
 	g_autofree char *uri_host = NULL, *cuuid = NULL;
 	struct domain_def *def;
@@ -992,6 +1058,7 @@ static int prepare(const struct mig_params *mp, const char *cookie, u_int cookie
 	}
 	in = g_new0(struct incoming, 1);
 	in->took_over = took_over;
+	in->conn = conn;
 	domain_uuid_format(obj->def->uuid, in->uuid);
 	in->obj = obj;
 	in->offline = offline;
@@ -1045,7 +1112,7 @@ int drv_domain_migrate_prepare3_params(struct rpc_conn *conn, void *args, void *
 	if (check_flags(a->flags, "virDomainMigratePrepare3Params") < 0 ||
 	    parse_params(a->params.params_val, a->params.params_len, &mp) < 0)
 		return -1;
-	if (prepare(&mp, a->cookie_in.cookie_in_val, a->cookie_in.cookie_in_len, a->flags, &uri,
+	if (prepare(conn, &mp, a->cookie_in.cookie_in_val, a->cookie_in.cookie_in_len, a->flags, &uri,
 		    &cookie) < 0)
 		return -1;
 	if (uri) {
@@ -1091,18 +1158,8 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 		return NULL;
 	}
 	obj = in->obj;
-	if (cancelled) {
-		/* Wake a thread still waiting for the source, end a kvmm
-		 * still reading. */
-		uint64_t one = 1;
-
-		if (in->cancel_fd >= 0 && write(in->cancel_fd, &one, sizeof(one)) < 0)
-			pr_warn("cannot wake the incoming migration: %s", g_strerror(errno));
-		g_mutex_lock(&in->lock);
-		if (in->cfd >= 0)
-			shutdown(in->cfd, SHUT_RDWR);
-		g_mutex_unlock(&in->lock);
-	}
+	if (cancelled)
+		incoming_cancel(in);
 	if (!in->offline) {
 		g_mutex_lock(&in->lock);
 		while (!in->done)

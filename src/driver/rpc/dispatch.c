@@ -4,6 +4,7 @@
 
 #include "error.h"
 #include "api/handlers.h"
+#include "api/domain_api.h"
 #include "host.h"
 #include "log.h"
 #include "message.h"
@@ -507,6 +508,7 @@ void rpc_conn_gone(struct rpc_conn *conn)
 	rpc_fwd_conn_gone(conn);
 	events_conn_gone(conn);
 	autodestroy_conn_gone(conn);
+	migrate_conn_gone(conn);
 	rpc_streams_close_all(conn);
 }
 
