@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "api.h"
+#include "block/block.h"
 #include "chardev.h"
 #include "devices/devices.h"
 #include "log.h"
@@ -311,7 +312,14 @@ static struct json_object *cmd_pause(struct api *api, struct json_object *args,
 static struct json_object *cmd_resume(struct api *api, struct json_object *args,
 				      const char **code, const char **err)
 {
-	if (vm_resume(api->vm)) {
+	int r = vm_resume(api->vm);
+
+	if (r == -EBUSY) {
+		*code = "DeviceInUse";
+		*err = "a disk is in use by another process (the kvmm the VM migrated to?)";
+		return NULL;
+	}
+	if (r) {
 		*code = "InvalidState";
 		*err = "the VM is not paused";
 		return NULL;
@@ -381,6 +389,11 @@ static struct json_object *cmd_save(struct api *api, struct json_object *args,
 		*err = msg;
 		return NULL;
 	}
+	/* A stream sent to a descriptor is a migration's: the kvmm that
+	 * continues the VM takes the disks' locks; a resume here takes
+	 * them back. */
+	if (fdname)
+		block_lock_all(false);
 	d = json_object_new_object();
 	json_object_object_add(d, fdname ? "fdname" : "path", json_object_new_string(fdname ? fdname : path));
 	add_u64(d, "bytes", res.bytes);

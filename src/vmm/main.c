@@ -2,7 +2,9 @@
  * into the same JSON document a --config file holds, and both go through
  * config_from_json(), so there is exactly one parser. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <json-c/json.h>
 
 #include "api.h"
+#include "block/block.h"
 #include "chardev.h"
 #include "config.h"
 #include "log.h"
@@ -60,7 +63,8 @@ static const char usage[] =
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  --restore FILE       continue the VM a \"save\" wrote to FILE (docs/state-stream.md);\n"
 	"                       options given too may change host-side paths only; with --paused\n"
-	"                       it waits for resume\n"
+	"                       it waits for resume.  fd:N reads the stream whole from inherited\n"
+	"                       descriptor N (a connected socket or a pipe)\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
 	"  --version            print the version\n"
@@ -287,6 +291,29 @@ static void on_escape(void *opaque)
 	vm_request(opaque, REASON_QUIT, NULL);
 }
 
+/* --restore FILE, or fd:N: a descriptor inherited open -- a connected
+ * socket or a pipe (a migration's connection), read whole as a FIFO is. */
+static int restore_open(struct restore *rs, const char *path, char *err, size_t errlen)
+{
+	char *end;
+	long fd;
+	int fl;
+
+	if (strncmp(path, "fd:", 3) != 0)
+		return migration_restore_open(rs, path, err, errlen);
+	errno = 0;
+	fd = strtol(path + 3, &end, 10);
+	if (errno || end == path + 3 || *end || fd < 0 || fd > INT_MAX ||
+	    (fl = fcntl((int)fd, F_GETFL)) < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+		snprintf(err, errlen, "--restore %s: not a descriptor open for reading", path);
+		rs->fd = -1;
+		return -EBADF;
+	}
+	/* Not the guest's, nor a child's. */
+	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+	return migration_restore_open_fd(rs, (int)fd, path, err, errlen);
+}
+
 int main(int argc, char **argv)
 {
 	static struct vm vm;
@@ -308,7 +335,7 @@ int main(int argc, char **argv)
 	log_set_level(verbosity >= 2 ? LOG_DEBUG : verbosity ? LOG_INFO : LOG_WARN);
 	memset(&cfg, 0, sizeof(cfg));
 	if (restore_path ?
-	    migration_restore_open(&rs, restore_path, err, sizeof(err)) ||
+	    restore_open(&rs, restore_path, err, sizeof(err)) ||
 	    migration_restore_config(&rs, obj, &cfg, &config_json, err, sizeof(err)) :
 	    config_from_json(obj, &cfg, err, sizeof(err))) {
 		pr_err("%s", err);
@@ -336,8 +363,13 @@ int main(int argc, char **argv)
 		pr_err("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
+	/* A stream from a descriptor is a migration's: its source holds the
+	 * disks' locks until it has sent everything; they are taken when
+	 * the VM first runs. */
+	block_defer_locks(restore_path && !strncmp(restore_path, "fd:", 3));
 	if (restore_path ? vm_create_for_restore(&vm, &cfg, loop) : vm_create(&vm, &cfg, loop))
 		goto out;
+	block_defer_locks(false);
 	vm.config_json = config_json;
 	vm.serial_backend->escape = on_escape;
 	vm.serial_backend->opaque_escape = &vm;
@@ -359,6 +391,8 @@ int main(int argc, char **argv)
 		migration_restore_close(&rs);
 		if (!cfg.paused && kvm_clock_restore(&vm))
 			pr_debug("KVM_SET_CLOCK failed");
+		if (!cfg.paused && block_lock_all(true))
+			goto out;
 	}
 	/* Everything opened by path is open; no thread runs yet, so each
 	 * vCPU thread starts with what this one dropped. */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "block/block.h"
 #include "chardev.h"
 #include "loop.h"
 #include "arch/x86/arch.h"
@@ -361,6 +362,9 @@ int vm_resume(struct vm *vm)
 		return 0;
 	if (vm->state != VM_PAUSED)
 		return -EINVAL;
+	/* Disks a migration let go of, or never took (its destination). */
+	if (block_lock_all(true))
+		return -EBUSY;
 	if (kvm_clock_restore(vm))
 		pr_debug("KVM_SET_CLOCK failed");
 	vm->state = VM_RUNNING;

@@ -169,12 +169,13 @@ def test_python_libvirt(daemon):
 def test_features_answered_truthfully(daemon):
     raw = Raw(daemon.sock).open()
     answers = {}
-    for feature in (8, 9, 10, 13, 14, 15, 9999):
+    for feature in (4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 9999):
         r = raw.call(PROC_SUPPORTS_FEATURE, xdr_int(feature))
         answers[feature] = struct.unpack(">i", r[6])[0]
-    # keepalive, event callbacks and the close callback; FD passing,
-    # migration later
-    assert answers == {8: 0, 9: 0, 10: 1, 13: 0, 14: 1, 15: 1, 9999: 0}
+    # migration (p2p, v3, change protection, offline, parameters),
+    # keepalive, event callbacks and the close callback; FD passing and
+    # typed-parameter strings later
+    assert answers == {4: 1, 6: 1, 7: 1, 8: 0, 9: 0, 10: 1, 12: 1, 13: 1, 14: 1, 15: 1, 9999: 0}
     raw.close()
 
 

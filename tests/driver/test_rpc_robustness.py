@@ -101,7 +101,7 @@ def test_wrong_program_version_and_procedure(daemon):
     for proc, api, domain in ((210, "virDomainInjectNMI", VIR_FROM_DOMAIN),
                               (250, "virNodeSuspendForDuration", VIR_FROM_DOMAIN),
                               (289, "virNodeGetMemoryParameters", VIR_FROM_DOMAIN),
-                              (302, "virDomainMigrateBegin3Params", VIR_FROM_DOMAIN),
+                              (304, "virDomainMigratePrepareTunnel3Params", VIR_FROM_DOMAIN),
                               (187, "virDomainSnapshotNum", VIR_FROM_DOMAIN_SNAPSHOT),
                               (301, "virNodeDeviceDetachFlags", VIR_FROM_NODEDEV)):
         r = raw.call(proc)

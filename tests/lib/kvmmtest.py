@@ -117,14 +117,14 @@ def host_tsc_khz():
 class Guest:
     """A running VM process whose serial console is a pipe."""
 
-    def __init__(self, argv, env=None):
+    def __init__(self, argv, env=None, pass_fds=()):
         self.argv = argv
         self.lines = []         # complete lines, CR stripped
         self.stamps = []        # time.monotonic() when each line was complete
         self.partial = ""       # the current unterminated line (a prompt)
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env, pass_fds=pass_fds)
         self.stderr = b""
         self._out = threading.Thread(target=self._read_stdout, daemon=True)
         self._err = threading.Thread(target=self._read_stderr, daemon=True)
@@ -264,8 +264,8 @@ def connect(path, timeout=10, recv_timeout=None):
             time.sleep(0.05)
 
 
-def start(vms, argv):
-    g = Guest(argv)
+def start(vms, argv, pass_fds=()):
+    g = Guest(argv, pass_fds=pass_fds)
     vms.append(g)
     return g
 

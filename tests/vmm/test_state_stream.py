@@ -5,6 +5,7 @@ own clock with a disk read each, a COM1 echo, the power button."""
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -247,6 +248,73 @@ def test_restore_through_a_pipe_reads_and_checks_every_page(kvm, vms, tmp):
     t.join()
     assert r.returncode == 1 and "memory pages: checksum mismatch" in r.stderr, r.stderr
     assert "KVMMTEST" not in r.stdout
+
+
+def test_restore_from_an_inherited_connected_socket(kvm, vms, tmp):
+    """--restore fd:N: the stream read whole from a TCP connection kvmm
+    inherited, as a migration's destination gets it; the guest continues.
+    A descriptor that is not open is refused."""
+    state, disk, g = saved_guest(vms, tmp, cpus=1)
+    before = live(g)
+    data = open(state, "rb").read()
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    out = socket.create_connection(lsock.getsockname())
+    conn, _ = lsock.accept()
+    lsock.close()
+    fd = conn.fileno()
+    sock = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", f"fd:{fd}", "--paused", "--api-socket", sock],
+              pass_fds=(fd,))
+    conn.close()
+    out.sendall(data)
+    out.shutdown(socket.SHUT_WR)
+    # kvmm closes the connection once it has read the stream.
+    out.settimeout(60)
+    assert out.recv(1) == b""
+    out.close()
+    api = Api(sock, timeout=60)
+    assert api.call("resume")["return"] == {}
+    h.wait_for(r"KVMMTEST live n=%d " % (before[-1][0] + 2))
+    api.call("quit")
+    assert h.wait_exit() == 0
+
+    r = subprocess.run([KVMM, "--restore", "fd:97"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "--restore fd:97: not a descriptor open for reading" in r.stderr, r.stderr
+
+
+def test_a_migration_hands_the_disk_lock_over(kvm, vms, tmp):
+    """A save to a descriptor lets go of the disks' locks and kvmm
+    --restore fd:N opens them unlocked, so the destination starts while
+    the source is still there, paused; the destination takes them at its
+    first resume, and the source can no longer resume (DeviceInUse)."""
+    disk = disk_image(tmp)
+    g, api = start_live(vms, tmp, disk, cpus=1)
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    out = socket.create_connection(lsock.getsockname())
+    conn, _ = lsock.accept()
+    lsock.close()
+    sock = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", f"fd:{conn.fileno()}", "--paused", "--api-socket", sock,
+                    "--disk", f"path={disk}"], pass_fds=(conn.fileno(),))
+    conn.close()
+    assert api.call("getfd", {"fdname": "mig"}, fds=(out.fileno(),))["return"] == {}
+    r = api.call("save", {"fdname": "mig"}, timeout=60)
+    assert "return" in r, r
+    out.close()
+    b = Api(sock, timeout=60)
+    assert b.call("resume")["return"] == {}
+    before = live(g)
+    h.wait_for(r"KVMMTEST live n=%d " % (before[-1][0] + 2))
+    r = api.call("resume")
+    assert r["error"]["code"] == "DeviceInUse", r
+    api.call("quit")
+    assert g.wait_exit() == 0
+    b.call("quit")
+    assert h.wait_exit() == 0
 
 
 # --- hostile stream files -----------------------------------------------------

@@ -281,6 +281,13 @@ char *host_capabilities_format(bool readonly)
 	if (uuid && !(readonly && dmi))
 		xml_append_printf(x, "    <uuid>%s</uuid>\n", uuid);
 	host_cpu(x, uts.machine);
+	/* Migration (domain_migrate.c): stop-and-copy over a TCP connection
+	 * of its own; no <live/> until kvmm has pre-copy. */
+	g_string_append(x, "    <migration_features>\n"
+			   "      <uri_transports>\n"
+			   "        <uri_transport>tcp</uri_transport>\n"
+			   "      </uri_transports>\n"
+			   "    </migration_features>\n");
 	topology(x);
 	g_string_append(x, "  </host>\n\n");
 	guests(x);

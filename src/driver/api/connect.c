@@ -7,6 +7,7 @@
 
 #include <libvirt/libvirt.h>
 
+#include "domain_api.h"
 #include "driver.h"
 #include "error.h"
 #include "handlers.h"
@@ -19,6 +20,11 @@
 /* virConnectSupportsFeature numbers (VIR_DRV_FEATURE_* in libvirt's
  * internal headers; see libvirt-rpc-facts.md §4.1). */
 enum {
+	FEATURE_MIGRATION_P2P = 4,
+	FEATURE_MIGRATION_V3 = 6,
+	FEATURE_MIGRATE_CHANGE_PROTECTION = 7,
+	FEATURE_MIGRATION_OFFLINE = 12,
+	FEATURE_MIGRATION_PARAMS = 13,
 	FEATURE_PROGRAM_KEEPALIVE = 10,
 	FEATURE_REMOTE_EVENT_CALLBACK = 14,
 	FEATURE_REMOTE_CLOSE_CALLBACK = 15,
@@ -130,8 +136,23 @@ int drv_connect_supports_feature(struct rpc_conn *conn, void *args, void *ret)
 		 * and expects messages headed by its callbackID (events.c). */
 		r->supported = 1;
 		break;
+	case FEATURE_MIGRATION_V3:
+	case FEATURE_MIGRATION_PARAMS:
+	case FEATURE_MIGRATION_OFFLINE:
+		/* Protocol v3 with typed parameters (domain_migrate.c). */
+		r->supported = 1;
+		break;
+	case FEATURE_MIGRATE_CHANGE_PROTECTION:
+		/* Begin marks the domain as migrating until Confirm, and the
+		 * client then calls Confirm(cancelled) after a failed Prepare
+		 * too, which lifts the mark. */
+		r->supported = 1;
+		break;
+	case FEATURE_MIGRATION_P2P:
+		r->supported = migrate_p2p_supported();
+		break;
 	default:
-		/* Migration, FD passing, typed-parameter strings and
+		/* FD passing, typed-parameter strings and
 		 * the rest: not yet.  Unknown numbers are "no", as in
 		 * libvirt's drivers. */
 		r->supported = 0;

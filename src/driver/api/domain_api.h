@@ -28,4 +28,11 @@ int managed_save_remove(struct domain_obj *obj);
  * removed once restored; else 0 and nothing done. */
 int managed_save_start(struct domain_obj *obj, bool paused, bool *restored);
 
+struct rpc_conn;
+/* CONN is going away (main loop): the incoming migrations it prepared
+ * and did not finish are cancelled and removed (domain_migrate.c). */
+void migrate_conn_gone(struct rpc_conn *conn);
+/* Whether peer-to-peer migration can be driven from here (domain_migrate.c). */
+bool migrate_p2p_supported(void);
+
 #endif

@@ -128,6 +128,17 @@ int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *
 int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_migrate.c: migration protocol v3 (both sides), speed and downtime */
+int drv_domain_migrate_begin3_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_prepare3_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_perform3_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_finish3_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_confirm3_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_set_max_speed(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_get_max_speed(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_set_max_downtime(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_get_max_downtime(struct rpc_conn *conn, void *args, void *ret);
+
 /* cpu.c */
 int drv_connect_get_cpu_model_names(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_compare_cpu(struct rpc_conn *conn, void *args, void *ret);

@@ -405,6 +405,18 @@ int monitor_save(const char *path, const char *file)
 	return rc;
 }
 
+int monitor_save_fd(const char *path, int fd)
+{
+	json_object *args = json_object_new_object();
+	int rc;
+
+	json_object_object_add(args, "fdname", json_object_new_string("migration"));
+	rc = command_fd(path, "save", args, fd, "migration", NULL,
+			MAX(command_timeout_ms, MONITOR_SAVE_TIMEOUT_MS));
+	json_object_put(args);
+	return rc;
+}
+
 int monitor_resume(const char *path)
 {
 	return command(path, "resume", NULL, NULL);

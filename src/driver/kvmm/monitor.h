@@ -57,6 +57,10 @@ int monitor_reset(const char *path);		/* hard reset */
  * monitor_timeout when that is longer. */
 #define MONITOR_SAVE_TIMEOUT_MS 300000
 int monitor_save(const char *path, const char *file);
+/* save to FD (a connected socket or a pipe; passed to kvmm by getfd, and
+ * still the caller's): the stream written and kvmm's copy closed.  The
+ * same deadline; on failure a running VM runs on. */
+int monitor_save_fd(const char *path, int fd);
 
 /* What kvmm says its VM is doing. */
 enum kvmm_run_state {

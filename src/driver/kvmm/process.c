@@ -58,6 +58,7 @@ struct domain_run {
 	gint64 started;		/* Unix time */
 	bool destroying;	/* the daemon asked it to stop */
 	bool saved;		/* ... after saving it (virDomainSave) */
+	bool migrated;		/* ... after migrating it away */
 	/* Adopted processes are not our children: their exit status comes
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
@@ -203,8 +204,11 @@ void process_set_sandbox(bool on, uid_t uid, gid_t gid)
  * kvmm ever runs that a restarted daemon would not know of.  If the
  * daemon dies before it writes the byte, the child reads EOF and exits
  * without becoming kvmm.  The pid, or -1 after reporting. */
-static pid_t spawn(const char *emulator, const char *config, const char *restore, int logfd,
-		   int *gate)
+/* INFD >= 0: the stream to restore from, inherited as descriptor 4
+ * (RESTORE then is "fd:4"). */
+#define SPAWN_IN_FD 4
+static pid_t spawn(const char *emulator, const char *config, const char *restore, int infd,
+		   int logfd, int *gate)
 {
 	/* Built before the fork: the child only execs. */
 	char *argv[12] = { (char *)emulator, "--config", (char *)config };
@@ -251,11 +255,11 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		 * VM outlives the daemon and its terminal signals. */
 		setsid();
 		if (dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 ||
-		    dup2(pipefd[0], 3) < 0)
+		    dup2(pipefd[0], 3) < 0 || (infd >= 0 && dup2(infd, SPAWN_IN_FD) < 0))
 			_exit(127);
 		/* Nothing else of the daemon's: above all no write end of
 		 * another start's gate, which would keep its EOF away. */
-		syscall(SYS_close_range, 4, ~0U, 0);
+		syscall(SYS_close_range, infd >= 0 ? SPAWN_IN_FD + 1 : SPAWN_IN_FD, ~0U, 0);
 		do
 			n = read(3, &go, 1);
 		while (n < 0 && errno == EINTR);
@@ -292,6 +296,9 @@ static void exit_reason(const struct domain_run *r, int status, bool known, int 
 	if (r->saved) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_SAVED;
 		*reason = VIR_DOMAIN_SHUTOFF_SAVED;
+	} else if (r->migrated) {
+		*detail = VIR_DOMAIN_EVENT_STOPPED_MIGRATED;
+		*reason = VIR_DOMAIN_SHUTOFF_MIGRATED;
 	} else if (r->destroying) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_DESTROYED;
 		*reason = VIR_DOMAIN_SHUTOFF_DESTROYED;
@@ -523,9 +530,9 @@ static void on_monitor_lost(const char *api_path, int err)
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
  * reporting (its exit, with its last words, or a timeout). */
-static int wait_ready(struct domain_run *r, off_t log_start)
+static int wait_ready(struct domain_run *r, off_t log_start, int timeout_ms)
 {
-	gint64 deadline = g_get_monotonic_time() + START_TIMEOUT_MS * 1000LL;
+	gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
 
 	for (;;) {
 		struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
@@ -551,7 +558,7 @@ static int wait_ready(struct domain_run *r, off_t log_start)
 		if (g_get_monotonic_time() > deadline) {
 			drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
 					 "kvmm did not open its control socket %s within %d s: %s",
-					 r->api_path, START_TIMEOUT_MS / 1000, g_strerror(-fd));
+					 r->api_path, timeout_ms / 1000, g_strerror(-fd));
 			return -1;
 		}
 	}
@@ -644,8 +651,10 @@ static int check_sources(const struct domain_def *def)
 }
 
 /* Starts OBJ, booting it or (RESTORE) continuing the VM saved in that
- * state stream. */
-static int start_run(struct domain_obj *obj, bool paused, const char *restore)
+ * state stream, or (INFD >= 0) in the stream kvmm reads from INFD, an
+ * incoming migration's connection: paused (migration), event
+ * STARTED/MIGRATED; kvmm answers once it has read it all. */
+static int start_run(struct domain_obj *obj, bool paused, const char *restore, int infd)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
@@ -712,7 +721,9 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore)
 	 * cleans up after, or a child that exits by itself -- and taps the
 	 * record does not name yet, which it finds by their mark. */
 	id = g_atomic_int_add(&next_id, 1) + 1;
-	r->pid = spawn(emulator, r->config_path, restore, logfd, &gate);
+	if (infd >= 0)
+		restore = "fd:" G_STRINGIFY(SPAWN_IN_FD);
+	r->pid = spawn(emulator, r->config_path, restore, infd, logfd, &gate);
 	if (r->pid < 0)
 		goto fail;
 	r->child = true;
@@ -768,7 +779,9 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore)
 	}
 	close(gate);
 	gate = -1;
-	if (wait_ready(r, log_start) < 0)
+	/* An incoming kvmm answers once the whole stream came: as long as
+	 * a save may take. */
+	if (wait_ready(r, log_start, infd >= 0 ? MONITOR_SAVE_TIMEOUT_MS : START_TIMEOUT_MS) < 0)
 		goto fail;
 
 	/* <currentMemory> below <memory>: the balloon asks for the rest
@@ -793,14 +806,18 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore)
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
-	if (restore)
+	if (infd >= 0)
+		/* As libvirt's incoming domain: paused until Finish resumes it. */
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION,
+				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_MIGRATED);
+	else if (restore)
 		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_RESTORED,
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
 	else
 		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_BOOTED,
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
 	/* As libvirt's QEMU driver: started, then suspended. */
-	if (paused)
+	if (paused && infd < 0)
 		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
 				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	g_mutex_unlock(&obj->lock);
@@ -834,17 +851,22 @@ fail:
 
 int process_start_paused(struct domain_obj *obj, bool paused)
 {
-	return start_run(obj, paused, NULL);
+	return start_run(obj, paused, NULL, -1);
 }
 
 int process_restore(struct domain_obj *obj, const char *file, bool paused)
 {
-	return start_run(obj, paused, file);
+	return start_run(obj, paused, file, -1);
+}
+
+int process_start_incoming(struct domain_obj *obj, int fd)
+{
+	return start_run(obj, true, NULL, fd);
 }
 
 /* Stops OBJ's kvmm (SIGTERM, SIGKILL after TERM_GRACE_MS unless GRACEFUL);
  * SAVED: its VM was saved, the domain stops as such. */
-static int stop_run(struct domain_obj *obj, bool graceful, bool saved)
+static int stop_run(struct domain_obj *obj, bool graceful, bool saved, bool migrated)
 {
 	gint64 deadline = g_get_monotonic_time() + TERM_GRACE_MS * 1000LL;
 	bool killed = false;
@@ -858,6 +880,7 @@ static int stop_run(struct domain_obj *obj, bool graceful, bool saved)
 	}
 	obj->run->destroying = true;
 	obj->run->saved = saved;
+	obj->run->migrated = migrated;
 	log_line(obj->run->log_path, "%s requested%s", saved ? "stop after save" : "destroy",
 		 graceful ? " (graceful)" : "");
 	pidfd_send_signal(obj->run->pidfd, SIGTERM);
@@ -867,6 +890,7 @@ static int stop_run(struct domain_obj *obj, bool graceful, bool saved)
 			if (graceful || killed) {
 				obj->run->destroying = false;
 				obj->run->saved = false;
+				obj->run->migrated = false;
 				drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
 						 "kvmm (pid %ld) did not stop within %d s",
 						 (long)obj->run->pid, TERM_GRACE_MS / 1000 * (killed ? 2 : 1));
@@ -884,7 +908,7 @@ static int stop_run(struct domain_obj *obj, bool graceful, bool saved)
 
 int process_destroy(struct domain_obj *obj, bool graceful)
 {
-	return stop_run(obj, graceful, false);
+	return stop_run(obj, graceful, false, false);
 }
 
 int process_save(struct domain_obj *obj, const char *file)
@@ -894,7 +918,45 @@ int process_save(struct domain_obj *obj, const char *file)
 	if (!path || monitor_save(path, file) < 0)
 		return -1;
 	/* The VM is paused and whole in FILE: this kvmm's part is over. */
-	return stop_run(obj, false, true);
+	return stop_run(obj, false, true, false);
+}
+
+int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mode mode)
+{
+	g_autofree char *path = process_api_path(obj);
+
+	if (mode != PROCESS_MIGRATE_STOP_COPY) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
+				 "live migration is not supported yet by this kvmm");
+		return -1;
+	}
+	if (!path || monitor_save_fd(path, fd) < 0)
+		return -1;
+	/* A domain the user paused stays paused by the user. */
+	g_mutex_lock(&obj->lock);
+	if (obj->run && obj->state == VIR_DOMAIN_RUNNING)
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION,
+				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED);
+	g_mutex_unlock(&obj->lock);
+	return 0;
+}
+
+int process_stop_migrated(struct domain_obj *obj)
+{
+	return stop_run(obj, false, false, true);
+}
+
+int process_resume_as(struct domain_obj *obj, int reason, int detail)
+{
+	g_autofree char *path = process_api_path(obj);
+
+	if (!path || monitor_resume(path) < 0)
+		return -1;
+	g_mutex_lock(&obj->lock);
+	if (obj->run)
+		domain_set_state(obj, VIR_DOMAIN_RUNNING, reason, VIR_DOMAIN_EVENT_RESUMED, detail);
+	g_mutex_unlock(&obj->lock);
+	return 0;
 }
 
 pid_t process_pid(struct domain_obj *obj)

@@ -52,6 +52,30 @@ int process_restore(struct domain_obj *obj, const char *file, bool paused);
  * on as it was and nothing is left under FILE. */
 int process_save(struct domain_obj *obj, const char *file);
 
+/* Migration.  The incoming side: starts OBJ (inactive; the job held)
+ * from the state stream kvmm reads whole from FD, a migration's accepted
+ * connection (kvmm --restore fd:N --paused), with the host side made as
+ * process_start makes it.  Returns once kvmm has read the stream and
+ * answers: the domain is paused (migration), event STARTED/MIGRATED.  On
+ * failure nothing is left, as for process_start.  FD stays the caller's. */
+int process_start_incoming(struct domain_obj *obj, int fd);
+
+/* How a running VM's state goes to a migration's connection. */
+enum process_migrate_mode {
+	PROCESS_MIGRATE_STOP_COPY,	/* paused, then its whole state sent */
+	PROCESS_MIGRATE_LIVE,		/* pre-copy while it runs: not in this kvmm yet */
+};
+/* The outgoing side: writes the active OBJ's state to FD (a connected
+ * socket; FD stays the caller's) by MODE, the job held.  The VM is left
+ * paused: a running one as paused (migration), event SUSPENDED/MIGRATED;
+ * on failure a running VM runs on. */
+int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mode mode);
+/* Stops OBJ's kvmm after its state went to a destination that now runs
+ * it: shut off (migrated), event STOPPED/MIGRATED. */
+int process_stop_migrated(struct domain_obj *obj);
+/* Resumes a paused OBJ: running with REASON, event RESUMED/DETAIL. */
+int process_resume_as(struct domain_obj *obj, int reason, int detail);
+
 /* Stops OBJ's kvmm (the caller holds the job): SIGTERM, and unless
  * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
  * once the domain is shut off. */

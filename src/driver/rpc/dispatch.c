@@ -4,6 +4,7 @@
 
 #include "error.h"
 #include "api/handlers.h"
+#include "api/domain_api.h"
 #include "host.h"
 #include "log.h"
 #include "message.h"
@@ -15,6 +16,7 @@
 #include "remote_sched_xdr.h"
 #include "remote_time_xdr.h"
 #include "remote_save_xdr.h"
+#include "remote_migrate_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
 #include "reply_error.h"
@@ -327,6 +329,39 @@ static const struct rpc_proc procs[] = {
 	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove",
 		ARGS(remote_domain_flags_args), NONE, drv_domain_managed_save_remove, RPC_PROC_MUTATING),
 
+	/* migration (domain_migrate.c) */
+	P(REMOTE_PROC_DOMAIN_MIGRATE_BEGIN3_PARAMS, "virDomainMigrateBegin3Params",
+		ARGS(remote_domain_migrate_begin3_params_args),
+		RET(remote_domain_migrate_begin3_params_ret), drv_domain_migrate_begin3_params,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_PREPARE3_PARAMS, "virDomainMigratePrepare3Params",
+		ARGS(remote_domain_migrate_prepare3_params_args),
+		RET(remote_domain_migrate_prepare3_params_ret), drv_domain_migrate_prepare3_params,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS, "virDomainMigratePerform3Params",
+		ARGS(remote_domain_migrate_perform3_params_args),
+		RET(remote_domain_migrate_perform3_params_ret), drv_domain_migrate_perform3_params,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS, "virDomainMigrateFinish3Params",
+		ARGS(remote_domain_migrate_finish3_params_args),
+		RET(remote_domain_migrate_finish3_params_ret), drv_domain_migrate_finish3_params,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_CONFIRM3_PARAMS, "virDomainMigrateConfirm3Params",
+		ARGS(remote_domain_migrate_confirm3_params_args), NONE,
+		drv_domain_migrate_confirm3_params, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_SPEED, "virDomainMigrateSetMaxSpeed",
+		ARGS(remote_domain_migrate_set_max_speed_args), NONE, drv_domain_migrate_set_max_speed,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_SPEED, "virDomainMigrateGetMaxSpeed",
+		ARGS(remote_domain_migrate_get_max_speed_args),
+		RET(remote_domain_migrate_get_max_speed_ret), drv_domain_migrate_get_max_speed, 0),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_DOWNTIME, "virDomainMigrateSetMaxDowntime",
+		ARGS(remote_domain_migrate_set_max_downtime_args), NONE,
+		drv_domain_migrate_set_max_downtime, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_DOWNTIME, "virDomainMigrateGetMaxDowntime",
+		ARGS(remote_domain_migrate_get_max_downtime_args),
+		RET(remote_domain_migrate_get_max_downtime_ret), drv_domain_migrate_get_max_downtime, 0),
+
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
 	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus"),
@@ -473,6 +508,7 @@ void rpc_conn_gone(struct rpc_conn *conn)
 	rpc_fwd_conn_gone(conn);
 	events_conn_gone(conn);
 	autodestroy_conn_gone(conn);
+	migrate_conn_gone(conn);
 	rpc_streams_close_all(conn);
 }
 

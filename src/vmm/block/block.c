@@ -602,6 +602,37 @@ fail:
 	return -errno;
 }
 
+static bool defer_locks;
+static struct block_dev *open_disks;
+
+void block_defer_locks(bool on)
+{
+	defer_locks = on;
+}
+
+int block_lock_all(bool lock)
+{
+	struct block_dev *bd;
+
+	for (bd = open_disks; bd; bd = bd->next_open) {
+		if (!lock) {
+			if (!bd->unlocked && bd->fd >= 0)
+				flock(bd->fd, LOCK_UN);
+			bd->unlocked = true;
+			continue;
+		}
+		if (!bd->unlocked)
+			continue;
+		if (flock(bd->fd, bd->lock_mode | LOCK_NB)) {
+			pr_err("disk %s is in use by another process: the VM cannot run here while it is",
+			       bd->path);
+			return -EBUSY;
+		}
+		bd->unlocked = false;
+	}
+	return 0;
+}
+
 /* The file's size, and the checks a person needs before boot: the right
  * kind of file, not given twice for writing, not in use. */
 static int check_file(struct block_dev *bd, const struct vm_config *cfg, unsigned int index,
@@ -645,7 +676,13 @@ static int check_file(struct block_dev *bd, const struct vm_config *cfg, unsigne
 	/* Another kvmm (or anyone honouring flock) writing it too would
 	 * corrupt it under the guest -- unless each says it shares it
 	 * (libvirt's <shareable/>: a cluster file system's disk). */
-	if (flock(bd->fd, (d->readonly || d->shareable ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
+	bd->lock_mode = d->readonly || d->shareable ? LOCK_SH : LOCK_EX;
+	if (defer_locks) {
+		/* A migration's destination: the source still holds it. */
+		bd->unlocked = true;
+		return 0;
+	}
+	if (flock(bd->fd, bd->lock_mode | LOCK_NB)) {
 		pr_err("disk %s is in use by another process: stop it, or give readonly=on or shareable=on to both",
 		       d->path);
 		return -EBUSY;
@@ -695,8 +732,16 @@ static int start_engine(struct block_dev *bd, unsigned int depth, struct loop *l
 
 void block_close(struct block_dev *bd)
 {
+	struct block_dev **p;
+
 	if (!bd)
 		return;
+	for (p = &open_disks; *p; p = &(*p)->next_open) {
+		if (*p == bd) {
+			*p = bd->next_open;
+			break;
+		}
+	}
 	if (bd->engine) {
 		block_cancel(bd);
 		loop_del(bd->loop, bd->efd);
@@ -744,6 +789,8 @@ struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
 	bd->size = size / bd->blk_size * bd->blk_size;
 	if (start_engine(bd, depth, loop))
 		goto fail;
+	bd->next_open = open_disks;
+	open_disks = bd;
 	return bd;
 fail:
 	block_close(bd);

@@ -67,6 +67,15 @@ struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
 /* Drops what is in flight (waiting for it) and closes everything. */
 void block_close(struct block_dev *bd);
 
+/* The disks' flocks, for a VM that moves to another kvmm (main loop).
+ * block_defer_locks(true): disks opened from now on are not locked yet
+ * (a migration's destination: the source kvmm still holds them).
+ * block_lock_all(false) lets go of every open disk's lock (a save that
+ * another kvmm continues); (true) takes those not held, -EBUSY (printed)
+ * if another process has one. */
+void block_defer_locks(bool on);
+int block_lock_all(bool lock);
+
 const char *block_path(const struct block_dev *bd);
 bool block_readonly(const struct block_dev *bd);
 uint32_t block_blk_size(const struct block_dev *bd);

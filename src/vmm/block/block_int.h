@@ -91,6 +91,11 @@ struct block_dev {
 	block_done_fn *done;
 	block_ready_fn *ready;
 	void *opaque;
+	/* Its flock: LOCK_SH or LOCK_EX; unlocked while another kvmm takes
+	 * the VM over (a migration), taken again at resume. */
+	int lock_mode;
+	bool unlocked;
+	struct block_dev *next_open;	/* every open disk (main loop) */
 };
 
 #define BLOCK_MAP_SELF	1

@@ -45,6 +45,10 @@ struct restore {
 
 /* Opens the stream and reads its header, configuration and layout. */
 int migration_restore_open(struct restore *rs, const char *path, char *err, size_t errlen);
+/* The same from FD, already open (taken: closed by migration_restore_close),
+ * read sequentially unless it is a regular file; PATH names it in messages. */
+int migration_restore_open_fd(struct restore *rs, int fd, const char *path, char *err,
+			      size_t errlen);
 /* The guest-visible parts of the configuration must be the stream's:
  * only host-side paths may differ. */
 int migration_check_config(const struct vm_config *stream, const struct vm_config *cfg,

@@ -571,12 +571,10 @@ static int next_payload(struct restore *rs, uint32_t type, uint32_t index,
 	return 0;
 }
 
+static int read_head(struct restore *rs, const char *path, char *err, size_t errlen);
+
 int migration_restore_open(struct restore *rs, const char *path, char *err, size_t errlen)
 {
-	struct layout_rec lay;
-	uint8_t *p = NULL;
-	size_t len;
-	unsigned int i;
 	int r;
 
 	memset(rs, 0, sizeof(*rs));
@@ -586,6 +584,26 @@ int migration_restore_open(struct restore *rs, const char *path, char *err, size
 		ERR("cannot open %s: %s", path, strerror(-r));
 		return r;
 	}
+	return read_head(rs, path, err, errlen);
+}
+
+int migration_restore_open_fd(struct restore *rs, int fd, const char *path, char *err,
+			      size_t errlen)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->fd = fd;
+	return read_head(rs, path, err, errlen);
+}
+
+/* The stream's header, configuration and layout, from rs->fd. */
+static int read_head(struct restore *rs, const char *path, char *err, size_t errlen)
+{
+	struct layout_rec lay;
+	uint8_t *p = NULL;
+	size_t len;
+	unsigned int i;
+	int r;
+
 	stream_reader_init(&rs->r, rs->fd);
 	r = stream_read_header(&rs->r);
 	if (r) {
