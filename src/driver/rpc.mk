@@ -39,6 +39,10 @@ RPC_XDR_H += src/driver/rpc/remote_sched_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_save.x
 RPC_XDR_C += src/driver/rpc/remote_save_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_save_xdr.h
+# The job procedures (remote_job.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_job.x
+RPC_XDR_C += src/driver/rpc/remote_job_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_job_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -113,7 +117,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/cpu.c \
 	src/driver/api/domain_sched.c \
 	src/driver/api/domain_time.c \
-	src/driver/api/domain_save.c
+	src/driver/api/domain_save.c \
+	src/driver/api/domain_job.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/domain.c src/driver/domain/domain.h \
@@ -121,6 +126,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/status.c src/driver/domain/status.h \
 	src/driver/domain/events.c src/driver/domain/events.h \
 	src/driver/domain/autodestroy.c src/driver/domain/autodestroy.h \
+	src/driver/domain/job.c src/driver/domain/job.h \
 	src/driver/conf/domain_schema.c src/driver/conf/domain_schema.h
 # running domains: XML -> VM config, kvmm processes, its control API
 src_driver_libvirtkvmmd_a_SOURCES += \

@@ -15,6 +15,7 @@
 #include "remote_sched_xdr.h"
 #include "remote_time_xdr.h"
 #include "remote_save_xdr.h"
+#include "remote_job_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
 #include "reply_error.h"
@@ -326,6 +327,19 @@ static const struct rpc_proc procs[] = {
 		NONE, drv_domain_managed_save, RPC_PROC_MUTATING),
 	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove",
 		ARGS(remote_domain_flags_args), NONE, drv_domain_managed_save_remove, RPC_PROC_MUTATING),
+
+	/* a long job's progress and abort (domain_job.c) */
+	P(REMOTE_PROC_DOMAIN_GET_JOB_INFO, "virDomainGetJobInfo",
+		ARGS(remote_domain_get_job_info_args), RET(remote_domain_get_job_info_ret),
+		drv_domain_get_job_info, 0),
+	P(REMOTE_PROC_DOMAIN_GET_JOB_STATS, "virDomainGetJobStats",
+		ARGS(remote_domain_get_job_stats_args), RET(remote_domain_get_job_stats_ret),
+		drv_domain_get_job_stats, 0),
+	P(REMOTE_PROC_DOMAIN_ABORT_JOB, "virDomainAbortJob", ARGS(remote_domain_abort_job_args),
+		NONE, drv_domain_abort_job, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_ABORT_JOB_FLAGS, "virDomainAbortJobFlags",
+		ARGS(remote_domain_abort_job_flags_args), NONE, drv_domain_abort_job_flags,
+		RPC_PROC_MUTATING),
 
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
