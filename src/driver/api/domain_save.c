@@ -9,12 +9,22 @@
  *     <!-- virtkvmmd save image: state=paused -->
  *     <domain type='kvm'>...
  *
- * The XML is written to FILE.xml.new before kvmm saves (kvmm writes
- * FILE.new), and renamed once kvmm renamed FILE, or removed if the save
- * fails: FILE only ever appears complete, and a failed save leaves an
- * image already there as it was. */
+ * The daemon writes both: the XML to FILE.xml.new before kvmm saves, the
+ * stream to FILE.new, which it opens itself (0600) and fills from a pipe
+ * whose other end kvmm writes (kvmm's `save` by descriptor: a sandboxed
+ * kvmm opens no path).  Pumping the stream itself is what lets the daemon
+ * count its progress for virDomainGetJobInfo and abort it: closing the
+ * pipe makes kvmm's save fail, and a VM that was running runs on.  Once
+ * the stream is whole and fsynced FILE.new becomes FILE, then the XML
+ * becomes FILE.xml; a failure anywhere removes the .new files: FILE only
+ * ever appears complete, and a failed save leaves an image already there
+ * as it was. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <libvirt/libvirt.h>
@@ -23,6 +33,8 @@
 #include "error.h"
 #include "handlers.h"
 #include "log.h"
+#include "domain/job.h"
+#include "kvmm/proc_stat.h"
 #include "kvmm/process.h"
 #include "remote_save_xdr.h"
 
@@ -59,11 +71,179 @@ static int check_state_flags(unsigned flags)
 	return 0;
 }
 
+/* The stream's way from kvmm to FILE.new: a thread reads the pipe kvmm
+ * writes and writes the file, counting bytes for the job; an abort (or
+ * its own write error) makes it close the pipe, so kvmm's save fails. */
+struct pump {
+	struct domain_obj *obj;
+	int in;			/* the pipe's read end */
+	int out;		/* FILE.new */
+	int wake;		/* eventfd: stop (an abort) */
+	uint64_t total;		/* the estimate of the stream's size */
+	uint64_t done;
+	int err;		/* errno of what failed, ECANCELED on abort; 0 */
+	GThread *thread;
+};
+
+/* For the tests: while the file VIRTKVMMD_TEST_HOLD_SAVE names exists
+ * the pump waits after each chunk (as behind a slow disk), so a test can
+ * watch and abort a save in the middle without racing it.  Unset
+ * (always, outside tests), nothing happens. */
+static void test_hold(struct pump *p)
+{
+	const char *hold = getenv("VIRTKVMMD_TEST_HOLD_SAVE");
+	struct pollfd w = { .fd = p->wake, .events = POLLIN };
+
+	while (hold && access(hold, F_OK) == 0 && poll(&w, 1, 20) == 0)
+		;
+}
+
+static gpointer pump_run(gpointer data)
+{
+	struct pump *p = data;
+	size_t cap = 1 << 20;
+	g_autofree char *buf = g_malloc(cap);
+
+	for (;;) {
+		struct pollfd f[2] = { { .fd = p->in, .events = POLLIN },
+				       { .fd = p->wake, .events = POLLIN } };
+		ssize_t n;
+
+		if (poll(f, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			p->err = errno;
+			break;
+		}
+		if (f[1].revents) {
+			p->err = ECANCELED;
+			break;
+		}
+		n = read(p->in, buf, cap);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0) {
+			p->err = errno;
+			break;
+		}
+		if (n == 0) {
+			/* kvmm closed its end: the stream is all there. */
+			if (fsync(p->out) < 0)
+				p->err = errno;
+			break;
+		}
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(p->out, buf + off, n - off);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				p->err = errno;
+				goto out;
+			}
+			off += w;
+		}
+		p->done += n;
+		job_progress(p->obj, p->done, p->total);
+		test_hold(p);
+	}
+out:
+	/* kvmm's next write fails (EPIPE): its save fails, the VM runs on. */
+	close(p->in);
+	p->in = -1;
+	return NULL;
+}
+
+static void pump_abort(void *opaque)
+{
+	struct pump *p = opaque;
+	uint64_t one = 1;
+
+	if (write(p->wake, &one, sizeof(one)) < 0)
+		pr_warn("cannot stop a save's pump: %s", g_strerror(errno));
+}
+
+/* What the stream will take: kvmm's resident memory, i.e. the guest
+ * pages it touched (the stream holds those, less zero pages) and kvmm's
+ * own few MiB.  An estimate: pages a restore mapped and the guest has
+ * not touched yet are not resident but are written; the job's total then
+ * grows with what is written. */
+static uint64_t stream_estimate(struct domain_obj *obj)
+{
+	pid_t pid = process_pid(obj);
+	long long kib = pid ? proc_rss_kib(pid) : -1;
+
+	return kib > 0 ? (uint64_t)kib * 1024 : 0;
+}
+
+/* Has OBJ's kvmm save into NEW (created here) through a pump; 0 with the
+ * VM paused and NEW whole and fsynced, or -1 after reporting with the VM
+ * as it was and NEW removed. */
+static int save_stream(struct domain_obj *obj, const char *new)
+{
+	struct pump p = { .obj = obj, .in = -1, .out = -1, .wake = -1 };
+	int pipefd[2] = { -1, -1 };
+	int rc = -1, saved;
+
+	p.out = open(new, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (p.out < 0) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot create the save image %s: %s", new,
+				 g_strerror(errno));
+		return -1;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0 || (p.wake = eventfd(0, EFD_CLOEXEC)) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot make a pipe for the save: %s",
+				 g_strerror(errno));
+		goto out;
+	}
+	p.in = pipefd[0];
+	p.total = stream_estimate(obj);
+	job_progress(obj, 0, p.total);
+	p.thread = g_thread_new("save-pump", pump_run, &p);
+	job_set_abort(obj, pump_abort, &p);
+	saved = process_save_stream(obj, pipefd[1]);
+	/* kvmm closed its copy once written (or failed); with ours closed
+	 * too the pump sees the end. */
+	close(pipefd[1]);
+	g_thread_join(p.thread);
+	job_set_abort(obj, NULL, NULL);
+	if (saved < 0 && p.err && p.err != ECANCELED) {
+		/* kvmm's "Broken pipe" only echoes the pump's failure. */
+		drv_error_reset();
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot write the save image %s: %s", new,
+				 g_strerror(p.err));
+	}
+	if (saved < 0)
+		goto out;
+	if (p.err) {
+		/* kvmm wrote all it had into the pipe before the pump failed:
+		 * its save "succeeded", the image did not. */
+		process_save_abandon(obj);
+		if (p.err != ECANCELED)
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot write the save image %s: %s",
+					 new, g_strerror(p.err));
+		else
+			drv_error_report(VIR_ERR_OPERATION_ABORTED, "save: canceled by client");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (p.in >= 0)
+		close(p.in);
+	if (p.wake >= 0)
+		close(p.wake);
+	close(p.out);
+	if (rc < 0)
+		unlink(new);
+	return rc;
+}
+
 /* Saves OBJ (running; its job held) into FILE and FILE.xml. */
 static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
 {
 	g_autofree char *xml = NULL, *body = NULL, *xpath = xml_path(file);
 	g_autofree char *xnew = g_strconcat(xpath, ".new", NULL);
+	g_autofree char *new = g_strconcat(file, ".new", NULL);
 	g_autoptr(GError) err = NULL;
 	bool paused;
 
@@ -88,17 +268,28 @@ static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
 				 err->message);
 		return -1;
 	}
-	if (process_save(obj, file) < 0) {
+	if (save_stream(obj, new) < 0) {
 		unlink(xnew);
 		return -1;
 	}
-	/* In the directory kvmm just renamed FILE in: only a file system
-	 * gone bad fails here, and the domain is saved and stopped by now. */
+	if (rename(new, file) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot rename %s to %s: %s", new, file,
+				 g_strerror(errno));
+		process_save_abandon(obj);
+		unlink(new);
+		unlink(xnew);
+		return -1;
+	}
+	/* In the directory FILE was just renamed in: only a file system
+	 * gone bad fails here, and the image's stream is complete. */
 	if (rename(xnew, xpath) < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot rename %s to %s: %s", xnew, xpath,
 				 g_strerror(errno));
+		process_save_abandon(obj);
 		return -1;
 	}
+	if (process_save_finish(obj) < 0)
+		return -1;
 	pr_info("domain '%s' saved to %s", obj->def->name, file);
 	return 0;
 }
@@ -120,9 +311,9 @@ static int save(const remote_nonnull_domain *dom, const char *to, const char *dx
 	obj = wire_domain_get(dom);
 	if (!obj)
 		return -1;
-	if (domain_job_begin(obj, api) == 0) {
+	if (job_begin(obj, api, VIR_DOMAIN_JOB_OPERATION_SAVE) == 0) {
 		rc = save_obj(obj, to, flags);
-		domain_job_end(obj);
+		job_end(obj, rc);
 	}
 	domain_obj_unref(obj);
 	return rc;
@@ -208,7 +399,7 @@ static int restore(const char *from, const char *dxml, unsigned flags, const cha
 			return -1;
 		}
 		domain_def_free(def);
-		if (domain_job_begin(obj, api) < 0) {
+		if (job_begin(obj, api, VIR_DOMAIN_JOB_OPERATION_RESTORE) < 0) {
 			domain_obj_unref(obj);
 			return -1;
 		}
@@ -216,6 +407,7 @@ static int restore(const char *from, const char *dxml, unsigned flags, const cha
 		obj = domain_add_transient(def, api);
 		if (!obj)
 			return -1;
+		job_begin_locked_job(obj, VIR_DOMAIN_JOB_OPERATION_RESTORE);
 		added = true;
 	}
 	if (flags & VIR_DOMAIN_SAVE_PAUSED)
@@ -225,7 +417,7 @@ static int restore(const char *from, const char *dxml, unsigned flags, const cha
 	rc = process_restore(obj, from, paused);
 	if (rc < 0 && added)
 		domain_remove_transient(obj);
-	domain_job_end(obj);
+	job_end(obj, rc);
 	if (rc == 0)
 		pr_info("domain '%s' restored from %s", obj->def->name, from);
 	domain_obj_unref(obj);
@@ -352,7 +544,7 @@ int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
 	obj = wire_domain_get(&a->dom);
 	if (!obj)
 		return -1;
-	if (domain_job_begin(obj, "virDomainManagedSave") < 0)
+	if (job_begin(obj, "virDomainManagedSave", VIR_DOMAIN_JOB_OPERATION_SAVE) < 0)
 		goto out;
 	if (!obj->persistent) {
 		drv_error_report(VIR_ERR_OPERATION_INVALID,
@@ -365,7 +557,7 @@ int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
 
 		rc = save_obj(obj, path, a->flags);
 	}
-	domain_job_end(obj);
+	job_end(obj, rc);
 out:
 	domain_obj_unref(obj);
 	return rc;
