@@ -5,6 +5,7 @@ were, the guest's clock never goes back -- with libvirt's events; a save
 that fails leaves the domain running and no image behind."""
 import os
 import re
+import threading
 
 import libvirt
 import pytest
@@ -340,3 +341,105 @@ def test_restored_domain_is_adopted_by_the_next_daemon(start_daemon, kvm, tmp_pa
     wait_ticks(d2.root, n + 2)
     dom.destroy()
     c.close()
+
+
+def held_daemon(start_daemon, tmp_path):
+    """A daemon whose save pump waits after each chunk while the file
+    HOLD exists (VIRTKVMMD_TEST_HOLD_SAVE): a save stays in the middle
+    until the test removes it -- no race against the save's speed."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    d = start_daemon(env=dict(os.environ, VIRTKVMMD_TEST_HOLD_SAVE=str(hold)))
+    return d, hold
+
+
+def in_background(fn):
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    return t, out
+
+
+def saving(dom):
+    """The running save's stats once some of the stream was written."""
+    st = dom.jobStats()
+    return st if st["type"] == L.VIR_DOMAIN_JOB_UNBOUNDED and st.get("data_processed") else None
+
+
+def test_domjobinfo_during_a_save_and_completed_after(start_daemon, kvm, tmp_path):
+    d, hold = held_daemon(start_daemon, tmp_path)
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    # Nothing running: no job, and no abort.
+    with pytest.raises(libvirt.libvirtError, match="domain is not running"):
+        dom.jobInfo()
+    dom.create()
+    wait_ticks(d.root, 2)
+    assert dom.jobStats()["type"] == L.VIR_DOMAIN_JOB_NONE
+    r = virsh(d.uri(), "domjobabort", "s1")
+    assert r.returncode != 0 and "no job is active on the domain" in r.stderr, r.stderr
+    img = str(tmp_path / "j.save")
+    t, res = in_background(lambda: virsh(d.uri(), "save", "s1", img, timeout=120))
+    st = wait_for(lambda: saving(dom), "the save's first bytes")
+    assert st["operation"] == L.VIR_DOMAIN_JOB_OPERATION_SAVE
+    assert 0 < st["data_processed"] < st["data_total"]
+    assert st["data_remaining"] == st["data_total"] - st["data_processed"]
+    # virsh's view: the job as libvirt's qemu driver shows a save.
+    out = virsh(d.uri(), "domjobinfo", "s1").stdout
+    assert re.search(r"Job type:\s+Unbounded", out), out
+    assert re.search(r"Operation:\s+Save", out), out
+    assert re.search(r"Time elapsed:\s+\d+\s+ms", out), out
+    assert re.search(r"Data processed:\s+[\d.]+ (B|[KMG]iB)", out), out
+    assert re.search(r"Data total:\s+[\d.]+ [KMG]iB", out), out
+    info = dom.jobInfo()
+    assert info[0] == L.VIR_DOMAIN_JOB_UNBOUNDED and info[4] > 0, info
+    hold.unlink()
+    t.join(120)
+    assert res[0].returncode == 0, res[0].stderr
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    out = virsh(d.uri(), "domjobinfo", "s1", "--completed", "--keep-completed").stdout
+    assert re.search(r"Job type:\s+Completed", out), out
+    assert re.search(r"Operation:\s+Save", out), out
+    done = dom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert done["type"] == L.VIR_DOMAIN_JOB_COMPLETED and done["success"]
+    assert done["data_processed"] == done["data_total"] == os.path.getsize(img)
+    assert done["data_remaining"] == 0
+    # Read without KEEP_COMPLETED: gone.
+    assert dom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)["type"] == L.VIR_DOMAIN_JOB_NONE
+    conn.restore(img)
+    assert dom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)["operation"] == \
+        L.VIR_DOMAIN_JOB_OPERATION_RESTORE
+    dom.destroy()
+    conn.close()
+
+
+def test_domjobabort_mid_save_keeps_the_guest_running(start_daemon, kvm, tmp_path):
+    d, hold = held_daemon(start_daemon, tmp_path)
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    out_dir = tmp_path / "img"
+    out_dir.mkdir()
+    img = str(out_dir / "a.save")
+    t, res = in_background(lambda: virsh(d.uri(), "save", "s1", img, timeout=120))
+    wait_for(lambda: saving(dom), "the save's first bytes")
+    r = virsh(d.uri(), "domjobabort", "s1")
+    assert r.returncode == 0, r.stderr
+    t.join(120)
+    assert res[0].returncode != 0
+    assert "operation aborted: save: canceled by client" in res[0].stderr, res[0].stderr
+    # The guest runs on, nothing is left of the image.
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    wait_ticks(d.root, ticks(d.root)[-1][0] + 2)
+    assert os.listdir(str(out_dir)) == []
+    st = dom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert st["type"] == L.VIR_DOMAIN_JOB_CANCELLED and not st["success"]
+    # Saved again, unheld: the image restores and the guest continues.
+    hold.unlink()
+    dom.save(img)
+    before = ticks(d.root)
+    conn.restore(img)
+    assert_continued(d.root, before)
+    dom.destroy()
+    conn.close()
