@@ -443,3 +443,50 @@ def test_domjobabort_mid_save_keeps_the_guest_running(start_daemon, kvm, tmp_pat
     assert_continued(d.root, before)
     dom.destroy()
     conn.close()
+
+
+def hold_at(hold, nbytes):
+    """The held pump goes on until the stream reaches NBYTES (atomically:
+    the pump never reads a half-written number)."""
+    tmp = hold.with_suffix(".tmp")
+    tmp.write_text(str(nbytes))
+    os.rename(tmp, hold)
+
+
+def test_save_verbose_prints_rising_progress(start_daemon, kvm, tmp_path):
+    """virsh save --verbose polls virDomainGetJobInfo on the connection
+    the save runs on: the daemon answers it beside the running save, and
+    virsh prints each percentage -- 0, one in the middle, 100."""
+    import subprocess
+    d, hold = held_daemon(start_daemon, tmp_path)
+    conn = libvirt.open(d.uri())
+    # 32 MiB touched: the stream is mostly guest pages, so a point a
+    # quarter of the way through the estimate is inside it.
+    xml = live_xml(d.root).replace("kvmmtest.tick_ms=50", "kvmmtest.tick_ms=50 kvmmtest.live.touch=32")
+    dom = conn.defineXML(xml)
+    dom.create()
+    wait_ticks(d.root, 2)
+    img = str(tmp_path / "v.save")
+    p = subprocess.Popen(["virsh", "-c", d.uri(), "save", "s1", img, "--verbose"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, LC_ALL="C"))
+    out = []
+    reader = threading.Thread(target=lambda: out.extend(iter(lambda: p.stdout.read1(4096), b"")))
+    reader.start()
+
+    def percents():
+        return [int(n) for n in re.findall(rb"Save: \[\s*(\d+) %\]", b"".join(out))]
+
+    st = wait_for(lambda: saving(dom), "the save's first bytes")
+    wait_for(lambda: percents(), "virsh's first progress line")
+    assert percents()[-1] < 100
+    hold_at(hold, st["data_total"] // 4)
+    wait_for(lambda: any(0 < n < 100 for n in percents()), "progress in the middle")
+    hold.unlink()
+    assert p.wait(120) == 0, b"".join(out)
+    reader.join(10)
+    seen = percents()
+    assert seen == sorted(seen) and seen[-1] == 100, seen
+    assert b"Domain 's1' saved to" in b"".join(out)
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    conn.close()

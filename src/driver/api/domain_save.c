@@ -86,7 +86,8 @@ struct pump {
 };
 
 /* For the tests: while the file VIRTKVMMD_TEST_HOLD_SAVE names exists
- * the pump waits after each chunk (as behind a slow disk), so a test can
+ * and the stream has reached the number of bytes it holds (none: 0), the
+ * pump waits after each chunk, as behind a stalled disk, so a test can
  * watch and abort a save in the middle without racing it.  Unset
  * (always, outside tests), nothing happens. */
 static void test_hold(struct pump *p)
@@ -94,8 +95,13 @@ static void test_hold(struct pump *p)
 	const char *hold = getenv("VIRTKVMMD_TEST_HOLD_SAVE");
 	struct pollfd w = { .fd = p->wake, .events = POLLIN };
 
-	while (hold && access(hold, F_OK) == 0 && poll(&w, 1, 20) == 0)
-		;
+	while (hold) {
+		g_autofree char *text = NULL;
+
+		if (!g_file_get_contents(hold, &text, NULL, NULL) ||
+		    p->done < g_ascii_strtoull(text, NULL, 10) || poll(&w, 1, 20) != 0)
+			break;
+	}
 }
 
 static gpointer pump_run(gpointer data)
