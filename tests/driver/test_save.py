@@ -490,3 +490,33 @@ def test_save_verbose_prints_rising_progress(start_daemon, kvm, tmp_path):
     assert b"Domain 's1' saved to" in b"".join(out)
     assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
     conn.close()
+
+
+def test_sandboxed_guest_saves_and_restores(start_daemon, kvm, tmp_path):
+    """A confined kvmm opens no path: the daemon creates the image (0600,
+    its own) and kvmm writes it through the descriptor it is given;
+    restore and a managed save's start work as unconfined."""
+    from test_sandboxed import NOBODY, NOGROUP, assert_confined, sandboxed_daemon
+    d = sandboxed_daemon(start_daemon, "sandbox = 1\n")
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    assert_confined(d.guests()[0], NOBODY, NOGROUP)
+    img = str(tmp_path / "sb.save")
+    r = virsh(d.uri(), "save", "s1", img, timeout=120)
+    assert r.returncode == 0, r.stderr
+    st = os.stat(img)
+    assert (st.st_mode & 0o777, st.st_uid) == (0o600, os.getuid())
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    before = ticks(d.root)
+    conn.restore(img)
+    assert_confined(d.guests()[0], NOBODY, NOGROUP)
+    assert_continued(d.root, before)
+    dom.managedSave()
+    before = ticks(d.root)
+    dom.create()
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert_continued(d.root, before)
+    dom.destroy()
+    conn.close()
