@@ -71,6 +71,89 @@ static int check_state_flags(unsigned flags)
 	return 0;
 }
 
+/* What an alternative XML (save --xml, restore --xml,
+ * save-image-define) may not change: what the guest sees, checked as
+ * libvirt's ABI stability check words it.  Host-side things (disk and
+ * log paths, NIC sources, titles) may change; kvmm checks the rest of
+ * what the guest sees when it restores (docs/kvmm.md, "Restore").  0, or
+ * -1 after reporting. */
+static int check_abi(const struct domain_def *src, const struct domain_def *dst)
+{
+	char a[37], b[37];
+
+#define ABI_ERR(...) (drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, __VA_ARGS__), -1)
+	if (strcmp(src->name, dst->name))
+		return ABI_ERR("Target domain name '%s' does not match source '%s'", dst->name,
+			       src->name);
+	if (memcmp(src->uuid, dst->uuid, 16)) {
+		domain_uuid_format(src->uuid, a);
+		domain_uuid_format(dst->uuid, b);
+		return ABI_ERR("Target domain uuid %s does not match source %s", b, a);
+	}
+	if (src->memory_kib != dst->memory_kib)
+		return ABI_ERR("Target domain max memory %llu does not match source %llu",
+			       dst->memory_kib, src->memory_kib);
+	if (src->max_memory_kib != dst->max_memory_kib)
+		return ABI_ERR("Target maximum memory size '%llu' doesn't match source '%llu'",
+			       dst->max_memory_kib, src->max_memory_kib);
+	if (src->vcpus != dst->vcpus)
+		return ABI_ERR("Target domain vCPU max %u does not match source %u", dst->vcpus,
+			       src->vcpus);
+	if (src->ndisks != dst->ndisks)
+		return ABI_ERR("Target domain disk count %zu does not match source %zu", dst->ndisks,
+			       src->ndisks);
+	for (size_t i = 0; i < src->ndisks; i++) {
+		const struct domain_disk *x = &src->disks[i], *y = &dst->disks[i];
+
+		if (strcmp(x->target, y->target))
+			return ABI_ERR("Target disk %s does not match source %s", y->target, x->target);
+		if (x->readonly != y->readonly)
+			return ABI_ERR("Target disk %s readonly setting does not match source", y->target);
+		if (g_strcmp0(x->serial, y->serial))
+			return ABI_ERR("Target disk serial %s does not match source %s",
+				       y->serial ? y->serial : "", x->serial ? x->serial : "");
+	}
+	if (src->nnets != dst->nnets)
+		return ABI_ERR("Target domain net card count %zu does not match source %zu",
+			       dst->nnets, src->nnets);
+	for (size_t i = 0; i < src->nnets; i++) {
+		const unsigned char *x = src->nets[i].mac, *y = dst->nets[i].mac;
+
+		if (memcmp(x, y, 6))
+			return ABI_ERR("Target network card mac %02x:%02x:%02x:%02x:%02x:%02x does not match source %02x:%02x:%02x:%02x:%02x:%02x",
+				       y[0], y[1], y[2], y[3], y[4], y[5], x[0], x[1], x[2], x[3], x[4], x[5]);
+		if (src->nets[i].mtu != dst->nets[i].mtu)
+			return ABI_ERR("Target network card MTU %u does not match source %u",
+				       dst->nets[i].mtu, src->nets[i].mtu);
+	}
+	if (src->nserials != dst->nserials)
+		return ABI_ERR("Target domain serial port count %zu does not match source %zu",
+			       dst->nserials, src->nserials);
+	if (src->nconsoles != dst->nconsoles)
+		return ABI_ERR("Target domain console count %zu does not match source %zu",
+			       dst->nconsoles, src->nconsoles);
+	if (src->balloon_model != dst->balloon_model)
+		return ABI_ERR("Target balloon model does not match source");
+	if (src->nrngs != dst->nrngs)
+		return ABI_ERR("Target domain RNG device count %zu does not match source %zu",
+			       dst->nrngs, src->nrngs);
+#undef ABI_ERR
+	return 0;
+}
+
+/* CLIENT: DXML parsed and checked against SRC: the definition (free
+ * with domain_def_free), or NULL after reporting. */
+static struct domain_def *alt_def(const struct domain_def *src, const char *dxml)
+{
+	struct domain_def *def = domain_def_parse_string(dxml, domains_parse_opts());
+
+	if (def && check_abi(src, def) < 0) {
+		domain_def_free(def);
+		return NULL;
+	}
+	return def;
+}
+
 /* The stream's way from kvmm to FILE.new: a thread reads the pipe kvmm
  * writes and writes the file, counting bytes for the job; an abort (or
  * its own write error) makes it close the pipe, so kvmm's save fails. */
@@ -244,8 +327,9 @@ out:
 	return rc;
 }
 
-/* Saves OBJ (running; its job held) into FILE and FILE.xml. */
-static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
+/* Saves OBJ (running; its job held) into FILE and FILE.xml (DXML's
+ * definition there, when given). */
+static int save_obj(struct domain_obj *obj, const char *file, const char *dxml, unsigned flags)
 {
 	g_autofree char *xml = NULL, *body = NULL, *xpath = xml_path(file);
 	g_autofree char *xnew = g_strconcat(xpath, ".new", NULL);
@@ -264,7 +348,14 @@ static int save_obj(struct domain_obj *obj, const char *file, unsigned flags)
 	       : obj->state == VIR_DOMAIN_PAUSED;
 	/* The definition the run has, without what only a run has (ids,
 	 * pty paths, generated names): the restore's run makes its own. */
-	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	if (dxml) {
+		struct domain_def *alt = alt_def(obj->def, dxml);
+
+		xml = alt ? domain_def_format(alt, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE) : NULL;
+		domain_def_free(alt);
+	} else {
+		xml = domain_def_format(obj->def, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	}
 	g_mutex_unlock(&obj->lock);
 	if (!xml)
 		return -1;
@@ -309,16 +400,11 @@ static int save(const remote_nonnull_domain *dom, const char *to, const char *dx
 	if (api_check_flags(flags, SAVE_FLAGS, api) < 0 || check_state_flags(flags) < 0 ||
 	    check_path(to) < 0)
 		return -1;
-	if (dxml) {
-		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "an alternative XML for the save image is not supported");
-		return -1;
-	}
 	obj = wire_domain_get(dom);
 	if (!obj)
 		return -1;
 	if (job_begin(obj, api, VIR_DOMAIN_JOB_OPERATION_SAVE) == 0) {
-		rc = save_obj(obj, to, flags);
+		rc = save_obj(obj, to, dxml, flags);
 		job_end(obj, rc);
 	}
 	domain_obj_unref(obj);
@@ -369,31 +455,67 @@ static char *read_image_xml(const char *file, bool *paused)
 }
 
 
+/* A restore runs the defined OBJ (inactive, its job held) with ALT, the
+ * image's definition, as its live one, the persistent one waiting in
+ * newdef as for a definition defined while it runs; undone if the
+ * restore fails. */
+static void run_with(struct domain_obj *obj, struct domain_def *alt)
+{
+	g_mutex_lock(&obj->lock);
+	if (obj->persistent)
+		obj->newdef = obj->def;
+	else
+		domain_def_free(obj->def);
+	obj->def = alt;
+	g_mutex_unlock(&obj->lock);
+}
+
+static void run_with_undo(struct domain_obj *obj)
+{
+	g_mutex_lock(&obj->lock);
+	/* A run that ended already put the persistent one back. */
+	if (obj->id < 0 && obj->newdef) {
+		domain_def_free(obj->retired);
+		obj->retired = obj->def;
+		obj->def = obj->newdef;
+		obj->newdef = NULL;
+	}
+	g_mutex_unlock(&obj->lock);
+}
+
 static int restore(const char *from, const char *dxml, unsigned flags, const char *api)
 {
-	struct domain_def *def;
+	struct domain_def *def, *alt = NULL;
 	struct domain_obj *obj;
 	g_autofree char *xml = NULL;
-	bool paused, added = false;
+	bool paused, added = false, swapped = false;
 	int rc = -1;
 
 	if (api_check_flags(flags, SAVE_FLAGS, api) < 0 || check_state_flags(flags) < 0 ||
 	    check_path(from) < 0)
 		return -1;
-	if (dxml) {
-		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "an alternative XML for the restored domain is not supported");
-		return -1;
-	}
 	xml = read_image_xml(from, &paused);
 	if (!xml)
 		return -1;
 	def = domain_def_parse_string(xml, domains_parse_opts());
 	if (!def)
 		return -1;
-	/* A defined domain restores with its own definition (kvmm checks
-	 * that the guest sees the same machine); else the image's becomes
-	 * a transient domain, as libvirt does. */
+	/* libvirt's restore --xml: the host side may differ from the
+	 * image's (a disk moved, another bridge), not what the guest sees. */
+	if (dxml) {
+		alt = alt_def(def, dxml);
+		if (!alt) {
+			domain_def_free(def);
+			return -1;
+		}
+	}
+	if (alt) {
+		domain_def_free(def);
+		def = alt;
+	}
+	/* The run is the image's (or DXML's) definition, as libvirt's: a
+	 * defined domain runs it with its persistent definition kept for
+	 * the next start; else it becomes a transient domain. */
 	obj = domain_find_by_uuid(def->uuid);
 	if (obj) {
 		if (strcmp(obj->def->name, def->name) != 0) {
@@ -404,11 +526,19 @@ static int restore(const char *from, const char *dxml, unsigned flags, const cha
 			domain_obj_unref(obj);
 			return -1;
 		}
-		domain_def_free(def);
 		if (job_begin(obj, api, VIR_DOMAIN_JOB_OPERATION_RESTORE) < 0) {
+			domain_def_free(def);
 			domain_obj_unref(obj);
 			return -1;
 		}
+		g_mutex_lock(&obj->lock);
+		swapped = obj->id < 0;
+		g_mutex_unlock(&obj->lock);
+		/* A running one: process_restore refuses it in its words. */
+		if (swapped)
+			run_with(obj, def);
+		else
+			domain_def_free(def);
 	} else {
 		obj = domain_add_transient(def, api);
 		if (!obj)
@@ -421,6 +551,8 @@ static int restore(const char *from, const char *dxml, unsigned flags, const cha
 	else if (flags & VIR_DOMAIN_SAVE_RUNNING)
 		paused = false;
 	rc = process_restore(obj, from, paused);
+	if (rc < 0 && swapped)
+		run_with_undo(obj);
 	if (rc < 0 && added)
 		domain_remove_transient(obj);
 	job_end(obj, rc);
@@ -459,6 +591,49 @@ int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *
 		return -1;
 	r->xml = strdup(xml);	/* freed by xdr_free */
 	return r->xml ? 0 : (drv_error_report(VIR_ERR_NO_MEMORY, "out of memory"), -1);
+}
+
+/* save-image-define: the image's XML replaced by DXML's (checked as for
+ * restore --xml), and its state by RUNNING/PAUSED when given. */
+int drv_domain_save_image_define_xml(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_save_image_define_xml_args *a = args;
+	g_autofree char *xml = NULL, *out = NULL, *body = NULL, *xpath = NULL;
+	g_autoptr(GError) err = NULL;
+	struct domain_def *def, *alt;
+	bool paused;
+
+	if (api_check_flags(a->flags, VIR_DOMAIN_SAVE_RUNNING | VIR_DOMAIN_SAVE_PAUSED,
+			    "virDomainSaveImageDefineXML") < 0 ||
+	    check_state_flags(a->flags) < 0 || check_path(a->file) < 0)
+		return -1;
+	xml = read_image_xml(a->file, &paused);
+	if (!xml)
+		return -1;
+	def = domain_def_parse_string(xml, domains_parse_opts());
+	if (!def)
+		return -1;
+	alt = alt_def(def, a->dxml);
+	domain_def_free(def);
+	if (!alt)
+		return -1;
+	out = domain_def_format(alt, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+	domain_def_free(alt);
+	if (!out)
+		return -1;
+	if (a->flags & VIR_DOMAIN_SAVE_PAUSED)
+		paused = true;
+	else if (a->flags & VIR_DOMAIN_SAVE_RUNNING)
+		paused = false;
+	body = g_strconcat(paused ? HEADER_PAUSED : HEADER_RUNNING, out, NULL);
+	xpath = xml_path(a->file);
+	/* Written aside and renamed over: the image never has half an XML. */
+	if (!g_file_set_contents_full(xpath, body, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot write the save image %s: %s", xpath,
+				 err->message);
+		return -1;
+	}
+	return 0;
 }
 
 /* --- managed save: one image per domain, in the daemon's own directory,
@@ -537,20 +712,19 @@ int managed_save_start(struct domain_obj *obj, bool paused, bool *restored)
 	return 0;
 }
 
-int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
+static int managed_save(const remote_nonnull_domain *dom, const char *dxml, unsigned flags,
+			const char *api)
 {
-	remote_domain_flags_args *a = args;
 	g_autofree char *dir = managed_dir();
 	struct domain_obj *obj;
 	int rc = -1;
 
-	if (api_check_flags(a->flags, SAVE_FLAGS, "virDomainManagedSave") < 0 ||
-	    check_state_flags(a->flags) < 0)
+	if (api_check_flags(flags, SAVE_FLAGS, api) < 0 || check_state_flags(flags) < 0)
 		return -1;
-	obj = wire_domain_get(&a->dom);
+	obj = wire_domain_get(dom);
 	if (!obj)
 		return -1;
-	if (job_begin(obj, "virDomainManagedSave", VIR_DOMAIN_JOB_OPERATION_SAVE) < 0)
+	if (job_begin(obj, api, VIR_DOMAIN_JOB_OPERATION_SAVE) < 0)
 		goto out;
 	if (!obj->persistent) {
 		drv_error_report(VIR_ERR_OPERATION_INVALID,
@@ -561,12 +735,78 @@ int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
 	} else {
 		g_autofree char *path = managed_save_path(obj);
 
-		rc = save_obj(obj, path, a->flags);
+		rc = save_obj(obj, path, dxml, flags);
 	}
 	job_end(obj, rc);
 out:
 	domain_obj_unref(obj);
 	return rc;
+}
+
+int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_flags_args *a = args;
+
+	return managed_save(&a->dom, NULL, a->flags, "virDomainManagedSave");
+}
+
+/* CLIENT: the typed parameters of SaveParams/RestoreParams: only
+ * `file` and `dxml`, strings, each at most once (libvirt's
+ * virTypedParamsValidate wording).  0, or -1 after reporting. */
+static int save_params(const remote_typed_param *p, unsigned n, const char **file,
+		       const char **dxml)
+{
+	*file = *dxml = NULL;
+	for (unsigned i = 0; i < n; i++) {
+		const char **slot = !strcmp(p[i].field, VIR_DOMAIN_SAVE_PARAM_FILE) ? file
+				  : !strcmp(p[i].field, VIR_DOMAIN_SAVE_PARAM_DXML) ? dxml : NULL;
+
+		if (!slot) {
+			drv_error_report(VIR_ERR_INVALID_ARG, "parameter '%s' not supported",
+					 p[i].field);
+			return -1;
+		}
+		if (p[i].value.type != VIR_TYPED_PARAM_STRING) {
+			drv_error_report(VIR_ERR_INVALID_ARG,
+					 "invalid type '%d' for parameter '%s', expected 'string'",
+					 p[i].value.type, p[i].field);
+			return -1;
+		}
+		if (*slot) {
+			drv_error_report(VIR_ERR_INVALID_ARG, "parameter '%s' occurs multiple times",
+					 p[i].field);
+			return -1;
+		}
+		*slot = p[i].value.remote_typed_param_value_u.s;
+	}
+	return 0;
+}
+
+int drv_domain_save_params(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_save_params_args *a = args;
+	const char *file, *dxml;
+
+	if (save_params(a->params.params_val, a->params.params_len, &file, &dxml) < 0)
+		return -1;
+	/* No file: a managed save, as libvirt. */
+	if (!file)
+		return managed_save(&a->dom, dxml, a->flags, "virDomainSaveParams");
+	return save(&a->dom, file, dxml, a->flags, "virDomainSaveParams");
+}
+
+int drv_domain_restore_params(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_restore_params_args *a = args;
+	const char *file, *dxml;
+
+	if (save_params(a->params.params_val, a->params.params_len, &file, &dxml) < 0)
+		return -1;
+	if (!file) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "File to load domain from must be provided");
+		return -1;
+	}
+	return restore(file, dxml, a->flags, "virDomainRestoreParams");
 }
 
 int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret)
