@@ -520,3 +520,127 @@ def test_sandboxed_guest_saves_and_restores(start_daemon, kvm, tmp_path):
     assert_continued(d.root, before)
     dom.destroy()
     conn.close()
+
+
+BLK0 = re.compile(r"KVMMTEST live n=\d+ us=\d+ blk0=(\S+) ")
+
+
+def disk_xml(root, disk, name="s1"):
+    """live_xml with a virtio disk the guest reads every tick (blk0=)."""
+    x = live_xml(root, name).replace("kvmmtest.tick_ms=50", "kvmmtest.tick_ms=50 kvmmtest.virtio=blk")
+    return x.replace("<devices>", "<devices>\n    <disk type='file' device='disk'>"
+                     f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>")
+
+
+def saved_with_a_disk(d, conn, tmp_path):
+    """A defined guest reading its disk, saved; its disk then moved, as
+    to another host's storage.  (dom, image, old path, new path, the
+    guest's crc of its disk)."""
+    from test_attach_detach import make_disk
+    disk = make_disk(str(tmp_path / "a.img"))
+    dom = conn.defineXML(disk_xml(d.root, disk))
+    dom.create()
+    wait_ticks(d.root, 2)
+    crc = BLK0.findall(serial(d.root, "s1"))[-1]
+    assert crc.startswith("0x"), crc
+    img = str(tmp_path / "m.save")
+    dom.save(img)
+    moved = str(tmp_path / "moved.img")
+    os.rename(disk, moved)
+    return dom, img, disk, moved, crc
+
+
+def test_restore_xml_with_a_moved_disk(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom, img, disk, moved, crc = saved_with_a_disk(d, conn, tmp_path)
+    # The image's path is gone: refused, the domain stays saved.
+    with pytest.raises(libvirt.libvirtError, match=re.escape(disk)):
+        conn.restore(img)
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    xml = virsh(d.uri(), "save-image-dumpxml", img).stdout
+    assert disk in xml
+    # What the guest sees may not change, in libvirt's words.
+    for change, message in (
+            (lambda x: re.sub(r"<memory unit='KiB'>\d+</memory>", "<memory unit='KiB'>131072</memory>", x),
+             "Target domain max memory 131072 does not match source 65536"),
+            (lambda x: x.replace("<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>2</vcpu>"),
+             "Target domain vCPU max 2 does not match source 1"),
+            (lambda x: x.replace("dev='vda'", "dev='vdb'"),
+             "Target disk vdb does not match source vda")):
+        bad = tmp_path / "bad.xml"
+        bad.write_text(change(xml.replace(disk, moved)))
+        r = virsh(d.uri(), "restore", img, "--xml", str(bad), timeout=120)
+        assert r.returncode != 0 and message in r.stderr, (message, r.stderr)
+        assert "unsupported configuration" in r.stderr, r.stderr
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    # The host side may: the disk at its new place.
+    good = tmp_path / "good.xml"
+    good.write_text(xml.replace(disk, moved))
+    before = ticks(d.root)
+    r = virsh(d.uri(), "restore", img, "--xml", str(good), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert_continued(d.root, before)
+    # The guest reads the same disk, from its new place.
+    assert set(BLK0.findall(serial(d.root, "s1"))) == {crc}
+    assert moved in dom.XMLDesc(0) and disk not in dom.XMLDesc(0)
+    # The run's definition only: the persistent one is the next start's.
+    assert disk in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    dom.destroy()
+    assert disk in dom.XMLDesc(0)
+
+
+def test_save_image_define_rewrites_the_image(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom, img, disk, moved, crc = saved_with_a_disk(d, conn, tmp_path)
+    xml = virsh(d.uri(), "save-image-dumpxml", img).stdout
+    bad = tmp_path / "bad.xml"
+    bad.write_text(xml.replace("<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>2</vcpu>"))
+    r = virsh(d.uri(), "save-image-define", img, str(bad))
+    assert r.returncode != 0 and "Target domain vCPU max 2 does not match source 1" in r.stderr, r.stderr
+    assert virsh(d.uri(), "save-image-dumpxml", img).stdout == xml
+    new = tmp_path / "new.xml"
+    new.write_text(xml.replace(disk, moved))
+    r = virsh(d.uri(), "save-image-define", img, str(new), "--paused")
+    assert r.returncode == 0, r.stderr
+    assert moved in virsh(d.uri(), "save-image-dumpxml", img).stdout
+    assert open(img + ".xml").readline().strip() == "<!-- virtkvmmd save image: state=paused -->"
+    # Restored as the image now says: paused, with the moved disk.
+    before = ticks(d.root)
+    conn.restore(img)
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    assert moved in dom.XMLDesc(0)
+    dom.resume()
+    assert_continued(d.root, before)
+    assert set(BLK0.findall(serial(d.root, "s1"))) == {crc}
+    dom.destroy()
+
+
+def test_save_params_and_restore_params(daemon, conn, kvm, tmp_path):
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    img = str(tmp_path / "p.save")
+    xml = dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    with pytest.raises(libvirt.libvirtError, match="Target domain name 'zz' does not match source 's1'"):
+        dom.saveParams({L.VIR_DOMAIN_SAVE_PARAM_FILE: img,
+                        L.VIR_DOMAIN_SAVE_PARAM_DXML: xml.replace("<name>s1<", "<name>zz<")})
+    assert dom.isActive() and not os.path.exists(img)
+    # An alternative XML for the image: a title added (host side only).
+    alt = xml.replace("<name>s1</name>", "<name>s1</name><title>from params</title>")
+    dom.saveParams({L.VIR_DOMAIN_SAVE_PARAM_FILE: img, L.VIR_DOMAIN_SAVE_PARAM_DXML: alt})
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert "<title>from params</title>" in open(img + ".xml").read()
+    with pytest.raises(libvirt.libvirtError, match="File to load domain from must be provided"):
+        conn.restoreParams({})
+    before = ticks(d.root)
+    conn.restoreParams({L.VIR_DOMAIN_SAVE_PARAM_FILE: img}, L.VIR_DOMAIN_SAVE_PAUSED)
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    assert "<title>from params</title>" in dom.XMLDesc(0)
+    dom.resume()
+    assert_continued(d.root, before)
+    # No file: a managed save, as libvirt's.
+    dom.saveParams({})
+    assert dom.hasManagedSaveImage() == 1
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
