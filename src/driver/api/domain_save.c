@@ -689,6 +689,20 @@ int managed_save_remove(struct domain_obj *obj)
 	return 0;
 }
 
+void managed_save_mark_all(void)
+{
+	g_autoptr(GPtrArray) all = domain_list();
+
+	for (guint i = 0; i < all->len; i++) {
+		struct domain_obj *obj = g_ptr_array_index(all, i);
+
+		g_mutex_lock(&obj->lock);
+		if (obj->id < 0 && obj->persistent && managed_save_exists_locked(obj))
+			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_SAVED, -1, 0);
+		g_mutex_unlock(&obj->lock);
+	}
+}
+
 int managed_save_start(struct domain_obj *obj, bool paused, bool *restored)
 {
 	g_autofree char *path = managed_save_path(obj);
