@@ -644,3 +644,65 @@ def test_save_params_and_restore_params(daemon, conn, kvm, tmp_path):
     dom.saveParams({})
     assert dom.hasManagedSaveImage() == 1
     assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+
+
+def test_managed_saved_reason_survives_a_daemon_restart(start_daemon, kvm):
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    dom = c.defineXML(live_xml(d1.root))
+    dom.create()
+    wait_ticks(d1.root, 2)
+    dom.managedSave()
+    c.close()
+    d1.stop()
+    d2 = start_daemon(root=d1.root)
+    r = virsh(d2.uri(), "domstate", "s1", "--reason")
+    assert r.stdout.strip() == "shut off (saved)", r.stdout
+    c = libvirt.open(d2.uri())
+    dom = c.lookupByName("s1")
+    assert dom.hasManagedSaveImage() == 1
+    before = ticks(d2.root)
+    dom.create()
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
+    assert_continued(d2.root, before)
+    dom.destroy()
+    # Without an image, nothing says why it is off.
+    assert virsh(d2.uri(), "domstate", "s1", "--reason").stdout.strip() == "shut off (destroyed)"
+    c.close()
+
+
+def test_restore_on_another_daemon_from_a_copied_image(start_daemon, kvm, tmp_path):
+    """Another host, as far as the daemon can tell: its own --root, the
+    image copied there and the original gone; the serial log moved into
+    its root with restore --xml.  The guest's ticks go on."""
+    import shutil
+    d1 = start_daemon()
+    c1 = libvirt.open(d1.uri())
+    dom = c1.defineXML(live_xml(d1.root))
+    dom.create()
+    wait_ticks(d1.root, 3)
+    img = str(tmp_path / "h1.save")
+    dom.save(img)
+    last = ticks(d1.root)[-1]
+    c1.close()
+    d2 = start_daemon()
+    other = tmp_path / "other"
+    other.mkdir()
+    copy = str(other / "h2.save")
+    shutil.copy(img, copy)
+    shutil.copy(img + ".xml", copy + ".xml")
+    os.unlink(img)
+    os.unlink(img + ".xml")
+    c2 = libvirt.open(d2.uri())
+    xml = c2.saveImageGetXMLDesc(copy).replace(f"{d1.root}/s1-serial.log", f"{d2.root}/s1-serial.log")
+    c2.restoreFlags(copy, xml)
+    dom2 = c2.lookupByName("s1")
+    assert dom2.isActive() and not dom2.isPersistent()
+    wait_for(lambda: len(ticks(d2.root)) >= 3, "ticks on the other daemon")
+    t = ticks(d2.root)
+    # Where it was saved: the next tick, the guest's clock never back.
+    assert [n for n, _ in t] == list(range(last[0] + 1, last[0] + 1 + len(t))), (last, t)
+    assert t[0][1] >= last[1]
+    assert "KVMMTEST boot" not in serial(d2.root, "s1")
+    dom2.destroy()
+    c2.close()
