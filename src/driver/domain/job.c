@@ -63,7 +63,7 @@ void job_free(struct domain_jobs *jobs)
 	g_free(jobs);
 }
 
-void job_begin_locked_job(struct domain_obj *obj, int operation)
+void job_begin_held(struct domain_obj *obj, int operation)
 {
 	struct domain_jobs *j;
 
@@ -83,7 +83,7 @@ int job_begin(struct domain_obj *obj, const char *api, int operation)
 {
 	if (domain_job_begin(obj, api) < 0)
 		return -1;
-	job_begin_locked_job(obj, operation);
+	job_begin_held(obj, operation);
 	return 0;
 }
 

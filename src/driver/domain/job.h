@@ -39,7 +39,7 @@ typedef void (*job_abort_fn)(void *opaque);
 int job_begin(struct domain_obj *obj, const char *api, int operation);
 /* As job_begin, for a caller already holding the job lock (a transient
  * domain just added holds it from birth). */
-void job_begin_locked_job(struct domain_obj *obj, int operation);
+void job_begin_held(struct domain_obj *obj, int operation);
 /* The hook virDomainAbortJob calls, or NULL: not abortable (now). */
 void job_set_abort(struct domain_obj *obj, job_abort_fn fn, void *opaque);
 /* Data done and expected so far, in bytes (TOTAL grows to PROCESSED if
