@@ -706,3 +706,28 @@ def test_restore_on_another_daemon_from_a_copied_image(start_daemon, kvm, tmp_pa
     assert "KVMMTEST boot" not in serial(d2.root, "s1")
     dom2.destroy()
     c2.close()
+
+
+def test_a_second_job_waits_for_the_save_then_times_out(start_daemon, kvm, tmp_path):
+    """One job at a time: while a save runs (held mid-stream), a change
+    to the domain waits libvirt's 30 s for it and gives up in libvirt's
+    words; the save, let go, completes as if nothing had happened."""
+    d, hold = held_daemon(start_daemon, tmp_path)
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    img = str(tmp_path / "w.save")
+    t, res = in_background(lambda: virsh(d.uri(), "save", "s1", img, timeout=120))
+    wait_for(lambda: saving(dom), "the save's first bytes")
+    r = virsh(d.uri(), "managedsave", "s1", timeout=120)
+    assert r.returncode != 0
+    assert "Timed out during operation: cannot acquire state change lock" in r.stderr, r.stderr
+    # Still held where it was, and still abortable: nothing moved on.
+    assert saving(dom)
+    hold.unlink()
+    t.join(120)
+    assert res[0].returncode == 0, res[0].stderr
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    assert dom.hasManagedSaveImage() == 0
+    conn.close()
