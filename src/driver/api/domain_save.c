@@ -297,6 +297,9 @@ static int save_stream(struct domain_obj *obj, const char *new)
 	if (pipe2(pipefd, O_CLOEXEC) < 0 || (p.wake = eventfd(0, EFD_CLOEXEC)) < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot make a pipe for the save: %s",
 				 g_strerror(errno));
+		p.in = pipefd[0];
+		if (pipefd[1] >= 0)
+			close(pipefd[1]);
 		goto out;
 	}
 	p.in = pipefd[0];
