@@ -2,7 +2,12 @@
 scenario (a tick counter and its clock on COM1): the saved domain is shut
 off (saved), the restored one continues -- ticks go on from where they
 were, the guest's clock never goes back -- with libvirt's events; a save
-that fails leaves the domain running and no image behind."""
+that fails leaves the domain running and no image behind.  A save is the
+domain's job: domjobinfo and save --verbose follow it, domjobabort
+cancels it (the daemon's test hold keeps a save in the middle, so no
+test races it); restore --xml, save-image-define and the Params APIs
+change only what is the host's; a sandboxed guest saves through the
+daemon's descriptor."""
 import os
 import re
 import threading
