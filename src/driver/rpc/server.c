@@ -278,7 +278,7 @@ static void outbox_drain(struct rpc_server *srv)
 			/* The side call's own reference goes with it. */
 			c->sides--;
 			if (!c->dead)
-				client_rearm(c);
+				client_next_call(c);
 			client_unref(c);
 		} else {
 			/* The call's own reference goes with it. */
@@ -478,7 +478,10 @@ static void client_next_call(struct client *c)
 		rpc_fwd_call(&c->conn, p, len);
 		g_bytes_unref(head);
 	}
-	if (c->busy || c->dead || g_queue_is_empty(&c->calls)) {
+	/* Nor while side calls run: they share the connection's call
+	 * record with the running call, which a long job leaves alone and
+	 * the next call may not. */
+	if (c->busy || c->sides || c->dead || g_queue_is_empty(&c->calls)) {
 		if (!c->dead)
 			client_rearm(c);
 		return;
