@@ -21,6 +21,7 @@
 #include <glib-unix.h>
 #include <libxml/parser.h>
 
+#include "api/domain_api.h"
 #include "domain/autodestroy.h"
 #include "daemon_conf.h"
 #include "domain/domain.h"
@@ -449,6 +450,7 @@ int main(int argc, char **argv)
 	process_set_sandbox(conf.sandbox, conf.sandbox_uid, conf.sandbox_gid);
 	drv_state.hypervisor_version = conf.hypervisor_version;
 	process_adopt_all();
+	managed_save_mark_all();
 	process_autostart_all();
 	loop = g_main_loop_new(NULL, FALSE);
 	/* Before the sockets exist: a client may signal us as soon as it

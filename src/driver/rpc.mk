@@ -43,6 +43,10 @@ RPC_XDR_H += src/driver/rpc/remote_save_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_migrate.x
 RPC_XDR_C += src/driver/rpc/remote_migrate_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_migrate_xdr.h
+# The job procedures (remote_job.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_job.x
+RPC_XDR_C += src/driver/rpc/remote_job_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_job_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -118,7 +122,8 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/domain_sched.c \
 	src/driver/api/domain_time.c \
 	src/driver/api/domain_save.c \
-	src/driver/api/domain_migrate.c
+	src/driver/api/domain_migrate.c \
+	src/driver/api/domain_job.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/domain.c src/driver/domain/domain.h \
@@ -126,6 +131,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/status.c src/driver/domain/status.h \
 	src/driver/domain/events.c src/driver/domain/events.h \
 	src/driver/domain/autodestroy.c src/driver/domain/autodestroy.h \
+	src/driver/domain/job.c src/driver/domain/job.h \
 	src/driver/conf/domain_schema.c src/driver/conf/domain_schema.h
 # running domains: XML -> VM config, kvmm processes, its control API
 src_driver_libvirtkvmmd_a_SOURCES += \
@@ -165,6 +171,11 @@ tests_unit_test_monitor_SOURCES = tests/unit/test_monitor.c tests/unit/unit_main
 tests_unit_test_monitor_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
 tests_unit_test_monitor_LDADD = $(DRV_LDADD)
 
+check_PROGRAMS += tests/unit/test_job
+tests_unit_test_job_SOURCES = tests/unit/test_job.c tests/unit/unit_main.c tests/unit/unit.h
+tests_unit_test_job_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
+tests_unit_test_job_LDADD = $(DRV_LDADD)
+
 # --- generated headers before their users -------------------------------------
 # BUILT_SOURCES makes them only for `make`, `make all` and `make check`; a
 # single target (`make src/driver/virtkvmmd` in a fresh tree) needs every
@@ -172,4 +183,5 @@ tests_unit_test_monitor_LDADD = $(DRV_LDADD)
 # dispatch.h, ...) to depend on them.
 $(src_driver_rpc_librpcxdr_a_OBJECTS) $(src_driver_libvirtkvmmd_a_OBJECTS) \
 $(src_driver_virtkvmmd_OBJECTS) $(tests_unit_rpc_fuzz_OBJECTS) \
-$(tests_unit_test_rpc_OBJECTS) $(tests_unit_test_monitor_OBJECTS): $(RPC_XDR_H)
+$(tests_unit_test_rpc_OBJECTS) $(tests_unit_test_monitor_OBJECTS) \
+$(tests_unit_test_job_OBJECTS): $(RPC_XDR_H)

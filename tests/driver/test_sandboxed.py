@@ -170,25 +170,6 @@ def test_sandboxed_guest_refuses_a_nic_hotplug(start_daemon, netns, kvm):
     conn.close()
 
 
-def test_sandboxed_guest_refuses_save(start_daemon, kvm):
-    """Not there yet: the state file is not passed to a confined kvmm.
-    save and managedsave are refused with libvirt's unsupported-operation
-    error; no file is left and the guest runs on."""
-    d = sandboxed_daemon(start_daemon, "sandbox = 1\n")
-    conn = libvirt.open(d.uri())
-    dom = conn.defineXML(guest_xml(d.root, "sb", extra_cmdline=CMDLINE))
-    dom.create()
-    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
-    state = os.path.join(d.root, "sb.save")
-    for args in (["save", "sb", state], ["managedsave", "sb"]):
-        r = virsh(d.uri(), *args)
-        assert r.returncode != 0 and "sandboxed guest cannot be saved yet" in r.stderr, r.stderr
-    assert not [f for f in os.listdir(d.root) if f.startswith("sb.save")]
-    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING and not dom.hasManagedSaveImage()
-    dom.destroy()
-    conn.close()
-
-
 @pytest.mark.parametrize("text,message", [
     ("sandbox = 2\n", "sandbox: 2 is out of range (0 to 1)"),
     ('user = "root"\n', "user: the sandbox's user must not be root"),

@@ -27,6 +27,10 @@ int managed_save_remove(struct domain_obj *obj);
  * result of restoring from it (paused if PAUSED or saved so), the image
  * removed once restored; else 0 and nothing done. */
 int managed_save_start(struct domain_obj *obj, bool paused, bool *restored);
+/* At daemon start: every inactive domain with a managed image is shut off
+ * (saved), as it was when the image was made -- the image is the record
+ * that outlives the daemon. */
+void managed_save_mark_all(void);
 
 struct rpc_conn;
 /* CONN is going away (main loop): the incoming migrations it prepared

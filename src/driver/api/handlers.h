@@ -125,6 +125,14 @@ int drv_domain_save_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_restore(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_restore_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_save_image_get_xml_desc(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_save_image_define_xml(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_save_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_restore_params(struct rpc_conn *conn, void *args, void *ret);
+/* domain_job.c: a long job's progress and abort */
+int drv_domain_get_job_info(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_get_job_stats(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_abort_job(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_abort_job_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_managed_save(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_managed_save_remove(struct rpc_conn *conn, void *args, void *ret);
 

@@ -7,6 +7,7 @@
 #include "domain_persist.h"
 #include "error.h"
 #include "events.h"
+#include "job.h"
 #include "kvmm/process.h"
 #include "log.h"
 
@@ -78,6 +79,7 @@ void domain_obj_unref(struct domain_obj *obj)
 	domain_def_free(obj->retired);
 	g_mutex_clear(&obj->lock);
 	g_cond_clear(&obj->job_cond);
+	job_free(obj->jobs);
 	g_free(obj);
 }
 

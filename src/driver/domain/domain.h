@@ -19,6 +19,7 @@
 #include "conf/domain_conf.h"
 
 struct domain_run;
+struct domain_jobs;
 struct rpc_stream;
 
 struct domain_obj {
@@ -52,6 +53,7 @@ struct domain_obj {
 	/* The job: one API changing the domain at a time. */
 	GCond job_cond;
 	const char *job;		/* API name of the holder, NULL when free */
+	struct domain_jobs *jobs;	/* long jobs' progress and stats (job.c) */
 };
 
 /* Loads every definition under CONFIG_DIR (created if missing); unreadable

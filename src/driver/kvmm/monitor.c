@@ -384,34 +384,15 @@ int monitor_pause(const char *path)
 	return command(path, "pause", NULL, NULL);
 }
 
-int monitor_save(const char *path, const char *file)
+int monitor_save(const char *path, int fd)
 {
 	json_object *args = json_object_new_object();
 	int rc;
 
-	/* A confined kvmm opens no path, and the daemon does not pass the
-	 * state file as a descriptor yet. */
-	if (pass_fds) {
-		json_object_put(args);
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "a sandboxed guest cannot be saved yet (sandbox = 1 in virtkvmmd.conf)");
-		return -1;
-	}
-	json_object_object_add(args, "path", json_object_new_string(file));
+	json_object_object_add(args, "fdname", json_object_new_string("save"));
 	/* Writing the guest's RAM takes seconds on a loaded host; the
 	 * deadline still catches a kvmm that stopped answering. */
-	rc = command_ms(path, "save", args, NULL, MAX(command_timeout_ms, MONITOR_SAVE_TIMEOUT_MS));
-	json_object_put(args);
-	return rc;
-}
-
-int monitor_save_fd(const char *path, int fd)
-{
-	json_object *args = json_object_new_object();
-	int rc;
-
-	json_object_object_add(args, "fdname", json_object_new_string("migration"));
-	rc = command_fd(path, "save", args, fd, "migration", NULL,
+	rc = command_fd(path, "save", args, fd, "save", NULL,
 			MAX(command_timeout_ms, MONITOR_SAVE_TIMEOUT_MS));
 	json_object_put(args);
 	return rc;

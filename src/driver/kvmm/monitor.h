@@ -50,17 +50,15 @@ int monitor_powerdown(const char *path);	/* the ACPI power button */
 int monitor_reboot(const char *path);		/* power button, then reset */
 int monitor_reset(const char *path);		/* hard reset */
 
-/* save: kvmm pauses the VM and writes its state stream to FILE (through
- * FILE.new, fsynced and renamed), leaving it paused; on failure nothing is
- * left under FILE and a running VM runs on (VIR_ERR_OPERATION_FAILED with
- * kvmm's message).  Its deadline is MONITOR_SAVE_TIMEOUT_MS, or
- * monitor_timeout when that is longer. */
+/* save: kvmm pauses the VM and writes its state stream to FD (sent with
+ * getfd: a file or a pipe open for writing, which kvmm closes once
+ * written), leaving it paused; on failure (VIR_ERR_OPERATION_FAILED with
+ * kvmm's message) a running VM runs on, and what was written is the
+ * caller's to remove.  Works for a sandboxed kvmm too, which opens no
+ * path.  A migration passes its connection.  Its deadline is MONITOR_SAVE_TIMEOUT_MS, or monitor_timeout
+ * when that is longer. */
 #define MONITOR_SAVE_TIMEOUT_MS 300000
-int monitor_save(const char *path, const char *file);
-/* save to FD (a connected socket or a pipe; passed to kvmm by getfd, and
- * still the caller's): the stream written and kvmm's copy closed.  The
- * same deadline; on failure a running VM runs on. */
-int monitor_save_fd(const char *path, int fd);
+int monitor_save(const char *path, int fd);
 
 /* What kvmm says its VM is doing. */
 enum kvmm_run_state {

@@ -911,14 +911,33 @@ int process_destroy(struct domain_obj *obj, bool graceful)
 	return stop_run(obj, graceful, false, false);
 }
 
-int process_save(struct domain_obj *obj, const char *file)
+int process_save_stream(struct domain_obj *obj, int fd)
 {
 	g_autofree char *path = process_api_path(obj);
 
-	if (!path || monitor_save(path, file) < 0)
-		return -1;
-	/* The VM is paused and whole in FILE: this kvmm's part is over. */
+	return path ? monitor_save(path, fd) : -1;
+}
+
+int process_save_finish(struct domain_obj *obj)
+{
+	/* The VM is paused and whole in its image: this kvmm's part is over. */
 	return stop_run(obj, false, true, false);
+}
+
+void process_save_abandon(struct domain_obj *obj)
+{
+	g_autofree char *path = process_api_path(obj);
+	bool running;
+
+	g_mutex_lock(&obj->lock);
+	running = obj->state == VIR_DOMAIN_RUNNING;
+	g_mutex_unlock(&obj->lock);
+	/* kvmm's save left it paused; the domain never was, for clients. */
+	if (path && running && monitor_resume(path) < 0) {
+		pr_warn("domain '%s': cannot resume it after a failed save: %s", obj->def->name,
+			drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+	}
 }
 
 int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mode mode)
@@ -930,7 +949,7 @@ int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mod
 				 "live migration is not supported yet by this kvmm");
 		return -1;
 	}
-	if (!path || monitor_save_fd(path, fd) < 0)
+	if (!path || monitor_save(path, fd) < 0)
 		return -1;
 	/* A domain the user paused stays paused by the user. */
 	g_mutex_lock(&obj->lock);

@@ -47,10 +47,17 @@ int process_start_paused(struct domain_obj *obj, bool paused);
  * the guest's memory from it; removing it is fine). */
 int process_restore(struct domain_obj *obj, const char *file, bool paused);
 
-/* Saves a running OBJ's VM to FILE (monitor_save) and stops its kvmm: the
- * domain is shut off (saved), event STOPPED/SAVED.  On failure the VM runs
- * on as it was and nothing is left under FILE. */
-int process_save(struct domain_obj *obj, const char *file);
+/* Saving a running OBJ (the job held), in two steps so the caller can
+ * make the image safe in between.  process_save_stream: kvmm writes its
+ * state stream to FD (monitor_save; a sandboxed kvmm too) and leaves the
+ * VM paused, the domain's state unchanged; on failure the VM runs on as
+ * it was.  Then either process_save_finish: kvmm stopped, the domain shut
+ * off (saved), event STOPPED/SAVED; or process_save_abandon, when what
+ * kvmm wrote could not be kept: the VM resumed unless the domain is
+ * paused (a failure there is only logged). */
+int process_save_stream(struct domain_obj *obj, int fd);
+int process_save_finish(struct domain_obj *obj);
+void process_save_abandon(struct domain_obj *obj);
 
 /* Migration.  The incoming side: starts OBJ (inactive; the job held)
  * from the state stream kvmm reads whole from FD, a migration's accepted

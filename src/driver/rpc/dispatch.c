@@ -17,6 +17,7 @@
 #include "remote_time_xdr.h"
 #include "remote_save_xdr.h"
 #include "remote_migrate_xdr.h"
+#include "remote_job_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
 #include "reply_error.h"
@@ -324,6 +325,14 @@ static const struct rpc_proc procs[] = {
 	P(REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "virDomainSaveImageGetXMLDesc",
 		ARGS(remote_domain_save_image_get_xml_desc_args),
 		RET(remote_domain_save_image_get_xml_desc_ret), drv_domain_save_image_get_xml_desc, 0),
+	P(REMOTE_PROC_DOMAIN_SAVE_IMAGE_DEFINE_XML, "virDomainSaveImageDefineXML",
+		ARGS(remote_domain_save_image_define_xml_args), NONE, drv_domain_save_image_define_xml,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_SAVE_PARAMS, "virDomainSaveParams", ARGS(remote_domain_save_params_args),
+		NONE, drv_domain_save_params, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_RESTORE_PARAMS, "virDomainRestoreParams",
+		ARGS(remote_domain_restore_params_args), NONE, drv_domain_restore_params,
+		RPC_PROC_MUTATING),
 	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE, "virDomainManagedSave", ARGS(remote_domain_flags_args),
 		NONE, drv_domain_managed_save, RPC_PROC_MUTATING),
 	P(REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "virDomainManagedSaveRemove",
@@ -361,6 +370,19 @@ static const struct rpc_proc procs[] = {
 	P(REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_DOWNTIME, "virDomainMigrateGetMaxDowntime",
 		ARGS(remote_domain_migrate_get_max_downtime_args),
 		RET(remote_domain_migrate_get_max_downtime_ret), drv_domain_migrate_get_max_downtime, 0),
+
+	/* a long job's progress and abort (domain_job.c) */
+	P(REMOTE_PROC_DOMAIN_GET_JOB_INFO, "virDomainGetJobInfo",
+		ARGS(remote_domain_get_job_info_args), RET(remote_domain_get_job_info_ret),
+		drv_domain_get_job_info, 0),
+	P(REMOTE_PROC_DOMAIN_GET_JOB_STATS, "virDomainGetJobStats",
+		ARGS(remote_domain_get_job_stats_args), RET(remote_domain_get_job_stats_ret),
+		drv_domain_get_job_stats, 0),
+	P(REMOTE_PROC_DOMAIN_ABORT_JOB, "virDomainAbortJob", ARGS(remote_domain_abort_job_args),
+		NONE, drv_domain_abort_job, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_ABORT_JOB_FLAGS, "virDomainAbortJobFlags",
+		ARGS(remote_domain_abort_job_flags_args), NONE, drv_domain_abort_job_flags,
+		RPC_PROC_MUTATING),
 
 	/* recognised, not implemented yet: write access only */
 #define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }

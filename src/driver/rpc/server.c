@@ -19,6 +19,8 @@
 #include "error.h"
 #include "remote_xdr.h"
 #include "remote_host_xdr.h"
+#include "remote_job_xdr.h"
+#include "remote_save_xdr.h"
 #include "forward.h"
 #include "log.h"
 #include "message.h"
@@ -79,6 +81,7 @@ struct client {
 	int refs;			/* atomic; only the main loop drops to 0 */
 	bool dead;			/* dropped: socket closed, waits for refs */
 	bool busy;			/* a worker runs one of its calls */
+	unsigned sides;			/* side calls running beside it */
 	bool closing;			/* conn.closing as of the last finished call */
 	bool anonymous;			/* counted in listener->anonymous */
 	bool prio;			/* its running call is on a priority worker */
@@ -109,6 +112,7 @@ struct outmsg {
 	struct client *c;		/* holds a reference */
 	GBytes *pkt;
 	int rc;				/* rpc_dispatch's, for the end of a call */
+	bool side;			/* the end of a side call (below), not the running one */
 };
 
 struct rpc_server {
@@ -122,6 +126,7 @@ struct rpc_server {
 	GThread *main_thread;
 	GThreadPool *workers;
 	GThreadPool *prio_workers;	/* priority calls only, when workers are all busy */
+	GThreadPool *side_workers;	/* side calls: a long job's progress and abort */
 	unsigned normal_busy;		/* calls handed to workers, not yet ended */
 	guint accept_resume;		/* timer re-enabling accept after EMFILE */
 	bool accept_suspended;
@@ -144,7 +149,7 @@ static gboolean listener_io(gint fd, GIOCondition cond, gpointer data);
  * running; beyond them its socket is not read. */
 static bool client_calls_full(const struct client *c)
 {
-	return c->calls.length + (c->busy ? 1 : 0) >= c->srv->cfg.max_client_requests;
+	return c->calls.length + (c->busy ? 1 : 0) + c->sides >= c->srv->cfg.max_client_requests;
 }
 
 static GIOCondition client_wanted(const struct client *c)
@@ -219,7 +224,7 @@ static void client_queue_out(struct client *c, GBytes *pkt)
 }
 
 /* Workers: hand a packet (or the end of a call) to the main loop. */
-static void outbox_post(struct client *c, GBytes *pkt, int rc)
+static void outbox_post_full(struct client *c, GBytes *pkt, int rc, bool side)
 {
 	struct rpc_server *srv = c->srv;
 	struct outmsg *m = g_new(struct outmsg, 1);
@@ -230,12 +235,18 @@ static void outbox_post(struct client *c, GBytes *pkt, int rc)
 	m->c = c;
 	m->pkt = pkt;
 	m->rc = rc;
+	m->side = side;
 	g_mutex_lock(&srv->outbox_lock);
 	was_empty = g_queue_is_empty(&srv->outbox);
 	g_queue_push_tail(&srv->outbox, m);
 	g_mutex_unlock(&srv->outbox_lock);
 	if (was_empty && write(srv->outbox_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		pr_warn("cannot wake the main loop: %s", g_strerror(errno));
+}
+
+static void outbox_post(struct client *c, GBytes *pkt, int rc)
+{
+	outbox_post_full(c, pkt, rc, false);
 }
 
 static void client_send(struct rpc_conn *conn, GBytes *pkt)
@@ -263,6 +274,12 @@ static void outbox_drain(struct rpc_server *srv)
 
 		if (m->pkt) {
 			client_queue_out(c, m->pkt);
+		} else if (m->side) {
+			/* The side call's own reference goes with it. */
+			c->sides--;
+			if (!c->dead)
+				client_next_call(c);
+			client_unref(c);
 		} else {
 			/* The call's own reference goes with it. */
 			g_bytes_unref(c->running);
@@ -316,6 +333,91 @@ static void worker_run(gpointer data, gpointer user_data)
 	int rc = rpc_dispatch(&c->conn, p, len);
 
 	outbox_post(c, NULL, rc);
+}
+
+/* Side calls: while a client's call runs a long job (a save, a
+ * restore), its progress and abort must not wait behind it -- virsh save
+ * --verbose polls virDomainGetJobInfo, and its Ctrl-C sends
+ * virDomainAbortJob, on the connection the save runs on (libvirt serves
+ * several calls of a client at once).  Only these, only beside those: a
+ * side call shares the client with the running one (conn->call), which
+ * a long job does not use. */
+static int call_proc(GBytes *call)
+{
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(call, &len);
+	struct rpc_header hdr;
+
+	if (rpc_msg_decode_header(p, len, &hdr) < 0) {
+		drv_error_reset();
+		return -1;
+	}
+	return hdr.prog == REMOTE_PROGRAM && hdr.type == RPC_CALL ? hdr.proc : -1;
+}
+
+static bool is_side_call(const struct client *c, GBytes *call)
+{
+	static const int jobs[] = {
+		REMOTE_PROC_DOMAIN_SAVE, REMOTE_PROC_DOMAIN_SAVE_FLAGS, REMOTE_PROC_DOMAIN_MANAGED_SAVE,
+		REMOTE_PROC_DOMAIN_RESTORE, REMOTE_PROC_DOMAIN_RESTORE_FLAGS,
+		REMOTE_PROC_DOMAIN_SAVE_PARAMS, REMOTE_PROC_DOMAIN_RESTORE_PARAMS,
+	};
+	static const int queries[] = {
+		REMOTE_PROC_DOMAIN_GET_JOB_INFO, REMOTE_PROC_DOMAIN_GET_JOB_STATS,
+		REMOTE_PROC_DOMAIN_ABORT_JOB, REMOTE_PROC_DOMAIN_ABORT_JOB_FLAGS,
+	};
+	int proc = call_proc(call), running;
+	bool query = false;
+
+	if (!c->busy || !c->running || proc < 0)
+		return false;
+	for (size_t i = 0; i < G_N_ELEMENTS(queries); i++)
+		query |= proc == queries[i];
+	if (!query)
+		return false;
+	running = call_proc(c->running);
+	for (size_t i = 0; i < G_N_ELEMENTS(jobs); i++)
+		if (running == jobs[i])
+			return true;
+	return false;
+}
+
+struct side_call {
+	struct client *c;		/* holds a reference */
+	GBytes *pkt;
+};
+
+/* Side worker: one side call. */
+static void side_run(gpointer data, gpointer user_data)
+{
+	struct side_call *sc = data;
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(sc->pkt, &len);
+
+	rpc_dispatch(&sc->c->conn, p, len);
+	outbox_post_full(sc->c, NULL, 0, true);
+	g_bytes_unref(sc->pkt);
+	g_free(sc);
+}
+
+/* Main loop: runs CALL (taken) beside the client's running call. */
+static void client_side_call(struct client *c, GBytes *call)
+{
+	struct side_call *sc = g_new(struct side_call, 1);
+	GError *err = NULL;
+
+	client_ref(c);
+	sc->c = c;
+	sc->pkt = call;
+	c->sides++;
+	if (!g_thread_pool_push(c->srv->side_workers, sc, &err)) {
+		pr_err("cannot run a call of client %u: %s", c->conn.id, err->message);
+		g_error_free(err);
+		c->sides--;
+		g_bytes_unref(call);
+		g_free(sc);
+		client_unref(c);
+	}
 }
 
 /* Calls that never wait on a kvmm, a disk or a long job: lookups,
@@ -376,7 +478,10 @@ static void client_next_call(struct client *c)
 		rpc_fwd_call(&c->conn, p, len);
 		g_bytes_unref(head);
 	}
-	if (c->busy || c->dead || g_queue_is_empty(&c->calls)) {
+	/* Nor while side calls run: they share the connection's call
+	 * record with the running call, which a long job leaves alone and
+	 * the next call may not. */
+	if (c->busy || c->sides || c->dead || g_queue_is_empty(&c->calls)) {
 		if (!c->dead)
 			client_rearm(c);
 		return;
@@ -484,8 +589,14 @@ static int client_read(struct client *c)
 
 			rpc_keepalive_received(&c->conn.keepalive, g_get_monotonic_time());
 			if (rpc_dispatch_is_call(c->in, c->in_len)) {
-				g_queue_push_tail(&c->calls, g_bytes_new(c->in, c->in_len));
-				client_next_call(c);
+				GBytes *call = g_bytes_new(c->in, c->in_len);
+
+				if (is_side_call(c, call)) {
+					client_side_call(c, call);
+				} else {
+					g_queue_push_tail(&c->calls, call);
+					client_next_call(c);
+				}
 				rc = 0;
 			} else {
 				/* Keepalive and packets answered from their
@@ -879,6 +990,8 @@ struct rpc_server *rpc_server_new(const struct rpc_server_config *cfg)
 	srv->outbox_watch = g_unix_fd_add(srv->outbox_fd, G_IO_IN, outbox_io, srv);
 	srv->workers = g_thread_pool_new(worker_run, srv, MAX(cfg->max_workers, 1), FALSE, NULL);
 	srv->prio_workers = g_thread_pool_new(worker_run, srv, MAX(cfg->prio_workers, 1), FALSE, NULL);
+	/* Side calls never block: two threads are plenty. */
+	srv->side_workers = g_thread_pool_new(side_run, srv, 2, FALSE, NULL);
 	srv->tick = g_timeout_add_seconds(1, server_tick, srv);
 	return srv;
 }
@@ -1088,6 +1201,7 @@ void rpc_server_free(struct rpc_server *srv)
 	 * exit. */
 	g_thread_pool_free(srv->workers, TRUE, TRUE);
 	g_thread_pool_free(srv->prio_workers, TRUE, TRUE);
+	g_thread_pool_free(srv->side_workers, FALSE, TRUE);
 	outbox_drain(srv);
 	while (srv->clients)
 		client_drop(srv->clients->data);

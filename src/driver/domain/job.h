@@ -1,0 +1,74 @@
+/* Long-running domain jobs that clients watch and abort: save, managed
+ * save and restore today (migration and snapshots later), as libvirt's
+ * "async jobs" -- what virDomainGetJobInfo/GetJobStats report and
+ * virDomainAbortJob cancels (api/domain_job.c).
+ *
+ * One per domain at a time.  A job holds the domain's job lock
+ * (domain_job_begin) from job_begin to job_end, so every other change to
+ * the domain waits for it (then times out as libvirt does: "cannot
+ * acquire state change lock"); reading its progress and aborting it take
+ * only obj->lock, never the job lock, so they answer while it runs.
+ *
+ * Use:
+ *     if (job_begin(obj, "virDomainSave", VIR_DOMAIN_JOB_OPERATION_SAVE) < 0)
+ *             return -1;
+ *     job_set_abort(obj, my_abort, ctx);      -- while it can be cancelled
+ *     job_progress(obj, done, total);          -- as often as it likes
+ *     ... job_set_abort(obj, NULL, NULL);
+ *     job_end(obj, rc);                        -- also records the stats
+ *
+ * The last finished job's statistics stay for `domjobinfo --completed`
+ * (VIR_DOMAIN_JOB_STATS_COMPLETED), until read without KEEP_COMPLETED. */
+#ifndef KVMM_DRV_JOB_H
+#define KVMM_DRV_JOB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct domain_obj;
+struct domain_jobs;
+
+/* A job's cancel hook: called from the aborting client's worker, with no
+ * lock held; it must only make the job fail soon (the job then ends
+ * itself, its end reporting VIR_ERR_OPERATION_ABORTED). */
+typedef void (*job_abort_fn)(void *opaque);
+
+/* Takes OBJ's job lock for API (domain_job_begin: may time out) and
+ * starts a job of OPERATION (VIR_DOMAIN_JOB_OPERATION_*): 0, or -1
+ * after reporting. */
+int job_begin(struct domain_obj *obj, const char *api, int operation);
+/* As job_begin, for a caller already holding the job lock (a transient
+ * domain just added holds it from birth). */
+void job_begin_held(struct domain_obj *obj, int operation);
+/* The hook virDomainAbortJob calls, or NULL: not abortable (now). */
+void job_set_abort(struct domain_obj *obj, job_abort_fn fn, void *opaque);
+/* Data done and expected so far, in bytes (TOTAL grows to PROCESSED if
+ * the estimate was short). */
+void job_progress(struct domain_obj *obj, uint64_t processed, uint64_t total);
+/* Whether an abort was asked for since job_begin. */
+bool job_aborted(struct domain_obj *obj);
+/* Ends the job: RC 0 completed, else failed -- or cancelled if aborted,
+ * when the error reported is replaced by libvirt's
+ * "operation aborted: JOB: canceled by client".  Releases the job lock. */
+void job_end(struct domain_obj *obj, int rc);
+
+/* A job's statistics, as GetJobInfo/GetJobStats give them. */
+struct job_stats {
+	int type;		/* VIR_DOMAIN_JOB_NONE/UNBOUNDED/COMPLETED/FAILED/CANCELLED */
+	int operation;		/* VIR_DOMAIN_JOB_OPERATION_* */
+	uint64_t elapsed_ms;
+	bool has_data;		/* the three below are known */
+	uint64_t data_total, data_processed, data_remaining;
+};
+
+/* The running job's (type NONE when none), or with COMPLETED the last
+ * finished one's (forgotten unless KEEP). */
+void job_get_stats(struct domain_obj *obj, bool completed, bool keep, struct job_stats *st);
+/* Asks the running job to stop: 0, or -1 after reporting (no job, or
+ * one that cannot be cancelled). */
+int job_abort(struct domain_obj *obj);
+
+/* For domain.c: frees what OBJ's jobs kept. */
+void job_free(struct domain_jobs *jobs);
+
+#endif
