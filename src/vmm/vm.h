@@ -189,6 +189,12 @@ int kvm_irqfd(struct vm *vm, int fd, unsigned int gsi, bool assign);
 int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd,
 		  bool assign);
 int kvm_clock_restore(struct vm *vm);
+/* KVM's dirty log on the RAM slots (live migration): on or off, 0 or
+ * -errno.  kvm_take_dirty ORs the pages the guest wrote since the last
+ * call into out (bit p of byte p/8 = page p, the regions back to back)
+ * and clears them in KVM. */
+int kvm_dirty_log(struct vm *vm, bool on);
+int kvm_take_dirty(struct vm *vm, uint8_t *out);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned int id);
