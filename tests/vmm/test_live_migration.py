@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kvmmtest import Api, KVMM, kvmm_argv, start
+from kvmmtest import Api, Guest, KVMM, kvmm_argv, start
 from test_schemas import load, validator
 
 SCHEMA = load("api.schema.json")
@@ -137,7 +137,14 @@ def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
     h, hsock = destination(vms, tmp, uri, disk)
     wait_listening(where, h)
     at_start = records(g.lines)[-1][0]
-    migrate(api, {"uri": uri})
+    # Slowly at first, so that the guest ticks on while its pages go; the
+    # limit lifted while it runs, the rounds then converge.
+    migrate(api, {"uri": uri, "bandwidth-mibps": 8})
+    g.wait_for(r"KVMMTEST live n=%d " % (at_start + 3))
+    q = api.call("query-migrate")["return"]
+    assert q["status"] == "active" and q["bandwidth-mibps"] == 8, q
+    assert 0 < q["transferred-bytes"] < 16 << 20, q
+    assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
     info = wait_status(api, "completed")
     assert info["transferred-bytes"] > 16 << 20
     assert info["iteration"] >= 1 and info["remaining-bytes"] == 0
@@ -153,3 +160,161 @@ def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
     check_continued(g, h, at_start)
     assert api.call("quit")["return"] == {}
     assert g.wait_exit() == 0
+
+
+class GuestFds(Guest):
+    """A Guest whose process inherits fds (kvmmtest's Popen passes none)."""
+
+    def __init__(self, argv, fds):
+        real = subprocess.Popen
+
+        def popen(*a, **k):
+            return real(*a, pass_fds=fds, **k)
+        subprocess.Popen = popen
+        try:
+            super().__init__(argv)
+        finally:
+            subprocess.Popen = real
+
+
+def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
+    """migrate's fdname on the source, --incoming fd:N on the destination:
+    the two ends of one socketpair, as a daemon hands them over."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    a, b = socket.socketpair()
+    copy = os.path.join(tmp, "dst-disk.img")
+    shutil.copy(disk, copy)
+    h = GuestFds([KVMM, "--incoming", f"fd:{b.fileno()}", "--disk", f"path={copy}",
+                  "--api-socket", os.path.join(tmp, "dst.sock")], (b.fileno(),))
+    vms.append(h)
+    b.close()
+    assert api.call("getfd", {"fdname": "mig"}, fds=[a.fileno()])["return"] == {}
+    a.close()
+    at_start = records(g.lines)[-1][0]
+    migrate(api, {"fdname": "mig", "max-downtime-ms": 100})
+    ev = api.wait_event("migration-status", timeout=120)
+    assert ev["data"]["status"] == "completed", (ev, h.stderr)
+    h.wait_for(r"KVMMTEST live n=%d " % (records(g.lines)[-1][0] + 4))
+    check_continued(g, h, at_start - 1)
+
+
+def test_cancel_mid_copy_keeps_the_source_running(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    where = os.path.join(tmp, "mig.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 2})
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    assert api.call("query-migrate")["return"]["status"] == "active"
+    assert api.call("migrate-cancel")["return"] == {}
+    info = wait_status(api, "cancelled")
+    assert "error" not in info
+    # The destination saw the connection drop mid-stream: one line, 1.
+    assert h.wait_exit() == 1
+    err = h.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "truncated stream" in err[0], err
+    assert not records(h.lines)
+    # The source never paused: it runs on, and can migrate again.
+    assert api.call("query-status")["return"]["state"] == "running"
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert all(r[3] == "ok" for r in records(g.lines))
+    assert api.call("migrate-cancel")["error"]["code"] == "InvalidState"
+
+
+def test_destination_killed_mid_copy_fails_the_migration_and_the_source_runs_on(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    port = free_port()
+    h, _ = destination(vms, tmp, f"tcp:127.0.0.1:{port}", disk)
+    wait_listening(port, h)
+    migrate(api, {"uri": f"tcp:127.0.0.1:{port}", "bandwidth-mibps": 2})
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    h.kill()
+    info = wait_status(api, "failed")
+    assert re.search(r"cannot send guest memory: (Broken pipe|Connection reset)", info["error"]), info
+    assert api.call("query-status")["return"]["state"] == "running"
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert all(r[3] == "ok" for r in records(g.lines))
+
+
+def test_migrate_refuses_bad_arguments_and_a_second_migration(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    for args in ({}, {"uri": "ftp:x"}, {"uri": "unix:/x", "fdname": "a"},
+                 {"uri": "unix:/x", "max-downtime-ms": 0}, {"uri": "unix:/x", "bandwidth-mibps": -1},
+                 {"uri": "unix:/x", "speed": 1}, {"fdname": "nothing"}):
+        r = api.call("migrate", args)
+        assert r["error"]["code"] == "InvalidArgument", (args, r)
+    r = api.call("migrate", {"uri": "unix:" + os.path.join(tmp, "nobody.sock")})
+    assert r.get("return") == {}, r
+    info = wait_status(api, "active")
+    info = wait_status(api, "failed")
+    assert "cannot connect to unix:" in info["error"], info
+    assert api.call("query-status")["return"]["state"] == "running"
+    assert api.call("migrate-set-params", {})["error"]["code"] == "InvalidArgument"
+    assert api.call("migrate-set-params", {"max-downtime-ms": 50})["return"] == {}
+    assert api.call("query-migrate")["return"]["max-downtime-ms"] == 50
+
+
+def stream_of(vms, tmp):
+    """A state stream a save wrote, and the disk it belongs to."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    path = os.path.join(tmp, "vm.state")
+    assert "return" in api.call("save", {"path": path}, timeout=60)
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    with open(path, "rb") as f:
+        return f.read(), disk
+
+
+def feed(vms, tmp, disk, blob):
+    """Sends blob to kvmm --incoming unix:, then closes: (status, stderr)."""
+    where = os.path.join(tmp, "in.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(where)
+    try:
+        s.sendall(blob)
+    except BrokenPipeError:
+        pass
+    s.close()
+    rc = h.wait_exit()
+    assert not os.path.exists(where)
+    return rc, h.stderr.decode(), h
+
+
+def test_a_corrupt_or_cut_stream_is_refused_before_the_guest_runs(kvm, vms, tmp):
+    data, disk = stream_of(vms, tmp)
+    # A byte flipped in the last vCPU section's payload, deep in the memory
+    # pages, and the stream cut in half.
+    at = data.index(b"\x03\x00\x00\x00\x00\x00\x00\x00", 16) + 24 + 100
+    for blob, why in ((data[:at] + bytes([data[at] ^ 1]) + data[at + 1:], "checksum mismatch"),
+                      (data[:-8192] + bytes([data[-8192] ^ 0x40]) + data[-8191:], "checksum mismatch|corrupt"),
+                      (data[:len(data) // 2], "truncated stream")):
+        rc, err, h = feed(vms, tmp, disk, blob)
+        lines = err.strip().splitlines()
+        assert rc == 1 and len(lines) == 1 and re.search(why, lines[0]), (rc, err)
+        assert not records(h.lines), "the guest ran"
+    # The whole stream restores: the refusals were the damage.
+    rc_ok = feed_ok(vms, tmp, disk, data)
+    assert rc_ok
+
+
+def feed_ok(vms, tmp, disk, blob):
+    where = os.path.join(tmp, "ok.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(where)
+    s.sendall(blob)
+    s.close()
+    h.wait_for(r"KVMMTEST live n=\d+ ")
+    return True
