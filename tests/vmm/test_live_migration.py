@@ -318,3 +318,19 @@ def feed_ok(vms, tmp, disk, blob):
     s.close()
     h.wait_for(r"KVMMTEST live n=\d+ ")
     return True
+
+
+def test_migrate_is_refused_in_the_sandbox_and_the_guest_runs_on(kvm, vms, tmp):
+    """The sandbox's seccomp lists have no room for the copy yet: refused
+    with a reason, never a kill by SIGSYS."""
+    sock = os.path.join(tmp, "sb.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=20", cpus=1,
+                             extra=["--api-socket", sock, "--sandbox"]))
+    g.wait_for(r"KVMMTEST live n=2 ")
+    api = Api(sock)
+    r = api.call("migrate", {"uri": "unix:" + os.path.join(tmp, "x.sock")})
+    assert r["error"]["code"] == "MigrationFailed", r
+    assert "sandbox" in r["error"]["message"]
+    assert api.call("query-migrate")["return"]["status"] == "none"
+    n = records(g.lines)[-1][0] if records(g.lines) else 2
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
