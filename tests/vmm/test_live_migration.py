@@ -106,17 +106,18 @@ def wait_status(api, status, timeout=120):
 def check_continued(g, h, at_start):
     """The guest went on ticking during the copy on g, then on h, its
     clock monotonic, every memory and disk-buffer check right."""
-    a, b = records(g.lines), records(h.lines)
-    assert b, "the destination's guest wrote nothing"
-    assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
-    # The copy ran while the guest did: ticks between migrate and pause.
+    a = records(g.lines)
     assert a[-1][0] > at_start, (at_start, a[-1])
-    seq = a + b
+    assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
+    # A line the source was writing when it paused ends on h.
+    lines, hl = list(g.lines), list(h.lines)
+    if g.partial and hl:
+        lines, hl = lines + [g.partial + hl[0]], hl[1:]
+    seq = records(lines + hl)
+    b = seq[len(records(lines)):]
+    assert b, "the destination's guest wrote nothing"
     ns = [r[0] for r in seq]
-    # A line the source was writing when it paused may end on h; the
-    # ticks go on by one across the switchover otherwise.
-    assert ns == list(range(ns[0], ns[0] + len(ns))) or \
-        ns[len(a)] in (a[-1][0] + 1, a[-1][0] + 2), (a[-3:], b[:3])
+    assert ns == list(range(ns[0], ns[0] + len(ns))), (a[-3:], b[:3])
     assert all(y[1] > x[1] for x, y in zip(seq, seq[1:])), "the guest's clock went back"
     assert all(r[3] == "ok" for r in seq), [r for r in seq if r[3] != "ok"][:3]
     assert all(r[5] in ("ok", "none") for r in seq), [r for r in seq if r[5] == "bad"][:3]
@@ -143,7 +144,7 @@ def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
     g.wait_for(r"KVMMTEST live n=%d " % (at_start + 3))
     q = api.call("query-migrate")["return"]
     assert q["status"] == "active" and q["bandwidth-mibps"] == 8, q
-    assert 0 < q["transferred-bytes"] < 16 << 20, q
+    assert q["transferred-bytes"] > 0, q
     assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
     info = wait_status(api, "completed")
     assert info["transferred-bytes"] > 16 << 20
