@@ -256,6 +256,7 @@ static uint8_t *final_pages(struct vm *vm, void *opaque, uint64_t *count)
 		return NULL;
 	}
 	*count = popcount_bm(bm, vm->mem.size / STREAM_PAGE_SIZE);
+	pr_debug("migration: %llu pages left for the switchover", (unsigned long long)*count);
 	return bm;
 }
 
@@ -298,8 +299,11 @@ static void switchover(struct live *l)
 	int r;
 
 	vm_pause(vm);
+	pr_debug("migration: paused in %llu us", (unsigned long long)(now_ns() - t0) / 1000);
 	setsockopt(l->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	r = migration_write_state(vm, &l->w, final_pages, l, NULL, err, sizeof(err));
+	pr_debug("migration: state sent %llu us after the pause began",
+		 (unsigned long long)(now_ns() - t0) / 1000);
 	pthread_mutex_lock(&l->lock);
 	l->info.downtime_ms = ms_since(t0);
 	l->info.transferred_bytes = l->w.off;
