@@ -335,3 +335,31 @@ def test_migrate_is_refused_in_the_sandbox_and_the_guest_runs_on(kvm, vms, tmp):
     assert api.call("query-migrate")["return"]["status"] == "none"
     n = records(g.lines)[-1][0] if records(g.lines) else 2
     g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+
+
+def test_incoming_paused_waits_for_resume_and_a_misfit_destination_refuses(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=2)
+    # A destination that does not fit the stream: refused, the source
+    # runs on with the migration failed.
+    where = os.path.join(tmp, "mig.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk, extra=["--cpus", "1"])
+    wait_listening(where, h)
+    migrate(api, {"uri": "unix:" + where})
+    wait_status(api, "failed")
+    assert h.wait_exit() == 1
+    err = h.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "2 vCPUs, not 1" in err[0], err
+    assert api.call("query-status")["return"]["state"] == "running"
+    # --paused: the guest arrives and waits for resume.
+    h, hsock = destination(vms, tmp, "unix:" + where, disk, extra=["--paused"])
+    wait_listening(where, h)
+    migrate(api, {"uri": "unix:" + where})
+    wait_status(api, "completed")
+    hapi = Api(hsock)
+    assert hapi.call("query-status")["return"]["state"] == "paused"
+    assert not records(h.lines)
+    assert hapi.call("resume")["return"] == {}
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert all(r[3] == "ok" for r in records(h.lines))
