@@ -913,6 +913,21 @@ static int get_param(struct json_object *args, const char *key, uint64_t min,
 	return 0;
 }
 
+/* CLIENT: "auto-converge", a boolean if given. */
+static int get_bool(struct json_object *args, const char *key, bool *out, bool *given)
+{
+	struct json_object *v;
+
+	*given = false;
+	if (!args || !json_object_object_get_ex(args, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean))
+		return -EINVAL;
+	*out = json_object_get_boolean(v);
+	*given = true;
+	return 0;
+}
+
 /* CLIENT: {"uri": "tcp:HOST:PORT" | "unix:PATH"} or {"fdname": N, a
  * connected socket or pipe getfd named}, optional "max-downtime-ms" (at
  * least 1) and "bandwidth-mibps" (0: no limit).  Answers once the copy
@@ -925,26 +940,29 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 	struct live_info cur;
 	const char *uri = NULL, *fdname = NULL;
 	uint64_t downtime, bw;
-	bool g1, g2;
+	bool g1, g2, g3, conv;
 	int fd = -1;
 
 	live_migrate_info(api->vm, &cur);
 	downtime = cur.max_downtime_ms;
 	bw = cur.bandwidth_mibps;
+	conv = cur.auto_converge;
 	if (args && json_object_is_type(args, json_type_object)) {
 		json_object_object_get_ex(args, "uri", &uv);
 		json_object_object_get_ex(args, "fdname", &fv);
 		json_object_object_foreach(args, key, val) {
 			(void)val;
 			if (strcmp(key, "uri") && strcmp(key, "fdname") &&
-			    strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps"))
+			    strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps") &&
+			    strcmp(key, "auto-converge"))
 				goto usage;
 		}
 	}
 	if (!uv == !fv || (uv && !json_object_is_type(uv, json_type_string)) ||
 	    (fv && !json_object_is_type(fv, json_type_string)) ||
 	    get_param(args, "max-downtime-ms", 1, &downtime, &g1) ||
-	    get_param(args, "bandwidth-mibps", 0, &bw, &g2))
+	    get_param(args, "bandwidth-mibps", 0, &bw, &g2) ||
+	    get_bool(args, "auto-converge", &conv, &g3))
 		goto usage;
 	if (uv) {
 		uri = json_object_get_string(uv);
@@ -968,7 +986,7 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 		fd = api_take_fd(api, fdname);
 		snprintf(msg, sizeof(msg), "fd:%s", fdname);
 	}
-	if (live_migrate_start(api->vm, fdname ? msg : uri, fd, downtime, bw, msg, sizeof(msg))) {
+	if (live_migrate_start(api->vm, fdname ? msg : uri, fd, downtime, bw, conv, msg, sizeof(msg))) {
 		*code = "MigrationFailed";
 		*err = msg;
 		return NULL;
@@ -978,7 +996,7 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 usage:
 	*code = "InvalidArgument";
 	*err = "migrate takes {\"uri\": \"tcp:HOST:PORT\" or \"unix:PATH\"} or {\"fdname\": a descriptor getfd named}, "
-	       "optional \"max-downtime-ms\" (1 or more) and \"bandwidth-mibps\" (0: no limit)";
+	       "optional \"max-downtime-ms\" (1 or more), \"bandwidth-mibps\" (0: no limit) and \"auto-converge\" (true or false)";
 	return NULL;
 }
 
@@ -999,23 +1017,25 @@ static struct json_object *cmd_migrate_set_params(struct api *api, struct json_o
 						  const char **code, const char **err)
 {
 	uint64_t downtime = 0, bw = 0;
-	bool g1 = false, g2 = false;
+	bool g1 = false, g2 = false, g3 = false, conv = true;
 
 	if (args && json_object_is_type(args, json_type_object)) {
 		json_object_object_foreach(args, key, val) {
 			(void)val;
-			if (strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps"))
+			if (strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps") &&
+			    strcmp(key, "auto-converge"))
 				goto usage;
 		}
 	}
 	if (get_param(args, "max-downtime-ms", 1, &downtime, &g1) ||
-	    get_param(args, "bandwidth-mibps", 0, &bw, &g2) || (!g1 && !g2))
+	    get_param(args, "bandwidth-mibps", 0, &bw, &g2) ||
+	    get_bool(args, "auto-converge", &conv, &g3) || (!g1 && !g2 && !g3))
 		goto usage;
-	live_migrate_set_params(api->vm, g1 ? &downtime : NULL, g2 ? &bw : NULL);
+	live_migrate_set_params(api->vm, g1 ? &downtime : NULL, g2 ? &bw : NULL, g3 ? &conv : NULL);
 	return json_object_new_object();
 usage:
 	*code = "InvalidArgument";
-	*err = "migrate-set-params takes \"max-downtime-ms\" (1 or more) and/or \"bandwidth-mibps\" (0: no limit)";
+	*err = "migrate-set-params takes \"max-downtime-ms\" (1 or more), \"bandwidth-mibps\" (0: no limit) and \"auto-converge\" (true or false), one or more";
 	return NULL;
 }
 
@@ -1037,6 +1057,8 @@ static struct json_object *cmd_query_migrate(struct api *api, struct json_object
 	add_u64(r, "downtime-ms", i.downtime_ms);
 	add_u64(r, "max-downtime-ms", i.max_downtime_ms);
 	add_u64(r, "bandwidth-mibps", i.bandwidth_mibps);
+	json_object_object_add(r, "auto-converge", json_object_new_boolean(i.auto_converge));
+	add_u64(r, "cpu-throttle-percent", i.cpu_throttle_pct);
 	if (i.status == LIVE_FAILED)
 		json_object_object_add(r, "error", json_object_new_string(i.error));
 	return r;

@@ -73,6 +73,7 @@ struct vcpu {
 	 * only on the next KVM_RUN, so one runs before parking (a saved
 	 * state must not miss it). */
 	bool io_pending;
+	uint64_t throttled_at;	/* auto-converge: when it last slept */
 };
 
 struct loop;
@@ -138,6 +139,10 @@ struct vm {
 	/* Pages a restore mapped from its stream (bitmap), which a later
 	 * save must carry even if the guest never touched them since. */
 	uint8_t *restored_pages;
+	/* A live migration's auto-converge: the share (0-99) of each 10 ms
+	 * the vCPUs sleep before entering the guest (vcpu.c), kicked out of
+	 * KVM_RUN by the migration thread every 10 ms meanwhile. */
+	unsigned int throttle_pct;	/* __atomic */
 
 	struct loop *loop;
 	struct api *api;

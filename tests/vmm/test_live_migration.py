@@ -264,6 +264,10 @@ def test_migrate_refuses_bad_arguments_and_a_second_migration(kvm, vms, tmp):
     assert api.call("migrate-set-params", {})["error"]["code"] == "InvalidArgument"
     assert api.call("migrate-set-params", {"max-downtime-ms": 50})["return"] == {}
     assert api.call("query-migrate")["return"]["max-downtime-ms"] == 50
+    assert api.call("migrate-set-params", {"auto-converge": 1})["error"]["code"] == "InvalidArgument"
+    assert api.call("migrate-set-params", {"auto-converge": False})["return"] == {}
+    q = api.call("query-migrate")["return"]
+    assert q["auto-converge"] is False and q["cpu-throttle-percent"] == 0, q
 
 
 def stream_of(vms, tmp):
@@ -366,3 +370,36 @@ def test_incoming_paused_waits_for_resume_and_a_misfit_destination_refuses(kvm, 
     n = records(g.lines)[-1][0]
     h.wait_for(r"KVMMTEST live n=%d " % (n + 3))
     assert all(r[3] == "ok" for r in records(h.lines))
+
+
+def test_auto_converge_throttles_a_guest_that_outruns_the_link(kvm, vms, tmp):
+    """The guest rewrites 4 MiB every 20 ms, the link takes 8 MiB/s: the
+    rounds never shrink, so the vCPUs are throttled, the throttle lifted
+    once it is over; the guest's memory still right on the destination."""
+    disk = disk_image(tmp)
+    sock = os.path.join(tmp, "src.sock")
+    g = start(vms, kvmm_argv(CMDLINE.replace("touch=16", "touch=4"), cpus=1,
+                             extra=["--api-socket", sock, "--disk", f"path={disk}"]))
+    g.wait_for(r"KVMMTEST live n=3 ")
+    api = Api(sock)
+    where = os.path.join(tmp, "mig.sock")
+    h, hsock = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    at_start = records(g.lines)[-1][0]
+    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 8, "max-downtime-ms": 100})
+    deadline = time.monotonic() + 120
+    while True:
+        q = api.call("query-migrate")["return"]
+        validator(SCHEMA, "migrate-info").validate(q)
+        assert q["status"] == "active", q
+        if q["cpu-throttle-percent"] >= 30:
+            break
+        assert time.monotonic() < deadline, q
+        time.sleep(0.05)
+    assert q["auto-converge"] is True and q["iteration"] >= 4, q
+    assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
+    info = wait_status(api, "completed")
+    assert info["cpu-throttle-percent"] == 0, info
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    check_continued(g, h, at_start)

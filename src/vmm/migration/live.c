@@ -40,6 +40,13 @@
 /* A destination that stops reading during the switchover must not hold
  * the paused VM (and the main loop) for ever. */
 #define LIVE_SWITCH_TIMEOUT_S	30
+/* Auto-converge, as QEMU's: after two rounds in a row that dirtied more
+ * than half of what they sent, the vCPUs are throttled, from 20% up by
+ * 10% each round that still does not converge, to 90% at most. */
+#define LIVE_THROTTLE_FIRST	20
+#define LIVE_THROTTLE_STEP	10
+#define LIVE_THROTTLE_MAX	90
+#define LIVE_THROTTLE_SLICE_NS	10000000ULL
 
 struct live {
 	struct vm *vm;
@@ -59,11 +66,12 @@ struct live {
 	char err[256];
 	struct stream_writer w;
 	uint8_t *pending;		/* dirty pages the rounds left to send */
+	uint64_t last_kick;		/* throttling: when the vCPUs last were */
 };
 
 static struct live the_live = {
 	.fd = -1, .done_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
-	.info = { .max_downtime_ms = LIVE_DEFAULT_DOWNTIME_MS },
+	.info = { .max_downtime_ms = LIVE_DEFAULT_DOWNTIME_MS, .auto_converge = true },
 };
 
 const char *live_status_name(enum live_status s)
@@ -105,6 +113,29 @@ static void set_stats(struct live *l, uint64_t remaining)
 }
 
 /* Keeps to bandwidth_mibps (0: no limit) over the whole migration. */
+static void set_throttle(struct live *l, unsigned int pct)
+{
+	__atomic_store_n(&l->vm->throttle_pct, pct, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&l->lock);
+	l->info.cpu_throttle_pct = pct;
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* Throttled vCPUs sleep only when they come out of KVM_RUN: out with
+ * them every slice. */
+static void throttle_kick(struct live *l)
+{
+	struct vm *vm = l->vm;
+	unsigned int i;
+
+	if (!__atomic_load_n(&vm->throttle_pct, __ATOMIC_RELAXED) ||
+	    now_ns() - l->last_kick < LIVE_THROTTLE_SLICE_NS)
+		return;
+	l->last_kick = now_ns();
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+}
+
 static void pace(struct live *l, uint64_t t0, uint64_t sent0)
 {
 	uint64_t bw, due_ns, el;
@@ -143,6 +174,7 @@ static int send_round(struct live *l, const uint8_t *bm, uint64_t npages, uint64
 		}
 		left -= MIN(left, sent);
 		set_stats(l, left * STREAM_PAGE_SIZE);
+		throttle_kick(l);
 		pace(l, t0, sent0);
 	}
 	return 0;
@@ -154,6 +186,8 @@ static void *live_thread(void *opaque)
 	struct vm *vm = l->vm;
 	uint64_t npages = vm->mem.size / STREAM_PAGE_SIZE, count, t0, round_t0, round_bytes;
 	uint64_t one = 1, bw, downtime, iteration = 0;
+	unsigned int behind = 0, throttle = 0;
+	bool converge;
 	size_t bmlen = (npages + 7) / 8;
 	uint8_t *bm, *next;
 	int r;
@@ -222,9 +256,21 @@ static void *live_thread(void *opaque)
 		l->info.dirty_pages_rate = count * 1000000000ULL / MAX(now_ns() - round_t0, 1);
 		l->info.transferred_bytes = l->w.off;
 		downtime = l->info.max_downtime_ms;
+		converge = l->info.auto_converge;
 		pthread_mutex_unlock(&l->lock);
 		if (count * STREAM_PAGE_SIZE * 1000 / bw <= downtime || iteration >= LIVE_MAX_ROUNDS)
 			break;
+		/* Round 0 sends what was touched before: only later rounds
+		 * say whether the guest outruns the link. */
+		behind = iteration >= 2 && count * STREAM_PAGE_SIZE > round_bytes / 2 ? behind + 1 : 0;
+		if (converge && behind >= 2 && throttle < LIVE_THROTTLE_MAX) {
+			throttle = throttle ? MIN(throttle + LIVE_THROTTLE_STEP, LIVE_THROTTLE_MAX) :
+				   LIVE_THROTTLE_FIRST;
+			set_throttle(l, throttle);
+		} else if (!converge && throttle) {
+			throttle = 0;
+			set_throttle(l, 0);
+		}
 	}
 	/* What is left goes with the state, once the VM is paused. */
 	l->pending = bm;
@@ -264,6 +310,7 @@ static uint8_t *final_pages(struct vm *vm, void *opaque, uint64_t *count)
  * closed; status and error set, the event sent. */
 static void finish(struct live *l, enum live_status st, const char *why)
 {
+	set_throttle(l, 0);
 	if (kvm_dirty_log(l->vm, false))
 		pr_warn("migration: cannot turn KVM's dirty log off: %s", strerror(errno));
 	guest_mem_track(&l->vm->mem, false);
@@ -347,7 +394,7 @@ static void on_done(void *opaque, uint32_t events)
 }
 
 int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_downtime_ms,
-		       uint64_t bandwidth_mibps, char *err, size_t errlen)
+		       uint64_t bandwidth_mibps, bool auto_converge, char *err, size_t errlen)
 {
 	struct live *l = &the_live;
 	struct pci_hotplug_info hp;
@@ -397,6 +444,8 @@ int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_down
 	l->info.total_bytes = vm->mem.size;
 	l->info.max_downtime_ms = max_downtime_ms;
 	l->info.bandwidth_mibps = bandwidth_mibps;
+	l->info.auto_converge = auto_converge;
+	l->last_kick = 0;
 	l->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!l->uri || l->done_fd < 0) {
 		r = -ENOMEM;
@@ -471,11 +520,13 @@ void live_migrate_abort(struct vm *vm, const char *why)
 }
 
 void live_migrate_set_params(struct vm *vm, const uint64_t *max_downtime_ms,
-			     const uint64_t *bandwidth_mibps)
+			     const uint64_t *bandwidth_mibps, const bool *auto_converge)
 {
 	struct live *l = &the_live;
 
 	pthread_mutex_lock(&l->lock);
+	if (auto_converge)
+		l->info.auto_converge = *auto_converge;
 	if (max_downtime_ms)
 		l->info.max_downtime_ms = *max_downtime_ms;
 	if (bandwidth_mibps)

@@ -23,6 +23,8 @@ struct live_info {
 	uint64_t dirty_pages_rate;	/* pages/s dirtied in the last round */
 	uint64_t setup_ms, total_ms, downtime_ms;
 	uint64_t max_downtime_ms, bandwidth_mibps;
+	bool auto_converge;		/* throttle vCPUs when rounds do not converge */
+	unsigned int cpu_throttle_pct;	/* the throttle now (0: none) */
 	char error[256];
 };
 
@@ -32,11 +34,11 @@ struct live_info {
  * that descriptor (taken, uri then only names it).  Answers at once; the
  * rest runs on a thread.  0 or -errno with err set. */
 int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_downtime_ms,
-		       uint64_t bandwidth_mibps, char *err, size_t errlen);
+		       uint64_t bandwidth_mibps, bool auto_converge, char *err, size_t errlen);
 /* Stops the copy before switchover: the VM runs on.  -EINVAL if none. */
 int live_migrate_cancel(struct vm *vm);
 void live_migrate_set_params(struct vm *vm, const uint64_t *max_downtime_ms,
-			     const uint64_t *bandwidth_mibps);
+			     const uint64_t *bandwidth_mibps, const bool *auto_converge);
 void live_migrate_info(struct vm *vm, struct live_info *out);
 bool live_migrate_active(struct vm *vm);
 /* The VM is about to be reset or destroyed: a running migration fails
