@@ -245,15 +245,14 @@ static void *live_thread(void *opaque)
 		count = popcount_bm(bm, npages);
 		round_bytes = l->w.off - round_bytes;
 		iteration++;
-		/* The link's speed as this round saw it (at least 1 MiB/s, so
-		 * a round of a few pages cannot promise an endless switchover
-		 * nothing). */
-		bw = round_bytes * 1000000000ULL / MAX(now_ns() - round_t0, 1);
+		/* The link's speed as this round saw it, bytes/s; at least
+		 * 1 MiB/s: a round of a few pages measures nothing useful. */
+		bw = (uint64_t)((double)round_bytes * 1e9 / MAX(now_ns() - round_t0, 1));
 		bw = MAX(bw, 1ULL << 20);
 		pthread_mutex_lock(&l->lock);
 		l->info.iteration = iteration;
 		l->info.remaining_bytes = count * STREAM_PAGE_SIZE;
-		l->info.dirty_pages_rate = count * 1000000000ULL / MAX(now_ns() - round_t0, 1);
+		l->info.dirty_pages_rate = (uint64_t)((double)count * 1e9 / MAX(now_ns() - round_t0, 1));
 		l->info.transferred_bytes = l->w.off;
 		downtime = l->info.max_downtime_ms;
 		converge = l->info.auto_converge;
