@@ -403,3 +403,28 @@ def test_auto_converge_throttles_a_guest_that_outruns_the_link(kvm, vms, tmp):
     n = records(g.lines)[-1][0]
     h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
     check_continued(g, h, at_start)
+
+
+def test_a_live_stream_written_to_a_file_restores(kvm, vms, tmp):
+    """migrate to a file descriptor: the rounds' PAGES sections, then the
+    state; kvmm --restore reads the rounds and maps the last pages."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    path = os.path.join(tmp, "live.state")
+    with open(path, "wb") as f:
+        assert api.call("getfd", {"fdname": "f"}, fds=[f.fileno()])["return"] == {}
+    migrate(api, {"fdname": "f"})
+    info = wait_status(api, "completed")
+    with open(path, "rb") as f:
+        data = f.read()
+    assert len(data) == info["transferred-bytes"]
+    assert data[8:12] == b"\x02\x00\x00\x00"
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    n = records(g.lines)[-1][0]
+    copy = os.path.join(tmp, "r-disk.img")
+    shutil.copy(disk, copy)
+    h = start(vms, [KVMM, "--restore", path, "--api-socket", os.path.join(tmp, "r.sock"),
+                    "--disk", f"path={copy}"])
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    check_continued(g, h, n - 1)
