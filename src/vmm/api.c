@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "pci/hotplug.h"
 #include "migration/migration.h"
+#include "migration/live.h"
 #include "util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
@@ -245,6 +246,19 @@ void api_event_device(struct api *api, const char *event, const char *id,
 	api_emit(api, event, d);
 }
 
+void api_event_migration(struct api *api, const char *status, const char *error)
+{
+	struct json_object *d;
+
+	if (!api)
+		return;
+	d = json_object_new_object();
+	json_object_object_add(d, "status", json_object_new_string(status));
+	if (error)
+		json_object_object_add(d, "error", json_object_new_string(error));
+	api_emit(api, "migration-status", d);
+}
+
 static void api_event_balloon(void *opaque, uint64_t actual)
 {
 	struct api *api = opaque;
@@ -370,6 +384,11 @@ static struct json_object *cmd_save(struct api *api, struct json_object *args,
 	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
 		*code = "InvalidState";
 		*err = "the VM is not running";
+		return NULL;
+	}
+	if (live_migrate_active(vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: wait for it or migrate-cancel it";
 		return NULL;
 	}
 	/* The vCPUs parked, their last port or MMIO access completed; the
@@ -689,6 +708,12 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 	int64_t sl = 0;
 	int rc;
 
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: devices cannot be added until it ends";
+		return NULL;
+	}
+
 	if (!args || !json_object_is_type(args, json_type_object) ||
 	    !json_object_object_get_ex(args, "type", &tv) || !json_object_is_type(tv, json_type_string) ||
 	    !json_object_object_get_ex(args, "id", &iv) || !json_object_is_type(iv, json_type_string) ||
@@ -881,6 +906,177 @@ static struct json_object *cmd_closefd(struct api *api, struct json_object *args
 	return json_object_new_object();
 }
 
+/* CLIENT: a migration parameter: a whole number of at least min. */
+static int get_param(struct json_object *args, const char *key, uint64_t min,
+		     uint64_t *out, bool *given)
+{
+	struct json_object *v;
+	int64_t n;
+
+	*given = false;
+	if (!args || !json_object_object_get_ex(args, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_int))
+		return -EINVAL;
+	n = json_object_get_int64(v);
+	if (n < (int64_t)min || n > 1000000000)
+		return -EINVAL;
+	*out = n;
+	*given = true;
+	return 0;
+}
+
+/* CLIENT: "auto-converge", a boolean if given. */
+static int get_bool(struct json_object *args, const char *key, bool *out, bool *given)
+{
+	struct json_object *v;
+
+	*given = false;
+	if (!args || !json_object_object_get_ex(args, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean))
+		return -EINVAL;
+	*out = json_object_get_boolean(v);
+	*given = true;
+	return 0;
+}
+
+/* CLIENT: {"uri": "tcp:HOST:PORT" | "unix:PATH"} or {"fdname": N, a
+ * connected socket or pipe getfd named}, optional "max-downtime-ms" (at
+ * least 1) and "bandwidth-mibps" (0: no limit).  Answers once the copy
+ * has started; migration-status events and query-migrate follow it. */
+static struct json_object *cmd_migrate(struct api *api, struct json_object *args,
+				       const char **code, const char **err)
+{
+	static char msg[600];
+	struct json_object *uv = NULL, *fv = NULL, *it;
+	struct live_info cur;
+	const char *uri = NULL, *fdname = NULL;
+	uint64_t downtime, bw;
+	bool g1, g2, g3, conv;
+	int fd = -1;
+
+	live_migrate_info(api->vm, &cur);
+	downtime = cur.max_downtime_ms;
+	bw = cur.bandwidth_mibps;
+	conv = cur.auto_converge;
+	if (args && json_object_is_type(args, json_type_object)) {
+		json_object_object_get_ex(args, "uri", &uv);
+		json_object_object_get_ex(args, "fdname", &fv);
+		json_object_object_foreach(args, key, val) {
+			(void)val;
+			if (strcmp(key, "uri") && strcmp(key, "fdname") &&
+			    strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps") &&
+			    strcmp(key, "auto-converge"))
+				goto usage;
+		}
+	}
+	if (!uv == !fv || (uv && !json_object_is_type(uv, json_type_string)) ||
+	    (fv && !json_object_is_type(fv, json_type_string)) ||
+	    get_param(args, "max-downtime-ms", 1, &downtime, &g1) ||
+	    get_param(args, "bandwidth-mibps", 0, &bw, &g2) ||
+	    get_bool(args, "auto-converge", &conv, &g3))
+		goto usage;
+	if (uv) {
+		uri = json_object_get_string(uv);
+		if (strncmp(uri, "tcp:", 4) && strncmp(uri, "unix:", 5))
+			goto usage;
+	} else {
+		fdname = json_object_get_string(fv);
+		if (client_find_fd_of(api, fdname) < 0) {
+			snprintf(msg, sizeof(msg), "no descriptor named '%.64s': getfd names one", fdname);
+			*code = "InvalidArgument";
+			*err = msg;
+			return NULL;
+		}
+	}
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is already running: migrate-cancel stops it";
+		return NULL;
+	}
+	if (fdname) {
+		fd = api_take_fd(api, fdname);
+		snprintf(msg, sizeof(msg), "fd:%s", fdname);
+	}
+	if (live_migrate_start(api->vm, fdname ? msg : uri, fd, downtime, bw, conv, msg, sizeof(msg))) {
+		*code = "MigrationFailed";
+		*err = msg;
+		return NULL;
+	}
+	it = json_object_new_object();
+	return it;
+usage:
+	*code = "InvalidArgument";
+	*err = "migrate takes {\"uri\": \"tcp:HOST:PORT\" or \"unix:PATH\"} or {\"fdname\": a descriptor getfd named}, "
+	       "optional \"max-downtime-ms\" (1 or more), \"bandwidth-mibps\" (0: no limit) and \"auto-converge\" (true or false)";
+	return NULL;
+}
+
+static struct json_object *cmd_migrate_cancel(struct api *api, struct json_object *args,
+					      const char **code, const char **err)
+{
+	if (live_migrate_cancel(api->vm)) {
+		*code = "InvalidState";
+		*err = "no migration is running";
+		return NULL;
+	}
+	return json_object_new_object();
+}
+
+/* CLIENT: "max-downtime-ms" (1 or more), "bandwidth-mibps" (0: no
+ * limit); either or both, also while a migration runs. */
+static struct json_object *cmd_migrate_set_params(struct api *api, struct json_object *args,
+						  const char **code, const char **err)
+{
+	uint64_t downtime = 0, bw = 0;
+	bool g1 = false, g2 = false, g3 = false, conv = true;
+
+	if (args && json_object_is_type(args, json_type_object)) {
+		json_object_object_foreach(args, key, val) {
+			(void)val;
+			if (strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps") &&
+			    strcmp(key, "auto-converge"))
+				goto usage;
+		}
+	}
+	if (get_param(args, "max-downtime-ms", 1, &downtime, &g1) ||
+	    get_param(args, "bandwidth-mibps", 0, &bw, &g2) ||
+	    get_bool(args, "auto-converge", &conv, &g3) || (!g1 && !g2 && !g3))
+		goto usage;
+	live_migrate_set_params(api->vm, g1 ? &downtime : NULL, g2 ? &bw : NULL, g3 ? &conv : NULL);
+	return json_object_new_object();
+usage:
+	*code = "InvalidArgument";
+	*err = "migrate-set-params takes \"max-downtime-ms\" (1 or more), \"bandwidth-mibps\" (0: no limit) and \"auto-converge\" (true or false), one or more";
+	return NULL;
+}
+
+static struct json_object *cmd_query_migrate(struct api *api, struct json_object *args,
+					     const char **code, const char **err)
+{
+	struct json_object *r = json_object_new_object();
+	struct live_info i;
+
+	live_migrate_info(api->vm, &i);
+	json_object_object_add(r, "status", json_object_new_string(live_status_name(i.status)));
+	add_u64(r, "total-bytes", i.total_bytes);
+	add_u64(r, "transferred-bytes", i.transferred_bytes);
+	add_u64(r, "remaining-bytes", i.remaining_bytes);
+	add_u64(r, "iteration", i.iteration);
+	add_u64(r, "dirty-pages-rate", i.dirty_pages_rate);
+	add_u64(r, "setup-ms", i.setup_ms);
+	add_u64(r, "total-ms", i.total_ms);
+	add_u64(r, "downtime-ms", i.downtime_ms);
+	add_u64(r, "max-downtime-ms", i.max_downtime_ms);
+	add_u64(r, "bandwidth-mibps", i.bandwidth_mibps);
+	json_object_object_add(r, "auto-converge", json_object_new_boolean(i.auto_converge));
+	add_u64(r, "cpu-throttle-percent", i.cpu_throttle_pct);
+	if (i.status == LIVE_FAILED)
+		json_object_object_add(r, "error", json_object_new_string(i.error));
+	return r;
+}
+
 static struct json_object *cmd_query_commands(struct api *api, struct json_object *args,
 					      const char **code, const char **err);
 
@@ -899,6 +1095,10 @@ static const struct api_cmd api_cmds[] = {
 	{ "query-devices", cmd_query_devices },
 	{ "pause", cmd_pause },
 	{ "save", cmd_save },
+	{ "migrate", cmd_migrate },
+	{ "migrate-cancel", cmd_migrate_cancel },
+	{ "migrate-set-params", cmd_migrate_set_params },
+	{ "query-migrate", cmd_query_migrate },
 	{ "resume", cmd_resume },
 	{ "power-button", cmd_power_button },
 	{ "reboot", cmd_reboot },

@@ -21,5 +21,8 @@ void api_event_reset(struct api *api, struct vm *vm);
 void api_event_device(struct api *api, const char *event, const char *id,
 		      unsigned int slot);
 void api_event_block_io_error(struct api *api, const struct vm_io_error *e);
+/* "migration-status": a live migration's status changed (error: why it
+ * failed, or NULL). */
+void api_event_migration(struct api *api, const char *status, const char *error);
 
 #endif

@@ -45,11 +45,12 @@ int kvm_open(struct vm *vm)
 	return 0;
 }
 
-static int kvm_set_region(struct vm *vm, unsigned int slot,
-			  const struct guest_region *r)
+static int kvm_set_region_flags(struct vm *vm, unsigned int slot,
+				const struct guest_region *r, uint32_t flags)
 {
 	struct kvm_userspace_memory_region reg = {
 		.slot = slot,
+		.flags = flags,
 		.guest_phys_addr = r->gpa,
 		.memory_size = r->size,
 		.userspace_addr = (uintptr_t)r->hva,
@@ -57,6 +58,59 @@ static int kvm_set_region(struct vm *vm, unsigned int slot,
 
 	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
 		return -errno;
+	return 0;
+}
+
+static int kvm_set_region(struct vm *vm, unsigned int slot,
+			  const struct guest_region *r)
+{
+	return kvm_set_region_flags(vm, slot, r, 0);
+}
+
+int kvm_dirty_log(struct vm *vm, bool on)
+{
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < vm->mem.nregions; i++) {
+		r = kvm_set_region_flags(vm, i, &vm->mem.regions[i],
+					 on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int kvm_take_dirty(struct vm *vm, uint8_t *out)
+{
+	uint64_t first = 0, npages, w, i, *bm;
+	unsigned int s;
+
+	for (s = 0; s < vm->mem.nregions; s++) {
+		struct kvm_dirty_log log = { .slot = s };
+
+		npages = vm->mem.regions[s].size / 4096;
+		bm = calloc((npages + 63) / 64, sizeof(uint64_t));
+		if (!bm)
+			return -ENOMEM;
+		log.dirty_bitmap = bm;
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+			int e = errno;
+
+			free(bm);
+			return -e;
+		}
+		/* A slot starts at any page of the stream's count: bit by bit. */
+		for (i = 0; i < (npages + 63) / 64; i++) {
+			for (w = bm[i]; w; w &= w - 1) {
+				uint64_t p = first + i * 64 + __builtin_ctzll(w);
+
+				out[p / 8] |= 1u << (p % 8);
+			}
+		}
+		free(bm);
+		first += npages;
+	}
 	return 0;
 }
 

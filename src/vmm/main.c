@@ -65,6 +65,9 @@ static const char usage[] =
 	"                       options given too may change host-side paths only; with --paused\n"
 	"                       it waits for resume.  fd:N reads the stream whole from inherited\n"
 	"                       descriptor N (a connected socket or a pipe)\n"
+	"  --incoming URI       live migration's destination: wait on URI (tcp:HOST:PORT,\n"
+	"                       unix:PATH, fd:N) for one connection, read the VM from it\n"
+	"                       and run it as --restore does\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
 	"  --version            print the version\n"
@@ -77,7 +80,7 @@ enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERI
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
        OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON,
        OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG, OPT_HUGEPAGES,
-       OPT_RESTORE };
+       OPT_RESTORE, OPT_INCOMING };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -104,6 +107,7 @@ static const struct option long_opts[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -159,6 +163,7 @@ static struct json_object *sandbox_obj(struct json_object *obj)
 }
 
 static const char *restore_path;	/* --restore */
+static const char *incoming_uri;	/* --incoming */
 
 /* Returns the config object, or NULL after printing why (exit 1), or
  * sets *done for --help / --version. */
@@ -196,6 +201,9 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 			break;
 		case OPT_RESTORE:
 			restore_path = optarg;
+			break;
+		case OPT_INCOMING:
+			incoming_uri = optarg;
 			break;
 		case OPT_NOREBOOT:
 			json_object_object_add(obj, "no_reboot", json_object_new_boolean(1));
@@ -256,6 +264,10 @@ static struct json_object *parse_args(int argc, char **argv, int *verbosity, boo
 	}
 	if (optind < argc) {
 		pr_err("unexpected argument '%s'; see kvmm --help", argv[optind]);
+		goto fail;
+	}
+	if (incoming_uri && restore_path) {
+		pr_err("--incoming and --restore both name where the VM comes from: give one");
 		goto fail;
 	}
 	return obj;
@@ -334,8 +346,20 @@ int main(int argc, char **argv)
 		return done ? 0 : KVMM_EXIT_ERROR;
 	log_set_level(verbosity >= 2 ? LOG_DEBUG : verbosity ? LOG_INFO : LOG_WARN);
 	memset(&cfg, 0, sizeof(cfg));
+	/* --incoming: the stream of a live migration, read as a restore's. */
+	if (incoming_uri) {
+		int fd = migration_listen(incoming_uri, err, sizeof(err));
+
+		if (fd < 0 || migration_restore_open_fd(&rs, fd, incoming_uri, err, sizeof(err))) {
+			pr_err("%s", err);
+			json_object_put(obj);
+			migration_restore_close(&rs);
+			return KVMM_EXIT_ERROR;
+		}
+		restore_path = incoming_uri;
+	}
 	if (restore_path ?
-	    restore_open(&rs, restore_path, err, sizeof(err)) ||
+	    (!incoming_uri && restore_open(&rs, restore_path, err, sizeof(err))) ||
 	    migration_restore_config(&rs, obj, &cfg, &config_json, err, sizeof(err)) :
 	    config_from_json(obj, &cfg, err, sizeof(err))) {
 		pr_err("%s", err);
@@ -363,10 +387,10 @@ int main(int argc, char **argv)
 		pr_err("cannot set up the event loop: %s", strerror(errno));
 		goto out;
 	}
-	/* A stream from a descriptor is a migration's: its source holds the
+	/* A stream from a connection is a migration's: its source holds the
 	 * disks' locks until it has sent everything; they are taken when
 	 * the VM first runs. */
-	block_defer_locks(restore_path && !strncmp(restore_path, "fd:", 3));
+	block_defer_locks(incoming_uri || (restore_path && !strncmp(restore_path, "fd:", 3)));
 	if (restore_path ? vm_create_for_restore(&vm, &cfg, loop) : vm_create(&vm, &cfg, loop))
 		goto out;
 	block_defer_locks(false);

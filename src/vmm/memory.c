@@ -1,6 +1,8 @@
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -136,6 +138,9 @@ void guest_mem_destroy(struct guest_memory *m)
 	if (m->base)
 		munmap(m->base, m->size);
 	m->base = NULL;
+	atomic_store(&m->dirty, NULL);
+	free(m->dirty_buf);
+	m->dirty_buf = NULL;
 }
 
 void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len)
@@ -175,6 +180,7 @@ int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len)
 {
 	uintptr_t start = ((uintptr_t)hva + 4095) & ~(uintptr_t)4095;
 	uintptr_t end = ((uintptr_t)hva + len) & ~(uintptr_t)4095;
+	int r;
 
 	/* Only ever guest RAM, whatever the caller computed. */
 	if ((uint8_t *)hva < m->base || len > m->size ||
@@ -189,7 +195,78 @@ int guest_mem_release(struct guest_memory *m, void *hva, uint64_t len)
 	 * pages now (RSS drops at once) and later reads see zeros.
 	 * MADV_FREE would leave them counted until the host runs short, and
 	 * MADV_REMOVE is for shared or file-backed memory only. */
-	return mem_zap(m, (void *)start, end - start);
+	r = mem_zap(m, (void *)start, end - start);
+	/* The pages now read as zeros: a migration must send them again. */
+	guest_mem_mark(m, (void *)start, end - start);
+	return r;
+}
+
+void guest_mem_mark(const struct guest_memory *m, const void *hva, uint64_t len)
+{
+	uint64_t *bm = atomic_load(&m->dirty);
+	uint64_t off, p, last;
+
+	if (!bm || !len || (const uint8_t *)hva < m->base ||
+	    (uint64_t)((const uint8_t *)hva - m->base) >= m->size)
+		return;
+	off = (const uint8_t *)hva - m->base;
+	len = MIN(len, m->size - off);
+	last = (off + len - 1) / 4096;
+	for (p = off / 4096; p <= last; p++)
+		__atomic_fetch_or(&bm[p / 64], 1ULL << (p % 64), __ATOMIC_RELEASE);
+}
+
+void guest_mem_mark_gpa(const struct guest_memory *m, uint64_t gpa, uint64_t len)
+{
+	unsigned int i;
+
+	if (!atomic_load(&m->dirty))
+		return;
+	for (i = 0; i < m->nregions; i++) {
+		const struct guest_region *r = &m->regions[i];
+
+		if (gpa >= r->gpa && gpa - r->gpa < r->size) {
+			guest_mem_mark(m, r->hva + (gpa - r->gpa), MIN(len, r->size - (gpa - r->gpa)));
+			return;
+		}
+	}
+}
+
+int guest_mem_track(struct guest_memory *m, bool on)
+{
+	size_t words = (m->size / 4096 + 63) / 64;
+
+	if (!on) {
+		atomic_store(&m->dirty, NULL);
+		return 0;
+	}
+	if (!m->dirty_buf)
+		m->dirty_buf = calloc(words, sizeof(uint64_t));
+	if (!m->dirty_buf)
+		return -ENOMEM;
+	memset(m->dirty_buf, 0, words * sizeof(uint64_t));
+	atomic_store(&m->dirty, m->dirty_buf);
+	return 0;
+}
+
+void guest_mem_take_dirty(struct guest_memory *m, uint8_t *out)
+{
+	uint64_t *bm = atomic_load(&m->dirty), npages = m->size / 4096, i, w;
+
+	if (!bm)
+		return;
+	for (i = 0; i < (npages + 63) / 64; i++) {
+		if (!__atomic_load_n(&bm[i], __ATOMIC_RELAXED))
+			continue;
+		w = __atomic_exchange_n(&bm[i], 0, __ATOMIC_ACQUIRE);
+		/* Little-endian: word i's bit b is byte 8i + b/8's bit b%8. */
+		for (; w; w &= w - 1) {
+			uint64_t p = i * 64 + __builtin_ctzll(w);
+
+			if (p < npages)
+				out[p / 8] |= 1u << (p % 8);
+		}
+	}
 }
 
 uint64_t guest_mem_low_end(const struct guest_memory *m)

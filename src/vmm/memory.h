@@ -26,6 +26,13 @@ struct guest_memory {
 	/* Parts are private mappings of a restored state stream: dropping
 	 * a page there would read the file again, not zeros. */
 	bool file_backed;
+	/* While a live migration runs: one bit per 4 KiB page of RAM (the
+	 * regions back to back, as the state stream counts them), set by
+	 * every write kvmm itself makes into guest memory, after it made it;
+	 * KVM's dirty log sees only the guest's own writes.  NULL otherwise. */
+	uint64_t *_Atomic dirty;
+	uint64_t *dirty_buf;	/* its memory, kept until destroy: a vCPU
+				 * thread may still hold the pointer */
 };
 
 /* low_limit: end of the RAM below the MMIO hole; RAM above it moves to
@@ -48,6 +55,18 @@ int guest_mem_lock(struct guest_memory *m);
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM
  * region, else NULL. */
 void *guest_mem_ptr(const struct guest_memory *m, uint64_t gpa, uint64_t len);
+
+/* Marks [hva, hva+len) written by kvmm (nothing outside guest RAM, and
+ * nothing while no migration tracks writes).  Called after the write:
+ * a migration that took the bit before it sends the page again. */
+void guest_mem_mark(const struct guest_memory *m, const void *hva, uint64_t len);
+/* The same for guest-physical [gpa, gpa+len). */
+void guest_mem_mark_gpa(const struct guest_memory *m, uint64_t gpa, uint64_t len);
+/* Starts (a zeroed bitmap) or stops tracking kvmm's own writes. */
+int guest_mem_track(struct guest_memory *m, bool on);
+/* ORs the pages marked since the last call into out (bit p of byte p/8
+ * = page p) and clears them: each bit is taken once, atomically. */
+void guest_mem_take_dirty(struct guest_memory *m, uint8_t *out);
 
 /* Gives all guest pages back to the host (used at reset): the guest then
  * starts from zeroed memory, as after power-on. */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
@@ -204,6 +205,35 @@ static bool vcpu_wait_runnable(struct vcpu *v)
 	return run;
 }
 
+/* Auto-converge: sleeps throttle_pct of each 10 ms slice (10 ms of
+ * running, then pct / (100 - pct) of that asleep), cut short when the VM
+ * wants its vCPUs parked (a kick interrupts the sleep; the command is
+ * read again). */
+static void vcpu_throttle(struct vcpu *v)
+{
+	unsigned int pct = __atomic_load_n(&v->vm->throttle_pct, __ATOMIC_RELAXED);
+	struct timespec until;
+	uint64_t ns;
+
+	if (!pct || pct > 99)
+		return;
+	/* Once a slice: every port or MMIO exit comes through here too. */
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	ns = (uint64_t)until.tv_sec * 1000000000ULL + until.tv_nsec;
+	if (ns - v->throttled_at < 10000000ULL)
+		return;
+	ns = 10000000ULL * pct / (100 - pct);
+	until.tv_nsec += ns % 1000000000ULL;
+	until.tv_sec += ns / 1000000000ULL + until.tv_nsec / 1000000000;
+	until.tv_nsec %= 1000000000;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+		if (__atomic_load_n(&v->vm->cmd, __ATOMIC_RELAXED) != VCPU_RUN ||
+		    !__atomic_load_n(&v->vm->throttle_pct, __ATOMIC_RELAXED))
+			break;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	v->throttled_at = (uint64_t)until.tv_sec * 1000000000ULL + until.tv_nsec;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -216,6 +246,7 @@ static void *vcpu_thread(void *arg)
 		return NULL;
 	}
 	while (vcpu_wait_runnable(v)) {
+		vcpu_throttle(v);
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;

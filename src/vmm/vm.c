@@ -18,6 +18,7 @@
 #include "log.h"
 #include "util.h"
 #include "vm.h"
+#include "migration/live.h"
 
 static const char *const state_names[] = {
 	[VM_CREATED] = "created", [VM_RUNNING] = "running",
@@ -227,6 +228,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm->cfg)
 		return;		/* never created */
+	live_migrate_abort(vm, "kvmm is stopping");
 	if (vm->vcpus) {
 		vm_join_vcpus(vm);
 		vm_destroy_vcpus(vm);
@@ -381,6 +383,8 @@ int vm_reset(struct vm *vm)
 {
 	int r;
 
+	/* The migration reads the KVM VM this replaces. */
+	live_migrate_abort(vm, "the guest was reset during the migration");
 	vm_join_vcpus(vm);
 	vm_destroy_vcpus(vm);
 	kvm_destroy_vm(vm);

@@ -73,6 +73,7 @@ struct vcpu {
 	 * only on the next KVM_RUN, so one runs before parking (a saved
 	 * state must not miss it). */
 	bool io_pending;
+	uint64_t throttled_at;	/* auto-converge: when it last slept */
 };
 
 struct loop;
@@ -138,6 +139,10 @@ struct vm {
 	/* Pages a restore mapped from its stream (bitmap), which a later
 	 * save must carry even if the guest never touched them since. */
 	uint8_t *restored_pages;
+	/* A live migration's auto-converge: the share (0-99) of each 10 ms
+	 * the vCPUs sleep before entering the guest (vcpu.c), kicked out of
+	 * KVM_RUN by the migration thread every 10 ms meanwhile. */
+	unsigned int throttle_pct;	/* __atomic */
 
 	struct loop *loop;
 	struct api *api;
@@ -189,6 +194,12 @@ int kvm_irqfd(struct vm *vm, int fd, unsigned int gsi, bool assign);
 int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd,
 		  bool assign);
 int kvm_clock_restore(struct vm *vm);
+/* KVM's dirty log on the RAM slots (live migration): on or off, 0 or
+ * -errno.  kvm_take_dirty ORs the pages the guest wrote since the last
+ * call into out (bit p of byte p/8 = page p, the regions back to back)
+ * and clears them in KVM. */
+int kvm_dirty_log(struct vm *vm, bool on);
+int kvm_take_dirty(struct vm *vm, uint8_t *out);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned int id);

@@ -153,6 +153,9 @@ void live_ap(void) __noreturn;
 /* virtio_blk.c: CRC32 of sectors [start, start+count) of blk N, driven
  * earlier, and the MSI-X interrupts it took; false if there is none */
 bool virtio_blk_read_crc(int index, u64 start, u64 count, u32 *crc, u64 *irqs);
+/* The crc32 of the first bytes the last read left in disk index's
+ * buffer, which is then zeroed (so only the next read fills it again). */
+bool virtio_blk_buf_crc(int index, u64 bytes, u32 *crc);
 
 /* fwinfo.c: SMBIOS and fw_cfg, on request (kvmmtest.smbios, kvmmtest.vmcoreinfo) */
 void fwinfo_run(void);

@@ -15,6 +15,13 @@
  * kvmmtest.live.touch=MIB first writes MIB of RAM from 16 MiB up (one
  * word a page), for benchmarks that need memory touched; with
  * kvmmtest.live.check=on each tick reads it back (mem=ok).
+ * kvmmtest.live.dirty=on (with check=on) rewrites them all each tick
+ * with the tick's generation after checking the last one (gen=), so a
+ * live migration always has pages to copy again; and reads the disk
+ * every other tick, checking on the tick after that what the read put
+ * in memory is still there (blkmem=ok), then zeroing it: a tick later
+ * only the device's next write fills it, so a migration that missed
+ * that page shows zeros (blkmem=bad).
  */
 #include "guest.h"
 #include "io.h"
@@ -36,8 +43,13 @@ void live_ap(void)
 }
 #define TOUCH_BASE	(16ULL << 20)
 
-static u64 touched_mib;
-static bool check_touched;
+static u64 touched_mib, gen;
+static bool check_touched, dirty;
+
+static u64 pattern(u64 a)
+{
+	return a | 1 | gen << 40;
+}
 
 /* "ok" if every touched page still holds what touch() wrote (with
  * kvmmtest.live.check=on: reading them all costs each tick). */
@@ -46,8 +58,13 @@ static const char *touched_check(void)
 	if (!check_touched)
 		return "none";
 	for (u64 a = TOUCH_BASE; a < TOUCH_BASE + (touched_mib << 20); a += 4096)
-		if (*(volatile u64 *)a != (a | 1))
+		if (*(volatile u64 *)a != pattern(a))
 			return "bad";
+	if (dirty) {
+		gen++;
+		for (u64 a = TOUCH_BASE; a < TOUCH_BASE + (touched_mib << 20); a += 4096)
+			*(volatile u64 *)a = pattern(a);
+	}
 	return touched_mib ? "ok" : "none";
 }
 
@@ -68,6 +85,8 @@ static void touch(void)
 	touched_mib = mib;
 	check_touched = cmdline_option("kvmmtest.live.check", opt, sizeof(opt)) &&
 			!strcmp(opt, "on");
+	dirty = check_touched && cmdline_option("kvmmtest.live.dirty", opt, sizeof(opt)) &&
+		!strcmp(opt, "on");
 	info("live-touch mib=%lu", mib);
 }
 
@@ -75,9 +94,10 @@ void live_run(u64 tick_ms)
 {
 	u64 next = now_us() + tick_ms * 1000, n = 0, irqs = 0;
 	char line[LIVE_LINE_MAX + 1], blk[24];
+	const char *blkmem = "none";
 	int len = 0, c;
-	bool level, low;
-	u32 crc;
+	bool level, low, have_prev = false;
+	u32 crc, prev = 0, now;
 
 	touch();
 	idt_count_gates_init();
@@ -104,12 +124,22 @@ void live_run(u64 tick_ms)
 			wfi();
 			continue;
 		}
-		if (virtio_blk_read_crc(0, 0, 8, &crc, &irqs))
+		/* dirty=on: one tick reads, the next checks the buffer and
+		 * zeroes it, a tick before the next read fills it again. */
+		if (dirty && have_prev) {
+			if (virtio_blk_buf_crc(0, 8 * 512, &now))
+				blkmem = now == prev ? "ok" : "bad";
+			have_prev = false;
+		} else if (virtio_blk_read_crc(0, 0, 8, &crc, &irqs)) {
 			snprintf(blk, sizeof(blk), "0x%08x", crc);
-		else
+			prev = crc;
+			have_prev = true;
+		} else {
 			snprintf(blk, sizeof(blk), "none");
-		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu mem=%s ap_irqs=%lu", ++n, now_us(),
-		       blk, irqs, touched_check(), irq_count[VEC_LIVE_IPI]);
+		}
+		record("live n=%lu us=%lu blk0=%s blk_irqs=%lu mem=%s ap_irqs=%lu gen=%lu blkmem=%s",
+		       ++n, now_us(), blk, irqs, touched_check(), irq_count[VEC_LIVE_IPI], gen,
+		       blkmem);
 		lapic_write(LAPIC_ICR_HI, 0);
 		lapic_write(LAPIC_ICR_LO, ICR_ALL_BUT_SELF | VEC_LIVE_IPI);
 		next += tick_ms * 1000;

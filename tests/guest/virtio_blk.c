@@ -454,6 +454,17 @@ bool virtio_blk_read_crc(int index, u64 start, u64 count, u32 *crc, u64 *irqs)
 	return true;
 }
 
+bool virtio_blk_buf_crc(int index, u64 bytes, u32 *crc)
+{
+	struct blk *b = index < BLK_KEPT ? &kept[index] : NULL;
+
+	if (!b || !b->v || !b->buf || bytes > BUF_BYTES)
+		return false;
+	*crc = crc32(0, b->buf, bytes);
+	memset(b->buf, 0, bytes);
+	return true;
+}
+
 void virtio_blk_run(struct virtio_dev *v, int index)
 {
 	u64 wanted = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO |

@@ -199,7 +199,7 @@ UNIT_TEST(bad_magic_newer_version_and_unknown_sections_are_named)
 	v = STREAM_VERSION + 1;
 	memcpy(s + 8, &v, 4);
 	CHECK(read_all(s, len, why, sizeof(why), got) == -EINVAL);
-	CHECK(strstr(why, "written by a newer kvmm: stream version 2, this kvmm reads up to 1") != NULL);
+	CHECK(strstr(why, "written by a newer kvmm: stream version 3, this kvmm reads up to 2") != NULL);
 	v = STREAM_VERSION;
 	memcpy(s + 8, &v, 4);
 
@@ -281,5 +281,122 @@ UNIT_TEST(a_memory_section_for_another_ram_size_is_refused_before_its_bitmap)
 	CHECK(strstr(r.err, "40 pages for") != NULL);
 	close(fd);
 	free(s);
+	free(ram);
+}
+
+/* Live migration's PAGES sections: a bitmap's pages go out in bounded
+ * sections of runs, read back into RAM in place; later ones overwrite. */
+UNIT_TEST(pages_sections_carry_runs_and_read_back_in_place)
+{
+	struct stream_writer w;
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	uint8_t *ram = calloc(NPAGES, STREAM_PAGE_SIZE), *got = calloc(NPAGES, STREAM_PAGE_SIZE);
+	uint8_t bitmap[(NPAGES + 7) / 8] = { 0 }, *p;
+	uint64_t next = 0, sent, total = 0, pages;
+	unsigned int i, sections = 0;
+	int fd = memfd_create("stream", 0);
+	char why[256];
+
+	for (i = 0; i < NPAGES; i++)
+		memset(ram + i * STREAM_PAGE_SIZE, 0x40 + i, STREAM_PAGE_SIZE);
+	/* Pages 0-4, 9, 30-39: three runs, split at 3 pages a section. */
+	bitmap[0] = 0x1f;
+	bitmap[1] = 0x02;
+	bitmap[3] = 0xc0;
+	bitmap[4] = 0xff;
+	stream_writer_init(&w, fd);
+	CHECK(stream_write_header(&w) == 0);
+	while (next < NPAGES) {
+		CHECK(stream_write_pages(&w, ram, NPAGES, bitmap, &next, 3, &sent) == 0);
+		CHECK(sent <= 3);
+		total += sent;
+		sections += sent > 0;
+	}
+	CHECK_EQ_U64(total, 16);
+	CHECK_EQ_U64(sections, 6);
+	CHECK(stream_write_section(&w, SEC_END, 0, "", 0) == 0);
+	lseek(fd, 0, SEEK_SET);
+	stream_reader_init(&r, fd);
+	CHECK(stream_read_header(&r) == 0);
+	total = 0;
+	for (;;) {
+		CHECK(stream_read_section_hdr(&r, &h) == 0);
+		if (h.type == SEC_END)
+			break;
+		CHECK(h.type == SEC_PAGES);
+		CHECK(stream_read_payload(&r, &h, &p) == 0);
+		CHECK(stream_apply_pages(p, h.len, got, NPAGES * STREAM_PAGE_SIZE, &pages,
+					 why, sizeof(why)) == 0);
+		total += pages;
+		free(p);
+	}
+	CHECK_EQ_U64(total, 16);
+	for (i = 0; i < NPAGES; i++) {
+		bool in = bitmap[i / 8] & (1u << (i % 8));
+
+		CHECK(got[i * STREAM_PAGE_SIZE] == (in ? 0x40 + i : 0));
+		CHECK(got[i * STREAM_PAGE_SIZE + STREAM_PAGE_SIZE - 1] == (in ? 0x40 + i : 0));
+	}
+	close(fd);
+	free(ram);
+	free(got);
+}
+
+UNIT_TEST(a_pages_run_outside_ram_is_refused_with_nothing_copied)
+{
+	uint8_t *ram = calloc(2, STREAM_PAGE_SIZE);
+	uint8_t pl[8 + 16 + STREAM_PAGE_SIZE] = { 0 };
+	uint32_t one = 1;
+	uint64_t first = 2, count = 1, big = 1ULL << 62;
+	char why[256];
+
+	memcpy(pl, &one, 4);
+	memcpy(pl + 8, &first, 8);
+	memcpy(pl + 16, &count, 8);
+	memset(pl + 24, 0x55, STREAM_PAGE_SIZE);
+	/* Page 2 of a 2-page RAM. */
+	CHECK(stream_apply_pages(pl, sizeof(pl), ram, 2 * STREAM_PAGE_SIZE, NULL,
+				 why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "corrupt stream") != NULL);
+	/* A count that would wrap the length check. */
+	first = 0;
+	memcpy(pl + 8, &first, 8);
+	memcpy(pl + 16, &big, 8);
+	CHECK(stream_apply_pages(pl, sizeof(pl), ram, 2 * STREAM_PAGE_SIZE, NULL,
+				 why, sizeof(why)) == -EINVAL);
+	/* One page short of what the run says. */
+	memcpy(pl + 16, &count, 8);
+	CHECK(stream_apply_pages(pl, sizeof(pl) - 1, ram, 2 * STREAM_PAGE_SIZE, NULL,
+				 why, sizeof(why)) == -EINVAL);
+	CHECK(ram[0] == 0 && ram[STREAM_PAGE_SIZE] == 0);
+	/* The right one lands. */
+	CHECK(stream_apply_pages(pl, sizeof(pl), ram, 2 * STREAM_PAGE_SIZE, NULL,
+				 why, sizeof(why)) == 0);
+	CHECK(ram[0] == 0x55 && ram[STREAM_PAGE_SIZE] == 0);
+	free(ram);
+}
+
+UNIT_TEST(a_pages_section_in_a_version_1_stream_is_refused)
+{
+	struct stream_writer w;
+	struct stream_reader r;
+	struct stream_section_hdr h;
+	uint8_t *ram = calloc(NPAGES, STREAM_PAGE_SIZE), bitmap[(NPAGES + 7) / 8] = { 1 };
+	uint64_t next = 0, sent;
+	uint32_t v1 = 1;
+	int fd = memfd_create("stream", 0);
+
+	stream_writer_init(&w, fd);
+	CHECK(stream_write_header(&w) == 0);
+	CHECK(stream_write_pages(&w, ram, NPAGES, bitmap, &next, 8, &sent) == 0);
+	CHECK(pwrite(fd, &v1, 4, 8) == 4);
+	lseek(fd, 0, SEEK_SET);
+	stream_reader_init(&r, fd);
+	CHECK(stream_read_header(&r) == 0);
+	CHECK(r.version == 1);
+	CHECK(stream_read_section_hdr(&r, &h) == -EINVAL);
+	CHECK(strstr(r.err, "unknown section type 10") != NULL);
+	close(fd);
 	free(ram);
 }

@@ -319,3 +319,62 @@ UNIT_TEST(vq_notification_hint_and_pending_entries)
 	offer(&f, 0);
 	CHECK(!virtq_has_avail(&f.q, &f.m));
 }
+
+static bool page_marked(const uint8_t *bm, uint64_t gpa)
+{
+	return bm[gpa / 4096 / 8] & (1u << (gpa / 4096 % 8));
+}
+
+/* While a live migration tracks kvmm's own writes, a push marks the
+ * pages of the chain's device-writable buffers (direct and indirect)
+ * and the used ring, and no other; nothing is marked while not tracking. */
+UNIT_TEST(vq_push_marks_written_pages_for_a_live_migration)
+{
+	static struct virtq_elem e;
+	struct fake f;
+	uint8_t bm[MEMSZ / 4096 / 8];
+	unsigned int p, n = 0;
+
+	setup(&f);
+	set_desc(&f, DESC, 0, BUF, 16, VIRTQ_DESC_F_NEXT, 1);			/* read: 0x10000 */
+	set_desc(&f, DESC, 1, BUF + 0x3ff0, 0x20, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2); /* 0x13000-0x14000 */
+	set_desc(&f, DESC, 2, 0x20000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+	set_desc(&f, 0x20000, 0, BUF + 0x8000, 8, VIRTQ_DESC_F_WRITE, 0);	/* 0x18000 */
+	offer(&f, 0);
+	/* Not tracking: a push marks nothing (and costs no walk). */
+	CHECK(virtq_pop(&f.q, &f.m, &e) == 1);
+	CHECK(virtq_push(&f.q, &f.m, e.head, 8) == 0);
+	CHECK(guest_mem_track(&f.m, true) == 0);
+	memset(bm, 0, sizeof(bm));
+	guest_mem_take_dirty(&f.m, bm);
+	for (p = 0; p < sizeof(bm); p++)
+		CHECK(bm[p] == 0);
+	offer(&f, 0);
+	CHECK(virtq_pop(&f.q, &f.m, &e) == 1);
+	CHECK(virtq_push(&f.q, &f.m, e.head, 8) == 0);
+	guest_mem_take_dirty(&f.m, bm);
+	CHECK(page_marked(bm, BUF + 0x3000) && page_marked(bm, BUF + 0x4000));
+	CHECK(page_marked(bm, BUF + 0x8000));
+	CHECK(page_marked(bm, USED));
+	CHECK(!page_marked(bm, BUF));
+	CHECK(!page_marked(bm, DESC) && !page_marked(bm, AVAIL) && !page_marked(bm, 0x20000));
+	for (p = 0; p < MEMSZ / 4096; p++)
+		n += page_marked(bm, p * 4096ULL);
+	CHECK_EQ_U64(n, 4);
+	/* Taken once: the bits are cleared. */
+	memset(bm, 0, sizeof(bm));
+	guest_mem_take_dirty(&f.m, bm);
+	CHECK(!page_marked(bm, USED));
+	/* Outside guest RAM is ignored, a range across pages marks each. */
+	guest_mem_mark_gpa(&f.m, MEMSZ, 4096);
+	guest_mem_mark_gpa(&f.m, 0x5ff8, 16);
+	guest_mem_take_dirty(&f.m, bm);
+	CHECK(page_marked(bm, 0x5000) && page_marked(bm, 0x6000) && !page_marked(bm, 0x7000));
+	CHECK(guest_mem_track(&f.m, false) == 0);
+	guest_mem_mark_gpa(&f.m, 0x7000, 1);
+	CHECK(guest_mem_track(&f.m, true) == 0);
+	memset(bm, 0, sizeof(bm));
+	guest_mem_take_dirty(&f.m, bm);
+	CHECK(!page_marked(bm, 0x7000));
+	guest_mem_destroy(&f.m);
+}

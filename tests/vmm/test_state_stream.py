@@ -378,10 +378,10 @@ def test_hostile_streams_are_refused_before_the_guest_runs(kvm, vms, tmp):
 
     # Newer version, not a stream.
     blob = bytearray(data)
-    struct.pack_into("<I", blob, 8, 2)
+    struct.pack_into("<I", blob, 8, 3)
     write(bytes(blob))
     rc, err = refused(bad)
-    assert rc == 1 and "written by a newer kvmm: stream version 2, this kvmm reads up to 1" in err, err
+    assert rc == 1 and "written by a newer kvmm: stream version 3, this kvmm reads up to 2" in err, err
     write(b"KVMMSTRX" + data[8:])
     rc, err = refused(bad)
     assert rc == 1 and "not a kvmm state stream" in err, err

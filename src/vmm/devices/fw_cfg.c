@@ -161,6 +161,7 @@ static void dma_run(struct fw_cfg *f, uint64_t addr)
 			if (n)
 				memcpy(dst, it->data + f->offset, n);
 			memset(dst + n, 0, len - n);	/* past the end reads as zeros */
+			guest_mem_mark(mem, dst, len);	/* for a live migration */
 			f->offset += n;
 		}
 	} else if (control & FW_CFG_DMA_WRITE) {
@@ -180,6 +181,7 @@ static void dma_run(struct fw_cfg *f, uint64_t addr)
 		f->offset = (uint64_t)f->offset + len > UINT32_MAX ? UINT32_MAX : f->offset + len;
 	}
 	put_be(desc, error ? FW_CFG_DMA_ERROR : 0, 4);
+	guest_mem_mark(mem, desc, 4);
 }
 
 static void fw_cfg_read(struct device *dev, uint64_t addr, uint8_t *data, unsigned int len)

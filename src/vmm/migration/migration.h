@@ -5,6 +5,7 @@
 #ifndef KVMM_MIGRATION_H
 #define KVMM_MIGRATION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,20 @@ struct save_result {
 /* Writes the paused VM to fd. */
 int migration_save(struct vm *vm, int fd, struct save_result *res,
 		   char *err, size_t errlen);
+/* The parts of a stream save and live migration share: header, CONFIG
+ * and LAYOUT (refused while a hot-added device is plugged); then, of a
+ * paused VM, vCPUs, irqchip, PIT, clock, devices, the MEMORY section
+ * with the pages pages() names (a malloc'd bitmap, called after the
+ * devices' save hooks) and END. */
+int migration_write_prologue(struct vm *vm, struct stream_writer *w,
+			     char *err, size_t errlen);
+int migration_write_state(struct vm *vm, struct stream_writer *w,
+			  uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
+			  void *opaque, uint64_t *npages, char *err, size_t errlen);
+/* Pages the guest touched (resident, swapped, or mapped by a restore),
+ * less all-zero ones: a malloc'd bitmap, *count of them set. */
+uint8_t *migration_touched_pages(struct vm *vm, uint64_t *count);
+
 /* Writes path.new, fsyncs it and renames it to path; on any failure the
  * partial file is removed. */
 int migration_save_file(struct vm *vm, const char *path, struct save_result *res,
@@ -41,14 +56,18 @@ struct restore {
 	uint64_t mem_size;
 	unsigned int nregions;
 	uint64_t region_gpa[2], region_size[2];
+	/* A section header read ahead (the one after the PAGES sections). */
+	struct stream_section_hdr next;
+	bool have_next;
 };
 
 /* Opens the stream and reads its header, configuration and layout. */
 int migration_restore_open(struct restore *rs, const char *path, char *err, size_t errlen);
-/* The same from FD, already open (taken: closed by migration_restore_close),
- * read sequentially unless it is a regular file; PATH names it in messages. */
-int migration_restore_open_fd(struct restore *rs, int fd, const char *path, char *err,
-			      size_t errlen);
+/* The same over fd, already open (kvmm --incoming's connection, or a
+ * descriptor it inherited), named name in messages; rs owns fd from
+ * here, failure or not. */
+int migration_restore_open_fd(struct restore *rs, int fd, const char *name,
+			      char *err, size_t errlen);
 /* The guest-visible parts of the configuration must be the stream's:
  * only host-side paths may differ. */
 int migration_check_config(const struct vm_config *stream, const struct vm_config *cfg,
@@ -63,5 +82,14 @@ int migration_restore_config(struct restore *rs, struct json_object *overrides,
  * devices created, no vCPU run yet) and maps its memory. */
 int migration_restore_load(struct restore *rs, struct vm *vm, char *err, size_t errlen);
 void migration_restore_close(struct restore *rs);
+
+/* Migration URIs (uri.c): tcp:HOST:PORT, unix:PATH, fd:N.  The
+ * destination's end: listens, accepts one connection and returns it
+ * (fd:N: the descriptor itself); the source's: connects.  A descriptor
+ * or -errno with err set. */
+int migration_listen(const char *uri, char *err, size_t errlen);
+int migration_connect(const char *uri, char *err, size_t errlen);
+/* fd:N's descriptor, -ENOENT if uri is not fd:N, -EBADF if N is not open. */
+int migration_uri_fd(const char *uri, char *err, size_t errlen);
 
 #endif

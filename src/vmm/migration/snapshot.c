@@ -343,22 +343,13 @@ static int put_section(struct stream_writer *w, uint32_t type, uint32_t index,
 	return r;
 }
 
-int migration_save(struct vm *vm, int fd, struct save_result *res,
-		   char *err, size_t errlen)
+int migration_write_prologue(struct vm *vm, struct stream_writer *w,
+			     char *err, size_t errlen)
 {
-	struct stream_writer w;
 	struct layout_rec lay;
-	struct kvm_irqchip chip;
-	struct kvm_pit_state2 pit;
-	struct kvm_clock_data clk;
-	struct state_buf b = { 0 };
-	struct device *d;
 	struct pci_hotplug_info hp;
-	uint32_t msrs[VCPU_MAX_MSRS];
-	unsigned int nmsrs = 0, i, k;
-	uint64_t t0 = now_ns(), pages = 0;
-	uint8_t *bm;
-	int xlen, r;
+	unsigned int i;
+	int r;
 
 	/* A hot-added device is not in the configuration the stream carries,
 	 * so a restore would lose it under the guest: refuse until it is. */
@@ -371,22 +362,41 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 	lay.page_size = STREAM_PAGE_SIZE;
 	lay.nregions = vm->mem.nregions;
 	lay.mem_size = vm->mem.size;
-	stream_writer_init(&w, fd);
-	r = stream_write_header(&w);
+	r = stream_write_header(w);
 	if (r) {
 		ERR("cannot write the stream header: %s", strerror(-r));
 		return r;
 	}
-	r = put_section(&w, SEC_CONFIG, 0, vm->config_json, strlen(vm->config_json), err, errlen);
+	r = put_section(w, SEC_CONFIG, 0, vm->config_json, strlen(vm->config_json), err, errlen);
 	if (r)
 		return r;
 	for (i = 0; i < vm->mem.nregions; i++) {
 		lay.r[i].gpa = vm->mem.regions[i].gpa;
 		lay.r[i].size = vm->mem.regions[i].size;
 	}
-	r = put_section(&w, SEC_LAYOUT, 0, &lay, sizeof(lay), err, errlen);
-	if (r)
-		return r;
+	return put_section(w, SEC_LAYOUT, 0, &lay, sizeof(lay), err, errlen);
+}
+
+uint8_t *migration_touched_pages(struct vm *vm, uint64_t *count)
+{
+	*count = 0;
+	return touched_pages(vm, count);
+}
+
+int migration_write_state(struct vm *vm, struct stream_writer *w,
+			  uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
+			  void *opaque, uint64_t *npages, char *err, size_t errlen)
+{
+	struct kvm_irqchip chip;
+	struct kvm_pit_state2 pit;
+	struct kvm_clock_data clk;
+	struct state_buf b = { 0 };
+	struct device *d;
+	uint32_t msrs[VCPU_MAX_MSRS];
+	unsigned int nmsrs = 0, i, k;
+	uint64_t count = 0;
+	uint8_t *bm;
+	int xlen, r;
 
 	r = msr_list(vm, msrs, &nmsrs);
 	if (r) {
@@ -401,7 +411,7 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 			ERR("cannot read vCPU %u's state from KVM: %s", i, strerror(-r));
 			goto out;
 		}
-		r = put_section(&w, SEC_VCPU, i, b.data, b.len, err, errlen);
+		r = put_section(w, SEC_VCPU, i, b.data, b.len, err, errlen);
 		if (r)
 			goto out;
 	}
@@ -413,7 +423,7 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 			ERR("KVM_GET_IRQCHIP %u: %s", i, strerror(-r));
 			goto out;
 		}
-		r = put_section(&w, SEC_IRQCHIP, i, &chip, sizeof(chip), err, errlen);
+		r = put_section(w, SEC_IRQCHIP, i, &chip, sizeof(chip), err, errlen);
 		if (r)
 			goto out;
 	}
@@ -423,7 +433,7 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 		ERR("KVM_GET_PIT2: %s", strerror(-r));
 		goto out;
 	}
-	r = put_section(&w, SEC_PIT, 0, &pit, sizeof(pit), err, errlen);
+	r = put_section(w, SEC_PIT, 0, &pit, sizeof(pit), err, errlen);
 	if (r)
 		goto out;
 	/* The clock as the pause left it: the guest resumes from there. */
@@ -434,7 +444,7 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 		ERR("KVM_GET_CLOCK: %s", strerror(-r));
 		goto out;
 	}
-	r = put_section(&w, SEC_CLOCK, 0, &clk, sizeof(clk), err, errlen);
+	r = put_section(w, SEC_CLOCK, 0, &clk, sizeof(clk), err, errlen);
 	if (r)
 		goto out;
 	for (d = vm->devices, k = 0; d; d = d->next, k++) {
@@ -451,30 +461,53 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 			ERR("device %s (%u) could not save its state: %s", d->ops->name, k, strerror(-r));
 			goto out;
 		}
-		r = put_section(&w, SEC_DEVICE, k, b.data, b.len, err, errlen);
+		r = put_section(w, SEC_DEVICE, k, b.data, b.len, err, errlen);
 		if (r)
 			goto out;
 	}
-	bm = touched_pages(vm, &pages);
+	/* After the devices' save hooks: they completed the requests in
+	 * flight, so the pages those wrote are in what pages() finds. */
+	bm = pages(vm, opaque, &count);
 	if (!bm) {
 		r = -ENOMEM;
 		ERR("out of memory for the page bitmap");
 		goto out;
 	}
-	r = stream_write_memory(&w, vm->mem.base, vm->mem.size, bm);
+	r = stream_write_memory(w, vm->mem.base, vm->mem.size, bm);
 	free(bm);
 	if (r) {
 		ERR("cannot write guest memory: %s", strerror(-r));
 		goto out;
 	}
-	r = put_section(&w, SEC_END, 0, "", 0, err, errlen);
+	r = put_section(w, SEC_END, 0, "", 0, err, errlen);
+	if (!r && npages)
+		*npages = count;
+out:
+	state_buf_free(&b);
+	return r;
+}
+
+static uint8_t *save_pages(struct vm *vm, void *opaque, uint64_t *count)
+{
+	return migration_touched_pages(vm, count);
+}
+
+int migration_save(struct vm *vm, int fd, struct save_result *res,
+		   char *err, size_t errlen)
+{
+	struct stream_writer w;
+	uint64_t t0 = now_ns(), pages = 0;
+	int r;
+
+	stream_writer_init(&w, fd);
+	r = migration_write_prologue(vm, &w, err, errlen);
+	if (!r)
+		r = migration_write_state(vm, &w, save_pages, NULL, &pages, err, errlen);
 	if (!r && res) {
 		res->bytes = w.off;
 		res->pages = pages;
 		res->ns = now_ns() - t0;
 	}
-out:
-	state_buf_free(&b);
 	return r;
 }
 
@@ -540,8 +573,14 @@ int migration_save_fd(struct vm *vm, int fd, struct save_result *res,
 static int next_section(struct restore *rs, uint32_t type, uint32_t index,
 			struct stream_section_hdr *h, char *err, size_t errlen)
 {
-	int r = stream_read_section_hdr(&rs->r, h);
+	int r = 0;
 
+	if (rs->have_next) {
+		*h = rs->next;
+		rs->have_next = false;
+	} else {
+		r = stream_read_section_hdr(&rs->r, h);
+	}
 	if (r) {
 		ERR("%s", rs->r.err);
 		return r;
@@ -571,32 +610,23 @@ static int next_payload(struct restore *rs, uint32_t type, uint32_t index,
 	return 0;
 }
 
-static int read_head(struct restore *rs, const char *path, char *err, size_t errlen);
 
 int migration_restore_open(struct restore *rs, const char *path, char *err, size_t errlen)
 {
-	int r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
 
-	memset(rs, 0, sizeof(*rs));
-	rs->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (rs->fd < 0) {
+	if (fd < 0) {
 		r = -errno;
+		memset(rs, 0, sizeof(*rs));
+		rs->fd = -1;
 		ERR("cannot open %s: %s", path, strerror(-r));
 		return r;
 	}
-	return read_head(rs, path, err, errlen);
+	return migration_restore_open_fd(rs, fd, path, err, errlen);
 }
 
-int migration_restore_open_fd(struct restore *rs, int fd, const char *path, char *err,
-			      size_t errlen)
-{
-	memset(rs, 0, sizeof(*rs));
-	rs->fd = fd;
-	return read_head(rs, path, err, errlen);
-}
-
-/* The stream's header, configuration and layout, from rs->fd. */
-static int read_head(struct restore *rs, const char *path, char *err, size_t errlen)
+int migration_restore_open_fd(struct restore *rs, int fd, const char *name,
+			      char *err, size_t errlen)
 {
 	struct layout_rec lay;
 	uint8_t *p = NULL;
@@ -604,10 +634,12 @@ static int read_head(struct restore *rs, const char *path, char *err, size_t err
 	unsigned int i;
 	int r;
 
+	memset(rs, 0, sizeof(*rs));
+	rs->fd = fd;
 	stream_reader_init(&rs->r, rs->fd);
 	r = stream_read_header(&rs->r);
 	if (r) {
-		ERR("%s: %s", path, rs->r.err);
+		ERR("%s: %s", name, rs->r.err);
 		return r;
 	}
 	r = next_payload(rs, SEC_CONFIG, 0, &p, &len, err, errlen);
@@ -765,6 +797,37 @@ out:
 	return r;
 }
 
+/* Version 2: the PAGES sections a live migration sent while its guest
+ * ran, each checked whole before a page of it is copied into RAM; the
+ * section after them is kept for next_section. */
+static int restore_rounds(struct restore *rs, struct vm *vm, char *err, size_t errlen)
+{
+	uint8_t *p;
+	int r;
+
+	for (;;) {
+		r = stream_read_section_hdr(&rs->r, &rs->next);
+		if (r) {
+			ERR("%s", rs->r.err);
+			return r;
+		}
+		if (rs->next.type != SEC_PAGES) {
+			rs->have_next = true;
+			return 0;
+		}
+		r = stream_read_payload(&rs->r, &rs->next, &p);
+		if (r) {
+			ERR("%s", rs->r.err);
+			return r;
+		}
+		r = stream_apply_pages(p, rs->next.len, vm->mem.base, vm->mem.size, NULL,
+				       err, errlen);
+		free(p);
+		if (r)
+			return r;
+	}
+}
+
 int migration_restore_load(struct restore *rs, struct vm *vm, char *err, size_t errlen)
 {
 	struct kvm_irqchip chip;
@@ -787,6 +850,9 @@ int migration_restore_load(struct restore *rs, struct vm *vm, char *err, size_t 
 			return -EINVAL;
 		}
 	}
+	r = restore_rounds(rs, vm, err, errlen);
+	if (r)
+		return r;
 	for (i = 0; i < vm->ncpus; i++) {
 		r = next_payload(rs, SEC_VCPU, i, &p, &len, err, errlen);
 		if (r)

@@ -69,6 +69,7 @@ static const char *const section_names[] = {
 	[SEC_CONFIG] = "config", [SEC_LAYOUT] = "layout", [SEC_VCPU] = "vcpu",
 	[SEC_IRQCHIP] = "irqchip", [SEC_PIT] = "pit", [SEC_CLOCK] = "clock",
 	[SEC_DEVICE] = "device", [SEC_MEMORY] = "memory", [SEC_END] = "end",
+	[SEC_PAGES] = "pages",
 };
 
 const char *stream_section_name(uint32_t type)
@@ -216,6 +217,107 @@ int stream_write_memory(struct stream_writer *w, const uint8_t *base,
 	return r;
 }
 
+/* PAGES payload: nruns (u32), reserved (u32), nruns x {first page u64,
+ * count u64}, then the pages of the runs in order. */
+#define PAGES_HDR_LEN	8
+#define PAGES_RUN_LEN	16
+
+int stream_write_pages(struct stream_writer *w, const uint8_t *base, uint64_t npages,
+		       const uint8_t *bitmap, uint64_t *next, uint64_t max_pages,
+		       uint64_t *sent)
+{
+	uint64_t p, start, n = 0, nruns = 0, runs_end;
+	uint8_t *buf, *data;
+	size_t len;
+	int r;
+
+	if (max_pages > STREAM_PAGES_MAX_PAGES)
+		max_pages = STREAM_PAGES_MAX_PAGES;
+	/* First the runs that fit, then the buffer for them. */
+	for (p = *next; p < npages && n < max_pages; ) {
+		if (!page_set(bitmap, p)) {
+			p++;
+			continue;
+		}
+		for (start = p; p < npages && page_set(bitmap, p) && n < max_pages; p++)
+			n++;
+		nruns++;
+	}
+	runs_end = p;
+	*sent = 0;
+	if (!nruns) {
+		*next = npages;
+		return 0;
+	}
+	len = PAGES_HDR_LEN + nruns * PAGES_RUN_LEN + n * STREAM_PAGE_SIZE;
+	buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	put32(buf, nruns);
+	put32(buf + 4, 0);
+	data = buf + PAGES_HDR_LEN + nruns * PAGES_RUN_LEN;
+	nruns = 0;
+	for (p = *next; p < runs_end; ) {
+		if (!page_set(bitmap, p)) {
+			p++;
+			continue;
+		}
+		for (start = p; p < runs_end && page_set(bitmap, p); p++)
+			;
+		put64(buf + PAGES_HDR_LEN + nruns * PAGES_RUN_LEN, start);
+		put64(buf + PAGES_HDR_LEN + nruns * PAGES_RUN_LEN + 8, p - start);
+		memcpy(data, base + start * STREAM_PAGE_SIZE, (p - start) * STREAM_PAGE_SIZE);
+		data += (p - start) * STREAM_PAGE_SIZE;
+		nruns++;
+	}
+	r = stream_write_section(w, SEC_PAGES, 0, buf, len);
+	free(buf);
+	if (!r) {
+		*next = runs_end;
+		*sent = n;
+	}
+	return r;
+}
+
+int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint64_t size,
+		       uint64_t *pages, char *err, size_t errlen)
+{
+	uint64_t nruns, i, first, count, total = 0, npages = size / STREAM_PAGE_SIZE;
+	const uint8_t *data;
+
+	/* GUEST: a stream is as untrusted as the guest that made it: every
+	 * run inside RAM, the runs and the length agreeing, before any page
+	 * is copied. */
+	if (len < PAGES_HDR_LEN)
+		goto bad;
+	nruns = get32(payload);
+	if (get32(payload + 4) || !nruns || nruns > (len - PAGES_HDR_LEN) / PAGES_RUN_LEN)
+		goto bad;
+	for (i = 0; i < nruns; i++) {
+		first = get64(payload + PAGES_HDR_LEN + i * PAGES_RUN_LEN);
+		count = get64(payload + PAGES_HDR_LEN + i * PAGES_RUN_LEN + 8);
+		if (!count || first >= npages || count > npages - first ||
+		    count > STREAM_MAX_SECTION / STREAM_PAGE_SIZE)
+			goto bad;
+		total += count;
+	}
+	if (len != PAGES_HDR_LEN + nruns * PAGES_RUN_LEN + total * STREAM_PAGE_SIZE)
+		goto bad;
+	data = payload + PAGES_HDR_LEN + nruns * PAGES_RUN_LEN;
+	for (i = 0; i < nruns; i++) {
+		first = get64(payload + PAGES_HDR_LEN + i * PAGES_RUN_LEN);
+		count = get64(payload + PAGES_HDR_LEN + i * PAGES_RUN_LEN + 8);
+		memcpy(base + first * STREAM_PAGE_SIZE, data, count * STREAM_PAGE_SIZE);
+		data += count * STREAM_PAGE_SIZE;
+	}
+	if (pages)
+		*pages = total;
+	return 0;
+bad:
+	snprintf(err, errlen, "pages section: runs outside guest RAM or not matching its length (corrupt stream)");
+	return -EINVAL;
+}
+
 /* --- reader --- */
 
 void stream_reader_init(struct stream_reader *r, int fd)
@@ -303,7 +405,7 @@ int stream_read_section_hdr(struct stream_reader *r, struct stream_section_hdr *
 			 (unsigned long long)at);
 		return -EINVAL;
 	}
-	if (!h->type || h->type > SEC_MAX) {
+	if (!h->type || h->type > SEC_MAX || (h->type == SEC_PAGES && r->version < 2)) {
 		snprintf(r->err, sizeof(r->err), "unknown section type %u at offset %llu",
 			 h->type, (unsigned long long)at);
 		return -EINVAL;

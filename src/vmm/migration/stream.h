@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define STREAM_MAGIC		"KVMMSTRM"
-#define STREAM_VERSION		1	/* the newest this kvmm writes and reads */
+#define STREAM_VERSION		2	/* the newest this kvmm writes and reads */
 #define STREAM_HEADER_LEN	16	/* magic, version, flags */
 #define STREAM_SECTION_HDR_LEN	24
 #define STREAM_PAGE_SIZE	4096
@@ -28,7 +28,10 @@ enum stream_section {
 	SEC_DEVICE = 7,		/* index = position in the device list */
 	SEC_MEMORY = 8,		/* last but END; its pages page-aligned */
 	SEC_END = 9,
-	SEC_MAX = SEC_END,
+	SEC_PAGES = 10,		/* version 2: runs of pages sent while the guest
+				 * ran (live migration), between LAYOUT and the
+				 * first VCPU; later ones overwrite earlier */
+	SEC_MAX = SEC_PAGES,
 };
 
 struct stream_section_hdr {
@@ -70,6 +73,17 @@ int stream_write_section(struct stream_writer *w, uint32_t type, uint32_t index,
 int stream_write_memory(struct stream_writer *w, const uint8_t *base,
 			uint64_t size, const uint8_t *bitmap);
 
+/* One PAGES section: the pages set in bitmap (npages of them, at base)
+ * from page *next on, at most max_pages of them, copied into a buffer
+ * first (the guest may write them meanwhile: its dirty log sends them
+ * again) and written as runs.  *next is where the next section starts,
+ * npages when done; *sent counts the pages written.  0 or -errno. */
+int stream_write_pages(struct stream_writer *w, const uint8_t *base, uint64_t npages,
+		       const uint8_t *bitmap, uint64_t *next, uint64_t max_pages,
+		       uint64_t *sent);
+/* Largest PAGES payload a writer makes: 1024 pages and their runs. */
+#define STREAM_PAGES_MAX_PAGES	1024
+
 struct stream_reader {
 	int fd;
 	uint64_t off;		/* bytes consumed so far */
@@ -95,6 +109,12 @@ int stream_read_mem_meta(struct stream_reader *r, const struct stream_section_hd
  * checks data_crc: the path for an fd that cannot be mapped. */
 int stream_read_mem_pages(struct stream_reader *r, const struct stream_mem_desc *d,
 			  const uint8_t *bitmap, uint8_t *base, uint64_t size);
+
+/* Checks a PAGES payload (read and crc-checked by stream_read_payload)
+ * against a RAM of size bytes and copies its pages into base: 0, or
+ * -EINVAL with err set and nothing copied. */
+int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint64_t size,
+		       uint64_t *pages, char *err, size_t errlen);
 
 const char *stream_section_name(uint32_t type);
 

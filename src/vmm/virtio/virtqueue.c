@@ -1,5 +1,6 @@
 /* Split virtqueue walking; the rules are in virtqueue.h. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -186,6 +187,41 @@ int virtq_pop(struct virtq *q, const struct guest_memory *mem,
 	return 1;
 }
 
+/* While a live migration tracks kvmm's writes: the device-writable
+ * buffers of head's chain, which the device has filled by the time it
+ * pushes.  The chain is walked again rather than kept from the pop;
+ * GUEST: with the pop's bounds (steps, indices, no nesting) and every
+ * range checked by guest_mem_mark_gpa.  A driver that rewrote an
+ * in-flight chain (virtio 1.x 2.7.13 forbids it) hides only its own
+ * buffers from the migration. */
+static void mark_chain(const struct virtq *q, const struct guest_memory *mem, uint16_t head)
+{
+	const uint8_t *desc = ring(mem, q->desc, 16ULL * q->size), *table;
+	unsigned int i = head, steps, k, n;
+	struct vdesc d, t;
+
+	if (!desc || head >= q->size)
+		return;
+	for (steps = 0; steps < q->size; steps++) {
+		read_desc(desc, i, &d);
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			n = d.len / 16;
+			table = n && n <= VIRTQ_MAX_INDIRECT ? guest_mem_ptr(mem, d.addr, 16ULL * n) : NULL;
+			for (k = 0; table && k < n; k++) {
+				read_desc(table, k, &t);
+				if (t.flags & VIRTQ_DESC_F_WRITE)
+					guest_mem_mark_gpa(mem, t.addr, t.len);
+			}
+			return;
+		}
+		if (d.flags & VIRTQ_DESC_F_WRITE)
+			guest_mem_mark_gpa(mem, d.addr, d.len);
+		if (!(d.flags & VIRTQ_DESC_F_NEXT) || d.next >= q->size)
+			return;
+		i = d.next;
+	}
+}
+
 int virtq_push(struct virtq *q, const struct guest_memory *mem,
 	       uint16_t head, uint32_t len)
 {
@@ -200,6 +236,10 @@ int virtq_push(struct virtq *q, const struct guest_memory *mem,
 	/* The entry must be visible before the index that publishes it. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	st16(used + 2, q->used_idx);
+	if (atomic_load(&mem->dirty)) {
+		mark_chain(q, mem, head);
+		guest_mem_mark(mem, used, 6 + 8ULL * n);
+	}
 	return 0;
 }
 
@@ -218,6 +258,7 @@ void virtq_set_notify(struct virtq *q, const struct guest_memory *mem, bool on)
 	if (!q->ready || !used)
 		return;
 	st16(used, on ? 0 : VIRTQ_USED_F_NO_NOTIFY);
+	guest_mem_mark(mem, used, 2);
 	/* The flag must be visible before the avail index is read again. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }

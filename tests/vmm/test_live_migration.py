@@ -1,0 +1,430 @@
+"""Live migration between two kvmm processes on this host
+(docs/state-stream.md, docs/api.md "migrate"): the source's control socket
+migrate, kvmm --incoming on the destination.  The guest is the test guest's
+`live` action with kvmmtest.live.dirty=on: ticks of its own clock, each
+rewriting 16 MiB (one word a page) after checking the last tick's values,
+and a disk read every other tick whose buffer it checks a tick later."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from kvmmtest import Api, Guest, KVMM, kvmm_argv, start
+from test_schemas import load, validator
+
+SCHEMA = load("api.schema.json")
+
+LIVE = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) blk0=(\S+) blk_irqs=(\d+) mem=(\S+) "
+                  r"ap_irqs=\d+ gen=(\d+) blkmem=(\S+)")
+CMDLINE = ("kvmmtest.action=live kvmmtest.tick_ms=20 kvmmtest.virtio=blk "
+           "kvmmtest.live.touch=16 kvmmtest.live.check=on kvmmtest.live.dirty=on")
+
+
+def records(lines):
+    return [(int(m[1]), int(m[2]), m[3], m[5], int(m[6]), m[7])
+            for m in map(LIVE.search, lines) if m]
+
+
+def disk_image(tmp):
+    path = os.path.join(tmp, "disk.img")
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    return path
+
+
+def source(vms, tmp, disk, cpus=2):
+    sock = os.path.join(tmp, "src.sock")
+    g = start(vms, kvmm_argv(CMDLINE, cpus=cpus,
+                             extra=["--api-socket", sock, "--disk", f"path={disk}"]))
+    g.wait_for(r"KVMMTEST live n=3 ")
+    return g, Api(sock)
+
+
+def destination(vms, tmp, uri, disk, extra=()):
+    """kvmm --incoming on a copy of the disk: both processes hold their
+    image locked, and the guest only reads it."""
+    copy = os.path.join(tmp, "dst-disk.img")
+    shutil.copy(disk, copy)
+    disk = copy
+    sock = os.path.join(tmp, "dst.sock")
+    h = start(vms, [KVMM, "--incoming", uri, "--api-socket", sock,
+                    "--disk", f"path={disk}", *extra])
+    return h, sock
+
+
+def wait_listening(path_or_port, h):
+    """Until the destination listens: its unix socket appears (it is
+    renamed into place once listening), or the TCP port is in LISTEN."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert h.proc.poll() is None, h.stderr
+        if isinstance(path_or_port, str):
+            if os.path.exists(path_or_port):
+                return
+        else:
+            with open("/proc/net/tcp") as f:
+                for line in f.readlines()[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if int(local.split(":")[1], 16) == path_or_port and state == "0A":
+                        return
+        time.sleep(0.01)
+    raise AssertionError("the destination never listened")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def migrate(api, args):
+    validator(SCHEMA, "migrate").validate(args)
+    r = api.call("migrate", args)
+    validator(SCHEMA, "reply").validate(r)
+    assert r.get("return") == {}, r
+    ev = api.wait_event("migration-status", status="active")
+    validator(SCHEMA, "event").validate(ev)
+
+
+def wait_status(api, status, timeout=120):
+    """The next migration-status event, a final status, and query-migrate
+    saying the same."""
+    ev = api.wait_event("migration-status", timeout=timeout)
+    validator(SCHEMA, "event").validate(ev)
+    assert ev["data"]["status"] == status, ev
+    q = api.call("query-migrate")
+    validator(SCHEMA, "reply").validate(q)
+    validator(SCHEMA, "migrate-info").validate(q["return"])
+    assert q["return"]["status"] == status, q
+    return q["return"]
+
+
+def check_continued(g, h, at_start):
+    """The guest went on ticking during the copy on g, then on h, its
+    clock monotonic, every memory and disk-buffer check right."""
+    a = records(g.lines)
+    assert a[-1][0] > at_start, (at_start, a[-1])
+    assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
+    # A line the source was writing when it paused ends on h.
+    lines, hl = list(g.lines), list(h.lines)
+    if g.partial and hl:
+        lines, hl = lines + [g.partial + hl[0]], hl[1:]
+    seq = records(lines + hl)
+    b = seq[len(records(lines)):]
+    assert b, "the destination's guest wrote nothing"
+    ns = [r[0] for r in seq]
+    assert ns == list(range(ns[0], ns[0] + len(ns))), (a[-3:], b[:3])
+    assert all(y[1] > x[1] for x, y in zip(seq, seq[1:])), "the guest's clock went back"
+    assert all(r[3] == "ok" for r in seq), [r for r in seq if r[3] != "ok"][:3]
+    assert all(r[5] in ("ok", "none") for r in seq), [r for r in seq if r[5] == "bad"][:3]
+    assert [r for r in b if r[5] == "ok"], "no disk buffer checked on the destination"
+    assert b[-1][4] > a[-1][4], "the guest stopped rewriting its memory"
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk)
+    if transport == "unix":
+        where = os.path.join(tmp, "mig.sock")
+        uri = "unix:" + where
+    else:
+        where = free_port()
+        uri = f"tcp:127.0.0.1:{where}"
+    h, hsock = destination(vms, tmp, uri, disk)
+    wait_listening(where, h)
+    at_start = records(g.lines)[-1][0]
+    # Slowly at first, so that the guest ticks on while its pages go; the
+    # limit lifted while it runs, the rounds then converge.
+    migrate(api, {"uri": uri, "bandwidth-mibps": 8})
+    g.wait_for(r"KVMMTEST live n=%d " % (at_start + 3))
+    q = api.call("query-migrate")["return"]
+    assert q["status"] == "active" and q["bandwidth-mibps"] == 8, q
+    assert q["transferred-bytes"] > 0, q
+    assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
+    info = wait_status(api, "completed")
+    assert info["transferred-bytes"] > 16 << 20
+    assert info["iteration"] >= 1 and info["remaining-bytes"] == 0
+    assert info["total-bytes"] == 256 << 20
+    assert info["downtime-ms"] <= info["total-ms"]
+    # The source stays paused for its owner to end it.
+    assert api.call("query-status")["return"]["state"] == "paused"
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 6))
+    if transport == "unix":
+        assert not os.path.exists(where), "the listening socket was left behind"
+    assert Api(hsock).call("query-status")["return"]["state"] == "running"
+    check_continued(g, h, at_start)
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+
+
+class GuestFds(Guest):
+    """A Guest whose process inherits fds (kvmmtest's Popen passes none)."""
+
+    def __init__(self, argv, fds):
+        real = subprocess.Popen
+
+        def popen(*a, **k):
+            return real(*a, pass_fds=fds, **k)
+        subprocess.Popen = popen
+        try:
+            super().__init__(argv)
+        finally:
+            subprocess.Popen = real
+
+
+def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
+    """migrate's fdname on the source, --incoming fd:N on the destination:
+    the two ends of one socketpair, as a daemon hands them over."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    a, b = socket.socketpair()
+    copy = os.path.join(tmp, "dst-disk.img")
+    shutil.copy(disk, copy)
+    h = GuestFds([KVMM, "--incoming", f"fd:{b.fileno()}", "--disk", f"path={copy}",
+                  "--api-socket", os.path.join(tmp, "dst.sock")], (b.fileno(),))
+    vms.append(h)
+    b.close()
+    assert api.call("getfd", {"fdname": "mig"}, fds=[a.fileno()])["return"] == {}
+    a.close()
+    at_start = records(g.lines)[-1][0]
+    migrate(api, {"fdname": "mig", "max-downtime-ms": 100})
+    ev = api.wait_event("migration-status", timeout=120)
+    assert ev["data"]["status"] == "completed", (ev, h.stderr)
+    h.wait_for(r"KVMMTEST live n=%d " % (records(g.lines)[-1][0] + 4))
+    check_continued(g, h, at_start - 1)
+
+
+def test_cancel_mid_copy_keeps_the_source_running(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    where = os.path.join(tmp, "mig.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 2})
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    assert api.call("query-migrate")["return"]["status"] == "active"
+    assert api.call("migrate-cancel")["return"] == {}
+    info = wait_status(api, "cancelled")
+    assert "error" not in info
+    # The destination saw the connection drop mid-stream: one line, 1.
+    assert h.wait_exit() == 1
+    err = h.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "truncated stream" in err[0], err
+    assert not records(h.lines)
+    # The source never paused: it runs on, and can migrate again.
+    assert api.call("query-status")["return"]["state"] == "running"
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert all(r[3] == "ok" for r in records(g.lines))
+    assert api.call("migrate-cancel")["error"]["code"] == "InvalidState"
+
+
+def test_destination_killed_mid_copy_fails_the_migration_and_the_source_runs_on(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    port = free_port()
+    h, _ = destination(vms, tmp, f"tcp:127.0.0.1:{port}", disk)
+    wait_listening(port, h)
+    migrate(api, {"uri": f"tcp:127.0.0.1:{port}", "bandwidth-mibps": 2})
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    h.kill()
+    info = wait_status(api, "failed")
+    assert re.search(r"cannot send guest memory: (Broken pipe|Connection reset)", info["error"]), info
+    assert api.call("query-status")["return"]["state"] == "running"
+    n = records(g.lines)[-1][0]
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert all(r[3] == "ok" for r in records(g.lines))
+
+
+def test_migrate_refuses_bad_arguments_and_a_second_migration(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    for args in ({}, {"uri": "ftp:x"}, {"uri": "unix:/x", "fdname": "a"},
+                 {"uri": "unix:/x", "max-downtime-ms": 0}, {"uri": "unix:/x", "bandwidth-mibps": -1},
+                 {"uri": "unix:/x", "speed": 1}, {"fdname": "nothing"}):
+        r = api.call("migrate", args)
+        assert r["error"]["code"] == "InvalidArgument", (args, r)
+    r = api.call("migrate", {"uri": "unix:" + os.path.join(tmp, "nobody.sock")})
+    assert r.get("return") == {}, r
+    # The connection fails on the thread, after the answer: active first.
+    assert api.wait_event("migration-status")["data"]["status"] == "active"
+    info = wait_status(api, "failed")
+    assert "cannot connect to unix:" in info["error"], info
+    assert api.call("query-status")["return"]["state"] == "running"
+    assert api.call("migrate-set-params", {})["error"]["code"] == "InvalidArgument"
+    assert api.call("migrate-set-params", {"max-downtime-ms": 50})["return"] == {}
+    assert api.call("query-migrate")["return"]["max-downtime-ms"] == 50
+    assert api.call("migrate-set-params", {"auto-converge": 1})["error"]["code"] == "InvalidArgument"
+    assert api.call("migrate-set-params", {"auto-converge": False})["return"] == {}
+    q = api.call("query-migrate")["return"]
+    assert q["auto-converge"] is False and q["cpu-throttle-percent"] == 0, q
+
+
+def stream_of(vms, tmp):
+    """A state stream a save wrote, and the disk it belongs to."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    path = os.path.join(tmp, "vm.state")
+    assert "return" in api.call("save", {"path": path}, timeout=60)
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    with open(path, "rb") as f:
+        return f.read(), disk
+
+
+def feed(vms, tmp, disk, blob):
+    """Sends blob to kvmm --incoming unix:, then closes: (status, stderr)."""
+    where = os.path.join(tmp, "in.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(where)
+    try:
+        s.sendall(blob)
+    except BrokenPipeError:
+        pass
+    s.close()
+    rc = h.wait_exit()
+    assert not os.path.exists(where)
+    return rc, h.stderr.decode(), h
+
+
+def test_a_corrupt_or_cut_stream_is_refused_before_the_guest_runs(kvm, vms, tmp):
+    data, disk = stream_of(vms, tmp)
+    # A byte flipped in the last vCPU section's payload, deep in the memory
+    # pages, and the stream cut in half.
+    at = data.index(b"\x03\x00\x00\x00\x00\x00\x00\x00", 16) + 24 + 100
+    for blob, why in ((data[:at] + bytes([data[at] ^ 1]) + data[at + 1:], "checksum mismatch"),
+                      (data[:-8192] + bytes([data[-8192] ^ 0x40]) + data[-8191:], "checksum mismatch|corrupt"),
+                      (data[:len(data) // 2], "truncated stream")):
+        rc, err, h = feed(vms, tmp, disk, blob)
+        lines = err.strip().splitlines()
+        assert rc == 1 and len(lines) == 1 and re.search(why, lines[0]), (rc, err)
+        assert not records(h.lines), "the guest ran"
+    # The whole stream restores: the refusals were the damage.
+    rc_ok = feed_ok(vms, tmp, disk, data)
+    assert rc_ok
+
+
+def feed_ok(vms, tmp, disk, blob):
+    where = os.path.join(tmp, "ok.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(where)
+    s.sendall(blob)
+    s.close()
+    h.wait_for(r"KVMMTEST live n=\d+ ")
+    return True
+
+
+def test_migrate_is_refused_in_the_sandbox_and_the_guest_runs_on(kvm, vms, tmp):
+    """The sandbox's seccomp lists have no room for the copy yet: refused
+    with a reason, never a kill by SIGSYS."""
+    sock = os.path.join(tmp, "sb.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=20", cpus=1,
+                             extra=["--api-socket", sock, "--sandbox"]))
+    g.wait_for(r"KVMMTEST live n=2 ")
+    api = Api(sock)
+    r = api.call("migrate", {"uri": "unix:" + os.path.join(tmp, "x.sock")})
+    assert r["error"]["code"] == "MigrationFailed", r
+    assert "sandbox" in r["error"]["message"]
+    assert api.call("query-migrate")["return"]["status"] == "none"
+    n = records(g.lines)[-1][0] if records(g.lines) else 2
+    g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+
+
+def test_incoming_paused_waits_for_resume_and_a_misfit_destination_refuses(kvm, vms, tmp):
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=2)
+    # A destination that does not fit the stream: refused, the source
+    # runs on with the migration failed.
+    where = os.path.join(tmp, "mig.sock")
+    h, _ = destination(vms, tmp, "unix:" + where, disk, extra=["--cpus", "1"])
+    wait_listening(where, h)
+    migrate(api, {"uri": "unix:" + where})
+    wait_status(api, "failed")
+    assert h.wait_exit() == 1
+    err = h.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "2 vCPUs, not 1" in err[0], err
+    assert api.call("query-status")["return"]["state"] == "running"
+    # --paused: the guest arrives and waits for resume.
+    h, hsock = destination(vms, tmp, "unix:" + where, disk, extra=["--paused"])
+    wait_listening(where, h)
+    migrate(api, {"uri": "unix:" + where})
+    wait_status(api, "completed")
+    hapi = Api(hsock)
+    assert hapi.call("query-status")["return"]["state"] == "paused"
+    assert not records(h.lines)
+    assert hapi.call("resume")["return"] == {}
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert all(r[3] == "ok" for r in records(h.lines))
+
+
+def test_auto_converge_throttles_a_guest_that_outruns_the_link(kvm, vms, tmp):
+    """The guest rewrites 4 MiB every 20 ms, the link takes 8 MiB/s: the
+    rounds never shrink, so the vCPUs are throttled, the throttle lifted
+    once it is over; the guest's memory still right on the destination."""
+    disk = disk_image(tmp)
+    sock = os.path.join(tmp, "src.sock")
+    g = start(vms, kvmm_argv(CMDLINE.replace("touch=16", "touch=4"), cpus=1,
+                             extra=["--api-socket", sock, "--disk", f"path={disk}"]))
+    g.wait_for(r"KVMMTEST live n=3 ")
+    api = Api(sock)
+    where = os.path.join(tmp, "mig.sock")
+    h, hsock = destination(vms, tmp, "unix:" + where, disk)
+    wait_listening(where, h)
+    at_start = records(g.lines)[-1][0]
+    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 8, "max-downtime-ms": 100})
+    deadline = time.monotonic() + 120
+    while True:
+        q = api.call("query-migrate")["return"]
+        validator(SCHEMA, "migrate-info").validate(q)
+        assert q["status"] == "active", q
+        if q["cpu-throttle-percent"] >= 30:
+            break
+        assert time.monotonic() < deadline, q
+        time.sleep(0.05)
+    assert q["auto-converge"] is True and q["iteration"] >= 4, q
+    assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
+    info = wait_status(api, "completed")
+    assert info["cpu-throttle-percent"] == 0, info
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    check_continued(g, h, at_start)
+
+
+def test_a_live_stream_written_to_a_file_restores(kvm, vms, tmp):
+    """migrate to a file descriptor: the rounds' PAGES sections, then the
+    state; kvmm --restore reads the rounds and maps the last pages."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk, cpus=1)
+    path = os.path.join(tmp, "live.state")
+    with open(path, "wb") as f:
+        assert api.call("getfd", {"fdname": "f"}, fds=[f.fileno()])["return"] == {}
+    migrate(api, {"fdname": "f"})
+    info = wait_status(api, "completed")
+    with open(path, "rb") as f:
+        data = f.read()
+    assert len(data) == info["transferred-bytes"]
+    assert data[8:12] == b"\x02\x00\x00\x00"
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    n = records(g.lines)[-1][0]
+    copy = os.path.join(tmp, "r-disk.img")
+    shutil.copy(disk, copy)
+    h = start(vms, [KVMM, "--restore", path, "--api-socket", os.path.join(tmp, "r.sock"),
+                    "--disk", f"path={copy}"])
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    check_continued(g, h, n - 1)
