@@ -71,12 +71,13 @@ def start_kvmm(tmp):
                   os.path.join(tmp, "virtkvmmd.log"))
 
 
-def start_libvirtd(tmp):
-    """libvirtd as a session daemon with every directory under tmp/libvirtd."""
+def start_libvirtd(tmp, log="libvirtd.log"):
+    """libvirtd as a session daemon with every directory under tmp/libvirtd;
+    started again on the same tmp, it finds the first one's state there."""
     base = os.path.join(tmp, "libvirtd")
     dirs = {d: os.path.join(base, d) for d in ("home", "run", "config", "cache", "dev")}
     for d in dirs.values():
-        os.makedirs(d)
+        os.makedirs(d, exist_ok=True)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": dirs["home"],
            "XDG_RUNTIME_DIR": dirs["run"], "XDG_CONFIG_HOME": dirs["config"],
            "XDG_CACHE_HOME": dirs["cache"]}
@@ -96,7 +97,7 @@ def start_libvirtd(tmp):
         argv = [LIBVIRTD]
     sock = os.path.join(dirs["run"], "libvirt", "libvirt-sock")
     return Daemon("libvirtd", f"qemu:///session?socket={sock}", sock, argv,
-                  os.path.join(tmp, "libvirtd.log"), env=env)
+                  os.path.join(tmp, log), env=env)
 
 
 def virsh(uri, *args):
