@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import time
 
 import pytest
@@ -165,21 +164,6 @@ def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
     assert g.wait_exit() == 0
 
 
-class GuestFds(Guest):
-    """A Guest whose process inherits fds (kvmmtest's Popen passes none)."""
-
-    def __init__(self, argv, fds):
-        real = subprocess.Popen
-
-        def popen(*a, **k):
-            return real(*a, pass_fds=fds, **k)
-        subprocess.Popen = popen
-        try:
-            super().__init__(argv)
-        finally:
-            subprocess.Popen = real
-
-
 def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
     """migrate's fdname on the source, --incoming fd:N on the destination:
     the two ends of one socketpair, as a daemon hands them over."""
@@ -188,8 +172,8 @@ def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
     a, b = socket.socketpair()
     copy = os.path.join(tmp, "dst-disk.img")
     shutil.copy(disk, copy)
-    h = GuestFds([KVMM, "--incoming", f"fd:{b.fileno()}", "--disk", f"path={copy}",
-                  "--api-socket", os.path.join(tmp, "dst.sock")], (b.fileno(),))
+    h = Guest([KVMM, "--incoming", f"fd:{b.fileno()}", "--disk", f"path={copy}",
+               "--api-socket", os.path.join(tmp, "dst.sock")], pass_fds=(b.fileno(),))
     vms.append(h)
     b.close()
     assert api.call("getfd", {"fdname": "mig"}, fds=[a.fileno()])["return"] == {}
