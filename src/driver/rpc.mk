@@ -126,6 +126,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/kvmm/vmconfig.c src/driver/kvmm/vmconfig.h \
 	src/driver/kvmm/disk_chain.c src/driver/kvmm/disk_chain.h \
+	src/driver/kvmm/qcow2_create.c src/driver/kvmm/qcow2_create.h \
 	src/driver/kvmm/process.c src/driver/kvmm/process.h \
 	src/driver/kvmm/cgroup.c src/driver/kvmm/cgroup.h \
 	src/driver/kvmm/monitor.c src/driver/kvmm/monitor.h \
