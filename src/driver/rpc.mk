@@ -39,6 +39,10 @@ RPC_XDR_H += src/driver/rpc/remote_sched_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_save.x
 RPC_XDR_C += src/driver/rpc/remote_save_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_save_xdr.h
+# The snapshot procedures (remote_snapshot.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_snapshot.x
+RPC_XDR_C += src/driver/rpc/remote_snapshot_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_snapshot_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -113,11 +117,13 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/cpu.c \
 	src/driver/api/domain_sched.c \
 	src/driver/api/domain_time.c \
-	src/driver/api/domain_save.c
+	src/driver/api/domain_save.c \
+	src/driver/api/domain_snapshot.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/domain.c src/driver/domain/domain.h \
 	src/driver/domain/domain_persist.c src/driver/domain/domain_persist.h \
+	src/driver/domain/snapshot_store.c src/driver/domain/snapshot_store.h \
 	src/driver/domain/status.c src/driver/domain/status.h \
 	src/driver/domain/events.c src/driver/domain/events.h \
 	src/driver/domain/autodestroy.c src/driver/domain/autodestroy.h \

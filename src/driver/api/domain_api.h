@@ -28,4 +28,13 @@ int managed_save_remove(struct domain_obj *obj);
  * removed once restored; else 0 and nothing done. */
 int managed_save_start(struct domain_obj *obj, bool paused, bool *restored);
 
+/* Snapshots (domain_snapshot.c): the metadata store loaded from the
+ * daemon's state directory (lib/kvmm/snapshot); once, at start. */
+int snapshots_init(void);
+/* Undefine (the job held): refuses an inactive OBJ with snapshots unless
+ * FLAGS has VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, as libvirt; then
+ * removes its snapshot metadata once it is undefined. */
+int snapshots_undefine_check(struct domain_obj *obj, unsigned flags);
+int snapshots_forget(struct domain_obj *obj);
+
 #endif

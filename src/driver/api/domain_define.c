@@ -99,11 +99,17 @@ static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 		domain_job_end(obj);
 		goto out;
 	}
-	if (managed && managed_save_remove(obj) < 0) {
+	if (snapshots_undefine_check(obj, flags) < 0 ||
+	    (managed && managed_save_remove(obj) < 0)) {
 		domain_job_end(obj);
 		goto out;
 	}
 	rc = domain_undefine(obj);
+	/* A running domain keeps its snapshots while it runs on, transient. */
+	if (rc == 0 && obj->removed && snapshots_forget(obj) < 0) {
+		pr_warn("domain '%s': %s", obj->def->name, drv_error_last()->message);
+		drv_error_reset();
+	}
 	domain_job_end(obj);
 	if (rc == 0) {
 		pr_info("domain '%s' undefined", obj->def->name);
