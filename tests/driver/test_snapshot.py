@@ -6,11 +6,15 @@ after the snapshot and the revert bringing back the snapshot's disk;
 metadata kept across a daemon restart; undefine refusing a domain with
 snapshots; bad input refused with nothing half made."""
 import os
+import re
+import zlib
 
 import libvirt
 import pytest
 
 from drvtest import virsh
+from kvmmtest import GUEST
+from test_lifecycle import serial, wait_for
 from test_disks import SECTOR, as_raw, check_clean, image, pattern, qcow2_guest, run_to_poweroff
 
 L = libvirt
@@ -282,12 +286,6 @@ def test_bad_input_is_refused_with_nothing_made(daemon, conn, kvm):
     assert open(os.path.join(d.root, "sn.two")).read() == "mine"
     assert dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE) == xml and dom.snapshotNum() == 1
 
-    # A running domain: refused clearly (not done yet), nothing made.
-    dom.create()
-    err = fails(d, "snapshot-create-as", "sn", "live")
-    assert "snapshots of a running kvmm domain are not supported yet" in err, err
-    assert dom.snapshotNum() == 1
-    dom.destroy()
     # Read-only clients may list, not create.
     ro = libvirt.openReadOnly(d.uri(ro=True))
     rdom = ro.lookupByName("sn")
@@ -295,3 +293,136 @@ def test_bad_input_is_refused_with_nothing_made(daemon, conn, kvm):
     with pytest.raises(libvirt.libvirtError, match="read only"):
         rdom.snapshotCreateXML("<domainsnapshot/>", 0)
     ro.close()
+
+
+LIVE = re.compile(r"KVMMTEST live n=(\d+) us=\d+ blk0=(\S+) ")
+
+
+def live_xml(d, name, base, extra=""):
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type>hvm</type><kernel>{GUEST}</kernel>
+    <cmdline>kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.virtio=blk{extra}</cmdline></os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{base}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'><source path='{d.root}/{name}-serial.log'/><target port='0'/></serial>
+  </devices>
+</domain>"""
+
+
+def ticks(d, name, start=0):
+    """(n, blk0 crc) of each tick the guest printed from offset START."""
+    return [(int(n), crc) for n, crc in LIVE.findall(serial(d.root, name)[start:])]
+
+
+def wait_ticks(d, name, n, start=0):
+    wait_for(lambda: len(ticks(d, name, start)) >= n, f"{n} ticks of {name}", timeout=120)
+
+
+def crc8(data):
+    """What the live guest reports for sectors 0-7."""
+    return "0x%08x" % zlib.crc32(data[:8 * SECTOR])
+
+
+def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemon, conn, kvm):
+    d = daemon
+    base = os.path.join(d.root, "lv.img")
+    data = image(base, 2048)
+    dom = conn.defineXML(live_xml(d, "lv", base))
+    dom.create()
+    wait_ticks(d, "lv", 3)
+    before = ticks(d, "lv")
+    ok(d, "snapshot-create-as", "lv", "s1", "--description", "ticking")
+    after = ticks(d, "lv")
+    # The guest runs on from where it was: one boot, one count.
+    wait_for(lambda: ticks(d, "lv")[-1][0] >= after[-1][0] + 3, "ticks after the snapshot")
+    t = ticks(d, "lv")
+    assert [n for n, _ in t] == list(range(1, len(t) + 1)), t
+    assert serial(d.root, "lv").count("KVMMTEST boot") == 1
+    assert {c for _, c in t} == {crc8(data)}
+    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
+    overlay = os.path.join(d.root, "lv.s1")
+    mem = os.path.join(snapdir(d, "lv"), "s1.mem")
+    assert f"<source file='{overlay}' index=" in dom.XMLDesc(0)
+    dump = ok(d, "snapshot-dumpxml", "lv", "s1")
+    assert "<state>running</state>" in dump and f"<memory snapshot='external' file='{mem}'/>" in dump, dump
+    assert os.path.getsize(mem) > 0
+
+    # A disk-only snapshot of the running guest: it runs on, no memory kept.
+    ok(d, "snapshot-create-as", "lv", "s2", "--disk-only")
+    n = ticks(d, "lv")[-1][0]
+    wait_for(lambda: ticks(d, "lv")[-1][0] >= n + 3, "ticks after the disk-only snapshot")
+    assert "<state>disk-snapshot</state>" in ok(d, "snapshot-dumpxml", "lv", "s2")
+    assert sorted(os.listdir(snapdir(d, "lv"))) == ["s1.mem", "s1.xml", "s2.xml"]
+
+    # Another boot writes sectors 0-7 (on the disk-only snapshot's overlay).
+    dom.destroy()
+    xml = dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    conn.defineXML(xml.replace("kvmmtest.virtio=blk", "kvmmtest.virtio=blk kvmmtest.blk0.write=0+8"))
+    mark = len(serial(d.root, "lv"))
+    dom.create()
+    written8 = written(data, range(8))
+    wait_ticks(d, "lv", 2, mark)
+    assert {c for _, c in ticks(d, "lv", mark)} == {crc8(written8)}
+
+    # Revert to s1: the guest goes on from s1's tick, reading s1's disk.
+    # (Paused first, so that every tick after the mark is the reverted
+    # guest's; the revert ends that run.)
+    dom.suspend()
+    mark = len(serial(d.root, "lv"))
+    ok(d, "snapshot-revert", "lv", "s1")
+    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
+    wait_ticks(d, "lv", 3, mark)
+    t = ticks(d, "lv", mark)
+    assert before[-1][0] < t[0][0] <= after[-1][0] + 1, (before[-1], after[-1], t[0])
+    assert [n for n, _ in t] == list(range(t[0][0], t[0][0] + len(t))), t
+    assert {c for _, c in t} == {crc8(data)}
+    assert "blk0.write" not in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    assert ok(d, "snapshot-current", "lv", "--name").strip() == "s1"
+    dom.destroy()
+    # The images: the base never written, the later boot's writes on s2's overlay.
+    assert open(base, "rb").read() == data
+    assert as_raw(os.path.join(d.root, "lv.s2"), "qcow2", d.root) == written8
+    assert as_raw(overlay + "-1", "qcow2", d.root) == data
+    # Delete with its memory file; reverting to s2 (disk-only) leaves it off.
+    ok(d, "snapshot-delete", "lv", "s1")
+    assert not os.path.exists(mem)
+    ok(d, "snapshot-revert", "lv", "s2")
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT]
+
+
+def test_running_snapshot_refusals_leave_the_guest_running(daemon, conn, kvm):
+    d = daemon
+    base = os.path.join(d.root, "lr.img")
+    image(base, 2048)
+    dom = conn.defineXML(live_xml(d, "lr", base))
+    dom.create()
+    wait_ticks(d, "lr", 2)
+    open(os.path.join(d.root, "lr.x"), "w").write("mine")
+    err = fails(d, "snapshot-create-as", "lr", "x")
+    assert "the file already exists" in err, err
+    err = fails(d, "snapshot-create-as", "lr", "y", "--memspec", os.path.join(d.root, "lr.x"))
+    assert "the memory file" in err and "already exists" in err, err
+    n = ticks(d, "lr")[-1][0]
+    wait_for(lambda: ticks(d, "lr")[-1][0] >= n + 2, "ticks after the refusals")
+    assert serial(d.root, "lr").count("KVMMTEST boot") == 1 and dom.snapshotNum() == 0
+    assert open(os.path.join(d.root, "lr.x")).read() == "mine"
+    # --halt: the snapshot taken, the domain left shut off.
+    ok(d, "snapshot-create-as", "lr", "h", "--halt")
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT]
+    # A transient running domain: refused, it runs on.
+    tbase = os.path.join(d.root, "tr.img")
+    image(tbase, 2048)
+    tdom = conn.createXML(live_xml(d, "tr", tbase), 0)
+    wait_ticks(d, "tr", 2)
+    with pytest.raises(libvirt.libvirtError, match="transient"):
+        tdom.snapshotCreateXML("<domainsnapshot/>", 0)
+    assert tdom.isActive()
+    tdom.destroy()

@@ -12,9 +12,15 @@
  * removes the metadata only: the overlays stay, the domain may be using
  * them, and merging them down is left to the user (no block commit yet).
  *
- * What is not done yet is refused with a libvirt-style error: snapshots
- * of a running domain (they need kvmm to switch open disks to overlays),
- * internal snapshots, reusing existing overlay files, quiescing. */
+ * A running domain is snapshotted through kvmm's state stream: kvmm saves
+ * the VM to the memory file and exits, the disks go onto their overlays,
+ * and a new kvmm restores the VM from that file (docs/virtkvmmd.md,
+ * Snapshots, says what clients see of it).  Reverting to such a
+ * snapshot restores from its memory file the same way.
+ *
+ * What is not done yet is refused with a libvirt-style error: internal
+ * snapshots, reusing existing overlay files, quiescing, transient
+ * running domains. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -835,6 +841,140 @@ fail:
 	return -1;
 }
 
+/* The memory file of snapshot NAME by default: next to its metadata. */
+static char *default_memory_file(const char *dom, const char *name)
+{
+	g_autofree char *dir = snapshot_store_dir(dom);
+	g_autofree char *file = g_strconcat(name, ".mem", NULL);
+
+	return g_build_filename(dir, file, NULL);
+}
+
+/* A snapshot of a running OBJ (the job held): kvmm saves the VM into the
+ * memory file and stops; the disks go onto overlays; a new kvmm restores
+ * the VM from the file (unless HALT), paused if it was.  A disk-only
+ * snapshot goes the same way through a file of its own, removed once
+ * restored (kvmm keeps its pages mapped).  Anything failing after the
+ * save restores the VM on its old disks, nothing left made. */
+static int create_running(struct domain_obj *obj, const char *dom, struct snapshot_def *def,
+			  unsigned flags)
+{
+	g_autoptr(GPtrArray) created = g_ptr_array_new_with_free_func(g_free);
+	g_autofree char *domxml = NULL, *memfile = NULL;
+	struct domain_def *newdef;
+	bool disk_only, paused, persistent, pending;
+	struct snapshot_def *cur;
+	int rc;
+
+	if (def->memory == SNAP_LOC_INTERNAL) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "internal snapshots are not supported by kvmm (its qcow2 has none); use snapshot='external'");
+		goto fail;
+	}
+	disk_only = (flags & VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY) || def->memory == SNAP_LOC_NO;
+	if (disk_only && def->memory == SNAP_LOC_EXTERNAL) {
+		drv_error_report(VIR_ERR_INVALID_ARG,
+				 "disk-only snapshot requested but memory snapshot is 'external'");
+		goto fail;
+	}
+	g_mutex_lock(&obj->lock);
+	paused = obj->state == VIR_DOMAIN_PAUSED;
+	persistent = obj->persistent;
+	pending = obj->newdef != NULL;
+	g_mutex_unlock(&obj->lock);
+	/* A transient domain is gone once saved; a definition waiting for
+	 * the next start would not be the one the restore runs. */
+	if (!persistent || pending) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 !persistent ? "snapshots of a running transient domain are not supported"
+					     : "the domain has a new definition waiting for its next start: snapshot it after that start");
+		goto fail;
+	}
+	if (disk_only) {
+		g_autofree char *m = default_memory_file(dom, def->name);
+
+		memfile = g_strconcat(m, ".disk-only", NULL);
+	} else
+		memfile = def->memory_file ? g_strdup(def->memory_file)
+					   : default_memory_file(dom, def->name);
+	/* CLIENT: kvmm renames its stream over whatever is there. */
+	if (access(memfile, F_OK) == 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "the memory file '%s' already exists",
+				 memfile);
+		goto fail;
+	}
+	g_mutex_lock(&obj->lock);
+	newdef = def_copy(obj->def, &domxml);
+	g_mutex_unlock(&obj->lock);
+	if (!newdef)
+		goto fail;
+	if (align_disks(def, newdef) < 0) {
+		domain_def_free(newdef);
+		goto fail;
+	}
+	/* Refused before the guest is stopped, not after. */
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (def->disks[i].file && access(def->disks[i].file, F_OK) == 0) {
+			drv_error_report(VIR_ERR_OPERATION_INVALID,
+					 "cannot create the overlay '%s': the file already exists",
+					 def->disks[i].file);
+			domain_def_free(newdef);
+			goto fail;
+		}
+	if (process_save(obj, memfile) < 0) {
+		domain_def_free(newdef);
+		goto fail;
+	}
+	/* The run is over: obj->def is the persistent definition again. */
+	for (size_t i = 0; i < def->ndisks; i++)
+		if (def->disks[i].snapshot == SNAP_LOC_EXTERNAL &&
+		    overlay_disk(newdef, i, def->disks[i].file, created) < 0) {
+			domain_def_free(newdef);
+			goto undo;
+		}
+	if (commit_def(obj, newdef) < 0)
+		goto undo;
+	if (flags & VIR_DOMAIN_SNAPSHOT_CREATE_HALT) {
+		g_mutex_lock(&obj->lock);
+		domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT, -1, 0);
+		g_mutex_unlock(&obj->lock);
+		rc = 0;
+	} else {
+		rc = process_restore(obj, memfile, paused);
+	}
+	if (disk_only)
+		unlink(memfile);
+	/* The snapshot is whole even if the restore failed: recorded, and
+	 * the failure reported. */
+	def->state = g_strdup(disk_only ? "disk-snapshot" : paused ? "paused" : "running");
+	def->memory = disk_only ? SNAP_LOC_NO : SNAP_LOC_EXTERNAL;
+	g_free(def->memory_file);
+	def->memory_file = disk_only ? NULL : g_strdup(memfile);
+	def->domain_xml = g_steal_pointer(&domxml);
+	def->creation = g_get_real_time() / G_USEC_PER_SEC;
+	if (flags & VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA) {
+		snapshot_def_free(def);
+		return rc;
+	}
+	snapshot_store_lock();
+	cur = snapshot_store_current(dom);
+	def->parent = cur ? g_strdup(cur->name) : NULL;
+	if (snapshot_store_add(dom, def, true) < 0)
+		rc = -1;
+	snapshot_store_unlock();
+	return rc;
+undo:
+	unlink_all(created);
+	/* The guest goes on where it was saved, on its old disks. */
+	if (process_restore(obj, memfile, paused) < 0)
+		pr_warn("domain '%s': the snapshot failed and so did the restore of its VM",
+			dom);
+	unlink(memfile);
+fail:
+	snapshot_def_free(def);
+	return -1;
+}
+
 int drv_domain_snapshot_create_xml(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_snapshot_create_xml_args *a = args;
@@ -885,14 +1025,7 @@ int drv_domain_snapshot_create_xml(struct rpc_conn *conn, void *args, void *ret)
 	g_mutex_lock(&obj->lock);
 	rc = obj->id >= 0;
 	g_mutex_unlock(&obj->lock);
-	if (rc) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "snapshots of a running kvmm domain are not supported yet: shut it off first");
-		snapshot_def_free(def);
-		rc = -1;
-		goto out;
-	}
-	rc = create_offline(obj, dom, def, a->flags);
+	rc = rc ? create_running(obj, dom, def, a->flags) : create_offline(obj, dom, def, a->flags);
 out:
 	domain_job_end(obj);
 	if (rc == 0) {
@@ -926,7 +1059,7 @@ static int revert(struct domain_obj *obj, const char *dom, const char *name, uns
 	g_autoptr(GPtrArray) created = g_ptr_array_new_with_free_func(g_free);
 	struct snapshot_def *s = NULL;
 	struct domain_def *newdef;
-	bool running;
+	bool running, memory;
 	int rc = -1;
 
 	snapshot_store_lock();
@@ -941,23 +1074,22 @@ static int revert(struct domain_obj *obj, const char *dom, const char *name, uns
 			no_snapshot(name);
 		return -1;
 	}
-	if (is_running_state(s) || s->memory == SNAP_LOC_EXTERNAL) {
+	memory = s->memory == SNAP_LOC_EXTERNAL && s->memory_file;
+	if (is_running_state(s) && !memory) {
 		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "reverting to snapshot '%s' with memory state is not supported yet",
+				 "snapshot '%s' of a running domain has no memory file to revert to",
 				 name);
+		goto out;
+	}
+	if (memory && access(s->memory_file, R_OK) < 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "cannot read the memory file '%s' of snapshot '%s': %s",
+				 s->memory_file, name, g_strerror(errno));
 		goto out;
 	}
 	if (!s->domain_xml) {
 		drv_error_report(VIR_ERR_SNAPSHOT_REVERT_RISKY,
 				 "snapshot '%s' lacks domain '%s' rollback info", name, dom);
-		goto out;
-	}
-	g_mutex_lock(&obj->lock);
-	running = obj->id >= 0;
-	g_mutex_unlock(&obj->lock);
-	if (running) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "reverting a running kvmm domain is not supported yet: shut it off first");
 		goto out;
 	}
 	newdef = domain_def_parse_string(s->domain_xml, domains_parse_opts());
@@ -984,17 +1116,34 @@ static int revert(struct domain_obj *obj, const char *dom, const char *name, uns
 			goto undo;
 		}
 	}
+	/* The current run ends first: its disks are about to be left. */
+	g_mutex_lock(&obj->lock);
+	running = obj->id >= 0;
+	g_mutex_unlock(&obj->lock);
+	if (running && process_destroy(obj, false) < 0) {
+		domain_def_free(newdef);
+		goto undo;
+	}
 	if (commit_def(obj, newdef) < 0)
 		goto undo;
 	snapshot_store_lock();
 	rc = snapshot_store_set_current(dom, name);
 	snapshot_store_unlock();
+	if (rc < 0)
+		goto out;
+	if (memory) {
+		bool paused = (flags & VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED) ||
+			      (!(flags & VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING) &&
+			       s->state && !strcmp(s->state, "paused"));
+
+		rc = process_restore(obj, s->memory_file, paused);
+		goto out;
+	}
 	g_mutex_lock(&obj->lock);
 	domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT,
 			 VIR_DOMAIN_EVENT_DEFINED, VIR_DOMAIN_EVENT_DEFINED_FROM_SNAPSHOT);
 	g_mutex_unlock(&obj->lock);
-	if (rc == 0 && (flags & (VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING |
-				 VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)))
+	if (flags & (VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING | VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED))
 		rc = process_start_paused(obj, flags & VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED);
 	goto out;
 undo:
