@@ -240,6 +240,9 @@ def test_redefine_and_current(daemon, conn, kvm):
     open(os.path.join(d.root, "bad.xml"), "w").write(other)
     err = fails(d, "snapshot-create", "sn", os.path.join(d.root, "bad.xml"), "--redefine")
     assert "parent nosuch for snapshot s2 not found" in err, err
+    # Snapshot metadata is filed under the domain's name: no rename.
+    with pytest.raises(libvirt.libvirtError, match="cannot rename domain with snapshots"):
+        dom.rename("renamed", 0)
 
 
 def test_bad_input_is_refused_with_nothing_made(daemon, conn, kvm):

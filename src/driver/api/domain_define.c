@@ -105,8 +105,10 @@ static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 		goto out;
 	}
 	rc = domain_undefine(obj);
-	/* A running domain keeps its snapshots while it runs on, transient. */
-	if (rc == 0 && obj->removed && snapshots_forget(obj) < 0) {
+	/* Without the flag a running domain keeps its snapshots while it
+	 * runs on, transient, as libvirt's. */
+	if (rc == 0 && (obj->removed || (flags & VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)) &&
+	    snapshots_forget(obj) < 0) {
 		pr_warn("domain '%s': %s", obj->def->name, drv_error_last()->message);
 		drv_error_reset();
 	}

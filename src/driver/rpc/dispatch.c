@@ -358,8 +358,7 @@ static const struct rpc_proc procs[] = {
 	P(REMOTE_PROC_DOMAIN_SNAPSHOT_LOOKUP_BY_NAME, "virDomainSnapshotLookupByName",
 		ARGS(remote_domain_snapshot_lookup_by_name_args),
 		RET(remote_domain_snapshot_lookup_by_name_ret), drv_domain_snapshot_lookup_by_name, 0),
-	/* Mutating in libvirt's ACLs (it may read the current snapshot
-	 * from a file), so a read-only client is refused it there too. */
+	/* Write access, as proc_names.c has it from libvirt. */
 	P(REMOTE_PROC_DOMAIN_SNAPSHOT_CURRENT, "virDomainSnapshotCurrent",
 		ARGS(remote_domain_snapshot_current_args), RET(remote_domain_snapshot_current_ret),
 		drv_domain_snapshot_current, RPC_PROC_MUTATING),
