@@ -5,6 +5,7 @@ python3-libvirt's snapshot API, with the test guest writing its disk
 after the snapshot and the revert bringing back the snapshot's disk;
 metadata kept across a daemon restart; undefine refusing a domain with
 snapshots; bad input refused with nothing half made."""
+import json
 import os
 import re
 import zlib
@@ -15,7 +16,8 @@ import pytest
 from drvtest import virsh
 from kvmmtest import GUEST
 from test_lifecycle import serial, wait_for
-from test_disks import SECTOR, as_raw, check_clean, image, pattern, qcow2_guest, run_to_poweroff
+from test_disks import (SECTOR, as_raw, check_clean, image, pattern, qcow2_guest, qemu_img,
+                        run_to_poweroff)
 
 L = libvirt
 
@@ -190,6 +192,25 @@ def test_diskspec_names_the_overlay_and_readonly_disks_are_left(daemon, conn, kv
     dom.snapshotCreateXML("<domainsnapshot><name>t</name><disks><disk name='vda' snapshot='no'/>"
                           "</disks></domainsnapshot>", 0)
     assert dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE) == live
+
+
+def test_overlay_of_a_large_image_and_no_metadata(daemon, conn, kvm):
+    """An image whose L1 table spans several clusters (over 4 TiB): the
+    overlay is clean for qemu-img and has the image's size; --no-metadata
+    makes the overlay and moves the disk, and records nothing."""
+    d = daemon
+    big = os.path.join(d.root, "big.img")
+    with open(big, "wb") as f:
+        f.truncate(5 << 40)
+    dom = conn.defineXML(qcow2_guest(d, "big", raw_disk(big), ""))
+    ok(d, "snapshot-create-as", "big", "s", "--no-metadata")
+    overlay = os.path.join(d.root, "big.s")
+    check_clean(overlay)
+    info = json.loads(qemu_img("info", "--output=json", overlay))
+    assert info["virtual-size"] == 5 << 40 and info["backing-filename"] == big, info
+    assert info["backing-filename-format"] == "raw", info
+    assert f"<source file='{overlay}'/>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    assert dom.snapshotNum() == 0 and not os.path.exists(snapdir(d, "big"))
 
 
 def test_metadata_survives_restart_and_undefine_refuses(start_daemon, kvm):
