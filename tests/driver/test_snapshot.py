@@ -15,7 +15,7 @@ import pytest
 
 from drvtest import virsh
 from kvmmtest import GUEST
-from test_lifecycle import serial, wait_for
+from test_lifecycle import Events, serial, wait_for
 from test_disks import (SECTOR, as_raw, check_clean, image, pattern, qcow2_guest, qemu_img,
                         run_to_poweroff)
 
@@ -362,9 +362,16 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     dom = conn.defineXML(live_xml(d, "lv", base))
     dom.create()
     wait_ticks(d, "lv", 3)
+    ev = Events(d.uri())
+    domid, pids = dom.ID(), d.guests()
     before = ticks(d, "lv")
     ok(d, "snapshot-create-as", "lv", "s1", "--description", "ticking")
     after = ticks(d, "lv")
+    # Paused for the save and the switch, then resumed: the same kvmm.
+    assert ev.next() == ("lv", L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
+    assert ev.next() == ("lv", L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED)
+    assert dom.ID() == domid and d.guests() == pids
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_UNPAUSED]
     # The guest runs on from where it was: one boot, one count.
     wait_for(lambda: ticks(d, "lv")[-1][0] >= after[-1][0] + 3, "ticks after the snapshot")
     t = ticks(d, "lv")
@@ -374,7 +381,14 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
     overlay = os.path.join(d.root, "lv.s1")
     mem = os.path.join(snapdir(d, "lv"), "s1.mem")
-    assert f"<source file='{overlay}' index=" in dom.XMLDesc(0)
+    live = dom.XMLDesc(0)
+    assert f"""<source file='{overlay}' index='2'/>
+      <backingStore type='file' index='1'>
+        <format type='raw'/>
+        <source file='{base}'/>
+        <backingStore/>
+      </backingStore>""" in live, live
+    assert f"<source file='{overlay}'/>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
     dump = ok(d, "snapshot-dumpxml", "lv", "s1")
     assert "<state>running</state>" in dump and f"<memory snapshot='external' file='{mem}'/>" in dump, dump
     assert os.path.getsize(mem) > 0
@@ -383,6 +397,8 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     ok(d, "snapshot-create-as", "lv", "s2", "--disk-only")
     n = ticks(d, "lv")[-1][0]
     wait_for(lambda: ticks(d, "lv")[-1][0] >= n + 3, "ticks after the disk-only snapshot")
+    assert dom.ID() == domid and d.guests() == pids
+    assert f"<source file='{os.path.join(d.root, 'lv.s2')}' index='3'/>" in dom.XMLDesc(0)
     assert "<state>disk-snapshot</state>" in ok(d, "snapshot-dumpxml", "lv", "s2")
     assert sorted(os.listdir(snapdir(d, "lv"))) == ["s1.mem", "s1.xml", "s2.xml"]
 

@@ -12,11 +12,10 @@
  * removes the metadata only: the overlays stay, the domain may be using
  * them, and merging them down is left to the user (no block commit yet).
  *
- * A running domain is snapshotted through kvmm's state stream: kvmm saves
- * the VM to the memory file and exits, the disks go onto their overlays,
- * and a new kvmm restores the VM from that file (docs/virtkvmmd.md,
- * Snapshots, says what clients see of it).  Reverting to such a
- * snapshot restores from its memory file the same way.
+ * A running domain is paused by kvmm's save into the memory file (or a
+ * pause, disk-only), its disks switched onto their overlays by kvmm's
+ * block-overlay, and resumed.  Reverting to such a snapshot starts a new
+ * kvmm restoring from the memory file (kvmm --restore).
  *
  * What is not done yet is refused with a libvirt-style error: internal
  * snapshots, reusing existing overlay files, quiescing, transient
@@ -36,6 +35,7 @@
 #include "conf/snapshot_conf.h"
 #include "domain/events.h"
 #include "domain/snapshot_store.h"
+#include "kvmm/monitor.h"
 #include "kvmm/process.h"
 #include "kvmm/qcow2_create.h"
 #include "remote_snapshot_xdr.h"
@@ -850,21 +850,54 @@ static char *default_memory_file(const char *dom, const char *name)
 	return g_build_filename(dir, file, NULL);
 }
 
-/* A snapshot of a running OBJ (the job held): kvmm saves the VM into the
- * memory file and stops; the disks go onto overlays; a new kvmm restores
- * the VM from the file (unless HALT), paused if it was.  A disk-only
- * snapshot goes the same way through a file of its own, removed once
- * restored (kvmm keeps its pages mapped).  Anything failing after the
- * save restores the VM on its old disks, nothing left made. */
+/* Disk D of a running domain's live definition onto OVERLAY: the image
+ * it had becomes the first layer of its chain, keeping its node index;
+ * the overlay gets the next one. */
+static void live_disk_onto_overlay(struct domain_def *def, struct domain_disk *d,
+				   const char *overlay)
+{
+	struct domain_backing *b = g_new0(struct domain_backing, d->nbacking + 1);
+	unsigned top = 0;
+
+	for (size_t i = 0; i < def->ndisks; i++) {
+		top = MAX(top, def->disks[i].index);
+		for (size_t j = 0; j < def->disks[i].nbacking; j++)
+			top = MAX(top, def->disks[i].backing[j].index);
+	}
+	b[0].format = d->format;
+	b[0].path = d->source;
+	b[0].index = d->index;
+	memcpy(b + 1, d->backing, d->nbacking * sizeof(*b));
+	g_free(d->backing);
+	d->backing = b;
+	d->nbacking++;
+	/* A chain the definition spells out keeps doing so. */
+	if (d->nbacking_given || d->backing_end)
+		d->nbacking_given++;
+	d->source = g_strdup(overlay);
+	d->format = FORMAT_QCOW2;
+	d->type = DISK_FILE;
+	d->index = d->index ? top + 1 : 0;
+}
+
+/* A snapshot of a running OBJ (the job held), as libvirt's external
+ * snapshots: the VM paused -- by kvmm's save into the memory file, or
+ * a pause for a disk-only one --, every disk switched onto its overlay
+ * (kvmm's block-overlay) while it is, then resumed if it ran (or
+ * stopped, HALT).  The overlays are all made before the first switch,
+ * so only kvmm failing a switch can stop it part-way: the disks switched
+ * so far stay on their overlays (the definition says so), nothing is
+ * recorded. */
 static int create_running(struct domain_obj *obj, const char *dom, struct snapshot_def *def,
 			  unsigned flags)
 {
 	g_autoptr(GPtrArray) created = g_ptr_array_new_with_free_func(g_free);
-	g_autofree char *domxml = NULL, *memfile = NULL;
-	struct domain_def *newdef;
+	g_autofree char *domxml = NULL, *memfile = NULL, *api = NULL;
+	struct domain_def *copy;
 	bool disk_only, paused, persistent, pending;
 	struct snapshot_def *cur;
-	int rc;
+	size_t switched = 0;
+	int rc = -1;
 
 	if (def->memory == SNAP_LOC_INTERNAL) {
 		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
@@ -882,94 +915,122 @@ static int create_running(struct domain_obj *obj, const char *dom, struct snapsh
 	persistent = obj->persistent;
 	pending = obj->newdef != NULL;
 	g_mutex_unlock(&obj->lock);
-	/* A transient domain is gone once saved; a definition waiting for
-	 * the next start would not be the one the restore runs. */
+	/* Metadata outliving a transient domain, and a definition waiting
+	 * for the next start that would keep the old disks, are not handled. */
 	if (!persistent || pending) {
 		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
 				 !persistent ? "snapshots of a running transient domain are not supported"
 					     : "the domain has a new definition waiting for its next start: snapshot it after that start");
 		goto fail;
 	}
-	if (disk_only) {
-		g_autofree char *m = default_memory_file(dom, def->name);
-
-		memfile = g_strconcat(m, ".disk-only", NULL);
-	} else
+	if (!disk_only) {
 		memfile = def->memory_file ? g_strdup(def->memory_file)
 					   : default_memory_file(dom, def->name);
-	/* CLIENT: kvmm renames its stream over whatever is there. */
-	if (access(memfile, F_OK) == 0) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "the memory file '%s' already exists",
-				 memfile);
-		goto fail;
-	}
-	g_mutex_lock(&obj->lock);
-	newdef = def_copy(obj->def, &domxml);
-	g_mutex_unlock(&obj->lock);
-	if (!newdef)
-		goto fail;
-	if (align_disks(def, newdef) < 0) {
-		domain_def_free(newdef);
-		goto fail;
-	}
-	/* Refused before the guest is stopped, not after. */
-	for (size_t i = 0; i < def->ndisks; i++)
-		if (def->disks[i].file && access(def->disks[i].file, F_OK) == 0) {
+		/* CLIENT: kvmm renames its stream over whatever is there. */
+		if (access(memfile, F_OK) == 0) {
 			drv_error_report(VIR_ERR_OPERATION_INVALID,
-					 "cannot create the overlay '%s': the file already exists",
-					 def->disks[i].file);
-			domain_def_free(newdef);
+					 "the memory file '%s' already exists", memfile);
 			goto fail;
 		}
-	if (process_save(obj, memfile) < 0) {
-		domain_def_free(newdef);
+	}
+	api = process_api_path(obj);
+	if (!api)
+		goto fail;
+	g_mutex_lock(&obj->lock);
+	copy = def_copy(obj->def, &domxml);
+	g_mutex_unlock(&obj->lock);
+	if (!copy)
+		goto fail;
+	if (align_disks(def, copy) < 0) {
+		domain_def_free(copy);
 		goto fail;
 	}
-	/* The run is over: obj->def is the persistent definition again. */
+	/* Every overlay made before the guest is stopped; each is over the
+	 * image the disk has now (the top of its chain). */
 	for (size_t i = 0; i < def->ndisks; i++)
 		if (def->disks[i].snapshot == SNAP_LOC_EXTERNAL &&
-		    overlay_disk(newdef, i, def->disks[i].file, created) < 0) {
-			domain_def_free(newdef);
+		    overlay_disk(copy, i, def->disks[i].file, created) < 0) {
+			domain_def_free(copy);
 			goto undo;
 		}
-	if (commit_def(obj, newdef) < 0)
+	domain_def_free(copy);
+	if (disk_only ? monitor_pause(api) : monitor_save(api, memfile))
 		goto undo;
-	if (flags & VIR_DOMAIN_SNAPSHOT_CREATE_HALT) {
+	g_mutex_lock(&obj->lock);
+	domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_SNAPSHOT,
+			 paused ? -1 : VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
+	g_mutex_unlock(&obj->lock);
+	for (size_t i = 0; i < def->ndisks; i++) {
+		struct snapshot_disk *sd = &def->disks[i];
+		g_autofree char *image = NULL;
+		int k;
+
+		if (sd->snapshot != SNAP_LOC_EXTERNAL)
+			continue;
 		g_mutex_lock(&obj->lock);
-		domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT, -1, 0);
+		k = disk_by_target(obj->def, sd->name);
+		image = k >= 0 ? g_strdup(obj->def->disks[k].source) : NULL;
 		g_mutex_unlock(&obj->lock);
-		rc = 0;
-	} else {
-		rc = process_restore(obj, memfile, paused);
+		if (!image || monitor_block_overlay(api, image, sd->file) < 0)
+			break;
+		g_mutex_lock(&obj->lock);
+		live_disk_onto_overlay(obj->def, &obj->def->disks[k], sd->file);
+		process_save_status_locked(obj);
+		g_mutex_unlock(&obj->lock);
+		switched++;
 	}
-	if (disk_only)
-		unlink(memfile);
-	/* The snapshot is whole even if the restore failed: recorded, and
-	 * the failure reported. */
+	rc = switched == created->len ? 0 : -1;
+	/* The persistent definition is the run's: the overlays from now on. */
+	if (switched && domain_save(obj) < 0)
+		rc = -1;
+	if (flags & VIR_DOMAIN_SNAPSHOT_CREATE_HALT && rc == 0) {
+		if (process_destroy(obj, false) == 0) {
+			g_mutex_lock(&obj->lock);
+			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT,
+					 -1, 0);
+			g_mutex_unlock(&obj->lock);
+		}
+	} else if (!paused) {
+		if (monitor_resume(api) == 0) {
+			g_mutex_lock(&obj->lock);
+			domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED,
+					 VIR_DOMAIN_EVENT_RESUMED, VIR_DOMAIN_EVENT_RESUMED_UNPAUSED);
+			g_mutex_unlock(&obj->lock);
+		} else {
+			pr_warn("domain '%s': not resumed after the snapshot: %s", dom,
+				drv_error_last() ? drv_error_last()->message : "?");
+		}
+	} else {
+		g_mutex_lock(&obj->lock);
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER, -1, 0);
+		g_mutex_unlock(&obj->lock);
+	}
+	if (rc < 0) {
+		/* Overlays not switched to are nobody's. */
+		for (guint i = switched; i < created->len; i++)
+			unlink(created->pdata[i]);
+		if (memfile)
+			unlink(memfile);
+		goto fail;
+	}
 	def->state = g_strdup(disk_only ? "disk-snapshot" : paused ? "paused" : "running");
 	def->memory = disk_only ? SNAP_LOC_NO : SNAP_LOC_EXTERNAL;
 	g_free(def->memory_file);
-	def->memory_file = disk_only ? NULL : g_strdup(memfile);
+	def->memory_file = g_steal_pointer(&memfile);
 	def->domain_xml = g_steal_pointer(&domxml);
 	def->creation = g_get_real_time() / G_USEC_PER_SEC;
 	if (flags & VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA) {
 		snapshot_def_free(def);
-		return rc;
+		return 0;
 	}
 	snapshot_store_lock();
 	cur = snapshot_store_current(dom);
 	def->parent = cur ? g_strdup(cur->name) : NULL;
-	if (snapshot_store_add(dom, def, true) < 0)
-		rc = -1;
+	rc = snapshot_store_add(dom, def, true);
 	snapshot_store_unlock();
 	return rc;
 undo:
 	unlink_all(created);
-	/* The guest goes on where it was saved, on its old disks. */
-	if (process_restore(obj, memfile, paused) < 0)
-		pr_warn("domain '%s': the snapshot failed and so did the restore of its VM",
-			dom);
-	unlink(memfile);
 fail:
 	snapshot_def_free(def);
 	return -1;
