@@ -8,6 +8,7 @@ snapshots; bad input refused with nothing half made."""
 import json
 import os
 import re
+import subprocess
 import zlib
 
 import libvirt
@@ -261,6 +262,14 @@ def test_redefine_and_current(daemon, conn, kvm):
     open(os.path.join(d.root, "bad.xml"), "w").write(other)
     err = fails(d, "snapshot-create", "sn", os.path.join(d.root, "bad.xml"), "--redefine")
     assert "parent nosuch for snapshot s2 not found" in err, err
+    # snapshot-edit: the XML through an editor, redefined; s1 stays current.
+    r = subprocess.run(["virsh", "-c", d.uri(), "snapshot-edit", "sn", "s1"], capture_output=True,
+                       text=True, timeout=120,
+                       env=dict(os.environ, LC_ALL="C",
+                                EDITOR="sed -i 's|</name>|</name>\\n  <description>edited</description>|'"))
+    assert r.returncode == 0, r.stderr
+    assert "<description>edited</description>" in ok(d, "snapshot-dumpxml", "sn", "s1")
+    assert ok(d, "snapshot-current", "sn", "--name").strip() == "s1"
     # Snapshot metadata is filed under the domain's name: no rename.
     with pytest.raises(libvirt.libvirtError, match="cannot rename domain with snapshots"):
         dom.rename("renamed", 0)
