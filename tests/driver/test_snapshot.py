@@ -475,3 +475,34 @@ def test_running_snapshot_refusals_leave_the_guest_running(daemon, conn, kvm):
         tdom.snapshotCreateXML("<domainsnapshot/>", 0)
     assert tdom.isActive()
     tdom.destroy()
+
+
+def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn, kvm):
+    d = daemon
+    base = os.path.join(d.root, "lp.img")
+    image(base, 2048)
+    dom = conn.defineXML(live_xml(d, "lp", base))
+    dom.create()
+    wait_ticks(d, "lp", 2)
+    dom.suspend()
+    n0 = ticks(d, "lp")[-1][0]      # the last tick before the pause
+    mem = os.path.join(d.root, "lp.mem")
+    ok(d, "snapshot-create-as", "lp", "p", "--memspec", f"file={mem}")
+    # Still paused after the snapshot, and no tick since.
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    dump = ok(d, "snapshot-dumpxml", "lp", "p")
+    assert "<state>paused</state>" in dump and f"file='{mem}'" in dump, dump
+    assert [s.getName() for s in dom.listAllSnapshots(L.VIR_DOMAIN_SNAPSHOT_LIST_ACTIVE)] == ["p"]
+    dom.resume()
+    n = ticks(d, "lp")[-1][0]
+    wait_for(lambda: ticks(d, "lp")[-1][0] >= n + 2, "ticks after resume")
+    # Taken paused: reverted paused; --running overrides.
+    ok(d, "snapshot-revert", "lp", "p")
+    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    mark = len(serial(d.root, "lp"))
+    ok(d, "snapshot-revert", "lp", "p", "--running")
+    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
+    wait_ticks(d, "lp", 2, mark)
+    # The guest goes on from the snapshot's instant: the tick after n0.
+    assert [n for n, _ in ticks(d, "lp", mark)][:2] == [n0 + 1, n0 + 2]
+    dom.destroy()
