@@ -496,12 +496,21 @@ def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn
     dom.resume()
     n = ticks(d, "lp")[-1][0]
     wait_for(lambda: ticks(d, "lp")[-1][0] >= n + 2, "ticks after resume")
-    # Taken paused: reverted paused; --running overrides.
+    # Taken paused: reverted paused; --running overrides.  libvirt's
+    # events: the run stopped, the snapshot's started (and suspended).
+    ev = Events(d.uri())
     ok(d, "snapshot-revert", "lp", "p")
-    assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    assert dom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT]
+    assert [ev.next()[1:] for _ in range(3)] == [
+        (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT),
+        (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT),
+        (L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_FROM_SNAPSHOT)]
     mark = len(serial(d.root, "lp"))
     ok(d, "snapshot-revert", "lp", "p", "--running")
-    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
+    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_FROM_SNAPSHOT]
+    assert [ev.next()[1:] for _ in range(2)] == [
+        (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT),
+        (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT)]
     wait_ticks(d, "lp", 2, mark)
     # The guest goes on from the snapshot's instant: the tick after n0.
     assert [n for n, _ in ticks(d, "lp", mark)][:2] == [n0 + 1, n0 + 2]

@@ -984,12 +984,7 @@ static int create_running(struct domain_obj *obj, const char *dom, struct snapsh
 	if (switched && domain_save(obj) < 0)
 		rc = -1;
 	if (flags & VIR_DOMAIN_SNAPSHOT_CREATE_HALT && rc == 0) {
-		if (process_destroy(obj, false) == 0) {
-			g_mutex_lock(&obj->lock);
-			domain_set_state(obj, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT,
-					 -1, 0);
-			g_mutex_unlock(&obj->lock);
-		}
+		process_destroy_for_snapshot(obj);
 	} else if (!paused) {
 		if (monitor_resume(api) == 0) {
 			g_mutex_lock(&obj->lock);
@@ -1181,7 +1176,7 @@ static int revert(struct domain_obj *obj, const char *dom, const char *name, uns
 	g_mutex_lock(&obj->lock);
 	running = obj->id >= 0;
 	g_mutex_unlock(&obj->lock);
-	if (running && process_destroy(obj, false) < 0) {
+	if (running && process_destroy_for_snapshot(obj) < 0) {
 		domain_def_free(newdef);
 		goto undo;
 	}
@@ -1197,7 +1192,7 @@ static int revert(struct domain_obj *obj, const char *dom, const char *name, uns
 			      (!(flags & VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING) &&
 			       s->state && !strcmp(s->state, "paused"));
 
-		rc = process_restore(obj, s->memory_file, paused);
+		rc = process_restore_snapshot(obj, s->memory_file, paused);
 		goto out;
 	}
 	g_mutex_lock(&obj->lock);

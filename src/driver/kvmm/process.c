@@ -58,6 +58,7 @@ struct domain_run {
 	gint64 started;		/* Unix time */
 	bool destroying;	/* the daemon asked it to stop */
 	bool saved;		/* ... after saving it (virDomainSave) */
+	bool from_snapshot;	/* ... to revert to a snapshot */
 	/* Adopted processes are not our children: their exit status comes
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
@@ -292,6 +293,9 @@ static void exit_reason(const struct domain_run *r, int status, bool known, int 
 	if (r->saved) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_SAVED;
 		*reason = VIR_DOMAIN_SHUTOFF_SAVED;
+	} else if (r->destroying && r->from_snapshot) {
+		*detail = VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT;
+		*reason = VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT;
 	} else if (r->destroying) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_DESTROYED;
 		*reason = VIR_DOMAIN_SHUTOFF_DESTROYED;
@@ -644,8 +648,8 @@ static int check_sources(const struct domain_def *def)
 }
 
 /* Starts OBJ, booting it or (RESTORE) continuing the VM saved in that
- * state stream. */
-static int start_run(struct domain_obj *obj, bool paused, const char *restore)
+ * state stream (SNAPSHOT: a snapshot's, reverted to). */
+static int start_run(struct domain_obj *obj, bool paused, const char *restore, bool snapshot)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
@@ -793,7 +797,10 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore)
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
 	pr_info("domain '%s' started (id %d, kvmm pid %ld)", name, id, (long)r->pid);
-	if (restore)
+	if (snapshot)
+		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_FROM_SNAPSHOT,
+				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT);
+	else if (restore)
 		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_RESTORED,
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
 	else
@@ -801,8 +808,11 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore)
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
 	/* As libvirt's QEMU driver: started, then suspended. */
 	if (paused)
-		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
-				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
+		domain_set_state(obj, VIR_DOMAIN_PAUSED,
+				 snapshot ? VIR_DOMAIN_PAUSED_FROM_SNAPSHOT : VIR_DOMAIN_PAUSED_USER,
+				 VIR_DOMAIN_EVENT_SUSPENDED,
+				 snapshot ? VIR_DOMAIN_EVENT_SUSPENDED_FROM_SNAPSHOT
+					  : VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	g_mutex_unlock(&obj->lock);
 	g_atomic_int_inc(&nrunning);
 	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
@@ -834,12 +844,17 @@ fail:
 
 int process_start_paused(struct domain_obj *obj, bool paused)
 {
-	return start_run(obj, paused, NULL);
+	return start_run(obj, paused, NULL, false);
 }
 
 int process_restore(struct domain_obj *obj, const char *file, bool paused)
 {
-	return start_run(obj, paused, file);
+	return start_run(obj, paused, file, false);
+}
+
+int process_restore_snapshot(struct domain_obj *obj, const char *file, bool paused)
+{
+	return start_run(obj, paused, file, true);
 }
 
 /* Stops OBJ's kvmm (SIGTERM, SIGKILL after TERM_GRACE_MS unless GRACEFUL);
@@ -885,6 +900,15 @@ static int stop_run(struct domain_obj *obj, bool graceful, bool saved)
 int process_destroy(struct domain_obj *obj, bool graceful)
 {
 	return stop_run(obj, graceful, false);
+}
+
+int process_destroy_for_snapshot(struct domain_obj *obj)
+{
+	g_mutex_lock(&obj->lock);
+	if (obj->run)
+		obj->run->from_snapshot = true;
+	g_mutex_unlock(&obj->lock);
+	return stop_run(obj, false, false);
 }
 
 int process_save(struct domain_obj *obj, const char *file)

@@ -47,6 +47,11 @@ int process_start_paused(struct domain_obj *obj, bool paused);
  * the guest's memory from it; removing it is fine). */
 int process_restore(struct domain_obj *obj, const char *file, bool paused);
 
+/* process_restore from a snapshot's memory FILE (revert): state reason
+ * and events FROM_SNAPSHOT (STARTED, then SUSPENDED if PAUSED), as
+ * libvirt's. */
+int process_restore_snapshot(struct domain_obj *obj, const char *file, bool paused);
+
 /* Saves a running OBJ's VM to FILE (monitor_save) and stops its kvmm: the
  * domain is shut off (saved), event STOPPED/SAVED.  On failure the VM runs
  * on as it was and nothing is left under FILE. */
@@ -56,6 +61,10 @@ int process_save(struct domain_obj *obj, const char *file);
  * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
  * once the domain is shut off. */
 int process_destroy(struct domain_obj *obj, bool graceful);
+
+/* process_destroy for a revert to a snapshot (or its HALT): shut off
+ * (from snapshot), event STOPPED/FROM_SNAPSHOT. */
+int process_destroy_for_snapshot(struct domain_obj *obj);
 
 /* The pid of OBJ's kvmm, 0 when it is not running. */
 pid_t process_pid(struct domain_obj *obj);
