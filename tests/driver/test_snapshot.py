@@ -210,7 +210,8 @@ def test_overlay_of_a_large_image_and_no_metadata(daemon, conn, kvm):
     info = json.loads(qemu_img("info", "--output=json", overlay))
     assert info["virtual-size"] == 5 << 40 and info["backing-filename"] == big, info
     assert info["backing-filename-format"] == "raw", info
-    assert f"<source file='{overlay}'/>" in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    inactive = dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    assert f"<source file='{overlay}'/>" in inactive and "backingStore" not in inactive, inactive
     assert dom.snapshotNum() == 0 and not os.path.exists(snapdir(d, "big"))
 
 
@@ -414,6 +415,7 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     # Another boot writes sectors 0-7 (on the disk-only snapshot's overlay).
     dom.destroy()
     xml = dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
+    assert f"<source file='{os.path.join(d.root, 'lv.s2')}'/>" in xml and "backingStore" not in xml
     conn.defineXML(xml.replace("kvmmtest.virtio=blk", "kvmmtest.virtio=blk kvmmtest.blk0.write=0+8"))
     mark = len(serial(d.root, "lv"))
     dom.create()

@@ -880,6 +880,41 @@ static void live_disk_onto_overlay(struct domain_def *def, struct domain_disk *d
 	d->index = d->index ? top + 1 : 0;
 }
 
+/* The live definition of OBJ with the first N external disks of SNAP on
+ * their overlays, in place of the old one (kept as retired for readers
+ * without the lock, as hotplug does), and the status file rewritten. */
+static void live_onto_overlays(struct domain_obj *obj, const struct snapshot_def *snap, size_t n)
+{
+	g_autofree char *xml = NULL;
+	struct domain_def *copy;
+
+	g_mutex_lock(&obj->lock);
+	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+	copy = xml ? domain_def_parse_string(xml, domains_status_parse_opts()) : NULL;
+	if (!copy) {
+		g_mutex_unlock(&obj->lock);
+		pr_warn("domain '%s': its live definition does not parse again: %s",
+			obj->def->name, drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+		return;
+	}
+	for (size_t i = 0, done = 0; i < snap->ndisks && done < n; i++) {
+		int k;
+
+		if (snap->disks[i].snapshot != SNAP_LOC_EXTERNAL)
+			continue;
+		done++;
+		k = disk_by_target(copy, snap->disks[i].name);
+		if (k >= 0)
+			live_disk_onto_overlay(copy, &copy->disks[k], snap->disks[i].file);
+	}
+	domain_def_free(obj->retired);
+	obj->retired = obj->def;
+	obj->def = copy;
+	process_save_status_locked(obj);
+	g_mutex_unlock(&obj->lock);
+}
+
 /* A snapshot of a running OBJ (the job held), as libvirt's external
  * snapshots: the VM paused -- by kvmm's save into the memory file, or
  * a pause for a disk-only one --, every disk switched onto its overlay
@@ -973,12 +1008,10 @@ static int create_running(struct domain_obj *obj, const char *dom, struct snapsh
 		g_mutex_unlock(&obj->lock);
 		if (!image || monitor_block_overlay(api, image, sd->file) < 0)
 			break;
-		g_mutex_lock(&obj->lock);
-		live_disk_onto_overlay(obj->def, &obj->def->disks[k], sd->file);
-		process_save_status_locked(obj);
-		g_mutex_unlock(&obj->lock);
 		switched++;
 	}
+	if (switched)
+		live_onto_overlays(obj, def, switched);
 	rc = switched == created->len ? 0 : -1;
 	/* The persistent definition is the run's: the overlays from now on. */
 	if (switched && domain_save(obj) < 0)
