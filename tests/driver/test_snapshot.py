@@ -517,3 +517,34 @@ def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn
     # The guest goes on from the snapshot's instant: the tick after n0.
     assert [n for n, _ in ticks(d, "lp", mark)][:2] == [n0 + 1, n0 + 2]
     dom.destroy()
+
+
+def test_a_restarted_daemon_adopts_the_guest_on_its_overlays(start_daemon, kvm):
+    d = start_daemon()
+    conn = libvirt.open(d.uri())
+    base = os.path.join(d.root, "la.img")
+    data = image(base, 2048)
+    dom = conn.defineXML(live_xml(d, "la", base))
+    dom.create()
+    wait_ticks(d, "la", 2)
+    ok(d, "snapshot-create-as", "la", "s1")
+    live = dom.XMLDesc(0)
+    pids = d.guests()
+    conn.close()
+    d.stop(keep_guests=True)
+    d2 = start_daemon(root=d.root)
+    assert d2.guests() == pids
+    conn = libvirt.open(d2.uri())
+    dom = conn.lookupByName("la")
+    # The run's chain (overlay over the image) as before the restart.
+    assert dom.XMLDesc(0) == live
+    assert ok(d2, "snapshot-current", "la", "--name").strip() == "s1"
+    n = ticks(d2, "la")[-1][0]
+    wait_for(lambda: ticks(d2, "la")[-1][0] >= n + 2, "ticks under the new daemon")
+    dom.suspend()
+    mark = len(serial(d2.root, "la"))
+    ok(d2, "snapshot-revert", "la", "s1", "--running")
+    wait_ticks(d2, "la", 2, mark)
+    assert {c for _, c in ticks(d2, "la", mark)} == {crc8(data)}
+    dom.destroy()
+    conn.close()
