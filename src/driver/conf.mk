@@ -15,7 +15,8 @@ src_driver_libdrvconf_a_SOURCES = \
 	src/driver/conf/domain_parse.c src/driver/conf/domain_parse.h \
 	src/driver/conf/domain_parse_devices.c \
 	src/driver/conf/domain_validate.c \
-	src/driver/conf/domain_format.c
+	src/driver/conf/domain_format.c \
+	src/driver/conf/snapshot_conf.c src/driver/conf/snapshot_conf.h
 DRVCONF_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/src/driver $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS) $(GLIB_CFLAGS)
 src_driver_libdrvconf_a_CPPFLAGS = $(DRVCONF_CPPFLAGS)
 DRVCONF_LIBS = src/driver/libdrvconf.a src/driver/libdrvcommon.a $(LIBXML_LIBS) $(GLIB_LIBS)

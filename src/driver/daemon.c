@@ -436,7 +436,7 @@ int main(int argc, char **argv)
 		process_init(state_dir, log_dir);
 		cgroup_init(state_dir, conf.cgroup_root);
 	}
-	if (domains_init(confdir, host_emulator_path()) < 0) {
+	if (domains_init(confdir, host_emulator_path()) < 0 || snapshots_init() < 0) {
 		pr_err("%s", drv_error_last()->message);
 		return 1;
 	}

@@ -47,6 +47,10 @@ RPC_XDR_H += src/driver/rpc/remote_migrate_xdr.h
 RPC_XDR_X += src/driver/rpc/remote_job.x
 RPC_XDR_C += src/driver/rpc/remote_job_xdr.c
 RPC_XDR_H += src/driver/rpc/remote_job_xdr.h
+# The snapshot procedures (remote_snapshot.x, likewise).
+RPC_XDR_X += src/driver/rpc/remote_snapshot.x
+RPC_XDR_C += src/driver/rpc/remote_snapshot_xdr.c
+RPC_XDR_H += src/driver/rpc/remote_snapshot_xdr.h
 EXTRA_DIST += $(RPC_XDR_X)
 BUILT_SOURCES += $(RPC_XDR_H) $(RPC_XDR_C)
 CLEANFILES += $(RPC_XDR_H) $(RPC_XDR_C)
@@ -123,11 +127,13 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/domain_time.c \
 	src/driver/api/domain_save.c \
 	src/driver/api/domain_migrate.c \
-	src/driver/api/domain_job.c
+	src/driver/api/domain_job.c \
+	src/driver/api/domain_snapshot.c
 # domain objects, definitions and status files on disk, events
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/domain/domain.c src/driver/domain/domain.h \
 	src/driver/domain/domain_persist.c src/driver/domain/domain_persist.h \
+	src/driver/domain/snapshot_store.c src/driver/domain/snapshot_store.h \
 	src/driver/domain/status.c src/driver/domain/status.h \
 	src/driver/domain/events.c src/driver/domain/events.h \
 	src/driver/domain/autodestroy.c src/driver/domain/autodestroy.h \
@@ -137,6 +143,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/kvmm/vmconfig.c src/driver/kvmm/vmconfig.h \
 	src/driver/kvmm/disk_chain.c src/driver/kvmm/disk_chain.h \
+	src/driver/kvmm/qcow2_create.c src/driver/kvmm/qcow2_create.h \
 	src/driver/kvmm/process.c src/driver/kvmm/process.h \
 	src/driver/kvmm/cgroup.c src/driver/kvmm/cgroup.h \
 	src/driver/kvmm/monitor.c src/driver/kvmm/monitor.h \

@@ -595,6 +595,60 @@ static struct json_object *cmd_block_resize(struct api *api, struct json_object 
 	return NULL;
 }
 
+/* CLIENT: {"device": "disk0" or the disk's path, "path": the overlay}.
+ * The overlay (a qcow2 image whose backing file is the disk's image, of
+ * the same size) takes the disk's writes from now on; the image becomes
+ * read-only beneath it.  For external snapshots: the caller pauses the VM
+ * (or saves it, which leaves it paused) and resumes it after. */
+static struct json_object *cmd_block_overlay(struct api *api, struct json_object *args,
+					     const char **code, const char **err)
+{
+	static char msg[600];	/* the main thread's only */
+	struct json_object *dv = NULL, *pv = NULL;
+	struct virtio_blk_stats st;
+	const char *want, *path;
+	struct device *d;
+	unsigned int n = 0;
+	char name[16];
+	int r;
+
+	if (!args || !json_object_object_get_ex(args, "device", &dv) ||
+	    !json_object_is_type(dv, json_type_string) ||
+	    !json_object_object_get_ex(args, "path", &pv) || !json_object_is_type(pv, json_type_string) ||
+	    !*(path = json_object_get_string(pv))) {
+		*code = "InvalidArgument";
+		*err = "block-overlay takes arguments {\"device\": \"disk0\" or the disk's path, \"path\": the overlay}";
+		return NULL;
+	}
+	/* A confined kvmm opens no path (it would die of it). */
+	if (api->vm->cfg->sandbox.enabled) {
+		*code = "InvalidState";
+		*err = "block-overlay: a sandboxed kvmm cannot open the overlay by path";
+		return NULL;
+	}
+	want = json_object_get_string(dv);
+	for (d = api->vm->devices; d; d = d->next) {
+		if (virtio_blk_stats(d, &st))
+			continue;
+		snprintf(name, sizeof(name), "disk%u", n++);
+		if (strcmp(want, name) && strcmp(want, st.path))
+			continue;
+		r = virtio_blk_overlay(d, path, msg, sizeof(msg));
+		if (r) {
+			*code = r == -EINVAL || r == -EBUSY ? "InvalidArgument" : "GenericError";
+			*err = msg;
+			return NULL;
+		}
+		pr_info("disk %s now writes to overlay %s", want, path);
+		return json_object_new_object();
+	}
+	snprintf(msg, sizeof(msg), "no disk '%.200s': name it as query-block-stats does (disk0, ...) or by its path",
+		 want);
+	*code = "InvalidArgument";
+	*err = msg;
+	return NULL;
+}
+
 /* Sizes in bytes as libvirt counts them (virDomainSetMemory,
  * virDomainMemoryStats): "actual" is the RAM the guest has left, "target"
  * what it was asked to keep. */
@@ -1088,6 +1142,7 @@ static const struct api_cmd api_cmds[] = {
 	{ "query-block-stats", cmd_query_block_stats },
 	{ "query-net-stats", cmd_query_net_stats },
 	{ "block-resize", cmd_block_resize },
+	{ "block-overlay", cmd_block_overlay },
 	{ "query-balloon", cmd_query_balloon },
 	{ "balloon-set", cmd_balloon_set },
 	{ "device-add", cmd_device_add },

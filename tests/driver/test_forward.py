@@ -965,8 +965,8 @@ def test_no_support_wording_as_libvirts_drivers(daemon):
     assert error(lambda: ours.injectNMI()) == (
         L.VIR_ERR_NO_SUPPORT, L.VIR_FROM_DOMAIN,
         "this function is not supported by the connection driver: virDomainInjectNMI")
-    assert error(lambda: ours.snapshotNum())[:2] == (L.VIR_ERR_NO_SUPPORT,
-                                                     L.VIR_FROM_DOMAIN_SNAPSHOT)
+    assert error(lambda: ours.listAllCheckpoints())[:2] == (L.VIR_ERR_NO_SUPPORT,
+                                                            L.VIR_FROM_DOMAIN_CHECKPOINT)
     for args, api in ((("inject-nmi", "ns1"), "virDomainInjectNMI"),
                       (("domhostname", "ns1"), "virDomainGetHostname"),
                       (("send-key", "ns1", "KEY_A"), "virDomainSendKey")):

@@ -18,7 +18,7 @@ from drvtest import (CALL, CALL_WITH_FDS, ERROR, KEEPALIVE_PROGRAM, MESSAGE, OK,
 
 VIR_ERR_INTERNAL_ERROR, VIR_ERR_NO_SUPPORT, VIR_ERR_OPERATION_DENIED, VIR_ERR_RPC = 1, 3, 29, 39
 VIR_FROM_RPC, VIR_FROM_REMOTE, VIR_FROM_DOMAIN, VIR_FROM_NODEDEV = 7, 13, 20, 22
-VIR_FROM_DOMAIN_SNAPSHOT = 35
+VIR_FROM_DOMAIN_CHECKPOINT = 69
 
 
 def expect_error(reply, code, domain, message):
@@ -102,7 +102,7 @@ def test_wrong_program_version_and_procedure(daemon):
                               (250, "virNodeSuspendForDuration", VIR_FROM_DOMAIN),
                               (289, "virNodeGetMemoryParameters", VIR_FROM_DOMAIN),
                               (304, "virDomainMigratePrepareTunnel3Params", VIR_FROM_DOMAIN),
-                              (187, "virDomainSnapshotNum", VIR_FROM_DOMAIN_SNAPSHOT),
+                              (413, "virDomainListAllCheckpoints", VIR_FROM_DOMAIN_CHECKPOINT),
                               (301, "virNodeDeviceDetachFlags", VIR_FROM_NODEDEV)):
         r = raw.call(proc)
         expect_error(r, VIR_ERR_NO_SUPPORT, domain,
@@ -131,8 +131,8 @@ def test_unimplemented_apis_read_only_first(daemon):
     expect_error(ro.call(55), VIR_ERR_OPERATION_DENIED, VIR_FROM_DOMAIN,
                  "operation forbidden: read only access prevents virDomainSave")
     # a getter is no write: read-only clients get NO_SUPPORT like anyone
-    expect_error(ro.call(187), VIR_ERR_NO_SUPPORT, VIR_FROM_DOMAIN_SNAPSHOT,
-                 "this function is not supported by the connection driver: virDomainSnapshotNum")
+    expect_error(ro.call(413), VIR_ERR_NO_SUPPORT, VIR_FROM_DOMAIN_CHECKPOINT,
+                 "this function is not supported by the connection driver: virDomainListAllCheckpoints")
     ro.close()
     assert_healthy(daemon)
 

@@ -4,6 +4,7 @@
 #include <libvirt/libvirt.h>
 
 #include "domain_api.h"
+#include "domain/snapshot_store.h"
 #include "error.h"
 
 int api_check_flags(unsigned flags, unsigned allowed, const char *api)
@@ -55,15 +56,16 @@ bool list_domain_matches(struct domain_obj *obj, unsigned f)
 		if (!(f & bit))
 			return false;
 	}
-	/* No snapshots or checkpoints exist yet.  A managed image is looked
-	 * for only when asked about. */
+	/* No checkpoints exist yet.  A managed image and snapshots are
+	 * looked for only when asked about. */
 	if (((f & (VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE | VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE)) &&
 	     !group(f, VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
 		    managed_save_exists_locked(obj))) ||
 	    !group(f, VIR_CONNECT_LIST_DOMAINS_AUTOSTART, VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
 		   obj->autostart) ||
-	    !group(f, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
-		   false) ||
+	    ((f & (VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT | VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT)) &&
+	     !group(f, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
+		    snapshot_store_count(obj->def->name) > 0)) ||
 	    !group(f, VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT,
 		   false))
 		return false;

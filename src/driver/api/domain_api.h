@@ -39,4 +39,13 @@ void migrate_conn_gone(struct rpc_conn *conn);
 /* Whether peer-to-peer migration can be driven from here (domain_migrate.c). */
 bool migrate_p2p_supported(void);
 
+/* Snapshots (domain_snapshot.c): the metadata store loaded from the
+ * daemon's state directory (lib/kvmm/snapshot); once, at start. */
+int snapshots_init(void);
+/* Undefine (the job held): refuses an inactive OBJ with snapshots unless
+ * FLAGS has VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, as libvirt; then
+ * removes its snapshot metadata once it is undefined. */
+int snapshots_undefine_check(struct domain_obj *obj, unsigned flags);
+int snapshots_forget(struct domain_obj *obj);
+
 #endif

@@ -99,11 +99,19 @@ static int undefine(const remote_nonnull_domain *dom, unsigned flags)
 		domain_job_end(obj);
 		goto out;
 	}
-	if (managed && managed_save_remove(obj) < 0) {
+	if (snapshots_undefine_check(obj, flags) < 0 ||
+	    (managed && managed_save_remove(obj) < 0)) {
 		domain_job_end(obj);
 		goto out;
 	}
 	rc = domain_undefine(obj);
+	/* Without the flag a running domain keeps its snapshots while it
+	 * runs on, transient, as libvirt's. */
+	if (rc == 0 && (obj->removed || (flags & VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)) &&
+	    snapshots_forget(obj) < 0) {
+		pr_warn("domain '%s': %s", obj->def->name, drv_error_last()->message);
+		drv_error_reset();
+	}
 	domain_job_end(obj);
 	if (rc == 0) {
 		pr_info("domain '%s' undefined", obj->def->name);

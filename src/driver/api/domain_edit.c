@@ -7,6 +7,7 @@
 #include <libxml/parser.h>
 
 #include "domain_api.h"
+#include "domain/snapshot_store.h"
 #include "error.h"
 #include "domain/events.h"
 #include "handlers.h"
@@ -264,6 +265,9 @@ int drv_domain_rename(struct rpc_conn *conn, void *args, void *ret)
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot rename active domain");
 	else if (!strcmp(old_name, new_name))
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "Can't rename domain to itself");
+	else if (snapshot_store_count(old_name) > 0)
+		/* Their metadata is filed under the domain's name. */
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot rename domain with snapshots");
 	else if (has_managed_save(obj))
 		/* The image is named after the domain (libvirt's rule too). */
 		drv_error_report(VIR_ERR_OPERATION_INVALID,

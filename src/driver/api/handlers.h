@@ -147,6 +147,24 @@ int drv_domain_migrate_get_max_speed(struct rpc_conn *conn, void *args, void *re
 int drv_domain_migrate_set_max_downtime(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_migrate_get_max_downtime(struct rpc_conn *conn, void *args, void *ret);
 
+/* domain_snapshot.c: snapshots */
+int drv_domain_snapshot_create_xml(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_get_xml_desc(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_num(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_list_names(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_list_all_snapshots(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_num_children(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_list_children_names(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_list_all_children(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_lookup_by_name(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_current(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_has_current_snapshot(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_get_parent(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_is_current(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_has_metadata(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_revert_to_snapshot(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_snapshot_delete(struct rpc_conn *conn, void *args, void *ret);
+
 /* cpu.c */
 int drv_connect_get_cpu_model_names(struct rpc_conn *conn, void *args, void *ret);
 int drv_connect_compare_cpu(struct rpc_conn *conn, void *args, void *ret);

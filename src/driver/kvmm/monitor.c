@@ -545,6 +545,18 @@ int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes)
 	return rc;
 }
 
+int monitor_block_overlay(const char *path, const char *image, const char *overlay)
+{
+	json_object *args = json_object_new_object();
+	int rc;
+
+	json_object_object_add(args, "device", json_object_new_string(image));
+	json_object_object_add(args, "path", json_object_new_string(overlay));
+	rc = command(path, "block-overlay", args, NULL);
+	json_object_put(args);
+	return rc;
+}
+
 int monitor_balloon_set(const char *path, uint64_t target, int stats_period)
 {
 	json_object *args = json_object_new_object();

@@ -96,6 +96,10 @@ int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t 
 /* Resizes disk number DISK (in --disk order) to BYTES. */
 int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes);
 
+/* Puts the disk whose image is IMAGE onto OVERLAY, a qcow2 file over it
+ * (kvmm's block-overlay). */
+int monitor_block_overlay(const char *path, const char *image, const char *overlay);
+
 /* balloon-set: the RAM the guest is asked to keep, TARGET bytes (0: not
  * changed), and the statistics period in seconds (-1: not changed). */
 int monitor_balloon_set(const char *path, uint64_t target, int stats_period);

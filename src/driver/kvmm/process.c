@@ -59,6 +59,7 @@ struct domain_run {
 	bool destroying;	/* the daemon asked it to stop */
 	bool saved;		/* ... after saving it (virDomainSave) */
 	bool migrated;		/* ... after migrating it away */
+	bool from_snapshot;	/* ... to revert to a snapshot */
 	/* Adopted processes are not our children: their exit status comes
 	 * from kvmm's last state-changed event. */
 	struct monitor_watch *events;
@@ -299,6 +300,9 @@ static void exit_reason(const struct domain_run *r, int status, bool known, int 
 	} else if (r->migrated) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_MIGRATED;
 		*reason = VIR_DOMAIN_SHUTOFF_MIGRATED;
+	} else if (r->destroying && r->from_snapshot) {
+		*detail = VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT;
+		*reason = VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT;
 	} else if (r->destroying) {
 		*detail = VIR_DOMAIN_EVENT_STOPPED_DESTROYED;
 		*reason = VIR_DOMAIN_SHUTOFF_DESTROYED;
@@ -651,10 +655,12 @@ static int check_sources(const struct domain_def *def)
 }
 
 /* Starts OBJ, booting it or (RESTORE) continuing the VM saved in that
- * state stream, or (INFD >= 0) in the stream kvmm reads from INFD, an
- * incoming migration's connection: paused (migration), event
- * STARTED/MIGRATED; kvmm answers once it has read it all. */
-static int start_run(struct domain_obj *obj, bool paused, const char *restore, int infd)
+ * state stream (SNAPSHOT: a snapshot's, reverted to), or (INFD >= 0) in
+ * the stream kvmm reads from INFD, an incoming migration's connection:
+ * paused (migration), event STARTED/MIGRATED; kvmm answers once it has
+ * read it all. */
+static int start_run(struct domain_obj *obj, bool paused, const char *restore, int infd,
+		     bool snapshot)
 {
 	struct domain_run *r = g_new0(struct domain_run, 1);
 	g_autofree char *conf = NULL, *name = NULL, *emulator = NULL;
@@ -810,6 +816,9 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 		/* As libvirt's incoming domain: paused until Finish resumes it. */
 		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION,
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_MIGRATED);
+	else if (snapshot)
+		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_FROM_SNAPSHOT,
+				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT);
 	else if (restore)
 		domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_RESTORED,
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
@@ -818,8 +827,11 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 				 VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_BOOTED);
 	/* As libvirt's QEMU driver: started, then suspended. */
 	if (paused && infd < 0)
-		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
-				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
+		domain_set_state(obj, VIR_DOMAIN_PAUSED,
+				 snapshot ? VIR_DOMAIN_PAUSED_FROM_SNAPSHOT : VIR_DOMAIN_PAUSED_USER,
+				 VIR_DOMAIN_EVENT_SUSPENDED,
+				 snapshot ? VIR_DOMAIN_EVENT_SUSPENDED_FROM_SNAPSHOT
+					  : VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 	g_mutex_unlock(&obj->lock);
 	g_atomic_int_inc(&nrunning);
 	r->watch = g_unix_fd_add(r->pidfd, G_IO_IN, on_exit_cb, domain_obj_ref(obj));
@@ -851,17 +863,22 @@ fail:
 
 int process_start_paused(struct domain_obj *obj, bool paused)
 {
-	return start_run(obj, paused, NULL, -1);
+	return start_run(obj, paused, NULL, -1, false);
 }
 
 int process_restore(struct domain_obj *obj, const char *file, bool paused)
 {
-	return start_run(obj, paused, file, -1);
+	return start_run(obj, paused, file, -1, false);
 }
 
 int process_start_incoming(struct domain_obj *obj, int fd)
 {
-	return start_run(obj, true, NULL, fd);
+	return start_run(obj, true, NULL, fd, false);
+}
+
+int process_restore_snapshot(struct domain_obj *obj, const char *file, bool paused)
+{
+	return start_run(obj, paused, file, -1, true);
 }
 
 /* Stops OBJ's kvmm (SIGTERM, SIGKILL after TERM_GRACE_MS unless GRACEFUL);
@@ -909,6 +926,15 @@ static int stop_run(struct domain_obj *obj, bool graceful, bool saved, bool migr
 int process_destroy(struct domain_obj *obj, bool graceful)
 {
 	return stop_run(obj, graceful, false, false);
+}
+
+int process_destroy_for_snapshot(struct domain_obj *obj)
+{
+	g_mutex_lock(&obj->lock);
+	if (obj->run)
+		obj->run->from_snapshot = true;
+	g_mutex_unlock(&obj->lock);
+	return stop_run(obj, false, false, false);
 }
 
 int process_save_stream(struct domain_obj *obj, int fd)

@@ -83,10 +83,19 @@ int process_stop_migrated(struct domain_obj *obj);
 /* Resumes a paused OBJ: running with REASON, event RESUMED/DETAIL. */
 int process_resume_as(struct domain_obj *obj, int reason, int detail);
 
+/* process_restore from a snapshot's memory FILE (revert): state reason
+ * and events FROM_SNAPSHOT (STARTED, then SUSPENDED if PAUSED), as
+ * libvirt's. */
+int process_restore_snapshot(struct domain_obj *obj, const char *file, bool paused);
+
 /* Stops OBJ's kvmm (the caller holds the job): SIGTERM, and unless
  * GRACEFUL, SIGKILL when it has not exited after a few seconds.  Returns
  * once the domain is shut off. */
 int process_destroy(struct domain_obj *obj, bool graceful);
+
+/* process_destroy for a revert to a snapshot (or its HALT): shut off
+ * (from snapshot), event STOPPED/FROM_SNAPSHOT. */
+int process_destroy_for_snapshot(struct domain_obj *obj);
 
 /* The pid of OBJ's kvmm, 0 when it is not running. */
 pid_t process_pid(struct domain_obj *obj);

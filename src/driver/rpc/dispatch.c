@@ -18,6 +18,7 @@
 #include "remote_save_xdr.h"
 #include "remote_migrate_xdr.h"
 #include "remote_job_xdr.h"
+#include "remote_snapshot_xdr.h"
 #include "domain/autodestroy.h"
 #include "domain/events.h"
 #include "reply_error.h"
@@ -382,6 +383,59 @@ static const struct rpc_proc procs[] = {
 		NONE, drv_domain_abort_job, RPC_PROC_MUTATING),
 	P(REMOTE_PROC_DOMAIN_ABORT_JOB_FLAGS, "virDomainAbortJobFlags",
 		ARGS(remote_domain_abort_job_flags_args), NONE, drv_domain_abort_job_flags,
+		RPC_PROC_MUTATING),
+
+	/* snapshots (domain_snapshot.c) */
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_CREATE_XML, "virDomainSnapshotCreateXML",
+		ARGS(remote_domain_snapshot_create_xml_args), RET(remote_domain_snapshot_create_xml_ret),
+		drv_domain_snapshot_create_xml, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_GET_XML_DESC, "virDomainSnapshotGetXMLDesc",
+		ARGS(remote_domain_snapshot_get_xml_desc_args),
+		RET(remote_domain_snapshot_get_xml_desc_ret), drv_domain_snapshot_get_xml_desc, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_NUM, "virDomainSnapshotNum",
+		ARGS(remote_domain_snapshot_num_args), RET(remote_domain_snapshot_num_ret),
+		drv_domain_snapshot_num, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_LIST_NAMES, "virDomainSnapshotListNames",
+		ARGS(remote_domain_snapshot_list_names_args),
+		RET(remote_domain_snapshot_list_names_ret), drv_domain_snapshot_list_names, 0),
+	P(REMOTE_PROC_DOMAIN_LIST_ALL_SNAPSHOTS, "virDomainListAllSnapshots",
+		ARGS(remote_domain_list_all_snapshots_args),
+		RET(remote_domain_list_all_snapshots_ret), drv_domain_list_all_snapshots, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_NUM_CHILDREN, "virDomainSnapshotNumChildren",
+		ARGS(remote_domain_snapshot_num_children_args),
+		RET(remote_domain_snapshot_num_children_ret), drv_domain_snapshot_num_children, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_LIST_CHILDREN_NAMES, "virDomainSnapshotListChildrenNames",
+		ARGS(remote_domain_snapshot_list_children_names_args),
+		RET(remote_domain_snapshot_list_children_names_ret),
+		drv_domain_snapshot_list_children_names, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_LIST_ALL_CHILDREN, "virDomainSnapshotListAllChildren",
+		ARGS(remote_domain_snapshot_list_all_children_args),
+		RET(remote_domain_snapshot_list_all_children_ret),
+		drv_domain_snapshot_list_all_children, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_LOOKUP_BY_NAME, "virDomainSnapshotLookupByName",
+		ARGS(remote_domain_snapshot_lookup_by_name_args),
+		RET(remote_domain_snapshot_lookup_by_name_ret), drv_domain_snapshot_lookup_by_name, 0),
+	/* Write access, as proc_names.c has it from libvirt. */
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_CURRENT, "virDomainSnapshotCurrent",
+		ARGS(remote_domain_snapshot_current_args), RET(remote_domain_snapshot_current_ret),
+		drv_domain_snapshot_current, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_HAS_CURRENT_SNAPSHOT, "virDomainHasCurrentSnapshot",
+		ARGS(remote_domain_has_current_snapshot_args),
+		RET(remote_domain_has_current_snapshot_ret), drv_domain_has_current_snapshot, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_GET_PARENT, "virDomainSnapshotGetParent",
+		ARGS(remote_domain_snapshot_get_parent_args),
+		RET(remote_domain_snapshot_get_parent_ret), drv_domain_snapshot_get_parent, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_IS_CURRENT, "virDomainSnapshotIsCurrent",
+		ARGS(remote_domain_snapshot_is_current_args),
+		RET(remote_domain_snapshot_is_current_ret), drv_domain_snapshot_is_current, 0),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_HAS_METADATA, "virDomainSnapshotHasMetadata",
+		ARGS(remote_domain_snapshot_has_metadata_args),
+		RET(remote_domain_snapshot_has_metadata_ret), drv_domain_snapshot_has_metadata, 0),
+	P(REMOTE_PROC_DOMAIN_REVERT_TO_SNAPSHOT, "virDomainRevertToSnapshot",
+		ARGS(remote_domain_revert_to_snapshot_args), NONE, drv_domain_revert_to_snapshot,
+		RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_SNAPSHOT_DELETE, "virDomainSnapshotDelete",
+		ARGS(remote_domain_snapshot_delete_args), NONE, drv_domain_snapshot_delete,
 		RPC_PROC_MUTATING),
 
 	/* recognised, not implemented yet: write access only */

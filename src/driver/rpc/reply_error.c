@@ -26,6 +26,8 @@ static const struct {
 	{ VIR_ERR_OPERATION_TIMEOUT, "Timed out during operation: ", "" },
 	{ VIR_ERR_ARGUMENT_UNSUPPORTED, "argument unsupported: ", "" },
 	{ VIR_ERR_OPERATION_ABORTED, "operation aborted: ", "" },
+	{ VIR_ERR_NO_DOMAIN_SNAPSHOT, "Domain snapshot not found: ", "" },
+	{ VIR_ERR_SNAPSHOT_REVERT_RISKY, "revert requires force: ", "" },
 	{ VIR_ERR_NO_DOMAIN_METADATA, "metadata not found: ", "" },
 	{ VIR_ERR_OPERATION_UNSUPPORTED, "Operation not supported: ", "" },
 	{ VIR_ERR_ACCESS_DENIED, "access denied: ", "" },

@@ -796,3 +796,80 @@ fail:
 	block_close(bd);
 	return NULL;
 }
+
+int block_overlay(struct block_dev **bdp, struct vm_config *cfg, unsigned int index,
+		  const char *overlay, unsigned int depth, struct loop *loop,
+		  char *err, size_t errlen)
+{
+	struct disk_config *d = &cfg->disks[index], saved = *d;
+	struct block_dev *old = *bdp, *nb;
+	char *path;
+	int r;
+
+	if (old->readonly) {
+		snprintf(err, errlen, "disk %s is read-only: it takes no overlay", old->path);
+		return -EINVAL;
+	}
+	if (d->has_fd) {
+		snprintf(err, errlen, "disk %s was passed as a descriptor: kvmm cannot open an overlay by path for it",
+			 old->path);
+		return -EINVAL;
+	}
+	if (d->nbacking >= KVMM_MAX_BACKING) {
+		snprintf(err, errlen, "disk %s has %u backing files already, kvmm's limit", old->path,
+			 d->nbacking);
+		return -EINVAL;
+	}
+	/* The image becomes a backing file another open reads: everything
+	 * written to it must be in the file first. */
+	r = flush_meta(old);
+	if (!r && old->cache != DISK_CACHE_UNSAFE && fdatasync(old->bfd))
+		r = -errno;
+	if (r) {
+		snprintf(err, errlen, "cannot write disk %s out before the overlay: %s", old->path,
+			 strerror(-r));
+		return r;
+	}
+	path = strdup(overlay);
+	if (!path) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* Shared while the overlay opens it as its backing file (which
+	 * takes a shared lock), as it will stay read-only from now on. */
+	flock(old->fd, LOCK_SH | LOCK_NB);
+	memmove(d->backing + 1, d->backing, d->nbacking * sizeof(d->backing[0]));
+	memmove(d->backing_format + 1, d->backing_format,
+		d->nbacking_format * sizeof(d->backing_format[0]));
+	d->backing[0] = saved.path;
+	d->backing_format[0] = saved.format;
+	d->nbacking++;
+	d->nbacking_format++;
+	d->path = path;
+	d->format = DISK_FORMAT_QCOW2;
+	nb = block_open(cfg, index, depth, loop, old->done, old->ready, old->opaque);
+	if (nb && nb->size != old->size) {
+		snprintf(err, errlen, "overlay %s has %llu bytes, disk %s %llu: the guest's disk cannot change size",
+			 overlay, (unsigned long long)nb->size, old->path,
+			 (unsigned long long)old->size);
+		block_close(nb);
+		nb = NULL;
+		r = -EINVAL;
+	} else if (!nb) {
+		snprintf(err, errlen, "cannot open overlay %s over disk %s (kvmm's log says why)",
+			 overlay, old->path);
+		r = -EINVAL;
+	}
+	if (!nb) {
+		*d = saved;
+		free(path);
+		if (!saved.readonly && !saved.shareable)
+			flock(old->fd, LOCK_EX | LOCK_NB);
+		return r;
+	}
+	nb->writethrough = old->writethrough;
+	/* The old path lives on as the first backing file's name. */
+	block_close(old);
+	*bdp = nb;
+	return 0;
+}

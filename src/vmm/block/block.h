@@ -109,6 +109,17 @@ int block_write_zeroes(struct block_dev *bd, uint64_t off, uint64_t len);
  * positive multiple of the block size, the file system's refusal. */
 int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen);
 
+/* Puts disk index of cfg onto overlay, a qcow2 image whose backing file
+ * is the disk's image (nothing may be in flight): the image's tables and
+ * data are made durable, then overlay is opened with the image as its
+ * first backing layer (cfg's entry updated to say so) and *bd becomes the
+ * new device, the old one closed.  On failure (one line in err: the
+ * overlay cannot be opened, does not name the image as its backing file,
+ * has another size) cfg and *bd are as they were. */
+int block_overlay(struct block_dev **bd, struct vm_config *cfg, unsigned int index,
+		  const char *overlay, unsigned int depth, struct loop *loop,
+		  char *err, size_t errlen);
+
 /* The part of iov[0..n) from skip, len bytes long, as a new vector. */
 unsigned int block_iov_slice(const struct iovec *iov, unsigned int n, uint64_t skip,
 			     uint64_t len, struct iovec *out);

@@ -73,6 +73,7 @@ struct blk_req {
 struct blk {
 	struct block_dev *bd;
 	struct vm *vm;
+	unsigned int index;		/* its disk in vm->cfg */
 	char name[16];			/* "disk0": the control socket's */
 	enum disk_error_policy werror, rerror;
 	char serial[KVMM_DISK_SERIAL_MAX];
@@ -639,6 +640,43 @@ int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errle
 	return r;
 }
 
+int virtio_blk_overlay(struct device *dev, const char *path, char *err, size_t errlen)
+{
+	struct virtio_pci *vp = virtio_pci_of(dev);
+	unsigned int given;
+	struct blk *b;
+	int r;
+
+	if (!vp || vp->ops != &blk_ops)
+		return -ENODEV;
+	pthread_mutex_lock(&dev->lock);
+	b = vp->priv;
+	if (b->held) {
+		snprintf(err, errlen, "disk %s: requests are held for an I/O error; resume the VM first",
+			 block_path(b->bd));
+		pthread_mutex_unlock(&dev->lock);
+		return -EBUSY;
+	}
+	/* What is in flight finishes on the old image (new requests wait
+	 * for the lock), a parked barrier with it. */
+	given = b->given;
+	block_poll(b->bd, true);
+	if (b->barrier) {
+		struct blk_req *rq = b->barrier;
+
+		b->barrier = NULL;
+		start(b, rq);
+		block_submit(b->bd);
+		block_poll(b->bd, true);
+	}
+	if (b->given != given)
+		virtio_queue_interrupt(vp, 0);
+	r = block_overlay(&b->bd, b->vm->cfg, b->index, path, BLK_QUEUE_SIZE, b->vm->loop,
+			  err, errlen);
+	pthread_mutex_unlock(&dev->lock);
+	return r;
+}
+
 struct device *virtio_blk_create(struct vm *vm, unsigned int index,
 				 unsigned int slot, uint64_t bar_addr)
 {
@@ -654,6 +692,7 @@ struct device *virtio_blk_create(struct vm *vm, unsigned int index,
 	for (i = 0; i < BLK_QUEUE_SIZE; i++)
 		b->free[b->nfree++] = &b->reqs[i];
 	b->vm = vm;
+	b->index = index;
 	snprintf(b->name, sizeof(b->name), "disk%u", index);
 	b->werror = d->werror;
 	b->rerror = d->rerror;
