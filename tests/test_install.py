@@ -587,3 +587,7 @@ def test_debian_package_builds_lintian_clean(installed):
     invoked = [l for l in postinst.splitlines() if "deb-systemd-invoke" in l]
     assert any("'virtkvmmd.socket'" in l and "'virtkvmmd-ro.socket'" in l for l in invoked), invoked
     assert not any("virtkvmmd.service" in l for l in invoked), invoked
+    # The sandbox's own system account, as Debian's libvirt-qemu.
+    assert "adduser --quiet --system --group" in postinst and " kvmm\n" in postinst, postinst
+    with open(os.path.join(ctl, "control")) as f:
+        assert "adduser" in f.read()

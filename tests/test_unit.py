@@ -7,7 +7,7 @@ import pytest
 
 from kvmmtest import UNIT_DIR
 
-BINARIES = ["test_config", "test_acpi", "test_boot", "test_bus", "test_pci", "test_virtqueue", "test_virtio_pci", "test_virtio_console", "test_virtio_net", "test_virtio_blk", "test_virtio_balloon", "test_qcow2", "test_rpc", "test_monitor", "test_job", "test_smbios", "test_fw_cfg", "test_seccomp", "test_state_stream"]
+BINARIES = ["test_config", "test_acpi", "test_boot", "test_bus", "test_pci", "test_virtqueue", "test_virtio_pci", "test_virtio_console", "test_virtio_net", "test_virtio_blk", "test_virtio_balloon", "test_qcow2", "test_rpc", "test_monitor", "test_job", "test_cgroup", "test_smbios", "test_fw_cfg", "test_seccomp", "test_state_stream"]
 
 
 def cases():

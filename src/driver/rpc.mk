@@ -182,6 +182,10 @@ check_PROGRAMS += tests/unit/test_job
 tests_unit_test_job_SOURCES = tests/unit/test_job.c tests/unit/unit_main.c tests/unit/unit.h
 tests_unit_test_job_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
 tests_unit_test_job_LDADD = $(DRV_LDADD)
+check_PROGRAMS += tests/unit/test_cgroup
+tests_unit_test_cgroup_SOURCES = tests/unit/test_cgroup.c tests/unit/unit_main.c tests/unit/unit.h
+tests_unit_test_cgroup_CPPFLAGS = $(DRV_CPPFLAGS) -I$(top_srcdir)/tests/unit
+tests_unit_test_cgroup_LDADD = $(DRV_LDADD)
 
 # --- generated headers before their users -------------------------------------
 # BUILT_SOURCES makes them only for `make`, `make all` and `make check`; a
@@ -192,3 +196,4 @@ $(src_driver_rpc_librpcxdr_a_OBJECTS) $(src_driver_libvirtkvmmd_a_OBJECTS) \
 $(src_driver_virtkvmmd_OBJECTS) $(tests_unit_rpc_fuzz_OBJECTS) \
 $(tests_unit_test_rpc_OBJECTS) $(tests_unit_test_monitor_OBJECTS) \
 $(tests_unit_test_job_OBJECTS): $(RPC_XDR_H)
+$(tests_unit_test_cgroup_OBJECTS): $(RPC_XDR_H)

@@ -750,7 +750,8 @@ static const char *hotplug_code(int r)
 
 /* CLIENT: {"type": "blk" or "net", "id": name, "slot": 1-31 (optional),
  * then a disk's keys as in the configuration's "disks" (path, format,
- * readonly, cache, serial, ...) or a NIC's (tap, mac, mtu)}.  Answers once
+ * readonly, cache, serial, ...) or a NIC's (tap, mac, mtu), "fdname" for
+ * the image or the tap already open}.  Answers once
  * the device is on the bus and the guest was signalled. */
 static struct json_object *cmd_device_add(struct api *api, struct json_object *args,
 					  const char **code, const char **err)
@@ -790,7 +791,8 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 	}
 	/* CLIENT: "fdname", a descriptor getfd named, stands for the disk
 	 * image (opened for reading, or reading and writing unless
-	 * readonly) -- the path, if given too, is only its name. */
+	 * readonly) -- the path, if given too, is only its name -- or for
+	 * the NIC's tap. */
 	if (json_object_object_get_ex(args, "fdname", &fv)) {
 		if (!json_object_is_type(fv, json_type_string)) {
 			*code = "InvalidArgument";
@@ -828,14 +830,27 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 		}
 	} else if (!strcmp(type, "net")) {
 		struct net_config n;
+		int fd = -1;
 
-		if (fdname) {
-			snprintf(msg, sizeof(msg), "a hot-added NIC takes a tap name, not a descriptor (yet)");
+		/* CLIENT: "fd" would name one of kvmm's own descriptors: a tap
+		 * comes by name, or open as fdname (a sandboxed kvmm cannot
+		 * open /dev/net/tun); the descriptor tells its tap's name. */
+		if (json_object_object_get_ex(opts, "fd", NULL)) {
+			snprintf(msg, sizeof(msg), "a hot-added NIC needs tap=NAME or fdname (a tap descriptor getfd named), not fd");
+			rc = -EINVAL;
+		} else if (fdname && json_object_object_get_ex(opts, "tap", NULL)) {
+			snprintf(msg, sizeof(msg), "a hot-added NIC takes tap or fdname, not both");
 			rc = -EINVAL;
 		} else {
+			if (fdname) {
+				fd = api_take_fd(api, fdname);
+				json_object_object_add(opts, "fd", json_object_new_int(fd));
+			}
 			rc = config_net_parse(opts, &n, api->vm->cfg->nnets, msg, sizeof(msg));
 			if (!rc)
 				rc = pci_hotplug_add_net(api->vm, id, slot, &n, &got, msg, sizeof(msg));
+			else if (fd >= 0)
+				close(fd);
 		}
 	} else {
 		snprintf(msg, sizeof(msg), "device type '%.32s' cannot be hot-added: use blk or net", type);

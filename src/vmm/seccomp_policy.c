@@ -128,6 +128,8 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_GET_XSAVE2, "save: a vCPU's extended state (AMX)"),
 	IOCTL(KVM_GET_IRQCHIP, "save: the PICs and IOAPIC"),
 	IOCTL(KVM_GET_PIT2, "save: the PIT"),
+	IOCTL(TUNGETIFF, "a NIC hot-added by descriptor: is it a tap, and which"),
+	IOCTL(TUNSETVNETHDRSZ, "a NIC hot-added by descriptor: the virtio-net header's size"),
 	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
 	IOCTL(TCSETS, "the stdio console's terminal, put back at exit"),
 	/* threads and signals */

@@ -1,8 +1,10 @@
 """virtkvmmd with sandbox = 1 in virtkvmmd.conf: each guest's kvmm runs
 with --sandbox (docs/kvmm.md), every thread unprivileged and filtered, and
-what libvirt asks of a running guest still works -- a hot-added disk goes
-to kvmm as a descriptor the daemon opened (a sandboxed kvmm opens no
-path)."""
+what libvirt asks of a running guest still works -- a hot-added disk, and
+every tap, goes to kvmm as a descriptor the daemon opened (a sandboxed
+kvmm opens no path)."""
+import glob
+import json
 import os
 import grp
 import pwd
@@ -17,7 +19,7 @@ from kvmmtest import wait_record
 import netns as netns_lib
 from test_attach_detach import (CMDLINE, DeviceEvents, api_of, guest_read, kvmm_pid, make_disk,
                                 nfds, ns_taps)
-from test_lifecycle import assert_nothing_left, guest_xml, serial, wait_for
+from test_lifecycle import assert_nothing_left, guest_xml, serial, state_dir, wait_for
 
 L = libvirt
 NOBODY = pwd.getpwnam("nobody").pw_uid
@@ -152,21 +154,83 @@ def netns():
     yield from netns_lib.private("kvds-")
 
 
-def test_sandboxed_guest_refuses_a_nic_hotplug(start_daemon, netns, kvm):
-    """Not there yet: a hot-added NIC's tap cannot reach a confined kvmm.
-    The attach is refused with libvirt's unsupported-operation error and
-    leaves no tap behind."""
-    subprocess.run(["ip", "-n", netns, "link", "add", "kvbr0", "type", "bridge"], check=True)
+def bridge_ns(netns):
+    for cmd in (["link", "add", "kvbr0", "type", "bridge"],
+                ["addr", "add", "10.0.9.1/24", "dev", "kvbr0"],
+                ["link", "set", "kvbr0", "up"]):
+        subprocess.run(["ip", "-n", netns] + cmd, check=True)
+
+
+def test_sandboxed_guest_nic_from_the_start(start_daemon, netns, kvm):
+    """A confined kvmm opens no tap: the daemon hands it each one open, as
+    a descriptor it inherits (the config names the fd, not the tap).  The
+    guest answers on it; the tap goes with the run."""
+    bridge_ns(netns)
     d = sandboxed_daemon(start_daemon, "sandbox = 1\n", prefix=["ip", "netns", "exec", netns])
     conn = libvirt.open(d.uri())
-    dom = conn.defineXML(guest_xml(d.root, "sb", extra_cmdline=CMDLINE))
+    dom = conn.defineXML(guest_xml(
+        d.root, "sb", extra_cmdline=" kvmmtest.virtio=net kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=60",
+        extra_devices="""
+    <interface type='bridge'><mac address='52:54:00:12:34:90'/><source bridge='kvbr0'/><model type='virtio'/></interface>"""))
+    dom.create()
+    pid = kvmm_pid(d)
+    assert_confined(pid, NOBODY, NOGROUP)
+    with open(glob.glob(os.path.join(state_dir(d), "*.json"))[0]) as f:
+        nets = json.load(f)["nets"]
+    assert nets == [{"fd": 4, "mac": "52:54:00:12:34:90"}], nets
+    assert ns_taps(netns) == ["vnet0"]
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event virtio-net-ready nics=1",
+                "the guest's NIC", timeout=60)
+    r = netns_lib.probe(netns, "10.0.9.15", 7)
+    assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST pass virtio-net dev=net0",
+                "the guest's NIC done", timeout=60)
+    assert "KVMMTEST fail" not in serial(d.root, "sb")
+    dom.destroy()
+    assert ns_taps(netns) == []
+    conn.close()
+
+
+def test_sandboxed_guest_nic_hotplug(start_daemon, netns, kvm):
+    """attach-interface on a confined kvmm: the daemon makes the tap and
+    passes it open over the control socket.  The guest answers on it;
+    detach closes it in kvmm and removes the tap."""
+    bridge_ns(netns)
+    d = sandboxed_daemon(start_daemon, "sandbox = 1\n", prefix=["ip", "netns", "exec", netns])
+    conn = libvirt.open(d.uri())
+    ev = DeviceEvents(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "sb", extra_cmdline=CMDLINE +
+                                   " kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=60"))
     dom.create()
     wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
-    r = virsh(d.uri(), "attach-interface", "sb", "bridge", "kvbr0", "--model", "virtio", "--live")
-    assert r.returncode != 0 and "sandboxed guest cannot hot-add a network interface" in r.stderr, r.stderr
+    pid = kvmm_pid(d)
+    assert_confined(pid, NOBODY, NOGROUP)
+    mac = "52:54:00:12:34:99"
+    before = nfds(pid)
+    r = virsh(d.uri(), "attach-interface", "sb", "bridge", "kvbr0", "--mac", mac, "--model", "virtio",
+              "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("added", "sb", "net0")
+    assert ns_taps(netns) == ["vnet0"]
+    assert nfds(pid) > before
+    api = api_of(d, dom)
+    assert [(x["id"], x["tap"]) for x in api.call("query-devices")["return"]] == [("net0", "vnet0")]
+    api.close()
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event virtio-net-ready nics=1",
+                "the guest's new NIC", timeout=60)
+    r = netns_lib.probe(netns, "10.0.9.15", 7)
+    assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+    r = virsh(d.uri(), "detach-interface", "sb", "bridge", "--mac", mac, "--live")
+    assert r.returncode == 0, r.stderr
+    assert ev.next() == ("removed", "sb", "net0")
+    wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST pass hotplug added=1 removed=1",
+                "the guest's eject", timeout=60)
     assert ns_taps(netns) == []
-    assert "<interface" not in dom.XMLDesc(0)
+    assert nfds(pid) == before
+    assert mac not in dom.XMLDesc(0)
+    assert "KVMMTEST fail" not in serial(d.root, "sb")
     dom.destroy()
+    ev.conn.close()
     conn.close()
 
 

@@ -11,9 +11,13 @@ import subprocess
 import threading
 import time
 
-from kvmmtest import BUILD
+from kvmmtest import BUILD, TOP
 
 VIRTKVMMD = os.path.join(BUILD, "src", "driver", "virtkvmmd")
+# What `make install` puts in /etc/libvirt: a system daemon of the tests
+# reads it too, so its settings (sandbox, user, group) are what the tests
+# prove.
+INSTALLED_CONF = os.path.join(TOP, "data", "virtkvmmd.conf")
 RPC_FUZZ = os.path.join(BUILD, "tests", "unit", "rpc_fuzz")
 
 REMOTE_PROGRAM = 0x20008086
@@ -46,6 +50,13 @@ class Daemon:
         """prefix: a command the daemon runs under, which must exec it (so
         the PID stays the daemon's), e.g. ["ip", "netns", "exec", NS]."""
         self.root = root
+        conf = os.path.join(root, "etc", "libvirt", "virtkvmmd.conf")
+        # The installed file, unless the test brought its own (a file in
+        # root, or --config); a session daemon (user) reads its user's.
+        if user is None and "--config" not in extra and not os.path.exists(conf):
+            os.makedirs(os.path.dirname(conf), exist_ok=True)
+            with open(INSTALLED_CONF) as src, open(conf, "w") as dst:
+                dst.write(src.read())
         self.rundir = os.path.join(root, "run", "libvirt")
         self.sock = os.path.join(self.rundir, "virtkvmmd-sock")
         self.sock_ro = self.sock + "-ro"

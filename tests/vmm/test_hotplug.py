@@ -4,6 +4,9 @@ ejected by the guest; the same scenario under QEMU's pc machine, whose
 ACPI hotplug interface kvmm's follows.  Then a NIC, and the refusals."""
 import json
 import os
+import socket
+import subprocess
+import sys
 import zlib
 
 import jsonschema
@@ -290,6 +293,91 @@ def test_hotplug_nic_kvmm(kvm, vms, tmp, netns):
         st = api.call("query-net-stats")["return"]
         assert len(st) == 1 and st[0]["tap"] == "hp0" and st[0]["mac"] == "52:54:00:12:34:99", st
         assert st[0]["rx_packets"] > 0 and st[0]["tx_packets"] > 0, st
+        assert "return" in api.call("device-del", {"id": "nic1"})
+        api.wait_event("device-deleted", timeout=60, id="nic1")
+        g.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)
+        assert api.call("query-net-stats")["return"] == []
+        assert nfds(pid) == before
+    finally:
+        api.close()
+    power_off(g, "kvmm", sock)
+
+
+# Opens the tap argv[1] inside the namespace it runs in (TUNSETIFF with
+# IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, as virtkvmmd does) and sends the
+# descriptor on the socket that is its fd argv[2].
+SEND_TAP = r"""
+import fcntl, os, socket, struct, sys
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", sys.argv[1].encode(), 0x0002 | 0x1000 | 0x4000))
+s = socket.socket(fileno=int(sys.argv[2]))
+socket.send_fds(s, [b"tap"], [fd])
+"""
+
+
+def tap_fd(netns, name):
+    """A descriptor attached to tap name of netns, opened there."""
+    mine, theirs = socket.socketpair()
+    try:
+        subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", SEND_TAP, name,
+                        str(theirs.fileno())], pass_fds=[theirs.fileno()], check=True)
+        _, fds, _, _ = socket.recv_fds(mine, 16, 1)
+        assert len(fds) == 1
+        return fds[0]
+    finally:
+        mine.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox"]], ids=["plain", "sandboxed"])
+def test_hotplug_nic_by_descriptor_kvmm(kvm, vms, tmp, netns, sandbox):
+    """The tap opened by the caller and passed over the control socket
+    (getfd, then device-add's fdname): the guest answers on it, kvmm names
+    it by the tap's own name, and closes it once the NIC is ejected.
+    Sandboxed, kvmm can open no tap itself: a descriptor is the only way.
+    A descriptor that is not a tap, a tap given by name and descriptor at
+    once, and a bare fd number are refused, leaving nothing open."""
+    add_tap(netns, "hp0", "10.0.9.1/24")
+    g, sock = start(vms, tmp, "kvmm", CMDLINE + " kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=60",
+                    prefix=["ip", "netns", "exec", netns], extra=sandbox)
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    pid = g.proc.pid
+    api = kvmmtest.Api(sock)
+    try:
+        before = nfds(pid)
+        fd = os.open("/dev/null", os.O_RDWR)
+        try:
+            assert api.call("getfd", {"fdname": "null"}, fds=[fd])["return"] == {}
+        finally:
+            os.close(fd)
+        r = valid("reply", api.call("device-add", {"type": "net", "id": "nic0", "fdname": "null"}))
+        assert r["error"]["code"] == "InvalidArgument" and "not a tap" in r["error"]["message"], r
+        assert api.call("query-devices")["return"] == []
+        assert nfds(pid) == before
+        r = api.call("device-add", {"type": "net", "id": "nic0", "fd": 0})
+        assert r["error"]["code"] == "InvalidArgument" and "not fd" in r["error"]["message"], r
+
+        fd = tap_fd(netns, "hp0")
+        try:
+            assert api.call("getfd", {"fdname": "tap"}, fds=[fd])["return"] == {}
+        finally:
+            os.close(fd)
+        r = api.call("device-add", {"type": "net", "id": "nic1", "fdname": "tap", "tap": "hp0"})
+        assert r["error"]["code"] == "InvalidArgument" and "not both" in r["error"]["message"], r
+        assert nfds(pid) == before + 1      # still held under its name
+        args = valid("device-add", {"type": "net", "id": "nic1", "fdname": "tap",
+                                    "mac": "52:54:00:12:34:99"})
+        r = valid("reply", api.call("device-add", args))
+        assert r["return"] == {"id": "nic1", "slot": 1}, r
+        devs = valid("devices", api.call("query-devices")["return"])
+        assert [(d["id"], d["tap"]) for d in devs] == [("nic1", "hp0")], devs
+        g.wait_for(r"KVMMTEST pass hotplug-add slot=1 dev=net0 vendor=1af4 device=1041")
+        g.wait_for(r"KVMMTEST event virtio-net-ready nics=1", timeout=60)
+        r = probe(netns, "10.0.9.15", 7)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+        g.wait_for(r"KVMMTEST pass virtio-net dev=net0")
+        st = api.call("query-net-stats")["return"]
+        assert len(st) == 1 and st[0]["tap"] == "hp0" and st[0]["mac"] == "52:54:00:12:34:99", st
         assert "return" in api.call("device-del", {"id": "nic1"})
         api.wait_event("device-deleted", timeout=60, id="nic1")
         g.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)

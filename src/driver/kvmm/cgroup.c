@@ -192,6 +192,20 @@ static int make_dirs(int c, const char *rel)
 	return 0;
 }
 
+long long cgroup_cpu_weight(unsigned long long shares)
+{
+	/* As libvirt's cgroup v2 backend: <shares> is written to cpu.weight
+	 * as it is, within cpu.weight's range -- not scaled by systemd's
+	 * CPUShares= formula (shares x 100 / 1024), so a value reads back
+	 * the same from schedinfo on either hierarchy. */
+	if (shares < CPU_WEIGHT_MIN || shares > CPU_WEIGHT_MAX) {
+		drv_error_report(VIR_ERR_INVALID_ARG, "shares '%llu' must be in range [%d, %d]", shares,
+				 CPU_WEIGHT_MIN, CPU_WEIGHT_MAX);
+		return -1;
+	}
+	return (long long)shares;
+}
+
 /* Which controller DEF's tunables need, and whether the host has them. */
 static int check(const struct domain_def *def)
 {
@@ -209,12 +223,8 @@ static int check(const struct domain_def *def)
 			return -1;
 		}
 	}
-	if (v2 && def->cpu_shares && def->cpu_shares > 10000) {
-		/* cpu.weight's range; libvirt refuses the same on v2. */
-		drv_error_report(VIR_ERR_INVALID_ARG, "shares '%llu' must be in range [1, 10000]",
-				 def->cpu_shares);
+	if (v2 && def->cpu_shares && cgroup_cpu_weight(def->cpu_shares) < 0)
 		return -1;
-	}
 	if (!v2 && def->mem_swap_hard_limit_kib) {
 		g_autofree char *f = g_build_filename(mounts[CG_MEMORY], "memory.memsw.limit_in_bytes", NULL);
 
@@ -267,7 +277,9 @@ static int apply_cpu(const char *rel, const struct domain_def *def)
 	char b[64], q[32];
 
 	if (v2) {
-		if (write_file(cpu, "cpu.weight", ULL(b, def->cpu_shares ? def->cpu_shares : 100)) < 0)
+		long long w = def->cpu_shares ? cgroup_cpu_weight(def->cpu_shares) : CPU_WEIGHT_DEFAULT;
+
+		if (w < 0 || write_file(cpu, "cpu.weight", ULL(b, w)) < 0)
 			return -1;
 		/* cpu.max: "QUOTA PERIOD", "max" for none. */
 		if (vm_quota(def) > 0)

@@ -35,6 +35,16 @@ char *cgroup_create(const char *uuid, const struct domain_def *def, pid_t pid);
 int cgroup_set_cpu(const char *path, const struct domain_def *def);
 int cgroup_set_memory(const char *path, const struct domain_def *def);
 
+/* cgroup v2's cpu.weight: its range, and the kernel's default. */
+#define CPU_WEIGHT_MIN 1
+#define CPU_WEIGHT_MAX 10000
+#define CPU_WEIGHT_DEFAULT 100
+
+/* The cpu.weight for <cputune><shares> SHARES on cgroup v2: SHARES
+ * itself, as libvirt writes it; -1 after reporting (VIR_ERR_INVALID_ARG,
+ * libvirt's words) outside [CPU_WEIGHT_MIN, CPU_WEIGHT_MAX]. */
+long long cgroup_cpu_weight(unsigned long long shares);
+
 /* Whether the hierarchy in use is cgroup v2 (cpu.weight's range). */
 bool cgroup_v2(void);
 

@@ -30,7 +30,8 @@
  * virtkvmmd.conf's monitor_timeout sets it. */
 static int command_timeout_ms = 10000;
 static monitor_lost_fn lost_fn;
-/* A sandboxed kvmm opens no path: hot-added disks go as descriptors. */
+/* A sandboxed kvmm opens no path: hot-added disks go as descriptors
+ * (taps always do). */
 static bool pass_fds;
 /* KVMM: a line longer than this is not something kvmm sends. */
 #define LINE_MAX_BYTES (1024 * 1024)
@@ -650,8 +651,9 @@ static int open_image(json_object *args, const char *id)
 	return fd;
 }
 
+/* TAP_FD >= 0: a NIC's tap, sent in place of its name. */
 static int device_add(const char *path, const char *type, const char *id, const char *keys_json,
-		      unsigned *slot)
+		      int tap_fd, unsigned *slot)
 {
 	json_object *args = json_tokener_parse(keys_json), *ret = NULL, *v;
 	int rc, fd = -1;
@@ -663,15 +665,10 @@ static int device_add(const char *path, const char *type, const char *id, const 
 	}
 	json_object_object_add(args, "type", json_object_new_string(type));
 	json_object_object_add(args, "id", json_object_new_string(id));
-	/* A confined kvmm cannot open a tap by name, and a tap descriptor
-	 * is not passed yet: refused here, before kvmm's own failure. */
-	if (pass_fds && strcmp(type, "blk")) {
-		json_object_put(args);
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "a sandboxed guest cannot hot-add a network interface yet (sandbox = 1 in virtkvmmd.conf)");
-		return -1;
-	}
-	if (pass_fds) {
+	if (tap_fd >= 0) {
+		json_object_object_del(args, "tap");
+		json_object_object_add(args, "fdname", json_object_new_string(id));
+	} else if (pass_fds) {
 		fd = open_image(args, id);
 		if (fd < 0) {
 			json_object_put(args);
@@ -679,7 +676,8 @@ static int device_add(const char *path, const char *type, const char *id, const 
 		}
 		json_object_object_add(args, "fdname", json_object_new_string(id));
 	}
-	rc = command_fd(path, "device-add", args, fd, id, &ret, command_timeout_ms);
+	rc = command_fd(path, "device-add", args, tap_fd >= 0 ? tap_fd : fd, id, &ret,
+			command_timeout_ms);
 	if (fd >= 0)
 		close(fd);
 	json_object_put(args);
@@ -698,12 +696,13 @@ static int device_add(const char *path, const char *type, const char *id, const 
 
 int monitor_device_add_disk(const char *path, const char *id, const char *keys_json, unsigned *slot)
 {
-	return device_add(path, "blk", id, keys_json, slot);
+	return device_add(path, "blk", id, keys_json, -1, slot);
 }
 
-int monitor_device_add_net(const char *path, const char *id, const char *keys_json, unsigned *slot)
+int monitor_device_add_net(const char *path, const char *id, const char *keys_json, int tap_fd,
+			   unsigned *slot)
 {
-	return device_add(path, "net", id, keys_json, slot);
+	return device_add(path, "net", id, keys_json, tap_fd, slot);
 }
 
 int monitor_device_del(const char *path, const char *id)

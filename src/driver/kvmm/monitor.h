@@ -118,10 +118,11 @@ int monitor_query_balloon(const char *path, struct kvmm_balloon *b);
 /* PCI hotplug (docs/hotplug.md).  device-add of a virtio disk or NIC with
  * id ID; KEYS_JSON is a JSON object of the disk's or NIC's keys as in the
  * VM config (vmconfig_disk_json / vmconfig_net_json).  *SLOT: the PCI slot
- * kvmm put it in. */
+ * kvmm put it in.  A NIC's tap goes as TAP_FD (the caller's to close
+ * after), in place of the name in KEYS_JSON: kvmm opens no tap. */
 int monitor_device_add_disk(const char *path, const char *id, const char *keys_json,
 			    unsigned *slot);
-int monitor_device_add_net(const char *path, const char *id, const char *keys_json,
+int monitor_device_add_net(const char *path, const char *id, const char *keys_json, int tap_fd,
 			   unsigned *slot);
 /* device-del: asks the guest to give device ID back; the device-deleted
  * event says when it did.  A cold-plugged device or an unknown id is

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/magic.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,6 +31,7 @@
 #include "domain/status.h"
 #include "net/netdev.h"
 #include "testpoint.h"
+#include "vm_limits.h"
 #include "vmconfig.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -199,15 +201,24 @@ void process_set_sandbox(bool on, uid_t uid, gid_t gid)
 	monitor_set_pass_fds(on);
 }
 
+/* The descriptors kvmm inherits (its taps) are numbered from here: 0-2
+ * are its stdio, 3 the gate while it waits. */
+#define INHERITED_FD_BASE 4
+#define INHERITED_FD_MAX VM_MAX_NETS
+
 /* Forks the process that becomes kvmm, its output appended to LOGFD.  It
- * waits, before exec, for a byte on *GATE (the write end, which the
- * caller keeps): the run is recorded in its status file first, so that no
- * kvmm ever runs that a restarted daemon would not know of.  If the
- * daemon dies before it writes the byte, the child reads EOF and exits
- * without becoming kvmm.  The pid, or -1 after reporting. */
-/* INFD >= 0: the stream to restore from, inherited as descriptor 4
- * (RESTORE then is "fd:4"). */
-#define SPAWN_IN_FD 4
+ * waits, before exec, for a byte on *GATE (the caller's end of a socket
+ * pair, which it keeps; open_gate sends it): the run is recorded in its
+ * status file first, so that no kvmm ever runs that a restarted daemon
+ * would not know of.  The byte brings the descriptors kvmm inherits (its
+ * taps, opened after the fork), which land at INHERITED_FD_BASE onwards in
+ * the order sent.  If the daemon dies before it sends the byte, the child
+ * reads EOF and exits without becoming kvmm.  The pid, or -1 after
+ * reporting. */
+/* INFD >= 0: the stream to restore from, inherited as descriptor
+ * SPAWN_IN_FD, past the taps' numbers (RESTORE then is "fd:12"). */
+#define SPAWN_IN_FD 12
+G_STATIC_ASSERT(SPAWN_IN_FD == INHERITED_FD_BASE + INHERITED_FD_MAX);
 static pid_t spawn(const char *emulator, const char *config, const char *restore, int infd,
 		   int logfd, int *gate)
 {
@@ -215,6 +226,14 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 	char *argv[12] = { (char *)emulator, "--config", (char *)config };
 	int argc = 3;
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * INHERITED_FD_MAX)];
+		struct cmsghdr align;
+	} cbuf;
+	char go = 0;
+	struct iovec iov = { .iov_base = &go, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
 
 	if (sandbox.on) {
 		argv[argc++] = "--sandbox";
@@ -233,7 +252,7 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		argv[argc++] = (char *)restore;
 	}
 	argv[argc] = NULL;
-	int pipefd[2];
+	int sv[2];
 	pid_t pid;
 
 	*gate = -1;
@@ -241,14 +260,13 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open /dev/null: %s", g_strerror(errno));
 		return -1;
 	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create a pipe: %s", g_strerror(errno));
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot create a socket pair: %s", g_strerror(errno));
 		close(devnull);
 		return -1;
 	}
 	pid = fork();
 	if (pid == 0) {
-		char go = 0;
 		ssize_t n;
 
 		/* Only async-signal-safe calls from here: other threads may
@@ -256,15 +274,23 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		 * VM outlives the daemon and its terminal signals. */
 		setsid();
 		if (dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 ||
-		    dup2(pipefd[0], 3) < 0 || (infd >= 0 && dup2(infd, SPAWN_IN_FD) < 0))
+		    dup2(sv[1], 3) < 0 || (infd >= 0 && dup2(infd, SPAWN_IN_FD) < 0))
 			_exit(127);
-		/* Nothing else of the daemon's: above all no write end of
-		 * another start's gate, which would keep its EOF away. */
-		syscall(SYS_close_range, infd >= 0 ? SPAWN_IN_FD + 1 : SPAWN_IN_FD, ~0U, 0);
+		/* Nothing else of the daemon's: above all no end of another
+		 * start's gate, which would keep its EOF away. */
+		if (infd >= 0) {
+			syscall(SYS_close_range, INHERITED_FD_BASE, SPAWN_IN_FD - 1, 0);
+			syscall(SYS_close_range, SPAWN_IN_FD + 1, ~0U, 0);
+		} else {
+			syscall(SYS_close_range, INHERITED_FD_BASE, ~0U, 0);
+		}
+		/* Without MSG_CMSG_CLOEXEC: they are for kvmm.  Each lands on
+		 * the lowest free number, so in order from INHERITED_FD_BASE
+		 * (at most INHERITED_FD_MAX: below SPAWN_IN_FD). */
 		do
-			n = read(3, &go, 1);
+			n = recvmsg(3, &mh, 0);
 		while (n < 0 && errno == EINTR);
-		if (n != 1 || go != 'g')
+		if (n != 1 || go != 'g' || (mh.msg_flags & MSG_CTRUNC))
 			_exit(126);
 		close(3);
 		sigset_t none;
@@ -277,14 +303,55 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		_exit(127);
 	}
 	close(devnull);
-	close(pipefd[0]);
+	close(sv[1]);
 	if (pid < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot fork: %s", g_strerror(errno));
-		close(pipefd[1]);
+		close(sv[0]);
 		return -1;
 	}
-	*gate = pipefd[1];
+	*gate = sv[0];
 	return pid;
+}
+
+/* Lets the child spawn() holds become kvmm, handing it FDS[0..N-1]
+ * (INHERITED_FD_BASE onwards).  0, or -1 after reporting. */
+static int open_gate(int gate, const int *fds, size_t n)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * INHERITED_FD_MAX)];
+		struct cmsghdr align;
+	} cbuf;
+	char go = 'g';
+	struct iovec iov = { .iov_base = &go, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t r;
+
+	if (n > INHERITED_FD_MAX) {
+		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%zu descriptors for kvmm: at most %d", n,
+				 INHERITED_FD_MAX);
+		return -1;
+	}
+	if (n) {
+		struct cmsghdr *cm;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+	}
+	do
+		r = sendmsg(gate, &mh, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r != 1) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot start kvmm: %s",
+				 g_strerror(r < 0 ? errno : EIO));
+		return -1;
+	}
+	return 0;
 }
 
 /* What an exit means to libvirt: the STOPPED event detail and the shutoff
@@ -669,6 +736,9 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	char uuid[37];
 	off_t log_start;
 	int logfd = -1, gate = -1, id, rc;
+	/* The taps opened for kvmm, and the numbers they get in it. */
+	int tapfds[INHERITED_FD_MAX], tapnums[INHERITED_FD_MAX];
+	size_t ntapfds = 0;
 	struct stat st;
 
 	r->pidfd = -1;
@@ -752,8 +822,21 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 		if (nics_create(obj->def, &r->taps, mark) < 0)
 			goto fail;
 	}
+	/* kvmm is handed its taps open: it needs no CAP_NET_ADMIN, no
+	 * /dev/net/tun, and works confined. */
+	if (r->taps.n > INHERITED_FD_MAX) {
+		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "kvmm takes at most %d interfaces",
+				 INHERITED_FD_MAX);
+		goto fail;
+	}
+	if (nics_open(&r->taps, tapfds) < 0)
+		goto fail;
+	ntapfds = r->taps.n;
+	for (size_t i = 0; i < ntapfds; i++)
+		tapnums[i] = INHERITED_FD_BASE + (int)i;
 	g_mutex_lock(&obj->lock);
 	rt.taps = r->taps.names;
+	rt.tap_fds = tapnums;
 	conf = vmconfig_from_def(obj->def, &rt);
 	if (conf) {
 		nics_show(obj->def, &r->taps);
@@ -779,12 +862,13 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	log_start = fstat(logfd, &st) == 0 ? st.st_size : 0;
 	close(logfd);
 	logfd = -1;
-	if (write(gate, "g", 1) != 1) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot start kvmm: %s", g_strerror(errno));
+	if (open_gate(gate, tapfds, ntapfds) < 0)
 		goto fail;
-	}
 	close(gate);
 	gate = -1;
+	/* kvmm has its own copies now. */
+	while (ntapfds)
+		close(tapfds[--ntapfds]);
 	/* An incoming kvmm answers once the whole stream came: as long as
 	 * a save may take. */
 	if (wait_ready(r, log_start, infd >= 0 ? MONITOR_SAVE_TIMEOUT_MS : START_TIMEOUT_MS) < 0)
@@ -838,6 +922,8 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	return 0;
 
 fail:
+	while (ntapfds)
+		close(tapfds[--ntapfds]);
 	if (gate >= 0)
 		close(gate);	/* a child still held before exec exits */
 	if (logfd >= 0)
@@ -1687,6 +1773,7 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	bool err;
 	char uuid[37];
 	unsigned slot;
+	int tapfd = -1;
 
 	if (!alias) {
 		drv_error_report(VIR_ERR_INTERNAL_ERROR, "%s", "the interface has no alias");
@@ -1706,11 +1793,15 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 		return -1;
 	}
 	keys = vmconfig_net_json(n, t.names[0]);
-	if (monitor_device_add_net(api, alias, keys, &slot) < 0) {
+	/* Opened here for kvmm, as at start. */
+	if (nics_open(&t, &tapfd) < 0 || monitor_device_add_net(api, alias, keys, tapfd, &slot) < 0) {
+		if (tapfd >= 0)
+			close(tapfd);
 		nics_remove(&t);
 		domain_def_free(persist);
 		return -1;
 	}
+	close(tapfd);
 	g_mutex_lock(&obj->lock);
 	r = obj->run;
 	if (r && !strcmp(r->api_path, api)) {

@@ -28,9 +28,10 @@
  *   console with target virtio (one)     -> console {mode, path}: virtio-console
  *   rng (/dev/urandom or /dev/random)    -> rng: kvmm's device reads getrandom(),
  *                                           the same pool either path reads
- *   interface (any type), in XML order   -> nets [{tap, mac, mtu}]: virtio-net on the
- *                                           tap the daemon made for it (nics.c),
- *                                           named in struct vmconfig_runtime
+ *   interface (any type), in XML order   -> nets [{fd or tap, mac, mtu}]: virtio-net
+ *                                           on the tap the daemon made and opened
+ *                                           for it (nics.c), given in struct
+ *                                           vmconfig_runtime
  * on_poweroff and on_crash are the daemon's to carry out when kvmm exits.
  * The machine has ACPI, APICs and the host's CPUID whatever the XML says
  * (the parser shows them explicitly); timer tick policies describe what
@@ -268,14 +269,18 @@ static json_object *disk_config(const struct domain_disk *d)
 	return o;
 }
 
-static json_object *net_config(const struct domain_net *n, const char *tap)
+/* TAP by name, or (FD >= 0) as the descriptor kvmm inherits. */
+static json_object *net_config(const struct domain_net *n, const char *tap, int fd)
 {
 	json_object *o = json_object_new_object();
 	const unsigned char *m = n->mac;
 	char mac[18];
 
 	g_snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-	json_object_object_add(o, "tap", json_object_new_string(tap));
+	if (fd >= 0)
+		json_object_object_add(o, "fd", json_object_new_int(fd));
+	else
+		json_object_object_add(o, "tap", json_object_new_string(tap));
 	json_object_object_add(o, "mac", json_object_new_string(mac));
 	if (n->mtu)
 		json_object_object_add(o, "mtu", json_object_new_int((int)n->mtu));
@@ -297,7 +302,7 @@ char *vmconfig_disk_json(const struct domain_disk *d)
 
 char *vmconfig_net_json(const struct domain_net *n, const char *tap)
 {
-	return to_text(net_config(n, tap));
+	return to_text(net_config(n, tap, -1));
 }
 
 char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runtime *rt)
@@ -334,7 +339,8 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 		json_object *nets = json_object_new_array();
 
 		for (size_t i = 0; i < def->nnets; i++)
-			json_object_array_add(nets, net_config(&def->nets[i], rt->taps[i]));
+			json_object_array_add(nets, net_config(&def->nets[i], rt->taps[i],
+								  rt->tap_fds ? rt->tap_fds[i] : -1));
 		json_object_object_add(o, "nets", nets);
 	}
 	if (rt && rt->api_socket)

@@ -14,7 +14,11 @@
 struct vmconfig_runtime {
 	const char *api_socket;		/* kvmm's control socket; NULL: none */
 	bool paused;			/* virsh start --paused */
-	char *const *taps;		/* per <interface>, the tap kvmm opens */
+	char *const *taps;		/* per <interface>, its tap */
+	/* Per <interface>, the descriptor of its tap kvmm inherits ("fd"):
+	 * the daemon opens the taps, kvmm never does.  NULL: kvmm opens
+	 * them by name ("tap"). */
+	const int *tap_fds;
 };
 
 /* Refuses (VIR_ERR_CONFIG_UNSUPPORTED) what kvmm cannot run yet in DEF,

@@ -346,6 +346,29 @@ fail:
 	return -1;
 }
 
+int netdev_tap_open(const char *name)
+{
+	int fd;
+
+	/* TUNSETIFF would make a missing one, gone with kvmm's descriptor. */
+	if (!netdev_exists(name)) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED, "tap device '%s' does not exist", name);
+		return -1;
+	}
+	fd = tun_open_tap(name, 0, 0);
+	if (fd == -EBUSY)
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "tap device '%s' is in use by another process; stop it or give the interface another <target dev='...'/>",
+				 name);
+	else if (fd == -EINVAL)
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "cannot open tap device '%s': a network device of another kind (a tun, or a multi-queue tap) has that name",
+				 name);
+	else if (fd < 0)
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open tap device '%s': %s", name, g_strerror(-fd));
+	return fd < 0 ? -1 : fd;
+}
+
 void netdev_tap_delete(const char *name)
 {
 	int fd;

@@ -1,5 +1,7 @@
-/* Host network devices behind a domain's NICs: persistent taps that kvmm
- * opens by name, their place on a Linux bridge, their counters.  The only
+/* Host network devices behind a domain's NICs: persistent taps, opened
+ * here for kvmm (which is handed the descriptors: it needs neither
+ * CAP_NET_ADMIN nor /dev/net/tun), their place on a Linux bridge, their
+ * counters.  The only
  * file with tun/tap and bridge ioctls.  Everything acts in the daemon's
  * own network namespace.
  *
@@ -45,6 +47,12 @@ int netdev_set_mtu(const char *name, unsigned mtu);
 
 /* Whether a network device called NAME exists. */
 bool netdev_exists(const char *name);
+
+/* A descriptor attached to the existing tap NAME as kvmm reads and
+ * writes it (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, close-on-exec), for
+ * kvmm to take over.  -1 after reporting (a tap another process holds is
+ * refused). */
+int netdev_tap_open(const char *name);
 
 /* Removes the persistent tap NAME (the kernel deletes it once nobody
  * holds it).  Gone already is fine; failures are logged. */

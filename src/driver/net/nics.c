@@ -1,5 +1,6 @@
 /* The taps of a running domain's NICs; see nics.h. */
 #include <string.h>
+#include <unistd.h>
 
 #include <glib.h>
 #include <libvirt/libvirt.h>
@@ -64,6 +65,19 @@ int nics_create(const struct domain_def *def, struct nic_taps *t, const char *ma
 	for (size_t i = 0; i < t->n; i++) {
 		if (nic_create(&def->nets[i], t, i, mark) < 0) {
 			nics_remove(t);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int nics_open(const struct nic_taps *t, int *fds)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		fds[i] = netdev_tap_open(t->names[i]);
+		if (fds[i] < 0) {
+			while (i--)
+				close(fds[i]);
 			return -1;
 		}
 	}

@@ -2,8 +2,8 @@
  * <interface> (ethernet: the tap alone; bridge: a port of that bridge;
  * network: a port of the bridge of that libvirt network), made before
  * kvmm starts and removed when the domain stops, whichever way it stops.
- * The names go into kvmm's configuration (it opens the taps by name), the
- * live XML (<target dev=>) and the status file. */
+ * kvmm is handed each tap open (nics_open): it opens none by name.  The
+ * names go into the live XML (<target dev=>) and the status file. */
 #ifndef KVMM_DRV_NICS_H
 #define KVMM_DRV_NICS_H
 
@@ -21,6 +21,10 @@ struct nic_taps {
 /* Creates the taps of DEF's interfaces into T, each marked MARK (see
  * netdev.h).  -1 after reporting, with nothing left behind. */
 int nics_create(const struct domain_def *def, struct nic_taps *t, const char *mark);
+
+/* FDS[i]: a descriptor attached to T's tap i, for kvmm (netdev_tap_open);
+ * the caller closes them.  -1 after reporting, none left open. */
+int nics_open(const struct nic_taps *t, int *fds);
 
 /* Removes the taps T owns and empties T; nics_clear only empties it. */
 void nics_remove(struct nic_taps *t);

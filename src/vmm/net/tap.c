@@ -55,7 +55,8 @@ static int attach(struct tap *t, const char *name, unsigned int index)
 }
 
 /* fd=N: the caller opened the tap; it must be one we can use as is,
- * since the flags of an attached queue cannot change. */
+ * since the flags of an attached queue cannot change.  fd is ours from
+ * here: closed on failure too. */
 static int adopt(struct tap *t, int fd, unsigned int index)
 {
 	struct ifreq ifr;
@@ -66,11 +67,13 @@ static int adopt(struct tap *t, int fd, unsigned int index)
 		e = errno;
 		pr_err("net %u: fd %d is not an open tap (%s); pass a /dev/net/tun file descriptor attached with TUNSETIFF",
 		       index, fd, strerror(e));
+		close(fd);
 		return -e;
 	}
 	if ((ifr.ifr_flags & TUN_TAP_FLAGS) != TUN_TAP_FLAGS) {
 		pr_err("net %u: fd %d (%.*s) is not a tap opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR; open it with those flags",
 		       index, fd, IF_NAMESIZE, ifr.ifr_name);
+		close(fd);
 		return -EINVAL;
 	}
 	fl = fcntl(fd, F_GETFL);
@@ -78,6 +81,7 @@ static int adopt(struct tap *t, int fd, unsigned int index)
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
 		e = errno;
 		pr_err("net %u: fd %d: %s", index, fd, strerror(e));
+		close(fd);
 		return -e;
 	}
 	t->fd = fd;

@@ -16,9 +16,9 @@ struct tap {
 
 /* Opens the tap called name, creating it (not persistent, link up) if it
  * does not exist; or, with name NULL, takes fd (already a tap opened
- * with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR).  On failure prints one line
- * naming the problem and its fix, leaves nothing behind and returns
- * -errno. */
+ * with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), which is then the tap's,
+ * closed on failure too.  On failure prints one line naming the problem
+ * and its fix, leaves nothing behind and returns -errno. */
 int tap_open(struct tap *t, const char *name, int fd, unsigned int index);
 /* TUN_F_* offloads the guest can take (TUNSETOFFLOAD): 0 or -errno,
  * silently (the caller decides how often to say so). */

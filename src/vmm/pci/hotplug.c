@@ -350,6 +350,28 @@ int pci_hotplug_add_blk(struct vm *vm, const char *id, unsigned int slot,
 	return 0;
 }
 
+/* A hot-added NIC's configuration given up before its device took it:
+ * its descriptor, if it came with one, is ours to close. */
+static void net_drop(struct net_config *net)
+{
+	if (!net->tap && net->fd >= 0)
+		close(net->fd);
+	config_net_free(net);
+}
+
+/* Whether entry i of vm->cfg->nets past the configured ones is a
+ * hot-added NIC's (a NIC on a descriptor has no tap name to show it). */
+static bool net_index_used(const struct pci_hotplug *hp, unsigned int i)
+{
+	unsigned int s;
+
+	for (s = 1; s < PCI_MAX_DEVICES; s++)
+		if (hp->slots[s].dev && hp->slots[s].kind == PCI_HOTPLUG_NET &&
+		    hp->slots[s].cfg_index == i)
+			return true;
+	return false;
+}
+
 int pci_hotplug_add_net(struct vm *vm, const char *id, unsigned int slot,
 			struct net_config *net, unsigned int *slot_out,
 			char *err, size_t errlen)
@@ -360,34 +382,42 @@ int pci_hotplug_add_net(struct vm *vm, const char *id, unsigned int slot,
 	int s;
 
 	if (!hp) {
-		config_net_free(net);
+		net_drop(net);
 		snprintf(err, errlen, "this machine has no PCI hotplug");
 		return -ENODEV;
 	}
 	s = pick_slot(hp, id, slot, err, errlen);
 	if (s < 0) {
-		config_net_free(net);
+		net_drop(net);
 		return s;
 	}
-	/* CLIENT: a descriptor cannot come over the socket yet. */
-	if (!net->tap) {
-		snprintf(err, errlen, "a hot-added NIC needs tap=NAME");
-		config_net_free(net);
+	/* CLIENT: a tap by name, or one already open (device-add's fdname:
+	 * a descriptor that came over the socket); virtio_net_create checks
+	 * either. */
+	if (!net->tap && net->fd < 0) {
+		snprintf(err, errlen, "a hot-added NIC needs tap=NAME or fdname");
+		net_drop(net);
 		return -EINVAL;
 	}
-	for (i = vm->cfg->nnets; i < KVMM_MAX_NETS && vm->cfg->nets[i].tap; i++)
+	for (i = vm->cfg->nnets; i < KVMM_MAX_NETS && net_index_used(hp, i); i++)
 		;
 	if (i == KVMM_MAX_NETS) {
 		snprintf(err, errlen, "kvmm takes at most %d NICs", KVMM_MAX_NETS);
-		config_net_free(net);
+		net_drop(net);
 		return -ENOSPC;
 	}
 	vm->cfg->nets[i] = *net;
 	memset(net, 0, sizeof(*net));
+	net->fd = -1;
+	/* From here the descriptor is the device's: closed with it, or by
+	 * virtio_net_create on failure. */
 	dev = virtio_net_create(vm, i, s, 0);
 	if (!dev) {
-		snprintf(err, errlen, "cannot open tap %.32s (kvmm's log says why)",
-			 vm->cfg->nets[i].tap);
+		if (vm->cfg->nets[i].tap)
+			snprintf(err, errlen, "cannot open tap %.32s (kvmm's log says why)",
+				 vm->cfg->nets[i].tap);
+		else
+			snprintf(err, errlen, "the descriptor is not a tap kvmm can use (kvmm's log says why)");
 		config_net_free(&vm->cfg->nets[i]);
 		return -EINVAL;
 	}
@@ -437,8 +467,15 @@ unsigned int pci_hotplug_list(struct vm *vm, struct pci_hotplug_info *out,
 		memcpy(i->id, sl->id, sizeof(i->id));
 		i->kind = sl->kind;
 		i->slot = s;
-		i->backend = sl->kind == PCI_HOTPLUG_BLK ? vm->cfg->disks[sl->cfg_index].path :
-			     vm->cfg->nets[sl->cfg_index].tap;
+		if (sl->kind == PCI_HOTPLUG_BLK) {
+			i->backend = vm->cfg->disks[sl->cfg_index].path;
+		} else {
+			struct virtio_net_stats st;
+
+			/* The tap's own name, also for one given as a
+			 * descriptor; it lives as long as the device. */
+			i->backend = virtio_net_stats(sl->dev, &st) ? "" : st.tap;
+		}
 		i->removing = !!(down & (1u << s));
 		i->dev = sl->dev;
 		n++;

@@ -577,6 +577,8 @@ struct device *virtio_net_create(struct vm *vm, unsigned int index,
 		pr_err("cannot create NIC %u: out of memory", index);
 		if (n)
 			free(n);
+		if (!nc->tap && nc->fd >= 0)
+			close(nc->fd);	/* given to the NIC, as tap_open takes it */
 		return NULL;
 	}
 	n->loop = vm->loop;

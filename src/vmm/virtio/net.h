@@ -7,8 +7,9 @@
 struct device;
 struct vm;
 
-/* Opens (or creates) NIC index's tap of vm->cfg; on bad input prints
- * one line and returns NULL, leaving no tap behind. */
+/* Opens (or creates) NIC index's tap of vm->cfg, or takes its fd (which
+ * is closed on failure too); on bad input prints one line and returns
+ * NULL, leaving no tap behind. */
 struct device *virtio_net_create(struct vm *vm, unsigned int index,
 				 unsigned int slot, uint64_t bar_addr);
 
