@@ -154,6 +154,25 @@ static bool cpu_removed(u32 sel)
 	return true;
 }
 
+/*
+ * kvmmtest.cpuhp.rogue=ID: an eject of CPU ID the host never asked for.
+ * kvmm ignores it; QEMU would take away any hot-pluggable CPU, so only
+ * kvmm's tests use this.
+ */
+static void rogue_eject(u32 sel)
+{
+	u8 before, after;
+
+	outl(CPHP_SEL, sel);
+	before = inb(CPHP_FLAGS);
+	outb(CPHP_FLAGS, CPHP_F_EJECT);
+	/* A VMM that honoured it would be done within this. */
+	delay_us(200000);
+	outl(CPHP_SEL, sel);
+	after = inb(CPHP_FLAGS);
+	info("cpuhp rogue-eject sel=%u before=0x%x after=0x%x", sel, before, after);
+}
+
 void cpuhp_run(void)
 {
 	char opt[16];
@@ -183,6 +202,8 @@ void cpuhp_run(void)
 		fail("cpuhp", "no modern CPU hotplug interface at 0x%x", CPHP_BASE);
 		return;
 	}
+	if (cmdline_option("kvmmtest.cpuhp.rogue", opt, sizeof(opt)))
+		rogue_eject(parse_u64(opt, NULL));
 	half = acpi_pm.gpe0_len / 2;
 	gpe_write8(0, CPHP_GPE);		/* write 1 to clear */
 	gpe_write8(half, gpe_read8(half) | CPHP_GPE);

@@ -59,9 +59,12 @@ def guest_handled(g):
 
 def test_cpu_hotplug_kvmm(kvm, vms, tmp):
     sock = os.path.join(tmp, "ctl.sock")
-    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(CMDLINE, 1, "256M",
+    # GUEST: the guest first ejects the boot CPU unasked; kvmm keeps it
+    # (enabled before and after), or nothing below would run.
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(CMDLINE + " kvmmtest.cpuhp.rogue=0", 1, "256M",
                                                 ["--max-cpus", "4", "--api-socket", sock]))
     g.wait_for(r"KVMMTEST event cpuhp-ready online=1")
+    assert checks(g, "info", "cpuhp") == [{"sel": "0", "before": "0x1", "after": "0x1"}]
     # The MADT lists the boot CPU only as enabled.
     assert checks(g, "pass", "madt") == [{"cpus": "1"}]
     api = kvmmtest.Api(sock)
