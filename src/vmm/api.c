@@ -892,7 +892,8 @@ static struct json_object *cmd_cpu_del(struct api *api, struct json_object *args
 	return json_object_new_object();
 }
 
-/* The vCPUs the guest has, in id order. */
+/* The vCPUs the guest has, in id order, and those it ejected since the
+ * last reset (their slots cannot take a vCPU before the next). */
 static struct json_object *cmd_query_cpus(struct api *api, struct json_object *args,
 					  const char **code, const char **err)
 {
@@ -902,14 +903,16 @@ static struct json_object *cmd_query_cpus(struct api *api, struct json_object *a
 
 	for (i = 0; i < vm->ncpus; i++) {
 		struct json_object *o;
+		const char *state = vm->cpu_present[i] ?
+				    (cpu_hotplug_removing(vm, i) ? "removing" : "present") :
+				    vm->vcpus[i].fd >= 0 ? "ejected" : NULL;
 
-		if (!vm->cpu_present[i])
+		if (!state)
 			continue;
 		o = json_object_new_object();
 		json_object_object_add(o, "id", json_object_new_int(i));
 		json_object_object_add(o, "apic_id", json_object_new_int(i));
-		json_object_object_add(o, "state", json_object_new_string(
-			cpu_hotplug_removing(vm, i) ? "removing" : "present"));
+		json_object_object_add(o, "state", json_object_new_string(state));
 		json_object_array_add(a, o);
 	}
 	return a;

@@ -96,7 +96,8 @@ def test_cpu_hotplug_kvmm(kvm, vms, tmp):
         ev = valid("event", api.wait_event("cpu-deleted", timeout=60, id=2))
         assert ev["data"] == {"id": 2}
         g.wait_for(r"KVMMTEST pass cpu-offline apic_id=2 ")
-        assert [c["id"] for c in api.call("query-cpus")["return"]] == [0, 1]
+        assert [(c["id"], c["state"]) for c in valid("cpus", api.call("query-cpus")["return"])] == \
+            [(0, "present"), (1, "present"), (2, "ejected")]
         assert api.call("query-status")["return"]["vcpus"] == 2
         # KVM cannot destroy a vCPU: its thread stays, parked for good,
         # and the id cannot be used again before a reset.
