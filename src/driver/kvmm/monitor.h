@@ -131,6 +131,20 @@ struct kvmm_hot_device {
 /* *DEVS (g_free) holds *N. */
 int monitor_query_devices(const char *path, struct kvmm_hot_device **devs, size_t *n);
 
+/* vCPU hotplug (docs/hotplug.md).  cpu-add: vCPU ID created and the
+ * guest signalled; cpu-del: the guest asked to give it back, the
+ * cpu-deleted event says when it did. */
+int monitor_cpu_add(const char *path, unsigned id);
+int monitor_cpu_del(const char *path, unsigned id);
+/* query-cpus: each vCPU id kvmm lists, with its state. */
+enum kvmm_cpu_state { KVMM_CPU_PRESENT, KVMM_CPU_REMOVING, KVMM_CPU_EJECTED };
+struct kvmm_cpu {
+	unsigned id;
+	enum kvmm_cpu_state state;
+};
+/* *CPUS (g_free) holds *N. */
+int monitor_query_cpus(const char *path, struct kvmm_cpu **cpus, size_t *n);
+
 /* An event kvmm sent; those this daemon does not know are not delivered. */
 enum monitor_event_kind {
 	MONITOR_EVENT_STATE_CHANGED,
@@ -138,6 +152,7 @@ enum monitor_event_kind {
 	MONITOR_EVENT_BALLOON_CHANGE,	/* the guest's balloon moved */
 	MONITOR_EVENT_BLOCK_IO_ERROR,	/* a disk met a host I/O error */
 	MONITOR_EVENT_DEVICE_DELETED,	/* the guest ejected a hot-added device */
+	MONITOR_EVENT_CPU_DELETED,	/* the guest ejected a vCPU */
 };
 /* What a disk's error policy did about it. */
 enum kvmm_io_action { KVMM_IO_ACTION_REPORT, KVMM_IO_ACTION_IGNORE, KVMM_IO_ACTION_STOP };
@@ -155,6 +170,7 @@ struct monitor_event {
 	/* DEVICE_DELETED: the device's id and the slot it left. */
 	char device_id[64];
 	unsigned slot;
+	unsigned cpu_id;		/* CPU_DELETED: the vCPU */
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event
