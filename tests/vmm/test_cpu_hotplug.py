@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import jsonschema
+import pytest
 
 import kvmmtest
 from virtiotest import checks, finish
@@ -57,12 +58,15 @@ def guest_handled(g):
     assert off == [{"apic_id": "2", "online": "2"}], off
 
 
-def test_cpu_hotplug_kvmm(kvm, vms, tmp):
+@pytest.mark.parametrize("extra", [[], ["--sandbox"]], ids=["plain", "sandbox"])
+def test_cpu_hotplug_kvmm(kvm, vms, tmp, extra):
+    """Confined too: creating a vCPU and its thread, setting its LAPIC
+    are in the sandbox's policy."""
     sock = os.path.join(tmp, "ctl.sock")
     # GUEST: the guest first ejects the boot CPU unasked; kvmm keeps it
     # (enabled before and after), or nothing below would run.
     g = kvmmtest.start(vms, kvmmtest.kvmm_argv(CMDLINE + " kvmmtest.cpuhp.rogue=0", 1, "256M",
-                                                ["--max-cpus", "4", "--api-socket", sock]))
+                                                ["--max-cpus", "4", "--api-socket", sock] + extra))
     g.wait_for(r"KVMMTEST event cpuhp-ready online=1")
     assert checks(g, "info", "cpuhp") == [{"sel": "0", "before": "0x1", "after": "0x1"}]
     # The MADT lists the boot CPU only as enabled.
