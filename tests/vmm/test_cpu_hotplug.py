@@ -171,3 +171,44 @@ def test_max_cpus_below_cpus_refused():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert r.stderr.startswith("kvmm: error: max_cpus 2 is below cpus 3"), r.stderr
+
+
+def test_cpu_hotplug_across_a_reset(kvm, vms, tmp):
+    """A reset rebuilds the VM: an ejected vCPU's id can be added again,
+    an added vCPU stays (in no MADT entry: the new boot's test guest
+    leaves it waiting for INIT/SIPI)."""
+    sock = os.path.join(tmp, "ctl.sock")
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(
+        # Each boot: it waits for one add and one removal (the first
+        # boot's second add comes before the removal).
+        "kvmmtest.cpuhp=120 kvmmtest.cpuhp.adds=1 kvmmtest.cpuhp.removals=1 kvmmtest.action=wait",
+        1, "256M", ["--max-cpus", "3", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event cpuhp-ready online=1")
+    api = kvmmtest.Api(sock)
+    try:
+        assert api.call("cpu-add", {"id": 1})["return"] == {}
+        online(g, 1)
+        assert api.call("cpu-add", {"id": 2})["return"] == {}
+        online(g, 2)
+        assert api.call("cpu-del", {"id": 1})["return"] == {}
+        api.wait_event("cpu-deleted", timeout=60, id=1)
+        assert api.call("cpu-add", {"id": 1})["error"]["code"] == "DeviceInUse"
+        g.wait_for(r"KVMMTEST pass cpuhp added=2 removed=1 online=2")
+        g.wait_for(r"KVMMTEST done")
+
+        assert "return" in api.call("reset")
+        g.wait_for(r"KVMMTEST event cpuhp-ready online=1", count=2)
+        assert [(c["id"], c["state"]) for c in api.call("query-cpus")["return"]] == \
+            [(0, "present"), (2, "present")]
+        assert api.call("query-status")["return"]["vcpus"] == 2
+        assert api.call("cpu-add", {"id": 1})["return"] == {}
+        g.wait_for(r"KVMMTEST pass cpu-work apic_id=1 ", count=2, timeout=60)
+        assert api.call("cpu-del", {"id": 2})["return"] == {}
+        assert api.wait_event("cpu-deleted", timeout=60, id=2)["data"] == {"id": 2}
+        g.wait_for(r"KVMMTEST pass cpuhp added=1 removed=1 online=2")
+        g.wait_for(r"KVMMTEST done", count=2)
+        assert "return" in api.call("power-button")
+    finally:
+        api.close()
+    assert g.wait_exit() == 0
+    assert not g.records("fail")
