@@ -15,10 +15,10 @@
 
 #include "api.h"
 #include "chardev.h"
+#include "devices/cpu_hotplug.h"
 #include "devices/devices.h"
 #include "log.h"
 #include "loop.h"
-#include "devices/cpu_hotplug.h"
 #include "pci/hotplug.h"
 #include "migration/migration.h"
 #include "util.h"
