@@ -31,8 +31,21 @@
 #define ICR_PENDING	(1 << 12)
 
 volatile bool cpuhp_aps;
+/* By guest CPU slot (stacks, TSS): boot APs have 1.. in MADT order, added
+ * ones the next unused slots, never reused. */
 static volatile u64 ap_wakes[MAX_CPUS];
 static volatile bool ap_stop[MAX_CPUS], ap_up[MAX_CPUS];
+static volatile u32 ap_apic[MAX_CPUS];
+static int next_slot;
+
+/* The slot of the running AP with this APIC ID, or -1. */
+static int slot_of(u32 apic)
+{
+	for (int i = 1; i < MAX_CPUS; i++)
+		if (ap_up[i] && ap_apic[i] == apic)
+			return i;
+	return -1;
+}
 
 static u8 gpe_read8(u32 off)
 {
@@ -54,6 +67,8 @@ static void gpe_write8(u32 off, u8 v)
  * wake-ups, until told to stop; then offline for good. */
 void cpuhp_ap(u32 cpu)
 {
+	ap_apic[cpu] = lapic_id();
+	barrier();
 	ap_up[cpu] = true;
 	while (!ap_stop[cpu]) {
 		wfi();
@@ -95,28 +110,30 @@ static bool cpu_added(void)
 {
 	u32 apic = selected_apic_id();
 	u64 wakes, irqs;
+	int slot;
 
 	outb(CPHP_FLAGS, CPHP_F_INSERT);
-	if (apic >= MAX_CPUS) {
-		fail("cpu-online", "apic_id=%u past the guest's %d CPUs", apic, MAX_CPUS);
-		return false;
-	}
-	if (ap_up[apic] || apic == lapic_id()) {
+	if (slot_of(apic) >= 0 || apic == lapic_id()) {
 		info("cpu-online apic_id=%u already online", apic);
 		return false;
 	}
-	if (!smp_start_ap(apic, apic)) {
+	slot = next_slot++;
+	if (slot >= MAX_CPUS || apic > 0xff) {
+		fail("cpu-online", "apic_id=%u: no CPU slot left (the guest has %d)", apic, MAX_CPUS);
+		return false;
+	}
+	if (!smp_start_ap(slot, apic)) {
 		fail("cpu-online", "apic_id=%u did not start within 1 s", apic);
 		return false;
 	}
 	pass("cpu-online", "apic_id=%u online=%u", apic, cpus_online);
 	/* It runs: each IPI (vector counted) wakes it, and it counts. */
-	wakes = ap_wakes[apic];
+	wakes = ap_wakes[slot];
 	irqs = irq_count[VEC_CPUHP_IPI];
-	if (!IPI_UNTIL(apic, ap_wakes[apic] > wakes))
+	if (!IPI_UNTIL(apic, ap_wakes[slot] > wakes))
 		fail("cpu-work", "apic_id=%u took no IPI within 1 s", apic);
 	else
-		pass("cpu-work", "apic_id=%u wakes=%lu irqs=%lu", apic, ap_wakes[apic],
+		pass("cpu-work", "apic_id=%u wakes=%lu irqs=%lu", apic, ap_wakes[slot],
 		     irq_count[VEC_CPUHP_IPI] - irqs);
 	return true;
 }
@@ -125,15 +142,16 @@ static bool cpu_removed(u32 sel)
 {
 	u32 apic = selected_apic_id();
 	u64 t0;
+	int slot;
 
 	outb(CPHP_FLAGS, CPHP_F_REMOVE);
-	if (apic < MAX_CPUS && ap_up[apic]) {
-		ap_stop[apic] = true;
-		if (!IPI_UNTIL(apic, !ap_up[apic])) {
+	slot = slot_of(apic);
+	if (slot >= 0) {
+		ap_stop[slot] = true;
+		if (!IPI_UNTIL(apic, !ap_up[slot])) {
 			fail("cpu-offline", "apic_id=%u did not stop within 1 s", apic);
 			return false;
 		}
-		ap_stop[apic] = false;
 	}
 	info("cpu-eject apic_id=%u", apic);
 	outl(CPHP_SEL, sel);
@@ -204,6 +222,7 @@ void cpuhp_run(void)
 	}
 	if (cmdline_option("kvmmtest.cpuhp.rogue", opt, sizeof(opt)))
 		rogue_eject(parse_u64(opt, NULL));
+	next_slot = cpus_online;	/* past the boot APs' */
 	half = acpi_pm.gpe0_len / 2;
 	gpe_write8(0, CPHP_GPE);		/* write 1 to clear */
 	gpe_write8(half, gpe_read8(half) | CPHP_GPE);
