@@ -175,8 +175,8 @@ def test_max_cpus_below_cpus_refused():
 
 def test_cpu_hotplug_across_a_reset(kvm, vms, tmp):
     """A reset rebuilds the VM: an ejected vCPU's id can be added again,
-    an added vCPU stays (in no MADT entry: the new boot's test guest
-    leaves it waiting for INIT/SIPI)."""
+    an added vCPU stays, enabled in the new boot's MADT (as QEMU rebuilds
+    its tables), so the guest starts it at boot."""
     sock = os.path.join(tmp, "ctl.sock")
     g = kvmmtest.start(vms, kvmmtest.kvmm_argv(
         # Each boot: it waits for one add and one removal (the first
@@ -197,7 +197,9 @@ def test_cpu_hotplug_across_a_reset(kvm, vms, tmp):
         g.wait_for(r"KVMMTEST done")
 
         assert "return" in api.call("reset")
-        g.wait_for(r"KVMMTEST event cpuhp-ready online=1", count=2)
+        g.wait_for(r"KVMMTEST event cpuhp-ready online=2")
+        assert checks(g, "pass", "madt") == [{"cpus": "1"}, {"cpus": "2"}]
+        assert checks(g, "pass", "smp") == [{"cpus": "1"}, {"cpus": "2"}]
         assert [(c["id"], c["state"]) for c in api.call("query-cpus")["return"]] == \
             [(0, "present"), (2, "present")]
         assert api.call("query-status")["return"]["vcpus"] == 2
@@ -205,7 +207,9 @@ def test_cpu_hotplug_across_a_reset(kvm, vms, tmp):
         g.wait_for(r"KVMMTEST pass cpu-work apic_id=1 ", count=2, timeout=60)
         assert api.call("cpu-del", {"id": 2})["return"] == {}
         assert api.wait_event("cpu-deleted", timeout=60, id=2)["data"] == {"id": 2}
+        # The boot-started vCPU 2 stopped and ejected; 1 runs.
         g.wait_for(r"KVMMTEST pass cpuhp added=1 removed=1 online=2")
+        assert checks(g, "pass", "cpu-offline")[-1] == {"apic_id": "2", "online": "2"}
         g.wait_for(r"KVMMTEST done", count=2)
         # The state stream has no record of hot-pluggable vCPUs: refused,
         # nothing written, the guest runs on.

@@ -756,13 +756,16 @@ static void build_madt(const struct acpi_platform *p, uint8_t *t)
 	put_le(t + MADT_FLAGS, MADT_PCAT_COMPAT, 4);
 
 	/* A CPU that may be hot-added is online-capable, not enabled: the
-	 * OS counts it as possible and starts it once _STA says so. */
+	 * OS counts it as possible and starts it once _STA says so; one
+	 * hot-added before a reset is enabled, for the new boot. */
 	for (i = 0; i < madt_cpus(p); i++, e += MADT_LAPIC_LEN) {
 		e[0] = MADT_T_LAPIC;
 		e[1] = MADT_LAPIC_LEN;
 		e[2] = i;		/* ACPI processor UID */
 		e[3] = i;		/* APIC ID */
-		put_le(e + 4, i < p->ncpus ? MADT_LAPIC_ENABLED : MADT_LAPIC_ONLINE_CAPABLE, 4);
+		bool on = p->cpu_hotplug_port && p->cpu_enabled ? p->cpu_enabled[i] : i < p->ncpus;
+
+		put_le(e + 4, on ? MADT_LAPIC_ENABLED : MADT_LAPIC_ONLINE_CAPABLE, 4);
 	}
 
 	e[0] = MADT_T_IOAPIC;
