@@ -148,3 +148,22 @@ def test_setvcpus_refusals(daemon, kvm):
     assert "<vcpu placement='static'>3</vcpu>" in dom.XMLDesc(0)
     dom.undefine()
     conn.close()
+
+
+def test_setvcpus_guest_that_does_not_eject(daemon, kvm):
+    """A guest that ignores the removal keeps its vCPU: libvirt's timeout
+    error after 5 s, the live count unchanged, kvmm's request pending."""
+    d = daemon
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "vc").replace("<vcpu>1</vcpu>", "<vcpu current='2'>3</vcpu>"))
+    dom.create()
+    wait_record(lambda: serial(d.root, "vc"), r"KVMMTEST pass smp cpus=2", "the guest's boot", timeout=60)
+    refused(lambda: dom.setVcpusFlags(1, L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_OPERATION_TIMEOUT, "vcpu unplug request timed out")
+    assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 2
+    assert "<vcpu placement='static' current='2'>3</vcpu>" in dom.XMLDesc(0)
+    r = virsh(d.uri(), "setvcpus", "vc", "3", "--live")
+    assert r.returncode == 0, r.stderr
+    assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 3
+    dom.destroy()
+    conn.close()
