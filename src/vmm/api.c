@@ -308,6 +308,7 @@ static struct json_object *cmd_query_status(struct api *api, struct json_object 
 	json_object_object_add(r, "state", json_object_new_string(vm_state_name(vm->state)));
 	json_object_object_add(r, "vcpus", json_object_new_int(vcpus_present(vm)));
 	json_object_object_add(r, "max_vcpus", json_object_new_int(vm->ncpus));
+	json_object_object_add(r, "cpu_hotplug", json_object_new_boolean(vm->cfg->max_cpus > vm->cfg->cpus));
 	json_object_object_add(r, "memory", json_object_new_int64(vm->mem.size));
 	json_object_object_add(r, "uptime_ms",
 			       json_object_new_int64((now_ns() - vm->start_ns) / 1000000));

@@ -74,7 +74,7 @@ def test_cpu_hotplug_kvmm(kvm, vms, tmp, extra):
     api = kvmmtest.Api(sock)
     try:
         st = valid("status", api.call("query-status")["return"])
-        assert (st["vcpus"], st["max_vcpus"]) == (1, 4), st
+        assert (st["vcpus"], st["max_vcpus"], st["cpu_hotplug"]) == (1, 4, True), st
         r = valid("reply", api.call("cpu-add", valid("cpu-add", {"id": 1})))
         assert r["return"] == {}, r
         online(g, 1)
@@ -156,7 +156,7 @@ def test_no_cpu_hotplug_without_max_cpus(kvm, vms, tmp):
     api = kvmmtest.Api(sock)
     try:
         st = api.call("query-status")["return"]
-        assert (st["vcpus"], st["max_vcpus"]) == (2, 2), st
+        assert (st["vcpus"], st["max_vcpus"], st["cpu_hotplug"]) == (2, 2, False), st
         e = api.call("cpu-add", {"id": 1})["error"]
         assert e == {"code": "InvalidArgument",
                      "message": "this VM has no vCPU hotplug: start it with --max-cpus above --cpus"}, e
