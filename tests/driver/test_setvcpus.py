@@ -167,3 +167,17 @@ def test_setvcpus_guest_that_does_not_eject(daemon, kvm):
     assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 3
     dom.destroy()
     conn.close()
+
+
+def test_setvcpus_without_vcpu_hotplug(daemon, kvm):
+    """A domain started with all its vCPUs has no CPU hotplug: refused."""
+    d = daemon
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "vc").replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>"))
+    dom.create()
+    refused(lambda: dom.setVcpusFlags(1, L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_OPERATION_UNSUPPORTED,
+            "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum")
+    assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 2
+    dom.destroy()
+    conn.close()

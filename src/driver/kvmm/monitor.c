@@ -465,6 +465,9 @@ int monitor_query_status(const char *path, struct kvmm_status *st)
 	st->state = parse_state(v);
 	st->serial_pty = pty_of(q, "serial");
 	st->console_pty = pty_of(q, "console");
+	/* KVMM: absent (an older kvmm) is no vCPU hotplug. */
+	st->cpu_hotplug = json_object_object_get_ex(q, "cpu_hotplug", &v) &&
+			  json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
 	json_object_put(q);
 	return 0;
 }

@@ -72,6 +72,7 @@ struct kvmm_status {
 	enum kvmm_run_state state;
 	char *serial_pty;	/* COM1 */
 	char *console_pty;	/* the virtio console */
+	bool cpu_hotplug;	/* cpu-add and cpu-del work (--max-cpus above --cpus) */
 };
 int monitor_query_status(const char *path, struct kvmm_status *st);
 void kvmm_status_clear(struct kvmm_status *st);

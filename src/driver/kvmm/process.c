@@ -1846,12 +1846,22 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 {
 	g_autofree char *api = NULL;
 	g_autofree struct kvmm_cpu *cpus = NULL;
+	struct kvmm_status st;
 	size_t n = 0;
 	unsigned have, max;
 	gint64 deadline;
 	bool done;
 
-	if (!(api = process_api_path(obj)) || monitor_query_cpus(api, &cpus, &n) < 0)
+	if (!(api = process_api_path(obj)) || monitor_query_status(api, &st) < 0)
+		return -1;
+	kvmm_status_clear(&st);
+	/* Started with all its vCPUs, kvmm has no CPU hotplug to use. */
+	if (!st.cpu_hotplug) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+				 "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum");
+		return -1;
+	}
+	if (monitor_query_cpus(api, &cpus, &n) < 0)
 		return -1;
 	g_mutex_lock(&obj->lock);
 	max = obj->def->vcpus;
