@@ -120,6 +120,7 @@ src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/domain_block.c \
 	src/driver/api/domain_hotplug.c \
 	src/driver/api/domain_memory.c \
+	src/driver/api/domain_vcpu.c \
 	src/driver/api/domain_console.c \
 	src/driver/api/domain_stats.c \
 	src/driver/api/cpu.c \

@@ -16,6 +16,7 @@
 #include "api.h"
 #include "block/block.h"
 #include "chardev.h"
+#include "devices/cpu_hotplug.h"
 #include "devices/devices.h"
 #include "log.h"
 #include "loop.h"
@@ -259,6 +260,17 @@ void api_event_migration(struct api *api, const char *status, const char *error)
 	api_emit(api, "migration-status", d);
 }
 
+void api_event_cpu(struct api *api, const char *event, unsigned int id)
+{
+	struct json_object *d;
+
+	if (!api)
+		return;
+	d = json_object_new_object();
+	json_object_object_add(d, "id", json_object_new_int(id));
+	api_emit(api, event, d);
+}
+
 static void api_event_balloon(void *opaque, uint64_t actual)
 {
 	struct api *api = opaque;
@@ -291,6 +303,16 @@ static struct json_object *attach_point(const struct chardev *c)
 	return s;
 }
 
+static int vcpus_present(const struct vm *vm)
+{
+	unsigned int i;
+	int n = 0;
+
+	for (i = 0; i < vm->ncpus; i++)
+		n += vm->cpu_present[i];
+	return n;
+}
+
 static struct json_object *cmd_query_status(struct api *api, struct json_object *args,
 					    const char **code, const char **err)
 {
@@ -299,7 +321,9 @@ static struct json_object *cmd_query_status(struct api *api, struct json_object 
 
 	json_object_object_add(r, "name", json_object_new_string(vm->cfg->name));
 	json_object_object_add(r, "state", json_object_new_string(vm_state_name(vm->state)));
-	json_object_object_add(r, "vcpus", json_object_new_int(vm->ncpus));
+	json_object_object_add(r, "vcpus", json_object_new_int(vcpus_present(vm)));
+	json_object_object_add(r, "max_vcpus", json_object_new_int(vm->ncpus));
+	json_object_object_add(r, "cpu_hotplug", json_object_new_boolean(vm->cfg->max_cpus > vm->cfg->cpus));
 	json_object_object_add(r, "memory", json_object_new_int64(vm->mem.size));
 	json_object_object_add(r, "uptime_ms",
 			       json_object_new_int64((now_ns() - vm->start_ns) / 1000000));
@@ -743,6 +767,8 @@ static const char *hotplug_code(int r)
 		return "NoSpace";
 	case -ENODEV:
 		return "DeviceNotFound";
+	case -EBUSY:
+		return "DeviceInUse";
 	default:
 		return "InvalidArgument";
 	}
@@ -909,6 +935,92 @@ static struct json_object *cmd_query_devices(struct api *api, struct json_object
 		json_object_object_add(o, "slot", json_object_new_int(in[i].slot));
 		json_object_object_add(o, blk ? "path" : "tap", json_object_new_string(in[i].backend));
 		json_object_object_add(o, "state", json_object_new_string(in[i].removing ? "removing" : "plugged"));
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
+/* CLIENT: {"id": a vCPU number, 0 to max_cpus - 1}. */
+static int cpu_id_arg(struct json_object *args, const char *cmd, unsigned int *id,
+		      const char **code, const char **err)
+{
+	static char msg[96];
+	struct json_object *iv;
+	int64_t v;
+
+	if (!args || !json_object_object_get_ex(args, "id", &iv) ||
+	    !json_object_is_type(iv, json_type_int) ||
+	    (v = json_object_get_int64(iv)) < 0 || v > 0xffff) {
+		snprintf(msg, sizeof(msg), "%s takes {\"id\": a vCPU number, 0 to max_vcpus - 1}", cmd);
+		*code = "InvalidArgument";
+		*err = msg;
+		return -EINVAL;
+	}
+	*id = v;
+	return 0;
+}
+
+/* Answers once the vCPU exists and the guest was signalled; the guest
+ * starts it (INIT/SIPI) when it wants. */
+static struct json_object *cmd_cpu_add(struct api *api, struct json_object *args,
+				       const char **code, const char **err)
+{
+	static char msg[200];
+	unsigned int id;
+	int rc;
+
+	if (cpu_id_arg(args, "cpu-add", &id, code, err))
+		return NULL;
+	rc = cpu_hotplug_add(api->vm, id, msg, sizeof(msg));
+	if (rc) {
+		*code = hotplug_code(rc);
+		*err = msg;
+		return NULL;
+	}
+	return json_object_new_object();
+}
+
+/* Answers once the guest was asked; "cpu-deleted" says when it ejected
+ * the vCPU. */
+static struct json_object *cmd_cpu_del(struct api *api, struct json_object *args,
+				       const char **code, const char **err)
+{
+	static char msg[200];
+	unsigned int id;
+	int rc;
+
+	if (cpu_id_arg(args, "cpu-del", &id, code, err))
+		return NULL;
+	rc = cpu_hotplug_del(api->vm, id, msg, sizeof(msg));
+	if (rc) {
+		*code = hotplug_code(rc);
+		*err = msg;
+		return NULL;
+	}
+	return json_object_new_object();
+}
+
+/* The vCPUs the guest has, in id order, and those it ejected since the
+ * last reset (their slots cannot take a vCPU before the next). */
+static struct json_object *cmd_query_cpus(struct api *api, struct json_object *args,
+					  const char **code, const char **err)
+{
+	struct vm *vm = api->vm;
+	struct json_object *a = json_object_new_array();
+	unsigned int i;
+
+	for (i = 0; i < vm->ncpus; i++) {
+		struct json_object *o;
+		const char *state = vm->cpu_present[i] ?
+				    (cpu_hotplug_removing(vm, i) ? "removing" : "present") :
+				    vm->vcpus[i].fd >= 0 ? "ejected" : NULL;
+
+		if (!state)
+			continue;
+		o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_int(i));
+		json_object_object_add(o, "apic_id", json_object_new_int(i));
+		json_object_object_add(o, "state", json_object_new_string(state));
 		json_object_array_add(a, o);
 	}
 	return a;
@@ -1163,6 +1275,9 @@ static const struct api_cmd api_cmds[] = {
 	{ "device-add", cmd_device_add },
 	{ "device-del", cmd_device_del },
 	{ "query-devices", cmd_query_devices },
+	{ "cpu-add", cmd_cpu_add },
+	{ "cpu-del", cmd_cpu_del },
+	{ "query-cpus", cmd_query_cpus },
 	{ "pause", cmd_pause },
 	{ "save", cmd_save },
 	{ "migrate", cmd_migrate },

@@ -20,6 +20,8 @@ void api_event_reset(struct api *api, struct vm *vm);
 /* "device-deleted" (a hot-added device's removal completed). */
 void api_event_device(struct api *api, const char *event, const char *id,
 		      unsigned int slot);
+/* "cpu-deleted" (the guest ejected a vCPU). */
+void api_event_cpu(struct api *api, const char *event, unsigned int id);
 void api_event_block_io_error(struct api *api, const struct vm_io_error *e);
 /* "migration-status": a live migration's status changed (error: why it
  * failed, or NULL). */

@@ -71,8 +71,8 @@ static int get_memory(struct cfg_ctx *c, struct json_object *v,
 	return 0;
 }
 
-static int get_cpus(struct cfg_ctx *c, struct json_object *v,
-		    struct vm_config *cfg)
+static int get_count(struct cfg_ctx *c, struct json_object *v, const char *key,
+		     const char *flag, unsigned int *out)
 {
 	int64_t n;
 	char *end;
@@ -82,15 +82,15 @@ static int get_cpus(struct cfg_ctx *c, struct json_object *v,
 	} else if (json_object_is_type(v, json_type_string)) {
 		n = strtoll(json_object_get_string(v), &end, 10);
 		if (!*json_object_get_string(v) || *end)
-			return cfg_error(c, "cpus '%s' is not a number: use e.g. --cpus 2",
-					 json_object_get_string(v));
+			return cfg_error(c, "%s '%s' is not a number: use e.g. --%s 2",
+					 key, json_object_get_string(v), flag);
 	} else {
-		return cfg_error(c, "cpus must be a number");
+		return cfg_error(c, "%s must be a number", key);
 	}
 	if (n < 1 || n > KVMM_MAX_CPUS)
-		return cfg_error(c, "cpus %lld is out of range: use a count from 1 to %d",
-				 (long long)n, KVMM_MAX_CPUS);
-	cfg->cpus = n;
+		return cfg_error(c, "%s %lld is out of range: use a count from 1 to %d",
+				 key, (long long)n, KVMM_MAX_CPUS);
+	*out = n;
 	return 0;
 }
 
@@ -922,7 +922,9 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 		else if (!strcmp(key, "memory"))
 			r = get_memory(&c, val, cfg);
 		else if (!strcmp(key, "cpus"))
-			r = get_cpus(&c, val, cfg);
+			r = get_count(&c, val, key, "cpus", &cfg->cpus);
+		else if (!strcmp(key, "max_cpus"))
+			r = get_count(&c, val, key, "max-cpus", &cfg->max_cpus);
 		else if (!strcmp(key, "serial"))
 			r = get_chardev(&c, val, key, &cfg->serial);
 		else if (!strcmp(key, "console")) {
@@ -964,6 +966,11 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 		if (r)
 			return r;
 	}
+	if (!cfg->max_cpus)
+		cfg->max_cpus = cfg->cpus;
+	if (cfg->max_cpus < cfg->cpus)
+		return cfg_error(&c, "max_cpus %u is below cpus %u: the vCPUs the guest may have with hot-added ones include those it boots with",
+				 cfg->max_cpus, cfg->cpus);
 	if (!cfg->kernel)
 		return cfg_error(&c, "no kernel given: use --kernel PATH (a bzImage or an ELF vmlinux)");
 	r = check_consoles(&c, cfg);

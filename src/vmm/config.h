@@ -159,6 +159,9 @@ struct vm_config {
 	char *cmdline;
 	uint64_t memory;	/* bytes */
 	unsigned int cpus;
+	/* vCPUs the guest may have with hot-added ones (docs/hotplug.md);
+	 * from --cpus up; 0 in a configuration: cpus. */
+	unsigned int max_cpus;
 	struct serial_config serial;
 	bool has_console;	/* a virtio-console ("console") ... */
 	struct serial_config console;	/* ... and its host end */

@@ -34,6 +34,7 @@ static const char usage[] =
 	"  --cmdline STRING     kernel command line\n"
 	"  --memory SIZE        guest RAM, e.g. 512M, 4G (default 512M)\n"
 	"  --cpus N             vCPUs (default 1)\n"
+	"  --max-cpus M         vCPUs with hot-added ones, from N up (default N; docs/hotplug.md)\n"
 	"  --serial BACKEND     COM1 backend: stdio, pty, file:PATH, unix:PATH, none (default stdio)\n"
 	"  --console BACKEND    a virtio console (PCI) on BACKEND: stdio, pty, file:PATH, unix:PATH, none\n"
 	"  --api-socket PATH    control socket (JSON, see docs/api.md)\n"
@@ -80,7 +81,7 @@ enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEMORY, OPT_CPUS, OPT_SERI
        OPT_API, OPT_NAME, OPT_NOREBOOT, OPT_RNG, OPT_DISK, OPT_CONFIG, OPT_VERSION,
        OPT_CONSOLE, OPT_PAUSED, OPT_NET, OPT_NOTHP, OPT_BALLOON,
        OPT_PVM_COMPAT, OPT_SANDBOX, OPT_UID, OPT_GID, OPT_SANDBOX_LOG, OPT_HUGEPAGES,
-       OPT_RESTORE, OPT_INCOMING };
+       OPT_RESTORE, OPT_INCOMING, OPT_MAX_CPUS };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -88,6 +89,7 @@ static const struct option long_opts[] = {
 	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
 	{ "memory", required_argument, NULL, OPT_MEMORY },
 	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "max-cpus", required_argument, NULL, OPT_MAX_CPUS },
 	{ "serial", required_argument, NULL, OPT_SERIAL },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "api-socket", required_argument, NULL, OPT_API },
@@ -123,6 +125,7 @@ static const char *opt_key(int opt)
 	case OPT_CMDLINE: return "cmdline";
 	case OPT_MEMORY: return "memory";
 	case OPT_CPUS: return "cpus";
+	case OPT_MAX_CPUS: return "max_cpus";
 	case OPT_SERIAL: return "serial";
 	case OPT_CONSOLE: return "console";
 	case OPT_API: return "api_socket";

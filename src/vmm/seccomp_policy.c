@@ -120,7 +120,8 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_SET_CLOCK, "resume gives the guest's clock back"),
 	/* save (to a descriptor): the paused VM's state, read only */
 	IOCTL(KVM_GET_MSR_INDEX_LIST, "save: the MSRs to read"),
-	IOCTL(KVM_GET_LAPIC, "save: a vCPU's local APIC"),
+	IOCTL(KVM_GET_LAPIC, "save: a vCPU's local APIC; cpu-add"),
+	IOCTL(KVM_SET_LAPIC, "cpu-add: a new vCPU into KVM's APIC map"),
 	IOCTL(KVM_GET_MP_STATE, "save: a vCPU's run state"),
 	IOCTL(KVM_GET_XCRS, "save: a vCPU's XCR0"),
 	IOCTL(KVM_GET_DEBUGREGS, "save: a vCPU's debug registers"),

@@ -179,7 +179,7 @@ static bool vcpu_wait_runnable(struct vcpu *v)
 	bool run;
 
 	pthread_mutex_lock(&vm->lock);
-	while (vm->cmd == VCPU_PARK) {
+	while (vm->cmd == VCPU_PARK || (vm->cmd == VCPU_RUN && v->unplugged)) {
 		if (v->io_pending) {
 			/* With immediate_exit set, KVM_RUN completes the
 			 * instruction and returns EINTR without running on. */
@@ -308,6 +308,20 @@ void vcpus_park(struct vm *vm)
 			break;
 		pthread_cond_wait(&vm->cond, &vm->lock);
 	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* Main thread: the vCPU the guest ejected stops for good (until a
+ * reset); returns once its thread is out of KVM_RUN. */
+void vcpu_unplug(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+
+	pthread_mutex_lock(&vm->lock);
+	v->unplugged = true;
+	vcpu_kick(v);
+	while (v->thread_started && !v->parked && vm->cmd != VCPU_EXIT)
+		pthread_cond_wait(&vm->cond, &vm->lock);
 	pthread_mutex_unlock(&vm->lock);
 }
 

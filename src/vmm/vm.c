@@ -49,6 +49,8 @@ static int vm_create_vcpus(struct vm *vm)
 	int r;
 
 	for (i = 0; i < vm->ncpus; i++) {
+		if (!vm->cpu_present[i])
+			continue;
 		r = vcpu_create(vm, &vm->vcpus[i], i);
 		if (r)
 			return r;
@@ -98,7 +100,7 @@ static int vm_build(struct vm *vm, struct vm_config *cfg, struct loop *loop, boo
 	vm->cfg = cfg;
 	vm->loop = loop;
 	vm->kvm_fd = vm->vm_fd = vm->request_fd = -1;
-	vm->ncpus = cfg->cpus;
+	vm->ncpus = cfg->max_cpus;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
 
@@ -108,16 +110,19 @@ static int vm_build(struct vm *vm, struct vm_config *cfg, struct loop *loop, boo
 	r = arch_prepare_boot(vm);
 	if (r)
 		return r;
-	if (cfg->cpus > vm->max_vcpus) {
-		pr_err("%u vCPUs requested but KVM allows at most %u on this host: lower --cpus",
-		       cfg->cpus, vm->max_vcpus);
+	if (cfg->max_cpus > vm->max_vcpus) {
+		pr_err("%u vCPUs requested but KVM allows at most %u on this host: lower --%s",
+		       cfg->max_cpus, vm->max_vcpus, cfg->max_cpus > cfg->cpus ? "max-cpus" : "cpus");
 		return -EINVAL;
 	}
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
-	if (!vm->vcpus)
+	vm->cpu_present = calloc(vm->ncpus, sizeof(*vm->cpu_present));
+	if (!vm->vcpus || !vm->cpu_present)
 		return -ENOMEM;
-	for (i = 0; i < vm->ncpus; i++)
+	for (i = 0; i < vm->ncpus; i++) {
 		vm->vcpus[i].fd = -1;
+		vm->cpu_present[i] = i < cfg->cpus;
+	}
 	vm->request_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->request_fd < 0)
 		return -errno;
@@ -201,6 +206,8 @@ int vm_start(struct vm *vm)
 			(unsigned long long)(vm->mem.size >> 20));
 	vm->boots++;
 	for (i = 0; i < vm->ncpus; i++) {
+		if (!vm->cpu_present[i])
+			continue;
 		r = vcpu_start(&vm->vcpus[i]);
 		if (r)
 			return r;
@@ -235,6 +242,8 @@ void vm_destroy(struct vm *vm)
 		free(vm->vcpus);
 		vm->vcpus = NULL;
 	}
+	free(vm->cpu_present);
+	vm->cpu_present = NULL;
 	devices_destroy(vm);
 	irq_destroy(vm);
 	if (vm->serial_backend) {

@@ -74,6 +74,9 @@ struct vcpu {
 	 * state must not miss it). */
 	bool io_pending;
 	uint64_t throttled_at;	/* auto-converge: when it last slept */
+	/* The guest ejected it (vCPU hotplug): its thread stays parked until
+	 * a reset, as KVM cannot destroy a vCPU. */
+	bool unplugged;
 };
 
 struct loop;
@@ -104,8 +107,11 @@ struct vm {
 	struct pci_bus *pci;		/* bus 0; its BARs take MMIO the bus above does not */
 	struct pvm_compat *pvm;		/* --pvm-compat's state, NULL when off */
 
-	unsigned int ncpus;
+	unsigned int ncpus;		/* vCPU slots: --max-cpus */
 	struct vcpu *vcpus;
+	/* Main thread: the slots the guest has a vCPU in (the boot set and
+	 * the hot-added ones, less the ejected). */
+	bool *cpu_present;
 
 	pthread_mutex_t lock;		/* state, cmd, request, parked flags */
 	pthread_cond_t cond;
@@ -209,5 +215,6 @@ void vcpu_join(struct vcpu *v);
 void vcpu_destroy(struct vcpu *v);
 void vcpus_park(struct vm *vm);
 void vcpus_unpark(struct vm *vm);
+void vcpu_unplug(struct vcpu *v);
 
 #endif

@@ -107,13 +107,14 @@ def meaning(doc):
                 "free_page_reporting": b.get("free_page_reporting", False),
                 "stats_period": b.get("stats_period", 0)}
 
-    known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "serial", "console",
+    known = {"name", "kernel", "initrd", "cmdline", "memory", "cpus", "max_cpus", "serial", "console",
              "api_socket", "no_reboot", "paused", "rng", "disks", "nets", "smbios", "vmcoreinfo",
              "balloon", "ksm", "locked", "hugepages"}
     assert set(doc) <= known, f"the daemon writes keys this test does not know: {set(doc) - known}"
     return {
         "name": doc["name"], "kernel": doc["kernel"], "initrd": doc.get("initrd"),
         "cmdline": doc.get("cmdline", ""), "memory": doc["memory"], "cpus": doc["cpus"],
+        "max_cpus": doc.get("max_cpus", doc["cpus"]),
         "serial": chardev(doc["serial"]),
         "console": chardev(doc["console"]) if "console" in doc else None,
         "api_socket": doc.get("api_socket"), "no_reboot": doc.get("no_reboot", False),

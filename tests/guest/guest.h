@@ -162,6 +162,13 @@ void fwinfo_run(void);
 /* highmem.c */
 void highmem_run(void);
 void hotplug_run(void);
+/* cpuhp.c: ACPI CPU hotplug (kvmmtest.cpuhp); cpuhp_aps: the APs run
+ * cpuhp_ap */
+extern volatile bool cpuhp_aps;
+void cpuhp_run(void);
+void cpuhp_ap(u32 cpu) __noreturn;
+/* smp.c */
+bool smp_start_ap(int cpu, u32 apic_id);
 
 /* cpu.c */
 extern u64 gdt[];

@@ -19,7 +19,7 @@ GUEST_OPT ?= -O2 -g
 GUEST_BZIMAGE = $(GUEST_OUT)/kvmm-testguest.bzImage
 GUEST_ELF = $(GUEST_OUT)/kvmm-testguest.elf
 
-GUEST_C_NAMES = acpi apic blk_bench bootparams cpu crc32 fmt fwinfo highmem hotplug live main mmio net_bench net_offload pci pm pvh \
+GUEST_C_NAMES = acpi apic blk_bench bootparams cpu cpuhp crc32 fmt fwinfo highmem hotplug live main mmio net_bench net_offload pci pm pvh \
 	report serial shell smp string timer virtio virtio_blk virtio_console \
 	virtio_net virtio_rng virtio_balloon
 GUEST_S_NAMES = header entry16 entry32 entry64 isr pagetables trampoline

@@ -55,9 +55,11 @@ void user_main(u64 zero_page, u32 entry)
 	ioapic_init();
 	timer_init();
 	live_aps = !strcmp(action, "live");
+	cpuhp_aps = cmdline_option("kvmmtest.cpuhp", opt, sizeof(opt));
 	smp_boot(smp);
 	virtio_run();
 	hotplug_run();
+	cpuhp_run();
 	fwinfo_run();
 	highmem_run();
 
@@ -98,6 +100,8 @@ void ap_main(u32 cpu)
 	asm volatile("lock incl %0" : "+m"(cpus_online));
 	if (live_aps)
 		live_ap();
+	if (cpuhp_aps)
+		cpuhp_ap(cpu);
 	asm volatile("int $0x80" : : "a"((u64)SYS_HALT));
 	for (;;)
 		cpu_relax();

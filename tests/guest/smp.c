@@ -55,6 +55,8 @@ static u64 install_trampoline(void)
 	return page;
 }
 
+static u64 tramp_page;
+
 static bool start_ap(int cpu, u32 apic_id, u64 page)
 {
 	u32 before = cpus_online;
@@ -93,7 +95,7 @@ void smp_boot(bool enabled)
 		info("smp=off cpus_online=%u", cpus_online);
 		return;
 	}
-	page = install_trampoline();
+	page = tramp_page = install_trampoline();
 	if (!page) {
 		fail("smp", "no free page below 1 MiB for the trampoline");
 		return;
@@ -122,4 +124,13 @@ void smp_boot(bool enabled)
 	else
 		fail("smp", "online=%u madt=%d missing_apic_ids=%s",
 		     cpus_online, cpus_madt, missing);
+}
+
+/* A CPU added later (cpuhp.c): the same INIT-SIPI-SIPI, into guest CPU
+ * slot `cpu`. */
+bool smp_start_ap(int cpu, u32 apic_id)
+{
+	if (!tramp_page)
+		tramp_page = install_trampoline();
+	return tramp_page && cpu < MAX_CPUS && start_ap(cpu, apic_id, tramp_page);
 }

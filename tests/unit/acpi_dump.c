@@ -2,7 +2,8 @@
  * OUTDIR/<sig>.dat (rsdp, xsdt, rsdt, facp, facs, apic, dsdt) so the test
  * suite can feed them to `iasl -d`.
  *
- * Usage: acpi_dump OUTDIR NCPUS [fw_cfg] (fw_cfg: with vmcoreinfo's device) */
+ * Usage: acpi_dump OUTDIR NCPUS [fw_cfg | max=M] (fw_cfg: with vmcoreinfo's
+ * device; max=M: vCPU hotplug up to M CPUs) */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -115,13 +116,17 @@ int main(int argc, char **argv)
 	const uint8_t *rsdp;
 	int64_t r;
 
-	if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "fw_cfg"))) {
-		fprintf(stderr, "usage: acpi_dump OUTDIR NCPUS [fw_cfg]\n");
+	if (argc != 3 && !(argc == 4 && (!strcmp(argv[3], "fw_cfg") || !strncmp(argv[3], "max=", 4)))) {
+		fprintf(stderr, "usage: acpi_dump OUTDIR NCPUS [fw_cfg | max=M]\n");
 		return 2;
 	}
 	p.ncpus = strtoul(argv[2], NULL, 0);
-	if (argc == 4)
+	if (argc == 4 && !strcmp(argv[3], "fw_cfg")) {
 		p.fw_cfg_port = 0x510;	/* kvmm's with "vmcoreinfo" */
+	} else if (argc == 4) {
+		p.max_cpus = strtoul(argv[3] + 4, NULL, 0);
+		p.cpu_hotplug_port = 0xAF00;	/* kvmm's with --max-cpus */
+	}
 	r = acpi_build(&p, win, WIN_BASE, WIN_SIZE);
 	if (r < 0) {
 		fprintf(stderr, "acpi_dump: acpi_build: %s\n", strerror(-r));

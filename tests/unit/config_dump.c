@@ -69,6 +69,7 @@ static json_object *dump(const struct vm_config *c)
 	json_object_object_add(o, "cmdline", json_object_new_string(c->cmdline));
 	json_object_object_add(o, "memory", json_object_new_int64((int64_t)c->memory));
 	json_object_object_add(o, "cpus", json_object_new_int((int)c->cpus));
+	json_object_object_add(o, "max_cpus", json_object_new_int((int)c->max_cpus));
 	json_object_object_add(o, "serial", chardev(&c->serial));
 	json_object_object_add(o, "console", c->has_console ? chardev(&c->console) : NULL);
 	json_object_object_add(o, "api_socket", str_or_null(c->api_socket));

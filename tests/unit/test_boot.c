@@ -216,6 +216,7 @@ UNIT_TEST(command_line_longer_than_kernel_allows_is_refused)
 	cfg.kernel = kpath;
 	cfg.cmdline = longcmd;
 	cfg.memory = 64 * MiB;
+	cfg.cpus = 1;
 	vm.cfg = &cfg;
 	vm.ncpus = 1;
 	CHECK(arch_prepare_boot(&vm) == 0);

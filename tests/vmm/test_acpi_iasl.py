@@ -75,3 +75,46 @@ def test_iasl_accepts_every_table(tmp, ncpus, extra):
     mcfg = open(os.path.join(tmp, "mcfg.dsl")).read()
     assert re.search(r"Base Address : 00000000E0000000", mcfg), mcfg
     assert re.search(r"Start Bus Number : 00", mcfg) and re.search(r"End Bus Number : 00", mcfg)
+
+
+@pytest.mark.parametrize("ncpus,maxcpus", [(1, 2), (2, 8), (1, 254)], ids=["1-2", "2-8", "1-254"])
+def test_iasl_cpu_hotplug(tmp, ncpus, maxcpus):
+    """vCPU hotplug (docs/hotplug.md): the MADT lists every possible CPU,
+    those past the boot set online-capable and not enabled; each processor
+    device's _STA comes from the CPU hotplug registers, _MAT names its
+    APIC ID, every one but CPU 0 has _EJ0; GPE 2 runs the scan."""
+    subprocess.run([os.path.join(UNIT_DIR, "acpi_dump"), tmp, str(ncpus), f"max={maxcpus}"], check=True)
+    tables = [os.path.join(tmp, f"{t}.dat") for t in ("apic", "facp", "facs", "xsdt", "rsdt", "dsdt", "mcfg")]
+    r = subprocess.run([IASL, "-d", *tables], cwd=tmp, capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and not BAD.search(out.replace("0 Errors, 0 Warnings", "")), out
+    apic = open(os.path.join(tmp, "apic.dsl")).read()
+    flags = re.findall(r"Local Apic ID : ([0-9A-F]{2})\n.*Flags \(decoded below\) : ([0-9A-F]{8})", apic)
+    assert [(int(i, 16), int(f, 16)) for i, f in flags] == \
+        [(i, 1 if i < ncpus else 2) for i in range(maxcpus)], apic
+    assert apic.count("Runtime Online Capable : 1") == maxcpus - ncpus
+
+    r = subprocess.run([IASL, "dsdt.dsl"], cwd=tmp, capture_output=True, text=True)
+    assert r.returncode == 0 and "0 Errors, 0 Warnings" in r.stdout, r.stdout + r.stderr
+    ours = open(os.path.join(tmp, "dsdt.dat"), "rb").read()
+    theirs = open(os.path.join(tmp, "dsdt.aml"), "rb").read()
+    assert ours[36:] == theirs[36:], "recompiled DSDT differs from ours"
+    dsdt = open(os.path.join(tmp, "dsdt.dsl")).read()
+    assert re.search(r"OperationRegion \(PRS0, SystemIO, 0xAF00, 0x04\)", dsdt)
+    assert re.search(r"OperationRegion \(PRS1, SystemIO, 0xAF04, 0x02\)", dsdt)
+    assert re.search(r"OperationRegion \(PRS2, SystemIO, 0xAF08, 0x04\)", dsdt)
+    assert re.search(r"Method \(_E02, 0, NotSerialized\)[^{]*\{\s*\\_SB\.CSCN \(\)", dsdt), dsdt
+    assert re.search(r"Method \(_E01, 0, NotSerialized\)[^{]*\{\s*\\_SB\.PCI0\.PCNT \(\)", dsdt), dsdt
+    for i in range(maxcpus):
+        dev = re.search(r"Device \(C%03X\)\s*\{(.*?)\n        \}" % i, dsdt, re.S)
+        assert dev, i
+        body = dev.group(1)
+        arg = "Zero" if i == 0 else "One" if i == 1 else "0x%02X" % i
+        assert re.search(r"Method \(_STA, 0, NotSerialized\)[^{]*\{\s*Return \(CSTA \(%s\)\)" % arg, body), body
+        mat = re.search(r"Name \(_MAT, Buffer \(0x08\)[^{]*\{\s*((?:0x[0-9A-F]{2},? *){8})", body)
+        assert mat and [int(b, 16) for b in mat.group(1).replace(",", " ").split()] == \
+            [0, 8, i, i, 1, 0, 0, 0], body
+        assert ("_EJ0" in body) == (i != 0), body
+        if i:
+            assert re.search(r"Method \(_EJ0, 1, NotSerialized\)[^{]*\{\s*CEJ0 \(%s\)" % arg, body), body
+        assert re.search(r"If \(\(Arg0 == %s\)\)\s*\{\s*Notify \(C%03X, Arg1\)" % (arg, i), dsdt), i

@@ -70,6 +70,8 @@ GOOD = [
     {"kernel": GUEST, "memory": "256M", "cpus": 2, "serial": "none", "cmdline": "x", "name": "n",
      "no_reboot": True},
     {"kernel": GUEST, "memory": 134217728, "cpus": "1", "serial": {"mode": "file", "path": "/dev/null"}},
+    {"kernel": GUEST, "cpus": 1, "max_cpus": 4},
+    {"kernel": GUEST, "cpus": 2, "max_cpus": "2"},
     {"kernel": GUEST, "console": "pty"},
     {"kernel": GUEST, "console": {"mode": "file", "path": "/dev/null"}},
     # IMG: an image the test makes in its directory.
@@ -81,6 +83,8 @@ BAD = [
     {},
     {"kernel": GUEST, "memory": "12Q"},
     {"kernel": GUEST, "cpus": 0},
+    {"kernel": GUEST, "max_cpus": 0},
+    {"kernel": GUEST, "max_cpus": 255},
     {"kernel": GUEST, "serial": "tcp:1"},
     {"kernel": GUEST, "floppies": []},
     {"kernel": GUEST, "disks": [{"path": "/x", "cache": "sometimes"}]},

@@ -241,8 +241,8 @@ int drv_domain_get_vcpus_flags(struct rpc_conn *conn, void *args, void *ret)
 	} else if ((flags & VIR_DOMAIN_AFFECT_LIVE) && not_running(obj) < 0) {
 		rc = -1;
 	} else {
-		/* Current (inactive: the config) and config agree: vCPU
-		 * hotplug is refused by the parser, so current == maximum. */
+		/* Current: the live definition while it runs (its current=
+		 * follows setvcpus --live), else the config. */
 		const struct domain_def *def = flags & VIR_DOMAIN_AFFECT_CONFIG ?
 					       domain_persistent_def(obj) : obj->def;
 

@@ -106,7 +106,8 @@ int drv_domain_get_vcpus(struct rpc_conn *conn, void *args, void *ret)
 		return -1;
 	if (!(pid = running_pid(obj)))
 		goto out;
-	n = MIN(obj->def->vcpus, (unsigned)a->maxinfo);
+	/* The guest's vCPUs now (vCPU hotplug), ids from 0. */
+	n = MIN(obj->def->vcpus_current, (unsigned)a->maxinfo);
 	tids = g_new0(pid_t, obj->def->vcpus);
 	proc_vcpu_tids(pid, tids, obj->def->vcpus);
 	r->info.info_val = calloc(MAX(n, 1), sizeof(*r->info.info_val));
@@ -412,12 +413,13 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 	struct params p = { 0 };
 	pid_t pid = process_pid(obj);
 	int state, reason;
-	unsigned vcpus;
+	unsigned vcpus, vcpus_max;
 
 	g_mutex_lock(&obj->lock);
 	state = obj->state;
 	reason = obj->reason;
-	vcpus = obj->def->vcpus;
+	vcpus = obj->def->vcpus_current;
+	vcpus_max = obj->def->vcpus;
 	g_mutex_unlock(&obj->lock);
 	wire_domain_make(obj, &rec->dom);
 	if (groups & VIR_DOMAIN_STATS_STATE) {
@@ -437,7 +439,7 @@ static void domain_record(struct domain_obj *obj, unsigned groups, remote_domain
 		balloon_group(obj, pid, &p);
 	if (groups & VIR_DOMAIN_STATS_VCPU) {
 		UINT(&p, vcpus, "vcpu.current");
-		UINT(&p, vcpus, "vcpu.maximum");
+		UINT(&p, vcpus_max, "vcpu.maximum");
 		if (pid) {
 			pid_t *tids = g_new0(pid_t, vcpus);
 

@@ -100,6 +100,8 @@ int drv_domain_block_resize(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_get_disk_errors(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory_flags(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_vcpus(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_set_vcpus_flags(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_max_memory(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *ret);
 

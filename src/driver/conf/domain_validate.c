@@ -181,12 +181,6 @@ static int validate_memory_cpus(const struct domain_def *def)
 				 def->vcpus, def->vcpus_current);
 		return -1;
 	}
-	if (def->vcpus_current != def->vcpus) {
-		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED,
-				 "vcpu hotplug (current='%u' below %u) is not supported by kvmm; remove current=",
-				 def->vcpus_current, def->vcpus);
-		return -1;
-	}
 	if (def->sockets &&
 	    (unsigned long long)def->sockets * def->dies * def->cores * def->threads != def->vcpus) {
 		drv_error_report(VIR_ERR_XML_DETAIL,

@@ -459,6 +459,9 @@ int monitor_query_status(const char *path, struct kvmm_status *st)
 	st->state = parse_state(v);
 	st->serial_pty = pty_of(q, "serial");
 	st->console_pty = pty_of(q, "console");
+	/* KVMM: absent (an older kvmm) is no vCPU hotplug. */
+	st->cpu_hotplug = json_object_object_get_ex(q, "cpu_hotplug", &v) &&
+			  json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
 	json_object_put(q);
 	return 0;
 }
@@ -716,6 +719,72 @@ int monitor_device_del(const char *path, const char *id)
 	return rc;
 }
 
+static int cpu_command(const char *path, const char *cmd, unsigned id)
+{
+	json_object *args = json_object_new_object();
+	int rc;
+
+	json_object_object_add(args, "id", json_object_new_int((int)id));
+	rc = command(path, cmd, args, NULL);
+	json_object_put(args);
+	return rc;
+}
+
+int monitor_cpu_add(const char *path, unsigned id)
+{
+	return cpu_command(path, "cpu-add", id);
+}
+
+int monitor_cpu_del(const char *path, unsigned id)
+{
+	return cpu_command(path, "cpu-del", id);
+}
+
+int monitor_query_cpus(const char *path, struct kvmm_cpu **cpus, size_t *n)
+{
+	json_object *all = NULL, *d, *v;
+	struct kvmm_cpu *out;
+	size_t len;
+
+	if (command(path, "query-cpus", NULL, &all) < 0)
+		return -1;
+	if (!json_object_is_type(all, json_type_array)) {
+		json_object_put(all);
+		return malformed("query-cpus", "not an array");
+	}
+	len = json_object_array_length(all);
+	out = g_new0(struct kvmm_cpu, len ? len : 1);
+	for (size_t i = 0; i < len; i++) {
+		const char *s;
+
+		d = json_object_array_get_idx(all, i);
+		/* KVMM: each entry needs an id and a state we know. */
+		if (!json_object_object_get_ex(d, "id", &v) || !json_object_is_type(v, json_type_int) ||
+		    json_object_get_int(v) < 0)
+			goto bad;
+		out[i].id = (unsigned)json_object_get_int(v);
+		if (!json_object_object_get_ex(d, "state", &v) || !json_object_is_type(v, json_type_string))
+			goto bad;
+		s = json_object_get_string(v);
+		if (!strcmp(s, "present"))
+			out[i].state = KVMM_CPU_PRESENT;
+		else if (!strcmp(s, "removing"))
+			out[i].state = KVMM_CPU_REMOVING;
+		else if (!strcmp(s, "ejected"))
+			out[i].state = KVMM_CPU_EJECTED;
+		else
+			goto bad;
+	}
+	json_object_put(all);
+	*cpus = out;
+	*n = len;
+	return 0;
+bad:
+	g_free(out);
+	json_object_put(all);
+	return malformed("query-cpus", "an entry without a vCPU id or a known state");
+}
+
 int monitor_query_devices(const char *path, struct kvmm_hot_device **devs, size_t *n)
 {
 	json_object *all = NULL, *d, *v;
@@ -839,6 +908,16 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 		g_strlcpy(ev->device_id, json_object_get_string(v), sizeof(ev->device_id));
 		if (json_object_object_get_ex(data, "slot", &v) && json_object_is_type(v, json_type_int))
 			ev->slot = (unsigned)json_object_get_int(v);
+		return true;
+	}
+	if (!strcmp(s, "cpu-deleted")) {
+		ev->kind = MONITOR_EVENT_CPU_DELETED;
+		/* KVMM: without the id the daemon cannot tell which vCPU left. */
+		if (!json_object_is_type(data, json_type_object) ||
+		    !json_object_object_get_ex(data, "id", &v) || !json_object_is_type(v, json_type_int) ||
+		    json_object_get_int(v) < 0)
+			return false;
+		ev->cpu_id = (unsigned)json_object_get_int(v);
 		return true;
 	}
 	if (strcmp(s, "state-changed"))

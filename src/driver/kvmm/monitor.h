@@ -74,6 +74,7 @@ struct kvmm_status {
 	enum kvmm_run_state state;
 	char *serial_pty;	/* COM1 */
 	char *console_pty;	/* the virtio console */
+	bool cpu_hotplug;	/* cpu-add and cpu-del work (--max-cpus above --cpus) */
 };
 int monitor_query_status(const char *path, struct kvmm_status *st);
 void kvmm_status_clear(struct kvmm_status *st);
@@ -138,6 +139,20 @@ struct kvmm_hot_device {
 /* *DEVS (g_free) holds *N. */
 int monitor_query_devices(const char *path, struct kvmm_hot_device **devs, size_t *n);
 
+/* vCPU hotplug (docs/hotplug.md).  cpu-add: vCPU ID created and the
+ * guest signalled; cpu-del: the guest asked to give it back, the
+ * cpu-deleted event says when it did. */
+int monitor_cpu_add(const char *path, unsigned id);
+int monitor_cpu_del(const char *path, unsigned id);
+/* query-cpus: each vCPU id kvmm lists, with its state. */
+enum kvmm_cpu_state { KVMM_CPU_PRESENT, KVMM_CPU_REMOVING, KVMM_CPU_EJECTED };
+struct kvmm_cpu {
+	unsigned id;
+	enum kvmm_cpu_state state;
+};
+/* *CPUS (g_free) holds *N. */
+int monitor_query_cpus(const char *path, struct kvmm_cpu **cpus, size_t *n);
+
 /* An event kvmm sent; those this daemon does not know are not delivered. */
 enum monitor_event_kind {
 	MONITOR_EVENT_STATE_CHANGED,
@@ -145,6 +160,7 @@ enum monitor_event_kind {
 	MONITOR_EVENT_BALLOON_CHANGE,	/* the guest's balloon moved */
 	MONITOR_EVENT_BLOCK_IO_ERROR,	/* a disk met a host I/O error */
 	MONITOR_EVENT_DEVICE_DELETED,	/* the guest ejected a hot-added device */
+	MONITOR_EVENT_CPU_DELETED,	/* the guest ejected a vCPU */
 };
 /* What a disk's error policy did about it. */
 enum kvmm_io_action { KVMM_IO_ACTION_REPORT, KVMM_IO_ACTION_IGNORE, KVMM_IO_ACTION_STOP };
@@ -162,6 +178,7 @@ struct monitor_event {
 	/* DEVICE_DELETED: the device's id and the slot it left. */
 	char device_id[64];
 	unsigned slot;
+	unsigned cpu_id;		/* CPU_DELETED: the vCPU */
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

@@ -550,6 +550,7 @@ static void on_block_io_error(struct domain_run *r, const struct monitor_event *
 }
 
 static void on_device_deleted(struct domain_run *r, const struct monitor_event *ev);
+static void on_cpu_deleted(struct domain_run *r, const struct monitor_event *ev);
 
 static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 {
@@ -565,6 +566,8 @@ static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 		on_block_io_error(r, ev);
 	else if (ev->kind == MONITOR_EVENT_DEVICE_DELETED && r->obj)
 		on_device_deleted(r, ev);
+	else if (ev->kind == MONITOR_EVENT_CPU_DELETED && r->obj)
+		on_cpu_deleted(r, ev);
 }
 
 /* A command to the kvmm behind API_PATH got no answer (worker).  If that
@@ -1968,5 +1971,141 @@ int process_detach_device(struct domain_obj *obj, const char *alias, bool *remov
 			break;
 	*removed = find_alias(obj->def, alias, &net) < 0;
 	g_mutex_unlock(&obj->lock);
+	return 0;
+}
+
+/* OBJ's live definition with current= N vCPUs, in place (obj->lock
+ * held), and the status file. */
+static void set_live_vcpus_locked(struct domain_obj *obj, unsigned n)
+{
+	g_autofree char *xml = NULL;
+	struct domain_def *copy = NULL, *persist;
+	bool err;
+
+	if (obj->def->vcpus_current == n)
+		return;
+	xml = domain_def_format(obj->def, VIR_DOMAIN_XML_SECURE);
+	if (xml)
+		copy = domain_def_parse_string(xml, domains_status_parse_opts());
+	if (!copy) {
+		pr_warn("domain '%s': cannot set its live vCPUs to %u: %s", obj->def->name, n,
+			drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+		return;
+	}
+	copy->vcpus_current = n;
+	/* The live definition changes alone (a definition adopted after a
+	 * restart may also be the persistent one). */
+	persist = persistent_copy_locked(obj, &err);
+	if (err) {
+		pr_warn("domain '%s': %s", obj->def->name, drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+	}
+	swap_live_def(obj, copy, persist);
+	process_save_status_locked(obj);
+}
+
+/* kvmm says the guest ejected a vCPU (main loop): one fewer in the live
+ * XML. */
+static void on_cpu_deleted(struct domain_run *r, const struct monitor_event *ev)
+{
+	struct domain_obj *obj = r->obj;
+
+	if (!r->draining)
+		g_mutex_lock(&obj->lock);
+	if (obj->run == r && obj->def->vcpus_current > 1) {
+		pr_info("domain '%s': vCPU %u removed", obj->def->name, ev->cpu_id);
+		set_live_vcpus_locked(obj, obj->def->vcpus_current - 1);
+		g_cond_broadcast(&obj->job_cond);
+	}
+	if (!r->draining)
+		g_mutex_unlock(&obj->lock);
+}
+
+/* The vCPUs kvmm lists in STATE (present counts removing ones too). */
+static unsigned count_cpus(const struct kvmm_cpu *cpus, size_t n, enum kvmm_cpu_state state)
+{
+	unsigned c = 0;
+
+	for (size_t i = 0; i < n; i++)
+		c += state == KVMM_CPU_PRESENT ? cpus[i].state != KVMM_CPU_EJECTED : cpus[i].state == state;
+	return c;
+}
+
+static bool listed(const struct kvmm_cpu *cpus, size_t n, unsigned id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cpus[i].id == id)
+			return true;
+	return false;
+}
+
+int process_set_vcpus(struct domain_obj *obj, unsigned want)
+{
+	g_autofree char *api = NULL;
+	g_autofree struct kvmm_cpu *cpus = NULL;
+	struct kvmm_status st;
+	size_t n = 0;
+	unsigned have, max;
+	gint64 deadline;
+	bool done;
+
+	if (!(api = process_api_path(obj)) || monitor_query_status(api, &st) < 0)
+		return -1;
+	kvmm_status_clear(&st);
+	/* Started with all its vCPUs, kvmm has no CPU hotplug to use. */
+	if (!st.cpu_hotplug) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+				 "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum");
+		return -1;
+	}
+	if (monitor_query_cpus(api, &cpus, &n) < 0)
+		return -1;
+	g_mutex_lock(&obj->lock);
+	max = obj->def->vcpus;
+	g_mutex_unlock(&obj->lock);
+	have = count_cpus(cpus, n, KVMM_CPU_PRESENT);
+	if (want > have) {
+		/* The lowest ids kvmm does not list: an ejected one cannot
+		 * take a vCPU again before the guest's next reset. */
+		for (unsigned id = 0; id < max && have < want; id++) {
+			if (listed(cpus, n, id))
+				continue;
+			if (monitor_cpu_add(api, id) < 0)
+				break;
+			have++;
+		}
+		if (have < want && !drv_error_last())
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "only %u vCPUs can be plugged in: the ids of the vCPUs the guest removed can be used again after its next reset",
+					 have);
+		g_mutex_lock(&obj->lock);
+		if (obj->run)
+			set_live_vcpus_locked(obj, have);
+		g_mutex_unlock(&obj->lock);
+		return have == want ? 0 : -1;
+	}
+	/* Highest ids first; vCPU 0 never goes. */
+	for (size_t i = n; i-- > 0 && have > want;) {
+		if (cpus[i].state == KVMM_CPU_EJECTED || cpus[i].id == 0)
+			continue;
+		if (monitor_cpu_del(api, cpus[i].id) < 0)
+			return -1;
+		have--;
+	}
+	/* As libvirt's qemu driver: the guest has a few seconds to eject
+	 * them; each cpu-deleted event takes one off the live XML. */
+	deadline = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+	g_mutex_lock(&obj->lock);
+	while (obj->run && obj->def->vcpus_current > want)
+		if (!g_cond_wait_until(&obj->job_cond, &obj->lock, deadline))
+			break;
+	done = !obj->run || obj->def->vcpus_current <= want;
+	g_mutex_unlock(&obj->lock);
+	if (!done) {
+		drv_error_report(VIR_ERR_OPERATION_TIMEOUT, "%s",
+				 "vcpu unplug request timed out. Unplug result must be manually inspected in the domain");
+		return -1;
+	}
 	return 0;
 }

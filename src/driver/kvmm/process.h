@@ -153,4 +153,12 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
  * device plugged in at start is refused. */
 int process_detach_device(struct domain_obj *obj, const char *alias, bool *removed);
 
+/* vCPU hotplug (the job held): brings the running guest to N vCPUs (at
+ * most the live maximum, checked by the caller), adding the lowest free
+ * ids or removing the highest ones; a removal waits up to 5 s for the
+ * guest's eject (then VIR_ERR_OPERATION_TIMEOUT, as libvirt's qemu
+ * driver).  The live XML's current= and the status file follow what kvmm
+ * then has. */
+int process_set_vcpus(struct domain_obj *obj, unsigned n);
+
 #endif

@@ -323,7 +323,10 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 		json_object_object_add(o, "initrd", json_object_new_string(def->initrd));
 	json_object_object_add(o, "cmdline", json_object_new_string(def->cmdline ? def->cmdline : ""));
 	json_object_object_add(o, "memory", json_object_new_int64((int64_t)def->memory_kib * 1024));
-	json_object_object_add(o, "cpus", json_object_new_int((int)def->vcpus));
+	/* <vcpu current='N'>M</vcpu>: N at boot, M with hot-added ones. */
+	json_object_object_add(o, "cpus", json_object_new_int((int)def->vcpus_current));
+	if (def->vcpus_current != def->vcpus)
+		json_object_object_add(o, "max_cpus", json_object_new_int((int)def->vcpus));
 	json_object_object_add(o, "serial", chardev_config(def->nserials ? &def->serials[0] : NULL));
 	if (def->ndisks) {
 		json_object *disks = json_object_new_array();

@@ -438,11 +438,12 @@ static const struct rpc_proc procs[] = {
 		ARGS(remote_domain_snapshot_delete_args), NONE, drv_domain_snapshot_delete,
 		RPC_PROC_MUTATING),
 
-	/* recognised, not implemented yet: write access only */
-#define MUTATING(num, name) [num] = { name, NONE, NONE, NULL, RPC_PROC_MUTATING }
-	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus"),
-	MUTATING(REMOTE_PROC_DOMAIN_SET_VCPUS_FLAGS, "virDomainSetVcpusFlags"),
-#undef MUTATING
+	/* vCPUs (domain_vcpu.c) */
+	P(REMOTE_PROC_DOMAIN_SET_VCPUS, "virDomainSetVcpus", ARGS(remote_domain_set_vcpus_args),
+		NONE, drv_domain_set_vcpus, RPC_PROC_MUTATING),
+	P(REMOTE_PROC_DOMAIN_SET_VCPUS_FLAGS, "virDomainSetVcpusFlags",
+		ARGS(remote_domain_set_vcpus_flags_args), NONE, drv_domain_set_vcpus_flags, RPC_PROC_MUTATING),
+
 };
 
 const struct rpc_proc *rpc_proc_lookup(int proc)

@@ -9,6 +9,7 @@
 #include "device.h"
 #include "log.h"
 #include "pci/hotplug.h"
+#include "cpu_hotplug.h"
 #include "pci/pci.h"
 #include "pci/pci_devices.h"
 #include "virtio/balloon.h"
@@ -122,6 +123,14 @@ int devices_create(struct vm *vm)
 		goto fail;
 	devices_add(vm, dev);
 	vm->pm = (struct acpi_pm *)dev;
+	/* Only with room for more vCPUs: otherwise the machine stays as it
+	 * was (docs/hotplug.md). */
+	if (vm->cfg->max_cpus > vm->cfg->cpus) {
+		dev = cpu_hotplug_create(vm, (struct device *)vm->pm);
+		if (!dev)
+			goto fail;
+		devices_add(vm, dev);
+	}
 	reset = sysreset_create(vm, 0);
 	if (!reset)
 		goto fail;

@@ -358,6 +358,13 @@ int migration_write_prologue(struct vm *vm, struct stream_writer *w,
 		    "devices yet: detach it before saving", hp.id);
 		return -EBUSY;
 	}
+	/* The stream has one record per vCPU of the boot set; hot-pluggable
+	 * slots, present or not, are not in it yet. */
+	if (vm->cfg->max_cpus != vm->cfg->cpus) {
+		ERR("this VM has vCPU hotplug (max_cpus %u, cpus %u); the state stream does not "
+		    "carry hot-pluggable vCPUs yet", vm->cfg->max_cpus, vm->cfg->cpus);
+		return -EBUSY;
+	}
 	memset(&lay, 0, sizeof(lay));
 	lay.page_size = STREAM_PAGE_SIZE;
 	lay.nregions = vm->mem.nregions;
@@ -687,6 +694,10 @@ int migration_check_config(const struct vm_config *s, const struct vm_config *c,
 	 * side (image paths, taps, sockets, serial backends) may move. */
 	if (c->cpus != s->cpus) {
 		ERR("the stream's VM has %u vCPUs, not %u: a restore cannot change them", s->cpus, c->cpus);
+		return -EINVAL;
+	}
+	if (c->max_cpus != s->max_cpus) {
+		ERR("the stream's VM may have %u vCPUs, not %u: a restore cannot change it", s->max_cpus, c->max_cpus);
 		return -EINVAL;
 	}
 	if (c->memory != s->memory) {

@@ -5,6 +5,7 @@
  * spec (chapter 5.2) rather than through packed structs, so the offsets can
  * be checked against the spec tables one by one. */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "acpi.h"
@@ -105,6 +106,7 @@
 #define MADT_ISO_LEN		10
 #define MADT_LAPIC_NMI_LEN	6
 #define MADT_LAPIC_ENABLED	(1u << 0)
+#define MADT_LAPIC_ONLINE_CAPABLE (1u << 1)	/* ACPI 6.3, MADT revision 5 */
 #define MADT_NISO		2
 
 /* MPS INTI flags: polarity in bits 1:0, trigger mode in bits 3:2. */
@@ -228,22 +230,159 @@ static size_t isa_resources(uint8_t *r, uint16_t port, uint8_t len, uint8_t irq)
 	return 13;
 }
 
-static void dsdt_cpus(struct aml *a, unsigned int ncpus)
+static void cpu_name(char name[5], unsigned int i)
 {
 	static const char hex[] = "0123456789ABCDEF";
+
+	name[0] = 'C';
+	name[1] = hex[(i >> 8) & 0xF];
+	name[2] = hex[(i >> 4) & 0xF];
+	name[3] = hex[i & 0xF];
+	name[4] = 0;
+}
+
+/* The CPU hotplug methods, over QEMU's modern register block (QEMU's
+ * docs/specs/acpi_cpu_hotplug.rst, docs/hotplug.md): CSTA (a CPU's _STA),
+ * CEJ0 (its _EJ0), CTFY (Notify the CPU device Arg0 with Arg1) and CSCN,
+ * which the GPE 2 handler calls: each CPU with an insert event gets
+ * Device Check (1), each with a remove event Eject Request (3), its event
+ * cleared.  No Mutex: ACPICA runs a method that never blocks under its
+ * interpreter lock, so no other method changes the selector meanwhile. */
+static void dsdt_cpu_hotplug(struct aml *a, const struct acpi_platform *p)
+{
+	static const char *const sel[] = { "CSEL" };
+	static const char *const flags[] = { "CPEN", "CINS", "CRMV", "CEJF", "CRSV", "CCMD" };
+	static const char *const dat[] = { "CDAT" };
+	static const unsigned int bits32[] = { 32 };
+	static const unsigned int fbits[] = { 1, 1, 1, 1, 4, 8 };
 	unsigned int i;
+	char name[5];
 
+	aml_operation_region(a, "PRS0", AML_SPACE_SYSTEM_IO, p->cpu_hotplug_port, 4);
+	aml_field(a, "PRS0", AML_FIELD_DWORD_ACC | AML_FIELD_WRITE_ZEROS, sel, bits32, 1);
+	aml_operation_region(a, "PRS1", AML_SPACE_SYSTEM_IO, p->cpu_hotplug_port + 4, 2);
+	aml_field(a, "PRS1", AML_FIELD_BYTE_ACC | AML_FIELD_WRITE_ZEROS, flags, fbits, 6);
+	aml_operation_region(a, "PRS2", AML_SPACE_SYSTEM_IO, p->cpu_hotplug_port + 8, 4);
+	aml_field(a, "PRS2", AML_FIELD_DWORD_ACC | AML_FIELD_WRITE_ZEROS, dat, bits32, 1);
+
+	/* CSTA: Store (Arg0, CSEL) If (CPEN) { Return (0x0F) } Return (Zero) */
+	aml_method_begin(a, "CSTA", 1);
+	aml_store(a);
+	aml_arg(a, 0);
+	aml_namestring(a, "CSEL");
+	aml_if_begin(a);
+	aml_namestring(a, "CPEN");
+	aml_return(a);
+	aml_integer(a, 0x0F);
+	aml_end(a);
+	aml_return(a);
+	aml_integer(a, 0);
+	aml_end(a);
+
+	/* CEJ0: Store (Arg0, CSEL) Store (One, CEJF) */
+	aml_method_begin(a, "CEJ0", 1);
+	aml_store(a);
+	aml_arg(a, 0);
+	aml_namestring(a, "CSEL");
+	aml_store(a);
+	aml_integer(a, 1);
+	aml_namestring(a, "CEJF");
+	aml_end(a);
+
+	/* CTFY: If (LEqual (Arg0, i)) { Notify (Ciii, Arg1) } for each CPU */
+	aml_method_begin(a, "CTFY", 2);
+	for (i = 0; i < p->max_cpus; i++) {
+		cpu_name(name, i);
+		aml_if_begin(a);
+		aml_lequal(a);
+		aml_arg(a, 0);
+		aml_integer(a, i);
+		aml_notify(a);
+		aml_namestring(a, name);
+		aml_arg(a, 1);
+		aml_end(a);
+	}
+	aml_end(a);
+
+	/* CSCN: While (One) { Store (Zero, CCMD) Store (CDAT, Local0)
+	 *   If (CINS) { CTFY (Local0, One) Store (Local0, CSEL) Store (One, CINS) }
+	 *   Else { If (CRMV) { CTFY (Local0, 3) Store (Local0, CSEL) Store (One, CRMV) }
+	 *          Else { Break } } }
+	 * Command 0 selects a CPU with an event; with none left, the flags
+	 * read show none and the loop ends. */
+	aml_method_begin(a, "CSCN", 0);
+	aml_while_begin(a);
+	aml_integer(a, 1);
+	aml_store(a);
+	aml_integer(a, 0);
+	aml_namestring(a, "CCMD");
+	aml_store(a);
+	aml_namestring(a, "CDAT");
+	aml_local(a, 0);
+	for (i = 0; i < 2; i++) {
+		const char *flag = i ? "CRMV" : "CINS";
+
+		if (i)
+			aml_else_begin(a);
+		aml_if_begin(a);
+		aml_namestring(a, flag);
+		aml_namestring(a, "CTFY");
+		aml_local(a, 0);
+		aml_integer(a, i ? 3 : 1);
+		aml_store(a);
+		aml_local(a, 0);
+		aml_namestring(a, "CSEL");
+		aml_store(a);
+		aml_integer(a, 1);
+		aml_namestring(a, flag);
+		aml_end(a);
+	}
+	aml_else_begin(a);
+	aml_break(a);
+	aml_end(a);		/* inner Else */
+	aml_end(a);		/* outer Else */
+	aml_end(a);		/* While */
+	aml_end(a);		/* Method */
+}
+
+static void dsdt_cpus(struct aml *a, const struct acpi_platform *p)
+{
+	bool hotplug = p->cpu_hotplug_port != 0;
+	unsigned int i, n = hotplug ? p->max_cpus : p->ncpus;
+	char name[5];
+
+	if (hotplug)
+		dsdt_cpu_hotplug(a, p);
 	/* Processor devices (ACPI0007); _UID matches the MADT processor
-	 * UID, which is also the APIC ID. */
-	for (i = 0; i < ncpus; i++) {
-		char name[5] = { 'C', hex[(i >> 8) & 0xF], hex[(i >> 4) & 0xF],
-				 hex[i & 0xF], 0 };
+	 * UID, which is also the APIC ID.  With hotplug, _STA says whether
+	 * the CPU is there, _MAT gives Linux its APIC ID (it finds no
+	 * enabled MADT entry for a hot-added CPU), and every CPU but the
+	 * boot one can be ejected. */
+	for (i = 0; i < n; i++) {
+		uint8_t mat[MADT_LAPIC_LEN] = { MADT_T_LAPIC, MADT_LAPIC_LEN, i, i,
+						MADT_LAPIC_ENABLED, 0, 0, 0 };
 
+		cpu_name(name, i);
 		aml_device_begin(a, name);
 		aml_name(a, "_HID");
 		aml_string(a, "ACPI0007");
 		aml_name(a, "_UID");
 		aml_integer(a, i);
+		if (hotplug) {
+			aml_method_begin(a, "_STA", 0);
+			aml_return(a);
+			aml_namestring(a, "CSTA");
+			aml_integer(a, i);
+			aml_end(a);
+			aml_name(a, "_MAT");
+			aml_buffer(a, mat, sizeof(mat));
+			if (i) {
+				aml_method_begin(a, "_EJ0", 1);
+				aml_namestring(a, "CEJ0");
+				aml_integer(a, i);
+				aml_end(a);
+			}
+		}
 		aml_end(a);
 	}
 }
@@ -366,13 +505,20 @@ static void dsdt_pci_hotplug(struct aml *a, uint16_t port)
 	aml_end(a);
 }
 
-/* \_GPE._E01: the hotplug GPE's handler. */
-static void dsdt_gpe(struct aml *a)
+/* \_GPE._E01: the PCI hotplug GPE's handler; _E02: the CPU hotplug one's. */
+static void dsdt_gpe(struct aml *a, const struct acpi_platform *p)
 {
 	aml_scope_begin(a, "_GPE");
-	aml_method_begin(a, "_E01", 0);
-	aml_namestring(a, "\\_SB.PCI0.PCNT");
-	aml_end(a);
+	if (p->pci_hotplug_port) {
+		aml_method_begin(a, "_E01", 0);
+		aml_namestring(a, "\\_SB.PCI0.PCNT");
+		aml_end(a);
+	}
+	if (p->cpu_hotplug_port) {
+		aml_method_begin(a, "_E02", 0);
+		aml_namestring(a, "\\_SB.CSCN");
+		aml_end(a);
+	}
 	aml_end(a);
 }
 
@@ -499,7 +645,7 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 	 * it is what iasl emits, so a disassemble/recompile round trip
 	 * reproduces the AML byte for byte. */
 	aml_scope_begin(&a, "_SB");
-	dsdt_cpus(&a, p->ncpus);
+	dsdt_cpus(&a, p);
 	if (p->com1_port)
 		dsdt_isa_device(&a, "COM1", "PNP0501", p->com1_port, 8, p->com1_irq);
 	if (p->rtc_port)
@@ -509,8 +655,8 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 	if (p->fw_cfg_port)
 		dsdt_fw_cfg(&a, p->fw_cfg_port);
 	aml_end(&a);
-	if (p->pci_ecam_addr && p->pci_hotplug_port)
-		dsdt_gpe(&a);
+	if ((p->pci_ecam_addr && p->pci_hotplug_port) || p->cpu_hotplug_port)
+		dsdt_gpe(&a, p);
 
 	len = aml_finish(&a);
 	if (len < 0)
@@ -576,6 +722,11 @@ static void build_fadt(const struct acpi_ctx *c, const struct acpi_platform *p,
 	sdt_checksum(t);
 }
 
+static unsigned int madt_cpus(const struct acpi_platform *p)
+{
+	return p->cpu_hotplug_port ? p->max_cpus : p->ncpus;
+}
+
 static uint64_t madt_len(unsigned int ncpus)
 {
 	return SDT_HDR_LEN + 8 + (uint64_t)ncpus * MADT_LAPIC_LEN +
@@ -599,17 +750,22 @@ static void build_madt(const struct acpi_platform *p, uint8_t *t)
 	uint8_t *e = t + SDT_HDR_LEN + 8;
 	unsigned int i;
 
-	sdt_header(t, "APIC", madt_len(p->ncpus), 5);
+	sdt_header(t, "APIC", madt_len(madt_cpus(p)), 5);
 	put_le(t + MADT_LAPIC_ADDR, p->lapic_addr, 4);
 	/* Dual 8259s present: the OS must mask them when using APICs. */
 	put_le(t + MADT_FLAGS, MADT_PCAT_COMPAT, 4);
 
-	for (i = 0; i < p->ncpus; i++, e += MADT_LAPIC_LEN) {
+	/* A CPU that may be hot-added is online-capable, not enabled: the
+	 * OS counts it as possible and starts it once _STA says so; one
+	 * hot-added before a reset is enabled, for the new boot. */
+	for (i = 0; i < madt_cpus(p); i++, e += MADT_LAPIC_LEN) {
 		e[0] = MADT_T_LAPIC;
 		e[1] = MADT_LAPIC_LEN;
 		e[2] = i;		/* ACPI processor UID */
 		e[3] = i;		/* APIC ID */
-		put_le(e + 4, MADT_LAPIC_ENABLED, 4);
+		bool on = p->cpu_hotplug_port && p->cpu_enabled ? p->cpu_enabled[i] : i < p->ncpus;
+
+		put_le(e + 4, on ? MADT_LAPIC_ENABLED : MADT_LAPIC_ONLINE_CAPABLE, 4);
 	}
 
 	e[0] = MADT_T_IOAPIC;
@@ -679,9 +835,11 @@ static int check_platform(const struct acpi_platform *p)
 	if (!p->pm1a_evt_port || !p->pm1a_cnt_port || !p->pm_tmr_port ||
 	    !p->reset_port)
 		return -EINVAL;
-	/* Hotplug is of PCI slots and signalled by a GPE. */
-	if (!!p->gpe0_port != !!p->pci_hotplug_port ||
+	/* Hotplug (of PCI slots, of CPUs) is signalled by a GPE. */
+	if (!!p->gpe0_port != (p->pci_hotplug_port || p->cpu_hotplug_port) ||
 	    (p->pci_hotplug_port && !p->pci_ecam_addr))
+		return -EINVAL;
+	if (p->cpu_hotplug_port && (p->max_cpus < p->ncpus || p->max_cpus > ACPI_MAX_CPUS))
 		return -EINVAL;
 	/* The window is a 32-bit range; conf1 needs room for 8 ports
 	 * with I/O left on both sides of it. */
@@ -716,7 +874,7 @@ int64_t acpi_build(const struct acpi_platform *p, void *buf, uint64_t base,
 		rsdt = place(&c, SDT_HDR_LEN + 4 * ntables, 16);
 	fadt = place(&c, FADT_LEN, 16);
 	facs = place(&c, FACS_LEN, 64);		/* FACS must be 64-aligned */
-	madt = place(&c, madt_len(p->ncpus), 16);
+	madt = place(&c, madt_len(madt_cpus(p)), 16);
 	if (ntables == 3)
 		mcfg = place(&c, MCFG_LEN, 16);
 	if (rsdp < 0 || xsdt < 0 || fadt < 0 || facs < 0 || madt < 0 || mcfg < 0 ||

@@ -7,6 +7,7 @@
 #ifndef KVMM_ACPI_H
 #define KVMM_ACPI_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* LAPIC entries carry 8-bit APIC IDs and 0xFF is the broadcast ID. */
@@ -20,7 +21,17 @@
 
 /* Where the VMM's platform devices live; the tables describe them. */
 struct acpi_platform {
-	unsigned int ncpus;	/* vCPUs, APIC IDs 0..ncpus-1, all enabled */
+	unsigned int ncpus;	/* vCPUs, APIC IDs 0..ncpus-1, enabled */
+	/* vCPU hotplug (docs/hotplug.md): APIC IDs ncpus..max_cpus-1 are
+	 * in the MADT online-capable, not enabled; every processor device
+	 * reads its _STA from QEMU's CPU hotplug registers at
+	 * cpu_hotplug_port, and GPE 2 scans them.  0 / 0: no hotplug. */
+	unsigned int max_cpus;
+	uint16_t cpu_hotplug_port;	/* 0xAF00, 12 ports */
+	/* With hotplug: which of the max_cpus are enabled in the MADT (the
+	 * boot ones, and after a reset the hot-added ones too, as QEMU
+	 * rebuilds its tables); NULL: the first ncpus. */
+	const bool *cpu_enabled;
 	uint32_t lapic_addr;	/* 0xFEE00000 */
 	uint32_t ioapic_addr;	/* 0xFEC00000, ID ACPI_IOAPIC_ID, GSI base 0 */
 	uint16_t pm1a_evt_port;	/* PM1_STS (2) + PM1_EN (2); 0x600 */

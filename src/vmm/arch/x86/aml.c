@@ -28,6 +28,12 @@
 #define AML_AND_OP	0x7B
 #define AML_NOTIFY_OP	0x86
 #define AML_IF_OP	0xA0
+#define AML_ELSE_OP	0xA1
+#define AML_WHILE_OP	0xA2
+#define AML_RETURN_OP	0xA4
+#define AML_BREAK_OP	0xA5
+#define AML_LEQUAL_OP	0x93
+#define AML_LOCAL0_OP	0x60
 #define AML_NULL_NAME	0x00
 #define AML_ROOT_CHAR	'\\'
 
@@ -330,6 +336,42 @@ void aml_if_begin(struct aml *a)
 {
 	aml_byte(a, AML_IF_OP);
 	aml_open(a);
+}
+
+void aml_else_begin(struct aml *a)
+{
+	aml_byte(a, AML_ELSE_OP);
+	aml_open(a);
+}
+
+void aml_while_begin(struct aml *a)
+{
+	aml_byte(a, AML_WHILE_OP);
+	aml_open(a);
+}
+
+void aml_break(struct aml *a)
+{
+	aml_byte(a, AML_BREAK_OP);
+}
+
+void aml_return(struct aml *a)
+{
+	aml_byte(a, AML_RETURN_OP);
+}
+
+void aml_lequal(struct aml *a)
+{
+	aml_byte(a, AML_LEQUAL_OP);
+}
+
+void aml_local(struct aml *a, unsigned int n)
+{
+	if (n > 7) {
+		aml_fail(a, -EINVAL);
+		return;
+	}
+	aml_byte(a, AML_LOCAL0_OP + n);
 }
 
 void aml_store(struct aml *a)

@@ -1,7 +1,8 @@
 /* Tiny AML byte-code emitter, just enough for kvmm's DSDT: names, scopes,
  * devices, packages, integers, strings, EISA IDs, raw buffers, and the few
- * statements the PCI hotplug methods need (Method, If, Store, And,
- * Notify, OperationRegion and Field).
+ * statements the PCI and CPU hotplug methods need (Method, If, Else,
+ * While, Break, Return, Store, And, LEqual, Notify, OperationRegion and
+ * Field; a method is called by its name followed by its arguments).
  *
  * Nested objects (Scope, Device, Package) are opened with *_begin() and
  * closed with aml_end(); the PkgLength is only known at close time, so the
@@ -52,6 +53,17 @@ void aml_end(struct aml *a);
 void aml_method_begin(struct aml *a, const char *path, unsigned int nargs);
 /* If (<next emitted term>) { ... aml_end() } */
 void aml_if_begin(struct aml *a);
+/* Else { ... aml_end() }, right after an If's aml_end() */
+void aml_else_begin(struct aml *a);
+/* While (<next emitted term>) { ... aml_end() } */
+void aml_while_begin(struct aml *a);
+void aml_break(struct aml *a);
+/* Return (<next emitted term>) */
+void aml_return(struct aml *a);
+/* LEqual(<a>, <b>): the two terms emitted next. */
+void aml_lequal(struct aml *a);
+/* LocalN, 0..7. */
+void aml_local(struct aml *a, unsigned int n);
 /* Store(<src>, <dst>): the two terms emitted next. */
 void aml_store(struct aml *a);
 /* And(<a>, <b>, <target>): the three terms emitted next; as a value,
@@ -69,6 +81,7 @@ void aml_operation_region(struct aml *a, const char *path, uint8_t space,
 			  uint64_t offset, uint64_t len);
 /* Field flags: access type in bits 3:0, lock rule in bit 4, update rule
  * in bits 6:5. */
+#define AML_FIELD_BYTE_ACC	1
 #define AML_FIELD_DWORD_ACC	3
 #define AML_FIELD_WRITE_ZEROS	(2 << 5)
 /* Field(region, flags) { names[i], bits[i] ... }: n named fields. */

@@ -16,6 +16,8 @@ int arch_prepare_boot(struct vm *vm);
 int arch_load_kernel(struct vm *vm);
 /* Registers, CPUID and MSRs of a freshly created vCPU. */
 int arch_vcpu_init(struct vcpu *v);
+/* After arch_vcpu_init, for a vCPU added to a VM that already ran. */
+int arch_vcpu_hotadd(struct vcpu *v);
 /* A one-line description of where the vCPU is: RIP and instruction bytes. */
 void arch_describe_vcpu(struct vcpu *v, char *buf, size_t len);
 

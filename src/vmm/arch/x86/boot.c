@@ -138,7 +138,12 @@ static int load_cmdline(struct vm *vm, uint64_t max)
 static int64_t load_acpi(struct vm *vm)
 {
 	struct acpi_platform p = {
-		.ncpus = vm->ncpus,
+		/* The boot set; with vCPU hotplug, the vCPUs present now (after
+		 * a reset: the hot-added ones too) are enabled in the MADT. */
+		.ncpus = vm->cfg->cpus,
+		.max_cpus = vm->cfg->max_cpus > vm->cfg->cpus ? vm->cfg->max_cpus : 0,
+		.cpu_hotplug_port = vm->cfg->max_cpus > vm->cfg->cpus ? X86_CPU_HOTPLUG_PORT : 0,
+		.cpu_enabled = vm->cpu_present,
 		.lapic_addr = X86_LAPIC_ADDR,
 		.ioapic_addr = X86_IOAPIC_ADDR,
 		.pm1a_evt_port = X86_PM_BASE,

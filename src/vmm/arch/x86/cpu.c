@@ -165,6 +165,23 @@ int arch_vcpu_init(struct vcpu *v)
 	return r;
 }
 
+/* KVM builds its map of APIC IDs (which vCPU an IPI goes to) when the
+ * LAPIC's state is set, and a vCPU created once the others ran is not in
+ * it yet on some hosts: the guest's INIT/SIPI would find no one.  Setting
+ * the LAPIC's own state back rebuilds the map, as QEMU's register sync of
+ * a new vCPU does. */
+int arch_vcpu_hotadd(struct vcpu *v)
+{
+	struct kvm_lapic_state lapic;
+
+	if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) < 0 ||
+	    ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0) {
+		pr_err("cannot set the LAPIC of vCPU %u: %s", v->id, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
 void arch_describe_vcpu(struct vcpu *v, char *buf, size_t len)
 {
 	struct kvm_regs regs;

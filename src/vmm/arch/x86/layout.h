@@ -40,6 +40,7 @@
 #define X86_PM_BASE		0x600		/* PM1a_EVT 0x600, PM1a_CNT 0x604, PM_TMR 0x608 */
 #define X86_GPE0_PORT		0x60C		/* GPE0_STS 0x60C, GPE0_EN 0x60E */
 #define X86_PCI_HOTPLUG_PORT	0xAE00		/* QEMU's PIIX4 PCI hotplug registers */
+#define X86_CPU_HOTPLUG_PORT	0xAF00		/* QEMU's PIIX4 CPU hotplug registers (modern) */
 #define X86_PCI_CONF1_PORT	0xCF8		/* 0xCF8-0xCFF; 0xCF9 is the reset register */
 #define X86_RESET_PORT		0xCF9
 #define X86_RTC_PORT		0x70
