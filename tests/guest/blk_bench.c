@@ -247,6 +247,9 @@ void blk_bench_run(struct virtio_dev *v, int index, u64 capacity, u32 blk_size,
 			fail("virtio-blk-bench", "dev=%s stalled: %lu of %lu requests done",
 			     v->name, b.done, b.issued);
 			virtio_check_status(v);
+			/* Its requests still out, the queue is no use to a
+			 * later request (it would reap theirs). */
+			v->broken = true;
 			return;
 		}
 		if (abort && b.done >= b.qd)

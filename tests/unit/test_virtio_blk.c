@@ -327,6 +327,69 @@ UNIT_TEST(virtio_blk_error_policy_stop_holds_and_retries)
 	teardown();
 }
 
+/* A paused VM's disk takes no new request (its state may be saved
+ * already); the resume looks at the queue again. */
+UNIT_TEST(virtio_blk_a_paused_vm_pops_nothing_until_resumed)
+{
+	setup(DISK_CACHE_WRITEBACK);
+	vm.state = VM_PAUSED;
+	post_read(0, 0, 5);
+	kick();
+	CHECK_EQ_U64(he_held(), 0);
+	CHECK_EQ_U64(vq_used_idx(0), 0);
+	vm.state = VM_RUNNING;
+	CHECK(virtio_blk_retry(&vp->f.dev) == 0);	/* what a resume calls */
+	run_loop();
+	CHECK_EQ_U64(he_held(), 1);
+	CHECK(he_op(0) == BLOCK_READ && he_off(0) == 5 * 512);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	CHECK_EQ_U64(vq_used_id(0, 0), 0);
+	CHECK_EQ_U64(*gm(STATUS(0)), 0);
+	teardown();
+}
+
+/* A save while one read is in flight and the guest has just notified
+ * another, whose kick still waits in the main loop behind the save: the
+ * save completes the first; the second is left to the state (the saving
+ * kvmm's loop, going on after the save, does not start it); the kvmm
+ * that loads the state starts it without a new kick from the guest,
+ * which is waiting for it. */
+UNIT_TEST(virtio_blk_a_kick_pending_at_the_save_is_run_by_the_loaded_device)
+{
+	struct state_buf sb = { 0 };
+
+	setup(DISK_CACHE_WRITEBACK);
+	vm.state = VM_RUNNING;
+	post_read(0, 0, 5);
+	kick();
+	CHECK_EQ_U64(he_held(), 1);
+	post_read(3, 1, 6);
+	bw(0x3000, 0, 2);			/* notified; the loop has not run it */
+	vm.state = VM_PAUSED;			/* the save's pause */
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &sb) == 0);
+	CHECK_EQ_U64(vq_used_idx(0), 1);	/* the read in flight, completed */
+	CHECK_EQ_U64(vq_used_id(0, 0), 0);
+	run_loop();				/* the kick, after the save */
+	CHECK_EQ_U64(he_held(), 0);
+	CHECK_EQ_U64(vq_used_idx(0), 1);
+	/* The state loaded (here into the same device: the guest's memory
+	 * is the saved one), the VM running. */
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, sb.data, sb.len) == 0);
+	state_buf_free(&sb);
+	vm.state = VM_RUNNING;
+	run_loop();
+	CHECK_EQ_U64(he_held(), 1);
+	CHECK(he_op(0) == BLOCK_READ && he_off(0) == 6 * 512);
+	he_finish(0);
+	run_loop();
+	CHECK_EQ_U64(vq_used_idx(0), 2);
+	CHECK_EQ_U64(vq_used_id(0, 1), 3);
+	CHECK_EQ_U64(*gm(STATUS(1)), 0);
+	teardown();
+}
+
 /* Error policy report fails the request at once; ignore answers OK;
  * enospace (the default) reports what is not ENOSPC. */
 UNIT_TEST(virtio_blk_error_policy_report_and_ignore)

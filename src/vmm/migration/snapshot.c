@@ -397,10 +397,10 @@ int migration_write_state(struct vm *vm, struct stream_writer *w,
 	struct kvm_irqchip chip;
 	struct kvm_pit_state2 pit;
 	struct kvm_clock_data clk;
-	struct state_buf b = { 0 };
+	struct state_buf b = { 0 }, *devs = NULL;
 	struct device *d;
 	uint32_t msrs[VCPU_MAX_MSRS];
-	unsigned int nmsrs = 0, i, k;
+	unsigned int nmsrs = 0, ndevs = 0, i, k;
 	uint64_t count = 0;
 	uint8_t *bm;
 	int xlen, r;
@@ -411,6 +411,31 @@ int migration_write_state(struct vm *vm, struct stream_writer *w,
 		return r;
 	}
 	xlen = xsave_size(vm);
+	/* The devices' records first, though they go after the clock: their
+	 * hooks complete what is in flight (virtio-blk) and interrupt the
+	 * guest for it, and those interrupts must be in the local APICs and
+	 * irqchips read below, or the loaded guest never gets them. */
+	for (d = vm->devices; d; d = d->next)
+		ndevs++;
+	devs = calloc(ndevs ? ndevs : 1, sizeof(*devs));
+	if (!devs) {
+		ERR("out of memory for the devices' state");
+		return -ENOMEM;
+	}
+	for (d = vm->devices, k = 0; d; d = d->next, k++) {
+		char name[DEV_NAME_LEN] = { 0 };
+
+		snprintf(name, sizeof(name), "%s", d->ops->name);
+		r = state_put(&devs[k], name, sizeof(name));
+		pthread_mutex_lock(&d->lock);
+		if (!r && d->ops->save)
+			r = d->ops->save(d, &devs[k]);
+		pthread_mutex_unlock(&d->lock);
+		if (r) {
+			ERR("device %s (%u) could not save its state: %s", d->ops->name, k, strerror(-r));
+			goto out;
+		}
+	}
 	for (i = 0; i < vm->ncpus; i++) {
 		b.len = 0;
 		r = save_vcpu(vm, &vm->vcpus[i], &b, msrs, nmsrs, xlen);
@@ -454,21 +479,8 @@ int migration_write_state(struct vm *vm, struct stream_writer *w,
 	r = put_section(w, SEC_CLOCK, 0, &clk, sizeof(clk), err, errlen);
 	if (r)
 		goto out;
-	for (d = vm->devices, k = 0; d; d = d->next, k++) {
-		char name[DEV_NAME_LEN] = { 0 };
-
-		b.len = 0;
-		snprintf(name, sizeof(name), "%s", d->ops->name);
-		r = state_put(&b, name, sizeof(name));
-		pthread_mutex_lock(&d->lock);
-		if (!r && d->ops->save)
-			r = d->ops->save(d, &b);
-		pthread_mutex_unlock(&d->lock);
-		if (r) {
-			ERR("device %s (%u) could not save its state: %s", d->ops->name, k, strerror(-r));
-			goto out;
-		}
-		r = put_section(w, SEC_DEVICE, k, b.data, b.len, err, errlen);
+	for (k = 0; k < ndevs; k++) {
+		r = put_section(w, SEC_DEVICE, k, devs[k].data, devs[k].len, err, errlen);
 		if (r)
 			goto out;
 	}
@@ -490,6 +502,9 @@ int migration_write_state(struct vm *vm, struct stream_writer *w,
 	if (!r && npages)
 		*npages = count;
 out:
+	for (k = 0; k < ndevs; k++)
+		state_buf_free(&devs[k]);
+	free(devs);
 	state_buf_free(&b);
 	return r;
 }
