@@ -21,6 +21,8 @@ struct domain_jobs {
 	GCond abort_done;
 	bool has_data;
 	uint64_t processed, total;
+	bool has_migration;
+	struct job_migration mig;
 	bool has_completed;		/* the last finished job's stats below */
 	struct job_stats completed;
 };
@@ -34,9 +36,9 @@ static const char *op_name(int op)
 	case VIR_DOMAIN_JOB_OPERATION_RESTORE:
 		return "restore";
 	case VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
-		return "migration out";
+		return "migration out job";
 	case VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN:
-		return "migration in";
+		return "migration in job";
 	case VIR_DOMAIN_JOB_OPERATION_SNAPSHOT:
 		return "snapshot";
 	case VIR_DOMAIN_JOB_OPERATION_DUMP:
@@ -76,6 +78,7 @@ void job_begin_held(struct domain_obj *obj, int operation)
 	j->abort_fn = NULL;
 	j->has_data = false;
 	j->processed = j->total = 0;
+	j->has_migration = false;
 	g_mutex_unlock(&obj->lock);
 }
 
@@ -114,6 +117,17 @@ void job_progress(struct domain_obj *obj, uint64_t processed, uint64_t total)
 	g_mutex_unlock(&obj->lock);
 }
 
+void job_migration_progress(struct domain_obj *obj, const struct job_migration *m)
+{
+	struct domain_jobs *j;
+
+	g_mutex_lock(&obj->lock);
+	j = jobs_locked(obj);
+	j->has_migration = true;
+	j->mig = *m;
+	g_mutex_unlock(&obj->lock);
+}
+
 bool job_aborted(struct domain_obj *obj)
 {
 	bool r;
@@ -134,6 +148,8 @@ static void fill_locked(struct domain_jobs *j, struct job_stats *st)
 	st->data_total = j->total;
 	st->data_processed = j->processed;
 	st->data_remaining = j->total - j->processed;
+	st->has_migration = j->has_migration;
+	st->mig = j->mig;
 }
 
 void job_end(struct domain_obj *obj, int rc)

@@ -52,6 +52,21 @@ bool job_aborted(struct domain_obj *obj);
  * "operation aborted: JOB: canceled by client".  Releases the job lock. */
 void job_end(struct domain_obj *obj, int rc);
 
+/* A migration's figures beyond the data counts (libvirt's
+ * VIR_DOMAIN_JOB_MEMORY_ITERATION, ..._DIRTY_RATE, ...). */
+struct job_migration {
+	uint64_t iteration;		/* memory rounds so far */
+	uint64_t dirty_rate;		/* pages/s dirtied in the last round */
+	uint64_t page_size;
+	uint64_t bps;			/* bytes/s sent on average */
+	uint64_t expected_downtime_ms;	/* while it runs */
+	uint64_t downtime_ms;		/* once done */
+	uint64_t setup_ms;
+	uint64_t throttle_pct;		/* auto-converge's vCPU throttle */
+};
+/* The running migration's figures (kept with its stats when it ends). */
+void job_migration_progress(struct domain_obj *obj, const struct job_migration *m);
+
 /* A job's statistics, as GetJobInfo/GetJobStats give them. */
 struct job_stats {
 	int type;		/* VIR_DOMAIN_JOB_NONE/UNBOUNDED/COMPLETED/FAILED/CANCELLED */
@@ -59,6 +74,8 @@ struct job_stats {
 	uint64_t elapsed_ms;
 	bool has_data;		/* the three below are known */
 	uint64_t data_total, data_processed, data_remaining;
+	bool has_migration;	/* a migration's: data is its memory, and */
+	struct job_migration mig;
 };
 
 /* The running job's (type NONE when none), or with COMPLETED the last
