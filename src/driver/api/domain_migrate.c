@@ -6,15 +6,16 @@
  * as migrated and, with UNDEFINE_SOURCE, undefined; or, cancelled,
  * resumed).  Destination: Prepare (the XML checked, a transient domain
  * holding its job, a port of 49152-49215 listening, a thread accepting the
- * source's connection and starting kvmm --restore fd:N --paused on it),
+ * source's connection and starting kvmm --incoming fd:N --paused on it),
  * Finish (waits for that kvmm, resumes it unless PAUSED, makes the domain
  * persistent with PERSIST_DEST; cancelled: everything removed).
  * Peer-to-peer: the source daemon drives the destination's steps itself
  * through libvirt's client library.  OFFLINE moves the definition only.
  *
- * The transfer is stop-and-copy: kvmm's `save` to the connection (the VM
- * paused first, as libvirt's non-live migration).  transfer_state() is the
- * one place that sends a VM's state; live pre-copy plugs in there.
+ * The transfer, transfer_state(), is kvmm's live pre-copy (`migrate`,
+ * watched with query-migrate as the source's migration-out job) with
+ * --live, else stop-and-copy: kvmm's `save` to the connection (the VM
+ * paused first, as libvirt's non-live migration).
  *
  * Cookies are ours (libvirt leaves their format to the driver): lines of
  * KEY=VALUE after a first line "virtkvmmd-migration 1" -- name, uuid, the
