@@ -700,3 +700,32 @@ def test_live_p2p(hosts, pki):
     assert sdom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_MIGRATED]
     assert_memory_right(shared, before)
     ddom.destroy()
+
+
+def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
+    """--timeout 2: the guest dirties 16 MiB every 20 ms over an 8 MiB/s
+    link, which never converges (kvmm would give up rounds only after 30,
+    a minute); virsh suspends it after 2 s on the connection Perform runs
+    on, the migration's job pauses it (paused, reason migration), and the
+    next round completes it."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--timeout", "2", "--bandwidth", "8")
+    wait_for(lambda: sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_MIGRATION] or
+             p.poll() is not None, "the source paused for the migration", timeout=120)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    done = sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert done["type"] == L.VIR_DOMAIN_JOB_COMPLETED and done["memory_iteration"] < 20, done
+    assert src.events("m1", 2) == [(L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+                                   (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)]
+    assert dst.conn.lookupByName("m1").state() == [L.VIR_DOMAIN_RUNNING,
+                                                   L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()
+    # --timeout-postcopy needs post-copy, refused.
+    sdom.create()
+    r = migrate(src, dst, "m1", "--live", "--postcopy", "--timeout", "2", "--timeout-postcopy")
+    assert r.returncode != 0 and "post-copy migration is not supported" in r.stderr, r.stderr
+    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING

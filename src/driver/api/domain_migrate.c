@@ -325,6 +325,27 @@ static void live_abort(void *opaque)
 	}
 }
 
+/* A live migration's state its hooks share with it. */
+struct live_ctx {
+	struct domain_obj *obj;
+	const char *path;
+	gint paused;		/* the guest paused by virDomainSuspend */
+};
+
+/* virDomainSuspend during a live migration (virsh migrate --timeout):
+ * the guest paused, the pre-copy going on until the rest is sent, as
+ * libvirt's paused (migration). */
+static int live_suspend(void *opaque)
+{
+	struct live_ctx *c = opaque;
+
+	if (monitor_pause(c->path) < 0)
+		return -1;
+	g_atomic_int_set(&c->paused, 1);
+	process_migrated_paused(c->obj);
+	return 0;
+}
+
 /* The job's figures from kvmm's query-migrate. */
 static void live_progress(struct domain_obj *obj, const struct kvmm_migrate_info *mi)
 {
@@ -357,6 +378,7 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 	g_autofree char *path = process_api_path(obj);
 	struct kvmm_migrate_params p;
 	struct kvmm_migrate_info mi;
+	struct live_ctx ctx = { 0 };
 	uint64_t speed, downtime, speed_now, downtime_now;
 	int rc = -1;
 
@@ -370,7 +392,10 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 	p.auto_converge = flags & VIR_MIGRATE_AUTO_CONVERGE;
 	if (monitor_migrate(path, fd, &p) < 0)
 		return -1;
+	ctx.obj = obj;
+	ctx.path = path;
 	job_set_abort(obj, live_abort, path);
+	job_set_suspend(obj, live_suspend, &ctx);
 	for (;;) {
 		if (monitor_query_migrate(path, &mi) < 0) {
 			/* Unknown progress: stop it rather than let it finish unseen. */
@@ -409,8 +434,21 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 		g_usleep(LIVE_POLL_US);
 	}
 	job_set_abort(obj, NULL, NULL);
+	job_set_suspend(obj, NULL, NULL);
 	if (rc == 0)
 		process_migrated_paused(obj);
+	else if (g_atomic_int_get(&ctx.paused)) {
+		/* The first error is the client's; the resume's only logged. */
+		const struct drv_error *e = drv_error_last();
+		struct drv_error keep = e ? *e : (struct drv_error){ 0 };
+
+		if (process_resume_as(obj, VIR_DOMAIN_RUNNING_MIGRATION_CANCELED,
+				      VIR_DOMAIN_EVENT_RESUMED_MIGRATED) < 0)
+			pr_warn("domain '%s': cannot resume it after a failed migration: %s",
+				obj->def->name, drv_error_last()->message);
+		drv_error_reset();
+		drv_error_report_full(keep.domain, keep.code, "%s", keep.message);
+	}
 	return rc;
 }
 

@@ -42,6 +42,14 @@ int job_begin(struct domain_obj *obj, const char *api, int operation);
 void job_begin_held(struct domain_obj *obj, int operation);
 /* The hook virDomainAbortJob calls, or NULL: not abortable (now). */
 void job_set_abort(struct domain_obj *obj, job_abort_fn fn, void *opaque);
+/* The hook virDomainSuspend calls during the job instead of waiting for
+ * its lock (a live migration pauses the guest so that it converges:
+ * virsh migrate --timeout), or NULL.  Same rules as the abort hook. */
+typedef int (*job_suspend_fn)(void *opaque);
+void job_set_suspend(struct domain_obj *obj, job_suspend_fn fn, void *opaque);
+/* virDomainSuspend during a job: *HANDLED when the job's hook ran (its
+ * result returned: 0, or -1 after reporting); else nothing done. */
+int job_suspend(struct domain_obj *obj, bool *handled);
 /* Data done and expected so far, in bytes (TOTAL grows to PROCESSED if
  * the estimate was short). */
 void job_progress(struct domain_obj *obj, uint64_t processed, uint64_t total);

@@ -373,11 +373,15 @@ static bool is_side_call(const struct client *c, GBytes *call)
 
 	if (!c->busy || !c->running || proc < 0)
 		return false;
+	running = call_proc(c->running);
+	/* virsh migrate --timeout suspends the domain on the connection
+	 * Perform runs on; the migration's job does the pause. */
+	if (proc == REMOTE_PROC_DOMAIN_SUSPEND && running == REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS)
+		return true;
 	for (size_t i = 0; i < G_N_ELEMENTS(queries); i++)
 		query |= proc == queries[i];
 	if (!query)
 		return false;
-	running = call_proc(c->running);
 	for (size_t i = 0; i < G_N_ELEMENTS(jobs); i++)
 		if (running == jobs[i])
 			return true;
