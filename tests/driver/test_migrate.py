@@ -19,6 +19,7 @@ import pytest
 from drvtest import virsh
 from kvmmtest import GUEST, KVMM
 from netns import private
+from test_attach_detach import api_of
 from test_lifecycle import Events, serial, wait_for
 from test_save import LIVE
 from test_tls import DN_ALLOWED, pki  # noqa: F401 (fixture)
@@ -617,9 +618,23 @@ def test_live_migration_the_guest_runs_during_the_copy(hosts):
     for line in ("Job type:         Unbounded", "Operation:        Outgoing migration",
                  "Memory processed:", "Iteration:", "Dirty rate:", "Expected downtime:"):
         assert line in r.stdout, (line, r.stdout)
-    # Without --auto-converge the guest is never throttled.
-    assert sdom.jobStats()["auto_converge_throttle"] == 0
-    # Half of the first round sent, at 4 MiB/s: two seconds of virsh's
+    # What kvmm was asked: --bandwidth, the domain's downtime, and no
+    # auto-converge without --auto-converge; a downtime set during the
+    # migration reaches it.
+    api = api_of(src.d, sdom)
+    q = api.call("query-migrate")["return"]
+    assert (q["status"], q["bandwidth-mibps"], q["max-downtime-ms"], q["auto-converge"]) == \
+        ("active", 4, 300, False), q
+    assert virsh(src.uri, "migrate-setmaxdowntime", "m1", "123").returncode == 0
+    wait_for(lambda: api.call("query-migrate")["return"]["max-downtime-ms"] == 123,
+             "the new downtime in kvmm")
+    assert api.call("query-migrate")["return"]["bandwidth-mibps"] == 4
+    # So does a speed, over the migration's --bandwidth.
+    assert virsh(src.uri, "migrate-setspeed", "m1", "5").returncode == 0
+    wait_for(lambda: api.call("query-migrate")["return"]["bandwidth-mibps"] == 5,
+             "the new speed in kvmm")
+    api.close()
+    # Half of the first round sent, at 4-5 MiB/s: two seconds of virsh's
     # progress (it polls every 500 ms).
     copying(sdom, memory_processed=8 << 20)
     # A faster link for the running migration: it completes.
@@ -680,6 +695,9 @@ def test_live_migration_auto_converge_throttles_the_guest(hosts):
     p = start_migrate(src, dst, "m1", "--live", "--auto-converge", "--bandwidth", "8")
     st = copying(sdom, auto_converge_throttle=30)
     assert st["memory_iteration"] >= 3, st
+    api = api_of(src.d, sdom)
+    assert api.call("query-migrate")["return"]["auto-converge"] is True
+    api.close()
     assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
     out, err = p.communicate(timeout=180)
     assert p.returncode == 0, err + src.d.output() + dst.d.output()
