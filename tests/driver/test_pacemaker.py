@@ -85,7 +85,10 @@ def test_a_killed_kvmm_is_not_running(cluster):
     assert agent("monitor", config, src.uri)[0] == OCF_SUCCESS
     [pid] = src.d.guests()
     os.kill(pid, 9)
-    wait_for(lambda: src.d.guests() == [], "the killed kvmm gone")
+    # Once the daemon saw it end (what the agent asks is the daemon).
+    wait_for(lambda: src.d.guests() == [] and
+             "m1" not in [d.name() for d in src.conn.listAllDomains(
+                 L.VIR_CONNECT_LIST_DOMAINS_ACTIVE)], "the killed kvmm gone")
     rc, out = agent("monitor", config, src.uri)
     assert rc == OCF_NOT_RUNNING, out + src.d.output()
     # Pacemaker's recovery: stop (nothing to do), then start again.
