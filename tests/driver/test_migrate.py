@@ -20,7 +20,7 @@ from drvtest import virsh
 from kvmmtest import GUEST, KVMM
 from netns import private
 from test_attach_detach import api_of
-from test_lifecycle import Events, serial, wait_for
+from test_lifecycle import Events, event_loop, serial, wait_for
 from test_save import LIVE
 from test_tls import DN_ALLOWED, pki  # noqa: F401 (fixture)
 
@@ -600,6 +600,11 @@ def test_live_migration_the_guest_runs_during_the_copy(hosts):
     src, dst, shared = hosts
     sdom = running(src, shared, cmdline=DIRTY)
     before = ticks(shared)
+    event_loop()
+    iterations = []
+    econn = libvirt.open(src.uri)
+    econn.domainEventRegisterAny(None, L.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+                                 lambda c, dom, it, _: iterations.append((dom.name(), it)), None)
     p = start_migrate(src, dst, "m1", "--live", "--verbose", "--bandwidth", "4")
     st = copying(sdom)
     assert st["operation"] == L.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT, st
@@ -634,9 +639,10 @@ def test_live_migration_the_guest_runs_during_the_copy(hosts):
     wait_for(lambda: api.call("query-migrate")["return"]["bandwidth-mibps"] == 5,
              "the new speed in kvmm")
     api.close()
-    # Half of the first round sent, at 4-5 MiB/s: two seconds of virsh's
-    # progress (it polls every 500 ms).
-    copying(sdom, memory_processed=8 << 20)
+    # The second round begun, at 4-5 MiB/s: seconds of virsh's progress
+    # (it polls every 500 ms), and two iteration events.
+    wait_for(lambda: len(iterations) >= 2, "the second round's iteration event", timeout=120)
+    assert sdom.jobStats()["memory_iteration"] >= 1
     # A faster link for the running migration: it completes.
     assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
     out, err = p.communicate(timeout=180)
@@ -654,6 +660,9 @@ def test_live_migration_the_guest_runs_during_the_copy(hosts):
     assert done["type"] == L.VIR_DOMAIN_JOB_COMPLETED, done
     assert done["memory_iteration"] >= 1 and done["data_remaining"] == 0, done
     assert done["time_elapsed"] > 0 and "downtime" in done, done
+    # An iteration event for each round, from the first on.
+    assert iterations == [("m1", i) for i in range(1, len(iterations) + 1)], iterations
+    econn.close()
     ddom.destroy()
 
 

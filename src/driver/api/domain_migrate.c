@@ -22,6 +22,7 @@
  * sending host's name and uuid, and the disk paths the XML needs. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <string.h>
@@ -330,6 +331,7 @@ struct live_ctx {
 	struct domain_obj *obj;
 	const char *path;
 	gint paused;		/* the guest paused by virDomainSuspend */
+	uint64_t iteration;	/* the last round announced */
 };
 
 /* virDomainSuspend during a live migration (virsh migrate --timeout):
@@ -346,8 +348,11 @@ static int live_suspend(void *opaque)
 	return 0;
 }
 
-/* The job's figures from kvmm's query-migrate. */
-static void live_progress(struct domain_obj *obj, const struct kvmm_migrate_info *mi)
+/* The job's figures from kvmm's query-migrate, and the iteration event
+ * for each round begun since the last look (kvmm's `iteration` counts
+ * the rounds done; the one after them is under way). */
+static void live_progress(struct domain_obj *obj, struct live_ctx *c,
+			  const struct kvmm_migrate_info *mi)
 {
 	struct job_migration m = {
 		.iteration = mi->iteration,
@@ -367,6 +372,9 @@ static void live_progress(struct domain_obj *obj, const struct kvmm_migrate_info
 		m.expected_downtime_ms = mi->remaining_bytes * 1000 / m.bps;
 	job_progress(obj, mi->transferred_bytes, mi->transferred_bytes + mi->remaining_bytes);
 	job_migration_progress(obj, &m);
+	if (mi->status == KVMM_MIGRATE_ACTIVE)
+		while (c->iteration < mi->iteration + 1 && c->iteration < INT_MAX)
+			events_migration_iteration(obj, (int)++c->iteration);
 }
 
 /* Live pre-copy of OBJ to FD (the job held): kvmm's `migrate`, watched
@@ -402,7 +410,7 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 			live_abort(path);
 			break;
 		}
-		live_progress(obj, &mi);
+		live_progress(obj, &ctx, &mi);
 		if (mi.status == KVMM_MIGRATE_COMPLETED) {
 			rc = 0;
 			break;
