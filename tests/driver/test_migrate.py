@@ -756,3 +756,35 @@ def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
     r = migrate(src, dst, "m1", "--live", "--postcopy", "--timeout", "2", "--timeout-postcopy")
     assert r.returncode != 0 and "post-copy migration is not supported" in r.stderr, r.stderr
     assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
+
+
+@pytest.fixture
+def sandboxed(monkeypatch):
+    """The source daemon with sandbox = 1 (conftest's force_sandbox; the
+    destination's own --config of the hosts fixture has none)."""
+    monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
+
+
+def test_a_sandboxed_kvmm_refuses_live_and_moves_stopped(sandboxed, hosts):
+    """kvmm's sandbox has no live pre-copy: --live is refused by the
+    source's kvmm, the guest running on and nothing left on the
+    destination; stop-and-copy moves it (kvmm --incoming fd:4 on the
+    destination)."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    with open(f"/proc/{src.d.guests()[0]}/cmdline", "rb") as f:
+        assert b"--sandbox" in f.read().split(b"\0")
+    r = migrate(src, dst, "m1", "--live")
+    assert r.returncode != 0 and "live migration is not supported in the sandbox" in r.stderr, \
+        r.stderr
+    assert sdom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
+    dst.no_domain("m1")
+    before = ticks(shared)
+    r = migrate(src, dst, "m1")
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    with open(f"/proc/{dst.d.guests()[0]}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    assert argv[argv.index(b"--incoming") + 1] == b"fd:4", argv
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()
