@@ -613,6 +613,7 @@ def test_live_migration_the_guest_runs_during_the_copy(hosts):
               "downtime", "auto_converge_throttle"):
         assert k in st, (k, st)
     assert st["data_total"] == st["data_processed"] + st["data_remaining"], st
+    assert st["memory_total"] == 64 << 20 and st["memory_processed"] == st["data_processed"], st
     # The guest runs during the copy: ticks while the job is still there.
     n = ticks(shared)[-1][0]
     wait_ticks(shared, n + 5)

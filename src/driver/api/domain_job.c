@@ -95,8 +95,10 @@ int drv_domain_get_job_stats(struct rpc_conn *conn, void *args, void *ret)
 		ULL(r, VIR_DOMAIN_JOB_DATA_REMAINING, st.data_remaining);
 	}
 	if (st.has_data && st.has_migration) {
-		/* All a migration sends is memory (the disks are shared). */
-		ULL(r, VIR_DOMAIN_JOB_MEMORY_TOTAL, st.data_total);
+		/* All a migration sends is memory (the disks are shared); its
+		 * total is the guest's RAM, as libvirt's, the data's what is
+		 * sent plus what is left. */
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_TOTAL, st.mig.ram);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_PROCESSED, st.data_processed);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_REMAINING, st.data_remaining);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_ITERATION, st.mig.iteration);

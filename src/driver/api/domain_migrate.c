@@ -355,6 +355,7 @@ static void live_progress(struct domain_obj *obj, struct live_ctx *c,
 			  const struct kvmm_migrate_info *mi)
 {
 	struct job_migration m = {
+		.ram = mi->total_bytes,
 		.iteration = mi->iteration,
 		.dirty_rate = mi->dirty_pages_rate,
 		.page_size = 4096,

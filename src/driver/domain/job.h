@@ -63,6 +63,7 @@ void job_end(struct domain_obj *obj, int rc);
 /* A migration's figures beyond the data counts (libvirt's
  * VIR_DOMAIN_JOB_MEMORY_ITERATION, ..._DIRTY_RATE, ...). */
 struct job_migration {
+	uint64_t ram;			/* the guest's RAM, bytes */
 	uint64_t iteration;		/* memory rounds so far */
 	uint64_t dirty_rate;		/* pages/s dirtied in the last round */
 	uint64_t page_size;
