@@ -205,8 +205,8 @@ void process_set_sandbox(bool on, uid_t uid, gid_t gid)
  * kvmm ever runs that a restarted daemon would not know of.  If the
  * daemon dies before it writes the byte, the child reads EOF and exits
  * without becoming kvmm.  The pid, or -1 after reporting. */
-/* INFD >= 0: the stream to restore from, inherited as descriptor 4
- * (RESTORE then is "fd:4"). */
+/* INFD >= 0: an incoming migration's stream, inherited as descriptor 4
+ * (RESTORE then is "fd:4", given to --incoming). */
 #define SPAWN_IN_FD 4
 static pid_t spawn(const char *emulator, const char *config, const char *restore, int infd,
 		   int logfd, int *gate)
