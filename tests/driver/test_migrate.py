@@ -7,6 +7,7 @@ The guest is the test guest's `live` scenario: after a migration its tick
 count goes on from where it was, on the destination.  Events are seen with
 python3-libvirt on both sides."""
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,8 @@ import pytest
 from drvtest import virsh
 from kvmmtest import GUEST, KVMM
 from netns import private
-from test_lifecycle import Events, serial, wait_for
+from test_attach_detach import api_of
+from test_lifecycle import Events, event_loop, serial, wait_for
 from test_save import LIVE
 from test_tls import DN_ALLOWED, pki  # noqa: F401 (fixture)
 
@@ -27,7 +29,8 @@ SRC_IP, DST_IP = "10.199.0.1", "10.199.0.2"
 TLS_PORT = 16514
 
 
-def live_xml(shared, name="m1", disk=None, emulator=None):
+def live_xml(shared, name="m1", disk=None, emulator=None,
+             cmdline="kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.virtio=blk"):
     disk = disk or os.path.join(shared, "disk.img")
     emu = f"<emulator>{emulator}</emulator>" if emulator else ""
     return f"""<domain type='kvm'>
@@ -35,7 +38,7 @@ def live_xml(shared, name="m1", disk=None, emulator=None):
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type>hvm</type><kernel>{GUEST}</kernel>
-    <cmdline>kvmmtest.action=live kvmmtest.tick_ms=50 kvmmtest.virtio=blk</cmdline></os>
+    <cmdline>{cmdline}</cmdline></os>
   <on_poweroff>destroy</on_poweroff>
   <devices>
     {emu}
@@ -146,8 +149,8 @@ def migrate(src, dst, name, *flags, timeout=180):
                  timeout=timeout)
 
 
-def running(host, shared, name="m1"):
-    dom = host.conn.defineXML(live_xml(shared, name))
+def running(host, shared, name="m1", **kw):
+    dom = host.conn.defineXML(live_xml(shared, name, **kw))
     dom.create()
     assert host.events(name, 2) == [(L.VIR_DOMAIN_EVENT_DEFINED, L.VIR_DOMAIN_EVENT_DEFINED_ADDED),
                                     (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_BOOTED)]
@@ -288,16 +291,17 @@ def test_offline_moves_the_definition(hosts):
 
 # A kvmm that dies on the destination with the stream half read: it reads
 # 64 KiB of the connection and is killed.
-DYING = """#!/bin/sh
-case "$*" in *"--restore fd:4"*) head -c 65536 <&4 >/dev/null; kill -KILL $$;; esac
+# bash: dash takes single-digit descriptors only.
+DYING = """#!/bin/bash
+case "$*" in *"--incoming fd:12"*) head -c 65536 <&12 >/dev/null; kill -KILL $$;; esac
 exec {kvmm} "$@"
 """
 
 
 # One that reads the whole stream, then dies: Perform succeeds, Finish
 # fails, and Confirm(cancelled) resumes the source.
-DYING_AFTER = """#!/bin/sh
-case "$*" in *"--restore fd:4"*) cat <&4 >/dev/null; kill -KILL $$;; esac
+DYING_AFTER = """#!/bin/bash
+case "$*" in *"--incoming fd:12"*) cat <&12 >/dev/null; kill -KILL $$;; esac
 exec {kvmm} "$@"
 """
 
@@ -371,7 +375,7 @@ def test_destination_kvmm_killed_mid_transfer_the_source_runs_on(hosts):
 # A destination kvmm held before it reads the stream until the test opens
 # the FIFO: the first migration stays in its transfer meanwhile.
 HELD = """#!/bin/sh
-case "$*" in *"--restore fd:4"*) cat {fifo} >/dev/null;; esac
+case "$*" in *"--incoming fd:12"*) cat {fifo} >/dev/null;; esac
 exec {kvmm} "$@"
 """
 
@@ -452,12 +456,10 @@ def test_refusals(hosts):
     src, dst, shared = hosts
     running(src, shared)
     cases = [
-        (["--live"], "live migration is not supported yet by this kvmm"),
         (["--copy-storage-all"], "non-shared storage"),
         (["--copy-storage-inc"], "non-shared storage"),
         (["--postcopy"], "post-copy migration is not supported"),
         (["--compressed"], "compressed migration is not supported"),
-        (["--auto-converge"], "auto-converge"),
         (["--dname", "other"], "renaming domain 'm1' to 'other' on migration is not supported"),
         (["--disks-port", "5000"], "migration parameter 'disks_port' is not supported"),
     ]
@@ -513,7 +515,7 @@ def test_capabilities_and_features(hosts):
     src, dst, shared = hosts
     caps = src.conn.getCapabilities()
     assert "<migration_features>" in caps and "<uri_transport>tcp</uri_transport>" in caps
-    assert "<live/>" not in caps
+    assert "<live/>" in caps
 
 
 def test_p2p_the_source_daemon_drives_the_destination(hosts, pki):
@@ -542,3 +544,249 @@ def test_p2p_the_source_daemon_drives_the_destination(hosts, pki):
     r = virsh(src.uri, "migrate", "--p2p", "m1", dconnuri.replace(DST_IP, SRC_IP), timeout=60)
     assert r.returncode != 0
     ddom.destroy()
+
+
+# --- live migration ------------------------------------------------------
+
+# The test guest rewriting 16 MiB (a word a page) every 20 ms tick, each
+# tick checking the last one's values and every other one a disk read's
+# buffer: the copy never catches up unless throttled or the link is fast.
+DIRTY = ("kvmmtest.action=live kvmmtest.tick_ms=20 kvmmtest.virtio=blk "
+         "kvmmtest.live.touch=16 kvmmtest.live.check=on kvmmtest.live.dirty=on")
+DIRTY_REC = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) blk0=\S+ blk_irqs=\d+ mem=(\S+) "
+                       r"ap_irqs=\d+ gen=(\d+) blkmem=(\S+)")
+
+
+def dirty_records(shared, name="m1"):
+    return [(int(m[1]), int(m[2]), m[3], int(m[4]), m[5])
+            for m in DIRTY_REC.finditer(serial(shared, name))]
+
+
+def assert_memory_right(shared, before, name="m1"):
+    """assert_continued, and every memory and disk-buffer check of the
+    guest right, before, during and after the copy, its rewriting going
+    on after it."""
+    assert_continued(shared, before, name)
+    recs = dirty_records(shared, name)
+    assert all(r[2] == "ok" for r in recs), [r for r in recs if r[2] != "ok"][:3]
+    assert all(r[4] in ("ok", "none") for r in recs), [r for r in recs if r[4] != "ok"][:3]
+    assert [r for r in recs if r[0] > before[-1][0] and r[4] == "ok"], "no disk buffer checked after"
+    last = [r for r in recs if r[0] <= before[-1][0]][-1]
+    assert recs[-1][3] > last[3], "the guest stopped rewriting its memory"
+
+
+def start_migrate(src, dst, name, *flags):
+    argv = ["virsh", "-c", src.uri, "migrate", name, dst.uri, "--migrateuri",
+            f"tcp://{dst.ip}", *flags]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, LC_ALL="C"))
+
+
+def copying(dom, **need):
+    """The source's migration job once it has sent something (and NEED:
+    each stat at least that)."""
+    def ready():
+        st = dom.jobStats()
+        if st.get("type") != L.VIR_DOMAIN_JOB_UNBOUNDED or not st.get("memory_processed"):
+            return None
+        return st if all(st.get(k, 0) >= v for k, v in need.items()) else None
+    return wait_for(ready, f"the migration job with {need}", timeout=120)
+
+
+def test_live_migration_the_guest_runs_during_the_copy(hosts):
+    """--live: the guest ticks and rewrites its memory while a slow link
+    (--bandwidth 4 MiB/s) carries it; domjobinfo shows the job; a faster
+    migrate-setspeed reaches the running migration and it completes; the
+    guest goes on on the destination with every check right."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    event_loop()
+    iterations = []
+    econn = libvirt.open(src.uri)
+    econn.domainEventRegisterAny(None, L.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+                                 lambda c, dom, it, _: iterations.append((dom.name(), it)), None)
+    p = start_migrate(src, dst, "m1", "--live", "--verbose", "--bandwidth", "4")
+    st = copying(sdom)
+    assert st["operation"] == L.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT, st
+    for k in ("time_elapsed", "data_total", "data_processed", "data_remaining", "memory_total",
+              "memory_processed", "memory_remaining", "memory_iteration", "memory_dirty_rate",
+              "downtime", "auto_converge_throttle"):
+        assert k in st, (k, st)
+    assert st["data_total"] == st["data_processed"] + st["data_remaining"], st
+    assert st["memory_total"] == 64 << 20 and st["memory_processed"] == st["data_processed"], st
+    # The guest runs during the copy: ticks while the job is still there.
+    n = ticks(shared)[-1][0]
+    wait_ticks(shared, n + 5)
+    assert sdom.jobStats()["type"] == L.VIR_DOMAIN_JOB_UNBOUNDED
+    assert sdom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    r = virsh(src.uri, "domjobinfo", "m1")
+    assert r.returncode == 0, r.stderr
+    for line in ("Job type:         Unbounded", "Operation:        Outgoing migration",
+                 "Memory processed:", "Iteration:", "Dirty rate:", "Expected downtime:"):
+        assert line in r.stdout, (line, r.stdout)
+    # What kvmm was asked: --bandwidth, the domain's downtime, and no
+    # auto-converge without --auto-converge; a downtime set during the
+    # migration reaches it.
+    api = api_of(src.d, sdom)
+    q = api.call("query-migrate")["return"]
+    assert (q["status"], q["bandwidth-mibps"], q["max-downtime-ms"], q["auto-converge"]) == \
+        ("active", 4, 300, False), q
+    assert virsh(src.uri, "migrate-setmaxdowntime", "m1", "123").returncode == 0
+    wait_for(lambda: api.call("query-migrate")["return"]["max-downtime-ms"] == 123,
+             "the new downtime in kvmm")
+    assert api.call("query-migrate")["return"]["bandwidth-mibps"] == 4
+    # So does a speed, over the migration's --bandwidth.
+    assert virsh(src.uri, "migrate-setspeed", "m1", "5").returncode == 0
+    wait_for(lambda: api.call("query-migrate")["return"]["bandwidth-mibps"] == 5,
+             "the new speed in kvmm")
+    api.close()
+    # The second round begun, at 4-5 MiB/s: seconds of virsh's progress
+    # (it polls every 500 ms), and two iteration events.
+    wait_for(lambda: len(iterations) >= 2, "the second round's iteration event", timeout=120)
+    assert sdom.jobStats()["memory_iteration"] >= 1
+    # A faster link for the running migration: it completes.
+    assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    progress = [int(x) for x in re.findall(r"Migration: \[\s*(\d+) %\]", err)]
+    assert progress and progress[-1] == 100 and min(progress) < 100, err
+    ddom = dst.conn.lookupByName("m1")
+    assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert src.events("m1", 2) == [(L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+                                   (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)]
+    assert src.d.guests() == []
+    assert_memory_right(shared, before)
+    # What the job did, after it.
+    done = sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert done["type"] == L.VIR_DOMAIN_JOB_COMPLETED, done
+    assert done["memory_iteration"] >= 1 and done["data_remaining"] == 0, done
+    assert done["time_elapsed"] > 0 and "downtime" in done, done
+    # An iteration event for each round, from the first on.
+    assert iterations == [("m1", i) for i in range(1, len(iterations) + 1)], iterations
+    econn.close()
+    ddom.destroy()
+
+
+def test_live_migration_aborted_mid_copy_the_source_runs_on(hosts):
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    p = start_migrate(src, dst, "m1", "--live", "--bandwidth", "2")
+    copying(sdom)
+    r = virsh(src.uri, "domjobabort", "m1")
+    assert r.returncode == 0, r.stderr
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and \
+        "operation aborted: migration out job: canceled by client" in err, err
+    # The source never stopped; the destination is cleaned up.
+    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
+    before = ticks(shared)
+    assert_memory_right(shared, before)
+    wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
+    dst.no_domain("m1")
+    done = sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert done["type"] == L.VIR_DOMAIN_JOB_CANCELLED, done
+    # No job left to abort; and then it migrates.
+    r = virsh(src.uri, "domjobabort", "m1")
+    assert r.returncode != 0 and "no job is active" in r.stderr, r.stderr
+    before = ticks(shared)
+    r = migrate(src, dst, "m1", "--live")
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()
+
+
+def test_live_migration_auto_converge_throttles_the_guest(hosts):
+    """--auto-converge: a guest that dirties faster than the link (4 MiB
+    every 20 ms over 8 MiB/s) is throttled, which domjobinfo shows; then it
+    completes, memory right."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY.replace("touch=16", "touch=4"))
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--auto-converge", "--bandwidth", "8")
+    st = copying(sdom, auto_converge_throttle=30)
+    assert st["memory_iteration"] >= 3, st
+    api = api_of(src.d, sdom)
+    assert api.call("query-migrate")["return"]["auto-converge"] is True
+    api.close()
+    assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()
+
+
+def test_live_p2p(hosts, pki):
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    dconnuri = f"kvmm+tls://{DST_IP}:{TLS_PORT}/system?pkipath={pki['allowed']}&no_verify=1"
+    r = virsh(src.uri, "migrate", "--live", "--p2p", "m1", dconnuri,
+              "--migrateuri", f"tcp://{DST_IP}", timeout=180)
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    ddom = dst.conn.lookupByName("m1")
+    assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert sdom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_MIGRATED]
+    assert_memory_right(shared, before)
+    ddom.destroy()
+
+
+def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
+    """--timeout 2: the guest dirties 16 MiB every 20 ms over an 8 MiB/s
+    link, which never converges (kvmm would give up rounds only after 30,
+    a minute); virsh suspends it after 2 s on the connection Perform runs
+    on, the migration's job pauses it (paused, reason migration), and the
+    next round completes it."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--timeout", "2", "--bandwidth", "8")
+    wait_for(lambda: sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_MIGRATION] or
+             p.poll() is not None, "the source paused for the migration", timeout=120)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    done = sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert done["type"] == L.VIR_DOMAIN_JOB_COMPLETED and done["memory_iteration"] < 20, done
+    assert src.events("m1", 2) == [(L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+                                   (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)]
+    assert dst.conn.lookupByName("m1").state() == [L.VIR_DOMAIN_RUNNING,
+                                                   L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()
+    # --timeout-postcopy needs post-copy, refused.
+    sdom.create()
+    r = migrate(src, dst, "m1", "--live", "--postcopy", "--timeout", "2", "--timeout-postcopy")
+    assert r.returncode != 0 and "post-copy migration is not supported" in r.stderr, r.stderr
+    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
+
+
+@pytest.fixture
+def sandboxed(monkeypatch):
+    """The source daemon with sandbox = 1 (conftest's force_sandbox; the
+    destination's own --config of the hosts fixture has none)."""
+    monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
+
+
+def test_a_sandboxed_kvmm_refuses_live_and_moves_stopped(sandboxed, hosts):
+    """kvmm's sandbox has no live pre-copy: --live is refused by the
+    source's kvmm, the guest running on and nothing left on the
+    destination; stop-and-copy moves it (kvmm --incoming fd:12 on the
+    destination)."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    with open(f"/proc/{src.d.guests()[0]}/cmdline", "rb") as f:
+        assert b"--sandbox" in f.read().split(b"\0")
+    r = migrate(src, dst, "m1", "--live")
+    assert r.returncode != 0 and "live migration is not supported in the sandbox" in r.stderr, \
+        r.stderr
+    assert sdom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+    wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
+    dst.no_domain("m1")
+    before = ticks(shared)
+    r = migrate(src, dst, "m1")
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    with open(f"/proc/{dst.d.guests()[0]}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    assert argv[argv.index(b"--incoming") + 1] == b"fd:12", argv
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()

@@ -281,9 +281,10 @@ char *host_capabilities_format(bool readonly)
 	if (uuid && !(readonly && dmi))
 		xml_append_printf(x, "    <uuid>%s</uuid>\n", uuid);
 	host_cpu(x, uts.machine);
-	/* Migration (domain_migrate.c): stop-and-copy over a TCP connection
-	 * of its own; no <live/> until kvmm has pre-copy. */
+	/* Migration (domain_migrate.c): live pre-copy or stop-and-copy over
+	 * a TCP connection of its own. */
 	g_string_append(x, "    <migration_features>\n"
+			   "      <live/>\n"
 			   "      <uri_transports>\n"
 			   "        <uri_transport>tcp</uri_transport>\n"
 			   "      </uri_transports>\n"

@@ -83,7 +83,7 @@ int drv_domain_get_job_stats(struct rpc_conn *conn, void *args, void *ret)
 	r->type = st.type;
 	if (st.type == VIR_DOMAIN_JOB_NONE)
 		return 0;
-	r->params.params_val = calloc(8, sizeof(remote_typed_param));
+	r->params.params_val = calloc(24, sizeof(remote_typed_param));
 	if (!r->params.params_val)
 		abort();
 	param(r, VIR_DOMAIN_JOB_OPERATION, VIR_TYPED_PARAM_INT)->value.remote_typed_param_value_u.i =
@@ -93,6 +93,25 @@ int drv_domain_get_job_stats(struct rpc_conn *conn, void *args, void *ret)
 		ULL(r, VIR_DOMAIN_JOB_DATA_TOTAL, st.data_total);
 		ULL(r, VIR_DOMAIN_JOB_DATA_PROCESSED, st.data_processed);
 		ULL(r, VIR_DOMAIN_JOB_DATA_REMAINING, st.data_remaining);
+	}
+	if (st.has_data && st.has_migration) {
+		/* All a migration sends is memory (the disks are shared); its
+		 * total is the guest's RAM, as libvirt's, the data's what is
+		 * sent plus what is left. */
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_TOTAL, st.mig.ram);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_PROCESSED, st.data_processed);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_REMAINING, st.data_remaining);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_ITERATION, st.mig.iteration);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE, st.mig.dirty_rate);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE, st.mig.page_size);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_BPS, st.mig.bps);
+		ULL(r, VIR_DOMAIN_JOB_SETUP_TIME, st.mig.setup_ms);
+		param(r, VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE, VIR_TYPED_PARAM_INT)
+			->value.remote_typed_param_value_u.i = (int)st.mig.throttle_pct;
+		if (st.type == VIR_DOMAIN_JOB_UNBOUNDED)
+			ULL(r, VIR_DOMAIN_JOB_DOWNTIME, st.mig.expected_downtime_ms);
+		else if (st.type == VIR_DOMAIN_JOB_COMPLETED)
+			ULL(r, VIR_DOMAIN_JOB_DOWNTIME, st.mig.downtime_ms);
 	}
 	if (st.type != VIR_DOMAIN_JOB_UNBOUNDED)
 		param(r, VIR_DOMAIN_JOB_SUCCESS, VIR_TYPED_PARAM_BOOLEAN)

@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include "domain/autodestroy.h"
+#include "domain/job.h"
 #include "domain_api.h"
 #include "conf/domain_schema.h"
 #include "error.h"
@@ -199,6 +200,18 @@ int drv_domain_shutdown_flags(struct rpc_conn *conn, void *args, void *ret)
 
 int drv_domain_suspend(struct rpc_conn *conn, void *args, void *ret)
 {
+	struct domain_obj *obj = wire_domain_get(&((remote_domain_args *)args)->dom);
+	bool handled;
+	int rc;
+
+	if (!obj)
+		return -1;
+	/* A live migration holds the job lock; it pauses the guest itself
+	 * (virsh migrate --timeout). */
+	rc = job_suspend(obj, &handled);
+	domain_obj_unref(obj);
+	if (handled)
+		return rc;
 	return vm_command(&((remote_domain_args *)args)->dom, "virDomainSuspend", monitor_pause,
 			  VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
 			  VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);

@@ -6,21 +6,23 @@
  * as migrated and, with UNDEFINE_SOURCE, undefined; or, cancelled,
  * resumed).  Destination: Prepare (the XML checked, a transient domain
  * holding its job, a port of 49152-49215 listening, a thread accepting the
- * source's connection and starting kvmm --restore fd:N --paused on it),
+ * source's connection and starting kvmm --incoming fd:N --paused on it),
  * Finish (waits for that kvmm, resumes it unless PAUSED, makes the domain
  * persistent with PERSIST_DEST; cancelled: everything removed).
  * Peer-to-peer: the source daemon drives the destination's steps itself
  * through libvirt's client library.  OFFLINE moves the definition only.
  *
- * The transfer is stop-and-copy: kvmm's `save` to the connection (the VM
- * paused first, as libvirt's non-live migration).  transfer_state() is the
- * one place that sends a VM's state; live pre-copy plugs in there.
+ * The transfer, transfer_state(), is kvmm's live pre-copy (`migrate`,
+ * watched with query-migrate as the source's migration-out job) with
+ * --live, else stop-and-copy: kvmm's `save` to the connection (the VM
+ * paused first, as libvirt's non-live migration).
  *
  * Cookies are ours (libvirt leaves their format to the driver): lines of
  * KEY=VALUE after a first line "virtkvmmd-migration 1" -- name, uuid, the
  * sending host's name and uuid, and the disk paths the XML needs. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <string.h>
@@ -37,6 +39,8 @@
 #include "host.h"
 #include "log.h"
 #include "domain/events.h"
+#include "domain/job.h"
+#include "kvmm/monitor.h"
 #include "kvmm/process.h"
 #include "rpc/domain_wire.h"
 #include "remote_migrate_xdr.h"
@@ -44,7 +48,8 @@
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
 /* What is accepted; everything else is refused by name or as unknown. */
-#define MIGRATE_FLAGS_OK (VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST | \
+#define MIGRATE_FLAGS_OK (VIR_MIGRATE_LIVE | VIR_MIGRATE_AUTO_CONVERGE | \
+			  VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST | \
 			  VIR_MIGRATE_UNDEFINE_SOURCE | VIR_MIGRATE_PAUSED | \
 			  VIR_MIGRATE_CHANGE_PROTECTION | VIR_MIGRATE_UNSAFE | \
 			  VIR_MIGRATE_OFFLINE | VIR_MIGRATE_ABORT_ON_ERROR)
@@ -70,8 +75,6 @@
 static int check_flags(unsigned flags, const char *api)
 {
 	static const struct { unsigned flag; int code; const char *msg; } refused[] = {
-		{ VIR_MIGRATE_LIVE, VIR_ERR_ARGUMENT_UNSUPPORTED,
-		  "live migration is not supported yet by this kvmm" },
 		{ VIR_MIGRATE_TUNNELLED, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "tunnelled migration is not supported by virtkvmmd" },
 		{ VIR_MIGRATE_NON_SHARED_DISK, VIR_ERR_ARGUMENT_UNSUPPORTED,
@@ -84,8 +87,6 @@ static int check_flags(unsigned flags, const char *api)
 		  "post-copy migration is not supported by this kvmm" },
 		{ VIR_MIGRATE_COMPRESSED, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "compressed migration is not supported by this kvmm" },
-		{ VIR_MIGRATE_AUTO_CONVERGE, VIR_ERR_ARGUMENT_UNSUPPORTED,
-		  "auto-converge needs live migration, which this kvmm does not support yet" },
 		{ VIR_MIGRATE_RDMA_PIN_ALL, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "RDMA migration is not supported by this kvmm" },
 		{ VIR_MIGRATE_TLS, VIR_ERR_ARGUMENT_UNSUPPORTED,
@@ -301,13 +302,173 @@ static void mark_clear(const struct domain_def *def)
 
 /* --- the transfer ------------------------------------------------------------ */
 
-/* Sends OBJ's state (active, its job held) to the connected socket FD by
- * MODE and waits until the destination has it all: kvmm there closes the
- * connection once it read the stream (an end with data unread, a reset,
- * is a kvmm that gave up).  The source is left paused; on failure it is
- * as before.  The one place a VM's state leaves: live pre-copy comes in
- * through MODE. */
-static int transfer_state(struct domain_obj *obj, int fd, enum process_migrate_mode mode)
+static void tunables_get(struct domain_obj *obj, uint64_t *speed, uint64_t *downtime);
+
+/* How often a live migration's progress is read from kvmm. */
+#define LIVE_POLL_US (50 * 1000)
+
+/* kvmm's bandwidth for a speed in MiB/s (libvirt's default: no limit). */
+static uint64_t live_bandwidth(uint64_t speed)
+{
+	return speed >= SPEED_DEFAULT ? 0 : speed;
+}
+
+/* virDomainAbortJob of a live migration: kvmm's migrate-cancel (the job
+ * then sees it cancelled and ends). */
+static void live_abort(void *opaque)
+{
+	const char *path = opaque;
+
+	if (monitor_migrate_cancel(path) < 0) {
+		pr_warn("cannot cancel a migration: %s",
+			drv_error_last() ? drv_error_last()->message : "?");
+		drv_error_reset();
+	}
+}
+
+/* A live migration's state its hooks share with it. */
+struct live_ctx {
+	struct domain_obj *obj;
+	const char *path;
+	gint paused;		/* the guest paused by virDomainSuspend */
+	uint64_t iteration;	/* the last round announced */
+};
+
+/* virDomainSuspend during a live migration (virsh migrate --timeout):
+ * the guest paused, the pre-copy going on until the rest is sent, as
+ * libvirt's paused (migration). */
+static int live_suspend(void *opaque)
+{
+	struct live_ctx *c = opaque;
+
+	if (monitor_pause(c->path) < 0)
+		return -1;
+	g_atomic_int_set(&c->paused, 1);
+	process_migrated_paused(c->obj);
+	return 0;
+}
+
+/* The job's figures from kvmm's query-migrate, and the iteration event
+ * for each round begun since the last look (kvmm's `iteration` counts
+ * the rounds done; the one after them is under way). */
+static void live_progress(struct domain_obj *obj, struct live_ctx *c,
+			  const struct kvmm_migrate_info *mi)
+{
+	struct job_migration m = {
+		.ram = mi->total_bytes,
+		.iteration = mi->iteration,
+		.dirty_rate = mi->dirty_pages_rate,
+		.page_size = 4096,
+		.setup_ms = mi->setup_ms,
+		.downtime_ms = mi->downtime_ms,
+		.throttle_pct = mi->cpu_throttle_pct,
+	};
+	uint64_t ms = mi->total_ms > mi->setup_ms ? mi->total_ms - mi->setup_ms : 0;
+
+	if (ms)
+		m.bps = mi->transferred_bytes * 1000 / ms;
+	/* What is left at the speed so far: kvmm switches over once that
+	 * fits the maximum downtime. */
+	if (m.bps)
+		m.expected_downtime_ms = mi->remaining_bytes * 1000 / m.bps;
+	job_progress(obj, mi->transferred_bytes, mi->transferred_bytes + mi->remaining_bytes);
+	job_migration_progress(obj, &m);
+	if (mi->status == KVMM_MIGRATE_ACTIVE)
+		while (c->iteration < mi->iteration + 1 && c->iteration < INT_MAX)
+			events_migration_iteration(obj, (int)++c->iteration);
+}
+
+/* Live pre-copy of OBJ to FD (the job held): kvmm's `migrate`, watched
+ * until it completes (the VM then paused by kvmm) or ends otherwise (the
+ * VM runs on); migrate-setspeed and migrate-setmaxdowntime given on the
+ * way reach kvmm at once. */
+static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned flags)
+{
+	g_autofree char *path = process_api_path(obj);
+	struct kvmm_migrate_params p;
+	struct kvmm_migrate_info mi;
+	struct live_ctx ctx = { 0 };
+	uint64_t speed, downtime, speed_now, downtime_now;
+	int rc = -1;
+
+	if (!path)
+		return -1;
+	/* The migration's own bandwidth wins over the domain's speed until
+	 * migrate-setspeed changes that during it. */
+	tunables_get(obj, &speed, &downtime);
+	p.max_downtime_ms = MAX(downtime, 1);
+	p.bandwidth_mibps = live_bandwidth(bandwidth ? bandwidth : speed);
+	p.auto_converge = flags & VIR_MIGRATE_AUTO_CONVERGE;
+	if (monitor_migrate(path, fd, &p) < 0)
+		return -1;
+	ctx.obj = obj;
+	ctx.path = path;
+	job_set_abort(obj, live_abort, path);
+	job_set_suspend(obj, live_suspend, &ctx);
+	for (;;) {
+		if (monitor_query_migrate(path, &mi) < 0) {
+			/* Unknown progress: stop it rather than let it finish unseen. */
+			live_abort(path);
+			break;
+		}
+		live_progress(obj, &ctx, &mi);
+		if (mi.status == KVMM_MIGRATE_COMPLETED) {
+			rc = 0;
+			break;
+		}
+		if (mi.status == KVMM_MIGRATE_FAILED) {
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "migration failed: %s",
+					 mi.error[0] ? mi.error : "kvmm gave no reason");
+			break;
+		}
+		if (mi.status != KVMM_MIGRATE_ACTIVE) {
+			/* Cancelled (an abort: job_end says so), or gone. */
+			drv_error_report(VIR_ERR_OPERATION_FAILED, "migration: job unexpectedly %s",
+					 mi.status == KVMM_MIGRATE_CANCELLED ? "canceled" : "ended");
+			break;
+		}
+		tunables_get(obj, &speed_now, &downtime_now);
+		if (speed_now != speed || downtime_now != downtime) {
+			if (speed_now != speed)
+				p.bandwidth_mibps = live_bandwidth(speed_now);
+			p.max_downtime_ms = MAX(downtime_now, 1);
+			speed = speed_now;
+			downtime = downtime_now;
+			if (monitor_migrate_set_params(path, &p) < 0) {
+				pr_warn("domain '%s': cannot change the migration's parameters: %s",
+					obj->def->name, drv_error_last()->message);
+				drv_error_reset();
+			}
+		}
+		g_usleep(LIVE_POLL_US);
+	}
+	job_set_abort(obj, NULL, NULL);
+	job_set_suspend(obj, NULL, NULL);
+	if (rc == 0)
+		process_migrated_paused(obj);
+	else if (g_atomic_int_get(&ctx.paused)) {
+		/* The first error is the client's; the resume's only logged. */
+		const struct drv_error *e = drv_error_last();
+		struct drv_error keep = e ? *e : (struct drv_error){ 0 };
+
+		if (process_resume_as(obj, VIR_DOMAIN_RUNNING_MIGRATION_CANCELED,
+				      VIR_DOMAIN_EVENT_RESUMED_MIGRATED) < 0)
+			pr_warn("domain '%s': cannot resume it after a failed migration: %s",
+				obj->def->name, drv_error_last()->message);
+		drv_error_reset();
+		drv_error_report_full(keep.domain, keep.code, "%s", keep.message);
+	}
+	return rc;
+}
+
+/* Sends OBJ's state (active, its job held) to the connected socket FD --
+ * LIVE: pre-copy while the guest runs, else stop-and-copy -- and waits
+ * until the destination has it all: kvmm there closes the connection once
+ * it read the stream (an end with data unread, a reset, is a kvmm that
+ * gave up).  The source is left paused; on failure it is as before.  The
+ * one place a VM's state leaves. */
+static int transfer_state(struct domain_obj *obj, int fd, bool live, uint64_t bandwidth,
+			  unsigned flags)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	char buf[256];
@@ -317,7 +478,7 @@ static int transfer_state(struct domain_obj *obj, int fd, enum process_migrate_m
 	g_mutex_lock(&obj->lock);
 	was_running = obj->state == VIR_DOMAIN_RUNNING;
 	g_mutex_unlock(&obj->lock);
-	if (process_migrate_out(obj, fd, mode) < 0)
+	if (live ? live_out(obj, fd, bandwidth, flags) < 0 : process_migrate_out(obj, fd) < 0)
 		return -1;
 	shutdown(fd, SHUT_WR);
 	for (;;) {
@@ -567,7 +728,8 @@ int drv_domain_migrate_begin3_params(struct rpc_conn *conn, void *args, void *re
 /* Perform's transfer on the source: OBJ's state to URI.  The mark moves
  * to "performed", or is gone on failure (the client then skips Confirm;
  * the source runs on). */
-static int perform(struct domain_obj *obj, const char *uri, unsigned flags)
+static int perform(struct domain_obj *obj, const char *uri, const struct mig_params *mp,
+		   unsigned flags)
 {
 	int fd, rc = -1;
 
@@ -584,12 +746,14 @@ static int perform(struct domain_obj *obj, const char *uri, unsigned flags)
 	fd = connect_uri(uri);
 	if (fd < 0)
 		goto out;
-	if (domain_job_begin(obj, "virDomainMigratePerform3Params") == 0) {
+	/* A job clients watch (domjobinfo) and abort (domjobabort). */
+	if (job_begin(obj, "virDomainMigratePerform3Params",
+		      VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT) == 0) {
 		if (obj->id < 0)
 			drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
 		else
-			rc = transfer_state(obj, fd, PROCESS_MIGRATE_STOP_COPY);
-		domain_job_end(obj);
+			rc = transfer_state(obj, fd, flags & VIR_MIGRATE_LIVE, mp->bandwidth, flags);
+		job_end(obj, rc);
 	}
 	close(fd);
 out:
@@ -670,7 +834,7 @@ int drv_domain_migrate_perform3_params(struct rpc_conn *conn, void *args, void *
 		domain_obj_unref(obj);
 		return -1;
 	}
-	rc = perform(obj, mp.uri, a->flags);
+	rc = perform(obj, mp.uri, &mp, a->flags);
 	if (rc == 0) {
 		remote_domain_migrate_perform3_params_ret *r = ret;
 		char *cookie;
@@ -1382,7 +1546,7 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 	if (p2p_params(params, nparams, xml, uri_out ? uri_out : mp->uri, &tp, &ntp) < 0)
 		goto nomem_prepared;
 	maxtp = ntp;
-	rc = perform(obj, uri_out ? uri_out : mp->uri, flags);
+	rc = perform(obj, uri_out ? uri_out : mp->uri, mp, flags);
 	cancelled = rc < 0;
 	if (!mp->dname &&
 	    virTypedParamsAddString(&tp, &ntp, &maxtp, VIR_MIGRATE_PARAM_DEST_NAME,
@@ -1461,6 +1625,17 @@ static struct tunables *tunables_locked(struct domain_obj *obj)
 		g_hash_table_insert(tun_table, g_strdup(uuid), t);
 	}
 	return t;
+}
+
+static void tunables_get(struct domain_obj *obj, uint64_t *speed, uint64_t *downtime)
+{
+	struct tunables *t;
+
+	g_mutex_lock(&tun_lock);
+	t = tunables_locked(obj);
+	*speed = t->speed;
+	*downtime = t->downtime;
+	g_mutex_unlock(&tun_lock);
 }
 
 /* Sets (SET) or reads the speed (SPEED) or downtime of DOM into *VAL. */

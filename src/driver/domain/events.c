@@ -301,6 +301,27 @@ void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri)
 	free(m.dom.name);
 }
 
+void events_migration_iteration(struct domain_obj *obj, int iteration)
+{
+	remote_domain_event_callback_migration_iteration_msg m = { .iteration = iteration };
+
+	wire_domain_make(obj, &m.dom);
+	g_mutex_lock(&lock);
+	for (guint i = 0; callbacks && i < callbacks->len; i++) {
+		struct event_cb *cb = g_ptr_array_index(callbacks, i);
+
+		/* No legacy form exists for this event either. */
+		if (cb->legacy || !wants(cb, VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION,
+					 (const unsigned char *)m.dom.uuid))
+			continue;
+		m.callbackID = cb->id;
+		send_event(cb, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_MIGRATION_ITERATION,
+			   (xdrproc_t)xdr_remote_domain_event_callback_migration_iteration_msg, &m);
+	}
+	g_mutex_unlock(&lock);
+	free(m.dom.name);
+}
+
 /* An event whose body is the domain alone (reboot, control error):
  * LEGACY_PROC without a callbackID, CB_PROC with one. */
 static void domain_only_event(struct domain_obj *obj, int event_id, int legacy_proc, int cb_proc)

@@ -26,6 +26,9 @@ void events_lifecycle_obj(struct domain_obj *obj, int event, int detail);
 /* VIR_DOMAIN_EVENT_ID_METADATA_CHANGE: TYPE is VIR_DOMAIN_METADATA_*,
  * NSURI the namespace of element metadata (NULL otherwise). */
 void events_metadata_change(struct domain_obj *obj, int type, const char *nsuri);
+/* VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION: a live migration of OBJ
+ * begins its memory round ITERATION (from 1). */
+void events_migration_iteration(struct domain_obj *obj, int iteration);
 
 /* VIR_DOMAIN_EVENT_ID_REBOOT: the guest of OBJ was reset (by itself,
  * virsh reset or reboot). */

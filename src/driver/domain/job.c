@@ -17,10 +17,15 @@ struct domain_jobs {
 	bool aborted;
 	job_abort_fn abort_fn;
 	void *abort_opaque;
-	unsigned aborting;		/* abort hooks running: job_end waits them out */
+	job_suspend_fn suspend_fn;
+	void *suspend_opaque;
+	unsigned aborting;		/* abort or suspend hooks running: job_end
+					 * and clearing a hook wait them out */
 	GCond abort_done;
 	bool has_data;
 	uint64_t processed, total;
+	bool has_migration;
+	struct job_migration mig;
 	bool has_completed;		/* the last finished job's stats below */
 	struct job_stats completed;
 };
@@ -34,9 +39,9 @@ static const char *op_name(int op)
 	case VIR_DOMAIN_JOB_OPERATION_RESTORE:
 		return "restore";
 	case VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
-		return "migration out";
+		return "migration out job";
 	case VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN:
-		return "migration in";
+		return "migration in job";
 	case VIR_DOMAIN_JOB_OPERATION_SNAPSHOT:
 		return "snapshot";
 	case VIR_DOMAIN_JOB_OPERATION_DUMP:
@@ -74,8 +79,10 @@ void job_begin_held(struct domain_obj *obj, int operation)
 	j->started = g_get_monotonic_time();
 	j->aborted = false;
 	j->abort_fn = NULL;
+	j->suspend_fn = NULL;
 	j->has_data = false;
 	j->processed = j->total = 0;
+	j->has_migration = false;
 	g_mutex_unlock(&obj->lock);
 }
 
@@ -102,6 +109,46 @@ void job_set_abort(struct domain_obj *obj, job_abort_fn fn, void *opaque)
 	g_mutex_unlock(&obj->lock);
 }
 
+void job_set_suspend(struct domain_obj *obj, job_suspend_fn fn, void *opaque)
+{
+	struct domain_jobs *j;
+
+	g_mutex_lock(&obj->lock);
+	j = jobs_locked(obj);
+	while (!fn && j->aborting)
+		g_cond_wait(&j->abort_done, &obj->lock);
+	j->suspend_fn = fn;
+	j->suspend_opaque = opaque;
+	g_mutex_unlock(&obj->lock);
+}
+
+int job_suspend(struct domain_obj *obj, bool *handled)
+{
+	struct domain_jobs *j;
+	job_suspend_fn fn;
+	void *opaque;
+	int rc;
+
+	*handled = false;
+	g_mutex_lock(&obj->lock);
+	j = obj->jobs;
+	if (!j || !j->active || !j->suspend_fn) {
+		g_mutex_unlock(&obj->lock);
+		return 0;
+	}
+	fn = j->suspend_fn;
+	opaque = j->suspend_opaque;
+	j->aborting++;
+	g_mutex_unlock(&obj->lock);
+	rc = fn(opaque);
+	g_mutex_lock(&obj->lock);
+	if (--j->aborting == 0)
+		g_cond_broadcast(&j->abort_done);
+	g_mutex_unlock(&obj->lock);
+	*handled = true;
+	return rc;
+}
+
 void job_progress(struct domain_obj *obj, uint64_t processed, uint64_t total)
 {
 	struct domain_jobs *j;
@@ -111,6 +158,17 @@ void job_progress(struct domain_obj *obj, uint64_t processed, uint64_t total)
 	j->has_data = true;
 	j->processed = processed;
 	j->total = MAX(total, processed);
+	g_mutex_unlock(&obj->lock);
+}
+
+void job_migration_progress(struct domain_obj *obj, const struct job_migration *m)
+{
+	struct domain_jobs *j;
+
+	g_mutex_lock(&obj->lock);
+	j = jobs_locked(obj);
+	j->has_migration = true;
+	j->mig = *m;
 	g_mutex_unlock(&obj->lock);
 }
 
@@ -134,6 +192,8 @@ static void fill_locked(struct domain_jobs *j, struct job_stats *st)
 	st->data_total = j->total;
 	st->data_processed = j->processed;
 	st->data_remaining = j->total - j->processed;
+	st->has_migration = j->has_migration;
+	st->mig = j->mig;
 }
 
 void job_end(struct domain_obj *obj, int rc)
@@ -159,6 +219,7 @@ void job_end(struct domain_obj *obj, int rc)
 	j->has_completed = true;
 	j->active = false;
 	j->abort_fn = NULL;
+	j->suspend_fn = NULL;
 	g_mutex_unlock(&obj->lock);
 	if (cancelled) {
 		/* What failed because of the abort is not the client's news. */

@@ -42,6 +42,14 @@ int job_begin(struct domain_obj *obj, const char *api, int operation);
 void job_begin_held(struct domain_obj *obj, int operation);
 /* The hook virDomainAbortJob calls, or NULL: not abortable (now). */
 void job_set_abort(struct domain_obj *obj, job_abort_fn fn, void *opaque);
+/* The hook virDomainSuspend calls during the job instead of waiting for
+ * its lock (a live migration pauses the guest so that it converges:
+ * virsh migrate --timeout), or NULL.  Same rules as the abort hook. */
+typedef int (*job_suspend_fn)(void *opaque);
+void job_set_suspend(struct domain_obj *obj, job_suspend_fn fn, void *opaque);
+/* virDomainSuspend during a job: *HANDLED when the job's hook ran (its
+ * result returned: 0, or -1 after reporting); else nothing done. */
+int job_suspend(struct domain_obj *obj, bool *handled);
 /* Data done and expected so far, in bytes (TOTAL grows to PROCESSED if
  * the estimate was short). */
 void job_progress(struct domain_obj *obj, uint64_t processed, uint64_t total);
@@ -52,6 +60,22 @@ bool job_aborted(struct domain_obj *obj);
  * "operation aborted: JOB: canceled by client".  Releases the job lock. */
 void job_end(struct domain_obj *obj, int rc);
 
+/* A migration's figures beyond the data counts (libvirt's
+ * VIR_DOMAIN_JOB_MEMORY_ITERATION, ..._DIRTY_RATE, ...). */
+struct job_migration {
+	uint64_t ram;			/* the guest's RAM, bytes */
+	uint64_t iteration;		/* memory rounds so far */
+	uint64_t dirty_rate;		/* pages/s dirtied in the last round */
+	uint64_t page_size;
+	uint64_t bps;			/* bytes/s sent on average */
+	uint64_t expected_downtime_ms;	/* while it runs */
+	uint64_t downtime_ms;		/* once done */
+	uint64_t setup_ms;
+	uint64_t throttle_pct;		/* auto-converge's vCPU throttle */
+};
+/* The running migration's figures (kept with its stats when it ends). */
+void job_migration_progress(struct domain_obj *obj, const struct job_migration *m);
+
 /* A job's statistics, as GetJobInfo/GetJobStats give them. */
 struct job_stats {
 	int type;		/* VIR_DOMAIN_JOB_NONE/UNBOUNDED/COMPLETED/FAILED/CANCELLED */
@@ -59,6 +83,8 @@ struct job_stats {
 	uint64_t elapsed_ms;
 	bool has_data;		/* the three below are known */
 	uint64_t data_total, data_processed, data_remaining;
+	bool has_migration;	/* a migration's: data is its memory, and */
+	struct job_migration mig;
 };
 
 /* The running job's (type NONE when none), or with COMPLETED the last

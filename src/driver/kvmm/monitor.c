@@ -608,6 +608,82 @@ int monitor_query_balloon(const char *path, struct kvmm_balloon *b)
 	return 0;
 }
 
+static json_object *migrate_args(const struct kvmm_migrate_params *p)
+{
+	json_object *args = json_object_new_object();
+
+	json_object_object_add(args, "max-downtime-ms",
+			       json_object_new_int64((int64_t)MIN(p->max_downtime_ms, INT64_MAX)));
+	json_object_object_add(args, "bandwidth-mibps",
+			       json_object_new_int64((int64_t)MIN(p->bandwidth_mibps, INT64_MAX)));
+	json_object_object_add(args, "auto-converge", json_object_new_boolean(p->auto_converge));
+	return args;
+}
+
+int monitor_migrate(const char *path, int fd, const struct kvmm_migrate_params *p)
+{
+	json_object *args = migrate_args(p);
+	int rc;
+
+	json_object_object_add(args, "fdname", json_object_new_string("migrate"));
+	rc = command_fd(path, "migrate", args, fd, "migrate", NULL, command_timeout_ms);
+	json_object_put(args);
+	return rc;
+}
+
+int monitor_migrate_cancel(const char *path)
+{
+	return command(path, "migrate-cancel", NULL, NULL);
+}
+
+int monitor_migrate_set_params(const char *path, const struct kvmm_migrate_params *p)
+{
+	json_object *args = migrate_args(p);
+	int rc = command(path, "migrate-set-params", args, NULL);
+
+	json_object_put(args);
+	return rc;
+}
+
+int monitor_query_migrate(const char *path, struct kvmm_migrate_info *mi)
+{
+	static const struct { const char *key; size_t off; } counters[] = {
+		{ "total-bytes", offsetof(struct kvmm_migrate_info, total_bytes) },
+		{ "transferred-bytes", offsetof(struct kvmm_migrate_info, transferred_bytes) },
+		{ "remaining-bytes", offsetof(struct kvmm_migrate_info, remaining_bytes) },
+		{ "iteration", offsetof(struct kvmm_migrate_info, iteration) },
+		{ "dirty-pages-rate", offsetof(struct kvmm_migrate_info, dirty_pages_rate) },
+		{ "setup-ms", offsetof(struct kvmm_migrate_info, setup_ms) },
+		{ "total-ms", offsetof(struct kvmm_migrate_info, total_ms) },
+		{ "downtime-ms", offsetof(struct kvmm_migrate_info, downtime_ms) },
+		{ "cpu-throttle-percent", offsetof(struct kvmm_migrate_info, cpu_throttle_pct) },
+	};
+	json_object *o = NULL, *v;
+	const char *s;
+
+	memset(mi, 0, sizeof(*mi));
+	if (command(path, "query-migrate", NULL, &o) < 0)
+		return -1;
+	/* KVMM: a status is one of a few strings; the counters are optional
+	 * (0 when missing). */
+	if (!json_object_object_get_ex(o, "status", &v) || !json_object_is_type(v, json_type_string)) {
+		json_object_put(o);
+		return malformed("query-migrate", "no status");
+	}
+	s = json_object_get_string(v);
+	mi->status = !strcmp(s, "active")      ? KVMM_MIGRATE_ACTIVE
+		     : !strcmp(s, "completed") ? KVMM_MIGRATE_COMPLETED
+		     : !strcmp(s, "failed")    ? KVMM_MIGRATE_FAILED
+		     : !strcmp(s, "cancelled") ? KVMM_MIGRATE_CANCELLED
+					       : KVMM_MIGRATE_NONE;
+	for (size_t k = 0; k < G_N_ELEMENTS(counters); k++)
+		get_counter(o, counters[k].key, (uint64_t *)((char *)mi + counters[k].off));
+	if (json_object_object_get_ex(o, "error", &v) && json_object_is_type(v, json_type_string))
+		g_strlcpy(mi->error, json_object_get_string(v), sizeof(mi->error));
+	json_object_put(o);
+	return 0;
+}
+
 /* KVMM: a device id as device-add takes it, and fits struct
  * kvmm_hot_device / monitor_event. */
 static bool id_ok(const char *id)

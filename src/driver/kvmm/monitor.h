@@ -60,6 +60,41 @@ int monitor_reset(const char *path);		/* hard reset */
 #define MONITOR_SAVE_TIMEOUT_MS 300000
 int monitor_save(const char *path, int fd);
 
+/* Live migration (kvmm's `migrate` with FD, a connected socket sent by
+ * getfd): starts the pre-copy and returns at once; query it with
+ * monitor_query_migrate until it ends.  MAX_DOWNTIME_MS >= 1,
+ * BANDWIDTH_MIBPS 0 for no limit. */
+struct kvmm_migrate_params {
+	uint64_t max_downtime_ms;
+	uint64_t bandwidth_mibps;
+	bool auto_converge;
+};
+int monitor_migrate(const char *path, int fd, const struct kvmm_migrate_params *p);
+/* migrate-cancel: the running migration stops before its switchover
+ * (a running VM runs on); VIR_ERR_OPERATION_INVALID when none runs. */
+int monitor_migrate_cancel(const char *path);
+/* migrate-set-params: for the running migration and the next ones. */
+int monitor_migrate_set_params(const char *path, const struct kvmm_migrate_params *p);
+
+enum kvmm_migrate_status {
+	KVMM_MIGRATE_NONE,
+	KVMM_MIGRATE_ACTIVE,
+	KVMM_MIGRATE_COMPLETED,
+	KVMM_MIGRATE_FAILED,
+	KVMM_MIGRATE_CANCELLED,
+};
+/* query-migrate: the last migration's progress (bytes, ms). */
+struct kvmm_migrate_info {
+	enum kvmm_migrate_status status;
+	uint64_t total_bytes, transferred_bytes, remaining_bytes;
+	uint64_t iteration;		/* rounds so far */
+	uint64_t dirty_pages_rate;	/* pages/s the guest dirtied last round */
+	uint64_t setup_ms, total_ms, downtime_ms;
+	uint64_t cpu_throttle_pct;
+	char error[256];		/* FAILED: why */
+};
+int monitor_query_migrate(const char *path, struct kvmm_migrate_info *mi);
+
 /* What kvmm says its VM is doing. */
 enum kvmm_run_state {
 	KVMM_STATE_UNKNOWN,	/* a state this daemon does not know */

@@ -216,7 +216,7 @@ void process_set_sandbox(bool on, uid_t uid, gid_t gid)
  * reads EOF and exits without becoming kvmm.  The pid, or -1 after
  * reporting. */
 /* INFD >= 0: the stream to restore from, inherited as descriptor
- * SPAWN_IN_FD, past the taps' numbers (RESTORE then is "fd:12"). */
+ * SPAWN_IN_FD, past the taps' numbers (RESTORE then is "fd:12", given to --incoming). */
 #define SPAWN_IN_FD 12
 G_STATIC_ASSERT(SPAWN_IN_FD == INHERITED_FD_BASE + INHERITED_FD_MAX);
 static pid_t spawn(const char *emulator, const char *config, const char *restore, int infd,
@@ -247,8 +247,12 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		}
 	}
 	if (restore) {
-		/* The stream's VM with this run's host side laid over. */
-		argv[argc++] = "--restore";
+		/* The stream's VM with this run's host side laid over; an
+		 * inherited connection is a migration's, whose stream kvmm
+		 * reads with --incoming (the same reader as --restore fd:N,
+		 * for a live pre-copy's rounds and a stop-and-copy's save
+		 * alike). */
+		argv[argc++] = infd >= 0 ? "--incoming" : "--restore";
 		argv[argc++] = (char *)restore;
 	}
 	argv[argc] = NULL;
@@ -859,7 +863,7 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 		}
 	}
 	log_line(r->log_path, "starting up: %s --config %s%s%s", emulator, r->config_path,
-		 restore ? " --restore " : "", restore ? restore : "");
+		 !restore ? "" : infd >= 0 ? " --incoming " : " --restore ", restore ? restore : "");
 	if (write(logfd, conf, strlen(conf)) < 0 || write(logfd, "\n", 1) < 0)
 		pr_warn("cannot write to %s: %s", r->log_path, g_strerror(errno));
 	log_start = fstat(logfd, &st) == 0 ? st.st_size : 0;
@@ -1055,23 +1059,23 @@ void process_save_abandon(struct domain_obj *obj)
 	}
 }
 
-int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mode mode)
+void process_migrated_paused(struct domain_obj *obj)
 {
-	g_autofree char *path = process_api_path(obj);
-
-	if (mode != PROCESS_MIGRATE_STOP_COPY) {
-		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "live migration is not supported yet by this kvmm");
-		return -1;
-	}
-	if (!path || monitor_save(path, fd) < 0)
-		return -1;
 	/* A domain the user paused stays paused by the user. */
 	g_mutex_lock(&obj->lock);
 	if (obj->run && obj->state == VIR_DOMAIN_RUNNING)
 		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION,
 				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED);
 	g_mutex_unlock(&obj->lock);
+}
+
+int process_migrate_out(struct domain_obj *obj, int fd)
+{
+	g_autofree char *path = process_api_path(obj);
+
+	if (!path || monitor_save(path, fd) < 0)
+		return -1;
+	process_migrated_paused(obj);
 	return 0;
 }
 

@@ -61,22 +61,23 @@ void process_save_abandon(struct domain_obj *obj);
 
 /* Migration.  The incoming side: starts OBJ (inactive; the job held)
  * from the state stream kvmm reads whole from FD, a migration's accepted
- * connection (kvmm --restore fd:N --paused), with the host side made as
+ * connection (kvmm --incoming fd:N --paused), with the host side made as
  * process_start makes it.  Returns once kvmm has read the stream and
  * answers: the domain is paused (migration), event STARTED/MIGRATED.  On
  * failure nothing is left, as for process_start.  FD stays the caller's. */
 int process_start_incoming(struct domain_obj *obj, int fd);
 
-/* How a running VM's state goes to a migration's connection. */
-enum process_migrate_mode {
-	PROCESS_MIGRATE_STOP_COPY,	/* paused, then its whole state sent */
-	PROCESS_MIGRATE_LIVE,		/* pre-copy while it runs: not in this kvmm yet */
-};
-/* The outgoing side: writes the active OBJ's state to FD (a connected
- * socket; FD stays the caller's) by MODE, the job held.  The VM is left
- * paused: a running one as paused (migration), event SUSPENDED/MIGRATED;
- * on failure a running VM runs on. */
-int process_migrate_out(struct domain_obj *obj, int fd, enum process_migrate_mode mode);
+/* The outgoing side, stop-and-copy: writes the active OBJ's state to FD
+ * (a connected socket; FD stays the caller's), the job held.  The VM is
+ * left paused: a running one as paused (migration), event
+ * SUSPENDED/MIGRATED; on failure a running VM runs on.  (A live
+ * migration is kvmm's `migrate`, driven by api/domain_migrate.c, which
+ * then marks the VM with process_migrated_paused.) */
+int process_migrate_out(struct domain_obj *obj, int fd);
+/* kvmm paused OBJ's VM for a migration (its switchover, or a migration
+ * told to converge): a running domain becomes paused (migration), event
+ * SUSPENDED/MIGRATED; a domain the user paused stays as it is. */
+void process_migrated_paused(struct domain_obj *obj);
 /* Stops OBJ's kvmm after its state went to a destination that now runs
  * it: shut off (migrated), event STOPPED/MIGRATED. */
 int process_stop_migrated(struct domain_obj *obj);

@@ -20,6 +20,7 @@
 #include "remote_xdr.h"
 #include "remote_host_xdr.h"
 #include "remote_job_xdr.h"
+#include "remote_migrate_xdr.h"
 #include "remote_save_xdr.h"
 #include "forward.h"
 #include "log.h"
@@ -336,7 +337,7 @@ static void worker_run(gpointer data, gpointer user_data)
 }
 
 /* Side calls: while a client's call runs a long job (a save, a
- * restore), its progress and abort must not wait behind it -- virsh save
+ * restore, a migration's Perform), its progress and abort must not wait behind it -- virsh save
  * --verbose polls virDomainGetJobInfo, and its Ctrl-C sends
  * virDomainAbortJob, on the connection the save runs on (libvirt serves
  * several calls of a client at once).  Only these, only beside those: a
@@ -361,6 +362,7 @@ static bool is_side_call(const struct client *c, GBytes *call)
 		REMOTE_PROC_DOMAIN_SAVE, REMOTE_PROC_DOMAIN_SAVE_FLAGS, REMOTE_PROC_DOMAIN_MANAGED_SAVE,
 		REMOTE_PROC_DOMAIN_RESTORE, REMOTE_PROC_DOMAIN_RESTORE_FLAGS,
 		REMOTE_PROC_DOMAIN_SAVE_PARAMS, REMOTE_PROC_DOMAIN_RESTORE_PARAMS,
+		REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS,
 	};
 	static const int queries[] = {
 		REMOTE_PROC_DOMAIN_GET_JOB_INFO, REMOTE_PROC_DOMAIN_GET_JOB_STATS,
@@ -371,11 +373,15 @@ static bool is_side_call(const struct client *c, GBytes *call)
 
 	if (!c->busy || !c->running || proc < 0)
 		return false;
+	running = call_proc(c->running);
+	/* virsh migrate --timeout suspends the domain on the connection
+	 * Perform runs on; the migration's job does the pause. */
+	if (proc == REMOTE_PROC_DOMAIN_SUSPEND && running == REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS)
+		return true;
 	for (size_t i = 0; i < G_N_ELEMENTS(queries); i++)
 		query |= proc == queries[i];
 	if (!query)
 		return false;
-	running = call_proc(c->running);
 	for (size_t i = 0; i < G_N_ELEMENTS(jobs); i++)
 		if (running == jobs[i])
 			return true;
