@@ -178,6 +178,34 @@ def test_transient_domain_survives_a_daemon_kill(start_daemon, kvm):
     c.close()
 
 
+def test_guest_undefined_as_the_daemon_died_runs_on_transient(start_daemon, kvm):
+    """undefine of a running domain removes its definition file, then marks
+    its status file transient: a daemon killed in between must not lose the
+    guest.  The next daemon adopts it from its status file, transient, as
+    the undefine would have left it, and destroy ends it."""
+    d1 = start_daemon()
+    c = libvirt.open(d1.uri())
+    dom = c.defineXML(guest_xml(d1.root, "gone"))
+    dom.create()
+    pid = d1.guests()
+    assert len(pid) == 1
+    c.close()
+    crash_daemon(d1)
+    # what undefine does first, the daemon killed before the rest
+    os.unlink(os.path.join(d1.root, "etc", "libvirt", "kvmm", "gone.xml"))
+    d2 = start_daemon(root=d1.root)
+    c = libvirt.open(d2.uri())
+    t = c.lookupByName("gone")
+    assert t.isActive() and not t.isPersistent() and t.ID() == 1
+    assert d2.guests() == pid
+    assert "no such domain defined" not in d2.output()
+    t.destroy()
+    with pytest.raises(libvirt.libvirtError):
+        c.lookupByName("gone")
+    assert_nothing_left(d2)
+    c.close()
+
+
 def fake_kvmm(path):
     """Something answering like kvmm on the UNIX socket PATH: the greeting,
     then 'running' to every request.  Returns the listening socket."""

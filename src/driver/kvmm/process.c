@@ -1398,8 +1398,11 @@ static void adopt_one(const char *path)
 		return;
 	}
 	obj = domain_find_by_uuid(st.uuid);
-	if (!obj && st.transient && st.live_xml) {
-		/* A transient domain: its live definition is all there is. */
+	if (!obj && st.live_xml) {
+		/* A transient domain: its live definition is all there is.  So
+		 * it is for one whose persistent definition went while it ran
+		 * (an undefine the daemon died in before the status file said
+		 * transient): it runs on, transient, as after that undefine. */
 		struct domain_def *def = domain_def_parse_string(st.live_xml, domains_status_parse_opts());
 
 		if (def && (obj = domain_add_transient(def, "adopt")))
