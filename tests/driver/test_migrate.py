@@ -761,10 +761,12 @@ def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
 
 
 @pytest.fixture
-def sandboxed(monkeypatch):
-    """The source daemon with sandbox = 1 (conftest's force_sandbox; the
-    destination's own --config of the hosts fixture has none)."""
+def sandboxed(monkeypatch, tls_dst_conf):
+    """Both daemons with sandbox = 1: the source's by conftest's
+    force_sandbox, the destination's in its own --config."""
     monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
+    with open(tls_dst_conf, "a") as f:
+        f.write("sandbox = 1\n")
 
 
 def thread_status(pid, name):
@@ -782,7 +784,7 @@ def thread_status(pid, name):
 
 @pytest.mark.parametrize("live", [True, False], ids=["live", "stopped"])
 def test_a_sandboxed_kvmm_migrates(sandboxed, hosts, live):
-    """A confined kvmm migrates: --live through kvmm's pre-copy on the
+    """Confined kvmm at both ends: --live through kvmm's pre-copy on the
     connection the daemon passes as a descriptor, its copy thread under
     its own seccomp list, a guest that outruns the link throttled (the
     vCPUs sleep confined); or stopped, to kvmm --incoming fd:12.  Either
@@ -812,7 +814,7 @@ def test_a_sandboxed_kvmm_migrates(sandboxed, hosts, live):
         assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
     with open(f"/proc/{dst.d.guests()[0]}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
-    assert argv[argv.index(b"--incoming") + 1] == b"fd:12", argv
+    assert argv[argv.index(b"--incoming") + 1] == b"fd:12" and b"--sandbox" in argv, argv
     assert dst.conn.lookupByName("m1").state()[0] == L.VIR_DOMAIN_RUNNING
     assert_memory_right(shared, before)
     dst.conn.lookupByName("m1").destroy()
