@@ -114,16 +114,19 @@ static int compile(enum sandbox_thread kind, struct sock_fprog *out)
 		const struct seccomp_rule *rl = &pol->rules[i];
 		uint32_t act = rl->err ? SCMP_ACT_ERRNO(rl->err) : SCMP_ACT_ALLOW;
 
+		/* by default the low 32 bits: the kernel ignores the upper
+		 * half of an ioctl request */
+		struct scmp_arg_cmp c1 = SCMP_CMP(rl->arg, SCMP_CMP_MASKED_EQ,
+						  rl->mask ? rl->mask : 0xffffffffu, rl->value);
+		struct scmp_arg_cmp c2 = SCMP_CMP(rl->arg2, SCMP_CMP_MASKED_EQ,
+						  0xffffffffu, rl->value2);
+
 		if (rl->arg < 0)
 			r = seccomp_rule_add(ctx, act, rl->nr, 0);
+		else if (rl->arg2 > rl->arg)
+			r = seccomp_rule_add(ctx, act, rl->nr, 2, c1, c2);
 		else
-			r = seccomp_rule_add(ctx, act, rl->nr, 1,
-					     /* by default the low 32 bits: the
-					      * kernel ignores the upper half of
-					      * an ioctl request */
-					     SCMP_CMP(rl->arg, SCMP_CMP_MASKED_EQ,
-						      rl->mask ? rl->mask : 0xffffffffu,
-						      rl->value));
+			r = seccomp_rule_add(ctx, act, rl->nr, 1, c1);
 		if (r)
 			pr_err("sandbox: %s rule %u (system call %d) refused by libseccomp: %s",
 			       pol->name, i, rl->nr, strerror(-r));

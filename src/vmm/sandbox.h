@@ -11,12 +11,14 @@ struct sandbox_config;
 enum sandbox_thread {
 	SANDBOX_THREAD_MAIN,	/* event loop, devices' I/O, io_uring, control socket */
 	SANDBOX_THREAD_VCPU,	/* KVM_RUN and the exits it hands to devices */
+	SANDBOX_THREAD_MIGRATION, /* live migration's copy: dirty log, the stream */
 	SANDBOX_THREAD_KINDS,
 };
 
 /* One row of an allow-list: the system call nr, allowed (err 0) or failing
  * with err; arg >= 0 allows it only when argument arg, masked with mask
- * (0: its low 32 bits), equals value. */
+ * (0: its low 32 bits), equals value; arg2 > arg (0: none) adds that
+ * argument's low 32 bits equal to value2. */
 struct seccomp_rule {
 	int nr;
 	int arg;
@@ -24,6 +26,8 @@ struct seccomp_rule {
 	uint64_t value;
 	int err;
 	const char *why;
+	int arg2;
+	uint64_t value2;
 };
 
 struct seccomp_policy {

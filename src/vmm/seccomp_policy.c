@@ -3,11 +3,12 @@
  * over the test guest's scenarios and --sandbox-log; anything not listed
  * traps: kvmm says which call and dies of SIGSYS.
  *
- * Two kinds of thread: kvmm has no I/O or console threads of its own --
+ * Three kinds of thread: kvmm has no I/O or console threads of its own --
  * the block layer submits and reaps its io_uring on the main thread, and
  * the sync path runs there too; the kernel's io_uring and KVM workers
  * (iou-wrk, kvm-nx-lpage-recovery) inherit the filter of the thread that
- * made them and never run kvmm's code.
+ * made them and never run kvmm's code.  The third is a live migration's
+ * copy (migration/live.c), which runs while the guest does.
  *
  * A thread inherits its creator's filter and adds its own, so a vCPU
  * thread runs under both lists: what it does must be in each.  Calls that
@@ -24,17 +25,20 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "sandbox.h"
 
 #define PTHREAD_CLONE_FLAGS (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SIGHAND | \
 			     CLONE_THREAD | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 
-#define ALLOW(name, why)		{ SCMP_SYS(name), -1, 0, 0, 0, why }
-#define ALLOW_IF(name, arg, val, why)	{ SCMP_SYS(name), arg, 0, val, 0, why }
-#define ALLOW_MASKED(name, arg, mask, val, why) { SCMP_SYS(name), arg, mask, val, 0, why }
-#define FAIL(name, err, why)		{ SCMP_SYS(name), -1, 0, 0, err, why }
+#define ALLOW(name, why)		{ SCMP_SYS(name), -1, 0, 0, 0, why, 0, 0 }
+#define ALLOW_IF(name, arg, val, why)	{ SCMP_SYS(name), arg, 0, val, 0, why, 0, 0 }
+#define ALLOW_MASKED(name, arg, mask, val, why) { SCMP_SYS(name), arg, mask, val, 0, why, 0, 0 }
+#define FAIL(name, err, why)		{ SCMP_SYS(name), -1, 0, 0, err, why, 0, 0 }
 #define IOCTL(req, why)			ALLOW_IF(ioctl, 1, req, why)
+#define ALLOW_IF2(name, arg, val, arg2, val2, why) { SCMP_SYS(name), arg, 0, val, 0, why, arg2, val2 }
 
 /* What a vCPU thread asks of KVM: running the guest, and the devices it
  * drives on the guest's accesses.  In both lists, as a vCPU thread runs
@@ -129,6 +133,15 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_GET_XSAVE2, "save: a vCPU's extended state (AMX)"),
 	IOCTL(KVM_GET_IRQCHIP, "save: the PICs and IOAPIC"),
 	IOCTL(KVM_GET_PIT2, "save: the PIT"),
+	/* live migration (by descriptor only: no socket, no connect) */
+	IOCTL(KVM_GET_DIRTY_LOG, "migrate: the pages the guest wrote (the copy thread inherits it)"),
+	ALLOW_IF2(setsockopt, 1, SOL_SOCKET, 2, SO_SNDTIMEO,
+		  "migrate: the switchover's send timeout"),
+	ALLOW_IF(shutdown, 1, SHUT_RDWR, "migrate-cancel wakes the copy thread's write"),
+	ALLOW_IF(clock_nanosleep, 0, CLOCK_REALTIME,
+		 "migrate: the copy thread's bandwidth limit (nanosleep), inherited"),
+	ALLOW_IF(clock_nanosleep, 0, CLOCK_MONOTONIC,
+		 "migrate: a throttled vCPU's sleep (auto-converge), inherited"),
 	IOCTL(TUNGETIFF, "a NIC hot-added by descriptor: is it a tap, and which"),
 	IOCTL(TUNSETVNETHDRSZ, "a NIC hot-added by descriptor: the virtio-net header's size"),
 	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
@@ -148,8 +161,8 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(tgkill, "kicking a vCPU out of KVM_RUN; the SIGSYS report"),
 	ALLOW(getpid, "tgkill's target"),
 	ALLOW(gettid, "tgkill's target"),
-	ALLOW_IF(seccomp, 0, SECCOMP_SET_MODE_FILTER, "a new vCPU thread adds its own list"),
-	ALLOW_IF(prctl, 0, PR_SET_NAME, "a new vCPU thread names itself"),
+	ALLOW_IF(seccomp, 0, SECCOMP_SET_MODE_FILTER, "a new vCPU or migration thread adds its own list"),
+	ALLOW_IF(prctl, 0, PR_SET_NAME, "a new vCPU or migration thread names itself"),
 	ALLOW(exit, "a thread ends"),
 	ALLOW(exit_group, "kvmm ends"),
 	/* paths: nothing to find in the empty root; fail, do not kill */
@@ -184,6 +197,7 @@ static const struct seccomp_rule vcpu_rules[] = {
 	ALLOW(madvise, "balloon and free page reporting; the thread's stack at exit"),
 	ALLOW(futex, "the VM lock and condition variable"),
 	ALLOW(clock_gettime, "timestamps (the vDSO's fallback)"),
+	ALLOW_IF(clock_nanosleep, 0, CLOCK_MONOTONIC, "auto-converge: the throttled vCPU sleeps"),
 	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "malloc in the thread's arena"),
 	ALLOW(munmap, "free in the thread's arena"),
 	ALLOW_MASKED(mprotect, 2, PROT_EXEC, 0, "malloc growing the thread's arena"),
@@ -205,7 +219,36 @@ static const struct seccomp_rule vcpu_rules[] = {
 	ALLOW(exit_group, "abort() on a broken invariant"),
 };
 
+/* A live migration's copy: reads guest memory, takes KVM's dirty log and
+ * writes the stream to the descriptor it was given; every VM change is the
+ * main thread's.  It is started only for migrate's fdname when sandboxed,
+ * so it never makes a socket or connects. */
+static const struct seccomp_rule migration_rules[] = {
+	IOCTL(KVM_GET_DIRTY_LOG, "the pages the guest wrote since the last round"),
+	ALLOW(write, "the stream to the connection; the eventfd that says it is done; stderr"),
+	ALLOW_IF(clock_nanosleep, 0, CLOCK_REALTIME, "the bandwidth limit (nanosleep)"),
+	ALLOW(clock_gettime, "rounds timed, bandwidth paced (the vDSO's fallback)"),
+	ALLOW(futex, "the statistics' lock"),
+	ALLOW_MASKED(mmap, 2, PROT_EXEC, 0, "the dirty bitmaps (malloc in the thread's arena)"),
+	ALLOW(munmap, "the dirty bitmaps freed"),
+	ALLOW_MASKED(mprotect, 2, PROT_EXEC, 0, "malloc growing the thread's arena"),
+	ALLOW(brk, "malloc"),
+	ALLOW(madvise, "free; the thread's stack at exit"),
+	ALLOW(tgkill, "auto-converge kicks the vCPUs; the SIGSYS report"),
+	ALLOW(getpid, "tgkill's target"),
+	ALLOW(gettid, "tgkill's target"),
+	ALLOW(rt_sigreturn, "return from the SIGSYS report (--sandbox-log)"),
+	ALLOW(rt_sigprocmask, "glibc at thread exit"),
+	ALLOW(exit, "the thread ends"),
+	ALLOW(exit_group, "abort() on a broken invariant"),
+	/* The first round's page list reads /proc/self/pagemap by name; it
+	 * fails and every non-zero page is sent instead (migration/snapshot.c). */
+	FAIL(openat, EACCES, "no host path is reachable"),
+};
+
 const struct seccomp_policy seccomp_policies[SANDBOX_THREAD_KINDS] = {
 	[SANDBOX_THREAD_MAIN] = { "main", main_rules, sizeof(main_rules) / sizeof(main_rules[0]) },
 	[SANDBOX_THREAD_VCPU] = { "vcpu", vcpu_rules, sizeof(vcpu_rules) / sizeof(vcpu_rules[0]) },
+	[SANDBOX_THREAD_MIGRATION] = { "migration", migration_rules,
+				       sizeof(migration_rules) / sizeof(migration_rules[0]) },
 };

@@ -761,32 +761,60 @@ def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
 
 
 @pytest.fixture
-def sandboxed(monkeypatch):
-    """The source daemon with sandbox = 1 (conftest's force_sandbox; the
-    destination's own --config of the hosts fixture has none)."""
+def sandboxed(monkeypatch, tls_dst_conf):
+    """Both daemons with sandbox = 1: the source's by conftest's
+    force_sandbox, the destination's in its own --config."""
     monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
+    with open(tls_dst_conf, "a") as f:
+        f.write("sandbox = 1\n")
 
 
-def test_a_sandboxed_kvmm_refuses_live_and_moves_stopped(sandboxed, hosts):
-    """kvmm's sandbox has no live pre-copy: --live is refused by the
-    source's kvmm, the guest running on and nothing left on the
-    destination; stop-and-copy moves it (kvmm --incoming fd:12 on the
-    destination)."""
+def thread_status(pid, name):
+    """/proc status of kvmm's thread called name, or None."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        except FileNotFoundError:
+            continue
+        if st["Name"] == name:
+            return st
+    return None
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "stopped"])
+def test_a_sandboxed_kvmm_migrates(sandboxed, hosts, live):
+    """Confined kvmm at both ends: --live through kvmm's pre-copy on the
+    connection the daemon passes as a descriptor, its copy thread under
+    its own seccomp list, a guest that outruns the link throttled (the
+    vCPUs sleep confined); or stopped, to kvmm --incoming fd:12.  Either
+    way the guest goes on on the destination, its memory right."""
     src, dst, shared = hosts
-    sdom = running(src, shared, cmdline=DIRTY)
-    with open(f"/proc/{src.d.guests()[0]}/cmdline", "rb") as f:
+    sdom = running(src, shared, cmdline=DIRTY.replace("touch=16", "touch=4"))
+    pid = src.d.guests()[0]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
         assert b"--sandbox" in f.read().split(b"\0")
-    r = migrate(src, dst, "m1", "--live")
-    assert r.returncode != 0 and "live migration is not supported in the sandbox" in r.stderr, \
-        r.stderr
-    assert sdom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
-    wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
-    dst.no_domain("m1")
     before = ticks(shared)
-    r = migrate(src, dst, "m1")
-    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    if live:
+        p = start_migrate(src, dst, "m1", "--live", "--auto-converge", "--bandwidth", "8")
+        st = copying(sdom, auto_converge_throttle=30)
+        assert st["memory_iteration"] >= 3, st
+        # The guest runs confined during the copy.
+        wait_ticks(shared, ticks(shared)[-1][0] + 3)
+        assert sdom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
+        th = thread_status(pid, "migration")
+        assert th and th["Seccomp"] == "2" and th["Seccomp_filters"] == "2", th
+        assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err + src.d.output() + dst.d.output()
+        assert sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)["type"] == \
+            L.VIR_DOMAIN_JOB_COMPLETED
+    else:
+        r = migrate(src, dst, "m1")
+        assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
     with open(f"/proc/{dst.d.guests()[0]}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
-    assert argv[argv.index(b"--incoming") + 1] == b"fd:12", argv
+    assert argv[argv.index(b"--incoming") + 1] == b"fd:12" and b"--sandbox" in argv, argv
+    assert dst.conn.lookupByName("m1").state()[0] == L.VIR_DOMAIN_RUNNING
     assert_memory_right(shared, before)
     dst.conn.lookupByName("m1").destroy()

@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <linux/kvm.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,6 +69,7 @@ static int do_clone_newuser(void)
 		_exit(0);
 	return 0;
 }
+static int do_connect(void) { syscall(SYS_connect, 0, 0, 0); return 0; }
 static int do_tcgets(void) { syscall(SYS_ioctl, 0, 0x5401 /* TCGETS */, 0); return 0; }
 /* Typing into the host's terminal. */
 static int do_tiocsti(void) { char c = 'x'; syscall(SYS_ioctl, 0, 0x5412 /* TIOCSTI */, &c); return 0; }
@@ -95,6 +99,7 @@ static const struct forbidden forbidden[] = {
 	{ "mount", do_mount, SYS_mount },
 	{ "execve", do_execve, SYS_execve },
 	{ "socket", do_socket, SYS_socket },
+	{ "connect", do_connect, SYS_connect },
 	{ "setuid", do_setuid, SYS_setuid },
 	{ "unshare", do_unshare, SYS_unshare },
 	{ "clone(CLONE_NEWUSER)", do_clone_newuser, SYS_clone },
@@ -134,6 +139,66 @@ UNIT_TEST(vcpu_ioctls_are_kvms_only)
 					    err, sizeof(err))));
 	CHECK(!killed_by_sigsys(run_filtered(SANDBOX_THREAD_MAIN, false, do_tcgets,
 					     err, sizeof(err))));
+}
+
+/* The migration copy's calls, on a descriptor that is none (EBADF): what
+ * is allowed fails the ordinary way, the rest kills. */
+static int do_dirty_log(void)
+{
+	return syscall(SYS_ioctl, -1, KVM_GET_DIRTY_LOG, 0) == -1 && errno == EBADF ? 0 : 1;
+}
+static int do_kvm_run(void) { syscall(SYS_ioctl, -1, KVM_RUN, 0); return 0; }
+static int do_nanosleep(void)
+{
+	struct timespec ts = { 0, 1000 };
+
+	return nanosleep(&ts, NULL);
+}
+static int do_sndtimeo(void)
+{
+	struct timeval tv = { 1, 0 };
+
+	return setsockopt(-1, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 &&
+	       errno == EBADF ? 0 : 1;
+}
+static int do_rcvtimeo(void)
+{
+	struct timeval tv = { 1, 0 };
+
+	setsockopt(-1, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return 0;
+}
+
+static bool exits_0(int st)
+{
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+UNIT_TEST(migration_thread_takes_the_dirty_log_and_sleeps_but_runs_no_vcpu)
+{
+	char err[512];
+
+	CHECK(exits_0(run_filtered(SANDBOX_THREAD_MIGRATION, false, do_dirty_log, err, sizeof(err))));
+	CHECK(exits_0(run_filtered(SANDBOX_THREAD_MIGRATION, false, do_nanosleep, err, sizeof(err))));
+	CHECK(killed_by_sigsys(run_filtered(SANDBOX_THREAD_MIGRATION, false, do_kvm_run,
+					    err, sizeof(err))));
+	CHECK(strstr(err, "is not in the migration threads' allow-list") != NULL);
+	/* The main thread, which the copy inherits from, takes the log for
+	 * the switchover; a vCPU thread never does. */
+	CHECK(exits_0(run_filtered(SANDBOX_THREAD_MAIN, false, do_dirty_log, err, sizeof(err))));
+	CHECK(killed_by_sigsys(run_filtered(SANDBOX_THREAD_VCPU, false, do_dirty_log,
+					    err, sizeof(err))));
+}
+
+UNIT_TEST(main_thread_sets_only_the_send_timeout)
+{
+	char err[512];
+
+	CHECK(exits_0(run_filtered(SANDBOX_THREAD_MAIN, false, do_sndtimeo, err, sizeof(err))));
+	CHECK(killed_by_sigsys(run_filtered(SANDBOX_THREAD_MAIN, false, do_rcvtimeo,
+					    err, sizeof(err))));
+	CHECK(killed_by_sigsys(run_filtered(SANDBOX_THREAD_MIGRATION, false, do_sndtimeo,
+					    err, sizeof(err))));
 }
 
 /* What the threads do all the time: ids for the SIGSYS report, memory,

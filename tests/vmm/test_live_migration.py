@@ -312,20 +312,79 @@ def feed_ok(vms, tmp, disk, blob):
     return True
 
 
-def test_migrate_is_refused_in_the_sandbox_and_the_guest_runs_on(kvm, vms, tmp):
-    """The sandbox's seccomp lists have no room for the copy yet: refused
-    with a reason, never a kill by SIGSYS."""
-    sock = os.path.join(tmp, "sb.sock")
-    g = start(vms, kvmm_argv("kvmmtest.action=live kvmmtest.tick_ms=20", cpus=1,
-                             extra=["--api-socket", sock, "--sandbox"]))
-    g.wait_for(r"KVMMTEST live n=2 ")
+def thread_status(pid, name):
+    """/proc status of pid's thread called name, or None."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        except FileNotFoundError:
+            continue
+        if st["Name"] == name:
+            return st
+    return None
+
+
+def test_sandboxed_source_and_destination_migrate_by_descriptor(kvm, vms, tmp):
+    """Both ends --sandbox, the connection passed as a descriptor: a cancel
+    first (shutdown wakes the copy), then a migration slowed and throttled
+    (the copy's nanosleep, the vCPUs' sleep), the copy thread under its own
+    list; the guest goes on on the destination, its memory right."""
+    disk = disk_image(tmp)
+    sock = os.path.join(tmp, "src.sock")
+    g = start(vms, kvmm_argv(CMDLINE.replace("touch=16", "touch=4"), cpus=1,
+                             extra=["--api-socket", sock, "--disk", f"path={disk}",
+                                    "--sandbox"]))
+    g.wait_for(r"KVMMTEST live n=3 ")
     api = Api(sock)
-    r = api.call("migrate", {"uri": "unix:" + os.path.join(tmp, "x.sock")})
-    assert r["error"]["code"] == "MigrationFailed", r
-    assert "sandbox" in r["error"]["message"]
-    assert api.call("query-migrate")["return"]["status"] == "none"
-    n = records(g.lines)[-1][0] if records(g.lines) else 2
+    # Cancelled mid-copy: nobody reads the other end.
+    x, y = socket.socketpair()
+    assert api.call("getfd", {"fdname": "void"}, fds=[x.fileno()])["return"] == {}
+    x.close()
+    migrate(api, {"fdname": "void", "bandwidth-mibps": 2})
+    n = records(g.lines)[-1][0]
     g.wait_for(r"KVMMTEST live n=%d " % (n + 2))
+    assert api.call("migrate-cancel")["return"] == {}
+    assert "error" not in wait_status(api, "cancelled")
+    y.close()
+    assert api.call("query-status")["return"]["state"] == "running"
+
+    a, b = socket.socketpair()
+    copy = os.path.join(tmp, "dst-disk.img")
+    shutil.copy(disk, copy)
+    h = Guest([KVMM, "--incoming", f"fd:{b.fileno()}", "--disk", f"path={copy}",
+               "--api-socket", os.path.join(tmp, "dst.sock"), "--sandbox"],
+              pass_fds=(b.fileno(),))
+    vms.append(h)
+    b.close()
+    assert api.call("getfd", {"fdname": "mig"}, fds=[a.fileno()])["return"] == {}
+    a.close()
+    at_start = records(g.lines)[-1][0]
+    migrate(api, {"fdname": "mig", "bandwidth-mibps": 8, "max-downtime-ms": 100})
+    deadline = time.monotonic() + 120
+    while True:
+        q = api.call("query-migrate")["return"]
+        assert q["status"] == "active", (q, g.stderr)
+        if q["cpu-throttle-percent"] >= 30:
+            break
+        assert time.monotonic() < deadline, q
+        time.sleep(0.05)
+    # The copy thread adds its list to the main thread's it inherits.
+    st = thread_status(g.proc.pid, "migration")
+    assert st and st["Seccomp"] == "2" and st["Seccomp_filters"] == "2", st
+    assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
+    info = wait_status(api, "completed")
+    assert info["cpu-throttle-percent"] == 0, info
+    assert api.call("query-status")["return"]["state"] == "paused"
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    check_continued(g, h, at_start)
+    # The destination confined itself once the stream was in.
+    with open(f"/proc/{h.proc.pid}/status") as f:
+        st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+    assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1", st
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
 
 
 def test_incoming_paused_waits_for_resume_and_a_misfit_destination_refuses(kvm, vms, tmp):

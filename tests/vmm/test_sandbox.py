@@ -241,6 +241,25 @@ def test_sandboxed_reboot_rebuilds_the_vm_confined(kvm, vms, tmp):
     g.kill()
 
 
+@pytest.mark.parametrize("uri", ["unix", "tcp"])
+def test_sandboxed_migrate_to_a_uri_is_refused_and_the_guest_runs_on(kvm, vms, tmp, uri):
+    """tcp: and unix: would need socket() and connect(), which no list
+    allows: refused with how to do it instead (fdname), never a SIGSYS."""
+    sock = os.path.join(tmp, "api.sock")
+    g = start(vms, kvmm_argv("kvmmtest.action=wait kvmmtest.tick_ms=20", cpus=1,
+                             extra=["--api-socket", sock, "--sandbox"]))
+    g.wait_for(r"KVMMTEST tick", count=2)
+    api = Api(sock)
+    where = "unix:" + os.path.join(tmp, "x.sock") if uri == "unix" else "tcp:127.0.0.1:9"
+    r = api.call("migrate", {"uri": where})
+    assert r["error"]["code"] == "MigrationFailed", r
+    assert "sandboxed" in r["error"]["message"] and "fdname" in r["error"]["message"], r
+    assert api.call("query-migrate")["return"]["status"] == "none"
+    g.wait_for(r"KVMMTEST tick", count=len(g.records("tick")) + 3)
+    assert_confined(g.proc.pid, min_threads=2)
+    assert api.call("query-status")["return"]["state"] == "running"
+
+
 def test_sandboxed_serial_log_is_cut_back_not_rotated(kvm, tmp):
     """Rotation renames files by path, which a sandboxed kvmm cannot reach:
     the log starts again in the same file, keeping the newest output."""
