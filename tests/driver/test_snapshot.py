@@ -15,7 +15,7 @@ import libvirt
 import pytest
 
 from drvtest import virsh
-from kvmmtest import GUEST
+from kvmmtest import GUEST, complete_lines
 from test_lifecycle import Events, serial, wait_for
 from test_disks import (SECTOR, as_raw, check_clean, image, pattern, qcow2_guest, qemu_img,
                         run_to_poweroff)
@@ -351,9 +351,15 @@ def live_xml(d, name, base, extra=""):
 </domain>"""
 
 
+def live_ticks(text):
+    """(n, blk0 crc) of each complete tick line in TEXT: the guest writes
+    a line a byte at a time, so a pause can leave the last one partial."""
+    return [(int(m[1]), m[2]) for m in map(LIVE.search, complete_lines(text)) if m]
+
+
 def ticks(d, name, start=0):
     """(n, blk0 crc) of each tick the guest printed from offset START."""
-    return [(int(n), crc) for n, crc in LIVE.findall(serial(d.root, name)[start:])]
+    return live_ticks(serial(d.root, name)[start:])
 
 
 def wait_ticks(d, name, n, start=0):
@@ -376,7 +382,15 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     domid, pids = dom.ID(), d.guests()
     before = ticks(d, "lv")
     ok(d, "snapshot-create-as", "lv", "s1", "--description", "ticking")
-    after = ticks(d, "lv")
+    # The snapshot was taken at or before the end of what the file holds
+    # now; if that ends partway through a tick's line (written a byte at
+    # a time), the snapshot's tick may be that line's: wait for its end.
+    text = serial(d.root, "lv")
+    cut = text.rfind("\n") + 1
+    if cut < len(text):
+        text = wait_for(lambda: (lambda s: "\n" in s[cut:] and s[:s.index("\n", cut) + 1])(
+            serial(d.root, "lv")), "the tick line in progress at the snapshot")
+    after = live_ticks(text)
     # Paused for the save and the switch, then resumed: the same kvmm.
     assert ev.next() == ("lv", L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
     assert ev.next() == ("lv", L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED)
@@ -487,20 +501,26 @@ def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn
     dom.create()
     wait_ticks(d, "lp", 2)
     dom.suspend()
-    # The last tick seen before the pause (the serial file may not have
-    # all the guest printed before it yet: n0 <= the snapshot's tick).
-    n0 = ticks(d, "lp")[-1][0]
+    # Paused (kvmm parked the vCPU): the serial file holds all the guest
+    # wrote, maybe the first part of a tick's line, which the guest
+    # writes a byte at a time; the snapshot's tick is the last complete.
+    at_pause = serial(d.root, "lp")
+    n1 = live_ticks(at_pause)[-1][0]
+    partial = at_pause[at_pause.rfind("\n") + 1:]
     mem = os.path.join(d.root, "lp.mem")
     ok(d, "snapshot-create-as", "lp", "p", "--memspec", f"file={mem}")
-    # Still paused after the snapshot, and no tick since.
+    # Still paused after the snapshot, and not a byte written since.
     assert dom.state()[0] == L.VIR_DOMAIN_PAUSED
+    assert serial(d.root, "lp") == at_pause
     dump = ok(d, "snapshot-dumpxml", "lp", "p")
     assert "<state>paused</state>" in dump and f"file='{mem}'" in dump, dump
     assert [s.getName() for s in dom.listAllSnapshots(L.VIR_DOMAIN_SNAPSHOT_LIST_ACTIVE)] == ["p"]
-    n1 = ticks(d, "lp")[-1][0]      # the snapshot's tick, or later
     dom.resume()
-    n = ticks(d, "lp")[-1][0]
-    wait_for(lambda: ticks(d, "lp")[-1][0] >= n + 2, "ticks after resume")
+    wait_for(lambda: ticks(d, "lp")[-1][0] >= n1 + 3, "ticks after resume")
+    # The line the guest was writing at the pause, as the resumed guest
+    # finished it (formatted whole before its first byte went out).
+    cut = len(at_pause) - len(partial)
+    resumed = complete_lines(serial(d.root, "lp")[cut:])[0]
     # Taken paused: reverted paused; --running overrides.  libvirt's
     # events: the run stopped, the snapshot's started (and suspended).
     ev = Events(d.uri())
@@ -517,9 +537,14 @@ def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn
         (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT),
         (L.VIR_DOMAIN_EVENT_STARTED, L.VIR_DOMAIN_EVENT_STARTED_FROM_SNAPSHOT)]
     wait_ticks(d, "lp", 2, mark)
-    # The guest goes on from the snapshot's instant, counting on.
-    t = [n for n, _ in ticks(d, "lp", mark)]
-    assert n0 < t[0] <= n1 + 1 and t[:2] == [t[0], t[0] + 1], (n0, n1, t)
+    # The guest goes on from the snapshot's instant, to the byte: what it
+    # writes first ends the snapshot's partial line as the resumed guest
+    # did, then it counts on from the snapshot's tick.
+    after = complete_lines(partial + serial(d.root, "lp")[mark:])
+    t = [n for n, _ in live_ticks("\n".join(after) + "\n")]
+    assert t[:2] == [n1 + 1, n1 + 2], (n1, repr(partial), after[:3])
+    if partial:
+        assert after[0] == resumed, (repr(partial), after[0], resumed)
     dom.destroy()
 
 
