@@ -17,6 +17,7 @@
 #include "irq.h"
 #include "log.h"
 #include "util.h"
+#include "virtio/virtio.h"
 #include "vm.h"
 #include "migration/live.h"
 
@@ -369,6 +370,8 @@ static void take_io_errors(struct vm *vm)
 
 int vm_resume(struct vm *vm)
 {
+	struct device *d;
+
 	if (vm->state == VM_RUNNING)
 		return 0;
 	if (vm->state != VM_PAUSED)
@@ -382,6 +385,9 @@ int vm_resume(struct vm *vm)
 	vcpus_unpark(vm);
 	api_event_state(vm->api, vm, REASON_USER);
 	devices_resume(vm);
+	/* Kicks that came while the VM was paused started nothing. */
+	for (d = vm->devices; d; d = d->next)
+		virtio_pci_resume(d);
 	return 0;
 }
 

@@ -173,6 +173,62 @@ UNIT_TEST(virtio_balloon_inflate_frees_pages_and_counts_each_once)
 	teardown();
 }
 
+/* A paused VM's balloon frees nothing (its state may be saved already,
+ * with those pages' contents); the resume looks at the queues again. */
+UNIT_TEST(virtio_balloon_a_paused_vm_frees_nothing_until_resumed)
+{
+	uint32_t in[] = { 0x50 };
+
+	setup(false, false);
+	vd_driver_ok(F_STATS, 3);
+	memset(gm(0x50000), 0xaa, 0x1000);
+	vm.state = VM_PAUSED;
+	send_pfns(INFLATEQ, in, ARRAY_SIZE(in));
+	CHECK_EQ_U64(vq_used_idx(INFLATEQ), 0);
+	CHECK_EQ_U64(info().inflated, 0);
+	CHECK_EQ_U64(gm(0x50000)[0], 0xaa);
+	vm.state = VM_RUNNING;
+	virtio_pci_resume(&vp->f.dev);		/* what a resume calls */
+	run_watch(vp->queues[INFLATEQ].kick_fd);
+	CHECK_EQ_U64(vq_used_idx(INFLATEQ), 1);
+	CHECK_EQ_U64(info().inflated, 1);
+	CHECK_EQ_U64(gm(0x50000)[0], 0);
+	teardown();
+}
+
+/* An inflate the guest notified just before a save's pause, its kick
+ * still waiting in the loop behind the save: the saving kvmm's loop does
+ * not free the pages; the kvmm that loads the state does, unasked. */
+UNIT_TEST(virtio_balloon_a_kick_pending_at_the_save_is_run_by_the_loaded_device)
+{
+	struct state_buf sb = { 0 };
+	uint32_t in[] = { 0x50 };
+
+	setup(false, false);
+	vd_driver_ok(F_STATS, 3);
+	memset(gm(0x50000), 0xaa, 0x1000);
+	vm.state = VM_RUNNING;
+	memcpy(gm(PFNS), in, sizeof(in));
+	vq_post(INFLATEQ, 0, PFNS, sizeof(in), 0, 0);
+	vq_offer(INFLATEQ, 0);
+	bw(0x3000 + 4 * INFLATEQ, INFLATEQ, 2);	/* notified; the loop has not run it */
+	vm.state = VM_PAUSED;			/* the save's pause */
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &sb) == 0);
+	run_watch(vp->queues[INFLATEQ].kick_fd);	/* the kick, after the save */
+	CHECK_EQ_U64(vq_used_idx(INFLATEQ), 0);
+	CHECK_EQ_U64(gm(0x50000)[0], 0xaa);
+	/* The state loaded (into the same device: the guest's memory is the
+	 * saved one), the VM running. */
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, sb.data, sb.len) == 0);
+	state_buf_free(&sb);
+	vm.state = VM_RUNNING;
+	run_watch(vp->queues[INFLATEQ].kick_fd);
+	CHECK_EQ_U64(vq_used_idx(INFLATEQ), 1);
+	CHECK_EQ_U64(info().inflated, 1);
+	CHECK_EQ_U64(gm(0x50000)[0], 0);
+	teardown();
+}
+
 UNIT_TEST(virtio_balloon_malformed_pfn_chains_need_reset)
 {
 	static uint32_t many[4097];

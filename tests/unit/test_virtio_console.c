@@ -121,6 +121,67 @@ UNIT_TEST(virtio_console_transmit_reaches_the_backend)
 	teardown();
 }
 
+/* Output text at BUF + 0x100 * head, offered on the transmit queue. */
+static void post_text(uint16_t head, const char *text)
+{
+	memcpy(gm(BUF + 0x100 * head), text, strlen(text));
+	vq_post(TXQ, head, BUF + 0x100 * head, strlen(text), 0, 0);
+	vq_offer(TXQ, head);
+}
+
+/* A paused VM's console writes nothing (its state may be saved
+ * already); the resume looks at the queue again. */
+UNIT_TEST(virtio_console_a_paused_vm_writes_nothing_until_resumed)
+{
+	setup();
+	driver_ok();
+	vm.state = VM_PAUSED;
+	post_text(0, "paused\n");
+	kick(TXQ);
+	CHECK_EQ_U64(out_len, 0);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 0);
+	vm.state = VM_RUNNING;
+	virtio_pci_resume(&vp->f.dev);		/* what a resume calls */
+	watch[TXQ].fn(watch[TXQ].opaque, 1);	/* what the main loop does */
+	CHECK_EQ_U64(out_len, 7);
+	CHECK(!memcmp(out, "paused\n", 7));
+	CHECK_EQ_U64(vq_used_idx(TXQ), 1);
+	teardown();
+}
+
+/* Output the guest notified just before a save's pause, its kick still
+ * waiting in the loop behind the save: the saving kvmm's loop does not
+ * write it; the kvmm that loads the state does, without a new kick. */
+UNIT_TEST(virtio_console_a_kick_pending_at_the_save_is_run_by_the_loaded_device)
+{
+	struct state_buf sb = { 0 };
+
+	setup();
+	driver_ok();
+	vm.state = VM_RUNNING;
+	post_text(0, "one\n");
+	kick(TXQ);
+	CHECK_EQ_U64(out_len, 4);
+	post_text(1, "two\n");
+	bw(0x3000 + 4 * TXQ, TXQ, 2);		/* notified; the loop has not run it */
+	vm.state = VM_PAUSED;			/* the save's pause */
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &sb) == 0);
+	watch[TXQ].fn(watch[TXQ].opaque, 1);	/* the kick, after the save */
+	CHECK_EQ_U64(out_len, 4);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 1);
+	/* The state loaded (into the same device: the guest's memory is the
+	 * saved one), the VM running. */
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, sb.data, sb.len) == 0);
+	state_buf_free(&sb);
+	vm.state = VM_RUNNING;
+	watch[TXQ].fn(watch[TXQ].opaque, 1);
+	CHECK_EQ_U64(out_len, 8);
+	CHECK(!memcmp(out, "one\ntwo\n", 8));
+	CHECK_EQ_U64(vq_used_idx(TXQ), 2);
+	CHECK_EQ_U64(vq_used_id(TXQ, 1), 1);
+	teardown();
+}
+
 UNIT_TEST(virtio_console_input_waits_for_receive_buffers)
 {
 	setup();

@@ -244,6 +244,76 @@ UNIT_TEST(virtio_net_transmit_checks_lengths)
 	teardown();
 }
 
+/* A frame for the transmit queue at VD_RING(TXQ)'s head: a header and
+ * a 60-byte frame of byte v. */
+static void post_frame(uint16_t head, uint8_t v)
+{
+	uint64_t at = BUF + 0x1000 * head;
+
+	memset(gm(at), 0, HDR);
+	memset(gm(at + HDR), v, 60);
+	vq_post(TXQ, head, at, HDR + 60, 0, 0);
+	vq_offer(TXQ, head);
+}
+
+/* A paused VM's NIC sends nothing (its state may be saved already);
+ * the resume looks at every queue again. */
+UNIT_TEST(virtio_net_a_paused_vm_transmits_nothing_until_resumed)
+{
+	uint8_t got[HDR + 200];
+
+	setup();
+	driver_ok(0);
+	vm.state = VM_PAUSED;
+	post_frame(0, 0xab);
+	kick(TXQ);
+	CHECK(read(host, got, sizeof(got)) < 0 && errno == EAGAIN);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 0);
+	vm.state = VM_RUNNING;
+	virtio_pci_resume(&vp->f.dev);		/* what a resume calls */
+	run_loop();
+	CHECK_EQ_U64(read(host, got, sizeof(got)), HDR + 60);
+	CHECK(got[HDR] == 0xab);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 1);
+	teardown();
+}
+
+/* The guest notified a frame just before a save paused the VM; the kick
+ * still waits in the main loop behind the save.  The saving kvmm's loop,
+ * going on after the save, does not send it (the state says it is not
+ * sent); the kvmm that loads the state sends it without a new kick. */
+UNIT_TEST(virtio_net_a_kick_pending_at_the_save_is_run_by_the_loaded_device)
+{
+	struct state_buf sb = { 0 };
+	uint8_t got[HDR + 200];
+
+	setup();
+	driver_ok(0);
+	vm.state = VM_RUNNING;
+	post_frame(0, 0x11);
+	kick(TXQ);
+	CHECK_EQ_U64(read(host, got, sizeof(got)), HDR + 60);
+	post_frame(1, 0x22);
+	bw(0x3000 + 4 * TXQ, TXQ, 2);		/* notified; the loop has not run it */
+	vm.state = VM_PAUSED;			/* the save's pause */
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &sb) == 0);
+	run_loop();				/* the kick, after the save */
+	CHECK(read(host, got, sizeof(got)) < 0 && errno == EAGAIN);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 1);
+	/* The state loaded (into the same device: the guest's memory is the
+	 * saved one), the VM running. */
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, sb.data, sb.len) == 0);
+	state_buf_free(&sb);
+	vm.state = VM_RUNNING;
+	run_loop();
+	CHECK_EQ_U64(read(host, got, sizeof(got)), HDR + 60);
+	CHECK(got[HDR] == 0x22);
+	CHECK(read(host, got, sizeof(got)) < 0 && errno == EAGAIN);
+	CHECK_EQ_U64(vq_used_idx(TXQ), 2);
+	CHECK_EQ_U64(vq_used_id(TXQ, 1), 1);
+	teardown();
+}
+
 UNIT_TEST(virtio_net_receive_waits_for_buffers)
 {
 	struct virtio_net_stats st;

@@ -236,6 +236,60 @@ UNIT_TEST(virtio_rng_fills_a_buffer_and_interrupts)
 	teardown();
 }
 
+/* The transport, for every device: a paused VM's kick starts nothing
+ * (the VM's state may be saved already); the resume runs the queue. */
+UNIT_TEST(virtio_rng_a_paused_vm_fills_nothing_until_resumed)
+{
+	static const uint8_t zero[64];
+
+	setup();
+	driver_ok();
+	vm.state = VM_PAUSED;
+	post(0, BUF, 64, VIRTQ_DESC_F_WRITE, 0);
+	offer_and_kick(0);
+	CHECK_EQ_U64(used_idx(), 0);
+	CHECK(memcmp(gm(BUF), zero, 64) == 0);
+	CHECK_EQ_U64(fired[0], 0);
+	vm.state = VM_RUNNING;
+	virtio_pci_resume(&vp->f.dev);		/* what a resume calls */
+	run_loop_until_used();
+	CHECK_EQ_U64(used_idx(), 1);
+	CHECK(memcmp(gm(BUF), zero, 64) != 0);
+	teardown();
+}
+
+/* A kick the guest sent just before a save's pause, still waiting in
+ * the loop behind the save: the saving kvmm's loop does not run it; the
+ * kvmm that loads the state does, without a new kick. */
+UNIT_TEST(virtio_rng_a_kick_pending_at_the_save_is_run_by_the_loaded_device)
+{
+	struct state_buf s = { 0 };
+	uint8_t *a;
+
+	setup();
+	driver_ok();
+	vm.state = VM_RUNNING;
+	post(0, BUF, 64, VIRTQ_DESC_F_WRITE, 0);
+	a = gm(AVAIL);
+	memcpy(a + 4, &(uint16_t){ 0 }, 2);
+	avail_idx = 1;
+	memcpy(a + 2, &avail_idx, 2);
+	bw(0x3000, 0, 2);			/* notified; the loop has not run it */
+	vm.state = VM_PAUSED;			/* the save's pause */
+	CHECK(vp->f.dev.ops->save(&vp->f.dev, &s) == 0);
+	watch[kick_watch()].fn(&vp->queues[0], EPOLLIN);	/* after the save */
+	CHECK_EQ_U64(used_idx(), 0);
+	/* The state loaded into the same device (the guest's memory is the
+	 * saved one), the VM running. */
+	CHECK(vp->f.dev.ops->load(&vp->f.dev, s.data, s.len) == 0);
+	state_buf_free(&s);
+	vm.state = VM_RUNNING;
+	run_loop_until_used();
+	CHECK_EQ_U64(used_idx(), 1);
+	CHECK_EQ_U64(pci_get(gm(USED + 8), 4), 64);
+	teardown();
+}
+
 UNIT_TEST(virtio_hostile_chain_needs_reset_then_recovers)
 {
 	setup();

@@ -509,9 +509,9 @@ static int net_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
 	n->nheld = n->held_first = 0;
 	n->held_room = 0;
 	apply_offload(n, s.offload);
+	/* Receiving resumes through the queue kicks the transport's load
+	 * makes (net_receive does nothing while rx_on is off). */
 	n->rx_on = s.rx_on;
-	if (n->rx_on)
-		virtio_queue_kick(vp, RXQ);
 	return 0;
 }
 

@@ -500,11 +500,38 @@ static void queue_kicked(void *opaque, uint32_t events)
 		return;
 	pthread_mutex_lock(&vp->f.dev.lock);
 	/* GUEST: kicks on a queue that is not enabled, before DRIVER_OK
-	 * or after the device broke are ignored. */
-	if (q->vq.ready && (vp->status & VIRTIO_STATUS_DRIVER_OK) &&
+	 * or after the device broke are ignored.  A paused VM's kick is
+	 * dropped too: its state may be saved already, with this kick's
+	 * chains still available; taking them now would do work the state
+	 * says never started.  The resume (or a load of that state) runs
+	 * every ready queue once instead (virtio_pci_resume). */
+	if (vp->f.dev.vm->state != VM_PAUSED && q->vq.ready &&
+	    (vp->status & VIRTIO_STATUS_DRIVER_OK) &&
 	    !(vp->status & VIRTIO_STATUS_NEEDS_RESET))
 		vp->ops->queue_notify(vp, i);
 	pthread_mutex_unlock(&vp->f.dev.lock);
+}
+
+/* Queues every ready queue's processing, as a guest notification would:
+ * nothing was taken off them while the VM was paused. */
+static void kick_ready_queues(struct virtio_pci *vp)
+{
+	unsigned int i;
+
+	for (i = 0; i < vp->ops->nqueues; i++)
+		if (vp->queues[i].vq.ready)
+			virtio_queue_kick(vp, i);
+}
+
+void virtio_pci_resume(struct device *dev)
+{
+	struct virtio_pci *vp = virtio_pci_of(dev);
+
+	if (!vp)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	kick_ready_queues(vp);
+	pthread_mutex_unlock(&dev->lock);
 }
 
 static int msi_alloc(void *opaque)
@@ -644,6 +671,10 @@ static int vp_load(struct device *dev, const uint8_t *data, size_t len)
 			return -EINVAL;
 	}
 	update_ioeventfds(vp);
+	/* The saving kvmm may have had kicks pending that it never ran (a
+	 * paused VM's are dropped): every ready queue is looked at once the
+	 * loop runs, after the guest's memory is in place. */
+	kick_ready_queues(vp);
 	if (vp->ops->load)
 		return vp->ops->load(vp, data, len);
 	return len ? -EINVAL : 0;

@@ -13,7 +13,12 @@
  * Devices whose work blocks (blk's io_uring) may watch the same
  * eventfds from their own I/O thread instead; nothing in the transport
  * assumes which thread calls it.  net watches its tap from the main loop
- * too. */
+ * too.
+ *
+ * A paused VM's queue notifications are dropped (its state may be saved
+ * with those chains still available); a resume and a load process every
+ * ready queue once, so no notification is lost and none is run by a kvmm
+ * whose saved state says it never was. */
 #ifndef KVMM_VIRTIO_H
 #define KVMM_VIRTIO_H
 
@@ -131,5 +136,8 @@ bool virtio_queue_has_avail(const struct virtio_pci *vp, unsigned int q);
 
 /* The virtio_pci behind dev, or NULL if dev is not a virtio device. */
 struct virtio_pci *virtio_pci_of(struct device *dev);
+/* The VM was resumed: kicks every ready queue of dev once (a paused
+ * VM's notifications are dropped).  Nothing if dev is not virtio. */
+void virtio_pci_resume(struct device *dev);
 
 #endif
