@@ -621,7 +621,8 @@ static struct json_object *cmd_block_resize(struct api *api, struct json_object 
 
 /* CLIENT: {"device": "disk0" or the disk's path, and "path": the overlay
  * or "fdname": a descriptor getfd named, the overlay opened for reading
- * and writing (what a sandboxed kvmm takes: it opens no path).  The
+ * and writing (what a sandboxed kvmm takes: it opens no path), which
+ * "path", if given too, only names.  The
  * overlay (a qcow2 image whose backing file is the disk's image, of the
  * same size) takes the disk's writes from now on; the image, as kvmm has
  * it open, becomes read-only beneath it.  For external snapshots: the
@@ -649,14 +650,14 @@ static struct json_object *cmd_block_overlay(struct api *api, struct json_object
 	if (fv && json_object_is_type(fv, json_type_string))
 		fdname = json_object_get_string(fv);
 	if (!args || !json_object_object_get_ex(args, "device", &dv) ||
-	    !json_object_is_type(dv, json_type_string) || !pv == !fv ||
+	    !json_object_is_type(dv, json_type_string) || (!pv && !fv) ||
 	    (pv && (!path || !*path)) || (fv && (!fdname || !*fdname))) {
 		*code = "InvalidArgument";
-		*err = "block-overlay takes arguments {\"device\": \"disk0\" or the disk's path, and \"path\": the overlay or \"fdname\": a descriptor getfd named}";
+		*err = "block-overlay takes arguments {\"device\": \"disk0\" or the disk's path, and \"path\": the overlay or \"fdname\": a descriptor getfd named (path then only names it)}";
 		return NULL;
 	}
 	/* A confined kvmm opens no path (it would die of it). */
-	if (path && api->vm->cfg->sandbox.enabled) {
+	if (!fdname && api->vm->cfg->sandbox.enabled) {
 		*code = "InvalidState";
 		*err = "block-overlay: a sandboxed kvmm cannot open the overlay by path: pass it as fdname";
 		return NULL;
@@ -668,8 +669,12 @@ static struct json_object *cmd_block_overlay(struct api *api, struct json_object
 			*err = msg;
 			return NULL;
 		}
-		snprintf(fdpath, sizeof(fdpath), "fd:%.64s", fdname);
-		path = fdpath;
+		/* The name the disk goes by from then on (query-block-stats,
+		 * the next block-overlay's "device"). */
+		if (!path) {
+			snprintf(fdpath, sizeof(fdpath), "fd:%.64s", fdname);
+			path = fdpath;
+		}
 	}
 	want = json_object_get_string(dv);
 	for (d = api->vm->devices; d; d = d->next) {

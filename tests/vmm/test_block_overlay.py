@@ -181,18 +181,21 @@ def test_overlays_passed_as_descriptors(kvm, vms, tmp, sandbox):
         r = api.call("block-overlay", {"device": "disk0", "fdname": f"top{i}"})
         assert r["error"]["code"] == "InvalidArgument" and "getfd" in r["error"]["message"], r
         pass_fd(api, f"top{i}", top)
-        for bad in ({"device": "disk0", "fdname": f"top{i}", "path": top},
-                    {"device": "disk0", "fdname": ""}):
+        for bad in ({"device": "disk0", "fdname": ""}, {"device": "disk0", "path": ""}):
             r = api.call("block-overlay", bad)
             assert r["error"]["code"] == "InvalidArgument", (bad, r)
         assert api.call("pause")["return"] == {}
-        args = {"device": "disk0", "fdname": f"top{i}"}
+        # The first named by its descriptor, the second by "path" (only a
+        # name then), and the disk by its name at the time.
+        args = {"device": "fd:top0" if i else "disk0", "fdname": f"top{i}"}
+        if i:
+            args["path"] = top
         validator(SCHEMA, "block-overlay").validate(args)
         r = api.call("block-overlay", args)
         validator(SCHEMA, "reply").validate(r)
         assert r["return"] == {}, r
         assert api.call("resume")["return"] == {}
-        assert api.call("query-block-stats")["return"][0]["path"] == f"fd:top{i}"
+        assert api.call("query-block-stats")["return"][0]["path"] == (top if i else "fd:top0")
         # The name is used up with the descriptor, now the disk's.
         r = api.call("block-overlay", args)
         assert r["error"]["code"] == "InvalidArgument" and "getfd" in r["error"]["message"], r
