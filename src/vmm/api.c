@@ -619,36 +619,62 @@ static struct json_object *cmd_block_resize(struct api *api, struct json_object 
 	return NULL;
 }
 
-/* CLIENT: {"device": "disk0" or the disk's path, "path": the overlay}.
- * The overlay (a qcow2 image whose backing file is the disk's image, of
- * the same size) takes the disk's writes from now on; the image becomes
- * read-only beneath it.  For external snapshots: the caller pauses the VM
- * (or saves it, which leaves it paused) and resumes it after. */
+/* CLIENT: {"device": "disk0" or the disk's path, and "path": the overlay
+ * or "fdname": a descriptor getfd named, the overlay opened for reading
+ * and writing (what a sandboxed kvmm takes: it opens no path), which
+ * "path", if given too, only names.  The
+ * overlay (a qcow2 image whose backing file is the disk's image, of the
+ * same size) takes the disk's writes from now on; the image, as kvmm has
+ * it open, becomes read-only beneath it.  For external snapshots: the
+ * caller pauses the VM (or saves it, which leaves it paused) and resumes
+ * it after. */
 static struct json_object *cmd_block_overlay(struct api *api, struct json_object *args,
 					     const char **code, const char **err)
 {
 	static char msg[600];	/* the main thread's only */
-	struct json_object *dv = NULL, *pv = NULL;
+	static char fdpath[80];
+	struct json_object *dv = NULL, *pv = NULL, *fv = NULL;
 	struct virtio_blk_stats st;
-	const char *want, *path;
+	const char *want, *path = NULL, *fdname = NULL;
 	struct device *d;
 	unsigned int n = 0;
 	char name[16];
-	int r;
+	int r, fd = -1;
 
+	if (args)
+		json_object_object_get_ex(args, "path", &pv);
+	if (args)
+		json_object_object_get_ex(args, "fdname", &fv);
+	if (pv && json_object_is_type(pv, json_type_string))
+		path = json_object_get_string(pv);
+	if (fv && json_object_is_type(fv, json_type_string))
+		fdname = json_object_get_string(fv);
 	if (!args || !json_object_object_get_ex(args, "device", &dv) ||
-	    !json_object_is_type(dv, json_type_string) ||
-	    !json_object_object_get_ex(args, "path", &pv) || !json_object_is_type(pv, json_type_string) ||
-	    !*(path = json_object_get_string(pv))) {
+	    !json_object_is_type(dv, json_type_string) || (!pv && !fv) ||
+	    (pv && (!path || !*path)) || (fv && (!fdname || !*fdname))) {
 		*code = "InvalidArgument";
-		*err = "block-overlay takes arguments {\"device\": \"disk0\" or the disk's path, \"path\": the overlay}";
+		*err = "block-overlay takes arguments {\"device\": \"disk0\" or the disk's path, and \"path\": the overlay or \"fdname\": a descriptor getfd named (path then only names it)}";
 		return NULL;
 	}
 	/* A confined kvmm opens no path (it would die of it). */
-	if (api->vm->cfg->sandbox.enabled) {
+	if (!fdname && api->vm->cfg->sandbox.enabled) {
 		*code = "InvalidState";
-		*err = "block-overlay: a sandboxed kvmm cannot open the overlay by path";
+		*err = "block-overlay: a sandboxed kvmm cannot open the overlay by path: pass it as fdname";
 		return NULL;
+	}
+	if (fdname) {
+		if (client_find_fd_of(api, fdname) < 0) {
+			snprintf(msg, sizeof(msg), "no descriptor named '%.64s': getfd names one", fdname);
+			*code = "InvalidArgument";
+			*err = msg;
+			return NULL;
+		}
+		/* The name the disk goes by from then on (query-block-stats,
+		 * the next block-overlay's "device"). */
+		if (!path) {
+			snprintf(fdpath, sizeof(fdpath), "fd:%.64s", fdname);
+			path = fdpath;
+		}
 	}
 	want = json_object_get_string(dv);
 	for (d = api->vm->devices; d; d = d->next) {
@@ -657,12 +683,17 @@ static struct json_object *cmd_block_overlay(struct api *api, struct json_object
 		snprintf(name, sizeof(name), "disk%u", n++);
 		if (strcmp(want, name) && strcmp(want, st.path))
 			continue;
-		r = virtio_blk_overlay(d, path, msg, sizeof(msg));
+		if (fdname)
+			fd = client_find_fd_of(api, fdname);
+		r = virtio_blk_overlay(d, path, fd, msg, sizeof(msg));
 		if (r) {
+			/* The descriptor stays the client's, for another try. */
 			*code = r == -EINVAL || r == -EBUSY ? "InvalidArgument" : "GenericError";
 			*err = msg;
 			return NULL;
 		}
+		if (fdname)
+			api_take_fd(api, fdname);	/* the disk's now */
 		pr_info("disk %s now writes to overlay %s", want, path);
 		return json_object_new_object();
 	}

@@ -1038,6 +1038,7 @@ static int create_running(struct domain_obj *obj, const char *dom, struct snapsh
 	for (size_t i = 0; i < def->ndisks; i++) {
 		struct snapshot_disk *sd = &def->disks[i];
 		g_autofree char *image = NULL;
+		bool dsync = false;
 		int k;
 
 		if (sd->snapshot != SNAP_LOC_EXTERNAL)
@@ -1045,8 +1046,11 @@ static int create_running(struct domain_obj *obj, const char *dom, struct snapsh
 		g_mutex_lock(&obj->lock);
 		k = disk_by_target(obj->def, sd->name);
 		image = k >= 0 ? g_strdup(obj->def->disks[k].source) : NULL;
+		if (k >= 0)
+			dsync = obj->def->disks[k].cache == CACHE_WRITETHROUGH ||
+				obj->def->disks[k].cache == CACHE_DIRECTSYNC;
 		g_mutex_unlock(&obj->lock);
-		if (!image || monitor_block_overlay(api, image, sd->file) < 0)
+		if (!image || monitor_block_overlay(api, image, sd->file, dsync) < 0)
 			break;
 		switched++;
 	}

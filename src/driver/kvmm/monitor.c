@@ -549,15 +549,28 @@ int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes)
 	return rc;
 }
 
-int monitor_block_overlay(const char *path, const char *image, const char *overlay)
+int monitor_block_overlay(const char *path, const char *image, const char *overlay, bool dsync)
 {
-	json_object *args = json_object_new_object();
-	int rc;
+	json_object *args;
+	int rc, fd;
 
+	/* Opened here, sandboxed or not (a sandboxed kvmm opens no path), as
+	 * kvmm would open it (block.c): O_DSYNC where the cache mode needs
+	 * it, no O_DIRECT (one descriptor serves aligned and unaligned I/O). */
+	fd = open(overlay, O_RDWR | O_CLOEXEC | O_NOCTTY | (dsync ? O_DSYNC : 0));
+	if (fd < 0) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open overlay '%s': %s", overlay,
+				 g_strerror(errno));
+		return -1;
+	}
+	args = json_object_new_object();
 	json_object_object_add(args, "device", json_object_new_string(image));
+	json_object_object_add(args, "fdname", json_object_new_string("overlay"));
+	/* Only its name: the disk's for the next snapshot's block-overlay. */
 	json_object_object_add(args, "path", json_object_new_string(overlay));
-	rc = command(path, "block-overlay", args, NULL);
+	rc = command_fd(path, "block-overlay", args, fd, "overlay", NULL, command_timeout_ms);
 	json_object_put(args);
+	close(fd);
 	return rc;
 }
 

@@ -133,8 +133,10 @@ int monitor_block_stats(const char *path, struct kvmm_blk_stats **stats, size_t 
 int monitor_block_resize(const char *path, unsigned disk, uint64_t bytes);
 
 /* Puts the disk whose image is IMAGE onto OVERLAY, a qcow2 file over it
- * (kvmm's block-overlay). */
-int monitor_block_overlay(const char *path, const char *image, const char *overlay);
+ * (kvmm's block-overlay), which the daemon opens and passes (a sandboxed
+ * kvmm opens no path); DSYNC: the disk's cache mode is writethrough or
+ * directsync (kvmm needs O_DSYNC on the descriptor then). */
+int monitor_block_overlay(const char *path, const char *image, const char *overlay, bool dsync);
 
 /* balloon-set: the RAM the guest is asked to keep, TARGET bytes (0: not
  * changed), and the statistics period in seconds (-1: not changed). */

@@ -758,9 +758,10 @@ void block_close(struct block_dev *bd)
 	free(bd);
 }
 
-struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
-			     unsigned int depth, struct loop *loop,
-			     block_done_fn *done, block_ready_fn *ready, void *opaque)
+static struct block_dev *open_dev(const struct vm_config *cfg, unsigned int index,
+				  const struct block_dev *below, unsigned int depth,
+				  struct loop *loop, block_done_fn *done,
+				  block_ready_fn *ready, void *opaque)
 {
 	const struct disk_config *d = &cfg->disks[index];
 	struct block_dev *bd = calloc(1, sizeof(*bd));
@@ -778,6 +779,7 @@ struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
 	bd->done = done;
 	bd->ready = ready;
 	bd->opaque = opaque;
+	bd->below = below;
 	if (open_files(bd, d) || check_file(bd, cfg, index, &file_size))
 		goto fail;
 	bd->fmt = d->format == DISK_FORMAT_QCOW2 ? &block_qcow2 : &block_raw;
@@ -787,18 +789,27 @@ struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
 	}
 	/* A partial last block is out of the guest's reach. */
 	bd->size = size / bd->blk_size * bd->blk_size;
+	bd->below = NULL;
 	if (start_engine(bd, depth, loop))
 		goto fail;
 	bd->next_open = open_disks;
 	open_disks = bd;
 	return bd;
 fail:
+	bd->below = NULL;
 	block_close(bd);
 	return NULL;
 }
 
+struct block_dev *block_open(const struct vm_config *cfg, unsigned int index,
+			     unsigned int depth, struct loop *loop,
+			     block_done_fn *done, block_ready_fn *ready, void *opaque)
+{
+	return open_dev(cfg, index, NULL, depth, loop, done, ready, opaque);
+}
+
 int block_overlay(struct block_dev **bdp, struct vm_config *cfg, unsigned int index,
-		  const char *overlay, unsigned int depth, struct loop *loop,
+		  const char *overlay, int fd, unsigned int depth, struct loop *loop,
 		  char *err, size_t errlen)
 {
 	struct disk_config *d = &cfg->disks[index], saved = *d;
@@ -808,11 +819,6 @@ int block_overlay(struct block_dev **bdp, struct vm_config *cfg, unsigned int in
 
 	if (old->readonly) {
 		snprintf(err, errlen, "disk %s is read-only: it takes no overlay", old->path);
-		return -EINVAL;
-	}
-	if (d->has_fd) {
-		snprintf(err, errlen, "disk %s was passed as a descriptor: kvmm cannot open an overlay by path for it",
-			 old->path);
 		return -EINVAL;
 	}
 	if (d->nbacking >= KVMM_MAX_BACKING) {
@@ -847,7 +853,10 @@ int block_overlay(struct block_dev **bdp, struct vm_config *cfg, unsigned int in
 	d->nbacking_format++;
 	d->path = path;
 	d->format = DISK_FORMAT_QCOW2;
-	nb = block_open(cfg, index, depth, loop, old->done, old->ready, old->opaque);
+	/* Opened by the caller (a sandboxed kvmm opens no path). */
+	d->has_fd = fd >= 0;
+	d->fd = fd;
+	nb = open_dev(cfg, index, old, depth, loop, old->done, old->ready, old->opaque);
 	if (nb && nb->size != old->size) {
 		snprintf(err, errlen, "overlay %s has %llu bytes, disk %s %llu: the guest's disk cannot change size",
 			 overlay, (unsigned long long)nb->size, old->path,
@@ -868,7 +877,10 @@ int block_overlay(struct block_dev **bdp, struct vm_config *cfg, unsigned int in
 		return r;
 	}
 	nb->writethrough = old->writethrough;
-	/* The old path lives on as the first backing file's name. */
+	/* The old path lives on as the first backing file's name; the
+	 * old descriptor's file stays open in the new device's chain. */
+	if (saved.has_fd && saved.fd >= 0)
+		close(saved.fd);
 	block_close(old);
 	*bdp = nb;
 	return 0;

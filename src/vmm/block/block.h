@@ -111,13 +111,15 @@ int block_resize(struct block_dev *bd, uint64_t size, char *err, size_t errlen);
 
 /* Puts disk index of cfg onto overlay, a qcow2 image whose backing file
  * is the disk's image (nothing may be in flight): the image's tables and
- * data are made durable, then overlay is opened with the image as its
- * first backing layer (cfg's entry updated to say so) and *bd becomes the
- * new device, the old one closed.  On failure (one line in err: the
- * overlay cannot be opened, does not name the image as its backing file,
- * has another size) cfg and *bd are as they were. */
+ * data are made durable, then overlay is opened (fd, when not -1, is it
+ * opened already: overlay is then only its name) with the image's open
+ * files as its backing layers, none reopened by path (cfg's entry
+ * updated to say so), and *bd becomes the new device, the old one
+ * closed; cfg owns fd from then on.  On failure (one line in err: the
+ * overlay cannot be opened, names another backing format, has another
+ * size) cfg and *bd are as they were, and fd is still the caller's. */
 int block_overlay(struct block_dev **bd, struct vm_config *cfg, unsigned int index,
-		  const char *overlay, unsigned int depth, struct loop *loop,
+		  const char *overlay, int fd, unsigned int depth, struct loop *loop,
 		  char *err, size_t errlen);
 
 /* The part of iov[0..n) from skip, len bytes long, as a new vector. */

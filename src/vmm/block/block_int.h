@@ -96,6 +96,10 @@ struct block_dev {
 	int lock_mode;
 	bool unlocked;
 	struct block_dev *next_open;	/* every open disk (main loop) */
+	/* While an overlay opens (block_overlay): the device it goes over,
+	 * whose open files become its backing layers (none reopened by path:
+	 * a sandboxed kvmm could not). */
+	const struct block_dev *below;
 };
 
 #define BLOCK_MAP_SELF	1

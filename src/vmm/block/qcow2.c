@@ -1352,9 +1352,13 @@ static void q2_free(struct q2img *img)
 
 /* The layers below top, as d names them: each the one its upper layer's
  * header names (relative to that layer's directory), in the format d
- * gives, locked shared, none twice. */
+ * gives, locked shared, none twice.  The first nreuse layers are open
+ * already (reuse[depth], an overlay's image and its chain): those are
+ * used as they are, whatever name a header gives, and no path is opened
+ * or looked at for them (a sandboxed kvmm can do neither). */
 static int open_chain(struct q2img *top, const struct disk_config *d, const char *name,
-		      const char *name_fmt, struct stat *seen)
+		      const char *name_fmt, struct stat *seen, const int *reuse,
+		      unsigned int nreuse)
 {
 	struct q2img *upper = top;
 	char backing[1024], bfmt[32], nbuf[1024], nfmt[32];
@@ -1384,6 +1388,15 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 			       d->path, upper->path, nbuf);
 			return -EPERM;
 		}
+		/* Open already: the layers under the first were checked when
+		 * the disk opened; the first is checked against the name the
+		 * overlay's header gives -- unless the overlay came as a
+		 * descriptor, whose sender vouches for it (kvmm, confined,
+		 * may look at no path), and nothing named is opened anyway. */
+		if (depth < nreuse && fstat(reuse[depth], &want))
+			return -errno;
+		if (depth < nreuse && (depth > 0 || d->has_fd))
+			goto checked;
 		/* The name as the image gives it, relative to its directory. */
 		dir = strdup(upper->path);
 		if (!dir)
@@ -1397,7 +1410,7 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 			return -ENOMEM;
 		r = stat(full, &st);
 		free(full);
-		if (stat(d->backing[depth], &want)) {
+		if (depth >= nreuse && stat(d->backing[depth], &want)) {
 			pr_err("cannot open backing file %s of disk %s: %s", d->backing[depth], d->path,
 			       strerror(errno));
 			return -errno;
@@ -1413,6 +1426,7 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 			       d->path, upper->path, nbuf, d->backing[depth]);
 			return -EPERM;
 		}
+checked:
 		if (nfmt[0] && strcmp(nfmt, disk_format_name(fmt))) {
 			pr_err("disk %s: %s says its backing file %s is %s, but backing_format= says %s",
 			       d->path, upper->path, d->backing[depth], nfmt, disk_format_name(fmt));
@@ -1433,7 +1447,8 @@ static int open_chain(struct q2img *top, const struct disk_config *d, const char
 		img->readonly = img->nosync = true;
 		img->raw = fmt == DISK_FORMAT_RAW;
 		img->path = strdup(d->backing[depth]);
-		img->fd = open(d->backing[depth], O_RDONLY | O_CLOEXEC);
+		img->fd = depth < nreuse ? fcntl(reuse[depth], F_DUPFD_CLOEXEC, 3) :
+					   open(d->backing[depth], O_RDONLY | O_CLOEXEC);
 		if (!img->path || img->fd < 0 || fstat(img->fd, &st)) {
 			pr_err("cannot open backing file %s of disk %s: %s", d->backing[depth], d->path,
 			       strerror(errno ? errno : ENOMEM));
@@ -1470,6 +1485,8 @@ static int q2_open(struct block_dev *bd, const struct disk_config *d, uint64_t f
 	struct q2img *img = calloc(1, sizeof(*img));
 	struct stat seen[KVMM_MAX_BACKING + 1];
 	char backing[1024], bfmt[32];
+	int reuse[KVMM_MAX_BACKING];
+	unsigned int nreuse = 0;
 	int r;
 
 	if (!img || !(img->path = strdup(d->path))) {
@@ -1495,7 +1512,17 @@ static int q2_open(struct block_dev *bd, const struct disk_config *d, uint64_t f
 		r = -errno;
 		goto fail;
 	}
-	r = open_chain(img, d, backing, bfmt, seen);
+	/* An overlay over a running disk: that disk's files, as open. */
+	if (bd->below) {
+		const struct q2img *l;
+
+		reuse[nreuse++] = bd->below->bfd;
+		if (bd->below->fmt == &block_qcow2)
+			for (l = bd->below->fmt_priv; l && (l = l->backing) &&
+			     nreuse < KVMM_MAX_BACKING;)
+				reuse[nreuse++] = l->fd;
+	}
+	r = open_chain(img, d, backing, bfmt, seen, reuse, nreuse);
 	if (r)
 		goto fail;
 	/* Autoclear features kvmm does not keep (bitmaps) are dropped once

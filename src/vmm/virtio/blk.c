@@ -661,7 +661,7 @@ int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errle
 	return r;
 }
 
-int virtio_blk_overlay(struct device *dev, const char *path, char *err, size_t errlen)
+int virtio_blk_overlay(struct device *dev, const char *path, int fd, char *err, size_t errlen)
 {
 	struct virtio_pci *vp = virtio_pci_of(dev);
 	unsigned int given;
@@ -692,7 +692,7 @@ int virtio_blk_overlay(struct device *dev, const char *path, char *err, size_t e
 	}
 	if (b->given != given)
 		virtio_queue_interrupt(vp, 0);
-	r = block_overlay(&b->bd, b->vm->cfg, b->index, path, BLK_QUEUE_SIZE, b->vm->loop,
+	r = block_overlay(&b->bd, b->vm->cfg, b->index, path, fd, BLK_QUEUE_SIZE, b->vm->loop,
 			  err, errlen);
 	pthread_mutex_unlock(&dev->lock);
 	return r;

@@ -36,9 +36,9 @@ int virtio_blk_retry(struct device *dev);
  * errors write one line into err: read-only disk, block device, size
  * not a positive multiple of the block size, ftruncate's failure. */
 int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errlen);
-/* Puts the disk onto overlay PATH (block_overlay), once what is in
- * flight is done: 0, -ENODEV (not a disk), or -errno with one line in
- * err. */
-int virtio_blk_overlay(struct device *dev, const char *path, char *err, size_t errlen);
+/* Puts the disk onto overlay PATH, or FD (not -1) opened already and
+ * named PATH (block_overlay), once what is in flight is done: 0, -ENODEV
+ * (not a disk), or -errno with one line in err (fd still the caller's). */
+int virtio_blk_overlay(struct device *dev, const char *path, int fd, char *err, size_t errlen);
 
 #endif
