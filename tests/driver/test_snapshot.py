@@ -396,6 +396,9 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     assert ev.next() == ("lv", L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED)
     assert dom.ID() == domid and d.guests() == pids
     assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_UNPAUSED]
+    # It ran as a job, as libvirt's snapshots do.
+    out = virsh(d.uri(), "domjobinfo", "lv", "--completed").stdout
+    assert re.search(r"Job type:\s+Completed", out) and re.search(r"Operation:\s+Snapshot", out), out
     # The guest runs on from where it was: one boot, one count.
     wait_for(lambda: ticks(d, "lv")[-1][0] >= after[-1][0] + 3, "ticks after the snapshot")
     t = ticks(d, "lv")

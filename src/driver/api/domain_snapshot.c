@@ -35,6 +35,7 @@
 #include "log.h"
 #include "conf/snapshot_conf.h"
 #include "domain/events.h"
+#include "domain/job.h"
 #include "domain/snapshot_store.h"
 #include "kvmm/monitor.h"
 #include "kvmm/process.h"
@@ -1127,7 +1128,9 @@ int drv_domain_snapshot_create_xml(struct rpc_conn *conn, void *args, void *ret)
 		snapshot_def_free(def);
 		return -1;
 	}
-	if (domain_job_begin(obj, "virDomainSnapshotCreateXML") < 0) {
+	/* A job as libvirt's: domjobinfo names it while it runs and keeps
+	 * its outcome for --completed. */
+	if (job_begin(obj, "virDomainSnapshotCreateXML", VIR_DOMAIN_JOB_OPERATION_SNAPSHOT) < 0) {
 		snapshot_def_free(def);
 		domain_obj_unref(obj);
 		return -1;
@@ -1160,7 +1163,7 @@ int drv_domain_snapshot_create_xml(struct rpc_conn *conn, void *args, void *ret)
 	g_mutex_unlock(&obj->lock);
 	rc = rc ? create_running(obj, dom, def, a->flags) : create_offline(obj, dom, def, a->flags);
 out:
-	domain_job_end(obj);
+	job_end(obj, rc);
 	if (rc == 0) {
 		pr_info("domain '%s': snapshot '%s' %s", dom, name,
 			a->flags & VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE ? "redefined" : "created");
@@ -1304,9 +1307,9 @@ int drv_domain_revert_to_snapshot(struct rpc_conn *conn, void *args, void *ret)
 	obj = snap_domain(&a->snap, &dom);
 	if (!obj)
 		return -1;
-	if (domain_job_begin(obj, "virDomainRevertToSnapshot") == 0) {
+	if (job_begin(obj, "virDomainRevertToSnapshot", VIR_DOMAIN_JOB_OPERATION_SNAPSHOT_REVERT) == 0) {
 		rc = revert(obj, dom, a->snap.name, a->flags);
-		domain_job_end(obj);
+		job_end(obj, rc);
 	}
 	if (rc == 0)
 		pr_info("domain '%s' reverted to snapshot '%s'", dom, a->snap.name);
