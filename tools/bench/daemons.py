@@ -111,3 +111,17 @@ def virsh(uri, *args):
 def missing_libvirtd():
     """What libvirtd's side needs and this host lacks."""
     return [p for p in (LIBVIRTD, QEMU_DRIVER, QEMU) if not os.path.exists(p)]
+
+
+def guest_dir(tmp, label):
+    """tmp/label with a copy of the test guest's kernel, for one stack's
+    guests: their XML, serial logs and save images."""
+    import shutil
+    d = os.path.join(tmp, label)
+    os.mkdir(d)
+    shutil.copy(KERNEL, os.path.join(d, "guest.bzImage"))
+    if os.geteuid() == 0:
+        # QEMU and the session libvirtd run as nobody: they write here.
+        os.chown(d, NOBODY, NOBODY)
+        os.chmod(os.path.join(d, "guest.bzImage"), 0o644)
+    return d
