@@ -10,6 +10,7 @@ change only what is the host's; a sandboxed guest saves through the
 daemon's descriptor."""
 import os
 import re
+import subprocess
 import threading
 
 import libvirt
@@ -740,3 +741,32 @@ def test_a_second_job_waits_for_the_save_then_times_out(start_daemon, kvm, tmp_p
     assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
     assert dom.hasManagedSaveImage() == 0
     conn.close()
+
+
+def resident(path):
+    """Bytes of PATH in the host's page cache (util-linux's fincore)."""
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout.strip())
+
+
+def test_save_bypass_cache_leaves_the_image_out_of_the_page_cache(daemon, conn, kvm, tmp_path):
+    """virsh save --bypass-cache: the image is on disk and none of it stays
+    in the host's page cache (a plain save's does), and it restores."""
+    d = daemon
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 3)
+    img = str(tmp_path / "s1.save")
+    r = virsh(d.uri(), "save", "s1", img, "--bypass-cache", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert os.path.getsize(img) > 0 and resident(img) == 0
+    before = ticks(d.root)
+    r = virsh(d.uri(), "restore", img, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert_continued(d.root, before)
+    # The same save without the flag leaves its image cached.
+    plain = str(tmp_path / "s1-plain.save")
+    r = virsh(d.uri(), "save", "s1", plain, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert resident(plain) > 0

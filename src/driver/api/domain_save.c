@@ -281,8 +281,10 @@ static uint64_t stream_estimate(struct domain_obj *obj)
 
 /* Has OBJ's kvmm save into NEW (created here) through a pump; 0 with the
  * VM paused and NEW whole and fsynced, or -1 after reporting with the VM
- * as it was and NEW removed. */
-static int save_stream(struct domain_obj *obj, const char *new)
+ * as it was and NEW removed.  BYPASS (--bypass-cache): the image's pages
+ * leave the host's page cache once on disk, so a save does not push the
+ * host's other guests out of it. */
+static int save_stream(struct domain_obj *obj, const char *new, bool bypass)
 {
 	struct pump p = { .obj = obj, .in = -1, .out = -1, .wake = -1 };
 	int pipefd[2] = { -1, -1 };
@@ -335,6 +337,8 @@ static int save_stream(struct domain_obj *obj, const char *new)
 			drv_error_report(VIR_ERR_OPERATION_ABORTED, "save: canceled by client");
 		goto out;
 	}
+	if (bypass)
+		(void)posix_fadvise(p.out, 0, 0, POSIX_FADV_DONTNEED);
 	rc = 0;
 out:
 	if (p.in >= 0)
@@ -400,7 +404,7 @@ static int save_obj(struct domain_obj *obj, const char *file, const char *dxml, 
 				 err->message);
 		return -1;
 	}
-	if (save_stream(obj, new) < 0) {
+	if (save_stream(obj, new, flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) < 0) {
 		unlink(xnew);
 		return -1;
 	}
