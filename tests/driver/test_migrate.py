@@ -17,11 +17,10 @@ import libvirt
 import pytest
 
 from drvtest import virsh
-from kvmmtest import GUEST, KVMM
+from kvmmtest import GUEST, KVMM, live_records, live_ticks
 from netns import private
 from test_attach_detach import api_of
 from test_lifecycle import Events, event_loop, serial, wait_for
-from test_save import LIVE
 from test_tls import DN_ALLOWED, pki  # noqa: F401 (fixture)
 
 L = libvirt
@@ -51,7 +50,7 @@ def live_xml(shared, name="m1", disk=None, emulator=None,
 
 
 def ticks(shared, name="m1"):
-    return [(int(n), int(us)) for n, us in LIVE.findall(serial(shared, name))]
+    return [(t.n, t.us) for t in live_ticks(serial(shared, name))]
 
 
 def wait_ticks(shared, n, name="m1"):
@@ -558,8 +557,10 @@ DIRTY_REC = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) blk0=\S+ blk_irqs=\d+ me
 
 
 def dirty_records(shared, name="m1"):
+    """Complete lines only: blkmem= ends the line, so a line still being
+    written would read as blkmem=o or =no."""
     return [(int(m[1]), int(m[2]), m[3], int(m[4]), m[5])
-            for m in DIRTY_REC.finditer(serial(shared, name))]
+            for m in live_records(serial(shared, name), DIRTY_REC)]
 
 
 def assert_memory_right(shared, before, name="m1"):

@@ -17,11 +17,10 @@ import libvirt
 import pytest
 
 from drvtest import virsh
-from kvmmtest import GUEST
+from kvmmtest import GUEST, live_ticks
 from test_lifecycle import Events, serial, wait_for
 
 L = libvirt
-LIVE = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) ")
 
 
 def live_xml(root, name="s1"):
@@ -40,7 +39,8 @@ def live_xml(root, name="s1"):
 
 
 def ticks(root, name="s1"):
-    return [(int(n), int(us)) for n, us in LIVE.findall(serial(root, name))]
+    """(n, us) of each complete tick line: a save can cut one partway."""
+    return [(t.n, t.us) for t in live_ticks(serial(root, name))]
 
 
 def wait_ticks(root, n, name="s1"):
@@ -528,9 +528,6 @@ def test_sandboxed_guest_saves_and_restores(start_daemon, kvm, tmp_path):
     conn.close()
 
 
-BLK0 = re.compile(r"KVMMTEST live n=\d+ us=\d+ blk0=(\S+) ")
-
-
 def disk_xml(root, disk, name="s1"):
     """live_xml with a virtio disk the guest reads every tick (blk0=)."""
     x = live_xml(root, name).replace("kvmmtest.tick_ms=50", "kvmmtest.tick_ms=50 kvmmtest.virtio=blk")
@@ -547,7 +544,7 @@ def saved_with_a_disk(d, conn, tmp_path):
     dom = conn.defineXML(disk_xml(d.root, disk))
     dom.create()
     wait_ticks(d.root, 2)
-    crc = BLK0.findall(serial(d.root, "s1"))[-1]
+    crc = live_ticks(serial(d.root, "s1"))[-1].blk0
     assert crc.startswith("0x"), crc
     img = str(tmp_path / "m.save")
     dom.save(img)
@@ -588,7 +585,7 @@ def test_restore_xml_with_a_moved_disk(daemon, conn, kvm, tmp_path):
     assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_RESTORED]
     assert_continued(d.root, before)
     # The guest reads the same disk, from its new place.
-    assert set(BLK0.findall(serial(d.root, "s1"))) == {crc}
+    assert {t.blk0 for t in live_ticks(serial(d.root, "s1"))} == {crc}
     assert moved in dom.XMLDesc(0) and disk not in dom.XMLDesc(0)
     # The run's definition only: the persistent one is the next start's.
     assert disk in dom.XMLDesc(L.VIR_DOMAIN_XML_INACTIVE)
@@ -618,7 +615,7 @@ def test_save_image_define_rewrites_the_image(daemon, conn, kvm, tmp_path):
     assert moved in dom.XMLDesc(0)
     dom.resume()
     assert_continued(d.root, before)
-    assert set(BLK0.findall(serial(d.root, "s1"))) == {crc}
+    assert {t.blk0 for t in live_ticks(serial(d.root, "s1"))} == {crc}
     dom.destroy()
 
 
@@ -709,7 +706,7 @@ def test_restore_on_another_daemon_from_a_copied_image(start_daemon, kvm, tmp_pa
     # included: together, one sequence from one boot, the clock never
     # going back.
     both = serial(d1.root, "s1") + serial(d2.root, "s1")
-    t = [(int(n), int(us)) for n, us in LIVE.findall(both)]
+    t = [(k.n, k.us) for k in live_ticks(both)]
     assert [n for n, _ in t] == list(range(1, len(t) + 1)), t
     assert t[-1][0] > last[0] + 2
     assert all(b[1] <= a[1] for b, a in zip(t, t[1:])), t

@@ -7,7 +7,6 @@ metadata kept across a daemon restart; undefine refusing a domain with
 snapshots; bad input refused with nothing half made."""
 import json
 import os
-import re
 import subprocess
 import zlib
 
@@ -15,7 +14,7 @@ import libvirt
 import pytest
 
 from drvtest import virsh
-from kvmmtest import GUEST, complete_lines
+from kvmmtest import GUEST, complete_lines, live_ticks
 from test_lifecycle import Events, serial, wait_for
 from test_disks import (SECTOR, as_raw, check_clean, image, pattern, qcow2_guest, qemu_img,
                         run_to_poweroff)
@@ -329,9 +328,6 @@ def test_bad_input_is_refused_with_nothing_made(daemon, conn, kvm):
     ro.close()
 
 
-LIVE = re.compile(r"KVMMTEST live n=(\d+) us=\d+ blk0=(\S+) ")
-
-
 def live_xml(d, name, base, extra=""):
     return f"""<domain type='kvm'>
   <name>{name}</name>
@@ -351,15 +347,9 @@ def live_xml(d, name, base, extra=""):
 </domain>"""
 
 
-def live_ticks(text):
-    """(n, blk0 crc) of each complete tick line in TEXT: the guest writes
-    a line a byte at a time, so a pause can leave the last one partial."""
-    return [(int(m[1]), m[2]) for m in map(LIVE.search, complete_lines(text)) if m]
-
-
 def ticks(d, name, start=0):
     """(n, blk0 crc) of each tick the guest printed from offset START."""
-    return live_ticks(serial(d.root, name)[start:])
+    return [(t.n, t.blk0) for t in live_ticks(serial(d.root, name)[start:])]
 
 
 def wait_ticks(d, name, n, start=0):
@@ -400,7 +390,7 @@ def test_running_snapshot_guest_runs_on_and_revert_restores_state_and_disk(daemo
     out = virsh(d.uri(), "domjobinfo", "lv", "--completed").stdout
     assert re.search(r"Job type:\s+Completed", out) and re.search(r"Operation:\s+Snapshot", out), out
     # The guest runs on from where it was: one boot, one count.
-    wait_for(lambda: ticks(d, "lv")[-1][0] >= after[-1][0] + 3, "ticks after the snapshot")
+    wait_for(lambda: ticks(d, "lv")[-1][0] >= after[-1].n + 3, "ticks after the snapshot")
     t = ticks(d, "lv")
     assert [n for n, _ in t] == list(range(1, len(t) + 1)), t
     assert serial(d.root, "lv").count("KVMMTEST boot") == 1
@@ -508,7 +498,7 @@ def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn
     # wrote, maybe the first part of a tick's line, which the guest
     # writes a byte at a time; the snapshot's tick is the last complete.
     at_pause = serial(d.root, "lp")
-    n1 = live_ticks(at_pause)[-1][0]
+    n1 = live_ticks(at_pause)[-1].n
     partial = at_pause[at_pause.rfind("\n") + 1:]
     mem = os.path.join(d.root, "lp.mem")
     ok(d, "snapshot-create-as", "lp", "p", "--memspec", f"file={mem}")
@@ -544,7 +534,7 @@ def test_paused_domain_snapshot_reverts_paused_unless_running_asked(daemon, conn
     # writes first ends the snapshot's partial line as the resumed guest
     # did, then it counts on from the snapshot's tick.
     after = complete_lines(partial + serial(d.root, "lp")[mark:])
-    t = [n for n, _ in live_ticks("\n".join(after) + "\n")]
+    t = [k.n for k in live_ticks("\n".join(after) + "\n")]
     assert t[:2] == [n1 + 1, n1 + 2], (n1, repr(partial), after[:3])
     if partial:
         assert after[0] == resumed, (repr(partial), after[0], resumed)

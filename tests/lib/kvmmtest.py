@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import namedtuple
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("KVMM_BUILDDIR", TOP)
@@ -27,6 +28,25 @@ def complete_lines(text):
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return [l.rstrip("\r") for l in text.split("\n")[:-1]]
+
+
+# The live scenario's tick line (tests/guest/live.c), its fields up to blk0.
+LIVE_TICK = re.compile(r"KVMMTEST live n=(\d+) us=(\d+) blk0=(\S+) ")
+Tick = namedtuple("Tick", "n us blk0")
+
+
+def live_records(text, rx=LIVE_TICK):
+    """RX's match in each complete line of serial output TEXT it matches.
+    The test guest writes a line a byte at a time, so a pause, save,
+    snapshot or migration often stops it mid-line, and what a pattern
+    finds in a partial line (a value cut short) is not what the guest
+    wrote: only a line whose newline has arrived counts."""
+    return [m for m in map(rx.search, complete_lines(text)) if m]
+
+
+def live_ticks(text):
+    """The live scenario's complete tick lines in TEXT, as Ticks."""
+    return [Tick(int(m[1]), int(m[2]), m[3]) for m in live_records(text)]
 
 
 def stream(src):

@@ -106,7 +106,12 @@ def wait_status(api, status, timeout=120):
 
 def check_continued(g, h, at_start):
     """The guest went on ticking during the copy on g, then on h, its
-    clock monotonic, every memory and disk-buffer check right."""
+    clock monotonic, every memory and disk-buffer check right.  G must
+    have exited: only then has all it wrote been read (its last line,
+    cut by the pause, is joined to h's first)."""
+    assert g.proc.poll() is not None, "the source still runs"
+    g._out.join(60)
+    assert not g._out.is_alive(), "the source's output not read to its end"
     a = records(g.lines)
     assert a[-1][0] > at_start, (at_start, a[-1])
     assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
@@ -159,9 +164,9 @@ def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
     if transport == "unix":
         assert not os.path.exists(where), "the listening socket was left behind"
     assert Api(hsock).call("query-status")["return"]["state"] == "running"
-    check_continued(g, h, at_start)
     assert api.call("quit")["return"] == {}
     assert g.wait_exit() == 0
+    check_continued(g, h, at_start)
 
 
 def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
@@ -183,6 +188,8 @@ def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
     ev = api.wait_event("migration-status", timeout=120)
     assert ev["data"]["status"] == "completed", (ev, h.stderr)
     h.wait_for(r"KVMMTEST live n=%d " % (records(g.lines)[-1][0] + 4))
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
     check_continued(g, h, at_start - 1)
 
 
@@ -378,13 +385,13 @@ def test_sandboxed_source_and_destination_migrate_by_descriptor(kvm, vms, tmp):
     assert api.call("query-status")["return"]["state"] == "paused"
     n = records(g.lines)[-1][0]
     h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
     check_continued(g, h, at_start)
     # The destination confined itself once the stream was in.
     with open(f"/proc/{h.proc.pid}/status") as f:
         st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
     assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1", st
-    assert api.call("quit")["return"] == {}
-    assert g.wait_exit() == 0
 
 
 def test_incoming_paused_waits_for_resume_and_a_misfit_destination_refuses(kvm, vms, tmp):
@@ -445,6 +452,8 @@ def test_auto_converge_throttles_a_guest_that_outruns_the_link(kvm, vms, tmp):
     assert info["cpu-throttle-percent"] == 0, info
     n = records(g.lines)[-1][0]
     h.wait_for(r"KVMMTEST live n=%d " % (n + 4))
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
     check_continued(g, h, at_start)
 
 
