@@ -7,6 +7,7 @@ metadata kept across a daemon restart; undefine refusing a domain with
 snapshots; bad input refused with nothing half made."""
 import json
 import os
+import re
 import subprocess
 import zlib
 
