@@ -18,6 +18,27 @@ int api_check_flags(unsigned flags, unsigned allowed, const char *api)
 	return 0;
 }
 
+int api_affect(struct domain_obj *obj, unsigned flags, bool *live, bool *config,
+	       const char *transient_msg)
+{
+	*live = flags & VIR_DOMAIN_AFFECT_LIVE;
+	*config = flags & VIR_DOMAIN_AFFECT_CONFIG;
+	if (!*live && !*config)
+		(obj->id >= 0 ? live : config)[0] = true;
+	if (*live && obj->id < 0) {
+		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_OPERATION_INVALID, "%s",
+				      "domain is not running");
+		return -1;
+	}
+	if (*config && !obj->persistent) {
+		drv_error_report_full(VIR_FROM_DOMAIN, VIR_ERR_OPERATION_INVALID, "%s",
+				      transient_msg ? transient_msg :
+				      "cannot change persistent config of a transient domain");
+		return -1;
+	}
+	return 0;
+}
+
 int api_disk_index(const struct domain_def *def, const char *name)
 {
 	for (size_t i = 0; i < def->ndisks; i++)

@@ -9,6 +9,13 @@
 /* Refuses flag bits outside ALLOWED with libvirt's wording. */
 int api_check_flags(unsigned flags, unsigned allowed, const char *api);
 
+/* *LIVE and *CONFIG from FLAGS' VIR_DOMAIN_AFFECT_* as libvirt resolves
+ * them (CURRENT, neither: live while OBJ runs, else the definition);
+ * 0, or -1 reported: LIVE of a domain that does not run, CONFIG of a
+ * transient one (TRANSIENT_MSG, NULL for libvirt's usual wording). */
+int api_affect(struct domain_obj *obj, unsigned flags, bool *live, bool *config,
+	       const char *transient_msg);
+
 /* The index of the disk of DEF a client names: its target (vda) or its
  * source path, as libvirt accepts; -1 (nothing reported) if none. */
 int api_disk_index(const struct domain_def *def, const char *name);

@@ -170,23 +170,11 @@ static int check_disk_free(struct domain_obj *self, const struct domain_disk *d)
 	return 0;
 }
 
-/* LIVE/CONFIG from FLAGS as libvirt resolves them; 0, or -1 reported. */
+/* LIVE/CONFIG from FLAGS as libvirt resolves them, in the words of its
+ * device calls; 0, or -1 reported. */
 static int resolve_flags(struct domain_obj *obj, unsigned flags, bool *live, bool *config)
 {
-	*live = flags & VIR_DOMAIN_AFFECT_LIVE;
-	*config = flags & VIR_DOMAIN_AFFECT_CONFIG;
-	/* CURRENT: live while it runs, else the definition. */
-	if (!*live && !*config)
-		(obj->id >= 0 ? live : config)[0] = true;
-	if (*live && obj->id < 0) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
-		return -1;
-	}
-	if (*config && !obj->persistent) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot modify device on transient domain");
-		return -1;
-	}
-	return 0;
+	return api_affect(obj, flags, live, config, "cannot modify device on transient domain");
 }
 
 /* The persistent definition replaced by NEWDEF (obj->lock held): while

@@ -31,20 +31,8 @@ static int set_memory(remote_nonnull_domain *dom, unsigned long long kib, unsign
 		return -1;
 	if (domain_job_begin(obj, api) < 0)
 		goto out;
-	/* CURRENT: live while it runs, else the definition. */
-	live = flags & VIR_DOMAIN_AFFECT_LIVE;
-	config = flags & VIR_DOMAIN_AFFECT_CONFIG;
-	if (!live && !config)
-		(obj->id >= 0 ? &live : &config)[0] = true;
-	if (live && obj->id < 0) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+	if (api_affect(obj, flags, &live, &config, NULL) < 0)
 		goto end;
-	}
-	if (config && !obj->persistent) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID,
-				 "cannot change persistent config of a transient domain");
-		goto end;
-	}
 	if (maximum && live) {
 		drv_error_report(VIR_ERR_OPERATION_INVALID,
 				 "cannot resize the maximum memory on an active domain");
@@ -159,19 +147,8 @@ int drv_domain_set_memory_stats_period(struct rpc_conn *conn, void *args, void *
 		return -1;
 	if (domain_job_begin(obj, api) < 0)
 		goto out;
-	live = a->flags & VIR_DOMAIN_AFFECT_LIVE;
-	config = a->flags & VIR_DOMAIN_AFFECT_CONFIG;
-	if (!live && !config)
-		(obj->id >= 0 ? &live : &config)[0] = true;
-	if (live && obj->id < 0) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+	if (api_affect(obj, a->flags, &live, &config, NULL) < 0)
 		goto end;
-	}
-	if (config && !obj->persistent) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID,
-				 "cannot change persistent config of a transient domain");
-		goto end;
-	}
 	g_mutex_lock(&obj->lock);
 	bool live_none = live && obj->def->balloon_model != BALLOON_VIRTIO;
 	bool config_none = config &&

@@ -110,25 +110,12 @@ static remote_typed_param *new_params(unsigned n)
  * while it runs); a get may name only one.  Under OBJ's lock. */
 static int impact(struct domain_obj *obj, unsigned flags, bool get, bool *live, bool *config)
 {
-	*live = flags & VIR_DOMAIN_AFFECT_LIVE;
-	*config = flags & VIR_DOMAIN_AFFECT_CONFIG;
-	if (get && *live && *config) {
+	if (get && (flags & VIR_DOMAIN_AFFECT_LIVE) && (flags & VIR_DOMAIN_AFFECT_CONFIG)) {
 		drv_error_report(VIR_ERR_INVALID_ARG,
 				 "Flags 'VIR_DOMAIN_AFFECT_LIVE' and 'VIR_DOMAIN_AFFECT_CONFIG' are mutually exclusive");
 		return -1;
 	}
-	if (!*live && !*config)
-		(obj->id >= 0 ? live : config)[0] = true;
-	if (*live && obj->id < 0) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
-		return -1;
-	}
-	if (*config && !obj->persistent) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID,
-				 "cannot change persistent config of a transient domain");
-		return -1;
-	}
-	return 0;
+	return api_affect(obj, flags, live, config, NULL);
 }
 
 /* ---- schedinfo ---- */

@@ -40,20 +40,8 @@ static int set_vcpus(remote_nonnull_domain *dom, unsigned n, unsigned flags, con
 		return -1;
 	if (domain_job_begin(obj, api) < 0)
 		goto out;
-	/* CURRENT: live while it runs, else the definition. */
-	live = flags & VIR_DOMAIN_AFFECT_LIVE;
-	config = flags & VIR_DOMAIN_AFFECT_CONFIG;
-	if (!live && !config)
-		(obj->id >= 0 ? &live : &config)[0] = true;
-	if (live && obj->id < 0) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
+	if (api_affect(obj, flags, &live, &config, NULL) < 0)
 		goto end;
-	}
-	if (config && !obj->persistent) {
-		drv_error_report(VIR_ERR_OPERATION_INVALID,
-				 "cannot change persistent config of a transient domain");
-		goto end;
-	}
 	if (maximum && live) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "%s",
 				 "maximum vcpu count of a live domain can't be modified");
