@@ -498,20 +498,14 @@ static void blk_reset(struct virtio_pci *vp)
 	block_set_writethrough(b->bd, false);
 }
 
-/* Completes what is in flight, so nothing of the device's own is left to
- * save.  A parked barrier is then runnable: it runs here too. */
-static int blk_save(struct virtio_pci *vp, struct state_buf *out)
+/* Completes what is in flight and then a parked barrier (runnable once
+ * nothing is before it), with one interrupt for what went back.  Not
+ * while requests are held: they wait for the resume. */
+static void drain(struct virtio_pci *vp)
 {
 	struct blk *b = vp->priv;
 	unsigned int given = b->given;
 
-	/* Held requests are the device's own and have no saved form: they
-	 * are retried (resume) or dropped (reset) first. */
-	if (b->held) {
-		pr_err("disk %s: requests are held for an I/O error; resume the VM before saving it",
-		       block_path(b->bd));
-		return -EBUSY;
-	}
 	block_poll(b->bd, true);
 	if (b->barrier) {
 		struct blk_req *r = b->barrier;
@@ -523,6 +517,22 @@ static int blk_save(struct virtio_pci *vp, struct state_buf *out)
 	}
 	if (b->given != given)
 		virtio_queue_interrupt(vp, 0);
+}
+
+/* Completes what is in flight, so nothing of the device's own is left to
+ * save. */
+static int blk_save(struct virtio_pci *vp, struct state_buf *out)
+{
+	struct blk *b = vp->priv;
+
+	/* Held requests are the device's own and have no saved form: they
+	 * are retried (resume) or dropped (reset) first. */
+	if (b->held) {
+		pr_err("disk %s: requests are held for an I/O error; resume the VM before saving it",
+		       block_path(b->bd));
+		return -EBUSY;
+	}
+	drain(vp);
 	return 0;
 }
 
@@ -664,7 +674,6 @@ int virtio_blk_resize(struct device *dev, uint64_t size, char *err, size_t errle
 int virtio_blk_overlay(struct device *dev, const char *path, int fd, char *err, size_t errlen)
 {
 	struct virtio_pci *vp = virtio_pci_of(dev);
-	unsigned int given;
 	struct blk *b;
 	int r;
 
@@ -680,18 +689,7 @@ int virtio_blk_overlay(struct device *dev, const char *path, int fd, char *err, 
 	}
 	/* What is in flight finishes on the old image (new requests wait
 	 * for the lock), a parked barrier with it. */
-	given = b->given;
-	block_poll(b->bd, true);
-	if (b->barrier) {
-		struct blk_req *rq = b->barrier;
-
-		b->barrier = NULL;
-		start(b, rq);
-		block_submit(b->bd);
-		block_poll(b->bd, true);
-	}
-	if (b->given != given)
-		virtio_queue_interrupt(vp, 0);
+	drain(vp);
 	r = block_overlay(&b->bd, b->vm->cfg, b->index, path, fd, BLK_QUEUE_SIZE, b->vm->loop,
 			  err, errlen);
 	pthread_mutex_unlock(&dev->lock);
