@@ -21,15 +21,9 @@
  * does a resize, so that no request checked against the old size runs
  * under the new one.
  *
- * Nothing new is popped while the VM is paused: a save (or a migration's
- * switchover) takes the rings' indices with the VM paused, and a kick
- * the guest sent just before the pause may still be waiting in the main
- * loop behind the save.  Popping it afterwards would run I/O the saved
- * state says is not started (done a second time, perhaps after newer
- * writes, by whichever kvmm continues the VM); and the kvmm that loads
- * the state never gets that kick.  So a paused device leaves the avail
- * ring alone, a resume looks at it again, and so does a load: the guest
- * may be waiting for requests it notified about before the save.
+ * Nothing new is popped while the VM is paused: the transport (pci.c)
+ * holds a paused VM's notifications and looks at every ready queue on
+ * resume and after a load, so a save's rings are left as saved.
  *
  * A host I/O error goes by the disk's error policy (docs/kvmm.md):
  * report fails the request, ignore completes it as done, stop holds it
@@ -377,10 +371,9 @@ static void blk_queue_notify(struct virtio_pci *vp, unsigned int q)
 	/* Completions the loop has not seen yet go back with this pass's
 	 * interrupt, and a barrier they unblock runs before what follows. */
 	collect(b, &resume);
-	/* Nothing new while a request is held (the VM is pausing for it) or
-	 * the VM is paused (its state may be saved already): the resume
-	 * kicks the queue again. */
-	while (!b->barrier && !b->held && b->vm->state != VM_PAUSED && b->nfree &&
+	/* Nothing new while a request is held (the VM is pausing for it):
+	 * the resume kicks the queue again. */
+	while (!b->barrier && !b->held && b->nfree &&
 	       pops < BLK_POPS_PER_PASS) {
 		struct blk_req *req = b->free[b->nfree - 1];
 
@@ -536,17 +529,6 @@ static int blk_save(struct virtio_pci *vp, struct state_buf *out)
 	return 0;
 }
 
-static int blk_load(struct virtio_pci *vp, const uint8_t *data, size_t len)
-{
-	if (len)
-		return -EINVAL;
-	/* The saving kvmm may have had a kick pending that it never ran:
-	 * the avail ring is looked at once the VM runs (the loop runs this
-	 * after the guest's memory is in place). */
-	virtio_queue_kick(vp, 0);
-	return 0;
-}
-
 static void blk_free(struct blk *b)
 {
 	if (!b)
@@ -579,7 +561,6 @@ static const struct virtio_dev_ops blk_ops = {
 	.queue_notify = blk_queue_notify,
 	.reset = blk_reset,
 	.save = blk_save,
-	.load = blk_load,
 	.destroy = blk_destroy,
 };
 
@@ -622,8 +603,6 @@ int virtio_blk_retry(struct device *dev)
 	b = vp->priv;
 	r = b->held;
 	if (!r) {
-		/* Kicks that came while the VM was paused popped nothing. */
-		virtio_queue_kick(vp, 0);
 		pthread_mutex_unlock(&dev->lock);
 		return 0;
 	}
@@ -641,8 +620,8 @@ int virtio_blk_retry(struct device *dev)
 	block_submit(b->bd);
 	if (b->given != given)
 		virtio_queue_interrupt(vp, 0);
-	/* Popping stopped for the held requests: go on. */
-	virtio_queue_kick(vp, 0);
+	/* Popping, stopped for the held requests, goes on with the kick
+	 * the resume gives every ready queue (virtio_pci_resume). */
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
 }

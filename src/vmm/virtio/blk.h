@@ -28,8 +28,8 @@ struct virtio_blk_stats {
 /* 0 and *st filled if dev is a virtio-blk device, else -ENODEV. */
 int virtio_blk_stats(struct device *dev, struct virtio_blk_stats *st);
 /* The VM was resumed: restarts the requests a host I/O error held under
- * error policy stop, and looks at the queue again (kicks that came while
- * the VM was paused popped nothing).  -ENODEV if dev is not virtio-blk. */
+ * error policy stop; the queue is looked at again by the transport's
+ * resume (virtio_pci_resume).  -ENODEV if dev is not virtio-blk. */
 int virtio_blk_retry(struct device *dev);
 /* Resizes the image of the virtio-blk device dev to size bytes and tells
  * the guest (config change).  -ENODEV if dev is not virtio-blk; other
