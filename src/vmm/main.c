@@ -2,9 +2,7 @@
  * into the same JSON document a --config file holds, and both go through
  * config_from_json(), so there is exactly one parser. */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,11 +62,11 @@ static const char usage[] =
 	"  --config FILE        VM configuration as JSON (flags given too override it)\n"
 	"  --restore FILE       continue the VM a \"save\" wrote to FILE (docs/state-stream.md);\n"
 	"                       options given too may change host-side paths only; with --paused\n"
-	"                       it waits for resume.  fd:N reads the stream whole from inherited\n"
-	"                       descriptor N (a connected socket or a pipe)\n"
+	"                       it waits for resume\n"
 	"  --incoming URI       live migration's destination: wait on URI (tcp:HOST:PORT,\n"
-	"                       unix:PATH, fd:N) for one connection, read the VM from it\n"
-	"                       and run it as --restore does\n"
+	"                       unix:PATH, fd:N: an inherited connected socket or pipe) for\n"
+	"                       one connection, read the VM from it (a migration's or a\n"
+	"                       save's stream) and run it as --restore does\n"
 	"  -v, --verbose        more messages (repeat for debug)\n"
 	"  -h, --help           this text\n"
 	"  --version            print the version\n"
@@ -306,29 +304,6 @@ static void on_escape(void *opaque)
 	vm_request(opaque, REASON_QUIT, NULL);
 }
 
-/* --restore FILE, or fd:N: a descriptor inherited open -- a connected
- * socket or a pipe (a migration's connection), read whole as a FIFO is. */
-static int restore_open(struct restore *rs, const char *path, char *err, size_t errlen)
-{
-	char *end;
-	long fd;
-	int fl;
-
-	if (strncmp(path, "fd:", 3) != 0)
-		return migration_restore_open(rs, path, err, errlen);
-	errno = 0;
-	fd = strtol(path + 3, &end, 10);
-	if (errno || end == path + 3 || *end || fd < 0 || fd > INT_MAX ||
-	    (fl = fcntl((int)fd, F_GETFL)) < 0 || (fl & O_ACCMODE) == O_WRONLY) {
-		snprintf(err, errlen, "--restore %s: not a descriptor open for reading", path);
-		rs->fd = -1;
-		return -EBADF;
-	}
-	/* Not the guest's, nor a child's. */
-	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-	return migration_restore_open_fd(rs, (int)fd, path, err, errlen);
-}
-
 int main(int argc, char **argv)
 {
 	static struct vm vm;
@@ -362,7 +337,7 @@ int main(int argc, char **argv)
 		restore_path = incoming_uri;
 	}
 	if (restore_path ?
-	    (!incoming_uri && restore_open(&rs, restore_path, err, sizeof(err))) ||
+	    (!incoming_uri && migration_restore_open(&rs, restore_path, err, sizeof(err))) ||
 	    migration_restore_config(&rs, obj, &cfg, &config_json, err, sizeof(err)) :
 	    config_from_json(obj, &cfg, err, sizeof(err))) {
 		pr_err("%s", err);
@@ -393,7 +368,7 @@ int main(int argc, char **argv)
 	/* A stream from a connection is a migration's: its source holds the
 	 * disks' locks until it has sent everything; they are taken when
 	 * the VM first runs. */
-	block_defer_locks(incoming_uri || (restore_path && !strncmp(restore_path, "fd:", 3)));
+	block_defer_locks(incoming_uri != NULL);
 	if (restore_path ? vm_create_for_restore(&vm, &cfg, loop) : vm_create(&vm, &cfg, loop))
 		goto out;
 	block_defer_locks(false);

@@ -250,10 +250,11 @@ def test_restore_through_a_pipe_reads_and_checks_every_page(kvm, vms, tmp):
     assert "KVMMTEST" not in r.stdout
 
 
-def test_restore_from_an_inherited_connected_socket(kvm, vms, tmp):
-    """--restore fd:N: the stream read whole from a TCP connection kvmm
-    inherited, as a migration's destination gets it; the guest continues.
-    A descriptor that is not open is refused."""
+def test_incoming_save_stream_from_an_inherited_connected_socket(kvm, vms, tmp):
+    """--incoming fd:N: a save's stream read whole from a TCP connection
+    kvmm inherited, as a migration's destination gets it; the guest
+    continues.  A descriptor that is not open, or not for reading, is
+    refused."""
     state, disk, g = saved_guest(vms, tmp, cpus=1)
     before = live(g)
     data = open(state, "rb").read()
@@ -265,7 +266,7 @@ def test_restore_from_an_inherited_connected_socket(kvm, vms, tmp):
     lsock.close()
     fd = conn.fileno()
     sock = os.path.join(tmp, "b.sock")
-    h = start(vms, [KVMM, "--restore", f"fd:{fd}", "--paused", "--api-socket", sock],
+    h = start(vms, [KVMM, "--incoming", f"fd:{fd}", "--paused", "--api-socket", sock],
               pass_fds=(fd,))
     conn.close()
     out.sendall(data)
@@ -280,13 +281,21 @@ def test_restore_from_an_inherited_connected_socket(kvm, vms, tmp):
     api.call("quit")
     assert h.wait_exit() == 0
 
-    r = subprocess.run([KVMM, "--restore", "fd:97"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "--restore fd:97: not a descriptor open for reading" in r.stderr, r.stderr
+    r = subprocess.run([KVMM, "--incoming", "fd:97"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "fd:97: not a descriptor open for reading" in r.stderr, r.stderr
+    rd, wr = os.pipe()
+    try:
+        r = subprocess.run([KVMM, "--incoming", f"fd:{wr}"], pass_fds=(wr,),
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(rd)
+        os.close(wr)
+    assert r.returncode == 1 and f"fd:{wr}: not a descriptor open for reading" in r.stderr, r.stderr
 
 
 def test_a_migration_hands_the_disk_lock_over(kvm, vms, tmp):
     """A save to a descriptor lets go of the disks' locks and kvmm
-    --restore fd:N opens them unlocked, so the destination starts while
+    --incoming fd:N opens them unlocked, so the destination starts while
     the source is still there, paused; the destination takes them at its
     first resume, and the source can no longer resume (DeviceInUse)."""
     disk = disk_image(tmp)
@@ -298,7 +307,7 @@ def test_a_migration_hands_the_disk_lock_over(kvm, vms, tmp):
     conn, _ = lsock.accept()
     lsock.close()
     sock = os.path.join(tmp, "b.sock")
-    h = start(vms, [KVMM, "--restore", f"fd:{conn.fileno()}", "--paused", "--api-socket", sock,
+    h = start(vms, [KVMM, "--incoming", f"fd:{conn.fileno()}", "--paused", "--api-socket", sock,
                     "--disk", f"path={disk}"], pass_fds=(conn.fileno(),))
     conn.close()
     assert api.call("getfd", {"fdname": "mig"}, fds=(out.fileno(),))["return"] == {}

@@ -249,7 +249,7 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 	if (restore) {
 		/* The stream's VM with this run's host side laid over; an
 		 * inherited connection is a migration's, whose stream kvmm
-		 * reads with --incoming (the same reader as --restore fd:N,
+		 * reads with --incoming (the same reader as --restore FILE,
 		 * for a live pre-copy's rounds and a stop-and-copy's save
 		 * alike). */
 		argv[argc++] = infd >= 0 ? "--incoming" : "--restore";

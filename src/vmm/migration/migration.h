@@ -89,7 +89,8 @@ void migration_restore_close(struct restore *rs);
  * or -errno with err set. */
 int migration_listen(const char *uri, char *err, size_t errlen);
 int migration_connect(const char *uri, char *err, size_t errlen);
-/* fd:N's descriptor, -ENOENT if uri is not fd:N, -EBADF if N is not open. */
+/* fd:N's descriptor, -ENOENT if uri is not fd:N, -EBADF if N is not
+ * open for reading. */
 int migration_uri_fd(const char *uri, char *err, size_t errlen);
 
 #endif

@@ -63,15 +63,19 @@ int migration_uri_fd(const char *uri, char *err, size_t errlen)
 {
 	char *end;
 	long n;
+	int fl;
 
 	if (strncmp(uri, "fd:", 3))
 		return -ENOENT;
 	errno = 0;
 	n = strtol(uri + 3, &end, 10);
-	if (errno || end == uri + 3 || *end || n < 0 || n > 65535 || fcntl(n, F_GETFD) < 0) {
-		ERR("migration URI %s: not an open descriptor", uri);
+	if (errno || end == uri + 3 || *end || n < 0 || n > 65535 ||
+	    (fl = fcntl(n, F_GETFL)) < 0 || (fl & O_ACCMODE) == O_WRONLY) {
+		ERR("migration URI %s: not a descriptor open for reading", uri);
 		return -EBADF;
 	}
+	/* Not the guest's, nor a child's. */
+	fcntl(n, F_SETFD, FD_CLOEXEC);
 	return (int)n;
 }
 
