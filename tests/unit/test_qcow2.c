@@ -389,12 +389,13 @@ static void engine_req_done(void *opaque, struct block_req *req, bool dropped)
 }
 
 /* path as a qcow2 disk over the hand-driven engine (blk_engine.h). */
-static struct block_dev *open_engine(struct qi_dev *d)
+static struct block_dev *open_engine(struct qi_dev *d, bool readonly)
 {
 	unsetenv("KVMM_NO_IO_URING");
 	memset(&d->cfg, 0, sizeof(d->cfg));
 	d->cfg.ndisks = 1;
 	d->cfg.disks[0] = (struct disk_config){ .path = path, .blk_size = 512,
+						.readonly = readonly,
 						.format = DISK_FORMAT_QCOW2,
 						.cache = DISK_CACHE_WRITEBACK };
 	d->bd = block_open(&d->cfg, 0, 64, NULL, engine_req_done, qi_ready, NULL);
@@ -462,7 +463,7 @@ UNIT_TEST(qcow2_runs_merged_for_the_engine)
 	block_close(d.bd);
 	check_file(NULL);
 
-	CHECK(open_engine(&d) != NULL);
+	CHECK(open_engine(&d, false) != NULL);
 	if (!d.bd)
 		goto out;
 	CHECK_EQ_U64(engine_read(d.bd, span - 2 * cs, 4 * cs, model, bytes), 1);
@@ -501,7 +502,7 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 
 	CHECK(model && buf);
 	tmp_image(16, 3, size);
-	CHECK(open_engine(&d) != NULL);
+	CHECK(open_engine(&d, false) != NULL);
 	if (!d.bd || !model || !buf)
 		return;
 	fill(model + 8 * cs, 4 * cs, 9);
@@ -533,12 +534,69 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size < 2 * MiB);
 	check_file(&leaks);
 	CHECK_EQ_U64(leaks, 0);
-	CHECK(open_engine(&d) != NULL);
+	CHECK(open_engine(&d, false) != NULL);
 	if (d.bd) {
 		CHECK_EQ_U64(engine_read(d.bd, 0, size, model, bytes), 2);
 		block_close(d.bd);
 	}
 	unlink(path);
 	free(model);
+	free(buf);
+}
+
+/* A disk opened read-only refuses writes itself, with EROFS and before
+ * anything reaches the format or the file (opened O_RDONLY: a write
+ * there would fail with EBADF after the format had allocated for it):
+ * partial and whole clusters, allocated or not, on the synchronous path
+ * and on an engine; discard and zeroing too.  Reads and flushes work,
+ * and the file is left as it was. */
+UNIT_TEST(qcow2_readonly_refuses_writes)
+{
+	const uint64_t cs = 65536;
+	uint8_t *buf = malloc(4 * cs), *f0, *f1;
+	struct iovec v = { buf, 4 * cs };
+	struct block_req req = { .op = BLOCK_WRITE, .off = 8 * cs, .bytes = 4 * cs, .iov = &v,
+				 .niov = 1 };
+	uint64_t l0 = 0, l1 = 1;
+	struct qi_dev d;
+
+	tmp_image(16, 3, 64 * MiB);
+	CHECK(buf && qi_open(&d, path, false) != NULL);
+	if (!d.bd || !buf)
+		return;
+	memset(buf, 0x22, cs);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, cs), cs);
+	block_close(d.bd);
+	f0 = qi_slurp(path, &l0);
+
+	CHECK(qi_open(&d, path, true) != NULL);
+	if (d.bd) {
+		memset(buf, 0x33, 4 * cs);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), -EROFS);	/* allocated */
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 4 * cs, buf, 512), -EROFS);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 8 * cs, buf, 4 * cs), -EROFS);
+		CHECK_EQ_U64(block_discard(d.bd, 0, cs), -EROFS);
+		CHECK_EQ_U64(block_write_zeroes(d.bd, 0, cs), -EROFS);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, cs), cs);
+		CHECK(buf[0] == 0x22 && buf[cs - 1] == 0x22);
+		block_close(d.bd);
+	}
+	CHECK(open_engine(&d, true) != NULL);
+	if (d.bd) {
+		memset(buf, 0x33, 4 * cs);
+		engine_done = NULL;
+		block_start(d.bd, &req);
+		block_submit(d.bd);
+		CHECK_EQ_U64(he_held(), 0);
+		CHECK(engine_done == &req);
+		CHECK_EQ_U64(req.res, -EROFS);
+		block_close(d.bd);
+	}
+	f1 = qi_slurp(path, &l1);
+	CHECK(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0));
+	free(f0);
+	free(f1);
+	unlink(path);
 	free(buf);
 }

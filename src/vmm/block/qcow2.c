@@ -969,6 +969,8 @@ static int q2_alloc(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *
 	uint64_t *t;
 	int r;
 
+	if (img->readonly)
+		return -EROFS;
 	if (!len || ((off | len) & (img->cs - 1)) || l2i + nc > nentries(img))
 		return 1;
 	t = l2_get(img, l1i, true, &r);
@@ -1062,8 +1064,8 @@ static int q2_rw(struct block_dev *bd, bool write, const struct iovec *iov, unsi
 	unsigned int i;
 	int r;
 
-	if (write)
-		return write_alloc(img, iov, n, off, len);
+	if (write)	/* block_start refused it already */
+		return img->readonly ? -EROFS : write_alloc(img, iov, n, off, len);
 	r = all_zero(img, off, len);
 	if (r < 0)
 		return r;
