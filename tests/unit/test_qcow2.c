@@ -302,82 +302,6 @@ UNIT_TEST(qcow2_bad_tables_are_io_errors)
 		}
 }
 
-/* An L2 entry whose cluster is one of the image's own: a refcount
- * block, an L2 table, or (compressed, the fuzzer's find) the header, the
- * L1 table's cluster, an L2 table, a data cluster's last sector running
- * into the next L2 table.  Every request over it fails with EIO and the
- * file is left as it was: before, a write over the compressed entry at 0
- * freed "its" cluster -- the header's -- and punched it out of the file
- * at close, and a data entry at a table wrote guest data into it. */
-static void entries_over_tables(unsigned int cb)
-{
-	const uint64_t cs = 1ULL << cb, span = cs * (cs / 8), copied = 1ULL << 63;
-	const uint64_t comp = 1ULL << 62;
-	const unsigned int x = 62 - (cb - 8);	/* a compressed entry's sector count */
-	uint8_t *buf = malloc(cs), v[16];
-	unsigned int i;
-
-	for (i = 0; i < 7; i++) {
-		struct qi_dev d;
-		uint8_t *f0, *f1;
-		uint64_t l0 = 0, l1 = 1, l2a, l2b, e = 0;
-		int fd;
-
-		/* Two L2 tables, each with a data cluster after it. */
-		tmp_image(cb, 3, 2 * span);
-		CHECK(qi_open(&d, path, false) != NULL);
-		if (!d.bd || !buf)
-			return;
-		memset(buf, 0x11, cs);
-		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), 512);
-		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, span, buf, 512), 512);
-		block_close(d.bd);
-		fd = open(path, O_RDWR);
-		CHECK(pread(fd, v, 16, QI_L1 * cs) == 16);
-		l2a = qi_get(v, 8) & 0x00fffffffffffe00ULL;
-		l2b = qi_get(v + 8, 8) & 0x00fffffffffffe00ULL;
-		CHECK(l2a && l2b == l2a + 2 * cs);
-		switch (i) {
-		case 0: e = copied | QI_RB * cs; break;
-		case 1: e = copied | l2a; break;
-		case 2: e = copied | l2b; break;
-		case 3: e = comp; break;
-		case 4: e = comp | (QI_L1 * cs + 256); break;
-		case 5: e = comp | l2a; break;
-		case 6: e = comp | (1ULL << x) | (l2b - 512); break;
-		}
-		qi_put(v, e, 8);
-		CHECK(pwrite(fd, v, 8, l2a) == 8);
-		close(fd);
-		f0 = qi_slurp(path, &l0);
-		CHECK(qi_open(&d, path, false) != NULL);
-		if (d.bd) {
-			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, 512), -EIO);
-			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), -EIO);
-			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, cs), -EIO);
-			CHECK_EQ_U64(block_discard(d.bd, 0, cs), -EIO);
-			CHECK_EQ_U64(block_write_zeroes(d.bd, 0, cs), -EIO);
-			CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
-			/* The other table's data is still there. */
-			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, span, buf, 512), 512);
-			CHECK(buf[0] == 0x11 && buf[511] == 0x11);
-			block_close(d.bd);
-		}
-		f1 = qi_slurp(path, &l1);
-		if (!(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0))) {
-			printf("  entry %u (%#llx): the file was written\n", i, (unsigned long long)e);
-			unit_failed = 1;
-		}
-		free(f0);
-		free(f1);
-		unlink(path);
-	}
-	free(buf);
-}
-
-UNIT_TEST(qcow2_entries_over_tables_are_corrupt_512b) { entries_over_tables(9); }
-UNIT_TEST(qcow2_entries_over_tables_are_corrupt_64k) { entries_over_tables(16); }
-
 /* --- what goes to an asynchronous engine -------------------------------- */
 
 static struct block_req *engine_done;
@@ -543,6 +467,96 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 	free(model);
 	free(buf);
 }
+
+/* An L2 entry whose cluster is one of the image's own: a refcount
+ * block, an L2 table, or (compressed, the fuzzer's find) the header, the
+ * L1 table's cluster, an L2 table, a data cluster's last sector running
+ * into the next L2 table.  Every request over it fails with EIO, none
+ * reaches the engine, and the file is left as it was: before, a write over the compressed entry at 0
+ * freed "its" cluster -- the header's -- and punched it out of the file
+ * at close, and a data entry at a table wrote guest data into it. */
+static void entries_over_tables(unsigned int cb)
+{
+	const uint64_t cs = 1ULL << cb, span = cs * (cs / 8), copied = 1ULL << 63;
+	const uint64_t comp = 1ULL << 62;
+	const unsigned int x = 62 - (cb - 8);	/* a compressed entry's sector count */
+	uint8_t *buf = malloc(cs), v[16];
+	unsigned int i;
+
+	for (i = 0; i < 7; i++) {
+		struct qi_dev d;
+		uint8_t *f0, *f1;
+		uint64_t l0 = 0, l1 = 1, l2a, l2b, e = 0;
+		int fd;
+
+		/* Two L2 tables, each with a data cluster after it. */
+		tmp_image(cb, 3, 2 * span);
+		CHECK(qi_open(&d, path, false) != NULL);
+		if (!d.bd || !buf)
+			return;
+		memset(buf, 0x11, cs);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), 512);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, span, buf, 512), 512);
+		block_close(d.bd);
+		fd = open(path, O_RDWR);
+		CHECK(pread(fd, v, 16, QI_L1 * cs) == 16);
+		l2a = qi_get(v, 8) & 0x00fffffffffffe00ULL;
+		l2b = qi_get(v + 8, 8) & 0x00fffffffffffe00ULL;
+		CHECK(l2a && l2b == l2a + 2 * cs);
+		switch (i) {
+		case 0: e = copied | QI_RB * cs; break;
+		case 1: e = copied | l2a; break;
+		case 2: e = copied | l2b; break;
+		case 3: e = comp; break;
+		case 4: e = comp | (QI_L1 * cs + 256); break;
+		case 5: e = comp | l2a; break;
+		case 6: e = comp | (1ULL << x) | (l2b - 512); break;
+		}
+		qi_put(v, e, 8);
+		CHECK(pwrite(fd, v, 8, l2a) == 8);
+		close(fd);
+		f0 = qi_slurp(path, &l0);
+		CHECK(qi_open(&d, path, false) != NULL);
+		if (d.bd) {
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, 512), -EIO);
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), -EIO);
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, cs), -EIO);
+			CHECK_EQ_U64(block_discard(d.bd, 0, cs), -EIO);
+			CHECK_EQ_U64(block_write_zeroes(d.bd, 0, cs), -EIO);
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+			/* The other table's data is still there. */
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, span, buf, 512), 512);
+			CHECK(buf[0] == 0x11 && buf[511] == 0x11);
+			block_close(d.bd);
+		}
+		CHECK(open_engine(&d, false) != NULL);
+		if (d.bd) {
+			struct iovec iv = { buf, cs };
+			struct block_req req = { .op = BLOCK_WRITE, .off = 0, .bytes = cs,
+						 .iov = &iv, .niov = 1 };
+
+			engine_done = NULL;
+			block_start(d.bd, &req);
+			block_submit(d.bd);
+			CHECK_EQ_U64(he_held(), 0);
+			CHECK(engine_done == &req);
+			CHECK_EQ_U64(req.res, -EIO);
+			block_close(d.bd);
+		}
+		f1 = qi_slurp(path, &l1);
+		if (!(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0))) {
+			printf("  entry %u (%#llx): the file was written\n", i, (unsigned long long)e);
+			unit_failed = 1;
+		}
+		free(f0);
+		free(f1);
+		unlink(path);
+	}
+	free(buf);
+}
+
+UNIT_TEST(qcow2_entries_over_tables_are_corrupt_512b) { entries_over_tables(9); }
+UNIT_TEST(qcow2_entries_over_tables_are_corrupt_64k) { entries_over_tables(16); }
 
 /* A disk opened read-only refuses writes itself, with EROFS and before
  * anything reaches the format or the file (opened O_RDONLY: a write
