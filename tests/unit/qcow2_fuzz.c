@@ -3,8 +3,9 @@
  * L1 and L2 tables mutated, opened and driven with random reads, writes,
  * discards, zeroes and flushes.  A crash or a sanitizer report is a
  * failure, and so is a write kvmm must never make: into the header
- * (other than its autoclear bits), into an image it refused, or growing
- * the file past what the requests could allocate.  Exit status 0
+ * (other than its autoclear bits), into an image it refused or opened
+ * read-only, or growing the file past what the requests could
+ * allocate.  Exit status 0
  * otherwise.
  *
  *   qcow2_fuzz [--seconds N] [--seed S]    defaults: 5 s, seed 1
@@ -137,6 +138,7 @@ int main(int argc, char **argv)
 		unsigned int cb, k, n;
 		uint8_t *base = base_image(&blen, &cb), *before, *after;
 		struct qi_dev d;
+		bool ro;
 
 		if (!base) {
 			fprintf(report, "qcow2_fuzz: cannot make a base image\n");
@@ -154,7 +156,8 @@ int main(int argc, char **argv)
 			 * the L2 tables and refcount blocks (64-bit refcounts in
 			 * 512-byte clusters: 32 KiB each) that cover it. */
 			bound = len + (1ULL << cb) + n * (REQ_MAX + (16ULL << cb));
-			if (qi_open(&d, path, rng() % 4 == 0)) {
+			ro = rng() % 4 == 0;
+			if (qi_open(&d, path, ro)) {
 				uint64_t size = block_size(d.bd);
 
 				opened++;
@@ -189,6 +192,10 @@ int main(int argc, char **argv)
 					fprintf(report, "qcow2_fuzz: the file grew past %llu (now %llu, from %llu) in %u requests, cluster_bits %u\n",
 						(unsigned long long)bound, (unsigned long long)after_len,
 						(unsigned long long)len, n, cb);
+					return 1;
+				}
+				if (ro && (after_len != len || memcmp(after, before, len))) {
+					fprintf(report, "qcow2_fuzz: an image opened read-only was written\n");
 					return 1;
 				}
 				if (memcmp(after, before, 88) ||

@@ -313,12 +313,13 @@ static void engine_req_done(void *opaque, struct block_req *req, bool dropped)
 }
 
 /* path as a qcow2 disk over the hand-driven engine (blk_engine.h). */
-static struct block_dev *open_engine(struct qi_dev *d)
+static struct block_dev *open_engine(struct qi_dev *d, bool readonly)
 {
 	unsetenv("KVMM_NO_IO_URING");
 	memset(&d->cfg, 0, sizeof(d->cfg));
 	d->cfg.ndisks = 1;
 	d->cfg.disks[0] = (struct disk_config){ .path = path, .blk_size = 512,
+						.readonly = readonly,
 						.format = DISK_FORMAT_QCOW2,
 						.cache = DISK_CACHE_WRITEBACK };
 	d->bd = block_open(&d->cfg, 0, 64, NULL, engine_req_done, qi_ready, NULL);
@@ -386,7 +387,7 @@ UNIT_TEST(qcow2_runs_merged_for_the_engine)
 	block_close(d.bd);
 	check_file(NULL);
 
-	CHECK(open_engine(&d) != NULL);
+	CHECK(open_engine(&d, false) != NULL);
 	if (!d.bd)
 		goto out;
 	CHECK_EQ_U64(engine_read(d.bd, span - 2 * cs, 4 * cs, model, bytes), 1);
@@ -425,7 +426,7 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 
 	CHECK(model && buf);
 	tmp_image(16, 3, size);
-	CHECK(open_engine(&d) != NULL);
+	CHECK(open_engine(&d, false) != NULL);
 	if (!d.bd || !model || !buf)
 		return;
 	fill(model + 8 * cs, 4 * cs, 9);
@@ -457,12 +458,159 @@ UNIT_TEST(qcow2_allocating_write_on_the_engine)
 	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size < 2 * MiB);
 	check_file(&leaks);
 	CHECK_EQ_U64(leaks, 0);
-	CHECK(open_engine(&d) != NULL);
+	CHECK(open_engine(&d, false) != NULL);
 	if (d.bd) {
 		CHECK_EQ_U64(engine_read(d.bd, 0, size, model, bytes), 2);
 		block_close(d.bd);
 	}
 	unlink(path);
 	free(model);
+	free(buf);
+}
+
+/* An L2 entry whose cluster is one of the image's own: a refcount
+ * block, an L2 table, or (compressed, the fuzzer's find) the header, the
+ * L1 table's cluster, an L2 table, a data cluster's last sector running
+ * into the next L2 table.  Every request over it fails with EIO, none
+ * reaches the engine, and the file is left as it was: before, a write over the compressed entry at 0
+ * freed "its" cluster -- the header's -- and punched it out of the file
+ * at close, and a data entry at a table wrote guest data into it. */
+static void entries_over_tables(unsigned int cb)
+{
+	const uint64_t cs = 1ULL << cb, span = cs * (cs / 8), copied = 1ULL << 63;
+	const uint64_t comp = 1ULL << 62;
+	const unsigned int x = 62 - (cb - 8);	/* a compressed entry's sector count */
+	uint8_t *buf = malloc(cs), v[16];
+	unsigned int i;
+
+	for (i = 0; i < 7; i++) {
+		struct qi_dev d;
+		uint8_t *f0, *f1;
+		uint64_t l0 = 0, l1 = 1, l2a, l2b, e = 0;
+		int fd;
+
+		/* Two L2 tables, each with a data cluster after it. */
+		tmp_image(cb, 3, 2 * span);
+		CHECK(qi_open(&d, path, false) != NULL);
+		if (!d.bd || !buf)
+			return;
+		memset(buf, 0x11, cs);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), 512);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, span, buf, 512), 512);
+		block_close(d.bd);
+		fd = open(path, O_RDWR);
+		CHECK(pread(fd, v, 16, QI_L1 * cs) == 16);
+		l2a = qi_get(v, 8) & 0x00fffffffffffe00ULL;
+		l2b = qi_get(v + 8, 8) & 0x00fffffffffffe00ULL;
+		CHECK(l2a && l2b == l2a + 2 * cs);
+		switch (i) {
+		case 0: e = copied | QI_RB * cs; break;
+		case 1: e = copied | l2a; break;
+		case 2: e = copied | l2b; break;
+		case 3: e = comp; break;
+		case 4: e = comp | (QI_L1 * cs + 256); break;
+		case 5: e = comp | l2a; break;
+		case 6: e = comp | (1ULL << x) | (l2b - 512); break;
+		}
+		qi_put(v, e, 8);
+		CHECK(pwrite(fd, v, 8, l2a) == 8);
+		close(fd);
+		f0 = qi_slurp(path, &l0);
+		CHECK(qi_open(&d, path, false) != NULL);
+		if (d.bd) {
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, 512), -EIO);
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), -EIO);
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, cs), -EIO);
+			CHECK_EQ_U64(block_discard(d.bd, 0, cs), -EIO);
+			CHECK_EQ_U64(block_write_zeroes(d.bd, 0, cs), -EIO);
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+			/* The other table's data is still there. */
+			CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, span, buf, 512), 512);
+			CHECK(buf[0] == 0x11 && buf[511] == 0x11);
+			block_close(d.bd);
+		}
+		CHECK(open_engine(&d, false) != NULL);
+		if (d.bd) {
+			struct iovec iv = { buf, cs };
+			struct block_req req = { .op = BLOCK_WRITE, .off = 0, .bytes = cs,
+						 .iov = &iv, .niov = 1 };
+
+			engine_done = NULL;
+			block_start(d.bd, &req);
+			block_submit(d.bd);
+			CHECK_EQ_U64(he_held(), 0);
+			CHECK(engine_done == &req);
+			CHECK_EQ_U64(req.res, -EIO);
+			block_close(d.bd);
+		}
+		f1 = qi_slurp(path, &l1);
+		if (!(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0))) {
+			printf("  entry %u (%#llx): the file was written\n", i, (unsigned long long)e);
+			unit_failed = 1;
+		}
+		free(f0);
+		free(f1);
+		unlink(path);
+	}
+	free(buf);
+}
+
+UNIT_TEST(qcow2_entries_over_tables_are_corrupt_512b) { entries_over_tables(9); }
+UNIT_TEST(qcow2_entries_over_tables_are_corrupt_64k) { entries_over_tables(16); }
+
+/* A disk opened read-only refuses writes itself, with EROFS and before
+ * anything reaches the format or the file (opened O_RDONLY: a write
+ * there would fail with EBADF after the format had allocated for it):
+ * partial and whole clusters, allocated or not, on the synchronous path
+ * and on an engine; discard and zeroing too.  Reads and flushes work,
+ * and the file is left as it was. */
+UNIT_TEST(qcow2_readonly_refuses_writes)
+{
+	const uint64_t cs = 65536;
+	uint8_t *buf = malloc(4 * cs), *f0, *f1;
+	struct iovec v = { buf, 4 * cs };
+	struct block_req req = { .op = BLOCK_WRITE, .off = 8 * cs, .bytes = 4 * cs, .iov = &v,
+				 .niov = 1 };
+	uint64_t l0 = 0, l1 = 1;
+	struct qi_dev d;
+
+	tmp_image(16, 3, 64 * MiB);
+	CHECK(buf && qi_open(&d, path, false) != NULL);
+	if (!d.bd || !buf)
+		return;
+	memset(buf, 0x22, cs);
+	CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, cs), cs);
+	block_close(d.bd);
+	f0 = qi_slurp(path, &l0);
+
+	CHECK(qi_open(&d, path, true) != NULL);
+	if (d.bd) {
+		memset(buf, 0x33, 4 * cs);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 0, buf, 512), -EROFS);	/* allocated */
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 4 * cs, buf, 512), -EROFS);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_WRITE, 8 * cs, buf, 4 * cs), -EROFS);
+		CHECK_EQ_U64(block_discard(d.bd, 0, cs), -EROFS);
+		CHECK_EQ_U64(block_write_zeroes(d.bd, 0, cs), -EROFS);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_FLUSH, 0, NULL, 0), 0);
+		CHECK_EQ_U64(qi_io(d.bd, BLOCK_READ, 0, buf, cs), cs);
+		CHECK(buf[0] == 0x22 && buf[cs - 1] == 0x22);
+		block_close(d.bd);
+	}
+	CHECK(open_engine(&d, true) != NULL);
+	if (d.bd) {
+		memset(buf, 0x33, 4 * cs);
+		engine_done = NULL;
+		block_start(d.bd, &req);
+		block_submit(d.bd);
+		CHECK_EQ_U64(he_held(), 0);
+		CHECK(engine_done == &req);
+		CHECK_EQ_U64(req.res, -EROFS);
+		block_close(d.bd);
+	}
+	f1 = qi_slurp(path, &l1);
+	CHECK(f0 && f1 && l0 == l1 && !memcmp(f0, f1, l0));
+	free(f0);
+	free(f1);
+	unlink(path);
 	free(buf);
 }

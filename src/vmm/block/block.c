@@ -468,6 +468,13 @@ void block_start(struct block_dev *bd, struct block_req *req)
 
 	req->parent = NULL;
 	req->commit = false;
+	/* Its file is open read-only: refused here, before a format
+	 * allocates for it or anything reaches the file. */
+	if (req->op == BLOCK_WRITE && bd->readonly) {
+		req->res = -EROFS;
+		bd->done(bd->opaque, req, false);
+		return;
+	}
 	/* O_DIRECT takes sector-aligned buffers only. */
 	req->fd = req->op != BLOCK_FLUSH && bd->direct && iov_aligned(req->iov, req->niov) ?
 		  bd->fd : bd->bfd;

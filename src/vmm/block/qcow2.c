@@ -60,6 +60,12 @@
 
 enum q2_kind { Q2_UNALLOC, Q2_ZEROES, Q2_COMPRESSED_C, Q2_DATA };
 
+/* Host cluster offsets, sorted, each once. */
+struct q2set {
+	uint64_t *v;
+	size_t n, cap;
+};
+
 struct q2img {
 	char *path;
 	int fd;			/* metadata and the synchronous path */
@@ -89,6 +95,10 @@ struct q2img {
 	uint8_t *rb_dirty;
 	unsigned int rb_loaded, rb_cap, rb_ndirty, rb_hand;
 	unsigned int refcount_order, rb_bits;	/* log2 of the entries in a block */
+	/* Where the L1 table's entries put L2 tables and the refcount
+	 * table's put refcount blocks (tables are never freed): no data
+	 * may lie there. */
+	struct q2set l2s, rbs;
 	uint64_t *pending;	/* clusters to free once the L2 tables are durable */
 	size_t npending, pending_cap;
 	bool logged;		/* one corruption message per image */
@@ -143,15 +153,97 @@ static uint64_t nentries(const struct q2img *img)
 	return 1ULL << img->l2_bits;
 }
 
+/* The first index of s whose offset is off or more. */
+static size_t set_lower(const struct q2set *s, uint64_t off)
+{
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->v[mid] < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Whether one of the clusters of s overlaps [off, off + len). */
+static bool set_hits(const struct q2img *img, const struct q2set *s, uint64_t off,
+		     uint64_t len)
+{
+	size_t i = set_lower(s, off >= img->cs ? off - img->cs + 1 : 0);
+
+	return i < s->n && s->v[i] < off + len;
+}
+
+static int set_add(struct q2set *s, uint64_t off)
+{
+	size_t i = set_lower(s, off);
+
+	if (i < s->n && s->v[i] == off)
+		return 0;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		uint64_t *v = realloc(s->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	memmove(s->v + i + 1, s->v + i, (s->n - i) * sizeof(*s->v));
+	s->v[i] = off;
+	s->n++;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* s from a big-endian table of n entries: their offsets, but 0. */
+static int set_build(struct q2set *s, const uint64_t *tab, uint64_t n)
+{
+	uint64_t i;
+	size_t k;
+
+	s->v = malloc((n ? n : 1) * sizeof(*s->v));
+	if (!s->v)
+		return -ENOMEM;
+	s->cap = n ? n : 1;
+	for (i = 0; i < n; i++)
+		if (be64toh(tab[i]) & Q2_OFF_MASK)
+			s->v[s->n++] = be64toh(tab[i]) & Q2_OFF_MASK;
+	qsort(s->v, s->n, sizeof(*s->v), cmp_u64);
+	for (i = k = 0; i < s->n; i++)
+		if (!k || s->v[k - 1] != s->v[i])
+			s->v[k++] = s->v[i];
+	s->n = k;
+	return 0;
+}
+
 /* A host range the image's data may not cover: the header and the
- * tables kvmm knows where to find. */
+ * tables kvmm knows where to find (whole clusters: a compressed
+ * cluster's bytes are not aligned). */
 static bool over_meta(const struct q2img *img, uint64_t off, uint64_t len)
 {
-	uint64_t l1_end = img->l1_off + (uint64_t)img->l1_size * 8;
+	uint64_t l1_end = ALIGN_UP(img->l1_off + (uint64_t)img->l1_size * 8, img->cs);
 	uint64_t rt_end = img->rt_off + (uint64_t)img->rt_size * 8;
 
 	return off < img->cs || (off < l1_end && off + len > img->l1_off) ||
 	       (off < rt_end && off + len > img->rt_off);
+}
+
+/* over_meta, or over an L2 table or a refcount block. */
+static bool over_tables(const struct q2img *img, uint64_t off, uint64_t len)
+{
+	return over_meta(img, off, len) || set_hits(img, &img->l2s, off, len) ||
+	       set_hits(img, &img->rbs, off, len);
 }
 
 /* GUEST: a cluster offset from a table: aligned, inside the file, not
@@ -165,6 +257,46 @@ static int check_cluster(struct q2img *img, uint64_t off, const char *what)
 			       (unsigned long long)off);
 	if (over_meta(img, off, img->cs))
 		return corrupt(img, "%s at %#llx overlaps the image's header or tables", what,
+			       (unsigned long long)off);
+	return 0;
+}
+
+/* Where a compressed cluster's bytes lie in the file: [*from, *end),
+ * cut at the file's end (its last sector may run past it). */
+static void comp_range(const struct q2img *img, uint64_t e, uint64_t *from, uint64_t *end)
+{
+	unsigned int x = 62 - (img->cb - 8);
+	uint64_t sectors = ((e & ~Q2_COPIED & ~Q2_COMPRESSED) >> x) + 1;
+
+	*from = e & ((1ULL << x) - 1);
+	*end = *from + sectors * 512 - (*from & 511);
+	if (*end > img->file_end)
+		*end = img->file_end;
+}
+
+/* GUEST: a data cluster from an L2 entry: check_cluster's, and none of
+ * the L2 tables or refcount blocks either -- written as data, or freed
+ * (punched out of the file) when the guest writes over it. */
+static int check_data(struct q2img *img, uint64_t e)
+{
+	uint64_t off, end;
+	int r;
+
+	if (e & Q2_COMPRESSED) {
+		comp_range(img, e, &off, &end);
+		if (off >= img->file_end)
+			return corrupt(img, "a compressed cluster at %#llx is past the end of the file",
+				       (unsigned long long)off);
+	} else {
+		off = e & Q2_OFF_MASK;
+		r = check_cluster(img, off, "a data cluster");
+		if (r)
+			return r;
+		end = off + img->cs;
+	}
+	if (over_tables(img, off, end - off))
+		return corrupt(img, "%s at %#llx overlaps the image's header or tables",
+			       e & Q2_COMPRESSED ? "a compressed cluster" : "a data cluster",
 			       (unsigned long long)off);
 	return 0;
 }
@@ -231,6 +363,8 @@ static uint8_t *rb_get(struct q2img *img, uint32_t i, int *err)
 		return NULL;
 	/* GUEST: the table's entry (reserved bits checked at open). */
 	*err = check_cluster(img, off, "a refcount block");
+	if (!*err && set_hits(img, &img->l2s, off, img->cs))
+		*err = corrupt(img, "refcount table entry %u points at an L2 table", i);
 	if (*err)
 		return NULL;
 	while (img->rb_loaded >= img->rb_cap) {
@@ -300,8 +434,10 @@ again:
 			uint64_t fi = first >> img->rb_bits;
 			uint8_t *b = calloc(1, img->cs), *fb;
 
-			if (!b)
+			if (!b || set_add(&img->rbs, first << img->cb)) {
+				free(b);
 				return -ENOMEM;
+			}
 			img->rb[i] = b;
 			img->rb_loaded++;
 			img->rt[i] = htobe64(first << img->cb);
@@ -345,6 +481,11 @@ static int unref_cluster(struct q2img *img, uint64_t off)
 
 	if (i >= img->rt_size)
 		return corrupt(img, "cluster %#llx has no refcount", (unsigned long long)off);
+	/* The last line before a hole is punched: never into the header or
+	 * a table, whatever a table said was freed. */
+	if (over_tables(img, off, img->cs))
+		return corrupt(img, "cluster %#llx is freed but is the image's header or a table",
+			       (unsigned long long)off);
 	b = rb_get(img, i, &r);
 	if (!b)
 		return r ? r : corrupt(img, "cluster %#llx has no refcount block", (unsigned long long)off);
@@ -365,11 +506,12 @@ static int pend_free(struct q2img *img, uint64_t e)
 	uint64_t from, to, c;
 
 	if (e & Q2_COMPRESSED) {
-		unsigned int x = 62 - (img->cb - 8);
-
-		from = e & ((1ULL << x) - 1);
-		to = from + (((e & ~Q2_COPIED & ~Q2_COMPRESSED) >> x) + 1) * 512 -
-		     (from & 511) - 1;
+		comp_range(img, e, &from, &to);
+		/* Past the file's end: nothing of it to free (a cluster
+		 * allocated there later is not this entry's). */
+		if (from >= to)
+			return 0;
+		to--;
 	} else {
 		from = e & Q2_OFF_MASK;
 		if (!from)
@@ -467,7 +609,6 @@ static uint64_t *l2_get(struct q2img *img, uint32_t i, bool alloc, int *err)
 {
 	uint64_t e = be64toh(img->l1[i]), off = e & Q2_OFF_MASK;
 	uint64_t *t;
-	uint32_t k;
 
 	*err = 0;
 	if (img->l2[i])
@@ -481,11 +622,10 @@ static uint64_t *l2_get(struct q2img *img, uint32_t i, bool alloc, int *err)
 	}
 	if (off && (*err = check_cluster(img, off, "an L2 table")))
 		return NULL;
-	for (k = 0; off && k < img->rt_size; k++)
-		if ((be64toh(img->rt[k]) & Q2_OFF_MASK) == off) {
-			*err = corrupt(img, "L1 entry %u points at a refcount block", i);
-			return NULL;
-		}
+	if (off && set_hits(img, &img->rbs, off, img->cs)) {
+		*err = corrupt(img, "L1 entry %u points at a refcount block", i);
+		return NULL;
+	}
 	while (img->l2_loaded >= img->l2_cap) {
 		uint32_t h = img->l2_hand++ % img->l1_size;
 
@@ -523,7 +663,8 @@ static uint64_t *l2_get(struct q2img *img, uint32_t i, bool alloc, int *err)
 		if (*err)
 			return NULL;
 		t = calloc(1, img->cs);
-		if (!t) {
+		if (!t || set_add(&img->l2s, off)) {
+			free(t);
 			*err = -ENOMEM;	/* the cluster leaks */
 			return NULL;
 		}
@@ -554,7 +695,7 @@ static int classify(struct q2img *img, uint64_t e, enum q2_kind *kind)
 {
 	if (e & Q2_COMPRESSED) {
 		*kind = Q2_COMPRESSED_C;
-		return 0;
+		return check_data(img, e);
 	}
 	if (e & Q2_L2_RESERVED)
 		return corrupt(img, "an L2 entry (%#llx) has reserved bits set", (unsigned long long)e);
@@ -569,7 +710,7 @@ static int classify(struct q2img *img, uint64_t e, enum q2_kind *kind)
 		return 0;
 	}
 	*kind = Q2_DATA;
-	return check_cluster(img, e & Q2_OFF_MASK, "a data cluster");
+	return check_data(img, e);
 }
 
 /* Where disk offset off is, for [off, off + len): *host and *run of
@@ -747,8 +888,17 @@ static int write_alloc(struct q2img *img, const struct iovec *iov, unsigned int 
 	int64_t w;
 	int r;
 
-	if (!l2_get(img, l1i, true, &r))
+	t = l2_get(img, l1i, true, &r);
+	if (!t)
 		return r ? r : -EIO;
+	/* GUEST: what the new clusters replace is freed: it must be data. */
+	for (k = 0; k < nc; k++) {
+		enum q2_kind kind;
+
+		r = classify(img, be64toh(t[l2i + k]), &kind);
+		if (r)
+			return r;
+	}
 	r = -ENOMEM;
 	if ((head && posix_memalign((void **)&hb, 4096, head)) ||
 	    (tail && posix_memalign((void **)&tb, 4096, tail)))
@@ -819,6 +969,8 @@ static int q2_alloc(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t *
 	uint64_t *t;
 	int r;
 
+	if (img->readonly)
+		return -EROFS;
 	if (!len || ((off | len) & (img->cs - 1)) || l2i + nc > nentries(img))
 		return 1;
 	t = l2_get(img, l1i, true, &r);
@@ -865,7 +1017,8 @@ static int q2_commit(struct block_dev *bd, uint64_t off, uint64_t len, uint64_t 
 		enum q2_kind kind;
 
 		/* GUEST: a table reloaded from the file since q2_alloc. */
-		if (!(old & Q2_COMPRESSED) && (r = classify(img, old, &kind)))
+		r = classify(img, old, &kind);
+		if (r)
 			return r;
 		if (old & (Q2_COMPRESSED | Q2_OFF_MASK))
 			pend_free(img, old);
@@ -911,8 +1064,8 @@ static int q2_rw(struct block_dev *bd, bool write, const struct iovec *iov, unsi
 	unsigned int i;
 	int r;
 
-	if (write)
-		return write_alloc(img, iov, n, off, len);
+	if (write)	/* block_start refused it already */
+		return img->readonly ? -EROFS : write_alloc(img, iov, n, off, len);
 	r = all_zero(img, off, len);
 	if (r < 0)
 		return r;
@@ -980,6 +1133,7 @@ static int drop_range(struct block_dev *bd, uint64_t off, uint64_t len, bool zer
 	uint64_t start = ALIGN_UP(off, img->cs), end = ALIGN_DOWN(off + len, img->cs), c;
 	bool can = !img->backing || img->version >= 3;
 	uint64_t newe = img->backing ? Q2_ZERO : 0;
+	enum q2_kind kind;
 	int r = 0;
 
 	if (start >= end || !can) {
@@ -1002,13 +1156,10 @@ static int drop_range(struct block_dev *bd, uint64_t off, uint64_t len, bool zer
 		old = be64toh(t[c & (nentries(img) - 1)]);
 		if (old == newe)
 			continue;
-		if (!(old & Q2_COMPRESSED)) {
-			enum q2_kind kind;
-
-			r = classify(img, old, &kind);
-			if (r)
-				return r;
-		}
+		/* GUEST: what is freed must be data. */
+		r = classify(img, old, &kind);
+		if (r)
+			return r;
 		if (old & (Q2_COMPRESSED | Q2_OFF_MASK))
 			pend_free(img, old);
 		t[c & (nentries(img) - 1)] = htobe64(newe);
@@ -1317,6 +1468,11 @@ static int parse_header(struct q2img *img, char *backing, size_t blen, char *bac
 			       (unsigned long long)i);
 			return -EINVAL;
 		}
+	if (set_build(&img->l2s, img->l1, img->l1_size) ||
+	    set_build(&img->rbs, img->rt, img->rt_size)) {
+		pr_err("cannot open disk %s: out of memory", img->path);
+		return -ENOMEM;
+	}
 	img->l2_cap = MAX(16u, MIN(img->l1_size, Q2_L2_CACHE >> img->cb));
 	img->rb_cap = MAX(4u, MIN(img->rt_size, Q2_RB_CACHE >> img->cb));
 	/* The unit tests' way to make tables leave the caches. */
@@ -1344,6 +1500,8 @@ static void q2_free(struct q2img *img)
 	free(img->rb);
 	free(img->rb_dirty);
 	free(img->pending);
+	free(img->l2s.v);
+	free(img->rbs.v);
 	if (img->own_fd && img->fd >= 0)
 		close(img->fd);
 	free(img->path);
