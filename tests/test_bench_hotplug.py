@@ -13,7 +13,7 @@ import pytest
 from kvmmtest import TOP
 
 HOTPLUG = os.path.join(TOP, "tools", "bench", "hotplug")
-OPS = ["disk attach", "disk detach", "nic attach", "nic detach", "vcpu add", "vcpu remove"]
+OPS = ["disk attach", "disk detach", "nic attach", "nic detach", "vcpu add", "vcpu add call", "vcpu remove"]
 
 
 def test_hotplug_bench_quick_kvmm(kvm):
