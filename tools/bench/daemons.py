@@ -62,18 +62,20 @@ class Daemon:
                 self.proc.wait()
 
 
-def start_kvmm(tmp):
+def start_kvmm(tmp, prefix=()):
+    """prefix: argv run before the daemon's, e.g. ip netns exec NS."""
     root = os.path.join(tmp, "kvmm")
     os.mkdir(root)
     sock = os.path.join(root, "run", "libvirt", "virtkvmmd-sock")
     return Daemon("virtkvmmd", f"kvmm:///system?socket={sock}", sock,
-                  [VIRTKVMMD, "--root", root, "--pid-file", os.path.join(root, "virtkvmmd.pid")],
+                  list(prefix) + [VIRTKVMMD, "--root", root, "--pid-file", os.path.join(root, "virtkvmmd.pid")],
                   os.path.join(tmp, "virtkvmmd.log"))
 
 
-def start_libvirtd(tmp, log="libvirtd.log"):
+def start_libvirtd(tmp, log="libvirtd.log", prefix=()):
     """libvirtd as a session daemon with every directory under tmp/libvirtd;
-    started again on the same tmp, it finds the first one's state there."""
+    started again on the same tmp, it finds the first one's state there.
+    prefix: argv run before the daemon's, e.g. ip netns exec NS."""
     base = os.path.join(tmp, "libvirtd")
     dirs = {d: os.path.join(base, d) for d in ("home", "run", "config", "cache", "dev")}
     for d in dirs.values():
@@ -95,6 +97,7 @@ def start_libvirtd(tmp, log="libvirtd.log"):
                 "sh", "-c", script, "sh", dirs["dev"], LIBVIRTD]
     else:
         argv = [LIBVIRTD]
+    argv = list(prefix) + argv
     sock = os.path.join(dirs["run"], "libvirt", "libvirt-sock")
     return Daemon("libvirtd", f"qemu:///session?socket={sock}", sock, argv,
                   os.path.join(tmp, log), env=env)
