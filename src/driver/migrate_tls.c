@@ -17,6 +17,10 @@
 /* A peer that connects and never finishes the handshake is dropped. */
 #define HANDSHAKE_MS 30000
 #define RELAY_BUF (64 * 1024)
+/* The destination gives up on a source silent this long (the bound the
+ * source has for the destination to take the whole stream).  The source
+ * has no such bound: the destination sends nothing until the end. */
+#define SOURCE_SILENT_MS 300000
 
 static struct {
 	char *dir;
@@ -331,7 +335,7 @@ static struct migtls *start(int fd, bool server, const char *host, int *plain)
 		report_handshake(t, rc, host);
 		goto fail;
 	}
-	gnutls_record_set_timeout(t->s, 0);
+	gnutls_record_set_timeout(t->s, server ? SOURCE_SILENT_MS : 0);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "socketpair: %s", g_strerror(errno));
 		goto fail;
