@@ -131,6 +131,8 @@ struct migtls {
 	GThread *up;		/* kvmm -> peer */
 	GThread *down;		/* peer -> kvmm */
 	GMutex lock;
+	GCond cond;		/* down_done set */
+	bool down_done;		/* the peer -> kvmm direction ended */
 	bool failed;		/* the first failure, in err: */
 	char err[256];
 	bool closed;		/* the peer's close_notify came */
@@ -176,7 +178,12 @@ static gpointer relay_up(gpointer data)
 
 			g_mutex_lock(&t->lock);
 			/* The destination's kvmm closes its end once it read
-			 * the stream: before the source's end, it gave up. */
+			 * the stream, which may be before the source's
+			 * close_notify comes: the end is confirmed after it.
+			 * If kvmm gave up instead, the source's next bytes
+			 * find no reader and that direction fails. */
+			while (t->server && !t->down_done)
+				g_cond_wait(&t->cond, &t->lock);
 			ok = !t->failed && (!t->server || t->closed);
 			g_mutex_unlock(&t->lock);
 			if (!ok) {
@@ -202,9 +209,22 @@ static gpointer relay_up(gpointer data)
 	}
 }
 
+static void relay_down_loop(struct migtls *t);
+
 static gpointer relay_down(gpointer data)
 {
 	struct migtls *t = data;
+
+	relay_down_loop(t);
+	g_mutex_lock(&t->lock);
+	t->down_done = true;
+	g_cond_broadcast(&t->cond);
+	g_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+static void relay_down_loop(struct migtls *t)
+{
 	g_autofree char *buf = g_malloc(RELAY_BUF);
 
 	for (;;) {
@@ -220,14 +240,14 @@ static gpointer relay_down(gpointer data)
 			t->closed = true;
 			g_mutex_unlock(&t->lock);
 			shutdown(t->local, SHUT_WR);
-			return NULL;
+			return;
 		}
 		if (n < 0) {
 			relay_fail(t, "receiving from the %s: %s",
 				   t->server ? "source" : "destination",
 				   n == GNUTLS_E_PREMATURE_TERMINATION ? "the connection was cut"
 								       : gnutls_strerror((int)n));
-			return NULL;
+			return;
 		}
 		while (off < n) {
 			ssize_t w = send(t->local, buf + off, n - off, MSG_NOSIGNAL);
@@ -237,7 +257,7 @@ static gpointer relay_down(gpointer data)
 			if (w < 0) {
 				relay_fail(t, "%s kvmm stopped reading the stream: %s",
 					   t->server ? "the destination" : "the source", g_strerror(errno));
-				return NULL;
+				return;
 			}
 			off += w;
 		}
@@ -279,6 +299,7 @@ static struct migtls *start(int fd, bool server, const char *host, int *plain)
 	t->fd = fd;
 	t->local = -1;
 	g_mutex_init(&t->lock);
+	g_cond_init(&t->cond);
 	t->cred = load_credentials(server);
 	if (!t->cred)
 		goto fail;
@@ -399,5 +420,6 @@ void migtls_free(struct migtls *t)
 	if (t->cred)
 		gnutls_certificate_free_credentials(t->cred);
 	g_mutex_clear(&t->lock);
+	g_cond_clear(&t->cond);
 	g_free(t);
 }
