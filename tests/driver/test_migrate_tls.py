@@ -27,9 +27,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from drvtest import virsh
 from test_lifecycle import wait_for
-from test_migrate import (DIRTY, DST_IP, SRC_IP, TLS_PORT, Host, assert_continued,  # noqa: F401
-                          assert_memory_right, migrate, ns_dst, ns_src, running, ticks,
-                          tls_dst_conf)
+from kvmmtest import KVMM
+from test_migrate import (DIRTY, DST_IP, DYING, DYING_AFTER, SRC_IP, TLS_PORT, Host,  # noqa: F401
+                          assert_continued, assert_memory_right, live_xml, migrate, ns_dst, ns_src,
+                          running, ticks, tls_dst_conf, wait_ticks)
 from test_tls import CA, pem_cert, pem_key, pki, write  # noqa: F401 (fixture)
 
 L = libvirt
@@ -276,3 +277,29 @@ def test_migrate_tls_force_refuses_a_plain_migration(tls_hosts):
     assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
     assert_continued(shared, before)
     dst.conn.lookupByName("m1").destroy()
+
+
+@pytest.mark.parametrize("script", ["dying", "dying_after"])
+def test_destination_kvmm_killed_the_source_runs_on(tls_hosts, script):
+    """The destination's kvmm killed with the stream half read (the relay
+    there finds no reader, the source's TLS connection is cut), or after
+    reading it all (the stream ends cleanly, Finish fails): either way the
+    source runs on and nothing is left on the destination."""
+    src, dst, shared, dev = tls_hosts()
+    emu = os.path.join(shared, "kvmm-" + script)
+    with open(emu, "w") as f:
+        f.write((DYING if script == "dying" else DYING_AFTER).format(kvmm=KVMM))
+    os.chmod(emu, 0o755)
+    sdom = src.conn.defineXML(live_xml(shared, emulator=emu))
+    sdom.create()
+    wait_ticks(shared, 3)
+    r = migrate(src, dst, "m1", "--tls")
+    assert r.returncode != 0
+    if script == "dying_after":
+        assert "kvmm exited while starting" in r.stderr, r.stderr
+    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING, (sdom.state(), src.d.output())
+    before = ticks(shared)
+    wait_for(lambda: ticks(shared)[-1][0] >= before[-1][0] + 3, "ticks on the source")
+    dst.no_domain("m1")
+    wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
+    sdom.destroy()

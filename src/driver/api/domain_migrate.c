@@ -1117,8 +1117,12 @@ static gpointer incoming_thread(gpointer data)
 		} else {
 			rc = process_start_incoming(in->obj, plain);
 			close(plain);
-			/* Both ends of the stream ended as they should. */
-			if (rc == 0 && migtls_wait(tls) < 0)
+			/* Both ends of the stream ended as they should.
+			 * Waited for even after a kvmm that failed: a stream
+			 * it read whole ends cleanly for the source (which
+			 * then learns of the failure from Finish, as without
+			 * TLS), not as a cut. */
+			if (migtls_wait(tls) < 0)
 				rc = -1;
 			migtls_free(tls);
 		}
