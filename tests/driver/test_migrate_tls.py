@@ -9,7 +9,8 @@ the veth are captured with an AF_PACKET reader in the destination's
 namespace: a plain migration shows the state stream's magic, a TLS one
 does not.  An untrusted destination, an untrusted source and missing
 certificates are refused with nothing left behind; migrate_tls_force
-refuses a migration without --tls."""
+refuses a migration without --tls; a destination kvmm that dies, or an
+aborted copy, leaves the source running."""
 import datetime
 import ipaddress
 import os
@@ -26,11 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from drvtest import virsh
-from test_lifecycle import wait_for
 from kvmmtest import KVMM
+from test_lifecycle import wait_for
 from test_migrate import (DIRTY, DST_IP, DYING, DYING_AFTER, SRC_IP, TLS_PORT, Host,  # noqa: F401
                           assert_continued, assert_memory_right, live_xml, migrate, ns_dst, ns_src,
-                          running, ticks, tls_dst_conf, wait_ticks)
+                          copying, running, start_migrate, ticks, tls_dst_conf, wait_ticks)
 from test_tls import CA, pem_cert, pem_key, pki, write  # noqa: F401 (fixture)
 
 L = libvirt
@@ -303,3 +304,26 @@ def test_destination_kvmm_killed_the_source_runs_on(tls_hosts, script):
     dst.no_domain("m1")
     wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
     sdom.destroy()
+
+
+def test_tls_live_migration_aborted_mid_copy(tls_hosts):
+    """domjobabort during a --tls live copy (a 2 MiB/s link): the source
+    runs on, its memory right; the relays cut both ways, the destination
+    is cleaned up; then the domain migrates over TLS."""
+    src, dst, shared, dev = tls_hosts()
+    sdom = running(src, shared, cmdline=DIRTY)
+    p = start_migrate(src, dst, "m1", "--live", "--tls", "--bandwidth", "2")
+    copying(sdom)
+    r = virsh(src.uri, "domjobabort", "m1")
+    assert r.returncode == 0, r.stderr
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and \
+        "operation aborted: migration out job: canceled by client" in err, err
+    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
+    wait_for(lambda: dst.d.guests() == [] and dst.listening() == [], "the destination cleaned up")
+    dst.no_domain("m1")
+    before = ticks(shared)
+    r = migrate(src, dst, "m1", "--live", "--tls")
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    assert_memory_right(shared, before)
+    dst.conn.lookupByName("m1").destroy()
