@@ -404,6 +404,16 @@ int migtls_wait(struct migtls *t)
 	return 0;
 }
 
+char *migtls_failure(struct migtls *t)
+{
+	char *why;
+
+	g_mutex_lock(&t->lock);
+	why = t->failed ? g_strdup(t->err) : NULL;
+	g_mutex_unlock(&t->lock);
+	return why;
+}
+
 void migtls_free(struct migtls *t)
 {
 	if (!t)

@@ -48,6 +48,9 @@ struct migtls *migtls_server(int fd, int *plain);
  * all), else -1 reported. */
 int migtls_wait(struct migtls *t);
 
+/* Why a direction failed (a new string), or NULL. */
+char *migtls_failure(struct migtls *t);
+
 /* Cuts the connection if it is still up, joins the threads, frees. */
 void migtls_free(struct migtls *t);
 

@@ -298,6 +298,9 @@ def test_destination_kvmm_killed_the_source_runs_on(tls_hosts, script):
     assert r.returncode != 0
     if script == "dying_after":
         assert "kvmm exited while starting" in r.stderr, r.stderr
+    else:
+        # The client has kvmm's error; the source's log the relay's.
+        assert "the migration's TLS connection failed" in src.d.output(), src.d.output()
     assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING, (sdom.state(), src.d.output())
     before = ticks(shared)
     wait_for(lambda: ticks(shared)[-1][0] >= before[-1][0] + 3, "ticks on the source")

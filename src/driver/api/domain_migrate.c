@@ -777,6 +777,13 @@ static int perform(struct domain_obj *obj, const char *uri, const struct mig_par
 		job_end(obj, rc);
 	}
 	if (tls) {
+		/* kvmm's error is the client's (a broken pipe, say); the
+		 * connection's own reason is logged. */
+		g_autofree char *why = rc < 0 ? migtls_failure(tls) : NULL;
+
+		if (why)
+			pr_warn("domain '%s': the migration's TLS connection failed: %s",
+				obj->def->name, why);
 		close(plain);
 		migtls_free(tls);
 	}
