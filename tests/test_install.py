@@ -239,7 +239,8 @@ def test_installed_conf_documents_the_daemons_keys(installed, start_daemon, monk
                     "monitor_timeout", "hypervisor_version", "sandbox", "user", "group",
                     "listen_tls", "tls_port",
                     "listen_addr", "key_file", "cert_file", "ca_file", "crl_file",
-                    "tls_no_verify_certificate", "tls_allowed_dn_list", "tls_priority"]
+                    "tls_no_verify_certificate", "tls_allowed_dn_list", "tls_priority",
+                    "migrate_tls_x509_cert_dir", "migrate_tls_x509_verify", "migrate_tls_force"]
     monkeypatch.setattr(drvtest, "VIRTKVMMD", f"{installed['prefix']}/sbin/virtkvmmd")
     root = tempfile.mkdtemp(prefix="kvd-")
     os.makedirs(os.path.join(root, "etc", "libvirt"))

@@ -32,6 +32,7 @@
 #include "kvmm/process.h"
 #include "error.h"
 #include "log.h"
+#include "migrate_tls.h"
 #include "rpc/server.h"
 #include "rpc/tls.h"
 
@@ -448,6 +449,8 @@ int main(int argc, char **argv)
 	 * any client can ask about them. */
 	monitor_set_timeout(conf.monitor_timeout * 1000);
 	process_set_sandbox(conf.sandbox, conf.sandbox_uid, conf.sandbox_gid);
+	migtls_configure(root, conf.migrate_tls_x509_cert_dir, conf.migrate_tls_x509_verify,
+			 conf.migrate_tls_force);
 	drv_state.hypervisor_version = conf.hypervisor_version;
 	process_adopt_all();
 	managed_save_mark_all();

@@ -64,6 +64,9 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->tls_no_verify_certificate = false;
 	conf->tls_allowed_dn_list = NULL;
 	conf->tls_priority = NULL;
+	conf->migrate_tls_x509_cert_dir = NULL;
+	conf->migrate_tls_x509_verify = true;
+	conf->migrate_tls_force = false;
 	conf->sandbox = false;
 	conf->sandbox_uid = (uid_t)-1;
 	conf->sandbox_gid = (gid_t)-1;
@@ -79,6 +82,7 @@ void daemon_conf_clear(struct daemon_conf *conf)
 	g_clear_pointer(&conf->crl_file, g_free);
 	g_clear_pointer(&conf->tls_allowed_dn_list, g_strfreev);
 	g_clear_pointer(&conf->tls_priority, g_free);
+	g_clear_pointer(&conf->migrate_tls_x509_cert_dir, g_free);
 	g_clear_pointer(&conf->cgroup_root, g_free);
 }
 
@@ -329,6 +333,13 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 		return set_bool(w, key, v, &conf->tls_no_verify_certificate);
 	if (!strcmp(key, "tls_priority"))
 		return set_string(w, key, v, "\"NORMAL\"", &conf->tls_priority);
+	if (!strcmp(key, "migrate_tls_x509_cert_dir"))
+		return set_string(w, key, v, "\"/etc/pki/libvirt-migrate\"",
+				  &conf->migrate_tls_x509_cert_dir);
+	if (!strcmp(key, "migrate_tls_x509_verify"))
+		return set_bool(w, key, v, &conf->migrate_tls_x509_verify);
+	if (!strcmp(key, "migrate_tls_force"))
+		return set_bool(w, key, v, &conf->migrate_tls_force);
 	if (!strcmp(key, "sandbox"))
 		return set_bool(w, key, v, &conf->sandbox);
 	if (!strcmp(key, "user"))
@@ -353,7 +364,8 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 			"unix_sock_rw_perms, log_level, max_clients, max_workers, prio_workers, max_client_requests, "
 			"max_anonymous_clients, keepalive_interval, keepalive_count, monitor_timeout, "
 			"hypervisor_version, listen_tls, listen_tcp, tls_port, listen_addr, key_file, cert_file, "
-			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority, sandbox, user, group, cgroup_root)",
+			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority, "
+			"migrate_tls_x509_cert_dir, migrate_tls_x509_verify, migrate_tls_force, sandbox, user, group, cgroup_root)",
 			key);
 }
 

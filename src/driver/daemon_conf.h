@@ -46,6 +46,10 @@ struct daemon_conf {
 	bool tls_no_verify_certificate;
 	char **tls_allowed_dn_list;	/* NULL: any DN; empty: none */
 	char *tls_priority;		/* NULL: gnutls's "NORMAL" */
+	/* The migration stream over TLS (qemu.conf's keys; migrate_tls.h). */
+	char *migrate_tls_x509_cert_dir;	/* NULL: libvirt's default */
+	bool migrate_tls_x509_verify;
+	bool migrate_tls_force;
 	/* kvmm --sandbox for every guest started (docs/virtkvmmd.md), as
 	 * sandbox_uid/sandbox_gid ((uid_t)-1, (gid_t)-1: kvmm's default,
 	 * nobody/nogroup). */

@@ -102,7 +102,8 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/tls.c src/driver/rpc/tls.h \
 	src/driver/rpc/domain_wire.c src/driver/rpc/domain_wire.h \
 	src/driver/driver.h \
-	src/driver/host.c src/driver/host.h
+	src/driver/host.c src/driver/host.h \
+	src/driver/migrate_tls.c src/driver/migrate_tls.h
 # handlers
 src_driver_libvirtkvmmd_a_SOURCES += \
 	src/driver/api/handlers.h src/driver/api/domain_api.c src/driver/api/domain_api.h \

@@ -15,7 +15,9 @@
  * The transfer, transfer_state(), is kvmm's live pre-copy (`migrate`,
  * watched with query-migrate as the source's migration-out job) with
  * --live, else stop-and-copy: kvmm's `save` to the connection (the VM
- * paused first, as libvirt's non-live migration).
+ * paused first, as libvirt's non-live migration).  With VIR_MIGRATE_TLS
+ * the daemons terminate TLS on that connection and kvmm gets a
+ * socketpair's end instead (migrate_tls.h).
  *
  * Cookies are ours (libvirt leaves their format to the driver): lines of
  * KEY=VALUE after a first line "virtkvmmd-migration 1" -- name, uuid, the
@@ -38,6 +40,7 @@
 #include "handlers.h"
 #include "host.h"
 #include "log.h"
+#include "migrate_tls.h"
 #include "domain/events.h"
 #include "domain/job.h"
 #include "kvmm/monitor.h"
@@ -52,7 +55,7 @@
 			  VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST | \
 			  VIR_MIGRATE_UNDEFINE_SOURCE | VIR_MIGRATE_PAUSED | \
 			  VIR_MIGRATE_CHANGE_PROTECTION | VIR_MIGRATE_UNSAFE | \
-			  VIR_MIGRATE_OFFLINE | VIR_MIGRATE_ABORT_ON_ERROR)
+			  VIR_MIGRATE_OFFLINE | VIR_MIGRATE_ABORT_ON_ERROR | VIR_MIGRATE_TLS)
 /* libvirt's default port range for migration connections. */
 #define PORT_MIN 49152
 #define PORT_MAX 49215
@@ -89,8 +92,6 @@ static int check_flags(unsigned flags, const char *api)
 		  "compressed migration is not supported by this kvmm" },
 		{ VIR_MIGRATE_RDMA_PIN_ALL, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "RDMA migration is not supported by this kvmm" },
-		{ VIR_MIGRATE_TLS, VIR_ERR_ARGUMENT_UNSUPPORTED,
-		  "TLS for the migration connection is not supported by this kvmm" },
 		{ VIR_MIGRATE_PARALLEL, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "parallel migration connections are not supported by this kvmm" },
 	};
@@ -101,7 +102,8 @@ static int check_flags(unsigned flags, const char *api)
 			return -1;
 		}
 	}
-	if (api_check_flags(flags, MIGRATE_FLAGS_OK, api) < 0)
+	if (api_check_flags(flags, MIGRATE_FLAGS_OK, api) < 0 ||
+	    migtls_check_forced(flags & VIR_MIGRATE_TLS) < 0)
 		return -1;
 	if ((flags & VIR_MIGRATE_OFFLINE) && !(flags & VIR_MIGRATE_PERSIST_DEST)) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
@@ -465,10 +467,11 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
  * LIVE: pre-copy while the guest runs, else stop-and-copy -- and waits
  * until the destination has it all: kvmm there closes the connection once
  * it read the stream (an end with data unread, a reset, is a kvmm that
- * gave up).  The source is left paused; on failure it is as before.  The
- * one place a VM's state leaves. */
-static int transfer_state(struct domain_obj *obj, int fd, bool live, uint64_t bandwidth,
-			  unsigned flags)
+ * gave up; over TLS, TLS (migtls_wait) says how it ended).  The source is
+ * left paused; on failure it is as before.  The one place a VM's state
+ * leaves. */
+static int transfer_state(struct domain_obj *obj, int fd, struct migtls *tls, bool live,
+			  uint64_t bandwidth, unsigned flags)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	char buf[256];
@@ -495,8 +498,11 @@ static int transfer_state(struct domain_obj *obj, int fd, bool live, uint64_t ba
 		/* CLIENT (the destination host): it sends nothing; whatever comes is
 		 * read and dropped until the end. */
 		n = read(fd, buf, sizeof(buf));
-		if (n == 0)
-			return 0;
+		if (n == 0) {
+			if (!tls || migtls_wait(tls) == 0)
+				return 0;
+			break;
+		}
 		if (n < 0 && errno != EINTR) {
 			drv_error_report(VIR_ERR_OPERATION_FAILED,
 					 "the migration connection failed: %s", g_strerror(errno));
@@ -564,8 +570,9 @@ bad:
 	return -1;
 }
 
-/* A TCP connection to URI's host and port, or -1 after reporting. */
-static int connect_uri(const char *uri)
+/* A TCP connection to URI's host and port, or -1 after reporting;
+ * *HOST_OUT (g_free) the host. */
+static int connect_uri(const char *uri, char **host_out)
 {
 	g_autofree char *host = NULL;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL, *ai;
@@ -617,6 +624,7 @@ static int connect_uri(const char *uri)
 	}
 	/* kvmm writes with plain blocking writes. */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	*host_out = g_steal_pointer(&host);
 	return fd;
 }
 
@@ -688,6 +696,9 @@ static int begin(struct domain_obj *obj, const struct mig_params *mp, unsigned f
 				 "cannot migrate a transient domain offline");
 		return -1;
 	}
+	/* Refused before anything is marked: no certificates, no start. */
+	if (!offline && (flags & VIR_MIGRATE_TLS) && migtls_check_credentials(false) < 0)
+		return -1;
 	if (mark_begin(obj->def, held) < 0)
 		return -1;
 	*xml = migration_xml(obj, mp->dxml, offline);
@@ -731,7 +742,9 @@ int drv_domain_migrate_begin3_params(struct rpc_conn *conn, void *args, void *re
 static int perform(struct domain_obj *obj, const char *uri, const struct mig_params *mp,
 		   unsigned flags)
 {
-	int fd, rc = -1;
+	g_autofree char *host = NULL;
+	struct migtls *tls = NULL;
+	int fd, plain, rc = -1;
 
 	if (mark_move(obj->def, OUT_BEGUN, OUT_PERFORMING) < 0)
 		return -1;
@@ -743,17 +756,36 @@ static int perform(struct domain_obj *obj, const char *uri, const struct mig_par
 		drv_error_report(VIR_ERR_INVALID_ARG, "no migration URI: the destination gave none");
 		goto out;
 	}
-	fd = connect_uri(uri);
+	fd = connect_uri(uri, &host);
 	if (fd < 0)
 		goto out;
+	plain = fd;
+	/* The handshake before the job: a destination not trusted (or not
+	 * trusting us) leaves the domain as it was. */
+	if ((flags & VIR_MIGRATE_TLS) && !(tls = migtls_client(fd, host, &plain))) {
+		close(fd);
+		goto out;
+	}
 	/* A job clients watch (domjobinfo) and abort (domjobabort). */
 	if (job_begin(obj, "virDomainMigratePerform3Params",
 		      VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT) == 0) {
 		if (obj->id < 0)
 			drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
 		else
-			rc = transfer_state(obj, fd, flags & VIR_MIGRATE_LIVE, mp->bandwidth, flags);
+			rc = transfer_state(obj, plain, tls, flags & VIR_MIGRATE_LIVE, mp->bandwidth,
+					    flags);
 		job_end(obj, rc);
+	}
+	if (tls) {
+		/* kvmm's error is the client's (a broken pipe, say); the
+		 * connection's own reason is logged. */
+		g_autofree char *why = rc < 0 ? migtls_failure(tls) : NULL;
+
+		if (why)
+			pr_warn("domain '%s': the migration's TLS connection failed: %s",
+				obj->def->name, why);
+		close(plain);
+		migtls_free(tls);
 	}
 	close(fd);
 out:
@@ -876,6 +908,7 @@ struct incoming {
 	struct domain_obj *obj;		/* its job held: transient, or */
 	bool took_over;			/* a defined one with the migrated def */
 	bool offline;
+	bool tls;			/* VIR_MIGRATE_TLS: the daemons relay */
 	int lfd;			/* listening socket, -1 once closed */
 	int cfd;			/* the source's connection while kvmm reads it */
 	int cancel_fd;			/* eventfd: Finish(cancelled) wakes the thread */
@@ -1078,7 +1111,31 @@ static gpointer incoming_thread(gpointer data)
 	g_mutex_lock(&in->lock);
 	in->cfd = fd;
 	g_mutex_unlock(&in->lock);
-	rc = process_start_incoming(in->obj, fd);
+	if (in->tls) {
+		/* kvmm reads the plaintext the relay writes; a cancel cuts
+		 * the TCP connection (cfd), and so the relay. */
+		int plain;
+		struct migtls *tls = migtls_server(fd, &plain);
+
+		if (!tls) {
+			pr_warn("domain '%s': incoming migration refused: %s", in->obj->def->name,
+				drv_error_last()->message);
+			rc = -1;
+		} else {
+			rc = process_start_incoming(in->obj, plain);
+			close(plain);
+			/* Both ends of the stream ended as they should.
+			 * Waited for even after a kvmm that failed: a stream
+			 * it read whole ends cleanly for the source (which
+			 * then learns of the failure from Finish, as without
+			 * TLS), not as a cut. */
+			if (migtls_wait(tls) < 0)
+				rc = -1;
+			migtls_free(tls);
+		}
+	} else {
+		rc = process_start_incoming(in->obj, fd);
+	}
 	g_mutex_lock(&in->lock);
 	in->cfd = -1;
 	g_mutex_unlock(&in->lock);
@@ -1178,6 +1235,8 @@ static int prepare(struct rpc_conn *conn, const struct mig_params *mp, const cha
 	}
 	if (cookie_check(cookie, cookielen) < 0)
 		return -1;
+	if (!offline && (flags & VIR_MIGRATE_TLS) && migtls_check_credentials(true) < 0)
+		return -1;
 	if (mp->uri && parse_tcp_uri(mp->uri, &uri_host, &uri_port) < 0)
 		return -1;
 	def = domain_def_parse_string(mp->dxml, domains_parse_opts());
@@ -1226,6 +1285,7 @@ static int prepare(struct rpc_conn *conn, const struct mig_params *mp, const cha
 	domain_uuid_format(obj->def->uuid, in->uuid);
 	in->obj = obj;
 	in->offline = offline;
+	in->tls = flags & VIR_MIGRATE_TLS;
 	in->lfd = in->cfd = in->cancel_fd = -1;
 	g_mutex_init(&in->lock);
 	g_cond_init(&in->cond);
