@@ -162,3 +162,50 @@ def test_sandboxed_ends_postcopy_by_descriptor(kvm, vms, tmp):
     assert api.call("quit")["return"] == {}
     assert g.wait_exit() == 0
     check_continued(g, h, at_start)
+
+
+def test_a_link_broken_in_postcopy_loses_the_guest_on_both_sides(kvm, vms, tmp):
+    """The source killed while the destination still lacks pages: the
+    destination pauses the guest and reports the migration failed; it
+    will not resume or migrate again.  The other way round, a destination
+    killed: the source says the same of its paused guest."""
+    disk = disk_image(tmp)
+    for victim in ("source", "destination"):
+        sock = os.path.join(tmp, f"src-{victim}.sock")
+        g = start(vms, kvmm_argv(CMDLINE, cpus=1,
+                                 extra=["--api-socket", sock, "--disk", f"path={disk}"]))
+        g.wait_for(r"KVMMTEST live n=3 ")
+        api = Api(sock)
+        where = os.path.join(tmp, f"mig-{victim}.sock")
+        hsock = os.path.join(tmp, f"dst-{victim}.sock")
+        h, _ = destination(vms, tmp, "unix:" + where, disk, extra=["--api-socket", hsock])
+        wait_listening(where, h)
+        # 1 MiB/s: the pages the guest does not touch take minutes.
+        migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 1, "auto-converge": False,
+                      "postcopy": True})
+        wait_event(api, "postcopy-active", timeout=300)
+        hapi = Api(hsock)
+        q = wait_query(hapi, "postcopy-active", h.proc)
+        assert q["remaining-bytes"] > 0, q
+        if victim == "source":
+            g.proc.kill()
+            g.wait_exit()
+            q = wait_query(hapi, "failed", h.proc)
+            assert "the guest is lost" in h.stderr.decode() or "source" in q["error"], q
+            lost, other = hapi, h
+        else:
+            h.proc.kill()
+            h.wait_exit()
+            ev = wait_event(api, "failed")
+            assert "the guest is lost" in ev["data"]["error"], ev
+            lost, other = api, g
+        deadline = time.monotonic() + 60
+        while lost.call("query-status")["return"]["state"] != "paused":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = lost.call("resume")
+        assert r["error"]["code"] == "InvalidState" and "post-copy" in r["error"]["message"], r
+        r = lost.call("migrate", {"uri": "unix:" + os.path.join(tmp, "nowhere")})
+        assert r["error"]["code"] == "MigrationFailed" and "post-copy" in r["error"]["message"], r
+        assert lost.call("quit")["return"] == {}
+        assert other.wait_exit() == 0
