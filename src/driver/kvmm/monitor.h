@@ -73,6 +73,8 @@ int monitor_migrate(const char *path, int fd, const struct kvmm_migrate_params *
 /* migrate-cancel: the running migration stops before its switchover
  * (a running VM runs on); VIR_ERR_OPERATION_INVALID when none runs. */
 int monitor_migrate_cancel(const char *path);
+/* migrate-postcopy: the running pre-copy switches to post-copy. */
+int monitor_migrate_postcopy(const char *path);
 /* migrate-set-params: for the running migration and the next ones. */
 int monitor_migrate_set_params(const char *path, const struct kvmm_migrate_params *p);
 
@@ -82,6 +84,7 @@ enum kvmm_migrate_status {
 	KVMM_MIGRATE_COMPLETED,
 	KVMM_MIGRATE_FAILED,
 	KVMM_MIGRATE_CANCELLED,
+	KVMM_MIGRATE_POSTCOPY,	/* the destination runs, pulling what it lacks */
 };
 /* query-migrate: the last migration's progress (bytes, ms). */
 struct kvmm_migrate_info {
@@ -91,6 +94,7 @@ struct kvmm_migrate_info {
 	uint64_t dirty_pages_rate;	/* pages/s the guest dirtied last round */
 	uint64_t setup_ms, total_ms, downtime_ms;
 	uint64_t cpu_throttle_pct;
+	uint64_t postcopy_requests;	/* pages the destination asked for */
 	char error[256];		/* FAILED: why */
 };
 int monitor_query_migrate(const char *path, struct kvmm_migrate_info *mi);
