@@ -1,0 +1,104 @@
+"""virsh migrate --postcopy between two virtkvmmd (docs/virtkvmmd.md
+"Post-copy"): the switch asked by virsh (--postcopy-after-precopy,
+--timeout-postcopy) or by virsh migrate-postcopy, kvmm's post-copy under
+it, libvirt's lifecycle events, and the guest's memory checked on the
+destination (the test guest rewrites 16 MiB every 20 ms and checks the
+last tick's values: faster than the link's 8 MiB/s, so pre-copy alone
+never converges)."""
+import libvirt
+
+from drvtest import virsh
+from test_attach_detach import api_of
+from test_lifecycle import wait_for
+from test_migrate import (DIRTY, assert_memory_right, hosts, ns_dst, ns_src,  # noqa: F401
+                          running, sandboxed, start_migrate, thread_status, ticks,
+                          tls_dst_conf)
+from test_tls import pki  # noqa: F401 (fixture)
+
+L = libvirt
+
+
+def check_postcopy(src, dst, shared, before, p):
+    """virsh ended well; the source went paused, paused for post-copy,
+    stopped; the destination resumed in post-copy; memory right."""
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    assert src.events("m1", 3) == [
+        (L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+        (L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY),
+        (L.VIR_DOMAIN_EVENT_STOPPED, L.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)]
+    evs = dst.events("m1", 2)
+    assert evs[-1] == (L.VIR_DOMAIN_EVENT_RESUMED, L.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY), evs
+    assert src.d.guests() == []
+    ddom = dst.conn.lookupByName("m1")
+    assert ddom.state()[0] == L.VIR_DOMAIN_RUNNING
+    # Post-copy, every page in: kvmm at the destination says so.
+    api = api_of(dst.d, ddom)
+    wait_for(lambda: api.call("query-migrate")["return"]["status"] == "completed",
+             "the destination's post-copy completed")
+    assert api.call("query-migrate")["return"]["postcopy"] is True
+    api.close()
+    assert_memory_right(shared, before)
+    ddom.destroy()
+
+
+def test_postcopy_after_precopy_converges_a_guest_outrunning_the_link(hosts):
+    src, dst, shared = hosts
+    running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--postcopy", "--postcopy-after-precopy",
+                      "--bandwidth", "8")
+    check_postcopy(src, dst, shared, before, p)
+
+
+def test_timeout_postcopy_and_migrate_postcopy(hosts):
+    """--timeout 2 --timeout-postcopy: virsh switches after 2 s.  And
+    virsh migrate-postcopy: refused with no migration, or one started
+    without --postcopy; accepted for one with it."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    r = virsh(src.uri, "migrate-postcopy", "m1")
+    assert r.returncode != 0 and \
+        "post-copy can only be started while outgoing migration is in progress" in r.stderr, r.stderr
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--postcopy", "--timeout", "2",
+                      "--timeout-postcopy", "--bandwidth", "8")
+    check_postcopy(src, dst, shared, before, p)
+
+    # Again without --postcopy: migrate-postcopy is refused; the rounds
+    # go on until the speed is lifted.
+    sdom.create()
+    wait_for(lambda: sdom.state()[0] == L.VIR_DOMAIN_RUNNING, "the domain running again")
+    p = start_migrate(src, dst, "m1", "--live", "--bandwidth", "8")
+    try:
+        wait_for(lambda: sdom.jobStats().get("memory_processed"), "the copy under way", timeout=120)
+    except libvirt.libvirtError:
+        raise AssertionError(p.communicate(timeout=60)) from None
+    r = virsh(src.uri, "migrate-postcopy", "m1")
+    assert r.returncode != 0 and "VIR_MIGRATE_POSTCOPY" in r.stderr, r.stderr
+    assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    dst.conn.lookupByName("m1").destroy()
+
+
+def test_a_sandboxed_kvmm_migrates_by_postcopy(sandboxed, hosts):
+    """Confined kvmm at both ends: the destination's userfaultfd made
+    before it dropped its privileges, its fault and receive threads
+    under the migration threads' seccomp list."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--postcopy", "--bandwidth", "2")
+    wait_for(lambda: sdom.jobStats().get("memory_processed"), "the copy under way", timeout=120)
+    r = virsh(src.uri, "migrate-postcopy", "m1")
+    assert r.returncode == 0, r.stderr
+    # At 2 MiB/s the pages the guest does not touch take a while: the
+    # destination's threads are there to look at.
+    def fault_thread():
+        pids = dst.d.guests()
+        return pids and thread_status(pids[0], "postcopy-fault")
+    st = wait_for(fault_thread, "the destination's fault thread", timeout=120)
+    assert st["Seccomp"] == "2" and st["Seccomp_filters"] == "2", st
+    assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+    check_postcopy(src, dst, shared, before, p)
