@@ -5,6 +5,9 @@ it, libvirt's lifecycle events, and the guest's memory checked on the
 destination (the test guest rewrites 16 MiB every 20 ms and checks the
 last tick's values: faster than the link's 8 MiB/s, so pre-copy alone
 never converges)."""
+import os
+import signal
+
 import libvirt
 
 from drvtest import virsh
@@ -32,12 +35,15 @@ def check_postcopy(src, dst, shared, before, p):
     assert src.d.guests() == []
     ddom = dst.conn.lookupByName("m1")
     assert ddom.state()[0] == L.VIR_DOMAIN_RUNNING
-    # Post-copy, every page in: kvmm at the destination says so.
+    # Post-copy, every page in: kvmm at the destination says so, and the
+    # domain runs as after any migration.
     api = api_of(dst.d, ddom)
     wait_for(lambda: api.call("query-migrate")["return"]["status"] == "completed",
              "the destination's post-copy completed")
     assert api.call("query-migrate")["return"]["postcopy"] is True
     api.close()
+    wait_for(lambda: ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED],
+             "the destination's domain running, migrated")
     assert_memory_right(shared, before)
     ddom.destroy()
 
@@ -100,3 +106,33 @@ def test_a_sandboxed_kvmm_migrates_by_postcopy(sandboxed, hosts):
     assert st["Seccomp"] == "2" and st["Seccomp_filters"] == "2", st
     assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
     check_postcopy(src, dst, shared, before, p)
+
+
+def test_the_source_lost_during_postcopy_loses_the_guest(hosts):
+    """The source's kvmm killed while the destination still pulls pages
+    (the push kept to 1 MiB/s): the destination's guest is paused for
+    good (paused, post-copy failed), and resume is refused.  The source's
+    Confirm fails (virsh, as libvirt's client, only warns of it)."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    p = start_migrate(src, dst, "m1", "--live", "--postcopy", "--bandwidth", "1")
+    wait_for(lambda: sdom.jobStats().get("memory_processed"), "the copy under way", timeout=120)
+    assert virsh(src.uri, "migrate-postcopy", "m1").returncode == 0
+    ddom = wait_for(lambda: dst.conn.lookupByName("m1") if "m1" in dst.conn.listDefinedDomains() +
+                    [d.name() for d in dst.conn.listAllDomains()] else None,
+                    "the domain on the destination", timeout=120)
+    wait_for(lambda: ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_POSTCOPY],
+             "the destination running in post-copy", timeout=120)
+    api = api_of(dst.d, ddom)
+    assert api.call("query-migrate")["return"]["status"] == "postcopy-active"
+    api.close()
+    os.kill(src.d.guests()[0], signal.SIGKILL)
+    wait_for(lambda: ddom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED],
+             "the destination's guest paused, lost", timeout=120)
+    evs = dst.events("m1", 3)
+    assert evs[-1] == (L.VIR_DOMAIN_EVENT_SUSPENDED, L.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED), evs
+    r = virsh(dst.uri, "resume", "m1")
+    assert r.returncode != 0, r.stdout
+    out, err = p.communicate(timeout=120)
+    assert "probably left in 'paused' state on source" in err, err
+    ddom.destroy()

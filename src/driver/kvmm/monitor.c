@@ -1016,6 +1016,19 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 		ev->cpu_id = (unsigned)json_object_get_int(v);
 		return true;
 	}
+	if (!strcmp(s, "migration-status")) {
+		const char *st;
+
+		ev->kind = MONITOR_EVENT_MIGRATION;
+		/* KVMM: only the statuses the daemon acts on are delivered. */
+		if (!json_object_is_type(data, json_type_object) ||
+		    !json_object_object_get_ex(data, "status", &v) || !json_object_is_type(v, json_type_string))
+			return false;
+		st = json_object_get_string(v);
+		ev->migration = !strcmp(st, "completed") ? KVMM_MIGRATE_COMPLETED :
+				!strcmp(st, "failed") ? KVMM_MIGRATE_FAILED : KVMM_MIGRATE_NONE;
+		return ev->migration != KVMM_MIGRATE_NONE;
+	}
 	if (strcmp(s, "state-changed"))
 		return false;
 	ev->kind = MONITOR_EVENT_STATE_CHANGED;

@@ -202,6 +202,7 @@ enum monitor_event_kind {
 	MONITOR_EVENT_BLOCK_IO_ERROR,	/* a disk met a host I/O error */
 	MONITOR_EVENT_DEVICE_DELETED,	/* the guest ejected a hot-added device */
 	MONITOR_EVENT_CPU_DELETED,	/* the guest ejected a vCPU */
+	MONITOR_EVENT_MIGRATION,	/* a migration's status changed */
 };
 /* What a disk's error policy did about it. */
 enum kvmm_io_action { KVMM_IO_ACTION_REPORT, KVMM_IO_ACTION_IGNORE, KVMM_IO_ACTION_STOP };
@@ -220,6 +221,7 @@ struct monitor_event {
 	char device_id[64];
 	unsigned slot;
 	unsigned cpu_id;		/* CPU_DELETED: the vCPU */
+	enum kvmm_migrate_status migration;	/* MIGRATION: the new status */
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

@@ -727,7 +727,7 @@ void live_migrate_info(struct vm *vm, struct live_info *out)
 
 	pthread_mutex_lock(&l->lock);
 	*out = l->info;
-	if (out->status == LIVE_ACTIVE)
+	if (out->status == LIVE_ACTIVE || out->status == LIVE_POSTCOPY)
 		out->total_ms = ms_since(l->t_start);
 	pthread_mutex_unlock(&l->lock);
 }
