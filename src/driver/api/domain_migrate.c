@@ -1784,7 +1784,7 @@ int drv_domain_migrate_set_max_speed(struct rpc_conn *conn, void *args, void *re
 
 	if (a->flags & VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "post-copy migration is not supported by this kvmm");
+				 "a separate post-copy speed is not supported: the migration's speed holds for post-copy's pushed pages too");
 		return -1;
 	}
 	if (api_check_flags(a->flags, 0, "virDomainMigrateSetMaxSpeed") < 0)
@@ -1799,7 +1799,7 @@ int drv_domain_migrate_get_max_speed(struct rpc_conn *conn, void *args, void *re
 
 	if (a->flags & VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "post-copy migration is not supported by this kvmm");
+				 "a separate post-copy speed is not supported: the migration's speed holds for post-copy's pushed pages too");
 		return -1;
 	}
 	if (api_check_flags(a->flags, 0, "virDomainMigrateGetMaxSpeed") < 0)
