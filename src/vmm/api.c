@@ -23,6 +23,7 @@
 #include "pci/hotplug.h"
 #include "migration/migration.h"
 #include "migration/live.h"
+#include "migration/postcopy.h"
 #include "util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
@@ -355,6 +356,11 @@ static struct json_object *cmd_resume(struct api *api, struct json_object *args,
 	if (r == -EBUSY) {
 		*code = "DeviceInUse";
 		*err = "a disk is in use by another process (the kvmm the VM migrated to?)";
+		return NULL;
+	}
+	if (r == -EPERM) {
+		*code = "InvalidState";
+		*err = "a post-copy migration of this guest failed: its memory is incomplete, it cannot run again";
 		return NULL;
 	}
 	if (r) {
@@ -1165,7 +1171,7 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 	struct live_info cur;
 	const char *uri = NULL, *fdname = NULL;
 	uint64_t downtime, bw;
-	bool g1, g2, g3, conv;
+	bool g1, g2, g3, g4, conv, postcopy = false;
 	int fd = -1;
 
 	live_migrate_info(api->vm, &cur);
@@ -1179,7 +1185,7 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 			(void)val;
 			if (strcmp(key, "uri") && strcmp(key, "fdname") &&
 			    strcmp(key, "max-downtime-ms") && strcmp(key, "bandwidth-mibps") &&
-			    strcmp(key, "auto-converge"))
+			    strcmp(key, "auto-converge") && strcmp(key, "postcopy"))
 				goto usage;
 		}
 	}
@@ -1187,7 +1193,8 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 	    (fv && !json_object_is_type(fv, json_type_string)) ||
 	    get_param(args, "max-downtime-ms", 1, &downtime, &g1) ||
 	    get_param(args, "bandwidth-mibps", 0, &bw, &g2) ||
-	    get_bool(args, "auto-converge", &conv, &g3))
+	    get_bool(args, "auto-converge", &conv, &g3) ||
+	    get_bool(args, "postcopy", &postcopy, &g4))
 		goto usage;
 	if (uv) {
 		uri = json_object_get_string(uv);
@@ -1211,7 +1218,8 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 		fd = api_take_fd(api, fdname);
 		snprintf(msg, sizeof(msg), "fd:%s", fdname);
 	}
-	if (live_migrate_start(api->vm, fdname ? msg : uri, fd, downtime, bw, conv, msg, sizeof(msg))) {
+	if (live_migrate_start(api->vm, fdname ? msg : uri, fd, downtime, bw, conv, postcopy,
+			       msg, sizeof(msg))) {
 		*code = "MigrationFailed";
 		*err = msg;
 		return NULL;
@@ -1221,16 +1229,39 @@ static struct json_object *cmd_migrate(struct api *api, struct json_object *args
 usage:
 	*code = "InvalidArgument";
 	*err = "migrate takes {\"uri\": \"tcp:HOST:PORT\" or \"unix:PATH\"} or {\"fdname\": a descriptor getfd named}, "
-	       "optional \"max-downtime-ms\" (1 or more), \"bandwidth-mibps\" (0: no limit) and \"auto-converge\" (true or false)";
+	       "optional \"max-downtime-ms\" (1 or more), \"bandwidth-mibps\" (0: no limit), \"auto-converge\" and \"postcopy\" (true or false)";
 	return NULL;
+}
+
+/* CLIENT: no arguments.  A running pre-copy switches to post-copy. */
+static struct json_object *cmd_migrate_postcopy(struct api *api, struct json_object *args,
+						const char **code, const char **err)
+{
+	static char msg[256];
+
+	if (args && (!json_object_is_type(args, json_type_object) ||
+		     json_object_object_length(args))) {
+		*code = "InvalidArgument";
+		*err = "migrate-postcopy takes no arguments";
+		return NULL;
+	}
+	if (live_migrate_start_postcopy(api->vm, msg, sizeof(msg))) {
+		*code = "InvalidState";
+		*err = msg;
+		return NULL;
+	}
+	return json_object_new_object();
 }
 
 static struct json_object *cmd_migrate_cancel(struct api *api, struct json_object *args,
 					      const char **code, const char **err)
 {
-	if (live_migrate_cancel(api->vm)) {
+	int r = live_migrate_cancel(api->vm);
+
+	if (r) {
 		*code = "InvalidState";
-		*err = "no migration is running";
+		*err = r == -EBUSY ? "the migration is in post-copy: the destination runs the guest, it cannot be cancelled" :
+		       "no migration is running";
 		return NULL;
 	}
 	return json_object_new_object();
@@ -1270,8 +1301,20 @@ static struct json_object *cmd_query_migrate(struct api *api, struct json_object
 	struct json_object *r = json_object_new_object();
 	struct live_info i;
 
+	const char *in_status;
+	char in_err[256];
+	uint64_t in_left;
+
 	live_migrate_info(api->vm, &i);
-	json_object_object_add(r, "status", json_object_new_string(live_status_name(i.status)));
+	/* The incoming end of a post-copy has nothing else to say. */
+	in_status = i.status == LIVE_NONE ? postcopy_incoming_status(&in_left, in_err, sizeof(in_err)) : NULL;
+	if (in_status) {
+		i.remaining_bytes = in_left;
+		i.postcopy = true;
+		snprintf(i.error, sizeof(i.error), "%s", in_err);
+	}
+	json_object_object_add(r, "status", json_object_new_string(in_status ? in_status :
+								   live_status_name(i.status)));
 	add_u64(r, "total-bytes", i.total_bytes);
 	add_u64(r, "transferred-bytes", i.transferred_bytes);
 	add_u64(r, "remaining-bytes", i.remaining_bytes);
@@ -1284,7 +1327,9 @@ static struct json_object *cmd_query_migrate(struct api *api, struct json_object
 	add_u64(r, "bandwidth-mibps", i.bandwidth_mibps);
 	json_object_object_add(r, "auto-converge", json_object_new_boolean(i.auto_converge));
 	add_u64(r, "cpu-throttle-percent", i.cpu_throttle_pct);
-	if (i.status == LIVE_FAILED)
+	json_object_object_add(r, "postcopy", json_object_new_boolean(i.postcopy));
+	add_u64(r, "postcopy-requests", i.postcopy_requests);
+	if (i.status == LIVE_FAILED || (in_status && !strcmp(in_status, "failed")))
 		json_object_object_add(r, "error", json_object_new_string(i.error));
 	return r;
 }
@@ -1313,6 +1358,7 @@ static const struct api_cmd api_cmds[] = {
 	{ "save", cmd_save },
 	{ "migrate", cmd_migrate },
 	{ "migrate-cancel", cmd_migrate_cancel },
+	{ "migrate-postcopy", cmd_migrate_postcopy },
 	{ "migrate-set-params", cmd_migrate_set_params },
 	{ "query-migrate", cmd_query_migrate },
 	{ "resume", cmd_resume },

@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "sandbox.h"
 #include "migration/migration.h"
+#include "migration/postcopy.h"
 #include "vm.h"
 
 static const char usage[] =
@@ -399,6 +400,10 @@ int main(int argc, char **argv)
 	/* Everything opened by path is open; no thread runs yet, so each
 	 * vCPU thread starts with what this one dropped. */
 	if (cfg.sandbox.enabled && sandbox_enter(&cfg.sandbox))
+		goto out;
+	/* Post-copy: the pages the guest lacks are served from its first
+	 * instruction on. */
+	if (postcopy_incoming_pending() && postcopy_incoming_start(&vm))
 		goto out;
 	if (vm_start(&vm))
 		goto out;

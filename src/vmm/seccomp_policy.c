@@ -21,6 +21,7 @@
 #include <linux/kvm.h>
 #include <linux/if_tun.h>
 #include <linux/seccomp.h>
+#include <linux/userfaultfd.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -142,6 +143,10 @@ static const struct seccomp_rule main_rules[] = {
 		 "migrate: the copy thread's bandwidth limit (nanosleep), inherited"),
 	ALLOW_IF(clock_nanosleep, 0, CLOCK_MONOTONIC,
 		 "migrate: a throttled vCPU's sleep (auto-converge), inherited"),
+	IOCTL(UFFDIO_COPY, "post-copy destination: a page placed (its threads inherit it)"),
+	IOCTL(UFFDIO_ZEROPAGE, "post-copy destination: a page the source never had"),
+	IOCTL(UFFDIO_WAKE, "post-copy destination: a fault on a page placed meanwhile"),
+	IOCTL(UFFDIO_UNREGISTER, "post-copy destination: every page in, RAM ordinary again"),
 	IOCTL(TUNGETIFF, "a NIC hot-added by descriptor: is it a tap, and which"),
 	IOCTL(TUNSETVNETHDRSZ, "a NIC hot-added by descriptor: the virtio-net header's size"),
 	IOCTL(TCGETS, "the stdio console's terminal, put back at exit"),
@@ -226,6 +231,9 @@ static const struct seccomp_rule vcpu_rules[] = {
 static const struct seccomp_rule migration_rules[] = {
 	IOCTL(KVM_GET_DIRTY_LOG, "the pages the guest wrote since the last round"),
 	ALLOW(write, "the stream to the connection; the eventfd that says it is done; stderr"),
+	ALLOW(read, "post-copy: the other end's messages, the stream's pages, userfaultfd events"),
+	ALLOW_IF(poll, 2, 0, "post-copy source: a page asked for? (never waits)"),
+	ALLOW(epoll_wait, "post-copy destination: the fault thread waits on the userfaultfd"),
 	ALLOW_IF(clock_nanosleep, 0, CLOCK_REALTIME, "the bandwidth limit (nanosleep)"),
 	ALLOW(clock_gettime, "rounds timed, bandwidth paced (the vDSO's fallback)"),
 	ALLOW(futex, "the statistics' lock"),
@@ -243,6 +251,9 @@ static const struct seccomp_rule migration_rules[] = {
 	ALLOW(exit_group, "abort() on a broken invariant"),
 	/* The first round's page list reads /proc/self/pagemap by name; it
 	 * fails and every non-zero page is sent instead (migration/snapshot.c). */
+	IOCTL(UFFDIO_COPY, "post-copy destination: a page from the source placed"),
+	IOCTL(UFFDIO_ZEROPAGE, "post-copy destination: a page the source never had"),
+	IOCTL(UFFDIO_WAKE, "post-copy destination: a fault on a page placed meanwhile"),
 	FAIL(openat, EACCES, "no host path is reachable"),
 };
 

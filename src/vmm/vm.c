@@ -20,6 +20,7 @@
 #include "virtio/virtio.h"
 #include "vm.h"
 #include "migration/live.h"
+#include "migration/postcopy.h"
 
 static const char *const state_names[] = {
 	[VM_CREATED] = "created", [VM_RUNNING] = "running",
@@ -237,6 +238,7 @@ void vm_destroy(struct vm *vm)
 	if (!vm->cfg)
 		return;		/* never created */
 	live_migrate_abort(vm, "kvmm is stopping");
+	postcopy_incoming_stop(vm);
 	if (vm->vcpus) {
 		vm_join_vcpus(vm);
 		vm_destroy_vcpus(vm);
@@ -376,6 +378,8 @@ int vm_resume(struct vm *vm)
 		return 0;
 	if (vm->state != VM_PAUSED)
 		return -EINVAL;
+	if (live_migrate_guest_lost(vm))
+		return -EPERM;
 	/* Disks a migration let go of, or never took (its destination). */
 	if (block_lock_all(true))
 		return -EBUSY;

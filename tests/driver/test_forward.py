@@ -957,7 +957,7 @@ def test_no_support_wording_as_libvirts_drivers(daemon):
 
     ours, theirs = conn.lookupByName("ns1"), ref.lookupByName("test")
     for call in (lambda c, dom: dom.blockPeek("vda", 0, 512),
-                 lambda c, dom: dom.migrateStartPostCopy(),
+                 lambda c, dom: dom.migrateSetCompressionCache(1 << 20),
                  lambda c, dom: c.suspendForDuration(0, 60)):
         expected = error(lambda: call(ref, theirs))
         assert expected[0] == L.VIR_ERR_NO_SUPPORT, expected

@@ -754,11 +754,6 @@ def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
                                                    L.VIR_DOMAIN_RUNNING_MIGRATED]
     assert_memory_right(shared, before)
     dst.conn.lookupByName("m1").destroy()
-    # --timeout-postcopy needs post-copy, refused.
-    sdom.create()
-    r = migrate(src, dst, "m1", "--live", "--postcopy", "--timeout", "2", "--timeout-postcopy")
-    assert r.returncode != 0 and "post-copy migration is not supported" in r.stderr, r.stderr
-    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
 
 
 @pytest.fixture

@@ -55,7 +55,8 @@
 			  VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST | \
 			  VIR_MIGRATE_UNDEFINE_SOURCE | VIR_MIGRATE_PAUSED | \
 			  VIR_MIGRATE_CHANGE_PROTECTION | VIR_MIGRATE_UNSAFE | \
-			  VIR_MIGRATE_OFFLINE | VIR_MIGRATE_ABORT_ON_ERROR | VIR_MIGRATE_TLS)
+			  VIR_MIGRATE_OFFLINE | VIR_MIGRATE_ABORT_ON_ERROR | \
+			  VIR_MIGRATE_TLS | VIR_MIGRATE_POSTCOPY)
 /* libvirt's default port range for migration connections. */
 #define PORT_MIN 49152
 #define PORT_MAX 49215
@@ -84,10 +85,8 @@ static int check_flags(unsigned flags, const char *api)
 		  "migration of non-shared storage (--copy-storage-all) is not supported: disks must be on storage both hosts share" },
 		{ VIR_MIGRATE_NON_SHARED_INC, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "migration of non-shared storage (--copy-storage-inc) is not supported: disks must be on storage both hosts share" },
-		{ VIR_MIGRATE_POSTCOPY, VIR_ERR_ARGUMENT_UNSUPPORTED,
-		  "post-copy migration is not supported by this kvmm" },
 		{ VIR_MIGRATE_POSTCOPY_RESUME, VIR_ERR_ARGUMENT_UNSUPPORTED,
-		  "post-copy migration is not supported by this kvmm" },
+		  "resuming a failed post-copy migration is not supported: the guest is lost with it" },
 		{ VIR_MIGRATE_COMPRESSED, VIR_ERR_ARGUMENT_UNSUPPORTED,
 		  "compressed migration is not supported by this kvmm" },
 		{ VIR_MIGRATE_RDMA_PIN_ALL, VIR_ERR_ARGUMENT_UNSUPPORTED,
@@ -105,6 +104,12 @@ static int check_flags(unsigned flags, const char *api)
 	if (api_check_flags(flags, MIGRATE_FLAGS_OK, api) < 0 ||
 	    migtls_check_forced(flags & VIR_MIGRATE_TLS) < 0)
 		return -1;
+	if ((flags & VIR_MIGRATE_POSTCOPY) &&
+	    (!(flags & VIR_MIGRATE_LIVE) || (flags & (VIR_MIGRATE_PAUSED | VIR_MIGRATE_OFFLINE)))) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
+				 "post-copy migration is not supported with non-live or paused migration");
+		return -1;
+	}
 	if ((flags & VIR_MIGRATE_OFFLINE) && !(flags & VIR_MIGRATE_PERSIST_DEST)) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
 				 "offline migration requires --persistent (VIR_MIGRATE_PERSIST_DEST)");
@@ -236,6 +241,8 @@ enum out_phase { OUT_BEGUN, OUT_PERFORMING, OUT_PERFORMED };
 struct outgoing {
 	enum out_phase phase;
 	gint64 since;
+	bool postcopy_allowed;	/* VIR_MIGRATE_POSTCOPY given */
+	bool in_postcopy;	/* switched: the destination runs the guest */
 };
 
 static GMutex out_lock;
@@ -289,6 +296,41 @@ static int mark_move(const struct domain_def *def, enum out_phase from, enum out
 	}
 	g_mutex_unlock(&out_lock);
 	return rc;
+}
+
+/* The mark's post-copy flags: *ALLOWED and *IN (either may be NULL) read,
+ * then IN set if SET_IN.  False when there is no mark. */
+static bool mark_postcopy(const struct domain_def *def, bool *allowed, bool *in, bool set_in)
+{
+	char uuid[37];
+	struct outgoing *o;
+
+	domain_uuid_format(def->uuid, uuid);
+	g_mutex_lock(&out_lock);
+	o = out_marks ? g_hash_table_lookup(out_marks, uuid) : NULL;
+	if (o) {
+		if (set_in)
+			o->in_postcopy = true;
+		if (allowed)
+			*allowed = o->postcopy_allowed;
+		if (in)
+			*in = o->in_postcopy;
+	}
+	g_mutex_unlock(&out_lock);
+	return o != NULL;
+}
+
+static void mark_allow_postcopy(const struct domain_def *def)
+{
+	char uuid[37];
+	struct outgoing *o;
+
+	domain_uuid_format(def->uuid, uuid);
+	g_mutex_lock(&out_lock);
+	o = out_marks ? g_hash_table_lookup(out_marks, uuid) : NULL;
+	if (o)
+		o->postcopy_allowed = true;
+	g_mutex_unlock(&out_lock);
 }
 
 static void mark_clear(const struct domain_def *def)
@@ -384,7 +426,8 @@ static void live_progress(struct domain_obj *obj, struct live_ctx *c,
  * until it completes (the VM then paused by kvmm) or ends otherwise (the
  * VM runs on); migrate-setspeed and migrate-setmaxdowntime given on the
  * way reach kvmm at once. */
-static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned flags)
+static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned flags,
+		    bool *postcopy)
 {
 	g_autofree char *path = process_api_path(obj);
 	struct kvmm_migrate_params p;
@@ -418,6 +461,13 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 			rc = 0;
 			break;
 		}
+		if (mi.status == KVMM_MIGRATE_POSTCOPY) {
+			/* As libvirt's Perform, done at the switch: Finish lets
+			 * the destination run, Confirm waits for the last page. */
+			*postcopy = true;
+			rc = 0;
+			break;
+		}
 		if (mi.status == KVMM_MIGRATE_FAILED) {
 			drv_error_report(VIR_ERR_OPERATION_FAILED, "migration failed: %s",
 					 mi.error[0] ? mi.error : "kvmm gave no reason");
@@ -448,7 +498,14 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 	job_set_suspend(obj, NULL, NULL);
 	if (rc == 0)
 		process_migrated_paused(obj);
-	else if (g_atomic_int_get(&ctx.paused)) {
+	if (rc == 0 && *postcopy) {
+		mark_postcopy(obj->def, NULL, NULL, true);
+		g_mutex_lock(&obj->lock);
+		if (obj->run)
+			domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY,
+					 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY);
+		g_mutex_unlock(&obj->lock);
+	} else if (rc < 0 && g_atomic_int_get(&ctx.paused)) {
 		/* The first error is the client's; the resume's only logged. */
 		const struct drv_error *e = drv_error_last();
 		struct drv_error keep = e ? *e : (struct drv_error){ 0 };
@@ -476,13 +533,18 @@ static int transfer_state(struct domain_obj *obj, int fd, struct migtls *tls, bo
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	char buf[256];
 	ssize_t n;
-	bool was_running;
+	bool was_running, postcopy = false;
 
 	g_mutex_lock(&obj->lock);
 	was_running = obj->state == VIR_DOMAIN_RUNNING;
 	g_mutex_unlock(&obj->lock);
-	if (live ? live_out(obj, fd, bandwidth, flags) < 0 : process_migrate_out(obj, fd) < 0)
+	if (live ? live_out(obj, fd, bandwidth, flags, &postcopy) < 0 :
+	    process_migrate_out(obj, fd) < 0)
 		return -1;
+	/* Post-copy: kvmm keeps its own copy of the connection until the
+	 * destination has every page; Confirm waits for that. */
+	if (postcopy)
+		return 0;
 	shutdown(fd, SHUT_WR);
 	for (;;) {
 		int r = poll(&p, 1, TRANSFER_TIMEOUT_MS);
@@ -766,6 +828,8 @@ static int perform(struct domain_obj *obj, const char *uri, const struct mig_par
 		close(fd);
 		goto out;
 	}
+	if (flags & VIR_MIGRATE_POSTCOPY)
+		mark_allow_postcopy(obj->def);
 	/* A job clients watch (domjobinfo) and abort (domjobabort). */
 	if (job_begin(obj, "virDomainMigratePerform3Params",
 		      VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT) == 0) {
@@ -796,6 +860,35 @@ out:
 	return rc;
 }
 
+/* Confirm after a post-copy switch: until kvmm has sent the last page.
+ * A failure then loses the guest: paused here for good (libvirt's
+ * paused/post-copy failed), the error reported. */
+static int postcopy_wait(struct domain_obj *obj)
+{
+	g_autofree char *path = process_api_path(obj);
+	struct kvmm_migrate_info mi;
+
+	if (!path)
+		return -1;
+	for (;;) {
+		if (monitor_query_migrate(path, &mi) < 0)
+			return -1;
+		if (mi.status != KVMM_MIGRATE_POSTCOPY)
+			break;
+		g_usleep(LIVE_POLL_US);
+	}
+	if (mi.status == KVMM_MIGRATE_COMPLETED)
+		return 0;
+	g_mutex_lock(&obj->lock);
+	if (obj->run)
+		domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+				 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED);
+	g_mutex_unlock(&obj->lock);
+	drv_error_report(VIR_ERR_OPERATION_FAILED, "post-copy migration failed: %s",
+			 mi.error[0] ? mi.error : "kvmm gave no reason");
+	return -1;
+}
+
 /* Confirm on the source: the destination has it (stop ours, undefine
  * with UNDEFINE_SOURCE) or not (CANCELLED: resume ours). */
 static int confirm(struct domain_obj *obj, unsigned flags, bool cancelled)
@@ -816,7 +909,12 @@ static int confirm(struct domain_obj *obj, unsigned flags, bool cancelled)
 		if (rc == 0)
 			pr_info("domain '%s': migration cancelled, the source runs on", obj->def->name);
 	} else {
-		if (!offline && obj->id >= 0)
+		bool in_postcopy = false;
+
+		mark_postcopy(obj->def, NULL, &in_postcopy, false);
+		if (in_postcopy)
+			rc = postcopy_wait(obj);
+		if (rc == 0 && !offline && obj->id >= 0)
 			rc = process_stop_migrated(obj);
 		if (rc == 0 && (flags & VIR_MIGRATE_UNDEFINE_SOURCE) && obj->persistent &&
 		    !obj->removed) {
@@ -1357,6 +1455,19 @@ int drv_domain_migrate_prepare3_params(struct rpc_conn *conn, void *args, void *
  * runs (or, PAUSED, stays paused) and with PERSIST_DEST is defined; or,
  * CANCELLED or failed, everything Prepare made is gone.  A reference to
  * the domain, or NULL after reporting. */
+/* Whether the destination's kvmm is still pulling pages (post-copy). */
+static bool incoming_in_postcopy(struct domain_obj *obj)
+{
+	g_autofree char *path = process_api_path(obj);
+	struct kvmm_migrate_info mi;
+
+	if (!path || monitor_query_migrate(path, &mi) < 0) {
+		drv_error_reset();
+		return false;
+	}
+	return mi.status == KVMM_MIGRATE_POSTCOPY;
+}
+
 static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, unsigned flags,
 				 bool cancelled)
 {
@@ -1403,9 +1514,12 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 		return NULL;
 	}
 	if (!in->offline) {
+		bool postcopy = (flags & VIR_MIGRATE_POSTCOPY) && incoming_in_postcopy(obj);
 		int rc = flags & VIR_MIGRATE_PAUSED ? 0
-			 : process_resume_as(obj, VIR_DOMAIN_RUNNING_MIGRATED,
-					     VIR_DOMAIN_EVENT_RESUMED_MIGRATED);
+			 : process_resume_as(obj,
+					     postcopy ? VIR_DOMAIN_RUNNING_POSTCOPY : VIR_DOMAIN_RUNNING_MIGRATED,
+					     postcopy ? VIR_DOMAIN_EVENT_RESUMED_POSTCOPY :
+							VIR_DOMAIN_EVENT_RESUMED_MIGRATED);
 
 		if (rc == 0 && (flags & VIR_MIGRATE_PAUSED)) {
 			/* As libvirt: what was the migration's pause is the
@@ -1730,7 +1844,7 @@ int drv_domain_migrate_set_max_speed(struct rpc_conn *conn, void *args, void *re
 
 	if (a->flags & VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "post-copy migration is not supported by this kvmm");
+				 "a separate post-copy speed is not supported: the migration's speed holds for post-copy's pushed pages too");
 		return -1;
 	}
 	if (api_check_flags(a->flags, 0, "virDomainMigrateSetMaxSpeed") < 0)
@@ -1745,7 +1859,7 @@ int drv_domain_migrate_get_max_speed(struct rpc_conn *conn, void *args, void *re
 
 	if (a->flags & VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "post-copy migration is not supported by this kvmm");
+				 "a separate post-copy speed is not supported: the migration's speed holds for post-copy's pushed pages too");
 		return -1;
 	}
 	if (api_check_flags(a->flags, 0, "virDomainMigrateGetMaxSpeed") < 0)
@@ -1770,4 +1884,34 @@ int drv_domain_migrate_get_max_downtime(struct rpc_conn *conn, void *args, void 
 	if (api_check_flags(a->flags, 0, "virDomainMigrateGetMaxDowntime") < 0)
 		return -1;
 	return tunable(&a->dom, false, false, &r->downtime);
+}
+
+/* virDomainMigrateStartPostCopy: the running pre-copy of a migration
+ * started with VIR_MIGRATE_POSTCOPY switches to post-copy. */
+int drv_domain_migrate_start_post_copy(struct rpc_conn *conn, void *args, void *ret)
+{
+	remote_domain_migrate_start_post_copy_args *a = args;
+	struct domain_obj *obj;
+	g_autofree char *path = NULL;
+	bool allowed = false, in = false;
+	int rc = -1;
+
+	if (api_check_flags(a->flags, 0, "virDomainMigrateStartPostCopy") < 0)
+		return -1;
+	obj = wire_domain_get(&a->dom);
+	if (!obj)
+		return -1;
+	if (!mark_postcopy(obj->def, &allowed, &in, false) || obj->id < 0) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID,
+				 "post-copy can only be started while outgoing migration is in progress");
+	} else if (!allowed) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
+				 "switching to post-copy requires migration to be started with the VIR_MIGRATE_POSTCOPY flag");
+	} else if (in) {
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "post-copy already started");
+	} else if ((path = process_api_path(obj))) {
+		rc = monitor_migrate_postcopy(path);
+	}
+	domain_obj_unref(obj);
+	return rc;
 }

@@ -144,6 +144,7 @@ int drv_domain_migrate_prepare3_params(struct rpc_conn *conn, void *args, void *
 int drv_domain_migrate_perform3_params(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_migrate_finish3_params(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_migrate_confirm3_params(struct rpc_conn *conn, void *args, void *ret);
+int drv_domain_migrate_start_post_copy(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_migrate_set_max_speed(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_migrate_get_max_speed(struct rpc_conn *conn, void *args, void *ret);
 int drv_domain_migrate_set_max_downtime(struct rpc_conn *conn, void *args, void *ret);

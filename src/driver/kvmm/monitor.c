@@ -649,6 +649,11 @@ int monitor_migrate_cancel(const char *path)
 	return command(path, "migrate-cancel", NULL, NULL);
 }
 
+int monitor_migrate_postcopy(const char *path)
+{
+	return command(path, "migrate-postcopy", NULL, NULL);
+}
+
 int monitor_migrate_set_params(const char *path, const struct kvmm_migrate_params *p)
 {
 	json_object *args = migrate_args(p);
@@ -670,6 +675,7 @@ int monitor_query_migrate(const char *path, struct kvmm_migrate_info *mi)
 		{ "total-ms", offsetof(struct kvmm_migrate_info, total_ms) },
 		{ "downtime-ms", offsetof(struct kvmm_migrate_info, downtime_ms) },
 		{ "cpu-throttle-percent", offsetof(struct kvmm_migrate_info, cpu_throttle_pct) },
+		{ "postcopy-requests", offsetof(struct kvmm_migrate_info, postcopy_requests) },
 	};
 	json_object *o = NULL, *v;
 	const char *s;
@@ -688,6 +694,7 @@ int monitor_query_migrate(const char *path, struct kvmm_migrate_info *mi)
 		     : !strcmp(s, "completed") ? KVMM_MIGRATE_COMPLETED
 		     : !strcmp(s, "failed")    ? KVMM_MIGRATE_FAILED
 		     : !strcmp(s, "cancelled") ? KVMM_MIGRATE_CANCELLED
+		     : !strcmp(s, "postcopy-active") ? KVMM_MIGRATE_POSTCOPY
 					       : KVMM_MIGRATE_NONE;
 	for (size_t k = 0; k < G_N_ELEMENTS(counters); k++)
 		get_counter(o, counters[k].key, (uint64_t *)((char *)mi + counters[k].off));
@@ -1008,6 +1015,19 @@ static bool parse_event(json_object *o, struct monitor_event *ev)
 			return false;
 		ev->cpu_id = (unsigned)json_object_get_int(v);
 		return true;
+	}
+	if (!strcmp(s, "migration-status")) {
+		const char *st;
+
+		ev->kind = MONITOR_EVENT_MIGRATION;
+		/* KVMM: only the statuses the daemon acts on are delivered. */
+		if (!json_object_is_type(data, json_type_object) ||
+		    !json_object_object_get_ex(data, "status", &v) || !json_object_is_type(v, json_type_string))
+			return false;
+		st = json_object_get_string(v);
+		ev->migration = !strcmp(st, "completed") ? KVMM_MIGRATE_COMPLETED :
+				!strcmp(st, "failed") ? KVMM_MIGRATE_FAILED : KVMM_MIGRATE_NONE;
+		return ev->migration != KVMM_MIGRATE_NONE;
 	}
 	if (strcmp(s, "state-changed"))
 		return false;

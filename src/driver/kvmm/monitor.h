@@ -73,6 +73,8 @@ int monitor_migrate(const char *path, int fd, const struct kvmm_migrate_params *
 /* migrate-cancel: the running migration stops before its switchover
  * (a running VM runs on); VIR_ERR_OPERATION_INVALID when none runs. */
 int monitor_migrate_cancel(const char *path);
+/* migrate-postcopy: the running pre-copy switches to post-copy. */
+int monitor_migrate_postcopy(const char *path);
 /* migrate-set-params: for the running migration and the next ones. */
 int monitor_migrate_set_params(const char *path, const struct kvmm_migrate_params *p);
 
@@ -82,6 +84,7 @@ enum kvmm_migrate_status {
 	KVMM_MIGRATE_COMPLETED,
 	KVMM_MIGRATE_FAILED,
 	KVMM_MIGRATE_CANCELLED,
+	KVMM_MIGRATE_POSTCOPY,	/* the destination runs, pulling what it lacks */
 };
 /* query-migrate: the last migration's progress (bytes, ms). */
 struct kvmm_migrate_info {
@@ -91,6 +94,7 @@ struct kvmm_migrate_info {
 	uint64_t dirty_pages_rate;	/* pages/s the guest dirtied last round */
 	uint64_t setup_ms, total_ms, downtime_ms;
 	uint64_t cpu_throttle_pct;
+	uint64_t postcopy_requests;	/* pages the destination asked for */
 	char error[256];		/* FAILED: why */
 };
 int monitor_query_migrate(const char *path, struct kvmm_migrate_info *mi);
@@ -198,6 +202,7 @@ enum monitor_event_kind {
 	MONITOR_EVENT_BLOCK_IO_ERROR,	/* a disk met a host I/O error */
 	MONITOR_EVENT_DEVICE_DELETED,	/* the guest ejected a hot-added device */
 	MONITOR_EVENT_CPU_DELETED,	/* the guest ejected a vCPU */
+	MONITOR_EVENT_MIGRATION,	/* a migration's status changed */
 };
 /* What a disk's error policy did about it. */
 enum kvmm_io_action { KVMM_IO_ACTION_REPORT, KVMM_IO_ACTION_IGNORE, KVMM_IO_ACTION_STOP };
@@ -216,6 +221,7 @@ struct monitor_event {
 	char device_id[64];
 	unsigned slot;
 	unsigned cpu_id;		/* CPU_DELETED: the vCPU */
+	enum kvmm_migrate_status migration;	/* MIGRATION: the new status */
 };
 
 /* An event connection on the main loop: FN(event, OPAQUE) for each event

@@ -559,6 +559,7 @@ static void on_block_io_error(struct domain_run *r, const struct monitor_event *
 
 static void on_device_deleted(struct domain_run *r, const struct monitor_event *ev);
 static void on_cpu_deleted(struct domain_run *r, const struct monitor_event *ev);
+static void on_migration(struct domain_run *r, const struct monitor_event *ev);
 
 static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 {
@@ -576,6 +577,8 @@ static void on_kvmm_event(const struct monitor_event *ev, void *opaque)
 		on_device_deleted(r, ev);
 	else if (ev->kind == MONITOR_EVENT_CPU_DELETED && r->obj)
 		on_cpu_deleted(r, ev);
+	else if (ev->kind == MONITOR_EVENT_MIGRATION && r->obj)
+		on_migration(r, ev);
 }
 
 /* A command to the kvmm behind API_PATH got no answer (worker).  If that
@@ -2028,6 +2031,30 @@ static void on_cpu_deleted(struct domain_run *r, const struct monitor_event *ev)
 		pr_info("domain '%s': vCPU %u removed", obj->def->name, ev->cpu_id);
 		set_live_vcpus_locked(obj, obj->def->vcpus_current - 1);
 		g_cond_broadcast(&obj->job_cond);
+	}
+	if (!r->draining)
+		g_mutex_unlock(&obj->lock);
+}
+
+/* The destination of a post-copy (running, reason post-copy): the last
+ * page came (running, migrated, as a pre-copy's would be), or the link
+ * broke and kvmm paused the guest, lost (as libvirt's post-copy failed). */
+static void on_migration(struct domain_run *r, const struct monitor_event *ev)
+{
+	struct domain_obj *obj = r->obj;
+
+	if (!r->draining)
+		g_mutex_lock(&obj->lock);
+	if (obj->run == r && obj->state == VIR_DOMAIN_RUNNING &&
+	    obj->reason == VIR_DOMAIN_RUNNING_POSTCOPY) {
+		if (ev->migration == KVMM_MIGRATE_COMPLETED) {
+			domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_MIGRATED, -1, 0);
+		} else {
+			pr_warn("domain '%s': post-copy failed: the guest is lost", obj->def->name);
+			domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+					 VIR_DOMAIN_EVENT_SUSPENDED,
+					 VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED);
+		}
 	}
 	if (!r->draining)
 		g_mutex_unlock(&obj->lock);

@@ -378,6 +378,11 @@ static bool is_side_call(const struct client *c, GBytes *call)
 	 * Perform runs on; the migration's job does the pause. */
 	if (proc == REMOTE_PROC_DOMAIN_SUSPEND && running == REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS)
 		return true;
+	/* virsh migrate --postcopy-after-precopy / --timeout-postcopy
+	 * switches to post-copy there too. */
+	if (proc == REMOTE_PROC_DOMAIN_MIGRATE_START_POST_COPY &&
+	    running == REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS)
+		return true;
 	for (size_t i = 0; i < G_N_ELEMENTS(queries); i++)
 		query |= proc == queries[i];
 	if (!query)

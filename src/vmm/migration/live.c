@@ -29,6 +29,7 @@
 #include "loop.h"
 #include "migration.h"
 #include "pci/hotplug.h"
+#include "postcopy.h"
 #include "sandbox.h"
 #include "util.h"
 #include "vm.h"
@@ -69,6 +70,16 @@ struct live {
 	struct stream_writer w;
 	uint8_t *pending;		/* dirty pages the rounds left to send */
 	uint64_t last_kick;		/* throttling: when the vCPUs last were */
+
+	/* Post-copy: after the first round unless it converged, or when
+	 * migrate-postcopy asks (go_postcopy, read by the thread). */
+	bool postcopy;
+	atomic_bool go_postcopy;
+	bool switch_postcopy;		/* the rounds ended for a post-copy */
+	bool in_postcopy;		/* the destination runs the guest */
+	bool lost;			/* a post-copy failed: the guest is lost */
+	uint8_t *pc_pending;		/* pages post-copy still sends */
+	uint64_t pc_t0, pc_off0;	/* its start: time, stream offset */
 };
 
 static struct live the_live = {
@@ -78,9 +89,10 @@ static struct live the_live = {
 
 const char *live_status_name(enum live_status s)
 {
-	static const char *const names[] = { "none", "active", "completed", "failed", "cancelled" };
+	static const char *const names[] = { "none", "active", "completed", "failed", "cancelled",
+					     "postcopy-active" };
 
-	return s <= LIVE_CANCELLED ? names[s] : "none";
+	return s <= LIVE_POSTCOPY ? names[s] : "none";
 }
 
 static uint64_t ms_since(uint64_t t)
@@ -157,16 +169,23 @@ static void pace(struct live *l, uint64_t t0, uint64_t sent0)
 	}
 }
 
-static int send_round(struct live *l, const uint8_t *bm, uint64_t npages, uint64_t left,
+/* 0 once bm is sent, 1 if migrate-postcopy cut the round short (bm
+ * then holds only what is left of it), or -errno. */
+static int send_round(struct live *l, uint8_t *bm, uint64_t npages, uint64_t left,
 		      uint64_t t0, uint64_t sent0)
 {
-	uint64_t next = 0, sent;
+	uint64_t next = 0, sent, q;
 	int r;
 
 	while (next < npages) {
 		if (atomic_load(&l->cancel)) {
 			snprintf(l->err, sizeof(l->err), "cancelled");
 			return -ECANCELED;
+		}
+		if (atomic_load(&l->go_postcopy)) {
+			for (q = 0; q < next; q++)
+				bm[q / 8] &= ~(1u << (q % 8));
+			return 1;
 		}
 		r = stream_write_pages(&l->w, l->vm->mem.base, npages, bm, &next,
 				       LIVE_SECTION_PAGES, &sent);
@@ -231,6 +250,10 @@ static void *live_thread(void *opaque)
 		round_t0 = now_ns();
 		round_bytes = l->w.off;
 		r = send_round(l, bm, npages, count, t0, 0);
+		if (r == 1) {
+			l->switch_postcopy = true;
+			break;
+		}
 		if (r) {
 			free(bm);
 			l->result = r;
@@ -267,7 +290,14 @@ static void *live_thread(void *opaque)
 		downtime = l->info.max_downtime_ms;
 		converge = l->info.auto_converge;
 		pthread_mutex_unlock(&l->lock);
-		if (count * STREAM_PAGE_SIZE * 1000 / bw <= downtime || iteration >= LIVE_MAX_ROUNDS)
+		if (count * STREAM_PAGE_SIZE * 1000 / bw <= downtime)
+			break;
+		/* Not converged: post-copy sends the rest after the switch. */
+		if (l->postcopy || atomic_load(&l->go_postcopy)) {
+			l->switch_postcopy = true;
+			break;
+		}
+		if (iteration >= LIVE_MAX_ROUNDS)
 			break;
 		/* Round 0 sends what was touched before: only later rounds
 		 * say whether the guest outruns the link. */
@@ -380,6 +410,111 @@ static void switchover(struct live *l)
 	finish(l, LIVE_COMPLETED, NULL);
 }
 
+/* The bandwidth limit holds for the pages post-copy pushes, not for
+ * those the destination waits on. */
+static void pc_progress(void *opaque, uint64_t remaining, uint64_t requests)
+{
+	struct live *l = opaque;
+
+	set_stats(l, remaining);
+	pthread_mutex_lock(&l->lock);
+	l->info.postcopy_requests = requests;
+	pthread_mutex_unlock(&l->lock);
+	pace(l, l->pc_t0, l->pc_off0);
+}
+
+/* The destination runs the guest: the pages it lacks, until it has them
+ * all. */
+static void *postcopy_thread(void *opaque)
+{
+	struct live *l = opaque;
+	struct postcopy_source ps = {
+		.w = &l->w, .base = l->vm->mem.base, .npages = l->vm->mem.size / STREAM_PAGE_SIZE,
+		.pending = l->pc_pending, .cancel = &l->cancel, .progress = pc_progress, .opaque = l,
+	};
+	uint64_t one = 1;
+
+	pthread_setname_np(pthread_self(), "migration");
+	l->result = sandbox_thread_enter(SANDBOX_THREAD_MIGRATION);
+	if (l->result)
+		snprintf(l->err, sizeof(l->err), "cannot confine the migration thread: %s",
+			 strerror(-l->result));
+	else
+		l->result = postcopy_source_run(&ps, l->err, sizeof(l->err));
+	pthread_mutex_lock(&l->lock);
+	l->info.postcopy_requests = ps.requests;
+	pthread_mutex_unlock(&l->lock);
+	if (write(l->done_fd, &one, sizeof(one)) < 0)
+		pr_debug("migration eventfd: %s", strerror(errno));
+	return NULL;
+}
+
+/* The switchover's bitmap, kept for the post-copy thread. */
+static uint8_t *postcopy_pages(struct vm *vm, void *opaque, uint64_t *count)
+{
+	struct live *l = opaque;
+	size_t bmlen = (vm->mem.size / STREAM_PAGE_SIZE + 7) / 8;
+	uint8_t *bm = final_pages(vm, opaque, count);
+
+	if (bm) {
+		l->pc_pending = malloc(bmlen);
+		if (!l->pc_pending) {
+			free(bm);
+			return NULL;
+		}
+		memcpy(l->pc_pending, bm, bmlen);
+	}
+	return bm;
+}
+
+static void postcopy_switchover(struct live *l)
+{
+	struct vm *vm = l->vm;
+	struct timeval tv = { LIVE_SWITCH_TIMEOUT_S, 0 };
+	bool was_running = vm->state == VM_RUNNING;
+	uint64_t t0 = now_ns();
+	char err[512];
+	int r;
+
+	vm_pause(vm);
+	/* The destination takes the disks as soon as it has the state. */
+	block_lock_all(false);
+	setsockopt(l->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	r = migration_write_state_postcopy(vm, &l->w, postcopy_pages, l, err, sizeof(err));
+	pthread_mutex_lock(&l->lock);
+	l->info.downtime_ms = ms_since(t0);
+	l->info.transferred_bytes = l->w.off;
+	pthread_mutex_unlock(&l->lock);
+	if (r) {
+		/* No END went: the destination never ran it. */
+		free(l->pc_pending);
+		l->pc_pending = NULL;
+		if (block_lock_all(true))
+			pr_warn("migration: cannot take the disks' locks back");
+		finish(l, LIVE_FAILED, err);
+		if (was_running)
+			vm_resume(vm);
+		return;
+	}
+	l->in_postcopy = true;
+	l->pc_t0 = now_ns();
+	l->pc_off0 = l->w.off;
+	pthread_mutex_lock(&l->lock);
+	l->info.status = LIVE_POSTCOPY;
+	l->info.postcopy = true;
+	pthread_mutex_unlock(&l->lock);
+	emit(l);
+	r = -pthread_create(&l->thread, NULL, postcopy_thread, l);
+	if (r) {
+		l->lost = true;
+		snprintf(err, sizeof(err), "cannot start the post-copy thread: %s; the guest is lost",
+			 strerror(-r));
+		finish(l, LIVE_FAILED, err);
+		return;
+	}
+	l->thread_running = true;
+}
+
 static void join(struct live *l)
 {
 	if (l->thread_running) {
@@ -396,16 +531,34 @@ static void on_done(void *opaque, uint32_t events)
 	if (read(l->done_fd, &n, sizeof(n)) < 0)
 		return;
 	join(l);
-	if (atomic_load(&l->cancel))
+	if (l->in_postcopy) {
+		char why[400];
+
+		l->in_postcopy = false;
+		free(l->pc_pending);
+		l->pc_pending = NULL;
+		if (!l->result) {
+			finish(l, LIVE_COMPLETED, NULL);
+			return;
+		}
+		/* Neither side has the whole guest any more. */
+		l->lost = true;
+		snprintf(why, sizeof(why), "post-copy failed: %s; the guest is lost", l->err);
+		finish(l, LIVE_FAILED, why);
+	} else if (atomic_load(&l->cancel)) {
 		finish(l, LIVE_CANCELLED, NULL);
-	else if (l->result)
+	} else if (l->result) {
 		finish(l, LIVE_FAILED, l->err);
-	else
+	} else if (l->switch_postcopy) {
+		postcopy_switchover(l);
+	} else {
 		switchover(l);
+	}
 }
 
 int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_downtime_ms,
-		       uint64_t bandwidth_mibps, bool auto_converge, char *err, size_t errlen)
+		       uint64_t bandwidth_mibps, bool auto_converge, bool postcopy,
+		       char *err, size_t errlen)
 {
 	struct live *l = &the_live;
 	struct pci_hotplug_info hp;
@@ -442,9 +595,23 @@ int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_down
 		r = -EBUSY;
 		goto fail;
 	}
+	if (postcopy && vm->mem.page_size) {
+		snprintf(err, errlen, "post-copy needs guest RAM of ordinary pages (no hugepages)");
+		r = -EOPNOTSUPP;
+		goto fail;
+	}
+	if (live_migrate_guest_lost(vm)) {
+		snprintf(err, errlen, "a post-copy migration of this guest failed: it cannot migrate again");
+		r = -EINVAL;
+		goto fail;
+	}
 	pthread_mutex_lock(&l->lock);
 	memset(&l->info, 0, sizeof(l->info));
 	pthread_mutex_unlock(&l->lock);
+	l->postcopy = postcopy;
+	atomic_store(&l->go_postcopy, false);
+	l->switch_postcopy = false;
+	l->in_postcopy = false;
 	l->vm = vm;
 	l->fd = fd;
 	l->uri = strdup(uri);
@@ -513,6 +680,8 @@ int live_migrate_cancel(struct vm *vm)
 {
 	struct live *l = &the_live;
 
+	if (l->info.status == LIVE_POSTCOPY)
+		return -EBUSY;
 	if (l->info.status != LIVE_ACTIVE || !l->thread_running)
 		return -EINVAL;
 	/* on_done reports it cancelled once the thread is out. */
@@ -524,10 +693,16 @@ void live_migrate_abort(struct vm *vm, const char *why)
 {
 	struct live *l = &the_live;
 
-	if (l->vm != vm || l->info.status != LIVE_ACTIVE)
+	if (l->vm != vm || (l->info.status != LIVE_ACTIVE && l->info.status != LIVE_POSTCOPY))
 		return;
 	stop_thread(l);
 	join(l);
+	if (l->in_postcopy) {
+		l->in_postcopy = false;
+		l->lost = true;
+	}
+	free(l->pc_pending);
+	l->pc_pending = NULL;
 	finish(l, LIVE_FAILED, why);
 }
 
@@ -552,12 +727,37 @@ void live_migrate_info(struct vm *vm, struct live_info *out)
 
 	pthread_mutex_lock(&l->lock);
 	*out = l->info;
-	if (out->status == LIVE_ACTIVE)
+	if (out->status == LIVE_ACTIVE || out->status == LIVE_POSTCOPY)
 		out->total_ms = ms_since(l->t_start);
 	pthread_mutex_unlock(&l->lock);
 }
 
 bool live_migrate_active(struct vm *vm)
 {
-	return the_live.info.status == LIVE_ACTIVE;
+	return the_live.info.status == LIVE_ACTIVE || the_live.info.status == LIVE_POSTCOPY;
+}
+
+int live_migrate_start_postcopy(struct vm *vm, char *err, size_t errlen)
+{
+	struct live *l = &the_live;
+
+	if (l->info.status == LIVE_POSTCOPY) {
+		snprintf(err, errlen, "the migration is in post-copy already");
+		return -EALREADY;
+	}
+	if (l->info.status != LIVE_ACTIVE) {
+		snprintf(err, errlen, "no migration is running");
+		return -EINVAL;
+	}
+	if (vm->mem.page_size) {
+		snprintf(err, errlen, "post-copy needs guest RAM of ordinary pages (no hugepages)");
+		return -EOPNOTSUPP;
+	}
+	atomic_store(&l->go_postcopy, true);
+	return 0;
+}
+
+bool live_migrate_guest_lost(struct vm *vm)
+{
+	return the_live.lost || postcopy_incoming_lost();
 }

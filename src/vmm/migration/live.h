@@ -12,7 +12,8 @@
 
 struct vm;
 
-enum live_status { LIVE_NONE, LIVE_ACTIVE, LIVE_COMPLETED, LIVE_FAILED, LIVE_CANCELLED };
+enum live_status { LIVE_NONE, LIVE_ACTIVE, LIVE_COMPLETED, LIVE_FAILED, LIVE_CANCELLED,
+		   LIVE_POSTCOPY /* the destination runs, pulling the pages it lacks */ };
 
 struct live_info {
 	enum live_status status;
@@ -25,6 +26,8 @@ struct live_info {
 	uint64_t max_downtime_ms, bandwidth_mibps;
 	bool auto_converge;		/* throttle vCPUs when rounds do not converge */
 	unsigned int cpu_throttle_pct;	/* the throttle now (0: none) */
+	bool postcopy;			/* the switchover was a post-copy's */
+	uint64_t postcopy_requests;	/* pages the destination asked for */
 	char error[256];
 };
 
@@ -32,10 +35,18 @@ struct live_info {
 
 /* Starts a migration to uri (tcp:HOST:PORT, unix:PATH) or, fd >= 0, to
  * that descriptor (taken, uri then only names it).  Answers at once; the
- * rest runs on a thread.  0 or -errno with err set. */
+ * rest runs on a thread.  postcopy: after the first round, unless it
+ * converged, switch to post-copy (migration/postcopy.h).  0 or -errno
+ * with err set. */
 int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_downtime_ms,
-		       uint64_t bandwidth_mibps, bool auto_converge, char *err, size_t errlen);
-/* Stops the copy before switchover: the VM runs on.  -EINVAL if none. */
+		       uint64_t bandwidth_mibps, bool auto_converge, bool postcopy,
+		       char *err, size_t errlen);
+/* A running pre-copy switches to post-copy at its next section. */
+int live_migrate_start_postcopy(struct vm *vm, char *err, size_t errlen);
+/* A post-copy failed (this end either side): the guest must not run. */
+bool live_migrate_guest_lost(struct vm *vm);
+/* Stops the copy before switchover: the VM runs on.  -EINVAL if none,
+ * -EBUSY in post-copy (the destination runs the guest already). */
 int live_migrate_cancel(struct vm *vm);
 void live_migrate_set_params(struct vm *vm, const uint64_t *max_downtime_ms,
 			     const uint64_t *bandwidth_mibps, const bool *auto_converge);

@@ -34,6 +34,12 @@ int migration_write_prologue(struct vm *vm, struct stream_writer *w,
 int migration_write_state(struct vm *vm, struct stream_writer *w,
 			  uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
 			  void *opaque, uint64_t *npages, char *err, size_t errlen);
+/* The same for a post-copy switchover: in the memory section's place a
+ * POSTCOPY section with the bitmap pages() gives (the pages the
+ * destination then waits for), then END. */
+int migration_write_state_postcopy(struct vm *vm, struct stream_writer *w,
+				   uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
+				   void *opaque, char *err, size_t errlen);
 /* Pages the guest touched (resident, swapped, or mapped by a restore),
  * less all-zero ones: a malloc'd bitmap, *count of them set. */
 uint8_t *migration_touched_pages(struct vm *vm, uint64_t *count);

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "migration.h"
 #include "pci/hotplug.h"
+#include "postcopy.h"
 #include "util.h"
 #include "vm.h"
 
@@ -390,9 +391,9 @@ uint8_t *migration_touched_pages(struct vm *vm, uint64_t *count)
 	return touched_pages(vm, count);
 }
 
-int migration_write_state(struct vm *vm, struct stream_writer *w,
-			  uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
-			  void *opaque, uint64_t *npages, char *err, size_t errlen)
+static int write_state(struct vm *vm, struct stream_writer *w,
+		       uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
+		       void *opaque, uint64_t *npages, bool postcopy, char *err, size_t errlen)
 {
 	struct kvm_irqchip chip;
 	struct kvm_pit_state2 pit;
@@ -492,7 +493,22 @@ int migration_write_state(struct vm *vm, struct stream_writer *w,
 		ERR("out of memory for the page bitmap");
 		goto out;
 	}
-	r = stream_write_memory(w, vm->mem.base, vm->mem.size, bm);
+	if (postcopy) {
+		/* Not the pages: which ones the destination must wait for. */
+		uint64_t n = vm->mem.size / STREAM_PAGE_SIZE;
+		size_t bmlen = (n + 7) / 8;
+		uint8_t *pl = malloc(8 + bmlen);
+
+		r = -ENOMEM;
+		if (pl) {
+			memcpy(pl, &n, 8);
+			memcpy(pl + 8, bm, bmlen);
+			r = stream_write_section(w, SEC_POSTCOPY, 0, pl, 8 + bmlen);
+			free(pl);
+		}
+	} else {
+		r = stream_write_memory(w, vm->mem.base, vm->mem.size, bm);
+	}
 	free(bm);
 	if (r) {
 		ERR("cannot write guest memory: %s", strerror(-r));
@@ -507,6 +523,20 @@ out:
 	free(devs);
 	state_buf_free(&b);
 	return r;
+}
+
+int migration_write_state(struct vm *vm, struct stream_writer *w,
+			  uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
+			  void *opaque, uint64_t *npages, char *err, size_t errlen)
+{
+	return write_state(vm, w, pages, opaque, npages, false, err, errlen);
+}
+
+int migration_write_state_postcopy(struct vm *vm, struct stream_writer *w,
+				   uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),
+				   void *opaque, char *err, size_t errlen)
+{
+	return write_state(vm, w, pages, opaque, NULL, true, err, errlen);
 }
 
 static uint8_t *save_pages(struct vm *vm, void *opaque, uint64_t *count)
@@ -957,6 +987,23 @@ int migration_restore_load(struct restore *rs, struct vm *vm, char *err, size_t 
 	r = stream_read_section_hdr(&rs->r, &h);
 	if (r) {
 		ERR("%s", rs->r.err);
+		return r;
+	}
+	if (h.type == SEC_POSTCOPY) {
+		/* Post-copy: the pages come once the guest runs. */
+		uint64_t plen = h.len;
+
+		r = stream_read_payload(&rs->r, &h, &p);
+		if (r) {
+			ERR("%s", rs->r.err);
+			return r;
+		}
+		r = next_section(rs, SEC_END, 0, &h, err, errlen);
+		if (!r) {
+			r = postcopy_incoming_prepare(vm, rs->fd, p, plen, err, errlen);
+			rs->fd = -1;
+		}
+		free(p);
 		return r;
 	}
 	if (h.type != SEC_MEMORY) {

@@ -69,7 +69,7 @@ static const char *const section_names[] = {
 	[SEC_CONFIG] = "config", [SEC_LAYOUT] = "layout", [SEC_VCPU] = "vcpu",
 	[SEC_IRQCHIP] = "irqchip", [SEC_PIT] = "pit", [SEC_CLOCK] = "clock",
 	[SEC_DEVICE] = "device", [SEC_MEMORY] = "memory", [SEC_END] = "end",
-	[SEC_PAGES] = "pages",
+	[SEC_PAGES] = "pages", [SEC_POSTCOPY] = "postcopy",
 };
 
 const char *stream_section_name(uint32_t type)
@@ -279,11 +279,13 @@ int stream_write_pages(struct stream_writer *w, const uint8_t *base, uint64_t np
 	return r;
 }
 
-int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint64_t size,
-		       uint64_t *pages, char *err, size_t errlen)
+int stream_for_pages(const uint8_t *payload, uint64_t len, uint64_t npages,
+		     int (*put)(void *opaque, uint64_t first, uint64_t count, const uint8_t *data),
+		     void *opaque, uint64_t *pages, char *err, size_t errlen)
 {
-	uint64_t nruns, i, first, count, total = 0, npages = size / STREAM_PAGE_SIZE;
+	uint64_t nruns, i, first, count, total = 0;
 	const uint8_t *data;
+	int r;
 
 	/* GUEST: a stream is as untrusted as the guest that made it: every
 	 * run inside RAM, the runs and the length agreeing, before any page
@@ -307,7 +309,9 @@ int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint
 	for (i = 0; i < nruns; i++) {
 		first = get64(payload + PAGES_HDR_LEN + i * PAGES_RUN_LEN);
 		count = get64(payload + PAGES_HDR_LEN + i * PAGES_RUN_LEN + 8);
-		memcpy(base + first * STREAM_PAGE_SIZE, data, count * STREAM_PAGE_SIZE);
+		r = put(opaque, first, count, data);
+		if (r)
+			return r;
 		data += count * STREAM_PAGE_SIZE;
 	}
 	if (pages)
@@ -316,6 +320,19 @@ int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint
 bad:
 	snprintf(err, errlen, "pages section: runs outside guest RAM or not matching its length (corrupt stream)");
 	return -EINVAL;
+}
+
+static int put_copy(void *opaque, uint64_t first, uint64_t count, const uint8_t *data)
+{
+	memcpy((uint8_t *)opaque + first * STREAM_PAGE_SIZE, data, count * STREAM_PAGE_SIZE);
+	return 0;
+}
+
+int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint64_t size,
+		       uint64_t *pages, char *err, size_t errlen)
+{
+	return stream_for_pages(payload, len, size / STREAM_PAGE_SIZE, put_copy, base, pages,
+				err, errlen);
 }
 
 /* --- reader --- */
@@ -405,7 +422,7 @@ int stream_read_section_hdr(struct stream_reader *r, struct stream_section_hdr *
 			 (unsigned long long)at);
 		return -EINVAL;
 	}
-	if (!h->type || h->type > SEC_MAX || (h->type == SEC_PAGES && r->version < 2)) {
+	if (!h->type || h->type > SEC_MAX || ((h->type == SEC_PAGES || h->type == SEC_POSTCOPY) && r->version < 2)) {
 		snprintf(r->err, sizeof(r->err), "unknown section type %u at offset %llu",
 			 h->type, (unsigned long long)at);
 		return -EINVAL;

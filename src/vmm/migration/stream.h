@@ -31,7 +31,10 @@ enum stream_section {
 	SEC_PAGES = 10,		/* version 2: runs of pages sent while the guest
 				 * ran (live migration), between LAYOUT and the
 				 * first VCPU; later ones overwrite earlier */
-	SEC_MAX = SEC_PAGES,
+	SEC_POSTCOPY = 11,	/* version 2, live migration only: in the memory
+				 * section's place, the bitmap of the pages still
+				 * to come; PAGES sections follow END (post-copy) */
+	SEC_MAX = SEC_POSTCOPY,
 };
 
 struct stream_section_hdr {
@@ -115,6 +118,13 @@ int stream_read_mem_pages(struct stream_reader *r, const struct stream_mem_desc 
  * -EINVAL with err set and nothing copied. */
 int stream_apply_pages(const uint8_t *payload, uint64_t len, uint8_t *base, uint64_t size,
 		       uint64_t *pages, char *err, size_t errlen);
+
+/* The same check, then put() for each run instead of a copy into RAM
+ * (post-copy places pages with userfaultfd): 0, -EINVAL with err set
+ * before any put() if the payload is bad, or put()'s error. */
+int stream_for_pages(const uint8_t *payload, uint64_t len, uint64_t npages,
+		     int (*put)(void *opaque, uint64_t first, uint64_t count, const uint8_t *data),
+		     void *opaque, uint64_t *pages, char *err, size_t errlen);
 
 const char *stream_section_name(uint32_t type);
 
