@@ -13,7 +13,7 @@ import libvirt
 from drvtest import virsh
 from test_attach_detach import api_of
 from test_lifecycle import wait_for
-from test_migrate import (DIRTY, assert_memory_right, hosts, ns_dst, ns_src,  # noqa: F401
+from test_migrate import (DIRTY, assert_memory_right, hosts, migrate, ns_dst, ns_src,  # noqa: F401
                           running, sandboxed, start_migrate, thread_status, ticks,
                           tls_dst_conf)
 from test_tls import pki  # noqa: F401 (fixture)
@@ -136,3 +136,17 @@ def test_the_source_lost_during_postcopy_loses_the_guest(hosts):
     out, err = p.communicate(timeout=120)
     assert "probably left in 'paused' state on source" in err, err
     ddom.destroy()
+
+
+def test_postcopy_over_tls_is_refused_and_the_guest_runs_on(hosts):
+    """The daemons' TLS relay ends with Perform, while post-copy's pages
+    flow until Confirm: the combination is refused before anything moves."""
+    src, dst, shared = hosts
+    sdom = running(src, shared)
+    r = migrate(src, dst, "m1", "--live", "--postcopy", "--tls")
+    assert r.returncode != 0 and "post-copy migration over TLS is not supported" in r.stderr, \
+        r.stderr
+    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
+    assert "m1" not in [d.name() for d in dst.conn.listAllDomains()]
+    assert len(src.d.guests()) == 1 and dst.d.guests() == []
+    sdom.destroy()

@@ -110,6 +110,13 @@ static int check_flags(unsigned flags, const char *api)
 				 "post-copy migration is not supported with non-live or paused migration");
 		return -1;
 	}
+	/* The TLS relay ends with Perform, while post-copy's pages still
+	 * flow until Confirm. */
+	if ((flags & VIR_MIGRATE_POSTCOPY) && (flags & VIR_MIGRATE_TLS)) {
+		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
+				 "post-copy migration over TLS is not supported by virtkvmmd yet");
+		return -1;
+	}
 	if ((flags & VIR_MIGRATE_OFFLINE) && !(flags & VIR_MIGRATE_PERSIST_DEST)) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
 				 "offline migration requires --persistent (VIR_MIGRATE_PERSIST_DEST)");
