@@ -883,7 +883,7 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 				d.fd = api_take_fd(api, fdname);
 				d.has_fd = true;
 			}
-			rc = pci_hotplug_add_blk(api->vm, id, slot, &d, &got, msg, sizeof(msg));
+			rc = pci_hotplug_add_blk(api->vm, id, slot, &d, opts, false, &got, msg, sizeof(msg));
 		}
 	} else if (!strcmp(type, "net")) {
 		struct net_config n;
@@ -905,7 +905,7 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 			}
 			rc = config_net_parse(opts, &n, api->vm->cfg->nnets, msg, sizeof(msg));
 			if (!rc)
-				rc = pci_hotplug_add_net(api->vm, id, slot, &n, &got, msg, sizeof(msg));
+				rc = pci_hotplug_add_net(api->vm, id, slot, &n, opts, false, &got, msg, sizeof(msg));
 			else if (fd >= 0)
 				close(fd);
 		}
@@ -1002,6 +1002,12 @@ static struct json_object *cmd_cpu_add(struct api *api, struct json_object *args
 
 	if (cpu_id_arg(args, "cpu-add", &id, code, err))
 		return NULL;
+	/* The stream under way lists the vCPUs the migration began with. */
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: vCPUs cannot be added until it ends";
+		return NULL;
+	}
 	rc = cpu_hotplug_add(api->vm, id, msg, sizeof(msg));
 	if (rc) {
 		*code = hotplug_code(rc);

@@ -1030,11 +1030,40 @@ int process_destroy_for_snapshot(struct domain_obj *obj)
 	return stop_run(obj, false, false, false);
 }
 
+int process_check_streamable(const char *api)
+{
+	g_autofree struct kvmm_hot_device *devs = NULL;
+	struct kvmm_status st;
+	size_t n = 0;
+	bool cpu_hotplug;
+
+	if (monitor_query_devices(api, &devs, &n) < 0)
+		return -1;
+	if (n) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "device %s was hot-added; virtkvmmd does not carry hot-added devices through a save or migration yet: detach it first",
+				 devs[0].id);
+		return -1;
+	}
+	if (monitor_query_status(api, &st) < 0)
+		return -1;
+	cpu_hotplug = st.cpu_hotplug;
+	kvmm_status_clear(&st);
+	if (cpu_hotplug) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "virtkvmmd does not carry a domain with vCPU hotplug (<vcpu current='N'> below its maximum) through a save or migration yet");
+		return -1;
+	}
+	return 0;
+}
+
 int process_save_stream(struct domain_obj *obj, int fd)
 {
 	g_autofree char *path = process_api_path(obj);
 
-	return path ? monitor_save(path, fd) : -1;
+	if (!path || process_check_streamable(path) < 0)
+		return -1;
+	return monitor_save(path, fd);
 }
 
 int process_save_finish(struct domain_obj *obj)
@@ -1073,7 +1102,7 @@ int process_migrate_out(struct domain_obj *obj, int fd)
 {
 	g_autofree char *path = process_api_path(obj);
 
-	if (!path || monitor_save(path, fd) < 0)
+	if (!path || process_check_streamable(path) < 0 || monitor_save(path, fd) < 0)
 		return -1;
 	process_migrated_paused(obj);
 	return 0;

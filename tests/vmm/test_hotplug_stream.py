@@ -1,0 +1,230 @@
+"""Hot-added devices and vCPUs carried by the state stream
+(docs/hotplug.md, docs/state-stream.md): the test guest's hotplug and CPU
+hotplug scenarios saved with what was added, restored in a new process,
+and migrated live; the restored guest uses each device and vCPU, and
+gives them back when asked.  Then a restore whose configuration moves a
+hot-added device is refused."""
+import json
+import os
+import subprocess
+
+from kvmmtest import Api, KVMM, kvmm_argv, start
+from test_cpu_hotplug import threads
+from test_hotplug import crc_of, make_disk
+from test_live_migration import wait_listening
+from virtiotest import add_tap, by_dev, checks, finish, probe
+
+HOTPLUG = ("kvmmtest.hotplug=240 kvmmtest.hotplug.removals=2 kvmmtest.hotplug.reread=1 "
+           "kvmmtest.action=wait kvmmtest.smp=off")
+
+
+def power_off(g, api):
+    """The power button once the guest armed it, then its exit."""
+    g.wait_for(r"KVMMTEST done", timeout=60)
+    assert "return" in api.call("power-button")
+    finish(g)
+
+
+def save_and_quit(api, g, state):
+    r = api.call("save", {"path": state}, timeout=60)
+    assert "return" in r, r
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+
+
+def reread_crc(g, slot):
+    m = g.wait_for(rf"KVMMTEST pass hotplug-reread slot={slot} dev=\S+ sectors=64 crc32=(\w+)",
+                   timeout=60)
+    return int(m.group(1), 16)
+
+
+def test_save_restore_keeps_a_hot_added_disk_and_nic(kvm, vms, tmp, netns):
+    """A disk and a NIC (at a slot of the caller's choice) hot-added, the
+    VM saved and restored: the restored kvmm has them at the same slots
+    under the same ids, the guest reads the disk on the queue it had
+    and answers on the NIC, and both go back at device-del with
+    device-deleted from the restored kvmm."""
+    add_tap(netns, "hs0", "10.0.9.1/24")
+    disk = make_disk(tmp, "hot.img")
+    sock = os.path.join(tmp, "a.sock")
+    cmdline = HOTPLUG + " kvmmtest.net0.ip=10.0.9.15 kvmmtest.net.serve=240"
+    g = start(vms, ["ip", "netns", "exec", netns] +
+              kvmm_argv(cmdline, 1, "256M", ["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    api = Api(sock)
+    r = api.call("device-add", {"type": "blk", "id": "hd1", "path": disk, "serial": "hot1"})
+    assert r["return"] == {"id": "hd1", "slot": 1}, r
+    g.wait_for(r"KVMMTEST pass virtio-blk-read dev=blk0")
+    assert int(by_dev(g, "pass", "virtio-blk-read")["blk0"]["crc32"], 16) == crc_of(disk)
+    r = api.call("device-add", {"type": "net", "id": "nic1", "tap": "hs0", "slot": 5,
+                                "mac": "52:54:00:12:34:99"})
+    assert r["return"] == {"id": "nic1", "slot": 5}, r
+    g.wait_for(r"KVMMTEST pass hotplug-add slot=5 dev=net0 vendor=1af4 device=1041")
+    g.wait_for(r"KVMMTEST event virtio-net-ready nics=1", timeout=60)
+    state = os.path.join(tmp, "vm.state")
+    save_and_quit(api, g, state)
+    api.close()
+
+    sock2 = os.path.join(tmp, "b.sock")
+    h = start(vms, ["ip", "netns", "exec", netns, KVMM, "--restore", state,
+                    "--api-socket", sock2])
+    api = Api(sock2)
+    try:
+        assert api.call("query-devices")["return"] == [
+            {"id": "hd1", "type": "blk", "slot": 1, "path": disk, "state": "plugged"},
+            {"id": "nic1", "type": "net", "slot": 5, "tap": "hs0", "state": "plugged"}]
+        st = api.call("query-net-stats")["return"]
+        assert len(st) == 1 and st[0]["mac"] == "52:54:00:12:34:99", st
+        # The guest's NIC driver goes on serving in the new process.
+        r = probe(netns, "10.0.9.15", 7)
+        assert r["ping"] == 3 and r["udp"] == r["udp_sent"] and r["quit"] == 1, r
+        assert api.call("query-net-stats")["return"][0]["rx_packets"] > 0
+        assert "return" in api.call("device-del", {"id": "hd1"})
+        assert reread_crc(h, 1) == crc_of(disk)
+        assert api.wait_event("device-deleted", timeout=60, id="hd1")["data"]["slot"] == 1
+        assert "return" in api.call("device-del", {"id": "nic1"})
+        assert api.wait_event("device-deleted", timeout=60, id="nic1")["data"]["slot"] == 5
+        h.wait_for(r"KVMMTEST pass hotplug added=2 removed=2", timeout=60)
+        assert api.call("query-devices")["return"] == []
+        assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
+        power_off(h, api)
+    finally:
+        api.close()
+
+
+def test_save_restore_keeps_a_hot_added_vcpu(kvm, vms, tmp):
+    """A vCPU hot-added and started by the guest, the VM saved and
+    restored: the restored kvmm has it (and its thread), and the guest
+    stops and ejects it at cpu-del, cpu-deleted from the restored kvmm."""
+    sock = os.path.join(tmp, "a.sock")
+    cmdline = ("kvmmtest.cpuhp=120 kvmmtest.cpuhp.adds=1 kvmmtest.cpuhp.removals=1 "
+               "kvmmtest.action=wait")
+    g = start(vms, kvmm_argv(cmdline, 1, "256M", ["--max-cpus", "3", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event cpuhp-ready online=1")
+    api = Api(sock)
+    assert api.call("cpu-add", {"id": 2})["return"] == {}
+    g.wait_for(r"KVMMTEST pass cpu-work apic_id=2 ", timeout=60)
+    state = os.path.join(tmp, "vm.state")
+    save_and_quit(api, g, state)
+    api.close()
+    with open(state, "rb") as f:
+        head = f.read(1 << 16)
+    assert b'"vcpus_present":[0,2]' in head
+
+    sock2 = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", state, "--api-socket", sock2])
+    api = Api(sock2)
+    try:
+        assert api.call("query-cpus")["return"] == [
+            {"id": 0, "apic_id": 0, "state": "present"},
+            {"id": 2, "apic_id": 2, "state": "present"}]
+        assert api.call("query-status")["return"]["vcpus"] == 2
+        assert {"vcpu0", "vcpu2"} <= threads(h.proc.pid).keys()
+        assert "vcpu1" not in threads(h.proc.pid)
+        assert api.call("cpu-del", {"id": 2})["return"] == {}
+        api.wait_event("cpu-deleted", timeout=60, id=2)
+        h.wait_for(r"KVMMTEST pass cpuhp added=1 removed=1 online=1", timeout=60)
+        assert checks(h, "pass", "cpu-offline") == [{"apic_id": "2", "online": "1"}]
+        assert api.call("query-status")["return"]["vcpus"] == 1
+        # The slot that was never used is still free to add.
+        assert api.call("cpu-add", {"id": 1})["return"] == {}
+        assert api.call("query-status")["return"]["vcpus"] == 2
+        power_off(h, api)
+    finally:
+        api.close()
+
+
+def test_live_migration_carries_a_hot_added_disk_and_the_cpu_hotplug_state(kvm, vms, tmp):
+    """A disk hot-added on the source of a live migration, on a VM with
+    vCPU hotplug: the destination has it at its slot, the guest reads it
+    and ejects it there; then a vCPU added on the destination is started
+    by the guest."""
+    disk = make_disk(tmp, "hot.img")
+    sock = os.path.join(tmp, "src.sock")
+    cmdline = ("kvmmtest.hotplug=240 kvmmtest.hotplug.removals=1 kvmmtest.hotplug.reread=1 "
+               "kvmmtest.cpuhp=120 kvmmtest.cpuhp.adds=1 kvmmtest.action=wait")
+    g = start(vms, kvmm_argv(cmdline, 1, "256M", ["--max-cpus", "2", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    api = Api(sock)
+    r = api.call("device-add", {"type": "blk", "id": "hd1", "path": disk, "slot": 7})
+    assert r["return"] == {"id": "hd1", "slot": 7}, r
+    g.wait_for(r"KVMMTEST pass virtio-blk-read dev=blk0")
+
+    uri = "unix:" + os.path.join(tmp, "mig.sock")
+    dsock = os.path.join(tmp, "dst.sock")
+    h = start(vms, [KVMM, "--incoming", uri, "--api-socket", dsock])
+    wait_listening(uri[5:], h)
+    assert api.call("migrate", {"uri": uri}).get("return") == {}
+    ev = api.wait_event("migration-status", timeout=120, status="completed")
+    assert ev["data"]["status"] == "completed"
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    api.close()
+
+    api = Api(dsock)
+    try:
+        assert api.call("query-devices")["return"] == [
+            {"id": "hd1", "type": "blk", "slot": 7, "path": disk, "state": "plugged"}]
+        assert "return" in api.call("device-del", {"id": "hd1"})
+        assert reread_crc(h, 7) == crc_of(disk)
+        api.wait_event("device-deleted", timeout=60, id="hd1")
+        h.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)
+        h.wait_for(r"KVMMTEST event cpuhp-ready online=1", timeout=60)
+        assert api.call("cpu-add", {"id": 1})["return"] == {}
+        h.wait_for(r"KVMMTEST pass cpu-work apic_id=1 ", timeout=60)
+        h.wait_for(r"KVMMTEST pass cpuhp added=1 removed=0 online=2", timeout=60)
+        power_off(h, api)
+    finally:
+        api.close()
+
+
+def test_restore_refuses_a_moved_or_missing_hot_added_device(kvm, vms, tmp):
+    """The stream's hot-added devices are what the guest knows: a restore
+    may give a disk another image, not another slot or id, nor drop it."""
+    disk = make_disk(tmp, "hot.img")
+    sock = os.path.join(tmp, "a.sock")
+    g = start(vms, kvmm_argv(HOTPLUG, 1, "256M", ["--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    api = Api(sock)
+    r = api.call("device-add", {"type": "blk", "id": "hd1", "path": disk, "slot": 3})
+    assert r["return"] == {"id": "hd1", "slot": 3}, r
+    g.wait_for(r"KVMMTEST pass virtio-blk-read dev=blk0")
+    state = os.path.join(tmp, "vm.state")
+    save_and_quit(api, g, state)
+    api.close()
+
+    def restore_with(hotplug):
+        cfg = os.path.join(tmp, "over.json")
+        with open(cfg, "w") as f:
+            json.dump({"hotplug": hotplug}, f)
+        p = subprocess.run([KVMM, "--restore", state, "--config", cfg],
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stderr
+
+    for over, msg in [
+            ([{"type": "blk", "id": "hd1", "slot": 4, "path": disk}], "cannot move or change it"),
+            ([{"type": "blk", "id": "hd2", "slot": 3, "path": disk}], "cannot move or change it"),
+            ([], "has 1 hot-added devices, not 0"),
+            ([{"type": "blk", "id": "hd1", "slot": 3, "path": disk, "readonly": True}],
+             "only its path or tap may change")]:
+        rc, err = restore_with(over)
+        assert rc != 0 and msg in err, (over, err)
+        assert "KVMMTEST" not in err
+    # Another image for the same device is the host's to choose.
+    moved = os.path.join(tmp, "moved.img")
+    subprocess.run(["cp", disk, moved], check=True)
+    cfg = os.path.join(tmp, "over.json")
+    with open(cfg, "w") as f:
+        json.dump({"hotplug": [{"type": "blk", "id": "hd1", "slot": 3, "path": moved}]}, f)
+    sock2 = os.path.join(tmp, "b.sock")
+    h = start(vms, [KVMM, "--restore", state, "--config", cfg, "--api-socket", sock2])
+    api = Api(sock2)
+    try:
+        assert api.call("query-devices")["return"][0]["path"] == moved
+        assert "return" in api.call("device-del", {"id": "hd1"})
+        assert reread_crc(h, 3) == crc_of(disk)
+        api.wait_event("device-deleted", timeout=60, id="hd1")
+        assert api.call("quit")["return"] == {}
+        assert h.wait_exit() == 0
+    finally:
+        api.close()
