@@ -111,8 +111,13 @@ def test_save_restore_keeps_a_hot_added_vcpu(kvm, vms, tmp):
         head = f.read(1 << 16)
     assert b'"vcpus_present":[0,2]' in head
 
+    # --cpus of a restore is the count the VM has now (libvirt's current
+    # vCPUs), not the boot count: 2 fits, 3 does not.
+    p = subprocess.run([KVMM, "--restore", state, "--cpus", "3"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "the stream's VM has 1 vCPUs, not 3" in p.stderr, p.stderr
     sock2 = os.path.join(tmp, "b.sock")
-    h = start(vms, [KVMM, "--restore", state, "--api-socket", sock2])
+    h = start(vms, [KVMM, "--restore", state, "--cpus", "2", "--api-socket", sock2])
     api = Api(sock2)
     try:
         assert api.call("query-cpus")["return"] == [
@@ -180,7 +185,8 @@ def test_live_migration_carries_a_hot_added_disk_and_the_cpu_hotplug_state(kvm, 
 
 def test_restore_refuses_a_moved_or_missing_hot_added_device(kvm, vms, tmp):
     """The stream's hot-added devices are what the guest knows: a restore
-    may give a disk another image, not another slot or id, nor drop it."""
+    may give a disk another image and id, not another slot or type, nor
+    drop it."""
     disk = make_disk(tmp, "hot.img")
     sock = os.path.join(tmp, "a.sock")
     g = start(vms, kvmm_argv(HOTPLUG, 1, "256M", ["--api-socket", sock]))
@@ -193,37 +199,49 @@ def test_restore_refuses_a_moved_or_missing_hot_added_device(kvm, vms, tmp):
     save_and_quit(api, g, state)
     api.close()
 
-    def restore_with(hotplug):
+    def restore_over(over):
         cfg = os.path.join(tmp, "over.json")
         with open(cfg, "w") as f:
-            json.dump({"hotplug": hotplug}, f)
+            json.dump(over, f)
         p = subprocess.run([KVMM, "--restore", state, "--config", cfg],
                            capture_output=True, text=True, timeout=60)
         return p.returncode, p.stderr
 
+    def restore_with(hotplug):
+        return restore_over({"hotplug": hotplug})
+
+    def restore_with_disks(disks):
+        return restore_over({"disks": disks})
+
     for over, msg in [
             ([{"type": "blk", "id": "hd1", "slot": 4, "path": disk}], "cannot move or change it"),
-            ([{"type": "blk", "id": "hd2", "slot": 3, "path": disk}], "cannot move or change it"),
+            ([{"type": "net", "id": "hd1", "slot": 3, "tap": "x0"}], "cannot move or change it"),
             ([], "has 1 hot-added devices, not 0"),
             ([{"type": "blk", "id": "hd1", "slot": 3, "path": disk, "readonly": True}],
              "only its path or tap may change")]:
         rc, err = restore_with(over)
         assert rc != 0 and msg in err, (over, err)
         assert "KVMMTEST" not in err
-    # Another image for the same device is the host's to choose.
+    # A disk given past the stream's own (it has none) is the hot-added
+    # one's host side, as virtkvmmd gives it: another image, another id
+    # (only kvmm's name for it) are the host's to choose.
     moved = os.path.join(tmp, "moved.img")
     subprocess.run(["cp", disk, moved], check=True)
+    rc, err = restore_with_disks([{"path": moved, "id": "x"}, {"path": disk}])
+    assert rc != 0 and "has 0 disks and 1 hot-added ones: give 0, or 1" in err, err
     cfg = os.path.join(tmp, "over.json")
     with open(cfg, "w") as f:
-        json.dump({"hotplug": [{"type": "blk", "id": "hd1", "slot": 3, "path": moved}]}, f)
+        json.dump({"disks": [{"path": moved, "id": "virtio-disk1"}]}, f)
     sock2 = os.path.join(tmp, "b.sock")
     h = start(vms, [KVMM, "--restore", state, "--config", cfg, "--api-socket", sock2])
     api = Api(sock2)
     try:
-        assert api.call("query-devices")["return"][0]["path"] == moved
-        assert "return" in api.call("device-del", {"id": "hd1"})
+        assert api.call("query-devices")["return"] == [
+            {"id": "virtio-disk1", "type": "blk", "slot": 3, "path": moved, "state": "plugged"}]
+        assert api.call("query-block-stats")["return"][0]["path"] == moved
+        assert "return" in api.call("device-del", {"id": "virtio-disk1"})
         assert reread_crc(h, 3) == crc_of(disk)
-        api.wait_event("device-deleted", timeout=60, id="hd1")
+        api.wait_event("device-deleted", timeout=60, id="virtio-disk1")
         assert api.call("quit")["return"] == {}
         assert h.wait_exit() == 0
     finally:

@@ -782,10 +782,11 @@ int migration_check_config(const struct vm_config *s, const struct vm_config *c,
 	for (i = 0; i < c->nhotplug; i++) {
 		const struct hotplug_config *a = &s->hotplug[i], *b = &c->hotplug[i];
 
-		if (a->type != b->type || a->slot != b->slot || strcmp(a->id, b->id)) {
-			ERR("hot-added device %u is %s %s in slot %u in the stream, not %s %s in slot %u: a restore cannot move or change it",
-			    i, a->type == HOTPLUG_BLK ? "blk" : "net", a->id, a->slot,
-			    b->type == HOTPLUG_BLK ? "blk" : "net", b->id, b->slot);
+		/* The id is only kvmm's name for it: the host's to change. */
+		if (a->type != b->type || a->slot != b->slot) {
+			ERR("hot-added device %u is a %s in slot %u in the stream, not a %s in slot %u: a restore cannot move or change it",
+			    i, a->type == HOTPLUG_BLK ? "disk" : "NIC", a->slot,
+			    b->type == HOTPLUG_BLK ? "disk" : "NIC", b->slot);
 			return -EINVAL;
 		}
 		if (a->type == HOTPLUG_BLK ?
