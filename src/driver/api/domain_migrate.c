@@ -399,7 +399,7 @@ static int live_out(struct domain_obj *obj, int fd, uint64_t bandwidth, unsigned
 	p.max_downtime_ms = MAX(downtime, 1);
 	p.bandwidth_mibps = live_bandwidth(bandwidth ? bandwidth : speed);
 	p.auto_converge = flags & VIR_MIGRATE_AUTO_CONVERGE;
-	if (process_check_streamable(path) < 0 || monitor_migrate(path, fd, &p) < 0)
+	if (monitor_migrate(path, fd, &p) < 0)
 		return -1;
 	ctx.obj = obj;
 	ctx.path = path;

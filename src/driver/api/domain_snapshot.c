@@ -852,11 +852,8 @@ static int save_memory(const char *api, const char *file, bool was_running)
 {
 	g_autofree char *tmp = g_strdup_printf("%s.new", file);
 	const char *failed = NULL;
-	int fd, err;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600), err;
 
-	if (process_check_streamable(api) < 0)
-		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		drv_error_report(VIR_ERR_OPERATION_FAILED, "cannot create the memory file '%s': %s",
 				 tmp, g_strerror(errno));

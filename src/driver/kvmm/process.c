@@ -733,6 +733,8 @@ static int check_sources(const struct domain_def *def)
  * the stream kvmm reads from INFD, an incoming migration's connection:
  * paused (migration), event STARTED/MIGRATED; kvmm answers once it has
  * read it all. */
+static void set_live_vcpus_locked(struct domain_obj *obj, unsigned n);
+
 static int start_run(struct domain_obj *obj, bool paused, const char *restore, int infd,
 		     bool snapshot)
 {
@@ -844,6 +846,12 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	g_mutex_lock(&obj->lock);
 	rt.taps = r->taps.names;
 	rt.tap_fds = tapnums;
+	/* A saved VM's hot-added devices get their aliases as kvmm ids
+	 * (detach names them so); the run's aliases come first then. */
+	if (restore) {
+		domain_def_assign_aliases(obj->def);
+		rt.ids = true;
+	}
 	conf = vmconfig_from_def(obj->def, &rt);
 	if (conf) {
 		nics_show(obj->def, &r->taps);
@@ -899,6 +907,10 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	obj->id = obj->def->id = id;
 	obj->run = r;
 	r->obj = obj;
+	/* A restored VM has the vCPUs its stream had (hot-added ones too):
+	 * kvmm's count is the live one. */
+	if (restore && ks.vcpus && ks.vcpus <= obj->def->vcpus)
+		set_live_vcpus_locked(obj, ks.vcpus);
 	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
@@ -1030,40 +1042,11 @@ int process_destroy_for_snapshot(struct domain_obj *obj)
 	return stop_run(obj, false, false, false);
 }
 
-int process_check_streamable(const char *api)
-{
-	g_autofree struct kvmm_hot_device *devs = NULL;
-	struct kvmm_status st;
-	size_t n = 0;
-	bool cpu_hotplug;
-
-	if (monitor_query_devices(api, &devs, &n) < 0)
-		return -1;
-	if (n) {
-		drv_error_report(VIR_ERR_OPERATION_FAILED,
-				 "device %s was hot-added; virtkvmmd does not carry hot-added devices through a save or migration yet: detach it first",
-				 devs[0].id);
-		return -1;
-	}
-	if (monitor_query_status(api, &st) < 0)
-		return -1;
-	cpu_hotplug = st.cpu_hotplug;
-	kvmm_status_clear(&st);
-	if (cpu_hotplug) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "virtkvmmd does not carry a domain with vCPU hotplug (<vcpu current='N'> below its maximum) through a save or migration yet");
-		return -1;
-	}
-	return 0;
-}
-
 int process_save_stream(struct domain_obj *obj, int fd)
 {
 	g_autofree char *path = process_api_path(obj);
 
-	if (!path || process_check_streamable(path) < 0)
-		return -1;
-	return monitor_save(path, fd);
+	return path ? monitor_save(path, fd) : -1;
 }
 
 int process_save_finish(struct domain_obj *obj)
@@ -1102,7 +1085,7 @@ int process_migrate_out(struct domain_obj *obj, int fd)
 {
 	g_autofree char *path = process_api_path(obj);
 
-	if (!path || process_check_streamable(path) < 0 || monitor_save(path, fd) < 0)
+	if (!path || monitor_save(path, fd) < 0)
 		return -1;
 	process_migrated_paused(obj);
 	return 0;

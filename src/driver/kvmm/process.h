@@ -55,9 +55,6 @@ int process_restore(struct domain_obj *obj, const char *file, bool paused);
  * off (saved), event STOPPED/SAVED; or process_save_abandon, when what
  * kvmm wrote could not be kept: the VM resumed unless the domain is
  * paused (a failure there is only logged). */
-/* Refuses (libvirt error, -1) a run whose state kvmm's stream carries
- * but the daemon cannot restore yet: hot-added devices, vCPU hotplug. */
-int process_check_streamable(const char *api);
 int process_save_stream(struct domain_obj *obj, int fd);
 int process_save_finish(struct domain_obj *obj);
 void process_save_abandon(struct domain_obj *obj);
