@@ -120,3 +120,28 @@ def test_managedsave_keeps_a_hot_added_vcpu(daemon, kvm):
     assert "KVMMTEST fail" not in serial(d.root, "vc")
     dom.destroy()
     conn.close()
+
+
+def test_snapshot_of_a_guest_with_a_hot_added_disk_is_refused(daemon, kvm):
+    """A running snapshot after an attach: the domain's definition for
+    its next start differs from the run's, which a snapshot refuses in
+    libvirt's words, leaving the guest running with its disk."""
+    d = daemon
+    conn = libvirt.open(d.uri())
+    img = make_disk(os.path.join(d.root, "hot.img"))
+    cmdline = " kvmmtest.hotplug=240 kvmmtest.smp=off"
+    dom = conn.defineXML(guest_xml(d.root, "sh", extra_cmdline=cmdline))
+    dom.create()
+    record(d, "sh", r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    r = virsh(d.uri(), "attach-disk", "sh", img, "vdb", "--persistent")
+    assert r.returncode == 0, r.stderr
+    guest_read(d, "sh", img)
+    r = virsh(d.uri(), "snapshot-create-as", "sh", "s1")
+    assert r.returncode != 0 and "a new definition waiting for its next start" in r.stderr, r.stderr
+    assert dom.state()[0] == L.VIR_DOMAIN_RUNNING
+    assert dom.snapshotNum() == 0
+    api = api_of(d, dom)
+    assert [x["id"] for x in api.call("query-devices")["return"]] == ["virtio-disk1"]
+    api.close()
+    dom.destroy()
+    conn.close()
