@@ -940,6 +940,13 @@ static struct json_object *cmd_device_del(struct api *api, struct json_object *a
 		*err = "device-del takes {\"id\": the id given to device-add}";
 		return NULL;
 	}
+	/* As QEMU's: the guest's eject would change the device list the
+	 * migration's stream began with. */
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: devices cannot be removed until it ends";
+		return NULL;
+	}
 	rc = pci_hotplug_del(api->vm, json_object_get_string(iv), msg, sizeof(msg));
 	if (rc) {
 		*code = hotplug_code(rc);
@@ -1028,6 +1035,11 @@ static struct json_object *cmd_cpu_del(struct api *api, struct json_object *args
 
 	if (cpu_id_arg(args, "cpu-del", &id, code, err))
 		return NULL;
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: vCPUs cannot be removed until it ends";
+		return NULL;
+	}
 	rc = cpu_hotplug_del(api->vm, id, msg, sizeof(msg));
 	if (rc) {
 		*code = hotplug_code(rc);

@@ -6,6 +6,7 @@ gives them back when asked.  Then a restore whose configuration moves a
 hot-added device is refused."""
 import json
 import os
+import socket
 import subprocess
 
 from kvmmtest import Api, KVMM, kvmm_argv, start
@@ -246,3 +247,42 @@ def test_restore_refuses_a_moved_or_missing_hot_added_device(kvm, vms, tmp):
         assert h.wait_exit() == 0
     finally:
         api.close()
+
+
+def test_hotplug_waits_while_a_migration_runs(kvm, vms, tmp):
+    """While a migration's stream is under way its device and vCPU lists
+    stay as they began: adds and removals are refused (InvalidState, as
+    QEMU's device_del); once it is cancelled they work again."""
+    disk = make_disk(tmp, "hot.img")
+    sock = os.path.join(tmp, "src.sock")
+    g = start(vms, kvmm_argv(HOTPLUG.replace("removals=2", "removals=1"), 1, "256M",
+                             ["--max-cpus", "2", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    api = Api(sock)
+    assert api.call("device-add", {"type": "blk", "id": "hd1", "path": disk})["return"]["slot"] == 1
+    g.wait_for(r"KVMMTEST pass virtio-blk-read dev=blk0")
+    # A destination that accepts and never reads: the copy blocks.
+    where = os.path.join(tmp, "stuck.sock")
+    lst = socket.socket(socket.AF_UNIX)
+    lst.bind(where)
+    lst.listen(1)
+    try:
+        r = api.call("migrate", {"uri": "unix:" + where, "bandwidth-mibps": 1})
+        assert r.get("return") == {}, r
+        assert api.wait_event("migration-status")["data"]["status"] == "active"
+        for cmd, args in (("device-del", {"id": "hd1"}), ("cpu-add", {"id": 1}),
+                          ("cpu-del", {"id": 0}),
+                          ("device-add", {"type": "blk", "id": "hd2", "path": disk})):
+            e = api.call(cmd, args)["error"]
+            assert e["code"] == "InvalidState" and "a migration is running" in e["message"], (cmd, e)
+        assert api.call("migrate-cancel")["return"] == {}
+        assert api.wait_event("migration-status", timeout=60)["data"]["status"] == "cancelled"
+    finally:
+        lst.close()
+    assert api.call("cpu-add", {"id": 1})["return"] == {}
+    assert "return" in api.call("device-del", {"id": "hd1"})
+    assert reread_crc(g, 1) == crc_of(disk)
+    api.wait_event("device-deleted", timeout=60, id="hd1")
+    g.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)
+    power_off(g, api)
+    api.close()

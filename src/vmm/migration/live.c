@@ -347,10 +347,13 @@ static void finish(struct live *l, enum live_status st, const char *why)
 	if (st == LIVE_FAILED)
 		pr_warn("migration failed: %s", why);
 	emit(l);
-	/* The guest's ejects waited for the migration's end (a completed
-	 * one's destination has them in the stream too). */
-	pci_hotplug_kick(l->vm);
-	cpu_hotplug_kick(l->vm);
+	/* The guest's ejects waited for the migration's end; a completed
+	 * one's destination acts on them (they are in the stream), and
+	 * this VM, paused, is only to be quit. */
+	if (st != LIVE_COMPLETED) {
+		pci_hotplug_kick(l->vm);
+		cpu_hotplug_kick(l->vm);
+	}
 }
 
 static void switchover(struct live *l)
