@@ -56,7 +56,10 @@ static int fold_hot(struct json_object *base, struct json_object *stream,
 			json_object_get(newid);
 			json_object_object_del(item, "id");
 		}
-		if (i < ncold || !given(overrides, key) || given(overrides, "hotplug") || n == ncold) {
+		/* Not a hot-added device's: kept where it is (a count that
+		 * fits nothing is the configuration check's to refuse). */
+		if (i < ncold || !given(overrides, key) || given(overrides, "hotplug") || !nhot ||
+		    n != ncold + nhot) {
 			json_object_put(newid);
 			json_object_array_add(kept, json_object_get(item));
 			continue;
