@@ -133,8 +133,11 @@ int migration_restore_config(struct restore *rs, struct json_object *overrides,
 		else
 			json_object_object_add(base, key, json_object_get(val));
 	}
-	/* The hot-added devices' host side given with the others. */
-	if (!json_object_object_get_ex(base, "hotplug", &hot))
+	/* The hot-added devices' host side given with the others.  GUEST:
+	 * the stream's entries are only matched up here; the parse below
+	 * checks them. */
+	if (!json_object_object_get_ex(base, "hotplug", &hot) ||
+	    !json_object_is_type(hot, json_type_array))
 		hot = NULL;
 	if (fold_hot(base, alone, overrides, "disks", "blk", hot, err, errlen) ||
 	    fold_hot(base, alone, overrides, "nets", "net", hot, err, errlen)) {

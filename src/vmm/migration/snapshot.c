@@ -547,9 +547,8 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 {
 	struct stream_writer w;
 	uint64_t t0 = now_ns(), pages = 0;
-	int r;
-
 	char *config = migration_stream_config(vm);
+	int r;
 
 	if (!config) {
 		ERR("out of memory for the stream's configuration");
