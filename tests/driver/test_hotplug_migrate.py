@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import libvirt
+import pytest
 
 import netns as netns_lib
 from drvtest import virsh
@@ -25,7 +26,21 @@ def record(shared, pattern, what):
     return wait_record(lambda: serial(shared, "hm"), pattern, what, timeout=60)
 
 
-def test_live_migration_carries_hot_added_devices_and_vcpus(hosts):
+@pytest.fixture(params=[False, True], ids=["plain", "sandboxed"])
+def confined(request, monkeypatch, tls_dst_conf):  # noqa: F811
+    """Both daemons plain, or with sandbox = 1 (kvmm confined at both
+    ends: the destination opens the hot-added disk before it confines
+    itself, and gets every tap as a descriptor)."""
+    if request.param:
+        # As test_migrate's sandboxed: the source's by conftest's
+        # force_sandbox, the destination's in its own --config.
+        monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
+        with open(tls_dst_conf, "a") as f:
+            f.write("sandbox = 1\n")
+    return request.param
+
+
+def test_live_migration_carries_hot_added_devices_and_vcpus(confined, hosts):
     src, dst, shared = hosts
     # The same bridge on both hosts, as the NIC's <source bridge=> needs.
     for ns in (src.ns, dst.ns):
@@ -57,6 +72,8 @@ def test_live_migration_carries_hot_added_devices_and_vcpus(hosts):
     assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
     ddom = dst.conn.lookupByName("hm")
     assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
+    with open(f"/proc/{dst.d.guests()[0]}/cmdline", "rb") as f:
+        assert (b"--sandbox" in f.read().split(b"\0")) == confined
     assert src.d.guests() == []
     live = ddom.XMLDesc(0)
     assert f"<source file='{img}'" in live and f"<mac address='{mac}'/>" in live, live
