@@ -1,4 +1,4 @@
-"""virsh migrate --live of a guest given a disk, a NIC and a vCPU while
+"""virsh migrate (--live, and stopped) of a guest given a disk, a NIC and a vCPU while
 it ran, between the two test daemons of test_migrate.py (docs/virtkvmmd.md):
 on the destination the devices are at the slots the guest knows, the
 guest answers on the NIC and reads the disk, and detach there gives each
@@ -26,12 +26,14 @@ def record(shared, pattern, what):
     return wait_record(lambda: serial(shared, "hm"), pattern, what, timeout=60)
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "sandboxed"])
-def confined(request, monkeypatch, tls_dst_conf):  # noqa: F811
-    """Both daemons plain, or with sandbox = 1 (kvmm confined at both
-    ends: the destination opens the hot-added disk before it confines
-    itself, and gets every tap as a descriptor)."""
-    if request.param:
+@pytest.fixture(params=[("--live", False), ("--live", True), (None, False)],
+                ids=["live", "live-sandboxed", "stopped"])
+def mode(request, monkeypatch, tls_dst_conf):  # noqa: F811
+    """(the migration's flag, whether both daemons have sandbox = 1: kvmm
+    confined at both ends, the destination opening the hot-added disk
+    before it confines itself and getting every tap as a descriptor)."""
+    flag, confined = request.param
+    if confined:
         # As test_migrate's sandboxed: the source's by conftest's
         # force_sandbox, the destination's in its own --config.
         monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
@@ -40,7 +42,8 @@ def confined(request, monkeypatch, tls_dst_conf):  # noqa: F811
     return request.param
 
 
-def test_live_migration_carries_hot_added_devices_and_vcpus(confined, hosts):
+def test_migration_carries_hot_added_devices_and_vcpus(mode, hosts):
+    flag, confined = mode
     src, dst, shared = hosts
     # The same bridge on both hosts, as the NIC's <source bridge=> needs.
     for ns in (src.ns, dst.ns):
@@ -68,7 +71,7 @@ def test_live_migration_carries_hot_added_devices_and_vcpus(confined, hosts):
     api.close()
     assert sorted(slots) == ["net0", "virtio-disk1"], slots
 
-    r = migrate(src, dst, "hm", "--live")
+    r = migrate(src, dst, "hm", *([flag] if flag else []))
     assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
     ddom = dst.conn.lookupByName("hm")
     assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
