@@ -848,7 +848,7 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	rt.tap_fds = tapnums;
 	/* A saved VM's hot-added devices get their aliases as kvmm ids
 	 * (detach names them so); the run's aliases come first then. */
-	if (restore) {
+	if (restore || infd >= 0) {
 		domain_def_assign_aliases(obj->def);
 		rt.ids = true;
 	}
@@ -909,7 +909,7 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	r->obj = obj;
 	/* A restored VM has the vCPUs its stream had (hot-added ones too):
 	 * kvmm's count is the live one. */
-	if (restore && ks.vcpus && ks.vcpus <= obj->def->vcpus)
+	if ((restore || infd >= 0) && ks.vcpus && ks.vcpus <= obj->def->vcpus)
 		set_live_vcpus_locked(obj, ks.vcpus);
 	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
