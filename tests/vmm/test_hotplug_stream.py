@@ -7,6 +7,7 @@ hot-added device is refused."""
 import json
 import os
 import socket
+import struct
 import subprocess
 
 from kvmmtest import Api, KVMM, kvmm_argv, start
@@ -285,4 +286,80 @@ def test_hotplug_waits_while_a_migration_runs(kvm, vms, tmp):
     api.wait_event("device-deleted", timeout=60, id="hd1")
     g.wait_for(r"KVMMTEST pass hotplug added=1 removed=1", timeout=60)
     power_off(g, api)
+    api.close()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli), as the stream's sections carry it."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def with_device_record(data, name, edit):
+    """The stream DATA with the record of device NAME changed by EDIT
+    (bytearray of the record after its name, in place), its checksums
+    made right again: only kvmm's checks of the record can refuse it."""
+    out, off = bytearray(data), 16
+    while off < len(out):
+        t, i, n = struct.unpack_from("<IIQ", out, off)
+        payload = off + 24
+        if t == 7 and out[payload:payload + 32].rstrip(b"\0") == name.encode():
+            rec = bytearray(out[payload + 32:payload + n])
+            edit(rec)
+            out[payload + 32:payload + n] = rec
+            struct.pack_into("<I", out, off + 16, crc32c(out[payload:payload + n]))
+            struct.pack_into("<I", out, off + 20, crc32c(out[off:off + 20]))
+            return bytes(out)
+        off = payload + n
+    raise AssertionError(f"no {name} record")
+
+
+def test_hostile_hotplug_records_are_refused_before_the_guest_runs(kvm, vms, tmp):
+    """GUEST: the PCI and CPU hotplug records are checked like guest input:
+    an add or eject bit for a slot with no hot-added device, a vCPU
+    enabled that the VM does not have, a removal asked of the boot CPU."""
+    assert crc32c(b"123456789") == 0xE3069283
+    disk = make_disk(tmp, "hot.img")
+    sock = os.path.join(tmp, "a.sock")
+    g = start(vms, kvmm_argv(HOTPLUG, 1, "256M", ["--max-cpus", "3", "--api-socket", sock]))
+    g.wait_for(r"KVMMTEST event hotplug-ready")
+    api = Api(sock)
+    assert api.call("device-add", {"type": "blk", "id": "hd1", "path": disk})["return"]["slot"] == 1
+    g.wait_for(r"KVMMTEST pass virtio-blk-read dev=blk0")
+    state = os.path.join(tmp, "vm.state")
+    save_and_quit(api, g, state)
+    api.close()
+    data = open(state, "rb").read()
+    bad = os.path.join(tmp, "bad.state")
+
+    def up_slot_20(rec):        # version, then up, down, sel, ejected
+        struct.pack_into("<I", rec, 1, struct.unpack_from("<I", rec, 1)[0] | 1 << 20)
+
+    def eject_slot_5(rec):
+        struct.pack_into("<I", rec, 13, 1 << 5)
+
+    def enable_vcpu_2(rec):     # version, 24-byte header, a flag byte per vCPU
+        rec[1 + 24 + 2] = 1
+
+    def ask_back_vcpu_0(rec):
+        rec[1 + 24 + 0] |= 8
+
+    for name, edit in (("pci-hotplug", up_slot_20), ("pci-hotplug", eject_slot_5),
+                       ("cpu-hotplug", enable_vcpu_2), ("cpu-hotplug", ask_back_vcpu_0)):
+        with open(bad, "wb") as f:
+            f.write(with_device_record(data, name, edit))
+        p = subprocess.run([KVMM, "--restore", bad], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1 and f"({name}) refused its state from the stream" in p.stderr, \
+            (edit.__name__, p.stderr)
+        assert "KVMMTEST" not in p.stdout
+    # The same stream untouched restores (the refusals were the edits).
+    h = start(vms, [KVMM, "--restore", state, "--api-socket", sock])
+    api = Api(sock)
+    assert [d["id"] for d in api.call("query-devices")["return"]] == ["hd1"]
+    assert api.call("quit")["return"] == {}
+    assert h.wait_exit() == 0
     api.close()
