@@ -728,13 +728,13 @@ static int check_sources(const struct domain_def *def)
 	return 0;
 }
 
+static void set_live_vcpus_locked(struct domain_obj *obj, unsigned n);
+
 /* Starts OBJ, booting it or (RESTORE) continuing the VM saved in that
  * state stream (SNAPSHOT: a snapshot's, reverted to), or (INFD >= 0) in
  * the stream kvmm reads from INFD, an incoming migration's connection:
  * paused (migration), event STARTED/MIGRATED; kvmm answers once it has
  * read it all. */
-static void set_live_vcpus_locked(struct domain_obj *obj, unsigned n);
-
 static int start_run(struct domain_obj *obj, bool paused, const char *restore, int infd,
 		     bool snapshot)
 {
