@@ -889,7 +889,7 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 				d.fd = api_take_fd(api, fdname);
 				d.has_fd = true;
 			}
-			rc = pci_hotplug_add_blk(api->vm, id, slot, &d, &got, msg, sizeof(msg));
+			rc = pci_hotplug_add_blk(api->vm, id, slot, &d, opts, false, &got, msg, sizeof(msg));
 		}
 	} else if (!strcmp(type, "net")) {
 		struct net_config n;
@@ -911,7 +911,7 @@ static struct json_object *cmd_device_add(struct api *api, struct json_object *a
 			}
 			rc = config_net_parse(opts, &n, api->vm->cfg->nnets, msg, sizeof(msg));
 			if (!rc)
-				rc = pci_hotplug_add_net(api->vm, id, slot, &n, &got, msg, sizeof(msg));
+				rc = pci_hotplug_add_net(api->vm, id, slot, &n, opts, false, &got, msg, sizeof(msg));
 			else if (fd >= 0)
 				close(fd);
 		}
@@ -944,6 +944,13 @@ static struct json_object *cmd_device_del(struct api *api, struct json_object *a
 	    !json_object_is_type(iv, json_type_string)) {
 		*code = "InvalidArgument";
 		*err = "device-del takes {\"id\": the id given to device-add}";
+		return NULL;
+	}
+	/* As QEMU's: the guest's eject would change the device list the
+	 * migration's stream began with. */
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: devices cannot be removed until it ends";
 		return NULL;
 	}
 	rc = pci_hotplug_del(api->vm, json_object_get_string(iv), msg, sizeof(msg));
@@ -1008,6 +1015,12 @@ static struct json_object *cmd_cpu_add(struct api *api, struct json_object *args
 
 	if (cpu_id_arg(args, "cpu-add", &id, code, err))
 		return NULL;
+	/* The stream under way lists the vCPUs the migration began with. */
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: vCPUs cannot be added until it ends";
+		return NULL;
+	}
 	rc = cpu_hotplug_add(api->vm, id, msg, sizeof(msg));
 	if (rc) {
 		*code = hotplug_code(rc);
@@ -1028,6 +1041,11 @@ static struct json_object *cmd_cpu_del(struct api *api, struct json_object *args
 
 	if (cpu_id_arg(args, "cpu-del", &id, code, err))
 		return NULL;
+	if (live_migrate_active(api->vm)) {
+		*code = "InvalidState";
+		*err = "a migration is running: vCPUs cannot be removed until it ends";
+		return NULL;
+	}
 	rc = cpu_hotplug_del(api->vm, id, msg, sizeof(msg));
 	if (rc) {
 		*code = hotplug_code(rc);

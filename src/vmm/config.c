@@ -769,6 +769,94 @@ static int get_nets(struct cfg_ctx *c, struct json_object *v,
 	return 0;
 }
 
+/* "hotplug": [{"type": "blk" or "net", "id", "slot", the device's keys}],
+ * the devices a saved VM had hot-added, as the save wrote them. */
+static int get_hotplug(struct cfg_ctx *c, struct json_object *v, struct vm_config *cfg)
+{
+	size_t i, j, n;
+	int r;
+
+	if (!json_object_is_type(v, json_type_array))
+		return cfg_error(c, "hotplug must be an array of devices");
+	n = json_object_array_length(v);
+	if (n > KVMM_MAX_HOTPLUG)
+		return cfg_error(c, "%zu hot-added devices given: kvmm supports at most %d", n, KVMM_MAX_HOTPLUG);
+	for (i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(v, i), *tv, *iv, *sv, *opts;
+		struct hotplug_config *h = &cfg->hotplug[i];
+		const char *type, *id;
+		int64_t slot;
+
+		cfg->nhotplug = i + 1;
+		h->net.fd = -1;
+		if (!json_object_is_type(e, json_type_object) ||
+		    !json_object_object_get_ex(e, "type", &tv) || !json_object_is_type(tv, json_type_string) ||
+		    !json_object_object_get_ex(e, "id", &iv) || !json_object_is_type(iv, json_type_string) ||
+		    !json_object_object_get_ex(e, "slot", &sv) || !json_object_is_type(sv, json_type_int))
+			return cfg_error(c, "hotplug %zu must be {\"type\": \"blk\" or \"net\", \"id\", \"slot\", and the device's keys}", i);
+		type = json_object_get_string(tv);
+		id = json_object_get_string(iv);
+		slot = json_object_get_int64(sv);
+		if (!*id || strlen(id) >= KVMM_HOTPLUG_ID_MAX)
+			return cfg_error(c, "hotplug %zu: id must be 1 to %d characters", i, KVMM_HOTPLUG_ID_MAX - 1);
+		/* Slot 0 is the host bridge's; bus 0 has 32. */
+		if (slot < 1 || slot > 31)
+			return cfg_error(c, "hotplug %zu: slot %lld is out of range: use 1 to 31", i, (long long)slot);
+		snprintf(h->id, sizeof(h->id), "%s", id);
+		h->slot = slot;
+		for (j = 0; j < i; j++)
+			if (!strcmp(cfg->hotplug[j].id, h->id) || cfg->hotplug[j].slot == h->slot)
+				return cfg_error(c, "hotplug %zu: its id or slot is hotplug %zu's", i, j);
+		opts = json_object_new_object();
+		if (!opts)
+			return -ENOMEM;
+		json_object_object_foreach(e, key, val) {
+			if (strcmp(key, "type") && strcmp(key, "id") && strcmp(key, "slot"))
+				json_object_object_add(opts, key, json_object_get(val));
+		}
+		h->opts = opts;
+		if (!strcmp(type, "blk")) {
+			h->type = HOTPLUG_BLK;
+			r = get_disk(c, opts, &h->disk, cfg->ndisks + i);
+		} else if (!strcmp(type, "net")) {
+			h->type = HOTPLUG_NET;
+			r = get_net(c, opts, &h->net, cfg->nnets + i);
+		} else {
+			r = cfg_error(c, "hotplug %zu: type '%s' is unknown: use blk or net", i, type);
+		}
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* "vcpus_present": [ids], the vCPUs a saved VM with vCPU hotplug had. */
+static int get_present(struct cfg_ctx *c, struct json_object *v, struct vm_config *cfg)
+{
+	size_t i;
+
+	if (!json_object_is_type(v, json_type_array))
+		return cfg_error(c, "vcpus_present must be an array of vCPU ids");
+	memset(cfg->present, 0, sizeof(cfg->present));
+	for (i = 0; i < json_object_array_length(v); i++) {
+		struct json_object *e = json_object_array_get_idx(v, i);
+		int64_t id = json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
+
+		if (id < 0 || id >= VM_MAX_CPUS)
+			return cfg_error(c, "vcpus_present must hold vCPU ids 0 to %d", VM_MAX_CPUS - 1);
+		cfg->present[id / 64] |= 1ULL << (id % 64);
+	}
+	cfg->has_present = true;
+	return 0;
+}
+
+bool config_cpu_present(const struct vm_config *cfg, unsigned int id)
+{
+	if (!cfg->has_present)
+		return id < cfg->cpus;
+	return id < cfg->max_cpus && (cfg->present[id / 64] >> (id % 64) & 1);
+}
+
 const char *const smbios_group_names[SMBIOS_GROUPS] = {
 	"bios", "system", "baseboard", "chassis",
 };
@@ -953,6 +1041,10 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 			r = get_disks(&c, val, cfg);
 		else if (!strcmp(key, "nets"))
 			r = get_nets(&c, val, cfg);
+		else if (!strcmp(key, "hotplug"))
+			r = get_hotplug(&c, val, cfg);
+		else if (!strcmp(key, "vcpus_present"))
+			r = get_present(&c, val, cfg);
 		else if (!strcmp(key, "smbios"))
 			r = get_smbios(&c, val, &cfg->smbios);
 		else if (!strcmp(key, "vmcoreinfo"))
@@ -971,6 +1063,16 @@ int config_from_json(struct json_object *obj, struct vm_config *cfg,
 	if (cfg->max_cpus < cfg->cpus)
 		return cfg_error(&c, "max_cpus %u is below cpus %u: the vCPUs the guest may have with hot-added ones include those it boots with",
 				 cfg->max_cpus, cfg->cpus);
+	if (cfg->has_present) {
+		unsigned int i;
+
+		for (i = cfg->max_cpus; i < VM_MAX_CPUS; i++)
+			if (cfg->present[i / 64] >> (i % 64) & 1)
+				return cfg_error(&c, "vcpus_present names vCPU %u, past max_cpus %u", i, cfg->max_cpus);
+		/* The boot CPU is never ejected. */
+		if (!(cfg->present[0] & 1))
+			return cfg_error(&c, "vcpus_present must hold vCPU 0, the boot CPU");
+	}
 	if (!cfg->kernel)
 		return cfg_error(&c, "no kernel given: use --kernel PATH (a bzImage or an ELF vmlinux)");
 	r = check_consoles(&c, cfg);
@@ -1044,6 +1146,13 @@ void config_free(struct vm_config *cfg)
 		config_disk_free(&cfg->disks[i]);
 	for (i = 0; i < KVMM_MAX_NETS; i++)
 		free(cfg->nets[i].tap);
+	for (i = 0; i < cfg->nhotplug; i++) {
+		config_disk_free(&cfg->hotplug[i].disk);
+		if (cfg->hotplug[i].net.fd >= 0 && !cfg->hotplug[i].net.tap)
+			close(cfg->hotplug[i].net.fd);
+		config_net_free(&cfg->hotplug[i].net);
+		json_object_put(cfg->hotplug[i].opts);
+	}
 	free(cfg->name);
 	free(cfg->kernel);
 	free(cfg->initrd);

@@ -120,6 +120,24 @@ enum { SMBIOS_CHASSIS_MANUFACTURER, SMBIOS_CHASSIS_VERSION, SMBIOS_CHASSIS_SERIA
 extern const char *const smbios_group_names[SMBIOS_GROUPS];
 extern const char *const smbios_field_names[SMBIOS_GROUPS][SMBIOS_MAX_FIELDS + 1];
 
+/* "hotplug": a device a saved VM had hot-added (docs/hotplug.md), plugged
+ * again at its slot under its id before the restored guest runs, as the
+ * stream's configuration lists it; opts are the device's keys (those of
+ * device-add) for the stream of the next save. */
+#define KVMM_HOTPLUG_ID_MAX	64
+#define KVMM_MAX_HOTPLUG	(KVMM_MAX_DISKS + KVMM_MAX_NETS)
+
+enum hotplug_type { HOTPLUG_BLK, HOTPLUG_NET };
+
+struct hotplug_config {
+	enum hotplug_type type;
+	char id[KVMM_HOTPLUG_ID_MAX];
+	unsigned int slot;
+	struct disk_config disk;	/* HOTPLUG_BLK */
+	struct net_config net;		/* HOTPLUG_NET */
+	struct json_object *opts;
+};
+
 struct smbios_config {
 	bool present;			/* "smbios" given: tables are built */
 	char *fields[SMBIOS_GROUPS][SMBIOS_MAX_FIELDS];
@@ -180,6 +198,12 @@ struct vm_config {
 	unsigned int ndisks;
 	struct net_config nets[KVMM_MAX_NETS];
 	unsigned int nnets;
+	struct hotplug_config hotplug[KVMM_MAX_HOTPLUG];
+	unsigned int nhotplug;
+	/* "vcpus_present": the vCPUs a saved VM had (hot-added ones in,
+	 * ejected ones out); else 0 to cpus - 1. */
+	bool has_present;
+	uint64_t present[4];		/* bit per vCPU id below max_cpus */
 	struct smbios_config smbios;
 	/* fw_cfg's etc/vmcoreinfo: the guest kernel writes where its
 	 * VMCOREINFO note is; kvmm reports it when the guest crashes. */
@@ -201,6 +225,9 @@ int config_disk_parse(struct json_object *v, struct disk_config *d, unsigned int
 int config_net_parse(struct json_object *v, struct net_config *nc, unsigned int n,
 		     char *err, size_t errlen);
 void config_disk_free(struct disk_config *d);
+/* Whether vCPU id is there when the VM is built ("vcpus_present", else
+ * the boot set). */
+bool config_cpu_present(const struct vm_config *cfg, unsigned int id);
 void config_net_free(struct net_config *nc);
 const char *serial_mode_name(enum serial_mode mode);
 const char *disk_cache_name(enum disk_cache cache);

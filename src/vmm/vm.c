@@ -123,7 +123,7 @@ static int vm_build(struct vm *vm, struct vm_config *cfg, struct loop *loop, boo
 		return -ENOMEM;
 	for (i = 0; i < vm->ncpus; i++) {
 		vm->vcpus[i].fd = -1;
-		vm->cpu_present[i] = i < cfg->cpus;
+		vm->cpu_present[i] = config_cpu_present(cfg, i);
 	}
 	vm->request_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->request_fd < 0)

@@ -301,28 +301,6 @@ def test_failed_restore_leaves_the_domain_shut_off(daemon, conn, kvm, tmp_path):
     assert d.guests() == []
 
 
-def test_save_refused_while_a_hot_added_disk_is_plugged(daemon, conn, kvm, tmp_path):
-    from test_attach_detach import hot_xml, make_disk
-    from kvmmtest import wait_record
-    d = daemon
-    img = make_disk(os.path.join(d.root, "hot.img"))
-    dom = conn.defineXML(hot_xml(d.root))
-    dom.create()
-    wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
-    dom.attachDeviceFlags(f"<disk type='file' device='disk'><source file='{img}'/>"
-                          "<target dev='vdb' bus='virtio'/></disk>", L.VIR_DOMAIN_AFFECT_LIVE)
-    out = str(tmp_path / "h.save")
-    with pytest.raises(libvirt.libvirtError, match="was hot-added") as e:
-        dom.save(out)
-    assert e.value.get_error_code() == L.VIR_ERR_OPERATION_FAILED
-    assert dom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_BOOTED]
-    assert os.listdir(str(tmp_path)) == []
-    with pytest.raises(libvirt.libvirtError, match="was hot-added"):
-        dom.managedSave()
-    assert dom.isActive() and dom.hasManagedSaveImage() == 0
-    dom.destroy()
-
-
 def test_restored_domain_is_adopted_by_the_next_daemon(start_daemon, kvm, tmp_path):
     """A restored kvmm (started with --restore) is its domain's after a
     daemon restart, running on; the guest still ticks."""

@@ -24,6 +24,8 @@
 static struct virtio_dev hp_dev[HP_SLOTS];
 static bool rogue_added;		/* kvmmtest.hotplug.rogue=added */
 static struct pci_dev *hp_pci[HP_SLOTS];
+static int hp_index[HP_SLOTS];		/* a disk's blkN number */
+static bool reread;			/* kvmmtest.hotplug.reread */
 
 static u8 gpe_read8(u32 off)
 {
@@ -75,6 +77,7 @@ static void plug(int slot)
 	hp_pci[slot] = d;
 	kind = virtio_kind(d);
 	index = kind_index(d, kind);
+	hp_index[slot] = index;
 	memset(v, 0, sizeof(*v));
 	v->pci = d;
 	v->type = kind;
@@ -106,6 +109,18 @@ static bool unplug(int slot)
 	struct pci_dev probe = { .bus = 0, .dev = slot };
 	u64 t0;
 
+	/* kvmmtest.hotplug.reread: a disk read once more on the queue it
+	 * has used since it was added (across a save and restore, say),
+	 * its CRC for the host to compare. */
+	if (d && reread && v->type == VIRTIO_ID_BLK) {
+		u32 crc;
+		u64 irqs;
+
+		if (virtio_blk_read_crc(hp_index[slot], 0, 64, &crc, &irqs))
+			pass("hotplug-reread", "slot=%d dev=%s sectors=64 crc32=%08x", slot, v->name, crc);
+		else
+			fail("hotplug-reread", "slot=%d dev=%s read failed", slot, v->name);
+	}
 	if (d) {
 		/* Let go first: no DMA, no interrupts, no decoding. */
 		if (v->common)
@@ -164,6 +179,7 @@ void hotplug_run(void)
 		fail("hotplug", "no GPE0 block in I/O space in the FADT");
 		return;
 	}
+	reread = cmdline_option("kvmmtest.hotplug.reread", opt, sizeof(opt));
 	if (cmdline_option("kvmmtest.hotplug.rogue", opt, sizeof(opt))) {
 		if (!strcmp(opt, "added"))
 			rogue_added = true;

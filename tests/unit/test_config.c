@@ -517,3 +517,58 @@ UNIT_TEST(disk_format_and_backing_chain_parse)
 	refused("{\"kernel\":\"/k\",\"disks\":[{\"path\":\"/a\",\"format\":2}]}",
 		"disk 0: format must be a string");
 }
+
+static void cfg_refused(const char *json, const char *want)
+{
+	struct vm_config c;
+
+	CHECK(parse(json, &c) == -EINVAL);
+	CHECK_STR(err, want);
+	config_free(&c);
+}
+
+/* What a save writes of the hot-added devices and vCPUs. */
+UNIT_TEST(hotplug_and_present_vcpus_parse)
+{
+	struct vm_config c;
+
+	CHECK(parse("{\"kernel\":\"/k\",\"cpus\":1,\"max_cpus\":4,\"vcpus_present\":[0,3],"
+		    "\"hotplug\":[{\"type\":\"net\",\"id\":\"n\",\"slot\":9,\"tap\":\"t0\",\"mac\":\"52:54:00:00:00:09\"},"
+		    "{\"type\":\"blk\",\"id\":\"d\",\"slot\":2,\"path\":\"/img\",\"serial\":\"s\"}]}", &c) == 0);
+	CHECK_EQ_U64(c.nhotplug, 2);
+	CHECK(c.hotplug[0].type == HOTPLUG_NET && c.hotplug[0].slot == 9);
+	CHECK_STR(c.hotplug[0].id, "n");
+	CHECK_STR(c.hotplug[0].net.tap, "t0");
+	CHECK(c.hotplug[1].type == HOTPLUG_BLK && c.hotplug[1].slot == 2);
+	CHECK_STR(c.hotplug[1].disk.path, "/img");
+	CHECK_STR(c.hotplug[1].disk.serial, "s");
+	CHECK(c.ndisks == 0 && c.nnets == 0);
+	CHECK(config_cpu_present(&c, 0) && !config_cpu_present(&c, 1) && config_cpu_present(&c, 3));
+	config_free(&c);
+	/* Without it: the boot set. */
+	CHECK(parse("{\"kernel\":\"/k\",\"cpus\":2,\"max_cpus\":4}", &c) == 0);
+	CHECK(config_cpu_present(&c, 1) && !config_cpu_present(&c, 2));
+	config_free(&c);
+}
+
+UNIT_TEST(bad_hotplug_and_present_vcpus_are_refused)
+{
+	cfg_refused("{\"kernel\":\"/k\",\"hotplug\":{}}", "hotplug must be an array of devices");
+	cfg_refused("{\"kernel\":\"/k\",\"hotplug\":[{\"type\":\"blk\",\"id\":\"d\",\"path\":\"/i\"}]}",
+		    "hotplug 0 must be {\"type\": \"blk\" or \"net\", \"id\", \"slot\", and the device's keys}");
+	cfg_refused("{\"kernel\":\"/k\",\"hotplug\":[{\"type\":\"blk\",\"id\":\"d\",\"slot\":32,\"path\":\"/i\"}]}",
+		    "hotplug 0: slot 32 is out of range: use 1 to 31");
+	cfg_refused("{\"kernel\":\"/k\",\"hotplug\":[{\"type\":\"scsi\",\"id\":\"d\",\"slot\":3}]}",
+		    "hotplug 0: type 'scsi' is unknown: use blk or net");
+	cfg_refused("{\"kernel\":\"/k\",\"hotplug\":[{\"type\":\"blk\",\"id\":\"d\",\"slot\":3,\"path\":\"/i\"},"
+		    "{\"type\":\"blk\",\"id\":\"e\",\"slot\":3,\"path\":\"/j\"}]}",
+		    "hotplug 1: its id or slot is hotplug 0's");
+	cfg_refused("{\"kernel\":\"/k\",\"hotplug\":[{\"type\":\"net\",\"id\":\"n\",\"slot\":3}]}",
+		    "net 0 needs exactly one of tap and fd: use --net tap=NAME or --net fd=N");
+	cfg_refused("{\"kernel\":\"/k\",\"max_cpus\":2,\"vcpus_present\":[1]}",
+		    "vcpus_present must hold vCPU 0, the boot CPU");
+	cfg_refused("{\"kernel\":\"/k\",\"max_cpus\":2,\"vcpus_present\":[0,2]}",
+		    "vcpus_present names vCPU 2, past max_cpus 2");
+	cfg_refused("{\"kernel\":\"/k\",\"vcpus_present\":[0,\"1\"]}",
+		    "vcpus_present must hold vCPU ids 0 to 253");
+}

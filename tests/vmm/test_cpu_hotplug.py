@@ -211,13 +211,6 @@ def test_cpu_hotplug_across_a_reset(kvm, vms, tmp):
         g.wait_for(r"KVMMTEST pass cpuhp added=1 removed=1 online=2")
         assert checks(g, "pass", "cpu-offline")[-1] == {"apic_id": "2", "online": "2"}
         g.wait_for(r"KVMMTEST done", count=2)
-        # The state stream has no record of hot-pluggable vCPUs: refused,
-        # nothing written, the guest runs on.
-        path = os.path.join(tmp, "state")
-        e = api.call("save", {"path": path}, timeout=60)["error"]
-        assert e["code"] == "SaveFailed" and "does not carry hot-pluggable vCPUs" in e["message"], e
-        assert not os.path.exists(path) and not os.path.exists(path + ".new")
-        assert api.call("query-status")["return"]["state"] == "running"
         assert "return" in api.call("power-button")
     finally:
         api.close()

@@ -747,6 +747,7 @@ int managed_save_start(struct domain_obj *obj, bool paused, bool *restored)
 {
 	g_autofree char *path = managed_save_path(obj);
 	g_autofree char *xml = NULL;
+	struct domain_def *def;
 	bool image_paused;
 
 	*restored = false;
@@ -754,8 +755,25 @@ int managed_save_start(struct domain_obj *obj, bool paused, bool *restored)
 		return 0;
 	*restored = true;
 	xml = read_image_xml(path, &image_paused);
-	if (!xml || process_restore(obj, path, paused || image_paused) < 0)
+	if (!xml)
 		return -1;
+	/* The run is the image's definition, as a restore's: the devices
+	 * and vCPUs hot-added before the save are in it, not in the
+	 * persistent one, which stays for the next start. */
+	def = domain_def_parse_string(xml, domains_parse_opts());
+	if (!def)
+		return -1;
+	if (memcmp(def->uuid, obj->def->uuid, sizeof(def->uuid))) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "the managed save image '%s' is another domain's (its uuid differs)", path);
+		domain_def_free(def);
+		return -1;
+	}
+	run_with(obj, def);
+	if (process_restore(obj, path, paused || image_paused) < 0) {
+		run_with_undo(obj);
+		return -1;
+	}
 	/* kvmm keeps the file mapped; removing it is fine, its pages stay. */
 	if (managed_save_remove(obj) < 0) {
 		pr_warn("domain '%s': %s", obj->def->name,

@@ -462,6 +462,10 @@ int monitor_query_status(const char *path, struct kvmm_status *st)
 	/* KVMM: absent (an older kvmm) is no vCPU hotplug. */
 	st->cpu_hotplug = json_object_object_get_ex(q, "cpu_hotplug", &v) &&
 			  json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+	/* KVMM: a count within kvmm's limit, else not said. */
+	if (json_object_object_get_ex(q, "vcpus", &v) && json_object_is_type(v, json_type_int) &&
+	    json_object_get_int64(v) > 0 && json_object_get_int64(v) <= 254)
+		st->vcpus = (unsigned)json_object_get_int64(v);
 	json_object_put(q);
 	return 0;
 }

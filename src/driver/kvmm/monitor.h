@@ -114,6 +114,7 @@ struct kvmm_status {
 	char *serial_pty;	/* COM1 */
 	char *console_pty;	/* the virtio console */
 	bool cpu_hotplug;	/* cpu-add and cpu-del work (--max-cpus above --cpus) */
+	unsigned vcpus;		/* the guest's now; 0: not said */
 };
 int monitor_query_status(const char *path, struct kvmm_status *st);
 void kvmm_status_clear(struct kvmm_status *st);

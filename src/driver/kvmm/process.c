@@ -735,6 +735,8 @@ static int check_sources(const struct domain_def *def)
 	return 0;
 }
 
+static void set_live_vcpus_locked(struct domain_obj *obj, unsigned n);
+
 /* Starts OBJ, booting it or (RESTORE) continuing the VM saved in that
  * state stream (SNAPSHOT: a snapshot's, reverted to), or (INFD >= 0) in
  * the stream kvmm reads from INFD, an incoming migration's connection:
@@ -851,6 +853,12 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	g_mutex_lock(&obj->lock);
 	rt.taps = r->taps.names;
 	rt.tap_fds = tapnums;
+	/* A saved VM's hot-added devices get their aliases as kvmm ids
+	 * (detach names them so); the run's aliases come first then. */
+	if (restore || infd >= 0) {
+		domain_def_assign_aliases(obj->def);
+		rt.ids = true;
+	}
 	conf = vmconfig_from_def(obj->def, &rt);
 	if (conf) {
 		nics_show(obj->def, &r->taps);
@@ -906,6 +914,10 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	obj->id = obj->def->id = id;
 	obj->run = r;
 	r->obj = obj;
+	/* A restored VM has the vCPUs its stream had (hot-added ones too):
+	 * kvmm's count is the live one. */
+	if ((restore || infd >= 0) && ks.vcpus && ks.vcpus <= obj->def->vcpus)
+		set_live_vcpus_locked(obj, ks.vcpus);
 	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);

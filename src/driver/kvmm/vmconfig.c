@@ -331,8 +331,13 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	if (def->ndisks) {
 		json_object *disks = json_object_new_array();
 
-		for (size_t i = 0; i < def->ndisks; i++)
-			json_object_array_add(disks, disk_config(&def->disks[i]));
+		for (size_t i = 0; i < def->ndisks; i++) {
+			json_object *d = disk_config(&def->disks[i]);
+
+			if (rt && rt->ids && def->disks[i].alias)
+				json_object_object_add(d, "id", json_object_new_string(def->disks[i].alias));
+			json_object_array_add(disks, d);
+		}
 		json_object_object_add(o, "disks", disks);
 	}
 	for (size_t i = 0; i < def->nconsoles; i++)
@@ -341,9 +346,14 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 	if (def->nnets) {
 		json_object *nets = json_object_new_array();
 
-		for (size_t i = 0; i < def->nnets; i++)
-			json_object_array_add(nets, net_config(&def->nets[i], rt->taps[i],
-								  rt->tap_fds ? rt->tap_fds[i] : -1));
+		for (size_t i = 0; i < def->nnets; i++) {
+			json_object *n = net_config(&def->nets[i], rt->taps[i],
+						    rt->tap_fds ? rt->tap_fds[i] : -1);
+
+			if (rt->ids && def->nets[i].alias)
+				json_object_object_add(n, "id", json_object_new_string(def->nets[i].alias));
+			json_object_array_add(nets, n);
+		}
 		json_object_object_add(o, "nets", nets);
 	}
 	if (rt && rt->api_socket)

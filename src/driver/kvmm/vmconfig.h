@@ -19,6 +19,11 @@ struct vmconfig_runtime {
 	 * the daemon opens the taps, kvmm never does.  NULL: kvmm opens
 	 * them by name ("tap"). */
 	const int *tap_fds;
+	/* A restore's or incoming migration's: each disk and NIC named by
+	 * its alias ("id"), so kvmm gives a hot-added one that name (a
+	 * definition lists hot-added devices last, in the order they came,
+	 * which is how kvmm tells them from the stream's own). */
+	bool ids;
 };
 
 /* Refuses (VIR_ERR_CONFIG_UNSUPPORTED) what kvmm cannot run yet in DEF,

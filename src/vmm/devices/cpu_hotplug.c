@@ -15,6 +15,7 @@
 #include "devices.h"
 #include "log.h"
 #include "loop.h"
+#include "migration/live.h"
 #include "vm.h"
 
 #define CPHP_SEL	0x00	/* write: selector; read: command data 2 */
@@ -158,6 +159,10 @@ static void cphp_ejected(void *opaque, uint32_t events)
 
 	if (read(c->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
 		pr_debug("cpu hotplug eventfd: %s", strerror(errno));
+	/* A live migration's stream lists the vCPUs it started with: the
+	 * ejects wait for its end (cpu_hotplug_kick). */
+	if (live_migrate_active(vm))
+		return;
 	for (i = 0; i < c->ncpus; i++) {
 		pthread_mutex_lock(&c->dev.lock);
 		done = c->cpus[i].ejected;
@@ -210,11 +215,92 @@ static void cphp_destroy(struct device *dev)
 	free(c);
 }
 
+/* The registers and each slot's flags; which vCPUs exist is the
+ * stream's configuration ("vcpus_present") and its vCPU sections. */
+#define CPHP_STATE_VERSION	1
+
+struct cphp_state_hdr {
+	uint32_t ncpus, sel, ost_event, ost_status;
+	uint8_t cmd, pad[7];
+};
+
+enum { CPU_ENABLED = 1, CPU_INSERTING = 2, CPU_REMOVING = 4, CPU_ASKED = 8, CPU_EJECTED = 16 };
+
+static int cphp_save(struct device *dev, struct state_buf *out)
+{
+	struct cpu_hotplug *c = (struct cpu_hotplug *)dev;
+	struct cphp_state_hdr h = { c->ncpus, c->sel, c->ost_event, c->ost_status, c->cmd, { 0 } };
+	uint8_t ver = CPHP_STATE_VERSION;
+	unsigned int i;
+	int r = state_put(out, &ver, 1);
+
+	if (!r)
+		r = state_put(out, &h, sizeof(h));
+
+	for (i = 0; i < c->ncpus && !r; i++) {
+		const struct cphp_cpu *p = &c->cpus[i];
+		uint8_t f = (p->enabled ? CPU_ENABLED : 0) | (p->inserting ? CPU_INSERTING : 0) |
+			    (p->removing ? CPU_REMOVING : 0) | (p->asked ? CPU_ASKED : 0) |
+			    (p->ejected ? CPU_EJECTED : 0);
+
+		r = state_put(out, &f, 1);
+	}
+	return r;
+}
+
+static int cphp_load(struct device *dev, const uint8_t *data, size_t len)
+{
+	struct cpu_hotplug *c = (struct cpu_hotplug *)dev;
+	struct vm *vm = dev->vm;
+	struct cphp_state_hdr h;
+	uint64_t one = 1;
+	bool any = false;
+	unsigned int i;
+
+	if (len < 1 + sizeof(h) || data[0] != CPHP_STATE_VERSION)
+		return -EINVAL;
+	memcpy(&h, data + 1, sizeof(h));
+	if (h.ncpus != c->ncpus || len != 1 + sizeof(h) + c->ncpus)
+		return -EINVAL;
+	data += 1 + sizeof(h);
+	/* GUEST: a slot is enabled exactly when its vCPU is here (the
+	 * stream's vCPU set); asked back only one that is (a reset's
+	 * completed removal is ejected, no longer there); never the boot
+	 * CPU. */
+	for (i = 0; i < c->ncpus; i++) {
+		uint8_t f = data[i];
+
+		if (f & ~(CPU_ENABLED | CPU_INSERTING | CPU_REMOVING | CPU_ASKED | CPU_EJECTED) ||
+		    !!(f & CPU_ENABLED) != vm->cpu_present[i] ||
+		    ((f & CPU_ASKED) && !vm->cpu_present[i]) ||
+		    (i == 0 && (f & (CPU_ASKED | CPU_EJECTED))))
+			return -EINVAL;
+	}
+	c->sel = h.sel;
+	c->cmd = h.cmd;
+	c->ost_event = h.ost_event;
+	c->ost_status = h.ost_status;
+	for (i = 0; i < c->ncpus; i++) {
+		c->cpus[i] = (struct cphp_cpu){
+			.enabled = data[i] & CPU_ENABLED, .inserting = data[i] & CPU_INSERTING,
+			.removing = data[i] & CPU_REMOVING, .asked = data[i] & CPU_ASKED,
+			.ejected = data[i] & CPU_EJECTED,
+		};
+		any |= c->cpus[i].ejected;
+	}
+	/* An eject the source had not acted on yet is acted on here. */
+	if (any && write(c->efd, &one, sizeof(one)) < 0)
+		pr_debug("cpu hotplug eventfd: %s", strerror(errno));
+	return 0;
+}
+
 static const struct device_ops cphp_ops = {
 	.name = "cpu-hotplug",
 	.read = cphp_read,
 	.write = cphp_write,
 	.reset = cphp_reset,
+	.save = cphp_save,
+	.load = cphp_load,
 	.destroy = cphp_destroy,
 };
 
@@ -337,4 +423,13 @@ bool cpu_hotplug_removing(struct vm *vm, unsigned int id)
 	r = c->cpus[id].asked || c->cpus[id].ejected;
 	pthread_mutex_unlock(&c->dev.lock);
 	return r;
+}
+
+void cpu_hotplug_kick(struct vm *vm)
+{
+	struct cpu_hotplug *c = cphp_of(vm);
+	uint64_t one = 1;
+
+	if (c && write(c->efd, &one, sizeof(one)) < 0)
+		pr_debug("cpu hotplug eventfd: %s", strerror(errno));
 }

@@ -31,5 +31,8 @@ int cpu_hotplug_add(struct vm *vm, unsigned int id, char *err, size_t errlen);
 int cpu_hotplug_del(struct vm *vm, unsigned int id, char *err, size_t errlen);
 /* Whether a removal of vCPU id is pending. */
 bool cpu_hotplug_removing(struct vm *vm, unsigned int id);
+/* Main thread: acts on the guest's ejects that waited for a live
+ * migration's end. */
+void cpu_hotplug_kick(struct vm *vm);
 
 #endif

@@ -104,7 +104,8 @@ static int pci_devices_create(struct vm *vm, struct device *reset)
 	if (!dev)
 		goto fail;
 	devices_add(vm, dev);
-	return 0;
+	/* A restored VM's hot-added devices, back at their slots. */
+	return pci_hotplug_restore(vm);
 fail:
 	pr_err("cannot create the PCI bus");
 	return -ENOMEM;

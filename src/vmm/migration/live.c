@@ -28,6 +28,7 @@
 #include "log.h"
 #include "loop.h"
 #include "migration.h"
+#include "devices/cpu_hotplug.h"
 #include "pci/hotplug.h"
 #include "postcopy.h"
 #include "sandbox.h"
@@ -57,6 +58,7 @@ struct live {
 	bool thread_running;
 	int fd;
 	char *uri;
+	char *config;		/* the stream's, taken on the main thread */
 	int done_fd;			/* eventfd: the thread finished */
 	atomic_bool cancel;
 
@@ -230,7 +232,7 @@ static void *live_thread(void *opaque)
 	}
 	stream_writer_init(&l->w, l->fd);
 	t0 = now_ns();
-	r = migration_write_prologue(vm, &l->w, l->err, sizeof(l->err));
+	r = migration_write_prologue(vm, &l->w, l->config, l->err, sizeof(l->err));
 	if (r) {
 		l->result = r;
 		goto out;
@@ -365,6 +367,8 @@ static void finish(struct live *l, enum live_status st, const char *why)
 	}
 	free(l->uri);
 	l->uri = NULL;
+	free(l->config);
+	l->config = NULL;
 	pthread_mutex_lock(&l->lock);
 	l->info.status = st;
 	l->info.total_ms = ms_since(l->t_start);
@@ -373,6 +377,13 @@ static void finish(struct live *l, enum live_status st, const char *why)
 	if (st == LIVE_FAILED)
 		pr_warn("migration failed: %s", why);
 	emit(l);
+	/* The guest's ejects waited for the migration's end; a completed
+	 * one's destination acts on them (they are in the stream), and
+	 * this VM, paused, is only to be quit. */
+	if (st != LIVE_COMPLETED) {
+		pci_hotplug_kick(l->vm);
+		cpu_hotplug_kick(l->vm);
+	}
 }
 
 static void switchover(struct live *l)
@@ -561,7 +572,6 @@ int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_down
 		       char *err, size_t errlen)
 {
 	struct live *l = &the_live;
-	struct pci_hotplug_info hp;
 	int r;
 
 	if (l->info.status == LIVE_ACTIVE) {
@@ -589,12 +599,6 @@ int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_down
 		r = -EOPNOTSUPP;
 		goto fail;
 	}
-	if (pci_hotplug_list(vm, &hp, 1)) {
-		snprintf(err, errlen, "device %s was hot-added; the state stream does not carry "
-			 "hot-added devices yet: detach it before migrating", hp.id);
-		r = -EBUSY;
-		goto fail;
-	}
 	if (postcopy && vm->mem.page_size) {
 		snprintf(err, errlen, "post-copy needs guest RAM of ordinary pages (no hugepages)");
 		r = -EOPNOTSUPP;
@@ -615,6 +619,9 @@ int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_down
 	l->vm = vm;
 	l->fd = fd;
 	l->uri = strdup(uri);
+	/* The device and vCPU sets stay as they are until the migration
+	 * ends: adds are refused, the guest's ejects wait. */
+	l->config = migration_stream_config(vm);
 	l->result = 0;
 	l->err[0] = '\0';
 	l->pending = NULL;
@@ -626,7 +633,7 @@ int live_migrate_start(struct vm *vm, const char *uri, int fd, uint64_t max_down
 	l->info.auto_converge = auto_converge;
 	l->last_kick = 0;
 	l->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!l->uri || l->done_fd < 0) {
+	if (!l->uri || !l->config || l->done_fd < 0) {
 		r = -ENOMEM;
 		snprintf(err, errlen, "cannot set up the migration: %s", strerror(errno));
 		goto undo;
@@ -661,6 +668,8 @@ undo:
 	l->done_fd = -1;
 	free(l->uri);
 	l->uri = NULL;
+	free(l->config);
+	l->config = NULL;
 	l->fd = -1;
 fail:
 	if (fd >= 0)

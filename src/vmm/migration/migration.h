@@ -24,12 +24,16 @@ struct save_result {
 /* Writes the paused VM to fd. */
 int migration_save(struct vm *vm, int fd, struct save_result *res,
 		   char *err, size_t errlen);
+/* The configuration a stream carries: the one the VM started with, its
+ * hot-added devices and present vCPUs as they are now (malloc'd; NULL:
+ * out of memory).  Main thread: device and vCPU hotplug change it. */
+char *migration_stream_config(struct vm *vm);
 /* The parts of a stream save and live migration share: header, CONFIG
- * and LAYOUT (refused while a hot-added device is plugged); then, of a
+ * (config, from migration_stream_config) and LAYOUT; then, of a
  * paused VM, vCPUs, irqchip, PIT, clock, devices, the MEMORY section
  * with the pages pages() names (a malloc'd bitmap, called after the
  * devices' save hooks) and END. */
-int migration_write_prologue(struct vm *vm, struct stream_writer *w,
+int migration_write_prologue(struct vm *vm, struct stream_writer *w, const char *config,
 			     char *err, size_t errlen);
 int migration_write_state(struct vm *vm, struct stream_writer *w,
 			  uint8_t *(*pages)(struct vm *vm, void *opaque, uint64_t *count),

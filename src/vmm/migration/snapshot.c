@@ -13,6 +13,8 @@
 
 #include <linux/kvm.h>
 
+#include <json-c/json.h>
+
 #include "config.h"
 #include "log.h"
 #include "migration.h"
@@ -344,28 +346,50 @@ static int put_section(struct stream_writer *w, uint32_t type, uint32_t index,
 	return r;
 }
 
-int migration_write_prologue(struct vm *vm, struct stream_writer *w,
+/* The configuration the VM runs as now: the one it started with, its
+ * hot-added devices ("hotplug", slot and id with their keys) and, with
+ * vCPU hotplug, the vCPUs it has ("vcpus_present") in place of those it
+ * was started or restored with. */
+char *migration_stream_config(struct vm *vm)
+{
+	struct json_object *o = json_tokener_parse(vm->config_json), *hp, *cpus;
+	unsigned int i;
+	char *s;
+
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		return NULL;
+	}
+	json_object_object_del(o, "hotplug");
+	json_object_object_del(o, "vcpus_present");
+	hp = pci_hotplug_config(vm);
+	if (!hp) {
+		json_object_put(o);
+		return NULL;
+	}
+	if (json_object_array_length(hp))
+		json_object_object_add(o, "hotplug", hp);
+	else
+		json_object_put(hp);
+	if (vm->cfg->max_cpus > vm->cfg->cpus) {
+		cpus = json_object_new_array();
+		for (i = 0; i < vm->ncpus; i++)
+			if (vm->cpu_present[i])
+				json_object_array_add(cpus, json_object_new_int(i));
+		json_object_object_add(o, "vcpus_present", cpus);
+	}
+	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return s;
+}
+
+int migration_write_prologue(struct vm *vm, struct stream_writer *w, const char *config,
 			     char *err, size_t errlen)
 {
 	struct layout_rec lay;
-	struct pci_hotplug_info hp;
 	unsigned int i;
 	int r;
 
-	/* A hot-added device is not in the configuration the stream carries,
-	 * so a restore would lose it under the guest: refuse until it is. */
-	if (pci_hotplug_list(vm, &hp, 1)) {
-		ERR("device %s was hot-added; the state stream does not carry hot-added "
-		    "devices yet: detach it before saving", hp.id);
-		return -EBUSY;
-	}
-	/* The stream has one record per vCPU of the boot set; hot-pluggable
-	 * slots, present or not, are not in it yet. */
-	if (vm->cfg->max_cpus != vm->cfg->cpus) {
-		ERR("this VM has vCPU hotplug (max_cpus %u, cpus %u); the state stream does not "
-		    "carry hot-pluggable vCPUs yet", vm->cfg->max_cpus, vm->cfg->cpus);
-		return -EBUSY;
-	}
 	memset(&lay, 0, sizeof(lay));
 	lay.page_size = STREAM_PAGE_SIZE;
 	lay.nregions = vm->mem.nregions;
@@ -375,7 +399,7 @@ int migration_write_prologue(struct vm *vm, struct stream_writer *w,
 		ERR("cannot write the stream header: %s", strerror(-r));
 		return r;
 	}
-	r = put_section(w, SEC_CONFIG, 0, vm->config_json, strlen(vm->config_json), err, errlen);
+	r = put_section(w, SEC_CONFIG, 0, config, strlen(config), err, errlen);
 	if (r)
 		return r;
 	for (i = 0; i < vm->mem.nregions; i++) {
@@ -437,7 +461,11 @@ static int write_state(struct vm *vm, struct stream_writer *w,
 			goto out;
 		}
 	}
+	/* The vCPUs the guest has, by id: a restore builds the same set
+	 * from the configuration's vcpus_present. */
 	for (i = 0; i < vm->ncpus; i++) {
+		if (!vm->cpu_present[i])
+			continue;
 		b.len = 0;
 		r = save_vcpu(vm, &vm->vcpus[i], &b, msrs, nmsrs, xlen);
 		if (r) {
@@ -549,10 +577,16 @@ int migration_save(struct vm *vm, int fd, struct save_result *res,
 {
 	struct stream_writer w;
 	uint64_t t0 = now_ns(), pages = 0;
+	char *config = migration_stream_config(vm);
 	int r;
 
+	if (!config) {
+		ERR("out of memory for the stream's configuration");
+		return -ENOMEM;
+	}
 	stream_writer_init(&w, fd);
-	r = migration_write_prologue(vm, &w, err, errlen);
+	r = migration_write_prologue(vm, &w, config, err, errlen);
+	free(config);
 	if (!r)
 		r = migration_write_state(vm, &w, save_pages, NULL, &pages, err, errlen);
 	if (!r && res) {
@@ -761,6 +795,40 @@ int migration_check_config(const struct vm_config *s, const struct vm_config *c,
 		ERR("the balloon's features differ from the stream's");
 		return -EINVAL;
 	}
+	for (i = 0; i < c->max_cpus; i++) {
+		if (config_cpu_present(c, i) != config_cpu_present(s, i)) {
+			ERR("vCPU %u is %s in the stream's VM: a restore cannot change its vCPUs",
+			    i, config_cpu_present(s, i) ? "present" : "absent");
+			return -EINVAL;
+		}
+	}
+	/* The hot-added devices: the guest knows each at its slot. */
+	if (c->nhotplug != s->nhotplug) {
+		ERR("the stream's VM has %u hot-added devices, not %u: a restore may change only their host-side paths and taps",
+		    s->nhotplug, c->nhotplug);
+		return -EINVAL;
+	}
+	for (i = 0; i < c->nhotplug; i++) {
+		const struct hotplug_config *a = &s->hotplug[i], *b = &c->hotplug[i];
+
+		/* The id is only kvmm's name for it: the host's to change. */
+		if (a->type != b->type || a->slot != b->slot) {
+			ERR("hot-added device %u is a %s in slot %u in the stream, not a %s in slot %u: a restore cannot move or change it",
+			    i, a->type == HOTPLUG_BLK ? "disk" : "NIC", a->slot,
+			    b->type == HOTPLUG_BLK ? "disk" : "NIC", b->slot);
+			return -EINVAL;
+		}
+		if (a->type == HOTPLUG_BLK ?
+		    (a->disk.readonly != b->disk.readonly || a->disk.blk_size != b->disk.blk_size ||
+		     !!a->disk.serial != !!b->disk.serial ||
+		     (a->disk.serial && strcmp(a->disk.serial, b->disk.serial))) :
+		    (a->net.has_mac != b->net.has_mac || (a->net.has_mac && memcmp(a->net.mac, b->net.mac, 6)) ||
+		     a->net.mtu != b->net.mtu)) {
+			ERR("hot-added device %s differs from the stream's (readonly, blk_size, serial, mac or mtu): only its path or tap may change",
+			    a->id);
+			return -EINVAL;
+		}
+	}
 	for (i = 0; i < c->ndisks; i++) {
 		const struct disk_config *a = &s->disks[i], *b = &c->disks[i];
 
@@ -910,6 +978,8 @@ int migration_restore_load(struct restore *rs, struct vm *vm, char *err, size_t 
 	if (r)
 		return r;
 	for (i = 0; i < vm->ncpus; i++) {
+		if (!vm->cpu_present[i])
+			continue;
 		r = next_payload(rs, SEC_VCPU, i, &p, &len, err, errlen);
 		if (r)
 			return r;

@@ -8,6 +8,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "api.h"
 #include "arch/x86/layout.h"
 #include "config.h"
@@ -15,6 +17,7 @@
 #include "hotplug.h"
 #include "log.h"
 #include "loop.h"
+#include "migration/live.h"
 #include "pci.h"
 #include "util.h"
 #include "virtio/blk.h"
@@ -35,6 +38,7 @@ struct hp_slot {
 	enum pci_hotplug_kind kind;
 	unsigned int cfg_index;		/* in vm->cfg->disks or ->nets */
 	struct device *dev;		/* NULL: no hot-added device here */
+	struct json_object *opts;	/* its keys, for a save's stream */
 };
 
 struct pci_hotplug {
@@ -143,6 +147,7 @@ static void hp_unplug(struct pci_hotplug *hp, unsigned int s)
 		}
 	}
 	sl->dev->ops->destroy(sl->dev);
+	json_object_put(sl->opts);
 	if (sl->kind == PCI_HOTPLUG_BLK)
 		config_disk_free(&vm->cfg->disks[sl->cfg_index]);
 	else
@@ -163,6 +168,10 @@ static void hp_ejected(void *opaque, uint32_t events)
 
 	if (read(hp->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
 		pr_debug("hotplug eventfd: %s", strerror(errno));
+	/* A live migration's stream lists the devices it started with:
+	 * the ejects wait for its end (pci_hotplug_kick). */
+	if (live_migrate_active(hp->dev.vm))
+		return;
 	pthread_mutex_lock(&hp->dev.lock);
 	ej = hp->ejected;
 	hp->ejected = 0;
@@ -188,11 +197,63 @@ static void hp_reset(struct device *dev)
 static void hp_destroy(struct device *dev)
 {
 	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+	unsigned int s;
 
 	/* The hot-added devices are on vm->devices and go with the rest. */
+	for (s = 0; s < PCI_MAX_DEVICES; s++)
+		json_object_put(hp->slots[s].opts);
 	loop_del(dev->vm->loop, hp->efd);
 	close(hp->efd);
 	free(hp);
+}
+
+/* The registers and the ejects not yet acted on; which slots hold a
+ * hot-added device is the stream's configuration ("hotplug"). */
+#define HP_STATE_VERSION	1
+
+struct hp_state {
+	uint32_t up, down, sel, ejected;
+};
+
+static int hp_save(struct device *dev, struct state_buf *out)
+{
+	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+	struct hp_state st = { hp->up, hp->down, hp->sel, hp->ejected };
+	uint8_t ver = HP_STATE_VERSION;
+	int r = state_put(out, &ver, 1);
+
+	return r ? r : state_put(out, &st, sizeof(st));
+}
+
+static int hp_load(struct device *dev, const uint8_t *data, size_t len)
+{
+	struct pci_hotplug *hp = (struct pci_hotplug *)dev;
+	struct hp_state st;
+	uint64_t one = 1;
+	uint32_t mine = 0;
+	unsigned int s;
+
+	/* An older kvmm's stream has no record here: it refused to save
+	 * with a hot-added device, so the registers were all clear. */
+	if (len == 0)
+		return 0;
+	if (len != 1 + sizeof(st) || data[0] != HP_STATE_VERSION)
+		return -EINVAL;
+	memcpy(&st, data + 1, sizeof(st));
+	for (s = 1; s < PCI_MAX_DEVICES; s++)
+		if (hp->slots[s].dev)
+			mine |= 1u << s;
+	/* GUEST: an add, removal request or eject only for a slot that
+	 * holds a hot-added device here; any other bit is not this VM's. */
+	if ((st.up | st.down | st.ejected) & ~mine)
+		return -EINVAL;
+	hp->up = st.up;
+	hp->down = st.down;
+	hp->sel = st.sel;
+	hp->ejected = st.ejected;
+	if (hp->ejected && write(hp->efd, &one, sizeof(one)) < 0)
+		pr_debug("hotplug eventfd: %s", strerror(errno));
+	return 0;
 }
 
 static const struct device_ops hp_ops = {
@@ -200,6 +261,8 @@ static const struct device_ops hp_ops = {
 	.read = hp_read,
 	.write = hp_write,
 	.reset = hp_reset,
+	.save = hp_save,
+	.load = hp_load,
 	.destroy = hp_destroy,
 };
 
@@ -275,7 +338,8 @@ static int pick_slot(struct pci_hotplug *hp, const char *id, unsigned int slot,
 }
 
 static void plugged(struct pci_hotplug *hp, unsigned int s, const char *id,
-		    enum pci_hotplug_kind kind, unsigned int index, struct device *dev)
+		    enum pci_hotplug_kind kind, unsigned int index, struct device *dev,
+		    struct json_object *opts, bool quiet)
 {
 	struct hp_slot *sl = &hp->slots[s];
 
@@ -283,7 +347,12 @@ static void plugged(struct pci_hotplug *hp, unsigned int s, const char *id,
 	sl->kind = kind;
 	sl->cfg_index = index;
 	sl->dev = dev;
+	sl->opts = json_object_get(opts);
 	devices_add(hp->dev.vm, dev);
+	/* A restored VM's: the guest knew it already; the stream's record
+	 * of this device says the rest. */
+	if (quiet)
+		return;
 	pthread_mutex_lock(&hp->dev.lock);
 	hp->up |= 1u << s;
 	pthread_mutex_unlock(&hp->dev.lock);
@@ -292,8 +361,8 @@ static void plugged(struct pci_hotplug *hp, unsigned int s, const char *id,
 }
 
 int pci_hotplug_add_blk(struct vm *vm, const char *id, unsigned int slot,
-			struct disk_config *disk, unsigned int *slot_out,
-			char *err, size_t errlen)
+			struct disk_config *disk, struct json_object *opts, bool quiet,
+			unsigned int *slot_out, char *err, size_t errlen)
 {
 	struct pci_hotplug *hp = hp_of(vm);
 	struct device *dev;
@@ -345,7 +414,7 @@ int pci_hotplug_add_blk(struct vm *vm, const char *id, unsigned int slot,
 		config_disk_free(&vm->cfg->disks[i]);
 		return -EINVAL;
 	}
-	plugged(hp, s, id, PCI_HOTPLUG_BLK, i, dev);
+	plugged(hp, s, id, PCI_HOTPLUG_BLK, i, dev, opts, quiet);
 	*slot_out = s;
 	return 0;
 }
@@ -373,8 +442,8 @@ static bool net_index_used(const struct pci_hotplug *hp, unsigned int i)
 }
 
 int pci_hotplug_add_net(struct vm *vm, const char *id, unsigned int slot,
-			struct net_config *net, unsigned int *slot_out,
-			char *err, size_t errlen)
+			struct net_config *net, struct json_object *opts, bool quiet,
+			unsigned int *slot_out, char *err, size_t errlen)
 {
 	struct pci_hotplug *hp = hp_of(vm);
 	struct device *dev;
@@ -421,7 +490,7 @@ int pci_hotplug_add_net(struct vm *vm, const char *id, unsigned int slot,
 		config_net_free(&vm->cfg->nets[i]);
 		return -EINVAL;
 	}
-	plugged(hp, s, id, PCI_HOTPLUG_NET, i, dev);
+	plugged(hp, s, id, PCI_HOTPLUG_NET, i, dev, opts, quiet);
 	*slot_out = s;
 	return 0;
 }
@@ -481,4 +550,75 @@ unsigned int pci_hotplug_list(struct vm *vm, struct pci_hotplug_info *out,
 		n++;
 	}
 	return n;
+}
+
+int pci_hotplug_restore(struct vm *vm)
+{
+	char err[320];
+	unsigned int k, got;
+	int r;
+
+	for (k = 0; k < vm->cfg->nhotplug; k++) {
+		struct hotplug_config *h = &vm->cfg->hotplug[k];
+
+		r = h->type == HOTPLUG_BLK ?
+			pci_hotplug_add_blk(vm, h->id, h->slot, &h->disk, h->opts, true, &got,
+					    err, sizeof(err)) :
+			pci_hotplug_add_net(vm, h->id, h->slot, &h->net, h->opts, true, &got,
+					    err, sizeof(err));
+		if (r) {
+			pr_err("hot-added device %s in slot %u: %s", h->id, h->slot, err);
+			return r;
+		}
+	}
+	return 0;
+}
+
+struct json_object *pci_hotplug_config(struct vm *vm)
+{
+	struct pci_hotplug *hp = hp_of(vm);
+	struct json_object *a = json_object_new_array(), *o;
+	struct device *d;
+	unsigned int s;
+
+	if (!a || !hp)
+		return a;
+	/* In the order of vm->devices, which a restore plugs them in: the
+	 * device records follow that order. */
+	for (d = vm->devices; d; d = d->next) {
+		for (s = 1; s < PCI_MAX_DEVICES && hp->slots[s].dev != d; s++)
+			;
+		if (s == PCI_MAX_DEVICES)
+			continue;
+		o = json_object_new_object();
+		json_object_object_add(o, "type", json_object_new_string(
+			hp->slots[s].kind == PCI_HOTPLUG_BLK ? "blk" : "net"));
+		json_object_object_add(o, "id", json_object_new_string(hp->slots[s].id));
+		json_object_object_add(o, "slot", json_object_new_int(s));
+		if (hp->slots[s].opts) {
+			json_object_object_foreach(hp->slots[s].opts, key, val) {
+				json_object_object_add(o, key, json_object_get(val));
+			}
+		}
+		if (hp->slots[s].kind == PCI_HOTPLUG_NET) {
+			struct virtio_net_stats st;
+
+			/* A tap given open is named by its own name: the
+			 * number meant nothing outside this process. */
+			json_object_object_del(o, "fd");
+			if (!virtio_net_stats(d, &st))
+				json_object_object_add(o, "tap", json_object_new_string(st.tap));
+		}
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
+void pci_hotplug_kick(struct vm *vm)
+{
+	struct pci_hotplug *hp = hp_of(vm);
+	uint64_t one = 1;
+
+	if (hp && write(hp->efd, &one, sizeof(one)) < 0)
+		pr_debug("hotplug eventfd: %s", strerror(errno));
 }

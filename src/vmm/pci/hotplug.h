@@ -15,8 +15,10 @@
 #ifndef KVMM_PCI_HOTPLUG_H
 #define KVMM_PCI_HOTPLUG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
+struct json_object;
 struct vm;
 struct device;
 struct disk_config;
@@ -46,11 +48,23 @@ struct device *pci_hotplug_create(struct vm *vm, struct device *pm);
  * free slot, or the disk/NIC limit reached), -EINVAL (bad slot, bad
  * backend). */
 int pci_hotplug_add_blk(struct vm *vm, const char *id, unsigned int slot,
-			struct disk_config *disk, unsigned int *slot_out,
-			char *err, size_t errlen);
+			struct disk_config *disk, struct json_object *opts, bool quiet,
+			unsigned int *slot_out, char *err, size_t errlen);
 int pci_hotplug_add_net(struct vm *vm, const char *id, unsigned int slot,
-			struct net_config *net, unsigned int *slot_out,
-			char *err, size_t errlen);
+			struct net_config *net, struct json_object *opts, bool quiet,
+			unsigned int *slot_out, char *err, size_t errlen);
+/* (opts: the device's keys, kept for pci_hotplug_config; quiet: a
+ * restored VM's device, plugged without signalling the guest.) */
+/* At creation, before the guest runs: the configuration's "hotplug"
+ * devices plugged again at their slots, in its order.  -errno after
+ * logging why. */
+int pci_hotplug_restore(struct vm *vm);
+/* The hot-added devices as the configuration's "hotplug" array, for a
+ * save's stream (a new reference; an empty array with none). */
+struct json_object *pci_hotplug_config(struct vm *vm);
+/* Main thread: acts on the guest's ejects that waited for a live
+ * migration's end. */
+void pci_hotplug_kick(struct vm *vm);
 /* Asks the guest to give back device id (the removal completes when it
  * ejects the slot).  -ENODEV if no hot-added device has that id. */
 int pci_hotplug_del(struct vm *vm, const char *id, char *err, size_t errlen);
