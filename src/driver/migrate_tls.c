@@ -396,3 +396,36 @@ void migtls_free(struct migtls *t)
 	g_cond_clear(&t->cond);
 	g_free(t);
 }
+
+struct release {
+	struct migtls *t;
+	int fd;
+	char *name;
+};
+
+static gpointer release_thread(gpointer data)
+{
+	struct release *r = data;
+
+	if (migtls_wait(r->t) < 0) {
+		pr_warn("domain '%s': after post-copy: %s", r->name, drv_error_last()->message);
+		drv_error_reset();
+	} else {
+		pr_info("domain '%s': the post-copy migration's TLS stream ended", r->name);
+	}
+	migtls_free(r->t);
+	close(r->fd);
+	g_free(r->name);
+	g_free(r);
+	return NULL;
+}
+
+void migtls_release(struct migtls *t, int fd, const char *name)
+{
+	struct release *r = g_new0(struct release, 1);
+
+	r->t = t;
+	r->fd = fd;
+	r->name = g_strdup(name);
+	g_thread_unref(g_thread_new("migtls-postcopy", release_thread, r));
+}
