@@ -34,7 +34,7 @@
 #include "log.h"
 #include "migrate_tls.h"
 #include "rpc/server.h"
-#include "rpc/tls.h"
+#include "tls.h"
 
 static gchar *opt_root;
 static gint opt_timeout;

@@ -5,12 +5,11 @@
 #include <unistd.h>
 
 #include <glib.h>
-#include <gnutls/gnutls.h>
-#include <gnutls/x509.h>
 
 #include "error.h"
 #include "log.h"
 #include "migrate_tls.h"
+#include "tls.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
@@ -69,63 +68,40 @@ static int readable(const char *path)
 
 /* This host's credentials for its role, as QEMU's x509 credentials read
  * them from the directory; NULL after reporting. */
-static gnutls_certificate_credentials_t load_credentials(bool server)
+static struct tls_context *load_credentials(bool server)
 {
 	const char *role = server ? "server" : "client";
 	g_autofree char *ca = g_build_filename(conf.dir, "ca-cert.pem", NULL);
 	g_autofree char *crl = g_build_filename(conf.dir, "ca-crl.pem", NULL);
 	g_autofree char *cert = g_strdup_printf("%s/%s-cert.pem", conf.dir, role);
 	g_autofree char *key = g_strdup_printf("%s/%s-key.pem", conf.dir, role);
-	gnutls_certificate_credentials_t cred = NULL;
-	int rc;
+	g_autofree char *err = NULL;
+	struct tls_context *ctx;
 
 	if (readable(ca) < 0 || readable(cert) < 0 || readable(key) < 0)
 		return NULL;
-	rc = gnutls_certificate_allocate_credentials(&cred);
-	if (rc < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot allocate TLS credentials: %s",
-				 gnutls_strerror(rc));
-		return NULL;
-	}
-	rc = gnutls_certificate_set_x509_trust_file(cred, ca, GNUTLS_X509_FMT_PEM);
-	if (rc <= 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Unable to set x509 CA certificate: %s: %s", ca,
-				 rc < 0 ? gnutls_strerror(rc) : "no certificate in it");
-		goto fail;
-	}
 	/* The revocation list is optional, as QEMU's. */
-	if (access(crl, F_OK) == 0 &&
-	    (rc = gnutls_certificate_set_x509_crl_file(cred, crl, GNUTLS_X509_FMT_PEM)) < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Unable to set x509 certificate revocation list: %s: %s",
-				 crl, gnutls_strerror(rc));
-		goto fail;
-	}
-	rc = gnutls_certificate_set_x509_key_file(cred, cert, key, GNUTLS_X509_FMT_PEM);
-	if (rc < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "Unable to set x509 %s certificate %s with key %s: %s",
-				 role, cert, key, gnutls_strerror(rc));
-		goto fail;
-	}
-	return cred;
-fail:
-	gnutls_certificate_free_credentials(cred);
-	return NULL;
+	ctx = tls_context_new_peer(ca, access(crl, F_OK) == 0 ? crl : NULL, cert, key, server,
+				   server && conf.verify, &err);
+	if (!ctx)
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "%s", err);
+	return ctx;
 }
 
 int migtls_check_credentials(bool server)
 {
-	gnutls_certificate_credentials_t cred = load_credentials(server);
+	struct tls_context *ctx = load_credentials(server);
 
-	if (!cred)
+	if (!ctx)
 		return -1;
-	gnutls_certificate_free_credentials(cred);
+	tls_context_free(ctx);
 	return 0;
 }
 
 struct migtls {
 	bool server;
-	gnutls_certificate_credentials_t cred;
-	gnutls_session_t s;
+	struct tls_context *ctx;
+	struct tls_session *s;
 	int fd;			/* the TCP connection (the caller's) */
 	int local;		/* our end of the socketpair */
 	GThread *up;		/* kvmm -> peer */
@@ -190,18 +166,21 @@ static gpointer relay_up(gpointer data)
 				relay_fail(t, "the destination's kvmm closed the stream before its end");
 				return NULL;
 			}
-			gnutls_bye(t->s, GNUTLS_SHUT_WR);
+			tls_session_bye(t->s);
 			shutdown(t->fd, SHUT_WR);
 			return NULL;
 		}
 		while (off < n) {
-			ssize_t r = gnutls_record_send(t->s, buf + off, n - off);
+			ssize_t r = tls_session_send(t->s, buf + off, n - off);
 
-			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+			if (r < 0 && errno == EAGAIN)
 				continue;
 			if (r < 0) {
+				enum tls_failure kind;
+				g_autofree char *why = tls_session_error(t->s, TLS_OP_SEND, &kind);
+
 				relay_fail(t, "sending to the %s: %s",
-					   t->server ? "source" : "destination", gnutls_strerror((int)r));
+					   t->server ? "source" : "destination", why);
 				return NULL;
 			}
 			off += r;
@@ -230,10 +209,9 @@ static void relay_down_loop(struct migtls *t)
 	for (;;) {
 		/* CLIENT (the other host): bytes for kvmm, which checks the
 		 * stream; this end only moves them. */
-		ssize_t n = gnutls_record_recv(t->s, buf, RELAY_BUF), off = 0;
+		ssize_t n = tls_session_recv(t->s, buf, RELAY_BUF), off = 0;
 
-		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED ||
-		    n == GNUTLS_E_WARNING_ALERT_RECEIVED || n == GNUTLS_E_REHANDSHAKE)
+		if (n < 0 && errno == EAGAIN)
 			continue;
 		if (n == 0) {
 			g_mutex_lock(&t->lock);
@@ -243,10 +221,12 @@ static void relay_down_loop(struct migtls *t)
 			return;
 		}
 		if (n < 0) {
+			enum tls_failure kind;
+			g_autofree char *why = tls_session_error(t->s, TLS_OP_RECV, &kind);
+
 			relay_fail(t, "receiving from the %s: %s",
 				   t->server ? "source" : "destination",
-				   n == GNUTLS_E_PREMATURE_TERMINATION ? "the connection was cut"
-								       : gnutls_strerror((int)n));
+				   kind == TLS_FAIL_CUT ? "the connection was cut" : why);
 			return;
 		}
 		while (off < n) {
@@ -264,35 +244,33 @@ static void relay_down_loop(struct migtls *t)
 	}
 }
 
-/* The handshake's failure, as libvirt's TLS code words it. */
-static void report_handshake(struct migtls *t, int rc, const char *host)
+/* The handshake's failure (of OP: the handshake itself or the
+ * confirmation byte), as libvirt's TLS code words it. */
+static void report_handshake(struct migtls *t, enum tls_op op, const char *host)
 {
 	const char *peer = t->server ? "source" : "destination";
+	enum tls_failure kind;
+	g_autofree char *why = tls_session_error(t->s, op, &kind);
 
-	if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-		unsigned status = gnutls_session_get_verify_cert_status(t->s);
-		gnutls_datum_t text = { 0 };
-
-		gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0);
+	if (kind == TLS_FAIL_UNVERIFIED)
 		drv_error_report(VIR_ERR_AUTH_FAILED,
 				 "Unable to verify TLS peer (the migration %s%s%s): %s", peer,
-				 host ? " " : "", host ? host : "",
-				 text.data ? (char *)text.data : "certificate not valid");
-		gnutls_free(text.data);
-	} else if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+				 host ? " " : "", host ? host : "", why);
+	else if (kind == TLS_FAIL_REFUSED)
 		drv_error_report(VIR_ERR_AUTH_FAILED,
 				 "TLS handshake with the migration %s failed: it refused us: %s", peer,
-				 gnutls_alert_get_name(gnutls_alert_get(t->s)));
-	} else {
+				 why);
+	else
 		drv_error_report(VIR_ERR_AUTH_FAILED, "TLS handshake with the migration %s failed: %s",
-				 peer, rc == GNUTLS_E_TIMEDOUT ? "timed out" : gnutls_strerror(rc));
-	}
+				 peer, kind == TLS_FAIL_TIMEOUT ? "timed out" : why);
 }
 
 static struct migtls *start(int fd, bool server, const char *host, int *plain)
 {
 	struct migtls *t = g_new0(struct migtls, 1);
-	int sv[2], rc;
+	g_autofree char *err = NULL;
+	int sv[2];
+	ssize_t rc;
 
 	*plain = -1;
 	t->server = server;
@@ -300,63 +278,50 @@ static struct migtls *start(int fd, bool server, const char *host, int *plain)
 	t->local = -1;
 	g_mutex_init(&t->lock);
 	g_cond_init(&t->cond);
-	t->cred = load_credentials(server);
-	if (!t->cred)
+	t->ctx = load_credentials(server);
+	if (!t->ctx)
 		goto fail;
-	rc = gnutls_init(&t->s, server ? GNUTLS_SERVER : GNUTLS_CLIENT);
-	if (rc < 0) {
-		t->s = NULL;
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot start a TLS session: %s", gnutls_strerror(rc));
-		goto fail;
-	}
-	if ((rc = gnutls_set_default_priority(t->s)) < 0 ||
-	    (rc = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, t->cred)) < 0) {
-		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot set up a TLS session: %s", gnutls_strerror(rc));
+	t->s = tls_session_new_peer(t->ctx, fd, host, &err);
+	if (!t->s) {
+		drv_error_report(VIR_ERR_SYSTEM_ERROR, "%s", err);
 		goto fail;
 	}
-	if (!server) {
-		/* The destination always proves who it is: signed by the
-		 * CA, for the host the URI names. */
-		gnutls_session_set_verify_cert(t->s, host, 0);
-	} else if (conf.verify) {
-		gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
-		gnutls_session_set_verify_cert(t->s, NULL, 0);
-	}
-	gnutls_transport_set_int(t->s, fd);
-	gnutls_handshake_set_timeout(t->s, HANDSHAKE_MS);
-	do
-		rc = gnutls_handshake(t->s);
-	while (rc < 0 && !gnutls_error_is_fatal(rc));
-	if (rc < 0) {
-		report_handshake(t, rc, host);
+	if (tls_session_handshake_wait(t->s, HANDSHAKE_MS) < 0) {
+		report_handshake(t, TLS_OP_HANDSHAKE, host);
 		goto fail;
 	}
 	/* In TLS 1.3 the client is done before the server has checked its
 	 * certificate: the destination says it took it with one byte, as
 	 * libvirt's RPC server does, so a refused source learns it here
 	 * and not half-way through the stream. */
-	gnutls_record_set_timeout(t->s, HANDSHAKE_MS);
+	tls_session_set_timeout(t->s, HANDSHAKE_MS);
 	if (server) {
 		do
-			rc = gnutls_record_send(t->s, "\1", 1);
-		while (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED);
+			rc = tls_session_send(t->s, "\1", 1);
+		while (rc < 0 && errno == EAGAIN);
+		if (rc < 0) {
+			report_handshake(t, TLS_OP_SEND, host);
+			goto fail;
+		}
 	} else {
 		char ok = 0;
 
 		do
-			rc = gnutls_record_recv(t->s, &ok, 1);
-		while (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED);
+			rc = tls_session_recv(t->s, &ok, 1);
+		while (rc < 0 && errno == EAGAIN);
+		if (rc < 0) {
+			report_handshake(t, TLS_OP_RECV, host);
+			goto fail;
+		}
 		/* CLIENT (the destination): the byte, or its refusal. */
-		if (rc == 1 && ok != 1)
-			rc = GNUTLS_E_UNEXPECTED_PACKET;
-		else if (rc == 0)
-			rc = GNUTLS_E_PREMATURE_TERMINATION;
+		if (rc == 0 || ok != 1) {
+			drv_error_report(VIR_ERR_AUTH_FAILED,
+					 "TLS handshake with the migration destination failed: %s",
+					 rc == 0 ? "it closed the connection" : "no confirmation");
+			goto fail;
+		}
 	}
-	if (rc < 0) {
-		report_handshake(t, rc, host);
-		goto fail;
-	}
-	gnutls_record_set_timeout(t->s, server ? SOURCE_SILENT_MS : 0);
+	tls_session_set_timeout(t->s, server ? SOURCE_SILENT_MS : 0);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "socketpair: %s", g_strerror(errno));
 		goto fail;
@@ -365,7 +330,7 @@ static struct migtls *start(int fd, bool server, const char *host, int *plain)
 	*plain = sv[1];
 	t->up = g_thread_new("migtls-up", relay_up, t);
 	t->down = g_thread_new("migtls-down", relay_down, t);
-	pr_info("migration stream: TLS %s with %s", gnutls_protocol_get_name(gnutls_protocol_get_version(t->s)),
+	pr_info("migration stream: TLS %s with %s", tls_session_protocol(t->s),
 		server ? "the source" : host);
 	return t;
 fail:
@@ -425,11 +390,42 @@ void migtls_free(struct migtls *t)
 	}
 	if (t->local >= 0)
 		close(t->local);
-	if (t->s)
-		gnutls_deinit(t->s);
-	if (t->cred)
-		gnutls_certificate_free_credentials(t->cred);
+	tls_session_free(t->s);
+	tls_context_free(t->ctx);
 	g_mutex_clear(&t->lock);
 	g_cond_clear(&t->cond);
 	g_free(t);
+}
+
+struct release {
+	struct migtls *t;
+	int fd;
+	char *name;
+};
+
+static gpointer release_thread(gpointer data)
+{
+	struct release *r = data;
+
+	if (migtls_wait(r->t) < 0) {
+		pr_warn("domain '%s': after post-copy: %s", r->name, drv_error_last()->message);
+		drv_error_reset();
+	} else {
+		pr_info("domain '%s': the post-copy migration's TLS stream ended", r->name);
+	}
+	migtls_free(r->t);
+	close(r->fd);
+	g_free(r->name);
+	g_free(r);
+	return NULL;
+}
+
+void migtls_release(struct migtls *t, int fd, const char *name)
+{
+	struct release *r = g_new0(struct release, 1);
+
+	r->t = t;
+	r->fd = fd;
+	r->name = g_strdup(name);
+	g_thread_unref(g_thread_new("migtls-postcopy", release_thread, r));
 }

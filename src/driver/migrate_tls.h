@@ -54,4 +54,12 @@ char *migtls_failure(struct migtls *t);
 /* Cuts the connection if it is still up, joins the threads, frees. */
 void migtls_free(struct migtls *t);
 
+/* Post-copy: kvmm runs the guest on the destination while pages still
+ * flow both ways (the destination asks, the source sends) until kvmm's
+ * post-copy ends and closes its end of the stream; the relay has to
+ * outlive Perform and the destination's incoming thread.  A thread waits
+ * for the stream's end, logs how it ended (NAME: the domain's), then
+ * frees T and closes FD, the TCP connection. */
+void migtls_release(struct migtls *t, int fd, const char *name);
+
 #endif

@@ -99,7 +99,7 @@ src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/proc_names.c src/driver/rpc/proc_names.h \
 	src/driver/rpc/forward.c src/driver/rpc/forward.h \
 	src/driver/rpc/server.c src/driver/rpc/server.h \
-	src/driver/rpc/tls.c src/driver/rpc/tls.h \
+	src/driver/tls.c src/driver/tls.h \
 	src/driver/rpc/domain_wire.c src/driver/rpc/domain_wire.h \
 	src/driver/driver.h \
 	src/driver/host.c src/driver/host.h \

@@ -16,6 +16,7 @@ from test_lifecycle import wait_for
 from test_migrate import (DIRTY, assert_memory_right, hosts, migrate, ns_dst, ns_src,  # noqa: F401
                           running, sandboxed, start_migrate, thread_status, ticks,
                           tls_dst_conf)
+from test_migrate_tls import GUEST_MARK, STREAM_MAGIC, captured, mig_pki, tls_hosts  # noqa: F401
 from test_tls import pki  # noqa: F401 (fixture)
 
 L = libvirt
@@ -140,15 +141,23 @@ def test_the_source_lost_during_postcopy_loses_the_guest(hosts):
     ddom.destroy()
 
 
-def test_postcopy_over_tls_is_refused_and_the_guest_runs_on(hosts):
-    """The daemons' TLS relay ends with Perform, while post-copy's pages
-    flow until Confirm: the combination is refused before anything moves."""
-    src, dst, shared = hosts
-    sdom = running(src, shared)
-    r = migrate(src, dst, "m1", "--live", "--postcopy", "--tls")
-    assert r.returncode != 0 and "post-copy migration over TLS is not supported" in r.stderr, \
-        r.stderr
-    assert sdom.state()[0] == L.VIR_DOMAIN_RUNNING
-    assert "m1" not in [d.name() for d in dst.conn.listAllDomains()]
-    assert len(src.d.guests()) == 1 and dst.d.guests() == []
-    sdom.destroy()
+def test_postcopy_over_tls_and_the_wire_carries_no_plaintext(tls_hosts):
+    """--postcopy --tls: the daemons' relays outlive Perform and Finish,
+    carrying the pages the destination asks for and the source pushes
+    until kvmm's post-copy ends; memory right on the destination, and
+    none of it in the clear on the wire."""
+    src, dst, shared, dev = tls_hosts()
+    running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+
+    def run():
+        p = start_migrate(src, dst, "m1", "--live", "--postcopy", "--postcopy-after-precopy",
+                          "--bandwidth", "8", "--tls")
+        check_postcopy(src, dst, shared, before, p)
+
+    wire, _ = captured(dst.ns, dev, run)
+    # Both relays saw the other's close_notify: no cut.
+    for h in (src, dst):
+        wait_for(lambda: "post-copy migration's TLS stream ended" in h.d.output(),
+                 "the relay ended cleanly")
+    assert len(wire) > 1 << 20 and STREAM_MAGIC not in wire and GUEST_MARK not in wire

@@ -110,13 +110,6 @@ static int check_flags(unsigned flags, const char *api)
 				 "post-copy migration is not supported with non-live or paused migration");
 		return -1;
 	}
-	/* The TLS relay ends with Perform, while post-copy's pages still
-	 * flow until Confirm. */
-	if ((flags & VIR_MIGRATE_POSTCOPY) && (flags & VIR_MIGRATE_TLS)) {
-		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
-				 "post-copy migration over TLS is not supported by virtkvmmd yet");
-		return -1;
-	}
 	if ((flags & VIR_MIGRATE_OFFLINE) && !(flags & VIR_MIGRATE_PERSIST_DEST)) {
 		drv_error_report(VIR_ERR_ARGUMENT_UNSUPPORTED,
 				 "offline migration requires --persistent (VIR_MIGRATE_PERSIST_DEST)");
@@ -851,14 +844,24 @@ static int perform(struct domain_obj *obj, const char *uri, const struct mig_par
 		/* kvmm's error is the client's (a broken pipe, say); the
 		 * connection's own reason is logged. */
 		g_autofree char *why = rc < 0 ? migtls_failure(tls) : NULL;
+		bool in_postcopy = false;
 
 		if (why)
 			pr_warn("domain '%s': the migration's TLS connection failed: %s",
 				obj->def->name, why);
 		close(plain);
-		migtls_free(tls);
+		if (rc == 0)
+			mark_postcopy(obj->def, NULL, &in_postcopy, false);
+		if (in_postcopy) {
+			/* kvmm sends pages until Confirm sees it done. */
+			migtls_release(tls, fd, obj->def->name);
+			fd = -1;
+		} else {
+			migtls_free(tls);
+		}
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 out:
 	if (rc == 0)
 		mark_move(obj->def, OUT_PERFORMING, OUT_PERFORMED);
@@ -1014,6 +1017,7 @@ struct incoming {
 	bool took_over;			/* a defined one with the migrated def */
 	bool offline;
 	bool tls;			/* VIR_MIGRATE_TLS: the daemons relay */
+	bool postcopy;			/* VIR_MIGRATE_POSTCOPY */
 	int lfd;			/* listening socket, -1 once closed */
 	int cfd;			/* the source's connection while kvmm reads it */
 	int cancel_fd;			/* eventfd: Finish(cancelled) wakes the thread */
@@ -1175,6 +1179,8 @@ void migrate_conn_gone(struct rpc_conn *conn)
 		g_ptr_array_unref(gone);
 }
 
+static bool incoming_in_postcopy(struct domain_obj *obj);
+
 /* Thread: accepts the source's connection, then runs kvmm on it. */
 static gpointer incoming_thread(gpointer data)
 {
@@ -1229,14 +1235,27 @@ static gpointer incoming_thread(gpointer data)
 		} else {
 			rc = process_start_incoming(in->obj, plain);
 			close(plain);
-			/* Both ends of the stream ended as they should.
-			 * Waited for even after a kvmm that failed: a stream
-			 * it read whole ends cleanly for the source (which
-			 * then learns of the failure from Finish, as without
-			 * TLS), not as a cut. */
-			if (migtls_wait(tls) < 0)
-				rc = -1;
-			migtls_free(tls);
+			if (rc == 0 && in->postcopy && incoming_in_postcopy(in->obj)) {
+				/* kvmm runs the guest and pulls the pages
+				 * still missing over the stream: the relay
+				 * lives on, out of a cancel's reach (Finish
+				 * resumes the guest next). */
+				g_mutex_lock(&in->lock);
+				in->cfd = -1;
+				g_mutex_unlock(&in->lock);
+				migtls_release(tls, fd, in->obj->def->name);
+				fd = -1;
+			} else {
+				/* Both ends of the stream ended as they
+				 * should.  Waited for even after a kvmm
+				 * that failed: a stream it read whole ends
+				 * cleanly for the source (which then learns
+				 * of the failure from Finish, as without
+				 * TLS), not as a cut. */
+				if (migtls_wait(tls) < 0)
+					rc = -1;
+				migtls_free(tls);
+			}
 		}
 	} else {
 		rc = process_start_incoming(in->obj, fd);
@@ -1246,7 +1265,8 @@ static gpointer incoming_thread(gpointer data)
 	g_mutex_unlock(&in->lock);
 	/* kvmm has its own copy (closed once read); ours closing lets the
 	 * source see the end. */
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	incoming_done(in, rc);
 	return NULL;
 }
@@ -1391,6 +1411,7 @@ static int prepare(struct rpc_conn *conn, const struct mig_params *mp, const cha
 	in->obj = obj;
 	in->offline = offline;
 	in->tls = flags & VIR_MIGRATE_TLS;
+	in->postcopy = flags & VIR_MIGRATE_POSTCOPY;
 	in->lfd = in->cfd = in->cancel_fd = -1;
 	g_mutex_init(&in->lock);
 	g_cond_init(&in->cond);

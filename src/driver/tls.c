@@ -1,4 +1,4 @@
-/* TLS for the RPC server; see tls.h. */
+/* TLS in virtkvmmd; see tls.h. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,11 +15,16 @@ struct tls_context {
 	gnutls_priority_t prio;
 	bool no_verify;
 	char **allowed_dn;		/* owned copy; NULL: any */
+	/* Peer contexts (the migration stream): */
+	bool peer;
+	bool server;
+	bool verify_peer;
 };
 
 struct tls_session {
 	struct tls_context *ctx;
 	gnutls_session_t s;
+	int rc[3];			/* the last failure of each tls_op */
 };
 
 static int file_readable(const char *what, const char *path)
@@ -248,7 +253,8 @@ static ssize_t tls_result(struct tls_session *s, ssize_t rc)
 	}
 	pr_debug("TLS: %s", gnutls_strerror((int)rc));
 	/* A peer that closed without close_notify has simply gone. */
-	errno = rc == GNUTLS_E_PREMATURE_TERMINATION ? ECONNRESET : EIO;
+	errno = rc == GNUTLS_E_PREMATURE_TERMINATION ? ECONNRESET :
+		rc == GNUTLS_E_TIMEDOUT ? ETIMEDOUT : EIO;
 	(void)s;
 	return -1;
 }
@@ -260,15 +266,148 @@ ssize_t tls_session_recv(struct tls_session *s, void *buf, size_t len)
 	do
 		rc = gnutls_record_recv(s->s, buf, len);
 	while (rc == GNUTLS_E_REHANDSHAKE || rc == GNUTLS_E_WARNING_ALERT_RECEIVED);
+	if (rc < 0)
+		s->rc[TLS_OP_RECV] = (int)rc;
 	return tls_result(s, rc);
 }
 
 ssize_t tls_session_send(struct tls_session *s, const void *buf, size_t len)
 {
-	return tls_result(s, gnutls_record_send(s->s, buf, len));
+	ssize_t rc = gnutls_record_send(s->s, buf, len);
+
+	if (rc < 0)
+		s->rc[TLS_OP_SEND] = (int)rc;
+	return tls_result(s, rc);
 }
 
 bool tls_session_pending(struct tls_session *s)
 {
 	return gnutls_record_check_pending(s->s) > 0;
+}
+
+struct tls_context *tls_context_new_peer(const char *ca, const char *crl, const char *cert,
+					 const char *key, bool server, bool verify_peer,
+					 char **err)
+{
+	struct tls_context *ctx = g_new0(struct tls_context, 1);
+	const char *role = server ? "server" : "client";
+	int rc;
+
+	ctx->peer = true;
+	ctx->server = server;
+	ctx->verify_peer = verify_peer;
+	rc = gnutls_certificate_allocate_credentials(&ctx->cred);
+	if (rc < 0) {
+		ctx->cred = NULL;
+		*err = g_strdup_printf("cannot allocate TLS credentials: %s", gnutls_strerror(rc));
+		goto fail;
+	}
+	rc = gnutls_certificate_set_x509_trust_file(ctx->cred, ca, GNUTLS_X509_FMT_PEM);
+	if (rc <= 0) {
+		*err = g_strdup_printf("Unable to set x509 CA certificate: %s: %s", ca,
+				       rc < 0 ? gnutls_strerror(rc) : "no certificate in it");
+		goto fail;
+	}
+	if (crl && (rc = gnutls_certificate_set_x509_crl_file(ctx->cred, crl,
+							       GNUTLS_X509_FMT_PEM)) < 0) {
+		*err = g_strdup_printf("Unable to set x509 certificate revocation list: %s: %s", crl,
+				       gnutls_strerror(rc));
+		goto fail;
+	}
+	rc = gnutls_certificate_set_x509_key_file(ctx->cred, cert, key, GNUTLS_X509_FMT_PEM);
+	if (rc < 0) {
+		*err = g_strdup_printf("Unable to set x509 %s certificate %s with key %s: %s", role,
+				       cert, key, gnutls_strerror(rc));
+		goto fail;
+	}
+	return ctx;
+fail:
+	tls_context_free(ctx);
+	return NULL;
+}
+
+struct tls_session *tls_session_new_peer(struct tls_context *ctx, int fd, const char *host,
+					 char **err)
+{
+	struct tls_session *s = g_new0(struct tls_session, 1);
+	int rc;
+
+	s->ctx = ctx;
+	rc = gnutls_init(&s->s, ctx->server ? GNUTLS_SERVER : GNUTLS_CLIENT);
+	if (rc < 0) {
+		*err = g_strdup_printf("cannot start a TLS session: %s", gnutls_strerror(rc));
+		g_free(s);
+		return NULL;
+	}
+	if ((rc = gnutls_set_default_priority(s->s)) < 0 ||
+	    (rc = gnutls_credentials_set(s->s, GNUTLS_CRD_CERTIFICATE, ctx->cred)) < 0) {
+		*err = g_strdup_printf("cannot set up a TLS session: %s", gnutls_strerror(rc));
+		tls_session_free(s);
+		return NULL;
+	}
+	if (!ctx->server) {
+		/* The server always proves who it is: signed by the CA,
+		 * for the host the client asked for. */
+		gnutls_session_set_verify_cert(s->s, host, 0);
+	} else if (ctx->verify_peer) {
+		gnutls_certificate_server_set_request(s->s, GNUTLS_CERT_REQUIRE);
+		gnutls_session_set_verify_cert(s->s, NULL, 0);
+	}
+	gnutls_transport_set_int(s->s, fd);
+	return s;
+}
+
+int tls_session_handshake_wait(struct tls_session *s, int timeout_ms)
+{
+	int rc;
+
+	gnutls_handshake_set_timeout(s->s, timeout_ms);
+	/* Warning alerts and interruptions: it goes on. */
+	do
+		rc = gnutls_handshake(s->s);
+	while (rc < 0 && !gnutls_error_is_fatal(rc));
+	if (rc < 0) {
+		s->rc[TLS_OP_HANDSHAKE] = rc;
+		return -1;
+	}
+	return 0;
+}
+
+void tls_session_set_timeout(struct tls_session *s, int ms)
+{
+	gnutls_record_set_timeout(s->s, ms);
+}
+
+void tls_session_bye(struct tls_session *s)
+{
+	gnutls_bye(s->s, GNUTLS_SHUT_WR);
+}
+
+const char *tls_session_protocol(struct tls_session *s)
+{
+	return gnutls_protocol_get_name(gnutls_protocol_get_version(s->s));
+}
+
+char *tls_session_error(struct tls_session *s, enum tls_op op, enum tls_failure *kind)
+{
+	int rc = s->rc[op];
+
+	if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+		unsigned status = gnutls_session_get_verify_cert_status(s->s);
+		gnutls_datum_t text = { 0 };
+		char *why;
+
+		gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0);
+		why = g_strdup(text.data ? (char *)text.data : "certificate not valid");
+		gnutls_free(text.data);
+		*kind = TLS_FAIL_UNVERIFIED;
+		return why;
+	}
+	if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		*kind = TLS_FAIL_REFUSED;
+		return g_strdup(gnutls_alert_get_name(gnutls_alert_get(s->s)));
+	}
+	*kind = rc == GNUTLS_E_TIMEDOUT ? TLS_FAIL_TIMEOUT :
+		rc == GNUTLS_E_PREMATURE_TERMINATION ? TLS_FAIL_CUT : TLS_FAIL_OTHER;
+	return g_strdup(gnutls_strerror(rc));
 }
