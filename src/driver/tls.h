@@ -53,7 +53,7 @@ int tls_session_check_client(struct tls_session *s, const char *who);
 
 /* As recv(2)/send(2) on a non-blocking socket: bytes moved, 0 at the
  * peer's end (recv), -1 with errno (EAGAIN: try again when the socket is
- * ready, as tls_session_wants_write says). */
+ * ready). */
 ssize_t tls_session_recv(struct tls_session *s, void *buf, size_t len);
 ssize_t tls_session_send(struct tls_session *s, const void *buf, size_t len);
 
