@@ -1,6 +1,6 @@
-"""tools/bench/migrate --quick, kvmm only: the test guest (256 MiB) moved
-between two kvmm processes in two network namespaces over a veth pair,
-idle and dirtying 50 MiB/s.  The output is well-formed, each case
+"""tools/bench/migrate --quick, kvmm only, directly and --through-daemons:
+the test guest (256 MiB) moved between two kvmm processes in two network
+namespaces over a veth pair, idle and dirtying 50 MiB/s.  The output is well-formed, each case
 completed, and the bytes counted on the veth hold at least the memory the
 guest keeps rewriting.  No timing is asserted: the figures go to
 docs/SPECIFICATION.md."""
@@ -35,3 +35,19 @@ def test_migrate_quick_kvmm(kvm):
     assert float(rows[1][3]) > float(rows[0][3]), out
     assert not re.search(r"^(idle|50 MiB/s)\s+(qemu|kvmm/qemu)\s", out, re.M), out
     assert re.search(r"^load average [\d.]+ [\d.]+ [\d.]+ at the end$", out, re.M), out
+
+
+def test_migrate_through_daemons_quick_kvmm(kvm):
+    """--through-daemons, kvmm only: virsh migrate --live between two
+    virtkvmmd, one in each namespace, back and forth once per case."""
+    r = subprocess.run([MIGRATE, "--through-daemons", "--quick", "--no-qemu", "--timeout", "240"],
+                       capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    assert r.stderr == "", out + r.stderr
+    assert out.splitlines()[2].startswith("virsh migrate --live, median of 1"), out
+    rows = re.findall(rf"^(idle|50 MiB/s)\s+kvmm\s+{NUM}\s+{NUM}\s+{NUM}$", out, re.M)
+    assert [x[0] for x in rows] == ["idle", "50 MiB/s"], out
+    assert all(float(t) > 0 for _, t, _, _ in rows), out
+    assert float(rows[1][3]) >= 1.0, out
+    assert not re.search(r"libvirt\+QEMU", out), out
