@@ -22,6 +22,7 @@
 #include "sandbox.h"
 #include "migration/migration.h"
 #include "migration/postcopy.h"
+#include "util.h"
 #include "vm.h"
 
 static const char usage[] =
@@ -407,6 +408,9 @@ int main(int argc, char **argv)
 		goto out;
 	if (vm_start(&vm))
 		goto out;
+	if (incoming_uri && rs.state_ns)
+		pr_debug("incoming: the vCPUs started %llu us after the state began to arrive",
+			 (unsigned long long)(now_ns() - rs.state_ns) / 1000);
 	loop_run(loop);
 	status = vm.exit_status;
 out:

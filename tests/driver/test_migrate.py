@@ -127,6 +127,18 @@ tls_allowed_dn_list = ["{DN_ALLOWED}"]
 
 @pytest.fixture
 def hosts(start_daemon, ns_src, ns_dst, kvm, tls_dst_conf):
+    yield from make_hosts(start_daemon, ns_src, ns_dst, ["--config", tls_dst_conf])
+
+
+@pytest.fixture
+def lean_hosts(start_daemon, ns_src, ns_dst, kvm):
+    """As hosts, but the destination has no TLS listener and no client
+    but virsh's: few descriptors of its own, so the connection it accepts
+    lands on a low number.  (src Host, dst Daemon, shared dir)."""
+    yield from make_hosts(start_daemon, ns_src, ns_dst, [], lean=True)
+
+
+def make_hosts(start_daemon, ns_src, ns_dst, dst_extra, lean=False):
     veth = "kmv" + ns_src[-6:]
     subprocess.run(["ip", "link", "add", veth + "a", "netns", ns_src, "type", "veth",
                     "peer", "name", veth + "b", "netns", ns_dst], check=True)
@@ -137,8 +149,9 @@ def hosts(start_daemon, ns_src, ns_dst, kvm, tls_dst_conf):
     with open(os.path.join(shared, "disk.img"), "wb") as f:
         f.write(os.urandom(1 << 20))
     src = Host(start_daemon(prefix=["ip", "netns", "exec", ns_src]), ns_src, SRC_IP)
-    dst = Host(start_daemon(["--config", tls_dst_conf], prefix=["ip", "netns", "exec", ns_dst]),
-               ns_dst, DST_IP)
+    dst = start_daemon(dst_extra, prefix=["ip", "netns", "exec", ns_dst])
+    if not lean:
+        dst = Host(dst, ns_dst, DST_IP)
     yield src, dst, shared
     shutil.rmtree(shared, ignore_errors=True)
 
@@ -185,6 +198,20 @@ def test_migrate_moves_the_running_guest(hosts):
     assert ticks(shared)[-1][0] > before[-1][0]
     assert dst.listening() == []
     ddom.destroy()
+
+
+def test_migrate_to_a_daemon_with_few_descriptors(lean_hosts):
+    # Its accepted connection can be the very number kvmm is to inherit
+    # it on (fd:12): it must still reach kvmm's --incoming.
+    src, dst, shared = lean_hosts
+    running(src, shared)
+    before = ticks(shared)
+    r = virsh(src.uri, "migrate", "--live", "m1", dst.uri(), "--migrateuri", f"tcp://{DST_IP}",
+              timeout=180)
+    assert r.returncode == 0, r.stderr + src.d.output() + dst.output()
+    assert "running" in virsh(dst.uri(), "domstate", "m1").stdout
+    assert_continued(shared, before)
+    assert virsh(dst.uri(), "destroy", "m1").returncode == 0
 
 
 def test_persistent_undefinesource_and_back(hosts):

@@ -169,6 +169,35 @@ def test_live_migration_moves_a_running_guest(kvm, vms, tmp, transport):
     check_continued(g, h, at_start)
 
 
+def test_destination_says_its_share_of_the_downtime(kvm, vms, tmp):
+    """With -vv the destination logs how long after the state began to
+    arrive (the source paused) its vCPUs started: its share of the
+    downtime, within the whole migration's time."""
+    disk = disk_image(tmp)
+    g, api = source(vms, tmp, disk)
+    port = free_port()
+    uri = f"tcp:127.0.0.1:{port}"
+    h, hsock = destination(vms, tmp, uri, disk, ["-vv"])
+    wait_listening(port, h)
+    at_start = records(g.lines)[-1][0]
+    t0 = time.monotonic()
+    migrate(api, {"uri": uri})
+    wait_status(api, "completed")
+    h.wait_for(r"KVMMTEST live n=%d " % (records(g.lines)[-1][0] + 3))
+    took_us = (time.monotonic() - t0) * 1e6
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    assert Api(hsock).call("quit")["return"] == {}
+    assert h.wait_exit() == 0
+    said = re.findall(rb"debug: incoming: the vCPUs started (\d+) us after the state began to arrive",
+                      h.stderr)
+    assert len(said) == 1, h.stderr
+    assert 0 < int(said[0]) < took_us, (said, took_us)
+    # the source says nothing of the kind
+    assert b"incoming:" not in g.stderr
+    check_continued(g, h, at_start)
+
+
 def test_live_migration_over_inherited_descriptors(kvm, vms, tmp):
     """migrate's fdname on the source, --incoming fd:N on the destination:
     the two ends of one socketpair, as a daemon hands them over."""

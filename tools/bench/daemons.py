@@ -72,14 +72,20 @@ def start_kvmm(tmp, prefix=()):
                   os.path.join(tmp, "virtkvmmd.log"))
 
 
-def start_libvirtd(tmp, log="libvirtd.log", prefix=()):
+def start_libvirtd(tmp, log="libvirtd.log", prefix=(), host_uuid=None):
     """libvirtd as a session daemon with every directory under tmp/libvirtd;
     started again on the same tmp, it finds the first one's state there.
-    prefix: argv run before the daemon's, e.g. ip netns exec NS."""
+    prefix: a command it runs under (e.g. ["ip", "netns", "exec", NS]);
+    host_uuid: its libvirtd.conf's, so that two of them on one machine are
+    two hosts to a migration."""
     base = os.path.join(tmp, "libvirtd")
     dirs = {d: os.path.join(base, d) for d in ("home", "run", "config", "cache", "dev")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
+    if host_uuid:
+        os.makedirs(os.path.join(dirs["config"], "libvirt"), exist_ok=True)
+        with open(os.path.join(dirs["config"], "libvirt", "libvirtd.conf"), "w") as f:
+            f.write(f'host_uuid = "{host_uuid}"\n')
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": dirs["home"],
            "XDG_RUNTIME_DIR": dirs["run"], "XDG_CONFIG_HOME": dirs["config"],
            "XDG_CACHE_HOME": dirs["cache"]}
@@ -87,7 +93,8 @@ def start_libvirtd(tmp, log="libvirtd.log", prefix=()):
         # root's libvirtd would use /etc/libvirt, /var/lib/libvirt and
         # /run/libvirt: run a session daemon as nobody instead, with a
         # /dev/kvm that nobody may open in a mount namespace of its own.
-        for d in [base] + list(dirs.values()):
+        for d in [base] + list(dirs.values()) + ([os.path.join(dirs["config"], "libvirt")]
+                                                  if host_uuid else []):
             os.chown(d, NOBODY, NOBODY)
         script = ('set -e; mount -t tmpfs -o mode=755 kvmm-bench "$1"; '
                   'mknod -m 600 "$1/kvm" c 10 232; chown 65534:65534 "$1/kvm"; '
@@ -97,9 +104,8 @@ def start_libvirtd(tmp, log="libvirtd.log", prefix=()):
                 "sh", "-c", script, "sh", dirs["dev"], LIBVIRTD]
     else:
         argv = [LIBVIRTD]
-    argv = list(prefix) + argv
     sock = os.path.join(dirs["run"], "libvirt", "libvirt-sock")
-    return Daemon("libvirtd", f"qemu:///session?socket={sock}", sock, argv,
+    return Daemon("libvirtd", f"qemu:///session?socket={sock}", sock, list(prefix) + argv,
                   os.path.join(tmp, log), env=env)
 
 

@@ -280,9 +280,9 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 		if (dup2(devnull, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 ||
 		    dup2(sv[1], 3) < 0 || (infd >= 0 && dup2(infd, SPAWN_IN_FD) < 0))
 			_exit(127);
-		/* A descriptor that already is SPAWN_IN_FD: dup2 did nothing,
-		 * and its close-on-exec flag would stay. */
-		if (infd == SPAWN_IN_FD && fcntl(infd, F_SETFD, 0) < 0)
+		/* dup2() onto itself keeps close-on-exec: a connection the
+		 * daemon accepted on SPAWN_IN_FD would not reach kvmm. */
+		if (infd == SPAWN_IN_FD && fcntl(SPAWN_IN_FD, F_SETFD, 0) < 0)
 			_exit(127);
 		/* Nothing else of the daemon's: above all no end of another
 		 * start's gate, which would keep its EOF away. */

@@ -69,6 +69,9 @@ struct restore {
 	/* A section header read ahead (the one after the PAGES sections). */
 	struct stream_section_hdr next;
 	bool have_next;
+	/* now_ns() when a live migration's state began to arrive (the
+	 * source paused), for the downtime's share on this side. */
+	uint64_t state_ns;
 };
 
 /* Opens the stream and reads its header, configuration and layout. */

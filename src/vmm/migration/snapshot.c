@@ -937,6 +937,7 @@ static int restore_rounds(struct restore *rs, struct vm *vm, char *err, size_t e
 		}
 		if (rs->next.type != SEC_PAGES) {
 			rs->have_next = true;
+			rs->state_ns = now_ns();
 			return 0;
 		}
 		r = stream_read_payload(&rs->r, &rs->next, &p);
