@@ -27,6 +27,8 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,6 +67,13 @@
 #define BEGIN_STALE_US (120 * G_USEC_PER_SEC)
 /* ... and the destination to take the state (kvmm's save deadline). */
 #define TRANSFER_TIMEOUT_MS 300000
+/* A migration connection whose peer stopped answering (a link cut, a
+ * host gone) fails after this long on either side: data unacknowledged
+ * (the source's writes) or keepalive probes unanswered (an idle side,
+ * such as the destination waiting for the next round).  TCP alone would
+ * wait some 15 minutes, or for ever while only reading. */
+#define LINK_TIMEOUT_S 30
+#define LINK_KEEPALIVE_S 5
 #define COOKIE_MAGIC "virtkvmmd-migration 1"
 /* libvirt's defaults (QEMU driver): unlimited speed, 300 ms downtime. */
 #define SPEED_DEFAULT 8796093022207ULL
@@ -564,6 +573,22 @@ bad:
 	return -1;
 }
 
+/* FD (a migration's TCP connection) fails within LINK_TIMEOUT_S of its
+ * peer going silent.  The options are the socket's, so the kvmm that gets
+ * FD keeps them. */
+static void link_watch(int fd)
+{
+	int one = 1, idle = LINK_KEEPALIVE_S, cnt = LINK_TIMEOUT_S / LINK_KEEPALIVE_S;
+	unsigned int user_ms = LINK_TIMEOUT_S * 1000;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)) < 0)
+		pr_warn("migration connection: cannot set its timeouts: %s", g_strerror(errno));
+}
+
 /* A TCP connection to URI's host and port, or -1 after reporting. */
 static int connect_uri(const char *uri)
 {
@@ -617,6 +642,7 @@ static int connect_uri(const char *uri)
 	}
 	/* kvmm writes with plain blocking writes. */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	link_watch(fd);
 	return fd;
 }
 
@@ -1075,6 +1101,8 @@ static gpointer incoming_thread(gpointer data)
 		incoming_done(in, -1);
 		return NULL;
 	}
+	/* kvmm there only reads: a source gone silent would hold it. */
+	link_watch(fd);
 	g_mutex_lock(&in->lock);
 	in->cfd = fd;
 	g_mutex_unlock(&in->lock);
