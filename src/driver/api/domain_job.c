@@ -35,6 +35,15 @@ static int stats(const remote_nonnull_domain *dom, bool completed, bool keep,
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "domain is not running");
 		return -1;
 	}
+	/* As libvirt's QEMU driver: the source has the figures of a
+	 * migration under way; the destination has them once it is done
+	 * (COMPLETED). */
+	if (!completed && st->type == VIR_DOMAIN_JOB_UNBOUNDED &&
+	    st->operation == VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN) {
+		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+				 "migration statistics are available only on the source host");
+		return -1;
+	}
 	return 0;
 }
 

@@ -29,6 +29,8 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -69,6 +71,13 @@
 #define BEGIN_STALE_US (120 * G_USEC_PER_SEC)
 /* ... and the destination to take the state (kvmm's save deadline). */
 #define TRANSFER_TIMEOUT_MS 300000
+/* A migration connection whose peer stopped answering (a link cut, a
+ * host gone) fails after this long on either side: data unacknowledged
+ * (the source's writes) or keepalive probes unanswered (an idle side,
+ * such as the destination waiting for the next round).  TCP alone would
+ * wait some 15 minutes, or for ever while only reading. */
+#define LINK_TIMEOUT_S 30
+#define LINK_KEEPALIVE_S 5
 #define COOKIE_MAGIC "virtkvmmd-migration 1"
 /* libvirt's defaults (QEMU driver): unlimited speed, 300 ms downtime. */
 #define SPEED_DEFAULT 8796093022207ULL
@@ -193,6 +202,34 @@ static char *cookie_make(const struct domain_def *def)
 	return g_string_free(g_steal_pointer(&c), FALSE);
 }
 
+/* The source's cookie after its transfer: the finished job's figures
+ * (the destination's --completed job shows them, as libvirt's). */
+static char *cookie_make_stats(struct domain_obj *obj)
+{
+	g_autoptr(GString) c = NULL;
+	struct job_stats st;
+	char *base;
+
+	g_mutex_lock(&obj->lock);
+	base = cookie_make(obj->def);
+	g_mutex_unlock(&obj->lock);
+	job_get_stats(obj, true, true, &st);
+	if (st.type != VIR_DOMAIN_JOB_COMPLETED || !st.has_data)
+		return base;
+	c = g_string_new(base);
+	g_free(base);
+	g_string_append_printf(c, "data=%" G_GUINT64_FORMAT "\n", st.data_processed);
+	if (st.has_migration)
+		g_string_append_printf(c, "mig=%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+				       G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT
+				       " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+				       G_GUINT64_FORMAT "\n",
+				       st.mig.ram, st.mig.iteration, st.mig.dirty_rate, st.mig.page_size,
+				       st.mig.bps, st.mig.downtime_ms, st.mig.setup_ms,
+				       st.mig.throttle_pct);
+	return g_string_free(g_steal_pointer(&c), FALSE);
+}
+
 static void cookie_put(char *cookie, u_int *len, char **val)
 {
 	/* xdr_free frees it with free(); GLib's allocator is malloc. */
@@ -218,6 +255,32 @@ static char *cookie_get(const char *data, u_int len, const char *key)
 		if (!strncmp(lines[i], key, klen) && lines[i][klen] == '=')
 			return g_strdup(lines[i] + klen + 1);
 	return NULL;
+}
+
+/* CLIENT: the source's figures from its cookie (cookie_make_stats) into
+ * the incoming job of OBJ; anything malformed is ignored (they are only
+ * shown). */
+static void cookie_job_stats(struct domain_obj *obj, const char *data, u_int len)
+{
+	g_autofree char *d = cookie_get(data, len, "data");
+	g_autofree char *m = cookie_get(data, len, "mig");
+	struct job_migration jm = { 0 };
+	guint64 processed;
+	char *end;
+
+	if (!d)
+		return;
+	processed = g_ascii_strtoull(d, &end, 10);
+	if (end == d || *end)
+		return;
+	job_progress(obj, processed, processed);
+	if (m && sscanf(m, "%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+			G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %"
+			G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
+			&jm.ram, &jm.iteration, &jm.dirty_rate, &jm.page_size, &jm.bps,
+			&jm.downtime_ms, &jm.setup_ms, &jm.throttle_pct) == 8 &&
+	    jm.throttle_pct <= 100)
+		job_migration_progress(obj, &jm);
 }
 
 static int cookie_check(const char *data, u_int len)
@@ -632,6 +695,22 @@ bad:
 	return -1;
 }
 
+/* FD (a migration's TCP connection) fails within LINK_TIMEOUT_S of its
+ * peer going silent.  The options are the socket's, so the kvmm that gets
+ * FD keeps them. */
+static void link_watch(int fd)
+{
+	int one = 1, idle = LINK_KEEPALIVE_S, cnt = LINK_TIMEOUT_S / LINK_KEEPALIVE_S;
+	unsigned int user_ms = LINK_TIMEOUT_S * 1000;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)) < 0)
+		pr_warn("migration connection: cannot set its timeouts: %s", g_strerror(errno));
+}
+
 /* A TCP connection to URI's host and port, or -1 after reporting;
  * *HOST_OUT (g_free) the host. */
 static int connect_uri(const char *uri, char **host_out)
@@ -686,6 +765,7 @@ static int connect_uri(const char *uri, char **host_out)
 	}
 	/* kvmm writes with plain blocking writes. */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	link_watch(fd);
 	*host_out = g_steal_pointer(&host);
 	return fd;
 }
@@ -977,11 +1057,8 @@ int drv_domain_migrate_perform3_params(struct rpc_conn *conn, void *args, void *
 	rc = perform(obj, mp.uri, &mp, a->flags);
 	if (rc == 0) {
 		remote_domain_migrate_perform3_params_ret *r = ret;
-		char *cookie;
+		char *cookie = cookie_make_stats(obj);
 
-		g_mutex_lock(&obj->lock);
-		cookie = cookie_make(obj->def);
-		g_mutex_unlock(&obj->lock);
 		cookie_put(cookie, &r->cookie_out.cookie_out_len, &r->cookie_out.cookie_out_val);
 	}
 	domain_obj_unref(obj);
@@ -1067,6 +1144,7 @@ static int take_over(struct domain_obj *obj, struct domain_def *def)
 	obj->newdef = obj->def;
 	obj->def = def;
 	g_mutex_unlock(&obj->lock);
+	job_begin_held(obj, VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN);
 	return 0;
 }
 
@@ -1087,7 +1165,7 @@ static void incoming_remove(struct incoming *in)
 	g_mutex_unlock(&obj->lock);
 	if (!in->took_over && !obj->removed && !obj->persistent && obj->id < 0)
 		domain_remove_transient(obj);
-	domain_job_end(obj);
+	job_end(obj, -1);
 	domain_obj_unref(obj);
 	incoming_free(in);
 }
@@ -1219,6 +1297,8 @@ static gpointer incoming_thread(gpointer data)
 		incoming_done(in, -1);
 		return NULL;
 	}
+	/* kvmm there only reads: a source gone silent would hold it. */
+	link_watch(fd);
 	g_mutex_lock(&in->lock);
 	in->cfd = fd;
 	g_mutex_unlock(&in->lock);
@@ -1403,6 +1483,7 @@ static int prepare(struct rpc_conn *conn, const struct mig_params *mp, const cha
 		obj = domain_add_transient(def, "virDomainMigratePrepare3Params");
 		if (!obj)
 			return -1;
+		job_begin_held(obj, VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN);
 	}
 	in = g_new0(struct incoming, 1);
 	in->took_over = took_over;
@@ -1497,7 +1578,7 @@ static bool incoming_in_postcopy(struct domain_obj *obj)
 }
 
 static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, unsigned flags,
-				 bool cancelled)
+				 bool cancelled, const char *cookie, u_int cookielen)
 {
 	struct incoming *in = NULL;
 	struct domain_obj *obj;
@@ -1586,7 +1667,8 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 			g_mutex_unlock(&obj->lock);
 		}
 		/* Defining takes the job. */
-		domain_job_end(obj);
+		cookie_job_stats(obj, cookie, cookielen);
+		job_end(obj, 0);
 		defined = def ? domain_define(def, &updated) : NULL;
 		if (!defined) {
 			/* The domain runs here now: keep it, and say why it
@@ -1609,7 +1691,8 @@ static struct domain_obj *finish(const char *uuid, const struct mig_params *mp, 
 			domain_obj_unref(defined);
 		}
 	} else {
-		domain_job_end(obj);
+		cookie_job_stats(obj, cookie, cookielen);
+		job_end(obj, 0);
 	}
 	pr_info("domain '%s' migrated here%s", obj->def->name, in->offline ? " (offline)" : "");
 	domain_obj_ref(obj);
@@ -1630,7 +1713,8 @@ int drv_domain_migrate_finish3_params(struct rpc_conn *conn, void *args, void *r
 	if (parse_params(a->params.params_val, a->params.params_len, &mp) < 0)
 		return -1;
 	uuid = cookie_get(a->cookie_in.cookie_in_val, a->cookie_in.cookie_in_len, "uuid");
-	obj = finish(uuid, &mp, a->flags, a->cancelled != 0);
+	obj = finish(uuid, &mp, a->flags, a->cancelled != 0, a->cookie_in.cookie_in_val,
+		     a->cookie_in.cookie_in_len);
 	if (!obj)
 		return -1;
 	wire_domain_make(obj, &r->dom);
@@ -1755,9 +1839,7 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 				    obj->def->name) < 0)
 		cancelled = true;
 	/* The first error stays: Finish's, when cancelled, only says so. */
-	g_mutex_lock(&obj->lock);
-	cookie3 = cookie_make(obj->def);
-	g_mutex_unlock(&obj->lock);
+	cookie3 = cookie_make_stats(obj);
 	ddom = virDomainMigrateFinish3Params(dconn, tp, ntp, cookie3, strlen(cookie3), &cookie4,
 					     &cookie4len, flags, cancelled);
 	if (!ddom) {

@@ -375,8 +375,15 @@ static bool is_side_call(const struct client *c, GBytes *call)
 		return false;
 	running = call_proc(c->running);
 	/* virsh migrate --timeout suspends the domain on the connection
-	 * Perform runs on; the migration's job does the pause. */
-	if (proc == REMOTE_PROC_DOMAIN_SUSPEND && running == REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS)
+	 * Perform runs on; the migration's job does the pause.  nova steps
+	 * the maximum downtime up there during the migration (and pauses it
+	 * to force its completion); speed and downtime are only a table's. */
+	if (running == REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS &&
+	    (proc == REMOTE_PROC_DOMAIN_SUSPEND ||
+	     proc == REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_DOWNTIME ||
+	     proc == REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_DOWNTIME ||
+	     proc == REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_SPEED ||
+	     proc == REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_SPEED))
 		return true;
 	/* virsh migrate --postcopy-after-precopy / --timeout-postcopy
 	 * switches to post-copy there too. */
