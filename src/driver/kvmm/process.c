@@ -2088,21 +2088,25 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 	gint64 deadline;
 	bool done;
 
-	if (!(api = process_api_path(obj)) || monitor_query_status(api, &st) < 0)
-		return -1;
-	kvmm_status_clear(&st);
-	/* Started with all its vCPUs, kvmm has no CPU hotplug to use. */
-	if (!st.cpu_hotplug) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
-				 "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum");
-		return -1;
-	}
-	if (monitor_query_cpus(api, &cpus, &n) < 0)
+	if (!(api = process_api_path(obj)) || monitor_query_cpus(api, &cpus, &n) < 0)
 		return -1;
 	g_mutex_lock(&obj->lock);
 	max = obj->def->vcpus;
 	g_mutex_unlock(&obj->lock);
 	have = count_cpus(cpus, n, KVMM_CPU_PRESENT);
+	/* Started with all its vCPUs, kvmm has no CPU hotplug to use.  Such
+	 * a VM has its maximum, which the caller checked WANT against: an
+	 * add needs no query-status (one exchange with kvmm less). */
+	if (want <= have) {
+		if (monitor_query_status(api, &st) < 0)
+			return -1;
+		kvmm_status_clear(&st);
+		if (!st.cpu_hotplug) {
+			drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+					 "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum");
+			return -1;
+		}
+	}
 	if (want > have) {
 		/* The lowest ids kvmm does not list: an ejected one cannot
 		 * take a vCPU again before the guest's next reset. */
