@@ -150,8 +150,10 @@ def test_no_cpu_hotplug_without_max_cpus(kvm, vms, tmp):
     """Without --max-cpus above --cpus the machine is as before: no
     hotplug registers, cpu-add refused."""
     sock = os.path.join(tmp, "ctl.sock")
-    g = kvmmtest.start(vms, kvmmtest.kvmm_argv("kvmmtest.cpuhp=1 kvmmtest.cpuhp.adds=0", 2, "256M",
-                                                ["--api-socket", sock]))
+    # action=wait: the guest, done, stays until the quit (had it ended,
+    # kvmm could be gone before the questions).
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv("kvmmtest.cpuhp=1 kvmmtest.cpuhp.adds=0 kvmmtest.action=wait",
+                                                2, "256M", ["--api-socket", sock]))
     g.wait_for(r"KVMMTEST fail cpuhp no modern CPU hotplug interface at 0xaf00")
     api = kvmmtest.Api(sock)
     try:
@@ -160,9 +162,10 @@ def test_no_cpu_hotplug_without_max_cpus(kvm, vms, tmp):
         e = api.call("cpu-add", {"id": 1})["error"]
         assert e == {"code": "InvalidArgument",
                      "message": "this VM has no vCPU hotplug: start it with --max-cpus above --cpus"}, e
+        g.wait_for(r"KVMMTEST done")
+        assert api.call("quit")["return"] == {}
     finally:
         api.close()
-    g.wait_for(r"KVMMTEST done")
     assert g.wait_exit() == 0
 
 

@@ -38,6 +38,23 @@ def test_api_reports_status_and_events(kvm, vms, tmp):
     assert r["error"]["code"] == "CommandNotFound"
     api.sock.sendall(b"this is not json\n")
     assert api._read_msg()["error"]["code"] == "ParseError"
+    # A request sent before the greeting is read (as virtkvmmd sends
+    # them): the greeting first, then its answer.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock)
+        s.sendall(b'{"id":7,"execute":"query-status"}\n')
+        buf, deadline = b"", time.monotonic() + 30
+        # events may come between the two; a record is a complete line
+        while b'"id":7' not in buf or not buf.endswith(b"\n"):
+            assert time.monotonic() < deadline, f"only {buf!r} within 30 s"
+            if select.select([s], [], [], 1)[0]:
+                chunk = s.recv(65536)
+                assert chunk, f"kvmm closed the connection after {buf!r}"
+                buf += chunk
+        msgs = [json.loads(l) for l in buf.split(b"\n") if l]
+        assert "greeting" in msgs[0], msgs
+        answer = [m for m in msgs if m.get("id") == 7]
+        assert answer and answer[0]["return"]["name"] == "demo", msgs
     assert api.call("quit")["return"] == {}
     ev = api.wait_event("state-changed", state="shutdown")
     assert ev["data"]["reason"] == "quit"

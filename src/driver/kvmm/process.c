@@ -70,6 +70,9 @@ struct domain_run {
 	struct nic_taps taps;	/* the NICs' taps, removed with the run */
 	struct domain_obj *obj;	/* whose run this is (no reference: it owns us) */
 	guint64 serial;		/* tells this run from a later one of the domain */
+	/* query-status's cpu_hotplug, fixed for kvmm's life, once known
+	 * (obj->lock): setvcpus then asks kvmm one thing less. */
+	bool cpu_hotplug_known, cpu_hotplug;
 };
 
 static char *state_dir, *log_dir;
@@ -2090,31 +2093,59 @@ static bool listed(const struct kvmm_cpu *cpus, size_t n, unsigned id)
 	return false;
 }
 
+/* RUN (obj->run when kvmm was asked) has vCPU hotplug or not. */
+static void remember_cpu_hotplug(struct domain_obj *obj, struct domain_run *run, bool hotplug)
+{
+	g_mutex_lock(&obj->lock);
+	if (run && obj->run == run) {
+		run->cpu_hotplug_known = true;
+		run->cpu_hotplug = hotplug;
+	}
+	g_mutex_unlock(&obj->lock);
+}
+
 int process_set_vcpus(struct domain_obj *obj, unsigned want)
 {
 	g_autofree char *api = NULL;
 	g_autofree struct kvmm_cpu *cpus = NULL;
 	struct kvmm_status st;
+	struct domain_run *run;
 	size_t n = 0;
 	unsigned have, max;
 	gint64 deadline;
 	bool done;
 
-	if (!(api = process_api_path(obj)) || monitor_query_status(api, &st) < 0)
-		return -1;
-	kvmm_status_clear(&st);
-	/* Started with all its vCPUs, kvmm has no CPU hotplug to use. */
-	if (!st.cpu_hotplug) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
-				 "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum");
-		return -1;
-	}
-	if (monitor_query_cpus(api, &cpus, &n) < 0)
+	if (!(api = process_api_path(obj)) || monitor_query_cpus(api, &cpus, &n) < 0)
 		return -1;
 	g_mutex_lock(&obj->lock);
 	max = obj->def->vcpus;
+	run = obj->run;
 	g_mutex_unlock(&obj->lock);
 	have = count_cpus(cpus, n, KVMM_CPU_PRESENT);
+	/* Started with all its vCPUs, kvmm has no CPU hotplug to use.  Such
+	 * a VM has its maximum, which the caller checked WANT against: an
+	 * add needs no query-status (one exchange with kvmm less), nor does
+	 * a run whose answer is known. */
+	if (want <= have) {
+		bool known, hotplug;
+
+		g_mutex_lock(&obj->lock);
+		known = run && obj->run == run && run->cpu_hotplug_known;
+		hotplug = known && run->cpu_hotplug;
+		g_mutex_unlock(&obj->lock);
+		if (!known) {
+			if (monitor_query_status(api, &st) < 0)
+				return -1;
+			kvmm_status_clear(&st);
+			hotplug = st.cpu_hotplug;
+			remember_cpu_hotplug(obj, run, hotplug);
+		}
+		if (!hotplug) {
+			drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+					 "vcpu hotplug needs a domain started with <vcpu current='N'> below its maximum");
+			return -1;
+		}
+	}
 	if (want > have) {
 		/* The lowest ids kvmm does not list: an ejected one cannot
 		 * take a vCPU again before the guest's next reset. */
@@ -2125,6 +2156,8 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 				break;
 			have++;
 		}
+		if (have > count_cpus(cpus, n, KVMM_CPU_PRESENT))
+			remember_cpu_hotplug(obj, run, true);
 		if (have < want && !drv_error_last())
 			drv_error_report(VIR_ERR_OPERATION_FAILED,
 					 "only %u vCPUs can be plugged in: the ids of the vCPUs the guest removed can be used again after its next reset",
