@@ -189,11 +189,18 @@ static int balloon_pfns(struct virtio_pci *vp, const struct virtq_elem *e, bool 
 			if (inflate) {
 				if (!page_test_and_set(b, page, true))
 					b->inflated++;
-				if (hva != run_end) {
+				/* One madvise per run of adjacent pages,
+				 * given in either order (Linux and the test
+				 * guest hand them out top down). */
+				if (hva == run_end) {
+					run_end += BALLOON_PAGE_SIZE;
+				} else if (run && hva + BALLOON_PAGE_SIZE == run) {
+					run = hva;
+				} else {
 					release(vp, run, run_end);
 					run = hva;
+					run_end = hva + BALLOON_PAGE_SIZE;
 				}
-				run_end = hva + BALLOON_PAGE_SIZE;
 			} else if (page_test_and_set(b, page, false)) {
 				/* Nothing to do for the memory: the page
 				 * faults back in when the guest touches it. */
