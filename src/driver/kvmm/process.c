@@ -657,14 +657,15 @@ int process_start(struct domain_obj *obj)
 /* Writes the status record of a run that is starting: libvirt's paused
  * (starting up), which a restarted daemon ends (kills its kvmm, removes
  * its taps and files) instead of adopting, as libvirt does with a VM it
- * was still starting.  The domain itself shows nothing of it (still shut
+ * was still starting.  DURABLE for the last one before kvmm runs: the
+ * record of a run is on disk before the run is.  The domain itself shows nothing of it (still shut
  * off): obj->run is not set until kvmm answers.  -1 after reporting. */
-static int record_starting(struct domain_obj *obj, struct domain_run *r, int id)
+static int record_starting(struct domain_obj *obj, struct domain_run *r, int id, bool durable)
 {
 	struct domain_status st = {
 		.state = VIR_DOMAIN_PAUSED, .reason = VIR_DOMAIN_PAUSED_STARTING_UP, .pid = r->pid,
 		.id = id, .monitor_path = r->api_path, .config_path = r->config_path,
-		.log_path = r->log_path, .taps = r->taps, .cgroup = r->cgroup,
+		.log_path = r->log_path, .taps = r->taps, .cgroup = r->cgroup, .durable = durable,
 	};
 	g_autofree char *live = NULL;
 
@@ -828,7 +829,7 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	g_mutex_lock(&obj->lock);
 	r->cgroup = cgroup_create(uuid, obj->def, r->pid);
 	g_mutex_unlock(&obj->lock);
-	if (!r->cgroup || record_starting(obj, r, id) < 0)
+	if (!r->cgroup || record_starting(obj, r, id, false) < 0)
 		goto fail;
 	/* The NICs' taps, outside the lock (a network driver may be asked);
 	 * our job keeps the definition as it is. */
@@ -865,12 +866,15 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 		domain_def_assign_aliases(obj->def);	/* the run's, in its status file */
 	}
 	g_mutex_unlock(&obj->lock);
-	if (!conf || record_starting(obj, r, id) < 0)
+	if (!conf || record_starting(obj, r, id, true) < 0)
 		goto fail;
+	/* kvmm's input, read once when it runs; no fsync: after a host crash
+	 * there is no kvmm to read it, and a half-written one is never run
+	 * (the record above ends a run still starting). */
 	{
 		g_autoptr(GError) err = NULL;
 
-		if (!g_file_set_contents_full(r->config_path, conf, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+		if (!g_file_set_contents_full(r->config_path, conf, -1, G_FILE_SET_CONTENTS_NONE,
 					      0600, &err)) {
 			drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot write %s: %s", r->config_path,
 					 err->message);
