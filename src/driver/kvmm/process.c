@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/magic.h>
@@ -614,16 +615,28 @@ static void on_monitor_lost(const char *api_path, int err)
 }
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
- * reporting (its exit, with its last words, or a timeout). */
+ * reporting (its exit, with its last words, or a timeout).  Woken by
+ * kvmm's exit or by a file created in the socket's directory (inotify),
+ * not by a poll period: a restore takes kvmm a few ms, a period's
+ * rounding would be a good part of it. */
 static int wait_ready(struct domain_run *r, off_t log_start, int timeout_ms)
 {
 	gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
+	g_autofree char *dir = g_path_get_dirname(r->api_path);
+	int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), rc = -1;
 
+	/* Without inotify, the period it replaced. */
+	if (ino >= 0 && inotify_add_watch(ino, dir, IN_CREATE | IN_MOVED_TO) < 0) {
+		close(ino);
+		ino = -1;
+	}
 	for (;;) {
-		struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
-		int fd;
+		struct pollfd p[2] = { { .fd = r->pidfd, .events = POLLIN },
+				       { .fd = ino, .events = POLLIN } };
+		char ev[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+		int fd, wait_ms;
 
-		if (poll(&p, 1, 5) > 0) {
+		if (poll(p, 1, 0) > 0) {
 			g_autofree char *why = log_last_line(r->log_path, log_start);
 			int status = 0;
 			char text[96];
@@ -633,20 +646,31 @@ static int wait_ready(struct domain_run *r, off_t log_start, int timeout_ms)
 			drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm exited while starting (%s): %s",
 					 exit_text(status, text, sizeof(text)),
 					 why ? why : "no message; see the domain log");
-			return -1;
+			break;
 		}
+		/* Events so far are for what this connect sees. */
+		while (ino >= 0 && read(ino, ev, sizeof(ev)) > 0)
+			;
 		fd = monitor_connect(r->api_path, 1000);
 		if (fd >= 0) {
 			close(fd);
-			return 0;
+			rc = 0;
+			break;
 		}
 		if (g_get_monotonic_time() > deadline) {
 			drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
 					 "kvmm did not open its control socket %s within %d s: %s",
 					 r->api_path, timeout_ms / 1000, g_strerror(-fd));
-			return -1;
+			break;
 		}
+		/* No socket yet: its creation wakes us.  Refused: bound, not
+		 * yet listening, which no event shows: a short retry. */
+		wait_ms = ino >= 0 && fd == -ENOENT ? 1000 : fd == -ECONNREFUSED ? 1 : 5;
+		poll(p, ino >= 0 ? 2 : 1, wait_ms);
 	}
+	if (ino >= 0)
+		close(ino);
+	return rc;
 }
 
 int process_start(struct domain_obj *obj)
