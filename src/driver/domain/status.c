@@ -1,9 +1,12 @@
 /* Status files of running domains; see status.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <libvirt/libvirt.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -18,10 +21,62 @@ static const char *const state_names[] = {
 	[VIR_DOMAIN_RUNNING] = "running", [VIR_DOMAIN_PAUSED] = "paused",
 };
 
+/* PATH's new contents DATA, via a temp file renamed over it: a daemon
+ * killed at any point leaves the old record or the new one.  SYNC: on
+ * disk (file, then directory) before returning.  -1 with errno. */
+static int write_atomic(const char *path, const char *data, size_t len, bool sync)
+{
+	g_autofree char *tmp = g_strconcat(path, ".XXXXXX", NULL);
+	int fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600), err;
+	size_t done = 0;
+
+	if (fd < 0)
+		return -1;
+	while (done < len) {
+		ssize_t n = write(fd, data + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto fail;
+		done += n;
+	}
+	if (sync && fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		goto fail;
+	if (sync) {
+		g_autofree char *dir = g_path_get_dirname(path);
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (dfd < 0 || fsync(dfd) < 0) {
+			err = errno;
+			if (dfd >= 0)
+				close(dfd);
+			errno = err;
+			return -1;
+		}
+		close(dfd);
+	}
+	return 0;
+
+fail:
+	err = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = err;
+	return -1;
+}
+
 int status_write(const char *path, const struct domain_status *st, const char *live_xml)
 {
 	g_autoptr(GString) s = g_string_new(NULL);
-	g_autoptr(GError) err = NULL;
 	g_autofree char *mon = g_markup_escape_text(st->monitor_path, -1);
 	g_autofree char *conf = g_markup_escape_text(st->config_path, -1);
 	g_autofree char *log = g_markup_escape_text(st->log_path, -1);
@@ -49,9 +104,9 @@ int status_write(const char *path, const struct domain_status *st, const char *l
 			g_string_append_printf(s, "  %s\n", *l);
 	g_strfreev(lines);
 	g_string_append(s, "</domstatus>\n");
-	if (!g_file_set_contents_full(path, s->str, s->len, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &err)) {
+	if (write_atomic(path, s->str, s->len, st->durable) < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot write the status file %s: %s", path,
-				 err->message);
+				 g_strerror(errno));
 		return -1;
 	}
 	return 0;

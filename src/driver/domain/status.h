@@ -17,7 +17,10 @@
  *   </domstatus>
  *
  * Written atomically (temp file, rename) on start and on every state
- * change; removed when the domain stops. */
+ * change; removed when the domain stops.  Only a record marked durable
+ * (the one written just before kvmm runs) is fsynced with its directory:
+ * everything else it names (the process, its taps and cgroup) is gone
+ * after a host crash anyway, and a daemon killed needs only the rename. */
 #ifndef KVMM_DRV_STATUS_H
 #define KVMM_DRV_STATUS_H
 
@@ -37,6 +40,7 @@ struct domain_status {
 	char *live_xml;			/* the <domain> element (read only) */
 	struct nic_taps taps;		/* the NICs' taps */
 	char *cgroup;			/* NULL or "": none */
+	bool durable;			/* status_write: fsync file and directory */
 };
 
 /* Writes ST and the live definition LIVE_XML to PATH.  -1 after

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/magic.h>
@@ -617,16 +618,28 @@ static void on_monitor_lost(const char *api_path, int err)
 }
 
 /* Waits until kvmm answers on its control socket.  0, or -1 after
- * reporting (its exit, with its last words, or a timeout). */
+ * reporting (its exit, with its last words, or a timeout).  Woken by
+ * kvmm's exit or by a file created in the socket's directory (inotify),
+ * not by a poll period: a restore takes kvmm a few ms, a period's
+ * rounding would be a good part of it. */
 static int wait_ready(struct domain_run *r, off_t log_start, int timeout_ms)
 {
 	gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
+	g_autofree char *dir = g_path_get_dirname(r->api_path);
+	int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK), rc = -1;
 
+	/* Without inotify, the period it replaced. */
+	if (ino >= 0 && inotify_add_watch(ino, dir, IN_CREATE | IN_MOVED_TO) < 0) {
+		close(ino);
+		ino = -1;
+	}
 	for (;;) {
-		struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
-		int fd;
+		struct pollfd p[2] = { { .fd = r->pidfd, .events = POLLIN },
+				       { .fd = ino, .events = POLLIN } };
+		char ev[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+		int fd, wait_ms;
 
-		if (poll(&p, 1, 5) > 0) {
+		if (poll(p, 1, 0) > 0) {
 			g_autofree char *why = log_last_line(r->log_path, log_start);
 			int status = 0;
 			char text[96];
@@ -636,20 +649,31 @@ static int wait_ready(struct domain_run *r, off_t log_start, int timeout_ms)
 			drv_error_report(VIR_ERR_OPERATION_FAILED, "kvmm exited while starting (%s): %s",
 					 exit_text(status, text, sizeof(text)),
 					 why ? why : "no message; see the domain log");
-			return -1;
+			break;
 		}
+		/* Events so far are for what this connect sees. */
+		while (ino >= 0 && read(ino, ev, sizeof(ev)) > 0)
+			;
 		fd = monitor_connect(r->api_path, 1000);
 		if (fd >= 0) {
 			close(fd);
-			return 0;
+			rc = 0;
+			break;
 		}
 		if (g_get_monotonic_time() > deadline) {
 			drv_error_report(VIR_ERR_OPERATION_TIMEOUT,
 					 "kvmm did not open its control socket %s within %d s: %s",
 					 r->api_path, timeout_ms / 1000, g_strerror(-fd));
-			return -1;
+			break;
 		}
+		/* No socket yet: its creation wakes us.  Refused: bound, not
+		 * yet listening, which no event shows: a short retry. */
+		wait_ms = ino >= 0 && fd == -ENOENT ? 1000 : fd == -ECONNREFUSED ? 1 : 5;
+		poll(p, ino >= 0 ? 2 : 1, wait_ms);
 	}
+	if (ino >= 0)
+		close(ino);
+	return rc;
 }
 
 int process_start(struct domain_obj *obj)
@@ -660,14 +684,15 @@ int process_start(struct domain_obj *obj)
 /* Writes the status record of a run that is starting: libvirt's paused
  * (starting up), which a restarted daemon ends (kills its kvmm, removes
  * its taps and files) instead of adopting, as libvirt does with a VM it
- * was still starting.  The domain itself shows nothing of it (still shut
+ * was still starting.  DURABLE for the last one before kvmm runs: the
+ * record of a run is on disk before the run is.  The domain itself shows nothing of it (still shut
  * off): obj->run is not set until kvmm answers.  -1 after reporting. */
-static int record_starting(struct domain_obj *obj, struct domain_run *r, int id)
+static int record_starting(struct domain_obj *obj, struct domain_run *r, int id, bool durable)
 {
 	struct domain_status st = {
 		.state = VIR_DOMAIN_PAUSED, .reason = VIR_DOMAIN_PAUSED_STARTING_UP, .pid = r->pid,
 		.id = id, .monitor_path = r->api_path, .config_path = r->config_path,
-		.log_path = r->log_path, .taps = r->taps, .cgroup = r->cgroup,
+		.log_path = r->log_path, .taps = r->taps, .cgroup = r->cgroup, .durable = durable,
 	};
 	g_autofree char *live = NULL;
 
@@ -831,7 +856,7 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	g_mutex_lock(&obj->lock);
 	r->cgroup = cgroup_create(uuid, obj->def, r->pid);
 	g_mutex_unlock(&obj->lock);
-	if (!r->cgroup || record_starting(obj, r, id) < 0)
+	if (!r->cgroup || record_starting(obj, r, id, false) < 0)
 		goto fail;
 	/* The NICs' taps, outside the lock (a network driver may be asked);
 	 * our job keeps the definition as it is. */
@@ -868,12 +893,15 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 		domain_def_assign_aliases(obj->def);	/* the run's, in its status file */
 	}
 	g_mutex_unlock(&obj->lock);
-	if (!conf || record_starting(obj, r, id) < 0)
+	if (!conf || record_starting(obj, r, id, true) < 0)
 		goto fail;
+	/* kvmm's input, read once when it runs; no fsync: after a host crash
+	 * there is no kvmm to read it, and a half-written one is never run
+	 * (the record above ends a run still starting). */
 	{
 		g_autoptr(GError) err = NULL;
 
-		if (!g_file_set_contents_full(r->config_path, conf, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+		if (!g_file_set_contents_full(r->config_path, conf, -1, G_FILE_SET_CONTENTS_NONE,
 					      0600, &err)) {
 			drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot write %s: %s", r->config_path,
 					 err->message);
