@@ -47,8 +47,8 @@ struct daemon_conf {
 	char **tls_allowed_dn_list;	/* NULL: any DN; empty: none */
 	char *tls_priority;		/* NULL: gnutls's "NORMAL" */
 	/* kvmm --sandbox for every guest started (docs/virtkvmmd.md), as
-	 * sandbox_uid/sandbox_gid ((uid_t)-1, (gid_t)-1: kvmm's default,
-	 * nobody/nogroup). */
+	 * sandbox_uid/sandbox_gid ((uid_t)-1, (gid_t)-1: not set, the
+	 * system user and group "kvmm", looked up at each start). */
 	bool sandbox;
 	uid_t sandbox_uid;
 	gid_t sandbox_gid;
