@@ -120,6 +120,33 @@ def test_default_account_missing_refuses_the_start(start_daemon, tmp_path, kvm):
     conn.close()
 
 
+def test_hot_added_backing_chain_refused_when_confined(daemon, kvm):
+    """A qcow2 image with a backing file, hot-added to a confined kvmm
+    (the default): kvmm could open neither file by path and takes no
+    descriptor for the backing file, so the daemon refuses it, saying
+    why and what would do, and the guest and its definition are as they
+    were."""
+    base = make_disk(os.path.join(daemon.root, "base.img"))
+    top = os.path.join(daemon.root, "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top],
+                   check=True, timeout=60)
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(guest_xml(daemon.root, "sb", extra_cmdline=CMDLINE))
+    dom.create()
+    wait_record(lambda: serial(daemon.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    xml = dom.XMLDesc(0)
+    r = virsh(daemon.uri(), "attach-disk", "sb", top, "vdb", "--subdriver", "qcow2", "--live")
+    assert r.returncode != 0
+    assert (f"disk '{top}' has a backing chain: a sandboxed guest cannot open it "
+            "(set sandbox = 0 in virtkvmmd.conf to hot-add it)") in r.stderr, r.stderr
+    assert dom.XMLDesc(0) == xml
+    api = api_of(daemon, dom)
+    assert api.call("query-devices")["return"] == []
+    api.close()
+    dom.destroy()
+    conn.close()
+
+
 def test_sandboxed_guest_hotplug_and_lifecycle(start_daemon, kvm):
     """The guest runs with every kvmm thread confined; attach-disk (the
     image passed as a descriptor) and detach-disk; suspend, resume and a
