@@ -241,6 +241,9 @@ def test_installed_conf_documents_the_daemons_keys(installed, start_daemon, monk
                     "listen_addr", "key_file", "cert_file", "ca_file", "crl_file",
                     "tls_no_verify_certificate", "tls_allowed_dn_list", "tls_priority",
                     "migrate_tls_x509_cert_dir", "migrate_tls_x509_verify", "migrate_tls_force"]
+    # The sandbox is on by default, as the install's own account.
+    for line in ("sandbox = 1", 'user = "kvmm"', 'group = "kvmm"'):
+        assert f"\n{line}\n" in text, line
     monkeypatch.setattr(drvtest, "VIRTKVMMD", f"{installed['prefix']}/sbin/virtkvmmd")
     root = tempfile.mkdtemp(prefix="kvd-")
     os.makedirs(os.path.join(root, "etc", "libvirt"))
@@ -274,6 +277,12 @@ def test_installed_daemon_runs_the_installed_kvmm(installed, start_daemon, monke
         time.sleep(0.05)
     (pid,) = d.guests()
     assert os.readlink(f"/proc/{pid}/exe") == f"{p}/bin/kvmm"
+    # Confined by default, as the system account the install makes.
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    assert st["Uid"].split() == [str(pwd.getpwnam("kvmm").pw_uid)] * 4, st["Uid"]
+    assert st["Gid"].split() == [str(grp.getgrnam("kvmm").gr_gid)] * 4, st["Gid"]
+    assert st["Seccomp"] == "2" and int(st["CapEff"], 16) == 0, st
     assert virsh(d.uri(), "destroy", "g").returncode == 0
 
 

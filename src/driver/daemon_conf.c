@@ -6,6 +6,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <glib.h>
 
@@ -67,7 +68,10 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->migrate_tls_x509_cert_dir = NULL;
 	conf->migrate_tls_x509_verify = true;
 	conf->migrate_tls_force = false;
-	conf->sandbox = false;
+	/* Confined by default, as libvirt's qemu driver runs QEMU as
+	 * libvirt-qemu; kvmm can only drop to another user if it starts as
+	 * root, so a session daemon's guests run as its user, unconfined. */
+	conf->sandbox = geteuid() == 0;
 	conf->sandbox_uid = (uid_t)-1;
 	conf->sandbox_gid = (gid_t)-1;
 }
@@ -175,7 +179,7 @@ static int set_user(const struct where *w, const char *key, const struct value *
 	char *end;
 	unsigned long n;
 
-	if (want_string(w, key, v, "\"nobody\"") < 0)
+	if (want_string(w, key, v, "\"kvmm\"") < 0)
 		return -1;
 	if (v->str[0] == '+') {
 		errno = 0;

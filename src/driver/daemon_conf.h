@@ -51,8 +51,8 @@ struct daemon_conf {
 	bool migrate_tls_x509_verify;
 	bool migrate_tls_force;
 	/* kvmm --sandbox for every guest started (docs/virtkvmmd.md), as
-	 * sandbox_uid/sandbox_gid ((uid_t)-1, (gid_t)-1: kvmm's default,
-	 * nobody/nogroup). */
+	 * sandbox_uid/sandbox_gid ((uid_t)-1, (gid_t)-1: not set, the
+	 * system user and group "kvmm", looked up at each start). */
 	bool sandbox;
 	uid_t sandbox_uid;
 	gid_t sandbox_gid;

@@ -784,10 +784,9 @@ def test_live_migration_timeout_suspends_the_guest_to_converge(hosts):
 
 
 @pytest.fixture
-def sandboxed(monkeypatch, tls_dst_conf):
-    """Both daemons with sandbox = 1: the source's by conftest's
-    force_sandbox, the destination's in its own --config."""
-    monkeypatch.setenv("KVMM_TEST_SANDBOX", "1")
+def sandboxed(tls_dst_conf):
+    """Both daemons with sandbox = 1: the source's by default, the
+    destination's said in its own --config."""
     with open(tls_dst_conf, "a") as f:
         f.write("sandbox = 1\n")
 

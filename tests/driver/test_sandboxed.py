@@ -22,8 +22,11 @@ from test_attach_detach import (CMDLINE, DeviceEvents, api_of, guest_read, kvmm_
 from test_lifecycle import assert_nothing_left, guest_xml, serial, state_dir, wait_for
 
 L = libvirt
-NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = grp.getgrnam("nogroup").gr_gid
+# virtkvmmd.conf's default user and group: the system account the install
+# makes (tools/install-deps here, the Debian package's postinst).
+KVMM_UID = pwd.getpwnam("kvmm").pw_uid
+KVMM_GID = grp.getgrnam("kvmm").gr_gid
 
 
 def status(path):
@@ -37,7 +40,10 @@ def status(path):
 
 def assert_confined(pid, uid, gid):
     """Every thread of kvmm: the sandbox's uid/gid, no capabilities,
-    no_new_privs, a seccomp filter."""
+    no_new_privs, a seccomp filter; and kvmm in a mount namespace of its
+    own whose root is empty."""
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    assert os.listdir(f"/proc/{pid}/root/") == []
     tids = os.listdir(f"/proc/{pid}/task")
     assert len(tids) >= 2, tids
     for tid in tids:
@@ -55,6 +61,90 @@ def sandboxed_daemon(start_daemon, conf, **kw):
     with open(os.path.join(root, "etc", "libvirt", "virtkvmmd.conf"), "w") as f:
         f.write(conf)
     return start_daemon(root=root, **kw)
+
+
+def test_default_config_confines_kvmm_as_the_kvmm_user(daemon, kvm):
+    """The installed virtkvmmd.conf, every key at its default: kvmm runs
+    with --sandbox as the system user and group kvmm, confined, and the
+    guest runs."""
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(guest_xml(daemon.root, "sb"))
+    dom.create()
+    pid = kvmm_pid(daemon)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    assert b"--sandbox" in argv, argv
+    assert argv[argv.index(b"--uid") + 1] == str(KVMM_UID).encode(), argv
+    assert argv[argv.index(b"--gid") + 1] == str(KVMM_GID).encode(), argv
+    wait_record(lambda: serial(daemon.root, "sb"), r"KVMMTEST tick", "the guest's first tick")
+    assert_confined(pid, KVMM_UID, KVMM_GID)
+    dom.destroy()
+    assert_nothing_left(daemon)
+    conn.close()
+
+
+def test_default_account_missing_refuses_the_start(start_daemon, tmp_path, kvm):
+    """A host without the kvmm account (its /etc/passwd and /etc/group
+    without it, in a mount namespace of the daemon's): the daemon runs,
+    but a start fails naming the key and the account -- never kvmm as
+    root or as nobody -- and leaves nothing; sandbox = 0 then starts it
+    unconfined."""
+    for name in ("passwd", "group"):
+        with open(f"/etc/{name}") as src, open(tmp_path / name, "w") as dst:
+            dst.writelines(l for l in src if not l.startswith("kvmm:"))
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"',
+              "sh", str(tmp_path / "passwd"), str(tmp_path / "group")]
+    d = start_daemon(prefix=prefix)
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "sb"))
+    with pytest.raises(libvirt.libvirtError) as e:
+        dom.create()
+    assert e.value.get_error_code() == L.VIR_ERR_OPERATION_FAILED
+    assert ("virtkvmmd.conf: user is not set and its default, the system user 'kvmm', "
+            "does not exist") in str(e.value), e.value
+    assert dom.state()[0] == L.VIR_DOMAIN_SHUTOFF
+    assert_nothing_left(d)
+    conn.close()
+
+    d = sandboxed_daemon(start_daemon, "sandbox = 0\n", prefix=prefix)
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "sb"))
+    dom.create()
+    pid = kvmm_pid(d)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"--sandbox" not in f.read().split(b"\0")
+    assert status(f"/proc/{pid}/status")["Uid"].split() == ["0"] * 4
+    dom.destroy()
+    assert_nothing_left(d)
+    conn.close()
+
+
+def test_hot_added_backing_chain_refused_when_confined(daemon, kvm):
+    """A qcow2 image with a backing file, hot-added to a confined kvmm
+    (the default): kvmm could open neither file by path and takes no
+    descriptor for the backing file, so the daemon refuses it, saying
+    why and what would do, and the guest and its definition are as they
+    were."""
+    base = make_disk(os.path.join(daemon.root, "base.img"))
+    top = os.path.join(daemon.root, "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top],
+                   check=True, timeout=60)
+    conn = libvirt.open(daemon.uri())
+    dom = conn.defineXML(guest_xml(daemon.root, "sb", extra_cmdline=CMDLINE))
+    dom.create()
+    wait_record(lambda: serial(daemon.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
+    xml = dom.XMLDesc(0)
+    r = virsh(daemon.uri(), "attach-disk", "sb", top, "vdb", "--subdriver", "qcow2", "--live")
+    assert r.returncode != 0
+    assert (f"disk '{top}' has a backing chain: a sandboxed guest cannot open it "
+            "(set sandbox = 0 in virtkvmmd.conf to hot-add it)") in r.stderr, r.stderr
+    assert dom.XMLDesc(0) == xml
+    api = api_of(daemon, dom)
+    assert api.call("query-devices")["return"] == []
+    api.close()
+    dom.destroy()
+    conn.close()
 
 
 def test_sandboxed_guest_hotplug_and_lifecycle(start_daemon, kvm):
@@ -108,7 +198,7 @@ def test_sandboxed_guest_hotplug_and_lifecycle(start_daemon, kvm):
 
 
 def test_sandboxed_guest_stats_balloon_and_resize(start_daemon, kvm):
-    """With kvmm confined (kvmm's default user): domblkstat counts the
+    """With kvmm confined (the sandbox's default user): domblkstat counts the
     guest's disk reads, blockresize reaches the guest, dommemstat reports
     the balloon and setmem inflates it."""
     d = sandboxed_daemon(start_daemon, "sandbox = 1\n")
@@ -126,7 +216,7 @@ def test_sandboxed_guest_stats_balloon_and_resize(start_daemon, kvm):
     wait_record(lambda: serial(d.root, "sb"), r"virtio-blk-resize-ready dev=blk0 capacity=2048$",
                 "the guest ready for the resize", timeout=60)
     pid = kvmm_pid(d)
-    assert_confined(pid, NOBODY, NOGROUP)
+    assert_confined(pid, KVMM_UID, KVMM_GID)
     assert dom.blockStats("vda")[0] >= 1
     r = virsh(d.uri(), "domblkstat", "sb", "vda")
     assert r.returncode == 0 and "rd_req" in r.stdout, r.stderr
@@ -174,7 +264,7 @@ def test_sandboxed_guest_nic_from_the_start(start_daemon, netns, kvm):
     <interface type='bridge'><mac address='52:54:00:12:34:90'/><source bridge='kvbr0'/><model type='virtio'/></interface>"""))
     dom.create()
     pid = kvmm_pid(d)
-    assert_confined(pid, NOBODY, NOGROUP)
+    assert_confined(pid, KVMM_UID, KVMM_GID)
     with open(glob.glob(os.path.join(state_dir(d), "*.json"))[0]) as f:
         nets = json.load(f)["nets"]
     assert nets == [{"fd": 4, "mac": "52:54:00:12:34:90"}], nets
@@ -204,7 +294,7 @@ def test_sandboxed_guest_nic_hotplug(start_daemon, netns, kvm):
     dom.create()
     wait_record(lambda: serial(d.root, "sb"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
     pid = kvmm_pid(d)
-    assert_confined(pid, NOBODY, NOGROUP)
+    assert_confined(pid, KVMM_UID, KVMM_GID)
     mac = "52:54:00:12:34:99"
     before = nfds(pid)
     r = virsh(d.uri(), "attach-interface", "sb", "bridge", "kvbr0", "--mac", mac, "--model", "virtio",

@@ -480,13 +480,13 @@ def test_sandboxed_guest_saves_and_restores(start_daemon, kvm, tmp_path):
     """A confined kvmm opens no path: the daemon creates the image (0600,
     its own) and kvmm writes it through the descriptor it is given;
     restore and a managed save's start work as unconfined."""
-    from test_sandboxed import NOBODY, NOGROUP, assert_confined, sandboxed_daemon
+    from test_sandboxed import KVMM_GID, KVMM_UID, assert_confined, sandboxed_daemon
     d = sandboxed_daemon(start_daemon, "sandbox = 1\n")
     conn = libvirt.open(d.uri())
     dom = conn.defineXML(live_xml(d.root))
     dom.create()
     wait_ticks(d.root, 2)
-    assert_confined(d.guests()[0], NOBODY, NOGROUP)
+    assert_confined(d.guests()[0], KVMM_UID, KVMM_GID)
     img = str(tmp_path / "sb.save")
     r = virsh(d.uri(), "save", "s1", img, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -495,7 +495,7 @@ def test_sandboxed_guest_saves_and_restores(start_daemon, kvm, tmp_path):
     assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
     before = ticks(d.root)
     conn.restore(img)
-    assert_confined(d.guests()[0], NOBODY, NOGROUP)
+    assert_confined(d.guests()[0], KVMM_UID, KVMM_GID)
     assert_continued(d.root, before)
     dom.managedSave()
     before = ticks(d.root)

@@ -580,7 +580,7 @@ def test_sandboxed_running_snapshots_and_revert(start_daemon, kvm):
     open beneath.  Two snapshots in a row (the second over the first's
     overlay), the same confined kvmm running on; the revert starts a new
     confined kvmm from the memory file."""
-    from test_sandboxed import NOBODY, NOGROUP, assert_confined, sandboxed_daemon
+    from test_sandboxed import KVMM_GID, KVMM_UID, assert_confined, sandboxed_daemon
     d = sandboxed_daemon(start_daemon, "sandbox = 1\n")
     conn = libvirt.open(d.uri())
     base = os.path.join(d.root, "sb.img")
@@ -589,7 +589,7 @@ def test_sandboxed_running_snapshots_and_revert(start_daemon, kvm):
     dom.create()
     wait_ticks(d, "sb", 3)
     pids = d.guests()
-    assert_confined(pids[0], NOBODY, NOGROUP)
+    assert_confined(pids[0], KVMM_UID, KVMM_GID)
     before = ticks(d, "sb")
     ok(d, "snapshot-create-as", "sb", "s1")
     # The tick line in progress at the snapshot, if any, completed (as in
@@ -620,7 +620,7 @@ def test_sandboxed_running_snapshots_and_revert(start_daemon, kvm):
     assert {c for _, c in t} == {crc8(data)}
     (pid,) = d.guests()
     assert pid not in pids
-    assert_confined(pid, NOBODY, NOGROUP)
+    assert_confined(pid, KVMM_UID, KVMM_GID)
     dom.destroy()
     # The base never written; each overlay a clean qcow2 over the layer below.
     assert open(base, "rb").read() == data

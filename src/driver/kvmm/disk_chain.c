@@ -186,6 +186,17 @@ int disk_chain_qcow2_size(int fd, uint64_t *size)
 	return 1;
 }
 
+int disk_chain_qcow2_has_backing(int fd)
+{
+	unsigned char h[20];
+
+	/* CLIENT: the header is the image's; nonzero offset and length of a
+	 * backing file name are enough for kvmm to go looking for it. */
+	if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || be32(h) != QCOW2_MAGIC)
+		return 0;
+	return be64(h + 8) && be32(h + 16);
+}
+
 void disk_chain_adopt(struct domain_def *def, struct domain_def *live)
 {
 	if (def->ndisks != live->ndisks)

@@ -26,4 +26,7 @@ void disk_chain_adopt(struct domain_def *def, struct domain_def *live);
  * FD does not start with a qcow2 header. */
 int disk_chain_qcow2_size(int fd, uint64_t *size);
 
+/* 1 when FD starts with a qcow2 header that names a backing file, else 0. */
+int disk_chain_qcow2_has_backing(int fd);
+
 #endif

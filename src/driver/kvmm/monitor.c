@@ -21,6 +21,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "disk_chain.h"
 #include "monitor.h"
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
@@ -751,6 +752,14 @@ static bool id_ok(const char *id)
 	return id && *id && strlen(id) < 64;
 }
 
+static int backing_refused(const char *src)
+{
+	drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
+			 "disk '%s' has a backing chain: a sandboxed guest cannot open it (set sandbox = 0 in virtkvmmd.conf to hot-add it)",
+			 src);
+	return -1;
+}
+
 /* A hot-added disk's image opened for a sandboxed kvmm, as kvmm would
  * open its path (block.c): read-only or read-write, O_DSYNC for the cache
  * modes that need it; O_DIRECT is not used (one descriptor serves aligned
@@ -768,12 +777,8 @@ static int open_image(json_object *args, const char *id)
 		return -1;
 	}
 	src = json_object_get_string(v);
-	if (json_object_object_get_ex(args, "backing", NULL)) {
-		drv_error_report(VIR_ERR_OPERATION_UNSUPPORTED,
-				 "disk '%s' has a backing chain: a sandboxed guest cannot open it (set sandbox = 0 in virtkvmmd.conf to hot-add it)",
-				 src);
-		return -1;
-	}
+	if (json_object_object_get_ex(args, "backing", NULL))
+		return backing_refused(src);
 	if (json_object_object_get_ex(args, "readonly", &v))
 		ro = json_object_get_boolean(v);
 	if (json_object_object_get_ex(args, "cache", &v) && json_object_is_type(v, json_type_string))
@@ -786,6 +791,13 @@ static int open_image(json_object *args, const char *id)
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open disk image '%s': %s", src,
 				 g_strerror(errno));
 		return -1;
+	}
+	/* A chain the definition does not give, only the image's header
+	 * names: kvmm would go for it by path. */
+	if (json_object_object_get_ex(args, "format", &v) && json_object_is_type(v, json_type_string) &&
+	    !strcmp(json_object_get_string(v), "qcow2") && disk_chain_qcow2_has_backing(fd)) {
+		close(fd);
+		return backing_refused(src);
 	}
 	return fd;
 }

@@ -1,6 +1,8 @@
 /* kvmm processes of running domains; see process.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -189,10 +191,60 @@ static const char *exit_text(int status, char *buf, size_t len)
 	return buf;
 }
 
+/* The sandbox's account when virtkvmmd.conf names none: a system user
+ * and group of its own, which the install makes (the Debian package's
+ * postinst, tools/install-deps), as libvirt's libvirt-qemu. */
+#define SANDBOX_ACCOUNT "kvmm"
+
 static struct {
 	bool on;
-	char uid[16], gid[16];		/* "": kvmm's default */
+	char uid[16], gid[16];		/* "": not set, SANDBOX_ACCOUNT's */
 } sandbox;
+
+/* UID and GID as kvmm's --uid/--gid take them: the configured ones, or
+ * SANDBOX_ACCOUNT's, looked up at each start so that an account made
+ * after the daemon started serves.  A missing account fails the start:
+ * never kvmm's own default (nobody, which other daemons share), let
+ * alone root.  0, or -1 after reporting. */
+static int sandbox_ids(char uid[16], char gid[16])
+{
+	char buf[4096];
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	int err;
+
+	if (sandbox.uid[0]) {
+		g_strlcpy(uid, sandbox.uid, 16);
+	} else {
+		err = getpwnam_r(SANDBOX_ACCOUNT, &pw, buf, sizeof(buf), &pwp);
+		if (!pwp || pw.pw_uid == 0) {
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "virtkvmmd.conf: user is not set and its default, the "
+					 "system user '" SANDBOX_ACCOUNT "', %s: create it "
+					 "(adduser --system --group " SANDBOX_ACCOUNT "), or set "
+					 "user and group, or sandbox = 0",
+					 pwp ? "is root" : err ? g_strerror(err) : "does not exist");
+			return -1;
+		}
+		snprintf(uid, 16, "%u", (unsigned)pw.pw_uid);
+	}
+	if (sandbox.gid[0]) {
+		g_strlcpy(gid, sandbox.gid, 16);
+	} else {
+		err = getgrnam_r(SANDBOX_ACCOUNT, &gr, buf, sizeof(buf), &grp);
+		if (!grp || gr.gr_gid == 0) {
+			drv_error_report(VIR_ERR_OPERATION_FAILED,
+					 "virtkvmmd.conf: group is not set and its default, the "
+					 "system group '" SANDBOX_ACCOUNT "', %s: create it "
+					 "(adduser --system --group " SANDBOX_ACCOUNT "), or set "
+					 "group, or sandbox = 0",
+					 grp ? "is root" : err ? g_strerror(err) : "does not exist");
+			return -1;
+		}
+		snprintf(gid, 16, "%u", (unsigned)gr.gr_gid);
+	}
+	return 0;
+}
 
 void process_set_sandbox(bool on, uid_t uid, gid_t gid)
 {
@@ -229,7 +281,8 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 	/* Built before the fork: the child only execs. */
 	char *argv[12] = { (char *)emulator, "--config", (char *)config };
 	int argc = 3;
-	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	char uid[16], gid[16];
+	int devnull;
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * INHERITED_FD_MAX)];
 		struct cmsghdr align;
@@ -239,16 +292,15 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 			     .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
 
+	*gate = -1;
 	if (sandbox.on) {
+		if (sandbox_ids(uid, gid) < 0)
+			return -1;
 		argv[argc++] = "--sandbox";
-		if (sandbox.uid[0]) {
-			argv[argc++] = "--uid";
-			argv[argc++] = sandbox.uid;
-		}
-		if (sandbox.gid[0]) {
-			argv[argc++] = "--gid";
-			argv[argc++] = sandbox.gid;
-		}
+		argv[argc++] = "--uid";
+		argv[argc++] = uid;
+		argv[argc++] = "--gid";
+		argv[argc++] = gid;
 	}
 	if (restore) {
 		/* The stream's VM with this run's host side laid over; an
@@ -263,7 +315,7 @@ static pid_t spawn(const char *emulator, const char *config, const char *restore
 	int sv[2];
 	pid_t pid;
 
-	*gate = -1;
+	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (devnull < 0) {
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open /dev/null: %s", g_strerror(errno));
 		return -1;

@@ -22,7 +22,8 @@
 void process_init(const char *state_dir, const char *log_dir);
 
 /* virtkvmmd.conf's sandbox: kvmm started with --sandbox, as UID/GID
- * ((uid_t)-1/(gid_t)-1: kvmm's default); hot-added disks then go to it
+ * ((uid_t)-1/(gid_t)-1: the system user/group "kvmm", looked up at each
+ * start, which fails if there is none); hot-added disks then go to it
  * as descriptors (monitor.c).  Set once by daemon.c. */
 void process_set_sandbox(bool on, uid_t uid, gid_t gid);
 
