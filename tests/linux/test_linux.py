@@ -59,14 +59,17 @@ def pvm_cmdline():
     periods (one vCPU: no waiting for ticks of the slowed clock); the lock
     prefixes left as they are (noreplace-smp): with one CPU the kernel
     would otherwise rewrite each of its ~9,000, one text_poke (two page
-    table switches) apiece."""
+    table switches) apiece; no tracefs (a directory and files for every
+    one of the kernel's trace events, ~50 s of CPU time) and no security
+    modules beyond capabilities (their set-up and a hook on every open and
+    exec)."""
     khz = host_tsc_khz()
     assert khz, "the host's TSC frequency is unknown"
     return ("noxsave clearcpuid=cx16,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,smap,popcnt "
             "cryptomgr.notests rodata=off nowatchdog mitigations=off init_on_alloc=0 "
             f"no-kvmclock tsc_early_khz={khz * PVM_SLOWDOWN} tsc=reliable clocksource=tsc "
-            "initcall_blacklist=trace_eval_init,ftrace_check_for_weak_functions "
-            "no_timer_check rcupdate.rcu_expedited=1 noreplace-smp")
+            "initcall_blacklist=trace_eval_init,ftrace_check_for_weak_functions,tracer_init_tracefs "
+            "no_timer_check rcupdate.rcu_expedited=1 noreplace-smp lsm=capability")
 
 
 @pytest.fixture
