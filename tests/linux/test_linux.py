@@ -7,7 +7,8 @@ On hosts with VMX/SVM it boots the bzImage as it is.  On KVM-PVM hosts
 PVH entry with kvmm's --pvm-compat mode (docs/pvm-compat.md): one vCPU, a
 slowed guest clock and hidden CPU features, minutes instead of seconds.
 That path passes every check, in 15.6 minutes as the build machine's load
-fell from 13 to 4, but did not reach /init within 25 minutes at load 15-24:
+fell from 13 to 4, but did not reach /init within 25 minutes at load 15-24,
+and with the later cuts below took 43 minutes at load 8-25:
 not reliably inside the tier's 20-minute budget, so there it runs only with
 KVMM_LINUX_PVM=1 and is otherwise skipped with the reason, as before."""
 import glob
