@@ -92,6 +92,7 @@ DRV_LDADD = src/driver/libvirtkvmmd.a src/driver/rpc/librpcxdr.a \
 noinst_LIBRARIES += src/driver/libvirtkvmmd.a
 src_driver_libvirtkvmmd_a_SOURCES = \
 	src/driver/rpc/message.c src/driver/rpc/message.h \
+	src/driver/rpc/reader.c src/driver/rpc/reader.h \
 	src/driver/rpc/reply_error.c src/driver/rpc/reply_error.h \
 	src/driver/rpc/keepalive.c src/driver/rpc/keepalive.h \
 	src/driver/rpc/dispatch.c src/driver/rpc/dispatch.h \

@@ -1,5 +1,5 @@
-/* Bounded randomized fuzz of virtkvmmd's packet path: the same length
- * check the server applies, then rpc_dispatch (header decode, table
+/* Bounded randomized fuzz of virtkvmmd's packet path: the server's
+ * framing reader (fed in random pieces), then rpc_dispatch (header decode, table
  * lookup, argument decode, handlers, reply encode) on mutated valid
  * packets and on plain noise.  Every packet the daemon would send back
  * is checked to be well framed.  A crash, an assertion or a sanitizer
@@ -7,6 +7,7 @@
  *
  *   rpc_fuzz [--seconds N] [--seed S]    defaults: 10 s, seed 1
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "keepalive_xdr.h"
 #include "log.h"
 #include "message.h"
+#include "reader.h"
 #include "remote_xdr.h"
 #include "fuzz_rng.h"
 
@@ -39,6 +41,32 @@ static void check_reply(struct rpc_conn *conn, GBytes *pkt)
 	drv_error_reset();
 	replies++;
 	g_bytes_unref(pkt);
+}
+
+/* The bytes of one mutated packet as a peer's stream: random pieces,
+ * now and then EAGAIN, then end of stream. */
+struct feed {
+	const GByteArray *b;
+	size_t pos;
+};
+
+static ssize_t feed_recv(void *opaque, void *buf, size_t len)
+{
+	struct feed *f = opaque;
+	size_t n, step;
+
+	if (f->pos == f->b->len)
+		return 0;
+	if (rng() % 8 == 0) {
+		errno = rng() % 2 ? EAGAIN : EINTR;
+		return -1;
+	}
+	/* (MIN evaluates its arguments twice: no rng() inside) */
+	step = rng() % 64 ? 1 + rng() % 512 : 65536;
+	n = MIN(len, MIN(step, f->b->len - f->pos));
+	memcpy(buf, f->b->data + f->pos, n);
+	f->pos += n;
+	return n;
 }
 
 static void put32(GByteArray *b, uint32_t v)
@@ -179,6 +207,7 @@ int main(int argc, char **argv)
 	uint64_t seed = 1;
 	unsigned long iterations = 0, dropped = 0, refused = 0;
 	struct rpc_conn conn;
+	struct rpc_reader reader;
 	gint64 end;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -190,11 +219,13 @@ int main(int argc, char **argv)
 	log_init("rpc_fuzz", LOG_ERR);
 	rng_state = seed ? seed : 1;
 	fresh_conn(&conn);
+	rpc_reader_init(&reader);
 	end = g_get_monotonic_time() + (gint64)(seconds * G_USEC_PER_SEC);
 	while (g_get_monotonic_time() < end) {
 		for (int i = 0; i < 256; i++, iterations++) {
 			GByteArray *b = rng() % 16 ? seed_packet() : noise();
-			uint32_t len;
+			struct feed f = { b, 0 };
+			enum rpc_read rc;
 
 			mutate(b);
 			/* Mostly keep the length word honest, so the rest of
@@ -207,22 +238,32 @@ int main(int argc, char **argv)
 			}
 			/* The server's reader: a bad length word ends the
 			 * client; a good one is read in full. */
-			if (b->len < 4 || rpc_msg_check_length(len = rpc_msg_length(b->data)) < 0 ||
-			    len > b->len) {
+			while ((rc = rpc_reader_recv(&reader, RPC_PACKET_MAX, feed_recv, &f)) == RPC_READ_MORE ||
+			       rc == RPC_READ_AGAIN)
+				;
+			if (rc != RPC_READ_PACKET) {
 				drv_error_reset();
 				refused++;
 				fresh_conn(&conn);
-				g_byte_array_free(b, TRUE);
-				continue;
+			} else {
+				/* Framing must hand over exactly the packet. */
+				if (reader.len != rpc_msg_length(b->data) || f.pos != reader.len ||
+				    memcmp(reader.buf, b->data, reader.len)) {
+					fprintf(stderr, "rpc_fuzz: the reader framed %zu bytes wrongly\n",
+						reader.len);
+					failures++;
+				}
+				if (rpc_dispatch(&conn, reader.buf, reader.len) < 0 || conn.closing) {
+					dropped++;
+					fresh_conn(&conn);
+				}
 			}
-			if (rpc_dispatch(&conn, b->data, len) < 0 || conn.closing) {
-				dropped++;
-				fresh_conn(&conn);
-			}
+			rpc_reader_next(&reader);
 			g_byte_array_free(b, TRUE);
 		}
 	}
 	printf("rpc_fuzz: seed %llu: %lu packets, %lu replies, %lu refused by length, %lu connections ended, %lu bad replies\n",
 	       (unsigned long long)seed, iterations, replies, refused, dropped, failures);
+	rpc_reader_clear(&reader);
 	return failures ? 1 : 0;
 }

@@ -1,8 +1,9 @@
 /* virtkvmmd's RPC pieces without a socket: length limits, header and
- * body encoding, error wording, keepalive timing, dispatch checks. */
+ * body encoding, framing off a stream, error wording, keepalive timing, dispatch checks. */
 /* VIR_ERR_NUMBER_LAST: every error code libvirt has. */
 #define VIR_ENUM_SENTINELS
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
 #include "dispatch.h"
 #include "error.h"
 #include "message.h"
+#include "reader.h"
 #include "remote_xdr.h"
 #include "reply_error.h"
 #include "unit.h"
@@ -28,6 +30,193 @@ UNIT_TEST(length_word_limits)
 	CHECK(rpc_msg_check_length(0xffffffff) < 0);
 	CHECK(drv_error_last() && drv_error_last()->code == VIR_ERR_RPC);
 	drv_error_reset();
+}
+
+/* A transport for the reader: the bytes of data[0..avail) come out at
+ * most step at a time, then EAGAIN (or end of stream once eof). */
+struct script {
+	const uint8_t *data;
+	size_t avail, pos, step;
+	bool eof;
+	unsigned calls;
+};
+
+static ssize_t script_recv(void *opaque, void *buf, size_t len)
+{
+	struct script *s = opaque;
+	size_t n = MIN(len, MIN(s->step, s->avail - s->pos));
+
+	s->calls++;
+	if (!n) {
+		if (s->eof)
+			return 0;
+		errno = EAGAIN;
+		return -1;
+	}
+	memcpy(buf, s->data + s->pos, n);
+	s->pos += n;
+	return n;
+}
+
+static GBytes *stream_packet(size_t body)
+{
+	struct rpc_header h = { REMOTE_PROGRAM, 1, 209, RPC_STREAM, 5, RPC_CONTINUE };
+	uint8_t *data = g_malloc(body);
+	GBytes *pkt;
+
+	for (size_t i = 0; i < body; i++)
+		data[i] = i * 7 + 3;
+	pkt = rpc_msg_encode_raw(&h, data, body);
+	g_free(data);
+	return pkt;
+}
+
+UNIT_TEST(reader_byte_by_byte)
+{
+	GBytes *pkt = stream_packet(100);
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(pkt, &len);
+	struct script s = { .data = p, .avail = len, .step = 1 };
+	struct rpc_reader r;
+	unsigned more = 0;
+	enum rpc_read rc;
+
+	rpc_reader_init(&r);
+	while ((rc = rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s)) == RPC_READ_MORE)
+		more++;
+	CHECK(rc == RPC_READ_PACKET);
+	CHECK_EQ_U64(more, len - 1);
+	CHECK_EQ_U64(r.len, len);
+	CHECK(memcmp(r.buf, p, len) == 0);
+	rpc_reader_next(&r);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_AGAIN);
+	rpc_reader_clear(&r);
+	g_bytes_unref(pkt);
+}
+
+UNIT_TEST(reader_partial_length_word)
+{
+	GBytes *pkt = stream_packet(10);
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(pkt, &len);
+	struct script s = { .data = p, .avail = 2, .step = len };
+	struct rpc_reader r;
+
+	rpc_reader_init(&r);
+	/* half a length word, then nothing yet: no packet, no error */
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_MORE);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_AGAIN);
+	CHECK_EQ_U64(r.have, 2);
+	CHECK_EQ_U64(r.len, 0);
+	/* one more byte: still not a length word */
+	s.avail = 3;
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_MORE);
+	CHECK_EQ_U64(r.len, 0);
+	/* the rest arrives */
+	s.avail = len;
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_MORE);
+	CHECK_EQ_U64(r.len, len);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_PACKET);
+	CHECK(memcmp(r.buf, p, len) == 0);
+	rpc_reader_next(&r);
+	/* the peer goes in the middle of the next length word */
+	s.pos = 0;
+	s.avail = 3;
+	s.eof = true;
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_MORE);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_EOF);
+	CHECK_EQ_U64(r.have, 3);
+	rpc_reader_clear(&r);
+	g_bytes_unref(pkt);
+}
+
+UNIT_TEST(reader_bad_lengths)
+{
+	static const uint8_t small[] = { 0, 0, 0, 27, 1, 2, 3 };
+	static const uint8_t huge[] = { 0xff, 0xff, 0xff, 0xff, 1, 2, 3 };
+	static const uint8_t over[] = { 0, 0x10, 0, 1, 1, 2, 3 };	/* 1 MiB + 1 */
+	struct script s = { .data = small, .avail = sizeof(small), .step = 64 };
+	struct rpc_reader r;
+
+	rpc_reader_init(&r);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_BAD_LENGTH);
+	CHECK(drv_error_last() && drv_error_last()->code == VIR_ERR_RPC);
+	drv_error_reset();
+	/* nothing past the length word was read */
+	CHECK_EQ_U64(s.pos, 4);
+	rpc_reader_clear(&r);
+
+	rpc_reader_init(&r);
+	s = (struct script){ .data = huge, .avail = sizeof(huge), .step = 64 };
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_BAD_LENGTH);
+	CHECK_EQ_U64(r.len, 0xffffffff);
+	CHECK_EQ_U64(r.cap, 65536);
+	drv_error_reset();
+	rpc_reader_clear(&r);
+
+	/* legal, but above what the caller takes from this peer: refused
+	 * before a byte of it is buffered, and not an RPC error */
+	rpc_reader_init(&r);
+	s = (struct script){ .data = over, .avail = sizeof(over), .step = 64 };
+	CHECK(rpc_reader_recv(&r, 1024 * 1024, script_recv, &s) == RPC_READ_TOO_BIG);
+	CHECK_EQ_U64(r.len, 1024 * 1024 + 1);
+	CHECK_EQ_U64(r.cap, 65536);
+	CHECK(!drv_error_last());
+	rpc_reader_clear(&r);
+}
+
+UNIT_TEST(reader_two_packets_in_one_read)
+{
+	GBytes *a = stream_packet(40), *b = stream_packet(300);
+	size_t alen, blen;
+	const uint8_t *ap = g_bytes_get_data(a, &alen), *bp = g_bytes_get_data(b, &blen);
+	uint8_t *both = g_malloc(alen + blen);
+	struct script s = { .data = both, .avail = alen + blen, .step = alen + blen };
+	struct rpc_reader r;
+
+	memcpy(both, ap, alen);
+	memcpy(both + alen, bp, blen);
+	rpc_reader_init(&r);
+	/* the length word, then exactly the rest of the first packet: the
+	 * second stays with the transport */
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_MORE);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_PACKET);
+	CHECK_EQ_U64(r.len, alen);
+	CHECK_EQ_U64(s.pos, alen);
+	CHECK(memcmp(r.buf, ap, alen) == 0);
+	rpc_reader_next(&r);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_MORE);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_PACKET);
+	CHECK_EQ_U64(r.len, blen);
+	CHECK(memcmp(r.buf, bp, blen) == 0);
+	rpc_reader_next(&r);
+	CHECK(rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s) == RPC_READ_AGAIN);
+	rpc_reader_clear(&r);
+	g_free(both);
+	g_bytes_unref(a);
+	g_bytes_unref(b);
+}
+
+UNIT_TEST(reader_buffer_follows_the_bytes)
+{
+	/* a packet near the limit: the buffer grows with what arrived,
+	 * never to the claimed length at once, and shrinks after it */
+	GBytes *pkt = stream_packet(4 * 1024 * 1024);
+	size_t len;
+	const uint8_t *p = g_bytes_get_data(pkt, &len);
+	struct script s = { .data = p, .avail = len, .step = 4096 };
+	struct rpc_reader r;
+	enum rpc_read rc;
+
+	rpc_reader_init(&r);
+	while ((rc = rpc_reader_recv(&r, RPC_PACKET_MAX, script_recv, &s)) == RPC_READ_MORE)
+		CHECK(r.cap <= 2 * (r.have + 65536));
+	CHECK(rc == RPC_READ_PACKET);
+	CHECK(memcmp(r.buf, p, len) == 0);
+	rpc_reader_next(&r);
+	CHECK_EQ_U64(r.cap, 65536);
+	rpc_reader_clear(&r);
+	g_bytes_unref(pkt);
 }
 
 UNIT_TEST(header_round_trip)

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "message.h"
 #include "proc_names.h"
+#include "reader.h"
 #include "remote_xdr.h"
 #include "reply_error.h"
 
@@ -28,7 +29,6 @@
  * upload or download goes at the pace of the slower side. */
 #define LINK_OUT_HIGH (1024 * 1024)
 #define CLIENT_BACKLOG_HIGH (1024 * 1024)
-#define READ_CHUNK 65536
 
 /* Procedures only this file uses (libvirt's numbers). */
 enum {
@@ -76,8 +76,7 @@ struct link {
 	GQueue out;		/* packets to the daemon */
 	size_t out_off;
 	size_t out_bytes;
-	uint8_t *in;
-	size_t in_cap, in_have, in_len;
+	struct rpc_reader in;	/* the packet being read */
 	GHashTable *calls;	/* serial -> proc of calls not answered yet */
 	GHashTable *streams;	/* serial -> proc of streams that may be open */
 	struct rpc_keepalive ka;
@@ -192,7 +191,7 @@ static void link_free(struct link *l)
 	g_queue_clear_full(&l->out, (GDestroyNotify)g_bytes_unref);
 	g_hash_table_destroy(l->calls);
 	g_hash_table_destroy(l->streams);
-	g_free(l->in);
+	rpc_reader_clear(&l->in);
 	g_free(l->path);
 	g_free(l);
 }
@@ -388,65 +387,49 @@ static int link_packet(struct link *l, const uint8_t *pkt, size_t len)
 	return 0;
 }
 
+static ssize_t link_recv(void *opaque, void *buf, size_t len)
+{
+	struct link *l = opaque;
+
+	return recv(l->fd, buf, len, 0);
+}
+
 /* Reads what the daemon sent.  0, or -1 once the link is gone. */
 static int link_read(struct link *l)
 {
 	for (int packets = 0; packets < 16; packets++) {
-		size_t want;
-		ssize_t n;
-
 		if (l->paused)
 			return 0;
-		if (l->in_have < RPC_LEN_SIZE) {
-			want = RPC_LEN_SIZE - l->in_have;
-		} else {
-			if (l->in_cap < MIN(l->in_len, l->in_have + READ_CHUNK)) {
-				l->in_cap = MIN(l->in_len, MAX(l->in_cap * 2, l->in_have + READ_CHUNK));
-				l->in = g_realloc(l->in, l->in_cap);
-			}
-			want = MIN(l->in_len, l->in_cap) - l->in_have;
-		}
-		n = recv(l->fd, l->in + l->in_have, want, 0);
-		if (n == 0) {
+		switch (rpc_reader_recv(&l->in, RPC_PACKET_MAX, link_recv, l)) {
+		case RPC_READ_MORE:
+			/* A partial read counts against the wakeup's budget
+			 * too: a daemon trickling bytes cannot hold the loop. */
+			continue;
+		case RPC_READ_AGAIN:
+			return 0;
+		case RPC_READ_EOF:
 			link_fail(l, VIR_ERR_RPC, "the daemon closed the connection");
 			return -1;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
+		case RPC_READ_ERROR:
 			link_fail(l, VIR_ERR_SYSTEM_ERROR, "cannot read from the daemon: %s",
 				  g_strerror(errno));
 			return -1;
-		}
-		l->in_have += n;
-		if (l->in_have == RPC_LEN_SIZE && l->in_len == 0) {
-			uint32_t len = rpc_msg_length(l->in);
-
+		case RPC_READ_BAD_LENGTH:
+		case RPC_READ_TOO_BIG:
 			/* DAEMON: framed like any peer's. */
-			if (rpc_msg_check_length(len) < 0) {
-				drv_error_reset();
-				link_fail(l, VIR_ERR_RPC, "the daemon sent a packet of length %u", len);
-				return -1;
-			}
-			l->in_len = len;
+			drv_error_reset();
+			link_fail(l, VIR_ERR_RPC, "the daemon sent a packet of length %u",
+				  (unsigned)l->in.len);
+			return -1;
+		case RPC_READ_PACKET:
+			break;
 		}
-		if (l->in_len && l->in_have == l->in_len) {
-			int rc = link_packet(l, l->in, l->in_len);
-
-			if (rc < 0)
-				return -1;
-			l->in_have = 0;
-			l->in_len = 0;
-			if (l->in_cap > READ_CHUNK) {
-				l->in = g_realloc(l->in, READ_CHUNK);
-				l->in_cap = READ_CHUNK;
-			}
-			/* The client stopped reading: so do we. */
-			if (l->conn->backlog && l->conn->backlog(l->conn) > CLIENT_BACKLOG_HIGH)
-				l->paused = true;
-		}
+		if (link_packet(l, l->in.buf, l->in.len) < 0)
+			return -1;
+		rpc_reader_next(&l->in);
+		/* The client stopped reading: so do we. */
+		if (l->conn->backlog && l->conn->backlog(l->conn) > CLIENT_BACKLOG_HIGH)
+			l->paused = true;
 	}
 	return 0;
 }
@@ -636,8 +619,7 @@ static struct link *link_get(struct rpc_conn *conn, enum fwd_family fam,
 	l->path = path;
 	g_queue_init(&l->pending);
 	g_queue_init(&l->out);
-	l->in_cap = READ_CHUNK;
-	l->in = g_malloc(l->in_cap);
+	rpc_reader_init(&l->in);
 	l->calls = g_hash_table_new(NULL, NULL);
 	l->streams = g_hash_table_new(NULL, NULL);
 	l->ka.enabled = true;

@@ -25,14 +25,11 @@
 #include "forward.h"
 #include "log.h"
 #include "message.h"
+#include "reader.h"
 #include "server.h"
 #include "stream.h"
 #include "tls.h"
 
-/* Read at most this much of a packet ahead of the data actually
- * received, so a length word claiming 32 MiB costs memory only as the
- * bytes arrive. */
-#define READ_CHUNK 65536
 /* Stop reading a client's calls while this much of its replies waits
  * unread: a client that only writes cannot make us buffer without end. */
 #define OUT_HIGH (1024 * 1024)
@@ -98,10 +95,7 @@ struct client {
 	int fd;
 	guint watch;
 	GIOCondition cond;
-	uint8_t *in;			/* the packet being read, length word first */
-	size_t in_cap;
-	size_t in_have;
-	size_t in_len;			/* from its length word; 0 until read */
+	struct rpc_reader in;		/* the packet being read */
 	GQueue out;			/* GBytes packets to write */
 	size_t out_off;			/* bytes of the head already written */
 	size_t out_bytes;		/* bytes queued, not yet written */
@@ -204,7 +198,7 @@ static void client_unref(struct client *c)
 		return;
 	g_queue_clear_full(&c->calls, (GDestroyNotify)g_bytes_unref);
 	g_queue_clear_full(&c->out, (GDestroyNotify)g_bytes_unref);
-	g_free(c->in);
+	rpc_reader_clear(&c->in);
 	g_free(c->peer);
 	g_free(c);
 }
@@ -541,97 +535,82 @@ static size_t client_backlog(const struct rpc_conn *conn)
 	return __atomic_load_n(&((const struct client *)conn)->out_bytes, __ATOMIC_RELAXED);
 }
 
+static ssize_t client_recv(void *opaque, void *buf, size_t len)
+{
+	struct client *c = opaque;
+
+	return c->tls ? tls_session_recv(c->tls, buf, len) : recv(c->fd, buf, len, 0);
+}
+
 /* Reads what is available, dispatching each whole packet.  0, or -1 when
  * the client must go (EOF, error, or a stream we cannot trust). */
 static int client_read(struct client *c)
 {
 	for (int packets = 0; packets < PACKETS_PER_WAKEUP;) {
-		size_t want;
-		ssize_t n;
+		const uint8_t *pkt;
+		size_t len;
+		int rc;
 
 		if (c->closing || c->out_bytes > OUT_HIGH || client_calls_full(c) ||
 		    rpc_fwd_blocked(&c->conn))
 			return 0;
-		if (c->in_have < RPC_LEN_SIZE) {
-			want = RPC_LEN_SIZE - c->in_have;
-		} else {
-			/* Grow geometrically, but never past twice what has
-			 * arrived (plus a chunk) nor past the packet. */
-			if (c->in_cap < MIN(c->in_len, c->in_have + READ_CHUNK)) {
-				c->in_cap = MIN(c->in_len, MAX(c->in_cap * 2, c->in_have + READ_CHUNK));
-				c->in = g_realloc(c->in, c->in_cap);
-			}
-			want = MIN(c->in_len, c->in_cap) - c->in_have;
-		}
-		n = c->tls ? tls_session_recv(c->tls, c->in + c->in_have, want)
-			   : recv(c->fd, c->in + c->in_have, want, 0);
-		if (n == 0) {
-			if (c->in_have)
+		/* CLIENT: a client not yet open or read-only gets small
+		 * packets only (SMALL_PACKET_MAX). */
+		switch (rpc_reader_recv(&c->in, (!c->conn.open || c->conn.readonly) ? SMALL_PACKET_MAX
+										: RPC_PACKET_MAX,
+					client_recv, c)) {
+		case RPC_READ_MORE:
+			continue;
+		case RPC_READ_AGAIN:
+			return 0;
+		case RPC_READ_EOF:
+			if (c->in.have)
 				pr_debug("client %u: disconnected in the middle of a packet (%zu of %zu bytes)",
-					 c->conn.id, c->in_have, c->in_len);
+					 c->conn.id, c->in.have, c->in.len);
 			else
 				pr_debug("client %u: disconnected", c->conn.id);
 			return -1;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
+		case RPC_READ_ERROR:
 			pr_debug("client %u: read: %s", c->conn.id, g_strerror(errno));
 			return -1;
-		}
-		c->in_have += n;
-		if (c->in_have == RPC_LEN_SIZE && c->in_len == 0) {
-			uint32_t len = rpc_msg_length(c->in);
-
+		case RPC_READ_BAD_LENGTH:
 			/* CLIENT: the length word is checked before a byte of
 			 * the body is buffered; a bad one ends the client, as
 			 * nothing after it can be framed. */
-			if (rpc_msg_check_length(len) < 0) {
-				pr_warn("client %u (pid %ld): %s: dropping it", c->conn.id,
-					(long)c->conn.pid, drv_error_last()->message);
-				drv_error_reset();
-				return -1;
-			}
-			if ((!c->conn.open || c->conn.readonly) && len > SMALL_PACKET_MAX) {
-				pr_warn("client %u (pid %ld): a packet of %u bytes from a %s client (at most %u): dropping it",
-					c->conn.id, (long)c->conn.pid, len,
-					c->conn.open ? "read-only" : "not yet open", SMALL_PACKET_MAX);
-				return -1;
-			}
-			c->in_len = len;
+			pr_warn("client %u (pid %ld): %s: dropping it", c->conn.id,
+				(long)c->conn.pid, drv_error_last()->message);
+			drv_error_reset();
+			return -1;
+		case RPC_READ_TOO_BIG:
+			pr_warn("client %u (pid %ld): a packet of %zu bytes from a %s client (at most %u): dropping it",
+				c->conn.id, (long)c->conn.pid, c->in.len,
+				c->conn.open ? "read-only" : "not yet open", SMALL_PACKET_MAX);
+			return -1;
+		case RPC_READ_PACKET:
+			break;
 		}
-		if (c->in_len && c->in_have == c->in_len) {
-			int rc;
+		pkt = c->in.buf;
+		len = c->in.len;
+		rpc_keepalive_received(&c->conn.keepalive, g_get_monotonic_time());
+		if (rpc_dispatch_is_call(pkt, len)) {
+			GBytes *call = g_bytes_new(pkt, len);
 
-			rpc_keepalive_received(&c->conn.keepalive, g_get_monotonic_time());
-			if (rpc_dispatch_is_call(c->in, c->in_len)) {
-				GBytes *call = g_bytes_new(c->in, c->in_len);
-
-				if (is_side_call(c, call)) {
-					client_side_call(c, call);
-				} else {
-					g_queue_push_tail(&c->calls, call);
-					client_next_call(c);
-				}
-				rc = 0;
+			if (is_side_call(c, call)) {
+				client_side_call(c, call);
 			} else {
-				/* Keepalive and packets answered from their
-				 * header alone never block: right here. */
-				rc = rpc_dispatch(&c->conn, c->in, c->in_len);
+				g_queue_push_tail(&c->calls, call);
+				client_next_call(c);
 			}
-			c->in_have = 0;
-			c->in_len = 0;
-			packets++;
-			if (c->in_cap > READ_CHUNK) {
-				/* Do not keep a huge buffer for an idle client. */
-				c->in = g_realloc(c->in, READ_CHUNK);
-				c->in_cap = READ_CHUNK;
-			}
-			if (rc < 0)
-				return -1;
+			rc = 0;
+		} else {
+			/* Keepalive and packets answered from their
+			 * header alone never block: right here. */
+			rc = rpc_dispatch(&c->conn, pkt, len);
 		}
+		rpc_reader_next(&c->in);
+		packets++;
+		if (rc < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -787,8 +766,7 @@ static void client_new(struct rpc_server *srv, int fd, struct listener *l)
 		c->conn.uid = cred.uid;
 		c->conn.gid = cred.gid;
 	}
-	c->in_cap = READ_CHUNK;
-	c->in = g_malloc(c->in_cap);
+	rpc_reader_init(&c->in);
 	g_queue_init(&c->out);
 	srv->clients = g_list_prepend(srv->clients, c);
 	srv->nclients++;
