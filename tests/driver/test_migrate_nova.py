@@ -176,9 +176,12 @@ def kvmm_downtime(src, sdom):
 
 
 # How long a call nova makes during the migration, on its connection, may
-# take: at once, but at times virtkvmmd reads it only once it next sends
-# the client something -- with libvirt's event loop (as nova runs it) a
-# keepalive within 5 s.  Without the side calls, until the migration ends.
+# take: at once, but at times (seen with a suspend right after a
+# migrateSetMaxDowntime) the call reaches the socket only once virtkvmmd
+# next sends the client something -- its keepalive ping, within 5 s.
+# Traced, virtkvmmd watches the socket for input all along and reads the
+# call as soon as it arrives: the wait is in libvirt's client, not here.
+# Without the side calls, until the migration ends.
 CALL_S = 12
 
 NOVA_FLAGS = (L.VIR_MIGRATE_LIVE | L.VIR_MIGRATE_PEER2PEER | L.VIR_MIGRATE_PERSIST_DEST |

@@ -745,3 +745,34 @@ def test_save_bypass_cache_leaves_the_image_out_of_the_page_cache(daemon, conn, 
     r = virsh(d.uri(), "save", "s1", plain, timeout=120)
     assert r.returncode == 0, r.stderr
     assert resident(plain) > 0
+
+
+def test_job_stats_on_the_saving_connection_without_an_event_loop(start_daemon, kvm, tmp_path):
+    """A client with no event loop (python3-libvirt in a script) asks for
+    the job's stats on the very connection its save runs on: the daemon
+    reads and answers that call beside the save while the test's hold
+    still keeps the save in the middle -- so it cannot have waited for
+    the save's end.  (The join's bound only ends a failing run.)"""
+    d, hold = held_daemon(start_daemon, tmp_path)
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(live_xml(d.root))
+    dom.create()
+    wait_ticks(d.root, 2)
+    img = str(tmp_path / "n.save")
+    t, res = in_background(lambda: dom.save(img))
+    try:
+        # On the same connection, from another thread, the save held.
+        q, st = in_background(lambda: wait_for(lambda: saving(dom), "the save's first bytes"))
+        q.join(60)
+        assert st, "the job's stats, asked beside the save, were not answered"
+        assert st[0]["operation"] == L.VIR_DOMAIN_JOB_OPERATION_SAVE
+        q, info = in_background(dom.jobInfo)
+        q.join(60)
+        assert info and info[0][0] == L.VIR_DOMAIN_JOB_UNBOUNDED, info
+        assert t.is_alive() and not res, "the save ended with its hold in place"
+    finally:
+        hold.unlink()
+        t.join(120)
+    assert res == [0]
+    assert dom.state() == [L.VIR_DOMAIN_SHUTOFF, L.VIR_DOMAIN_SHUTOFF_SAVED]
+    conn.close()
