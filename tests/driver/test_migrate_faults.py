@@ -16,6 +16,7 @@ import time
 import libvirt
 import pytest
 
+from drvtest import virsh
 from test_lifecycle import assert_nothing_left, wait_for
 from test_migrate import (DIRTY, DST_IP, TLS_PORT, assert_memory_right, copying,  # noqa: F401
                           hosts, migrate, ns_dst, ns_src, running, start_migrate, ticks,
@@ -121,4 +122,33 @@ def test_link_cut_mid_copy_fails_in_time_and_leaves_nothing(hosts, pki, p2p):
     assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
     assert_memory_right(shared, before)
     assert src.d.guests() == []
+    ddom.destroy()
+
+
+def test_a_long_p2p_copy_keeps_its_connection(hosts, pki):
+    """The other side of that keepalive: a --p2p copy slower than the
+    link timeout leaves the source daemon's connection to the
+    destination idle, yet each end answers the other's pings (libvirt's
+    client library on the daemon's main loop), so neither drops it and
+    the migration completes."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_p2p(src, pki, "--live", "--bandwidth", "2")
+    try:
+        # Idle well past the keepalive's death time on both ends.
+        copying(sdom)
+        wait_for(lambda: sdom.jobStats().get("time_elapsed", 0) > LINK_TIMEOUT_S * 1500,
+                 "the copy running past the link timeout", timeout=LINK_TIMEOUT_S * 4)
+        assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    assert "keepalive pings" not in dst.d.output() + src.d.output()
+    ddom = dst.conn.lookupByName("m1")
+    assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert_memory_right(shared, before)
     ddom.destroy()
