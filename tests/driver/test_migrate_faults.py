@@ -103,6 +103,12 @@ def test_link_cut_mid_copy_fails_in_time_and_leaves_nothing(hosts, pki, p2p):
     # the source daemon's client: its keepalive, as long again at most).
     wait_for(lambda: dst.d.guests() == [], "the destination's kvmm gone",
              timeout=LINK_TIMEOUT_S * 3)
+    if p2p:
+        # Dropped by the destination's keepalive, which took what
+        # Prepare made with it (Finish could never come).
+        out = dst.d.output()
+        assert "keepalive pings: dropping it" in out, out
+        assert "the client of its incoming migration went away" in out, out
     dst.no_domain("m1")
     assert dst.listening() == []
     assert_nothing_left(dst.d)
