@@ -5,15 +5,22 @@ timeouts (virtkvmmd sets them on both ends: unacknowledged data, and
 keepalive probes for the end that only reads) end it within
 LINK_TIMEOUT_S, where TCP alone retries for some 15 minutes; the guest
 runs on on the source, nothing of it is left on the destination, and
-once the link is back it migrates."""
+once the link is back it migrates.  The same with --p2p, where the
+source daemon's own libvirt connection to the destination's crosses the
+cut link too: its keepalive ends it in as long, the destination drops
+that client (and with it the incoming run) on its own keepalive."""
+import os
 import subprocess
 import time
 
 import libvirt
+import pytest
 
+from drvtest import virsh
 from test_lifecycle import assert_nothing_left, wait_for
-from test_migrate import (DIRTY, assert_memory_right, copying, hosts, migrate,  # noqa: F401
-                          ns_dst, ns_src, running, start_migrate, ticks, tls_dst_conf)
+from test_migrate import (DIRTY, DST_IP, TLS_PORT, assert_memory_right, copying,  # noqa: F401
+                          hosts, migrate, ns_dst, ns_src, running, start_migrate, ticks,
+                          tls_dst_conf)
 from test_tls import pki  # noqa: F401 (fixture)
 
 L = libvirt
@@ -45,10 +52,26 @@ def taps(host):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_link_cut_mid_copy_fails_in_time_and_leaves_nothing(hosts):
+def dconnuri(pki):
+    """The destination's daemon over TLS, across the veth."""
+    return f"kvmm+tls://{DST_IP}:{TLS_PORT}/system?pkipath={pki['allowed']}&no_verify=1"
+
+
+def start_p2p(src, pki, *flags):
+    argv = ["virsh", "-c", src.uri, "migrate", "--p2p", "m1", dconnuri(pki),
+            "--migrateuri", f"tcp://{DST_IP}", *flags]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, LC_ALL="C"))
+
+
+@pytest.mark.parametrize("p2p", [False, True], ids=["managed", "p2p"])
+def test_link_cut_mid_copy_fails_in_time_and_leaves_nothing(hosts, pki, p2p):
     src, dst, shared = hosts
     sdom = running(src, shared, cmdline=DIRTY)
-    p = start_migrate(src, dst, "m1", "--live", "--bandwidth", "2")
+    if p2p:
+        p = start_p2p(src, pki, "--live", "--bandwidth", "2")
+    else:
+        p = start_migrate(src, dst, "m1", "--live", "--bandwidth", "2")
     try:
         # Mid-copy: something sent, far from all of it at 2 MiB/s.
         st = copying(sdom)
@@ -76,8 +99,16 @@ def test_link_cut_mid_copy_fails_in_time_and_leaves_nothing(hosts):
     done = sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
     assert done["type"] == L.VIR_DOMAIN_JOB_FAILED, done
     # Nothing left on the destination: domain, kvmm, port, control
-    # socket, status and config files, taps.
-    wait_for(lambda: dst.d.guests() == [], "the destination's kvmm gone")
+    # socket, status and config files, taps (with --p2p, once it dropped
+    # the source daemon's client: its keepalive, as long again at most).
+    wait_for(lambda: dst.d.guests() == [], "the destination's kvmm gone",
+             timeout=LINK_TIMEOUT_S * 3)
+    if p2p:
+        # Dropped by the destination's keepalive, which took what
+        # Prepare made with it (Finish could never come).
+        out = dst.d.output()
+        assert "keepalive pings: dropping it" in out, out
+        assert "the client of its incoming migration went away" in out, out
     dst.no_domain("m1")
     assert dst.listening() == []
     assert_nothing_left(dst.d)
@@ -86,10 +117,44 @@ def test_link_cut_mid_copy_fails_in_time_and_leaves_nothing(hosts):
     link(src.ns, True)
     wait_for(lambda: link_up(src.ns) and link_up(dst.ns), "the link up again")
     before = ticks(shared)
-    r = migrate(src, dst, "m1", "--live")
-    assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
+    if p2p:
+        p = start_p2p(src, pki, "--live")
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    else:
+        r = migrate(src, dst, "m1", "--live")
+        assert r.returncode == 0, r.stderr + src.d.output() + dst.d.output()
     ddom = dst.conn.lookupByName("m1")
     assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
     assert_memory_right(shared, before)
     assert src.d.guests() == []
+    ddom.destroy()
+
+
+def test_a_long_p2p_copy_keeps_its_connection(hosts, pki):
+    """The other side of that keepalive: a --p2p copy slower than the
+    link timeout leaves the source daemon's connection to the
+    destination idle, yet each end answers the other's pings (libvirt's
+    client library on the daemon's main loop), so neither drops it and
+    the migration completes."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_p2p(src, pki, "--live", "--bandwidth", "2")
+    try:
+        # Idle well past the keepalive's death time on both ends.
+        copying(sdom)
+        wait_for(lambda: sdom.jobStats().get("time_elapsed", 0) > LINK_TIMEOUT_S * 1500,
+                 "the copy running past the link timeout", timeout=LINK_TIMEOUT_S * 4)
+        assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err + src.d.output() + dst.d.output()
+    assert "keepalive pings" not in dst.d.output() + src.d.output()
+    ddom = dst.conn.lookupByName("m1")
+    assert ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_MIGRATED]
+    assert_memory_right(shared, before)
     ddom.destroy()

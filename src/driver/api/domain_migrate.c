@@ -1799,6 +1799,13 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 	if (g_once_init_enter(&once)) {
 		/* Errors are read from virGetLastError, not printed. */
 		virSetErrorFunc(NULL, quiet);
+		/* libvirt's event loop is GLib's default context, the one
+		 * the daemon's main loop runs: the client library's
+		 * keepalive timer and socket watches run there, answering
+		 * the destination's pings while a long copy leaves the
+		 * connection idle and sending ours. */
+		if (virEventRegisterDefaultImpl() < 0)
+			pr_warn("cannot register libvirt's event loop: peer-to-peer migrations will not notice a dead link");
 		g_once_init_leave(&once, 1);
 	}
 	if (begin(obj, mp, flags, &xml, &cookie1) < 0)
@@ -1806,6 +1813,17 @@ static int perform_p2p(struct domain_obj *obj, const char *dconnuri, const struc
 	dconn = virConnectOpen(dconnuri);
 	if (!dconn) {
 		report_peer(VIR_ERR_OPERATION_FAILED, "connecting");
+		mark_clear(obj->def);
+		goto out;
+	}
+	/* A cut link would leave Prepare, Finish and the destination's
+	 * side of it hanging for TCP's 15 minutes: keepalive ends the
+	 * connection within LINK_TIMEOUT_S as on the migration connection
+	 * (libvirt's QEMU driver does the same, its keepalive_interval and
+	 * _count from qemu.conf, 5 and 5). */
+	if (virConnectSetKeepAlive(dconn, LINK_KEEPALIVE_S,
+				   LINK_TIMEOUT_S / LINK_KEEPALIVE_S - 1) < 0) {
+		report_peer(VIR_ERR_OPERATION_FAILED, "keepalive");
 		mark_clear(obj->def);
 		goto out;
 	}
