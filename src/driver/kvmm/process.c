@@ -2248,7 +2248,8 @@ static void remember_cpu(struct domain_obj *obj, struct domain_run *run, unsigne
 }
 
 /* The removal from the ids the daemon keeps: cpu-del alone, no
- * query-cpus.  0 done, 1 not known (ask kvmm), -1 error. */
+ * query-cpus.  0 asked, 1 to be done from kvmm's query-cpus (ids not
+ * known, or a cpu-del failed: its error comes again from there). */
 static int del_known_vcpus(struct domain_obj *obj, const char *api, unsigned want)
 {
 	g_autofree unsigned *ids = NULL;
@@ -2305,8 +2306,8 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 	rc = run && want < obj->def->vcpus_current ? 1 : 2;
 	g_mutex_unlock(&obj->lock);
 	/* A removal is one exchange with kvmm when the ids are known. */
-	if (rc == 1 && (rc = del_known_vcpus(obj, api, want)) < 0)
-		return -1;
+	if (rc == 1)
+		rc = del_known_vcpus(obj, api, want);
 	if (rc == 0)
 		goto wait;
 	g_mutex_lock(&obj->lock);
