@@ -111,6 +111,45 @@ def test_a_sandboxed_kvmm_migrates_by_postcopy(sandboxed, hosts):
     check_postcopy(src, dst, shared, before, p)
 
 
+def test_the_source_job_lasts_through_postcopy(hosts):
+    """As libvirt's: the source's migration job runs on after the switch
+    (Perform returned, the destination runs the guest) with kvmm's
+    figures still advancing and the destination's page requests counted;
+    it cannot be aborted then; Confirm ends it, completed."""
+    src, dst, shared = hosts
+    sdom = running(src, shared, cmdline=DIRTY)
+    before = ticks(shared)
+    p = start_migrate(src, dst, "m1", "--live", "--postcopy", "--bandwidth", "2")
+    wait_for(lambda: sdom.jobStats().get("memory_processed"), "the copy under way", timeout=120)
+    assert virsh(src.uri, "migrate-postcopy", "m1").returncode == 0
+    ddom = wait_for(lambda: dst.conn.lookupByName("m1") if "m1" in dst.conn.listDefinedDomains() +
+                    [d.name() for d in dst.conn.listAllDomains()] else None,
+                    "the domain on the destination", timeout=120)
+    wait_for(lambda: ddom.state() == [L.VIR_DOMAIN_RUNNING, L.VIR_DOMAIN_RUNNING_POSTCOPY],
+             "the destination running in post-copy", timeout=120)
+    assert sdom.state() == [L.VIR_DOMAIN_PAUSED, L.VIR_DOMAIN_PAUSED_POSTCOPY]
+    st = sdom.jobStats()
+    assert st["type"] == L.VIR_DOMAIN_JOB_UNBOUNDED, st
+    assert st["operation"] == L.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT, st
+    assert "memory_postcopy_requests" in st, st
+    assert sdom.jobInfo()[0] == L.VIR_DOMAIN_JOB_UNBOUNDED
+    # at 2 MiB/s the push goes on: the figures move
+    wait_for(lambda: sdom.jobStats().get("memory_processed", 0) > st["memory_processed"],
+             "the post-copy's figures advancing", timeout=120)
+    r = virsh(src.uri, "domjobabort", "m1")
+    assert r.returncode != 0 and "cannot abort migration in post-copy mode" in r.stderr, r.stderr
+    r = virsh(src.uri, "domjobinfo", "m1")
+    assert r.returncode == 0 and "Unbounded" in r.stdout and "Postcopy requests" in r.stdout, r.stdout
+    assert virsh(src.uri, "migrate-setspeed", "m1", "0").returncode == 0
+    check_postcopy(src, dst, shared, before, p)
+    done = sdom.jobStats(L.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    assert done["type"] == L.VIR_DOMAIN_JOB_COMPLETED, done
+    assert done["memory_processed"] >= st["memory_processed"] and done["data_remaining"] == 0, done
+    # the guest rewrites its memory: the destination asked for pages
+    assert done["memory_postcopy_requests"] > 0, done
+    assert done["time_elapsed"] >= st["time_elapsed"], done
+
+
 def test_the_source_lost_during_postcopy_loses_the_guest(hosts):
     """The source's kvmm killed while the destination still pulls pages
     (the push kept to 1 MiB/s): the destination's guest is paused for

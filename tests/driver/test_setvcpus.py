@@ -14,6 +14,7 @@ import pytest
 
 from drvtest import virsh
 from kvmmtest import wait_record
+from test_attach_detach import api_of
 from test_lifecycle import guest_xml, serial, state_dir
 
 L = libvirt
@@ -165,6 +166,70 @@ def test_setvcpus_guest_that_does_not_eject(daemon, kvm):
     r = virsh(d.uri(), "setvcpus", "vc", "3", "--live")
     assert r.returncode == 0, r.stderr
     assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 3
+    dom.destroy()
+    conn.close()
+
+
+def removing(d, dom):
+    api = api_of(d, dom)
+    try:
+        return sorted(c["id"] for c in api.call("query-cpus")["return"] if c["state"] == "removing")
+    finally:
+        api.close()
+
+
+def asked(d, command):
+    """How many times the daemon asked kvmm COMMAND (its debug log)."""
+    return d.output().count(f" <- {command}\n")
+
+
+def removal(d, dom, n):
+    """setvcpus --live N, refused by the guest that does not eject; the
+    kvmm commands it took."""
+    before = {c: asked(d, c) for c in ("query-cpus", "query-status", "cpu-del")}
+    refused(lambda: dom.setVcpusFlags(n, L.VIR_DOMAIN_AFFECT_LIVE),
+            L.VIR_ERR_OPERATION_TIMEOUT, "vcpu unplug request timed out")
+    return {c: asked(d, c) - k for c, k in before.items()}
+
+
+def test_setvcpus_removal_ids_across_restarts(start_daemon, kvm):
+    """The daemon keeps the run's vCPU ids (start, cpu-add) so that a
+    removal asks kvmm cpu-del alone; a restarted daemon reads them again
+    (query-cpus): each removal asks back the highest vCPU there, which
+    kvmm shows being removed (the guest never ejects)."""
+    d = start_daemon()
+    conn = libvirt.open(d.uri())
+    dom = conn.defineXML(guest_xml(d.root, "vc").replace("<vcpu>1</vcpu>", "<vcpu current='2'>4</vcpu>"))
+    dom.create()
+    wait_record(lambda: serial(d.root, "vc"), r"KVMMTEST pass smp cpus=2", "the guest's boot", timeout=60)
+    # from the start config: vCPU 1
+    assert removal(d, dom, 1) == {"query-cpus": 0, "query-status": 0, "cpu-del": 1}
+    assert removing(d, dom) == [1]
+    conn.close()
+
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    d = start_daemon(root=d.root)
+    conn = libvirt.open(d.uri())
+    dom = conn.lookupByName("vc")
+    assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 2
+    # the adopted run's ids from kvmm, then the added vCPUs 2 and 3
+    dom.setVcpusFlags(4, L.VIR_DOMAIN_AFFECT_LIVE)
+    assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 4
+    assert removal(d, dom, 3) == {"query-cpus": 0, "query-status": 0, "cpu-del": 1}
+    assert removing(d, dom) == [1, 3]
+    conn.close()
+
+    # adopted again, a removal first: the ids come from kvmm
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    d = start_daemon(root=d.root)
+    conn = libvirt.open(d.uri())
+    dom = conn.lookupByName("vc")
+    assert removal(d, dom, 2)["query-cpus"] == 1
+    assert removing(d, dom) == [1, 2, 3]
+    assert dom.vcpusFlags(L.VIR_DOMAIN_AFFECT_LIVE) == 4
+    assert "KVMMTEST fail" not in serial(d.root, "vc")
     dom.destroy()
     conn.close()
 

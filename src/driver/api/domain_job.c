@@ -111,6 +111,7 @@ int drv_domain_get_job_stats(struct rpc_conn *conn, void *args, void *ret)
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_PROCESSED, st.data_processed);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_REMAINING, st.data_remaining);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_ITERATION, st.mig.iteration);
+		ULL(r, VIR_DOMAIN_JOB_MEMORY_POSTCOPY_REQS, st.mig.postcopy_requests);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE, st.mig.dirty_rate);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE, st.mig.page_size);
 		ULL(r, VIR_DOMAIN_JOB_MEMORY_BPS, st.mig.bps);
@@ -149,7 +150,8 @@ int drv_domain_abort_job_flags(struct rpc_conn *conn, void *args, void *ret)
 {
 	remote_domain_abort_job_flags_args *a = args;
 
-	/* POSTCOPY: no job here is ever in post-copy. */
+	/* POSTCOPY (libvirt pauses a post-copy with it): kvmm's post-copy
+	 * cannot be paused, the flag is refused as unknown. */
 	if (api_check_flags(a->flags, 0, "virDomainAbortJobFlags") < 0)
 		return -1;
 	return abort_job(&a->dom);

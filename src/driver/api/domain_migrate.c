@@ -469,6 +469,7 @@ static void live_progress(struct domain_obj *obj, struct live_ctx *c,
 		.setup_ms = mi->setup_ms,
 		.downtime_ms = mi->downtime_ms,
 		.throttle_pct = mi->cpu_throttle_pct,
+		.postcopy_requests = mi->postcopy_requests,
 	};
 	uint64_t ms = mi->total_ms > mi->setup_ms ? mi->total_ms - mi->setup_ms : 0;
 
@@ -918,7 +919,16 @@ static int perform(struct domain_obj *obj, const char *uri, const struct mig_par
 		else
 			rc = transfer_state(obj, plain, tls, flags & VIR_MIGRATE_LIVE, mp->bandwidth,
 					    flags);
-		job_end(obj, rc);
+		bool in_postcopy = false;
+
+		if (rc == 0)
+			mark_postcopy(obj->def, NULL, &in_postcopy, false);
+		/* Post-copy: the job lasts until Confirm saw the last page
+		 * go, without the job lock Finish and Confirm take. */
+		if (in_postcopy)
+			job_detach(obj);
+		else
+			job_end(obj, rc);
 	}
 	if (tls) {
 		/* kvmm's error is the client's (a broken pipe, say); the
@@ -957,16 +967,25 @@ static int postcopy_wait(struct domain_obj *obj)
 {
 	g_autofree char *path = process_api_path(obj);
 	struct kvmm_migrate_info mi;
+	struct live_ctx ctx = { .obj = obj, .path = path };
 
-	if (!path)
+	if (!path) {
+		job_end_detached(obj, -1);
 		return -1;
+	}
 	for (;;) {
-		if (monitor_query_migrate(path, &mi) < 0)
+		if (monitor_query_migrate(path, &mi) < 0) {
+			job_end_detached(obj, -1);
 			return -1;
+		}
+		/* The job's figures, while post-copy runs and as it ended. */
+		if (job_detached(obj))
+			live_progress(obj, &ctx, &mi);
 		if (mi.status != KVMM_MIGRATE_POSTCOPY)
 			break;
 		g_usleep(LIVE_POLL_US);
 	}
+	job_end_detached(obj, mi.status == KVMM_MIGRATE_COMPLETED ? 0 : -1);
 	if (mi.status == KVMM_MIGRATE_COMPLETED)
 		return 0;
 	g_mutex_lock(&obj->lock);
@@ -1016,6 +1035,8 @@ static int confirm(struct domain_obj *obj, unsigned flags, bool cancelled)
 		if (rc == 0)
 			pr_info("domain '%s' migrated away", obj->def->name);
 	}
+	/* A post-copy's job ends with Confirm, whatever it found. */
+	job_end_detached(obj, cancelled ? -1 : rc);
 	domain_job_end(obj);
 	mark_clear(obj->def);
 	return rc;

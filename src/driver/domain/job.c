@@ -26,6 +26,8 @@ struct domain_jobs {
 	uint64_t processed, total;
 	bool has_migration;
 	struct job_migration mig;
+	bool detached;			/* post-copy: runs on without the domain's
+					 * job lock (job_detach) */
 	bool has_completed;		/* the last finished job's stats below */
 	struct job_stats completed;
 };
@@ -83,6 +85,7 @@ void job_begin_held(struct domain_obj *obj, int operation)
 	j->has_data = false;
 	j->processed = j->total = 0;
 	j->has_migration = false;
+	j->detached = false;
 	g_mutex_unlock(&obj->lock);
 }
 
@@ -196,18 +199,16 @@ static void fill_locked(struct domain_jobs *j, struct job_stats *st)
 	st->mig = j->mig;
 }
 
-void job_end(struct domain_obj *obj, int rc)
+/* The job's end (obj->lock held): its stats kept as the completed
+ * job's; true if it was cancelled. */
+static bool finish_locked(struct domain_obj *obj, struct domain_jobs *j, int rc, int *op)
 {
-	struct domain_jobs *j;
 	bool cancelled;
-	int op;
 
-	g_mutex_lock(&obj->lock);
-	j = jobs_locked(obj);
 	while (j->aborting)
 		g_cond_wait(&j->abort_done, &obj->lock);
 	cancelled = rc < 0 && j->aborted;
-	op = j->operation;
+	*op = j->operation;
 	fill_locked(j, &j->completed);
 	j->completed.type = rc == 0 ? VIR_DOMAIN_JOB_COMPLETED
 			  : cancelled ? VIR_DOMAIN_JOB_CANCELLED : VIR_DOMAIN_JOB_FAILED;
@@ -218,8 +219,19 @@ void job_end(struct domain_obj *obj, int rc)
 	}
 	j->has_completed = true;
 	j->active = false;
+	j->detached = false;
 	j->abort_fn = NULL;
 	j->suspend_fn = NULL;
+	return cancelled;
+}
+
+void job_end(struct domain_obj *obj, int rc)
+{
+	bool cancelled;
+	int op;
+
+	g_mutex_lock(&obj->lock);
+	cancelled = finish_locked(obj, jobs_locked(obj), rc, &op);
 	g_mutex_unlock(&obj->lock);
 	if (cancelled) {
 		/* What failed because of the abort is not the client's news. */
@@ -227,6 +239,41 @@ void job_end(struct domain_obj *obj, int rc)
 		drv_error_report(VIR_ERR_OPERATION_ABORTED, "%s: canceled by client", op_name(op));
 	}
 	domain_job_end(obj);
+}
+
+void job_detach(struct domain_obj *obj)
+{
+	struct domain_jobs *j;
+
+	g_mutex_lock(&obj->lock);
+	j = jobs_locked(obj);
+	while (j->aborting)
+		g_cond_wait(&j->abort_done, &obj->lock);
+	j->detached = true;
+	j->abort_fn = NULL;
+	j->suspend_fn = NULL;
+	g_mutex_unlock(&obj->lock);
+	domain_job_end(obj);
+}
+
+bool job_detached(struct domain_obj *obj)
+{
+	bool r;
+
+	g_mutex_lock(&obj->lock);
+	r = obj->jobs && obj->jobs->active && obj->jobs->detached;
+	g_mutex_unlock(&obj->lock);
+	return r;
+}
+
+void job_end_detached(struct domain_obj *obj, int rc)
+{
+	int op;
+
+	g_mutex_lock(&obj->lock);
+	if (obj->jobs && obj->jobs->active && obj->jobs->detached)
+		finish_locked(obj, obj->jobs, rc, &op);
+	g_mutex_unlock(&obj->lock);
 }
 
 void job_get_stats(struct domain_obj *obj, bool completed, bool keep, struct job_stats *st)
@@ -258,6 +305,13 @@ int job_abort(struct domain_obj *obj)
 	if (!j || !j->active) {
 		g_mutex_unlock(&obj->lock);
 		drv_error_report(VIR_ERR_OPERATION_INVALID, "no job is active on the domain");
+		return -1;
+	}
+	if (j->detached) {
+		/* As libvirt's without VIR_DOMAIN_ABORT_JOB_POSTCOPY: the
+		 * guest runs on the destination. */
+		g_mutex_unlock(&obj->lock);
+		drv_error_report(VIR_ERR_OPERATION_INVALID, "cannot abort migration in post-copy mode");
 		return -1;
 	}
 	if (!j->abort_fn) {

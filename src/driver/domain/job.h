@@ -59,6 +59,13 @@ bool job_aborted(struct domain_obj *obj);
  * when the error reported is replaced by libvirt's
  * "operation aborted: JOB: canceled by client".  Releases the job lock. */
 void job_end(struct domain_obj *obj, int rc);
+/* A migration's post-copy: the job (begun by job_begin) runs on, its
+ * figures still given, but the domain's job lock is released (Finish
+ * and Confirm take it) and it cannot be aborted; job_end_detached ends
+ * it (nothing if no detached job runs: a new job replaced it). */
+void job_detach(struct domain_obj *obj);
+bool job_detached(struct domain_obj *obj);
+void job_end_detached(struct domain_obj *obj, int rc);
 
 /* A migration's figures beyond the data counts (libvirt's
  * VIR_DOMAIN_JOB_MEMORY_ITERATION, ..._DIRTY_RATE, ...). */
@@ -72,6 +79,7 @@ struct job_migration {
 	uint64_t downtime_ms;		/* once done */
 	uint64_t setup_ms;
 	uint64_t throttle_pct;		/* auto-converge's vCPU throttle */
+	uint64_t postcopy_requests;	/* pages the destination asked for */
 };
 /* The running migration's figures (kept with its stats when it ends). */
 void job_migration_progress(struct domain_obj *obj, const struct job_migration *m);

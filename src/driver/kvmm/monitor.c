@@ -321,6 +321,8 @@ static int command_fd(const char *path, const char *command, json_object *args, 
 	struct reader r = { .deadline = g_get_monotonic_time() + timeout_ms * 1000LL };
 	int err = 0, rc = -1;
 
+	/* Tests count the exchanges in the debug log. */
+	pr_debug("kvmm %s <- %s", path, command);
 	if (!inflight_enter(path, r.deadline)) {
 		lost(path, -ETIMEDOUT, "kvmm on %s did not answer: %d commands already wait for it",
 		     path, INFLIGHT_MAX);

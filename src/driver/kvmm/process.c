@@ -76,6 +76,15 @@ struct domain_run {
 	/* query-status's cpu_hotplug, fixed for kvmm's life, once known
 	 * (obj->lock): setvcpus then asks kvmm one thing less. */
 	bool cpu_hotplug_known, cpu_hotplug;
+	/* The vCPU ids kvmm has (present or being removed), once known
+	 * (obj->lock): from the start config, cpu-add's answers and the
+	 * cpu-deleted events, so that a removal needs no query-cpus.
+	 * Unknown after a restore, an incoming migration or an adoption
+	 * until query-cpus is asked. */
+	bool cpus_known;
+	guint64 cpu_gen;	/* cpu-deleted events seen */
+	bool *cpu_ids;		/* ncpu_ids entries, the domain's maximum */
+	unsigned ncpu_ids;
 };
 
 static char *state_dir, *log_dir;
@@ -139,6 +148,7 @@ static void run_free(struct domain_run *r)
 	g_free(r->config_path);
 	g_free(r->status_path);
 	g_free(r->log_path);
+	g_free(r->cpu_ids);
 	g_free(r);
 }
 
@@ -1001,6 +1011,18 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	 * kvmm's count is the live one. */
 	if ((restore || infd >= 0) && ks.vcpus && ks.vcpus <= obj->def->vcpus)
 		set_live_vcpus_locked(obj, ks.vcpus);
+	/* A fresh start has vCPUs 0 to current-1 (vmconfig's "cpus"); a
+	 * stream's ids are not known here. */
+	r->ncpu_ids = obj->def->vcpus;
+	r->cpu_ids = g_new0(bool, r->ncpu_ids ? r->ncpu_ids : 1);
+	if (!restore && infd < 0) {
+		for (unsigned i = 0; i < obj->def->vcpus_current && i < r->ncpu_ids; i++)
+			r->cpu_ids[i] = true;
+		r->cpus_known = true;
+		/* kvmm has CPU hotplug when it has more vCPUs to add. */
+		r->cpu_hotplug_known = true;
+		r->cpu_hotplug = obj->def->vcpus_current < obj->def->vcpus;
+	}
 	r->serial = __atomic_add_fetch(&run_serial, 1, __ATOMIC_RELAXED);
 	r->started = g_get_real_time() / G_USEC_PER_SEC;
 	log_line(r->log_path, "running: kvmm pid %ld, domain id %d", (long)r->pid, id);
@@ -2122,6 +2144,11 @@ static void on_cpu_deleted(struct domain_run *r, const struct monitor_event *ev)
 
 	if (!r->draining)
 		g_mutex_lock(&obj->lock);
+	if (obj->run == r) {
+		r->cpu_gen++;
+		if (ev->cpu_id < r->ncpu_ids)
+			r->cpu_ids[ev->cpu_id] = false;
+	}
 	if (obj->run == r && obj->def->vcpus_current > 1) {
 		pr_info("domain '%s': vCPU %u removed", obj->def->name, ev->cpu_id);
 		set_live_vcpus_locked(obj, obj->def->vcpus_current - 1);
@@ -2184,6 +2211,81 @@ static void remember_cpu_hotplug(struct domain_obj *obj, struct domain_run *run,
 	g_mutex_unlock(&obj->lock);
 }
 
+/* RUN's vCPU ids from query-cpus's answer, unless a cpu-deleted event
+ * came while it was asked (GEN changed): the answer may predate it. */
+static void remember_cpus(struct domain_obj *obj, struct domain_run *run, guint64 gen,
+			  const struct kvmm_cpu *cpus, size_t n)
+{
+	g_mutex_lock(&obj->lock);
+	if (run && obj->run == run) {
+		/* An adopted run has none yet. */
+		if (!run->cpu_ids) {
+			run->ncpu_ids = obj->def->vcpus;
+			run->cpu_ids = g_new0(bool, run->ncpu_ids ? run->ncpu_ids : 1);
+		}
+		run->cpus_known = run->cpu_gen == gen;
+		memset(run->cpu_ids, 0, run->ncpu_ids * sizeof(*run->cpu_ids));
+		/* KVMM: an id beyond the domain's maximum is not ours. */
+		for (size_t i = 0; i < n; i++)
+			if (cpus[i].state != KVMM_CPU_EJECTED && cpus[i].id < run->ncpu_ids)
+				run->cpu_ids[cpus[i].id] = true;
+	}
+	g_mutex_unlock(&obj->lock);
+}
+
+/* RUN's vCPU ID is there (cpu-add) or, after a failed cpu-del, not
+ * known any more. */
+static void remember_cpu(struct domain_obj *obj, struct domain_run *run, unsigned id, bool added)
+{
+	g_mutex_lock(&obj->lock);
+	if (run && obj->run == run) {
+		if (!added)
+			run->cpus_known = false;
+		else if (id < run->ncpu_ids)
+			run->cpu_ids[id] = true;
+	}
+	g_mutex_unlock(&obj->lock);
+}
+
+/* The removal from the ids the daemon keeps: cpu-del alone, no
+ * query-cpus.  0 asked, 1 to be done from kvmm's query-cpus (ids not
+ * known, or a cpu-del failed: its error comes again from there). */
+static int del_known_vcpus(struct domain_obj *obj, const char *api, unsigned want)
+{
+	g_autofree unsigned *ids = NULL;
+	struct domain_run *run;
+	unsigned have = 0, nids = 0;
+
+	g_mutex_lock(&obj->lock);
+	run = obj->run;
+	if (!run || !run->cpus_known || !run->cpu_hotplug_known || !run->cpu_hotplug) {
+		g_mutex_unlock(&obj->lock);
+		return 1;
+	}
+	ids = g_new(unsigned, run->ncpu_ids + 1);
+	for (unsigned id = 0; id < run->ncpu_ids; id++)
+		if (run->cpu_ids[id]) {
+			ids[nids++] = id;
+			have++;
+		}
+	g_mutex_unlock(&obj->lock);
+	if (want > have)
+		return 1;
+	/* Highest ids first; vCPU 0 never goes. */
+	for (unsigned i = nids; i-- > 0 && have > want;) {
+		if (ids[i] == 0)
+			continue;
+		if (monitor_cpu_del(api, ids[i]) < 0) {
+			/* Maybe the kept ids were wrong: kvmm's own then. */
+			remember_cpu(obj, run, ids[i], false);
+			drv_error_reset();
+			return 1;
+		}
+		have--;
+	}
+	return 0;
+}
+
 int process_set_vcpus(struct domain_obj *obj, unsigned want)
 {
 	g_autofree char *api = NULL;
@@ -2192,14 +2294,31 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 	struct domain_run *run;
 	size_t n = 0;
 	unsigned have, max;
+	guint64 gen;
 	gint64 deadline;
 	bool done;
+	int rc;
 
-	if (!(api = process_api_path(obj)) || monitor_query_cpus(api, &cpus, &n) < 0)
+	if (!(api = process_api_path(obj)))
 		return -1;
 	g_mutex_lock(&obj->lock);
-	max = obj->def->vcpus;
 	run = obj->run;
+	rc = run && want < obj->def->vcpus_current ? 1 : 2;
+	g_mutex_unlock(&obj->lock);
+	/* A removal is one exchange with kvmm when the ids are known. */
+	if (rc == 1)
+		rc = del_known_vcpus(obj, api, want);
+	if (rc == 0)
+		goto wait;
+	g_mutex_lock(&obj->lock);
+	run = obj->run;
+	gen = run ? run->cpu_gen : 0;
+	g_mutex_unlock(&obj->lock);
+	if (monitor_query_cpus(api, &cpus, &n) < 0)
+		return -1;
+	remember_cpus(obj, run, gen, cpus, n);
+	g_mutex_lock(&obj->lock);
+	max = obj->def->vcpus;
 	g_mutex_unlock(&obj->lock);
 	have = count_cpus(cpus, n, KVMM_CPU_PRESENT);
 	/* Started with all its vCPUs, kvmm has no CPU hotplug to use.  Such
@@ -2234,6 +2353,7 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 				continue;
 			if (monitor_cpu_add(api, id) < 0)
 				break;
+			remember_cpu(obj, run, id, true);
 			have++;
 		}
 		if (have > count_cpus(cpus, n, KVMM_CPU_PRESENT))
@@ -2256,6 +2376,7 @@ int process_set_vcpus(struct domain_obj *obj, unsigned want)
 			return -1;
 		have--;
 	}
+wait:
 	/* As libvirt's qemu driver: the guest has a few seconds to eject
 	 * them; each cpu-deleted event takes one off the live XML. */
 	deadline = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
