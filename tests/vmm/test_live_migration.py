@@ -332,6 +332,21 @@ def test_cancel_mid_copy_keeps_the_source_running(kvm, vms, tmp):
     g.wait_for(r"KVMMTEST live n=%d " % (n + 3))
     assert all(r[3] == "ok" for r in records(g.lines))
     assert api.call("migrate-cancel")["error"]["code"] == "InvalidState"
+    # Again, to its end: the dirty log the cancel turned off starts
+    # afresh, and no page the guest wrote meanwhile is missed.
+    again = os.path.join(tmp, "again")
+    os.mkdir(again)
+    where = os.path.join(again, "mig.sock")
+    h, hsock = destination(vms, again, "unix:" + where, disk)
+    wait_listening(where, h)
+    at_start = records(g.lines)[-1][0]
+    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 0})
+    wait_status(api, "completed")
+    n = records(g.lines)[-1][0]
+    h.wait_for(r"KVMMTEST live n=%d " % (n + 3))
+    assert api.call("quit")["return"] == {}
+    assert g.wait_exit() == 0
+    check_continued(g, h, at_start)
 
 
 def test_destination_killed_mid_copy_fails_the_migration_and_the_source_runs_on(kvm, vms, tmp):
