@@ -114,6 +114,86 @@ int kvm_take_dirty(struct vm *vm, uint8_t *out)
 	return 0;
 }
 
+/* The slot of each stream page; a range of pages in slot-local pages,
+ * widened to what KVM_CLEAR_DIRTY_LOG takes: 64-page aligned, or up to
+ * the slot's end. */
+int kvm_clear_dirty(struct vm *vm, const uint8_t *bm, uint64_t first, uint64_t n)
+{
+	uint64_t sfirst = 0, snpages, a, b, lo, hi, p, *mask;
+	unsigned int s;
+	int r = 0;
+
+	if (!vm->dirty_manual)
+		return 0;
+	for (s = 0; s < vm->mem.nregions && !r; s++, sfirst += snpages) {
+		struct kvm_clear_dirty_log c = { .slot = s };
+		bool any = false;
+
+		snpages = vm->mem.regions[s].size / 4096;
+		a = MAX(first, sfirst);
+		b = MIN(first + n, sfirst + snpages);
+		if (a >= b)
+			continue;
+		lo = (a - sfirst) & ~63ULL;
+		hi = MIN(((b - sfirst) + 63) & ~63ULL, snpages);
+		mask = calloc((hi - lo + 63) / 64, sizeof(uint64_t));
+		if (!mask)
+			return -ENOMEM;
+		/* Only the pages the caller is about to read: any other bit
+		 * KVM holds stays for the next kvm_take_dirty. */
+		for (p = a; p < b; p++) {
+			if (bm[p / 8] & (1u << (p % 8))) {
+				uint64_t i = p - sfirst - lo;
+
+				mask[i / 64] |= 1ULL << (i % 64);
+				any = true;
+			}
+		}
+		if (any) {
+			c.first_page = lo;
+			c.num_pages = hi - lo;
+			c.dirty_bitmap = mask;
+			if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &c) < 0)
+				r = -errno;
+		}
+		free(mask);
+	}
+	return r;
+}
+
+/* Manual protect when KVM has it: KVM_GET_DIRTY_LOG then no longer
+ * write-protects every page it reports at once, so a page the guest
+ * keeps writing faults once per chunk sent, not after every round.
+ * Not KVM_DIRTY_LOG_INITIALLY_SET: round 0 sends the touched pages
+ * from kvmm's own view, and an all-set log would send every page of
+ * RAM again in round 1.  KVMM_DIRTY_LOG=get keeps the old mode (to
+ * compare the two, tools/bench/migrate). */
+static void kvm_dirty_mode(struct vm *vm)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
+	const char *env = getenv("KVMM_DIRTY_LOG");
+	int have;
+
+	vm->dirty_manual = false;
+	have = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+	if (env && !strcmp(env, "get")) {
+		pr_debug("KVM dirty log: KVM_GET_DIRTY_LOG protects (KVMM_DIRTY_LOG=get)");
+		return;
+	}
+	if (have <= 0 || !(have & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+		pr_debug("KVM dirty log: KVM_GET_DIRTY_LOG protects (no KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)");
+		return;
+	}
+	cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+		pr_debug("KVM dirty log: KVM_GET_DIRTY_LOG protects (manual protect refused: %s)",
+			 strerror(errno));
+		return;
+	}
+	vm->dirty_manual = true;
+	pr_debug("KVM dirty log: manual protect, KVM_CLEAR_DIRTY_LOG per chunk sent");
+}
+
 int kvm_create_vm(struct vm *vm)
 {
 	unsigned int i;
@@ -125,6 +205,8 @@ int kvm_create_vm(struct vm *vm)
 		pr_err("KVM_CREATE_VM failed: %s", strerror(-r));
 		return r;
 	}
+	/* Before the slots: how their dirty log behaves. */
+	kvm_dirty_mode(vm);
 	for (i = 0; i < vm->mem.nregions; i++) {
 		const struct guest_region *g = &vm->mem.regions[i];
 		uint64_t t = now_ns();

@@ -116,7 +116,7 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_CREATE_IRQCHIP, "reset: the new VM's interrupt controllers"),
 	IOCTL(KVM_CREATE_PIT2, "reset: the new VM's timer"),
 	IOCTL(KVM_SET_USER_MEMORY_REGION, "reset: guest RAM into the new VM"),
-	IOCTL(KVM_ENABLE_CAP, "reset: the new VM's MSR exits (pvm-compat)"),
+	IOCTL(KVM_ENABLE_CAP, "reset: the new VM's MSR exits (pvm-compat), its dirty log's manual protect"),
 	IOCTL(KVM_X86_SET_MSR_FILTER, "reset: the new VM's MSR exits (pvm-compat)"),
 	IOCTL(KVM_CREATE_VCPU, "reset: the new VM's vCPUs"),
 	IOCTL(KVM_GET_SUPPORTED_CPUID, "reset: the new vCPUs' CPUID"),
@@ -136,6 +136,7 @@ static const struct seccomp_rule main_rules[] = {
 	IOCTL(KVM_GET_PIT2, "save: the PIT"),
 	/* live migration (by descriptor only: no socket, no connect) */
 	IOCTL(KVM_GET_DIRTY_LOG, "migrate: the pages the guest wrote (the copy thread inherits it)"),
+	IOCTL(KVM_CLEAR_DIRTY_LOG, "migrate: protects a chunk again before it is sent (inherited)"),
 	ALLOW_IF2(setsockopt, 1, SOL_SOCKET, 2, SO_SNDTIMEO,
 		  "migrate: the switchover's send timeout"),
 	ALLOW_IF(shutdown, 1, SHUT_RDWR, "migrate-cancel wakes the copy thread's write"),
@@ -230,6 +231,7 @@ static const struct seccomp_rule vcpu_rules[] = {
  * so it never makes a socket or connects. */
 static const struct seccomp_rule migration_rules[] = {
 	IOCTL(KVM_GET_DIRTY_LOG, "the pages the guest wrote since the last round"),
+	IOCTL(KVM_CLEAR_DIRTY_LOG, "manual protect: a chunk's pages protected again right before it is sent"),
 	ALLOW(write, "the stream to the connection; the eventfd that says it is done; stderr"),
 	ALLOW(read, "post-copy: the other end's messages, the stream's pages, userfaultfd events"),
 	ALLOW_IF(poll, 2, 0, "post-copy source: a page asked for? (never waits)"),

@@ -93,6 +93,9 @@ struct vm {
 	int vm_fd;
 	int run_size;
 	unsigned int max_vcpus;
+	/* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 on: KVM_GET_DIRTY_LOG leaves
+	 * the pages writable, kvm_clear_dirty protects them (kvm.c). */
+	bool dirty_manual;
 
 	struct guest_memory mem;
 	uint8_t *kernel, *initrd;	/* image files, read once at start */
@@ -202,10 +205,14 @@ int kvm_ioeventfd(struct vm *vm, uint64_t addr, unsigned int len, int fd,
 int kvm_clock_restore(struct vm *vm);
 /* KVM's dirty log on the RAM slots (live migration): on or off, 0 or
  * -errno.  kvm_take_dirty ORs the pages the guest wrote since the last
- * call into out (bit p of byte p/8 = page p, the regions back to back)
- * and clears them in KVM. */
+ * call into out (bit p of byte p/8 = page p, the regions back to back);
+ * without vm->dirty_manual it also clears and write-protects them in
+ * KVM, with it they stay dirty until kvm_clear_dirty(bm, first, n)
+ * clears and protects the pages of [first, first + n) set in bm, which
+ * the caller does right before it reads them. */
 int kvm_dirty_log(struct vm *vm, bool on);
 int kvm_take_dirty(struct vm *vm, uint8_t *out);
+int kvm_clear_dirty(struct vm *vm, const uint8_t *bm, uint64_t first, uint64_t n);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned int id);

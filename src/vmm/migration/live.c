@@ -41,6 +41,9 @@
 /* Pages per PAGES section: small enough that a cancel or a bandwidth
  * limit acts within a few ms, large enough to keep writes big. */
 #define LIVE_SECTION_PAGES	256
+/* Manual protect: the pages protected again (KVM_CLEAR_DIRTY_LOG) just
+ * before they are read, 1 MiB at a time. */
+#define LIVE_CLEAR_PAGES	256
 /* A destination that stops reading during the switchover must not hold
  * the paused VM (and the main loop) for ever. */
 #define LIVE_SWITCH_TIMEOUT_S	30
@@ -176,7 +179,7 @@ static void pace(struct live *l, uint64_t t0, uint64_t sent0)
 static int send_round(struct live *l, uint8_t *bm, uint64_t npages, uint64_t left,
 		      uint64_t t0, uint64_t sent0)
 {
-	uint64_t next = 0, sent, q;
+	uint64_t next = 0, sent, q, end = npages, cleared = 0;
 	int r;
 
 	while (next < npages) {
@@ -189,7 +192,21 @@ static int send_round(struct live *l, uint8_t *bm, uint64_t npages, uint64_t lef
 				bm[q / 8] &= ~(1u << (q % 8));
 			return 1;
 		}
-		r = stream_write_pages(&l->w, l->vm->mem.base, npages, bm, &next,
+		/* Manual protect: a chunk's pages are cleared in KVM's log
+		 * (protected again) before they are read, never after, so
+		 * a write that lands after the read is in the next round. */
+		if (l->vm->dirty_manual && next >= cleared) {
+			cleared = MIN((next & ~(uint64_t)(LIVE_CLEAR_PAGES - 1)) + LIVE_CLEAR_PAGES,
+				      npages);
+			r = kvm_clear_dirty(l->vm, bm, next, cleared - next);
+			if (r) {
+				snprintf(l->err, sizeof(l->err), "KVM_CLEAR_DIRTY_LOG: %s",
+					 strerror(-r));
+				return r;
+			}
+			end = cleared;
+		}
+		r = stream_write_pages(&l->w, l->vm->mem.base, end, bm, &next,
 				       LIVE_SECTION_PAGES, &sent);
 		if (r) {
 			snprintf(l->err, sizeof(l->err), "cannot send guest memory: %s", strerror(-r));
