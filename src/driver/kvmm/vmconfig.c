@@ -71,9 +71,6 @@ int vmconfig_check(const struct domain_def *def)
 				return unsupported("disk %s: raw image %s cannot have a backing store; make it qcow2 or end the chain above it",
 						   d->target, j ? d->backing[j - 1].path : d->source);
 		}
-		if (d->serial && strlen(d->serial) > VM_DISK_SERIAL_MAX)
-			return unsupported("a disk serial longer than %d characters is not supported by virtio-blk",
-					   VM_DISK_SERIAL_MAX);
 	}
 	if (def->nnets > VM_MAX_NETS)
 		return unsupported("kvmm takes at most %d network interfaces", VM_MAX_NETS);
@@ -262,8 +259,11 @@ static json_object *disk_config(const struct domain_disk *d)
 	if (d->rerror_policy)
 		json_object_object_add(o, "rerror_policy", json_object_new_string(
 			conf_enum_name(&conf_disk_rerror_policy, d->rerror_policy)));
+	/* virtio-blk's ID holds 20 bytes: the guest reads the first 20, as
+	 * under QEMU (nova gives a Cinder volume's 36-character id). */
 	if (d->serial)
-		json_object_object_add(o, "serial", json_object_new_string(d->serial));
+		json_object_object_add(o, "serial", json_object_new_string_len(
+			d->serial, (int)MIN(strlen(d->serial), VM_DISK_SERIAL_MAX)));
 	if (d->shareable)
 		json_object_object_add(o, "shareable", json_object_new_boolean(true));
 	return o;
