@@ -40,7 +40,7 @@ from unittest import mock
 from nova import conf as nova_conf
 CONF = nova_conf.CONF
 CONF([], project='nova')
-uri, uuid, volume, port, mac = sys.argv[1:6]
+uri, uuid, volume, port, mac, vif_type = sys.argv[1:7]
 CONF.set_override('virt_type', 'kvm', group='libvirt')
 CONF.set_override('connection_uri', uri, group='libvirt')
 CONF.set_override('my_ip', '127.0.0.1')
@@ -63,9 +63,13 @@ drv = lvdriver.LibvirtDriver(mock.MagicMock(), read_only=False)
 drv._set_host_enabled = lambda *a, **k: None
 drv._register_all_undefined_instance_details = lambda: None
 drv.init_host('kvmmtest')
-# os-vif's bridge plugging: the test made the bridge
-drv.vif_driver.plug = lambda *a, **k: None
-drv.vif_driver.unplug = lambda *a, **k: None
+if vif_type == 'bridge':
+    # os-vif's bridge plugging: the test made the bridge
+    drv.vif_driver.plug = lambda *a, **k: None
+    drv.vif_driver.unplug = lambda *a, **k: None
+# a 'tap' vif: nova makes the tap (privsep, run in this process as root)
+import nova.privsep
+nova.privsep.sys_admin_pctxt.set_client_mode(False)
 ctx = nova_context.get_admin_context()
 flavor = objects.Flavor(id=1, flavorid='1', name='m1.kvmm', memory_mb=128, vcpus=1,
                         root_gb=1, ephemeral_gb=0, swap=0, extra_specs={},
@@ -103,7 +107,7 @@ def connection_info(path):
 
 net = network_model.Network(id='9c5a2f7e-1b3d-4e6f-8a9b-0c1d2e3f4a5b', bridge='kvbr0',
                             label='private', subnets=[])
-vif = network_model.VIF(id=port, address=mac, network=net, type=network_model.VIF_TYPE_BRIDGE,
+vif = network_model.VIF(id=port, address=mac, network=net, type=vif_type,
                         devname=('tap' + port)[:network_model.NIC_NAME_LEN],
                         vnic_type=network_model.VNIC_TYPE_NORMAL, details={},
                         ovs_interfaceid=None, active=True)
@@ -134,10 +138,12 @@ for line in sys.stdin:
 class Nova:
     """The NOVA child: call("attach_volume PATH") -> its JSON answer."""
 
-    def __init__(self, d, tmp, uuid):
+    def __init__(self, d, tmp, uuid, vif_type, ns):
         self.stderr = open(os.path.join(tmp, "nova.stderr"), "w+")
+        # in the daemon's network namespace, where nova makes a 'tap' vif's tap
         self.proc = subprocess.Popen(
-            ["/usr/bin/python3", "-c", NOVA, d.uri(), uuid, VOLUME, PORT, MAC],
+            ["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", NOVA, d.uri(), uuid, VOLUME,
+             PORT, MAC, vif_type],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         assert self.read(300) == {"ready": True}
 
@@ -178,8 +184,13 @@ def detached_by_event(out, name, alias):
     assert not any("timed out" in m or "retry" in m.lower() for m in log), log
 
 
+@pytest.mark.parametrize("vif_type", ["bridge", "tap"])
 def test_nova_attaches_and_detaches_a_volume_and_a_port(start_daemon, nova_available, netns,
-                                                        kvm, tmp_path):
+                                                        kvm, tmp_path, vif_type):
+    """A 'bridge' vif: <interface type='bridge'>, its tap made by the
+    daemon; a 'tap' vif: <interface type='ethernet'> on the tap nova's
+    vif driver made, which the test then puts on the bridge (what
+    neutron's agent does) and nova's unplug deletes."""
     ns = netns
     for cmd in (["link", "add", "kvbr0", "type", "bridge"],
                 ["addr", "add", "10.0.9.1/24", "dev", "kvbr0"],
@@ -198,7 +209,7 @@ def test_nova_attaches_and_detaches_a_volume_and_a_port(start_daemon, nova_avail
     wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event hotplug-ready", "the guest's hotplug")
     api = api_of(d, dom)
     status = os.path.join(state_dir(d), uuid + ".xml")
-    n = Nova(d, str(tmp_path), uuid)
+    n = Nova(d, str(tmp_path), uuid, vif_type, ns)
 
     # the volume: nova's <disk>, live and in the definition
     img = make_disk(os.path.join(d.root, "volume-" + VOLUME))
@@ -221,9 +232,13 @@ def test_nova_attaches_and_detaches_a_volume_and_a_port(start_daemon, nova_avail
     # the port: nova's <interface> with its tap on the bridge
     n.call("attach_interface")
     assert ns_taps(ns) == [TAP]
+    if vif_type == "tap":
+        subprocess.run(["ip", "-n", ns, "link", "set", TAP, "master", "kvbr0", "up"], check=True)
     for flags in (0, L.VIR_DOMAIN_XML_INACTIVE):
         text = dom.XMLDesc(flags)
-        assert f"<mac address='{MAC}'/>" in text and "<source bridge='kvbr0'/>" in text, text
+        assert f"<mac address='{MAC}'/>" in text, text
+        assert ("<source bridge='kvbr0'/>" in text) == (vif_type == "bridge"), text
+        assert f"<interface type='{'bridge' if vif_type == 'bridge' else 'ethernet'}'>" in text, text
     assert f"<target dev='{TAP}'/>" in dom.XMLDesc(0)
     wait_record(lambda: serial(d.root, "hp"), r"KVMMTEST event virtio-net-ready nics=1",
                 "the guest's new NIC", timeout=60)
