@@ -1397,6 +1397,7 @@ static gpointer adopt_thread(gpointer data)
 	struct domain_obj *obj = job->obj;
 	bool complained = false;
 	struct kvmm_status ks;
+	int before, before_reason;
 
 	for (;;) {
 		struct monitor_watch *w = monitor_watch_connect(job->api_path);
@@ -1432,21 +1433,28 @@ static gpointer adopt_thread(gpointer data)
 			close(p.fd);
 		}
 	}
+	g_mutex_lock(&obj->lock);
+	before = obj->state;
+	before_reason = obj->reason;
+	g_mutex_unlock(&obj->lock);
 	if (monitor_query_status(job->api_path, &ks) < 0) {
 		drv_error_reset();
 		goto out;
 	}
 	g_mutex_lock(&obj->lock);
-	if (job_run(job)) {
-		/* kvmm knows best whether it is paused. */
+	/* kvmm knows best whether it is paused, unless the state changed
+	 * while we asked (a suspend or an event, which the watch now
+	 * delivers): then the answer may be older than the state. */
+	if (job_run(job) && obj->state == before && obj->reason == before_reason) {
 		if (ks.state == KVMM_STATE_PAUSED && obj->state != VIR_DOMAIN_PAUSED)
 			domain_set_state(obj, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_USER,
 					 VIR_DOMAIN_EVENT_SUSPENDED, VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
 		else if (ks.state == KVMM_STATE_RUNNING && obj->state != VIR_DOMAIN_RUNNING)
 			domain_set_state(obj, VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_UNPAUSED,
 					 VIR_DOMAIN_EVENT_RESUMED, VIR_DOMAIN_EVENT_RESUMED_UNPAUSED);
-		set_pty_paths(obj, ks.serial_pty, ks.console_pty);
 	}
+	if (job_run(job))
+		set_pty_paths(obj, ks.serial_pty, ks.console_pty);
 	g_mutex_unlock(&obj->lock);
 	kvmm_status_clear(&ks);
 	if (complained)
