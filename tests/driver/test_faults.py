@@ -561,6 +561,8 @@ def test_big_packets_from_anonymous_and_read_only_clients(daemon):
     announcing a 32 MiB packet and sending 4 MiB of it: each is dropped at
     its length word; the daemon's memory does not follow."""
     d = daemon
+    # The fixture waits for the main socket; the read-only one comes after.
+    d.wait_ready(d.sock_ro)
     rss0 = rss_kib(d.proc.pid)
     clients = [Raw(d.sock_ro).open() for _ in range(24)] + [Raw(d.sock) for _ in range(8)]
     chunk = b"\0" * (4 << 20)
