@@ -226,7 +226,7 @@ def run(work, netns, bzimage, busybox, pvm):
         dst.write(src.read() + ("\npvm_compat = 1\n" if pvm else ""))
     serial_log = os.path.join(work, "serial.log")
     d = Daemon(root, prefix=["ip", "netns", "exec", netns])
-    console = None
+    console, cpu = None, {}
     t0 = time.monotonic()
     serial = SerialLog(serial_log)
     try:
@@ -244,7 +244,17 @@ def run(work, netns, bzimage, busybox, pvm):
         ok(virsh(uri, "resume", NAME))
 
         def alive():
-            return d.alive() and bool(d.guests())
+            # Also kvmm's CPU time so far (the machine's load stretches the
+            # wall time far more), for the report.
+            pids = d.guests() if d.alive() else []
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    cpu["s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                except (OSError, IndexError, ValueError):
+                    pass
+            return bool(pids)
 
         # hvc0, both ways, through the daemon's console stream.
         console.read_until(f"KVMM-LINUX-HVC {case.token}", timeout)
@@ -276,7 +286,7 @@ def run(work, netns, bzimage, busybox, pvm):
             console.wait(60)        # virsh console ends with the domain: all of hvc0 is read
         log = open(os.path.join(root, "log", "libvirt", "kvmm", NAME + ".log"), "rb").read()
         counts = [l for l in log.decode(errors="replace").splitlines() if "pvm-compat" in l]
-        return {"seconds": round(elapsed), "found": sorted(found),
+        return {"seconds": round(elapsed), "found": sorted(found), "cpu": cpu.get("s"),
                 "userspace": next((round(s - t0) for s, l in zip(serial.stamps, serial.lines)
                                    if "KVMM-LINUX stage init" in l), None),
                 "compat": counts}
@@ -287,6 +297,7 @@ def run(work, netns, bzimage, busybox, pvm):
                 f.write(f"# {case.cmdline}\n")
                 f.writelines(f"{t - t0:8.1f} {l}\n" for t, l in zip(serial.stamps, serial.lines))
                 f.write(f"{time.monotonic() - t0:8.1f} (end)\n")
+                f.write(f"# kvmm CPU s (last seen): {cpu.get('s')}\n")
             if console:
                 with open(os.path.join(diag, "dmesg.txt"), "wb") as f:
                     f.write(console.out)
