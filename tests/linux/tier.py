@@ -65,6 +65,9 @@ PVM_MEMORY_MIB = int(os.environ.get("KVMM_LINUX_PVM_MEMORY", "128M").rstrip("Mm"
 # What `virsh setmem` takes from the guest and gives back: 4,096 pages,
 # 16 batches of Linux's 256, each a kick and an madvise in kvmm.
 BALLOON_KIB = 16 * 1024
+# How often (host seconds) kvmm asks the guest's balloon driver for its
+# statistics, which virsh dommemstat then shows.
+STATS_PERIOD = 5
 
 SKIP_PVM = ("host KVM has no VMX/SVM (KVM-PVM) and KVMM_LINUX_PVM=0: the tier boots "
             "Debian's kernel here only through kvmm --pvm-compat, which takes many minutes")
@@ -185,7 +188,7 @@ def domain_xml(case, kernel, cpus, memory_mib, serial_log):
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <serial type='file'><source path='{serial_log}'/><target port='0'/></serial>
     <console type='pty'><target type='virtio'/></console>
-    <memballoon model='virtio'/>
+    <memballoon model='virtio'><stats period='{STATS_PERIOD}'/></memballoon>
   </devices>
 </domain>
 """
@@ -265,11 +268,18 @@ def run(work, netns, bzimage, busybox, pvm):
         # Debian's virtio_balloon follows virsh setmem down and back up.
         full = memory_mib * 1024
 
+        def memstat():
+            return {k: int(v) for k, v in (l.split() for l in
+                    ok(virsh(uri, "dommemstat", NAME)).splitlines() if l.strip())}
+
         def actual():
-            stats = dict(l.split() for l in ok(virsh(uri, "dommemstat", NAME)).splitlines() if l.strip())
-            return int(stats["actual"])
+            return memstat()["actual"]
 
         assert actual() == full
+        # The guest's own figures, from its driver's statistics queue.
+        stats = wait(lambda: (lambda m: m if "unused" in m and "last_update" in m else None)(memstat()),
+                     "the guest's balloon statistics", timeout)
+        assert 0 < stats["unused"] < stats["available"] <= full, stats
         ok(virsh(uri, "setmem", NAME, str(full - BALLOON_KIB), "--live"))
         wait(lambda: actual() == full - BALLOON_KIB, "the balloon to inflate", timeout)
         ok(virsh(uri, "setmem", NAME, str(full), "--live"))
