@@ -64,6 +64,25 @@ class Console:
             self.drain()
         return rc
 
+    def read_to_end(self, timeout):
+        """Everything virsh writes until it exits (the domain ended): read
+        while waiting, so that virsh is never blocked on a full terminal."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "virsh console did not end"
+            if select.select([self.master], [], [], min(left, 0.2))[0]:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:         # EIO: virsh has exited and all is read
+                    chunk = b""
+                if not chunk:
+                    return self.proc.wait(left)
+                self.out += chunk
+            elif self.proc.poll() is not None:
+                self.drain()
+                return self.proc.returncode
+
     def drain(self):
         while True:
             try:

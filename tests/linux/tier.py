@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -124,8 +125,27 @@ class SerialLog:
     def __init__(self, path):
         self.path, self.lines, self.stamps = path, [], []
         self._offset, self._buf = 0, b""
+        # Polled in the background too, so that each line's time is when
+        # it came, also while the host waits on something else.
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._poller, daemon=True)
+        self._thread.start()
+
+    def _poller(self):
+        while not self._stop.wait(0.5):
+            self.poll()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.poll()
 
     def poll(self):
+        with self._lock:
+            self._poll()
+
+    def _poll(self):
         try:
             with open(self.path, "rb") as f:
                 f.seek(self._offset)
@@ -293,7 +313,7 @@ def run(work, netns, bzimage, busybox, pvm):
         case.check_images()
         elapsed = time.monotonic() - t0
         if diag:
-            console.wait(60)        # virsh console ends with the domain: all of hvc0 is read
+            console.read_to_end(60)     # virsh console ends with the domain: all of hvc0 is read
         log = open(os.path.join(root, "log", "libvirt", "kvmm", NAME + ".log"), "rb").read()
         counts = [l for l in log.decode(errors="replace").splitlines() if "pvm-compat" in l]
         return {"seconds": round(elapsed), "found": sorted(found), "cpu": cpu.get("s"),
@@ -301,6 +321,7 @@ def run(work, netns, bzimage, busybox, pvm):
                                    if "KVMM-LINUX stage init" in l), None),
                 "compat": counts}
     finally:
+        serial.close()
         if diag:
             os.makedirs(diag, exist_ok=True)
             with open(os.path.join(diag, "timing.txt"), "w") as f:
