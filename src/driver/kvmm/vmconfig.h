@@ -25,7 +25,8 @@ struct vmconfig_runtime {
 	 * which is how kvmm tells them from the stream's own). */
 	bool ids;
 	/* virtkvmmd.conf's pvm_compat: "pvm_compat": true (a test host's
-	 * daemon's choice, never the definition's). */
+	 * daemon's choice, never the definition's); with ids, false is
+	 * written too. */
 	bool pvm_compat;
 };
 
