@@ -236,7 +236,7 @@ def test_installed_conf_documents_the_daemons_keys(installed, start_daemon, monk
     keys, text = uncommented_conf(installed)
     assert keys == ["unix_sock_group", "unix_sock_ro_perms", "unix_sock_rw_perms", "log_level",
                     "max_clients", "max_workers", "keepalive_interval", "keepalive_count",
-                    "monitor_timeout", "hypervisor_version", "sandbox", "user", "group",
+                    "monitor_timeout", "hypervisor_version", "sandbox", "user", "group", "pvm_compat",
                     "listen_tls", "tls_port",
                     "listen_addr", "key_file", "cert_file", "ca_file", "crl_file",
                     "tls_no_verify_certificate", "tls_allowed_dn_list", "tls_priority",

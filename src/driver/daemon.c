@@ -449,6 +449,10 @@ int main(int argc, char **argv)
 	 * any client can ask about them. */
 	monitor_set_timeout(conf.monitor_timeout * 1000);
 	process_set_sandbox(conf.sandbox, conf.sandbox_uid, conf.sandbox_gid);
+	process_set_pvm_compat(conf.pvm_compat);
+	if (conf.pvm_compat)
+		pr_warn("pvm_compat = 1: every guest runs in kvmm's KVM-PVM compatibility mode, "
+			"for testing kvmm on KVM-PVM hosts only (docs/pvm-compat.md)");
 	migtls_configure(root, conf.migrate_tls_x509_cert_dir, conf.migrate_tls_x509_verify,
 			 conf.migrate_tls_force);
 	drv_state.hypervisor_version = conf.hypervisor_version;

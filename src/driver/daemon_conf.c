@@ -74,6 +74,7 @@ void daemon_conf_defaults(struct daemon_conf *conf)
 	conf->sandbox = geteuid() == 0;
 	conf->sandbox_uid = (uid_t)-1;
 	conf->sandbox_gid = (gid_t)-1;
+	conf->pvm_compat = false;
 }
 
 void daemon_conf_clear(struct daemon_conf *conf)
@@ -355,6 +356,8 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 			return conf_err(w, "%s: the sandbox's group must not be root", key);
 		return 0;
 	}
+	if (!strcmp(key, "pvm_compat"))
+		return set_bool(w, key, v, &conf->pvm_compat);
 	if (!strcmp(key, "cgroup_root"))
 		return set_string(w, key, v, "\"/tmp/fake-cgroups\"", &conf->cgroup_root);
 	if (!strcmp(key, "tls_allowed_dn_list")) {
@@ -369,7 +372,7 @@ static int apply(struct daemon_conf *conf, const struct where *w, const char *ke
 			"max_anonymous_clients, keepalive_interval, keepalive_count, monitor_timeout, "
 			"hypervisor_version, listen_tls, listen_tcp, tls_port, listen_addr, key_file, cert_file, "
 			"ca_file, crl_file, tls_no_verify_certificate, tls_allowed_dn_list, tls_priority, "
-			"migrate_tls_x509_cert_dir, migrate_tls_x509_verify, migrate_tls_force, sandbox, user, group, cgroup_root)",
+			"migrate_tls_x509_cert_dir, migrate_tls_x509_verify, migrate_tls_force, sandbox, user, group, pvm_compat, cgroup_root)",
 			key);
 }
 

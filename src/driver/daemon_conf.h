@@ -56,6 +56,9 @@ struct daemon_conf {
 	bool sandbox;
 	uid_t sandbox_uid;
 	gid_t sandbox_gid;
+	/* KVM-PVM test hosts only: every kvmm this daemon starts runs with
+	 * "pvm_compat": true (docs/pvm-compat.md); never on by default. */
+	bool pvm_compat;
 	/* Tests only: a directory standing for the cgroup hierarchies
 	 * (kvmm/cgroup.h); NULL: the host's, from /proc/self/mountinfo. */
 	char *cgroup_root;

@@ -267,6 +267,13 @@ void process_set_sandbox(bool on, uid_t uid, gid_t gid)
 	monitor_set_pass_fds(on);
 }
 
+static bool pvm_compat;
+
+void process_set_pvm_compat(bool on)
+{
+	pvm_compat = on;
+}
+
 /* The descriptors kvmm inherits (its taps) are numbered from here: 0-2
  * are its stdio, 3 the gate while it waits. */
 #define INHERITED_FD_BASE 4
@@ -862,6 +869,9 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	r->api_path = g_strdup_printf("%s/%s.sock", state_dir, uuid);
 	rt.api_socket = r->api_path;
 	rt.paused = paused;
+	/* Every start_run alike: a restore's or migration's kvmm checks the
+	 * stream was saved in the same mode. */
+	rt.pvm_compat = pvm_compat;
 	rc = vmconfig_check(obj->def);
 	/* The chains kvmm is to open, as the live XML shows them; their
 	 * files are checked with the others. */

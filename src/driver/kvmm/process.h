@@ -27,6 +27,11 @@ void process_init(const char *state_dir, const char *log_dir);
  * as descriptors (monitor.c).  Set once by daemon.c. */
 void process_set_sandbox(bool on, uid_t uid, gid_t gid);
 
+/* virtkvmmd.conf's pvm_compat: every kvmm started (boot, restore,
+ * incoming migration) gets "pvm_compat": true in its config.  Set once
+ * by daemon.c. */
+void process_set_pvm_compat(bool on);
+
 /* Starts OBJ (inactive; the caller holds its job).  On success the domain
  * is running with an id; on failure nothing is left behind (no process,
  * socket or config file) and the reason -- kvmm's own message when it

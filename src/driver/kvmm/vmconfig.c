@@ -383,6 +383,11 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 		json_object_object_add(o, "smbios", smbios_config(def));
 	if (def->vmcoreinfo == TRI_ON)
 		json_object_object_add(o, "vmcoreinfo", json_object_new_boolean(true));
+	/* A restore's keys are laid over the stream's: false said outright,
+	 * so a VM saved in the mode never comes back in it under a daemon
+	 * without the key (kvmm refuses the mismatch). */
+	if (rt && (rt->pvm_compat || rt->ids))
+		json_object_object_add(o, "pvm_compat", json_object_new_boolean(rt->pvm_compat));
 	out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						      JSON_C_TO_STRING_SPACED |
 						      JSON_C_TO_STRING_NOSLASHESCAPE));

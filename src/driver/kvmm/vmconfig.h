@@ -24,6 +24,10 @@ struct vmconfig_runtime {
 	 * definition lists hot-added devices last, in the order they came,
 	 * which is how kvmm tells them from the stream's own). */
 	bool ids;
+	/* virtkvmmd.conf's pvm_compat: "pvm_compat": true (a test host's
+	 * daemon's choice, never the definition's); with ids, false is
+	 * written too. */
+	bool pvm_compat;
 };
 
 /* Refuses (VIR_ERR_CONFIG_UNSUPPORTED) what kvmm cannot run yet in DEF,
