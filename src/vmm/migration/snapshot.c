@@ -787,7 +787,7 @@ int migration_check_config(const struct vm_config *s, const struct vm_config *c,
 	if (c->ndisks != s->ndisks || c->nnets != s->nnets || c->rng != s->rng ||
 	    c->has_console != s->has_console || c->balloon.present != s->balloon.present ||
 	    c->vmcoreinfo != s->vmcoreinfo || c->pvm_compat != s->pvm_compat) {
-		ERR("the devices differ from the stream's (disks, NICs, rng, console, balloon, vmcoreinfo): a restore may change only host-side paths");
+		ERR("the devices differ from the stream's (disks, NICs, rng, console, balloon, vmcoreinfo, pvm_compat): a restore may change only host-side paths");
 		return -EINVAL;
 	}
 	if (c->balloon.deflate_on_oom != s->balloon.deflate_on_oom ||
