@@ -83,4 +83,15 @@ def linux_tier():
         pytest.fail(f"the tier's run left no result (exit {run['proc'].returncode}):\n{log}")
     result["log"] = log
     result["wall"] = round(time.monotonic() - run["started"])
+    run["report"] = result
     return result
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the tier's boot took, in the suite's output (CI's log)."""
+    r = _run.get("report")
+    if r and r["outcome"] == "passed":
+        terminalreporter.write_line(
+            f"Linux tier: /init {r['userspace']} s after the guest started, the whole boot "
+            f"{r['seconds']} s, done {r['wall']} s after the suite began; kvmm's CPU time {r['cpu']} s; "
+            + "; ".join(l.split("pvm-compat: ", 1)[-1] for l in r["compat"]))
