@@ -339,6 +339,23 @@ UNIT_TEST(virtio_balloon_stats_are_held_and_asked_for_again)
 	teardown();
 }
 
+UNIT_TEST(virtio_balloon_stats_offered_before_driver_ok_are_taken_at_driver_ok)
+{
+	/* GUEST: Linux's virtio_balloon fills its stats queue and kicks it
+	 * before it sets DRIVER_OK; that kick is ignored, and the buffer is
+	 * taken once DRIVER_OK comes (else no statistics ever arrive). */
+	setup(false, false);
+	vd_driver_setup(F_STATS, 3);
+	post_stats(0, 8, 80);
+	CHECK(!info().has_stats);
+	bw(20, 0x0f, 1);
+	run_watch(vp->queues[STATSQ].kick_fd);
+	CHECK(info().has_stats && info().stats_valid == 0xff);
+	CHECK_EQ_U64(info().stats[BALLOON_S_MEMFREE], 1004);
+	CHECK_EQ_U64(vq_used_idx(STATSQ), 0);	/* kept, to be asked for again */
+	teardown();
+}
+
 UNIT_TEST(virtio_balloon_reported_ranges_are_discarded)
 {
 	/* the reporting queue follows statsq when both are negotiated, and

@@ -165,6 +165,13 @@ int fired_for(uint32_t data)
 
 void vd_driver_ok(uint64_t features, unsigned int nq)
 {
+	vd_driver_setup(features, nq);
+	bw(20, 0x0f, 1);
+	CHECK_EQ_U64(br(20, 1), 0x0f);
+}
+
+void vd_driver_setup(uint64_t features, unsigned int nq)
+{
 	unsigned int cap = find_cap(PCI_CAP_ID_MSIX, 0), q, e;
 
 	bw(20, 0, 1);
@@ -196,8 +203,6 @@ void vd_driver_ok(uint64_t features, unsigned int nq)
 		bw(52, 0, 4);
 		bw(28, 1, 2);
 	}
-	bw(20, 0x0f, 1);
-	CHECK_EQ_U64(br(20, 1), 0x0f);
 }
 
 void vq_post(unsigned int q, uint16_t head, uint64_t addr, uint32_t len,

@@ -58,6 +58,8 @@ int fired_for(uint32_t data);
  * VERSION_1), MSI-X entry 0 for configuration changes (data 0x40) and
  * entry 1 + q for queue q (0x41 + q), and nq queues on VD_RING(q). */
 void vd_driver_ok(uint64_t features, unsigned int nq);
+/* All of it but DRIVER_OK: features, MSI-X, queues enabled. */
+void vd_driver_setup(uint64_t features, unsigned int nq);
 void vq_post(unsigned int q, uint16_t head, uint64_t addr, uint32_t len,
 	     uint16_t flags, uint16_t next);
 void vq_offer(unsigned int q, uint16_t head);

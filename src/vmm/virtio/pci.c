@@ -257,6 +257,8 @@ static uint16_t vector_or_none(struct virtio_pci *vp, uint16_t v)
 	return v < vp->msix.nvec ? v : VIRTIO_NO_VECTOR;
 }
 
+static void kick_ready_queues(struct virtio_pci *vp);
+
 static void write_status(struct virtio_pci *vp, uint8_t v)
 {
 	uint64_t f = vp->driver_features;
@@ -276,6 +278,12 @@ static void write_status(struct virtio_pci *vp, uint8_t v)
 	vp->status = v;
 	if (vp->ops->status && v != old)
 		vp->ops->status(vp, old);
+	/* GUEST: a driver may fill its queues and notify before DRIVER_OK
+	 * (Linux's virtio_balloon primes its stats queue so), and those
+	 * kicks were ignored: every ready queue runs once now. */
+	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK) &&
+	    !(v & VIRTIO_STATUS_NEEDS_RESET))
+		kick_ready_queues(vp);
 }
 
 static void enable_queue(struct virtio_pci *vp, struct virtio_queue *q)
