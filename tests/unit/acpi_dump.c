@@ -73,7 +73,10 @@ static const uint8_t *dump_sdt(const char *dir, uint64_t gpa)
 
 static int dump_fadt_children(const char *dir, const uint8_t *fadt)
 {
-	if (!dump_sdt(dir, le(fadt + 132, 8)))	/* X_FIRMWARE_CTRL: FACS */
+	/* FACS: X_FIRMWARE_CTRL, or FIRMWARE_CTRL when that is the one set */
+	uint64_t facs = le(fadt + 132, 8) ? le(fadt + 132, 8) : le(fadt + 36, 4);
+
+	if (!dump_sdt(dir, facs))
 		return -1;
 	if (!dump_sdt(dir, le(fadt + 140, 8)))	/* X_DSDT */
 		return -1;

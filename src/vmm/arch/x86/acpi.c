@@ -709,7 +709,11 @@ static void build_fadt(const struct acpi_ctx *c, const struct acpi_platform *p,
 	gas(t + FADT_RESET_REG, 8, GAS_ACCESS_BYTE, p->reset_port);
 	t[FADT_RESET_VALUE] = p->reset_value;
 	t[FADT_MINOR_VERSION] = 3;	/* ACPI 6.3 */
-	put_le(t + FADT_X_FIRMWARE_CTRL, c->base + facs, 8);
+	/* At most one of FIRMWARE_CTRL and X_FIRMWARE_CTRL may be non-zero
+	 * (5.2.9; Linux lists the FACS twice otherwise): the 64-bit one
+	 * only where the tables are above 4 GiB. */
+	if (!c->below_4g)
+		put_le(t + FADT_X_FIRMWARE_CTRL, c->base + facs, 8);
 	put_le(t + FADT_X_DSDT, c->base + dsdt, 8);
 	gas(t + FADT_X_PM1A_EVT_BLK, 32, GAS_ACCESS_WORD, p->pm1a_evt_port);
 	gas(t + FADT_X_PM1A_CNT_BLK, 16, GAS_ACCESS_WORD, p->pm1a_cnt_port);
