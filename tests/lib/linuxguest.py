@@ -25,6 +25,9 @@ VIRTIO_IDS = ["0x0001", "0x0002", "0x0002", "0x0003", "0x0004", "0x0005"]
 BUTTON_MODULES = ["button", "evdev"]
 # What Linux says when it dislikes our ACPI tables or PCI resources.
 COMPLAINTS = r"ACPI BIOS Error|ACPI Error|PCI: .*conflict|BAR .* no space|failed to assign"
+# What else it said about our machine that real firmware does not make it
+# say: no SMBIOS tables, MTRRs left disabled (so no PAT).
+COMPLAINTS += r"|DMI not present|MTRRs disabled"
 DISK_BYTES = 2 << 20
 MARKER_SECTOR = 100
 HOST_IP, GUEST_IP = "10.91.0.1", "10.91.0.2"
@@ -101,7 +104,9 @@ read -r reply <&4
 echo "KVMM-LINUX hvc reply=$reply"
 exec 4>&-
 dmesg > /tmp/dmesg
-sed -n -E '/{complaints}/s/^/KVMM-LINUX complaint /p' /tmp/dmesg
+sed -n -E -e '/{complaints}/s/^/KVMM-LINUX complaint /p' -e '/ACPI: FACS /s/^/KVMM-LINUX facs /p' /tmp/dmesg
+read -r uuid < /sys/class/dmi/id/product_uuid
+echo "KVMM-LINUX dmi uuid=$uuid"
 for d in /sys/bus/virtio/devices/virtio*; do
 	read -r dev < $d/device
 	echo "KVMM-LINUX virtio ${{d##*/}} device=$dev"
@@ -176,9 +181,10 @@ class Case:
             argv += ["--applet", a]
         subprocess.run(argv, check=True)
 
-    def check_report(self, lines, cpus):
+    def check_report(self, lines, cpus, uuid=None):
         """Checks the guest's report (its serial lines up to "done") and
-        returns it by kind: {"disk": [...], "virtio": [...], ...}."""
+        returns it by kind: {"disk": [...], "virtio": [...], ...}.  UUID:
+        the one the guest's SMBIOS must give."""
         found = {}
         for line in lines:
             m = RESULT.search(line)
@@ -191,6 +197,10 @@ class Case:
         assert m and int(m.group(1)) == cpus, found.get("cpus")
         # Linux has no complaint about our ACPI tables or PCI resources.
         assert "complaint" not in found, "\n".join(found["complaint"])
+        assert len(found.get("facs", [])) == 1, found.get("facs")
+        # SMBIOS type 1 carries the domain's UUID, as under libvirt + QEMU.
+        if uuid:
+            assert found.get("dmi") == [f"uuid={uuid}"], found.get("dmi")
         # Every virtio device has its config vector and per-queue
         # vectors, all MSI-X: none fell back to a shared vector or INTx.
         irqs = found.get("irq", [])

@@ -283,7 +283,8 @@ def run(work, netns, bzimage, busybox, pvm):
         console.read_until(f"KVMM-LINUX-HVC {case.token}", timeout)
         console.send(case.reply.encode() + b"\r")
         serial.wait_for(r"KVMM-LINUX done", timeout, alive)
-        found = case.check_report(serial.lines, cpus)
+        uuid = ok(virsh(uri, "domuuid", NAME)).strip()
+        found = case.check_report(serial.lines, cpus, uuid)
 
         # Debian's virtio_balloon follows virsh setmem down and back up.
         full = memory_mib * 1024
