@@ -291,9 +291,12 @@ def start(vms, argv, pass_fds=()):
 
 
 class Api:
-    """A client of the kvmm control socket."""
+    """A client of the kvmm control socket, retried until the process has
+    created it (a migration's destination creates it only once the
+    stream is in, which on a loaded machine can take many seconds)."""
 
-    def __init__(self, path, timeout=10):
+    def __init__(self, path, timeout=None):
+        timeout = timeout or Guest.WAIT
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -344,7 +344,11 @@ def test_cancel_mid_copy_keeps_the_source_running(kvm, vms, tmp):
     h, hsock = destination(vms, again, "unix:" + where, disk)
     wait_listening(where, h)
     at_start = records(g.lines)[-1][0]
-    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 0})
+    # Slowly until the guest has ticked during the copy (a full-speed copy
+    # of an idle guest can end within one tick), then at full speed.
+    migrate(api, {"uri": "unix:" + where, "bandwidth-mibps": 8})
+    g.wait_for(r"KVMMTEST live n=%d " % (at_start + 1))
+    assert api.call("migrate-set-params", {"bandwidth-mibps": 0})["return"] == {}
     wait_status(api, "completed")
     n = records(g.lines)[-1][0]
     h.wait_for(r"KVMMTEST live n=%d " % (n + 3))
