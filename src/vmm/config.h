@@ -139,7 +139,7 @@ struct hotplug_config {
 };
 
 struct smbios_config {
-	bool present;			/* "smbios" given: tables are built */
+	bool present;			/* "smbios" given (tables are built either way) */
 	char *fields[SMBIOS_GROUPS][SMBIOS_MAX_FIELDS];
 	bool has_uuid;			/* system.uuid, parsed */
 	uint8_t uuid[16];		/* as written: time_low first (big-endian text order) */

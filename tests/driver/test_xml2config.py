@@ -145,6 +145,24 @@ def test_kvmm_reads_the_golden_as_meant(src):
     assert kvmm_reads(golden) == meaning(doc)
 
 
+@pytest.mark.parametrize("src", cases())
+def test_system_uuid_is_the_domains(src):
+    """Every configuration carries SMBIOS with the domain's UUID as the
+    system's (libvirt's -uuid under QEMU; the guest's product_uuid), and
+    without <smbios mode='sysinfo'/> nothing else: <sysinfo> alone stays
+    out of the tables, as under libvirt."""
+    r = subprocess.run([TOOL, src], capture_output=True, text=True,
+                       env=dict(os.environ, KVMM_TEST_SEED="1"), timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    uuid = re.search(r"<uuid>([0-9a-f-]{36})</uuid>", r.stdout)[1]
+    with open(src[:-4] + ".json") as f:
+        sm = json.load(f)["smbios"]
+    assert sm["system"]["uuid"] == uuid
+    with open(src) as f:
+        if not re.search(r"<smbios\s+mode=.sysinfo.", f.read()):
+            assert sm == {"system": {"uuid": uuid}}
+
+
 def definitions():
     return [pytest.param(p, id=os.path.splitext(os.path.basename(p))[0])
             for p in sorted(glob.glob(os.path.join(XML2XML_IN, "*.xml")))]

@@ -58,10 +58,19 @@ def test_guest_reads_nova_system_information(kvm, vms, tmp, vmm):
     assert g.wait_exit() == 0
 
 
-def test_no_smbios_without_the_key(kvm, vms, tmp):
+def test_default_tables_without_the_key(kvm, vms, tmp):
+    """Without "smbios" the guest still finds tables, kvmm's defaults (as
+    QEMU gives every guest its own): Linux's DMI, cloud-init and
+    systemd-detect-virt need them."""
     g = kvmm(vms, tmp, "kvmmtest.action=poweroff kvmmtest.smbios=1")
     g.wait_for(r"KVMMTEST done")
-    assert facts(g, "smbios") == {"anchor": "none"}
+    f = facts(g, "smbios")
+    assert f.get("anchor") == "_SM3_", g.records("info")
+    assert (f["manufacturer"], f["product"]) == ("kvmm", "kvmm"), f
+    assert f["uuid"] == "00000000-0000-0000-0000-000000000000", f
+    # Types 0, 1, 3, 32 and 127.
+    assert "smbios_structures=5" in [t for _, t in g.records("info")], g.records("info")
+    assert not g.records("fail"), g.records("fail")
     assert g.wait_exit() == 0
 
 

@@ -8,6 +8,7 @@
  *   vcpu                                 -> cpus
  *   serial port 0 pty/file/unix          -> serial {mode, path}; none if absent
  *   <log file append> (serial, console)  -> the chardev's log {path, append}
+ *   uuid                                 -> smbios {system {uuid}}, always
  *   <smbios mode='sysinfo'/> + <sysinfo> -> smbios {bios, system (with the
  *                                           domain's UUID), baseboard,
  *                                           chassis, oem_strings}
@@ -183,9 +184,10 @@ static json_object *chardev_config(const struct domain_chr *c)
 	return o;
 }
 
-/* <smbios mode='sysinfo'/>: the <sysinfo> entries by kvmm's group and field
- * names (the same lists, config.c and domain_tables.c), and the domain's
- * UUID as the system's, as QEMU gives it. */
+/* The domain's UUID as the system's, as libvirt's -uuid gives it under
+ * QEMU; with <smbios mode='sysinfo'/>, the <sysinfo> entries too, by
+ * kvmm's group and field names (the same lists, config.c and
+ * domain_tables.c).  Without it libvirt puts no <sysinfo> in the tables. */
 static json_object *smbios_config(const struct domain_def *def)
 {
 	static const char *const groups[SYSINFO_GROUPS] = {
@@ -199,7 +201,7 @@ static json_object *smbios_config(const struct domain_def *def)
 		json_object *grp = json_object_new_object();
 
 		for (int i = 0; i < SYSINFO_MAX_ENTRIES; i++) {
-			const char *v = def->sysinfo[g][i];
+			const char *v = def->smbios_sysinfo ? def->sysinfo[g][i] : NULL;
 
 			if (g == SYSINFO_SYSTEM && i == SYSINFO_SYSTEM_UUID)
 				continue;
@@ -217,7 +219,7 @@ static json_object *smbios_config(const struct domain_def *def)
 		else
 			json_object_put(grp);
 	}
-	if (def->noem_strings) {
+	if (def->smbios_sysinfo && def->noem_strings) {
 		json_object *oem = json_object_new_array();
 
 		for (size_t i = 0; i < def->noem_strings; i++)
@@ -379,8 +381,7 @@ char *vmconfig_from_def(const struct domain_def *def, const struct vmconfig_runt
 		json_object_object_add(b, "stats_period", json_object_new_int64(def->balloon_period));
 		json_object_object_add(o, "balloon", b);
 	}
-	if (def->smbios_sysinfo)
-		json_object_object_add(o, "smbios", smbios_config(def));
+	json_object_object_add(o, "smbios", smbios_config(def));
 	if (def->vmcoreinfo == TRI_ON)
 		json_object_object_add(o, "vmcoreinfo", json_object_new_boolean(true));
 	/* A restore's keys are laid over the stream's: false said outright,

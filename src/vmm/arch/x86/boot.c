@@ -176,14 +176,13 @@ static int64_t load_acpi(struct vm *vm)
 	return rsdp;
 }
 
-/* SMBIOS tables, when the configuration describes them. */
+/* SMBIOS tables, always: without "smbios" kvmm's defaults, as QEMU gives
+ * every guest its own (Linux, cloud-init and systemd read DMI). */
 static int load_smbios(struct vm *vm)
 {
 	void *buf;
 	int64_t r;
 
-	if (!vm->cfg->smbios.present)
-		return 0;
 	buf = guest_mem_ptr(&vm->mem, X86_SMBIOS_ADDR, X86_SMBIOS_SIZE);
 	if (!buf)
 		return -EFAULT;
