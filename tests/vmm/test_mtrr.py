@@ -50,3 +50,32 @@ def test_a_hot_added_vcpu_starts_with_mtrrs_on_and_write_back(kvm, vms, tmp):
         api.close()
     assert def_types(g) == [(0, MTRR_E | TYPE_WB), (1, MTRR_E | TYPE_WB)]
     finish(g)
+
+
+def test_the_mtrr_default_type_is_carried_across_a_save_and_restore(kvm, vms, tmp):
+    """KVM leaves the MTRRs out of its list of MSRs to save: the guest
+    changes its default type (still enabled, now uncached) and finds its
+    own value, not kvmm's initial one, after the restore."""
+    sock = os.path.join(tmp, "a.sock")
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv("kvmmtest.action=prompt", 1, "256M",
+                                                ["--api-socket", sock]))
+    g.wait_for(r"kvmm-testguest> $", partial=True)
+    g.send(b"mtrr 0x800\r")
+    g.wait_for(r"^mtrr: def_type=0x800$")
+    api = kvmmtest.Api(sock)
+    state = os.path.join(tmp, "vm.state")
+    try:
+        r = api.call("save", {"path": state}, timeout=60)
+        assert "return" in r, r
+        api.wait_event("save-completed", path=state)
+        assert api.call("quit")["return"] == {}
+    finally:
+        api.close()
+    assert g.wait_exit() == 0
+
+    h = kvmmtest.start(vms, [kvmmtest.KVMM, "--restore", state])
+    h.send(b"mtrr\r")
+    h.wait_for(r"^mtrr: def_type=0x800$")
+    assert not [l for l in h.lines if "KVMMTEST boot" in l], "the guest booted again"
+    h.send(b"poweroff\r")
+    assert h.wait_exit() == 0
