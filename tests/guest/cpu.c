@@ -212,6 +212,13 @@ static void syscall(struct frame *f)
 		asm volatile("wrmsr" : : "c"((u32)f->rdi), "a"((u32)f->rsi),
 			     "d"((u32)(f->rsi >> 32)) : "memory");
 		break;
+	case SYS_RDMSR: {
+		u32 lo, hi;
+
+		asm volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"((u32)f->rdi));
+		f->rax = (u64)hi << 32 | lo;
+		break;
+	}
 	}
 }
 

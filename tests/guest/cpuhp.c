@@ -127,6 +127,7 @@ static bool cpu_added(void)
 		return false;
 	}
 	pass("cpu-online", "apic_id=%u online=%u", apic, cpus_online);
+	mtrr_report(slot);
 	/* It runs: each IPI (vector counted) wakes it, and it counts. */
 	wakes = ap_wakes[slot];
 	irqs = irq_count[VEC_CPUHP_IPI];

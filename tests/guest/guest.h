@@ -169,6 +169,9 @@ void cpuhp_run(void);
 void cpuhp_ap(u32 cpu) __noreturn;
 /* smp.c */
 bool smp_start_ap(int cpu, u32 apic_id);
+/* MSR_MTRRdefType: read on (and by) CPU slot `cpu`; reported by the BSP */
+void mtrr_read(int cpu);
+void mtrr_report(int cpu);
 
 /* cpu.c */
 extern u64 gdt[];

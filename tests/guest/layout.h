@@ -39,6 +39,7 @@
 #define SYS_HALT	2	/* stop this CPU for good */
 #define SYS_FLUSH_TLB	3	/* reload CR3 (mmio.c changed a present entry) */
 #define SYS_WRMSR	4	/* wrmsr: %rdi = MSR, %rsi = value */
+#define SYS_RDMSR	5	/* rdmsr: %rdi = MSR, value returned in %rax */
 
 /* Set in %edi by the real-mode stub so the 32-bit entry can tell. */
 #define ENTRY16_MAGIC	0x4b564d10

@@ -97,6 +97,7 @@ void user_main(u64 zero_page, u32 entry)
 void ap_main(u32 cpu)
 {
 	lapic_enable();
+	mtrr_read(cpu);
 	asm volatile("lock incl %0" : "+m"(cpus_online));
 	if (live_aps)
 		live_ap();

@@ -25,17 +25,32 @@ static void cmd_info(void)
 		kprintf("boot: entry=%u tsc_khz=%lu\r\n", boot_entry, tsc_khz);
 }
 
+/* MSR_MTRRdefType of this (the boot) CPU, set first if a value is
+ * given: how a test sees it carried across a save and restore. */
+static void cmd_mtrr(const char *arg)
+{
+	u64 v = SYS_RDMSR;
+
+	if (*arg)
+		asm volatile("int $0x80" : : "a"((u64)SYS_WRMSR), "D"(0x2fful),
+			     "S"(parse_u64(arg, NULL)) : "memory");
+	asm volatile("int $0x80" : "+a"(v) : "D"(0x2fful) : "memory");
+	kprintf("mtrr: def_type=0x%lx\r\n", v);
+}
+
 static void run(const char *line)
 {
 	if (!line[0])
 		return;
 	if (!strcmp(line, "help"))
-		kprintf("commands: help info ticks poweroff reboot\r\n");
+		kprintf("commands: help info ticks mtrr [VALUE] poweroff reboot\r\n");
 	else if (!strcmp(line, "info"))
 		cmd_info();
 	else if (!strcmp(line, "ticks"))
 		kprintf("ticks: %lu (%d ms each); interrupts: com1=%lu sci=%lu\r\n",
 			jiffies, 10, irq_count[VEC_COM1], irq_count[VEC_SCI]);
+	else if (!strcmp(line, "mtrr") || !strncmp(line, "mtrr ", 5))
+		cmd_mtrr(line[4] ? line + 5 : "");
 	else if (!strcmp(line, "poweroff"))
 		pm_poweroff();
 	else if (!strcmp(line, "reboot"))

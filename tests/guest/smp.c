@@ -19,6 +19,36 @@
 
 volatile u32 cpus_online = 1;
 
+/* MSR_MTRRdefType as each CPU found it at boot, read by the CPU itself:
+ * the firmware's job, or the VMM's when it boots the kernel directly
+ * (Linux turns PAT off when the MTRRs are). */
+#define MSR_MTRR_DEF_TYPE	0x2ff
+#define CPUID_1_EDX_MTRR	(1u << 12)
+#define MTRR_NONE		(~0ul)
+static u64 mtrr_def_type[MAX_CPUS];
+
+void mtrr_read(int cpu)
+{
+	u32 a, b, c, d;
+	u64 v = SYS_RDMSR;
+
+	cpuid(1, 0, &a, &b, &c, &d);
+	if (!(d & CPUID_1_EDX_MTRR)) {
+		mtrr_def_type[cpu] = MTRR_NONE;
+		return;
+	}
+	asm volatile("int $0x80" : "+a"(v) : "D"((u64)MSR_MTRR_DEF_TYPE) : "memory");
+	mtrr_def_type[cpu] = v;
+}
+
+void mtrr_report(int cpu)
+{
+	if (mtrr_def_type[cpu] == MTRR_NONE)
+		info("mtrr cpu=%d def_type=none", cpu);
+	else
+		info("mtrr cpu=%d def_type=0x%lx", cpu, mtrr_def_type[cpu]);
+}
+
 static void icr_send(u32 apic_id, u32 lo)
 {
 	for (int i = 0; i < 100000 && (lapic_read(LAPIC_ICR_LO) & ICR_PENDING);
@@ -91,8 +121,10 @@ void smp_boot(bool enabled)
 	u64 page, t0;
 
 	info("bsp_apic_id=%u", self);
+	mtrr_read(0);
 	if (!enabled) {
 		info("smp=off cpus_online=%u", cpus_online);
+		mtrr_report(0);
 		return;
 	}
 	page = tramp_page = install_trampoline();
@@ -119,6 +151,8 @@ void smp_boot(bool enabled)
 
 	info("cpus_online=%u trampoline=0x%lx smp_ms=%lu", cpus_online, page,
 	     (now_us() - t0) / 1000);
+	for (int i = 0; i < cpu; i++)
+		mtrr_report(i);
 	if ((int)cpus_online == cpus_madt)
 		pass("smp", "cpus=%u", cpus_online);
 	else

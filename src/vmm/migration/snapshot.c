@@ -89,6 +89,21 @@ static bool msr_wanted(uint32_t idx)
 	return false;
 }
 
+static const uint32_t mtrr_msrs[] = {
+	0x2ff, 0x250, 0x258, 0x259,
+	0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+};
+
+static bool msr_in(const uint32_t *list, unsigned int n, uint32_t idx)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == idx)
+			return true;
+	return false;
+}
+
 /* This host's list of MSRs to carry, in candidate order (TSC first). */
 static int msr_list(struct vm *vm, uint32_t *out, unsigned int *n)
 {
@@ -109,6 +124,15 @@ static int msr_list(struct vm *vm, uint32_t *out, unsigned int *n)
 		if (msr_wanted(l->indices[i]))
 			out[k++] = l->indices[i];
 	free(l);
+	/* KVM leaves the MTRRs out of its list (they depend on the guest's
+	 * CPUID), yet the guest runs with them enabled since its set-up:
+	 * carry them all, and get_msrs drops any KVM then refuses. */
+	for (i = 0; i < ARRAY_SIZE(mtrr_msrs) && k < VCPU_MAX_MSRS; i++)
+		if (!msr_in(out, k, mtrr_msrs[i]))
+			out[k++] = mtrr_msrs[i];
+	for (i = MSR_MTRR_VAR_FIRST; i <= MSR_MTRR_VAR_LAST && k < VCPU_MAX_MSRS; i++)
+		if (!msr_in(out, k, i))
+			out[k++] = i;
 	*n = k;
 	return 0;
 }

@@ -24,6 +24,9 @@
 #define CR4_PAE (1u << 5)
 #define EFER_LME (1u << 8)
 #define EFER_LMA (1u << 10)
+#define MSR_MTRR_DEF_TYPE	0x2ff
+#define MTRR_DEF_TYPE_E		(1u << 11)
+#define MTRR_TYPE_WB		6
 
 
 int arch_vm_init(struct vm *vm)
@@ -148,12 +151,35 @@ out:
 	return r;
 }
 
+/* With no firmware to enable the MTRRs, every vCPU starts as firmware
+ * leaves a PC: MTRRs on, RAM write-back by default.  Linux turns PAT off
+ * (no write-combining) when it finds them disabled; the MMIO holes need
+ * no range, as drivers map them uncached through PAT. */
+static int vcpu_set_mtrr(struct vcpu *v)
+{
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} m = { .h.nmsrs = 1, .e.index = MSR_MTRR_DEF_TYPE,
+		.e.data = MTRR_DEF_TYPE_E | MTRR_TYPE_WB };
+	int r = ioctl(v->fd, KVM_SET_MSRS, &m);
+
+	if (r < 0)
+		return -errno;
+	return r == 1 ? 0 : -EINVAL;
+}
+
 int arch_vcpu_init(struct vcpu *v)
 {
 	int r = vcpu_set_cpuid(v);
 
 	if (r) {
 		pr_err("cannot set CPUID of vCPU %u: %s", v->id, strerror(-r));
+		return r;
+	}
+	r = vcpu_set_mtrr(v);
+	if (r) {
+		pr_err("cannot enable the MTRRs of vCPU %u: %s", v->id, strerror(-r));
 		return r;
 	}
 	/* Application processors wait for INIT/SIPI in the in-kernel LAPIC. */
