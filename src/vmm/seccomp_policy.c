@@ -53,7 +53,7 @@
 	IOCTL(KVM_GET_FPU, "exit handling (pvm-compat)"), \
 	IOCTL(KVM_SET_FPU, "exit handling (pvm-compat)"), \
 	IOCTL(KVM_GET_MSRS, "exit handling (pvm-compat)"), \
-	IOCTL(KVM_SET_MSRS, "exit handling (pvm-compat)"), \
+	IOCTL(KVM_SET_MSRS, "a vCPU's set-up at reset and cpu-add (MTRRs), exit handling (pvm-compat)"), \
 	IOCTL(KVM_GET_VCPU_EVENTS, "exit handling (pvm-compat)"), \
 	IOCTL(KVM_SET_VCPU_EVENTS, "exit handling (pvm-compat)"), \
 	IOCTL(KVM_TRANSLATE, "guest addresses in a crash report"), \
