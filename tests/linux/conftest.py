@@ -93,5 +93,5 @@ def pytest_terminal_summary(terminalreporter):
     if r and r["outcome"] == "passed":
         terminalreporter.write_line(
             f"Linux tier: /init {r['userspace']} s after the guest started, the whole boot "
-            f"{r['seconds']} s, done {r['wall']} s after the suite began; kvmm's CPU time {r['cpu']} s; "
+            f"{r['seconds']} s, its result taken {r['wall']} s after the suite began; kvmm's CPU time {r['cpu']} s; "
             + "; ".join(l.split("pvm-compat: ", 1)[-1] for l in r["compat"]))

@@ -21,5 +21,5 @@ def test_debian_kernel_on_kvmm(linux_tier):
     # What the run took and what the compatibility mode stood in for, for
     # the report (pytest -s or -rP shows it).
     print(f"to /init {r['userspace']} s, the whole boot {r['seconds']} s, "
-          f"{r['wall']} s after the suite began; kvmm's CPU time {r['cpu']} s")
+          f"its result taken {r['wall']} s after the suite began; kvmm's CPU time {r['cpu']} s")
     print("\n".join(r["compat"]))
