@@ -14,6 +14,7 @@
 
 #include "domain_tables.h"
 
+enum conf_smbios_mode { SMBIOS_SYSINFO, SMBIOS_EMULATE };
 enum conf_cpu_mode { CPU_HOST_PASSTHROUGH, CPU_HOST_MODEL, CPU_MAXIMUM };
 enum conf_clock_offset { CLOCK_UTC, CLOCK_LOCALTIME };
 enum conf_timer_name { TIMER_RTC, TIMER_PIT, TIMER_HPET, TIMER_LAST };
@@ -139,6 +140,8 @@ struct domain_def {
 	char *kernel, *initrd, *cmdline;
 	bool boot_hd;		/* <boot dev='hd'/> */
 	bool smbios_sysinfo;	/* <smbios mode='sysinfo'/> */
+	/* <smbios mode='emulate'/>: kept to be shown; the same VM as no <smbios>. */
+	bool smbios_emulate;
 
 	bool acpi, apic;
 	bool vmport_off;

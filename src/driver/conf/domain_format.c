@@ -251,6 +251,8 @@ static void format_machine(struct out *o, const struct domain_def *def)
 		line(o, "boot", NULL, "dev", "hd", NULL);
 	if (def->smbios_sysinfo)
 		line(o, "smbios", NULL, "mode", "sysinfo", NULL);
+	else if (def->smbios_emulate)
+		line(o, "smbios", NULL, "mode", "emulate", NULL);
 	close_(o, "os");
 
 	open_(o, "features", NULL);

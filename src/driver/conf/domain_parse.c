@@ -519,7 +519,8 @@ static int parse_os(xmlNodePtr root, struct domain_def *def)
 	if ((n = xml_child(os, "smbios"))) {
 		if (xml_attr_enum(n, "mode", &conf_smbios_mode, -1, &v) < 0)
 			return -1;
-		def->smbios_sysinfo = true;
+		def->smbios_sysinfo = v == SMBIOS_SYSINFO;
+		def->smbios_emulate = v == SMBIOS_EMULATE;
 	}
 	return 0;
 }

@@ -20,7 +20,10 @@ const struct conf_enum conf_machine = { "machine type", "machine", { "pc" } };
 /* The kernel is loaded directly, so firmware boot order has no effect; 'hd'
  * is what libvirt shows by default and is the only harmless value. */
 const struct conf_enum conf_boot_dev = { "boot device", "dev", { "hd" } };
-const struct conf_enum conf_smbios_mode = { "smbios mode", "mode", { "sysinfo" } };
+/* 'emulate' (libvirt's default) is the hypervisor's own tables with the
+ * domain's UUID: what kvmm gives every guest.  'host' would hand the host's
+ * identity to the guest. */
+const struct conf_enum conf_smbios_mode = { "smbios mode", "mode", { "sysinfo", "emulate" } };
 const struct conf_enum conf_vcpu_placement = { "vcpu placement", "placement", { "static" } };
 const struct conf_enum conf_cpu_mode = {
 	"cpu mode", "mode", { "host-passthrough", "host-model", "maximum" } };
