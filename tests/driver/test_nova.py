@@ -26,7 +26,10 @@ from drvtest import virsh
 from kvmmtest import GUEST
 from test_lifecycle import wait_for
 
-NOVA = r"""
+# The start of every nova child's text here (and test_nova_hotplug.py's):
+# nova as nova-compute runs it, configured for the daemon at argv[1].
+# The child's own settings follow, then NOVA_DRIVER.
+NOVA_CONF = r"""
 import nova.monkey_patch  # noqa: F401  eventlet, as nova-compute runs
 import json, sys
 from unittest import mock
@@ -35,12 +38,22 @@ CONF = nova_conf.CONF
 CONF([], project='nova')
 CONF.set_override('virt_type', 'kvm', group='libvirt')
 CONF.set_override('connection_uri', sys.argv[1], group='libvirt')
-CONF.set_override('instances_path', sys.argv[2])
 CONF.set_override('my_ip', '127.0.0.1')
+"""
+
+# nova's LibvirtDriver on that daemon, with what would write nova's
+# database (the service record, its instances) stubbed;
+# the child calls its init_host.
+NOVA_DRIVER = r"""
 from nova.virt.libvirt import driver as lvdriver
 drv = lvdriver.LibvirtDriver(mock.MagicMock(), read_only=False)
 drv._set_host_enabled = lambda *a, **k: None
 drv._register_all_undefined_instance_details = lambda: None
+"""
+
+NOVA = NOVA_CONF + r"""
+CONF.set_override('instances_path', sys.argv[2])
+""" + NOVA_DRIVER + r"""
 out = {}
 try:
     drv.init_host('kvmmtest')
@@ -124,22 +137,14 @@ def test_nova_host_and_init_host(start_daemon, nova_available, tmp_path):
 # stdin, one JSON answer a line on stdout, so the test checks libvirt's
 # view between nova's calls.  Everything it does not replace talks to the
 # daemon (and to qemu-img, the instance directory and the pty) for real.
-NOVA_LIFECYCLE = r"""
-import nova.monkey_patch  # noqa: F401  eventlet, as nova-compute runs
-import json, logging, shutil, sys, traceback
-from unittest import mock
+NOVA_LIFECYCLE = NOVA_CONF + r"""
+import logging, shutil, traceback
 from oslo_utils import timeutils
-from nova import conf as nova_conf
-CONF = nova_conf.CONF
-CONF([], project='nova')
 uri, instances, disk, kernel, uuid, cmdline = sys.argv[1:7]
-CONF.set_override('virt_type', 'kvm', group='libvirt')
-CONF.set_override('connection_uri', uri, group='libvirt')
 CONF.set_override('images_type', 'raw', group='libvirt')
 CONF.set_override('wait_soft_reboot_seconds', 60, group='libvirt')
 CONF.set_override('enabled', False, group='vnc')
 CONF.set_override('instances_path', instances)
-CONF.set_override('my_ip', '127.0.0.1')
 from nova import context as nova_context, objects
 from nova.network import model as network_model
 from nova import utils as nova_utils
@@ -164,10 +169,7 @@ class Keep(logging.Handler):
 logging.getLogger('nova').addHandler(Keep(logging.INFO))
 logging.getLogger('nova').setLevel(logging.INFO)
 
-from nova.virt.libvirt import driver as lvdriver
-drv = lvdriver.LibvirtDriver(mock.MagicMock(), read_only=False)
-drv._set_host_enabled = lambda *a, **k: None
-drv._register_all_undefined_instance_details = lambda: None
+""" + NOVA_DRIVER + r"""
 drv._register_undefined_instance_details = lambda *a, **k: None
 drv.init_host('kvmmtest')
 ctx = nova_context.get_admin_context()

@@ -25,7 +25,7 @@ from kvmmtest import wait_record
 import netns as netns_lib
 from test_attach_detach import CMDLINE, api_of, crc_of, make_disk, ns_taps
 from test_lifecycle import guest_xml, serial, state_dir
-from test_nova import daemon_with_conf, nova_available  # noqa: F401
+from test_nova import NOVA_CONF, NOVA_DRIVER, daemon_with_conf, nova_available  # noqa: F401
 
 L = libvirt
 VOLUME = "5a0c1e9e-7d5b-4f57-9a0e-6b1f2c3d4e5f"
@@ -33,17 +33,9 @@ PORT = "3f2b6b7e-9a0c-4c4d-8e1b-0123456789ab"
 TAP = "tap" + PORT[:11]
 MAC = "fa:16:3e:12:34:56"
 
-NOVA = r"""
-import nova.monkey_patch  # noqa: F401  eventlet, as nova-compute runs
-import json, logging, sys, traceback
-from unittest import mock
-from nova import conf as nova_conf
-CONF = nova_conf.CONF
-CONF([], project='nova')
+NOVA = NOVA_CONF + r"""
+import logging, traceback
 uri, uuid, volume, port, mac, vif_type = sys.argv[1:7]
-CONF.set_override('virt_type', 'kvm', group='libvirt')
-CONF.set_override('connection_uri', uri, group='libvirt')
-CONF.set_override('my_ip', '127.0.0.1')
 from nova import context as nova_context, objects
 from nova.network import model as network_model
 from nova import utils as nova_utils
@@ -58,10 +50,7 @@ class Keep(logging.Handler):
 logging.getLogger('nova').addHandler(Keep(logging.DEBUG))
 logging.getLogger('nova').setLevel(logging.DEBUG)
 
-from nova.virt.libvirt import driver as lvdriver
-drv = lvdriver.LibvirtDriver(mock.MagicMock(), read_only=False)
-drv._set_host_enabled = lambda *a, **k: None
-drv._register_all_undefined_instance_details = lambda: None
+""" + NOVA_DRIVER + r"""
 drv.init_host('kvmmtest')
 if vif_type == 'bridge':
     # os-vif's bridge plugging: the test made the bridge

@@ -211,6 +211,46 @@ static struct {
 	char uid[16], gid[16];		/* "": not set, SANDBOX_ACCOUNT's */
 } sandbox;
 
+/* SANDBOX_ACCOUNT's UID (GROUP false) or GID (GROUP true) into ID, as
+ * kvmm's --uid/--gid take it.  The two lookups differ only in their
+ * types; the buffer, the checks and the error are the same.  0, or -1
+ * after reporting. */
+static int sandbox_account_id(bool group, char id[16])
+{
+	char buf[4096];
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	const char *kind = group ? "group" : "user";
+	unsigned num = 0;
+	bool found;
+	int err;
+
+	if (group) {
+		err = getgrnam_r(SANDBOX_ACCOUNT, &gr, buf, sizeof(buf), &grp);
+		found = grp != NULL;
+		if (found)
+			num = gr.gr_gid;
+	} else {
+		err = getpwnam_r(SANDBOX_ACCOUNT, &pw, buf, sizeof(buf), &pwp);
+		found = pwp != NULL;
+		if (found)
+			num = pw.pw_uid;
+	}
+	if (!found || num == 0) {
+		drv_error_report(VIR_ERR_OPERATION_FAILED,
+				 "virtkvmmd.conf: %s is not set and its default, the "
+				 "system %s '" SANDBOX_ACCOUNT "', %s: create it "
+				 "(adduser --system --group " SANDBOX_ACCOUNT "), or set "
+				 "%s, or sandbox = 0",
+				 kind, kind,
+				 found ? "is root" : err ? g_strerror(err) : "does not exist",
+				 group ? "group" : "user and group");
+		return -1;
+	}
+	snprintf(id, 16, "%u", num);
+	return 0;
+}
+
 /* UID and GID as kvmm's --uid/--gid take them: the configured ones, or
  * SANDBOX_ACCOUNT's, looked up at each start so that an account made
  * after the daemon started serves.  A missing account fails the start:
@@ -218,41 +258,14 @@ static struct {
  * alone root.  0, or -1 after reporting. */
 static int sandbox_ids(char uid[16], char gid[16])
 {
-	char buf[4096];
-	struct passwd pw, *pwp = NULL;
-	struct group gr, *grp = NULL;
-	int err;
-
-	if (sandbox.uid[0]) {
+	if (sandbox.uid[0])
 		g_strlcpy(uid, sandbox.uid, 16);
-	} else {
-		err = getpwnam_r(SANDBOX_ACCOUNT, &pw, buf, sizeof(buf), &pwp);
-		if (!pwp || pw.pw_uid == 0) {
-			drv_error_report(VIR_ERR_OPERATION_FAILED,
-					 "virtkvmmd.conf: user is not set and its default, the "
-					 "system user '" SANDBOX_ACCOUNT "', %s: create it "
-					 "(adduser --system --group " SANDBOX_ACCOUNT "), or set "
-					 "user and group, or sandbox = 0",
-					 pwp ? "is root" : err ? g_strerror(err) : "does not exist");
-			return -1;
-		}
-		snprintf(uid, 16, "%u", (unsigned)pw.pw_uid);
-	}
-	if (sandbox.gid[0]) {
+	else if (sandbox_account_id(false, uid) < 0)
+		return -1;
+	if (sandbox.gid[0])
 		g_strlcpy(gid, sandbox.gid, 16);
-	} else {
-		err = getgrnam_r(SANDBOX_ACCOUNT, &gr, buf, sizeof(buf), &grp);
-		if (!grp || gr.gr_gid == 0) {
-			drv_error_report(VIR_ERR_OPERATION_FAILED,
-					 "virtkvmmd.conf: group is not set and its default, the "
-					 "system group '" SANDBOX_ACCOUNT "', %s: create it "
-					 "(adduser --system --group " SANDBOX_ACCOUNT "), or set "
-					 "group, or sandbox = 0",
-					 grp ? "is root" : err ? g_strerror(err) : "does not exist");
-			return -1;
-		}
-		snprintf(gid, 16, "%u", (unsigned)gr.gr_gid);
-	}
+	else if (sandbox_account_id(true, gid) < 0)
+		return -1;
 	return 0;
 }
 
