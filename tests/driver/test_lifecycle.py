@@ -5,12 +5,11 @@ start and a kvmm that dies leave nothing behind."""
 import os
 import queue
 import signal
-import time
 
 import libvirt
 import pytest
 
-from drvtest import event_loop, virsh
+from drvtest import event_loop, virsh, wait_for  # noqa: F401 (other tests import wait_for from here)
 from kvmmtest import GUEST
 
 L = libvirt
@@ -40,16 +39,6 @@ def serial(root, name="g1"):
             return f.read()
     except FileNotFoundError:
         return ""
-
-
-def wait_for(fn, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def state_dir(d):

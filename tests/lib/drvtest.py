@@ -163,6 +163,16 @@ def event_loop():
         _event_loop.append(t)
 
 
+def wait_for(fn, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def virsh(uri, *args, readonly=False, timeout=30):
     argv = ["virsh"] + (["-r"] if readonly else []) + ["-c", uri] + list(args)
     env = dict(os.environ, LC_ALL="C")
