@@ -412,7 +412,8 @@ static void apply_offload(struct net *n, unsigned int f)
 }
 
 /* vCPU thread: features settle at FEATURES_OK, receiving starts at
- * DRIVER_OK (on the main thread, through the queue's kick). */
+ * DRIVER_OK (on the main thread, through the kick the transport gives
+ * every ready queue then). */
 static void net_status(struct virtio_pci *vp, uint8_t old)
 {
 	struct net *n = to_net(vp);
@@ -420,10 +421,8 @@ static void net_status(struct virtio_pci *vp, uint8_t old)
 
 	if ((now & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK))
 		apply_offload(n, tun_offload(vp));
-	if ((now & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK)) {
+	if ((now & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK))
 		n->rx_on = true;
-		virtio_queue_kick(vp, RXQ);
-	}
 }
 
 static void net_config_read(struct virtio_pci *vp, unsigned int off,
