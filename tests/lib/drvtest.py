@@ -163,14 +163,15 @@ def event_loop():
         _event_loop.append(t)
 
 
-def wait_for(fn, what, timeout=30):
+def wait_for(fn, what, timeout=30, poll=0.05):
+    """fn()'s first true value, asked every POLL seconds for up to TIMEOUT."""
     deadline = time.monotonic() + timeout
     while True:
         v = fn()
         if v:
             return v
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def virsh(uri, *args, readonly=False, timeout=30):

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import linuxguest  # noqa: E402
 import netns as netns_lib  # noqa: E402
-from drvtest import INSTALLED_CONF, Daemon, virsh  # noqa: E402
+from drvtest import INSTALLED_CONF, Daemon, virsh, wait_for  # noqa: E402
 from kvmmtest import TOP, hardware_virtualization, host_tsc_khz, kvm_unavailable  # noqa: E402
 from virshconsole import Console  # noqa: E402
 
@@ -219,16 +219,6 @@ def ok(r):
     return r.stdout
 
 
-def wait(fn, what, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 def run(work, netns, bzimage, busybox, pvm):
     """The boot and its checks; returns what the report says of it.
     Raises AssertionError with the reason when a check fails."""
@@ -298,19 +288,22 @@ def run(work, netns, bzimage, busybox, pvm):
 
         assert actual() == full
         # The guest's own figures, from its driver's statistics queue.
-        stats = wait(lambda: (lambda m: m if "unused" in m and "last_update" in m else None)(memstat()),
-                     "the guest's balloon statistics", timeout)
+        def guest_stats():
+            m = memstat()
+            return m if "unused" in m and "last_update" in m else None
+
+        stats = wait_for(guest_stats, "the guest's balloon statistics", timeout, poll=0.5)
         assert 0 < stats["unused"] < stats["available"] <= full, stats
         ok(virsh(uri, "setmem", NAME, str(full - BALLOON_KIB), "--live"))
-        wait(lambda: actual() == full - BALLOON_KIB, "the balloon to inflate", timeout)
+        wait_for(lambda: actual() == full - BALLOON_KIB, "the balloon to inflate", timeout, poll=0.5)
         ok(virsh(uri, "setmem", NAME, str(full), "--live"))
-        wait(lambda: actual() == full, "the balloon to deflate", timeout)
+        wait_for(lambda: actual() == full, "the balloon to deflate", timeout, poll=0.5)
 
         # virsh shutdown: the ACPI power button; the guest powers off.
         ok(virsh(uri, "shutdown", NAME))
         serial.wait_for(r"KVMM-LINUX pressed", timeout, alive)
-        wait(lambda: ok(virsh(uri, "domstate", NAME, "--reason")).strip() == "shut off (shutdown)",
-             "the domain to shut off", timeout)
+        wait_for(lambda: ok(virsh(uri, "domstate", NAME, "--reason")).strip() == "shut off (shutdown)",
+                 "the domain to shut off", timeout, poll=0.5)
         case.check_images()
         elapsed = time.monotonic() - t0
         if diag:
