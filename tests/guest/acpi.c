@@ -6,6 +6,7 @@
  * S5 sleep type from the DSDT.  All read at CPL3 through the identity map.
  */
 #include "guest.h"
+#include "bootparam.h"
 #include "io.h"
 
 #define MAX_MADT_CPUS	256
@@ -344,10 +345,31 @@ static void parse_fadt(const u8 *t)
 	pass("fadt", NULL);
 }
 
+/* Each ECAM window must be reserved in the memory map: Linux only uses
+ * MMCONFIG from its first PCI access when it is (SeaBIOS reserves q35's). */
+static void parse_mcfg(const u8 *t)
+{
+	u32 len = rd32(t + 4);
+
+	for (u32 off = 44; off + 16 <= len; off += 16) {
+		const u8 *e = t + off;
+		u64 base = rd64(e) + ((u64)e[10] << 20);
+		u64 size = ((u64)(e[11] - e[10]) + 1) << 20;
+
+		if (e[11] < e[10])
+			fail("mcfg-reserved", "buses %u-%u", e[10], e[11]);
+		else if (e820_is(base, size, E820_RESERVED))
+			pass("mcfg-reserved", "ecam=0x%lx size=0x%lx", base, size);
+		else
+			fail("mcfg-reserved", "ecam=0x%lx size=0x%lx is not reserved in e820",
+			     base, size);
+	}
+}
+
 void acpi_init(void)
 {
 	const char *how;
-	const u8 *rsdp, *root, *madt = NULL, *fadt = NULL;
+	const u8 *rsdp, *root, *madt = NULL, *fadt = NULL, *mcfg = NULL;
 	u32 n, esize;
 	size_t tl = 0;
 	char oem[7] = "";
@@ -396,6 +418,8 @@ void acpi_init(void)
 			madt = t;
 		if (t && !memcmp(sig, "FACP", 4) && !fadt)
 			fadt = t;
+		if (t && !memcmp(sig, "MCFG", 4) && !mcfg)
+			mcfg = t;
 	}
 	memcpy(oem, rsdp + 9, 6);
 	for (int i = 5; i >= 0 && (oem[i] == ' ' || !oem[i]); i--)
@@ -412,6 +436,9 @@ void acpi_init(void)
 		parse_fadt(fadt);
 	else
 		fail("fadt", "no FACP table");
+
+	if (mcfg)
+		parse_mcfg(mcfg);
 
 	if (bad_sums[0])
 		fail("acpi-checksums", "bad=%s", bad_sums);

@@ -25,6 +25,7 @@
 #define E820_MAX_ZEROPAGE	128
 #define E820_ENTRY_SIZE		20
 #define E820_RAM		1
+#define E820_RESERVED		2
 
 #define CMDLINE_MAX		2047	/* advertised in cmdline_size */
 

@@ -101,14 +101,19 @@ void bootparams_adopt(const u8 *zp, u64 addr, u64 size)
 	bootparams_parse();
 }
 
-/* Is [base, base+size) entirely inside one usable RAM entry? */
-bool e820_is_ram(u64 base, u64 size)
+/* Is [base, base+size) entirely inside one entry of this type? */
+bool e820_is(u64 base, u64 size, u32 type)
 {
 	for (int i = 0; i < e820_count; i++)
-		if (e820[i].type == E820_RAM && base >= e820[i].base &&
+		if (e820[i].type == type && base >= e820[i].base &&
 		    base + size <= e820[i].base + e820[i].size)
 			return true;
 	return false;
+}
+
+bool e820_is_ram(u64 base, u64 size)
+{
+	return e820_is(base, size, E820_RAM);
 }
 
 static bool overlaps(u64 a, u64 alen, u64 b, u64 blen)

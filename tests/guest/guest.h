@@ -54,6 +54,7 @@ void bootparams_adopt(const u8 *zp, u64 addr, u64 size);
 bool mapped(u64 addr, u64 len);
 void bootparams_report(void);
 bool cmdline_option(const char *key, char *val, size_t len);
+bool e820_is(u64 base, u64 size, u32 type);
 bool e820_is_ram(u64 base, u64 size);
 
 /* pvh.c */

@@ -139,15 +139,22 @@ UNIT_TEST(e820_describes_low_and_high_memory)
 	CHECK(boot(k, len, NULL, 0, 4 * GiB) == 0);
 	zp = guest_mem_ptr(&vm.mem, X86_ZERO_PAGE_ADDR, BP_SIZE);
 	n = zp[BP_E820_ENTRIES];
-	CHECK_EQ_U64(n, 5);
+	CHECK_EQ_U64(n, 6);
 	for (i = 0; i < n; i++) {
 		e = zp + BP_E820_TABLE + i * 20;
 		if (rd(e, 16, 4) == E820_RAM)
 			usable += rd(e, 8, 8);
+		if (i)	/* sorted, no overlap */
+			CHECK(rd(e, 0, 8) >= rd(e - 20, 0, 8) + rd(e - 20, 8, 8));
 	}
 	/* all RAM but the EBDA and the 0xA0000-0xFFFFF hole */
 	CHECK_EQ_U64(usable, 4 * GiB - (0x100000 - X86_EBDA_ADDR));
+	/* the ECAM is reserved, between low and high RAM */
 	e = zp + BP_E820_TABLE + 4 * 20;
+	CHECK_EQ_U64(rd(e, 0, 8), X86_PCI_ECAM_ADDR);
+	CHECK_EQ_U64(rd(e, 8, 8), X86_PCI_ECAM_SIZE);
+	CHECK_EQ_U64(rd(e, 16, 4), E820_RESERVED);
+	e = zp + BP_E820_TABLE + 5 * 20;
 	CHECK_EQ_U64(rd(e, 0, 8), X86_HIGH_RAM_START);
 	CHECK_EQ_U64(rd(e, 8, 8), 1 * GiB);
 	CHECK_EQ_U64(rd(zp, HDR_RAMDISK_IMAGE, 4), 0);
@@ -271,7 +278,7 @@ UNIT_TEST(elf_pvh_kernel_gets_start_info)
 	CHECK_EQ_U64(rd(si, 12, 4), 1);			/* one module */
 	CHECK_EQ_U64(rd(si, 24, 8), X86_CMDLINE_ADDR);
 	CHECK_EQ_U64(rd(si, 32, 8), X86_ACPI_ADDR);
-	CHECK_EQ_U64(rd(si, 48, 4), 4);			/* e820 entries */
+	CHECK_EQ_U64(rd(si, 48, 4), 5);			/* e820 entries */
 	CHECK_EQ_U64(*(uint8_t *)guest_mem_ptr(&vm.mem, 0x200000, 1), 0xcc);
 	CHECK_EQ_U64(*(uint8_t *)guest_mem_ptr(&vm.mem, 0x201000, 1), 0);	/* bss */
 	/* entered in 32-bit mode: the GDT's 0x10 is a 32-bit code segment */

@@ -65,8 +65,10 @@ def test_acpi_tables_are_valid_for_the_guest(kvm, vms, tmp, runner):
     passed = [t.split()[0] for _, t in g.records("pass")]
     assert "acpi-checksums" in passed
     tables = g.info()["tables"].split(",")
-    for sig in ("FACP", "APIC"):
+    for sig in ("FACP", "APIC", "MCFG"):
         assert sig in tables
+    # The MCFG's ECAM is reserved in the e820 map, as SeaBIOS does on q35.
+    assert "mcfg-reserved" in passed
     no_failures(g)
     g.wait_exit()
 

@@ -79,7 +79,7 @@ int e820_build(uint64_t mem_size, uint64_t low_end, struct e820_entry *e, unsign
 {
 	unsigned int n = 0;
 
-	if (max < 4)
+	if (max < 5)
 		return -ENOSPC;
 	e[n++] = (struct e820_entry){ 0, X86_EBDA_ADDR, E820_RAM };
 	e[n++] = (struct e820_entry){ X86_EBDA_ADDR, 0xA0000 - X86_EBDA_ADDR, E820_RESERVED };
@@ -87,8 +87,11 @@ int e820_build(uint64_t mem_size, uint64_t low_end, struct e820_entry *e, unsign
 	e[n++] = (struct e820_entry){ X86_ACPI_ADDR, X86_SMBIOS_ADDR + X86_SMBIOS_SIZE - X86_ACPI_ADDR,
 				      E820_RESERVED };
 	e[n++] = (struct e820_entry){ X86_KERNEL_ADDR, low_end - X86_KERNEL_ADDR, E820_RAM };
+	/* The MCFG's ECAM: Linux uses it from its first PCI access only when
+	 * the e820 map reserves it, as SeaBIOS does on QEMU's q35. */
+	e[n++] = (struct e820_entry){ X86_PCI_ECAM_ADDR, X86_PCI_ECAM_SIZE, E820_RESERVED };
 	if (mem_size > low_end) {
-		if (max < 5)
+		if (max < 6)
 			return -ENOSPC;
 		e[n++] = (struct e820_entry){ X86_HIGH_RAM_START, mem_size - low_end, E820_RAM };
 	}
