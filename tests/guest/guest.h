@@ -138,6 +138,7 @@ void smp_boot(bool enabled);
 /* pm.c */
 extern volatile int pwrbtn_pending;
 void pm_power_button_enable(void);
+void pm_i8042_check(void);
 void sci_interrupt(void);
 void pm_poweroff(void);
 void pm_reboot(void);

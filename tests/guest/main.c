@@ -51,6 +51,7 @@ void user_main(u64 zero_page, u32 entry)
 
 	bootparams_report();
 	acpi_init();
+	pm_i8042_check();
 	lapic_enable();
 	ioapic_init();
 	timer_init();

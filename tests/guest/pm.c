@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * ACPI power management: S5 poweroff, reset, the fixed power button and
- * its SCI, and the deliberate triple fault.
+ * its SCI, and the deliberate triple fault; and the PS/2 controller's
+ * status, whose reset line is one of the ways to reboot.
  */
 #include "guest.h"
 #include "io.h"
@@ -15,6 +16,21 @@
 #define SLEEP_CTL_EN	(1 << 5)
 
 volatile int pwrbtn_pending;
+
+#define I8042_STATUS		0x64
+#define I8042_STS_UNLOCKED	(1 << 4)	/* keyboard not inhibited */
+
+/* The PS/2 controller's status as Linux's i8042 reads it at probe: with
+ * the keyboard inhibit (key lock) bit showing, Linux warns. */
+void pm_i8042_check(void)
+{
+	u8 st = inb(I8042_STATUS);
+
+	if (st & I8042_STS_UNLOCKED)
+		pass("i8042", "status=0x%x", st);
+	else
+		fail("i8042", "status=0x%x: keyboard inhibited (key lock)", st);
+}
 
 /* PM1_EN is the second half of the PM1 event block. */
 static struct gas pm1_en(void)

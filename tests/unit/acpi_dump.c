@@ -112,6 +112,7 @@ int main(int argc, char **argv)
 		.reset_value = 0x06, .sci_irq = 9, .s5_slp_typ = 5,
 		.com1_port = 0x3F8, .com1_irq = 4,
 		.rtc_port = 0x70, .rtc_irq = 8,
+		.i8042_port = 0x60,
 		.pci_ecam_addr = 0xE0000000, .pci_mmio_base = 0xC0000000,
 		.pci_mmio_size = 0x20000000, .pci_conf1_port = 0xCF8,
 		.gpe0_port = 0x60C, .pci_hotplug_port = 0xAE00,

@@ -23,6 +23,7 @@ static struct acpi_platform plat(unsigned int ncpus)
 		.reset_value = 0x06, .sci_irq = 9, .s5_slp_typ = 5,
 		.com1_port = 0x3F8, .com1_irq = 4,
 		.rtc_port = 0x70, .rtc_irq = 8,
+		.i8042_port = 0x60,
 	};
 	return p;
 }
@@ -406,6 +407,34 @@ UNIT_TEST(dsdt_and_fadt_describe_the_rtc)
 	CHECK(find(mem, WIN_SIZE, pnp0b00, sizeof(pnp0b00)) == NULL);
 	f = xsdt_find(WIN_BASE, rsdp_of(WIN_BASE, WIN_BASE), "FACP");
 	CHECK(f && f[108] == 0 && (le(f + 109, 2) & (1u << 5)));
+}
+
+UNIT_TEST(dsdt_and_fadt_describe_the_ps2_controller)
+{
+	struct acpi_platform p = plat(2);
+	/* Name(_HID, EisaId("PNP0303")) */
+	static const uint8_t pnp0303[] = { 0x08, '_', 'H', 'I', 'D', 0x0C,
+					   0x41, 0xD0, 0x03, 0x03 };
+	/* IO(Decode16, 0x60, 0x60, 1, 1), IO(Decode16, 0x64, 0x64, 1, 1),
+	 * IRQNoFlags(){1}, EndTag */
+	static const uint8_t crs[] = { 0x47, 0x01, 0x60, 0x00, 0x60, 0x00, 0x01, 0x01,
+				       0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01, 0x01,
+				       0x22, 0x02, 0x00, 0x79, 0x00 };
+	const uint8_t *f;
+
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, pnp0303, sizeof(pnp0303)) != NULL);
+	CHECK(find(mem, WIN_SIZE, crs, sizeof(crs)) != NULL);
+	f = xsdt_find(WIN_BASE, rsdp_of(WIN_BASE, WIN_BASE), "FACP");
+	CHECK(f && (le(f + 109, 2) & (1u << 1)));	/* 8042 */
+
+	p.i8042_port = 0;
+	memset(mem, 0, sizeof(mem));
+	CHECK_EQ_U64(acpi_build(&p, mem, WIN_BASE, WIN_SIZE), WIN_BASE);
+	CHECK(find(mem, WIN_SIZE, pnp0303, sizeof(pnp0303)) == NULL);
+	f = xsdt_find(WIN_BASE, rsdp_of(WIN_BASE, WIN_BASE), "FACP");
+	CHECK(f && !(le(f + 109, 2) & (1u << 1)));
 }
 
 UNIT_TEST(dsdt_no_com1)

@@ -43,6 +43,13 @@ def test_iasl_accepts_every_table(tmp, ncpus, extra):
     assert ('Name (_HID, "QEMU0002")' in dsdt) == bool(extra), dsdt
     dsdt = open(os.path.join(tmp, "dsdt.dsl")).read()
     assert re.search(r"Device \(RTC\)", dsdt) and re.search(r"Device \(COM1\)", dsdt)
+    kbd = dsdt[dsdt.index("Device (KBD)"):]
+    kbd = kbd[:kbd.index("Device (", 1)]
+    assert 'EisaId ("PNP0303")' in kbd, kbd
+    ports = re.findall(r"IO \(Decode16,\s*(0x\w+),\s*// Range Minimum\s*(0x\w+),\s*// Range Maximum"
+                       r"\s*0x01,\s*// Alignment\s*(0x\w+),\s*// Length", kbd)
+    assert ports == [("0x0060", "0x0060", "0x01"), ("0x0064", "0x0064", "0x01")], kbd
+    assert re.search(r"IRQNoFlags \(\)\s*\{1\}", kbd), kbd
     assert re.search(r"Name \(_S5, Package \(0x04\)[^{]*\{\s*0x05,\s*0x05", dsdt), dsdt
     # PCI: the host bridge with its windows, ECAM in the MCFG and reserved
     # as a motherboard resource (what Linux's pci_mmcfg checks).

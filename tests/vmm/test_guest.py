@@ -73,6 +73,18 @@ def test_acpi_tables_are_valid_for_the_guest(kvm, vms, tmp, runner):
     g.wait_exit()
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_ps2_controller_shows_no_key_lock(kvm, vms, tmp, runner):
+    """Status bit 4 (keyboard not inhibited) set, as on a PC without a key
+    lock: Linux's i8042 warns "Keylock active" otherwise."""
+    g = runner.start(vms, tmp, "kvmmtest.action=poweroff")
+    g.wait_for(r"KVMMTEST done")
+    st = [t for _, t in g.records("pass") if t.startswith("i8042 ")]
+    assert len(st) == 1 and int(st[0].split("status=")[1], 16) & 0x10, st
+    no_failures(g)
+    assert g.wait_exit() == runner.exit_status("poweroff")
+
+
 # A PIT calibration on a busy host was off by up to 7.7x; the frequency
 # the hypervisor reports is exact.  2% is far from either.
 TSC_TOLERANCE = 0.02

@@ -136,7 +136,7 @@ int devices_create(struct vm *vm)
 	if (!reset)
 		goto fail;
 	devices_add(vm, reset);
-	dev = i8042_create(vm);
+	dev = i8042_create(vm, X86_I8042_PORT);
 	if (!dev)
 		goto fail;
 	devices_add(vm, dev);

@@ -27,7 +27,7 @@ void acpi_pm_power_button(struct device *pm);
 /* Sets GPE0 status bit gpe (0-15): an SCI if the guest enabled it. */
 void acpi_pm_gpe_raise(struct device *pm, unsigned int gpe);
 struct device *sysreset_create(struct vm *vm, uint16_t port);
-struct device *i8042_create(struct vm *vm);
+struct device *i8042_create(struct vm *vm, uint16_t port);
 struct device *rtc_create(struct vm *vm, uint16_t port);
 
 #endif

@@ -9,13 +9,13 @@
 #include "device.h"
 #include "vm.h"
 
-#define I8042_BASE	0x60
-#define I8042_DATA	0	/* port 0x60 */
-#define I8042_CMD	4	/* port 0x64 */
+#define I8042_DATA	0	/* base: 0x60 on a PC */
+#define I8042_CMD	4	/* base + 4: 0x64 */
 
 #define STS_OBF		0x01
 #define STS_SYS		0x04
 #define STS_CMD		0x08
+#define STS_UNLOCKED	0x10	/* keyboard not inhibited: there is no key lock */
 
 #define CMD_READ_CTR	0x20
 #define CMD_WRITE_CTR	0x60
@@ -51,7 +51,7 @@ static void i8042_read(struct device *dev, uint64_t addr, uint8_t *data, unsigne
 		data[0] = k->s.out;
 		k->s.status &= ~STS_OBF;
 	} else if (addr == I8042_CMD) {
-		data[0] = k->s.status;
+		data[0] = k->s.status | STS_UNLOCKED;
 	} else {
 		data[0] = 0xff;
 	}
@@ -145,7 +145,7 @@ static const struct device_ops i8042_ops = {
 	.destroy = i8042_destroy,
 };
 
-struct device *i8042_create(struct vm *vm)
+struct device *i8042_create(struct vm *vm, uint16_t port)
 {
 	struct i8042 *k = calloc(1, sizeof(*k));
 
@@ -155,7 +155,7 @@ struct device *i8042_create(struct vm *vm)
 	i8042_reset(&k->dev);
 	/* 0x61..0x63 in between belong to the in-kernel PIT/speaker and never
 	 * reach us; register the whole span so one device owns both ports. */
-	if (bus_register(&vm->pio, I8042_BASE, 5, &k->dev)) {
+	if (bus_register(&vm->pio, port, 5, &k->dev)) {
 		free(k);
 		return NULL;
 	}

@@ -213,23 +213,27 @@ static void gas(uint8_t *p, uint8_t bits, uint8_t access, uint64_t port)
 
 /* An ISA device's _CRS: IO(Decode16, port, port, 1, len),
  * IRQNoFlags(){irq}, EndTag. */
-static size_t isa_resources(uint8_t *r, uint16_t port, uint8_t len, uint8_t irq)
+/* I/O port (small item, 7 bytes): 8 bytes. */
+static size_t io_port(uint8_t *r, uint16_t port, uint8_t len)
 {
-	uint16_t mask = 1u << irq;
-
-	r[0] = 0x47;		/* small item: I/O port, 7 bytes */
+	r[0] = 0x47;
 	r[1] = 0x01;		/* 16-bit address decode */
 	put_le(r + 2, port, 2);	/* minimum base */
 	put_le(r + 4, port, 2);	/* maximum base */
 	r[6] = 1;		/* alignment */
 	r[7] = len;		/* number of ports */
-	r[8] = 0x22;		/* small item: IRQ, 2 bytes (edge, high) */
-	put_le(r + 9, mask, 2);
-	r[11] = 0x79;		/* end tag */
-	r[12] = 0;		/* 0: checksum not used */
-	return 13;
+	return 8;
 }
 
+/* IRQ (small item, 2 bytes: edge, active high) and the end tag: 5 bytes. */
+static size_t irq_end(uint8_t *r, uint8_t irq)
+{
+	r[0] = 0x22;
+	put_le(r + 1, 1u << irq, 2);
+	r[3] = 0x79;
+	r[4] = 0;		/* 0: checksum not used */
+	return 5;
+}
 static void cpu_name(char name[5], unsigned int i)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -388,11 +392,8 @@ static void dsdt_cpus(struct aml *a, const struct acpi_platform *p)
 }
 
 static void dsdt_isa_device(struct aml *a, const char *name, const char *eisaid,
-			    uint16_t port, uint8_t len, uint8_t irq)
+			    const uint8_t *crs, size_t n)
 {
-	uint8_t crs[16];
-	size_t n = isa_resources(crs, port, len, irq);
-
 	aml_device_begin(a, name);
 	aml_name(a, "_HID");
 	aml_eisaid(a, eisaid);
@@ -401,6 +402,28 @@ static void dsdt_isa_device(struct aml *a, const char *name, const char *eisaid,
 	aml_name(a, "_CRS");
 	aml_buffer(a, crs, n);
 	aml_end(a);
+}
+
+static void dsdt_port_device(struct aml *a, const char *name, const char *eisaid,
+			     uint16_t port, uint8_t len, uint8_t irq)
+{
+	uint8_t crs[16];
+	size_t n = io_port(crs, port, len);
+
+	n += irq_end(crs + n, irq);
+	dsdt_isa_device(a, name, eisaid, crs, n);
+}
+
+/* The PS/2 controller as PCs describe it: data port, command port apart,
+ * the keyboard's IRQ.  Without it Linux probes the ports blind. */
+static void dsdt_i8042(struct aml *a, uint16_t port)
+{
+	uint8_t crs[24];
+	size_t n = io_port(crs, port, 1);
+
+	n += io_port(crs + n, port + 4, 1);
+	n += irq_end(crs + n, 1);
+	dsdt_isa_device(a, "KBD", "PNP0303", crs, n);
 }
 
 /* WordBusNumber / WordIO: 16 bytes. */
@@ -647,9 +670,11 @@ static int64_t build_dsdt(struct acpi_ctx *c, const struct acpi_platform *p)
 	aml_scope_begin(&a, "_SB");
 	dsdt_cpus(&a, p);
 	if (p->com1_port)
-		dsdt_isa_device(&a, "COM1", "PNP0501", p->com1_port, 8, p->com1_irq);
+		dsdt_port_device(&a, "COM1", "PNP0501", p->com1_port, 8, p->com1_irq);
 	if (p->rtc_port)
-		dsdt_isa_device(&a, "RTC", "PNP0B00", p->rtc_port, 2, p->rtc_irq);
+		dsdt_port_device(&a, "RTC", "PNP0B00", p->rtc_port, 2, p->rtc_irq);
+	if (p->i8042_port)
+		dsdt_i8042(&a, p->i8042_port);
 	if (p->pci_ecam_addr)
 		dsdt_pci(&a, p);
 	if (p->fw_cfg_port)
@@ -700,7 +725,7 @@ static void build_fadt(const struct acpi_ctx *c, const struct acpi_platform *p,
 	t[FADT_PM_TMR_LEN] = 4;
 	put_le(t + FADT_P_LVL2_LAT, C2_UNSUPPORTED, 2);
 	put_le(t + FADT_P_LVL3_LAT, C3_UNSUPPORTED, 2);
-	put_le(t + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA |
+	put_le(t + FADT_IAPC_BOOT_ARCH, (p->i8042_port ? BOOT_ARCH_8042 : 0) | BOOT_ARCH_NO_VGA |
 	       (p->rtc_port ? 0 : BOOT_ARCH_NO_CMOS_RTC), 2);
 	t[FADT_CENTURY] = p->rtc_port ? ACPI_RTC_CENTURY_INDEX : 0;
 	/* TMR_VAL_EXT = 0: 24-bit PM timer; PWR_BUTTON = 0: the power

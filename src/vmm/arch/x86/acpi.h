@@ -45,6 +45,7 @@ struct acpi_platform {
 	uint8_t com1_irq;	/* 4 */
 	uint16_t rtc_port;	/* 0x70, CMOS RTC (PNP0B00); 0 = none */
 	uint8_t rtc_irq;	/* 8 */
+	uint16_t i8042_port;	/* 0x60 and +4, IRQ 1 (PNP0303); 0 = none */
 	/* PCI segment 0, bus 0 (all 0 = no PCI): ECAM in the MCFG and
 	 * reserved by a PNP0C02 device; the host bridge PCI0 in the DSDT
 	 * with conf1 at pci_conf1_port and a 32-bit MMIO window. */

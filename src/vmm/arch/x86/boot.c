@@ -160,6 +160,7 @@ static int64_t load_acpi(struct vm *vm)
 		.com1_irq = X86_COM1_IRQ,
 		.rtc_port = X86_RTC_PORT,
 		.rtc_irq = X86_RTC_IRQ,
+		.i8042_port = X86_I8042_PORT,
 		.pci_ecam_addr = X86_PCI_ECAM_ADDR,
 		.pci_mmio_base = X86_PCI_MMIO_START,
 		.pci_mmio_size = X86_PCI_MMIO_SIZE,

@@ -44,6 +44,7 @@
 #define X86_PCI_CONF1_PORT	0xCF8		/* 0xCF8-0xCFF; 0xCF9 is the reset register */
 #define X86_RESET_PORT		0xCF9
 #define X86_RTC_PORT		0x70
+#define X86_I8042_PORT		0x60		/* data 0x60, status/command 0x64 */
 #define X86_FW_CFG_PORT		0x510		/* 0x510-0x51B: selector, data, DMA (QEMU's) */
 #define X86_RTC_IRQ		8
 #define X86_SCI_IRQ		9
