@@ -26,8 +26,11 @@ BUTTON_MODULES = ["button", "evdev"]
 # What Linux says when it dislikes our ACPI tables or PCI resources.
 COMPLAINTS = r"ACPI BIOS Error|ACPI Error|PCI: .*conflict|BAR .* no space|failed to assign"
 # What else it said about our machine that real firmware does not make it
-# say: no SMBIOS tables, MTRRs left disabled (so no PAT).
-COMPLAINTS += r"|DMI not present|MTRRs disabled"
+# say: no SMBIOS tables, MTRRs left disabled (so no PAT), no PS/2
+# controller in the DSDT or one showing a key lock, an ECAM window the
+# e820 map does not reserve (MMCONFIG then waits for ACPI).
+COMPLAINTS += (r"|DMI not present|MTRRs disabled|No PS/2 controller found|Keylock active"
+               r"|not using MMCONFIG")
 DISK_BYTES = 2 << 20
 MARKER_SECTOR = 100
 HOST_IP, GUEST_IP = "10.91.0.1", "10.91.0.2"
