@@ -34,6 +34,11 @@ def written_config(d, dom):
         return json.load(f)
 
 
+def domain_log(d, dom):
+    with open(os.path.join(d.root, "log", "libvirt", "kvmm", dom.name() + ".log")) as f:
+        return f.read()
+
+
 def argv_of(pid):
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().split(b"\0")
@@ -74,6 +79,8 @@ def test_pvm_compat_key_puts_every_kvmm_in_the_mode(start_daemon, kvm, tmp_path,
     assert (b"--sandbox" in argv_of(pid)) == bool(sandbox), argv_of(pid)
     assert written_config(d, dom).get("pvm_compat") is True
     wait_ticks(d.root, 3)
+    # The domain's log says how its guest runs.
+    assert "KVM-PVM compatibility mode on" in domain_log(d, dom)
     r = migrate_answer(d, dom)
     assert REFUSED in json.dumps(r.get("error")), r
     # Refused, the guest runs on.
@@ -107,6 +114,7 @@ def test_without_the_key_no_kvmm_gets_the_mode(start_daemon, kvm, conf):
     assert "pvm_compat" not in written_config(d, dom)
     assert b"--pvm-compat" not in argv_of(kvmm_pid(d))
     wait_ticks(d.root, 3)
+    assert "compatibility mode" not in domain_log(d, dom)
     dom.destroy()
     conn.close()
 

@@ -20,7 +20,7 @@ def test_pvm_compat_only_where_the_host_lacks_vmx_svm(kvm, vms, tmp):
     """On a KVM-PVM host the mode comes on and leaves a guest that never
     trips it as it was (the test guest runs all its checks and powers
     off); on a host with VMX/SVM kvmm refuses to start with it."""
-    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(extra=["--pvm-compat", "-v"]))
+    g = kvmmtest.start(vms, kvmmtest.kvmm_argv(extra=["--pvm-compat"]))
     if kvmmtest.hardware_virtualization():
         assert g.wait_exit() == 1
         assert b"KVM-PVM test hosts only: this host has VMX/SVM" in g.stderr, g.stderr

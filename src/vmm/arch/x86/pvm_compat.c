@@ -166,7 +166,9 @@ int pvm_compat_init(struct vm *vm)
 		goto fail;
 	}
 	vm->pvm = pc;
-	pr_info("KVM-PVM compatibility mode on (docs/pvm-compat.md)");
+	/* At every log level: a domain's log must show its guest ran so. */
+	pr_warn("KVM-PVM compatibility mode on: for test hosts without VMX/SVM; "
+		"the guest sees a cut-down CPU (docs/pvm-compat.md)");
 	return 0;
 fail:
 	munmap(pc->pages, TRAMP_PAGES * 0x1000);
