@@ -1,6 +1,6 @@
 """<interface> through virtkvmmd: the daemon makes a persistent tap per NIC
-(ethernet alone, or a port of a Linux bridge), kvmm's virtio-net opens it
-by name, and the daemon removes it whenever the domain stops.
+(ethernet alone, or a port of a Linux bridge), kvmm's virtio-net is handed
+it open, and the daemon removes it whenever the domain stops.
 
 The daemon runs inside a network namespace each test creates (`ip netns
 exec NS virtkvmmd --root ...`), so its taps and bridges are private; the
@@ -212,6 +212,31 @@ def test_two_nics_skip_a_taken_name(nsd, kvm):
     assert rec["net.count"] == 2 and rec["net.1.name"] == "vnet2" and rec["net.1.rx.pkts"] >= 3
     dom.destroy()
     assert taps(ns) == ["vnet0"]
+
+
+def test_starts_at_once_each_get_their_own_taps(nsd, kvm):
+    """Twelve starts at once, three NICs each: every start succeeds with taps
+    of its own, and none is left after.  (A tap takes one holder: a
+    daemon that opened its new tap again by name could find it held by
+    the copy another start's fork had caught.)"""
+    d, ns, conn = nsd
+    names = [f"p{i}" for i in range(12)]
+    for n in names:
+        conn.defineXML(guest_xml(d.root, n, extra_devices=nic() * 3))
+    starts = [subprocess.Popen(["virsh", "-c", d.uri(), "start", n], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for n in names]
+    errors = [(n, p.communicate(timeout=120)[1]) for n, p in zip(names, starts)]
+    errors = [(n, e) for (n, e), p in zip(errors, starts) if p.returncode != 0]
+    try:
+        assert errors == []
+        targets = [t for n in names for t in live_targets(conn.lookupByName(n))]
+        assert len(set(targets)) == 3 * len(names) and sorted(targets) == taps(ns), targets
+    finally:
+        for n in names:
+            dom = conn.lookupByName(n)
+            if dom.isActive():
+                dom.destroy()
+    assert taps(ns) == []
 
 
 def test_tap_removed_after_guest_shutdown(nsd, kvm):

@@ -945,22 +945,22 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 		goto fail;
 	/* The NICs' taps, outside the lock (a network driver may be asked);
 	 * our job keeps the definition as it is. */
-	{
-		g_autofree char *mark = g_strconcat(tap_mark, uuid, NULL);
-
-		if (nics_create(obj->def, &r->taps, mark) < 0)
-			goto fail;
-	}
 	/* kvmm is handed its taps open: it needs no CAP_NET_ADMIN, no
 	 * /dev/net/tun, and works confined. */
-	if (r->taps.n > INHERITED_FD_MAX) {
+	if (obj->def->nnets > INHERITED_FD_MAX) {
 		drv_error_report(VIR_ERR_CONFIG_UNSUPPORTED, "kvmm takes at most %d interfaces",
 				 INHERITED_FD_MAX);
 		goto fail;
 	}
+	{
+		g_autofree char *mark = g_strconcat(tap_mark, uuid, NULL);
+
+		if (nics_create(obj->def, &r->taps, mark, tapfds) < 0)
+			goto fail;
+	}
+	ntapfds = r->taps.n;
 	if (nics_open(&r->taps, tapfds) < 0)
 		goto fail;
-	ntapfds = r->taps.n;
 	for (size_t i = 0; i < ntapfds; i++)
 		tapnums[i] = INHERITED_FD_BASE + (int)i;
 	g_mutex_lock(&obj->lock);
@@ -1076,8 +1076,7 @@ static int start_run(struct domain_obj *obj, bool paused, const char *restore, i
 	return 0;
 
 fail:
-	while (ntapfds)
-		close(tapfds[--ntapfds]);
+	nics_release(&r->taps, tapfds, ntapfds);
 	if (gate >= 0)
 		close(gate);	/* a child still held before exec exits */
 	if (logfd >= 0)
@@ -1953,15 +1952,14 @@ int process_attach_net(struct domain_obj *obj, struct domain_def *newdef, size_t
 	mark = g_strconcat(tap_mark, uuid, NULL);
 	/* The tap first, marked as at start: a daemon killed before the
 	 * status names it leaves it to the next one's sweep. */
-	if (nics_create(&one, &t, mark) < 0) {
+	if (nics_create(&one, &t, mark, &tapfd) < 0) {
 		domain_def_free(persist);
 		return -1;
 	}
 	keys = vmconfig_net_json(n, t.names[0]);
-	/* Opened here for kvmm, as at start. */
+	/* Handed to kvmm as at start. */
 	if (nics_open(&t, &tapfd) < 0 || monitor_device_add_net(api, alias, keys, tapfd, &slot) < 0) {
-		if (tapfd >= 0)
-			close(tapfd);
+		nics_release(&t, &tapfd, 1);
 		nics_remove(&t);
 		domain_def_free(persist);
 		return -1;

@@ -333,9 +333,8 @@ int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridg
 		goto fail;
 	}
 	close(s);
-	close(fd);
 	pr_info("tap '%s' created%s%s", *name, bridge ? " on bridge " : "", bridge ? bridge : "");
-	return 0;
+	return fd;
 
 fail:
 	/* Not persistent any more: it goes with our descriptor. */
@@ -367,6 +366,15 @@ int netdev_tap_open(const char *name)
 	else if (fd < 0)
 		drv_error_report(VIR_ERR_SYSTEM_ERROR, "cannot open tap device '%s': %s", name, g_strerror(-fd));
 	return fd < 0 ? -1 : fd;
+}
+
+void netdev_tap_discard(int fd, const char *name)
+{
+	if (ioctl(fd, TUNSETPERSIST, 0) < 0)
+		pr_warn("cannot remove tap '%s': %s", name, g_strerror(errno));
+	else
+		pr_info("tap '%s' removed", name);
+	close(fd);
 }
 
 void netdev_tap_delete(const char *name)

@@ -35,7 +35,10 @@ struct netdev_stats {
  * address, attached to BRIDGE when not NULL (taking its MTU), link up,
  * marked MARK (its alias, under 256 bytes).  A tap of that name that
  * exists and nobody holds is taken over, as libvirt does; one in use is
- * refused.  -1 after reporting, nothing left behind. */
+ * refused.  Returns the descriptor that made it, attached, as
+ * netdev_tap_open's are: the one to hand kvmm.  Opening the tap again by
+ * name could find it held by the copy another thread's fork caught (a
+ * tap takes one holder).  -1 after reporting, nothing left behind. */
 int netdev_tap_create(char **name, const unsigned char mac[6], const char *bridge, const char *mark);
 
 /* The names of the network devices whose mark begins with PREFIX (free
@@ -57,6 +60,10 @@ int netdev_tap_open(const char *name);
 /* Removes the persistent tap NAME (the kernel deletes it once nobody
  * holds it).  Gone already is fine; failures are logged. */
 void netdev_tap_delete(const char *name);
+
+/* The same through FD, a descriptor attached to NAME, which it closes:
+ * it needs no second holder, so no copy of FD elsewhere can stop it. */
+void netdev_tap_discard(int fd, const char *name);
 
 /* NAME's counters (/proc/net/dev).  -1 after reporting. */
 int netdev_stats(const char *name, struct netdev_stats *st);

@@ -12,8 +12,10 @@
 
 #define VIR_FROM_THIS VIR_FROM_DOMAIN
 
-/* One NIC's tap into T's slot I; -1 after reporting. */
-static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i, const char *mark)
+/* One NIC's tap into T's slot I, *FD the descriptor that made it (-1:
+ * the user's own); -1 after reporting. */
+static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i, const char *mark,
+		      int *fd)
 {
 	g_autofree char *bridge = NULL;
 	/* A 'vnet' name in a definition belonged to an earlier run (libvirt
@@ -42,7 +44,7 @@ static int nic_create(const struct domain_net *n, struct nic_taps *t, size_t i, 
 		bridge = g_strdup(n->source);
 	else if (n->type == NET_NETWORK && !(bridge = network_bridge(n->source)))
 		goto fail;
-	if (netdev_tap_create(&name, n->mac, bridge, mark) < 0)
+	if ((*fd = netdev_tap_create(&name, n->mac, bridge, mark)) < 0)
 		goto fail;
 	t->names[i] = name;
 	t->owned[i] = true;
@@ -54,7 +56,7 @@ fail:
 	return -1;
 }
 
-int nics_create(const struct domain_def *def, struct nic_taps *t, const char *mark)
+int nics_create(const struct domain_def *def, struct nic_taps *t, const char *mark, int *fds)
 {
 	memset(t, 0, sizeof(*t));
 	if (!def->nnets)
@@ -62,8 +64,11 @@ int nics_create(const struct domain_def *def, struct nic_taps *t, const char *ma
 	t->n = def->nnets;
 	t->names = g_new0(char *, t->n + 1);
 	t->owned = g_new0(bool, t->n);
+	for (size_t i = 0; i < t->n; i++)
+		fds[i] = -1;
 	for (size_t i = 0; i < t->n; i++) {
-		if (nic_create(&def->nets[i], t, i, mark) < 0) {
+		if (nic_create(&def->nets[i], t, i, mark, &fds[i]) < 0) {
+			nics_release(t, fds, t->n);
 			nics_remove(t);
 			return -1;
 		}
@@ -74,14 +79,34 @@ int nics_create(const struct domain_def *def, struct nic_taps *t, const char *ma
 int nics_open(const struct nic_taps *t, int *fds)
 {
 	for (size_t i = 0; i < t->n; i++) {
+		if (fds[i] >= 0)
+			continue;
 		fds[i] = netdev_tap_open(t->names[i]);
 		if (fds[i] < 0) {
 			while (i--)
-				close(fds[i]);
+				if (!t->owned[i]) {
+					close(fds[i]);
+					fds[i] = -1;
+				}
 			return -1;
 		}
 	}
 	return 0;
+}
+
+void nics_release(struct nic_taps *t, int *fds, size_t n)
+{
+	for (size_t i = 0; i < n && i < t->n; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (t->owned[i]) {
+			netdev_tap_discard(fds[i], t->names[i]);
+			t->owned[i] = false;	/* gone: nothing for nics_remove */
+		} else {
+			close(fds[i]);
+		}
+		fds[i] = -1;
+	}
 }
 
 void nics_remove(struct nic_taps *t)
