@@ -211,8 +211,6 @@ static void gas(uint8_t *p, uint8_t bits, uint8_t access, uint64_t port)
 	put_le(p + 4, port, 8);
 }
 
-/* An ISA device's _CRS: IO(Decode16, port, port, 1, len),
- * IRQNoFlags(){irq}, EndTag. */
 /* I/O port (small item, 7 bytes): 8 bytes. */
 static size_t io_port(uint8_t *r, uint16_t port, uint8_t len)
 {
@@ -234,6 +232,7 @@ static size_t irq_end(uint8_t *r, uint8_t irq)
 	r[4] = 0;		/* 0: checksum not used */
 	return 5;
 }
+
 static void cpu_name(char name[5], unsigned int i)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -404,6 +403,8 @@ static void dsdt_isa_device(struct aml *a, const char *name, const char *eisaid,
 	aml_end(a);
 }
 
+/* An ISA device's _CRS: IO(Decode16, port, port, 1, len),
+ * IRQNoFlags(){irq}, EndTag. */
 static void dsdt_port_device(struct aml *a, const char *name, const char *eisaid,
 			     uint16_t port, uint8_t len, uint8_t irq)
 {
